@@ -1,0 +1,7 @@
+"""``python -m maild`` runs the command-line interface."""
+
+import sys
+
+from maild.cli import main
+
+sys.exit(main())

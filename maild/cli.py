@@ -1,0 +1,191 @@
+"""The ``maild`` command line: run the daemon, fetch once, ask the daemon for status, check the config.
+
+Errors are one line on stderr and exit code 1 (2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from maild import __version__
+from maild.config import AccountConfig, Config, config_path, load_config
+from maild.errors import ConfigError, ControlError, MaildError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="maild", description="Fetch an office's mail by POP3 and IMAP into a safe archive."
+    )
+    p.add_argument("--version", action="version", version=f"maild {__version__}")
+    p.add_argument("-c", "--config", help="config file (default: $MAILD_CONFIG or /etc/maild/config.toml)")
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override daemon.log_level"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the daemon in the foreground (for systemd)")
+    f = sub.add_parser("fetch", help="fetch once without a daemon; exit 1 if any account failed")
+    f.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="accounts to fetch (default: all enabled)")
+    s = sub.add_parser("status", help="show the running daemon's status")
+    s.add_argument("account", nargs="?", help="only this account")
+    s.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    n = sub.add_parser("fetch-now", help="ask the running daemon to fetch now")
+    n.add_argument("account", nargs="?", default="all", help="account name or 'all' (default)")
+    n.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the cycle")
+    sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``maild`` console script; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (MaildError, OSError) as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(config_path(args.config))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from maild.log import configure_logging
+
+    if args.command == "check-config":
+        cfg = _load(args)
+        for warning in cfg.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"{cfg.path}: OK, {len(cfg.accounts)} accounts")
+        return 0
+    if args.command == "run":
+        cfg = _load(args)
+        configure_logging(args.log_level or cfg.daemon.log_level)
+        for warning in cfg.warnings:
+            from maild.log import get_logger
+
+            get_logger().warning("config.warning", detail=warning)
+        from maild.daemon import Daemon
+
+        asyncio.run(Daemon(cfg).run())
+        return 0
+    if args.command == "fetch":
+        cfg = _load(args)
+        configure_logging(args.log_level or "warning")
+        return asyncio.run(_fetch_once(cfg, args.accounts))
+    if args.command == "status":
+        cfg = _load(args)
+        from maild.control import request
+
+        payload: dict[str, Any] = {"command": "status"}
+        if args.account:
+            payload["account"] = args.account
+        reply = _checked(request(cfg.daemon.control_socket, payload))
+        if args.json:
+            print(json.dumps(reply, indent=2, ensure_ascii=False))
+        else:
+            print(render_status(reply))
+        return 0
+    if args.command == "fetch-now":
+        cfg = _load(args)
+        from maild.control import request
+
+        reply = _checked(
+            request(
+                cfg.daemon.control_socket,
+                {"command": "fetch-now", "account": args.account, "wait": not args.no_wait},
+                timeout_s=3600,
+            )
+        )
+        if args.no_wait:
+            print("queued: " + ", ".join(reply["queued"]))
+            return 0
+        failed = 0
+        for name, res in reply["results"].items():
+            if res["ok"]:
+                print(
+                    f"{name}: {res['new_messages']} new messages ({res['octets']} octets, {res['seconds']} s)"
+                )
+            else:
+                failed += 1
+                print(f"{name}: FAILED: {res['error']}")
+        return 1 if failed else 0
+    raise AssertionError(args.command)
+
+
+def _checked(reply: dict[str, Any]) -> dict[str, Any]:
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise ControlError(str(err.get("code", "error")), str(err.get("message", "request failed")))
+    return reply
+
+
+async def _fetch_once(cfg: Config, names: Sequence[str]) -> int:
+    from maild.fetch import fetch_cycle, make_maildrop, utc_now
+    from maild.store import Store
+
+    unknown = [n for n in names if n not in cfg.accounts]
+    if unknown:
+        raise ConfigError(f"{cfg.path}: no account named {unknown[0]!r}")
+    accounts = [cfg.accounts[n] for n in names] if names else [a for a in cfg.accounts.values() if a.enabled]
+    slots = asyncio.Semaphore(cfg.daemon.max_concurrent_fetches)
+    executor = ThreadPoolExecutor(max_workers=cfg.daemon.pop3_threads, thread_name_prefix="maild-pop3")
+    store = await Store.open(cfg.daemon.database)
+    failed = 0
+    try:
+        for acc in cfg.accounts.values():
+            await store.ensure_account(acc.name, acc.organisation, acc.employee, acc.protocol, utc_now())
+
+        async def one(acc: AccountConfig) -> str:
+            async with slots:
+                try:
+                    res = await fetch_cycle(acc, store, make_maildrop(acc, executor))
+                except MaildError as exc:
+                    return f"{acc.name}: FAILED: {exc}"
+            extra = f", {res.deleted} deleted on the server" if res.deleted else ""
+            if res.failures:
+                extra += f", {len(res.failures)} could not be retrieved (retried next time)"
+            return f"{acc.name}: {res.new_links} new messages ({res.octets} octets){extra}"
+
+        for line in await asyncio.gather(*(one(a) for a in accounts)):
+            if ": FAILED: " in line:
+                failed += 1
+            print(line)
+    finally:
+        await store.close()
+        executor.shutdown(wait=True, cancel_futures=True)
+    return 1 if failed else 0
+
+
+def render_status(reply: dict[str, Any]) -> str:
+    """Render a status reply as a table grouped by organisation and employee."""
+    lines: list[str] = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for acc in reply["accounts"]:
+        groups.setdefault((acc["organisation"], acc["employee"]), []).append(acc)
+    last_org = None
+    for (org, emp), accs in sorted(groups.items()):
+        if org != last_org:
+            lines.append(org)
+            last_org = org
+        lines.append(f"  {emp}")
+        for a in accs:
+            when = a["last_success"] or "never"
+            line = (
+                f"    {a['name']:<20} {a['protocol']:<5} {a['state']:<9} {a['messages']:>7} messages"
+                f"  last success {when}  next {a['next_run'] or '-'}"
+            )
+            lines.append(line)
+            if a["last_error"]:
+                lines.append(f"      error: {a['last_error']}")
+    arch = reply["archive"]
+    lines.append(f"archive: {arch['messages']} messages, {arch['octets']} octets")
+    return "\n".join(lines)

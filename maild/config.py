@@ -1,0 +1,485 @@
+"""Configuration: TOML files to frozen dataclasses.
+
+The main file (default ``/etc/maild/config.toml``; ``-c`` or ``$MAILD_CONFIG`` override it) holds a
+``[daemon]`` table and ``[accounts.NAME]`` tables. Drop-in files ``accounts.d/*.toml`` next to the main
+file hold further ``[accounts.NAME]`` tables (written by ``maild accounts add``), so the admin's main
+file is never rewritten. Unknown keys, wrong types and bad values are :class:`ConfigError` naming the
+file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import subprocess
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from maild.errors import ConfigError
+from maild.model import Protocol, Secret, ServerSettings, TLSMode
+
+DEFAULT_CONFIG_PATH = Path("/etc/maild/config.toml")
+ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+DEFAULT_PORTS: dict[tuple[str, str], int] = {
+    ("pop3", "implicit"): 995,
+    ("pop3", "starttls"): 110,
+    ("pop3", "none"): 110,
+    ("imap", "implicit"): 993,
+    ("imap", "starttls"): 143,
+    ("imap", "none"): 143,
+}
+PASSWORD_COMMAND_TIMEOUT_S = 30.0
+_DURATION_RE = re.compile(r"(\d+)\s*([smhd])")
+_DURATION_FULL_RE = re.compile(r"\d+|(?:\d+\s*[smhd]\s*)+")
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+Retention = Literal["keep", "delete", "delete-after"]
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordSource:
+    """Where an account's password comes from; exactly one field is set.
+
+    Attributes:
+        inline: the password written in the config file (discouraged).
+        file: a file whose first line is the password.
+        command: an argv list run without a shell; its first stdout line is the password.
+    """
+
+    inline: Secret | None = None
+    file: Path | None = None
+    command: tuple[str, ...] | None = None
+
+    def resolve(self, account: str) -> Secret:
+        """Read the password now (files and commands are read on every fetch cycle, so rotation works).
+
+        Raises:
+            ConfigError: the file cannot be read, is empty, or the command fails or times out. The
+                message never contains the password or the command's output.
+        """
+        if self.inline is not None:
+            return self.inline
+        if self.file is not None:
+            try:
+                text = self.file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    f"account {account}: cannot read password_file {self.file}: {exc.strerror}"
+                ) from None
+            value = text.splitlines()[0] if text else ""
+            if not value:
+                raise ConfigError(f"account {account}: password_file {self.file} is empty")
+            return Secret(value)
+        assert self.command is not None
+        try:
+            done = subprocess.run(  # noqa: S603 - argv list from the admin's config, no shell
+                list(self.command),
+                capture_output=True,
+                timeout=PASSWORD_COMMAND_TIMEOUT_S,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(
+                f"account {account}: password_command {self.command[0]!r} failed: {type(exc).__name__}"
+            ) from None
+        value = done.stdout.decode("utf-8", "replace").splitlines()[0] if done.stdout else ""
+        if done.returncode != 0 or not value:
+            raise ConfigError(
+                f"account {account}: password_command {self.command[0]!r} exited {done.returncode}"
+                " without printing a password"
+            )
+        return Secret(value)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """The ``[daemon]`` table.
+
+    Attributes:
+        state_dir: directory holding the SQLite archive ``maild.sqlite3``.
+        control_socket: path of the Unix control socket.
+        max_concurrent_fetches: fetch cycles allowed to run at once across all accounts.
+        pop3_threads: size of maild's own thread pool for blocking POP3 I/O.
+        log_level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
+        shutdown_timeout_s: seconds a stop waits for running cycles before cancelling them.
+    """
+
+    state_dir: Path = Path("/var/lib/maild")
+    control_socket: Path = Path("/run/maild/control.sock")
+    max_concurrent_fetches: int = 8
+    pop3_threads: int = 8
+    log_level: str = "info"
+    shutdown_timeout_s: float = 10.0
+
+    @property
+    def database(self) -> Path:
+        """Path of the archive database file."""
+        return self.state_dir / "maild.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """One ``[accounts.NAME]`` table: one login at one provider; the protocol is fixed for its life.
+
+    Attributes:
+        name: stable identifier, ``[a-z0-9._-]``.
+        organisation, employee: who the mailbox belongs to.
+        protocol: ``"pop3"`` or ``"imap"``.
+        host, port, tls, ca_file, username: how to reach and log in.
+        password: where the password comes from.
+        poll_interval_s: seconds between fetch cycles.
+        timeout_s: seconds allowed for each network operation.
+        enabled: False keeps the account and its archive but fetches nothing.
+        allow_plaintext: permit ``tls = "none"`` to a non-loopback host.
+        mailboxes: IMAP mailboxes to fetch (readable Unicode names); empty for POP3.
+        retention: POP3 only: ``"keep"``, ``"delete"`` or ``"delete-after"``.
+        retention_days: days after first fetch for ``"delete-after"``.
+        max_message_size: messages larger than this many octets are skipped and left on the server.
+        source: the file that defined the account.
+    """
+
+    name: str
+    organisation: str
+    employee: str
+    protocol: Protocol
+    host: str
+    port: int
+    tls: TLSMode
+    ca_file: str | None
+    username: str
+    password: PasswordSource = field(repr=False)
+    poll_interval_s: float = 300.0
+    timeout_s: float = 60.0
+    enabled: bool = True
+    allow_plaintext: bool = False
+    mailboxes: tuple[str, ...] = ()
+    retention: Retention = "keep"
+    retention_days: int | None = None
+    max_message_size: int | None = None
+    source: Path | None = None
+
+    def server_settings(self) -> ServerSettings:
+        """Resolve the password and return what an adapter needs to log in.
+
+        Raises:
+            ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve`).
+        """
+        return ServerSettings(
+            account=self.name,
+            host=self.host,
+            port=self.port,
+            tls=self.tls,
+            ca_file=self.ca_file,
+            username=self.username,
+            password=self.password.resolve(self.name),
+            timeout_s=self.timeout_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration: the main file plus its drop-ins.
+
+    Attributes:
+        path: the main file.
+        daemon: the ``[daemon]`` table.
+        accounts: account name to its configuration, in file order.
+        warnings: non-fatal findings (e.g. a plain password in a file other users can read).
+    """
+
+    path: Path
+    daemon: DaemonConfig
+    accounts: Mapping[str, AccountConfig]
+    warnings: tuple[str, ...] = ()
+
+
+def config_path(cli_value: str | None) -> Path:
+    """Return the config path: the ``-c`` value, else ``$MAILD_CONFIG``, else ``/etc/maild/config.toml``."""
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get("MAILD_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Parse ``"90s"``, ``"5m"``, ``"1h30m"``, ``"2d"`` or an integer number of seconds.
+
+    Returns:
+        The duration in seconds, > 0.
+
+    Raises:
+        ConfigError: the value has another form or is not positive; the message names ``where``.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f'{where}: expected a duration such as "90s", "5m", "1h", got {value!r}')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION_FULL_RE.fullmatch(value.strip().lower()):
+        text = value.strip().lower()
+        seconds = (
+            float(text)
+            if text.isdigit()
+            else sum(int(n) * _UNITS_S[unit] for n, unit in _DURATION_RE.findall(text))
+        )
+    else:
+        raise ConfigError(f'{where}: expected a duration such as "90s", "5m", "1h", got {value!r}')
+    if seconds <= 0:
+        raise ConfigError(f"{where}: duration must be positive, got {value!r}")
+    return seconds
+
+
+class _Table:
+    """Typed access to one TOML table that remembers which keys were read, to reject the rest."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self.data = data
+        self.where = where
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}"
+
+    def get(self, name: str, kinds: type | tuple[type, ...], default: Any = None, *, form: str = "") -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        bad_bool = isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
+        if bad_bool or not isinstance(value, kinds):
+            expected = form or (
+                kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
+            )
+            raise ConfigError(f"{self.key(name)}: expected {expected}, got {value!r}")
+        return value
+
+    def require(self, name: str, kinds: type | tuple[type, ...], *, form: str = "") -> Any:
+        if name not in self.data:
+            raise ConfigError(f"{self.key(name)}: required key is missing")
+        return self.get(name, kinds, form=form)
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(
+                f"{self.key(unknown[0])}: unknown key"
+                + (f" (also: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
+            )
+
+
+def _positive_int(table: _Table, name: str, default: int | None) -> int | None:
+    value = table.get(name, int, default, form="a positive integer")
+    if value is not None and value <= 0:
+        raise ConfigError(f"{table.key(name)}: expected a positive integer, got {value!r}")
+    return cast("int | None", value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _choice(table: _Table, name: str, choices: tuple[str, ...], default: str | None) -> str:
+    value = table.get(name, str, default, form=" or ".join(f'"{c}"' for c in choices))
+    if value not in choices:
+        raise ConfigError(f"{table.key(name)}: expected one of {', '.join(choices)}, got {value!r}")
+    return cast(str, value)
+
+
+def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConfig:
+    t = _Table(data, where)
+    defaults = DaemonConfig()
+    state_dir = t.get("state_dir", str, str(defaults.state_dir), form="a path string")
+    sock = t.get("control_socket", str, str(defaults.control_socket), form="a path string")
+    conc = _positive_int(t, "max_concurrent_fetches", defaults.max_concurrent_fetches)
+    threads = _positive_int(t, "pop3_threads", defaults.pop3_threads)
+    level = _choice(t, "log_level", ("debug", "info", "warning", "error"), defaults.log_level)
+    shutdown = parse_duration(t.get("shutdown_timeout", (str, int), "10s"), t.key("shutdown_timeout"))
+    t.reject_unknown()
+    assert conc is not None
+    assert threads is not None
+    return DaemonConfig(
+        state_dir=(base / state_dir),
+        control_socket=(base / sock),
+        max_concurrent_fetches=conc,
+        pop3_threads=threads,
+        log_level=level,
+        shutdown_timeout_s=shutdown,
+    )
+
+
+def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -> AccountConfig:
+    if not ACCOUNT_NAME_RE.match(name):
+        raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a table")
+    t = _Table(data, where)
+    base = path.parent
+    protocol = cast(
+        Protocol,
+        _choice(t, "protocol", ("pop3", "imap"), None) if "protocol" in data else t.require("protocol", str),
+    )
+    organisation = t.require("organisation", str)
+    employee = t.require("employee", str)
+    host = t.require("host", str)
+    if not host.strip():
+        raise ConfigError(f"{t.key('host')}: must not be empty")
+    tls = cast(TLSMode, _choice(t, "tls", ("implicit", "starttls", "none"), "implicit"))
+    port = t.get("port", int, DEFAULT_PORTS[(protocol, tls)], form="an integer 1-65535")
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{t.key('port')}: expected an integer 1-65535, got {port!r}")
+    ca_file = t.get("ca_file", str, None, form="a path string")
+    if ca_file is not None:
+        ca_file = str(base / ca_file)
+        if not os.access(ca_file, os.R_OK):
+            raise ConfigError(f"{t.key('ca_file')}: cannot read {ca_file}")
+    username = t.require("username", str)
+    allow_plaintext = t.get("allow_plaintext", bool, False)
+    if tls == "none" and not allow_plaintext and not _is_loopback(host):
+        raise ConfigError(
+            f'{t.key("tls")}: "none" sends the password in clear text to {host}; '
+            'use "implicit" or "starttls", or set allow_plaintext = true'
+        )
+    sources = [k for k in ("password", "password_file", "password_command") if k in data]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"{where}: set exactly one of password, password_file, password_command"
+            + (f" (found {', '.join(sources)})" if sources else " (none found)")
+        )
+    inline = t.get("password", str, None, form="a string")
+    pw_file = t.get("password_file", str, None, form="a path string")
+    pw_cmd = t.get("password_command", list, None, form="a list of strings (argv, no shell)")
+    if pw_cmd is not None and (not pw_cmd or not all(isinstance(a, str) for a in pw_cmd)):
+        raise ConfigError(
+            f"{t.key('password_command')}: expected a non-empty list of strings (argv, no shell)"
+        )
+    if pw_file is not None and not os.access(base / pw_file, os.R_OK):
+        raise ConfigError(f"{t.key('password_file')}: cannot read {base / pw_file}")
+    password = PasswordSource(
+        inline=Secret(inline) if inline is not None else None,
+        file=(base / pw_file) if pw_file is not None else None,
+        command=tuple(pw_cmd) if pw_cmd is not None else None,
+    )
+    poll = parse_duration(t.get("poll_interval", (str, int), "5m"), t.key("poll_interval"))
+    timeout = parse_duration(t.get("timeout", (str, int), "60s"), t.key("timeout"))
+    enabled = t.get("enabled", bool, True)
+    max_size = _positive_int(t, "max_message_size", None)
+    mailboxes: tuple[str, ...] = ()
+    retention: Retention = "keep"
+    retention_days: int | None = None
+    if protocol == "imap":
+        raw_boxes = t.get("mailboxes", list, ["INBOX"], form="a list of mailbox names")
+        if not raw_boxes or not all(isinstance(b, str) and b.strip() for b in raw_boxes):
+            raise ConfigError(f"{t.key('mailboxes')}: expected a non-empty list of mailbox names")
+        mailboxes = tuple(dict.fromkeys(raw_boxes))
+    else:
+        retention = cast(Retention, _choice(t, "retention", ("keep", "delete", "delete-after"), "keep"))
+        retention_days = _positive_int(t, "retention_days", None)
+        if retention == "delete-after" and retention_days is None:
+            raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
+        if retention != "delete-after" and retention_days is not None:
+            raise ConfigError(f'{t.key("retention_days")}: only valid with retention = "delete-after"')
+    t.reject_unknown()
+    return AccountConfig(
+        name=name,
+        organisation=organisation,
+        employee=employee,
+        protocol=protocol,
+        host=host,
+        port=port,
+        tls=tls,
+        ca_file=ca_file,
+        username=username,
+        password=password,
+        poll_interval_s=poll,
+        timeout_s=timeout,
+        enabled=enabled,
+        allow_plaintext=allow_plaintext,
+        mailboxes=mailboxes,
+        retention=retention,
+        retention_days=retention_days,
+        max_message_size=max_size,
+        source=path,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def dropin_dir(path: Path) -> Path:
+    """Return the drop-in directory for the main config file ``path``: ``accounts.d`` beside it."""
+    return path.parent / "accounts.d"
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate the main file and its drop-ins.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: anything is wrong; the message starts with the file and names the dotted key.
+    """
+    data = _read_toml(path)
+    warnings: list[str] = []
+    unknown = sorted(set(data) - {"daemon", "accounts"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: {unknown[0]}: unknown top-level key (expected [daemon] and [accounts.NAME])"
+        )
+    daemon_raw = data.get("daemon", {})
+    if not isinstance(daemon_raw, dict):
+        raise ConfigError(f"{path}: daemon: expected a table")
+    try:
+        daemon = _parse_daemon(daemon_raw, "daemon", path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    files = [path]
+    ddir = dropin_dir(path)
+    if ddir.is_dir():
+        files += sorted(p for p in ddir.glob("*.toml") if p.is_file())
+    accounts: dict[str, AccountConfig] = {}
+    for file in files:
+        doc = data if file == path else _read_toml(file)
+        if file != path:
+            extra = sorted(set(doc) - {"accounts"})
+            if extra:
+                raise ConfigError(
+                    f"{file}: {extra[0]}: unknown top-level key (drop-ins hold [accounts.NAME] only)"
+                )
+        accounts_raw = doc.get("accounts", {})
+        if not isinstance(accounts_raw, dict):
+            raise ConfigError(f"{file}: accounts: expected tables [accounts.NAME]")
+        for name, table in accounts_raw.items():
+            if name in accounts:
+                raise ConfigError(f"{file}: accounts.{name}: defined twice (also in {accounts[name].source})")
+            try:
+                accounts[name] = _parse_account(name, table, f"accounts.{name}", file)
+            except ConfigError as exc:
+                raise ConfigError(f"{file}: {exc}") from None
+            if accounts[name].password.inline is not None:
+                mode = file.stat().st_mode
+                if mode & (stat.S_IROTH | stat.S_IRGRP):
+                    warnings.append(
+                        f"{file}: accounts.{name}.password is in a file readable by other users; "
+                        "use password_file (mode 0600) or password_command"
+                    )
+    return Config(path=path, daemon=daemon, accounts=accounts, warnings=tuple(warnings))

@@ -1,0 +1,94 @@
+"""The maild error hierarchy.
+
+Every error maild raises on purpose derives from :class:`MaildError`. Errors are split by cause:
+configuration, store, authentication, protocol grammar, and transient conditions that the scheduler
+retries with backoff. Messages name the account and the offending item, never a secret.
+"""
+
+from __future__ import annotations
+
+
+class MaildError(Exception):
+    """Root of all maild errors."""
+
+
+class ConfigError(MaildError):
+    """The configuration is invalid.
+
+    Raised while loading or validating configuration. The message names the file, the dotted key
+    (for example ``accounts.anna-pop.port``) and the expected form.
+    """
+
+
+class StoreError(MaildError):
+    """The archive database cannot be opened, migrated or written."""
+
+
+class AccountError(MaildError):
+    """An error attributable to one account's server session.
+
+    Attributes:
+        account: the account name, or ``""`` when not yet known.
+    """
+
+    def __init__(self, message: str, *, account: str = "") -> None:
+        super().__init__(message)
+        self.account = account
+
+
+class AuthError(AccountError):
+    """The server refused the credentials (RFC 3206 ``[AUTH]``, IMAP ``NO`` to LOGIN, POP3 ``-ERR`` to PASS).
+
+    Permanent: retrying with the same password will not help and may lock the account at the provider.
+    """
+
+
+class ProtocolError(AccountError):
+    """A server reply breaks the protocol grammar or a command was refused unexpectedly.
+
+    Attributes:
+        line: the offending reply line, redacted and truncated to 200 characters.
+        standard: the RFC and section whose grammar was broken, e.g. ``"RFC 1939 section 7"``.
+    """
+
+    def __init__(self, message: str, *, account: str = "", line: str = "", standard: str = "") -> None:
+        detail = message
+        if line:
+            detail += f" (reply: {line[:200]!r})"
+        if standard:
+            detail += f" [{standard}]"
+        super().__init__(detail, account=account)
+        self.line = line[:200]
+        self.standard = standard
+
+
+class TransientError(AccountError):
+    """A condition that may pass: network failure, timeout, ``[SYS/TEMP]``, ``[IN-USE]``, ``[LOGIN-DELAY]``.
+
+    The scheduler retries the account with capped exponential backoff.
+    """
+
+
+class ConnectError(TransientError):
+    """The server could not be reached: DNS failure, connection refused, TLS handshake failure."""
+
+
+class NetworkTimeout(TransientError):
+    """A network operation exceeded the account's ``timeout``."""
+
+
+class ThrottledError(TransientError):
+    """The provider asked us to slow down (RFC 2449 ``[LOGIN-DELAY]``/``[IN-USE]``, RFC 3206 ``[SYS/TEMP]``,
+    IMAP ``[UNAVAILABLE]``/``[LIMIT]``); the scheduler backs off longer than for other transient errors."""
+
+
+class ControlError(MaildError):
+    """A control-socket request failed.
+
+    Attributes:
+        code: a short machine-readable error code such as ``"unknown-command"``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,117 @@
+"""Header summaries of RFC 5322 messages, for queries and comparison.
+
+Parsing never fails: a broken or missing field becomes None, so a malformed message is still stored.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import email.utils
+import hashlib
+import re
+from datetime import UTC, datetime
+
+from maild.model import HeaderSummary
+
+# Only the header section is parsed; cap it so a message without a blank line costs nothing extra.
+MAX_HEADER_OCTETS = 256 * 1024
+_FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*)$")
+
+
+def header_section(raw: bytes) -> bytes:
+    """Return the header section of ``raw`` (RFC 5322 section 2.1): up to the first empty line.
+
+    Args:
+        raw: the message, CRLF or LF line endings.
+
+    Returns:
+        At most :data:`MAX_HEADER_OCTETS` octets, without the empty line.
+    """
+    head = raw[:MAX_HEADER_OCTETS]
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = head.find(sep)
+        if end != -1:
+            return head[:end]
+    return head
+
+
+def _fields(head: bytes) -> dict[str, bytes]:
+    """Map lower-case field name to its first unfolded body (RFC 5322 section 2.2.3)."""
+    found: dict[str, bytes] = {}
+    name: str | None = None
+    parts: list[bytes] = []
+    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
+        if line[:1] in (b" ", b"\t") and name is not None:
+            parts.append(line)
+            continue
+        if name is not None and name not in found:
+            found[name] = b"".join(parts).strip()
+        m = _FIELD_RE.match(line)
+        name, parts = (m.group(1).decode("ascii").lower(), [m.group(2)]) if m else (None, [])
+    if name is not None and name not in found:
+        found[name] = b"".join(parts).strip()
+    return found
+
+
+def decode_field(value: bytes) -> str:
+    """Decode a field body: RFC 2047 encoded-words, then raw UTF-8 (RFC 6532), else Latin-1.
+
+    Returns:
+        Readable text with runs of white space folded to single spaces.
+    """
+    text = value.decode("utf-8", "surrogateescape")
+    try:
+        decoded = str(email.header.make_header(email.header.decode_header(text)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        decoded = text
+    if any("\udc80" <= c <= "\udcff" for c in decoded):
+        decoded = value.decode("latin-1")
+    return " ".join(decoded.split())
+
+
+def parse_date(value: str) -> datetime | None:
+    """Parse an RFC 5322 section 3.3 date-time; return it in UTC, or None when unparseable."""
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:  # "-0000": time zone unknown; RFC 5322 section 3.3 says treat as UTC
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+def summarise(raw: bytes) -> HeaderSummary:
+    """Parse the header fields maild indexes from a raw message.
+
+    Args:
+        raw: the message as stored.
+
+    Returns:
+        Message-ID, Date (UTC), From, To and Subject; each None when absent or unusable.
+    """
+    fields = _fields(header_section(raw))
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        if value is None:
+            return None
+        decoded = decode_field(value)
+        return decoded or None
+
+    date_text = text("date")
+    return HeaderSummary(
+        message_id=text("message-id"),
+        date=parse_date(date_text) if date_text else None,
+        from_=text("from"),
+        to=text("to"),
+        subject=text("subject"),
+    )
+
+
+def sha256_hex(raw: bytes) -> str:
+    """Return the SHA-256 of ``raw`` as 64 lower-case hex digits: the message's identity in the archive."""
+    return hashlib.sha256(raw).hexdigest()

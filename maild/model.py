@@ -1,0 +1,197 @@
+"""Plain value types shared by every layer of maild.
+
+Nothing here does I/O. Datetimes are timezone-aware and in UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Protocol = Literal["pop3", "imap"]
+TLSMode = Literal["implicit", "starttls", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class POP3Key:
+    """Server-side identity of a message in a POP3 maildrop.
+
+    Attributes:
+        uidl: the unique-id listing string (RFC 1939 section 7, "UIDL"): 1 to 70 characters in the range
+            0x21 to 0x7E, persistent across sessions. When the server offers no UIDL, maild uses
+            ``"sha256:" + hex digest`` of the message content instead (see ``pop3.py``).
+    """
+
+    uidl: str
+
+
+@dataclass(frozen=True, slots=True)
+class IMAPKey:
+    """Server-side identity of a message in an IMAP mailbox: (mailbox, UIDVALIDITY, UID).
+
+    Standard: RFC 9051 section 2.3.1.1 (the pair UIDVALIDITY/UID is unique and never reused).
+
+    Attributes:
+        mailbox: the mailbox name as readable Unicode (not modified UTF-7), e.g. ``"INBOX"``.
+        uidvalidity: the mailbox's UIDVALIDITY, a positive 32-bit integer.
+        uid: the message's UID, a positive 32-bit integer.
+    """
+
+    mailbox: str
+    uidvalidity: int
+    uid: int
+
+
+MessageKey = POP3Key | IMAPKey
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryEntry:
+    """One message the server holds now.
+
+    Attributes:
+        key: its server-side identity.
+        size_octets: its size in octets as the server reports it (POP3 LIST, IMAP RFC822.SIZE), or None
+            when not known yet. POP3 sizes may differ slightly from the retrieved size (RFC 1939 section 11).
+    """
+
+    key: MessageKey
+    size_octets: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievedMessage:
+    """A message as retrieved from the server.
+
+    Attributes:
+        key: its server-side identity.
+        raw: the RFC 5322 message, exactly the octets the server sent after protocol un-stuffing
+            (POP3 byte-stuffing, RFC 1939 section 3), CRLF line endings as sent.
+        internaldate: the IMAP INTERNALDATE (RFC 9051 section 2.3.3) in UTC, or None (POP3).
+        flags: the IMAP flags at retrieval time, e.g. ``frozenset({"\\\\Seen"})``; empty for POP3.
+    """
+
+    key: MessageKey
+    raw: bytes
+    internaldate: datetime | None = None
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalFailure:
+    """One message could not be retrieved in this cycle; it is retried in the next one.
+
+    Attributes:
+        key: its server-side identity.
+        reason: the server's reply or the cause, redacted, e.g. ``"-ERR [SYS/TEMP] try later"``.
+    """
+
+    key: MessageKey
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSummary:
+    """Header fields parsed from a message for queries; every field may be None when absent or broken.
+
+    Attributes:
+        message_id: the Message-ID field body, stripped (RFC 5322 section 3.6.4).
+        date: the Date field as an aware UTC datetime, or None when missing or unparseable.
+        from_: the From field, RFC 2047 encoded-words decoded.
+        to: the To field, decoded.
+        subject: the Subject field, decoded.
+    """
+
+    message_id: str | None
+    date: datetime | None
+    from_: str | None
+    to: str | None
+    subject: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """What one committed batch changed in the archive.
+
+    Attributes:
+        new_messages: messages whose content was not in the archive before (distinct SHA-256).
+        new_links: server identities recorded for the account for the first time (includes
+            ``new_messages`` and messages already archived through another account).
+        octets: total size in octets of the messages in the batch that were new to the account.
+    """
+
+    new_messages: int = 0
+    new_links: int = 0
+    octets: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """What the archive knows about one server-side identity of an account.
+
+    Attributes:
+        message: the archive's message row id.
+        first_fetched_at: when maild first stored it for this account (UTC).
+        gone_at: when maild first noticed it missing on the server (UTC), or None.
+        deleted_at: when maild deleted it on the server (UTC), or None.
+    """
+
+    message: int
+    first_fetched_at: datetime
+    gone_at: datetime | None
+    deleted_at: datetime | None
+
+
+class Secret:
+    """A password or token that never shows itself in ``repr()``, ``str()``, logs or tracebacks.
+
+    Use :meth:`reveal` at the single point where the secret goes onto the wire.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret text (only for sending it to the server)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """How to reach and log in to one account's server.
+
+    Attributes:
+        account: the account name, used in error messages.
+        host: host name or IP address.
+        port: TCP port.
+        tls: ``"implicit"`` (TLS from the first byte), ``"starttls"`` (POP3 STLS, RFC 2595 section 4;
+            IMAP STARTTLS, RFC 9051 section 6.2.1) or ``"none"``.
+        ca_file: PEM file of trusted CAs, or None for the system store. Certificate and host name are
+            always verified.
+        username: the login name.
+        password: the password.
+        timeout_s: limit in seconds for each network operation (connect, each command, each read).
+    """
+
+    account: str
+    host: str
+    port: int
+    tls: TLSMode
+    ca_file: str | None
+    username: str
+    password: Secret
+    timeout_s: float

@@ -1,0 +1,85 @@
+"""The async interface both protocol adapters satisfy.
+
+POP3 blocks in a worker thread of maild's own pool; IMAP is native asyncio. Callers cannot tell.
+Foreign exceptions (``OSError``, ``ssl.SSLError``, ``poplib.error_proto``, aioimaplib's) stop at the
+adapter and come out as :mod:`maild.errors` classes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+
+from maild.model import InventoryEntry, MessageKey, RetrievalFailure, RetrievedMessage
+
+
+class Maildrop(abc.ABC):
+    """One authenticated session with one account's server.
+
+    Life cycle: :meth:`open`, then any number of :meth:`inventory` / :meth:`retrieve` / :meth:`delete`,
+    then :meth:`close` (orderly end) or :meth:`abort` (after any error or cancellation). Not safe for
+    concurrent use by several tasks.
+    """
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, negotiate TLS and authenticate.
+
+        Raises:
+            ConnectError: the host cannot be reached or the TLS handshake fails.
+            AuthError: the server refused the credentials.
+            ThrottledError: the server asked us to come back later.
+            NetworkTimeout: an operation exceeded the account's timeout.
+            ProtocolError: a reply broke the protocol grammar.
+        """
+
+    @abc.abstractmethod
+    async def inventory(self) -> list[InventoryEntry]:
+        """Return what the server holds now, in server order.
+
+        POP3: one entry per message of the maildrop (UIDL and LIST, RFC 1939 section 7 and 5).
+        IMAP: one entry per message of each configured mailbox (SELECT, UID SEARCH ALL).
+
+        Raises:
+            The errors of :meth:`open` except AuthError.
+        """
+
+    @abc.abstractmethod
+    def retrieve(self, keys: Sequence[MessageKey]) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
+        """Retrieve the given messages, yielding each as it completes, in the order of ``keys``.
+
+        A message the server refuses individually (POP3 ``-ERR`` to RETR, IMAP FETCH without a body)
+        is yielded as :class:`RetrievalFailure` and the rest continue. A connection failure raises.
+        Keys must come from this session's :meth:`inventory`.
+
+        Raises:
+            NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, keys: Sequence[MessageKey]) -> None:
+        """Mark the given messages for deletion.
+
+        POP3: DELE each (RFC 1939 section 5); deletion takes effect only when :meth:`close` succeeds
+        (UPDATE state, RFC 1939 section 6). The caller must have committed the messages durably first.
+
+        Raises:
+            ProtocolError: the server refused a DELE.
+            NetworkTimeout, ConnectError: the session is broken; nothing is deleted on POP3.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """End the session in order: POP3 QUIT (enters UPDATE, applies deletions), IMAP LOGOUT.
+
+        Raises:
+            ProtocolError: POP3 QUIT was answered ``-ERR`` (deletions may not have happened).
+            NetworkTimeout, ConnectError: no ``+OK`` to QUIT arrived; treat deletions as not done.
+        """
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """End the session without applying anything: POP3 RSET then QUIT, best effort; then close.
+
+        Never raises; safe to call at any time, also after :meth:`close` or a failed :meth:`open`.
+        """

@@ -1,0 +1,247 @@
+"""The scheduler: one asyncio task per account, a fetch at start and then every poll interval.
+
+At most ``max_concurrent_fetches`` cycles run at once. A failing account is retried with capped
+exponential backoff and never delays the others. :meth:`Scheduler.run` returns after a stop
+request once running cycles have finished, or after ``shutdown_timeout_s`` by cancelling them
+(which aborts their sessions: nothing committed is lost, nothing uncommitted is deleted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+import structlog
+
+from maild.config import AccountConfig
+from maild.errors import AuthError, MaildError, ThrottledError, TransientError
+from maild.fetch import CycleResult, fetch_cycle, make_maildrop, utc_now
+from maild.store import Store
+
+log = structlog.get_logger("maild.scheduler")
+
+BACKOFF_BASE_S = 30.0
+BACKOFF_CAP_S = 1800.0
+THROTTLE_MIN_S = 300.0
+JITTER_FRACTION = 0.1
+JITTER_CAP_S = 30.0
+
+AccountState = Literal["idle", "fetching", "backoff", "error", "disabled", "stopped"]
+
+
+@dataclass(slots=True)
+class AccountRuntime:
+    """The scheduler's live view of one account (what ``status`` reports).
+
+    Attributes:
+        config: the account's configuration.
+        state: ``idle`` (waiting for the next run), ``fetching``, ``backoff`` (last cycle failed with a
+            transient error), ``error`` (last cycle failed permanently, e.g. credentials refused),
+            ``disabled`` (``enabled = false``), ``stopped`` (daemon stopping).
+        last_success: end of the last successful cycle (UTC), or None.
+        next_run: when the next cycle is due (UTC), or None.
+        last_error: text of the last failure, without secrets, or None after a success.
+        consecutive_failures: failed cycles since the last success.
+        last_result: the last successful cycle's result.
+    """
+
+    config: AccountConfig
+    state: AccountState = "idle"
+    last_success: datetime | None = None
+    next_run: datetime | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    last_result: CycleResult | None = None
+    last_exception: BaseException | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[asyncio.Future[CycleResult | None]] = field(default_factory=list)
+
+
+def backoff_delay_s(failures: int, error: BaseException, rng: random.Random) -> float:
+    """Seconds to wait after ``failures`` consecutive failed cycles (>= 1).
+
+    Doubles from :data:`BACKOFF_BASE_S` up to :data:`BACKOFF_CAP_S`; provider throttling waits at
+    least :data:`THROTTLE_MIN_S`. Up to 10 % jitter is added so accounts do not retry in step.
+    """
+    delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_CAP_S)
+    if isinstance(error, ThrottledError):
+        delay = max(delay, THROTTLE_MIN_S)
+    return float(delay + rng.uniform(0, delay * JITTER_FRACTION))
+
+
+def describe(error: BaseException) -> str:
+    """One line naming an error for status and logs (never contains a secret: errors never hold one)."""
+    if isinstance(error, MaildError):
+        return str(error)
+    return f"internal error: {type(error).__name__}: {error}"
+
+
+class Scheduler:
+    """Runs fetch cycles for a set of accounts.
+
+    Args:
+        accounts: the configured accounts.
+        store: the open archive.
+        executor: the POP3 thread pool.
+        max_concurrent_fetches: cycles allowed at once.
+        clock: returns the current aware UTC time.
+        rng: randomness for jitter (seeded in tests).
+    """
+
+    def __init__(
+        self,
+        accounts: Iterable[AccountConfig],
+        store: Store,
+        executor: ThreadPoolExecutor,
+        *,
+        max_concurrent_fetches: int,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.accounts: dict[str, AccountRuntime] = {a.name: AccountRuntime(a) for a in accounts}
+        self._slots = asyncio.Semaphore(max_concurrent_fetches)
+        self._stopping = False
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self, stop: asyncio.Event, shutdown_timeout_s: float = 10.0) -> None:
+        """Run every account's loop until ``stop`` is set; then stop within ``shutdown_timeout_s``.
+
+        Running cycles get ``shutdown_timeout_s`` seconds to finish before they are cancelled.
+        """
+        for name, rt in self.accounts.items():
+            self._tasks[name] = asyncio.create_task(self._account_loop(rt), name=f"account:{name}")
+        await stop.wait()
+        await self.shutdown(shutdown_timeout_s)
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Ask every loop to stop, wait up to ``timeout_s`` seconds, then cancel what still runs."""
+        self._stopping = True
+        for rt in self.accounts.values():
+            rt.wake.set()
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("shutdown.cancelled", cycles=len(pending))
+            await asyncio.wait(pending)
+        for rt in self.accounts.values():
+            rt.state = "stopped"
+            for fut in rt.waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def request_fetch(self, name: str) -> asyncio.Future[CycleResult | None]:
+        """Ask for a cycle of account ``name`` now; the future resolves when that cycle ends.
+
+        The future's result is the cycle's result, or None when it failed or the daemon stopped.
+
+        Raises:
+            KeyError: no such account.
+        """
+        rt = self.accounts[name]
+        fut: asyncio.Future[CycleResult | None] = asyncio.get_running_loop().create_future()
+        rt.waiters.append(fut)
+        rt.wake.set()
+        return fut
+
+    async def _account_loop(self, rt: AccountRuntime) -> None:
+        account = rt.config
+        structlog.contextvars.bind_contextvars(account=account.name, organisation=account.organisation)
+        if not account.enabled:
+            rt.state = "disabled"
+            while not self._stopping:
+                await self._sleep(rt, None)
+                for fut in rt.waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+                rt.waiters.clear()
+            return
+        while not self._stopping:
+            waiters, rt.waiters = rt.waiters, []
+            outcome = await self._run_cycle(rt)
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(outcome)
+            if self._stopping:
+                break
+            if outcome is not None:
+                delay = account.poll_interval_s + self.rng.uniform(
+                    0, min(account.poll_interval_s * JITTER_FRACTION, JITTER_CAP_S)
+                )
+            else:
+                delay = backoff_delay_s(
+                    rt.consecutive_failures, rt.last_exception or RuntimeError(), self.rng
+                )
+            rt.next_run = self.clock() + timedelta(seconds=delay)
+            await self._sleep(rt, delay)
+
+    async def _run_cycle(self, rt: AccountRuntime) -> CycleResult | None:
+        account = rt.config
+        async with self._slots:
+            if self._stopping:
+                return None
+            rt.state = "fetching"
+            rt.next_run = None
+            try:
+                maildrop = make_maildrop(account, self.executor)
+                result = await fetch_cycle(account, self.store, maildrop, clock=self.clock)
+            except MaildError as exc:
+                self._failed(rt, exc)
+                return None
+            except Exception as exc:  # a bug must not stop the other accounts
+                log.exception("fetch.failed", outcome="internal-error")
+                self._failed(rt, exc)
+                return None
+        rt.state = "idle"
+        rt.last_success = self.clock()
+        rt.last_error = None
+        rt.consecutive_failures = 0
+        rt.last_result = result
+        rt.last_exception = None
+        log.info(
+            "fetch.complete",
+            outcome="ok",
+            on_server=result.on_server,
+            new_messages=result.new_links,
+            octets=result.octets,
+            deleted=result.deleted,
+            failures=len(result.failures),
+            too_large=len(result.too_large),
+            seconds=round(result.seconds, 3),
+        )
+        return result
+
+    def _failed(self, rt: AccountRuntime, exc: BaseException) -> None:
+        """Record a failed cycle in ``rt`` and log it."""
+        rt.consecutive_failures += 1
+        rt.last_error = describe(exc)
+        rt.state = "backoff" if isinstance(exc, TransientError) else "error"
+        rt.last_exception = exc
+        if isinstance(exc, MaildError):
+            log.warning(
+                "fetch.failed",
+                outcome="auth-failed" if isinstance(exc, AuthError) else type(exc).__name__,
+                error=rt.last_error,
+                consecutive_failures=rt.consecutive_failures,
+            )
+
+    async def _sleep(self, rt: AccountRuntime, delay: float | None) -> None:
+        if self._stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await rt.wake.wait()
+        rt.wake.clear()
