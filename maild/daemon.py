@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -31,8 +31,16 @@ def _iso(moment: datetime | None) -> str | None:
     return utc_text(moment) if moment else None
 
 
-def account_status(rt: AccountRuntime, messages: int) -> dict[str, Any]:
-    """The status object of one account (see the README's control-socket reference)."""
+def account_status(
+    rt: AccountRuntime, messages: int, kept: tuple[int, datetime | None] = (0, None)
+) -> dict[str, Any]:
+    """The status object of one account (see the README's control-socket reference).
+
+    Args:
+        rt: the scheduler's runtime record.
+        messages: archived messages linked to the account.
+        kept: (archived messages still on the server, earliest first-fetch time among them).
+    """
     acc = rt.config
     out: dict[str, Any] = {
         "name": acc.name,
@@ -53,6 +61,10 @@ def account_status(rt: AccountRuntime, messages: int) -> dict[str, Any]:
     if acc.protocol == "pop3":
         out["retention"] = acc.retention
         out["retention_days"] = acc.retention_days
+        out["pending_deletion"] = 0 if acc.retention == "keep" else kept[0]
+        out["oldest_kept_since"] = _iso(kept[1])
+        if acc.retention == "delete-after" and kept[1] is not None and acc.retention_days is not None:
+            out["next_deletion_due"] = _iso(kept[1] + timedelta(days=acc.retention_days))
     else:
         out["mailboxes"] = list(acc.mailboxes)
     if res is not None:
@@ -86,12 +98,14 @@ class Daemon:
         assert self.store is not None
         assert self.scheduler is not None
         counts = await self.store.message_counts()
+        kept = await self.store.on_server_summary()
         messages, octets = await self.store.totals()
         return {
             "version": __version__,
             "started_at": utc_text(self.started_at),
             "accounts": [
-                account_status(rt, counts.get(name, 0)) for name, rt in self.scheduler.accounts.items()
+                account_status(rt, counts.get(name, 0), kept.get(name, (0, None)))
+                for name, rt in self.scheduler.accounts.items()
             ],
             "archive": {"messages": messages, "octets": octets},
         }

@@ -419,6 +419,17 @@ class Store:
         rows = await self._all("SELECT account, count(DISTINCT message) FROM locations GROUP BY account")
         return {r[0]: r[1] for r in rows}
 
+    async def on_server_summary(self) -> dict[str, tuple[int, datetime | None]]:
+        """Per account: (archived messages still on its server, earliest first-fetch time among them, UTC).
+
+        "Still on the server" means not recorded as gone or deleted at the last cycle.
+        """
+        rows = await self._all(
+            "SELECT account, count(*), min(first_fetched_at) FROM locations"
+            " WHERE gone_at IS NULL AND deleted_at IS NULL GROUP BY account"
+        )
+        return {r[0]: (int(r[1]), parse_utc(r[2]) if r[2] else None) for r in rows}
+
     async def totals(self) -> tuple[int, int]:
         """Return (distinct messages, total octets) in the archive."""
         rows = await self._all("SELECT count(*), coalesce(sum(size_octets), 0) FROM messages")

@@ -1,0 +1,660 @@
+"""POP3 adapter: stdlib :mod:`poplib` for connecting, TLS and login; maild's own reader for everything else.
+
+Blocking work runs in maild's thread pool, one executor job per step (login, inventory, one window of
+RETRs or DELEs, QUIT). poplib reads lines of at most 2,048 octets and has no PIPELINING, so multi-line
+replies (CAPA, UIDL, LIST, RETR) and all commands after login go through
+:class:`~maild.protocols.pop3_wire.ReplyDecoder`, reading from poplib's own buffered socket file so that no
+octet is lost between the two readers.
+
+Cancellation: cancelling asyncio does not stop a thread, so a cancelled step shuts the socket down, which
+makes the blocked thread return at once. The session is then broken: :meth:`POP3Maildrop.abort` only
+closes it. Dropping a POP3 session without ``+OK`` to QUIT never enters the UPDATE state, so nothing marked
+with DELE is deleted (RFC 1939 section 6).
+
+Only this module (and :mod:`maild.protocols.imap`) catches ``poplib.error_proto``, ``ssl.SSLError`` and
+``OSError``; they leave it as :mod:`maild.errors` classes naming the account, never the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import io
+import poplib
+import socket
+import ssl
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar, cast
+
+import structlog
+
+from maild.errors import (
+    AuthError,
+    ConnectError,
+    NetworkTimeout,
+    ProtocolError,
+    ThrottledError,
+    TransientError,
+)
+from maild.model import (
+    InventoryEntry,
+    MessageKey,
+    POP3Key,
+    RetrievalFailure,
+    RetrievedMessage,
+    ServerSettings,
+)
+from maild.protocols import pop3_wire as wire
+from maild.protocols.base import Maildrop
+
+__all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "POP3Maildrop"]
+
+READ_CHUNK_OCTETS = 256 * 1024
+"""Most octets taken from the socket per read."""
+
+ABORT_TIMEOUT_S = 5.0
+"""Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
+timeout), and for waiting on a step still running in its thread."""
+
+_THROTTLE_CODES = ("SYS/TEMP", "IN-USE", "LOGIN-DELAY")  # RFC 3206 section 5, RFC 2449 section 8.1
+_T = TypeVar("_T")
+_State = Literal["new", "opening", "open", "broken", "closed"]
+_log = structlog.stdlib.get_logger(__name__)
+
+
+def _close_quietly(pop: poplib.POP3) -> None:
+    """Close a poplib session's file and socket, also a half-constructed one; never raises."""
+    with contextlib.suppress(AttributeError, OSError):
+        pop.close()
+
+
+class _POP3(poplib.POP3):
+    """poplib.POP3 that closes its socket when the greeting fails (poplib leaks it)."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        try:
+            super().__init__(host, port, timeout)
+        except BaseException:
+            _close_quietly(self)
+            raise
+
+
+class _POP3SSL(poplib.POP3_SSL):
+    """poplib.POP3_SSL that closes its socket when the greeting fails (poplib leaks it)."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
+        try:
+            super().__init__(host, port, timeout=timeout, context=context)
+        except BaseException:
+            _close_quietly(self)
+            raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """Result of the inventory step: UIDL listing (None when refused) and scan listing."""
+
+    uidl: wire.UIDLListing | None
+    uidl_refusal: str
+    sizes: dict[int, int]
+
+
+class _Session:
+    """The blocking half of one POP3 session. Its methods run in a worker thread, one at a time;
+    only :meth:`shutdown` may be called from another thread meanwhile."""
+
+    def __init__(self, settings: ServerSettings, max_reply_octets: int) -> None:
+        self.settings = settings
+        self.pop: poplib.POP3 | None = None
+        self.caps: dict[str, tuple[str, ...]] = {}
+        self.decoder = wire.ReplyDecoder(max_reply_octets=max_reply_octets)
+        self._lock = threading.Lock()
+        self._shut = False
+
+    # -- errors ---------------------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        s = self.settings
+        return f"account {s.account!r}: POP3 {s.host}:{s.port}"
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with the password replaced, should a server ever echo it."""
+        secret = self.settings.password.reveal()
+        return text.replace(secret, "********") if secret else text
+
+    def protocol_error(self, message: str, *, line: str = "", standard: str = "") -> ProtocolError:
+        """A ProtocolError naming the account, with the server's line redacted."""
+        return ProtocolError(
+            f"{self._where()}: {message}",
+            account=self.settings.account,
+            line=self.redact(line),
+            standard=standard,
+        )
+
+    @contextlib.contextmanager
+    def mapped(self, doing: str, *, connecting: bool = False) -> Iterator[None]:
+        """Translate foreign exceptions raised while ``doing`` into maild errors naming the account."""
+        acct = self.settings.account
+        try:
+            yield
+        except ProtocolError as exc:
+            if exc.account:
+                raise
+            named = ProtocolError(f"{self._where()}: {self.redact(exc.args[0])}", account=acct)
+            named.line, named.standard = self.redact(exc.line), exc.standard
+            raise named from exc
+        except TimeoutError as exc:
+            raise NetworkTimeout(
+                f"{self._where()}: no progress for {self.settings.timeout_s} s while {doing}", account=acct
+            ) from exc
+        except ssl.SSLError as exc:
+            raise ConnectError(f"{self._where()}: TLS failed while {doing}: {exc}", account=acct) from exc
+        except OSError as exc:
+            what = "cannot connect" if connecting else "connection lost"
+            raise ConnectError(f"{self._where()}: {what} while {doing}: {exc}", account=acct) from exc
+
+    def _refusal(self, exc: poplib.error_proto, doing: str) -> wire.StatusLine:
+        """The server's -ERR line inside a poplib error, or an error for poplib's own complaints."""
+        arg = exc.args[0] if exc.args else b""
+        if isinstance(arg, str):  # poplib's own text, not the server's: "-ERR EOF", "line too long"
+            if "EOF" in arg:
+                raise ConnectError(
+                    f"{self._where()}: server closed the connection while {doing}",
+                    account=self.settings.account,
+                ) from exc
+            raise self.protocol_error(f"{arg} while {doing}", standard="RFC 1939 section 3") from exc
+        return wire.parse_status_line(bytes(arg))
+
+    # -- connection -----------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Shut the socket down so a thread blocked on it returns now; safe from any thread, any time."""
+        with self._lock:
+            self._shut = True
+            pop = self.pop
+        sock = getattr(pop, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # bypasses SSLSocket's, which drops state
+
+    def close(self) -> None:
+        """Close file and socket; never raises."""
+        if self.pop is not None:
+            _close_quietly(self.pop)
+
+    def _attach(self, pop: poplib.POP3) -> None:
+        with self._lock:
+            if not self._shut:
+                self.pop = pop
+                return
+        _close_quietly(pop)
+        raise ConnectError(
+            f"{self._where()}: connection abandoned (cancelled)", account=self.settings.account
+        )
+
+    def connect(self) -> None:
+        """Connect, greet, negotiate TLS, USER/PASS, CAPA. Closes the socket on any failure.
+
+        Standard: RFC 1939 sections 4 and 7 (greeting, USER/PASS), RFC 2595 section 4 (STLS), RFC 2449
+        section 5 (CAPA after login: capabilities may differ per state), RFC 3206 (response codes).
+        """
+        try:
+            with self.mapped("connecting", connecting=True):
+                self._connect()
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self) -> None:
+        s = self.settings
+        acct = s.account
+        ctx = ssl.create_default_context(cafile=s.ca_file)  # verifies certificate and host name
+        try:
+            if s.tls == "implicit":
+                pop: poplib.POP3 = _POP3SSL(s.host, s.port, s.timeout_s, ctx)
+            else:
+                pop = _POP3(s.host, s.port, s.timeout_s)
+        except poplib.error_proto as exc:
+            status = self._refusal(exc, "greeting")
+            if any(status.has_code(c) for c in _THROTTLE_CODES):
+                raise ThrottledError(f"{self._where()}: greeting {status.render()}", account=acct) from exc
+            raise TransientError(
+                f"{self._where()}: server refused the session: {status.render()}", account=acct
+            ) from exc
+        self._attach(pop)
+        if s.tls == "starttls":
+            try:
+                pop.stls(context=ctx)
+            except (poplib.error_proto, UnicodeDecodeError) as exc:
+                if isinstance(exc, poplib.error_proto):
+                    self._refusal(exc, "STLS")  # raises on EOF
+                raise self.protocol_error(
+                    f"STLS failed ({exc!s:.200}); refusing to log in without TLS",
+                    standard="RFC 2595 section 4",
+                ) from exc
+        user, password = s.username, s.password.reveal()
+        if any(c in user + password for c in "\r\n\0"):
+            raise AuthError(f"{self._where()}: username or password contains a line break", account=acct)
+        for doing, send in (("USER", pop.user), ("PASS", pop.pass_)):
+            try:
+                send(user if doing == "USER" else password)
+            except poplib.error_proto as exc:
+                status = self._refusal(exc, doing)
+                reply = self.redact(status.render())
+                if any(status.has_code(c) for c in _THROTTLE_CODES):
+                    raise ThrottledError(f"{self._where()}: login deferred: {reply}", account=acct) from exc
+                if status.has_code("SYS/PERM"):
+                    raise self.protocol_error(
+                        f"login failed: {reply}", line=reply, standard="RFC 3206 section 4"
+                    ) from exc
+                raise AuthError(f"{self._where()}: login refused: {reply}", account=acct) from exc
+        capa = self.exchange(["CAPA"], multiline=True, pipelined=False)[0]
+        self.caps = wire.parse_capa(capa.body) if capa.body is not None else {}
+
+    # -- commands -------------------------------------------------------------------------------------
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether the server announced PIPELINING (RFC 2449 section 6.6)."""
+        return "PIPELINING" in self.caps
+
+    def exchange(self, commands: Sequence[str], *, multiline: bool, pipelined: bool) -> list[wire.Reply]:
+        """Send ``commands`` and read one reply to each, in order.
+
+        Args:
+            commands: command lines without CRLF, ASCII.
+            multiline: whether ``+OK`` replies to these commands are multi-line.
+            pipelined: send all commands at once (RFC 2449 section 6.6) instead of one per round trip.
+
+        Raises:
+            ProtocolError: a reply is malformed or too large, or data follows the last reply.
+            OSError: from the socket (mapped by the caller's :meth:`mapped`).
+        """
+        pop = self.pop
+        if pop is None:
+            raise ConnectError(f"{self._where()}: not connected", account=self.settings.account)
+        file = cast(io.BufferedIOBase, pop.file)
+        replies: list[wire.Reply] = []
+        batches = [commands] if pipelined else [[c] for c in commands]
+        for batch in batches:
+            pop.sock.sendall("".join(f"{c}\r\n" for c in batch).encode("ascii"))
+            for _ in batch:
+                while (reply := self.decoder.next_reply(multiline=multiline)) is None:
+                    chunk = file.read1(READ_CHUNK_OCTETS)
+                    if not chunk:
+                        raise ConnectError(
+                            f"{self._where()}: server closed the connection", account=self.settings.account
+                        )
+                    self.decoder.feed(chunk)
+                replies.append(reply)
+        if self.decoder.buffered_octets:
+            raise self.protocol_error("unexpected data after the last reply", standard="RFC 1939 section 3")
+        return replies
+
+    def run(self, doing: str, commands: Sequence[str], *, multiline: bool) -> list[wire.Reply]:
+        """:meth:`exchange` with errors mapped; pipelined when the server allows it."""
+        with self.mapped(doing):
+            return self.exchange(commands, multiline=multiline, pipelined=self.pipelining)
+
+    def listing(self) -> _Listing:
+        """UIDL and LIST (RFC 1939 sections 7 and 5), pipelined when allowed, parsed."""
+        with self.mapped("listing the maildrop"):
+            if self.pipelining:
+                uidl, scan = self.exchange(["UIDL", "LIST"], multiline=True, pipelined=True)
+            else:
+                # Without pipelining, skip LIST when UIDL is refused: the step fails anyway.
+                uidl = self.exchange(["UIDL"], multiline=True, pipelined=False)[0]
+                if uidl.body is None:
+                    return _Listing(None, self.redact(uidl.status.render()), {})
+                scan = self.exchange(["LIST"], multiline=True, pipelined=False)[0]
+            if scan.body is None:
+                raise self.protocol_error(
+                    "LIST refused", line=scan.status.render(), standard="RFC 1939 section 5"
+                )
+            sizes = wire.parse_scan_listing(scan.body)
+            if uidl.body is None:
+                return _Listing(None, self.redact(uidl.status.render()), sizes)
+            return _Listing(wire.parse_uidl_listing(uidl.body), "", sizes)
+
+    def quit(self) -> wire.StatusLine:
+        """QUIT (RFC 1939 section 6), then close the socket whatever happened."""
+        try:
+            return self.run("sending QUIT", ["QUIT"], multiline=False)[0].status
+        finally:
+            self.close()
+
+    def reset_and_quit(self) -> None:
+        """RSET, and only after ``+OK`` to it QUIT, with a short timeout; then close. Best effort.
+
+        QUIT is never pipelined behind RSET: a QUIT after a failed RSET would apply the deletions.
+        """
+        try:
+            if self.pop is not None:
+                self.pop.sock.settimeout(min(self.settings.timeout_s, ABORT_TIMEOUT_S))
+                if self.exchange(["RSET"], multiline=False, pipelined=False)[0].status.ok:
+                    self.exchange(["QUIT"], multiline=False, pipelined=False)
+        finally:
+            self.close()
+
+
+class POP3Maildrop(Maildrop):
+    """One POP3 session (RFC 1939) with one account's server, run in maild's thread pool.
+
+    Identities are UIDLs (RFC 1939 section 7). Message-numbers are remembered for this session only and
+    never leave this object. Messages whose UIDL appears more than once in the listing cannot be
+    addressed by UIDL: :meth:`inventory` leaves them out and logs ``pop3.uidl.duplicate``.
+
+    Args:
+        settings: how to reach and log in. Every socket operation (connect, TLS handshake, each send,
+            each read) is limited to ``settings.timeout_s`` seconds.
+        executor: maild's POP3 thread pool; each step is one job in it.
+        window: most RETR or DELE commands sent ahead in one round trip when the server announces
+            PIPELINING (RFC 2449 section 6.6); one at a time otherwise. 1 disables pipelining.
+        window_octets: about how many octets of messages (LIST sizes) one RETR window may request; a
+            window always holds at least one message.
+        max_reply_octets: cap on one reply in octets; a larger message fails the session with
+            ProtocolError.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        *,
+        window: int = 50,
+        window_octets: int = 16 * 2**20,
+        max_reply_octets: int = 100 * 2**20,
+    ) -> None:
+        if window < 1 or window_octets < 1 or max_reply_octets < 1:
+            raise ValueError("window, window_octets and max_reply_octets must be positive")
+        self._settings = settings
+        self._executor = executor
+        self._window = window
+        self._window_octets = window_octets
+        self._session = _Session(settings, max_reply_octets)
+        self._state: _State = "new"
+        self._job: concurrent.futures.Future[object] | None = None
+        self._msgnum_by_uidl: dict[str, int] | None = None
+        self._size_by_uidl: dict[str, int] = {}
+        self._duplicates: frozenset[str] = frozenset()
+
+    @property
+    def capabilities(self) -> Mapping[str, tuple[str, ...]]:
+        """The server's CAPA after login (RFC 2449 section 5): upper-cased tag to parameters; empty if
+        the server has no CAPA."""
+        return dict(self._session.caps)
+
+    @property
+    def duplicate_uidls(self) -> frozenset[str]:
+        """UIDLs that the last :meth:`inventory` found on more than one message, left out of it."""
+        return self._duplicates
+
+    async def _run(self, fn: Callable[[], _T]) -> _T:
+        """Run one blocking step in the executor.
+
+        Cancelled: the socket is shut down so the thread returns promptly, and the session is broken.
+        Any exception from the step also breaks the session (the stream may be out of step).
+        """
+        job = self._executor.submit(fn)
+        self._job = cast("concurrent.futures.Future[object]", job)
+        try:
+            return await asyncio.wrap_future(job)
+        except BaseException:
+            self._state = "broken"
+            if not job.done():
+                self._session.shutdown()
+            raise
+
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"POP3 session for {self._settings.account!r} is {self._state}, not open")
+
+    async def open(self) -> None:
+        """Connect, negotiate TLS, log in with USER/PASS, read CAPA.
+
+        TLS: ``implicit`` wraps from the first octet; ``starttls`` issues STLS (RFC 2595 section 4) and
+        never sends USER/PASS if STLS fails; the certificate and host name are always verified against
+        ``settings.ca_file`` or the system store.
+
+        Cancelled: nothing is logged in that matters; the socket is shut down (or closed as soon as the
+        connecting thread gets it, at most ``timeout_s`` later); call :meth:`abort`.
+
+        Raises:
+            ConnectError: DNS failure, connection refused, TLS handshake or verification failure.
+            AuthError: ``-ERR`` to USER or PASS, unless with a code below (RFC 3206 ``[AUTH]``).
+            ThrottledError: ``[SYS/TEMP]``, ``[IN-USE]`` or ``[LOGIN-DELAY]`` on the greeting or login.
+            TransientError: the greeting was ``-ERR`` without such a code.
+            NetworkTimeout: an operation exceeded ``timeout_s``.
+            ProtocolError: ``[SYS/PERM]`` at login, STLS refused or not offered, or a malformed reply.
+        """
+        if self._state != "new":
+            raise RuntimeError("open() may be called only once")
+        self._state = "opening"
+        await self._run(self._session.connect)
+        self._state = "open"
+
+    async def inventory(self) -> list[InventoryEntry]:
+        """UIDL and LIST: one entry per message, in message-number order, sizes in octets from LIST.
+
+        Messages sharing a UIDL are left out (see :attr:`duplicate_uidls`), with a warning.
+
+        Cancelled: nothing changes on the server; the session is broken (call :meth:`abort`).
+
+        Standard: RFC 1939 section 7 (UIDL), section 5 (LIST).
+
+        Raises:
+            ProtocolError: the server refused UIDL (no UIDL support) or LIST, a listing is malformed, or
+                the two listings disagree on the message-numbers.
+            NetworkTimeout, ConnectError: the session is broken.
+        """
+        self._require_open()
+        listing = await self._run(self._session.listing)
+        if listing.uidl is None:
+            return self._inventory_without_uidl(listing)
+        uidls = listing.uidl.uidl_by_msgnum
+        if set(uidls) != set(listing.sizes):
+            raise self._session.protocol_error(
+                "UIDL and LIST name different message-numbers", standard="RFC 1939 section 7"
+            )
+        dups = listing.uidl.duplicates
+        for uidl, msgnums in dups.items():
+            _log.warning(
+                "pop3.uidl.duplicate", account=self._settings.account, uidl=uidl, message_count=len(msgnums)
+            )
+        entries: list[InventoryEntry] = []
+        self._msgnum_by_uidl, self._size_by_uidl = {}, {}
+        for msgnum in sorted(uidls):
+            uidl = uidls[msgnum]
+            if uidl not in dups:
+                self._msgnum_by_uidl[uidl] = msgnum
+                self._size_by_uidl[uidl] = listing.sizes[msgnum]
+                entries.append(InventoryEntry(POP3Key(uidl), listing.sizes[msgnum]))
+        self._duplicates = frozenset(dups)
+        return entries
+
+    def _inventory_without_uidl(self, listing: _Listing) -> list[InventoryEntry]:
+        """Identities for a server without UIDL. Not supported yet: content-digest keys
+        (``"sha256:" + hex``, see :class:`~maild.model.POP3Key`) will be computed here from RETR."""
+        what = "does not offer" if "UIDL" not in self._session.caps else "refused"
+        raise self._session.protocol_error(
+            f"server {what} UIDL; maildrops without UIDL are not supported yet",
+            line=listing.uidl_refusal,
+            standard="RFC 1939 section 7",
+        )
+
+    def _msgnum(self, key: MessageKey) -> int | None:
+        if not isinstance(key, POP3Key):
+            raise TypeError(f"POP3 key expected, got {type(key).__name__}")
+        if self._msgnum_by_uidl is None:
+            raise RuntimeError("inventory() must run before retrieve() or delete()")
+        return self._msgnum_by_uidl.get(key.uidl)
+
+    def _windows(self, keys: Sequence[MessageKey]) -> Iterator[list[tuple[MessageKey, int | None]]]:
+        """Group keys into RETR windows by command count and expected octets (LIST sizes)."""
+        limit = self._window if self._session.pipelining else 1
+        window: list[tuple[MessageKey, int | None]] = []
+        count = octets = 0
+        for key in keys:
+            msgnum = self._msgnum(key)
+            if msgnum is not None:
+                size = self._size_by_uidl[cast(POP3Key, key).uidl]
+                if count and (count >= limit or octets + size > self._window_octets):
+                    yield window
+                    window, count, octets = [], 0, 0
+                count += 1
+                octets += size
+            window.append((key, msgnum))
+        if window:
+            yield window
+
+    async def retrieve(
+        self, keys: Sequence[MessageKey]
+    ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
+        """RETR each message, pipelined in windows when the server allows; yield in the order of ``keys``.
+
+        Each window is one executor job; its messages are yielded once the whole window has arrived.
+        ``raw`` is the message exactly as sent after un-stuffing, CRLF line endings (RFC 1939 section 3).
+        A ``-ERR`` to one RETR yields :class:`RetrievalFailure` with the server's line; a key not in this
+        session's inventory (or with a duplicated UIDL) yields RetrievalFailure without asking the server.
+
+        Cancelled (or closed early) while awaiting a window: the socket is shut down, the session is
+        broken; nothing was deleted. Closing the generator between windows leaves the session usable.
+
+        Standard: RFC 1939 section 7 (RETR), RFC 2449 section 6.6 (PIPELINING).
+
+        Raises:
+            NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
+            TypeError: a key is not a POP3Key. RuntimeError: :meth:`inventory` has not run.
+        """
+        self._require_open()
+        for window in self._windows(keys):
+            msgnums = [n for _, n in window if n is not None]
+            commands = [f"RETR {n}" for n in msgnums]
+            replies = await self._run(
+                functools.partial(self._session.run, "retrieving", commands, multiline=True)
+            )
+            results: list[RetrievedMessage | RetrievalFailure] = []
+            it = iter(replies)
+            for key, msgnum in window:
+                if msgnum is None:
+                    duplicate = cast(POP3Key, key).uidl in self._duplicates
+                    reason = (
+                        "UIDL is not unique in the maildrop"
+                        if duplicate
+                        else "not in this session's inventory"
+                    )
+                    results.append(RetrievalFailure(key, reason))
+                    continue
+                reply = next(it)
+                if reply.body is None:
+                    results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
+                else:
+                    results.append(RetrievedMessage(key, reply.body))
+            del replies, it
+            results.reverse()
+            while results:
+                yield results.pop()  # drop our reference before the consumer runs
+
+    async def delete(self, keys: Sequence[MessageKey]) -> None:
+        """DELE each message, pipelined in windows of up to ``window`` commands when allowed.
+
+        Deletion takes effect only when :meth:`close` gets ``+OK`` to QUIT (RFC 1939 section 6).
+        Every key is checked before anything is sent.
+
+        Cancelled: the socket is shut down and the session broken; since no QUIT follows, nothing is
+        deleted.
+
+        Standard: RFC 1939 section 5 (DELE), RFC 2449 section 6.6 (PIPELINING).
+
+        Raises:
+            ProtocolError: the server refused a DELE (all replies of the window were read first, so the
+                session stays usable; :meth:`abort` un-marks everything).
+            NetworkTimeout, ConnectError: the session is broken; nothing is deleted.
+            ValueError: a key is not in this session's inventory or its UIDL is not unique: such a
+                message is never deleted. TypeError, RuntimeError: as for :meth:`retrieve`.
+        """
+        self._require_open()
+        targets: list[tuple[POP3Key, int]] = []
+        for key in keys:
+            msgnum = self._msgnum(key)
+            if msgnum is None:
+                raise ValueError(
+                    f"account {self._settings.account!r}: cannot delete {key!r}: not addressable"
+                )
+            targets.append((cast(POP3Key, key), msgnum))
+        limit = self._window if self._session.pipelining else 1
+        for start in range(0, len(targets), limit):
+            window = targets[start : start + limit]
+            commands = [f"DELE {n}" for _, n in window]
+            replies = await self._run(
+                functools.partial(self._session.run, "deleting", commands, multiline=False)
+            )
+            refused = [
+                (key, r.status) for (key, _), r in zip(window, replies, strict=True) if not r.status.ok
+            ]
+            if refused:
+                key, status = refused[0]
+                line = self._session.redact(status.render())
+                raise self._session.protocol_error(
+                    f"DELE refused for {len(refused)} message(s), first UIDL {key.uidl!r}",
+                    line=line,
+                    standard="RFC 1939 section 5",
+                )
+
+    async def close(self) -> None:
+        """QUIT: the server enters UPDATE and removes the messages marked with DELE; then close.
+
+        Only ``+OK`` to QUIT means the deletions were applied (RFC 1939 section 6).
+
+        Cancelled: QUIT may or may not have reached the server, so deletions may or may not have
+        happened; the socket is shut down.
+
+        Raises:
+            ProtocolError: QUIT was answered ``-ERR``; deletions may not have happened.
+            NetworkTimeout, ConnectError: no reply to QUIT; treat deletions as not done.
+        """
+        self._require_open()
+        status = await self._run(self._session.quit)
+        self._state = "closed"
+        if not status.ok:
+            line = self._session.redact(status.render())
+            raise self._session.protocol_error(
+                "QUIT refused; deletions may not have been applied", line=line, standard="RFC 1939 section 6"
+            )
+
+    async def abort(self) -> None:
+        """End the session without applying deletions; never raises (cancellation still propagates).
+
+        An open, in-step session gets RSET and, only after ``+OK`` to it, QUIT, each limited to
+        :data:`ABORT_TIMEOUT_S`; a broken one (after an error or cancellation) is only closed, waiting
+        at most that long for a step still running in its thread. Either way no UPDATE with deletions
+        happens. Safe to call at any time and more than once.
+
+        Cancelled: the socket is closed before the cancellation propagates.
+
+        Standard: RFC 1939 section 5 (RSET) and section 6 (no UPDATE without QUIT).
+        """
+        state, self._state = self._state, "closed"
+        if state in ("new", "closed"):
+            return
+        try:
+            if state == "open":
+                async with asyncio.timeout(2 * ABORT_TIMEOUT_S):
+                    await self._run(self._session.reset_and_quit)
+            elif self._job is not None and not self._job.done():
+                self._session.shutdown()
+                waiter = asyncio.wrap_future(self._job)
+                await asyncio.wait([waiter], timeout=ABORT_TIMEOUT_S)
+                if waiter.done() and not waiter.cancelled():
+                    waiter.exception()  # retrieved: the step failed because we shut it down
+                waiter.cancel()
+        except Exception as exc:  # best effort by contract
+            _log.debug("pop3.abort.failed", account=self._settings.account, error=type(exc).__name__)
+        finally:
+            self._state = "closed"
+            self._session.shutdown()
+            self._session.close()
