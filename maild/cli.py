@@ -37,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     n = sub.add_parser("fetch-now", help="ask the running daemon to fetch now")
     n.add_argument("account", nargs="?", default="all", help="account name or 'all' (default)")
     n.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the cycle")
+    for name, text in (
+        ("pause", "stop fetching an account until resumed"),
+        ("resume", "resume an account (also after an authentication lockout)"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("account", help="account name")
+    sub.add_parser("reload", help="make the running daemon re-read its configuration")
+    sub.add_parser("metrics", help="print the daemon's metrics (Prometheus text format)")
     sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not")
     return p
 
@@ -118,6 +126,31 @@ def _dispatch(args: argparse.Namespace) -> int:
                 failed += 1
                 print(f"{name}: FAILED: {res['error']}")
         return 1 if failed else 0
+    if args.command in ("pause", "resume"):
+        cfg = _load(args)
+        from maild.control import request
+
+        reply = _checked(
+            request(cfg.daemon.control_socket, {"command": args.command, "account": args.account})
+        )
+        print(f"{reply['account']}: {reply['state']}")
+        return 0
+    if args.command == "reload":
+        cfg = _load(args)
+        from maild.control import request
+
+        reply = _checked(request(cfg.daemon.control_socket, {"command": "reload"}))
+        parts = [
+            f"{k}: {', '.join(v)}" for k, v in reply.items() if k in ("added", "removed", "changed") and v
+        ]
+        print("reloaded" + (" (" + "; ".join(parts) + ")" if parts else ", no account changed"))
+        return 0
+    if args.command == "metrics":
+        cfg = _load(args)
+        from maild.control import request
+
+        sys.stdout.write(_checked(request(cfg.daemon.control_socket, {"command": "metrics"}))["text"])
+        return 0
     raise AssertionError(args.command)
 
 

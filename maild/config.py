@@ -41,6 +41,19 @@ _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 Retention = Literal["keep", "delete", "delete-after"]
 
 
+def _read_secret_file(path: Path, account: str, key: str) -> Secret:
+    """Return the first line of ``path`` as a Secret; ConfigError (without the content) otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"account {account}: cannot read {key} {path}: {reason}") from None
+    value = text.splitlines()[0] if text else ""
+    if not value:
+        raise ConfigError(f"account {account}: {key} {path} is empty")
+    return Secret(value)
+
+
 @dataclass(frozen=True, slots=True)
 class PasswordSource:
     """Where an account's password comes from; exactly one field is set.
@@ -49,11 +62,14 @@ class PasswordSource:
         inline: the password written in the config file (discouraged).
         file: a file whose first line is the password.
         command: an argv list run without a shell; its first stdout line is the password.
+        credential: a systemd credential name, read from ``$CREDENTIALS_DIRECTORY/NAME`` (set by
+            ``LoadCredential=`` / ``LoadCredentialEncrypted=``, see systemd.exec(5)).
     """
 
     inline: Secret | None = None
     file: Path | None = None
     command: tuple[str, ...] | None = None
+    credential: str | None = None
 
     def resolve(self, account: str) -> Secret:
         """Read the password now (files and commands are read on every fetch cycle, so rotation works).
@@ -64,17 +80,16 @@ class PasswordSource:
         """
         if self.inline is not None:
             return self.inline
-        if self.file is not None:
-            try:
-                text = self.file.read_text(encoding="utf-8")
-            except OSError as exc:
+        if self.credential is not None:
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
                 raise ConfigError(
-                    f"account {account}: cannot read password_file {self.file}: {exc.strerror}"
-                ) from None
-            value = text.splitlines()[0] if text else ""
-            if not value:
-                raise ConfigError(f"account {account}: password_file {self.file} is empty")
-            return Secret(value)
+                    f"account {account}: password_credential {self.credential!r} needs $CREDENTIALS_DIRECTORY"
+                    " (set by systemd's LoadCredential=)"
+                )
+            return _read_secret_file(Path(directory) / self.credential, account, "password_credential")
+        if self.file is not None:
+            return _read_secret_file(self.file, account, "password_file")
         assert self.command is not None
         try:
             done = subprocess.run(  # noqa: S603 - argv list from the admin's config, no shell
@@ -108,6 +123,10 @@ class DaemonConfig:
         pop3_threads: size of maild's own thread pool for blocking POP3 I/O.
         log_level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
         shutdown_timeout_s: seconds a stop waits for running cycles before cancelling them.
+        max_connections_per_host: concurrent sessions to one server host, all accounts together.
+        control_socket_group: group (name or id) allowed to use the control socket, or None.
+        metrics_textfile: file rewritten atomically after each cycle with Prometheus metrics for
+            node_exporter's textfile collector, or None.
     """
 
     state_dir: Path = Path("/var/lib/maild")
@@ -116,6 +135,9 @@ class DaemonConfig:
     pop3_threads: int = 8
     log_level: str = "info"
     shutdown_timeout_s: float = 10.0
+    max_connections_per_host: int = 8
+    control_socket_group: str | None = None
+    metrics_textfile: Path | None = None
 
     @property
     def database(self) -> Path:
@@ -304,7 +326,11 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
     threads = _positive_int(t, "pop3_threads", defaults.pop3_threads)
     level = _choice(t, "log_level", ("debug", "info", "warning", "error"), defaults.log_level)
     shutdown = parse_duration(t.get("shutdown_timeout", (str, int), "10s"), t.key("shutdown_timeout"))
+    per_host = _positive_int(t, "max_connections_per_host", defaults.max_connections_per_host)
+    group = t.get("control_socket_group", (str, int), None, form="a group name or id")
+    textfile = t.get("metrics_textfile", str, None, form="a path string")
     t.reject_unknown()
+    assert per_host is not None
     assert conc is not None
     assert threads is not None
     return DaemonConfig(
@@ -314,6 +340,9 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
         pop3_threads=threads,
         log_level=level,
         shutdown_timeout_s=shutdown,
+        max_connections_per_host=per_host,
+        control_socket_group=str(group) if group is not None else None,
+        metrics_textfile=(base / textfile) if textfile is not None else None,
     )
 
 
@@ -349,15 +378,20 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
             f'{t.key("tls")}: "none" sends the password in clear text to {host}; '
             'use "implicit" or "starttls", or set allow_plaintext = true'
         )
-    sources = [k for k in ("password", "password_file", "password_command") if k in data]
+    sources = [
+        k for k in ("password", "password_file", "password_command", "password_credential") if k in data
+    ]
     if len(sources) != 1:
         raise ConfigError(
-            f"{where}: set exactly one of password, password_file, password_command"
+            f"{where}: set exactly one of password, password_file, password_command, password_credential"
             + (f" (found {', '.join(sources)})" if sources else " (none found)")
         )
     inline = t.get("password", str, None, form="a string")
     pw_file = t.get("password_file", str, None, form="a path string")
     pw_cmd = t.get("password_command", list, None, form="a list of strings (argv, no shell)")
+    pw_cred = t.get("password_credential", str, None, form="a credential name")
+    if pw_cred is not None and not re.fullmatch(r"[A-Za-z0-9_.@-]+", pw_cred):
+        raise ConfigError(f'{t.key("password_credential")}: expected a credential name such as "anna"')
     if pw_cmd is not None and (not pw_cmd or not all(isinstance(a, str) for a in pw_cmd)):
         raise ConfigError(
             f"{t.key('password_command')}: expected a non-empty list of strings (argv, no shell)"
@@ -368,6 +402,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         inline=Secret(inline) if inline is not None else None,
         file=(base / pw_file) if pw_file is not None else None,
         command=tuple(pw_cmd) if pw_cmd is not None else None,
+        credential=pw_cred,
     )
     poll = parse_duration(t.get("poll_interval", (str, int), "5m"), t.key("poll_interval"))
     timeout = parse_duration(t.get("timeout", (str, int), "60s"), t.key("timeout"))

@@ -1,5 +1,6 @@
 """The daemon's life cycle: config, store, control socket, scheduler, ``READY=1``; graceful stop.
 
+SIGHUP (``systemctl reload``) re-reads the configuration (see :meth:`Daemon.reload`).
 SIGTERM and SIGINT stop the daemon: running cycles get ``shutdown_timeout`` seconds, then are
 cancelled (their sessions aborted, so nothing uncommitted is deleted on a server). A second signal
 stops at once.
@@ -8,23 +9,31 @@ stops at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
-from maild import __version__
-from maild.config import Config
+from maild import __version__, metrics
+from maild.config import Config, load_config
 from maild.control import ControlServer
-from maild.errors import ControlError
+from maild.errors import ControlError, MaildError
 from maild.fetch import utc_now
+from maild.log import LEVELS
 from maild.scheduler import AccountRuntime, Scheduler
 from maild.sdnotify import notify
 from maild.store import Store, utc_text
 
 log = structlog.get_logger("maild.daemon")
+
+HOUSEKEEPING_S = 5.0
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -92,6 +101,12 @@ class Daemon:
         self.started_at = utc_now()
         self.store: Store | None = None
         self.scheduler: Scheduler | None = None
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def _reload_quietly(self) -> None:
+        with contextlib.suppress(ControlError):  # already logged as reload.rejected
+            await self.reload()
 
     async def status(self) -> dict[str, Any]:
         """The full status snapshot: accounts (in config order) and archive totals."""
@@ -152,10 +167,95 @@ class Daemon:
                     )
                 return {"results": results}
             return {"queued": names}
+        if command in ("pause", "resume"):
+            name = req.get("account")
+            if not isinstance(name, str) or name not in self.scheduler.accounts:
+                raise ControlError("unknown-account", f"no account named {name!r}")
+            (self.scheduler.pause if command == "pause" else self.scheduler.resume)(name)
+            return {"account": name, "state": self.scheduler.accounts[name].state}
+        if command == "reload":
+            return await self.reload()
+        if command == "metrics":
+            return {"text": await self.metrics_text()}
         if command == "stop":
             self.stop_event.set()
             return {"stopping": True}
-        raise ControlError("unknown-command", f"unknown command {command!r} (try status, version, fetch-now)")
+        raise ControlError(
+            "unknown-command",
+            f"unknown command {command!r} (status, version, fetch-now, pause, resume, reload, metrics, stop)",
+        )
+
+    async def metrics_text(self) -> str:
+        """The Prometheus text exposition of the running daemon."""
+        assert self.store is not None
+        assert self.scheduler is not None
+        messages, _octets = await self.store.totals()
+        return metrics.render(
+            self.scheduler.accounts.values(), metrics.database_octets(self.config.daemon.database), messages
+        )
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration and its drop-ins and apply the accounts without a restart.
+
+        A configuration with errors is rejected as a whole; the running set stays as it was.
+        ``[daemon]`` changes other than ``log_level`` need a restart (logged).
+
+        Raises:
+            ControlError: ``config-invalid`` with the error, when the new configuration is rejected.
+        """
+        assert self.store is not None
+        assert self.scheduler is not None
+        async with self._reload_lock:
+            notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                new = await asyncio.to_thread(load_config, self.config.path)
+                now = utc_now()
+                for acc in new.accounts.values():
+                    await self.store.ensure_account(
+                        acc.name, acc.organisation, acc.employee, acc.protocol, now
+                    )
+            except MaildError as exc:
+                log.error("reload.rejected", error=str(exc))
+                raise ControlError(
+                    "config-invalid", f"configuration rejected, nothing changed: {exc}"
+                ) from None
+            finally:
+                notify("READY=1")
+            if replace(new.daemon, log_level="") != replace(self.config.daemon, log_level=""):
+                log.warning("reload.daemon-settings-need-restart")
+            if new.daemon.log_level != self.config.daemon.log_level:
+                logging.getLogger().setLevel(LEVELS[new.daemon.log_level])
+            self.config = new
+            report = self.scheduler.apply(new.accounts.values())
+            log.info("reload.applied", **report)
+            return report
+
+    async def _housekeeping(self) -> None:
+        """Every few seconds: watchdog ping (only while the loop and scheduler are alive), STATUS= line,
+        metrics textfile."""
+        watchdog_us = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        pid = os.environ.get("WATCHDOG_PID")
+        if pid and pid != str(os.getpid()):
+            watchdog_us = 0
+        period = min(HOUSEKEEPING_S, watchdog_us / 2e6) if watchdog_us else HOUSEKEEPING_S
+        while True:
+            assert self.scheduler is not None
+            accounts = list(self.scheduler.accounts.values())
+            failing = sum(1 for rt in accounts if rt.state in ("backoff", "error", "auth_failed"))
+            last = max((rt.last_success for rt in accounts if rt.last_success), default=None)
+            summary = f"{len(accounts)} accounts, {failing} failing, last fetch " + (
+                last.strftime("%H:%M") if last else "never"
+            )
+            lines = [f"STATUS={summary}"]
+            if watchdog_us and self.scheduler.healthy():
+                lines.append("WATCHDOG=1")
+            notify(*lines)
+            if self.config.daemon.metrics_textfile is not None:
+                try:
+                    metrics.write_textfile(self.config.daemon.metrics_textfile, await self.metrics_text())
+                except OSError as exc:
+                    log.warning("metrics.textfile-failed", error=str(exc))
+            await asyncio.sleep(period)
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT or a ``stop`` request.
@@ -181,8 +281,15 @@ class Daemon:
                     if task is not asyncio.current_task():
                         task.cancel()
 
+        def on_hup() -> None:
+            if self.scheduler is not None:
+                task = loop.create_task(self._reload_quietly())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         executor = ThreadPoolExecutor(max_workers=cfg.daemon.pop3_threads, thread_name_prefix="maild-pop3")
         self.store = await Store.open(cfg.daemon.database)
         control: ControlServer | None = None
@@ -195,8 +302,11 @@ class Daemon:
                 self.store,
                 executor,
                 max_concurrent_fetches=cfg.daemon.max_concurrent_fetches,
+                max_connections_per_host=cfg.daemon.max_connections_per_host,
             )
-            control = ControlServer(cfg.daemon.control_socket, self.handle)
+            control = ControlServer(
+                cfg.daemon.control_socket, self.handle, group=cfg.daemon.control_socket_group
+            )
             await control.start()
             log.info(
                 "daemon.started",
@@ -205,12 +315,19 @@ class Daemon:
                 socket=str(cfg.daemon.control_socket),
             )
             notify("READY=1", f"STATUS={len(cfg.accounts)} accounts")
-            await self.scheduler.run(self.stop_event, cfg.daemon.shutdown_timeout_s)
+            housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
+            try:
+                await self.scheduler.run(self.stop_event, cfg.daemon.shutdown_timeout_s)
+            finally:
+                housekeeping.cancel()
+                for task in [housekeeping, *self._background]:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
         finally:
             if control is not None:
                 await control.close()
             await self.store.close()
             executor.shutdown(wait=False, cancel_futures=True)
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             log.info("daemon.stopped")

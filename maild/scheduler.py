@@ -32,7 +32,8 @@ THROTTLE_MIN_S = 300.0
 JITTER_FRACTION = 0.1
 JITTER_CAP_S = 30.0
 
-AccountState = Literal["idle", "fetching", "backoff", "error", "disabled", "stopped"]
+AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "paused", "disabled", "stopped"]
+AUTH_LOCKOUT_FAILURES = 3
 
 
 @dataclass(slots=True)
@@ -43,12 +44,18 @@ class AccountRuntime:
         config: the account's configuration.
         state: ``idle`` (waiting for the next run), ``fetching``, ``backoff`` (last cycle failed with a
             transient error), ``error`` (last cycle failed permanently, e.g. credentials refused),
-            ``disabled`` (``enabled = false``), ``stopped`` (daemon stopping).
+            ``auth_failed`` (credentials refused :data:`AUTH_LOCKOUT_FAILURES` times in a row: no further
+            attempts until the config changes or ``resume``, so the provider does not lock the
+            account), ``paused`` (by ``pause``), ``disabled`` (``enabled = false``), ``stopped``.
         last_success: end of the last successful cycle (UTC), or None.
         next_run: when the next cycle is due (UTC), or None.
         last_error: text of the last failure, without secrets, or None after a success.
         consecutive_failures: failed cycles since the last success.
         last_result: the last successful cycle's result.
+        auth_failures: consecutive cycles refused with an authentication error.
+        paused: set by :meth:`Scheduler.pause`.
+        retired: set when the account was removed or changed by a reload; its loop ends after the
+            current cycle.
     """
 
     config: AccountConfig
@@ -59,6 +66,12 @@ class AccountRuntime:
     consecutive_failures: int = 0
     last_result: CycleResult | None = None
     last_exception: BaseException | None = None
+    auth_failures: int = 0
+    cycles: dict[str, int] = field(default_factory=dict)
+    fetched_messages: int = 0
+    fetched_octets: int = 0
+    paused: bool = False
+    retired: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     waiters: list[asyncio.Future[CycleResult | None]] = field(default_factory=list)
 
@@ -73,6 +86,24 @@ def backoff_delay_s(failures: int, error: BaseException, rng: random.Random) -> 
     if isinstance(error, ThrottledError):
         delay = max(delay, THROTTLE_MIN_S)
     return float(delay + rng.uniform(0, delay * JITTER_FRACTION))
+
+
+def outcome_label(error: BaseException) -> str:
+    """A short label of a failed cycle for logs and metrics: ``auth``, ``throttled``, ``transient``,
+    ``protocol``, ``config``, ``store`` or ``internal``."""
+    from maild.errors import ConfigError, ProtocolError, StoreError
+
+    for cls, label in (
+        (AuthError, "auth"),
+        (ThrottledError, "throttled"),
+        (TransientError, "transient"),
+        (ProtocolError, "protocol"),
+        (ConfigError, "config"),
+        (StoreError, "store"),
+    ):
+        if isinstance(error, cls):
+            return label
+    return "internal"
 
 
 def describe(error: BaseException) -> str:
@@ -101,6 +132,7 @@ class Scheduler:
         executor: ThreadPoolExecutor,
         *,
         max_concurrent_fetches: int,
+        max_connections_per_host: int = 8,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
     ) -> None:
@@ -110,14 +142,19 @@ class Scheduler:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.accounts: dict[str, AccountRuntime] = {a.name: AccountRuntime(a) for a in accounts}
         self._slots = asyncio.Semaphore(max_concurrent_fetches)
+        self._per_host = max_connections_per_host
+        self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._stopping = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._started = False
 
     async def run(self, stop: asyncio.Event, shutdown_timeout_s: float = 10.0) -> None:
         """Run every account's loop until ``stop`` is set; then stop within ``shutdown_timeout_s``.
 
         Running cycles get ``shutdown_timeout_s`` seconds to finish before they are cancelled.
         """
+        self._started = True
         for name, rt in self.accounts.items():
             self._tasks[name] = asyncio.create_task(self._account_loop(rt), name=f"account:{name}")
         await stop.wait()
@@ -128,7 +165,7 @@ class Scheduler:
         self._stopping = True
         for rt in self.accounts.values():
             rt.wake.set()
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) + list(self._retiring)
         if not tasks:
             return
         _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
@@ -142,6 +179,78 @@ class Scheduler:
             for fut in rt.waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    def apply(self, accounts: Iterable[AccountConfig]) -> dict[str, list[str]]:
+        """Switch to a new set of accounts (after a reload) without a restart.
+
+        Added accounts start at once; removed ones stop after their current cycle; changed ones
+        (any setting differs) stop after their current cycle and start again with the new settings
+        (never two cycles of one account at once). Unchanged accounts keep their state.
+
+        Returns:
+            ``{"added": [...], "removed": [...], "changed": [...]}``, names sorted.
+        """
+        new = {a.name: a for a in accounts}
+        report: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+        for name in list(self.accounts):
+            if name not in new:
+                report["removed"].append(name)
+                self._retire(name)
+                del self.accounts[name]
+        for name, acc in new.items():
+            old = self.accounts.get(name)
+            if old is not None and old.config == acc:
+                continue
+            report["changed" if old is not None else "added"].append(name)
+            previous = self._retire(name) if old is not None else None
+            rt = AccountRuntime(acc)
+            self.accounts[name] = rt
+            if self._started:
+                self._tasks[name] = asyncio.create_task(self._after(previous, rt), name=f"account:{name}")
+        self.accounts = {name: self.accounts[name] for name in new}
+        return {k: sorted(v) for k, v in report.items()}
+
+    def _retire(self, name: str) -> asyncio.Task[None] | None:
+        rt = self.accounts.get(name)
+        task = self._tasks.pop(name, None)
+        if rt is not None:
+            rt.retired = True
+            rt.wake.set()
+        if task is not None and not task.done():
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            return task
+        return None
+
+    async def _after(self, previous: asyncio.Task[None] | None, rt: AccountRuntime) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        await self._account_loop(rt)
+
+    def healthy(self) -> bool:
+        """True while every account loop is alive (no loop ended with an exception)."""
+        return not any(t.done() for t in self._tasks.values()) or self._stopping
+
+    def pause(self, name: str) -> None:
+        """Stop scheduling account ``name`` (a running cycle finishes). Raises KeyError if unknown."""
+        rt = self.accounts[name]
+        rt.paused = True
+        if rt.state != "fetching":
+            rt.state = "paused"
+            rt.next_run = None
+
+    def resume(self, name: str) -> None:
+        """Resume account ``name`` after :meth:`pause` or an auth lockout, with a cycle now.
+
+        Raises:
+            KeyError: no such account.
+        """
+        rt = self.accounts[name]
+        rt.paused = False
+        rt.auth_failures = 0
+        if rt.state in ("paused", "auth_failed"):
+            rt.state = "idle"
+        rt.wake.set()
 
     def request_fetch(self, name: str) -> asyncio.Future[CycleResult | None]:
         """Ask for a cycle of account ``name`` now; the future resolves when that cycle ends.
@@ -157,26 +266,34 @@ class Scheduler:
         rt.wake.set()
         return fut
 
+    def _blocked(self, rt: AccountRuntime) -> AccountState | None:
+        """The state that keeps ``rt`` from fetching, or None when it may fetch."""
+        if not rt.config.enabled:
+            return "disabled"
+        if rt.paused:
+            return "paused"
+        if rt.auth_failures >= AUTH_LOCKOUT_FAILURES:
+            return "auth_failed"
+        return None
+
     async def _account_loop(self, rt: AccountRuntime) -> None:
         account = rt.config
         structlog.contextvars.bind_contextvars(account=account.name, organisation=account.organisation)
-        if not account.enabled:
-            rt.state = "disabled"
-            while not self._stopping:
+        while not self._stopping and not rt.retired:
+            blocked = self._blocked(rt)
+            if blocked is not None:
+                rt.state = blocked
+                rt.next_run = None
+                _settle(rt.waiters, None)
                 await self._sleep(rt, None)
-                for fut in rt.waiters:
-                    if not fut.done():
-                        fut.set_result(None)
-                rt.waiters.clear()
-            return
-        while not self._stopping:
+                continue
             waiters, rt.waiters = rt.waiters, []
             outcome = await self._run_cycle(rt)
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(outcome)
-            if self._stopping:
+            _settle(waiters, outcome)
+            if self._stopping or rt.retired:
                 break
+            if self._blocked(rt) is not None:
+                continue
             if outcome is not None:
                 delay = account.poll_interval_s + self.rng.uniform(
                     0, min(account.poll_interval_s * JITTER_FRACTION, JITTER_CAP_S)
@@ -187,11 +304,18 @@ class Scheduler:
                 )
             rt.next_run = self.clock() + timedelta(seconds=delay)
             await self._sleep(rt, delay)
+        _settle(rt.waiters, None)
+
+    def _host_slot(self, host: str) -> asyncio.Semaphore:
+        slot = self._host_slots.get(host)
+        if slot is None:
+            slot = self._host_slots[host] = asyncio.Semaphore(self._per_host)
+        return slot
 
     async def _run_cycle(self, rt: AccountRuntime) -> CycleResult | None:
         account = rt.config
-        async with self._slots:
-            if self._stopping:
+        async with self._slots, self._host_slot(account.host.lower()):
+            if self._stopping or rt.retired:
                 return None
             rt.state = "fetching"
             rt.next_run = None
@@ -209,7 +333,11 @@ class Scheduler:
         rt.last_success = self.clock()
         rt.last_error = None
         rt.consecutive_failures = 0
+        rt.auth_failures = 0
         rt.last_result = result
+        rt.cycles["ok"] = rt.cycles.get("ok", 0) + 1
+        rt.fetched_messages += result.new_links
+        rt.fetched_octets += result.octets
         rt.last_exception = None
         log.info(
             "fetch.complete",
@@ -228,20 +356,40 @@ class Scheduler:
         """Record a failed cycle in ``rt`` and log it."""
         rt.consecutive_failures += 1
         rt.last_error = describe(exc)
+        outcome = outcome_label(exc)
+        rt.cycles[outcome] = rt.cycles.get(outcome, 0) + 1
         rt.state = "backoff" if isinstance(exc, TransientError) else "error"
+        if isinstance(exc, AuthError):
+            rt.auth_failures += 1
+            if rt.auth_failures >= AUTH_LOCKOUT_FAILURES:
+                rt.state = "auth_failed"
+                rt.last_error = (
+                    f"{rt.last_error} — {rt.auth_failures} refusals in a row: not trying again until the "
+                    "account's configuration changes or `maild resume`"
+                )
+        else:
+            rt.auth_failures = 0
         rt.last_exception = exc
         if isinstance(exc, MaildError):
             log.warning(
                 "fetch.failed",
-                outcome="auth-failed" if isinstance(exc, AuthError) else type(exc).__name__,
+                outcome=outcome,
                 error=rt.last_error,
                 consecutive_failures=rt.consecutive_failures,
             )
 
     async def _sleep(self, rt: AccountRuntime, delay: float | None) -> None:
-        if self._stopping:
+        if self._stopping or rt.retired:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await rt.wake.wait()
         rt.wake.clear()
+
+
+def _settle(waiters: list[asyncio.Future[CycleResult | None]], outcome: CycleResult | None) -> None:
+    """Resolve every pending ``fetch-now`` future with ``outcome`` and empty the list."""
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(outcome)
+    waiters.clear()

@@ -24,13 +24,17 @@ def sample(i: int, body_lines: int = 20) -> bytes:
     """A small distinct message with CRLF line endings, a dot-stuffing candidate and an umlaut subject."""
     body = b"".join(b"Zeile %d der Nachricht %d\r\n" % (n, i) for n in range(body_lines))
     return (
-        b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>\r\n"
-        b"To: anna@example.com\r\n"
-        b"Subject: =?utf-8?q?Nebenkostenabrechnung_Nr=2E?= %d\r\n"
-        b"Date: Mon, 30 Nov 2026 10:00:00 +0100\r\n"
-        b"Message-ID: <msg-%d@example.org>\r\n"
-        b"\r\n" % (i, i)
-    ) + body + b".leading dot line\r\n"
+        (
+            b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>\r\n"
+            b"To: anna@example.com\r\n"
+            b"Subject: =?utf-8?q?Nebenkostenabrechnung_Nr=2E?= %d\r\n"
+            b"Date: Mon, 30 Nov 2026 10:00:00 +0100\r\n"
+            b"Message-ID: <msg-%d@example.org>\r\n"
+            b"\r\n" % (i, i)
+        )
+        + body
+        + b".leading dot line\r\n"
+    )
 
 
 def archive_rows(state_dir: Path) -> list[tuple[str, int, bytes]]:
@@ -49,7 +53,9 @@ def both(user: MailUser, pop_tls: str = "implicit", imap_tls: str = "implicit") 
     ]
 
 
-@pytest.mark.parametrize(("pop_tls", "imap_tls"), [("implicit", "implicit"), ("starttls", "starttls"), ("none", "none")])
+@pytest.mark.parametrize(
+    ("pop_tls", "imap_tls"), [("implicit", "implicit"), ("starttls", "starttls"), ("none", "none")]
+)
 def test_fetch_stores_each_message_once_for_both_protocols(
     dovecot: Dovecot, mail_user: MailUser, pop_tls: str, imap_tls: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -84,7 +90,7 @@ def test_wrong_password_fails_only_that_account(
 ) -> None:
     """A refused login fails its account (exit 1, error printed without the password); others still fetch."""
     dovecot.deliver(mail_user.name, sample(1))
-    bad_password = "wrong \"pass\" word"
+    bad_password = 'wrong "pass" word'
     specs = [
         AccountSpec("good", "pop3", mail_user.name, mail_user.password),
         AccountSpec("bad-pop", "pop3", mail_user.name, bad_password),
@@ -99,14 +105,20 @@ def test_wrong_password_fails_only_that_account(
     assert bad_password not in captured.out + captured.err
 
 
-def test_unreachable_host_is_reported(dovecot: Dovecot, mail_user: MailUser, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_host_is_reported(
+    dovecot: Dovecot, mail_user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A closed port fails the account with a connection error naming it."""
     from tests.support.dovecot import free_port
 
     port = free_port()
     specs = [
-        AccountSpec("closed-pop", "pop3", mail_user.name, mail_user.password, extra={"port": port, "timeout": "5s"}),
-        AccountSpec("closed-imap", "imap", mail_user.name, mail_user.password, extra={"port": port, "timeout": "5s"}),
+        AccountSpec(
+            "closed-pop", "pop3", mail_user.name, mail_user.password, extra={"port": port, "timeout": "5s"}
+        ),
+        AccountSpec(
+            "closed-imap", "imap", mail_user.name, mail_user.password, extra={"port": port, "timeout": "5s"}
+        ),
     ]
     cfg = write_config(short_dir(), dovecot, specs)
     assert main(["-c", str(cfg), "fetch"]) == 1
@@ -115,9 +127,16 @@ def test_unreachable_host_is_reported(dovecot: Dovecot, mail_user: MailUser, cap
     assert "closed-imap: FAILED" in out
 
 
-def _maild(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _maild(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "maild", *args], capture_output=True, text=True, timeout=timeout, check=False, env=env
+        [sys.executable, "-m", "maild", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
     )
 
 
@@ -154,7 +173,9 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
     assert "anna-imap: 0 new messages" in second.stdout
 
     log = (directory / "daemon.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "maild", "-c", str(cfg), "run"], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maild", "-c", str(cfg), "run"], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         status = _wait_status(
             cfg,
