@@ -24,7 +24,7 @@ from maild.errors import ConfigError
 from maild.model import Protocol, Secret, ServerSettings, TLSMode
 
 DEFAULT_CONFIG_PATH = Path("/etc/maild/config.toml")
-ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 DEFAULT_PORTS: dict[tuple[str, str], int] = {
     ("pop3", "implicit"): 995,
     ("pop3", "starttls"): 110,
@@ -347,7 +347,7 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
 
 
 def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -> AccountConfig:
-    if not ACCOUNT_NAME_RE.match(name):
+    if not ACCOUNT_NAME_RE.fullmatch(name):
         raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table")

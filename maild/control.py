@@ -78,12 +78,15 @@ class ControlServer:
             )
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, SOCKET_MODE)
-        if self.group is not None:
-            import grp
-
-            gid = self.group if isinstance(self.group, int) else grp.getgrnam(self.group).gr_gid
-            os.chown(self.path, -1, gid)
+        try:
+            os.chmod(self.path, SOCKET_MODE)
+            if self.group is not None:
+                os.chown(self.path, -1, _gid(self.group))
+        except (OSError, KeyError) as exc:
+            await self.close()
+            raise ControlError(
+                "socket-group", f"cannot give {self.path} to group {self.group!r}: {exc}"
+            ) from None
 
     async def close(self) -> None:
         """Stop listening, drop connected clients and remove the socket file."""
@@ -111,14 +114,16 @@ class ControlServer:
                     writer.write(
                         _encode(error_reply("too-large", f"request exceeds {MAX_REQUEST_OCTETS} octets"))
                     )
-                    await writer.drain()
+                    async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads is dropped
+                        await writer.drain()
                     return
                 if not line:
                     return
                 reply = await self._dispatch(line)
                 writer.write(_encode(reply))
-                await writer.drain()
-        except (ConnectionError, OSError):
+                async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads is dropped
+                    await writer.drain()
+        except (ConnectionError, OSError, TimeoutError):
             return
         finally:
             self._clients.discard(task)
@@ -144,6 +149,17 @@ class ControlServer:
             log.exception("control.failed", command=request.get("command"))
             return error_reply("internal", f"internal error: {type(exc).__name__}")
         return {"ok": True, **reply}
+
+
+def _gid(group: str | int) -> int:
+    """Group id of ``group`` (a name, a decimal id string, or an int). Raises KeyError if unknown."""
+    import grp
+
+    if isinstance(group, int):
+        return group
+    if group.isdigit():
+        return int(group)
+    return grp.getgrnam(group).gr_gid
 
 
 def _encode(obj: dict[str, Any]) -> bytes:

@@ -16,6 +16,7 @@ from maild.model import HeaderSummary
 
 # Only the header section is parsed; cap it so a message without a blank line costs nothing extra.
 MAX_HEADER_OCTETS = 256 * 1024
+_EMPTY_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*)$")
 
 
@@ -29,11 +30,10 @@ def header_section(raw: bytes) -> bytes:
         At most :data:`MAX_HEADER_OCTETS` octets, without the empty line.
     """
     head = raw[:MAX_HEADER_OCTETS]
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        end = head.find(sep)
-        if end != -1:
-            return head[:end]
-    return head
+    if head.startswith((b"\r\n", b"\n")):
+        return b""
+    end = _EMPTY_LINE_RE.search(head)
+    return head[: end.start()] if end else head
 
 
 def _fields(head: bytes) -> dict[str, bytes]:

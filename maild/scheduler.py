@@ -288,8 +288,11 @@ class Scheduler:
                 await self._sleep(rt, None)
                 continue
             waiters, rt.waiters = rt.waiters, []
-            outcome = await self._run_cycle(rt)
-            _settle(waiters, outcome)
+            outcome: CycleResult | None = None
+            try:
+                outcome = await self._run_cycle(rt)
+            finally:  # also when cancelled at shutdown: fetch-now callers get None
+                _settle(waiters, outcome)
             if self._stopping or rt.retired:
                 break
             if self._blocked(rt) is not None:
@@ -315,8 +318,8 @@ class Scheduler:
     async def _run_cycle(self, rt: AccountRuntime) -> CycleResult | None:
         account = rt.config
         async with self._slots, self._host_slot(account.host.lower()):
-            if self._stopping or rt.retired:
-                return None
+            if self._stopping or rt.retired or self._blocked(rt) is not None:
+                return None  # paused (or stopped) while waiting for a slot
             rt.state = "fetching"
             rt.next_run = None
             try:

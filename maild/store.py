@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from maild.errors import StoreError
 from maild.message import sha256_hex, summarise
 from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, RetrievedMessage, StoreOutcome
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 PAGE_SIZE = 8192  # large blobs read faster with bigger pages; must be set before the first table
@@ -208,21 +210,50 @@ class Store:
         self, statements: Iterable[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]]
     ) -> None:
         """Run statements in one IMMEDIATE transaction; ``many`` selects executemany."""
+        todo = list(statements)
+
+        async def work() -> None:
+            for sql, params, many in todo:
+                if many:
+                    await self._conn.executemany(sql, params)
+                else:
+                    await self._conn.execute(sql, params)
+
+        await self._atomic(work, "writing")
+
+    async def _atomic(self, work: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run ``work`` inside one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, atomically.
+
+        The transaction runs in a task of its own, shielded from cancellation: if the caller is
+        cancelled, the transaction still ends (committed, or rolled back on error) before the
+        cancellation propagates, so the connection never stays inside a half-done transaction.
+
+        Raises:
+            StoreError: SQLite failed; the transaction was rolled back.
+        """
+        task = asyncio.ensure_future(self._transaction(work, what))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it; the cancellation wins
+            raise
+
+    async def _transaction(self, work: Callable[[], Awaitable[T]], what: str) -> T:
         async with self._write_lock:
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for sql, params, many in statements:
-                        if many:
-                            await self._conn.executemany(sql, params)
-                        else:
-                            await self._conn.execute(sql, params)
+                    result = await work()
                     await self._conn.execute("COMMIT")
                 except BaseException:
-                    await asyncio.shield(self._conn.execute("ROLLBACK"))
+                    if self._conn.in_transaction:
+                        await self._conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise StoreError(f"archive {self.path}: {exc}") from None
+                raise StoreError(f"archive {self.path}: {what}: {exc}") from None
+        return result
 
     # -- accounts ---------------------------------------------------------------------------------
 
@@ -295,18 +326,9 @@ class Store:
             return StoreOutcome()
         stamp = utc_text(now)
         prepared = await asyncio.to_thread(_prepare, batch, stamp)
-        async with self._write_lock:
-            try:
-                await self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    outcome = await self._insert_batch(account, prepared, stamp)
-                    await self._conn.execute("COMMIT")
-                except BaseException:
-                    await asyncio.shield(self._conn.execute("ROLLBACK"))
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"archive {self.path}: storing for account {account}: {exc}") from None
-        return outcome
+        return await self._atomic(
+            lambda: self._insert_batch(account, prepared, stamp), f"storing for account {account}"
+        )
 
     async def _insert_batch(self, account: str, prepared: list[_Prepared], stamp: str) -> StoreOutcome:
         digests = list(dict.fromkeys(p.sha256 for p in prepared))

@@ -25,7 +25,7 @@ import binascii
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal, TypeAlias, cast
 
 from maild.errors import ProtocolError
@@ -35,7 +35,7 @@ Part: TypeAlias = bytes | bytearray
 
 #: A lexed IMAP value: atom or number (``str``), string (``bytes``, or the literal's ``bytearray``
 #: unchanged), NIL (``None``) or a parenthesised list.
-Token: TypeAlias = "str | bytes | bytearray | None | list[Token]"
+Token: TypeAlias = "str | bytes | bytearray | list[Token] | None"  # noqa: S105 -- not a password
 
 #: UIDs, UIDVALIDITY and message sizes are unsigned 32-bit numbers (RFC 9051 section 9, ``nz-number``).
 MAX_NUMBER = 2**32 - 1
@@ -55,36 +55,28 @@ _TEXT_CODE = re.compile(rb"\[([^\]\s]+)(?: ([^\]]*))?\]")
 _DATE_TIME = re.compile(
     r"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\Z",
 )
-_MONTHS = {m: i for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), start=1)}
-
-_SYSTEM_FLAGS = {
-    f.upper(): f for f in (r"\Seen", r"\Answered", r"\Flagged", r"\Deleted", r"\Draft", r"\Recent")
-}
-_SYSTEM_FLAGS["\\*"] = "\\*"
-_MAILBOX_ATTRIBUTES = {
-    a.upper(): a
-    for a in (
-        # RFC 9051 section 7.3.1 (and RFC 3501 / RFC 5258 spellings)
-        r"\Noinferiors",
-        r"\Noselect",
-        r"\NonExistent",
-        r"\HasChildren",
-        r"\HasNoChildren",
-        r"\Marked",
-        r"\Unmarked",
-        r"\Subscribed",
-        r"\Remote",
-        # RFC 6154 section 2 special-use, RFC 8457 \Important
-        r"\All",
-        r"\Archive",
-        r"\Drafts",
-        r"\Flagged",
-        r"\Junk",
-        r"\Sent",
-        r"\Trash",
-        r"\Important",
+#: Month names of ``date-month``, fixed English (never the locale's, unlike ``calendar.month_abbr``).
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
     )
 }
+
+
+def _spelling_table(words: str) -> dict[str, str]:
+    """Map upper-cased flag or attribute names to their RFC spelling."""
+    return {w.upper(): w for w in words.split()}
+
+
+#: System flags, RFC 9051 section 2.3.2 (\Recent from RFC 3501).
+_SYSTEM_FLAGS = _spelling_table(r"\Seen \Answered \Flagged \Deleted \Draft \Recent \*")
+#: Mailbox name attributes, RFC 9051 section 7.3.1 and RFC 5258; special-use, RFC 6154 section 2 and
+#: RFC 8457 (\Important).
+_MAILBOX_ATTRIBUTES = _spelling_table(
+    r"\Noinferiors \Noselect \NonExistent \HasChildren \HasNoChildren \Marked \Unmarked \Subscribed"
+    r" \Remote \All \Archive \Drafts \Flagged \Junk \Sent \Trash \Important"
+)
 
 
 def _excerpt(data: bytes | bytearray | str) -> str:
@@ -480,10 +472,16 @@ def _lex(line: Sequence[Part]) -> list[Token]:
     return stack[0]
 
 
-def _number(token: Token, what: str) -> int:
-    if not isinstance(token, str) or not (token.isascii() and token.isdigit()) or int(token) > MAX_NUMBER:
-        raise _LexError(f"{what} is not a 32-bit number")
+def _number(token: Token, what: str, maximum: int = MAX_NUMBER) -> int:
+    if not isinstance(token, str) or not (token.isascii() and token.isdigit()) or int(token) > maximum:
+        raise _LexError(f"{what} is not a number up to {maximum}")
     return int(token)
+
+
+def _single(tokens: list[Token]) -> Token:
+    if len(tokens) != 1:
+        raise _LexError(f"expected one value, got {len(tokens)}")
+    return tokens[0]
 
 
 def _flags(token: Token, table: dict[str, str]) -> frozenset[str]:
@@ -505,10 +503,7 @@ def parse_flags(token_text: bytes | bytearray | str) -> frozenset[str]:
     """
     data = token_text.encode("utf-8") if isinstance(token_text, str) else bytes(token_text)
     try:
-        tokens = _lex([data])
-        if len(tokens) != 1:
-            raise _LexError("expected one flag list")
-        return _flags(tokens[0], _SYSTEM_FLAGS)
+        return _flags(_single(_lex([data])), _SYSTEM_FLAGS)
     except _LexError as exc:
         raise ProtocolError(
             f"bad flag list: {exc}", line=_excerpt(data), standard="RFC 9051 section 2.3.2"
@@ -531,7 +526,7 @@ class SelectInfo:
         flags: the flags defined in the mailbox (``* FLAGS (...)``).
         permanent_flags: flags the client may change permanently (``[PERMANENTFLAGS (...)]``), or None.
         highest_modseq: ``[HIGHESTMODSEQ n]`` (RFC 7162 section 3.1.2.1), or None.
-        read_only: True for ``[READ-ONLY]``, False for ``[READ-WRITE]``, None when the completion said neither.
+        read_only: True for ``[READ-ONLY]``, False for ``[READ-WRITE]``, None if the completion said neither.
     """
 
     exists: int
@@ -580,10 +575,8 @@ def parse_select(lines: Sequence[Part], completion: StatusResponse | None = None
                 uidvalidity = _number(status.code_args, "UIDVALIDITY")
             elif status.code == "UIDNEXT":
                 uidnext = _number(status.code_args, "UIDNEXT")
-            elif status.code == "HIGHESTMODSEQ":
-                if not status.code_args.isdigit():
-                    raise _LexError("HIGHESTMODSEQ is not a number")
-                highest_modseq = int(status.code_args)
+            elif status.code == "HIGHESTMODSEQ":  # a 63-bit mod-sequence-value, RFC 7162 section 7
+                highest_modseq = _number(status.code_args, "HIGHESTMODSEQ", 2**63 - 1)
             elif status.code == "PERMANENTFLAGS":
                 permanent = parse_flags(status.code_args)
         except _LexError as exc:
@@ -662,7 +655,7 @@ def parse_internaldate(value: str | bytes | bytearray) -> datetime:
     local = datetime(  # noqa: DTZ001 -- the zone is given on the next line
         int(year), month_number, int(day), int(hour), int(minute), int(second)
     )
-    return local.replace(tzinfo=timezone(offset)).astimezone(timezone.utc)
+    return local.replace(tzinfo=timezone(offset)).astimezone(UTC)
 
 
 #: Items a caller may require in :func:`parse_fetch`, by their response name.
@@ -873,6 +866,22 @@ class ListedMailbox:
         return not self.attributes & {r"\Noselect", r"\NonExistent"}
 
 
+def _list_fields(tokens: list[Token]) -> tuple[frozenset[str], str | None, bytes]:
+    """Split ``(attributes) delimiter name [extended]`` into attributes, delimiter and wire name."""
+    if len(tokens) < 3 or not isinstance(tokens[0], list):
+        raise _LexError("expected (attributes) delimiter name")
+    attributes = _flags(tokens[0], _MAILBOX_ATTRIBUTES)
+    raw_delim, raw_name = tokens[1], tokens[2]
+    if raw_delim is not None and not (isinstance(raw_delim, bytes) and len(raw_delim) == 1):
+        raise _LexError("delimiter is neither NIL nor one quoted character")
+    delimiter = None if raw_delim is None else raw_delim.decode("ascii", "replace")
+    if isinstance(raw_name, str):
+        return attributes, delimiter, raw_name.encode("utf-8")
+    if isinstance(raw_name, bytes | bytearray):
+        return attributes, delimiter, bytes(raw_name)
+    raise _LexError("mailbox name is neither atom nor string")
+
+
 def parse_list(lines: Sequence[Part], *, utf8: bool = False) -> list[ListedMailbox]:
     """Parse the untagged lines of a LIST (or LSUB) response, in server order.
 
@@ -902,21 +911,7 @@ def parse_list(lines: Sequence[Part], *, utf8: bool = False) -> list[ListedMailb
         elif not head.startswith(b"("):
             continue
         try:
-            tokens = _lex([head, *logical[1:]])
-            if len(tokens) < 3 or not isinstance(tokens[0], list):
-                raise _LexError("expected (attributes) delimiter name")
-            attributes = _flags(tokens[0], _MAILBOX_ATTRIBUTES)
-            raw_delim = tokens[1]
-            if raw_delim is not None and not (isinstance(raw_delim, bytes) and len(raw_delim) == 1):
-                raise _LexError("delimiter is neither NIL nor one quoted character")
-            delimiter = None if raw_delim is None else raw_delim.decode("ascii", "replace")
-            raw_name = tokens[2]
-            if isinstance(raw_name, str):
-                wire_name: bytes = raw_name.encode("utf-8")
-            elif isinstance(raw_name, bytes | bytearray):
-                wire_name = bytes(raw_name)
-            else:
-                raise _LexError("mailbox name is neither atom nor string")
+            attributes, delimiter, wire_name = _list_fields(_lex([head, *logical[1:]]))
         except _LexError as exc:
             raise ProtocolError(str(exc), line=_excerpt(head), standard=standard) from None
         if utf8:

@@ -161,7 +161,7 @@ class _Session:
         """The server's -ERR line inside a poplib error, or an error for poplib's own complaints."""
         arg = exc.args[0] if exc.args else b""
         if isinstance(arg, str):  # poplib's own text, not the server's: "-ERR EOF", "line too long"
-            if "EOF" in arg:
+            if arg == "-ERR EOF":
                 raise ConnectError(
                     f"{self._where()}: server closed the connection while {doing}",
                     account=self.settings.account,
@@ -228,12 +228,18 @@ class _Session:
         self._attach(pop)
         if s.tls == "starttls":
             try:
-                pop.stls(context=ctx)
+                pop.stls(context=ctx)  # CAPA, then STLS only if offered, then the handshake
             except (poplib.error_proto, UnicodeDecodeError) as exc:
-                if isinstance(exc, poplib.error_proto):
-                    self._refusal(exc, "STLS")  # raises on EOF
+                reason = exc.args[0] if isinstance(exc, poplib.error_proto) and exc.args else exc
+                if isinstance(reason, bytes):
+                    reason = reason.decode("utf-8", "replace")
+                if reason == "-ERR EOF":
+                    raise ConnectError(
+                        f"{self._where()}: server closed the connection at STLS", account=acct
+                    ) from exc
                 raise self.protocol_error(
-                    f"STLS failed ({exc!s:.200}); refusing to log in without TLS",
+                    "STLS failed; refusing to log in without TLS",
+                    line=str(reason),
                     standard="RFC 2595 section 4",
                 ) from exc
         user, password = s.username, s.password.reveal()
@@ -493,23 +499,22 @@ class POP3Maildrop(Maildrop):
             raise RuntimeError("inventory() must run before retrieve() or delete()")
         return self._msgnum_by_uidl.get(key.uidl)
 
-    def _windows(self, keys: Sequence[MessageKey]) -> Iterator[list[tuple[MessageKey, int | None]]]:
+    def _windows(self, keys: Sequence[MessageKey]) -> list[list[tuple[MessageKey, int | None]]]:
         """Group keys into RETR windows by command count and expected octets (LIST sizes)."""
         limit = self._window if self._session.pipelining else 1
-        window: list[tuple[MessageKey, int | None]] = []
+        windows: list[list[tuple[MessageKey, int | None]]] = [[]]
         count = octets = 0
         for key in keys:
             msgnum = self._msgnum(key)
             if msgnum is not None:
                 size = self._size_by_uidl[cast(POP3Key, key).uidl]
                 if count and (count >= limit or octets + size > self._window_octets):
-                    yield window
-                    window, count, octets = [], 0, 0
+                    windows.append([])
+                    count = octets = 0
                 count += 1
                 octets += size
-            window.append((key, msgnum))
-        if window:
-            yield window
+            windows[-1].append((key, msgnum))
+        return [w for w in windows if w]
 
     async def retrieve(
         self, keys: Sequence[MessageKey]
@@ -531,7 +536,7 @@ class POP3Maildrop(Maildrop):
             TypeError: a key is not a POP3Key. RuntimeError: :meth:`inventory` has not run.
         """
         self._require_open()
-        for window in self._windows(keys):
+        for window in self._windows(keys):  # checks every key before the first RETR
             msgnums = [n for _, n in window if n is not None]
             commands = [f"RETR {n}" for n in msgnums]
             replies = await self._run(
@@ -579,13 +584,16 @@ class POP3Maildrop(Maildrop):
         """
         self._require_open()
         targets: list[tuple[POP3Key, int]] = []
+        seen: set[int] = set()  # a repeated key gets one DELE: a second would be refused
         for key in keys:
             msgnum = self._msgnum(key)
             if msgnum is None:
                 raise ValueError(
                     f"account {self._settings.account!r}: cannot delete {key!r}: not addressable"
                 )
-            targets.append((cast(POP3Key, key), msgnum))
+            if msgnum not in seen:
+                seen.add(msgnum)
+                targets.append((cast(POP3Key, key), msgnum))
         limit = self._window if self._session.pipelining else 1
         for start in range(0, len(targets), limit):
             window = targets[start : start + limit]
@@ -642,7 +650,7 @@ class POP3Maildrop(Maildrop):
         if state in ("new", "closed"):
             return
         try:
-            if state == "open":
+            if state == "open" and (self._job is None or self._job.done()):
                 async with asyncio.timeout(2 * ABORT_TIMEOUT_S):
                     await self._run(self._session.reset_and_quit)
             elif self._job is not None and not self._job.done():

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from maild.control import request
+from maild.errors import ControlError
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -120,7 +122,14 @@ def test_sigkill_at_random_moments_loses_nothing(dovecot: Dovecot, mail_user: Ma
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while dovecot.maildir_messages(mail_user.name) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            try:
+                status = request(directory / "control.sock", {"command": "status"}, timeout_s=5)
+            except ControlError:
+                status = {}
+            ready = bool(status.get("accounts")) and status["accounts"][0]["last_success"] is not None
+            if ready and not dovecot.maildir_messages(mail_user.name):
+                break
             time.sleep(0.25)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

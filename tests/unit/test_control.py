@@ -1,0 +1,502 @@
+"""The control socket: newline-delimited JSON over a Unix socket, limits, errors, socket file handling.
+
+Socket paths live in short directories under /tmp: Unix socket paths are limited to about 107 bytes
+and pytest's tmp_path is often longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from maild import control
+from maild.control import MAX_REQUEST_OCTETS, ControlServer, error_reply, request
+from maild.errors import ControlError
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A short temporary directory for socket files."""
+    path = Path(tempfile.mkdtemp(prefix="mdc", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sock_path(sock_dir: Path) -> Path:
+    return sock_dir / "control.sock"
+
+
+class Handler:
+    """A handler that answers "status", raises on "fail"/"boom", and echoes other commands."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    async def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.requests.append(req)
+        command = req["command"]
+        if command == "status":
+            return {"accounts": [{"name": "anna-pop", "state": "idle"}], "note": "Grüße"}
+        if command == "fail":
+            raise ControlError("unknown-account", "no account named 'nobody'")
+        if command == "boom":
+            raise RuntimeError("handler bug")
+        return {"echo": req}
+
+
+@pytest.fixture
+async def server(sock_path: Path) -> AsyncIterator[ControlServer]:
+    """A started control server with :class:`Handler`."""
+    srv = ControlServer(sock_path, Handler())
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+class Client:
+    """A raw asyncio client speaking lines of bytes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, path: Path) -> Client:
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def ask(self, data: bytes) -> dict[str, Any]:
+        await self.send(data)
+        async with asyncio.timeout(5):
+            line = await self.reader.readline()
+        assert line.endswith(b"\n"), line
+        reply = json.loads(line)
+        assert isinstance(reply, dict)
+        return reply
+
+    async def read_until_closed(self, timeout_s: float = 5.0) -> bytes:
+        async with asyncio.timeout(timeout_s):
+            return await self.reader.read()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+@pytest.fixture
+async def client(server: ControlServer) -> AsyncIterator[Client]:
+    c = await Client.connect(server.path)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def error_code(reply: dict[str, Any]) -> str:
+    assert reply["ok"] is False
+    return str(reply["error"]["code"])
+
+
+# -- requests and replies ---------------------------------------------------------------------------
+
+
+async def test_status_request_gets_reply(client: Client, server: ControlServer) -> None:
+    """A status request is answered with ok=true and the handler's fields."""
+    reply = await client.ask(b'{"command": "status", "version": 1}\n')
+
+    assert reply == {"ok": True, "accounts": [{"name": "anna-pop", "state": "idle"}], "note": "Grüße"}
+    assert isinstance(server.handler, Handler)
+    assert server.handler.requests == [{"command": "status", "version": 1}]
+
+
+async def test_reply_is_one_line_of_utf8_json(client: Client) -> None:
+    """A reply is one line of UTF-8 JSON, non-ASCII text written as such."""
+    await client.send(b'{"command": "status"}\n')
+    async with asyncio.timeout(5):
+        line = await client.reader.readline()
+
+    assert line.count(b"\n") == 1
+    assert "Grüße".encode() in line
+
+
+async def test_version_may_be_omitted(client: Client) -> None:
+    """A request without "version" is treated as version 1."""
+    reply = await client.ask(b'{"command": "status"}\n')
+
+    assert reply["ok"] is True
+
+
+async def test_several_requests_on_one_connection(client: Client) -> None:
+    """A client may send several requests on one connection, each answered in order."""
+    first = await client.ask(b'{"command": "status"}\n')
+    second = await client.ask(b'{"command": "echo", "n": 2}\n')
+    third = await client.ask(b"nonsense\n")
+
+    assert first["ok"] is True
+    assert second["echo"] == {"command": "echo", "n": 2}
+    assert error_code(third) == "bad-json"
+
+
+@pytest.mark.parametrize("line", [b"{not json\n", b"\xff\xfe\n", b"\n", b'{"command": "status"\n'])
+async def test_bad_json_gets_bad_json_error(client: Client, line: bytes) -> None:
+    """A line that is not valid JSON (or not UTF-8) gets the error code bad-json."""
+    reply = await client.ask(line)
+
+    assert error_code(reply) == "bad-json"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"[1, 2]\n", b'"status"\n', b"42\n", b"null\n", b"{}\n", b'{"command": 5}\n', b'{"cmd": "status"}\n'],
+)
+async def test_non_object_or_missing_command_gets_bad_request(client: Client, line: bytes) -> None:
+    """JSON that is not an object with a string "command" gets the error code bad-request."""
+    reply = await client.ask(line)
+
+    assert error_code(reply) == "bad-request"
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None, 1.5])
+async def test_unknown_version_gets_bad_version(
+    client: Client, server: ControlServer, version: object
+) -> None:
+    """A request for a protocol version other than 1 gets bad-version and never reaches the handler."""
+    line = json.dumps({"command": "status", "version": version}).encode() + b"\n"
+
+    reply = await client.ask(line)
+
+    assert error_code(reply) == "bad-version"
+    assert isinstance(server.handler, Handler)
+    assert server.handler.requests == []
+
+
+async def test_control_error_from_handler_becomes_its_code(client: Client) -> None:
+    """A ControlError raised by the handler becomes an error reply with its code and message."""
+    reply = await client.ask(b'{"command": "fail"}\n')
+
+    assert reply == error_reply("unknown-account", "no account named 'nobody'")
+
+
+async def test_handler_exception_gives_internal_and_server_keeps_serving(
+    client: Client, server: ControlServer
+) -> None:
+    """An unexpected exception in the handler gives code internal, is logged, and the server keeps serving."""
+    with capture_logs() as logs:
+        reply = await client.ask(b'{"command": "boom"}\n')
+    after_same = await client.ask(b'{"command": "status"}\n')
+    other = await Client.connect(server.path)
+    try:
+        after_other = await other.ask(b'{"command": "status"}\n')
+    finally:
+        await other.close()
+
+    assert error_code(reply) == "internal"
+    assert "RuntimeError" in reply["error"]["message"]
+    assert "handler bug" not in reply["error"]["message"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["control.failed"]
+    assert after_same["ok"] is True
+    assert after_other["ok"] is True
+
+
+# -- limits -----------------------------------------------------------------------------------------
+
+
+async def test_oversized_request_drops_client_and_others_are_served(server: ControlServer) -> None:
+    """A client sending more than 64 KiB without a newline is answered too-large and dropped; others are still served."""
+    bad = await Client.connect(server.path)
+    with contextlib.suppress(ConnectionError):
+        await bad.send(b"x" * (MAX_REQUEST_OCTETS + 8192))
+    rest = await bad.read_until_closed()
+    await bad.close()
+
+    good = await Client.connect(server.path)
+    try:
+        reply = await good.ask(b'{"command": "status"}\n')
+    finally:
+        await good.close()
+
+    lines = rest.splitlines()
+    assert len(lines) == 1
+    assert error_code(json.loads(lines[0])) == "too-large"
+    assert reply["ok"] is True
+
+
+async def test_request_just_under_the_limit_is_served(client: Client) -> None:
+    """A request line somewhat below 64 KiB is still processed normally."""
+    padding = "p" * (MAX_REQUEST_OCTETS - 1024)
+    reply = await client.ask(json.dumps({"command": "echo", "pad": padding}).encode() + b"\n")
+
+    assert reply["ok"] is True
+    assert reply["echo"]["pad"] == padding
+
+
+@pytest.mark.parametrize("partial", [b"", b'{"command": "sta'])
+async def test_idle_client_is_dropped(
+    server: ControlServer, monkeypatch: pytest.MonkeyPatch, partial: bytes
+) -> None:
+    """A client that sends no complete line within IDLE_TIMEOUT_S is disconnected; the server keeps serving."""
+    monkeypatch.setattr(control, "IDLE_TIMEOUT_S", 0.2)
+    idle = await Client.connect(server.path)
+    if partial:
+        await idle.send(partial)
+
+    rest = await idle.read_until_closed(timeout_s=5.0)
+    await idle.close()
+    fresh = await Client.connect(server.path)
+    try:
+        reply = await fresh.ask(b'{"command": "status"}\n')
+    finally:
+        await fresh.close()
+
+    assert rest == b""
+    assert reply["ok"] is True
+
+
+async def test_client_closing_early_does_not_disturb_server(server: ControlServer) -> None:
+    """A client that disconnects right after sending a request does not stop the server."""
+    quitter = await Client.connect(server.path)
+    await quitter.send(b'{"command": "status"}\n')
+    await quitter.close()
+
+    other = await Client.connect(server.path)
+    try:
+        reply = await other.ask(b'{"command": "status"}\n')
+    finally:
+        await other.close()
+
+    assert reply["ok"] is True
+
+
+# -- socket file ------------------------------------------------------------------------------------
+
+
+async def test_socket_mode_is_0660(server: ControlServer) -> None:
+    """The socket file is a socket with mode 0660."""
+    mode = os.lstat(server.path).st_mode
+
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o660
+
+
+NOGROUP_GID = 65534
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="changing a file's group to another group needs root"
+)
+
+
+@needs_root
+@pytest.mark.parametrize("group", [NOGROUP_GID, "nogroup"])
+async def test_socket_group_is_applied(sock_path: Path, group: str | int) -> None:
+    """A group given by id or by name becomes the socket file's group."""
+    srv = ControlServer(sock_path, Handler(), group=group)
+    await srv.start()
+    try:
+        gid = os.lstat(sock_path).st_gid
+    finally:
+        await srv.close()
+
+    assert gid == NOGROUP_GID
+
+
+@needs_root
+async def test_numeric_socket_group_from_config_is_applied(sock_dir: Path) -> None:
+    """control_socket_group = <id> in the config gives the socket that group, as documented ("name or id")."""
+    from maild.config import load_config
+
+    cfg = sock_dir / "config.toml"
+    cfg.write_text(f"[daemon]\ncontrol_socket_group = {NOGROUP_GID}\n")
+    group = load_config(cfg).daemon.control_socket_group
+    srv = ControlServer(sock_dir / "c.sock", Handler(), group=group)
+    try:
+        await srv.start()
+        gid = os.lstat(srv.path).st_gid
+    finally:
+        await srv.close()
+
+    assert gid == NOGROUP_GID
+
+
+async def test_parent_directory_is_created(sock_dir: Path) -> None:
+    """start() creates a missing parent directory of the socket path."""
+    path = sock_dir / "run" / "c.sock"
+    srv = ControlServer(path, Handler())
+    await srv.start()
+    try:
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    finally:
+        await srv.close()
+
+
+async def test_stale_socket_file_is_replaced(sock_path: Path) -> None:
+    """A socket file nobody listens on (left by a crash) is replaced and the new server answers."""
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(sock_path))
+    stale.close()
+    assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+
+    srv = ControlServer(sock_path, Handler())
+    await srv.start()
+    try:
+        reply = await asyncio.to_thread(request, sock_path, {"command": "status"}, timeout_s=5)
+    finally:
+        await srv.close()
+
+    assert reply["ok"] is True
+
+
+async def test_second_server_on_live_socket_is_refused(server: ControlServer) -> None:
+    """Starting a second server on a socket another server answers on raises ControlError in-use and leaves the first working."""
+    second = ControlServer(server.path, Handler())
+
+    with pytest.raises(ControlError) as info:
+        await second.start()
+
+    assert info.value.code == "in-use"
+    reply = await asyncio.to_thread(request, server.path, {"command": "status"}, timeout_s=5)
+    assert reply["ok"] is True
+
+
+async def test_non_socket_file_at_path_is_refused(sock_path: Path) -> None:
+    """A regular file at the socket path is not removed; start() raises ControlError socket-path."""
+    sock_path.write_text("important")
+    srv = ControlServer(sock_path, Handler())
+
+    with pytest.raises(ControlError) as info:
+        await srv.start()
+
+    assert info.value.code == "socket-path"
+    assert sock_path.read_text() == "important"
+
+
+async def test_close_removes_the_socket_file(sock_path: Path) -> None:
+    """close() stops listening and removes the socket file; closing twice is harmless."""
+    srv = ControlServer(sock_path, Handler())
+    await srv.start()
+
+    await srv.close()
+    await srv.close()
+
+    assert not sock_path.exists()
+    with pytest.raises(ControlError) as info:
+        await asyncio.to_thread(request, sock_path, {"command": "status"}, timeout_s=5)
+    assert info.value.code == "not-running"
+
+
+async def test_close_drops_connected_clients(sock_path: Path) -> None:
+    """close() disconnects clients that are still connected."""
+    srv = ControlServer(sock_path, Handler())
+    await srv.start()
+    lingering = await Client.connect(sock_path)
+    await lingering.ask(b'{"command": "status"}\n')
+
+    await srv.close()
+    rest = await lingering.read_until_closed()
+    await lingering.close()
+
+    assert rest == b""
+
+
+# -- blocking client --------------------------------------------------------------------------------
+
+
+def test_request_to_missing_socket_is_not_running(sock_dir: Path) -> None:
+    """The blocking client raises ControlError not-running when no socket file exists."""
+    with pytest.raises(ControlError) as info:
+        request(sock_dir / "absent.sock", {"command": "status"}, timeout_s=2)
+
+    assert info.value.code == "not-running"
+
+
+def test_request_to_dead_socket_is_not_running(sock_path: Path) -> None:
+    """The blocking client raises ControlError not-running when the socket file has no listener."""
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(sock_path))
+    dead.close()
+
+    with pytest.raises(ControlError) as info:
+        request(sock_path, {"command": "status"}, timeout_s=2)
+
+    assert info.value.code == "not-running"
+
+
+async def test_request_round_trip_adds_version(server: ControlServer) -> None:
+    """The blocking client sends version 1 with the payload and returns the decoded reply."""
+    reply = await asyncio.to_thread(request, server.path, {"command": "echo", "x": "ä"}, timeout_s=5)
+
+    assert reply == {"ok": True, "echo": {"version": 1, "command": "echo", "x": "ä"}}
+
+
+async def test_request_returns_error_replies_as_objects(server: ControlServer) -> None:
+    """An error reply is returned to the caller as an object, not raised."""
+    reply = await asyncio.to_thread(request, server.path, {"command": "fail"}, timeout_s=5)
+
+    assert error_code(reply) == "unknown-account"
+
+
+def _one_shot_server(path: Path, answer: bytes | None) -> tuple[socket.socket, Any]:
+    """Listen on ``path``; the returned thread accepts one client, reads a line, sends ``answer`` (or nothing)."""
+    import threading
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            if answer is not None:
+                conn.sendall(answer)
+                return
+            conn.recv(65536)  # hold the connection open until the client gives up
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+@pytest.mark.parametrize("answer", [b"not json\n", b"[1, 2]\n", b""])
+def test_request_with_garbage_reply_is_bad_reply(sock_path: Path, answer: bytes) -> None:
+    """A reply that is not a JSON object raises ControlError bad-reply."""
+    listener, thread = _one_shot_server(sock_path, answer)
+    try:
+        with pytest.raises(ControlError) as info:
+            request(sock_path, {"command": "status"}, timeout_s=5)
+    finally:
+        thread.join(5)
+        listener.close()
+
+    assert info.value.code == "bad-reply"
+
+
+def test_request_to_silent_daemon_times_out(sock_path: Path) -> None:
+    """A daemon that never answers makes the blocking client raise ControlError timeout."""
+    listener, thread = _one_shot_server(sock_path, None)
+    try:
+        with pytest.raises(ControlError) as info:
+            request(sock_path, {"command": "status"}, timeout_s=0.3)
+    finally:
+        thread.join(5)
+        listener.close()
+
+    assert info.value.code == "timeout"

@@ -1,0 +1,322 @@
+"""One fetch cycle against an in-memory maildrop and a real SQLite archive.
+
+The fake (``tests/unit/fakes.py``) applies deletions only when close() succeeds, like POP3's UPDATE
+state, so these tests can check the product's order: commit, then DELE, then QUIT, then record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from maild.config import AccountConfig
+from maild.errors import ConnectError, NetworkTimeout, ProtocolError
+from maild.fetch import fetch_cycle
+from maild.model import MessageKey, POP3Key
+from maild.store import Store
+from tests.unit.fakes import FakeServer, make_message, pop3_account
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A settable clock returning aware UTC datetimes."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """An open archive in a temporary directory."""
+    s = await Store.open(tmp_path / "maild.sqlite3")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def prepared(store: Store, account: AccountConfig) -> AccountConfig:
+    """Record ``account`` in the archive as the daemon does at start."""
+    await store.ensure_account(account.name, account.organisation, account.employee, account.protocol, T0)
+    return account
+
+
+def keys(*numbers: int) -> list[POP3Key]:
+    return [POP3Key(f"uidl-{n}") for n in numbers]
+
+
+async def test_first_cycle_stores_everything_and_second_stores_nothing(store: Store) -> None:
+    """The first cycle archives every message on the server; the next cycle finds nothing new."""
+    account = await prepared(store, pop3_account())
+    server = FakeServer.with_pop3(3)
+
+    first = await fetch_cycle(account, store, server.session(), clock=Clock())
+    second = await fetch_cycle(account, store, server.session(), clock=Clock())
+
+    assert (first.on_server, first.new_messages, first.new_links) == (3, 3, 3)
+    assert first.octets == sum(len(make_message(n)) for n in (1, 2, 3))
+    assert (second.on_server, second.new_messages, second.new_links, second.octets) == (3, 0, 0, 0)
+    assert server.sessions[1].retrieved == []
+    assert set(await store.locations(account.name)) == set(keys(1, 2, 3))
+    assert await store.totals() == (3, first.octets)
+
+
+async def test_successful_cycle_closes_and_never_aborts(store: Store) -> None:
+    """A cycle without errors ends its session with close() and does not call abort()."""
+    account = await prepared(store, pop3_account())
+    server = FakeServer.with_pop3(2)
+    drop = server.session()
+
+    await fetch_cycle(account, store, drop, clock=Clock())
+
+    assert drop.calls == ["open", "inventory", "retrieve", "close"]
+    assert drop.closed
+    assert not drop.aborted
+
+
+async def test_raw_bytes_reach_the_archive_unchanged(store: Store) -> None:
+    """The archive holds exactly the octets the maildrop yielded, including NUL and 8-bit bytes."""
+    account = await prepared(store, pop3_account())
+    raw = b"Subject: Gr\xfc\xdfe\r\n\r\n\x00\xff\r\n.\r\nend\n"
+    server = FakeServer([(POP3Key("odd"), raw)])
+
+    await fetch_cycle(account, store, server.session(), clock=Clock())
+
+    async with store._conn.execute("SELECT raw FROM messages") as cur:
+        rows = await cur.fetchall()
+    assert [bytes(r[0]) for r in rows] == [raw]
+
+
+async def test_refused_message_is_counted_and_the_rest_stored(store: Store) -> None:
+    """A message the server refuses is reported as a failure, the others are archived, and the next cycle retries it."""
+    account = await prepared(store, pop3_account())
+    server = FakeServer.with_pop3(3)
+    server.plan(refuse={POP3Key("uidl-2"): "-ERR [SYS/TEMP] try later"})
+
+    first = await fetch_cycle(account, store, server.session(), clock=Clock())
+    second = await fetch_cycle(account, store, server.session(), clock=Clock())
+
+    assert [f.key for f in first.failures] == keys(2)
+    assert first.failures[0].reason == "-ERR [SYS/TEMP] try later"
+    assert first.new_links == 2
+    assert server.sessions[1].retrieved == keys(2)
+    assert second.new_links == 1
+    assert second.failures == []
+    assert set(await store.locations(account.name)) == set(keys(1, 2, 3))
+
+
+async def test_error_mid_retrieve_keeps_committed_batches_and_aborts(store: Store) -> None:
+    """A connection failure after three of five messages keeps the committed batch of two, aborts the session and never closes it."""
+    account = await prepared(store, pop3_account())
+    server = FakeServer.with_pop3(5)
+    server.plan(
+        faults={"retrieve": ConnectError("connection reset", account=account.name)}, retrieve_point_after=3
+    )
+    drop = server.session()
+
+    with pytest.raises(ConnectError):
+        await fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2)
+
+    assert drop.retrieved == keys(1, 2, 3)
+    assert set(await store.locations(account.name)) == set(keys(1, 2))
+    assert drop.aborted
+    assert not drop.closed
+    assert "close" not in drop.calls
+
+
+async def test_cycle_after_mid_retrieve_error_fetches_only_the_rest(store: Store) -> None:
+    """After an interrupted cycle, the next one retrieves only what was not committed."""
+    account = await prepared(store, pop3_account())
+    server = FakeServer.with_pop3(5)
+    server.plan(
+        faults={"retrieve": NetworkTimeout("timed out", account=account.name)}, retrieve_point_after=3
+    )
+
+    with pytest.raises(NetworkTimeout):
+        await fetch_cycle(account, store, server.session(), clock=Clock(), batch_messages=2)
+    result = await fetch_cycle(account, store, server.session(), clock=Clock(), batch_messages=2)
+
+    assert server.sessions[1].retrieved == keys(3, 4, 5)
+    assert result.new_links == 3
+    assert await store.totals() == (5, sum(len(make_message(n)) for n in range(1, 6)))
+
+
+async def test_commit_happens_per_batch_before_the_session_continues(store: Store) -> None:
+    """With batch_messages=2, the first two messages are committed before the third is handed out."""
+    account = await prepared(store, pop3_account())
+    server = FakeServer.with_pop3(3)
+    gate = asyncio.Event()
+    server.plan(gates={"retrieve": gate}, retrieve_point_after=2)
+    drop = server.session()
+
+    task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2))
+    await drop.reached("retrieve")
+    committed = set(await store.locations(account.name))
+    gate.set()
+    await task
+
+    assert committed == set(keys(1, 2))
+
+
+async def test_cancelled_cycle_keeps_committed_batches_and_aborts(store: Store) -> None:
+    """Cancelling a cycle while the server hangs mid-retrieve keeps committed batches and aborts the session."""
+    server = FakeServer.with_pop3(4)
+    server.sizes[POP3Key("uidl-4")] = 10_000_000
+    account = await prepared(store, pop3_account(retention="delete", max_message_size=1_000_000))
+    seen: list[tuple[list[MessageKey], set[MessageKey], list[datetime | None]]] = []
+
+    async def at_dele(dele_keys: list[MessageKey]) -> None:
+        locs = await store.locations(account.name)
+        archived = await store.archived(account.name, dele_keys)
+        seen.append((dele_keys, archived, [locs[k].deleted_at for k in dele_keys]))
+
+    server.plan(refuse={POP3Key("uidl-2"): "-ERR busy"}, on_delete=at_dele)
+    drop = server.session()
+
+    result = await fetch_cycle(account, store, drop, clock=Clock(), batch_messages=1)
+
+    assert len(seen) == 1
+    dele_keys, archived_then, deleted_at_then = seen[0]
+    assert dele_keys == keys(1, 3)
+    assert archived_then == set(keys(1, 3))
+    assert deleted_at_then == [None, None]
+    assert drop.calls == ["open", "inventory", "retrieve", "delete", "close"]
+    assert result.deleted == 2
+    assert server.deleted == keys(1, 3)
+    assert set(server.messages) == set(keys(2, 4))
+    locs = await store.locations(account.name)
+    assert locs[POP3Key("uidl-1")].deleted_at == T0
+    assert locs[POP3Key("uidl-3")].deleted_at == T0
+
+
+async def test_delete_also_removes_messages_archived_in_earlier_cycles(store: Store) -> None:
+    """Switching to retention "delete" deletes messages that an earlier "keep" cycle archived."""
+    server = FakeServer.with_pop3(2)
+    await fetch_cycle(await prepared(store, pop3_account()), store, server.session(), clock=Clock())
+
+    account = pop3_account(retention="delete")
+    result = await fetch_cycle(account, store, server.session(), clock=Clock())
+
+    assert result.new_links == 0
+    assert result.deleted == 2
+    assert server.messages == {}
+
+
+async def test_failure_at_quit_records_no_deletion(store: Store) -> None:
+    """When QUIT fails, the cycle raises, aborts, and records nothing as deleted; the server keeps the messages."""
+    account = await prepared(store, pop3_account(retention="delete"))
+    server = FakeServer.with_pop3(2)
+    server.plan(faults={"close": ProtocolError("QUIT refused", account=account.name, line="-ERR")})
+    drop = server.session()
+
+    with pytest.raises(ProtocolError):
+        await fetch_cycle(account, store, drop, clock=Clock())
+
+    assert drop.marked == []
+    assert drop.aborted
+    assert len(server.messages) == 2
+    locs = await store.locations(account.name)
+    assert set(locs) == set(keys(1, 2))
+    assert all(loc.deleted_at is None and loc.gone_at is None for loc in locs.values())
+
+
+async def test_after_failed_quit_next_cycle_deletes(store: Store) -> None:
+    """Messages left on the server by a failed QUIT are deleted by the next successful cycle."""
+    account = await prepared(store, pop3_account(retention="delete"))
+    server = FakeServer.with_pop3(2)
+    server.plan(faults={"close": NetworkTimeout("no reply to QUIT", account=account.name)})
+
+    with pytest.raises(NetworkTimeout):
+        await fetch_cycle(account, store, server.session(), clock=Clock())
+    result = await fetch_cycle(account, store, server.session(), clock=Clock())
+
+    assert result.deleted == 2
+    assert result.new_links == 0
+    assert server.messages == {}
+
+
+async def test_failure_at_dele_aborts_and_keeps_everything(store: Store) -> None:
+    """A refused DELE aborts the session: the messages stay archived, on the server, and unmarked."""
+    account = await prepared(store, pop3_account(retention="delete"))
+    server = FakeServer.with_pop3(2)
+    server.plan(faults={"delete": ProtocolError("DELE refused", account=account.name)})
+    drop = server.session()
+
+    with pytest.raises(ProtocolError):
+        await fetch_cycle(account, store, drop, clock=Clock())
+
+    assert drop.aborted
+    assert not drop.closed
+    assert len(server.messages) == 2
+    locs = await store.locations(account.name)
+    assert set(locs) == set(keys(1, 2))
+    assert all(loc.deleted_at is None for loc in locs.values())
+
+
+async def test_delete_after_waits_for_retention_days(store: Store) -> None:
+    """Retention "delete-after" deletes a message only once it was first fetched at least N days ago."""
+    account = await prepared(store, pop3_account(retention="delete-after", retention_days=3))
+    server = FakeServer.with_pop3(1)
+    clock = Clock()
+
+    first = await fetch_cycle(account, store, server.session(), clock=clock)
+    clock.advance(days=2, hours=23)
+    server.add(POP3Key("uidl-2"), make_message(2))
+    early = await fetch_cycle(account, store, server.session(), clock=clock)
+    clock.advance(hours=1)
+    due = await fetch_cycle(account, store, server.session(), clock=clock)
+
+    assert first.deleted == 0
+    assert early.deleted == 0
+    assert "delete" not in server.sessions[1].calls
+    assert due.deleted == 1
+    assert server.deleted == keys(1)
+    assert set(server.messages) == set(keys(2))
+    locs = await store.locations(account.name)
+    assert locs[POP3Key("uidl-1")].deleted_at == T0 + timedelta(days=3)
+    assert locs[POP3Key("uidl-2")].deleted_at is None
+
+
+async def test_too_large_message_is_skipped_and_left_on_server(store: Store) -> None:
+    """A message above max_message_size is reported as too large, not retrieved, and never deleted."""
+    account = await prepared(store, pop3_account(retention="delete", max_message_size=300))
+    server = FakeServer([(POP3Key("small"), make_message(1)), (POP3Key("big"), make_message(2, size=500))])
+
+    result = await fetch_cycle(account, store, server.session(), clock=Clock())
+
+    assert result.too_large == [POP3Key("big")]
+    assert server.sessions[0].retrieved == [POP3Key("small")]
+    assert server.deleted == [POP3Key("small")]
+    assert set(server.messages) == {POP3Key("big")}
+
+
+async def test_presence_is_recorded_when_messages_leave_and_return(store: Store) -> None:
+    """A message removed on the server by someone else is marked gone, and unmarked when it reappears."""
+    account = await prepared(store, pop3_account())
+    server = FakeServer.with_pop3(2)
+    clock = Clock()
+    await fetch_cycle(account, store, server.session(), clock=clock)
+
+    raw = server.messages.pop(POP3Key("uidl-1"))
+    clock.advance(hours=1)
+    await fetch_cycle(account, store, server.session(), clock=clock)
+    gone = (await store.locations(account.name))[POP3Key("uidl-1")]
+    server.add(POP3Key("uidl-1"), raw)
+    back_result = await fetch_cycle(account, store, server.session(), clock=clock)
+    back = (await store.locations(account.name))[POP3Key("uidl-1")]
+
+    assert gone.gone_at == T0 + timedelta(hours=1)
+    assert gone.deleted_at is None
+    assert back.gone_at is None
+    assert back_result.new_links == 0

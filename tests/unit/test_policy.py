@@ -1,0 +1,209 @@
+"""Pure fetch-cycle decisions: what to retrieve, what left the server, what may be deleted now."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from maild.model import IMAPKey, InventoryEntry, Location, MessageKey, POP3Key
+from maild.policy import plan_retrieval, presence_changes, select_deletions
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def k(n: int) -> POP3Key:
+    return POP3Key(f"uidl-{n}")
+
+
+def inv(*numbers: int, size: int | None = 100) -> list[InventoryEntry]:
+    return [InventoryEntry(k(n), size) for n in numbers]
+
+
+def loc(
+    first: datetime = NOW, *, gone: datetime | None = None, deleted: datetime | None = None, message: int = 1
+) -> Location:
+    return Location(message=message, first_fetched_at=first, gone_at=gone, deleted_at=deleted)
+
+
+# -- plan_retrieval ---------------------------------------------------------------------------------
+
+
+def test_plan_retrieves_unknown_keys_in_server_order() -> None:
+    """Keys the archive lacks are planned for retrieval in server order; known keys are skipped."""
+    known = {k(2): loc(), k(4): loc()}
+
+    plan = plan_retrieval(inv(5, 1, 2, 3, 4), known, None)
+
+    assert plan.retrieve == [k(5), k(1), k(3)]
+    assert plan.too_large == []
+
+
+def test_plan_for_empty_inventory_is_empty() -> None:
+    """An empty server yields an empty plan."""
+    plan = plan_retrieval([], {k(1): loc()}, 10)
+
+    assert (plan.retrieve, plan.too_large) == ([], [])
+
+
+def test_plan_skips_messages_above_max_message_size() -> None:
+    """Messages larger than max_message_size go to too_large; a message of exactly that size is retrieved."""
+    inventory = [InventoryEntry(k(1), 1000), InventoryEntry(k(2), 1001), InventoryEntry(k(3), 10)]
+
+    plan = plan_retrieval(inventory, {}, 1000)
+
+    assert plan.retrieve == [k(1), k(3)]
+    assert plan.too_large == [k(2)]
+
+
+def test_plan_retrieves_messages_of_unknown_size() -> None:
+    """A message whose size the server did not report is retrieved even with a size limit."""
+    inventory = [InventoryEntry(k(1), None), InventoryEntry(k(2), 5000)]
+
+    plan = plan_retrieval(inventory, {}, 100)
+
+    assert plan.retrieve == [k(1)]
+    assert plan.too_large == [k(2)]
+
+
+def test_plan_without_limit_retrieves_huge_messages() -> None:
+    """Without max_message_size, any size is retrieved."""
+    plan = plan_retrieval([InventoryEntry(k(1), 2**40)], {}, None)
+
+    assert plan.retrieve == [k(1)]
+
+
+def test_plan_does_not_report_known_large_messages_as_too_large() -> None:
+    """A large message already archived is neither retrieved nor reported as too large."""
+    plan = plan_retrieval([InventoryEntry(k(1), 5000)], {k(1): loc()}, 100)
+
+    assert (plan.retrieve, plan.too_large) == ([], [])
+
+
+def test_plan_distinguishes_imap_keys_by_uidvalidity() -> None:
+    """An IMAP UID under a new UIDVALIDITY is a different message and is retrieved."""
+    old = IMAPKey("INBOX", 100, 7)
+    new = IMAPKey("INBOX", 200, 7)
+
+    plan = plan_retrieval([InventoryEntry(old, 1), InventoryEntry(new, 1)], {old: loc()}, None)
+
+    assert plan.retrieve == [new]
+
+
+# -- presence_changes -------------------------------------------------------------------------------
+
+
+def test_presence_reports_recorded_keys_missing_from_inventory_as_gone() -> None:
+    """Recorded keys not on the server and not yet marked gone are reported gone."""
+    known = {k(1): loc(), k(2): loc(), k(3): loc(gone=NOW)}
+
+    changes = presence_changes(inv(2), known)
+
+    assert changes.gone == [k(1)]
+    assert changes.back == []
+
+
+def test_presence_reports_gone_keys_seen_again_as_back() -> None:
+    """Keys marked gone that are in the inventory again are reported back, unless maild deleted them."""
+    known = {k(1): loc(gone=NOW), k(2): loc(gone=NOW, deleted=NOW), k(3): loc()}
+
+    changes = presence_changes(inv(1, 2, 3), known)
+
+    assert changes.back == [k(1)]
+    assert changes.gone == []
+
+
+def test_presence_with_nothing_recorded_is_empty() -> None:
+    """With no records there is nothing gone or back, whatever the server holds."""
+    changes = presence_changes(inv(1, 2), {})
+
+    assert (changes.gone, changes.back) == ([], [])
+
+
+def test_presence_of_empty_inventory_marks_all_present_records_gone() -> None:
+    """An empty inventory marks every record not yet gone as gone."""
+    known: dict[MessageKey, Location] = {k(1): loc(), k(2): loc(gone=NOW)}
+
+    assert presence_changes([], known).gone == [k(1)]
+
+
+# -- select_deletions -------------------------------------------------------------------------------
+
+
+def test_keep_selects_nothing() -> None:
+    """Retention "keep" never selects anything, however old."""
+    known = {k(1): loc(NOW - timedelta(days=10_000))}
+
+    assert select_deletions("keep", None, inv(1), known, NOW) == []
+
+
+def test_delete_selects_every_archived_message_on_the_server() -> None:
+    """Retention "delete" selects each inventory key recorded in the archive, in server order."""
+    known = {k(1): loc(), k(3): loc(NOW - timedelta(days=1))}
+
+    assert select_deletions("delete", None, inv(3, 2, 1), known, NOW) == [k(3), k(1)]
+
+
+def test_delete_never_selects_unknown_keys() -> None:
+    """A message not recorded in the archive is never selected, in any mode."""
+    assert select_deletions("delete", None, inv(1, 2), {}, NOW) == []
+    assert select_deletions("delete-after", 1, inv(1, 2), {}, NOW) == []
+
+
+def test_delete_never_selects_keys_missing_from_the_inventory() -> None:
+    """Archived keys that are not on the server any more are not selected."""
+    known = {k(1): loc(), k(2): loc()}
+
+    assert select_deletions("delete", None, inv(2), known, NOW) == [k(2)]
+
+
+@pytest.mark.parametrize(
+    ("age", "selected"),
+    [
+        (timedelta(0), False),
+        (timedelta(days=6, hours=23, minutes=59), False),
+        (timedelta(days=7), True),
+        (timedelta(days=7, seconds=1), True),
+        (timedelta(days=400), True),
+        (-timedelta(days=1), False),
+    ],
+)
+def test_delete_after_counts_days_from_first_fetch(age: timedelta, selected: bool) -> None:
+    """With "delete-after" 7 days, a message first fetched less than 7 days before now stays; older ones go."""
+    known = {k(1): loc(NOW - age)}
+
+    result = select_deletions("delete-after", 7, inv(1), known, NOW)
+
+    assert result == ([k(1)] if selected else [])
+
+
+def test_delete_after_selects_only_the_old_ones_in_server_order() -> None:
+    """Among several archived messages, only those past the retention period are selected."""
+    known = {
+        k(1): loc(NOW - timedelta(days=40)),
+        k(2): loc(NOW - timedelta(days=2)),
+        k(3): loc(NOW - timedelta(days=31)),
+    }
+
+    assert select_deletions("delete-after", 30, inv(3, 2, 1, 4), known, NOW) == [k(3), k(1)]
+
+
+def test_delete_after_uses_the_injected_clock() -> None:
+    """The same records give different answers for different values of ``now``."""
+    known = {k(1): loc(NOW)}
+
+    assert select_deletions("delete-after", 3, inv(1), known, NOW + timedelta(days=2)) == []
+    assert select_deletions("delete-after", 3, inv(1), known, NOW + timedelta(days=3)) == [k(1)]
+
+
+def test_delete_after_without_days_raises() -> None:
+    """ "delete-after" without retention_days is a programming error (ValueError)."""
+    with pytest.raises(ValueError, match="retention_days"):
+        select_deletions("delete-after", None, inv(1), {k(1): loc()}, NOW)
+
+
+@pytest.mark.parametrize("mode", ["never", "", "DELETE", "delete_after"])
+def test_invalid_retention_mode_raises(mode: str) -> None:
+    """An unknown retention mode raises ValueError instead of deleting or silently keeping."""
+    with pytest.raises(ValueError, match="retention"):
+        select_deletions(mode, 1, inv(1), {k(1): loc()}, NOW)

@@ -1,0 +1,447 @@
+"""Tests of the sans-I/O POP3 reply parsers (RFC 1939, RFC 2449, RFC 3206)."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+
+import pytest
+
+from maild.errors import ProtocolError
+from maild.protocols.pop3_wire import (
+    Reply,
+    ReplyDecoder,
+    StatusLine,
+    parse_capa,
+    parse_scan_listing,
+    parse_status_line,
+    parse_uidl_listing,
+)
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def stuff(body: bytes) -> bytes:
+    """Byte-stuff a CRLF message body and append the terminator, as a server does (RFC 1939 section 3)."""
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    if body.startswith(b"."):
+        body = b"." + body
+    return body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+def decode(chunks: list[bytes], kinds: list[bool], **caps: int) -> list[Reply]:
+    """Feed ``chunks`` one by one and pull replies of the given kinds (True: multi-line) as they complete."""
+    decoder = ReplyDecoder(**caps)
+    out: list[Reply] = []
+    for chunk in chunks:
+        decoder.feed(chunk)
+        while len(out) < len(kinds) and (reply := decoder.next_reply(multiline=kinds[len(out)])) is not None:
+            out.append(reply)
+    assert decoder.buffered_octets == 0
+    return out
+
+
+def every_split(data: bytes) -> list[list[bytes]]:
+    """Every way to cut ``data`` into two chunks, plus one byte per chunk."""
+    splits = [[data[:i], data[i:]] for i in range(len(data) + 1)]
+    splits.append([data[i : i + 1] for i in range(len(data))])
+    return splits
+
+
+# A pipelined stream: RETR of a stuffed message, RETR refused, RETR of an empty message, DELE, UIDL.
+MESSAGE = b"From: a@example.org\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nlast\r\n"
+STREAM = (
+    b"+OK 63 octets\r\n"
+    + stuff(MESSAGE)
+    + b"-ERR [SYS/TEMP] try later\r\n"
+    + b"+OK\r\n.\r\n"
+    + b"+OK message 1 deleted\r\n"
+    + b"+OK\r\n1 abc\r\n2 def\r\n.\r\n"
+)
+KINDS = [True, True, True, False, True]
+EXPECTED = [
+    Reply(StatusLine(True, None, "63 octets"), MESSAGE),
+    Reply(StatusLine(False, "SYS/TEMP", "try later")),
+    Reply(StatusLine(True, None, ""), b""),
+    Reply(StatusLine(True, None, "message 1 deleted")),
+    Reply(StatusLine(True, None, ""), b"1 abc\r\n2 def\r\n"),
+]
+
+
+# -- status lines --------------------------------------------------------------------------------------
+
+
+def test_status_ok_with_text() -> None:
+    """A +OK line gives ok=True, no code and the stripped text."""
+    assert parse_status_line(b"+OK Dovecot ready.\r\n") == StatusLine(True, None, "Dovecot ready.")
+
+
+def test_status_err_with_code() -> None:
+    """A bracketed response code after -ERR is extracted and upper-cased (RFC 2449 section 8)."""
+    status = parse_status_line(b"-ERR [auth] Authentication failed.")
+    assert status == StatusLine(False, "AUTH", "Authentication failed.")
+
+
+@pytest.mark.parametrize("code", ["SYS/TEMP", "SYS/PERM", "IN-USE", "LOGIN-DELAY", "AUTH"])
+def test_status_known_codes(code: str) -> None:
+    """Each RFC 2449 and RFC 3206 response code is recognised."""
+    status = parse_status_line(f"-ERR [{code}] text\r\n".encode())
+    assert status.code == code
+    assert status.has_code(code)
+
+
+def test_status_code_hierarchy() -> None:
+    """has_code matches a code and its sub-levels but not a mere prefix of a level."""
+    status = parse_status_line(b"-ERR [SYS/TEMP/X-FOO] busy")
+    assert status.has_code("SYS")
+    assert status.has_code("SYS/TEMP")
+    assert not status.has_code("SYS/PERM")
+    assert not parse_status_line(b"-ERR [SYSTEM] x").has_code("SYS")
+
+
+def test_status_bare_indicators() -> None:
+    """Indicators without text, lower case, or followed by a tab are accepted."""
+    assert parse_status_line(b"+OK") == StatusLine(True, None, "")
+    assert parse_status_line(b"-err\r\n") == StatusLine(False, None, "")
+    assert parse_status_line(b"+OK\tfine") == StatusLine(True, None, "fine")
+
+
+def test_status_bracket_that_is_not_a_code() -> None:
+    """Bracketed text with a space, or unclosed, stays text."""
+    assert parse_status_line(b"-ERR [not a code] x") == StatusLine(False, None, "[not a code] x")
+    assert parse_status_line(b"-ERR [SYS/TEMP x").code is None
+    assert parse_status_line(b"-ERR []").code is None
+
+
+def test_status_code_only() -> None:
+    """A code with no text leaves the text empty."""
+    assert parse_status_line(b"-ERR [IN-USE]") == StatusLine(False, "IN-USE", "")
+
+
+def test_status_non_utf8_text() -> None:
+    """Undecodable text is replaced, not rejected."""
+    assert parse_status_line(b"-ERR caf\xe9").text == "caf\ufffd"
+
+
+@pytest.mark.parametrize("line", [b"", b"OK", b"+OKAY", b"* OK IMAP", b"-ERROR x", b"+", b"hello\r\n"])
+def test_status_garbage(line: bytes) -> None:
+    """A line without +OK or -ERR as its first word raises ProtocolError naming RFC 1939."""
+    with pytest.raises(ProtocolError, match="RFC 1939 section 3"):
+        parse_status_line(line)
+
+
+def test_status_render() -> None:
+    """render() rebuilds the line with its code, for failure reasons."""
+    assert parse_status_line(b"-ERR [SYS/TEMP]  try later ").render() == "-ERR [SYS/TEMP] try later"
+    assert parse_status_line(b"+OK").render() == "+OK"
+
+
+# -- multi-line decoder --------------------------------------------------------------------------------
+
+
+def test_decoder_stream_in_one_chunk() -> None:
+    """A pipelined stream of mixed replies decodes into the expected replies in order."""
+    assert decode([STREAM], KINDS) == EXPECTED
+
+
+def test_decoder_stream_split_at_every_boundary() -> None:
+    """Splitting the stream at any byte boundary, or into single bytes, gives the same replies."""
+    for chunks in every_split(STREAM):
+        assert decode(chunks, KINDS) == EXPECTED
+
+
+def test_decoder_terminator_split_across_chunks() -> None:
+    """The terminator split in three across chunks is still found."""
+    chunks = [b"+OK\r\nbody\r", b"\n.", b"\r\n"]
+    assert decode(chunks, [True]) == [Reply(StatusLine(True, None, ""), b"body\r\n")]
+
+
+def test_decoder_returns_none_until_complete() -> None:
+    """next_reply asks for more bytes until the terminator has arrived."""
+    decoder = ReplyDecoder()
+    decoder.feed(b"+OK\r\nline\r\n.")
+    assert decoder.next_reply(multiline=True) is None
+    decoder.feed(b"\r")
+    assert decoder.next_reply(multiline=True) is None
+    decoder.feed(b"\n+OK")
+    assert decoder.next_reply(multiline=True) == Reply(StatusLine(True, None, ""), b"line\r\n")
+    assert decoder.next_reply(multiline=False) is None
+    assert decoder.buffered_octets == 3
+
+
+def test_decoder_unstuffs_first_line() -> None:
+    """A first body line sent as '..x' comes out as '.x'."""
+    assert decode([b"+OK\r\n..x\r\n.\r\n"], [True])[0].body == b".x\r\n"
+
+
+def test_decoder_unstuffs_dot_only_line() -> None:
+    """A body line holding only '.' is sent as '..' and comes out as '.', also as the first line."""
+    assert decode([b"+OK\r\n..\r\na\r\n..\r\n.\r\n"], [True])[0].body == b".\r\na\r\n.\r\n"
+
+
+def test_decoder_removes_only_one_dot() -> None:
+    """Only the stuffing dot is removed from a line starting with several dots."""
+    assert decode([b"+OK\r\n...\r\nx\r\n....y\r\n.\r\n"], [True])[0].body == b"..\r\nx\r\n...y\r\n"
+
+
+def test_decoder_keeps_unstuffed_leading_dot() -> None:
+    """A server's unstuffed '.x' line (a protocol slip) is kept as sent, like poplib does."""
+    assert decode([b"+OK\r\n.x\r\n.y\r\n.\r\n"], [True])[0].body == b".x\r\n.y\r\n"
+
+
+def test_decoder_empty_message() -> None:
+    """A multi-line reply with no data lines has an empty body."""
+    assert decode([b"+OK 0 octets\r\n.\r\n"], [True]) == [Reply(StatusLine(True, None, "0 octets"), b"")]
+
+
+def test_decoder_preserves_octets() -> None:
+    """Bare LF, bare CR, NUL, 8-bit octets and trailing spaces pass through unchanged."""
+    body = b"a\nb\rc\x00d\xff\xfe  \r\n\t.tab\r\n \r\n"
+    for chunks in every_split(b"+OK\r\n" + stuff(body)):
+        assert decode(chunks, [True])[0].body == body
+
+
+def test_decoder_long_line() -> None:
+    """A 10,000-octet line (poplib stops at 2,048) decodes intact at every split point."""
+    body = b"X-Long: " + bytes(range(33, 127)) * 110 + b"\r\n.after\r\n"
+    stream = b"+OK\r\n" + stuff(body)
+    assert len(body) > 10_000
+    for i in range(len(stream) + 1):
+        assert decode([stream[:i], stream[i:]], [True])[0].body == body
+
+
+def test_decoder_err_to_multiline_command_is_single_line() -> None:
+    """-ERR ends its reply at the line end even when the command's +OK reply would be multi-line."""
+    replies = decode([b"-ERR no such message\r\n+OK\r\n.\r\n"], [True, True])
+    assert replies == [
+        Reply(StatusLine(False, None, "no such message")),
+        Reply(StatusLine(True, None, ""), b""),
+    ]
+
+
+def test_decoder_single_line_ok() -> None:
+    """A +OK to a single-line command has no body and leaves the next reply in the buffer."""
+    decoder = ReplyDecoder()
+    decoder.feed(b"+OK\r\n.\r\n")
+    assert decoder.next_reply(multiline=False) == Reply(StatusLine(True, None, ""))
+    assert decoder.buffered_octets == 3
+
+
+def test_decoder_replies_iterator() -> None:
+    """replies() yields every complete reply and stops at an incomplete one."""
+    decoder = ReplyDecoder()
+    decoder.feed(b"+OK a\r\n+OK b\r\n+OK")
+    assert [r.status.text for r in decoder.replies(multiline=False)] == ["a", "b"]
+    assert decoder.buffered_octets == 3
+
+
+def test_decoder_random_messages_round_trip() -> None:
+    """Random messages full of dots and CR/LF survive stuffing and random chunking."""
+    rng = random.Random(1939)
+    alphabet = [b".", b"\r\n", b"\r", b"\n", b"a", b" ", b"..", b"\r\n.\r\n"]
+    bodies = []
+    for _ in range(200):
+        body = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        bodies.append(body + b"\r\n" if body else body)
+    stream = b"".join(b"+OK\r\n" + stuff(b) for b in bodies)
+    cuts = sorted(rng.sample(range(len(stream)), 300))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    assert [r.body for r in decode(chunks, [True] * len(bodies))] == bodies
+
+
+def test_decoder_garbage_status_line() -> None:
+    """A reply that does not start with a status indicator raises ProtocolError."""
+    decoder = ReplyDecoder()
+    decoder.feed(b"Subject: out of step\r\n")
+    with pytest.raises(ProtocolError):
+        decoder.next_reply(multiline=True)
+
+
+def test_decoder_over_cap_at_every_split() -> None:
+    """A reply one octet over the cap raises at every split; exactly at the cap it decodes."""
+    stream = b"+OK\r\n" + stuff(b"0123456789\r\n" * 5)
+    size = len(stream)
+    for chunks in every_split(stream):
+        with pytest.raises(ProtocolError, match="cap"):
+            decode(chunks, [True], max_reply_octets=size - 1)
+        assert decode(chunks, [True], max_reply_octets=size)[0].body == b"0123456789\r\n" * 5
+
+
+def test_decoder_over_cap_before_terminator() -> None:
+    """Buffered octets over the cap raise before any terminator arrives."""
+    decoder = ReplyDecoder(max_reply_octets=100)
+    decoder.feed(b"+OK\r\n" + b"x" * 200)
+    with pytest.raises(ProtocolError, match="100 octets"):
+        decoder.next_reply(multiline=True)
+
+
+def test_decoder_status_line_too_long() -> None:
+    """A status line without CRLF beyond its cap raises; at the cap it is accepted."""
+    decoder = ReplyDecoder(max_status_line_octets=10)
+    decoder.feed(b"+OK 123456")
+    assert decoder.next_reply(multiline=False) is None
+    decoder.feed(b"\r")
+    assert decoder.next_reply(multiline=False) is None
+    decoder.feed(b"\n")
+    assert decoder.next_reply(multiline=False) == Reply(StatusLine(True, None, "123456"))
+    decoder.feed(b"+OK 1234567\r\n")
+    with pytest.raises(ProtocolError, match="longer than 10"):
+        decoder.next_reply(multiline=False)
+
+
+def test_decoder_rejects_bad_caps() -> None:
+    """Caps below one octet are a programming error."""
+    with pytest.raises(ValueError, match="positive"):
+        ReplyDecoder(max_reply_octets=0)
+
+
+def test_decoder_memory_about_two_copies() -> None:
+    """Decoding a 25 MB stuffed message peaks at about two copies of it in memory."""
+    body = (b"." + b"x" * 998 + b"\r\n") * 25_000
+    stream = b"+OK\r\n" + stuff(body)
+    chunk = 256 * 1024
+    decoder = ReplyDecoder()
+    tracemalloc.start()
+    try:
+        for start in range(0, len(stream), chunk):
+            decoder.feed(stream[start : start + chunk])
+        reply = decoder.next_reply(multiline=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reply is not None
+    assert reply.body == body
+    assert peak < 2.4 * len(body)
+
+
+# -- UIDL ----------------------------------------------------------------------------------------------
+
+
+def test_uidl_listing() -> None:
+    """A UIDL listing maps message-numbers to uidls in listing order with no duplicates."""
+    listing = parse_uidl_listing(b"1 whqtswO00WBw418f9t5JxYwZ\r\n2 QhdPYR:00WBw1Ph7x7\r\n")
+    assert dict(listing.uidl_by_msgnum) == {1: "whqtswO00WBw418f9t5JxYwZ", 2: "QhdPYR:00WBw1Ph7x7"}
+    assert listing.duplicates == {}
+
+
+def test_uidl_empty_listing() -> None:
+    """An empty maildrop gives an empty listing."""
+    listing = parse_uidl_listing(b"")
+    assert listing.uidl_by_msgnum == {}
+    assert listing.duplicates == {}
+
+
+def test_uidl_duplicates_reported() -> None:
+    """A uidl carried by several messages is reported with all its message-numbers, not rejected."""
+    listing = parse_uidl_listing(b"1 a\r\n2 b\r\n3 a\r\n4 a\r\n5 c\r\n6 b\r\n")
+    assert listing.duplicates == {"a": (1, 3, 4), "b": (2, 6)}
+    assert len(listing.uidl_by_msgnum) == 6
+
+
+def test_uidl_odd_characters() -> None:
+    """Every printable ASCII character except space is allowed in a uidl (RFC 1939 section 7)."""
+    odd = bytes(range(0x21, 0x7F)).decode("ascii")
+    listing = parse_uidl_listing(f"1 {odd}\r\n2 [x]\\y\"'<>\r\n".encode("ascii"))
+    assert listing.uidl_by_msgnum == {1: odd, 2: "[x]\\y\"'<>"}
+
+
+def test_uidl_eight_bit_round_trips() -> None:
+    """An 8-bit uidl (outside the RFC) is kept, decoded as Latin-1 so its octets can be recovered."""
+    uidl = parse_uidl_listing(b"1 caf\xc3\xa9\xff\r\n").uidl_by_msgnum[1]
+    assert uidl.encode("latin-1") == b"caf\xc3\xa9\xff"
+
+
+def test_uidl_long_accepted() -> None:
+    """A uidl longer than the RFC's 70 octets is accepted rather than losing the message."""
+    assert parse_uidl_listing(b"1 " + b"u" * 300 + b"\r\n").uidl_by_msgnum[1] == "u" * 300
+
+
+def test_uidl_lenient_whitespace_and_blank_lines() -> None:
+    """Runs of spaces or tabs between fields and blank lines are tolerated."""
+    listing = parse_uidl_listing(b"1  a \r\n\r\n2\tb\r\n")
+    assert listing.uidl_by_msgnum == {1: "a", 2: "b"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"1\r\n",  # no uidl
+        b"1 \r\n",  # empty uidl
+        b"1 a b\r\n",  # uidl with a space
+        b"1 a\x00b\r\n",  # control octet
+        b"1 a\x7f\r\n",  # DEL
+        b"1 a\x1bb\r\n",  # ESC
+        b"x a\r\n",  # message-number not a number
+        b"0 a\r\n",  # message-number zero
+        b"-1 a\r\n",  # negative
+        b"1_0 a\r\n",  # int() would accept this
+        b"\xd9\xa1 a\r\n",  # non-ASCII digit
+        b"1 a\r\n1 b\r\n",  # message-number repeated
+    ],
+)
+def test_uidl_malformed(body: bytes) -> None:
+    """A malformed UIDL listing line raises ProtocolError."""
+    with pytest.raises(ProtocolError):
+        parse_uidl_listing(body)
+
+
+# -- LIST ----------------------------------------------------------------------------------------------
+
+
+def test_scan_listing() -> None:
+    """A scan listing maps message-numbers to sizes in octets."""
+    assert parse_scan_listing(b"1 120\r\n2 200\r\n3 0\r\n") == {1: 120, 2: 200, 3: 0}
+
+
+def test_scan_listing_extra_fields_ignored() -> None:
+    """Information after the size is allowed and ignored (RFC 1939 section 5)."""
+    assert parse_scan_listing(b"1 120 extra info\r\n") == {1: 120}
+
+
+def test_scan_listing_empty() -> None:
+    """An empty maildrop gives an empty mapping."""
+    assert parse_scan_listing(b"") == {}
+
+
+@pytest.mark.parametrize("body", [b"1\r\n", b"1 -5\r\n", b"1 12k\r\n", b"a 5\r\n", b"1 5\r\n1 6\r\n"])
+def test_scan_listing_malformed(body: bytes) -> None:
+    """A malformed scan listing line raises ProtocolError."""
+    with pytest.raises(ProtocolError):
+        parse_scan_listing(body)
+
+
+# -- CAPA ----------------------------------------------------------------------------------------------
+
+
+def test_capa_dovecot() -> None:
+    """Dovecot's CAPA listing parses into upper-cased names with their parameters."""
+    names = ["CAPA", "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "STLS", "USER"]
+    body = b"".join(n.encode() + b"\r\n" for n in names) + b"SASL PLAIN LOGIN\r\n"
+    caps = parse_capa(body)
+    assert caps["SASL"] == ("PLAIN", "LOGIN")
+    assert caps["PIPELINING"] == ()
+    assert set(caps) == {
+        "CAPA",
+        "TOP",
+        "UIDL",
+        "RESP-CODES",
+        "PIPELINING",
+        "AUTH-RESP-CODE",
+        "STLS",
+        "USER",
+        "SASL",
+    }
+
+
+def test_capa_case_and_blank_lines() -> None:
+    """Capability names are case-insensitive; parameters keep their case; blank lines are skipped."""
+    assert parse_capa(b"pipelining\r\n\r\nimplementation Shiny v1\r\n") == {
+        "PIPELINING": (),
+        "IMPLEMENTATION": ("Shiny", "v1"),
+    }
+
+
+def test_capa_non_ascii() -> None:
+    """Non-ASCII octets in a capability line do not raise."""
+    assert parse_capa(b"IMPLEMENTATION caf\xe9\r\n") == {"IMPLEMENTATION": ("caf\ufffd",)}

@@ -1,0 +1,476 @@
+"""The archive on a real SQLite file: schema, durability settings, deduplication, presence, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maild.errors import StoreError
+from maild.model import IMAPKey, Location, POP3Key, RetrievedMessage, StoreOutcome
+from maild.store import SCHEMA_VERSION, Store, parse_utc, utc_text
+
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+
+MSG_A = (
+    b"Message-ID: <a@example.org>\r\nDate: Mon, 2 Mar 2026 10:00:00 +0100\r\n"
+    b"From: =?UTF-8?Q?J=C3=B6rg?= <joerg@example.org>\r\nTo: anna@example.org\r\n"
+    b"Subject: Angebot\r\n\r\nHallo\r\n"
+)
+MSG_B = b"Subject: second\r\n\r\nbody B\r\n"
+MSG_C = b"Subject: third\r\n\r\nbody C\r\n"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """An open archive with the POP3 account "anna-pop" and the IMAP account "anna-imap"."""
+    s = await Store.open(tmp_path / "maild.sqlite3")
+    await s.ensure_account("anna-pop", "Kanzlei Berger", "Anna Berger", "pop3", NOW)
+    await s.ensure_account("anna-imap", "Kanzlei Berger", "Anna Berger", "imap", NOW)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def query(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run a read-only query on the store's own connection."""
+    async with store._conn.execute(sql, params) as cur:
+        return [tuple(r) for r in await cur.fetchall()]
+
+
+def pop(uidl: str, raw: bytes) -> RetrievedMessage:
+    return RetrievedMessage(POP3Key(uidl), raw)
+
+
+# -- opening ----------------------------------------------------------------------------------------
+
+
+async def test_open_creates_schema_version_one(tmp_path: Path) -> None:
+    """A new archive gets user_version 1 and the accounts, messages and locations tables."""
+    path = tmp_path / "sub" / "dir" / "maild.sqlite3"
+    async with await Store.open(path) as s:
+        version = await query(s, "PRAGMA user_version")
+        tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    assert SCHEMA_VERSION == 1
+    assert version == [(1,)]
+    assert {"accounts", "messages", "locations"} <= tables
+    assert path.exists()
+
+
+async def test_open_enables_wal_full_sync_and_foreign_keys(tmp_path: Path) -> None:
+    """The connection runs in WAL mode with synchronous=FULL (2) and foreign keys enforced."""
+    async with await Store.open(tmp_path / "maild.sqlite3") as s:
+        journal = await query(s, "PRAGMA journal_mode")
+        synchronous = await query(s, "PRAGMA synchronous")
+        foreign_keys = await query(s, "PRAGMA foreign_keys")
+
+    assert journal == [("wal",)]
+    assert synchronous == [(2,)]
+    assert foreign_keys == [(1,)]
+
+
+async def test_reopen_keeps_data_and_version(tmp_path: Path) -> None:
+    """Opening an existing archive again keeps its version and its messages."""
+    path = tmp_path / "maild.sqlite3"
+    async with await Store.open(path) as s:
+        await s.ensure_account("a", "o", "e", "pop3", NOW)
+        await s.store_batch("a", [pop("u1", MSG_A)], NOW)
+    async with await Store.open(path) as s:
+        assert await query(s, "PRAGMA user_version") == [(1,)]
+        assert await s.totals() == (1, len(MSG_A))
+        assert await query(s, "PRAGMA synchronous") == [(2,)]
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """An archive with a user_version above this maild's is refused with StoreError and left unmigrated."""
+    path = tmp_path / "maild.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+
+    with pytest.raises(StoreError, match="newer"):
+        await Store.open(path)
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION + 1,)
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'messages'").fetchone() == (0,)
+    conn.close()
+
+
+async def test_non_database_file_is_refused(tmp_path: Path) -> None:
+    """A file that is not an SQLite database is refused with StoreError, not a raw sqlite3 error."""
+    path = tmp_path / "maild.sqlite3"
+    path.write_bytes(b"this is not a database, just some text that is long enough" * 100)
+
+    with pytest.raises(StoreError):
+        await Store.open(path)
+
+
+# -- storing ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(MSG_A, id="crlf"),
+        pytest.param(b"Subject: x\n\nlf only\n", id="lf"),
+        pytest.param(b"Subject: nul\r\n\r\n\x00\x00body\x00\r\n", id="nul"),
+        pytest.param(b"Subject: Gr\xfc\xdfe\r\n\r\n\xff\xfe\x80 not utf-8\r\n", id="latin1"),
+        pytest.param(b"no header at all", id="no-separator"),
+        pytest.param(b"", id="empty"),
+    ],
+)
+async def test_raw_bytes_are_stored_exactly(store: Store, raw: bytes) -> None:
+    """store_batch keeps the raw octets byte for byte, with their SHA-256 and size."""
+    await store.store_batch("anna-pop", [pop("u1", raw)], NOW)
+
+    rows = await query(store, "SELECT raw, sha256, size_octets FROM messages")
+    assert len(rows) == 1
+    stored, digest, size = rows[0]
+    assert isinstance(stored, bytes)
+    assert stored == raw
+    assert digest == hashlib.sha256(raw).hexdigest()
+    assert size == len(raw)
+
+
+async def test_header_fields_are_stored(store: Store) -> None:
+    """Message-ID, Date (as UTC text), decoded From, To and Subject are stored beside the raw octets."""
+    await store.store_batch("anna-pop", [pop("u1", MSG_A)], NOW)
+
+    rows = await query(
+        store, "SELECT message_id, date, from_header, to_header, subject, stored_at FROM messages"
+    )
+    assert rows == [
+        (
+            "<a@example.org>",
+            "2026-03-02T09:00:00Z",
+            "Jörg <joerg@example.org>",
+            "anna@example.org",
+            "Angebot",
+            "2026-03-02T09:30:00Z",
+        )
+    ]
+
+
+async def test_store_batch_outcome_counts(store: Store) -> None:
+    """The outcome counts new messages, new links and octets of the links that were new."""
+    outcome = await store.store_batch("anna-pop", [pop("u1", MSG_A), pop("u2", MSG_B)], NOW)
+
+    assert outcome == StoreOutcome(new_messages=2, new_links=2, octets=len(MSG_A) + len(MSG_B))
+
+
+async def test_same_content_under_two_keys_is_stored_once(store: Store) -> None:
+    """Two server identities with identical content in one batch make one message row and two links."""
+    outcome = await store.store_batch("anna-pop", [pop("u1", MSG_A), pop("u2", MSG_A)], NOW)
+
+    assert outcome == StoreOutcome(new_messages=1, new_links=2, octets=2 * len(MSG_A))
+    assert await store.totals() == (1, len(MSG_A))
+    locs = await store.locations("anna-pop")
+    assert locs[POP3Key("u1")].message == locs[POP3Key("u2")].message
+
+
+async def test_same_message_via_two_accounts_is_stored_once_and_linked_to_both(store: Store) -> None:
+    """A message fetched through a POP3 and an IMAP account is one message row linked from both accounts."""
+    first = await store.store_batch("anna-pop", [pop("u1", MSG_A)], NOW)
+    imap_key = IMAPKey("INBOX", 1700000000, 42)
+    second = await store.store_batch(
+        "anna-imap",
+        [RetrievedMessage(imap_key, MSG_A, internaldate=NOW, flags=frozenset({"\\Seen", "\\Answered"}))],
+        NOW,
+    )
+
+    assert first == StoreOutcome(1, 1, len(MSG_A))
+    assert second == StoreOutcome(new_messages=0, new_links=1, octets=len(MSG_A))
+    assert await store.totals() == (1, len(MSG_A))
+    assert await store.message_counts() == {"anna-pop": 1, "anna-imap": 1}
+    pop_loc = (await store.locations("anna-pop"))[POP3Key("u1")]
+    imap_loc = (await store.locations("anna-imap"))[imap_key]
+    assert pop_loc.message == imap_loc.message
+    assert await query(store, "SELECT internaldate, flags FROM locations WHERE uid = 42") == [
+        ("2026-03-02T09:30:00Z", "\\Answered \\Seen")
+    ]
+
+
+async def test_restoring_a_batch_changes_nothing(store: Store) -> None:
+    """Storing the same batch a second time reports nothing new and leaves rows and timestamps unchanged."""
+    batch = [pop("u1", MSG_A), pop("u2", MSG_B)]
+    await store.store_batch("anna-pop", batch, NOW)
+    before = (
+        await query(store, "SELECT * FROM messages ORDER BY id"),
+        await query(store, "SELECT * FROM locations ORDER BY id"),
+    )
+
+    again = await store.store_batch("anna-pop", batch, NOW + timedelta(hours=1))
+
+    after = (
+        await query(store, "SELECT * FROM messages ORDER BY id"),
+        await query(store, "SELECT * FROM locations ORDER BY id"),
+    )
+    assert again == StoreOutcome()
+    assert after == before
+
+
+async def test_empty_batch_is_a_no_op(store: Store) -> None:
+    """An empty batch returns an empty outcome and stores nothing."""
+    assert await store.store_batch("anna-pop", [], NOW) == StoreOutcome()
+    assert await store.totals() == (0, 0)
+
+
+async def test_batch_for_unknown_account_is_refused(store: Store) -> None:
+    """Storing for an account that was never recorded fails with StoreError and stores nothing."""
+    with pytest.raises(StoreError):
+        await store.store_batch("nobody", [pop("u1", MSG_A)], NOW)
+
+    assert await store.totals() == (0, 0)
+
+
+async def test_message_counts_and_totals(store: Store) -> None:
+    """message_counts counts distinct messages per account; totals counts distinct messages and their octets."""
+    await store.store_batch("anna-pop", [pop("u1", MSG_A), pop("u2", MSG_B), pop("u3", MSG_B)], NOW)
+    await store.store_batch("anna-imap", [RetrievedMessage(IMAPKey("INBOX", 7, 1), MSG_C)], NOW)
+
+    assert await store.message_counts() == {"anna-pop": 2, "anna-imap": 1}
+    assert await store.totals() == (3, len(MSG_A) + len(MSG_B) + len(MSG_C))
+
+
+async def test_on_server_summary_counts_messages_still_on_the_server(store: Store) -> None:
+    """on_server_summary counts, per account, locations neither gone nor deleted, with the earliest first fetch."""
+    await store.store_batch("anna-pop", [pop("u1", MSG_A)], NOW)
+    await store.store_batch("anna-pop", [pop("u2", MSG_B)], NOW + timedelta(days=1))
+    await store.store_batch("anna-pop", [pop("u3", MSG_C)], NOW + timedelta(days=2))
+    await store.update_presence("anna-pop", [POP3Key("u1")], [], NOW + timedelta(days=3))
+
+    summary = await store.on_server_summary()
+    await store.mark_deleted("anna-pop", [POP3Key("u2"), POP3Key("u3")], NOW + timedelta(days=4))
+    after = await store.on_server_summary()
+
+    assert summary == {"anna-pop": (2, NOW + timedelta(days=1))}
+    assert after == {}
+
+
+async def test_empty_archive_totals_are_zero(store: Store) -> None:
+    """An empty archive has no counts and zero totals."""
+    assert await store.message_counts() == {}
+    assert await store.totals() == (0, 0)
+
+
+# -- locations, presence, deletion ----------------------------------------------------------------
+
+
+async def test_locations_round_trip(store: Store) -> None:
+    """locations() returns each stored key with its first-fetch time and no gone/deleted marks."""
+    imap_key = IMAPKey("Archiv/2025", 5, 9)
+    await store.store_batch("anna-pop", [pop("u1", MSG_A)], NOW)
+    await store.store_batch("anna-imap", [RetrievedMessage(imap_key, MSG_B)], NOW + timedelta(minutes=1))
+
+    pop_locs = await store.locations("anna-pop")
+    imap_locs = await store.locations("anna-imap")
+
+    assert list(pop_locs) == [POP3Key("u1")]
+    assert pop_locs[POP3Key("u1")].first_fetched_at == NOW
+    assert pop_locs[POP3Key("u1")].gone_at is None
+    assert pop_locs[POP3Key("u1")].deleted_at is None
+    assert list(imap_locs) == [imap_key]
+    assert imap_locs[imap_key].first_fetched_at == NOW + timedelta(minutes=1)
+
+
+async def test_first_fetched_at_is_not_overwritten(store: Store) -> None:
+    """Storing a key again later keeps its original first-fetch time (retention counts from it)."""
+    await store.store_batch("anna-pop", [pop("u1", MSG_A)], NOW)
+    await store.store_batch("anna-pop", [pop("u1", MSG_A)], NOW + timedelta(days=5))
+
+    assert (await store.locations("anna-pop"))[POP3Key("u1")].first_fetched_at == NOW
+
+
+async def test_update_presence_marks_gone_and_back(store: Store) -> None:
+    """update_presence sets gone_at for keys that left and clears it for keys that returned."""
+    imap_key = IMAPKey("INBOX", 7, 3)
+    await store.store_batch("anna-pop", [pop("u1", MSG_A), pop("u2", MSG_B)], NOW)
+    await store.store_batch("anna-imap", [RetrievedMessage(imap_key, MSG_C)], NOW)
+    later = NOW + timedelta(hours=2)
+
+    await store.update_presence("anna-pop", [POP3Key("u1")], [], later)
+    await store.update_presence("anna-imap", [imap_key], [], later)
+    gone = await store.locations("anna-pop")
+    imap_gone = await store.locations("anna-imap")
+    await store.update_presence("anna-pop", [], [POP3Key("u1")], later + timedelta(hours=1))
+    back = await store.locations("anna-pop")
+
+    assert gone[POP3Key("u1")].gone_at == later
+    assert gone[POP3Key("u2")].gone_at is None
+    assert imap_gone[imap_key].gone_at == later
+    assert back[POP3Key("u1")].gone_at is None
+
+
+async def test_update_presence_only_touches_the_named_account(store: Store) -> None:
+    """Marking a UIDL gone for one account leaves the same UIDL of another account alone."""
+    await store.ensure_account("bob-pop", "Kanzlei Berger", "Bob", "pop3", NOW)
+    await store.store_batch("anna-pop", [pop("same", MSG_A)], NOW)
+    await store.store_batch("bob-pop", [pop("same", MSG_A)], NOW)
+
+    await store.update_presence("anna-pop", [POP3Key("same")], [], NOW)
+
+    assert (await store.locations("anna-pop"))[POP3Key("same")].gone_at == NOW
+    assert (await store.locations("bob-pop"))[POP3Key("same")].gone_at is None
+
+
+async def test_mark_deleted_sets_deleted_and_gone(store: Store) -> None:
+    """mark_deleted records deleted_at and, when not yet set, gone_at; an earlier gone_at is kept."""
+    await store.store_batch("anna-pop", [pop("u1", MSG_A), pop("u2", MSG_B)], NOW)
+    earlier = NOW + timedelta(hours=1)
+    later = NOW + timedelta(hours=3)
+    await store.update_presence("anna-pop", [POP3Key("u2")], [], earlier)
+
+    await store.mark_deleted("anna-pop", [POP3Key("u1"), POP3Key("u2")], later)
+
+    locs = await store.locations("anna-pop")
+    assert locs[POP3Key("u1")] == Location(locs[POP3Key("u1")].message, NOW, later, later)
+    assert locs[POP3Key("u2")].gone_at == earlier
+    assert locs[POP3Key("u2")].deleted_at == later
+
+
+async def test_archived_returns_only_stored_keys(store: Store) -> None:
+    """archived() returns the subset of keys whose message is in the archive for that account."""
+    imap_key = IMAPKey("INBOX", 7, 1)
+    await store.store_batch("anna-pop", [pop("u1", MSG_A)], NOW)
+    await store.store_batch("anna-imap", [RetrievedMessage(imap_key, MSG_B)], NOW)
+
+    found_pop = await store.archived("anna-pop", [POP3Key("u1"), POP3Key("u2"), imap_key])
+    found_imap = await store.archived("anna-imap", [imap_key, IMAPKey("INBOX", 8, 1), POP3Key("u1")])
+
+    assert found_pop == {POP3Key("u1")}
+    assert found_imap == {imap_key}
+
+
+async def test_archived_excludes_a_message_whose_raw_is_damaged(store: Store) -> None:
+    """A location whose message no longer holds raw octets of the recorded size does not count as archived."""
+    await store.store_batch("anna-pop", [pop("u1", MSG_A), pop("u2", MSG_B)], NOW)
+    await store._conn.execute(
+        "UPDATE messages SET raw = x'00' WHERE sha256 = ?", (hashlib.sha256(MSG_A).hexdigest(),)
+    )
+
+    assert await store.archived("anna-pop", [POP3Key("u1"), POP3Key("u2")]) == {POP3Key("u2")}
+
+
+async def test_archived_handles_more_keys_than_one_query_chunk(store: Store) -> None:
+    """archived() answers correctly for more keys than fit in one IN (...) list."""
+    batch = [pop(f"u{i}", b"Subject: %d\r\n\r\n" % i) for i in range(1200)]
+    await store.store_batch("anna-pop", batch, NOW)
+    asked = [POP3Key(f"u{i}") for i in range(1300)]
+
+    found = await store.archived("anna-pop", asked)
+
+    assert found == {POP3Key(f"u{i}") for i in range(1200)}
+
+
+async def test_ensure_account_refuses_protocol_change(store: Store) -> None:
+    """An account created as POP3 cannot be recorded again as IMAP."""
+    with pytest.raises(StoreError, match="pop3"):
+        await store.ensure_account("anna-pop", "Kanzlei Berger", "Anna Berger", "imap", NOW)
+
+    assert await query(store, "SELECT protocol FROM accounts WHERE name = 'anna-pop'") == [("pop3",)]
+
+
+async def test_ensure_account_updates_owner_and_keeps_creation_time(store: Store) -> None:
+    """Recording an existing account again updates organisation and employee but not created_at."""
+    await store.ensure_account("anna-pop", "Berger & Partner", "Anna Weber", "pop3", NOW + timedelta(days=1))
+
+    assert await query(
+        store, "SELECT organisation, employee, created_at FROM accounts WHERE name = 'anna-pop'"
+    ) == [("Berger & Partner", "Anna Weber", utc_text(NOW))]
+
+
+def test_utc_text_round_trip() -> None:
+    """utc_text converts to UTC with a Z suffix and parse_utc reads it back."""
+    from datetime import timezone
+
+    moment = datetime(2026, 3, 2, 10, 0, 5, tzinfo=timezone(timedelta(hours=1)))
+
+    assert utc_text(moment) == "2026-03-02T09:00:05Z"
+    assert parse_utc(utc_text(moment)) == moment
+
+
+# -- cancellation -----------------------------------------------------------------------------------
+
+STATEMENTS = ["BEGIN IMMEDIATE", "SELECT sha256", "INSERT INTO messages", "INSERT INTO locations", "COMMIT"]
+
+
+async def cancel_store_batch_at(
+    store: Store, statement: str
+) -> tuple[BaseException | None, list[RetrievedMessage]]:
+    """Run store_batch and cancel its task when SQLite starts the first statement beginning with ``statement``.
+
+    The cancellation arrives while the statement runs in aiosqlite's thread, as a real cancellation
+    would. Returns what the task ended with (None for a normal return) and the batch.
+    """
+    batch = [pop(f"c{i}", b"Subject: cancel %d\r\n\r\nbody\r\n" % i) for i in range(5)]
+    loop = asyncio.get_running_loop()
+    task: asyncio.Task[StoreOutcome] | None = None
+    fired: list[str] = []
+
+    def trace(sql: str) -> None:
+        if sql.startswith(statement) and not fired and task is not None:
+            fired.append(sql)
+            loop.call_soon_threadsafe(task.cancel)
+
+    await store._conn.set_trace_callback(trace)
+    task = asyncio.create_task(store.store_batch("anna-pop", batch, NOW))
+    ended: BaseException | None = None
+    try:
+        await task
+    except BaseException as exc:
+        ended = exc
+    finally:
+        await store._conn.set_trace_callback(None)
+    assert fired, f"statement {statement!r} never ran"
+    return ended, batch
+
+
+@pytest.mark.parametrize("statement", STATEMENTS)
+async def test_cancelled_store_batch_is_all_or_nothing(store: Store, statement: str) -> None:
+    """Cancelling store_batch at any statement leaves either the whole batch or none of it, and a sound database."""
+    _ended, batch = await cancel_store_batch_at(store, statement)
+
+    [(messages,)] = await query(store, "SELECT count(*) FROM messages")
+    [(links,)] = await query(store, "SELECT count(*) FROM locations")
+    assert (messages, links) in {(0, 0), (len(batch), len(batch))}
+    assert await store.integrity_check() == "ok"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "BEGIN IMMEDIATE",
+        *STATEMENTS[1:],
+    ],
+)
+async def test_store_is_usable_after_a_cancelled_store_batch(store: Store, statement: str) -> None:
+    """After a cancelled store_batch, the next store_batch of the same messages succeeds and stores them all."""
+    _ended, batch = await cancel_store_batch_at(store, statement)
+
+    await store.store_batch("anna-pop", batch, NOW)
+
+    assert set(await store.locations("anna-pop")) == {m.key for m in batch}
+    assert await store.totals() == (len(batch), sum(len(m.raw) for m in batch))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        *STATEMENTS[:-1],
+        "COMMIT",
+    ],
+)
+async def test_cancelled_store_batch_propagates_cancellation(store: Store, statement: str) -> None:
+    """A cancelled store_batch ends with CancelledError, not with another error."""
+    ended, _batch = await cancel_store_batch_at(store, statement)
+
+    assert isinstance(ended, asyncio.CancelledError)
