@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,10 @@ from typing import Any
 from maild import __version__
 from maild.config import AccountConfig, Config, config_path, load_config
 from maild.errors import ConfigError, ControlError, MaildError
+
+# Modules that add subcommands: each has ``add_parsers(subparsers)`` and sets ``handler`` (a function
+# taking the parsed arguments and returning the exit code) with ``set_defaults``.
+EXTENSIONS: tuple[str, ...] = ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("reload", help="make the running daemon re-read its configuration")
     sub.add_parser("metrics", help="print the daemon's metrics (Prometheus text format)")
     sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not")
+    for module in EXTENSIONS:
+        importlib.import_module(module).add_parsers(sub)
     return p
 
 
@@ -65,9 +72,17 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(config_path(args.config))
 
 
+def load_args_config(args: argparse.Namespace) -> Config:
+    """Load the configuration named by ``-c``/``$MAILD_CONFIG``/the default (for extension handlers)."""
+    return _load(args)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from maild.log import configure_logging
 
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
     if args.command == "check-config":
         cfg = _load(args)
         for warning in cfg.warnings:
