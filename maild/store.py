@@ -1,6 +1,6 @@
 """The archive: an SQLite database, and the only module that contains SQL.
 
-Layout (schema version 1, ``PRAGMA user_version``; the README documents it for readers such as the CRM):
+Layout (schema version 2, ``PRAGMA user_version``; the README documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -8,6 +8,9 @@ Layout (schema version 1, ``PRAGMA user_version``; the README documents it for r
 - ``locations``: where an account's server holds or held a message: POP3 UIDL, or IMAP
   (mailbox, UIDVALIDITY, UID); when it was first fetched, when it was no longer seen, when maild
   deleted it.
+- ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
+- ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
+- ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
 
 Durability: WAL with ``synchronous=FULL``, so every commit is fsync'ed before it returns; a message
 is deleted on a server only after the commit that stores it has returned (see ``fetch.py``).
@@ -31,7 +34,7 @@ from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, Retrie
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAGE_SIZE = 8192  # large blobs read faster with bigger pages; must be set before the first table
 _CHUNK = 500  # keys per IN (...) query, below SQLite's variable limit
 
@@ -79,6 +82,32 @@ _MIGRATIONS: dict[int, str] = {
     CREATE UNIQUE INDEX locations_imap ON locations (account, mailbox, uidvalidity, uid)
         WHERE uid IS NOT NULL;
     CREATE INDEX locations_message ON locations (message);
+    """,
+    2: """
+    CREATE TABLE mailboxes (
+        account       TEXT NOT NULL REFERENCES accounts (name),
+        mailbox       TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uidnext       INTEGER,
+        changed_at    TEXT NOT NULL,
+        PRIMARY KEY (account, mailbox)
+    );
+    CREATE TABLE deliveries (
+        account       TEXT NOT NULL REFERENCES accounts (name),
+        message       INTEGER NOT NULL REFERENCES messages (id),
+        path          TEXT NOT NULL,
+        delivered_at  TEXT NOT NULL,
+        PRIMARY KEY (account, message)
+    );
+    CREATE TABLE appends (
+        message       INTEGER NOT NULL REFERENCES messages (id),
+        account       TEXT NOT NULL REFERENCES accounts (name),
+        mailbox       TEXT NOT NULL,
+        uidvalidity   INTEGER,
+        uid           INTEGER,
+        appended_at   TEXT NOT NULL,
+        PRIMARY KEY (message, account, mailbox)
+    );
     """,
 }
 

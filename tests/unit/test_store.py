@@ -52,16 +52,16 @@ def pop(uidl: str, raw: bytes) -> RetrievedMessage:
 # -- opening ----------------------------------------------------------------------------------------
 
 
-async def test_open_creates_schema_version_one(tmp_path: Path) -> None:
-    """A new archive gets user_version 1 and the accounts, messages and locations tables."""
+async def test_open_creates_current_schema(tmp_path: Path) -> None:
+    """A new archive gets the current user_version and all tables of the documented schema."""
     path = tmp_path / "sub" / "dir" / "maild.sqlite3"
     async with await Store.open(path) as s:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 1
-    assert version == [(1,)]
-    assert {"accounts", "messages", "locations"} <= tables
+    assert SCHEMA_VERSION == 2
+    assert version == [(2,)]
+    assert {"accounts", "messages", "locations", "mailboxes", "deliveries", "appends"} <= tables
     assert path.exists()
 
 
@@ -84,7 +84,7 @@ async def test_reopen_keeps_data_and_version(tmp_path: Path) -> None:
         await s.ensure_account("a", "o", "e", "pop3", NOW)
         await s.store_batch("a", [pop("u1", MSG_A)], NOW)
     async with await Store.open(path) as s:
-        assert await query(s, "PRAGMA user_version") == [(1,)]
+        assert await query(s, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         assert await s.totals() == (1, len(MSG_A))
         assert await query(s, "PRAGMA synchronous") == [(2,)]
 
@@ -474,3 +474,21 @@ async def test_cancelled_store_batch_propagates_cancellation(store: Store, state
     ended, _batch = await cancel_store_batch_at(store, statement)
 
     assert isinstance(ended, asyncio.CancelledError)
+
+
+async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
+    """An archive at schema version 1 keeps its data and gains the version-2 tables on open."""
+    import sqlite3
+
+    from maild.store import _MIGRATIONS, _split_sql
+
+    path = tmp_path / "maild.sqlite3"
+    with sqlite3.connect(path) as conn:
+        for statement in _split_sql(_MIGRATIONS[1]):
+            conn.execute(statement)
+        conn.execute("INSERT INTO accounts VALUES ('a', 'O', 'E', 'pop3', '2026-01-01T00:00:00Z', NULL, NULL)")
+        conn.execute("PRAGMA user_version = 1")
+    async with await Store.open(path) as s:
+        assert await query(s, "PRAGMA user_version") == [(2,)]
+        assert await query(s, "SELECT name FROM accounts") == [("a",)]
+        assert await query(s, "SELECT count(*) FROM deliveries") == [(0,)]
