@@ -533,6 +533,7 @@ class IMAPMailbox(Maildrop):
                 user name or password holds CR, LF or NUL.
             ThrottledError: LOGIN answered NO ``[UNAVAILABLE]``, ``[LIMIT]`` or ``[INUSE]``.
             ProtocolError: no STARTTLS or LOGIN offered, BAD, or a broken response.
+            RuntimeError: called a second time on the same object.
         """
         if self._client is not None:
             raise RuntimeError("open() may be called once per IMAPMailbox")
@@ -652,7 +653,9 @@ class IMAPMailbox(Maildrop):
             entries.extend(InventoryEntry(IMAPKey(mailbox, info.uidvalidity, uid)) for uid in uids)
         return entries
 
-    async def _uid_fetch(self, uids: Sequence[int], items: str, require: tuple[wire.FetchItem, ...]) -> Any:
+    async def _uid_fetch(
+        self, uids: Sequence[int], items: str, require: tuple[wire.FetchItem, ...]
+    ) -> tuple[wire.FetchResult, wire.StatusResponse]:
         """``UID FETCH uids items``; returns the parsed result and the completion (OK or NO)."""
         protocol = self._protocol
         uid_set = wire.sequence_set(uids)
@@ -713,7 +716,11 @@ class IMAPMailbox(Maildrop):
         sizes: dict[int, int] = {}
         for chunk in _chunks(wanted, MAX_UIDS_PER_COMMAND):
             result, status = await self._uid_fetch(chunk, "(RFC822.SIZE)", ("RFC822.SIZE",))
-            sizes.update((uid, message.size_octets) for uid, message in result.messages.items())
+            sizes.update(
+                (uid, message.size_octets)
+                for uid, message in result.messages.items()
+                if message.size_octets is not None
+            )
             reasons.update(result.failures)
             for uid in chunk:
                 if uid not in sizes:

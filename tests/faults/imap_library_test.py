@@ -1,0 +1,266 @@
+"""The aioimaplib internals maild relies on, pinned: these tests fail when the library changes.
+
+``maild.protocols.imap`` subclasses aioimaplib 2.0.3's protocol (hot-spot fixes), sends STARTTLS through
+it, and relies on it quoting the LOGIN password but not the user name. Here:
+
+* the installed version and the source of every method the adapter copies or relies on are checked;
+* what LOGIN and STARTTLS put on the wire is captured from a fake transport;
+* the patched protocol is fed the same server byte streams as the stock one, split at every byte
+  boundary and at random chunk sizes, and must produce identical responses; the FETCH responses must
+  parse (``imap_wire.parse_fetch``) into the same messages whatever the split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata
+import inspect
+import itertools
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aioimaplib
+import pytest
+
+from maild.protocols import imap as imap_module
+from maild.protocols import imap_wire as wire
+
+# sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3.
+PINNED_SOURCES = {
+    "IMAP4ClientProtocol.data_received": "f4e4f02478babbeb",
+    "IMAP4ClientProtocol._handle_responses": "b85f6640b4ca5fe6",
+    "IMAP4ClientProtocol._handle_line": "3e3c734ed4244c4f",
+    "IMAP4ClientProtocol.fetch": "9e9d4d32f2081859",
+    "IMAP4ClientProtocol.welcome": "84f3266a6516457b",
+    "IMAP4ClientProtocol.login": "38ac2846dd27842c",
+    "IMAP4ClientProtocol.execute": "aa73299f4fb0f852",
+    "IMAP4ClientProtocol.connection_lost": "4876e95ec7f3e664",
+    "FetchCommand.wait_data": "17ec7328fd9b7bba",
+    "Command.append_literal_data": "0a8587d8f8219e9c",
+    "Command.begin_literal_data": "c03a82f40c57392d",
+    "Command.append_to_resp": "43f8b5a526fa16b0",
+    "IMAP4.create_client": "4c6284d94662f228",
+}
+
+
+def test_installed_aioimaplib_is_the_patched_version() -> None:
+    """The adapter's subclass is active only on 2.0.3; on any other version re-verify it, then update."""
+    assert importlib.metadata.version("aioimaplib") == imap_module.PATCHED_AIOIMAPLIB == "2.0.3"
+    assert imap_module._PROTOCOL_CLASS is imap_module._FastProtocol
+
+
+@pytest.mark.parametrize(("name", "digest"), sorted(PINNED_SOURCES.items()))
+def test_library_source_is_unchanged(name: str, digest: str) -> None:
+    """Every library method the adapter copies, overrides or depends on still has the pinned source."""
+    owner, attribute = name.split(".")
+    source = inspect.getsource(getattr(getattr(aioimaplib, owner), attribute))
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == digest, f"aioimaplib changed {name}: re-verify"
+
+
+def test_library_constants_and_command_table() -> None:
+    """The literal pattern, CRLF and the STARTTLS entry the adapter uses are as pinned."""
+    assert aioimaplib.literal_data_re.pattern == rb".*\{(?P<size>\d+)\}$"
+    assert aioimaplib.CRLF == b"\r\n"
+    assert aioimaplib.Commands["STARTTLS"].valid_states == ("NONAUTH",)
+    assert aioimaplib.Commands["STARTTLS"].exec == aioimaplib.Exec.is_sync
+
+
+class FakeTransport:
+    """Records what the protocol writes."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+Start = Callable[[Any], Coroutine[Any, Any, Any]]
+
+
+async def run_command(
+    protocol_class: type[Any], start: Start, server: bytes, cuts: list[int], state: str = "SELECTED"
+) -> tuple[Any, bytes]:
+    """Start a command on a fresh protocol, feed ``server`` (``TAG`` replaced) cut at ``cuts``.
+
+    Returns:
+        The library's Response and what the protocol wrote.
+    """
+    loop = asyncio.get_running_loop()
+    protocol = protocol_class(loop, None)
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    protocol.state = state
+    task = asyncio.ensure_future(start(protocol))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    tag = bytes(transport.written.split(b" ", 1)[0])
+    data = server.replace(b"TAG", tag)
+    edges = [0, *cuts, len(data)]
+    for low, high in itertools.pairwise(edges):
+        protocol.data_received(data[low:high])
+    response = await asyncio.wait_for(task, 2)
+    return response, bytes(transport.written)
+
+
+def shape(response: Any) -> tuple[str, list[tuple[str, bytes]]]:
+    """A comparable form of a Response: result and (type, octets) of each line."""
+    return response.result, [(type(line).__name__, bytes(line)) for line in response.lines]
+
+
+async def test_login_quotes_only_the_password() -> None:
+    """aioimaplib quotes the password itself and sends the user name raw: the adapter quotes the user only."""
+    user = wire.quote_astring('an na"x')
+    response, written = await run_command(
+        imap_module._FastProtocol,
+        lambda p: p.login(user, 'p w"\\d'),
+        b"TAG OK [CAPABILITY IMAP4rev1 UIDPLUS] Logged in\r\n",
+        [],
+        state="NONAUTH",
+    )
+    assert written.split(b" ", 1)[1] == b'LOGIN "an na\\"x" "p w\\"\\\\d"\r\n'
+    assert response.result == "OK"
+
+
+async def test_starttls_command_goes_through_the_protocol() -> None:
+    """_starttls sends STARTTLS via execute() and returns a NO without touching the transport."""
+    loop = asyncio.get_running_loop()
+    protocol = imap_module._FastProtocol(loop, None)
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    protocol.state = "NONAUTH"
+    task = asyncio.ensure_future(imap_module._starttls(protocol, None, "localhost", 1.0))  # type: ignore[arg-type]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    tag, command = bytes(transport.written).split(b" ", 1)
+    assert command == b"STARTTLS\r\n"
+    protocol.data_received(tag + b" NO [UNAVAILABLE] later\r\n")
+    response = await asyncio.wait_for(task, 1)
+    assert response.result == "NO"
+    assert protocol.transport is transport
+    assert protocol.incomplete_line == b""
+
+
+BODY_A = b'Subject: Re: :)\r\nX: "unbalanced (\r\n\r\nbody ) text {7}\r\n'
+BODY_B = b"Short\r\n"
+FETCH_STREAM = (
+    b"* 1 FETCH (UID 11 FLAGS (\\Seen) BODY[] {%d}\r\n" % len(BODY_A)
+    + BODY_A
+    + b")\r\n* 4 EXISTS\r\n"
+    + b"* 2 FETCH (BODY[] {%d}\r\n" % len(BODY_B)
+    + BODY_B
+    + b' FLAGS () INTERNALDATE " 7-Jul-2026 10:00:00 +0200" UID 12)\r\n'
+    + b"* 3 FETCH (UID 13 BODY[] {0}\r\n)\r\n"
+    + b"* 3 FETCH (FLAGS (\\Answered))\r\n"
+    + b"TAG OK Fetch completed (0.001 + 0.000 secs).\r\n"
+)
+EXPECTED_BODIES = {11: BODY_A, 12: BODY_B, 13: b""}
+
+
+def fetch(protocol: Any) -> Coroutine[Any, Any, Any]:
+    """UID FETCH as the adapter sends it (no library timer)."""
+    coroutine: Coroutine[Any, Any, Any] = protocol.fetch(
+        "11:13", "(UID FLAGS INTERNALDATE BODY.PEEK[])", by_uid=True, timeout=None
+    )
+    return coroutine
+
+
+STREAMS: dict[str, tuple[Start, bytes]] = {
+    "fetch": (fetch, FETCH_STREAM),
+    "select": (
+        lambda p: p.select('"Entw&APw-rfe 2026"'),
+        b"* FLAGS (\\Answered \\Seen)\r\n* OK [PERMANENTFLAGS (\\Seen \\*)] ok\r\n* 3 EXISTS\r\n* 0 RECENT\r\n"
+        b"* OK [UIDVALIDITY 42] UIDs valid\r\n* OK [UIDNEXT 4] next\r\nTAG OK [READ-WRITE] Select completed\r\n",
+    ),
+    "search": (
+        lambda p: p.search("ALL", charset=None, by_uid=True),
+        b"* SEARCH 1 2 3 17 4294967295\r\nTAG OK Search completed\r\n",
+    ),
+    "list": (
+        lambda p: p.simple_command("LIST", '""', '"*"'),
+        b'* LIST (\\HasNoChildren) "/" INBOX\r\n* LIST (\\HasNoChildren \\Drafts) "/" {17}\r\nEntw&APw-rfe 2026\r\n'
+        b'* LIST (\\Sent) "/" "Sent \\"x\\""\r\nTAG OK List completed\r\n',
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+async def test_fast_protocol_equals_stock_at_every_split(name: str) -> None:
+    """Cut anywhere once, the patched protocol hands back exactly what the stock one does."""
+    start, stream = STREAMS[name]
+    whole, _ = await run_command(aioimaplib.IMAP4ClientProtocol, start, stream, [])
+    for cut in range(1, len(stream.replace(b"TAG", b"XXXX0"))):
+        stock, _ = await run_command(aioimaplib.IMAP4ClientProtocol, start, stream, [cut])
+        fast, _ = await run_command(imap_module._FastProtocol, start, stream, [cut])
+        assert shape(fast) == shape(stock), f"cut at {cut}"
+    assert shape(whole)[0] == "OK"
+
+
+async def test_fast_protocol_equals_stock_at_random_chunkings() -> None:
+    """Many random chunkings (1 to 40 octets per read) of the FETCH stream give identical responses."""
+    rnd = random.Random(20260101)
+    length = len(FETCH_STREAM.replace(b"TAG", b"XXXX0"))
+    for _ in range(200):
+        cuts = sorted(rnd.sample(range(1, length), rnd.randint(2, 40)))
+        stock, _ = await run_command(aioimaplib.IMAP4ClientProtocol, fetch, FETCH_STREAM, cuts)
+        fast, _ = await run_command(imap_module._FastProtocol, fetch, FETCH_STREAM, cuts)
+        assert shape(fast) == shape(stock), f"cuts {cuts}"
+
+
+@pytest.mark.parametrize("protocol_class", [aioimaplib.IMAP4ClientProtocol, imap_module._FastProtocol])
+async def test_fetch_parses_the_same_at_every_split(protocol_class: type[Any]) -> None:
+    """Whatever line shapes aioimaplib makes of a split stream, parse_fetch finds the same messages."""
+    length = len(FETCH_STREAM.replace(b"TAG", b"XXXX0"))
+    for cut in [None, *range(1, length)]:
+        response, _ = await run_command(protocol_class, fetch, FETCH_STREAM, [] if cut is None else [cut])
+        status = wire.parse_completion(response.result, response.lines[-1])
+        result = wire.parse_fetch(response.lines[:-1], requested=[11, 12, 13], require=("BODY[]", "FLAGS"))
+        assert status.ok
+        assert {uid: m.body for uid, m in result.messages.items()} == EXPECTED_BODIES, f"cut at {cut}"
+        assert result.messages[13].flags == frozenset({"\\Answered"}), f"cut at {cut}"
+        assert result.messages[12].internaldate is not None
+        assert result.failures == {}
+        assert result.malformed == ()
+
+
+async def test_parsers_read_library_shapes_of_select_search_and_list() -> None:
+    """SELECT, SEARCH and LIST responses as the library frames them parse into the expected values."""
+    select, _ = await run_command(imap_module._FastProtocol, *STREAMS["select"], [])
+    info = wire.parse_select(select.lines[:-1], wire.parse_completion(select.result, select.lines[-1]))
+    assert (info.exists, info.uidvalidity, info.uidnext, info.read_only) == (3, 42, 4, False)
+    search, _ = await run_command(imap_module._FastProtocol, *STREAMS["search"], [])
+    assert wire.parse_search(search.lines[:-1]) == [1, 2, 3, 17, 4294967295]
+    listed, _ = await run_command(imap_module._FastProtocol, *STREAMS["list"], [])
+    names = [(m.name, sorted(m.attributes)) for m in wire.parse_list(listed.lines[:-1])]
+    assert names == [
+        ("INBOX", ["\\HasNoChildren"]),
+        ("Entwürfe 2026", ["\\Drafts", "\\HasNoChildren"]),
+        ('Sent "x"', ["\\Sent"]),
+    ]
+
+
+async def test_fast_protocol_handles_a_long_single_read_without_recursion() -> None:
+    """5,000 response lines in one read: the stock protocol's recursion would exceed Python's limit."""
+    lines = b"".join(b"* %d FETCH (UID %d FLAGS ())\r\n" % (n, n) for n in range(1, 5001))
+    response, _ = await run_command(
+        imap_module._FastProtocol,
+        lambda p: p.fetch("1:5000", "(FLAGS)", by_uid=True, timeout=None),
+        lines + b"TAG OK done\r\n",
+        [],
+    )
+    result = wire.parse_fetch(response.lines[:-1], require=("FLAGS",))
+    assert len(result.messages) == 5000

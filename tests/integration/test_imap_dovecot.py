@@ -1,0 +1,294 @@
+"""IMAPMailbox against a real Dovecot 2.3: TLS modes, byte-exact bodies, names, errors, size, hang-ups.
+
+The session ``dovecot`` fixture serves plaintext IMAP with STARTTLS and implicit TLS; ``mail_user``
+logs in with a password containing a space, a double quote and a backslash. Faults that Dovecot will
+not produce on request go through :class:`tests.support.proxy.FaultProxy` in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC
+
+import pytest
+
+from maild.errors import AuthError, ConnectError, NetworkTimeout, ProtocolError
+from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, Secret, ServerSettings, TLSMode
+from maild.protocols import imap as imap_module
+from maild.protocols.imap import IMAPMailbox
+from tests.support import corpus
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.proxy import FaultProxy
+
+pytestmark = pytest.mark.dovecot
+
+
+def imap_settings(
+    dovecot: Dovecot,
+    user: MailUser,
+    tls: TLSMode = "implicit",
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    password: str | None = None,
+    ca_file: str | None = "dovecot",
+    timeout_s: float = 10.0,
+) -> ServerSettings:
+    """Settings for ``user`` on ``dovecot`` (port chosen by TLS mode unless given)."""
+    if port is None:
+        port = dovecot.ports.imaps if tls == "implicit" else dovecot.ports.imap
+    return ServerSettings(
+        account="anna-imap",
+        host=host or dovecot.host,
+        port=port,
+        tls=tls,
+        ca_file=str(dovecot.ca_file) if ca_file == "dovecot" else ca_file,
+        username=user.name,
+        password=Secret(user.password if password is None else password),
+        timeout_s=timeout_s,
+    )
+
+
+def crlf(data: bytes) -> bytes:
+    """Every bare LF as CRLF, as Dovecot serves Maildir files."""
+    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
+async def fetch_everything(mailbox: IMAPMailbox) -> list[RetrievedMessage | RetrievalFailure]:
+    """Inventory, then retrieve everything in it."""
+    entries = await mailbox.inventory()
+    return [item async for item in mailbox.retrieve([entry.key for entry in entries])]
+
+
+@pytest.mark.parametrize("tls", ["none", "starttls", "implicit"])
+async def test_retrieve_is_byte_exact_in_every_tls_mode(
+    dovecot: Dovecot, mail_user: MailUser, tls: TLSMode
+) -> None:
+    """Plaintext, STARTTLS and implicit TLS: inventory and retrieve return the Maildir files' bytes.
+
+    Steps: deliver 25 corpus messages; open; inventory (UIDs 1 to 25, one UIDVALIDITY); retrieve all;
+    compare with the stored files (CRLF-normalised); check INTERNALDATE is UTC and TLS is as asked.
+    """
+    raws = list(corpus.generate(25, seed=11, size_mix=corpus.SMALL_MIX))
+    raws.append(b"Subject: bare LF\n\nline one\nline two\n")
+    dovecot.deliver_many(mail_user.name, raws)
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, tls))
+    await mailbox.open()
+    try:
+        assert (mailbox.tls_version is None) == (tls == "none")
+        assert {"IMAP4REV1", "UIDPLUS"} <= mailbox.capabilities
+        entries = await mailbox.inventory()
+        assert [e.key.uid for e in entries] == list(range(1, 27))  # type: ignore[union-attr]
+        assert len({e.key.uidvalidity for e in entries}) == 1  # type: ignore[union-attr]
+        items = [item async for item in mailbox.retrieve([e.key for e in entries])]
+    finally:
+        await mailbox.close()
+    stored = [crlf(raw) for raw in dovecot.maildir_messages(mail_user.name)]
+    assert all(isinstance(item, RetrievedMessage) for item in items)
+    assert [item.raw for item in items] == stored  # type: ignore[union-attr]
+    assert items[-1].raw == b"Subject: bare LF\r\n\r\nline one\r\nline two\r\n"  # type: ignore[union-attr]
+    assert all(item.internaldate is not None and item.internaldate.tzinfo is UTC for item in items)  # type: ignore[union-attr]
+
+
+async def test_retrieve_leaves_seen_untouched(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """BODY.PEEK[]: unread messages stay unread after retrieval; flags come back as the server holds them."""
+    dovecot.deliver(mail_user.name, corpus.make_message(subject="unread"))
+    dovecot.deliver(mail_user.name, corpus.make_message(subject="read"), flags="S")
+    dovecot.deliver(mail_user.name, corpus.make_message(subject="flagged"), flags="F")
+    for _round in range(2):
+        mailbox = IMAPMailbox(imap_settings(dovecot, mail_user))
+        await mailbox.open()
+        items = await fetch_everything(mailbox)
+        await mailbox.close()
+        assert [item.flags for item in items] == [  # type: ignore[union-attr]
+            frozenset(),
+            frozenset({"\\Seen"}),
+            frozenset({"\\Flagged"}),
+        ]
+    names = sorted(path.name for path in dovecot.maildir_files(mail_user.name))
+    assert sum(1 for name in names if re.search(r":2,[A-Z]*S", name)) == 1
+
+
+async def test_unicode_space_and_quote_mailbox_names(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """Mailboxes "Entwürfe 2026" and 'Chef "privat"' are selected correctly and keep readable names."""
+    draft = corpus.make_message(subject="Entwurf")
+    private = corpus.make_message(subject="Privat")
+    dovecot.deliver(mail_user.name, draft, mailbox="Entwürfe 2026")
+    dovecot.deliver(mail_user.name, private, mailbox='Chef "privat"')
+    dovecot.create_mailbox(mail_user.name, "Sent")  # 'Sent Items' must not select this
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user), ["INBOX", "Entwürfe 2026", 'Chef "privat"'])
+    await mailbox.open()
+    items = await fetch_everything(mailbox)
+    await mailbox.close()
+    assert [(item.key.mailbox, item.raw) for item in items] == [  # type: ignore[union-attr]
+        ("Entwürfe 2026", draft),
+        ('Chef "privat"', private),
+    ]
+
+
+async def test_non_ascii_password(dovecot: Dovecot, mail_user_factory: Callable[..., MailUser]) -> None:
+    """A password with spaces, quotes, backslashes and umlauts logs in (sent as UTF-8 in a quoted string)."""
+    user = mail_user_factory(password='Grüße an "alle" \\o/ ')
+    mailbox = IMAPMailbox(imap_settings(dovecot, user, "starttls"))
+    await mailbox.open()
+    assert await mailbox.inventory() == []
+    await mailbox.close()
+
+
+async def test_wrong_password_is_auth_error(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """Dovecot's NO [AUTHENTICATIONFAILED] becomes AuthError naming the account, not the password."""
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, password='wrong "pw"'))
+    with pytest.raises(AuthError, match="AUTHENTICATIONFAILED") as caught:
+        await mailbox.open()
+    assert "anna-imap" in str(caught.value)
+    assert "wrong" not in str(caught.value)
+    await mailbox.abort()
+
+
+async def test_closed_port_is_connect_error(dovecot: Dovecot, mail_user: MailUser, free_port: int) -> None:
+    """Nothing listening: ConnectError at once."""
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none", port=free_port))
+    with pytest.raises(ConnectError):
+        await mailbox.open()
+    await mailbox.abort()
+
+
+@pytest.mark.parametrize("tls", ["implicit", "starttls"])
+async def test_untrusted_certificate_is_connect_error(
+    dovecot: Dovecot, mail_user: MailUser, tls: TLSMode
+) -> None:
+    """Without the test CA the certificate fails verification; for STARTTLS no LOGIN is attempted."""
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, tls, ca_file=None))
+    with pytest.raises(ConnectError, match="certificate"):
+        await mailbox.open()
+    await mailbox.abort()
+
+
+async def test_host_name_is_verified(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """Connecting by the name in the certificate works too (``localhost``)."""
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "implicit", host="localhost"))
+    await mailbox.open()
+    await mailbox.close()
+
+
+async def test_missing_mailbox_is_protocol_error(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """A configured mailbox that does not exist fails the inventory (and is not created)."""
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user), ["INBOX", "Sent Items"])
+    await mailbox.open()
+    with pytest.raises(ProtocolError, match="Sent Items"):
+        await mailbox.inventory()
+    await mailbox.close()
+    assert not dovecot.maildir_path(mail_user.name, "Sent Items").exists()
+    assert not dovecot.maildir_path(mail_user.name, "Sent").exists()
+
+
+async def test_delete_expunges_only_the_given_uids(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """UID STORE + UID EXPUNGE remove exactly the given messages; another client's \\Deleted one stays."""
+    raws = [corpus.make_message(subject=f"Nr. {n}") for n in range(5)]
+    dovecot.deliver_many(mail_user.name, raws)
+    dovecot.deliver(mail_user.name, corpus.make_message(subject="marked elsewhere"), flags="T")
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user))
+    await mailbox.open()
+    entries = await mailbox.inventory()
+    await mailbox.delete([entries[1].key, entries[3].key])
+    remaining = await mailbox.inventory()
+    await mailbox.close()
+    assert [e.key.uid for e in remaining] == [1, 3, 5, 6]  # type: ignore[union-attr]
+    assert len(dovecot.maildir_files(mail_user.name)) == 4
+
+
+@pytest.mark.parametrize("protocol", ["patched", "stock"])
+async def test_two_thousand_messages(
+    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    """A 2,000-message mailbox: inventory and retrieval complete without RecursionError, patched or stock.
+
+    Steps: deliver 2,000 small messages; inventory; retrieve all (size pass in 400-UID commands, bodies
+    in batches of 100); every message arrives and equals what was delivered.
+    """
+    if protocol == "stock":
+        monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
+    raws = [b"Subject: %d\r\nMessage-ID: <%d@bulk>\r\n\r\nBody %d\r\n" % (n, n, n) for n in range(2000)]
+    dovecot.deliver_many(mail_user.name, raws)
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none"))
+    await mailbox.open()
+    items = await fetch_everything(mailbox)
+    await mailbox.close()
+    assert len(items) == 2000
+    assert [item.raw for item in items] == raws  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("cut", ["command sent", "mid-literal"])
+async def test_connection_lost_mid_fetch_fails_promptly(
+    dovecot: Dovecot, mail_user: MailUser, cut: str
+) -> None:
+    """A connection cut during UID FETCH raises ConnectError at once instead of hanging (timeout 60 s).
+
+    Steps: proxy in front of Dovecot; open and inventory; arm the cut (right after the FETCH command
+    reaches the server, or 100,000 octets into the body data); retrieve; expect ConnectError within
+    seconds; the session is discarded.
+    """
+    dovecot.deliver_many(mail_user.name, [corpus.large_message(300_000, seed=n) for n in range(3)])
+    with FaultProxy(dovecot.host, dovecot.ports.imap) as proxy:
+        mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none", port=proxy.port, timeout_s=60))
+        await mailbox.open()
+        entries = await mailbox.inventory()
+        if cut == "command sent":
+            proxy.cut_when(b"BODY.PEEK[]", "up", after=True)
+        else:
+            proxy.cut_when(b"BODY[] {", "down", after=True)
+        started = time.monotonic()
+        with pytest.raises(ConnectError, match="connection lost"):
+            async for _item in mailbox.retrieve([e.key for e in entries]):
+                pass
+        assert time.monotonic() - started < 5
+        await mailbox.abort()
+
+
+async def test_stalled_server_times_out(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """A server that goes silent mid-session gives NetworkTimeout after timeout_s, not a hang."""
+    dovecot.deliver(mail_user.name, corpus.make_message())
+    with FaultProxy(dovecot.host, dovecot.ports.imap) as proxy:
+        mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none", port=proxy.port, timeout_s=1.0))
+        await mailbox.open()
+        proxy.stall()
+        started = time.monotonic()
+        with pytest.raises(NetworkTimeout):
+            await mailbox.inventory()
+        assert 0.9 < time.monotonic() - started < 4
+        await mailbox.abort()
+        proxy.reset()
+
+
+async def test_cancellation_discards_session_and_leaves_server_usable(
+    dovecot: Dovecot, mail_user: MailUser
+) -> None:
+    """Cancelling a retrieval mid-way discards that session; a new session retrieves everything."""
+    raws = [corpus.large_message(200_000, seed=n) for n in range(5)]
+    dovecot.deliver_many(mail_user.name, raws)
+    with FaultProxy(dovecot.host, dovecot.ports.imap) as proxy:
+        mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none", port=proxy.port))
+        await mailbox.open()
+        entries = await mailbox.inventory()
+        proxy.trickle(50_000)
+
+        async def consume() -> None:
+            async for _item in mailbox.retrieve([e.key for e in entries]):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await mailbox.abort()
+        proxy.reset()
+    fresh = IMAPMailbox(imap_settings(dovecot, mail_user))
+    await fresh.open()
+    items = await fetch_everything(fresh)
+    await fresh.close()
+    assert [item.raw for item in items] == raws  # type: ignore[union-attr]
+    assert all(isinstance(key, IMAPKey) for key in (e.key for e in entries))
