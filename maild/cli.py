@@ -53,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not")
     for module in EXTENSIONS:
         importlib.import_module(module).add_parsers(sub)
+    for command in sub.choices.values():  # `maild run -c FILE` works as well as `maild -c FILE run`
+        command.add_argument("-c", "--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        command.add_argument(
+            "--log-level",
+            choices=["debug", "info", "warning", "error"],
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
     return p
 
 

@@ -1,0 +1,153 @@
+"""Fixtures shared by every test layer.
+
+- ``dovecot`` (session): one real Dovecot on loopback for the whole run. Skipped when Dovecot cannot
+  run here, unless ``MAILD_REQUIRE_DOVECOT`` is set (CI sets it), then the tests fail instead.
+  Tests that use it are marked ``dovecot`` automatically (``pytest -m "not dovecot"`` deselects them).
+- ``mail_user``: a fresh login on that Dovecot for each test; its password has a space, a double
+  quote and a backslash, so every client path exercises quoting.
+- ``mail_user_factory``: for tests that need several users or a particular password.
+- ``private_dovecot``: a Dovecot of the test's own, for tests that stop or restart the server.
+- ``free_port``: a TCP port on 127.0.0.1 that was free a moment ago.
+- autouse: structlog's configuration and context variables are reset after each test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Generator, Iterator
+
+import pytest
+import structlog
+
+from tests.support import dovecot as dovecot_support
+from tests.support.dovecot import Dovecot, MailUser
+
+KEEP_ENV = "MAILD_KEEP_DOVECOT"
+"""Set to keep Dovecot directories (config, log, Maildirs) after the run, for debugging."""
+REQUIRE_ENV = "MAILD_REQUIRE_DOVECOT"
+
+_user_numbers = itertools.count(1)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "no", "false")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a Dovecot fixture, directly or through another fixture."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "dovecot" in names or "private_dovecot" in names:
+            item.add_marker(pytest.mark.dovecot)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the end of Dovecot's log to the report of a failed test that used it."""
+    report = yield
+    if report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        for name in ("dovecot", "private_dovecot"):
+            server = funcargs.get(name)
+            if isinstance(server, Dovecot):
+                report.sections.append((f"{name} log ({server.log_file})", server.log_tail(60)))
+    return report
+
+
+def _skip_or_fail_without_dovecot() -> None:
+    reason = dovecot_support.dovecot_unavailable_reason()
+    if reason is None:
+        return
+    if _env_flag(REQUIRE_ENV):
+        pytest.fail(f"{REQUIRE_ENV} is set, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _new_directory() -> str:
+    # Not tmp_path: pytest's base directory is mode 0700, which Dovecot's unprivileged processes
+    # cannot traverse. mkdtemp under /tmp is short enough for Dovecot's Unix socket paths too.
+    return tempfile.mkdtemp(prefix="maild-dovecot-", dir="/tmp")
+
+
+def _dispose(server: Dovecot) -> None:
+    server.stop()
+    if _env_flag(KEEP_ENV):
+        print(f"\nDovecot directory kept: {server.directory}")
+    else:
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """One Dovecot for the whole session (ports, ``ca_file``, users, delivery; see tests.support.dovecot).
+
+    Do not stop or restart it: use ``private_dovecot`` for that.
+    """
+    _skip_or_fail_without_dovecot()
+    server = Dovecot(_new_directory())
+    server.start()
+    try:
+        yield server
+    finally:
+        _dispose(server)
+
+
+@pytest.fixture
+def private_dovecot() -> Iterator[Dovecot]:
+    """A Dovecot of this test's own (about 0.1 s to start, 1 s to stop), free to stop or restart."""
+    _skip_or_fail_without_dovecot()
+    server = Dovecot(_new_directory())
+    server.start()
+    try:
+        yield server
+    finally:
+        _dispose(server)
+
+
+def _new_user(server: Dovecot, request: pytest.FixtureRequest, password: str | None) -> MailUser:
+    number = next(_user_numbers)
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:24].strip("-")
+    name = f"u{number:04d}-{slug}" if slug else f"u{number:04d}"
+    if password is None:
+        password = f'pw {secrets.token_hex(4)} "q" \\b{number}'
+    return server.add_user(name, password)
+
+
+@pytest.fixture
+def mail_user(dovecot: Dovecot, request: pytest.FixtureRequest) -> MailUser:
+    """A new user on the session Dovecot with an empty INBOX: ``name, password = mail_user``.
+
+    The password contains a space, ``"`` and ``\\`` (ASCII only, so stdlib imaplib can send it).
+    """
+    return _new_user(dovecot, request, None)
+
+
+@pytest.fixture
+def mail_user_factory(dovecot: Dovecot, request: pytest.FixtureRequest) -> Callable[..., MailUser]:
+    """Make further users on the session Dovecot: ``mail_user_factory(password=None) -> MailUser``."""
+
+    def make(password: str | None = None) -> MailUser:
+        return _new_user(dovecot, request, password)
+
+    return make
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the kernel reported free (someone may take it before use)."""
+    return dovecot_support.free_port()
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Undo any structlog configuration and bound context a test (or the code it runs) made."""
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
