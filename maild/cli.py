@@ -20,7 +20,7 @@ from maild.errors import ConfigError, ControlError, MaildError
 
 # Modules that add subcommands: each has ``add_parsers(subparsers)`` and sets ``handler`` (a function
 # taking the parsed arguments and returning the exit code) with ``set_defaults``.
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("maild.cli_archive", "maild.cli_accounts", "maild.cli_migrate")
 
 
 def _parser() -> argparse.ArgumentParser:

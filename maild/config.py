@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import stat
+import string
 import subprocess
 import tomllib
 from collections.abc import Mapping
@@ -39,6 +40,9 @@ _DURATION_FULL_RE = re.compile(r"\d+|(?:\d+\s*[smhd]\s*)+")
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Retention = Literal["keep", "delete", "delete-after"]
+#: Longest time between IDLE commands: RFC 2177 section 3 lets a server log out a client idle
+#: for 30 minutes, so the client re-issues IDLE at least every 29.
+IDLE_RESTART_MAX_S = 29 * 60.0
 
 
 def _read_secret_file(path: Path, account: str, key: str) -> Secret:
@@ -159,10 +163,20 @@ class AccountConfig:
         timeout_s: seconds allowed for each network operation.
         enabled: False keeps the account and its archive but fetches nothing.
         allow_plaintext: permit ``tls = "none"`` to a non-loopback host.
-        mailboxes: IMAP mailboxes to fetch (readable Unicode names); empty for POP3.
-        retention: POP3 only: ``"keep"``, ``"delete"`` or ``"delete-after"``.
+        mailboxes: IMAP mailboxes to fetch (readable Unicode names); empty for POP3 and with
+            ``all_mailboxes``.
+        all_mailboxes: IMAP ``mailboxes = "all"``: every mailbox the server LISTs, except
+            ``\\Noselect``, special-use ``\\Trash``/``\\Junk`` and ``exclude``.
+        exclude: with ``all_mailboxes``, mailbox names left out (with the mailboxes beneath them).
+        idle: IMAP: wait for new mail with IDLE (RFC 2177) when the server offers it, else poll.
+        idle_mailbox: the mailbox IDLE watches (readable name); the others are polled.
+        idle_restart_s: seconds after which IDLE is ended and issued again (at most 29 minutes).
+        retention: POP3: ``"keep"``, ``"delete"`` or ``"delete-after"``; IMAP: ``"keep"`` or
+            ``"delete-after"``.
         retention_days: days after first fetch for ``"delete-after"``.
         max_message_size: messages larger than this many octets are skipped and left on the server.
+        deliver_maildir: the account's local Maildir (template expanded, see :func:`expand_maildir`), or
+            None when messages are only archived.
         source: the file that defined the account.
     """
 
@@ -181,9 +195,15 @@ class AccountConfig:
     enabled: bool = True
     allow_plaintext: bool = False
     mailboxes: tuple[str, ...] = ()
+    all_mailboxes: bool = False
+    exclude: tuple[str, ...] = ()
+    idle: bool = True
+    idle_mailbox: str = "INBOX"
+    idle_restart_s: float = IDLE_RESTART_MAX_S
     retention: Retention = "keep"
     retention_days: int | None = None
     max_message_size: int | None = None
+    deliver_maildir: Path | None = None
     source: Path | None = None
 
     def server_settings(self) -> ServerSettings:
@@ -346,6 +366,95 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
     )
 
 
+MAILDIR_FIELDS = ("organisation", "employee", "account")
+
+
+def maildir_component(value: str) -> str:
+    """Make ``value`` safe as one path component: "/" and NUL become "_", a leading "." becomes "_".
+
+    So a value can never add a directory level or climb one (no "/", never "." or "..").
+    """
+    safe = value.replace("/", "_").replace("\0", "_")
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    return safe or "_"
+
+
+def expand_maildir(template: str, where: str, **values: str) -> str:
+    """Expand ``{organisation}``, ``{employee}`` and ``{account}`` in a ``deliver_maildir`` template.
+
+    Each value is made safe with :func:`maildir_component` first; the template's own text is the
+    admin's and kept as written.
+
+    Raises:
+        ConfigError: the template is empty or has another placeholder, a format spec or a conversion.
+    """
+    if not template.strip():
+        raise ConfigError(f"{where}: expected a directory path, got an empty string")
+    out: list[str] = []
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: bad template {template!r}: {exc}") from None
+    for literal, field_name, spec, conversion in parts:
+        out.append(literal)
+        if field_name is None:
+            continue
+        if field_name not in MAILDIR_FIELDS or spec or conversion:
+            raise ConfigError(
+                f"{where}: unknown placeholder {{{field_name}}} in {template!r};"
+                " use {organisation}, {employee}, {account}"
+            )
+        out.append(maildir_component(values[field_name]))
+    return "".join(out)
+
+
+def _mailbox_name(table: _Table, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in "\r\n\x00"):
+        raise ConfigError(f"{table.key(key)}: expected mailbox names (no CR, LF or NUL), got {value!r}")
+    return "INBOX" if value.upper() == "INBOX" else value
+
+
+def _parse_imap(t: _Table) -> dict[str, Any]:
+    """The IMAP-only keys of an account table, as :class:`AccountConfig` field values."""
+    form = 'a list of mailbox names or "all"'
+    raw_boxes = t.get("mailboxes", (list, str), ["INBOX"], form=form)
+    all_mailboxes = raw_boxes == "all"
+    mailboxes: tuple[str, ...] = ()
+    if not all_mailboxes:
+        if isinstance(raw_boxes, str) or not raw_boxes:
+            raise ConfigError(f"{t.key('mailboxes')}: expected {form}, got {raw_boxes!r}")
+        mailboxes = tuple(dict.fromkeys(_mailbox_name(t, "mailboxes", b) for b in raw_boxes))
+    raw_exclude = t.get("exclude", list, None, form="a list of mailbox names")
+    if raw_exclude is not None and not all_mailboxes:
+        raise ConfigError(f'{t.key("exclude")}: only valid with mailboxes = "all"')
+    exclude = tuple(dict.fromkeys(_mailbox_name(t, "exclude", b) for b in raw_exclude or ()))
+    idle = t.get("idle", bool, True)
+    idle_mailbox = t.get("idle_mailbox", str, None, form="a mailbox name")
+    if idle_mailbox is None:
+        idle_mailbox = "INBOX" if all_mailboxes or "INBOX" in mailboxes else mailboxes[0]
+    else:
+        idle_mailbox = _mailbox_name(t, "idle_mailbox", idle_mailbox)
+        if not all_mailboxes and idle_mailbox not in mailboxes:
+            raise ConfigError(
+                f"{t.key('idle_mailbox')}: {idle_mailbox!r} is not one of the mailboxes fetched"
+                f" ({', '.join(mailboxes)})"
+            )
+    restart = parse_duration(t.get("idle_restart", (str, int), "29m"), t.key("idle_restart"))
+    if restart > IDLE_RESTART_MAX_S:
+        raise ConfigError(
+            f"{t.key('idle_restart')}: at most 29m (a server may end a session idle for 30 minutes)"
+        )
+    return {
+        "mailboxes": mailboxes,
+        "all_mailboxes": all_mailboxes,
+        "exclude": exclude,
+        "idle": idle,
+        "idle_mailbox": idle_mailbox,
+        "idle_restart_s": restart,
+    }
+
+
 def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -> AccountConfig:
     if not ACCOUNT_NAME_RE.fullmatch(name):
         raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
@@ -408,14 +517,30 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
     timeout = parse_duration(t.get("timeout", (str, int), "60s"), t.key("timeout"))
     enabled = t.get("enabled", bool, True)
     max_size = _positive_int(t, "max_message_size", None)
-    mailboxes: tuple[str, ...] = ()
+    maildir_template = t.get("deliver_maildir", str, None, form="a directory path or template")
+    deliver_maildir = (
+        base
+        / expand_maildir(
+            maildir_template,
+            t.key("deliver_maildir"),
+            organisation=organisation,
+            employee=employee,
+            account=name,
+        )
+        if maildir_template is not None
+        else None
+    )
+    imap: dict[str, Any] = {}
     retention: Retention = "keep"
     retention_days: int | None = None
     if protocol == "imap":
-        raw_boxes = t.get("mailboxes", list, ["INBOX"], form="a list of mailbox names")
-        if not raw_boxes or not all(isinstance(b, str) and b.strip() for b in raw_boxes):
-            raise ConfigError(f"{t.key('mailboxes')}: expected a non-empty list of mailbox names")
-        mailboxes = tuple(dict.fromkeys(raw_boxes))
+        imap = _parse_imap(t)
+        retention = cast(Retention, _choice(t, "retention", ("keep", "delete-after"), "keep"))
+        retention_days = _positive_int(t, "retention_days", None)
+        if retention == "delete-after" and retention_days is None:
+            raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
+        if retention != "delete-after" and retention_days is not None:
+            raise ConfigError(f'{t.key("retention_days")}: only valid with retention = "delete-after"')
     else:
         retention = cast(Retention, _choice(t, "retention", ("keep", "delete", "delete-after"), "keep"))
         retention_days = _positive_int(t, "retention_days", None)
@@ -439,10 +564,11 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         timeout_s=timeout,
         enabled=enabled,
         allow_plaintext=allow_plaintext,
-        mailboxes=mailboxes,
+        **imap,
         retention=retention,
         retention_days=retention_days,
         max_message_size=max_size,
+        deliver_maildir=deliver_maildir,
         source=path,
     )
 

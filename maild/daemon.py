@@ -64,18 +64,18 @@ def account_status(
         "next_run": _iso(rt.next_run),
         "last_error": rt.last_error,
         "consecutive_failures": rt.consecutive_failures,
+        "mode": rt.mode,
     }
     res = rt.last_result
     out["on_server"] = res.on_server if res else None
-    if acc.protocol == "pop3":
-        out["retention"] = acc.retention
-        out["retention_days"] = acc.retention_days
-        out["pending_deletion"] = 0 if acc.retention == "keep" else kept[0]
-        out["oldest_kept_since"] = _iso(kept[1])
-        if acc.retention == "delete-after" and kept[1] is not None and acc.retention_days is not None:
-            out["next_deletion_due"] = _iso(kept[1] + timedelta(days=acc.retention_days))
-    else:
-        out["mailboxes"] = list(acc.mailboxes)
+    if acc.protocol == "imap":
+        out.update(_imap_status(rt))
+    out["retention"] = acc.retention
+    out["retention_days"] = acc.retention_days
+    out["pending_deletion"] = 0 if acc.retention == "keep" else kept[0]
+    out["oldest_kept_since"] = _iso(kept[1])
+    if acc.retention == "delete-after" and kept[1] is not None and acc.retention_days is not None:
+        out["next_deletion_due"] = _iso(kept[1] + timedelta(days=acc.retention_days))
     if res is not None:
         out["last_cycle"] = {
             "new_messages": res.new_links,
@@ -85,6 +85,38 @@ def account_status(
             "failures": [{"key": repr(f.key), "reason": f.reason} for f in res.failures],
             "too_large": [repr(k) for k in res.too_large],
         }
+        if res.imap is not None:
+            out["last_cycle"]["mailbox_failures"] = dict(res.imap.mailbox_failures)
+    return out
+
+
+def _imap_status(rt: AccountRuntime) -> dict[str, Any]:
+    """The IMAP part of an account's status: mailboxes, IDLE, UIDVALIDITY changes."""
+    acc = rt.config
+    res = rt.last_result
+    watcher = rt.watcher
+    info = res.imap if res is not None else None
+    out: dict[str, Any] = {
+        "mailboxes": list(info.mailboxes) if info is not None else list(acc.mailboxes),
+        "mailbox_selection": "all" if acc.all_mailboxes else "list",
+        "idle": acc.idle,
+        "idle_mailbox": acc.idle_mailbox,
+        "last_push": _iso(watcher.last_push) if watcher is not None else None,
+        "idle_error": watcher.last_error if watcher is not None else None,
+        "uidvalidity_changes": [
+            {
+                "mailbox": change.mailbox,
+                "old_uidvalidity": change.old_uidvalidity,
+                "new_uidvalidity": change.new_uidvalidity,
+                "relinked": change.relinked,
+                "to_retrieve": change.to_retrieve,
+                "at": _iso(change.at),
+            }
+            for change in rt.uidvalidity_changes
+        ],
+    }
+    if acc.all_mailboxes:
+        out["exclude"] = list(acc.exclude)
     return out
 
 

@@ -24,6 +24,29 @@ class StoreError(MaildError):
     """The archive database cannot be opened, migrated or written."""
 
 
+class DeliveryError(MaildError):
+    """An account's local Maildir (``deliver_maildir``) cannot be written.
+
+    The messages stay in the archive and undelivered; the next fetch cycle delivers them. Until then a
+    POP3 server keeps them (deletion needs the Maildir file too).
+
+    Attributes:
+        account: the account name.
+    """
+
+    def __init__(self, message: str, *, account: str = "") -> None:
+        super().__init__(message)
+        self.account = account
+
+
+class QueryError(MaildError):
+    """A query of the archive (``maild messages``, ``maild export``) cannot be answered.
+
+    Raised for a malformed, unknown or ambiguous message ID, an unknown account, or an export target
+    that cannot be written; the message says which and what to do.
+    """
+
+
 class AccountError(MaildError):
     """An error attributable to one account's server session.
 
@@ -92,3 +115,14 @@ class ControlError(MaildError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class MigrationError(MaildError):
+    """A step of moving a mailbox (``maild compare``, ``migrate``, ``retire``, ``accounts remove``)
+    refuses to go on because mail could be lost or duplicated.
+
+    Raised when: the target is not an IMAP account; the source account would delete what is uploaded
+    again; messages of the target could not be read, so a duplicate could result; ``retire`` finds
+    messages missing in the target; ``--purge`` would drop messages held nowhere else. The message
+    says how many and what to do.
+    """

@@ -79,8 +79,8 @@ def render(accounts: Iterable[AccountRuntime], store_octets: int, archive_messag
     family(
         "maild_account_mode",
         "gauge",
-        "1 for how the account learns of new mail (poll or idle).",
-        (({**lab(rt), "mode": "poll"}, 1) for rt in accs),
+        "1 for how the account learns of new mail (idle, polling, or reconnecting its IDLE session).",
+        (({**lab(rt), "mode": rt.mode}, 1) for rt in accs),
     )
     family(
         "maild_consecutive_failures",

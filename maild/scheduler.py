@@ -22,6 +22,8 @@ import structlog
 from maild.config import AccountConfig
 from maild.errors import AuthError, MaildError, ThrottledError, TransientError
 from maild.fetch import CycleResult, fetch_cycle, make_maildrop, utc_now
+from maild.idle import IdleWatcher, Mode
+from maild.imap_resync import UIDValidityChange
 from maild.store import Store
 
 log = structlog.get_logger("maild.scheduler")
@@ -34,6 +36,7 @@ JITTER_CAP_S = 30.0
 
 AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "paused", "disabled", "stopped"]
 AUTH_LOCKOUT_FAILURES = 3
+KEPT_UIDVALIDITY_CHANGES = 10
 
 
 @dataclass(slots=True)
@@ -56,6 +59,9 @@ class AccountRuntime:
         paused: set by :meth:`Scheduler.pause`.
         retired: set when the account was removed or changed by a reload; its loop ends after the
             current cycle.
+        watcher: the IDLE watcher of an IMAP account with ``idle = true``, else None.
+        uidvalidity_changes: the last :data:`KEPT_UIDVALIDITY_CHANGES` UIDVALIDITY changes noticed
+            (IMAP), oldest first.
     """
 
     config: AccountConfig
@@ -74,6 +80,13 @@ class AccountRuntime:
     retired: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     waiters: list[asyncio.Future[CycleResult | None]] = field(default_factory=list)
+    watcher: IdleWatcher | None = None
+    uidvalidity_changes: list[UIDValidityChange] = field(default_factory=list)
+
+    @property
+    def mode(self) -> Mode:
+        """How the account learns of new mail: ``idle``, ``polling`` or ``reconnecting`` (see idle.py)."""
+        return self.watcher.mode if self.watcher is not None else "polling"
 
 
 def backoff_delay_s(failures: int, error: BaseException, rng: random.Random) -> float:
@@ -123,6 +136,8 @@ class Scheduler:
         max_concurrent_fetches: cycles allowed at once.
         clock: returns the current aware UTC time.
         rng: randomness for jitter (seeded in tests).
+        watcher_factory: makes the IDLE watcher of an account, or None when it polls; default:
+            an :class:`~maild.idle.IdleWatcher` for IMAP accounts with ``idle = true``.
     """
 
     def __init__(
@@ -135,8 +150,10 @@ class Scheduler:
         max_connections_per_host: int = 8,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
+        watcher_factory: Callable[[AccountConfig], IdleWatcher | None] | None = None,
     ) -> None:
         self.store = store
+        self._watcher_factory = watcher_factory or self._default_watcher
         self.executor = executor
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -266,6 +283,11 @@ class Scheduler:
         rt.wake.set()
         return fut
 
+    def _default_watcher(self, account: AccountConfig) -> IdleWatcher | None:
+        if account.protocol != "imap" or not account.idle:
+            return None
+        return IdleWatcher(account, store=self.store, clock=self.clock)
+
     def _blocked(self, rt: AccountRuntime) -> AccountState | None:
         """The state that keeps ``rt`` from fetching, or None when it may fetch."""
         if not rt.config.enabled:
@@ -279,12 +301,24 @@ class Scheduler:
     async def _account_loop(self, rt: AccountRuntime) -> None:
         account = rt.config
         structlog.contextvars.bind_contextvars(account=account.name, organisation=account.organisation)
+        rt.watcher = self._watcher_factory(account)
+        try:
+            await self._cycles(rt)
+        finally:
+            if rt.watcher is not None:
+                await rt.watcher.stop()
+        _settle(rt.waiters, None)
+
+    async def _cycles(self, rt: AccountRuntime) -> None:
+        account = rt.config
         while not self._stopping and not rt.retired:
             blocked = self._blocked(rt)
             if blocked is not None:
                 rt.state = blocked
                 rt.next_run = None
                 _settle(rt.waiters, None)
+                if rt.watcher is not None:  # no logins while paused or locked out
+                    await rt.watcher.stop()
                 await self._sleep(rt, None)
                 continue
             waiters, rt.waiters = rt.waiters, []
@@ -306,8 +340,26 @@ class Scheduler:
                     rt.consecutive_failures, rt.last_exception or RuntimeError(), self.rng
                 )
             rt.next_run = self.clock() + timedelta(seconds=delay)
+            await self._wait(rt, delay)
+
+    async def _wait(self, rt: AccountRuntime, delay: float) -> None:
+        """Wait ``delay`` seconds before the next cycle; a wake-up, or an IDLE push, ends it early.
+
+        While the IDLE watcher reconnects after a loss, this keeps waiting: the account polls.
+        """
+        watcher = rt.watcher
+        if watcher is None or self._stopping or rt.retired:
             await self._sleep(rt, delay)
-        _settle(rt.waiters, None)
+            return
+        watcher.start()
+        if not watcher.running:  # the server lacks IDLE
+            await self._sleep(rt, delay)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while await watcher.wait(max(0.0, deadline - loop.time()), interrupt=rt.wake) == "lost":
+            pass
+        rt.wake.clear()
 
     def _host_slot(self, host: str) -> asyncio.Semaphore:
         slot = self._host_slots.get(host)
@@ -338,6 +390,9 @@ class Scheduler:
         rt.consecutive_failures = 0
         rt.auth_failures = 0
         rt.last_result = result
+        if result.imap is not None and result.imap.uidvalidity_changes:
+            kept = rt.uidvalidity_changes + result.imap.uidvalidity_changes
+            rt.uidvalidity_changes = kept[-KEPT_UIDVALIDITY_CHANGES:]
         rt.cycles["ok"] = rt.cycles.get("ok", 0) + 1
         rt.fetched_messages += result.new_links
         rt.fetched_octets += result.octets

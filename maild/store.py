@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -435,33 +435,180 @@ class Store:
             _key_update(account, "deleted_at = ?, gone_at = coalesce(gone_at, ?)", (stamp, stamp), keys)
         )
 
-    async def archived(self, account: str, keys: Sequence[MessageKey]) -> set[MessageKey]:
+    async def archived(
+        self, account: str, keys: Sequence[MessageKey], *, require_delivery: bool = False
+    ) -> set[MessageKey]:
         """Return the subset of ``keys`` whose message is in the archive for ``account`` right now.
 
         Checked immediately before any server-side deletion: a key qualifies only if its location row
-        exists and the linked message row holds raw octets of the recorded size.
+        exists and the linked message row holds raw octets of the recorded size, and, with
+        ``require_delivery`` (the account has ``deliver_maildir``), a delivery row records that the
+        message's Maildir file is durable too.
         """
         found: set[MessageKey] = set()
+        delivered = (
+            " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.account = l.account AND d.message = l.message)"
+            if require_delivery
+            else ""
+        )
         pop = [k for k in keys if isinstance(k, POP3Key)]
         for i in range(0, len(pop), _CHUNK):
             chunk = pop[i : i + _CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = await self._all(
                 "SELECT l.uidl FROM locations l JOIN messages m ON m.id = l.message"  # noqa: S608
-                f" WHERE l.account = ? AND l.uidl IN ({marks}) AND length(m.raw) = m.size_octets",
+                f" WHERE l.account = ? AND l.uidl IN ({marks}) AND length(m.raw) = m.size_octets{delivered}",
                 (account, *(k.uidl for k in chunk)),
             )
             found.update(POP3Key(r[0]) for r in rows)
         imap = [k for k in keys if isinstance(k, IMAPKey)]
         for k in imap:
             rows = await self._all(
-                "SELECT 1 FROM locations l JOIN messages m ON m.id = l.message WHERE l.account = ?"
-                " AND l.mailbox = ? AND l.uidvalidity = ? AND l.uid = ? AND length(m.raw) = m.size_octets",
+                "SELECT 1 FROM locations l JOIN messages m ON m.id = l.message WHERE l.account = ?"  # noqa: S608
+                " AND l.mailbox = ? AND l.uidvalidity = ? AND l.uid = ? AND length(m.raw) = m.size_octets"
+                + delivered,
                 (account, k.mailbox, k.uidvalidity, k.uid),
             )
             if rows:
                 found.add(k)
         return found
+
+    # -- deliveries to the account's Maildir (see maildir.py) -------------------------------------
+
+    async def undelivered(self, account: str) -> list[PendingDelivery]:
+        """Messages linked to ``account`` without a delivery row for it, in the order they were linked.
+
+        The mailbox is that of the message's first location for the account (None for POP3); a message
+        in several mailboxes of one account is delivered once.
+        """
+        rows = await self._all(
+            "SELECT l.message, m.sha256, m.size_octets, l.mailbox FROM locations l"
+            " JOIN messages m ON m.id = l.message WHERE l.account = ? AND NOT EXISTS"
+            " (SELECT 1 FROM deliveries d WHERE d.account = l.account AND d.message = l.message)"
+            " ORDER BY l.first_fetched_at, l.id",
+            (account,),
+        )
+        out: dict[int, PendingDelivery] = {}
+        for message, digest, size, mailbox in rows:
+            out.setdefault(message, PendingDelivery(message, digest, size, mailbox))
+        return list(out.values())
+
+    async def raw_messages(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """Return message row id -> raw octets for each of ``ids`` in the archive."""
+        out: dict[int, bytes] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = list(ids[i : i + _CHUNK])
+            rows = await self._all(
+                f"SELECT id, raw FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                chunk,
+            )
+            out.update({r[0]: bytes(r[1]) for r in rows})
+        return out
+
+    async def record_deliveries(
+        self, account: str, deliveries: Sequence[tuple[int, str]], now: datetime
+    ) -> None:
+        """Record in one durable transaction that each (message row id, file path) is in the Maildir.
+
+        A row already there is kept (the first path wins). The row is the "delivered" marker: a message
+        with a row is never delivered again, even if the office deleted or moved its file.
+        """
+        if not deliveries:
+            return
+        stamp = utc_text(now)
+        await self._write(
+            [
+                (
+                    "INSERT INTO deliveries (account, message, path, delivered_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (account, message) DO NOTHING",
+                    [(account, message, path, stamp) for message, path in deliveries],
+                    True,
+                )
+            ]
+        )
+
+    # -- IMAP mailboxes: UIDVALIDITY per mailbox (v2 table ``mailboxes``) --------------------------
+
+    async def mailbox_states(self, account: str) -> dict[str, MailboxState]:
+        """Return readable mailbox name to its recorded UIDVALIDITY state, for IMAP ``account``."""
+        rows = await self._all(
+            "SELECT mailbox, uidvalidity, uidnext, changed_at FROM mailboxes WHERE account = ?", (account,)
+        )
+        return {r[0]: MailboxState(int(r[1]), r[2], parse_utc(r[3])) for r in rows}
+
+    async def record_mailbox_states(
+        self, account: str, states: Sequence[tuple[str, int, int | None]], now: datetime
+    ) -> None:
+        """Record (mailbox, UIDVALIDITY, UIDNEXT or None) as last seen, in one durable transaction.
+
+        ``changed_at`` becomes ``now`` when a mailbox is first recorded or its UIDVALIDITY differs
+        from the recorded one; when only UIDNEXT moved it keeps its value.
+        """
+        if not states:
+            return
+        stamp = utc_text(now)
+        await self._write(
+            [
+                (
+                    "INSERT INTO mailboxes (account, mailbox, uidvalidity, uidnext, changed_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, mailbox) DO UPDATE SET"
+                    " changed_at = CASE WHEN mailboxes.uidvalidity = excluded.uidvalidity"
+                    " THEN mailboxes.changed_at ELSE excluded.changed_at END,"
+                    " uidvalidity = excluded.uidvalidity, uidnext = excluded.uidnext",
+                    [(account, mailbox, validity, uidnext, stamp) for mailbox, validity, uidnext in states],
+                    True,
+                )
+            ]
+        )
+
+    async def mailbox_identities(self, account: str, mailbox: str) -> list[tuple[int, str | None, int]]:
+        """Return (message row id, Message-ID or None, size in octets) of each distinct message that
+        IMAP ``account`` holds or held in ``mailbox``, under any UIDVALIDITY."""
+        rows = await self._all(
+            "SELECT DISTINCT m.id, m.message_id, m.size_octets FROM locations l"
+            " JOIN messages m ON m.id = l.message"
+            " WHERE l.account = ? AND l.mailbox = ? AND l.uid IS NOT NULL",
+            (account, mailbox),
+        )
+        return [(int(r[0]), r[1], int(r[2])) for r in rows]
+
+    async def relink(self, account: str, links: Sequence[tuple[IMAPKey, int]], now: datetime) -> int:
+        """Record that each IMAPKey now names an archived message (row id), in one durable transaction.
+
+        Used after a UIDVALIDITY change, for messages recognised without downloading them. Each new
+        location row copies first-fetch time, INTERNALDATE and flags from the message's earliest
+        location for the account in that mailbox (so ``delete-after`` counts from the first fetch),
+        falling back to ``now``. A key already recorded is left as it is.
+
+        Returns:
+            The number of location rows added.
+        """
+        if not links:
+            return 0
+        stamp = utc_text(now)
+
+        async def work() -> int:
+            added = 0
+            for key, message in links:
+                async with self._conn.execute(
+                    "SELECT first_fetched_at, internaldate, flags FROM locations"
+                    " WHERE account = ? AND message = ? AND mailbox = ? AND uid IS NOT NULL"
+                    " ORDER BY first_fetched_at, id LIMIT 1",
+                    (account, message, key.mailbox),
+                ) as cur:
+                    row = await cur.fetchone()
+                first, internaldate, flags = row if row is not None else (stamp, None, None)
+                cur = await self._conn.execute(
+                    "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
+                    " first_fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
+                    (account, message, key.mailbox, key.uidvalidity, key.uid, internaldate, flags, first),
+                )
+                added += cur.rowcount
+                await cur.close()
+            return added
+
+        return await self._atomic(work, f"relinking for account {account}")
 
     # -- status -----------------------------------------------------------------------------------
 
@@ -490,6 +637,288 @@ class Store:
         """Run ``PRAGMA integrity_check`` and return its first line (``"ok"`` when healthy)."""
         rows = await self._all("PRAGMA integrity_check")
         return str(rows[0][0])
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxState:
+    """What the archive recorded about one IMAP mailbox of an account.
+
+    Attributes:
+        uidvalidity: the UIDVALIDITY last seen (RFC 9051 section 2.3.1.1).
+        uidnext: the UIDNEXT last seen, or None when the server did not send it.
+        changed_at: when this UIDVALIDITY was first recorded (UTC).
+    """
+
+    uidvalidity: int
+    uidnext: int | None
+    changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelivery:
+    """An archived message not yet delivered to an account's Maildir.
+
+    Attributes:
+        message: the ``messages.id`` row id.
+        sha256: its SHA-256, hex.
+        size_octets: its size in octets.
+        mailbox: the IMAP mailbox it was fetched from (readable name), or None for POP3.
+    """
+
+    message: int
+    sha256: str
+    size_octets: int
+    mailbox: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LocationState:
+    """Where one account holds or held a message, for queries.
+
+    Attributes:
+        account: the account name.
+        mailbox: the IMAP mailbox (readable name), or None for POP3.
+        state: ``"on-server"``, ``"gone"`` (no longer seen on the server) or ``"deleted"`` (by maild).
+    """
+
+    account: str
+    mailbox: str | None
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    """One archived message as queries see it; ``raw`` is only filled when asked for.
+
+    Attributes:
+        id: the ``messages.id`` row id (internal; the stable identity is ``sha256``).
+        sha256: SHA-256 of the raw octets, hex: the ID shown by ``maild messages``.
+        size_octets: size in octets.
+        message_id, date, from_header, to_header, subject: parsed header fields (``date`` in UTC,
+            ISO 8601 text), each None when absent.
+        stored_at: when it entered the archive (UTC, ISO 8601 text).
+        locations: where accounts hold or held it.
+        raw: the exact stored octets, or None.
+    """
+
+    id: int
+    sha256: str
+    size_octets: int
+    message_id: str | None
+    date: str | None
+    from_header: str | None
+    to_header: str | None
+    subject: str | None
+    stored_at: str
+    locations: tuple[LocationState, ...] = ()
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    """What ``maild messages list`` selects; every criterion is optional.
+
+    Attributes:
+        account: only messages linked to this account.
+        organisation: only messages linked to an account of this organisation.
+        since: only messages dated at or after this moment (aware; the Date field, or when it was
+            stored for messages without a usable Date).
+        from_text, subject_text: case-insensitive substring of the From / Subject field.
+        limit: at most this many, newest first; None for all.
+    """
+
+    account: str | None = None
+    organisation: str | None = None
+    since: datetime | None = None
+    from_text: str | None = None
+    subject_text: str | None = None
+    limit: int | None = None
+
+
+_SUMMARY_COLUMNS = (
+    "m.id, m.sha256, m.size_octets, m.message_id, m.date, m.from_header, m.to_header, m.subject, m.stored_at"
+)
+_SINCE = "(m.date >= ? OR (m.date IS NULL AND m.stored_at >= ?))"
+_EXPORT_CHUNK_OCTETS = 32 * 2**20
+
+
+def _contains(haystack: str | None, needle: str) -> bool:
+    return haystack is not None and needle.casefold() in haystack.casefold()
+
+
+class ArchiveReader:
+    """Synchronous, read-only access to the archive for ``maild messages`` and ``maild export``.
+
+    The file is opened with SQLite's ``mode=ro``: nothing can be written through this connection,
+    and it works while the daemon runs (in WAL mode readers and the writer do not block each other;
+    each query sees the last commit before it started). Close with :meth:`close` or ``with``.
+
+    Raises:
+        StoreError: (from every method) the file is missing, not a maild archive, or SQLite fails.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise StoreError(f"archive {path} does not exist (is daemon.state_dir right?)")
+        try:
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open archive {path} read-only: {exc}") from None
+        try:
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.create_function("maild_contains", 2, _contains, deterministic=True)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"archive {path}: {exc}") from None
+        if not 2 <= version <= SCHEMA_VERSION:
+            self._db.close()
+            raise StoreError(
+                f"archive {path} has schema version {version};"
+                f" this maild reads versions 2 to {SCHEMA_VERSION}"
+            )
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        self._db.close()
+
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._db.execute(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"archive {self.path}: {exc}") from None
+
+    def account_exists(self, name: str) -> bool:
+        """Tell whether the archive knows an account called ``name`` (configured now or ever)."""
+        return bool(self._rows("SELECT 1 FROM accounts WHERE name = ?", (name,)))
+
+    def sha256_with_prefix(self, prefix: str, limit: int = 6) -> list[str]:
+        """Return up to ``limit`` SHA-256 digests (hex) starting with ``prefix`` (lower-case hex)."""
+        rows = self._rows(
+            "SELECT sha256 FROM messages WHERE sha256 >= ? AND sha256 < ? ORDER BY sha256 LIMIT ?",
+            (prefix, prefix + "g", limit),  # 'g' sorts after every hex digit
+        )
+        return [r[0] for r in rows]
+
+    def message(self, sha256: str, *, raw: bool = False) -> ArchivedMessage | None:
+        """Return the message with this SHA-256 (hex), with its locations and optionally its octets."""
+        extra = ", m.raw" if raw else ""
+        rows = self._rows(f"SELECT {_SUMMARY_COLUMNS}{extra} FROM messages m WHERE m.sha256 = ?", (sha256,))  # noqa: S608
+        if not rows:
+            return None
+        return self._with_locations(rows)[0]
+
+    def list_messages(self, flt: MessageFilter) -> list[ArchivedMessage]:
+        """Return the messages ``flt`` selects, newest (by Date) first, with their locations."""
+        where: list[str] = []
+        params: list[Any] = []
+        if flt.account is not None or flt.organisation is not None:
+            where.append(
+                "m.id IN (SELECT l.message FROM locations l JOIN accounts a ON a.name = l.account"
+                " WHERE (? IS NULL OR l.account = ?) AND (? IS NULL OR a.organisation = ?))"
+            )
+            params += [flt.account, flt.account, flt.organisation, flt.organisation]
+        if flt.since is not None:
+            where.append(_SINCE)
+            params += [utc_text(flt.since)] * 2
+        if flt.from_text:
+            where.append("maild_contains(m.from_header, ?)")
+            params.append(flt.from_text)
+        if flt.subject_text:
+            where.append("maild_contains(m.subject, ?)")
+            params.append(flt.subject_text)
+        sql = f"SELECT {_SUMMARY_COLUMNS} FROM messages m"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY m.date DESC, m.id DESC"
+        if flt.limit is not None:
+            sql += " LIMIT ?"
+            params.append(flt.limit)
+        return self._with_locations(self._rows(sql, params))
+
+    def _with_locations(self, rows: list[tuple[Any, ...]]) -> list[ArchivedMessage]:
+        ids = [r[0] for r in rows]
+        found: dict[int, list[LocationState]] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            for message, account, mailbox, gone, deleted in self._rows(
+                "SELECT message, account, mailbox, gone_at, deleted_at FROM locations"  # noqa: S608
+                f" WHERE message IN ({','.join('?' * len(chunk))}) ORDER BY account, mailbox, id",
+                chunk,
+            ):
+                state = "deleted" if deleted else "gone" if gone else "on-server"
+                found.setdefault(message, []).append(LocationState(account, mailbox, state))
+        return [
+            ArchivedMessage(
+                id=r[0],
+                sha256=r[1],
+                size_octets=r[2],
+                message_id=r[3],
+                date=r[4],
+                from_header=r[5],
+                to_header=r[6],
+                subject=r[7],
+                stored_at=r[8],
+                locations=tuple(found.get(r[0], ())),
+                raw=bytes(r[9]) if len(r) > 9 else None,
+            )
+            for r in rows
+        ]
+
+    def account_messages(self, account: str, since: datetime | None = None) -> list[tuple[int, str | None]]:
+        """Every message linked to ``account``, on its server or not: (row id, first mailbox).
+
+        Oldest link first; ``since`` selects as in :class:`MessageFilter`; the mailbox is None for POP3.
+        """
+        sql = (
+            "SELECT l.message, l.mailbox FROM locations l JOIN messages m ON m.id = l.message"
+            " WHERE l.account = ?"
+        )
+        params: list[Any] = [account]
+        if since is not None:
+            sql += " AND " + _SINCE
+            params += [utc_text(since)] * 2
+        out: dict[int, str | None] = {}
+        for message, mailbox in self._rows(sql + " ORDER BY l.first_fetched_at, l.id", params):
+            out.setdefault(message, mailbox)
+        return list(out.items())
+
+    def iter_raw(self, ids: Sequence[int]) -> Iterator[ArchivedMessage]:
+        """Yield each of ``ids`` with its octets, in the given order, reading about 32 MiB at a time."""
+        start = 0
+        while start < len(ids):
+            chunk = list(ids[start : start + _CHUNK])
+            size_of: dict[int, int] = {
+                r[0]: r[1]
+                for r in self._rows(
+                    f"SELECT id, size_octets FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                    chunk,
+                )
+            }
+            take: list[int] = []
+            octets = 0
+            for message in chunk:
+                take.append(message)
+                octets += size_of.get(message, 0)
+                if octets >= _EXPORT_CHUNK_OCTETS:
+                    break
+            start += len(take)
+            rows = self._rows(
+                f"SELECT {_SUMMARY_COLUMNS}, m.raw FROM messages m"  # noqa: S608
+                f" WHERE m.id IN ({','.join('?' * len(take))})",
+                take,
+            )
+            by_id = {m.id: m for m in self._with_locations(rows)}
+            for message in take:
+                if message in by_id:
+                    yield by_id[message]
 
 
 def _key_update(

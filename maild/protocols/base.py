@@ -56,12 +56,28 @@ class Maildrop(abc.ABC):
             NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
         """
 
+    def covers(self, key: MessageKey) -> bool:
+        """Whether the last :meth:`inventory` looked where ``key`` lives, so that its absence there
+        means the message left the server.
+
+        POP3: always (one maildrop). IMAP: False for keys of a mailbox that could not be selected
+        or is not fetched (any more); see :meth:`IMAPMailbox.covers
+        <maild.protocols.imap.IMAPMailbox.covers>`.
+        """
+        return True
+
     @abc.abstractmethod
-    async def delete(self, keys: Sequence[MessageKey]) -> None:
+    async def delete(self, keys: Sequence[MessageKey]) -> Sequence[MessageKey] | None:
         """Mark the given messages for deletion.
 
         POP3: DELE each (RFC 1939 section 5); deletion takes effect only when :meth:`close` succeeds
-        (UPDATE state, RFC 1939 section 6). The caller must have committed the messages durably first.
+        (UPDATE state, RFC 1939 section 6). IMAP: flag ``\\Deleted`` and expunge (see
+        :meth:`IMAPMailbox.delete <maild.protocols.imap.IMAPMailbox.delete>`). The caller must have
+        committed the messages durably first.
+
+        Returns:
+            The keys whose deletion was sent when that is a subset of ``keys`` (IMAP may skip a
+            mailbox), or None for all of them.
 
         Raises:
             ProtocolError: the server refused a DELE.

@@ -28,8 +28,11 @@ import functools
 import importlib.metadata
 import itertools
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aioimaplib
@@ -73,6 +76,15 @@ THROTTLE_CODES = frozenset({"UNAVAILABLE", "LIMIT", "INUSE"})
 SESSION_FLAGS = frozenset({"\\Recent"})
 #: Items of the body FETCH; ``BODY.PEEK[]`` leaves ``\Seen`` alone (RFC 9051 section 6.4.5).
 BODY_ITEMS = "(UID FLAGS INTERNALDATE BODY.PEEK[])"
+#: Items of the identity pass after a UIDVALIDITY change: size and Message-ID, no body.
+IDENTITY_ITEMS = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+#: Items of the header scan used to compare mailboxes without downloading bodies.
+HEADER_ITEMS = "(UID RFC822.SIZE BODY.PEEK[HEADER])"
+#: Slowest upload rate assumed for APPEND, in octets per second: while a message is being sent
+#: nothing arrives, so the inactivity limit is extended by its size divided by this rate.
+MIN_UPLOAD_OCTETS_PER_S = 32 * 1024
+#: APPEND refusals that concern the session rather than the message (RFC 5530): raised, not returned.
+APPEND_SESSION_CODES = frozenset({"UNAVAILABLE", "INUSE", "SERVERBUG"})
 
 _log = structlog.get_logger(__name__)
 
@@ -288,6 +300,45 @@ class _SelectRefused(ProtocolError):
     """SELECT was answered NO (no such mailbox, no permission): per-key failures in retrieve()."""
 
 
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The server's answer to one APPEND.
+
+    Attributes:
+        ok: True when the server stored the message (tagged OK).
+        status: the tagged completion as one line, e.g. ``"OK [APPENDUID 38505 3955] Append completed"``
+            or ``"NO [OVERQUOTA] Quota exceeded"`` (for reports; match on ``code``, never on text).
+        code: the response code's atom, e.g. ``"APPENDUID"``, ``"TOOBIG"``, ``"OVERQUOTA"``, or None.
+        uidvalidity, uid: from ``[APPENDUID uidvalidity uid]`` (RFC 4315 section 3) when the server
+            offers UIDPLUS, else None.
+    """
+
+    ok: bool
+    status: str
+    code: str | None = None
+    uidvalidity: int | None = None
+    uid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxHeaders:
+    """The header scan of one mailbox (see :meth:`IMAPMailbox.headers`).
+
+    Attributes:
+        mailbox: the readable mailbox name.
+        uidvalidity: its UIDVALIDITY at the scan.
+        messages: UID to the fetched items: ``size_octets`` (RFC822.SIZE) and ``header`` (the header
+            section with its empty line, as sent).
+        failures: UID to the reason its items could not be read (NIL, malformed, not returned
+            although the FETCH did not complete OK).
+    """
+
+    mailbox: str
+    uidvalidity: int
+    messages: dict[int, wire.FetchedMessage] = field(default_factory=dict)
+    failures: dict[int, str] = field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------------------------------
 # The adapter
 # --------------------------------------------------------------------------------------------------
@@ -302,13 +353,17 @@ class IMAPMailbox(Maildrop):
             long as data keeps arriving).
         mailboxes: the mailboxes :meth:`inventory` covers, as readable Unicode names (``"INBOX"``,
             ``"Entwürfe 2026"``); encoded to modified UTF-7 and quoted here.
+        list_all: ignore ``mailboxes`` and cover every mailbox the server LISTs, except those
+            :func:`~maild.protocols.imap_wire.choose_mailboxes` leaves out (``\\Noselect``,
+            special-use ``\\Trash`` and ``\\Junk``, and ``exclude``).
+        exclude: with ``list_all``, readable names left out together with the mailboxes beneath them.
         batch_messages: most messages per body FETCH, 1 to :data:`MAX_MESSAGES_PER_FETCH`.
         batch_octets: target total size in octets of one body FETCH (RFC822.SIZE); a single larger
             message is fetched alone.
 
     Raises:
-        ValueError: no mailboxes, a mailbox name that cannot be sent (CR, LF, NUL, lone surrogate),
-            or a batch limit out of range.
+        ValueError: no mailboxes (and not ``list_all``), a mailbox name that cannot be sent (CR, LF,
+            NUL, lone surrogate), or a batch limit out of range.
     """
 
     def __init__(
@@ -316,11 +371,13 @@ class IMAPMailbox(Maildrop):
         settings: ServerSettings,
         mailboxes: Sequence[str] = ("INBOX",),
         *,
+        list_all: bool = False,
+        exclude: Sequence[str] = (),
         batch_messages: int = 100,
         batch_octets: int = 16 * 2**20,
     ) -> None:
         _quiet_library_logger()
-        if isinstance(mailboxes, str) or not mailboxes:
+        if isinstance(mailboxes, str) or not (mailboxes or list_all):
             raise ValueError("mailboxes must be a non-empty sequence of names")
         for name in mailboxes:
             wire.quote_astring(wire.encode_mailbox_name(name))
@@ -338,6 +395,14 @@ class IMAPMailbox(Maildrop):
         self._capabilities: frozenset[str] = frozenset()
         self._selected: str | None = None
         self._uidvalidity = 0
+        self._list_all = list_all
+        self._exclude = tuple(exclude)
+        self._listed: frozenset[str] | None = None
+        self.mailbox_states: dict[str, wire.SelectInfo] = {}
+        """Readable mailbox name to what SELECT reported, for each mailbox the last :meth:`inventory`
+        covered, in inventory order."""
+        self.mailbox_failures: dict[str, str] = {}
+        """Readable mailbox name to why the last :meth:`inventory` could not select it."""
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -399,12 +464,14 @@ class IMAPMailbox(Maildrop):
             raise self._error(TransientError, "session not open")
         return self._client.protocol
 
-    async def _call(self, what: str, start: Callable[[], Any]) -> Any:
+    async def _call(self, what: str, start: Callable[[], Any], *, send_octets: int = 0) -> Any:
         """Run one library call, raced against inactivity and the loss of the connection.
 
         Args:
             what: the command, for error messages (never holds a secret).
             start: makes the library's awaitable; called only when the session is usable.
+            send_octets: octets the command uploads (APPEND); the inactivity limit is extended by
+                ``send_octets / MIN_UPLOAD_OCTETS_PER_S`` seconds, since nothing arrives meanwhile.
 
         Raises:
             TransientError: the session was discarded earlier.
@@ -422,7 +489,7 @@ class IMAPMailbox(Maildrop):
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(start())
         task.add_done_callback(_consume_outcome)
-        began = loop.time()
+        began = loop.time() + send_octets / MIN_UPLOAD_OCTETS_PER_S
         timeout_s = self._settings.timeout_s
         try:
             while not task.done():
@@ -623,24 +690,86 @@ class IMAPMailbox(Maildrop):
         self._selected, self._uidvalidity = mailbox, info.uidvalidity
         return info
 
-    async def inventory(self) -> list[InventoryEntry]:
-        """Return one entry per message of each configured mailbox: SELECT, then UID SEARCH ALL.
+    async def list_mailboxes(self) -> list[wire.ListedMailbox]:
+        """LIST every mailbox (``LIST "" "*"``), with special-use attributes when the server has them.
 
-        Entries come mailbox by mailbox in configuration order, UIDs in server order; sizes are None
-        (:meth:`retrieve` asks for them). An empty mailbox (EXISTS 0) costs no SEARCH.
+        With ``SPECIAL-USE`` and ``LIST-EXTENDED`` the command is ``LIST "" "*" RETURN (SPECIAL-USE)``
+        (RFC 6154 section 5.1); other servers may still put ``\\Trash`` and the like in a plain LIST.
+
+        Standard: RFC 9051 section 6.3.9 (LIST); RFC 6154.
+
+        Raises:
+            ProtocolError: LIST refused or a broken response (a name that is not modified UTF-7).
+            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
+        """
+        protocol = self._protocol
+        args: tuple[str, ...] = ('""', '"*"')
+        if {"SPECIAL-USE", "LIST-EXTENDED"} <= self._capabilities:
+            args = (*args, "RETURN", "(SPECIAL-USE)")
+        lines = await self._command("LIST", lambda: protocol.simple_command("LIST", *args))
+        try:
+            return wire.parse_list(lines)
+        except ProtocolError as exc:
+            raise self._error(ProtocolError, f"LIST: {exc}", standard=exc.standard) from None
+
+    def covers(self, key: MessageKey) -> bool:
+        """Whether the last :meth:`inventory` looked where ``key`` lives (see :class:`Maildrop`).
+
+        True for a mailbox it selected, and, with ``list_all``, for a mailbox the server no longer
+        LISTs at all (deleted there). False for a mailbox it could not select, and for one not
+        configured (any more) or excluded: those keys say nothing about the server now.
+        """
+        if not isinstance(key, IMAPKey):
+            return False
+        if key.mailbox in self.mailbox_states:
+            return True
+        return self._listed is not None and key.mailbox not in self._listed
+
+    async def inventory(self) -> list[InventoryEntry]:
+        """Return one entry per message of each covered mailbox: SELECT, then UID SEARCH ALL.
+
+        The mailboxes are the configured ones, or with ``list_all`` those :meth:`list_mailboxes`
+        reports less those :func:`~maild.protocols.imap_wire.choose_mailboxes` leaves out. Entries
+        come mailbox by mailbox in that order, UIDs in server order; sizes are None (:meth:`retrieve`
+        asks for them). An empty mailbox (EXISTS 0) costs no SEARCH. What SELECT reported is kept in
+        :attr:`mailbox_states`.
+
+        A mailbox the server refuses to select (NO, e.g. ``[NONEXISTENT]`` or no permission) is
+        skipped and recorded in :attr:`mailbox_failures`, so that one missing mailbox does not stop
+        the others; :meth:`covers` is False for its keys, so nothing of it is recorded as gone.
 
         Standard: RFC 9051 section 6.3.2 (SELECT), 6.4.4 and 6.4.9 (UID SEARCH).
 
         Cancelled at any await: the session is discarded; nothing has changed on the server.
 
         Raises:
-            ProtocolError: a configured mailbox cannot be selected (e.g. ``[NONEXISTENT]``), BAD.
+            ProtocolError: no mailbox at all could be selected (the first refusal is raised), BAD.
             ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
         """
         entries: list[InventoryEntry] = []
         protocol = self._protocol
-        for mailbox in self._mailboxes:
-            info = await self._select(mailbox)
+        mailboxes: Sequence[str] = self._mailboxes
+        self.mailbox_states, self.mailbox_failures, self._listed = {}, {}, None
+        if self._list_all:
+            listed = await self.list_mailboxes()
+            self._listed = frozenset(m.name for m in listed)
+            mailboxes = wire.choose_mailboxes(listed, self._exclude)
+            if not mailboxes:
+                raise self._error(
+                    ProtocolError, "LIST shows no mailbox to fetch", standard="RFC 9051 section 6.3.9"
+                )
+        refused: _SelectRefused | None = None
+        for mailbox in mailboxes:
+            try:
+                info = await self._select(mailbox)
+            except _SelectRefused as exc:
+                refused = refused or exc
+                self.mailbox_failures[mailbox] = str(exc)
+                _log.warning(
+                    "imap.select-failed", account=self._settings.account, mailbox=mailbox, error=str(exc)
+                )
+                continue
+            self.mailbox_states[mailbox] = info
             if info.exists == 0:
                 continue
             lines = await self._command(
@@ -651,6 +780,8 @@ class IMAPMailbox(Maildrop):
             except ProtocolError as exc:
                 raise self._error(ProtocolError, str(exc), standard=exc.standard) from None
             entries.extend(InventoryEntry(IMAPKey(mailbox, info.uidvalidity, uid)) for uid in uids)
+        if refused is not None and not self.mailbox_states:
+            raise refused
         return entries
 
     async def _uid_fetch(
@@ -768,23 +899,35 @@ class IMAPMailbox(Maildrop):
             reason = result.failures.get(key.uid) or reasons.get(key.uid) or f"not returned ({completion})"
             yield RetrievalFailure(key, reason)
 
-    async def delete(self, keys: Sequence[MessageKey]) -> None:
-        """Delete messages: ``UID STORE +FLAGS.SILENT (\\Deleted)`` then ``UID EXPUNGE`` (RFC 4315).
+    async def delete(self, keys: Sequence[MessageKey]) -> list[MessageKey]:
+        """Delete messages: ``UID STORE +FLAGS.SILENT (\\Deleted)``, then expunge only those.
 
-        Only the given UIDs are expunged, never other messages some other client marked
-        ``\\Deleted``; so UIDPLUS is required. Mailboxes are processed in the order first named, at
-        most :data:`MAX_UIDS_PER_COMMAND` UIDs per command. UIDs no longer present are ignored by the
-        server. The caller must have committed the messages durably first.
+        With UIDPLUS: ``UID EXPUNGE`` of exactly the given UIDs (RFC 4315 section 2.1), so other
+        messages that some other client marked ``\\Deleted`` stay. Without UIDPLUS only a plain
+        EXPUNGE exists, which removes *every* ``\\Deleted`` message of the mailbox; so, per mailbox:
+        ``UID SEARCH DELETED`` first, and if any message other than the given ones is marked, nothing
+        there is touched. Otherwise the given UIDs are flagged, ``UID SEARCH DELETED`` runs again
+        (another client may have marked one meanwhile: then the flags just set are removed again and
+        the mailbox is skipped), and only then EXPUNGE. Skipped mailboxes are logged
+        (``imap.expunge-skipped``) and their keys left out of the result.
 
-        Standard: RFC 9051 section 6.4.6 (STORE), RFC 4315 section 2.1 (UID EXPUNGE).
+        Mailboxes are processed in the order first named, at most :data:`MAX_UIDS_PER_COMMAND` UIDs
+        per command. UIDs no longer present are ignored by the server. The caller must have committed
+        the messages durably first.
+
+        Returns:
+            The keys whose deletion was sent (all given keys except those of skipped mailboxes).
+
+        Standard: RFC 9051 section 6.4.6 (STORE), 6.4.3 (EXPUNGE), 6.4.4 (SEARCH DELETED);
+        RFC 4315 section 2.1 (UID EXPUNGE).
 
         Cancelled at any await: the session is discarded; some messages may be expunged already and
         some only flagged ``\\Deleted`` (expunged by the next EXPUNGE of any client).
 
         Raises:
             TypeError: a key is not an :class:`~maild.model.IMAPKey`.
-            ProtocolError: no UIDPLUS; a mailbox cannot be selected, is read-only, or its UIDVALIDITY
-                changed (nothing of that mailbox is deleted); STORE or EXPUNGE refused.
+            ProtocolError: a mailbox cannot be selected, is read-only, or its UIDVALIDITY changed
+                (nothing of that mailbox is deleted); STORE, SEARCH or EXPUNGE refused.
             ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
         """
         by_mailbox: dict[str, list[IMAPKey]] = {}
@@ -792,15 +935,8 @@ class IMAPMailbox(Maildrop):
             if not isinstance(key, IMAPKey):
                 raise TypeError(f"IMAPMailbox cannot delete {type(key).__name__}")
             by_mailbox.setdefault(key.mailbox, []).append(key)
-        if not by_mailbox:
-            return
-        if "UIDPLUS" not in self._capabilities:
-            raise self._error(
-                ProtocolError,
-                "server lacks UIDPLUS: UID EXPUNGE impossible, not deleting",
-                standard="RFC 4315",
-            )
-        protocol = self._protocol
+        done: list[MessageKey] = []
+        uidplus = "UIDPLUS" in self._capabilities
         for mailbox, mailbox_keys in by_mailbox.items():
             info = await self._select(mailbox)
             stale = {key.uidvalidity for key in mailbox_keys} - {info.uidvalidity}
@@ -808,16 +944,211 @@ class IMAPMailbox(Maildrop):
                 raise self._error(ProtocolError, f"UIDVALIDITY of {mailbox!r} changed; not deleting there")
             if info.read_only:
                 raise self._error(ProtocolError, f"{mailbox!r} is read-only; not deleting there")
-            for chunk in _chunks(sorted({key.uid for key in mailbox_keys}), MAX_UIDS_PER_COMMAND):
-                uid_set = wire.sequence_set(chunk)
-                await self._command(
-                    f"UID STORE \\Deleted in {mailbox!r}",
-                    functools.partial(protocol.store, uid_set, "+FLAGS.SILENT", r"(\Deleted)", by_uid=True),
-                )
-                await self._command(
-                    f"UID EXPUNGE in {mailbox!r}",
-                    functools.partial(protocol.expunge, uid_set, by_uid=True),
-                )
+            uids = sorted({key.uid for key in mailbox_keys})
+            if uidplus:
+                for chunk in _chunks(uids, MAX_UIDS_PER_COMMAND):
+                    await self._store_deleted(mailbox, chunk, "+FLAGS.SILENT")
+                    uid_set = wire.sequence_set(chunk)
+                    await self._command(
+                        f"UID EXPUNGE in {mailbox!r}",
+                        functools.partial(self._protocol.expunge, uid_set, by_uid=True),
+                    )
+            elif not await self._expunge_without_uidplus(mailbox, uids):
+                continue
+            done.extend(mailbox_keys)
+        return done
+
+    async def _store_deleted(self, mailbox: str, uids: Sequence[int], change: str) -> None:
+        protocol = self._protocol
+        await self._command(
+            f"UID STORE {change} \\Deleted in {mailbox!r}",
+            functools.partial(protocol.store, wire.sequence_set(uids), change, r"(\Deleted)", by_uid=True),
+        )
+
+    async def _deleted_uids(self, mailbox: str) -> set[int]:
+        protocol = self._protocol
+        lines = await self._command(
+            f"UID SEARCH DELETED in {mailbox!r}",
+            lambda: protocol.search("DELETED", charset=None, by_uid=True),
+        )
+        try:
+            return set(wire.parse_search(lines))
+        except ProtocolError as exc:
+            raise self._error(ProtocolError, str(exc), standard=exc.standard) from None
+
+    async def _expunge_without_uidplus(self, mailbox: str, uids: list[int]) -> bool:
+        """Flag ``uids`` and EXPUNGE, unless that would expunge another ``\\Deleted`` message.
+
+        Returns:
+            True when EXPUNGE was sent, False when the mailbox was skipped (nothing left flagged
+            by maild).
+        """
+        wanted = set(uids)
+        before = await self._deleted_uids(mailbox)
+        foreign = before - wanted
+        if foreign:
+            _log.warning(
+                "imap.expunge-skipped",
+                account=self._settings.account,
+                mailbox=mailbox,
+                reason="other messages are marked \\Deleted and the server lacks UIDPLUS",
+                other_deleted=len(foreign),
+            )
+            return False
+        for chunk in _chunks(uids, MAX_UIDS_PER_COMMAND):
+            await self._store_deleted(mailbox, chunk, "+FLAGS.SILENT")
+        foreign = await self._deleted_uids(mailbox) - wanted
+        if foreign:
+            flagged_by_us = sorted(wanted - before)
+            for chunk in _chunks(flagged_by_us, MAX_UIDS_PER_COMMAND):
+                await self._store_deleted(mailbox, chunk, "-FLAGS.SILENT")
+            _log.warning(
+                "imap.expunge-skipped",
+                account=self._settings.account,
+                mailbox=mailbox,
+                reason="another client marked messages \\Deleted meanwhile and the server lacks UIDPLUS",
+                other_deleted=len(foreign),
+            )
+            return False
+        protocol = self._protocol
+        await self._command(f"EXPUNGE in {mailbox!r}", protocol.expunge)
+        return True
+
+    async def headers(self, mailbox: str) -> MailboxHeaders:
+        """Scan one mailbox without downloading bodies: SELECT, UID SEARCH ALL, then
+        ``UID FETCH (UID RFC822.SIZE BODY.PEEK[HEADER])`` in batches of :data:`MAX_MESSAGES_PER_FETCH`.
+
+        ``BODY.PEEK`` leaves ``\\Seen`` alone. A UID that a FETCH completing OK did not return was
+        expunged meanwhile and is left out; one that a FETCH answered NO did not return is a failure.
+
+        Standard: RFC 9051 section 6.3.2 (SELECT), 6.4.4 (SEARCH), 6.4.5 (``BODY.PEEK[HEADER]``).
+
+        Cancelled at any await: the session is discarded; nothing changed on the server.
+
+        Raises:
+            ProtocolError: the mailbox cannot be selected (e.g. ``[NONEXISTENT]``), BAD, broken replies.
+            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
+        """
+        info = await self._select(mailbox)
+        scan = MailboxHeaders(mailbox, info.uidvalidity)
+        if info.exists == 0:
+            return scan
+        protocol = self._protocol
+        lines = await self._command(
+            f"UID SEARCH ALL in {mailbox!r}", lambda: protocol.search("ALL", charset=None, by_uid=True)
+        )
+        try:
+            uids = wire.parse_search(lines)
+        except ProtocolError as exc:
+            raise self._error(ProtocolError, str(exc), standard=exc.standard) from None
+        for chunk in _chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
+            result, status = await self._uid_fetch(chunk, HEADER_ITEMS, ("RFC822.SIZE", "BODY[HEADER]"))
+            scan.messages.update(result.messages)
+            scan.failures.update(result.failures)
+            if not status.ok:
+                for uid in chunk:
+                    if uid not in result.messages and uid not in result.failures:
+                        scan.failures[uid] = f"not returned ({status.describe()})"
+        return scan
+
+    async def append(
+        self,
+        mailbox: str,
+        raw: bytes,
+        *,
+        flags: Iterable[str] = (),
+        internaldate: datetime | None = None,
+    ) -> AppendResult:
+        """Upload one message into ``mailbox`` with APPEND, keeping its flags and INTERNALDATE.
+
+        The mailbox name is encoded (modified UTF-7) and quoted here; the message travels as a
+        synchronising literal, octet for octet. The inactivity limit is extended while it is sent
+        (see :data:`MIN_UPLOAD_OCTETS_PER_S`).
+
+        Args:
+            mailbox: readable mailbox name, e.g. ``"INBOX"``; it must exist.
+            raw: the message octets (CRLF line endings, as archived).
+            flags: flags to set, e.g. ``{"\\Seen"}``.
+            internaldate: the INTERNALDATE to set (aware; sent in UTC), or None for the server's now.
+
+        Returns:
+            The outcome. A refusal of this message (NO, e.g. ``[TOOBIG]`` RFC 7889,
+            ``[OVERQUOTA]``/``[LIMIT]`` RFC 5530, ``[TRYCREATE]``; or BAD) is returned with ``ok``
+            False, so that a caller can report it and go on with the next message.
+
+        Standard: RFC 9051 section 6.3.12, RFC 3501 section 6.3.11 (APPEND); RFC 4315 section 3
+        (APPENDUID).
+
+        Cancelled at any await: the session is discarded; the server may or may not have stored
+        the message (compare before appending again).
+
+        Raises:
+            ProtocolError: a flag or the mailbox name cannot be sent; a broken response.
+            ThrottledError, TransientError: NO ``[UNAVAILABLE]``/``[INUSE]``/``[SERVERBUG]`` (the
+                session, not the message, is the problem).
+            NetworkTimeout, ConnectError: as for :meth:`open`; the outcome is unknown.
+        """
+        try:
+            argument = wire.quote_astring(wire.encode_mailbox_name(mailbox))
+            flag_list = wire.format_flag_list(flags)
+            date = wire.format_internaldate(internaldate) if internaldate is not None else None
+        except ValueError as exc:
+            raise self._error(ProtocolError, f"APPEND to {mailbox!r}: {exc}") from None
+        protocol = self._protocol
+        what = f"APPEND to {mailbox!r} ({len(raw)} octets)"
+        _lines, status = self._completion(
+            await self._call(
+                what,
+                lambda: protocol.append(raw, argument, flag_list, date, timeout=None),
+                send_octets=len(raw),
+            ),
+            what,
+        )
+        if status.condition == "NO" and status.code in APPEND_SESSION_CODES:
+            raise self._refused(status, what)
+        if not status.ok:
+            return AppendResult(False, status.describe(), status.code)
+        appenduid = wire.parse_appenduid(status)
+        if appenduid is None:
+            return AppendResult(True, status.describe(), status.code)
+        return AppendResult(True, status.describe(), status.code, appenduid[0], appenduid[1])
+
+    async def fetch_identities(
+        self, mailbox: str, uidvalidity: int, uids: Sequence[int]
+    ) -> dict[int, tuple[int, bytes]]:
+        """Read size and Message-ID field of messages without their bodies.
+
+        ``UID FETCH (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])`` in batches of
+        :data:`MAX_MESSAGES_PER_FETCH`, after a SELECT unless ``mailbox`` is selected already. Used to
+        recognise archived messages under new UIDs after a UIDVALIDITY change without downloading
+        them again. ``BODY.PEEK`` leaves ``\\Seen`` alone.
+
+        Returns:
+            UID to (RFC822.SIZE in octets, the Message-ID field lines as sent, ending with the empty
+            line). UIDs the server did not return, or returned incompletely, are left out; so is
+            everything when the mailbox's UIDVALIDITY is no longer ``uidvalidity``.
+
+        Standard: RFC 9051 section 6.4.5 (``BODY.PEEK[HEADER.FIELDS]``, RFC822.SIZE), 6.4.9.
+
+        Cancelled at any await: the session is discarded; nothing changed on the server.
+
+        Raises:
+            ProtocolError: the mailbox cannot be selected, BAD, broken responses.
+            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
+        """
+        if self._selected != mailbox:
+            await self._select(mailbox)
+        if self._uidvalidity != uidvalidity:
+            return {}
+        found: dict[int, tuple[int, bytes]] = {}
+        for chunk in _chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
+            result, _status = await self._uid_fetch(
+                chunk, IDENTITY_ITEMS, ("RFC822.SIZE", "BODY[HEADER.FIELDS]")
+            )
+            for uid, message in result.messages.items():
+                if message.size_octets is not None and message.header_fields is not None:
+                    found[uid] = (message.size_octets, message.header_fields)
+        return found
 
     async def close(self) -> None:
         """LOGOUT and close the connection. Deletions were applied by EXPUNGE already.
@@ -846,3 +1177,273 @@ class IMAPMailbox(Maildrop):
         """Close the connection at once without LOGOUT. Never raises; safe at any time and repeatedly."""
         with contextlib.suppress(Exception):
             self._discard("aborted")
+
+
+# --------------------------------------------------------------------------------------------------
+# IDLE (RFC 2177)
+# --------------------------------------------------------------------------------------------------
+
+
+class IMAPIdleSession(IMAPMailbox):
+    """A session that selects one mailbox and waits in IDLE for the server to announce changes.
+
+    Connection, TLS, login, SELECT and the guards against aioimaplib's hangs are those of
+    :class:`IMAPMailbox`; this adds the IDLE steps, each bounded in time and raced against the loss
+    of the connection (aioimaplib's own ``idle_start`` hangs forever when the server closes before
+    its ``+`` continuation, and ``wait_server_push`` sits out its whole timeout after a hang-up):
+
+    * :meth:`idle_start` sends IDLE and returns once the server's ``+`` arrived;
+    * :meth:`idle_wait` returns what the server pushed, or nothing after the given time;
+    * :meth:`idle_done` sends DONE and waits for the tagged OK;
+    * :meth:`noop` asks the server for a sign of life between IDLE rounds.
+
+    A ``* BYE`` (RFC 9051 section 7.1.5), end of file or a reset is a :class:`~maild.errors.ConnectError`
+    at once, silence beyond ``timeout_s`` where an answer is due a :class:`~maild.errors.NetworkTimeout`;
+    either way the session is discarded. Not safe for concurrent use by several tasks.
+
+    Args:
+        settings: as for :class:`IMAPMailbox`.
+        mailbox: the readable name of the mailbox to watch.
+    """
+
+    def __init__(self, settings: ServerSettings, mailbox: str = "INBOX") -> None:
+        super().__init__(settings, (mailbox,))
+        self.mailbox = mailbox
+        self._idle_task: asyncio.Future[Any] | None = None
+
+    @property
+    def supports_idle(self) -> bool:
+        """Whether the server advertised IDLE after login (RFC 2177 section 3)."""
+        return "IDLE" in self.capabilities
+
+    @property
+    def idling(self) -> bool:
+        """Whether an IDLE command is outstanding (sent, not yet ended with DONE)."""
+        return self._idle_task is not None
+
+    def keepalive(self, idle_s: int, interval_s: int, count: int) -> None:
+        """Turn on TCP keepalive, so that a peer that vanished without a reset is noticed.
+
+        After ``idle_s`` seconds without traffic the kernel probes every ``interval_s`` seconds and
+        closes the connection after ``count`` unanswered probes; the loss then arrives like any other.
+        Best effort: options the platform lacks are skipped.
+        """
+        with contextlib.suppress(Exception):
+            sock = self._client.protocol.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for name, value in (
+                ("TCP_KEEPIDLE", idle_s),
+                ("TCP_KEEPINTVL", interval_s),
+                ("TCP_KEEPCNT", count),
+            ):
+                option = getattr(socket, name, None)
+                if option is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+    async def select_mailbox(self) -> wire.SelectInfo:
+        """SELECT the watched mailbox.
+
+        Raises:
+            ProtocolError: it cannot be selected (e.g. ``[NONEXISTENT]``), BAD.
+            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
+        """
+        return await self._select(self.mailbox)
+
+    def _check_alive(self, what: str) -> Any:
+        """The protocol object of a usable, connected session (raises otherwise)."""
+        protocol = self._protocol
+        if self._lost is None or self._lost.done():
+            self._discard("connection lost")
+            raise self._error(ConnectError, f"{what}: connection lost")
+        return protocol
+
+    async def idle_start(self) -> None:
+        """Send IDLE and return once the server's ``+`` continuation arrived.
+
+        Standard: RFC 2177 section 3.
+
+        Cancelled at any await: the session is discarded.
+
+        Raises:
+            ProtocolError: the server lacks IDLE, answered NO or BAD, or IDLE is already running.
+            ConnectError: the connection was lost before the ``+`` (aioimaplib issue #110).
+            NetworkTimeout: no ``+`` within ``timeout_s`` seconds.
+            TransientError: the session was discarded earlier.
+        """
+        protocol = self._check_alive("IDLE")
+        if self._idle_task is not None:
+            raise self._error(ProtocolError, "IDLE is already running")
+        if not self.supports_idle:
+            raise self._error(ProtocolError, "server lacks IDLE", standard="RFC 2177")
+        assert self._lost is not None
+        protocol._idle_event.clear()
+        command = aioimaplib.IdleCommand(protocol.new_tag(), protocol.idle_queue, loop=protocol.loop)
+        idle = asyncio.ensure_future(protocol.execute(command))
+        idle.add_done_callback(_consume_outcome)
+        self._idle_task = idle
+        ack = asyncio.ensure_future(protocol.wait_for_idle_response())
+        try:
+            await asyncio.wait(
+                (idle, ack, self._lost), timeout=self._settings.timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            self._discard("IDLE cancelled")
+            raise
+        finally:
+            if not ack.done():
+                ack.cancel()
+        if ack.done() and not ack.cancelled() and not idle.done():
+            return
+        self._idle_task = None
+        if idle.done() and not idle.cancelled() and idle.exception() is None:
+            _lines, status = self._completion(idle.result(), "IDLE")
+            self._discard("IDLE refused")
+            raise self._refused(status, "IDLE")
+        if self._lost.done() or idle.done():
+            self._discard("connection lost before IDLE continuation")
+            raise self._error(ConnectError, "IDLE: connection lost before the server's continuation")
+        self._discard("IDLE continuation timed out")
+        raise self._error(
+            NetworkTimeout, f"IDLE: no continuation from server within {self._settings.timeout_s:g} s"
+        )
+
+    def _drain(self, protocol: Any) -> list[wire.Part]:
+        lines: list[wire.Part] = []
+        while not protocol.idle_queue.empty():
+            item = protocol.idle_queue.get_nowait()
+            if isinstance(item, list):
+                lines.extend(item)
+        return lines
+
+    def _events(self, lines: list[wire.Part], what: str) -> wire.MailboxEvents:
+        events = wire.parse_mailbox_events(lines)
+        if events.bye is not None:
+            self._idle_task = None
+            self._discard("server said BYE")
+            raise self._error(ConnectError, f"{what}: server closed the session: BYE {events.bye}")
+        return events
+
+    async def idle_wait(self, timeout_s: float) -> wire.MailboxEvents:
+        """Wait up to ``timeout_s`` seconds for the server to push untagged responses during IDLE.
+
+        Returns:
+            What arrived (``changed`` is true for EXISTS, RECENT or EXPUNGE); empty after the time.
+
+        Cancelled at any await: the session is discarded.
+
+        Raises:
+            ConnectError: ``* BYE``, or the connection was lost.
+            ProtocolError: no IDLE is running, or the server ended it unasked.
+            TransientError: the session was discarded earlier.
+        """
+        protocol = self._check_alive("IDLE")
+        idle = self._idle_task
+        if idle is None:
+            raise self._error(ProtocolError, "IDLE is not running")
+        assert self._lost is not None
+        lines = self._drain(protocol)
+        if not lines:
+            get = asyncio.ensure_future(protocol.idle_queue.get())
+            get.add_done_callback(_consume_outcome)
+            try:
+                await asyncio.wait(
+                    (get, idle, self._lost), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+                )
+            except asyncio.CancelledError:
+                get.cancel()
+                self._discard("IDLE wait cancelled")
+                raise
+            if get.done() and not get.cancelled():
+                item = get.result()
+                lines = list(item) if isinstance(item, list) else []
+            else:
+                get.cancel()
+            lines += self._drain(protocol)
+        events = self._events(lines, "IDLE")
+        if lines:
+            return events
+        if self._lost.done():
+            self._idle_task = None
+            self._discard("connection lost during IDLE")
+            raise self._error(ConnectError, "IDLE: connection lost")
+        if idle.done():
+            self._idle_task = None
+            self._discard("server ended IDLE")
+            raise self._error(ProtocolError, "IDLE: the server ended IDLE without DONE", standard="RFC 2177")
+        return events
+
+    async def idle_done(self) -> wire.MailboxEvents:
+        """End IDLE with DONE and wait up to ``timeout_s`` seconds for the tagged OK.
+
+        Returns:
+            What the server pushed and nobody collected yet. Nothing when no IDLE was running.
+
+        Cancelled at any await: the session is discarded.
+
+        Raises:
+            ConnectError: ``* BYE``, or the connection was lost.
+            NetworkTimeout: no completion within ``timeout_s`` seconds (a dead or stalled server).
+            ProtocolError: IDLE ended NO or BAD.
+            TransientError: the session was discarded earlier.
+        """
+        idle = self._idle_task
+        if idle is None:
+            return wire.MailboxEvents()
+        protocol = self._check_alive("DONE")
+        assert self._lost is not None
+        self._idle_task = None
+        if not idle.done():
+            protocol.idle_done()
+        try:
+            await asyncio.wait(
+                (idle, self._lost), timeout=self._settings.timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            self._discard("DONE cancelled")
+            raise
+        events = self._events(self._drain(protocol), "DONE")
+        if not idle.done() or idle.cancelled() or idle.exception() is not None:
+            if self._lost.done() or idle.done():
+                self._discard("connection lost after DONE")
+                raise self._error(ConnectError, "DONE: connection lost")
+            self._discard("DONE timed out")
+            raise self._error(
+                NetworkTimeout, f"DONE: no answer from server within {self._settings.timeout_s:g} s"
+            )
+        _lines, status = self._completion(idle.result(), "IDLE")
+        if not status.ok:
+            self._discard("IDLE ended with an error")
+            raise self._refused(status, "IDLE")
+        return events
+
+    async def noop(self) -> wire.MailboxEvents:
+        """Send NOOP (a liveness check) and return the mailbox events that came with its answer.
+
+        Standard: RFC 9051 section 6.1.2.
+
+        Raises:
+            ConnectError: ``* BYE``, or the connection was lost.
+            NetworkTimeout: no answer within ``timeout_s`` seconds.
+            ProtocolError: NOOP answered BAD; a broken response.
+            TransientError: the session was discarded earlier.
+        """
+        protocol = self._check_alive("NOOP")
+        lines = await self._command("NOOP", lambda: protocol.simple_command("NOOP"))
+        return self._events(lines, "NOOP")
+
+    async def close(self) -> None:
+        """End IDLE if it runs (best effort), then LOGOUT as :meth:`IMAPMailbox.close` does."""
+        if self._idle_task is not None:
+            try:
+                await self.idle_done()
+            except MaildError:
+                await self.abort()
+                return
+        await super().close()
+
+    async def abort(self) -> None:
+        """Close the connection at once, dropping a running IDLE. Never raises."""
+        idle, self._idle_task = self._idle_task, None
+        if idle is not None and not idle.done():
+            idle.cancel()
+        await super().abort()

@@ -659,7 +659,9 @@ def parse_internaldate(value: str | bytes | bytearray) -> datetime:
 
 
 #: Items a caller may require in :func:`parse_fetch`, by their response name.
-FetchItem = Literal["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY[]"]
+FetchItem = Literal[
+    "UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY[]", "BODY[HEADER]", "BODY[HEADER.FIELDS]"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,6 +675,11 @@ class FetchedMessage:
         internaldate: INTERNALDATE in UTC, or None when not sent.
         size_octets: RFC822.SIZE in octets, or None when not sent.
         body: ``BODY[]`` (or ``RFC822``) octets exactly as sent, or None when not sent.
+        header: ``BODY[HEADER]`` (or ``RFC822.HEADER``) octets exactly as sent (the header section
+            with its terminating empty line, RFC 9051 section 6.4.5), or None when not sent.
+        header_fields: ``BODY[HEADER.FIELDS (...)]`` octets as sent (the named fields and the empty
+            line), or None when not sent. Whatever fields were asked for, the item is stored under
+            this one name.
     """
 
     uid: int
@@ -681,6 +688,8 @@ class FetchedMessage:
     internaldate: datetime | None = None
     size_octets: int | None = None
     body: bytes | None = None
+    header: bytes | None = None
+    header_fields: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -707,7 +716,7 @@ class FetchResult:
 
 
 #: RFC822 is the IMAP4rev1 name of the same octets as BODY[] (RFC 3501 section 6.4.5).
-_ITEM_ALIASES = {"RFC822": "BODY[]"}
+_ITEM_ALIASES = {"RFC822": "BODY[]", "RFC822.HEADER": "BODY[HEADER]"}
 
 
 def _fetch_items(tokens: list[Token]) -> dict[str, Token]:
@@ -722,6 +731,8 @@ def _fetch_items(tokens: list[Token]) -> dict[str, Token]:
         if not isinstance(name, str):
             raise _LexError("FETCH item name is not an atom")
         key = name.upper()
+        if key.startswith("BODY[HEADER.FIELDS "):  # the field list as the server echoes it
+            key = "BODY[HEADER.FIELDS]"
         result[_ITEM_ALIASES.get(key, key)] = value
     return result
 
@@ -751,7 +762,15 @@ def _build_message(seq: int, uid: int, items: dict[str, Token], require: Iterabl
         if not isinstance(raw_body, bytes | bytearray):
             raise _LexError("BODY[] is not a string")
         body = raw_body if isinstance(raw_body, bytes) else bytes(raw_body)  # the one copy
-    return FetchedMessage(uid, seq, flags, internaldate, size_octets, body)
+    raw_header = items.get("BODY[HEADER]")
+    if raw_header is not None and not isinstance(raw_header, bytes | bytearray):
+        raise _LexError("BODY[HEADER] is not a string")
+    header = bytes(raw_header) if raw_header is not None else None
+    raw_fields = items.get("BODY[HEADER.FIELDS]")
+    if raw_fields is not None and not isinstance(raw_fields, bytes | bytearray):
+        raise _LexError("BODY[HEADER.FIELDS] is not a string")
+    header_fields = bytes(raw_fields) if raw_fields is not None else None
+    return FetchedMessage(uid, seq, flags, internaldate, size_octets, body, header, header_fields)
 
 
 def parse_fetch(
@@ -927,3 +946,191 @@ def parse_list(lines: Sequence[Part], *, utf8: bool = False) -> list[ListedMailb
             name = "INBOX"
         found.append(ListedMailbox(name, delimiter, attributes))
     return found
+
+
+#: Special-use attributes (RFC 6154 section 2) of mailboxes that ``mailboxes = "all"`` leaves out:
+#: deleted mail and spam are not the office's mail.
+SKIPPED_SPECIAL_USE = frozenset({r"\Trash", r"\Junk"})
+
+
+def choose_mailboxes(listed: Sequence[ListedMailbox], exclude: Iterable[str] = ()) -> list[str]:
+    """Pick the mailboxes that ``mailboxes = "all"`` means from a LIST response.
+
+    Left out: names the server marks ``\\Noselect`` or ``\\NonExistent`` (nothing to select), the
+    special-use ``\\Trash`` and ``\\Junk`` mailboxes (:data:`SKIPPED_SPECIAL_USE`), and every name in
+    ``exclude`` together with the mailboxes beneath it (``"Archiv"`` excludes ``"Archiv/2025"`` when
+    the server's delimiter is ``/``). ``INBOX`` matches in any case. The result keeps the server's
+    order with ``INBOX`` first and each name once.
+
+    Standard: RFC 9051 section 7.3.1 (name attributes); RFC 6154 section 2 (special-use).
+    """
+    excluded = [name.upper() if name.upper() == "INBOX" else name for name in exclude]
+
+    def is_excluded(mailbox: ListedMailbox) -> bool:
+        for name in excluded:
+            if mailbox.name == name:
+                return True
+            if mailbox.delimiter and mailbox.name.startswith(name + mailbox.delimiter):
+                return True
+        return False
+
+    chosen: list[str] = []
+    for mailbox in listed:
+        if not mailbox.selectable or mailbox.attributes & SKIPPED_SPECIAL_USE or is_excluded(mailbox):
+            continue
+        if mailbox.name not in chosen:
+            chosen.append(mailbox.name)
+    if "INBOX" in chosen:
+        chosen.remove("INBOX")
+        chosen.insert(0, "INBOX")
+    return chosen
+
+
+# --------------------------------------------------------------------------------------------------
+# Mailbox events pushed during IDLE or returned with NOOP (RFC 2177; RFC 9051 section 7.4)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxEvents:
+    """What untagged responses said about the selected mailbox while no command asked for them.
+
+    Attributes:
+        exists: the last ``* n EXISTS`` (message count now), or None.
+        recent: the last ``* n RECENT`` (RFC 3501 section 7.3.2), or None.
+        expunged: how many ``* n EXPUNGE`` responses arrived.
+        bye: the text of a ``* BYE``: the server is closing the connection (RFC 9051 section
+            7.1.5), or None.
+        other: other untagged lines (``* OK Still here``, ``* n FETCH (FLAGS ...)``, ...).
+    """
+
+    exists: int | None = None
+    recent: int | None = None
+    expunged: int = 0
+    bye: str | None = None
+    other: int = 0
+
+    @property
+    def changed(self) -> bool:
+        """True when the mailbox gained or lost messages: worth a fetch cycle."""
+        return self.exists is not None or bool(self.recent) or self.expunged > 0
+
+    def merge(self, later: MailboxEvents) -> MailboxEvents:
+        """Combine with events that arrived after these."""
+        return MailboxEvents(
+            later.exists if later.exists is not None else self.exists,
+            later.recent if later.recent is not None else self.recent,
+            self.expunged + later.expunged,
+            later.bye if later.bye is not None else self.bye,
+            self.other + later.other,
+        )
+
+
+def parse_mailbox_events(lines: Sequence[Part]) -> MailboxEvents:
+    """Sort untagged lines pushed by the server (``* `` prefix optional) into :class:`MailboxEvents`.
+
+    Literal parts (a pushed FETCH may carry one) count as other data. Never raises: a line this
+    does not understand is counted in ``other``.
+
+    Standard: RFC 2177 (IDLE); RFC 9051 sections 7.1.5 (BYE), 7.4.1 (EXPUNGE), 7.3.3 (EXISTS);
+    RFC 3501 section 7.3.2 (RECENT).
+    """
+    exists: int | None = None
+    recent: int | None = None
+    expunged = 0
+    bye: str | None = None
+    other = 0
+    for part in lines:
+        if isinstance(part, bytearray):
+            continue
+        data = _strip_untagged(part)
+        event = _MESSAGE_EVENT.match(data)
+        if event is not None:
+            kind = event.group(2).upper()
+            number = int(event.group(1))
+            if kind == b"EXISTS":
+                exists = number
+            elif kind == b"RECENT":
+                recent = number
+            else:
+                expunged += 1
+        elif data[:4].upper() == b"BYE " or data.upper() == b"BYE":
+            bye = data[4:].decode("utf-8", "replace")[:EXCERPT_CHARS] or "BYE"
+        elif data:
+            other += 1
+    return MailboxEvents(exists, recent, expunged, bye, other)
+
+
+# --------------------------------------------------------------------------------------------------
+# APPEND (RFC 9051 section 6.3.12; RFC 3501 section 6.3.11) and its response codes
+# --------------------------------------------------------------------------------------------------
+
+#: Response codes of a refused APPEND that concern the one message, with what they mean.
+#: TOOBIG: RFC 7889 section 4 (APPENDLIMIT); OVERQUOTA: RFC 5530 section 3 (also RFC 9208);
+#: LIMIT: RFC 5530 section 3 (Dovecot's answer for ``quota_max_mail_size``); PARSE: RFC 5530.
+APPEND_REFUSAL_CODES = {
+    "TOOBIG": "the message is larger than the server accepts",
+    "OVERQUOTA": "the mailbox is over its quota",
+    "LIMIT": "the message hits a server limit",
+    "PARSE": "the server could not parse the message",
+}
+
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_internaldate(moment: datetime) -> str:
+    """Format an aware datetime as an APPEND ``date-time`` argument, in UTC, quoted.
+
+    Example: ``"30-Nov-2026 09:00:00 +0000"`` (with the double quotes). Month names are the fixed
+    English ones, never the locale's.
+
+    Standard: RFC 9051 section 9 (``date-time``); RFC 3501 section 9.
+
+    Raises:
+        ValueError: ``moment`` is naive, or its year is outside 1 to 9999.
+    """
+    if moment.tzinfo is None:
+        raise ValueError("an INTERNALDATE needs an aware datetime")
+    utc = moment.astimezone(UTC)
+    return (
+        f'"{utc.day:02d}-{_MONTH_NAMES[utc.month - 1]}-{utc.year:04d}'
+        f' {utc.hour:02d}:{utc.minute:02d}:{utc.second:02d} +0000"'
+    )
+
+
+def format_flag_list(flags: Iterable[str]) -> str | None:
+    """Format flags as a parenthesised list, e.g. ``(\\Seen)``; None when there are none.
+
+    Standard: RFC 9051 section 6.3.12 (``flag-list``), section 9 (``flag``).
+
+    Raises:
+        ValueError: a flag is not a system flag or a keyword atom.
+    """
+    ordered = sorted(set(flags))
+    for flag in ordered:
+        name = flag[1:] if flag.startswith("\\") else flag
+        if not name or any(c in _FLAG_FORBIDDEN or not " " < c < "\x7f" for c in name):
+            raise ValueError(f"not an IMAP flag: {flag!r}")
+    return "(" + " ".join(ordered) + ")" if ordered else None
+
+
+_FLAG_FORBIDDEN = frozenset('(){%*"\\]')
+
+
+def parse_appenduid(status: StatusResponse) -> tuple[int, int] | None:
+    """Return (UIDVALIDITY, UID) from an APPEND completion's ``[APPENDUID v u]`` code, or None.
+
+    None when the server sent no APPENDUID (no UIDPLUS), or sent a UID set (MULTIAPPEND) or
+    something malformed: the message was appended all the same, so this is information, not an error.
+
+    Standard: RFC 4315 section 3 (``resp-code-apnd``).
+    """
+    if status.code != "APPENDUID":
+        return None
+    words = status.code_args.split()
+    if len(words) != 2 or not all(w.isascii() and w.isdigit() for w in words):
+        return None
+    uidvalidity, uid = int(words[0]), int(words[1])
+    if not (0 < uidvalidity <= MAX_NUMBER and 0 < uid <= MAX_NUMBER):
+        return None
+    return uidvalidity, uid

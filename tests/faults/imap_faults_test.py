@@ -339,13 +339,25 @@ async def test_mailbox_names_are_encoded_and_quoted() -> None:
     assert all(e.size_octets is None for e in entries)
 
 
-async def test_missing_mailbox_in_inventory_is_protocol_error(inbox: ScriptedIMAP) -> None:
-    """A configured mailbox the server does not have ([NONEXISTENT]) fails the inventory."""
+async def test_missing_mailbox_in_inventory_is_skipped_and_reported(inbox: ScriptedIMAP) -> None:
+    """A configured mailbox the server does not have ([NONEXISTENT]) is skipped and reported, not fatal
+    (issue 4: one missing mailbox must not stop the others); its keys are not covered. When no
+    mailbox at all can be selected, the inventory fails."""
     mailbox = IMAPMailbox(settings(inbox), ["INBOX", "Archiv"])
     await mailbox.open()
-    with pytest.raises(ProtocolError, match="NONEXISTENT"):
-        await mailbox.inventory()
+    entries = await mailbox.inventory()
+    assert [e.key.uid for e in entries] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+    assert list(mailbox.mailbox_states) == ["INBOX"]
+    assert "NONEXISTENT" in mailbox.mailbox_failures["Archiv"]
+    assert mailbox.covers(IMAPKey("INBOX", 1234, 99))
+    assert not mailbox.covers(IMAPKey("Archiv", 1234, 1))
     await mailbox.close()
+
+    only_missing = IMAPMailbox(settings(inbox), ["Archiv"])
+    await only_missing.open()
+    with pytest.raises(ProtocolError, match="NONEXISTENT"):
+        await only_missing.inventory()
+    await only_missing.close()
 
 
 def test_constructor_validates_and_quiets_library_logger() -> None:
@@ -558,13 +570,17 @@ async def test_delete_stores_and_uid_expunges_in_chunks() -> None:
     assert [e.key.uid for e in remaining] == list(range(901, 1001))  # type: ignore[union-attr]
 
 
-async def test_delete_without_uidplus_refuses(inbox: ScriptedIMAP) -> None:
-    """Without UIDPLUS nothing is flagged: a plain EXPUNGE could remove other clients' messages."""
+async def test_delete_without_uidplus_skips_a_mailbox_with_foreign_deleted_messages(inbox: ScriptedIMAP) -> None:
+    """Without UIDPLUS, a mailbox where another message is \\Deleted is left alone: a plain EXPUNGE
+    would remove it too. Nothing is flagged and the keys are not reported as deleted."""
     inbox.post_login_capabilities = "IMAP4rev1 IDLE"
+    inbox.mailboxes["INBOX"].messages[4].flags.add("\\Deleted")
     mailbox = await opened(inbox)
-    with pytest.raises(ProtocolError, match="UIDPLUS"):
-        await mailbox.delete(keys([1]))
+    with capture_logs() as logs:
+        assert await mailbox.delete(keys([1])) == []
     assert inbox.commands_named("UID STORE") == []
+    assert inbox.commands_named("EXPUNGE") == []
+    assert [e["event"] for e in logs] == ["imap.expunge-skipped"]
     await mailbox.close()
 
 

@@ -2,9 +2,11 @@
 
 :class:`ScriptedIMAP` runs on the test's own event loop (``async with ScriptedIMAP(...) as server``)
 and serves a small, correct subset of IMAP4rev1 (RFC 3501) over plaintext, implicit TLS or STARTTLS:
-CAPABILITY, STARTTLS, LOGIN, SELECT, UID SEARCH ALL, UID FETCH (UID, FLAGS, INTERNALDATE,
-RFC822.SIZE, BODY[]/BODY.PEEK[]), UID STORE, UID EXPUNGE, NOOP, LOGOUT. Mailboxes are keyed by their
-wire name (modified UTF-7, unquoted); each message's UID is its position + ``first_uid``.
+CAPABILITY, STARTTLS, LOGIN, SELECT, UID SEARCH ALL/DELETED, UID FETCH (UID, FLAGS, INTERNALDATE,
+RFC822.SIZE, BODY[]/BODY.PEEK[], BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]), UID STORE (+/-FLAGS
+\\Deleted), UID EXPUNGE, EXPUNGE, LIST, IDLE (RFC 2177; :meth:`ScriptedIMAP.push` writes to every
+session in IDLE), NOOP, LOGOUT. Mailboxes are keyed by their wire name (modified UTF-7, unquoted);
+each message's UID is its position + ``first_uid``; :attr:`ScriptedMailbox.attributes` go into LIST.
 
 To misbehave, put a handler into :attr:`ScriptedIMAP.script` under the command name (``"LOGIN"``,
 ``"SELECT"``, ``"UID FETCH"``, ...): ``async def handler(session, tag, args) -> None`` writes what it
@@ -40,10 +42,11 @@ class ScriptedMessage:
 
 @dataclass
 class ScriptedMailbox:
-    """A mailbox: UIDVALIDITY and messages in sequence order."""
+    """A mailbox: UIDVALIDITY, messages in sequence order, LIST attributes (``\\Trash`` ...)."""
 
     uidvalidity: int
     messages: list[ScriptedMessage]
+    attributes: str = "\\HasNoChildren"
 
 
 Handler = Callable[["Session", str, str], Awaitable[None]]
@@ -71,7 +74,11 @@ def default_fetch_writer(seq: int, message: ScriptedMessage, items: str) -> byte
         parts.append(b'INTERNALDATE "' + message.internaldate.encode() + b'"')
     if "RFC822.SIZE" in upper:
         parts.append(b"RFC822.SIZE %d" % len(message.raw))
-    if "BODY" in upper:
+    if "HEADER.FIELDS (MESSAGE-ID)" in upper:
+        found = re.search(rb"(?im)^Message-ID:[^\r\n]*\r\n", message.raw)
+        fields = (found.group(0) if found else b"") + b"\r\n"
+        parts.append(b"BODY[HEADER.FIELDS (MESSAGE-ID)] {%d}\r\n" % len(fields) + fields)
+    elif "BODY" in upper:
         parts.append(b"BODY[] {%d}\r\n" % len(message.raw) + message.raw)
     return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
 
@@ -87,6 +94,7 @@ class Session:
         self.writer = writer
         self.selected: ScriptedMailbox | None = None
         self.authenticated = False
+        self.idling = False
 
     async def send(self, data: bytes) -> None:
         """Write ``data`` and drain."""
@@ -122,7 +130,10 @@ class Session:
             await self._select(tag, args)
         elif name == "UID SEARCH":
             assert self.selected is not None
-            uids = " ".join(str(m.uid) for m in self.selected.messages)
+            deleted_only = "DELETED" in args.upper()
+            uids = " ".join(
+                str(m.uid) for m in self.selected.messages if not deleted_only or "\\Deleted" in m.flags
+            )
             await self.send(f"* SEARCH {uids}\r\n".encode().replace(b"SEARCH \r\n", b"SEARCH\r\n") + ok)
         elif name == "UID FETCH":
             assert self.selected is not None
@@ -139,7 +150,10 @@ class Session:
             wanted = uid_set_members(uid_text, 2**32 - 1)
             for message in self.selected.messages:
                 if message.uid in wanted and "\\Deleted" in change:
-                    message.flags.add("\\Deleted")
+                    if change.startswith("-"):
+                        message.flags.discard("\\Deleted")
+                    else:
+                        message.flags.add("\\Deleted")
             await self.send(ok)
         elif name == "UID EXPUNGE":
             assert self.selected is not None
@@ -153,11 +167,40 @@ class Session:
                     server.expunged.append(message.uid)
                     lines += b"* %d EXPUNGE\r\n" % seq
             await self.send(lines + ok)
+        elif name == "EXPUNGE":
+            assert self.selected is not None
+            messages = self.selected.messages
+            lines = b""
+            for seq in range(len(messages), 0, -1):
+                if "\\Deleted" in messages[seq - 1].flags:
+                    server.expunged.append(messages.pop(seq - 1).uid)
+                    lines += b"* %d EXPUNGE\r\n" % seq
+            await self.send(lines + ok)
+        elif name == "LIST":
+            lines = b"".join(
+                b'* LIST (%s) "/" "%s"\r\n' % (box.attributes.encode(), wire_name.encode())
+                for wire_name, box in server.mailboxes.items()
+            )
+            await self.send(lines + ok)
+        elif name == "IDLE":
+            await self.idle(tag)
         elif name == "LOGOUT":
             await self.send(f"* BYE Logging out\r\n{tag} OK Logout completed\r\n".encode())
             self.writer.close()
         else:
             await self.send(f"{tag} BAD unknown command {name}\r\n".encode())
+
+    async def idle(self, tag: str, *, continuation: bytes = b"+ idling\r\n") -> None:
+        """Answer IDLE: send ``continuation``, then wait for DONE and complete (RFC 2177)."""
+        await self.send(continuation)
+        self.idling = True
+        try:
+            line = await self.reader.readline()
+        finally:
+            self.idling = False
+        if line.rstrip(b"\r\n").upper() == b"DONE":
+            self.server.dones += 1
+            await self.send(f"{tag} OK Idle completed\r\n".encode())
 
     async def _select(self, tag: str, args: str) -> None:
         name = unquote(args)
@@ -223,6 +266,7 @@ class ScriptedIMAP:
         self.fetch_writer: FetchWriter = default_fetch_writer
         self.commands: list[str] = []
         self.expunged: list[int] = []
+        self.dones = 0
         self.sessions: list[Session] = []
         self.host = "127.0.0.1"
         self.port = 0
@@ -246,6 +290,13 @@ class ScriptedIMAP:
             for task in pending:
                 task.cancel()
         await self._server.wait_closed()
+
+    async def push(self, data: bytes) -> int:
+        """Write ``data`` (untagged lines, CRLF-terminated) to every session in IDLE; return how many."""
+        idling = [s for s in self.sessions if s.idling and not s.writer.is_closing()]
+        for session in idling:
+            await session.send(data)
+        return len(idling)
 
     def commands_named(self, prefix: str) -> list[str]:
         """The command lines (tag removed) that start with ``prefix``."""

@@ -174,13 +174,19 @@ async def test_host_name_is_verified(dovecot: Dovecot, mail_user: MailUser) -> N
     await mailbox.close()
 
 
-async def test_missing_mailbox_is_protocol_error(dovecot: Dovecot, mail_user: MailUser) -> None:
-    """A configured mailbox that does not exist fails the inventory (and is not created)."""
+async def test_missing_mailbox_is_reported_not_created(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """A configured mailbox that does not exist is reported (and not created); INBOX is still inventoried."""
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user), ["INBOX", "Sent Items"])
     await mailbox.open()
-    with pytest.raises(ProtocolError, match="Sent Items"):
-        await mailbox.inventory()
+    assert await mailbox.inventory() == []
+    assert list(mailbox.mailbox_states) == ["INBOX"]
+    assert "Sent Items" in mailbox.mailbox_failures["Sent Items"]
     await mailbox.close()
+    only_missing = IMAPMailbox(imap_settings(dovecot, mail_user), ["Sent Items"])
+    await only_missing.open()
+    with pytest.raises(ProtocolError, match="Sent Items"):
+        await only_missing.inventory()
+    await only_missing.close()
     assert not dovecot.maildir_path(mail_user.name, "Sent Items").exists()
     assert not dovecot.maildir_path(mail_user.name, "Sent").exists()
 

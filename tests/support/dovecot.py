@@ -18,6 +18,8 @@ What tests can rely on (measured with Dovecot 2.3.19):
 - A message written by :meth:`Dovecot.deliver` is visible to the next POP3 login, the next IMAP
   SELECT, or a NOOP/IDLE of an IMAP session that has the mailbox selected.
 - POP3 RETR sets ``\\Seen`` (``pop3_no_flag_updates`` is left at ``no``).
+- ``Trash`` carries the special-use attribute ``\\Trash``, ``Junk`` and ``Spam Verdacht`` carry
+  ``\\Junk`` (RFC 6154) once they exist; no mailbox is created automatically.
 - The mailbox hierarchy separator is ``/``; on disk ``A/B`` is the Maildir++ folder ``.A.B`` with
   names in modified UTF-7, so mailbox names may not contain ``.``.
 - A failed login is answered after about 0.5 s (Dovecot 2.3 flushes failures on a 500 ms tick), not
@@ -330,6 +332,16 @@ mail_fsync = never
 namespace inbox {{
   inbox = yes
   separator = /
+  # RFC 6154 special-use attributes (not created automatically): LIST reports them
+  mailbox Trash {{
+    special_use = \\Trash
+  }}
+  mailbox Junk {{
+    special_use = \\Junk
+  }}
+  mailbox "Spam Verdacht" {{
+    special_use = \\Junk
+  }}
 }}
 pop3_uidl_format = %08Xu%08Xv
 

@@ -790,20 +790,29 @@ def test_pop3_retention_values(tmp_path: Path, pop3_retention: str, default: str
 
 
 @pytest.mark.parametrize(
-    ("body", "key"),
+    ("body", "key", "expected"),
     [
-        ('retention = "delete"\n', "retention"),
-        ("retention_days = 5\n", "retention_days"),
+        ('retention = "delete"\n', "retention", "expected one of keep, delete-after"),
+        ("retention_days = 5\n", "retention_days", 'only valid with retention = "delete-after"'),
+        ('retention = "delete-after"\n', "retention_days", "required"),
     ],
 )
-def test_retention_keys_on_imap_are_unknown(tmp_path: Path, body: str, key: str) -> None:
-    """Retention keys on an IMAP account are rejected as unknown keys."""
+def test_imap_retention_is_keep_or_delete_after(tmp_path: Path, body: str, key: str, expected: str) -> None:
+    """IMAP retention is "keep" or "delete-after" with retention_days; "delete" and stray days are refused."""
     path = account_file(tmp_path, body, protocol="imap")
 
     message = load_error(path)
 
     assert f"accounts.acct.{key}" in message
-    assert "unknown key" in message
+    assert expected in message
+
+
+def test_imap_delete_after_is_read(tmp_path: Path) -> None:
+    """retention = "delete-after" with retention_days is accepted for IMAP (issue 4)."""
+    body = 'retention = "delete-after"\nretention_days = 90\n'
+    acct = load_config(account_file(tmp_path, body, protocol="imap")).accounts["acct"]
+
+    assert (acct.retention, acct.retention_days) == ("delete-after", 90)
 
 
 def test_mailboxes_on_pop3_is_unknown(tmp_path: Path) -> None:

@@ -1,0 +1,148 @@
+"""Writing configuration without touching the admin's main file: drop-ins and secret files.
+
+``maild accounts add`` writes one drop-in per account, ``accounts.d/NAME.toml`` beside the main file
+(see :func:`maild.config.dropin_dir`), and the password, when typed in, to ``secrets/NAME`` beside
+the main file. tomli-w drops comments and re-lays-out what it rewrites, which is why only these
+machine-written files are ever rewritten, never the main file.
+
+Every write is atomic and durable: a temporary file in the same directory (created with mode 0600,
+so a secret is never readable by others, not even for a moment), written, fsync'ed, renamed over the
+target with ``os.replace``, and the directory fsync'ed. A crash leaves the old file or the new one,
+never a mix; a leftover temporary file (``.NAME.*.tmp``) does not end in ``.toml`` and is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from maild.config import dropin_dir
+from maild.errors import ConfigError
+
+#: Mode of drop-ins and secret files: they may hold a secret (password_command arguments, a token).
+PRIVATE_MODE = 0o600
+#: Mode of the directories created for them.
+PRIVATE_DIR_MODE = 0o700
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (see the module docstring).
+
+    Raises:
+        OSError: the directory is missing or not writable, or the disk is full; ``path`` is unchanged.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fchmod(file.fileno(), mode)
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_durably(path: Path) -> bool:
+    """Delete ``path`` and fsync its directory; return False when it did not exist."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    _fsync_dir(path.parent)
+    return True
+
+
+def dropin_path(config_path: Path, name: str) -> Path:
+    """The drop-in file of account ``name``: ``accounts.d/NAME.toml`` beside the main file."""
+    return dropin_dir(config_path) / f"{name}.toml"
+
+
+def secret_path(config_path: Path, name: str) -> Path:
+    """The password file ``maild accounts add`` writes for ``name``: ``secrets/NAME`` beside the main file."""
+    return config_path.parent / "secrets" / name
+
+
+def _private_dir(directory: Path) -> None:
+    if not directory.is_dir():
+        directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True)
+
+
+def write_dropin(config_path: Path, name: str, table: dict[str, Any]) -> Path:
+    """Write ``[accounts.NAME]`` with ``table`` as a new drop-in; create ``accounts.d`` if needed.
+
+    Returns:
+        The drop-in's path.
+
+    Raises:
+        ConfigError: the drop-in exists already.
+        OSError: it cannot be written.
+        TypeError: ``table`` holds a value TOML cannot carry (None, a set, a Path).
+    """
+    path = dropin_path(config_path, name)
+    if path.exists():
+        raise ConfigError(f"{path}: exists already; remove the account first or choose another name")
+    data = tomli_w.dumps({"accounts": {name: table}}).encode("utf-8")
+    _private_dir(path.parent)
+    write_atomic(path, _HEADER + data)
+    return path
+
+
+_HEADER = b"# Written by `maild accounts add`; maild may rewrite this file (comments are not kept).\n"
+
+
+def set_enabled(path: Path, name: str, enabled: bool) -> None:
+    """Rewrite drop-in ``path`` with ``accounts.NAME.enabled`` set to ``enabled`` (atomically).
+
+    Raises:
+        ConfigError: the file cannot be read as TOML or has no ``[accounts.NAME]`` table.
+        OSError: it cannot be written.
+    """
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    table = doc.get("accounts", {}).get(name)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: has no [accounts.{name}] table")
+    table["enabled"] = enabled
+    write_atomic(path, _HEADER + tomli_w.dumps(doc).encode("utf-8"))
+
+
+def write_secret(config_path: Path, name: str, password: str) -> Path:
+    """Store ``password`` (one line) in ``secrets/NAME`` with mode 0600; create ``secrets/`` (0700).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ConfigError: the file exists already, or the password holds a line break (it could not be
+            read back: the first line of the file is the password).
+        OSError: it cannot be written.
+    """
+    if "\n" in password or "\r" in password:
+        raise ConfigError(f"account {name}: the password must be one line")
+    path = secret_path(config_path, name)
+    if path.exists():
+        raise ConfigError(f"{path}: exists already; remove it or use --password-command")
+    _private_dir(path.parent)
+    write_atomic(path, password.encode("utf-8") + b"\n")
+    return path

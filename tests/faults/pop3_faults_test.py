@@ -1,0 +1,680 @@
+"""POP3 adapter against a scripted server, for what Dovecot will not do on request.
+
+Covers refused RETR/DELE/QUIT, response codes at login, duplicate and missing UIDLs, stalls (timeouts and
+cancellation), hang-ups, oversized replies and the order of RSET/QUIT on abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pytest
+import structlog
+
+from maild.errors import (
+    AuthError,
+    ConnectError,
+    NetworkTimeout,
+    ProtocolError,
+    ThrottledError,
+    TransientError,
+)
+from maild.model import (
+    IMAPKey,
+    MessageKey,
+    POP3Key,
+    RetrievalFailure,
+    RetrievedMessage,
+    Secret,
+    ServerSettings,
+)
+from maild.protocols.pop3 import POP3Maildrop
+
+PASSWORD = "s3cret-Pw!"
+ACCOUNT = "anna-pop"
+
+
+def stuff(raw: bytes) -> bytes:
+    """Byte-stuff a CRLF message and append the terminator (RFC 1939 section 3)."""
+    if raw.startswith(b"."):
+        raw = b"." + raw
+    return raw.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+@dataclass
+class FakePOP3:
+    """A scripted POP3 server on loopback, one connection at a time, in a thread.
+
+    ``replies`` overrides the answer to a command line (``"RETR 2"``) or verb (``"PASS"``) with raw bytes;
+    ``stall`` makes the server go silent after receiving such a command; ``hangup`` closes the
+    connection after sending the override (if any).
+    """
+
+    messages: list[bytes]
+    uidls: list[str] | None = None
+    caps: tuple[str, ...] | None = ("USER", "UIDL", "PIPELINING", "RESP-CODES", "TOP")
+    greeting: bytes = b"+OK scripted POP3 ready\r\n"
+    replies: dict[str, bytes] = field(default_factory=dict)
+    stall: set[str] = field(default_factory=set)
+    hangup: set[str] = field(default_factory=set)
+    commands: list[str] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)  # complete command lines per received chunk
+    applied: list[list[int]] = field(default_factory=list)  # deletions applied by each +OK QUIT
+    stalled: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if self.uidls is None:
+            self.uidls = [f"uid-{i:04d}" for i in range(1, len(self.messages) + 1)]
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for sock in [self._listener, *self._conns]:  # shutdown() wakes a thread blocked in accept/recv
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+        assert not self._thread.is_alive()
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            with conn, contextlib.suppress(OSError):
+                self._session(conn)
+
+    def _session(self, conn: socket.socket) -> None:
+        assert self.uidls is not None
+        marked: set[int] = set()
+        conn.sendall(self.greeting)
+        buf = b""
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buf += data
+            self.batches.append(buf.count(b"\r\n"))  # commands that arrived together
+            while b"\r\n" in buf:
+                raw, buf = buf.split(b"\r\n", 1)
+                line = raw.decode()
+                self.commands.append(line)
+                verb, _, arg = line.partition(" ")
+                verb = verb.upper()
+                override = self.replies.get(line, self.replies.get(verb))
+                if line in self.stall or verb in self.stall:
+                    self.stalled.set()
+                    while conn.recv(65536):  # silent until the client goes away
+                        pass
+                    return
+                reply = override if override is not None else self._answer(verb, arg, marked)
+                quit_ok = verb == "QUIT" and reply.startswith(b"+OK")
+                if quit_ok:  # recorded before the client can see the reply
+                    self.applied.append(sorted(marked))
+                conn.sendall(reply)
+                if quit_ok or line in self.hangup or verb in self.hangup:
+                    return
+
+    def _answer(self, verb: str, arg: str, marked: set[int]) -> bytes:
+        assert self.uidls is not None
+        live = [n for n in range(1, len(self.messages) + 1) if n not in marked]
+        if verb in ("USER", "NOOP", "RSET") or (verb == "PASS" and arg == PASSWORD):
+            if verb == "RSET":
+                marked.clear()
+            return b"+OK\r\n"
+        if verb == "PASS":
+            return b"-ERR [AUTH] Authentication failed.\r\n"
+        if verb == "CAPA" and self.caps is not None:
+            return b"+OK\r\n" + b"".join(c.encode() + b"\r\n" for c in self.caps) + b".\r\n"
+        if verb == "UIDL" and (self.caps is None or "UIDL" in self.caps) and not arg:
+            return b"+OK\r\n" + b"".join(f"{n} {self.uidls[n - 1]}\r\n".encode() for n in live) + b".\r\n"
+        if verb == "LIST" and not arg:
+            sizes = b"".join(f"{n} {len(self.messages[n - 1])}\r\n".encode() for n in live)
+            return b"+OK\r\n" + sizes + b".\r\n"
+        if verb in ("RETR", "DELE") and arg.isdigit() and int(arg) in live:
+            if verb == "DELE":
+                marked.add(int(arg))
+                return b"+OK marked\r\n"
+            return b"+OK\r\n" + stuff(self.messages[int(arg) - 1])
+        if verb == "QUIT":
+            return b"+OK bye\r\n"
+        return b"-ERR no\r\n"
+
+
+MESSAGES = [
+    b"Subject: one\r\n\r\nhello\r\n",
+    b"Subject: two\r\n\r\n.dot line\r\n..\r\n",
+    b"Subject: three\r\n\r\n" + b"y" * 10_000 + b"\r\n",
+    b"Subject: four\r\n\r\nbye\r\n",
+]
+
+
+@pytest.fixture
+def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    """A one-thread pool, so a thread still blocked would show as a stuck follow-up job."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pop3-test")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def make_server() -> Iterator[type[FakePOP3]]:
+    """Create scripted servers that are stopped after the test."""
+    servers: list[FakePOP3] = []
+
+    class Tracked(FakePOP3):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            servers.append(self)
+
+    yield Tracked
+    for server in servers:
+        server.stop()
+
+
+class MakeMaildrop(Protocol):
+    def __call__(
+        self, server: FakePOP3, *, timeout_s: float = 5.0, tls: str = "none", pw: str = PASSWORD, **kw: int
+    ) -> POP3Maildrop: ...
+
+
+@pytest.fixture
+async def make_maildrop(executor: concurrent.futures.ThreadPoolExecutor) -> AsyncIterator[MakeMaildrop]:
+    """Create maildrops on scripted servers; each is aborted after the test, so none leaks a socket."""
+    made: list[POP3Maildrop] = []
+
+    def make(
+        server: FakePOP3, *, timeout_s: float = 5.0, tls: str = "none", pw: str = PASSWORD, **kw: int
+    ) -> POP3Maildrop:
+        settings = settings_for(server, timeout_s=timeout_s, tls=tls, pw=pw)
+        maildrop = POP3Maildrop(settings, executor, **kw)
+        made.append(maildrop)
+        return maildrop
+
+    yield make
+    for maildrop in made:
+        await maildrop.abort()
+
+
+def settings_for(
+    server: FakePOP3, *, timeout_s: float = 5.0, tls: str = "none", pw: str = PASSWORD
+) -> ServerSettings:
+    """ServerSettings for the scripted server."""
+    return ServerSettings(
+        account=ACCOUNT,
+        host="127.0.0.1",
+        port=server.port,
+        tls=tls,  # type: ignore[arg-type]
+        ca_file=None,
+        username="anna",
+        password=Secret(pw),
+        timeout_s=timeout_s,
+    )
+
+
+@pytest.fixture
+async def session(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> AsyncIterator[tuple[POP3Maildrop, FakePOP3]]:
+    """An open maildrop on a scripted server with MESSAGES; aborted afterwards."""
+    server = make_server(list(MESSAGES))
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    yield maildrop, server
+    await maildrop.abort()
+
+
+async def collect(
+    maildrop: POP3Maildrop, keys: Sequence[MessageKey]
+) -> list[RetrievedMessage | RetrievalFailure]:
+    """Run retrieve() to the end."""
+    return [item async for item in maildrop.retrieve(keys)]
+
+
+# -- happy paths ---------------------------------------------------------------------------------------
+
+
+async def test_inventory_retrieve_delete_close(session: tuple[POP3Maildrop, FakePOP3]) -> None:
+    """Inventory lists UIDLs and sizes in order, RETRs are pipelined, and +OK to QUIT applies DELEs.
+
+    Steps: open; inventory; retrieve all (one window); delete two; close; the server applied both.
+    """
+    maildrop, server = session
+    entries = await maildrop.inventory()
+    assert [(e.key, e.size_octets) for e in entries] == [
+        (POP3Key(f"uid-{i:04d}"), len(m)) for i, m in enumerate(MESSAGES, 1)
+    ]
+    got = await collect(maildrop, [e.key for e in entries])
+    assert got == [RetrievedMessage(e.key, m) for e, m in zip(entries, MESSAGES, strict=True)]
+    assert max(server.batches) == 4  # all four RETRs arrived together
+    await maildrop.delete([entries[0].key, entries[2].key, entries[0].key])
+    await maildrop.close()
+    assert server.applied == [[1, 3]]
+    assert server.commands.count("DELE 1") == 1
+
+
+async def test_without_pipelining_one_command_per_round_trip(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """A server without PIPELINING in CAPA gets one command per round trip."""
+    server = make_server(list(MESSAGES), caps=("USER", "UIDL"))
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    entries = await maildrop.inventory()
+    got = await collect(maildrop, [e.key for e in entries])
+    assert [g.raw for g in got if isinstance(g, RetrievedMessage)] == MESSAGES
+    await maildrop.close()
+    assert set(server.batches) == {1}
+
+
+async def test_without_capa(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """A plain RFC 1939 server without CAPA still works: UIDL is tried, no pipelining."""
+    server = make_server(list(MESSAGES), caps=None)
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    assert maildrop.capabilities == {}
+    assert len(await maildrop.inventory()) == 4
+    await maildrop.close()
+
+
+async def test_windows_by_count_and_octets(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """Windows hold at most `window` RETRs and about `window_octets` of LIST sizes, at least one each."""
+    server = make_server([b"x" * 100 + b"\r\n"] * 7)
+    maildrop = make_maildrop(server, window=3, window_octets=250)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    assert len(await collect(maildrop, keys)) == 7
+    retr_batches = server.batches[-4:]  # 102 octets each: two per window by octets
+    assert retr_batches == [2, 2, 2, 1]
+    await maildrop.close()
+
+
+# -- individual refusals -------------------------------------------------------------------------------
+
+
+async def test_retr_refused_yields_failure(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """-ERR to one RETR yields a RetrievalFailure with the server's line; the others arrive."""
+    server = make_server(list(MESSAGES), replies={"RETR 2": b"-ERR [SYS/TEMP] message locked\r\n"})
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    got = await collect(maildrop, keys)
+    assert got[1] == RetrievalFailure(keys[1], "-ERR [SYS/TEMP] message locked")
+    assert [g.raw for g in got if isinstance(g, RetrievedMessage)] == [MESSAGES[0], *MESSAGES[2:]]
+    await maildrop.close()
+
+
+async def test_unknown_key_fails_without_command(session: tuple[POP3Maildrop, FakePOP3]) -> None:
+    """A key not in the inventory yields RetrievalFailure in its place and sends nothing for it."""
+    maildrop, server = session
+    keys = [e.key for e in await maildrop.inventory()]
+    got = await collect(maildrop, [keys[0], POP3Key("nope"), keys[1]])
+    assert got[1] == RetrievalFailure(POP3Key("nope"), "not in this session's inventory")
+    assert isinstance(got[0], RetrievedMessage)
+    assert isinstance(got[2], RetrievedMessage)
+    assert sum(c.startswith("RETR") for c in server.commands) == 2
+    with pytest.raises(ValueError, match="not addressable"):
+        await maildrop.delete([POP3Key("nope")])
+
+
+async def test_wrong_key_type_and_order_of_calls(session: tuple[POP3Maildrop, FakePOP3]) -> None:
+    """retrieve() before inventory() and IMAP keys are programming errors."""
+    maildrop, _ = session
+    with pytest.raises(RuntimeError, match="inventory"):
+        await collect(maildrop, [POP3Key("uid-0001")])
+    await maildrop.inventory()
+    with pytest.raises(TypeError):
+        await collect(maildrop, [IMAPKey("INBOX", 1, 1)])
+
+
+async def test_duplicate_uidls_left_out(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """Messages sharing a UIDL are left out of the inventory with a warning and are never deleted."""
+    server = make_server(list(MESSAGES), uidls=["a", "dup", "c", "dup"])
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    with structlog.testing.capture_logs() as logs:
+        entries = await maildrop.inventory()
+    assert [e.key for e in entries] == [POP3Key("a"), POP3Key("c")]
+    assert maildrop.duplicate_uidls == {"dup"}
+    assert logs == [
+        {
+            "event": "pop3.uidl.duplicate",
+            "log_level": "warning",
+            "account": ACCOUNT,
+            "uidl": "dup",
+            "message_count": 2,
+        }
+    ]
+    assert await collect(maildrop, [POP3Key("dup")]) == [
+        RetrievalFailure(POP3Key("dup"), "UIDL is not unique in the maildrop")
+    ]
+    with pytest.raises(ValueError, match="not addressable"):
+        await maildrop.delete([POP3Key("dup")])
+    await maildrop.close()
+    assert server.applied == [[]]
+
+
+async def test_no_uidl(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """A server without UIDL fails inventory with ProtocolError saying so."""
+    server = make_server(list(MESSAGES), caps=("USER", "PIPELINING"))
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    with pytest.raises(ProtocolError, match="does not offer UIDL") as info:
+        await maildrop.inventory()
+    assert info.value.account == ACCOUNT
+    assert ACCOUNT in str(info.value)
+    await maildrop.abort()
+
+
+async def test_uidl_and_list_disagree(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """UIDL and LIST naming different message-numbers is a ProtocolError."""
+    server = make_server(list(MESSAGES), replies={"LIST": b"+OK\r\n1 10\r\n.\r\n"})
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    with pytest.raises(ProtocolError, match="different message-numbers"):
+        await maildrop.inventory()
+    await maildrop.abort()
+
+
+async def test_dele_refused(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """-ERR to DELE raises ProtocolError; the session stays in step and abort un-marks everything.
+
+    Steps: DELE 1 (+OK), DELE 2 (-ERR) in one window; ProtocolError; abort sends RSET then QUIT; nothing
+    is deleted.
+    """
+    server = make_server(list(MESSAGES), replies={"DELE 2": b"-ERR [SYS/PERM] read-only\r\n"})
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    with pytest.raises(ProtocolError, match="DELE refused") as info:
+        await maildrop.delete(keys[:3])
+    assert info.value.line == "-ERR [SYS/PERM] read-only"
+    await maildrop.abort()
+    assert server.commands[-2:] == ["RSET", "QUIT"]
+    assert server.applied == [[]]
+
+
+async def test_quit_refused(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """-ERR to QUIT raises ProtocolError: deletions may not have been applied."""
+    server = make_server(list(MESSAGES), replies={"QUIT": b"-ERR [SYS/TEMP] could not update\r\n"})
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    await maildrop.delete(keys[:1])
+    with pytest.raises(ProtocolError, match="QUIT refused"):
+        await maildrop.close()
+    await maildrop.abort()  # no-op after close
+    assert server.applied == []
+
+
+async def test_delete_then_abort_deletes_nothing(session: tuple[POP3Maildrop, FakePOP3]) -> None:
+    """abort() after DELE sends RSET, then QUIT, so no deletion is applied."""
+    maildrop, server = session
+    keys = [e.key for e in await maildrop.inventory()]
+    await maildrop.delete(keys)
+    await maildrop.abort()
+    assert server.commands[-2:] == ["RSET", "QUIT"]
+    assert server.applied == [[]]
+
+
+async def test_abort_without_quit_when_rset_refused(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """When RSET is refused, abort() never sends QUIT (which would apply the deletions)."""
+    server = make_server(list(MESSAGES), replies={"RSET": b"-ERR\r\n"})
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    await maildrop.delete(keys)
+    await maildrop.abort()
+    assert server.commands[-1] == "RSET"
+    assert server.applied == []
+
+
+async def test_abort_is_idempotent_and_safe_before_open(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """abort() before open, twice, and after close does nothing and raises nothing."""
+    server = make_server(list(MESSAGES))
+    maildrop = make_maildrop(server)
+    await maildrop.abort()
+    await maildrop.abort()
+    other = make_maildrop(server)
+    await other.open()
+    await other.close()
+    await other.abort()
+    assert server.applied == [[]]
+
+
+# -- login ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"-ERR [AUTH] Authentication failed.\r\n", AuthError),
+        (b"-ERR bad login\r\n", AuthError),
+        (b"-ERR [UNKNOWN-CODE] what\r\n", AuthError),
+        (b"-ERR [IN-USE] Mailbox locked by another session\r\n", ThrottledError),
+        (b"-ERR [LOGIN-DELAY] Wait 300 s\r\n", ThrottledError),
+        (b"-ERR [SYS/TEMP] Try again later\r\n", ThrottledError),
+        (b"-ERR [SYS/PERM] Mailbox corrupt\r\n", ProtocolError),
+    ],
+)
+async def test_pass_refusals(
+    make_server: type[FakePOP3],
+    make_maildrop: MakeMaildrop,
+    reply: bytes,
+    error: type[Exception],
+) -> None:
+    """-ERR to PASS maps by response code (RFC 2449, RFC 3206); the password never shows."""
+    server = make_server(
+        list(MESSAGES), replies={"PASS": reply.replace(b"\r\n", f" {PASSWORD}\r\n".encode())}
+    )
+    maildrop = make_maildrop(server)
+    with pytest.raises(error) as info:
+        await maildrop.open()
+    assert type(info.value) is error
+    assert ACCOUNT in str(info.value)
+    assert PASSWORD not in str(info.value)
+    assert PASSWORD not in repr(info.value.__dict__)
+    await maildrop.abort()
+
+
+async def test_user_refused(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """-ERR to USER is an AuthError and PASS is not sent."""
+    server = make_server(
+        list(MESSAGES), replies={"USER": b"-ERR [AUTH] Plaintext authentication disallowed\r\n"}
+    )
+    maildrop = make_maildrop(server)
+    with pytest.raises(AuthError):
+        await maildrop.open()
+    assert not any(c.startswith("PASS") for c in server.commands)
+
+
+async def test_line_break_in_password_not_sent(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """A password with CR or LF is refused locally: it would inject a command."""
+    server = make_server(list(MESSAGES))
+    maildrop = make_maildrop(server, pw="x\r\nDELE 1")
+    with pytest.raises(AuthError, match="line break") as info:
+        await maildrop.open()
+    assert "DELE" not in str(info.value)
+    assert server.commands == []
+
+
+@pytest.mark.parametrize(
+    ("greeting", "error"),
+    [
+        (b"-ERR [SYS/TEMP] too many connections\r\n", ThrottledError),
+        (b"-ERR [IN-USE] busy\r\n", ThrottledError),
+        (b"-ERR go away\r\n", TransientError),
+        (b"* OK IMAP4rev1 ready\r\n", ProtocolError),
+    ],
+)
+async def test_greeting_refusals(
+    make_server: type[FakePOP3],
+    make_maildrop: MakeMaildrop,
+    greeting: bytes,
+    error: type[Exception],
+) -> None:
+    """A refusing or foreign greeting maps to throttling, a transient error or a ProtocolError."""
+    server = make_server(list(MESSAGES), greeting=greeting)
+    maildrop = make_maildrop(server)
+    with pytest.raises(error) as info:
+        await maildrop.open()
+    assert type(info.value) is error
+    assert ACCOUNT in str(info.value)
+
+
+async def test_starttls_not_offered_refuses_plaintext_login(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """With tls='starttls' and no STLS offered, open() fails before USER/PASS are sent."""
+    server = make_server(list(MESSAGES))
+    maildrop = make_maildrop(server, tls="starttls")
+    with pytest.raises(ProtocolError, match="refusing to log in without TLS"):
+        await maildrop.open()
+    assert server.commands == ["CAPA"]
+
+
+async def test_starttls_refused_refuses_plaintext_login(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """With STLS offered but answered -ERR, open() fails before USER/PASS are sent."""
+    server = make_server(list(MESSAGES), caps=("USER", "UIDL", "STLS"))
+    maildrop = make_maildrop(server, tls="starttls")
+    with pytest.raises(ProtocolError, match="refusing to log in without TLS"):
+        await maildrop.open()
+    assert server.commands == ["CAPA", "STLS"]
+
+
+async def test_implicit_tls_against_plaintext_server(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """A TLS handshake with a server that does not speak TLS is a ConnectError (or a timeout)."""
+    server = make_server(list(MESSAGES))
+    maildrop = make_maildrop(server, tls="implicit", timeout_s=2)
+    with pytest.raises((ConnectError, NetworkTimeout)):
+        await maildrop.open()
+
+
+async def test_closed_port(executor: concurrent.futures.ThreadPoolExecutor) -> None:
+    """A port nobody listens on gives ConnectError naming the account."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = ServerSettings(ACCOUNT, "127.0.0.1", port, "none", None, "anna", Secret(PASSWORD), 5.0)
+    maildrop = POP3Maildrop(settings, executor)
+    with pytest.raises(ConnectError, match=ACCOUNT):
+        await maildrop.open()
+    await maildrop.abort()
+
+
+# -- broken sessions -----------------------------------------------------------------------------------
+
+
+async def test_timeout_mid_retr(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """A server silent after RETR causes NetworkTimeout; abort then only closes, nothing is deleted."""
+    server = make_server(list(MESSAGES), stall={"RETR 2"})
+    maildrop = make_maildrop(server, timeout_s=0.5, window=1)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    await maildrop.delete(keys[3:])
+    results = maildrop.retrieve(keys[:3])
+    assert isinstance(await anext(results), RetrievedMessage)
+    with pytest.raises(NetworkTimeout, match=ACCOUNT):
+        await anext(results)
+    await maildrop.abort()
+    assert "QUIT" not in server.commands
+    assert server.applied == []
+    with pytest.raises(RuntimeError, match="closed"):
+        await maildrop.inventory()
+
+
+@pytest.mark.parametrize("stalled_command", ["RETR 3", "DELE 1"])
+async def test_cancel_frees_the_thread_promptly(
+    make_server: type[FakePOP3],
+    make_maildrop: MakeMaildrop,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    stalled_command: str,
+) -> None:
+    """Cancelling a task blocked mid-RETR or mid-DELE returns at once and frees the worker thread.
+
+    Steps: the server goes silent after the command; the task is cancelled; the one-thread pool runs a
+    new job within a second (the blocked read returned); abort closes without QUIT: nothing deleted.
+    """
+    server = make_server(list(MESSAGES), stall={stalled_command})
+    maildrop = make_maildrop(server, timeout_s=30)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+
+    async def work() -> None:
+        if stalled_command.startswith("DELE"):
+            await maildrop.delete(keys)
+        else:
+            await collect(maildrop, keys)
+
+    task = asyncio.create_task(work())
+    assert await asyncio.to_thread(server.stalled.wait, 5)
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(executor, lambda: None), 1.0)
+    await maildrop.abort()
+    assert time.monotonic() - started < 2.0
+    assert "QUIT" not in server.commands
+    assert server.applied == []
+
+
+async def test_hangup_mid_reply(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """A server that closes the connection in the middle of a message gives ConnectError."""
+    server = make_server(list(MESSAGES), replies={"RETR 1": b"+OK\r\nSubject: one\r\n"}, hangup={"RETR 1"})
+    maildrop = make_maildrop(server, window=1)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    with pytest.raises(ConnectError, match="closed the connection"):
+        await collect(maildrop, keys)
+    await maildrop.abort()
+
+
+async def test_reply_over_cap(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """A message larger than max_reply_octets fails the session with ProtocolError naming the account."""
+    server = make_server([b"z" * 5000 + b"\r\n"])
+    maildrop = make_maildrop(server, max_reply_octets=4096)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    with pytest.raises(ProtocolError, match="cap") as info:
+        await collect(maildrop, keys)
+    assert info.value.account == ACCOUNT
+    await maildrop.abort()
+
+
+async def test_unsolicited_data_is_out_of_step(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """Data after the last expected reply means the stream is out of step: ProtocolError."""
+    server = make_server(list(MESSAGES), replies={"NOOP": b"+OK\r\n"}, caps=("USER", "UIDL"))
+    server.replies["LIST"] = b"+OK\r\n1 1\r\n2 2\r\n3 3\r\n4 4\r\n.\r\n+OK surprise\r\n"
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    with pytest.raises(ProtocolError, match="unexpected data"):
+        await maildrop.inventory()
+    await maildrop.abort()

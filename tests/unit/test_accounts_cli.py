@@ -1,0 +1,215 @@
+"""`maild accounts list|add|remove`: drop-ins written atomically, the main file never touched."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import sys
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from maild.cli import main
+from maild.config import load_config
+from maild.dropin import set_enabled, write_atomic
+from maild.model import POP3Key, RetrievedMessage
+from maild.store_migration import MigrationStore
+
+MAIN = """\
+# Hausverwaltung: written by hand, with comments that must survive
+[daemon]
+state_dir = "state"            # relative to this file
+control_socket = "control.sock"
+
+[accounts.anna-pop]
+organisation = "Hausverwaltung Beispiel"
+employee = "Anna Beispiel"
+protocol = "pop3"
+host = "pop.example.org"
+username = "anna"
+password_file = "anna.secret"   # mode 0600
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A hand-written main config with one POP3 account."""
+    (tmp_path / "anna.secret").write_text("geheim\n")
+    (tmp_path / "anna.secret").chmod(0o600)
+    path = tmp_path / "config.toml"
+    path.write_text(MAIN)
+    return path
+
+
+def add_args(cfg: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "-c",
+        str(cfg),
+        "accounts",
+        "add",
+        name,
+        "--organisation",
+        "Hausverwaltung Beispiel",
+        "--employee",
+        "Bernd Beispiel",
+        "--protocol",
+        "imap",
+        "--host",
+        "imap.example.org",
+        *extra,
+    ]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_add_list_remove_round_trip_keeps_main_file(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """add writes a 0600 drop-in and secret that load, list shows them, remove takes them away; the main
+    file stays byte-for-byte the same."""
+    before = config.read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.StringIO('pass "w" \\ord\n'))
+    assert (
+        main(
+            add_args(config, "bernd-imap", "--mailbox", "INBOX", "--mailbox", "Entwürfe", "--tls", "starttls")
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "added account bernd-imap" in out
+    assert "maild is not running" in out
+    dropin = config.parent / "accounts.d" / "bernd-imap.toml"
+    secret = config.parent / "secrets" / "bernd-imap"
+    assert mode(dropin) == 0o600
+    assert mode(secret) == 0o600
+    assert mode(secret.parent) == 0o700
+    assert secret.read_text() == 'pass "w" \\ord\n'
+    table = tomllib.loads(dropin.read_text())["accounts"]["bernd-imap"]
+    assert table["port"] == 143
+    assert table["username"] == "bernd-imap"
+    assert table["mailboxes"] == ["INBOX", "Entwürfe"]
+    loaded = load_config(config).accounts["bernd-imap"]
+    assert loaded.password.resolve("bernd-imap").reveal() == 'pass "w" \\ord'
+    assert list(config.parent.joinpath("accounts.d").iterdir()) == [dropin]  # no temporary file left
+
+    assert main(["-c", str(config), "accounts", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["accounts"]}
+    assert rows["bernd-imap"]["state"] == "not running"
+    assert rows["bernd-imap"]["configured_in"] == str(dropin)
+    assert rows["anna-pop"]["host"] == "pop.example.org"
+    assert main(["-c", str(config), "accounts", "list"]) == 0
+    table_text = capsys.readouterr().out
+    assert table_text.index("Anna Beispiel") < table_text.index("Bernd Beispiel")
+    assert "bernd-imap" in table_text
+
+    assert main(["-c", str(config), "accounts", "remove", "bernd-imap"]) == 0
+    assert "no longer fetched" in capsys.readouterr().out
+    assert not dropin.exists()
+    assert not secret.exists()
+    assert set(load_config(config).accounts) == {"anna-pop"}
+    assert config.read_bytes() == before
+
+
+def test_add_with_password_command_writes_no_secret(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--password-command is stored as an argv list; no secret file is written."""
+    assert main(add_args(config, "cmd-imap", "--password-command", "pass show 'mail/bernd imap'")) == 0
+    capsys.readouterr()
+    table = tomllib.loads((config.parent / "accounts.d" / "cmd-imap.toml").read_text())["accounts"][
+        "cmd-imap"
+    ]
+    assert table["password_command"] == ["pass", "show", "mail/bernd imap"]
+    assert not (config.parent / "secrets").exists()
+
+
+def test_invalid_account_is_not_added(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An account that makes the configuration invalid is removed again with its secret; exit 1."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
+    assert main(add_args(config, "bad-imap", "--poll-interval", "bald")) == 1
+    err = capsys.readouterr().err
+    assert "not added" in err
+    assert "poll_interval" in err
+    assert not (config.parent / "accounts.d" / "bad-imap.toml").exists()
+    assert not (config.parent / "secrets" / "bad-imap").exists()
+
+
+def test_add_refuses_existing_name_and_protocol_flags(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name in use, or flags of the other protocol, are refused before anything is written."""
+    assert main(add_args(config, "anna-pop", "--password-command", "true")) == 1
+    assert "exists already" in capsys.readouterr().err
+    assert main(add_args(config, "x-imap", "--retention", "delete", "--password-command", "true")) == 1
+    assert "POP3" in capsys.readouterr().err
+    assert not (config.parent / "accounts.d").exists()
+
+
+def test_remove_refuses_an_account_of_the_main_file(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The main file is never rewritten: remove says to set enabled = false there instead."""
+    before = config.read_bytes()
+    assert main(["-c", str(config), "accounts", "remove", "anna-pop"]) == 1
+    err = capsys.readouterr().err
+    assert "enabled = false" in err
+    assert config.read_bytes() == before
+
+
+async def _archive(config: Path, shared: bool) -> None:
+    """Give drop-in account "old-pop" two archived messages; with ``shared`` also link them to anna-pop."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    store = await MigrationStore.open(config.parent / "state" / "maild.sqlite3")
+    try:
+        await store.ensure_account("old-pop", "Hausverwaltung Beispiel", "Bernd Beispiel", "pop3", now)
+        await store.ensure_account("anna-pop", "Hausverwaltung Beispiel", "Anna Beispiel", "pop3", now)
+        batch = [RetrievedMessage(POP3Key(f"u{n}"), b"Subject: %d\r\n\r\nx\r\n" % n) for n in (1, 2)]
+        await store.store_batch("old-pop", batch, now)
+        if shared:
+            await store.store_batch("anna-pop", batch, now)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_purge_only_when_nothing_is_lost(
+    config: Path, shared: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--purge refuses (changing nothing) when messages exist only for that account, else deletes its archive."""
+    import asyncio
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
+    args = add_args(config, "old-pop")
+    args[args.index("imap")] = "pop3"
+    args[args.index("imap.example.org")] = "pop.example.org"
+    assert main(args) == 0
+    asyncio.run(_archive(config, shared))
+    capsys.readouterr()
+    status = main(["-c", str(config), "accounts", "remove", "old-pop", "--purge"])
+    captured = capsys.readouterr()
+    dropin = config.parent / "accounts.d" / "old-pop.toml"
+    if not shared:
+        assert status == 1
+        assert "2 of the 2 messages only old-pop links to" in captured.err
+        assert "would be lost" in captured.err
+        assert dropin.exists()
+        return
+    assert status == 0
+    assert "purged the archive of old-pop: 0 messages" in captured.out
+    assert not dropin.exists()
+    assert main(["-c", str(config), "accounts", "list", "--json"]) == 0
+    names = [r["name"] for r in json.loads(capsys.readouterr().out)["accounts"]]
+    assert names == ["anna-pop"]
+
+
+def test_write_atomic_and_set_enabled(tmp_path: Path) -> None:
+    """Atomic writes end with mode 0600 and no temporary file; set_enabled rewrites only that key."""
+    path = tmp_path / "a.toml"
+    write_atomic(path, b'[accounts.a]\nhost = "x"\nenabled = true\n')
+    assert mode(path) == 0o600
+    set_enabled(path, "a", False)
+    assert tomllib.loads(path.read_text()) == {"accounts": {"a": {"host": "x", "enabled": False}}}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.toml"]
