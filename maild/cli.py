@@ -221,6 +221,22 @@ async def _fetch_once(cfg: Config, names: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
+def _imap_status_lines(a: dict[str, Any]) -> list[str]:
+    """Extra status lines of an IMAP account: IDLE, mailboxes not fetched, UIDVALIDITY changes."""
+    lines: list[str] = []
+    if a.get("mode") in ("idle", "reconnecting"):
+        last_push = a.get("last_push") or "never"
+        lines.append(f"      {a['mode']} on {a.get('idle_mailbox')!r}, last push {last_push}")
+    for mailbox, reason in ((a.get("last_cycle") or {}).get("mailbox_failures") or {}).items():
+        lines.append(f"      mailbox {mailbox!r} not fetched: {reason}")
+    for change in a.get("uidvalidity_changes") or []:
+        lines.append(
+            f"      UIDVALIDITY of {change['mailbox']!r} changed at {change['at']}:"
+            f" {change['relinked']} recognised without download, {change['to_retrieve']} retrieved"
+        )
+    return lines
+
+
 def render_status(reply: dict[str, Any]) -> str:
     """Render a status reply as a table grouped by organisation and employee."""
     lines: list[str] = []
@@ -242,6 +258,7 @@ def render_status(reply: dict[str, Any]) -> str:
             lines.append(line)
             if a["last_error"]:
                 lines.append(f"      error: {a['last_error']}")
+            lines.extend(_imap_status_lines(a))
     arch = reply["archive"]
     lines.append(f"archive: {arch['messages']} messages, {arch['octets']} octets")
     return "\n".join(lines)

@@ -8,8 +8,10 @@ The order is the product's guarantee:
    (with ``deliver_maildir``: before logging in and after each commit, write what the account's
    Maildir lacks there, then record each delivery, see ``maildir.py``);
 4. only for messages whose commit has returned, and which the archive still holds at that moment
-   (with ``deliver_maildir``: and whose delivery is recorded), mark them deleted (POP3 DELE);
-5. QUIT; only ``+OK`` to QUIT (RFC 1939 section 6, UPDATE state) records the deletions as done.
+   (with ``deliver_maildir``: and whose delivery is recorded), mark them deleted (POP3 DELE; IMAP
+   ``\\Deleted`` and expunge, see ``IMAPMailbox.delete``);
+5. QUIT; only ``+OK`` to QUIT (RFC 1939 section 6, UPDATE state) records the deletions as done
+   (IMAP: LOGOUT; the deletions happened at EXPUNGE).
 
 A crash or cancellation anywhere leaves the archive consistent: uncommitted batches are simply
 retrieved again next cycle (deduplicated by identity and by SHA-256), and a session that ends

@@ -21,7 +21,10 @@ Supervision, because aioimaplib's IDLE calls can hang forever when the server go
 * once IDLE runs again, a fetch cycle is triggered if the mailbox changed while nobody watched
   (its UIDVALIDITY or UIDNEXT differs from what the last cycle recorded).
 
-A server without IDLE leaves the account polling (mode ``"polling"``).
+A server without IDLE leaves the account polling (mode ``"polling"``). So do a refused login and an
+``idle_mailbox`` that cannot be selected, until the scheduler's next wait between cycles starts the
+watcher again (after a refused login only once a cycle has logged in), so that the watcher never
+adds to the failed logins that make providers lock an account.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Literal, Protocol
 import structlog
 
 from maild.config import AccountConfig
-from maild.errors import MaildError
+from maild.errors import AuthError, MaildError, ProtocolError
 from maild.fetch import utc_now
 from maild.model import ServerSettings
 from maild.protocols.imap_wire import MailboxEvents, SelectInfo
@@ -249,17 +252,34 @@ class IdleWatcher:
                     with contextlib.suppress(MaildError):
                         await session.close()
                     return
-                info = await session.select_mailbox()
+                try:
+                    info = await session.select_mailbox()
+                except ProtocolError as exc:  # no such mailbox, no permission: retrying will not help
+                    await self._give_up(session, exc, "imap.idle-select-failed")
+                    return
                 session.keepalive(KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
                 await self._idle_rounds(session, await self._changed_meanwhile(info))
             except asyncio.CancelledError:
                 if session is not None:
                     await session.abort()
                 raise
+            except AuthError as exc:
+                # Never risk a provider lockout from here: the fetch cycles count refusals and the
+                # scheduler starts the watcher again after a cycle that logged in.
+                await self._give_up(session, exc, "imap.idle-auth-failed")
+                return
             except Exception as exc:  # a bug must not end the watching for good either
                 if session is not None:
                     await session.abort()
                 await self._after_failure(exc)
+
+    async def _give_up(self, session: IdleSession | None, exc: MaildError, event: str) -> None:
+        """End the watching until the next :meth:`start` (the scheduler's next wait): mode polling."""
+        if session is not None:
+            await session.abort()
+        self.mode = "polling"
+        self.last_error = str(exc)
+        log.warning(event, mailbox=self.account.idle_mailbox, error=self.last_error)
 
     async def _after_failure(self, exc: Exception) -> None:
         was_idle = self.mode == "idle"

@@ -351,7 +351,10 @@ class Scheduler:
         if watcher is None or self._stopping or rt.retired:
             await self._sleep(rt, delay)
             return
-        watcher.start()
+        if isinstance(rt.last_exception, AuthError):  # no extra failed logins from the watcher
+            await watcher.stop()
+        else:
+            watcher.start()
         if not watcher.running:  # the server lacks IDLE
             await self._sleep(rt, delay)
             return

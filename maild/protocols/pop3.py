@@ -35,6 +35,7 @@ import structlog
 from maild.errors import (
     AuthError,
     ConnectError,
+    MaildError,
     NetworkTimeout,
     ProtocolError,
     ThrottledError,
@@ -135,39 +136,83 @@ class _Session:
             standard=standard,
         )
 
-    @contextlib.contextmanager
-    def mapped(self, doing: str, *, connecting: bool = False) -> Iterator[None]:
-        """Translate foreign exceptions raised while ``doing`` into maild errors naming the account."""
+    def translate(self, exc: BaseException, doing: str, *, connecting: bool = False) -> MaildError | None:
+        """The maild error for a foreign exception raised while ``doing``, naming the account; None for
+        exceptions that need no translation (maild errors that already name the account, bugs)."""
         acct = self.settings.account
-        try:
-            yield
-        except ProtocolError as exc:
+        if isinstance(exc, ProtocolError):
             if exc.account:
-                raise
+                return None
             named = ProtocolError(f"{self._where()}: {self.redact(exc.args[0])}", account=acct)
             named.line, named.standard = self.redact(exc.line), exc.standard
-            raise named from exc
-        except TimeoutError as exc:
-            raise NetworkTimeout(
+            return named
+        if isinstance(exc, TimeoutError):
+            return NetworkTimeout(
                 f"{self._where()}: no progress for {self.settings.timeout_s} s while {doing}", account=acct
-            ) from exc
-        except ssl.SSLError as exc:
-            raise ConnectError(f"{self._where()}: TLS failed while {doing}: {exc}", account=acct) from exc
-        except OSError as exc:
+            )
+        if isinstance(exc, ssl.SSLError):
+            return ConnectError(f"{self._where()}: TLS failed while {doing}: {exc}", account=acct)
+        if isinstance(exc, OSError):
             what = "cannot connect" if connecting else "connection lost"
-            raise ConnectError(f"{self._where()}: {what} while {doing}: {exc}", account=acct) from exc
+            return ConnectError(f"{self._where()}: {what} while {doing}: {exc}", account=acct)
+        return None
 
-    def _refusal(self, exc: poplib.error_proto, doing: str) -> wire.StatusLine:
-        """The server's -ERR line inside a poplib error, or an error for poplib's own complaints."""
+    @contextlib.contextmanager
+    def mapped(self, doing: str, *, connecting: bool = False) -> Iterator[None]:
+        """Translate foreign exceptions raised while ``doing`` (see :meth:`translate`)."""
+        try:
+            yield
+        except Exception as exc:
+            error = self.translate(exc, doing, connecting=connecting)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _refusal(self, exc: poplib.error_proto, doing: str) -> wire.StatusLine | MaildError:
+        """The server's status line inside a poplib error, or the error to raise for poplib's own
+        complaints (``"-ERR EOF"``, ``"line too long"``) and for a malformed line."""
         arg = exc.args[0] if exc.args else b""
-        if isinstance(arg, str):  # poplib's own text, not the server's: "-ERR EOF", "line too long"
+        if isinstance(arg, str):  # poplib's own text, not the server's
             if arg == "-ERR EOF":
-                raise ConnectError(
+                return ConnectError(
                     f"{self._where()}: server closed the connection while {doing}",
                     account=self.settings.account,
-                ) from exc
-            raise self.protocol_error(f"{arg} while {doing}", standard="RFC 1939 section 3") from exc
-        return wire.parse_status_line(bytes(arg))
+                )
+            return self.protocol_error(f"{arg} while {doing}", standard="RFC 1939 section 3")
+        try:
+            return wire.parse_status_line(bytes(arg))
+        except ProtocolError as bad:
+            return self.translate(bad, doing) or bad
+
+    def _login_step(self, pop: poplib.POP3, verb: Literal["USER", "PASS"]) -> MaildError | None:
+        """Send USER or PASS through poplib; return the error to raise, or None on +OK.
+
+        The error is returned, not raised, so that the caller raises it with no exception chain:
+        poplib's frames beneath the original exception hold the password in their locals, and
+        traceback renderers may print locals.
+
+        Standard: RFC 1939 section 7; RFC 2449 section 8.1 and RFC 3206 for the response codes.
+        """
+        acct = self.settings.account
+        try:
+            if verb == "USER":
+                pop.user(self.settings.username)
+            else:
+                pop.pass_(self.settings.password.reveal())
+        except poplib.error_proto as exc:
+            status = self._refusal(exc, verb)
+        except OSError as exc:
+            return self.translate(exc, f"sending {verb}", connecting=True)
+        else:
+            return None
+        if isinstance(status, MaildError):
+            return status
+        reply = self.redact(status.render())
+        if any(status.has_code(c) for c in _THROTTLE_CODES):
+            return ThrottledError(f"{self._where()}: login deferred: {reply}", account=acct)
+        if status.has_code("SYS/PERM"):
+            return self.protocol_error(f"login failed: {reply}", line=reply, standard="RFC 3206 section 4")
+        return AuthError(f"{self._where()}: login refused: {reply}", account=acct)
 
     # -- connection -----------------------------------------------------------------------------------
 
@@ -220,6 +265,8 @@ class _Session:
                 pop = _POP3(s.host, s.port, s.timeout_s)
         except poplib.error_proto as exc:
             status = self._refusal(exc, "greeting")
+            if isinstance(status, MaildError):
+                raise status from exc
             if any(status.has_code(c) for c in _THROTTLE_CODES):
                 raise ThrottledError(f"{self._where()}: greeting {status.render()}", account=acct) from exc
             raise TransientError(
@@ -242,22 +289,12 @@ class _Session:
                     line=str(reason),
                     standard="RFC 2595 section 4",
                 ) from exc
-        user, password = s.username, s.password.reveal()
-        if any(c in user + password for c in "\r\n\0"):
+        if any(c in s.username + s.password.reveal() for c in "\r\n\0"):
             raise AuthError(f"{self._where()}: username or password contains a line break", account=acct)
-        for doing, send in (("USER", pop.user), ("PASS", pop.pass_)):
-            try:
-                send(user if doing == "USER" else password)
-            except poplib.error_proto as exc:
-                status = self._refusal(exc, doing)
-                reply = self.redact(status.render())
-                if any(status.has_code(c) for c in _THROTTLE_CODES):
-                    raise ThrottledError(f"{self._where()}: login deferred: {reply}", account=acct) from exc
-                if status.has_code("SYS/PERM"):
-                    raise self.protocol_error(
-                        f"login failed: {reply}", line=reply, standard="RFC 3206 section 4"
-                    ) from exc
-                raise AuthError(f"{self._where()}: login refused: {reply}", account=acct) from exc
+        for verb in ("USER", "PASS"):
+            error = self._login_step(pop, verb)
+            if error is not None:
+                raise error  # outside any except block: no chain back to poplib's frames
         capa = self.exchange(["CAPA"], multiline=True, pipelined=False)[0]
         self.caps = wire.parse_capa(capa.body) if capa.body is not None else {}
 
@@ -426,8 +463,9 @@ class POP3Maildrop(Maildrop):
         never sends USER/PASS if STLS fails; the certificate and host name are always verified against
         ``settings.ca_file`` or the system store.
 
-        Cancelled: nothing is logged in that matters; the socket is shut down (or closed as soon as the
-        connecting thread gets it, at most ``timeout_s`` later); call :meth:`abort`.
+        Cancelled: nothing on the server has changed. The socket is shut down, or, while the TCP or TLS
+        connection is still being made, closed by the connecting thread as soon as it has it (at most
+        ``timeout_s`` later). Call :meth:`abort`.
 
         Raises:
             ConnectError: DNS failure, connection refused, TLS handshake or verification failure.
@@ -526,8 +564,9 @@ class POP3Maildrop(Maildrop):
         A ``-ERR`` to one RETR yields :class:`RetrievalFailure` with the server's line; a key not in this
         session's inventory (or with a duplicated UIDL) yields RetrievalFailure without asking the server.
 
-        Cancelled (or closed early) while awaiting a window: the socket is shut down, the session is
-        broken; nothing was deleted. Closing the generator between windows leaves the session usable.
+        Cancelled while awaiting a window: the socket is shut down and the session broken; nothing was
+        deleted. Closing the generator early (it is suspended at a yield, all replies of the window
+        read) leaves the session usable.
 
         Standard: RFC 1939 section 7 (RETR), RFC 2449 section 6.6 (PIPELINING).
 

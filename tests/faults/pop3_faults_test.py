@@ -12,6 +12,7 @@ import contextlib
 import socket
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -493,7 +494,27 @@ async def test_pass_refusals(
     assert ACCOUNT in str(info.value)
     assert PASSWORD not in str(info.value)
     assert PASSWORD not in repr(info.value.__dict__)
+    assert PASSWORD not in rendered_with_locals(info.value)
     await maildrop.abort()
+
+
+async def test_hangup_at_pass(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """A server closing the connection at PASS gives ConnectError, and no traceback shows the password."""
+    server = make_server(list(MESSAGES), replies={"PASS": b""}, hangup={"PASS"})
+    maildrop = make_maildrop(server)
+    with pytest.raises(ConnectError, match="closed the connection") as info:
+        await maildrop.open()
+    assert PASSWORD not in rendered_with_locals(info.value)
+
+
+def rendered_with_locals(exc: BaseException) -> str:
+    """The exception's traceback below the test's own frame (whose locals hold the scripted server's
+    command log), with every frame's locals and the chain, as stdlib and structlog would render it."""
+    assert exc.__traceback__ is not None
+    below_test = exc.__traceback__.tb_next
+    stdlib = "".join(traceback.TracebackException(type(exc), exc, below_test, capture_locals=True).format())
+    trace = structlog.tracebacks.extract(type(exc), exc, below_test, show_locals=True)
+    return stdlib + repr(trace)
 
 
 async def test_user_refused(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:

@@ -207,6 +207,22 @@ async def test_idle_refused(server: ScriptedIMAP, reply: str) -> None:
     await session.abort()
 
 
+async def test_keepalive_turns_on_tcp_probes(server: ScriptedIMAP) -> None:
+    """keepalive() sets SO_KEEPALIVE and the probe timing on the session's socket."""
+    import socket
+
+    session = IMAPIdleSession(server_settings(server))
+    await session.open()
+    session.keepalive(60, 15, 4)
+    sock = session._client.protocol.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 15
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 4
+    await session.close()
+
+
 async def test_server_without_idle(server: ScriptedIMAP) -> None:
     """No IDLE capability: supports_idle is False and idle_start refuses before sending anything."""
     server.post_login_capabilities = "IMAP4rev1 UIDPLUS"
@@ -532,3 +548,69 @@ async def test_change_is_noticed_in_an_archive_without_mailbox_records(store: St
     [change] = second.imap.uidvalidity_changes
     assert (change.old_uidvalidity, change.new_uidvalidity, change.relinked) == (5, 6, 2)
     assert second.new_links == 0
+
+
+# ------------------------------------------------------------------------------------ library pins
+
+# sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3, for what IMAPIdleSession
+# uses beyond the methods tests/faults/imap_library_test.py pins already.
+IDLE_PINNED_SOURCES = {
+    "IdleCommand.__init__": "68d6b9eaa4b878ef",
+    "IdleCommand.append_to_resp": "79ee68d01d0ac785",
+    "IdleCommand.flush": "555ec3f234b9cdb4",
+    "IMAP4ClientProtocol._continuation": "e43f5b7ad7314a53",
+    "IMAP4ClientProtocol._untagged_response": "293b7da830751ce5",
+    "IMAP4ClientProtocol.idle_done": "b6c8d5ede5988d38",
+    "IMAP4ClientProtocol.wait_for_idle_response": "ab315b24c6f34ba4",
+    "IMAP4ClientProtocol._response_done": "69c9091728111730",
+    "IMAP4ClientProtocol.simple_command": "3f07dac5b4999b5f",
+}
+
+
+@pytest.mark.parametrize(("name", "digest"), sorted(IDLE_PINNED_SOURCES.items()))
+def test_idle_internals_of_the_library_are_unchanged(name: str, digest: str) -> None:
+    """IMAPIdleSession drives IdleCommand, idle_queue and _idle_event directly: their source is pinned."""
+    import hashlib
+    import inspect
+
+    import aioimaplib
+
+    owner, attribute = name.split(".")
+    source = inspect.getsource(getattr(getattr(aioimaplib, owner), attribute))
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == digest, f"aioimaplib changed {name}: re-verify"
+
+
+IDENTITY_STREAM = (
+    b"* 1 FETCH (UID 21 RFC822.SIZE 512 BODY[HEADER.FIELDS (MESSAGE-ID)] {27}\r\n"
+    b"Message-ID: <a(1)@test>\r\n\r\n)\r\n"
+    b'* 2 FETCH (BODY[HEADER.FIELDS ("MESSAGE-ID")] {2}\r\n\r\n UID 22 RFC822.SIZE 77)\r\n'
+    b"* 3 FETCH (UID 23 RFC822.SIZE 9 BODY[HEADER.FIELDS (MESSAGE-ID)] NIL)\r\n"
+    b"TAG OK Fetch completed\r\n"
+)
+
+
+@pytest.mark.parametrize("protocol_name", ["_FastProtocol", "_TrackingProtocol"])
+async def test_identity_fetch_parses_at_every_split(protocol_name: str) -> None:
+    """The identity pass's FETCH (size and Message-ID field, literal before or after UID, quoted field
+    name, NIL) parses to the same result however the stream is cut."""
+    from maild.protocols import imap as imap_module
+    from maild.protocols import imap_wire as wire
+    from tests.faults.imap_library_test import run_command
+
+    protocol_class = getattr(imap_module, protocol_name)
+
+    def start(protocol: object) -> object:
+        return protocol.fetch("21:23", imap_module.IDENTITY_ITEMS, by_uid=True, timeout=None)  # type: ignore[attr-defined]
+
+    length = len(IDENTITY_STREAM.replace(b"TAG", b"XXXX0"))
+    for cut in [None, *range(1, length)]:
+        response, written = await run_command(
+            protocol_class, start, IDENTITY_STREAM, [] if cut is None else [cut]
+        )  # type: ignore[arg-type]
+        result = wire.parse_fetch(
+            response.lines[:-1], requested=[21, 22, 23], require=("RFC822.SIZE", "BODY[HEADER.FIELDS]")
+        )
+        found = {uid: (m.size_octets, m.header_fields) for uid, m in result.messages.items()}
+        assert found == {21: (512, b"Message-ID: <a(1)@test>\r\n\r\n"), 22: (77, b"\r\n")}, f"cut at {cut}"
+        assert result.failures == {23: "BODY[HEADER.FIELDS] is NIL"}, f"cut at {cut}"
+    assert b"UID FETCH 21:23 (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])" in written
