@@ -83,7 +83,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     config = _setup(args)
     target = target_account(config, args.source, args.target)
-    mailboxes = (args.mailbox,) if args.mailbox else target.mailboxes
+    mailboxes = (args.mailbox,) if args.mailbox else None
 
     async def run() -> CompareOutcome:
         store = await MigrationStore.open(config.daemon.database)
@@ -221,7 +221,7 @@ def comparison_json(outcome: CompareOutcome) -> dict[str, Any]:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from maild.migrate import migrate
+    from maild.migrate import deleting_source, migrate
     from maild.store_migration import MigrationStore
 
     config = _setup(args)
@@ -247,6 +247,9 @@ def _migrate(args: argparse.Namespace) -> int:
         print(json.dumps(migration_json(report, dry_run=args.dry_run), indent=2, ensure_ascii=False))
     else:
         print(render_migration(report, dry_run=args.dry_run))
+    warning = deleting_source(config, args.source, report.before.target)
+    if warning:  # only a dry run gets here with one
+        print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
         return 0
     ok = report.stopped is None and not report.refused and report.after is not None
@@ -283,6 +286,8 @@ def render_migration(report: MigrationReport, *, dry_run: bool) -> str:
         lines.append(f"run `maild migrate {a} --to {b}` again to upload the rest")
     if report.after is not None:
         lines += ["", "after:", render_comparison(report.after, lists=False)]
+    if report.after_error:
+        lines.append(f"could not compare afterwards ({report.after_error}): run `maild compare {a} {b}`")
     return "\n".join(lines)
 
 
@@ -304,6 +309,7 @@ def migration_json(report: MigrationReport, *, dry_run: bool) -> dict[str, Any]:
         "appended": [upload(u) for u in report.appended],
         "refused": [upload(u) for u in report.refused],
         "stopped": report.stopped,
+        "after_error": report.after_error,
         "after": comparison_json(report.after)["counts"] if report.after else None,
         "complete": report.after.comparison.complete if report.after else None,
     }

@@ -72,6 +72,9 @@ def account_status(
         out.update(_imap_status(rt))
     out["retention"] = acc.retention
     out["retention_days"] = acc.retention_days
+    if acc.protocol == "pop3":  # "uidl", or "content-digest" for a server without UIDL
+        out["identity"] = res.identity if res is not None else None
+    out["warnings"] = list(res.warnings) if res is not None else []
     out["pending_deletion"] = 0 if acc.retention == "keep" else kept[0]
     out["oldest_kept_since"] = _iso(kept[1])
     if acc.retention == "delete-after" and kept[1] is not None and acc.retention_days is not None:

@@ -16,26 +16,54 @@ The order is the product's guarantee:
 A crash or cancellation anywhere leaves the archive consistent: uncommitted batches are simply
 retrieved again next cycle (deduplicated by identity and by SHA-256), and a session that ends
 without ``+OK`` to QUIT deletes nothing on the server (RFC 1939 section 6).
+
+POP3 servers without UIDL: identities are digests of the content (see
+:mod:`maild.protocols.pop3_identity`). ``"delete"`` stays safe with them: a message is deleted only when
+its digest, computed in this very session from what the server holds, names a message the archive
+holds (header section and size, or the full octets). ``"delete-after"`` is refused: it needs one
+identity to last for days, which a digest does not guarantee (a server rewriting a message gives it a
+new one), so the cycle archives as usual, deletes nothing and raises :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import structlog
+
 from maild import imap_resync, policy
 from maild.config import AccountConfig
+from maild.errors import ConfigError
 from maild.imap_resync import IMAPCycleInfo
 from maild.maildir import CycleDelivery
 from maild.model import MessageKey, RetrievalFailure, RetrievedMessage, StoreOutcome
 from maild.protocols.base import Maildrop
 from maild.store import Store
 
+log = structlog.get_logger("maild.fetch")
+
 BATCH_MESSAGES = 200
 BATCH_OCTETS = 32 * 2**20
+MEMORY_BUDGET_OCTETS = 32 * 2**20
+"""About how many message octets all running cycles together hold in batches, in octets.
+
+A cycle holds one batch while the adapter reads it and then while it is committed (plus the adapter's
+copies), so a cycle's batch limit is this budget divided by twice the number of cycles running when
+each group is planned, between :data:`MIN_BATCH_OCTETS` and the ``batch_octets`` argument. (Committing
+one batch while reading the next was measured too: no faster on 2 cores, 10-15 MB more; see the
+README's "Performance" section.)"""
+MIN_BATCH_OCTETS = 256 * 2**10
+_running_cycles = 0
+
+
+def shared_batch_octets(limit: int) -> int:
+    """The batch limit in octets for one cycle now: its share of :data:`MEMORY_BUDGET_OCTETS`."""
+    share = MEMORY_BUDGET_OCTETS // (2 * max(1, _running_cycles))
+    return max(min(MIN_BATCH_OCTETS, limit), min(limit, share))
 
 
 def utc_now() -> datetime:
@@ -60,6 +88,10 @@ class CycleResult:
         seconds: wall-clock duration of the cycle.
         imap: IMAP only: mailboxes covered, mailboxes that could not be selected, UIDVALIDITY
             changes (see :mod:`maild.imap_resync`); None for POP3.
+        identity: how messages were identified (:attr:`Maildrop.identity
+            <maild.protocols.base.Maildrop.identity>`): ``"server"``, ``"uidl"`` or ``"content-digest"``.
+        warnings: what the status should show about this cycle, in words (digest identities,
+            messages whose identity reappeared after maild deleted it).
     """
 
     account: str
@@ -73,12 +105,44 @@ class CycleResult:
     delivered: int = 0
     seconds: float = 0.0
     imap: IMAPCycleInfo | None = None
+    identity: str = "server"
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, outcome: StoreOutcome) -> None:
         """Accumulate one committed batch."""
         self.new_messages += outcome.new_messages
         self.new_links += outcome.new_links
         self.octets += outcome.octets
+
+
+def retrieval_groups(
+    keys: Sequence[MessageKey], sizes: Mapping[MessageKey, int], max_messages: int, max_octets: int
+) -> list[list[MessageKey]]:
+    """Split ``keys`` into groups that each fill one commit batch, by count and reported size.
+
+    :func:`fetch_cycle` retrieves one group, commits it, and only then asks for the next, so it never
+    holds a committed-to-be batch while the adapter reads more: memory stays at about one batch plus
+    what the adapter holds for one window (for a single large message, about two copies of it). A
+    message larger than ``max_octets`` is a group of its own.
+
+    Args:
+        keys: what to retrieve, in server order.
+        sizes: mapping of key to size in octets as the server reports it (0 when unknown).
+        max_messages, max_octets: the commit batch limits.
+
+    Returns:
+        Non-empty groups, in order, together holding every key once.
+    """
+    groups: list[list[MessageKey]] = []
+    octets = 0
+    for key in keys:
+        size = sizes.get(key, 0)
+        if not groups or len(groups[-1]) >= max_messages or octets + size > max_octets:
+            groups.append([])
+            octets = 0
+        groups[-1].append(key)
+        octets += size
+    return groups
 
 
 def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
@@ -91,7 +155,7 @@ def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maild
     if account.protocol == "pop3":
         from maild.protocols.pop3 import POP3Maildrop
 
-        return POP3Maildrop(settings, executor)
+        return POP3Maildrop(settings, executor, max_message_size=account.max_message_size)
     from maild.protocols.imap import IMAPMailbox
 
     return IMAPMailbox(settings, account.mailboxes, list_all=account.all_mailboxes, exclude=account.exclude)
@@ -124,21 +188,36 @@ async def fetch_cycle(
         StoreError: the archive failed; nothing is deleted on the server.
         DeliveryError: the account's Maildir could not be written; raised at the end of an otherwise
             complete cycle (archiving went on); undelivered messages were not deleted on the server.
+        ConfigError: ``retention = "delete-after"`` with a POP3 server without UIDL (identities are
+            content digests); raised at the end of an otherwise complete cycle that deleted nothing.
 
     Cancellation: at any await, committed batches stay committed; the session is aborted (POP3
     RSET, QUIT), so no DELE takes effect.
     """
+    global _running_cycles  # the count that sizes every cycle's batches
     started = time.monotonic()
     result = CycleResult(account=account.name)
+    refusal: ConfigError | None = None
     to_delete: list[MessageKey] = []
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
+    _running_cycles += 1
     try:
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
         await maildrop.open()
         inventory = await maildrop.inventory()
         result.on_server = len(inventory)
+        result.identity = maildrop.identity
+        result.warnings = list(maildrop.identity_warnings)
+        if account.retention == "delete-after" and result.identity == "content-digest":
+            refusal = ConfigError(
+                f'accounts.{account.name}.retention: "delete-after" refused: {account.host} offers no '
+                "UIDL (RFC 1939 section 7), so messages are identified by digests of their content, "
+                "which change if the server rewrites a message, and an identity must stay the same "
+                'for retention_days; nothing was deleted. Use retention = "delete" (safe with digest '
+                'identities: it deletes only what this session proves archived) or "keep"'
+            )
         result.imap = await imap_resync.reconcile(account, store, maildrop, inventory, clock())
         known = await store.locations(account.name)
         # only where the inventory looked: a mailbox that could not be selected lost nothing
@@ -147,26 +226,44 @@ async def fetch_cycle(
         await store.update_presence(account.name, changes.gone, changes.back, clock())
         plan = policy.plan_retrieval(inventory, known, account.max_message_size)
         result.too_large = plan.too_large
-        if plan.retrieve:
+
+        async def commit(batch: list[RetrievedMessage]) -> None:
+            log.debug("fetch.commit.started", messages=len(batch))
+            result.add(await store.store_batch(account.name, batch, clock()))
+            log.debug("fetch.commit.complete", messages=len(batch))
+            if delivery is not None:
+                await delivery.catch_up()
+
+        sizes = {entry.key: entry.size_octets or 0 for entry in inventory}
+        remaining = list(plan.retrieve)
+        while remaining:
+            octets_limit = shared_batch_octets(batch_octets)
+            group = retrieval_groups(remaining, sizes, batch_messages, octets_limit)[0]
+            del remaining[: len(group)]
+            log.debug("fetch.retrieve.started", messages=len(group))
             batch: list[RetrievedMessage] = []
             pending_octets = 0
-            async for item in maildrop.retrieve(plan.retrieve):
+            async for item in maildrop.retrieve(group):
                 if isinstance(item, RetrievalFailure):
                     result.failures.append(item)
-                    continue
-                batch.append(item)
-                pending_octets += len(item.raw)
-                if len(batch) >= batch_messages or pending_octets >= batch_octets:
-                    result.add(await store.store_batch(account.name, batch, clock()))
+                else:
+                    batch.append(item)
+                    pending_octets += len(item.raw)
+                del item  # no message outlives its batch while the adapter reads the next window
+                if len(batch) >= batch_messages or pending_octets >= octets_limit:  # LIST sizes were low
+                    await commit(batch)
                     batch, pending_octets = [], 0
-                    if delivery is not None:
-                        await delivery.catch_up()
             if batch:
-                result.add(await store.store_batch(account.name, batch, clock()))
-                if delivery is not None:
-                    await delivery.catch_up()
-        if account.retention != "keep":
+                await commit(batch)
+            del batch
+        if account.retention != "keep" and refusal is None:
             known = await store.locations(account.name)
+            again = policy.reappeared(inventory, known)
+            if again:
+                result.warnings.append(
+                    f"{len(again)} messages on the server carry an identity maild already deleted "
+                    "there (a server re-using UIDLs?): left on the server, not deleted"
+                )
             candidates = policy.select_deletions(
                 account.retention, account.retention_days, inventory, known, clock()
             )
@@ -176,19 +273,28 @@ async def fetch_cycle(
                 )
                 to_delete = [k for k in candidates if k in confirmed]
             if to_delete:
+                log.debug("fetch.delete.started", messages=len(to_delete))
                 sent = await maildrop.delete(to_delete)
                 if sent is not None:  # IMAP may skip a mailbox (see IMAPMailbox.delete)
                     to_delete = list(sent)
+                log.debug("fetch.delete.complete", messages=len(to_delete))
+        log.debug("fetch.close.started")
         await maildrop.close()
+        log.debug("fetch.close.complete")
     except BaseException:
         await maildrop.abort()
         raise
+    finally:
+        _running_cycles -= 1
     if to_delete:
         await store.mark_deleted(account.name, to_delete, clock())
+        log.debug("fetch.deletions.recorded", messages=len(to_delete))
         result.deleted = len(to_delete)
     result.seconds = time.monotonic() - started
     if delivery is not None:
         result.delivered = delivery.delivered
         if delivery.error is not None:
             raise delivery.error
+    if refusal is not None:
+        raise refusal
     return result

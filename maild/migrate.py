@@ -39,6 +39,7 @@ from maild.inventory_compare import (
     upload_order,
 )
 from maild.model import IMAPKey, RetrievalFailure
+from maild.protocols import imap_wire as wire
 from maild.protocols.imap import AppendResult, IMAPMailbox
 from maild.store_migration import AppendRecord, MigrationStore, UploadSource, as_keys
 
@@ -164,20 +165,40 @@ async def digest_bodies(
     return digests, failures
 
 
-def open_session(target: AccountConfig, mailboxes: Sequence[str]) -> IMAPMailbox:
+def open_session(target: AccountConfig) -> IMAPMailbox:
     """Create (not yet open) an IMAP session with B's server.
 
     Raises:
         ConfigError: B's password cannot be obtained.
     """
-    return IMAPMailbox(target.server_settings(), tuple(mailboxes))
+    return IMAPMailbox(
+        target.server_settings(),
+        target.mailboxes or ("INBOX",),
+        list_all=target.all_mailboxes,
+        exclude=target.exclude,
+    )
+
+
+async def configured_mailboxes(
+    session: IMAPMailbox, target: AccountConfig, extra: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """B's configured mailboxes (with ``mailboxes = "all"``: what LIST shows, less what the fetch
+    leaves out, see :func:`maild.protocols.imap_wire.choose_mailboxes`), then ``extra``, each once.
+
+    Raises:
+        ProtocolError, and B's server errors: LIST failed.
+    """
+    boxes: Sequence[str] = target.mailboxes
+    if target.all_mailboxes:
+        boxes = wire.choose_mailboxes(await session.list_mailboxes(), target.exclude)
+    return tuple(dict.fromkeys((*boxes, *extra)))
 
 
 async def compare_accounts(
     store: MigrationStore,
     source: str,
     target: AccountConfig,
-    mailboxes: Sequence[str],
+    mailboxes: Sequence[str] | None = None,
     *,
     session: IMAPMailbox | None = None,
     progress: Progress | None = None,
@@ -188,7 +209,7 @@ async def compare_accounts(
         store: the open archive.
         source: account A (configured or not; only its archive is read).
         target: account B, an IMAP account.
-        mailboxes: B's mailboxes to scan.
+        mailboxes: B's mailboxes to scan; None: B's configured ones (:func:`configured_mailboxes`).
         session: an open session with B's server to use (and leave open); by default one is opened
             and closed here.
         progress: called while A's archive is digested (messages done, in all).
@@ -205,10 +226,12 @@ async def compare_accounts(
     appended = as_keys(records)
     own = session is None
     if session is None:
-        session = open_session(target, mailboxes)
+        session = open_session(target)
     try:
         if own:
             await session.open()
+        if mailboxes is None:
+            mailboxes = await configured_mailboxes(session, target)
         scan = await scan_server(session, mailboxes)
         needed = bodies_needed(entries, scan.entries, appended)
         digests, failures = await digest_bodies(session, needed)
@@ -268,6 +291,7 @@ class MigrationReport:
         refused: uploads the server refused (NO or BAD), with its reply.
         stopped: why the run stopped early (connection lost, ...), or None.
         after: the comparison after uploading (None for a dry run or a stopped run).
+        after_error: why that comparison failed, or None.
     """
 
     target_mailbox: str
@@ -279,6 +303,7 @@ class MigrationReport:
     refused: list[Upload] = field(default_factory=list)
     stopped: str | None = None
     after: CompareOutcome | None = None
+    after_error: str | None = None
 
 
 def plan_uploads(before: CompareOutcome, mailbox: str) -> MigrationReport:
@@ -354,10 +379,10 @@ async def migrate(
         raise MigrationError(f"the archive knows no account {source!r}: nothing was ever fetched for it")
     protocol = records_of[source].protocol
     await store.ensure_account(target.name, target.organisation, target.employee, target.protocol, clock())
-    mailboxes = tuple(dict.fromkeys((*target.mailboxes, mailbox)))
-    session = open_session(target, mailboxes)
+    session = open_session(target)
     try:
         await session.open()
+        mailboxes = await configured_mailboxes(session, target, (mailbox,))
         before = await compare_accounts(store, source, target, mailboxes, session=session)
         report = plan_uploads(before, mailbox)
         if dry_run:
@@ -373,7 +398,10 @@ async def migrate(
         await session.abort()
         raise
     if report.stopped is None:
-        report.after = await compare_accounts(store, source, target, mailboxes)
+        try:
+            report.after = await compare_accounts(store, source, target, mailboxes)
+        except MaildError as exc:  # the uploads are done and recorded; only the check is missing
+            report.after_error = str(exc)
     return report
 
 
@@ -454,7 +482,7 @@ async def retire(
     """
     target = target_account(config, source, target_name)
     account = config.accounts.get(source)
-    outcome = await compare_accounts(store, source, target, target.mailboxes)
+    outcome = await compare_accounts(store, source, target)
     missing = outcome.comparison.only_a
     if missing:
         archive_only = sum(1 for e in missing if not e.on_server)
@@ -527,9 +555,9 @@ async def check_purge(config: Config, store: MigrationStore, name: str) -> Purge
             continue
         session: IMAPMailbox | None = None
         try:
-            session = open_session(other, other.mailboxes)
+            session = open_session(other)
             await session.open()
-            scan = await scan_server(session, other.mailboxes)
+            scan = await scan_server(session, await configured_mailboxes(session, other))
             needed = bodies_needed(remaining, scan.entries)
             digests, _failures = await digest_bodies(session, needed)
             await session.close()

@@ -10,6 +10,9 @@ from datetime import datetime
 from typing import Literal
 
 Protocol = Literal["pop3", "imap"]
+
+CONTENT_KEY_PREFIX = "sha256:"
+"""Prefix of a POP3 identity that is the SHA-256 of the full message (servers without UIDL)."""
 TLSMode = Literal["implicit", "starttls", "none"]
 
 
@@ -19,11 +22,18 @@ class POP3Key:
 
     Attributes:
         uidl: the unique-id listing string (RFC 1939 section 7, "UIDL"): 1 to 70 characters in the range
-            0x21 to 0x7E, persistent across sessions. When the server offers no UIDL, maild uses
-            ``"sha256:" + hex digest`` of the message content instead (see ``pop3.py``).
+            0x21 to 0x7E, persistent across sessions. When the server offers no UIDL, maild uses a
+            digest of the message instead: ``"hdr:" + hex`` (header section and size) or
+            ``"sha256:" + hex`` (full content), see :mod:`maild.protocols.pop3_identity`.
     """
 
     uidl: str
+
+    @property
+    def exact_content(self) -> bool:
+        """Whether this identity is the SHA-256 of the message's full content (``"sha256:"`` prefix): a
+        message on the server with this identity is octet for octet the archived one."""
+        return self.uidl.startswith(CONTENT_KEY_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

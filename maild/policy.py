@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from maild.model import InventoryEntry, Location, MessageKey
+from maild.model import InventoryEntry, Location, MessageKey, POP3Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,8 @@ def select_deletions(
     """Decide which messages may be deleted on the server now.
 
     Never selects a message that is not recorded in the archive for this account: only keys in
-    ``known`` qualify, and ``fetch.py`` re-checks the archive immediately before deleting.
+    ``known`` qualify, and ``fetch.py`` re-checks the archive immediately before deleting. Nor a
+    POP3 message whose identity maild already deleted once (see :func:`reappeared`).
 
     Args:
         retention: ``"keep"`` (nothing), ``"delete"`` (everything archived), ``"delete-after"``
@@ -130,8 +131,37 @@ def select_deletions(
     out = []
     for entry in inventory:
         loc = known.get(entry.key)
-        if loc is None:
+        if loc is None or _reappeared(entry.key, loc):
             continue
         if cutoff is None or loc.first_fetched_at <= cutoff:
             out.append(entry.key)
     return out
+
+
+def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, Location]) -> list[MessageKey]:
+    """POP3 messages on the server under an identity that maild already deleted there.
+
+    After ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so the same
+    identity showing up again means it now names another message: a server re-using UIDLs, or a
+    header identity (``"hdr:"``) shared by a new message. Such a message is never deleted (its
+    identity says nothing reliable about what the archive holds) and never retrieved (the identity is
+    known); it stays on the server and the cycle reports it. Exempt: full-content identities
+    (``"sha256:"``), which prove the archive holds exactly these octets.
+
+    Args:
+        inventory: what the server holds now.
+        known: the account's recorded server identities.
+
+    Returns:
+        Their keys, in server order.
+    """
+    out: list[MessageKey] = []
+    for entry in inventory:
+        loc = known.get(entry.key)
+        if loc is not None and _reappeared(entry.key, loc):
+            out.append(entry.key)
+    return out
+
+
+def _reappeared(key: MessageKey, loc: Location) -> bool:
+    return isinstance(key, POP3Key) and loc.deleted_at is not None and not key.exact_content

@@ -35,7 +35,12 @@ from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, Retrie
 T = TypeVar("T")
 
 SCHEMA_VERSION = 2
-PAGE_SIZE = 8192  # large blobs read faster with bigger pages; must be set before the first table
+PAGE_SIZE = 32768
+"""Page size of new archives, in octets; set before the first table, so older archives keep theirs.
+
+Messages are blobs of 2 KB to many MB: larger pages mean fewer overflow pages and WAL frames per
+message. Storing 2,000 mixed messages (273 MB) took 1.17 s with 8 KiB pages and 0.83 s with 32 KiB
+(WAL, ``synchronous=FULL``, batches of 200; see the README's "Performance" section)."""
 _CHUNK = 500  # keys per IN (...) query, below SQLite's variable limit
 
 _MIGRATIONS: dict[int, str] = {
@@ -118,7 +123,20 @@ def utc_text(moment: datetime) -> str:
 
 
 def parse_utc(text: str) -> datetime:
-    """Inverse of :func:`utc_text`."""
+    """Inverse of :func:`utc_text`.
+
+    A no-op cycle parses one of these per archived location, so the exact ``YYYY-MM-DDTHH:MM:SSZ`` form
+    is read field by field (about 40 times faster than ``strptime``); anything else goes to ``strptime``,
+    which raises ValueError as before.
+    """
+    if len(text) == 20 and text[4] == "-" and text[7] == "-" and text[10] == "T" and text[19] == "Z":
+        try:
+            return datetime(
+                int(text[0:4]), int(text[5:7]), int(text[8:10]),
+                int(text[11:13]), int(text[14:16]), int(text[17:19]), tzinfo=UTC,
+            )  # fmt: skip
+        except ValueError:
+            pass
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
@@ -324,13 +342,22 @@ class Store:
             (account,),
         )
         out: dict[MessageKey, Location] = {}
+        # A batch's rows share one timestamp: parse each distinct text once (a no-op cycle reads every row).
+        moments: dict[str, datetime] = {}
+
+        def moment(text: str) -> datetime:
+            parsed = moments.get(text)
+            if parsed is None:
+                parsed = moments[text] = parse_utc(text)
+            return parsed
+
         for uidl, mailbox, uidvalidity, uid, message, first, gone, deleted in rows:
             key: MessageKey = POP3Key(uidl) if uidl is not None else IMAPKey(mailbox, uidvalidity, uid)
             out[key] = Location(
                 message=message,
-                first_fetched_at=parse_utc(first),
-                gone_at=parse_utc(gone) if gone else None,
-                deleted_at=parse_utc(deleted) if deleted else None,
+                first_fetched_at=moment(first),
+                gone_at=moment(gone) if gone else None,
+                deleted_at=moment(deleted) if deleted else None,
             )
         return out
 
@@ -372,23 +399,25 @@ class Store:
                 list(new_rows.values()),
             )
             await self._lookup_ids(list(new_rows), existing)
-        links = 0
+        # One executemany per key kind instead of one round trip to SQLite's thread per message. Keys
+        # already linked are found first (inside this transaction, so nobody adds one meanwhile); the
+        # batch's own duplicates are linked once, as ON CONFLICT DO NOTHING did one row at a time.
+        linked = await self._linked_keys(account, [p.key for p in prepared])
+        pop_rows: list[tuple[Any, ...]] = []
+        imap_rows: list[tuple[Any, ...]] = []
         octets = 0
         for p in prepared:
             key = p.key
-            internaldate = utc_text(p.msg.internaldate) if p.msg.internaldate else None
-            flags = " ".join(sorted(p.msg.flags)) if p.msg.flags else None
+            if key in linked:
+                continue
+            linked.add(key)
+            octets += len(p.msg.raw)
             if isinstance(key, POP3Key):
-                cur = await self._conn.execute(
-                    "INSERT INTO locations (account, message, uidl, first_fetched_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (account, uidl) WHERE uidl IS NOT NULL DO NOTHING",
-                    (account, existing[p.sha256], key.uidl, stamp),
-                )
+                pop_rows.append((account, existing[p.sha256], key.uidl, stamp))
             else:
-                cur = await self._conn.execute(
-                    "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
-                    " first_fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
+                internaldate = utc_text(p.msg.internaldate) if p.msg.internaldate else None
+                flags = " ".join(sorted(p.msg.flags)) if p.msg.flags else None
+                imap_rows.append(
                     (
                         account,
                         existing[p.sha256],
@@ -398,13 +427,49 @@ class Store:
                         internaldate,
                         flags,
                         stamp,
-                    ),
+                    )
                 )
-            if cur.rowcount:
-                links += 1
-                octets += len(p.msg.raw)
-            await cur.close()
-        return StoreOutcome(new_messages=new_messages, new_links=links, octets=octets)
+        if pop_rows:
+            await self._conn.executemany(
+                "INSERT INTO locations (account, message, uidl, first_fetched_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (account, uidl) WHERE uidl IS NOT NULL DO NOTHING",
+                pop_rows,
+            )
+        if imap_rows:
+            await self._conn.executemany(
+                "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
+                " first_fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
+                imap_rows,
+            )
+        return StoreOutcome(
+            new_messages=new_messages, new_links=len(pop_rows) + len(imap_rows), octets=octets
+        )
+
+    async def _linked_keys(self, account: str, keys: Sequence[MessageKey]) -> set[MessageKey]:
+        """The subset of ``keys`` that already have a location row for ``account``."""
+        found: set[MessageKey] = set()
+        uidls = list({k.uidl for k in keys if isinstance(k, POP3Key)})
+        for i in range(0, len(uidls), _CHUNK):
+            chunk = uidls[i : i + _CHUNK]
+            sql = f"SELECT uidl FROM locations WHERE account = ? AND uidl IN ({','.join('?' * len(chunk))})"  # noqa: S608
+            async with self._conn.execute(sql, (account, *chunk)) as cur:
+                found.update(POP3Key(row[0]) for row in await cur.fetchall())
+        by_box: dict[tuple[str, int], list[int]] = {}
+        for k in keys:
+            if isinstance(k, IMAPKey):
+                by_box.setdefault((k.mailbox, k.uidvalidity), []).append(k.uid)
+        for (mailbox, uidvalidity), uids in by_box.items():
+            unique = sorted(set(uids))
+            for i in range(0, len(unique), _CHUNK):
+                some = unique[i : i + _CHUNK]
+                sql = (
+                    "SELECT uid FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ?"  # noqa: S608
+                    f" AND uid IN ({','.join('?' * len(some))})"
+                )
+                async with self._conn.execute(sql, (account, mailbox, uidvalidity, *some)) as cur:
+                    found.update(IMAPKey(mailbox, uidvalidity, row[0]) for row in await cur.fetchall())
+        return found
 
     async def _lookup_ids(self, digests: Sequence[str], into: dict[str, int]) -> None:
         """Add SHA-256 hex digest -> message row id for each of ``digests`` present in the archive."""

@@ -56,6 +56,24 @@ class Maildrop(abc.ABC):
             NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
         """
 
+    @property
+    def identity(self) -> str:
+        """How the last :meth:`inventory` identified messages across sessions.
+
+        ``"server"`` (default): by identities the server assigns and keeps (POP3 UIDL, IMAP
+        UIDVALIDITY/UID). POP3 reports ``"uidl"``, or ``"content-digest"`` when the server has no UIDL
+        and identities are digests of the messages' content (see :mod:`maild.protocols.pop3_identity`):
+        those may change if the server rewrites a message, so ``retention = "delete-after"``, which
+        relies on an identity staying the same for days, is refused for them.
+        """
+        return "server"
+
+    @property
+    def identity_warnings(self) -> Sequence[str]:
+        """Warnings about the last :meth:`inventory`'s identities for the status, e.g. that they are
+        content digests; empty when all is as usual."""
+        return ()
+
     def covers(self, key: MessageKey) -> bool:
         """Whether the last :meth:`inventory` looked where ``key`` lives, so that its absence there
         means the message left the server.

@@ -58,6 +58,7 @@ from maild.model import (
 )
 from maild.protocols import imap_wire as wire
 from maild.protocols.base import Maildrop
+from maild.protocols.tls import client_context
 
 #: The aioimaplib release whose internals :class:`_FastProtocol` and :func:`_starttls` were written for.
 PATCHED_AIOIMAPLIB = "2.0.3"
@@ -373,7 +374,7 @@ class IMAPMailbox(Maildrop):
         *,
         list_all: bool = False,
         exclude: Sequence[str] = (),
-        batch_messages: int = 100,
+        batch_messages: int = MAX_MESSAGES_PER_FETCH,
         batch_octets: int = 16 * 2**20,
     ) -> None:
         _quiet_library_logger()
@@ -610,7 +611,7 @@ class IMAPMailbox(Maildrop):
         context: ssl.SSLContext | None = None
         if settings.tls != "none":
             try:
-                context = ssl.create_default_context(cafile=settings.ca_file)
+                context = client_context(settings.ca_file)  # built once per CA file, then shared
             except (OSError, ssl.SSLError) as exc:
                 raise self._error(ConnectError, f"cannot load ca_file {settings.ca_file!r}: {exc}") from None
         self._client = _Client(

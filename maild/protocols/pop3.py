@@ -49,8 +49,10 @@ from maild.model import (
     RetrievedMessage,
     ServerSettings,
 )
+from maild.protocols import pop3_identity as identity
 from maild.protocols import pop3_wire as wire
 from maild.protocols.base import Maildrop
+from maild.protocols.tls import client_context
 
 __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "POP3Maildrop"]
 
@@ -97,11 +99,12 @@ class _POP3SSL(poplib.POP3_SSL):
 
 @dataclass(frozen=True, slots=True)
 class _Listing:
-    """Result of the inventory step: UIDL listing (None when refused) and scan listing."""
+    """Result of the inventory step: UIDL listing (None when refused, with the refusal) and scan listing."""
 
     uidl: wire.UIDLListing | None
     uidl_refusal: str
     sizes: dict[int, int]
+    uidl_status: wire.StatusLine | None = None
 
 
 class _Session:
@@ -257,7 +260,7 @@ class _Session:
     def _connect(self) -> None:
         s = self.settings
         acct = s.account
-        ctx = ssl.create_default_context(cafile=s.ca_file)  # verifies certificate and host name
+        ctx = client_context(s.ca_file)  # verifies certificate and host name; built once per CA file
         try:
             if s.tls == "implicit":
                 pop: poplib.POP3 = _POP3SSL(s.host, s.port, s.timeout_s, ctx)
@@ -349,10 +352,7 @@ class _Session:
             if self.pipelining:
                 uidl, scan = self.exchange(["UIDL", "LIST"], multiline=True, pipelined=True)
             else:
-                # Without pipelining, skip LIST when UIDL is refused: the step fails anyway.
                 uidl = self.exchange(["UIDL"], multiline=True, pipelined=False)[0]
-                if uidl.body is None:
-                    return _Listing(None, self.redact(uidl.status.render()), {})
                 scan = self.exchange(["LIST"], multiline=True, pipelined=False)[0]
             if scan.body is None:
                 raise self.protocol_error(
@@ -360,7 +360,7 @@ class _Session:
                 )
             sizes = wire.parse_scan_listing(scan.body)
             if uidl.body is None:
-                return _Listing(None, self.redact(uidl.status.render()), sizes)
+                return _Listing(None, self.redact(uidl.status.render()), sizes, uidl.status)
             return _Listing(wire.parse_uidl_listing(uidl.body), "", sizes)
 
     def quit(self) -> wire.StatusLine:
@@ -389,7 +389,9 @@ class POP3Maildrop(Maildrop):
 
     Identities are UIDLs (RFC 1939 section 7). Message-numbers are remembered for this session only and
     never leave this object. Messages whose UIDL appears more than once in the listing cannot be
-    addressed by UIDL: :meth:`inventory` leaves them out and logs ``pop3.uidl.duplicate``.
+    addressed by UIDL: :meth:`inventory` leaves them out and logs ``pop3.uidl.duplicate``. A server
+    without UIDL gets identities computed from the messages' content instead (see
+    :mod:`~maild.protocols.pop3_identity` and :attr:`identity`).
 
     Args:
         settings: how to reach and log in. Every socket operation (connect, TLS handshake, each send,
@@ -401,6 +403,10 @@ class POP3Maildrop(Maildrop):
             window always holds at least one message.
         max_reply_octets: cap on one reply in octets; a larger message fails the session with
             ProtocolError.
+        max_message_size: the account's ``max_message_size`` in octets, or None. Without UIDL, a
+            message larger than this (by LIST) is never downloaded just to identify it: the fetch cycle
+            skips it anyway. If its header section does not identify it, it gets the placeholder
+            identity ``"unidentified:<octets>:<msgnum>"``, which names nothing in the archive.
     """
 
     def __init__(
@@ -408,9 +414,10 @@ class POP3Maildrop(Maildrop):
         settings: ServerSettings,
         executor: concurrent.futures.ThreadPoolExecutor,
         *,
-        window: int = 50,
+        window: int = 200,  # one commit batch of fetch.py in one round trip (see README "Performance")
         window_octets: int = 16 * 2**20,
         max_reply_octets: int = 100 * 2**20,
+        max_message_size: int | None = None,
     ) -> None:
         if window < 1 or window_octets < 1 or max_reply_octets < 1:
             raise ValueError("window, window_octets and max_reply_octets must be positive")
@@ -418,12 +425,15 @@ class POP3Maildrop(Maildrop):
         self._executor = executor
         self._window = window
         self._window_octets = window_octets
+        self._max_message_size = max_message_size
         self._session = _Session(settings, max_reply_octets)
         self._state: _State = "new"
         self._job: concurrent.futures.Future[object] | None = None
         self._msgnum_by_uidl: dict[str, int] | None = None
         self._size_by_uidl: dict[str, int] = {}
         self._duplicates: frozenset[str] = frozenset()
+        self._identity: Literal["uidl", "content-digest"] = "uidl"
+        self._warnings: tuple[str, ...] = ()
 
     @property
     def capabilities(self) -> Mapping[str, tuple[str, ...]]:
@@ -435,6 +445,18 @@ class POP3Maildrop(Maildrop):
     def duplicate_uidls(self) -> frozenset[str]:
         """UIDLs that the last :meth:`inventory` found on more than one message, left out of it."""
         return self._duplicates
+
+    @property
+    def identity(self) -> str:
+        """``"uidl"``, or ``"content-digest"`` when the last :meth:`inventory` found no UIDL and
+        identified the messages by digests of their content (see :mod:`~maild.protocols.pop3_identity`)."""
+        return self._identity
+
+    @property
+    def identity_warnings(self) -> Sequence[str]:
+        """What the last :meth:`inventory` could not do as usual, in words for the status: digest
+        identities and their cost, messages left out of the inventory."""
+        return self._warnings
 
     async def _run(self, fn: Callable[[], _T]) -> _T:
         """Run one blocking step in the executor.
@@ -484,21 +506,26 @@ class POP3Maildrop(Maildrop):
     async def inventory(self) -> list[InventoryEntry]:
         """UIDL and LIST: one entry per message, in message-number order, sizes in octets from LIST.
 
-        Messages sharing a UIDL are left out (see :attr:`duplicate_uidls`), with a warning.
+        Messages sharing a UIDL are left out (see :attr:`duplicate_uidls`), with a warning. When the
+        server does not offer UIDL or refuses it permanently, identities are digests of the messages'
+        content instead (``TOP n 0`` and, where needed, RETR; see :meth:`_inventory_without_uidl`).
 
         Cancelled: nothing changes on the server; the session is broken (call :meth:`abort`).
 
-        Standard: RFC 1939 section 7 (UIDL), section 5 (LIST).
+        Standard: RFC 1939 section 7 (UIDL, TOP), section 5 (LIST).
 
         Raises:
-            ProtocolError: the server refused UIDL (no UIDL support) or LIST, a listing is malformed, or
-                the two listings disagree on the message-numbers.
+            ThrottledError: UIDL was refused with ``[SYS/TEMP]``, ``[IN-USE]`` or ``[LOGIN-DELAY]``
+                (a passing condition: identities are not switched to digests for it).
+            ProtocolError: the server refused LIST, a listing is malformed, or the two listings disagree
+                on the message-numbers.
             NetworkTimeout, ConnectError: the session is broken.
         """
         self._require_open()
+        self._identity, self._warnings = "uidl", ()
         listing = await self._run(self._session.listing)
         if listing.uidl is None:
-            return self._inventory_without_uidl(listing)
+            return await self._inventory_without_uidl(listing)
         uidls = listing.uidl.uidl_by_msgnum
         if set(uidls) != set(listing.sizes):
             raise self._session.protocol_error(
@@ -520,15 +547,120 @@ class POP3Maildrop(Maildrop):
         self._duplicates = frozenset(dups)
         return entries
 
-    def _inventory_without_uidl(self, listing: _Listing) -> list[InventoryEntry]:
-        """Identities for a server without UIDL. Not supported yet: content-digest keys
-        (``"sha256:" + hex``, see :class:`~maild.model.POP3Key`) will be computed here from RETR."""
-        what = "does not offer" if "UIDL" not in self._session.caps else "refused"
-        raise self._session.protocol_error(
-            f"server {what} UIDL; maildrops without UIDL are not supported yet",
-            line=listing.uidl_refusal,
-            standard="RFC 1939 section 7",
+    async def _inventory_without_uidl(self, listing: _Listing) -> list[InventoryEntry]:
+        """Identities for a server without UIDL: digests of the messages' content.
+
+        Steps: ``TOP n 0`` for every message (pipelined in windows when allowed; not sent when CAPA
+        lists capabilities without TOP); a header identity (``"hdr:…"``) for each message whose header
+        section is distinctive and unique in the listing; RETR of every other message, in windows by
+        LIST size, keeping only its SHA-256 (``"sha256:…"``, computed in the worker thread, the octets
+        dropped at once). A message whose RETR is refused here has no identity this cycle: it is left
+        out (neither retrieved nor deleted) and named in :attr:`identity_warnings`. The rules and why
+        they are safe: :mod:`maild.protocols.pop3_identity`.
+
+        Cancelled: as for :meth:`inventory`.
+
+        Standard: RFC 1939 section 7 (UIDL optional, TOP), RFC 2449 section 6.6 (PIPELINING).
+
+        Raises:
+            ThrottledError: UIDL was refused with a code saying the condition will pass.
+            NetworkTimeout, ConnectError, ProtocolError: as for :meth:`inventory`.
+        """
+        session, acct = self._session, self._settings.account
+        status = listing.uidl_status
+        if status is not None and any(status.has_code(c) for c in _THROTTLE_CODES):
+            raise ThrottledError(f"{session._where()}: UIDL deferred: {listing.uidl_refusal}", account=acct)
+        sizes = listing.sizes
+        msgnums = sorted(sizes)
+        tops: dict[int, bytes | None] = {}
+        if msgnums and (not session.caps or "TOP" in session.caps):
+            limit = self._window if session.pipelining else 1
+            for start in range(0, len(msgnums), limit):
+                window = msgnums[start : start + limit]
+                replies = await self._run(
+                    functools.partial(
+                        session.run, "reading headers", [f"TOP {n} 0" for n in window], multiline=True
+                    )
+                )
+                tops.update((n, r.body) for n, r in zip(window, replies, strict=True))
+        plan = identity.plan_identities(sizes, tops)
+        del tops
+        cap = self._max_message_size
+        skipped = {n: f"unidentified:{sizes[n]}:{n}" for n in plan.need_content if cap and sizes[n] > cap}
+        digests: dict[int, str] = {}
+        refused: list[str] = []
+        readable = [n for n in plan.need_content if n not in skipped]
+        for window in self._msgnum_windows(readable, sizes):
+            outcome = await self._run(functools.partial(self._digest_window, window))
+            for msgnum, result in zip(window, outcome, strict=True):
+                if isinstance(result, str):
+                    digests[msgnum] = result
+                else:
+                    refused.append(session.redact(result.render()))
+        keys = {**plan.header_keys, **identity.content_keys(digests), **skipped}
+        entries: list[InventoryEntry] = []
+        self._msgnum_by_uidl, self._size_by_uidl = {}, {}
+        for msgnum in msgnums:
+            key = keys.get(msgnum)
+            if key is not None:
+                self._msgnum_by_uidl[key] = msgnum
+                self._size_by_uidl[key] = sizes[msgnum]
+                entries.append(InventoryEntry(POP3Key(key), sizes[msgnum]))
+        self._duplicates = frozenset()
+        self._identity = "content-digest"
+        what = "does not offer UIDL" if "UIDL" not in session.caps else "refused UIDL"
+        warnings = [
+            f"the server {what} (RFC 1939 section 7): messages are identified by digests of their "
+            f"content; {len(plan.header_keys)} by header section (TOP), {len(digests)} by full content "
+            "(downloaded in full in every cycle)"
+        ]
+        if plan.collisions:
+            warnings.append(
+                f"{len(plan.collisions)} messages share their header section with another one: "
+                "identified by full content"
+            )
+        if skipped:
+            warnings.append(
+                f"{len(skipped)} messages above max_message_size cannot be identified without "
+                "downloading them: skipped, left on the server"
+            )
+        if refused:
+            warnings.append(
+                f"{len(refused)} messages could not be read to identify them ({refused[0]}): "
+                "left on the server, tried again next cycle"
+            )
+        self._warnings = tuple(warnings)
+        _log.warning(
+            "pop3.identity.content-digest",
+            account=acct,
+            by_header=len(plan.header_keys),
+            by_content=len(digests),
+            header_collisions=len(plan.collisions),
+            unidentified=len(refused),
         )
+        return entries
+
+    def _digest_window(self, msgnums: Sequence[int]) -> list[str | wire.StatusLine]:
+        """RETR ``msgnums`` (in the worker thread) and return each one's content digest, or the refusal."""
+        replies = self._session.run("identifying messages", [f"RETR {n}" for n in msgnums], multiline=True)
+        out: list[str | wire.StatusLine] = []
+        for reply in replies:
+            out.append(identity.content_digest(reply.body) if reply.body is not None else reply.status)
+        return out
+
+    def _msgnum_windows(self, msgnums: Sequence[int], sizes: Mapping[int, int]) -> list[list[int]]:
+        """Group message-numbers into RETR windows by command count and LIST sizes, as :meth:`_windows`."""
+        limit = self._window if self._session.pipelining else 1
+        windows: list[list[int]] = []
+        octets = 0
+        for msgnum in msgnums:
+            size = sizes[msgnum]
+            if not windows or len(windows[-1]) >= limit or octets + size > self._window_octets:
+                windows.append([])
+                octets = 0
+            windows[-1].append(msgnum)
+            octets += size
+        return windows
 
     def _msgnum(self, key: MessageKey) -> int | None:
         if not isinstance(key, POP3Key):
@@ -563,6 +695,8 @@ class POP3Maildrop(Maildrop):
         ``raw`` is the message exactly as sent after un-stuffing, CRLF line endings (RFC 1939 section 3).
         A ``-ERR`` to one RETR yields :class:`RetrievalFailure` with the server's line; a key not in this
         session's inventory (or with a duplicated UIDL) yields RetrievalFailure without asking the server.
+        With digest identities (:attr:`identity`), a message whose octets do not match its identity
+        yields RetrievalFailure too, so that nothing is stored (and then deleted) under a wrong identity.
 
         Cancelled while awaiting a window: the socket is shut down and the session broken; nothing was
         deleted. Closing the generator early (it is suspended at a yield, all replies of the window
@@ -576,11 +710,7 @@ class POP3Maildrop(Maildrop):
         """
         self._require_open()
         for window in self._windows(keys):  # checks every key before the first RETR
-            msgnums = [n for _, n in window if n is not None]
-            commands = [f"RETR {n}" for n in msgnums]
-            replies = await self._run(
-                functools.partial(self._session.run, "retrieving", commands, multiline=True)
-            )
+            replies, mismatched = await self._run(functools.partial(self._retrieve_window, window))
             results: list[RetrievedMessage | RetrievalFailure] = []
             it = iter(replies)
             for key, msgnum in window:
@@ -596,12 +726,35 @@ class POP3Maildrop(Maildrop):
                 reply = next(it)
                 if reply.body is None:
                     results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
+                elif msgnum in mismatched:
+                    uidl = cast(POP3Key, key).uidl
+                    _log.warning("pop3.identity.mismatch", account=self._settings.account, key=uidl)
+                    reason = "content differs from its digest identity; not stored"
+                    results.append(RetrievalFailure(key, reason))
                 else:
                     results.append(RetrievedMessage(key, reply.body))
             del replies, it
             results.reverse()
             while results:
                 yield results.pop()  # drop our reference before the consumer runs
+
+    def _retrieve_window(
+        self, window: Sequence[tuple[MessageKey, int | None]]
+    ) -> tuple[list[wire.Reply], frozenset[int]]:
+        """RETR one window (in the worker thread); with digest identities, also return the
+        message-numbers whose octets do not match their identity (see
+        :func:`~maild.protocols.pop3_identity.key_matches`), which must not be stored under it."""
+        targets = [(cast(POP3Key, key), n) for key, n in window if n is not None]
+        replies = self._session.run("retrieving", [f"RETR {n}" for _, n in targets], multiline=True)
+        if self._identity != "content-digest":
+            return replies, frozenset()
+        mismatched = frozenset(
+            n
+            for (key, n), reply in zip(targets, replies, strict=True)
+            if reply.body is not None
+            and not identity.key_matches(key.uidl, reply.body, self._size_by_uidl[key.uidl])
+        )
+        return replies, mismatched
 
     async def delete(self, keys: Sequence[MessageKey]) -> None:
         """DELE each message, pipelined in windows of up to ``window`` commands when allowed.

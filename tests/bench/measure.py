@@ -1,8 +1,8 @@
-"""Run one child process and measure it: wall seconds, CPU seconds and peak RSS from its rusage.
+"""Run one command and measure it: wall seconds, CPU seconds and peak RSS from its rusage.
 
-The child's own ``wait4`` rusage is used: CPU is user + system time of the child and every descendant it
-waited for (an mda, a password command); peak RSS is ``ru_maxrss``, the largest resident set of that
-process tree's single largest member. Only PIDs started here are ever signalled.
+CPU is user + system time of the command and every descendant it waited for (an mda, a password
+command); peak RSS is ``ru_maxrss``, the resident set of the largest single process among them. Only
+processes started here (and the command under ``time``) are ever signalled.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+TIME = "/usr/bin/time"
+"""GNU time (Debian package ``time``)."""
 
 
 @dataclasses.dataclass
@@ -45,51 +48,77 @@ def run(
     cwd: Path | None = None,
     log: Path | None = None,
 ) -> Run:
-    """Run ``argv`` to completion or until ``budget_s`` seconds have passed (then SIGTERM, SIGKILL).
+    """Run ``argv`` to completion or until ``budget_s`` seconds have passed, then stop it.
+
+    The command runs under GNU ``time``, a small process that forks it: the rusage (CPU, and above
+    all ``ru_maxrss``) of a process forked straight from this large Python process would carry this
+    process's own peak RSS across ``exec``. At the budget the command (``time``'s child) gets SIGTERM,
+    SIGKILL 5 s later; ``time`` still reports it.
 
     Args:
         argv: the command.
-        budget_s: the longest the child may run.
+        budget_s: the longest the command may run.
         env: its environment (default: ours).
         cwd: its working directory.
-        log: where its stdout and stderr go (default: a temporary file next to nothing; kept short).
+        log: where its stdout and stderr go.
     """
     log = log or Path(f"/tmp/maild-bench-{os.getpid()}.log")
+    report = log.with_name(log.name + ".time")
+    report.unlink(missing_ok=True)
     with log.open("wb") as out:
         started = time.monotonic()
         proc = subprocess.Popen(  # noqa: S603
-            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd
+            [TIME, "-q", "-f", "%e %U %S %M %x", "-o", str(report), "--", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
         )
         cut = False
         deadline = started + budget_s
-        status = 0
-        usage = None
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid == proc.pid:
-                break
+        killed = False
+        while proc.poll() is None:
             now = time.monotonic()
-            if now >= deadline and not cut:
-                cut = True
-                proc.send_signal(signal.SIGTERM)
-                deadline = now + 5.0
-            elif cut and now >= deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
+            if now >= deadline:
+                child = _child_of(proc.pid)
+                if not cut:
+                    cut = True
+                    if child:
+                        os.kill(child, signal.SIGTERM)
+                    deadline = now + 5.0
+                elif not killed:
+                    killed = True
+                    if child:
+                        os.kill(child, signal.SIGKILL)
+                    deadline = now + 5.0
+                else:
+                    proc.kill()
+                    proc.wait()
+                    break
             time.sleep(0.002 if now - started < 1 else 0.01)
         wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
     text = log.read_bytes()[-4000:].decode("utf-8", "replace")
-    assert usage is not None
-    return Run(
-        wall_s=wall,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        rss_mb=usage.ru_maxrss / 1024,
-        returncode=proc.returncode,
-        cut=cut,
-        output=text,
-    )
+    try:
+        fields = report.read_text().split()
+        _elapsed, user, system, maxrss_kb, status = fields[-5:]
+        cpu = float(user) + float(system)
+        rss = int(maxrss_kb) / 1024
+        returncode = int(status)
+    except (OSError, ValueError):
+        cpu, rss, returncode = 0.0, 0.0, proc.returncode if proc.returncode is not None else -9
+    if cut and returncode == 0:
+        returncode = -signal.SIGTERM
+    return Run(wall_s=wall, cpu_s=cpu, rss_mb=rss, returncode=returncode, cut=cut, output=text)
+
+
+def _child_of(pid: int) -> int | None:
+    """The first child of ``pid`` (the measured command under ``time``), or None."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
 
 
 def process_cpu_s(pid: int) -> float:

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 HOST = "127.0.0.1"
+RUN_AS = "maildtest"
+"""getmail6 refuses to deliver as root: it runs as the test mail owner (created by the Dovecot sandbox)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +100,7 @@ class Peer:
 
     def env(self) -> dict[str, str]:
         """The environment for the command."""
-        return {**os.environ, "HOME": str(self.work)}
+        return {**os.environ, "HOME": str(self.work), "LC_ALL": "C.UTF-8"}
 
     def fetched(self) -> int:
         """Messages delivered locally so far."""
@@ -206,7 +209,7 @@ class Fetchmail(Peer):
                 + (" uidl" if proto == "POP3" else "")
                 + " timeout 60",
                 f'  user "{login.user}" there with password "{password}" is "root" here',
-                "  keep no rewrite no mimedecode"
+                "  keep no rewrite no mimedecode sslproto ''"
                 + (' folder "INBOX"' if proto == "IMAP" else "")
                 + f' bsmtp "{self.mail / (login.name + ".bsmtp")}"',
                 "",
@@ -253,8 +256,10 @@ class Getmail(Peer):
                 f"server = {HOST}",
                 f"port = {self.port}",
                 f"username = {login.user}",
-                f"password_command = ('/bin/cat', '{login.password_file}')",
-                "timeout = 60",
+                f"password = {login.password}",
+                # getmail6 6.18 waits for each delivery child with this as limit and, losing a SIGCHLD
+                # wake-up now and then (ForkingBase._wait_for_child), fails the account after it
+                "timeout = 10",
             ]
             if self.protocol == "imap":
                 lines.append('mailboxes = ("INBOX",)')
@@ -275,8 +280,20 @@ class Getmail(Peer):
             ]
             _private(self.state / f"{login.name}.rc", "\n".join(lines))
 
+    def reset(self) -> None:
+        """As for every peer, then hand the work directory to :data:`RUN_AS` (getmail refuses root)."""
+        super().reset()
+        user = pwd.getpwnam(RUN_AS)
+        for dirpath, dirs, files in os.walk(self.work):
+            for name in [*dirs, *files]:
+                os.chown(os.path.join(dirpath, name), user.pw_uid, user.pw_gid)
+        os.chown(self.work, user.pw_uid, user.pw_gid)
+
     def argv(self) -> list[str]:
-        argv = ["getmail", "--quiet", "--getmaildir", str(self.state)]
+        argv = [
+            "setpriv", f"--reuid={RUN_AS}", f"--regid={RUN_AS}", "--clear-groups", "--",
+            "getmail", "--quiet", "--getmaildir", str(self.state),
+        ]
         for login in self.logins:
             argv += ["--rcfile", str(self.state / f"{login.name}.rc")]
         return argv

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import socket
 import threading
 import time
@@ -371,14 +372,51 @@ async def test_duplicate_uidls_left_out(make_server: type[FakePOP3], make_maildr
 
 
 async def test_no_uidl(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
-    """A server without UIDL fails inventory with ProtocolError saying so."""
+    """A server without UIDL or TOP gets full-content identities (SHA-256 via RETR) and a status warning."""
     server = make_server(list(MESSAGES), caps=("USER", "PIPELINING"))
     maildrop = make_maildrop(server)
     await maildrop.open()
-    with pytest.raises(ProtocolError, match="does not offer UIDL") as info:
+    entries = await maildrop.inventory()
+    assert [e.key for e in entries] == [POP3Key("sha256:" + hashlib.sha256(m).hexdigest()) for m in MESSAGES]
+    assert maildrop.identity == "content-digest"
+    assert "does not offer UIDL" in maildrop.identity_warnings[0]
+    assert not any(c.startswith("TOP") for c in server.commands)
+    got = await collect(maildrop, [e.key for e in entries])
+    assert [g.raw for g in got if isinstance(g, RetrievedMessage)] == MESSAGES
+    await maildrop.close()
+
+
+async def test_no_uidl_message_not_matching_its_header_identity_is_not_handed_out(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """Octets from RETR whose header section differs from what TOP showed yield RetrievalFailure, not a message."""
+    header = b"Received: from a by b; Mon, 2 Mar 2026 09:00:00 +0000\r\nMessage-ID: <x@y>\r\n\r\n"
+    server = make_server(
+        list(MESSAGES[:2]),
+        caps=("USER", "PIPELINING", "TOP"),
+        replies={"TOP 1 0": b"+OK\r\n" + header + b".\r\n", "TOP 2 0": b"-ERR no\r\n"},
+    )
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    with structlog.testing.capture_logs() as logs:
+        entries = await maildrop.inventory()
+        got = await collect(maildrop, [e.key for e in entries])
+    assert [e.key.uidl[:4] for e in entries if isinstance(e.key, POP3Key)] == ["hdr:", "sha2"]
+    assert got[0] == RetrievalFailure(entries[0].key, "content differs from its digest identity; not stored")
+    assert got[1] == RetrievedMessage(entries[1].key, MESSAGES[1])
+    assert [e["event"] for e in logs] == ["pop3.identity.content-digest", "pop3.identity.mismatch"]
+    await maildrop.close()
+
+
+async def test_uidl_deferred_is_throttling(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+    """UIDL refused with [SYS/TEMP] raises ThrottledError instead of switching to digest identities."""
+    server = make_server(list(MESSAGES), replies={"UIDL": b"-ERR [SYS/TEMP] index busy\r\n"})
+    maildrop = make_maildrop(server)
+    await maildrop.open()
+    with pytest.raises(ThrottledError, match="UIDL deferred") as info:
         await maildrop.inventory()
     assert info.value.account == ACCOUNT
-    assert ACCOUNT in str(info.value)
+    assert not any(c.startswith("RETR") for c in server.commands)
     await maildrop.abort()
 
 

@@ -272,3 +272,50 @@ async def test_migrate_and_retire_a_drop_in_account(
     assert rows["alt"]["retired_into"] == "neu"
     assert rows["alt"]["enabled"] is False
     assert rows["alt"]["messages"] == 3
+
+
+async def test_purge_counts_messages_on_another_imap_server_as_safe(
+    server: tuple[ScriptedIMAP, AppendLog], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--purge checks the servers of the other IMAP accounts: what one holds is safe, the rest is counted.
+
+    Steps: "alt" (drop-in, POP3) has 3 archived messages linked to no other account; the IMAP
+    account's server holds one of them; purge refuses naming 2; after migrating them, purge succeeds.
+    """
+    scripted, _log = server
+    secret = tmp_path / "pw"
+    secret.write_text("pw\n")
+    secret.chmod(0o600)
+    common = {"organisation": "Kanzlei", "employee": "Anna", "username": "anna", "password_file": str(secret)}
+    doc = {
+        "daemon": {"state_dir": str(tmp_path / "state"), "control_socket": str(tmp_path / "c.sock")},
+        "accounts": {
+            "neu": {"protocol": "imap", "host": scripted.host, "port": scripted.port, "tls": "none", **common}
+        },
+    }
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(tomli_w.dumps(doc))
+    (tmp_path / "accounts.d").mkdir()
+    dropin = tmp_path / "accounts.d" / "alt.toml"
+    dropin.write_text(
+        tomli_w.dumps({"accounts": {"alt": {"protocol": "pop3", "host": "pop.example.org", **common}}})
+    )
+    store = await MigrationStore.open(tmp_path / "state" / "maild.sqlite3")
+    try:
+        await store.ensure_account("alt", "Kanzlei", "Anna", "pop3", datetime(2026, 1, 1, tzinfo=UTC))
+        batch = [RetrievedMessage(POP3Key(f"u{n}"), letter(n)) for n in (1, 2, 3)]
+        await store.store_batch("alt", batch, datetime(2026, 1, 1, tzinfo=UTC))
+    finally:
+        await store.close()
+
+    def run(*args: str) -> int:
+        return main(["-c", str(cfg), *args])
+
+    assert await asyncio.to_thread(run, "accounts", "remove", "alt", "--purge") == 1
+    assert "2 of the 3 messages only alt links to" in capsys.readouterr().err
+    assert dropin.exists()
+    assert await asyncio.to_thread(run, "migrate", "alt", "--to", "neu") == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(run, "accounts", "remove", "alt", "--purge") == 0
+    assert "purged the archive of alt: 3 messages" in capsys.readouterr().out
+    assert not dropin.exists()

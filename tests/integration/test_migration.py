@@ -336,3 +336,30 @@ def test_cut_connection_stops_the_run_and_a_rerun_finishes(
     view = ServerView(dovecot, mail_user)
     assert sorted(raw for raw, _w, _f in view.messages()) == sorted(messages)
     view.close()
+
+
+def test_compare_with_all_mailboxes_scans_what_list_shows(
+    dovecot: Dovecot, mail_user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With mailboxes = "all" on B, compare scans every listed mailbox, so mail filed away counts as present.
+
+    Steps: 3 messages archived by POP3 (retention delete); copies of two reappear on the server, one
+    in INBOX and one in "Archiv/2025"; compare with the IMAP account (mailboxes = "all") finds one
+    missing; with --mailbox INBOX two.
+    """
+    old = [letter(i) for i in range(3)]
+    dovecot.deliver_many(mail_user.name, old)
+    directory = short_dir("maildall-")
+    imap = AccountSpec("imap", "imap", mail_user.name, mail_user.password, extra={"mailboxes": "all"})
+    cfg = write_config(directory, dovecot, [_pop_spec(mail_user), imap])
+    assert main(["-c", str(cfg), "fetch", "pop"]) == 0
+    dovecot.deliver(mail_user.name, old[0])
+    dovecot.create_mailbox(mail_user.name, "Archiv/2025")
+    dovecot.deliver(mail_user.name, old[1], "Archiv/2025")
+    capsys.readouterr()
+    assert main(["-c", str(cfg), "compare", "pop", "imap", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["mailboxes"]) >= {"INBOX", "Archiv/2025"}
+    assert (report["counts"]["only_in_source"], report["counts"]["in_both"]) == (1, 2)
+    assert main(["-c", str(cfg), "compare", "pop", "imap", "--mailbox", "INBOX", "--summary"]) == 1
+    assert "only in pop: 2" in capsys.readouterr().out

@@ -9,7 +9,8 @@ Faults are injected at named points: ``"open"``, ``"inventory"``, ``"retrieve"``
 ``"close"``. At each point the session first records that it got there (:meth:`FakeMaildrop.reached`),
 then waits on the point's gate if one is given (a gate never set is a hung server), then raises the
 point's exception if one is given. The ``"retrieve"`` point lies after ``retrieve_point_after``
-messages have been yielded.
+messages have been yielded in the session (counted across retrieve() calls; a cycle retrieves in
+groups, see :func:`maild.fetch.retrieval_groups`).
 
 The fake also enforces the Maildrop contract: calls before :meth:`open`, after the session ended, or
 with keys that are not in this session's inventory fail with :class:`AssertionError`.
@@ -173,6 +174,7 @@ class FakeMaildrop(Maildrop):
         self._inventory: set[MessageKey] = set()
         self._reached: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._counted = False
+        self._handed_out = 0
 
     async def reached(self, point: str) -> None:
         """Wait until the session has got to ``point``."""
@@ -223,15 +225,18 @@ class FakeMaildrop(Maildrop):
         self._check_live("retrieve()")
         unknown = [k for k in keys if k not in self._inventory]
         assert not unknown, f"retrieve() of keys not in this session's inventory: {unknown}"
-        for index, key in enumerate(keys):
-            if index == self.plan.retrieve_point_after:
-                await self._point("retrieve")
+        for key in keys:
+            await self._maybe_retrieve_point()
+            self._handed_out += 1
             if key in self.plan.refuse:
                 yield RetrievalFailure(key, self.plan.refuse[key])
                 continue
             self.retrieved.append(key)
             yield RetrievedMessage(key, self.server.messages[key])
-        if len(keys) <= self.plan.retrieve_point_after:
+        await self._maybe_retrieve_point()
+
+    async def _maybe_retrieve_point(self) -> None:
+        if self._handed_out == self.plan.retrieve_point_after and not self.has_reached("retrieve"):
             await self._point("retrieve")
 
     async def delete(self, keys: Sequence[MessageKey]) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from maild.model import IMAPKey, InventoryEntry, Location, MessageKey, POP3Key
-from maild.policy import plan_retrieval, presence_changes, select_deletions
+from maild.policy import plan_retrieval, presence_changes, reappeared, select_deletions
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -207,3 +207,41 @@ def test_invalid_retention_mode_raises(mode: str) -> None:
     """An unknown retention mode raises ValueError instead of deleting or silently keeping."""
     with pytest.raises(ValueError, match="retention"):
         select_deletions(mode, 1, inv(1), {k(1): loc()}, NOW)
+
+
+# -- identities maild already deleted ---------------------------------------------------------------
+
+
+def test_identity_deleted_before_is_not_deleted_again() -> None:
+    """A POP3 identity maild already deleted (after +OK to QUIT) that is on the server again is never selected."""
+    known = {k(1): loc(deleted=NOW - timedelta(days=1), gone=NOW - timedelta(days=1)), k(2): loc()}
+
+    assert select_deletions("delete", None, inv(1, 2), known, NOW) == [k(2)]
+    assert select_deletions("delete-after", 1, inv(1, 2), known, NOW + timedelta(days=2)) == [k(2)]
+    assert reappeared(inv(1, 2), known) == [k(1)]
+
+
+def test_header_identity_deleted_before_is_not_deleted_again() -> None:
+    """A header-digest identity seen again after its deletion names an unverified message: never selected."""
+    key = POP3Key("hdr:" + "ab" * 32)
+    known: dict[MessageKey, Location] = {key: loc(deleted=NOW, gone=NOW)}
+
+    assert select_deletions("delete", None, [InventoryEntry(key, 10)], known, NOW) == []
+    assert reappeared([InventoryEntry(key, 10)], known) == [key]
+
+
+def test_content_identity_deleted_before_may_be_deleted_again() -> None:
+    """A full-content identity proves the archive holds the same octets, so a re-delivered copy may go."""
+    key = POP3Key("sha256:" + "cd" * 32)
+    known: dict[MessageKey, Location] = {key: loc(deleted=NOW, gone=NOW)}
+
+    assert select_deletions("delete", None, [InventoryEntry(key, 10)], known, NOW) == [key]
+    assert reappeared([InventoryEntry(key, 10)], known) == []
+
+
+def test_imap_identity_deleted_before_may_be_deleted_again() -> None:
+    """IMAP (mailbox, UIDVALIDITY, UID) is never reused, so the rule about reappearing identities is POP3's only."""
+    key = IMAPKey("INBOX", 7, 1)
+    known: dict[MessageKey, Location] = {key: loc(deleted=NOW, gone=NOW)}
+
+    assert select_deletions("delete", None, [InventoryEntry(key, 10)], known, NOW) == [key]

@@ -1,0 +1,127 @@
+"""Retention ``"delete"`` end to end against the scripted POP3 server: refusals and awkward octets.
+
+Real fetch cycles (POP3 adapter, SQLite archive) against :class:`ScriptedPOP3`, for what Dovecot will
+not do on request: ``-ERR`` to one RETR, and replies cut into tiny TCP segments.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from maild.config import AccountConfig
+from maild.model import POP3Key, RetrievalFailure
+from maild.store import Store
+from tests.support.fetching import archived, cycle, pop3_account, prepare
+from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
+
+
+@pytest.fixture
+def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    """maild's POP3 thread pool."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pop3-test")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """An open archive in a temporary directory."""
+    s = await Store.open(tmp_path / "maild.sqlite3")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def deleting_account(server: ScriptedPOP3, store: Store) -> AccountConfig:
+    account = pop3_account(server.host, server.port, "alice", "secret", retention="delete")
+    await prepare(store, account)
+    return account
+
+
+async def test_err_on_one_retr_keeps_that_message_and_retrieves_it_next_cycle(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """-ERR [SYS/TEMP] to one RETR: the others are archived and deleted, that one is kept, and the next cycle gets it.
+
+    Steps: four messages, the second answers RETR with -ERR [SYS/TEMP]; cycle 1 archives and deletes
+    1, 3 and 4, reports the failure and never sends DELE for message 2; the server stops refusing;
+    cycle 2 archives and deletes it (now message 1); the archive holds all four once, byte-exact.
+    """
+    raws = [sample_message(n) for n in (1, 2, 3, 4)]
+    throttled = ScriptedMessage(raws[1], retr_error="-ERR [SYS/TEMP] too many downloads, try later")
+    with ScriptedPOP3([raws[0], throttled, raws[2], raws[3]]) as server:
+        account = await deleting_account(server, store)
+        first = await cycle(account, store, executor)
+        assert server.maildrop == [throttled]
+        first_commands = server.commands
+        throttled.retr_error = None
+        second = await cycle(account, store, executor)
+        assert server.maildrop == []
+
+    assert first.failures == [
+        RetrievalFailure(POP3Key("uidl-2"), "-ERR [SYS/TEMP] too many downloads, try later")
+    ]
+    assert (first.new_links, first.deleted) == (3, 3)
+    assert "DELE 2" not in first_commands
+    assert (second.new_links, second.deleted, second.failures) == (1, 1, [])
+    assert sorted(await archived(store)) == sorted(raws)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_awkward_octets_reach_the_archive_byte_exact(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor, pipelining: bool
+) -> None:
+    """Long lines, dot-stuffed lines and terminators split across TCP segments are archived octet for octet.
+
+    Steps: a message with a 5,000-octet line (poplib's limit is 2,048), one whose lines start with
+    dots (stuffed on the wire), one sent in 7-octet writes, one whose last 5 octets (the terminator)
+    arrive one segment each, and one whose body is a lone "." line; a "delete" cycle archives all of
+    them exactly as built and deletes them.
+    """
+    raws = [
+        sample_message(1, long_line_octets=5000),
+        sample_message(2, [b".", b"..", b".hidden", b"..two", b"end."]),
+        sample_message(3, [b"x" * 300, b".leading", b"tail"]),
+        sample_message(4, [b"short", b"."]),
+        sample_message(5, [b"."]),
+    ]
+    messages = [
+        ScriptedMessage(raws[0]),
+        ScriptedMessage(raws[1]),
+        ScriptedMessage(raws[2], retr_write_octets=7),
+        ScriptedMessage(raws[3], retr_tail_octets=5),
+        ScriptedMessage(raws[4], retr_tail_octets=3),
+    ]
+    with ScriptedPOP3(messages, pipelining=pipelining, write_pause_s=0.001) as server:
+        account = await deleting_account(server, store)
+        result = await cycle(account, store, executor)
+        assert server.maildrop == []
+
+    assert (result.new_links, result.deleted, result.failures) == (5, 5, [])
+    assert await archived(store) == raws
+
+
+async def test_reused_uidl_is_neither_deleted_nor_taken_for_the_archived_message(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A new message under a UIDL maild already deleted stays on the server, and the status warns.
+
+    Steps: retention "delete"; cycle 1 archives and deletes "uidl-1"; the server then re-uses "uidl-1"
+    for another message; cycle 2 neither retrieves nor deletes it (its identity says nothing reliable)
+    and warns; the archive still holds only the first message.
+    """
+    with ScriptedPOP3([sample_message(1)]) as server:
+        account = await deleting_account(server, store)
+        await cycle(account, store, executor)
+        impostor = server.add(ScriptedMessage(sample_message(2), uidl="uidl-1"))
+        second = await cycle(account, store, executor)
+        assert server.maildrop == [impostor]
+
+    assert (second.on_server, second.new_links, second.deleted) == (1, 0, 0)
+    assert any("identity maild already deleted" in w for w in second.warnings)
+    assert await archived(store) == [sample_message(1)]

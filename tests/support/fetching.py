@@ -1,0 +1,98 @@
+"""Helpers for tests that run real fetch cycles (POP3 adapter, real SQLite archive) against a server.
+
+Used by the retention tests against the scripted POP3 server and against Dovecot (directly or through
+the fault-injecting proxy).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from maild.config import AccountConfig, PasswordSource
+from maild.fetch import CycleResult, fetch_cycle, make_maildrop
+from maild.model import Location, MessageKey, Secret
+from maild.store import Store
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A settable clock returning aware UTC datetimes, for ``fetch_cycle(clock=...)``."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        """Move the clock forward by ``timedelta(**delta)``."""
+        self.now += timedelta(**delta)
+
+
+def pop3_account(
+    host: str, port: int, username: str, password: str, *, name: str = "anna-pop", **overrides: Any
+) -> AccountConfig:
+    """A POP3 account on ``host:port`` (plaintext by default, fine on loopback), retention "keep"."""
+    values: dict[str, Any] = {
+        "name": name,
+        "organisation": "Kanzlei Berger",
+        "employee": "Anna Berger",
+        "protocol": "pop3",
+        "host": host,
+        "port": port,
+        "tls": "none",
+        "ca_file": None,
+        "username": username,
+        "password": PasswordSource(inline=Secret(password)),
+        "poll_interval_s": 3600.0,
+        "timeout_s": 10.0,
+    }
+    values.update(overrides)
+    return AccountConfig(**values)
+
+
+def with_retention(account: AccountConfig, retention: str, days: int | None = None) -> AccountConfig:
+    """``account`` with another retention mode."""
+    return replace(account, retention=retention, retention_days=days)  # type: ignore[arg-type]
+
+
+async def prepare(store: Store, account: AccountConfig) -> None:
+    """Record ``account`` in the archive, as the daemon does at start."""
+    await store.ensure_account(account.name, account.organisation, account.employee, account.protocol, T0)
+
+
+async def cycle(
+    account: AccountConfig,
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    **kwargs: Any,
+) -> CycleResult:
+    """One fetch cycle through a fresh POP3/IMAP adapter, as the scheduler runs it."""
+    maildrop = make_maildrop(account, executor)
+    if clock is not None:
+        kwargs["clock"] = clock
+    return await fetch_cycle(account, store, maildrop, **kwargs)
+
+
+async def archived(store: Store) -> list[bytes]:
+    """The raw octets of every message in the archive, in storing order."""
+    ids = await _message_ids(store)
+    raws = await store.raw_messages(ids)
+    return [raws[i] for i in ids]
+
+
+async def _message_ids(store: Store) -> list[int]:
+    rows = await store._all("SELECT id FROM messages ORDER BY id")
+    return [int(r[0]) for r in rows]
+
+
+async def locations(store: Store, account: str) -> dict[MessageKey, Location]:
+    """The account's recorded server identities."""
+    return await store.locations(account)

@@ -1,0 +1,57 @@
+"""What an upload keeps of the source: INTERNALDATE and \\Seen; and when uploading would be undone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from maild.config import load_config
+from maild.migrate import deleting_source, upload_flags, upload_internaldate
+from maild.store_migration import UploadSource
+
+FETCHED = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+DATE = datetime(2025, 12, 24, 9, 0, tzinfo=UTC)
+INTERNAL = datetime(2025, 12, 24, 9, 0, 7, tzinfo=UTC)
+
+
+def source(internaldate: datetime | None, date: datetime | None, flags: set[str] = set()) -> UploadSource:  # noqa: B006
+    return UploadSource(1, b"x", internaldate, frozenset(flags), date, FETCHED)
+
+
+def test_internaldate_prefers_the_old_servers_then_the_date_field_then_the_first_fetch() -> None:
+    """INTERNALDATE: the source's IMAP INTERNALDATE, else the Date field, else the first fetch time."""
+    assert upload_internaldate(source(INTERNAL, DATE)) == INTERNAL
+    assert upload_internaldate(source(None, DATE)) == DATE
+    assert upload_internaldate(source(None, None)) == FETCHED
+
+
+def test_seen_for_pop3_always_for_imap_only_if_it_was_seen() -> None:
+    """POP3 mail is uploaded \\Seen; IMAP mail keeps \\Seen only, and only when it had it."""
+    assert upload_flags("pop3", source(None, None)) == {"\\Seen"}
+    assert upload_flags("imap", source(None, None, {"\\Seen", "\\Flagged"})) == {"\\Seen"}
+    assert upload_flags("imap", source(None, None, {"\\Answered"})) == frozenset()
+
+
+def test_deleting_pop3_account_on_the_same_mailbox_is_detected(tmp_path: Path) -> None:
+    """A POP3 source that deletes from the same host and user as the target makes uploads futile."""
+    (tmp_path / "pw").write_text("pw\n")
+    accounts = ""
+    for name, protocol, host, extra in (
+        ("pop", "pop3", "Mail.Example.org", 'retention = "delete"'),
+        ("keep", "pop3", "mail.example.org", 'retention = "keep"'),
+        ("other", "pop3", "pop.example.net", 'retention = "delete"'),
+        ("imap", "imap", "mail.example.org", ""),
+    ):
+        accounts += (
+            f'[accounts.{name}]\norganisation = "O"\nemployee = "E"\nprotocol = "{protocol}"\n'
+            f'host = "{host}"\nusername = "anna"\npassword_file = "pw"\n{extra}\n'
+        )
+    (tmp_path / "c.toml").write_text(f'[daemon]\nstate_dir = "s"\n{accounts}')
+    config = load_config(tmp_path / "c.toml")
+    target = config.accounts["imap"]
+    message = deleting_source(config, "pop", target)
+    assert message is not None
+    assert 'retention = "keep"' in message
+    assert deleting_source(config, "keep", target) is None
+    assert deleting_source(config, "other", target) is None
+    assert deleting_source(config, "gone", target) is None
