@@ -630,7 +630,7 @@ class POP3Maildrop(Maildrop):
                 "left on the server, tried again next cycle"
             )
         self._warnings = tuple(warnings)
-        _log.warning(
+        _log.info(  # every cycle: info, not warning; the status carries the warning
             "pop3.identity.content-digest",
             account=acct,
             by_header=len(plan.header_keys),

@@ -7,6 +7,7 @@ not do on request: ``-ERR`` to one RETR, and replies cut into tiny TCP segments.
 from __future__ import annotations
 
 import concurrent.futures
+import poplib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from maild.config import AccountConfig
 from maild.model import POP3Key, RetrievalFailure
 from maild.store import Store
-from tests.support.fetching import archived, cycle, pop3_account, prepare
+from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
 
 
@@ -125,3 +126,39 @@ async def test_reused_uidl_is_neither_deleted_nor_taken_for_the_archived_message
     assert (second.on_server, second.new_links, second.deleted) == (1, 0, 0)
     assert any("identity maild already deleted" in w for w in second.warnings)
     assert await archived(store) == [sample_message(1)]
+
+
+async def test_odd_uidls_and_shifted_message_numbers_end_to_end(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """UIDLs with quotes, 8-bit octets or over 70 octets survive the archive, and deletions follow UIDLs when numbers shift.
+
+    Steps: five messages with odd UIDLs; a "keep" cycle archives them under exactly those UIDLs; another
+    client deletes message 1 (so every message-number shifts down) and a new message arrives; a
+    "delete" cycle archives the new one, deletes exactly the five on the server, and records the one
+    the other client removed as gone, not as deleted by maild.
+    """
+    uidls = ["a'b\"c;DROP--", "ü-€-8bit", "x" * 100, "%2F..%00[]\\", "sha256:not-a-digest"]
+    raws = [sample_message(n) for n in range(1, 7)]
+    with ScriptedPOP3([ScriptedMessage(r, uidl=u) for r, u in zip(raws[:5], uidls, strict=True)]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        first = await cycle(keeping, store, executor)
+        other = poplib.POP3(server.host, server.port, timeout=5)
+        other.user("alice")
+        other.pass_("secret")
+        other.dele(1)
+        other.quit()
+        server.add(ScriptedMessage(raws[5], uidl="new"))
+        second = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert server.maildrop == []
+
+    wire = [POP3Key(u.encode("utf-8").decode("latin-1")) for u in [*uidls, "new"]]  # UIDLs are octets
+    assert first.new_links == 5
+    assert (second.on_server, second.new_links, second.deleted) == (5, 1, 5)
+    locations = await store.locations(keeping.name)
+    assert set(locations) == set(wire)
+    assert locations[wire[0]].gone_at is not None
+    assert locations[wire[0]].deleted_at is None
+    assert all(locations[k].deleted_at is not None for k in wire[1:])
+    assert await archived(store) == raws
