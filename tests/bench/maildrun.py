@@ -117,7 +117,7 @@ class Daemon:
         self._log_path = log
         self._events: list[dict[str, Any]] = []
         self._changed = threading.Condition()
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "maild", "run", "-c", str(maild.config)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -224,7 +224,7 @@ class Daemon:
     def cli_fetch_now_s(self) -> float:
         """Wall seconds of the command ``maild fetch-now all`` (Python start-up included)."""
         started = time.monotonic()
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [sys.executable, "-m", "maild", "fetch-now", "all", "-c", str(self.maild.config)],
             check=False,
             stdout=subprocess.DEVNULL,

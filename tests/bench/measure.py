@@ -67,7 +67,7 @@ def run(
     report.unlink(missing_ok=True)
     with log.open("wb") as out:
         started = time.monotonic()
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [TIME, "-q", "-f", "%e %U %S %M %x", "-o", str(report), "--", *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
