@@ -1,6 +1,6 @@
 """Subcommands that read the archive: ``maild messages list|show|raw`` and ``maild export``.
 
-They open the database read-only (see :class:`maild.store.ArchiveReader`), so they work while the
+They open the database read-only (see :class:`maild.store_reader.ArchiveReader`), so they work while the
 daemon runs and need no control socket. The database is ``daemon.state_dir``/``maild.sqlite3`` of the
 configuration, or ``--database PATH`` for programs that may read the archive but not the
 configuration (which names password files).
@@ -92,7 +92,7 @@ def _database(args: argparse.Namespace) -> Path:
 
 def _list(args: argparse.Namespace) -> int:
     from maild.query import message_json, render_list
-    from maild.store import ArchiveReader, MessageFilter
+    from maild.store_reader import ArchiveReader, MessageFilter
 
     flt = MessageFilter(
         account=args.account,
@@ -113,7 +113,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from maild.query import render_show, resolve_id, show_json
-    from maild.store import ArchiveReader
+    from maild.store_reader import ArchiveReader
 
     with ArchiveReader(_database(args)) as reader:
         message = reader.message(resolve_id(reader, args.id), raw=True)
@@ -128,7 +128,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _raw(args: argparse.Namespace) -> int:
     from maild.query import resolve_id
-    from maild.store import ArchiveReader
+    from maild.store_reader import ArchiveReader
 
     with ArchiveReader(_database(args)) as reader:
         message = reader.message(resolve_id(reader, args.id), raw=True)
@@ -155,7 +155,7 @@ def _progress() -> Callable[[int, int], None] | None:
 
 def _export(args: argparse.Namespace) -> int:
     from maild.export import export_maildir, export_mbox
-    from maild.store import ArchiveReader
+    from maild.store_reader import ArchiveReader
 
     with ArchiveReader(_database(args)) as reader:
         if args.maildir is not None:

@@ -29,7 +29,8 @@ from maild.fetch import utc_now
 from maild.log import LEVELS
 from maild.scheduler import AccountRuntime, Scheduler
 from maild.sdnotify import notify
-from maild.store import Store, utc_text
+from maild.store import Store
+from maild.store_schema import utc_text
 
 log = structlog.get_logger("maild.daemon")
 

@@ -1,7 +1,7 @@
 """Export of one account's whole archive into a standard format: Maildir or mboxrd.
 
 "Whole" means every message ever linked to the account, also those no longer on its server
-(archive-only). Both exports read the archive read-only (:class:`maild.store.ArchiveReader`), so
+(archive-only). Both exports read the archive read-only (:class:`maild.store_reader.ArchiveReader`), so
 they run while the daemon fetches.
 
 - Maildir: the same layout and file names as delivery (:mod:`maild.maildir`): exact octets, IMAP
@@ -26,7 +26,8 @@ from pathlib import Path
 
 from maild.errors import QueryError
 from maild.maildir import deliver, folder_name
-from maild.store import ArchivedMessage, ArchiveReader, parse_utc
+from maild.store_reader import ArchivedMessage, ArchiveReader
+from maild.store_schema import parse_utc
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each message."""

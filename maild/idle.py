@@ -63,7 +63,7 @@ KEEPALIVE_COUNT = 4
 
 
 class IdleSession(Protocol):
-    """What the watcher needs of a session; :class:`maild.protocols.imap.IMAPIdleSession` has it."""
+    """What the watcher needs of a session; :class:`maild.protocols.imap_idle.IMAPIdleSession` has it."""
 
     @property
     def supports_idle(self) -> bool: ...
@@ -93,7 +93,7 @@ def imap_idle_session(account: AccountConfig) -> IdleSession:
     Raises:
         ConfigError: the password cannot be obtained.
     """
-    from maild.protocols.imap import IMAPIdleSession
+    from maild.protocols.imap_idle import IMAPIdleSession
 
     settings: ServerSettings = account.server_settings()
     return IMAPIdleSession(settings, account.idle_mailbox)

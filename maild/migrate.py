@@ -39,7 +39,7 @@ from maild.inventory_compare import (
     upload_order,
 )
 from maild.model import IMAPKey, RetrievalFailure
-from maild.protocols import imap_wire as wire
+from maild.protocols import imap_list
 from maild.protocols.imap import AppendResult, IMAPMailbox
 from maild.store_migration import AppendRecord, MigrationStore, UploadSource, as_keys
 
@@ -183,14 +183,14 @@ async def configured_mailboxes(
     session: IMAPMailbox, target: AccountConfig, extra: Sequence[str] = ()
 ) -> tuple[str, ...]:
     """B's configured mailboxes (with ``mailboxes = "all"``: what LIST shows, less what the fetch
-    leaves out, see :func:`maild.protocols.imap_wire.choose_mailboxes`), then ``extra``, each once.
+    leaves out, see :func:`maild.protocols.imap_list.choose_mailboxes`), then ``extra``, each once.
 
     Raises:
         ProtocolError, and B's server errors: LIST failed.
     """
     boxes: Sequence[str] = target.mailboxes
     if target.all_mailboxes:
-        boxes = wire.choose_mailboxes(await session.list_mailboxes(), target.exclude)
+        boxes = imap_list.choose_mailboxes(await session.list_mailboxes(), target.exclude)
     return tuple(dict.fromkeys((*boxes, *extra)))
 
 

@@ -1,6 +1,6 @@
 """Queries of the archive for people and programs: what ``maild messages list|show|raw`` print.
 
-Reads go through :class:`maild.store.ArchiveReader` (SQLite ``mode=ro``), so they work while the
+Reads go through :class:`maild.store_reader.ArchiveReader` (SQLite ``mode=ro``), so they work while the
 daemon runs and never write. A message's ID is the SHA-256 of its octets (64 hex digits); any
 unique prefix of at least :data:`MIN_ID_DIGITS` digits names it too.
 """
@@ -17,7 +17,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from maild.errors import QueryError
-from maild.store import ArchivedMessage, ArchiveReader
+from maild.store_reader import ArchivedMessage, ArchiveReader
 
 MIN_ID_DIGITS = 8
 _ID_RE = re.compile(r"[0-9a-f]{%d,64}" % MIN_ID_DIGITS)  # noqa: UP031 - a regex quantifier

@@ -1,6 +1,11 @@
-"""The archive: an SQLite database, and the only module that contains SQL.
+"""The archive's writer: connection, schema migration, transactions, locations and batches.
 
-Layout (schema version 2, ``PRAGMA user_version``; the README documents it for readers such as the CRM):
+The ``store_*`` modules are the only ones that contain SQL: this one (the daemon's ``aiosqlite``
+connection), :mod:`maild.store_schema` (migration scripts), :mod:`maild.store_reader` (read-only
+queries) and :mod:`maild.store_migration` (``maild migrate``'s records).
+
+Layout (schema version 2, ``PRAGMA user_version``, see :mod:`maild.store_schema`; the README documents it
+for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -20,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,113 +36,17 @@ import aiosqlite
 from maild.errors import StoreError
 from maild.message import sha256_hex, summarise
 from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, RetrievedMessage, StoreOutcome
+from maild.store_schema import (
+    _MIGRATIONS,
+    PAGE_SIZE,
+    QUERY_CHUNK,
+    SCHEMA_VERSION,
+    _split_sql,
+    parse_utc,
+    utc_text,
+)
 
 T = TypeVar("T")
-
-SCHEMA_VERSION = 2
-PAGE_SIZE = 32768
-"""Page size of new archives, in octets; set before the first table, so older archives keep theirs.
-
-Messages are blobs of 2 KB to many MB: larger pages mean fewer overflow pages and WAL frames per
-message. Storing 2,000 mixed messages (273 MB) took 1.17 s with 8 KiB pages and 0.83 s with 32 KiB
-(WAL, ``synchronous=FULL``, batches of 200; see the README's "Performance" section)."""
-_CHUNK = 500  # keys per IN (...) query, below SQLite's variable limit
-
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE accounts (
-        name          TEXT PRIMARY KEY,
-        organisation  TEXT NOT NULL,
-        employee      TEXT NOT NULL,
-        protocol      TEXT NOT NULL CHECK (protocol IN ('pop3', 'imap')),
-        created_at    TEXT NOT NULL,
-        retired_at    TEXT,
-        retired_into  TEXT
-    );
-    CREATE TABLE messages (
-        id            INTEGER PRIMARY KEY,
-        sha256        TEXT NOT NULL UNIQUE,
-        size_octets   INTEGER NOT NULL,
-        message_id    TEXT,
-        date          TEXT,
-        from_header   TEXT,
-        to_header     TEXT,
-        subject       TEXT,
-        stored_at     TEXT NOT NULL,
-        raw           BLOB NOT NULL
-    );
-    CREATE INDEX messages_message_id ON messages (message_id);
-    CREATE INDEX messages_date ON messages (date);
-    CREATE TABLE locations (
-        id                INTEGER PRIMARY KEY,
-        account           TEXT NOT NULL REFERENCES accounts (name),
-        message           INTEGER NOT NULL REFERENCES messages (id),
-        uidl              TEXT,
-        mailbox           TEXT,
-        uidvalidity       INTEGER,
-        uid               INTEGER,
-        internaldate      TEXT,
-        flags             TEXT,
-        first_fetched_at  TEXT NOT NULL,
-        gone_at           TEXT,
-        deleted_at        TEXT,
-        CHECK ((uidl IS NOT NULL) <> (uid IS NOT NULL))
-    );
-    CREATE UNIQUE INDEX locations_pop3 ON locations (account, uidl) WHERE uidl IS NOT NULL;
-    CREATE UNIQUE INDEX locations_imap ON locations (account, mailbox, uidvalidity, uid)
-        WHERE uid IS NOT NULL;
-    CREATE INDEX locations_message ON locations (message);
-    """,
-    2: """
-    CREATE TABLE mailboxes (
-        account       TEXT NOT NULL REFERENCES accounts (name),
-        mailbox       TEXT NOT NULL,
-        uidvalidity   INTEGER NOT NULL,
-        uidnext       INTEGER,
-        changed_at    TEXT NOT NULL,
-        PRIMARY KEY (account, mailbox)
-    );
-    CREATE TABLE deliveries (
-        account       TEXT NOT NULL REFERENCES accounts (name),
-        message       INTEGER NOT NULL REFERENCES messages (id),
-        path          TEXT NOT NULL,
-        delivered_at  TEXT NOT NULL,
-        PRIMARY KEY (account, message)
-    );
-    CREATE TABLE appends (
-        message       INTEGER NOT NULL REFERENCES messages (id),
-        account       TEXT NOT NULL REFERENCES accounts (name),
-        mailbox       TEXT NOT NULL,
-        uidvalidity   INTEGER,
-        uid           INTEGER,
-        appended_at   TEXT NOT NULL,
-        PRIMARY KEY (message, account, mailbox)
-    );
-    """,
-}
-
-
-def utc_text(moment: datetime) -> str:
-    """Format an aware datetime as ISO 8601 in UTC with a ``Z`` suffix, e.g. ``2026-11-30T09:00:00Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_utc(text: str) -> datetime:
-    """Inverse of :func:`utc_text`.
-
-    A no-op cycle parses one of these per archived location, so the exact ``YYYY-MM-DDTHH:MM:SSZ`` form
-    is read field by field (about 40 times faster than ``strptime``); anything else goes to ``strptime``,
-    which raises ValueError as before.
-    """
-    if len(text) == 20 and text[4] == "-" and text[7] == "-" and text[10] == "T" and text[19] == "Z":
-        try:
-            return datetime(
-                int(text[0:4]), int(text[5:7]), int(text[8:10]),
-                int(text[11:13]), int(text[14:16]), int(text[17:19]), tzinfo=UTC,
-            )  # fmt: skip
-        except ValueError:
-            pass
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,8 +359,8 @@ class Store:
         """The subset of ``keys`` that already have a location row for ``account``."""
         found: set[MessageKey] = set()
         uidls = list({k.uidl for k in keys if isinstance(k, POP3Key)})
-        for i in range(0, len(uidls), _CHUNK):
-            chunk = uidls[i : i + _CHUNK]
+        for i in range(0, len(uidls), QUERY_CHUNK):
+            chunk = uidls[i : i + QUERY_CHUNK]
             sql = f"SELECT uidl FROM locations WHERE account = ? AND uidl IN ({','.join('?' * len(chunk))})"  # noqa: S608
             async with self._conn.execute(sql, (account, *chunk)) as cur:
                 found.update(POP3Key(row[0]) for row in await cur.fetchall())
@@ -461,8 +370,8 @@ class Store:
                 by_box.setdefault((k.mailbox, k.uidvalidity), []).append(k.uid)
         for (mailbox, uidvalidity), uids in by_box.items():
             unique = sorted(set(uids))
-            for i in range(0, len(unique), _CHUNK):
-                some = unique[i : i + _CHUNK]
+            for i in range(0, len(unique), QUERY_CHUNK):
+                some = unique[i : i + QUERY_CHUNK]
                 sql = (
                     "SELECT uid FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ?"  # noqa: S608
                     f" AND uid IN ({','.join('?' * len(some))})"
@@ -473,8 +382,8 @@ class Store:
 
     async def _lookup_ids(self, digests: Sequence[str], into: dict[str, int]) -> None:
         """Add SHA-256 hex digest -> message row id for each of ``digests`` present in the archive."""
-        for i in range(0, len(digests), _CHUNK):
-            chunk = digests[i : i + _CHUNK]
+        for i in range(0, len(digests), QUERY_CHUNK):
+            chunk = digests[i : i + QUERY_CHUNK]
             sql = f"SELECT sha256, id FROM messages WHERE sha256 IN ({','.join('?' * len(chunk))})"  # noqa: S608
             async with self._conn.execute(sql, chunk) as cur:
                 into.update({row[0]: row[1] for row in await cur.fetchall()})
@@ -517,8 +426,8 @@ class Store:
             else ""
         )
         pop = [k for k in keys if isinstance(k, POP3Key)]
-        for i in range(0, len(pop), _CHUNK):
-            chunk = pop[i : i + _CHUNK]
+        for i in range(0, len(pop), QUERY_CHUNK):
+            chunk = pop[i : i + QUERY_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = await self._all(
                 "SELECT l.uidl FROM locations l JOIN messages m ON m.id = l.message"  # noqa: S608
@@ -561,8 +470,8 @@ class Store:
     async def raw_messages(self, ids: Sequence[int]) -> dict[int, bytes]:
         """Return message row id -> raw octets for each of ``ids`` in the archive."""
         out: dict[int, bytes] = {}
-        for i in range(0, len(ids), _CHUNK):
-            chunk = list(ids[i : i + _CHUNK])
+        for i in range(0, len(ids), QUERY_CHUNK):
+            chunk = list(ids[i : i + QUERY_CHUNK])
             rows = await self._all(
                 f"SELECT id, raw FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
                 chunk,
@@ -736,256 +645,6 @@ class PendingDelivery:
     mailbox: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class LocationState:
-    """Where one account holds or held a message, for queries.
-
-    Attributes:
-        account: the account name.
-        mailbox: the IMAP mailbox (readable name), or None for POP3.
-        state: ``"on-server"``, ``"gone"`` (no longer seen on the server) or ``"deleted"`` (by maild).
-    """
-
-    account: str
-    mailbox: str | None
-    state: str
-
-
-@dataclass(frozen=True, slots=True)
-class ArchivedMessage:
-    """One archived message as queries see it; ``raw`` is only filled when asked for.
-
-    Attributes:
-        id: the ``messages.id`` row id (internal; the stable identity is ``sha256``).
-        sha256: SHA-256 of the raw octets, hex: the ID shown by ``maild messages``.
-        size_octets: size in octets.
-        message_id, date, from_header, to_header, subject: parsed header fields (``date`` in UTC,
-            ISO 8601 text), each None when absent.
-        stored_at: when it entered the archive (UTC, ISO 8601 text).
-        locations: where accounts hold or held it.
-        raw: the exact stored octets, or None.
-    """
-
-    id: int
-    sha256: str
-    size_octets: int
-    message_id: str | None
-    date: str | None
-    from_header: str | None
-    to_header: str | None
-    subject: str | None
-    stored_at: str
-    locations: tuple[LocationState, ...] = ()
-    raw: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MessageFilter:
-    """What ``maild messages list`` selects; every criterion is optional.
-
-    Attributes:
-        account: only messages linked to this account.
-        organisation: only messages linked to an account of this organisation.
-        since: only messages dated at or after this moment (aware; the Date field, or when it was
-            stored for messages without a usable Date).
-        from_text, subject_text: case-insensitive substring of the From / Subject field.
-        limit: at most this many, newest first; None for all.
-    """
-
-    account: str | None = None
-    organisation: str | None = None
-    since: datetime | None = None
-    from_text: str | None = None
-    subject_text: str | None = None
-    limit: int | None = None
-
-
-_SUMMARY_COLUMNS = (
-    "m.id, m.sha256, m.size_octets, m.message_id, m.date, m.from_header, m.to_header, m.subject, m.stored_at"
-)
-_SINCE = "(m.date >= ? OR (m.date IS NULL AND m.stored_at >= ?))"
-_EXPORT_CHUNK_OCTETS = 32 * 2**20
-
-
-def _contains(haystack: str | None, needle: str) -> bool:
-    return haystack is not None and needle.casefold() in haystack.casefold()
-
-
-class ArchiveReader:
-    """Synchronous, read-only access to the archive for ``maild messages`` and ``maild export``.
-
-    The file is opened with SQLite's ``mode=ro``: nothing can be written through this connection,
-    and it works while the daemon runs (in WAL mode readers and the writer do not block each other;
-    each query sees the last commit before it started). Close with :meth:`close` or ``with``.
-
-    Raises:
-        StoreError: (from every method) the file is missing, not a maild archive, or SQLite fails.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if not path.is_file():
-            raise StoreError(f"archive {path} does not exist (is daemon.state_dir right?)")
-        try:
-            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open archive {path} read-only: {exc}") from None
-        try:
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            self._db.create_function("maild_contains", 2, _contains, deterministic=True)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise StoreError(f"archive {path}: {exc}") from None
-        if not 2 <= version <= SCHEMA_VERSION:
-            self._db.close()
-            raise StoreError(
-                f"archive {path} has schema version {version};"
-                f" this maild reads versions 2 to {SCHEMA_VERSION}"
-            )
-
-    def close(self) -> None:
-        """Close the connection. Idempotent."""
-        self._db.close()
-
-    def __enter__(self) -> ArchiveReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return list(self._db.execute(sql, params))
-        except sqlite3.Error as exc:
-            raise StoreError(f"archive {self.path}: {exc}") from None
-
-    def account_exists(self, name: str) -> bool:
-        """Tell whether the archive knows an account called ``name`` (configured now or ever)."""
-        return bool(self._rows("SELECT 1 FROM accounts WHERE name = ?", (name,)))
-
-    def sha256_with_prefix(self, prefix: str, limit: int = 6) -> list[str]:
-        """Return up to ``limit`` SHA-256 digests (hex) starting with ``prefix`` (lower-case hex)."""
-        rows = self._rows(
-            "SELECT sha256 FROM messages WHERE sha256 >= ? AND sha256 < ? ORDER BY sha256 LIMIT ?",
-            (prefix, prefix + "g", limit),  # 'g' sorts after every hex digit
-        )
-        return [r[0] for r in rows]
-
-    def message(self, sha256: str, *, raw: bool = False) -> ArchivedMessage | None:
-        """Return the message with this SHA-256 (hex), with its locations and optionally its octets."""
-        extra = ", m.raw" if raw else ""
-        rows = self._rows(f"SELECT {_SUMMARY_COLUMNS}{extra} FROM messages m WHERE m.sha256 = ?", (sha256,))  # noqa: S608
-        if not rows:
-            return None
-        return self._with_locations(rows)[0]
-
-    def list_messages(self, flt: MessageFilter) -> list[ArchivedMessage]:
-        """Return the messages ``flt`` selects, newest (by Date) first, with their locations."""
-        where: list[str] = []
-        params: list[Any] = []
-        if flt.account is not None or flt.organisation is not None:
-            where.append(
-                "m.id IN (SELECT l.message FROM locations l JOIN accounts a ON a.name = l.account"
-                " WHERE (? IS NULL OR l.account = ?) AND (? IS NULL OR a.organisation = ?))"
-            )
-            params += [flt.account, flt.account, flt.organisation, flt.organisation]
-        if flt.since is not None:
-            where.append(_SINCE)
-            params += [utc_text(flt.since)] * 2
-        if flt.from_text:
-            where.append("maild_contains(m.from_header, ?)")
-            params.append(flt.from_text)
-        if flt.subject_text:
-            where.append("maild_contains(m.subject, ?)")
-            params.append(flt.subject_text)
-        sql = f"SELECT {_SUMMARY_COLUMNS} FROM messages m"  # noqa: S608
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY m.date DESC, m.id DESC"
-        if flt.limit is not None:
-            sql += " LIMIT ?"
-            params.append(flt.limit)
-        return self._with_locations(self._rows(sql, params))
-
-    def _with_locations(self, rows: list[tuple[Any, ...]]) -> list[ArchivedMessage]:
-        ids = [r[0] for r in rows]
-        found: dict[int, list[LocationState]] = {}
-        for i in range(0, len(ids), _CHUNK):
-            chunk = ids[i : i + _CHUNK]
-            for message, account, mailbox, gone, deleted in self._rows(
-                "SELECT message, account, mailbox, gone_at, deleted_at FROM locations"  # noqa: S608
-                f" WHERE message IN ({','.join('?' * len(chunk))}) ORDER BY account, mailbox, id",
-                chunk,
-            ):
-                state = "deleted" if deleted else "gone" if gone else "on-server"
-                found.setdefault(message, []).append(LocationState(account, mailbox, state))
-        return [
-            ArchivedMessage(
-                id=r[0],
-                sha256=r[1],
-                size_octets=r[2],
-                message_id=r[3],
-                date=r[4],
-                from_header=r[5],
-                to_header=r[6],
-                subject=r[7],
-                stored_at=r[8],
-                locations=tuple(found.get(r[0], ())),
-                raw=bytes(r[9]) if len(r) > 9 else None,
-            )
-            for r in rows
-        ]
-
-    def account_messages(self, account: str, since: datetime | None = None) -> list[tuple[int, str | None]]:
-        """Every message linked to ``account``, on its server or not: (row id, first mailbox).
-
-        Oldest link first; ``since`` selects as in :class:`MessageFilter`; the mailbox is None for POP3.
-        """
-        sql = (
-            "SELECT l.message, l.mailbox FROM locations l JOIN messages m ON m.id = l.message"
-            " WHERE l.account = ?"
-        )
-        params: list[Any] = [account]
-        if since is not None:
-            sql += " AND " + _SINCE
-            params += [utc_text(since)] * 2
-        out: dict[int, str | None] = {}
-        for message, mailbox in self._rows(sql + " ORDER BY l.first_fetched_at, l.id", params):
-            out.setdefault(message, mailbox)
-        return list(out.items())
-
-    def iter_raw(self, ids: Sequence[int]) -> Iterator[ArchivedMessage]:
-        """Yield each of ``ids`` with its octets, in the given order, reading about 32 MiB at a time."""
-        start = 0
-        while start < len(ids):
-            chunk = list(ids[start : start + _CHUNK])
-            size_of: dict[int, int] = {
-                r[0]: r[1]
-                for r in self._rows(
-                    f"SELECT id, size_octets FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
-                    chunk,
-                )
-            }
-            take: list[int] = []
-            octets = 0
-            for message in chunk:
-                take.append(message)
-                octets += size_of.get(message, 0)
-                if octets >= _EXPORT_CHUNK_OCTETS:
-                    break
-            start += len(take)
-            rows = self._rows(
-                f"SELECT {_SUMMARY_COLUMNS}, m.raw FROM messages m"  # noqa: S608
-                f" WHERE m.id IN ({','.join('?' * len(take))})",
-                take,
-            )
-            by_id = {m.id: m for m in self._with_locations(rows)}
-            for message in take:
-                if message in by_id:
-                    yield by_id[message]
-
-
 def _key_update(
     account: str, assignment: str, values: tuple[Any, ...], keys: Iterable[MessageKey]
 ) -> list[tuple[str, list[Sequence[Any]], bool]]:
@@ -1006,8 +665,3 @@ def _key_update(
             )
         )
     return out
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration script into statements (our scripts contain no ';' inside literals)."""
-    return [s.strip() for s in script.split(";") if s.strip()]

@@ -23,7 +23,8 @@ from typing import Any
 
 from maild.inventory_compare import ArchiveEntry, archive_entry
 from maild.model import IMAPKey
-from maild.store import Store, parse_utc, utc_text
+from maild.store import Store
+from maild.store_schema import parse_utc, utc_text
 
 _CHUNK = 500  # ids per IN (...) query, below SQLite's variable limit
 _READ_OCTETS = 32 * 2**20  # raw octets read per round when digesting an archive

@@ -10,9 +10,12 @@ back in ``Response.lines``, which the functions below accept as a flat sequence 
 * the tagged completion text (aioimaplib puts it last) is *not* part of the input: callers split it
   off and give it to :func:`parse_completion`.
 
-Malformed server input raises :class:`~maild.errors.ProtocolError` naming the RFC section, except in
-FETCH responses, where one broken or incomplete message becomes a per-message failure so that the
-rest of a batch still arrives.
+Malformed server input raises :class:`~maild.errors.ProtocolError` naming the RFC section.
+
+This module: modified UTF-7 names, argument quoting, status responses and CAPABILITY, SELECT, UID SEARCH,
+mailbox events (IDLE, NOOP) and APPEND formatting. The lexer is in :mod:`maild.protocols.imap_lex`,
+FETCH parsing (where one broken message is a per-message failure) in :mod:`maild.protocols.imap_fetch`,
+LIST in :mod:`maild.protocols.imap_list`.
 
 Standards: RFC 9051 (IMAP4rev2) with RFC 3501 (IMAP4rev1) where Dovecot 2.3 still speaks it,
 RFC 5530 (response codes), RFC 6154 (special-use mailboxes).
@@ -25,70 +28,27 @@ import binascii
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Literal, TypeAlias, cast
+from datetime import UTC, datetime
+from typing import Literal, cast
 
 from maild.errors import ProtocolError
-
-#: One part of an aioimaplib response: a text line (bytes) or a literal's octets (bytearray).
-Part: TypeAlias = bytes | bytearray
-
-#: A lexed IMAP value: atom or number (``str``), string (``bytes``, or the literal's ``bytearray``
-#: unchanged), NIL (``None``) or a parenthesised list.
-Token: TypeAlias = "str | bytes | bytearray | list[Token] | None"  # noqa: S105 -- not a password
-
-#: UIDs, UIDVALIDITY and message sizes are unsigned 32-bit numbers (RFC 9051 section 9, ``nz-number``).
-MAX_NUMBER = 2**32 - 1
-
-#: Longest excerpt of a server line quoted in an error or failure reason, in characters.
-EXCERPT_CHARS = 120
+from maild.protocols.imap_lex import (
+    EXCERPT_CHARS,
+    FETCH_START,
+    MAX_NUMBER,
+    MESSAGE_EVENT,
+    LexError,
+    Part,
+    excerpt,
+    parse_flags,
+    parse_number,
+    strip_untagged,
+)
 
 _RFC_SEQSET = "RFC 9051 section 9 (sequence-set)"
 _RFC_MUTF7 = "RFC 3501 section 5.1.3"
-_RFC_FETCH = "RFC 9051 section 7.5.2"
-
-_LITERAL_AT_END = re.compile(rb"~?\{(\d+)\+?\}\Z")
-_MESSAGE_EVENT = re.compile(rb"(\d+) (EXISTS|RECENT|EXPUNGE)\Z", re.IGNORECASE)
-_FETCH_START = re.compile(rb"(\d+) FETCH ", re.IGNORECASE)
 _STATUS = re.compile(rb"(OK|NO|BAD|BYE|PREAUTH)(?: |\Z)", re.IGNORECASE)
 _TEXT_CODE = re.compile(rb"\[([^\]\s]+)(?: ([^\]]*))?\]")
-_DATE_TIME = re.compile(
-    r"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\Z",
-)
-#: Month names of ``date-month``, fixed English (never the locale's, unlike ``calendar.month_abbr``).
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
-    )
-}
-
-
-def _spelling_table(words: str) -> dict[str, str]:
-    """Map upper-cased flag or attribute names to their RFC spelling."""
-    return {w.upper(): w for w in words.split()}
-
-
-#: System flags, RFC 9051 section 2.3.2 (\Recent from RFC 3501).
-_SYSTEM_FLAGS = _spelling_table(r"\Seen \Answered \Flagged \Deleted \Draft \Recent \*")
-#: Mailbox name attributes, RFC 9051 section 7.3.1 and RFC 5258; special-use, RFC 6154 section 2 and
-#: RFC 8457 (\Important).
-_MAILBOX_ATTRIBUTES = _spelling_table(
-    r"\Noinferiors \Noselect \NonExistent \HasChildren \HasNoChildren \Marked \Unmarked \Subscribed"
-    r" \Remote \All \Archive \Drafts \Flagged \Junk \Sent \Trash \Important"
-)
-
-
-def _excerpt(data: bytes | bytearray | str) -> str:
-    """Return the start of a server line for an error message, decoded lossily."""
-    text = data if isinstance(data, str) else bytes(data[: EXCERPT_CHARS * 2]).decode("utf-8", "replace")
-    return text[:EXCERPT_CHARS]
-
-
-def _strip_untagged(line: bytes | bytearray) -> bytes:
-    """Drop a leading ``* `` (aioimaplib leaves it on some lines) and return immutable bytes."""
-    data = bytes(line)
-    return data[2:] if data.startswith(b"* ") else data
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,7 +106,7 @@ def decode_mailbox_name(wire: str | bytes | bytearray) -> str:
             text = bytes(wire).decode("ascii")
         except UnicodeDecodeError:
             raise ProtocolError(
-                "mailbox name has raw 8-bit octets", line=_excerpt(wire), standard=_RFC_MUTF7
+                "mailbox name has raw 8-bit octets", line=excerpt(wire), standard=_RFC_MUTF7
             ) from None
     else:
         text = wire
@@ -281,10 +241,10 @@ def parse_status(line: bytes | bytearray | str) -> StatusResponse:
     Raises:
         ProtocolError: the line does not start with OK, NO, BAD, BYE or PREAUTH.
     """
-    data = _strip_untagged(line.encode("utf-8") if isinstance(line, str) else line)
+    data = strip_untagged(line.encode("utf-8") if isinstance(line, str) else line)
     match = _STATUS.match(data)
     if match is None:
-        raise ProtocolError("not a status response", line=_excerpt(data), standard="RFC 9051 section 7.1")
+        raise ProtocolError("not a status response", line=excerpt(data), standard="RFC 9051 section 7.1")
     condition = cast(Condition, match.group(1).upper().decode("ascii"))
     rest = data[match.end() :]
     code: str | None = None
@@ -312,7 +272,7 @@ def parse_completion(result: str, text: bytes | bytearray) -> StatusResponse:
     if result.upper() not in ("OK", "NO", "BAD"):
         raise ProtocolError(
             "tagged response is not OK, NO or BAD",
-            line=f"{result} {_excerpt(text)}",
+            line=f"{result} {excerpt(text)}",
             standard="RFC 9051 section 7.1",
         )
     return parse_status(result.encode("ascii") + b" " + bytes(text))
@@ -331,7 +291,7 @@ def parse_tagged_status(line: bytes | bytearray) -> tuple[str, StatusResponse]:
     """
     tag, sep, rest = bytes(line).partition(b" ")
     if not sep or not tag or tag in (b"*", b"+"):
-        raise ProtocolError("not a tagged status line", line=_excerpt(line), standard="RFC 9051 section 7.1")
+        raise ProtocolError("not a tagged status line", line=excerpt(line), standard="RFC 9051 section 7.1")
     result, _, text = rest.partition(b" ")
     return tag.decode("ascii", "replace"), parse_completion(result.decode("ascii", "replace"), text)
 
@@ -345,169 +305,10 @@ def parse_capability(data: bytes | bytearray | str) -> frozenset[str]:
     Standard: RFC 9051 section 7.2.2.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    words = _strip_untagged(raw).decode("ascii", "replace").split()
+    words = strip_untagged(raw).decode("ascii", "replace").split()
     if words and words[0].upper() == "CAPABILITY":
         words = words[1:]
     return frozenset(w.upper() for w in words)
-
-
-# --------------------------------------------------------------------------------------------------
-# Lexer
-# --------------------------------------------------------------------------------------------------
-
-
-class _LexError(ValueError):
-    """Raised by the lexer; turned into a ProtocolError or a per-message failure by the caller."""
-
-
-_ATOM_STOP = frozenset(b' (){"\r\n')
-
-
-def _group_lines(parts: Sequence[Part]) -> list[list[Part]]:
-    """Regroup aioimaplib's flat parts into logical response lines.
-
-    Each logical line is ``[text, literal, text, literal, ..., text?]``. After a literal, the next part
-    continues the same line when it begins with SP or ``)``: the grammar allows nothing else there, and
-    a new response line always begins with ``*``, a digit or a letter. aioimaplib drops an empty rest
-    of line (a LIST name sent as the last literal), so the rest may be missing.
-    """
-    lines: list[list[Part]] = []
-    i = 0
-    while i < len(parts):
-        current: list[Part] = [parts[i]]
-        i += 1
-        while True:
-            match = _LITERAL_AT_END.search(current[-1])
-            if match is None:
-                break
-            if i >= len(parts):
-                break  # truncated: the lexer reports the missing literal
-            current.append(parts[i])
-            i += 1
-            if i < len(parts) and (not parts[i] or parts[i][:1] in (b" ", b")")):
-                current.append(parts[i])
-                i += 1
-            else:
-                break
-        lines.append(current)
-    return lines
-
-
-def _lex(line: Sequence[Part]) -> list[Token]:
-    """Lex one logical line (text parts alternating with literal octets) into nested tokens.
-
-    Raises:
-        _LexError: unbalanced parentheses, an unterminated quoted string, a literal whose octet count
-            does not match its ``{n}`` marker, or a missing literal.
-    """
-    stack: list[list[Token]] = [[]]
-    index = 0
-    while index < len(line):
-        text = bytes(line[index])
-        index += 1
-        pos = 0
-        end = len(text)
-        literal_size: int | None = None
-        match = _LITERAL_AT_END.search(text)
-        if match is not None:
-            literal_size = int(match.group(1))
-            end = match.start()
-        while pos < end:
-            byte = text[pos]
-            if byte == 0x20:
-                pos += 1
-            elif byte == 0x28:  # (
-                new: list[Token] = []
-                stack[-1].append(new)
-                stack.append(new)
-                pos += 1
-            elif byte == 0x29:  # )
-                if len(stack) == 1:
-                    raise _LexError("unbalanced ')'")
-                stack.pop()
-                pos += 1
-            elif byte == 0x22:  # "
-                pos += 1
-                chunk = bytearray()
-                while True:
-                    if pos >= end:
-                        raise _LexError("unterminated quoted string")
-                    c = text[pos]
-                    if c == 0x5C and pos + 1 < end:  # backslash escape
-                        chunk.append(text[pos + 1])
-                        pos += 2
-                    elif c == 0x22:
-                        pos += 1
-                        break
-                    else:
-                        chunk.append(c)
-                        pos += 1
-                stack[-1].append(bytes(chunk))
-            else:
-                start = pos
-                depth = 0
-                while pos < end:
-                    c = text[pos]
-                    if c == 0x5B:  # [ : section specs may hold spaces and parentheses
-                        depth += 1
-                    elif c == 0x5D and depth:
-                        depth -= 1
-                    elif depth == 0 and c in _ATOM_STOP:
-                        break
-                    pos += 1
-                if pos == start:
-                    raise _LexError(f"unexpected {chr(byte)!r}")
-                atom = text[start:pos].decode("utf-8", "replace")
-                stack[-1].append(None if atom.upper() == "NIL" else atom)
-        if literal_size is not None:
-            if index >= len(line):
-                raise _LexError("literal announced but missing")
-            literal = line[index]
-            index += 1
-            if len(literal) != literal_size:
-                raise _LexError(f"literal of {len(literal)} octets announced as {literal_size}")
-            stack[-1].append(literal)
-    if len(stack) != 1:
-        raise _LexError("unbalanced '('")
-    return stack[0]
-
-
-def _number(token: Token, what: str, maximum: int = MAX_NUMBER) -> int:
-    if not isinstance(token, str) or not (token.isascii() and token.isdigit()) or int(token) > maximum:
-        raise _LexError(f"{what} is not a number up to {maximum}")
-    return int(token)
-
-
-def _single(tokens: list[Token]) -> Token:
-    if len(tokens) != 1:
-        raise _LexError(f"expected one value, got {len(tokens)}")
-    return tokens[0]
-
-
-def _flags(token: Token, table: dict[str, str]) -> frozenset[str]:
-    if not isinstance(token, list) or not all(isinstance(t, str) for t in token):
-        raise _LexError("flag list is not a parenthesised list of atoms")
-    return frozenset(table.get(t.upper(), t) for t in token if isinstance(t, str))
-
-
-def parse_flags(token_text: bytes | bytearray | str) -> frozenset[str]:
-    """Parse a parenthesised flag list such as ``(\\Seen $Forwarded)``.
-
-    System flags (``\\Seen``, ``\\Answered``, ``\\Flagged``, ``\\Deleted``, ``\\Draft``, ``\\Recent``,
-    ``\\*``) are returned in their RFC spelling whatever case the server used; keywords as sent.
-
-    Standard: RFC 9051 section 2.3.2.
-
-    Raises:
-        ProtocolError: not a list of atoms.
-    """
-    data = token_text.encode("utf-8") if isinstance(token_text, str) else bytes(token_text)
-    try:
-        return _flags(_single(_lex([data])), _SYSTEM_FLAGS)
-    except _LexError as exc:
-        raise ProtocolError(
-            f"bad flag list: {exc}", line=_excerpt(data), standard="RFC 9051 section 2.3.2"
-        ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -558,12 +359,12 @@ def parse_select(lines: Sequence[Part], completion: StatusResponse | None = None
     flags: frozenset[str] = frozenset()
     permanent: frozenset[str] | None = None
     for part in lines:
-        data = _strip_untagged(part)
+        data = strip_untagged(part)
         try:
-            event = _MESSAGE_EVENT.match(data)
+            event = MESSAGE_EVENT.match(data)
             if event is not None:
                 if event.group(2).upper() == b"EXISTS":
-                    exists = _number(event.group(1).decode("ascii"), "EXISTS")
+                    exists = parse_number(event.group(1).decode("ascii"), "EXISTS")
                 continue
             if data[:6].upper() == b"FLAGS ":
                 flags = parse_flags(data[6:])
@@ -572,15 +373,15 @@ def parse_select(lines: Sequence[Part], completion: StatusResponse | None = None
                 continue
             status = parse_status(data)
             if status.code == "UIDVALIDITY":
-                uidvalidity = _number(status.code_args, "UIDVALIDITY")
+                uidvalidity = parse_number(status.code_args, "UIDVALIDITY")
             elif status.code == "UIDNEXT":
-                uidnext = _number(status.code_args, "UIDNEXT")
+                uidnext = parse_number(status.code_args, "UIDNEXT")
             elif status.code == "HIGHESTMODSEQ":  # a 63-bit mod-sequence-value, RFC 7162 section 7
-                highest_modseq = _number(status.code_args, "HIGHESTMODSEQ", 2**63 - 1)
+                highest_modseq = parse_number(status.code_args, "HIGHESTMODSEQ", 2**63 - 1)
             elif status.code == "PERMANENTFLAGS":
                 permanent = parse_flags(status.code_args)
-        except _LexError as exc:
-            raise ProtocolError(str(exc), line=_excerpt(data), standard=standard) from None
+        except LexError as exc:
+            raise ProtocolError(str(exc), line=excerpt(data), standard=standard) from None
     if exists is None:
         raise ProtocolError("SELECT response lacks EXISTS", standard=standard)
     if uidvalidity is None or uidvalidity == 0:
@@ -606,8 +407,8 @@ def parse_search(lines: Sequence[Part]) -> list[int]:
     """
     found: list[int] = []
     for part in lines:
-        data = _strip_untagged(part)
-        if _MESSAGE_EVENT.match(data) or _FETCH_START.match(data) or _STATUS.match(data):
+        data = strip_untagged(part)
+        if MESSAGE_EVENT.match(data) or FETCH_START.match(data) or _STATUS.match(data):
             continue
         words = data.split()
         if words and words[0].upper() == b"SEARCH":
@@ -620,370 +421,11 @@ def parse_search(lines: Sequence[Part]) -> list[int]:
             if not word.isdigit() or not 0 < int(word) <= MAX_NUMBER:
                 raise ProtocolError(
                     "SEARCH response holds a non-number",
-                    line=_excerpt(data),
+                    line=excerpt(data),
                     standard="RFC 9051 section 7.3.4",
                 )
             found.append(int(word))
     return found
-
-
-# --------------------------------------------------------------------------------------------------
-# FETCH (RFC 9051 section 7.5.2)
-# --------------------------------------------------------------------------------------------------
-
-
-def parse_internaldate(value: str | bytes | bytearray) -> datetime:
-    """Parse an INTERNALDATE such as ``17-Jul-1996 02:44:25 -0700`` into an aware UTC datetime.
-
-    The day may be space-padded (``" 7-Jul-1996"``, ``date-day-fixed``); month names match
-    case-insensitively.
-
-    Standard: RFC 9051 section 9 (``date-time``); RFC 3501 section 9.
-
-    Raises:
-        ValueError: not in that form or not a valid date.
-    """
-    text = value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
-    match = _DATE_TIME.match(text)
-    if match is None:
-        raise ValueError(f"not an IMAP date-time: {text[:40]!r}")
-    day, month, year, hour, minute, second, sign, zh, zm = match.groups()
-    month_number = _MONTHS.get(month.upper())
-    if month_number is None:
-        raise ValueError(f"unknown month in IMAP date-time: {text[:40]!r}")
-    offset = timedelta(hours=int(zh), minutes=int(zm)) * (-1 if sign == "-" else 1)
-    local = datetime(  # noqa: DTZ001 -- the zone is given on the next line
-        int(year), month_number, int(day), int(hour), int(minute), int(second)
-    )
-    return local.replace(tzinfo=timezone(offset)).astimezone(UTC)
-
-
-#: Items a caller may require in :func:`parse_fetch`, by their response name.
-FetchItem = Literal[
-    "UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY[]", "BODY[HEADER]", "BODY[HEADER.FIELDS]"
-]
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedMessage:
-    """The data items one message's FETCH responses carried, merged.
-
-    Attributes:
-        uid: the message's UID.
-        seq: its message sequence number in this session (RFC 9051 section 2.3.1.2).
-        flags: its flags, or None when not sent.
-        internaldate: INTERNALDATE in UTC, or None when not sent.
-        size_octets: RFC822.SIZE in octets, or None when not sent.
-        body: ``BODY[]`` (or ``RFC822``) octets exactly as sent, or None when not sent.
-        header: ``BODY[HEADER]`` (or ``RFC822.HEADER``) octets exactly as sent (the header section
-            with its terminating empty line, RFC 9051 section 6.4.5), or None when not sent.
-        header_fields: ``BODY[HEADER.FIELDS (...)]`` octets as sent (the named fields and the empty
-            line), or None when not sent. Whatever fields were asked for, the item is stored under
-            this one name.
-    """
-
-    uid: int
-    seq: int
-    flags: frozenset[str] | None = None
-    internaldate: datetime | None = None
-    size_octets: int | None = None
-    body: bytes | None = None
-    header: bytes | None = None
-    header_fields: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FetchResult:
-    """Everything a FETCH command's untagged responses said.
-
-    Attributes:
-        messages: complete messages by UID (every required item present and valid).
-        failures: messages the server answered incompletely, by UID: a short reason such as
-            ``"BODY[] is NIL"``. The caller retries them later.
-        exists: the last ``* n EXISTS`` seen, or None.
-        expunged: sequence numbers from ``* n EXPUNGE`` lines, in arrival order.
-        ignored: FETCH responses without a UID or for a UID not requested (for example the highest
-            UID that ``UID FETCH n:*`` returns when n is beyond it), plus unknown lines.
-        malformed: excerpts of FETCH lines that broke the grammar and could not be tied to a UID.
-    """
-
-    messages: dict[int, FetchedMessage] = field(default_factory=dict)
-    failures: dict[int, str] = field(default_factory=dict)
-    exists: int | None = None
-    expunged: tuple[int, ...] = ()
-    ignored: int = 0
-    malformed: tuple[str, ...] = ()
-
-
-#: RFC822 is the IMAP4rev1 name of the same octets as BODY[] (RFC 3501 section 6.4.5).
-_ITEM_ALIASES = {"RFC822": "BODY[]", "RFC822.HEADER": "BODY[HEADER]"}
-
-
-def _fetch_items(tokens: list[Token]) -> dict[str, Token]:
-    """Turn ``(NAME value NAME value ...)`` into a mapping of upper-cased names to values."""
-    if len(tokens) != 1 or not isinstance(tokens[0], list):
-        raise _LexError("FETCH data is not one parenthesised list")
-    items = tokens[0]
-    if len(items) % 2:
-        raise _LexError("FETCH data has a name without a value")
-    result: dict[str, Token] = {}
-    for name, value in zip(items[::2], items[1::2], strict=True):
-        if not isinstance(name, str):
-            raise _LexError("FETCH item name is not an atom")
-        key = name.upper()
-        if key.startswith("BODY[HEADER.FIELDS "):  # the field list as the server echoes it
-            key = "BODY[HEADER.FIELDS]"
-        result[_ITEM_ALIASES.get(key, key)] = value
-    return result
-
-
-def _build_message(seq: int, uid: int, items: dict[str, Token], require: Iterable[str]) -> FetchedMessage:
-    """Validate the merged items of one message. Raises _LexError with the per-message reason."""
-    for name in require:
-        if name not in items:
-            raise _LexError(f"{name} missing")
-        if items[name] is None:
-            raise _LexError(f"{name} is NIL")
-    flags = _flags(items["FLAGS"], _SYSTEM_FLAGS) if items.get("FLAGS") is not None else None
-    internaldate: datetime | None = None
-    raw_date = items.get("INTERNALDATE")
-    if raw_date is not None:
-        if not isinstance(raw_date, bytes | bytearray):
-            raise _LexError("INTERNALDATE is not a string")
-        try:
-            internaldate = parse_internaldate(raw_date)
-        except ValueError as exc:
-            raise _LexError(str(exc)) from None
-    size = items.get("RFC822.SIZE")
-    size_octets = _number(size, "RFC822.SIZE") if size is not None else None
-    raw_body = items.get("BODY[]")
-    body: bytes | None = None
-    if raw_body is not None:
-        if not isinstance(raw_body, bytes | bytearray):
-            raise _LexError("BODY[] is not a string")
-        body = raw_body if isinstance(raw_body, bytes) else bytes(raw_body)  # the one copy
-    raw_header = items.get("BODY[HEADER]")
-    if raw_header is not None and not isinstance(raw_header, bytes | bytearray):
-        raise _LexError("BODY[HEADER] is not a string")
-    header = bytes(raw_header) if raw_header is not None else None
-    raw_fields = items.get("BODY[HEADER.FIELDS]")
-    if raw_fields is not None and not isinstance(raw_fields, bytes | bytearray):
-        raise _LexError("BODY[HEADER.FIELDS] is not a string")
-    header_fields = bytes(raw_fields) if raw_fields is not None else None
-    return FetchedMessage(uid, seq, flags, internaldate, size_octets, body, header, header_fields)
-
-
-def parse_fetch(
-    lines: Sequence[Part],
-    *,
-    requested: Iterable[int] | None = None,
-    require: Iterable[FetchItem] = (),
-) -> FetchResult:
-    """Parse the untagged lines of a (UID) FETCH response (tagged completion excluded).
-
-    Data items may come in any order, with UID before or after the body literal, and spread over
-    several FETCH responses for the same message sequence number (they are merged, later values
-    win). ``* n EXISTS`` and ``* n EXPUNGE`` lines in between are reported, not fatal.
-
-    Args:
-        lines: aioimaplib's parts, see the module docstring.
-        requested: the UIDs asked for; responses for other UIDs are counted in ``ignored``.
-            None accepts every UID.
-        require: items every message must carry non-NIL; a message lacking one becomes a failure.
-
-    Returns:
-        Messages and per-message failures keyed by UID. A UID that appears in neither was not
-        returned by the server at all (expunged meanwhile, or the server's NO).
-
-    Standard: RFC 9051 section 7.5.2 (FETCH response), section 6.4.9 (UID FETCH always includes UID);
-    RFC 3501 section 7.4.2.
-
-    This function never raises for server data: a FETCH line it cannot parse becomes a failure of
-    its UID when the UID can still be read, otherwise an entry in ``malformed``.
-    """
-    wanted = None if requested is None else set(requested)
-    required = tuple(dict.fromkeys(("UID", *require)))
-    merged: dict[int, dict[str, Token]] = {}
-    broken: dict[int, str] = {}
-    exists: int | None = None
-    expunged: list[int] = []
-    ignored = 0
-    malformed: list[str] = []
-    for logical in _group_lines(lines):
-        head = _strip_untagged(logical[0])
-        event = _MESSAGE_EVENT.match(head) if len(logical) == 1 else None
-        if event is not None:
-            kind = event.group(2).upper()
-            if kind == b"EXISTS":
-                exists = int(event.group(1))
-            elif kind == b"EXPUNGE":
-                expunged.append(int(event.group(1)))
-            continue
-        start = _FETCH_START.match(head)
-        if start is None:
-            ignored += 1
-            continue
-        seq = int(start.group(1))
-        try:
-            items = _fetch_items(_lex([head[start.end() :], *logical[1:]]))
-        except _LexError as exc:
-            text_parts = b" ".join(bytes(p) for p in logical[::2])  # odd positions hold literals
-            uid_match = re.search(rb"[( ]UID (\d+)", text_parts, re.IGNORECASE)
-            reason = f"malformed FETCH response: {exc}"
-            if uid_match is not None:
-                broken[seq] = reason
-                merged.setdefault(seq, {})["UID"] = uid_match.group(1).decode("ascii")
-            else:
-                malformed.append(f"{reason}: {_excerpt(head)}")
-            continue
-        merged.setdefault(seq, {}).update(items)
-    messages: dict[int, FetchedMessage] = {}
-    failures: dict[int, str] = {}
-    for seq, items in merged.items():
-        raw_uid = items.get("UID")
-        try:
-            uid = _number(raw_uid, "UID") if raw_uid is not None else None
-        except _LexError:
-            uid = None
-        if uid is None or uid == 0 or (wanted is not None and uid not in wanted):
-            ignored += 1
-            continue
-        if seq in broken:
-            failures[uid] = broken[seq]
-            continue
-        try:
-            messages[uid] = _build_message(seq, uid, items, required)
-        except _LexError as exc:
-            failures[uid] = str(exc)
-    return FetchResult(messages, failures, exists, tuple(expunged), ignored, tuple(malformed))
-
-
-# --------------------------------------------------------------------------------------------------
-# LIST (RFC 9051 section 7.3.1)
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ListedMailbox:
-    """One mailbox from a LIST response.
-
-    Attributes:
-        name: the name as readable Unicode (modified UTF-7 decoded); ``"INBOX"`` in any case becomes
-            ``"INBOX"`` (RFC 9051 section 5.1).
-        delimiter: the hierarchy delimiter, e.g. ``"/"`` or ``"."``, or None for a flat name space.
-        attributes: name attributes in RFC spelling, e.g. ``{"\\\\HasNoChildren", "\\\\Sent"}``
-            (RFC 6154 special-use included).
-    """
-
-    name: str
-    delimiter: str | None
-    attributes: frozenset[str]
-
-    @property
-    def selectable(self) -> bool:
-        """False when the server marks the name ``\\Noselect`` or ``\\NonExistent``."""
-        return not self.attributes & {r"\Noselect", r"\NonExistent"}
-
-
-def _list_fields(tokens: list[Token]) -> tuple[frozenset[str], str | None, bytes]:
-    """Split ``(attributes) delimiter name [extended]`` into attributes, delimiter and wire name."""
-    if len(tokens) < 3 or not isinstance(tokens[0], list):
-        raise _LexError("expected (attributes) delimiter name")
-    attributes = _flags(tokens[0], _MAILBOX_ATTRIBUTES)
-    raw_delim, raw_name = tokens[1], tokens[2]
-    if raw_delim is not None and not (isinstance(raw_delim, bytes) and len(raw_delim) == 1):
-        raise _LexError("delimiter is neither NIL nor one quoted character")
-    delimiter = None if raw_delim is None else raw_delim.decode("ascii", "replace")
-    if isinstance(raw_name, str):
-        return attributes, delimiter, raw_name.encode("utf-8")
-    if isinstance(raw_name, bytes | bytearray):
-        return attributes, delimiter, bytes(raw_name)
-    raise _LexError("mailbox name is neither atom nor string")
-
-
-def parse_list(lines: Sequence[Part], *, utf8: bool = False) -> list[ListedMailbox]:
-    """Parse the untagged lines of a LIST (or LSUB) response, in server order.
-
-    Names may be atoms, quoted strings (with ``\\"`` and ``\\\\`` escapes) or literals; extended data
-    (RFC 5258 ``("CHILDINFO" ...)``) is skipped; other lines are ignored.
-
-    Args:
-        lines: aioimaplib's parts (``LIST`` keyword present or stripped, ``* `` optional).
-        utf8: names are UTF-8 (after ``ENABLE UTF8=ACCEPT``, RFC 9051 section 6.3.1) rather than
-            modified UTF-7.
-
-    Standard: RFC 9051 section 7.3.1 (``mailbox-list``); RFC 3501 section 7.2.2; RFC 6154 section 2.
-
-    Known limit: aioimaplib 2.0.3 deletes every ``* `` inside untagged lines, so a quoted name
-    containing an asterisk followed by a space arrives damaged (send such names as literals).
-
-    Raises:
-        ProtocolError: a LIST line breaks the grammar or a name is not valid modified UTF-7.
-    """
-    standard = "RFC 9051 section 7.3.1"
-    found: list[ListedMailbox] = []
-    for logical in _group_lines(lines):
-        head = _strip_untagged(logical[0])
-        keyword = head[:5].upper()
-        if keyword in (b"LIST ", b"LSUB "):
-            head = head[5:]
-        elif not head.startswith(b"("):
-            continue
-        try:
-            attributes, delimiter, wire_name = _list_fields(_lex([head, *logical[1:]]))
-        except _LexError as exc:
-            raise ProtocolError(str(exc), line=_excerpt(head), standard=standard) from None
-        if utf8:
-            try:
-                name = wire_name.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ProtocolError(
-                    "mailbox name is not UTF-8", line=_excerpt(wire_name), standard=standard
-                ) from None
-        else:
-            name = decode_mailbox_name(wire_name)
-        if name.upper() == "INBOX":
-            name = "INBOX"
-        found.append(ListedMailbox(name, delimiter, attributes))
-    return found
-
-
-#: Special-use attributes (RFC 6154 section 2) of mailboxes that ``mailboxes = "all"`` leaves out:
-#: deleted mail and spam are not the office's mail.
-SKIPPED_SPECIAL_USE = frozenset({r"\Trash", r"\Junk"})
-
-
-def choose_mailboxes(listed: Sequence[ListedMailbox], exclude: Iterable[str] = ()) -> list[str]:
-    """Pick the mailboxes that ``mailboxes = "all"`` means from a LIST response.
-
-    Left out: names the server marks ``\\Noselect`` or ``\\NonExistent`` (nothing to select), the
-    special-use ``\\Trash`` and ``\\Junk`` mailboxes (:data:`SKIPPED_SPECIAL_USE`), and every name in
-    ``exclude`` together with the mailboxes beneath it (``"Archiv"`` excludes ``"Archiv/2025"`` when
-    the server's delimiter is ``/``). ``INBOX`` matches in any case. The result keeps the server's
-    order with ``INBOX`` first and each name once.
-
-    Standard: RFC 9051 section 7.3.1 (name attributes); RFC 6154 section 2 (special-use).
-    """
-    excluded = [name.upper() if name.upper() == "INBOX" else name for name in exclude]
-
-    def is_excluded(mailbox: ListedMailbox) -> bool:
-        for name in excluded:
-            if mailbox.name == name:
-                return True
-            if mailbox.delimiter and mailbox.name.startswith(name + mailbox.delimiter):
-                return True
-        return False
-
-    chosen: list[str] = []
-    for mailbox in listed:
-        if not mailbox.selectable or mailbox.attributes & SKIPPED_SPECIAL_USE or is_excluded(mailbox):
-            continue
-        if mailbox.name not in chosen:
-            chosen.append(mailbox.name)
-    if "INBOX" in chosen:
-        chosen.remove("INBOX")
-        chosen.insert(0, "INBOX")
-    return chosen
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1043,8 +485,8 @@ def parse_mailbox_events(lines: Sequence[Part]) -> MailboxEvents:
     for part in lines:
         if isinstance(part, bytearray):
             continue
-        data = _strip_untagged(part)
-        event = _MESSAGE_EVENT.match(data)
+        data = strip_untagged(part)
+        event = MESSAGE_EVENT.match(data)
         if event is not None:
             kind = event.group(2).upper()
             number = int(event.group(1))

@@ -29,7 +29,7 @@ from maild.errors import (
     TransientError,
 )
 from maild.model import IMAPKey, POP3Key, RetrievalFailure, RetrievedMessage, Secret, ServerSettings, TLSMode
-from maild.protocols import imap as imap_module
+from maild.protocols import imap_protocol as imap_module
 from maild.protocols.imap import MAX_UIDS_PER_COMMAND, IMAPMailbox
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMessage, Session, default_fetch_writer
 
@@ -570,7 +570,9 @@ async def test_delete_stores_and_uid_expunges_in_chunks() -> None:
     assert [e.key.uid for e in remaining] == list(range(901, 1001))  # type: ignore[union-attr]
 
 
-async def test_delete_without_uidplus_skips_a_mailbox_with_foreign_deleted_messages(inbox: ScriptedIMAP) -> None:
+async def test_delete_without_uidplus_skips_a_mailbox_with_foreign_deleted_messages(
+    inbox: ScriptedIMAP,
+) -> None:
     """Without UIDPLUS, a mailbox where another message is \\Deleted is left alone: a plain EXPUNGE
     would remove it too. Nothing is flagged and the keys are not reported as deleted."""
     inbox.post_login_capabilities = "IMAP4rev1 IDLE"

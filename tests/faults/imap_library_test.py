@@ -7,7 +7,7 @@ it, and relies on it quoting the LOGIN password but not the user name. Here:
 * what LOGIN and STARTTLS put on the wire is captured from a fake transport;
 * the patched protocol is fed the same server byte streams as the stock one, split at every byte
   boundary and at random chunk sizes, and must produce identical responses; the FETCH responses must
-  parse (``imap_wire.parse_fetch``) into the same messages whatever the split.
+  parse (``imap_fetch.parse_fetch``) into the same messages whatever the split.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 import aioimaplib
 import pytest
 
-from maild.protocols import imap as imap_module
+from maild.protocols import imap_fetch, imap_list
+from maild.protocols import imap_protocol as imap_module
 from maild.protocols import imap_wire as wire
 
 # sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3.
@@ -137,13 +138,13 @@ async def test_login_quotes_only_the_password() -> None:
 
 
 async def test_starttls_command_goes_through_the_protocol() -> None:
-    """_starttls sends STARTTLS via execute() and returns a NO without touching the transport."""
+    """starttls sends STARTTLS via execute() and returns a NO without touching the transport."""
     loop = asyncio.get_running_loop()
     protocol = imap_module._FastProtocol(loop, None)
     transport = FakeTransport()
     protocol.connection_made(transport)
     protocol.state = "NONAUTH"
-    task = asyncio.ensure_future(imap_module._starttls(protocol, None, "localhost", 1.0))  # type: ignore[arg-type]
+    task = asyncio.ensure_future(imap_module.starttls(protocol, None, "localhost", 1.0))  # type: ignore[arg-type]
     for _ in range(3):
         await asyncio.sleep(0)
     tag, command = bytes(transport.written).split(b" ", 1)
@@ -228,7 +229,9 @@ async def test_fetch_parses_the_same_at_every_split(protocol_class: type[Any]) -
     for cut in [None, *range(1, length)]:
         response, _ = await run_command(protocol_class, fetch, FETCH_STREAM, [] if cut is None else [cut])
         status = wire.parse_completion(response.result, response.lines[-1])
-        result = wire.parse_fetch(response.lines[:-1], requested=[11, 12, 13], require=("BODY[]", "FLAGS"))
+        result = imap_fetch.parse_fetch(
+            response.lines[:-1], requested=[11, 12, 13], require=("BODY[]", "FLAGS")
+        )
         assert status.ok
         assert {uid: m.body for uid, m in result.messages.items()} == EXPECTED_BODIES, f"cut at {cut}"
         assert result.messages[13].flags == frozenset({"\\Answered"}), f"cut at {cut}"
@@ -245,7 +248,7 @@ async def test_parsers_read_library_shapes_of_select_search_and_list() -> None:
     search, _ = await run_command(imap_module._FastProtocol, *STREAMS["search"], [])
     assert wire.parse_search(search.lines[:-1]) == [1, 2, 3, 17, 4294967295]
     listed, _ = await run_command(imap_module._FastProtocol, *STREAMS["list"], [])
-    names = [(m.name, sorted(m.attributes)) for m in wire.parse_list(listed.lines[:-1])]
+    names = [(m.name, sorted(m.attributes)) for m in imap_list.parse_list(listed.lines[:-1])]
     assert names == [
         ("INBOX", ["\\HasNoChildren"]),
         ("Entwürfe 2026", ["\\Drafts", "\\HasNoChildren"]),
@@ -262,5 +265,5 @@ async def test_fast_protocol_handles_a_long_single_read_without_recursion() -> N
         lines + b"TAG OK done\r\n",
         [],
     )
-    result = wire.parse_fetch(response.lines[:-1], require=("FLAGS",))
+    result = imap_fetch.parse_fetch(response.lines[:-1], require=("FLAGS",))
     assert len(result.messages) == 5000

@@ -22,7 +22,8 @@ from maild.errors import ConnectError, NetworkTimeout, ProtocolError
 from maild.fetch import fetch_cycle
 from maild.idle import IdleWatcher
 from maild.model import IMAPKey, Secret, ServerSettings
-from maild.protocols.imap import IMAPIdleSession, IMAPMailbox
+from maild.protocols.imap import IMAPMailbox
+from maild.protocols.imap_idle import IMAPIdleSession
 from maild.store import Store
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMailbox, ScriptedMessage, Session
 
@@ -594,10 +595,10 @@ async def test_identity_fetch_parses_at_every_split(protocol_name: str) -> None:
     """The identity pass's FETCH (size and Message-ID field, literal before or after UID, quoted field
     name, NIL) parses to the same result however the stream is cut."""
     from maild.protocols import imap as imap_module
-    from maild.protocols import imap_wire as wire
+    from maild.protocols import imap_fetch, imap_protocol
     from tests.faults.imap_library_test import run_command
 
-    protocol_class = getattr(imap_module, protocol_name)
+    protocol_class = getattr(imap_protocol, protocol_name)
 
     def start(protocol: object) -> object:
         return protocol.fetch("21:23", imap_module.IDENTITY_ITEMS, by_uid=True, timeout=None)  # type: ignore[attr-defined]
@@ -607,7 +608,7 @@ async def test_identity_fetch_parses_at_every_split(protocol_name: str) -> None:
         response, written = await run_command(
             protocol_class, start, IDENTITY_STREAM, [] if cut is None else [cut]
         )  # type: ignore[arg-type]
-        result = wire.parse_fetch(
+        result = imap_fetch.parse_fetch(
             response.lines[:-1], requested=[21, 22, 23], require=("RFC822.SIZE", "BODY[HEADER.FIELDS]")
         )
         found = {uid: (m.size_octets, m.header_fields) for uid, m in result.messages.items()}

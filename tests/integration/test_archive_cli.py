@@ -21,7 +21,7 @@ import pytest
 from maild.cli import main
 from maild.control import request
 from maild.errors import ControlError, StoreError
-from maild.store import ArchiveReader, MessageFilter
+from maild.store_reader import ArchiveReader, MessageFilter
 from tests.support.dovecot import MAIL_OWNER, Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 

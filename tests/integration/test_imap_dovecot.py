@@ -17,7 +17,7 @@ import pytest
 
 from maild.errors import AuthError, ConnectError, NetworkTimeout, ProtocolError
 from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, Secret, ServerSettings, TLSMode
-from maild.protocols import imap as imap_module
+from maild.protocols import imap_protocol as imap_module
 from maild.protocols.imap import IMAPMailbox
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser

@@ -11,7 +11,8 @@ import pytest
 
 from maild.errors import QueryError
 from maild.export import export_maildir, export_mbox, from_line, mboxrd_quote
-from maild.store import ArchiveReader, Store
+from maild.store import Store
+from maild.store_reader import ArchiveReader
 from tests.support.archive import build_archive, imap, letter, pop
 
 FROM_BODY = (

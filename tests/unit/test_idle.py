@@ -1,6 +1,6 @@
 """The IDLE watcher with in-memory sessions, and its use by the scheduler, status and metrics.
 
-:class:`FakeSession` stands in for :class:`maild.protocols.imap.IMAPIdleSession`: the test pushes
+:class:`FakeSession` stands in for :class:`maild.protocols.imap_idle.IMAPIdleSession`: the test pushes
 events into it or makes it fail. The scheduler runs accounts on :class:`tests.unit.fakes.FakeServer`
 maildrops with poll intervals of an hour, so a cycle after the first one comes from a push.
 """

@@ -11,8 +11,10 @@ import pytest
 
 from maild.config import IDLE_RESTART_MAX_S, load_config
 from maild.model import IMAPKey, RetrievedMessage
+from maild.protocols import imap_fetch, imap_lex, imap_list
 from maild.protocols import imap_wire as wire
-from maild.protocols.imap_wire import ListedMailbox, MailboxEvents
+from maild.protocols.imap_list import ListedMailbox
+from maild.protocols.imap_wire import MailboxEvents
 from maild.store import Store
 from tests.unit.test_config import account_file, load_error
 
@@ -43,7 +45,7 @@ LISTING = [
 
 def test_choose_mailboxes_skips_noselect_trash_junk_and_puts_inbox_first() -> None:
     """\\Noselect, \\NonExistent, \\Trash and \\Junk are left out; \\Drafts and \\Sent stay; INBOX comes first."""
-    assert wire.choose_mailboxes(LISTING) == [
+    assert imap_list.choose_mailboxes(LISTING) == [
         "INBOX",
         "Archiv/2026",
         "Entwürfe",
@@ -66,15 +68,15 @@ def test_choose_mailboxes_skips_noselect_trash_junk_and_puts_inbox_first() -> No
 )
 def test_choose_mailboxes_exclude_by_name(exclude: list[str], left_out: set[str]) -> None:
     """exclude matches a name and the mailboxes beneath it; INBOX in any case."""
-    everything = set(wire.choose_mailboxes(LISTING))
-    assert everything - set(wire.choose_mailboxes(LISTING, exclude)) == left_out
+    everything = set(imap_list.choose_mailboxes(LISTING))
+    assert everything - set(imap_list.choose_mailboxes(LISTING, exclude)) == left_out
 
 
 def test_choose_mailboxes_flat_namespace_and_duplicates() -> None:
     """Without a delimiter only exact names are excluded; a name listed twice is chosen once."""
     flat = [listed("A", delimiter=None), listed("A.b", delimiter=None), listed("A", delimiter=None)]
-    assert wire.choose_mailboxes(flat, ["A"]) == ["A.b"]
-    assert wire.choose_mailboxes(flat) == ["A", "A.b"]
+    assert imap_list.choose_mailboxes(flat, ["A"]) == ["A.b"]
+    assert imap_list.choose_mailboxes(flat) == ["A", "A.b"]
 
 
 # -- parse_mailbox_events ---------------------------------------------------------------------------
@@ -94,7 +96,7 @@ def test_choose_mailboxes_flat_namespace_and_duplicates() -> None:
         ([], MailboxEvents()),
     ],
 )
-def test_parse_mailbox_events(lines: list[wire.Part], expected: MailboxEvents) -> None:
+def test_parse_mailbox_events(lines: list[imap_lex.Part], expected: MailboxEvents) -> None:
     """Untagged responses pushed during IDLE are sorted into EXISTS, RECENT, EXPUNGE, BYE and the rest."""
     assert wire.parse_mailbox_events(lines) == expected
 
@@ -110,7 +112,7 @@ def test_mailbox_events_changed_and_merge() -> None:
 
 def test_parse_fetch_header_fields_under_one_name() -> None:
     """BODY[HEADER.FIELDS (...)] is stored as header_fields whatever field list the server echoes."""
-    lines: list[wire.Part] = [
+    lines: list[imap_lex.Part] = [
         b"1 FETCH (UID 5 RFC822.SIZE 40 BODY[HEADER.FIELDS (Message-ID)] {21}",
         bytearray(b"Message-ID: <a@b>\r\n\r\n"),
         b")",
@@ -119,7 +121,7 @@ def test_parse_fetch_header_fields_under_one_name() -> None:
         bytearray(b"\r\n"),
         b")",
     ]
-    result = wire.parse_fetch(lines, require=("RFC822.SIZE", "BODY[HEADER.FIELDS]"))
+    result = imap_fetch.parse_fetch(lines, require=("RFC822.SIZE", "BODY[HEADER.FIELDS]"))
     assert {uid: m.header_fields for uid, m in result.messages.items()} == {
         5: b"Message-ID: <a@b>\r\n\r\n",
         6: b"\r\n",

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from maild.errors import ProtocolError
+from maild.protocols import imap_fetch, imap_lex, imap_list
 from maild.protocols import imap_wire as wire
 
 # ------------------------------------------------------------------------------------ modified UTF-7
@@ -310,7 +311,7 @@ def test_parse_search_rejects_non_numbers(line: bytes) -> None:
 )
 def test_parse_internaldate(text: str | bytes, expected: datetime) -> None:
     """Dates become aware UTC datetimes, the zone offset applied."""
-    parsed = wire.parse_internaldate(text)
+    parsed = imap_fetch.parse_internaldate(text)
     assert parsed == expected
     assert parsed.tzinfo is UTC
 
@@ -328,7 +329,7 @@ def test_parse_internaldate(text: str | bytes, expected: datetime) -> None:
 def test_parse_internaldate_rejects_garbage(text: str) -> None:
     """Anything but a valid RFC 9051 date-time raises ValueError."""
     with pytest.raises(ValueError):  # noqa: PT011 -- the message varies with the cause
-        wire.parse_internaldate(text)
+        imap_fetch.parse_internaldate(text)
 
 
 # ------------------------------------------------------------------------------------ FETCH
@@ -343,14 +344,14 @@ ITEMS: dict[str, bytes] = {
     "RFC822.SIZE": b"RFC822.SIZE %d" % len(BODY),
     "BODY[]": b"BODY[] {%d}" % len(BODY),
 }
-FULL: tuple[wire.FetchItem, ...] = ("UID", "FLAGS", "INTERNALDATE", "BODY[]")
+FULL: tuple[imap_fetch.FetchItem, ...] = ("UID", "FLAGS", "INTERNALDATE", "BODY[]")
 
 
 def fetch_parts(
     seq: int, order: tuple[str, ...], body: bytes = BODY, *, star: bool = False
-) -> list[wire.Part]:
+) -> list[imap_lex.Part]:
     """Build aioimaplib's parts for one FETCH response with the items in ``order``."""
-    parts: list[wire.Part] = []
+    parts: list[imap_lex.Part] = []
     text = (b"* " if star else b"") + b"%d FETCH (" % seq
     for index, name in enumerate(order):
         item = ITEMS[name] if name != "BODY[]" else b"BODY[] {%d}" % len(body)
@@ -367,9 +368,9 @@ def fetch_parts(
 )
 def test_parse_fetch_items_in_every_order(order: tuple[str, ...]) -> None:
     """UID, FLAGS, INTERNALDATE, RFC822.SIZE and the body literal parse the same in all 120 orders."""
-    result = wire.parse_fetch(fetch_parts(3, order), requested=[7], require=FULL)
+    result = imap_fetch.parse_fetch(fetch_parts(3, order), requested=[7], require=FULL)
     message = result.messages[7]
-    assert message == wire.FetchedMessage(
+    assert message == imap_fetch.FetchedMessage(
         uid=7,
         seq=3,
         flags=frozenset({"\\Seen", "$Forwarded"}),
@@ -385,18 +386,18 @@ def test_parse_fetch_with_untagged_prefix_kept() -> None:
     """Lines that still carry ``* `` (aioimaplib keeps it after unbalanced parentheses) parse the same."""
     parts = fetch_parts(1, ("UID", "BODY[]"), star=True) + fetch_parts(2, ("BODY[]", "UID"), b"x", star=True)
     parts[-1] = parts[-1].replace(b"UID 7", b"UID 8")
-    result = wire.parse_fetch(parts, require=("BODY[]",))
+    result = imap_fetch.parse_fetch(parts, require=("BODY[]",))
     assert result.messages[7].body == BODY
     assert result.messages[8].body == b"x"
 
 
 def test_parse_fetch_many_messages_and_empty_body() -> None:
     """Several responses in one command, including a zero-length literal."""
-    parts: list[wire.Part] = []
+    parts: list[imap_lex.Part] = []
     for uid in range(1, 51):
         body = b"m%d\r\n" % uid if uid != 25 else b""
         parts += [b"%d FETCH (UID %d BODY[] {%d}" % (uid, uid, len(body)), bytearray(body), b")"]
-    result = wire.parse_fetch(parts, requested=range(1, 51), require=("BODY[]",))
+    result = imap_fetch.parse_fetch(parts, requested=range(1, 51), require=("BODY[]",))
     assert sorted(result.messages) == list(range(1, 51))
     assert result.messages[25].body == b""
     assert result.messages[50].body == b"m50\r\n"
@@ -404,14 +405,14 @@ def test_parse_fetch_many_messages_and_empty_body() -> None:
 
 def test_parse_fetch_merges_responses_for_one_message() -> None:
     """Items spread over several FETCH responses with the same sequence number are merged."""
-    parts: list[wire.Part] = [
+    parts: list[imap_lex.Part] = [
         b"4 FETCH (FLAGS ())",
         b"4 FETCH (UID 12 BODY[] {3}",
         bytearray(b"abc"),
         b")",
         b"* 4 FETCH (INTERNALDATE " + DATE + b" FLAGS (\\Seen))",
     ]
-    result = wire.parse_fetch(parts, requested=[12], require=FULL)
+    result = imap_fetch.parse_fetch(parts, requested=[12], require=FULL)
     assert result.messages[12].flags == frozenset({"\\Seen"})
     assert result.messages[12].internaldate == DATE_UTC
     assert result.messages[12].body == b"abc"
@@ -419,7 +420,7 @@ def test_parse_fetch_merges_responses_for_one_message() -> None:
 
 def test_parse_fetch_nil_body_and_missing_items_are_per_message_failures() -> None:
     """NIL or absent required items fail that message only; the others still arrive."""
-    parts: list[wire.Part] = [
+    parts: list[imap_lex.Part] = [
         b"1 FETCH (UID 1 FLAGS () INTERNALDATE " + DATE + b" BODY[] NIL)",
         b"2 FETCH (UID 2 FLAGS () BODY[] {2}",
         bytearray(b"ok"),
@@ -430,7 +431,7 @@ def test_parse_fetch_nil_body_and_missing_items_are_per_message_failures() -> No
         b")",
     ]
     parts[4] = parts[4].replace(b"UID 7", b"UID 3")
-    result = wire.parse_fetch(parts, requested=[1, 2, 3, 4, 5], require=FULL)
+    result = imap_fetch.parse_fetch(parts, requested=[1, 2, 3, 4, 5], require=FULL)
     assert set(result.messages) == {3}
     assert result.failures == {1: "BODY[] is NIL", 2: "INTERNALDATE missing", 4: "INTERNALDATE is NIL"}
     assert 5 not in result.messages
@@ -439,7 +440,7 @@ def test_parse_fetch_nil_body_and_missing_items_are_per_message_failures() -> No
 
 def test_parse_fetch_reports_interleaved_exists_and_expunge() -> None:
     """``* n EXISTS`` and ``* n EXPUNGE`` between responses are reported, not fatal."""
-    parts: list[wire.Part] = [
+    parts: list[imap_lex.Part] = [
         b"* 5 EXISTS",
         *fetch_parts(1, ("UID", "BODY[]"), b"a"),
         b"2 EXPUNGE",
@@ -449,7 +450,7 @@ def test_parse_fetch_reports_interleaved_exists_and_expunge() -> None:
         *fetch_parts(2, ("BODY[]", "UID"), b"b"),
     ]
     parts[-1] = parts[-1].replace(b"UID 7", b"UID 9")
-    result = wire.parse_fetch(parts, require=("BODY[]",))
+    result = imap_fetch.parse_fetch(parts, require=("BODY[]",))
     assert {uid: m.body for uid, m in result.messages.items()} == {7: b"a", 9: b"b"}
     assert result.exists == 6
     assert result.expunged == (2,)
@@ -458,13 +459,13 @@ def test_parse_fetch_reports_interleaved_exists_and_expunge() -> None:
 
 def test_parse_fetch_ignores_unrequested_and_uidless_responses() -> None:
     """A UID below the requested range (``UID FETCH 10:*``) and FLAGS pushes without UID are ignored."""
-    parts: list[wire.Part] = [
+    parts: list[imap_lex.Part] = [
         b"3 FETCH (UID 9 BODY[] {1}",
         bytearray(b"z"),
         b")",
         b"2 FETCH (FLAGS (\\Deleted))",
     ]
-    result = wire.parse_fetch(parts, requested=range(10, 20), require=("BODY[]",))
+    result = imap_fetch.parse_fetch(parts, requested=range(10, 20), require=("BODY[]",))
     assert result.messages == {}
     assert result.failures == {}
     assert result.ignored == 2
@@ -472,27 +473,27 @@ def test_parse_fetch_ignores_unrequested_and_uidless_responses() -> None:
 
 def test_parse_fetch_quoted_body_and_rfc822_alias() -> None:
     """A body sent as a quoted string or under the IMAP4rev1 name RFC822 is accepted."""
-    parts: list[wire.Part] = [
+    parts: list[imap_lex.Part] = [
         b'1 FETCH (UID 1 BODY[] "short \\"one\\"")',
         b"2 FETCH (RFC822 {2}",
         bytearray(b"hi"),
     ]
     parts.append(b" UID 2)")
-    result = wire.parse_fetch(parts, require=("BODY[]",))
+    result = imap_fetch.parse_fetch(parts, require=("BODY[]",))
     assert result.messages[1].body == b'short "one"'
     assert result.messages[2].body == b"hi"
 
 
 def test_parse_fetch_section_specs_and_nested_lists() -> None:
     """Section specs with spaces and parentheses, MODSEQ and nested lists lex as single items."""
-    parts: list[wire.Part] = [
+    parts: list[imap_lex.Part] = [
         b"1 FETCH (UID 5 MODSEQ (12) BODY[HEADER.FIELDS (FROM TO)] {4}",
         bytearray(b"x\r\n\r"),
         b" X-GM-LABELS (\\Inbox (nested)) BODY[] {1}",
         bytearray(b"!"),
         b")",
     ]
-    result = wire.parse_fetch(parts, require=("BODY[]",))
+    result = imap_fetch.parse_fetch(parts, require=("BODY[]",))
     assert result.messages[5].body == b"!"
 
 
@@ -509,23 +510,23 @@ def test_parse_fetch_section_specs_and_nested_lists() -> None:
         ([b'1 FETCH (UID 3 BODY[] "unterminated)'], "unterminated"),
     ],
 )
-def test_parse_fetch_malformed_message_fails_alone(parts: list[wire.Part], reason: str) -> None:
+def test_parse_fetch_malformed_message_fails_alone(parts: list[imap_lex.Part], reason: str) -> None:
     """A response that breaks the grammar fails its own UID; a good message after it still parses."""
-    good: list[wire.Part] = [b"2 FETCH (UID 4 BODY[] {2}", bytearray(b"ok"), b")"]
-    result = wire.parse_fetch([*parts, *good], require=("BODY[]",))
+    good: list[imap_lex.Part] = [b"2 FETCH (UID 4 BODY[] {2}", bytearray(b"ok"), b")"]
+    result = imap_fetch.parse_fetch([*parts, *good], require=("BODY[]",))
     assert reason in result.failures[3]
     assert result.messages[4].body == b"ok"
 
 
 def test_parse_fetch_truncated_literal_fails_its_message() -> None:
     """A literal announced at the very end of the parts (response cut short) fails that message."""
-    result = wire.parse_fetch([b"1 FETCH (UID 3 BODY[] {3}"], require=("BODY[]",))
+    result = imap_fetch.parse_fetch([b"1 FETCH (UID 3 BODY[] {3}"], require=("BODY[]",))
     assert "missing" in result.failures[3]
 
 
 def test_parse_fetch_malformed_without_uid_is_reported() -> None:
     """Garbage whose UID cannot be read is listed in ``malformed``, never raised."""
-    result = wire.parse_fetch([b"1 FETCH (garbage", b'2 FETCH "x"', b"1 FETCH ((("])
+    result = imap_fetch.parse_fetch([b"1 FETCH (garbage", b'2 FETCH "x"', b"1 FETCH ((("])
     assert result.messages == {}
     assert len(result.malformed) == 3
     assert all("malformed FETCH response" in m for m in result.malformed)
@@ -534,7 +535,7 @@ def test_parse_fetch_malformed_without_uid_is_reported() -> None:
 def test_parse_fetch_body_may_contain_anything() -> None:
     """Literal octets are opaque: CRLF, NUL, 8-bit, ``{n}`` markers and FETCH-looking lines pass untouched."""
     body = b"1 FETCH (UID 99 BODY[] {3}\r\n\x00\xff\xfe)\r\n* 5 EXISTS\r\nA001 OK done\r\n{12}"
-    result = wire.parse_fetch(fetch_parts(1, ("BODY[]", "UID"), body), require=("BODY[]",))
+    result = imap_fetch.parse_fetch(fetch_parts(1, ("BODY[]", "UID"), body), require=("BODY[]",))
     assert result.messages[7].body == body
 
 
@@ -543,7 +544,7 @@ def test_parse_fetch_body_may_contain_anything() -> None:
 
 def test_parse_list_dovecot_shapes() -> None:
     """Atoms, quoted names with escapes, literal names, NIL delimiter and special-use attributes."""
-    lines: list[wire.Part] = [
+    lines: list[imap_lex.Part] = [
         b'(\\HasNoChildren) "/" INBOX',  # aioimaplib strips "LIST "
         b'LIST (\\HasNoChildren \\Sent) "/" "Sent Items"',
         b'* LIST (\\HasChildren \\noselect) "/" "Tom &- Jerry"',
@@ -557,7 +558,7 @@ def test_parse_list_dovecot_shapes() -> None:
         b"(\\Noinferiors) NIL inbox",
         b"3 EXISTS",
     ]
-    found = wire.parse_list(lines)
+    found = imap_list.parse_list(lines)
     assert [(m.name, m.delimiter) for m in found] == [
         ("INBOX", "/"),
         ("Sent Items", "/"),
@@ -578,7 +579,7 @@ def test_parse_list_dovecot_shapes() -> None:
 
 def test_parse_list_utf8_names() -> None:
     """After ENABLE UTF8=ACCEPT names are UTF-8, not modified UTF-7."""
-    found = wire.parse_list(['() "/" "Entwürfe 2026"'.encode()], utf8=True)
+    found = imap_list.parse_list(['() "/" "Entwürfe 2026"'.encode()], utf8=True)
     assert found[0].name == "Entwürfe 2026"
 
 
@@ -595,17 +596,17 @@ def test_parse_list_utf8_names() -> None:
 def test_parse_list_rejects_broken_lines(line: bytes) -> None:
     """Broken LIST lines raise ProtocolError."""
     with pytest.raises(ProtocolError):
-        wire.parse_list([line])
+        imap_list.parse_list([line])
 
 
 def test_parse_flags() -> None:
     """System flags get their RFC spelling; keywords stay as sent."""
-    assert wire.parse_flags(b"(\\SEEN \\answered $Label1 Junk)") == {
+    assert imap_lex.parse_flags(b"(\\SEEN \\answered $Label1 Junk)") == {
         "\\Seen",
         "\\Answered",
         "$Label1",
         "Junk",
     }
-    assert wire.parse_flags("()") == frozenset()
+    assert imap_lex.parse_flags("()") == frozenset()
     with pytest.raises(ProtocolError):
-        wire.parse_flags(b"\\Seen")
+        imap_lex.parse_flags(b"\\Seen")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from maild.protocols import imap_fetch
 from maild.protocols import imap_wire as wire
 
 
@@ -16,7 +17,7 @@ def test_internaldate_is_sent_in_utc_with_english_month() -> None:
         wire.format_internaldate(datetime(2026, 5, 3, 1, 2, 3, tzinfo=berlin))
         == '"02-May-2026 23:02:03 +0000"'
     )
-    assert wire.parse_internaldate(
+    assert imap_fetch.parse_internaldate(
         wire.format_internaldate(datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)).strip('"')
     ) == datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)
     with pytest.raises(ValueError, match="aware"):
@@ -61,11 +62,11 @@ def test_fetch_header_literal_split_anywhere() -> None:
     """BODY[HEADER] (and RFC822.HEADER) literals are returned as header octets, UID on either side."""
     head = b"Subject: x (\r\nMessage-ID: <a@b>\r\n\r\n"
     lines = [b"1 FETCH (UID 7 RFC822.SIZE 99 BODY[HEADER] {%d}" % len(head), bytearray(head), b")"]
-    result = wire.parse_fetch(lines, requested=[7], require=("RFC822.SIZE", "BODY[HEADER]"))
+    result = imap_fetch.parse_fetch(lines, requested=[7], require=("RFC822.SIZE", "BODY[HEADER]"))
     assert result.messages[7].header == head
     assert result.messages[7].size_octets == 99
     alias = [b"* 2 FETCH (RFC822.HEADER {%d}" % len(head), bytearray(head), b" UID 8 RFC822.SIZE 5)"]
-    result = wire.parse_fetch(alias, requested=[8], require=("BODY[HEADER]",))
+    result = imap_fetch.parse_fetch(alias, requested=[8], require=("BODY[HEADER]",))
     assert result.messages[8].header == head
     nil = [b"3 FETCH (UID 9 RFC822.SIZE 5 BODY[HEADER] NIL)"]
-    assert wire.parse_fetch(nil, require=("BODY[HEADER]",)).failures == {9: "BODY[HEADER] is NIL"}
+    assert imap_fetch.parse_fetch(nil, require=("BODY[HEADER]",)).failures == {9: "BODY[HEADER] is NIL"}

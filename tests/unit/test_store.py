@@ -14,7 +14,8 @@ import pytest
 
 from maild.errors import StoreError
 from maild.model import IMAPKey, Location, POP3Key, RetrievedMessage, StoreOutcome
-from maild.store import SCHEMA_VERSION, Store, parse_utc, utc_text
+from maild.store import Store
+from maild.store_schema import SCHEMA_VERSION, parse_utc, utc_text
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
@@ -480,13 +481,15 @@ async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
     """An archive at schema version 1 keeps its data and gains the version-2 tables on open."""
     import sqlite3
 
-    from maild.store import _MIGRATIONS, _split_sql
+    from maild.store_schema import _MIGRATIONS, _split_sql
 
     path = tmp_path / "maild.sqlite3"
     with sqlite3.connect(path) as conn:
         for statement in _split_sql(_MIGRATIONS[1]):
             conn.execute(statement)
-        conn.execute("INSERT INTO accounts VALUES ('a', 'O', 'E', 'pop3', '2026-01-01T00:00:00Z', NULL, NULL)")
+        conn.execute(
+            "INSERT INTO accounts VALUES ('a', 'O', 'E', 'pop3', '2026-01-01T00:00:00Z', NULL, NULL)"
+        )
         conn.execute("PRAGMA user_version = 1")
     async with await Store.open(path) as s:
         assert await query(s, "PRAGMA user_version") == [(2,)]
