@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import stat
 import string
 import subprocess
@@ -43,12 +44,26 @@ Retention = Literal["keep", "delete", "delete-after"]
 #: Longest time between IDLE commands: RFC 2177 section 3 lets a server log out a client idle
 #: for 30 minutes, so the client re-issues IDLE at least every 29.
 IDLE_RESTART_MAX_S = 29 * 60.0
+#: The longest password line read from a file or credential, in octets.
+MAX_SECRET_OCTETS = 4096
+#: Upper bound of any duration in the configuration: one year, in seconds.
+MAX_DURATION_S = 365 * 86400.0
+#: Keys whose values are never repeated in error messages.
+SECRET_KEYS = frozenset({"password"})
+#: Longest Unix socket path Linux accepts (sun_path is 108 octets with the terminating NUL).
+MAX_SOCKET_PATH_OCTETS = 107
 
 
 def _read_secret_file(path: Path, account: str, key: str) -> Secret:
     """Return the first line of ``path`` as a Secret; ConfigError (without the content) otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            first = fh.readline(MAX_SECRET_OCTETS + 1)
+        if len(first) > MAX_SECRET_OCTETS:
+            raise ConfigError(
+                f"account {account}: {key} {path}: first line longer than {MAX_SECRET_OCTETS} octets"
+            )
+        text = first.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"account {account}: cannot read {key} {path}: {reason}") from None
@@ -273,6 +288,8 @@ def parse_duration(value: object, where: str) -> float:
         raise ConfigError(f'{where}: expected a duration such as "90s", "5m", "1h", got {value!r}')
     if seconds <= 0:
         raise ConfigError(f"{where}: duration must be positive, got {value!r}")
+    if seconds > MAX_DURATION_S:
+        raise ConfigError(f"{where}: duration must be at most 365 days, got {value!r}")
     return seconds
 
 
@@ -297,7 +314,10 @@ class _Table:
             expected = form or (
                 kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
             )
-            raise ConfigError(f"{self.key(name)}: expected {expected}, got {value!r}")
+            shown = (
+                "a value of another type (not shown: it is a secret)" if name in SECRET_KEYS else repr(value)
+            )
+            raise ConfigError(f"{self.key(name)}: expected {expected}, got {shown}")
         return value
 
     def require(self, name: str, kinds: type | tuple[type, ...], *, form: str = "") -> Any:
@@ -321,6 +341,16 @@ def _positive_int(table: _Table, name: str, default: int | None) -> int | None:
     return cast("int | None", value)
 
 
+def _text(table: _Table, name: str) -> str:
+    """A required, non-empty string without control characters."""
+    value = cast(str, table.require(name, str))
+    if not value.strip():
+        raise ConfigError(f"{table.key(name)}: must not be empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ConfigError(f"{table.key(name)}: must not contain control characters (CR, LF, TAB, ...)")
+    return value
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -342,6 +372,11 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
     defaults = DaemonConfig()
     state_dir = t.get("state_dir", str, str(defaults.state_dir), form="a path string")
     sock = t.get("control_socket", str, str(defaults.control_socket), form="a path string")
+    if len(os.fsencode(str(base / sock))) > MAX_SOCKET_PATH_OCTETS:
+        raise ConfigError(
+            f"{t.key('control_socket')}: {base / sock} is longer than the {MAX_SOCKET_PATH_OCTETS} octets"
+            " a Unix socket path may have"
+        )
     conc = _positive_int(t, "max_concurrent_fetches", defaults.max_concurrent_fetches)
     threads = _positive_int(t, "pop3_threads", defaults.pop3_threads)
     level = _choice(t, "log_level", ("debug", "info", "warning", "error"), defaults.log_level)
@@ -466,11 +501,11 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         Protocol,
         _choice(t, "protocol", ("pop3", "imap"), None) if "protocol" in data else t.require("protocol", str),
     )
-    organisation = t.require("organisation", str)
-    employee = t.require("employee", str)
-    host = t.require("host", str)
-    if not host.strip():
-        raise ConfigError(f"{t.key('host')}: must not be empty")
+    organisation = _text(t, "organisation")
+    employee = _text(t, "employee")
+    host = _text(t, "host")
+    if any(c.isspace() for c in host) or "/" in host:
+        raise ConfigError(f"{t.key('host')}: expected a host name or IP address, got {host!r}")
     tls = cast(TLSMode, _choice(t, "tls", ("implicit", "starttls", "none"), "implicit"))
     port = t.get("port", int, DEFAULT_PORTS[(protocol, tls)], form="an integer 1-65535")
     if not 1 <= port <= 65535:
@@ -478,9 +513,12 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
     ca_file = t.get("ca_file", str, None, form="a path string")
     if ca_file is not None:
         ca_file = str(base / ca_file)
-        if not os.access(ca_file, os.R_OK):
-            raise ConfigError(f"{t.key('ca_file')}: cannot read {ca_file}")
-    username = t.require("username", str)
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no PEM certificate in it"
+            raise ConfigError(f"{t.key('ca_file')}: cannot use {ca_file}: {reason}") from None
+    username = _text(t, "username")
     allow_plaintext = t.get("allow_plaintext", bool, False)
     if tls == "none" and not allow_plaintext and not _is_loopback(host):
         raise ConfigError(
@@ -505,8 +543,11 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         raise ConfigError(
             f"{t.key('password_command')}: expected a non-empty list of strings (argv, no shell)"
         )
-    if pw_file is not None and not os.access(base / pw_file, os.R_OK):
-        raise ConfigError(f"{t.key('password_file')}: cannot read {base / pw_file}")
+    if pw_file is not None:
+        try:
+            _read_secret_file(base / pw_file, name, "password_file")
+        except ConfigError as exc:
+            raise ConfigError(f"{t.key('password_file')}: {str(exc).split(': ', 1)[1]}") from None
     password = PasswordSource(
         inline=Secret(inline) if inline is not None else None,
         file=(base / pw_file) if pw_file is not None else None,
@@ -579,8 +620,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (octet {exc.start}); TOML files must be UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 

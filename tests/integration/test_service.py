@@ -160,7 +160,13 @@ def test_pause_resume_reload_metrics_and_secrets(dovecot: Dovecot, mail_user: Ma
     """
     dovecot.deliver(mail_user.name, b"Subject: eins\r\nMessage-ID: <1@x>\r\n\r\nHallo\r\n")
     directory = short_dir()
-    cfg = write_config(directory, dovecot, [AccountSpec("p", "pop3", mail_user.name, mail_user.password)])
+    textfile = directory / "maild.prom"
+    cfg = write_config(
+        directory,
+        dovecot,
+        [AccountSpec("p", "pop3", mail_user.name, mail_user.password)],
+        daemon={"metrics_textfile": str(textfile)},
+    )
     log = directory / "daemon.log"
     proc = start_daemon(cfg, log=log)
     outputs: list[str] = []
@@ -212,6 +218,13 @@ def test_pause_resume_reload_metrics_and_secrets(dovecot: Dovecot, mail_user: Ma
         assert 'maild_fetched_messages_total{account="p"' in metrics
         assert "maild_store_bytes" in metrics
         assert "# TYPE maild_fetch_cycles_total counter" in metrics
+        deadline = time.monotonic() + 15
+        while (
+            'outcome="ok"' not in (textfile.read_text() if textfile.exists() else "")
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert 'maild_fetch_cycles_total{account="p"' in textfile.read_text(), "metrics textfile not written"
         assert stop(proc) == 0
     finally:
         if proc.poll() is None:

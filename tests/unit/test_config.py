@@ -972,3 +972,84 @@ def _toml_list(items: list[str]) -> str:
     import json
 
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+# -- hardening found by the break-it review ---------------------------------------------------------
+
+
+def test_wrong_type_password_is_not_echoed(tmp_path: Path) -> None:
+    """A password of the wrong type (an unquoted number) is reported without repeating its value."""
+    message = load_error(account_file(tmp_path, "password = 98765432\n"))
+    assert "accounts.acct.password" in message
+    assert "98765432" not in message
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('poll_interval = "99999999999999999999d"\n', "poll_interval"),
+        ("timeout = 9223372036854775807\n", "timeout"),
+        ('organisation = ""\n', "organisation"),
+        ('host = "mail.example.org\\r\\nX"\n', "host"),
+        ('host = "mail example.org"\n', "host"),
+        ('username = "  "\n', "username"),
+    ],
+)
+def test_absurd_or_broken_values_are_refused(tmp_path: Path, body: str, key: str) -> None:
+    """Durations over a year, empty names and hosts with white space or CR/LF are refused by key."""
+    text = (
+        '[accounts.acct]\nprotocol = "pop3"\npassword = "pw"\n'
+        + ('organisation = "O"\n' if key != "organisation" else "")
+        + 'employee = "E"\n'
+        + ('username = "u"\n' if key != "username" else "")
+        + ('host = "mail.example.org"\n' if key != "host" else "")
+        + body
+    )
+    message = load_error(main_file(tmp_path, text))
+    assert f"accounts.acct.{key}" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "is empty"), (b"\xff\xfe secret\n", "not UTF-8"), (b"x" * 5000 + b"\n", "longer than")],
+)
+def test_unusable_password_file_is_refused_at_load(tmp_path: Path, content: bytes, reason: str) -> None:
+    """check-config catches an empty, non-UTF-8 or oversized password file, not only a missing one."""
+    (tmp_path / "pw").write_bytes(content)
+    message = load_error(account_file(tmp_path, 'password_file = "pw"\n'))
+    assert "accounts.acct.password_file" in message
+    assert reason in message
+
+
+def test_password_file_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    """A directory given as password_file is refused at load."""
+    (tmp_path / "pw").mkdir()
+    assert "accounts.acct.password_file" in load_error(account_file(tmp_path, 'password_file = "pw"\n'))
+
+
+def test_ca_file_without_certificates_is_refused(tmp_path: Path) -> None:
+    """A ca_file that holds no PEM certificate is refused at load, naming the key."""
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    assert "accounts.acct.ca_file" in load_error(account_file(tmp_path, 'ca_file = "ca.pem"\n'))
+
+
+def test_non_utf8_config_file_is_one_clear_error(tmp_path: Path) -> None:
+    """A config file in Latin-1 gives a ConfigError naming the file, not a traceback."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"# Gr\xfc\xdfe\n[daemon]\n")
+    message = load_error(path)
+    assert str(path) in message
+    assert "UTF-8" in message
+
+
+def test_deeply_nested_toml_is_one_clear_error(tmp_path: Path) -> None:
+    """Pathologically nested TOML gives a ConfigError, not a RecursionError traceback."""
+    path = tmp_path / "config.toml"
+    path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "not valid TOML" in load_error(path)
+
+
+def test_control_socket_path_too_long_is_refused(tmp_path: Path) -> None:
+    """A control_socket path longer than a Unix socket path may be is refused by key."""
+    path = main_file(tmp_path, f'[daemon]\ncontrol_socket = "/tmp/{"s" * 120}.sock"\n')
+    assert "daemon.control_socket" in load_error(path)

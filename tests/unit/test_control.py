@@ -500,3 +500,44 @@ def test_request_to_silent_daemon_times_out(sock_path: Path) -> None:
         listener.close()
 
     assert info.value.code == "timeout"
+
+
+async def test_many_clients_at_once_are_all_served(server: ControlServer) -> None:
+    """Fifty clients connected at the same time each get their own reply."""
+    clients = [await Client.connect(server.path) for _ in range(50)]
+    try:
+        replies = await asyncio.gather(*(c.ask(b'{"command": "status"}\n') for c in clients))
+    finally:
+        for c in clients:
+            await c.close()
+    assert len(replies) == 50
+    assert all(r["ok"] for r in replies)
+
+
+async def test_client_that_never_reads_is_dropped(
+    server: ControlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sends requests but never reads the replies is dropped once its socket buffer is full."""
+    import maild.control as control
+
+    monkeypatch.setattr(control, "IDLE_TIMEOUT_S", 0.3)
+    _reader, writer = await asyncio.open_unix_connection(str(server.path))
+    try:
+        request = b'{"command": "status"}\n'
+        for _ in range(20000):  # far more reply octets than the socket buffers hold
+            writer.write(request)
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(writer.drain(), timeout=5)
+        deadline = asyncio.get_running_loop().time() + 10
+        while server._clients and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert not server._clients, "the non-reading client is still being served"
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    other = await Client.connect(server.path)
+    try:
+        assert (await other.ask(b'{"command": "status"}\n'))["ok"]
+    finally:
+        await other.close()
