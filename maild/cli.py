@@ -10,12 +10,14 @@ import asyncio
 import importlib
 import json
 import sys
+import tomllib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from maild import __version__
-from maild.config import AccountConfig, Config, config_path, load_config
+from maild.config import AccountConfig, Config, DaemonConfig, config_path, load_config
 from maild.errors import ConfigError, ControlError, MaildError
 
 # Modules that add subcommands: each has ``add_parsers(subparsers)`` and sets ``handler`` (a function
@@ -53,7 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not")
     for module in EXTENSIONS:
         importlib.import_module(module).add_parsers(sub)
-    for command in sub.choices.values():  # `maild run -c FILE` works as well as `maild -c FILE run`
+    _add_common_options(sub)
+    return p
+
+
+def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Let `maild run -c FILE` work as well as `maild -c FILE run`, also for nested subcommands."""
+    for command in sub.choices.values():
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            for action in nested:
+                _add_common_options(action)
+            continue
         command.add_argument("-c", "--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         command.add_argument(
             "--log-level",
@@ -61,7 +74,6 @@ def _parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help=argparse.SUPPRESS,
         )
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +86,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def control_socket_path(args: argparse.Namespace) -> Path:
+    """The daemon's control socket, even when the config file on disk has errors.
+
+    Client commands (status, fetch-now, pause, resume, reload, metrics) only need the socket path;
+    a config edited into an invalid state must not leave the admin blind while the daemon still
+    runs with its last good configuration. The error is printed as a warning.
+    """
+    path = config_path(args.config)
+    try:
+        return load_config(path).daemon.control_socket
+    except ConfigError as exc:
+        print(f"maild: warning: {exc}; asking the daemon anyway", file=sys.stderr)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh).get("daemon", {}).get("control_socket")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        raw = None
+    return path.parent / raw if isinstance(raw, str) else DaemonConfig().control_socket
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -111,27 +143,35 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "fetch":
         cfg = _load(args)
         configure_logging(args.log_level or "warning")
+        from maild.control import daemon_answers
+
+        if daemon_answers(cfg.daemon.control_socket):
+            print(
+                f"maild: warning: a daemon is running on {cfg.daemon.control_socket} and fetches these"
+                " accounts too; `maild fetch-now` asks it instead",
+                file=sys.stderr,
+            )
         return asyncio.run(_fetch_once(cfg, args.accounts))
     if args.command == "status":
-        cfg = _load(args)
+        sock = control_socket_path(args)
         from maild.control import request
 
         payload: dict[str, Any] = {"command": "status"}
         if args.account:
             payload["account"] = args.account
-        reply = _checked(request(cfg.daemon.control_socket, payload))
+        reply = _checked(request(sock, payload))
         if args.json:
             print(json.dumps(reply, indent=2, ensure_ascii=False))
         else:
             print(render_status(reply))
         return 0
     if args.command == "fetch-now":
-        cfg = _load(args)
+        sock = control_socket_path(args)
         from maild.control import request
 
         reply = _checked(
             request(
-                cfg.daemon.control_socket,
+                sock,
                 {"command": "fetch-now", "account": args.account, "wait": not args.no_wait},
                 timeout_s=3600,
             )
@@ -150,29 +190,27 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"{name}: FAILED: {res['error']}")
         return 1 if failed else 0
     if args.command in ("pause", "resume"):
-        cfg = _load(args)
+        sock = control_socket_path(args)
         from maild.control import request
 
-        reply = _checked(
-            request(cfg.daemon.control_socket, {"command": args.command, "account": args.account})
-        )
+        reply = _checked(request(sock, {"command": args.command, "account": args.account}))
         print(f"{reply['account']}: {reply['state']}")
         return 0
     if args.command == "reload":
-        cfg = _load(args)
+        sock = control_socket_path(args)
         from maild.control import request
 
-        reply = _checked(request(cfg.daemon.control_socket, {"command": "reload"}))
+        reply = _checked(request(sock, {"command": "reload"}))
         parts = [
             f"{k}: {', '.join(v)}" for k, v in reply.items() if k in ("added", "removed", "changed") and v
         ]
         print("reloaded" + (" (" + "; ".join(parts) + ")" if parts else ", no account changed"))
         return 0
     if args.command == "metrics":
-        cfg = _load(args)
+        sock = control_socket_path(args)
         from maild.control import request
 
-        sys.stdout.write(_checked(request(cfg.daemon.control_socket, {"command": "metrics"}))["text"])
+        sys.stdout.write(_checked(request(sock, {"command": "metrics"}))["text"])
         return 0
     raise AssertionError(args.command)
 

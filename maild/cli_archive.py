@@ -103,6 +103,8 @@ def _list(args: argparse.Namespace) -> int:
         limit=args.limit or None,
     )
     with ArchiveReader(_database(args)) as reader:
+        if args.account is not None and not reader.account_exists(args.account):
+            raise QueryError(f"the archive has no account named {args.account!r}")
         messages = reader.list_messages(flt)
     if args.json:
         print(json.dumps([message_json(m) for m in messages], indent=2, ensure_ascii=False))

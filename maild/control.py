@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ log = structlog.get_logger("maild.control")
 PROTOCOL_VERSION = 1
 MAX_REQUEST_OCTETS = 64 * 1024
 IDLE_TIMEOUT_S = 10.0
+MAX_CLIENTS = 64
+LISTEN_BACKLOG = 512
 SOCKET_MODE = 0o660
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -68,13 +71,13 @@ class ControlServer:
                 raise ControlError(
                     "socket-path", f"control socket path {self.path} exists and is not a socket"
                 )
-            if _answers(self.path):
+            if daemon_answers(self.path):
                 raise ControlError("in-use", f"another maild is listening on {self.path}")
             self.path.unlink()
         old_umask = os.umask(0o117)
         try:
             self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=MAX_REQUEST_OCTETS
+                self._serve, path=str(self.path), limit=MAX_REQUEST_OCTETS, backlog=LISTEN_BACKLOG
             )
         finally:
             os.umask(old_umask)
@@ -89,19 +92,29 @@ class ControlServer:
             ) from None
 
     async def close(self) -> None:
-        """Stop listening, drop connected clients and remove the socket file."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._clients):
-                task.cancel()
-            await self._server.wait_closed()
-            self._server = None
+        """Stop listening, drop connected clients and remove the socket file this server created.
+
+        A server that never started listening leaves the path alone: it may be another daemon's.
+        """
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        await self._server.wait_closed()
+        self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._clients) >= MAX_CLIENTS:
+            writer.write(
+                _encode(error_reply("busy", f"more than {MAX_CLIENTS} clients connected; try again"))
+            )
+            writer.close()
+            return
         self._clients.add(task)
         try:
             while True:
@@ -136,6 +149,8 @@ class ControlServer:
             request = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return error_reply("bad-json", f"request is not valid JSON: {exc}")
+        except RecursionError:
+            return error_reply("bad-json", "request is nested too deeply")
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return error_reply("bad-request", 'request must be a JSON object with a string "command"')
         version = request.get("version", PROTOCOL_VERSION)
@@ -166,14 +181,31 @@ def _encode(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def _answers(path: Path) -> bool:
+def daemon_answers(path: Path) -> bool:
+    """True when something listens on the Unix socket ``path`` (a running maild)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
         try:
             sock.connect(str(path))
+        except BlockingIOError:
+            return True  # listening, with a full backlog: alive
         except OSError:
             return False
     return True
+
+
+def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
+    """Connect, retrying while the daemon's listen backlog is full (EAGAIN) for up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            sock.connect(str(path))
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+            time.sleep(0.05)
+        else:
+            return
 
 
 def request(path: Path, payload: dict[str, Any], *, timeout_s: float = 30.0) -> dict[str, Any]:
@@ -186,9 +218,13 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = 30.0) -> 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         try:
-            sock.connect(str(path))
+            _connect(sock, path, timeout_s)
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError("not-running", f"maild is not running (no daemon on {path})") from None
+        except TimeoutError:
+            raise ControlError(
+                "timeout", f"maild did not accept the connection within {timeout_s:g} s"
+            ) from None
         except PermissionError:
             raise ControlError(
                 "permission", f"no permission to use {path} (root or the socket's group)"

@@ -68,7 +68,7 @@ def account_status(
         "mode": rt.mode,
     }
     res = rt.last_result
-    out["on_server"] = res.on_server if res else None
+    out["on_server"] = res.on_server - res.deleted if res else None  # as left by the last cycle
     if acc.protocol == "imap":
         out.update(_imap_status(rt))
     out["retention"] = acc.retention
@@ -167,8 +167,12 @@ class Daemon:
         Raises:
             ControlError: unknown command (``unknown-command``) or account (``unknown-account``).
         """
-        assert self.scheduler is not None
+        if self.scheduler is None or self.store is None:
+            raise ControlError("starting", "maild is starting; try again in a moment")
         command = req["command"]
+        for field in ("account",):
+            if field in req and not isinstance(req[field], str):
+                raise ControlError("bad-request", f'"{field}" must be a string')
         if command == "status":
             snap = await self.status()
             if req.get("account"):
@@ -326,9 +330,17 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
         loop.add_signal_handler(signal.SIGHUP, on_hup)
+        # The control socket first: it is also the lock against a second daemon on the same
+        # configuration, which must not touch the archive or the other daemon's socket.
+        control = ControlServer(cfg.daemon.control_socket, self.handle, group=cfg.daemon.control_socket_group)
+        await control.start()
         executor = ThreadPoolExecutor(max_workers=cfg.daemon.pop3_threads, thread_name_prefix="maild-pop3")
-        self.store = await Store.open(cfg.daemon.database)
-        control: ControlServer | None = None
+        try:
+            self.store = await Store.open(cfg.daemon.database)
+        except BaseException:
+            await control.close()
+            executor.shutdown(wait=False)
+            raise
         try:
             now = utc_now()
             for acc in cfg.accounts.values():
@@ -340,10 +352,6 @@ class Daemon:
                 max_concurrent_fetches=cfg.daemon.max_concurrent_fetches,
                 max_connections_per_host=cfg.daemon.max_connections_per_host,
             )
-            control = ControlServer(
-                cfg.daemon.control_socket, self.handle, group=cfg.daemon.control_socket_group
-            )
-            await control.start()
             log.info(
                 "daemon.started",
                 version=__version__,
@@ -360,8 +368,7 @@ class Daemon:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
         finally:
-            if control is not None:
-                await control.close()
+            await control.close()
             await self.store.close()
             executor.shutdown(wait=False, cancel_futures=True)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -14,6 +14,14 @@ from pathlib import Path
 from maild.scheduler import AccountRuntime
 
 
+def _number(value: float) -> str:
+    """A sample value without loss: integers exactly, other floats in shortest round-trip form."""
+    number = float(value)
+    if number.is_integer() and abs(number) < 2**53:
+        return str(int(number))
+    return repr(number)
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -37,7 +45,7 @@ def render(accounts: Iterable[AccountRuntime], store_octets: int, archive_messag
         out.append(f"# TYPE {name} {kind}")
         for labels, value in rows:
             text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+            out.append(f"{name}{{{text}}} {_number(value)}" if text else f"{name} {_number(value)}")
 
     def lab(rt: AccountRuntime) -> dict[str, str]:
         return {

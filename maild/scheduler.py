@@ -36,6 +36,7 @@ JITTER_CAP_S = 30.0
 
 AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "paused", "disabled", "stopped"]
 AUTH_LOCKOUT_FAILURES = 3
+LOCKOUT_RECHECK_S = 30.0
 KEPT_UIDVALIDITY_CHANGES = 10
 
 
@@ -73,6 +74,7 @@ class AccountRuntime:
     last_result: CycleResult | None = None
     last_exception: BaseException | None = None
     auth_failures: int = 0
+    lockout_fingerprint: str | None = None
     cycles: dict[str, int] = field(default_factory=dict)
     fetched_messages: int = 0
     fetched_octets: int = 0
@@ -319,7 +321,18 @@ class Scheduler:
                 _settle(rt.waiters, None)
                 if rt.watcher is not None:  # no logins while paused or locked out
                     await rt.watcher.stop()
-                await self._sleep(rt, None)
+                if blocked == "auth_failed":
+                    # A new password (file, credential or command output) ends the lockout, like a
+                    # config change would; checked every LOCKOUT_RECHECK_S seconds, without logging in.
+                    if rt.lockout_fingerprint is None:
+                        rt.lockout_fingerprint = await asyncio.to_thread(_password_fingerprint, rt.config)
+                    await self._sleep(rt, LOCKOUT_RECHECK_S)
+                    current = await asyncio.to_thread(_password_fingerprint, rt.config)
+                    if rt.auth_failures and current is not None and current != rt.lockout_fingerprint:
+                        rt.auth_failures = 0
+                        rt.last_error = (rt.last_error or "") + " (password changed: trying again)"
+                else:
+                    await self._sleep(rt, None)
                 continue
             waiters, rt.waiters = rt.waiters, []
             outcome: CycleResult | None = None
@@ -424,9 +437,10 @@ class Scheduler:
             rt.auth_failures += 1
             if rt.auth_failures >= AUTH_LOCKOUT_FAILURES:
                 rt.state = "auth_failed"
+                rt.lockout_fingerprint = None  # taken by the account loop, off the event loop
                 rt.last_error = (
                     f"{rt.last_error} — {rt.auth_failures} refusals in a row: not trying again until the "
-                    "account's configuration changes or `maild resume`"
+                    "password or the account's configuration changes, or `maild resume`"
                 )
         else:
             rt.auth_failures = 0
@@ -446,6 +460,19 @@ class Scheduler:
             async with asyncio.timeout(delay):
                 await rt.wake.wait()
         rt.wake.clear()
+
+
+def _password_fingerprint(account: AccountConfig) -> str | None:
+    """A digest of the account's current password, to notice a change; None when it cannot be read."""
+    import hashlib
+
+    from maild.errors import ConfigError
+
+    try:
+        secret = account.password.resolve(account.name)
+    except ConfigError:
+        return None
+    return hashlib.sha256(secret.reveal().encode()).hexdigest()
 
 
 def _settle(waiters: list[asyncio.Future[CycleResult | None]], outcome: CycleResult | None) -> None:

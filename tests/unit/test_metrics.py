@@ -20,7 +20,7 @@ def runtime(name: str, organisation: str = "Kanzlei Berger") -> AccountRuntime:
     """An account runtime with some fetched messages and cycles."""
     rt = AccountRuntime(pop3_account(name, organisation=organisation))
     rt.fetched_messages = 12
-    rt.fetched_octets = 3456
+    rt.fetched_octets = 23628060
     rt.cycles = {"ok": 3, "auth": 1}
     rt.last_success = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
     return rt
@@ -48,10 +48,10 @@ def test_render_is_valid_exposition_with_every_family() -> None:
         'maild_fetch_cycles_total{account="a",organisation="Kanzlei Berger",protocol="pop3",outcome="auth"} 1'
         in text
     )
-    assert 'maild_fetched_bytes_total{account="b",organisation="Kanzlei Berger",protocol="pop3"} 3456' in text
+    assert 'maild_fetched_bytes_total{account="b",organisation="Kanzlei Berger",protocol="pop3"} 23628060' in text
     assert "maild_store_bytes 4096" in text
     assert (
-        f'maild_last_success_timestamp_seconds{{account="a",organisation="Kanzlei Berger",protocol="pop3"}} {datetime(2026, 11, 30, 9, 0, tzinfo=UTC).timestamp():g}'
+        f'maild_last_success_timestamp_seconds{{account="a",organisation="Kanzlei Berger",protocol="pop3"}} {int(datetime(2026, 11, 30, 9, 0, tzinfo=UTC).timestamp())}'
         in text
     )
 

@@ -1,0 +1,125 @@
+"""Robustness of the daemon and the CLI against operator mistakes (found by a break-it review)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.maildconf import short_dir
+
+
+def maild(cfg: Path, *args: str, before: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with ``-c cfg`` before (default) or after the subcommand words."""
+    argv = ["-c", str(cfg), *args] if before else [*args, "-c", str(cfg)]
+    return subprocess.run(
+        [sys.executable, "-m", "maild", *argv], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def daemon() -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    """A running `maild run` with no accounts; yields (config path, process)."""
+    directory = short_dir()
+    cfg = directory / "config.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{directory}/state"\ncontrol_socket = "{directory}/c.sock"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maild", "-c", str(cfg), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while maild(cfg, "status").returncode != 0:
+        assert time.monotonic() < deadline, "daemon did not come up"
+        time.sleep(0.1)
+    yield cfg, proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+def test_second_daemon_refuses_and_leaves_the_first_ones_socket(
+    daemon: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    """A second `maild run` on the same config exits 1 and the first daemon still answers on its socket."""
+    cfg, first = daemon
+    second = maild(cfg, "run")
+    assert second.returncode == 1
+    assert "another maild is listening" in second.stderr
+    assert first.poll() is None
+    assert maild(cfg, "status").returncode == 0, "the second daemon removed the first one's socket"
+
+
+def test_client_commands_work_while_the_config_on_disk_is_broken(
+    daemon: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    """With an invalid config on disk, `status` warns about it but still asks the running daemon."""
+    cfg, _proc = daemon
+    cfg.write_text(cfg.read_text() + "bogus = 1\n")
+    done = maild(cfg, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "bogus" in done.stderr
+    assert json.loads(done.stdout)["accounts"] == []
+    rejected = maild(cfg, "reload")
+    assert rejected.returncode == 1
+    assert "bogus" in rejected.stderr
+
+
+def test_malformed_control_requests_get_errors_and_the_daemon_stays_healthy(
+    daemon: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    """Deeply nested JSON and a non-string account get JSON errors; the daemon answers status afterwards."""
+    cfg, _proc = daemon
+    sock_path = cfg.parent / "c.sock"
+    for payload, code in (
+        (b"[" * 30000 + b"\n", "bad-json"),
+        (b'{"command":"fetch-now","account":{"a":1}}\n', "bad-request"),
+    ):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(sock_path))
+            sock.sendall(payload)
+            reply = json.loads(sock.makefile("rb").readline())
+        assert reply["ok"] is False
+        assert reply["error"]["code"] == code
+    assert maild(cfg, "status").returncode == 0
+
+
+def test_config_option_after_nested_subcommands(tmp_path: Path) -> None:
+    """`-c` is accepted after nested subcommands such as `messages list` and `accounts list`."""
+    directory = short_dir()
+    cfg = directory / "config.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{directory}/state"\ncontrol_socket = "{directory}/c.sock"\n')
+    for words in (("messages", "list"), ("accounts", "list")):
+        done = maild(cfg, *words, before=False)
+        assert "unrecognized arguments" not in done.stderr, done.stderr
+
+
+def test_messages_list_of_unknown_account_is_an_error(tmp_path: Path) -> None:
+    """`messages list --account NOSUCH` says the account is unknown and exits 1 instead of printing nothing."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from maild.store import Store
+
+    directory = short_dir()
+
+    async def create() -> None:
+        store = await Store.open(directory / "state" / "maild.sqlite3")
+        await store.ensure_account("anna", "O", "E", "pop3", datetime.now(UTC))
+        await store.close()
+
+    asyncio.run(create())
+    cfg = directory / "config.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{directory}/state"\ncontrol_socket = "{directory}/c.sock"\n')
+    done = maild(cfg, "messages", "list", "--account", "nosuch")
+    assert done.returncode == 1
+    assert "nosuch" in done.stderr
+    assert maild(cfg, "messages", "list", "--account", "anna").returncode == 0
