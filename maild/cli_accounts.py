@@ -290,7 +290,15 @@ def _add(args: argparse.Namespace) -> int:
         raise ConfigError(f"not added, the configuration would be invalid: {exc}") from None
     where = f"; password in {secret}" if secret else ""
     print(f"added account {name} ({path}{where})")
-    print(reload_daemon(config))
+    outcome = reload_daemon(config)
+    print(outcome)
+    if outcome.startswith("daemon reloaded") and f"added: {name}" not in outcome and name not in outcome:
+        print(
+            f"maild: warning: the running daemon did not pick up {name}: can its user read {path}"
+            f"{' and ' + str(secret) if secret else ''}? (see `maild status`, and the daemon's log)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,36 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Mode and group for files that ``maild accounts`` writes next to a main config file.
+
+    The daemon usually runs as its own user (``maild``) and reads the configuration through its group
+    (``/etc/maild`` is ``root:maild``, files ``0640``). Files written by root with ``0600`` would be
+    unreadable to it, so new files copy the main file's group and, when the main file is group-
+    readable, are ``0640`` (directories ``0750``); otherwise ``0600``/``0700``.
+    """
+
+    file_mode: int
+    dir_mode: int
+    gid: int | None
+
+    @classmethod
+    def like(cls, config_path: Path) -> Access:
+        """The access to give new files beside ``config_path`` (see the class docstring)."""
+        try:
+            st = config_path.stat()
+        except OSError:
+            return cls(PRIVATE_MODE, PRIVATE_DIR_MODE, None)
+        if st.st_mode & stat.S_IRGRP:
+            return cls(0o640, 0o750, st.st_gid)
+        return cls(PRIVATE_MODE, PRIVATE_DIR_MODE, st.st_gid)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, gid: int | None = None) -> None:
     """Replace ``path`` with ``data`` atomically and durably (see the module docstring).
+
+    ``gid``, when given, becomes the file's group (before the file becomes visible).
 
     Raises:
         OSError: the directory is missing or not writable, or the disk is full; ``path`` is unchanged.
@@ -51,6 +81,8 @@ def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
+            if gid is not None and gid != os.fstat(file.fileno()).st_gid:
+                os.fchown(file.fileno(), -1, gid)
             os.fchmod(file.fileno(), mode)
             os.fsync(file.fileno())
         os.replace(tmp, path)
@@ -81,9 +113,12 @@ def secret_path(config_path: Path, name: str) -> Path:
     return config_path.parent / "secrets" / name
 
 
-def _private_dir(directory: Path) -> None:
+def _private_dir(directory: Path, access: Access) -> None:
     if not directory.is_dir():
-        directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True)
+        directory.mkdir(mode=access.dir_mode, parents=True)
+        os.chmod(directory, access.dir_mode)  # mkdir's mode is filtered by the umask
+        if access.gid is not None:
+            os.chown(directory, -1, access.gid)
 
 
 def write_dropin(config_path: Path, name: str, table: dict[str, Any]) -> Path:
@@ -101,8 +136,9 @@ def write_dropin(config_path: Path, name: str, table: dict[str, Any]) -> Path:
     if path.exists():
         raise ConfigError(f"{path}: exists already; remove the account first or choose another name")
     data = tomli_w.dumps({"accounts": {name: table}}).encode("utf-8")
-    _private_dir(path.parent)
-    write_atomic(path, _HEADER + data)
+    access = Access.like(config_path)
+    _private_dir(path.parent, access)
+    write_atomic(path, _HEADER + data, mode=access.file_mode, gid=access.gid)
     return path
 
 
@@ -124,11 +160,14 @@ def set_enabled(path: Path, name: str, enabled: bool) -> None:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: has no [accounts.{name}] table")
     table["enabled"] = enabled
-    write_atomic(path, _HEADER + tomli_w.dumps(doc).encode("utf-8"))
+    st = path.stat()  # keep the file's mode and group
+    write_atomic(
+        path, _HEADER + tomli_w.dumps(doc).encode("utf-8"), mode=stat.S_IMODE(st.st_mode), gid=st.st_gid
+    )
 
 
 def write_secret(config_path: Path, name: str, password: str) -> Path:
-    """Store ``password`` (one line) in ``secrets/NAME`` with mode 0600; create ``secrets/`` (0700).
+    """Store ``password`` (one line) in ``secrets/NAME``; create ``secrets/`` (modes: see :class:`Access`).
 
     Returns:
         The file's path.
@@ -143,6 +182,7 @@ def write_secret(config_path: Path, name: str, password: str) -> Path:
     path = secret_path(config_path, name)
     if path.exists():
         raise ConfigError(f"{path}: exists already; remove it or use --password-command")
-    _private_dir(path.parent)
-    write_atomic(path, password.encode("utf-8") + b"\n")
+    access = Access.like(config_path)
+    _private_dir(path.parent, access)
+    write_atomic(path, password.encode("utf-8") + b"\n", mode=access.file_mode, gid=access.gid)
     return path

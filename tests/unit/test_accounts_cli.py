@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
 import sys
 import tomllib
@@ -70,8 +71,9 @@ def mode(path: Path) -> int:
 def test_add_list_remove_round_trip_keeps_main_file(
     config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """add writes a 0600 drop-in and secret that load, list shows them, remove takes them away; the main
-    file stays byte-for-byte the same."""
+    """add writes a drop-in and secret (private: the main file is 0600) that load, list shows them, remove
+    takes them away; the main file stays byte-for-byte the same."""
+    config.chmod(0o600)
     before = config.read_bytes()
     monkeypatch.setattr(sys, "stdin", io.StringIO('pass "w" \\ord\n'))
     assert (
@@ -213,3 +215,23 @@ def test_write_atomic_and_set_enabled(tmp_path: Path) -> None:
     set_enabled(path, "a", False)
     assert tomllib.loads(path.read_text()) == {"accounts": {"a": {"host": "x", "enabled": False}}}
     assert [p.name for p in tmp_path.iterdir()] == ["a.toml"]
+
+
+def test_added_files_are_readable_through_the_main_files_group(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a group-readable main file (root:maild 0640), add gives the drop-in and secret that group and 0640,
+    so a daemon running as the maild user can read what root wrote."""
+    import grp
+
+    group = grp.getgrnam("nogroup").gr_gid
+    config.chmod(0o640)
+    os.chown(config, -1, group)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
+    assert main(add_args(config, "gruppe-imap", "--mailbox", "INBOX")) == 0
+    capsys.readouterr()
+    dropin = config.parent / "accounts.d" / "gruppe-imap.toml"
+    secret = config.parent / "secrets" / "gruppe-imap"
+    for path, expected in ((dropin, 0o640), (secret, 0o640), (secret.parent, 0o750), (dropin.parent, 0o750)):
+        assert mode(path) == expected, path
+        assert path.stat().st_gid == group, path
