@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("account", nargs="?", default="all", help="account name or 'all' (default)")
     n.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the cycle")
     for name, text in (
-        ("pause", "stop fetching an account until resumed"),
+        ("pause", "stop fetching an account until resumed or the daemon restarts"),
         ("resume", "resume an account (also after an authentication lockout)"),
     ):
         sp = sub.add_parser(name, help=text)

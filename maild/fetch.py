@@ -4,7 +4,9 @@ The order is the product's guarantee:
 
 1. log in and take the server's inventory;
 2. record which archived messages left the server;
-3. retrieve what the archive lacks, committing it in batches (each commit fsync'ed);
+3. retrieve what the archive lacks, committing it in batches (each commit fsync'ed; one batch commits
+   while the next is retrieved, at most one commit in flight, and every commit has returned before
+   step 4);
    (with ``deliver_maildir``: before logging in and after each commit, write what the account's
    Maildir lacks there, then record each delivery, see ``maildir.py``);
 4. only for messages whose commit has returned, and which the archive still holds at that moment
@@ -27,6 +29,7 @@ new one), so the cycle archives as usual, deletes nothing and raises :class:`Con
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,11 +54,10 @@ BATCH_OCTETS = 32 * 2**20
 MEMORY_BUDGET_OCTETS = 32 * 2**20
 """About how many message octets all running cycles together hold in batches, in octets.
 
-A cycle holds one batch while the adapter reads it and then while it is committed (plus the adapter's
-copies), so a cycle's batch limit is this budget divided by twice the number of cycles running when
-each group is planned, between :data:`MIN_BATCH_OCTETS` and the ``batch_octets`` argument. (Committing
-one batch while reading the next was measured too: no faster on 2 cores, 10-15 MB more; see the
-README's "Performance" section.)"""
+A cycle commits one batch while the adapter reads the next (see :func:`fetch_cycle`), so it holds at
+most two batches at a time (plus SQLite's copy of the one being committed); a cycle's batch limit is
+this budget divided by twice the number of cycles running when each group is planned, between
+:data:`MIN_BATCH_OCTETS` and the ``batch_octets`` argument."""
 MIN_BATCH_OCTETS = 256 * 2**10
 _running_cycles = 0
 
@@ -120,10 +122,9 @@ def retrieval_groups(
 ) -> list[list[MessageKey]]:
     """Split ``keys`` into groups that each fill one commit batch, by count and reported size.
 
-    :func:`fetch_cycle` retrieves one group, commits it, and only then asks for the next, so it never
-    holds a committed-to-be batch while the adapter reads more: memory stays at about one batch plus
-    what the adapter holds for one window (for a single large message, about two copies of it). A
-    message larger than ``max_octets`` is a group of its own.
+    :func:`fetch_cycle` retrieves one group and commits it while it retrieves the next one (at most
+    one commit in flight), so memory stays at about two batches plus what the adapter holds for one
+    window. A message larger than ``max_octets`` is a group of its own.
 
     Args:
         keys: what to retrieve, in server order.
@@ -143,6 +144,21 @@ def retrieval_groups(
         groups[-1].append(key)
         octets += size
     return groups
+
+
+async def _finish_commit(task: asyncio.Future[None]) -> None:
+    """Let a commit still in flight when the cycle fails end (it stores what was retrieved).
+
+    The cycle's own error is what propagates; the commit's error, if any, is logged. Cancelled
+    again while waiting: the commit is cancelled too (the transaction is all or nothing).
+    """
+    try:
+        await asyncio.wait([task])
+    except BaseException:
+        task.cancel()
+        raise
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("fetch.commit.failed", error=repr(task.exception()))
 
 
 def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
@@ -201,6 +217,7 @@ async def fetch_cycle(
     to_delete: list[MessageKey] = []
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
+    committing: asyncio.Future[None] | None = None
     _running_cycles += 1
     try:
         if delivery is not None:  # catch up after a crash between a commit and its delivery
@@ -234,8 +251,25 @@ async def fetch_cycle(
             if delivery is not None:
                 await delivery.catch_up()
 
+        async def start_commit(batch: list[RetrievedMessage]) -> None:
+            """Commit ``batch`` in the background once the previous commit has returned."""
+            nonlocal committing
+            await settle()
+            committing = asyncio.ensure_future(commit(batch))
+
+        async def settle() -> None:
+            """Wait for the commit in flight (if any); raise its error."""
+            nonlocal committing
+            if committing is not None:
+                task, committing = committing, None
+                await task
+
         sizes = {entry.key: entry.size_octets or 0 for entry in inventory}
         remaining = list(plan.retrieve)
+        if remaining and not any(sizes.get(key) for key in remaining):
+            # IMAP's inventory has no sizes: one pass for all, so batches are sized by octets
+            # and retrieve() needs no size round trip per batch
+            sizes.update(await maildrop.sizes(remaining))
         while remaining:
             octets_limit = shared_batch_octets(batch_octets)
             group = retrieval_groups(remaining, sizes, batch_messages, octets_limit)[0]
@@ -249,13 +283,15 @@ async def fetch_cycle(
                 else:
                     batch.append(item)
                     pending_octets += len(item.raw)
-                del item  # no message outlives its batch while the adapter reads the next window
+                del item  # no message outlives its batch
                 if len(batch) >= batch_messages or pending_octets >= octets_limit:  # LIST sizes were low
-                    await commit(batch)
+                    await start_commit(batch)
                     batch, pending_octets = [], 0
             if batch:
-                await commit(batch)
+                # the next group's commands go out while this batch commits
+                await start_commit(batch)
             del batch
+        await settle()  # every commit has returned before anything below may delete
         if account.retention != "keep" and refusal is None:
             known = await store.locations(account.name)
             again = policy.reappeared(inventory, known)
@@ -283,6 +319,8 @@ async def fetch_cycle(
         log.debug("fetch.close.complete")
     except BaseException:
         await maildrop.abort()
+        if committing is not None:
+            await _finish_commit(committing)
         raise
     finally:
         _running_cycles -= 1

@@ -8,7 +8,7 @@ adapter and come out as :mod:`maild.errors` classes.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from maild.model import InventoryEntry, MessageKey, RetrievalFailure, RetrievedMessage
 
@@ -55,6 +55,18 @@ class Maildrop(abc.ABC):
         Raises:
             NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
         """
+
+    async def sizes(self, keys: Sequence[MessageKey]) -> Mapping[MessageKey, int]:
+        """Sizes in octets of ``keys`` that the inventory did not report, asked in as few round trips
+        as the protocol allows, so that commit batches can be sized by octets before retrieval.
+
+        Default: none known (POP3's inventory already has LIST sizes). Missing keys are fine:
+        :meth:`retrieve` handles them as usual.
+
+        Raises:
+            The errors of :meth:`retrieve`.
+        """
+        return {}
 
     @property
     def identity(self) -> str:

@@ -150,6 +150,8 @@ class IMAPMailbox(IMAPSession, Maildrop):
         covered, in inventory order."""
         self.mailbox_failures: dict[str, str] = {}
         """Readable mailbox name to why the last :meth:`inventory` could not select it."""
+        self._sizes: dict[IMAPKey, int] = {}
+        """RFC822.SIZE of keys that :meth:`sizes` asked for in this session (fixed per UID)."""
 
     def covers(self, key: MessageKey) -> bool:
         """Whether the last :meth:`inventory` looked where ``key`` lives (see :class:`Maildrop`).
@@ -265,6 +267,32 @@ class IMAPMailbox(IMAPSession, Maildrop):
             async for item in self._retrieve_run(mailbox, list(run)):
                 yield item
 
+    async def sizes(self, keys: Sequence[MessageKey]) -> dict[MessageKey, int]:
+        """RFC822.SIZE of ``keys`` (IMAP keys of this session's UIDVALIDITY), in ``UID FETCH
+        (RFC822.SIZE)`` commands of at most :data:`MAX_UIDS_PER_COMMAND` UIDs per mailbox.
+
+        Remembered for the session, so :meth:`retrieve` skips its own size pass for them. A mailbox
+        that cannot be selected, or a UID the server does not return, is left out (:meth:`retrieve`
+        reports it). Standard: RFC 9051 section 6.4.9 (UID FETCH), 7.5.2 (RFC822.SIZE; a message's
+        size never changes, section 2.3.4).
+        """
+        imap_keys = [key for key in dict.fromkeys(keys) if isinstance(key, IMAPKey)]
+        imap_keys.sort(key=lambda key: key.mailbox)
+        for mailbox, run in itertools.groupby(imap_keys, key=lambda key: key.mailbox):
+            if self._selected != mailbox:
+                try:
+                    await self._select(mailbox)
+                except SelectRefused:
+                    continue
+            by_uid = {key.uid: key for key in run if key.uidvalidity == self._uidvalidity}
+            wanted = sorted(uid for uid, key in by_uid.items() if key not in self._sizes)
+            for chunk in _chunks(wanted, MAX_UIDS_PER_COMMAND):
+                result, _status = await self._uid_fetch(chunk, "(RFC822.SIZE)", ("RFC822.SIZE",))
+                for uid, message in result.messages.items():
+                    if message.size_octets is not None and uid in by_uid:
+                        self._sizes[by_uid[uid]] = message.size_octets
+        return {key: self._sizes[key] for key in imap_keys if key in self._sizes}
+
     async def _retrieve_run(
         self, mailbox: str, run: list[IMAPKey]
     ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
@@ -278,6 +306,11 @@ class IMAPMailbox(IMAPSession, Maildrop):
         reasons: dict[int, str] = {}
         wanted = sorted({key.uid for key in run if key.uidvalidity == self._uidvalidity})
         sizes: dict[int, int] = {}
+        for key in run:
+            known = self._sizes.get(key)
+            if known is not None and key.uidvalidity == self._uidvalidity:
+                sizes[key.uid] = known
+        wanted = [uid for uid in wanted if uid not in sizes]
         for chunk in _chunks(wanted, MAX_UIDS_PER_COMMAND):
             result, status = await self._uid_fetch(chunk, "(RFC822.SIZE)", ("RFC822.SIZE",))
             sizes.update(

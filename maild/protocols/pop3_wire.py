@@ -54,6 +54,13 @@ _UNSTUFFED = b"\r\n."
 _RESP_CODE_RE = re.compile(r"\[([\x21-\x2e\x30-\x5c\x5e-\x7e]+(?:/[\x21-\x2e\x30-\x5c\x5e-\x7e]+)*)\]")
 _STATUS_RE = re.compile(rb"(\+OK|-ERR)(?:[ \t]+(.*))?", re.IGNORECASE | re.DOTALL)
 _UIDL_BAD_OCTETS = re.compile(rb"[\x00-\x20\x7f]")
+# Fast paths for listings in the usual shape (one ``msgnum SP field CRLF`` per line, nothing else);
+# anything else goes through the line-by-line parsers, which accept the same and explain errors.
+_UIDL_LINE = rb"(0*[1-9][0-9]*) ([^\x00-\x20\x7f]+)\r\n"
+_UIDL_BODY = re.compile(rb"(?:0*[1-9][0-9]* [^\x00-\x20\x7f]+\r\n)*")
+_UIDL_LINES = re.compile(_UIDL_LINE)
+_SCAN_BODY = re.compile(rb"(?:0*[1-9][0-9]* [0-9]+\r\n)*")
+_SCAN_LINES = re.compile(rb"(0*[1-9][0-9]*) ([0-9]+)\r\n")
 
 
 def _show(line: bytes) -> str:
@@ -314,6 +321,11 @@ def parse_uidl_listing(body: bytes) -> UIDLListing:
         ProtocolError: a line lacks a uidl, has more than two fields, has a message-number that is not a
             positive decimal or repeats one, or its uidl contains a control octet.
     """
+    if _UIDL_BODY.fullmatch(body):
+        pairs = _UIDL_LINES.findall(body)
+        fast = {int(n): u.decode("latin-1") for n, u in pairs}
+        if len(fast) == len(pairs) and len(set(fast.values())) == len(fast):  # no repeats
+            return UIDLListing(uidl_by_msgnum=fast, duplicates={})
     uidl_by_msgnum: dict[int, str] = {}
     msgnums_by_uidl: dict[str, list[int]] = {}
     for msgnum, rest in _listing_lines(body):
@@ -348,6 +360,11 @@ def parse_scan_listing(body: bytes) -> dict[int, int]:
         ProtocolError: a line lacks the size, a number is not a non-negative decimal, or a
             message-number repeats.
     """
+    if _SCAN_BODY.fullmatch(body):
+        pairs = _SCAN_LINES.findall(body)
+        fast = {int(n): int(octets) for n, octets in pairs}
+        if len(fast) == len(pairs):  # no message-number repeats
+            return fast
     sizes: dict[int, int] = {}
     for msgnum, rest in _listing_lines(body):
         if not rest or not rest[0].isdigit():

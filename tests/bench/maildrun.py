@@ -97,7 +97,12 @@ class Maild:
 
     def env(self) -> dict[str, str]:
         path = os.environ.get("PYTHONPATH", "")
-        return {**os.environ, "PYTHONPATH": f"{REPO}:{path}" if path else str(REPO)}
+        # as systemd/maild.service runs it: two malloc arenas, not one per POP3 thread
+        return {
+            **os.environ,
+            "PYTHONPATH": f"{REPO}:{path}" if path else str(REPO),
+            "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+        }
 
     def fetched(self) -> int:
         """Locations recorded in the archive (one per message fetched for an account)."""
@@ -203,7 +208,9 @@ class Daemon:
         for _ in range(repeat):
             cpu0 = measure.process_cpu_s(pid)
             started = time.monotonic()
-            reply = request(self.socket, {"command": "fetch-now", "account": "all", "wait": True}, timeout_s=600)
+            reply = request(
+                self.socket, {"command": "fetch-now", "account": "all", "wait": True}, timeout_s=600
+            )
             walls.append(time.monotonic() - started)
             cpus.append(measure.process_cpu_s(pid) - cpu0)
             results = reply.get("results") or {}

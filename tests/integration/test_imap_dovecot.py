@@ -206,6 +206,33 @@ async def test_delete_expunges_only_the_given_uids(dovecot: Dovecot, mail_user: 
     assert len(dovecot.maildir_files(mail_user.name)) == 4
 
 
+async def test_sizes_pass_then_retrieve_without_size_round_trips(
+    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sizes() reports RFC822.SIZE of every key (and leaves out an unknown UID); retrieve() afterwards
+    sends no size pass of its own and still yields every message byte-exact."""
+    raws = [corpus.make_message(subject=f"Nr. {n}") for n in range(5)]
+    dovecot.deliver_many(mail_user.name, raws)
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none"))
+    await mailbox.open()
+    keys = [entry.key for entry in await mailbox.inventory()]
+    ghost = IMAPKey("INBOX", keys[0].uidvalidity, 999)  # type: ignore[union-attr]
+    sizes = await mailbox.sizes([*keys, ghost])
+    fetched: list[str] = []
+    real_uid_fetch = mailbox._uid_fetch
+
+    async def spy(uids: object, items: str, require: object) -> object:
+        fetched.append(items)
+        return await real_uid_fetch(uids, items, require)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mailbox, "_uid_fetch", spy)
+    items = [item async for item in mailbox.retrieve(keys)]
+    await mailbox.close()
+    assert sizes == {key: len(crlf(raw)) for key, raw in zip(keys, raws, strict=True)}
+    assert fetched == ["(UID FLAGS INTERNALDATE BODY.PEEK[])"]
+    assert [item.raw for item in items] == [crlf(raw) for raw in raws]  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("protocol", ["patched", "stock"])
 async def test_two_thousand_messages(
     dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch, protocol: str

@@ -10,11 +10,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from maild.config import AccountConfig
-from maild.errors import ConnectError, NetworkTimeout, ProtocolError
+from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import fetch_cycle
 from maild.model import MessageKey, POP3Key
 from maild.store import Store
@@ -152,21 +153,139 @@ async def test_cycle_after_mid_retrieve_error_fetches_only_the_rest(store: Store
     assert await store.totals() == (5, sum(len(make_message(n)) for n in range(1, 6)))
 
 
-async def test_commit_happens_per_batch_before_the_session_continues(store: Store) -> None:
-    """With batch_messages=2, the first two messages are committed before the third is handed out."""
+class SlowCommits:
+    """Wraps ``store.store_batch``: each commit waits for ``release`` and records what it saw."""
+
+    def __init__(self, store: Store, drop: object) -> None:
+        self.store = store
+        self.drop = drop
+        self.inner = store.store_batch
+        self.release = asyncio.Event()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.started = asyncio.Event()
+        self.committed: list[list[MessageKey]] = []
+        self.retrieved_while_first_waits = 0
+        self.fail_first: Exception | None = None
+
+    async def __call__(self, account: str, batch: Any, now: datetime) -> Any:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.started.set()
+        try:
+            await self.release.wait()
+            if not self.committed:
+                self.retrieved_while_first_waits = len(self.drop.retrieved)  # type: ignore[attr-defined]
+                if self.fail_first is not None:
+                    raise self.fail_first
+            outcome = await self.inner(account, batch, now)
+            self.committed.append([m.key for m in batch])
+            return outcome
+        finally:
+            self.in_flight -= 1
+
+
+async def test_retrieval_continues_while_a_batch_commits_and_memory_stays_at_two_batches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While batch 1 commits, the next batch is retrieved; no third batch is read before that commit
+    returns (at most one commit in flight, so at most two batches held)."""
     account = await prepared(store, pop3_account())
-    server = FakeServer.with_pop3(3)
-    gate = asyncio.Event()
-    server.plan(gates={"retrieve": gate}, retrieve_point_after=2)
+    server = FakeServer.with_pop3(7)
     drop = server.session()
+    slow = SlowCommits(store, drop)
+    monkeypatch.setattr(store, "store_batch", slow)
 
     task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2))
-    await drop.reached("retrieve")
-    committed = set(await store.locations(account.name))
-    gate.set()
-    await task
+    await slow.started.wait()
+    for _ in range(50):  # let retrieval run as far as it can while commit 1 waits
+        await asyncio.sleep(0)
+    retrieved_meanwhile = list(drop.retrieved)
+    slow.release.set()
+    result = await task
 
-    assert committed == set(keys(1, 2))
+    assert retrieved_meanwhile == keys(1, 2, 3, 4)  # the next batch, and not the one after it
+    assert slow.max_in_flight == 1
+    assert slow.committed == [keys(1, 2), keys(3, 4), keys(5, 6), keys(7)]
+    assert result.new_links == 7
+
+
+async def test_deletion_waits_for_every_commit_when_retrieval_overlaps_commits(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With commits overlapping retrieval, DELE is sent only after the last commit has returned, and
+    only for messages the archive holds at that moment."""
+    account = await prepared(store, pop3_account(retention="delete"))
+    server = FakeServer.with_pop3(5)
+    seen: list[tuple[int, set[MessageKey]]] = []
+
+    async def at_dele(dele_keys: list[MessageKey]) -> None:
+        seen.append((slow.in_flight, await store.archived(account.name, dele_keys)))
+
+    server.plan(on_delete=at_dele)
+    drop = server.session()
+    slow = SlowCommits(store, drop)
+    monkeypatch.setattr(store, "store_batch", slow)
+    slow.release.set()
+
+    result = await fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2)
+
+    assert seen == [(0, set(keys(1, 2, 3, 4, 5)))]
+    assert drop.calls.index("delete") > len(drop.calls) - 3
+    assert len(slow.committed) == 3
+    assert result.deleted == 5
+    assert server.deleted == keys(1, 2, 3, 4, 5)
+
+
+async def test_failed_background_commit_fails_the_cycle_and_deletes_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that fails while the next batch is being retrieved fails the cycle: abort, no DELE."""
+    account = await prepared(store, pop3_account(retention="delete"))
+    server = FakeServer.with_pop3(5)
+    drop = server.session()
+    slow = SlowCommits(store, drop)
+    slow.fail_first = StoreError("disk full")
+    slow.release.set()
+    monkeypatch.setattr(store, "store_batch", slow)
+
+    with pytest.raises(StoreError):
+        await fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2)
+
+    assert drop.aborted
+    assert "delete" not in drop.calls
+    assert server.deleted == []
+    assert set(server.messages) == set(keys(1, 2, 3, 4, 5))
+
+
+async def test_error_while_a_commit_is_in_flight_lets_that_commit_finish(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection failure while batch 1 is still committing: the cycle fails only after that commit
+    has returned (its messages stay archived), and the session is aborted without DELE."""
+    account = await prepared(store, pop3_account(retention="delete"))
+    server = FakeServer.with_pop3(5)
+    server.plan(
+        faults={"retrieve": ConnectError("connection reset", account=account.name)}, retrieve_point_after=3
+    )
+    drop = server.session()
+    slow = SlowCommits(store, drop)
+    monkeypatch.setattr(store, "store_batch", slow)
+
+    task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2))
+    await slow.started.wait()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not task.done()  # the retrieval failed, but the commit in flight has not returned
+    slow.release.set()
+    with pytest.raises(ConnectError):
+        await task
+
+    assert slow.committed == [keys(1, 2)]
+    assert set(await store.locations(account.name)) == set(keys(1, 2))
+    assert drop.aborted
+    assert "delete" not in drop.calls
+    assert server.deleted == []
 
 
 async def test_cancelled_cycle_keeps_committed_batches_and_aborts(store: Store) -> None:

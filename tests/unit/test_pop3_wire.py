@@ -445,3 +445,40 @@ def test_capa_case_and_blank_lines() -> None:
 def test_capa_non_ascii() -> None:
     """Non-ASCII octets in a capability line do not raise."""
     assert parse_capa(b"IMPLEMENTATION caf\xe9\r\n") == {"IMPLEMENTATION": ("caf\ufffd",)}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"1 abc\r\n2 d\xe9f\r\n007 xyz\r\n",  # usual shape: the fast path
+        b"1 abc\r\n2 abc\r\n3 other\r\n",  # a repeated uidl: the line parser reports it
+        b"1 abc\r\n\r\n2 def\r\n",  # a blank line: the line parser skips it
+        b"1  abc\r\n2\tdef\r\n",  # other whitespace between the fields
+    ],
+)
+def test_uidl_fast_path_agrees_with_the_line_parser(body: bytes) -> None:
+    """The listing parsers' fast path gives exactly what parsing line by line gives."""
+    by_lines: dict[int, str] = {}
+    for line in body.split(b"\r\n"):
+        fields = line.split()
+        if fields:
+            by_lines[int(fields[0])] = fields[1].decode("latin-1")
+    listing = parse_uidl_listing(body)
+    assert dict(listing.uidl_by_msgnum) == by_lines
+    repeated = {u for u in by_lines.values() if list(by_lines.values()).count(u) > 1}
+    assert set(listing.duplicates) == repeated
+
+
+@pytest.mark.parametrize(
+    "body", [b"1 100\r\n02 200\r\n3 0\r\n", b"1 100 extra\r\n2 200\r\n", b"1 100\r\n\r\n2 5\r\n"]
+)
+def test_scan_fast_path_agrees_with_the_line_parser(body: bytes) -> None:
+    expected = {int(f[0]): int(f[1]) for f in (line.split() for line in body.split(b"\r\n")) if f}
+    assert parse_scan_listing(body) == expected
+
+
+@pytest.mark.parametrize("body", [b"1 100\r\n1 200\r\n", b"0 100\r\n"])
+def test_scan_fast_path_still_rejects_what_the_line_parser_rejects(body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_scan_listing(body)

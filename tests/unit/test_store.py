@@ -495,3 +495,92 @@ async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
         assert await query(s, "PRAGMA user_version") == [(2,)]
         assert await query(s, "SELECT name FROM accounts") == [("a",)]
         assert await query(s, "SELECT count(*) FROM deliveries") == [(0,)]
+
+
+async def test_locations_cache_follows_this_connections_writes(store: Store) -> None:
+    """locations() is cached per account, but every write of this connection invalidates it, and a
+    caller changing the returned dict does not change what the next call returns."""
+    await store.store_batch("anna-pop", [pop("u1", b"Subject: a\r\n\r\none\r\n")], NOW)
+    first = await store.locations("anna-pop")
+    first.clear()
+    assert set(await store.locations("anna-pop")) == {POP3Key("u1")}
+
+    await store.store_batch("anna-pop", [pop("u2", b"Subject: b\r\n\r\ntwo\r\n")], NOW)
+    assert set(await store.locations("anna-pop")) == {POP3Key("u1"), POP3Key("u2")}
+
+    await store.update_presence("anna-pop", [POP3Key("u1")], [], NOW + timedelta(hours=1))
+    assert (await store.locations("anna-pop"))[POP3Key("u1")].gone_at == NOW + timedelta(hours=1)
+
+    await store.mark_deleted("anna-pop", [POP3Key("u2")], NOW + timedelta(hours=2))
+    assert (await store.locations("anna-pop"))[POP3Key("u2")].deleted_at == NOW + timedelta(hours=2)
+
+
+async def test_locations_cache_sees_commits_of_other_connections(store: Store) -> None:
+    """A change committed by another process (another connection) is seen by the next locations()."""
+    await store.store_batch("anna-pop", [pop("u1", b"Subject: a\r\n\r\none\r\n")], NOW)
+    assert set(await store.locations("anna-pop")) == {POP3Key("u1")}
+
+    other = sqlite3.connect(store.path)
+    try:
+        other.execute("DELETE FROM locations WHERE account = 'anna-pop'")
+        other.commit()
+    finally:
+        other.close()
+
+    assert await store.locations("anna-pop") == {}
+
+
+async def test_locations_read_during_a_failed_write_is_not_cached(store: Store) -> None:
+    """A read that overlaps a transaction (which may roll back) is not reused afterwards."""
+    await store.store_batch("anna-pop", [pop("u1", b"Subject: a\r\n\r\none\r\n")], NOW)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def work() -> None:
+        await store._conn.execute("DELETE FROM locations WHERE account = 'anna-pop'")
+        started.set()
+        await release.wait()
+        raise RuntimeError("abandoned")
+
+    task = asyncio.create_task(store._atomic(work, "test"))
+    await started.wait()
+    assert await store.locations("anna-pop") == {}  # same connection: sees its own uncommitted delete
+    release.set()
+    with pytest.raises(RuntimeError):
+        await task
+    assert set(await store.locations("anna-pop")) == {POP3Key("u1")}
+
+
+async def test_large_message_is_stored_byte_exact_through_blob_io(store: Store) -> None:
+    """A message of at least LARGE_BLOB_OCTETS goes through incremental blob I/O (aiosqlite's pinned
+    thread queue): stored with its batch, byte-exact, deduplicated like any other."""
+    from maild import store as store_module
+
+    assert callable(getattr(store._conn, "_execute", None))  # aiosqlite 0.22 internals relied on
+    big = b"Subject: big\r\n\r\n" + bytes(range(256)) * (store_module.LARGE_BLOB_OCTETS // 256 + 5000)
+    small = b"Subject: small\r\n\r\nx\r\n"
+    outcome = await store.store_batch("anna-pop", [pop("big", big), pop("small", small)], NOW)
+    again = await store.store_batch("anna-pop", [pop("big2", big)], NOW)
+
+    assert (outcome.new_messages, again.new_messages, again.new_links) == (2, 0, 1)
+    rows = await query(store, "SELECT raw, size_octets, sha256 FROM messages ORDER BY size_octets DESC")
+    assert rows[0] == (big, len(big), hashlib.sha256(big).hexdigest())
+    assert rows[1][0] == small
+
+
+async def test_large_message_in_a_failed_batch_is_not_stored(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blob written in place belongs to the batch's transaction: a batch failing after it was
+    written leaves nothing behind."""
+    from maild import store as store_module
+
+    big = b"Subject: big\r\n\r\n" + b"y" * store_module.LARGE_BLOB_OCTETS
+
+    async def broken(*_args: object) -> set[object]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "_linked_keys", broken)  # runs after the messages are inserted
+    with pytest.raises(StoreError):
+        await store.store_batch("anna-pop", [pop("big", big)], NOW)
+    assert await query(store, "SELECT count(*) FROM messages") == [(0,)]
