@@ -13,10 +13,8 @@ never a mix; a leftover temporary file (``.NAME.*.tmp``) does not end in ``.toml
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +24,12 @@ import tomli_w
 
 from maild.config import dropin_dir
 from maild.errors import ConfigError
+from maild.fsutil import fsync_dir, write_atomic
 
 #: Mode of drop-ins and secret files: they may hold a secret (password_command arguments, a token).
 PRIVATE_MODE = 0o600
 #: Mode of the directories created for them.
 PRIVATE_DIR_MODE = 0o700
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,39 +58,13 @@ class Access:
         return cls(PRIVATE_MODE, PRIVATE_DIR_MODE, st.st_gid)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, gid: int | None = None) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (see the module docstring).
-
-    ``gid``, when given, becomes the file's group (before the file becomes visible).
-
-    Raises:
-        OSError: the directory is missing or not writable, or the disk is full; ``path`` is unchanged.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            if gid is not None and gid != os.fstat(file.fileno()).st_gid:
-                os.fchown(file.fileno(), -1, gid)
-            os.fchmod(file.fileno(), mode)
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
 def remove_durably(path: Path) -> bool:
     """Delete ``path`` and fsync its directory; return False when it did not exist."""
     try:
         path.unlink()
     except FileNotFoundError:
         return False
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 import structlog
 
 from maild.errors import DeliveryError
+from maild.fsutil import fsync_dir
 from maild.protocols.imap_wire import encode_mailbox_name
 from maild.store import PendingDelivery, Store
 
@@ -99,14 +100,6 @@ def sha256_of_name(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _mkdir_durable(path: Path) -> None:
     """Create ``path`` and missing parents, fsync'ing each new directory's parent."""
     missing: list[Path] = []
@@ -117,7 +110,7 @@ def _mkdir_durable(path: Path) -> None:
     for directory in reversed(missing):
         with contextlib.suppress(FileExistsError):
             directory.mkdir()
-        _fsync_dir(directory.parent)
+        fsync_dir(directory.parent)
 
 
 def ensure_maildir(root: Path, folder: str = "") -> Path:
@@ -138,7 +131,7 @@ def ensure_maildir(root: Path, folder: str = "") -> Path:
     marker = directory / "maildirfolder"
     if folder and not marker.exists():
         marker.touch()
-        _fsync_dir(directory)
+        fsync_dir(directory)
     return directory
 
 
@@ -209,7 +202,7 @@ def deliver(root: Path, folder: str, messages: Iterable[tuple[str, bytes]]) -> l
                 out.append(Delivered(digest, path, written=True))
         finally:
             if written:
-                _fsync_dir(directory / "new")
+                fsync_dir(directory / "new")
     return out
 
 

@@ -6,11 +6,10 @@ Metric names follow Prometheus conventions: ``_total`` for counters, base units 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from maild.fsutil import write_atomic
 from maild.scheduler import AccountRuntime
 
 
@@ -121,15 +120,4 @@ def write_textfile(path: Path, text: str) -> None:
     Raises:
         OSError: the directory is missing or not writable.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text.encode("utf-8"), mode=0o644)

@@ -1,0 +1,53 @@
+"""Durable file operations shared by the modules that write files: atomic replace and directory fsync.
+
+A file is durable only when its data is fsync'ed *and* the directory entry that names it is fsync'ed
+(rename(2) and unlink(2) change the directory, not the file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync the directory ``directory`` so that entries created, renamed or removed in it are durable.
+
+    Raises:
+        OSError: the directory cannot be opened.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, gid: int | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    Writes a temporary file in the same directory, sets its group (``gid``, when given) and ``mode``,
+    fsyncs it, renames it over ``path`` and fsyncs the directory. Readers see the old or the new
+    content, never a mixture; after a crash, one of the two.
+
+    Raises:
+        OSError: the directory is missing or not writable, or the disk is full; ``path`` is unchanged.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            if gid is not None and gid != os.fstat(file.fileno()).st_gid:
+                os.fchown(file.fileno(), -1, gid)
+            os.fchmod(file.fileno(), mode)
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
