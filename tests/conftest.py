@@ -13,17 +13,20 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import os
 import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 
+from maild.store import Store
 from tests.support import dovecot as dovecot_support
 from tests.support.dovecot import Dovecot, MailUser
 
@@ -151,3 +154,21 @@ def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture
+def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    """A POP3 thread pool like maild's own (four workers); modules may override it."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pop3-test")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """An open archive in a temporary directory; modules may override it."""
+    s = await Store.open(tmp_path / "maild.sqlite3")
+    try:
+        yield s
+    finally:
+        await s.close()

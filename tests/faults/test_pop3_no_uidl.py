@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -30,24 +28,6 @@ def traced(n: int, body: bytes = b"") -> bytes:
         b" Mon, 2 Mar 2026 09:%02d:00 +0000\r\n"
         b"Message-ID: <traced-%d@example.org>\r\nSubject: Nachricht %d\r\n\r\n" % (n, n % 60, n, n)
     ) + (body or b"Text %d\r\n" % n)
-
-
-@pytest.fixture
-def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
-    """maild's POP3 thread pool."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pop3-test")
-    yield pool
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive in a temporary directory."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def account_on(server: ScriptedPOP3, store: Store, retention: str = "keep") -> AccountConfig:

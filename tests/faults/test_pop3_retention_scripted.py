@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import poplib
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,24 +16,6 @@ from maild.model import POP3Key, RetrievalFailure
 from maild.store import Store
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
-
-
-@pytest.fixture
-def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
-    """maild's POP3 thread pool."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pop3-test")
-    yield pool
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive in a temporary directory."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def deleting_account(server: ScriptedPOP3, store: Store) -> AccountConfig:

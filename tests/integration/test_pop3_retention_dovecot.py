@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from maild.daemon import account_status
 from maild.scheduler import AccountRuntime
@@ -17,24 +13,6 @@ from maild.store import Store
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import T0, Clock, archived, cycle, pop3_account, prepare
-
-
-@pytest.fixture
-def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
-    """maild's POP3 thread pool."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pop3-test")
-    yield pool
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive in a temporary directory."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def test_delete_after_keeps_young_messages_and_deletes_old_archived_ones(
