@@ -114,7 +114,7 @@ class FakePOP3:
             self.batches.append(buf.count(b"\r\n"))  # commands that arrived together
             while b"\r\n" in buf:
                 raw, buf = buf.split(b"\r\n", 1)
-                line = raw.decode()
+                line = raw.decode("latin-1")  # a TLS ClientHello may arrive here: any octets
                 self.commands.append(line)
                 verb, _, arg = line.partition(" ")
                 verb = verb.upper()
