@@ -316,7 +316,9 @@ class ScriptedIMAP:
                 line = await reader.readline()
                 if not line:
                     break
-                text = line.rstrip(b"\r\n").decode("utf-8")
+                text = line.rstrip(b"\r\n").decode(
+                    "utf-8", "surrogateescape"
+                )  # any octets, e.g. a TLS ClientHello
                 self.commands.append(text)
                 tag, _, rest = text.partition(" ")
                 name, _, args = rest.partition(" ")
