@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from maild import __version__
+from maild.cli_table import lines_by_person
 from maild.config import AccountConfig, Config, DaemonConfig, config_path, load_config
 from maild.errors import ConfigError, ControlError, MaildError
 
@@ -277,26 +278,19 @@ def _imap_status_lines(a: dict[str, Any]) -> list[str]:
 
 def render_status(reply: dict[str, Any]) -> str:
     """Render a status reply as a table grouped by organisation and employee."""
-    lines: list[str] = []
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for acc in reply["accounts"]:
-        groups.setdefault((acc["organisation"], acc["employee"]), []).append(acc)
-    last_org = None
-    for (org, emp), accs in sorted(groups.items()):
-        if org != last_org:
-            lines.append(org)
-            last_org = org
-        lines.append(f"  {emp}")
-        for a in accs:
-            when = a["last_success"] or "never"
-            line = (
-                f"    {a['name']:<20} {a['protocol']:<5} {a['state']:<9} {a['messages']:>7} messages"
-                f"  last success {when}  next {a['next_run'] or '-'}"
-            )
-            lines.append(line)
-            if a["last_error"]:
-                lines.append(f"      error: {a['last_error']}")
-            lines.extend(_imap_status_lines(a))
+
+    def account_lines(a: dict[str, Any]) -> list[str]:
+        when = a["last_success"] or "never"
+        lines = [
+            f"    {a['name']:<20} {a['protocol']:<5} {a['state']:<9} {a['messages']:>7} messages"
+            f"  last success {when}  next {a['next_run'] or '-'}"
+        ]
+        if a["last_error"]:
+            lines.append(f"      error: {a['last_error']}")
+        lines.extend(_imap_status_lines(a))
+        return lines
+
+    lines = lines_by_person(reply["accounts"], account_lines)
     arch = reply["archive"]
     lines.append(f"archive: {arch['messages']} messages, {arch['octets']} octets")
     return "\n".join(lines)

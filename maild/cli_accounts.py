@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from maild.cli_table import lines_by_person
 from maild.config import ACCOUNT_NAME_RE, DEFAULT_PORTS, Config, load_config
 from maild.errors import ConfigError, ControlError, MigrationError
 
@@ -168,22 +169,15 @@ def _iso(moment: Any) -> str | None:
 
 def render_accounts(rows: list[dict[str, Any]]) -> str:
     """Render account rows as a table grouped by organisation and employee."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["organisation"], row["employee"]), []).append(row)
-    lines: list[str] = []
-    last = None
-    for (org, emp), members in sorted(groups.items()):
-        if org != last:
-            lines.append(org)
-            last = org
-        lines.append(f"  {emp}")
-        for r in members:
-            note = f"  migrated into {r['retired_into']}" if r["retired_into"] else ""
-            lines.append(
-                f"    {r['name']:<20} {r['protocol']:<5} {r['host'] or '-':<24} {r['state']:<14}"
-                f" {r['messages']:>7} messages{note}"
-            )
+
+    def row_lines(r: dict[str, Any]) -> list[str]:
+        note = f"  migrated into {r['retired_into']}" if r["retired_into"] else ""
+        return [
+            f"    {r['name']:<20} {r['protocol']:<5} {r['host'] or '-':<24} {r['state']:<14}"
+            f" {r['messages']:>7} messages{note}"
+        ]
+
+    lines = lines_by_person(rows, row_lines)
     return "\n".join(lines) if lines else "no accounts"
 
 

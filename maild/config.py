@@ -9,21 +9,44 @@ file and the dotted key.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import ssl
 import stat
-import string
-import subprocess
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from maild.config_values import (
+    Table,
+    choice,
+    expand_maildir,
+    is_loopback,
+    parse_duration,
+    positive_int,
+    required_text,
+)
 from maild.errors import ConfigError
 from maild.model import Protocol, Secret, ServerSettings, TLSMode
+from maild.passwords import PasswordSource, read_secret_file
+
+__all__ = [
+    "ACCOUNT_NAME_RE",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_PORTS",
+    "IDLE_RESTART_MAX_S",
+    "MAX_SOCKET_PATH_OCTETS",
+    "AccountConfig",
+    "Config",
+    "DaemonConfig",
+    "PasswordSource",  # re-exported: the type of AccountConfig.password, built by many tests
+    "Retention",
+    "config_path",
+    "dropin_dir",
+    "load_config",
+]
 
 DEFAULT_CONFIG_PATH = Path("/etc/maild/config.toml")
 ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -35,100 +58,13 @@ DEFAULT_PORTS: dict[tuple[str, str], int] = {
     ("imap", "starttls"): 143,
     ("imap", "none"): 143,
 }
-PASSWORD_COMMAND_TIMEOUT_S = 30.0
-_DURATION_RE = re.compile(r"(\d+)\s*([smhd])")
-_DURATION_FULL_RE = re.compile(r"\d+|(?:\d+\s*[smhd]\s*)+")
-_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Retention = Literal["keep", "delete", "delete-after"]
 #: Longest time between IDLE commands: RFC 2177 section 3 lets a server log out a client idle
 #: for 30 minutes, so the client re-issues IDLE at least every 29.
 IDLE_RESTART_MAX_S = 29 * 60.0
-#: The longest password line read from a file or credential, in octets.
-MAX_SECRET_OCTETS = 4096
-#: Upper bound of any duration in the configuration: one year, in seconds.
-MAX_DURATION_S = 365 * 86400.0
-#: Keys whose values are never repeated in error messages.
-SECRET_KEYS = frozenset({"password"})
 #: Longest Unix socket path Linux accepts (sun_path is 108 octets with the terminating NUL).
 MAX_SOCKET_PATH_OCTETS = 107
-
-
-def _read_secret_file(path: Path, account: str, key: str) -> Secret:
-    """Return the first line of ``path`` as a Secret; ConfigError (without the content) otherwise."""
-    try:
-        with path.open("rb") as fh:
-            first = fh.readline(MAX_SECRET_OCTETS + 1)
-        if len(first) > MAX_SECRET_OCTETS:
-            raise ConfigError(
-                f"account {account}: {key} {path}: first line longer than {MAX_SECRET_OCTETS} octets"
-            )
-        text = first.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"account {account}: cannot read {key} {path}: {reason}") from None
-    value = text.splitlines()[0] if text else ""
-    if not value:
-        raise ConfigError(f"account {account}: {key} {path} is empty")
-    return Secret(value)
-
-
-@dataclass(frozen=True, slots=True)
-class PasswordSource:
-    """Where an account's password comes from; exactly one field is set.
-
-    Attributes:
-        inline: the password written in the config file (discouraged).
-        file: a file whose first line is the password.
-        command: an argv list run without a shell; its first stdout line is the password.
-        credential: a systemd credential name, read from ``$CREDENTIALS_DIRECTORY/NAME`` (set by
-            ``LoadCredential=`` / ``LoadCredentialEncrypted=``, see systemd.exec(5)).
-    """
-
-    inline: Secret | None = None
-    file: Path | None = None
-    command: tuple[str, ...] | None = None
-    credential: str | None = None
-
-    def resolve(self, account: str) -> Secret:
-        """Read the password now (files and commands are read on every fetch cycle, so rotation works).
-
-        Raises:
-            ConfigError: the file cannot be read, is empty, or the command fails or times out. The
-                message never contains the password or the command's output.
-        """
-        if self.inline is not None:
-            return self.inline
-        if self.credential is not None:
-            directory = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not directory:
-                raise ConfigError(
-                    f"account {account}: password_credential {self.credential!r} needs $CREDENTIALS_DIRECTORY"
-                    " (set by systemd's LoadCredential=)"
-                )
-            return _read_secret_file(Path(directory) / self.credential, account, "password_credential")
-        if self.file is not None:
-            return _read_secret_file(self.file, account, "password_file")
-        assert self.command is not None
-        try:
-            done = subprocess.run(  # noqa: S603 - argv list from the admin's config, no shell
-                list(self.command),
-                capture_output=True,
-                timeout=PASSWORD_COMMAND_TIMEOUT_S,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ConfigError(
-                f"account {account}: password_command {self.command[0]!r} failed: {type(exc).__name__}"
-            ) from None
-        value = done.stdout.decode("utf-8", "replace").splitlines()[0] if done.stdout else ""
-        if done.returncode != 0 or not value:
-            raise ConfigError(
-                f"account {account}: password_command {self.command[0]!r} exited {done.returncode}"
-                " without printing a password"
-            )
-        return Secret(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +126,8 @@ class AccountConfig:
             ``"delete-after"``.
         retention_days: days after first fetch for ``"delete-after"``.
         max_message_size: messages larger than this many octets are skipped and left on the server.
-        deliver_maildir: the account's local Maildir (template expanded, see :func:`expand_maildir`), or
-            None when messages are only archived.
+        deliver_maildir: the account's local Maildir (template expanded, see
+            :func:`~maild.config_values.expand_maildir`), or None when messages are only archived.
         source: the file that defined the account.
     """
 
@@ -264,111 +200,8 @@ def config_path(cli_value: str | None) -> Path:
     return Path(env) if env else DEFAULT_CONFIG_PATH
 
 
-def parse_duration(value: object, where: str) -> float:
-    """Parse ``"90s"``, ``"5m"``, ``"1h30m"``, ``"2d"`` or an integer number of seconds.
-
-    Returns:
-        The duration in seconds, > 0.
-
-    Raises:
-        ConfigError: the value has another form or is not positive; the message names ``where``.
-    """
-    if isinstance(value, bool):
-        raise ConfigError(f'{where}: expected a duration such as "90s", "5m", "1h", got {value!r}')
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION_FULL_RE.fullmatch(value.strip().lower()):
-        text = value.strip().lower()
-        seconds = (
-            float(text)
-            if text.isdigit()
-            else sum(int(n) * _UNITS_S[unit] for n, unit in _DURATION_RE.findall(text))
-        )
-    else:
-        raise ConfigError(f'{where}: expected a duration such as "90s", "5m", "1h", got {value!r}')
-    if seconds <= 0:
-        raise ConfigError(f"{where}: duration must be positive, got {value!r}")
-    if seconds > MAX_DURATION_S:
-        raise ConfigError(f"{where}: duration must be at most 365 days, got {value!r}")
-    return seconds
-
-
-class _Table:
-    """Typed access to one TOML table that remembers which keys were read, to reject the rest."""
-
-    def __init__(self, data: Mapping[str, Any], where: str) -> None:
-        self.data = data
-        self.where = where
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}"
-
-    def get(self, name: str, kinds: type | tuple[type, ...], default: Any = None, *, form: str = "") -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            return default
-        value = self.data[name]
-        bad_bool = isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
-        if bad_bool or not isinstance(value, kinds):
-            expected = form or (
-                kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
-            )
-            shown = (
-                "a value of another type (not shown: it is a secret)" if name in SECRET_KEYS else repr(value)
-            )
-            raise ConfigError(f"{self.key(name)}: expected {expected}, got {shown}")
-        return value
-
-    def require(self, name: str, kinds: type | tuple[type, ...], *, form: str = "") -> Any:
-        if name not in self.data:
-            raise ConfigError(f"{self.key(name)}: required key is missing")
-        return self.get(name, kinds, form=form)
-
-    def reject_unknown(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(
-                f"{self.key(unknown[0])}: unknown key"
-                + (f" (also: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
-            )
-
-
-def _positive_int(table: _Table, name: str, default: int | None) -> int | None:
-    value = table.get(name, int, default, form="a positive integer")
-    if value is not None and value <= 0:
-        raise ConfigError(f"{table.key(name)}: expected a positive integer, got {value!r}")
-    return cast("int | None", value)
-
-
-def _text(table: _Table, name: str) -> str:
-    """A required, non-empty string without control characters."""
-    value = cast(str, table.require(name, str))
-    if not value.strip():
-        raise ConfigError(f"{table.key(name)}: must not be empty")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ConfigError(f"{table.key(name)}: must not contain control characters (CR, LF, TAB, ...)")
-    return value
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _choice(table: _Table, name: str, choices: tuple[str, ...], default: str | None) -> str:
-    value = table.get(name, str, default, form=" or ".join(f'"{c}"' for c in choices))
-    if value not in choices:
-        raise ConfigError(f"{table.key(name)}: expected one of {', '.join(choices)}, got {value!r}")
-    return cast(str, value)
-
-
 def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConfig:
-    t = _Table(data, where)
+    t = Table(data, where)
     defaults = DaemonConfig()
     state_dir = t.get("state_dir", str, str(defaults.state_dir), form="a path string")
     sock = t.get("control_socket", str, str(defaults.control_socket), form="a path string")
@@ -377,11 +210,11 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
             f"{t.key('control_socket')}: {base / sock} is longer than the {MAX_SOCKET_PATH_OCTETS} octets"
             " a Unix socket path may have"
         )
-    conc = _positive_int(t, "max_concurrent_fetches", defaults.max_concurrent_fetches)
-    threads = _positive_int(t, "pop3_threads", defaults.pop3_threads)
-    level = _choice(t, "log_level", ("debug", "info", "warning", "error"), defaults.log_level)
+    conc = positive_int(t, "max_concurrent_fetches", defaults.max_concurrent_fetches)
+    threads = positive_int(t, "pop3_threads", defaults.pop3_threads)
+    level = choice(t, "log_level", ("debug", "info", "warning", "error"), defaults.log_level)
     shutdown = parse_duration(t.get("shutdown_timeout", (str, int), "10s"), t.key("shutdown_timeout"))
-    per_host = _positive_int(t, "max_connections_per_host", defaults.max_connections_per_host)
+    per_host = positive_int(t, "max_connections_per_host", defaults.max_connections_per_host)
     group = t.get("control_socket_group", (str, int), None, form="a group name or id")
     textfile = t.get("metrics_textfile", str, None, form="a path string")
     t.reject_unknown()
@@ -401,56 +234,13 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
     )
 
 
-MAILDIR_FIELDS = ("organisation", "employee", "account")
-
-
-def maildir_component(value: str) -> str:
-    """Make ``value`` safe as one path component: "/" and NUL become "_", a leading "." becomes "_".
-
-    So a value can never add a directory level or climb one (no "/", never "." or "..").
-    """
-    safe = value.replace("/", "_").replace("\0", "_")
-    if safe.startswith("."):
-        safe = "_" + safe[1:]
-    return safe or "_"
-
-
-def expand_maildir(template: str, where: str, **values: str) -> str:
-    """Expand ``{organisation}``, ``{employee}`` and ``{account}`` in a ``deliver_maildir`` template.
-
-    Each value is made safe with :func:`maildir_component` first; the template's own text is the
-    admin's and kept as written.
-
-    Raises:
-        ConfigError: the template is empty or has another placeholder, a format spec or a conversion.
-    """
-    if not template.strip():
-        raise ConfigError(f"{where}: expected a directory path, got an empty string")
-    out: list[str] = []
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: bad template {template!r}: {exc}") from None
-    for literal, field_name, spec, conversion in parts:
-        out.append(literal)
-        if field_name is None:
-            continue
-        if field_name not in MAILDIR_FIELDS or spec or conversion:
-            raise ConfigError(
-                f"{where}: unknown placeholder {{{field_name}}} in {template!r};"
-                " use {organisation}, {employee}, {account}"
-            )
-        out.append(maildir_component(values[field_name]))
-    return "".join(out)
-
-
-def _mailbox_name(table: _Table, key: str, value: object) -> str:
+def _mailbox_name(table: Table, key: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip() or any(c in value for c in "\r\n\x00"):
         raise ConfigError(f"{table.key(key)}: expected mailbox names (no CR, LF or NUL), got {value!r}")
     return "INBOX" if value.upper() == "INBOX" else value
 
 
-def _parse_imap(t: _Table) -> dict[str, Any]:
+def _parse_imap(t: Table) -> dict[str, Any]:
     """The IMAP-only keys of an account table, as :class:`AccountConfig` field values."""
     form = 'a list of mailbox names or "all"'
     raw_boxes = t.get("mailboxes", (list, str), ["INBOX"], form=form)
@@ -495,18 +285,18 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table")
-    t = _Table(data, where)
+    t = Table(data, where)
     base = path.parent
     protocol = cast(
         Protocol,
-        _choice(t, "protocol", ("pop3", "imap"), None) if "protocol" in data else t.require("protocol", str),
+        choice(t, "protocol", ("pop3", "imap"), None) if "protocol" in data else t.require("protocol", str),
     )
-    organisation = _text(t, "organisation")
-    employee = _text(t, "employee")
-    host = _text(t, "host")
+    organisation = required_text(t, "organisation")
+    employee = required_text(t, "employee")
+    host = required_text(t, "host")
     if any(c.isspace() for c in host) or "/" in host:
         raise ConfigError(f"{t.key('host')}: expected a host name or IP address, got {host!r}")
-    tls = cast(TLSMode, _choice(t, "tls", ("implicit", "starttls", "none"), "implicit"))
+    tls = cast(TLSMode, choice(t, "tls", ("implicit", "starttls", "none"), "implicit"))
     port = t.get("port", int, DEFAULT_PORTS[(protocol, tls)], form="an integer 1-65535")
     if not 1 <= port <= 65535:
         raise ConfigError(f"{t.key('port')}: expected an integer 1-65535, got {port!r}")
@@ -518,9 +308,9 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         except (OSError, ssl.SSLError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no PEM certificate in it"
             raise ConfigError(f"{t.key('ca_file')}: cannot use {ca_file}: {reason}") from None
-    username = _text(t, "username")
+    username = required_text(t, "username")
     allow_plaintext = t.get("allow_plaintext", bool, False)
-    if tls == "none" and not allow_plaintext and not _is_loopback(host):
+    if tls == "none" and not allow_plaintext and not is_loopback(host):
         raise ConfigError(
             f'{t.key("tls")}: "none" sends the password in clear text to {host}; '
             'use "implicit" or "starttls", or set allow_plaintext = true'
@@ -545,7 +335,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         )
     if pw_file is not None:
         try:
-            _read_secret_file(base / pw_file, name, "password_file")
+            read_secret_file(base / pw_file, name, "password_file")
         except ConfigError as exc:
             raise ConfigError(f"{t.key('password_file')}: {str(exc).split(': ', 1)[1]}") from None
     password = PasswordSource(
@@ -557,7 +347,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
     poll = parse_duration(t.get("poll_interval", (str, int), "5m"), t.key("poll_interval"))
     timeout = parse_duration(t.get("timeout", (str, int), "60s"), t.key("timeout"))
     enabled = t.get("enabled", bool, True)
-    max_size = _positive_int(t, "max_message_size", None)
+    max_size = positive_int(t, "max_message_size", None)
     maildir_template = t.get("deliver_maildir", str, None, form="a directory path or template")
     deliver_maildir = (
         base
@@ -576,15 +366,15 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
     retention_days: int | None = None
     if protocol == "imap":
         imap = _parse_imap(t)
-        retention = cast(Retention, _choice(t, "retention", ("keep", "delete-after"), "keep"))
-        retention_days = _positive_int(t, "retention_days", None)
+        retention = cast(Retention, choice(t, "retention", ("keep", "delete-after"), "keep"))
+        retention_days = positive_int(t, "retention_days", None)
         if retention == "delete-after" and retention_days is None:
             raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
         if retention != "delete-after" and retention_days is not None:
             raise ConfigError(f'{t.key("retention_days")}: only valid with retention = "delete-after"')
     else:
-        retention = cast(Retention, _choice(t, "retention", ("keep", "delete", "delete-after"), "keep"))
-        retention_days = _positive_int(t, "retention_days", None)
+        retention = cast(Retention, choice(t, "retention", ("keep", "delete", "delete-after"), "keep"))
+        retention_days = positive_int(t, "retention_days", None)
         if retention == "delete-after" and retention_days is None:
             raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
         if retention != "delete-after" and retention_days is not None:

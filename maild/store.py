@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
@@ -523,14 +523,20 @@ class Store:
 
     async def raw_messages(self, ids: Sequence[int]) -> dict[int, bytes]:
         """Return message row id -> raw octets for each of ``ids`` in the archive."""
-        out: dict[int, bytes] = {}
+        return {message: bytes(raw) for message, raw in (await self._message_column("raw", ids)).items()}
+
+    async def _message_column(
+        self, column: Literal["raw", "size_octets"], ids: Sequence[int]
+    ) -> dict[int, Any]:
+        """Return message row id -> ``column`` of ``messages`` for each of ``ids``, in chunked queries."""
+        out: dict[int, Any] = {}
         for i in range(0, len(ids), QUERY_CHUNK):
             chunk = list(ids[i : i + QUERY_CHUNK])
             rows = await self._all(
-                f"SELECT id, raw FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                f"SELECT id, {column} FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
                 chunk,
             )
-            out.update({r[0]: bytes(r[1]) for r in rows})
+            out.update({int(r[0]): r[1] for r in rows})
         return out
 
     async def record_deliveries(

@@ -150,26 +150,13 @@ class MigrationStore(Store):
         return entries
 
     async def _sizes(self, ids: Sequence[int]) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for i in range(0, len(ids), _CHUNK):
-            chunk = list(ids[i : i + _CHUNK])
-            rows = await self._all(
-                f"SELECT id, size_octets FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
-                chunk,
-            )
-            out.update({int(r[0]): int(r[1]) for r in rows})
-        return out
+        return {
+            message: int(size) for message, size in (await self._message_column("size_octets", ids)).items()
+        }
 
     async def message_octets(self, ids: Sequence[int]) -> dict[int, bytes]:
         """Return row id -> raw octets for each of ``ids`` in the archive, in the order given."""
-        found: dict[int, bytes] = {}
-        for i in range(0, len(ids), _CHUNK):
-            chunk = list(ids[i : i + _CHUNK])
-            rows = await self._all(
-                f"SELECT id, raw FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
-                chunk,
-            )
-            found.update({int(r[0]): bytes(r[1]) for r in rows})
+        found = await self.raw_messages(ids)
         return {message: found[message] for message in ids if message in found}
 
     async def upload_sources(self, account: str, ids: Sequence[int]) -> dict[int, UploadSource]:

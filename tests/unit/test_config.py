@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from maild import config as config_module
+from maild import passwords as config_module  # PASSWORD_COMMAND_TIMEOUT_S lives there
 from maild.config import (
     DEFAULT_CONFIG_PATH,
     AccountConfig,
@@ -19,8 +19,8 @@ from maild.config import (
     PasswordSource,
     config_path,
     load_config,
-    parse_duration,
 )
+from maild.config_values import parse_duration
 from maild.errors import ConfigError
 from maild.model import Secret
 
