@@ -46,8 +46,14 @@ def add_parsers(sub: Any) -> None:
     ad.add_argument(
         "--mailbox", action="append", dest="mailboxes", metavar="MAILBOX", help="IMAP; repeatable"
     )
-    ad.add_argument("--retention", choices=RETENTION_CHOICES, help="POP3: default keep")
-    ad.add_argument("--retention-days", type=int, help='POP3: days, for --retention "delete-after"')
+    ad.add_argument("--all-mailboxes", action="store_true", help='IMAP: mailboxes = "all" (see --exclude)')
+    ad.add_argument(
+        "--exclude", action="append", metavar="MAILBOX", help="IMAP with --all-mailboxes; repeatable"
+    )
+    ad.add_argument(
+        "--retention", choices=RETENTION_CHOICES, help='default keep; IMAP: keep or "delete-after"'
+    )
+    ad.add_argument("--retention-days", type=int, help='days, for --retention "delete-after"')
     ad.add_argument("--poll-interval", help='e.g. "5m" (default 5m)')
     ad.add_argument(
         "--password-command",
@@ -195,10 +201,17 @@ def _list(args: argparse.Namespace) -> int:
 
 def _account_table(args: argparse.Namespace) -> dict[str, Any]:
     """The drop-in's ``[accounts.NAME]`` table from the flags (password source added by the caller)."""
-    if args.protocol == "pop3" and args.mailboxes:
-        raise ConfigError("--mailbox is for IMAP accounts")
-    if args.protocol == "imap" and (args.retention or args.retention_days):
-        raise ConfigError("--retention and --retention-days are for POP3 accounts")
+    if args.protocol == "pop3" and (args.mailboxes or args.all_mailboxes or args.exclude):
+        raise ConfigError("--mailbox, --all-mailboxes and --exclude are for IMAP accounts")
+    if args.all_mailboxes and args.mailboxes:
+        raise ConfigError("give either --mailbox or --all-mailboxes, not both")
+    if args.exclude and not args.all_mailboxes:
+        raise ConfigError("--exclude goes with --all-mailboxes")
+    if args.protocol == "imap" and args.retention == "delete":
+        raise ConfigError(
+            '--retention delete is for POP3 accounts; IMAP supports keep or "delete-after"'
+            " (with --retention-days)"
+        )
     table: dict[str, Any] = {
         "organisation": args.organisation,
         "employee": args.employee,
@@ -211,11 +224,15 @@ def _account_table(args: argparse.Namespace) -> dict[str, Any]:
         table["ca_file"] = str(args.ca_file.absolute())
     table["username"] = args.username or args.name
     if args.protocol == "imap":
-        table["mailboxes"] = list(dict.fromkeys(args.mailboxes or ["INBOX"]))
-    else:
-        table["retention"] = args.retention or "keep"
-        if args.retention_days is not None:
-            table["retention_days"] = args.retention_days
+        if args.all_mailboxes:
+            table["mailboxes"] = "all"
+            if args.exclude:
+                table["exclude"] = list(dict.fromkeys(args.exclude))
+        else:
+            table["mailboxes"] = list(dict.fromkeys(args.mailboxes or ["INBOX"]))
+    table["retention"] = args.retention or "keep"
+    if args.retention_days is not None:
+        table["retention_days"] = args.retention_days
     if args.poll_interval:
         table["poll_interval"] = args.poll_interval
     return table

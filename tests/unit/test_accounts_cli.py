@@ -235,3 +235,33 @@ def test_added_files_are_readable_through_the_main_files_group(
     for path, expected in ((dropin, 0o640), (secret, 0o640), (secret.parent, 0o750), (dropin.parent, 0o750)):
         assert mode(path) == expected, path
         assert path.stat().st_gid == group, path
+
+
+def test_add_imap_with_all_mailboxes_exclusions_and_retention(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """add --all-mailboxes --exclude writes mailboxes = "all" with exclude, and IMAP delete-after loads."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
+    args = add_args(config, "alle-imap", "--all-mailboxes", "--exclude", "Spam", "--exclude", "Papierkorb")
+    args += ["--retention", "delete-after", "--retention-days", "30"]
+    assert main(args) == 0
+    capsys.readouterr()
+    account = load_config(config).accounts["alle-imap"]
+    assert account.all_mailboxes
+    assert account.exclude == ("Spam", "Papierkorb")
+    assert account.retention == "delete-after"
+    assert account.retention_days == 30
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [("--retention", "delete"), ("--exclude", "Spam"), ("--all-mailboxes", "--mailbox", "INBOX")],
+)
+def test_add_refuses_contradictory_imap_flags(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...]
+) -> None:
+    """IMAP delete, --exclude without --all-mailboxes, and both mailbox forms are refused; nothing is written."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
+    assert main(add_args(config, "falsch-imap", *extra)) == 1
+    assert not (config.parent / "accounts.d" / "falsch-imap.toml").exists()
+    capsys.readouterr()
