@@ -16,11 +16,12 @@ from datetime import UTC
 import pytest
 
 from maild.errors import AuthError, ConnectError, NetworkTimeout, ProtocolError
-from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, Secret, ServerSettings, TLSMode
+from maild.model import IMAPKey, RetrievedMessage, Secret, ServerSettings, TLSMode
 from maild.protocols import imap_protocol as imap_module
 from maild.protocols.imap import IMAPMailbox
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
+from tests.support.fetching import crlf, retrieve_everything
 from tests.support.proxy import FaultProxy
 
 pytestmark = pytest.mark.dovecot
@@ -50,17 +51,6 @@ def imap_settings(
         password=Secret(user.password if password is None else password),
         timeout_s=timeout_s,
     )
-
-
-def crlf(data: bytes) -> bytes:
-    """Every bare LF as CRLF, as Dovecot serves Maildir files."""
-    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
-
-
-async def fetch_everything(mailbox: IMAPMailbox) -> list[RetrievedMessage | RetrievalFailure]:
-    """Inventory, then retrieve everything in it."""
-    entries = await mailbox.inventory()
-    return [item async for item in mailbox.retrieve([entry.key for entry in entries])]
 
 
 @pytest.mark.parametrize("tls", ["none", "starttls", "implicit"])
@@ -101,7 +91,7 @@ async def test_retrieve_leaves_seen_untouched(dovecot: Dovecot, mail_user: MailU
     for _round in range(2):
         mailbox = IMAPMailbox(imap_settings(dovecot, mail_user))
         await mailbox.open()
-        items = await fetch_everything(mailbox)
+        items = await retrieve_everything(mailbox)
         await mailbox.close()
         assert [item.flags for item in items] == [  # type: ignore[union-attr]
             frozenset(),
@@ -121,7 +111,7 @@ async def test_unicode_space_and_quote_mailbox_names(dovecot: Dovecot, mail_user
     dovecot.create_mailbox(mail_user.name, "Sent")  # 'Sent Items' must not select this
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user), ["INBOX", "Entwürfe 2026", 'Chef "privat"'])
     await mailbox.open()
-    items = await fetch_everything(mailbox)
+    items = await retrieve_everything(mailbox)
     await mailbox.close()
     assert [(item.key.mailbox, item.raw) for item in items] == [  # type: ignore[union-attr]
         ("Entwürfe 2026", draft),
@@ -248,7 +238,7 @@ async def test_two_thousand_messages(
     dovecot.deliver_many(mail_user.name, raws)
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none"))
     await mailbox.open()
-    items = await fetch_everything(mailbox)
+    items = await retrieve_everything(mailbox)
     await mailbox.close()
     assert len(items) == 2000
     assert [item.raw for item in items] == raws  # type: ignore[union-attr]
@@ -321,7 +311,7 @@ async def test_cancellation_discards_session_and_leaves_server_usable(
         proxy.reset()
     fresh = IMAPMailbox(imap_settings(dovecot, mail_user))
     await fresh.open()
-    items = await fetch_everything(fresh)
+    items = await retrieve_everything(fresh)
     await fresh.close()
     assert [item.raw for item in items] == raws  # type: ignore[union-attr]
     assert all(isinstance(key, IMAPKey) for key in (e.key for e in entries))

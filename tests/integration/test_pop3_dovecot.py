@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from maild.errors import AuthError, ConnectError
-from maild.model import POP3Key, RetrievalFailure, RetrievedMessage, Secret, ServerSettings, TLSMode
+from maild.model import POP3Key, RetrievedMessage, Secret, ServerSettings, TLSMode
 from maild.protocols.pop3 import POP3Maildrop
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
+from tests.support.fetching import crlf, retrieve_everything
 
 pytestmark = pytest.mark.dovecot
 
@@ -70,17 +71,6 @@ def pop3_settings(
         password=Secret(user.password if password is None else password),
         timeout_s=timeout_s,
     )
-
-
-def crlf(data: bytes) -> bytes:
-    """Every bare LF as CRLF, as Dovecot serves Maildir files over POP3."""
-    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
-
-
-async def fetch_all(maildrop: POP3Maildrop) -> list[RetrievedMessage | RetrievalFailure]:
-    """Inventory, then retrieve everything in it."""
-    entries = await maildrop.inventory()
-    return [item async for item in maildrop.retrieve([entry.key for entry in entries])]
 
 
 def uses_tls(maildrop: POP3Maildrop) -> bool:
@@ -180,7 +170,7 @@ async def test_large_message(dovecot: Dovecot, mail_user: MailUser, executor: Co
     maildrop = POP3Maildrop(pop3_settings(dovecot, mail_user), executor)
     await maildrop.open()
     try:
-        got = await fetch_all(maildrop)
+        got = await retrieve_everything(maildrop)
         await maildrop.close()
     finally:
         await maildrop.abort()
@@ -192,7 +182,7 @@ async def test_empty_maildrop(dovecot: Dovecot, mail_user: MailUser, executor: C
     maildrop = POP3Maildrop(pop3_settings(dovecot, mail_user, "starttls"), executor)
     await maildrop.open()
     try:
-        assert await fetch_all(maildrop) == []
+        assert await retrieve_everything(maildrop) == []
         await maildrop.close()
     finally:
         await maildrop.abort()

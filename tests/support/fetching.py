@@ -7,6 +7,7 @@ the fault-injecting proxy).
 from __future__ import annotations
 
 import concurrent.futures
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,8 @@ from typing import Any
 
 from maild.config import AccountConfig, PasswordSource
 from maild.fetch import CycleResult, fetch_cycle, make_maildrop
-from maild.model import Location, MessageKey, Secret
+from maild.model import Location, MessageKey, RetrievalFailure, RetrievedMessage, Secret
+from maild.protocols.base import Maildrop
 from maild.store import Store
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -96,3 +98,14 @@ async def _message_ids(store: Store) -> list[int]:
 async def locations(store: Store, account: str) -> dict[MessageKey, Location]:
     """The account's recorded server identities."""
     return await store.locations(account)
+
+
+def crlf(data: bytes) -> bytes:
+    """Every bare LF as CRLF, as Dovecot serves Maildir files over POP3 and IMAP."""
+    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
+async def retrieve_everything(maildrop: Maildrop) -> list[RetrievedMessage | RetrievalFailure]:
+    """Take an open maildrop's inventory, then retrieve everything in it."""
+    entries = await maildrop.inventory()
+    return [item async for item in maildrop.retrieve([entry.key for entry in entries])]

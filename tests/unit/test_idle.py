@@ -8,18 +8,16 @@ maildrops with poll intervals of an hour, so a cycle after the first one comes f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from maild import metrics
-from maild import scheduler as scheduler_module
 from maild.config import AccountConfig, PasswordSource
 from maild.daemon import account_status
 from maild.errors import AuthError, ConfigError, ConnectError, NetworkTimeout, ProtocolError
@@ -30,7 +28,7 @@ from maild.model import Secret
 from maild.protocols.imap_wire import MailboxEvents, SelectInfo
 from maild.scheduler import AccountRuntime, Scheduler
 from maild.store import Store
-from tests.unit.fakes import FakeMaildrop, FakeServer, pop3_account
+from tests.unit.fakes import FakeServer, pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -147,14 +145,6 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> N
 def hub() -> SessionHub:
     """Controls the fake sessions of a watcher."""
     return SessionHub()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
-    yield s
-    await s.close()
 
 
 @pytest.fixture
@@ -369,26 +359,6 @@ async def test_wait_interrupted(hub: SessionHub, watchers: list[IdleWatcher]) ->
 
 
 # -- the scheduler --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    """A thread pool the scheduler passes to make_maildrop (unused by the fakes)."""
-    pool = ThreadPoolExecutor(max_workers=1)
-    yield pool
-    pool.shutdown(wait=False)
-
-
-@pytest.fixture
-def servers(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeServer]:
-    """Account name to its fake server (the fetch cycles' side)."""
-    table: dict[str, FakeServer] = {}
-
-    def make_maildrop(account: AccountConfig, executor: object) -> FakeMaildrop:
-        return table[account.name].session()
-
-    monkeypatch.setattr(scheduler_module, "make_maildrop", make_maildrop)
-    return table
 
 
 async def start_scheduler(

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -31,7 +30,7 @@ from maild.scheduler import (
     backoff_delay_s,
 )
 from maild.store import Store
-from tests.unit.fakes import Concurrency, FakeMaildrop, FakeServer, make_message, pop3_account
+from tests.unit.fakes import Concurrency, FakeServer, make_message, pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -48,36 +47,6 @@ class HighRandom(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return b
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive in a temporary directory."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    """A thread pool the scheduler passes to make_maildrop (unused by the fakes)."""
-    pool = ThreadPoolExecutor(max_workers=1)
-    yield pool
-    pool.shutdown(wait=False)
-
-
-@pytest.fixture
-def servers(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeServer]:
-    """Account name to its fake server; make_maildrop opens a session with the account's server."""
-    table: dict[str, FakeServer] = {}
-
-    def make_maildrop(account: AccountConfig, executor: object) -> FakeMaildrop:
-        return table[account.name].session()
-
-    monkeypatch.setattr(scheduler_module, "make_maildrop", make_maildrop)
-    return table
 
 
 async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
