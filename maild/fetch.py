@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,7 +56,7 @@ MEMORY_BUDGET_OCTETS = 32 * 2**20
 
 A cycle commits one batch while the adapter reads the next (see :func:`fetch_cycle`), so it holds at
 most two batches at a time (plus SQLite's copy of the one being committed); a cycle's batch limit is
-this budget divided by twice the number of cycles running when each group is planned, between
+this budget divided by twice the number of cycles running when each batch begins, between
 :data:`MIN_BATCH_OCTETS` and the ``batch_octets`` argument."""
 MIN_BATCH_OCTETS = 256 * 2**10
 _running_cycles = 0
@@ -115,35 +115,6 @@ class CycleResult:
         self.new_messages += outcome.new_messages
         self.new_links += outcome.new_links
         self.octets += outcome.octets
-
-
-def retrieval_groups(
-    keys: Sequence[MessageKey], sizes: Mapping[MessageKey, int], max_messages: int, max_octets: int
-) -> list[list[MessageKey]]:
-    """Split ``keys`` into groups that each fill one commit batch, by count and reported size.
-
-    :func:`fetch_cycle` retrieves one group and commits it while it retrieves the next one (at most
-    one commit in flight), so memory stays at about two batches plus what the adapter holds for one
-    window. A message larger than ``max_octets`` is a group of its own.
-
-    Args:
-        keys: what to retrieve, in server order.
-        sizes: mapping of key to size in octets as the server reports it (0 when unknown).
-        max_messages, max_octets: the commit batch limits.
-
-    Returns:
-        Non-empty groups, in order, together holding every key once.
-    """
-    groups: list[list[MessageKey]] = []
-    octets = 0
-    for key in keys:
-        size = sizes.get(key, 0)
-        if not groups or len(groups[-1]) >= max_messages or octets + size > max_octets:
-            groups.append([])
-            octets = 0
-        groups[-1].append(key)
-        octets += size
-    return groups
 
 
 async def _finish_commit(task: asyncio.Future[None]) -> None:
@@ -264,31 +235,28 @@ async def fetch_cycle(
                 task, committing = committing, None
                 await task
 
-        sizes = {entry.key: entry.size_octets or 0 for entry in inventory}
-        remaining = list(plan.retrieve)
-        if remaining and not any(sizes.get(key) for key in remaining):
-            # IMAP's inventory has no sizes: one pass for all, so batches are sized by octets
-            # and retrieve() needs no size round trip per batch
-            sizes.update(await maildrop.sizes(remaining))
-        while remaining:
-            octets_limit = shared_batch_octets(batch_octets)
-            group = retrieval_groups(remaining, sizes, batch_messages, octets_limit)[0]
-            del remaining[: len(group)]
-            log.debug("fetch.retrieve.started", messages=len(group))
+        def window_octets() -> int:
+            return shared_batch_octets(batch_octets)
+
+        if plan.retrieve:
+            # one stream for everything: the adapter keeps its next window in flight while the
+            # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
+            log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
             batch: list[RetrievedMessage] = []
             pending_octets = 0
-            async for item in maildrop.retrieve(group):
+            octets_limit = window_octets()
+            async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
                 if isinstance(item, RetrievalFailure):
                     result.failures.append(item)
                 else:
                     batch.append(item)
                     pending_octets += len(item.raw)
                 del item  # no message outlives its batch
-                if len(batch) >= batch_messages or pending_octets >= octets_limit:  # LIST sizes were low
+                if len(batch) >= batch_messages or pending_octets >= octets_limit:
                     await start_commit(batch)
                     batch, pending_octets = [], 0
+                    octets_limit = window_octets()
             if batch:
-                # the next group's commands go out while this batch commits
                 await start_commit(batch)
             del batch
         await settle()  # every commit has returned before anything below may delete

@@ -8,7 +8,7 @@ adapter and come out as :mod:`maild.errors` classes.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from maild.model import InventoryEntry, MessageKey, RetrievalFailure, RetrievedMessage
 
@@ -45,12 +45,22 @@ class Maildrop(abc.ABC):
         """
 
     @abc.abstractmethod
-    def retrieve(self, keys: Sequence[MessageKey]) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
+    def retrieve(
+        self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
+    ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
         """Retrieve the given messages, yielding each as it completes, in the order of ``keys``.
 
         A message the server refuses individually (POP3 ``-ERR`` to RETR, IMAP FETCH without a body)
         is yielded as :class:`RetrievalFailure` and the rest continue. A connection failure raises.
         Keys must come from this session's :meth:`inventory`.
+
+        The fetch cycle calls this once with everything it retrieves and cuts its commit batches
+        from the stream, so an adapter should keep the link busy across its own windows (send the
+        next window's commands before the consumer has taken the current one), holding at most
+        about ``window_octets()`` octets of messages it has read but not yet yielded, and no more
+        than one further window requested from the server. ``window_octets`` is asked again for
+        every window (the share of the memory budget changes as other cycles start and end); None:
+        the adapter's own limit.
 
         Raises:
             NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -234,7 +234,7 @@ class IMAPMailbox(IMAPSession, Maildrop):
         return imap_fetch.parse_fetch(lines, requested=uids, require=require), status
 
     async def retrieve(
-        self, keys: Sequence[MessageKey]
+        self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
     ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
         """Retrieve messages with ``BODY.PEEK[]`` (``\\Seen`` unchanged), yielding each in key order.
 

@@ -356,7 +356,7 @@ class POP3Maildrop(Maildrop):
         return [w for w in windows if w]
 
     async def retrieve(
-        self, keys: Sequence[MessageKey]
+        self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
     ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
         """RETR each message, pipelined in windows when the server allows; yield in the order of ``keys``.
 

@@ -36,10 +36,10 @@ class RecordingMailbox(IMAPMailbox):
     retrieved: list[MessageKey]
 
     async def retrieve(
-        self, keys: Sequence[MessageKey]
-    ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:  # type: ignore[override]
+        self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
+    ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
         self.retrieved = getattr(self, "retrieved", []) + list(keys)
-        async for item in super().retrieve(keys):
+        async for item in super().retrieve(keys, window_octets=window_octets):
             yield item
 
 

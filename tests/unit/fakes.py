@@ -9,8 +9,7 @@ Faults are injected at named points: ``"open"``, ``"inventory"``, ``"retrieve"``
 ``"close"``. At each point the session first records that it got there (:meth:`FakeMaildrop.reached`),
 then waits on the point's gate if one is given (a gate never set is a hung server), then raises the
 point's exception if one is given. The ``"retrieve"`` point lies after ``retrieve_point_after``
-messages have been yielded in the session (counted across retrieve() calls; a cycle retrieves in
-groups, see :func:`maild.fetch.retrieval_groups`).
+messages have been yielded in the session (counted across retrieve() calls).
 
 The fake also enforces the Maildrop contract: calls before :meth:`open`, after the session ended, or
 with keys that are not in this session's inventory fail with :class:`AssertionError`.
@@ -219,7 +218,7 @@ class FakeMaildrop(Maildrop):
         ]
 
     async def retrieve(
-        self, keys: Sequence[MessageKey]
+        self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
     ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
         self.calls.append("retrieve")
         self._check_live("retrieve()")

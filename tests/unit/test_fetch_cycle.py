@@ -310,8 +310,8 @@ async def test_cancelled_cycle_keeps_committed_batches_and_aborts(store: Store) 
     assert dele_keys == keys(1, 3)
     assert archived_then == set(keys(1, 3))
     assert deleted_at_then == [None, None]
-    # one retrieve() per commit group: batch_messages=1 makes three groups (uidl-4 is too large)
-    assert drop.calls == ["open", "inventory", "retrieve", "retrieve", "retrieve", "delete", "close"]
+    # one retrieve() stream for the whole cycle, cut into batches by fetch_cycle (uidl-4 is too large)
+    assert drop.calls == ["open", "inventory", "retrieve", "delete", "close"]
     assert result.deleted == 2
     assert server.deleted == keys(1, 3)
     assert set(server.messages) == set(keys(2, 4))
