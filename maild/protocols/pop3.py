@@ -17,6 +17,7 @@ naming the account, never the password.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -338,22 +339,26 @@ class POP3Maildrop(Maildrop):
             raise RuntimeError("inventory() must run before retrieve() or delete()")
         return self._msgnum_by_uidl.get(key.uidl)
 
-    def _windows(self, keys: Sequence[MessageKey]) -> list[list[tuple[MessageKey, int | None]]]:
-        """Group keys into RETR windows by command count and expected octets (LIST sizes)."""
+    def _next_window(
+        self, pending: collections.deque[MessageKey], octets: int
+    ) -> list[tuple[MessageKey, int | None]]:
+        """Take the next RETR window off ``pending``: up to ``window`` commands (1 without PIPELINING)
+        and about ``octets`` octets by LIST size, at least one message; keys without a message-number
+        ride along (they fail without asking the server)."""
         limit = self._window if self._session.pipelining else 1
-        windows: list[list[tuple[MessageKey, int | None]]] = [[]]
-        count = octets = 0
-        for key in keys:
+        window: list[tuple[MessageKey, int | None]] = []
+        count = total = 0
+        while pending:
+            key = pending[0]
             msgnum = self._msgnum(key)
             if msgnum is not None:
                 size = self._size_by_uidl[cast(POP3Key, key).uidl]
-                if count and (count >= limit or octets + size > self._window_octets):
-                    windows.append([])
-                    count = octets = 0
+                if count and (count >= limit or total + size > octets):
+                    break
                 count += 1
-                octets += size
-            windows[-1].append((key, msgnum))
-        return [w for w in windows if w]
+                total += size
+            window.append((pending.popleft(), msgnum))
+        return window
 
     async def retrieve(
         self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
@@ -361,6 +366,11 @@ class POP3Maildrop(Maildrop):
         """RETR each message, pipelined in windows when the server allows; yield in the order of ``keys``.
 
         Each window is one executor job; its messages are yielded once the whole window has arrived.
+        With PIPELINING the next window's RETRs go out before the current window's replies are read
+        (a sliding window: the server never waits for the consumer, and at most two windows are
+        requested and unread at a time). Windows hold up to ``window`` commands and about
+        ``window_octets()`` octets by LIST size (asked again for each window; default the adapter's
+        ``window_octets``).
         ``raw`` is the message exactly as sent after un-stuffing, CRLF line endings (RFC 1939 section 3).
         A ``-ERR`` to one RETR yields :class:`RetrievalFailure` with the server's line; a key not in this
         session's inventory (or with a duplicated UIDL) yields RetrievalFailure without asking the server.
@@ -368,8 +378,9 @@ class POP3Maildrop(Maildrop):
         yields RetrievalFailure too, so that nothing is stored (and then deleted) under a wrong identity.
 
         Cancelled while awaiting a window: the socket is shut down and the session broken; nothing was
-        deleted. Closing the generator early (it is suspended at a yield, all replies of the window
-        read) leaves the session usable.
+        deleted. Closing the generator early (it is suspended at a yield) leaves the session usable:
+        replies to a window sent ahead are read and dropped by the next command, and :meth:`abort`
+        then hangs up without QUIT.
 
         Standard: RFC 1939 section 7 (RETR), RFC 2449 section 6.6 (PIPELINING).
 
@@ -378,8 +389,19 @@ class POP3Maildrop(Maildrop):
             TypeError: a key is not a POP3Key. RuntimeError: :meth:`inventory` has not run.
         """
         self._require_open()
-        for window in self._windows(keys):  # checks every key before the first RETR
-            replies, mismatched = await self._run(functools.partial(self._retrieve_window, window))
+        for key in keys:  # checks every key before the first RETR
+            self._msgnum(key)
+        budget = window_octets if window_octets is not None else (lambda: self._window_octets)
+        pending = collections.deque(keys)
+        window = self._next_window(pending, budget())
+        sent = False
+        while window:
+            ahead = self._next_window(pending, budget())
+            send_ahead = ahead if self._session.pipelining else []
+            replies, mismatched = await self._run(
+                functools.partial(self._retrieve_window, window, send_ahead, sent=sent)
+            )
+            sent = any(n is not None for _, n in send_ahead)
             results: list[RetrievedMessage | RetrievalFailure] = []
             it = iter(replies)
             for key, msgnum in window:
@@ -406,15 +428,31 @@ class POP3Maildrop(Maildrop):
             results.reverse()
             while results:
                 yield results.pop()  # drop our reference before the consumer runs
+            window = ahead
 
     def _retrieve_window(
-        self, window: Sequence[tuple[MessageKey, int | None]]
+        self,
+        window: Sequence[tuple[MessageKey, int | None]],
+        ahead: Sequence[tuple[MessageKey, int | None]] = (),
+        *,
+        sent: bool = False,
     ) -> tuple[list[wire.Reply], frozenset[int]]:
-        """RETR one window (in the worker thread); with digest identities, also return the
-        message-numbers whose octets do not match their identity (see
-        :func:`~maild.protocols.pop3_identity.key_matches`), which must not be stored under it."""
+        """RETR one window (in the worker thread): send its commands unless ``sent`` already, send the
+        ``ahead`` window's commands too (read by the next job), then read this window's replies.
+
+        With digest identities, also return the message-numbers whose octets do not match their
+        identity (see :func:`~maild.protocols.pop3_identity.key_matches`), which must not be stored
+        under it."""
         targets = [(cast(POP3Key, key), n) for key, n in window if n is not None]
-        replies = self._session.run("retrieving", [f"RETR {n}" for _, n in targets], multiline=True)
+        commands = [f"RETR {n}" for _, n in targets]
+        session = self._session
+        with session.mapped("retrieving"):
+            if not sent and commands:
+                session.send_ahead(commands, multiline=True)
+            following = [f"RETR {n}" for _, n in ahead if n is not None]
+            if following:
+                session.send_ahead(following, multiline=True)
+            replies = session.receive(len(commands), multiline=True)
         if self._identity != "content-digest":
             return replies, frozenset()
         mismatched = frozenset(

@@ -14,6 +14,7 @@ never the password.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import poplib
@@ -100,6 +101,7 @@ class POP3Session:
         self.decoder = wire.ReplyDecoder(max_reply_octets=max_reply_octets)
         self._lock = threading.Lock()
         self._shut = False
+        self._ahead: collections.deque[bool] = collections.deque()  # replies owed: multiline or not
 
     # -- errors ---------------------------------------------------------------------------------------
 
@@ -293,6 +295,8 @@ class POP3Session:
     def exchange(self, commands: Sequence[str], *, multiline: bool, pipelined: bool) -> list[wire.Reply]:
         """Send ``commands`` and read one reply to each, in order.
 
+        Replies still owed for commands sent ahead (:meth:`send_ahead`) are read and discarded first.
+
         Args:
             commands: command lines without CRLF, ASCII.
             multiline: whether ``+OK`` replies to these commands are multi-line.
@@ -302,24 +306,61 @@ class POP3Session:
             ProtocolError: a reply is malformed or too large, or data follows the last reply.
             OSError: from the socket (mapped by the caller's :meth:`mapped`).
         """
-        pop = self.pop
-        if pop is None:
-            raise ConnectError(f"{self._where()}: not connected", account=self.settings.account)
-        file = cast(io.BufferedIOBase, pop.file)
+        if self._ahead:
+            self.receive(len(self._ahead), multiline=self._ahead[0])
         replies: list[wire.Reply] = []
         batches = [commands] if pipelined else [[c] for c in commands]
         for batch in batches:
-            pop.sock.sendall("".join(f"{c}\r\n" for c in batch).encode("ascii"))
-            for _ in batch:
-                while (reply := self.decoder.next_reply(multiline=multiline)) is None:
-                    chunk = file.read1(READ_CHUNK_OCTETS)
-                    if not chunk:
-                        raise ConnectError(
-                            f"{self._where()}: server closed the connection", account=self.settings.account
-                        )
-                    self.decoder.feed(chunk)
-                replies.append(reply)
-        if self.decoder.buffered_octets:
+            self.send_ahead(batch, multiline=multiline)
+            replies.extend(self.receive(len(batch), multiline=multiline))
+        return replies
+
+    @property
+    def owed(self) -> int:
+        """Commands sent whose replies have not been read yet."""
+        return len(self._ahead)
+
+    def send_ahead(self, commands: Sequence[str], *, multiline: bool) -> None:
+        """Send ``commands`` now and read their replies later with :meth:`receive` (RFC 2449 section
+        6.6: only when the server announced PIPELINING, or for a single command). All commands owed
+        at one time must be of one kind (``multiline``).
+
+        Raises:
+            ConnectError: not connected. OSError: from the socket.
+        """
+        pop = self.pop
+        if pop is None:
+            raise ConnectError(f"{self._where()}: not connected", account=self.settings.account)
+        if self._ahead and self._ahead[0] != multiline:
+            raise RuntimeError("replies of another kind are still owed")
+        pop.sock.sendall("".join(f"{c}\r\n" for c in commands).encode("ascii"))
+        self._ahead.extend([multiline] * len(commands))
+
+    def receive(self, count: int, *, multiline: bool) -> list[wire.Reply]:
+        """Read the replies to the ``count`` oldest commands owed (see :meth:`send_ahead`).
+
+        Raises:
+            ProtocolError: a reply is malformed or too large, or data follows the last reply owed.
+            ConnectError: the server closed the connection. OSError: from the socket.
+        """
+        pop = self.pop
+        if pop is None:
+            raise ConnectError(f"{self._where()}: not connected", account=self.settings.account)
+        if count > len(self._ahead):
+            raise RuntimeError(f"{count} replies asked, {len(self._ahead)} owed")
+        file = cast(io.BufferedIOBase, pop.file)
+        replies: list[wire.Reply] = []
+        for _ in range(count):
+            while (reply := self.decoder.next_reply(multiline=multiline)) is None:
+                chunk = file.read1(READ_CHUNK_OCTETS)
+                if not chunk:
+                    raise ConnectError(
+                        f"{self._where()}: server closed the connection", account=self.settings.account
+                    )
+                self.decoder.feed(chunk)
+            self._ahead.popleft()
+            replies.append(reply)
+        if not self._ahead and self.decoder.buffered_octets:
             raise self.protocol_error("unexpected data after the last reply", standard="RFC 1939 section 3")
         return replies
 
@@ -356,9 +397,11 @@ class POP3Session:
         """RSET, and only after ``+OK`` to it QUIT, with a short timeout; then close. Best effort.
 
         QUIT is never pipelined behind RSET: a QUIT after a failed RSET would apply the deletions.
+        With replies still owed (a RETR window sent ahead) it only closes the connection: a session
+        that ends without QUIT never enters the UPDATE state (RFC 1939 section 6), so nothing is deleted.
         """
         try:
-            if self.pop is not None:
+            if self.pop is not None and not self._ahead:  # replies owed: just hang up (no UPDATE state)
                 self.pop.sock.settimeout(min(self.settings.timeout_s, ABORT_TIMEOUT_S))
                 if self.exchange(["RSET"], multiline=False, pipelined=False)[0].status.ok:
                     self.exchange(["QUIT"], multiline=False, pipelined=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from maild.errors import ProtocolError
 
@@ -49,6 +50,9 @@ DEFAULT_MAX_REPLY_OCTETS = 100 * 2**20
 
 _CRLF = b"\r\n"
 _STUFFED = b"\r\n.."
+TAKE_BUFFER_OCTETS = 2**20
+"""A multi-line body of at least this many octets, with less than this after it in the receive buffer,
+is handed out as the receive buffer itself instead of a copy (see ``ReplyDecoder._take_body``)."""
 _UNSTUFFED = b"\r\n."
 # RFC 2449 section 8: resp-code = "[" resp-level *("/" resp-level) "]", rchar = %x21-2E / %x30-5C / %x5E-7F.
 _RESP_CODE_RE = re.compile(r"\[([\x21-\x2e\x30-\x5c\x5e-\x7e]+(?:/[\x21-\x2e\x30-\x5c\x5e-\x7e]+)*)\]")
@@ -249,10 +253,31 @@ class ReplyDecoder:
             return Reply(status, b"")
         if buf.startswith(b"..", body_start):
             body_start += 1  # the first line has no preceding CRLF for replace() to see
+        if term + 2 - body_start >= TAKE_BUFFER_OCTETS and len(buf) - end < TAKE_BUFFER_OCTETS:
+            return Reply(status, self._take_body(body_start, term + 2, end))
         with memoryview(buf) as view:
             raw = view[body_start : term + 2].tobytes()
         self._consume(end)  # frees the receive buffer before un-stuffing copies the body
         return Reply(status, raw.replace(_STUFFED, _UNSTUFFED))
+
+    def _take_body(self, start: int, stop: int, end: int) -> bytes:
+        """Hand out the receive buffer itself as the body ``buf[start:stop]`` (no copy of a large
+        message), keeping what follows ``end`` (the start of the next reply) in a new buffer.
+
+        Cutting the head off a bytearray only moves its start; cutting the tail shrinks it in place.
+        Returns a bytearray (typed ``bytes``: it supports everything the consumers use and is
+        never modified afterwards); un-stuffing copies only when a line was stuffed.
+        """
+        buf = self._buf
+        self._buf = bytearray(buf[end:])
+        self._status = None
+        self._status_end = 0
+        self._scan_from = 0
+        del buf[stop:]
+        del buf[:start]
+        if buf.find(_STUFFED) >= 0:
+            buf = buf.replace(_STUFFED, _UNSTUFFED)
+        return cast(bytes, buf)
 
     def replies(self, *, multiline: bool) -> Iterator[Reply]:
         """Yield every reply that is complete in the buffer now, all of the same kind.

@@ -294,16 +294,115 @@ async def test_without_capa(make_server: type[FakePOP3], make_maildrop: MakeMail
     await maildrop.close()
 
 
-async def test_windows_by_count_and_octets(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
+def record_sends(maildrop: POP3Maildrop, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record the command lists the maildrop's session sends, one list per send."""
+    sends: list[list[str]] = []
+    session = maildrop._session  # the windows are what is under test
+    original = session.send_ahead
+
+    def recording(commands: Sequence[str], *, multiline: bool) -> None:
+        sends.append(list(commands))
+        original(commands, multiline=multiline)
+
+    monkeypatch.setattr(session, "send_ahead", recording)
+    return sends
+
+
+async def test_windows_by_count_and_octets(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Windows hold at most `window` RETRs and about `window_octets` of LIST sizes, at least one each."""
     server = make_server([b"x" * 100 + b"\r\n"] * 7)
     maildrop = make_maildrop(server, window=3, window_octets=250)
     await maildrop.open()
     keys = [e.key for e in await maildrop.inventory()]
+    sends = record_sends(maildrop, monkeypatch)
     assert len(await collect(maildrop, keys)) == 7
-    retr_batches = server.batches[-4:]  # 102 octets each: two per window by octets
-    assert retr_batches == [2, 2, 2, 1]
+    assert [len(s) for s in sends] == [2, 2, 2, 1]  # 102 octets each: two per window by octets
     await maildrop.close()
+
+
+async def test_window_octets_callable_is_asked_per_window(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """retrieve(window_octets=f) sizes each window by f() at the time it is planned."""
+    server = make_server([b"x" * 100 + b"\r\n"] * 6)
+    maildrop = make_maildrop(server, window=10)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    sends = record_sends(maildrop, monkeypatch)
+    budgets = iter([1000, 250, 1])
+    got = [item async for item in maildrop.retrieve(keys, window_octets=lambda: next(budgets, 1))]
+    assert [g.raw for g in got if isinstance(g, RetrievedMessage)] == [b"x" * 100 + b"\r\n"] * 6
+    assert [len(s) for s in sends] == [6]  # 1000 octets hold all six
+    await maildrop.close()  # the scripted server takes one connection at a time
+    maildrop2 = make_maildrop(server, window=10)
+    await maildrop2.open()
+    keys = [e.key for e in await maildrop2.inventory()]
+    sends = record_sends(maildrop2, monkeypatch)
+    budgets = iter([250, 1])
+    assert len([item async for item in maildrop2.retrieve(keys, window_octets=lambda: next(budgets, 1))]) == 6
+    assert [len(s) for s in sends] == [2, 1, 1, 1, 1]
+    await maildrop2.close()
+
+
+async def test_next_window_is_sent_before_the_consumer_takes_the_first(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """Sliding window (RFC 2449 section 6.6): while the consumer holds window 1, window 2 is already
+    requested (the link never waits for the consumer), and window 3 is not (two windows at most)."""
+    server = make_server([b"Subject: %d\r\n\r\nbody\r\n" % i for i in range(1, 7)])
+    maildrop = make_maildrop(server, window=2)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    results = maildrop.retrieve(keys)
+    first = await anext(results)
+    assert isinstance(first, RetrievedMessage)
+    deadline = time.monotonic() + 5
+    while "RETR 4" not in server.commands and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # time for a (wrong) third window to arrive
+    retrs = [c for c in server.commands if c.startswith("RETR")]
+    assert retrs == ["RETR 1", "RETR 2", "RETR 3", "RETR 4"]
+    rest = [item async for item in results]
+    assert [g.key for g in rest] == keys[1:]
+    await maildrop.close()
+
+
+async def test_generator_closed_with_a_window_owed_then_delete_and_quit(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """Stopping retrieve() early leaves replies owed for the window sent ahead; the next command reads
+    and drops them first, so DELE and QUIT still pair with their own replies."""
+    server = make_server(list(MESSAGES))
+    maildrop = make_maildrop(server, window=1)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    results = maildrop.retrieve(keys)
+    assert await anext(results) == RetrievedMessage(keys[0], MESSAGES[0])
+    await results.aclose()
+    await maildrop.delete([keys[0]])
+    await maildrop.close()
+    assert server.applied == [[1]]
+
+
+async def test_abort_with_a_window_owed_hangs_up_without_quit(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop
+) -> None:
+    """abort() with RETR replies still owed does not send RSET/QUIT (their replies would pair with the
+    RETRs): it hangs up, and without QUIT nothing marked is deleted (RFC 1939 section 6)."""
+    server = make_server(list(MESSAGES))
+    maildrop = make_maildrop(server, window=1)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    await maildrop.delete([keys[3]])
+    results = maildrop.retrieve(keys[:3])
+    assert isinstance(await anext(results), RetrievedMessage)
+    await results.aclose()
+    await maildrop.abort()
+    assert "QUIT" not in server.commands
+    assert "RSET" not in server.commands
+    assert server.applied == []
 
 
 # -- individual refusals -------------------------------------------------------------------------------
@@ -704,12 +803,14 @@ async def test_cancel_frees_the_thread_promptly(
 
 
 async def test_hangup_mid_reply(make_server: type[FakePOP3], make_maildrop: MakeMaildrop) -> None:
-    """A server that closes the connection in the middle of a message gives ConnectError."""
+    """A server that closes the connection in the middle of a message gives ConnectError.
+
+    (With the next window's RETR already sent, the server's close may arrive as a reset.)"""
     server = make_server(list(MESSAGES), replies={"RETR 1": b"+OK\r\nSubject: one\r\n"}, hangup={"RETR 1"})
     maildrop = make_maildrop(server, window=1)
     await maildrop.open()
     keys = [e.key for e in await maildrop.inventory()]
-    with pytest.raises(ConnectError, match="closed the connection"):
+    with pytest.raises(ConnectError, match=r"closed the connection|connection lost while retrieving"):
         await collect(maildrop, keys)
     await maildrop.abort()
 

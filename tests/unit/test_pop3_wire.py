@@ -315,6 +315,46 @@ def test_decoder_memory_about_two_copies() -> None:
     assert peak < 2.4 * len(body)
 
 
+def test_decoder_large_unstuffed_body_is_the_buffer_itself() -> None:
+    """A 25 MB message without stuffed lines is handed out without a copy (peak about one message),
+    octet-exact, and the start of the next reply behind it in the buffer survives."""
+    body = (b"y" * 998 + b"\r\n") * 25_000
+    stream = b"+OK\r\n" + stuff(body) + b"+OK\r\nSubject: next\r\n"
+    chunk = 256 * 1024
+    decoder = ReplyDecoder()
+    tracemalloc.start()
+    try:
+        for start in range(0, len(stream), chunk):
+            decoder.feed(stream[start : start + chunk])
+        reply = decoder.next_reply(multiline=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reply is not None
+    assert reply.body == body
+    assert peak < 1.3 * len(body)
+    assert decoder.next_reply(multiline=True) is None
+    decoder.feed(b"\r\n.\r\n")
+    assert decoder.next_reply(multiline=True) == Reply(StatusLine(True, None, ""), b"Subject: next\r\n\r\n")
+
+
+@pytest.mark.parametrize("split", [1, 7, 4096, 2**20 + 3])
+def test_decoder_large_bodies_back_to_back(split: int) -> None:
+    """Two pipelined 1.5 MB replies (one stuffed, one not), chunked anywhere, decode octet-exact."""
+    plain = b"z" * 1_500_000 + b"\r\n"
+    stuffed = b".first\r\n" + b"w" * 1_500_000 + b"\r\n.\r\n..x\r\n"
+    stream = b"+OK\r\n" + stuff(stuffed) + b"+OK\r\n" + stuff(plain) + b"+OK bye\r\n"
+    decoder = ReplyDecoder()
+    got: list[Reply] = []
+    kinds = [True, True, False]
+    for start in range(0, len(stream), split):
+        decoder.feed(stream[start : start + split])
+        while len(got) < 3 and (reply := decoder.next_reply(multiline=kinds[len(got)])) is not None:
+            got.append(reply)
+    assert [r.body for r in got] == [stuffed, plain, None]
+    assert decoder.buffered_octets == 0
+
+
 # -- UIDL ----------------------------------------------------------------------------------------------
 
 
