@@ -6,14 +6,18 @@ Inventory (SELECT, UID SEARCH), retrieval with ``BODY.PEEK[]`` (so ``\\Seen`` is
 :mod:`maild.protocols.imap_protocol` (the only place using aioimaplib's internals).
 
 Responses are kept short (at most :data:`MAX_UIDS_PER_COMMAND` UIDs per command), because the stock
-library recurses once per response line and dies near 1,000 lines in one read.
+library recurses once per response line and dies near 1,000 lines in one read. The exception is
+:meth:`IMAPMailbox.retrieve` on the patched protocol: one streaming ``UID FETCH`` per mailbox run (at
+most :data:`MAX_UIDS_PER_STREAM` UIDs), its responses taken one by one while they arrive (see
+:mod:`maild.protocols.imap_stream`), so that a 50 ms link never waits for a round trip per batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,7 +37,15 @@ from maild.model import (
 from maild.protocols import imap_fetch, imap_list
 from maild.protocols import imap_wire as wire
 from maild.protocols.base import Maildrop
-from maild.protocols.imap_session import THROTTLE_CODES, IMAPSession, SelectRefused
+from maild.protocols.imap_protocol import streaming_supported
+from maild.protocols.imap_session import THROTTLE_CODES, SelectRefused
+from maild.protocols.imap_stream import (
+    BODY_ITEMS,
+    DEFAULT_WINDOW_OCTETS,
+    SESSION_FLAGS,
+    StreamingRetrieval,
+    stream_segments,
+)
 
 _log = structlog.get_logger(__name__)
 
@@ -41,11 +53,6 @@ _log = structlog.get_logger(__name__)
 MAX_UIDS_PER_COMMAND = 400
 #: Most messages per body FETCH: each costs two response lines (header with literal, then ``)``).
 MAX_MESSAGES_PER_FETCH = 200
-#: Flags that describe this session, not the message (``\Recent``: RFC 3501 section 2.3.2, gone in
-#: RFC 9051); left out of RetrievedMessage.flags.
-SESSION_FLAGS = frozenset({"\\Recent"})
-#: Items of the body FETCH; ``BODY.PEEK[]`` leaves ``\Seen`` alone (RFC 9051 section 6.4.5).
-BODY_ITEMS = "(UID FLAGS INTERNALDATE BODY.PEEK[])"
 #: Items of the identity pass after a UIDVALIDITY change: size and Message-ID, no body.
 IDENTITY_ITEMS = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
 #: Items of the header scan used to compare mailboxes without downloading bodies.
@@ -98,7 +105,7 @@ class MailboxHeaders:
     failures: dict[int, str] = field(default_factory=dict)
 
 
-class IMAPMailbox(IMAPSession, Maildrop):
+class IMAPMailbox(StreamingRetrieval, Maildrop):
     """An IMAP session over aioimaplib for one account and one or more mailboxes.
 
     Args:
@@ -238,40 +245,80 @@ class IMAPMailbox(IMAPSession, Maildrop):
     ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
         """Retrieve messages with ``BODY.PEEK[]`` (``\\Seen`` unchanged), yielding each in key order.
 
-        Consecutive keys of the same mailbox form a run: SELECT (if not selected), one cheap
-        ``UID FETCH (RFC822.SIZE)`` pass (at most :data:`MAX_UIDS_PER_COMMAND` UIDs per command) to
-        size the batches, then ``UID FETCH (UID FLAGS INTERNALDATE BODY.PEEK[])`` per batch of at most
-        ``batch_messages`` messages and about ``batch_octets`` octets. Duplicate keys are retrieved once.
+        Consecutive keys of the same mailbox form a run: SELECT (if not selected), then
 
-        Flags are the message's flags at retrieval time without the per-session ``\\Recent``.
+        * on the patched protocol (streaming): one ``UID FETCH <set> (UID FLAGS INTERNALDATE
+          BODY.PEEK[])`` per segment of the run (:func:`~maild.protocols.imap_stream.stream_segments`:
+          ascending UIDs, at most :data:`MAX_UIDS_PER_STREAM`; inventory keys make one segment per
+          mailbox), each message yielded as soon as its response is complete, long before the
+          tagged completion. At most about ``window_octets()`` octets of messages read but not yet
+          yielded are held; beyond that, reading pauses until the consumer has taken enough (a
+          larger message is held alone). ``timeout_s`` limits only silence while the consumer
+          waits for data, never the time it spends away;
+        * on the stock protocol: a ``UID FETCH (RFC822.SIZE)`` pass (at most
+          :data:`MAX_UIDS_PER_COMMAND` UIDs per command) to size the batches, then one body FETCH
+          per batch of at most ``batch_messages`` messages and about ``batch_octets`` octets.
+
+        Duplicate keys are retrieved once. Flags are the message's flags at retrieval time without
+        the per-session ``\\Recent``.
 
         Yields :class:`RetrievalFailure` for: a key whose UIDVALIDITY differs from the mailbox's now
         (its UID may name another message), a mailbox that can no longer be selected, a UID the
-        server did not return (expunged meanwhile), a response with the body NIL or items missing.
+        server did not return (expunged meanwhile; the reason quotes the completion), a response
+        with the body NIL or items missing.
+
+        Args:
+            keys: IMAP keys, normally from :meth:`inventory` (ascending UIDs per mailbox).
+            window_octets: returns the current limit in octets of messages held; asked after every
+                response. None: :data:`~maild.protocols.imap_stream.DEFAULT_WINDOW_OCTETS`.
 
         Standard: RFC 9051 section 6.4.5 and 6.4.9 (UID FETCH), 7.5.2 (FETCH response).
 
-        Cancelled at any await: the session is discarded; messages already yielded stay valid.
+        Cancelled, or closed early (``aclose()``), at any point: while a FETCH is in flight the session
+        is discarded (every later call raises TransientError); messages already yielded stay valid.
 
         Raises:
             TypeError: a key is not an :class:`~maild.model.IMAPKey`.
-            ThrottledError, NetworkTimeout, ConnectError, ProtocolError, TransientError: the
-                session is broken or refused the fetch as a whole; call :meth:`abort`.
+            ThrottledError: the FETCH was answered NO ``[UNAVAILABLE]``, ``[LIMIT]`` or ``[INUSE]``
+                (messages yielded before stay valid).
+            NetworkTimeout: nothing arrived for ``timeout_s`` seconds while waiting for a message.
+            ConnectError: the connection was lost.
+            ProtocolError: BAD, or a response aioimaplib could not frame.
+            TransientError: NO ``[SERVERBUG]``, or the session was discarded earlier; call :meth:`abort`.
         """
         ordered: list[IMAPKey] = []
         for key in dict.fromkeys(keys):
             if not isinstance(key, IMAPKey):
                 raise TypeError(f"IMAPMailbox cannot retrieve {type(key).__name__}")
             ordered.append(key)
-        for mailbox, run in itertools.groupby(ordered, key=lambda key: key.mailbox):
-            async for item in self._retrieve_run(mailbox, list(run)):
-                yield item
+        window = window_octets if window_octets is not None else lambda: DEFAULT_WINDOW_OCTETS
+        for mailbox, group in itertools.groupby(ordered, key=lambda key: key.mailbox):
+            run = list(group)
+            if self._selected != mailbox:
+                try:
+                    await self._select(mailbox)
+                except SelectRefused as exc:
+                    for key in run:
+                        yield RetrievalFailure(key, str(exc))
+                    continue
+            # aclosing: closing this generator early must close the inner one now (its finally
+            # discards the session), not whenever the garbage collector finalises it
+            if streaming_supported(self._protocol):
+                for segment in stream_segments(run, self._uidvalidity):
+                    async with contextlib.aclosing(self._stream_segment(segment, window)) as items:
+                        async for item in items:
+                            yield item
+            else:
+                async with contextlib.aclosing(self._retrieve_run(run)) as items:
+                    async for item in items:
+                        yield item
 
     async def sizes(self, keys: Sequence[MessageKey]) -> dict[MessageKey, int]:
         """RFC822.SIZE of ``keys`` (IMAP keys of this session's UIDVALIDITY), in ``UID FETCH
         (RFC822.SIZE)`` commands of at most :data:`MAX_UIDS_PER_COMMAND` UIDs per mailbox.
 
-        Remembered for the session, so :meth:`retrieve` skips its own size pass for them. A mailbox
+        Remembered for the session, so :meth:`retrieve` on the stock protocol skips its size pass for
+        them (the streaming path needs no sizes). A mailbox
         that cannot be selected, or a UID the server does not return, is left out (:meth:`retrieve`
         reports it). Standard: RFC 9051 section 6.4.9 (UID FETCH), 7.5.2 (RFC822.SIZE; a message's
         size never changes, section 2.3.4).
@@ -294,15 +341,9 @@ class IMAPMailbox(IMAPSession, Maildrop):
         return {key: self._sizes[key] for key in imap_keys if key in self._sizes}
 
     async def _retrieve_run(
-        self, mailbox: str, run: list[IMAPKey]
-    ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
-        if self._selected != mailbox:
-            try:
-                await self._select(mailbox)
-            except SelectRefused as exc:
-                for key in run:
-                    yield RetrievalFailure(key, str(exc))
-                return
+        self, run: list[IMAPKey]
+    ) -> AsyncGenerator[RetrievedMessage | RetrievalFailure, None]:
+        """The stock-protocol path of :meth:`retrieve` for one selected mailbox: size pass, batches."""
         reasons: dict[int, str] = {}
         wanted = sorted({key.uid for key in run if key.uidvalidity == self._uidvalidity})
         sizes: dict[int, int] = {}

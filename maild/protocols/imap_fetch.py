@@ -145,8 +145,58 @@ def _fetch_items(tokens: list[Token]) -> dict[str, Token]:
     return result
 
 
-def _build_message(seq: int, uid: int, items: dict[str, Token], require: Iterable[str]) -> FetchedMessage:
-    """Validate the merged items of one message. Raises LexError with the per-message reason."""
+@dataclass(frozen=True, slots=True)
+class FetchLine:
+    """One FETCH response line (RFC 9051 section 7.5.2), lexed.
+
+    Attributes:
+        seq: the message sequence number it names.
+        items: data item name (upper-case, aliases resolved, e.g. ``"BODY[]"``) to its value. When
+            ``error`` is set, only ``"UID"`` (its digits) if it could still be read, else empty.
+        error: None, or why the line broke the grammar (``"malformed FETCH response: ..."``; with an
+            excerpt of the line when no UID could be read).
+    """
+
+    seq: int
+    items: dict[str, Token]
+    error: str | None = None
+
+
+def read_fetch_line(logical: Sequence[Part], head: bytes | None = None) -> FetchLine | None:
+    """Lex one logical line (from :func:`~maild.protocols.imap_lex.group_lines`) as a FETCH response.
+
+    Args:
+        logical: the line's text parts and literals.
+        head: its first part with ``* `` stripped, if the caller has it already.
+
+    Returns:
+        The FETCH response, or None when the line is not ``n FETCH ...`` at all. Never raises for
+        server data: a line that breaks the grammar comes back with ``error`` set.
+    """
+    if head is None:
+        head = strip_untagged(logical[0])
+    start = FETCH_START.match(head)
+    if start is None:
+        return None
+    seq = int(start.group(1))
+    try:
+        return FetchLine(seq, _fetch_items(lex([head[start.end() :], *logical[1:]])))
+    except LexError as exc:
+        text_parts = b" ".join(bytes(p) for p in logical[::2])  # odd positions hold literals
+        uid_match = re.search(rb"[( ]UID (\d+)", text_parts, re.IGNORECASE)
+        reason = f"malformed FETCH response: {exc}"
+        if uid_match is not None:
+            return FetchLine(seq, {"UID": uid_match.group(1).decode("ascii")}, reason)
+        return FetchLine(seq, {}, f"{reason}: {excerpt(head)}")
+
+
+def build_message(seq: int, uid: int, items: dict[str, Token], require: Iterable[str]) -> FetchedMessage:
+    """Validate the merged items of one message into a :class:`FetchedMessage`.
+
+    Raises:
+        LexError: a required item is missing or NIL, or an item has the wrong type; the text is the
+            per-message failure reason (``"BODY[] is NIL"``).
+    """
     for name in require:
         if name not in items:
             raise LexError(f"{name} missing")
@@ -227,24 +277,18 @@ def parse_fetch(
             elif kind == b"EXPUNGE":
                 expunged.append(int(event.group(1)))
             continue
-        start = FETCH_START.match(head)
-        if start is None:
+        line = read_fetch_line(logical, head)
+        if line is None:
             ignored += 1
             continue
-        seq = int(start.group(1))
-        try:
-            items = _fetch_items(lex([head[start.end() :], *logical[1:]]))
-        except LexError as exc:
-            text_parts = b" ".join(bytes(p) for p in logical[::2])  # odd positions hold literals
-            uid_match = re.search(rb"[( ]UID (\d+)", text_parts, re.IGNORECASE)
-            reason = f"malformed FETCH response: {exc}"
-            if uid_match is not None:
-                broken[seq] = reason
-                merged.setdefault(seq, {})["UID"] = uid_match.group(1).decode("ascii")
+        if line.error is not None:
+            if "UID" in line.items:
+                broken[line.seq] = line.error
+                merged.setdefault(line.seq, {})["UID"] = line.items["UID"]
             else:
-                malformed.append(f"{reason}: {excerpt(head)}")
+                malformed.append(line.error)
             continue
-        merged.setdefault(seq, {}).update(items)
+        merged.setdefault(line.seq, {}).update(line.items)
     messages: dict[int, FetchedMessage] = {}
     failures: dict[int, str] = {}
     for seq, items in merged.items():
@@ -260,7 +304,7 @@ def parse_fetch(
             failures[uid] = broken[seq]
             continue
         try:
-            messages[uid] = _build_message(seq, uid, items, required)
+            messages[uid] = build_message(seq, uid, items, required)
         except LexError as exc:
             failures[uid] = str(exc)
     return FetchResult(messages, failures, exists, tuple(expunged), ignored, tuple(malformed))

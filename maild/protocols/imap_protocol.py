@@ -8,6 +8,9 @@ What it adds to aioimaplib 2.0.3 (see ``DEPENDENCIES.md`` for the measurements b
   the library's hot spots (quadratic FETCH completion check, eager debug formatting of every received
   chunk, recursion per line);
 * :class:`IMAPClient` builds the chosen protocol class (:data:`_PROTOCOL_CLASS`);
+* streaming FETCH (:class:`StreamingFetch`, only on :class:`_FastProtocol`): each FETCH response is
+  handed to a callback as soon as it is complete instead of being kept until the tagged completion,
+  and reading can be paused for backpressure;
 * STARTTLS, which aioimaplib lacks, in :func:`starttls`.
 
 ``tests/faults/imap_library_test.py`` pins the source of every library method relied on here.
@@ -20,13 +23,23 @@ import importlib.metadata
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import aioimaplib
 
 from maild.errors import ProtocolError
+from maild.protocols.imap_lex import Part
 
-__all__ = ["AIOIMAPLIB_VERSION", "PATCHED_AIOIMAPLIB", "IMAPClient", "quiet_library_logger", "starttls"]
+__all__ = [
+    "AIOIMAPLIB_VERSION",
+    "PATCHED_AIOIMAPLIB",
+    "FetchSink",
+    "IMAPClient",
+    "StreamingFetch",
+    "quiet_library_logger",
+    "starttls",
+    "streaming_supported",
+]
 
 #: The aioimaplib release whose internals :class:`_FastProtocol` and :func:`starttls` were written for.
 PATCHED_AIOIMAPLIB = "2.0.3"
@@ -97,6 +110,51 @@ class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
 
     def wait_data(self) -> bool:
         return bool(self._open_parens != self._close_parens)
+
+
+#: Receives one complete FETCH response: its text lines (bytes, without ``* ``) and literals
+#: (bytearray) in arrival order, the shape :func:`~maild.protocols.imap_fetch.parse_fetch` reads.
+#: Called from the transport's ``data_received``: it must return quickly and must not raise.
+FetchSink: TypeAlias = Callable[[list[Part]], None]
+
+
+class _StreamingFetchCommand(_FastFetchCommand):
+    """A FETCH that hands each complete FETCH response to a sink instead of keeping it.
+
+    A response is complete when its parentheses balance after a text line (the library's own rule:
+    after that it routes no further line to this command except a new ``n FETCH (``), when the next
+    ``n FETCH (`` begins, or when the tagged completion arrives. Only the tagged completion stays in
+    the library's ``Response.lines``; memory holds at most the response being read.
+
+    Standard: RFC 9051 section 7.5.2 (one FETCH response per message, possibly several).
+    """
+
+    def __init__(self, tag: str, *args: Any, sink: FetchSink, prefix: str, loop: Any) -> None:
+        super().__init__(tag, *args, prefix=prefix, loop=loop, timeout=None)
+        self._sink = sink
+        self._parts: list[Part] = []
+
+    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
+        if result != "Pending":  # the tagged completion, from Command.close()
+            self._hand_over()
+            aioimaplib.Command.append_to_resp(self, line, result)
+            return
+        text = isinstance(line, bytes)
+        if text:
+            if self.FETCH_MESSAGE_DATA_RE.match(line):
+                self._hand_over()
+                self._open_parens, self._close_parens = line.count(b"("), line.count(b")")
+            else:
+                self._open_parens += line.count(b"(")
+                self._close_parens += line.count(b")")
+        self._parts.append(line)
+        if text and self._open_parens == self._close_parens:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._parts:
+            parts, self._parts = self._parts, []
+            self._sink(parts)
 
 
 class _FastProtocol(_TrackingProtocol):
@@ -179,6 +237,69 @@ class _FastProtocol(_TrackingProtocol):
 _PROTOCOL_CLASS: type[_TrackingProtocol] = (
     _FastProtocol if AIOIMAPLIB_VERSION == PATCHED_AIOIMAPLIB else _TrackingProtocol
 )
+
+
+def streaming_supported(protocol: Any) -> bool:
+    """Whether :class:`StreamingFetch` works on ``protocol`` (the patched protocol only)."""
+    return isinstance(protocol, _FastProtocol)
+
+
+class StreamingFetch:
+    """One ``[UID] FETCH`` whose responses go to ``sink`` one by one while the command runs.
+
+    Only on :class:`_FastProtocol` (see :func:`streaming_supported`). aioimaplib keys pending async
+    commands by name, so no other FETCH may run on the session until :meth:`run` has returned.
+
+    Args:
+        protocol: the session's protocol object.
+        message_set: the sequence set, e.g. ``"1:2000,2005"``.
+        items: the data items, e.g. ``"(UID FLAGS INTERNALDATE BODY.PEEK[])"``.
+        sink: receives each complete FETCH response (see :data:`FetchSink`).
+        by_uid: send ``UID FETCH`` (RFC 9051 section 6.4.9).
+    """
+
+    def __init__(
+        self, protocol: Any, message_set: str, items: str, sink: FetchSink, *, by_uid: bool = True
+    ) -> None:
+        if not streaming_supported(protocol):
+            raise TypeError("streaming FETCH needs the patched aioimaplib protocol")
+        self._protocol = protocol
+        self._command = _StreamingFetchCommand(
+            protocol.new_tag(),
+            message_set,
+            items,
+            sink=sink,
+            prefix="UID" if by_uid else "",
+            loop=protocol.loop,
+        )
+
+    async def run(self) -> Any:
+        """Send the command and wait for its tagged completion.
+
+        Returns:
+            The library's Response; its ``lines`` hold only the tagged completion text.
+
+        Raises:
+            aioimaplib.Abort: the session is not in SELECTED state (mapped by the caller).
+        """
+        return await self._protocol.execute(self._command)
+
+    @property
+    def completed(self) -> bool:
+        """Whether the tagged completion has arrived (:meth:`run` returns at the next loop turn)."""
+        return bool(self._command._event.is_set())
+
+    def pause_reading(self) -> None:
+        """Stop reading from the connection (TCP flow control then holds the server back)."""
+        transport = self._protocol.transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the connection again after :meth:`pause_reading`; harmless when not paused."""
+        transport = self._protocol.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
 
 class IMAPClient(aioimaplib.IMAP4):  # type: ignore[misc]

@@ -92,6 +92,14 @@ def stock_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
 
 
+@pytest.fixture(params=["streaming", "stock"])
+def either_protocol(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the streaming path (patched protocol) and on the stock batch path."""
+    if request.param == "stock":
+        monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
+    return str(request.param)
+
+
 async def opened(server: ScriptedIMAP, **kwargs: object) -> IMAPMailbox:
     """Open an IMAPMailbox on ``server`` with :func:`settings` ``kwargs``."""
     mailbox = IMAPMailbox(settings(server, **kwargs))  # type: ignore[arg-type]
@@ -380,7 +388,8 @@ def test_constructor_validates_and_quiets_library_logger() -> None:
 
 
 async def test_retrieve_uses_peek_and_yields_in_key_order(inbox: ScriptedIMAP) -> None:
-    """BODY.PEEK[] only, no STORE; results follow the order of the keys, duplicates once."""
+    """BODY.PEEK[] only, no STORE, no size pass; results follow the order of the keys, duplicates once;
+    keys out of UID order are fetched in ascending runs (one streaming FETCH each)."""
     mailbox = await opened(inbox)
     wanted = keys([4, 2, 5, 2, 1])
     items = await collect(mailbox, wanted)
@@ -389,14 +398,44 @@ async def test_retrieve_uses_peek_and_yields_in_key_order(inbox: ScriptedIMAP) -
     assert all(isinstance(item, RetrievedMessage) for item in items)
     assert items[0].raw == message(4)  # type: ignore[union-attr]
     fetches = inbox.commands_named("UID FETCH")
+    assert fetches == [
+        "UID FETCH 4 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+        "UID FETCH 2,5 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+        "UID FETCH 1 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+    ]
+    assert inbox.commands_named("UID STORE") == []
+
+
+@pytest.mark.usefixtures("stock_protocol")
+async def test_stock_retrieve_sizes_then_batches_in_key_order(inbox: ScriptedIMAP) -> None:
+    """On the stock protocol: one size pass, then body batches; results still in key order."""
+    mailbox = await opened(inbox)
+    items = await collect(mailbox, keys([4, 2, 5, 2, 1]))
+    await mailbox.close()
+    assert [item.key.uid for item in items] == [4, 2, 5, 1]  # type: ignore[union-attr]
+    assert all(isinstance(item, RetrievedMessage) for item in items)
+    fetches = inbox.commands_named("UID FETCH")
     assert fetches[0] == "UID FETCH 1:2,4:5 (RFC822.SIZE)"
     assert fetches[1] == "UID FETCH 1:2,4:5 (UID FLAGS INTERNALDATE BODY.PEEK[])"
-    assert inbox.commands_named("UID STORE") == []
     assert "BODY[]" not in " ".join(fetches).replace("BODY.PEEK[]", "")
 
 
+async def test_streaming_retrieve_sends_one_fetch_for_a_thousand_messages() -> None:
+    """1,000 messages in one mailbox: a single UID FETCH 1:1000, no RFC822.SIZE pass, all in order."""
+    raws = [message(i) for i in range(1, 1001)]
+    raws[10] = message(11, size=5000)
+    async with ScriptedIMAP({"INBOX": raws}) as server:
+        mailbox = await opened(server)
+        items = await collect(mailbox, keys(range(1, 1001)))
+        await mailbox.close()
+    assert [item.key.uid for item in items] == list(range(1, 1001))  # type: ignore[union-attr]
+    assert [item.raw for item in items] == raws  # type: ignore[union-attr]
+    assert server.commands_named("UID FETCH") == ["UID FETCH 1:1000 (UID FLAGS INTERNALDATE BODY.PEEK[])"]
+
+
+@pytest.mark.usefixtures("stock_protocol")
 async def test_retrieve_chunks_size_pass_and_batches_bodies() -> None:
-    """1,000 messages: size pass in commands of at most 400 UIDs, bodies by count and by octets."""
+    """Stock protocol, 1,000 messages: size pass in commands of at most 400 UIDs, bodies by count and octets."""
     raws = [message(i) for i in range(1, 1001)]
     raws[10] = message(11, size=5000)
     async with ScriptedIMAP({"INBOX": raws}) as server:
@@ -423,6 +462,7 @@ async def test_retrieve_chunks_size_pass_and_batches_bodies() -> None:
     assert MAX_UIDS_PER_COMMAND == 400
 
 
+@pytest.mark.usefixtures("either_protocol")
 async def test_retrieve_odd_fetch_shapes(inbox: ScriptedIMAP) -> None:
     """UID after the literal, items reversed, NIL body, a vanished UID, EXISTS/EXPUNGE and FLAGS pushes."""
 
@@ -480,11 +520,15 @@ async def test_retrieve_unknown_uids_and_stale_uidvalidity(inbox: ScriptedIMAP) 
         "RetrievalFailure",
         "RetrievedMessage",
     ]
-    assert "not on the server" in items[1].reason  # type: ignore[union-attr]
+    assert "not returned (OK" in items[1].reason  # type: ignore[union-attr]
     assert "UIDVALIDITY" in items[2].reason  # type: ignore[union-attr]
-    assert inbox.commands_named("UID FETCH")[0] == "UID FETCH 1,3,99 (RFC822.SIZE)"
+    assert inbox.commands_named("UID FETCH") == [  # 99 before 3: two ascending runs
+        "UID FETCH 1,99 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+        "UID FETCH 3 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+    ]
 
 
+@pytest.mark.usefixtures("either_protocol")
 async def test_retrieve_vanished_mailbox_fails_its_keys(inbox: ScriptedIMAP) -> None:
     """Keys of a mailbox that can no longer be selected fail; other mailboxes still work."""
     mailbox = await opened(inbox)
@@ -503,6 +547,7 @@ async def test_retrieve_refuses_pop3_keys(inbox: ScriptedIMAP) -> None:
     await mailbox.close()
 
 
+@pytest.mark.usefixtures("either_protocol")
 @pytest.mark.parametrize(
     ("reply", "error"),
     [
@@ -524,6 +569,7 @@ async def test_fetch_refused_as_a_whole(inbox: ScriptedIMAP, reply: str, error: 
     await mailbox.close()
 
 
+@pytest.mark.usefixtures("either_protocol")
 async def test_fetch_plain_no_keeps_partial_data(inbox: ScriptedIMAP) -> None:
     """NO without a throttling code: what came is yielded, the rest fails with the server's reason."""
 
@@ -620,6 +666,7 @@ async def test_silent_server_times_out_and_session_is_discarded(inbox: ScriptedI
     await mailbox.abort()
 
 
+@pytest.mark.usefixtures("either_protocol")
 async def test_slow_but_steady_fetch_does_not_time_out(inbox: ScriptedIMAP) -> None:
     """timeout_s limits silence, not duration: a FETCH trickling for longer than timeout_s succeeds."""
 
@@ -644,6 +691,7 @@ async def test_slow_but_steady_fetch_does_not_time_out(inbox: ScriptedIMAP) -> N
     await mailbox.close()
 
 
+@pytest.mark.usefixtures("either_protocol")
 @pytest.mark.parametrize("when", ["before any response", "mid-literal"])
 async def test_connection_dropped_mid_command_fails_promptly(inbox: ScriptedIMAP, when: str) -> None:
     """The server hangs up during UID FETCH: ConnectError at once, not after timeout_s (30 s here)."""
@@ -669,6 +717,7 @@ async def test_connection_dropped_mid_command_fails_promptly(inbox: ScriptedIMAP
     await mailbox.abort()
 
 
+@pytest.mark.usefixtures("either_protocol")
 async def test_cancelled_retrieve_discards_the_session(inbox: ScriptedIMAP) -> None:
     """Cancelling mid-FETCH propagates CancelledError; the session is unusable afterwards."""
     inbox.script["UID FETCH"] = hang

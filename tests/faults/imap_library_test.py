@@ -7,7 +7,9 @@ it, and relies on it quoting the LOGIN password but not the user name. Here:
 * what LOGIN and STARTTLS put on the wire is captured from a fake transport;
 * the patched protocol is fed the same server byte streams as the stock one, split at every byte
   boundary and at random chunk sizes, and must produce identical responses; the FETCH responses must
-  parse (``imap_fetch.parse_fetch``) into the same messages whatever the split.
+  parse (``imap_fetch.parse_fetch``) into the same messages whatever the split;
+* the streaming FETCH hands its sink the same responses whatever the split, and they assemble
+  (``imap_stream.FetchAssembler``) into exactly what ``parse_fetch`` makes of the stock response.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import aioimaplib
 import pytest
 
-from maild.protocols import imap_fetch, imap_list
+from maild.protocols import imap_fetch, imap_list, imap_stream
 from maild.protocols import imap_protocol as imap_module
 from maild.protocols import imap_wire as wire
 
@@ -43,6 +45,14 @@ PINNED_SOURCES = {
     "Command.begin_literal_data": "c03a82f40c57392d",
     "Command.append_to_resp": "43f8b5a526fa16b0",
     "IMAP4.create_client": "4c6284d94662f228",
+    # streaming FETCH: lines reach the command via _untagged_response / _handle_line, the completion
+    # via _response_done -> Command.close -> append_to_resp(line, result); completed reads _event
+    "Command.close": "768d47d8c7fc7786",
+    "Command.wait": "05767d06fff6ee80",
+    "Command.__init__": "ccb7fdf53ea34751",
+    "FetchCommand.__init__": "282d23f5bf7ac0c9",
+    "IMAP4ClientProtocol._untagged_response": "293b7da830751ce5",
+    "IMAP4ClientProtocol._response_done": "69c9091728111730",
 }
 
 
@@ -267,3 +277,100 @@ async def test_fast_protocol_handles_a_long_single_read_without_recursion() -> N
     )
     result = imap_fetch.parse_fetch(response.lines[:-1], require=("FLAGS",))
     assert len(result.messages) == 5000
+
+
+async def run_streaming(
+    cuts: list[int], stream: bytes = FETCH_STREAM
+) -> tuple[Any, list[list[tuple[str, bytes]]]]:
+    """Run a StreamingFetch of UIDs 11:13 on the patched protocol fed ``stream`` cut at ``cuts``.
+
+    Returns:
+        The library's Response and the sink's calls, each as (type, octets) per part.
+    """
+    handed: list[list[tuple[str, bytes]]] = []
+
+    def sink(parts: list[Any]) -> None:
+        handed.append([(type(part).__name__, bytes(part)) for part in parts])
+
+    def start(protocol: Any) -> Coroutine[Any, Any, Any]:
+        fetch_ = imap_module.StreamingFetch(protocol, "11:13", "(UID FLAGS INTERNALDATE BODY.PEEK[])", sink)
+        coroutine: Coroutine[Any, Any, Any] = fetch_.run()
+        return coroutine
+
+    response, written = await run_command(imap_module._FastProtocol, start, stream, cuts)
+    assert written.split(b" ", 1)[1] == b"UID FETCH 11:13 (UID FLAGS INTERNALDATE BODY.PEEK[])\r\n"
+    return response, handed
+
+
+def assembled(handed: list[list[tuple[str, bytes]]]) -> dict[int, imap_stream.Outcome]:
+    """What FetchAssembler makes of the sink's calls, by UID."""
+    assembler = imap_stream.FetchAssembler([11, 12, 13], ("BODY[]", "FLAGS"))
+    outcomes: dict[int, imap_stream.Outcome] = {}
+    for call in handed:
+        parts = [bytearray(octets) if kind == "bytearray" else octets for kind, octets in call]
+        outcomes.update(assembler.feed(parts))
+    outcomes.update(assembler.finish())
+    return outcomes
+
+
+async def test_streaming_fetch_hands_over_each_response_the_same_at_every_split() -> None:
+    """Cut anywhere once, the streaming FETCH hands its sink the same responses, one FETCH each, keeps
+    only the completion, and they assemble into what parse_fetch makes of the stock response."""
+    stock, _ = await run_command(aioimaplib.IMAP4ClientProtocol, fetch, FETCH_STREAM, [])
+    expected = imap_fetch.parse_fetch(stock.lines[:-1], requested=[11, 12, 13], require=("BODY[]", "FLAGS"))
+    whole_response, whole = await run_streaming([])
+    assert shape(whole_response) == ("OK", [("bytes", b"Fetch completed (0.001 + 0.000 secs).")])
+    assert [call[0][1].split(b" (")[0] for call in whole] == [b"1 FETCH", b"2 FETCH", b"3 FETCH", b"3 FETCH"]
+    assert assembled(whole) == expected.messages
+    for cut in range(1, len(FETCH_STREAM.replace(b"TAG", b"XXXX0"))):
+        response, handed = await run_streaming([cut])
+        assert shape(response) == shape(whole_response), f"cut at {cut}"
+        assert handed == whole, f"cut at {cut}"
+
+
+async def test_streaming_fetch_is_split_independent_at_random_chunkings() -> None:
+    """Many random chunkings (1 to 40 octets per read) give the same sink calls as one read."""
+    rnd = random.Random(20261130)
+    length = len(FETCH_STREAM.replace(b"TAG", b"XXXX0"))
+    _, whole = await run_streaming([])
+    for _ in range(200):
+        cuts = sorted(rnd.sample(range(1, length), rnd.randint(2, 40)))
+        _, handed = await run_streaming(cuts)
+        assert handed == whole, f"cuts {cuts}"
+
+
+async def test_streaming_fetch_hands_over_a_response_before_the_completion() -> None:
+    """A complete response reaches the sink as soon as its closing parenthesis is read."""
+    loop = asyncio.get_running_loop()
+    protocol = imap_module._FastProtocol(loop, None)
+    protocol.connection_made(FakeTransport())
+    protocol.state = "SELECTED"
+    handed: list[list[Any]] = []
+    streaming = imap_module.StreamingFetch(protocol, "11:13", "(UID BODY.PEEK[])", handed.append)
+    task = asyncio.ensure_future(streaming.run())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    protocol.data_received(b"* 1 FETCH (UID 11 BODY[] {5}\r\nHallo")
+    assert handed == []
+    protocol.data_received(b")\r\n")
+    assert [bytes(part) for part in handed[0]] == [b"1 FETCH (UID 11 BODY[] {5}", b"Hallo", b")"]
+    assert not streaming.completed
+    tag = protocol.tagpre + "0"
+    protocol.data_received(tag.encode() + b" OK done\r\n")
+    assert streaming.completed
+    response = await asyncio.wait_for(task, 1)
+    assert response.result == "OK"
+    assert len(handed) == 1
+
+
+def test_streaming_fetch_refuses_the_stock_protocol() -> None:
+    """StreamingFetch needs the patched protocol; streaming_supported tells which one a session has."""
+    loop = asyncio.new_event_loop()
+    try:
+        stock = imap_module._TrackingProtocol(loop, None)
+        assert not imap_module.streaming_supported(stock)
+        assert imap_module.streaming_supported(imap_module._FastProtocol(loop, None))
+        with pytest.raises(TypeError):
+            imap_module.StreamingFetch(stock, "1", "(UID)", lambda parts: None)
+    finally:
+        loop.close()

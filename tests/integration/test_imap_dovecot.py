@@ -8,20 +8,24 @@ not produce on request go through :class:`tests.support.proxy.FaultProxy` in fro
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import time
 from collections.abc import Callable
 from datetime import UTC
+from typing import Any
 
 import pytest
 
 from maild.errors import AuthError, ConnectError, NetworkTimeout, ProtocolError
 from maild.model import IMAPKey, RetrievedMessage, Secret, ServerSettings, TLSMode
+from maild.protocols import imap_protocol, imap_stream
 from maild.protocols import imap_protocol as imap_module
 from maild.protocols.imap import IMAPMailbox
+from maild.store import Store
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.fetching import crlf, retrieve_everything
+from tests.support.fetching import archived, crlf, cycle, pop3_account, prepare, retrieve_everything
 from tests.support.proxy import FaultProxy
 
 pytestmark = pytest.mark.dovecot
@@ -196,11 +200,15 @@ async def test_delete_expunges_only_the_given_uids(dovecot: Dovecot, mail_user: 
     assert len(dovecot.maildir_files(mail_user.name)) == 4
 
 
+@pytest.mark.parametrize("protocol", ["patched", "stock"])
 async def test_sizes_pass_then_retrieve_without_size_round_trips(
-    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch
+    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     """sizes() reports RFC822.SIZE of every key (and leaves out an unknown UID); retrieve() afterwards
-    sends no size pass of its own and still yields every message byte-exact."""
+    sends no size pass (streaming needs none; the stock path reuses the sizes) and still yields every
+    message byte-exact."""
+    if protocol == "stock":
+        monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
     raws = [corpus.make_message(subject=f"Nr. {n}") for n in range(5)]
     dovecot.deliver_many(mail_user.name, raws)
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none"))
@@ -219,8 +227,66 @@ async def test_sizes_pass_then_retrieve_without_size_round_trips(
     items = [item async for item in mailbox.retrieve(keys)]
     await mailbox.close()
     assert sizes == {key: len(crlf(raw)) for key, raw in zip(keys, raws, strict=True)}
-    assert fetched == ["(UID FLAGS INTERNALDATE BODY.PEEK[])"]
+    assert fetched == ([] if protocol == "patched" else ["(UID FLAGS INTERNALDATE BODY.PEEK[])"])
     assert [item.raw for item in items] == [crlf(raw) for raw in raws]  # type: ignore[union-attr]
+
+
+async def test_streaming_fetch_of_1200_messages_is_one_command_byte_exact_and_archived(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    monkeypatch: pytest.MonkeyPatch,
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    """1,200 messages of mixed sizes over implicit TLS come in one streaming UID FETCH, byte-exact and in
+    UID order, with a small window forcing reading to pause; fetch_cycle then archives every one.
+
+    Steps: deliver 1,200 messages (every 100th one 300,000 octets, the rest small); retrieve everything
+    with a 256 KiB window, recording each StreamingFetch's sequence set; compare; run one fetch cycle
+    into a fresh archive and compare the archive with what was delivered.
+    """
+    raws = [
+        corpus.large_message(300_000, seed=n) if n % 100 == 7 else corpus.make_message(subject=f"Nr. {n}")
+        for n in range(1200)
+    ]
+    dovecot.deliver_many(mail_user.name, raws)
+    sets: list[str] = []
+    streams: list[imap_stream.RetrievalStream] = []
+
+    class Recording(imap_protocol.StreamingFetch):
+        def __init__(self, protocol: object, message_set: str, items: str, sink: Any) -> None:
+            sets.append(message_set)
+            streams.append(sink.__self__)
+            super().__init__(protocol, message_set, items, sink)
+
+    monkeypatch.setattr(imap_stream, "StreamingFetch", Recording)
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "implicit"))
+    await mailbox.open()
+    entries = await mailbox.inventory()
+    items = [item async for item in mailbox.retrieve([e.key for e in entries], window_octets=lambda: 2**18)]
+    await mailbox.close()
+    assert sets == ["1:1200"]
+    assert [item.key.uid for item in items] == list(range(1, 1201))  # type: ignore[union-attr]
+    assert [item.raw for item in items] == [crlf(raw) for raw in raws]  # type: ignore[union-attr]
+    assert streams[0].pauses > 0
+    assert streams[0].peak_held_octets < 2**18 + 2 * 310_000 + 256 * 2**10
+
+    account = pop3_account(
+        dovecot.host,
+        dovecot.ports.imaps,
+        mail_user.name,
+        mail_user.password,
+        name="anna-imap",
+        protocol="imap",
+        tls="implicit",
+        ca_file=str(dovecot.ca_file),
+        mailboxes=("INBOX",),
+    )
+    await prepare(store, account)
+    result = await cycle(account, store, executor)
+    assert result.new_messages == 1200
+    assert result.failures == []
+    assert sorted(await archived(store)) == sorted(crlf(raw) for raw in raws)
 
 
 @pytest.mark.parametrize("protocol", ["patched", "stock"])
