@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Literal
+from typing import Literal, cast
 
 from maild.protocols.imap_lex import (
     FETCH_START,
@@ -28,6 +28,8 @@ from maild.protocols.imap_lex import (
 )
 
 _RFC_FETCH = "RFC 9051 section 7.5.2"
+TAKE_LITERAL_OCTETS = 2**20
+"""A ``BODY[]`` literal of at least this many octets is passed on as the received buffer, not copied."""
 _DATE_TIME = re.compile(
     r"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\Z",
 )
@@ -219,7 +221,12 @@ def build_message(seq: int, uid: int, items: dict[str, Token], require: Iterable
     if raw_body is not None:
         if not isinstance(raw_body, bytes | bytearray):
             raise LexError("BODY[] is not a string")
-        body = raw_body if isinstance(raw_body, bytes) else bytes(raw_body)  # the one copy
+        if isinstance(raw_body, bytes) or len(raw_body) >= TAKE_LITERAL_OCTETS:
+            # a large literal is aioimaplib's own buffer, owned by this response alone and never
+            # written again: handed on as it is (typed bytes), not copied
+            body = cast(bytes, raw_body)
+        else:
+            body = bytes(raw_body)
     raw_header = items.get("BODY[HEADER]")
     if raw_header is not None and not isinstance(raw_header, bytes | bytearray):
         raise LexError("BODY[HEADER] is not a string")

@@ -610,3 +610,16 @@ def test_parse_flags() -> None:
     assert imap_lex.parse_flags("()") == frozenset()
     with pytest.raises(ProtocolError):
         imap_lex.parse_flags(b"\\Seen")
+
+
+def test_parse_fetch_hands_on_a_large_literal_without_copying_it() -> None:
+    """A BODY[] literal of 1 MiB or more is the body itself (no second copy of a large message);
+    a small one is copied into immutable bytes."""
+    large = b"x" * (2**20 + 5)
+    parts = fetch_parts(3, ("UID", "FLAGS", "INTERNALDATE", "BODY[]"), large)
+    literal = parts[1]
+    result = imap_fetch.parse_fetch(parts, requested=[7], require=("BODY[]",))
+    assert result.messages[7].body is literal
+    assert result.messages[7].body == large
+    small = imap_fetch.parse_fetch(fetch_parts(3, ("UID", "BODY[]")), requested=[7], require=("BODY[]",))
+    assert type(small.messages[7].body) is bytes
