@@ -163,6 +163,8 @@ async def fetch_cycle(
     clock: Callable[[], datetime] = utc_now,
     batch_messages: int = BATCH_MESSAGES,
     batch_octets: int = BATCH_OCTETS,
+    opened: bool = False,
+    keep_open: bool = False,
 ) -> CycleResult:
     """Run one fetch cycle of ``account`` through ``maildrop`` (not yet opened) into ``store``.
 
@@ -172,6 +174,11 @@ async def fetch_cycle(
         maildrop: a fresh adapter; this function opens and closes (or aborts) it.
         clock: returns the current aware UTC time; injected by tests of time-dependent retention.
         batch_messages, batch_octets: commit after this many messages or octets, whichever first.
+        opened: ``maildrop`` is a session kept from an earlier cycle and already taken back with
+            :meth:`Maildrop.resume <maild.protocols.base.Maildrop.resume>`: no :meth:`open`.
+        keep_open: end a successful cycle with :meth:`Maildrop.park
+            <maild.protocols.base.Maildrop.park>` instead of ``close`` (IMAP keeps the session;
+            POP3 closes as usual); :attr:`Maildrop.parked` tells which happened.
 
     Returns:
         What the cycle did.
@@ -200,7 +207,8 @@ async def fetch_cycle(
     try:
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
-        await maildrop.open()
+        if not opened:
+            await maildrop.open()
         inventory = await maildrop.inventory()
         result.on_server = len(inventory)
         result.identity = maildrop.identity
@@ -290,8 +298,11 @@ async def fetch_cycle(
                     to_delete = list(sent)
                 log.debug("fetch.delete.complete", messages=len(to_delete))
         log.debug("fetch.close.started")
-        await maildrop.close()
-        log.debug("fetch.close.complete")
+        if keep_open:
+            await maildrop.park()
+        else:
+            await maildrop.close()
+        log.debug("fetch.close.complete", kept=maildrop.parked)
     except BaseException:
         await maildrop.abort()
         if committing is not None:

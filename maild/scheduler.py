@@ -24,6 +24,8 @@ from maild.errors import AuthError, MaildError, ThrottledError, TransientError
 from maild.fetch import CycleResult, fetch_cycle, make_maildrop, utc_now
 from maild.idle import IdleWatcher, Mode
 from maild.imap_resync import UIDValidityChange
+from maild.kept_sessions import MAX_AGE_S, PROBE_TIMEOUT_S, KeptSessions
+from maild.protocols.base import Maildrop
 from maild.store import Store
 
 log = structlog.get_logger("maild.scheduler")
@@ -161,8 +163,8 @@ class Scheduler:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.accounts: dict[str, AccountRuntime] = {a.name: AccountRuntime(a) for a in accounts}
         self._slots = asyncio.Semaphore(max_concurrent_fetches)
-        self._per_host = max_connections_per_host
-        self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self.sessions = KeptSessions(max_connections_per_host)
+        """Host connection permits and IMAP sessions kept between cycles (see kept_sessions.py)."""
         self._stopping = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -193,6 +195,7 @@ class Scheduler:
         if pending:
             log.warning("shutdown.cancelled", cycles=len(pending))
             await asyncio.wait(pending)
+        await self.sessions.drop_all()
         for rt in self.accounts.values():
             rt.state = "stopped"
             for fut in rt.waiters:
@@ -307,6 +310,7 @@ class Scheduler:
         try:
             await self._cycles(rt)
         finally:
+            await self.sessions.drop(account.name)
             if rt.watcher is not None:
                 await rt.watcher.stop()
         _settle(rt.waiters, None)
@@ -319,6 +323,7 @@ class Scheduler:
                 rt.state = blocked
                 rt.next_run = None
                 _settle(rt.waiters, None)
+                await self.sessions.drop(account.name)  # no connections while paused or locked out
                 if rt.watcher is not None:  # no logins while paused or locked out
                     await rt.watcher.stop()
                 if blocked == "auth_failed":
@@ -377,22 +382,32 @@ class Scheduler:
             pass
         rt.wake.clear()
 
-    def _host_slot(self, host: str) -> asyncio.Semaphore:
-        slot = self._host_slots.get(host)
-        if slot is None:
-            slot = self._host_slots[host] = asyncio.Semaphore(self._per_host)
-        return slot
-
     async def _run_cycle(self, rt: AccountRuntime) -> CycleResult | None:
         account = rt.config
-        async with self._slots, self._host_slot(account.host.lower()):
-            if self._stopping or rt.retired or self._blocked(rt) is not None:
-                return None  # paused (or stopped) while waiting for a slot
-            rt.state = "fetching"
-            rt.next_run = None
+        host = account.host.lower()
+        async with self._slots:
+            parked = await self.sessions.acquire(account.name, host)
+            maildrop: Maildrop | None = None
             try:
-                maildrop = make_maildrop(account, self.executor)
-                result = await fetch_cycle(account, self.store, maildrop, clock=self.clock)
+                if self._stopping or rt.retired or self._blocked(rt) is not None:
+                    if parked is not None:
+                        await parked.abort()
+                    return None  # paused (or stopped) while waiting for a slot
+                rt.state = "fetching"
+                rt.next_run = None
+                probe_s = min(PROBE_TIMEOUT_S, account.timeout_s)
+                resumed = False
+                if parked is not None:  # the session kept from the last cycle, if still good
+                    resumed = await parked.resume(max_age_s=MAX_AGE_S, probe_timeout_s=probe_s)
+                    if resumed:
+                        maildrop = parked
+                    else:
+                        await parked.abort()
+                if maildrop is None:
+                    maildrop = make_maildrop(account, self.executor)
+                result = await fetch_cycle(
+                    account, self.store, maildrop, clock=self.clock, opened=resumed, keep_open=True
+                )
             except MaildError as exc:
                 self._failed(rt, exc)
                 return None
@@ -400,6 +415,8 @@ class Scheduler:
                 log.exception("fetch.failed", outcome="internal-error")
                 self._failed(rt, exc)
                 return None
+            finally:
+                self.sessions.release(account.name, host, maildrop)
         rt.state = "idle"
         rt.last_success = self.clock()
         rt.last_error = None

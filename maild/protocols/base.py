@@ -133,6 +133,30 @@ class Maildrop(abc.ABC):
             NetworkTimeout, ConnectError: no ``+OK`` to QUIT arrived; treat deletions as not done.
         """
 
+    @property
+    def parked(self) -> bool:
+        """Whether :meth:`park` kept the session open for a later cycle."""
+        return False
+
+    async def park(self) -> bool:
+        """End a successful cycle but keep the session for the next one, where the protocol allows.
+
+        POP3 cannot: a maildrop is a snapshot taken at login and locked until QUIT (RFC 1939
+        section 8), so this default simply calls :meth:`close` and returns False. IMAP keeps the
+        logged-in connection (see :meth:`IMAPSession.park
+        <maild.protocols.imap_session.IMAPSession.park>`).
+
+        Raises:
+            The errors of :meth:`close` when it closes.
+        """
+        await self.close()
+        return False
+
+    async def resume(self, *, max_age_s: float, probe_timeout_s: float) -> bool:
+        """Take a parked session back for a new cycle, instead of :meth:`open`. False: not usable
+        (it was discarded; use a fresh adapter). Default: False. Never raises."""
+        return False
+
     @abc.abstractmethod
     async def abort(self) -> None:
         """End the session without applying anything: POP3 RSET then QUIT, best effort; then close.

@@ -84,6 +84,7 @@ class IMAPSession:
         self._capabilities: frozenset[str] = frozenset()
         self._selected: str | None = None
         self._uidvalidity = 0
+        self._parked_at: float | None = None
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -107,6 +108,7 @@ class IMAPSession:
 
     def _discard(self, reason: str) -> None:
         """Mark the session unusable and close its transport; later calls raise TransientError."""
+        self._parked_at = None
         if self._broken is None:
             self._broken = reason
         client = self._client
@@ -145,7 +147,9 @@ class IMAPSession:
             raise self._error(TransientError, "session not open")
         return self._client.protocol
 
-    async def _call(self, what: str, start: Callable[[], Any], *, send_octets: int = 0) -> Any:
+    async def _call(
+        self, what: str, start: Callable[[], Any], *, send_octets: int = 0, timeout_s: float | None = None
+    ) -> Any:
         """Run one library call, raced against inactivity and the loss of the connection.
 
         Args:
@@ -153,6 +157,7 @@ class IMAPSession:
             start: makes the library's awaitable; called only when the session is usable.
             send_octets: octets the command uploads (APPEND); the inactivity limit is extended by
                 ``send_octets / MIN_UPLOAD_OCTETS_PER_S`` seconds, since nothing arrives meanwhile.
+            timeout_s: the inactivity limit in seconds; default the account's ``timeout_s``.
 
         Raises:
             TransientError: the session was discarded earlier.
@@ -171,7 +176,8 @@ class IMAPSession:
         task = asyncio.ensure_future(start())
         task.add_done_callback(consume_outcome)
         began = loop.time() + send_octets / MIN_UPLOAD_OCTETS_PER_S
-        timeout_s = self._settings.timeout_s
+        if timeout_s is None:
+            timeout_s = self._settings.timeout_s
         try:
             while not task.done():
                 last = max(began, self._client.protocol.last_received)
@@ -415,6 +421,55 @@ class IMAPSession:
             pass
         finally:
             self._discard("closed")
+
+    @property
+    def parked(self) -> bool:
+        """Whether :meth:`park` kept this session for a later cycle (and it was not taken back)."""
+        return self._parked_at is not None
+
+    async def park(self) -> bool:
+        """End a cycle but keep the authenticated connection for the next one (see :meth:`resume`).
+
+        Nothing is pending on the server when a cycle ends (IMAP deletions took effect at EXPUNGE),
+        so a kept session is just a logged-in connection. Returns True; False (and the session is
+        discarded) when it is not usable any more.
+        """
+        if self._broken is not None or self._client is None or self._lost is None or self._lost.done():
+            self._discard("not kept: not usable")
+            return False
+        self._parked_at = asyncio.get_running_loop().time()
+        return True
+
+    async def resume(self, *, max_age_s: float, probe_timeout_s: float) -> bool:
+        """Take a parked session back for a new cycle: True when it is ready, else it is discarded
+        (call :meth:`abort`) and a fresh session must be opened.
+
+        Ready means: parked less than ``max_age_s`` seconds ago (below the server's inactivity
+        timer, at least 30 minutes, RFC 9051 section 5.4), the connection not lost meanwhile, and
+        ``NOOP`` answered OK within ``probe_timeout_s`` seconds (RFC 9051 section 6.1.2; it also
+        catches a connection that a middlebox dropped silently). Never raises for the server's
+        behaviour.
+        """
+        parked_at, self._parked_at = self._parked_at, None
+        if parked_at is None or self._broken is not None or self._lost is None or self._lost.done():
+            self._discard("kept session lost")
+            return False
+        if asyncio.get_running_loop().time() - parked_at > max_age_s:
+            self._discard("kept session too old")
+            return False
+        protocol = self._protocol
+        try:
+            _lines, status = self._completion(
+                await self._call("NOOP", lambda: protocol.simple_command("NOOP"), timeout_s=probe_timeout_s),
+                "NOOP",
+            )
+        except MaildError:
+            return False  # _call discarded the session
+        if not status.ok:
+            self._discard("NOOP refused")
+            return False
+        self._selected = None  # every cycle selects again (RFC 9051 section 6.3.2)
+        return True
 
     async def abort(self) -> None:
         """Close the connection at once without LOGOUT. Never raises; safe at any time and repeatedly."""

@@ -1,0 +1,214 @@
+"""IMAP sessions kept between an account's cycles, against a real Dovecot (``maild.kept_sessions``).
+
+A kept session must see mail that arrived meanwhile (every cycle selects again), must be replaced
+without a failed cycle when the server dropped it, must count against ``max_connections_per_host``,
+and POP3 sessions are never kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+
+import pytest
+
+from maild.config import AccountConfig
+from maild.scheduler import Scheduler
+from maild.store import Store
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.fetching import pop3_account, prepare
+
+
+def letter(n: int) -> bytes:
+    """A small distinct CRLF message."""
+    return b"Subject: kept %d\r\nMessage-ID: <kept-%d@example.org>\r\n\r\nbody %d\r\n" % (n, n, n)
+
+
+def imap_account(dovecot: Dovecot, user: MailUser, name: str) -> AccountConfig:
+    """A polling IMAP account (no IDLE watcher, so every login in the log is a cycle's)."""
+    base = pop3_account(dovecot.host, dovecot.ports.imap, user.name, user.password, name=name)
+    return replace(base, protocol="imap", mailboxes=("INBOX",), idle=False)
+
+
+def logins(dovecot: Dovecot, user: MailUser, protocol: str = "imap") -> int:
+    """Successful logins of ``user`` in Dovecot's log."""
+    pattern = re.compile(rf"{protocol}-login: Info: Login: user=<{re.escape(user.name)}>")
+    return len(pattern.findall(dovecot.log_file.read_text(errors="replace")))
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait until ``check()`` is true; fail after ``timeout_s`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+class Running:
+    """A scheduler running in the background of a test."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(scheduler.run(self.stop, shutdown_timeout_s=5.0))
+
+    async def first_cycles(self) -> None:
+        await eventually(lambda: all(rt.last_result is not None for rt in self.scheduler.accounts.values()))
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Callable[[Scheduler], Running]]:
+    """Start schedulers; each is stopped (and its kept sessions closed) after the test."""
+    started: list[Running] = []
+
+    def start(scheduler: Scheduler) -> Running:
+        started.append(Running(scheduler))
+        return started[-1]
+
+    yield start
+    for item in started:
+        item.stop.set()
+        await item.task
+
+
+def scheduler_for(
+    accounts: list[AccountConfig],
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    per_host: int = 8,
+) -> Scheduler:
+    return Scheduler(
+        accounts,
+        store,
+        executor,
+        max_concurrent_fetches=4,
+        max_connections_per_host=per_host,
+        rng=random.Random(1),
+    )
+
+
+async def test_next_cycle_reuses_the_kept_session_and_sees_new_mail(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    running: Callable[[Scheduler], Running],
+) -> None:
+    """Two cycles, one login: the second cycle runs on the session kept from the first and fetches
+    the message delivered in between (SELECT again shows it)."""
+    dovecot.deliver_many(mail_user.name, [letter(1), letter(2)])
+    account = imap_account(dovecot, mail_user, "kept-imap")
+    await prepare(store, account)
+    run = running(scheduler_for([account], store, executor))
+    await run.first_cycles()
+    assert run.scheduler.sessions.kept(account.name)
+    assert logins(dovecot, mail_user) == 1
+
+    dovecot.deliver(mail_user.name, letter(3))
+    result = await run.scheduler.request_fetch(account.name)
+
+    assert result is not None
+    assert (result.on_server, result.new_links) == (3, 1)
+    assert logins(dovecot, mail_user) == 1
+    assert run.scheduler.sessions.kept(account.name)
+    assert run.scheduler.sessions.in_use(dovecot.host) == 1
+
+
+async def test_session_dropped_by_the_server_is_replaced_without_a_failed_cycle(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    running: Callable[[Scheduler], Running],
+) -> None:
+    """``doveadm kick`` ends the kept session; the next cycle notices (connection lost, or NOOP
+    unanswered), logs in afresh and succeeds: no failure is recorded."""
+    dovecot.deliver(mail_user.name, letter(1))
+    account = imap_account(dovecot, mail_user, "kicked-imap")
+    await prepare(store, account)
+    run = running(scheduler_for([account], store, executor))
+    await run.first_cycles()
+    dovecot.doveadm("kick", mail_user.name)
+    dovecot.deliver(mail_user.name, letter(2))
+
+    result = await run.scheduler.request_fetch(account.name)
+
+    assert result is not None
+    assert result.new_links == 1
+    rt = run.scheduler.accounts[account.name]
+    assert (rt.consecutive_failures, rt.cycles.get("ok")) == (0, 2)
+    assert logins(dovecot, mail_user) == 2
+    assert run.scheduler.sessions.in_use(dovecot.host) == 1
+
+
+async def test_kept_sessions_count_against_the_host_limit_and_make_room(
+    dovecot: Dovecot,
+    mail_user_factory: Callable[..., MailUser],
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    running: Callable[[Scheduler], Running],
+) -> None:
+    """With ``max_connections_per_host = 1`` and two accounts on one host, at most one connection is
+    ever held: the second account's cycle closes the first one's kept session, and both succeed."""
+    users = [mail_user_factory(), mail_user_factory()]
+    accounts = [imap_account(dovecot, user, f"limit-{i}") for i, user in enumerate(users)]
+    for user, account in zip(users, accounts, strict=True):
+        dovecot.deliver(user.name, letter(hash(user.name) % 1000))
+        await prepare(store, account)
+    scheduler = scheduler_for(accounts, store, executor, per_host=1)
+    run = running(scheduler)
+    await run.first_cycles()
+    assert scheduler.sessions.in_use(dovecot.host) == 1
+    assert [scheduler.sessions.kept(a.name) for a in accounts].count(True) == 1
+
+    for account in accounts * 2:
+        result = await scheduler.request_fetch(account.name)
+        assert result is not None
+        assert scheduler.sessions.in_use(dovecot.host) == 1
+        assert scheduler.sessions.kept(account.name)
+    assert all(rt.consecutive_failures == 0 for rt in scheduler.accounts.values())
+
+
+async def test_pop3_sessions_are_never_kept(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    running: Callable[[Scheduler], Running],
+) -> None:
+    """A POP3 maildrop is locked until QUIT: after its cycle no session and no permit remain."""
+    dovecot.deliver(mail_user.name, letter(1))
+    account = pop3_account(dovecot.host, dovecot.ports.pop3, mail_user.name, mail_user.password, name="p")
+    await prepare(store, account)
+    run = running(scheduler_for([account], store, executor))
+    await run.first_cycles()
+    assert not run.scheduler.sessions.kept(account.name)
+    assert run.scheduler.sessions.in_use(dovecot.host) == 0
+    assert (await run.scheduler.request_fetch(account.name)) is not None
+    assert logins(dovecot, mail_user, "pop3") == 2
+
+
+async def test_stopping_the_scheduler_logs_the_kept_session_out(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    """At shutdown every kept session is closed with LOGOUT and its permit given back."""
+    dovecot.deliver(mail_user.name, letter(1))
+    account = imap_account(dovecot, mail_user, "logout-imap")
+    await prepare(store, account)
+    scheduler = scheduler_for([account], store, executor)
+    run = Running(scheduler)
+    await run.first_cycles()
+    assert scheduler.sessions.kept(account.name)
+    run.stop.set()
+    await run.task
+    assert not scheduler.sessions.kept(account.name)
+    assert scheduler.sessions.in_use(dovecot.host) == 0
+    logged_out = re.compile(rf"imap\({re.escape(mail_user.name)}\).*Disconnected: Logged out")
+    await eventually(lambda: bool(logged_out.search(dovecot.log_file.read_text(errors="replace"))))
