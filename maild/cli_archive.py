@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from maild.errors import QueryError
-from maild.query import parse_since
 
 DEFAULT_LIST_LIMIT = 100
 
 
 def _since(text: str) -> Any:
     try:
+        from maild.query import parse_since  # email parsing: only for archive commands
+
         return parse_since(text)
     except QueryError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

@@ -15,10 +15,11 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from maild.inventory_compare import ArchiveEntry, ServerEntry
-from maild.migrate import CompareOutcome, MigrationReport, Upload
+if TYPE_CHECKING:  # imported where used: `maild fetch` and `maild run` start without them
+    from maild.inventory_compare import ArchiveEntry, ServerEntry
+    from maild.migrate import CompareOutcome, MigrationReport, Upload
 
 #: Characters of From and Subject shown per line in text output.
 FROM_CHARS = 32

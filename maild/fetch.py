@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ MEMORY_BUDGET_OCTETS = 32 * 2**20
 A cycle commits one batch while the adapter reads the next (see :func:`fetch_cycle`), so it holds at
 most two batches at a time, plus the adapter's current window (the batch limit divided by
 :data:`WINDOW_SHARE`); a cycle's batch limit is this budget divided by twice the number of cycles
-running when each batch begins, between :data:`MIN_BATCH_OCTETS` and the ``batch_octets`` argument."""
+retrieving when each batch begins, between :data:`MIN_BATCH_OCTETS` and the ``batch_octets`` argument."""
 MIN_BATCH_OCTETS = 256 * 2**10
 WINDOW_SHARE = 1
 """The adapter's retrieval window is the batch limit divided by this. The adapters keep the next window
@@ -66,12 +67,32 @@ up, that window is all the link has to carry, so it must not be small. Measured 
 POP3 account, 2,000 messages (README "Performance"): windows of a whole batch (16 MiB) 1.95-2.0 s
 and 120 MB peak; 8 MiB windows and batches 2.06-2.30 s and 85 MB; 4 MiB windows of 16 MiB batches
 2.8 s."""
-_running_cycles = 0
+MAX_TRANSFERS = 4
+"""Cycles of one process that retrieve messages at the same time; more wait, logged in, after
+their inventory (a cycle with nothing to retrieve never waits). Logins, listings and no-op cycles
+run as concurrently as ``max_concurrent_fetches`` allows; the transfers, which hold the memory, do
+not need to: four streams already keep two cores busy, on loopback and at 50 ms round-trip time
+(README "Performance"), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
+over the cycles transferring, not over every cycle logged in."""
+_transferring = 0
+_transfer_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _transfer_slot() -> asyncio.Semaphore:
+    """The running event loop's semaphore of :data:`MAX_TRANSFERS` permits."""
+    loop = asyncio.get_running_loop()
+    slot = _transfer_slots.get(loop)
+    if slot is None:
+        slot = _transfer_slots[loop] = asyncio.Semaphore(MAX_TRANSFERS)
+    return slot
 
 
 def shared_batch_octets(limit: int) -> int:
-    """The batch limit in octets for one cycle now: its share of :data:`MEMORY_BUDGET_OCTETS`."""
-    share = MEMORY_BUDGET_OCTETS // (2 * max(1, _running_cycles))
+    """The batch limit in octets for one cycle now: its share of :data:`MEMORY_BUDGET_OCTETS`
+    among the cycles retrieving at this moment."""
+    share = MEMORY_BUDGET_OCTETS // (2 * max(1, _transferring))
     return max(min(MIN_BATCH_OCTETS, limit), min(limit, share))
 
 
@@ -195,7 +216,7 @@ async def fetch_cycle(
     Cancellation: at any await, committed batches stay committed; the session is aborted (POP3
     RSET, QUIT), so no DELE takes effect.
     """
-    global _running_cycles  # the count that sizes every cycle's batches
+    global _transferring  # the count that sizes every cycle's batches
     started = time.monotonic()
     result = CycleResult(account=account.name)
     refusal: ConfigError | None = None
@@ -203,7 +224,6 @@ async def fetch_cycle(
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
     committing: asyncio.Future[None] | None = None
-    _running_cycles += 1
     try:
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
@@ -254,26 +274,32 @@ async def fetch_cycle(
             return max(1, shared_batch_octets(batch_octets) // WINDOW_SHARE)
 
         if plan.retrieve:
-            # one stream for everything: the adapter keeps its next window in flight while the
-            # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
-            log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
-            batch: list[RetrievedMessage] = []
-            pending_octets = 0
-            octets_limit = window_octets()
-            async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
-                if isinstance(item, RetrievalFailure):
-                    result.failures.append(item)
-                else:
-                    batch.append(item)
-                    pending_octets += len(item.raw)
-                del item  # no message outlives its batch
-                if len(batch) >= batch_messages or pending_octets >= octets_limit:
-                    await start_commit(batch)
-                    batch, pending_octets = [], 0
+            async with _transfer_slot():  # bounds the memory all cycles hold in messages
+                _transferring += 1
+                try:
+                    # one stream for everything: the adapter keeps its next window in flight while the
+                    # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
+                    log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
+                    batch: list[RetrievedMessage] = []
+                    pending_octets = 0
                     octets_limit = window_octets()
-            if batch:
-                await start_commit(batch)
-            del batch
+                    async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
+                        if isinstance(item, RetrievalFailure):
+                            result.failures.append(item)
+                        else:
+                            batch.append(item)
+                            pending_octets += len(item.raw)
+                        del item  # no message outlives its batch
+                        if len(batch) >= batch_messages or pending_octets >= octets_limit:
+                            await start_commit(batch)
+                            batch, pending_octets = [], 0
+                            octets_limit = window_octets()
+                    if batch:
+                        await start_commit(batch)
+                    del batch
+                    await settle()  # the batches hold memory until committed
+                finally:
+                    _transferring -= 1
         await settle()  # every commit has returned before anything below may delete
         if account.retention != "keep" and refusal is None:
             known = await store.locations(account.name)
@@ -308,8 +334,6 @@ async def fetch_cycle(
         if committing is not None:
             await _finish_commit(committing)
         raise
-    finally:
-        _running_cycles -= 1
     if to_delete:
         await store.mark_deleted(account.name, to_delete, clock())
         log.debug("fetch.deletions.recorded", messages=len(to_delete))

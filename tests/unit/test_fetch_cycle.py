@@ -7,6 +7,7 @@ state, so these tests can check the product's order: commit, then DELE, then QUI
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from maild import fetch
 from maild.config import AccountConfig
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import fetch_cycle
@@ -440,3 +442,29 @@ async def test_presence_is_recorded_when_messages_leave_and_return(store: Store)
     assert gone.deleted_at is None
     assert back.gone_at is None
     assert back_result.new_links == 0
+
+
+async def test_transfers_are_limited_but_cycles_with_nothing_to_retrieve_never_wait(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With MAX_TRANSFERS = 1, a second cycle with mail waits (logged in, inventory taken) until the
+    first one's retrieval ends; a cycle with nothing to retrieve completes meanwhile."""
+    monkeypatch.setattr(fetch, "MAX_TRANSFERS", 1)
+    monkeypatch.setattr(fetch, "_transfer_slots", weakref.WeakKeyDictionary())
+    gate = asyncio.Event()
+    first, second, idle = FakeServer.with_pop3(2), FakeServer.with_pop3(2, start=10), FakeServer()
+    first.plan(gates={"retrieve": gate}, retrieve_point_after=1)
+    accounts = [
+        await prepared(store, pop3_account(name)) for name in ("first", "second", "nothing")
+    ]
+    one = asyncio.create_task(fetch_cycle(accounts[0], store, first.session(), clock=Clock()))
+    await asyncio.sleep(0.05)
+    assert first.sessions[0].has_reached("retrieve")
+    two = asyncio.create_task(fetch_cycle(accounts[1], store, second.session(), clock=Clock()))
+    quiet = await asyncio.wait_for(fetch_cycle(accounts[2], store, idle.session(), clock=Clock()), 1)
+    assert quiet.on_server == 0
+    assert second.sessions[0].calls == ["open", "inventory"]  # waiting for the transfer slot
+    assert not two.done()
+    gate.set()
+    results = await asyncio.wait_for(asyncio.gather(one, two), 5)
+    assert [r.new_links for r in results] == [2, 2]
