@@ -296,10 +296,9 @@ def test_decoder_rejects_bad_caps() -> None:
         ReplyDecoder(max_reply_octets=0)
 
 
-def test_decoder_memory_about_two_copies() -> None:
-    """Decoding a 25 MB stuffed message peaks at about two copies of it in memory."""
-    body = (b"." + b"x" * 998 + b"\r\n") * 25_000
-    stream = b"+OK\r\n" + stuff(body)
+def decode_first_measured(stream: bytes) -> tuple[ReplyDecoder, Reply | None, int]:
+    """Feed ``stream`` in 256 KiB chunks, take the first multi-line reply; return the decoder, the
+    reply and the peak of traced memory in octets while doing so."""
     chunk = 256 * 1024
     decoder = ReplyDecoder()
     tracemalloc.start()
@@ -310,6 +309,13 @@ def test_decoder_memory_about_two_copies() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    return decoder, reply, peak
+
+
+def test_decoder_memory_about_two_copies() -> None:
+    """Decoding a 25 MB stuffed message peaks at about two copies of it in memory."""
+    body = (b"." + b"x" * 998 + b"\r\n") * 25_000
+    _, reply, peak = decode_first_measured(b"+OK\r\n" + stuff(body))
     assert reply is not None
     assert reply.body == body
     assert peak < 2.4 * len(body)
@@ -319,17 +325,7 @@ def test_decoder_large_unstuffed_body_is_the_buffer_itself() -> None:
     """A 25 MB message without stuffed lines is handed out without a copy (peak about one message),
     octet-exact, and the start of the next reply behind it in the buffer survives."""
     body = (b"y" * 998 + b"\r\n") * 25_000
-    stream = b"+OK\r\n" + stuff(body) + b"+OK\r\nSubject: next\r\n"
-    chunk = 256 * 1024
-    decoder = ReplyDecoder()
-    tracemalloc.start()
-    try:
-        for start in range(0, len(stream), chunk):
-            decoder.feed(stream[start : start + chunk])
-        reply = decoder.next_reply(multiline=True)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    decoder, reply, peak = decode_first_measured(b"+OK\r\n" + stuff(body) + b"+OK\r\nSubject: next\r\n")
     assert reply is not None
     assert reply.body == body
     assert peak < 1.3 * len(body)
