@@ -299,6 +299,8 @@ class Bench:
             self.settings_used[label] = settings
         if self.wanted("maild"):
             self.run_maild(label, protocol, port, logins, expected, phases, settings, rtt)
+            if "noop" in phases and len(logins) == 1:
+                self.run_floor(label, protocol, port, logins[0], expected)
         from tests.bench.peers import PEERS
 
         for name, cls in PEERS.items():
@@ -370,6 +372,20 @@ class Bench:
                 )
         finally:
             daemon.stop()
+
+    def run_floor(self, label: str, protocol: str, port: int, login: Any, expected: int) -> None:
+        """Rows for the server's own no-op floor (``tests/bench/floor.py``); not peers."""
+        from tests.bench import floor
+
+        note = "raw client: server time and round trips only"
+        if protocol == "pop3":
+            wall = floor.pop3_floor_s("127.0.0.1", port, login.user, login.password)
+            self.record(Row(label, protocol, "noop", "floor (raw client)", wall, 0.0, 0.0, 0, expected, note))
+            return
+        fresh, kept = floor.imap_floor_s("127.0.0.1", port, login.user, login.password)
+        self.record(Row(label, protocol, "noop", "floor (raw client)", fresh, 0.0, 0.0, 0, expected, note))
+        self.record(Row(label, protocol, "noop", "floor, kept session", kept, 0.0, 0.0, 0, expected,
+                        "raw client: NOOP, SELECT, UID SEARCH on a logged-in connection"))
 
     def _median_row(
         self, label: str, protocol: str, phase: str, tool: str, runs: list[Any], fetched: int, expected: int,
@@ -456,7 +472,7 @@ def ratios(rows: list[Row]) -> dict[tuple[str, str, str], dict[str, Any]]:
     for row in rows:
         groups.setdefault((row.scenario, row.protocol, row.phase), []).append(row)
     for key, group in groups.items():
-        peers = [r for r in group if not r.tool.startswith("maild") and not r.error]
+        peers = [r for r in group if not r.tool.startswith(("maild", "floor")) and not r.error]
         best = min(peers, key=lambda r: r.wall_s) if peers else None
         entry: dict[str, Any] = {"best_peer": best.tool if best else None, "best_wall_s": best.wall_s if best else None}
         for r in group:
