@@ -254,12 +254,14 @@ class Scheduler:
         return not any(t.done() for t in self._tasks.values()) or self._stopping
 
     def pause(self, name: str) -> None:
-        """Stop scheduling account ``name`` (a running cycle finishes). Raises KeyError if unknown."""
+        """Stop scheduling account ``name`` (a running cycle finishes); its IDLE connection and kept
+        session are closed at once, not at the next due cycle. Raises KeyError if unknown."""
         rt = self.accounts[name]
         rt.paused = True
         if rt.state != "fetching":
             rt.state = "paused"
             rt.next_run = None
+        rt.wake.set()  # the loop notices now: no connections while paused
 
     def resume(self, name: str) -> None:
         """Resume account ``name`` after :meth:`pause` or an auth lockout, with a cycle now.

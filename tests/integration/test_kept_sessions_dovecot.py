@@ -212,3 +212,37 @@ async def test_stopping_the_scheduler_logs_the_kept_session_out(
     assert scheduler.sessions.in_use(dovecot.host) == 0
     logged_out = re.compile(rf"imap\({re.escape(mail_user.name)}\).*Disconnected: Logged out")
     await eventually(lambda: bool(logged_out.search(dovecot.log_file.read_text(errors="replace"))))
+
+
+async def test_pause_and_reload_log_the_kept_session_out(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    running: Callable[[Scheduler], Running],
+) -> None:
+    """Pausing an account logs its kept session out (no connection while paused); after resume a
+    reload that changes the account ends the old session too, and the new settings log in afresh.
+    No permit is left over at any point."""
+    dovecot.deliver(mail_user.name, letter(1))
+    account = imap_account(dovecot, mail_user, "paused-imap")
+    await prepare(store, account)
+    scheduler = scheduler_for([account], store, executor)
+    run = running(scheduler)
+    await run.first_cycles()
+    assert scheduler.sessions.kept(account.name)
+
+    scheduler.pause(account.name)
+    await eventually(lambda: not scheduler.sessions.kept(account.name))
+    assert scheduler.sessions.in_use(dovecot.host) == 0
+
+    scheduler.resume(account.name)
+    await eventually(lambda: scheduler.sessions.kept(account.name))
+    assert logins(dovecot, mail_user) == 2
+
+    changed = replace(account, poll_interval_s=1800.0)
+    assert scheduler.apply([changed])["changed"] == [account.name]
+    await eventually(lambda: scheduler.accounts[account.name].last_result is not None)
+    await eventually(lambda: scheduler.sessions.kept(account.name))
+    assert logins(dovecot, mail_user) == 3
+    assert scheduler.sessions.in_use(dovecot.host) == 1
