@@ -91,6 +91,19 @@ def scheduler_for(
     )
 
 
+async def first_cycle_done(
+    account: AccountConfig,
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    start: Callable[[Scheduler], Running],
+) -> Running:
+    """Record ``account``, start a scheduler with it alone, and wait for its first cycle."""
+    await prepare(store, account)
+    run = start(scheduler_for([account], store, executor))
+    await run.first_cycles()
+    return run
+
+
 async def test_next_cycle_reuses_the_kept_session_and_sees_new_mail(
     dovecot: Dovecot,
     mail_user: MailUser,
@@ -102,9 +115,7 @@ async def test_next_cycle_reuses_the_kept_session_and_sees_new_mail(
     the message delivered in between (SELECT again shows it)."""
     dovecot.deliver_many(mail_user.name, [letter(1), letter(2)])
     account = imap_account(dovecot, mail_user, "kept-imap")
-    await prepare(store, account)
-    run = running(scheduler_for([account], store, executor))
-    await run.first_cycles()
+    run = await first_cycle_done(account, store, executor, running)
     assert run.scheduler.sessions.kept(account.name)
     assert logins(dovecot, mail_user) == 1
 
@@ -129,9 +140,7 @@ async def test_session_dropped_by_the_server_is_replaced_without_a_failed_cycle(
     unanswered), logs in afresh and succeeds: no failure is recorded."""
     dovecot.deliver(mail_user.name, letter(1))
     account = imap_account(dovecot, mail_user, "kicked-imap")
-    await prepare(store, account)
-    run = running(scheduler_for([account], store, executor))
-    await run.first_cycles()
+    run = await first_cycle_done(account, store, executor, running)
     dovecot.doveadm("kick", mail_user.name)
     dovecot.deliver(mail_user.name, letter(2))
 
@@ -183,9 +192,7 @@ async def test_pop3_sessions_are_never_kept(
     """A POP3 maildrop is locked until QUIT: after its cycle no session and no permit remain."""
     dovecot.deliver(mail_user.name, letter(1))
     account = pop3_account(dovecot.host, dovecot.ports.pop3, mail_user.name, mail_user.password, name="p")
-    await prepare(store, account)
-    run = running(scheduler_for([account], store, executor))
-    await run.first_cycles()
+    run = await first_cycle_done(account, store, executor, running)
     assert not run.scheduler.sessions.kept(account.name)
     assert run.scheduler.sessions.in_use(dovecot.host) == 0
     assert (await run.scheduler.request_fetch(account.name)) is not None
@@ -201,10 +208,8 @@ async def test_stopping_the_scheduler_logs_the_kept_session_out(
     """At shutdown every kept session is closed with LOGOUT and its permit given back."""
     dovecot.deliver(mail_user.name, letter(1))
     account = imap_account(dovecot, mail_user, "logout-imap")
-    await prepare(store, account)
-    scheduler = scheduler_for([account], store, executor)
-    run = Running(scheduler)
-    await run.first_cycles()
+    run = await first_cycle_done(account, store, executor, Running)
+    scheduler = run.scheduler
     assert scheduler.sessions.kept(account.name)
     run.stop.set()
     await run.task
@@ -226,10 +231,8 @@ async def test_pause_and_reload_log_the_kept_session_out(
     No permit is left over at any point."""
     dovecot.deliver(mail_user.name, letter(1))
     account = imap_account(dovecot, mail_user, "paused-imap")
-    await prepare(store, account)
-    scheduler = scheduler_for([account], store, executor)
-    run = running(scheduler)
-    await run.first_cycles()
+    run = await first_cycle_done(account, store, executor, running)
+    scheduler = run.scheduler
     assert scheduler.sessions.kept(account.name)
 
     scheduler.pause(account.name)
