@@ -24,7 +24,7 @@ class POP3Key:
         uidl: the unique-id listing string (RFC 1939 section 7, "UIDL"): 1 to 70 characters in the range
             0x21 to 0x7E, persistent across sessions. When the server offers no UIDL, maild uses a
             digest of the message instead: ``"hdr:" + hex`` (header section and size) or
-            ``"sha256:" + hex`` (full content), see :mod:`maild.protocols.pop3_identity`.
+            ``"sha256:" + hex`` (full content), see :mod:`maild.protocols.pop3.identity`.
     """
 
     uidl: str

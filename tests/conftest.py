@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from maild.store import Store
+from maild.archive.store import Store
 from tests.support import dovecot as dovecot_support
 from tests.support.dovecot import Dovecot, MailUser
 

@@ -84,7 +84,7 @@ class Maildrop(abc.ABC):
 
         ``"server"`` (default): by identities the server assigns and keeps (POP3 UIDL, IMAP
         UIDVALIDITY/UID). POP3 reports ``"uidl"``, or ``"content-digest"`` when the server has no UIDL
-        and identities are digests of the messages' content (see :mod:`maild.protocols.pop3_identity`):
+        and identities are digests of the messages' content (see :mod:`maild.protocols.pop3.identity`):
         those may change if the server rewrites a message, so ``retention = "delete-after"``, which
         relies on an identity staying the same for days, is refused for them.
         """
@@ -102,7 +102,7 @@ class Maildrop(abc.ABC):
 
         POP3: always (one maildrop). IMAP: False for keys of a mailbox that could not be selected
         or is not fetched (any more); see :meth:`IMAPMailbox.covers
-        <maild.protocols.imap.IMAPMailbox.covers>`.
+        <maild.protocols.imap.mailbox.IMAPMailbox.covers>`.
         """
         return True
 
@@ -112,7 +112,7 @@ class Maildrop(abc.ABC):
 
         POP3: DELE each (RFC 1939 section 5); deletion takes effect only when :meth:`close` succeeds
         (UPDATE state, RFC 1939 section 6). IMAP: flag ``\\Deleted`` and expunge (see
-        :meth:`IMAPMailbox.delete <maild.protocols.imap.IMAPMailbox.delete>`). The caller must have
+        :meth:`IMAPMailbox.delete <maild.protocols.imap.mailbox.IMAPMailbox.delete>`). The caller must have
         committed the messages durably first.
 
         Returns:
@@ -144,7 +144,7 @@ class Maildrop(abc.ABC):
         POP3 cannot: a maildrop is a snapshot taken at login and locked until QUIT (RFC 1939
         section 8), so this default simply calls :meth:`close` and returns False. IMAP keeps the
         logged-in connection (see :meth:`IMAPSession.park
-        <maild.protocols.imap_session.IMAPSession.park>`).
+        <maild.protocols.imap.session.IMAPSession.park>`).
 
         Raises:
             The errors of :meth:`close` when it closes.

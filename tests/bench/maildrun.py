@@ -27,7 +27,7 @@ from typing import Any
 
 import tomli_w
 
-from maild.control import request
+from maild.service.control import request
 from tests.bench import measure
 from tests.bench.peers import HOST, Login
 
@@ -123,7 +123,7 @@ class Daemon:
         self._events: list[dict[str, Any]] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "maild", "run", "-c", str(maild.config)],
+            [sys.executable, "-m", "maild", "run", "-c", str(maild.config.loader)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from maild.control import request
 from maild.errors import ControlError
+from maild.service.control import request
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -37,7 +37,7 @@ SEED = int(os.environ.get("MAILD_KILL_SEED", "1"))
 # AFTER (the files are durable, their delivery rows not yet committed).
 KILLING_MAILD = """
 import os, signal, sys
-import maild.maildir as m
+import maild.archive.maildir as m
 before, after = int(os.environ.get("KILL_BEFORE", "0")), int(os.environ.get("KILL_AFTER", "0"))
 real, count = m._write_new, [0]
 def write(directory, digest, raw):
@@ -49,7 +49,7 @@ def write(directory, digest, raw):
         os.kill(os.getpid(), signal.SIGKILL)
     return path
 m._write_new = write
-from maild.cli import main
+from maild.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -29,8 +29,8 @@ from maild.errors import (
     TransientError,
 )
 from maild.model import IMAPKey, POP3Key, RetrievalFailure, RetrievedMessage, Secret, ServerSettings, TLSMode
-from maild.protocols import imap_protocol as imap_module
-from maild.protocols.imap import MAX_UIDS_PER_COMMAND, IMAPMailbox
+from maild.protocols.imap import client as imap_module
+from maild.protocols.imap.mailbox import MAX_UIDS_PER_COMMAND, IMAPMailbox
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMessage, Session, default_fetch_writer
 
 PASSWORD = 'p w"\\x'

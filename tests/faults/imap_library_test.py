@@ -1,6 +1,6 @@
 """The aioimaplib internals maild relies on, pinned: these tests fail when the library changes.
 
-``maild.protocols.imap`` subclasses aioimaplib 2.0.3's protocol (hot-spot fixes), sends STARTTLS through
+``maild.protocols.imap.mailbox`` subclasses aioimaplib 2.0.3's protocol (hot-spot fixes), sends STARTTLS through
 it, and relies on it quoting the LOGIN password but not the user name. Here:
 
 * the installed version and the source of every method the adapter copies or relies on are checked;
@@ -26,9 +26,11 @@ from typing import Any
 import aioimaplib
 import pytest
 
-from maild.protocols import imap_fetch, imap_list, imap_stream
-from maild.protocols import imap_protocol as imap_module
-from maild.protocols import imap_wire as wire
+from maild.protocols.imap import client as imap_module
+from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import listing as imap_list
+from maild.protocols.imap import stream as imap_stream
+from maild.protocols.imap import wire
 
 # sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3.
 PINNED_SOURCES = {

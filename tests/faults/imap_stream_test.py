@@ -20,8 +20,8 @@ from structlog.testing import capture_logs
 
 from maild.errors import NetworkTimeout, ThrottledError, TransientError
 from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage
-from maild.protocols import imap_protocol as imap_module
-from maild.protocols.imap import IMAPMailbox
+from maild.protocols.imap import client as imap_module
+from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.faults.imap_faults_test import keys, message, opened, settings
 from tests.faults.imap_scripted import ScriptedIMAP, Session, default_fetch_writer
 

@@ -38,7 +38,7 @@ from maild.model import (
     Secret,
     ServerSettings,
 )
-from maild.protocols.pop3 import POP3Maildrop
+from maild.protocols.pop3.maildrop import POP3Maildrop
 
 PASSWORD = "s3cret-Pw!"
 ACCOUNT = "anna-pop"

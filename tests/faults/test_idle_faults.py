@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from maild.config import AccountConfig, PasswordSource
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig, PasswordSource
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError
-from maild.fetch import fetch_cycle
-from maild.idle import IdleWatcher
+from maild.fetch.cycle import fetch_cycle
 from maild.model import IMAPKey, Secret, ServerSettings
-from maild.protocols.imap import IMAPMailbox
-from maild.protocols.imap_idle import IMAPIdleSession
-from maild.store import Store
+from maild.protocols.imap.idle import IMAPIdleSession
+from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.service.idle import IdleWatcher
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMailbox, ScriptedMessage, Session
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -594,8 +594,9 @@ IDENTITY_STREAM = (
 async def test_identity_fetch_parses_at_every_split(protocol_name: str) -> None:
     """The identity pass's FETCH (size and Message-ID field, literal before or after UID, quoted field
     name, NIL) parses to the same result however the stream is cut."""
-    from maild.protocols import imap as imap_module
-    from maild.protocols import imap_fetch, imap_protocol
+    from maild.protocols.imap import client as imap_protocol
+    from maild.protocols.imap import fetch as imap_fetch
+    from maild.protocols.imap import mailbox as imap_module
     from tests.faults.imap_library_test import run_command
 
     protocol_class = getattr(imap_protocol, protocol_name)

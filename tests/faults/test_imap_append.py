@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from maild.cli import main
+from maild.archive.move_queries import MigrationStore
+from maild.cli.main import main
 from maild.errors import ProtocolError, ThrottledError
 from maild.model import POP3Key, RetrievedMessage, Secret, ServerSettings
-from maild.protocols.imap import IMAPMailbox
-from maild.store_migration import MigrationStore
+from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMessage, Session, unquote
 
 APPEND_RE = re.compile(

@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import pytest
 
-from maild.fetch import fetch_cycle
-from maild.protocols.imap import IMAPMailbox
-from maild.store import Store
+from maild.archive.store import Store
+from maild.fetch.cycle import fetch_cycle
+from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import pop3_account, prepare
 from tests.support.proxy import FaultProxy

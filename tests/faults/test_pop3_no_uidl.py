@@ -11,12 +11,12 @@ import hashlib
 
 import pytest
 
-from maild.config import AccountConfig
-from maild.daemon import account_status
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ProtocolError
 from maild.model import POP3Key
-from maild.scheduler import AccountRuntime
-from maild.store import Store
+from maild.service.daemon import account_status
+from maild.service.scheduler import AccountRuntime
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
 

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from maild.config import AccountConfig
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig
 from maild.errors import ConnectError
-from maild.fetch import fetch_cycle
-from maild.protocols.pop3 import POP3Maildrop
-from maild.scheduler import Scheduler
-from maild.store import Store
+from maild.fetch.cycle import fetch_cycle
+from maild.protocols.pop3.maildrop import POP3Maildrop
+from maild.service.scheduler import Scheduler
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import archived, cycle, pop3_account, prepare
 from tests.support.proxy import FaultProxy

@@ -11,9 +11,9 @@ import poplib
 
 import pytest
 
-from maild.config import AccountConfig
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig
 from maild.model import POP3Key, RetrievalFailure
-from maild.store import Store
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from maild.cli import main
-from maild.control import request
+from maild.archive.reader import ArchiveReader, MessageFilter
+from maild.cli.main import main
 from maild.errors import ControlError, StoreError
-from maild.store_reader import ArchiveReader, MessageFilter
+from maild.service.control import request
 from tests.support.dovecot import MAIL_OWNER, Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 

@@ -107,7 +107,7 @@ def test_messages_list_of_unknown_account_is_an_error(tmp_path: Path) -> None:
     import asyncio
     from datetime import UTC, datetime
 
-    from maild.store import Store
+    from maild.archive.store import Store
 
     directory = short_dir()
 

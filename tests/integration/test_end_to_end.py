@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from maild.cli import main
+from maild.cli.main import main
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
+from maild.archive.store import Store
 from maild.errors import AuthError, ConnectError, NetworkTimeout, ProtocolError
 from maild.model import IMAPKey, RetrievedMessage, Secret, ServerSettings, TLSMode
-from maild.protocols import imap_protocol, imap_stream
-from maild.protocols import imap_protocol as imap_module
-from maild.protocols.imap import IMAPMailbox
-from maild.store import Store
+from maild.protocols.imap import client as imap_module
+from maild.protocols.imap import client as imap_protocol
+from maild.protocols.imap import stream as imap_stream
+from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import archived, crlf, cycle, pop3_account, prepare, retrieve_everything

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from maild.config import load_config
-from maild.daemon import Daemon
+from maild.config.loader import load_config
+from maild.service.daemon import Daemon
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
@@ -39,7 +39,7 @@ async def eventually(
 
 
 class RunningDaemon:
-    """A :class:`~maild.daemon.Daemon` running in this event loop, with status helpers."""
+    """A :class:`~maild.service.daemon.Daemon` running in this event loop, with status helpers."""
 
     def __init__(self, directory: Path, config: Path) -> None:
         self.directory = directory

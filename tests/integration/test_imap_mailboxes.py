@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from maild.config import AccountConfig, load_config
-from maild.fetch import CycleResult, fetch_cycle, make_maildrop
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig, load_config
+from maild.fetch.cycle import CycleResult, fetch_cycle, make_maildrop
 from maild.model import MessageKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.base import Maildrop
-from maild.protocols.imap import IMAPMailbox
-from maild.store import Store
+from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config

@@ -1,4 +1,4 @@
-"""IMAP sessions kept between an account's cycles, against a real Dovecot (``maild.kept_sessions``).
+"""IMAP sessions kept between an account's cycles, against a real Dovecot (``maild.service.kept_sessions``).
 
 A kept session must see mail that arrived meanwhile (every cycle selects again), must be replaced
 without a failed cycle when the server dropped it, must count against ``max_connections_per_host``,
@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import pytest
 
-from maild.config import AccountConfig
-from maild.scheduler import Scheduler
-from maild.store import Store
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig
+from maild.service.scheduler import Scheduler
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import pop3_account, prepare
 

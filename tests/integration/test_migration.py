@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from maild.cli import main
+from maild.cli.main import main
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 from tests.support.proxy import FaultProxy

@@ -17,7 +17,7 @@ import pytest
 
 from maild.errors import AuthError, ConnectError
 from maild.model import POP3Key, RetrievedMessage, Secret, ServerSettings, TLSMode
-from maild.protocols.pop3 import POP3Maildrop
+from maild.protocols.pop3.maildrop import POP3Maildrop
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import crlf, retrieve_everything

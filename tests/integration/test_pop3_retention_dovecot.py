@@ -7,9 +7,9 @@ import tracemalloc
 from datetime import timedelta
 from typing import Any
 
-from maild.daemon import account_status
-from maild.scheduler import AccountRuntime
-from maild.store import Store
+from maild.archive.store import Store
+from maild.service.daemon import account_status
+from maild.service.scheduler import AccountRuntime
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import T0, Clock, archived, cycle, pop3_account, prepare
@@ -81,7 +81,7 @@ async def test_25_mb_message_through_the_whole_cycle_holds_about_two_copies(
 
     tracemalloc counts Python allocations in every thread (the reply decoder's buffer, the message
     bytes, the batch); SQLite's own memory is outside it. The 12 MB message is a batch of its own
-    (see ``maild.fetch.retrieval_groups``) whose commit may overlap the reading of the 25 MB one;
+    (see ``maild.fetch.cycle.retrieval_groups``) whose commit may overlap the reading of the 25 MB one;
     at most one commit is in flight, so nothing else is held alongside. Storing adds no copy: the
     peak inside the ``store_batch`` of the 25 MB message, above what the cycle held when it began,
     stays below half a copy (large messages go to SQLite through blob I/O).

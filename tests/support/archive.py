@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from maild.archive.store import Store
 from maild.model import IMAPKey, MessageKey, POP3Key, Protocol, RetrievedMessage
-from maild.store import Store
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -13,11 +13,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from maild.config import AccountConfig, PasswordSource
-from maild.fetch import CycleResult, fetch_cycle, make_maildrop
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig, PasswordSource
+from maild.fetch.cycle import CycleResult, fetch_cycle, make_maildrop
 from maild.model import Location, MessageKey, RetrievalFailure, RetrievedMessage, Secret
 from maild.protocols.base import Maildrop
-from maild.store import Store
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maild.control import request
 from maild.errors import ControlError
+from maild.service.control import request
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, write_config
 from tests.support.proxy import FaultProxy

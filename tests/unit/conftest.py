@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from maild import scheduler as scheduler_module
-from maild.config import AccountConfig
+from maild.config.loader import AccountConfig
+from maild.service import scheduler as scheduler_module
 from tests.unit.fakes import FakeMaildrop, FakeServer
 
 

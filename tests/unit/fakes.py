@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any
 
-from maild.config import AccountConfig, PasswordSource
+from maild.config.loader import AccountConfig, PasswordSource
 from maild.model import InventoryEntry, MessageKey, POP3Key, RetrievalFailure, RetrievedMessage, Secret
 from maild.protocols.base import Maildrop
 
@@ -135,7 +135,7 @@ class FakeServer:
         return drop
 
     def factory(self, _account: AccountConfig, _executor: object) -> FakeMaildrop:
-        """Stand-in for :func:`maild.fetch.make_maildrop`."""
+        """Stand-in for :func:`maild.fetch.cycle.make_maildrop`."""
         return self.session()
 
     def _session_ended(self) -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from maild.cli import main
-from maild.config import load_config
-from maild.dropin import set_enabled, write_atomic
+from maild.archive.move_queries import MigrationStore
+from maild.cli.main import main
+from maild.config.dropin import set_enabled, write_atomic
+from maild.config.loader import load_config
 from maild.model import POP3Key, RetrievedMessage
-from maild.store_migration import MigrationStore
 
 MAIN = """\
 # Hausverwaltung: written by hand, with comments that must survive

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from maild import passwords as config_module  # PASSWORD_COMMAND_TIMEOUT_S lives there
-from maild.config import (
+from maild.config import passwords as config_module  # PASSWORD_COMMAND_TIMEOUT_S lives there
+from maild.config.loader import (
     DEFAULT_CONFIG_PATH,
     AccountConfig,
     Config,
@@ -20,7 +20,7 @@ from maild.config import (
     config_path,
     load_config,
 )
-from maild.config_values import parse_duration
+from maild.config.values import parse_duration
 from maild.errors import ConfigError
 from maild.model import Secret
 

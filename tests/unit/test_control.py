@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from maild import control
-from maild.control import MAX_REQUEST_OCTETS, ControlServer, error_reply, request
 from maild.errors import ControlError
+from maild.service import control
+from maild.service.control import MAX_REQUEST_OCTETS, ControlServer, error_reply, request
 
 
 @pytest.fixture
@@ -321,7 +321,7 @@ async def test_socket_group_is_applied(sock_path: Path, group: str | int) -> Non
 @needs_root
 async def test_numeric_socket_group_from_config_is_applied(sock_dir: Path) -> None:
     """control_socket_group = <id> in the config gives the socket that group, as documented ("name or id")."""
-    from maild.config import load_config
+    from maild.config.loader import load_config
 
     cfg = sock_dir / "config.toml"
     cfg.write_text(f"[daemon]\ncontrol_socket_group = {NOGROUP_GID}\n")
@@ -518,7 +518,7 @@ async def test_client_that_never_reads_is_dropped(
     server: ControlServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client that sends requests but never reads the replies is dropped once its socket buffer is full."""
-    import maild.control as control
+    import maild.service.control as control
 
     monkeypatch.setattr(control, "IDLE_TIMEOUT_S", 0.3)
     _reader, writer = await asyncio.open_unix_connection(str(server.path))

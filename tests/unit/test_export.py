@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from maild.archive.export import export_maildir, export_mbox, from_line, mboxrd_quote
+from maild.archive.reader import ArchiveReader
+from maild.archive.store import Store
 from maild.errors import QueryError
-from maild.export import export_maildir, export_mbox, from_line, mboxrd_quote
-from maild.store import Store
-from maild.store_reader import ArchiveReader
 from tests.support.archive import build_archive, imap, letter, pop
 
 FROM_BODY = (

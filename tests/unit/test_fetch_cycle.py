@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from maild import fetch
-from maild.config import AccountConfig
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import fetch_cycle
+from maild.fetch import cycle as fetch
+from maild.fetch.cycle import fetch_cycle
 from maild.model import MessageKey, POP3Key
-from maild.store import Store
 from tests.unit.fakes import FakeServer, make_message, pop3_account
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

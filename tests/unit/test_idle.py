@@ -1,6 +1,6 @@
 """The IDLE watcher with in-memory sessions, and its use by the scheduler, status and metrics.
 
-:class:`FakeSession` stands in for :class:`maild.protocols.imap_idle.IMAPIdleSession`: the test pushes
+:class:`FakeSession` stands in for :class:`maild.protocols.imap.idle.IMAPIdleSession`: the test pushes
 events into it or makes it fail. The scheduler runs accounts on :class:`tests.unit.fakes.FakeServer`
 maildrops with poll intervals of an hour, so a cycle after the first one comes from a push.
 """
@@ -17,17 +17,17 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from maild import metrics
-from maild.config import AccountConfig, PasswordSource
-from maild.daemon import account_status
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig, PasswordSource
 from maild.errors import AuthError, ConfigError, ConnectError, NetworkTimeout, ProtocolError
-from maild.fetch import CycleResult
-from maild.idle import RECONNECT_BASE_S, RECONNECT_CAP_S, IdleWatcher, reconnect_delay_s
-from maild.imap_resync import IMAPCycleInfo, UIDValidityChange
+from maild.fetch.cycle import CycleResult
+from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
 from maild.model import Secret
-from maild.protocols.imap_wire import MailboxEvents, SelectInfo
-from maild.scheduler import AccountRuntime, Scheduler
-from maild.store import Store
+from maild.protocols.imap.wire import MailboxEvents, SelectInfo
+from maild.service import metrics
+from maild.service.daemon import account_status
+from maild.service.idle import RECONNECT_BASE_S, RECONNECT_CAP_S, IdleWatcher, reconnect_delay_s
+from maild.service.scheduler import AccountRuntime, Scheduler
 from tests.unit.fakes import FakeServer, pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -538,7 +538,7 @@ def test_replace_keeps_watcher_settings() -> None:
 
 def test_cli_status_table_shows_idle_failures_and_uidvalidity_changes(hub: SessionHub) -> None:
     """`maild status` adds lines for the IDLE mode, mailboxes not fetched and UIDVALIDITY changes."""
-    from maild.cli import render_status
+    from maild.cli.main import render_status
 
     rt = AccountRuntime(imap_account())
     rt.watcher = IdleWatcher(rt.config, session_factory=hub.factory)

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from maild.config import IDLE_RESTART_MAX_S, load_config
+from maild.archive.store import Store
+from maild.config.loader import IDLE_RESTART_MAX_S, load_config
 from maild.model import IMAPKey, RetrievedMessage
-from maild.protocols import imap_fetch, imap_lex, imap_list
-from maild.protocols import imap_wire as wire
-from maild.protocols.imap_list import ListedMailbox
-from maild.protocols.imap_wire import MailboxEvents
-from maild.store import Store
+from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import lex as imap_lex
+from maild.protocols.imap import listing as imap_list
+from maild.protocols.imap import wire
+from maild.protocols.imap.listing import ListedMailbox
+from maild.protocols.imap.wire import MailboxEvents
 from tests.unit.test_config import account_file, load_error
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

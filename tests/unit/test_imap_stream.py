@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from maild.model import IMAPKey
-from maild.protocols import imap_fetch
-from maild.protocols.imap_stream import (
+from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap.stream import (
     MAX_UID_SET_OCTETS,
     MAX_UIDS_PER_STREAM,
     FetchAssembler,
     RetrievalStream,
     stream_segments,
 )
-from maild.protocols.imap_wire import sequence_set
+from maild.protocols.imap.wire import sequence_set
 
 DATE = b'INTERNALDATE "17-Jul-1996 02:44:25 -0700"'
 REQUIRE: tuple[imap_fetch.FetchItem, ...] = ("BODY[]", "FLAGS", "INTERNALDATE")

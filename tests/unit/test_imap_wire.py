@@ -1,6 +1,6 @@
 """Sans-I/O IMAP parsing: mailbox names, quoting, sequence sets and every response parser.
 
-Response parts are given in the shape aioimaplib 2.0.3 produces (see ``maild.protocols.imap_wire``);
+Response parts are given in the shape aioimaplib 2.0.3 produces (see ``maild.protocols.imap.wire``);
 ``tests/faults/imap_library_test.py`` feeds real server byte streams through aioimaplib itself,
 split at every byte boundary, into the same parsers.
 """
@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 import pytest
 
 from maild.errors import ProtocolError
-from maild.protocols import imap_fetch, imap_lex, imap_list
-from maild.protocols import imap_wire as wire
+from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import lex as imap_lex
+from maild.protocols.imap import listing as imap_list
+from maild.protocols.imap import wire
 
 # ------------------------------------------------------------------------------------ modified UTF-7
 

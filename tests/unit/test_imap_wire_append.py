@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from maild.protocols import imap_fetch
-from maild.protocols import imap_wire as wire
+from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import wire
 
 
 def test_internaldate_is_sent_in_utc_with_english_month() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from maild.inventory_compare import (
+from maild.model import IMAPKey
+from maild.move.compare import (
     ArchiveEntry,
     ServerEntry,
     archive_entry,
@@ -15,7 +16,6 @@ from maild.inventory_compare import (
     to_crlf,
     upload_order,
 )
-from maild.model import IMAPKey
 
 
 def msg(

@@ -1,4 +1,4 @@
-"""Host connection permits and kept sessions (``maild.kept_sessions``), with stand-in sessions."""
+"""Host connection permits and kept sessions (``maild.service.kept_sessions``), with stand-in sessions."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from maild import kept_sessions
-from maild.kept_sessions import KeptSessions
 from maild.model import InventoryEntry, MessageKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.base import Maildrop
+from maild.service import kept_sessions
+from maild.service.kept_sessions import KeptSessions
 
 
 class Session(Maildrop):

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from maild import maildir
-from maild.config import AccountConfig, load_config
+from maild.archive import maildir
+from maild.archive.maildir import deliver, folder_name, sha256_of_name
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig, load_config
 from maild.errors import ConfigError, DeliveryError, StoreError
-from maild.fetch import fetch_cycle
-from maild.maildir import deliver, folder_name, sha256_of_name
+from maild.fetch.cycle import fetch_cycle
 from maild.model import IMAPKey, POP3Key
-from maild.store import Store
 from tests.unit.fakes import FakeServer, make_message, pop3_account
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from maild.config import load_config
-from maild.migrate import deleting_source, upload_flags, upload_internaldate
-from maild.store_migration import UploadSource
+from maild.archive.move_queries import UploadSource
+from maild.config.loader import load_config
+from maild.move.migrate import deleting_source, upload_flags, upload_internaldate
 
 FETCHED = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 DATE = datetime(2025, 12, 24, 9, 0, tzinfo=UTC)

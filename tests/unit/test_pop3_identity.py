@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from maild.model import POP3Key
-from maild.protocols.pop3_identity import (
+from maild.protocols.pop3.identity import (
     content_keys,
     header_key,
     header_section,

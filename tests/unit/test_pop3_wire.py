@@ -8,7 +8,7 @@ import tracemalloc
 import pytest
 
 from maild.errors import ProtocolError
-from maild.protocols.pop3_wire import (
+from maild.protocols.pop3.wire import (
     Reply,
     ReplyDecoder,
     StatusLine,

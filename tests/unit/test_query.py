@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from maild.cli import main
+from maild.archive.query import body_text, html_to_text, message_json, parse_since, render_show, resolve_id
+from maild.archive.reader import ArchiveReader, MessageFilter
+from maild.archive.store import Store
+from maild.cli.main import main
 from maild.errors import QueryError, StoreError
-from maild.query import body_text, html_to_text, message_json, parse_since, render_show, resolve_id
-from maild.store import Store
-from maild.store_reader import ArchiveReader, MessageFilter
 from tests.support.archive import build_archive, imap, letter, pop
 
 MULTIPART = (

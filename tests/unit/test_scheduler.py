@@ -1,6 +1,6 @@
 """The scheduler with in-memory maildrops standing in for real servers.
 
-``maild.scheduler.make_maildrop`` is replaced by a factory that hands each account a session of its
+``maild.service.scheduler.make_maildrop`` is replaced by a factory that hands each account a session of its
 own :class:`~tests.unit.fakes.FakeServer`. Poll intervals are an hour, so after its first cycle an
 account only fetches again when asked to (``request_fetch``).
 """
@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from maild import scheduler as scheduler_module
-from maild.config import AccountConfig
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig
 from maild.errors import AuthError, ConnectError, ThrottledError
-from maild.fetch import CycleResult
+from maild.fetch.cycle import CycleResult
 from maild.model import POP3Key
-from maild.scheduler import (
+from maild.service import scheduler as scheduler_module
+from maild.service.scheduler import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
     JITTER_FRACTION,
@@ -29,7 +30,6 @@ from maild.scheduler import (
     Scheduler,
     backoff_delay_s,
 )
-from maild.store import Store
 from tests.unit.fakes import Concurrency, FakeServer, make_message, pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from maild.archive.schema import SCHEMA_VERSION, parse_utc, utc_text
+from maild.archive.store import Store
 from maild.errors import StoreError
 from maild.model import IMAPKey, Location, POP3Key, RetrievedMessage, StoreOutcome
-from maild.store import Store
-from maild.store_schema import SCHEMA_VERSION, parse_utc, utc_text
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
@@ -481,7 +481,7 @@ async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
     """An archive at schema version 1 keeps its data and gains the version-2 tables on open."""
     import sqlite3
 
-    from maild.store_schema import _MIGRATIONS, _split_sql
+    from maild.archive.schema import _MIGRATIONS, _split_sql
 
     path = tmp_path / "maild.sqlite3"
     with sqlite3.connect(path) as conn:
@@ -554,7 +554,7 @@ async def test_locations_read_during_a_failed_write_is_not_cached(store: Store) 
 async def test_large_message_is_stored_byte_exact_through_blob_io(store: Store) -> None:
     """A message of at least LARGE_BLOB_OCTETS goes through incremental blob I/O (aiosqlite's pinned
     thread queue): stored with its batch, byte-exact, deduplicated like any other."""
-    from maild import store as store_module
+    from maild.archive import store as store_module
 
     assert callable(getattr(store._conn, "_execute", None))  # aiosqlite 0.22 internals relied on
     big = b"Subject: big\r\n\r\n" + bytes(range(256)) * (store_module.LARGE_BLOB_OCTETS // 256 + 5000)
@@ -573,7 +573,7 @@ async def test_large_message_in_a_failed_batch_is_not_stored(
 ) -> None:
     """The blob written in place belongs to the batch's transaction: a batch failing after it was
     written leaves nothing behind."""
-    from maild import store as store_module
+    from maild.archive import store as store_module
 
     big = b"Subject: big\r\n\r\n" + b"y" * store_module.LARGE_BLOB_OCTETS
 

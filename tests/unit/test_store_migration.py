@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from maild.archive.move_queries import MigrationStore, as_keys
 from maild.model import IMAPKey, POP3Key, RetrievedMessage
-from maild.store_migration import MigrationStore, as_keys
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 INTERNALDATE = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)

@@ -1,0 +1,230 @@
+"""Queries of the archive for people and programs: what ``maild messages list|show|raw`` print.
+
+Reads go through :class:`maild.archive.reader.ArchiveReader` (SQLite ``mode=ro``), so they work while the
+daemon runs and never write. A message's ID is the SHA-256 of its octets (64 hex digits); any
+unique prefix of at least :data:`MIN_ID_DIGITS` digits names it too.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.policy
+import re
+from datetime import UTC, datetime
+from email.message import EmailMessage, MIMEPart
+from email.parser import BytesParser
+from html.parser import HTMLParser
+from typing import Any
+
+from maild.archive.reader import ArchivedMessage, ArchiveReader
+from maild.errors import QueryError
+
+MIN_ID_DIGITS = 8
+_ID_RE = re.compile(r"[0-9a-f]{%d,64}" % MIN_ID_DIGITS)  # noqa: UP031 - a regex quantifier
+_SHOWN_HEADERS = ("Date", "From", "To", "Cc", "Subject", "Message-ID")
+_BLOCK_TAGS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "hr"})
+# email's header and content parsers raise these on malformed input; a query must still answer.
+_PARSE_ERRORS = (ValueError, LookupError, TypeError, IndexError, AttributeError, email.errors.MessageError)
+
+
+def parse_since(text: str) -> datetime:
+    """Parse ``--since``: ``YYYY-MM-DD`` (midnight UTC) or an ISO 8601 date-time (UTC unless offset).
+
+    Raises:
+        QueryError: another form.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise QueryError(
+            f"expected a date such as 2026-11-30 or 2026-11-30T09:00+01:00, got {text!r}"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def resolve_id(reader: ArchiveReader, text: str) -> str:
+    """Return the full SHA-256 that ``text`` (a SHA-256 or a unique prefix of it) names.
+
+    Raises:
+        QueryError: not 8 to 64 hex digits, no such message, or a prefix matching several messages.
+    """
+    wanted = text.strip().lower()
+    if not _ID_RE.fullmatch(wanted):
+        raise QueryError(
+            f"message ID must be {MIN_ID_DIGITS} to 64 hex digits (a SHA-256 or a prefix of one),"
+            f" got {text!r}"
+        )
+    matches = reader.sha256_with_prefix(wanted)
+    if not matches:
+        raise QueryError(f"no message with ID {wanted} in the archive")
+    if len(matches) > 1:
+        many = len(matches) > 5
+        shown = ", ".join(m[:16] for m in matches[:5]) + (", ..." if many else "")
+        raise QueryError(
+            f"message ID {wanted} is ambiguous: it starts {'more than 5' if many else len(matches)}"
+            f" messages' IDs ({shown}); give more digits"
+        )
+    return matches[0]
+
+
+def on_server(message: ArchivedMessage) -> bool:
+    """Tell whether some account's server still held the message at its last fetch cycle."""
+    return any(loc.state == "on-server" for loc in message.locations)
+
+
+def accounts_of(message: ArchivedMessage) -> list[str]:
+    """The accounts the message is linked to, sorted, each once."""
+    return sorted({loc.account for loc in message.locations})
+
+
+def message_json(message: ArchivedMessage) -> dict[str, Any]:
+    """The JSON object ``maild messages list --json`` prints for one message (documented in the README)."""
+    return {
+        "id": message.sha256,
+        "date": message.date,
+        "from": message.from_header,
+        "to": message.to_header,
+        "subject": message.subject,
+        "message_id": message.message_id,
+        "size_octets": message.size_octets,
+        "stored_at": message.stored_at,
+        "accounts": accounts_of(message),
+        "on_server": on_server(message),
+        "locations": [
+            {"account": loc.account, "mailbox": loc.mailbox, "state": loc.state} for loc in message.locations
+        ],
+    }
+
+
+def _cut(text: str | None, width: int) -> str:
+    value = " ".join((text or "").split())
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def render_list(messages: list[ArchivedMessage]) -> str:
+    """A table: ID prefix, date (UTC), from, subject, size in octets, accounts, on-server state."""
+    lines = [f"{'ID':<12}  {'DATE (UTC)':<16}  {'FROM':<28}  {'SUBJECT':<40}  {'OCTETS':>9}  ACCOUNTS  STATE"]
+    for m in messages:
+        date = m.date[:16].replace("T", " ") if m.date else "-"
+        state = "on-server" if on_server(m) else "archive-only"
+        lines.append(
+            f"{m.sha256[:12]}  {date:<16}  {_cut(m.from_header, 28):<28}  {_cut(m.subject, 40):<40}"
+            f"  {m.size_octets:>9}  {','.join(accounts_of(m))}  {state}"
+        )
+    return "\n".join(lines)
+
+
+class _TextExtractor(HTMLParser):
+    """Crude HTML to text: drops script and style, breaks lines at block elements, keeps the rest."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """Render HTML as plain text, crudely: tags removed, entities decoded, one line per block."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    return BytesParser(policy=email.policy.default).parsebytes(raw)
+
+
+def _part_text(part: MIMEPart) -> str:
+    try:
+        return str(part.get_content())
+    except _PARSE_ERRORS:
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+
+def body_text(raw: bytes) -> str:
+    """A text rendering of a message's body: its text/plain part, else its text/html part as text.
+
+    Returns:
+        the text, or a note in parentheses when the message has no text part.
+    """
+    msg = _parse(raw)
+    try:
+        part = msg.get_body(preferencelist=("plain", "html"))
+    except _PARSE_ERRORS:
+        part = None
+    if part is None:
+        return "(no text part)\n"
+    text = _part_text(part)
+    if part.get_content_subtype() == "html":
+        return html_to_text(text)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def headers_and_attachments(raw: bytes) -> tuple[dict[str, str], list[str]]:
+    """The shown header fields (decoded) and one line per attachment: name, type, decoded size."""
+    msg = _parse(raw)
+    fields: dict[str, str] = {}
+    for name in _SHOWN_HEADERS:
+        try:
+            value = msg.get(name)
+        except _PARSE_ERRORS:
+            value = None
+        if value is not None:
+            fields[name] = " ".join(str(value).split())
+    attachments: list[str] = []
+    try:
+        for part in msg.iter_attachments():
+            payload = part.get_payload(decode=True)
+            size = len(payload) if isinstance(payload, bytes) else 0
+            attachments.append(
+                f"{part.get_filename() or '(unnamed)'} ({part.get_content_type()}, {size} octets)"
+            )
+    except _PARSE_ERRORS:
+        pass
+    return fields, attachments
+
+
+def render_show(message: ArchivedMessage) -> str:
+    """What ``maild messages show`` prints: ID, headers, where the message is, attachments, body text."""
+    assert message.raw is not None
+    fields, attachments = headers_and_attachments(message.raw)
+    lines = [f"ID: {message.sha256}"]
+    lines += [f"{name}: {value}" for name, value in fields.items()]
+    lines.append(f"Size: {message.size_octets} octets")
+    lines.append(f"Stored: {message.stored_at}")
+    for loc in message.locations:
+        where = f"{loc.account} {loc.mailbox}" if loc.mailbox else loc.account
+        lines.append(f"Account: {where} ({loc.state})")
+    lines += [f"Attachment: {a}" for a in attachments]
+    return "\n".join(lines) + "\n\n" + body_text(message.raw)
+
+
+def show_json(message: ArchivedMessage) -> dict[str, Any]:
+    """``maild messages show --json``: :func:`message_json`, decoded headers, attachments, body text."""
+    assert message.raw is not None
+    fields, attachments = headers_and_attachments(message.raw)
+    return {
+        **message_json(message),
+        "headers": fields,
+        "attachments": attachments,
+        "body_text": body_text(message.raw),
+    }

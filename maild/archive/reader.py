@@ -1,0 +1,267 @@
+"""Read-only queries of the archive for ``maild messages`` and ``maild export`` (:class:`ArchiveReader`).
+
+A synchronous ``sqlite3`` connection opened with ``mode=ro``, separate from the daemon's writer in
+:mod:`maild.archive.store`; one of the ``store_*`` modules, the only ones that contain SQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from maild.archive.schema import QUERY_CHUNK, SCHEMA_VERSION, utc_text
+from maild.errors import StoreError
+
+
+@dataclass(frozen=True, slots=True)
+class LocationState:
+    """Where one account holds or held a message, for queries.
+
+    Attributes:
+        account: the account name.
+        mailbox: the IMAP mailbox (readable name), or None for POP3.
+        state: ``"on-server"``, ``"gone"`` (no longer seen on the server) or ``"deleted"`` (by maild).
+    """
+
+    account: str
+    mailbox: str | None
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    """One archived message as queries see it; ``raw`` is only filled when asked for.
+
+    Attributes:
+        id: the ``messages.id`` row id (internal; the stable identity is ``sha256``).
+        sha256: SHA-256 of the raw octets, hex: the ID shown by ``maild messages``.
+        size_octets: size in octets.
+        message_id, date, from_header, to_header, subject: parsed header fields (``date`` in UTC,
+            ISO 8601 text), each None when absent.
+        stored_at: when it entered the archive (UTC, ISO 8601 text).
+        locations: where accounts hold or held it.
+        raw: the exact stored octets, or None.
+    """
+
+    id: int
+    sha256: str
+    size_octets: int
+    message_id: str | None
+    date: str | None
+    from_header: str | None
+    to_header: str | None
+    subject: str | None
+    stored_at: str
+    locations: tuple[LocationState, ...] = ()
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    """What ``maild messages list`` selects; every criterion is optional.
+
+    Attributes:
+        account: only messages linked to this account.
+        organisation: only messages linked to an account of this organisation.
+        since: only messages dated at or after this moment (aware; the Date field, or when it was
+            stored for messages without a usable Date).
+        from_text, subject_text: case-insensitive substring of the From / Subject field.
+        limit: at most this many, newest first; None for all.
+    """
+
+    account: str | None = None
+    organisation: str | None = None
+    since: datetime | None = None
+    from_text: str | None = None
+    subject_text: str | None = None
+    limit: int | None = None
+
+
+_SUMMARY_COLUMNS = (
+    "m.id, m.sha256, m.size_octets, m.message_id, m.date, m.from_header, m.to_header, m.subject, m.stored_at"
+)
+_SINCE = "(m.date >= ? OR (m.date IS NULL AND m.stored_at >= ?))"
+_EXPORT_CHUNK_OCTETS = 32 * 2**20
+
+
+def _contains(haystack: str | None, needle: str) -> bool:
+    return haystack is not None and needle.casefold() in haystack.casefold()
+
+
+class ArchiveReader:
+    """Synchronous, read-only access to the archive for ``maild messages`` and ``maild export``.
+
+    The file is opened with SQLite's ``mode=ro``: nothing can be written through this connection,
+    and it works while the daemon runs (in WAL mode readers and the writer do not block each other;
+    each query sees the last commit before it started). Close with :meth:`close` or ``with``.
+
+    Raises:
+        StoreError: (from every method) the file is missing, not a maild archive, or SQLite fails.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise StoreError(f"archive {path} does not exist (is daemon.state_dir right?)")
+        try:
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open archive {path} read-only: {exc}") from None
+        try:
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.create_function("maild_contains", 2, _contains, deterministic=True)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"archive {path}: {exc}") from None
+        if not 2 <= version <= SCHEMA_VERSION:
+            self._db.close()
+            raise StoreError(
+                f"archive {path} has schema version {version};"
+                f" this maild reads versions 2 to {SCHEMA_VERSION}"
+            )
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        self._db.close()
+
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._db.execute(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"archive {self.path}: {exc}") from None
+
+    def account_exists(self, name: str) -> bool:
+        """Tell whether the archive knows an account called ``name`` (configured now or ever)."""
+        return bool(self._rows("SELECT 1 FROM accounts WHERE name = ?", (name,)))
+
+    def sha256_with_prefix(self, prefix: str, limit: int = 6) -> list[str]:
+        """Return up to ``limit`` SHA-256 digests (hex) starting with ``prefix`` (lower-case hex)."""
+        rows = self._rows(
+            "SELECT sha256 FROM messages WHERE sha256 >= ? AND sha256 < ? ORDER BY sha256 LIMIT ?",
+            (prefix, prefix + "g", limit),  # 'g' sorts after every hex digit
+        )
+        return [r[0] for r in rows]
+
+    def message(self, sha256: str, *, raw: bool = False) -> ArchivedMessage | None:
+        """Return the message with this SHA-256 (hex), with its locations and optionally its octets."""
+        extra = ", m.raw" if raw else ""
+        rows = self._rows(f"SELECT {_SUMMARY_COLUMNS}{extra} FROM messages m WHERE m.sha256 = ?", (sha256,))  # noqa: S608
+        if not rows:
+            return None
+        return self._with_locations(rows)[0]
+
+    def list_messages(self, flt: MessageFilter) -> list[ArchivedMessage]:
+        """Return the messages ``flt`` selects, newest (by Date) first, with their locations."""
+        where: list[str] = []
+        params: list[Any] = []
+        if flt.account is not None or flt.organisation is not None:
+            where.append(
+                "m.id IN (SELECT l.message FROM locations l JOIN accounts a ON a.name = l.account"
+                " WHERE (? IS NULL OR l.account = ?) AND (? IS NULL OR a.organisation = ?))"
+            )
+            params += [flt.account, flt.account, flt.organisation, flt.organisation]
+        if flt.since is not None:
+            where.append(_SINCE)
+            params += [utc_text(flt.since)] * 2
+        if flt.from_text:
+            where.append("maild_contains(m.from_header, ?)")
+            params.append(flt.from_text)
+        if flt.subject_text:
+            where.append("maild_contains(m.subject, ?)")
+            params.append(flt.subject_text)
+        sql = f"SELECT {_SUMMARY_COLUMNS} FROM messages m"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY m.date DESC, m.id DESC"
+        if flt.limit is not None:
+            sql += " LIMIT ?"
+            params.append(flt.limit)
+        return self._with_locations(self._rows(sql, params))
+
+    def _with_locations(self, rows: list[tuple[Any, ...]]) -> list[ArchivedMessage]:
+        ids = [r[0] for r in rows]
+        found: dict[int, list[LocationState]] = {}
+        for i in range(0, len(ids), QUERY_CHUNK):
+            chunk = ids[i : i + QUERY_CHUNK]
+            for message, account, mailbox, gone, deleted in self._rows(
+                "SELECT message, account, mailbox, gone_at, deleted_at FROM locations"  # noqa: S608
+                f" WHERE message IN ({','.join('?' * len(chunk))}) ORDER BY account, mailbox, id",
+                chunk,
+            ):
+                state = "deleted" if deleted else "gone" if gone else "on-server"
+                found.setdefault(message, []).append(LocationState(account, mailbox, state))
+        return [
+            ArchivedMessage(
+                id=r[0],
+                sha256=r[1],
+                size_octets=r[2],
+                message_id=r[3],
+                date=r[4],
+                from_header=r[5],
+                to_header=r[6],
+                subject=r[7],
+                stored_at=r[8],
+                locations=tuple(found.get(r[0], ())),
+                raw=bytes(r[9]) if len(r) > 9 else None,
+            )
+            for r in rows
+        ]
+
+    def account_messages(self, account: str, since: datetime | None = None) -> list[tuple[int, str | None]]:
+        """Every message linked to ``account``, on its server or not: (row id, first mailbox).
+
+        Oldest link first; ``since`` selects as in :class:`MessageFilter`; the mailbox is None for POP3.
+        """
+        sql = (
+            "SELECT l.message, l.mailbox FROM locations l JOIN messages m ON m.id = l.message"
+            " WHERE l.account = ?"
+        )
+        params: list[Any] = [account]
+        if since is not None:
+            sql += " AND " + _SINCE
+            params += [utc_text(since)] * 2
+        out: dict[int, str | None] = {}
+        for message, mailbox in self._rows(sql + " ORDER BY l.first_fetched_at, l.id", params):
+            out.setdefault(message, mailbox)
+        return list(out.items())
+
+    def iter_raw(self, ids: Sequence[int]) -> Iterator[ArchivedMessage]:
+        """Yield each of ``ids`` with its octets, in the given order, reading about 32 MiB at a time."""
+        start = 0
+        while start < len(ids):
+            chunk = list(ids[start : start + QUERY_CHUNK])
+            size_of: dict[int, int] = {
+                r[0]: r[1]
+                for r in self._rows(
+                    f"SELECT id, size_octets FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                    chunk,
+                )
+            }
+            take: list[int] = []
+            octets = 0
+            for message in chunk:
+                take.append(message)
+                octets += size_of.get(message, 0)
+                if octets >= _EXPORT_CHUNK_OCTETS:
+                    break
+            start += len(take)
+            rows = self._rows(
+                f"SELECT {_SUMMARY_COLUMNS}, m.raw FROM messages m"  # noqa: S608
+                f" WHERE m.id IN ({','.join('?' * len(take))})",
+                take,
+            )
+            by_id = {m.id: m for m in self._with_locations(rows)}
+            for message in take:
+                if message in by_id:
+                    yield by_id[message]

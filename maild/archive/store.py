@@ -1,0 +1,727 @@
+"""The archive's writer: connection, schema migration, transactions, locations and batches.
+
+The ``store_*`` modules are the only ones that contain SQL: this one (the daemon's ``aiosqlite``
+connection), :mod:`maild.archive.schema` (migration scripts), :mod:`maild.archive.reader` (read-only
+queries) and :mod:`maild.archive.move_queries` (``maild migrate``'s records).
+
+Layout (schema version 2, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; the README documents it
+for readers such as the CRM):
+
+- ``accounts``: one row per account ever configured; the protocol is fixed at creation.
+- ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
+  octets exactly as the server sent them (after protocol un-stuffing) and parsed header fields.
+- ``locations``: where an account's server holds or held a message: POP3 UIDL, or IMAP
+  (mailbox, UIDVALIDITY, UID); when it was first fetched, when it was no longer seen, when maild
+  deleted it.
+- ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
+- ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
+- ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
+
+Durability: WAL with ``synchronous=FULL``, so every commit is fsync'ed before it returns; a message
+is deleted on a server only after the commit that stores it has returned (see ``fetch.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+
+from maild.archive.schema import (
+    _MIGRATIONS,
+    PAGE_SIZE,
+    QUERY_CHUNK,
+    SCHEMA_VERSION,
+    _split_sql,
+    parse_utc,
+    utc_text,
+)
+from maild.errors import StoreError
+from maild.message import sha256_hex, summarise
+from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, RetrievedMessage, StoreOutcome
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    key: MessageKey
+    msg: RetrievedMessage
+    sha256: str
+    row: tuple[Any, ...]
+
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
+    " subject, stored_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+LARGE_BLOB_OCTETS = 2**20
+"""Messages at least this large are written with :func:`_insert_large`, not bound as a parameter:
+binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
+_BLOB_CHUNK_OCTETS = 2**20
+
+
+def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """Insert one message row with its raw octets written through incremental blob I/O.
+
+    Runs in aiosqlite's thread, inside the caller's transaction (so it is stored with the batch or
+    not at all): ``zeroblob(n)`` reserves the octets, then ``blobopen`` writes them in place, from
+    a memoryview, without SQLite copying the whole message first.
+    """
+    raw = row[-1]
+    cur = db.execute(_INSERT_MESSAGE.replace("?)", "zeroblob(?))"), (*row[:-1], len(raw)))
+    rowid = cur.lastrowid
+    cur.close()
+    assert rowid is not None
+    with db.blobopen("messages", "raw", rowid) as blob, memoryview(raw) as view:
+        for start in range(0, len(view), _BLOB_CHUNK_OCTETS):
+            blob.write(view[start : start + _BLOB_CHUNK_OCTETS])
+
+
+def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepared]:
+    """Hash and summarise a batch (CPU work; runs in a worker thread, hashlib releases the GIL)."""
+    out = []
+    for msg in batch:
+        digest = sha256_hex(msg.raw)
+        h = summarise(msg.raw)
+        row = (
+            digest,
+            len(msg.raw),
+            h.message_id,
+            utc_text(h.date) if h.date else None,
+            h.from_,
+            h.to,
+            h.subject,
+            stored_at,
+            msg.raw,
+        )
+        out.append(_Prepared(msg.key, msg, digest, row))
+    return out
+
+
+class Store:
+    """The archive database. Use :meth:`open`; close with :meth:`close` or ``async with``.
+
+    All methods raise :class:`StoreError` when SQLite fails. Each write method is one transaction:
+    if cancelled before its commit returns, nothing of it is stored; the SQL already running in
+    aiosqlite's thread completes or rolls back on its own.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._write_lock = asyncio.Lock()
+        self._generation = 0
+        """Bumped when any transaction of this connection begins and ends (see :meth:`locations`)."""
+        self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the archive at ``path`` and migrate it to :data:`SCHEMA_VERSION`.
+
+        Raises:
+            StoreError: the file cannot be opened, is not a maild archive, or is newer than this maild.
+        """
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open archive {path}: {exc}") from None
+        store = cls(conn, path)
+        try:
+            await store._setup()
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def _setup(self) -> None:
+        try:
+            version = await self._scalar("PRAGMA user_version")
+            if version == 0:
+                await self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            mode = await self._scalar("PRAGMA journal_mode = WAL")
+            if str(mode).lower() != "wal":
+                raise StoreError(f"archive {self.path}: cannot enable WAL journal mode (got {mode})")
+            await self._conn.execute("PRAGMA synchronous = FULL")
+            await self._conn.execute("PRAGMA foreign_keys = ON")
+            await self._conn.execute("PRAGMA busy_timeout = 10000")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"archive {self.path} has schema version {version}, newer than this maild "
+                    f"({SCHEMA_VERSION}); upgrade maild"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(_MIGRATIONS[target]):
+                        await self._conn.execute(statement)
+                    await self._conn.execute(f"PRAGMA user_version = {target}")
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"archive {self.path}: {exc}") from None
+
+    async def close(self) -> None:
+        """Close the connection (checkpointing the WAL). Idempotent."""
+        await self._conn.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
+        try:
+            async with self._conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"archive {self.path}: {exc}") from None
+
+    async def _write(
+        self, statements: Iterable[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]]
+    ) -> None:
+        """Run statements in one IMMEDIATE transaction; ``many`` selects executemany."""
+        todo = list(statements)
+
+        async def work() -> None:
+            for sql, params, many in todo:
+                if many:
+                    await self._conn.executemany(sql, params)
+                else:
+                    await self._conn.execute(sql, params)
+
+        await self._atomic(work, "writing")
+
+    async def _atomic(self, work: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run ``work`` inside one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, atomically.
+
+        The transaction runs in a task of its own, shielded from cancellation: if the caller is
+        cancelled, the transaction still ends (committed, or rolled back on error) before the
+        cancellation propagates, so the connection never stays inside a half-done transaction.
+
+        Raises:
+            StoreError: SQLite failed; the transaction was rolled back.
+        """
+        task = asyncio.ensure_future(self._transaction(work, what))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it; the cancellation wins
+            raise
+
+    async def _transaction(self, work: Callable[[], Awaitable[T]], what: str) -> T:
+        async with self._write_lock:
+            self._generation += 1
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await work()
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        await self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"archive {self.path}: {what}: {exc}") from None
+            finally:
+                self._generation += 1
+        return result
+
+    # -- accounts ---------------------------------------------------------------------------------
+
+    async def ensure_account(
+        self, name: str, organisation: str, employee: str, protocol: Protocol, now: datetime
+    ) -> None:
+        """Record the account, or update its organisation and employee.
+
+        Raises:
+            StoreError: the account exists with another protocol (the protocol is fixed for an
+                account's life; add the mailbox again under a new name instead).
+        """
+        rows = await self._all("SELECT protocol FROM accounts WHERE name = ?", (name,))
+        if rows and rows[0][0] != protocol:
+            raise StoreError(
+                f"account {name} was created as {rows[0][0]} and cannot become {protocol}; "
+                "add the mailbox again as a new account (see 'Moving a mailbox from POP3 to IMAP')"
+            )
+        await self._write(
+            [
+                (
+                    "INSERT INTO accounts (name, organisation, employee, protocol, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET organisation = excluded.organisation,"
+                    " employee = excluded.employee",
+                    (name, organisation, employee, protocol, utc_text(now)),
+                    False,
+                )
+            ]
+        )
+
+    # -- locations --------------------------------------------------------------------------------
+
+    async def locations(self, account: str) -> dict[MessageKey, Location]:
+        """Return every server identity recorded for ``account``: POP3Key or IMAPKey to its Location.
+
+        The result is cached per account and reused (as a fresh dict) while nothing changed: no
+        transaction of this connection began or ended since (:attr:`_generation`) and no other
+        connection committed (SQLite's ``PRAGMA data_version``). A no-op cycle so costs one PRAGMA
+        instead of reading and parsing every row.
+        """
+        generation = self._generation
+        version = (generation, int(await self._scalar("PRAGMA data_version")))
+        cached = self._locations_cache.get(account)
+        if cached is not None and cached[0] == version and self._generation == generation:
+            return dict(cached[1])
+        out = await self._read_locations(account)
+        if self._generation == generation:  # no transaction began or ended meanwhile
+            self._locations_cache[account] = (version, out)
+            return dict(out)
+        self._locations_cache.pop(account, None)
+        return out
+
+    async def _read_locations(self, account: str) -> dict[MessageKey, Location]:
+        rows = await self._all(
+            "SELECT uidl, mailbox, uidvalidity, uid, message, first_fetched_at, gone_at, deleted_at"
+            " FROM locations WHERE account = ?",
+            (account,),
+        )
+        out: dict[MessageKey, Location] = {}
+        # A batch's rows share one timestamp: parse each distinct text once (a no-op cycle reads every row).
+        moments: dict[str, datetime] = {}
+
+        def moment(text: str) -> datetime:
+            parsed = moments.get(text)
+            if parsed is None:
+                parsed = moments[text] = parse_utc(text)
+            return parsed
+
+        for uidl, mailbox, uidvalidity, uid, message, first, gone, deleted in rows:
+            key: MessageKey = POP3Key(uidl) if uidl is not None else IMAPKey(mailbox, uidvalidity, uid)
+            out[key] = Location(
+                message=message,
+                first_fetched_at=moment(first),
+                gone_at=moment(gone) if gone else None,
+                deleted_at=moment(deleted) if deleted else None,
+            )
+        return out
+
+    async def store_batch(
+        self, account: str, batch: Sequence[RetrievedMessage], now: datetime
+    ) -> StoreOutcome:
+        """Store a batch of retrieved messages for ``account`` in one durable transaction.
+
+        Each distinct message (by SHA-256 of its raw octets) is stored once; each server identity is
+        linked to it once. Storing the same batch twice changes nothing the second time.
+
+        Returns:
+            Counts of what was new (see :class:`StoreOutcome`).
+
+        Raises:
+            StoreError: SQLite failed; nothing of the batch is stored.
+
+        When this returns, the batch is on disk (WAL fsync'ed, ``synchronous=FULL``). If cancelled
+        before that, nothing of it is stored.
+        """
+        if not batch:
+            return StoreOutcome()
+        stamp = utc_text(now)
+        prepared = await asyncio.to_thread(_prepare, batch, stamp)
+        return await self._atomic(
+            lambda: self._insert_batch(account, prepared, stamp), f"storing for account {account}"
+        )
+
+    async def _insert_batch(self, account: str, prepared: list[_Prepared], stamp: str) -> StoreOutcome:
+        digests = list(dict.fromkeys(p.sha256 for p in prepared))
+        existing: dict[str, int] = {}
+        await self._lookup_ids(digests, existing)
+        new_rows = {p.sha256: p.row for p in prepared if p.sha256 not in existing}
+        new_messages = len(new_rows)
+        if new_rows:
+            small = [row for row in new_rows.values() if len(row[-1]) < LARGE_BLOB_OCTETS]
+            if small:
+                await self._conn.executemany(_INSERT_MESSAGE, small)
+            for row in new_rows.values():
+                if len(row[-1]) >= LARGE_BLOB_OCTETS:
+                    # aiosqlite 0.22's queue to its thread (pinned; tests/unit/test_store.py checks it)
+                    await self._conn._execute(_insert_large, self._conn._conn, row)  # type: ignore[no-untyped-call]
+            await self._lookup_ids(list(new_rows), existing)
+        # One executemany per key kind instead of one round trip to SQLite's thread per message. Keys
+        # already linked are found first (inside this transaction, so nobody adds one meanwhile); the
+        # batch's own duplicates are linked once, as ON CONFLICT DO NOTHING did one row at a time.
+        linked = await self._linked_keys(account, [p.key for p in prepared])
+        pop_rows: list[tuple[Any, ...]] = []
+        imap_rows: list[tuple[Any, ...]] = []
+        octets = 0
+        for p in prepared:
+            key = p.key
+            if key in linked:
+                continue
+            linked.add(key)
+            octets += len(p.msg.raw)
+            if isinstance(key, POP3Key):
+                pop_rows.append((account, existing[p.sha256], key.uidl, stamp))
+            else:
+                internaldate = utc_text(p.msg.internaldate) if p.msg.internaldate else None
+                flags = " ".join(sorted(p.msg.flags)) if p.msg.flags else None
+                imap_rows.append(
+                    (
+                        account,
+                        existing[p.sha256],
+                        key.mailbox,
+                        key.uidvalidity,
+                        key.uid,
+                        internaldate,
+                        flags,
+                        stamp,
+                    )
+                )
+        if pop_rows:
+            await self._conn.executemany(
+                "INSERT INTO locations (account, message, uidl, first_fetched_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (account, uidl) WHERE uidl IS NOT NULL DO NOTHING",
+                pop_rows,
+            )
+        if imap_rows:
+            await self._conn.executemany(
+                "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
+                " first_fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
+                imap_rows,
+            )
+        return StoreOutcome(
+            new_messages=new_messages, new_links=len(pop_rows) + len(imap_rows), octets=octets
+        )
+
+    async def _linked_keys(self, account: str, keys: Sequence[MessageKey]) -> set[MessageKey]:
+        """The subset of ``keys`` that already have a location row for ``account``."""
+        found: set[MessageKey] = set()
+        uidls = list({k.uidl for k in keys if isinstance(k, POP3Key)})
+        for i in range(0, len(uidls), QUERY_CHUNK):
+            chunk = uidls[i : i + QUERY_CHUNK]
+            sql = f"SELECT uidl FROM locations WHERE account = ? AND uidl IN ({','.join('?' * len(chunk))})"  # noqa: S608
+            async with self._conn.execute(sql, (account, *chunk)) as cur:
+                found.update(POP3Key(row[0]) for row in await cur.fetchall())
+        by_box: dict[tuple[str, int], list[int]] = {}
+        for k in keys:
+            if isinstance(k, IMAPKey):
+                by_box.setdefault((k.mailbox, k.uidvalidity), []).append(k.uid)
+        for (mailbox, uidvalidity), uids in by_box.items():
+            unique = sorted(set(uids))
+            for i in range(0, len(unique), QUERY_CHUNK):
+                some = unique[i : i + QUERY_CHUNK]
+                sql = (
+                    "SELECT uid FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ?"  # noqa: S608
+                    f" AND uid IN ({','.join('?' * len(some))})"
+                )
+                async with self._conn.execute(sql, (account, mailbox, uidvalidity, *some)) as cur:
+                    found.update(IMAPKey(mailbox, uidvalidity, row[0]) for row in await cur.fetchall())
+        return found
+
+    async def _lookup_ids(self, digests: Sequence[str], into: dict[str, int]) -> None:
+        """Add SHA-256 hex digest -> message row id for each of ``digests`` present in the archive."""
+        for i in range(0, len(digests), QUERY_CHUNK):
+            chunk = digests[i : i + QUERY_CHUNK]
+            sql = f"SELECT sha256, id FROM messages WHERE sha256 IN ({','.join('?' * len(chunk))})"  # noqa: S608
+            async with self._conn.execute(sql, chunk) as cur:
+                into.update({row[0]: row[1] for row in await cur.fetchall()})
+
+    async def update_presence(
+        self, account: str, gone: Sequence[MessageKey], back: Sequence[MessageKey], now: datetime
+    ) -> None:
+        """Record that ``gone`` keys are no longer on the server and ``back`` keys are there again."""
+        if not gone and not back:
+            return
+        stamp = utc_text(now)
+        await self._write(
+            [
+                *(_key_update(account, "gone_at = ?", (stamp,), gone)),
+                *(_key_update(account, "gone_at = NULL", (), back)),
+            ]
+        )
+
+    async def mark_deleted(self, account: str, keys: Sequence[MessageKey], now: datetime) -> None:
+        """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT)."""
+        stamp = utc_text(now)
+        await self._write(
+            _key_update(account, "deleted_at = ?, gone_at = coalesce(gone_at, ?)", (stamp, stamp), keys)
+        )
+
+    async def archived(
+        self, account: str, keys: Sequence[MessageKey], *, require_delivery: bool = False
+    ) -> set[MessageKey]:
+        """Return the subset of ``keys`` whose message is in the archive for ``account`` right now.
+
+        Checked immediately before any server-side deletion: a key qualifies only if its location row
+        exists and the linked message row holds raw octets of the recorded size, and, with
+        ``require_delivery`` (the account has ``deliver_maildir``), a delivery row records that the
+        message's Maildir file is durable too.
+        """
+        found: set[MessageKey] = set()
+        delivered = (
+            " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.account = l.account AND d.message = l.message)"
+            if require_delivery
+            else ""
+        )
+        pop = [k for k in keys if isinstance(k, POP3Key)]
+        for i in range(0, len(pop), QUERY_CHUNK):
+            chunk = pop[i : i + QUERY_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                "SELECT l.uidl FROM locations l JOIN messages m ON m.id = l.message"  # noqa: S608
+                f" WHERE l.account = ? AND l.uidl IN ({marks}) AND length(m.raw) = m.size_octets{delivered}",
+                (account, *(k.uidl for k in chunk)),
+            )
+            found.update(POP3Key(r[0]) for r in rows)
+        imap = [k for k in keys if isinstance(k, IMAPKey)]
+        for k in imap:
+            rows = await self._all(
+                "SELECT 1 FROM locations l JOIN messages m ON m.id = l.message WHERE l.account = ?"  # noqa: S608
+                " AND l.mailbox = ? AND l.uidvalidity = ? AND l.uid = ? AND length(m.raw) = m.size_octets"
+                + delivered,
+                (account, k.mailbox, k.uidvalidity, k.uid),
+            )
+            if rows:
+                found.add(k)
+        return found
+
+    # -- deliveries to the account's Maildir (see maildir.py) -------------------------------------
+
+    async def undelivered(self, account: str) -> list[PendingDelivery]:
+        """Messages linked to ``account`` without a delivery row for it, in the order they were linked.
+
+        The mailbox is that of the message's first location for the account (None for POP3); a message
+        in several mailboxes of one account is delivered once.
+        """
+        rows = await self._all(
+            "SELECT l.message, m.sha256, m.size_octets, l.mailbox FROM locations l"
+            " JOIN messages m ON m.id = l.message WHERE l.account = ? AND NOT EXISTS"
+            " (SELECT 1 FROM deliveries d WHERE d.account = l.account AND d.message = l.message)"
+            " ORDER BY l.first_fetched_at, l.id",
+            (account,),
+        )
+        out: dict[int, PendingDelivery] = {}
+        for message, digest, size, mailbox in rows:
+            out.setdefault(message, PendingDelivery(message, digest, size, mailbox))
+        return list(out.values())
+
+    async def raw_messages(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """Return message row id -> raw octets for each of ``ids`` in the archive."""
+        return {message: bytes(raw) for message, raw in (await self._message_column("raw", ids)).items()}
+
+    async def _message_column(
+        self, column: Literal["raw", "size_octets"], ids: Sequence[int]
+    ) -> dict[int, Any]:
+        """Return message row id -> ``column`` of ``messages`` for each of ``ids``, in chunked queries."""
+        out: dict[int, Any] = {}
+        for i in range(0, len(ids), QUERY_CHUNK):
+            chunk = list(ids[i : i + QUERY_CHUNK])
+            rows = await self._all(
+                f"SELECT id, {column} FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                chunk,
+            )
+            out.update({int(r[0]): r[1] for r in rows})
+        return out
+
+    async def record_deliveries(
+        self, account: str, deliveries: Sequence[tuple[int, str]], now: datetime
+    ) -> None:
+        """Record in one durable transaction that each (message row id, file path) is in the Maildir.
+
+        A row already there is kept (the first path wins). The row is the "delivered" marker: a message
+        with a row is never delivered again, even if the office deleted or moved its file.
+        """
+        if not deliveries:
+            return
+        stamp = utc_text(now)
+        await self._write(
+            [
+                (
+                    "INSERT INTO deliveries (account, message, path, delivered_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (account, message) DO NOTHING",
+                    [(account, message, path, stamp) for message, path in deliveries],
+                    True,
+                )
+            ]
+        )
+
+    # -- IMAP mailboxes: UIDVALIDITY per mailbox (v2 table ``mailboxes``) --------------------------
+
+    async def mailbox_states(self, account: str) -> dict[str, MailboxState]:
+        """Return readable mailbox name to its recorded UIDVALIDITY state, for IMAP ``account``."""
+        rows = await self._all(
+            "SELECT mailbox, uidvalidity, uidnext, changed_at FROM mailboxes WHERE account = ?", (account,)
+        )
+        return {r[0]: MailboxState(int(r[1]), r[2], parse_utc(r[3])) for r in rows}
+
+    async def record_mailbox_states(
+        self, account: str, states: Sequence[tuple[str, int, int | None]], now: datetime
+    ) -> None:
+        """Record (mailbox, UIDVALIDITY, UIDNEXT or None) as last seen, in one durable transaction.
+
+        ``changed_at`` becomes ``now`` when a mailbox is first recorded or its UIDVALIDITY differs
+        from the recorded one; when only UIDNEXT moved it keeps its value.
+        """
+        if not states:
+            return
+        stamp = utc_text(now)
+        await self._write(
+            [
+                (
+                    "INSERT INTO mailboxes (account, mailbox, uidvalidity, uidnext, changed_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, mailbox) DO UPDATE SET"
+                    " changed_at = CASE WHEN mailboxes.uidvalidity = excluded.uidvalidity"
+                    " THEN mailboxes.changed_at ELSE excluded.changed_at END,"
+                    " uidvalidity = excluded.uidvalidity, uidnext = excluded.uidnext",
+                    [(account, mailbox, validity, uidnext, stamp) for mailbox, validity, uidnext in states],
+                    True,
+                )
+            ]
+        )
+
+    async def mailbox_identities(self, account: str, mailbox: str) -> list[tuple[int, str | None, int]]:
+        """Return (message row id, Message-ID or None, size in octets) of each distinct message that
+        IMAP ``account`` holds or held in ``mailbox``, under any UIDVALIDITY."""
+        rows = await self._all(
+            "SELECT DISTINCT m.id, m.message_id, m.size_octets FROM locations l"
+            " JOIN messages m ON m.id = l.message"
+            " WHERE l.account = ? AND l.mailbox = ? AND l.uid IS NOT NULL",
+            (account, mailbox),
+        )
+        return [(int(r[0]), r[1], int(r[2])) for r in rows]
+
+    async def relink(self, account: str, links: Sequence[tuple[IMAPKey, int]], now: datetime) -> int:
+        """Record that each IMAPKey now names an archived message (row id), in one durable transaction.
+
+        Used after a UIDVALIDITY change, for messages recognised without downloading them. Each new
+        location row copies first-fetch time, INTERNALDATE and flags from the message's earliest
+        location for the account in that mailbox (so ``delete-after`` counts from the first fetch),
+        falling back to ``now``. A key already recorded is left as it is.
+
+        Returns:
+            The number of location rows added.
+        """
+        if not links:
+            return 0
+        stamp = utc_text(now)
+
+        async def work() -> int:
+            added = 0
+            for key, message in links:
+                async with self._conn.execute(
+                    "SELECT first_fetched_at, internaldate, flags FROM locations"
+                    " WHERE account = ? AND message = ? AND mailbox = ? AND uid IS NOT NULL"
+                    " ORDER BY first_fetched_at, id LIMIT 1",
+                    (account, message, key.mailbox),
+                ) as cur:
+                    row = await cur.fetchone()
+                first, internaldate, flags = row if row is not None else (stamp, None, None)
+                cur = await self._conn.execute(
+                    "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
+                    " first_fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
+                    (account, message, key.mailbox, key.uidvalidity, key.uid, internaldate, flags, first),
+                )
+                added += cur.rowcount
+                await cur.close()
+            return added
+
+        return await self._atomic(work, f"relinking for account {account}")
+
+    # -- status -----------------------------------------------------------------------------------
+
+    async def message_counts(self) -> dict[str, int]:
+        """Return account name to the number of distinct archived messages linked to it."""
+        rows = await self._all("SELECT account, count(DISTINCT message) FROM locations GROUP BY account")
+        return {r[0]: r[1] for r in rows}
+
+    async def on_server_summary(self) -> dict[str, tuple[int, datetime | None]]:
+        """Per account: (archived messages still on its server, earliest first-fetch time among them, UTC).
+
+        "Still on the server" means not recorded as gone or deleted at the last cycle.
+        """
+        rows = await self._all(
+            "SELECT account, count(*), min(first_fetched_at) FROM locations"
+            " WHERE gone_at IS NULL AND deleted_at IS NULL GROUP BY account"
+        )
+        return {r[0]: (int(r[1]), parse_utc(r[2]) if r[2] else None) for r in rows}
+
+    async def totals(self) -> tuple[int, int]:
+        """Return (distinct messages, total octets) in the archive."""
+        rows = await self._all("SELECT count(*), coalesce(sum(size_octets), 0) FROM messages")
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def integrity_check(self) -> str:
+        """Run ``PRAGMA integrity_check`` and return its first line (``"ok"`` when healthy)."""
+        rows = await self._all("PRAGMA integrity_check")
+        return str(rows[0][0])
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxState:
+    """What the archive recorded about one IMAP mailbox of an account.
+
+    Attributes:
+        uidvalidity: the UIDVALIDITY last seen (RFC 9051 section 2.3.1.1).
+        uidnext: the UIDNEXT last seen, or None when the server did not send it.
+        changed_at: when this UIDVALIDITY was first recorded (UTC).
+    """
+
+    uidvalidity: int
+    uidnext: int | None
+    changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelivery:
+    """An archived message not yet delivered to an account's Maildir.
+
+    Attributes:
+        message: the ``messages.id`` row id.
+        sha256: its SHA-256, hex.
+        size_octets: its size in octets.
+        mailbox: the IMAP mailbox it was fetched from (readable name), or None for POP3.
+    """
+
+    message: int
+    sha256: str
+    size_octets: int
+    mailbox: str | None
+
+
+def _key_update(
+    account: str, assignment: str, values: tuple[Any, ...], keys: Iterable[MessageKey]
+) -> list[tuple[str, list[Sequence[Any]], bool]]:
+    pop: list[Sequence[Any]] = [(*values, account, k.uidl) for k in keys if isinstance(k, POP3Key)]
+    imap: list[Sequence[Any]] = [
+        (*values, account, k.mailbox, k.uidvalidity, k.uid) for k in keys if isinstance(k, IMAPKey)
+    ]
+    out: list[tuple[str, list[Sequence[Any]], bool]] = []
+    if pop:
+        out.append((f"UPDATE locations SET {assignment} WHERE account = ? AND uidl = ?", pop, True))  # noqa: S608
+    if imap:
+        out.append(
+            (
+                f"UPDATE locations SET {assignment} WHERE account = ? AND mailbox = ? AND uidvalidity = ?"  # noqa: S608
+                " AND uid = ?",
+                imap,
+                True,
+            )
+        )
+    return out

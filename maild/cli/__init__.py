@@ -1,0 +1,1 @@
+"""The command line: one module per command group; talks to the daemon only through the control client."""

@@ -1,0 +1,387 @@
+"""``maild accounts list|add|remove``: accounts by organisation and employee, added and removed as drop-ins.
+
+``add`` writes ``accounts.d/NAME.toml`` beside the main file (and the password, when typed, to
+``secrets/NAME`` with mode 0600), validates the whole configuration with it (and removes it again if
+that fails), then asks a running daemon to reload. ``remove`` deletes that drop-in; the account's
+archive stays unless ``--purge`` is given and no message would be lost. The main file is never
+rewritten: for an account defined there, the commands say what to edit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from maild.cli.table import lines_by_person
+from maild.config.loader import ACCOUNT_NAME_RE, DEFAULT_PORTS, Config, load_config
+from maild.errors import ConfigError, ControlError, MigrationError
+
+TLS_CHOICES = ("implicit", "starttls", "none")
+RETENTION_CHOICES = ("keep", "delete", "delete-after")
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``accounts`` (``list``, ``add``, ``remove``) to the ``maild`` subcommand parsers ``sub``."""
+    a = sub.add_parser("accounts", help="list, add or remove accounts (drop-in files)")
+    actions = a.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
+    ls = actions.add_parser("list", help="accounts by organisation and employee")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(handler=_list)
+    ad = actions.add_parser("add", help="add an account as accounts.d/NAME.toml")
+    ad.add_argument("name", help="account name: [a-z0-9][a-z0-9._-]*")
+    ad.add_argument("--organisation", required=True)
+    ad.add_argument("--employee", required=True)
+    ad.add_argument("--protocol", required=True, choices=("pop3", "imap"))
+    ad.add_argument("--host", required=True)
+    ad.add_argument("--port", type=int, help="default: by protocol and --tls (995/110, 993/143)")
+    ad.add_argument("--tls", choices=TLS_CHOICES, default="implicit", help="default: implicit")
+    ad.add_argument("--ca-file", type=Path, help="PEM file of trusted CAs (default: the system's)")
+    ad.add_argument("--username", help="login name (default: the account name)")
+    ad.add_argument(
+        "--mailbox", action="append", dest="mailboxes", metavar="MAILBOX", help="IMAP; repeatable"
+    )
+    ad.add_argument("--all-mailboxes", action="store_true", help='IMAP: mailboxes = "all" (see --exclude)')
+    ad.add_argument(
+        "--exclude", action="append", metavar="MAILBOX", help="IMAP with --all-mailboxes; repeatable"
+    )
+    ad.add_argument(
+        "--retention", choices=RETENTION_CHOICES, help='default keep; IMAP: keep or "delete-after"'
+    )
+    ad.add_argument("--retention-days", type=int, help='days, for --retention "delete-after"')
+    ad.add_argument("--poll-interval", help='e.g. "5m" (default 5m)')
+    ad.add_argument(
+        "--password-command",
+        metavar="COMMAND",
+        help="command printing the password (split like a shell would, run without one); otherwise"
+        " the password is asked for on the terminal, or read from standard input's first line",
+    )
+    ad.set_defaults(handler=_add)
+    rm = actions.add_parser("remove", help="stop fetching an account (its archive is kept)")
+    rm.add_argument("name")
+    rm.add_argument(
+        "--purge", action="store_true", help="also delete its archive, only if no message would be lost"
+    )
+    rm.set_defaults(handler=_remove)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    from maild.cli.main import load_args_config
+
+    return load_args_config(args)
+
+
+def reload_daemon(config: Config) -> str:
+    """Ask a running daemon to reload; return a line saying what happened.
+
+    Raises:
+        ControlError: the daemon rejected the configuration or could not be asked (other than not
+            running).
+    """
+    from maild.service.control import request
+
+    try:
+        reply = request(config.daemon.control_socket, {"command": "reload"})
+    except ControlError as exc:
+        if exc.code == "not-running":
+            return "maild is not running: the change applies when it starts"
+        raise
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise ControlError(str(err.get("code", "error")), str(err.get("message", "reload failed")))
+    parts = [f"{k}: {', '.join(v)}" for k, v in reply.items() if k in ("added", "removed", "changed") and v]
+    return "daemon reloaded" + (" (" + "; ".join(parts) + ")" if parts else "")
+
+
+# -- list ---------------------------------------------------------------------------------------------
+
+
+def _daemon_states(config: Config) -> dict[str, str] | None:
+    from maild.service.control import request
+
+    try:
+        reply = request(config.daemon.control_socket, {"command": "status"}, timeout_s=10)
+    except ControlError:
+        return None
+    if not reply.get("ok"):
+        return None
+    return {a["name"]: a["state"] for a in reply.get("accounts", [])}
+
+
+async def _archive_facts(config: Config) -> tuple[dict[str, Any], dict[str, int]]:
+    from maild.archive.move_queries import MigrationStore
+
+    if not config.daemon.database.exists():
+        return {}, {}
+    store = await MigrationStore.open(config.daemon.database)
+    try:
+        return await store.account_records(), await store.message_counts()
+    finally:
+        await store.close()
+
+
+def account_rows(config: Config) -> list[dict[str, Any]]:
+    """Every configured account, then every account only the archive knows, as JSON-ready rows."""
+    records, counts = asyncio.run(_archive_facts(config))
+    states = _daemon_states(config)
+    rows: list[dict[str, Any]] = []
+    for acc in config.accounts.values():
+        record = records.get(acc.name)
+        state = "not running" if states is None else states.get(acc.name, "not loaded")
+        rows.append(
+            {
+                "name": acc.name,
+                "organisation": acc.organisation,
+                "employee": acc.employee,
+                "protocol": acc.protocol,
+                "host": acc.host,
+                "enabled": acc.enabled,
+                "configured_in": str(acc.source),
+                "state": state,
+                "messages": counts.get(acc.name, 0),
+                "retired_at": _iso(record.retired_at) if record else None,
+                "retired_into": record.retired_into if record else None,
+            }
+        )
+    for name, record in records.items():
+        if name in config.accounts:
+            continue
+        rows.append(
+            {
+                "name": name,
+                "organisation": record.organisation,
+                "employee": record.employee,
+                "protocol": record.protocol,
+                "host": None,
+                "enabled": False,
+                "configured_in": None,
+                "state": "not configured",
+                "messages": counts.get(name, 0),
+                "retired_at": _iso(record.retired_at),
+                "retired_into": record.retired_into,
+            }
+        )
+    return rows
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def render_accounts(rows: list[dict[str, Any]]) -> str:
+    """Render account rows as a table grouped by organisation and employee."""
+
+    def row_lines(r: dict[str, Any]) -> list[str]:
+        note = f"  migrated into {r['retired_into']}" if r["retired_into"] else ""
+        return [
+            f"    {r['name']:<20} {r['protocol']:<5} {r['host'] or '-':<24} {r['state']:<14}"
+            f" {r['messages']:>7} messages{note}"
+        ]
+
+    lines = lines_by_person(rows, row_lines)
+    return "\n".join(lines) if lines else "no accounts"
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = account_rows(_config(args))
+    if args.json:
+        print(json.dumps({"accounts": rows}, indent=2, ensure_ascii=False))
+    else:
+        print(render_accounts(rows))
+    return 0
+
+
+# -- add ----------------------------------------------------------------------------------------------
+
+
+def _account_table(args: argparse.Namespace) -> dict[str, Any]:
+    """The drop-in's ``[accounts.NAME]`` table from the flags (password source added by the caller)."""
+    if args.protocol == "pop3" and (args.mailboxes or args.all_mailboxes or args.exclude):
+        raise ConfigError("--mailbox, --all-mailboxes and --exclude are for IMAP accounts")
+    if args.all_mailboxes and args.mailboxes:
+        raise ConfigError("give either --mailbox or --all-mailboxes, not both")
+    if args.exclude and not args.all_mailboxes:
+        raise ConfigError("--exclude goes with --all-mailboxes")
+    if args.protocol == "imap" and args.retention == "delete":
+        raise ConfigError(
+            '--retention delete is for POP3 accounts; IMAP supports keep or "delete-after"'
+            " (with --retention-days)"
+        )
+    table: dict[str, Any] = {
+        "organisation": args.organisation,
+        "employee": args.employee,
+        "protocol": args.protocol,
+        "host": args.host,
+        "port": args.port if args.port is not None else DEFAULT_PORTS[(args.protocol, args.tls)],
+        "tls": args.tls,
+    }
+    if args.ca_file is not None:
+        table["ca_file"] = str(args.ca_file.absolute())
+    table["username"] = args.username or args.name
+    if args.protocol == "imap":
+        if args.all_mailboxes:
+            table["mailboxes"] = "all"
+            if args.exclude:
+                table["exclude"] = list(dict.fromkeys(args.exclude))
+        else:
+            table["mailboxes"] = list(dict.fromkeys(args.mailboxes or ["INBOX"]))
+    table["retention"] = args.retention or "keep"
+    if args.retention_days is not None:
+        table["retention_days"] = args.retention_days
+    if args.poll_interval:
+        table["poll_interval"] = args.poll_interval
+    return table
+
+
+def _read_password(name: str) -> str:
+    """Ask on the terminal (twice), or read standard input's first line when it is not a terminal."""
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != first:
+            raise ConfigError("the two passwords differ; nothing was written")
+        password = first
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ConfigError("empty password; nothing was written")
+    return password
+
+
+async def _recorded_protocol(config: Config, name: str) -> str | None:
+    records, _counts = await _archive_facts(config)
+    record = records.get(name)
+    return record.protocol if record else None
+
+
+def _add(args: argparse.Namespace) -> int:
+    from maild.config.dropin import remove_durably, write_dropin, write_secret
+
+    config = _config(args)
+    name = args.name
+    if not ACCOUNT_NAME_RE.fullmatch(name):
+        raise ConfigError(f"account name {name!r} must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
+    if name in config.accounts:
+        raise ConfigError(f"account {name} exists already (in {config.accounts[name].source})")
+    recorded = asyncio.run(_recorded_protocol(config, name))
+    if recorded is not None and recorded != args.protocol:
+        raise ConfigError(
+            f"the archive knows account {name} as {recorded}; an account's protocol is fixed: choose"
+            " another name (see 'Moving a mailbox from POP3 to IMAP')"
+        )
+    table = _account_table(args)
+    secret: Path | None = None
+    if args.password_command:
+        try:
+            argv = shlex.split(args.password_command)
+        except ValueError as exc:
+            raise ConfigError(f"--password-command: {exc}") from None
+        if not argv:
+            raise ConfigError("--password-command is empty")
+        table["password_command"] = argv
+    else:
+        secret = write_secret(config.path, name, _read_password(name))
+        table["password_file"] = str(secret)
+    try:
+        path = write_dropin(config.path, name, table)
+    except BaseException:
+        if secret is not None:
+            remove_durably(secret)
+        raise
+    try:
+        load_config(config.path)
+    except ConfigError as exc:
+        remove_durably(path)
+        if secret is not None:
+            remove_durably(secret)
+        raise ConfigError(f"not added, the configuration would be invalid: {exc}") from None
+    where = f"; password in {secret}" if secret else ""
+    print(f"added account {name} ({path}{where})")
+    outcome = reload_daemon(config)
+    print(outcome)
+    if outcome.startswith("daemon reloaded") and f"added: {name}" not in outcome and name not in outcome:
+        print(
+            f"maild: warning: the running daemon did not pick up {name}: can its user read {path}"
+            f"{' and ' + str(secret) if secret else ''}? (see `maild status`, and the daemon's log)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+# -- remove -------------------------------------------------------------------------------------------
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from maild.config.dropin import dropin_path, remove_durably, secret_path
+
+    config = _config(args)
+    name = args.name
+    account = config.accounts.get(name)
+    own = dropin_path(config.path, name)
+    if account is not None and account.source != own:
+        raise ConfigError(
+            f"account {name} is defined in {account.source}, which maild never rewrites: to stop"
+            f" fetching it and keep its archive, set enabled = false in [accounts.{name}] there and run"
+            f" `maild reload`; to remove it, delete that table yourself (then `maild accounts remove"
+            f" {name} --purge` may delete its archive)"
+        )
+    records, counts = asyncio.run(_archive_facts(config))
+    if account is None and name not in records:
+        raise ConfigError(f"no account named {name!r} (neither configured nor in the archive)")
+    if args.purge and name in records:
+        _refuse_lossy_purge(config, name)
+    if account is not None:
+        remove_durably(own)
+        if account.password.file is not None and account.password.file == secret_path(config.path, name):
+            remove_durably(account.password.file)
+        print(f"removed account {name} ({own}); it is no longer fetched")
+        print(reload_daemon(load_config(config.path)))
+    elif not args.purge:
+        print(f"account {name} is not configured; its archive keeps {counts.get(name, 0)} messages")
+        return 0
+    if args.purge and name in records:
+        deleted = asyncio.run(_purge(config, name))
+        print(f"purged the archive of {name}: {deleted} messages held by no other account deleted")
+    else:
+        print(f"its archive keeps {counts.get(name, 0)} messages (`--purge` deletes it when nothing is lost)")
+    return 0
+
+
+def _refuse_lossy_purge(config: Config, name: str) -> None:
+    """Raise MigrationError when purging ``name`` would lose a message."""
+    from maild.archive.move_queries import MigrationStore
+    from maild.log import configure_logging
+    from maild.move.migrate import check_purge
+
+    configure_logging("warning")
+
+    async def run() -> Any:
+        store = await MigrationStore.open(config.daemon.database)
+        try:
+            return await check_purge(config, store, name)
+        finally:
+            await store.close()
+
+    check = asyncio.run(run())
+    if check.lost:
+        detail = f" (could not check {', '.join(check.unchecked)})" if check.unchecked else ""
+        raise MigrationError(
+            f"--purge refused: {len(check.lost)} of the {check.exclusive} messages only {name} links to"
+            f" are on no other account's server{detail}; they would be lost. Nothing was changed."
+            f" Migrate them first (`maild migrate {name} --to ACCOUNT`)"
+        )
+
+
+async def _purge(config: Config, name: str) -> int:
+    from maild.archive.move_queries import MigrationStore
+
+    store = await MigrationStore.open(config.daemon.database)
+    try:
+        return await store.purge_account(name)
+    finally:
+        await store.close()

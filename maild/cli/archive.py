@@ -1,0 +1,173 @@
+"""Subcommands that read the archive: ``maild messages list|show|raw`` and ``maild export``.
+
+They open the database read-only (see :class:`maild.archive.reader.ArchiveReader`), so they work while the
+daemon runs and need no control socket. The database is ``daemon.state_dir``/``maild.sqlite3`` of the
+configuration, or ``--database PATH`` for programs that may read the archive but not the
+configuration (which names password files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from maild.errors import QueryError
+
+DEFAULT_LIST_LIMIT = 100
+
+
+def _since(text: str) -> Any:
+    try:
+        from maild.archive.query import parse_since  # email parsing: only for archive commands
+
+        return parse_since(text)
+    except QueryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: no limit), got {text!r}")
+    return value
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``messages`` and ``export`` to the ``maild`` subcommand parsers ``sub``."""
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument(
+        "--database", type=Path, metavar="PATH", help="archive file (default: from the configuration)"
+    )
+    m = sub.add_parser("messages", help="query the archive (read-only; works while the daemon runs)")
+    actions = m.add_subparsers(dest="messages_command", required=True, metavar="ACTION")
+    ls = actions.add_parser("list", parents=[db], help="list messages, newest first")
+    ls.add_argument("--account", help="only messages of this account")
+    ls.add_argument("--organisation", help="only messages of this organisation's accounts")
+    ls.add_argument("--since", type=_since, metavar="DATE", help="dated at or after DATE (UTC unless given)")
+    ls.add_argument("--from", dest="from_text", metavar="TEXT", help="From contains TEXT (any case)")
+    ls.add_argument("--subject", metavar="TEXT", help="Subject contains TEXT (any case)")
+    ls.add_argument(
+        "--limit",
+        type=_limit,
+        default=DEFAULT_LIST_LIMIT,
+        metavar="N",
+        help=f"at most N messages (default {DEFAULT_LIST_LIMIT}; 0: all)",
+    )
+    ls.add_argument("--json", action="store_true", help="a JSON array of objects (see the README)")
+    ls.set_defaults(handler=_list)
+    show = actions.add_parser("show", parents=[db], help="headers and body text of one message")
+    show.add_argument("id", metavar="ID", help="SHA-256 or a unique prefix of at least 8 hex digits")
+    show.add_argument("--json", action="store_true", help="one JSON object with headers and body text")
+    show.set_defaults(handler=_show)
+    raw = actions.add_parser("raw", parents=[db], help="the exact stored octets of one message, to stdout")
+    raw.add_argument("id", metavar="ID", help="SHA-256 or a unique prefix of at least 8 hex digits")
+    raw.set_defaults(handler=_raw)
+
+    e = sub.add_parser(
+        "export", parents=[db], help="export an account's whole archive to a Maildir or an mbox file"
+    )
+    e.add_argument("--account", required=True, help="account name")
+    target = e.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--maildir", type=Path, metavar="DIR", help="Maildir (a re-run adds only what is missing)"
+    )
+    target.add_argument("--mbox", type=Path, metavar="FILE", help="mboxrd file (replaced when complete)")
+    e.add_argument("--since", type=_since, metavar="DATE", help="only messages dated at or after DATE")
+    e.set_defaults(handler=_export)
+
+
+def _database(args: argparse.Namespace) -> Path:
+    if args.database is not None:
+        return Path(args.database)
+    from maild.cli.main import load_args_config
+
+    return load_args_config(args).daemon.database
+
+
+def _list(args: argparse.Namespace) -> int:
+    from maild.archive.query import message_json, render_list
+    from maild.archive.reader import ArchiveReader, MessageFilter
+
+    flt = MessageFilter(
+        account=args.account,
+        organisation=args.organisation,
+        since=args.since,
+        from_text=args.from_text,
+        subject_text=args.subject,
+        limit=args.limit or None,
+    )
+    with ArchiveReader(_database(args)) as reader:
+        if args.account is not None and not reader.account_exists(args.account):
+            raise QueryError(f"the archive has no account named {args.account!r}")
+        messages = reader.list_messages(flt)
+    if args.json:
+        print(json.dumps([message_json(m) for m in messages], indent=2, ensure_ascii=False))
+    else:
+        print(render_list(messages))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from maild.archive.query import render_show, resolve_id, show_json
+    from maild.archive.reader import ArchiveReader
+
+    with ArchiveReader(_database(args)) as reader:
+        message = reader.message(resolve_id(reader, args.id), raw=True)
+    if message is None:
+        raise QueryError(f"message {args.id} disappeared from the archive")
+    if args.json:
+        print(json.dumps(show_json(message), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(render_show(message))
+    return 0
+
+
+def _raw(args: argparse.Namespace) -> int:
+    from maild.archive.query import resolve_id
+    from maild.archive.reader import ArchiveReader
+
+    with ArchiveReader(_database(args)) as reader:
+        message = reader.message(resolve_id(reader, args.id), raw=True)
+    if message is None or message.raw is None:
+        raise QueryError(f"message {args.id} disappeared from the archive")
+    sys.stdout.buffer.write(message.raw)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _progress() -> Callable[[int, int], None] | None:
+    """A counter on stderr when it is a terminal, else None (nothing printed)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        sys.stderr.write(f"\rexported {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _export(args: argparse.Namespace) -> int:
+    from maild.archive.export import export_maildir, export_mbox
+    from maild.archive.reader import ArchiveReader
+
+    with ArchiveReader(_database(args)) as reader:
+        if args.maildir is not None:
+            res = export_maildir(reader, args.account, args.maildir, since=args.since, progress=_progress())
+            print(
+                f"{args.account}: {res.written} messages written to {args.maildir},"
+                f" {res.already_present} already there ({res.total} selected)"
+            )
+        else:
+            res = export_mbox(reader, args.account, args.mbox, since=args.since, progress=_progress())
+            print(f"{args.account}: {res.written} messages written to {args.mbox}")
+    return 0

@@ -1,0 +1,1 @@
+"""Configuration: the TOML loader, value parsing, password sources, account drop-in files."""

@@ -1,0 +1,484 @@
+"""Configuration: TOML files to frozen dataclasses.
+
+The main file (default ``/etc/maild/config.toml``; ``-c`` or ``$MAILD_CONFIG`` override it) holds a
+``[daemon]`` table and ``[accounts.NAME]`` tables. Drop-in files ``accounts.d/*.toml`` next to the main
+file hold further ``[accounts.NAME]`` tables (written by ``maild accounts add``), so the admin's main
+file is never rewritten. Unknown keys, wrong types and bad values are :class:`ConfigError` naming the
+file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from maild.config.passwords import PasswordSource, read_secret_file
+from maild.config.values import (
+    Table,
+    choice,
+    expand_maildir,
+    is_loopback,
+    parse_duration,
+    positive_int,
+    required_text,
+)
+from maild.errors import ConfigError
+from maild.model import Protocol, Secret, ServerSettings, TLSMode
+
+__all__ = [
+    "ACCOUNT_NAME_RE",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_PORTS",
+    "IDLE_RESTART_MAX_S",
+    "MAX_SOCKET_PATH_OCTETS",
+    "AccountConfig",
+    "Config",
+    "DaemonConfig",
+    "PasswordSource",  # re-exported: the type of AccountConfig.password, built by many tests
+    "Retention",
+    "config_path",
+    "dropin_dir",
+    "load_config",
+]
+
+DEFAULT_CONFIG_PATH = Path("/etc/maild/config.toml")
+ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+DEFAULT_PORTS: dict[tuple[str, str], int] = {
+    ("pop3", "implicit"): 995,
+    ("pop3", "starttls"): 110,
+    ("pop3", "none"): 110,
+    ("imap", "implicit"): 993,
+    ("imap", "starttls"): 143,
+    ("imap", "none"): 143,
+}
+
+Retention = Literal["keep", "delete", "delete-after"]
+#: Longest time between IDLE commands: RFC 2177 section 3 lets a server log out a client idle
+#: for 30 minutes, so the client re-issues IDLE at least every 29.
+IDLE_RESTART_MAX_S = 29 * 60.0
+#: Longest Unix socket path Linux accepts (sun_path is 108 octets with the terminating NUL).
+MAX_SOCKET_PATH_OCTETS = 107
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """The ``[daemon]`` table.
+
+    Attributes:
+        state_dir: directory holding the SQLite archive ``maild.sqlite3``.
+        control_socket: path of the Unix control socket.
+        max_concurrent_fetches: fetch cycles allowed to run at once across all accounts.
+        pop3_threads: size of maild's own thread pool for blocking POP3 I/O.
+        log_level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
+        shutdown_timeout_s: seconds a stop waits for running cycles before cancelling them.
+        max_connections_per_host: concurrent sessions to one server host, all accounts together, IMAP
+            sessions kept between cycles included (see kept_sessions.py).
+        control_socket_group: group (name or id) allowed to use the control socket, or None.
+        metrics_textfile: file rewritten atomically after each cycle with Prometheus metrics for
+            node_exporter's textfile collector, or None.
+    """
+
+    state_dir: Path = Path("/var/lib/maild")
+    control_socket: Path = Path("/run/maild/control.sock")
+    max_concurrent_fetches: int = 8
+    pop3_threads: int = 8
+    log_level: str = "info"
+    shutdown_timeout_s: float = 10.0
+    max_connections_per_host: int = 8
+    control_socket_group: str | None = None
+    metrics_textfile: Path | None = None
+
+    @property
+    def database(self) -> Path:
+        """Path of the archive database file."""
+        return self.state_dir / "maild.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """One ``[accounts.NAME]`` table: one login at one provider; the protocol is fixed for its life.
+
+    Attributes:
+        name: stable identifier, ``[a-z0-9._-]``.
+        organisation, employee: who the mailbox belongs to.
+        protocol: ``"pop3"`` or ``"imap"``.
+        host, port, tls, ca_file, username: how to reach and log in.
+        password: where the password comes from.
+        poll_interval_s: seconds between fetch cycles.
+        timeout_s: seconds allowed for each network operation.
+        enabled: False keeps the account and its archive but fetches nothing.
+        allow_plaintext: permit ``tls = "none"`` to a non-loopback host.
+        mailboxes: IMAP mailboxes to fetch (readable Unicode names); empty for POP3 and with
+            ``all_mailboxes``.
+        all_mailboxes: IMAP ``mailboxes = "all"``: every mailbox the server LISTs, except
+            ``\\Noselect``, special-use ``\\Trash``/``\\Junk`` and ``exclude``.
+        exclude: with ``all_mailboxes``, mailbox names left out (with the mailboxes beneath them).
+        idle: IMAP: wait for new mail with IDLE (RFC 2177) when the server offers it, else poll.
+        idle_mailbox: the mailbox IDLE watches (readable name); the others are polled.
+        idle_restart_s: seconds after which IDLE is ended and issued again (at most 29 minutes).
+        retention: POP3: ``"keep"``, ``"delete"`` or ``"delete-after"``; IMAP: ``"keep"`` or
+            ``"delete-after"``.
+        retention_days: days after first fetch for ``"delete-after"``.
+        max_message_size: messages larger than this many octets are skipped and left on the server.
+        deliver_maildir: the account's local Maildir (template expanded, see
+            :func:`~maild.config.values.expand_maildir`), or None when messages are only archived.
+        source: the file that defined the account.
+    """
+
+    name: str
+    organisation: str
+    employee: str
+    protocol: Protocol
+    host: str
+    port: int
+    tls: TLSMode
+    ca_file: str | None
+    username: str
+    password: PasswordSource = field(repr=False)
+    poll_interval_s: float = 300.0
+    timeout_s: float = 60.0
+    enabled: bool = True
+    allow_plaintext: bool = False
+    mailboxes: tuple[str, ...] = ()
+    all_mailboxes: bool = False
+    exclude: tuple[str, ...] = ()
+    idle: bool = True
+    idle_mailbox: str = "INBOX"
+    idle_restart_s: float = IDLE_RESTART_MAX_S
+    retention: Retention = "keep"
+    retention_days: int | None = None
+    max_message_size: int | None = None
+    deliver_maildir: Path | None = None
+    source: Path | None = None
+
+    def server_settings(self) -> ServerSettings:
+        """Resolve the password and return what an adapter needs to log in.
+
+        Raises:
+            ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve`).
+        """
+        return ServerSettings(
+            account=self.name,
+            host=self.host,
+            port=self.port,
+            tls=self.tls,
+            ca_file=self.ca_file,
+            username=self.username,
+            password=self.password.resolve(self.name),
+            timeout_s=self.timeout_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration: the main file plus its drop-ins.
+
+    Attributes:
+        path: the main file.
+        daemon: the ``[daemon]`` table.
+        accounts: account name to its configuration, in file order.
+        warnings: non-fatal findings (e.g. a plain password in a file other users can read).
+    """
+
+    path: Path
+    daemon: DaemonConfig
+    accounts: Mapping[str, AccountConfig]
+    warnings: tuple[str, ...] = ()
+
+
+def config_path(cli_value: str | None) -> Path:
+    """Return the config path: the ``-c`` value, else ``$MAILD_CONFIG``, else ``/etc/maild/config.toml``."""
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get("MAILD_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConfig:
+    t = Table(data, where)
+    defaults = DaemonConfig()
+    state_dir = t.get("state_dir", str, str(defaults.state_dir), form="a path string")
+    sock = t.get("control_socket", str, str(defaults.control_socket), form="a path string")
+    if len(os.fsencode(str(base / sock))) > MAX_SOCKET_PATH_OCTETS:
+        raise ConfigError(
+            f"{t.key('control_socket')}: {base / sock} is longer than the {MAX_SOCKET_PATH_OCTETS} octets"
+            " a Unix socket path may have"
+        )
+    conc = positive_int(t, "max_concurrent_fetches", defaults.max_concurrent_fetches)
+    threads = positive_int(t, "pop3_threads", defaults.pop3_threads)
+    level = choice(t, "log_level", ("debug", "info", "warning", "error"), defaults.log_level)
+    shutdown = parse_duration(t.get("shutdown_timeout", (str, int), "10s"), t.key("shutdown_timeout"))
+    per_host = positive_int(t, "max_connections_per_host", defaults.max_connections_per_host)
+    group = t.get("control_socket_group", (str, int), None, form="a group name or id")
+    textfile = t.get("metrics_textfile", str, None, form="a path string")
+    t.reject_unknown()
+    assert per_host is not None
+    assert conc is not None
+    assert threads is not None
+    return DaemonConfig(
+        state_dir=(base / state_dir),
+        control_socket=(base / sock),
+        max_concurrent_fetches=conc,
+        pop3_threads=threads,
+        log_level=level,
+        shutdown_timeout_s=shutdown,
+        max_connections_per_host=per_host,
+        control_socket_group=str(group) if group is not None else None,
+        metrics_textfile=(base / textfile) if textfile is not None else None,
+    )
+
+
+def _mailbox_name(table: Table, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in "\r\n\x00"):
+        raise ConfigError(f"{table.key(key)}: expected mailbox names (no CR, LF or NUL), got {value!r}")
+    return "INBOX" if value.upper() == "INBOX" else value
+
+
+def _parse_imap(t: Table) -> dict[str, Any]:
+    """The IMAP-only keys of an account table, as :class:`AccountConfig` field values."""
+    form = 'a list of mailbox names or "all"'
+    raw_boxes = t.get("mailboxes", (list, str), ["INBOX"], form=form)
+    all_mailboxes = raw_boxes == "all"
+    mailboxes: tuple[str, ...] = ()
+    if not all_mailboxes:
+        if isinstance(raw_boxes, str) or not raw_boxes:
+            raise ConfigError(f"{t.key('mailboxes')}: expected {form}, got {raw_boxes!r}")
+        mailboxes = tuple(dict.fromkeys(_mailbox_name(t, "mailboxes", b) for b in raw_boxes))
+    raw_exclude = t.get("exclude", list, None, form="a list of mailbox names")
+    if raw_exclude is not None and not all_mailboxes:
+        raise ConfigError(f'{t.key("exclude")}: only valid with mailboxes = "all"')
+    exclude = tuple(dict.fromkeys(_mailbox_name(t, "exclude", b) for b in raw_exclude or ()))
+    idle = t.get("idle", bool, True)
+    idle_mailbox = t.get("idle_mailbox", str, None, form="a mailbox name")
+    if idle_mailbox is None:
+        idle_mailbox = "INBOX" if all_mailboxes or "INBOX" in mailboxes else mailboxes[0]
+    else:
+        idle_mailbox = _mailbox_name(t, "idle_mailbox", idle_mailbox)
+        if not all_mailboxes and idle_mailbox not in mailboxes:
+            raise ConfigError(
+                f"{t.key('idle_mailbox')}: {idle_mailbox!r} is not one of the mailboxes fetched"
+                f" ({', '.join(mailboxes)})"
+            )
+    restart = parse_duration(t.get("idle_restart", (str, int), "29m"), t.key("idle_restart"))
+    if restart > IDLE_RESTART_MAX_S:
+        raise ConfigError(
+            f"{t.key('idle_restart')}: at most 29m (a server may end a session idle for 30 minutes)"
+        )
+    return {
+        "mailboxes": mailboxes,
+        "all_mailboxes": all_mailboxes,
+        "exclude": exclude,
+        "idle": idle,
+        "idle_mailbox": idle_mailbox,
+        "idle_restart_s": restart,
+    }
+
+
+def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -> AccountConfig:
+    if not ACCOUNT_NAME_RE.fullmatch(name):
+        raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a table")
+    t = Table(data, where)
+    base = path.parent
+    protocol = cast(
+        Protocol,
+        choice(t, "protocol", ("pop3", "imap"), None) if "protocol" in data else t.require("protocol", str),
+    )
+    organisation = required_text(t, "organisation")
+    employee = required_text(t, "employee")
+    host = required_text(t, "host")
+    if any(c.isspace() for c in host) or "/" in host:
+        raise ConfigError(f"{t.key('host')}: expected a host name or IP address, got {host!r}")
+    tls = cast(TLSMode, choice(t, "tls", ("implicit", "starttls", "none"), "implicit"))
+    port = t.get("port", int, DEFAULT_PORTS[(protocol, tls)], form="an integer 1-65535")
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{t.key('port')}: expected an integer 1-65535, got {port!r}")
+    ca_file = t.get("ca_file", str, None, form="a path string")
+    if ca_file is not None:
+        ca_file = str(base / ca_file)
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no PEM certificate in it"
+            raise ConfigError(f"{t.key('ca_file')}: cannot use {ca_file}: {reason}") from None
+    username = required_text(t, "username")
+    allow_plaintext = t.get("allow_plaintext", bool, False)
+    if tls == "none" and not allow_plaintext and not is_loopback(host):
+        raise ConfigError(
+            f'{t.key("tls")}: "none" sends the password in clear text to {host}; '
+            'use "implicit" or "starttls", or set allow_plaintext = true'
+        )
+    sources = [
+        k for k in ("password", "password_file", "password_command", "password_credential") if k in data
+    ]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"{where}: set exactly one of password, password_file, password_command, password_credential"
+            + (f" (found {', '.join(sources)})" if sources else " (none found)")
+        )
+    inline = t.get("password", str, None, form="a string")
+    pw_file = t.get("password_file", str, None, form="a path string")
+    pw_cmd = t.get("password_command", list, None, form="a list of strings (argv, no shell)")
+    pw_cred = t.get("password_credential", str, None, form="a credential name")
+    if pw_cred is not None and not re.fullmatch(r"[A-Za-z0-9_.@-]+", pw_cred):
+        raise ConfigError(f'{t.key("password_credential")}: expected a credential name such as "anna"')
+    if pw_cmd is not None and (not pw_cmd or not all(isinstance(a, str) for a in pw_cmd)):
+        raise ConfigError(
+            f"{t.key('password_command')}: expected a non-empty list of strings (argv, no shell)"
+        )
+    if pw_file is not None:
+        try:
+            read_secret_file(base / pw_file, name, "password_file")
+        except ConfigError as exc:
+            raise ConfigError(f"{t.key('password_file')}: {str(exc).split(': ', 1)[1]}") from None
+    password = PasswordSource(
+        inline=Secret(inline) if inline is not None else None,
+        file=(base / pw_file) if pw_file is not None else None,
+        command=tuple(pw_cmd) if pw_cmd is not None else None,
+        credential=pw_cred,
+    )
+    poll = parse_duration(t.get("poll_interval", (str, int), "5m"), t.key("poll_interval"))
+    timeout = parse_duration(t.get("timeout", (str, int), "60s"), t.key("timeout"))
+    enabled = t.get("enabled", bool, True)
+    max_size = positive_int(t, "max_message_size", None)
+    maildir_template = t.get("deliver_maildir", str, None, form="a directory path or template")
+    deliver_maildir = (
+        base
+        / expand_maildir(
+            maildir_template,
+            t.key("deliver_maildir"),
+            organisation=organisation,
+            employee=employee,
+            account=name,
+        )
+        if maildir_template is not None
+        else None
+    )
+    imap: dict[str, Any] = {}
+    retention: Retention = "keep"
+    retention_days: int | None = None
+    if protocol == "imap":
+        imap = _parse_imap(t)
+        retention = cast(Retention, choice(t, "retention", ("keep", "delete-after"), "keep"))
+        retention_days = positive_int(t, "retention_days", None)
+        if retention == "delete-after" and retention_days is None:
+            raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
+        if retention != "delete-after" and retention_days is not None:
+            raise ConfigError(f'{t.key("retention_days")}: only valid with retention = "delete-after"')
+    else:
+        retention = cast(Retention, choice(t, "retention", ("keep", "delete", "delete-after"), "keep"))
+        retention_days = positive_int(t, "retention_days", None)
+        if retention == "delete-after" and retention_days is None:
+            raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
+        if retention != "delete-after" and retention_days is not None:
+            raise ConfigError(f'{t.key("retention_days")}: only valid with retention = "delete-after"')
+    t.reject_unknown()
+    return AccountConfig(
+        name=name,
+        organisation=organisation,
+        employee=employee,
+        protocol=protocol,
+        host=host,
+        port=port,
+        tls=tls,
+        ca_file=ca_file,
+        username=username,
+        password=password,
+        poll_interval_s=poll,
+        timeout_s=timeout,
+        enabled=enabled,
+        allow_plaintext=allow_plaintext,
+        **imap,
+        retention=retention,
+        retention_days=retention_days,
+        max_message_size=max_size,
+        deliver_maildir=deliver_maildir,
+        source=path,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (octet {exc.start}); TOML files must be UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def dropin_dir(path: Path) -> Path:
+    """Return the drop-in directory for the main config file ``path``: ``accounts.d`` beside it."""
+    return path.parent / "accounts.d"
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate the main file and its drop-ins.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: anything is wrong; the message starts with the file and names the dotted key.
+    """
+    data = _read_toml(path)
+    warnings: list[str] = []
+    unknown = sorted(set(data) - {"daemon", "accounts"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: {unknown[0]}: unknown top-level key (expected [daemon] and [accounts.NAME])"
+        )
+    daemon_raw = data.get("daemon", {})
+    if not isinstance(daemon_raw, dict):
+        raise ConfigError(f"{path}: daemon: expected a table")
+    try:
+        daemon = _parse_daemon(daemon_raw, "daemon", path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    files = [path]
+    ddir = dropin_dir(path)
+    if ddir.is_dir():
+        files += sorted(p for p in ddir.glob("*.toml") if p.is_file())
+    accounts: dict[str, AccountConfig] = {}
+    for file in files:
+        doc = data if file == path else _read_toml(file)
+        if file != path:
+            extra = sorted(set(doc) - {"accounts"})
+            if extra:
+                raise ConfigError(
+                    f"{file}: {extra[0]}: unknown top-level key (drop-ins hold [accounts.NAME] only)"
+                )
+        accounts_raw = doc.get("accounts", {})
+        if not isinstance(accounts_raw, dict):
+            raise ConfigError(f"{file}: accounts: expected tables [accounts.NAME]")
+        for name, table in accounts_raw.items():
+            if name in accounts:
+                raise ConfigError(f"{file}: accounts.{name}: defined twice (also in {accounts[name].source})")
+            try:
+                accounts[name] = _parse_account(name, table, f"accounts.{name}", file)
+            except ConfigError as exc:
+                raise ConfigError(f"{file}: {exc}") from None
+            if accounts[name].password.inline is not None:
+                mode = file.stat().st_mode
+                if mode & (stat.S_IROTH | stat.S_IRGRP):
+                    warnings.append(
+                        f"{file}: accounts.{name}.password is in a file readable by other users; "
+                        "use password_file (mode 0600) or password_command"
+                    )
+    return Config(path=path, daemon=daemon, accounts=accounts, warnings=tuple(warnings))

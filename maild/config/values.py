@@ -1,0 +1,169 @@
+"""Value parsing for the configuration: durations, typed TOML tables, Maildir path templates.
+
+Every function here raises :class:`~maild.errors.ConfigError` naming the dotted key (``where``) and the
+expected form; :mod:`maild.config.loader` builds its dataclasses from them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+from collections.abc import Mapping
+from typing import Any, cast
+
+from maild.errors import ConfigError
+
+_DURATION_RE = re.compile(r"(\d+)\s*([smhd])")
+_DURATION_FULL_RE = re.compile(r"\d+|(?:\d+\s*[smhd]\s*)+")
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Upper bound of any duration in the configuration: one year, in seconds.
+MAX_DURATION_S = 365 * 86400.0
+#: Keys whose values are never repeated in error messages.
+SECRET_KEYS = frozenset({"password"})
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Parse ``"90s"``, ``"5m"``, ``"1h30m"``, ``"2d"`` or an integer number of seconds.
+
+    Returns:
+        The duration in seconds, > 0.
+
+    Raises:
+        ConfigError: the value has another form or is not positive; the message names ``where``.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f'{where}: expected a duration such as "90s", "5m", "1h", got {value!r}')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION_FULL_RE.fullmatch(value.strip().lower()):
+        text = value.strip().lower()
+        seconds = (
+            float(text)
+            if text.isdigit()
+            else sum(int(n) * _UNITS_S[unit] for n, unit in _DURATION_RE.findall(text))
+        )
+    else:
+        raise ConfigError(f'{where}: expected a duration such as "90s", "5m", "1h", got {value!r}')
+    if seconds <= 0:
+        raise ConfigError(f"{where}: duration must be positive, got {value!r}")
+    if seconds > MAX_DURATION_S:
+        raise ConfigError(f"{where}: duration must be at most 365 days, got {value!r}")
+    return seconds
+
+
+class Table:
+    """Typed access to one TOML table that remembers which keys were read, to reject the rest."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self.data = data
+        self.where = where
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}"
+
+    def get(self, name: str, kinds: type | tuple[type, ...], default: Any = None, *, form: str = "") -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        bad_bool = isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
+        if bad_bool or not isinstance(value, kinds):
+            expected = form or (
+                kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
+            )
+            shown = (
+                "a value of another type (not shown: it is a secret)" if name in SECRET_KEYS else repr(value)
+            )
+            raise ConfigError(f"{self.key(name)}: expected {expected}, got {shown}")
+        return value
+
+    def require(self, name: str, kinds: type | tuple[type, ...], *, form: str = "") -> Any:
+        if name not in self.data:
+            raise ConfigError(f"{self.key(name)}: required key is missing")
+        return self.get(name, kinds, form=form)
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(
+                f"{self.key(unknown[0])}: unknown key"
+                + (f" (also: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
+            )
+
+
+def positive_int(table: Table, name: str, default: int | None) -> int | None:
+    value = table.get(name, int, default, form="a positive integer")
+    if value is not None and value <= 0:
+        raise ConfigError(f"{table.key(name)}: expected a positive integer, got {value!r}")
+    return cast("int | None", value)
+
+
+def required_text(table: Table, name: str) -> str:
+    """A required, non-empty string without control characters."""
+    value = cast(str, table.require(name, str))
+    if not value.strip():
+        raise ConfigError(f"{table.key(name)}: must not be empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ConfigError(f"{table.key(name)}: must not contain control characters (CR, LF, TAB, ...)")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def choice(table: Table, name: str, choices: tuple[str, ...], default: str | None) -> str:
+    value = table.get(name, str, default, form=" or ".join(f'"{c}"' for c in choices))
+    if value not in choices:
+        raise ConfigError(f"{table.key(name)}: expected one of {', '.join(choices)}, got {value!r}")
+    return cast(str, value)
+
+
+MAILDIR_FIELDS = ("organisation", "employee", "account")
+
+
+def maildir_component(value: str) -> str:
+    """Make ``value`` safe as one path component: "/" and NUL become "_", a leading "." becomes "_".
+
+    So a value can never add a directory level or climb one (no "/", never "." or "..").
+    """
+    safe = value.replace("/", "_").replace("\0", "_")
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    return safe or "_"
+
+
+def expand_maildir(template: str, where: str, **values: str) -> str:
+    """Expand ``{organisation}``, ``{employee}`` and ``{account}`` in a ``deliver_maildir`` template.
+
+    Each value is made safe with :func:`maildir_component` first; the template's own text is the
+    admin's and kept as written.
+
+    Raises:
+        ConfigError: the template is empty or has another placeholder, a format spec or a conversion.
+    """
+    if not template.strip():
+        raise ConfigError(f"{where}: expected a directory path, got an empty string")
+    out: list[str] = []
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: bad template {template!r}: {exc}") from None
+    for literal, field_name, spec, conversion in parts:
+        out.append(literal)
+        if field_name is None:
+            continue
+        if field_name not in MAILDIR_FIELDS or spec or conversion:
+            raise ConfigError(
+                f"{where}: unknown placeholder {{{field_name}}} in {template!r};"
+                " use {organisation}, {employee}, {account}"
+            )
+        out.append(maildir_component(values[field_name]))
+    return "".join(out)

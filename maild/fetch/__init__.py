@@ -1,0 +1,1 @@
+"""One fetch cycle of one account (the guarantee lives here) and IMAP UIDVALIDITY resync."""

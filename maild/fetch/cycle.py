@@ -1,0 +1,349 @@
+"""One fetch cycle for one account: inventory, diff, retrieve, durable commit, and only then delete.
+
+The order is the product's guarantee:
+
+1. log in and take the server's inventory;
+2. record which archived messages left the server;
+3. retrieve what the archive lacks, committing it in batches (each commit fsync'ed; one batch commits
+   while the next is retrieved, at most one commit in flight, and every commit has returned before
+   step 4);
+   (with ``deliver_maildir``: before logging in and after each commit, write what the account's
+   Maildir lacks there, then record each delivery, see ``maildir.py``);
+4. only for messages whose commit has returned, and which the archive still holds at that moment
+   (with ``deliver_maildir``: and whose delivery is recorded), mark them deleted (POP3 DELE; IMAP
+   ``\\Deleted`` and expunge, see ``IMAPMailbox.delete``);
+5. QUIT; only ``+OK`` to QUIT (RFC 1939 section 6, UPDATE state) records the deletions as done
+   (IMAP: LOGOUT; the deletions happened at EXPUNGE).
+
+A crash or cancellation anywhere leaves the archive consistent: uncommitted batches are simply
+retrieved again next cycle (deduplicated by identity and by SHA-256), and a session that ends
+without ``+OK`` to QUIT deletes nothing on the server (RFC 1939 section 6).
+
+POP3 servers without UIDL: identities are digests of the content (see
+:mod:`maild.protocols.pop3.identity`). ``"delete"`` stays safe with them: a message is deleted only when
+its digest, computed in this very session from what the server holds, names a message the archive
+holds (header section and size, or the full octets). ``"delete-after"`` is refused: it needs one
+identity to last for days, which a digest does not guarantee (a server rewriting a message gives it a
+new one), so the cycle archives as usual, deletes nothing and raises :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from maild import policy
+from maild.archive.maildir import CycleDelivery
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig
+from maild.errors import ConfigError
+from maild.fetch import resync as imap_resync
+from maild.fetch.resync import IMAPCycleInfo
+from maild.model import MessageKey, RetrievalFailure, RetrievedMessage, StoreOutcome
+from maild.protocols.base import Maildrop
+
+log = structlog.get_logger("maild.fetch.cycle")
+
+BATCH_MESSAGES = 200
+BATCH_OCTETS = 32 * 2**20
+MEMORY_BUDGET_OCTETS = 32 * 2**20
+"""About how many message octets all running cycles together hold in batches, in octets.
+
+A cycle commits one batch while the adapter reads the next (see :func:`fetch_cycle`), so it holds at
+most two batches at a time, plus the adapter's current window (the batch limit divided by
+:data:`WINDOW_SHARE`); a cycle's batch limit is this budget divided by twice the number of cycles
+retrieving when each batch begins, between :data:`MIN_BATCH_OCTETS` and the ``batch_octets`` argument."""
+MIN_BATCH_OCTETS = 256 * 2**10
+WINDOW_SHARE = 1
+"""The adapter's retrieval window is the batch limit divided by this. The adapters keep the next window
+in flight while the consumer works (see ``Maildrop.retrieve``); while a commit holds the consumer
+up, that window is all the link has to carry, so it must not be small. Measured at 50 ms RTT, one
+POP3 account, 2,000 messages (README "Performance"): windows of a whole batch (16 MiB) 1.95-2.0 s
+and 120 MB peak; 8 MiB windows and batches 2.06-2.30 s and 85 MB; 4 MiB windows of 16 MiB batches
+2.8 s."""
+MAX_TRANSFERS = 4
+"""Cycles of one process that retrieve messages at the same time; more wait, logged in, after
+their inventory (a cycle with nothing to retrieve never waits). Logins, listings and no-op cycles
+run as concurrently as ``max_concurrent_fetches`` allows; the transfers, which hold the memory, do
+not need to: four streams already keep two cores busy, on loopback and at 50 ms round-trip time
+(README "Performance"), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
+over the cycles transferring, not over every cycle logged in."""
+_transferring = 0
+_transfer_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _transfer_slot() -> asyncio.Semaphore:
+    """The running event loop's semaphore of :data:`MAX_TRANSFERS` permits."""
+    loop = asyncio.get_running_loop()
+    slot = _transfer_slots.get(loop)
+    if slot is None:
+        slot = _transfer_slots[loop] = asyncio.Semaphore(MAX_TRANSFERS)
+    return slot
+
+
+def shared_batch_octets(limit: int) -> int:
+    """The batch limit in octets for one cycle now: its share of :data:`MEMORY_BUDGET_OCTETS`
+    among the cycles retrieving at this moment."""
+    share = MEMORY_BUDGET_OCTETS // (2 * max(1, _transferring))
+    return max(min(MIN_BATCH_OCTETS, limit), min(limit, share))
+
+
+def utc_now() -> datetime:
+    """The default clock: the current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class CycleResult:
+    """What one fetch cycle did.
+
+    Attributes:
+        account: the account name.
+        on_server: messages in the server's inventory.
+        new_messages: messages new to the archive (distinct content).
+        new_links: messages newly linked to this account (includes ``new_messages``).
+        octets: size in octets of the messages newly linked.
+        failures: messages the server refused to hand out this cycle (retried next cycle).
+        too_large: messages skipped for exceeding ``max_message_size`` (left on the server).
+        deleted: messages deleted on the server (confirmed by ``+OK`` to QUIT).
+        delivered: messages delivered to the account's Maildir (``deliver_maildir``) in this cycle.
+        seconds: wall-clock duration of the cycle.
+        imap: IMAP only: mailboxes covered, mailboxes that could not be selected, UIDVALIDITY
+            changes (see :mod:`maild.fetch.resync`); None for POP3.
+        identity: how messages were identified (:attr:`Maildrop.identity
+            <maild.protocols.base.Maildrop.identity>`): ``"server"``, ``"uidl"`` or ``"content-digest"``.
+        warnings: what the status should show about this cycle, in words (digest identities,
+            messages whose identity reappeared after maild deleted it).
+    """
+
+    account: str
+    on_server: int = 0
+    new_messages: int = 0
+    new_links: int = 0
+    octets: int = 0
+    failures: list[RetrievalFailure] = field(default_factory=list)
+    too_large: list[MessageKey] = field(default_factory=list)
+    deleted: int = 0
+    delivered: int = 0
+    seconds: float = 0.0
+    imap: IMAPCycleInfo | None = None
+    identity: str = "server"
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, outcome: StoreOutcome) -> None:
+        """Accumulate one committed batch."""
+        self.new_messages += outcome.new_messages
+        self.new_links += outcome.new_links
+        self.octets += outcome.octets
+
+
+async def _finish_commit(task: asyncio.Future[None]) -> None:
+    """Let a commit still in flight when the cycle fails end (it stores what was retrieved).
+
+    The cycle's own error is what propagates; the commit's error, if any, is logged. Cancelled
+    again while waiting: the commit is cancelled too (the transaction is all or nothing).
+    """
+    try:
+        await asyncio.wait([task])
+    except BaseException:
+        task.cancel()
+        raise
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("fetch.commit.failed", error=repr(task.exception()))
+
+
+def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
+    """Create the adapter for ``account``'s protocol (not yet connected).
+
+    Raises:
+        ConfigError: the password cannot be obtained.
+    """
+    settings = account.server_settings()
+    if account.protocol == "pop3":
+        from maild.protocols.pop3.maildrop import POP3Maildrop
+
+        return POP3Maildrop(settings, executor, max_message_size=account.max_message_size)
+    from maild.protocols.imap.mailbox import IMAPMailbox
+
+    return IMAPMailbox(settings, account.mailboxes, list_all=account.all_mailboxes, exclude=account.exclude)
+
+
+async def fetch_cycle(
+    account: AccountConfig,
+    store: Store,
+    maildrop: Maildrop,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    batch_messages: int = BATCH_MESSAGES,
+    batch_octets: int = BATCH_OCTETS,
+    opened: bool = False,
+    keep_open: bool = False,
+) -> CycleResult:
+    """Run one fetch cycle of ``account`` through ``maildrop`` (not yet opened) into ``store``.
+
+    Args:
+        account: the account's configuration.
+        store: the open archive.
+        maildrop: a fresh adapter; this function opens and closes (or aborts) it.
+        clock: returns the current aware UTC time; injected by tests of time-dependent retention.
+        batch_messages, batch_octets: commit after this many messages or octets, whichever first.
+        opened: ``maildrop`` is a session kept from an earlier cycle and already taken back with
+            :meth:`Maildrop.resume <maild.protocols.base.Maildrop.resume>`: no :meth:`open`.
+        keep_open: end a successful cycle with :meth:`Maildrop.park
+            <maild.protocols.base.Maildrop.park>` instead of ``close`` (IMAP keeps the session;
+            POP3 closes as usual); :attr:`Maildrop.parked` tells which happened.
+
+    Returns:
+        What the cycle did.
+
+    Raises:
+        AuthError, ConnectError, NetworkTimeout, ThrottledError, ProtocolError: from the adapter;
+            everything committed before the error stays committed, nothing is deleted on the server.
+        StoreError: the archive failed; nothing is deleted on the server.
+        DeliveryError: the account's Maildir could not be written; raised at the end of an otherwise
+            complete cycle (archiving went on); undelivered messages were not deleted on the server.
+        ConfigError: ``retention = "delete-after"`` with a POP3 server without UIDL (identities are
+            content digests); raised at the end of an otherwise complete cycle that deleted nothing.
+
+    Cancellation: at any await, committed batches stay committed; the session is aborted (POP3
+    RSET, QUIT), so no DELE takes effect.
+    """
+    global _transferring  # the count that sizes every cycle's batches
+    started = time.monotonic()
+    result = CycleResult(account=account.name)
+    refusal: ConfigError | None = None
+    to_delete: list[MessageKey] = []
+    maildir = account.deliver_maildir
+    delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
+    committing: asyncio.Future[None] | None = None
+    try:
+        if delivery is not None:  # catch up after a crash between a commit and its delivery
+            await delivery.catch_up()
+        if not opened:
+            await maildrop.open()
+        inventory = await maildrop.inventory()
+        result.on_server = len(inventory)
+        result.identity = maildrop.identity
+        result.warnings = list(maildrop.identity_warnings)
+        if account.retention == "delete-after" and result.identity == "content-digest":
+            refusal = ConfigError(
+                f'accounts.{account.name}.retention: "delete-after" refused: {account.host} offers no '
+                "UIDL (RFC 1939 section 7), so messages are identified by digests of their content, "
+                "which change if the server rewrites a message, and an identity must stay the same "
+                'for retention_days; nothing was deleted. Use retention = "delete" (safe with digest '
+                'identities: it deletes only what this session proves archived) or "keep"'
+            )
+        result.imap = await imap_resync.reconcile(account, store, maildrop, inventory, clock())
+        known = await store.locations(account.name)
+        # only where the inventory looked: a mailbox that could not be selected lost nothing
+        covered = {key: loc for key, loc in known.items() if maildrop.covers(key)}
+        changes = policy.presence_changes(inventory, covered)
+        await store.update_presence(account.name, changes.gone, changes.back, clock())
+        plan = policy.plan_retrieval(inventory, known, account.max_message_size)
+        result.too_large = plan.too_large
+
+        async def commit(batch: list[RetrievedMessage]) -> None:
+            log.debug("fetch.commit.started", messages=len(batch))
+            result.add(await store.store_batch(account.name, batch, clock()))
+            log.debug("fetch.commit.complete", messages=len(batch))
+            if delivery is not None:
+                await delivery.catch_up()
+
+        async def start_commit(batch: list[RetrievedMessage]) -> None:
+            """Commit ``batch`` in the background once the previous commit has returned."""
+            nonlocal committing
+            await settle()
+            committing = asyncio.ensure_future(commit(batch))
+
+        async def settle() -> None:
+            """Wait for the commit in flight (if any); raise its error."""
+            nonlocal committing
+            if committing is not None:
+                task, committing = committing, None
+                await task
+
+        def window_octets() -> int:
+            return max(1, shared_batch_octets(batch_octets) // WINDOW_SHARE)
+
+        if plan.retrieve:
+            async with _transfer_slot():  # bounds the memory all cycles hold in messages
+                _transferring += 1
+                try:
+                    # one stream for everything: the adapter keeps its next window in flight while the
+                    # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
+                    log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
+                    batch: list[RetrievedMessage] = []
+                    pending_octets = 0
+                    octets_limit = window_octets()
+                    async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
+                        if isinstance(item, RetrievalFailure):
+                            result.failures.append(item)
+                        else:
+                            batch.append(item)
+                            pending_octets += len(item.raw)
+                        del item  # no message outlives its batch
+                        if len(batch) >= batch_messages or pending_octets >= octets_limit:
+                            await start_commit(batch)
+                            batch, pending_octets = [], 0
+                            octets_limit = window_octets()
+                    if batch:
+                        await start_commit(batch)
+                    del batch
+                    await settle()  # the batches hold memory until committed
+                finally:
+                    _transferring -= 1
+        await settle()  # every commit has returned before anything below may delete
+        if account.retention != "keep" and refusal is None:
+            known = await store.locations(account.name)
+            again = policy.reappeared(inventory, known)
+            if again:
+                result.warnings.append(
+                    f"{len(again)} messages on the server carry an identity maild already deleted "
+                    "there (a server re-using UIDLs?): left on the server, not deleted"
+                )
+            candidates = policy.select_deletions(
+                account.retention, account.retention_days, inventory, known, clock()
+            )
+            if candidates:
+                confirmed = await store.archived(
+                    account.name, candidates, require_delivery=delivery is not None
+                )
+                to_delete = [k for k in candidates if k in confirmed]
+            if to_delete:
+                log.debug("fetch.delete.started", messages=len(to_delete))
+                sent = await maildrop.delete(to_delete)
+                if sent is not None:  # IMAP may skip a mailbox (see IMAPMailbox.delete)
+                    to_delete = list(sent)
+                log.debug("fetch.delete.complete", messages=len(to_delete))
+        log.debug("fetch.close.started")
+        if keep_open:
+            await maildrop.park()
+        else:
+            await maildrop.close()
+        log.debug("fetch.close.complete", kept=maildrop.parked)
+    except BaseException:
+        await maildrop.abort()
+        if committing is not None:
+            await _finish_commit(committing)
+        raise
+    if to_delete:
+        await store.mark_deleted(account.name, to_delete, clock())
+        log.debug("fetch.deletions.recorded", messages=len(to_delete))
+        result.deleted = len(to_delete)
+    result.seconds = time.monotonic() - started
+    if delivery is not None:
+        result.delivered = delivery.delivered
+        if delivery.error is not None:
+            raise delivery.error
+    if refusal is not None:
+        raise refusal
+    return result

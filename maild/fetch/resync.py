@@ -1,0 +1,209 @@
+"""IMAP bookkeeping in a fetch cycle: UIDVALIDITY per mailbox, and recovery when it changes.
+
+A UID names a message only together with its mailbox's UIDVALIDITY (RFC 9051 section 2.3.1.1). When
+a server changes a mailbox's UIDVALIDITY (a restored backup, a migration, a rebuilt index), every UID
+recorded before may now name another message or none. Then maild:
+
+1. notices the change: the UIDVALIDITY that SELECT reports differs from the one recorded in the
+   ``mailboxes`` table (or, for an archive without that record, from every UIDVALIDITY under which
+   the mailbox's messages were recorded);
+2. never uses the old UID map again: the old locations are not in the new inventory, so the cycle
+   records them as no longer seen (``gone_at``), and the archive keeps the messages;
+3. recognises archived messages under their new UIDs without downloading them: one
+   ``UID FETCH (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])`` pass over the UIDs the archive
+   does not know, matched on Message-ID *and* size against the messages the account held in that
+   mailbox. A match must be unambiguous on both sides (one archived message, one new UID); it gets a
+   new location row pointing at the existing message (first-fetch time, INTERNALDATE and flags
+   copied from its old location);
+4. leaves everything else to the normal retrieval, where the SHA-256 dedupe of the store
+   guarantees that a message already archived is not stored a second time;
+5. logs ``imap.uidvalidity-changed`` (a warning) and reports the change in the cycle's result.
+
+UIDs reassigned under an unchanged UIDVALIDITY (some bridges do this) need nothing special: the old
+keys drop out of the inventory and are recorded as gone, the new keys are retrieved, and the SHA-256
+dedupe links them to the message already archived.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from maild.archive.store import MailboxState, Store
+from maild.config.loader import AccountConfig
+from maild.message import summarise
+from maild.model import IMAPKey, InventoryEntry, Location, MessageKey
+from maild.protocols.base import Maildrop
+
+if TYPE_CHECKING:
+    from maild.protocols.imap.mailbox import IMAPMailbox
+
+log = structlog.get_logger("maild.imap")
+
+
+@dataclass(frozen=True, slots=True)
+class UIDValidityChange:
+    """One mailbox whose UIDVALIDITY changed, and what the cycle did about it.
+
+    Attributes:
+        mailbox: the readable mailbox name.
+        old_uidvalidity: the UIDVALIDITY recorded before.
+        new_uidvalidity: the UIDVALIDITY the server reports now.
+        relinked: archived messages recognised by Message-ID and size under their new UIDs (new
+            location rows, nothing downloaded).
+        to_retrieve: messages under new UIDs left to the normal retrieval (no Message-ID, no or an
+            ambiguous match, not returned by the identity pass); SHA-256 dedupe stores none twice.
+        at: when the change was noticed (UTC).
+    """
+
+    mailbox: str
+    old_uidvalidity: int
+    new_uidvalidity: int
+    relinked: int
+    to_retrieve: int
+    at: datetime
+
+
+@dataclass(slots=True)
+class IMAPCycleInfo:
+    """What a fetch cycle learned about an IMAP account's mailboxes.
+
+    Attributes:
+        mailboxes: the mailboxes the inventory covered, readable names, in inventory order.
+        mailbox_failures: mailboxes the server refused to select, with the reason.
+        uidvalidity_changes: mailboxes whose UIDVALIDITY changed since the last cycle.
+    """
+
+    mailboxes: list[str] = field(default_factory=list)
+    mailbox_failures: dict[str, str] = field(default_factory=dict)
+    uidvalidity_changes: list[UIDValidityChange] = field(default_factory=list)
+
+
+def _previous_uidvalidity(
+    mailbox: str, uidvalidity: int, recorded: MailboxState | None, known: Mapping[MessageKey, Location]
+) -> int | None:
+    """The UIDVALIDITY the archive knew ``mailbox`` under, when it differs from ``uidvalidity``."""
+    if recorded is not None:
+        return recorded.uidvalidity if recorded.uidvalidity != uidvalidity else None
+    seen = {k.uidvalidity for k in known if isinstance(k, IMAPKey) and k.mailbox == mailbox}
+    if not seen or uidvalidity in seen:
+        return None
+    return max(seen)
+
+
+async def reconcile(
+    account: AccountConfig,
+    store: Store,
+    maildrop: Maildrop,
+    inventory: Sequence[InventoryEntry],
+    now: datetime,
+) -> IMAPCycleInfo | None:
+    """Check each selected mailbox's UIDVALIDITY, recover changed ones, and record the new state.
+
+    Call after :meth:`~maild.protocols.imap.mailbox.IMAPMailbox.inventory` and before reading the account's
+    locations for the retrieval plan, so that recognised messages are not retrieved.
+
+    Args:
+        account: the account's configuration.
+        store: the open archive.
+        maildrop: the cycle's session; anything but an IMAP session returns None at once.
+        inventory: what :meth:`inventory` returned.
+        now: the current time (aware, UTC).
+
+    Returns:
+        What was learned, or None for POP3.
+
+    Raises:
+        StoreError: the archive failed.
+        ProtocolError, NetworkTimeout, ConnectError, ThrottledError, TransientError: from the
+            identity pass; relinks committed before stay (each is correct on its own).
+
+    Cancellation: relinks and the mailbox record are each one transaction; a cycle cancelled in
+    between notices the change again next time and only relinks what is still unknown.
+    """
+    if account.protocol != "imap":
+        return None
+    from maild.protocols.imap.mailbox import IMAPMailbox
+
+    if not isinstance(maildrop, IMAPMailbox):
+        return None
+    info = IMAPCycleInfo(list(maildrop.mailbox_states), dict(maildrop.mailbox_failures))
+    recorded = await store.mailbox_states(account.name)
+    known = await store.locations(account.name)
+    updates: list[tuple[str, int, int | None]] = []
+    for mailbox, state in maildrop.mailbox_states.items():
+        before = recorded.get(mailbox)
+        old = _previous_uidvalidity(mailbox, state.uidvalidity, before, known)
+        if old is not None:
+            change = await _recover(
+                account, store, maildrop, mailbox, old, state.uidvalidity, inventory, known, now
+            )
+            info.uidvalidity_changes.append(change)
+        if before is None or (before.uidvalidity, before.uidnext) != (state.uidvalidity, state.uidnext):
+            updates.append((mailbox, state.uidvalidity, state.uidnext))
+    await store.record_mailbox_states(account.name, updates, now)
+    return info
+
+
+async def _recover(
+    account: AccountConfig,
+    store: Store,
+    maildrop: IMAPMailbox,
+    mailbox: str,
+    old: int,
+    new: int,
+    inventory: Sequence[InventoryEntry],
+    known: Mapping[MessageKey, Location],
+    now: datetime,
+) -> UIDValidityChange:
+    """Relink archived messages of ``mailbox`` under UIDVALIDITY ``new`` by Message-ID and size."""
+    unknown = [
+        e.key
+        for e in inventory
+        if isinstance(e.key, IMAPKey) and e.key.mailbox == mailbox and e.key not in known
+    ]
+    links: list[tuple[IMAPKey, int]] = []
+    if unknown:
+        # Messages already linked under the new UIDVALIDITY (a cycle interrupted after relinking)
+        # are out of the pool, so that no message gets two new UIDs.
+        taken = {
+            loc.message
+            for key, loc in known.items()
+            if isinstance(key, IMAPKey) and key.mailbox == mailbox and key.uidvalidity == new
+        }
+        pool: dict[tuple[str, int], list[int]] = {}
+        for message, message_id, size in await store.mailbox_identities(account.name, mailbox):
+            if message_id and message not in taken:
+                pool.setdefault((message_id, size), []).append(message)
+        if pool:
+            identities = await maildrop.fetch_identities(mailbox, new, [k.uid for k in unknown])
+            found: dict[int, tuple[str, int]] = {}
+            for uid, (size, fields) in identities.items():
+                message_id = summarise(fields).message_id
+                if message_id:
+                    found[uid] = (message_id, size)
+            per_identity = Counter(found.values())
+            for key in unknown:
+                identity = found.get(key.uid)
+                if identity is None or per_identity[identity] != 1:
+                    continue
+                candidates = pool.get(identity, [])
+                if len(candidates) == 1:
+                    links.append((key, candidates[0]))
+    relinked = await store.relink(account.name, links, now)
+    change = UIDValidityChange(mailbox, old, new, relinked, len(unknown) - len(links), now)
+    log.warning(
+        "imap.uidvalidity-changed",
+        account=account.name,
+        mailbox=mailbox,
+        old_uidvalidity=old,
+        new_uidvalidity=new,
+        relinked=change.relinked,
+        to_retrieve=change.to_retrieve,
+    )
+    return change

@@ -1,0 +1,220 @@
+"""Sans-I/O IMAP lexing shared by the parsers: response parts in, tokens out.
+
+The input shape is the one aioimaplib 2.0.3 hands back in ``Response.lines`` (see
+:mod:`maild.protocols.imap.wire`). :func:`lex` turns one response (its text lines and literals) into
+:data:`Token` values; :class:`LexError` is what the parsers turn into a
+:class:`~maild.errors.ProtocolError` or a per-message failure. Imports nothing but ``errors``.
+
+Standard: RFC 9051 section 4 (data formats) and 9 (formal syntax).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TypeAlias
+
+from maild.errors import ProtocolError
+
+#: One part of an aioimaplib response: a text line (bytes) or a literal's octets (bytearray).
+Part: TypeAlias = bytes | bytearray
+
+#: A lexed IMAP value: atom or number (``str``), string (``bytes``, or the literal's ``bytearray``
+#: unchanged), NIL (``None``) or a parenthesised list.
+Token: TypeAlias = "str | bytes | bytearray | list[Token] | None"  # noqa: S105 -- not a password
+
+#: UIDs, UIDVALIDITY and message sizes are unsigned 32-bit numbers (RFC 9051 section 9, ``nz-number``).
+MAX_NUMBER = 2**32 - 1
+
+#: Longest excerpt of a server line quoted in an error or failure reason, in characters.
+EXCERPT_CHARS = 120
+
+LITERAL_AT_END = re.compile(rb"~?\{(\d+)\+?\}\Z")
+MESSAGE_EVENT = re.compile(rb"(\d+) (EXISTS|RECENT|EXPUNGE)\Z", re.IGNORECASE)
+FETCH_START = re.compile(rb"(\d+) FETCH ", re.IGNORECASE)
+
+
+def _spelling_table(words: str) -> dict[str, str]:
+    """Map upper-cased flag or attribute names to their RFC spelling."""
+    return {w.upper(): w for w in words.split()}
+
+
+#: System flags, RFC 9051 section 2.3.2 (\Recent from RFC 3501).
+SYSTEM_FLAGS = _spelling_table(r"\Seen \Answered \Flagged \Deleted \Draft \Recent \*")
+#: Mailbox name attributes, RFC 9051 section 7.3.1 and RFC 5258; special-use, RFC 6154 section 2 and
+#: RFC 8457 (\Important).
+MAILBOX_ATTRIBUTES = _spelling_table(
+    r"\Noinferiors \Noselect \NonExistent \HasChildren \HasNoChildren \Marked \Unmarked \Subscribed"
+    r" \Remote \All \Archive \Drafts \Flagged \Junk \Sent \Trash \Important"
+)
+
+
+def excerpt(data: bytes | bytearray | str) -> str:
+    """Return the start of a server line for an error message, decoded lossily."""
+    text = data if isinstance(data, str) else bytes(data[: EXCERPT_CHARS * 2]).decode("utf-8", "replace")
+    return text[:EXCERPT_CHARS]
+
+
+def strip_untagged(line: bytes | bytearray) -> bytes:
+    """Drop a leading ``* `` (aioimaplib leaves it on some lines) and return immutable bytes."""
+    data = bytes(line)
+    return data[2:] if data.startswith(b"* ") else data
+
+
+# --------------------------------------------------------------------------------------------------
+# Lexer
+# --------------------------------------------------------------------------------------------------
+
+
+class LexError(ValueError):
+    """Raised by the lexer; turned into a ProtocolError or a per-message failure by the caller."""
+
+
+_ATOM_STOP = frozenset(b' (){"\r\n')
+
+
+def group_lines(parts: Sequence[Part]) -> list[list[Part]]:
+    """Regroup aioimaplib's flat parts into logical response lines.
+
+    Each logical line is ``[text, literal, text, literal, ..., text?]``. After a literal, the next part
+    continues the same line when it begins with SP or ``)``: the grammar allows nothing else there, and
+    a new response line always begins with ``*``, a digit or a letter. aioimaplib drops an empty rest
+    of line (a LIST name sent as the last literal), so the rest may be missing.
+    """
+    lines: list[list[Part]] = []
+    i = 0
+    while i < len(parts):
+        current: list[Part] = [parts[i]]
+        i += 1
+        while True:
+            match = LITERAL_AT_END.search(current[-1])
+            if match is None:
+                break
+            if i >= len(parts):
+                break  # truncated: the lexer reports the missing literal
+            current.append(parts[i])
+            i += 1
+            if i < len(parts) and (not parts[i] or parts[i][:1] in (b" ", b")")):
+                current.append(parts[i])
+                i += 1
+            else:
+                break
+        lines.append(current)
+    return lines
+
+
+def lex(line: Sequence[Part]) -> list[Token]:
+    """Lex one logical line (text parts alternating with literal octets) into nested tokens.
+
+    Raises:
+        LexError: unbalanced parentheses, an unterminated quoted string, a literal whose octet count
+            does not match its ``{n}`` marker, or a missing literal.
+    """
+    stack: list[list[Token]] = [[]]
+    index = 0
+    while index < len(line):
+        text = bytes(line[index])
+        index += 1
+        pos = 0
+        end = len(text)
+        literal_size: int | None = None
+        match = LITERAL_AT_END.search(text)
+        if match is not None:
+            literal_size = int(match.group(1))
+            end = match.start()
+        while pos < end:
+            byte = text[pos]
+            if byte == 0x20:
+                pos += 1
+            elif byte == 0x28:  # (
+                new: list[Token] = []
+                stack[-1].append(new)
+                stack.append(new)
+                pos += 1
+            elif byte == 0x29:  # )
+                if len(stack) == 1:
+                    raise LexError("unbalanced ')'")
+                stack.pop()
+                pos += 1
+            elif byte == 0x22:  # "
+                pos += 1
+                chunk = bytearray()
+                while True:
+                    if pos >= end:
+                        raise LexError("unterminated quoted string")
+                    c = text[pos]
+                    if c == 0x5C and pos + 1 < end:  # backslash escape
+                        chunk.append(text[pos + 1])
+                        pos += 2
+                    elif c == 0x22:
+                        pos += 1
+                        break
+                    else:
+                        chunk.append(c)
+                        pos += 1
+                stack[-1].append(bytes(chunk))
+            else:
+                start = pos
+                depth = 0
+                while pos < end:
+                    c = text[pos]
+                    if c == 0x5B:  # [ : section specs may hold spaces and parentheses
+                        depth += 1
+                    elif c == 0x5D and depth:
+                        depth -= 1
+                    elif depth == 0 and c in _ATOM_STOP:
+                        break
+                    pos += 1
+                if pos == start:
+                    raise LexError(f"unexpected {chr(byte)!r}")
+                atom = text[start:pos].decode("utf-8", "replace")
+                stack[-1].append(None if atom.upper() == "NIL" else atom)
+        if literal_size is not None:
+            if index >= len(line):
+                raise LexError("literal announced but missing")
+            literal = line[index]
+            index += 1
+            if len(literal) != literal_size:
+                raise LexError(f"literal of {len(literal)} octets announced as {literal_size}")
+            stack[-1].append(literal)
+    if len(stack) != 1:
+        raise LexError("unbalanced '('")
+    return stack[0]
+
+
+def parse_number(token: Token, what: str, maximum: int = MAX_NUMBER) -> int:
+    if not isinstance(token, str) or not (token.isascii() and token.isdigit()) or int(token) > maximum:
+        raise LexError(f"{what} is not a number up to {maximum}")
+    return int(token)
+
+
+def single(tokens: list[Token]) -> Token:
+    if len(tokens) != 1:
+        raise LexError(f"expected one value, got {len(tokens)}")
+    return tokens[0]
+
+
+def flag_set(token: Token, table: dict[str, str]) -> frozenset[str]:
+    if not isinstance(token, list) or not all(isinstance(t, str) for t in token):
+        raise LexError("flag list is not a parenthesised list of atoms")
+    return frozenset(table.get(t.upper(), t) for t in token if isinstance(t, str))
+
+
+def parse_flags(token_text: bytes | bytearray | str) -> frozenset[str]:
+    """Parse a parenthesised flag list such as ``(\\Seen $Forwarded)``.
+
+    System flags (``\\Seen``, ``\\Answered``, ``\\Flagged``, ``\\Deleted``, ``\\Draft``, ``\\Recent``,
+    ``\\*``) are returned in their RFC spelling whatever case the server used; keywords as sent.
+
+    Standard: RFC 9051 section 2.3.2.
+
+    Raises:
+        ProtocolError: not a list of atoms.
+    """
+    data = token_text.encode("utf-8") if isinstance(token_text, str) else bytes(token_text)
+    try:
+        return flag_set(single(lex([data])), SYSTEM_FLAGS)
+    except LexError as exc:
+        raise ProtocolError(
+            f"bad flag list: {exc}", line=excerpt(data), standard="RFC 9051 section 2.3.2"
+        ) from None

@@ -1,0 +1,423 @@
+"""Streaming retrieval: one UID FETCH per mailbox run, messages taken while the response arrives.
+
+:class:`~maild.protocols.imap.client.StreamingFetch` hands each complete FETCH response to
+:meth:`RetrievalStream.feed` from inside the transport's ``data_received``. Here:
+
+* :class:`FetchAssembler` (sans-I/O) turns those responses into one outcome per requested UID;
+* :class:`RetrievalStream` holds the outcomes until the consumer takes them in the order of its keys,
+  pausing the transport while more than about ``window_octets()`` octets of messages wait to be taken
+  (backpressure through TCP flow control);
+* :func:`stream_segments` cuts a mailbox's keys into FETCH commands;
+* :class:`StreamingRetrieval` runs one command on the session and yields its messages (used by
+  :meth:`IMAPMailbox.retrieve <maild.protocols.imap.mailbox.IMAPMailbox.retrieve>` on the patched protocol).
+
+Uses no aioimaplib internals itself: the protocol layer is reached through
+:mod:`maild.protocols.imap.client` and the session's guarded :meth:`IMAPSession._call`.
+
+Standard: RFC 9051 section 6.4.5 and 6.4.9 (UID FETCH), 7.5.2 (FETCH response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from typing import Any, TypeAlias
+
+import structlog
+
+from maild.errors import ConnectError, ProtocolError
+from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage
+from maild.protocols.imap import wire
+from maild.protocols.imap.client import StreamingFetch
+from maild.protocols.imap.fetch import FetchedMessage, FetchItem, build_message, read_fetch_line
+from maild.protocols.imap.lex import LexError, Part, Token, group_lines, parse_number, strip_untagged
+from maild.protocols.imap.session import THROTTLE_CODES, IMAPSession, consume_outcome
+
+_log = structlog.get_logger("maild.protocols.imap.mailbox")
+
+#: What one UID came to: the message, or the reason it could not be read (``"BODY[] is NIL"``).
+Outcome: TypeAlias = FetchedMessage | str
+
+#: Octets of parsed, not yet taken messages held when the caller gives no window (16 MiB).
+DEFAULT_WINDOW_OCTETS = 16 * 2**20
+#: Most UIDs in one streaming body FETCH.
+MAX_UIDS_PER_STREAM = 2500
+#: Longest sequence set in octets of one streaming FETCH, so that its command line stays within the
+#: 8,192 octets RFC 7162 section 4 asks clients to keep to (contiguous UIDs compress to a few ranges).
+MAX_UID_SET_OCTETS = 8000
+#: Items of the body FETCH; ``BODY.PEEK[]`` leaves ``\\Seen`` alone (RFC 9051 section 6.4.5).
+BODY_ITEMS = "(UID FLAGS INTERNALDATE BODY.PEEK[])"
+#: Items a retrieved message must carry.
+BODY_REQUIRE: tuple[FetchItem, ...] = ("BODY[]", "FLAGS", "INTERNALDATE")
+#: Flags that describe this session, not the message (``\\Recent``: RFC 3501 section 2.3.2, gone in
+#: RFC 9051); left out of RetrievedMessage.flags.
+SESSION_FLAGS = frozenset({"\\Recent"})
+
+
+def _nothing() -> None:
+    """Default pause and resume before :meth:`RetrievalStream.attach`."""
+
+
+class FetchAssembler:
+    """Merge FETCH responses per message and settle each requested UID as soon as it is complete.
+
+    Same rules as :func:`~maild.protocols.imap.fetch.parse_fetch` (items merged per sequence number;
+    a response that breaks the grammar fails its UID; responses without UID, or for UIDs not
+    requested, are ignored), except that a message is settled as soon as every required item has
+    arrived, so later responses for it (an unsolicited flag change) no longer alter it.
+
+    Args:
+        requested: the UIDs asked for.
+        require: items every message must carry (UID is always required).
+    """
+
+    def __init__(self, requested: Iterable[int], require: Iterable[FetchItem]) -> None:
+        self._wanted = frozenset(requested)
+        self._required = tuple(dict.fromkeys(("UID", *require)))
+        self._merged: dict[int, dict[str, Token]] = {}
+        self._broken: dict[int, str] = {}
+        self._settled: set[int] = set()
+        self.ignored = 0
+        """FETCH responses without a usable UID or for a UID not requested or already settled."""
+        self.malformed: list[str] = []
+        """Excerpts of FETCH lines that broke the grammar and named no UID."""
+
+    def feed(self, parts: Sequence[Part]) -> list[tuple[int, Outcome]]:
+        """Take the parts of one or more FETCH responses; return the UIDs settled by them.
+
+        Never raises for server data.
+        """
+        settled: list[tuple[int, Outcome]] = []
+        for logical in group_lines(parts):
+            line = read_fetch_line(logical, strip_untagged(logical[0]))
+            if line is None:
+                self.ignored += 1
+                continue
+            if line.error is not None:
+                if "UID" not in line.items:
+                    self.malformed.append(line.error)
+                    continue
+                self._broken[line.seq] = line.error
+                self._merged.setdefault(line.seq, {})["UID"] = line.items["UID"]
+            else:
+                self._merged.setdefault(line.seq, {}).update(line.items)
+            outcome = self._settle(line.seq, final=False)
+            if outcome is not None:
+                settled.append(outcome)
+        return settled
+
+    def finish(self) -> list[tuple[int, Outcome]]:
+        """Settle what is left once the tagged completion arrived (a missing item fails its UID)."""
+        settled = [self._settle(seq, final=True) for seq in list(self._merged)]
+        return [outcome for outcome in settled if outcome is not None]
+
+    def _settle(self, seq: int, *, final: bool) -> tuple[int, Outcome] | None:
+        items = self._merged[seq]
+        raw_uid = items.get("UID")
+        uid: int | None = None
+        if raw_uid is not None:
+            try:
+                uid = parse_number(raw_uid, "UID")
+            except LexError:
+                uid = None
+        if uid is None or uid == 0:
+            if final or raw_uid is not None:
+                self._forget(seq)
+            return None  # no UID yet: a later response for this seq may carry it
+        if uid not in self._wanted or uid in self._settled:
+            self._forget(seq)
+            return None
+        reason = self._broken.get(seq)
+        if reason is None and not final and any(name not in items for name in self._required):
+            return None
+        self._forget(seq, counted=False)
+        self._settled.add(uid)
+        if reason is not None:
+            return uid, reason
+        try:
+            return uid, build_message(seq, uid, items, self._required)
+        except LexError as exc:
+            return uid, str(exc)
+
+    def _forget(self, seq: int, *, counted: bool = True) -> None:
+        del self._merged[seq]
+        self._broken.pop(seq, None)
+        if counted:
+            self.ignored += 1
+
+
+class RetrievalStream:
+    """Outcomes of one streaming FETCH, held until taken in key order, within an octet window.
+
+    :meth:`feed` runs inside the transport callback; :meth:`ready`, :meth:`take` and
+    :meth:`waiter` are for the one consuming coroutine.
+
+    Backpressure: after a response, when the held messages exceed ``window_octets()`` octets and the
+    consumer has something to take, ``pause_reading()`` is called; after :meth:`take`, once they are
+    at or below the window again (or nothing can be taken), ``resume_reading()``. Reading is never
+    paused while the consumer waits for the next UID in its order, so a server answering out of
+    order can make the stream hold more than the window (at most one command's messages) but never
+    deadlock. A single message larger than the window is held alone.
+
+    Args:
+        order: the UIDs in the order the consumer takes them (each once).
+        require: items every message must carry (see :class:`FetchAssembler`).
+        window_octets: the current limit in octets; asked after every response.
+
+    Call :meth:`attach` with the connection's pause and resume functions before the first response.
+    """
+
+    def __init__(
+        self, order: Sequence[int], require: Iterable[FetchItem], window_octets: Callable[[], int]
+    ) -> None:
+        self._order = list(dict.fromkeys(order))
+        self._next = 0
+        self._assembler = FetchAssembler(self._order, require)
+        self._held: dict[int, Outcome] = {}
+        self._window = window_octets
+        self._pause: Callable[[], None] = _nothing
+        self._resume: Callable[[], None] = _nothing
+        self._waiter: asyncio.Future[None] | None = None
+        self.held_octets = 0
+        """Octets of message bodies held, not yet taken."""
+        self.peak_held_octets = 0
+        """The most :attr:`held_octets` reached (for tests and diagnostics)."""
+        self.paused = False
+        """Whether reading is paused by this stream now."""
+        self.pauses = 0
+        """How often reading was paused."""
+        self.error: BaseException | None = None
+        """An unexpected error inside :meth:`feed` (a bug); the consumer raises it as ProtocolError."""
+        self.finished = False
+        """Whether :meth:`finish` ran: every UID of ``order`` has its outcome."""
+
+    def attach(self, pause_reading: Callable[[], None], resume_reading: Callable[[], None]) -> None:
+        """Give the functions that stop and restart reading from the connection."""
+        self._pause, self._resume = pause_reading, resume_reading
+
+    # ------------------------------------------------------------------ producer side
+
+    def feed(self, parts: list[Part]) -> None:
+        """The :data:`~maild.protocols.imap.client.FetchSink`: take one complete FETCH response.
+
+        Never raises: it runs inside ``data_received``, where an exception would kill the transport.
+        """
+        try:
+            for uid, outcome in self._assembler.feed(parts):
+                self._hold(uid, outcome)
+            if not self.paused and self.held_octets > self._window() and self.ready():
+                self.paused = True
+                self.pauses += 1
+                self._pause()
+        except Exception as exc:  # a bug, not server data: report it to the consumer
+            self.error = exc
+        if self.error is not None or self.ready():
+            self.wake()
+
+    def finish(self, completion: str) -> None:
+        """The tagged completion arrived: settle the rest; UIDs never returned fail with ``completion``.
+
+        Args:
+            completion: the completion as one line, e.g. ``"OK Fetch completed"``.
+        """
+        for uid, outcome in self._assembler.finish():
+            self._hold(uid, outcome)
+        for uid in self._order[self._next :]:
+            if uid not in self._held:
+                self._held[uid] = f"not returned ({completion})"
+        self.finished = True
+        self.wake()
+
+    def _hold(self, uid: int, outcome: Outcome) -> None:
+        self._held[uid] = outcome
+        if isinstance(outcome, FetchedMessage) and outcome.body is not None:
+            self.held_octets += len(outcome.body)
+            self.peak_held_octets = max(self.peak_held_octets, self.held_octets)
+
+    # ------------------------------------------------------------------ consumer side
+
+    def ready(self) -> bool:
+        """Whether the next UID in order has its outcome."""
+        return self._next < len(self._order) and self._order[self._next] in self._held
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every UID of the order has been taken."""
+        return self._next >= len(self._order)
+
+    def take(self) -> tuple[int, Outcome]:
+        """Remove and return the next UID in order with its outcome; resume reading if it may.
+
+        Raises:
+            LookupError: :meth:`ready` is False (a bug in the caller).
+        """
+        if not self.ready():
+            raise LookupError("no outcome ready")
+        uid = self._order[self._next]
+        self._next += 1
+        outcome = self._held.pop(uid)
+        if isinstance(outcome, FetchedMessage) and outcome.body is not None:
+            self.held_octets -= len(outcome.body)
+        if self.paused and (self.held_octets <= self._window() or not self.ready()):
+            self.resume()
+        return uid, outcome
+
+    def resume(self) -> None:
+        """Resume reading if this stream paused it."""
+        if self.paused:
+            self.paused = False
+            self._resume()
+
+    def waiter(self, command: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """Something to await until an outcome is ready or ``command`` (the FETCH) has ended.
+
+        Returns ``command`` itself once it is done (awaiting it gives its result or raises its
+        error); otherwise a fresh future resolved by :meth:`wake`. Reading is resumed first, so that
+        the awaited data can arrive.
+        """
+        self.resume()
+        if command.done():
+            return command
+        waiter: asyncio.Future[None] = command.get_loop().create_future()
+        if self.error is not None or self.ready():
+            waiter.set_result(None)
+        self._waiter = waiter
+        return waiter
+
+    def wake(self, _command: object = None) -> None:
+        """Resolve the pending :meth:`waiter` (also the FETCH task's done-callback)."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _range_octets(first: int, last: int) -> int:
+    """Octets of one sequence-set element with its comma: ``"7,"`` or ``"9:12,"``."""
+    return len(str(first)) + 1 if first == last else len(str(first)) + len(str(last)) + 2
+
+
+def stream_segments(keys: Sequence[IMAPKey], uidvalidity: int) -> list[list[IMAPKey]]:
+    """Cut one mailbox's keys (in order) into the key lists of streaming FETCH commands.
+
+    A segment's UIDs (of keys with the mailbox's ``uidvalidity``) ascend strictly, so that a server
+    answering in sequence-number order (ordered by ascending UID, RFC 9051 section 2.3.1.2) answers
+    in key order; there are at most :data:`MAX_UIDS_PER_STREAM` of them and their sequence set has at
+    most :data:`MAX_UID_SET_OCTETS` octets. Keys of another UIDVALIDITY stay in place (they fail).
+    Inventory keys ascend already: one segment per mailbox unless it is very large.
+    """
+    segments: list[list[IMAPKey]] = []
+    current: list[IMAPKey] = []
+    count = closed_octets = 0
+    first = last = 0
+    for key in keys:
+        if key.uidvalidity == uidvalidity:
+            uid = key.uid
+            if count and uid == last + 1:
+                grown = closed_octets + _range_octets(first, uid)
+            else:
+                grown = closed_octets + (_range_octets(first, last) if count else 0) + len(str(uid)) + 1
+            if count and (uid <= last or count >= MAX_UIDS_PER_STREAM or grown > MAX_UID_SET_OCTETS):
+                segments.append(current)
+                current, count, closed_octets = [], 0, 0
+            if count and uid == last + 1:
+                last = uid
+            else:
+                if count:
+                    closed_octets += _range_octets(first, last)
+                first = last = uid
+            count += 1
+        current.append(key)
+    if current:
+        segments.append(current)
+    return segments
+
+
+class StreamingRetrieval(IMAPSession):
+    """The streaming half of :meth:`IMAPMailbox.retrieve <.mailbox.IMAPMailbox.retrieve>`."""
+
+    def _result(self, key: IMAPKey, outcome: Outcome | None) -> RetrievedMessage | RetrievalFailure:
+        """The item to yield for ``key``: its message, or a failure naming the reason."""
+        if key.uidvalidity != self._uidvalidity:
+            return RetrievalFailure(
+                key, f"UIDVALIDITY of {key.mailbox!r} is now {self._uidvalidity}, not {key.uidvalidity}"
+            )
+        if isinstance(outcome, FetchedMessage) and outcome.body is not None:
+            flags = (outcome.flags or frozenset()) - SESSION_FLAGS
+            return RetrievedMessage(key, outcome.body, outcome.internaldate, flags)
+        return RetrievalFailure(key, outcome if isinstance(outcome, str) else "BODY[] missing")
+
+    async def _stream_segment(
+        self, keys: list[IMAPKey], window_octets: Callable[[], int]
+    ) -> AsyncGenerator[RetrievedMessage | RetrievalFailure, None]:
+        """One streaming ``UID FETCH`` for ``keys`` of the selected mailbox, yielded in key order.
+
+        The FETCH runs as a task; this generator waits through :meth:`_call` (so every error maps as
+        there, and the inactivity limit counts only while it waits for data, never while the consumer
+        holds it at a ``yield``), and takes outcomes from a :class:`RetrievalStream`.
+        """
+        uids = [key.uid for key in keys if key.uidvalidity == self._uidvalidity]
+        if not uids:
+            for key in keys:
+                yield self._result(key, None)
+            return
+        protocol = self._protocol
+        what = f"UID FETCH {BODY_ITEMS} for {len(uids)} UIDs"
+        stream = RetrievalStream(uids, BODY_REQUIRE, window_octets)
+        fetch = StreamingFetch(protocol, wire.sequence_set(uids), BODY_ITEMS, stream.feed)
+        stream.attach(fetch.pause_reading, fetch.resume_reading)
+        if self._lost is not None and self._lost.done():
+            self._discard("connection lost")
+            raise self._error(ConnectError, f"{what}: connection lost")
+        command: asyncio.Future[object] = asyncio.ensure_future(fetch.run())
+        command.add_done_callback(consume_outcome)
+        command.add_done_callback(stream.wake)
+        try:
+            for key in keys:
+                if key.uidvalidity != self._uidvalidity:
+                    yield self._result(key, None)
+                    continue
+                while not stream.ready():
+                    await self._stream_wait(what, fetch, command, stream)
+                uid, outcome = stream.take()
+                assert uid == key.uid
+                yield self._result(key, outcome)
+            while not stream.finished:
+                await self._stream_wait(what, fetch, command, stream)
+        finally:
+            if command.done():
+                stream.resume()
+            else:
+                command.cancel()
+                self._discard(f"{what} abandoned")
+        _log.debug(
+            "imap.fetch-stream.complete",
+            account=self._settings.account,
+            messages=len(uids),
+            peak_held_octets=stream.peak_held_octets,
+            pauses=stream.pauses,
+        )
+
+    async def _stream_wait(
+        self, what: str, fetch: StreamingFetch, command: asyncio.Future[object], stream: RetrievalStream
+    ) -> None:
+        """Wait for the next outcome or the end of the FETCH; settle the stream at its completion.
+
+        Raises:
+            ThrottledError, TransientError, ProtocolError: the completion was NO with a session
+                code, or BAD.
+            NetworkTimeout, ConnectError, ProtocolError: as for :meth:`_call`.
+        """
+        if fetch.completed and not command.done():
+            await asyncio.wait((command,))  # done at the next loop turn, even if the peer hangs up now
+        if not command.done():
+            await self._call(what, lambda: stream.waiter(command))
+        elif command.cancelled() or command.exception() is not None:
+            await self._call(what, lambda: command)  # maps the library's error and raises it
+        else:
+            _lines, status = self._completion(command.result(), what)
+            if status.condition == "BAD" or status.code in THROTTLE_CODES | {"SERVERBUG"}:
+                raise self._refused(status, what)
+            stream.finish(status.describe())
+        if stream.error is not None:
+            self._discard(f"{what}: internal error")
+            raise self._error(ProtocolError, f"{what}: {type(stream.error).__name__}: {stream.error}")

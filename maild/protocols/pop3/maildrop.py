@@ -1,0 +1,566 @@
+"""POP3 adapter: the async :class:`POP3Maildrop` over a blocking POP3 session in a worker thread.
+
+Blocking work runs in maild's thread pool, one executor job per step (login, inventory, one window of
+RETRs or DELEs, QUIT); the session itself (poplib, TLS, maild's own reply reader) lives in
+:mod:`maild.protocols.pop3.session`.
+
+Cancellation: cancelling asyncio does not stop a thread, so a cancelled step shuts the socket down, which
+makes the blocked thread return at once. The session is then broken: :meth:`POP3Maildrop.abort` only
+closes it. Dropping a POP3 session without ``+OK`` to QUIT never enters the UPDATE state, so nothing marked
+with DELE is deleted (RFC 1939 section 6).
+
+Only this module, :mod:`~maild.protocols.pop3.session` and the IMAP adapter's modules catch
+``poplib.error_proto``, ``ssl.SSLError`` and ``OSError``; they leave it as :mod:`maild.errors` classes
+naming the account, never the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import functools
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Literal, TypeVar, cast
+
+import structlog
+
+from maild.errors import (
+    ThrottledError,
+)
+from maild.model import (
+    InventoryEntry,
+    MessageKey,
+    POP3Key,
+    RetrievalFailure,
+    RetrievedMessage,
+    ServerSettings,
+)
+from maild.protocols.base import Maildrop
+from maild.protocols.pop3 import identity, wire
+from maild.protocols.pop3.session import (
+    ABORT_TIMEOUT_S,
+    READ_CHUNK_OCTETS,
+    THROTTLE_CODES,
+    Listing,
+    POP3Session,
+)
+
+__all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "POP3Maildrop"]
+
+_T = TypeVar("_T")
+_State = Literal["new", "opening", "open", "broken", "closed"]
+_log = structlog.stdlib.get_logger(__name__)
+
+
+class POP3Maildrop(Maildrop):
+    """One POP3 session (RFC 1939) with one account's server, run in maild's thread pool.
+
+    Identities are UIDLs (RFC 1939 section 7). Message-numbers are remembered for this session only and
+    never leave this object. Messages whose UIDL appears more than once in the listing cannot be
+    addressed by UIDL: :meth:`inventory` leaves them out and logs ``pop3.uidl.duplicate``. A server
+    without UIDL gets identities computed from the messages' content instead (see
+    :mod:`~maild.protocols.pop3.identity` and :attr:`identity`).
+
+    Args:
+        settings: how to reach and log in. Every socket operation (connect, TLS handshake, each send,
+            each read) is limited to ``settings.timeout_s`` seconds.
+        executor: maild's POP3 thread pool; each step is one job in it.
+        window: most RETR or DELE commands sent ahead in one round trip when the server announces
+            PIPELINING (RFC 2449 section 6.6); one at a time otherwise. 1 disables pipelining.
+        window_octets: about how many octets of messages (LIST sizes) one RETR window may request; a
+            window always holds at least one message.
+        max_reply_octets: cap on one reply in octets; a larger message fails the session with
+            ProtocolError.
+        max_message_size: the account's ``max_message_size`` in octets, or None. Without UIDL, a
+            message larger than this (by LIST) is never downloaded just to identify it: the fetch cycle
+            skips it anyway. If its header section does not identify it, it gets the placeholder
+            identity ``"unidentified:<octets>:<msgnum>"``, which names nothing in the archive.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        *,
+        window: int = 200,  # one commit batch of fetch.py in one round trip (see README "Performance")
+        window_octets: int = 16 * 2**20,
+        max_reply_octets: int = 100 * 2**20,
+        max_message_size: int | None = None,
+    ) -> None:
+        if window < 1 or window_octets < 1 or max_reply_octets < 1:
+            raise ValueError("window, window_octets and max_reply_octets must be positive")
+        self._settings = settings
+        self._executor = executor
+        self._window = window
+        self._window_octets = window_octets
+        self._max_message_size = max_message_size
+        self._session = POP3Session(settings, max_reply_octets)
+        self._state: _State = "new"
+        self._job: concurrent.futures.Future[object] | None = None
+        self._msgnum_by_uidl: dict[str, int] | None = None
+        self._size_by_uidl: dict[str, int] = {}
+        self._duplicates: frozenset[str] = frozenset()
+        self._identity: Literal["uidl", "content-digest"] = "uidl"
+        self._warnings: tuple[str, ...] = ()
+
+    @property
+    def capabilities(self) -> Mapping[str, tuple[str, ...]]:
+        """The server's CAPA after login (RFC 2449 section 5): upper-cased tag to parameters; empty if
+        the server has no CAPA."""
+        return dict(self._session.caps)
+
+    @property
+    def duplicate_uidls(self) -> frozenset[str]:
+        """UIDLs that the last :meth:`inventory` found on more than one message, left out of it."""
+        return self._duplicates
+
+    @property
+    def identity(self) -> str:
+        """``"uidl"``, or ``"content-digest"`` when the last :meth:`inventory` found no UIDL and
+        identified the messages by digests of their content (see :mod:`~maild.protocols.pop3.identity`)."""
+        return self._identity
+
+    @property
+    def identity_warnings(self) -> Sequence[str]:
+        """What the last :meth:`inventory` could not do as usual, in words for the status: digest
+        identities and their cost, messages left out of the inventory."""
+        return self._warnings
+
+    async def _run(self, fn: Callable[[], _T]) -> _T:
+        """Run one blocking step in the executor.
+
+        Cancelled: the socket is shut down so the thread returns promptly, and the session is broken.
+        Any exception from the step also breaks the session (the stream may be out of step).
+        """
+        job = self._executor.submit(fn)
+        self._job = cast("concurrent.futures.Future[object]", job)
+        try:
+            return await asyncio.wrap_future(job)
+        except BaseException:
+            self._state = "broken"
+            if not job.done():
+                self._session.shutdown()
+            raise
+
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"POP3 session for {self._settings.account!r} is {self._state}, not open")
+
+    async def open(self) -> None:
+        """Connect, negotiate TLS, log in with USER/PASS, read CAPA.
+
+        TLS: ``implicit`` wraps from the first octet; ``starttls`` issues STLS (RFC 2595 section 4) and
+        never sends USER/PASS if STLS fails; the certificate and host name are always verified against
+        ``settings.ca_file`` or the system store.
+
+        Cancelled: nothing on the server has changed. The socket is shut down, or, while the TCP or TLS
+        connection is still being made, closed by the connecting thread as soon as it has it (at most
+        ``timeout_s`` later). Call :meth:`abort`.
+
+        Raises:
+            ConnectError: DNS failure, connection refused, TLS handshake or verification failure.
+            AuthError: ``-ERR`` to USER or PASS, unless with a code below (RFC 3206 ``[AUTH]``).
+            ThrottledError: ``[SYS/TEMP]``, ``[IN-USE]`` or ``[LOGIN-DELAY]`` on the greeting or login.
+            TransientError: the greeting was ``-ERR`` without such a code.
+            NetworkTimeout: an operation exceeded ``timeout_s``.
+            ProtocolError: ``[SYS/PERM]`` at login, STLS refused or not offered, or a malformed reply.
+        """
+        if self._state != "new":
+            raise RuntimeError("open() may be called only once")
+        self._state = "opening"
+        await self._run(self._session.connect)
+        self._state = "open"
+
+    async def inventory(self) -> list[InventoryEntry]:
+        """UIDL and LIST: one entry per message, in message-number order, sizes in octets from LIST.
+
+        Messages sharing a UIDL are left out (see :attr:`duplicate_uidls`), with a warning. When the
+        server does not offer UIDL or refuses it permanently, identities are digests of the messages'
+        content instead (``TOP n 0`` and, where needed, RETR; see :meth:`_inventory_without_uidl`).
+
+        Cancelled: nothing changes on the server; the session is broken (call :meth:`abort`).
+
+        Standard: RFC 1939 section 7 (UIDL, TOP), section 5 (LIST).
+
+        Raises:
+            ThrottledError: UIDL was refused with ``[SYS/TEMP]``, ``[IN-USE]`` or ``[LOGIN-DELAY]``
+                (a passing condition: identities are not switched to digests for it).
+            ProtocolError: the server refused LIST, a listing is malformed, or the two listings disagree
+                on the message-numbers.
+            NetworkTimeout, ConnectError: the session is broken.
+        """
+        self._require_open()
+        self._identity, self._warnings = "uidl", ()
+        listing = await self._run(self._session.listing)
+        if listing.uidl is None:
+            return await self._inventory_without_uidl(listing)
+        uidls = listing.uidl.uidl_by_msgnum
+        if set(uidls) != set(listing.sizes):
+            raise self._session.protocol_error(
+                "UIDL and LIST name different message-numbers", standard="RFC 1939 section 7"
+            )
+        dups = listing.uidl.duplicates
+        for uidl, msgnums in dups.items():
+            _log.warning(
+                "pop3.uidl.duplicate", account=self._settings.account, uidl=uidl, message_count=len(msgnums)
+            )
+        entries: list[InventoryEntry] = []
+        self._msgnum_by_uidl, self._size_by_uidl = {}, {}
+        for msgnum in sorted(uidls):
+            uidl = uidls[msgnum]
+            if uidl not in dups:
+                self._msgnum_by_uidl[uidl] = msgnum
+                self._size_by_uidl[uidl] = listing.sizes[msgnum]
+                entries.append(InventoryEntry(POP3Key(uidl), listing.sizes[msgnum]))
+        self._duplicates = frozenset(dups)
+        return entries
+
+    async def _inventory_without_uidl(self, listing: Listing) -> list[InventoryEntry]:
+        """Identities for a server without UIDL: digests of the messages' content.
+
+        Steps: ``TOP n 0`` for every message (pipelined in windows when allowed; not sent when CAPA
+        lists capabilities without TOP); a header identity (``"hdr:…"``) for each message whose header
+        section is distinctive and unique in the listing; RETR of every other message, in windows by
+        LIST size, keeping only its SHA-256 (``"sha256:…"``, computed in the worker thread, the octets
+        dropped at once). A message whose RETR is refused here has no identity this cycle: it is left
+        out (neither retrieved nor deleted) and named in :attr:`identity_warnings`. The rules and why
+        they are safe: :mod:`maild.protocols.pop3.identity`.
+
+        Cancelled: as for :meth:`inventory`.
+
+        Standard: RFC 1939 section 7 (UIDL optional, TOP), RFC 2449 section 6.6 (PIPELINING).
+
+        Raises:
+            ThrottledError: UIDL was refused with a code saying the condition will pass.
+            NetworkTimeout, ConnectError, ProtocolError: as for :meth:`inventory`.
+        """
+        session, acct = self._session, self._settings.account
+        status = listing.uidl_status
+        if status is not None and any(status.has_code(c) for c in THROTTLE_CODES):
+            raise ThrottledError(f"{session._where()}: UIDL deferred: {listing.uidl_refusal}", account=acct)
+        sizes = listing.sizes
+        msgnums = sorted(sizes)
+        tops: dict[int, bytes | None] = {}
+        if msgnums and (not session.caps or "TOP" in session.caps):
+            limit = self._window if session.pipelining else 1
+            for start in range(0, len(msgnums), limit):
+                window = msgnums[start : start + limit]
+                replies = await self._run(
+                    functools.partial(
+                        session.run, "reading headers", [f"TOP {n} 0" for n in window], multiline=True
+                    )
+                )
+                tops.update((n, r.body) for n, r in zip(window, replies, strict=True))
+        plan = identity.plan_identities(sizes, tops)
+        del tops
+        cap = self._max_message_size
+        skipped = {n: f"unidentified:{sizes[n]}:{n}" for n in plan.need_content if cap and sizes[n] > cap}
+        digests: dict[int, str] = {}
+        refused: list[str] = []
+        readable = [n for n in plan.need_content if n not in skipped]
+        for window in self._msgnum_windows(readable, sizes):
+            outcome = await self._run(functools.partial(self._digest_window, window))
+            for msgnum, result in zip(window, outcome, strict=True):
+                if isinstance(result, str):
+                    digests[msgnum] = result
+                else:
+                    refused.append(session.redact(result.render()))
+        keys = {**plan.header_keys, **identity.content_keys(digests), **skipped}
+        entries: list[InventoryEntry] = []
+        self._msgnum_by_uidl, self._size_by_uidl = {}, {}
+        for msgnum in msgnums:
+            key = keys.get(msgnum)
+            if key is not None:
+                self._msgnum_by_uidl[key] = msgnum
+                self._size_by_uidl[key] = sizes[msgnum]
+                entries.append(InventoryEntry(POP3Key(key), sizes[msgnum]))
+        self._duplicates = frozenset()
+        self._identity = "content-digest"
+        what = "does not offer UIDL" if "UIDL" not in session.caps else "refused UIDL"
+        warnings = [
+            f"the server {what} (RFC 1939 section 7): messages are identified by digests of their "
+            f"content; {len(plan.header_keys)} by header section (TOP), {len(digests)} by full content "
+            "(downloaded in full in every cycle)"
+        ]
+        if plan.collisions:
+            warnings.append(
+                f"{len(plan.collisions)} messages share their header section with another one: "
+                "identified by full content"
+            )
+        if skipped:
+            warnings.append(
+                f"{len(skipped)} messages above max_message_size cannot be identified without "
+                "downloading them: skipped, left on the server"
+            )
+        if refused:
+            warnings.append(
+                f"{len(refused)} messages could not be read to identify them ({refused[0]}): "
+                "left on the server, tried again next cycle"
+            )
+        self._warnings = tuple(warnings)
+        _log.info(  # every cycle: info, not warning; the status carries the warning
+            "pop3.identity.content-digest",
+            account=acct,
+            by_header=len(plan.header_keys),
+            by_content=len(digests),
+            header_collisions=len(plan.collisions),
+            unidentified=len(refused),
+        )
+        return entries
+
+    def _digest_window(self, msgnums: Sequence[int]) -> list[str | wire.StatusLine]:
+        """RETR ``msgnums`` (in the worker thread) and return each one's content digest, or the refusal."""
+        replies = self._session.run("identifying messages", [f"RETR {n}" for n in msgnums], multiline=True)
+        out: list[str | wire.StatusLine] = []
+        for reply in replies:
+            out.append(identity.content_digest(reply.body) if reply.body is not None else reply.status)
+        return out
+
+    def _msgnum_windows(self, msgnums: Sequence[int], sizes: Mapping[int, int]) -> list[list[int]]:
+        """Group message-numbers into RETR windows by command count and LIST sizes, as :meth:`_windows`."""
+        limit = self._window if self._session.pipelining else 1
+        windows: list[list[int]] = []
+        octets = 0
+        for msgnum in msgnums:
+            size = sizes[msgnum]
+            if not windows or len(windows[-1]) >= limit or octets + size > self._window_octets:
+                windows.append([])
+                octets = 0
+            windows[-1].append(msgnum)
+            octets += size
+        return windows
+
+    def _msgnum(self, key: MessageKey) -> int | None:
+        if not isinstance(key, POP3Key):
+            raise TypeError(f"POP3 key expected, got {type(key).__name__}")
+        if self._msgnum_by_uidl is None:
+            raise RuntimeError("inventory() must run before retrieve() or delete()")
+        return self._msgnum_by_uidl.get(key.uidl)
+
+    def _next_window(
+        self, pending: collections.deque[MessageKey], octets: int
+    ) -> list[tuple[MessageKey, int | None]]:
+        """Take the next RETR window off ``pending``: up to ``window`` commands (1 without PIPELINING)
+        and about ``octets`` octets by LIST size, at least one message; keys without a message-number
+        ride along (they fail without asking the server)."""
+        limit = self._window if self._session.pipelining else 1
+        window: list[tuple[MessageKey, int | None]] = []
+        count = total = 0
+        while pending:
+            key = pending[0]
+            msgnum = self._msgnum(key)
+            if msgnum is not None:
+                size = self._size_by_uidl[cast(POP3Key, key).uidl]
+                if count and (count >= limit or total + size > octets):
+                    break
+                count += 1
+                total += size
+            window.append((pending.popleft(), msgnum))
+        return window
+
+    async def retrieve(
+        self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
+    ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
+        """RETR each message, pipelined in windows when the server allows; yield in the order of ``keys``.
+
+        Each window is one executor job; its messages are yielded once the whole window has arrived.
+        With PIPELINING the next window's RETRs go out before the current window's replies are read
+        (a sliding window: the server never waits for the consumer, and at most two windows are
+        requested and unread at a time). Windows hold up to ``window`` commands and about
+        ``window_octets()`` octets by LIST size (asked again for each window; default the adapter's
+        ``window_octets``).
+        ``raw`` is the message exactly as sent after un-stuffing, CRLF line endings (RFC 1939 section 3).
+        A ``-ERR`` to one RETR yields :class:`RetrievalFailure` with the server's line; a key not in this
+        session's inventory (or with a duplicated UIDL) yields RetrievalFailure without asking the server.
+        With digest identities (:attr:`identity`), a message whose octets do not match its identity
+        yields RetrievalFailure too, so that nothing is stored (and then deleted) under a wrong identity.
+
+        Cancelled while awaiting a window: the socket is shut down and the session broken; nothing was
+        deleted. Closing the generator early (it is suspended at a yield) leaves the session usable:
+        replies to a window sent ahead are read and dropped by the next command, and :meth:`abort`
+        then hangs up without QUIT.
+
+        Standard: RFC 1939 section 7 (RETR), RFC 2449 section 6.6 (PIPELINING).
+
+        Raises:
+            NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
+            TypeError: a key is not a POP3Key. RuntimeError: :meth:`inventory` has not run.
+        """
+        self._require_open()
+        for key in keys:  # checks every key before the first RETR
+            self._msgnum(key)
+        budget = window_octets if window_octets is not None else (lambda: self._window_octets)
+        pending = collections.deque(keys)
+        window = self._next_window(pending, budget())
+        sent = False
+        while window:
+            ahead = self._next_window(pending, budget())
+            send_ahead = ahead if self._session.pipelining else []
+            replies, mismatched = await self._run(
+                functools.partial(self._retrieve_window, window, send_ahead, sent=sent)
+            )
+            sent = any(n is not None for _, n in send_ahead)
+            results: list[RetrievedMessage | RetrievalFailure] = []
+            it = iter(replies)
+            for key, msgnum in window:
+                if msgnum is None:
+                    duplicate = cast(POP3Key, key).uidl in self._duplicates
+                    reason = (
+                        "UIDL is not unique in the maildrop"
+                        if duplicate
+                        else "not in this session's inventory"
+                    )
+                    results.append(RetrievalFailure(key, reason))
+                    continue
+                reply = next(it)
+                if reply.body is None:
+                    results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
+                elif msgnum in mismatched:
+                    uidl = cast(POP3Key, key).uidl
+                    _log.warning("pop3.identity.mismatch", account=self._settings.account, key=uidl)
+                    reason = "content differs from its digest identity; not stored"
+                    results.append(RetrievalFailure(key, reason))
+                else:
+                    results.append(RetrievedMessage(key, reply.body))
+            del replies, it
+            results.reverse()
+            while results:
+                yield results.pop()  # drop our reference before the consumer runs
+            window = ahead
+
+    def _retrieve_window(
+        self,
+        window: Sequence[tuple[MessageKey, int | None]],
+        ahead: Sequence[tuple[MessageKey, int | None]] = (),
+        *,
+        sent: bool = False,
+    ) -> tuple[list[wire.Reply], frozenset[int]]:
+        """RETR one window (in the worker thread): send its commands unless ``sent`` already, send the
+        ``ahead`` window's commands too (read by the next job), then read this window's replies.
+
+        With digest identities, also return the message-numbers whose octets do not match their
+        identity (see :func:`~maild.protocols.pop3.identity.key_matches`), which must not be stored
+        under it."""
+        targets = [(cast(POP3Key, key), n) for key, n in window if n is not None]
+        commands = [f"RETR {n}" for _, n in targets]
+        session = self._session
+        with session.mapped("retrieving"):
+            if not sent and commands:
+                session.send_ahead(commands, multiline=True)
+            following = [f"RETR {n}" for _, n in ahead if n is not None]
+            if following:
+                session.send_ahead(following, multiline=True)
+            replies = session.receive(len(commands), multiline=True)
+        if self._identity != "content-digest":
+            return replies, frozenset()
+        mismatched = frozenset(
+            n
+            for (key, n), reply in zip(targets, replies, strict=True)
+            if reply.body is not None
+            and not identity.key_matches(key.uidl, reply.body, self._size_by_uidl[key.uidl])
+        )
+        return replies, mismatched
+
+    async def delete(self, keys: Sequence[MessageKey]) -> None:
+        """DELE each message, pipelined in windows of up to ``window`` commands when allowed.
+
+        Deletion takes effect only when :meth:`close` gets ``+OK`` to QUIT (RFC 1939 section 6).
+        Every key is checked before anything is sent.
+
+        Cancelled: the socket is shut down and the session broken; since no QUIT follows, nothing is
+        deleted.
+
+        Standard: RFC 1939 section 5 (DELE), RFC 2449 section 6.6 (PIPELINING).
+
+        Raises:
+            ProtocolError: the server refused a DELE (all replies of the window were read first, so the
+                session stays usable; :meth:`abort` un-marks everything).
+            NetworkTimeout, ConnectError: the session is broken; nothing is deleted.
+            ValueError: a key is not in this session's inventory or its UIDL is not unique: such a
+                message is never deleted. TypeError, RuntimeError: as for :meth:`retrieve`.
+        """
+        self._require_open()
+        targets: list[tuple[POP3Key, int]] = []
+        seen: set[int] = set()  # a repeated key gets one DELE: a second would be refused
+        for key in keys:
+            msgnum = self._msgnum(key)
+            if msgnum is None:
+                raise ValueError(
+                    f"account {self._settings.account!r}: cannot delete {key!r}: not addressable"
+                )
+            if msgnum not in seen:
+                seen.add(msgnum)
+                targets.append((cast(POP3Key, key), msgnum))
+        limit = self._window if self._session.pipelining else 1
+        for start in range(0, len(targets), limit):
+            window = targets[start : start + limit]
+            commands = [f"DELE {n}" for _, n in window]
+            replies = await self._run(
+                functools.partial(self._session.run, "deleting", commands, multiline=False)
+            )
+            refused = [
+                (key, r.status) for (key, _), r in zip(window, replies, strict=True) if not r.status.ok
+            ]
+            if refused:
+                key, status = refused[0]
+                line = self._session.redact(status.render())
+                raise self._session.protocol_error(
+                    f"DELE refused for {len(refused)} message(s), first UIDL {key.uidl!r}",
+                    line=line,
+                    standard="RFC 1939 section 5",
+                )
+
+    async def close(self) -> None:
+        """QUIT: the server enters UPDATE and removes the messages marked with DELE; then close.
+
+        Only ``+OK`` to QUIT means the deletions were applied (RFC 1939 section 6).
+
+        Cancelled: QUIT may or may not have reached the server, so deletions may or may not have
+        happened; the socket is shut down.
+
+        Raises:
+            ProtocolError: QUIT was answered ``-ERR``; deletions may not have happened.
+            NetworkTimeout, ConnectError: no reply to QUIT; treat deletions as not done.
+        """
+        self._require_open()
+        status = await self._run(self._session.quit)
+        self._state = "closed"
+        if not status.ok:
+            line = self._session.redact(status.render())
+            raise self._session.protocol_error(
+                "QUIT refused; deletions may not have been applied", line=line, standard="RFC 1939 section 6"
+            )
+
+    async def abort(self) -> None:
+        """End the session without applying deletions; never raises (cancellation still propagates).
+
+        An open, in-step session gets RSET and, only after ``+OK`` to it, QUIT, each limited to
+        :data:`ABORT_TIMEOUT_S`; a broken one (after an error or cancellation) is only closed, waiting
+        at most that long for a step still running in its thread. Either way no UPDATE with deletions
+        happens. Safe to call at any time and more than once.
+
+        Cancelled: the socket is closed before the cancellation propagates.
+
+        Standard: RFC 1939 section 5 (RSET) and section 6 (no UPDATE without QUIT).
+        """
+        state, self._state = self._state, "closed"
+        if state in ("new", "closed"):
+            return
+        try:
+            if state == "open" and (self._job is None or self._job.done()):
+                async with asyncio.timeout(2 * ABORT_TIMEOUT_S):
+                    await self._run(self._session.reset_and_quit)
+            elif self._job is not None and not self._job.done():
+                self._session.shutdown()
+                waiter = asyncio.wrap_future(self._job)
+                await asyncio.wait([waiter], timeout=ABORT_TIMEOUT_S)
+                if waiter.done() and not waiter.cancelled():
+                    waiter.exception()  # retrieved: the step failed because we shut it down
+                waiter.cancel()
+        except Exception as exc:  # best effort by contract
+            _log.debug("pop3.abort.failed", account=self._settings.account, error=type(exc).__name__)
+        finally:
+            self._state = "closed"
+            self._session.shutdown()
+            self._session.close()

@@ -1,0 +1,409 @@
+"""The blocking half of a POP3 session: poplib for connecting, TLS and login; maild's own reader after.
+
+:class:`POP3Session` runs in a worker thread of maild's POP3 pool, one method at a time (driven by
+:class:`~maild.protocols.pop3.maildrop.POP3Maildrop`); only :meth:`POP3Session.shutdown` may be called from
+another thread meanwhile, to unblock a cancelled step. poplib reads lines of at most 2,048 octets and
+has no PIPELINING, so multi-line replies (CAPA, UIDL, LIST, RETR) and all commands after login go
+through :class:`~maild.protocols.pop3.wire.ReplyDecoder`, reading from poplib's own buffered socket
+file so that no octet is lost between the two readers.
+
+With :mod:`maild.protocols.pop3.maildrop` the only POP3 code that catches ``poplib.error_proto``,
+``ssl.SSLError`` and ``OSError``; they leave it as :mod:`maild.errors` classes naming the account,
+never the password.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import poplib
+import socket
+import ssl
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from maild.errors import (
+    AuthError,
+    ConnectError,
+    MaildError,
+    NetworkTimeout,
+    ProtocolError,
+    ThrottledError,
+    TransientError,
+)
+from maild.model import ServerSettings
+from maild.protocols.pop3 import wire
+from maild.protocols.tls import client_context
+
+__all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "THROTTLE_CODES", "Listing", "POP3Session"]
+
+
+READ_CHUNK_OCTETS = 256 * 1024
+"""Most octets taken from the socket per read."""
+
+ABORT_TIMEOUT_S = 5.0
+"""Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
+timeout), and for waiting on a step still running in its thread."""
+
+#: Response codes that mean "come back later" (RFC 3206 section 5, RFC 2449 section 8.1).
+THROTTLE_CODES = ("SYS/TEMP", "IN-USE", "LOGIN-DELAY")
+
+
+def _close_quietly(pop: poplib.POP3) -> None:
+    """Close a poplib session's file and socket, also a half-constructed one; never raises."""
+    with contextlib.suppress(AttributeError, OSError):
+        pop.close()
+
+
+class _POP3(poplib.POP3):
+    """poplib.POP3 that closes its socket when the greeting fails (poplib leaks it)."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        try:
+            super().__init__(host, port, timeout)
+        except BaseException:
+            _close_quietly(self)
+            raise
+
+
+class _POP3SSL(poplib.POP3_SSL):
+    """poplib.POP3_SSL that closes its socket when the greeting fails (poplib leaks it)."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
+        try:
+            super().__init__(host, port, timeout=timeout, context=context)
+        except BaseException:
+            _close_quietly(self)
+            raise
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Result of the inventory step: UIDL listing (None when refused, with the refusal) and scan listing."""
+
+    uidl: wire.UIDLListing | None
+    uidl_refusal: str
+    sizes: dict[int, int]
+    uidl_status: wire.StatusLine | None = None
+
+
+class POP3Session:
+    """The blocking half of one POP3 session. Its methods run in a worker thread, one at a time;
+    only :meth:`shutdown` may be called from another thread meanwhile."""
+
+    def __init__(self, settings: ServerSettings, max_reply_octets: int) -> None:
+        self.settings = settings
+        self.pop: poplib.POP3 | None = None
+        self.caps: dict[str, tuple[str, ...]] = {}
+        self.decoder = wire.ReplyDecoder(max_reply_octets=max_reply_octets)
+        self._lock = threading.Lock()
+        self._shut = False
+        self._ahead: collections.deque[bool] = collections.deque()  # replies owed: multiline or not
+
+    # -- errors ---------------------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        s = self.settings
+        return f"account {s.account!r}: POP3 {s.host}:{s.port}"
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with the password replaced, should a server ever echo it."""
+        secret = self.settings.password.reveal()
+        return text.replace(secret, "********") if secret else text
+
+    def protocol_error(self, message: str, *, line: str = "", standard: str = "") -> ProtocolError:
+        """A ProtocolError naming the account, with the server's line redacted."""
+        return ProtocolError(
+            f"{self._where()}: {message}",
+            account=self.settings.account,
+            line=self.redact(line),
+            standard=standard,
+        )
+
+    def translate(self, exc: BaseException, doing: str, *, connecting: bool = False) -> MaildError | None:
+        """The maild error for a foreign exception raised while ``doing``, naming the account; None for
+        exceptions that need no translation (maild errors that already name the account, bugs)."""
+        acct = self.settings.account
+        if isinstance(exc, ProtocolError):
+            if exc.account:
+                return None
+            named = ProtocolError(f"{self._where()}: {self.redact(exc.args[0])}", account=acct)
+            named.line, named.standard = self.redact(exc.line), exc.standard
+            return named
+        if isinstance(exc, TimeoutError):
+            return NetworkTimeout(
+                f"{self._where()}: no progress for {self.settings.timeout_s} s while {doing}", account=acct
+            )
+        if isinstance(exc, ssl.SSLError):
+            return ConnectError(f"{self._where()}: TLS failed while {doing}: {exc}", account=acct)
+        if isinstance(exc, OSError):
+            what = "cannot connect" if connecting else "connection lost"
+            return ConnectError(f"{self._where()}: {what} while {doing}: {exc}", account=acct)
+        return None
+
+    @contextlib.contextmanager
+    def mapped(self, doing: str, *, connecting: bool = False) -> Iterator[None]:
+        """Translate foreign exceptions raised while ``doing`` (see :meth:`translate`)."""
+        try:
+            yield
+        except Exception as exc:
+            error = self.translate(exc, doing, connecting=connecting)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _refusal(self, exc: poplib.error_proto, doing: str) -> wire.StatusLine | MaildError:
+        """The server's status line inside a poplib error, or the error to raise for poplib's own
+        complaints (``"-ERR EOF"``, ``"line too long"``) and for a malformed line."""
+        arg = exc.args[0] if exc.args else b""
+        if isinstance(arg, str):  # poplib's own text, not the server's
+            if arg == "-ERR EOF":
+                return ConnectError(
+                    f"{self._where()}: server closed the connection while {doing}",
+                    account=self.settings.account,
+                )
+            return self.protocol_error(f"{arg} while {doing}", standard="RFC 1939 section 3")
+        try:
+            return wire.parse_status_line(bytes(arg))
+        except ProtocolError as bad:
+            return self.translate(bad, doing) or bad
+
+    def _login_step(self, pop: poplib.POP3, verb: Literal["USER", "PASS"]) -> MaildError | None:
+        """Send USER or PASS through poplib; return the error to raise, or None on +OK.
+
+        The error is returned, not raised, so that the caller raises it with no exception chain:
+        poplib's frames beneath the original exception hold the password in their locals, and
+        traceback renderers may print locals.
+
+        Standard: RFC 1939 section 7; RFC 2449 section 8.1 and RFC 3206 for the response codes.
+        """
+        acct = self.settings.account
+        try:
+            if verb == "USER":
+                pop.user(self.settings.username)
+            else:
+                pop.pass_(self.settings.password.reveal())
+        except poplib.error_proto as exc:
+            status = self._refusal(exc, verb)
+        except OSError as exc:
+            return self.translate(exc, f"sending {verb}", connecting=True)
+        else:
+            return None
+        if isinstance(status, MaildError):
+            return status
+        reply = self.redact(status.render())
+        if any(status.has_code(c) for c in THROTTLE_CODES):
+            return ThrottledError(f"{self._where()}: login deferred: {reply}", account=acct)
+        if status.has_code("SYS/PERM"):
+            return self.protocol_error(f"login failed: {reply}", line=reply, standard="RFC 3206 section 4")
+        return AuthError(f"{self._where()}: login refused: {reply}", account=acct)
+
+    # -- connection -----------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Shut the socket down so a thread blocked on it returns now; safe from any thread, any time."""
+        with self._lock:
+            self._shut = True
+            pop = self.pop
+        sock = getattr(pop, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # bypasses SSLSocket's, which drops state
+
+    def close(self) -> None:
+        """Close file and socket; never raises."""
+        if self.pop is not None:
+            _close_quietly(self.pop)
+
+    def _attach(self, pop: poplib.POP3) -> None:
+        with self._lock:
+            if not self._shut:
+                self.pop = pop
+                return
+        _close_quietly(pop)
+        raise ConnectError(
+            f"{self._where()}: connection abandoned (cancelled)", account=self.settings.account
+        )
+
+    def connect(self) -> None:
+        """Connect, greet, negotiate TLS, USER/PASS, CAPA. Closes the socket on any failure.
+
+        Standard: RFC 1939 sections 4 and 7 (greeting, USER/PASS), RFC 2595 section 4 (STLS), RFC 2449
+        section 5 (CAPA after login: capabilities may differ per state), RFC 3206 (response codes).
+        """
+        try:
+            with self.mapped("connecting", connecting=True):
+                self._connect()
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self) -> None:
+        s = self.settings
+        acct = s.account
+        ctx = client_context(s.ca_file)  # verifies certificate and host name; built once per CA file
+        try:
+            if s.tls == "implicit":
+                pop: poplib.POP3 = _POP3SSL(s.host, s.port, s.timeout_s, ctx)
+            else:
+                pop = _POP3(s.host, s.port, s.timeout_s)
+        except poplib.error_proto as exc:
+            status = self._refusal(exc, "greeting")
+            if isinstance(status, MaildError):
+                raise status from exc
+            if any(status.has_code(c) for c in THROTTLE_CODES):
+                raise ThrottledError(f"{self._where()}: greeting {status.render()}", account=acct) from exc
+            raise TransientError(
+                f"{self._where()}: server refused the session: {status.render()}", account=acct
+            ) from exc
+        self._attach(pop)
+        if s.tls == "starttls":
+            try:
+                pop.stls(context=ctx)  # CAPA, then STLS only if offered, then the handshake
+            except (poplib.error_proto, UnicodeDecodeError) as exc:
+                reason = exc.args[0] if isinstance(exc, poplib.error_proto) and exc.args else exc
+                if isinstance(reason, bytes):
+                    reason = reason.decode("utf-8", "replace")
+                if reason == "-ERR EOF":
+                    raise ConnectError(
+                        f"{self._where()}: server closed the connection at STLS", account=acct
+                    ) from exc
+                raise self.protocol_error(
+                    "STLS failed; refusing to log in without TLS",
+                    line=str(reason),
+                    standard="RFC 2595 section 4",
+                ) from exc
+        if any(c in s.username + s.password.reveal() for c in "\r\n\0"):
+            raise AuthError(f"{self._where()}: username or password contains a line break", account=acct)
+        for verb in ("USER", "PASS"):
+            error = self._login_step(pop, verb)
+            if error is not None:
+                raise error  # outside any except block: no chain back to poplib's frames
+        capa = self.exchange(["CAPA"], multiline=True, pipelined=False)[0]
+        self.caps = wire.parse_capa(capa.body) if capa.body is not None else {}
+
+    # -- commands -------------------------------------------------------------------------------------
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether the server announced PIPELINING (RFC 2449 section 6.6)."""
+        return "PIPELINING" in self.caps
+
+    def exchange(self, commands: Sequence[str], *, multiline: bool, pipelined: bool) -> list[wire.Reply]:
+        """Send ``commands`` and read one reply to each, in order.
+
+        Replies still owed for commands sent ahead (:meth:`send_ahead`) are read and discarded first.
+
+        Args:
+            commands: command lines without CRLF, ASCII.
+            multiline: whether ``+OK`` replies to these commands are multi-line.
+            pipelined: send all commands at once (RFC 2449 section 6.6) instead of one per round trip.
+
+        Raises:
+            ProtocolError: a reply is malformed or too large, or data follows the last reply.
+            OSError: from the socket (mapped by the caller's :meth:`mapped`).
+        """
+        if self._ahead:
+            self.receive(len(self._ahead), multiline=self._ahead[0])
+        replies: list[wire.Reply] = []
+        batches = [commands] if pipelined else [[c] for c in commands]
+        for batch in batches:
+            self.send_ahead(batch, multiline=multiline)
+            replies.extend(self.receive(len(batch), multiline=multiline))
+        return replies
+
+    @property
+    def owed(self) -> int:
+        """Commands sent whose replies have not been read yet."""
+        return len(self._ahead)
+
+    def send_ahead(self, commands: Sequence[str], *, multiline: bool) -> None:
+        """Send ``commands`` now and read their replies later with :meth:`receive` (RFC 2449 section
+        6.6: only when the server announced PIPELINING, or for a single command). All commands owed
+        at one time must be of one kind (``multiline``).
+
+        Raises:
+            ConnectError: not connected. OSError: from the socket.
+        """
+        pop = self.pop
+        if pop is None:
+            raise ConnectError(f"{self._where()}: not connected", account=self.settings.account)
+        if self._ahead and self._ahead[0] != multiline:
+            raise RuntimeError("replies of another kind are still owed")
+        pop.sock.sendall("".join(f"{c}\r\n" for c in commands).encode("ascii"))
+        self._ahead.extend([multiline] * len(commands))
+
+    def receive(self, count: int, *, multiline: bool) -> list[wire.Reply]:
+        """Read the replies to the ``count`` oldest commands owed (see :meth:`send_ahead`).
+
+        Raises:
+            ProtocolError: a reply is malformed or too large, or data follows the last reply owed.
+            ConnectError: the server closed the connection. OSError: from the socket.
+        """
+        pop = self.pop
+        if pop is None:
+            raise ConnectError(f"{self._where()}: not connected", account=self.settings.account)
+        if count > len(self._ahead):
+            raise RuntimeError(f"{count} replies asked, {len(self._ahead)} owed")
+        file = cast(io.BufferedIOBase, pop.file)
+        replies: list[wire.Reply] = []
+        for _ in range(count):
+            while (reply := self.decoder.next_reply(multiline=multiline)) is None:
+                chunk = file.read1(READ_CHUNK_OCTETS)
+                if not chunk:
+                    raise ConnectError(
+                        f"{self._where()}: server closed the connection", account=self.settings.account
+                    )
+                self.decoder.feed(chunk)
+            self._ahead.popleft()
+            replies.append(reply)
+        if not self._ahead and self.decoder.buffered_octets:
+            raise self.protocol_error("unexpected data after the last reply", standard="RFC 1939 section 3")
+        return replies
+
+    def run(self, doing: str, commands: Sequence[str], *, multiline: bool) -> list[wire.Reply]:
+        """:meth:`exchange` with errors mapped; pipelined when the server allows it."""
+        with self.mapped(doing):
+            return self.exchange(commands, multiline=multiline, pipelined=self.pipelining)
+
+    def listing(self) -> Listing:
+        """UIDL and LIST (RFC 1939 sections 7 and 5), pipelined when allowed, parsed."""
+        with self.mapped("listing the maildrop"):
+            if self.pipelining:
+                uidl, scan = self.exchange(["UIDL", "LIST"], multiline=True, pipelined=True)
+            else:
+                uidl = self.exchange(["UIDL"], multiline=True, pipelined=False)[0]
+                scan = self.exchange(["LIST"], multiline=True, pipelined=False)[0]
+            if scan.body is None:
+                raise self.protocol_error(
+                    "LIST refused", line=scan.status.render(), standard="RFC 1939 section 5"
+                )
+            sizes = wire.parse_scan_listing(scan.body)
+            if uidl.body is None:
+                return Listing(None, self.redact(uidl.status.render()), sizes, uidl.status)
+            return Listing(wire.parse_uidl_listing(uidl.body), "", sizes)
+
+    def quit(self) -> wire.StatusLine:
+        """QUIT (RFC 1939 section 6), then close the socket whatever happened."""
+        try:
+            return self.run("sending QUIT", ["QUIT"], multiline=False)[0].status
+        finally:
+            self.close()
+
+    def reset_and_quit(self) -> None:
+        """RSET, and only after ``+OK`` to it QUIT, with a short timeout; then close. Best effort.
+
+        QUIT is never pipelined behind RSET: a QUIT after a failed RSET would apply the deletions.
+        With replies still owed (a RETR window sent ahead) it only closes the connection: a session
+        that ends without QUIT never enters the UPDATE state (RFC 1939 section 6), so nothing is deleted.
+        """
+        try:
+            if self.pop is not None and not self._ahead:  # replies owed: just hang up (no UPDATE state)
+                self.pop.sock.settimeout(min(self.settings.timeout_s, ABORT_TIMEOUT_S))
+                if self.exchange(["RSET"], multiline=False, pipelined=False)[0].status.ok:
+                    self.exchange(["QUIT"], multiline=False, pipelined=False)
+        finally:
+            self.close()

@@ -1,0 +1,425 @@
+"""Sans-I/O POP3 reply parsing: bytes in, typed values or :class:`~maild.errors.ProtocolError` out.
+
+Nothing here touches a socket. The adapter (:mod:`.maildrop`) reads bytes from the server, feeds
+them to a :class:`ReplyDecoder`, and turns the resulting :class:`Reply` values into maild's model.
+
+Standards: RFC 1939 (POP3: status indicators section 3, byte-stuffing section 3, LIST section 5, UIDL
+section 7), RFC 2449 (CAPA section 5, response codes section 8, PIPELINING section 6.6), RFC 3206 (the
+``AUTH`` and ``SYS/TEMP``/``SYS/PERM`` response codes).
+
+Errors raised here carry no account name (this layer does not know it); the adapter adds it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from maild.errors import ProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_REPLY_OCTETS",
+    "MAX_STATUS_LINE_OCTETS",
+    "MAX_UIDL_OCTETS",
+    "TERMINATOR",
+    "Reply",
+    "ReplyDecoder",
+    "StatusLine",
+    "UIDLListing",
+    "parse_capa",
+    "parse_scan_listing",
+    "parse_status_line",
+    "parse_uidl_listing",
+]
+
+TERMINATOR = b"\r\n.\r\n"
+"""End of a multi-line reply: CRLF, a line holding a single ".", CRLF (RFC 1939 section 3)."""
+
+MAX_UIDL_OCTETS = 70
+"""Longest unique-id listing the RFC allows, in octets (RFC 1939 section 7). Informational: longer ones
+are accepted, because rejecting them would make those messages unreachable."""
+
+MAX_STATUS_LINE_OCTETS = 8192
+"""Longest status line accepted, in octets without CRLF. RFC 2449 section 4 allows 512 octets including
+CRLF; real servers stay below it, so 16 times that is lenient and still bounds the buffer on garbage."""
+
+DEFAULT_MAX_REPLY_OCTETS = 100 * 2**20
+"""Default cap on one reply, in octets (status line, body and terminator, before un-stuffing)."""
+
+_CRLF = b"\r\n"
+_STUFFED = b"\r\n.."
+TAKE_BUFFER_OCTETS = 2**20
+"""A multi-line body of at least this many octets, with less than this after it in the receive buffer,
+is handed out as the receive buffer itself instead of a copy (see ``ReplyDecoder._take_body``)."""
+_UNSTUFFED = b"\r\n."
+# RFC 2449 section 8: resp-code = "[" resp-level *("/" resp-level) "]", rchar = %x21-2E / %x30-5C / %x5E-7F.
+_RESP_CODE_RE = re.compile(r"\[([\x21-\x2e\x30-\x5c\x5e-\x7e]+(?:/[\x21-\x2e\x30-\x5c\x5e-\x7e]+)*)\]")
+_STATUS_RE = re.compile(rb"(\+OK|-ERR)(?:[ \t]+(.*))?", re.IGNORECASE | re.DOTALL)
+_UIDL_BAD_OCTETS = re.compile(rb"[\x00-\x20\x7f]")
+# Fast paths for listings in the usual shape (one ``msgnum SP field CRLF`` per line, nothing else);
+# anything else goes through the line-by-line parsers, which accept the same and explain errors.
+_UIDL_LINE = rb"(0*[1-9][0-9]*) ([^\x00-\x20\x7f]+)\r\n"
+_UIDL_BODY = re.compile(rb"(?:0*[1-9][0-9]* [^\x00-\x20\x7f]+\r\n)*")
+_UIDL_LINES = re.compile(_UIDL_LINE)
+_SCAN_BODY = re.compile(rb"(?:0*[1-9][0-9]* [0-9]+\r\n)*")
+_SCAN_LINES = re.compile(rb"(0*[1-9][0-9]*) ([0-9]+)\r\n")
+
+
+def _show(line: bytes) -> str:
+    """Render a reply line for an error message: decoded leniently, at most 200 characters."""
+    return line[:200].decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLine:
+    """A POP3 status line (RFC 1939 section 3) with its optional response code (RFC 2449 section 8).
+
+    Attributes:
+        ok: True for ``+OK``, False for ``-ERR``.
+        code: the response code without brackets, upper-cased, levels separated by ``/``, e.g.
+            ``"SYS/TEMP"``, ``"AUTH"``, ``"IN-USE"``, ``"LOGIN-DELAY"``; None when the line has none. A server
+            that did not announce RESP-CODES may still send one; it is parsed the same way.
+        text: the human-readable text after the indicator and code, stripped; may be empty.
+    """
+
+    ok: bool
+    code: str | None
+    text: str
+
+    def has_code(self, code: str) -> bool:
+        """Whether the response code is ``code`` or one of its sub-levels.
+
+        ``has_code("SYS")`` is true for ``SYS/TEMP``; RFC 2449 section 8 makes codes hierarchical so that
+        clients can act on the levels they know.
+
+        Args:
+            code: an upper-case code such as ``"SYS/TEMP"``.
+        """
+        return self.code is not None and (self.code == code or self.code.startswith(code + "/"))
+
+    def render(self) -> str:
+        """Return the line as the server sent it, normalised, e.g. ``"-ERR [SYS/TEMP] try later"``."""
+        parts = ["+OK" if self.ok else "-ERR"]
+        if self.code is not None:
+            parts.append(f"[{self.code}]")
+        if self.text:
+            parts.append(self.text)
+        return " ".join(parts)
+
+
+def parse_status_line(line: bytes) -> StatusLine:
+    """Parse one status line.
+
+    Args:
+        line: the line, with or without its trailing CRLF, e.g. ``b"-ERR [IN-USE] locked\\r\\n"``. The
+            indicator is matched case-insensitively (lenient); text is decoded as UTF-8 with replacement.
+
+    Returns:
+        The parsed status line.
+
+    Standard: RFC 1939 section 3 (``+OK``/``-ERR``), RFC 2449 section 8 (response codes), RFC 3206.
+
+    Raises:
+        ProtocolError: the line does not start with ``+OK`` or ``-ERR`` followed by whitespace or its end.
+    """
+    if line.endswith(_CRLF):
+        line = line[:-2]
+    match = _STATUS_RE.fullmatch(line)
+    if match is None:
+        raise ProtocolError("malformed POP3 status line", line=_show(line), standard="RFC 1939 section 3")
+    ok = match.group(1).upper() == b"+OK"
+    text = (match.group(2) or b"").decode("utf-8", "replace").strip()
+    code: str | None = None
+    code_match = _RESP_CODE_RE.match(text)
+    if code_match is not None:
+        code = code_match.group(1).upper()
+        text = text[code_match.end() :].strip()
+    return StatusLine(ok=ok, code=code, text=text)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One complete server reply.
+
+    Attributes:
+        status: the status line.
+        body: for a multi-line ``+OK`` reply, the data lines after un-stuffing (RFC 1939 section 3): every
+            line keeps its CRLF, the terminating ``.`` line is removed, octets are otherwise exactly as
+            sent; ``b""`` for an empty listing or message. None for single-line replies and for ``-ERR``
+            (which is always single-line).
+    """
+
+    status: StatusLine
+    body: bytes | None = None
+
+
+class ReplyDecoder:
+    """Incremental decoder for a stream of POP3 replies, single- and multi-line, pipelined or not.
+
+    Feed it bytes in chunks of any size with :meth:`feed`; pull replies with :meth:`next_reply`, telling it
+    whether the command the next reply answers has a multi-line reply (RETR, UIDL, LIST, CAPA without
+    argument) or not. Replies come out in the order they were sent (RFC 2449 section 6.6).
+
+    Efficiency: the terminator is found with :meth:`bytearray.find`, resuming where the last search ended,
+    and un-stuffing is one :meth:`bytes.replace`; no per-line Python loop. Lines of any length work.
+
+    Memory: while a reply of N octets is decoded, at most about 2N octets are held (the receive buffer
+    and the extracted body; the buffer is released before un-stuffing makes its copy).
+
+    Args:
+        max_reply_octets: cap on one reply, in octets (status line, body, terminator, before un-stuffing).
+        max_status_line_octets: cap on a status line, in octets without CRLF.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_reply_octets: int = DEFAULT_MAX_REPLY_OCTETS,
+        max_status_line_octets: int = MAX_STATUS_LINE_OCTETS,
+    ) -> None:
+        if max_reply_octets < 1 or max_status_line_octets < 1:
+            raise ValueError("caps must be positive")
+        self._buf = bytearray()
+        self._max_reply = max_reply_octets
+        self._max_status = max_status_line_octets
+        # State for the reply at the head of the buffer; reset when it is consumed.
+        self._status: StatusLine | None = None
+        self._status_end = 0  # index just after the status line's CRLF
+        self._scan_from = 0  # where the next terminator search starts
+
+    @property
+    def buffered_octets(self) -> int:
+        """Octets received but not yet returned as part of a reply."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes; chunk boundaries may fall anywhere, also inside the terminator.
+
+        Args:
+            data: the next bytes from the server, possibly empty.
+        """
+        self._buf += data
+
+    def next_reply(self, *, multiline: bool) -> Reply | None:
+        """Return the next complete reply, or None when more bytes are needed.
+
+        Args:
+            multiline: True when the command this reply answers has a multi-line ``+OK`` reply. A ``-ERR``
+                reply is single-line in either case (RFC 1939 section 3).
+
+        Returns:
+            The reply, removed from the buffer; or None (call :meth:`feed`, then ask again).
+
+        Standard: RFC 1939 section 3 (status indicators, multi-line responses, byte-stuffing).
+
+        Raises:
+            ProtocolError: the status line is malformed or longer than ``max_status_line_octets``, or the
+                reply is larger than ``max_reply_octets``. The decoder is unusable afterwards.
+        """
+        buf = self._buf
+        status = self._status
+        if status is None:
+            eol = buf.find(_CRLF, 0, self._max_status + 2)
+            if eol < 0:
+                if len(buf) >= self._max_status + 2:
+                    raise ProtocolError(
+                        f"POP3 status line longer than {self._max_status} octets",
+                        line=_show(bytes(buf[:200])),
+                        standard="RFC 2449 section 4",
+                    )
+                return None
+            status = parse_status_line(bytes(buf[:eol]))
+            self._status = status
+            self._status_end = eol + 2
+            self._scan_from = eol
+        if not (multiline and status.ok):
+            self._consume(self._status_end)
+            return Reply(status)
+        term = buf.find(TERMINATOR, self._scan_from)
+        if term < 0:
+            if len(buf) > self._max_reply:
+                raise self._too_large()
+            self._scan_from = max(self._status_end - 2, len(buf) - len(TERMINATOR) + 1)
+            return None
+        end = term + len(TERMINATOR)
+        if end > self._max_reply:
+            raise self._too_large()
+        body_start = self._status_end
+        if term < body_start:
+            # The terminator's leading CRLF is the status line's own: an empty body.
+            self._consume(end)
+            return Reply(status, b"")
+        if buf.startswith(b"..", body_start):
+            body_start += 1  # the first line has no preceding CRLF for replace() to see
+        if term + 2 - body_start >= TAKE_BUFFER_OCTETS and len(buf) - end < TAKE_BUFFER_OCTETS:
+            return Reply(status, self._take_body(body_start, term + 2, end))
+        with memoryview(buf) as view:
+            raw = view[body_start : term + 2].tobytes()
+        self._consume(end)  # frees the receive buffer before un-stuffing copies the body
+        return Reply(status, raw.replace(_STUFFED, _UNSTUFFED))
+
+    def _take_body(self, start: int, stop: int, end: int) -> bytes:
+        """Hand out the receive buffer itself as the body ``buf[start:stop]`` (no copy of a large
+        message), keeping what follows ``end`` (the start of the next reply) in a new buffer.
+
+        Cutting the head off a bytearray only moves its start; cutting the tail shrinks it in place.
+        Returns a bytearray (typed ``bytes``: it supports everything the consumers use and is
+        never modified afterwards); un-stuffing copies only when a line was stuffed.
+        """
+        buf = self._buf
+        self._buf = bytearray(buf[end:])
+        self._status = None
+        self._status_end = 0
+        self._scan_from = 0
+        del buf[stop:]
+        del buf[:start]
+        if buf.find(_STUFFED) >= 0:
+            buf = buf.replace(_STUFFED, _UNSTUFFED)
+        return cast(bytes, buf)
+
+    def replies(self, *, multiline: bool) -> Iterator[Reply]:
+        """Yield every reply that is complete in the buffer now, all of the same kind.
+
+        Args:
+            multiline: as for :meth:`next_reply`.
+
+        Raises:
+            ProtocolError: as for :meth:`next_reply`.
+        """
+        while (reply := self.next_reply(multiline=multiline)) is not None:
+            yield reply
+
+    def _consume(self, end: int) -> None:
+        del self._buf[:end]
+        self._status = None
+        self._status_end = 0
+        self._scan_from = 0
+
+    def _too_large(self) -> ProtocolError:
+        return ProtocolError(
+            f"POP3 reply larger than the cap of {self._max_reply} octets", standard="RFC 1939 section 3"
+        )
+
+
+def _listing_lines(body: bytes) -> Iterator[tuple[int, list[bytes]]]:
+    """Yield (msgnum, remaining fields) for each non-blank line of a listing body."""
+    for line in body.split(_CRLF):
+        fields = line.split()
+        if not fields:
+            continue
+        if not fields[0].isdigit() or int(fields[0]) < 1:
+            raise ProtocolError("malformed message-number in listing", line=_show(line))
+        yield int(fields[0]), fields[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class UIDLListing:
+    """A parsed UIDL listing.
+
+    Attributes:
+        uidl_by_msgnum: mapping of message-number (1-based, this session only) to unique-id listing, in
+            listing order. Duplicated uidls are included here.
+        duplicates: mapping of each uidl that appears more than once to the message-numbers carrying it,
+            ascending. Such messages cannot be addressed by uidl; the adapter leaves them out.
+    """
+
+    uidl_by_msgnum: Mapping[int, str]
+    duplicates: Mapping[str, tuple[int, ...]]
+
+
+def parse_uidl_listing(body: bytes) -> UIDLListing:
+    """Parse the body of a multi-line UIDL reply.
+
+    Args:
+        body: un-stuffed lines ``msgnum SP uidl CRLF`` as returned in :attr:`Reply.body`.
+
+    Returns:
+        The listing. A uidl is decoded as Latin-1, so any octet except whitespace and controls survives and
+        ``uidl.encode("latin-1")`` gives back the wire octets. Length is not checked (RFC 1939 says at most
+        70 octets; longer ones are accepted). Blank lines are skipped.
+
+    Standard: RFC 1939 section 7 (uidl = 1*70 octets in 0x21-0x7E; unique within the maildrop).
+
+    Raises:
+        ProtocolError: a line lacks a uidl, has more than two fields, has a message-number that is not a
+            positive decimal or repeats one, or its uidl contains a control octet.
+    """
+    if _UIDL_BODY.fullmatch(body):
+        pairs = _UIDL_LINES.findall(body)
+        fast = {int(n): u.decode("latin-1") for n, u in pairs}
+        if len(fast) == len(pairs) and len(set(fast.values())) == len(fast):  # no repeats
+            return UIDLListing(uidl_by_msgnum=fast, duplicates={})
+    uidl_by_msgnum: dict[int, str] = {}
+    msgnums_by_uidl: dict[str, list[int]] = {}
+    for msgnum, rest in _listing_lines(body):
+        if len(rest) != 1 or _UIDL_BAD_OCTETS.search(rest[0]):
+            raise ProtocolError(
+                f"malformed UIDL listing line for message {msgnum}",
+                line=_show(b" ".join([str(msgnum).encode(), *rest])),
+                standard="RFC 1939 section 7",
+            )
+        if msgnum in uidl_by_msgnum:
+            raise ProtocolError(f"message-number {msgnum} listed twice", standard="RFC 1939 section 7")
+        uidl = rest[0].decode("latin-1")
+        uidl_by_msgnum[msgnum] = uidl
+        msgnums_by_uidl.setdefault(uidl, []).append(msgnum)
+    duplicates = {u: tuple(sorted(ns)) for u, ns in msgnums_by_uidl.items() if len(ns) > 1}
+    return UIDLListing(uidl_by_msgnum=uidl_by_msgnum, duplicates=duplicates)
+
+
+def parse_scan_listing(body: bytes) -> dict[int, int]:
+    """Parse the body of a multi-line LIST reply.
+
+    Args:
+        body: un-stuffed lines ``msgnum SP octets [SP anything] CRLF``.
+
+    Returns:
+        Mapping of message-number to size in octets, in listing order. Blank lines are skipped; fields
+        after the size are ignored (RFC 1939 section 5 allows them).
+
+    Standard: RFC 1939 section 5 (LIST, scan listing).
+
+    Raises:
+        ProtocolError: a line lacks the size, a number is not a non-negative decimal, or a
+            message-number repeats.
+    """
+    if _SCAN_BODY.fullmatch(body):
+        pairs = _SCAN_LINES.findall(body)
+        fast = {int(n): int(octets) for n, octets in pairs}
+        if len(fast) == len(pairs):  # no message-number repeats
+            return fast
+    sizes: dict[int, int] = {}
+    for msgnum, rest in _listing_lines(body):
+        if not rest or not rest[0].isdigit():
+            raise ProtocolError(
+                f"malformed scan listing for message {msgnum}",
+                line=_show(b" ".join([str(msgnum).encode(), *rest])),
+                standard="RFC 1939 section 5",
+            )
+        if msgnum in sizes:
+            raise ProtocolError(f"message-number {msgnum} listed twice", standard="RFC 1939 section 5")
+        sizes[msgnum] = int(rest[0])
+    return sizes
+
+
+def parse_capa(body: bytes) -> dict[str, tuple[str, ...]]:
+    """Parse the body of a multi-line CAPA reply.
+
+    Args:
+        body: un-stuffed lines ``capa-tag *(SP param) CRLF``.
+
+    Returns:
+        Mapping of upper-cased capability name (tags are case-insensitive) to its parameters as sent,
+        e.g. ``{"PIPELINING": (), "SASL": ("PLAIN", "LOGIN"), "UIDL": ()}``. Blank lines are skipped;
+        non-ASCII octets become U+FFFD. A repeated tag keeps the last parameters.
+
+    Standard: RFC 2449 section 5 (CAPA) and section 6 (initial capabilities).
+    """
+    caps: dict[str, tuple[str, ...]] = {}
+    for line in body.split(_CRLF):
+        fields = line.decode("ascii", "replace").split()
+        if fields:
+            caps[fields[0].upper()] = tuple(fields[1:])
+    return caps

@@ -1,0 +1,248 @@
+"""The control socket: newline-delimited JSON over a local Unix socket.
+
+Request: one JSON object per line, ``{"command": "status", ...}`` (optional ``"version": 1``).
+Reply: one JSON object per line, ``{"ok": true, ...}`` or
+``{"ok": false, "error": {"code": "unknown-command", "message": "..."}}``.
+
+Requests are limited in size (:data:`MAX_REQUEST_OCTETS`) and time (:data:`IDLE_TIMEOUT_S` without a
+complete line): an abusive client is dropped without affecting the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from maild.errors import ControlError
+
+log = structlog.get_logger("maild.service.control")
+
+PROTOCOL_VERSION = 1
+MAX_REQUEST_OCTETS = 64 * 1024
+IDLE_TIMEOUT_S = 10.0
+MAX_CLIENTS = 64
+LISTEN_BACKLOG = 512
+SOCKET_MODE = 0o660
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def error_reply(code: str, message: str) -> dict[str, Any]:
+    """Build the JSON error reply for ``code`` and ``message``."""
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+class ControlServer:
+    """Serves control requests on a Unix socket.
+
+    Args:
+        path: the socket path; its parent directory is created if missing.
+        handler: coroutine mapping a request object to a reply object; it may raise
+            :class:`ControlError` for a JSON error reply.
+        group: optional group name or id that may use the socket (mode 0660).
+    """
+
+    def __init__(self, path: Path, handler: Handler, *, group: str | int | None = None) -> None:
+        self.path = path
+        self.handler = handler
+        self.group = group
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen on the socket.
+
+        Raises:
+            ControlError: another maild answers on the path, or the path cannot be used.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise ControlError(
+                    "socket-path", f"control socket path {self.path} exists and is not a socket"
+                )
+            if daemon_answers(self.path):
+                raise ControlError("in-use", f"another maild is listening on {self.path}")
+            self.path.unlink()
+        old_umask = os.umask(0o117)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_REQUEST_OCTETS, backlog=LISTEN_BACKLOG
+            )
+        finally:
+            os.umask(old_umask)
+        try:
+            os.chmod(self.path, SOCKET_MODE)
+            if self.group is not None:
+                os.chown(self.path, -1, _gid(self.group))
+        except (OSError, KeyError) as exc:
+            await self.close()
+            raise ControlError(
+                "socket-group", f"cannot give {self.path} to group {self.group!r}: {exc}"
+            ) from None
+
+    async def close(self) -> None:
+        """Stop listening, drop connected clients and remove the socket file this server created.
+
+        A server that never started listening leaves the path alone: it may be another daemon's.
+        """
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        await self._server.wait_closed()
+        self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._clients) >= MAX_CLIENTS:
+            writer.write(
+                _encode(error_reply("busy", f"more than {MAX_CLIENTS} clients connected; try again"))
+            )
+            writer.close()
+            return
+        self._clients.add(task)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(IDLE_TIMEOUT_S):
+                        line = await reader.readline()
+                except TimeoutError:
+                    return
+                except (ValueError, asyncio.LimitOverrunError):
+                    writer.write(
+                        _encode(error_reply("too-large", f"request exceeds {MAX_REQUEST_OCTETS} octets"))
+                    )
+                    async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads is dropped
+                        await writer.drain()
+                    return
+                if not line:
+                    return
+                reply = await self._dispatch(line)
+                writer.write(_encode(reply))
+                async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads is dropped
+                    await writer.drain()
+        except (ConnectionError, OSError, TimeoutError):
+            return
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _dispatch(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return error_reply("bad-json", f"request is not valid JSON: {exc}")
+        except RecursionError:
+            return error_reply("bad-json", "request is nested too deeply")
+        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+            return error_reply("bad-request", 'request must be a JSON object with a string "command"')
+        version = request.get("version", PROTOCOL_VERSION)
+        if version != PROTOCOL_VERSION:
+            return error_reply("bad-version", f"protocol version {version!r} is not supported (use 1)")
+        try:
+            reply = await self.handler(request)
+        except ControlError as exc:
+            return error_reply(exc.code, str(exc))
+        except Exception as exc:
+            log.exception("control.failed", command=request.get("command"))
+            return error_reply("internal", f"internal error: {type(exc).__name__}")
+        return {"ok": True, **reply}
+
+
+def _gid(group: str | int) -> int:
+    """Group id of ``group`` (a name, a decimal id string, or an int). Raises KeyError if unknown."""
+    import grp
+
+    if isinstance(group, int):
+        return group
+    if group.isdigit():
+        return int(group)
+    return grp.getgrnam(group).gr_gid
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def daemon_answers(path: Path) -> bool:
+    """True when something listens on the Unix socket ``path`` (a running maild)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(str(path))
+        except BlockingIOError:
+            return True  # listening, with a full backlog: alive
+        except OSError:
+            return False
+    return True
+
+
+def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
+    """Connect, retrying while the daemon's listen backlog is full (EAGAIN) for up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            sock.connect(str(path))
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+            time.sleep(0.05)
+        else:
+            return
+
+
+def request(path: Path, payload: dict[str, Any], *, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Send one request to the daemon and return its reply (blocking; for the CLI).
+
+    Raises:
+        ControlError: the daemon is not running (``not-running``), did not answer in time
+            (``timeout``), or sent something that is not a JSON object (``bad-reply``).
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            _connect(sock, path, timeout_s)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError("not-running", f"maild is not running (no daemon on {path})") from None
+        except TimeoutError:
+            raise ControlError(
+                "timeout", f"maild did not accept the connection within {timeout_s:g} s"
+            ) from None
+        except PermissionError:
+            raise ControlError(
+                "permission", f"no permission to use {path} (root or the socket's group)"
+            ) from None
+        try:
+            sock.sendall(_encode({"version": PROTOCOL_VERSION, **payload}))
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except TimeoutError:
+            raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s") from None
+    try:
+        reply = json.loads(buf)
+    except json.JSONDecodeError:
+        raise ControlError("bad-reply", "maild sent a reply that is not JSON") from None
+    if not isinstance(reply, dict):
+        raise ControlError("bad-reply", "maild sent a reply that is not a JSON object")
+    return reply

@@ -1,0 +1,502 @@
+"""The scheduler: one asyncio task per account, a fetch at start and then every poll interval.
+
+At most ``max_concurrent_fetches`` cycles run at once. A failing account is retried with capped
+exponential backoff and never delays the others. :meth:`Scheduler.run` returns after a stop
+request once running cycles have finished, or after ``shutdown_timeout_s`` by cancelling them
+(which aborts their sessions: nothing committed is lost, nothing uncommitted is deleted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+import structlog
+
+from maild.archive.store import Store
+from maild.config.loader import AccountConfig
+from maild.errors import AuthError, MaildError, ThrottledError, TransientError
+from maild.fetch.cycle import CycleResult, fetch_cycle, make_maildrop, utc_now
+from maild.fetch.resync import UIDValidityChange
+from maild.protocols.base import Maildrop
+from maild.service.idle import IdleWatcher, Mode
+from maild.service.kept_sessions import MAX_AGE_S, PROBE_TIMEOUT_S, KeptSessions
+
+log = structlog.get_logger("maild.service.scheduler")
+
+BACKOFF_BASE_S = 30.0
+BACKOFF_CAP_S = 1800.0
+THROTTLE_MIN_S = 300.0
+JITTER_FRACTION = 0.1
+JITTER_CAP_S = 30.0
+
+AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "paused", "disabled", "stopped"]
+AUTH_LOCKOUT_FAILURES = 3
+LOCKOUT_RECHECK_S = 30.0
+KEPT_UIDVALIDITY_CHANGES = 10
+
+
+@dataclass(slots=True)
+class AccountRuntime:
+    """The scheduler's live view of one account (what ``status`` reports).
+
+    Attributes:
+        config: the account's configuration.
+        state: ``idle`` (waiting for the next run), ``fetching``, ``backoff`` (last cycle failed with a
+            transient error), ``error`` (last cycle failed permanently, e.g. credentials refused),
+            ``auth_failed`` (credentials refused :data:`AUTH_LOCKOUT_FAILURES` times in a row: no further
+            attempts until the config changes or ``resume``, so the provider does not lock the
+            account), ``paused`` (by ``pause``), ``disabled`` (``enabled = false``), ``stopped``.
+        last_success: end of the last successful cycle (UTC), or None.
+        next_run: when the next cycle is due (UTC), or None.
+        last_error: text of the last failure, without secrets, or None after a success.
+        consecutive_failures: failed cycles since the last success.
+        last_result: the last successful cycle's result.
+        auth_failures: consecutive cycles refused with an authentication error.
+        paused: set by :meth:`Scheduler.pause`.
+        retired: set when the account was removed or changed by a reload; its loop ends after the
+            current cycle.
+        watcher: the IDLE watcher of an IMAP account with ``idle = true``, else None.
+        uidvalidity_changes: the last :data:`KEPT_UIDVALIDITY_CHANGES` UIDVALIDITY changes noticed
+            (IMAP), oldest first.
+    """
+
+    config: AccountConfig
+    state: AccountState = "idle"
+    last_success: datetime | None = None
+    next_run: datetime | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    last_result: CycleResult | None = None
+    last_exception: BaseException | None = None
+    auth_failures: int = 0
+    lockout_fingerprint: str | None = None
+    cycles: dict[str, int] = field(default_factory=dict)
+    fetched_messages: int = 0
+    fetched_octets: int = 0
+    paused: bool = False
+    retired: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[asyncio.Future[CycleResult | None]] = field(default_factory=list)
+    watcher: IdleWatcher | None = None
+    uidvalidity_changes: list[UIDValidityChange] = field(default_factory=list)
+
+    @property
+    def mode(self) -> Mode:
+        """How the account learns of new mail: ``idle``, ``polling`` or ``reconnecting`` (see idle.py)."""
+        return self.watcher.mode if self.watcher is not None else "polling"
+
+
+def backoff_delay_s(failures: int, error: BaseException, rng: random.Random) -> float:
+    """Seconds to wait after ``failures`` consecutive failed cycles (>= 1).
+
+    Doubles from :data:`BACKOFF_BASE_S` up to :data:`BACKOFF_CAP_S`; provider throttling waits at
+    least :data:`THROTTLE_MIN_S`. Up to 10 % jitter is added so accounts do not retry in step.
+    """
+    delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_CAP_S)
+    if isinstance(error, ThrottledError):
+        delay = max(delay, THROTTLE_MIN_S)
+    return float(delay + rng.uniform(0, delay * JITTER_FRACTION))
+
+
+def outcome_label(error: BaseException) -> str:
+    """A short label of a failed cycle for logs and metrics: ``auth``, ``throttled``, ``transient``,
+    ``protocol``, ``config``, ``store`` or ``internal``."""
+    from maild.errors import ConfigError, ProtocolError, StoreError
+
+    for cls, label in (
+        (AuthError, "auth"),
+        (ThrottledError, "throttled"),
+        (TransientError, "transient"),
+        (ProtocolError, "protocol"),
+        (ConfigError, "config"),
+        (StoreError, "store"),
+    ):
+        if isinstance(error, cls):
+            return label
+    return "internal"
+
+
+def describe(error: BaseException) -> str:
+    """One line naming an error for status and logs (never contains a secret: errors never hold one)."""
+    if isinstance(error, MaildError):
+        return str(error)
+    return f"internal error: {type(error).__name__}: {error}"
+
+
+class Scheduler:
+    """Runs fetch cycles for a set of accounts.
+
+    Args:
+        accounts: the configured accounts.
+        store: the open archive.
+        executor: the POP3 thread pool.
+        max_concurrent_fetches: cycles allowed at once.
+        clock: returns the current aware UTC time.
+        rng: randomness for jitter (seeded in tests).
+        watcher_factory: makes the IDLE watcher of an account, or None when it polls; default:
+            an :class:`~maild.service.idle.IdleWatcher` for IMAP accounts with ``idle = true``.
+    """
+
+    def __init__(
+        self,
+        accounts: Iterable[AccountConfig],
+        store: Store,
+        executor: ThreadPoolExecutor,
+        *,
+        max_concurrent_fetches: int,
+        max_connections_per_host: int = 8,
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+        watcher_factory: Callable[[AccountConfig], IdleWatcher | None] | None = None,
+    ) -> None:
+        self.store = store
+        self._watcher_factory = watcher_factory or self._default_watcher
+        self.executor = executor
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.accounts: dict[str, AccountRuntime] = {a.name: AccountRuntime(a) for a in accounts}
+        self._slots = asyncio.Semaphore(max_concurrent_fetches)
+        self.sessions = KeptSessions(max_connections_per_host)
+        """Host connection permits and IMAP sessions kept between cycles (see kept_sessions.py)."""
+        self._stopping = False
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._started = False
+
+    async def run(self, stop: asyncio.Event, shutdown_timeout_s: float = 10.0) -> None:
+        """Run every account's loop until ``stop`` is set; then stop within ``shutdown_timeout_s``.
+
+        Running cycles get ``shutdown_timeout_s`` seconds to finish before they are cancelled.
+        """
+        self._started = True
+        for name, rt in self.accounts.items():
+            self._tasks[name] = asyncio.create_task(self._account_loop(rt), name=f"account:{name}")
+        await stop.wait()
+        await self.shutdown(shutdown_timeout_s)
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Ask every loop to stop, wait up to ``timeout_s`` seconds, then cancel what still runs."""
+        self._stopping = True
+        for rt in self.accounts.values():
+            rt.wake.set()
+        tasks = list(self._tasks.values()) + list(self._retiring)
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("shutdown.cancelled", cycles=len(pending))
+            await asyncio.wait(pending)
+        await self.sessions.drop_all()
+        for rt in self.accounts.values():
+            rt.state = "stopped"
+            for fut in rt.waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def apply(self, accounts: Iterable[AccountConfig]) -> dict[str, list[str]]:
+        """Switch to a new set of accounts (after a reload) without a restart.
+
+        Added accounts start at once; removed ones stop after their current cycle; changed ones
+        (any setting differs) stop after their current cycle and start again with the new settings
+        (never two cycles of one account at once). Unchanged accounts keep their state.
+
+        Returns:
+            ``{"added": [...], "removed": [...], "changed": [...]}``, names sorted.
+        """
+        new = {a.name: a for a in accounts}
+        report: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+        for name in list(self.accounts):
+            if name not in new:
+                report["removed"].append(name)
+                self._retire(name)
+                del self.accounts[name]
+        for name, acc in new.items():
+            old = self.accounts.get(name)
+            if old is not None and old.config == acc:
+                continue
+            report["changed" if old is not None else "added"].append(name)
+            previous = self._retire(name) if old is not None else None
+            rt = AccountRuntime(acc)
+            self.accounts[name] = rt
+            if self._started:
+                self._tasks[name] = asyncio.create_task(self._after(previous, rt), name=f"account:{name}")
+        self.accounts = {name: self.accounts[name] for name in new}
+        return {k: sorted(v) for k, v in report.items()}
+
+    def _retire(self, name: str) -> asyncio.Task[None] | None:
+        rt = self.accounts.get(name)
+        task = self._tasks.pop(name, None)
+        if rt is not None:
+            rt.retired = True
+            rt.wake.set()
+        if task is not None and not task.done():
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            return task
+        return None
+
+    async def _after(self, previous: asyncio.Task[None] | None, rt: AccountRuntime) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        await self._account_loop(rt)
+
+    def healthy(self) -> bool:
+        """True while every account loop is alive (no loop ended with an exception)."""
+        return not any(t.done() for t in self._tasks.values()) or self._stopping
+
+    def pause(self, name: str) -> None:
+        """Stop scheduling account ``name`` (a running cycle finishes); its IDLE connection and kept
+        session are closed at once, not at the next due cycle. Raises KeyError if unknown."""
+        rt = self.accounts[name]
+        rt.paused = True
+        if rt.state != "fetching":
+            rt.state = "paused"
+            rt.next_run = None
+        rt.wake.set()  # the loop notices now: no connections while paused
+
+    def resume(self, name: str) -> None:
+        """Resume account ``name`` after :meth:`pause` or an auth lockout, with a cycle now.
+
+        Raises:
+            KeyError: no such account.
+        """
+        rt = self.accounts[name]
+        rt.paused = False
+        rt.auth_failures = 0
+        if rt.state in ("paused", "auth_failed"):
+            rt.state = "idle"
+        rt.wake.set()
+
+    def request_fetch(self, name: str) -> asyncio.Future[CycleResult | None]:
+        """Ask for a cycle of account ``name`` now; the future resolves when that cycle ends.
+
+        The future's result is the cycle's result, or None when it failed or the daemon stopped.
+
+        Raises:
+            KeyError: no such account.
+        """
+        rt = self.accounts[name]
+        fut: asyncio.Future[CycleResult | None] = asyncio.get_running_loop().create_future()
+        rt.waiters.append(fut)
+        rt.wake.set()
+        return fut
+
+    def _default_watcher(self, account: AccountConfig) -> IdleWatcher | None:
+        if account.protocol != "imap" or not account.idle:
+            return None
+        return IdleWatcher(account, store=self.store, clock=self.clock)
+
+    def _blocked(self, rt: AccountRuntime) -> AccountState | None:
+        """The state that keeps ``rt`` from fetching, or None when it may fetch."""
+        if not rt.config.enabled:
+            return "disabled"
+        if rt.paused:
+            return "paused"
+        if rt.auth_failures >= AUTH_LOCKOUT_FAILURES:
+            return "auth_failed"
+        return None
+
+    async def _account_loop(self, rt: AccountRuntime) -> None:
+        account = rt.config
+        structlog.contextvars.bind_contextvars(account=account.name, organisation=account.organisation)
+        rt.watcher = self._watcher_factory(account)
+        try:
+            await self._cycles(rt)
+        finally:
+            await self.sessions.drop(account.name)
+            if rt.watcher is not None:
+                await rt.watcher.stop()
+        _settle(rt.waiters, None)
+
+    async def _cycles(self, rt: AccountRuntime) -> None:
+        account = rt.config
+        while not self._stopping and not rt.retired:
+            blocked = self._blocked(rt)
+            if blocked is not None:
+                rt.state = blocked
+                rt.next_run = None
+                _settle(rt.waiters, None)
+                await self.sessions.drop(account.name)  # no connections while paused or locked out
+                if rt.watcher is not None:  # no logins while paused or locked out
+                    await rt.watcher.stop()
+                if blocked == "auth_failed":
+                    # A new password (file, credential or command output) ends the lockout, like a
+                    # config change would; checked every LOCKOUT_RECHECK_S seconds, without logging in.
+                    if rt.lockout_fingerprint is None:
+                        rt.lockout_fingerprint = await asyncio.to_thread(_password_fingerprint, rt.config)
+                    await self._sleep(rt, LOCKOUT_RECHECK_S)
+                    current = await asyncio.to_thread(_password_fingerprint, rt.config)
+                    if rt.auth_failures and current is not None and current != rt.lockout_fingerprint:
+                        rt.auth_failures = 0
+                        rt.last_error = (rt.last_error or "") + " (password changed: trying again)"
+                else:
+                    await self._sleep(rt, None)
+                continue
+            waiters, rt.waiters = rt.waiters, []
+            outcome: CycleResult | None = None
+            try:
+                outcome = await self._run_cycle(rt)
+            finally:  # also when cancelled at shutdown: fetch-now callers get None
+                _settle(waiters, outcome)
+            if self._stopping or rt.retired:
+                break
+            if self._blocked(rt) is not None:
+                continue
+            if outcome is not None:
+                delay = account.poll_interval_s + self.rng.uniform(
+                    0, min(account.poll_interval_s * JITTER_FRACTION, JITTER_CAP_S)
+                )
+            else:
+                delay = backoff_delay_s(
+                    rt.consecutive_failures, rt.last_exception or RuntimeError(), self.rng
+                )
+            rt.next_run = self.clock() + timedelta(seconds=delay)
+            await self._wait(rt, delay)
+
+    async def _wait(self, rt: AccountRuntime, delay: float) -> None:
+        """Wait ``delay`` seconds before the next cycle; a wake-up, or an IDLE push, ends it early.
+
+        While the IDLE watcher reconnects after a loss, this keeps waiting: the account polls.
+        """
+        watcher = rt.watcher
+        if watcher is None or self._stopping or rt.retired:
+            await self._sleep(rt, delay)
+            return
+        if isinstance(rt.last_exception, AuthError):  # no extra failed logins from the watcher
+            await watcher.stop()
+        else:
+            watcher.start()
+        if not watcher.running:  # the server lacks IDLE
+            await self._sleep(rt, delay)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while await watcher.wait(max(0.0, deadline - loop.time()), interrupt=rt.wake) == "lost":
+            pass
+        rt.wake.clear()
+
+    async def _run_cycle(self, rt: AccountRuntime) -> CycleResult | None:
+        account = rt.config
+        host = account.host.lower()
+        async with self._slots:
+            parked = await self.sessions.acquire(account.name, host)
+            maildrop: Maildrop | None = None
+            try:
+                if self._stopping or rt.retired or self._blocked(rt) is not None:
+                    if parked is not None:
+                        await parked.abort()
+                    return None  # paused (or stopped) while waiting for a slot
+                rt.state = "fetching"
+                rt.next_run = None
+                probe_s = min(PROBE_TIMEOUT_S, account.timeout_s)
+                resumed = False
+                if parked is not None:  # the session kept from the last cycle, if still good
+                    resumed = await parked.resume(max_age_s=MAX_AGE_S, probe_timeout_s=probe_s)
+                    if resumed:
+                        maildrop = parked
+                    else:
+                        await parked.abort()
+                if maildrop is None:
+                    maildrop = make_maildrop(account, self.executor)
+                result = await fetch_cycle(
+                    account, self.store, maildrop, clock=self.clock, opened=resumed, keep_open=True
+                )
+            except MaildError as exc:
+                self._failed(rt, exc)
+                return None
+            except Exception as exc:  # a bug must not stop the other accounts
+                log.exception("fetch.failed", outcome="internal-error")
+                self._failed(rt, exc)
+                return None
+            finally:
+                self.sessions.release(account.name, host, maildrop)
+        rt.state = "idle"
+        rt.last_success = self.clock()
+        rt.last_error = None
+        rt.consecutive_failures = 0
+        rt.auth_failures = 0
+        rt.last_result = result
+        if result.imap is not None and result.imap.uidvalidity_changes:
+            kept = rt.uidvalidity_changes + result.imap.uidvalidity_changes
+            rt.uidvalidity_changes = kept[-KEPT_UIDVALIDITY_CHANGES:]
+        rt.cycles["ok"] = rt.cycles.get("ok", 0) + 1
+        rt.fetched_messages += result.new_links
+        rt.fetched_octets += result.octets
+        rt.last_exception = None
+        log.info(
+            "fetch.complete",
+            outcome="ok",
+            on_server=result.on_server,
+            new_messages=result.new_links,
+            octets=result.octets,
+            deleted=result.deleted,
+            failures=len(result.failures),
+            too_large=len(result.too_large),
+            seconds=round(result.seconds, 3),
+        )
+        return result
+
+    def _failed(self, rt: AccountRuntime, exc: BaseException) -> None:
+        """Record a failed cycle in ``rt`` and log it."""
+        rt.consecutive_failures += 1
+        rt.last_error = describe(exc)
+        outcome = outcome_label(exc)
+        rt.cycles[outcome] = rt.cycles.get(outcome, 0) + 1
+        rt.state = "backoff" if isinstance(exc, TransientError) else "error"
+        if isinstance(exc, AuthError):
+            rt.auth_failures += 1
+            if rt.auth_failures >= AUTH_LOCKOUT_FAILURES:
+                rt.state = "auth_failed"
+                rt.lockout_fingerprint = None  # taken by the account loop, off the event loop
+                rt.last_error = (
+                    f"{rt.last_error} — {rt.auth_failures} refusals in a row: not trying again until the "
+                    "password or the account's configuration changes, or `maild resume`"
+                )
+        else:
+            rt.auth_failures = 0
+        rt.last_exception = exc
+        if isinstance(exc, MaildError):
+            log.warning(
+                "fetch.failed",
+                outcome=outcome,
+                error=rt.last_error,
+                consecutive_failures=rt.consecutive_failures,
+            )
+
+    async def _sleep(self, rt: AccountRuntime, delay: float | None) -> None:
+        if self._stopping or rt.retired:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await rt.wake.wait()
+        rt.wake.clear()
+
+
+def _password_fingerprint(account: AccountConfig) -> str | None:
+    """A digest of the account's current password, to notice a change; None when it cannot be read."""
+    import hashlib
+
+    from maild.errors import ConfigError
+
+    try:
+        secret = account.password.resolve(account.name)
+    except ConfigError:
+        return None
+    return hashlib.sha256(secret.reveal().encode()).hexdigest()
+
+
+def _settle(waiters: list[asyncio.Future[CycleResult | None]], outcome: CycleResult | None) -> None:
+    """Resolve every pending ``fetch-now`` future with ``outcome`` and empty the list."""
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(outcome)
+    waiters.clear()
