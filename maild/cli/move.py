@@ -178,7 +178,7 @@ def _archive_json(entry: ArchiveEntry, source: str) -> dict[str, Any]:
 
 
 def comparison_json(outcome: CompareOutcome) -> dict[str, Any]:
-    """The comparison as a JSON-ready mapping (see the README)."""
+    """The comparison as a JSON-ready mapping (see docs/moving-a-mailbox.md)."""
     c = outcome.comparison
     a = outcome.source
     return {

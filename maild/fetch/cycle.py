@@ -65,7 +65,7 @@ WINDOW_SHARE = 1
 """The adapter's retrieval window is the batch limit divided by this. The adapters keep the next window
 in flight while the consumer works (see ``Maildrop.retrieve``); while a commit holds the consumer
 up, that window is all the link has to carry, so it must not be small. Measured at 50 ms RTT, one
-POP3 account, 2,000 messages (README "Performance"): windows of a whole batch (16 MiB) 1.95-2.0 s
+POP3 account, 2,000 messages (docs/performance.md): windows of a whole batch (16 MiB) 1.95-2.0 s
 and 120 MB peak; 8 MiB windows and batches 2.06-2.30 s and 85 MB; 4 MiB windows of 16 MiB batches
 2.8 s."""
 MAX_TRANSFERS = 4
@@ -73,7 +73,7 @@ MAX_TRANSFERS = 4
 their inventory (a cycle with nothing to retrieve never waits). Logins, listings and no-op cycles
 run as concurrently as ``max_concurrent_fetches`` allows; the transfers, which hold the memory, do
 not need to: four streams already keep two cores busy, on loopback and at 50 ms round-trip time
-(README "Performance"), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
+(docs/performance.md), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
 over the cycles transferring, not over every cycle logged in."""
 _transferring = 0
 _transfer_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (

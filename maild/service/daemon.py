@@ -45,7 +45,7 @@ def _iso(moment: datetime | None) -> str | None:
 def account_status(
     rt: AccountRuntime, messages: int, kept: tuple[int, datetime | None] = (0, None)
 ) -> dict[str, Any]:
-    """The status object of one account (see the README's control-socket reference).
+    """The status object of one account (see docs/control-socket.md).
 
     Args:
         rt: the scheduler's runtime record.
