@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from maild.cli.common import load_args_config
 from maild.errors import QueryError
 
 DEFAULT_LIST_LIMIT = 100
@@ -86,8 +87,6 @@ def add_parsers(sub: Any) -> None:
 def _database(args: argparse.Namespace) -> Path:
     if args.database is not None:
         return Path(args.database)
-    from maild.cli.main import load_args_config
-
     return load_args_config(args).daemon.database
 
 

@@ -23,7 +23,8 @@ from structlog.testing import capture_logs
 
 from maild.errors import ControlError
 from maild.service import control
-from maild.service.control import MAX_REQUEST_OCTETS, ControlServer, error_reply, request
+from maild.service.control import MAX_REQUEST_OCTETS, ControlServer, error_reply
+from maild.service.control_client import request
 
 
 @pytest.fixture
