@@ -8,8 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 from maild.archive.store import Store
-from maild.service.snapshot import account_status
 from maild.service.scheduler import AccountRuntime
+from maild.service.snapshot import account_status
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import T0, Clock, archived, cycle, pop3_account, prepare

@@ -25,9 +25,9 @@ from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
 from maild.model import Secret
 from maild.protocols.imap.wire import MailboxEvents, SelectInfo
 from maild.service import metrics
-from maild.service.snapshot import account_status
 from maild.service.idle import RECONNECT_BASE_S, RECONNECT_CAP_S, IdleWatcher, reconnect_delay_s
 from maild.service.scheduler import AccountRuntime, Scheduler
+from maild.service.snapshot import account_status
 from tests.unit.fakes import FakeServer, pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
