@@ -17,9 +17,7 @@ from typing import Any, Protocol
 from maild import __version__
 from maild.archive.store import Store
 from maild.errors import ControlError
-from maild.service.scheduler import Scheduler
-from maild.service.snapshot import fetch_outcome, reported_state, status_reply
-from maild.service.status import (
+from maild.service.replies import (
     AccountStateReply,
     FetchQueued,
     FetchResults,
@@ -28,6 +26,8 @@ from maild.service.status import (
     StopReply,
     VersionReply,
 )
+from maild.service.scheduler import Scheduler
+from maild.service.snapshot import fetch_outcome, reported_state, status_reply
 
 
 class Reply(Protocol):

@@ -18,16 +18,16 @@ from typing import Any
 
 from maild.errors import ControlError
 from maild.service.control import PROTOCOL_VERSION, daemon_answers, encode
-from maild.service.status import (
+from maild.service.replies import (
     AccountStateReply,
     FetchQueued,
     FetchResults,
     MetricsReply,
     ReloadReport,
-    StatusReply,
     StopReply,
     VersionReply,
 )
+from maild.service.status import StatusReply
 
 #: Seconds the client waits for an ordinary reply.
 DEFAULT_TIMEOUT_S = 30.0

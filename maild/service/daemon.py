@@ -29,9 +29,9 @@ from maild.log import LEVELS
 from maild.service import metrics
 from maild.service.commands import CommandContext, dispatch
 from maild.service.control import ControlServer
+from maild.service.replies import ReloadReport
 from maild.service.scheduler import Scheduler
 from maild.service.sdnotify import notify
-from maild.service.status import ReloadReport
 
 log = structlog.get_logger("maild.service.daemon")
 

@@ -13,13 +13,13 @@ from maild import __version__
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.fetch.cycle import CycleResult
+from maild.service.replies import FetchOutcome
 from maild.service.scheduler import AccountRuntime
 from maild.service.status import (
     AccountState,
     AccountStatus,
     ArchiveTotals,
     CycleStatus,
-    FetchOutcome,
     IMAPStatus,
     RetrievalFailureStatus,
     StatusReply,

@@ -1,11 +1,12 @@
-"""What the daemon answers on its control socket, as typed records.
+"""The reply to the control command ``status``, as typed records.
 
-Each reply is a frozen dataclass with one ``to_json()`` (the JSON object the daemon sends, without
+Each record is a frozen dataclass with one ``to_json()`` (the JSON object the daemon sends, without
 ``"ok"``) and a ``from_json()`` classmethod (what the CLI reads back). Readers use the attributes,
 never string keys. The shapes are documented in the README ("Control socket").
 
-This module imports only the standard library and :mod:`maild.errors`, so the command line can load
-it without the daemon's parts. Times are aware datetimes in UTC with whole seconds (the JSON text
+The other commands' replies are in :mod:`maild.service.replies`; both read JSON with
+:mod:`maild.service.reply_fields`. None of them imports the daemon's parts, so the command line can
+load them. Times are aware datetimes in UTC with whole seconds (the JSON text
 ``2026-03-02T09:00:00Z`` carries no fraction); :mod:`maild.service.snapshot` builds them that way.
 """
 
@@ -14,9 +15,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal
 
-from maild.errors import ControlError
+from maild.service.reply_fields import (
+    TIME_FORMAT,
+    bad_reply,
+    read_bool,
+    read_choice,
+    read_field,
+    read_float,
+    read_int,
+    read_object,
+    read_objects,
+    read_opt_int,
+    read_opt_str,
+    read_required_time,
+    read_str,
+    read_strs,
+    read_time,
+)
 
 #: What an account is doing. ``waiting`` means waiting for its next cycle (the scheduler's
 #: ``idle``; renamed so it cannot be mistaken for the IMAP IDLE :data:`FetchMode`).
@@ -32,108 +49,10 @@ MailboxSelection = Literal["list", "all"]
 
 JSONObject = dict[str, Any]
 
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-# -- reading JSON: one place that checks types ------------------------------------------------------
-
-
-def _bad(what: str) -> ControlError:
-    return ControlError("bad-reply", f"maild sent a reply this client cannot read: {what}")
-
-
-def _object(value: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _bad(f"{what} is not a JSON object")
-    return cast("Mapping[str, Any]", value)
-
-
-def _field(data: Mapping[str, Any], key: str) -> object:
-    if key not in data:
-        raise _bad(f"missing {key!r}")
-    return data[key]
-
-
-def _str(data: Mapping[str, Any], key: str) -> str:
-    value = _field(data, key)
-    if not isinstance(value, str):
-        raise _bad(f"{key!r} is not a string")
-    return value
-
-
-def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise _bad(f"{key!r} is not a string")
-    return value
-
-
-def _int(data: Mapping[str, Any], key: str) -> int:
-    value = _field(data, key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _bad(f"{key!r} is not an integer")
-    return value
-
-
-def _opt_int(data: Mapping[str, Any], key: str) -> int | None:
-    return None if data.get(key) is None else _int(data, key)
-
-
-def _float(data: Mapping[str, Any], key: str) -> float:
-    value = _field(data, key)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise _bad(f"{key!r} is not a number")
-    return float(value)
-
-
-def _bool(data: Mapping[str, Any], key: str) -> bool:
-    value = _field(data, key)
-    if not isinstance(value, bool):
-        raise _bad(f"{key!r} is not true or false")
-    return value
-
-
-def _strs(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = _field(data, key)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _bad(f"{key!r} is not a list of strings")
-    return tuple(value)
-
-
-def _objects(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    value = _field(data, key)
-    if not isinstance(value, list):
-        raise _bad(f"{key!r} is not a list")
-    return [_object(v, key) for v in value]
-
-
-def _choice(data: Mapping[str, Any], key: str, choices: Any) -> Any:
-    value = _str(data, key)
-    if value not in get_args(choices):
-        raise _bad(f"{key!r} is {value!r}, not one of {', '.join(get_args(choices))}")
-    return value
-
 
 def time_text(moment: datetime | None) -> str | None:
     """Format an aware datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC), or None for None."""
-    return moment.astimezone(UTC).strftime(_TIME_FORMAT) if moment is not None else None
-
-
-def _time(data: Mapping[str, Any], key: str) -> datetime | None:
-    text = _opt_str(data, key)
-    if text is None:
-        return None
-    try:
-        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        raise _bad(f"{key!r} is not a time like 2026-03-02T09:00:00Z") from None
-
-
-def _required_time(data: Mapping[str, Any], key: str) -> datetime:
-    moment = _time(data, key)
-    if moment is None:
-        raise _bad(f"missing {key!r}")
-    return moment
+    return moment.astimezone(UTC).strftime(TIME_FORMAT) if moment is not None else None
 
 
 # -- the status reply --------------------------------------------------------------------------------
@@ -173,12 +92,12 @@ class UIDValidityChangeStatus:
     def from_json(cls, data: Mapping[str, Any]) -> UIDValidityChangeStatus:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
         return cls(
-            _str(data, "mailbox"),
-            _int(data, "old_uidvalidity"),
-            _int(data, "new_uidvalidity"),
-            _int(data, "relinked"),
-            _int(data, "to_retrieve"),
-            _time(data, "at"),
+            read_str(data, "mailbox"),
+            read_int(data, "old_uidvalidity"),
+            read_int(data, "new_uidvalidity"),
+            read_int(data, "relinked"),
+            read_int(data, "to_retrieve"),
+            read_time(data, "at"),
         )
 
 
@@ -201,7 +120,7 @@ class RetrievalFailureStatus:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RetrievalFailureStatus:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(_str(data, "key"), _str(data, "reason"))
+        return cls(read_str(data, "key"), read_str(data, "reason"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,17 +167,17 @@ class CycleStatus:
         failures = data.get("mailbox_failures")
         mailbox_failures = None
         if failures is not None:
-            pairs = _object(failures, "mailbox_failures").items()
+            pairs = read_object(failures, "mailbox_failures").items()
             if not all(isinstance(v, str) for _k, v in pairs):
-                raise _bad("'mailbox_failures' maps a mailbox to something other than a reason")
+                raise bad_reply("'mailbox_failures' maps a mailbox to something other than a reason")
             mailbox_failures = tuple(pairs)
         return cls(
-            new_links=_int(data, "new_links"),
-            octets=_int(data, "octets"),
-            deleted=_int(data, "deleted"),
-            seconds=_float(data, "seconds"),
-            failures=tuple(RetrievalFailureStatus.from_json(f) for f in _objects(data, "failures")),
-            too_large=_strs(data, "too_large"),
+            new_links=read_int(data, "new_links"),
+            octets=read_int(data, "octets"),
+            deleted=read_int(data, "deleted"),
+            seconds=read_float(data, "seconds"),
+            failures=tuple(RetrievalFailureStatus.from_json(f) for f in read_objects(data, "failures")),
+            too_large=read_strs(data, "too_large"),
             mailbox_failures=mailbox_failures,
         )
 
@@ -306,16 +225,16 @@ class IMAPStatus:
     def from_json(cls, data: Mapping[str, Any]) -> IMAPStatus:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
         return cls(
-            mailboxes=_strs(data, "mailboxes"),
-            mailbox_selection=_choice(data, "mailbox_selection", MailboxSelection),
-            idle=_bool(data, "idle"),
-            idle_mailbox=_str(data, "idle_mailbox"),
-            last_push=_time(data, "last_push"),
-            idle_error=_opt_str(data, "idle_error"),
+            mailboxes=read_strs(data, "mailboxes"),
+            mailbox_selection=read_choice(data, "mailbox_selection", MailboxSelection),
+            idle=read_bool(data, "idle"),
+            idle_mailbox=read_str(data, "idle_mailbox"),
+            last_push=read_time(data, "last_push"),
+            idle_error=read_opt_str(data, "idle_error"),
             uidvalidity_changes=tuple(
-                UIDValidityChangeStatus.from_json(c) for c in _objects(data, "uidvalidity_changes")
+                UIDValidityChangeStatus.from_json(c) for c in read_objects(data, "uidvalidity_changes")
             ),
-            exclude=_strs(data, "exclude") if "exclude" in data else None,
+            exclude=read_strs(data, "exclude") if "exclude" in data else None,
         )
 
 
@@ -402,33 +321,35 @@ class AccountStatus:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AccountStatus:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        protocol: Protocol = _choice(data, "protocol", Protocol)
+        protocol: Protocol = read_choice(data, "protocol", Protocol)
         last_cycle = data.get("last_cycle")
         return cls(
-            name=_str(data, "name"),
-            organisation=_str(data, "organisation"),
-            employee=_str(data, "employee"),
+            name=read_str(data, "name"),
+            organisation=read_str(data, "organisation"),
+            employee=read_str(data, "employee"),
             protocol=protocol,
-            host=_str(data, "host"),
-            enabled=_bool(data, "enabled"),
-            state=_choice(data, "state", AccountState),
-            messages=_int(data, "messages"),
-            last_success=_time(data, "last_success"),
-            next_run=_time(data, "next_run"),
-            last_error=_opt_str(data, "last_error"),
-            consecutive_failures=_int(data, "consecutive_failures"),
-            mode=_choice(data, "mode", FetchMode),
-            on_server=_opt_int(data, "on_server"),
-            retention=_choice(data, "retention", Retention),
-            retention_days=_opt_int(data, "retention_days"),
-            pending_deletion=_int(data, "pending_deletion"),
-            oldest_kept_since=_time(data, "oldest_kept_since"),
+            host=read_str(data, "host"),
+            enabled=read_bool(data, "enabled"),
+            state=read_choice(data, "state", AccountState),
+            messages=read_int(data, "messages"),
+            last_success=read_time(data, "last_success"),
+            next_run=read_time(data, "next_run"),
+            last_error=read_opt_str(data, "last_error"),
+            consecutive_failures=read_int(data, "consecutive_failures"),
+            mode=read_choice(data, "mode", FetchMode),
+            on_server=read_opt_int(data, "on_server"),
+            retention=read_choice(data, "retention", Retention),
+            retention_days=read_opt_int(data, "retention_days"),
+            pending_deletion=read_int(data, "pending_deletion"),
+            oldest_kept_since=read_time(data, "oldest_kept_since"),
             imap=IMAPStatus.from_json(data) if protocol == "imap" else None,
-            identity=_opt_str(data, "identity"),
-            warnings=_strs(data, "warnings"),
-            next_deletion_due=_time(data, "next_deletion_due"),
+            identity=read_opt_str(data, "identity"),
+            warnings=read_strs(data, "warnings"),
+            next_deletion_due=read_time(data, "next_deletion_due"),
             last_cycle=(
-                CycleStatus.from_json(_object(last_cycle, "last_cycle")) if last_cycle is not None else None
+                CycleStatus.from_json(read_object(last_cycle, "last_cycle"))
+                if last_cycle is not None
+                else None
             ),
         )
 
@@ -447,7 +368,7 @@ class ArchiveTotals:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ArchiveTotals:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(_int(data, "messages"), _int(data, "octets"))
+        return cls(read_int(data, "messages"), read_int(data, "octets"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,173 +400,8 @@ class StatusReply:
     def from_json(cls, data: Mapping[str, Any]) -> StatusReply:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
         return cls(
-            version=_str(data, "version"),
-            started_at=_required_time(data, "started_at"),
-            accounts=tuple(AccountStatus.from_json(a) for a in _objects(data, "accounts")),
-            archive=ArchiveTotals.from_json(_object(_field(data, "archive"), "archive")),
+            version=read_str(data, "version"),
+            started_at=read_required_time(data, "started_at"),
+            accounts=tuple(AccountStatus.from_json(a) for a in read_objects(data, "accounts")),
+            archive=ArchiveTotals.from_json(read_object(read_field(data, "archive"), "archive")),
         )
-
-
-# -- the other commands' replies ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class VersionReply:
-    """The reply to ``version``."""
-
-    version: str
-
-    def to_json(self) -> JSONObject:
-        """``{"version": ...}``."""
-        return {"version": self.version}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> VersionReply:
-        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(_str(data, "version"))
-
-
-@dataclass(frozen=True, slots=True)
-class FetchOutcome:
-    """One account's result of ``fetch-now`` with ``"wait": true``.
-
-    Attributes:
-        account: the account name.
-        error: why the cycle failed (or the state that kept it from running); None when it succeeded.
-        new_links: messages newly archived for the account (as :attr:`CycleStatus.new_links`).
-        octets: their size in octets.
-        seconds: the cycle's duration, rounded to milliseconds.
-    """
-
-    account: str
-    error: str | None = None
-    new_links: int = 0
-    octets: int = 0
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when the cycle succeeded."""
-        return self.error is None
-
-    def to_json(self) -> JSONObject:
-        """``{"ok": true, "new_links": N, "octets": N, "seconds": S}`` or ``{"ok": false, "error": ...}``."""
-        if self.error is not None:
-            return {"ok": False, "error": self.error}
-        return {"ok": True, "new_links": self.new_links, "octets": self.octets, "seconds": self.seconds}
-
-    @classmethod
-    def from_json(cls, account: str, data: Mapping[str, Any]) -> FetchOutcome:
-        """Read :meth:`to_json`'s form for ``account``. Raises ControlError ``bad-reply``."""
-        if not _bool(data, "ok"):
-            return cls(account, error=_str(data, "error"))
-        return cls(account, None, _int(data, "new_links"), _int(data, "octets"), _float(data, "seconds"))
-
-
-@dataclass(frozen=True, slots=True)
-class FetchResults:
-    """The reply to ``fetch-now`` with ``"wait": true``: each account's outcome, in request order."""
-
-    results: tuple[FetchOutcome, ...]
-
-    def to_json(self) -> JSONObject:
-        """``{"results": {account: outcome}}``."""
-        return {"results": {r.account: r.to_json() for r in self.results}}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FetchResults:
-        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        results = _object(_field(data, "results"), "results")
-        return cls(tuple(FetchOutcome.from_json(n, _object(r, n)) for n, r in results.items()))
-
-
-@dataclass(frozen=True, slots=True)
-class FetchQueued:
-    """The reply to ``fetch-now`` with ``"wait": false``: the accounts whose cycle was requested."""
-
-    queued: tuple[str, ...]
-
-    def to_json(self) -> JSONObject:
-        """``{"queued": [account, ...]}``."""
-        return {"queued": list(self.queued)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FetchQueued:
-        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(_strs(data, "queued"))
-
-
-@dataclass(frozen=True, slots=True)
-class AccountStateReply:
-    """The reply to ``pause`` and ``resume``: the account and its state now."""
-
-    account: str
-    state: AccountState
-
-    def to_json(self) -> JSONObject:
-        """``{"account": NAME, "state": STATE}``."""
-        return {"account": self.account, "state": self.state}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> AccountStateReply:
-        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(_str(data, "account"), _choice(data, "state", AccountState))
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadReport:
-    """The reply to ``reload``: accounts added, removed and changed (names sorted)."""
-
-    added: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    changed: tuple[str, ...] = ()
-
-    def to_json(self) -> JSONObject:
-        """``{"added": [...], "removed": [...], "changed": [...]}``."""
-        return {"added": list(self.added), "removed": list(self.removed), "changed": list(self.changed)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ReloadReport:
-        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(_strs(data, "added"), _strs(data, "removed"), _strs(data, "changed"))
-
-    def changes(self) -> str:
-        """The changes in words, e.g. ``added: anna-imap; removed: anna-pop``; empty when none."""
-        parts = [
-            f"{what}: {', '.join(names)}"
-            for what, names in (("added", self.added), ("removed", self.removed), ("changed", self.changed))
-            if names
-        ]
-        return "; ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsReply:
-    """The reply to ``metrics``: the Prometheus text exposition."""
-
-    text: str
-
-    def to_json(self) -> JSONObject:
-        """``{"text": ...}``."""
-        return {"text": self.text}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MetricsReply:
-        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(_str(data, "text"))
-
-
-@dataclass(frozen=True, slots=True)
-class StopReply:
-    """The reply to ``stop``: the daemon is stopping."""
-
-    stopping: bool = True
-
-    def to_json(self) -> JSONObject:
-        """``{"stopping": true}``."""
-        return {"stopping": self.stopping}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> StopReply:
-        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(_bool(data, "stopping"))

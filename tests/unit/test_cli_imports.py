@@ -85,5 +85,7 @@ def test_the_cli_starts_without_the_daemons_parts() -> None:
         "maild.service",
         "maild.service.control",
         "maild.service.control_client",
+        "maild.service.replies",
+        "maild.service.reply_fields",
         "maild.service.status",
     }

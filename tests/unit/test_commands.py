@@ -12,8 +12,9 @@ from maild.archive.store import Store
 from maild.errors import ControlError
 from maild.fetch.cycle import CycleResult
 from maild.service.commands import COMMANDS, CommandContext, dispatch
+from maild.service.replies import ReloadReport
 from maild.service.scheduler import AccountRuntime, Scheduler
-from maild.service.status import ReloadReport, StatusReply
+from maild.service.status import StatusReply
 from tests.unit.fakes import pop3_account
 
 STARTED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

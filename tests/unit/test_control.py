@@ -26,18 +26,17 @@ from maild.errors import ControlError
 from maild.service import control
 from maild.service.control import MAX_REQUEST_OCTETS, ControlServer, error_reply
 from maild.service.control_client import ControlClient, checked, request
-from maild.service.status import (
+from maild.service.replies import (
     AccountStateReply,
-    ArchiveTotals,
     FetchOutcome,
     FetchQueued,
     FetchResults,
     MetricsReply,
     ReloadReport,
-    StatusReply,
     StopReply,
     VersionReply,
 )
+from maild.service.status import ArchiveTotals, StatusReply
 
 
 @pytest.fixture

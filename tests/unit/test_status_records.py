@@ -13,24 +13,26 @@ from maild.errors import ControlError
 from maild.fetch.cycle import CycleResult
 from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
 from maild.model import POP3Key, RetrievalFailure
-from maild.service.scheduler import AccountRuntime
-from maild.service.snapshot import account_status
-from maild.service.status import (
+from maild.service.replies import (
     AccountStateReply,
-    AccountStatus,
-    ArchiveTotals,
-    CycleStatus,
     FetchOutcome,
     FetchQueued,
     FetchResults,
-    IMAPStatus,
     MetricsReply,
     ReloadReport,
+    StopReply,
+    VersionReply,
+)
+from maild.service.scheduler import AccountRuntime
+from maild.service.snapshot import account_status
+from maild.service.status import (
+    AccountStatus,
+    ArchiveTotals,
+    CycleStatus,
+    IMAPStatus,
     RetrievalFailureStatus,
     StatusReply,
-    StopReply,
     UIDValidityChangeStatus,
-    VersionReply,
 )
 from tests.unit.fakes import pop3_account
 
