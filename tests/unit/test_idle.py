@@ -25,9 +25,9 @@ from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
 from maild.model import Secret
 from maild.protocols.imap.wire import MailboxEvents, SelectInfo
 from maild.service import metrics
-from maild.service.daemon import account_status
 from maild.service.idle import RECONNECT_BASE_S, RECONNECT_CAP_S, IdleWatcher, reconnect_delay_s
 from maild.service.scheduler import AccountRuntime, Scheduler
+from maild.service.snapshot import account_status
 from tests.unit.fakes import FakeServer, pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -478,7 +478,7 @@ def test_status_of_an_imap_account(hub: SessionHub) -> None:
     result.imap = IMAPCycleInfo(["INBOX", "Entwürfe"], {"Archiv": "refused"}, [change])
     rt.last_result = result
 
-    status = account_status(rt, 3)
+    status = account_status(rt, 3).to_json()
 
     assert status["mode"] == "idle"
     assert status["last_push"] == "2026-03-02T09:00:00Z"
@@ -501,14 +501,16 @@ def test_status_of_an_imap_account(hub: SessionHub) -> None:
 
 def test_status_before_the_first_cycle_and_for_pop3() -> None:
     """Before any cycle the configured mailboxes are shown; POP3 and idle = false accounts are "polling"."""
-    imap = account_status(AccountRuntime(imap_account(mailboxes=("INBOX", "Archiv"), idle=False)), 0)
+    imap = account_status(
+        AccountRuntime(imap_account(mailboxes=("INBOX", "Archiv"), idle=False)), 0
+    ).to_json()
     assert (imap["mode"], imap["mailboxes"], imap["last_push"], imap["uidvalidity_changes"]) == (
         "polling",
         ["INBOX", "Archiv"],
         None,
         [],
     )
-    pop = account_status(AccountRuntime(pop3_account()), 0)
+    pop = account_status(AccountRuntime(pop3_account()), 0).to_json()
     assert pop["mode"] == "polling"
     assert "mailboxes" not in pop
 
@@ -539,6 +541,7 @@ def test_replace_keeps_watcher_settings() -> None:
 def test_cli_status_table_shows_idle_failures_and_uidvalidity_changes(hub: SessionHub) -> None:
     """`maild status` adds lines for the IDLE mode, mailboxes not fetched and UIDVALIDITY changes."""
     from maild.cli.main import render_status
+    from maild.service.status import ArchiveTotals, StatusReply
 
     rt = AccountRuntime(imap_account())
     rt.watcher = IdleWatcher(rt.config, session_factory=hub.factory)
@@ -547,7 +550,7 @@ def test_cli_status_table_shows_idle_failures_and_uidvalidity_changes(hub: Sessi
     result = CycleResult("anna-imap")
     result.imap = IMAPCycleInfo(["INBOX"], {"Archiv": "SELECT refused"}, [])
     rt.last_result = result
-    text = render_status({"accounts": [account_status(rt, 5)], "archive": {"messages": 5, "octets": 9}})
+    text = render_status(StatusReply("1", NOW, (account_status(rt, 5),), ArchiveTotals(5, 9)))
 
     assert "      reconnecting on 'INBOX', last push never" in text
     assert "      mailbox 'Archiv' not fetched: SELECT refused" in text
