@@ -16,7 +16,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -28,6 +28,7 @@ from maild.config.loader import Config, load_config
 from maild.errors import ControlError, MaildError
 from maild.fetch.cycle import utc_now
 from maild.log import LEVELS
+from maild.policy import next_deletion_due
 from maild.service import metrics
 from maild.service.control import ControlServer
 from maild.service.scheduler import AccountRuntime, Scheduler
@@ -79,8 +80,8 @@ def account_status(
     out["warnings"] = list(res.warnings) if res is not None else []
     out["pending_deletion"] = 0 if acc.retention == "keep" else kept[0]
     out["oldest_kept_since"] = _iso(kept[1])
-    if acc.retention == "delete-after" and kept[1] is not None and acc.retention_days is not None:
-        out["next_deletion_due"] = _iso(kept[1] + timedelta(days=acc.retention_days))
+    if (due := next_deletion_due(acc.retention, acc.retention_days, kept[1])) is not None:
+        out["next_deletion_due"] = _iso(due)
     if res is not None:
         out["last_cycle"] = {
             "new_messages": res.new_links,
