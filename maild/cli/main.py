@@ -12,13 +12,12 @@ import json
 import sys
 import tomllib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from maild import __version__
 from maild.cli.table import lines_by_person
-from maild.config.loader import AccountConfig, Config, DaemonConfig, config_path, load_config
+from maild.config.loader import Config, DaemonConfig, config_path, load_config
 from maild.errors import ConfigError, ControlError, MaildError
 
 # Modules that add subcommands: each has ``add_parsers(subparsers)`` and sets ``handler`` (a function
@@ -224,40 +223,12 @@ def _checked(reply: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _fetch_once(cfg: Config, names: Sequence[str]) -> int:
-    from maild.archive.store import Store
-    from maild.fetch.cycle import fetch_cycle, make_maildrop, utc_now
+    from maild.service.oneshot import fetch_once
 
-    unknown = [n for n in names if n not in cfg.accounts]
-    if unknown:
-        raise ConfigError(f"{cfg.path}: no account named {unknown[0]!r}")
-    accounts = [cfg.accounts[n] for n in names] if names else [a for a in cfg.accounts.values() if a.enabled]
-    slots = asyncio.Semaphore(cfg.daemon.max_concurrent_fetches)
-    executor = ThreadPoolExecutor(max_workers=cfg.daemon.pop3_threads, thread_name_prefix="maild-pop3")
-    store = await Store.open(cfg.daemon.database)
-    failed = 0
-    try:
-        for acc in cfg.accounts.values():
-            await store.ensure_account(acc.name, acc.organisation, acc.employee, acc.protocol, utc_now())
-
-        async def one(acc: AccountConfig) -> str:
-            async with slots:
-                try:
-                    res = await fetch_cycle(acc, store, make_maildrop(acc, executor))
-                except MaildError as exc:
-                    return f"{acc.name}: FAILED: {exc}"
-            extra = f", {res.deleted} deleted on the server" if res.deleted else ""
-            if res.failures:
-                extra += f", {len(res.failures)} could not be retrieved (retried next time)"
-            return f"{acc.name}: {res.new_links} new messages ({res.octets} octets){extra}"
-
-        for line in await asyncio.gather(*(one(a) for a in accounts)):
-            if ": FAILED: " in line:
-                failed += 1
-            print(line)
-    finally:
-        await store.close()
-        executor.shutdown(wait=True, cancel_futures=True)
-    return 1 if failed else 0
+    results = await fetch_once(cfg, names)
+    for res in results:
+        print(res.line())
+    return 1 if any(res.failed for res in results) else 0
 
 
 def _imap_status_lines(a: dict[str, Any]) -> list[str]:

@@ -26,11 +26,12 @@ from maild import policy
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, ThrottledError, TransientError
-from maild.fetch.cycle import CycleResult, MaildropFactory, fetch_cycle, make_maildrop, utc_now
+from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.fetch.resync import UIDValidityChange
 from maild.service.budget import Budgets
 from maild.service.idle import IdleWatcher, Mode
 from maild.service.kept_sessions import KeptSessions
+from maild.service.runner import CycleRunner
 
 log = structlog.get_logger("maild.service.scheduler")
 
@@ -158,9 +159,10 @@ class Scheduler:
         self.budgets = budgets or Budgets(
             max_cycles=max_concurrent_fetches, per_host=max_connections_per_host
         )
-        self._maildrop_factory = maildrop_factory
         self.sessions = KeptSessions(self.budgets)
         """IMAP sessions kept between cycles, and each cycle's host connection (see kept_sessions.py)."""
+        self.runner = CycleRunner(store, executor, self.budgets, self.sessions, maildrop_factory, clock)
+        """Runs each cycle within the budgets (see runner.py)."""
         self._stopping = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -378,36 +380,25 @@ class Scheduler:
 
     async def _run_cycle(self, rt: AccountRuntime) -> CycleResult | None:
         account = rt.config
-        async with self.budgets.cycle():
-            lease = await self.sessions.lease(account.name, account.host)
-            try:
-                if self._stopping or rt.retired or self._blocked(rt) is not None:
-                    return None  # paused (or stopped) while waiting; release() closes a kept session
-                rt.state = "fetching"
-                rt.next_run = None
-                maildrop, resumed = await self.sessions.connect(
-                    lease,
-                    lambda: self._maildrop_factory(account, self.executor),
-                    probe_timeout_s=account.timeout_s,
-                )
-                result = await fetch_cycle(
-                    account,
-                    self.store,
-                    maildrop,
-                    budgets=self.budgets,
-                    clock=self.clock,
-                    opened=resumed,
-                    keep_open=True,
-                )
-            except MaildError as exc:
-                self._failed(rt, exc)
-                return None
-            except Exception as exc:  # a bug must not stop the other accounts
-                log.exception("fetch.failed", outcome="internal-error")
-                self._failed(rt, exc)
-                return None
-            finally:
-                self.sessions.release(lease)
+
+        def proceed() -> bool:  # the slot and the connection are held now
+            if self._stopping or rt.retired or self._blocked(rt) is not None:
+                return False  # paused (or stopped) while waiting
+            rt.state = "fetching"
+            rt.next_run = None
+            return True
+
+        try:
+            result = await self.runner.run(account, keep_open=True, proceed=proceed)
+        except MaildError as exc:
+            self._failed(rt, exc)
+            return None
+        except Exception as exc:  # a bug must not stop the other accounts
+            log.exception("fetch.failed", outcome="internal-error")
+            self._failed(rt, exc)
+            return None
+        if result is None:
+            return None
         rt.state = "idle"
         rt.last_success = self.clock()
         rt.last_error = None
