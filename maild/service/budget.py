@@ -21,24 +21,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from maild import policy
 from maild.config.loader import DaemonConfig
 
 __all__ = ["Budgets"]
 
-Reclaim = Callable[[str], Awaitable[bool]]
-"""Frees a connection of the given host held by something idle (a kept session); True when it did."""
+
+class Reclaimer(Protocol):
+    """What holds connections it can give up on demand (the kept sessions)."""
+
+    def reclaimable(self, host: str) -> int:
+        """Connections of ``host`` (lower case) that :meth:`reclaim` could free, one per call."""
+        ...
+
+    async def reclaim(self, host: str) -> bool:
+        """Free one connection of ``host`` (lower case); False when there was none to free."""
+        ...
 
 
 @dataclass(slots=True)
 class _Host:
-    """The connections of one host: held now, wanted, and the futures of those waiting."""
+    """The connections of one host: held now, the limits of those waiting, their wake-up futures."""
 
     in_use: int = 0
-    waiting: int = 0
+    waiting: Counter[int] = field(default_factory=Counter)
     wakeups: list[asyncio.Future[None]] = field(default_factory=list)
 
 
@@ -77,7 +88,7 @@ class Budgets:
         self._transfers = asyncio.Semaphore(max_transfers)
         self._transferring = 0
         self._hosts: dict[str, _Host] = {}
-        self._reclaim: Reclaim | None = None
+        self._reclaimer: Reclaimer | None = None
 
     @classmethod
     def from_config(cls, daemon: DaemonConfig) -> Budgets:
@@ -92,16 +103,16 @@ class Budgets:
 
     # -- connections per host ------------------------------------------------------------------------
 
-    def reclaim_with(self, reclaim: Reclaim) -> None:
-        """Let ``reclaim(host)`` free a connection held by something idle (the kept sessions) while a
-        connection of ``host`` is wanted and none is free. One reclaimer per process.
+    def reclaim_with(self, reclaimer: Reclaimer) -> None:
+        """Let ``reclaimer`` free connections held by something idle (the kept sessions) while a
+        connection of a host is wanted and none is free. One reclaimer per process.
 
         Raises:
             ValueError: another reclaimer was set already.
         """
-        if self._reclaim is not None and self._reclaim != reclaim:
+        if self._reclaimer is not None and self._reclaimer is not reclaimer:
             raise ValueError("one reclaimer per Budgets")
-        self._reclaim = reclaim
+        self._reclaimer = reclaimer
 
     def _host(self, host: str) -> _Host:
         key = host.lower()
@@ -116,7 +127,17 @@ class Budgets:
 
     def waiting(self, host: str) -> int:
         """How many want a connection of ``host`` and wait for one."""
-        return self._host(host).waiting
+        return self._host(host).waiting.total()
+
+    def contended(self, host: str, freeable: int) -> bool:
+        """Whether freeing ``freeable`` connections of ``host`` would let one of its waiters in.
+
+        An IDLE connection waiting because the host has ``per_host - 1`` connections that are all
+        busy gains nothing from a kept session being closed, so a kept session is closed for it only
+        when that is enough.
+        """
+        entry = self._host(host)
+        return any(entry.in_use - freeable < limit for limit in entry.waiting)
 
     def idle_allowed(self) -> bool:
         """Whether IDLE connections may be made at all (``per_host`` leaves them room)."""
@@ -125,8 +146,8 @@ class Budgets:
     async def acquire_connection(self, host: str, *, idle: bool = False) -> None:
         """Hold one connection of ``host`` (any case); pair with :meth:`release_connection`.
 
-        While none is free, the reclaimer (see :meth:`reclaim_with`) is asked to close a kept
-        session of the host; when there is none, this waits for a release.
+        While none is free, the reclaimer (see :meth:`reclaim_with`) is asked to close kept
+        sessions of the host, when closing them makes room; else this waits for a release.
 
         Args:
             host: the server host.
@@ -137,11 +158,17 @@ class Budgets:
         Cancellation: at any await, no connection is held.
         """
         entry = self._host(host)
+        key = host.lower()
         limit = policy.connection_limit(self.per_host, idle=idle)
-        entry.waiting += 1
+        entry.waiting[limit] += 1
         try:
             while entry.in_use >= limit:
-                if self._reclaim is not None and await self._reclaim(host.lower()):
+                reclaimer = self._reclaimer
+                if (
+                    reclaimer is not None
+                    and entry.in_use - reclaimer.reclaimable(key) < limit
+                    and await reclaimer.reclaim(key)
+                ):
                     continue
                 wakeup = asyncio.get_running_loop().create_future()
                 entry.wakeups.append(wakeup)
@@ -151,7 +178,9 @@ class Budgets:
                     if wakeup in entry.wakeups:
                         entry.wakeups.remove(wakeup)
         finally:
-            entry.waiting -= 1
+            entry.waiting[limit] -= 1
+            if not entry.waiting[limit]:
+                del entry.waiting[limit]
         entry.in_use += 1
 
     def release_connection(self, host: str) -> None:

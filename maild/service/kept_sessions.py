@@ -79,7 +79,7 @@ class KeptSessions:
         self._budgets = budgets
         self._kept: dict[str, _Kept] = {}
         self._closing: set[asyncio.Task[None]] = set()
-        budgets.reclaim_with(self._reclaim)
+        budgets.reclaim_with(self)
 
     def kept(self, name: str) -> bool:
         """Whether account ``name`` has a session kept from its last cycle."""
@@ -136,8 +136,9 @@ class KeptSessions:
     def release(self, lease: Lease) -> None:
         """End the lease's cycle: keep its session with the connection when it is
         :attr:`~maild.protocols.base.Maildrop.parked` and nothing else waits for a connection of the
-        host; else give the connection back (a parked or never used kept session is then logged out
-        in the background, and its connection given back when that is done). Never waits."""
+        host who would get in if the kept sessions were closed; else give the connection back (a
+        parked or never used kept session is then logged out in the background, and its connection
+        given back when that is done). Never waits."""
         host = lease.host
         unused, lease.kept = lease.kept, None
         now = asyncio.get_running_loop().time()
@@ -149,7 +150,7 @@ class KeptSessions:
             self._budgets.release_connection(host)
             return
         kept = _Kept(maildrop, host, now)
-        if self._budgets.waiting(host):
+        if self._budgets.contended(host, self.reclaimable(host) + 1):
             self._close_later(kept, "room for another account")
         else:
             self._kept[lease.name] = kept
@@ -174,9 +175,13 @@ class KeptSessions:
         if self._closing:
             await asyncio.wait(list(self._closing))
 
-    async def _reclaim(self, host: str) -> bool:
+    def reclaimable(self, host: str) -> int:
+        """Sessions kept for ``host`` (lower case): connections :meth:`reclaim` can give back."""
+        return sum(1 for k in self._kept.values() if k.host == host)
+
+    async def reclaim(self, host: str) -> bool:
         """Close the oldest session kept for ``host`` (lower case), giving its connection back;
-        False when none is kept there."""
+        False when none is kept there. Asked by the budgets when a connection of the host is wanted."""
         others = [(k.since, n) for n, k in self._kept.items() if k.host == host]
         if not others:
             return False

@@ -25,6 +25,7 @@ from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
 from maild.model import Secret
 from maild.protocols.imap.wire import MailboxEvents, SelectInfo
 from maild.service import metrics
+from maild.service.budget import Budgets
 from maild.service.daemon import account_status
 from maild.service.idle import IdleWatcher
 from maild.service.scheduler import AccountRuntime, Scheduler
@@ -157,10 +158,15 @@ async def watchers() -> AsyncIterator[list[IdleWatcher]]:
 
 
 def watcher_for(
-    made: list[IdleWatcher], hub: SessionHub, account: AccountConfig | None = None, store: Store | None = None
+    made: list[IdleWatcher],
+    hub: SessionHub,
+    account: AccountConfig | None = None,
+    store: Store | None = None,
+    budgets: Budgets | None = None,
 ) -> IdleWatcher:
     watcher = IdleWatcher(
         account or imap_account(),
+        budgets=budgets,
         store=store,
         session_factory=hub.factory,
         clock=lambda: NOW,
@@ -190,6 +196,52 @@ async def test_push_and_timeout(hub: SessionHub, watchers: list[IdleWatcher]) ->
     assert await watcher.wait(5) == "push"
     assert watcher.last_push == NOW
     assert hub.current.steps[:4] == ["open", "select", "keepalive", "idle_start"]
+
+
+async def test_the_idle_connection_counts_against_the_host_and_is_given_back(
+    hub: SessionHub, watchers: list[IdleWatcher]
+) -> None:
+    """While IDLE runs it holds one connection of the host; a loss and a stop give it back."""
+    budgets = Budgets(max_cycles=4, per_host=2)
+    account = imap_account()
+    watcher = watcher_for(watchers, hub, account, budgets=budgets)
+    watcher.start()
+    await eventually(lambda: watcher.mode == "idle")
+    assert budgets.connections(account.host) == 1
+    hub.current.events.put_nowait(ConnectError("connection lost"))
+    await eventually(lambda: len(hub.sessions) == 2 and watcher.mode == "idle")
+    assert budgets.connections(account.host) == 1
+    await watcher.stop()
+    assert budgets.connections(account.host) == 0
+
+
+async def test_idle_waits_while_only_one_connection_of_the_host_is_left(
+    hub: SessionHub, watchers: list[IdleWatcher]
+) -> None:
+    """With all but one connection of the host held, the watcher does not connect (the account polls)
+    until one is given back."""
+    budgets = Budgets(max_cycles=4, per_host=2)
+    account = imap_account()
+    await budgets.acquire_connection(account.host)  # a fetch cycle
+    watcher = watcher_for(watchers, hub, account, budgets=budgets)
+    watcher.start()
+    await asyncio.sleep(0.05)
+    assert (watcher.mode, hub.sessions) == ("reconnecting", [])
+    budgets.release_connection(account.host)
+    await eventually(lambda: watcher.mode == "idle")
+
+
+async def test_one_connection_per_host_means_polling(hub: SessionHub, watchers: list[IdleWatcher]) -> None:
+    """With max_connections_per_host = 1 the watcher never connects: the one connection is the cycles'."""
+    watcher = watcher_for(watchers, hub, budgets=Budgets(max_cycles=1, per_host=1))
+    with capture_logs() as logs:
+        watcher.start()
+    assert not watcher.running
+    assert watcher.mode == "polling"
+    assert hub.sessions == []
+    assert watcher.last_error is not None
+    assert "max_connections_per_host" in watcher.last_error
+    assert [e["event"] for e in logs] == ["imap.idle-no-connection"]
 
 
 async def test_push_while_nobody_waits_is_kept(hub: SessionHub, watchers: list[IdleWatcher]) -> None:

@@ -185,3 +185,21 @@ async def test_a_kept_session_of_a_changed_host_is_closed() -> None:
     assert (await sessions.lease("a", "new")).kept is None
     assert session.closed
     assert (sessions.in_use("old"), sessions.in_use("new")) == (0, 1)
+
+
+async def test_a_parked_session_is_kept_when_closing_it_would_let_no_waiter_in() -> None:
+    """An IDLE connection waiting because IDLE already holds its share of the host gains nothing from a
+    closed session: the parked session is kept."""
+    budgets = Budgets(max_cycles=8, per_host=2)
+    sessions = KeptSessions(budgets)
+    await budgets.acquire_connection("h", idle=True)  # one account's IDLE connection
+    second_idle = asyncio.create_task(budgets.acquire_connection("h", idle=True))
+    await asyncio.sleep(0.01)
+    session = Session()
+    await parked_after_cycle(sessions, "a", "h", session)
+    assert sessions.kept("a")
+    assert not session.closed
+    assert not second_idle.done()
+    second_idle.cancel()
+    await asyncio.wait([second_idle])
+    await sessions.drop_all()
