@@ -79,7 +79,8 @@ class DaemonConfig:
         log_level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
         shutdown_timeout_s: seconds a stop waits for running cycles before cancelling them.
         max_connections_per_host: concurrent sessions to one server host, all accounts together, IMAP
-            sessions kept between cycles included (see kept_sessions.py).
+            sessions kept between cycles and IDLE connections included (IDLE may use all but one;
+            see :class:`~maild.service.budget.Budgets`).
         control_socket_group: group (name or id) allowed to use the control socket, or None.
         metrics_textfile: file rewritten atomically after each cycle with Prometheus metrics for
             node_exporter's textfile collector, or None.
