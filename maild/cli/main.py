@@ -10,16 +10,13 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from maild import __version__
-from maild.archive.store import Store
 from maild.cli import accounts, archive, move
 from maild.cli.common import daemon_client, load_args_config, warn
 from maild.cli.table import lines_by_person
-from maild.config.loader import AccountConfig, Config
-from maild.errors import ConfigError, MaildError
-from maild.fetch.cycle import fetch_cycle, make_maildrop, utc_now
+from maild.config.loader import Config
+from maild.errors import MaildError
 from maild.log import configure_logging, get_logger
 from maild.service.control_client import ControlClient
 from maild.service.status import AccountStatus, StatusReply, time_text
@@ -151,37 +148,13 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
         ConfigError: a name is not a configured account.
         StoreError: the archive cannot be opened.
     """
-    unknown = [n for n in names if n not in cfg.accounts]
-    if unknown:
-        raise ConfigError(f"{cfg.path}: no account named {unknown[0]!r}")
-    selected = [cfg.accounts[n] for n in names] if names else [a for a in cfg.accounts.values() if a.enabled]
-    slots = asyncio.Semaphore(cfg.daemon.max_concurrent_fetches)
-    executor = ThreadPoolExecutor(max_workers=cfg.daemon.pop3_threads, thread_name_prefix="maild-pop3")
-    store = await Store.open(cfg.daemon.database)
-    failed = 0
-    try:
-        for acc in cfg.accounts.values():
-            await store.ensure_account(acc.name, acc.organisation, acc.employee, acc.protocol, utc_now())
+    # Imported here, not at the top: the daemon's parts cost start-up time every other command saves.
+    from maild.service.oneshot import fetch_once as fetch_accounts_once
 
-        async def one(acc: AccountConfig) -> str:
-            async with slots:
-                try:
-                    res = await fetch_cycle(acc, store, make_maildrop(acc, executor))
-                except MaildError as exc:
-                    return f"{acc.name}: FAILED: {exc}"
-            extra = f", {res.deleted} deleted on the server" if res.deleted else ""
-            if res.failures:
-                extra += f", {len(res.failures)} could not be retrieved (retried next time)"
-            return f"{acc.name}: {res.new_links} new messages ({res.octets} octets){extra}"
-
-        for line in await asyncio.gather(*(one(a) for a in selected)):
-            if ": FAILED: " in line:
-                failed += 1
-            print(line)
-    finally:
-        await store.close()
-        executor.shutdown(wait=True, cancel_futures=True)
-    return 1 if failed else 0
+    results = await fetch_accounts_once(cfg, names)
+    for res in results:
+        print(res.line())
+    return 1 if any(res.failed for res in results) else 0
 
 
 # -- asking the daemon ----------------------------------------------------------------------------------

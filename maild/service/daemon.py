@@ -27,6 +27,7 @@ from maild.errors import ControlError, MaildError
 from maild.fetch.cycle import utc_now
 from maild.log import LEVELS
 from maild.service import metrics
+from maild.service.budget import Budgets
 from maild.service.commands import CommandContext, dispatch
 from maild.service.control import ControlServer
 from maild.service.replies import ReloadReport
@@ -191,8 +192,7 @@ class Daemon:
                 cfg.accounts.values(),
                 self.store,
                 executor,
-                max_concurrent_fetches=cfg.daemon.max_concurrent_fetches,
-                max_connections_per_host=cfg.daemon.max_connections_per_host,
+                budgets=Budgets.from_config(cfg.daemon),
             )
             self._commands = CommandContext(
                 scheduler=self.scheduler,

@@ -7,12 +7,12 @@ cannot be mistaken for the IMAP IDLE mode.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from maild import __version__
 from maild.archive.store import Store
-from maild.config.loader import AccountConfig
 from maild.fetch.cycle import CycleResult
+from maild.policy import next_deletion_due
 from maild.service.replies import FetchOutcome
 from maild.service.scheduler import AccountRuntime
 from maild.service.status import (
@@ -35,16 +35,6 @@ def _whole_seconds(moment: datetime | None) -> datetime | None:
 def reported_state(rt: AccountRuntime) -> AccountState:
     """The account's state as the control socket reports it (the scheduler's ``idle`` is ``waiting``)."""
     return "waiting" if rt.state == "idle" else rt.state
-
-
-def _next_deletion_due(acc: AccountConfig, oldest_kept_since: datetime | None) -> datetime | None:
-    """When the oldest archived message still on the server is due for ``delete-after`` deletion (UTC).
-
-    The one place the status computes this (the deletion rule itself lives with the fetch cycle).
-    """
-    if acc.retention == "delete-after" and oldest_kept_since is not None and acc.retention_days is not None:
-        return oldest_kept_since + timedelta(days=acc.retention_days)
-    return None
 
 
 def _cycle_status(res: CycleResult) -> CycleStatus:
@@ -123,7 +113,7 @@ def account_status(
         warnings=tuple(res.warnings) if res is not None else (),
         pending_deletion=0 if acc.retention == "keep" else kept[0],
         oldest_kept_since=oldest_kept_since,
-        next_deletion_due=_next_deletion_due(acc, oldest_kept_since),
+        next_deletion_due=next_deletion_due(acc.retention, acc.retention_days, oldest_kept_since),
         last_cycle=_cycle_status(res) if res is not None else None,
     )
 
