@@ -45,11 +45,21 @@ def add_parsers(sub: Any) -> None:
     m.add_argument("--to", dest="target", metavar="B", required=True, help="IMAP account to upload to")
     m.add_argument("--mailbox", default="INBOX", help="B's mailbox to upload into (default INBOX)")
     m.add_argument("--dry-run", action="store_true", help="compare and list what would be uploaded")
+    m.add_argument(
+        "--reupload",
+        action="store_true",
+        help="also upload again what was uploaded earlier and is no longer in B (deleted there)",
+    )
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(handler=_migrate)
     r = sub.add_parser("retire", help="retire A after checking that B holds all of A's mail")
     r.add_argument("source", metavar="A", help="account to retire")
     r.add_argument("--into", dest="target", metavar="B", required=True, help="IMAP account that replaces A")
+    r.add_argument(
+        "--accept-deleted",
+        action="store_true",
+        help="accept that messages uploaded earlier were deleted in B since (listed; the archive keeps them)",
+    )
     r.set_defaults(handler=_retire)
 
 
@@ -104,7 +114,7 @@ def _compare(args: argparse.Namespace) -> int:
         print(render_comparison(outcome, lists=not args.summary))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    return 0 if outcome.comparison.complete else 1
+    return 0 if outcome.complete else 1
 
 
 def _date(moment: datetime | None) -> str:
@@ -143,8 +153,19 @@ def render_comparison(outcome: CompareOutcome, *, lists: bool = True) -> str:
         lines.append(f"  bodies downloaded to decide: {outcome.bodies_downloaded}")
     if c.unreadable:
         lines.append(f"  unreadable in {b}: {len(c.unreadable)} (presence unknown)")
-    missing = f"{len(c.only_a)} messages of {a} are missing in {b}"
-    lines.append(f"nothing of {a} is missing in {b}" if c.complete else missing)
+    accepted = outcome.accepted
+    if accepted:
+        lines.append(
+            f"  accepted as deleted in {b} (`retire --accept-deleted`; kept in the archive): {len(accepted)}"
+        )
+    if outcome.missing:
+        from maild.move.migrate import missing_advice
+
+        lines.append(missing_advice(outcome))
+    elif c.unreadable:
+        lines.append(f"whether all of {a} is in {b} is unknown: {len(c.unreadable)} messages unreadable")
+    else:
+        lines.append(f"nothing of {a} is missing in {b}")
     if not lists:
         return "\n".join(lines)
     if c.only_a:
@@ -186,8 +207,11 @@ def comparison_json(outcome: CompareOutcome) -> dict[str, Any]:
         "source": a,
         "target": outcome.target.name,
         "mailboxes": list(outcome.mailboxes),
-        "complete": c.complete,
+        "complete": outcome.complete,
         "counts": {
+            "missing": len(outcome.missing),
+            "uploaded_earlier_missing": len(outcome.uploaded_earlier),
+            "accepted_deleted": len(outcome.accepted),
             "only_in_source": len(c.only_a),
             "archive_only": sum(1 for e in c.only_a if not e.on_server),
             "only_in_target": len(c.only_b),
@@ -237,6 +261,7 @@ def _migrate(args: argparse.Namespace) -> int:
                 args.target,
                 args.mailbox,
                 dry_run=args.dry_run,
+                reupload=args.reupload,
                 clock=_now,
                 progress=_progress("uploading"),
             )
@@ -251,10 +276,12 @@ def _migrate(args: argparse.Namespace) -> int:
     warning = deleting_source(config, args.source, report.before.target)
     if warning:  # only a dry run gets here with one
         print(f"warning: {warning}", file=sys.stderr)
+    for text in report.warnings:
+        print(f"warning: {text}", file=sys.stderr)
     if args.dry_run:
         return 0
     ok = report.stopped is None and not report.refused and report.after is not None
-    return 0 if ok and report.after is not None and report.after.comparison.complete else 1
+    return 0 if ok and report.after is not None and report.after.complete else 1
 
 
 def _refusal(upload: Upload) -> str:
@@ -273,7 +300,8 @@ def render_migration(report: MigrationReport, *, dry_run: bool) -> str:
     if report.recorded_missing:
         lines.append(
             f"  {len(report.recorded_missing)} left out: uploaded earlier but no longer in {b}"
-            " (deleted there?)"
+            f" (deleted there?); `maild migrate {a} --to {b} --reupload` uploads them again,"
+            f" `maild retire {a} --into {b} --accept-deleted` accepts that they are gone"
         )
         lines += [_line(e, "uploaded earlier") for e in report.recorded_missing]
     if dry_run:
@@ -327,7 +355,9 @@ def _retire(args: argparse.Namespace) -> int:
     async def run() -> tuple[RetireOutcome, int]:
         store = await MigrationStore.open(config.daemon.database)
         try:
-            outcome = await retire(config, store, args.source, args.target, clock=_now)
+            outcome = await retire(
+                config, store, args.source, args.target, accept_deleted=args.accept_deleted, clock=_now
+            )
             kept = (await store.message_counts()).get(args.source, 0)
             return outcome, kept
         finally:
@@ -335,6 +365,13 @@ def _retire(args: argparse.Namespace) -> int:
 
     outcome, kept = asyncio.run(run())
     c = outcome.comparison.comparison
+    if outcome.accepted:
+        print(
+            f"{args.source}: {len(outcome.accepted)} messages uploaded earlier are no longer in"
+            f" {args.target}; accepted as deleted there (the archive keeps them):"
+        )
+        for entry in outcome.accepted:
+            print(_line(entry, "accepted as deleted"))
     print(f"{args.source}: all {len(c.both)} messages are in {args.target}; retired into {args.target}")
     if outcome.disabled == "drop-in":
         how = f"enabled = false written to {config.accounts[args.source].source}"

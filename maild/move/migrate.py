@@ -86,6 +86,30 @@ class CompareOutcome:
     records: list[AppendRecord]
     bodies_downloaded: int
 
+    @property
+    def accepted(self) -> list[ArchiveEntry]:
+        """Messages only in A whose upload into B is gone and was accepted as deleted
+        (``maild retire --accept-deleted``): the archive keeps them; they no longer count as missing."""
+        gone = {r.message for r in self.records if r.accepted_at is not None}
+        return [e for e in self.comparison.only_a if e.message in gone]
+
+    @property
+    def missing(self) -> list[ArchiveEntry]:
+        """Messages of A that B lacks, less the accepted ones: what keeps the move unfinished."""
+        gone = {r.message for r in self.records if r.accepted_at is not None}
+        return [e for e in self.comparison.only_a if e.message not in gone]
+
+    @property
+    def uploaded_earlier(self) -> list[ArchiveEntry]:
+        """Missing messages that ``maild migrate`` uploaded into B earlier (deleted there since?)."""
+        earlier = {r.message for r in self.records}
+        return [e for e in self.missing if e.message in earlier]
+
+    @property
+    def complete(self) -> bool:
+        """Nothing of A is missing in B (accepted deletions aside) and nothing of B was unreadable."""
+        return not self.missing and not self.comparison.unreadable
+
 
 def target_account(config: Config, source: str, target: str) -> AccountConfig:
     """Return B's configuration after checking that A and B can be compared.
@@ -108,22 +132,23 @@ def target_account(config: Config, source: str, target: str) -> AccountConfig:
 
 
 def deleting_source(config: Config, source: str, target: AccountConfig) -> str | None:
-    """Explain why uploading into ``target`` would be undone, or return None.
+    """Explain why uploading into ``target`` could be undone, or return None.
 
-    That is the case when A is an enabled POP3 account that deletes what it fetches
-    (``retention`` other than ``"keep"``) from the same mailbox as B (same host and user name):
-    A's next fetch cycle would archive the uploaded messages and delete them from the server again.
+    That is the case when A is an enabled POP3 account that deletes what it fetches (``retention``
+    other than ``"keep"``), whatever the host names: ``pop.provider.de`` and ``imap.provider.de``
+    are often one mailbox, and then A's next fetch cycle would archive the uploaded messages and
+    delete them from the server again. (Other POP3 accounts that turn out to share B's mailbox have
+    their deletions suspended while the move is unfinished: :func:`maild.policy.move_suspension`.)
     """
     account = config.accounts.get(source)
     if account is None or not account.enabled or account.protocol != "pop3" or account.retention == "keep":
         return None
-    if account.host.lower() != target.host.lower() or account.username != target.username:
-        return None
     return (
-        f"account {source} deletes the messages it fetches (retention = {account.retention!r}) from the"
-        f" same mailbox as {target.name} ({target.username} at {target.host}): its next fetch would"
-        f' delete what is uploaded. First set retention = "keep" or enabled = false for {source}'
-        f" in {account.source} (and `maild reload` a running daemon)"
+        f"account {source} deletes the messages it fetches (retention = {account.retention!r}); if its"
+        f" server ({account.host}) is the mailbox of {target.name} ({target.host}) under another name,"
+        f" its next fetch would delete what is uploaded, and host names cannot tell. First set"
+        f' retention = "keep" (or enabled = false) for {source} in {account.source} (and `maild reload`'
+        f" a running daemon), then run `maild migrate {source} --to {target.name}` again"
     )
 
 
@@ -194,6 +219,21 @@ async def configured_mailboxes(
     return tuple(dict.fromkeys((*boxes, *extra)))
 
 
+async def move_mailboxes(
+    session: IMAPMailbox, target: AccountConfig, records: Sequence[AppendRecord], extra: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """Where the moved mail is: the one definition ``compare``, ``migrate`` and ``retire`` share.
+
+    B's configured mailboxes (:func:`configured_mailboxes`), then every mailbox ``maild migrate``
+    recorded an upload into (``migrate --mailbox Altpost`` counts for ``retire`` too), then
+    ``extra`` (the mailbox a migration is about to upload into), each once.
+
+    Raises:
+        ProtocolError, and B's server errors: LIST failed.
+    """
+    return await configured_mailboxes(session, target, (*(r.mailbox for r in records), *extra))
+
+
 async def compare_accounts(
     store: MigrationStore,
     source: str,
@@ -231,7 +271,7 @@ async def compare_accounts(
         if own:
             await session.open()
         if mailboxes is None:
-            mailboxes = await configured_mailboxes(session, target)
+            mailboxes = await move_mailboxes(session, target, records)
         scan = await scan_server(session, mailboxes)
         needed = bodies_needed(entries, scan.entries, appended)
         digests, failures = await digest_bodies(session, needed)
@@ -292,6 +332,7 @@ class MigrationReport:
         stopped: why the run stopped early (connection lost, ...), or None.
         after: the comparison after uploading (None for a dry run or a stopped run).
         after_error: why that comparison failed, or None.
+        warnings: what the administrator should know (an upload into a mailbox B does not fetch).
     """
 
     target_mailbox: str
@@ -304,24 +345,23 @@ class MigrationReport:
     stopped: str | None = None
     after: CompareOutcome | None = None
     after_error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
-def plan_uploads(before: CompareOutcome, mailbox: str) -> MigrationReport:
+def plan_uploads(before: CompareOutcome, mailbox: str, *, reupload: bool = False) -> MigrationReport:
     """Decide what to upload into ``mailbox`` from a comparison.
 
-    Left out: messages recorded as uploaded into ``mailbox`` under its current UIDVALIDITY (or with
-    none known) that B no longer holds (someone deleted them there; uploading again would undo
-    that), and copies with the same identity as another planned message.
+    Left out: messages accepted as deleted (``retire --accept-deleted``) and messages recorded as
+    uploaded into B that B no longer holds (someone deleted them there; uploading again would undo
+    that), unless ``reupload`` (``migrate --reupload``: the administrator wants them back); and
+    copies with the same identity as another planned message.
 
     Raises:
         MigrationError: some of B's messages could not be read, so any upload might duplicate one.
     """
     report = MigrationReport(mailbox, before)
-    uidvalidity = before.scan.uidvalidity[mailbox]
-    earlier = {
-        r.message for r in before.records if r.mailbox == mailbox and r.uidvalidity in (None, uidvalidity)
-    }
-    missing = before.comparison.only_a
+    missing = before.comparison.only_a if reupload else before.missing
+    earlier = set() if reupload else {e.message for e in before.uploaded_earlier}
     report.recorded_missing = [e for e in missing if e.message in earlier]
     report.planned, report.copies = upload_order([e for e in missing if e.message not in earlier])
     unreadable = before.comparison.unreadable
@@ -342,6 +382,7 @@ async def migrate(
     mailbox: str,
     *,
     dry_run: bool = False,
+    reupload: bool = False,
     clock: Callable[[], datetime],
     progress: Progress | None = None,
 ) -> MigrationReport:
@@ -355,6 +396,8 @@ async def migrate(
         mailbox: B's mailbox to upload into (it must exist); B's configured mailboxes and this one
             are compared.
         dry_run: compare and plan only.
+        reupload: upload again what was uploaded earlier and is no longer in B (deleted there),
+            and what ``retire --accept-deleted`` accepted as deleted.
         clock: the current aware UTC time, for the records.
         progress: called after each upload with (done, planned).
 
@@ -379,15 +422,24 @@ async def migrate(
         raise MigrationError(f"the archive knows no account {source!r}: nothing was ever fetched for it")
     protocol = records_of[source].protocol
     await store.ensure_account(target.name, target.organisation, target.employee, target.protocol, clock())
+    records = await store.append_records(target.name)
     session = open_session(target)
     try:
         await session.open()
-        mailboxes = await configured_mailboxes(session, target, (mailbox,))
+        fetched = await configured_mailboxes(session, target)
+        mailboxes = await move_mailboxes(session, target, records, (mailbox,))
         before = await compare_accounts(store, source, target, mailboxes, session=session)
-        report = plan_uploads(before, mailbox)
+        report = plan_uploads(before, mailbox, reupload=reupload)
+        if mailbox not in fetched:
+            report.warnings.append(
+                f"{target.name} does not fetch mailbox {mailbox!r} (its mailboxes: {', '.join(fetched)}):"
+                " maild will not archive what is uploaded there; compare and retire count it all the same"
+            )
         if dry_run:
             await session.close()
             return report
+        if report.planned:
+            await store.start_move(source, target.name, clock())
         uidvalidity = before.scan.uidvalidity[mailbox]
         await _upload(store, session, report, protocol, target.name, uidvalidity, clock, progress)
         if report.stopped is None:
@@ -465,30 +517,77 @@ class RetireOutcome:
 
     comparison: CompareOutcome
     disabled: str
+    accepted: list[ArchiveEntry] = field(default_factory=list)
+
+
+def missing_advice(outcome: CompareOutcome) -> str:
+    """Why A cannot be retired into B yet, naming the commands that move forward.
+
+    Messages never uploaded: ``maild migrate``. Messages uploaded earlier and gone from B since
+    (someone deleted them there): ``maild retire --accept-deleted`` when that was meant (the archive
+    keeps them), or ``maild migrate --reupload`` to put them back.
+    """
+    a, b = outcome.source, outcome.target.name
+    missing = outcome.missing
+    earlier = outcome.uploaded_earlier
+    never = len(missing) - len(earlier)
+    parts = [f"{len(missing)} messages of {a} are missing in {b} ({', '.join(outcome.mailboxes)})"]
+    if never:
+        uploaded = {e.message for e in earlier}
+        archive_only = sum(1 for e in missing if not e.on_server and e.message not in uploaded)
+        parts.append(
+            f"{never} were never uploaded ({archive_only} exist only in the archive): run"
+            f" `maild migrate {a} --to {b}`"
+        )
+    if earlier:
+        parts.append(
+            f"{len(earlier)} were uploaded earlier and are no longer in {b} (deleted there?): run"
+            f" `maild retire {a} --into {b} --accept-deleted` if that was meant (maild's archive keeps"
+            f" them), or `maild migrate {a} --to {b} --reupload` to upload them again"
+        )
+    return "; ".join(parts)
 
 
 async def retire(
-    config: Config, store: MigrationStore, source: str, target_name: str, *, clock: Callable[[], datetime]
+    config: Config,
+    store: MigrationStore,
+    source: str,
+    target_name: str,
+    *,
+    accept_deleted: bool = False,
+    clock: Callable[[], datetime],
 ) -> RetireOutcome:
-    """Retire A into B: only when nothing of A is missing in B's configured mailboxes.
+    """Retire A into B: only when nothing of A is missing in B (see :func:`move_mailboxes`).
 
     Then A is disabled (``enabled = false`` in its drop-in, rewritten atomically), its archive is
-    kept, and ``accounts.retired_at``/``retired_into`` are recorded. An account in the main file is
-    never rewritten: it must already say ``enabled = false`` there (the error says so).
+    kept, ``accounts.retired_at``/``retired_into`` are recorded and the move is finished. An
+    account in the main file is never rewritten: it must already say ``enabled = false`` there
+    (the error says so).
+
+    Args:
+        accept_deleted: messages uploaded earlier and no longer in B (someone deleted them there)
+            do not count as missing: the decision is recorded in the archive (``appends.accepted_at``),
+            which keeps the messages; :attr:`RetireOutcome.accepted` lists them. Messages never
+            uploaded still count.
 
     Raises:
-        MigrationError: messages of A are missing in B (how many), or A is enabled in the main file.
+        MigrationError: messages of A are missing in B (how many, and the command for each kind),
+            or A is enabled in a file maild does not rewrite.
         ConfigError, StoreError, and B's server errors.
     """
     target = target_account(config, source, target_name)
     account = config.accounts.get(source)
     outcome = await compare_accounts(store, source, target)
-    missing = outcome.comparison.only_a
-    if missing:
-        archive_only = sum(1 for e in missing if not e.on_server)
+    accepted: list[ArchiveEntry] = []
+    if accept_deleted and outcome.uploaded_earlier and len(outcome.uploaded_earlier) == len(outcome.missing):
+        accepted = outcome.uploaded_earlier
+    elif outcome.missing:
+        raise MigrationError(missing_advice(outcome))
+    if outcome.comparison.unreadable:
         raise MigrationError(
-            f"{len(missing)} messages of {source} are missing in {target_name} ({archive_only} exist"
-            f" only in the archive); run `maild migrate {source} --to {target_name}` first"
+            f"{len(outcome.comparison.unreadable)} messages in {target_name} could not be read, so whether"
+            f" all of {source} is there is unknown; run `maild retire {source} --into {target_name}` again"
+            f" later. First: {next(iter(outcome.comparison.unreadable.values()))}"
         )
     if account is not None and account.enabled and account.source == config.path:
         raise MigrationError(
@@ -510,8 +609,10 @@ async def retire(
             disabled = "drop-in"
         else:
             disabled = "already disabled"
+    if accepted:
+        await store.accept_missing(target_name, [e.message for e in accepted], clock())
     await store.retire(source, target_name, clock())
-    return RetireOutcome(outcome, disabled)
+    return RetireOutcome(outcome, disabled, accepted)
 
 
 @dataclass(slots=True)

@@ -115,6 +115,7 @@ def account_status(
         oldest_kept_since=oldest_kept_since,
         next_deletion_due=next_deletion_due(acc.retention, acc.retention_days, oldest_kept_since),
         last_cycle=_cycle_status(res) if res is not None else None,
+        deletion_suspended=res.deletion_suspended if res is not None else None,
     )
 
 

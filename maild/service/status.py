@@ -259,6 +259,8 @@ class AccountStatus:
         oldest_kept_since: the earliest first-fetch time among archived messages still on the server.
         next_deletion_due: with ``delete-after``, when the oldest of them is due (UTC), else None.
         last_cycle: the last successful cycle, or None before one.
+        deletion_suspended: POP3 only: why the last cycle deleted nothing although retention
+            would (an unfinished move into an IMAP account holding the same messages), or None.
     """
 
     name: str
@@ -284,6 +286,7 @@ class AccountStatus:
     warnings: tuple[str, ...] = ()
     next_deletion_due: datetime | None = None
     last_cycle: CycleStatus | None = None
+    deletion_suspended: str | None = None
 
     def to_json(self) -> JSONObject:
         """The account's JSON object, keys in the documented order."""
@@ -316,6 +319,8 @@ class AccountStatus:
             out["next_deletion_due"] = time_text(self.next_deletion_due)
         if self.last_cycle is not None:
             out["last_cycle"] = self.last_cycle.to_json()
+        if self.deletion_suspended is not None:
+            out["deletion_suspended"] = self.deletion_suspended
         return out
 
     @classmethod
@@ -351,6 +356,7 @@ class AccountStatus:
                 if last_cycle is not None
                 else None
             ),
+            deletion_suspended=read_opt_str(data, "deletion_suspended"),
         )
 
 
