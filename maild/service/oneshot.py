@@ -52,7 +52,18 @@ class OneShotResult:
         extra = f", {res.deleted} deleted on the server" if res.deleted else ""
         if res.failures:
             extra += f", {len(res.failures)} could not be retrieved (retried next time)"
-        return f"{self.account}: {res.new_links} new messages ({res.octets} octets){extra}"
+        if res.deletion_suspended:
+            extra += f"; {res.deletion_suspended}"
+        return (
+            f"{self.account}: {new_and_known(res.new_messages, res.new_links)} ({res.octets} octets){extra}"
+        )
+
+
+def new_and_known(new_messages: int, new_links: int) -> str:
+    """``"N new messages"``, with ``", M already archived"`` when some of what the account fetched was
+    in the archive already (through another account: a mailbox being moved, a copy)."""
+    known = new_links - new_messages
+    return f"{new_messages} new messages" + (f", {known} already archived" if known > 0 else "")
 
 
 def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]:
