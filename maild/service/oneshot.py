@@ -20,6 +20,7 @@ from maild.errors import ConfigError, MaildError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
+from maild.service.replies import new_and_known
 from maild.service.runner import CycleRunner
 
 __all__ = ["OneShotResult", "fetch_once"]
@@ -57,13 +58,6 @@ class OneShotResult:
         return (
             f"{self.account}: {new_and_known(res.new_messages, res.new_links)} ({res.octets} octets){extra}"
         )
-
-
-def new_and_known(new_messages: int, new_links: int) -> str:
-    """``"N new messages"``, with ``", M already archived"`` when some of what the account fetched was
-    in the archive already (through another account: a mailbox being moved, a copy)."""
-    known = new_links - new_messages
-    return f"{new_messages} new messages" + (f", {known} already archived" if known > 0 else "")
 
 
 def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]:

@@ -39,6 +39,7 @@ def reported_state(rt: AccountRuntime) -> AccountState:
 
 def _cycle_status(res: CycleResult) -> CycleStatus:
     return CycleStatus(
+        new_messages=res.new_messages,
         new_links=res.new_links,
         octets=res.octets,
         deleted=res.deleted,
@@ -150,5 +151,9 @@ def fetch_outcome(rt: AccountRuntime, result: CycleResult | None) -> FetchOutcom
     if result is None:
         return FetchOutcome(rt.config.name, error=rt.last_error or reported_state(rt))
     return FetchOutcome(
-        rt.config.name, new_links=result.new_links, octets=result.octets, seconds=round(result.seconds, 3)
+        rt.config.name,
+        new_links=result.new_links,
+        octets=result.octets,
+        seconds=round(result.seconds, 3),
+        new_messages=result.new_messages,
     )

@@ -130,6 +130,8 @@ class CycleStatus:
     Attributes:
         new_links: messages newly archived for this account (linked to it), including copies the
             archive already held for another account.
+        new_messages: of ``new_links``, those new to the archive (distinct content); the rest were
+            "already archived". None when the daemon did not say (older versions).
         octets: size in octets of those messages.
         deleted: messages deleted on the server.
         seconds: wall-clock duration, rounded to milliseconds.
@@ -146,6 +148,7 @@ class CycleStatus:
     failures: tuple[RetrievalFailureStatus, ...] = ()
     too_large: tuple[str, ...] = ()
     mailbox_failures: tuple[tuple[str, str], ...] | None = None
+    new_messages: int | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``last_cycle``."""
@@ -159,6 +162,9 @@ class CycleStatus:
         }
         if self.mailbox_failures is not None:
             out["mailbox_failures"] = dict(self.mailbox_failures)
+        if self.new_messages is not None:
+            out["new_messages"] = self.new_messages
+            out["already_archived"] = self.new_links - self.new_messages
         return out
 
     @classmethod
@@ -178,6 +184,7 @@ class CycleStatus:
             seconds=read_float(data, "seconds"),
             failures=tuple(RetrievalFailureStatus.from_json(f) for f in read_objects(data, "failures")),
             too_large=read_strs(data, "too_large"),
+            new_messages=read_opt_int(data, "new_messages"),
             mailbox_failures=mailbox_failures,
         )
 
