@@ -219,6 +219,22 @@ class MigrationStore(Store):
             ]
         )
 
+    async def forget_appends(self, account: str, uploads: Sequence[tuple[int, str]]) -> None:
+        """Forget, durably, the upload records (message, mailbox) into ``account`` (``--undo``)."""
+        await self._write(
+            [
+                (
+                    "DELETE FROM appends WHERE account = ? AND message = ? AND mailbox = ?",
+                    [(account, message, mailbox) for message, mailbox in uploads],
+                    True,
+                )
+            ]
+        )
+
+    async def end_move(self, source: str, target: str) -> None:
+        """Forget, durably, the move of ``source`` into ``target`` (undone: none of it is left)."""
+        await self._write([("DELETE FROM moves WHERE source = ? AND target = ?", (source, target), False)])
+
     async def start_move(self, source: str, target: str, now: datetime) -> None:
         """Record, durably, that a move of ``source`` into ``target`` is under way (schema v3).
 

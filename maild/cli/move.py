@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,12 +21,16 @@ from typing import TYPE_CHECKING, Any
 from maild.archive.move_queries import MigrationStore
 from maild.cli.common import load_args_config, reload_daemon
 from maild.config.loader import Config
+from maild.errors import MigrationError
 from maild.log import configure_logging
+from maild.move.report import ReportRow, write_report
 
 if TYPE_CHECKING:  # maild.move.migrate is imported where used: start-up time other commands need not pay
     from maild.move.compare import ArchiveEntry, ServerEntry
     from maild.move.migrate import CompareOutcome, MigrationReport, Upload
 
+#: Seconds between progress lines of ``maild migrate`` when stderr is not a terminal.
+PROGRESS_EVERY_S = 10.0
 #: Characters of From and Subject shown per line in text output.
 FROM_CHARS = 32
 SUBJECT_CHARS = 48
@@ -50,8 +55,30 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="also upload again what was uploaded earlier and is no longer in B (deleted there)",
     )
+    m.add_argument(
+        "--unseen", action="store_true", help="upload without flags: employees see the moved mail as unread"
+    )
+    m.add_argument(
+        "--create",
+        action="store_true",
+        help="create the mailbox named by --mailbox in B if it does not exist",
+    )
+    what = m.add_mutually_exclusive_group()
+    what.add_argument(
+        "--verify",
+        action="store_true",
+        help="fetch every upload back by its APPENDUID and check its SHA-256 against the archive",
+    )
+    what.add_argument(
+        "--undo",
+        action="store_true",
+        help="remove exactly this move's uploads from B (each verified by content first)",
+    )
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(handler=_migrate)
+    u = sub.add_parser("unretire", help="re-enable an account that `maild retire` retired")
+    u.add_argument("source", metavar="A", help="the retired account")
+    u.set_defaults(handler=_unretire)
     r = sub.add_parser("retire", help="retire A after checking that B holds all of A's mail")
     r.add_argument("source", metavar="A", help="account to retire")
     r.add_argument("--into", dest="target", metavar="B", required=True, help="IMAP account that replaces A")
@@ -246,9 +273,87 @@ def comparison_json(outcome: CompareOutcome) -> dict[str, Any]:
 # -- migrate ------------------------------------------------------------------------------------------
 
 
+class UploadMeter:
+    """Progress of the uploads on stderr: a live line on a terminal, else a plain line every
+    :data:`PROGRESS_EVERY_S` seconds (so a log or ``systemd-run`` shows it), with size and time left."""
+
+    def __init__(self, *, live: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.live = live
+        self.clock = clock
+        self.started = clock()
+        self.last = self.started
+
+    def __call__(self, done: int, total: int, octets: int, octets_total: int) -> None:
+        """Show (done of total messages, octets of octets_total)."""
+        now = self.clock()
+        if not self.live and now - self.last < PROGRESS_EVERY_S and done < total:
+            return
+        self.last = now
+        elapsed = now - self.started
+        left = elapsed * (octets_total - octets) / octets if octets else 0.0
+        line = f"uploaded {done}/{total} ({_mb(octets)} of {_mb(octets_total)})" + (
+            f", about {_duration(left)} left" if done < total else f" in {_duration(elapsed)}"
+        )
+        if self.live:
+            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _mb(octets: int) -> str:
+    return f"{octets / 1e6:.1f} MB"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def render_plan(report: MigrationReport) -> str:
+    """The plan printed before the first upload: how many, how big, into which mailbox."""
+    octets = sum(e.size_octets for e in report.planned)
+    b = report.before.target.name
+    return f"plan: {len(report.planned)} messages ({_mb(octets)}) into {b}, mailbox {report.target_mailbox}"
+
+
+def _report_rows(report: MigrationReport) -> list[ReportRow]:
+    rows = []
+    for upload in report.appended + report.refused:
+        e, r = upload.entry, upload.result
+        outcome = "uploaded" if r.ok else f"refused: {r.status}"
+        rows.append(
+            ReportRow(
+                e.message,
+                e.sha256,
+                e.message_id,
+                e.subject,
+                report.target_mailbox,
+                r.uidvalidity,
+                r.uid,
+                outcome,
+            )
+        )
+    for e in report.recorded_missing:
+        rows.append(
+            ReportRow(
+                e.message,
+                e.sha256,
+                e.message_id,
+                e.subject,
+                report.target_mailbox,
+                None,
+                None,
+                "left out: uploaded earlier, deleted in the target since",
+            )
+        )
+    return rows
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from maild.move.migrate import deleting_source, migrate
 
+    if args.verify or args.undo:
+        return _verify(args)
     config = _setup(args)
 
     async def run() -> MigrationReport:
@@ -262,8 +367,10 @@ def _migrate(args: argparse.Namespace) -> int:
                 args.mailbox,
                 dry_run=args.dry_run,
                 reupload=args.reupload,
+                unseen=args.unseen,
                 clock=_now,
-                progress=_progress("uploading"),
+                progress=None if args.json or args.dry_run else UploadMeter(live=sys.stderr.isatty()),
+                on_plan=None if args.json or args.dry_run else (lambda r: print(render_plan(r), flush=True)),
             )
         finally:
             await store.close()
@@ -280,6 +387,11 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"warning: {text}", file=sys.stderr)
     if args.dry_run:
         return 0
+    if report.appended or report.refused or report.recorded_missing:
+        paths = write_report(
+            config.daemon.state_dir, "migrate", args.source, args.target, _report_rows(report), _now()
+        )
+        print(f"report: {paths[0]} and {paths[1]}", file=sys.stderr if args.json else sys.stdout)
     ok = report.stopped is None and not report.refused and report.after is not None
     return 0 if ok and report.after is not None and report.after.complete else 1
 
@@ -342,6 +454,103 @@ def migration_json(report: MigrationReport, *, dry_run: bool) -> dict[str, Any]:
         "after": comparison_json(report.after)["counts"] if report.after else None,
         "complete": report.after.comparison.complete if report.after else None,
     }
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """``migrate --verify`` / ``--undo``: exit 0 when every upload verified (or was removed)."""
+    from maild.move.verify import VerifyReport, undo, verify
+
+    config = _setup(args)
+    kind = "undo" if args.undo else "verify"
+
+    async def run() -> VerifyReport:
+        store = await MigrationStore.open(config.daemon.database)
+        try:
+            if args.undo:
+                return await undo(config, store, args.source, args.target, clock=_now)
+            return await verify(config, store, args.source, args.target)
+        finally:
+            await store.close()
+
+    report = asyncio.run(run())
+    rows = [
+        ReportRow(
+            c.entry.message,
+            c.entry.sha256,
+            c.entry.message_id,
+            c.entry.subject,
+            c.record.mailbox,
+            c.key.uidvalidity if c.key else c.record.uidvalidity,
+            c.key.uid if c.key else c.record.uid,
+            c.outcome,
+        )
+        for c in report.checks
+    ]
+    paths = write_report(config.daemon.state_dir, kind, args.source, args.target, rows, _now())
+    good = ("removed", "already gone") if args.undo else ("verified",)
+    bad = [c for c in report.checks if c.outcome not in good]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "kind": kind,
+                    "report": [str(p) for p in paths],
+                    "messages": [{**{k: getattr(r, k) for k in ReportRow.__slots__}} for r in rows],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        counts = ", ".join(f"{o} {report.count(o)}" for o in dict.fromkeys(c.outcome for c in report.checks))
+        print(f"{args.source} -> {args.target}: {len(report.checks)} uploads checked by SHA-256: {counts}")
+        for c in bad:
+            where = f"{c.record.mailbox} UID {c.key.uid}" if c.key else c.record.mailbox
+            print(_line(c.entry, f"{where}: {c.outcome}" + (f" ({c.detail})" if c.detail else "")))
+        if bad and args.undo:
+            print(
+                "left alone: not what was uploaded, or not locatable by APPENDUID; nothing else was touched"
+            )
+        elif bad:
+            print(
+                f"`maild migrate {args.source} --to {args.target}` uploads what is missing again;"
+                " a changed message was altered on the server after the upload"
+            )
+        print(f"report: {paths[0]} and {paths[1]}")
+    return 1 if bad else 0
+
+
+def _unretire(args: argparse.Namespace) -> int:
+    from maild.config.dropin import dropin_path, set_enabled
+
+    config = _setup(args)
+
+    async def run() -> str | None:
+        store = await MigrationStore.open(config.daemon.database)
+        try:
+            record = (await store.account_records()).get(args.source)
+            if record is None or record.retired_at is None:
+                raise MigrationError(f"account {args.source} is not retired")
+            account = config.accounts.get(args.source)
+            if account is not None and not account.enabled:
+                if account.source != dropin_path(config.path, args.source):
+                    raise MigrationError(
+                        f"account {args.source} is defined in {account.source}, which maild never rewrites:"
+                        f" set enabled = true in [accounts.{args.source}] there, then run `maild unretire"
+                        f" {args.source}` again"
+                    )
+                assert account.source is not None
+                set_enabled(account.source, args.source, True)
+            return await store.unretire(args.source)
+        finally:
+            await store.close()
+
+    into = asyncio.run(run())
+    account = config.accounts.get(args.source)
+    how = "enabled again" if account is not None else "not configured (add it to fetch again)"
+    print(f"{args.source}: no longer retired into {into}; {how}; the move into {into} is unfinished again")
+    print(reload_daemon(config))
+    return 0
 
 
 # -- retire -------------------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ from maild.protocols.imap.mailbox import AppendResult, IMAPMailbox
 UPLOAD_BATCH = 50
 
 Progress = Callable[[int, int], None]
+UploadProgress = Callable[[int, int, int, int], None]
+"""Called after each upload with (messages done, messages planned, octets done, octets planned)."""
 
 
 @dataclass(slots=True)
@@ -383,8 +385,10 @@ async def migrate(
     *,
     dry_run: bool = False,
     reupload: bool = False,
+    unseen: bool = False,
     clock: Callable[[], datetime],
-    progress: Progress | None = None,
+    progress: UploadProgress | None = None,
+    on_plan: Callable[[MigrationReport], None] | None = None,
 ) -> MigrationReport:
     """Upload every message of A's archive that B lacks into B's ``mailbox``.
 
@@ -398,8 +402,11 @@ async def migrate(
         dry_run: compare and plan only.
         reupload: upload again what was uploaded earlier and is no longer in B (deleted there),
             and what ``retire --accept-deleted`` accepted as deleted.
+        unseen: upload with no flags at all (employees see the moved mail as unread), instead of
+            the flags maild knows (:func:`upload_flags`).
         clock: the current aware UTC time, for the records.
-        progress: called after each upload with (done, planned).
+        progress: called after each upload (:data:`UploadProgress`).
+        on_plan: called with the report once the plan is made, before the first upload.
 
     Returns:
         The report; ``report.after`` is a fresh comparison unless dry or stopped.
@@ -438,10 +445,13 @@ async def migrate(
         if dry_run:
             await session.close()
             return report
+        if on_plan is not None:
+            on_plan(report)
         if report.planned:
             await store.start_move(source, target.name, clock())
         uidvalidity = before.scan.uidvalidity[mailbox]
-        await _upload(store, session, report, protocol, target.name, uidvalidity, clock, progress)
+        flags = (lambda _upload: frozenset()) if unseen else (lambda upload: upload_flags(protocol, upload))
+        await _upload(store, session, report, flags, target.name, uidvalidity, clock, progress)
         if report.stopped is None:
             await session.close()
         else:
@@ -461,15 +471,17 @@ async def _upload(
     store: MigrationStore,
     session: IMAPMailbox,
     report: MigrationReport,
-    protocol: str,
+    flags: Callable[[UploadSource], frozenset[str]],
     target: str,
     uidvalidity: int,
     clock: Callable[[], datetime],
-    progress: Progress | None,
+    progress: UploadProgress | None,
 ) -> None:
     """APPEND each planned message, recording each OK at once; a lost session stops the run."""
     planned = report.planned
     done = 0
+    octets_done = 0
+    octets_planned = sum(e.size_octets for e in planned)
     source = report.before.source
     for start in range(0, len(planned), UPLOAD_BATCH):
         batch = planned[start : start + UPLOAD_BATCH]
@@ -482,7 +494,7 @@ async def _upload(
                 result = await session.append(
                     report.target_mailbox,
                     upload.raw,
-                    flags=upload_flags(protocol, upload),
+                    flags=flags(upload),
                     internaldate=upload_internaldate(upload),
                 )
             except MaildError as exc:
@@ -501,8 +513,9 @@ async def _upload(
             else:
                 report.refused.append(Upload(entry, result))
             done += 1
+            octets_done += entry.size_octets
             if progress is not None:
-                progress(done, len(planned))
+                progress(done, len(planned), octets_done, octets_planned)
 
 
 @dataclass(slots=True)

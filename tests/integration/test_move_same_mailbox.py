@@ -209,3 +209,87 @@ def test_migrate_retire_and_compare_agree_on_the_mailboxes(
     assert "INBOX, Altpost" in out
     assert "nothing of pop is missing in imap" in out
     assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 0
+
+
+def _flags(dovecot: Dovecot, user: MailUser) -> list[bytes]:
+    client = _imap(dovecot, user)
+    try:
+        client.select("INBOX", readonly=True)
+        typ, data = client.uid("FETCH", "1:*", "(FLAGS)")
+        assert typ == "OK"
+        return [item for item in data if isinstance(item, bytes)]
+    finally:
+        client.logout()
+
+
+def test_report_verify_detects_a_tampered_upload_and_undo_removes_only_this_moves_uploads(
+    dovecot: Dovecot, mail_user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """migrate prints its plan and writes a JSON and CSV report; --verify fetches each upload by APPENDUID
+    and catches one changed on the server; --undo removes exactly the verified uploads, leaving the
+    changed one and the mailbox's other mail alone; unretire undoes a retire.
+
+    Steps: 6 messages archive-only; 2 other messages arrive in INBOX; ``migrate --unseen`` prints the
+    plan, uploads 6 without flags and names its report files; ``--verify`` exits 0 with 6 verified; one
+    uploaded message's file is altered on the server (same size); ``--verify`` exits 1 naming it
+    "changed"; ``retire`` then ``--undo`` is refused until ``unretire``; ``--undo`` removes 5, leaves 3
+    (the changed upload and the 2 others); a second ``--undo`` changes nothing.
+    """
+    directory = short_dir("maildmove-")
+    cfg = _archive_only(directory, dovecot, mail_user, 6)
+    others = [letter(500 + i) for i in range(2)]
+    dovecot.deliver_many(mail_user.name, others)
+    cfg = write_config(directory, dovecot, _accounts(mail_user, pop={"retention": "keep", "enabled": False}))
+    capsys.readouterr()
+
+    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--unseen"]) == 0
+    out = capsys.readouterr().out
+    assert "plan: 6 messages (0.0 MB) into imap, mailbox INBOX" in out
+    report_line = next(line for line in out.splitlines() if line.startswith("report: "))
+    json_path = Path(report_line.split()[1])
+    assert json_path.parent == directory / "state" / "moves"
+    doc = json.loads(json_path.read_text())
+    assert len(doc["messages"]) == 6
+    assert {m["outcome"] for m in doc["messages"]} == {"uploaded"}
+    assert all(m["uid"] and m["uidvalidity"] and len(m["sha256"]) == 64 for m in doc["messages"])
+    csv_lines = json_path.with_suffix(".csv").read_text().splitlines()
+    assert csv_lines[0] == "archive_id,sha256,message_id,subject,mailbox,uidvalidity,uid,outcome"
+    assert len(csv_lines) == 7
+    assert not any(b"\\Seen" in f for f in _flags(dovecot, mail_user))
+
+    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--verify"]) == 0
+    assert "6 uploads checked by SHA-256: verified 6" in capsys.readouterr().out
+
+    uploaded = {m["uid"] for m in doc["messages"]}
+    # the file as Dovecot stores it (LF line endings): same size, one character changed
+    victim = next(f for f in dovecot.maildir_files(mail_user.name) if b"Nachricht 3\n" in f.read_bytes())
+    victim.write_bytes(victim.read_bytes().replace(b"Nachricht 3\n", b"Nachricht X\n"))
+    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "verified 5, changed 1" in out
+    assert "Wohnung 3" in out
+
+    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 0
+    capsys.readouterr()
+    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--undo"]) == 1
+    assert "maild unretire pop" in capsys.readouterr().err
+    assert (
+        main(["-c", str(cfg), "unretire", "pop"]) == 1
+    )  # disabled in the main file, which maild never rewrites
+    assert "set enabled = true in [accounts.pop] there" in capsys.readouterr().err
+    cfg = write_config(directory, dovecot, _accounts(mail_user, pop={"retention": "keep"}))
+    assert main(["-c", str(cfg), "unretire", "pop"]) == 0
+    assert "no longer retired into imap" in capsys.readouterr().out
+
+    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--undo"]) == 1
+    out = capsys.readouterr().out
+    assert "removed 5, changed 1" in out
+    left = _uids(dovecot, mail_user)
+    assert len(left) == 3
+    assert {int(u) for u in left} & uploaded != set()  # the changed upload stays
+    bodies = dovecot.maildir_messages(mail_user.name)
+    assert all(raw in bodies for raw in others)
+
+    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--undo"]) == 1
+    assert "changed 1" in capsys.readouterr().out
+    assert len(_uids(dovecot, mail_user)) == 3
