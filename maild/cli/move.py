@@ -368,6 +368,7 @@ def _migrate(args: argparse.Namespace) -> int:
                 dry_run=args.dry_run,
                 reupload=args.reupload,
                 unseen=args.unseen,
+                create=args.create,
                 clock=_now,
                 progress=None if args.json or args.dry_run else UploadMeter(live=sys.stderr.isatty()),
                 on_plan=None if args.json or args.dry_run else (lambda r: print(render_plan(r), flush=True)),

@@ -386,6 +386,7 @@ async def migrate(
     dry_run: bool = False,
     reupload: bool = False,
     unseen: bool = False,
+    create: bool = False,
     clock: Callable[[], datetime],
     progress: UploadProgress | None = None,
     on_plan: Callable[[MigrationReport], None] | None = None,
@@ -402,6 +403,7 @@ async def migrate(
         dry_run: compare and plan only.
         reupload: upload again what was uploaded earlier and is no longer in B (deleted there),
             and what ``retire --accept-deleted`` accepted as deleted.
+        create: create ``mailbox`` in B first when LIST does not show it (``--create``).
         unseen: upload with no flags at all (employees see the moved mail as unread), instead of
             the flags maild knows (:func:`upload_flags`).
         clock: the current aware UTC time, for the records.
@@ -433,6 +435,7 @@ async def migrate(
     session = open_session(target)
     try:
         await session.open()
+        await ensure_mailbox(session, source, target.name, mailbox, create=create and not dry_run)
         fetched = await configured_mailboxes(session, target)
         mailboxes = await move_mailboxes(session, target, records, (mailbox,))
         before = await compare_accounts(store, source, target, mailboxes, session=session)
@@ -465,6 +468,25 @@ async def migrate(
         except MaildError as exc:  # the uploads are done and recorded; only the check is missing
             report.after_error = str(exc)
     return report
+
+
+async def ensure_mailbox(
+    session: IMAPMailbox, source: str, target: str, mailbox: str, *, create: bool
+) -> None:
+    """Make sure B has ``mailbox`` (LIST), creating it when ``create`` (``migrate --create``).
+
+    Raises:
+        MigrationError: it does not exist and ``create`` is false (the message names ``--create``).
+        ProtocolError, and B's server errors: LIST or CREATE failed.
+    """
+    if mailbox in {m.name for m in await session.list_mailboxes()}:
+        return
+    if not create:
+        raise MigrationError(
+            f"{target} has no mailbox {mailbox!r}: run `maild migrate {source} --to {target}"
+            f" --mailbox {mailbox} --create` to create it and upload into it"
+        )
+    await session.create_mailbox(mailbox)
 
 
 async def _upload(

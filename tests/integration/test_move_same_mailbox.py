@@ -187,18 +187,18 @@ def test_migrate_retire_and_compare_agree_on_the_mailboxes(
 ) -> None:
     """Uploads into a mailbox the target does not fetch are warned about and counted by compare and retire.
 
-    Steps: 5 messages archive-only; mailbox Altpost created; ``migrate --mailbox Altpost`` uploads 5 and
+    Steps: 5 messages archive-only; ``migrate --mailbox Altpost`` is refused naming ``--create``, which
+    creates it; ``migrate --mailbox Altpost --create`` uploads 5 and
     warns that imap does not fetch Altpost; ``compare`` (no --mailbox) finds all 5; ``retire`` succeeds.
     """
     directory = short_dir("maildmove-")
     cfg = _archive_only(directory, dovecot, mail_user, 5)
     cfg = write_config(directory, dovecot, _accounts(mail_user, pop={"retention": "keep", "enabled": False}))
-    client = _imap(dovecot, mail_user)
-    client.create("Altpost")
-    client.logout()
     capsys.readouterr()
 
-    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--mailbox", "Altpost"]) == 0
+    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--mailbox", "Altpost"]) == 1
+    assert "--mailbox Altpost --create" in capsys.readouterr().err
+    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--mailbox", "Altpost", "--create"]) == 0
     captured = capsys.readouterr()
     assert "uploaded 5, refused 0" in captured.out
     assert "imap does not fetch mailbox 'Altpost'" in captured.err
