@@ -503,6 +503,8 @@ def _verify(args: argparse.Namespace) -> int:
             )
         )
     else:
+        if not report.checks:
+            print(f"{args.source} -> {args.target}: no uploads recorded; nothing to undo")
         counts = ", ".join(f"{o} {report.count(o)}" for o in dict.fromkeys(c.outcome for c in report.checks))
         print(f"{args.source} -> {args.target}: {len(report.checks)} uploads checked by SHA-256: {counts}")
         for c in bad:

@@ -174,11 +174,10 @@ async def undo(
     (``UID STORE \\Deleted``, ``UID EXPUNGE`` of those UIDs), and their records forgotten. Records
     whose UID is no longer there are forgotten ("already gone"). Changed messages and records
     without a UID are left alone and reported. When nothing is left, the move is forgotten too,
-    so POP3 deletions are no longer suspended by it.
+    so POP3 deletions are no longer suspended by it; with nothing (left) to undo, that is all.
 
     Raises:
-        MigrationError: ``source`` was retired into ``target_name`` (``maild unretire`` it first);
-            nothing was uploaded for this move.
+        MigrationError: ``source`` was retired into ``target_name`` (``maild unretire`` it first).
         ConfigError, StoreError, and B's server errors.
 
     Cancellation or a kill at any await: messages are deleted only after their check, and records
@@ -192,6 +191,9 @@ async def undo(
             f"{source} was retired into {target_name}: run `maild unretire {source}` first, then"
             f" `maild migrate {source} --to {target_name} --undo`"
         )
+    if not (await _move_records(store, source, target_name))[1]:  # nothing (left) to undo
+        await store.end_move(source, target_name)
+        return VerifyReport(source, target_name)
     report = await verify(config, store, source, target_name)
     deletable = [c for c in report.checks if c.outcome == "verified" and c.key is not None]
     gone = [c for c in report.checks if c.outcome == "missing" and c.record.uid is not None]
