@@ -316,6 +316,11 @@ def render_plan(report: MigrationReport) -> str:
     return f"plan: {len(report.planned)} messages ({_mb(octets)}) into {b}, mailbox {report.target_mailbox}"
 
 
+def _print_plan(report: MigrationReport) -> None:
+    if report.planned:
+        print(render_plan(report), flush=True)
+
+
 def _report_rows(report: MigrationReport) -> list[ReportRow]:
     rows = []
     for upload in report.appended + report.refused:
@@ -371,7 +376,7 @@ def _migrate(args: argparse.Namespace) -> int:
                 create=args.create,
                 clock=_now,
                 progress=None if args.json or args.dry_run else UploadMeter(live=sys.stderr.isatty()),
-                on_plan=None if args.json or args.dry_run else (lambda r: print(render_plan(r), flush=True)),
+                on_plan=None if args.json or args.dry_run else _print_plan,
             )
         finally:
             await store.close()
