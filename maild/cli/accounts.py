@@ -422,7 +422,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 def _refuse_lossy_purge(config: Config, name: str) -> None:
     """Raise MigrationError when purging ``name`` would lose a message."""
-    from maild.move.migrate import check_purge  # start-up time: only `--purge` needs it
+    from maild.move.retire import check_purge  # start-up time: only `--purge` needs it
 
     configure_logging("warning")
 

@@ -19,21 +19,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from maild.archive.move_queries import MigrationStore
-from maild.cli.common import load_args_config, reload_daemon
-from maild.config.loader import Config
-from maild.errors import MigrationError
-from maild.log import configure_logging
+from maild.cli.common import reload_daemon
+from maild.cli.move_lines import line, now, setup
+from maild.cli.move_verify import unretire, verify_or_undo
 from maild.move.report import ReportRow, write_report
 
 if TYPE_CHECKING:  # maild.move.migrate is imported where used: start-up time other commands need not pay
-    from maild.move.compare import ArchiveEntry, ServerEntry
+    from maild.move.compare import ArchiveEntry
     from maild.move.migrate import CompareOutcome, MigrationReport, Upload
 
 #: Seconds between progress lines of ``maild migrate`` when stderr is not a terminal.
 PROGRESS_EVERY_S = 10.0
-#: Characters of From and Subject shown per line in text output.
-FROM_CHARS = 32
-SUBJECT_CHARS = 48
 
 
 def add_parsers(sub: Any) -> None:
@@ -90,16 +86,6 @@ def add_parsers(sub: Any) -> None:
     r.set_defaults(handler=_retire)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _setup(args: argparse.Namespace) -> Config:
-    config = load_args_config(args)
-    configure_logging(args.log_level or "warning")
-    return config
-
-
 def _progress(what: str) -> Callable[[int, int], None] | None:
     """A counter on stderr when it is a terminal, else None."""
     if not sys.stderr.isatty():
@@ -120,7 +106,7 @@ def _progress(what: str) -> Callable[[int, int], None] | None:
 def _compare(args: argparse.Namespace) -> int:
     from maild.move.migrate import compare_accounts, deleting_source, target_account
 
-    config = _setup(args)
+    config = setup(args)
     target = target_account(config, args.source, args.target)
     mailboxes = (args.mailbox,) if args.mailbox else None
 
@@ -142,22 +128,6 @@ def _compare(args: argparse.Namespace) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     return 0 if outcome.complete else 1
-
-
-def _date(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ") if moment else "(no date)       "
-
-
-def _clip(text: str | None, width: int) -> str:
-    value = text or "-"
-    return value if len(value) <= width else value[: width - 1] + "…"
-
-
-def _line(entry: ArchiveEntry | ServerEntry, tail: str) -> str:
-    return (
-        f"  {_date(entry.date)}  {_clip(entry.from_, FROM_CHARS):<{FROM_CHARS}}"
-        f"  {_clip(entry.subject, SUBJECT_CHARS):<{SUBJECT_CHARS}}  {tail}"
-    ).rstrip()
 
 
 def _where(entry: ArchiveEntry, source: str) -> str:
@@ -186,7 +156,7 @@ def render_comparison(outcome: CompareOutcome, *, lists: bool = True) -> str:
             f"  accepted as deleted in {b} (`retire --accept-deleted`; kept in the archive): {len(accepted)}"
         )
     if outcome.missing:
-        from maild.move.migrate import missing_advice
+        from maild.move.retire import missing_advice
 
         lines.append(missing_advice(outcome))
     elif c.unreadable:
@@ -197,13 +167,13 @@ def render_comparison(outcome: CompareOutcome, *, lists: bool = True) -> str:
         return "\n".join(lines)
     if c.only_a:
         lines += ["", f"Only in {a} (missing in {b}):"]
-        lines += [_line(e, _where(e, a)) for e in c.only_a]
+        lines += [line(e, _where(e, a)) for e in c.only_a]
     if c.only_b:
         lines += ["", f"Only in {b}:"]
-        lines += [_line(s, f"{s.key.mailbox} UID {s.key.uid}") for s in c.only_b]
+        lines += [line(s, f"{s.key.mailbox} UID {s.key.uid}") for s in c.only_b]
     if c.both:
         lines += ["", "In both:"]
-        lines += [_line(m.entry, f"{m.key.mailbox} UID {m.key.uid} ({m.rule})") for m in c.both]
+        lines += [line(m.entry, f"{m.key.mailbox} UID {m.key.uid} ({m.rule})") for m in c.both]
     if c.unreadable:
         lines += ["", f"Unreadable in {b}:"]
         lines += [f"  {k.mailbox} UID {k.uid}: {reason}" for k, reason in c.unreadable.items()]
@@ -358,8 +328,8 @@ def _migrate(args: argparse.Namespace) -> int:
     from maild.move.migrate import deleting_source, migrate
 
     if args.verify or args.undo:
-        return _verify(args)
-    config = _setup(args)
+        return verify_or_undo(args)
+    config = setup(args)
 
     async def run() -> MigrationReport:
         store = await MigrationStore.open(config.daemon.database)
@@ -374,7 +344,7 @@ def _migrate(args: argparse.Namespace) -> int:
                 reupload=args.reupload,
                 unseen=args.unseen,
                 create=args.create,
-                clock=_now,
+                clock=now,
                 progress=None if args.json or args.dry_run else UploadMeter(live=sys.stderr.isatty()),
                 on_plan=None if args.json or args.dry_run else _print_plan,
             )
@@ -395,7 +365,7 @@ def _migrate(args: argparse.Namespace) -> int:
         return 0
     if report.appended or report.refused or report.recorded_missing:
         paths = write_report(
-            config.daemon.state_dir, "migrate", args.source, args.target, _report_rows(report), _now()
+            config.daemon.state_dir, "migrate", args.source, args.target, _report_rows(report), now()
         )
         print(f"report: {paths[0]} and {paths[1]}", file=sys.stderr if args.json else sys.stdout)
     ok = report.stopped is None and not report.refused and report.after is not None
@@ -403,7 +373,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _refusal(upload: Upload) -> str:
-    return _line(upload.entry, f"refused: {upload.result.status}")
+    return line(upload.entry, f"refused: {upload.result.status}")
 
 
 def render_migration(report: MigrationReport, *, dry_run: bool) -> str:
@@ -421,10 +391,10 @@ def render_migration(report: MigrationReport, *, dry_run: bool) -> str:
             f" (deleted there?); `maild migrate {a} --to {b} --reupload` uploads them again,"
             f" `maild retire {a} --into {b} --accept-deleted` accepts that they are gone"
         )
-        lines += [_line(e, "uploaded earlier") for e in report.recorded_missing]
+        lines += [line(e, "uploaded earlier") for e in report.recorded_missing]
     if dry_run:
         lines += ["", "Would upload:"] if report.planned else []
-        lines += [_line(e, _where(e, a)) for e in report.planned]
+        lines += [line(e, _where(e, a)) for e in report.planned]
         return "\n".join(lines)
     lines.append(f"uploaded {len(report.appended)}, refused {len(report.refused)}")
     lines += [_refusal(u) for u in report.refused]
@@ -462,118 +432,23 @@ def migration_json(report: MigrationReport, *, dry_run: bool) -> dict[str, Any]:
     }
 
 
-def _verify(args: argparse.Namespace) -> int:
-    """``migrate --verify`` / ``--undo``: exit 0 when every upload verified (or was removed)."""
-    from maild.move.verify import VerifyReport, undo, verify
-
-    config = _setup(args)
-    kind = "undo" if args.undo else "verify"
-
-    async def run() -> VerifyReport:
-        store = await MigrationStore.open(config.daemon.database)
-        try:
-            if args.undo:
-                return await undo(config, store, args.source, args.target, clock=_now)
-            return await verify(config, store, args.source, args.target)
-        finally:
-            await store.close()
-
-    report = asyncio.run(run())
-    rows = [
-        ReportRow(
-            c.entry.message,
-            c.entry.sha256,
-            c.entry.message_id,
-            c.entry.subject,
-            c.record.mailbox,
-            c.key.uidvalidity if c.key else c.record.uidvalidity,
-            c.key.uid if c.key else c.record.uid,
-            c.outcome,
-        )
-        for c in report.checks
-    ]
-    paths = write_report(config.daemon.state_dir, kind, args.source, args.target, rows, _now())
-    good = ("removed", "already gone") if args.undo else ("verified",)
-    bad = [c for c in report.checks if c.outcome not in good]
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "kind": kind,
-                    "report": [str(p) for p in paths],
-                    "messages": [{**{k: getattr(r, k) for k in ReportRow.__slots__}} for r in rows],
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
-    else:
-        if not report.checks:
-            print(f"{args.source} -> {args.target}: no uploads recorded; nothing to undo")
-        counts = ", ".join(f"{o} {report.count(o)}" for o in dict.fromkeys(c.outcome for c in report.checks))
-        print(f"{args.source} -> {args.target}: {len(report.checks)} uploads checked by SHA-256: {counts}")
-        for c in bad:
-            where = f"{c.record.mailbox} UID {c.key.uid}" if c.key else c.record.mailbox
-            print(_line(c.entry, f"{where}: {c.outcome}" + (f" ({c.detail})" if c.detail else "")))
-        if bad and args.undo:
-            print(
-                "left alone: not what was uploaded, or not locatable by APPENDUID; nothing else was touched"
-            )
-        elif bad:
-            print(
-                f"`maild migrate {args.source} --to {args.target}` uploads what is missing again;"
-                " a changed message was altered on the server after the upload"
-            )
-        print(f"report: {paths[0]} and {paths[1]}")
-    return 1 if bad else 0
-
-
 def _unretire(args: argparse.Namespace) -> int:
-    from maild.config.dropin import dropin_path, set_enabled
-
-    config = _setup(args)
-
-    async def run() -> str | None:
-        store = await MigrationStore.open(config.daemon.database)
-        try:
-            record = (await store.account_records()).get(args.source)
-            if record is None or record.retired_at is None:
-                raise MigrationError(f"account {args.source} is not retired")
-            account = config.accounts.get(args.source)
-            if account is not None and not account.enabled:
-                if account.source != dropin_path(config.path, args.source):
-                    raise MigrationError(
-                        f"account {args.source} is defined in {account.source}, which maild never rewrites:"
-                        f" set enabled = true in [accounts.{args.source}] there, then run `maild unretire"
-                        f" {args.source}` again"
-                    )
-                assert account.source is not None
-                set_enabled(account.source, args.source, True)
-            return await store.unretire(args.source)
-        finally:
-            await store.close()
-
-    into = asyncio.run(run())
-    account = config.accounts.get(args.source)
-    how = "enabled again" if account is not None else "not configured (add it to fetch again)"
-    print(f"{args.source}: no longer retired into {into}; {how}; the move into {into} is unfinished again")
-    print(reload_daemon(config))
-    return 0
+    return unretire(args)
 
 
 # -- retire -------------------------------------------------------------------------------------------
 
 
 def _retire(args: argparse.Namespace) -> int:
-    from maild.move.migrate import RetireOutcome, retire
+    from maild.move.retire import RetireOutcome, retire
 
-    config = _setup(args)
+    config = setup(args)
 
     async def run() -> tuple[RetireOutcome, int]:
         store = await MigrationStore.open(config.daemon.database)
         try:
             outcome = await retire(
-                config, store, args.source, args.target, accept_deleted=args.accept_deleted, clock=_now
+                config, store, args.source, args.target, accept_deleted=args.accept_deleted, clock=now
             )
             kept = (await store.message_counts()).get(args.source, 0)
             return outcome, kept
@@ -588,7 +463,7 @@ def _retire(args: argparse.Namespace) -> int:
             f" {args.target}; accepted as deleted there (the archive keeps them):"
         )
         for entry in outcome.accepted:
-            print(_line(entry, "accepted as deleted"))
+            print(line(entry, "accepted as deleted"))
     print(f"{args.source}: all {len(c.both)} messages are in {args.target}; retired into {args.target}")
     if outcome.disabled == "drop-in":
         how = f"enabled = false written to {config.accounts[args.source].source}"
