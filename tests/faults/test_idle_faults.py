@@ -554,7 +554,7 @@ async def test_change_is_noticed_in_an_archive_without_mailbox_records(store: St
 # ------------------------------------------------------------------------------------ library pins
 
 # sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3, for what IMAPIdleSession
-# uses beyond the methods tests/faults/imap_library_test.py pins already.
+# uses beyond the methods tests/faults/test_imap_library.py pins already.
 IDLE_PINNED_SOURCES = {
     "IdleCommand.__init__": "68d6b9eaa4b878ef",
     "IdleCommand.append_to_resp": "79ee68d01d0ac785",
@@ -597,7 +597,7 @@ async def test_identity_fetch_parses_at_every_split(protocol_name: str) -> None:
     from maild.protocols.imap import client as imap_protocol
     from maild.protocols.imap import fetch as imap_fetch
     from maild.protocols.imap import mailbox as imap_module
-    from tests.faults.imap_library_test import run_command
+    from tests.faults.test_imap_library import run_command
 
     protocol_class = getattr(imap_protocol, protocol_name)
 
