@@ -165,9 +165,19 @@ def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive in a temporary directory; modules may override it."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
+def store_class() -> type[Store]:
+    """The archive class ``store`` opens; a module overrides it to test a subclass."""
+    return Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path, store_class: type[Store]) -> AsyncIterator[Store]:
+    """An open archive in a temporary directory (the one way tests open an archive).
+
+    A module that needs accounts or messages in it overrides ``store`` with a fixture that takes
+    this one (``async def store(store: Store) -> Store``) and fills it.
+    """
+    s = await store_class.open(tmp_path / "maild.sqlite3")
     try:
         yield s
     finally:

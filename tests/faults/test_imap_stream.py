@@ -22,8 +22,8 @@ from maild.errors import NetworkTimeout, ThrottledError, TransientError
 from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.imap import client as imap_module
 from maild.protocols.imap.mailbox import IMAPMailbox
-from tests.faults.test_imap_faults import keys, message, opened, settings
 from tests.faults.imap_scripted import ScriptedIMAP, Session, default_fetch_writer
+from tests.faults.test_imap_faults import keys, message, opened, settings
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,10 @@ import pytest
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.service.scheduler import Scheduler
+from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import pop3_account, prepare
+from tests.support.waiting import eventually
 
 
 def letter(n: int) -> bytes:
@@ -28,24 +30,10 @@ def letter(n: int) -> bytes:
     return b"Subject: kept %d\r\nMessage-ID: <kept-%d@example.org>\r\n\r\nbody %d\r\n" % (n, n, n)
 
 
-def imap_account(dovecot: Dovecot, user: MailUser, name: str) -> AccountConfig:
-    """A polling IMAP account (no IDLE watcher, so every login in the log is a cycle's)."""
-    base = pop3_account(dovecot.host, dovecot.ports.imap, user.name, user.password, name=name)
-    return replace(base, protocol="imap", mailboxes=("INBOX",), idle=False)
-
-
 def logins(dovecot: Dovecot, user: MailUser, protocol: str = "imap") -> int:
     """Successful logins of ``user`` in Dovecot's log."""
     pattern = re.compile(rf"{protocol}-login: Info: Login: user=<{re.escape(user.name)}>")
     return len(pattern.findall(dovecot.log_file.read_text(errors="replace")))
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait until ``check()`` is true; fail after ``timeout_s`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
 
 
 class Running:
@@ -114,7 +102,7 @@ async def test_next_cycle_reuses_the_kept_session_and_sees_new_mail(
     """Two cycles, one login: the second cycle runs on the session kept from the first and fetches
     the message delivered in between (SELECT again shows it)."""
     dovecot.deliver_many(mail_user.name, [letter(1), letter(2)])
-    account = imap_account(dovecot, mail_user, "kept-imap")
+    account = dovecot_account(dovecot, mail_user, "imap", name="kept-imap", idle=False)
     run = await first_cycle_done(account, store, executor, running)
     assert run.scheduler.sessions.kept(account.name)
     assert logins(dovecot, mail_user) == 1
@@ -139,7 +127,7 @@ async def test_session_dropped_by_the_server_is_replaced_without_a_failed_cycle(
     """``doveadm kick`` ends the kept session; the next cycle notices (connection lost, or NOOP
     unanswered), logs in afresh and succeeds: no failure is recorded."""
     dovecot.deliver(mail_user.name, letter(1))
-    account = imap_account(dovecot, mail_user, "kicked-imap")
+    account = dovecot_account(dovecot, mail_user, "imap", name="kicked-imap", idle=False)
     run = await first_cycle_done(account, store, executor, running)
     dovecot.doveadm("kick", mail_user.name)
     dovecot.deliver(mail_user.name, letter(2))
@@ -164,7 +152,9 @@ async def test_kept_sessions_count_against_the_host_limit_and_make_room(
     """With ``max_connections_per_host = 1`` and two accounts on one host, at most one connection is
     ever held: the second account's cycle closes the first one's kept session, and both succeed."""
     users = [mail_user_factory(), mail_user_factory()]
-    accounts = [imap_account(dovecot, user, f"limit-{i}") for i, user in enumerate(users)]
+    accounts = [
+        dovecot_account(dovecot, user, "imap", name=f"limit-{i}", idle=False) for i, user in enumerate(users)
+    ]
     for user, account in zip(users, accounts, strict=True):
         dovecot.deliver(user.name, letter(hash(user.name) % 1000))
         await prepare(store, account)
@@ -207,7 +197,7 @@ async def test_stopping_the_scheduler_logs_the_kept_session_out(
 ) -> None:
     """At shutdown every kept session is closed with LOGOUT and its permit given back."""
     dovecot.deliver(mail_user.name, letter(1))
-    account = imap_account(dovecot, mail_user, "logout-imap")
+    account = dovecot_account(dovecot, mail_user, "imap", name="logout-imap", idle=False)
     run = await first_cycle_done(account, store, executor, Running)
     scheduler = run.scheduler
     assert scheduler.sessions.kept(account.name)
@@ -230,7 +220,7 @@ async def test_pause_and_reload_log_the_kept_session_out(
     reload that changes the account ends the old session too, and the new settings log in afresh.
     No permit is left over at any point."""
     dovecot.deliver(mail_user.name, letter(1))
-    account = imap_account(dovecot, mail_user, "paused-imap")
+    account = dovecot_account(dovecot, mail_user, "imap", name="paused-imap", idle=False)
     run = await first_cycle_done(account, store, executor, running)
     scheduler = run.scheduler
     assert scheduler.sessions.kept(account.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -30,7 +30,9 @@ from maild.service.scheduler import (
     Scheduler,
     backoff_delay_s,
 )
-from tests.unit.fakes import Concurrency, FakeServer, make_message, pop3_account
+from tests.support.accounts import pop3_account
+from tests.support.waiting import eventually
+from tests.unit.fakes import Concurrency, FakeServer, make_message
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -47,13 +49,6 @@ class HighRandom(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return b
-
-
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds, failing the test after ``timeout_s`` seconds."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 async def make_scheduler(
