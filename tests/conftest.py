@@ -87,31 +87,29 @@ def _dispose(server: Dovecot) -> None:
         shutil.rmtree(server.directory, ignore_errors=True)
 
 
+def _running_dovecot() -> Iterator[Dovecot]:
+    _skip_or_fail_without_dovecot()
+    server = Dovecot(_new_directory())
+    server.start()
+    try:
+        yield server
+    finally:
+        _dispose(server)
+
+
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
     """One Dovecot for the whole session (ports, ``ca_file``, users, delivery; see tests.support.dovecot).
 
     Do not stop or restart it: use ``private_dovecot`` for that.
     """
-    _skip_or_fail_without_dovecot()
-    server = Dovecot(_new_directory())
-    server.start()
-    try:
-        yield server
-    finally:
-        _dispose(server)
+    yield from _running_dovecot()
 
 
 @pytest.fixture
 def private_dovecot() -> Iterator[Dovecot]:
     """A Dovecot of this test's own (about 0.1 s to start, 1 s to stop), free to stop or restart."""
-    _skip_or_fail_without_dovecot()
-    server = Dovecot(_new_directory())
-    server.start()
-    try:
-        yield server
-    finally:
-        _dispose(server)
+    yield from _running_dovecot()
 
 
 def _new_user(server: Dovecot, request: pytest.FixtureRequest, password: str | None) -> MailUser:
@@ -157,9 +155,15 @@ def _reset_structlog() -> Iterator[None]:
 
 
 @pytest.fixture
-def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
-    """A POP3 thread pool like maild's own (four workers); modules may override it."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pop3-test")
+def executor_workers() -> int:
+    """Threads in ``executor``; a module overrides this to shrink the pool."""
+    return 4
+
+
+@pytest.fixture
+def executor(executor_workers: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    """A POP3 thread pool like maild's own (four workers unless ``executor_workers`` says otherwise)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=executor_workers, thread_name_prefix="pop3-test")
     yield pool
     pool.shutdown(wait=True, cancel_futures=True)
 
