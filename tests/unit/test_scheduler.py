@@ -27,6 +27,7 @@ from maild.service.scheduler import (
     BACKOFF_CAP_S,
     JITTER_FRACTION,
     THROTTLE_MIN_S,
+    AccountRuntime,
     Scheduler,
     backoff_delay_s,
 )
@@ -84,6 +85,21 @@ class Running:
         self.stop_event.set()
         async with asyncio.timeout(within_s):
             await self.task
+
+
+async def anna_after_first_cycle(
+    store: Store,
+    executor: ThreadPoolExecutor,
+    servers: dict[str, FakeServer],
+    shutdown_timeout_s: float = 2.0,
+) -> tuple[FakeServer, Scheduler, AccountRuntime, Running]:
+    """POP3 account "anna" with one message: its scheduler running and its first cycle done."""
+    server = servers["anna"] = FakeServer.with_pop3(1)
+    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    rt = sched.accounts["anna"]
+    run = Running(sched, shutdown_timeout_s)
+    await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
+    return server, sched, rt, run
 
 
 async def settled(fut: Awaitable[CycleResult | None]) -> CycleResult | None:
@@ -249,11 +265,7 @@ async def test_request_fetch_resolves_after_the_cycle(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """A requested fetch resolves with that cycle's result only once the cycle has ended."""
-    server = servers["anna"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
-    rt = sched.accounts["anna"]
-    run = Running(sched)
-    await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
+    server, sched, _rt, run = await anna_after_first_cycle(store, executor, servers)
 
     gate = asyncio.Event()
     server.plan(gates={"retrieve": gate})
@@ -344,11 +356,7 @@ async def test_shutdown_resolves_the_request_of_a_cancelled_cycle(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """A requested fetch whose cycle is cancelled by shutdown resolves to None (the daemon stopped)."""
-    server = servers["anna"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
-    rt = sched.accounts["anna"]
-    run = Running(sched, shutdown_timeout_s=0.1)
-    await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
+    server, sched, _rt, run = await anna_after_first_cycle(store, executor, servers, 0.1)
 
     server.plan(gates={"retrieve": asyncio.Event()})
     server.add(POP3Key("uidl-2"), make_message(2))
@@ -478,11 +486,7 @@ async def test_paused_account_is_not_fetched_until_resumed(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """A paused account is in state "paused", a requested fetch resolves None without a session, and resume() fetches."""
-    server = servers["anna"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
-    rt = sched.accounts["anna"]
-    run = Running(sched)
-    await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
+    server, sched, rt, run = await anna_after_first_cycle(store, executor, servers)
 
     sched.pause("anna")
     paused = (rt.state, rt.next_run)
