@@ -27,6 +27,7 @@ import pytest
 import structlog
 
 from maild.archive.store import Store
+from maild.service.idle import IdleWatcher
 from tests.support import dovecot as dovecot_support
 from tests.support.dovecot import Dovecot, MailUser
 
@@ -186,3 +187,12 @@ async def store(tmp_path: Path, store_class: type[Store]) -> AsyncIterator[Store
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def watchers() -> AsyncIterator[list[IdleWatcher]]:
+    """IDLE watchers a test made (it appends them); stopped afterwards."""
+    made: list[IdleWatcher] = []
+    yield made
+    for watcher in made:
+        await watcher.stop()

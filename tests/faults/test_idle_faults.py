@@ -216,15 +216,6 @@ async def test_server_without_idle(server: ScriptedIMAP) -> None:
 # ------------------------------------------------------------------------------------ the watcher
 
 
-@pytest.fixture
-async def watchers() -> AsyncIterator[list[IdleWatcher]]:
-    """Watchers made by a test; stopped afterwards."""
-    made: list[IdleWatcher] = []
-    yield made
-    for watcher in made:
-        await watcher.stop()
-
-
 def make_watcher(made: list[IdleWatcher], account: AccountConfig) -> IdleWatcher:
     watcher = IdleWatcher(account, reconnect_base_s=0.05, reconnect_cap_s=0.2, clock=lambda: NOW)
     made.append(watcher)

@@ -475,31 +475,29 @@ def _one_shot_server(path: Path, answer: bytes | None) -> tuple[socket.socket, A
     return listener, thread
 
 
-@pytest.mark.parametrize("answer", [b"not json\n", b"[1, 2]\n", b""])
-def test_request_with_garbage_reply_is_bad_reply(sock_path: Path, answer: bytes) -> None:
-    """A reply that is not a JSON object raises ControlError bad-reply."""
+@pytest.mark.parametrize(
+    ("answer", "timeout_s", "code"),
+    [
+        (b"not json\n", 5, "bad-reply"),
+        (b"[1, 2]\n", 5, "bad-reply"),
+        (b"", 5, "bad-reply"),
+        (None, 0.3, "timeout"),
+    ],
+    ids=["not-json", "not-an-object", "empty", "silent"],
+)
+def test_request_with_garbage_or_no_reply(
+    sock_path: Path, answer: bytes | None, timeout_s: float, code: str
+) -> None:
+    """A reply that is not a JSON object raises ControlError bad-reply; a daemon that never answers, timeout."""
     listener, thread = _one_shot_server(sock_path, answer)
     try:
         with pytest.raises(ControlError) as info:
-            request(sock_path, {"command": "status"}, timeout_s=5)
+            request(sock_path, {"command": "status"}, timeout_s=timeout_s)
     finally:
         thread.join(5)
         listener.close()
 
-    assert info.value.code == "bad-reply"
-
-
-def test_request_to_silent_daemon_times_out(sock_path: Path) -> None:
-    """A daemon that never answers makes the blocking client raise ControlError timeout."""
-    listener, thread = _one_shot_server(sock_path, None)
-    try:
-        with pytest.raises(ControlError) as info:
-            request(sock_path, {"command": "status"}, timeout_s=0.3)
-    finally:
-        thread.join(5)
-        listener.close()
-
-    assert info.value.code == "timeout"
+    assert info.value.code == code
 
 
 async def test_many_clients_at_once_are_all_served(server: ControlServer) -> None:

@@ -8,7 +8,6 @@ maildrops with poll intervals of an hour, so a cycle after the first one comes f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -116,15 +115,6 @@ class SessionHub:
 def hub() -> SessionHub:
     """Controls the fake sessions of a watcher."""
     return SessionHub()
-
-
-@pytest.fixture
-async def watchers() -> AsyncIterator[list[IdleWatcher]]:
-    """Watchers of a test, stopped afterwards."""
-    made: list[IdleWatcher] = []
-    yield made
-    for watcher in made:
-        await watcher.stop()
 
 
 def watcher_for(
