@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from maild.cli.main import main
+from tests.support.daemonproc import maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -172,11 +172,7 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
     assert "anna-pop: 0 new messages" in second.stdout
     assert "anna-imap: 0 new messages" in second.stdout
 
-    log = (directory / "daemon.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "maild", "-c", str(cfg), "run"], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
+    with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
         status = _wait_status(
             cfg,
             lambda s: all(a["last_success"] for a in s["accounts"]),  # type: ignore[index]
@@ -192,13 +188,7 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
         assert "Hausverwaltung Beispiel" in table.stdout
         assert "anna-imap" in table.stdout
         assert oct(os.stat(directory / "control.sock").st_mode & 0o777) == "0o660"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        assert stop_maild(proc, timeout_s=15) == 0
     assert not (directory / "control.sock").exists()
     with sqlite3.connect(directory / "state" / "maild.sqlite3") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
