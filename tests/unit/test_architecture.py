@@ -24,7 +24,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +196,11 @@ def _internal(imp: Import) -> str | None:
     return target if target.startswith("maild") and target else None
 
 
+def _top(imp: Import) -> str:
+    """The top-level package an import names (``concurrent`` for ``concurrent.futures``)."""
+    return imp.target.split(".")[0]
+
+
 def _package(module: str) -> str:
     """The layout package a module belongs to (``maild.protocols.imap.wire`` -> ``maild.protocols``)."""
     parts = module.split(".")
@@ -212,6 +217,11 @@ def _layer(module: str) -> int:
 
 def _report(title: str, offences: list[str]) -> str:
     return f"{title}:\n  " + "\n  ".join(offences)
+
+
+def _offending(breaks_rule: Callable[[Import], bool]) -> list[str]:
+    """Every import that breaks a rule, as ``file:line: how target``."""
+    return [str(imp) for imp in _imports() if breaks_rule(imp)]
 
 
 def _reachable(start: str) -> Iterator[tuple[str, ...]]:
@@ -247,7 +257,7 @@ def test_wire_modules_import_no_io(module: str) -> None:
         f"{imp}  (via {' -> '.join(chain)})" if len(chain) > 1 else str(imp)
         for chain in _reachable(module)
         for imp in _imports()
-        if imp.importer == chain[-1] and imp.target.split(".")[0] in IO_MODULES
+        if imp.importer == chain[-1] and _top(imp) in IO_MODULES
     ]
     assert not offences, _report(f"{module} must stay sans-I/O", offences)
 
@@ -264,21 +274,15 @@ def test_the_named_wire_modules_exist() -> None:
 )
 def test_only_the_imap_client_imports_aioimaplib() -> None:
     """aioimaplib (untyped, internals pinned by tests/faults/test_imap_library.py) is imported only by the IMAP client."""
-    offences = [
-        str(imp)
-        for imp in _imports()
-        if imp.target.split(".")[0] == "aioimaplib" and imp.importer != AIOIMAPLIB_IMPORTER
-    ]
+    offences = _offending(lambda imp: _top(imp) == "aioimaplib" and imp.importer != AIOIMAPLIB_IMPORTER)
     assert not offences, _report(f"only {AIOIMAPLIB_IMPORTER} may import aioimaplib", offences)
 
 
 def test_only_the_archive_imports_sqlite() -> None:
     """sqlite3 and aiosqlite are imported only in maild/archive/."""
-    offences = [
-        str(imp)
-        for imp in _imports()
-        if imp.target.split(".")[0] in ("sqlite3", "aiosqlite") and _package(imp.importer) != "maild.archive"
-    ]
+    offences = _offending(
+        lambda imp: _top(imp) in ("sqlite3", "aiosqlite") and _package(imp.importer) != "maild.archive"
+    )
     assert not offences, _report("only maild/archive/ may import sqlite3 or aiosqlite", offences)
 
 
@@ -338,14 +342,14 @@ def test_only_the_archive_contains_sql() -> None:
 )
 def test_the_cli_imports_only_the_service_client_modules() -> None:
     """maild/cli/ reaches the daemon only through service.control_client, service.status and service.oneshot."""
-    offences = [
-        str(imp)
-        for imp in _imports()
-        if _package(imp.importer) == "maild.cli"
-        and (target := _internal(imp)) is not None
-        and _package(target) == "maild.service"
-        and target not in CLI_MAY_IMPORT_FROM_SERVICE
-    ]
+    offences = _offending(
+        lambda imp: (
+            _package(imp.importer) == "maild.cli"
+            and (target := _internal(imp)) is not None
+            and _package(target) == "maild.service"
+            and target not in CLI_MAY_IMPORT_FROM_SERVICE
+        )
+    )
     assert not offences, _report(
         f"cli may import from maild.service only {sorted(CLI_MAY_IMPORT_FROM_SERVICE)}", offences
     )
@@ -425,11 +429,9 @@ def test_no_import_cycles() -> None:
 )
 def test_no_dynamic_imports() -> None:
     """maild imports nothing by name at run time: importlib is used only for importlib.metadata."""
-    offences = [
-        str(imp)
-        for imp in _imports()
-        if imp.target.split(".")[0] == "importlib" and not imp.target.startswith("importlib.metadata")
-    ]
+    offences = _offending(
+        lambda imp: _top(imp) == "importlib" and not imp.target.startswith("importlib.metadata")
+    )
     offences += [
         f"{path.relative_to(REPO)}:{node.lineno}: call of {ast.unparse(node.func)}"
         for path, tree in _sources().values()
