@@ -21,6 +21,7 @@ from maild.archive.reader import ArchiveReader, MessageFilter
 from maild.cli.main import main
 from maild.errors import ControlError, StoreError
 from maild.service.control import request
+from tests.support import corpus
 from tests.support.daemonproc import maild_command, running_maild, stop_maild
 from tests.support.dovecot import MAIL_OWNER, Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
@@ -30,18 +31,11 @@ pytestmark = pytest.mark.dovecot
 
 def sample(i: int, body_lines: int = 30) -> bytes:
     """A distinct CRLF message with lines starting "From " and an umlaut subject."""
-    body = b"".join(b"Zeile %d der Nachricht %d\r\n" % (n, i) for n in range(body_lines))
-    return (
-        (
-            b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>\r\n"
-            b"To: anna@example.com\r\n"
-            b"Subject: =?utf-8?q?Nebenkostenabrechnung?= %d\r\n"
-            b"Date: Mon, 30 Nov 2026 10:00:00 +0100\r\n"
-            b"Message-ID: <archive-%d@example.org>\r\n"
-            b"\r\n" % (i, i)
-        )
-        + body
-        + b"From the landlord, with regards\r\n>From a quote\r\n"
+    return corpus.numbered_letter(
+        i,
+        body_lines=body_lines,
+        id_prefix="archive",
+        tail=b"From the landlord, with regards\r\n>From a quote\r\n",
     )
 
 

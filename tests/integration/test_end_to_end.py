@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from maild.cli.main import main
+from tests.support import corpus
 from tests.support.daemonproc import maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
@@ -22,18 +23,12 @@ pytestmark = pytest.mark.dovecot
 
 def sample(i: int, body_lines: int = 20) -> bytes:
     """A small distinct message with CRLF line endings, a dot-stuffing candidate and an umlaut subject."""
-    body = b"".join(b"Zeile %d der Nachricht %d\r\n" % (n, i) for n in range(body_lines))
-    return (
-        (
-            b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>\r\n"
-            b"To: anna@example.com\r\n"
-            b"Subject: =?utf-8?q?Nebenkostenabrechnung_Nr=2E?= %d\r\n"
-            b"Date: Mon, 30 Nov 2026 10:00:00 +0100\r\n"
-            b"Message-ID: <msg-%d@example.org>\r\n"
-            b"\r\n" % (i, i)
-        )
-        + body
-        + b".leading dot line\r\n"
+    return corpus.numbered_letter(
+        i,
+        body_lines=body_lines,
+        subject_word=b"Nebenkostenabrechnung_Nr=2E",
+        id_prefix="msg",
+        tail=b".leading dot line\r\n",
     )
 
 
