@@ -23,7 +23,7 @@ from maild.config.loader import load_config
 from maild.errors import ConfigError, DeliveryError, StoreError
 from maild.fetch.cycle import fetch_cycle
 from maild.model import IMAPKey, POP3Key
-from tests.support.accounts import pop3_account
+from tests.support.accounts import imap_account, pop3_account
 from tests.support.fetching import prepare
 from tests.unit.fakes import FakeServer, make_message
 
@@ -244,7 +244,7 @@ async def test_imap_mailboxes_are_delivered_to_subfolders(store: Store, tmp_path
     root = tmp_path / "anna"
     account = await prepare(
         store,
-        pop3_account("anna-imap", protocol="imap", mailboxes=("INBOX", "Archiv/2026"), deliver_maildir=root),
+        imap_account(mailboxes=("INBOX", "Archiv/2026"), deliver_maildir=root),
     )
     server = FakeServer(
         [
