@@ -8,6 +8,10 @@
 - ``mail_user_factory``: for tests that need several users or a particular password.
 - ``private_dovecot``: a Dovecot of the test's own, for tests that stop or restart the server.
 - ``free_port``: a TCP port on 127.0.0.1 that was free a moment ago.
+- ``store``: an open archive in ``tmp_path`` (class from ``store_class``); a module that needs accounts or
+  messages in it overrides ``store`` with a fixture taking ``store`` and filling it.
+- ``executor``: a POP3 thread pool of ``executor_workers`` (4) threads.
+- ``watchers``: IDLE watchers a test made, stopped afterwards.
 - autouse: structlog's configuration and context variables are reset after each test.
 """
 
