@@ -103,6 +103,15 @@ class Client:
             await self.writer.wait_closed()
 
 
+async def status_from_new_client(server: ControlServer) -> dict[str, Any]:
+    """Connect a fresh client, ask for the status, disconnect: proves the server still serves others."""
+    fresh = await Client.connect(server.path)
+    try:
+        return await fresh.ask(b'{"command": "status"}\n')
+    finally:
+        await fresh.close()
+
+
 @pytest.fixture
 async def client(server: ControlServer) -> AsyncIterator[Client]:
     c = await Client.connect(server.path)
@@ -204,11 +213,7 @@ async def test_handler_exception_gives_internal_and_server_keeps_serving(
     with capture_logs() as logs:
         reply = await client.ask(b'{"command": "boom"}\n')
     after_same = await client.ask(b'{"command": "status"}\n')
-    other = await Client.connect(server.path)
-    try:
-        after_other = await other.ask(b'{"command": "status"}\n')
-    finally:
-        await other.close()
+    after_other = await status_from_new_client(server)
 
     assert error_code(reply) == "internal"
     assert "RuntimeError" in reply["error"]["message"]
@@ -229,11 +234,7 @@ async def test_oversized_request_drops_client_and_others_are_served(server: Cont
     rest = await bad.read_until_closed()
     await bad.close()
 
-    good = await Client.connect(server.path)
-    try:
-        reply = await good.ask(b'{"command": "status"}\n')
-    finally:
-        await good.close()
+    reply = await status_from_new_client(server)
 
     lines = rest.splitlines()
     assert len(lines) == 1
@@ -262,11 +263,7 @@ async def test_idle_client_is_dropped(
 
     rest = await idle.read_until_closed(timeout_s=5.0)
     await idle.close()
-    fresh = await Client.connect(server.path)
-    try:
-        reply = await fresh.ask(b'{"command": "status"}\n')
-    finally:
-        await fresh.close()
+    reply = await status_from_new_client(server)
 
     assert rest == b""
     assert reply["ok"] is True
@@ -278,11 +275,7 @@ async def test_client_closing_early_does_not_disturb_server(server: ControlServe
     await quitter.send(b'{"command": "status"}\n')
     await quitter.close()
 
-    other = await Client.connect(server.path)
-    try:
-        reply = await other.ask(b'{"command": "status"}\n')
-    finally:
-        await other.close()
+    reply = await status_from_new_client(server)
 
     assert reply["ok"] is True
 
@@ -534,8 +527,4 @@ async def test_client_that_never_reads_is_dropped(
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
-    other = await Client.connect(server.path)
-    try:
-        assert (await other.ask(b'{"command": "status"}\n'))["ok"]
-    finally:
-        await other.close()
+    assert (await status_from_new_client(server))["ok"]
