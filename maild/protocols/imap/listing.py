@@ -21,7 +21,7 @@ from maild.protocols.imap.lex import (
     lex,
     strip_untagged,
 )
-from maild.protocols.imap.wire import decode_mailbox_name
+from maild.protocols.imap.utf7 import decode_mailbox_name
 
 
 @dataclass(frozen=True, slots=True)
