@@ -391,7 +391,11 @@ async def test_streaming_fetch_frames_quoted_parentheses_by_the_lexer_rules() ->
     """A ``)`` inside a quoted string does not end a response early: at every split the sink gets the
     two responses whole, as the lexer (and so the assembler) reads them."""
     expected = [
-        [("bytes", b'1 FETCH (UID 11 X-SUBJECT "Re: :)" BODY[] {5}'), ("bytearray", b"Hallo"), ("bytes", b")")],
+        [
+            ("bytes", b'1 FETCH (UID 11 X-SUBJECT "Re: :)" BODY[] {5}'),
+            ("bytearray", b"Hallo"),
+            ("bytes", b")"),
+        ],
         [("bytes", b"2 FETCH (UID 12 BODY[] {2}"), ("bytearray", b"hi"), ("bytes", b")")],
     ]
     for cut in [None, *range(1, len(QUOTED_PAREN_STREAM.replace(b"TAG", b"XXXX0")))]:
