@@ -29,7 +29,8 @@ from maild.errors import (
     TransientError,
 )
 from maild.model import IMAPKey, POP3Key, RetrievalFailure, RetrievedMessage, Secret, ServerSettings, TLSMode
-from maild.protocols.imap.mailbox import MAX_UIDS_PER_COMMAND, IMAPMailbox
+from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.protocols.imap.scan import MAX_UIDS_PER_COMMAND
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMessage, Session, default_fetch_writer
 
 PASSWORD = 'p w"\\x'

@@ -598,7 +598,7 @@ async def test_identity_fetch_parses_at_every_split(protocol_name: str) -> None:
 
     from maild.protocols.imap import client as imap_protocol
     from maild.protocols.imap import fetch as imap_fetch
-    from maild.protocols.imap import mailbox as imap_module
+    from maild.protocols.imap import scan as imap_module
     from tests.faults.imap_library_test import run_command
 
     protocol_class = (

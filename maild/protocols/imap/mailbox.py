@@ -3,24 +3,23 @@
 Inventory (SELECT, UID SEARCH), retrieval with ``BODY.PEEK[]`` (so ``\\Seen`` is untouched), deletion
 (UID STORE, UID EXPUNGE or a guarded EXPUNGE), APPEND and header scans. The mailbox *holds* an
 :class:`~maild.protocols.imap.connection.IMAPConnection` (connection, TLS, login, SELECT, guarded
-commands, error mapping) and retrieves through :func:`~maild.protocols.imap.stream.retrieve_segment`:
-one streaming ``UID FETCH`` per mailbox run (at most :data:`~.stream.MAX_UIDS_PER_STREAM` UIDs), its
+commands, error mapping) and hands it to the parts that do the work:
+:func:`~maild.protocols.imap.stream.retrieve_segment` (one streaming ``UID FETCH`` per mailbox run, its
 responses taken one by one while they arrive, so that a 50 ms link never waits for a round trip per
-batch. Other commands name at most :data:`MAX_UIDS_PER_COMMAND` UIDs, so that no response gets very
-long.
+batch), :mod:`~maild.protocols.imap.scan` (short UID SEARCH and FETCH commands) and
+:func:`~maild.protocols.imap.deletion.delete_messages`.
 
 May import: structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.protocols.base`, the
-connection, the client's public names, :mod:`~maild.protocols.imap.stream` and the sans-I/O IMAP
-modules. Never aioimaplib.
+connection, :mod:`~maild.protocols.imap.stream`, :mod:`~maild.protocols.imap.scan`,
+:mod:`~maild.protocols.imap.deletion` and the sans-I/O IMAP modules. Never aioimaplib.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -37,30 +36,16 @@ from maild.model import (
     ServerSettings,
 )
 from maild.protocols.base import Maildrop
-from maild.protocols.imap import fetch as imap_fetch
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import wire
-from maild.protocols.imap.client import IMAPClient
-from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, SelectRefused
+from maild.protocols.imap import scan, wire
+from maild.protocols.imap.connection import IMAPConnection, SelectRefused
+from maild.protocols.imap.deletion import delete_messages
 from maild.protocols.imap.stream import DEFAULT_WINDOW_OCTETS, retrieve_segment, stream_segments
 
 _log = structlog.get_logger(__name__)
 
-#: Most UIDs named in one command, so that no response exceeds a few hundred lines.
-MAX_UIDS_PER_COMMAND = 400
-#: Most messages per body FETCH: each costs two response lines (header with literal, then ``)``).
-MAX_MESSAGES_PER_FETCH = 200
-#: Items of the identity pass after a UIDVALIDITY change: size and Message-ID, no body.
-IDENTITY_ITEMS = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
-#: Items of the header scan used to compare mailboxes without downloading bodies.
-HEADER_ITEMS = "(UID RFC822.SIZE BODY.PEEK[HEADER])"
 #: APPEND refusals that concern the session rather than the message (RFC 5530): raised, not returned.
 APPEND_SESSION_CODES = frozenset({"UNAVAILABLE", "INUSE", "SERVERBUG"})
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,25 +66,6 @@ class AppendResult:
     code: str | None = None
     uidvalidity: int | None = None
     uid: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxHeaders:
-    """The header scan of one mailbox (see :meth:`IMAPMailbox.headers`).
-
-    Attributes:
-        mailbox: the readable mailbox name.
-        uidvalidity: its UIDVALIDITY at the scan.
-        messages: UID to the fetched items: ``size_octets`` (RFC822.SIZE) and ``header`` (the header
-            section with its empty line, as sent).
-        failures: UID to the reason its items could not be read (NIL, malformed, not returned
-            although the FETCH did not complete OK).
-    """
-
-    mailbox: str
-    uidvalidity: int
-    messages: dict[int, imap_fetch.FetchedMessage] = field(default_factory=dict)
-    failures: dict[int, str] = field(default_factory=dict)
 
 
 class IMAPMailbox(Maildrop):
@@ -258,25 +224,11 @@ class IMAPMailbox(Maildrop):
             self.mailbox_states[mailbox] = info
             if info.exists == 0:
                 continue
-            uids = await self._uid_search(mailbox, "ALL")
+            uids = await scan.uid_search(self.connection, mailbox, "ALL")
             entries.extend(InventoryEntry(IMAPKey(mailbox, info.uidvalidity, uid)) for uid in uids)
         if refused is not None and not self.mailbox_states:
             raise refused
         return entries
-
-    async def _uid_fetch(
-        self, uids: Sequence[int], items: str, require: tuple[imap_fetch.FetchItem, ...]
-    ) -> tuple[imap_fetch.FetchResult, wire.StatusResponse]:
-        """``UID FETCH uids items``; returns the parsed result and the completion (OK or NO)."""
-        client = self.connection.client
-        uid_set = wire.sequence_set(uids)
-        what = f"UID FETCH {items} for {len(uids)} UIDs"
-        lines, status = self.connection.completion(
-            await self.connection.call(what, lambda: client.uid_fetch(uid_set, items)), what
-        )
-        if status.condition == "BAD" or status.code in SESSION_CODES:
-            raise self.connection.refused(status, what)
-        return imap_fetch.parse_fetch(lines, requested=uids, require=require), status
 
     async def retrieve(
         self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
@@ -345,7 +297,7 @@ class IMAPMailbox(Maildrop):
 
     async def sizes(self, keys: Sequence[MessageKey]) -> dict[MessageKey, int]:
         """RFC822.SIZE of ``keys`` (IMAP keys of this session's UIDVALIDITY), in ``UID FETCH
-        (RFC822.SIZE)`` commands of at most :data:`MAX_UIDS_PER_COMMAND` UIDs per mailbox.
+        (RFC822.SIZE)`` commands of at most :data:`~.scan.MAX_UIDS_PER_COMMAND` UIDs per mailbox.
 
         Remembered for the session. A mailbox that cannot be selected, or a UID the server does not
         return, is left out (:meth:`retrieve` reports it).
@@ -367,166 +319,23 @@ class IMAPMailbox(Maildrop):
                     continue
             by_uid = {key.uid: key for key in run if key.uidvalidity == self.connection.uidvalidity}
             wanted = sorted(uid for uid, key in by_uid.items() if key not in self._sizes)
-            for chunk in _chunks(wanted, MAX_UIDS_PER_COMMAND):
-                result, _status = await self._uid_fetch(chunk, "(RFC822.SIZE)", ("RFC822.SIZE",))
+            for chunk in scan.chunks(wanted, scan.MAX_UIDS_PER_COMMAND):
+                result, _status = await scan.uid_fetch(
+                    self.connection, chunk, "(RFC822.SIZE)", ("RFC822.SIZE",)
+                )
                 for uid, message in result.messages.items():
                     if message.size_octets is not None and uid in by_uid:
                         self._sizes[by_uid[uid]] = message.size_octets
         return {key: self._sizes[key] for key in imap_keys if key in self._sizes}
 
     async def delete(self, keys: Sequence[MessageKey]) -> list[MessageKey]:
-        """Delete messages: ``UID STORE +FLAGS.SILENT (\\Deleted)``, then expunge only those.
+        """Delete messages, expunging only those: see :func:`.deletion.delete_messages` (the rules,
+        Returns, Standard, cancellation and Raises are there; ``open`` there means :meth:`open`)."""
+        return await delete_messages(self.connection, keys)
 
-        With UIDPLUS: ``UID EXPUNGE`` of exactly the given UIDs (RFC 4315 section 2.1), so other
-        messages that some other client marked ``\\Deleted`` stay. Without UIDPLUS only a plain
-        EXPUNGE exists, which removes *every* ``\\Deleted`` message of the mailbox; so, per mailbox:
-        ``UID SEARCH DELETED`` first, and if any message other than the given ones is marked, nothing
-        there is touched. Otherwise the given UIDs are flagged, ``UID SEARCH DELETED`` runs again
-        (another client may have marked one meanwhile: then the flags just set are removed again and
-        the mailbox is skipped), and only then EXPUNGE. Skipped mailboxes are logged
-        (``imap.expunge-skipped``) and their keys left out of the result.
-
-        Mailboxes are processed in the order first named, at most :data:`MAX_UIDS_PER_COMMAND` UIDs
-        per command. UIDs no longer present are ignored by the server. The caller must have committed
-        the messages durably first.
-
-        Returns:
-            The keys whose deletion was sent (all given keys except those of skipped mailboxes).
-
-        Standard: RFC 9051 section 6.4.6 (STORE), 6.4.3 (EXPUNGE), 6.4.4 (SEARCH DELETED);
-        RFC 4315 section 2.1 (UID EXPUNGE).
-
-        Cancelled at any await: the session is discarded; some messages may be expunged already and
-        some only flagged ``\\Deleted`` (expunged by the next EXPUNGE of any client).
-
-        Raises:
-            TypeError: a key is not an :class:`~maild.model.IMAPKey`.
-            ProtocolError: a mailbox cannot be selected, is read-only, or its UIDVALIDITY changed
-                (nothing of that mailbox is deleted); STORE, SEARCH or EXPUNGE refused.
-            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
-        """
-        by_mailbox: dict[str, list[IMAPKey]] = {}
-        for key in keys:
-            if not isinstance(key, IMAPKey):
-                raise TypeError(f"IMAPMailbox cannot delete {type(key).__name__}")
-            by_mailbox.setdefault(key.mailbox, []).append(key)
-        done: list[MessageKey] = []
-        uidplus = "UIDPLUS" in self.connection.capabilities
-        for mailbox, mailbox_keys in by_mailbox.items():
-            info = await self.connection.select(mailbox)
-            stale = {key.uidvalidity for key in mailbox_keys} - {info.uidvalidity}
-            if stale:
-                raise self.connection.error(
-                    ProtocolError, f"UIDVALIDITY of {mailbox!r} changed; not deleting there"
-                )
-            if info.read_only:
-                raise self.connection.error(ProtocolError, f"{mailbox!r} is read-only; not deleting there")
-            uids = sorted({key.uid for key in mailbox_keys})
-            if uidplus:
-                for chunk in _chunks(uids, MAX_UIDS_PER_COMMAND):
-                    await self._store_deleted(mailbox, chunk, "+FLAGS.SILENT")
-                    uid_set = wire.sequence_set(chunk)
-                    await self.connection.command(
-                        f"UID EXPUNGE in {mailbox!r}",
-                        functools.partial(IMAPClient.uid_expunge, uid_set=uid_set),
-                    )
-            elif not await self._expunge_without_uidplus(mailbox, uids):
-                continue
-            done.extend(mailbox_keys)
-        return done
-
-    async def _store_deleted(self, mailbox: str, uids: Sequence[int], change: str) -> None:
-        uid_set = wire.sequence_set(uids)
-        await self.connection.command(
-            f"UID STORE {change} \\Deleted in {mailbox!r}",
-            lambda client: client.uid_store(uid_set, change, r"(\Deleted)"),
-        )
-
-    async def _uid_search(self, mailbox: str, criterion: str) -> list[int]:
-        """``UID SEARCH criterion`` in the selected ``mailbox``; the UIDs in server order.
-
-        Standard: RFC 9051 section 6.4.4 and 7.3.4.
-        """
-        lines = await self.connection.command(
-            f"UID SEARCH {criterion} in {mailbox!r}", lambda client: client.uid_search(criterion)
-        )
-        try:
-            return wire.parse_search(lines)
-        except ProtocolError as exc:
-            raise self.connection.error(ProtocolError, str(exc), standard=exc.standard) from None
-
-    async def _deleted_uids(self, mailbox: str) -> set[int]:
-        return set(await self._uid_search(mailbox, "DELETED"))
-
-    def _log_expunge_skipped(self, mailbox: str, reason: str, other_deleted: int) -> None:
-        _log.warning(
-            "imap.expunge-skipped",
-            account=self.connection.account,
-            mailbox=mailbox,
-            reason=reason,
-            other_deleted=other_deleted,
-        )
-
-    async def _expunge_without_uidplus(self, mailbox: str, uids: list[int]) -> bool:
-        """Flag ``uids`` and EXPUNGE, unless that would expunge another ``\\Deleted`` message.
-
-        Returns:
-            True when EXPUNGE was sent, False when the mailbox was skipped (nothing left flagged
-            by maild).
-        """
-        wanted = set(uids)
-        before = await self._deleted_uids(mailbox)
-        foreign = before - wanted
-        if foreign:
-            self._log_expunge_skipped(
-                mailbox, "other messages are marked \\Deleted and the server lacks UIDPLUS", len(foreign)
-            )
-            return False
-        for chunk in _chunks(uids, MAX_UIDS_PER_COMMAND):
-            await self._store_deleted(mailbox, chunk, "+FLAGS.SILENT")
-        foreign = await self._deleted_uids(mailbox) - wanted
-        if foreign:
-            flagged_by_us = sorted(wanted - before)
-            for chunk in _chunks(flagged_by_us, MAX_UIDS_PER_COMMAND):
-                await self._store_deleted(mailbox, chunk, "-FLAGS.SILENT")
-            self._log_expunge_skipped(
-                mailbox,
-                "another client marked messages \\Deleted meanwhile and the server lacks UIDPLUS",
-                len(foreign),
-            )
-            return False
-        await self.connection.command(f"EXPUNGE in {mailbox!r}", IMAPClient.expunge)
-        return True
-
-    async def headers(self, mailbox: str) -> MailboxHeaders:
-        """Scan one mailbox without downloading bodies: SELECT, UID SEARCH ALL, then
-        ``UID FETCH (UID RFC822.SIZE BODY.PEEK[HEADER])`` in batches of :data:`MAX_MESSAGES_PER_FETCH`.
-
-        ``BODY.PEEK`` leaves ``\\Seen`` alone. A UID that a FETCH completing OK did not return was
-        expunged meanwhile and is left out; one that a FETCH answered NO did not return is a failure.
-
-        Standard: RFC 9051 section 6.3.2 (SELECT), 6.4.4 (SEARCH), 6.4.5 (``BODY.PEEK[HEADER]``).
-
-        Cancelled at any await: the session is discarded; nothing changed on the server.
-
-        Raises:
-            ProtocolError: the mailbox cannot be selected (e.g. ``[NONEXISTENT]``), BAD, broken replies.
-            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
-        """
-        info = await self.connection.select(mailbox)
-        scan = MailboxHeaders(mailbox, info.uidvalidity)
-        if info.exists == 0:
-            return scan
-        uids = await self._uid_search(mailbox, "ALL")
-        for chunk in _chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
-            result, status = await self._uid_fetch(chunk, HEADER_ITEMS, ("RFC822.SIZE", "BODY[HEADER]"))
-            scan.messages.update(result.messages)
-            scan.failures.update(result.failures)
-            if not status.ok:
-                for uid in chunk:
-                    if uid not in result.messages and uid not in result.failures:
-                        scan.failures[uid] = f"not returned ({status.describe()})"
-        return scan
+    async def headers(self, mailbox: str) -> scan.MailboxHeaders:
+        """Scan one mailbox without downloading bodies: see :func:`.scan.scan_headers`."""
+        return await scan.scan_headers(self.connection, mailbox)
 
     async def append(
         self,
@@ -593,36 +402,5 @@ class IMAPMailbox(Maildrop):
     async def fetch_identities(
         self, mailbox: str, uidvalidity: int, uids: Sequence[int]
     ) -> dict[int, tuple[int, bytes]]:
-        """Read size and Message-ID field of messages without their bodies.
-
-        ``UID FETCH (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])`` in batches of
-        :data:`MAX_MESSAGES_PER_FETCH`, after a SELECT unless ``mailbox`` is selected already. Used to
-        recognise archived messages under new UIDs after a UIDVALIDITY change without downloading
-        them again. ``BODY.PEEK`` leaves ``\\Seen`` alone.
-
-        Returns:
-            UID to (RFC822.SIZE in octets, the Message-ID field lines as sent, ending with the empty
-            line). UIDs the server did not return, or returned incompletely, are left out; so is
-            everything when the mailbox's UIDVALIDITY is no longer ``uidvalidity``.
-
-        Standard: RFC 9051 section 6.4.5 (``BODY.PEEK[HEADER.FIELDS]``, RFC822.SIZE), 6.4.9.
-
-        Cancelled at any await: the session is discarded; nothing changed on the server.
-
-        Raises:
-            ProtocolError: the mailbox cannot be selected, BAD, broken responses.
-            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
-        """
-        if self.connection.selected != mailbox:
-            await self.connection.select(mailbox)
-        if self.connection.uidvalidity != uidvalidity:
-            return {}
-        found: dict[int, tuple[int, bytes]] = {}
-        for chunk in _chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
-            result, _status = await self._uid_fetch(
-                chunk, IDENTITY_ITEMS, ("RFC822.SIZE", "BODY[HEADER.FIELDS]")
-            )
-            for uid, message in result.messages.items():
-                if message.size_octets is not None and message.header_fields is not None:
-                    found[uid] = (message.size_octets, message.header_fields)
-        return found
+        """Size and Message-ID field of messages without their bodies: see :func:`.scan.fetch_identities`."""
+        return await scan.fetch_identities(self.connection, mailbox, uidvalidity, uids)
