@@ -2,7 +2,7 @@
 
 Every connection a fetch cycle makes holds one of its host's ``max_connections_per_host`` permits.
 An IMAP session that ended its cycle well may stay logged in for the account's next cycle (see
-:meth:`IMAPSession.park <maild.protocols.imap.session.IMAPSession.park>`): the next cycle then
+:meth:`IMAPConnection.park <maild.protocols.imap.connection.IMAPConnection.park>`): the next cycle then
 costs a ``NOOP`` instead of a TCP and TLS handshake, a greeting and a login, which on loopback is
 most of a no-op cycle and over the internet several round trips. A kept session keeps its permit,
 so the limit counts it; when another account of the same host waits for a permit, the oldest kept

@@ -596,14 +596,12 @@ async def test_identity_fetch_parses_at_every_split(protocol_name: str) -> None:
     name, NIL) parses to the same result however the stream is cut."""
     import aioimaplib
 
-    from maild.protocols.imap import client as imap_protocol
+    from maild.protocols.imap import client as imap_client
     from maild.protocols.imap import fetch as imap_fetch
     from maild.protocols.imap import scan as imap_module
     from tests.faults.imap_library_test import run_command
 
-    protocol_class = (
-        imap_protocol._FastProtocol if protocol_name != "stock" else aioimaplib.IMAP4ClientProtocol
-    )
+    protocol_class = imap_client._FastProtocol if protocol_name != "stock" else aioimaplib.IMAP4ClientProtocol
 
     def start(protocol: object) -> object:
         return protocol.fetch("21:23", imap_module.IDENTITY_ITEMS, by_uid=True, timeout=None)  # type: ignore[attr-defined]
