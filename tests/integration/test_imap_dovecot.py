@@ -21,6 +21,7 @@ from maild.archive.store import Store
 from maild.errors import AuthError, ConnectError, NetworkTimeout, ProtocolError
 from maild.model import IMAPKey, RetrievedMessage, Secret, ServerSettings, TLSMode
 from maild.protocols.imap import client as imap_client
+from maild.protocols.imap import scan as imap_scan
 from maild.protocols.imap import stream as imap_stream
 from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.support import corpus
@@ -214,13 +215,13 @@ async def test_sizes_pass_then_retrieve_without_size_round_trips(
     ghost = IMAPKey("INBOX", keys[0].uidvalidity, 999)  # type: ignore[union-attr]
     sizes = await mailbox.sizes([*keys, ghost])
     fetched: list[str] = []
-    real_uid_fetch = mailbox._uid_fetch
+    real_uid_fetch = imap_scan.uid_fetch
 
-    async def spy(uids: object, items: str, require: object) -> object:
+    async def spy(connection: object, uids: object, items: str, require: object) -> object:
         fetched.append(items)
-        return await real_uid_fetch(uids, items, require)  # type: ignore[arg-type]
+        return await real_uid_fetch(connection, uids, items, require)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(mailbox, "_uid_fetch", spy)
+    monkeypatch.setattr(imap_scan, "uid_fetch", spy)
     items = [item async for item in mailbox.retrieve(keys)]
     await mailbox.close()
     assert sizes == {key: len(crlf(raw)) for key, raw in zip(keys, raws, strict=True)}
