@@ -198,6 +198,9 @@ def test_assembler_caps_fail_the_message_not_the_command() -> None:
         (b'1 FETCH (X "a\\"(" Y (Z)', 1),
         (b"1 FETCH (BODY[] {3}", 1),
         (b")", -1),
+        (b'(X "a\\"(" "b(" Y (Z)', 1),
+        (b'1 FETCH (BODY[HEADER.FIELDS ("A(")] {3}', 1),
+        (b'1 FETCH (X "unterminated (', 1),
     ],
 )
 def test_paren_depth_follows_the_lexer(line: bytes, depth: int) -> None:

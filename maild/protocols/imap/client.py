@@ -125,15 +125,11 @@ class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
 
     _depth = 0
 
-    def _count(self, line: bytes) -> None:
-        if self.FETCH_MESSAGE_DATA_RE.match(line):
-            self._depth = 0
-        self._depth = paren_depth(line, self._depth)
-
     def append_to_resp(self, line: Any, result: str = "Pending") -> None:
         super().append_to_resp(line, result)
         if isinstance(line, bytes):
-            self._count(line)
+            start = self.FETCH_MESSAGE_DATA_RE.match(line)
+            self._depth = paren_depth(line, 0 if start else self._depth)
 
     def wait_data(self) -> bool:
         return self._depth > 0
@@ -168,9 +164,10 @@ class _StreamingFetchCommand(_FastFetchCommand):
             return
         text = isinstance(line, bytes)
         if text:
-            if self.FETCH_MESSAGE_DATA_RE.match(line):
+            start = self.FETCH_MESSAGE_DATA_RE.match(line)
+            if start:
                 self._hand_over()
-            self._count(line)
+            self._depth = paren_depth(line, 0 if start else self._depth)
         self._parts.append(line)
         if text and self._depth <= 0:
             self._hand_over()

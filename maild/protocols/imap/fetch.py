@@ -356,8 +356,8 @@ class FetchAssembler:
         return self._ready.popleft() if self._ready else None
 
     def _read(self, logical: list[Part], head: bytes) -> FetchLine | None:
-        text_octets = sum(len(p) for p in logical[::2])  # even positions hold text, odd literals
-        literal_octets = max((len(p) for p in logical[1::2]), default=0)
+        text_octets = sum(map(len, logical[::2]))  # even positions hold text, odd literals
+        literal_octets = max(map(len, logical[1::2]), default=0)
         if text_octets <= self._max_text and literal_octets <= self._max_literal:
             return read_fetch_line(logical, head)
         start = FETCH_START.match(head)
