@@ -29,7 +29,6 @@ KILLING_MAILD = """
 import os, signal, sys
 import maild.move.verify as v
 import maild.archive.move_queries as q
-import maild.protocols.imap.session as session
 point, nth = os.environ["KILL_AT"], int(os.environ.get("KILL_NTH", "1"))
 count = {}
 def kill_at(name, real):
@@ -48,8 +47,8 @@ def kill_after(name, real):
     return lambda *args, **kwargs: _after(real, name, *args, **kwargs)
 v._matches = kill_at("check", v._matches)
 q.MigrationStore.forget_appends = kill_at("forget", q.MigrationStore.forget_appends)
-mailbox = __import__("maild.protocols.imap.mailbox", fromlist=["IMAPMailbox"]).IMAPMailbox
-mailbox._store_deleted = kill_after("flagged", mailbox._store_deleted)
+import maild.protocols.imap.deletion as deletion
+deletion._store_deleted = kill_after("flagged", deletion._store_deleted)
 from maild.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
