@@ -1,10 +1,13 @@
-"""Subcommands that move a mailbox: ``maild compare``, ``maild migrate``, ``maild retire``.
+"""Subcommands that move a mailbox: ``maild compare``, ``maild migrate``, ``maild retire``, ``unretire``.
 
 They work with or without a running daemon: they open the archive themselves (SQLite in WAL mode
 lets the daemon go on writing) and log in to B's server with B's configured credentials. ``retire``
-asks a running daemon to reload afterwards. Exit codes: ``compare`` 0 when nothing of A is missing in
-B, 1 otherwise; ``migrate`` 0 when afterwards nothing is missing and nothing was refused; ``retire``
-0 when A was retired.
+and ``unretire`` ask a running daemon to reload afterwards. Exit codes: ``compare`` 0 when nothing of
+A is missing in B (accepted deletions aside), 1 otherwise; ``migrate`` 0 when afterwards nothing is
+missing and nothing was refused; ``migrate --verify`` 0 when every upload verified, ``--undo`` 0 when
+every upload was removed; ``retire``/``unretire`` 0 when done. ``migrate`` prints its plan, progress
+(:class:`UploadMeter`) and where its report is (:mod:`maild.move.report`); ``--verify``, ``--undo``
+and ``unretire`` are handled in :mod:`maild.cli.move_verify`.
 """
 
 from __future__ import annotations
