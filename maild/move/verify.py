@@ -195,7 +195,10 @@ async def undo(
         await store.end_move(source, target_name)
         return VerifyReport(source, target_name)
     report = await verify(config, store, source, target_name)
-    deletable = [c for c in report.checks if c.outcome == "verified" and c.key is not None]
+    # only by recorded UID: a message found by content without one is never deleted (guesswork)
+    deletable = [
+        c for c in report.checks if c.outcome == "verified" and c.key is not None and c.record.uid is not None
+    ]
     gone = [c for c in report.checks if c.outcome == "missing" and c.record.uid is not None]
     removed: list[UploadCheck] = []
     if deletable:
