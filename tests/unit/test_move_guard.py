@@ -141,3 +141,26 @@ async def test_version_two_archive_gains_moves_from_its_uploads(tmp_path: Path) 
         ("pop", "imap", "2026-01-05T00:00:00Z", None),
     ]
     assert version[0][0] == SCHEMA_VERSION
+
+
+def test_a_suspended_cycle_shows_its_reason_and_counts_in_the_status_and_metrics() -> None:
+    """The last cycle's suspension reaches the account's status; new vs already archived reach
+    last_cycle and the metrics."""
+    from maild.fetch.cycle import CycleResult
+    from maild.service import metrics
+    from maild.service.scheduler import AccountRuntime
+    from maild.service.snapshot import account_status
+    from tests.support.accounts import pop3_account
+
+    rt = AccountRuntime(pop3_account(retention="delete"))
+    result = CycleResult(rt.config.name, on_server=12, new_messages=2, new_links=12)
+    result.deletion_suspended = "deletion suspended: 12 messages ..."
+    rt.last_result = result
+    rt.new_messages = 2
+
+    status = account_status(rt, 12).to_json()
+
+    assert status["deletion_suspended"] == "deletion suspended: 12 messages ..."
+    assert status["last_cycle"]["new_messages"] == 2
+    assert status["last_cycle"]["already_archived"] == 10
+    assert f'maild_new_messages_total{{account="{rt.config.name}"' in metrics.render([rt], 0, 12)
