@@ -164,3 +164,40 @@ def test_a_suspended_cycle_shows_its_reason_and_counts_in_the_status_and_metrics
     assert status["last_cycle"]["new_messages"] == 2
     assert status["last_cycle"]["already_archived"] == 10
     assert f'maild_new_messages_total{{account="{rt.config.name}"' in metrics.render([rt], 0, 12)
+
+
+async def test_cycle_of_a_pop3_account_sharing_an_unfinished_moves_target_deletes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A deleting POP3 cycle whose server holds what was uploaded into an unfinished move's target
+    archives as usual, deletes nothing, logs ``fetch.delete.suspended`` and says why; after retire it deletes."""
+    from structlog.testing import capture_logs
+
+    from maild.fetch.cycle import fetch_cycle
+    from tests.support.accounts import pop3_account
+    from tests.support.fetching import Clock, prepare
+    from tests.unit.fakes import FakeServer, make_message
+
+    async with await MigrationStore.open(tmp_path / "maild.sqlite3") as store:
+        assert isinstance(store, MigrationStore)
+        for name, protocol in (("pop", "pop3"), ("imap", "imap")):
+            await store.ensure_account(name, "O", "E", protocol, NOW)  # type: ignore[arg-type]
+        await store.store_batch("pop", [RetrievedMessage(POP3Key("old"), make_message(2))], NOW)
+        await store.start_move("pop", "imap", NOW)
+        await store.record_append(await _message_id(store, make_message(2)), "imap", "INBOX", 7, 9, NOW)
+        account = await prepare(store, pop3_account("office", retention="delete"))
+        server = FakeServer.with_pop3(3)
+
+        with capture_logs() as logs:
+            result = await fetch_cycle(account, store, server.session(), clock=Clock())
+
+        assert (result.new_links, result.new_messages, result.deleted) == (3, 2, 0)
+        assert len(server.messages) == 3
+        assert result.deletion_suspended is not None
+        assert "into which the move from pop is unfinished" in result.deletion_suspended
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["fetch.delete.suspended"]
+
+        await store.retire("pop", "imap", LATER)
+        again = await fetch_cycle(account, store, server.session(), clock=Clock())
+        assert again.deleted == 3
+        assert again.deletion_suspended is None
