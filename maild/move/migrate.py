@@ -227,12 +227,19 @@ async def move_mailboxes(
 
     B's configured mailboxes (:func:`configured_mailboxes`), then every mailbox ``maild migrate``
     recorded an upload into (``migrate --mailbox Altpost`` counts for ``retire`` too), then
-    ``extra`` (the mailbox a migration is about to upload into), each once.
+    ``extra`` (the mailbox a migration is about to upload into), each once. A recorded mailbox that
+    LIST no longer shows (deleted in B) is left out: its uploads then count as deleted there, with
+    the usual ways forward (``retire --accept-deleted``, ``migrate --reupload``).
 
     Raises:
         ProtocolError, and B's server errors: LIST failed.
     """
-    return await configured_mailboxes(session, target, (*(r.mailbox for r in records), *extra))
+    configured = await configured_mailboxes(session, target)
+    recorded = [r.mailbox for r in records if r.mailbox not in configured]
+    if recorded:
+        listed = {m.name for m in await session.list_mailboxes()}
+        recorded = [m for m in recorded if m in listed]
+    return tuple(dict.fromkeys((*configured, *recorded, *extra)))
 
 
 async def compare_accounts(

@@ -189,7 +189,8 @@ def test_migrate_retire_and_compare_agree_on_the_mailboxes(
 
     Steps: 5 messages archive-only; ``migrate --mailbox Altpost`` is refused naming ``--create``, which
     creates it; ``migrate --mailbox Altpost --create`` uploads 5 and
-    warns that imap does not fetch Altpost; ``compare`` (no --mailbox) finds all 5; ``retire`` succeeds.
+    warns that imap does not fetch Altpost; ``compare`` (no --mailbox) finds all 5; Altpost is deleted;
+    ``retire`` refuses naming ``--accept-deleted``, which then retires.
     """
     directory = short_dir("maildmove-")
     cfg = _archive_only(directory, dovecot, mail_user, 5)
@@ -208,7 +209,12 @@ def test_migrate_retire_and_compare_agree_on_the_mailboxes(
     out = capsys.readouterr().out
     assert "INBOX, Altpost" in out
     assert "nothing of pop is missing in imap" in out
-    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 0
+    client = _imap(dovecot, mail_user)  # someone deletes the whole mailbox: a way forward all the same
+    client.delete("Altpost")
+    client.logout()
+    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 1
+    assert "5 were uploaded earlier and are no longer in imap" in capsys.readouterr().err
+    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap", "--accept-deleted"]) == 0
 
 
 def _flags(dovecot: Dovecot, user: MailUser) -> list[bytes]:
