@@ -180,6 +180,7 @@ def _token_error(account: str, exc: OAuth2Error, secrets: Iterable[str], *, gran
             f"account {account}: the refresh token was refused ({what}); "
             f"run `maild accounts authorize {account}`",
             account=account,
+            reauthorize=True,
         )
     return AuthError(f"account {account}: token request ({grant}) refused: {what}", account=account)
 

@@ -17,6 +17,7 @@ atomically), never in configuration files, so they survive restarts and reloads.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import subprocess
 import threading
@@ -26,10 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import structlog
+
 from maild.auth import oauth2
 from maild.errors import AuthError, ConfigError, StoreError
 from maild.fsutil import write_atomic
 from maild.model import Secret
+
+log = structlog.get_logger("maild.auth")
 
 __all__ = [
     "COMMAND_TOKEN_TTL_S",
@@ -40,6 +45,7 @@ __all__ = [
     "OAuth2Tokens",
     "RefreshTokenStore",
     "authorize",
+    "grant_fingerprint",
     "source_for",
 ]
 
@@ -226,6 +232,7 @@ class OAuth2Tokens:
             self._token = None
             token, lifetime_s = self._obtain()
             self._token, self._expires_at = token, self._clock() + lifetime_s
+            log.info("oauth2.token.obtained", grant=self.settings.grant, expires_in_s=round(lifetime_s))
             return token
 
     def invalidate(self, token: Secret) -> None:
@@ -233,6 +240,7 @@ class OAuth2Tokens:
         with self._lock:
             if self._token == token:
                 self._token = None
+                log.info("oauth2.token.invalidated", grant=self.settings.grant)
 
     def _obtain(self) -> tuple[Secret, float]:
         s = self.settings
@@ -251,10 +259,12 @@ class OAuth2Tokens:
             raise AuthError(
                 f"account {s.account}: not authorized yet; run `maild accounts authorize {s.account}`",
                 account=s.account,
+                reauthorize=True,
             )
         answer = oauth2.refresh(s.account, s.token_url, s.client_id, s.secret(), stored[0], s.scope)
         if answer.refresh_token is not None and answer.refresh_token != stored[0]:
             store.save(answer.refresh_token, s.client_id, s.token_url, now=dt.datetime.now(dt.UTC))
+            log.info("oauth2.refresh_token.rotated", path=str(store.path))
         return answer.access_token, answer.expires_in_s or COMMAND_TOKEN_TTL_S
 
     def _store(self) -> RefreshTokenStore:
@@ -330,3 +340,17 @@ def authorize(
     now = dt.datetime.now(dt.UTC)
     store.save(answer.refresh_token, s.client_id, s.token_url, now=now)
     return now
+
+
+def grant_fingerprint(settings: OAuth2Settings) -> str | None:
+    """A digest of what the account signs in with now (the stored refresh token, for delegated
+    access), to notice a new authorization; None when there is nothing to compare."""
+    if settings.grant != "refresh_token" or settings.token_dir is None:
+        return None
+    try:
+        stored = RefreshTokenStore(settings.token_dir, settings.account).load(
+            settings.client_id, settings.token_url
+        )
+    except StoreError:
+        return None
+    return hashlib.sha256(stored[0].reveal().encode()).hexdigest() if stored is not None else "none"

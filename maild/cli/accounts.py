@@ -68,6 +68,9 @@ def add_parsers(sub: Any) -> None:
         "--purge", action="store_true", help="also delete its archive, only if no message would be lost"
     )
     rm.set_defaults(handler=_remove)
+    from maild.cli.authorize import add_parser as add_authorize  # issue 13: OAuth2 device sign-in
+
+    add_authorize(actions)
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -15,6 +15,8 @@ import io
 import poplib
 from typing import TYPE_CHECKING, cast
 
+import structlog
+
 from maild.auth import sasl
 from maild.errors import AuthError, MaildError, ThrottledError
 from maild.model import Secret
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from maild.protocols.pop3.session import POP3Session
 
 __all__ = ["MAX_AUTH_COMMAND_OCTETS", "authenticate"]
+
+log = structlog.get_logger("maild.pop3")
 
 #: Longest AUTH command line with an initial response, CRLF included: a longer initial response is
 #: sent after an empty ``+`` challenge instead (RFC 5034 section 4). OAuth2 tokens of Microsoft 365
@@ -182,6 +186,7 @@ def _attempt(
             f"{session.where()}: username or secret contains a line break, NUL or ^A", account=s.account
         )
     session.add_secrets(exchange.secrets())
+    log.debug("pop3.auth.started", mechanism=mech, auth=s.auth)
     outcome = _exchange(session, pop, exchange)
     if isinstance(outcome, MaildError):
         return outcome
@@ -189,6 +194,7 @@ def _attempt(
         return None
     error = exchange.error
     if retry and s.tokens is not None and error is not None and error.token_rejected:
+        log.info("pop3.auth.token_refused", mechanism=mech, status=error.status)
         s.tokens.invalidate(secret)
         fresh = s.tokens.access_token()
         if fresh != secret:

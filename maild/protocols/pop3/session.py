@@ -255,6 +255,8 @@ class POP3Session:
     def _connect(self) -> None:
         s = self.settings
         acct = s.account
+        if s.tokens is not None:  # a token first: no connection is opened for a grant that is gone
+            s.tokens.access_token()
         ctx = client_context(s.ca_file)  # verifies certificate and host name; built once per CA file
         try:
             if s.tls == "implicit":

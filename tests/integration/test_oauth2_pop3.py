@@ -1,0 +1,452 @@
+"""POP3 sign-in with OAuth2 against a real Dovecot 2.3 whose oauth2 passdb asks a scripted authorization server.
+
+The module's Dovecot offers ``SASL PLAIN LOGIN XOAUTH2 OAUTHBEARER`` and checks every bearer token at the
+RFC 7662 introspection endpoint of :class:`tests.support.oauth_server.OAuthServer`; maild gets its tokens
+from the same server's token endpoint (client credentials, refresh token, device code) or from a
+``token_command``. Secrets are sentinels, searched for afterwards in every output, log line (debug level),
+error and the archive database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from maild.auth import tokens
+from maild.auth.oauth2 import client_credentials, poll_device_token, start_device_authorization
+from maild.cli.main import main
+from maild.errors import AuthError
+from maild.model import Secret
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.oauth_server import OAuthServer
+
+pytestmark = pytest.mark.dovecot
+
+CLIENT_SECRET = "SENTINEL-client-secret-7f3a"
+
+
+@pytest.fixture(scope="module")
+def oauth_server() -> Iterator[OAuthServer]:
+    """The scripted authorization server, shared by the module (tests register their own clients)."""
+    server = OAuthServer(token_prefix="SENTINEL-at-").start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def oauth_dovecot(oauth_server: OAuthServer) -> Iterator[Dovecot]:
+    """A Dovecot with the oauth2 passdb pointing at ``oauth_server``."""
+    if os.geteuid() != 0 or shutil.which("dovecot", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+        pytest.skip("needs root and Dovecot")
+    server = Dovecot(
+        tempfile.mkdtemp(prefix="maild-dvo-", dir="/tmp"),
+        oauth2_introspection_url=oauth_server.introspection_url,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_token_sources() -> Iterator[None]:
+    """Each test starts like a new process: no access token in memory."""
+    tokens._SOURCES.clear()
+    yield
+    tokens._SOURCES.clear()
+
+
+_numbers = iter(range(10_000))
+
+
+@pytest.fixture
+def user(oauth_dovecot: Dovecot) -> MailUser:
+    """A fresh mail user (its password is never used by the OAuth2 tests)."""
+    return oauth_dovecot.add_user(f"o{next(_numbers):03d}-{os.getpid()}", "unused password 1")
+
+
+def deliver(dovecot: Dovecot, user: MailUser, count: int) -> list[bytes]:
+    raws = [
+        b"Subject: m%d\r\nMessage-ID: <m%d-%s@x>\r\n\r\nbody %d\r\n" % (i, i, user.name.encode(), i)
+        for i in range(count)
+    ]
+    dovecot.deliver_many(user.name, raws)
+    return raws
+
+
+def write_config(
+    directory: Path, dovecot: Dovecot, user: MailUser, oauth2: dict[str, Any], **extra: Any
+) -> Path:
+    """A config with one POP3 account ``anna`` (STLS) signing in with ``auth = "oauth2"``."""
+    doc = {
+        "daemon": {
+            "state_dir": str(directory / "state"),
+            "control_socket": str(directory / "c.sock"),
+            "log_level": "debug",
+        },
+        "accounts": {
+            "anna": {
+                "organisation": "Hausverwaltung",
+                "employee": "Anna",
+                "protocol": "pop3",
+                "host": dovecot.host,
+                "port": dovecot.ports.pop3,
+                "tls": "starttls",
+                "ca_file": str(dovecot.ca_file),
+                "username": user.name,
+                "auth": "oauth2",
+                "poll_interval": "1h",
+                "timeout": "20s",
+                "oauth2": oauth2,
+                **extra,
+            }
+        },
+    }
+    path = directory / "config.toml"
+    path.write_bytes(tomli_w.dumps(doc).encode())
+    return path
+
+
+def secret_file(directory: Path) -> str:
+    path = directory / "client-secret"
+    path.write_text(CLIENT_SECRET + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def source_table(kind: str, server: OAuthServer, directory: Path, user: MailUser) -> dict[str, Any]:
+    """The oauth2 table for token source ``kind``, with the server prepared for it."""
+    client_id = f"app-{user.name}"
+    if kind == "client_credentials":
+        server.add_client(client_id, CLIENT_SECRET, user=user.name)
+        return {
+            "token_url": server.token_url,
+            "client_id": client_id,
+            "client_secret_file": secret_file(directory),
+            "scope": ["mail"],
+        }
+    if kind == "refresh_token":
+        server.add_client(client_id, CLIENT_SECRET)
+        table = {
+            "token_url": server.token_url,
+            "device_url": server.device_url,
+            "client_id": client_id,
+            "client_secret_file": secret_file(directory),
+            "scope": ["mail", "offline_access"],
+        }
+        refresh = server.issue_refresh_token(client_id, user.name)
+        tokens.RefreshTokenStore(directory / "state" / "oauth2", "anna").save(
+            Secret(refresh), client_id, server.token_url, now=tokens.dt.datetime.now(tokens.dt.UTC)
+        )
+        return table
+    token = server.issue_access_token(user.name)
+    holder = directory / "token.txt"
+    holder.write_text(token + "\n")
+    return {"token_command": [sys.executable, "-c", f"print(open({str(holder)!r}).read().strip())"]}
+
+
+def all_secrets(server: OAuthServer) -> list[str]:
+    return [CLIENT_SECRET, *server.access_tokens, *server.refresh_tokens]
+
+
+def assert_no_secrets(server: OAuthServer, directory: Path, *texts: str, extra: tuple[str, ...] = ()) -> None:
+    """No sentinel secret in ``texts`` or the archive database."""
+    database = (directory / "state" / "maild.sqlite3").read_bytes()
+    for secret in [*all_secrets(server), *extra]:
+        for text in texts:
+            assert secret not in text
+        assert secret.encode() not in database
+
+
+def login_methods(dovecot: Dovecot, user: MailUser, expected: int = 0) -> list[str]:
+    """The SASL methods of ``user``'s successful POP3 logins, from Dovecot's log, waiting up to 5 s
+    for ``expected`` of them (Dovecot's log process writes a moment after the login)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = dovecot.log_file.read_text(errors="replace").splitlines()
+        found = [
+            line.split("method=")[1].split(",")[0]
+            for line in lines
+            if "pop3-login: Info: Login: " in line and f"user=<{user.name}>" in line
+        ]
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("source", ["client_credentials", "refresh_token", "token_command"])
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER", "PLAIN"])
+def test_fetch_with_each_mechanism_and_token_source(
+    oauth_server: OAuthServer,
+    oauth_dovecot: Dovecot,
+    user: MailUser,
+    mechanism: str,
+    source: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`maild fetch` signs in over POP3 AUTH with the token and stores every message; no secret leaks.
+
+    Steps: prepare the token source at the server; write the config (forced ``sasl_mechanism``);
+    deliver 3 messages; fetch at log level debug; check the archive, Dovecot's login method, rotation
+    of the refresh token (for that source), and that no sentinel secret appears anywhere.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    table = source_table(source, oauth_server, directory, user)
+    seeded = set(oauth_server.refresh_tokens)
+    cfg = write_config(directory, oauth_dovecot, user, table, sasl_mechanism=mechanism)
+    deliver(oauth_dovecot, user, 3)
+
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    out, err = capsys.readouterr()
+    assert "anna: 3 new messages" in out
+    assert login_methods(oauth_dovecot, user, 1) == [mechanism]
+    if source == "refresh_token":
+        stored = tokens.RefreshTokenStore(directory / "state" / "oauth2", "anna").load(
+            f"app-{user.name}", oauth_server.token_url
+        )
+        assert stored is not None
+        assert stored[0].reveal() not in seeded  # rotated and persisted
+        assert stored[0].reveal() in oauth_server.refresh_tokens
+        mode = (directory / "state" / "oauth2" / "anna.json").stat().st_mode & 0o777
+        assert mode == 0o600
+    assert '"event": "oauth2.token.obtained"' in out  # the debug log was on and is searched too
+    assert_no_secrets(oauth_server, directory, out, err)
+
+
+def test_default_mechanism_is_oauthbearer_and_password_accounts_use_plain(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without sasl_mechanism maild picks OAUTHBEARER from CAPA; a password account uses AUTH PLAIN."""
+    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    cfg = write_config(
+        directory, oauth_dovecot, user, source_table("client_credentials", oauth_server, directory, user)
+    )
+    deliver(oauth_dovecot, user, 1)
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    assert login_methods(oauth_dovecot, user, 1) == ["OAUTHBEARER"]
+
+    pw = directory / "pw"
+    pw.write_text(user.password + "\n")
+    doc = (directory / "config.toml").read_text().replace('auth = "oauth2"', f'password_file = "{pw}"')
+    doc = doc[: doc.index("[accounts.anna.oauth2]")]
+    (directory / "config.toml").write_text(doc)
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    assert login_methods(oauth_dovecot, user, 2) == ["OAUTHBEARER", "PLAIN"]
+    capsys.readouterr()
+
+
+def test_refresh_token_rotation_survives_a_restart(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each process start refreshes with the token the last one stored; the server's rotation never breaks it.
+
+    Steps: seed a refresh token; fetch (rotates to R2, stored); forget everything in memory (a
+    restart); deliver one more; fetch again (uses R2, rotates to R3); only R3 is live at the server.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    cfg = write_config(
+        directory, oauth_dovecot, user, source_table("refresh_token", oauth_server, directory, user)
+    )
+    store = tokens.RefreshTokenStore(directory / "state" / "oauth2", "anna")
+    deliver(oauth_dovecot, user, 1)
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    second = store.load(f"app-{user.name}", oauth_server.token_url)
+    tokens._SOURCES.clear()  # a new process
+    oauth_dovecot.deliver(user.name, b"Subject: later\r\n\r\nlater\r\n")
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    third = store.load(f"app-{user.name}", oauth_server.token_url)
+    assert second is not None and third is not None
+    assert second[0] != third[0]
+    assert second[0].reveal() not in oauth_server.refresh_tokens
+    assert third[0].reveal() in oauth_server.refresh_tokens
+    out, err = capsys.readouterr()
+    assert out.count("1 new messages") == 2
+    assert_no_secrets(oauth_server, directory, out, err)
+
+
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+def test_a_token_the_server_no_longer_accepts_is_refreshed_once(
+    oauth_server: OAuthServer,
+    oauth_dovecot: Dovecot,
+    user: MailUser,
+    mechanism: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A token maild still thinks valid but the server refuses as expired is replaced once, in the same session.
+
+    Steps: fetch (token kept in memory); the server expires every access token; deliver one more;
+    fetch: the first AUTH gets the error challenge, maild answers it, gets a new token and succeeds.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    cfg = write_config(
+        directory,
+        oauth_dovecot,
+        user,
+        source_table("refresh_token", oauth_server, directory, user),
+        sasl_mechanism=mechanism,
+    )
+    deliver(oauth_dovecot, user, 1)
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    oauth_server.expire_access_tokens()
+    oauth_dovecot.deliver(user.name, b"Subject: later\r\n\r\nlater\r\n")
+    before = len(oauth_server.requests)
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    token_requests = [p for p, _f in oauth_server.requests[before:] if p == "/token"]
+    assert token_requests == ["/token"]  # exactly one refresh
+    out, err = capsys.readouterr()
+    assert out.count("1 new messages") == 2
+    assert_no_secrets(oauth_server, directory, out, err)
+
+
+def test_revoked_refresh_token_fails_with_the_next_step(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """invalid_grant at the token endpoint: the account fails naming `maild accounts authorize NAME`; no login is tried."""
+    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    cfg = write_config(
+        directory, oauth_dovecot, user, source_table("refresh_token", oauth_server, directory, user)
+    )
+    revoked = set(oauth_server.refresh_tokens)
+    oauth_server.revoke_refresh_tokens()
+    deliver(oauth_dovecot, user, 1)
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 1
+    out, err = capsys.readouterr()
+    assert "anna: FAILED" in out
+    assert "invalid_grant" in out
+    assert "run `maild accounts authorize anna`" in out
+    assert login_methods(oauth_dovecot, user) == []
+    assert_no_secrets(oauth_server, directory, out, err, extra=tuple(revoked))
+
+
+def test_device_flow_via_cli_then_fetch(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`maild accounts authorize` prints the URL and code, waits until the test approves at the server, stores the refresh token.
+
+    Steps: the account is configured but never authorized (fetch fails, naming the command);
+    run authorize in a thread; the test approves the pending code as the user; authorize exits 0;
+    fetch signs in with the stored refresh token.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    client_id = f"app-{user.name}"
+    oauth_server.add_client(client_id, CLIENT_SECRET)
+    table = {
+        "token_url": oauth_server.token_url,
+        "device_url": oauth_server.device_url,
+        "client_id": client_id,
+        "client_secret_file": secret_file(directory),
+        "scope": "mail offline_access",
+    }
+    cfg = write_config(directory, oauth_dovecot, user, table)
+    deliver(oauth_dovecot, user, 2)
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 1
+    assert "not authorized yet; run `maild accounts authorize anna`" in capsys.readouterr().out
+
+    result: list[int] = []
+    worker = threading.Thread(
+        target=lambda: result.append(main(["-c", str(cfg), "accounts", "authorize", "anna"]))
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while (grant := oauth_server.pending_device()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert grant is not None
+    oauth_server.approve(grant.user_code, user.name)
+    worker.join(20)
+    assert result == [0]
+    out = capsys.readouterr().out
+    assert grant.user_code in out
+    assert oauth_server.base_url + "/activate" in out
+    assert "anna: authorized" in out
+
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    out2, err2 = capsys.readouterr()
+    assert "anna: 2 new messages" in out2
+    assert_no_secrets(oauth_server, directory, out, out2, err2, extra=(grant.device_code,))
+
+
+class Sleeps:
+    """A fake sleep that records waits and runs a hook after a given number of them."""
+
+    def __init__(self, hook: Any = None, after: int = 0) -> None:
+        self.waits: list[float] = []
+        self.hook, self.after = hook, after
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.hook is not None and len(self.waits) == self.after:
+            self.hook()
+
+
+def _device_client(server: OAuthServer) -> str:
+    client_id = f"dev-{next(_numbers)}"
+    server.add_client(client_id, None)
+    return client_id
+
+
+def test_device_polling_slows_down_as_asked(oauth_server: OAuthServer) -> None:
+    """slow_down adds 5 s to the interval for every later poll; authorization_pending keeps polling (RFC 8628 3.5)."""
+    client_id = _device_client(oauth_server)
+    grant = start_device_authorization("anna", oauth_server.device_url, client_id, None, ("mail",))
+    oauth_server.device_answers[:] = ["slow_down"]
+    sleeps = Sleeps(lambda: oauth_server.approve(grant.user_code, "someone"), after=3)
+    answer = poll_device_token("anna", oauth_server.token_url, client_id, None, grant, sleep=sleeps)
+    assert sleeps.waits == [1.0, 6.0, 6.0]
+    assert answer.refresh_token is not None
+
+
+@pytest.mark.parametrize(("decide", "words"), [("deny", "denied"), ("expire", "expired")])
+def test_device_polling_stops_on_denial_and_expiry(
+    oauth_server: OAuthServer, decide: str, words: str
+) -> None:
+    """access_denied and expired_token end the wait with an AuthError saying to authorize again."""
+    client_id = _device_client(oauth_server)
+    grant = start_device_authorization("anna", oauth_server.device_url, client_id, None, ())
+
+    def hook() -> None:
+        if decide == "deny":
+            oauth_server.deny(grant.user_code)
+        else:
+            oauth_server.device_answers[:] = ["expired_token"]
+
+    with pytest.raises(AuthError, match=words) as info:
+        poll_device_token("anna", oauth_server.token_url, client_id, None, grant, sleep=Sleeps(hook, after=2))
+    assert "maild accounts authorize anna" in str(info.value)
+    assert grant.device_code.reveal() not in str(info.value)
+
+
+def test_device_polling_gives_up_when_the_code_lifetime_ends(oauth_server: OAuthServer) -> None:
+    """Without an answer, polling ends once expires_in has passed (by the injected clock)."""
+    client_id = _device_client(oauth_server)
+    grant = start_device_authorization("anna", oauth_server.device_url, client_id, None, ())
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds * 100
+
+    with pytest.raises(AuthError, match="expired"):
+        poll_device_token(
+            "anna", oauth_server.token_url, client_id, None, grant, sleep=sleep, clock=lambda: now[0]
+        )
+
+
+def test_wrong_client_secret_is_refused_without_echo(oauth_server: OAuthServer) -> None:
+    """invalid_client: an AuthError with the server's code; the secret sent is not in it."""
+    oauth_server.add_client("cc-wrong", CLIENT_SECRET, user="x")
+    with pytest.raises(AuthError, match="invalid_client") as info:
+        client_credentials("anna", oauth_server.token_url, "cc-wrong", Secret("SENTINEL-wrong-secret"), ())
+    assert "SENTINEL" not in str(info.value)
