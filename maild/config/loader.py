@@ -337,7 +337,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
             f'{t.key("tls")}: "none" sends the password in clear text to {host}; '
             'use "implicit" or "starttls", or set allow_plaintext = true'
         )
-    sign_in = parse_auth(t, name, base)  # issue 13: auth, sasl_mechanism, [oauth2]
+    sign_in = parse_auth(t, name, base, protocol)  # issue 13: auth, sasl_mechanism, [oauth2]
     sources = [
         k for k in ("password", "password_file", "password_command", "password_credential") if k in data
     ]

@@ -17,7 +17,6 @@ state_dir = "state"
 [accounts.anna]
 organisation = "Kanzlei"
 employee = "Anna"
-protocol = "pop3"
 host = "outlook.office365.com"
 username = "anna@contoso.com"
 """
@@ -26,7 +25,10 @@ username = "anna@contoso.com"
 def load(tmp_path: Path, extra: str) -> object:
     path = tmp_path / "config.toml"
     (tmp_path / "app.secret").write_text("SENTINEL-secret\n")
-    path.write_text(textwrap.dedent(ACCOUNT) + textwrap.dedent(extra))
+    extra = textwrap.dedent(extra)
+    if "protocol = " not in extra:
+        extra = 'protocol = "pop3"\n' + extra
+    path.write_text(textwrap.dedent(ACCOUNT) + extra)
     path.chmod(0o600)
     return load_config(path)
 
@@ -104,6 +106,12 @@ def test_bad_sign_in_keys_are_errors_naming_the_key(tmp_path: Path, extra: str, 
     """Each mistake is a ConfigError naming the dotted key and what is expected."""
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, extra)
+
+
+def test_imap_accounts_refuse_sasl_keys_for_now(tmp_path: Path) -> None:
+    """auth = "oauth2" on an IMAP account is refused with the reason (not silently ignored)."""
+    with pytest.raises(ConfigError, match=r"accounts\.anna\.auth: OAuth2 and SASL are supported for POP3"):
+        load(tmp_path, DEVICE.replace("[accounts.anna.oauth2]", "protocol = 'imap'\n[accounts.anna.oauth2]"))
 
 
 def test_token_command_account(tmp_path: Path) -> None:
