@@ -1,4 +1,4 @@
-"""POP3 sign-in with OAuth2 against a real Dovecot 2.3 whose oauth2 passdb asks a scripted authorization server.
+"""POP3 (and IMAP AUTHENTICATE) sign-in with OAuth2 against a real Dovecot 2.3 whose oauth2 passdb asks a scripted authorization server.
 
 The module's Dovecot offers ``SASL PLAIN LOGIN XOAUTH2 OAUTHBEARER`` and checks every bearer token at the
 RFC 7662 introspection endpoint of :class:`tests.support.oauth_server.OAuthServer`; maild gets its tokens
@@ -9,6 +9,7 @@ error and the archive database.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
@@ -22,11 +23,12 @@ from typing import Any
 import pytest
 import tomli_w
 
+from maild.auth import imap as imap_auth
 from maild.auth import tokens
 from maild.auth.oauth2 import client_credentials, poll_device_token, start_device_authorization
 from maild.cli.main import main
 from maild.errors import AuthError
-from maild.model import Secret
+from maild.model import Secret, ServerSettings
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.oauth_server import OAuthServer
 
@@ -450,3 +452,161 @@ def test_wrong_client_secret_is_refused_without_echo(oauth_server: OAuthServer) 
     with pytest.raises(AuthError, match="invalid_client") as info:
         client_credentials("anna", oauth_server.token_url, "cc-wrong", Secret("SENTINEL-wrong-secret"), ())
     assert "SENTINEL" not in str(info.value)
+
+
+# -- IMAP AUTHENTICATE (maild.auth.imap) over a plain asyncio stream: not wired into the IMAP adapter yet --
+
+
+class StreamTransport:
+    """A minimal :class:`maild.auth.imap.AuthenticateTransport` over asyncio streams, for the tests."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.tag = 0
+        self.sent: list[bytes] = []
+
+    async def send_command(self, command: bytes) -> None:
+        self.tag += 1
+        self.sent.append(command)
+        self.writer.write(b"a%d " % self.tag + command + b"\r\n")
+        await self.writer.drain()
+
+    async def send_line(self, line: bytes) -> None:
+        self.sent.append(line)
+        self.writer.write(line + b"\r\n")
+        await self.writer.drain()
+
+    async def read_response(self) -> imap_auth.Continuation | imap_auth.TaggedStatus:
+        prefix = b"a%d " % self.tag
+        while True:
+            line = (await asyncio.wait_for(self.reader.readline(), 10)).rstrip(b"\r\n")
+            if line.startswith(b"+"):
+                return imap_auth.Continuation(line[2:])
+            if line.startswith(prefix):
+                rest = line[len(prefix) :].decode()
+                result, _, text = rest.partition(" ")
+                code = None
+                if text.startswith("["):
+                    code, _, text = text[1:].partition("]")
+                    code = code.split()[0].upper()
+                return imap_auth.TaggedStatus(result.upper(), code, text.strip())  # type: ignore[arg-type]
+
+
+async def imap_connect(dovecot: Dovecot) -> tuple[StreamTransport, frozenset[str]]:
+    reader, writer = await asyncio.open_connection(dovecot.host, dovecot.ports.imap)
+    greeting = (await reader.readline()).decode()
+    caps = greeting.split("[CAPABILITY ", 1)[1].split("]", 1)[0].split()
+    return StreamTransport(reader, writer), frozenset(caps)
+
+
+def imap_settings(
+    user: MailUser, dovecot: Dovecot, source: tokens.OAuth2Tokens | None, mech: str | None
+) -> ServerSettings:
+    return ServerSettings(
+        "anna",
+        dovecot.host,
+        dovecot.ports.imap,
+        "none",
+        None,
+        user.name,
+        Secret("" if source else user.password),
+        10.0,
+        auth="oauth2" if source else "password",
+        sasl_mechanism=mech,
+        tokens=source,
+    )
+
+
+def imap_logins(dovecot: Dovecot, user: MailUser, expected: int) -> list[str]:
+    deadline = time.monotonic() + 5
+    while True:
+        found = [
+            line.split("method=")[1].split(",")[0]
+            for line in dovecot.log_file.read_text(errors="replace").splitlines()
+            if "imap-login: Info: Login: " in line and f"user=<{user.name}>" in line
+        ]
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sasl_ir", [True, False])
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER", "PLAIN"])
+async def test_imap_authenticate_with_a_token(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, mechanism: str, sasl_ir: bool
+) -> None:
+    """AUTHENTICATE signs in to Dovecot with a client-credentials token, with and without SASL-IR."""
+    oauth_server.add_client(f"imap-{user.name}", CLIENT_SECRET, user=user.name)
+    source = tokens.OAuth2Tokens(
+        tokens.OAuth2Settings(
+            account="anna",
+            token_url=oauth_server.token_url,
+            client_id=f"imap-{user.name}",
+            client_secret=lambda: Secret(CLIENT_SECRET),
+        )
+    )
+    transport, caps = await imap_connect(oauth_dovecot)
+    assert {"AUTH=XOAUTH2", "AUTH=OAUTHBEARER", "SASL-IR"} <= caps
+    if not sasl_ir:
+        caps = caps - {"SASL-IR"}
+    try:
+        assert await imap_auth.authenticate(
+            transport, caps, imap_settings(user, oauth_dovecot, source, mechanism)
+        )
+    finally:
+        transport.writer.close()
+    assert transport.sent[0] == f"AUTHENTICATE {mechanism}".encode() or sasl_ir
+    assert imap_logins(oauth_dovecot, user, 1) == [mechanism]
+
+
+async def test_imap_authenticate_password_plain_and_refused_token(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser
+) -> None:
+    """A password account uses AUTHENTICATE PLAIN; a token Dovecot refuses (same token again) is an AuthError without it."""
+    transport, caps = await imap_connect(oauth_dovecot)
+    assert await imap_auth.authenticate(transport, caps, imap_settings(user, oauth_dovecot, None, None))
+    transport.writer.close()
+    assert imap_logins(oauth_dovecot, user, 1) == ["PLAIN"]
+
+    dead = oauth_server.issue_access_token(user.name, lifetime_s=0.001)
+    holder = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp")) / "t"
+    holder.write_text(dead)
+    source = tokens.OAuth2Tokens(
+        tokens.OAuth2Settings(account="anna", token_command=("/bin/cat", str(holder)))
+    )
+    transport, caps = await imap_connect(oauth_dovecot)
+    with pytest.raises(
+        AuthError, match=r"AUTHENTICATE XOAUTH2 refused: NO \[AUTHENTICATIONFAILED\].*status=401"
+    ) as info:
+        await imap_auth.authenticate(transport, caps, imap_settings(user, oauth_dovecot, source, "XOAUTH2"))
+    transport.writer.close()
+    assert dead not in str(info.value)
+    assert transport.sent[-1] == b""  # the error challenge answered with an empty line
+
+
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+async def test_imap_authenticate_replaces_a_token_the_server_refuses(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, mechanism: str
+) -> None:
+    """A cached token the server no longer accepts is replaced once, and the second AUTHENTICATE succeeds."""
+    oauth_server.add_client(f"imap-{user.name}", CLIENT_SECRET, user=user.name)
+    source = tokens.OAuth2Tokens(
+        tokens.OAuth2Settings(
+            account="anna",
+            token_url=oauth_server.token_url,
+            client_id=f"imap-{user.name}",
+            client_secret=lambda: Secret(CLIENT_SECRET),
+        )
+    )
+    await asyncio.to_thread(source.access_token)
+    oauth_server.expire_access_tokens()
+    transport, caps = await imap_connect(oauth_dovecot)
+    try:
+        assert await imap_auth.authenticate(
+            transport, caps, imap_settings(user, oauth_dovecot, source, mechanism)
+        )
+    finally:
+        transport.writer.close()
+    assert [c.split()[:2] for c in transport.sent if c.startswith(b"AUTHENTICATE")] == [
+        [b"AUTHENTICATE", mechanism.encode()]
+    ] * 2
