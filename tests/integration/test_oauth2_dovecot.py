@@ -10,8 +10,10 @@ error and the archive database.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -70,6 +72,17 @@ def _fresh_token_sources() -> Iterator[None]:
     tokens._SOURCES.clear()
     yield
     tokens._SOURCES.clear()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`--log-level debug` points the root logger at this test's captured stdout: undo it afterwards,
+    so later tests neither log at debug nor write to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 _numbers = iter(range(10_000))
@@ -610,3 +623,76 @@ async def test_imap_authenticate_replaces_a_token_the_server_refuses(
     assert [c.split()[:2] for c in transport.sent if c.startswith(b"AUTHENTICATE")] == [
         [b"AUTHENTICATE", mechanism.encode()]
     ] * 2
+
+
+def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser
+) -> None:
+    """Under `maild run`: a revoked grant puts the account in auth_failed after one cycle, with the next step in status.
+
+    Steps: seed a refresh token; start the daemon (log level debug) and wait for a successful cycle;
+    revoke every refresh token and expire every access token at the server; fetch-now: Dovecot refuses
+    the cached token, maild refreshes once, gets invalid_grant; status says auth_failed and
+    "run `maild accounts authorize anna`" after one failure; a second fetch-now tries nothing;
+    no sentinel secret in the status JSON, the daemon's debug log or the archive.
+    """
+    import json
+    import subprocess
+
+    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    cfg = write_config(
+        directory, oauth_dovecot, user, source_table("refresh_token", oauth_server, directory, user)
+    )
+    deliver(oauth_dovecot, user, 2)
+    seeded = set(oauth_server.refresh_tokens)
+    log_path = directory / "daemon.log"
+
+    def maild(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "maild", "-c", str(cfg), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def account(predicate: Any, timeout_s: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        acc: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            done = maild("status", "--json")
+            if done.returncode == 0:
+                acc = json.loads(done.stdout)["accounts"][0]
+                if predicate(acc):
+                    return acc
+            time.sleep(0.1)
+        raise AssertionError(acc)
+
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "maild", "-c", str(cfg), "run"], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        account(lambda a: a["state"] == "idle" and a.get("last_success"))
+        seeded |= set(oauth_server.refresh_tokens)  # the rotated one, about to be revoked
+        oauth_server.revoke_refresh_tokens()
+        oauth_server.expire_access_tokens()
+        maild("fetch-now", "anna")
+        acc = account(lambda a: a["state"] == "auth_failed")
+        assert acc["consecutive_failures"] == 1
+        assert "run `maild accounts authorize anna`" in str(acc["last_error"])
+        introspections = oauth_server.introspections
+        maild("fetch-now", "anna")
+        time.sleep(1)
+        assert oauth_server.introspections == introspections, "a locked-out account tried again"
+        status_text = maild("status", "--json").stdout + maild("status").stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log_text = log_path.read_text(errors="replace")
+    assert '"oauth2.refresh_token.rotated"' in log_text
+    assert_no_secrets(oauth_server, directory, status_text, log_text, extra=tuple(seeded))

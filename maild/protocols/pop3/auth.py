@@ -102,9 +102,9 @@ def _exchange(
     except MaildError as exc:
         return session.translate(exc, "authenticating") or exc
     except OSError as exc:
-        return session.translate(exc, f"authenticating with {mech}", connecting=True) or AuthError(
-            "unreachable", account=session.settings.account
-        )
+        error = session.translate(exc, f"authenticating with {mech}", connecting=True)
+        assert error is not None  # every OSError is translated
+        return error
 
 
 def _refused(session: POP3Session, mech: str, status: wire.StatusLine) -> MaildError:
