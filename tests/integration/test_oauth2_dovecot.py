@@ -75,9 +75,10 @@ def _fresh_token_sources() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`--log-level debug` points the root logger at this test's captured stdout: undo it afterwards,
-    so later tests neither log at debug nor write to a closed stream."""
+def _restore_logging(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """`--log-level debug` points the root logger at this test's captured stdout: undo it afterwards
+    (before capsys closes that stream: hence the dependency), so later tests neither log at debug nor
+    write to a closed stream."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
