@@ -15,6 +15,11 @@ Protocol = Literal["pop3", "imap"]
 CONTENT_KEY_PREFIX = "sha256:"
 """Prefix of a POP3 identity that is the SHA-256 of the full message (servers without UIDL)."""
 TLSMode = Literal["implicit", "starttls", "none"]
+Retention = Literal["keep", "delete", "delete-after"]
+"""What an account deletes on its server (config key ``retention``): ``"keep"`` nothing,
+``"delete"`` (POP3 only) every message the archive holds, ``"delete-after"`` what was first archived
+at least ``retention_days`` days ago. Validated once, by :mod:`maild.config.loader`; everything after
+that takes it as given (see :mod:`maild.policy`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,42 @@
-"""Pure decisions of a fetch cycle: what to retrieve, what may be deleted now, what left the server.
+"""Pure decisions of maild: what to retrieve, what left the server, what may be deleted now, when it
+is due, how long to wait before the next cycle or the next IDLE connection, and how the shared limits
+are split.
 
-Nothing here does I/O; the clock is a parameter. ``fetch.py`` shows the order in which these
-decisions are applied.
+Nothing here does I/O; the clock (and the randomness of jitter) is a parameter. :mod:`maild.fetch.cycle`
+shows the order in which the fetch decisions are applied, and does the I/O they call for.
+
+**Where a message may be deleted on a server: here.** A fetch cycle deletes a message only when all of
+these hold, each decided by a function of this module:
+
+1. the account's ``retention`` is not ``"keep"`` and deleting is not refused for the session
+   (:func:`deletion_refusal`: ``"delete-after"`` with content-digest identities);
+2. the server named it in this very session (it is in the inventory), the archive records it for
+   the account, its identity is not one maild already deleted once (:func:`reappeared`), and with
+   ``"delete-after"`` it was first archived at least ``retention_days`` days ago
+   (:func:`select_deletions`);
+3. a query of the archive made after every commit of the cycle returned, right before deleting
+   (``Store.archived``), finds it with all its octets (and its Maildir delivery, with
+   ``deliver_maildir``): :func:`confirm_deletions` takes that answer.
+
+The adapters obey: POP3 ``DELE`` takes effect only at ``+OK`` to QUIT (RFC 1939 section 6); IMAP
+without UIDPLUS may still skip a mailbox in which another client marked messages ``\\Deleted`` (it
+learns that only from the server, mid-deletion; see ``IMAPMailbox.delete``).
+
+**Where backoff is decided: here.** :func:`next_cycle_delay_s` (poll interval with jitter, or capped
+exponential backoff after failures, see :func:`backoff_delay_s`) and :func:`reconnect_delay_s`
+(IDLE connections).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import assert_never
 
-from maild.model import InventoryEntry, Location, MessageKey, POP3Key
+from maild.errors import ThrottledError
+from maild.model import InventoryEntry, Location, MessageKey, POP3Key, Retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,33 +117,70 @@ def presence_changes(
     return PresenceChange(gone, back)
 
 
+# -- deleting on the server ---------------------------------------------------------------------------
+
+
+def deletion_refusal(retention: Retention, identity: str, *, account: str, host: str) -> str | None:
+    """Whether this session may delete nothing at all, and why.
+
+    ``"delete-after"`` relies on one identity naming one message for ``retention_days``; identities
+    that are digests of the content (a POP3 server without UIDL) change when a server rewrites a
+    message, so the mode is refused for them. ``"delete"`` stays allowed: it deletes only what this
+    very session proves archived.
+
+    Args:
+        retention: the account's mode.
+        identity: how the session identified messages (``Maildrop.identity``): ``"server"``,
+            ``"uidl"`` or ``"content-digest"``.
+        account: the account name, for the message.
+        host: the server host, for the message.
+
+    Returns:
+        None when deleting may go ahead; else the text of the configuration error the cycle raises
+        at its end (after archiving as usual), naming the dotted key.
+
+    Standard: RFC 1939 section 7 (UIDL is optional).
+    """
+    if retention == "delete-after" and identity == "content-digest":
+        return (
+            f'accounts.{account}.retention: "delete-after" refused: {host} offers no '
+            "UIDL (RFC 1939 section 7), so messages are identified by digests of their content, "
+            "which change if the server rewrites a message, and an identity must stay the same "
+            'for retention_days; nothing was deleted. Use retention = "delete" (safe with digest '
+            'identities: it deletes only what this session proves archived) or "keep"'
+        )
+    return None
+
+
 def select_deletions(
-    retention: str,
+    retention: Retention,
     retention_days: int | None,
     inventory: Sequence[InventoryEntry],
     known: Mapping[MessageKey, Location],
     now: datetime,
 ) -> list[MessageKey]:
-    """Decide which messages may be deleted on the server now.
+    """Decide which messages are candidates for deletion on the server now (rule 2 of the module).
 
-    Never selects a message that is not recorded in the archive for this account: only keys in
-    ``known`` qualify, and ``fetch.py`` re-checks the archive immediately before deleting. Nor a
-    POP3 message whose identity maild already deleted once (see :func:`reappeared`).
+    Only keys in ``known`` qualify, and none whose identity maild already deleted once (see
+    :func:`reappeared`); the candidates still need the archive's confirmation made right before
+    deleting (:func:`confirm_deletions`).
 
     Args:
         retention: ``"keep"`` (nothing), ``"delete"`` (everything archived), ``"delete-after"``
             (archived at least ``retention_days`` days ago, counted from first fetch).
-        retention_days: days, for ``"delete-after"``.
+        retention_days: days, for ``"delete-after"`` (the configuration guarantees them).
         inventory: what the server holds now.
         known: the account's recorded server identities, with first-fetch times (UTC).
-        now: the current time (aware).
+        now: the current time (aware, UTC).
 
     Returns:
         Keys to delete, in server order.
 
     Raises:
-        ValueError: unknown retention mode, or ``"delete-after"`` without days.
+        ValueError: ``"delete-after"`` without days: a caller bypassed the configuration; deleting
+            without a cutoff would delete everything, so nothing is decided.
     """
+    cutoff: datetime | None
     if retention == "keep":
         return []
     if retention == "delete":
@@ -127,7 +190,7 @@ def select_deletions(
             raise ValueError("delete-after needs retention_days")
         cutoff = now - timedelta(days=retention_days)
     else:
-        raise ValueError(f"unknown retention mode {retention!r}")
+        assert_never(retention)
     out = []
     for entry in inventory:
         loc = known.get(entry.key)
@@ -136,6 +199,41 @@ def select_deletions(
         if cutoff is None or loc.first_fetched_at <= cutoff:
             out.append(entry.key)
     return out
+
+
+def confirm_deletions(candidates: Sequence[MessageKey], archived: Collection[MessageKey]) -> list[MessageKey]:
+    """The final decision (rule 3 of the module): the candidates the archive holds at this moment.
+
+    Args:
+        candidates: from :func:`select_deletions`, in server order.
+        archived: the answer of ``Store.archived`` for ``candidates``, asked after every commit of the
+            cycle returned and right before deleting: the keys linked to the account with all their
+            octets (and their Maildir delivery recorded, with ``deliver_maildir``).
+
+    Returns:
+        The keys that may be deleted now, in server order.
+    """
+    return [key for key in candidates if key in archived]
+
+
+def next_deletion_due(
+    retention: Retention, retention_days: int | None, oldest_kept_since: datetime | None
+) -> datetime | None:
+    """When the next message becomes due for deletion (for the status' ``next_deletion_due``).
+
+    Args:
+        retention: the account's mode.
+        retention_days: days, for ``"delete-after"``.
+        oldest_kept_since: the earliest first-fetch time (UTC) of the archived messages still on the
+            server, or None when there are none.
+
+    Returns:
+        With ``"delete-after"``: that time plus ``retention_days`` days (UTC); the first cycle from
+        then on deletes it. None for the other modes, or when nothing archived is on the server.
+    """
+    if retention != "delete-after" or retention_days is None or oldest_kept_since is None:
+        return None
+    return oldest_kept_since + timedelta(days=retention_days)
 
 
 def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, Location]) -> list[MessageKey]:
@@ -165,3 +263,108 @@ def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, L
 
 def _reappeared(key: MessageKey, loc: Location) -> bool:
     return isinstance(key, POP3Key) and loc.deleted_at is not None and not key.exact_content
+
+
+# -- waiting: poll interval, backoff, IDLE reconnection ------------------------------------------------
+
+BACKOFF_BASE_S = 30.0
+"""Delay after the first failed cycle, in seconds; doubles with each further failure."""
+BACKOFF_CAP_S = 1800.0
+"""Longest delay between failed cycles, in seconds."""
+THROTTLE_MIN_S = 300.0
+"""Shortest delay after a provider throttled the account (``[SYS/TEMP]``, ``[IN-USE]``,
+``[LOGIN-DELAY]``, RFC 2449 section 8 and RFC 3206), in seconds."""
+JITTER_FRACTION = 0.1
+"""Up to this fraction of a delay is added at random, so accounts do not run in step."""
+JITTER_CAP_S = 30.0
+"""The most jitter added to a poll interval, in seconds."""
+RECONNECT_BASE_S = 1.0
+"""First delay before an IDLE connection is made again after a loss, in seconds; doubles per failed
+attempt."""
+RECONNECT_CAP_S = 300.0
+"""Longest delay between attempts to make an IDLE connection again, in seconds."""
+
+
+def backoff_delay_s(failures: int, error: BaseException, rng: random.Random) -> float:
+    """Seconds to wait after ``failures`` consecutive failed cycles (>= 1).
+
+    Doubles from :data:`BACKOFF_BASE_S` up to :data:`BACKOFF_CAP_S`; provider throttling
+    (:class:`~maild.errors.ThrottledError`) waits at least :data:`THROTTLE_MIN_S`. Up to
+    :data:`JITTER_FRACTION` of the delay is added at random (``rng.uniform``).
+    """
+    delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_CAP_S)
+    if isinstance(error, ThrottledError):
+        delay = max(delay, THROTTLE_MIN_S)
+    return float(delay + rng.uniform(0, delay * JITTER_FRACTION))
+
+
+def next_cycle_delay_s(
+    poll_interval_s: float, failures: int, error: BaseException | None, rng: random.Random
+) -> float:
+    """Seconds from the end of a cycle to the next one of the same account.
+
+    Args:
+        poll_interval_s: the account's ``poll_interval``, in seconds.
+        failures: consecutive failed cycles (>= 1 with an error).
+        error: the last cycle's error, or None after a success.
+        rng: the jitter source.
+
+    Returns:
+        After a success: the poll interval plus up to :data:`JITTER_FRACTION` of it (at most
+        :data:`JITTER_CAP_S`). After a failure: :func:`backoff_delay_s`.
+    """
+    if error is None:
+        return poll_interval_s + rng.uniform(0, min(poll_interval_s * JITTER_FRACTION, JITTER_CAP_S))
+    return backoff_delay_s(failures, error, rng)
+
+
+def reconnect_delay_s(
+    failures: int, base_s: float = RECONNECT_BASE_S, cap_s: float = RECONNECT_CAP_S
+) -> float:
+    """Seconds to wait before IDLE reconnection attempt number ``failures`` (>= 1): doubling, capped."""
+    return float(min(base_s * 2 ** (failures - 1), cap_s))
+
+
+# -- shared limits ---------------------------------------------------------------------------------------
+
+MAX_TRANSFERS = 4
+"""Cycles of one process that retrieve messages at the same time; more wait, logged in, after
+their inventory (a cycle with nothing to retrieve never waits). Logins, listings and no-op cycles
+run as concurrently as ``max_concurrent_fetches`` allows; the transfers, which hold the memory, do
+not need to: four streams already keep two cores busy, on loopback and at 50 ms round-trip time
+(README "Performance"), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
+over the cycles transferring, not over every cycle logged in. Counted by
+:class:`maild.service.budget.Budgets`."""
+MEMORY_BUDGET_OCTETS = 32 * 2**20
+"""About how many message octets all running cycles together hold in batches, in octets.
+
+A cycle commits one batch while the adapter reads the next (see :func:`maild.fetch.cycle.fetch_cycle`),
+so it holds at most two batches at a time, plus the adapter's current window (the batch limit divided
+by ``WINDOW_SHARE``); a cycle's batch limit is this budget divided by twice the number of cycles
+retrieving when each batch begins, between :data:`MIN_BATCH_OCTETS` and the cycle's own batch limit
+(:func:`batch_octets_share`)."""
+MIN_BATCH_OCTETS = 256 * 2**10
+"""The smallest batch limit a cycle gets from :func:`batch_octets_share`, in octets."""
+
+
+def batch_octets_share(limit: int, transferring: int, memory_octets: int, min_octets: int) -> int:
+    """The batch limit in octets for one cycle now: its share of the memory budget.
+
+    A cycle holds up to two batches (one committing while the next is retrieved), so each of the
+    ``transferring`` cycles gets ``memory_octets / (2 * transferring)``, never more than ``limit``
+    and never less than ``min_octets`` (or ``limit`` if that is smaller).
+    """
+    share = memory_octets // (2 * max(1, transferring))
+    return max(min(min_octets, limit), min(limit, share))
+
+
+def connection_limit(per_host: int, *, idle: bool) -> int:
+    """How many connections to one host may be open when one more is to be made.
+
+    Fetch cycles (and the sessions kept between them) may use all ``per_host``
+    (``max_connections_per_host``). IDLE connections only ``per_host - 1``: they stay open for
+    hours, so one connection is always left to fetch cycles, which keeps the cycles of an account
+    from waiting for its own IDLE connection (with ``per_host = 1`` IDLE is not used: the account
+    polls).
+    """
+    return per_host - 1 if idle else per_host

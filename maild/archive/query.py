@@ -78,7 +78,7 @@ def accounts_of(message: ArchivedMessage) -> list[str]:
 
 
 def message_json(message: ArchivedMessage) -> dict[str, Any]:
-    """The JSON object ``maild messages list --json`` prints for one message (documented in the README)."""
+    """The JSON object ``maild messages list --json`` prints for one message (see docs/archive.md)."""
     return {
         "id": message.sha256,
         "date": message.date,

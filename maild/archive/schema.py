@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 2; the README documents it for readers such as the CRM):
+Layout (schema version 2; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -26,7 +26,7 @@ PAGE_SIZE = 32768
 
 Messages are blobs of 2 KB to many MB: larger pages mean fewer overflow pages and WAL frames per
 message. Storing 2,000 mixed messages (273 MB) took 1.17 s with 8 KiB pages and 0.83 s with 32 KiB
-(WAL, ``synchronous=FULL``, batches of 200; see the README's "Performance" section)."""
+(WAL, ``synchronous=FULL``, batches of 200; see docs/performance.md)."""
 #: Keys per ``IN (...)`` query, below SQLite's variable limit.
 QUERY_CHUNK = 500
 _MIGRATIONS: dict[int, str] = {

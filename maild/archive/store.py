@@ -4,8 +4,8 @@ The ``store_*`` modules are the only ones that contain SQL: this one (the daemon
 connection), :mod:`maild.archive.schema` (migration scripts), :mod:`maild.archive.reader` (read-only
 queries) and :mod:`maild.archive.move_queries` (``maild migrate``'s records).
 
-Layout (schema version 2, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; the README documents it
-for readers such as the CRM):
+Layout (schema version 2, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; docs/archive.md documents
+it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw

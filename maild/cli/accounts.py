@@ -15,12 +15,21 @@ import getpass
 import json
 import shlex
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from maild.archive.move_queries import MigrationStore
+from maild.cli.authorize import add_parser as add_authorize_parser  # issue 13: OAuth2 device sign-in
+from maild.cli.common import load_args_config, reload_daemon
 from maild.cli.table import lines_by_person
+from maild.config.dropin import dropin_path, remove_durably, secret_path, write_dropin, write_secret
 from maild.config.loader import ACCOUNT_NAME_RE, DEFAULT_PORTS, Config, load_config
 from maild.errors import ConfigError, ControlError, MigrationError
+from maild.log import configure_logging
+from maild.service.control_client import ControlClient
+from maild.service.status import time_text
 
 TLS_CHOICES = ("implicit", "starttls", "none")
 RETENTION_CHOICES = ("keep", "delete", "delete-after")
@@ -68,57 +77,22 @@ def add_parsers(sub: Any) -> None:
         "--purge", action="store_true", help="also delete its archive, only if no message would be lost"
     )
     rm.set_defaults(handler=_remove)
-    from maild.cli.authorize import add_parser as add_authorize  # issue 13: OAuth2 device sign-in
-
-    add_authorize(actions)
-
-
-def _config(args: argparse.Namespace) -> Config:
-    from maild.cli.main import load_args_config
-
-    return load_args_config(args)
-
-
-def reload_daemon(config: Config) -> str:
-    """Ask a running daemon to reload; return a line saying what happened.
-
-    Raises:
-        ControlError: the daemon rejected the configuration or could not be asked (other than not
-            running).
-    """
-    from maild.service.control import request
-
-    try:
-        reply = request(config.daemon.control_socket, {"command": "reload"})
-    except ControlError as exc:
-        if exc.code == "not-running":
-            return "maild is not running: the change applies when it starts"
-        raise
-    if not reply.get("ok"):
-        err = reply.get("error") or {}
-        raise ControlError(str(err.get("code", "error")), str(err.get("message", "reload failed")))
-    parts = [f"{k}: {', '.join(v)}" for k, v in reply.items() if k in ("added", "removed", "changed") and v]
-    return "daemon reloaded" + (" (" + "; ".join(parts) + ")" if parts else "")
+    add_authorize_parser(actions)
 
 
 # -- list ---------------------------------------------------------------------------------------------
 
 
 def _daemon_states(config: Config) -> dict[str, str] | None:
-    from maild.service.control import request
-
+    """Each running account's state, or None when the daemon cannot be asked."""
     try:
-        reply = request(config.daemon.control_socket, {"command": "status"}, timeout_s=10)
+        status = ControlClient(config.daemon.control_socket, timeout_s=10).status()
     except ControlError:
         return None
-    if not reply.get("ok"):
-        return None
-    return {a["name"]: a["state"] for a in reply.get("accounts", [])}
+    return {a.name: a.state for a in status.accounts}
 
 
 async def _archive_facts(config: Config) -> tuple[dict[str, Any], dict[str, int]]:
-    from maild.archive.move_queries import MigrationStore
-
     if not config.daemon.database.exists():
         return {}, {}
     store = await MigrationStore.open(config.daemon.database)
@@ -128,62 +102,101 @@ async def _archive_facts(config: Config) -> tuple[dict[str, Any], dict[str, int]
         await store.close()
 
 
-def account_rows(config: Config) -> list[dict[str, Any]]:
-    """Every configured account, then every account only the archive knows, as JSON-ready rows."""
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """One line of ``maild accounts list``: a configured account, or one only the archive knows.
+
+    Attributes:
+        name, organisation, employee, protocol: the account.
+        host: its server, or None when it is not configured.
+        enabled: False also when it is not configured.
+        configured_in: the file that defines it, or None.
+        state: the running daemon's state of it, ``not running``, ``not loaded`` or ``not configured``.
+        messages: archived messages linked to it.
+        retired_at: when ``maild retire`` retired it (UTC), or None.
+        retired_into: the account it was retired into, or None.
+    """
+
+    name: str
+    organisation: str
+    employee: str
+    protocol: str
+    host: str | None
+    enabled: bool
+    configured_in: str | None
+    state: str
+    messages: int
+    retired_at: datetime | None
+    retired_into: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as ``accounts list --json`` prints it."""
+        return {
+            "name": self.name,
+            "organisation": self.organisation,
+            "employee": self.employee,
+            "protocol": self.protocol,
+            "host": self.host,
+            "enabled": self.enabled,
+            "configured_in": self.configured_in,
+            "state": self.state,
+            "messages": self.messages,
+            "retired_at": time_text(self.retired_at),
+            "retired_into": self.retired_into,
+        }
+
+
+def account_rows(config: Config) -> list[AccountRow]:
+    """Every configured account, then every account only the archive knows."""
     records, counts = asyncio.run(_archive_facts(config))
     states = _daemon_states(config)
-    rows: list[dict[str, Any]] = []
+    rows: list[AccountRow] = []
     for acc in config.accounts.values():
         record = records.get(acc.name)
-        state = "not running" if states is None else states.get(acc.name, "not loaded")
         rows.append(
-            {
-                "name": acc.name,
-                "organisation": acc.organisation,
-                "employee": acc.employee,
-                "protocol": acc.protocol,
-                "host": acc.host,
-                "enabled": acc.enabled,
-                "configured_in": str(acc.source),
-                "state": state,
-                "messages": counts.get(acc.name, 0),
-                "retired_at": _iso(record.retired_at) if record else None,
-                "retired_into": record.retired_into if record else None,
-            }
+            AccountRow(
+                name=acc.name,
+                organisation=acc.organisation,
+                employee=acc.employee,
+                protocol=acc.protocol,
+                host=acc.host,
+                enabled=acc.enabled,
+                configured_in=str(acc.source),
+                state="not running" if states is None else states.get(acc.name, "not loaded"),
+                messages=counts.get(acc.name, 0),
+                retired_at=record.retired_at if record else None,
+                retired_into=record.retired_into if record else None,
+            )
         )
     for name, record in records.items():
         if name in config.accounts:
             continue
         rows.append(
-            {
-                "name": name,
-                "organisation": record.organisation,
-                "employee": record.employee,
-                "protocol": record.protocol,
-                "host": None,
-                "enabled": False,
-                "configured_in": None,
-                "state": "not configured",
-                "messages": counts.get(name, 0),
-                "retired_at": _iso(record.retired_at),
-                "retired_into": record.retired_into,
-            }
+            AccountRow(
+                name=name,
+                organisation=record.organisation,
+                employee=record.employee,
+                protocol=record.protocol,
+                host=None,
+                enabled=False,
+                configured_in=None,
+                state="not configured",
+                messages=counts.get(name, 0),
+                retired_at=record.retired_at,
+                retired_into=record.retired_into,
+            )
         )
     return rows
 
 
-def _iso(moment: Any) -> str | None:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
-
-
-def render_accounts(rows: list[dict[str, Any]]) -> str:
+def render_accounts(rows: list[AccountRow]) -> str:
     """Render account rows as a table grouped by organisation and employee."""
 
-    def row_lines(r: dict[str, Any]) -> list[str]:
-        note = f"  migrated into {r['retired_into']}" if r["retired_into"] else ""
+    def row_lines(r: AccountRow) -> list[str]:
+        note = f"  migrated into {r.retired_into}" if r.retired_into else ""
         return [
-            f"    {r['name']:<20} {r['protocol']:<5} {r['host'] or '-':<24} {r['state']:<14}"
-            f" {r['messages']:>7} messages{note}"
+            f"    {r.name:<20} {r.protocol:<5} {r.host or '-':<24} {r.state:<14}"
+            f" {r.messages:>7} messages{note}"
         ]
 
     lines = lines_by_person(rows, row_lines)
@@ -191,9 +204,9 @@ def render_accounts(rows: list[dict[str, Any]]) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = account_rows(_config(args))
+    rows = account_rows(load_args_config(args))
     if args.json:
-        print(json.dumps({"accounts": rows}, indent=2, ensure_ascii=False))
+        print(json.dumps({"accounts": [r.to_json() for r in rows]}, indent=2, ensure_ascii=False))
     else:
         print(render_accounts(rows))
     return 0
@@ -262,9 +275,7 @@ async def _recorded_protocol(config: Config, name: str) -> str | None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from maild.config.dropin import remove_durably, write_dropin, write_secret
-
-    config = _config(args)
+    config = load_args_config(args)
     name = args.name
     if not ACCOUNT_NAME_RE.fullmatch(name):
         raise ConfigError(f"account name {name!r} must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
@@ -320,9 +331,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from maild.config.dropin import dropin_path, remove_durably, secret_path
-
-    config = _config(args)
+    config = load_args_config(args)
     name = args.name
     account = config.accounts.get(name)
     own = dropin_path(config.path, name)
@@ -357,9 +366,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 def _refuse_lossy_purge(config: Config, name: str) -> None:
     """Raise MigrationError when purging ``name`` would lose a message."""
-    from maild.archive.move_queries import MigrationStore
-    from maild.log import configure_logging
-    from maild.move.migrate import check_purge
+    from maild.move.migrate import check_purge  # start-up time: only `--purge` needs it
 
     configure_logging("warning")
 
@@ -381,8 +388,6 @@ def _refuse_lossy_purge(config: Config, name: str) -> None:
 
 
 async def _purge(config: Config, name: str) -> int:
-    from maild.archive.move_queries import MigrationStore
-
     store = await MigrationStore.open(config.daemon.database)
     try:
         return await store.purge_account(name)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from maild.cli.common import load_args_config
 from maild.errors import QueryError
 
 DEFAULT_LIST_LIMIT = 100
@@ -60,7 +61,7 @@ def add_parsers(sub: Any) -> None:
         metavar="N",
         help=f"at most N messages (default {DEFAULT_LIST_LIMIT}; 0: all)",
     )
-    ls.add_argument("--json", action="store_true", help="a JSON array of objects (see the README)")
+    ls.add_argument("--json", action="store_true", help="a JSON array of objects (see docs/archive.md)")
     ls.set_defaults(handler=_list)
     show = actions.add_parser("show", parents=[db], help="headers and body text of one message")
     show.add_argument("id", metavar="ID", help="SHA-256 or a unique prefix of at least 8 hex digits")
@@ -86,8 +87,6 @@ def add_parsers(sub: Any) -> None:
 def _database(args: argparse.Namespace) -> Path:
     if args.database is not None:
         return Path(args.database)
-    from maild.cli.main import load_args_config
-
     return load_args_config(args).daemon.database
 
 

@@ -3,13 +3,18 @@
 Prints where to sign in and the code, waits while the person approves in any browser (on a phone or a
 laptop: nothing runs a browser on the server), then stores the refresh token under the state directory
 (see :mod:`maild.auth.tokens`). A running daemon picks it up at its next token refresh, and an account
-locked out by a refused refresh token (``auth_failed``) tries again within a minute.
+locked out by a refused refresh token (``auth_failed``) tries again within a minute. Registered by
+:mod:`maild.cli.accounts`; not a command-group module of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from maild.auth.tokens import authorize
+from maild.cli.common import load_args_config
+from maild.errors import ConfigError
 
 __all__ = ["add_parser"]
 
@@ -24,10 +29,6 @@ def add_parser(actions: Any) -> None:
 
 
 def _authorize(args: argparse.Namespace) -> int:
-    from maild.auth.tokens import authorize
-    from maild.cli.main import load_args_config
-    from maild.errors import ConfigError
-
     config = load_args_config(args)
     account = config.accounts.get(args.name)
     if account is None:

@@ -7,23 +7,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import sys
-import tomllib
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from maild import __version__
+from maild.cli import accounts, archive, move
+from maild.cli.common import daemon_client, load_args_config, warn
 from maild.cli.table import lines_by_person
-from maild.config.loader import AccountConfig, Config, DaemonConfig, config_path, load_config
-from maild.errors import ConfigError, ControlError, MaildError
+from maild.config.loader import Config
+from maild.errors import MaildError
+from maild.log import configure_logging, get_logger
+from maild.service.control_client import ControlClient
+from maild.service.status import AccountStatus, StatusReply, time_text
 
-# Modules that add subcommands: each has ``add_parsers(subparsers)`` and sets ``handler`` (a function
-# taking the parsed arguments and returning the exit code) with ``set_defaults``.
-EXTENSIONS: tuple[str, ...] = ("maild.cli.archive", "maild.cli.accounts", "maild.cli.move")
+Handler = Callable[[argparse.Namespace], int]
+
+#: Modules that add subcommand groups: each has ``add_parsers(subparsers)`` and sets ``handler`` (a
+#: function taking the parsed arguments and returning the exit code) with ``set_defaults``.
+COMMAND_GROUPS = (archive, accounts, move)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,26 +38,36 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", choices=["debug", "info", "warning", "error"], help="override daemon.log_level"
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="run the daemon in the foreground (for systemd)")
+    sub.add_parser("run", help="run the daemon in the foreground (for systemd)").set_defaults(handler=_run)
     f = sub.add_parser("fetch", help="fetch once without a daemon; exit 1 if any account failed")
     f.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="accounts to fetch (default: all enabled)")
+    f.set_defaults(handler=_fetch)
     s = sub.add_parser("status", help="show the running daemon's status")
     s.add_argument("account", nargs="?", help="only this account")
     s.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    s.set_defaults(handler=_status)
     n = sub.add_parser("fetch-now", help="ask the running daemon to fetch now")
     n.add_argument("account", nargs="?", default="all", help="account name or 'all' (default)")
     n.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the cycle")
-    for name, text in (
-        ("pause", "stop fetching an account until resumed or the daemon restarts"),
-        ("resume", "resume an account (also after an authentication lockout)"),
+    n.set_defaults(handler=_fetch_now)
+    for name, text, handler in (
+        ("pause", "stop fetching an account until resumed or the daemon restarts", _pause),
+        ("resume", "resume an account (also after an authentication lockout)", _resume),
     ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("account", help="account name")
-    sub.add_parser("reload", help="make the running daemon re-read its configuration")
-    sub.add_parser("metrics", help="print the daemon's metrics (Prometheus text format)")
-    sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not")
-    for module in EXTENSIONS:
-        importlib.import_module(module).add_parsers(sub)
+        sp.set_defaults(handler=handler)
+    sub.add_parser("reload", help="make the running daemon re-read its configuration").set_defaults(
+        handler=_reload
+    )
+    sub.add_parser("metrics", help="print the daemon's metrics (Prometheus text format)").set_defaults(
+        handler=_metrics
+    )
+    sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not").set_defaults(
+        handler=_check_config
+    )
+    for group in COMMAND_GROUPS:
+        group.add_parsers(sub)
     _add_common_options(sub)
     return p
 
@@ -80,8 +92,9 @@ def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``maild`` console script; returns the process exit code."""
     args = _parser().parse_args(argv)
+    handler: Handler = args.handler
     try:
-        return _dispatch(args)
+        return int(handler(args))
     except (MaildError, OSError) as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return 1
@@ -89,208 +102,141 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def control_socket_path(args: argparse.Namespace) -> Path:
-    """The daemon's control socket, even when the config file on disk has errors.
-
-    Client commands (status, fetch-now, pause, resume, reload, metrics) only need the socket path;
-    a config edited into an invalid state must not leave the admin blind while the daemon still
-    runs with its last good configuration. The error is printed as a warning.
-    """
-    path = config_path(args.config)
-    try:
-        return load_config(path).daemon.control_socket
-    except ConfigError as exc:
-        print(f"maild: warning: {exc}; asking the daemon anyway", file=sys.stderr)
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh).get("daemon", {}).get("control_socket")
-    except (OSError, ValueError, RecursionError, AttributeError):
-        raw = None
-    return path.parent / raw if isinstance(raw, str) else DaemonConfig().control_socket
+# -- without a daemon -----------------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace) -> Config:
-    return load_config(config_path(args.config))
+def _check_config(args: argparse.Namespace) -> int:
+    cfg = load_args_config(args)
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{cfg.path}: OK, {len(cfg.accounts)} accounts")
+    return 0
 
 
-def load_args_config(args: argparse.Namespace) -> Config:
-    """Load the configuration named by ``-c``/``$MAILD_CONFIG``/the default (for extension handlers)."""
-    return _load(args)
+def _run(args: argparse.Namespace) -> int:
+    """``maild run``: the daemon in the foreground until SIGTERM."""
+    cfg = load_args_config(args)
+    configure_logging(args.log_level or cfg.daemon.log_level)
+    for warning in cfg.warnings:
+        get_logger().warning("config.warning", detail=warning)
+    # Imported here, not at the top: the daemon's parts (scheduler, IDLE, metrics) are start-up time
+    # that every other command would pay for nothing. Not a cycle: maild.service never imports maild.cli.
+    from maild.service.daemon import Daemon
+
+    asyncio.run(Daemon(cfg).run())
+    return 0
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    from maild.log import configure_logging
-
-    handler = getattr(args, "handler", None)
-    if handler is not None:
-        return int(handler(args))
-    if args.command == "check-config":
-        cfg = _load(args)
-        for warning in cfg.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        print(f"{cfg.path}: OK, {len(cfg.accounts)} accounts")
-        return 0
-    if args.command == "run":
-        cfg = _load(args)
-        configure_logging(args.log_level or cfg.daemon.log_level)
-        for warning in cfg.warnings:
-            from maild.log import get_logger
-
-            get_logger().warning("config.warning", detail=warning)
-        from maild.service.daemon import Daemon
-
-        asyncio.run(Daemon(cfg).run())
-        return 0
-    if args.command == "fetch":
-        cfg = _load(args)
-        configure_logging(args.log_level or "warning")
-        from maild.service.control import daemon_answers
-
-        if daemon_answers(cfg.daemon.control_socket):
-            print(
-                f"maild: warning: a daemon is running on {cfg.daemon.control_socket} and fetches these"
-                " accounts too; `maild fetch-now` asks it instead",
-                file=sys.stderr,
-            )
-        return asyncio.run(_fetch_once(cfg, args.accounts))
-    if args.command == "status":
-        sock = control_socket_path(args)
-        from maild.service.control import request
-
-        payload: dict[str, Any] = {"command": "status"}
-        if args.account:
-            payload["account"] = args.account
-        reply = _checked(request(sock, payload))
-        if args.json:
-            print(json.dumps(reply, indent=2, ensure_ascii=False))
-        else:
-            print(render_status(reply))
-        return 0
-    if args.command == "fetch-now":
-        sock = control_socket_path(args)
-        from maild.service.control import request
-
-        reply = _checked(
-            request(
-                sock,
-                {"command": "fetch-now", "account": args.account, "wait": not args.no_wait},
-                timeout_s=3600,
-            )
+def _fetch(args: argparse.Namespace) -> int:
+    """``maild fetch``: one cycle per account without a daemon (warns when a daemon runs too)."""
+    cfg = load_args_config(args)
+    configure_logging(args.log_level or "warning")
+    if ControlClient(cfg.daemon.control_socket).daemon_answers():
+        warn(
+            f"a daemon is running on {cfg.daemon.control_socket} and fetches these"
+            " accounts too; `maild fetch-now` asks it instead"
         )
-        if args.no_wait:
-            print("queued: " + ", ".join(reply["queued"]))
-            return 0
-        failed = 0
-        for name, res in reply["results"].items():
-            if res["ok"]:
-                print(
-                    f"{name}: {res['new_messages']} new messages ({res['octets']} octets, {res['seconds']} s)"
-                )
-            else:
-                failed += 1
-                print(f"{name}: FAILED: {res['error']}")
-        return 1 if failed else 0
-    if args.command in ("pause", "resume"):
-        sock = control_socket_path(args)
-        from maild.service.control import request
+    return asyncio.run(fetch_once(cfg, args.accounts))
 
-        reply = _checked(request(sock, {"command": args.command, "account": args.account}))
-        print(f"{reply['account']}: {reply['state']}")
+
+async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
+    """Fetch ``names`` (default: every enabled account) once, print a line per account; the exit code.
+
+    The one place ``maild fetch`` composes a store and fetch cycles without the daemon.
+
+    Raises:
+        ConfigError: a name is not a configured account.
+        StoreError: the archive cannot be opened.
+    """
+    # Imported here, not at the top: the daemon's parts cost start-up time every other command saves.
+    from maild.service.oneshot import fetch_once as fetch_accounts_once
+
+    results = await fetch_accounts_once(cfg, names)
+    for res in results:
+        print(res.line())
+    return 1 if any(res.failed for res in results) else 0
+
+
+# -- asking the daemon ----------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    reply = daemon_client(args).status(args.account)
+    if args.json:
+        print(json.dumps({"ok": True, **reply.to_json()}, indent=2, ensure_ascii=False))
+    else:
+        print(render_status(reply))
+    return 0
+
+
+def _fetch_now(args: argparse.Namespace) -> int:
+    client = daemon_client(args)
+    if args.no_wait:
+        print("queued: " + ", ".join(client.queue_fetch(args.account).queued))
         return 0
-    if args.command == "reload":
-        sock = control_socket_path(args)
-        from maild.service.control import request
-
-        reply = _checked(request(sock, {"command": "reload"}))
-        parts = [
-            f"{k}: {', '.join(v)}" for k, v in reply.items() if k in ("added", "removed", "changed") and v
-        ]
-        print("reloaded" + (" (" + "; ".join(parts) + ")" if parts else ", no account changed"))
-        return 0
-    if args.command == "metrics":
-        sock = control_socket_path(args)
-        from maild.service.control import request
-
-        sys.stdout.write(_checked(request(sock, {"command": "metrics"}))["text"])
-        return 0
-    raise AssertionError(args.command)
-
-
-def _checked(reply: dict[str, Any]) -> dict[str, Any]:
-    if not reply.get("ok"):
-        err = reply.get("error") or {}
-        raise ControlError(str(err.get("code", "error")), str(err.get("message", "request failed")))
-    return reply
-
-
-async def _fetch_once(cfg: Config, names: Sequence[str]) -> int:
-    from maild.archive.store import Store
-    from maild.fetch.cycle import fetch_cycle, make_maildrop, utc_now
-
-    unknown = [n for n in names if n not in cfg.accounts]
-    if unknown:
-        raise ConfigError(f"{cfg.path}: no account named {unknown[0]!r}")
-    accounts = [cfg.accounts[n] for n in names] if names else [a for a in cfg.accounts.values() if a.enabled]
-    slots = asyncio.Semaphore(cfg.daemon.max_concurrent_fetches)
-    executor = ThreadPoolExecutor(max_workers=cfg.daemon.pop3_threads, thread_name_prefix="maild-pop3")
-    store = await Store.open(cfg.daemon.database)
     failed = 0
-    try:
-        for acc in cfg.accounts.values():
-            await store.ensure_account(acc.name, acc.organisation, acc.employee, acc.protocol, utc_now())
-
-        async def one(acc: AccountConfig) -> str:
-            async with slots:
-                try:
-                    res = await fetch_cycle(acc, store, make_maildrop(acc, executor))
-                except MaildError as exc:
-                    return f"{acc.name}: FAILED: {exc}"
-            extra = f", {res.deleted} deleted on the server" if res.deleted else ""
-            if res.failures:
-                extra += f", {len(res.failures)} could not be retrieved (retried next time)"
-            return f"{acc.name}: {res.new_links} new messages ({res.octets} octets){extra}"
-
-        for line in await asyncio.gather(*(one(a) for a in accounts)):
-            if ": FAILED: " in line:
-                failed += 1
-            print(line)
-    finally:
-        await store.close()
-        executor.shutdown(wait=True, cancel_futures=True)
+    for res in client.fetch_now(args.account).results:
+        if res.ok:
+            print(f"{res.account}: {res.new_links} new messages ({res.octets} octets, {res.seconds} s)")
+        else:
+            failed += 1
+            print(f"{res.account}: FAILED: {res.error}")
     return 1 if failed else 0
 
 
-def _imap_status_lines(a: dict[str, Any]) -> list[str]:
+def _pause(args: argparse.Namespace) -> int:
+    reply = daemon_client(args).pause(args.account)
+    print(f"{reply.account}: {reply.state}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    reply = daemon_client(args).resume(args.account)
+    print(f"{reply.account}: {reply.state}")
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    changes = daemon_client(args).reload().changes()
+    print("reloaded" + (f" ({changes})" if changes else ", no account changed"))
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    sys.stdout.write(daemon_client(args).metrics().text)
+    return 0
+
+
+def _imap_status_lines(a: AccountStatus) -> list[str]:
     """Extra status lines of an IMAP account: IDLE, mailboxes not fetched, UIDVALIDITY changes."""
     lines: list[str] = []
-    if a.get("mode") in ("idle", "reconnecting"):
-        last_push = a.get("last_push") or "never"
-        lines.append(f"      {a['mode']} on {a.get('idle_mailbox')!r}, last push {last_push}")
-    for mailbox, reason in ((a.get("last_cycle") or {}).get("mailbox_failures") or {}).items():
+    if a.imap is not None and a.mode in ("idle", "reconnecting"):
+        last_push = time_text(a.imap.last_push) or "never"
+        lines.append(f"      {a.mode} on {a.imap.idle_mailbox!r}, last push {last_push}")
+    for mailbox, reason in (a.last_cycle.mailbox_failures or ()) if a.last_cycle else ():
         lines.append(f"      mailbox {mailbox!r} not fetched: {reason}")
-    for change in a.get("uidvalidity_changes") or []:
+    for change in a.imap.uidvalidity_changes if a.imap is not None else ():
         lines.append(
-            f"      UIDVALIDITY of {change['mailbox']!r} changed at {change['at']}:"
-            f" {change['relinked']} recognised without download, {change['to_retrieve']} retrieved"
+            f"      UIDVALIDITY of {change.mailbox!r} changed at {time_text(change.at)}:"
+            f" {change.relinked} recognised without download, {change.to_retrieve} retrieved"
         )
     return lines
 
 
-def render_status(reply: dict[str, Any]) -> str:
+def render_status(reply: StatusReply) -> str:
     """Render a status reply as a table grouped by organisation and employee."""
 
-    def account_lines(a: dict[str, Any]) -> list[str]:
-        when = a["last_success"] or "never"
+    def account_lines(a: AccountStatus) -> list[str]:
+        when = time_text(a.last_success) or "never"
         lines = [
-            f"    {a['name']:<20} {a['protocol']:<5} {a['state']:<9} {a['messages']:>7} messages"
-            f"  last success {when}  next {a['next_run'] or '-'}"
+            f"    {a.name:<20} {a.protocol:<5} {a.state:<9} {a.messages:>7} messages"
+            f"  last success {when}  next {time_text(a.next_run) or '-'}"
         ]
-        if a["last_error"]:
-            lines.append(f"      error: {a['last_error']}")
+        if a.last_error:
+            lines.append(f"      error: {a.last_error}")
         lines.extend(_imap_status_lines(a))
         return lines
 
-    lines = lines_by_person(reply["accounts"], account_lines)
-    arch = reply["archive"]
-    lines.append(f"archive: {arch['messages']} messages, {arch['octets']} octets")
+    lines = lines_by_person(reply.accounts, account_lines)
+    lines.append(f"archive: {reply.archive.messages} messages, {reply.archive.octets} octets")
     return "\n".join(lines)

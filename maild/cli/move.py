@@ -17,7 +17,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # imported where used: `maild fetch` and `maild run` start without them
+from maild.archive.move_queries import MigrationStore
+from maild.cli.common import load_args_config, reload_daemon
+from maild.config.loader import Config
+from maild.log import configure_logging
+
+if TYPE_CHECKING:  # maild.move.migrate is imported where used: start-up time other commands need not pay
     from maild.move.compare import ArchiveEntry, ServerEntry
     from maild.move.migrate import CompareOutcome, MigrationReport, Upload
 
@@ -52,10 +57,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _setup(args: argparse.Namespace) -> Any:
-    from maild.cli.main import load_args_config
-    from maild.log import configure_logging
-
+def _setup(args: argparse.Namespace) -> Config:
     config = load_args_config(args)
     configure_logging(args.log_level or "warning")
     return config
@@ -79,7 +81,6 @@ def _progress(what: str) -> Callable[[int, int], None] | None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from maild.archive.move_queries import MigrationStore
     from maild.move.migrate import compare_accounts, deleting_source, target_account
 
     config = _setup(args)
@@ -178,7 +179,7 @@ def _archive_json(entry: ArchiveEntry, source: str) -> dict[str, Any]:
 
 
 def comparison_json(outcome: CompareOutcome) -> dict[str, Any]:
-    """The comparison as a JSON-ready mapping (see the README)."""
+    """The comparison as a JSON-ready mapping (see docs/moving-a-mailbox.md)."""
     c = outcome.comparison
     a = outcome.source
     return {
@@ -222,7 +223,6 @@ def comparison_json(outcome: CompareOutcome) -> dict[str, Any]:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from maild.archive.move_queries import MigrationStore
     from maild.move.migrate import deleting_source, migrate
 
     config = _setup(args)
@@ -320,8 +320,6 @@ def migration_json(report: MigrationReport, *, dry_run: bool) -> dict[str, Any]:
 
 
 def _retire(args: argparse.Namespace) -> int:
-    from maild.archive.move_queries import MigrationStore
-    from maild.cli.accounts import reload_daemon
     from maild.move.migrate import RetireOutcome, retire
 
     config = _setup(args)

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Protocol, TypeVar
 
-Row = dict[str, Any]
+
+class PersonRow(Protocol):
+    """A row that belongs to one employee of one organisation."""
+
+    @property
+    def organisation(self) -> str:
+        """The organisation's name."""
+        ...
+
+    @property
+    def employee(self) -> str:
+        """The employee's name."""
+        ...
+
+
+Row = TypeVar("Row", bound=PersonRow)
 
 
 def lines_by_person(rows: Iterable[Row], row_lines: Callable[[Row], list[str]]) -> list[str]:
@@ -16,7 +31,7 @@ def lines_by_person(rows: Iterable[Row], row_lines: Callable[[Row], list[str]]) 
     """
     groups: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row["organisation"], row["employee"]), []).append(row)
+        groups.setdefault((row.organisation, row.employee), []).append(row)
     lines: list[str] = []
     last_org = None
     for (org, emp), members in sorted(groups.items()):

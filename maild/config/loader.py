@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from maild.config.auth import OAUTH2_DIR, AuthConfig, parse_auth
 from maild.config.passwords import PasswordSource, read_secret_file
@@ -32,7 +32,7 @@ from maild.config.values import (
     required_text,
 )
 from maild.errors import ConfigError
-from maild.model import Protocol, Secret, ServerSettings, TLSMode
+from maild.model import Protocol, Retention, Secret, ServerSettings, TLSMode
 
 __all__ = [
     "ACCOUNT_NAME_RE",
@@ -40,11 +40,12 @@ __all__ = [
     "DEFAULT_PORTS",
     "IDLE_RESTART_MAX_S",
     "MAX_SOCKET_PATH_OCTETS",
+    "RETENTION_BY_PROTOCOL",
     "AccountConfig",
     "Config",
     "DaemonConfig",
     "PasswordSource",  # re-exported: the type of AccountConfig.password, built by many tests
-    "Retention",
+    "Retention",  # re-exported from maild.model
     "config_path",
     "dropin_dir",
     "load_config",
@@ -61,7 +62,6 @@ DEFAULT_PORTS: dict[tuple[str, str], int] = {
     ("imap", "none"): 143,
 }
 
-Retention = Literal["keep", "delete", "delete-after"]
 #: Longest time between IDLE commands: RFC 2177 section 3 lets a server log out a client idle
 #: for 30 minutes, so the client re-issues IDLE at least every 29.
 IDLE_RESTART_MAX_S = 29 * 60.0
@@ -81,7 +81,8 @@ class DaemonConfig:
         log_level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
         shutdown_timeout_s: seconds a stop waits for running cycles before cancelling them.
         max_connections_per_host: concurrent sessions to one server host, all accounts together, IMAP
-            sessions kept between cycles included (see kept_sessions.py).
+            sessions kept between cycles and IDLE connections included (IDLE may use all but one;
+            see :class:`~maild.service.budget.Budgets`).
         control_socket_group: group (name or id) allowed to use the control socket, or None.
         metrics_textfile: file rewritten atomically after each cycle with Prometheus metrics for
             node_exporter's textfile collector, or None.
@@ -302,6 +303,34 @@ def _parse_imap(t: Table) -> dict[str, Any]:
     }
 
 
+RETENTION_BY_PROTOCOL: dict[Protocol, tuple[Retention, ...]] = {
+    "pop3": ("keep", "delete", "delete-after"),
+    "imap": ("keep", "delete-after"),
+}
+"""The retention modes each protocol offers. IMAP has no ``"delete"``: see the README, "Deleting on
+the server"."""
+
+
+def _parse_retention(t: Table, protocol: Protocol) -> tuple[Retention, int | None]:
+    """Read ``retention`` and ``retention_days``: the only place either is validated.
+
+    Returns:
+        The mode and the days (a positive integer exactly when the mode is ``"delete-after"``,
+        else None); code after the configuration relies on that pairing.
+
+    Raises:
+        ConfigError: a mode the protocol does not offer, ``retention_days`` missing with
+            ``"delete-after"``, given with another mode, or not a positive integer.
+    """
+    retention = cast(Retention, choice(t, "retention", RETENTION_BY_PROTOCOL[protocol], "keep"))
+    retention_days = positive_int(t, "retention_days", None)
+    if retention == "delete-after" and retention_days is None:
+        raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
+    if retention != "delete-after" and retention_days is not None:
+        raise ConfigError(f'{t.key("retention_days")}: only valid with retention = "delete-after"')
+    return retention, retention_days
+
+
 def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -> AccountConfig:
     if not ACCOUNT_NAME_RE.fullmatch(name):
         raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
@@ -386,24 +415,8 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         if maildir_template is not None
         else None
     )
-    imap: dict[str, Any] = {}
-    retention: Retention = "keep"
-    retention_days: int | None = None
-    if protocol == "imap":
-        imap = _parse_imap(t)
-        retention = cast(Retention, choice(t, "retention", ("keep", "delete-after"), "keep"))
-        retention_days = positive_int(t, "retention_days", None)
-        if retention == "delete-after" and retention_days is None:
-            raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
-        if retention != "delete-after" and retention_days is not None:
-            raise ConfigError(f'{t.key("retention_days")}: only valid with retention = "delete-after"')
-    else:
-        retention = cast(Retention, choice(t, "retention", ("keep", "delete", "delete-after"), "keep"))
-        retention_days = positive_int(t, "retention_days", None)
-        if retention == "delete-after" and retention_days is None:
-            raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
-        if retention != "delete-after" and retention_days is not None:
-            raise ConfigError(f'{t.key("retention_days")}: only valid with retention = "delete-after"')
+    imap = _parse_imap(t) if protocol == "imap" else {}
+    retention, retention_days = _parse_retention(t, protocol)
     t.reject_unknown()
     return AccountConfig(
         name=name,

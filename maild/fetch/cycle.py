@@ -11,7 +11,9 @@ The order is the product's guarantee:
    Maildir lacks there, then record each delivery, see ``maildir.py``);
 4. only for messages whose commit has returned, and which the archive still holds at that moment
    (with ``deliver_maildir``: and whose delivery is recorded), mark them deleted (POP3 DELE; IMAP
-   ``\\Deleted`` and expunge, see ``IMAPMailbox.delete``);
+   ``\\Deleted`` and expunge, see ``IMAPMailbox.delete``). Which messages those are is decided in
+   :mod:`maild.policy` (the module docstring lists the whole rule); this module asks it, queries the
+   archive for the re-check and passes the answer back in, and then does the I/O;
 5. QUIT; only ``+OK`` to QUIT (RFC 1939 section 6, UPDATE state) records the deletions as done
    (IMAP: LOGOUT; the deletions happened at EXPUNGE).
 
@@ -24,18 +26,24 @@ POP3 servers without UIDL: identities are digests of the content (see
 its digest, computed in this very session from what the server holds, names a message the archive
 holds (header section and size, or the full octets). ``"delete-after"`` is refused: it needs one
 identity to last for days, which a digest does not guarantee (a server rewriting a message gives it a
-new one), so the cycle archives as usual, deletes nothing and raises :class:`ConfigError`.
+new one), so the cycle archives as usual, deletes nothing and raises :class:`ConfigError`
+(:func:`maild.policy.deletion_refusal`).
+
+Shared limits (transfer slots, the memory budget for messages held) come from the ``budgets``
+argument, the process's :class:`maild.service.budget.Budgets`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
@@ -53,48 +61,40 @@ log = structlog.get_logger("maild.fetch.cycle")
 
 BATCH_MESSAGES = 200
 BATCH_OCTETS = 32 * 2**20
-MEMORY_BUDGET_OCTETS = 32 * 2**20
-"""About how many message octets all running cycles together hold in batches, in octets.
-
-A cycle commits one batch while the adapter reads the next (see :func:`fetch_cycle`), so it holds at
-most two batches at a time, plus the adapter's current window (the batch limit divided by
-:data:`WINDOW_SHARE`); a cycle's batch limit is this budget divided by twice the number of cycles
-retrieving when each batch begins, between :data:`MIN_BATCH_OCTETS` and the ``batch_octets`` argument."""
-MIN_BATCH_OCTETS = 256 * 2**10
 WINDOW_SHARE = 1
 """The adapter's retrieval window is the batch limit divided by this. The adapters keep the next window
 in flight while the consumer works (see ``Maildrop.retrieve``); while a commit holds the consumer
 up, that window is all the link has to carry, so it must not be small. Measured at 50 ms RTT, one
-POP3 account, 2,000 messages (README "Performance"): windows of a whole batch (16 MiB) 1.95-2.0 s
+POP3 account, 2,000 messages (docs/performance.md): windows of a whole batch (16 MiB) 1.95-2.0 s
 and 120 MB peak; 8 MiB windows and batches 2.06-2.30 s and 85 MB; 4 MiB windows of 16 MiB batches
 2.8 s."""
-MAX_TRANSFERS = 4
-"""Cycles of one process that retrieve messages at the same time; more wait, logged in, after
-their inventory (a cycle with nothing to retrieve never waits). Logins, listings and no-op cycles
-run as concurrently as ``max_concurrent_fetches`` allows; the transfers, which hold the memory, do
-not need to: four streams already keep two cores busy, on loopback and at 50 ms round-trip time
-(README "Performance"), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
-over the cycles transferring, not over every cycle logged in."""
-_transferring = 0
-_transfer_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+
+MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
+"""Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
+a stand-in in tests."""
 
 
-def _transfer_slot() -> asyncio.Semaphore:
-    """The running event loop's semaphore of :data:`MAX_TRANSFERS` permits."""
-    loop = asyncio.get_running_loop()
-    slot = _transfer_slots.get(loop)
-    if slot is None:
-        slot = _transfer_slots[loop] = asyncio.Semaphore(MAX_TRANSFERS)
-    return slot
+class TransferBudget(Protocol):
+    """What a fetch cycle needs of the process's shared budgets (:class:`maild.service.budget.Budgets`
+    has it): a transfer slot while it retrieves, and its share of the memory budget."""
+
+    def transfer(self) -> AbstractAsyncContextManager[None]:
+        """Hold a transfer slot for the block (see :data:`maild.policy.MAX_TRANSFERS`)."""
+        ...
+
+    def batch_octets(self, limit: int) -> int:
+        """The cycle's batch limit now, in octets, at most ``limit``."""
+        ...
 
 
-def shared_batch_octets(limit: int) -> int:
-    """The batch limit in octets for one cycle now: its share of :data:`MEMORY_BUDGET_OCTETS`
-    among the cycles retrieving at this moment."""
-    share = MEMORY_BUDGET_OCTETS // (2 * max(1, _transferring))
-    return max(min(MIN_BATCH_OCTETS, limit), min(limit, share))
+class _Alone:
+    """The budget of a cycle that shares nothing: no other cycle waits for it or divides its memory."""
+
+    def transfer(self) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    def batch_octets(self, limit: int) -> int:
+        return policy.batch_octets_share(limit, 1, policy.MEMORY_BUDGET_OCTETS, policy.MIN_BATCH_OCTETS)
 
 
 def utc_now() -> datetime:
@@ -182,6 +182,7 @@ async def fetch_cycle(
     store: Store,
     maildrop: Maildrop,
     *,
+    budgets: TransferBudget | None = None,
     clock: Callable[[], datetime] = utc_now,
     batch_messages: int = BATCH_MESSAGES,
     batch_octets: int = BATCH_OCTETS,
@@ -194,6 +195,8 @@ async def fetch_cycle(
         account: the account's configuration.
         store: the open archive.
         maildrop: a fresh adapter; this function opens and closes (or aborts) it.
+        budgets: the process's shared budgets (transfer slots, memory), from the scheduler or the
+            one-shot fetch; None: a budget of the cycle's own (a cycle running alone, as in tests).
         clock: returns the current aware UTC time; injected by tests of time-dependent retention.
         batch_messages, batch_octets: commit after this many messages or octets, whichever first.
         opened: ``maildrop`` is a session kept from an earlier cycle and already taken back with
@@ -217,10 +220,10 @@ async def fetch_cycle(
     Cancellation: at any await, committed batches stay committed; the session is aborted (POP3
     RSET, QUIT), so no DELE takes effect.
     """
-    global _transferring  # the count that sizes every cycle's batches
+    shared: TransferBudget = budgets if budgets is not None else _Alone()
     started = time.monotonic()
     result = CycleResult(account=account.name)
-    refusal: ConfigError | None = None
+    refusal: str | None = None
     to_delete: list[MessageKey] = []
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
@@ -234,14 +237,9 @@ async def fetch_cycle(
         result.on_server = len(inventory)
         result.identity = maildrop.identity
         result.warnings = list(maildrop.identity_warnings)
-        if account.retention == "delete-after" and result.identity == "content-digest":
-            refusal = ConfigError(
-                f'accounts.{account.name}.retention: "delete-after" refused: {account.host} offers no '
-                "UIDL (RFC 1939 section 7), so messages are identified by digests of their content, "
-                "which change if the server rewrites a message, and an identity must stay the same "
-                'for retention_days; nothing was deleted. Use retention = "delete" (safe with digest '
-                'identities: it deletes only what this session proves archived) or "keep"'
-            )
+        refusal = policy.deletion_refusal(
+            account.retention, result.identity, account=account.name, host=account.host
+        )
         result.imap = await imap_resync.reconcile(account, store, maildrop, inventory, clock())
         known = await store.locations(account.name)
         # only where the inventory looked: a mailbox that could not be selected lost nothing
@@ -272,35 +270,31 @@ async def fetch_cycle(
                 await task
 
         def window_octets() -> int:
-            return max(1, shared_batch_octets(batch_octets) // WINDOW_SHARE)
+            return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
 
         if plan.retrieve:
-            async with _transfer_slot():  # bounds the memory all cycles hold in messages
-                _transferring += 1
-                try:
-                    # one stream for everything: the adapter keeps its next window in flight while the
-                    # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
-                    log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
-                    batch: list[RetrievedMessage] = []
-                    pending_octets = 0
-                    octets_limit = window_octets()
-                    async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
-                        if isinstance(item, RetrievalFailure):
-                            result.failures.append(item)
-                        else:
-                            batch.append(item)
-                            pending_octets += len(item.raw)
-                        del item  # no message outlives its batch
-                        if len(batch) >= batch_messages or pending_octets >= octets_limit:
-                            await start_commit(batch)
-                            batch, pending_octets = [], 0
-                            octets_limit = window_octets()
-                    if batch:
+            async with shared.transfer():  # bounds the memory all cycles hold in messages
+                # one stream for everything: the adapter keeps its next window in flight while the
+                # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
+                log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
+                batch: list[RetrievedMessage] = []
+                pending_octets = 0
+                octets_limit = window_octets()
+                async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
+                    if isinstance(item, RetrievalFailure):
+                        result.failures.append(item)
+                    else:
+                        batch.append(item)
+                        pending_octets += len(item.raw)
+                    del item  # no message outlives its batch
+                    if len(batch) >= batch_messages or pending_octets >= octets_limit:
                         await start_commit(batch)
-                    del batch
-                    await settle()  # the batches hold memory until committed
-                finally:
-                    _transferring -= 1
+                        batch, pending_octets = [], 0
+                        octets_limit = window_octets()
+                if batch:
+                    await start_commit(batch)
+                del batch
+                await settle()  # the batches hold memory until committed
         await settle()  # every commit has returned before anything below may delete
         if account.retention != "keep" and refusal is None:
             known = await store.locations(account.name)
@@ -313,11 +307,11 @@ async def fetch_cycle(
             candidates = policy.select_deletions(
                 account.retention, account.retention_days, inventory, known, clock()
             )
-            if candidates:
-                confirmed = await store.archived(
+            if candidates:  # the durable re-check, made now that every commit has returned
+                archived = await store.archived(
                     account.name, candidates, require_delivery=delivery is not None
                 )
-                to_delete = [k for k in candidates if k in confirmed]
+                to_delete = policy.confirm_deletions(candidates, archived)
             if to_delete:
                 log.debug("fetch.delete.started", messages=len(to_delete))
                 sent = await maildrop.delete(to_delete)
@@ -345,5 +339,5 @@ async def fetch_cycle(
         if delivery.error is not None:
             raise delivery.error
     if refusal is not None:
-        raise refusal
+        raise ConfigError(refusal)
     return result

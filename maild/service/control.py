@@ -4,6 +4,8 @@ Request: one JSON object per line, ``{"command": "status", ...}`` (optional ``"v
 Reply: one JSON object per line, ``{"ok": true, ...}`` or
 ``{"ok": false, "error": {"code": "unknown-command", "message": "..."}}``.
 
+The blocking client the command line uses is :mod:`maild.service.control_client`.
+
 Requests are limited in size (:data:`MAX_REQUEST_OCTETS`) and time (:data:`IDLE_TIMEOUT_S` without a
 complete line): an abusive client is dropped without affecting the daemon.
 """
@@ -16,7 +18,6 @@ import json
 import os
 import socket
 import stat
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -110,9 +111,7 @@ class ControlServer:
         task = asyncio.current_task()
         assert task is not None
         if len(self._clients) >= MAX_CLIENTS:
-            writer.write(
-                _encode(error_reply("busy", f"more than {MAX_CLIENTS} clients connected; try again"))
-            )
+            writer.write(encode(error_reply("busy", f"more than {MAX_CLIENTS} clients connected; try again")))
             writer.close()
             return
         self._clients.add(task)
@@ -125,7 +124,7 @@ class ControlServer:
                     return
                 except (ValueError, asyncio.LimitOverrunError):
                     writer.write(
-                        _encode(error_reply("too-large", f"request exceeds {MAX_REQUEST_OCTETS} octets"))
+                        encode(error_reply("too-large", f"request exceeds {MAX_REQUEST_OCTETS} octets"))
                     )
                     async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads is dropped
                         await writer.drain()
@@ -133,7 +132,7 @@ class ControlServer:
                 if not line:
                     return
                 reply = await self._dispatch(line)
-                writer.write(_encode(reply))
+                writer.write(encode(reply))
                 async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads is dropped
                     await writer.drain()
         except (ConnectionError, OSError, TimeoutError):
@@ -177,7 +176,8 @@ def _gid(group: str | int) -> int:
     return grp.getgrnam(group).gr_gid
 
 
-def _encode(obj: dict[str, Any]) -> bytes:
+def encode(obj: dict[str, Any]) -> bytes:
+    """One request or reply as a line of compact UTF-8 JSON."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
@@ -192,57 +192,3 @@ def daemon_answers(path: Path) -> bool:
         except OSError:
             return False
     return True
-
-
-def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
-    """Connect, retrying while the daemon's listen backlog is full (EAGAIN) for up to ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            sock.connect(str(path))
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise TimeoutError from None
-            time.sleep(0.05)
-        else:
-            return
-
-
-def request(path: Path, payload: dict[str, Any], *, timeout_s: float = 30.0) -> dict[str, Any]:
-    """Send one request to the daemon and return its reply (blocking; for the CLI).
-
-    Raises:
-        ControlError: the daemon is not running (``not-running``), did not answer in time
-            (``timeout``), or sent something that is not a JSON object (``bad-reply``).
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout_s)
-        try:
-            _connect(sock, path, timeout_s)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise ControlError("not-running", f"maild is not running (no daemon on {path})") from None
-        except TimeoutError:
-            raise ControlError(
-                "timeout", f"maild did not accept the connection within {timeout_s:g} s"
-            ) from None
-        except PermissionError:
-            raise ControlError(
-                "permission", f"no permission to use {path} (root or the socket's group)"
-            ) from None
-        try:
-            sock.sendall(_encode({"version": PROTOCOL_VERSION, **payload}))
-            buf = bytearray()
-            while not buf.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        except TimeoutError:
-            raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s") from None
-    try:
-        reply = json.loads(buf)
-    except json.JSONDecodeError:
-        raise ControlError("bad-reply", "maild sent a reply that is not JSON") from None
-    if not isinstance(reply, dict):
-        raise ControlError("bad-reply", "maild sent a reply that is not a JSON object")
-    return reply

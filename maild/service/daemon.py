@@ -16,113 +16,27 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from maild import __version__
-from maild.archive.schema import utc_text
 from maild.archive.store import Store
 from maild.config.loader import Config, load_config
 from maild.errors import ControlError, MaildError
 from maild.fetch.cycle import utc_now
 from maild.log import LEVELS
 from maild.service import metrics
+from maild.service.budget import Budgets
+from maild.service.commands import CommandContext, dispatch
 from maild.service.control import ControlServer
-from maild.service.scheduler import AccountRuntime, Scheduler
+from maild.service.replies import ReloadReport
+from maild.service.scheduler import Scheduler
 from maild.service.sdnotify import notify
 
 log = structlog.get_logger("maild.service.daemon")
 
 HOUSEKEEPING_S = 5.0
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return utc_text(moment) if moment else None
-
-
-def account_status(
-    rt: AccountRuntime, messages: int, kept: tuple[int, datetime | None] = (0, None)
-) -> dict[str, Any]:
-    """The status object of one account (see the README's control-socket reference).
-
-    Args:
-        rt: the scheduler's runtime record.
-        messages: archived messages linked to the account.
-        kept: (archived messages still on the server, earliest first-fetch time among them).
-    """
-    acc = rt.config
-    out: dict[str, Any] = {
-        "name": acc.name,
-        "organisation": acc.organisation,
-        "employee": acc.employee,
-        "protocol": acc.protocol,
-        "host": acc.host,
-        "enabled": acc.enabled,
-        "state": rt.state,
-        "messages": messages,
-        "last_success": _iso(rt.last_success),
-        "next_run": _iso(rt.next_run),
-        "last_error": rt.last_error,
-        "consecutive_failures": rt.consecutive_failures,
-        "mode": rt.mode,
-    }
-    res = rt.last_result
-    out["on_server"] = res.on_server - res.deleted if res else None  # as left by the last cycle
-    if acc.protocol == "imap":
-        out.update(_imap_status(rt))
-    out["retention"] = acc.retention
-    out["retention_days"] = acc.retention_days
-    if acc.protocol == "pop3":  # "uidl", or "content-digest" for a server without UIDL
-        out["identity"] = res.identity if res is not None else None
-    out["warnings"] = list(res.warnings) if res is not None else []
-    out["pending_deletion"] = 0 if acc.retention == "keep" else kept[0]
-    out["oldest_kept_since"] = _iso(kept[1])
-    if acc.retention == "delete-after" and kept[1] is not None and acc.retention_days is not None:
-        out["next_deletion_due"] = _iso(kept[1] + timedelta(days=acc.retention_days))
-    if res is not None:
-        out["last_cycle"] = {
-            "new_messages": res.new_links,
-            "octets": res.octets,
-            "deleted": res.deleted,
-            "seconds": round(res.seconds, 3),
-            "failures": [{"key": repr(f.key), "reason": f.reason} for f in res.failures],
-            "too_large": [repr(k) for k in res.too_large],
-        }
-        if res.imap is not None:
-            out["last_cycle"]["mailbox_failures"] = dict(res.imap.mailbox_failures)
-    return out
-
-
-def _imap_status(rt: AccountRuntime) -> dict[str, Any]:
-    """The IMAP part of an account's status: mailboxes, IDLE, UIDVALIDITY changes."""
-    acc = rt.config
-    res = rt.last_result
-    watcher = rt.watcher
-    info = res.imap if res is not None else None
-    out: dict[str, Any] = {
-        "mailboxes": list(info.mailboxes) if info is not None else list(acc.mailboxes),
-        "mailbox_selection": "all" if acc.all_mailboxes else "list",
-        "idle": acc.idle,
-        "idle_mailbox": acc.idle_mailbox,
-        "last_push": _iso(watcher.last_push) if watcher is not None else None,
-        "idle_error": watcher.last_error if watcher is not None else None,
-        "uidvalidity_changes": [
-            {
-                "mailbox": change.mailbox,
-                "old_uidvalidity": change.old_uidvalidity,
-                "new_uidvalidity": change.new_uidvalidity,
-                "relinked": change.relinked,
-                "to_retrieve": change.to_retrieve,
-                "at": _iso(change.at),
-            }
-            for change in rt.uidvalidity_changes
-        ],
-    }
-    if acc.all_mailboxes:
-        out["exclude"] = list(acc.exclude)
-    return out
 
 
 class Daemon:
@@ -140,91 +54,19 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        self._commands: CommandContext | None = None
 
     async def _reload_quietly(self) -> None:
         with contextlib.suppress(ControlError):  # already logged as reload.rejected
             await self.reload()
 
-    async def status(self) -> dict[str, Any]:
-        """The full status snapshot: accounts (in config order) and archive totals."""
-        assert self.store is not None
-        assert self.scheduler is not None
-        counts = await self.store.message_counts()
-        kept = await self.store.on_server_summary()
-        messages, octets = await self.store.totals()
-        return {
-            "version": __version__,
-            "started_at": utc_text(self.started_at),
-            "accounts": [
-                account_status(rt, counts.get(name, 0), kept.get(name, (0, None)))
-                for name, rt in self.scheduler.accounts.items()
-            ],
-            "archive": {"messages": messages, "octets": octets},
-        }
-
     async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Answer one control request (see :mod:`maild.service.control`).
+        """Answer one control request by the command table (see :mod:`maild.service.commands`).
 
         Raises:
-            ControlError: unknown command (``unknown-command``) or account (``unknown-account``).
+            ControlError: as :func:`~maild.service.commands.dispatch` says.
         """
-        if self.scheduler is None or self.store is None:
-            raise ControlError("starting", "maild is starting; try again in a moment")
-        command = req["command"]
-        for field in ("account",):
-            if field in req and not isinstance(req[field], str):
-                raise ControlError("bad-request", f'"{field}" must be a string')
-        if command == "status":
-            snap = await self.status()
-            if req.get("account"):
-                snap["accounts"] = [a for a in snap["accounts"] if a["name"] == req["account"]]
-                if not snap["accounts"]:
-                    raise ControlError("unknown-account", f"no account named {req['account']!r}")
-            return snap
-        if command == "version":
-            return {"version": __version__}
-        if command == "fetch-now":
-            target = req.get("account", "all")
-            names = list(self.scheduler.accounts) if target == "all" else [target]
-            for name in names:
-                if name not in self.scheduler.accounts:
-                    raise ControlError("unknown-account", f"no account named {name!r}")
-            futures = {n: self.scheduler.request_fetch(n) for n in names}
-            if req.get("wait", True):
-                await asyncio.gather(*futures.values())
-                results = {}
-                for name, fut in futures.items():
-                    res = fut.result()
-                    rt = self.scheduler.accounts[name]
-                    results[name] = (
-                        {
-                            "ok": True,
-                            "new_messages": res.new_links,
-                            "octets": res.octets,
-                            "seconds": round(res.seconds, 3),
-                        }
-                        if res is not None
-                        else {"ok": False, "error": rt.last_error or rt.state}
-                    )
-                return {"results": results}
-            return {"queued": names}
-        if command in ("pause", "resume"):
-            name = req.get("account")
-            if not isinstance(name, str) or name not in self.scheduler.accounts:
-                raise ControlError("unknown-account", f"no account named {name!r}")
-            (self.scheduler.pause if command == "pause" else self.scheduler.resume)(name)
-            return {"account": name, "state": self.scheduler.accounts[name].state}
-        if command == "reload":
-            return await self.reload()
-        if command == "metrics":
-            return {"text": await self.metrics_text()}
-        if command == "stop":
-            self.stop_event.set()
-            return {"stopping": True}
-        raise ControlError(
-            "unknown-command",
-            f"unknown command {command!r} (status, version, fetch-now, pause, resume, reload, metrics, stop)",
-        )
+        return await dispatch(self._commands, req)
 
     async def metrics_text(self) -> str:
         """The Prometheus text exposition of the running daemon."""
@@ -235,7 +77,7 @@ class Daemon:
             self.scheduler.accounts.values(), metrics.database_octets(self.config.daemon.database), messages
         )
 
-    async def reload(self) -> dict[str, Any]:
+    async def reload(self) -> ReloadReport:
         """Re-read the configuration and its drop-ins and apply the accounts without a restart.
 
         A configuration with errors is rejected as a whole; the running set stays as it was.
@@ -269,7 +111,7 @@ class Daemon:
             self.config = new
             report = self.scheduler.apply(new.accounts.values())
             log.info("reload.applied", **report)
-            return report
+            return ReloadReport(tuple(report["added"]), tuple(report["removed"]), tuple(report["changed"]))
 
     async def _housekeeping(self) -> None:
         """Every few seconds: watchdog ping (only while the loop and scheduler are alive), STATUS= line,
@@ -350,8 +192,15 @@ class Daemon:
                 cfg.accounts.values(),
                 self.store,
                 executor,
-                max_concurrent_fetches=cfg.daemon.max_concurrent_fetches,
-                max_connections_per_host=cfg.daemon.max_connections_per_host,
+                budgets=Budgets.from_config(cfg.daemon),
+            )
+            self._commands = CommandContext(
+                scheduler=self.scheduler,
+                store=self.store,
+                started_at=self.started_at,
+                reload=self.reload,
+                metrics_text=self.metrics_text,
+                stop=self.stop_event.set,
             )
             log.info(
                 "daemon.started",

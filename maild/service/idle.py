@@ -16,8 +16,9 @@ Supervision, because aioimaplib's IDLE calls can hang forever when the server go
 * ``* BYE``, end of file and a reset count as loss at once; TCP keepalive (probes after
   :data:`KEEPALIVE_IDLE_S` seconds of silence) turns a vanished peer into a reset within about
   two minutes, and the DONE/NOOP deadline of the next restart catches a stalled server;
-* after a loss the watcher reconnects with capped exponential backoff (:data:`RECONNECT_BASE_S`
-  doubling up to :data:`RECONNECT_CAP_S`); meanwhile the account polls on its interval;
+* after a loss the watcher reconnects with capped exponential backoff
+  (:func:`maild.policy.reconnect_delay_s`: :data:`~maild.policy.RECONNECT_BASE_S` doubling up to
+  :data:`~maild.policy.RECONNECT_CAP_S`); meanwhile the account polls on its interval;
 * once IDLE runs again, a fetch cycle is triggered if the mailbox changed while nobody watched
   (its UIDVALIDITY or UIDNEXT differs from what the last cycle recorded).
 
@@ -25,6 +26,11 @@ A server without IDLE leaves the account polling (mode ``"polling"``). So do a r
 ``idle_mailbox`` that cannot be selected, until the scheduler's next wait between cycles starts the
 watcher again (after a refused login only once a cycle has logged in), so that the watcher never
 adds to the failed logins that make providers lock an account.
+
+The IDLE connection counts against ``max_connections_per_host`` like every other connection (see
+:class:`~maild.service.budget.Budgets`): while all but one connection of the host are held, the
+watcher waits for one (mode ``"reconnecting"``, the account polls), so fetch cycles always have one
+left; with ``max_connections_per_host = 1`` the account polls.
 """
 
 from __future__ import annotations
@@ -33,16 +39,18 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, NoReturn, Protocol
 
 import structlog
 
+from maild import policy
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, ProtocolError
 from maild.fetch.cycle import utc_now
 from maild.model import ServerSettings
 from maild.protocols.imap.wire import MailboxEvents, SelectInfo
+from maild.service.budget import Budgets
 
 log = structlog.get_logger("maild.service.idle")
 
@@ -52,10 +60,6 @@ Mode = Literal["idle", "polling", "reconnecting"]
 #: Why :meth:`IdleWatcher.wait` returned.
 WaitOutcome = Literal["push", "timeout", "lost", "interrupted"]
 
-#: First delay before reconnecting after a loss, in seconds; doubles per failed attempt.
-RECONNECT_BASE_S = 1.0
-#: Longest delay between reconnection attempts, in seconds.
-RECONNECT_CAP_S = 300.0
 #: TCP keepalive: seconds of silence before probing, seconds between probes, probes before giving up.
 KEEPALIVE_IDLE_S = 60
 KEEPALIVE_INTERVAL_S = 15
@@ -99,19 +103,14 @@ def imap_idle_session(account: AccountConfig) -> IdleSession:
     return IMAPIdleSession(settings, account.idle_mailbox)
 
 
-def reconnect_delay_s(
-    failures: int, base_s: float = RECONNECT_BASE_S, cap_s: float = RECONNECT_CAP_S
-) -> float:
-    """Seconds to wait before reconnection attempt number ``failures`` (>= 1): doubling, capped."""
-    return float(min(base_s * 2 ** (failures - 1), cap_s))
-
-
 class IdleWatcher:
     """Watches one IMAP account's ``idle_mailbox`` with IDLE and tells waiters when it changed.
 
     Args:
         account: the account (``protocol = "imap"``); ``idle_mailbox``, ``idle_restart_s`` and
             ``timeout_s`` are used.
+        budgets: the process's budgets: the IDLE connection holds one of the host's connections
+            (see the module docstring); None: not counted (a watcher on its own, as in tests).
         store: the archive, to compare the mailbox's UIDVALIDITY and UIDNEXT after (re)connecting
             with what the last cycle recorded; None triggers a cycle after every (re)connection.
         session_factory: makes an unopened session; tests pass fakes.
@@ -129,13 +128,15 @@ class IdleWatcher:
         self,
         account: AccountConfig,
         *,
+        budgets: Budgets | None = None,
         store: Store | None = None,
         session_factory: Callable[[AccountConfig], IdleSession] = imap_idle_session,
         clock: Callable[[], datetime] | None = None,
-        reconnect_base_s: float = RECONNECT_BASE_S,
-        reconnect_cap_s: float = RECONNECT_CAP_S,
+        reconnect_base_s: float = policy.RECONNECT_BASE_S,
+        reconnect_cap_s: float = policy.RECONNECT_CAP_S,
     ) -> None:
         self.account = account
+        self._budgets = budgets
         self.mode: Mode = "polling"
         self.last_push: datetime | None = None
         self.last_error: str | None = None
@@ -159,6 +160,11 @@ class IdleWatcher:
     def start(self) -> None:
         """Start watching in a background task; does nothing while running or if the server lacks IDLE."""
         if self.running or self._unsupported:
+            return
+        if self._budgets is not None and not self._budgets.idle_allowed():
+            self._unsupported = True  # max_connections_per_host changes only with a restart
+            self.last_error = "max_connections_per_host = 1 leaves no connection for IDLE: polling"
+            log.warning("imap.idle-no-connection", mailbox=self.account.idle_mailbox, error=self.last_error)
             return
         self.mode = "reconnecting"
         self._task = asyncio.create_task(self._supervise(), name=f"idle:{self.account.name}")
@@ -240,38 +246,55 @@ class IdleWatcher:
 
     async def _supervise(self) -> None:
         while True:
-            session: IdleSession | None = None
             try:
-                self.mode = "reconnecting"
-                session = self._factory(self.account)
-                await session.open()
-                if not session.supports_idle:
-                    self._unsupported = True
-                    self.mode = "polling"
-                    log.info("imap.idle-unsupported", mailbox=self.account.idle_mailbox)
-                    with contextlib.suppress(MaildError):
-                        await session.close()
+                if await self._watch():
                     return
-                try:
-                    info = await session.select_mailbox()
-                except ProtocolError as exc:  # no such mailbox, no permission: retrying will not help
-                    await self._give_up(session, exc, "imap.idle-select-failed")
-                    return
-                session.keepalive(KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
-                await self._idle_rounds(session, await self._changed_meanwhile(info))
-            except asyncio.CancelledError:
-                if session is not None:
-                    await session.abort()
-                raise
-            except AuthError as exc:
-                # Never risk a provider lockout from here: the fetch cycles count refusals and the
-                # scheduler starts the watcher again after a cycle that logged in.
-                await self._give_up(session, exc, "imap.idle-auth-failed")
-                return
             except Exception as exc:  # a bug must not end the watching for good either
-                if session is not None:
-                    await session.abort()
                 await self._after_failure(exc)
+
+    async def _watch(self) -> bool:
+        """One IDLE connection, from waiting for a host connection to its loss.
+
+        Returns True when watching ends until the next :meth:`start` (no IDLE on the server, the
+        mailbox cannot be selected, the login was refused). Raises what ended the connection
+        otherwise (the caller reconnects after a delay). Whatever ends it, the session is aborted
+        or closed and the host connection given back before this returns or raises (also when
+        cancelled).
+        """
+        self.mode = "reconnecting"
+        host = self.account.host
+        if self._budgets is not None:
+            await self._budgets.acquire_connection(host, idle=True)
+        session: IdleSession | None = None
+        try:
+            session = self._factory(self.account)
+            await session.open()
+            if not session.supports_idle:
+                self._unsupported = True
+                self.mode = "polling"
+                log.info("imap.idle-unsupported", mailbox=self.account.idle_mailbox)
+                with contextlib.suppress(MaildError):
+                    await session.close()
+                return True
+            try:
+                info = await session.select_mailbox()
+            except ProtocolError as exc:  # no such mailbox, no permission: retrying will not help
+                await self._give_up(session, exc, "imap.idle-select-failed")
+                return True
+            session.keepalive(KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+            await self._idle_rounds(session, await self._changed_meanwhile(info))
+        except AuthError as exc:
+            # Never risk a provider lockout from here: the fetch cycles count refusals and the
+            # scheduler starts the watcher again after a cycle that logged in.
+            await self._give_up(session, exc, "imap.idle-auth-failed")
+            return True
+        except BaseException:
+            if session is not None:
+                await session.abort()
+            raise
+        finally:
+            if self._budgets is not None:
+                self._budgets.release_connection(host)
 
     async def _give_up(self, session: IdleSession | None, exc: MaildError, event: str) -> None:
         """End the watching until the next :meth:`start` (the scheduler's next wait): mode polling."""
@@ -286,7 +309,7 @@ class IdleWatcher:
         self.mode = "reconnecting"
         self.last_error = str(exc) if isinstance(exc, MaildError) else f"internal error: {type(exc).__name__}"
         self._failures += 1
-        delay = reconnect_delay_s(self._failures, self._base_s, self._cap_s)
+        delay = policy.reconnect_delay_s(self._failures, self._base_s, self._cap_s)
         if was_idle:
             self._lost_pending = True
             self._changed.set()
@@ -300,7 +323,7 @@ class IdleWatcher:
             log.error("imap.idle-internal-error", exc_info=exc)
         await asyncio.sleep(delay)
 
-    async def _idle_rounds(self, session: IdleSession, catch_up: bool) -> None:
+    async def _idle_rounds(self, session: IdleSession, catch_up: bool) -> NoReturn:
         """IDLE, wait for pushes until ``idle_restart``, DONE, NOOP; again and again until a failure."""
         loop = asyncio.get_running_loop()
         first = True

@@ -1,7 +1,10 @@
 """The scheduler: one asyncio task per account, a fetch at start and then every poll interval.
 
-At most ``max_concurrent_fetches`` cycles run at once. A failing account is retried with capped
-exponential backoff and never delays the others. :meth:`Scheduler.run` returns after a stop
+At most ``max_concurrent_fetches`` cycles run at once, and every other limit holds too: the scheduler
+is handed the process's :class:`~maild.service.budget.Budgets` and passes it on to the kept
+sessions, the IDLE watchers and every fetch cycle. A failing account is retried with capped
+exponential backoff (decided in :func:`maild.policy.next_cycle_delay_s`) and never delays the
+others. :meth:`Scheduler.run` returns after a stop
 request once running cycles have finished, or after ``shutdown_timeout_s`` by cancelling them
 (which aborts their sessions: nothing committed is lost, nothing uncommitted is deleted).
 """
@@ -19,22 +22,18 @@ from typing import Literal
 
 import structlog
 
+from maild import policy
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, ThrottledError, TransientError
-from maild.fetch.cycle import CycleResult, fetch_cycle, make_maildrop, utc_now
+from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.fetch.resync import UIDValidityChange
-from maild.protocols.base import Maildrop
+from maild.service.budget import Budgets
 from maild.service.idle import IdleWatcher, Mode
-from maild.service.kept_sessions import MAX_AGE_S, PROBE_TIMEOUT_S, KeptSessions
+from maild.service.kept_sessions import KeptSessions
+from maild.service.runner import CycleRunner
 
 log = structlog.get_logger("maild.service.scheduler")
-
-BACKOFF_BASE_S = 30.0
-BACKOFF_CAP_S = 1800.0
-THROTTLE_MIN_S = 300.0
-JITTER_FRACTION = 0.1
-JITTER_CAP_S = 30.0
 
 AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "paused", "disabled", "stopped"]
 AUTH_LOCKOUT_FAILURES = 3
@@ -93,18 +92,6 @@ class AccountRuntime:
         return self.watcher.mode if self.watcher is not None else "polling"
 
 
-def backoff_delay_s(failures: int, error: BaseException, rng: random.Random) -> float:
-    """Seconds to wait after ``failures`` consecutive failed cycles (>= 1).
-
-    Doubles from :data:`BACKOFF_BASE_S` up to :data:`BACKOFF_CAP_S`; provider throttling waits at
-    least :data:`THROTTLE_MIN_S`. Up to 10 % jitter is added so accounts do not retry in step.
-    """
-    delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_CAP_S)
-    if isinstance(error, ThrottledError):
-        delay = max(delay, THROTTLE_MIN_S)
-    return float(delay + rng.uniform(0, delay * JITTER_FRACTION))
-
-
 def outcome_label(error: BaseException) -> str:
     """A short label of a failed cycle for logs and metrics: ``auth``, ``throttled``, ``transient``,
     ``protocol``, ``config``, ``store`` or ``internal``."""
@@ -137,7 +124,12 @@ class Scheduler:
         accounts: the configured accounts.
         store: the open archive.
         executor: the POP3 thread pool.
-        max_concurrent_fetches: cycles allowed at once.
+        budgets: the process's concurrency budgets (cycles, connections per host, transfers,
+            memory), shared with every cycle, kept session and IDLE watcher of this scheduler.
+        max_concurrent_fetches, max_connections_per_host: without ``budgets``, the budgets are built
+            from these (``[daemon]`` values) and the default transfer and memory limits.
+        maildrop_factory: makes the unopened adapter of an account; default
+            :func:`~maild.fetch.cycle.make_maildrop`.
         clock: returns the current aware UTC time.
         rng: randomness for jitter (seeded in tests).
         watcher_factory: makes the IDLE watcher of an account, or None when it polls; default:
@@ -150,8 +142,10 @@ class Scheduler:
         store: Store,
         executor: ThreadPoolExecutor,
         *,
-        max_concurrent_fetches: int,
+        budgets: Budgets | None = None,
+        max_concurrent_fetches: int = 8,
         max_connections_per_host: int = 8,
+        maildrop_factory: MaildropFactory = make_maildrop,
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
         watcher_factory: Callable[[AccountConfig], IdleWatcher | None] | None = None,
@@ -162,9 +156,13 @@ class Scheduler:
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.accounts: dict[str, AccountRuntime] = {a.name: AccountRuntime(a) for a in accounts}
-        self._slots = asyncio.Semaphore(max_concurrent_fetches)
-        self.sessions = KeptSessions(max_connections_per_host)
-        """Host connection permits and IMAP sessions kept between cycles (see kept_sessions.py)."""
+        self.budgets = budgets or Budgets(
+            max_cycles=max_concurrent_fetches, per_host=max_connections_per_host
+        )
+        self.sessions = KeptSessions(self.budgets)
+        """IMAP sessions kept between cycles, and each cycle's host connection (see kept_sessions.py)."""
+        self.runner = CycleRunner(store, executor, self.budgets, self.sessions, maildrop_factory, clock)
+        """Runs each cycle within the budgets (see runner.py)."""
         self._stopping = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -293,7 +291,7 @@ class Scheduler:
     def _default_watcher(self, account: AccountConfig) -> IdleWatcher | None:
         if account.protocol != "imap" or not account.idle:
             return None
-        return IdleWatcher(account, store=self.store, clock=self.clock)
+        return IdleWatcher(account, budgets=self.budgets, store=self.store, clock=self.clock)
 
     def _blocked(self, rt: AccountRuntime) -> AccountState | None:
         """The state that keeps ``rt`` from fetching, or None when it may fetch."""
@@ -351,14 +349,10 @@ class Scheduler:
                 break
             if self._blocked(rt) is not None:
                 continue
-            if outcome is not None:
-                delay = account.poll_interval_s + self.rng.uniform(
-                    0, min(account.poll_interval_s * JITTER_FRACTION, JITTER_CAP_S)
-                )
-            else:
-                delay = backoff_delay_s(
-                    rt.consecutive_failures, rt.last_exception or RuntimeError(), self.rng
-                )
+            failure = None if outcome is not None else rt.last_exception or RuntimeError()
+            delay = policy.next_cycle_delay_s(
+                account.poll_interval_s, rt.consecutive_failures, failure, self.rng
+            )
             rt.next_run = self.clock() + timedelta(seconds=delay)
             await self._wait(rt, delay)
 
@@ -386,39 +380,25 @@ class Scheduler:
 
     async def _run_cycle(self, rt: AccountRuntime) -> CycleResult | None:
         account = rt.config
-        host = account.host.lower()
-        async with self._slots:
-            parked = await self.sessions.acquire(account.name, host)
-            maildrop: Maildrop | None = None
-            try:
-                if self._stopping or rt.retired or self._blocked(rt) is not None:
-                    if parked is not None:
-                        await parked.abort()
-                    return None  # paused (or stopped) while waiting for a slot
-                rt.state = "fetching"
-                rt.next_run = None
-                probe_s = min(PROBE_TIMEOUT_S, account.timeout_s)
-                resumed = False
-                if parked is not None:  # the session kept from the last cycle, if still good
-                    resumed = await parked.resume(max_age_s=MAX_AGE_S, probe_timeout_s=probe_s)
-                    if resumed:
-                        maildrop = parked
-                    else:
-                        await parked.abort()
-                if maildrop is None:
-                    maildrop = make_maildrop(account, self.executor)
-                result = await fetch_cycle(
-                    account, self.store, maildrop, clock=self.clock, opened=resumed, keep_open=True
-                )
-            except MaildError as exc:
-                self._failed(rt, exc)
-                return None
-            except Exception as exc:  # a bug must not stop the other accounts
-                log.exception("fetch.failed", outcome="internal-error")
-                self._failed(rt, exc)
-                return None
-            finally:
-                self.sessions.release(account.name, host, maildrop)
+
+        def proceed() -> bool:  # the slot and the connection are held now
+            if self._stopping or rt.retired or self._blocked(rt) is not None:
+                return False  # paused (or stopped) while waiting
+            rt.state = "fetching"
+            rt.next_run = None
+            return True
+
+        try:
+            result = await self.runner.run(account, keep_open=True, proceed=proceed)
+        except MaildError as exc:
+            self._failed(rt, exc)
+            return None
+        except Exception as exc:  # a bug must not stop the other accounts
+            log.exception("fetch.failed", outcome="internal-error")
+            self._failed(rt, exc)
+            return None
+        if result is None:
+            return None
         rt.state = "idle"
         rt.last_success = self.clock()
         rt.last_error = None

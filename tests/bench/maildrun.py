@@ -27,7 +27,7 @@ from typing import Any
 
 import tomli_w
 
-from maild.service.control import request
+from maild.service.control_client import request
 from tests.bench import measure
 from tests.bench.peers import HOST, Login
 

@@ -3,7 +3,7 @@
 ``python3 -m tests.bench.profile_summary FILE [--top N]`` prints the share of samples per thread
 (by what each stack runs: the thread's target function, or maild's entry point), the functions where samples
 were taken (self time) and the maild functions on the stack (inclusive time), each as a percentage
-of all samples. The README's "Where the time goes" figures come from this.
+of all samples. The "Where the time goes" figures of docs/performance.md come from this.
 """
 
 from __future__ import annotations

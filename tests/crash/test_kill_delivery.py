@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from maild.errors import ControlError
-from maild.service.control import request
+from maild.service.control_client import request
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 

@@ -15,8 +15,8 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ProtocolError
 from maild.model import POP3Key
-from maild.service.daemon import account_status
 from maild.service.scheduler import AccountRuntime
+from maild.service.snapshot import account_status
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
 
@@ -78,7 +78,7 @@ async def test_no_uidl_stores_each_message_once_across_sessions(
     assert retr_count(server, mark) == 5  # identification only: nothing retrieved for storing
     assert sum(c == "TOP 1 0" for c in server.commands[mark:]) == 1
     assert first.identity == second.identity == "content-digest"
-    status = account_status(AccountRuntime(account, last_result=second), 6)
+    status = account_status(AccountRuntime(account, last_result=second), 6).to_json()
     assert status["identity"] == "content-digest"
     assert any("does not offer UIDL" in w for w in status["warnings"])
     assert any("share their header section" in w for w in status["warnings"])

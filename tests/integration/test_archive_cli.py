@@ -21,7 +21,7 @@ import pytest
 from maild.archive.reader import ArchiveReader, MessageFilter
 from maild.cli.main import main
 from maild.errors import ControlError, StoreError
-from maild.service.control import request
+from maild.service.control_client import request
 from tests.support.dovecot import MAIL_OWNER, Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 

@@ -184,7 +184,7 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
         accounts = {a["name"]: a for a in status["accounts"]}  # type: ignore[attr-defined]
         assert accounts["anna-pop"]["messages"] == 1000
         assert accounts["anna-imap"]["messages"] == 1000
-        assert accounts["anna-pop"]["state"] == "idle"
+        assert accounts["anna-pop"]["state"] == "waiting"
         assert accounts["anna-pop"]["organisation"] == "Hausverwaltung Beispiel"
         assert status["archive"]["messages"] == 1000  # type: ignore[index]
         table = _maild("-c", str(cfg), "status")

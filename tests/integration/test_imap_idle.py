@@ -17,6 +17,7 @@ import pytest
 
 from maild.config.loader import load_config
 from maild.service.daemon import Daemon
+from maild.service.snapshot import status_reply
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
@@ -57,8 +58,11 @@ class RunningDaemon:
         return self.daemon.scheduler is not None and self.daemon.store is not None
 
     async def account(self, name: str = "anna-imap") -> dict[str, Any]:
-        snapshot = await self.daemon.status()
-        return next(a for a in snapshot["accounts"] if a["name"] == name)
+        assert self.daemon.scheduler is not None and self.daemon.store is not None
+        snapshot = await status_reply(
+            self.daemon.scheduler.accounts, self.daemon.store, self.daemon.started_at
+        )
+        return next(a for a in snapshot.to_json()["accounts"] if a["name"] == name)
 
     async def stop(self) -> None:
         self.daemon.stop_event.set()

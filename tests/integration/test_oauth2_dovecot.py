@@ -674,7 +674,7 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
             [sys.executable, "-m", "maild", "-c", str(cfg), "run"], stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        account(lambda a: a["state"] == "idle" and a.get("last_success"))
+        account(lambda a: a.get("last_success") is not None)
         seeded |= set(oauth_server.refresh_tokens)  # the rotated one, about to be revoked
         oauth_server.revoke_refresh_tokens()
         oauth_server.expire_access_tokens()

@@ -8,8 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 from maild.archive.store import Store
-from maild.service.daemon import account_status
 from maild.service.scheduler import AccountRuntime
+from maild.service.snapshot import account_status
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import T0, Clock, archived, cycle, pop3_account, prepare
@@ -46,7 +46,7 @@ async def test_delete_after_keeps_young_messages_and_deletes_old_archived_ones(
         clock.now = T0 + timedelta(days=n, hours=1)
         result = await cycle(account, store, executor, clock=clock)
         kept = (await store.on_server_summary()).get(account.name, (0, None))
-        status = account_status(AccountRuntime(account, last_result=result), 0, kept)
+        status = account_status(AccountRuntime(account, last_result=result), 0, kept).to_json()
         return result, dovecot.maildir_messages(mail_user.name), status
 
     result, on_server, status = await day(0)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maild.errors import ControlError
-from maild.service.control import request
+from maild.service.control_client import request
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, write_config
 from tests.support.proxy import FaultProxy

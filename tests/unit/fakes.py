@@ -149,6 +149,16 @@ class FakeServer:
             await self._ended.wait()
 
 
+def maildrops_of(servers: Mapping[str, FakeServer]) -> Callable[[AccountConfig, object], FakeMaildrop]:
+    """A maildrop factory for the scheduler (``Scheduler(maildrop_factory=...)``): each account gets
+    a session of its own server in ``servers`` (looked up when the cycle starts)."""
+
+    def make(account: AccountConfig, _executor: object) -> FakeMaildrop:
+        return servers[account.name].session()
+
+    return make
+
+
 class FakeMaildrop(Maildrop):
     """One session with a :class:`FakeServer`.
 

@@ -265,3 +265,20 @@ def test_add_refuses_contradictory_imap_flags(
     assert main(add_args(config, "falsch-imap", *extra)) == 1
     assert not (config.parent / "accounts.d" / "falsch-imap.toml").exists()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "words",
+    [["status"], ["status", "--json"], ["fetch-now"], ["fetch-now", "--no-wait"], ["pause", "anna-pop"],
+     ["resume", "anna-pop"], ["reload"], ["metrics"]],
+    ids=" ".join,
+)  # fmt: skip
+def test_daemon_commands_without_a_daemon_fail_in_one_line(
+    config: Path, capsys: pytest.CaptureFixture[str], words: list[str]
+) -> None:
+    """Every command that asks the daemon exits 1 with one line saying it is not running, and prints nothing."""
+    assert main(["-c", str(config), *words]) == 1
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"maild: maild is not running (no daemon on {config.parent / 'control.sock'})\n"

@@ -15,6 +15,7 @@ import socket
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,19 @@ from structlog.testing import capture_logs
 
 from maild.errors import ControlError
 from maild.service import control
-from maild.service.control import MAX_REQUEST_OCTETS, ControlServer, error_reply, request
+from maild.service.control import MAX_REQUEST_OCTETS, ControlServer, error_reply
+from maild.service.control_client import ControlClient, checked, request
+from maild.service.replies import (
+    AccountStateReply,
+    FetchOutcome,
+    FetchQueued,
+    FetchResults,
+    MetricsReply,
+    ReloadReport,
+    StopReply,
+    VersionReply,
+)
+from maild.service.status import ArchiveTotals, StatusReply
 
 
 @pytest.fixture
@@ -40,7 +53,7 @@ def sock_path(sock_dir: Path) -> Path:
 
 
 class Handler:
-    """A handler that answers "status", raises on "fail"/"boom", and echoes other commands."""
+    """A handler that answers "status", raises on "fail"/"boom" (or those accounts), and echoes other commands."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -50,9 +63,9 @@ class Handler:
         command = req["command"]
         if command == "status":
             return {"accounts": [{"name": "anna-pop", "state": "idle"}], "note": "Grüße"}
-        if command == "fail":
+        if command == "fail" or req.get("account") == "nobody":
             raise ControlError("unknown-account", "no account named 'nobody'")
-        if command == "boom":
+        if command == "boom" or req.get("account") == "boom":
             raise RuntimeError("handler bug")
         return {"echo": req}
 
@@ -541,3 +554,104 @@ async def test_client_that_never_reads_is_dropped(
         assert (await other.ask(b'{"command": "status"}\n'))["ok"]
     finally:
         await other.close()
+
+
+# -- typed client -----------------------------------------------------------------------------------
+
+
+def test_client_of_a_daemon_that_is_not_running_says_so_in_one_line(sock_dir: Path) -> None:
+    """ControlClient raises ControlError not-running with one line naming the socket."""
+    client = ControlClient(sock_dir / "absent.sock", timeout_s=2)
+
+    with pytest.raises(ControlError) as info:
+        client.status()
+
+    assert info.value.code == "not-running"
+    assert str(info.value) == f"maild is not running (no daemon on {sock_dir / 'absent.sock'})"
+    assert not client.daemon_answers()
+
+
+async def test_client_raises_the_daemons_error_reply(server: ControlServer) -> None:
+    """An error reply becomes ControlError with the daemon's code and message."""
+    client = ControlClient(server.path, timeout_s=5)
+
+    with pytest.raises(ControlError) as info:
+        await asyncio.to_thread(client.pause, "nobody")
+
+    assert (info.value.code, str(info.value)) == ("unknown-account", "no account named 'nobody'")
+
+
+async def test_client_turns_an_internal_error_into_control_error(server: ControlServer) -> None:
+    """A handler bug on the daemon's side reaches the client as ControlError internal, not a traceback."""
+    client = ControlClient(server.path, timeout_s=5)
+
+    with pytest.raises(ControlError) as info:
+        await asyncio.to_thread(client.resume, "boom")
+
+    assert info.value.code == "internal"
+
+
+async def test_client_refuses_a_reply_of_another_shape(server: ControlServer) -> None:
+    """A success reply that does not fit the command's record is ControlError bad-reply."""
+    client = ControlClient(server.path, timeout_s=5)
+
+    with pytest.raises(ControlError) as info:
+        await asyncio.to_thread(client.status)  # the test handler's status has no "version"
+
+    assert info.value.code == "bad-reply"
+
+
+@pytest.mark.parametrize("reply", [{"ok": False}, {"error": "x"}, {"ok": "yes"}])
+def test_checked_refuses_replies_without_a_valid_ok(reply: dict[str, Any]) -> None:
+    """A reply whose "ok" is missing, or false without an error object, is ControlError, never a success."""
+    with pytest.raises(ControlError):
+        checked(reply)
+
+
+async def test_client_reads_typed_replies(sock_path: Path) -> None:
+    """Each client method sends its command and returns the reply as its record."""
+    status = StatusReply("1.0", datetime(2026, 3, 2, 9, 0, tzinfo=UTC), (), ArchiveTotals(1, 2))
+    replies: dict[str, Any] = {
+        "status": status,
+        "version": VersionReply("1.0"),
+        "pause": AccountStateReply("anna-pop", "paused"),
+        "resume": AccountStateReply("anna-pop", "waiting"),
+        "reload": ReloadReport(removed=("alt",)),
+        "metrics": MetricsReply("maild_up 1\n"),
+        "stop": StopReply(),
+    }
+    seen: list[dict[str, Any]] = []
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        seen.append(req)
+        if req["command"] == "fetch-now":
+            if req["wait"]:
+                return FetchResults((FetchOutcome(req["account"], new_links=1),)).to_json()
+            return FetchQueued((req["account"],)).to_json()
+        return dict(replies[req["command"]].to_json())
+
+    srv = ControlServer(sock_path, handler)
+    await srv.start()
+    client = ControlClient(sock_path, timeout_s=5)
+    try:
+        got = [
+            await asyncio.to_thread(client.status),
+            await asyncio.to_thread(client.version),
+            await asyncio.to_thread(client.pause, "anna-pop"),
+            await asyncio.to_thread(client.resume, "anna-pop"),
+            await asyncio.to_thread(client.reload),
+            await asyncio.to_thread(client.metrics),
+            await asyncio.to_thread(client.stop),
+            await asyncio.to_thread(client.fetch_now, "anna-pop"),
+            await asyncio.to_thread(client.queue_fetch),
+        ]
+    finally:
+        await srv.close()
+
+    assert got == [
+        *replies.values(),
+        FetchResults((FetchOutcome("anna-pop", new_links=1),)),
+        FetchQueued(("all",)),
+    ]
+    assert [r["command"] for r in seen] == [*replies, "fetch-now", "fetch-now"]
+    assert (seen[-2]["wait"], seen[-1]["wait"]) == (True, False)

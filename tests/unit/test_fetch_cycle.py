@@ -7,7 +7,6 @@ state, so these tests can check the product's order: commit, then DELE, then QUI
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,9 +17,9 @@ import pytest
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import cycle as fetch
 from maild.fetch.cycle import fetch_cycle
 from maild.model import MessageKey, POP3Key
+from maild.service.budget import Budgets
 from tests.unit.fakes import FakeServer, make_message, pop3_account
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -444,24 +443,26 @@ async def test_presence_is_recorded_when_messages_leave_and_return(store: Store)
     assert back_result.new_links == 0
 
 
-async def test_transfers_are_limited_but_cycles_with_nothing_to_retrieve_never_wait(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With MAX_TRANSFERS = 1, a second cycle with mail waits (logged in, inventory taken) until the
-    first one's retrieval ends; a cycle with nothing to retrieve completes meanwhile."""
-    monkeypatch.setattr(fetch, "MAX_TRANSFERS", 1)
-    monkeypatch.setattr(fetch, "_transfer_slots", weakref.WeakKeyDictionary())
+async def test_transfers_are_limited_but_cycles_with_nothing_to_retrieve_never_wait(store: Store) -> None:
+    """With one transfer slot in the shared budgets, a second cycle with mail waits (logged in,
+    inventory taken) until the first one's retrieval ends; a cycle with nothing to retrieve completes
+    meanwhile."""
+    budgets = Budgets(max_cycles=8, per_host=8, max_transfers=1)
     gate = asyncio.Event()
     first, second, idle = FakeServer.with_pop3(2), FakeServer.with_pop3(2, start=10), FakeServer()
     first.plan(gates={"retrieve": gate}, retrieve_point_after=1)
-    accounts = [
-        await prepared(store, pop3_account(name)) for name in ("first", "second", "nothing")
-    ]
-    one = asyncio.create_task(fetch_cycle(accounts[0], store, first.session(), clock=Clock()))
+    accounts = [await prepared(store, pop3_account(name)) for name in ("first", "second", "nothing")]
+    one = asyncio.create_task(
+        fetch_cycle(accounts[0], store, first.session(), budgets=budgets, clock=Clock())
+    )
     await asyncio.sleep(0.05)
     assert first.sessions[0].has_reached("retrieve")
-    two = asyncio.create_task(fetch_cycle(accounts[1], store, second.session(), clock=Clock()))
-    quiet = await asyncio.wait_for(fetch_cycle(accounts[2], store, idle.session(), clock=Clock()), 1)
+    two = asyncio.create_task(
+        fetch_cycle(accounts[1], store, second.session(), budgets=budgets, clock=Clock())
+    )
+    quiet = await asyncio.wait_for(
+        fetch_cycle(accounts[2], store, idle.session(), budgets=budgets, clock=Clock()), 1
+    )
     assert quiet.on_server == 0
     assert second.sessions[0].calls == ["open", "inventory"]  # waiting for the transfer slot
     assert not two.done()

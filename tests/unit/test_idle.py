@@ -25,10 +25,11 @@ from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
 from maild.model import Secret
 from maild.protocols.imap.wire import MailboxEvents, SelectInfo
 from maild.service import metrics
-from maild.service.daemon import account_status
-from maild.service.idle import RECONNECT_BASE_S, RECONNECT_CAP_S, IdleWatcher, reconnect_delay_s
+from maild.service.budget import Budgets
+from maild.service.idle import IdleWatcher
 from maild.service.scheduler import AccountRuntime, Scheduler
-from tests.unit.fakes import FakeServer, pop3_account
+from maild.service.snapshot import account_status
+from tests.unit.fakes import FakeServer, maildrops_of, pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -157,10 +158,15 @@ async def watchers() -> AsyncIterator[list[IdleWatcher]]:
 
 
 def watcher_for(
-    made: list[IdleWatcher], hub: SessionHub, account: AccountConfig | None = None, store: Store | None = None
+    made: list[IdleWatcher],
+    hub: SessionHub,
+    account: AccountConfig | None = None,
+    store: Store | None = None,
+    budgets: Budgets | None = None,
 ) -> IdleWatcher:
     watcher = IdleWatcher(
         account or imap_account(),
+        budgets=budgets,
         store=store,
         session_factory=hub.factory,
         clock=lambda: NOW,
@@ -169,16 +175,6 @@ def watcher_for(
     )
     made.append(watcher)
     return watcher
-
-
-# -- backoff ------------------------------------------------------------------------------------------
-
-
-def test_reconnect_delay_doubles_and_is_capped() -> None:
-    """1, 2, 4, ... seconds up to the cap of five minutes."""
-    delays = [reconnect_delay_s(n) for n in range(1, 12)]
-    assert delays[:4] == [RECONNECT_BASE_S, 2 * RECONNECT_BASE_S, 4 * RECONNECT_BASE_S, 8 * RECONNECT_BASE_S]
-    assert max(delays) == RECONNECT_CAP_S == delays[-1]
 
 
 # -- the watcher ----------------------------------------------------------------------------------------
@@ -200,6 +196,52 @@ async def test_push_and_timeout(hub: SessionHub, watchers: list[IdleWatcher]) ->
     assert await watcher.wait(5) == "push"
     assert watcher.last_push == NOW
     assert hub.current.steps[:4] == ["open", "select", "keepalive", "idle_start"]
+
+
+async def test_the_idle_connection_counts_against_the_host_and_is_given_back(
+    hub: SessionHub, watchers: list[IdleWatcher]
+) -> None:
+    """While IDLE runs it holds one connection of the host; a loss and a stop give it back."""
+    budgets = Budgets(max_cycles=4, per_host=2)
+    account = imap_account()
+    watcher = watcher_for(watchers, hub, account, budgets=budgets)
+    watcher.start()
+    await eventually(lambda: watcher.mode == "idle")
+    assert budgets.connections(account.host) == 1
+    hub.current.events.put_nowait(ConnectError("connection lost"))
+    await eventually(lambda: len(hub.sessions) == 2 and watcher.mode == "idle")
+    assert budgets.connections(account.host) == 1
+    await watcher.stop()
+    assert budgets.connections(account.host) == 0
+
+
+async def test_idle_waits_while_only_one_connection_of_the_host_is_left(
+    hub: SessionHub, watchers: list[IdleWatcher]
+) -> None:
+    """With all but one connection of the host held, the watcher does not connect (the account polls)
+    until one is given back."""
+    budgets = Budgets(max_cycles=4, per_host=2)
+    account = imap_account()
+    await budgets.acquire_connection(account.host)  # a fetch cycle
+    watcher = watcher_for(watchers, hub, account, budgets=budgets)
+    watcher.start()
+    await asyncio.sleep(0.05)
+    assert (watcher.mode, hub.sessions) == ("reconnecting", [])
+    budgets.release_connection(account.host)
+    await eventually(lambda: watcher.mode == "idle")
+
+
+async def test_one_connection_per_host_means_polling(hub: SessionHub, watchers: list[IdleWatcher]) -> None:
+    """With max_connections_per_host = 1 the watcher never connects: the one connection is the cycles'."""
+    watcher = watcher_for(watchers, hub, budgets=Budgets(max_cycles=1, per_host=1))
+    with capture_logs() as logs:
+        watcher.start()
+    assert not watcher.running
+    assert watcher.mode == "polling"
+    assert hub.sessions == []
+    assert watcher.last_error is not None
+    assert "max_connections_per_host" in watcher.last_error
+    assert [e["event"] for e in logs] == ["imap.idle-no-connection"]
 
 
 async def test_push_while_nobody_waits_is_kept(hub: SessionHub, watchers: list[IdleWatcher]) -> None:
@@ -362,7 +404,11 @@ async def test_wait_interrupted(hub: SessionHub, watchers: list[IdleWatcher]) ->
 
 
 async def start_scheduler(
-    store: Store, executor: ThreadPoolExecutor, accounts: list[AccountConfig], hub: SessionHub
+    store: Store,
+    executor: ThreadPoolExecutor,
+    accounts: list[AccountConfig],
+    hub: SessionHub,
+    servers: dict[str, FakeServer],
 ) -> tuple[Scheduler, asyncio.Event, asyncio.Task[None]]:
     for a in accounts:
         await store.ensure_account(a.name, a.organisation, a.employee, a.protocol, NOW)
@@ -377,7 +423,13 @@ async def start_scheduler(
         )
 
     sched = Scheduler(
-        accounts, store, executor, max_concurrent_fetches=4, clock=lambda: NOW, watcher_factory=factory
+        accounts,
+        store,
+        executor,
+        max_concurrent_fetches=4,
+        maildrop_factory=maildrops_of(servers),
+        clock=lambda: NOW,
+        watcher_factory=factory,
     )
     stop = asyncio.Event()
     return sched, stop, asyncio.create_task(sched.run(stop, 2.0))
@@ -392,7 +444,7 @@ async def test_push_triggers_a_cycle_at_once(
     cycle runs; a loss does not run one (polling continues); stop ends the watcher.
     """
     servers["anna-imap"] = FakeServer.with_pop3(2)
-    sched, stop, task = await start_scheduler(store, executor, [imap_account()], hub)
+    sched, stop, task = await start_scheduler(store, executor, [imap_account()], hub, servers)
     rt = sched.accounts["anna-imap"]
     await eventually(lambda: rt.mode == "idle" and rt.cycles.get("ok") == 1)
     await asyncio.sleep(0.05)
@@ -417,7 +469,7 @@ async def test_paused_account_drops_its_idle_session(
 ) -> None:
     """pause stops the watcher (no logins while paused); resume fetches and idles again."""
     servers["anna-imap"] = FakeServer.with_pop3(1)
-    sched, stop, task = await start_scheduler(store, executor, [imap_account()], hub)
+    sched, stop, task = await start_scheduler(store, executor, [imap_account()], hub, servers)
     rt = sched.accounts["anna-imap"]
     await eventually(lambda: rt.mode == "idle")
     sched.pause("anna-imap")
@@ -435,7 +487,7 @@ async def test_no_idle_logins_while_the_account_fails_authentication(
     """While fetch cycles fail with AuthError the watcher is not started (no extra failed logins)."""
     servers["anna-imap"] = FakeServer.with_pop3(1)
     servers["anna-imap"].default_plan.faults = {"open": AuthError("refused", account="anna-imap")}
-    sched, stop, task = await start_scheduler(store, executor, [imap_account()], hub)
+    sched, stop, task = await start_scheduler(store, executor, [imap_account()], hub, servers)
     rt = sched.accounts["anna-imap"]
     await eventually(lambda: rt.state == "error")
     await asyncio.sleep(0.05)
@@ -452,7 +504,7 @@ async def test_pop3_and_idle_false_accounts_have_no_watcher(
     servers["anna-pop"] = FakeServer.with_pop3(1)
     servers["anna-imap"] = FakeServer.with_pop3(1)
     accounts = [pop3_account(), imap_account(idle=False)]
-    sched, stop, task = await start_scheduler(store, executor, accounts, hub)
+    sched, stop, task = await start_scheduler(store, executor, accounts, hub, servers)
     await eventually(lambda: all(rt.cycles.get("ok") == 1 for rt in sched.accounts.values()))
     assert [(rt.watcher, rt.mode) for rt in sched.accounts.values()] == [(None, "polling")] * 2
     assert hub.sessions == []
@@ -478,7 +530,7 @@ def test_status_of_an_imap_account(hub: SessionHub) -> None:
     result.imap = IMAPCycleInfo(["INBOX", "Entwürfe"], {"Archiv": "refused"}, [change])
     rt.last_result = result
 
-    status = account_status(rt, 3)
+    status = account_status(rt, 3).to_json()
 
     assert status["mode"] == "idle"
     assert status["last_push"] == "2026-03-02T09:00:00Z"
@@ -501,14 +553,16 @@ def test_status_of_an_imap_account(hub: SessionHub) -> None:
 
 def test_status_before_the_first_cycle_and_for_pop3() -> None:
     """Before any cycle the configured mailboxes are shown; POP3 and idle = false accounts are "polling"."""
-    imap = account_status(AccountRuntime(imap_account(mailboxes=("INBOX", "Archiv"), idle=False)), 0)
+    imap = account_status(
+        AccountRuntime(imap_account(mailboxes=("INBOX", "Archiv"), idle=False)), 0
+    ).to_json()
     assert (imap["mode"], imap["mailboxes"], imap["last_push"], imap["uidvalidity_changes"]) == (
         "polling",
         ["INBOX", "Archiv"],
         None,
         [],
     )
-    pop = account_status(AccountRuntime(pop3_account()), 0)
+    pop = account_status(AccountRuntime(pop3_account()), 0).to_json()
     assert pop["mode"] == "polling"
     assert "mailboxes" not in pop
 
@@ -539,6 +593,7 @@ def test_replace_keeps_watcher_settings() -> None:
 def test_cli_status_table_shows_idle_failures_and_uidvalidity_changes(hub: SessionHub) -> None:
     """`maild status` adds lines for the IDLE mode, mailboxes not fetched and UIDVALIDITY changes."""
     from maild.cli.main import render_status
+    from maild.service.status import ArchiveTotals, StatusReply
 
     rt = AccountRuntime(imap_account())
     rt.watcher = IdleWatcher(rt.config, session_factory=hub.factory)
@@ -547,7 +602,7 @@ def test_cli_status_table_shows_idle_failures_and_uidvalidity_changes(hub: Sessi
     result = CycleResult("anna-imap")
     result.imap = IMAPCycleInfo(["INBOX"], {"Archiv": "SELECT refused"}, [])
     rt.last_result = result
-    text = render_status({"accounts": [account_status(rt, 5)], "archive": {"messages": 5, "octets": 9}})
+    text = render_status(StatusReply("1", NOW, (account_status(rt, 5),), ArchiveTotals(5, 9)))
 
     assert "      reconnecting on 'INBOX', last push never" in text
     assert "      mailbox 'Archiv' not fetched: SELECT refused" in text

@@ -1,13 +1,36 @@
-"""Pure fetch-cycle decisions: what to retrieve, what left the server, what may be deleted now."""
+"""Pure decisions (``maild.policy``): what to retrieve, what left the server, what may be deleted now and
+when it is due, how long to wait before the next cycle or IDLE connection, how shared limits split."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from maild.errors import ConnectError, ThrottledError
 from maild.model import IMAPKey, InventoryEntry, Location, MessageKey, POP3Key
-from maild.policy import plan_retrieval, presence_changes, reappeared, select_deletions
+from maild.policy import (
+    BACKOFF_BASE_S,
+    BACKOFF_CAP_S,
+    JITTER_CAP_S,
+    JITTER_FRACTION,
+    RECONNECT_BASE_S,
+    RECONNECT_CAP_S,
+    THROTTLE_MIN_S,
+    backoff_delay_s,
+    batch_octets_share,
+    confirm_deletions,
+    connection_limit,
+    deletion_refusal,
+    next_cycle_delay_s,
+    next_deletion_due,
+    plan_retrieval,
+    presence_changes,
+    reappeared,
+    reconnect_delay_s,
+    select_deletions,
+)
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -197,16 +220,10 @@ def test_delete_after_uses_the_injected_clock() -> None:
 
 
 def test_delete_after_without_days_raises() -> None:
-    """ "delete-after" without retention_days is a programming error (ValueError)."""
+    """ "delete-after" without retention_days (which the configuration never lets through) raises
+    ValueError rather than deleting without a cutoff."""
     with pytest.raises(ValueError, match="retention_days"):
         select_deletions("delete-after", None, inv(1), {k(1): loc()}, NOW)
-
-
-@pytest.mark.parametrize("mode", ["never", "", "DELETE", "delete_after"])
-def test_invalid_retention_mode_raises(mode: str) -> None:
-    """An unknown retention mode raises ValueError instead of deleting or silently keeping."""
-    with pytest.raises(ValueError, match="retention"):
-        select_deletions(mode, 1, inv(1), {k(1): loc()}, NOW)
 
 
 # -- identities maild already deleted ---------------------------------------------------------------
@@ -245,3 +262,136 @@ def test_imap_identity_deleted_before_may_be_deleted_again() -> None:
     known: dict[MessageKey, Location] = {key: loc(deleted=NOW, gone=NOW)}
 
     assert select_deletions("delete", None, [InventoryEntry(key, 10)], known, NOW) == [key]
+
+
+# -- refusal, confirmation, due date ----------------------------------------------------------------
+
+
+def test_delete_after_is_refused_for_content_digest_identities() -> None:
+    """ "delete-after" with digest identities (no UIDL) is refused, naming the key, the host and the way out."""
+    reason = deletion_refusal("delete-after", "content-digest", account="anna", host="pop.example")
+    assert reason is not None
+    assert reason.startswith('accounts.anna.retention: "delete-after" refused: pop.example offers no UIDL')
+    assert 'retention = "delete"' in reason
+
+
+@pytest.mark.parametrize(
+    ("retention", "identity"),
+    [
+        ("delete", "content-digest"),
+        ("keep", "content-digest"),
+        ("delete-after", "uidl"),
+        ("delete-after", "server"),
+    ],
+)
+def test_other_combinations_are_not_refused(retention: str, identity: str) -> None:
+    """Only "delete-after" with digest identities is refused; "delete" proves each message in the session."""
+    assert deletion_refusal(retention, identity, account="a", host="h") is None  # type: ignore[arg-type]
+
+
+def test_only_candidates_the_archive_confirms_may_be_deleted() -> None:
+    """The final decision keeps the candidates the archive query found, in server order, and nothing else."""
+    assert confirm_deletions([k(3), k(1), k(2)], {k(1), k(3), k(9)}) == [k(3), k(1)]
+    assert confirm_deletions([k(1)], set()) == []
+
+
+def test_next_deletion_due_is_first_fetch_plus_retention_days() -> None:
+    """With "delete-after" N days the oldest kept message is due N days after its first fetch (UTC)."""
+    assert next_deletion_due("delete-after", 30, NOW) == NOW + timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("retention", "days", "oldest"), [("keep", None, NOW), ("delete", None, NOW), ("delete-after", 30, None)]
+)
+def test_nothing_is_due_without_delete_after_or_without_kept_messages(
+    retention: str, days: int | None, oldest: datetime | None
+) -> None:
+    """Other modes have no due date; nor has "delete-after" when no archived message is on the server."""
+    assert next_deletion_due(retention, days, oldest) is None  # type: ignore[arg-type]
+
+
+# -- waiting before the next cycle ------------------------------------------------------------------
+
+
+class LowRandom(random.Random):
+    """Jitter source that always picks the lowest value."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+class HighRandom(random.Random):
+    """Jitter source that always picks the highest value."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected_s"),
+    [(1, BACKOFF_BASE_S), (2, 2 * BACKOFF_BASE_S), (3, 4 * BACKOFF_BASE_S), (4, 8 * BACKOFF_BASE_S)],
+)
+def test_backoff_doubles_per_failure(failures: int, expected_s: float) -> None:
+    """Without jitter, the delay starts at the base and doubles with each consecutive failure."""
+    assert backoff_delay_s(failures, ConnectError("refused"), LowRandom()) == expected_s
+
+
+@pytest.mark.parametrize("failures", [7, 8, 20, 200])
+def test_backoff_is_capped(failures: int) -> None:
+    """However many failures, the delay without jitter never exceeds the cap."""
+    assert backoff_delay_s(failures, ConnectError("refused"), LowRandom()) == BACKOFF_CAP_S
+
+
+def test_backoff_jitter_adds_at_most_ten_percent() -> None:
+    """The highest jitter adds exactly JITTER_FRACTION of the delay, and a seeded rng stays within it."""
+    assert backoff_delay_s(2, ConnectError("x"), HighRandom()) == pytest.approx(60 * (1 + JITTER_FRACTION))
+    rng = random.Random(7)
+    delays = [backoff_delay_s(1, ConnectError("x"), rng) for _ in range(200)]
+    assert all(BACKOFF_BASE_S <= d <= BACKOFF_BASE_S * (1 + JITTER_FRACTION) for d in delays)
+    assert len(set(delays)) > 1
+
+
+def test_throttling_waits_at_least_the_throttle_minimum() -> None:
+    """A ThrottledError waits at least THROTTLE_MIN_S even on the first failure, and still doubles past it."""
+    assert backoff_delay_s(1, ThrottledError("[LOGIN-DELAY]"), LowRandom()) == THROTTLE_MIN_S
+    assert backoff_delay_s(1, ConnectError("x"), LowRandom()) < THROTTLE_MIN_S
+    assert backoff_delay_s(7, ThrottledError("[IN-USE]"), LowRandom()) == BACKOFF_CAP_S
+
+
+def test_after_a_success_the_next_cycle_waits_the_poll_interval_plus_capped_jitter() -> None:
+    """A successful cycle is followed by the poll interval plus at most 10 % (and at most JITTER_CAP_S)."""
+    assert next_cycle_delay_s(300.0, 0, None, LowRandom()) == 300.0
+    assert next_cycle_delay_s(100.0, 0, None, HighRandom()) == pytest.approx(110.0)
+    assert next_cycle_delay_s(3600.0, 0, None, HighRandom()) == 3600.0 + JITTER_CAP_S
+
+
+def test_after_a_failure_the_next_cycle_backs_off() -> None:
+    """A failed cycle is followed by the backoff delay, not the poll interval."""
+    assert next_cycle_delay_s(3600.0, 2, ConnectError("x"), LowRandom()) == 2 * BACKOFF_BASE_S
+
+
+def test_reconnect_delay_doubles_and_is_capped() -> None:
+    """IDLE reconnection waits 1, 2, 4, ... seconds up to the cap of five minutes."""
+    delays = [reconnect_delay_s(n) for n in range(1, 12)]
+    assert delays[:4] == [RECONNECT_BASE_S, 2 * RECONNECT_BASE_S, 4 * RECONNECT_BASE_S, 8 * RECONNECT_BASE_S]
+    assert max(delays) == RECONNECT_CAP_S == delays[-1]
+
+
+# -- shared limits ------------------------------------------------------------------------------------
+
+
+def test_the_memory_budget_is_split_among_transferring_cycles() -> None:
+    """Each of n transferring cycles gets budget / (2 n) octets, capped by its own limit, floored at the minimum."""
+    mib = 2**20
+    assert batch_octets_share(32 * mib, 1, 32 * mib, mib // 4) == 16 * mib
+    assert batch_octets_share(32 * mib, 4, 32 * mib, mib // 4) == 4 * mib
+    assert batch_octets_share(mib, 1, 32 * mib, mib // 4) == mib
+    assert batch_octets_share(32 * mib, 1000, 32 * mib, mib // 4) == mib // 4
+    assert batch_octets_share(1000, 1000, 32 * mib, mib // 4) == 1000
+
+
+def test_idle_connections_leave_one_connection_to_the_cycles() -> None:
+    """Cycles may use every connection of a host; IDLE connections all but one."""
+    assert connection_limit(8, idle=False) == 8
+    assert connection_limit(8, idle=True) == 7
+    assert connection_limit(1, idle=True) == 0

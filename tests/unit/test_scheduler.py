@@ -1,7 +1,7 @@
 """The scheduler with in-memory maildrops standing in for real servers.
 
-``maild.service.scheduler.make_maildrop`` is replaced by a factory that hands each account a session of its
-own :class:`~tests.unit.fakes.FakeServer`. Poll intervals are an hour, so after its first cycle an
+The scheduler is given a maildrop factory (:func:`~tests.unit.fakes.maildrops_of`) that hands each
+account a session of its own :class:`~tests.unit.fakes.FakeServer`. Poll intervals are an hour, so after its first cycle an
 account only fetches again when asked to (``request_fetch``).
 """
 
@@ -21,16 +21,10 @@ from maild.config.loader import AccountConfig
 from maild.errors import AuthError, ConnectError, ThrottledError
 from maild.fetch.cycle import CycleResult
 from maild.model import POP3Key
+from maild.policy import BACKOFF_BASE_S, THROTTLE_MIN_S
 from maild.service import scheduler as scheduler_module
-from maild.service.scheduler import (
-    BACKOFF_BASE_S,
-    BACKOFF_CAP_S,
-    JITTER_FRACTION,
-    THROTTLE_MIN_S,
-    Scheduler,
-    backoff_delay_s,
-)
-from tests.unit.fakes import Concurrency, FakeServer, make_message, pop3_account
+from maild.service.scheduler import Scheduler
+from tests.unit.fakes import Concurrency, FakeServer, maildrops_of, make_message, pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -59,6 +53,7 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> N
 async def make_scheduler(
     store: Store,
     executor: ThreadPoolExecutor,
+    servers: dict[str, FakeServer],
     accounts: list[AccountConfig],
     *,
     max_concurrent_fetches: int = 8,
@@ -73,6 +68,7 @@ async def make_scheduler(
         executor,
         max_concurrent_fetches=max_concurrent_fetches,
         max_connections_per_host=max_connections_per_host,
+        maildrop_factory=maildrops_of(servers),
         clock=lambda: NOW,
         rng=rng or LowRandom(),
     )
@@ -96,40 +92,6 @@ async def settled(fut: Awaitable[CycleResult | None]) -> CycleResult | None:
         return await fut
 
 
-# -- backoff_delay_s --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("failures", "expected_s"),
-    [(1, BACKOFF_BASE_S), (2, 2 * BACKOFF_BASE_S), (3, 4 * BACKOFF_BASE_S), (4, 8 * BACKOFF_BASE_S)],
-)
-def test_backoff_doubles_per_failure(failures: int, expected_s: float) -> None:
-    """Without jitter, the delay starts at the base and doubles with each consecutive failure."""
-    assert backoff_delay_s(failures, ConnectError("refused"), LowRandom()) == expected_s
-
-
-@pytest.mark.parametrize("failures", [7, 8, 20, 200])
-def test_backoff_is_capped(failures: int) -> None:
-    """However many failures, the delay without jitter never exceeds the cap."""
-    assert backoff_delay_s(failures, ConnectError("refused"), LowRandom()) == BACKOFF_CAP_S
-
-
-def test_backoff_jitter_adds_at_most_ten_percent() -> None:
-    """The highest jitter adds exactly JITTER_FRACTION of the delay, and a seeded rng stays within it."""
-    assert backoff_delay_s(2, ConnectError("x"), HighRandom()) == pytest.approx(60 * (1 + JITTER_FRACTION))
-    rng = random.Random(7)
-    delays = [backoff_delay_s(1, ConnectError("x"), rng) for _ in range(200)]
-    assert all(BACKOFF_BASE_S <= d <= BACKOFF_BASE_S * (1 + JITTER_FRACTION) for d in delays)
-    assert len(set(delays)) > 1
-
-
-def test_throttling_waits_at_least_the_throttle_minimum() -> None:
-    """A ThrottledError waits at least THROTTLE_MIN_S even on the first failure, and still doubles past it."""
-    assert backoff_delay_s(1, ThrottledError("[LOGIN-DELAY]"), LowRandom()) == THROTTLE_MIN_S
-    assert backoff_delay_s(1, ConnectError("x"), LowRandom()) < THROTTLE_MIN_S
-    assert backoff_delay_s(7, ThrottledError("[IN-USE]"), LowRandom()) == BACKOFF_CAP_S
-
-
 # -- account loops --------------------------------------------------------------------------------
 
 
@@ -140,7 +102,7 @@ async def test_failing_account_does_not_stop_another(
     servers["bad"] = FakeServer.with_pop3(1)
     servers["bad"].default_plan.faults = {"open": AuthError("-ERR [AUTH] invalid password", account="bad")}
     servers["good"] = FakeServer.with_pop3(2)
-    sched = await make_scheduler(store, executor, [pop3_account("bad"), pop3_account("good")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("bad"), pop3_account("good")])
 
     run = Running(sched)
     await eventually(
@@ -165,7 +127,7 @@ async def test_internal_error_in_one_account_does_not_stop_another(
     servers["buggy"] = FakeServer.with_pop3(1)
     servers["buggy"].default_plan.faults = {"inventory": RuntimeError("boom")}
     servers["good"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, [pop3_account("buggy"), pop3_account("good")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("buggy"), pop3_account("good")])
 
     run = Running(sched)
     await eventually(
@@ -185,7 +147,7 @@ async def test_state_is_fetching_during_a_cycle(
     gate = asyncio.Event()
     servers["anna"] = FakeServer.with_pop3(1)
     servers["anna"].plan(gates={"open": gate})
-    sched = await make_scheduler(store, executor, [pop3_account("anna", poll_interval_s=600.0)])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna", poll_interval_s=600.0)])
     rt = sched.accounts["anna"]
 
     run = Running(sched)
@@ -214,7 +176,7 @@ async def test_transient_failure_backs_off_then_success_resets(
     server = servers["anna"] = FakeServer.with_pop3(1)
     server.plan(faults={"open": ConnectError("connection refused", account="anna")})
     server.plan(faults={"open": ConnectError("connection refused", account="anna")})
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
     rt = sched.accounts["anna"]
 
     run = Running(sched)
@@ -240,7 +202,7 @@ async def test_throttled_account_backs_off_at_least_the_throttle_minimum(
     """A provider asking to slow down puts the account in "backoff" with next run at least THROTTLE_MIN_S away."""
     servers["anna"] = FakeServer.with_pop3(1)
     servers["anna"].default_plan.faults = {"open": ThrottledError("-ERR [LOGIN-DELAY]", account="anna")}
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
     rt = sched.accounts["anna"]
 
     run = Running(sched)
@@ -255,7 +217,7 @@ async def test_request_fetch_resolves_after_the_cycle(
 ) -> None:
     """A requested fetch resolves with that cycle's result only once the cycle has ended."""
     server = servers["anna"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
     rt = sched.accounts["anna"]
     run = Running(sched)
     await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
@@ -280,7 +242,7 @@ async def test_request_fetch_for_unknown_account_raises_key_error(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """Asking for a fetch of an account the scheduler does not know raises KeyError."""
-    sched = await make_scheduler(store, executor, [])
+    sched = await make_scheduler(store, executor, servers, [])
 
     with pytest.raises(KeyError):
         sched.request_fetch("nobody")
@@ -291,7 +253,7 @@ async def test_disabled_account_is_never_fetched(
 ) -> None:
     """A disabled account stays "disabled", opens no session, and a requested fetch resolves to None."""
     servers["off"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, [pop3_account("off", enabled=False)])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("off", enabled=False)])
 
     run = Running(sched)
     await eventually(lambda: sched.accounts["off"].state == "disabled")
@@ -308,7 +270,7 @@ async def test_shutdown_cancels_a_hung_cycle_within_the_timeout(
     """A stop returns shortly after shutdown_timeout_s although a cycle hangs; the cycle is cancelled and its session aborted."""
     server = servers["anna"] = FakeServer.with_pop3(2)
     server.plan(gates={"retrieve": asyncio.Event()}, retrieve_point_after=1)
-    sched = await make_scheduler(store, executor, [pop3_account("anna", retention="delete")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna", retention="delete")])
 
     run = Running(sched, shutdown_timeout_s=0.2)
     await eventually(lambda: bool(server.sessions) and server.sessions[0].has_reached("retrieve"))
@@ -331,7 +293,7 @@ async def test_shutdown_waits_for_a_cycle_that_finishes_in_time(
     gate = asyncio.Event()
     server = servers["anna"] = FakeServer.with_pop3(1)
     server.plan(gates={"retrieve": gate})
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
 
     run = Running(sched, shutdown_timeout_s=5.0)
     await eventually(lambda: bool(server.sessions) and server.sessions[0].has_reached("retrieve"))
@@ -350,7 +312,7 @@ async def test_shutdown_resolves_the_request_of_a_cancelled_cycle(
 ) -> None:
     """A requested fetch whose cycle is cancelled by shutdown resolves to None (the daemon stopped)."""
     server = servers["anna"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
     rt = sched.accounts["anna"]
     run = Running(sched, shutdown_timeout_s=0.1)
     await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
@@ -375,7 +337,9 @@ async def test_max_concurrent_fetches_is_respected(
     for i, name in enumerate(names):
         servers[name] = FakeServer.with_pop3(1, start=i + 1, concurrency=tracker)
         servers[name].default_plan.gates = {"open": gate}
-    sched = await make_scheduler(store, executor, [pop3_account(n) for n in names], max_concurrent_fetches=2)
+    sched = await make_scheduler(
+        store, executor, servers, [pop3_account(n) for n in names], max_concurrent_fetches=2
+    )
 
     run = Running(sched)
     await eventually(lambda: tracker.current == 2)
@@ -405,7 +369,7 @@ async def test_max_connections_per_host_is_respected(
         servers[name] = FakeServer.with_pop3(1, start=i + 1, concurrency=other if name == "b1" else shared)
         servers[name].default_plan.gates = {"open": gate}
     accounts = [pop3_account(n, host=h) for n, h in hosts.items()]
-    sched = await make_scheduler(store, executor, accounts, max_connections_per_host=1)
+    sched = await make_scheduler(store, executor, servers, accounts, max_connections_per_host=1)
 
     run = Running(sched)
     await eventually(lambda: shared.current == 1 and other.current == 1)
@@ -431,7 +395,7 @@ async def test_auth_lockout_after_repeated_refusals_and_resume(
     """
     server = servers["anna"] = FakeServer.with_pop3(1)
     server.default_plan.faults = {"open": AuthError("-ERR [AUTH] invalid password", account="anna")}
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
     rt = sched.accounts["anna"]
 
     run = Running(sched)
@@ -464,7 +428,7 @@ async def test_other_failure_resets_the_auth_refusal_count(
     refused = AuthError("-ERR [AUTH] invalid password", account="anna")
     for exc in (refused, refused, ConnectError("refused", account="anna"), refused):
         server.plan(faults={"open": exc})
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
     rt = sched.accounts["anna"]
 
     run = Running(sched)
@@ -484,7 +448,7 @@ async def test_paused_account_is_not_fetched_until_resumed(
 ) -> None:
     """A paused account is in state "paused", a requested fetch resolves None without a session, and resume() fetches."""
     server = servers["anna"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
     rt = sched.accounts["anna"]
     run = Running(sched)
     await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
@@ -512,7 +476,7 @@ async def test_account_paused_while_waiting_for_a_slot_is_not_fetched(
     servers["first"].plan(gates={"open": gate})
     servers["second"] = FakeServer.with_pop3(1, start=2)
     sched = await make_scheduler(
-        store, executor, [pop3_account("first"), pop3_account("second")], max_concurrent_fetches=1
+        store, executor, servers, [pop3_account("first"), pop3_account("second")], max_concurrent_fetches=1
     )
 
     run = Running(sched)
@@ -541,7 +505,7 @@ async def test_refused_refresh_token_locks_out_at_once(
         reauthorize=True,
     )
     server.default_plan.faults = {"open": revoked}
-    sched = await make_scheduler(store, executor, [pop3_account("anna")])
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
     rt = sched.accounts["anna"]
 
     run = Running(sched)

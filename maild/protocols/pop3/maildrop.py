@@ -83,7 +83,7 @@ class POP3Maildrop(Maildrop):
         settings: ServerSettings,
         executor: concurrent.futures.ThreadPoolExecutor,
         *,
-        window: int = 200,  # one commit batch of fetch.py in one round trip (see README "Performance")
+        window: int = 200,  # one commit batch of fetch/cycle.py in one round trip (see docs/performance.md)
         window_octets: int = 16 * 2**20,
         max_reply_octets: int = 100 * 2**20,
         max_message_size: int | None = None,

@@ -1,0 +1,169 @@
+"""The control socket's commands: one handler per command, registered in :data:`COMMANDS`.
+
+:func:`dispatch` is the :class:`~maild.service.control.ControlServer`'s handler (bound to the running
+daemon's :class:`CommandContext`): it checks the request's common fields, looks the command up in
+the table and returns the handler's typed reply (:mod:`maild.service.status`) as JSON. A
+:class:`~maild.errors.ControlError` raised here becomes the JSON error reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from maild import __version__
+from maild.archive.store import Store
+from maild.errors import ControlError
+from maild.service.replies import (
+    AccountStateReply,
+    FetchQueued,
+    FetchResults,
+    MetricsReply,
+    ReloadReport,
+    StopReply,
+    VersionReply,
+)
+from maild.service.scheduler import Scheduler
+from maild.service.snapshot import fetch_outcome, reported_state, status_reply
+
+
+class Reply(Protocol):
+    """What a command handler returns: a record that knows its JSON form."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The reply's JSON object, without ``"ok"``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """What the commands may use of a running daemon.
+
+    Attributes:
+        scheduler: the running scheduler (its accounts are the running set).
+        store: the open archive.
+        started_at: when the daemon started (UTC).
+        reload: re-reads the configuration (raises ControlError ``config-invalid`` when rejected).
+        metrics_text: renders the Prometheus text exposition.
+        stop: asks the daemon to stop (returns at once).
+    """
+
+    scheduler: Scheduler
+    store: Store
+    started_at: datetime
+    reload: Callable[[], Awaitable[ReloadReport]]
+    metrics_text: Callable[[], Awaitable[str]]
+    stop: Callable[[], None]
+
+
+Request = Mapping[str, Any]
+CommandHandler = Callable[[CommandContext, Request], Awaitable[Reply]]
+
+#: Command name -> handler, in the order the unknown-command error lists them.
+COMMANDS: dict[str, CommandHandler] = {}
+
+
+def command(name: str) -> Callable[[CommandHandler], CommandHandler]:
+    """Register the decorated coroutine as the handler of ``name`` in :data:`COMMANDS`."""
+
+    def register(handler: CommandHandler) -> CommandHandler:
+        COMMANDS[name] = handler
+        return handler
+
+    return register
+
+
+def _known_account(ctx: CommandContext, name: object) -> str:
+    """``name`` when it is a running account. Raises ControlError ``unknown-account`` otherwise."""
+    if not isinstance(name, str) or name not in ctx.scheduler.accounts:
+        raise ControlError("unknown-account", f"no account named {name!r}")
+    return name
+
+
+@command("status")
+async def _status(ctx: CommandContext, req: Request) -> Reply:
+    only = req.get("account") or None
+    reply = await status_reply(ctx.scheduler.accounts, ctx.store, ctx.started_at, only)
+    if only is not None and not reply.accounts:
+        raise ControlError("unknown-account", f"no account named {only!r}")
+    return reply
+
+
+@command("version")
+async def _version(ctx: CommandContext, req: Request) -> Reply:
+    return VersionReply(__version__)
+
+
+@command("fetch-now")
+async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
+    target = req.get("account", "all")
+    names = list(ctx.scheduler.accounts) if target == "all" else [target]
+    for name in names:
+        _known_account(ctx, name)
+    futures = {name: ctx.scheduler.request_fetch(name) for name in names}
+    if not req.get("wait", True):
+        return FetchQueued(tuple(names))
+    await asyncio.gather(*futures.values())
+    return FetchResults(
+        tuple(fetch_outcome(ctx.scheduler.accounts[n], fut.result()) for n, fut in futures.items())
+    )
+
+
+@command("pause")
+async def _pause(ctx: CommandContext, req: Request) -> Reply:
+    name = _known_account(ctx, req.get("account"))
+    ctx.scheduler.pause(name)
+    return AccountStateReply(name, reported_state(ctx.scheduler.accounts[name]))
+
+
+@command("resume")
+async def _resume(ctx: CommandContext, req: Request) -> Reply:
+    name = _known_account(ctx, req.get("account"))
+    ctx.scheduler.resume(name)
+    return AccountStateReply(name, reported_state(ctx.scheduler.accounts[name]))
+
+
+@command("reload")
+async def _reload(ctx: CommandContext, req: Request) -> Reply:
+    return await ctx.reload()
+
+
+@command("metrics")
+async def _metrics(ctx: CommandContext, req: Request) -> Reply:
+    return MetricsReply(await ctx.metrics_text())
+
+
+@command("stop")
+async def _stop(ctx: CommandContext, req: Request) -> Reply:
+    ctx.stop()
+    return StopReply()
+
+
+async def dispatch(ctx: CommandContext | None, req: Request) -> dict[str, Any]:
+    """Answer one control request (already checked by the server to have a string ``command``).
+
+    Args:
+        ctx: the running daemon's parts, or None while it is still starting.
+        req: the request object.
+
+    Returns:
+        The reply's JSON object, without ``"ok"``.
+
+    Raises:
+        ControlError: ``starting`` before the archive and scheduler are up; ``bad-request`` when
+            ``account`` is not a string; ``unknown-command``; ``unknown-account``; ``config-invalid``
+            (``reload``).
+    """
+    if ctx is None:
+        raise ControlError("starting", "maild is starting; try again in a moment")
+    if "account" in req and not isinstance(req["account"], str):
+        raise ControlError("bad-request", '"account" must be a string')
+    name = req["command"]
+    handler = COMMANDS.get(name)
+    if handler is None:
+        raise ControlError("unknown-command", f"unknown command {name!r} ({', '.join(COMMANDS)})")
+    reply = await handler(ctx, req)
+    return reply.to_json()

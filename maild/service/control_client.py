@@ -1,0 +1,172 @@
+"""The blocking control-socket client the command line uses: typed requests, typed replies.
+
+:class:`ControlClient` has one method per command; each returns the record of
+:mod:`maild.service.status`. Every failure (daemon not running, no permission, no answer in time, a
+reply that is no JSON object or does not fit its record, an error reply) is one
+:class:`~maild.errors.ControlError` with a code and a one-line message. :func:`request` is the raw
+transport beneath (one JSON object out, one back), for tests and tools that need the bare reply.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from maild.errors import ControlError
+from maild.service.control import PROTOCOL_VERSION, daemon_answers, encode
+from maild.service.replies import (
+    AccountStateReply,
+    FetchQueued,
+    FetchResults,
+    MetricsReply,
+    ReloadReport,
+    StopReply,
+    VersionReply,
+)
+from maild.service.status import StatusReply
+
+#: Seconds the client waits for an ordinary reply.
+DEFAULT_TIMEOUT_S = 30.0
+#: Seconds ``fetch-now`` waits for the cycles to end.
+FETCH_TIMEOUT_S = 3600.0
+
+
+def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
+    """Connect, retrying while the daemon's listen backlog is full (EAGAIN) for up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            sock.connect(str(path))
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+            time.sleep(0.05)
+        else:
+            return
+
+
+def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Send one request to the daemon and return its reply object as sent (blocking).
+
+    An error reply (``"ok": false``) is returned, not raised; :class:`ControlClient` raises it.
+
+    Raises:
+        ControlError: the daemon is not running (``not-running``), the socket may not be used
+            (``permission``), it did not answer in time (``timeout``), or sent something that is not a
+            JSON object (``bad-reply``).
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            _connect(sock, path, timeout_s)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError("not-running", f"maild is not running (no daemon on {path})") from None
+        except TimeoutError:
+            raise ControlError(
+                "timeout", f"maild did not accept the connection within {timeout_s:g} s"
+            ) from None
+        except PermissionError:
+            raise ControlError(
+                "permission", f"no permission to use {path} (root or the socket's group)"
+            ) from None
+        try:
+            sock.sendall(encode({"version": PROTOCOL_VERSION, **payload}))
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except TimeoutError:
+            raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s") from None
+    try:
+        reply = json.loads(buf)
+    except json.JSONDecodeError:
+        raise ControlError("bad-reply", "maild sent a reply that is not JSON") from None
+    if not isinstance(reply, dict):
+        raise ControlError("bad-reply", "maild sent a reply that is not a JSON object")
+    return reply
+
+
+def checked(reply: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``reply`` when it is a success; the one place that turns an error reply into an exception.
+
+    Raises:
+        ControlError: with the daemon's error code and message for ``{"ok": false, ...}``; ``bad-reply``
+            when ``ok`` is missing.
+    """
+    ok = reply.get("ok")
+    if ok is True:
+        return reply
+    err = reply.get("error")
+    if ok is False and isinstance(err, dict):
+        raise ControlError(str(err.get("code", "error")), str(err.get("message", "request failed")))
+    raise ControlError("bad-reply", 'maild sent a reply without a valid "ok"')
+
+
+class ControlClient:
+    """Talks to the daemon on its control socket, one blocking request per call.
+
+    Args:
+        path: the control socket.
+        timeout_s: seconds to wait for a reply (``fetch_now`` waits up to :data:`FETCH_TIMEOUT_S`).
+
+    Every method raises :class:`~maild.errors.ControlError` as :func:`request` and :func:`checked`
+    say, and ``bad-reply`` when the reply does not fit its record.
+    """
+
+    def __init__(self, path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+
+    def _ask(self, payload: dict[str, Any], timeout_s: float | None = None) -> Mapping[str, Any]:
+        return checked(request(self.path, payload, timeout_s=timeout_s or self.timeout_s))
+
+    def daemon_answers(self) -> bool:
+        """True when a daemon listens on the socket (without sending a request)."""
+        return daemon_answers(self.path)
+
+    def status(self, account: str | None = None) -> StatusReply:
+        """The daemon's status; with ``account``, only that account (``unknown-account`` if none)."""
+        payload: dict[str, Any] = {"command": "status"}
+        if account:
+            payload["account"] = account
+        return StatusReply.from_json(self._ask(payload))
+
+    def version(self) -> VersionReply:
+        """The running daemon's version."""
+        return VersionReply.from_json(self._ask({"command": "version"}))
+
+    def fetch_now(self, account: str = "all") -> FetchResults:
+        """Run a cycle of ``account`` (or ``all``) now and wait for the outcomes."""
+        payload = {"command": "fetch-now", "account": account, "wait": True}
+        return FetchResults.from_json(self._ask(payload, FETCH_TIMEOUT_S))
+
+    def queue_fetch(self, account: str = "all") -> FetchQueued:
+        """Ask for a cycle of ``account`` (or ``all``) now without waiting for it."""
+        payload = {"command": "fetch-now", "account": account, "wait": False}
+        return FetchQueued.from_json(self._ask(payload))
+
+    def pause(self, account: str) -> AccountStateReply:
+        """Stop fetching ``account`` until resumed or the daemon restarts."""
+        return AccountStateReply.from_json(self._ask({"command": "pause", "account": account}))
+
+    def resume(self, account: str) -> AccountStateReply:
+        """Resume ``account`` (also after an authentication lockout)."""
+        return AccountStateReply.from_json(self._ask({"command": "resume", "account": account}))
+
+    def reload(self) -> ReloadReport:
+        """Make the daemon re-read its configuration (``config-invalid`` when it rejects it)."""
+        return ReloadReport.from_json(self._ask({"command": "reload"}))
+
+    def metrics(self) -> MetricsReply:
+        """The daemon's metrics in the Prometheus text format."""
+        return MetricsReply.from_json(self._ask({"command": "metrics"}))
+
+    def stop(self) -> StopReply:
+        """Ask the daemon to stop (it finishes running cycles first)."""
+        return StopReply.from_json(self._ask({"command": "stop"}))

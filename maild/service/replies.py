@@ -1,0 +1,190 @@
+"""The typed replies of the control commands other than ``status`` (see :mod:`maild.service.status`).
+
+Each is a frozen dataclass with one ``to_json()`` (the JSON object the daemon sends, without
+``"ok"``) and a ``from_json()`` classmethod for the client. Shapes: docs/control-socket.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from maild.service.reply_fields import (
+    read_bool,
+    read_choice,
+    read_field,
+    read_float,
+    read_int,
+    read_object,
+    read_str,
+    read_strs,
+)
+from maild.service.status import AccountState, JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class VersionReply:
+    """The reply to ``version``."""
+
+    version: str
+
+    def to_json(self) -> JSONObject:
+        """``{"version": ...}``."""
+        return {"version": self.version}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VersionReply:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_str(data, "version"))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    """One account's result of ``fetch-now`` with ``"wait": true``.
+
+    Attributes:
+        account: the account name.
+        error: why the cycle failed (or the state that kept it from running); None when it succeeded.
+        new_links: messages newly archived for the account (as :attr:`CycleStatus.new_links`).
+        octets: their size in octets.
+        seconds: the cycle's duration, rounded to milliseconds.
+    """
+
+    account: str
+    error: str | None = None
+    new_links: int = 0
+    octets: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the cycle succeeded."""
+        return self.error is None
+
+    def to_json(self) -> JSONObject:
+        """``{"ok": true, "new_links": N, "octets": N, "seconds": S}`` or ``{"ok": false, "error": ...}``."""
+        if self.error is not None:
+            return {"ok": False, "error": self.error}
+        return {"ok": True, "new_links": self.new_links, "octets": self.octets, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, account: str, data: Mapping[str, Any]) -> FetchOutcome:
+        """Read :meth:`to_json`'s form for ``account``. Raises ControlError ``bad-reply``."""
+        if not read_bool(data, "ok"):
+            return cls(account, error=read_str(data, "error"))
+        return cls(
+            account,
+            new_links=read_int(data, "new_links"),
+            octets=read_int(data, "octets"),
+            seconds=read_float(data, "seconds"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResults:
+    """The reply to ``fetch-now`` with ``"wait": true``: each account's outcome, in request order."""
+
+    results: tuple[FetchOutcome, ...]
+
+    def to_json(self) -> JSONObject:
+        """``{"results": {account: outcome}}``."""
+        return {"results": {r.account: r.to_json() for r in self.results}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FetchResults:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        results = read_object(read_field(data, "results"), "results")
+        return cls(tuple(FetchOutcome.from_json(n, read_object(r, n)) for n, r in results.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchQueued:
+    """The reply to ``fetch-now`` with ``"wait": false``: the accounts whose cycle was requested."""
+
+    queued: tuple[str, ...]
+
+    def to_json(self) -> JSONObject:
+        """``{"queued": [account, ...]}``."""
+        return {"queued": list(self.queued)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FetchQueued:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_strs(data, "queued"))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStateReply:
+    """The reply to ``pause`` and ``resume``: the account and its state now."""
+
+    account: str
+    state: AccountState
+
+    def to_json(self) -> JSONObject:
+        """``{"account": NAME, "state": STATE}``."""
+        return {"account": self.account, "state": self.state}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AccountStateReply:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_str(data, "account"), read_choice(data, "state", AccountState))
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    """The reply to ``reload``: accounts added, removed and changed (names sorted)."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+    def to_json(self) -> JSONObject:
+        """``{"added": [...], "removed": [...], "changed": [...]}``."""
+        return {"added": list(self.added), "removed": list(self.removed), "changed": list(self.changed)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReloadReport:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_strs(data, "added"), read_strs(data, "removed"), read_strs(data, "changed"))
+
+    def changes(self) -> str:
+        """The changes in words, e.g. ``added: anna-imap; removed: anna-pop``; empty when none."""
+        parts = [
+            f"{what}: {', '.join(names)}"
+            for what, names in (("added", self.added), ("removed", self.removed), ("changed", self.changed))
+            if names
+        ]
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsReply:
+    """The reply to ``metrics``: the Prometheus text exposition."""
+
+    text: str
+
+    def to_json(self) -> JSONObject:
+        """``{"text": ...}``."""
+        return {"text": self.text}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MetricsReply:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_str(data, "text"))
+
+
+@dataclass(frozen=True, slots=True)
+class StopReply:
+    """The reply to ``stop``: the daemon is stopping."""
+
+    stopping: bool = True
+
+    def to_json(self) -> JSONObject:
+        """``{"stopping": true}``."""
+        return {"stopping": self.stopping}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StopReply:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_bool(data, "stopping"))

@@ -1,0 +1,153 @@
+"""The status records (:mod:`maild.service.status`) built from the scheduler's runtime and the archive.
+
+The daemon's ``status`` and ``fetch-now`` commands call these; nothing here changes state. The
+scheduler's own state name ``idle`` (waiting for the next cycle) is reported as ``waiting`` so that it
+cannot be mistaken for the IMAP IDLE mode.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from maild import __version__
+from maild.archive.store import Store
+from maild.fetch.cycle import CycleResult
+from maild.policy import next_deletion_due
+from maild.service.replies import FetchOutcome
+from maild.service.scheduler import AccountRuntime
+from maild.service.status import (
+    AccountState,
+    AccountStatus,
+    ArchiveTotals,
+    CycleStatus,
+    IMAPStatus,
+    RetrievalFailureStatus,
+    StatusReply,
+    UIDValidityChangeStatus,
+)
+
+
+def _whole_seconds(moment: datetime | None) -> datetime | None:
+    """``moment`` without its fraction of a second (the status JSON carries whole seconds)."""
+    return moment.replace(microsecond=0) if moment is not None else None
+
+
+def reported_state(rt: AccountRuntime) -> AccountState:
+    """The account's state as the control socket reports it (the scheduler's ``idle`` is ``waiting``)."""
+    return "waiting" if rt.state == "idle" else rt.state
+
+
+def _cycle_status(res: CycleResult) -> CycleStatus:
+    return CycleStatus(
+        new_links=res.new_links,
+        octets=res.octets,
+        deleted=res.deleted,
+        seconds=round(res.seconds, 3),
+        failures=tuple(RetrievalFailureStatus(repr(f.key), f.reason) for f in res.failures),
+        too_large=tuple(repr(k) for k in res.too_large),
+        mailbox_failures=tuple(res.imap.mailbox_failures.items()) if res.imap is not None else None,
+    )
+
+
+def imap_status(rt: AccountRuntime) -> IMAPStatus:
+    """The IMAP part of an account's status: mailboxes, IDLE, UIDVALIDITY changes."""
+    acc = rt.config
+    res = rt.last_result
+    watcher = rt.watcher
+    info = res.imap if res is not None else None
+    return IMAPStatus(
+        mailboxes=tuple(info.mailboxes) if info is not None else acc.mailboxes,
+        mailbox_selection="all" if acc.all_mailboxes else "list",
+        idle=acc.idle,
+        idle_mailbox=acc.idle_mailbox,
+        last_push=_whole_seconds(watcher.last_push) if watcher is not None else None,
+        idle_error=watcher.last_error if watcher is not None else None,
+        uidvalidity_changes=tuple(
+            UIDValidityChangeStatus(
+                mailbox=change.mailbox,
+                old_uidvalidity=change.old_uidvalidity,
+                new_uidvalidity=change.new_uidvalidity,
+                relinked=change.relinked,
+                to_retrieve=change.to_retrieve,
+                at=_whole_seconds(change.at),
+            )
+            for change in rt.uidvalidity_changes
+        ),
+        exclude=acc.exclude if acc.all_mailboxes else None,
+    )
+
+
+def account_status(
+    rt: AccountRuntime, messages: int, kept: tuple[int, datetime | None] = (0, None)
+) -> AccountStatus:
+    """The status record of one account (see docs/control-socket.md).
+
+    Args:
+        rt: the scheduler's runtime record.
+        messages: archived messages linked to the account.
+        kept: (archived messages still on the server, earliest first-fetch time among them, UTC).
+    """
+    acc = rt.config
+    res = rt.last_result
+    oldest_kept_since = _whole_seconds(kept[1])
+    return AccountStatus(
+        name=acc.name,
+        organisation=acc.organisation,
+        employee=acc.employee,
+        protocol=acc.protocol,
+        host=acc.host,
+        enabled=acc.enabled,
+        state=reported_state(rt),
+        messages=messages,
+        last_success=_whole_seconds(rt.last_success),
+        next_run=_whole_seconds(rt.next_run),
+        last_error=rt.last_error,
+        consecutive_failures=rt.consecutive_failures,
+        mode=rt.mode,
+        on_server=res.on_server - res.deleted if res is not None else None,  # as left by the last cycle
+        imap=imap_status(rt) if acc.protocol == "imap" else None,
+        retention=acc.retention,
+        retention_days=acc.retention_days,
+        # POP3: "uidl", or "content-digest" for a server without UIDL
+        identity=res.identity if res is not None and acc.protocol == "pop3" else None,
+        warnings=tuple(res.warnings) if res is not None else (),
+        pending_deletion=0 if acc.retention == "keep" else kept[0],
+        oldest_kept_since=oldest_kept_since,
+        next_deletion_due=next_deletion_due(acc.retention, acc.retention_days, oldest_kept_since),
+        last_cycle=_cycle_status(res) if res is not None else None,
+    )
+
+
+async def status_reply(
+    accounts: dict[str, AccountRuntime], store: Store, started_at: datetime, only: str | None = None
+) -> StatusReply:
+    """The full status: accounts in configuration order (or just ``only``) and archive totals.
+
+    Args:
+        accounts: the scheduler's runtime records by account name, in configuration order.
+        store: the open archive.
+        started_at: when the daemon started (UTC).
+        only: one account name, or None for all.
+    """
+    counts = await store.message_counts()
+    kept = await store.on_server_summary()
+    messages, octets = await store.totals()
+    return StatusReply(
+        version=__version__,
+        started_at=started_at.replace(microsecond=0),
+        accounts=tuple(
+            account_status(rt, counts.get(name, 0), kept.get(name, (0, None)))
+            for name, rt in accounts.items()
+            if only is None or name == only
+        ),
+        archive=ArchiveTotals(messages, octets),
+    )
+
+
+def fetch_outcome(rt: AccountRuntime, result: CycleResult | None) -> FetchOutcome:
+    """One account's ``fetch-now`` outcome: the cycle's counts, or why it did not succeed."""
+    if result is None:
+        return FetchOutcome(rt.config.name, error=rt.last_error or reported_state(rt))
+    return FetchOutcome(
+        rt.config.name, new_links=result.new_links, octets=result.octets, seconds=round(result.seconds, 3)
+    )

@@ -1,0 +1,407 @@
+"""The reply to the control command ``status``, as typed records.
+
+Each record is a frozen dataclass with one ``to_json()`` (the JSON object the daemon sends, without
+``"ok"``) and a ``from_json()`` classmethod (what the CLI reads back). Readers use the attributes,
+never string keys. The shapes are documented in docs/control-socket.md.
+
+The other commands' replies are in :mod:`maild.service.replies`; both read JSON with
+:mod:`maild.service.reply_fields`. None of them imports the daemon's parts, so the command line can
+load them. Times are aware datetimes in UTC with whole seconds (the JSON text
+``2026-03-02T09:00:00Z`` carries no fraction); :mod:`maild.service.snapshot` builds them that way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from maild.service.reply_fields import (
+    TIME_FORMAT,
+    bad_reply,
+    read_bool,
+    read_choice,
+    read_field,
+    read_float,
+    read_int,
+    read_object,
+    read_objects,
+    read_opt_int,
+    read_opt_str,
+    read_required_time,
+    read_str,
+    read_strs,
+    read_time,
+)
+
+#: What an account is doing. ``waiting`` means waiting for its next cycle (the scheduler's
+#: ``idle``; renamed so it cannot be mistaken for the IMAP IDLE :data:`FetchMode`).
+AccountState = Literal[
+    "waiting", "fetching", "backoff", "error", "auth_failed", "paused", "disabled", "stopped"
+]
+#: How an account learns of new mail: ``idle`` (an IMAP IDLE connection, RFC 2177), ``polling``, or
+#: ``reconnecting`` (the IDLE connection is down; polling meanwhile).
+FetchMode = Literal["idle", "polling", "reconnecting"]
+Protocol = Literal["pop3", "imap"]
+Retention = Literal["keep", "delete", "delete-after"]
+MailboxSelection = Literal["list", "all"]
+
+JSONObject = dict[str, Any]
+
+
+def time_text(moment: datetime | None) -> str | None:
+    """Format an aware datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC), or None for None."""
+    return moment.astimezone(UTC).strftime(TIME_FORMAT) if moment is not None else None
+
+
+# -- the status reply --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UIDValidityChangeStatus:
+    """One mailbox whose UIDVALIDITY changed (RFC 9051 section 2.3.1.1), and what the cycle did.
+
+    Attributes:
+        mailbox: the readable mailbox name.
+        old_uidvalidity, new_uidvalidity: before and now.
+        relinked: archived messages recognised under their new UIDs without a download.
+        to_retrieve: messages under new UIDs left to normal retrieval.
+        at: when the change was noticed (UTC), or None.
+    """
+
+    mailbox: str
+    old_uidvalidity: int
+    new_uidvalidity: int
+    relinked: int
+    to_retrieve: int
+    at: datetime | None
+
+    def to_json(self) -> JSONObject:
+        """The JSON object of ``uidvalidity_changes``."""
+        return {
+            "mailbox": self.mailbox,
+            "old_uidvalidity": self.old_uidvalidity,
+            "new_uidvalidity": self.new_uidvalidity,
+            "relinked": self.relinked,
+            "to_retrieve": self.to_retrieve,
+            "at": time_text(self.at),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UIDValidityChangeStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(
+            read_str(data, "mailbox"),
+            read_int(data, "old_uidvalidity"),
+            read_int(data, "new_uidvalidity"),
+            read_int(data, "relinked"),
+            read_int(data, "to_retrieve"),
+            read_time(data, "at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalFailureStatus:
+    """A message the server refused to hand out in the last cycle (retried in the next).
+
+    Attributes:
+        key: the message's server-side identity, as its ``repr``.
+        reason: the server's reply or the cause, redacted.
+    """
+
+    key: str
+    reason: str
+
+    def to_json(self) -> JSONObject:
+        """The JSON object of ``last_cycle.failures``."""
+        return {"key": self.key, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RetrievalFailureStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_str(data, "key"), read_str(data, "reason"))
+
+
+@dataclass(frozen=True, slots=True)
+class CycleStatus:
+    """What an account's last successful fetch cycle did (``last_cycle``).
+
+    Attributes:
+        new_links: messages newly archived for this account (linked to it), including copies the
+            archive already held for another account.
+        octets: size in octets of those messages.
+        deleted: messages deleted on the server.
+        seconds: wall-clock duration, rounded to milliseconds.
+        failures: messages the server refused to hand out.
+        too_large: keys (``repr``) of messages skipped for ``max_message_size``.
+        mailbox_failures: IMAP only: (mailbox, reason) for each mailbox that could not be selected;
+            None for POP3.
+    """
+
+    new_links: int
+    octets: int
+    deleted: int
+    seconds: float
+    failures: tuple[RetrievalFailureStatus, ...] = ()
+    too_large: tuple[str, ...] = ()
+    mailbox_failures: tuple[tuple[str, str], ...] | None = None
+
+    def to_json(self) -> JSONObject:
+        """The JSON object of ``last_cycle``."""
+        out: JSONObject = {
+            "new_links": self.new_links,
+            "octets": self.octets,
+            "deleted": self.deleted,
+            "seconds": self.seconds,
+            "failures": [f.to_json() for f in self.failures],
+            "too_large": list(self.too_large),
+        }
+        if self.mailbox_failures is not None:
+            out["mailbox_failures"] = dict(self.mailbox_failures)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CycleStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        failures = data.get("mailbox_failures")
+        mailbox_failures = None
+        if failures is not None:
+            pairs = read_object(failures, "mailbox_failures").items()
+            if not all(isinstance(v, str) for _k, v in pairs):
+                raise bad_reply("'mailbox_failures' maps a mailbox to something other than a reason")
+            mailbox_failures = tuple(pairs)
+        return cls(
+            new_links=read_int(data, "new_links"),
+            octets=read_int(data, "octets"),
+            deleted=read_int(data, "deleted"),
+            seconds=read_float(data, "seconds"),
+            failures=tuple(RetrievalFailureStatus.from_json(f) for f in read_objects(data, "failures")),
+            too_large=read_strs(data, "too_large"),
+            mailbox_failures=mailbox_failures,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IMAPStatus:
+    """The IMAP part of an account's status (its keys sit in the account's JSON object).
+
+    Attributes:
+        mailboxes: those the last cycle covered, else the configured ones.
+        mailbox_selection: ``list`` (configured names) or ``all`` (every mailbox LISTed).
+        exclude: with ``all``, the names left out; None with ``list``.
+        idle: the configured ``idle`` setting.
+        idle_mailbox: the mailbox IDLE watches.
+        last_push: when the server last announced a change (UTC), or None.
+        idle_error: why the IDLE connection last failed, or None.
+        uidvalidity_changes: the last UIDVALIDITY changes noticed, oldest first.
+    """
+
+    mailboxes: tuple[str, ...]
+    mailbox_selection: MailboxSelection
+    idle: bool
+    idle_mailbox: str
+    last_push: datetime | None = None
+    idle_error: str | None = None
+    uidvalidity_changes: tuple[UIDValidityChangeStatus, ...] = ()
+    exclude: tuple[str, ...] | None = None
+
+    def to_json(self) -> JSONObject:
+        """The IMAP keys of the account's JSON object."""
+        out: JSONObject = {
+            "mailboxes": list(self.mailboxes),
+            "mailbox_selection": self.mailbox_selection,
+            "idle": self.idle,
+            "idle_mailbox": self.idle_mailbox,
+            "last_push": time_text(self.last_push),
+            "idle_error": self.idle_error,
+            "uidvalidity_changes": [c.to_json() for c in self.uidvalidity_changes],
+        }
+        if self.exclude is not None:
+            out["exclude"] = list(self.exclude)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IMAPStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(
+            mailboxes=read_strs(data, "mailboxes"),
+            mailbox_selection=read_choice(data, "mailbox_selection", MailboxSelection),
+            idle=read_bool(data, "idle"),
+            idle_mailbox=read_str(data, "idle_mailbox"),
+            last_push=read_time(data, "last_push"),
+            idle_error=read_opt_str(data, "idle_error"),
+            uidvalidity_changes=tuple(
+                UIDValidityChangeStatus.from_json(c) for c in read_objects(data, "uidvalidity_changes")
+            ),
+            exclude=read_strs(data, "exclude") if "exclude" in data else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """One account in the status reply.
+
+    Attributes:
+        name, organisation, employee, protocol, host, enabled: from the configuration.
+        state: what the account is doing (:data:`AccountState`).
+        messages: archived messages linked to the account.
+        last_success, next_run: end of the last successful cycle, next cycle due (UTC), or None.
+        last_error: the last failure in words (never a secret), None after a success.
+        consecutive_failures: failed cycles since the last success.
+        mode: how the account learns of new mail (:data:`FetchMode`).
+        on_server: messages left on the server by the last cycle, or None before one.
+        imap: the IMAP part; None for POP3.
+        retention, retention_days: the configured retention.
+        identity: POP3 only: ``uidl`` or ``content-digest`` as the last cycle used, or None.
+        warnings: sentences the last cycle left for the administrator.
+        pending_deletion: archived messages still on the server that retention will delete.
+        oldest_kept_since: the earliest first-fetch time among archived messages still on the server.
+        next_deletion_due: with ``delete-after``, when the oldest of them is due (UTC), else None.
+        last_cycle: the last successful cycle, or None before one.
+    """
+
+    name: str
+    organisation: str
+    employee: str
+    protocol: Protocol
+    host: str
+    enabled: bool
+    state: AccountState
+    messages: int
+    last_success: datetime | None
+    next_run: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+    mode: FetchMode
+    on_server: int | None
+    retention: Retention
+    retention_days: int | None
+    pending_deletion: int
+    oldest_kept_since: datetime | None
+    imap: IMAPStatus | None = None
+    identity: str | None = None
+    warnings: tuple[str, ...] = ()
+    next_deletion_due: datetime | None = None
+    last_cycle: CycleStatus | None = None
+
+    def to_json(self) -> JSONObject:
+        """The account's JSON object, keys in the documented order."""
+        out: JSONObject = {
+            "name": self.name,
+            "organisation": self.organisation,
+            "employee": self.employee,
+            "protocol": self.protocol,
+            "host": self.host,
+            "enabled": self.enabled,
+            "state": self.state,
+            "messages": self.messages,
+            "last_success": time_text(self.last_success),
+            "next_run": time_text(self.next_run),
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "mode": self.mode,
+            "on_server": self.on_server,
+        }
+        if self.imap is not None:
+            out.update(self.imap.to_json())
+        out["retention"] = self.retention
+        out["retention_days"] = self.retention_days
+        if self.protocol == "pop3":
+            out["identity"] = self.identity
+        out["warnings"] = list(self.warnings)
+        out["pending_deletion"] = self.pending_deletion
+        out["oldest_kept_since"] = time_text(self.oldest_kept_since)
+        if self.next_deletion_due is not None:
+            out["next_deletion_due"] = time_text(self.next_deletion_due)
+        if self.last_cycle is not None:
+            out["last_cycle"] = self.last_cycle.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AccountStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        protocol: Protocol = read_choice(data, "protocol", Protocol)
+        last_cycle = data.get("last_cycle")
+        return cls(
+            name=read_str(data, "name"),
+            organisation=read_str(data, "organisation"),
+            employee=read_str(data, "employee"),
+            protocol=protocol,
+            host=read_str(data, "host"),
+            enabled=read_bool(data, "enabled"),
+            state=read_choice(data, "state", AccountState),
+            messages=read_int(data, "messages"),
+            last_success=read_time(data, "last_success"),
+            next_run=read_time(data, "next_run"),
+            last_error=read_opt_str(data, "last_error"),
+            consecutive_failures=read_int(data, "consecutive_failures"),
+            mode=read_choice(data, "mode", FetchMode),
+            on_server=read_opt_int(data, "on_server"),
+            retention=read_choice(data, "retention", Retention),
+            retention_days=read_opt_int(data, "retention_days"),
+            pending_deletion=read_int(data, "pending_deletion"),
+            oldest_kept_since=read_time(data, "oldest_kept_since"),
+            imap=IMAPStatus.from_json(data) if protocol == "imap" else None,
+            identity=read_opt_str(data, "identity"),
+            warnings=read_strs(data, "warnings"),
+            next_deletion_due=read_time(data, "next_deletion_due"),
+            last_cycle=(
+                CycleStatus.from_json(read_object(last_cycle, "last_cycle"))
+                if last_cycle is not None
+                else None
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveTotals:
+    """The whole archive: distinct messages and their total size in octets."""
+
+    messages: int
+    octets: int
+
+    def to_json(self) -> JSONObject:
+        """The JSON object of ``archive``."""
+        return {"messages": self.messages, "octets": self.octets}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ArchiveTotals:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_int(data, "messages"), read_int(data, "octets"))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    """The reply to ``status``: the daemon, its accounts (in configuration order) and the archive.
+
+    Attributes:
+        version: maild's version.
+        started_at: when the daemon started (UTC).
+        accounts: one record per account (only the one asked for, when the request named one).
+        archive: archive totals.
+    """
+
+    version: str
+    started_at: datetime
+    accounts: tuple[AccountStatus, ...]
+    archive: ArchiveTotals
+
+    def to_json(self) -> JSONObject:
+        """The reply's JSON object (without ``"ok"``)."""
+        return {
+            "version": self.version,
+            "started_at": time_text(self.started_at),
+            "accounts": [a.to_json() for a in self.accounts],
+            "archive": self.archive.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StatusReply:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(
+            version=read_str(data, "version"),
+            started_at=read_required_time(data, "started_at"),
+            accounts=tuple(AccountStatus.from_json(a) for a in read_objects(data, "accounts")),
+            archive=ArchiveTotals.from_json(read_object(read_field(data, "archive"), "archive")),
+        )

@@ -1,0 +1,217 @@
+"""The control socket's command table (:mod:`maild.service.commands`): routing, replies, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from maild.archive.store import Store
+from maild.errors import ControlError
+from maild.fetch.cycle import CycleResult
+from maild.service.commands import COMMANDS, CommandContext, dispatch
+from maild.service.replies import ReloadReport
+from maild.service.scheduler import AccountRuntime, Scheduler
+from maild.service.status import StatusReply
+from tests.unit.fakes import pop3_account
+
+STARTED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class FakeScheduler:
+    """The parts of :class:`Scheduler` the commands use; records what was asked of it."""
+
+    def __init__(self) -> None:
+        self.accounts = {
+            name: AccountRuntime(pop3_account(name)) for name in ("anna-pop", "bernd-pop", "broken-pop")
+        }
+        self.requested: list[str] = []
+
+    def pause(self, name: str) -> None:
+        self.accounts[name].state = "paused"
+
+    def resume(self, name: str) -> None:
+        self.accounts[name].state = "idle"
+
+    def request_fetch(self, name: str) -> asyncio.Future[CycleResult | None]:
+        self.requested.append(name)
+        future: asyncio.Future[CycleResult | None] = asyncio.get_running_loop().create_future()
+        if name == "broken-pop":
+            self.accounts[name].last_error = "login refused"
+            future.set_result(None)
+        else:
+            future.set_result(CycleResult(name, new_messages=1, new_links=2, octets=300, seconds=0.1234))
+        return future
+
+
+class FakeStore:
+    """The archive counts the status command reads."""
+
+    async def message_counts(self) -> dict[str, int]:
+        return {"anna-pop": 5}
+
+    async def on_server_summary(self) -> dict[str, tuple[int, datetime | None]]:
+        return {}
+
+    async def totals(self) -> tuple[int, int]:
+        return 5, 1000
+
+
+class Daemon:
+    """What the context's callbacks reach: reload, metrics, stop."""
+
+    def __init__(self) -> None:
+        self.scheduler = FakeScheduler()
+        self.stopped = False
+
+    async def reload(self) -> ReloadReport:
+        return ReloadReport(added=("neu",))
+
+    async def metrics_text(self) -> str:
+        return "maild_up 1\n"
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def context(self) -> CommandContext:
+        return CommandContext(
+            scheduler=cast("Scheduler", self.scheduler),
+            store=cast("Store", FakeStore()),
+            started_at=STARTED,
+            reload=self.reload,
+            metrics_text=self.metrics_text,
+            stop=self.stop,
+        )
+
+
+@pytest.fixture
+def daemon() -> Daemon:
+    return Daemon()
+
+
+async def ask(daemon: Daemon, **request: Any) -> dict[str, Any]:
+    return await dispatch(daemon.context(), request)
+
+
+def test_the_table_holds_every_documented_command() -> None:
+    """The table registers exactly the documented commands, in the order the error message lists them."""
+    assert list(COMMANDS) == [
+        "status",
+        "version",
+        "fetch-now",
+        "pause",
+        "resume",
+        "reload",
+        "metrics",
+        "stop",
+    ]
+
+
+async def test_unknown_command_gets_the_unknown_command_error(daemon: Daemon) -> None:
+    """A command not in the table is refused with unknown-command and the list of commands."""
+    with pytest.raises(ControlError) as info:
+        await ask(daemon, command="restart")
+
+    assert info.value.code == "unknown-command"
+    assert str(info.value) == (
+        "unknown command 'restart' (status, version, fetch-now, pause, resume, reload, metrics, stop)"
+    )
+
+
+async def test_every_command_is_refused_while_starting() -> None:
+    """Before the archive and scheduler are up every request gets the starting error."""
+    for name in [*COMMANDS, "nope"]:
+        with pytest.raises(ControlError) as info:
+            await dispatch(None, {"command": name})
+        assert info.value.code == "starting"
+
+
+async def test_account_must_be_a_string(daemon: Daemon) -> None:
+    """A non-string account is a bad request, whatever the command."""
+    with pytest.raises(ControlError) as info:
+        await ask(daemon, command="fetch-now", account={"a": 1})
+
+    assert info.value.code == "bad-request"
+
+
+async def test_status_is_routed_and_reads_back(daemon: Daemon) -> None:
+    """status answers the accounts in order with waiting (not idle) as the state, and reads back as a record."""
+    reply = await ask(daemon, command="status")
+
+    status = StatusReply.from_json(reply)
+    assert [a.name for a in status.accounts] == ["anna-pop", "bernd-pop", "broken-pop"]
+    assert [a.state for a in status.accounts] == ["waiting"] * 3
+    assert (status.accounts[0].messages, status.archive.messages, status.archive.octets) == (5, 5, 1000)
+    assert status.started_at == STARTED
+    assert status.to_json() == reply
+
+
+async def test_status_of_one_account(daemon: Daemon) -> None:
+    """status with an account answers only that account; an unknown one is unknown-account."""
+    reply = await ask(daemon, command="status", account="bernd-pop")
+    assert [a["name"] for a in reply["accounts"]] == ["bernd-pop"]
+
+    with pytest.raises(ControlError) as info:
+        await ask(daemon, command="status", account="nobody")
+    assert info.value.code == "unknown-account"
+
+
+async def test_version_is_routed(daemon: Daemon) -> None:
+    """version answers maild's version."""
+    from maild import __version__
+
+    assert await ask(daemon, command="version") == {"version": __version__}
+
+
+async def test_fetch_now_waits_and_reports_each_account(daemon: Daemon) -> None:
+    """fetch-now (wait) asks every account for a cycle and reports new_links, or the failure."""
+    reply = await ask(daemon, command="fetch-now", account="all")
+
+    assert daemon.scheduler.requested == ["anna-pop", "bernd-pop", "broken-pop"]
+    assert reply == {
+        "results": {
+            "anna-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123},
+            "bernd-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123},
+            "broken-pop": {"ok": False, "error": "login refused"},
+        }
+    }
+
+
+async def test_fetch_now_without_wait_queues(daemon: Daemon) -> None:
+    """fetch-now with wait false replies with the queued accounts."""
+    assert await ask(daemon, command="fetch-now", account="anna-pop", wait=False) == {"queued": ["anna-pop"]}
+
+
+async def test_fetch_now_of_an_unknown_account_requests_nothing(daemon: Daemon) -> None:
+    """fetch-now of an unknown account is unknown-account and no cycle is requested."""
+    with pytest.raises(ControlError) as info:
+        await ask(daemon, command="fetch-now", account="nobody")
+
+    assert info.value.code == "unknown-account"
+    assert daemon.scheduler.requested == []
+
+
+@pytest.mark.parametrize(("command", "state"), [("pause", "paused"), ("resume", "waiting")])
+async def test_pause_and_resume_are_routed(daemon: Daemon, command: str, state: str) -> None:
+    """pause and resume change the account and answer its state now."""
+    assert await ask(daemon, command=command, account="anna-pop") == {"account": "anna-pop", "state": state}
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+async def test_pause_and_resume_need_a_known_account(daemon: Daemon, command: str) -> None:
+    """pause and resume without an account, or with an unknown one, are unknown-account."""
+    for request in ({}, {"account": "nobody"}):
+        with pytest.raises(ControlError) as info:
+            await ask(daemon, command=command, **request)
+        assert info.value.code == "unknown-account"
+
+
+async def test_reload_metrics_and_stop_are_routed(daemon: Daemon) -> None:
+    """reload answers the report, metrics the text, stop stops the daemon."""
+    assert await ask(daemon, command="reload") == {"added": ["neu"], "removed": [], "changed": []}
+    assert await ask(daemon, command="metrics") == {"text": "maild_up 1\n"}
+    assert not daemon.stopped
+    assert await ask(daemon, command="stop") == {"stopping": True}
+    assert daemon.stopped

@@ -1,0 +1,72 @@
+"""``maild fetch`` without a daemon (``maild.service.oneshot``), with in-memory maildrops."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from maild.config.loader import AccountConfig, Config, DaemonConfig
+from maild.errors import AuthError, ConfigError
+from maild.service.oneshot import fetch_once
+from tests.unit.fakes import Concurrency, FakeServer, maildrops_of, pop3_account
+
+
+def config_of(tmp_path: Path, accounts: list[AccountConfig], **daemon: int) -> Config:
+    return Config(
+        path=tmp_path / "config.toml",
+        daemon=DaemonConfig(state_dir=tmp_path, **daemon),  # type: ignore[arg-type]
+        accounts={a.name: a for a in accounts},
+    )
+
+
+async def test_one_cycle_per_enabled_account_with_its_line(tmp_path: Path) -> None:
+    """Every enabled account fetches once, in config order; a failure is reported, not raised."""
+    servers = {"a": FakeServer.with_pop3(2), "b": FakeServer.with_pop3(1, start=5), "off": FakeServer()}
+    servers["b"].default_plan.faults = {"open": AuthError("-ERR [AUTH] invalid password", account="b")}
+    accounts = [pop3_account("a"), pop3_account("b"), pop3_account("off", enabled=False)]
+
+    results = await fetch_once(config_of(tmp_path, accounts), [], maildrop_factory=maildrops_of(servers))
+
+    assert [r.account for r in results] == ["a", "b"]
+    assert results[0].line() == f"a: 2 new messages ({results[0].result.octets} octets)"  # type: ignore[union-attr]
+    assert results[1].failed
+    assert results[1].line().startswith("b: FAILED: ")
+    assert servers["off"].sessions == []
+    assert servers["a"].sessions[0].closed
+
+
+async def test_unknown_account_name_fetches_nothing(tmp_path: Path) -> None:
+    """An unknown name is a ConfigError naming it, raised before any account is fetched."""
+    servers = {"a": FakeServer.with_pop3(1)}
+    with pytest.raises(ConfigError, match="'nobody'"):
+        await fetch_once(
+            config_of(tmp_path, [pop3_account("a")]), ["a", "nobody"], maildrop_factory=maildrops_of(servers)
+        )
+    assert servers["a"].sessions == []
+
+
+async def test_connections_per_host_hold_for_a_one_shot_fetch(tmp_path: Path) -> None:
+    """With max_connections_per_host = 1, accounts of one host are fetched one at a time, as in the daemon."""
+    shared = Concurrency()
+    gate = asyncio.Event()
+    servers = {n: FakeServer.with_pop3(1, start=i + 1, concurrency=shared) for i, n in enumerate("abc")}
+    for server in servers.values():
+        server.default_plan.gates = {"open": gate}
+    accounts = [pop3_account(n, host="mail.example.org") for n in servers]
+    config = config_of(tmp_path, accounts, max_connections_per_host=1)
+
+    task = asyncio.create_task(fetch_once(config, [], maildrop_factory=maildrops_of(servers)))
+    async with asyncio.timeout(5):  # the archive is opened, then the first cycle logs in
+        while not any(s.sessions and s.sessions[0].has_reached("open") for s in servers.values()):
+            await asyncio.sleep(0.005)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    opened_while_blocked = sum(len(s.sessions) for s in servers.values())
+    gate.set()
+    results = await asyncio.wait_for(task, 5)
+
+    assert opened_while_blocked == 1
+    assert shared.peak == 1
+    assert [r.failed for r in results] == [False, False, False]
