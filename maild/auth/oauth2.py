@@ -8,7 +8,10 @@ The HTTP exchange is a dozen lines of :mod:`urllib.request` here, so every read 
 as a dependency. authlib would bring httpx and its own client objects to configure; msal is
 Microsoft-only (no Gmail). oauthlib's own ``DeviceClient`` does not build the device authorization
 request (it makes a GET URI; RFC 8628 section 3.1 wants a POST form), so that request and its
-response are built and checked here.
+response are built and checked here. Two oauthlib behaviours this module relies on (4.0.1): a granted
+scope that differs from the requested one raises ``Warning`` carrying the parsed token (Microsoft
+answers ``.default`` with the explicit scopes), taken as success here; RFC 8628's error codes come
+back as ``CustomOAuth2Error`` and are matched on the ``error`` member, never on text.
 
 Everything here blocks: call it from a worker thread (:mod:`maild.auth.tokens` does) or from the
 CLI, never on the event loop. Secrets (client secret, tokens) never appear in an error message: the
@@ -195,7 +198,9 @@ def _parse_token(
     except Warning as changed:  # oauthlib: the granted scope differs from the requested one
         params = dict(getattr(changed, "token", {}))
     except OAuth2Error as exc:
-        raise _token_error(account, exc, secrets, grant=grant) from None
+        if exc.error not in ("missing_token", "missing_token_type"):
+            raise _token_error(account, exc, secrets, grant=grant) from None
+        params = {}  # neither a token nor an error response: reported below
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(
             f"account {account}: token endpoint answered something other than a JSON object",
@@ -210,6 +215,11 @@ def _parse_token(
             standard="RFC 6749 section 5.1",
         )
     expires = params.get("expires_in")
+    if isinstance(expires, str):  # some endpoints (Azure AD v1) send it as a string
+        try:
+            expires = float(expires)
+        except ValueError:
+            expires = None
     refresh_token = params.get("refresh_token")
     scope = params.get("scope", "")
     return TokenResponse(

@@ -169,3 +169,37 @@ def test_source_for_reuses_one_source_per_configuration() -> None:
     assert tokens.source_for(b) is not tokens.source_for(a)
     assert len([k for k in tokens._SOURCES if k.account == "zz"]) == 1
     tokens._SOURCES.clear()
+
+
+def test_token_response_with_another_scope_and_string_lifetime_is_accepted() -> None:
+    """A granted scope other than the requested one (oauthlib raises Warning) and expires_in as a string still parse."""
+    from oauthlib.oauth2 import BackendApplicationClient
+
+    client = BackendApplicationClient("c", scope=["https://outlook.office365.com/.default"])
+    body = b'{"access_token": "at", "token_type": "Bearer", "expires_in": "3599", "scope": "POP.AccessAsUser.All"}'
+    answer = oauth2._parse_token("anna", client, body, (), grant="client_credentials")
+    assert answer.access_token == Secret("at")
+    assert answer.expires_in_s == 3599.0
+    assert answer.scope == "POP.AccessAsUser.All"
+
+
+def test_token_error_description_is_redacted() -> None:
+    """An error_description echoing the secret sent is shown with the secret replaced."""
+    from oauthlib.oauth2 import BackendApplicationClient
+
+    body = b'{"error": "invalid_client", "error_description": "secret SENTINEL-x is wrong"}'
+    with pytest.raises(AuthError, match=r"invalid_client: secret \*\*\*\*\*\*\*\* is wrong"):
+        oauth2._parse_token(
+            "anna", BackendApplicationClient("c"), body, ("SENTINEL-x",), grant="client_credentials"
+        )
+
+
+def test_oversized_or_malformed_token_responses() -> None:
+    """A body that is not a JSON object, or has no access_token, is a ProtocolError citing RFC 6749."""
+    from oauthlib.oauth2 import BackendApplicationClient
+
+    from maild.errors import ProtocolError
+
+    for body in (b"<html>", b'{"token_type": "Bearer"}'):
+        with pytest.raises(ProtocolError, match=r"RFC 6749 section 5\.1"):
+            oauth2._parse_token("anna", BackendApplicationClient("c"), body, (), grant="client_credentials")
