@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -31,6 +30,7 @@ from maild.auth.oauth2 import client_credentials, poll_device_token, start_devic
 from maild.cli.main import main
 from maild.errors import AuthError
 from maild.model import Secret, ServerSettings
+from tests.support.daemonproc import maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.oauth_server import OAuthServer
 
@@ -669,11 +669,7 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
             time.sleep(0.1)
         raise AssertionError(acc)
 
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "maild", "-c", str(cfg), "run"], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
+    with running_maild(maild_command(cfg), log=log_path) as proc:
         account(lambda a: a.get("last_success") is not None)
         seeded |= set(oauth_server.refresh_tokens)  # the rotated one, about to be revoked
         oauth_server.revoke_refresh_tokens()
@@ -687,13 +683,7 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
         time.sleep(1)
         assert oauth_server.introspections == introspections, "a locked-out account tried again"
         status_text = maild("status", "--json").stdout + maild("status").stdout
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        assert stop_maild(proc) == 0
     log_text = log_path.read_text(errors="replace")
     assert '"oauth2.refresh_token.rotated"' in log_text
     assert_no_secrets(oauth_server, directory, status_text, log_text, extra=tuple(seeded))

@@ -1,7 +1,7 @@
 """Sans-I/O IMAP parsing: mailbox names, quoting, sequence sets and every response parser.
 
 Response parts are given in the shape aioimaplib 2.0.3 produces (see ``maild.protocols.imap.wire``);
-``tests/faults/imap_library_test.py`` feeds real server byte streams through aioimaplib itself,
+``tests/faults/test_imap_library.py`` feeds real server byte streams through aioimaplib itself,
 split at every byte boundary, into the same parsers.
 """
 

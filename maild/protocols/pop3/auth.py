@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import io
 import poplib
-from typing import TYPE_CHECKING, cast
+from collections.abc import Sequence
+from typing import Protocol, cast
 
 import structlog
 
 from maild.auth import sasl
-from maild.errors import AuthError, MaildError, ThrottledError
-from maild.model import Secret
+from maild.errors import AuthError, ConnectError, MaildError, ProtocolError, ThrottledError
+from maild.model import Secret, ServerSettings
 from maild.protocols.pop3 import wire
-
-if TYPE_CHECKING:
-    from maild.protocols.pop3.session import POP3Session
 
 __all__ = ["MAX_AUTH_COMMAND_OCTETS", "authenticate"]
 
@@ -42,7 +40,21 @@ _MAX_EXCHANGE_LINES = 4
 _THROTTLE_CODES = ("SYS/TEMP", "IN-USE", "LOGIN-DELAY")
 
 
-def _read_line(session: POP3Session, pop: poplib.POP3) -> bytes:
+class AuthSession(Protocol):
+    """What this module needs of :class:`maild.protocols.pop3.session.POP3Session` (which imports this
+    module, so it is described here rather than imported)."""
+
+    settings: ServerSettings
+
+    def where(self) -> str: ...
+    def redact(self, text: str) -> str: ...
+    def add_secrets(self, secrets: Sequence[str]) -> None: ...
+    def connection_closed(self, doing: str) -> ConnectError: ...
+    def protocol_error(self, message: str, *, line: str = "", standard: str = "") -> ProtocolError: ...
+    def translate(self, exc: BaseException, doing: str, *, connecting: bool = False) -> MaildError | None: ...
+
+
+def _read_line(session: AuthSession, pop: poplib.POP3) -> bytes:
     """One server line with its CRLF, at most :data:`wire.MAX_STATUS_LINE_OCTETS` octets.
 
     Raises:
@@ -65,7 +77,7 @@ def _send(pop: poplib.POP3, line: bytes) -> None:
 
 
 def _exchange(
-    session: POP3Session, pop: poplib.POP3, exchange: sasl.ClientExchange
+    session: AuthSession, pop: poplib.POP3, exchange: sasl.ClientExchange
 ) -> wire.StatusLine | MaildError:
     """Run one AUTH exchange to its final status line.
 
@@ -107,7 +119,7 @@ def _exchange(
         return error
 
 
-def _refused(session: POP3Session, mech: str, status: wire.StatusLine) -> MaildError:
+def _refused(session: AuthSession, mech: str, status: wire.StatusLine) -> MaildError:
     """The error for a ``-ERR`` final status, with the server's text redacted."""
     acct = session.settings.account
     reply = session.redact(status.render())
@@ -121,7 +133,7 @@ def _refused(session: POP3Session, mech: str, status: wire.StatusLine) -> MaildE
     return AuthError(f"{where}: AUTH {mech} refused: {reply}", account=acct)
 
 
-def authenticate(session: POP3Session, pop: poplib.POP3, offered: frozenset[str]) -> bool:
+def authenticate(session: AuthSession, pop: poplib.POP3, offered: frozenset[str]) -> bool:
     """Log in with AUTH when a mechanism fits, else tell the caller to use USER/PASS.
 
     With ``auth = "oauth2"`` the access token comes from ``settings.tokens`` (blocking; this runs in
@@ -165,7 +177,7 @@ def authenticate(session: POP3Session, pop: poplib.POP3, offered: frozenset[str]
     return True
 
 
-def _secret(session: POP3Session) -> Secret:
+def _secret(session: AuthSession) -> Secret:
     s = session.settings
     if s.auth == "password":
         return s.password
@@ -175,7 +187,7 @@ def _secret(session: POP3Session) -> Secret:
 
 
 def _attempt(
-    session: POP3Session, pop: poplib.POP3, mech: sasl.Mechanism, *, retry: bool
+    session: AuthSession, pop: poplib.POP3, mech: sasl.Mechanism, *, retry: bool
 ) -> MaildError | None:
     s = session.settings
     secret = _secret(session)

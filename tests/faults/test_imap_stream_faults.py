@@ -22,15 +22,15 @@ from maild.errors import NetworkTimeout, ThrottledError, TransientError
 from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.imap import client as imap_module
 from maild.protocols.imap.mailbox import IMAPMailbox
-from tests.faults.imap_faults_test import keys, message, opened, settings
 from tests.faults.imap_scripted import ScriptedIMAP, Session, default_fetch_writer
+from tests.faults.test_imap_faults import keys, message, opened, settings
 
 
 @pytest.fixture(autouse=True)
 def _patched_protocol() -> None:
     """These tests are about the streaming path, which needs the patched protocol."""
     if imap_module._PROTOCOL_CLASS is not imap_module._FastProtocol:
-        pytest.skip("aioimaplib is not the patched version")  # imap_library_test fails loudly then
+        pytest.skip("aioimaplib is not the patched version")  # test_imap_library fails loudly then
 
 
 @pytest.fixture

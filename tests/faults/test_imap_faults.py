@@ -753,7 +753,7 @@ async def test_stock_library_recursion_crash_fails_promptly(inbox: ScriptedIMAP)
 async def test_fast_protocol_survives_long_responses(inbox: ScriptedIMAP) -> None:
     """The patched protocol loops instead of recursing: the same 3,000-line response is fine."""
     if imap_module._PROTOCOL_CLASS is not imap_module._FastProtocol:
-        pytest.skip("aioimaplib is not the patched version")  # imap_library_test fails loudly then
+        pytest.skip("aioimaplib is not the patched version")  # test_imap_library fails loudly then
     inbox.script["UID SEARCH"] = flood
     mailbox = await opened(inbox)
     assert [e.key.uid for e in await mailbox.inventory()] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
