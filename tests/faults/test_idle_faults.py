@@ -191,7 +191,7 @@ async def test_keepalive_turns_on_tcp_probes(server: ScriptedIMAP) -> None:
     session = IMAPIdleSession(server_settings(server))
     await session.open()
     session.keepalive(60, 15, 4)
-    sock = session._client.protocol.transport.get_extra_info("socket")
+    sock = session.connection.client.extra_info("socket")
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     if hasattr(socket, "TCP_KEEPIDLE"):
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
@@ -518,7 +518,7 @@ async def test_change_is_noticed_in_an_archive_without_mailbox_records(store: St
 
 # ------------------------------------------------------------------------------------ library pins
 
-# sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3, for what IMAPIdleSession
+# sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3, for what the client's IdleRound
 # uses beyond the methods tests/faults/test_imap_library.py pins already.
 IDLE_PINNED_SOURCES = {
     "IdleCommand.__init__": "68d6b9eaa4b878ef",
@@ -535,7 +535,7 @@ IDLE_PINNED_SOURCES = {
 
 @pytest.mark.parametrize(("name", "digest"), sorted(IDLE_PINNED_SOURCES.items()))
 def test_idle_internals_of_the_library_are_unchanged(name: str, digest: str) -> None:
-    """IMAPIdleSession drives IdleCommand, idle_queue and _idle_event directly: their source is pinned."""
+    """The client's IdleRound drives IdleCommand, idle_queue and _idle_event directly: their source is pinned."""
     import hashlib
     import inspect
 
@@ -555,16 +555,18 @@ IDENTITY_STREAM = (
 )
 
 
-@pytest.mark.parametrize("protocol_name", ["_FastProtocol", "_TrackingProtocol"])
+@pytest.mark.parametrize("protocol_name", ["_FastProtocol", "stock"])
 async def test_identity_fetch_parses_at_every_split(protocol_name: str) -> None:
     """The identity pass's FETCH (size and Message-ID field, literal before or after UID, quoted field
     name, NIL) parses to the same result however the stream is cut."""
-    from maild.protocols.imap import client as imap_protocol
+    import aioimaplib
+
+    from maild.protocols.imap import client as imap_client
     from maild.protocols.imap import fetch as imap_fetch
-    from maild.protocols.imap import mailbox as imap_module
+    from maild.protocols.imap import scan as imap_module
     from tests.faults.test_imap_library import run_command
 
-    protocol_class = getattr(imap_protocol, protocol_name)
+    protocol_class = imap_client._FastProtocol if protocol_name != "stock" else aioimaplib.IMAP4ClientProtocol
 
     def start(protocol: object) -> object:
         return protocol.fetch("21:23", imap_module.IDENTITY_ITEMS, by_uid=True, timeout=None)  # type: ignore[attr-defined]

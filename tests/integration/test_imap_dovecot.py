@@ -23,8 +23,8 @@ import pytest
 from maild.archive.store import Store
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError
 from maild.model import IMAPKey, ServerSettings, TLSMode
-from maild.protocols.imap import client as imap_module
-from maild.protocols.imap import client as imap_protocol
+from maild.protocols.imap import client as imap_client
+from maild.protocols.imap import scan as imap_scan
 from maild.protocols.imap import stream as imap_stream
 from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.support import corpus
@@ -146,15 +146,12 @@ async def test_delete_expunges_only_the_given_uids(dovecot: Dovecot, mail_user: 
     assert len(dovecot.maildir_files(mail_user.name)) == 4
 
 
-@pytest.mark.parametrize("protocol", ["patched", "stock"])
 async def test_sizes_pass_then_retrieve_without_size_round_trips(
-    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch, protocol: str
+    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sizes() reports RFC822.SIZE of every key (and leaves out an unknown UID); retrieve() afterwards
-    sends no size pass (streaming needs none; the stock path reuses the sizes) and still yields every
-    message byte-exact."""
-    if protocol == "stock":
-        monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
+    sends no size pass and no batch FETCH (streaming needs none) and still yields every message
+    byte-exact."""
     raws = [corpus.make_message(subject=f"Nr. {n}") for n in range(5)]
     dovecot.deliver_many(mail_user.name, raws)
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none"))
@@ -163,17 +160,17 @@ async def test_sizes_pass_then_retrieve_without_size_round_trips(
     ghost = IMAPKey("INBOX", keys[0].uidvalidity, 999)  # type: ignore[union-attr]
     sizes = await mailbox.sizes([*keys, ghost])
     fetched: list[str] = []
-    real_uid_fetch = mailbox._uid_fetch
+    real_uid_fetch = imap_scan.uid_fetch
 
-    async def spy(uids: object, items: str, require: object) -> object:
+    async def spy(connection: object, uids: object, items: str, require: object) -> object:
         fetched.append(items)
-        return await real_uid_fetch(uids, items, require)  # type: ignore[arg-type]
+        return await real_uid_fetch(connection, uids, items, require)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(mailbox, "_uid_fetch", spy)
+    monkeypatch.setattr(imap_scan, "uid_fetch", spy)
     items = [item async for item in mailbox.retrieve(keys)]
     await mailbox.close()
     assert sizes == {key: len(crlf(raw)) for key, raw in zip(keys, raws, strict=True)}
-    assert fetched == ([] if protocol == "patched" else ["(UID FLAGS INTERNALDATE BODY.PEEK[])"])
+    assert fetched == []
     assert [item.raw for item in items] == [crlf(raw) for raw in raws]  # type: ignore[union-attr]
 
 
@@ -199,13 +196,13 @@ async def test_streaming_fetch_of_1200_messages_is_one_command_byte_exact_and_ar
     sets: list[str] = []
     streams: list[imap_stream.RetrievalStream] = []
 
-    class Recording(imap_protocol.StreamingFetch):
+    class Recording(imap_client.StreamingFetch):
         def __init__(self, protocol: object, message_set: str, items: str, sink: Any) -> None:
             sets.append(message_set)
             streams.append(sink.__self__)
             super().__init__(protocol, message_set, items, sink)
 
-    monkeypatch.setattr(imap_stream, "StreamingFetch", Recording)
+    monkeypatch.setattr(imap_client, "StreamingFetch", Recording)
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "implicit"))
     await mailbox.open()
     entries = await mailbox.inventory()
@@ -225,17 +222,12 @@ async def test_streaming_fetch_of_1200_messages_is_one_command_byte_exact_and_ar
     assert sorted(await archived(store)) == sorted(crlf(raw) for raw in raws)
 
 
-@pytest.mark.parametrize("protocol", ["patched", "stock"])
-async def test_two_thousand_messages(
-    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch, protocol: str
-) -> None:
-    """A 2,000-message mailbox: inventory and retrieval complete without RecursionError, patched or stock.
+async def test_two_thousand_messages(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """A 2,000-message mailbox: inventory and retrieval complete without RecursionError.
 
-    Steps: deliver 2,000 small messages; inventory; retrieve all (size pass in 400-UID commands, bodies
-    in batches of 100); every message arrives and equals what was delivered.
+    Steps: deliver 2,000 small messages; inventory; retrieve all (one streaming FETCH); every message
+    arrives and equals what was delivered.
     """
-    if protocol == "stock":
-        monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
     raws = [b"Subject: %d\r\nMessage-ID: <%d@bulk>\r\n\r\nBody %d\r\n" % (n, n, n) for n in range(2000)]
     dovecot.deliver_many(mail_user.name, raws)
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none"))

@@ -57,7 +57,7 @@ WIRE_MODULES = (
     "maild.protocols.imap.lex",
     "maild.protocols.imap.fetch",
     "maild.protocols.imap.listing",
-    "maild.protocols.imap.utf7",  # checked only once it exists
+    "maild.protocols.imap.utf7",
 )
 
 AIOIMAPLIB_IMPORTER = "maild.protocols.imap.client"
@@ -269,15 +269,11 @@ def test_wire_modules_import_no_io(module: str) -> None:
 
 
 def test_the_named_wire_modules_exist() -> None:
-    """Every wire module the rule names exists (``utf7`` is optional), so a rename cannot switch the rule off."""
-    missing = [m for m in WIRE_MODULES if m not in _sources() and not m.endswith(".utf7")]
+    """Every wire module the rule names exists, so a rename cannot switch the rule off."""
+    missing = [m for m in WIRE_MODULES if m not in _sources()]
     assert not missing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: protocols/imap/idle.py and session.py still import aioimaplib; its use is moving into client.py",
-)
 def test_only_the_imap_client_imports_aioimaplib() -> None:
     """aioimaplib (untyped, internals pinned by tests/faults/test_imap_library.py) is imported only by the IMAP client."""
     offences = _offending(lambda imp: _top(imp) == "aioimaplib" and imp.importer != AIOIMAPLIB_IMPORTER)
