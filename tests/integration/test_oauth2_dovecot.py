@@ -74,6 +74,23 @@ def _fresh_token_sources() -> Iterator[None]:
     tokens._SOURCES.clear()
 
 
+_DIRECTORIES: list[Path] = []
+
+
+def new_dir() -> Path:
+    """A fresh short directory under /tmp (Unix socket paths), removed after the test."""
+    path = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    _DIRECTORIES.append(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _remove_directories() -> Iterator[None]:
+    yield
+    while _DIRECTORIES:
+        shutil.rmtree(_DIRECTORIES.pop(), ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _restore_logging(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
     """`--log-level debug` points the root logger at this test's captured stdout: undo it afterwards
@@ -220,7 +237,7 @@ def test_fetch_with_each_mechanism_and_token_source(
     deliver 3 messages; fetch at log level debug; check the archive, Dovecot's login method, rotation
     of the refresh token (for that source), and that no sentinel secret appears anywhere.
     """
-    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    directory = new_dir()
     table = source_table(source, oauth_server, directory, user)
     seeded = set(oauth_server.refresh_tokens)
     cfg = write_config(directory, oauth_dovecot, user, table, sasl_mechanism=mechanism)
@@ -247,7 +264,7 @@ def test_default_mechanism_is_oauthbearer_and_password_accounts_use_plain(
     oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without sasl_mechanism maild picks OAUTHBEARER from CAPA; a password account uses AUTH PLAIN."""
-    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    directory = new_dir()
     cfg = write_config(
         directory, oauth_dovecot, user, source_table("client_credentials", oauth_server, directory, user)
     )
@@ -273,7 +290,7 @@ def test_refresh_token_rotation_survives_a_restart(
     Steps: seed a refresh token; fetch (rotates to R2, stored); forget everything in memory (a
     restart); deliver one more; fetch again (uses R2, rotates to R3); only R3 is live at the server.
     """
-    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    directory = new_dir()
     cfg = write_config(
         directory, oauth_dovecot, user, source_table("refresh_token", oauth_server, directory, user)
     )
@@ -307,7 +324,7 @@ def test_a_token_the_server_no_longer_accepts_is_refreshed_once(
     Steps: fetch (token kept in memory); the server expires every access token; deliver one more;
     fetch: the first AUTH gets the error challenge, maild answers it, gets a new token and succeeds.
     """
-    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    directory = new_dir()
     cfg = write_config(
         directory,
         oauth_dovecot,
@@ -332,7 +349,7 @@ def test_revoked_refresh_token_fails_with_the_next_step(
     oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """invalid_grant at the token endpoint: the account fails naming `maild accounts authorize NAME`; no login is tried."""
-    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    directory = new_dir()
     cfg = write_config(
         directory, oauth_dovecot, user, source_table("refresh_token", oauth_server, directory, user)
     )
@@ -357,7 +374,7 @@ def test_device_flow_via_cli_then_fetch(
     run authorize in a thread; the test approves the pending code as the user; authorize exits 0;
     fetch signs in with the stored refresh token.
     """
-    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    directory = new_dir()
     client_id = f"app-{user.name}"
     oauth_server.add_client(client_id, CLIENT_SECRET)
     table = {
@@ -583,7 +600,7 @@ async def test_imap_authenticate_password_plain_and_refused_token(
     assert imap_logins(oauth_dovecot, user, 1) == ["PLAIN"]
 
     dead = oauth_server.issue_access_token(user.name, lifetime_s=0.001)
-    holder = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp")) / "t"
+    holder = new_dir() / "t"
     holder.write_text(dead)
     source = tokens.OAuth2Tokens(
         tokens.OAuth2Settings(account="anna", token_command=("/bin/cat", str(holder)))
@@ -640,7 +657,7 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
     import json
     import subprocess
 
-    directory = Path(tempfile.mkdtemp(prefix="maild-o-", dir="/tmp"))
+    directory = new_dir()
     cfg = write_config(
         directory, oauth_dovecot, user, source_table("refresh_token", oauth_server, directory, user)
     )
