@@ -19,11 +19,20 @@ it for readers such as the CRM):
 
 Durability: WAL with ``synchronous=FULL``, so every commit is fsync'ed before it returns; a message
 is deleted on a server only after the commit that stores it has returned (see ``fetch.py``).
+
+Readers in the archive's group: the database file is made :data:`ARCHIVE_FILE_MODE` (``0640``) and
+SQLite gives its ``-wal`` and ``-shm`` side files the same mode. A read-only reader (``mode=ro``)
+needs both side files to exist, and one without write access to the directory cannot create them;
+SQLite deletes them when its last writing connection closes. :meth:`Store.close` therefore
+checkpoints the WAL to empty and closes while a read-only guard connection of its own still reads,
+so SQLite keeps both files (see docs/archive.md, "Reading while the daemon is stopped").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,6 +56,12 @@ from maild.message import sha256_hex, summarise
 from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, RetrievedMessage, StoreOutcome
 
 T = TypeVar("T")
+
+ARCHIVE_FILE_MODE = 0o640
+"""Mode of the archive file; SQLite gives its ``-wal`` and ``-shm`` files the same mode when it creates
+them. Group-readable, so members of the archive's group (the daemon's group; the state directory is
+``0750``) may read it, never write it."""
+SIDE_FILE_SUFFIXES = ("-wal", "-shm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +99,39 @@ def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
             blob.write(view[start : start + _BLOB_CHUNK_OCTETS])
 
 
+def set_archive_mode(path: Path) -> None:
+    """Give the archive file and its existing ``-wal``/``-shm`` files :data:`ARCHIVE_FILE_MODE`.
+
+    Raises:
+        OSError: chmod failed (the file belongs to another user).
+    """
+    for name in (path, *(path.with_name(path.name + s) for s in SIDE_FILE_SUFFIXES)):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(name).st_mode & 0o777 != ARCHIVE_FILE_MODE:
+                os.chmod(name, ARCHIVE_FILE_MODE)
+
+
+def _open_guard(path: Path) -> sqlite3.Connection:
+    """A read-only connection inside a read transaction: while it reads, no other connection of this
+    process can take the exclusive lock that deleting the WAL side files needs (see :meth:`Store.close`)."""
+    guard = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
+    try:
+        guard.execute("BEGIN")
+        guard.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except sqlite3.Error:
+        guard.close()
+        raise
+    return guard
+
+
+def _close_guard(guard: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        guard.execute("COMMIT")
+    guard.close()
+
+
 def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepared]:
     """Hash and summarise a batch (CPU work; runs in a worker thread, hashlib releases the GIL)."""
     out = []
@@ -117,6 +165,7 @@ class Store:
         self._conn = conn
         self.path = path
         self._write_lock = asyncio.Lock()
+        self._closed = False
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (see :meth:`locations`)."""
         self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
@@ -131,6 +180,7 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(path, isolation_level=None)
+            set_archive_mode(path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open archive {path}: {exc}") from None
         store = cls(conn, path)
@@ -171,8 +221,29 @@ class Store:
             raise StoreError(f"archive {self.path}: {exc}") from None
 
     async def close(self) -> None:
-        """Close the connection (checkpointing the WAL). Idempotent."""
-        await self._conn.close()
+        """Checkpoint the WAL, then close the connection, keeping the ``-wal`` and ``-shm`` files. Idempotent.
+
+        SQLite deletes the side files when its last connection closes, and a reader without write
+        access to the directory cannot open a WAL database without them. So the WAL is checkpointed
+        to empty (``TRUNCATE``: every commit is then in the main file), a read-only guard connection
+        starts a read, the writer closes (it cannot take the exclusive lock it needs to delete
+        them) and the guard closes (read-only, it never deletes). A failure here leaves the archive
+        intact: at worst the side files are deleted as before, or the WAL is not yet checkpointed.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        guard: sqlite3.Connection | None = None
+        try:
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            guard = await asyncio.to_thread(_open_guard, self.path)
+        except sqlite3.Error:
+            pass
+        try:
+            await self._conn.close()
+        finally:
+            if guard is not None:
+                await asyncio.to_thread(_close_guard, guard)
 
     async def __aenter__(self) -> Store:
         return self
