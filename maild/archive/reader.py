@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,49 @@ _SINCE = "(m.date >= ? OR (m.date IS NULL AND m.stored_at >= ?))"
 _EXPORT_CHUNK_OCTETS = 32 * 2**20
 
 
+SNIPPET_TOKENS = 12
+"""Tokens of context in a search hit's snippet (FTS5 ``snippet()``)."""
+BM25_WEIGHTS = (3.0, 1.5, 4.0, 1.0, 2.0)
+"""BM25 weight of each ``messages_fts`` column (sender, recipients, subject, body, attachments)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One search result.
+
+    Attributes:
+        message: the message, with its locations.
+        snippet: matching text with the matches in ``[`` ``]``, from the best-matching column.
+        score: BM25 rank; lower is better (FTS5 convention).
+    """
+
+    message: ArchivedMessage
+    snippet: str
+    score: float
+
+
+def _filter_sql(flt: MessageFilter) -> tuple[list[str], list[Any]]:
+    """WHERE conditions (over ``messages m``) and their parameters for ``flt``, without its limit."""
+    where: list[str] = []
+    params: list[Any] = []
+    if flt.account is not None or flt.organisation is not None:
+        where.append(
+            "m.id IN (SELECT l.message FROM locations l JOIN accounts a ON a.name = l.account"
+            " WHERE (? IS NULL OR l.account = ?) AND (? IS NULL OR a.organisation = ?))"
+        )
+        params += [flt.account, flt.account, flt.organisation, flt.organisation]
+    if flt.since is not None:
+        where.append(_SINCE)
+        params += [utc_text(flt.since)] * 2
+    if flt.from_text:
+        where.append("maild_contains(m.from_header, ?)")
+        params.append(flt.from_text)
+    if flt.subject_text:
+        where.append("maild_contains(m.subject, ?)")
+        params.append(flt.subject_text)
+    return where, params
+
+
 def _contains(haystack: str | None, needle: str) -> bool:
     return haystack is not None and needle.casefold() in haystack.casefold()
 
@@ -114,7 +157,7 @@ class ArchiveReader:
         try:
             self._db.execute("PRAGMA busy_timeout = 5000")
             self._db.create_function("maild_contains", 2, _contains, deterministic=True)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreError(f"archive {path}: {exc}") from None
@@ -124,6 +167,7 @@ class ArchiveReader:
                 f"archive {path} has schema version {version};"
                 f" this maild reads versions 2 to {SCHEMA_VERSION}"
             )
+        self._version = version
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -163,23 +207,7 @@ class ArchiveReader:
 
     def list_messages(self, flt: MessageFilter) -> list[ArchivedMessage]:
         """Return the messages ``flt`` selects, newest (by Date) first, with their locations."""
-        where: list[str] = []
-        params: list[Any] = []
-        if flt.account is not None or flt.organisation is not None:
-            where.append(
-                "m.id IN (SELECT l.message FROM locations l JOIN accounts a ON a.name = l.account"
-                " WHERE (? IS NULL OR l.account = ?) AND (? IS NULL OR a.organisation = ?))"
-            )
-            params += [flt.account, flt.account, flt.organisation, flt.organisation]
-        if flt.since is not None:
-            where.append(_SINCE)
-            params += [utc_text(flt.since)] * 2
-        if flt.from_text:
-            where.append("maild_contains(m.from_header, ?)")
-            params.append(flt.from_text)
-        if flt.subject_text:
-            where.append("maild_contains(m.subject, ?)")
-            params.append(flt.subject_text)
+        where, params = _filter_sql(flt)
         sql = f"SELECT {_SUMMARY_COLUMNS} FROM messages m"  # noqa: S608
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -188,6 +216,68 @@ class ArchiveReader:
             sql += " LIMIT ?"
             params.append(flt.limit)
         return self._with_locations(self._rows(sql, params))
+
+    def count_messages(self, flt: MessageFilter) -> int:
+        """The number of messages ``flt`` selects, ignoring its ``limit``."""
+        where, params = _filter_sql(flt)
+        sql = "SELECT count(*) FROM messages m" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
+        return int(self._rows(sql, params)[0][0])
+
+    def index_coverage(self) -> tuple[int, int]:
+        """Return (messages in the full-text index, messages in the archive).
+
+        Raises:
+            StoreError: the archive predates the index (schema version 2); ``maild`` opens and migrates it
+                on its next start, ``maild reindex`` fills the index.
+        """
+        if self._version < 3:
+            raise StoreError(
+                f"archive {self.path} has no full-text index yet (schema version {self._version});"
+                " start the daemon once (it migrates the archive), then run `maild reindex`"
+            )
+        rows = self._rows("SELECT (SELECT count(*) FROM messages_fts), (SELECT count(*) FROM messages)")
+        return int(rows[0][0]), int(rows[0][1])
+
+    def search(self, query: str, flt: MessageFilter) -> list[SearchHit]:
+        """Return the messages matching the FTS5 ``query`` that ``flt`` selects, best match first.
+
+        Args:
+            query: an FTS5 query (words, "phrases", prefix*, AND/OR/NOT, column filters such as
+                ``subject:rechnung``). If it is not valid FTS5 syntax, each blank-separated word is
+                searched as a quoted string instead, so ``e-mail`` or ``1.500,00`` still work.
+            flt: further criteria; ``from_text``/``subject_text`` are ignored, ``limit`` applies.
+
+        Returns:
+            Hits ranked by BM25 (subject and sender weigh more than body text), each with a snippet.
+
+        Raises:
+            StoreError: no index (see :meth:`index_coverage`) or SQLite failed.
+        """
+        self.index_coverage()
+        try:
+            return self._search(query, flt)
+        except StoreError as exc:
+            if "fts5: syntax error" not in str(exc) and "no such column" not in str(exc):
+                raise
+        quoted = " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
+        return self._search(quoted, flt) if quoted else []
+
+    def _search(self, query: str, flt: MessageFilter) -> list[SearchHit]:
+        where, params = _filter_sql(replace(flt, from_text=None, subject_text=None))
+        sql = (
+            f"SELECT {_SUMMARY_COLUMNS},"  # noqa: S608
+            f" snippet(messages_fts, -1, '[', ']', ' … ', {SNIPPET_TOKENS}),"
+            f" bm25(messages_fts, {', '.join(str(w) for w in BM25_WEIGHTS)}) AS score"
+            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+            " WHERE messages_fts MATCH ?" + "".join(" AND " + w for w in where) + " ORDER BY score, m.id"
+        )
+        all_params: list[Any] = [query, *params]
+        if flt.limit is not None:
+            sql += " LIMIT ?"
+            all_params.append(flt.limit)
+        rows = self._rows(sql, all_params)
+        messages = self._with_locations([r[:9] for r in rows])
+        return [SearchHit(m, r[9], float(r[10])) for m, r in zip(messages, rows, strict=True)]
 
     def _with_locations(self, rows: list[tuple[Any, ...]]) -> list[ArchivedMessage]:
         ids = [r[0] for r in rows]

@@ -4,7 +4,7 @@ The ``store_*`` modules are the only ones that contain SQL: this one (the daemon
 connection), :mod:`maild.archive.schema` (migration scripts), :mod:`maild.archive.reader` (read-only
 queries) and :mod:`maild.archive.move_queries` (``maild migrate``'s records).
 
-Layout (schema version 2, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; docs/archive.md documents
+Layout (schema version 3, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; docs/archive.md documents
 it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
@@ -16,6 +16,7 @@ it for readers such as the CRM):
 - ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
 - ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
 - ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
+- ``messages_fts`` (v3): the full-text index, written in the same transaction as each new message.
 
 Durability: WAL with ``synchronous=FULL``, so every commit is fsync'ed before it returns; a message
 is deleted on a server only after the commit that stores it has returned (see ``fetch.py``).
@@ -42,8 +43,10 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
+from maild.archive.index_text import index_text
 from maild.archive.schema import (
     _MIGRATIONS,
+    FTS_COLUMNS,
     PAGE_SIZE,
     QUERY_CHUNK,
     SCHEMA_VERSION,
@@ -70,16 +73,21 @@ class _Prepared:
     msg: RetrievedMessage
     sha256: str
     row: tuple[Any, ...]
+    index: tuple[str, ...]
 
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
     " subject, stored_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_FTS = f"INSERT INTO messages_fts (rowid, {', '.join(FTS_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
 LARGE_BLOB_OCTETS = 2**20
 """Messages at least this large are written with :func:`_insert_large`, not bound as a parameter:
 binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
 _BLOB_CHUNK_OCTETS = 2**20
+REINDEX_CHUNK_OCTETS = 32 * 2**20
+"""Octets of messages :meth:`Store.reindex` reads and indexes per transaction (at most
+:data:`QUERY_CHUNK` messages); bounds its memory."""
 
 
 def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
@@ -133,7 +141,7 @@ def _close_guard(guard: sqlite3.Connection) -> None:
 
 
 def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepared]:
-    """Hash and summarise a batch (CPU work; runs in a worker thread, hashlib releases the GIL)."""
+    """Hash, summarise and extract the index text of a batch (CPU work, in a worker thread)."""
     out = []
     for msg in batch:
         digest = sha256_hex(msg.raw)
@@ -149,7 +157,7 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
             stored_at,
             msg.raw,
         )
-        out.append(_Prepared(msg.key, msg, digest, row))
+        out.append(_Prepared(msg.key, msg, digest, row, index_text(msg.raw).row()))
     return out
 
 
@@ -433,6 +441,10 @@ class Store:
                     # aiosqlite 0.22's queue to its thread (pinned; tests/unit/test_store.py checks it)
                     await self._conn._execute(_insert_large, self._conn._conn, row)  # type: ignore[no-untyped-call]
             await self._lookup_ids(list(new_rows), existing)
+            indexed = {p.sha256: p.index for p in prepared if p.sha256 in new_rows}
+            await self._conn.executemany(
+                _INSERT_FTS, [(existing[digest], *values) for digest, values in indexed.items()]
+            )
         # One executemany per key kind instead of one round trip to SQLite's thread per message. Keys
         # already linked are found first (inside this transaction, so nobody adds one meanwhile); the
         # batch's own duplicates are linked once, as ON CONFLICT DO NOTHING did one row at a time.
@@ -714,6 +726,60 @@ class Store:
             return added
 
         return await self._atomic(work, f"relinking for account {account}")
+
+    # -- full-text index (v3 table ``messages_fts``) ------------------------------------------------
+
+    async def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the full-text index from the stored messages; safe while the daemon stores more.
+
+        Messages are read in chunks of at most :data:`REINDEX_CHUNK_OCTETS` (and :data:`QUERY_CHUNK`
+        messages); each chunk's rows are replaced in one transaction, so a search during the rebuild
+        finds every message (old or new row), and messages stored meanwhile are indexed by their writer.
+        Then rows of messages no longer in the archive are dropped and the index is optimised.
+
+        Args:
+            progress: called with (messages done, total) after each chunk.
+
+        Returns:
+            The number of messages indexed.
+
+        Raises:
+            StoreError: SQLite failed; chunks committed before stay indexed.
+        """
+        rows = await self._all("SELECT id, size_octets FROM messages ORDER BY id")
+        sizes = [(int(r[0]), int(r[1])) for r in rows]
+        done = 0
+        chunk: list[int] = []
+        octets = 0
+        for n, (message, size) in enumerate(sizes, 1):
+            chunk.append(message)
+            octets += size
+            if n == len(sizes) or octets >= REINDEX_CHUNK_OCTETS or len(chunk) >= QUERY_CHUNK:
+                await self._reindex_chunk(chunk)
+                done += len(chunk)
+                chunk, octets = [], 0
+                if progress is not None:
+                    progress(done, len(sizes))
+        await self._write(
+            [
+                ("DELETE FROM messages_fts WHERE rowid NOT IN (SELECT id FROM messages)", (), False),
+                ("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')", (), False),
+            ]
+        )
+        return done
+
+    async def _reindex_chunk(self, ids: list[int]) -> None:
+        raws = await self.raw_messages(ids)
+        rows = await asyncio.to_thread(
+            lambda: [(message, *index_text(raw).row()) for message, raw in raws.items()]
+        )
+        marks = ",".join("?" * len(ids))
+        await self._write(
+            [
+                (f"DELETE FROM messages_fts WHERE rowid IN ({marks})", ids, False),  # noqa: S608
+                (_INSERT_FTS, rows, True),
+            ]
+        )
 
     # -- status -----------------------------------------------------------------------------------
 

@@ -101,7 +101,9 @@ def _as_reader(site: Path, gid: int, *args: str) -> subprocess.CompletedProcess[
 
 
 def _listed(site: Path, gid: int, db: Path) -> list[dict[str, object]]:
-    res = _as_reader(site, gid, "-m", "maild", "messages", "list", "--database", str(db), "--limit", "0", "--json")
+    res = _as_reader(
+        site, gid, "-m", "maild", "messages", "list", "--database", str(db), "--limit", "0", "--json"
+    )
     assert res.returncode == 0, res.stderr
     listed: list[dict[str, object]] = json.loads(res.stdout)
     return listed

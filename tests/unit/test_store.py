@@ -60,9 +60,9 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 2
-    assert version == [(2,)]
-    assert {"accounts", "messages", "locations", "mailboxes", "deliveries", "appends"} <= tables
+    assert SCHEMA_VERSION == 3
+    assert version == [(3,)]
+    assert {"accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts"} <= tables
     assert path.exists()
 
 
@@ -478,7 +478,7 @@ async def test_cancelled_store_batch_propagates_cancellation(store: Store, state
 
 
 async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
-    """An archive at schema version 1 keeps its data and gains the version-2 tables on open."""
+    """An archive at schema version 1 keeps its data and gains the later tables on open."""
     import sqlite3
 
     from maild.archive.schema import _MIGRATIONS, _split_sql
@@ -492,7 +492,7 @@ async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
         )
         conn.execute("PRAGMA user_version = 1")
     async with await Store.open(path) as s:
-        assert await query(s, "PRAGMA user_version") == [(2,)]
+        assert await query(s, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         assert await query(s, "SELECT name FROM accounts") == [("a",)]
         assert await query(s, "SELECT count(*) FROM deliveries") == [(0,)]
 
