@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import binascii
 import email.errors
+import email.header
 import email.policy
 import re
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser
-
-from maild.message import decode_field
 
 MAX_PARTS = 1000
 """Leaf parts listed per message; more are ignored (a hostile message may nest or repeat parts)."""
@@ -164,8 +163,26 @@ def _filename(headers: Message) -> str | None:
     if not name:
         return None
     if "=?" in name:  # RFC 2047 words inside a parameter: not allowed (RFC 2047 section 5), but common
-        return decode_field(name.encode("utf-8", "surrogateescape")) or None
+        name = _decode_words(name)
     return " ".join(name.split()) or None
+
+
+def _decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded words, joining them with the text around them as written (no added blanks)."""
+    try:
+        chunks = email.header.decode_header(text)
+    except (ValueError, LookupError, email.errors.HeaderParseError):
+        return text
+    out: list[str] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, str):
+            out.append(chunk)
+            continue
+        try:
+            out.append(chunk.decode(charset or "ascii", "replace"))
+        except LookupError:
+            out.append(chunk.decode("utf-8", "replace"))
+    return "".join(out)
 
 
 def walk(raw: bytes) -> list[Leaf]:

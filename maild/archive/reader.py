@@ -88,6 +88,7 @@ _SINCE = "(m.date >= ? OR (m.date IS NULL AND m.stored_at >= ?))"
 _EXPORT_CHUNK_OCTETS = 32 * 2**20
 
 
+_FTS5_QUERY_ERRORS = ("fts5: syntax error", "no such column", "unterminated string", "unknown special query")
 SNIPPET_TOKENS = 12
 """Tokens of context in a search hit's snippet (FTS5 ``snippet()``)."""
 BM25_WEIGHTS = (3.0, 1.5, 4.0, 1.0, 2.0)
@@ -257,7 +258,7 @@ class ArchiveReader:
         try:
             return self._search(query, flt)
         except StoreError as exc:
-            if "fts5: syntax error" not in str(exc) and "no such column" not in str(exc):
+            if not any(sign in str(exc) for sign in _FTS5_QUERY_ERRORS):
                 raise
         quoted = " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
         return self._search(quoted, flt) if quoted else []
