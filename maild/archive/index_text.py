@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from maild.archive.mime import walk
 from maild.message import decode_field, header_section
+from maild.model import HeaderSummary
 
 MAX_TEXT_PART_OCTETS = 512 * 1024
 """Encoded octets of one text part decoded for the index; the rest of a longer part is not indexed."""
@@ -24,6 +25,7 @@ MAX_BODY_CHARS = 200_000
 """Characters of body text indexed per message (about 100 pages of prose)."""
 
 _FIELD_RE = re.compile(rb"^(from|to|cc|subject)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_CC_RE = re.compile(rb"^(cc)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 _BLOCK_RE = re.compile(r"<(?:br|p|div|li|tr|h[1-6]|table|hr)\b[^>]*>", re.IGNORECASE)
@@ -80,25 +82,31 @@ def _decode(data: bytes, charset: str | None) -> str:
         return data.decode("utf-8", "replace")
 
 
-def _header_fields(raw: bytes) -> dict[bytes, list[str]]:
+def _header_fields(raw: bytes, *, only_cc: bool) -> dict[bytes, list[str]]:
     found: dict[bytes, list[str]] = {}
-    for match in _FIELD_RE.finditer(header_section(raw)):
+    for match in (_CC_RE if only_cc else _FIELD_RE).finditer(header_section(raw)):
         value = decode_field(match.group(2))
         if value:
             found.setdefault(match.group(1).lower(), []).append(value)
     return found
 
 
-def index_text(raw: bytes) -> IndexText:
+def index_text(raw: bytes, summary: HeaderSummary | None = None) -> IndexText:
     """Extract what the full-text index holds for ``raw``. Never raises on a malformed message.
 
     Args:
         raw: the message as stored.
+        summary: its header summary, when the caller has it already (the store does): its From,
+            To and Subject are used instead of decoding them again; only Cc is read here then.
 
     Returns:
         The index columns; empty strings for what the message lacks.
     """
-    fields = _header_fields(raw)
+    fields = _header_fields(raw, only_cc=summary is not None)
+    if summary is not None:
+        for name, value in ((b"from", summary.from_), (b"to", summary.to), (b"subject", summary.subject)):
+            if value:
+                fields[name] = [value]
     leaves = walk(raw)
     names = [leaf.filename for leaf in leaves if leaf.filename]
     shown = [leaf for leaf in leaves if leaf.disposition != "attachment"]

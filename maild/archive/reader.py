@@ -236,7 +236,11 @@ class ArchiveReader:
                 f"archive {self.path} has no full-text index yet (schema version {self._version});"
                 " start the daemon once (it migrates the archive), then run `maild reindex`"
             )
-        rows = self._rows("SELECT (SELECT count(*) FROM messages_fts), (SELECT count(*) FROM messages)")
+        # The shadow table has one row per indexed message; count(*) on the FTS5 table itself reads
+        # every document (7 ms at 3,000 messages, linear).
+        rows = self._rows(
+            "SELECT (SELECT count(*) FROM messages_fts_docsize), (SELECT count(*) FROM messages)"
+        )
         return int(rows[0][0]), int(rows[0][1])
 
     def search(self, query: str, flt: MessageFilter) -> list[SearchHit]:
@@ -264,18 +268,27 @@ class ArchiveReader:
         return self._search(quoted, flt) if quoted else []
 
     def _search(self, query: str, flt: MessageFilter) -> list[SearchHit]:
+        # Rank first, then compute snippets for the hits kept only: snippet() over every match of a
+        # common word (before the sort and LIMIT) cost more than the ranking itself.
         where, params = _filter_sql(replace(flt, from_text=None, subject_text=None))
+        restrict = (
+            " AND messages_fts.rowid IN (SELECT m.id FROM messages m WHERE " + " AND ".join(where) + ")"  # noqa: S608
+            if where
+            else ""
+        )
+        limit = " LIMIT ?" if flt.limit is not None else ""
         sql = (
-            f"SELECT {_SUMMARY_COLUMNS},"  # noqa: S608
-            f" snippet(messages_fts, -1, '[', ']', ' … ', {SNIPPET_TOKENS}),"
-            f" bm25(messages_fts, {', '.join(str(w) for w in BM25_WEIGHTS)}) AS score"
-            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
-            " WHERE messages_fts MATCH ?" + "".join(" AND " + w for w in where) + " ORDER BY score, m.id"
+            "WITH top (id, score) AS ("  # noqa: S608
+            f" SELECT messages_fts.rowid, bm25(messages_fts, {', '.join(str(w) for w in BM25_WEIGHTS)})"
+            f" FROM messages_fts WHERE messages_fts MATCH ?{restrict} ORDER BY 2{limit})"
+            f" SELECT {_SUMMARY_COLUMNS}, snippet(messages_fts, -1, '[', ']', ' … ', {SNIPPET_TOKENS}),"
+            " top.score FROM top JOIN messages_fts ON messages_fts.rowid = top.id"
+            " JOIN messages m ON m.id = top.id WHERE messages_fts MATCH ? ORDER BY top.score, m.id"
         )
         all_params: list[Any] = [query, *params]
         if flt.limit is not None:
-            sql += " LIMIT ?"
             all_params.append(flt.limit)
+        all_params.append(query)
         rows = self._rows(sql, all_params)
         messages = self._with_locations([r[:9] for r in rows])
         return [SearchHit(m, r[9], float(r[10])) for m, r in zip(messages, rows, strict=True)]

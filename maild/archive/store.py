@@ -157,7 +157,7 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
             stored_at,
             msg.raw,
         )
-        out.append(_Prepared(msg.key, msg, digest, row, index_text(msg.raw).row()))
+        out.append(_Prepared(msg.key, msg, digest, row, index_text(msg.raw, h).row()))
     return out
 
 

@@ -19,7 +19,7 @@ from maild.cli.common import load_args_config
 from maild.errors import QueryError
 
 DEFAULT_LIST_LIMIT = 100
-DEFAULT_SEARCH_LIMIT = 50
+DEFAULT_SEARCH_LIMIT = 20
 
 
 def _since(text: str) -> Any:
