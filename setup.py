@@ -1,10 +1,11 @@
 """Build hook: the man page and the shell completions are generated from maild's argparse parser.
 
 All metadata lives in pyproject.toml. This file only adds a ``build_py`` step that writes
-``build/generated/{maild.1, maild.bash, _maild}`` (see maild/cli/manpage.py) and the data files that
+``build/generated/{maild.1, bash/maild, _maild}`` (see maild/cli/manpage.py) and the data files that
 the wheel installs under its prefix (``/usr/local`` for pip as root, ``/usr`` in the Debian package):
 
-- ``share/man/man1/maild.1``, ``share/bash-completion/completions/maild``, ``share/zsh/site-functions/_maild``
+- ``share/man/man1/maild.1``, ``share/bash-completion/completions/maild``,
+  ``share/zsh/site-functions/_maild``
 - ``share/maild/systemd/`` (the units) and ``share/doc/maild/config.example.toml``
 
 The page's date is ``$SOURCE_DATE_EPOCH`` when set (reproducible builds), else today (UTC).
@@ -22,6 +23,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 GENERATED = Path("build", "generated")
+UNITS = ("maild.service", "maild-backup.service", "maild-backup.timer")
 
 
 def generate() -> None:
@@ -38,7 +40,8 @@ def generate() -> None:
     out.mkdir(parents=True, exist_ok=True)
     parser = _parser()
     (out / "maild.1").write_text(render_manpage(parser, __version__, time.strftime("%Y-%m-%d", stamp)))
-    (out / "maild.bash").write_text(bash_completion(parser))
+    (out / "bash").mkdir(exist_ok=True)
+    (out / "bash" / "maild").write_text(bash_completion(parser))
     (out / "_maild").write_text(zsh_completion(parser))
 
 
@@ -54,9 +57,9 @@ setup(
     cmdclass={"build_py": BuildPy},
     data_files=[
         ("share/man/man1", [str(GENERATED / "maild.1")]),
-        ("share/bash-completion/completions", [str(GENERATED / "maild.bash")]),
+        ("share/bash-completion/completions", [str(GENERATED / "bash" / "maild")]),
         ("share/zsh/site-functions", [str(GENERATED / "_maild")]),
-        ("share/maild/systemd", ["systemd/maild.service", "systemd/maild-backup.service", "systemd/maild-backup.timer"]),
+        ("share/maild/systemd", [f"systemd/{unit}" for unit in UNITS]),
         ("share/doc/maild", ["config.example.toml", "README.md"]),
     ],
 )

@@ -26,7 +26,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str, arg
 def command_tree(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], str, argparse.ArgumentParser]]:
-    """Every command path (``()``, ``("messages",)``, ``("messages", "list")``, ...) with its help and parser."""
+    """Every command path (``()``, ``("messages",)``, ``("messages", "list")``, ...), its help, its parser."""
     if not path:
         yield (), parser.description or "", parser
     for name, text, sub in _subparsers(parser):
