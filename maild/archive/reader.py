@@ -89,6 +89,10 @@ _EXPORT_CHUNK_OCTETS = 32 * 2**20
 
 
 _FTS5_QUERY_ERRORS = ("fts5: syntax error", "no such column", "unterminated string", "unknown special query")
+RANK_WINDOW = 2000
+"""Matches ranked per search, at most: when a query matches more messages (after the filters), only the
+most recently stored this many are ranked (BM25 reads every match's positions: a word in all of
+100,000 messages took 1.1 s to rank, see docs/performance.md); the rest are not shown."""
 SNIPPET_TOKENS = 12
 """Tokens of context in a search hit's snippet (FTS5 ``snippet()``)."""
 BM25_WEIGHTS = (3.0, 1.5, 4.0, 1.0, 2.0)
@@ -253,7 +257,8 @@ class ArchiveReader:
             flt: further criteria; ``from_text``/``subject_text`` are ignored, ``limit`` applies.
 
         Returns:
-            Hits ranked by BM25 (subject and sender weigh more than body text), each with a snippet.
+            Hits ranked by BM25 (subject and sender weigh more than body text), each with a snippet;
+            of more than :data:`RANK_WINDOW` matches, only the most recently stored are ranked.
 
         Raises:
             StoreError: no index (see :meth:`index_coverage`) or SQLite failed.
@@ -276,13 +281,21 @@ class ArchiveReader:
             if where
             else ""
         )
+        cutoff = self._rows(
+            "SELECT messages_fts.rowid FROM messages_fts WHERE messages_fts MATCH ?"  # noqa: S608
+            f"{restrict} ORDER BY messages_fts.rowid DESC LIMIT 1 OFFSET ?",
+            [query, *params, RANK_WINDOW - 1],
+        )
+        if cutoff:  # more matches than RANK_WINDOW: rank the newest RANK_WINDOW of them
+            restrict += f" AND messages_fts.rowid >= {int(cutoff[0][0])}"
         limit = " LIMIT ?" if flt.limit is not None else ""
         sql = (
             "WITH top (id, score) AS ("  # noqa: S608
             f" SELECT messages_fts.rowid, bm25(messages_fts, {', '.join(str(w) for w in BM25_WEIGHTS)})"
             f" FROM messages_fts WHERE messages_fts MATCH ?{restrict} ORDER BY 2{limit})"
             f" SELECT {_SUMMARY_COLUMNS}, snippet(messages_fts, -1, '[', ']', ' … ', {SNIPPET_TOKENS}),"
-            " top.score FROM top JOIN messages_fts ON messages_fts.rowid = top.id"
+            # CROSS JOIN keeps ``top`` outside: otherwise the planner may scan every match again.
+            " top.score FROM top CROSS JOIN messages_fts ON messages_fts.rowid = top.id"
             " JOIN messages m ON m.id = top.id WHERE messages_fts MATCH ? ORDER BY top.score, m.id"
         )
         all_params: list[Any] = [query, *params]

@@ -12,8 +12,8 @@ Three measurements (figures go into docs/performance.md, "Full-text search"):
 2. An archive of N distinct text and HTML messages (``SMALL_MIX``) stored through the real
    :class:`~maild.archive.store.Store` in batches of 500 (WAL, ``synchronous=FULL``): wall and CPU
    per message, file size, and the share of the FTS5 tables (``dbstat``).
-3. Queries through :class:`~maild.archive.reader.ArchiveReader` (limit 50): median and worst of 15
-   runs each, and one ``maild messages search`` process end to end.
+3. Queries through :class:`~maild.archive.reader.ArchiveReader` (limit 50): the number of matches,
+   median and worst of 15 runs each, and one ``maild messages search`` process end to end.
 
 Speed is measured here, never asserted in tests.
 """
@@ -154,6 +154,14 @@ def sizes(db: Path) -> None:
         print(f"  FTS5 tables {fts / 1e6:.0f} MB = {fts / total * 100:.1f} % of the file, {fts / raw * 100:.1f} % of the mail")
 
 
+def _matches(db: Path, query: str) -> int:
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?", (query,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
 def queries(db: Path) -> None:
     """Print median and worst milliseconds of each query (limit 50), and one CLI run."""
     with ArchiveReader(db) as reader:
@@ -164,7 +172,8 @@ def queries(db: Path) -> None:
                 start = time.perf_counter()
                 hits = len(reader.search(query, MessageFilter(limit=50)))
                 times.append((time.perf_counter() - start) * 1e3)
-            print(f"  {label:<16} {query!r:<32} {hits:>3} hits  median {statistics.median(times):6.1f} ms  worst {max(times):6.1f} ms")
+            matches = _matches(db, query)
+            print(f"  {label:<16} {query!r:<28} {matches:>6} matches {hits:>3} shown  median {statistics.median(times):6.1f} ms  worst {max(times):6.1f} ms")
         start = time.perf_counter()
         reader.index_coverage()
         print(f"  index coverage check: {(time.perf_counter() - start) * 1e3:.1f} ms")

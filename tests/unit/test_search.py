@@ -169,3 +169,25 @@ async def test_cli_search_json_and_partial_index_warning(tmp_path: Path, capsys:
     assert hit["subject"] == "Abrechnung für März"
     assert "[Zaehlerstand]" in hit["snippet"]
     assert "only 1 of 2 messages are in the full-text index" in captured.err
+
+
+async def test_only_the_newest_matches_are_ranked_when_there_are_many(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond RANK_WINDOW matches only the most recently stored are ranked; filters apply before the window."""
+    from maild.archive import reader as reader_module
+
+    db = tmp_path / "maild.sqlite3"
+    await build_archive(
+        db,
+        [("bob-pop", pop(1), letter(1, subject="Mahnung Mahnung Mahnung"))]
+        + [("anna-pop", pop(n), letter(n, body=b"eine Mahnung\r\n")) for n in range(2, 8)],
+    )
+    monkeypatch.setattr(reader_module, "RANK_WINDOW", 3)
+    with ArchiveReader(db) as reader:
+        everyone = reader.search("mahnung", MessageFilter())
+        bob = reader.search("mahnung", MessageFilter(account="bob-pop"))
+
+    assert len(everyone) == 3
+    assert "Mahnung Mahnung Mahnung" not in {h.message.subject for h in everyone}
+    assert [h.message.subject for h in bob] == ["Mahnung Mahnung Mahnung"]
