@@ -51,8 +51,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from tests.support.lifecycle import StartStop
 
 HOST = "127.0.0.1"
 """The only address the server listens on."""
@@ -203,7 +203,7 @@ class _MaildirNamer:
             return f"{stamp[0]}.M{stamp[1]}P{os.getpid()}Q{next(self._seq)}.maildtest"
 
 
-class Dovecot:
+class Dovecot(StartStop):
     """A private Dovecot instance living in one directory.
 
     Layout of ``directory``: ``dovecot.conf``, ``passwd.d/<user>`` (passwd-files), ``ca.pem`` (trust anchor for
@@ -435,18 +435,6 @@ service imap-login {{
         return instance
 
     # ------------------------------------------------------------------ lifecycle
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:
