@@ -191,3 +191,21 @@ async def test_only_the_newest_matches_are_ranked_when_there_are_many(
     assert len(everyone) == 3
     assert "Mahnung Mahnung Mahnung" not in {h.message.subject for h in everyone}
     assert [h.message.subject for h in bob] == ["Mahnung Mahnung Mahnung"]
+
+
+def test_cli_reindex_fills_the_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`maild reindex` indexes every message of the configured archive and says how many."""
+    import asyncio
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "c.sock"}"\n')
+    db = tmp_path / "state" / "maild.sqlite3"
+    asyncio.run(build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(1, 5)]))
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM messages_fts")
+
+    assert main(["-c", str(cfg), "reindex"]) == 0
+
+    assert "4 messages indexed" in capsys.readouterr().out
+    with ArchiveReader(db) as reader:
+        assert reader.index_coverage() == (4, 4)
