@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 3; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 4; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -11,11 +11,13 @@ Layout (schema version 3; docs/archive.md documents it for readers such as the C
 - ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
 - ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
 - ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox;
-  ``accepted_at`` (v3): when ``maild retire --accept-deleted`` accepted that the upload is no longer
+  ``accepted_at`` (v4): when ``maild retire --accept-deleted`` accepted that the upload is no longer
   there (deleted in the IMAP mailbox; the archive keeps the message).
-- ``moves`` (v3): each move (``maild migrate`` of account ``source`` into ``target``), when it started
+- ``moves`` (v4): each move (``maild migrate`` of account ``source`` into ``target``), when it started
   and when ``maild retire`` finished it. While a move is unfinished, POP3 accounts whose server
   holds what the target holds delete nothing (:mod:`maild.archive.move_guard`).
+- ``messages_fts`` (v3): the FTS5 full-text index, one row per message (``rowid`` = ``messages.id``),
+  written in the transaction that stores the message (:mod:`maild.archive.index_text` says what it holds).
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -34,6 +36,8 @@ message. Storing 2,000 mixed messages (273 MB) took 1.17 s with 8 KiB pages and 
 (WAL, ``synchronous=FULL``, batches of 200; see docs/performance.md)."""
 #: Keys per ``IN (...)`` query, below SQLite's variable limit.
 QUERY_CHUNK = 500
+FTS_COLUMNS = ("sender", "recipients", "subject", "body", "attachments")
+"""Columns of ``messages_fts`` (v3), in order: the fields of :class:`maild.archive.index_text.IndexText`."""
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE accounts (
@@ -105,7 +109,11 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (message, account, mailbox)
     );
     """,
-    3: """
+    3: f"""
+    CREATE VIRTUAL TABLE messages_fts USING fts5 ({", ".join(FTS_COLUMNS)},
+        tokenize = 'unicode61 remove_diacritics 2');
+    """,
+    4: """
     ALTER TABLE appends ADD COLUMN accepted_at TEXT;
     CREATE TABLE moves (
         source        TEXT NOT NULL REFERENCES accounts (name),
