@@ -22,6 +22,12 @@ The adapters obey: POP3 ``DELE`` takes effect only at ``+OK`` to QUIT (RFC 1939 
 without UIDPLUS may still skip a mailbox in which another client marked messages ``\\Deleted`` (it
 learns that only from the server, mid-deletion; see ``IMAPMailbox.delete``).
 
+**Where a failing message is set aside: here.** A message that failed to arrive
+:data:`SET_ASIDE_AFTER_FAILURES` times in a row (refused by the server, or the connection broke while
+it was being received, :func:`in_flight`) is skipped by later cycles (:func:`set_aside`), except for one
+attempt a day (:data:`SET_ASIDE_RETRY_S`) and one on ``maild fetch-now --retry-failed``. It stays on
+the server: it is not archived, so rule 2 above never selects it for deletion.
+
 **Where backoff is decided: here.** :func:`next_cycle_delay_s` (poll interval with jitter, or capped
 exponential backoff after failures, see :func:`backoff_delay_s`) and :func:`reconnect_delay_s`
 (IDLE connections).
@@ -31,12 +37,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import assert_never
 
 from maild.errors import ThrottledError
-from maild.model import InventoryEntry, Location, MessageKey, POP3Key, Retention
+from maild.model import FailureRecord, InventoryEntry, Location, MessageKey, POP3Key, Retention
+
+SET_ASIDE_AFTER_FAILURES = 3
+"""Failures in a row after which a message is set aside (skipped by later cycles, left on the server)."""
+SET_ASIDE_RETRY_S = 86400.0
+"""A set-aside message is tried again once this many seconds (a day) have passed since its last failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +57,52 @@ class RetrievalPlan:
     Attributes:
         retrieve: keys on the server that the archive lacks for this account, in server order.
         too_large: keys skipped because their size exceeds ``max_message_size``; left on the server.
+        set_aside: keys skipped because they failed too often (:func:`set_aside`); left on the server.
     """
 
     retrieve: list[MessageKey]
     too_large: list[MessageKey]
+    set_aside: list[MessageKey] = field(default_factory=list)
+
+
+def set_aside(records: Mapping[MessageKey, FailureRecord], now: datetime) -> frozenset[MessageKey]:
+    """The keys a cycle at ``now`` skips: failed :data:`SET_ASIDE_AFTER_FAILURES` times in a row, the
+    last failure less than :data:`SET_ASIDE_RETRY_S` seconds ago, and no retry asked for.
+
+    Args:
+        records: the account's failure records (``maild.archive.failures.failure_records``).
+        now: the current time, aware.
+    """
+    retry = timedelta(seconds=SET_ASIDE_RETRY_S)
+    return frozenset(
+        key
+        for key, record in records.items()
+        if record.failures >= SET_ASIDE_AFTER_FAILURES
+        and not record.retry_requested
+        and now - record.last_failed_at < retry
+    )
+
+
+def in_flight(order: Sequence[MessageKey], arrived: Collection[MessageKey]) -> MessageKey | None:
+    """The message that was being received when a retrieval broke off: the first of ``order`` (the
+    keys asked for, in the order the adapter yields them, see ``Maildrop.retrieve``) that neither
+    arrived nor failed on its own; None when every key came out.
+
+    Args:
+        order: the keys passed to ``Maildrop.retrieve``.
+        arrived: the keys it yielded (messages and per-message failures).
+    """
+    for key in order:
+        if key not in arrived:
+            return key
+    return None
 
 
 def plan_retrieval(
     inventory: Sequence[InventoryEntry],
     known: Mapping[MessageKey, Location],
     max_message_size: int | None,
+    skip: Collection[MessageKey] = frozenset(),
 ) -> RetrievalPlan:
     """Decide which messages to retrieve: every inventory entry not yet linked to the account.
 
@@ -63,16 +110,20 @@ def plan_retrieval(
         inventory: what the server holds now.
         known: the account's recorded server identities.
         max_message_size: octets; larger messages (by the server's reported size) are skipped.
+        skip: keys set aside (:func:`set_aside`); listed in ``set_aside``, not retrieved.
 
     Returns:
         The plan. A message whose size is unknown is retrieved.
     """
     retrieve: list[MessageKey] = []
     too_large: list[MessageKey] = []
+    aside: list[MessageKey] = []
     for entry in inventory:
         if entry.key in known:
             continue
-        if (
+        if entry.key in skip:
+            aside.append(entry.key)
+        elif (
             max_message_size is not None
             and entry.size_octets is not None
             and entry.size_octets > max_message_size
@@ -80,7 +131,7 @@ def plan_retrieval(
             too_large.append(entry.key)
         else:
             retrieve.append(entry.key)
-    return RetrievalPlan(retrieve, too_large)
+    return RetrievalPlan(retrieve, too_large, aside)
 
 
 @dataclass(frozen=True, slots=True)

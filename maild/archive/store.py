@@ -39,6 +39,7 @@ from maild.archive.schema import (
     QUERY_CHUNK,
     SCHEMA_VERSION,
     _split_sql,
+    failure_key_text,
     parse_utc,
     utc_text,
 )
@@ -380,6 +381,7 @@ class Store:
             else:
                 internaldate = utc_text(p.msg.internaldate) if p.msg.internaldate else None
                 flags = " ".join(sorted(p.msg.flags)) if p.msg.flags else None
+                missing = " ".join(p.msg.missing) if p.msg.missing else None
                 imap_rows.append(
                     (
                         account,
@@ -390,6 +392,7 @@ class Store:
                         internaldate,
                         flags,
                         stamp,
+                        missing,
                     )
                 )
         if pop_rows:
@@ -401,10 +404,15 @@ class Store:
         if imap_rows:
             await self._conn.executemany(
                 "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
-                " first_fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " first_fetched_at, missing_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
                 imap_rows,
             )
+        # a message that arrived has no failure record any more (schema v3, maild.archive.failures)
+        await self._conn.executemany(
+            "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
+            [(account, failure_key_text(p.key)) for p in prepared],
+        )
         return StoreOutcome(
             new_messages=new_messages, new_links=len(pop_rows) + len(imap_rows), octets=octets
         )

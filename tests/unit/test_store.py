@@ -55,9 +55,11 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 2
-    assert version == [(2,)]
-    assert {"accounts", "messages", "locations", "mailboxes", "deliveries", "appends"} <= tables
+    assert SCHEMA_VERSION == 3
+    assert version == [(3,)]
+    assert {
+        "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "retrieval_failures"
+    } <= tables  # fmt: skip
     assert path.exists()
 
 
@@ -487,7 +489,7 @@ async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
         )
         conn.execute("PRAGMA user_version = 1")
     async with await Store.open(path) as s:
-        assert await query(s, "PRAGMA user_version") == [(2,)]
+        assert await query(s, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         assert await query(s, "SELECT name FROM accounts") == [("a",)]
         assert await query(s, "SELECT count(*) FROM deliveries") == [(0,)]
 
