@@ -186,7 +186,11 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     * ``data_received`` no longer formats every received chunk into a debug string;
     * ``_handle_responses`` loops over the lines of a chunk instead of recursing once per line and
       walks it by offset instead of copying the rest after every line;
-    * FETCH uses :class:`_FastFetchCommand`.
+    * FETCH uses :class:`_FastFetchCommand`;
+    * a whitespace-only line while a FETCH response's parenthesised list is still open (an extra
+      CRLF after a literal, as some servers send: CPython bpo-44408, IMAPClient #162) is skipped
+      instead of ending the response and losing the rest of it (the stock protocol drops the rest
+      as "unknown data"). Literal octets are never affected: they are read by count, not by line.
 
     A test compares it with the stock protocol on the same byte streams split at every boundary.
     """
@@ -246,6 +250,8 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                 raise aioimaplib.IncompleteRead(current_cmd, data[pos:])
             line = data[pos:end]
             pos = end + 2
+            if current_cmd is not None and not line.strip(b" \t") and current_cmd.wait_data():
+                continue  # a spurious blank line inside an open FETCH list (bpo-44408): skipped
             cmd = line_handler(line, current_cmd)
             begin_literal = aioimaplib.literal_data_re.match(line)
             if begin_literal:
