@@ -31,12 +31,11 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, settings
 
-from tests.support.fuzzing import register_profiles
-
 from maild.archive.store import Store
 from maild.service.idle import IdleWatcher
 from tests.support import dovecot as dovecot_support
 from tests.support.dovecot import Dovecot, MailUser
+from tests.support.fuzzing import register_profiles
 
 register_profiles(settings, HealthCheck)
 

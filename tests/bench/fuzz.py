@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
         "--hypothesis-show-statistics", "--timeout=3600", "tests/unit/test_fuzz.py", *argv,
     ]  # fmt: skip
-    return subprocess.call(command, cwd=ROOT, env=env)  # noqa: S603 -- our own interpreter and arguments
+    return subprocess.call(command, cwd=ROOT, env=env)
 
 
 if __name__ == "__main__":
