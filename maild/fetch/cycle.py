@@ -15,7 +15,8 @@ The order is the product's guarantee:
    :mod:`maild.policy` (the module docstring lists the whole rule); this module asks it, queries the
    archive for the re-check and passes the answer back in, and then does the I/O;
 5. QUIT; only ``+OK`` to QUIT (RFC 1939 section 6, UPDATE state) records the deletions as done
-   (IMAP: LOGOUT; the deletions happened at EXPUNGE).
+   (IMAP: LOGOUT; the deletions happened at EXPUNGE). A QUIT (or LOGOUT) that fails after everything
+   was stored does not fail the cycle: it ends with a warning, and POP3 deletions are not recorded.
 
 A crash or cancellation anywhere leaves the archive consistent: uncommitted batches are simply
 retrieved again next cycle (deduplicated by identity and by SHA-256), and a session that ends
@@ -60,7 +61,7 @@ from maild.archive import failures as failures_store
 from maild.archive.maildir import CycleDelivery
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
-from maild.errors import ConfigError, StoreError
+from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import resync as imap_resync
 from maild.fetch.resync import IMAPCycleInfo
 from maild.model import MessageKey, RetrievalFailure, RetrievedMessage, StoreOutcome
@@ -173,6 +174,27 @@ async def _finish_commit(task: asyncio.Future[None]) -> None:
         log.warning("fetch.commit.failed", error=repr(task.exception()))
 
 
+def _end_failed(
+    protocol: str, to_delete: list[MessageKey], error: MaildError, result: CycleResult
+) -> list[MessageKey]:
+    """The session's end (POP3 QUIT, IMAP LOGOUT) failed after everything was stored: warn, and
+    return the deletions that still count as done.
+
+    POP3: only ``+OK`` to QUIT confirms the deletions (RFC 1939 section 6), so none is recorded; the
+    next cycle finds the messages (still archived) and deletes them again, or finds them gone. IMAP:
+    the deletions happened at EXPUNGE, before LOGOUT.
+    """
+    log.warning("fetch.close.failed", error=str(error))
+    if protocol == "pop3" and to_delete:
+        result.warnings.append(
+            f"everything was stored, but the session did not end cleanly ({error}):"
+            f" {len(to_delete)} deletions not confirmed by the server, tried again next cycle"
+        )
+        return []
+    result.warnings.append(f"everything was stored, but the session did not end cleanly ({error})")
+    return to_delete
+
+
 async def _keep_what_arrived(
     account: str,
     store: Store,
@@ -251,7 +273,9 @@ async def fetch_cycle(
         What the cycle did.
 
     Raises:
-        AuthError, ConnectError, NetworkTimeout, ThrottledError, ProtocolError: from the adapter;
+        AuthError, ConnectError, NetworkTimeout, ThrottledError, ProtocolError: from the adapter
+            (except when only the session's end, POP3 QUIT or IMAP LOGOUT, fails after everything
+            was stored: then the cycle succeeds with a warning, POP3 deletions not recorded);
             everything committed before the error stays committed, every message received
             completely before it is committed, the message being received counts one failure
             (see the module docstring), nothing is deleted on the server.
@@ -374,7 +398,12 @@ async def fetch_cycle(
         if keep_open:
             await maildrop.park()
         else:
-            await maildrop.close()
+            try:
+                await maildrop.close()
+            except (ConnectError, NetworkTimeout, ProtocolError) as exc:
+                # everything is stored: the poll did its job; only the deletions are in doubt
+                await maildrop.abort()
+                to_delete = _end_failed(account.protocol, to_delete, exc, result)
         log.debug("fetch.close.complete", kept=maildrop.parked)
     except BaseException as exc:
         await maildrop.abort()
