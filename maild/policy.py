@@ -16,7 +16,9 @@ these hold, each decided by a function of this module:
    (:func:`select_deletions`);
 3. a query of the archive made after every commit of the cycle returned, right before deleting
    (``Store.archived``), finds it with all its octets (and its Maildir delivery, with
-   ``deliver_maildir``): :func:`confirm_deletions` takes that answer.
+   ``deliver_maildir``), and, for IMAP, its UID was re-verified in this very session (its RFC822.SIZE,
+   or its header section, matched the archived message; or it was retrieved in this session; see
+   ``maild.fetch.resync.verify_uid_map``): :func:`confirm_deletions` takes both answers.
 
 The adapters obey: POP3 ``DELE`` takes effect only at ``+OK`` to QUIT (RFC 1939 section 6); IMAP
 without UIDPLUS may still skip a mailbox in which another client marked messages ``\\Deleted`` (it
@@ -252,19 +254,26 @@ def select_deletions(
     return out
 
 
-def confirm_deletions(candidates: Sequence[MessageKey], archived: Collection[MessageKey]) -> list[MessageKey]:
-    """The final decision (rule 3 of the module): the candidates the archive holds at this moment.
+def confirm_deletions(
+    candidates: Sequence[MessageKey],
+    archived: Collection[MessageKey],
+    verified: Collection[MessageKey] | None = None,
+) -> list[MessageKey]:
+    """The final decision (rule 3 of the module): the candidates the archive holds at this moment
+    and, when ``verified`` is given (IMAP), whose UID was re-verified in this session.
 
     Args:
         candidates: from :func:`select_deletions`, in server order.
         archived: the answer of ``Store.archived`` for ``candidates``, asked after every commit of the
             cycle returned and right before deleting: the keys linked to the account with all their
             octets (and their Maildir delivery recorded, with ``deliver_maildir``).
+        verified: IMAP: the keys whose UID was shown in this session to name the archived message
+            (never deleting by a UID not re-verified); None: no such check (POP3 UIDLs).
 
     Returns:
         The keys that may be deleted now, in server order.
     """
-    return [key for key in candidates if key in archived]
+    return [key for key in candidates if key in archived and (verified is None or key in verified)]
 
 
 def next_deletion_due(

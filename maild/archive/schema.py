@@ -13,7 +13,10 @@ Layout (schema version 3; docs/archive.md documents it for readers such as the C
 - ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
 - ``retrieval_failures`` (v3): per account and server identity, how often in a row a message failed
   to arrive, the last reason, and whether a retry was asked for; ``locations.missing_items`` (v3):
-  the IMAP items the server left out of the FETCH reply (space-separated, e.g. ``INTERNALDATE``).
+  the IMAP items the server left out of the FETCH reply (space-separated, e.g. ``INTERNALDATE``);
+  ``locations.server_size`` (v3): the RFC822.SIZE an IMAP server reports for the message when it
+  differs from the archived octets' size while its header section matches (a server quirk, so that
+  the UID check of :mod:`maild.fetch.resync` does not raise the alarm again).
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -117,6 +120,7 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (account, key)
     );
     ALTER TABLE locations ADD COLUMN missing_items TEXT;
+    ALTER TABLE locations ADD COLUMN server_size INTEGER;
     """,
 }
 

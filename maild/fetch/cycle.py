@@ -299,6 +299,7 @@ async def fetch_cycle(
     batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
     order: list[MessageKey] = []  # the keys asked for, while retrieving
     arrived: set[MessageKey] = set()
+    retrieved: set[MessageKey] = set()  # fetched by their key in this session: verified
     try:
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
@@ -312,6 +313,9 @@ async def fetch_cycle(
             account.retention, result.identity, account=account.name, host=account.host
         )
         result.imap = await imap_resync.reconcile(account, store, maildrop, inventory, clock())
+        verified = await imap_resync.verify_uid_map(account, store, maildrop, inventory, result.imap, clock())
+        if result.imap is not None:
+            result.warnings += [event.warning() for event in result.imap.uid_map_distrusted]
         known = await store.locations(account.name)
         # only where the inventory looked: a mailbox that could not be selected lost nothing
         covered = {key: loc for key, loc in known.items() if maildrop.covers(key)}
@@ -359,6 +363,7 @@ async def fetch_cycle(
                     if isinstance(item, RetrievalFailure):
                         result.failures.append(item)
                     else:
+                        retrieved.add(item.key)
                         batch.append(item)
                         pending_octets += len(item.raw)
                     del item  # no message outlives its batch
@@ -387,7 +392,9 @@ async def fetch_cycle(
                 archived = await store.archived(
                     account.name, candidates, require_delivery=delivery is not None
                 )
-                to_delete = policy.confirm_deletions(candidates, archived)
+                to_delete = policy.confirm_deletions(
+                    candidates, archived, None if verified is None else verified | retrieved
+                )
             if to_delete:
                 log.debug("fetch.delete.started", messages=len(to_delete))
                 sent = await maildrop.delete(to_delete)

@@ -404,3 +404,13 @@ class IMAPMailbox(Maildrop):
     ) -> dict[int, tuple[int, bytes]]:
         """Size and Message-ID field of messages without their bodies: see :func:`.scan.fetch_identities`."""
         return await scan.fetch_identities(self.connection, mailbox, uidvalidity, uids)
+
+    async def fetch_sizes(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, int]:
+        """RFC822.SIZE of ``uids`` now, uncached: see :func:`.scan.fetch_sizes`."""
+        return await scan.fetch_sizes(self.connection, mailbox, uidvalidity, uids)
+
+    async def fetch_header_sections(
+        self, mailbox: str, uidvalidity: int, uids: Sequence[int]
+    ) -> dict[int, bytes]:
+        """Header sections of ``uids`` without their bodies: see :func:`.scan.fetch_header_sections`."""
+        return await scan.fetch_header_sections(self.connection, mailbox, uidvalidity, uids)

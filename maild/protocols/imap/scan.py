@@ -171,3 +171,63 @@ async def fetch_identities(
             if message.size_octets is not None and message.header_fields is not None:
                 found[uid] = (message.size_octets, message.header_fields)
     return found
+
+
+async def fetch_sizes(
+    connection: IMAPConnection, mailbox: str, uidvalidity: int, uids: Sequence[int]
+) -> dict[int, int]:
+    """RFC822.SIZE of ``uids`` now, never from a cache: ``UID FETCH (RFC822.SIZE)`` in commands of at
+    most :data:`MAX_UIDS_PER_COMMAND` UIDs, after a SELECT unless ``mailbox`` is selected already.
+
+    Used every cycle to check that known UIDs still name the archived messages (see
+    :func:`maild.fetch.resync.verify_uid_map`).
+
+    Returns:
+        UID to size in octets; UIDs not returned are left out, and everything when the mailbox's
+        UIDVALIDITY is no longer ``uidvalidity``.
+
+    Standard: RFC 9051 section 6.4.9, 7.5.2 (RFC822.SIZE; a message's size never changes, 2.3.4).
+
+    Raises:
+        ProtocolError: the mailbox cannot be selected, BAD, broken responses.
+        ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`IMAPConnection.open`.
+    """
+    if connection.selected != mailbox:
+        await connection.select(mailbox)
+    if connection.uidvalidity != uidvalidity:
+        return {}
+    found: dict[int, int] = {}
+    for chunk in chunks(sorted(set(uids)), MAX_UIDS_PER_COMMAND):
+        result, _status = await uid_fetch(connection, chunk, "(UID RFC822.SIZE)", ("RFC822.SIZE",))
+        for uid, message in result.messages.items():
+            if message.size_octets is not None:
+                found[uid] = message.size_octets
+    return found
+
+
+async def fetch_header_sections(
+    connection: IMAPConnection, mailbox: str, uidvalidity: int, uids: Sequence[int]
+) -> dict[int, bytes]:
+    """The header sections of ``uids`` (``BODY.PEEK[HEADER]``, ``\\Seen`` untouched), in batches of
+    :data:`MAX_MESSAGES_PER_FETCH`, after a SELECT unless ``mailbox`` is selected already.
+
+    Returns:
+        UID to the header section with its empty line, as sent; UIDs not returned are left out, and
+        everything when the mailbox's UIDVALIDITY is no longer ``uidvalidity``.
+
+    Standard: RFC 9051 section 6.4.5 (``BODY.PEEK[HEADER]``).
+
+    Raises:
+        As :func:`fetch_sizes`.
+    """
+    if connection.selected != mailbox:
+        await connection.select(mailbox)
+    if connection.uidvalidity != uidvalidity:
+        return {}
+    found: dict[int, bytes] = {}
+    for chunk in chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
+        result, _status = await uid_fetch(connection, chunk, HEADER_ITEMS, ("BODY[HEADER]",))
+        for uid, message in result.messages.items():
+            if message.header is not None:
+                found[uid] = message.header
+    return found
