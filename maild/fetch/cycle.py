@@ -64,7 +64,7 @@ from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import resync as imap_resync
 from maild.fetch.resync import IMAPCycleInfo
-from maild.model import MessageKey, RetrievalFailure, RetrievedMessage, StoreOutcome
+from maild.model import IMAPKey, MessageKey, RetrievalFailure, RetrievedMessage, StoreOutcome
 from maild.protocols.base import Maildrop
 
 log = structlog.get_logger("maild.fetch.cycle")
@@ -377,6 +377,8 @@ async def fetch_cycle(
                 await settle()  # the batches hold memory until committed
                 order = []  # the retrieval is over: nothing was in flight
         await settle()  # every commit has returned before anything below may delete
+        if verified is not None:  # fetched by UID in this session: verified
+            verified |= {key for key in retrieved if isinstance(key, IMAPKey)}
         if account.retention != "keep" and refusal is None:
             known = await store.locations(account.name)
             again = policy.reappeared(inventory, known)
@@ -392,9 +394,7 @@ async def fetch_cycle(
                 archived = await store.archived(
                     account.name, candidates, require_delivery=delivery is not None
                 )
-                to_delete = policy.confirm_deletions(
-                    candidates, archived, None if verified is None else verified | retrieved
-                )
+                to_delete = policy.confirm_deletions(candidates, archived, verified)
             if to_delete:
                 log.debug("fetch.delete.started", messages=len(to_delete))
                 sent = await maildrop.delete(to_delete)

@@ -254,7 +254,7 @@ async def verify_uid_map(
     inventory: Sequence[InventoryEntry],
     info: IMAPCycleInfo | None,
     now: datetime,
-) -> frozenset[IMAPKey] | None:
+) -> set[IMAPKey] | None:
     """Check that the known UIDs of each selected mailbox still name the archived messages.
 
     Call after :func:`reconcile` and before reading the account's locations for the retrieval plan
@@ -265,8 +265,10 @@ async def verify_uid_map(
         info: what :func:`reconcile` returned; distrusted mailboxes are added to it.
 
     Returns:
-        The keys verified in this session (size equal, or header section equal), the only IMAP keys
-        that may be deleted by UID (:func:`maild.policy.confirm_deletions`); None for POP3.
+        The session's set of verified keys (size equal, or header section equal; within one login
+        session, kept sessions included, a key is checked once, see ``IMAPMailbox.session_verified``),
+        the only IMAP keys that may be deleted by UID (:func:`maild.policy.confirm_deletions`); the
+        caller adds the keys it retrieves. None for POP3.
 
     Raises:
         StoreError: the archive failed.
@@ -282,15 +284,16 @@ async def verify_uid_map(
     for entry in inventory:
         if isinstance(entry.key, IMAPKey):
             present.setdefault((entry.key.mailbox, entry.key.uidvalidity), set()).add(entry.key.uid)
-    verified: set[IMAPKey] = set()
+    verified = maildrop.session_verified()  # UIDs do not change within a session: checked once
     for (mailbox, uidvalidity), uids in present.items():
         archive = await uidmap.location_sizes(store, account.name, mailbox, uidvalidity)
         known = sorted(uids & archive.keys())
-        if not known:
+        unchecked = [uid for uid in known if IMAPKey(mailbox, uidvalidity, uid) not in verified]
+        if not unchecked:
             continue
-        sizes = await maildrop.fetch_sizes(mailbox, uidvalidity, known)
-        good = {uid for uid in known if sizes.get(uid) == archive[uid][1]}
-        odd = [uid for uid in known if uid in sizes and uid not in good]
+        sizes = await maildrop.fetch_sizes(mailbox, uidvalidity, unchecked)
+        good = {uid for uid in unchecked if sizes.get(uid) == archive[uid][1]}
+        odd = [uid for uid in unchecked if uid in sizes and uid not in good]
         if odd:
             headers = await maildrop.fetch_header_sections(mailbox, uidvalidity, odd)
             raws = await store.raw_messages([archive[uid][0] for uid in odd])
@@ -302,6 +305,7 @@ async def verify_uid_map(
             ]
             if len(same) < len(odd):
                 keys = [IMAPKey(mailbox, uidvalidity, uid) for uid in known]
+                verified.difference_update(keys)
                 await uidmap.unlink(store, account.name, keys)
                 event = UIDMapDistrust(mailbox, uidvalidity, len(odd) - len(same), len(keys), now)
                 info.uid_map_distrusted.append(event)
@@ -319,4 +323,4 @@ async def verify_uid_map(
             )
             good.update(same)
         verified.update(IMAPKey(mailbox, uidvalidity, uid) for uid in good)
-    return frozenset(verified)
+    return verified
