@@ -178,6 +178,10 @@ class _StreamingFetchCommand(_FastFetchCommand):
             self._sink(parts)
 
 
+#: Most octets of a BYE line kept for an error message.
+MAX_BYE_OCTETS = 200
+
+
 class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     """aioimaplib 2.0.3's protocol with its hot spots removed, behaviour otherwise identical.
 
@@ -198,6 +202,14 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     incomplete_line: bytes
     current_command: Any
     greeting_refused: bytes | None = None
+    last_bye: bytes | None = None
+    """The last untagged BYE (RFC 9051 section 7.1.5), at most :data:`MAX_BYE_OCTETS`, so that a lost
+    connection can be reported with the server's words (e.g. an APPEND it refused this way)."""
+
+    def _untagged_response(self, line: bytes) -> Any:
+        if line[:6].upper() == b"* BYE ":
+            self.last_bye = bytes(line[2:MAX_BYE_OCTETS])
+        return super()._untagged_response(line)
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, conn_lost_cb: Callable[[Exception | None], None] | None
@@ -499,6 +511,11 @@ class IMAPClient:
     def greeting_refused(self) -> bytes | None:
         """The server's greeting when it was not OK/PREAUTH (the connection was then closed)."""
         return self._protocol.greeting_refused
+
+    @property
+    def last_bye(self) -> bytes | None:
+        """The server's last untagged BYE line (without ``* ``), or None."""
+        return self._protocol.last_bye
 
     @property
     def preauthenticated(self) -> bool:
