@@ -23,7 +23,8 @@ UIDs reassigned under an unchanged UIDVALIDITY (Proton Bridge and other gateways
 resync) would otherwise go unnoticed: a new message at an already-known UID is never fetched, and the
 archive records wrong locations. :func:`verify_uid_map` checks every cycle, for every known UID in
 the inventory, that the server's RFC822.SIZE equals the size the archive holds there (one
-``UID FETCH (RFC822.SIZE)`` per 400 UIDs); on a mismatch it compares the header sections
+``UID FETCH (RFC822.SIZE)`` per 400 UIDs); on a mismatch, and for a random sample of
+:data:`HEADER_SAMPLE` UIDs whose sizes match, it compares the header sections
 (``BODY.PEEK[HEADER]`` against the archived octets). Same header: a server whose sizes are off (its
 size is recorded, ``locations.server_size``). Different header: that mailbox's map is distrusted:
 its locations under the current UIDVALIDITY are removed (the messages stay archived), so that the
@@ -35,6 +36,7 @@ this session) may be deleted (:func:`maild.policy.confirm_deletions`).
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +56,13 @@ if TYPE_CHECKING:
     from maild.protocols.imap.mailbox import IMAPMailbox
 
 log = structlog.get_logger("maild.imap")
+
+HEADER_SAMPLE = 8
+"""Known UIDs per mailbox whose header section is compared with the archive although their size
+matched (a renumbering that keeps sizes equal), once per login session; chosen at random."""
+HEADER_SAMPLE_MAX_OCTETS = 64 * 2**10
+"""Only messages up to this size in octets are sampled (the archived octets are read for the check)."""
+_RANDOM = secrets.SystemRandom()
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,20 +303,25 @@ async def verify_uid_map(
         sizes = await maildrop.fetch_sizes(mailbox, uidvalidity, unchecked)
         good = {uid for uid in unchecked if sizes.get(uid) == archive[uid][1]}
         odd = [uid for uid in unchecked if uid in sizes and uid not in good]
-        if odd:
-            headers = await maildrop.fetch_header_sections(mailbox, uidvalidity, odd)
-            raws = await store.raw_messages([archive[uid][0] for uid in odd])
-            same = [
+        small = sorted(uid for uid in good if archive[uid][1] <= HEADER_SAMPLE_MAX_OCTETS)
+        sample = _RANDOM.sample(small, min(HEADER_SAMPLE, len(small)))
+        if odd or sample:  # sizes differ, or equal sizes spot-checked: compare the header sections
+            compare = odd + sample
+            headers = await maildrop.fetch_header_sections(mailbox, uidvalidity, compare)
+            raws = await store.raw_messages([archive[uid][0] for uid in compare])
+            matching = {
                 uid
-                for uid in odd
+                for uid in compare
                 if uid in headers
                 and header_section(raws.get(archive[uid][0], b"")) == header_section(headers[uid])
-            ]
-            if len(same) < len(odd):
+            }
+            differing = [uid for uid in odd if uid not in matching]
+            differing += [uid for uid in sample if uid in headers and uid not in matching]
+            if differing:
                 keys = [IMAPKey(mailbox, uidvalidity, uid) for uid in known]
                 verified.difference_update(keys)
                 await uidmap.unlink(store, account.name, keys)
-                event = UIDMapDistrust(mailbox, uidvalidity, len(odd) - len(same), len(keys), now)
+                event = UIDMapDistrust(mailbox, uidvalidity, len(differing), len(keys), now)
                 info.uid_map_distrusted.append(event)
                 log.warning(
                     "imap.uid-map-distrusted",
@@ -319,8 +333,8 @@ async def verify_uid_map(
                 )
                 continue  # nothing of this mailbox is verified: the retrieval re-identifies it
             await uidmap.record_server_sizes(
-                store, account.name, {IMAPKey(mailbox, uidvalidity, uid): sizes[uid] for uid in same}
+                store, account.name, {IMAPKey(mailbox, uidvalidity, uid): sizes[uid] for uid in odd}
             )
-            good.update(same)
+            good.update(odd)
         verified.update(IMAPKey(mailbox, uidvalidity, uid) for uid in good)
     return verified

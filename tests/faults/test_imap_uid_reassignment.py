@@ -124,3 +124,28 @@ async def test_an_unverified_uid_is_not_deleted(inbox: ScriptedIMAP, store: Stor
 
     assert result.deleted == 1
     assert [m.uid for m in inbox.mailboxes["INBOX"].messages] == [2]
+
+
+async def test_a_renumbering_that_keeps_sizes_is_caught_by_the_header_sample(
+    inbox: ScriptedIMAP, store: Store
+) -> None:
+    """Two messages of the same size swapped between UIDs 1 and 2 (sizes all match) are caught by the
+    header sample (a small mailbox is sampled whole): the map is distrusted and put right."""
+    same_size_a = message(7, size=100)
+    same_size_b = message(8, size=100)
+    assert len(same_size_a) == len(same_size_b)
+    renumber(inbox, [same_size_a, same_size_b])
+    await run(await account_on(inbox, store, "keep"), store)
+    renumber(inbox, [same_size_b, same_size_a])
+
+    result = await run(await account_on(inbox, store, "keep"), store)
+
+    assert result.imap is not None
+    assert [e.reassigned for e in result.imap.uid_map_distrusted] == [2]
+    locations = await store.locations("bridged")
+    raws = await store.raw_messages([locations[IMAPKey("INBOX", 1234, uid)].message for uid in (1, 2)])
+    assert [raws[locations[IMAPKey("INBOX", 1234, uid)].message] for uid in (1, 2)] == [
+        same_size_b,
+        same_size_a,
+    ]
+    assert result.new_messages == 0
