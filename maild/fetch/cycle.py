@@ -213,7 +213,10 @@ async def _keep_what_arrived(
     raises; an error here is logged.
     """
     failed = list(result.failures)
-    broken = policy.in_flight(order, arrived) if order else None
+    # only a broken session is laid at the message in flight, not the server's refusal of the session
+    # (ThrottledError: LOGIN-DELAY, UNAVAILABLE ...) or a failure of maild's own
+    lost = isinstance(error, ConnectError | NetworkTimeout | ProtocolError)
+    broken = policy.in_flight(order, arrived) if order and lost else None
     if broken is not None:
         failed.append(RetrievalFailure(broken, f"session failed while it was being received: {error}"))
     try:
