@@ -112,7 +112,7 @@ class RetrievalFailure:
 
 @dataclass(frozen=True, slots=True)
 class FailureRecord:
-    """How often in a row one message failed to arrive, as the archive keeps it (schema v3).
+    """How often in a row one message failed to arrive, as the archive keeps it (schema v4).
 
     A message fails when the server refuses it (:class:`RetrievalFailure`) or when the connection
     broke while it was being received. The record goes when the message is archived.

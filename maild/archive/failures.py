@@ -1,4 +1,4 @@
-"""Per-message retrieval failures in the archive (schema v3, table ``retrieval_failures``).
+"""Per-message retrieval failures in the archive (schema v4, table ``retrieval_failures``).
 
 A message that failed to arrive (refused by the server, or the connection broke while it was being
 received) gets a row per account and server identity counting the failures in a row; the row goes

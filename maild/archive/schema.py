@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 3; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 4; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -11,10 +11,12 @@ Layout (schema version 3; docs/archive.md documents it for readers such as the C
 - ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
 - ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
 - ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
-- ``retrieval_failures`` (v3): per account and server identity, how often in a row a message failed
-  to arrive, the last reason, and whether a retry was asked for; ``locations.missing_items`` (v3):
+- ``messages_fts`` (v3): the FTS5 full-text index, one row per message (``rowid`` = ``messages.id``),
+  written in the transaction that stores the message (:mod:`maild.archive.index_text` says what it holds).
+- ``retrieval_failures`` (v4): per account and server identity, how often in a row a message failed
+  to arrive, the last reason, and whether a retry was asked for; ``locations.missing_items`` (v4):
   the IMAP items the server left out of the FETCH reply (space-separated, e.g. ``INTERNALDATE``);
-  ``locations.server_size`` (v3): the RFC822.SIZE an IMAP server reports for the message when it
+  ``locations.server_size`` (v4): the RFC822.SIZE an IMAP server reports for the message when it
   differs from the archived octets' size while its header section matches (a server quirk, so that
   the UID check of :mod:`maild.fetch.resync` does not raise the alarm again).
 
@@ -28,7 +30,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -37,6 +39,8 @@ message. Storing 2,000 mixed messages (273 MB) took 1.17 s with 8 KiB pages and 
 (WAL, ``synchronous=FULL``, batches of 200; see docs/performance.md)."""
 #: Keys per ``IN (...)`` query, below SQLite's variable limit.
 QUERY_CHUNK = 500
+FTS_COLUMNS = ("sender", "recipients", "subject", "body", "attachments")
+"""Columns of ``messages_fts`` (v3), in order: the fields of :class:`maild.archive.index_text.IndexText`."""
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE accounts (
@@ -108,7 +112,11 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (message, account, mailbox)
     );
     """,
-    3: """
+    3: f"""
+    CREATE VIRTUAL TABLE messages_fts USING fts5 ({", ".join(FTS_COLUMNS)},
+        tokenize = 'unicode61 remove_diacritics 2');
+    """,
+    4: """
     CREATE TABLE retrieval_failures (
         account          TEXT NOT NULL REFERENCES accounts (name),
         key              TEXT NOT NULL,

@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from maild import __version__
-from maild.cli import accounts, archive, move
+from maild.cli import accounts, archive, backup, move
 from maild.cli.common import daemon_client, load_args_config, warn
 from maild.cli.table import lines_by_person
 from maild.config.loader import Config
@@ -22,10 +23,12 @@ from maild.service.control_client import ControlClient
 from maild.service.status import AccountStatus, StatusReply, time_text
 
 Handler = Callable[[argparse.Namespace], int]
+EXIT_BROKEN_PIPE = 128 + 13
+"""Exit status when stdout's reader closed the pipe: a process killed by SIGPIPE (13), as shells show it."""
 
 #: Modules that add subcommand groups: each has ``add_parsers(subparsers)`` and sets ``handler`` (a
 #: function taking the parsed arguments and returning the exit code) with ``set_defaults``.
-COMMAND_GROUPS = (archive, accounts, move)
+COMMAND_GROUPS = (archive, backup, accounts, move)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return int(handler(args))
+    except BrokenPipeError:
+        # The reader of our output went away (`maild messages list | head`): stop quietly, as a process
+        # killed by SIGPIPE would, and keep Python's final flush of stdout from complaining again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except (MaildError, OSError) as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return 1
