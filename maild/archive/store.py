@@ -4,7 +4,7 @@ The ``store_*`` modules are the only ones that contain SQL: this one (the daemon
 connection), :mod:`maild.archive.schema` (migration scripts), :mod:`maild.archive.reader` (read-only
 queries) and :mod:`maild.archive.move_queries` (``maild migrate``'s records).
 
-Layout (schema version 3, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; docs/archive.md documents
+Layout (schema version 4, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; docs/archive.md documents
 it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
@@ -17,6 +17,8 @@ it for readers such as the CRM):
 - ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
 - ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
 - ``messages_fts`` (v3): the full-text index, written in the same transaction as each new message.
+- ``retrieval_failures`` (v4): messages that failed to arrive, counted in a row
+  (:mod:`maild.archive.failures`); ``locations.missing_items`` and ``locations.server_size`` (v4).
 
 Durability: WAL with ``synchronous=FULL``, so every commit is fsync'ed before it returns; a message
 is deleted on a server only after the commit that stores it has returned (see ``fetch.py``).
@@ -51,6 +53,7 @@ from maild.archive.schema import (
     QUERY_CHUNK,
     SCHEMA_VERSION,
     _split_sql,
+    failure_key_text,
     parse_utc,
     utc_text,
 )
@@ -463,6 +466,7 @@ class Store:
             else:
                 internaldate = utc_text(p.msg.internaldate) if p.msg.internaldate else None
                 flags = " ".join(sorted(p.msg.flags)) if p.msg.flags else None
+                missing = " ".join(p.msg.missing) if p.msg.missing else None
                 imap_rows.append(
                     (
                         account,
@@ -473,6 +477,7 @@ class Store:
                         internaldate,
                         flags,
                         stamp,
+                        missing,
                     )
                 )
         if pop_rows:
@@ -484,10 +489,15 @@ class Store:
         if imap_rows:
             await self._conn.executemany(
                 "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
-                " first_fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " first_fetched_at, missing_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
                 imap_rows,
             )
+        # a message that arrived has no failure record any more (schema v4, maild.archive.failures)
+        await self._conn.executemany(
+            "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
+            [(account, failure_key_text(p.key)) for p in prepared],
+        )
         return StoreOutcome(
             new_messages=new_messages, new_links=len(pop_rows) + len(imap_rows), octets=octets
         )

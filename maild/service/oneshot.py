@@ -22,6 +22,7 @@ from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
 from maild.service.replies import new_and_known
 from maild.service.runner import CycleRunner
+from maild.service.snapshot import key_label
 
 __all__ = ["OneShotResult", "fetch_once"]
 
@@ -46,18 +47,21 @@ class OneShotResult:
         return self.result is None
 
     def line(self) -> str:
-        """The line ``maild fetch`` prints for the account."""
+        """What ``maild fetch`` prints for the account: one line, then one indented line per message
+        that failed (its identity and the server's words) and per warning."""
         res = self.result
         if res is None:
             return f"{self.account}: FAILED: {self.error}"
         extra = f", {res.deleted} deleted on the server" if res.deleted else ""
         if res.failures:
             extra += f", {len(res.failures)} could not be retrieved (retried next time)"
-        if res.deletion_suspended:
-            extra += f"; {res.deletion_suspended}"
-        return (
-            f"{self.account}: {new_and_known(res.new_messages, res.new_links)} ({res.octets} octets){extra}"
-        )
+        if res.set_aside:
+            extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
+        counts = new_and_known(res.new_messages, res.new_links)
+        lines = [f"{self.account}: {counts} ({res.octets} octets){extra}"]
+        lines += [f"  not retrieved: {key_label(f.key)}: {f.reason}" for f in res.failures]
+        lines += [f"  warning: {w}" for w in res.warnings]
+        return "\n".join(lines)
 
 
 def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]:
