@@ -2,7 +2,7 @@
 
 A fetch cycle of a POP3 account asks :func:`overlapping_moves` right before deciding deletions
 (after every commit of the cycle returned). The answer is the unfinished moves (``moves`` rows
-without ``finished_at``, schema v3) whose target holds, by content, something this account's
+without ``finished_at``, schema v5) whose target holds, by content, something this account's
 server holds now: a message linked to a present location of the account (neither gone nor
 deleted) that is also uploaded into the target (``appends``) or linked to a present location of
 the target. Identity is the SHA-256 of the octets, so host names play no part:

@@ -83,7 +83,7 @@ class AppendRecord:
             then holds the mailbox's UIDVALIDITY at the upload, when known).
         appended_at: when the server confirmed it (UTC).
         accepted_at: when ``maild retire --accept-deleted`` accepted that it is no longer in the
-            mailbox (UTC; schema v3), or None.
+            mailbox (UTC; schema v5), or None.
     """
 
     message: int
@@ -236,7 +236,7 @@ class MigrationStore(Store):
         await self._write([("DELETE FROM moves WHERE source = ? AND target = ?", (source, target), False)])
 
     async def start_move(self, source: str, target: str, now: datetime) -> None:
-        """Record, durably, that a move of ``source`` into ``target`` is under way (schema v3).
+        """Record, durably, that a move of ``source`` into ``target`` is under way (schema v5).
 
         From then on, POP3 accounts whose server holds what ``target`` holds delete nothing until
         :meth:`retire` finishes the move (:mod:`maild.archive.move_guard`). A finished move that is
