@@ -18,15 +18,7 @@ from maild import __version__
 from maild.archive.failures import request_retry
 from maild.archive.store import Store
 from maild.errors import ControlError
-from maild.service.replies import (
-    AccountStateReply,
-    FetchQueued,
-    FetchResults,
-    MetricsReply,
-    ReloadReport,
-    StopReply,
-    VersionReply,
-)
+from maild.service import replies
 from maild.service.scheduler import Scheduler
 from maild.service.snapshot import fetch_outcome, reported_state, status_reply
 
@@ -55,7 +47,7 @@ class CommandContext:
     scheduler: Scheduler
     store: Store
     started_at: datetime
-    reload: Callable[[], Awaitable[ReloadReport]]
+    reload: Callable[[], Awaitable[replies.ReloadReport]]
     metrics_text: Callable[[], Awaitable[str]]
     stop: Callable[[], None]
 
@@ -95,7 +87,7 @@ async def _status(ctx: CommandContext, req: Request) -> Reply:
 
 @command("version")
 async def _version(ctx: CommandContext, req: Request) -> Reply:
-    return VersionReply(__version__)
+    return replies.VersionReply(__version__)
 
 
 @command("fetch-now")
@@ -112,9 +104,9 @@ async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
             await request_retry(ctx.store, name)
     futures = {name: ctx.scheduler.request_fetch(name) for name in names}
     if not req.get("wait", True):
-        return FetchQueued(tuple(names))
+        return replies.FetchQueued(tuple(names))
     await asyncio.gather(*futures.values())
-    return FetchResults(
+    return replies.FetchResults(
         tuple(fetch_outcome(ctx.scheduler.accounts[n], fut.result()) for n, fut in futures.items())
     )
 
@@ -123,14 +115,14 @@ async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
 async def _pause(ctx: CommandContext, req: Request) -> Reply:
     name = _known_account(ctx, req.get("account"))
     ctx.scheduler.pause(name)
-    return AccountStateReply(name, reported_state(ctx.scheduler.accounts[name]))
+    return replies.AccountStateReply(name, reported_state(ctx.scheduler.accounts[name]))
 
 
 @command("resume")
 async def _resume(ctx: CommandContext, req: Request) -> Reply:
     name = _known_account(ctx, req.get("account"))
     ctx.scheduler.resume(name)
-    return AccountStateReply(name, reported_state(ctx.scheduler.accounts[name]))
+    return replies.AccountStateReply(name, reported_state(ctx.scheduler.accounts[name]))
 
 
 @command("reload")
@@ -140,13 +132,13 @@ async def _reload(ctx: CommandContext, req: Request) -> Reply:
 
 @command("metrics")
 async def _metrics(ctx: CommandContext, req: Request) -> Reply:
-    return MetricsReply(await ctx.metrics_text())
+    return replies.MetricsReply(await ctx.metrics_text())
 
 
 @command("stop")
 async def _stop(ctx: CommandContext, req: Request) -> Reply:
     ctx.stop()
-    return StopReply()
+    return replies.StopReply()
 
 
 async def dispatch(ctx: CommandContext | None, req: Request) -> dict[str, Any]:

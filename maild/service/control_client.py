@@ -17,16 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from maild.errors import ControlError
+from maild.service import replies
 from maild.service.control import PROTOCOL_VERSION, daemon_answers, encode
-from maild.service.replies import (
-    AccountStateReply,
-    FetchQueued,
-    FetchResults,
-    MetricsReply,
-    ReloadReport,
-    StopReply,
-    VersionReply,
-)
 from maild.service.status import StatusReply
 
 #: Seconds the client waits for an ordinary reply.
@@ -137,40 +129,40 @@ class ControlClient:
             payload["account"] = account
         return StatusReply.from_json(self._ask(payload))
 
-    def version(self) -> VersionReply:
+    def version(self) -> replies.VersionReply:
         """The running daemon's version."""
-        return VersionReply.from_json(self._ask({"command": "version"}))
+        return replies.VersionReply.from_json(self._ask({"command": "version"}))
 
-    def fetch_now(self, account: str = "all", *, retry_failed: bool = False) -> FetchResults:
+    def fetch_now(self, account: str = "all", *, retry_failed: bool = False) -> replies.FetchResults:
         """Run a cycle of ``account`` (or ``all``) now and wait for the outcomes.
 
         ``retry_failed``: also try the messages set aside after repeated failures again.
         """
         payload = {"command": "fetch-now", "account": account, "wait": True, "retry_failed": retry_failed}
-        return FetchResults.from_json(self._ask(payload, FETCH_TIMEOUT_S))
+        return replies.FetchResults.from_json(self._ask(payload, FETCH_TIMEOUT_S))
 
-    def queue_fetch(self, account: str = "all", *, retry_failed: bool = False) -> FetchQueued:
+    def queue_fetch(self, account: str = "all", *, retry_failed: bool = False) -> replies.FetchQueued:
         """Ask for a cycle of ``account`` (or ``all``) now without waiting for it (``retry_failed``:
         as for :meth:`fetch_now`)."""
         payload = {"command": "fetch-now", "account": account, "wait": False, "retry_failed": retry_failed}
-        return FetchQueued.from_json(self._ask(payload))
+        return replies.FetchQueued.from_json(self._ask(payload))
 
-    def pause(self, account: str) -> AccountStateReply:
+    def pause(self, account: str) -> replies.AccountStateReply:
         """Stop fetching ``account`` until resumed or the daemon restarts."""
-        return AccountStateReply.from_json(self._ask({"command": "pause", "account": account}))
+        return replies.AccountStateReply.from_json(self._ask({"command": "pause", "account": account}))
 
-    def resume(self, account: str) -> AccountStateReply:
+    def resume(self, account: str) -> replies.AccountStateReply:
         """Resume ``account`` (also after an authentication lockout)."""
-        return AccountStateReply.from_json(self._ask({"command": "resume", "account": account}))
+        return replies.AccountStateReply.from_json(self._ask({"command": "resume", "account": account}))
 
-    def reload(self) -> ReloadReport:
+    def reload(self) -> replies.ReloadReport:
         """Make the daemon re-read its configuration (``config-invalid`` when it rejects it)."""
-        return ReloadReport.from_json(self._ask({"command": "reload"}))
+        return replies.ReloadReport.from_json(self._ask({"command": "reload"}))
 
-    def metrics(self) -> MetricsReply:
+    def metrics(self) -> replies.MetricsReply:
         """The daemon's metrics in the Prometheus text format."""
-        return MetricsReply.from_json(self._ask({"command": "metrics"}))
+        return replies.MetricsReply.from_json(self._ask({"command": "metrics"}))
 
-    def stop(self) -> StopReply:
+    def stop(self) -> replies.StopReply:
         """Ask the daemon to stop (it finishes running cycles first)."""
-        return StopReply.from_json(self._ask({"command": "stop"}))
+        return replies.StopReply.from_json(self._ask({"command": "stop"}))
