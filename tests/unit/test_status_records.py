@@ -13,35 +13,15 @@ from maild.errors import ControlError
 from maild.fetch.cycle import CycleResult
 from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
 from maild.model import POP3Key, RetrievalFailure
-from maild.service.replies import (
-    AccountStateReply,
-    FetchOutcome,
-    FetchQueued,
-    FetchResults,
-    MetricsReply,
-    ReloadReport,
-    StopReply,
-    VersionReply,
-)
+from maild.service import replies, status
 from maild.service.scheduler import AccountRuntime
 from maild.service.snapshot import account_status
-from maild.service.status import (
-    AccountStatus,
-    ArchiveTotals,
-    CycleStatus,
-    FailingMessageStatus,
-    IMAPStatus,
-    RetrievalFailureStatus,
-    StatusReply,
-    UIDValidityChangeStatus,
-    time_text,
-)
 from tests.support.accounts import pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LATER = datetime(2026, 3, 2, 9, 5, 7, tzinfo=UTC)
 
-POP3 = AccountStatus(
+POP3 = status.AccountStatus(
     name="anna-pop",
     organisation="Kanzlei Berger",
     employee="Anna Berger",
@@ -63,22 +43,22 @@ POP3 = AccountStatus(
     identity="content-digest",
     warnings=("the server does not offer UIDL",),
     next_deletion_due=datetime(2026, 3, 9, 9, 0, tzinfo=UTC),
-    last_cycle=CycleStatus(
+    last_cycle=status.CycleStatus(
         new_links=4,
         octets=4096,
         deleted=1,
         seconds=1.25,
-        failures=(RetrievalFailureStatus("POP3Key(uidl='a')", "-ERR [SYS/TEMP] try later"),),
+        failures=(status.RetrievalFailureStatus("POP3Key(uidl='a')", "-ERR [SYS/TEMP] try later"),),
         too_large=("POP3Key(uidl='b')",),
     ),
     failing_messages=(
-        FailingMessageStatus("UIDL c", 3, "-ERR [SYS/TEMP] locked", NOW, set_aside=True, next_retry=LATER),
-        FailingMessageStatus(
+        status.FailingMessageStatus("UIDL c", 3, "-ERR [SYS/TEMP] locked", NOW, set_aside=True, next_retry=LATER),
+        status.FailingMessageStatus(
             "UIDL d", 1, "connection reset while it was being received", NOW, set_aside=False
         ),
     ),
 )
-IMAP = AccountStatus(
+IMAP = status.AccountStatus(
     name="anna-imap",
     organisation="Kanzlei Berger",
     employee="Anna Berger",
@@ -97,34 +77,34 @@ IMAP = AccountStatus(
     retention_days=None,
     pending_deletion=0,
     oldest_kept_since=None,
-    imap=IMAPStatus(
+    imap=status.IMAPStatus(
         mailboxes=("INBOX", "Entwürfe"),
         mailbox_selection="all",
         idle=True,
         idle_mailbox="INBOX",
         last_push=LATER,
         idle_error="BYE",
-        uidvalidity_changes=(UIDValidityChangeStatus("INBOX", 1, 2, 4, 1, NOW),),
+        uidvalidity_changes=(status.UIDValidityChangeStatus("INBOX", 1, 2, 4, 1, NOW),),
         exclude=("Newsletter",),
     ),
-    last_cycle=CycleStatus(
+    last_cycle=status.CycleStatus(
         new_links=0, octets=0, deleted=0, seconds=0.0, mailbox_failures=(("Archiv", "refused"),)
     ),
 )
-STATUS = StatusReply("1.2.3", NOW, (POP3, IMAP), ArchiveTotals(12, 99_000))
+STATUS = status.StatusReply("1.2.3", NOW, (POP3, IMAP), status.ArchiveTotals(12, 99_000))
 
 REPLIES: list[Any] = [
     STATUS,
-    StatusReply("1.2.3", NOW, (), ArchiveTotals(0, 0)),
-    VersionReply("1.2.3"),
-    FetchResults(
-        (FetchOutcome("anna-pop", new_links=3, octets=10, seconds=0.5), FetchOutcome("b", "refused"))
+    status.StatusReply("1.2.3", NOW, (), status.ArchiveTotals(0, 0)),
+    replies.VersionReply("1.2.3"),
+    replies.FetchResults(
+        (replies.FetchOutcome("anna-pop", new_links=3, octets=10, seconds=0.5), replies.FetchOutcome("b", "refused"))
     ),
-    FetchQueued(("anna-pop", "anna-imap")),
-    AccountStateReply("anna-pop", "paused"),
-    ReloadReport(added=("a",), changed=("b", "c")),
-    MetricsReply("maild_up 1\n"),
-    StopReply(),
+    replies.FetchQueued(("anna-pop", "anna-imap")),
+    replies.AccountStateReply("anna-pop", "paused"),
+    replies.ReloadReport(added=("a",), changed=("b", "c")),
+    replies.MetricsReply("maild_up 1\n"),
+    replies.StopReply(),
 ]
 
 
@@ -179,7 +159,7 @@ def test_a_status_built_from_the_runtime_reads_back_equal() -> None:
     pop.last_result.failures.append(RetrievalFailure(POP3Key("x"), "-ERR busy"))  # type: ignore[union-attr]
 
     for record in (account_status(rt, 3, (2, rt.last_success)), account_status(pop, 0)):
-        assert AccountStatus.from_json(json.loads(json.dumps(record.to_json()))) == record
+        assert status.AccountStatus.from_json(json.loads(json.dumps(record.to_json()))) == record
     built = account_status(rt, 3, (2, rt.last_success)).to_json()
     assert built["next_deletion_due"] == "2026-04-01T09:00:01Z"
     assert built["last_cycle"]["new_links"] == 2
@@ -201,7 +181,7 @@ def test_a_reply_that_does_not_fit_is_bad_reply(change: dict[str, Any], complain
     data["accounts"][0].update(change)
 
     with pytest.raises(ControlError) as info:
-        StatusReply.from_json(data)
+        status.StatusReply.from_json(data)
 
     assert info.value.code == "bad-reply"
     assert complaint in str(info.value)
@@ -214,7 +194,7 @@ def test_a_missing_key_is_bad_reply() -> None:
     del data["archive"]
 
     with pytest.raises(ControlError, match="missing 'archive'") as info:
-        StatusReply.from_json(data)
+        status.StatusReply.from_json(data)
     assert info.value.code == "bad-reply"
 
 
@@ -223,11 +203,11 @@ def test_status_table_shows_warnings_and_failing_messages() -> None:
     try, and messages that failed but are retried next cycle."""
     from maild.cli.main import render_status
 
-    text = render_status(StatusReply("1.2.3", NOW, (POP3,), ArchiveTotals(12, 100)))
+    text = render_status(status.StatusReply("1.2.3", NOW, (POP3,), status.ArchiveTotals(12, 100)))
 
     assert "      warning: the server does not offer UIDL" in text
     assert (
         "      set aside after 3 failures in a row, left on the server: UIDL c: -ERR [SYS/TEMP] locked"
-        f" (next try {time_text(LATER)}, or `maild fetch-now --retry-failed anna-pop`)"
+        f" (next try {status.time_text(LATER)}, or `maild fetch-now --retry-failed anna-pop`)"
     ) in text
     assert "      failed 1x in a row (retried next cycle): UIDL d: connection reset" in text
