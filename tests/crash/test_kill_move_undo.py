@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.test_migration import letter
 from tests.integration.test_move_same_mailbox import _uids
+from tests.support.daemonproc import maild_cli
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -66,13 +67,7 @@ POINTS = [
 
 
 def _maild(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "maild", "-c", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return maild_cli(cfg, *args, timeout_s=120)
 
 
 def _records(state: Path) -> int:

@@ -30,7 +30,7 @@ from maild.auth.oauth2 import client_credentials, poll_device_token, start_devic
 from maild.cli.main import main
 from maild.errors import AuthError
 from maild.model import Secret, ServerSettings
-from tests.support.daemonproc import maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.oauth_server import OAuthServer
 
@@ -192,6 +192,15 @@ def source_table(kind: str, server: OAuthServer, directory: Path, user: MailUser
     return {"token_command": [sys.executable, "-c", f"print(open({str(holder)!r}).read().strip())"]}
 
 
+def oauth_config(
+    kind: str, server: OAuthServer, dovecot: Dovecot, user: MailUser, **extra: Any
+) -> tuple[Path, Path]:
+    """``(directory, config path)``: a fresh directory and a config whose account uses token source ``kind``."""
+    directory = new_dir()
+    cfg = write_config(directory, dovecot, user, source_table(kind, server, directory, user), **extra)
+    return directory, cfg
+
+
 def all_secrets(server: OAuthServer) -> list[str]:
     return [CLIENT_SECRET, *server.access_tokens, *server.refresh_tokens]
 
@@ -264,10 +273,7 @@ def test_default_mechanism_is_oauthbearer_and_password_accounts_use_plain(
     oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without sasl_mechanism maild picks OAUTHBEARER from CAPA; a password account uses AUTH PLAIN."""
-    directory = new_dir()
-    cfg = write_config(
-        directory, oauth_dovecot, user, source_table("client_credentials", oauth_server, directory, user)
-    )
+    directory, cfg = oauth_config("client_credentials", oauth_server, oauth_dovecot, user)
     deliver(oauth_dovecot, user, 1)
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
     assert login_methods(oauth_dovecot, user, 1) == ["OAUTHBEARER"]
@@ -290,10 +296,7 @@ def test_refresh_token_rotation_survives_a_restart(
     Steps: seed a refresh token; fetch (rotates to R2, stored); forget everything in memory (a
     restart); deliver one more; fetch again (uses R2, rotates to R3); only R3 is live at the server.
     """
-    directory = new_dir()
-    cfg = write_config(
-        directory, oauth_dovecot, user, source_table("refresh_token", oauth_server, directory, user)
-    )
+    directory, cfg = oauth_config("refresh_token", oauth_server, oauth_dovecot, user)
     store = tokens.RefreshTokenStore(directory / "state" / "oauth2", "anna")
     deliver(oauth_dovecot, user, 1)
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
@@ -324,13 +327,8 @@ def test_a_token_the_server_no_longer_accepts_is_refreshed_once(
     Steps: fetch (token kept in memory); the server expires every access token; deliver one more;
     fetch: the first AUTH gets the error challenge, maild answers it, gets a new token and succeeds.
     """
-    directory = new_dir()
-    cfg = write_config(
-        directory,
-        oauth_dovecot,
-        user,
-        source_table("refresh_token", oauth_server, directory, user),
-        sasl_mechanism=mechanism,
+    directory, cfg = oauth_config(
+        "refresh_token", oauth_server, oauth_dovecot, user, sasl_mechanism=mechanism
     )
     deliver(oauth_dovecot, user, 1)
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
@@ -349,10 +347,7 @@ def test_revoked_refresh_token_fails_with_the_next_step(
     oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """invalid_grant at the token endpoint: the account fails naming `maild accounts authorize NAME`; no login is tried."""
-    directory = new_dir()
-    cfg = write_config(
-        directory, oauth_dovecot, user, source_table("refresh_token", oauth_server, directory, user)
-    )
+    directory, cfg = oauth_config("refresh_token", oauth_server, oauth_dovecot, user)
     revoked = set(oauth_server.refresh_tokens)
     oauth_server.revoke_refresh_tokens()
     deliver(oauth_dovecot, user, 1)
@@ -657,22 +652,13 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
     import json
     import subprocess
 
-    directory = new_dir()
-    cfg = write_config(
-        directory, oauth_dovecot, user, source_table("refresh_token", oauth_server, directory, user)
-    )
+    directory, cfg = oauth_config("refresh_token", oauth_server, oauth_dovecot, user)
     deliver(oauth_dovecot, user, 2)
     seeded = set(oauth_server.refresh_tokens)
     log_path = directory / "daemon.log"
 
     def maild(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "maild", "-c", str(cfg), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return maild_cli(cfg, *args)
 
     def account(predicate: Any, timeout_s: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s

@@ -7,14 +7,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemonproc import maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -54,17 +53,6 @@ def notify_socket() -> Iterator[NotifySocket]:
     ns = NotifySocket(short_dir("maildnotify-"))
     yield ns
     ns.close()
-
-
-def maild(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a maild CLI command against ``cfg``."""
-    return subprocess.run(
-        [sys.executable, "-m", "maild", "-c", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_notify_protocol_ready_status_watchdog_reload_stopping(notify_socket: NotifySocket) -> None:
@@ -141,15 +129,15 @@ def test_pause_resume_reload_metrics_and_secrets(dovecot: Dovecot, mail_user: Ma
     outputs: list[str] = []
     with running_maild(maild_command(cfg), log=log) as proc:
         deadline = time.monotonic() + 30
-        while maild(cfg, "status").returncode != 0 and time.monotonic() < deadline:
+        while maild_cli(cfg, "status").returncode != 0 and time.monotonic() < deadline:
             time.sleep(0.1)
-        done = maild(cfg, "fetch-now", "p")
+        done = maild_cli(cfg, "fetch-now", "p")
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, done.stderr
-        assert maild(cfg, "pause", "p").stdout.strip() == "p: paused"
-        status = json.loads(maild(cfg, "status", "--json").stdout)
+        assert maild_cli(cfg, "pause", "p").stdout.strip() == "p: paused"
+        status = json.loads(maild_cli(cfg, "status", "--json").stdout)
         assert status["accounts"][0]["state"] == "paused"
-        assert maild(cfg, "resume", "p").returncode == 0
+        assert maild_cli(cfg, "resume", "p").returncode == 0
 
         dropins = directory / "accounts.d"
         dropins.mkdir()
@@ -159,30 +147,30 @@ def test_pause_resume_reload_metrics_and_secrets(dovecot: Dovecot, mail_user: Ma
             f'host = "{dovecot.host}"\nport = {dovecot.ports.imaps}\nca_file = "{dovecot.ca_file}"\n'
             f'username = "{mail_user.name}"\npassword_file = "{pw}"\n'
         )
-        reloaded = maild(cfg, "reload")
+        reloaded = maild_cli(cfg, "reload")
         outputs.append(reloaded.stdout + reloaded.stderr)
         assert reloaded.returncode == 0, reloaded.stderr
         assert "added: i" in reloaded.stdout
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            accs = {a["name"]: a for a in json.loads(maild(cfg, "status", "--json").stdout)["accounts"]}
+            accs = {a["name"]: a for a in json.loads(maild_cli(cfg, "status", "--json").stdout)["accounts"]}
             if accs.get("i", {}).get("messages") == 1:
                 break
             time.sleep(0.2)
         assert accs["i"]["messages"] == 1
 
         (dropins / "broken.toml").write_text('[accounts.x]\nprotocol = "smtp"\n')
-        rejected = maild(cfg, "reload")
+        rejected = maild_cli(cfg, "reload")
         outputs.append(rejected.stdout + rejected.stderr)
         assert rejected.returncode == 1
         assert "accounts.x" in rejected.stderr
         (dropins / "broken.toml").unlink()
         (dropins / "i.toml").unlink()
-        assert "removed: i" in maild(cfg, "reload").stdout
-        names = [a["name"] for a in json.loads(maild(cfg, "status", "--json").stdout)["accounts"]]
+        assert "removed: i" in maild_cli(cfg, "reload").stdout
+        names = [a["name"] for a in json.loads(maild_cli(cfg, "status", "--json").stdout)["accounts"]]
         assert names == ["p"]
 
-        metrics = maild(cfg, "metrics").stdout
+        metrics = maild_cli(cfg, "metrics").stdout
         outputs.append(metrics)
         assert 'maild_fetched_messages_total{account="p"' in metrics
         assert "maild_store_bytes" in metrics
@@ -209,24 +197,24 @@ def test_auth_lockout_after_three_refusals(dovecot: Dovecot, mail_user: MailUser
         deadline = time.monotonic() + 60
         acc: dict[str, object] = {}
         while time.monotonic() < deadline:
-            done = maild(cfg, "status", "--json")
+            done = maild_cli(cfg, "status", "--json")
             if done.returncode == 0:
                 acc = json.loads(done.stdout)["accounts"][0]
                 if acc["state"] == "auth_failed":
                     break
                 if acc["state"] == "error":
-                    maild(cfg, "fetch-now", "locked")  # skip the backoff wait
+                    maild_cli(cfg, "fetch-now", "locked")  # skip the backoff wait
             time.sleep(0.1)
         assert acc["state"] == "auth_failed", acc
         assert acc["consecutive_failures"] == 3
         assert "not trying again" in str(acc["last_error"])
         time.sleep(1.5)
-        acc = json.loads(maild(cfg, "status", "--json").stdout)["accounts"][0]
+        acc = json.loads(maild_cli(cfg, "status", "--json").stdout)["accounts"][0]
         assert acc["consecutive_failures"] == 3, "a locked-out account tried again"
-        maild(cfg, "resume", "locked")
+        maild_cli(cfg, "resume", "locked")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            acc = json.loads(maild(cfg, "status", "--json").stdout)["accounts"][0]
+            acc = json.loads(maild_cli(cfg, "status", "--json").stdout)["accounts"][0]
             if acc["consecutive_failures"] == 4:
                 break
             time.sleep(0.1)

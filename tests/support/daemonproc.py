@@ -25,6 +25,17 @@ def maild_command(cfg: Path, *options: str) -> list[str]:
     return [sys.executable, "-m", "maild", "-c", str(cfg), *options, "run"]
 
 
+def maild_cli(cfg: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m maild -c CFG ARGS...`` to the end: its exit code, stdout and stderr as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "maild", "-c", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 @contextlib.contextmanager
 def running_maild(
     command: list[str], *, log: Path | None = None, env: Mapping[str, str] | None = None
