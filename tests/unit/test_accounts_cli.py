@@ -35,14 +35,19 @@ password_file = "anna.secret"   # mode 0600
 """
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A hand-written main config with one POP3 account."""
+def write_main_config(tmp_path: Path) -> Path:
+    """``tmp_path/config.toml``: :data:`MAIN`, a hand-written main config with one POP3 account (``anna-pop``)."""
     (tmp_path / "anna.secret").write_text("geheim\n")
     (tmp_path / "anna.secret").chmod(0o600)
     path = tmp_path / "config.toml"
     path.write_text(MAIN)
     return path
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A hand-written main config with one POP3 account."""
+    return write_main_config(tmp_path)
 
 
 def add_args(cfg: Path, name: str, *extra: str) -> list[str]:

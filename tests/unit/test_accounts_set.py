@@ -12,17 +12,13 @@ import pytest
 from maild.cli.main import main
 from maild.config.dropin import parse_setting
 from maild.config.loader import load_config
-from tests.unit.test_accounts_cli import MAIN, add_args
+from tests.unit.test_accounts_cli import add_args, write_main_config
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     """A hand-written main config with one POP3 account (``anna-pop``)."""
-    (tmp_path / "anna.secret").write_text("geheim\n")
-    (tmp_path / "anna.secret").chmod(0o600)
-    path = tmp_path / "config.toml"
-    path.write_text(MAIN)
-    return path
+    return write_main_config(tmp_path)
 
 
 def test_values_are_toml_when_they_parse_else_strings() -> None:
