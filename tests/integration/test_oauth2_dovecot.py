@@ -201,6 +201,19 @@ def oauth_config(
     return directory, cfg
 
 
+def client_credentials_source(server: OAuthServer, user: MailUser) -> tokens.OAuth2Tokens:
+    """A token source for a new client ``imap-USER`` of ``server`` (client-credentials grant for ``user``)."""
+    server.add_client(f"imap-{user.name}", CLIENT_SECRET, user=user.name)
+    return tokens.OAuth2Tokens(
+        tokens.OAuth2Settings(
+            account="anna",
+            token_url=server.token_url,
+            client_id=f"imap-{user.name}",
+            client_secret=lambda: Secret(CLIENT_SECRET),
+        )
+    )
+
+
 def all_secrets(server: OAuthServer) -> list[str]:
     return [CLIENT_SECRET, *server.access_tokens, *server.refresh_tokens]
 
@@ -562,15 +575,7 @@ async def test_imap_authenticate_with_a_token(
     oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, mechanism: str, sasl_ir: bool
 ) -> None:
     """AUTHENTICATE signs in to Dovecot with a client-credentials token, with and without SASL-IR."""
-    oauth_server.add_client(f"imap-{user.name}", CLIENT_SECRET, user=user.name)
-    source = tokens.OAuth2Tokens(
-        tokens.OAuth2Settings(
-            account="anna",
-            token_url=oauth_server.token_url,
-            client_id=f"imap-{user.name}",
-            client_secret=lambda: Secret(CLIENT_SECRET),
-        )
-    )
+    source = client_credentials_source(oauth_server, user)
     transport, caps = await imap_connect(oauth_dovecot)
     assert {"AUTH=XOAUTH2", "AUTH=OAUTHBEARER", "SASL-IR"} <= caps
     if not sasl_ir:
@@ -615,15 +620,7 @@ async def test_imap_authenticate_replaces_a_token_the_server_refuses(
     oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, mechanism: str
 ) -> None:
     """A cached token the server no longer accepts is replaced once, and the second AUTHENTICATE succeeds."""
-    oauth_server.add_client(f"imap-{user.name}", CLIENT_SECRET, user=user.name)
-    source = tokens.OAuth2Tokens(
-        tokens.OAuth2Settings(
-            account="anna",
-            token_url=oauth_server.token_url,
-            client_id=f"imap-{user.name}",
-            client_secret=lambda: Secret(CLIENT_SECRET),
-        )
-    )
+    source = client_credentials_source(oauth_server, user)
     await asyncio.to_thread(source.access_token)
     oauth_server.expire_access_tokens()
     transport, caps = await imap_connect(oauth_dovecot)

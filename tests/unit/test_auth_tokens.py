@@ -42,6 +42,17 @@ def test_damaged_store_is_a_store_error_without_content(tmp_path: Path) -> None:
     assert "SENTINEL" not in str(info.value)
 
 
+def _device_settings(token_dir: Path) -> tokens.OAuth2Settings:
+    """Settings for account ``anna`` with a device-code flow and its refresh token kept in ``token_dir``."""
+    return tokens.OAuth2Settings(
+        account="anna",
+        token_url="https://t/token",
+        device_url="https://t/device",
+        client_id="c",
+        token_dir=token_dir,
+    )
+
+
 def _command_source(argv: list[str], clock: Clock) -> tokens.OAuth2Tokens:
     return tokens.OAuth2Tokens(tokens.OAuth2Settings(account="anna", token_command=tuple(argv)), clock=clock)
 
@@ -105,13 +116,7 @@ def test_refresh_before_expiry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         return oauth2.TokenResponse(Secret(f"at-{n}"), 600.0, Secret(f"rt-{n + 1}"))
 
     monkeypatch.setattr(oauth2, "refresh", fake_refresh)
-    settings = tokens.OAuth2Settings(
-        account="anna",
-        token_url="https://t/token",
-        device_url="https://t/device",
-        client_id="c",
-        token_dir=tmp_path,
-    )
+    settings = _device_settings(tmp_path)
     tokens.RefreshTokenStore(tmp_path, "anna").save(
         Secret("rt-1"), "c", "https://t/token", now=dt.datetime.now(dt.UTC)
     )
@@ -128,13 +133,7 @@ def test_refresh_before_expiry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 def test_never_authorized_says_what_to_run(tmp_path: Path) -> None:
     """No stored refresh token: AuthError (reauthorize) naming `maild accounts authorize NAME`."""
-    settings = tokens.OAuth2Settings(
-        account="anna",
-        token_url="https://t/token",
-        device_url="https://t/device",
-        client_id="c",
-        token_dir=tmp_path,
-    )
+    settings = _device_settings(tmp_path)
     with pytest.raises(AuthError, match=r"run `maild accounts authorize anna`") as info:
         tokens.OAuth2Tokens(settings).access_token()
     assert info.value.reauthorize
