@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -96,6 +97,17 @@ async def opened(server: ScriptedIMAP, **kwargs: object) -> IMAPMailbox:
 async def collect(mailbox: IMAPMailbox, keys: list[IMAPKey]) -> list[RetrievedMessage | RetrievalFailure]:
     """Everything retrieve() yields for ``keys``."""
     return [item async for item in mailbox.retrieve(keys)]
+
+
+async def cancel_and_expect_unusable(task: asyncio.Future[Any], mailbox: IMAPMailbox) -> None:
+    """Cancel ``task`` (a call on ``mailbox``): it ends cancelled, and the mailbox then refuses further
+    use with TransientError "cancelled" until it is aborted (which this does)."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(TransientError, match="cancelled"):
+        await mailbox.inventory()
+    await mailbox.abort()
 
 
 def keys(uids: range | list[int], uidvalidity: int = 1234, mailbox: str = "INBOX") -> list[IMAPKey]:
@@ -680,12 +692,7 @@ async def test_cancelled_retrieve_discards_the_session(inbox: ScriptedIMAP) -> N
     mailbox = await opened(inbox, timeout_s=30)
     task = asyncio.ensure_future(collect(mailbox, keys([1])))
     await asyncio.sleep(0.2)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    with pytest.raises(TransientError, match="cancelled"):
-        await mailbox.inventory()
-    await mailbox.abort()
+    await cancel_and_expect_unusable(task, mailbox)
 
 
 async def flood(session: Session, tag: str, args: str) -> None:

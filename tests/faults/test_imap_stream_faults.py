@@ -22,7 +22,7 @@ from maild.errors import NetworkTimeout, ThrottledError, TransientError
 from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.faults.imap_scripted import ScriptedIMAP, Session, default_fetch_writer
-from tests.faults.test_imap_faults import keys, message, opened, settings
+from tests.faults.test_imap_faults import cancel_and_expect_unusable, keys, message, opened, settings
 
 
 @pytest.fixture
@@ -183,12 +183,7 @@ async def test_cancel_mid_stream_discards_the_session(
     while not got:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    with pytest.raises(TransientError, match="cancelled"):
-        await mailbox.inventory()
-    await mailbox.abort()
+    await cancel_and_expect_unusable(task, mailbox)
     for _ in range(3):
         await asyncio.sleep(0)
     gc.collect()
