@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Final
 import structlog
 
 from maild.auth import oauth2
+from maild.auth.command import first_line_of
 from maild.errors import AuthError, ConfigError, StoreError
 from maild.fsutil import write_atomic
 from maild.model import Secret
@@ -165,24 +165,11 @@ def _run_token_command(account: str, argv: tuple[str, ...]) -> Secret:
         ConfigError: it cannot be run, times out, exits non-zero, prints nothing or more than
             :data:`MAX_TOKEN_OCTETS` on its first line. Never contains the output.
     """
-    try:
-        done = subprocess.run(  # noqa: S603 - argv list from the admin's config, no shell
-            list(argv),
-            capture_output=True,
-            timeout=TOKEN_COMMAND_TIMEOUT_S,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(
-            f"account {account}: token_command {argv[0]!r} failed: {type(exc).__name__}"
-        ) from None
-    lines = done.stdout.decode("utf-8", "replace").splitlines() if done.stdout else []
-    value = lines[0].strip() if lines else ""
-    if done.returncode != 0 or not value:
-        raise ConfigError(
-            f"account {account}: token_command {argv[0]!r} exited {done.returncode} without printing a token"
-        )
+    key, noun = "token_command", "a token"
+    line = first_line_of(argv, account=account, key=key, noun=noun, timeout_s=TOKEN_COMMAND_TIMEOUT_S)
+    value = line.strip()
+    if not value:
+        raise ConfigError(f"account {account}: {key} {argv[0]!r} exited 0 without printing {noun}")
     if len(value.encode()) > MAX_TOKEN_OCTETS:
         raise ConfigError(
             f"account {account}: token_command {argv[0]!r} printed more than {MAX_TOKEN_OCTETS} octets"

@@ -7,10 +7,10 @@ rotated password takes effect without a reload. Errors never contain the passwor
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from maild.auth.command import first_line_of
 from maild.errors import ConfigError
 from maild.model import Secret
 
@@ -76,22 +76,12 @@ class PasswordSource:
             return read_secret_file(self.file, account, "password_file")
         if self.command is None:  # auth = "oauth2" accounts have no password source
             raise ConfigError(f"account {account}: no password configured")
-        try:
-            done = subprocess.run(  # noqa: S603 - argv list from the admin's config, no shell
-                list(self.command),
-                capture_output=True,
-                timeout=PASSWORD_COMMAND_TIMEOUT_S,
-                check=False,
-                stdin=subprocess.DEVNULL,
+        return Secret(
+            first_line_of(
+                self.command,
+                account=account,
+                key="password_command",
+                noun="a password",
+                timeout_s=PASSWORD_COMMAND_TIMEOUT_S,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ConfigError(
-                f"account {account}: password_command {self.command[0]!r} failed: {type(exc).__name__}"
-            ) from None
-        value = done.stdout.decode("utf-8", "replace").splitlines()[0] if done.stdout else ""
-        if done.returncode != 0 or not value:
-            raise ConfigError(
-                f"account {account}: password_command {self.command[0]!r} exited {done.returncode}"
-                " without printing a password"
-            )
-        return Secret(value)
+        )
