@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from maild.config.auth import OAUTH2_DIR, AuthConfig, parse_auth
 from maild.config.passwords import PasswordSource, read_secret_file
@@ -32,7 +32,7 @@ from maild.config.values import (
     required_text,
 )
 from maild.errors import ConfigError
-from maild.model import Protocol, Retention, Secret, ServerSettings, TLSMode
+from maild.model import AccessTokenSource, Protocol, Retention, Secret, ServerSettings, TLSMode
 
 __all__ = [
     "ACCOUNT_NAME_RE",
@@ -169,22 +169,14 @@ class AccountConfig:
         Raises:
             ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve`).
         """
-        if self.sign_in.oauth2 is not None:  # issue 13: tokens are fetched in the worker, not here
+        auth: Literal["password", "oauth2"] = "password"
+        tokens: AccessTokenSource | None = None
+        if self.sign_in.oauth2 is None:
+            password = self.password.resolve(self.name)
+        else:  # issue 13: tokens are fetched in the worker, not here
             from maild.auth.tokens import source_for
 
-            return ServerSettings(
-                account=self.name,
-                host=self.host,
-                port=self.port,
-                tls=self.tls,
-                ca_file=self.ca_file,
-                username=self.username,
-                password=Secret(""),
-                timeout_s=self.timeout_s,
-                auth="oauth2",
-                sasl_mechanism=self.sign_in.sasl_mechanism,
-                tokens=source_for(self.sign_in.oauth2),
-            )
+            password, auth, tokens = Secret(""), "oauth2", source_for(self.sign_in.oauth2)
         return ServerSettings(
             account=self.name,
             host=self.host,
@@ -192,9 +184,11 @@ class AccountConfig:
             tls=self.tls,
             ca_file=self.ca_file,
             username=self.username,
-            password=self.password.resolve(self.name),
+            password=password,
             timeout_s=self.timeout_s,
+            auth=auth,
             sasl_mechanism=self.sign_in.sasl_mechanism,
+            tokens=tokens,
         )
 
 
