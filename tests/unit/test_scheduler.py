@@ -27,22 +27,9 @@ from maild.service.scheduler import AccountRuntime, Scheduler
 from tests.support.accounts import pop3_account
 from tests.support.waiting import eventually
 from tests.unit.fakes import Concurrency, FakeServer, maildrops_of, make_message
+from tests.unit.test_policy import LowRandom
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-class LowRandom(random.Random):
-    """Jitter source that always picks the lowest value."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return a
-
-
-class HighRandom(random.Random):
-    """Jitter source that always picks the highest value."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
 
 
 async def make_scheduler(
