@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -92,20 +92,35 @@ async def settled(fut: Awaitable[CycleResult | None]) -> CycleResult | None:
 # -- account loops --------------------------------------------------------------------------------
 
 
+async def run_until_failed_beside_good(
+    store: Store,
+    executor: ThreadPoolExecutor,
+    servers: dict[str, FakeServer],
+    failing: str,
+    faults: Mapping[str, BaseException],
+    good_messages: int,
+) -> Scheduler:
+    """Run accounts ``failing`` (one message, its sessions failing with ``faults``) and ``good``
+    (``good_messages`` messages) until ``failing`` is in state "error" and ``good`` "idle"; stopped."""
+    servers[failing] = FakeServer.with_pop3(1)
+    servers[failing].default_plan.faults = faults
+    servers["good"] = FakeServer.with_pop3(good_messages)
+    sched = await make_scheduler(store, executor, servers, [pop3_account(failing), pop3_account("good")])
+
+    run = Running(sched)
+    await eventually(
+        lambda: sched.accounts[failing].state == "error" and sched.accounts["good"].state == "idle"
+    )
+    await run.stop()
+    return sched
+
+
 async def test_failing_account_does_not_stop_another(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """An account whose login is refused ends in state "error" while another account is fetched normally."""
-    servers["bad"] = FakeServer.with_pop3(1)
-    servers["bad"].default_plan.faults = {"open": AuthError("-ERR [AUTH] invalid password", account="bad")}
-    servers["good"] = FakeServer.with_pop3(2)
-    sched = await make_scheduler(store, executor, servers, [pop3_account("bad"), pop3_account("good")])
-
-    run = Running(sched)
-    await eventually(
-        lambda: sched.accounts["bad"].state == "error" and sched.accounts["good"].state == "idle"
-    )
-    await run.stop()
+    fault = AuthError("-ERR [AUTH] invalid password", account="bad")
+    sched = await run_until_failed_beside_good(store, executor, servers, "bad", {"open": fault}, 2)
 
     assert sched.accounts["bad"].last_error is not None
     assert "invalid password" in sched.accounts["bad"].last_error
@@ -121,16 +136,8 @@ async def test_internal_error_in_one_account_does_not_stop_another(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """A non-maild exception (a bug) in one account's cycle is recorded as an error; the other account still runs."""
-    servers["buggy"] = FakeServer.with_pop3(1)
-    servers["buggy"].default_plan.faults = {"inventory": RuntimeError("boom")}
-    servers["good"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, servers, [pop3_account("buggy"), pop3_account("good")])
-
-    run = Running(sched)
-    await eventually(
-        lambda: sched.accounts["buggy"].state == "error" and sched.accounts["good"].state == "idle"
-    )
-    await run.stop()
+    faults = {"inventory": RuntimeError("boom")}
+    sched = await run_until_failed_beside_good(store, executor, servers, "buggy", faults, 1)
 
     assert sched.accounts["buggy"].last_error == "internal error: RuntimeError: boom"
     assert servers["buggy"].sessions[0].aborted
