@@ -4,21 +4,8 @@ The ``store_*`` modules are the only ones that contain SQL: this one (the daemon
 connection), :mod:`maild.archive.schema` (migration scripts), :mod:`maild.archive.reader` (read-only
 queries) and :mod:`maild.archive.move_queries` (``maild migrate``'s records).
 
-Layout (schema version 4, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; docs/archive.md documents
-it for readers such as the CRM):
-
-- ``accounts``: one row per account ever configured; the protocol is fixed at creation.
-- ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
-  octets exactly as the server sent them (after protocol un-stuffing) and parsed header fields.
-- ``locations``: where an account's server holds or held a message: POP3 UIDL, or IMAP
-  (mailbox, UIDVALIDITY, UID); when it was first fetched, when it was no longer seen, when maild
-  deleted it.
-- ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
-- ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
-- ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
-- ``messages_fts`` (v3): the full-text index, written in the same transaction as each new message.
-- ``retrieval_failures`` (v4): messages that failed to arrive, counted in a row
-  (:mod:`maild.archive.failures`); ``locations.missing_items`` and ``locations.server_size`` (v4).
+Layout: the tables and the version that added each are listed in :mod:`maild.archive.schema`
+(``PRAGMA user_version``); docs/archive.md documents them for readers such as the CRM.
 
 Durability: WAL with ``synchronous=FULL``, so every commit is fsync'ed before it returns; a message
 is deleted on a server only after the commit that stores it has returned (see ``fetch.py``).
