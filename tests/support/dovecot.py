@@ -71,6 +71,22 @@ _INSTANCE_FILE = "instance.json"
 _MAX_BASE_DIR_CHARS = 70
 
 
+def _login_service(protocol: str, port: int, tls_port: int) -> str:
+    """Dovecot's ``service PROTOCOL-login`` block: plain ``port`` and implicit-TLS ``tls_port`` on HOST."""
+    return f"""service {protocol}-login {{
+  inet_listener {protocol} {{
+    address = {HOST}
+    port = {port}
+  }}
+  inet_listener {protocol}s {{
+    address = {HOST}
+    port = {tls_port}
+    ssl = yes
+  }}
+}}
+"""
+
+
 class DovecotError(RuntimeError):
     """Dovecot could not be set up, started, stopped or asked something."""
 
@@ -356,29 +372,7 @@ service anvil {{
     mode = 0
   }}
 }}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = {HOST}
-    port = {p.pop3}
-  }}
-  inet_listener pop3s {{
-    address = {HOST}
-    port = {p.pop3s}
-    ssl = yes
-  }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = {HOST}
-    port = {p.imap}
-  }}
-  inet_listener imaps {{
-    address = {HOST}
-    port = {p.imaps}
-    ssl = yes
-  }}
-}}
-"""
+{_login_service("pop3", p.pop3, p.pop3s)}{_login_service("imap", p.imap, p.imaps)}"""
         self.config_file.write_text(config, encoding="utf-8")
 
     def _oauth2_mechanisms(self) -> str:
