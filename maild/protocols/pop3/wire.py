@@ -13,7 +13,7 @@ Errors raised here carry no account name (this layer does not know it); the adap
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -303,15 +303,36 @@ class ReplyDecoder:
         )
 
 
-def _listing_lines(body: bytes) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield (msgnum, remaining fields) for each non-blank line of a listing body."""
+def _listing_lines(
+    body: bytes, what: str, standard: str, valid: Callable[[list[bytes]], bool]
+) -> Iterator[tuple[int, bytes]]:
+    """Yield (msgnum, the first field after it) for each non-blank line of a listing body.
+
+    ``what`` names the line in errors (e.g. ``"scan listing"``), ``standard`` the RFC section, and
+    ``valid`` judges the fields after the message-number.
+
+    Raises:
+        ProtocolError: a message-number that is not a positive decimal or repeats, or fields that
+            ``valid`` refuses.
+    """
+    seen: set[int] = set()
     for line in body.split(_CRLF):
         fields = line.split()
         if not fields:
             continue
         if not fields[0].isdigit() or int(fields[0]) < 1:
             raise ProtocolError("malformed message-number in listing", line=_show(line))
-        yield int(fields[0]), fields[1:]
+        msgnum, rest = int(fields[0]), fields[1:]
+        if not valid(rest):
+            raise ProtocolError(
+                f"malformed {what} for message {msgnum}",
+                line=_show(b" ".join([str(msgnum).encode(), *rest])),
+                standard=standard,
+            )
+        if msgnum in seen:
+            raise ProtocolError(f"message-number {msgnum} listed twice", standard=standard)
+        seen.add(msgnum)
+        yield msgnum, rest[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,16 +374,14 @@ def parse_uidl_listing(body: bytes) -> UIDLListing:
             return UIDLListing(uidl_by_msgnum=fast, duplicates={})
     uidl_by_msgnum: dict[int, str] = {}
     msgnums_by_uidl: dict[str, list[int]] = {}
-    for msgnum, rest in _listing_lines(body):
-        if len(rest) != 1 or _UIDL_BAD_OCTETS.search(rest[0]):
-            raise ProtocolError(
-                f"malformed UIDL listing line for message {msgnum}",
-                line=_show(b" ".join([str(msgnum).encode(), *rest])),
-                standard="RFC 1939 section 7",
-            )
-        if msgnum in uidl_by_msgnum:
-            raise ProtocolError(f"message-number {msgnum} listed twice", standard="RFC 1939 section 7")
-        uidl = rest[0].decode("latin-1")
+    lines = _listing_lines(
+        body,
+        "UIDL listing line",
+        "RFC 1939 section 7",
+        lambda rest: len(rest) == 1 and not _UIDL_BAD_OCTETS.search(rest[0]),
+    )
+    for msgnum, uidl_octets in lines:
+        uidl = uidl_octets.decode("latin-1")
         uidl_by_msgnum[msgnum] = uidl
         msgnums_by_uidl.setdefault(uidl, []).append(msgnum)
     duplicates = {u: tuple(sorted(ns)) for u, ns in msgnums_by_uidl.items() if len(ns) > 1}
@@ -391,16 +410,11 @@ def parse_scan_listing(body: bytes) -> dict[int, int]:
         if len(fast) == len(pairs):  # no message-number repeats
             return fast
     sizes: dict[int, int] = {}
-    for msgnum, rest in _listing_lines(body):
-        if not rest or not rest[0].isdigit():
-            raise ProtocolError(
-                f"malformed scan listing for message {msgnum}",
-                line=_show(b" ".join([str(msgnum).encode(), *rest])),
-                standard="RFC 1939 section 5",
-            )
-        if msgnum in sizes:
-            raise ProtocolError(f"message-number {msgnum} listed twice", standard="RFC 1939 section 5")
-        sizes[msgnum] = int(rest[0])
+    lines = _listing_lines(
+        body, "scan listing", "RFC 1939 section 5", lambda rest: bool(rest) and rest[0].isdigit()
+    )
+    for msgnum, octets in lines:
+        sizes[msgnum] = int(octets)
     return sizes
 
 
