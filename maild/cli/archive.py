@@ -41,27 +41,30 @@ def _limit(text: str) -> int:
     return value
 
 
+def _add_limit(parser: argparse.ArgumentParser, default: int, what: str) -> None:
+    """Add ``--limit N`` (at most N ``what``; 0: all) with ``default`` to ``parser``."""
+    help_text = f"at most N {what} (default {default}; 0: all)"
+    parser.add_argument("--limit", type=_limit, default=default, metavar="N", help=help_text)
+
+
 def add_parsers(sub: Any) -> None:
     """Add ``messages`` and ``export`` to the ``maild`` subcommand parsers ``sub``."""
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument(
         "--database", type=Path, metavar="PATH", help="archive file (default: from the configuration)"
     )
+    selection = argparse.ArgumentParser(add_help=False)
+    selection.add_argument("--account", help="only messages of this account")
+    selection.add_argument("--organisation", help="only messages of this organisation's accounts")
+    selection.add_argument(
+        "--since", type=_since, metavar="DATE", help="dated at or after DATE (UTC unless given)"
+    )
     m = sub.add_parser("messages", help="query the archive (read-only; works while the daemon runs)")
     actions = m.add_subparsers(dest="messages_command", required=True, metavar="ACTION")
-    ls = actions.add_parser("list", parents=[db], help="list messages, newest first")
-    ls.add_argument("--account", help="only messages of this account")
-    ls.add_argument("--organisation", help="only messages of this organisation's accounts")
-    ls.add_argument("--since", type=_since, metavar="DATE", help="dated at or after DATE (UTC unless given)")
+    ls = actions.add_parser("list", parents=[db, selection], help="list messages, newest first")
     ls.add_argument("--from", dest="from_text", metavar="TEXT", help="From contains TEXT (any case)")
     ls.add_argument("--subject", metavar="TEXT", help="Subject contains TEXT (any case)")
-    ls.add_argument(
-        "--limit",
-        type=_limit,
-        default=DEFAULT_LIST_LIMIT,
-        metavar="N",
-        help=f"at most N messages (default {DEFAULT_LIST_LIMIT}; 0: all)",
-    )
+    _add_limit(ls, DEFAULT_LIST_LIMIT, "messages")
     ls.add_argument("--json", action="store_true", help="a JSON array of objects (see docs/archive.md)")
     ls.set_defaults(handler=_list)
     show = actions.add_parser("show", parents=[db], help="headers and body text of one message")
@@ -71,21 +74,14 @@ def add_parsers(sub: Any) -> None:
     raw = actions.add_parser("raw", parents=[db], help="the exact stored octets of one message, to stdout")
     raw.add_argument("id", metavar="ID", help="SHA-256 or a unique prefix of at least 8 hex digits")
     raw.set_defaults(handler=_raw)
-    se = actions.add_parser("search", parents=[db], help="full-text search: headers, body text, file names")
+    se = actions.add_parser(
+        "search", parents=[db, selection], help="full-text search: headers, body text, file names"
+    )
     se.add_argument(
         "query", nargs="+", metavar="QUERY",
         help='words (all must match), "a phrase", prefix*, OR, NOT, subject:word (SQLite FTS5 syntax)',
     )  # fmt: skip
-    se.add_argument("--account", help="only messages of this account")
-    se.add_argument("--organisation", help="only messages of this organisation's accounts")
-    se.add_argument("--since", type=_since, metavar="DATE", help="dated at or after DATE (UTC unless given)")
-    se.add_argument(
-        "--limit",
-        type=_limit,
-        default=DEFAULT_SEARCH_LIMIT,
-        metavar="N",
-        help=f"at most N best matches (default {DEFAULT_SEARCH_LIMIT}; 0: all)",
-    )
+    _add_limit(se, DEFAULT_SEARCH_LIMIT, "best matches")
     se.add_argument("--json", action="store_true", help="a JSON array: list's objects plus snippet and score")
     se.set_defaults(handler=_search)
     at = actions.add_parser(
