@@ -295,35 +295,17 @@ def _print_plan(report: MigrationReport) -> None:
 
 
 def _report_rows(report: MigrationReport) -> list[ReportRow]:
+    def row(e: ArchiveEntry, uidvalidity: int | None, uid: int | None, outcome: str) -> ReportRow:
+        return ReportRow(
+            e.message, e.sha256, e.message_id, e.subject, report.target_mailbox, uidvalidity, uid, outcome
+        )
+
     rows = []
     for upload in report.appended + report.refused:
-        e, r = upload.entry, upload.result
-        outcome = "uploaded" if r.ok else f"refused: {r.status}"
-        rows.append(
-            ReportRow(
-                e.message,
-                e.sha256,
-                e.message_id,
-                e.subject,
-                report.target_mailbox,
-                r.uidvalidity,
-                r.uid,
-                outcome,
-            )
-        )
+        r = upload.result
+        rows.append(row(upload.entry, r.uidvalidity, r.uid, "uploaded" if r.ok else f"refused: {r.status}"))
     for e in report.recorded_missing:
-        rows.append(
-            ReportRow(
-                e.message,
-                e.sha256,
-                e.message_id,
-                e.subject,
-                report.target_mailbox,
-                None,
-                None,
-                "left out: uploaded earlier, deleted in the target since",
-            )
-        )
+        rows.append(row(e, None, None, "left out: uploaded earlier, deleted in the target since"))
     return rows
 
 
