@@ -60,24 +60,43 @@ def _argv(t: Table, key: str) -> tuple[str, ...] | None:
     return tuple(value) if value is not None else None
 
 
+def secret_source_keys(
+    t: Table, account: str, base: Path, prefix: str, example: str
+) -> tuple[str | None, tuple[str, ...] | None, str | None]:
+    """Read and check ``PREFIX_file``, ``PREFIX_command`` and ``PREFIX_credential`` of ``t``.
+
+    ``prefix`` is ``"password"`` or ``"client_secret"``; ``example`` is a credential name the error
+    suggests. The file (relative to ``base``) is read once to check it, never shown.
+
+    Returns:
+        (the file as written, the command's argv, the credential name), each None when not set.
+
+    Raises:
+        ConfigError: a value of the wrong type, an empty or non-string argv, a credential name
+            outside ``[A-Za-z0-9_.@-]``, or a file that cannot be read or is empty; naming the key.
+    """
+    file = t.get(f"{prefix}_file", str, None, form="a path string")
+    command = _argv(t, f"{prefix}_command")
+    credential = t.get(f"{prefix}_credential", str, None, form="a credential name")
+    if credential is not None and not _CREDENTIAL_RE.fullmatch(credential):
+        raise ConfigError(
+            f'{t.key(f"{prefix}_credential")}: expected a credential name such as "{example}"'
+        )
+    if file is not None:
+        try:
+            read_secret_file(base / file, account, f"{prefix}_file")
+        except ConfigError as exc:
+            raise ConfigError(f"{t.key(f'{prefix}_file')}: {str(exc).split(': ', 1)[1]}") from None
+    return file, command, credential
+
+
 def _client_secret(t: Table, account: str, base: Path) -> PasswordSource | None:
     keys = [
         k for k in ("client_secret_file", "client_secret_command", "client_secret_credential") if k in t.data
     ]
     if len(keys) > 1:
         raise ConfigError(f"{t.where}: set at most one of {', '.join(keys)}")
-    file = t.get("client_secret_file", str, None, form="a path string")
-    command = _argv(t, "client_secret_command")
-    credential = t.get("client_secret_credential", str, None, form="a credential name")
-    if credential is not None and not _CREDENTIAL_RE.fullmatch(credential):
-        raise ConfigError(
-            f'{t.key("client_secret_credential")}: expected a credential name such as "maild-app"'
-        )
-    if file is not None:
-        try:
-            read_secret_file(base / file, account, "client_secret_file")
-        except ConfigError as exc:
-            raise ConfigError(f"{t.key('client_secret_file')}: {str(exc).split(': ', 1)[1]}") from None
+    file, command, credential = secret_source_keys(t, account, base, "client_secret", "maild-app")
     if not keys:
         return None
     return PasswordSource(

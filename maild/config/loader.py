@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from maild.config.auth import OAUTH2_DIR, AuthConfig, parse_auth
-from maild.config.passwords import PasswordSource, read_secret_file
+from maild.config.auth import OAUTH2_DIR, AuthConfig, parse_auth, secret_source_keys
+from maild.config.passwords import PasswordSource
 from maild.config.values import (
     Table,
     choice,
@@ -372,24 +372,11 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
             + (f" (found {', '.join(sources)})" if sources else " (none found)")
         )
     inline = t.get("password", str, None, form="a string")
-    pw_file = t.get("password_file", str, None, form="a path string")
-    pw_cmd = t.get("password_command", list, None, form="a list of strings (argv, no shell)")
-    pw_cred = t.get("password_credential", str, None, form="a credential name")
-    if pw_cred is not None and not re.fullmatch(r"[A-Za-z0-9_.@-]+", pw_cred):
-        raise ConfigError(f'{t.key("password_credential")}: expected a credential name such as "anna"')
-    if pw_cmd is not None and (not pw_cmd or not all(isinstance(a, str) for a in pw_cmd)):
-        raise ConfigError(
-            f"{t.key('password_command')}: expected a non-empty list of strings (argv, no shell)"
-        )
-    if pw_file is not None:
-        try:
-            read_secret_file(base / pw_file, name, "password_file")
-        except ConfigError as exc:
-            raise ConfigError(f"{t.key('password_file')}: {str(exc).split(': ', 1)[1]}") from None
+    pw_file, pw_cmd, pw_cred = secret_source_keys(t, name, base, "password", "anna")
     password = PasswordSource(
         inline=Secret(inline) if inline is not None else None,
         file=(base / pw_file) if pw_file is not None else None,
-        command=tuple(pw_cmd) if pw_cmd is not None else None,
+        command=pw_cmd,
         credential=pw_cred,
     )
     poll = parse_duration(t.get("poll_interval", (str, int), "5m"), t.key("poll_interval"))
