@@ -447,6 +447,13 @@ def dropin_dir(path: Path) -> Path:
     return path.parent / "accounts.d"
 
 
+def _refuse_unknown_top_level(doc: Mapping[str, Any], file: Path, allowed: set[str], hint: str) -> None:
+    """Raise ConfigError naming ``file``, its first (sorted) top-level key not in ``allowed``, ``hint``."""
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise ConfigError(f"{file}: {unknown[0]}: unknown top-level key ({hint})")
+
+
 def load_config(path: Path) -> Config:
     """Load and validate the main file and its drop-ins.
 
@@ -458,11 +465,7 @@ def load_config(path: Path) -> Config:
     """
     data = _read_toml(path)
     warnings: list[str] = []
-    unknown = sorted(set(data) - {"daemon", "accounts"})
-    if unknown:
-        raise ConfigError(
-            f"{path}: {unknown[0]}: unknown top-level key (expected [daemon] and [accounts.NAME])"
-        )
+    _refuse_unknown_top_level(data, path, {"daemon", "accounts"}, "expected [daemon] and [accounts.NAME]")
     daemon_raw = data.get("daemon", {})
     if not isinstance(daemon_raw, dict):
         raise ConfigError(f"{path}: daemon: expected a table")
@@ -478,11 +481,7 @@ def load_config(path: Path) -> Config:
     for file in files:
         doc = data if file == path else _read_toml(file)
         if file != path:
-            extra = sorted(set(doc) - {"accounts"})
-            if extra:
-                raise ConfigError(
-                    f"{file}: {extra[0]}: unknown top-level key (drop-ins hold [accounts.NAME] only)"
-                )
+            _refuse_unknown_top_level(doc, file, {"accounts"}, "drop-ins hold [accounts.NAME] only")
         accounts_raw = doc.get("accounts", {})
         if not isinstance(accounts_raw, dict):
             raise ConfigError(f"{file}: accounts: expected tables [accounts.NAME]")
