@@ -140,6 +140,17 @@ async def scan_headers(connection: IMAPConnection, mailbox: str) -> MailboxHeade
     return scan
 
 
+async def _select_unchanged(connection: IMAPConnection, mailbox: str, uidvalidity: int) -> bool:
+    """SELECT ``mailbox`` unless it is selected already; True when its UIDVALIDITY is still ``uidvalidity``.
+
+    Raises:
+        As :func:`fetch_sizes`.
+    """
+    if connection.selected != mailbox:
+        await connection.select(mailbox)
+    return connection.uidvalidity == uidvalidity
+
+
 async def fetch_identities(
     connection: IMAPConnection, mailbox: str, uidvalidity: int, uids: Sequence[int]
 ) -> dict[int, tuple[int, bytes]]:
@@ -160,12 +171,9 @@ async def fetch_identities(
     Cancelled at any await: the session is discarded; nothing changed on the server.
 
     Raises:
-        ProtocolError: the mailbox cannot be selected, BAD, broken responses.
-        ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`IMAPConnection.open`.
+        As :func:`fetch_sizes`.
     """
-    if connection.selected != mailbox:
-        await connection.select(mailbox)
-    if connection.uidvalidity != uidvalidity:
+    if not await _select_unchanged(connection, mailbox, uidvalidity):
         return {}
     found: dict[int, tuple[int, bytes]] = {}
     for chunk in chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
@@ -197,9 +205,7 @@ async def fetch_sizes(
         ProtocolError: the mailbox cannot be selected, BAD, broken responses.
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`IMAPConnection.open`.
     """
-    if connection.selected != mailbox:
-        await connection.select(mailbox)
-    if connection.uidvalidity != uidvalidity:
+    if not await _select_unchanged(connection, mailbox, uidvalidity):
         return {}
     found: dict[int, int] = {}
     client = connection.client
@@ -252,9 +258,7 @@ async def fetch_header_sections(
     Raises:
         As :func:`fetch_sizes`.
     """
-    if connection.selected != mailbox:
-        await connection.select(mailbox)
-    if connection.uidvalidity != uidvalidity:
+    if not await _select_unchanged(connection, mailbox, uidvalidity):
         return {}
     found: dict[int, bytes] = {}
     for chunk in chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
