@@ -13,17 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from maild.errors import ProtocolError
-from maild.protocols.imap.lex import (
-    MAILBOX_ATTRIBUTES,
-    LexError,
-    Part,
-    Token,
-    excerpt,
-    flag_set,
-    group_lines,
-    lex,
-    strip_untagged,
-)
+from maild.protocols.imap import lex as imap_lex
 from maild.protocols.imap.utf7 import decode_mailbox_name
 
 
@@ -49,23 +39,23 @@ class ListedMailbox:
         return not self.attributes & {r"\Noselect", r"\NonExistent"}
 
 
-def _list_fields(tokens: list[Token]) -> tuple[frozenset[str], str | None, bytes]:
+def _list_fields(tokens: list[imap_lex.Token]) -> tuple[frozenset[str], str | None, bytes]:
     """Split ``(attributes) delimiter name [extended]`` into attributes, delimiter and wire name."""
     if len(tokens) < 3 or not isinstance(tokens[0], list):
-        raise LexError("expected (attributes) delimiter name")
-    attributes = flag_set(tokens[0], MAILBOX_ATTRIBUTES)
+        raise imap_lex.LexError("expected (attributes) delimiter name")
+    attributes = imap_lex.flag_set(tokens[0], imap_lex.MAILBOX_ATTRIBUTES)
     raw_delim, raw_name = tokens[1], tokens[2]
     if raw_delim is not None and not (isinstance(raw_delim, bytes) and len(raw_delim) == 1):
-        raise LexError("delimiter is neither NIL nor one quoted character")
+        raise imap_lex.LexError("delimiter is neither NIL nor one quoted character")
     delimiter = None if raw_delim is None else raw_delim.decode("ascii", "replace")
     if isinstance(raw_name, str):
         return attributes, delimiter, raw_name.encode("utf-8")
     if isinstance(raw_name, bytes | bytearray):
         return attributes, delimiter, bytes(raw_name)
-    raise LexError("mailbox name is neither atom nor string")
+    raise imap_lex.LexError("mailbox name is neither atom nor string")
 
 
-def parse_list(lines: Sequence[Part], *, utf8: bool = False) -> list[ListedMailbox]:
+def parse_list(lines: Sequence[imap_lex.Part], *, utf8: bool = False) -> list[ListedMailbox]:
     """Parse the untagged lines of a LIST (or LSUB) response, in server order.
 
     Names may be atoms, quoted strings (with ``\\"`` and ``\\\\`` escapes) or literals; extended data
@@ -86,23 +76,23 @@ def parse_list(lines: Sequence[Part], *, utf8: bool = False) -> list[ListedMailb
     """
     standard = "RFC 9051 section 7.3.1"
     found: list[ListedMailbox] = []
-    for logical in group_lines(lines):
-        head = strip_untagged(logical[0])
+    for logical in imap_lex.group_lines(lines):
+        head = imap_lex.strip_untagged(logical[0])
         keyword = head[:5].upper()
         if keyword in (b"LIST ", b"LSUB "):
             head = head[5:]
         elif not head.startswith(b"("):
             continue
         try:
-            attributes, delimiter, wire_name = _list_fields(lex([head, *logical[1:]]))
-        except LexError as exc:
-            raise ProtocolError(str(exc), line=excerpt(head), standard=standard) from None
+            attributes, delimiter, wire_name = _list_fields(imap_lex.lex([head, *logical[1:]]))
+        except imap_lex.LexError as exc:
+            raise ProtocolError(str(exc), line=imap_lex.excerpt(head), standard=standard) from None
         if utf8:
             try:
                 name = wire_name.decode("utf-8")
             except UnicodeDecodeError:
                 raise ProtocolError(
-                    "mailbox name is not UTF-8", line=excerpt(wire_name), standard=standard
+                    "mailbox name is not UTF-8", line=imap_lex.excerpt(wire_name), standard=standard
                 ) from None
         else:
             name = decode_mailbox_name(wire_name)
