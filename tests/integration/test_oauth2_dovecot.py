@@ -162,7 +162,12 @@ def secret_file(directory: Path) -> str:
 
 
 def source_table(kind: str, server: OAuthServer, directory: Path, user: MailUser) -> dict[str, Any]:
-    """The oauth2 table for token source ``kind``, with the server prepared for it."""
+    """The oauth2 table for token source ``kind``, with the server prepared for it.
+
+    ``kind``: ``client_credentials``, ``refresh_token`` (a stored refresh token), ``device`` (the
+    device-code client of ``refresh_token``, never authorized; scope as one space-separated string),
+    else a ``token_command``.
+    """
     client_id = f"app-{user.name}"
     if kind == "client_credentials":
         server.add_client(client_id, CLIENT_SECRET, user=user.name)
@@ -172,15 +177,17 @@ def source_table(kind: str, server: OAuthServer, directory: Path, user: MailUser
             "client_secret_file": secret_file(directory),
             "scope": ["mail"],
         }
-    if kind == "refresh_token":
+    if kind in ("refresh_token", "device"):
         server.add_client(client_id, CLIENT_SECRET)
-        table = {
+        table: dict[str, Any] = {
             "token_url": server.token_url,
             "device_url": server.device_url,
             "client_id": client_id,
             "client_secret_file": secret_file(directory),
-            "scope": ["mail", "offline_access"],
+            "scope": ["mail", "offline_access"] if kind == "refresh_token" else "mail offline_access",
         }
+        if kind == "device":
+            return table
         refresh = server.issue_refresh_token(client_id, user.name)
         tokens.RefreshTokenStore(directory / "state" / "oauth2", "anna").save(
             Secret(refresh), client_id, server.token_url, now=tokens.dt.datetime.now(tokens.dt.UTC)
@@ -382,17 +389,7 @@ def test_device_flow_via_cli_then_fetch(
     run authorize in a thread; the test approves the pending code as the user; authorize exits 0;
     fetch signs in with the stored refresh token.
     """
-    directory = new_dir()
-    client_id = f"app-{user.name}"
-    oauth_server.add_client(client_id, CLIENT_SECRET)
-    table = {
-        "token_url": oauth_server.token_url,
-        "device_url": oauth_server.device_url,
-        "client_id": client_id,
-        "client_secret_file": secret_file(directory),
-        "scope": "mail offline_access",
-    }
-    cfg = write_config(directory, oauth_dovecot, user, table)
+    directory, cfg = oauth_config("device", oauth_server, oauth_dovecot, user)
     deliver(oauth_dovecot, user, 2)
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 1
     assert "not authorized yet; run `maild accounts authorize anna`" in capsys.readouterr().out
