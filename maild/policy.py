@@ -83,6 +83,32 @@ def plan_retrieval(
     return RetrievalPlan(retrieve, too_large)
 
 
+def needs_sizes(inventory: Sequence[InventoryEntry], plan: RetrievalPlan) -> bool:
+    """Whether some key ``plan`` retrieves has no size in ``inventory`` (IMAP inventories have none)."""
+    wanted = set(plan.retrieve)
+    return any(entry.size_octets is None and entry.key in wanted for entry in inventory)
+
+
+def apply_sizes(plan: RetrievalPlan, sizes: Mapping[MessageKey, int], max_message_size: int) -> RetrievalPlan:
+    """Move the keys whose size in ``sizes`` exceeds ``max_message_size`` to ``too_large``.
+
+    Args:
+        plan: a plan from :func:`plan_retrieval`.
+        sizes: server sizes in octets (IMAP RFC822.SIZE, RFC 9051 section 7.5.2) of some keys.
+        max_message_size: octets.
+
+    Returns:
+        The new plan; a key without a size stays to be retrieved (the adapter still refuses a
+        literal above the limit while reading).
+    """
+    retrieve: list[MessageKey] = []
+    too_large = list(plan.too_large)
+    for key in plan.retrieve:
+        size = sizes.get(key)
+        (too_large if size is not None and size > max_message_size else retrieve).append(key)
+    return RetrievalPlan(retrieve, too_large)
+
+
 @dataclass(frozen=True, slots=True)
 class PresenceChange:
     """Archive records whose server presence changed.

@@ -174,7 +174,13 @@ def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maild
         return POP3Maildrop(settings, executor, max_message_size=account.max_message_size)
     from maild.protocols.imap.mailbox import IMAPMailbox
 
-    return IMAPMailbox(settings, account.mailboxes, list_all=account.all_mailboxes, exclude=account.exclude)
+    return IMAPMailbox(
+        settings,
+        account.mailboxes,
+        list_all=account.all_mailboxes,
+        exclude=account.exclude,
+        max_message_size=account.max_message_size,
+    )
 
 
 async def fetch_cycle(
@@ -247,6 +253,9 @@ async def fetch_cycle(
         changes = policy.presence_changes(inventory, covered)
         await store.update_presence(account.name, changes.gone, changes.back, clock())
         plan = policy.plan_retrieval(inventory, known, account.max_message_size)
+        if account.max_message_size is not None and policy.needs_sizes(inventory, plan):
+            # IMAP inventories carry no sizes: ask for RFC822.SIZE before fetching anything
+            plan = policy.apply_sizes(plan, await maildrop.sizes(plan.retrieve), account.max_message_size)
         result.too_large = plan.too_large
 
         async def commit(batch: list[RetrievedMessage]) -> None:

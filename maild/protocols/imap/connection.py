@@ -45,7 +45,15 @@ from maild.errors import (
 from maild.model import ServerSettings
 from maild.protocols.imap import listing as imap_list
 from maild.protocols.imap import wire
-from maild.protocols.imap.client import IMAPClient, LibraryError, LibraryTimeout, Reply, quiet_library_logger
+from maild.protocols.imap.client import (
+    MAX_LITERAL_OCTETS,
+    IMAPClient,
+    LibraryError,
+    LibraryTimeout,
+    ReadLimits,
+    Reply,
+    quiet_library_logger,
+)
 from maild.protocols.imap.lex import Part
 from maild.protocols.tls import client_context
 
@@ -88,11 +96,17 @@ class IMAPConnection:
         settings: server, TLS mode, credentials and ``timeout_s``, the longest silence in seconds
             tolerated during any one operation (connect, each command; a FETCH may take longer as
             long as data keeps arriving).
+        max_message_size: the account's ``max_message_size`` in octets, or None. No literal larger
+            than it (or than :data:`~.client.MAX_LITERAL_OCTETS` without it) is read: the server
+            announcing one loses the connection before any of its octets are read.
     """
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, *, max_message_size: int | None = None) -> None:
         quiet_library_logger()
         self.settings = settings
+        literal_octets = MAX_LITERAL_OCTETS if max_message_size is None else max(1, max_message_size)
+        self.limits = ReadLimits(literal_octets=literal_octets)
+        """The caps on what this connection reads (see :class:`~.client.ReadLimits`)."""
         self._client: IMAPClient | None = None
         self._lost: asyncio.Future[None] | None = None
         self._broken: str | None = None
@@ -226,7 +240,9 @@ class IMAPConnection:
             TransientError: the connection was discarded earlier.
             NetworkTimeout: nothing arrived for ``timeout_s`` seconds.
             ConnectError: the connection was lost or could not be made, or TLS failed.
-            ProtocolError: aioimaplib rejected the state of the session or a response.
+            ProtocolError: aioimaplib rejected the state of the session or a response, or the
+                server broke a :class:`~.client.ReadLimits` cap (the text names which; the
+                connection was dropped before the data was read).
         """
         if self._broken is not None:
             raise self.error(TransientError, f"{what}: session discarded ({self._broken})")
@@ -250,6 +266,8 @@ class IMAPConnection:
                 await asyncio.wait((task, lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if not task.done() and lost.done():
                     self.discard(f"connection lost during {what}")
+                    if client.exceeded is not None:
+                        raise self.error(ProtocolError, f"{what}: {client.exceeded}; connection dropped")
                     greeting = client.greeting_refused
                     if greeting is not None:
                         text = bytes(greeting[:200]).decode("utf-8", "replace")
@@ -376,6 +394,7 @@ class IMAPConnection:
             ssl_context=context if settings.tls == "implicit" else None,
             on_connection_lost=self._on_connection_lost,
             timeout_s=settings.timeout_s,
+            limits=self.limits,
         )
         await self.call("connect", client.wait_hello)
         preauth = client.preauthenticated
