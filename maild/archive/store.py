@@ -24,6 +24,7 @@ is deleted on a server only after the commit that stores it has returned (see ``
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
+import structlog
 
 from maild.archive.schema import (
     _MIGRATIONS,
@@ -47,6 +49,12 @@ from maild.message import sha256_hex, summarise
 from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, RetrievedMessage, StoreOutcome
 
 T = TypeVar("T")
+_log = structlog.get_logger("maild.archive")
+
+
+class ArchiveReplaced(StoreError):
+    """The open archive is no longer the file at its path (deleted, renamed, replaced), or its
+    schema marker changed: nothing may be deleted on any server until maild is restarted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +121,13 @@ class Store:
     aiosqlite's thread completes or rolls back on its own.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path, guard_fd: int | None = None) -> None:
         self._conn = conn
         self.path = path
+        self._guard_fd = guard_fd
+        """A descriptor of the file opened, kept to tell whether it is still the one at :attr:`path`."""
+        self.replaced: str | None = None
+        """Why the archive guard failed (sticky until restart), or None; see :meth:`verify_identity`."""
         self._write_lock = asyncio.Lock()
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (see :meth:`locations`)."""
@@ -136,10 +148,64 @@ class Store:
         store = cls(conn, path)
         try:
             await store._setup()
+            store._guard_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            await conn.close()
+            raise StoreError(f"cannot open archive {path}: {exc}") from None
         except BaseException:
             await conn.close()
             raise
         return store
+
+    async def verify_identity(self) -> None:
+        """Check that the open archive is still the file at :attr:`path` with this maild's schema.
+
+        Run at the start of every fetch cycle and immediately before every server-side deletion:
+        a message committed into a file that was deleted or replaced meanwhile is not durable at
+        all. Checked: the device and inode at :attr:`path` equal those of the file opened, its link
+        count is above zero, and ``PRAGMA user_version`` (the schema marker) is
+        :data:`~maild.archive.schema.SCHEMA_VERSION`. A mismatch is sticky: every later call raises
+        at once, for every account, until maild is restarted; it is logged once at error level.
+
+        Raises:
+            ArchiveReplaced: the check failed now or earlier (the text says what was found).
+        """
+        if self.replaced is not None:
+            raise ArchiveReplaced(self.replaced)
+        problem = await self._identity_problem()
+        if problem is None:
+            return
+        self.replaced = (
+            f"archive {self.path} {problem}; deletions on every server stopped until maild is restarted"
+        )
+        _log.error("archive.replaced", path=str(self.path), problem=problem)
+        raise ArchiveReplaced(self.replaced)
+
+    async def _identity_problem(self) -> str | None:
+        fd = self._guard_fd
+        if fd is None:
+            return None
+        try:
+            opened = os.fstat(fd)
+        except OSError as exc:
+            return f"cannot be checked: {exc.strerror}"
+        if opened.st_nlink < 1:
+            return "was deleted under the running daemon"
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return "was renamed or deleted under the running daemon"
+        except OSError as exc:
+            return f"cannot be checked: {exc.strerror}"
+        if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            return "was replaced by another file under the running daemon"
+        try:
+            version = await self._scalar("PRAGMA user_version")
+        except sqlite3.Error as exc:
+            return f"cannot be read: {exc}"
+        if version != SCHEMA_VERSION:
+            return f"has schema marker {version}, not {SCHEMA_VERSION}"
+        return None
 
     async def _setup(self) -> None:
         try:
@@ -172,6 +238,9 @@ class Store:
 
     async def close(self) -> None:
         """Close the connection (checkpointing the WAL). Idempotent."""
+        fd, self._guard_fd = self._guard_fd, None
+        if fd is not None:
+            os.close(fd)
         await self._conn.close()
 
     async def __aenter__(self) -> Store:

@@ -217,7 +217,9 @@ async def fetch_cycle(
     Raises:
         AuthError, ConnectError, NetworkTimeout, ThrottledError, ProtocolError: from the adapter;
             everything committed before the error stays committed, nothing is deleted on the server.
-        StoreError: the archive failed; nothing is deleted on the server.
+        StoreError: the archive failed; nothing is deleted on the server. ``ArchiveReplaced``
+            (a StoreError): the archive file was deleted or replaced under the running daemon
+            (checked at the start and before deleting; see :meth:`Store.verify_identity`).
         DeliveryError: the account's Maildir could not be written; raised at the end of an otherwise
             complete cycle (archiving went on); undelivered messages were not deleted on the server.
         ConfigError: ``retention = "delete-after"`` with a POP3 server without UIDL (identities are
@@ -235,6 +237,7 @@ async def fetch_cycle(
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
     committing: asyncio.Future[None] | None = None
     try:
+        await store.verify_identity()  # a replaced or deleted archive stops every cycle
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
         if not opened:
@@ -322,6 +325,7 @@ async def fetch_cycle(
                 )
                 to_delete = policy.confirm_deletions(candidates, archived)
             if to_delete:
+                await store.verify_identity()  # the commits landed in the file at the archive's path
                 log.debug("fetch.delete.started", messages=len(to_delete))
                 sent = await maildrop.delete(to_delete)
                 if sent is not None:  # IMAP may skip a mailbox (see IMAPMailbox.delete)
