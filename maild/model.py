@@ -5,6 +5,7 @@ Nothing here does I/O. Datetimes are timezone-aware and in UTC.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -158,20 +159,57 @@ class Location:
     deleted_at: datetime | None
 
 
+#: Every :class:`Secret` alive in this process, so that :func:`redact_known` can find their values in
+#: any text (a server echoing a LOGIN line, an error message) before it is shown or logged.
+_LIVE_SECRETS: weakref.WeakSet[Secret] = weakref.WeakSet()
+_MASK = "********"
+
+
+def _forms(value: str) -> tuple[str, ...]:
+    """The secret as sent and as an IMAP quoted string would carry it (``\\`` and ``\"`` escaped)."""
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+    return (quoted, value) if quoted != value else (value,)
+
+
+def redact_known(text: str) -> str:
+    """``text`` with the value of every live :class:`Secret` replaced by ``********``.
+
+    A last line of defence wherever server text or an error is shown or logged (status, log
+    events, CLI output): it finds a password or token whatever shape a server wrapped it in, as
+    long as its octets appear unchanged.
+    """
+    if not text:
+        return text
+    for secret in list(_LIVE_SECRETS):
+        text = secret.redact(text)
+    return text
+
+
 class Secret:
     """A password or token that never shows itself in ``repr()``, ``str()``, logs or tracebacks.
 
-    Use :meth:`reveal` at the single point where the secret goes onto the wire.
+    Use :meth:`reveal` at the single point where the secret goes onto the wire. Every instance is
+    known to :func:`redact_known` while it lives.
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("__weakref__", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        _LIVE_SECRETS.add(self)
 
     def reveal(self) -> str:
         """Return the secret text (only for sending it to the server)."""
         return self._value
+
+    def redact(self, text: str) -> str:
+        """``text`` with this secret (raw or in IMAP quoted-string form) replaced by ``********``."""
+        if not self._value:
+            return text
+        for form in _forms(self._value):
+            if form in text:
+                text = text.replace(form, _MASK)
+        return text
 
     def __repr__(self) -> str:
         return "Secret('********')"

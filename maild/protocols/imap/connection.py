@@ -211,10 +211,12 @@ class IMAPConnection:
     def error(
         self, cls: type[AccountError], message: str, *, line: str = "", standard: str = ""
     ) -> AccountError:
-        """Build an error of class ``cls`` naming the account (never the password)."""
-        text = f"{self.account}: {message}"
+        """Build an error of class ``cls`` naming the account; the password is masked wherever it
+        appears in ``message`` or ``line`` (servers that echo the LOGIN line in their refusal)."""
+        secret = self.settings.password
+        text = secret.redact(f"{self.account}: {message}")
         if issubclass(cls, ProtocolError):
-            return cls(text, account=self.account, line=line, standard=standard)
+            return cls(text, account=self.account, line=secret.redact(line), standard=standard)
         return cls(text, account=self.account)
 
     async def call(
@@ -318,7 +320,8 @@ class IMAPConnection:
             self.discard(f"{what}: bad completion")
             raise self.error(ProtocolError, f"{what}: {exc}", standard=exc.standard) from None
         if status.code == "ALERT":
-            _log.warning("imap.alert", account=self.account, command=what, text=status.text)
+            text = self.settings.password.redact(status.text)
+            _log.warning("imap.alert", account=self.account, command=what, text=text)
         return lines[:-1], status
 
     def refused(self, status: wire.StatusResponse, what: str) -> AccountError:
