@@ -9,6 +9,7 @@ file and the dotted key.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import ssl
@@ -159,8 +160,22 @@ class AccountConfig:
     deliver_maildir: Path | None = None
     source: Path | None = None
 
+    async def resolved(self) -> AccountConfig:
+        """This account with its password read now (without blocking the event loop) and held inline,
+        so that :meth:`server_settings` then costs nothing.
+
+        Raises:
+            ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve_async`).
+        """
+        if self.password.inline is not None:
+            return self
+        secret = await self.password.resolve_async(self.name)
+        return dataclasses.replace(self, password=PasswordSource(inline=secret))
+
     def server_settings(self) -> ServerSettings:
         """Resolve the password and return what an adapter needs to log in.
+
+        Blocks while a ``password_command`` runs: in the daemon, call :meth:`resolved` first.
 
         Raises:
             ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve`).

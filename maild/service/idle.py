@@ -267,7 +267,7 @@ class IdleWatcher:
             await self._budgets.acquire_connection(host, idle=True)
         session: IdleSession | None = None
         try:
-            session = self._factory(self.account)
+            session = self._factory(await self.account.resolved())
             await session.open()
             if not session.supports_idle:
                 self._unsupported = True
