@@ -238,6 +238,9 @@ class ServerSettings:
         username: the login name.
         password: the password.
         timeout_s: limit in seconds for each network operation (connect, each command, each read).
+        min_rate_octets_per_s: the progress floor of message transfers in octets per second (see
+            :mod:`maild.protocols.progress`).
+        progress_window_s: the window in seconds over which that floor is measured.
     """
 
     account: str
@@ -248,3 +251,5 @@ class ServerSettings:
     username: str
     password: Secret
     timeout_s: float
+    min_rate_octets_per_s: int = 1024
+    progress_window_s: float = 30.0

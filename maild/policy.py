@@ -361,6 +361,15 @@ not need to: four streams already keep two cores busy, on loopback and at 50 ms 
 (README "Performance"), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
 over the cycles transferring, not over every cycle logged in. Counted by
 :class:`maild.service.budget.Budgets`."""
+
+
+def transfer_share(max_transfers: int) -> int:
+    """The most transfer slots the cycles of one server host may hold at once: half of
+    ``max_transfers`` rounded up (at least one), so that a host whose transfers crawl never holds
+    every slot and accounts on other hosts still transfer (2 of the default 4)."""
+    return max(1, (max_transfers + 1) // 2)
+
+
 MEMORY_BUDGET_OCTETS = 32 * 2**20
 """About how many message octets all running cycles together hold in batches, in octets.
 

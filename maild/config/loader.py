@@ -32,6 +32,7 @@ from maild.config.values import (
 )
 from maild.errors import ConfigError
 from maild.model import Protocol, Retention, Secret, ServerSettings, TLSMode
+from maild.protocols.progress import MIN_RATE_OCTETS_PER_S
 
 __all__ = [
     "ACCOUNT_NAME_RE",
@@ -129,6 +130,8 @@ class AccountConfig:
             ``"delete-after"``.
         retention_days: days after first fetch for ``"delete-after"``.
         max_message_size: messages larger than this many octets are skipped and left on the server.
+        min_transfer_rate: the progress floor of message transfers, octets per second: a server
+            sending slower over a 30 s window is cut off ("server too slow") and retried later.
         deliver_maildir: the account's local Maildir (template expanded, see
             :func:`~maild.config.values.expand_maildir`), or None when messages are only archived.
         source: the file that defined the account.
@@ -157,6 +160,7 @@ class AccountConfig:
     retention: Retention = "keep"
     retention_days: int | None = None
     max_message_size: int | None = None
+    min_transfer_rate: int = MIN_RATE_OCTETS_PER_S
     deliver_maildir: Path | None = None
     source: Path | None = None
 
@@ -189,6 +193,7 @@ class AccountConfig:
             username=self.username,
             password=self.password.resolve(self.name),
             timeout_s=self.timeout_s,
+            min_rate_octets_per_s=self.min_transfer_rate,
         )
 
 
@@ -393,6 +398,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
     timeout = parse_duration(t.get("timeout", (str, int), "60s"), t.key("timeout"))
     enabled = t.get("enabled", bool, True)
     max_size = positive_int(t, "max_message_size", None)
+    min_rate = positive_int(t, "min_transfer_rate", MIN_RATE_OCTETS_PER_S)
     maildir_template = t.get("deliver_maildir", str, None, form="a directory path or template")
     deliver_maildir = (
         base
@@ -428,6 +434,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         retention=retention,
         retention_days=retention_days,
         max_message_size=max_size,
+        min_transfer_rate=min_rate or MIN_RATE_OCTETS_PER_S,
         deliver_maildir=deliver_maildir,
         source=path,
     )

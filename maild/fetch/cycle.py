@@ -78,8 +78,9 @@ class TransferBudget(Protocol):
     """What a fetch cycle needs of the process's shared budgets (:class:`maild.service.budget.Budgets`
     has it): a transfer slot while it retrieves, and its share of the memory budget."""
 
-    def transfer(self) -> AbstractAsyncContextManager[None]:
-        """Hold a transfer slot for the block (see :data:`maild.policy.MAX_TRANSFERS`)."""
+    def transfer(self, host: str = "") -> AbstractAsyncContextManager[None]:
+        """Hold a transfer slot for the block (see :data:`maild.policy.MAX_TRANSFERS`); cycles of
+        one ``host`` hold at most :func:`maild.policy.transfer_share` of them."""
         ...
 
     def batch_octets(self, limit: int) -> int:
@@ -90,7 +91,7 @@ class TransferBudget(Protocol):
 class _Alone:
     """The budget of a cycle that shares nothing: no other cycle waits for it or divides its memory."""
 
-    def transfer(self) -> AbstractAsyncContextManager[None]:
+    def transfer(self, host: str = "") -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
     def batch_octets(self, limit: int) -> int:
@@ -285,7 +286,7 @@ async def fetch_cycle(
             return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
 
         if plan.retrieve:
-            async with shared.transfer():  # bounds the memory all cycles hold in messages
+            async with shared.transfer(account.host):  # bounds the memory all cycles hold in messages
                 # one stream for everything: the adapter keeps its next window in flight while the
                 # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
                 log.debug("fetch.retrieve.started", messages=len(plan.retrieve))

@@ -395,3 +395,10 @@ def test_idle_connections_leave_one_connection_to_the_cycles() -> None:
     assert connection_limit(8, idle=False) == 8
     assert connection_limit(8, idle=True) == 7
     assert connection_limit(1, idle=True) == 0
+
+
+def test_transfer_share_is_half_the_slots_rounded_up() -> None:
+    """One host may hold half the transfer slots (at least one)."""
+    from maild.policy import transfer_share
+
+    assert [transfer_share(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 2, 2, 4]

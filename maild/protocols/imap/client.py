@@ -263,6 +263,7 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     ) -> None:
         super().__init__(loop, conn_lost_cb)
         self.last_received = loop.time()
+        self.received_octets = 0
         self.limits = limits if limits is not None else ReadLimits()
         self._untagged = 0
 
@@ -302,6 +303,7 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         if self.exceeded is not None:
             return
         self.last_received = self.loop.time()
+        self.received_octets += len(d)
         partial = self.incomplete_line
         if partial:
             if d.find(b"\r\n") < 0 and not (partial[-1:] == b"\r" and d[:1] == b"\n"):
@@ -626,6 +628,11 @@ class IMAPClient:
     def last_received(self) -> float:
         """Loop time (seconds) when data last arrived, or when the client was made."""
         return float(self._protocol.last_received)
+
+    @property
+    def received_octets(self) -> int:
+        """Octets received on this connection so far (for the progress floor)."""
+        return int(self._protocol.received_octets)
 
     @property
     def exceeded(self) -> str | None:

@@ -55,6 +55,7 @@ from maild.protocols.imap.client import (
     quiet_library_logger,
 )
 from maild.protocols.imap.lex import Part
+from maild.protocols.progress import ProgressFloor
 from maild.protocols.tls import client_context
 
 __all__ = [
@@ -226,6 +227,7 @@ class IMAPConnection:
         *,
         send_octets: int = 0,
         timeout_s: float | None = None,
+        progress: ProgressFloor | None = None,
     ) -> T:
         """Run one client call, raced against inactivity and the loss of the connection.
 
@@ -235,12 +237,15 @@ class IMAPConnection:
             send_octets: octets the command uploads (APPEND); the inactivity limit is extended by
                 ``send_octets / MIN_UPLOAD_OCTETS_PER_S`` seconds, since nothing arrives meanwhile.
             timeout_s: the inactivity limit in seconds; default the account's ``timeout_s``.
+            progress: the progress floor of a message transfer this wait belongs to (the time
+                spent here counts towards its windows), or None.
 
         Cancelled: the connection is discarded and the cancellation propagates.
 
         Raises:
             TransientError: the connection was discarded earlier.
-            NetworkTimeout: nothing arrived for ``timeout_s`` seconds.
+            NetworkTimeout: nothing arrived for ``timeout_s`` seconds, or with ``progress``, data
+                arrived slower than its floor over one of its windows ("server too slow").
             ConnectError: the connection was lost or could not be made, or TLS failed.
             ProtocolError: aioimaplib rejected the state of the session or a response, or the
                 server broke a :class:`~.client.ReadLimits` cap (the text names which; the
@@ -259,12 +264,20 @@ class IMAPConnection:
         task.add_done_callback(consume_outcome)
         began = loop.time() + send_octets / MIN_UPLOAD_OCTETS_PER_S
         limit_s = self.settings.timeout_s if timeout_s is None else timeout_s
+        if progress is not None:
+            progress.go(client.received_octets)
         try:
             while not task.done():
                 remaining = max(began, client.last_received) + limit_s - loop.time()
                 if remaining <= 0:
                     self.discard(f"{what} timed out")
                     raise self.error(NetworkTimeout, f"{what}: no data from server for {limit_s:g} s")
+                if progress is not None:
+                    slow = progress.check(client.received_octets)
+                    if slow is not None:
+                        self.discard(f"{what}: server too slow")
+                        raise self.error(NetworkTimeout, f"{what}: {slow}")
+                    remaining = min(remaining, max(progress.remaining_s(), 0.01))
                 await asyncio.wait((task, lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if not task.done() and lost.done():
                     self.discard(f"connection lost during {what}")
@@ -301,6 +314,8 @@ class IMAPConnection:
             detail = str(exc) if isinstance(exc, LibraryError) else f"{type(exc).__name__}: {exc}"
             raise self.error(ProtocolError, f"{what}: aioimaplib failed: {detail}") from None
         finally:
+            if progress is not None:
+                progress.stop()
             if not task.done():
                 task.cancel()
 
