@@ -24,6 +24,7 @@ is deleted on a server only after the commit that stores it has returned (see ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -113,6 +114,35 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
     return out
 
 
+#: Mode of the archive file, whatever the umask (SQLite gives its ``-wal`` and ``-shm`` side files
+#: the same mode): owner read-write, group read.
+ARCHIVE_MODE = 0o640
+#: Mode of directories created for the archive.
+ARCHIVE_DIR_MODE = 0o750
+
+
+def _create_private(path: Path) -> None:
+    """Create the archive's directory (0750) and an empty archive file (0640) if missing, whatever
+    the umask, so that SQLite never creates them world-readable; an existing file keeps its mode.
+
+    Raises:
+        OSError: the directory or file cannot be created.
+    """
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=ARCHIVE_DIR_MODE)
+            os.chmod(directory, ARCHIVE_DIR_MODE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, ARCHIVE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, ARCHIVE_MODE)
+    finally:
+        os.close(fd)
+
+
 class Store:
     """The archive database. Use :meth:`open`; close with :meth:`close` or ``async with``.
 
@@ -141,7 +171,7 @@ class Store:
             StoreError: the file cannot be opened, is not a maild archive, or is newer than this maild.
         """
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open archive {path}: {exc}") from None
