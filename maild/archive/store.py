@@ -187,6 +187,11 @@ class Store:
             raise
         return store
 
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever a write transaction of this connection begins or ends."""
+        return self._generation
+
     async def verify_identity(self) -> None:
         """Check that the open archive is still the file at :attr:`path` with this maild's schema.
 

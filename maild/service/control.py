@@ -30,7 +30,13 @@ log = structlog.get_logger("maild.service.control")
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_OCTETS = 64 * 1024
+#: Seconds a client may stay silent between requests (and take to read a reply) before it is dropped.
 IDLE_TIMEOUT_S = 10.0
+#: Seconds a new client may take to send its first request before it is dropped.
+FIRST_REQUEST_TIMEOUT_S = 3.0
+#: Clients served at once. When all slots are taken, the client that has been silent longest since
+#: connecting (sent no request yet) is dropped to make room, so silent connections never lock the
+#: CLI out; only when every client is busy does a new one get ``busy``.
 MAX_CLIENTS = 64
 LISTEN_BACKLOG = 512
 SOCKET_MODE = 0o660
@@ -59,6 +65,8 @@ class ControlServer:
         self.group = group
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._silent: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        """Clients that have not sent a request yet, oldest first."""
 
     async def start(self) -> None:
         """Listen on the socket.
@@ -110,15 +118,23 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._clients) >= MAX_CLIENTS and self._silent:
+            oldest, oldest_writer = next(iter(self._silent.items()))
+            del self._silent[oldest]
+            oldest_writer.transport.abort()
+            oldest.cancel()
+            self._clients.discard(oldest)
         if len(self._clients) >= MAX_CLIENTS:
             writer.write(encode(error_reply("busy", f"more than {MAX_CLIENTS} clients connected; try again")))
             writer.close()
             return
         self._clients.add(task)
+        self._silent[task] = writer
+        first = True
         try:
             while True:
                 try:
-                    async with asyncio.timeout(IDLE_TIMEOUT_S):
+                    async with asyncio.timeout(FIRST_REQUEST_TIMEOUT_S if first else IDLE_TIMEOUT_S):
                         line = await reader.readline()
                 except TimeoutError:
                     return
@@ -131,6 +147,8 @@ class ControlServer:
                     return
                 if not line:
                     return
+                first = False
+                self._silent.pop(task, None)
                 reply = await self._dispatch(line)
                 writer.write(encode(reply))
                 async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads is dropped
@@ -139,6 +157,7 @@ class ControlServer:
             return
         finally:
             self._clients.discard(task)
+            self._silent.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -49,6 +49,8 @@ class FakeScheduler:
 class FakeStore:
     """The archive counts the status command reads."""
 
+    generation = 0
+
     async def message_counts(self) -> dict[str, int]:
         return {"anna-pop": 5}
 

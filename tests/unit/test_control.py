@@ -270,6 +270,7 @@ async def test_idle_client_is_dropped(
 ) -> None:
     """A client that sends no complete line within IDLE_TIMEOUT_S is disconnected; the server keeps serving."""
     monkeypatch.setattr(control, "IDLE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(control, "FIRST_REQUEST_TIMEOUT_S", 0.2)
     idle = await Client.connect(server.path)
     if partial:
         await idle.send(partial)
@@ -642,3 +643,17 @@ async def test_client_reads_typed_replies(sock_path: Path) -> None:
     ]
     assert [r["command"] for r in seen] == [*replies, "fetch-now", "fetch-now"]
     assert (seen[-2]["wait"], seen[-1]["wait"]) == (True, False)
+
+
+async def test_silent_clients_never_lock_out_a_real_one(server: ControlServer) -> None:
+    """With every client slot held by connections that sent nothing, a new client is still served:
+    the longest-silent one is dropped to make room (70 silent connections, then status)."""
+    silent = [await Client.connect(server.path) for _ in range(control.MAX_CLIENTS + 6)]
+    try:
+        reply = await status_from_new_client(server)
+        assert reply["ok"] is True
+        dropped = await silent[0].read_until_closed()
+        assert dropped == b""
+    finally:
+        for c in silent:
+            await c.close()
