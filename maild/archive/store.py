@@ -143,6 +143,19 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
+def _sqlite_problem(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's words for ``exc``, made specific where they are vague: a read-only file system
+    ("disk I/O error" or "attempt to write a readonly database") is named as such."""
+    text = str(exc)
+    if "readonly" in text or "disk I/O error" in text:
+        with contextlib.suppress(OSError):
+            if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+                return f"the file system holding {path.parent} is read-only ({text})"
+        if not os.access(path, os.W_OK):
+            return f"the archive file is not writable by this user ({text})"
+    return text
+
+
 class Store:
     """The archive database. Use :meth:`open`; close with :meth:`close` or ``async with``.
 
@@ -269,7 +282,7 @@ class Store:
                     await self._conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise StoreError(f"archive {self.path}: {exc}") from None
+            raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
 
     async def close(self) -> None:
         """Close the connection (checkpointing the WAL). Idempotent."""
@@ -294,7 +307,7 @@ class Store:
             async with self._conn.execute(sql, params) as cur:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
-            raise StoreError(f"archive {self.path}: {exc}") from None
+            raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
 
     async def _write(
         self, statements: Iterable[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]]
@@ -343,7 +356,7 @@ class Store:
                         await self._conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise StoreError(f"archive {self.path}: {what}: {exc}") from None
+                raise StoreError(f"archive {self.path}: {what}: {_sqlite_problem(exc, self.path)}") from None
             finally:
                 self._generation += 1
         return result

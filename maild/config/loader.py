@@ -456,6 +456,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (sys.int_info)
+        raise ConfigError(f"{path}: not valid TOML: {_number_problem(exc)}") from None
+
+
+def _number_problem(exc: ValueError) -> str:
+    """One line for the ValueError that Python's integer conversion raises on huge numbers."""
+    text = str(exc)
+    if "digits" in text:
+        return "a number has too many digits (more than 4300)"
+    return text.split(";")[0]
 
 
 def dropin_dir(path: Path) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from maild.errors import ControlError
+from maild.errors import ControlError, MaildError
 
 log = structlog.get_logger("maild.service.control")
 
@@ -74,7 +74,13 @@ class ControlServer:
         Raises:
             ControlError: another maild answers on the path, or the path cannot be used.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ControlError(
+                "socket-path",
+                f"daemon.control_socket: cannot create its directory {self.path.parent}: {exc.strerror}",
+            ) from None
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
                 raise ControlError(
@@ -88,6 +94,10 @@ class ControlServer:
             self._server = await asyncio.start_unix_server(
                 self._serve, path=str(self.path), limit=MAX_REQUEST_OCTETS, backlog=LISTEN_BACKLOG
             )
+        except OSError as exc:
+            raise ControlError(
+                "socket-path", f"daemon.control_socket: cannot listen on {self.path}: {exc.strerror}"
+            ) from None
         finally:
             os.umask(old_umask)
         try:
@@ -169,6 +179,8 @@ class ControlServer:
             return error_reply("bad-json", f"request is not valid JSON: {exc}")
         except RecursionError:
             return error_reply("bad-json", "request is nested too deeply")
+        except ValueError:  # an integer of more than 4300 digits (sys.int_info)
+            return error_reply("bad-json", "request holds a number with too many digits (more than 4300)")
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return error_reply("bad-request", 'request must be a JSON object with a string "command"')
         version = request.get("version", PROTOCOL_VERSION)
@@ -178,6 +190,9 @@ class ControlServer:
             reply = await self.handler(request)
         except ControlError as exc:
             return error_reply(exc.code, str(exc))
+        except MaildError as exc:  # a StoreError, say: its own words say what went wrong
+            log.warning("control.failed", command=request.get("command"), error=str(exc))
+            return error_reply("failed", f"{type(exc).__name__}: {exc}")
         except Exception as exc:
             log.exception("control.failed", command=request.get("command"))
             return error_reply("internal", f"internal error: {type(exc).__name__}")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from maild.errors import ControlError
+from maild.errors import ControlError, StoreError
 from maild.service import control
 from maild.service.control import MAX_REQUEST_OCTETS, ControlServer, error_reply
 from maild.service.control_client import ControlClient, checked, request
@@ -67,6 +67,8 @@ class Handler:
             raise ControlError("unknown-account", "no account named 'nobody'")
         if command == "boom" or req.get("account") == "boom":
             raise RuntimeError("handler bug")
+        if command == "store-fails":
+            raise StoreError("archive /x/maild.sqlite3: database is locked")
         return {"echo": req}
 
 
@@ -657,3 +659,26 @@ async def test_silent_clients_never_lock_out_a_real_one(server: ControlServer) -
     finally:
         for c in silent:
             await c.close()
+
+
+async def test_huge_integer_in_a_request_gets_one_clear_error(client: Client) -> None:
+    """A 5,000-digit integer gets a bad-json reply saying so (not a dropped connection)."""
+    reply = await client.ask(b'{"command": "status", "n": ' + b"9" * 5000 + b"}\n")
+    assert error_code(reply) == "bad-json"
+    assert "too many digits" in reply["error"]["message"]
+
+
+async def test_store_error_keeps_its_cause(client: Client) -> None:
+    """A MaildError from a command (a StoreError) is answered with its own words, not "internal error"."""
+    reply = await client.ask(b'{"command": "store-fails"}\n')
+    assert error_code(reply) == "failed"
+    assert reply["error"]["message"] == "StoreError: archive /x/maild.sqlite3: database is locked"
+
+
+async def test_socket_in_a_directory_that_cannot_exist_names_the_key(tmp_path: Path) -> None:
+    """A control socket whose directory cannot be created is one line naming daemon.control_socket."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    server = ControlServer(blocker / "sub" / "control.sock", Handler())
+    with pytest.raises(ControlError, match=r"^daemon.control_socket: cannot create its directory .*sub: "):
+        await server.start()
