@@ -230,3 +230,15 @@ def concurrent_pool() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
         yield pool
     finally:
         pool.shutdown()
+
+
+async def test_garbage_after_login_is_named_at_once() -> None:
+    """A server answering SELECT with lines that are no IMAP responses fails the command with one
+    line quoting them (not a timeout after ``timeout_s`` of waiting)."""
+
+    async def garbage(session: Session, tag: str, args: str) -> None:
+        await session.send(b"HTTP/1.1 400 Bad Request\r\n")
+        await session.hang()
+
+    error, _growth = await run_against("SELECT", garbage)
+    assert "not an IMAP response: 'HTTP/1.1 400 Bad Request'" in str(error)

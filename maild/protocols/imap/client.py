@@ -245,7 +245,9 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     * FETCH uses :class:`_FastFetchCommand`;
     * a partial line is extended in place (each octet is copied once, not once per received chunk)
       and the :class:`ReadLimits` caps hold: a server breaking one loses the connection at once,
-      ``exceeded`` saying which cap (see :meth:`_exceed`).
+      ``exceeded`` saying which cap (see :meth:`_exceed`); so does a line that is no IMAP response
+      at all (neither untagged, continuation nor tagged; the library would drop it and leave the
+      command waiting).
 
     A test compares it with the stock protocol on the same byte streams split at every boundary.
     """
@@ -362,6 +364,15 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                     self._exceed(
                         f"server sent more than {limits.untagged_per_command} untagged lines for one command"
                     )
+            if (
+                current_cmd is None
+                and line
+                and self.state != aioimaplib.CONNECTED
+                and not line.startswith((b"*", b"+"))
+                and not tagged_status(line)
+            ):  # aioimaplib would log and drop it, and the command would wait for its timeout
+                text = bytes(line[:60]).decode("ascii", "backslashreplace")
+                self._exceed(f"server sent a line that is not an IMAP response: {text!r}")
             cmd = line_handler(line, current_cmd)
             if cmd is not None:
                 self._hold(cmd, len(line))
