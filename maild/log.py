@@ -18,8 +18,9 @@ from maild.model import redact_known
 
 _SECRET_KEYS = frozenset({"password", "passwd", "secret", "token", "authorization"})
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-# Libraries whose debug output carries message bodies or credentials.
-_QUIET_LIBRARIES = ("aioimaplib", "aioimaplib.aioimaplib")
+# Libraries whose debug output carries message bodies or credentials. aiosqlite logs the repr of every
+# call it runs, message blobs included (a 25 MB message made ~15 copies in memory at log_level debug).
+_QUIET_LIBRARIES = ("aioimaplib", "aioimaplib.aioimaplib", "aiosqlite")
 
 
 def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -9,6 +9,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
+from typing import Protocol as _Interface
 
 Protocol = Literal["pop3", "imap"]
 
@@ -236,11 +237,16 @@ class ServerSettings:
         ca_file: PEM file of trusted CAs, or None for the system store. Certificate and host name are
             always verified.
         username: the login name.
-        password: the password.
+        password: the password (``Secret("")`` with ``auth = "oauth2"``).
         timeout_s: limit in seconds for each network operation (connect, each command, each read).
         min_rate_octets_per_s: the progress floor of message transfers in octets per second (see
             :mod:`maild.protocols.progress`).
         progress_window_s: the window in seconds over which that floor is measured.
+        auth: ``"password"`` (SASL PLAIN when offered, else USER/PASS or LOGIN) or ``"oauth2"`` (a
+            bearer token from ``tokens`` over OAUTHBEARER, XOAUTH2 or a forced PLAIN).
+        sasl_mechanism: the account's forced SASL mechanism (upper case), or None to choose from
+            what the server advertises (see :func:`maild.auth.sasl.choose_mechanism`).
+        tokens: where access tokens come from; set exactly when ``auth == "oauth2"``.
     """
 
     account: str
@@ -253,3 +259,28 @@ class ServerSettings:
     timeout_s: float
     min_rate_octets_per_s: int = 1024
     progress_window_s: float = 30.0
+    auth: Literal["password", "oauth2"] = "password"
+    sasl_mechanism: str | None = None
+    tokens: AccessTokenSource | None = field(default=None, compare=False)
+
+
+class AccessTokenSource(_Interface):
+    """Where an OAuth2 account's access tokens come from (implemented in :mod:`maild.auth.tokens`).
+
+    Both methods block (they may run a command or call a token endpoint): call them from a worker
+    thread, never on the event loop. Safe to call from several threads.
+    """
+
+    def access_token(self) -> Secret:
+        """A bearer token valid for at least a minute more, as far as maild knows.
+
+        Raises:
+            AuthError: the grant is gone (``invalid_grant``, never authorized); the message says what
+                to run. TransientError: the token endpoint or command failed in a way that may pass.
+            ConfigError: the client secret or token command cannot be read or run.
+        """
+        ...
+
+    def invalidate(self, token: Secret) -> None:
+        """Forget ``token`` (the server refused it): the next :meth:`access_token` gets a new one."""
+        ...

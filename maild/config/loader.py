@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from maild.config.auth import OAUTH2_DIR, AuthConfig, parse_auth
 from maild.config.passwords import PasswordSource, read_secret_file
 from maild.config.values import (
     Table,
@@ -135,6 +136,7 @@ class AccountConfig:
         deliver_maildir: the account's local Maildir (template expanded, see
             :func:`~maild.config.values.expand_maildir`), or None when messages are only archived.
         source: the file that defined the account.
+        sign_in: ``auth``, ``sasl_mechanism`` and the ``oauth2`` table (see :mod:`maild.config.auth`).
     """
 
     name: str
@@ -163,6 +165,7 @@ class AccountConfig:
     min_transfer_rate: int = MIN_RATE_OCTETS_PER_S
     deliver_maildir: Path | None = None
     source: Path | None = None
+    sign_in: AuthConfig = field(default_factory=AuthConfig)
 
     async def resolved(self) -> AccountConfig:
         """This account with its password read now (without blocking the event loop) and held inline,
@@ -171,8 +174,8 @@ class AccountConfig:
         Raises:
             ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve_async`).
         """
-        if self.password.inline is not None:
-            return self
+        if self.password.inline is not None or self.sign_in.oauth2 is not None:
+            return self  # OAuth2 tokens are fetched in the adapter's worker thread (maild.auth)
         secret = await self.password.resolve_async(self.name)
         return dataclasses.replace(self, password=PasswordSource(inline=secret))
 
@@ -184,6 +187,23 @@ class AccountConfig:
         Raises:
             ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve`).
         """
+        if self.sign_in.oauth2 is not None:  # issue 13: tokens are fetched in the worker, not here
+            from maild.auth.tokens import source_for
+
+            return ServerSettings(
+                account=self.name,
+                host=self.host,
+                port=self.port,
+                tls=self.tls,
+                ca_file=self.ca_file,
+                username=self.username,
+                password=Secret(""),
+                timeout_s=self.timeout_s,
+                min_rate_octets_per_s=self.min_transfer_rate,
+                auth="oauth2",
+                sasl_mechanism=self.sign_in.sasl_mechanism,
+                tokens=source_for(self.sign_in.oauth2),
+            )
         return ServerSettings(
             account=self.name,
             host=self.host,
@@ -194,6 +214,7 @@ class AccountConfig:
             password=self.password.resolve(self.name),
             timeout_s=self.timeout_s,
             min_rate_octets_per_s=self.min_transfer_rate,
+            sasl_mechanism=self.sign_in.sasl_mechanism,
         )
 
 
@@ -365,10 +386,13 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
             f'{t.key("tls")}: "none" sends the password in clear text to {host}; '
             'use "implicit" or "starttls", or set allow_plaintext = true'
         )
+    sign_in = parse_auth(t, name, base, protocol)  # issue 13: auth, sasl_mechanism, [oauth2]
     sources = [
         k for k in ("password", "password_file", "password_command", "password_credential") if k in data
     ]
-    if len(sources) != 1:
+    if sign_in.auth == "oauth2" and sources:
+        raise ConfigError(f'{where}: {sources[0]} is not used with auth = "oauth2"; remove it')
+    if len(sources) != 1 and sign_in.auth == "password":
         raise ConfigError(
             f"{where}: set exactly one of password, password_file, password_command, password_credential"
             + (f" (found {', '.join(sources)})" if sources else " (none found)")
@@ -437,6 +461,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         min_transfer_rate=min_rate or MIN_RATE_OCTETS_PER_S,
         deliver_maildir=deliver_maildir,
         source=path,
+        sign_in=sign_in,
     )
 
 
@@ -519,6 +544,11 @@ def load_config(path: Path) -> Config:
                 accounts[name] = _parse_account(name, table, f"accounts.{name}", file)
             except ConfigError as exc:
                 raise ConfigError(f"{file}: {exc}") from None
+            oauth = accounts[name].sign_in.oauth2  # issue 13: refresh tokens live under state_dir
+            if oauth is not None:
+                oauth = dataclasses.replace(oauth, token_dir=daemon.state_dir / OAUTH2_DIR)
+                sign_in = dataclasses.replace(accounts[name].sign_in, oauth2=oauth)
+                accounts[name] = dataclasses.replace(accounts[name], sign_in=sign_in)
             if accounts[name].password.inline is not None:
                 mode = file.stat().st_mode
                 if mode & (stat.S_IROTH | stat.S_IRGRP):

@@ -90,6 +90,7 @@ BASE = frozenset(
 )
 LAYERS: tuple[frozenset[str], ...] = (
     BASE,
+    frozenset({"maild.auth"}),  # SASL and OAuth2 tokens: used by protocols and config (issue 13)
     frozenset({"maild.protocols"}),
     frozenset({"maild.config", "maild.archive"}),
     frozenset({"maild.fetch", "maild.move"}),

@@ -489,3 +489,29 @@ async def test_account_paused_while_waiting_for_a_slot_is_not_fetched(
     await run.stop()
 
     assert servers["second"].sessions == []
+
+
+async def test_refused_refresh_token_locks_out_at_once(
+    store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
+) -> None:
+    """An AuthError that only re-authorization can cure (OAuth2 invalid_grant) puts the account in
+    "auth_failed" after the first failure: no retry storm against the token endpoint (issue 13)."""
+    server = servers["anna"] = FakeServer.with_pop3(1)
+    revoked = AuthError(
+        "account anna: the refresh token was refused (invalid_grant); run `maild accounts authorize anna`",
+        account="anna",
+        reauthorize=True,
+    )
+    server.default_plan.faults = {"open": revoked}
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
+    rt = sched.accounts["anna"]
+
+    run = Running(sched)
+    await eventually(lambda: rt.state == "auth_failed")
+    locked_result = await settled(sched.request_fetch("anna"))
+    await run.stop()
+
+    assert locked_result is None
+    assert len(server.sessions) == 1
+    assert rt.last_error is not None
+    assert "run `maild accounts authorize anna`" in rt.last_error
