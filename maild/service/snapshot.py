@@ -231,7 +231,7 @@ async def status_reply(
             for name, rt in accounts.items()
             if only is None or name == only
         ),
-        archive=ArchiveTotals(messages, octets, read_at),
+        archive=ArchiveTotals(messages, octets, read_at, store.replaced),
     )
 
 

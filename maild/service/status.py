@@ -363,11 +363,14 @@ class ArchiveTotals:
         read_at: when that was (UTC), or None when it could not be read yet (the archive busy, for
             example under another process's lock): the figures, and the accounts' archived counts,
             are then 0 and unknown.
+        replaced: None, or why deletions stopped on every server: the archive file was deleted or
+            replaced under the running daemon (see :meth:`maild.archive.store.Store.verify_identity`).
     """
 
     messages: int
     octets: int
     read_at: datetime | None = None
+    replaced: str | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``archive``."""
@@ -375,13 +378,15 @@ class ArchiveTotals:
             "messages": self.messages,
             "octets": self.octets,
             "read_at": time_text(self.read_at) if self.read_at is not None else None,
+            "replaced": self.replaced,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ArchiveTotals:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
         read_at = read_time(data, "read_at")
-        return cls(read_int(data, "messages"), read_int(data, "octets"), read_at)
+        replaced = read_opt_str(data, "replaced")
+        return cls(read_int(data, "messages"), read_int(data, "octets"), read_at, replaced)
 
 
 @dataclass(frozen=True, slots=True)

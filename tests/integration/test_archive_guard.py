@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from maild.archive.store import ArchiveReplaced, Store
 from maild.config.loader import AccountConfig
+from maild.service.snapshot import status_reply
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import T0, cycle, pop3_account, prepare
@@ -64,6 +65,9 @@ async def test_archive_deleted_or_replaced_stops_deletion(
         assert dovecot.maildir_messages(mail_user.name) == later
         assert [e["log_level"] for e in logs if e["event"] == "archive.replaced"] == ["error"]
         assert store.replaced is not None
+        status = await status_reply({}, store, T0)
+        assert status.archive.replaced == store.replaced
+        assert "deletions on every server stopped" in status.to_json()["archive"]["replaced"]
 
         with pytest.raises(ArchiveReplaced):
             await cycle(account, store, executor, clock=lambda: T0)
@@ -114,3 +118,18 @@ async def test_changed_schema_marker_fails_the_guard(tmp_path: Path) -> None:
             await store.verify_identity()
     finally:
         await store.close()
+
+
+def test_read_only_file_system_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's "disk I/O error" on a file system mounted read-only is reported as such (the file
+    system's flags stand in for a read-only mount, which the test cannot make)."""
+    from maild.archive import store as store_module
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(store_module.os, "statvfs", lambda _path: ReadOnly())
+    text = store_module._sqlite_problem(
+        sqlite3.OperationalError("disk I/O error"), tmp_path / "maild.sqlite3"
+    )
+    assert text == f"the file system holding {tmp_path} is read-only (disk I/O error)"

@@ -50,6 +50,7 @@ class FakeStore:
     """The archive counts the status command reads."""
 
     generation = 0
+    replaced = None
 
     async def message_counts(self) -> dict[str, int]:
         return {"anna-pop": 5}
