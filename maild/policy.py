@@ -364,10 +364,11 @@ over the cycles transferring, not over every cycle logged in. Counted by
 
 
 def transfer_share(max_transfers: int) -> int:
-    """The most transfer slots the cycles of one server host may hold at once: half of
-    ``max_transfers`` rounded up (at least one), so that a host whose transfers crawl never holds
-    every slot and accounts on other hosts still transfer (2 of the default 4)."""
-    return max(1, (max_transfers + 1) // 2)
+    """The most transfer slots the cycles of one server host may hold at once: all but one (at
+    least one), so that a host whose transfers crawl never holds every slot and accounts on other
+    hosts still transfer, while an office whose accounts all live at one provider keeps most of its
+    parallelism (3 of the default 4)."""
+    return max(1, max_transfers - 1)
 
 
 MEMORY_BUDGET_OCTETS = 32 * 2**20

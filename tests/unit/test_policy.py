@@ -397,8 +397,8 @@ def test_idle_connections_leave_one_connection_to_the_cycles() -> None:
     assert connection_limit(1, idle=True) == 0
 
 
-def test_transfer_share_is_half_the_slots_rounded_up() -> None:
-    """One host may hold half the transfer slots (at least one)."""
+def test_transfer_share_is_all_slots_but_one() -> None:
+    """One host may hold all transfer slots but one (at least one)."""
     from maild.policy import transfer_share
 
-    assert [transfer_share(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 2, 2, 4]
+    assert [transfer_share(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 2, 3, 7]
