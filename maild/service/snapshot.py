@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from maild import __version__
+from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.fetch.cycle import CycleResult
-from maild.policy import next_deletion_due
+from maild.model import FailureRecord, IMAPKey, MessageKey
+from maild.policy import SET_ASIDE_RETRY_S, next_deletion_due, set_aside
 from maild.service.replies import FetchOutcome
 from maild.service.scheduler import AccountRuntime
 from maild.service.status import (
@@ -25,6 +28,7 @@ from maild.service.status import (
     AccountStatus,
     ArchiveTotals,
     CycleStatus,
+    FailingMessageStatus,
     IMAPStatus,
     RetrievalFailureStatus,
     StatusReply,
@@ -51,6 +55,33 @@ def _cycle_status(res: CycleResult) -> CycleStatus:
         failures=tuple(RetrievalFailureStatus(repr(f.key), f.reason) for f in res.failures),
         too_large=tuple(repr(k) for k in res.too_large),
         mailbox_failures=tuple(res.imap.mailbox_failures.items()) if res.imap is not None else None,
+    )
+
+
+def key_label(key: MessageKey) -> str:
+    """A server identity in words: ``UIDL abc`` or ``INBOX UID 5 (UIDVALIDITY 17)``."""
+    if isinstance(key, IMAPKey):
+        return f"{key.mailbox} UID {key.uid} (UIDVALIDITY {key.uidvalidity})"
+    return f"UIDL {key.uidl}"
+
+
+def failing_messages(
+    records: Mapping[MessageKey, FailureRecord], now: datetime
+) -> tuple[FailingMessageStatus, ...]:
+    """The status of an account's failure records at ``now`` (aware UTC), most failures first."""
+    aside = set_aside(records, now)
+    retry = timedelta(seconds=SET_ASIDE_RETRY_S)
+    ordered = sorted(records.values(), key=lambda r: (-r.failures, r.first_failed_at))
+    return tuple(
+        FailingMessageStatus(
+            key=key_label(r.key),
+            failures=r.failures,
+            reason=r.reason,
+            last_failed_at=_whole_seconds(r.last_failed_at) or r.last_failed_at,
+            set_aside=r.key in aside,
+            next_retry=_whole_seconds(r.last_failed_at + retry) if r.key in aside else None,
+        )
+        for r in ordered
     )
 
 
@@ -83,7 +114,10 @@ def imap_status(rt: AccountRuntime) -> IMAPStatus:
 
 
 def account_status(
-    rt: AccountRuntime, messages: int, kept: tuple[int, datetime | None] = (0, None)
+    rt: AccountRuntime,
+    messages: int,
+    kept: tuple[int, datetime | None] = (0, None),
+    failing: tuple[FailingMessageStatus, ...] = (),
 ) -> AccountStatus:
     """The status record of one account (see docs/control-socket.md).
 
@@ -91,6 +125,7 @@ def account_status(
         rt: the scheduler's runtime record.
         messages: archived messages linked to the account.
         kept: (archived messages still on the server, earliest first-fetch time among them, UTC).
+        failing: the account's failing messages (:func:`failing_messages`).
     """
     acc = rt.config
     res = rt.last_result
@@ -120,6 +155,7 @@ def account_status(
         oldest_kept_since=oldest_kept_since,
         next_deletion_due=next_deletion_due(acc.retention, acc.retention_days, oldest_kept_since),
         last_cycle=_cycle_status(res) if res is not None else None,
+        failing_messages=failing,
     )
 
 
@@ -142,6 +178,7 @@ class _Figures:
     read_at: datetime
     read_at_s: float
     generation: int
+    failures: dict[str, dict[MessageKey, FailureRecord]]
 
 
 class ArchiveFigures:
@@ -158,21 +195,26 @@ class ArchiveFigures:
         self._store = store
         self._figures: _Figures | None = None
         self._reading: asyncio.Task[None] | None = None
+        self._names: set[str] = set()
+        """Accounts whose failure records are read (every account a request has named so far)."""
 
-    async def _read(self) -> None:
+    async def _read(self, names: tuple[str, ...]) -> None:
         store = self._store
         generation = store.generation
         try:
             counts = await store.message_counts()
             kept = await store.on_server_summary()
             messages, octets = await store.totals()
+            failures = {name: await failure_records(store, name) for name in names}
         except Exception as exc:
             _log.warning("status.archive-read-failed", error=str(exc))
             return
         loop_now = asyncio.get_running_loop().time()
-        self._figures = _Figures(counts, kept, messages, octets, datetime.now(UTC), loop_now, generation)
+        self._figures = _Figures(
+            counts, kept, messages, octets, datetime.now(UTC), loop_now, generation, failures
+        )
 
-    async def get(self) -> _Figures | None:
+    async def get(self, names: tuple[str, ...] = ()) -> _Figures | None:
         """The latest figures, or None when none could be read yet.
 
         Figures older than :data:`ARCHIVE_MAX_AGE_S`, or read before the archive last changed, are
@@ -181,14 +223,16 @@ class ArchiveFigures:
         """
         now = asyncio.get_running_loop().time()
         figures = self._figures
+        self._names.update(names)
         stale = (
             figures is None
             or now - figures.read_at_s > ARCHIVE_MAX_AGE_S
             or figures.generation != self._store.generation
+            or not set(names) <= figures.failures.keys()
         )
         if stale:
             if self._reading is None or self._reading.done():
-                self._reading = asyncio.create_task(self._read())
+                self._reading = asyncio.create_task(self._read(tuple(self._names)))
             await asyncio.wait((self._reading,), timeout=ARCHIVE_WAIT_S)
         return self._figures
 
@@ -218,16 +262,20 @@ async def status_reply(
         started_at: when the daemon started (UTC).
         only: one account name, or None for all.
     """
-    figures = await archive_figures(store).get()
+    names = tuple(name for name in accounts if only is None or name == only)
+    figures = await archive_figures(store).get(names)
     counts = figures.counts if figures is not None else {}
     kept = figures.kept if figures is not None else {}
     messages, octets = (figures.messages, figures.octets) if figures is not None else (0, 0)
     read_at = figures.read_at.replace(microsecond=0) if figures is not None else None
+    records = figures.failures if figures is not None else {}
+    now = datetime.now(UTC)
+    failing = {name: failing_messages(records.get(name, {}), now) for name in names}
     return StatusReply(
         version=__version__,
         started_at=started_at.replace(microsecond=0),
         accounts=tuple(
-            account_status(rt, counts.get(name, 0), kept.get(name, (0, None)))
+            account_status(rt, counts.get(name, 0), kept.get(name, (0, None)), failing[name])
             for name, rt in accounts.items()
             if only is None or name == only
         ),
