@@ -191,6 +191,9 @@ class Location:
 #: any text (a server echoing a LOGIN line, an error message) before it is shown or logged.
 _LIVE_SECRETS: weakref.WeakSet[Secret] = weakref.WeakSet()
 _MASK = "********"
+#: Shortest secret :func:`redact_known` masks everywhere: a one- or two-character value would blank
+#: out unrelated text in every log line (errors that quote server text still mask any length).
+MIN_GLOBAL_REDACT_CHARS = 4
 
 
 def _forms(value: str) -> tuple[str, ...]:
@@ -209,7 +212,8 @@ def redact_known(text: str) -> str:
     if not text:
         return text
     for secret in list(_LIVE_SECRETS):
-        text = secret.redact(text)
+        if len(secret.reveal()) >= MIN_GLOBAL_REDACT_CHARS:
+            text = secret.redact(text)
     return text
 
 
