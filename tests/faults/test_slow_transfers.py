@@ -75,24 +75,11 @@ async def test_trickling_transfer_is_ended_as_too_slow(
 def _plain(protocol: str, proxy: FaultProxy, user: MailUser, **overrides: object) -> AccountConfig:
     """A plaintext account reaching Dovecot through ``proxy`` (POP3 retention "delete")."""
     values: dict[str, object] = {"timeout_s": 10.0, **overrides}
+    make = accounts.pop3_account if protocol == "pop3" else accounts.imap_account
     if protocol == "pop3":
         values.setdefault("retention", "delete")
-        return accounts.pop3_account(
-            str(values.pop("name", "slow-pop")),
-            host=proxy.host,
-            port=proxy.port,
-            username=user.name,
-            password=user.password,
-            **values,
-        )
-    return accounts.imap_account(
-        str(values.pop("name", "slow-imap")),
-        host=proxy.host,
-        port=proxy.port,
-        username=user.name,
-        password=user.password,
-        **values,
-    )
+    name = str(values.pop("name", "slow-pop" if protocol == "pop3" else "slow-imap"))
+    return make(name, host=proxy.host, port=proxy.port, username=user.name, password=user.password, **values)
 
 
 async def test_crawling_host_never_holds_every_transfer_slot(
