@@ -92,6 +92,14 @@ async def settled(fut: Awaitable[CycleResult | None]) -> CycleResult | None:
 # -- account loops --------------------------------------------------------------------------------
 
 
+def gated_server(servers: dict[str, FakeServer], name: str, step: str) -> asyncio.Event:
+    """A one-message POP3 server ``servers[name]`` whose sessions wait at ``step`` until the event is set."""
+    gate = asyncio.Event()
+    servers[name] = FakeServer.with_pop3(1)
+    servers[name].plan(gates={step: gate})
+    return gate
+
+
 async def run_until_failed_beside_good(
     store: Store,
     executor: ThreadPoolExecutor,
@@ -148,9 +156,7 @@ async def test_state_is_fetching_during_a_cycle(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """While a cycle runs the account is in state "fetching" with no next run; afterwards it is "idle" with one."""
-    gate = asyncio.Event()
-    servers["anna"] = FakeServer.with_pop3(1)
-    servers["anna"].plan(gates={"open": gate})
+    gate = gated_server(servers, "anna", "open")
     sched = await make_scheduler(store, executor, servers, [pop3_account("anna", poll_interval_s=600.0)])
     rt = sched.accounts["anna"]
 
@@ -290,9 +296,8 @@ async def test_shutdown_waits_for_a_cycle_that_finishes_in_time(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """A cycle that ends within the shutdown timeout is allowed to finish and close its session normally."""
-    gate = asyncio.Event()
-    server = servers["anna"] = FakeServer.with_pop3(1)
-    server.plan(gates={"retrieve": gate})
+    gate = gated_server(servers, "anna", "retrieve")
+    server = servers["anna"]
     sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
 
     run = Running(sched, shutdown_timeout_s=5.0)
@@ -463,9 +468,7 @@ async def test_account_paused_while_waiting_for_a_slot_is_not_fetched(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """An account paused while it waits for a free fetch slot opens no session once the slot frees up."""
-    gate = asyncio.Event()
-    servers["first"] = FakeServer.with_pop3(1)
-    servers["first"].plan(gates={"open": gate})
+    gate = gated_server(servers, "first", "open")
     servers["second"] = FakeServer.with_pop3(1, start=2)
     sched = await make_scheduler(
         store, executor, servers, [pop3_account("first"), pop3_account("second")], max_concurrent_fetches=1
