@@ -396,6 +396,12 @@ async def start_scheduler(
     return sched, stop, asyncio.create_task(sched.run(stop, 2.0))
 
 
+async def stop_scheduler(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """End what :func:`start_scheduler` started: set ``stop`` and wait (at most 5 s) for the run to return."""
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
 async def test_push_triggers_a_cycle_at_once(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer], hub: SessionHub
 ) -> None:
@@ -419,8 +425,7 @@ async def test_push_triggers_a_cycle_at_once(
     await asyncio.sleep(0.1)
     assert rt.cycles["ok"] == cycles + 1  # a loss alone runs no cycle
 
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await stop_scheduler(stop, task)
     assert rt.watcher is not None and not rt.watcher.running
     assert hub.current.aborted
 
@@ -438,8 +443,7 @@ async def test_paused_account_drops_its_idle_session(
     await eventually(lambda: rt.state == "paused" and rt.mode == "polling")
     sched.resume("anna-imap")
     await eventually(lambda: rt.mode == "idle" and len(hub.sessions) == 2)
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await stop_scheduler(stop, task)
 
 
 async def test_no_idle_logins_while_the_account_fails_authentication(
@@ -454,8 +458,7 @@ async def test_no_idle_logins_while_the_account_fails_authentication(
     await asyncio.sleep(0.05)
     assert hub.sessions == []
     assert rt.mode == "polling"
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await stop_scheduler(stop, task)
 
 
 async def test_pop3_and_idle_false_accounts_have_no_watcher(
@@ -469,8 +472,7 @@ async def test_pop3_and_idle_false_accounts_have_no_watcher(
     await eventually(lambda: all(rt.cycles.get("ok") == 1 for rt in sched.accounts.values()))
     assert [(rt.watcher, rt.mode) for rt in sched.accounts.values()] == [(None, "polling")] * 2
     assert hub.sessions == []
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await stop_scheduler(stop, task)
 
 
 # -- status and metrics -----------------------------------------------------------------------------------
