@@ -77,6 +77,8 @@ class DaemonConfig:
         max_concurrent_fetches: fetch cycles allowed to run at once across all accounts.
         pop3_threads: size of maild's own thread pool for blocking POP3 I/O.
         log_level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
+        log_format: ``"auto"`` (logfmt with syslog priorities in the journal, console on a terminal,
+            JSON lines otherwise), ``"json"``, ``"logfmt"`` or ``"console"`` (see :mod:`maild.log`).
         shutdown_timeout_s: seconds a stop waits for running cycles before cancelling them.
         max_connections_per_host: concurrent sessions to one server host, all accounts together, IMAP
             sessions kept between cycles and IDLE connections included (IDLE may use all but one;
@@ -91,6 +93,7 @@ class DaemonConfig:
     max_concurrent_fetches: int = 8
     pop3_threads: int = 8
     log_level: str = "info"
+    log_format: str = "auto"
     shutdown_timeout_s: float = 10.0
     max_connections_per_host: int = 8
     control_socket_group: str | None = None
@@ -215,6 +218,7 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
     conc = positive_int(t, "max_concurrent_fetches", defaults.max_concurrent_fetches)
     threads = positive_int(t, "pop3_threads", defaults.pop3_threads)
     level = choice(t, "log_level", ("debug", "info", "warning", "error"), defaults.log_level)
+    log_format = choice(t, "log_format", ("auto", "json", "logfmt", "console"), defaults.log_format)
     shutdown = parse_duration(t.get("shutdown_timeout", (str, int), "10s"), t.key("shutdown_timeout"))
     per_host = positive_int(t, "max_connections_per_host", defaults.max_connections_per_host)
     group = t.get("control_socket_group", (str, int), None, form="a group name or id")
@@ -229,6 +233,7 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
         max_concurrent_fetches=conc,
         pop3_threads=threads,
         log_level=level,
+        log_format=log_format,
         shutdown_timeout_s=shutdown,
         max_connections_per_host=per_host,
         control_socket_group=str(group) if group is not None else None,

@@ -19,6 +19,7 @@ from maild.archive.store import Store
 from maild.errors import ControlError
 from maild.service.replies import (
     AccountStateReply,
+    FetchOutcome,
     FetchQueued,
     FetchResults,
     MetricsReply,
@@ -27,7 +28,7 @@ from maild.service.replies import (
     VersionReply,
 )
 from maild.service.scheduler import Scheduler
-from maild.service.snapshot import fetch_outcome, reported_state, status_reply
+from maild.service.snapshot import fetch_outcome, reported_state, skip_reason, status_reply
 
 
 class Reply(Protocol):
@@ -103,12 +104,19 @@ async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
     names = list(ctx.scheduler.accounts) if target == "all" else [target]
     for name in names:
         _known_account(ctx, name)
-    futures = {name: ctx.scheduler.request_fetch(name) for name in names}
+    # A paused or disabled account is skipped, not failed: the admin stopped it on purpose.
+    skipped = {n: s for n in names if (s := skip_reason(ctx.scheduler.accounts[n])) is not None}
+    futures = {name: ctx.scheduler.request_fetch(name) for name in names if name not in skipped}
     if not req.get("wait", True):
-        return FetchQueued(tuple(names))
+        return FetchQueued(tuple(futures), skipped=tuple(skipped))
     await asyncio.gather(*futures.values())
     return FetchResults(
-        tuple(fetch_outcome(ctx.scheduler.accounts[n], fut.result()) for n, fut in futures.items())
+        tuple(
+            FetchOutcome(n, skipped=skipped[n])
+            if n in skipped
+            else fetch_outcome(ctx.scheduler.accounts[n], futures[n].result())
+            for n in names
+        )
     )
 
 

@@ -49,6 +49,7 @@ class FetchOutcome:
         new_links: messages newly archived for the account (as :attr:`CycleStatus.new_links`).
         octets: their size in octets.
         seconds: the cycle's duration, rounded to milliseconds.
+        skipped: why no cycle ran although nothing failed (``paused``, ``disabled``), else None.
     """
 
     account: str
@@ -56,16 +57,20 @@ class FetchOutcome:
     new_links: int = 0
     octets: int = 0
     seconds: float = 0.0
+    skipped: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the cycle succeeded."""
+        """True when the cycle succeeded or was skipped on purpose."""
         return self.error is None
 
     def to_json(self) -> JSONObject:
-        """``{"ok": true, "new_links": N, "octets": N, "seconds": S}`` or ``{"ok": false, "error": ...}``."""
+        """``{"ok": true, "new_links": N, "octets": N, "seconds": S}``, ``{"ok": true, "skipped":
+        REASON}`` or ``{"ok": false, "error": ...}``."""
         if self.error is not None:
             return {"ok": False, "error": self.error}
+        if self.skipped is not None:
+            return {"ok": True, "skipped": self.skipped}
         return {"ok": True, "new_links": self.new_links, "octets": self.octets, "seconds": self.seconds}
 
     @classmethod
@@ -73,6 +78,8 @@ class FetchOutcome:
         """Read :meth:`to_json`'s form for ``account``. Raises ControlError ``bad-reply``."""
         if not read_bool(data, "ok"):
             return cls(account, error=read_str(data, "error"))
+        if data.get("skipped") is not None:
+            return cls(account, skipped=read_str(data, "skipped"))
         return cls(
             account,
             new_links=read_int(data, "new_links"),
@@ -103,15 +110,16 @@ class FetchQueued:
     """The reply to ``fetch-now`` with ``"wait": false``: the accounts whose cycle was requested."""
 
     queued: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
 
     def to_json(self) -> JSONObject:
-        """``{"queued": [account, ...]}``."""
-        return {"queued": list(self.queued)}
+        """``{"queued": [account, ...], "skipped": [account, ...]}`` (skipped: paused or disabled)."""
+        return {"queued": list(self.queued), "skipped": list(self.skipped)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FetchQueued:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(read_strs(data, "queued"))
+        return cls(read_strs(data, "queued"), read_strs(data, "skipped") if "skipped" in data else ())
 
 
 @dataclass(frozen=True, slots=True)

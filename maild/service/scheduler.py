@@ -39,6 +39,8 @@ AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "p
 AUTH_LOCKOUT_FAILURES = 3
 LOCKOUT_RECHECK_S = 30.0
 KEPT_UIDVALIDITY_CHANGES = 10
+#: Consecutive failed cycles from which ``fetch.failed`` is logged at error instead of warning.
+REPEATED_FAILURES = 3
 
 
 @dataclass(slots=True)
@@ -412,7 +414,10 @@ class Scheduler:
         rt.fetched_messages += result.new_links
         rt.fetched_octets += result.octets
         rt.last_exception = None
-        log.info(
+        quiet = not (result.new_links or result.deleted or result.failures or result.too_large)
+        # A cycle with nothing new is the normal case (~80 % of a day's lines at a 5-minute poll):
+        # debug. Messages set aside for good (too large) need the admin: error.
+        (log.debug if quiet else log.info)(
             "fetch.complete",
             outcome="ok",
             on_server=result.on_server,
@@ -423,6 +428,12 @@ class Scheduler:
             too_large=len(result.too_large),
             seconds=round(result.seconds, 3),
         )
+        if result.too_large:
+            log.error(
+                "fetch.messages-set-aside",
+                messages=len(result.too_large),
+                reason="larger than max_message_size; left on the server",
+            )
         return result
 
     def _failed(self, rt: AccountRuntime, exc: BaseException) -> None:
@@ -445,11 +456,15 @@ class Scheduler:
             rt.auth_failures = 0
         rt.last_exception = exc
         if isinstance(exc, MaildError):
-            log.warning(
+            # One failure is weather (warning); a lockout or REPEATED_FAILURES in a row needs the
+            # admin (error), so `journalctl -p err` shows exactly those.
+            serious = rt.state == "auth_failed" or rt.consecutive_failures >= REPEATED_FAILURES
+            (log.error if serious else log.warning)(
                 "fetch.failed",
                 outcome=outcome,
                 error=rt.last_error,
                 consecutive_failures=rt.consecutive_failures,
+                locked_out=rt.state == "auth_failed",
             )
 
     async def _sleep(self, rt: AccountRuntime, delay: float | None) -> None:

@@ -151,3 +151,12 @@ def fetch_outcome(rt: AccountRuntime, result: CycleResult | None) -> FetchOutcom
     return FetchOutcome(
         rt.config.name, new_links=result.new_links, octets=result.octets, seconds=round(result.seconds, 3)
     )
+
+
+def skip_reason(rt: AccountRuntime) -> str | None:
+    """Why ``fetch-now`` skips ``rt`` without counting it as failed: ``paused``, ``disabled``, or None."""
+    if not rt.config.enabled:
+        return "disabled"
+    if rt.paused:
+        return "paused"
+    return None

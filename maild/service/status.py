@@ -405,3 +405,26 @@ class StatusReply:
             accounts=tuple(AccountStatus.from_json(a) for a in read_objects(data, "accounts")),
             archive=ArchiveTotals.from_json(read_object(read_field(data, "archive"), "archive")),
         )
+
+
+# -- what needs the administrator ----------------------------------------------------------------------
+
+#: States that are trouble by themselves (a failed last cycle, a lockout).
+FAILING_STATES: frozenset[str] = frozenset({"backoff", "error", "auth_failed"})
+
+
+def attention(account: AccountStatus) -> str | None:
+    """Why ``account`` needs the administrator, in a few words, or None when it is healthy.
+
+    An account needs attention when its last cycle failed (``backoff``, ``error``), it is locked out
+    after refused logins (``auth_failed``), it is paused while its last cycle had failed (paused for
+    a problem, not a holiday), or its last cycle set messages aside (too large to fetch, left on the
+    server). ``maild status`` exits 1 and ``maild check`` warns for such an account.
+    """
+    if account.state in FAILING_STATES:
+        return account.state
+    if account.state == "paused" and (account.last_error or account.consecutive_failures):
+        return "paused after a failure"
+    if account.last_cycle is not None and account.last_cycle.too_large:
+        return f"{len(account.last_cycle.too_large)} messages set aside (too large)"
+    return None

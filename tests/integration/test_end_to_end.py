@@ -210,11 +210,11 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
 
 
 def test_status_without_daemon_is_one_clear_line(tmp_path: Path) -> None:
-    """`maild status` with no daemon running says so in one line and exits 1."""
+    """`maild status` with no daemon running says so in one line and exits 3 (systemctl's convention)."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[daemon]\ncontrol_socket = "{tmp_path}/none.sock"\nstate_dir = "{tmp_path}"\n')
     done = _maild("-c", str(cfg), "status")
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert done.stderr.strip().count("\n") == 0
     assert "not running" in done.stderr
 

@@ -276,8 +276,9 @@ def test_add_refuses_contradictory_imap_flags(
 def test_daemon_commands_without_a_daemon_fail_in_one_line(
     config: Path, capsys: pytest.CaptureFixture[str], words: list[str]
 ) -> None:
-    """Every command that asks the daemon exits 1 with one line saying it is not running, and prints nothing."""
-    assert main(["-c", str(config), *words]) == 1
+    """Every command that asks the daemon exits 1 (``status`` 3, systemctl's convention) with one line
+    saying it is not running, and prints nothing."""
+    assert main(["-c", str(config), *words]) == (3 if words[0] == "status" else 1)
 
     captured = capsys.readouterr()
     assert captured.out == ""

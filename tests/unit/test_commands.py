@@ -181,7 +181,7 @@ async def test_fetch_now_waits_and_reports_each_account(daemon: Daemon) -> None:
 
 async def test_fetch_now_without_wait_queues(daemon: Daemon) -> None:
     """fetch-now with wait false replies with the queued accounts."""
-    assert await ask(daemon, command="fetch-now", account="anna-pop", wait=False) == {"queued": ["anna-pop"]}
+    assert await ask(daemon, command="fetch-now", account="anna-pop", wait=False) == {"queued": ["anna-pop"], "skipped": []}
 
 
 async def test_fetch_now_of_an_unknown_account_requests_nothing(daemon: Daemon) -> None:
