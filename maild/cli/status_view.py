@@ -124,7 +124,8 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
     lines: list[str] = []
     reason = attention(a)
     if reason is not None:
-        failures = f", {a.consecutive_failures} failed cycles in a row" if a.consecutive_failures else ""
+        n = a.consecutive_failures
+        failures = f", {n} failed cycle{'s' if n > 1 else ''} in a row" if n else ""
         lines.append(f"! {a.name}: {reason}{failures}")
     elif a.last_error:
         lines.append(f"  {a.name}:")

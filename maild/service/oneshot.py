@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import structlog
+
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, MaildError
@@ -21,6 +23,9 @@ from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_n
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
 from maild.service.runner import CycleRunner
+from maild.service.scheduler import outcome_label
+
+log = structlog.get_logger("maild.service.oneshot")
 
 __all__ = ["OneShotResult", "fetch_once"]
 
@@ -105,6 +110,7 @@ async def fetch_once(
                 try:
                     result = await runner.run(acc, keep_open=False)
                 except MaildError as exc:
+                    log.warning("fetch.failed", account=acc.name, outcome=outcome_label(exc), error=str(exc))
                     return OneShotResult(acc.name, None, str(exc))
                 assert result is not None  # runs without a proceed() check
                 return OneShotResult(acc.name, result)

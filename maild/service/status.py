@@ -426,5 +426,6 @@ def attention(account: AccountStatus) -> str | None:
     if account.state == "paused" and (account.last_error or account.consecutive_failures):
         return "paused after a failure"
     if account.last_cycle is not None and account.last_cycle.too_large:
-        return f"{len(account.last_cycle.too_large)} messages set aside (too large)"
+        n = len(account.last_cycle.too_large)
+        return f"{n} message{'s' if n > 1 else ''} set aside (too large)"
     return None
