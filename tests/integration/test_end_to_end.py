@@ -145,7 +145,7 @@ def _wait_status(cfg: Path, predicate: object, timeout_s: float = 60.0) -> dict[
     last: dict[str, object] = {}
     while time.monotonic() < deadline:
         done = _maild("-c", str(cfg), "status", "--json")
-        if done.returncode == 0:
+        if done.returncode in (0, 1):  # 1: an account needs attention
             last = json.loads(done.stdout)
             if predicate(last):  # type: ignore[operator]
                 return last

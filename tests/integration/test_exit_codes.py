@@ -1,0 +1,90 @@
+"""Exit codes scripts and monitoring rely on, against a running daemon (the table in
+docs/operations.md): ``status`` 0/1/3, ``check`` 0-3 with one monitoring-plugin line, ``fetch-now``
+skipping a paused account without failing."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_service import maild, start_daemon, stop
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.maildconf import AccountSpec, short_dir, write_config
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_state(cfg: Path, account: str, states: set[str], timeout_s: float = 60.0) -> dict[str, object]:
+    """Poll ``status --json`` until ``account`` is in one of ``states``; return its record."""
+    deadline = time.monotonic() + timeout_s
+    acc: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        done = maild(cfg, "status", "--json")
+        if done.returncode in (0, 1):
+            acc = {a["name"]: a for a in json.loads(done.stdout)["accounts"]}[account]
+            if acc["state"] in states:
+                return acc
+        time.sleep(0.1)
+    raise AssertionError(f"{account} never reached {states}: {acc}")
+
+
+@pytest.mark.dovecot
+def test_exit_codes_follow_the_accounts_health(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """status 1 and check WARNING/CRITICAL while an account fails, 0 for the healthy one alone; fetch-now
+    skips the paused account and exits 0; with the daemon stopped status is 3 and check CRITICAL.
+
+    Steps: a healthy POP3 account and one whose server refuses connections; wait for both cycles;
+    status, status p, check; pause the failing one; fetch-now; stop; status, check.
+    """
+    directory = short_dir()
+    down = AccountSpec(
+        "down", "pop3", "x", "not-used", tls="none", extra={"host": "127.0.0.1", "port": closed_port()}
+    )
+    cfg = write_config(directory, dovecot, [AccountSpec("p", "pop3", mail_user.name, mail_user.password), down])
+    proc = start_daemon(cfg, log=directory / "daemon.log")
+    try:
+        wait_for_state(cfg, "p", {"waiting"})
+        wait_for_state(cfg, "down", {"backoff"})
+
+        table = maild(cfg, "status")
+        assert table.returncode == 1, table.stderr
+        summary, _blank, _header, first_row, *_ = table.stdout.splitlines()
+        assert summary.startswith("2 accounts: 1 ok, 1 backoff; last fetch ")
+        assert first_row.startswith("! down ")
+        assert maild(cfg, "status", "p").returncode == 0
+        failed_only = maild(cfg, "status", "--failed").stdout
+        assert "! down " in failed_only and " p " not in failed_only.split("\n\n")[1]
+
+        check = maild(cfg, "check")
+        assert check.returncode in (1, 2)  # 2 once the third cycle in a row has failed
+        assert check.stdout.count("\n") == 1
+        assert check.stdout.startswith(("MAILD WARNING - down backoff |", "MAILD CRITICAL - down backoff |"))
+        assert "problems=1;1;;0" in check.stdout
+
+        assert maild(cfg, "pause", "down").returncode == 0
+        fetched = maild(cfg, "fetch-now")
+        assert fetched.returncode == 0, fetched.stdout
+        assert "down: skipped: paused" in fetched.stdout.splitlines()
+        assert any(line.startswith("p: ") and "new messages" in line for line in fetched.stdout.splitlines())
+        queued = maild(cfg, "fetch-now", "--no-wait")
+        assert queued.stdout.splitlines() == ["queued: p", "skipped (paused or disabled): down"]
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    not_running = maild(cfg, "status")
+    assert not_running.returncode == 3
+    assert "not running" in not_running.stderr
+    check = maild(cfg, "check")
+    assert (check.returncode, check.stdout.split(" - ")[0]) == (2, "MAILD CRITICAL")
