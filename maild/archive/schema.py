@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 2; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 3; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -11,6 +11,9 @@ Layout (schema version 2; docs/archive.md documents it for readers such as the C
 - ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
 - ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
 - ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
+- ``account_history`` (v3): per account, what ``maild status`` shows about the past (last success,
+  last IDLE push, last error and since when it fails, cycle and message counts), so that a reload or
+  a restart does not reset it.
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -98,6 +101,21 @@ _MIGRATIONS: dict[int, str] = {
         uid           INTEGER,
         appended_at   TEXT NOT NULL,
         PRIMARY KEY (message, account, mailbox)
+    );
+    """,
+    3: """
+    CREATE TABLE account_history (
+        account               TEXT PRIMARY KEY REFERENCES accounts (name),
+        last_success          TEXT,
+        last_push             TEXT,
+        last_error            TEXT,
+        last_error_at         TEXT,
+        failing_since         TEXT,
+        consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+        cycles_ok             INTEGER NOT NULL DEFAULT 0,
+        cycles_failed         INTEGER NOT NULL DEFAULT 0,
+        fetched_messages      INTEGER NOT NULL DEFAULT 0,
+        fetched_octets        INTEGER NOT NULL DEFAULT 0
     );
     """,
 }

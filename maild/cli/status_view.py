@@ -126,7 +126,9 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
     if reason is not None:
         n = a.consecutive_failures
         failures = f", {n} failed cycle{'s' if n > 1 else ''} in a row" if n else ""
-        lines.append(f"! {a.name}: {reason}{failures}")
+        since = a.history.failing_since if a.history is not None else None
+        failing = f" since {local_time(since, now, tz)}" if since is not None else ""
+        lines.append(f"! {a.name}: {reason}{failures}{failing}")
     elif a.last_error:
         lines.append(f"  {a.name}:")
     if a.last_error:

@@ -193,6 +193,7 @@ class Daemon:
                 self.store,
                 executor,
                 budgets=Budgets.from_config(cfg.daemon),
+                history=await self.store.account_histories(),
             )
             self._commands = CommandContext(
                 scheduler=self.scheduler,

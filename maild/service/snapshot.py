@@ -20,6 +20,7 @@ from maild.service.status import (
     AccountStatus,
     ArchiveTotals,
     CycleStatus,
+    HistoryStatus,
     IMAPStatus,
     RetrievalFailureStatus,
     StatusReply,
@@ -60,7 +61,7 @@ def imap_status(rt: AccountRuntime) -> IMAPStatus:
         mailbox_selection="all" if acc.all_mailboxes else "list",
         idle=acc.idle,
         idle_mailbox=acc.idle_mailbox,
-        last_push=_whole_seconds(watcher.last_push) if watcher is not None else None,
+        last_push=_whole_seconds(rt.last_push),
         idle_error=watcher.last_error if watcher is not None else None,
         uidvalidity_changes=tuple(
             UIDValidityChangeStatus(
@@ -115,6 +116,19 @@ def account_status(
         oldest_kept_since=oldest_kept_since,
         next_deletion_due=next_deletion_due(acc.retention, acc.retention_days, oldest_kept_since),
         last_cycle=_cycle_status(res) if res is not None else None,
+        history=_history_status(rt),
+    )
+
+
+def _history_status(rt: AccountRuntime) -> HistoryStatus:
+    h = rt.history()
+    return HistoryStatus(
+        failing_since=_whole_seconds(h.failing_since),
+        last_error_at=_whole_seconds(h.last_error_at),
+        cycles_ok=h.cycles_ok,
+        cycles_failed=h.cycles_failed,
+        fetched_messages=h.fetched_messages,
+        fetched_octets=h.fetched_octets,
     )
 
 

@@ -239,6 +239,49 @@ class IMAPStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryStatus:
+    """An account's history as the archive keeps it across reloads and restarts (``history``).
+
+    Attributes:
+        failing_since: end of the first failed cycle of the current run of failures (UTC), None
+            while the account succeeds.
+        last_error_at: when the last failed cycle ended (UTC), or None.
+        cycles_ok, cycles_failed: cycles ever, by outcome.
+        fetched_messages, fetched_octets: messages newly archived for the account ever, and octets.
+    """
+
+    failing_since: datetime | None
+    last_error_at: datetime | None
+    cycles_ok: int
+    cycles_failed: int
+    fetched_messages: int
+    fetched_octets: int
+
+    def to_json(self) -> JSONObject:
+        """The JSON object of ``history``."""
+        return {
+            "failing_since": time_text(self.failing_since),
+            "last_error_at": time_text(self.last_error_at),
+            "cycles_ok": self.cycles_ok,
+            "cycles_failed": self.cycles_failed,
+            "fetched_messages": self.fetched_messages,
+            "fetched_octets": self.fetched_octets,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HistoryStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(
+            read_time(data, "failing_since"),
+            read_time(data, "last_error_at"),
+            read_int(data, "cycles_ok"),
+            read_int(data, "cycles_failed"),
+            read_int(data, "fetched_messages"),
+            read_int(data, "fetched_octets"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class AccountStatus:
     """One account in the status reply.
 
@@ -259,6 +302,7 @@ class AccountStatus:
         oldest_kept_since: the earliest first-fetch time among archived messages still on the server.
         next_deletion_due: with ``delete-after``, when the oldest of them is due (UTC), else None.
         last_cycle: the last successful cycle, or None before one.
+        history: what the archive remembers across reloads and restarts, or None (older daemons).
     """
 
     name: str
@@ -284,6 +328,7 @@ class AccountStatus:
     warnings: tuple[str, ...] = ()
     next_deletion_due: datetime | None = None
     last_cycle: CycleStatus | None = None
+    history: HistoryStatus | None = None
 
     def to_json(self) -> JSONObject:
         """The account's JSON object, keys in the documented order."""
@@ -316,6 +361,8 @@ class AccountStatus:
             out["next_deletion_due"] = time_text(self.next_deletion_due)
         if self.last_cycle is not None:
             out["last_cycle"] = self.last_cycle.to_json()
+        if self.history is not None:
+            out["history"] = self.history.to_json()
         return out
 
     @classmethod
@@ -349,6 +396,11 @@ class AccountStatus:
             last_cycle=(
                 CycleStatus.from_json(read_object(last_cycle, "last_cycle"))
                 if last_cycle is not None
+                else None
+            ),
+            history=(
+                HistoryStatus.from_json(read_object(data["history"], "history"))
+                if data.get("history") is not None
                 else None
             ),
         )

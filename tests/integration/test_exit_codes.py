@@ -88,3 +88,58 @@ def test_exit_codes_follow_the_accounts_health(dovecot: Dovecot, mail_user: Mail
     assert "not running" in not_running.stderr
     check = maild(cfg, "check")
     assert (check.returncode, check.stdout.split(" - ")[0]) == (2, "MAILD CRITICAL")
+
+
+def account_json(cfg: Path, name: str) -> dict[str, object]:
+    """The account's record of ``status --json``."""
+    done = maild(cfg, "status", "--json")
+    assert done.returncode in (0, 1), done.stderr
+    return {a["name"]: a for a in json.loads(done.stdout)["accounts"]}[name]  # type: ignore[no-any-return]
+
+
+@pytest.mark.dovecot
+def test_history_survives_a_reload_and_a_restart(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """Last success, the run of failures and its start, and the cycle counts come back after a reload
+    that changes the account and after a restart, instead of starting from "never".
+
+    Steps: a healthy and a failing account; wait for both cycles; change both accounts' poll interval
+    and reload; compare; stop and start the daemon; compare again.
+    """
+    directory = short_dir()
+    down = AccountSpec(
+        "down", "pop3", "x", "not-used", tls="none", extra={"host": "127.0.0.1", "port": closed_port()}
+    )
+    specs = [AccountSpec("p", "pop3", mail_user.name, mail_user.password), down]
+    cfg = write_config(directory, dovecot, specs)
+    proc = start_daemon(cfg, log=directory / "daemon.log")
+    try:
+        wait_for_state(cfg, "p", {"waiting"})
+        wait_for_state(cfg, "down", {"backoff"})
+        before_p, before_down = account_json(cfg, "p"), account_json(cfg, "down")
+        assert before_down["history"]["failing_since"] is not None  # type: ignore[index]
+
+        for spec in specs:
+            spec.extra["poll_interval"] = "2h"
+        write_config(directory, dovecot, specs)
+        assert "changed: down, p" in maild(cfg, "reload").stdout
+        reloaded_p, reloaded_down = account_json(cfg, "p"), account_json(cfg, "down")
+        assert reloaded_p["last_success"] is not None
+        assert reloaded_p["last_success"] >= before_p["last_success"]  # type: ignore[operator]
+        history = reloaded_down["history"]
+        assert history["failing_since"] == before_down["history"]["failing_since"]  # type: ignore[index]
+        assert reloaded_down["last_error"] is not None
+        assert stop(proc) == 0
+
+        proc = start_daemon(cfg, log=directory / "daemon2.log")
+        wait_for_state(cfg, "down", {"backoff"})
+        restarted_p, restarted_down = account_json(cfg, "p"), account_json(cfg, "down")
+        assert restarted_down["history"]["failing_since"] == before_down["history"]["failing_since"]  # type: ignore[index]
+        assert restarted_down["consecutive_failures"] > before_down["consecutive_failures"]  # type: ignore[operator]
+        assert restarted_p["last_success"] is not None
+        assert restarted_p["history"]["cycles_ok"] >= before_p["history"]["cycles_ok"]  # type: ignore[index]
+        assert restarted_down["history"]["cycles_failed"] > before_down["history"]["cycles_failed"]  # type: ignore[index]
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

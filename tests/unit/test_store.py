@@ -60,9 +60,10 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 2
-    assert version == [(2,)]
-    assert {"accounts", "messages", "locations", "mailboxes", "deliveries", "appends"} <= tables
+    assert SCHEMA_VERSION == 3
+    assert version == [(3,)]
+    tables_v3 = {"accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "account_history"}
+    assert tables_v3 <= tables
     assert path.exists()
 
 
@@ -478,7 +479,7 @@ async def test_cancelled_store_batch_propagates_cancellation(store: Store, state
 
 
 async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
-    """An archive at schema version 1 keeps its data and gains the version-2 tables on open."""
+    """An archive at schema version 1 keeps its data and gains the later tables on open."""
     import sqlite3
 
     from maild.archive.schema import _MIGRATIONS, _split_sql
@@ -492,7 +493,7 @@ async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
         )
         conn.execute("PRAGMA user_version = 1")
     async with await Store.open(path) as s:
-        assert await query(s, "PRAGMA user_version") == [(2,)]
+        assert await query(s, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         assert await query(s, "SELECT name FROM accounts") == [("a",)]
         assert await query(s, "SELECT count(*) FROM deliveries") == [(0,)]
 
@@ -584,3 +585,29 @@ async def test_large_message_in_a_failed_batch_is_not_stored(
     with pytest.raises(StoreError):
         await store.store_batch("anna-pop", [pop("big", big)], NOW)
     assert await query(store, "SELECT count(*) FROM messages") == [(0,)]
+
+
+async def test_account_history_round_trips_and_is_replaced(store: Store) -> None:
+    """record_history keeps one row per account; account_histories reads back what was written last."""
+    from maild.model import AccountHistory
+
+    await store.ensure_account("a", "O", "E", "pop3", NOW)
+    first = AccountHistory("a", last_success=NOW, cycles_ok=3, fetched_messages=10, fetched_octets=4096)
+    failing = AccountHistory(
+        "a",
+        last_success=NOW,
+        last_push=NOW,
+        last_error="connection refused",
+        last_error_at=NOW,
+        failing_since=NOW,
+        consecutive_failures=2,
+        cycles_ok=3,
+        cycles_failed=2,
+        fetched_messages=10,
+        fetched_octets=4096,
+    )
+
+    await store.record_history(first)
+    assert await store.account_histories() == {"a": first}
+    await store.record_history(failing)
+    assert await store.account_histories() == {"a": failing}
