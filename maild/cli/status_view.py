@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
 
-from maild.service.status import AccountStatus, StatusReply, attention
+from maild.service.status import AccountStatus, ProgressStatus, StatusReply, attention
 
 #: Exit codes of ``maild status`` (systemctl's convention for "not running").
 STATUS_OK = 0
@@ -131,6 +131,8 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
         lines.append(f"! {a.name}: {reason}{failures}{failing}")
     elif a.last_error:
         lines.append(f"  {a.name}:")
+    if a.progress is not None:
+        lines.append(f"    {progress_text(a.progress)}")
     if a.last_error:
         lines.append(f"    error: {a.last_error}")
     lines.extend(f"    warning: {w}" for w in a.warnings)
@@ -150,6 +152,28 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
     if lines and not lines[0].startswith(("!", "  " + a.name)):
         lines.insert(0, f"  {a.name}:")
     return lines
+
+
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h 20 min``: a rough duration for estimates."""
+    if seconds < 60:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def progress_text(p: ProgressStatus) -> str:
+    """``fetching 1,200/5,000 messages (240.0 MB/1.0 GB), 3.2 MB/s, about 4 min left``."""
+    if p.messages_total is None:
+        return "fetching: taking the inventory"
+    text = f"fetching {p.messages_done:,}/{p.messages_total:,} messages"
+    if p.octets_total:
+        text += f" ({human_size(p.octets_done)}/{human_size(p.octets_total)})"
+    if p.rate_octets_per_s is not None:
+        text += f", {human_size(round(p.rate_octets_per_s))}/s"
+    if p.seconds_left is not None:
+        text += f", about {duration_text(p.seconds_left)} left"
+    return text
 
 
 def render_status(

@@ -27,8 +27,9 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, StoreError, ThrottledError, TransientError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
+from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import UIDValidityChange
-from maild.model import AccountHistory
+from maild.model import AccountHistory, StoreOutcome
 from maild.service.budget import Budgets
 from maild.service.idle import IdleWatcher, Mode
 from maild.service.kept_sessions import KeptSessions
@@ -70,6 +71,7 @@ class AccountRuntime:
         last_error_at: when the last failed cycle ended (UTC), or None.
         failing_since: when the first failed cycle of the current run of failures ended (UTC), None
             while the account succeeds.
+        progress: the running cycle's progress, None between cycles.
         remembered: the history the archive held when this runtime was made (earlier daemons and
             configurations of the account), or None; :meth:`history` adds this runtime's cycles.
     """
@@ -96,6 +98,7 @@ class AccountRuntime:
     last_error_at: datetime | None = None
     failing_since: datetime | None = None
     remembered: AccountHistory | None = None
+    progress: CycleProgress | None = None
 
     @property
     def mode(self) -> Mode:
@@ -455,8 +458,13 @@ class Scheduler:
             rt.next_run = None
             return True
 
+        def counted(outcome: StoreOutcome) -> None:  # metrics per committed batch, not per cycle
+            rt.fetched_messages += outcome.new_links
+            rt.fetched_octets += outcome.octets
+
+        rt.progress = CycleProgress(on_commit=counted)
         try:
-            result = await self.runner.run(account, keep_open=True, proceed=proceed)
+            result = await self.runner.run(account, keep_open=True, proceed=proceed, progress=rt.progress)
         except MaildError as exc:
             self._failed(rt, exc)
             await self._keep_history(rt)
@@ -466,6 +474,8 @@ class Scheduler:
             self._failed(rt, exc)
             await self._keep_history(rt)
             return None
+        finally:
+            rt.progress = None
         if result is None:
             return None
         rt.state = "idle"
@@ -480,8 +490,6 @@ class Scheduler:
             kept = rt.uidvalidity_changes + result.imap.uidvalidity_changes
             rt.uidvalidity_changes = kept[-KEPT_UIDVALIDITY_CHANGES:]
         rt.cycles["ok"] = rt.cycles.get("ok", 0) + 1
-        rt.fetched_messages += result.new_links
-        rt.fetched_octets += result.octets
         rt.last_exception = None
         quiet = not (result.new_links or result.deleted or result.failures or result.too_large)
         # A cycle with nothing new is the normal case (~80 % of a day's lines at a 5-minute poll):

@@ -22,6 +22,7 @@ from maild.service.status import (
     CycleStatus,
     HistoryStatus,
     IMAPStatus,
+    ProgressStatus,
     RetrievalFailureStatus,
     StatusReply,
     UIDValidityChangeStatus,
@@ -117,6 +118,23 @@ def account_status(
         next_deletion_due=next_deletion_due(acc.retention, acc.retention_days, oldest_kept_since),
         last_cycle=_cycle_status(res) if res is not None else None,
         history=_history_status(rt),
+        progress=_progress_status(rt) if rt.state == "fetching" else None,
+    )
+
+
+def _progress_status(rt: AccountRuntime) -> ProgressStatus | None:
+    p = rt.progress
+    if p is None:
+        return None
+    rate = p.rate_octets_per_s()
+    left = p.seconds_left()
+    return ProgressStatus(
+        messages_done=p.messages_done,
+        octets_done=p.octets_done,
+        messages_total=p.messages_total,
+        octets_total=p.octets_total,
+        rate_octets_per_s=round(rate, 1) if rate is not None else None,
+        seconds_left=round(left, 1) if left is not None else None,
     )
 
 

@@ -282,6 +282,51 @@ class HistoryStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressStatus:
+    """How far a running cycle is (``progress``, only while the account is ``fetching``).
+
+    Attributes:
+        messages_done, octets_done: committed to the archive in this cycle (octets as received).
+        messages_total, octets_total: what the inventory left to fetch (octets as the server
+            reported them); None before the inventory is complete.
+        rate_octets_per_s: committed octets per second since retrieval started, or None.
+        seconds_left: estimated seconds until every planned message is committed, or None.
+    """
+
+    messages_done: int
+    octets_done: int
+    messages_total: int | None
+    octets_total: int | None
+    rate_octets_per_s: float | None
+    seconds_left: float | None
+
+    def to_json(self) -> JSONObject:
+        """The JSON object of ``progress``."""
+        return {
+            "messages_done": self.messages_done,
+            "octets_done": self.octets_done,
+            "messages_total": self.messages_total,
+            "octets_total": self.octets_total,
+            "rate_octets_per_s": self.rate_octets_per_s,
+            "seconds_left": self.seconds_left,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProgressStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        rate = data.get("rate_octets_per_s")
+        left = data.get("seconds_left")
+        return cls(
+            read_int(data, "messages_done"),
+            read_int(data, "octets_done"),
+            read_opt_int(data, "messages_total"),
+            read_opt_int(data, "octets_total"),
+            read_float(data, "rate_octets_per_s") if rate is not None else None,
+            read_float(data, "seconds_left") if left is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class AccountStatus:
     """One account in the status reply.
 
@@ -303,6 +348,7 @@ class AccountStatus:
         next_deletion_due: with ``delete-after``, when the oldest of them is due (UTC), else None.
         last_cycle: the last successful cycle, or None before one.
         history: what the archive remembers across reloads and restarts, or None (older daemons).
+        progress: while ``fetching``: how far the cycle is; else None.
     """
 
     name: str
@@ -329,6 +375,7 @@ class AccountStatus:
     next_deletion_due: datetime | None = None
     last_cycle: CycleStatus | None = None
     history: HistoryStatus | None = None
+    progress: ProgressStatus | None = None
 
     def to_json(self) -> JSONObject:
         """The account's JSON object, keys in the documented order."""
@@ -363,6 +410,8 @@ class AccountStatus:
             out["last_cycle"] = self.last_cycle.to_json()
         if self.history is not None:
             out["history"] = self.history.to_json()
+        if self.progress is not None:
+            out["progress"] = self.progress.to_json()
         return out
 
     @classmethod
@@ -401,6 +450,11 @@ class AccountStatus:
             history=(
                 HistoryStatus.from_json(read_object(data["history"], "history"))
                 if data.get("history") is not None
+                else None
+            ),
+            progress=(
+                ProgressStatus.from_json(read_object(data["progress"], "progress"))
+                if data.get("progress") is not None
                 else None
             ),
         )

@@ -29,7 +29,9 @@ from maild.service.status import (
     AccountStatus,
     ArchiveTotals,
     CycleStatus,
+    HistoryStatus,
     IMAPStatus,
+    ProgressStatus,
     RetrievalFailureStatus,
     StatusReply,
     UIDValidityChangeStatus,
@@ -105,14 +107,26 @@ IMAP = AccountStatus(
 )
 STATUS = StatusReply("1.2.3", NOW, (POP3, IMAP), ArchiveTotals(12, 99_000))
 
+FETCHING = replace(
+    POP3,
+    name="fetching",
+    state="fetching",
+    history=HistoryStatus(NOW, LATER, 10, 2, 1234, 567_890),
+    progress=ProgressStatus(1200, 240_000_000, 5000, 1_000_000_000, 3_200_000.5, 238.0),
+)
+STARTING = replace(POP3, name="starting", state="fetching", progress=ProgressStatus(0, 0, None, None, None, None))
+
 REPLIES: list[Any] = [
     STATUS,
+    StatusReply("1.2.3", NOW, (FETCHING, STARTING), ArchiveTotals(1, 2)),
     StatusReply("1.2.3", NOW, (), ArchiveTotals(0, 0)),
     VersionReply("1.2.3"),
     FetchResults(
         (FetchOutcome("anna-pop", new_links=3, octets=10, seconds=0.5), FetchOutcome("b", "refused"))
     ),
     FetchQueued(("anna-pop", "anna-imap")),
+    FetchQueued(("anna-pop",), skipped=("anna-imap",)),
+    FetchResults((FetchOutcome("anna-pop", skipped="paused"),)),
     AccountStateReply("anna-pop", "paused"),
     ReloadReport(added=("a",), changed=("b", "c")),
     MetricsReply("maild_up 1\n"),
