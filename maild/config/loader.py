@@ -86,6 +86,7 @@ class DaemonConfig:
         control_socket_group: group (name or id) allowed to use the control socket, or None.
         metrics_textfile: file rewritten atomically after each cycle with Prometheus metrics for
             node_exporter's textfile collector, or None.
+        metrics_listen: (host, port) where ``GET /metrics`` answers over HTTP, or None.
     """
 
     state_dir: Path = Path("/var/lib/maild")
@@ -98,6 +99,7 @@ class DaemonConfig:
     max_connections_per_host: int = 8
     control_socket_group: str | None = None
     metrics_textfile: Path | None = None
+    metrics_listen: tuple[str, int] | None = None
 
     @property
     def database(self) -> Path:
@@ -223,6 +225,7 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
     per_host = positive_int(t, "max_connections_per_host", defaults.max_connections_per_host)
     group = t.get("control_socket_group", (str, int), None, form="a group name or id")
     textfile = t.get("metrics_textfile", str, None, form="a path string")
+    listen = t.get("metrics_listen", str, None, form='"HOST:PORT", e.g. "127.0.0.1:9817"')
     t.reject_unknown()
     assert per_host is not None
     assert conc is not None
@@ -238,7 +241,23 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
         max_connections_per_host=per_host,
         control_socket_group=str(group) if group is not None else None,
         metrics_textfile=(base / textfile) if textfile is not None else None,
+        metrics_listen=listen_address(listen, t.key("metrics_listen")) if listen is not None else None,
     )
+
+
+def listen_address(text: str, key: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[IPv6]:PORT`` for IPv6) into (host, port).
+
+    Raises:
+        ConfigError: no port, a port outside 1-65535, or an empty host.
+    """
+    host, sep, port_text = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(
+            f'{key}: expected "HOST:PORT" with a port 1-65535, e.g. "127.0.0.1:9817", got {text!r}'
+        )
+    return host, int(port_text)
 
 
 def _mailbox_name(table: Table, key: str, value: object) -> str:

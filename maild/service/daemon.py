@@ -30,6 +30,7 @@ from maild.service import metrics
 from maild.service.budget import Budgets
 from maild.service.commands import CommandContext, dispatch
 from maild.service.control import ControlServer
+from maild.service.metrics_http import MetricsServer
 from maild.service.replies import ReloadReport
 from maild.service.scheduler import Scheduler
 from maild.service.sdnotify import notify
@@ -74,7 +75,11 @@ class Daemon:
         assert self.scheduler is not None
         messages, _octets = await self.store.totals()
         return metrics.render(
-            self.scheduler.accounts.values(), metrics.database_octets(self.config.daemon.database), messages
+            self.scheduler.accounts.values(),
+            metrics.database_octets(self.config.daemon.database),
+            messages,
+            now=utc_now(),
+            started_at=self.started_at,
         )
 
     async def reload(self) -> ReloadReport:
@@ -177,10 +182,19 @@ class Daemon:
         # configuration, which must not touch the archive or the other daemon's socket.
         control = ControlServer(cfg.daemon.control_socket, self.handle, group=cfg.daemon.control_socket_group)
         await control.start()
+        metrics_server = (
+            MetricsServer(*cfg.daemon.metrics_listen, self.metrics_text)
+            if cfg.daemon.metrics_listen is not None
+            else None
+        )
         executor = ThreadPoolExecutor(max_workers=cfg.daemon.pop3_threads, thread_name_prefix="maild-pop3")
         try:
             self.store = await Store.open(cfg.daemon.database)
+            if metrics_server is not None:
+                await metrics_server.start()
         except BaseException:
+            if self.store is not None:
+                await self.store.close()
             await control.close()
             executor.shutdown(wait=False)
             raise
@@ -219,6 +233,8 @@ class Daemon:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
         finally:
+            if metrics_server is not None:
+                await metrics_server.close()
             await control.close()
             await self.store.close()
             executor.shutdown(wait=False, cancel_futures=True)
