@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics", help="print the daemon's metrics (Prometheus text format)").set_defaults(
         handler=_metrics
     )
+    sub.add_parser(
+        "alert-test", help="make the daemon send a test alert through [alerts] command and mail_to"
+    ).set_defaults(handler=_alert_test)
     sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not").set_defaults(
         handler=_check_config
     )
@@ -253,6 +256,17 @@ def _reload(args: argparse.Namespace) -> int:
     changes = daemon_client(args).reload().changes()
     print("reloaded" + (f" ({changes})" if changes else ", no account changed"))
     return 0
+
+
+def _alert_test(args: argparse.Namespace) -> int:
+    """``maild alert-test``: one line per channel; exit 1 if a channel failed or none is configured."""
+    reply = daemon_client(args).alert_test()
+    if not reply.channels:
+        print("maild: no alert channel configured ([alerts] command or mail_to)", file=sys.stderr)
+        return 1
+    for channel in reply.channels:
+        print(f"{channel.channel}: {channel.detail}")
+    return 0 if all(c.ok for c in reply.channels) else 1
 
 
 def _metrics(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from maild.config.alerts import AlertsConfig, parse_alerts
 from maild.config.passwords import PasswordSource, read_secret_file
 from maild.config.values import (
     Table,
@@ -191,12 +192,14 @@ class Config:
         daemon: the ``[daemon]`` table.
         accounts: account name to its configuration, in file order.
         warnings: non-fatal findings (e.g. a plain password in a file other users can read).
+        alerts: the ``[alerts]`` table (no channel when absent).
     """
 
     path: Path
     daemon: DaemonConfig
     accounts: Mapping[str, AccountConfig]
     warnings: tuple[str, ...] = ()
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -476,11 +479,18 @@ def load_config(path: Path) -> Config:
     """
     data = _read_toml(path)
     warnings: list[str] = []
-    unknown = sorted(set(data) - {"daemon", "accounts"})
+    unknown = sorted(set(data) - {"daemon", "accounts", "alerts"})
     if unknown:
         raise ConfigError(
-            f"{path}: {unknown[0]}: unknown top-level key (expected [daemon] and [accounts.NAME])"
+            f"{path}: {unknown[0]}: unknown top-level key (expected [daemon], [alerts] and [accounts.NAME])"
         )
+    alerts_raw = data.get("alerts", {})
+    if not isinstance(alerts_raw, dict):
+        raise ConfigError(f"{path}: alerts: expected a table")
+    try:
+        alerts = parse_alerts(alerts_raw, "alerts", path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     daemon_raw = data.get("daemon", {})
     if not isinstance(daemon_raw, dict):
         raise ConfigError(f"{path}: daemon: expected a table")
@@ -518,4 +528,4 @@ def load_config(path: Path) -> Config:
                         f"{file}: accounts.{name}.password is in a file readable by other users; "
                         "use password_file (mode 0600) or password_command"
                     )
-    return Config(path=path, daemon=daemon, accounts=accounts, warnings=tuple(warnings))
+    return Config(path=path, daemon=daemon, accounts=accounts, warnings=tuple(warnings), alerts=alerts)

@@ -19,6 +19,7 @@ from maild.archive.store import Store
 from maild.errors import ControlError
 from maild.service.replies import (
     AccountStateReply,
+    AlertTestReply,
     FetchOutcome,
     FetchQueued,
     FetchResults,
@@ -50,6 +51,7 @@ class CommandContext:
         reload: re-reads the configuration (raises ControlError ``config-invalid`` when rejected).
         metrics_text: renders the Prometheus text exposition.
         stop: asks the daemon to stop (returns at once).
+        alert_test: sends a test alert through every configured channel; None: alerts unavailable.
     """
 
     scheduler: Scheduler
@@ -58,6 +60,7 @@ class CommandContext:
     reload: Callable[[], Awaitable[ReloadReport]]
     metrics_text: Callable[[], Awaitable[str]]
     stop: Callable[[], None]
+    alert_test: Callable[[], Awaitable[AlertTestReply]] | None = None
 
 
 Request = Mapping[str, Any]
@@ -142,6 +145,13 @@ async def _reload(ctx: CommandContext, req: Request) -> Reply:
 @command("metrics")
 async def _metrics(ctx: CommandContext, req: Request) -> Reply:
     return MetricsReply(await ctx.metrics_text())
+
+
+@command("alert-test")
+async def _alert_test(ctx: CommandContext, req: Request) -> Reply:
+    if ctx.alert_test is None:
+        return AlertTestReply(())
+    return await ctx.alert_test()
 
 
 @command("stop")

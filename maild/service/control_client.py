@@ -20,6 +20,7 @@ from maild.errors import ControlError
 from maild.service.control import PROTOCOL_VERSION, daemon_answers, encode
 from maild.service.replies import (
     AccountStateReply,
+    AlertTestReply,
     FetchQueued,
     FetchResults,
     MetricsReply,
@@ -33,6 +34,8 @@ from maild.service.status import StatusReply
 DEFAULT_TIMEOUT_S = 30.0
 #: Seconds ``fetch-now`` waits for the cycles to end.
 FETCH_TIMEOUT_S = 3600.0
+#: Seconds ``alert-test`` waits: both channels may take the daemon's 30 s limit each.
+ALERT_TEST_TIMEOUT_S = 75.0
 
 
 def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
@@ -166,6 +169,10 @@ class ControlClient:
     def metrics(self) -> MetricsReply:
         """The daemon's metrics in the Prometheus text format."""
         return MetricsReply.from_json(self._ask({"command": "metrics"}))
+
+    def alert_test(self) -> AlertTestReply:
+        """Make the daemon send a test alert through every configured channel (waits for them)."""
+        return AlertTestReply.from_json(self._ask({"command": "alert-test"}, timeout_s=ALERT_TEST_TIMEOUT_S))
 
     def stop(self) -> StopReply:
         """Ask the daemon to stop (it finishes running cycles first)."""

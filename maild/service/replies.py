@@ -17,6 +17,7 @@ from maild.service.reply_fields import (
     read_float,
     read_int,
     read_object,
+    read_objects,
     read_str,
     read_strs,
 )
@@ -196,3 +197,37 @@ class StopReply:
     def from_json(cls, data: Mapping[str, Any]) -> StopReply:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
         return cls(read_bool(data, "stopping"))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChannelResult:
+    """How ``alert-test`` went through one channel: ``command`` or ``mail``, and ``sent`` or why not."""
+
+    channel: str
+    ok: bool
+    detail: str
+
+    def to_json(self) -> JSONObject:
+        """``{"channel": ..., "ok": ..., "detail": ...}``."""
+        return {"channel": self.channel, "ok": self.ok, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AlertChannelResult:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_str(data, "channel"), read_bool(data, "ok"), read_str(data, "detail"))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTestReply:
+    """The reply to ``alert-test``: one result per configured channel (empty: none configured)."""
+
+    channels: tuple[AlertChannelResult, ...]
+
+    def to_json(self) -> JSONObject:
+        """``{"channels": [...]}``."""
+        return {"channels": [c.to_json() for c in self.channels]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AlertTestReply:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(tuple(AlertChannelResult.from_json(c) for c in read_objects(data, "channels")))

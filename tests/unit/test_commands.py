@@ -105,6 +105,7 @@ def test_the_table_holds_every_documented_command() -> None:
         "resume",
         "reload",
         "metrics",
+        "alert-test",
         "stop",
     ]
 
@@ -116,7 +117,7 @@ async def test_unknown_command_gets_the_unknown_command_error(daemon: Daemon) ->
 
     assert info.value.code == "unknown-command"
     assert str(info.value) == (
-        "unknown command 'restart' (status, version, fetch-now, pause, resume, reload, metrics, stop)"
+        "unknown command 'restart' (status, version, fetch-now, pause, resume, reload, metrics, alert-test, stop)"
     )
 
 
