@@ -125,6 +125,11 @@ def _failing_next_step(rt: AccountRuntime) -> str:
             f"the server {rt.config.host} has not answered properly for a while: check the provider's"
             " status page and this server's network; maild keeps retrying and loses nothing meanwhile"
         )
+    if label == "auth":
+        return (
+            f"the server refuses the login: check the password of {name} with its owner or the provider"
+            " (changed, expired, or the account locked by the provider)"
+        )
     if label == "store":
         return "the archive could not be written: check free disk space and `journalctl -u maild -p err`"
     return (

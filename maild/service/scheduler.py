@@ -537,9 +537,13 @@ class Scheduler:
             rt.auth_failures = 0
         rt.last_exception = exc
         if isinstance(exc, MaildError):
-            # One failure is weather (warning); a lockout or REPEATED_FAILURES in a row needs the
-            # admin (error), so `journalctl -p err` shows exactly those.
-            serious = rt.state == "auth_failed" or rt.consecutive_failures >= REPEATED_FAILURES
+            # One failure is weather (warning); a lockout, REPEATED_FAILURES in a row or an archive
+            # that cannot be written needs the admin (error), so `journalctl -p err` shows those.
+            serious = (
+                rt.state == "auth_failed"
+                or rt.consecutive_failures >= REPEATED_FAILURES
+                or outcome == "store"  # the archive cannot be written (a full disk): no retry helps
+            )
             (log.error if serious else log.warning)(
                 "fetch.failed",
                 outcome=outcome,
