@@ -119,7 +119,9 @@ def _renderer(fmt: LogFormat, stream: TextIO, journal: bool) -> Any:
     if fmt == "json":
         return structlog.processors.JSONRenderer()
     if fmt == "logfmt":
-        return structlog.processors.LogfmtRenderer(key_order=_LOGFMT_FIRST, drop_missing=True, bool_as_flag=False)
+        return structlog.processors.LogfmtRenderer(
+            key_order=_LOGFMT_FIRST, drop_missing=True, bool_as_flag=False
+        )
     return structlog.dev.ConsoleRenderer(colors=stream.isatty() and not journal)
 
 
