@@ -174,7 +174,9 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
 
     log = (directory / "daemon.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "maild", "-c", str(cfg), "run"], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "maild", "-c", str(cfg), "--log-level", "debug", "run"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         status = _wait_status(
@@ -207,6 +209,7 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
     events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     cycles = [e for e in events if e.get("event") == "fetch.complete"]
     assert {e["account"] for e in cycles} == {"anna-pop", "anna-imap"}
+    assert {e["level"] for e in cycles} == {"debug"}  # nothing new: a quiet cycle is debug, not info
 
 
 def test_status_without_daemon_is_one_clear_line(tmp_path: Path) -> None:
