@@ -63,7 +63,15 @@ class AuthError(AccountError):
     """The server refused the credentials (RFC 3206 ``[AUTH]``, IMAP ``NO`` to LOGIN, POP3 ``-ERR`` to PASS).
 
     Permanent: retrying with the same password will not help and may lock the account at the provider.
+
+    Attributes:
+        reauthorize: True when only ``maild accounts authorize NAME`` can help (an OAuth2 refresh
+            token refused with ``invalid_grant``, or never stored); the message says so.
     """
+
+    def __init__(self, message: str, *, account: str = "", reauthorize: bool = False) -> None:
+        super().__init__(message, account=account)
+        self.reauthorize = reauthorize
 
 
 class ProtocolError(AccountError):

@@ -37,7 +37,8 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 LogFormat = Literal["auto", "json", "logfmt", "console"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "logfmt", "console")
 #: Loggers (and their children) whose records below WARNING never reach the log: their debug output
-#: carries message bodies, SQL parameters or credentials.
+#: carries message bodies, SQL parameters or credentials. aiosqlite logs the repr of every call it
+#: runs, message blobs included (a 25 MB message made ~15 copies in memory at log_level debug).
 CAPPED_LIBRARIES = ("aioimaplib", "aiosqlite", "asyncio")
 #: syslog priorities (RFC 5424 section 6.2.1) of the standard-library levels, for ``<N>`` prefixes.
 SYSLOG_PRIORITY = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
+from typing import Protocol as _Interface
 
 Protocol = Literal["pop3", "imap"]
 
@@ -198,8 +199,13 @@ class ServerSettings:
         ca_file: PEM file of trusted CAs, or None for the system store. Certificate and host name are
             always verified.
         username: the login name.
-        password: the password.
+        password: the password (``Secret("")`` with ``auth = "oauth2"``).
         timeout_s: limit in seconds for each network operation (connect, each command, each read).
+        auth: ``"password"`` (SASL PLAIN when offered, else USER/PASS or LOGIN) or ``"oauth2"`` (a
+            bearer token from ``tokens`` over OAUTHBEARER, XOAUTH2 or a forced PLAIN).
+        sasl_mechanism: the account's forced SASL mechanism (upper case), or None to choose from
+            what the server advertises (see :func:`maild.auth.sasl.choose_mechanism`).
+        tokens: where access tokens come from; set exactly when ``auth == "oauth2"``.
     """
 
     account: str
@@ -210,6 +216,9 @@ class ServerSettings:
     username: str
     password: Secret
     timeout_s: float
+    auth: Literal["password", "oauth2"] = "password"
+    sasl_mechanism: str | None = None
+    tokens: AccessTokenSource | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,3 +249,25 @@ class AccountHistory:
     cycles_failed: int = 0
     fetched_messages: int = 0
     fetched_octets: int = 0
+
+
+class AccessTokenSource(_Interface):
+    """Where an OAuth2 account's access tokens come from (implemented in :mod:`maild.auth.tokens`).
+
+    Both methods block (they may run a command or call a token endpoint): call them from a worker
+    thread, never on the event loop. Safe to call from several threads.
+    """
+
+    def access_token(self) -> Secret:
+        """A bearer token valid for at least a minute more, as far as maild knows.
+
+        Raises:
+            AuthError: the grant is gone (``invalid_grant``, never authorized); the message says what
+                to run. TransientError: the token endpoint or command failed in a way that may pass.
+            ConfigError: the client secret or token command cannot be read or run.
+        """
+        ...
+
+    def invalidate(self, token: Secret) -> None:
+        """Forget ``token`` (the server refused it): the next :meth:`access_token` gets a new one."""
+        ...

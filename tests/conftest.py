@@ -8,6 +8,10 @@
 - ``mail_user_factory``: for tests that need several users or a particular password.
 - ``private_dovecot``: a Dovecot of the test's own, for tests that stop or restart the server.
 - ``free_port``: a TCP port on 127.0.0.1 that was free a moment ago.
+- ``store``: an open archive in ``tmp_path`` (class from ``store_class``); a module that needs accounts or
+  messages in it overrides ``store`` with a fixture taking ``store`` and filling it.
+- ``executor``: a POP3 thread pool of ``executor_workers`` (4) threads.
+- ``watchers``: IDLE watchers a test made, stopped afterwards.
 - autouse: structlog's configuration and context variables are reset after each test.
 """
 
@@ -27,6 +31,7 @@ import pytest
 import structlog
 
 from maild.archive.store import Store
+from maild.service.idle import IdleWatcher
 from tests.support import dovecot as dovecot_support
 from tests.support.dovecot import Dovecot, MailUser
 
@@ -87,31 +92,29 @@ def _dispose(server: Dovecot) -> None:
         shutil.rmtree(server.directory, ignore_errors=True)
 
 
+def _running_dovecot() -> Iterator[Dovecot]:
+    _skip_or_fail_without_dovecot()
+    server = Dovecot(_new_directory())
+    server.start()
+    try:
+        yield server
+    finally:
+        _dispose(server)
+
+
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
     """One Dovecot for the whole session (ports, ``ca_file``, users, delivery; see tests.support.dovecot).
 
     Do not stop or restart it: use ``private_dovecot`` for that.
     """
-    _skip_or_fail_without_dovecot()
-    server = Dovecot(_new_directory())
-    server.start()
-    try:
-        yield server
-    finally:
-        _dispose(server)
+    yield from _running_dovecot()
 
 
 @pytest.fixture
 def private_dovecot() -> Iterator[Dovecot]:
     """A Dovecot of this test's own (about 0.1 s to start, 1 s to stop), free to stop or restart."""
-    _skip_or_fail_without_dovecot()
-    server = Dovecot(_new_directory())
-    server.start()
-    try:
-        yield server
-    finally:
-        _dispose(server)
+    yield from _running_dovecot()
 
 
 def _new_user(server: Dovecot, request: pytest.FixtureRequest, password: str | None) -> MailUser:
@@ -157,18 +160,43 @@ def _reset_structlog() -> Iterator[None]:
 
 
 @pytest.fixture
-def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
-    """A POP3 thread pool like maild's own (four workers); modules may override it."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pop3-test")
+def executor_workers() -> int:
+    """Threads in ``executor``; a module overrides this to shrink the pool."""
+    return 4
+
+
+@pytest.fixture
+def executor(executor_workers: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    """A POP3 thread pool like maild's own (four workers unless ``executor_workers`` says otherwise)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=executor_workers, thread_name_prefix="pop3-test")
     yield pool
     pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive in a temporary directory; modules may override it."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
+def store_class() -> type[Store]:
+    """The archive class ``store`` opens; a module overrides it to test a subclass."""
+    return Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path, store_class: type[Store]) -> AsyncIterator[Store]:
+    """An open archive in a temporary directory (the one way tests open an archive).
+
+    A module that needs accounts or messages in it overrides ``store`` with a fixture that takes
+    this one (``async def store(store: Store) -> Store``) and fills it.
+    """
+    s = await store_class.open(tmp_path / "maild.sqlite3")
     try:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def watchers() -> AsyncIterator[list[IdleWatcher]]:
+    """IDLE watchers a test made (it appends them); stopped afterwards."""
+    made: list[IdleWatcher] = []
+    yield made
+    for watcher in made:
+        await watcher.stop()

@@ -49,7 +49,7 @@ import structlog
 from maild.archive.store import PendingDelivery, Store
 from maild.errors import DeliveryError
 from maild.fsutil import fsync_dir
-from maild.protocols.imap.wire import encode_mailbox_name
+from maild.protocols.imap.utf7 import encode_mailbox_name
 
 log = structlog.get_logger("maild.archive.maildir")
 

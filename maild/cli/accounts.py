@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from maild.archive.move_queries import MigrationStore
+from maild.cli.authorize import add_parser as add_authorize_parser  # issue 13: OAuth2 device sign-in
 from maild.cli.common import load_args_config, reload_daemon
 from maild.cli.table import lines_by_person
 from maild.config.dropin import dropin_path, remove_durably, secret_path, write_dropin, write_secret
@@ -76,6 +77,7 @@ def add_parsers(sub: Any) -> None:
         "--purge", action="store_true", help="also delete its archive, only if no message would be lost"
     )
     rm.set_defaults(handler=_remove)
+    add_authorize_parser(actions)
 
 
 # -- list ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ file and the dotted key.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import ssl
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from maild.config.alerts import AlertsConfig, parse_alerts
+from maild.config.auth import OAUTH2_DIR, AuthConfig, parse_auth
 from maild.config.passwords import PasswordSource, read_secret_file
 from maild.config.values import (
     Table,
@@ -137,6 +139,7 @@ class AccountConfig:
         deliver_maildir: the account's local Maildir (template expanded, see
             :func:`~maild.config.values.expand_maildir`), or None when messages are only archived.
         source: the file that defined the account.
+        sign_in: ``auth``, ``sasl_mechanism`` and the ``oauth2`` table (see :mod:`maild.config.auth`).
     """
 
     name: str
@@ -164,6 +167,7 @@ class AccountConfig:
     max_message_size: int | None = None
     deliver_maildir: Path | None = None
     source: Path | None = None
+    sign_in: AuthConfig = field(default_factory=AuthConfig)
 
     def server_settings(self) -> ServerSettings:
         """Resolve the password and return what an adapter needs to log in.
@@ -171,6 +175,22 @@ class AccountConfig:
         Raises:
             ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve`).
         """
+        if self.sign_in.oauth2 is not None:  # issue 13: tokens are fetched in the worker, not here
+            from maild.auth.tokens import source_for
+
+            return ServerSettings(
+                account=self.name,
+                host=self.host,
+                port=self.port,
+                tls=self.tls,
+                ca_file=self.ca_file,
+                username=self.username,
+                password=Secret(""),
+                timeout_s=self.timeout_s,
+                auth="oauth2",
+                sasl_mechanism=self.sign_in.sasl_mechanism,
+                tokens=source_for(self.sign_in.oauth2),
+            )
         return ServerSettings(
             account=self.name,
             host=self.host,
@@ -180,6 +200,7 @@ class AccountConfig:
             username=self.username,
             password=self.password.resolve(self.name),
             timeout_s=self.timeout_s,
+            sasl_mechanism=self.sign_in.sasl_mechanism,
         )
 
 
@@ -372,10 +393,13 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
             f'{t.key("tls")}: "none" sends the password in clear text to {host}; '
             'use "implicit" or "starttls", or set allow_plaintext = true'
         )
+    sign_in = parse_auth(t, name, base, protocol)  # issue 13: auth, sasl_mechanism, [oauth2]
     sources = [
         k for k in ("password", "password_file", "password_command", "password_credential") if k in data
     ]
-    if len(sources) != 1:
+    if sign_in.auth == "oauth2" and sources:
+        raise ConfigError(f'{where}: {sources[0]} is not used with auth = "oauth2"; remove it')
+    if len(sources) != 1 and sign_in.auth == "password":
         raise ConfigError(
             f"{where}: set exactly one of password, password_file, password_command, password_credential"
             + (f" (found {', '.join(sources)})" if sources else " (none found)")
@@ -442,6 +466,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         max_message_size=max_size,
         deliver_maildir=deliver_maildir,
         source=path,
+        sign_in=sign_in,
     )
 
 
@@ -521,6 +546,11 @@ def load_config(path: Path) -> Config:
                 accounts[name] = _parse_account(name, table, f"accounts.{name}", file)
             except ConfigError as exc:
                 raise ConfigError(f"{file}: {exc}") from None
+            oauth = accounts[name].sign_in.oauth2  # issue 13: refresh tokens live under state_dir
+            if oauth is not None:
+                oauth = dataclasses.replace(oauth, token_dir=daemon.state_dir / OAUTH2_DIR)
+                sign_in = dataclasses.replace(accounts[name].sign_in, oauth2=oauth)
+                accounts[name] = dataclasses.replace(accounts[name], sign_in=sign_in)
             if accounts[name].password.inline is not None:
                 mode = file.stat().st_mode
                 if mode & (stat.S_IROTH | stat.S_IRGRP):

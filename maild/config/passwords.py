@@ -74,7 +74,8 @@ class PasswordSource:
             return read_secret_file(Path(directory) / self.credential, account, "password_credential")
         if self.file is not None:
             return read_secret_file(self.file, account, "password_file")
-        assert self.command is not None
+        if self.command is None:  # auth = "oauth2" accounts have no password source
+            raise ConfigError(f"account {account}: no password configured")
         try:
             done = subprocess.run(  # noqa: S603 - argv list from the admin's config, no shell
                 list(self.command),

@@ -143,8 +143,8 @@ class Maildrop(abc.ABC):
 
         POP3 cannot: a maildrop is a snapshot taken at login and locked until QUIT (RFC 1939
         section 8), so this default simply calls :meth:`close` and returns False. IMAP keeps the
-        logged-in connection (see :meth:`IMAPSession.park
-        <maild.protocols.imap.session.IMAPSession.park>`).
+        logged-in connection (see :meth:`IMAPConnection.park
+        <maild.protocols.imap.connection.IMAPConnection.park>`).
 
         Raises:
             The errors of :meth:`close` when it closes.

@@ -525,7 +525,8 @@ class Scheduler:
         rt.cycles[outcome] = rt.cycles.get(outcome, 0) + 1
         rt.state = "backoff" if isinstance(exc, TransientError) else "error"
         if isinstance(exc, AuthError):
-            rt.auth_failures += 1
+            # A refused refresh token (issue 13) will not work again: lock out at once, no retries.
+            rt.auth_failures = AUTH_LOCKOUT_FAILURES if exc.reauthorize else rt.auth_failures + 1
             if rt.auth_failures >= AUTH_LOCKOUT_FAILURES:
                 rt.state = "auth_failed"
                 rt.lockout_fingerprint = None  # taken by the account loop, off the event loop
@@ -567,6 +568,10 @@ def _password_fingerprint(account: AccountConfig) -> str | None:
 
     from maild.errors import ConfigError
 
+    if account.sign_in.oauth2 is not None:  # issue 13: `maild accounts authorize` ends the lockout
+        from maild.auth.tokens import grant_fingerprint
+
+        return grant_fingerprint(account.sign_in.oauth2)
     try:
         secret = account.password.resolve(account.name)
     except ConfigError:

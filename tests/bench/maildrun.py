@@ -123,7 +123,7 @@ class Daemon:
         self._events: list[dict[str, Any]] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "maild", "run", "-c", str(maild.config.loader)],
+            [sys.executable, "-m", "maild", "run", "-c", str(maild.config)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from maild.errors import ControlError
-from maild.service.control_client import request
+from tests.support.daemonproc import maild_command, running_maild, stop_maild, wait_until_drained
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -118,29 +117,10 @@ def check_invariants(dovecot: Dovecot, user: str, sent: dict[str, bytes], db: Pa
 
 
 def run_until_empty(cfg: Path, directory: Path, dovecot: Dovecot, user: str) -> None:
-    """Run `maild run` until the server is empty after a successful cycle, then stop it with SIGTERM."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "maild", "-c", str(cfg), "--log-level", "warning", "run"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                status = request(directory / "control.sock", {"command": "status"}, timeout_s=5)
-            except ControlError:
-                status = {}
-            ready = bool(status.get("accounts")) and status["accounts"][0]["last_success"] is not None
-            if ready and not dovecot.maildir_messages(user):
-                break
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    """Run `maild run` until the server is empty after a successful cycle (120 s at most), then stop it with SIGTERM."""
+    with running_maild(maild_command(cfg, "--log-level", "warning")) as proc:
+        wait_until_drained(directory, dovecot, user, timeout_s=120, poll_s=0.2)
+        assert stop_maild(proc, timeout_s=30) == 0
 
 
 def setup(dovecot: Dovecot, user: MailUser, count: int) -> tuple[dict[str, bytes], Path, Path, Path, Path]:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from maild.archive.store import Store
-from maild.config.loader import AccountConfig, PasswordSource
+from maild.config.loader import AccountConfig
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError
 from maild.fetch.cycle import fetch_cycle
 from maild.model import IMAPKey, Secret, ServerSettings
@@ -26,6 +25,8 @@ from maild.protocols.imap.idle import IMAPIdleSession
 from maild.protocols.imap.mailbox import IMAPMailbox
 from maild.service.idle import IdleWatcher
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMailbox, ScriptedMessage, Session
+from tests.support.accounts import imap_account
+from tests.support.waiting import eventually
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TIMEOUT_S = 0.5
@@ -44,35 +45,10 @@ def server_settings(server: ScriptedIMAP, timeout_s: float = TIMEOUT_S) -> Serve
     return ServerSettings("acct", server.host, server.port, "none", None, "anna", Secret("pw"), timeout_s)
 
 
-def imap_account(server: ScriptedIMAP, **overrides: object) -> AccountConfig:
+def scripted_account(server: ScriptedIMAP, **overrides: object) -> AccountConfig:
     """An IMAP account on ``server`` with short timeouts (IDLE re-issued every 30 s unless overridden)."""
-    values: dict[str, object] = {
-        "name": "acct",
-        "organisation": "Kanzlei Berger",
-        "employee": "Anna Berger",
-        "protocol": "imap",
-        "host": server.host,
-        "port": server.port,
-        "tls": "none",
-        "ca_file": None,
-        "username": "anna",
-        "password": PasswordSource(inline=Secret("pw")),
-        "timeout_s": TIMEOUT_S,
-        "mailboxes": ("INBOX",),
-        "idle_restart_s": 30.0,
-    }
-    values.update(overrides)
-    return AccountConfig(**values)  # type: ignore[arg-type]
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout_s: float = 5.0) -> float:
-    """Wait until ``check()`` is true; return the seconds it took."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
+    values: dict[str, object] = {"timeout_s": TIMEOUT_S, "idle_restart_s": 30.0, **overrides}
+    return imap_account("acct", host=server.host, port=server.port, username="anna", **values)
 
 
 @pytest.fixture
@@ -215,7 +191,7 @@ async def test_keepalive_turns_on_tcp_probes(server: ScriptedIMAP) -> None:
     session = IMAPIdleSession(server_settings(server))
     await session.open()
     session.keepalive(60, 15, 4)
-    sock = session._client.protocol.transport.get_extra_info("socket")
+    sock = session.connection.client.extra_info("socket")
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     if hasattr(socket, "TCP_KEEPIDLE"):
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
@@ -240,15 +216,6 @@ async def test_server_without_idle(server: ScriptedIMAP) -> None:
 # ------------------------------------------------------------------------------------ the watcher
 
 
-@pytest.fixture
-async def watchers() -> AsyncIterator[list[IdleWatcher]]:
-    """Watchers made by a test; stopped afterwards."""
-    made: list[IdleWatcher] = []
-    yield made
-    for watcher in made:
-        await watcher.stop()
-
-
 def make_watcher(made: list[IdleWatcher], account: AccountConfig) -> IdleWatcher:
     watcher = IdleWatcher(account, reconnect_base_s=0.05, reconnect_cap_s=0.2, clock=lambda: NOW)
     made.append(watcher)
@@ -257,7 +224,7 @@ def make_watcher(made: list[IdleWatcher], account: AccountConfig) -> IdleWatcher
 
 async def test_watcher_push_ends_wait(server: ScriptedIMAP, watchers: list[IdleWatcher]) -> None:
     """A push ends wait() with "push" at once; without one, wait() times out; last_push is recorded."""
-    watcher = make_watcher(watchers, imap_account(server))
+    watcher = make_watcher(watchers, scripted_account(server))
     watcher.start()
     await eventually(lambda: watcher.mode == "idle", 'mode "idle"')
     assert await watcher.wait(0.5) == "push"  # catch-up: no store to say nothing changed
@@ -276,7 +243,7 @@ async def test_watcher_push_ends_wait(server: ScriptedIMAP, watchers: list[IdleW
 
 async def test_watcher_bye_is_lost_then_reconnects(server: ScriptedIMAP, watchers: list[IdleWatcher]) -> None:
     """* BYE during IDLE: wait() says "lost" at once, mode "reconnecting", then IDLE again on a new session."""
-    watcher = make_watcher(watchers, imap_account(server))
+    watcher = make_watcher(watchers, scripted_account(server))
     watcher.start()
     await eventually(lambda: watcher.mode == "idle", 'mode "idle"')
     assert await watcher.wait(0.5) == "push"
@@ -310,7 +277,7 @@ async def test_watcher_detects_a_stalled_server_at_the_restart(
             await session.idle(tag)
 
     server.script["IDLE"] = idle
-    watcher = make_watcher(watchers, imap_account(server, idle_restart_s=0.3))
+    watcher = make_watcher(watchers, scripted_account(server, idle_restart_s=0.3))
     watcher.start()
     await eventually(lambda: watcher.mode == "idle", 'mode "idle"')
     started = time.monotonic()
@@ -326,7 +293,7 @@ async def test_watcher_reissues_idle_before_idle_restart(
     server: ScriptedIMAP, watchers: list[IdleWatcher]
 ) -> None:
     """IDLE is ended (DONE), checked with NOOP and issued again every idle_restart, on the same session."""
-    watcher = make_watcher(watchers, imap_account(server, idle_restart_s=0.1))
+    watcher = make_watcher(watchers, scripted_account(server, idle_restart_s=0.1))
     watcher.start()
     await eventually(lambda: server.dones >= 3, "three IDLE rounds")
     assert len(server.commands_named("IDLE")) >= 3
@@ -349,7 +316,7 @@ async def test_watcher_survives_hangup_before_continuation(
             await session.idle(tag)
 
     server.script["IDLE"] = idle
-    watcher = make_watcher(watchers, imap_account(server))
+    watcher = make_watcher(watchers, scripted_account(server))
     watcher.start()
     await eventually(lambda: watcher.mode == "idle", 'mode "idle" after two hang-ups')
     assert len(server.commands_named("LOGIN")) == 3
@@ -361,7 +328,7 @@ async def test_watcher_without_idle_capability_polls(
 ) -> None:
     """A server without IDLE: mode "polling", the watcher ends and is not started again."""
     server.post_login_capabilities = "IMAP4rev1 UIDPLUS"
-    watcher = make_watcher(watchers, imap_account(server))
+    watcher = make_watcher(watchers, scripted_account(server))
     watcher.start()
     await eventually(lambda: not watcher.running, "the watcher to give up")
     assert watcher.mode == "polling"
@@ -455,12 +422,10 @@ async def test_all_mailboxes_from_list() -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An archive with the account ``acct`` recorded."""
-    archive = await Store.open(tmp_path / "maild.sqlite3")
-    await archive.ensure_account("acct", "Kanzlei Berger", "Anna Berger", "imap", NOW)
-    yield archive
-    await archive.close()
+async def store(store: Store) -> Store:
+    """The shared open archive, with the account ``acct`` recorded."""
+    await store.ensure_account("acct", "Kanzlei Berger", "Anna Berger", "imap", NOW)
+    return store
 
 
 async def count(store: Store, sql: str) -> list[tuple[object, ...]]:
@@ -477,7 +442,7 @@ async def test_new_uidvalidity_with_shuffled_uids_is_matched_by_content(store: S
     twin_b = b"Subject: twin b\r\nMessage-ID: <twin@scripted.test>\r\n\r\nsame size B\r\n"
     raws += [twin_a, twin_b]
     async with ScriptedIMAP({"INBOX": raws}, uidvalidity=100) as server:
-        account = imap_account(server)
+        account = scripted_account(server)
         first = await fetch_cycle(account, store, IMAPMailbox(server_settings(server)), clock=lambda: NOW)
         assert first.new_messages == 8
         shuffled = list(reversed(raws))
@@ -521,7 +486,7 @@ async def test_uids_reassigned_under_the_same_uidvalidity_cause_no_duplicates(st
     SHA-256; the old locations are recorded as gone, the new ones point at the same messages."""
     raws = [message(n) for n in range(1, 4)]
     async with ScriptedIMAP({"INBOX": raws}, uidvalidity=7) as server:
-        account = imap_account(server)
+        account = scripted_account(server)
         await fetch_cycle(account, store, IMAPMailbox(server_settings(server)), clock=lambda: NOW)
         server.mailboxes["INBOX"].messages = [ScriptedMessage(raw, 10 + i) for i, raw in enumerate(raws)]
         second = await fetch_cycle(account, store, IMAPMailbox(server_settings(server)), clock=lambda: NOW)
@@ -539,7 +504,7 @@ async def test_change_is_noticed_in_an_archive_without_mailbox_records(store: St
     alone reveal the change, and the messages are relinked."""
     raws = [message(n) for n in range(1, 3)]
     async with ScriptedIMAP({"INBOX": raws}, uidvalidity=5) as server:
-        account = imap_account(server)
+        account = scripted_account(server)
         await fetch_cycle(account, store, IMAPMailbox(server_settings(server)), clock=lambda: NOW)
         await store._write([("DELETE FROM mailboxes", (), False)])
         server.mailboxes["INBOX"].uidvalidity = 6
@@ -553,8 +518,8 @@ async def test_change_is_noticed_in_an_archive_without_mailbox_records(store: St
 
 # ------------------------------------------------------------------------------------ library pins
 
-# sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3, for what IMAPIdleSession
-# uses beyond the methods tests/faults/imap_library_test.py pins already.
+# sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3, for what the client's IdleRound
+# uses beyond the methods tests/faults/test_imap_library.py pins already.
 IDLE_PINNED_SOURCES = {
     "IdleCommand.__init__": "68d6b9eaa4b878ef",
     "IdleCommand.append_to_resp": "79ee68d01d0ac785",
@@ -570,7 +535,7 @@ IDLE_PINNED_SOURCES = {
 
 @pytest.mark.parametrize(("name", "digest"), sorted(IDLE_PINNED_SOURCES.items()))
 def test_idle_internals_of_the_library_are_unchanged(name: str, digest: str) -> None:
-    """IMAPIdleSession drives IdleCommand, idle_queue and _idle_event directly: their source is pinned."""
+    """The client's IdleRound drives IdleCommand, idle_queue and _idle_event directly: their source is pinned."""
     import hashlib
     import inspect
 
@@ -590,16 +555,18 @@ IDENTITY_STREAM = (
 )
 
 
-@pytest.mark.parametrize("protocol_name", ["_FastProtocol", "_TrackingProtocol"])
+@pytest.mark.parametrize("protocol_name", ["_FastProtocol", "stock"])
 async def test_identity_fetch_parses_at_every_split(protocol_name: str) -> None:
     """The identity pass's FETCH (size and Message-ID field, literal before or after UID, quoted field
     name, NIL) parses to the same result however the stream is cut."""
-    from maild.protocols.imap import client as imap_protocol
-    from maild.protocols.imap import fetch as imap_fetch
-    from maild.protocols.imap import mailbox as imap_module
-    from tests.faults.imap_library_test import run_command
+    import aioimaplib
 
-    protocol_class = getattr(imap_protocol, protocol_name)
+    from maild.protocols.imap import client as imap_client
+    from maild.protocols.imap import fetch as imap_fetch
+    from maild.protocols.imap import scan as imap_module
+    from tests.faults.test_imap_library import run_command
+
+    protocol_class = imap_client._FastProtocol if protocol_name != "stock" else aioimaplib.IMAP4ClientProtocol
 
     def start(protocol: object) -> object:
         return protocol.fetch("21:23", imap_module.IDENTITY_ITEMS, by_uid=True, timeout=None)  # type: ignore[attr-defined]

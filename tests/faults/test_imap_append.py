@@ -10,7 +10,7 @@ import asyncio
 import json
 import re
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,17 +210,11 @@ async def test_header_scan_reads_sizes_and_headers_only(server: tuple[ScriptedIM
     assert scripted.commands_named("UID FETCH") == ["UID FETCH 1 (UID RFC822.SIZE BODY.PEEK[HEADER])"]
 
 
-async def test_migrate_and_retire_a_drop_in_account(
-    server: tuple[ScriptedIMAP, AppendLog], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """migrate uploads what only the archive holds (POP3 -> \\Seen, Date -> INTERNALDATE), retire then
-    writes enabled = false into the source's drop-in and records the retirement.
+async def move_setup(scripted: ScriptedIMAP, tmp_path: Path) -> tuple[Callable[..., int], Path]:
+    """IMAP "neu" on the scripted server in the main file, POP3 "alt" in a drop-in, and 3 messages of "alt" archived.
 
-    Steps: config with IMAP "neu" on the scripted server and a drop-in POP3 "alt"; the archive holds 3
-    messages of "alt" (one also on the server); compare exits 1; migrate uploads 2; compare exits 0;
-    retire; accounts list shows the retirement; the drop-in says enabled = false.
+    Returns ``run(*args)`` (the CLI on this config, exit status) and the drop-in's path.
     """
-    scripted, log = server
     secret = tmp_path / "pw"
     secret.write_text("pw\n")
     secret.chmod(0o600)
@@ -238,20 +232,32 @@ async def test_migrate_and_retire_a_drop_in_account(
     dropin.write_text(
         tomli_w.dumps({"accounts": {"alt": {"protocol": "pop3", "host": "pop.example.org", **common}}})
     )
-
-    async def seed() -> None:
-        store = await MigrationStore.open(tmp_path / "state" / "maild.sqlite3")
-        try:
-            await store.ensure_account("alt", "Kanzlei", "Anna", "pop3", datetime(2026, 1, 1, tzinfo=UTC))
-            batch = [RetrievedMessage(POP3Key(f"u{n}"), letter(n)) for n in (1, 2, 3)]
-            await store.store_batch("alt", batch, datetime(2026, 1, 1, tzinfo=UTC))
-        finally:
-            await store.close()
-
-    await seed()
+    store = await MigrationStore.open(tmp_path / "state" / "maild.sqlite3")
+    try:
+        await store.ensure_account("alt", "Kanzlei", "Anna", "pop3", datetime(2026, 1, 1, tzinfo=UTC))
+        batch = [RetrievedMessage(POP3Key(f"u{n}"), letter(n)) for n in (1, 2, 3)]
+        await store.store_batch("alt", batch, datetime(2026, 1, 1, tzinfo=UTC))
+    finally:
+        await store.close()
 
     def run(*args: str) -> int:
         return main(["-c", str(cfg), *args])
+
+    return run, dropin
+
+
+async def test_migrate_and_retire_a_drop_in_account(
+    server: tuple[ScriptedIMAP, AppendLog], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """migrate uploads what only the archive holds (POP3 -> \\Seen, Date -> INTERNALDATE), retire then
+    writes enabled = false into the source's drop-in and records the retirement.
+
+    Steps: config with IMAP "neu" on the scripted server and a drop-in POP3 "alt"; the archive holds 3
+    messages of "alt" (one also on the server); compare exits 1; migrate uploads 2; compare exits 0;
+    retire; accounts list shows the retirement; the drop-in says enabled = false.
+    """
+    scripted, log = server
+    run, dropin = await move_setup(scripted, tmp_path)
 
     assert await asyncio.to_thread(run, "compare", "alt", "neu") == 1
     assert "2 messages of alt are missing in neu" in capsys.readouterr().out
@@ -283,33 +289,7 @@ async def test_purge_counts_messages_on_another_imap_server_as_safe(
     account's server holds one of them; purge refuses naming 2; after migrating them, purge succeeds.
     """
     scripted, _log = server
-    secret = tmp_path / "pw"
-    secret.write_text("pw\n")
-    secret.chmod(0o600)
-    common = {"organisation": "Kanzlei", "employee": "Anna", "username": "anna", "password_file": str(secret)}
-    doc = {
-        "daemon": {"state_dir": str(tmp_path / "state"), "control_socket": str(tmp_path / "c.sock")},
-        "accounts": {
-            "neu": {"protocol": "imap", "host": scripted.host, "port": scripted.port, "tls": "none", **common}
-        },
-    }
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(tomli_w.dumps(doc))
-    (tmp_path / "accounts.d").mkdir()
-    dropin = tmp_path / "accounts.d" / "alt.toml"
-    dropin.write_text(
-        tomli_w.dumps({"accounts": {"alt": {"protocol": "pop3", "host": "pop.example.org", **common}}})
-    )
-    store = await MigrationStore.open(tmp_path / "state" / "maild.sqlite3")
-    try:
-        await store.ensure_account("alt", "Kanzlei", "Anna", "pop3", datetime(2026, 1, 1, tzinfo=UTC))
-        batch = [RetrievedMessage(POP3Key(f"u{n}"), letter(n)) for n in (1, 2, 3)]
-        await store.store_batch("alt", batch, datetime(2026, 1, 1, tzinfo=UTC))
-    finally:
-        await store.close()
-
-    def run(*args: str) -> int:
-        return main(["-c", str(cfg), *args])
+    run, dropin = await move_setup(scripted, tmp_path)
 
     assert await asyncio.to_thread(run, "accounts", "remove", "alt", "--purge") == 1
     assert "2 of the 3 messages only alt links to" in capsys.readouterr().err

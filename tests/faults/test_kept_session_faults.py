@@ -1,4 +1,4 @@
-"""A kept IMAP session that a middlebox silently dropped, and one kept too long (``IMAPSession.resume``).
+"""A kept IMAP session that a middlebox silently dropped, and one kept too long (``IMAPConnection.resume``).
 
 Dovecot cannot be made to go silent on request; a fault proxy in front of its IMAP port can.
 """
@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
 from maild.archive.store import Store
+from maild.config.loader import AccountConfig
 from maild.fetch.cycle import fetch_cycle
 from maild.protocols.imap.mailbox import IMAPMailbox
+from tests.support.accounts import imap_account
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.fetching import pop3_account, prepare
+from tests.support.fetching import prepare
 from tests.support.proxy import FaultProxy
 
 LETTER = b"Subject: kept\r\nMessage-ID: <kept-fault@example.org>\r\n\r\nbody\r\n"
@@ -29,11 +30,22 @@ def proxy(dovecot: Dovecot) -> Iterator[FaultProxy]:
         yield p
 
 
+def through_proxy(proxy: FaultProxy, user: MailUser) -> AccountConfig:
+    """``user``'s polling IMAP account (INBOX, 10 s timeouts) reaching Dovecot through ``proxy``."""
+    return imap_account(
+        "kept-fault",
+        host=proxy.host,
+        port=proxy.port,
+        username=user.name,
+        password=user.password,
+        timeout_s=10.0,
+        idle=False,
+    )
+
+
 async def kept_session(proxy: FaultProxy, user: MailUser, store: Store) -> IMAPMailbox:
     """Run one cycle through ``proxy`` that keeps its session; return the parked session."""
-    base = pop3_account(proxy.host, proxy.port, user.name, user.password, name="kept-fault")
-    account = replace(base, protocol="imap", mailboxes=("INBOX",), idle=False)
-    await prepare(store, account)
+    account = await prepare(store, through_proxy(proxy, user))
     session = IMAPMailbox(account.server_settings(), account.mailboxes)
     result = await fetch_cycle(account, store, session, keep_open=True)
     assert result.new_links == 1
@@ -82,8 +94,7 @@ async def test_resumed_session_runs_a_cycle(
     dovecot.deliver(mail_user.name, LETTER)
     session = await kept_session(proxy, mail_user, store)
     assert await session.resume(max_age_s=600, probe_timeout_s=5)
-    base = pop3_account(proxy.host, proxy.port, mail_user.name, mail_user.password, name="kept-fault")
-    account = replace(base, protocol="imap", mailboxes=("INBOX",), idle=False)
+    account = through_proxy(proxy, mail_user)
     result = await fetch_cycle(account, store, session, opened=True)
     assert (result.on_server, result.new_links) == (1, 0)
     assert proxy.connections == 1  # both cycles on one connection, closed (LOGOUT) after the second

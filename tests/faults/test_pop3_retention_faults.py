@@ -25,6 +25,7 @@ from maild.service.scheduler import Scheduler
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import archived, cycle, pop3_account, prepare
 from tests.support.proxy import FaultProxy
+from tests.support.waiting import eventually
 
 
 def letter(n: int, *, octets: int = 2_000, marker: bytes = b"") -> bytes:
@@ -36,15 +37,6 @@ def letter(n: int, *, octets: int = 2_000, marker: bytes = b"") -> bytes:
     lines = [b"Zeile %06d von Schreiben %d: %s\r\n" % (i, n, b"-" * 40) for i in range(octets // 70 + 1)]
     middle = len(lines) // 2
     return head + b"".join(lines[:middle]) + marker + b"".join(lines[middle:])
-
-
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait until ``predicate()`` holds (checked every 20 ms); fail after ``timeout_s`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,11 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.proxy import FaultProxy
+from tests.support.rawsocket import SILENCE_S, TIMEOUT_S, leaked_threads, pop3_client, recv_to_eof, recv_until
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, dot_stuff, sample_message
 
-TIMEOUT_S = 5.0
-SILENCE_S = 0.3
-"""How long a test listens to prove that nothing arrives."""
 GREETING = b"+OK scripted POP3 server ready\r\n"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,9 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def _no_leaked_threads() -> Iterator[None]:
     """Fail a test that leaves a proxy or server thread running."""
     yield
-    names = ("FaultProxy", "ScriptedPOP3")
-    leaked = [t for t in threading.enumerate() if t.name.startswith(names) and t.is_alive()]
-    assert not leaked
+    assert not leaked_threads("FaultProxy", "ScriptedPOP3")
 
 
 @pytest.fixture
@@ -56,36 +51,6 @@ def connect(proxy: FaultProxy) -> Iterator[socket.socket]:
         yield sock
 
 
-@contextlib.contextmanager
-def session(proxy: FaultProxy) -> Iterator[poplib.POP3]:
-    """A poplib client logged in through the proxy."""
-    client = poplib.POP3(proxy.host, proxy.port, timeout=TIMEOUT_S)
-    try:
-        client.user("alice")
-        client.pass_("secret")
-        yield client
-    finally:
-        client.close()
-
-
-def recv_until(sock: socket.socket, end: bytes) -> bytes:
-    """Read until the data received ends with ``end``; fail on EOF first."""
-    data = b""
-    while not data.endswith(end):
-        chunk = sock.recv(65536)
-        assert chunk, f"EOF after {data!r}"
-        data += chunk
-    return data
-
-
-def recv_to_eof(sock: socket.socket) -> bytes:
-    """Read until the other side closes the connection."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
-
-
 def test_forwards_a_session_and_counts_octets(server: ScriptedPOP3, proxy: FaultProxy) -> None:
     """A session through the proxy sees the server's exact bytes and the counters match both directions."""
     sent = b"USER alice\r\nPASS secret\r\nRETR 1\r\nQUIT\r\n"
@@ -102,7 +67,7 @@ def test_forwards_a_session_and_counts_octets(server: ScriptedPOP3, proxy: Fault
 
 def test_poplib_retrieves_through_proxy(server: ScriptedPOP3, proxy: FaultProxy) -> None:
     """poplib retrieves and deletes through the proxy exactly as it would directly."""
-    with session(proxy) as client:
+    with pop3_client(proxy.address) as client:
         assert client.retr(2)[1] == server.maildrop[1].raw.split(b"\r\n")[:-1]
         client.dele(1)
         client.quit()
@@ -171,7 +136,7 @@ def test_cut_with_abort_resets_the_client(proxy: FaultProxy) -> None:
 
 def test_cut_when_before_forwarding_keeps_quit_from_server(server: ScriptedPOP3, proxy: FaultProxy) -> None:
     """cut_when(b"QUIT\\r\\n") cuts before forwarding QUIT: the server never sees it and deletes nothing."""
-    with session(proxy) as client:
+    with pop3_client(proxy.address) as client:
         client.dele(1)
         proxy.cut_when(b"QUIT\r\n")
         with pytest.raises(poplib.error_proto, match="EOF"):
@@ -185,7 +150,7 @@ def test_cut_when_after_forwarding_applies_quit_but_loses_reply(
     server: ScriptedPOP3, proxy: FaultProxy
 ) -> None:
     """cut_when(..., after=True) forwards QUIT and cuts before the reply: deleted, yet the client saw EOF."""
-    with session(proxy) as client:
+    with pop3_client(proxy.address) as client:
         client.dele(1)
         proxy.cut_when(b"QUIT\r\n", after=True)
         with pytest.raises(poplib.error_proto, match="EOF"):
@@ -397,6 +362,6 @@ def test_custom_message_through_proxy_with_tiny_writes() -> None:
     message = ScriptedMessage(sample_message(1, [b".a", b"b"]), retr_write_octets=7, retr_tail_octets=6)
     with ScriptedPOP3([message], write_pause_s=0.001) as pop3, FaultProxy(*pop3.address) as proxy:
         proxy.latency(0.01)
-        with session(proxy) as client:
+        with pop3_client(proxy.address) as client:
             assert client.retr(1)[1] == message.raw.split(b"\r\n")[:-1]
             client.quit()

@@ -5,38 +5,20 @@ from __future__ import annotations
 import contextlib
 import poplib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from tests.support.rawsocket import SILENCE_S, TIMEOUT_S, leaked_threads, pop3_client, recv_to_eof, recv_until
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, dot_stuff, sample_message
-
-TIMEOUT_S = 5.0
-SILENCE_S = 0.3
-"""How long a test listens to prove that nothing arrives."""
 
 
 @pytest.fixture(autouse=True)
 def _no_leaked_threads() -> Iterator[None]:
     """Fail a test that leaves a server thread running."""
     yield
-    leaked = [t for t in threading.enumerate() if t.name.startswith("ScriptedPOP3") and t.is_alive()]
-    assert not leaked
-
-
-@contextlib.contextmanager
-def session(server: ScriptedPOP3, *, login: bool = True) -> Iterator[poplib.POP3]:
-    """A poplib client on ``server``, logged in as the default user unless ``login`` is false."""
-    client = poplib.POP3(server.host, server.port, timeout=TIMEOUT_S)
-    try:
-        if login:
-            client.user("alice")
-            client.pass_("secret")
-        yield client
-    finally:
-        client.close()
+    assert not leaked_threads("ScriptedPOP3")
 
 
 @contextlib.contextmanager
@@ -45,24 +27,6 @@ def raw_connection(server: ScriptedPOP3) -> Iterator[socket.socket]:
     with socket.create_connection(server.address, timeout=TIMEOUT_S) as sock:
         assert recv_until(sock, b"\r\n").startswith(b"+OK")
         yield sock
-
-
-def recv_until(sock: socket.socket, end: bytes) -> bytes:
-    """Read until the data received ends with ``end``; fail on EOF first."""
-    data = b""
-    while not data.endswith(end):
-        chunk = sock.recv(65536)
-        assert chunk, f"EOF after {data!r}"
-        data += chunk
-    return data
-
-
-def recv_to_eof(sock: socket.socket) -> bytes:
-    """Read until the server closes the connection."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
 
 
 def lines(raw: bytes) -> list[bytes]:
@@ -78,7 +42,7 @@ def retr_reply(message: ScriptedMessage) -> bytes:
 def test_retr_returns_every_message_unchanged() -> None:
     """RETR returns each message's lines exactly as stored, in maildrop order."""
     raws = [sample_message(n) for n in (1, 2, 3)]
-    with ScriptedPOP3(raws) as server, session(server) as client:
+    with ScriptedPOP3(raws) as server, pop3_client(server.address) as client:
         for msgnum, raw in enumerate(raws, start=1):
             _, got, octets = client.retr(msgnum)
             assert got == lines(raw)
@@ -88,7 +52,7 @@ def test_retr_returns_every_message_unchanged() -> None:
 def test_stat_list_and_uidl_report_sizes_and_unique_ids() -> None:
     """STAT, LIST and UIDL (with and without an argument) report len(raw) and the default UIDLs."""
     raws = [sample_message(1), sample_message(2, [b"longer body"] * 5)]
-    with ScriptedPOP3(raws) as server, session(server) as client:
+    with ScriptedPOP3(raws) as server, pop3_client(server.address) as client:
         assert client.stat() == (2, sum(map(len, raws)))
         assert client.list()[1] == [b"1 %d" % len(raws[0]), b"2 %d" % len(raws[1])]
         single: object = client.list(2)  # typeshed types it as the multi-line form; it is one line
@@ -108,7 +72,7 @@ def test_retr_dot_stuffs_lines_and_ends_with_terminator() -> None:
         body = data.split(b"octets\r\n", 1)[1]
         assert b"\r\n..\r\n...\r\n..x\r\na.b\r\n\r\n.\r\n" in body
         assert data.endswith(retr_reply(message))
-    with ScriptedPOP3([message]) as server, session(server) as client:
+    with ScriptedPOP3([message]) as server, pop3_client(server.address) as client:
         assert client.retr(1)[1] == lines(message.raw)
 
 
@@ -124,7 +88,7 @@ def test_top_returns_header_blank_line_and_first_body_lines() -> None:
     """TOP n m returns the header section, the empty line and the first m body lines."""
     raw = sample_message(1, [b"one", b".two", b"three"])
     header = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
-    with ScriptedPOP3([raw]) as server, session(server) as client:
+    with ScriptedPOP3([raw]) as server, pop3_client(server.address) as client:
         assert client.top(1, 0)[1] == [*header, b""]
         assert client.top(1, 2)[1] == [*header, b"", b"one", b".two"]
         assert client.top(1, 99)[1] == lines(raw)
@@ -134,14 +98,14 @@ def test_quit_applies_deletions() -> None:
     """Messages marked with DELE are removed from the maildrop by QUIT and recorded as deleted."""
     messages = [ScriptedMessage(sample_message(n)) for n in (1, 2, 3)]
     with ScriptedPOP3(messages) as server:
-        with session(server) as client:
+        with pop3_client(server.address) as client:
             client.dele(1)
             client.dele(3)
             assert server.deleted == []
             assert client.quit() == b"+OK bye"
         assert server.deleted == [messages[0], messages[2]]
         assert server.maildrop == [messages[1]]
-        with session(server) as client:
+        with pop3_client(server.address) as client:
             assert client.uidl()[1] == [b"1 uidl-2"]
 
 
@@ -149,7 +113,7 @@ def test_session_ending_without_quit_deletes_nothing() -> None:
     """A connection closed after DELE but before QUIT leaves the maildrop unchanged."""
     messages = [ScriptedMessage(sample_message(n)) for n in (1, 2)]
     with ScriptedPOP3(messages) as server:
-        with session(server) as client:
+        with pop3_client(server.address) as client:
             client.dele(1)
         server.wait_until(lambda: server.active_sessions == 0)
         assert server.deleted == []
@@ -159,7 +123,7 @@ def test_session_ending_without_quit_deletes_nothing() -> None:
 def test_rset_unmarks_deletions() -> None:
     """RSET clears the DELE marks, so the following QUIT deletes nothing."""
     with ScriptedPOP3([sample_message(1)]) as server:
-        with session(server) as client:
+        with pop3_client(server.address) as client:
             client.dele(1)
             assert client.stat() == (0, 0)
             client.rset()
@@ -171,7 +135,7 @@ def test_rset_unmarks_deletions() -> None:
 def test_marked_message_is_hidden_for_rest_of_session() -> None:
     """A message marked deleted is left out of STAT and LIST and refused by RETR, LIST n and DELE."""
     raws = [sample_message(1), sample_message(2)]
-    with ScriptedPOP3(raws) as server, session(server) as client:
+    with ScriptedPOP3(raws) as server, pop3_client(server.address) as client:
         client.dele(1)
         assert client.stat() == (1, len(raws[1]))
         assert client.list()[1] == [b"2 %d" % len(raws[1])]
@@ -211,7 +175,7 @@ def test_capa_lists_configured_capabilities(
     options: dict[str, object], listed: set[str], absent: set[str]
 ) -> None:
     """CAPA lists UIDL and PIPELINING according to the server's options, or exactly the given lines."""
-    with ScriptedPOP3([], **options) as server, session(server, login=False) as client:  # type: ignore[arg-type]
+    with ScriptedPOP3([], **options) as server, pop3_client(server.address, login=False) as client:  # type: ignore[arg-type]
         capabilities = set(client.capa())
         assert listed <= capabilities
         assert not absent & capabilities
@@ -221,7 +185,7 @@ def test_capa_can_be_unsupported() -> None:
     """With capa=False the CAPA command answers -ERR, like a pre-RFC-2449 server."""
     with (
         ScriptedPOP3([], capa=False) as server,
-        session(server, login=False) as client,
+        pop3_client(server.address, login=False) as client,
         pytest.raises(poplib.error_proto, match="-ERR"),
     ):
         client.capa()
@@ -229,7 +193,7 @@ def test_capa_can_be_unsupported() -> None:
 
 def test_uidl_can_be_unsupported() -> None:
     """With uidl=False both forms of UIDL answer -ERR while the session stays usable."""
-    with ScriptedPOP3([sample_message(1)], uidl=False) as server, session(server) as client:
+    with ScriptedPOP3([sample_message(1)], uidl=False) as server, pop3_client(server.address) as client:
         with pytest.raises(poplib.error_proto, match="-ERR"):
             client.uidl()
         with pytest.raises(poplib.error_proto, match="-ERR"):
@@ -241,7 +205,7 @@ def test_duplicate_and_odd_uidls_are_served_verbatim() -> None:
     """UIDLs given per message are listed as given, duplicates and odd characters included."""
     uidls = ["same", "same", "with space", "ümlaut<>!\"'", "x" * 70]
     messages = [ScriptedMessage(sample_message(n), uidl=u) for n, u in enumerate(uidls)]
-    with ScriptedPOP3(messages) as server, session(server) as client:
+    with ScriptedPOP3(messages) as server, pop3_client(server.address) as client:
         assert client.uidl()[1] == [f"{n} {u}".encode() for n, u in enumerate(uidls, start=1)]
         assert client.uidl(4) == f"+OK 4 {uidls[3]}".encode()
 
@@ -250,7 +214,7 @@ def test_retr_error_is_sent_and_session_stays_usable() -> None:
     """A message with retr_error gets that reply to RETR and TOP; other messages are still served."""
     raws = [sample_message(1), sample_message(2)]
     failing = ScriptedMessage(raws[1], retr_error="-ERR [SYS/TEMP] storage busy")
-    with ScriptedPOP3([raws[0], failing]) as server, session(server) as client:
+    with ScriptedPOP3([raws[0], failing]) as server, pop3_client(server.address) as client:
         with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\] storage busy"):
             client.retr(2)
         with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
@@ -266,7 +230,7 @@ def test_pass_error_is_sent_with_its_response_code(reply: str) -> None:
     """A configured pass_error is the reply to PASS, response code included, and no lock is taken."""
     with (
         ScriptedPOP3([sample_message(1)], pass_error=reply) as server,
-        session(server, login=False) as client,
+        pop3_client(server.address, login=False) as client,
     ):
         client.user("alice")
         with pytest.raises(poplib.error_proto) as caught:
@@ -278,7 +242,7 @@ def test_pass_error_is_sent_with_its_response_code(reply: str) -> None:
 
 def test_wrong_password_is_refused_with_auth_code() -> None:
     """A wrong password gets -ERR [AUTH] and the client stays in AUTHORIZATION."""
-    with ScriptedPOP3([sample_message(1)]) as server, session(server, login=False) as client:
+    with ScriptedPOP3([sample_message(1)]) as server, pop3_client(server.address, login=False) as client:
         client.user("alice")
         with pytest.raises(poplib.error_proto, match=r"^b?'?-ERR \[AUTH\]"):
             client.pass_("wrong")
@@ -290,8 +254,8 @@ def test_second_concurrent_session_gets_in_use() -> None:
     """While one session holds the maildrop, another login gets -ERR [IN-USE]; after QUIT it succeeds."""
     with (
         ScriptedPOP3([sample_message(1)]) as server,
-        session(server) as first,
-        session(server, login=False) as second,
+        pop3_client(server.address) as first,
+        pop3_client(server.address, login=False) as second,
     ):
         second.user("alice")
         with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
@@ -309,7 +273,7 @@ def test_long_line_reaches_client_intact() -> None:
             data = recv_until(sock, b"\r\n.\r\n")
             assert data.endswith(retr_reply(message))
             assert b"\r\n" + b"x" * 3000 + b"\r\n" in data
-        with session(server) as client, pytest.raises(poplib.error_proto, match="line too long"):
+        with pop3_client(server.address) as client, pytest.raises(poplib.error_proto, match="line too long"):
             client.retr(1)
 
 
@@ -338,7 +302,7 @@ def test_retr_reply_can_be_split_into_tiny_writes(write_octets: int | None, tail
             assert b"".join(received) == expected
             assert elapsed_s >= pauses * pause_s
             assert len(received) > 1
-        with session(server) as client:
+        with pop3_client(server.address) as client:
             assert client.retr(1)[1] == lines(message.raw)
 
 
@@ -356,10 +320,10 @@ def test_connection_dropped_mid_retr_after_n_octets() -> None:
             assert recv_to_eof(sock) == retr_reply(messages[1])[:40]
         server.wait_until(lambda: server.active_sessions == 0)
         assert server.deleted == []
-        with session(server) as client, pytest.raises(poplib.error_proto, match="EOF"):
+        with pop3_client(server.address) as client, pytest.raises(poplib.error_proto, match="EOF"):
             client.retr(2)
         messages[1].retr_drop_after_octets = None
-        with session(server) as client:
+        with pop3_client(server.address) as client:
             assert client.retr(2)[1] == lines(messages[1].raw)
 
 
@@ -380,7 +344,7 @@ def test_stalled_command_is_never_answered() -> None:
 def test_stall_on_verb_matches_any_arguments() -> None:
     """A bare verb in stall_on stalls that command whatever its arguments."""
     with ScriptedPOP3([sample_message(1)], stall_on=["QUIT"]) as server:
-        with session(server) as client:
+        with pop3_client(server.address) as client:
             client.sock.settimeout(SILENCE_S)
             with pytest.raises(TimeoutError):
                 client.quit()
@@ -391,7 +355,7 @@ def test_stall_on_verb_matches_any_arguments() -> None:
 def test_quit_error_applies_no_deletions() -> None:
     """With quit_error, QUIT in TRANSACTION gets that reply, the connection closes and nothing is deleted."""
     with ScriptedPOP3([sample_message(1)], quit_error="-ERR [SYS/TEMP] could not update") as server:
-        with session(server) as client:
+        with pop3_client(server.address) as client:
             client.dele(1)
             with pytest.raises(poplib.error_proto, match="could not update"):
                 client.quit()
@@ -420,14 +384,14 @@ def test_added_message_is_seen_by_next_session() -> None:
     with ScriptedPOP3([sample_message(1)]) as server:
         added = server.add(sample_message(2))
         assert added.uidl == "uidl-2"
-        with session(server) as client:
+        with pop3_client(server.address) as client:
             assert client.retr(2)[1] == lines(added.raw)
 
 
 def test_each_instance_starts_fresh() -> None:
     """Two servers share no maildrop, commands or deletions."""
     with ScriptedPOP3([sample_message(1)]) as first, ScriptedPOP3([sample_message(1)]) as second:
-        with session(first) as client:
+        with pop3_client(first.address) as client:
             client.dele(1)
             client.quit()
         assert (len(first.maildrop), len(second.maildrop)) == (0, 1)

@@ -8,7 +8,6 @@ import mailbox
 import os
 import pwd
 import re
-import signal
 import ssl
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from maild.archive.reader import ArchiveReader, MessageFilter
 from maild.cli.main import main
 from maild.errors import ControlError, StoreError
 from maild.service.control_client import request
+from tests.support import corpus
+from tests.support.daemonproc import maild_command, running_maild, stop_maild
 from tests.support.dovecot import MAIL_OWNER, Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -30,18 +31,11 @@ pytestmark = pytest.mark.dovecot
 
 def sample(i: int, body_lines: int = 30) -> bytes:
     """A distinct CRLF message with lines starting "From " and an umlaut subject."""
-    body = b"".join(b"Zeile %d der Nachricht %d\r\n" % (n, i) for n in range(body_lines))
-    return (
-        (
-            b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>\r\n"
-            b"To: anna@example.com\r\n"
-            b"Subject: =?utf-8?q?Nebenkostenabrechnung?= %d\r\n"
-            b"Date: Mon, 30 Nov 2026 10:00:00 +0100\r\n"
-            b"Message-ID: <archive-%d@example.org>\r\n"
-            b"\r\n" % (i, i)
-        )
-        + body
-        + b"From the landlord, with regards\r\n>From a quote\r\n"
+    return corpus.numbered_letter(
+        i,
+        body_lines=body_lines,
+        id_prefix="archive",
+        tail=b"From the landlord, with regards\r\n>From a quote\r\n",
     )
 
 
@@ -98,13 +92,9 @@ def test_queries_work_while_the_daemon_fetches_1000_messages(dovecot: Dovecot, m
     db = directory / "state" / "maild.sqlite3"
     root = directory / "mail" / "Anna Beispiel" / "anna-pop"
 
-    log = (directory / "daemon.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "maild", "-c", str(cfg), "run"], stdout=log, stderr=subprocess.STDOUT
-    )
     seen: list[int] = []
     cli_runs = 0
-    try:
+    with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and (not seen or seen[-1] < 1000):
             if db.exists():
@@ -127,13 +117,7 @@ def test_queries_work_while_the_daemon_fetches_1000_messages(dovecot: Dovecot, m
             directory,
             lambda s: s["accounts"][0]["last_success"] and not dovecot.maildir_files(mail_user.name),
         )
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        assert stop_maild(proc, timeout_s=30) == 0
 
     assert maildir_bytes(root) == sorted(raws)
 

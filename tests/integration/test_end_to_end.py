@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from maild.cli.main import main
+from tests.support import corpus
+from tests.support.daemonproc import maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -22,18 +23,12 @@ pytestmark = pytest.mark.dovecot
 
 def sample(i: int, body_lines: int = 20) -> bytes:
     """A small distinct message with CRLF line endings, a dot-stuffing candidate and an umlaut subject."""
-    body = b"".join(b"Zeile %d der Nachricht %d\r\n" % (n, i) for n in range(body_lines))
-    return (
-        (
-            b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>\r\n"
-            b"To: anna@example.com\r\n"
-            b"Subject: =?utf-8?q?Nebenkostenabrechnung_Nr=2E?= %d\r\n"
-            b"Date: Mon, 30 Nov 2026 10:00:00 +0100\r\n"
-            b"Message-ID: <msg-%d@example.org>\r\n"
-            b"\r\n" % (i, i)
-        )
-        + body
-        + b".leading dot line\r\n"
+    return corpus.numbered_letter(
+        i,
+        body_lines=body_lines,
+        subject_word=b"Nebenkostenabrechnung_Nr=2E",
+        id_prefix="msg",
+        tail=b".leading dot line\r\n",
     )
 
 
@@ -172,13 +167,7 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
     assert "anna-pop: 0 new messages" in second.stdout
     assert "anna-imap: 0 new messages" in second.stdout
 
-    log = (directory / "daemon.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "maild", "-c", str(cfg), "--log-level", "debug", "run"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with running_maild(maild_command(cfg, "--log-level", "debug"), log=directory / "daemon.log") as proc:
         status = _wait_status(
             cfg,
             lambda s: all(a["last_success"] for a in s["accounts"]),  # type: ignore[index]
@@ -194,13 +183,7 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
         assert "Hausverwaltung Beispiel" in table.stdout
         assert "anna-imap" in table.stdout
         assert oct(os.stat(directory / "control.sock").st_mode & 0o777) == "0o660"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        assert stop_maild(proc, timeout_s=15) == 0
     assert not (directory / "control.sock").exists()
     with sqlite3.connect(directory / "state" / "maild.sqlite3") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -1,4 +1,7 @@
-"""IMAPMailbox against a real Dovecot 2.3: TLS modes, byte-exact bodies, names, errors, size, hang-ups.
+"""IMAPMailbox against a real Dovecot 2.3: what only IMAP does (UIDs, flags, mailbox names, sizes, hang-ups).
+
+What both adapters do (bytes, sizes, TLS modes, deletion, login and connection errors) is the
+Maildrop contract in ``tests/contract/test_maildrop_contract.py``.
 
 The session ``dovecot`` fixture serves plaintext IMAP with STARTTLS and implicit TLS; ``mail_user``
 logs in with a password containing a space, a double quote and a backslash. Faults that Dovecot will
@@ -18,73 +21,44 @@ from typing import Any
 import pytest
 
 from maild.archive.store import Store
-from maild.errors import AuthError, ConnectError, NetworkTimeout, ProtocolError
-from maild.model import IMAPKey, RetrievedMessage, Secret, ServerSettings, TLSMode
-from maild.protocols.imap import client as imap_module
-from maild.protocols.imap import client as imap_protocol
+from maild.errors import ConnectError, NetworkTimeout, ProtocolError
+from maild.model import IMAPKey, ServerSettings, TLSMode
+from maild.protocols.imap import client as imap_client
+from maild.protocols.imap import scan as imap_scan
 from maild.protocols.imap import stream as imap_stream
 from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.support import corpus
+from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.fetching import archived, crlf, cycle, pop3_account, prepare, retrieve_everything
+from tests.support.fetching import archived, crlf, cycle, prepare, retrieve_everything
 from tests.support.proxy import FaultProxy
 
 pytestmark = pytest.mark.dovecot
 
 
 def imap_settings(
-    dovecot: Dovecot,
-    user: MailUser,
-    tls: TLSMode = "implicit",
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    password: str | None = None,
-    ca_file: str | None = "dovecot",
-    timeout_s: float = 10.0,
+    dovecot: Dovecot, user: MailUser, tls: TLSMode = "implicit", **overrides: Any
 ) -> ServerSettings:
-    """Settings for ``user`` on ``dovecot`` (port chosen by TLS mode unless given)."""
-    if port is None:
-        port = dovecot.ports.imaps if tls == "implicit" else dovecot.ports.imap
-    return ServerSettings(
-        account="anna-imap",
-        host=host or dovecot.host,
-        port=port,
-        tls=tls,
-        ca_file=str(dovecot.ca_file) if ca_file == "dovecot" else ca_file,
-        username=user.name,
-        password=Secret(user.password if password is None else password),
-        timeout_s=timeout_s,
-    )
+    """Settings for ``user`` on ``dovecot`` (port chosen by TLS mode; ``overrides`` as for dovecot_account)."""
+    return dovecot_account(dovecot, user, "imap", tls, **overrides).server_settings()
 
 
-@pytest.mark.parametrize("tls", ["none", "starttls", "implicit"])
-async def test_retrieve_is_byte_exact_in_every_tls_mode(
-    dovecot: Dovecot, mail_user: MailUser, tls: TLSMode
-) -> None:
-    """Plaintext, STARTTLS and implicit TLS: inventory and retrieve return the Maildir files' bytes.
+async def test_uids_uidvalidity_and_internaldate(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """Dovecot offers IMAP4rev1 and UIDPLUS; keys are UIDs 1 to N under one UIDVALIDITY; INTERNALDATE is UTC.
 
-    Steps: deliver 25 corpus messages; open; inventory (UIDs 1 to 25, one UIDVALIDITY); retrieve all;
-    compare with the stored files (CRLF-normalised); check INTERNALDATE is UTC and TLS is as asked.
+    The Maildrop contract (tests/contract/) covers the bytes, sizes and TLS modes of both adapters.
     """
-    raws = list(corpus.generate(25, seed=11, size_mix=corpus.SMALL_MIX))
-    raws.append(b"Subject: bare LF\n\nline one\nline two\n")
-    dovecot.deliver_many(mail_user.name, raws)
-    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, tls))
+    dovecot.deliver_many(mail_user.name, corpus.generate(6, seed=11, size_mix=corpus.SMALL_MIX))
+    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user))
     await mailbox.open()
     try:
-        assert (mailbox.tls_version is None) == (tls == "none")
         assert {"IMAP4REV1", "UIDPLUS"} <= mailbox.capabilities
         entries = await mailbox.inventory()
-        assert [e.key.uid for e in entries] == list(range(1, 27))  # type: ignore[union-attr]
-        assert len({e.key.uidvalidity for e in entries}) == 1  # type: ignore[union-attr]
         items = [item async for item in mailbox.retrieve([e.key for e in entries])]
     finally:
         await mailbox.close()
-    stored = [crlf(raw) for raw in dovecot.maildir_messages(mail_user.name)]
-    assert all(isinstance(item, RetrievedMessage) for item in items)
-    assert [item.raw for item in items] == stored  # type: ignore[union-attr]
-    assert items[-1].raw == b"Subject: bare LF\r\n\r\nline one\r\nline two\r\n"  # type: ignore[union-attr]
+    assert [e.key.uid for e in entries] == list(range(1, 7))  # type: ignore[union-attr]
+    assert len({e.key.uidvalidity for e in entries}) == 1  # type: ignore[union-attr]
     assert all(item.internaldate is not None and item.internaldate.tzinfo is UTC for item in items)  # type: ignore[union-attr]
 
 
@@ -133,35 +107,6 @@ async def test_non_ascii_password(dovecot: Dovecot, mail_user_factory: Callable[
     await mailbox.close()
 
 
-async def test_wrong_password_is_auth_error(dovecot: Dovecot, mail_user: MailUser) -> None:
-    """Dovecot's NO [AUTHENTICATIONFAILED] becomes AuthError naming the account, not the password."""
-    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, password='wrong "pw"'))
-    with pytest.raises(AuthError, match="AUTHENTICATIONFAILED") as caught:
-        await mailbox.open()
-    assert "anna-imap" in str(caught.value)
-    assert "wrong" not in str(caught.value)
-    await mailbox.abort()
-
-
-async def test_closed_port_is_connect_error(dovecot: Dovecot, mail_user: MailUser, free_port: int) -> None:
-    """Nothing listening: ConnectError at once."""
-    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none", port=free_port))
-    with pytest.raises(ConnectError):
-        await mailbox.open()
-    await mailbox.abort()
-
-
-@pytest.mark.parametrize("tls", ["implicit", "starttls"])
-async def test_untrusted_certificate_is_connect_error(
-    dovecot: Dovecot, mail_user: MailUser, tls: TLSMode
-) -> None:
-    """Without the test CA the certificate fails verification; for STARTTLS no LOGIN is attempted."""
-    mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, tls, ca_file=None))
-    with pytest.raises(ConnectError, match="certificate"):
-        await mailbox.open()
-    await mailbox.abort()
-
-
 async def test_host_name_is_verified(dovecot: Dovecot, mail_user: MailUser) -> None:
     """Connecting by the name in the certificate works too (``localhost``)."""
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "implicit", host="localhost"))
@@ -201,15 +146,12 @@ async def test_delete_expunges_only_the_given_uids(dovecot: Dovecot, mail_user: 
     assert len(dovecot.maildir_files(mail_user.name)) == 4
 
 
-@pytest.mark.parametrize("protocol", ["patched", "stock"])
 async def test_sizes_pass_then_retrieve_without_size_round_trips(
-    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch, protocol: str
+    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sizes() reports RFC822.SIZE of every key (and leaves out an unknown UID); retrieve() afterwards
-    sends no size pass (streaming needs none; the stock path reuses the sizes) and still yields every
-    message byte-exact."""
-    if protocol == "stock":
-        monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
+    sends no size pass and no batch FETCH (streaming needs none) and still yields every message
+    byte-exact."""
     raws = [corpus.make_message(subject=f"Nr. {n}") for n in range(5)]
     dovecot.deliver_many(mail_user.name, raws)
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none"))
@@ -218,17 +160,17 @@ async def test_sizes_pass_then_retrieve_without_size_round_trips(
     ghost = IMAPKey("INBOX", keys[0].uidvalidity, 999)  # type: ignore[union-attr]
     sizes = await mailbox.sizes([*keys, ghost])
     fetched: list[str] = []
-    real_uid_fetch = mailbox._uid_fetch
+    real_uid_fetch = imap_scan.uid_fetch
 
-    async def spy(uids: object, items: str, require: object) -> object:
+    async def spy(connection: object, uids: object, items: str, require: object) -> object:
         fetched.append(items)
-        return await real_uid_fetch(uids, items, require)  # type: ignore[arg-type]
+        return await real_uid_fetch(connection, uids, items, require)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(mailbox, "_uid_fetch", spy)
+    monkeypatch.setattr(imap_scan, "uid_fetch", spy)
     items = [item async for item in mailbox.retrieve(keys)]
     await mailbox.close()
     assert sizes == {key: len(crlf(raw)) for key, raw in zip(keys, raws, strict=True)}
-    assert fetched == ([] if protocol == "patched" else ["(UID FLAGS INTERNALDATE BODY.PEEK[])"])
+    assert fetched == []
     assert [item.raw for item in items] == [crlf(raw) for raw in raws]  # type: ignore[union-attr]
 
 
@@ -254,13 +196,13 @@ async def test_streaming_fetch_of_1200_messages_is_one_command_byte_exact_and_ar
     sets: list[str] = []
     streams: list[imap_stream.RetrievalStream] = []
 
-    class Recording(imap_protocol.StreamingFetch):
+    class Recording(imap_client.StreamingFetch):
         def __init__(self, protocol: object, message_set: str, items: str, sink: Any) -> None:
             sets.append(message_set)
             streams.append(sink.__self__)
             super().__init__(protocol, message_set, items, sink)
 
-    monkeypatch.setattr(imap_stream, "StreamingFetch", Recording)
+    monkeypatch.setattr(imap_client, "StreamingFetch", Recording)
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "implicit"))
     await mailbox.open()
     entries = await mailbox.inventory()
@@ -272,17 +214,7 @@ async def test_streaming_fetch_of_1200_messages_is_one_command_byte_exact_and_ar
     assert streams[0].pauses > 0
     assert streams[0].peak_held_octets < 2**18 + 2 * 310_000 + 256 * 2**10
 
-    account = pop3_account(
-        dovecot.host,
-        dovecot.ports.imaps,
-        mail_user.name,
-        mail_user.password,
-        name="anna-imap",
-        protocol="imap",
-        tls="implicit",
-        ca_file=str(dovecot.ca_file),
-        mailboxes=("INBOX",),
-    )
+    account = dovecot_account(dovecot, mail_user, "imap", "implicit")
     await prepare(store, account)
     result = await cycle(account, store, executor)
     assert result.new_messages == 1200
@@ -290,17 +222,12 @@ async def test_streaming_fetch_of_1200_messages_is_one_command_byte_exact_and_ar
     assert sorted(await archived(store)) == sorted(crlf(raw) for raw in raws)
 
 
-@pytest.mark.parametrize("protocol", ["patched", "stock"])
-async def test_two_thousand_messages(
-    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch, protocol: str
-) -> None:
-    """A 2,000-message mailbox: inventory and retrieval complete without RecursionError, patched or stock.
+async def test_two_thousand_messages(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """A 2,000-message mailbox: inventory and retrieval complete without RecursionError.
 
-    Steps: deliver 2,000 small messages; inventory; retrieve all (size pass in 400-UID commands, bodies
-    in batches of 100); every message arrives and equals what was delivered.
+    Steps: deliver 2,000 small messages; inventory; retrieve all (one streaming FETCH); every message
+    arrives and equals what was delivered.
     """
-    if protocol == "stock":
-        monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
     raws = [b"Subject: %d\r\nMessage-ID: <%d@bulk>\r\n\r\nBody %d\r\n" % (n, n, n) for n in range(2000)]
     dovecot.deliver_many(mail_user.name, raws)
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none"))

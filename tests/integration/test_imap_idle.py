@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,22 +20,9 @@ from maild.service.snapshot import status_reply
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.dovecot
-
-WAIT_S = 20.0
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_S, step_s: float = 0.05
-) -> float:
-    """Poll ``check`` until true; return the seconds it took. Fails naming ``what`` after ``timeout_s``."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(step_s)
-    return time.monotonic() - started
 
 
 class RunningDaemon:

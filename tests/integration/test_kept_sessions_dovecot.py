@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import random
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 import pytest
@@ -19,8 +19,10 @@ import pytest
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.service.scheduler import Scheduler
+from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import pop3_account, prepare
+from tests.support.waiting import eventually
 
 
 def letter(n: int) -> bytes:
@@ -28,24 +30,10 @@ def letter(n: int) -> bytes:
     return b"Subject: kept %d\r\nMessage-ID: <kept-%d@example.org>\r\n\r\nbody %d\r\n" % (n, n, n)
 
 
-def imap_account(dovecot: Dovecot, user: MailUser, name: str) -> AccountConfig:
-    """A polling IMAP account (no IDLE watcher, so every login in the log is a cycle's)."""
-    base = pop3_account(dovecot.host, dovecot.ports.imap, user.name, user.password, name=name)
-    return replace(base, protocol="imap", mailboxes=("INBOX",), idle=False)
-
-
 def logins(dovecot: Dovecot, user: MailUser, protocol: str = "imap") -> int:
     """Successful logins of ``user`` in Dovecot's log."""
     pattern = re.compile(rf"{protocol}-login: Info: Login: user=<{re.escape(user.name)}>")
     return len(pattern.findall(dovecot.log_file.read_text(errors="replace")))
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait until ``check()`` is true; fail after ``timeout_s`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
 
 
 class Running:
@@ -60,13 +48,30 @@ class Running:
         await eventually(lambda: all(rt.last_result is not None for rt in self.scheduler.accounts.values()))
 
 
+StartScheduler = Callable[..., Awaitable[Running]]
+
+
 @pytest.fixture
-async def running() -> AsyncIterator[Callable[[Scheduler], Running]]:
-    """Start schedulers; each is stopped (and its kept sessions closed) after the test."""
+async def running(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> AsyncIterator[StartScheduler]:
+    """``await running(accounts, per_host=8)``: record the accounts, start a scheduler with them and wait
+    for every first cycle. Each scheduler is stopped (and its kept sessions closed) after the test."""
     started: list[Running] = []
 
-    def start(scheduler: Scheduler) -> Running:
+    async def start(accounts: list[AccountConfig], per_host: int = 8) -> Running:
+        for account in accounts:
+            await prepare(store, account)
+        scheduler = Scheduler(
+            accounts,
+            store,
+            executor,
+            max_concurrent_fetches=4,
+            max_connections_per_host=per_host,
+            rng=random.Random(1),
+        )
         started.append(Running(scheduler))
+        await started[-1].first_cycles()
         return started[-1]
 
     yield start
@@ -75,47 +80,16 @@ async def running() -> AsyncIterator[Callable[[Scheduler], Running]]:
         await item.task
 
 
-def scheduler_for(
-    accounts: list[AccountConfig],
-    store: Store,
-    executor: concurrent.futures.ThreadPoolExecutor,
-    per_host: int = 8,
-) -> Scheduler:
-    return Scheduler(
-        accounts,
-        store,
-        executor,
-        max_concurrent_fetches=4,
-        max_connections_per_host=per_host,
-        rng=random.Random(1),
-    )
-
-
-async def first_cycle_done(
-    account: AccountConfig,
-    store: Store,
-    executor: concurrent.futures.ThreadPoolExecutor,
-    start: Callable[[Scheduler], Running],
-) -> Running:
-    """Record ``account``, start a scheduler with it alone, and wait for its first cycle."""
-    await prepare(store, account)
-    run = start(scheduler_for([account], store, executor))
-    await run.first_cycles()
-    return run
-
-
 async def test_next_cycle_reuses_the_kept_session_and_sees_new_mail(
     dovecot: Dovecot,
     mail_user: MailUser,
-    store: Store,
-    executor: concurrent.futures.ThreadPoolExecutor,
-    running: Callable[[Scheduler], Running],
+    running: StartScheduler,
 ) -> None:
     """Two cycles, one login: the second cycle runs on the session kept from the first and fetches
     the message delivered in between (SELECT again shows it)."""
     dovecot.deliver_many(mail_user.name, [letter(1), letter(2)])
-    account = imap_account(dovecot, mail_user, "kept-imap")
-    run = await first_cycle_done(account, store, executor, running)
+    account = dovecot_account(dovecot, mail_user, "imap", name="kept-imap", idle=False)
+    run = await running([account])
     assert run.scheduler.sessions.kept(account.name)
     assert logins(dovecot, mail_user) == 1
 
@@ -132,15 +106,13 @@ async def test_next_cycle_reuses_the_kept_session_and_sees_new_mail(
 async def test_session_dropped_by_the_server_is_replaced_without_a_failed_cycle(
     dovecot: Dovecot,
     mail_user: MailUser,
-    store: Store,
-    executor: concurrent.futures.ThreadPoolExecutor,
-    running: Callable[[Scheduler], Running],
+    running: StartScheduler,
 ) -> None:
     """``doveadm kick`` ends the kept session; the next cycle notices (connection lost, or NOOP
     unanswered), logs in afresh and succeeds: no failure is recorded."""
     dovecot.deliver(mail_user.name, letter(1))
-    account = imap_account(dovecot, mail_user, "kicked-imap")
-    run = await first_cycle_done(account, store, executor, running)
+    account = dovecot_account(dovecot, mail_user, "imap", name="kicked-imap", idle=False)
+    run = await running([account])
     dovecot.doveadm("kick", mail_user.name)
     dovecot.deliver(mail_user.name, letter(2))
 
@@ -157,20 +129,17 @@ async def test_session_dropped_by_the_server_is_replaced_without_a_failed_cycle(
 async def test_kept_sessions_count_against_the_host_limit_and_make_room(
     dovecot: Dovecot,
     mail_user_factory: Callable[..., MailUser],
-    store: Store,
-    executor: concurrent.futures.ThreadPoolExecutor,
-    running: Callable[[Scheduler], Running],
+    running: StartScheduler,
 ) -> None:
     """With ``max_connections_per_host = 1`` and two accounts on one host, at most one connection is
     ever held: the second account's cycle closes the first one's kept session, and both succeed."""
     users = [mail_user_factory(), mail_user_factory()]
-    accounts = [imap_account(dovecot, user, f"limit-{i}") for i, user in enumerate(users)]
-    for user, account in zip(users, accounts, strict=True):
+    accounts = [
+        dovecot_account(dovecot, user, "imap", name=f"limit-{i}", idle=False) for i, user in enumerate(users)
+    ]
+    for user in users:
         dovecot.deliver(user.name, letter(hash(user.name) % 1000))
-        await prepare(store, account)
-    scheduler = scheduler_for(accounts, store, executor, per_host=1)
-    run = running(scheduler)
-    await run.first_cycles()
+    scheduler = (await running(accounts, per_host=1)).scheduler
     assert scheduler.sessions.in_use(dovecot.host) == 1
     assert [scheduler.sessions.kept(a.name) for a in accounts].count(True) == 1
 
@@ -185,14 +154,12 @@ async def test_kept_sessions_count_against_the_host_limit_and_make_room(
 async def test_pop3_sessions_are_never_kept(
     dovecot: Dovecot,
     mail_user: MailUser,
-    store: Store,
-    executor: concurrent.futures.ThreadPoolExecutor,
-    running: Callable[[Scheduler], Running],
+    running: StartScheduler,
 ) -> None:
     """A POP3 maildrop is locked until QUIT: after its cycle no session and no permit remain."""
     dovecot.deliver(mail_user.name, letter(1))
     account = pop3_account(dovecot.host, dovecot.ports.pop3, mail_user.name, mail_user.password, name="p")
-    run = await first_cycle_done(account, store, executor, running)
+    run = await running([account])
     assert not run.scheduler.sessions.kept(account.name)
     assert run.scheduler.sessions.in_use(dovecot.host) == 0
     assert (await run.scheduler.request_fetch(account.name)) is not None
@@ -202,13 +169,12 @@ async def test_pop3_sessions_are_never_kept(
 async def test_stopping_the_scheduler_logs_the_kept_session_out(
     dovecot: Dovecot,
     mail_user: MailUser,
-    store: Store,
-    executor: concurrent.futures.ThreadPoolExecutor,
+    running: StartScheduler,
 ) -> None:
     """At shutdown every kept session is closed with LOGOUT and its permit given back."""
     dovecot.deliver(mail_user.name, letter(1))
-    account = imap_account(dovecot, mail_user, "logout-imap")
-    run = await first_cycle_done(account, store, executor, Running)
+    account = dovecot_account(dovecot, mail_user, "imap", name="logout-imap", idle=False)
+    run = await running([account])
     scheduler = run.scheduler
     assert scheduler.sessions.kept(account.name)
     run.stop.set()
@@ -222,16 +188,14 @@ async def test_stopping_the_scheduler_logs_the_kept_session_out(
 async def test_pause_and_reload_log_the_kept_session_out(
     dovecot: Dovecot,
     mail_user: MailUser,
-    store: Store,
-    executor: concurrent.futures.ThreadPoolExecutor,
-    running: Callable[[Scheduler], Running],
+    running: StartScheduler,
 ) -> None:
     """Pausing an account logs its kept session out (no connection while paused); after resume a
     reload that changes the account ends the old session too, and the new settings log in afresh.
     No permit is left over at any point."""
     dovecot.deliver(mail_user.name, letter(1))
-    account = imap_account(dovecot, mail_user, "paused-imap")
-    run = await first_cycle_done(account, store, executor, running)
+    account = dovecot_account(dovecot, mail_user, "imap", name="paused-imap", idle=False)
+    run = await running([account])
     scheduler = run.scheduler
     assert scheduler.sessions.kept(account.name)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.daemonproc import maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -56,22 +56,6 @@ def notify_socket() -> Iterator[NotifySocket]:
     ns.close()
 
 
-def start_daemon(
-    cfg: Path, env: dict[str, str] | None = None, log: Path | None = None
-) -> subprocess.Popen[bytes]:
-    """Start `maild run` as a subprocess with stdout/stderr going to ``log`` (or discarded)."""
-    out = log.open("wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "maild", "-c", str(cfg), "run"],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-    )
-    if log:
-        out.close()  # type: ignore[union-attr]
-    return proc
-
-
 def maild(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run a maild CLI command against ``cfg``."""
     return subprocess.run(
@@ -83,17 +67,6 @@ def maild(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM the daemon and return its exit code (killing it if it does not stop in 15 s)."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-
-
 def test_notify_protocol_ready_status_watchdog_reload_stopping(notify_socket: NotifySocket) -> None:
     """Under a fake notify socket maild sends READY=1, STATUS=, WATCHDOG=1, RELOADING=1 + READY=1 on SIGHUP, STOPPING=1.
 
@@ -103,8 +76,9 @@ def test_notify_protocol_ready_status_watchdog_reload_stopping(notify_socket: No
     directory = short_dir()
     cfg = directory / "config.toml"
     cfg.write_text(f'[daemon]\nstate_dir = "{directory}/state"\ncontrol_socket = "{directory}/c.sock"\n')
-    proc = start_daemon(cfg, env={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "1000000"})
-    try:
+    with running_maild(
+        maild_command(cfg), env={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "1000000"}
+    ) as proc:
         notify_socket.wait_for("READY=1")
         assert (directory / "c.sock").exists(), "READY=1 came before the control socket listened"
         notify_socket.wait_for("WATCHDOG=1")
@@ -118,12 +92,8 @@ def test_notify_protocol_ready_status_watchdog_reload_stopping(notify_socket: No
             i for i in range(n, len(notify_socket.messages)) if "RELOADING=1" in notify_socket.messages[i]
         )
         notify_socket.wait_for("READY=1", since=reloading_at + 1)
-        assert stop(proc) == 0
+        assert stop_maild(proc) == 0
         notify_socket.wait_for("STOPPING=1")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_unit_is_hardened_and_valid(tmp_path: Path) -> None:
@@ -168,9 +138,8 @@ def test_pause_resume_reload_metrics_and_secrets(dovecot: Dovecot, mail_user: Ma
         daemon={"metrics_textfile": str(textfile)},
     )
     log = directory / "daemon.log"
-    proc = start_daemon(cfg, log=log)
     outputs: list[str] = []
-    try:
+    with running_maild(maild_command(cfg), log=log) as proc:
         deadline = time.monotonic() + 30
         while maild(cfg, "status").returncode != 0 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -225,11 +194,7 @@ def test_pause_resume_reload_metrics_and_secrets(dovecot: Dovecot, mail_user: Ma
         ):
             time.sleep(0.2)
         assert 'maild_fetch_cycles_total{account="p"' in textfile.read_text(), "metrics textfile not written"
-        assert stop(proc) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert stop_maild(proc) == 0
     outputs.append(log.read_text())
     assert all(mail_user.password not in o for o in outputs)
 
@@ -240,8 +205,7 @@ def test_auth_lockout_after_three_refusals(dovecot: Dovecot, mail_user: MailUser
     directory = short_dir()
     spec = AccountSpec("locked", "imap", mail_user.name, "not-the-password", extra={"poll_interval": "1s"})
     cfg = write_config(directory, dovecot, [spec])
-    proc = start_daemon(cfg, log=directory / "daemon.log")
-    try:
+    with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
         deadline = time.monotonic() + 60
         acc: dict[str, object] = {}
         while time.monotonic() < deadline:
@@ -267,8 +231,4 @@ def test_auth_lockout_after_three_refusals(dovecot: Dovecot, mail_user: MailUser
                 break
             time.sleep(0.1)
         assert acc["consecutive_failures"] == 4
-        assert stop(proc) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert stop_maild(proc) == 0

@@ -344,6 +344,28 @@ def _multipart(subtype: str, parts: Sequence[str], tag: str, *, preamble: bool =
     return "".join(out)
 
 
+def numbered_letter(
+    i: int,
+    *,
+    body_lines: int,
+    subject_word: bytes = b"Nebenkostenabrechnung",
+    id_prefix: str = "msg",
+    tail: bytes = b"",
+) -> bytes:
+    """Message number ``i``: From and Subject as UTF-8 encoded-words (the subject reads "<subject_word> i"),
+    Message-ID ``<{id_prefix}-{i}@example.org>``, ``body_lines`` numbered German lines, then ``tail``; CRLF."""
+    body = b"".join(b"Zeile %d der Nachricht %d\r\n" % (n, i) for n in range(body_lines))
+    head = (
+        b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>\r\n"
+        b"To: anna@example.com\r\n"
+        b"Subject: =?utf-8?q?%s?= %d\r\n"
+        b"Date: Mon, 30 Nov 2026 10:00:00 +0100\r\n"
+        b"Message-ID: <%s-%d@example.org>\r\n"
+        b"\r\n" % (subject_word, i, id_prefix.encode(), i)
+    )
+    return head + body + tail
+
+
 def large_message(octets: int, *, seed: int = 0, message_id: str | None = None) -> bytes:
     """A message of exactly ``octets`` octets: a short text part and one base64 attachment.
 

@@ -51,8 +51,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from tests.support.lifecycle import StartStop
 
 HOST = "127.0.0.1"
 """The only address the server listens on."""
@@ -203,7 +203,7 @@ class _MaildirNamer:
             return f"{stamp[0]}.M{stamp[1]}P{os.getpid()}Q{next(self._seq)}.maildtest"
 
 
-class Dovecot:
+class Dovecot(StartStop):
     """A private Dovecot instance living in one directory.
 
     Layout of ``directory``: ``dovecot.conf``, ``passwd.d/<user>`` (passwd-files), ``ca.pem`` (trust anchor for
@@ -219,6 +219,9 @@ class Dovecot:
             run as root. ``tempfile.mkdtemp()`` under ``/tmp`` works; pytest's ``tmp_path`` does not.
         ports: the ports to listen on; default: four free ports (picked again if one is taken at start).
         mail_owner: system user that owns the mail; created when missing.
+        oauth2_introspection_url: when set, Dovecot also offers ``XOAUTH2`` and ``OAUTHBEARER`` and
+            checks bearer tokens (with those mechanisms, and as ``PLAIN`` passwords) against this RFC 7662
+            introspection endpoint (see :meth:`_oauth2_config`); passwords keep working.
     """
 
     host = HOST
@@ -229,6 +232,7 @@ class Dovecot:
         *,
         ports: Ports | None = None,
         mail_owner: str = MAIL_OWNER,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         self.directory = Path(directory).absolute()
         if re.search(r"[\s\"'\\<>#{}$%]", str(self.directory)):
@@ -238,6 +242,7 @@ class Dovecot:
         self._fixed_ports = ports is not None
         self.ports = ports or Ports.allocate()
         self.mail_owner = mail_owner
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.config_file = self.directory / "dovecot.conf"
         self.ca_file = self.directory / "ca.pem"
         """PEM file of the CA that signed the server certificate: give it to clients as ``ca_file``."""
@@ -314,7 +319,7 @@ ssl = yes
 ssl_cert = <{d / "server.pem"}
 ssl_key = <{d / "server.key"}
 {dh_line}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{self._oauth2_mechanisms()}
 auth_failure_delay = 0
 mail_max_userip_connections = 100
 
@@ -322,7 +327,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.passwd_dir}/%u
 }}
-userdb {{
+{self._oauth2_config()}userdb {{
   driver = passwd-file
   args = username_format=%u {self.passwd_dir}/%u
 }}
@@ -375,6 +380,41 @@ service imap-login {{
 }}
 """
         self.config_file.write_text(config, encoding="utf-8")
+
+    def _oauth2_mechanisms(self) -> str:
+        return " xoauth2 oauthbearer" if self.oauth2_introspection_url else ""
+
+    def _oauth2_config(self) -> str:
+        """The oauth2 passdb (after passwd-file: a token that is no password falls through to it)
+        and its settings file, for ``oauth2_introspection_url``.
+
+        Measured with Dovecot 2.3.19: ``introspection_mode = post`` sends ``token=...`` as a form;
+        ``force_introspection = yes`` asks about every token (no local JWT validation);
+        ``username_attribute`` must name the login user and ``active_attribute``/``active_value``
+        check RFC 7662's ``active``. A refused XOAUTH2/OAUTHBEARER token gets a base64 JSON challenge
+        ``{"status":"invalid_token",...}`` before ``-ERR``/``NO``.
+        """
+        if not self.oauth2_introspection_url:
+            return ""
+        ext = self.directory / "dovecot-oauth2.conf.ext"
+        ext.write_text(
+            f"""introspection_mode = post
+introspection_url = {self.oauth2_introspection_url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+""",
+            encoding="utf-8",
+        )
+        ext.chmod(0o644)
+        return f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer plain
+  args = {ext}
+}}
+"""
 
     def _write_passwd_file(self, name: str) -> None:
         """Write ``name``'s passwd-file (one file per user) atomically.
@@ -435,18 +475,6 @@ service imap-login {{
         return instance
 
     # ------------------------------------------------------------------ lifecycle
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:

@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from maild.archive.store import Store
-from maild.config.loader import AccountConfig, PasswordSource
+from maild.config.loader import AccountConfig
 from maild.fetch.cycle import CycleResult, fetch_cycle, make_maildrop
-from maild.model import Location, MessageKey, RetrievalFailure, RetrievedMessage, Secret
+from maild.model import Location, MessageKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.base import Maildrop
+from tests.support import accounts
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -39,23 +40,9 @@ class Clock:
 def pop3_account(
     host: str, port: int, username: str, password: str, *, name: str = "anna-pop", **overrides: Any
 ) -> AccountConfig:
-    """A POP3 account on ``host:port`` (plaintext by default, fine on loopback), retention "keep"."""
-    values: dict[str, Any] = {
-        "name": name,
-        "organisation": "Kanzlei Berger",
-        "employee": "Anna Berger",
-        "protocol": "pop3",
-        "host": host,
-        "port": port,
-        "tls": "none",
-        "ca_file": None,
-        "username": username,
-        "password": PasswordSource(inline=Secret(password)),
-        "poll_interval_s": 3600.0,
-        "timeout_s": 10.0,
-    }
-    values.update(overrides)
-    return AccountConfig(**values)
+    """A POP3 account on ``host:port`` (plaintext, fine on loopback), retention "keep", 10 s timeouts."""
+    values: dict[str, Any] = {"timeout_s": 10.0, **overrides}
+    return accounts.pop3_account(name, host=host, port=port, username=username, password=password, **values)
 
 
 def with_retention(account: AccountConfig, retention: str, days: int | None = None) -> AccountConfig:
@@ -63,9 +50,10 @@ def with_retention(account: AccountConfig, retention: str, days: int | None = No
     return replace(account, retention=retention, retention_days=days)  # type: ignore[arg-type]
 
 
-async def prepare(store: Store, account: AccountConfig) -> None:
-    """Record ``account`` in the archive, as the daemon does at start."""
+async def prepare(store: Store, account: AccountConfig) -> AccountConfig:
+    """Record ``account`` in the archive, as the daemon does at start; returns ``account``."""
     await store.ensure_account(account.name, account.organisation, account.employee, account.protocol, T0)
+    return account
 
 
 async def cycle(

@@ -37,8 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maild.errors import ControlError
-from maild.service.control_client import request
+from tests.support.daemonproc import running_maild, stop_maild, wait_until_drained
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, write_config
 from tests.support.proxy import FaultProxy
@@ -336,23 +335,8 @@ def _drain(
     cmd: list[str], env: dict[str, str], directory: Path, dovecot: Dovecot, user: MailUser, timeout_s: float
 ) -> None:
     """Run the daemon until the maildrop is empty and a cycle has succeeded, then stop it with SIGTERM."""
-    with (directory / "drain.log").open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            assert time.monotonic() < deadline, "the daemon did not empty the maildrop in time"
-            try:
-                status = request(directory / "control.sock", {"command": "status"}, timeout_s=5)
-            except ControlError:
-                status = {}
-            ready = bool(status.get("accounts")) and status["accounts"][0]["last_success"] is not None
-            if ready and not dovecot.maildir_files(user.name):
-                break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with running_maild(cmd, log=directory / "drain.log", env=env) as proc:
+        assert wait_until_drained(directory, dovecot, user.name, timeout_s), (
+            "the daemon did not empty the maildrop in time"
+        )
+        assert stop_maild(proc, timeout_s=30) == 0

@@ -43,8 +43,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
+
+from tests.support.lifecycle import StartStop
 
 Direction = Literal["up", "down"]
 """``"up"``: client to server; ``"down"``: server to client."""
@@ -75,7 +76,7 @@ TRICKLE_TICK_S = 0.05
 _T = TypeVar("_T")
 
 
-class LoopThread:
+class LoopThread(StartStop):
     """A private asyncio event loop in a daemon thread, serving until stopped.
 
     Base of :class:`FaultProxy` and :class:`tests.support.scripted_pop3.ScriptedPOP3`. Subclasses
@@ -193,18 +194,6 @@ class LoopThread:
             await self._stopping.wait()
         finally:
             await self._shutdown()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -660,14 +649,9 @@ class FaultProxy(LoopThread):
             if connection.cut_after[direction] is rule:
                 connection.arm_cut_after(direction, None)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc_type is None and self.errors:
+    def check(self) -> None:
+        """Raise the first error a connection handler hit (a test must not pass over a broken proxy)."""
+        if self.errors:
             raise self.errors[0]
 
 

@@ -23,32 +23,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any
 
-from maild.config.loader import AccountConfig, PasswordSource
-from maild.model import InventoryEntry, MessageKey, POP3Key, RetrievalFailure, RetrievedMessage, Secret
+from maild.config.loader import AccountConfig
+from maild.model import InventoryEntry, MessageKey, POP3Key, RetrievalFailure, RetrievedMessage
 from maild.protocols.base import Maildrop
 
 POINTS = ("open", "inventory", "retrieve", "delete", "close")
 
 DeleteHook = Callable[[list[MessageKey]], Awaitable[None]]
-
-
-def pop3_account(name: str = "anna-pop", **overrides: Any) -> AccountConfig:
-    """Return a POP3 account configuration for tests (loopback, plain password, keep by default)."""
-    values: dict[str, Any] = {
-        "name": name,
-        "organisation": "Kanzlei Berger",
-        "employee": "Anna Berger",
-        "protocol": "pop3",
-        "host": "127.0.0.1",
-        "port": 110,
-        "tls": "none",
-        "ca_file": None,
-        "username": name,
-        "password": PasswordSource(inline=Secret("pw")),
-        "poll_interval_s": 3600.0,
-    }
-    values.update(overrides)
-    return AccountConfig(**values)
 
 
 def make_message(n: int, *, size: int = 0) -> bytes:

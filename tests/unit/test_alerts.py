@@ -17,7 +17,7 @@ from maild.model import POP3Key, Secret
 from maild.service.alert_delivery import deliver, mail_message
 from maild.service.alerts import AlertMonitor, DiskSpace, alert_test_event
 from maild.service.scheduler import AccountRuntime
-from tests.unit.fakes import pop3_account
+from tests.support.accounts import pop3_account
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 CONFIG = AlertsConfig(command=("true",), after_s=3600, repeat_s=86400, disk_free_percent=10)

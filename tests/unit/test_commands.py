@@ -15,7 +15,7 @@ from maild.service.commands import COMMANDS, CommandContext, dispatch
 from maild.service.replies import ReloadReport
 from maild.service.scheduler import AccountRuntime, Scheduler
 from maild.service.status import StatusReply
-from tests.unit.fakes import pop3_account
+from tests.support.accounts import pop3_account
 
 STARTED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

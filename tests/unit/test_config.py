@@ -7,6 +7,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -291,31 +292,72 @@ def test_missing_file(tmp_path: Path) -> None:
 # -- types ------------------------------------------------------------------------------------------
 
 
+def refused(key: str, *bodies: str, protocol: str = "pop3") -> list[Any]:
+    """Cases of an account body that must be refused naming ``accounts.acct.KEY``."""
+    return [pytest.param(body, key, protocol, id=f"{protocol}-{body.strip()}") for body in bodies]
+
+
 @pytest.mark.parametrize(
-    ("body", "key"),
+    ("body", "key", "protocol"),
     [
-        ('port = "995"\n', "port"),
-        ("port = true\n", "port"),
-        ("port = 0\n", "port"),
-        ("port = 65536\n", "port"),
-        ("port = 99.5\n", "port"),
-        ('enabled = "yes"\n', "enabled"),
-        ("enabled = 1\n", "enabled"),
-        ('allow_plaintext = "true"\n', "allow_plaintext"),
-        ("host = 5\n", "host"),
-        ('host = "  "\n', "host"),
-        ('tls = "ssl"\n', "tls"),
-        ("tls = true\n", "tls"),
-        ('protocol = "pop"\n', "protocol"),
-        ("max_message_size = 0\n", "max_message_size"),
-        ('max_message_size = "1M"\n', "max_message_size"),
-        ("max_message_size = true\n", "max_message_size"),
-        ('ca_file = "missing-ca.pem"\n', "ca_file"),
+        *refused("port", 'port = "995"\n', "port = true\n", "port = 0\n", "port = 65536\n", "port = 99.5\n"),
+        *refused("enabled", 'enabled = "yes"\n', "enabled = 1\n"),
+        *refused("allow_plaintext", 'allow_plaintext = "true"\n'),
+        *refused("host", "host = 5\n", 'host = "  "\n'),
+        *refused("tls", 'tls = "ssl"\n', "tls = true\n"),
+        *refused("protocol", 'protocol = "pop"\n'),
+        *refused(
+            "max_message_size",
+            "max_message_size = 0\n",
+            'max_message_size = "1M"\n',
+            "max_message_size = true\n",
+        ),
+        *refused("ca_file", 'ca_file = "missing-ca.pem"\n'),
+        # durations: a bad poll_interval in a file names the key
+        *refused(
+            "poll_interval", *(f"poll_interval = {v}\n" for v in ['"5x"', '""', "-1", "0", "true", "1.5"])
+        ),
+        # password_command must be a non-empty list of strings (no shell string)
+        *refused(
+            "password_command",
+            *(f"password_command = {v}\n" for v in ["[]", '"cat /etc/pw"', "[1, 2]", '["ok", 3]']),
+        ),
+        # a password_file that cannot be read is refused at load time
+        *refused("password_file", 'password_file = "missing.pw"\n'),
+        # password_credential is a plain credential name: no slashes, spaces, empty text or numbers
+        *refused(
+            "password_credential",
+            *(f"password_credential = {v}\n" for v in ['"../etc/shadow"', '"a/b"', '""', "5", '"a b"']),
+        ),
+        # plaintext: private addresses and names merely containing "localhost" are not loopback
+        *refused(
+            "tls",
+            *(f'tls = "none"\nhost = "{h}"\n' for h in ["10.0.0.1", "localhost.example.org", "192.168.1.1"]),
+        ),
+        # retention_days: required by delete-after; refused with any other mode (also the default keep);
+        # a positive integer
+        *refused(
+            "retention_days",
+            'retention = "delete-after"\n',
+            'retention = "keep"\nretention_days = 30\n',
+            'retention = "delete"\nretention_days = 30\n',
+            "retention_days = 30\n",
+            *(
+                f'retention = "delete-after"\nretention_days = {v}\n'
+                for v in ["0", "-3", '"30"', "1.5", "true"]
+            ),
+        ),
+        *refused("retention", 'retention = "never"\n'),
+        # IMAP mailboxes: a non-empty list of non-blank names
+        *refused(
+            "mailboxes",
+            *(f"mailboxes = {v}\n" for v in ["[]", '"INBOX"', '[""]', '["  "]', '["INBOX", 3]']),
+            protocol="imap",
+        ),
     ],
 )
-def test_wrong_types_and_values(tmp_path: Path, body: str, key: str) -> None:
-    """A value of the wrong type or out of range is a ConfigError naming accounts.acct.KEY."""
-    text = body
+def test_wrong_types_and_values(tmp_path: Path, body: str, key: str, protocol: str) -> None:
+    """A value of the wrong type, out of range or against another key is a ConfigError naming accounts.acct.KEY."""
     if key == "protocol":
         path = main_file(
             tmp_path,
@@ -323,7 +365,7 @@ def test_wrong_types_and_values(tmp_path: Path, body: str, key: str) -> None:
             'password = "pw"\n' + body,
         )
     else:
-        path = account_file(tmp_path, text)
+        path = account_file(tmp_path, body, protocol=protocol)
 
     assert f"accounts.acct.{key}" in load_error(path)
 
@@ -394,14 +436,6 @@ def test_bad_durations(value: object) -> None:
         parse_duration(value, "accounts.x.poll_interval")
 
 
-@pytest.mark.parametrize("value", ['"5x"', '""', "-1", "0", "true", "1.5"])
-def test_bad_duration_in_file_names_the_key(tmp_path: Path, value: str) -> None:
-    """A bad poll_interval in a file is a ConfigError naming accounts.acct.poll_interval."""
-    path = account_file(tmp_path, f"poll_interval = {value}\n")
-
-    assert "accounts.acct.poll_interval" in load_error(path)
-
-
 def test_durations_in_file(tmp_path: Path) -> None:
     """poll_interval and timeout accept unit strings and integers."""
     path = account_file(tmp_path, 'poll_interval = "1h30m"\ntimeout = 120\n')
@@ -437,21 +471,6 @@ def test_two_credential_sources(tmp_path: Path) -> None:
     assert "password_file" in message
     assert "found password, password_file" in message
     assert SECRET not in message
-
-
-@pytest.mark.parametrize("value", ["[]", '"cat /etc/pw"', "[1, 2]", '["ok", 3]'])
-def test_password_command_must_be_argv_list(tmp_path: Path, value: str) -> None:
-    """password_command must be a non-empty list of strings (no shell string)."""
-    path = account_file(tmp_path, f"password_command = {value}\n")
-
-    assert "accounts.acct.password_command" in load_error(path)
-
-
-def test_password_file_must_exist(tmp_path: Path) -> None:
-    """A password_file that cannot be read is refused at load time, naming the key."""
-    path = account_file(tmp_path, 'password_file = "missing.pw"\n')
-
-    assert "accounts.acct.password_file" in load_error(path)
 
 
 def test_password_file_first_line_is_read(tmp_path: Path) -> None:
@@ -541,14 +560,6 @@ def test_password_credential_missing_file(tmp_path: Path, monkeypatch: pytest.Mo
 
     with pytest.raises(ConfigError, match="password_credential"):
         PasswordSource(credential="absent").resolve("acct")
-
-
-@pytest.mark.parametrize("value", ['"../etc/shadow"', '"a/b"', '""', "5", '"a b"'])
-def test_password_credential_name_rules(tmp_path: Path, value: str) -> None:
-    """password_credential must be a plain credential name: no slashes, spaces, empty text or numbers."""
-    path = account_file(tmp_path, f"password_credential = {value}\n")
-
-    assert "accounts.acct.password_credential" in load_error(path)
 
 
 def test_password_and_credential_together_are_refused(tmp_path: Path) -> None:
@@ -692,14 +703,6 @@ def test_plaintext_to_loopback_is_allowed(tmp_path: Path, host: str) -> None:
     assert load_config(path).accounts["acct"].tls == "none"
 
 
-@pytest.mark.parametrize("host", ["10.0.0.1", "localhost.example.org", "192.168.1.1"])
-def test_plaintext_to_private_but_not_loopback_is_refused(tmp_path: Path, host: str) -> None:
-    """Private addresses and names merely containing "localhost" are not loopback."""
-    path = account_file(tmp_path, f'tls = "none"\nhost = "{host}"\n')
-
-    assert "accounts.acct.tls" in load_error(path)
-
-
 # -- account names ----------------------------------------------------------------------------------
 
 
@@ -742,43 +745,6 @@ def test_account_must_be_a_table(tmp_path: Path) -> None:
 
 
 # -- retention and mailboxes ------------------------------------------------------------------------
-
-
-def test_delete_after_requires_retention_days(tmp_path: Path) -> None:
-    """retention = "delete-after" without retention_days is refused naming retention_days."""
-    path = account_file(tmp_path, 'retention = "delete-after"\n')
-
-    assert "accounts.acct.retention_days" in load_error(path)
-
-
-@pytest.mark.parametrize("retention", ["keep", "delete"])
-def test_retention_days_only_with_delete_after(tmp_path: Path, retention: str) -> None:
-    """retention_days with another retention mode is refused."""
-    path = account_file(tmp_path, f'retention = "{retention}"\nretention_days = 30\n')
-
-    assert "accounts.acct.retention_days" in load_error(path)
-
-
-def test_retention_days_without_retention_is_refused(tmp_path: Path) -> None:
-    """retention_days alone (retention defaults to keep) is refused."""
-    path = account_file(tmp_path, "retention_days = 30\n")
-
-    assert "accounts.acct.retention_days" in load_error(path)
-
-
-@pytest.mark.parametrize("value", ["0", "-3", '"30"', "1.5", "true"])
-def test_retention_days_must_be_positive_integer(tmp_path: Path, value: str) -> None:
-    """retention_days must be a positive integer."""
-    path = account_file(tmp_path, f'retention = "delete-after"\nretention_days = {value}\n')
-
-    assert "accounts.acct.retention_days" in load_error(path)
-
-
-def test_unknown_retention_mode(tmp_path: Path) -> None:
-    """An unknown retention mode is refused naming the key."""
-    path = account_file(tmp_path, 'retention = "never"\n')
-
-    assert "accounts.acct.retention" in load_error(path)
 
 
 @pytest.mark.parametrize(("pop3_retention", "default"), [('retention = "delete"\n', "delete"), ("", "keep")])
@@ -830,14 +796,6 @@ def test_imap_mailboxes_default_to_inbox(tmp_path: Path) -> None:
     acct = load_config(account_file(tmp_path, "", protocol="imap")).accounts["acct"]
 
     assert acct.mailboxes == ("INBOX",)
-
-
-@pytest.mark.parametrize("value", ["[]", '"INBOX"', '[""]', '["  "]', '["INBOX", 3]'])
-def test_mailboxes_must_be_non_empty_list_of_names(tmp_path: Path, value: str) -> None:
-    """mailboxes must be a non-empty list of non-blank names."""
-    path = account_file(tmp_path, f"mailboxes = {value}\n", protocol="imap")
-
-    assert "accounts.acct.mailboxes" in load_error(path)
 
 
 # -- drop-ins ---------------------------------------------------------------------------------------

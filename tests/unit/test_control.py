@@ -116,6 +116,15 @@ class Client:
             await self.writer.wait_closed()
 
 
+async def status_from_new_client(server: ControlServer) -> dict[str, Any]:
+    """Connect a fresh client, ask for the status, disconnect: proves the server still serves others."""
+    fresh = await Client.connect(server.path)
+    try:
+        return await fresh.ask(b'{"command": "status"}\n')
+    finally:
+        await fresh.close()
+
+
 @pytest.fixture
 async def client(server: ControlServer) -> AsyncIterator[Client]:
     c = await Client.connect(server.path)
@@ -217,11 +226,7 @@ async def test_handler_exception_gives_internal_and_server_keeps_serving(
     with capture_logs() as logs:
         reply = await client.ask(b'{"command": "boom"}\n')
     after_same = await client.ask(b'{"command": "status"}\n')
-    other = await Client.connect(server.path)
-    try:
-        after_other = await other.ask(b'{"command": "status"}\n')
-    finally:
-        await other.close()
+    after_other = await status_from_new_client(server)
 
     assert error_code(reply) == "internal"
     assert "RuntimeError" in reply["error"]["message"]
@@ -242,11 +247,7 @@ async def test_oversized_request_drops_client_and_others_are_served(server: Cont
     rest = await bad.read_until_closed()
     await bad.close()
 
-    good = await Client.connect(server.path)
-    try:
-        reply = await good.ask(b'{"command": "status"}\n')
-    finally:
-        await good.close()
+    reply = await status_from_new_client(server)
 
     lines = rest.splitlines()
     assert len(lines) == 1
@@ -275,11 +276,7 @@ async def test_idle_client_is_dropped(
 
     rest = await idle.read_until_closed(timeout_s=5.0)
     await idle.close()
-    fresh = await Client.connect(server.path)
-    try:
-        reply = await fresh.ask(b'{"command": "status"}\n')
-    finally:
-        await fresh.close()
+    reply = await status_from_new_client(server)
 
     assert rest == b""
     assert reply["ok"] is True
@@ -291,11 +288,7 @@ async def test_client_closing_early_does_not_disturb_server(server: ControlServe
     await quitter.send(b'{"command": "status"}\n')
     await quitter.close()
 
-    other = await Client.connect(server.path)
-    try:
-        reply = await other.ask(b'{"command": "status"}\n')
-    finally:
-        await other.close()
+    reply = await status_from_new_client(server)
 
     assert reply["ok"] is True
 
@@ -488,31 +481,29 @@ def _one_shot_server(path: Path, answer: bytes | None) -> tuple[socket.socket, A
     return listener, thread
 
 
-@pytest.mark.parametrize("answer", [b"not json\n", b"[1, 2]\n", b""])
-def test_request_with_garbage_reply_is_bad_reply(sock_path: Path, answer: bytes) -> None:
-    """A reply that is not a JSON object raises ControlError bad-reply."""
+@pytest.mark.parametrize(
+    ("answer", "timeout_s", "code"),
+    [
+        (b"not json\n", 5, "bad-reply"),
+        (b"[1, 2]\n", 5, "bad-reply"),
+        (b"", 5, "bad-reply"),
+        (None, 0.3, "timeout"),
+    ],
+    ids=["not-json", "not-an-object", "empty", "silent"],
+)
+def test_request_with_garbage_or_no_reply(
+    sock_path: Path, answer: bytes | None, timeout_s: float, code: str
+) -> None:
+    """A reply that is not a JSON object raises ControlError bad-reply; a daemon that never answers, timeout."""
     listener, thread = _one_shot_server(sock_path, answer)
     try:
         with pytest.raises(ControlError) as info:
-            request(sock_path, {"command": "status"}, timeout_s=5)
+            request(sock_path, {"command": "status"}, timeout_s=timeout_s)
     finally:
         thread.join(5)
         listener.close()
 
-    assert info.value.code == "bad-reply"
-
-
-def test_request_to_silent_daemon_times_out(sock_path: Path) -> None:
-    """A daemon that never answers makes the blocking client raise ControlError timeout."""
-    listener, thread = _one_shot_server(sock_path, None)
-    try:
-        with pytest.raises(ControlError) as info:
-            request(sock_path, {"command": "status"}, timeout_s=0.3)
-    finally:
-        thread.join(5)
-        listener.close()
-
-    assert info.value.code == "timeout"
+    assert info.value.code == code
 
 
 async def test_many_clients_at_once_are_all_served(server: ControlServer) -> None:
@@ -549,11 +540,7 @@ async def test_client_that_never_reads_is_dropped(
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
-    other = await Client.connect(server.path)
-    try:
-        assert (await other.ask(b'{"command": "status"}\n'))["ok"]
-    finally:
-        await other.close()
+    assert (await status_from_new_client(server))["ok"]
 
 
 # -- typed client -----------------------------------------------------------------------------------

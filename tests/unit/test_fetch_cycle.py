@@ -7,51 +7,19 @@ state, so these tests can check the product's order: commit, then DELE, then QUI
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from maild.archive.store import Store
-from maild.config.loader import AccountConfig
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch.cycle import fetch_cycle
 from maild.model import MessageKey, POP3Key
 from maild.service.budget import Budgets
-from tests.unit.fakes import FakeServer, make_message, pop3_account
-
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A settable clock returning aware UTC datetimes."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive in a temporary directory."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-async def prepared(store: Store, account: AccountConfig) -> AccountConfig:
-    """Record ``account`` in the archive as the daemon does at start."""
-    await store.ensure_account(account.name, account.organisation, account.employee, account.protocol, T0)
-    return account
+from tests.support.accounts import pop3_account
+from tests.support.fetching import T0, Clock, prepare
+from tests.unit.fakes import FakeServer, make_message
 
 
 def keys(*numbers: int) -> list[POP3Key]:
@@ -60,7 +28,7 @@ def keys(*numbers: int) -> list[POP3Key]:
 
 async def test_first_cycle_stores_everything_and_second_stores_nothing(store: Store) -> None:
     """The first cycle archives every message on the server; the next cycle finds nothing new."""
-    account = await prepared(store, pop3_account())
+    account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(3)
 
     first = await fetch_cycle(account, store, server.session(), clock=Clock())
@@ -76,7 +44,7 @@ async def test_first_cycle_stores_everything_and_second_stores_nothing(store: St
 
 async def test_successful_cycle_closes_and_never_aborts(store: Store) -> None:
     """A cycle without errors ends its session with close() and does not call abort()."""
-    account = await prepared(store, pop3_account())
+    account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(2)
     drop = server.session()
 
@@ -89,7 +57,7 @@ async def test_successful_cycle_closes_and_never_aborts(store: Store) -> None:
 
 async def test_raw_bytes_reach_the_archive_unchanged(store: Store) -> None:
     """The archive holds exactly the octets the maildrop yielded, including NUL and 8-bit bytes."""
-    account = await prepared(store, pop3_account())
+    account = await prepare(store, pop3_account())
     raw = b"Subject: Gr\xfc\xdfe\r\n\r\n\x00\xff\r\n.\r\nend\n"
     server = FakeServer([(POP3Key("odd"), raw)])
 
@@ -102,7 +70,7 @@ async def test_raw_bytes_reach_the_archive_unchanged(store: Store) -> None:
 
 async def test_refused_message_is_counted_and_the_rest_stored(store: Store) -> None:
     """A message the server refuses is reported as a failure, the others are archived, and the next cycle retries it."""
-    account = await prepared(store, pop3_account())
+    account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(3)
     server.plan(refuse={POP3Key("uidl-2"): "-ERR [SYS/TEMP] try later"})
 
@@ -120,7 +88,7 @@ async def test_refused_message_is_counted_and_the_rest_stored(store: Store) -> N
 
 async def test_error_mid_retrieve_keeps_committed_batches_and_aborts(store: Store) -> None:
     """A connection failure after three of five messages keeps the committed batch of two, aborts the session and never closes it."""
-    account = await prepared(store, pop3_account())
+    account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(5)
     server.plan(
         faults={"retrieve": ConnectError("connection reset", account=account.name)}, retrieve_point_after=3
@@ -139,7 +107,7 @@ async def test_error_mid_retrieve_keeps_committed_batches_and_aborts(store: Stor
 
 async def test_cycle_after_mid_retrieve_error_fetches_only_the_rest(store: Store) -> None:
     """After an interrupted cycle, the next one retrieves only what was not committed."""
-    account = await prepared(store, pop3_account())
+    account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(5)
     server.plan(
         faults={"retrieve": NetworkTimeout("timed out", account=account.name)}, retrieve_point_after=3
@@ -191,7 +159,7 @@ async def test_retrieval_continues_while_a_batch_commits_and_memory_stays_at_two
 ) -> None:
     """While batch 1 commits, the next batch is retrieved; no third batch is read before that commit
     returns (at most one commit in flight, so at most two batches held)."""
-    account = await prepared(store, pop3_account())
+    account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(7)
     drop = server.session()
     slow = SlowCommits(store, drop)
@@ -216,7 +184,7 @@ async def test_deletion_waits_for_every_commit_when_retrieval_overlaps_commits(
 ) -> None:
     """With commits overlapping retrieval, DELE is sent only after the last commit has returned, and
     only for messages the archive holds at that moment."""
-    account = await prepared(store, pop3_account(retention="delete"))
+    account = await prepare(store, pop3_account(retention="delete"))
     server = FakeServer.with_pop3(5)
     seen: list[tuple[int, set[MessageKey]]] = []
 
@@ -242,7 +210,7 @@ async def test_failed_background_commit_fails_the_cycle_and_deletes_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A commit that fails while the next batch is being retrieved fails the cycle: abort, no DELE."""
-    account = await prepared(store, pop3_account(retention="delete"))
+    account = await prepare(store, pop3_account(retention="delete"))
     server = FakeServer.with_pop3(5)
     drop = server.session()
     slow = SlowCommits(store, drop)
@@ -264,7 +232,7 @@ async def test_error_while_a_commit_is_in_flight_lets_that_commit_finish(
 ) -> None:
     """A connection failure while batch 1 is still committing: the cycle fails only after that commit
     has returned (its messages stay archived), and the session is aborted without DELE."""
-    account = await prepared(store, pop3_account(retention="delete"))
+    account = await prepare(store, pop3_account(retention="delete"))
     server = FakeServer.with_pop3(5)
     server.plan(
         faults={"retrieve": ConnectError("connection reset", account=account.name)}, retrieve_point_after=3
@@ -293,7 +261,7 @@ async def test_cancelled_cycle_keeps_committed_batches_and_aborts(store: Store) 
     """Cancelling a cycle while the server hangs mid-retrieve keeps committed batches and aborts the session."""
     server = FakeServer.with_pop3(4)
     server.sizes[POP3Key("uidl-4")] = 10_000_000
-    account = await prepared(store, pop3_account(retention="delete", max_message_size=1_000_000))
+    account = await prepare(store, pop3_account(retention="delete", max_message_size=1_000_000))
     seen: list[tuple[list[MessageKey], set[MessageKey], list[datetime | None]]] = []
 
     async def at_dele(dele_keys: list[MessageKey]) -> None:
@@ -324,7 +292,7 @@ async def test_cancelled_cycle_keeps_committed_batches_and_aborts(store: Store) 
 async def test_delete_also_removes_messages_archived_in_earlier_cycles(store: Store) -> None:
     """Switching to retention "delete" deletes messages that an earlier "keep" cycle archived."""
     server = FakeServer.with_pop3(2)
-    await fetch_cycle(await prepared(store, pop3_account()), store, server.session(), clock=Clock())
+    await fetch_cycle(await prepare(store, pop3_account()), store, server.session(), clock=Clock())
 
     account = pop3_account(retention="delete")
     result = await fetch_cycle(account, store, server.session(), clock=Clock())
@@ -336,7 +304,7 @@ async def test_delete_also_removes_messages_archived_in_earlier_cycles(store: St
 
 async def test_failure_at_quit_records_no_deletion(store: Store) -> None:
     """When QUIT fails, the cycle raises, aborts, and records nothing as deleted; the server keeps the messages."""
-    account = await prepared(store, pop3_account(retention="delete"))
+    account = await prepare(store, pop3_account(retention="delete"))
     server = FakeServer.with_pop3(2)
     server.plan(faults={"close": ProtocolError("QUIT refused", account=account.name, line="-ERR")})
     drop = server.session()
@@ -354,7 +322,7 @@ async def test_failure_at_quit_records_no_deletion(store: Store) -> None:
 
 async def test_after_failed_quit_next_cycle_deletes(store: Store) -> None:
     """Messages left on the server by a failed QUIT are deleted by the next successful cycle."""
-    account = await prepared(store, pop3_account(retention="delete"))
+    account = await prepare(store, pop3_account(retention="delete"))
     server = FakeServer.with_pop3(2)
     server.plan(faults={"close": NetworkTimeout("no reply to QUIT", account=account.name)})
 
@@ -369,7 +337,7 @@ async def test_after_failed_quit_next_cycle_deletes(store: Store) -> None:
 
 async def test_failure_at_dele_aborts_and_keeps_everything(store: Store) -> None:
     """A refused DELE aborts the session: the messages stay archived, on the server, and unmarked."""
-    account = await prepared(store, pop3_account(retention="delete"))
+    account = await prepare(store, pop3_account(retention="delete"))
     server = FakeServer.with_pop3(2)
     server.plan(faults={"delete": ProtocolError("DELE refused", account=account.name)})
     drop = server.session()
@@ -387,7 +355,7 @@ async def test_failure_at_dele_aborts_and_keeps_everything(store: Store) -> None
 
 async def test_delete_after_waits_for_retention_days(store: Store) -> None:
     """Retention "delete-after" deletes a message only once it was first fetched at least N days ago."""
-    account = await prepared(store, pop3_account(retention="delete-after", retention_days=3))
+    account = await prepare(store, pop3_account(retention="delete-after", retention_days=3))
     server = FakeServer.with_pop3(1)
     clock = Clock()
 
@@ -411,7 +379,7 @@ async def test_delete_after_waits_for_retention_days(store: Store) -> None:
 
 async def test_too_large_message_is_skipped_and_left_on_server(store: Store) -> None:
     """A message above max_message_size is reported as too large, not retrieved, and never deleted."""
-    account = await prepared(store, pop3_account(retention="delete", max_message_size=300))
+    account = await prepare(store, pop3_account(retention="delete", max_message_size=300))
     server = FakeServer([(POP3Key("small"), make_message(1)), (POP3Key("big"), make_message(2, size=500))])
 
     result = await fetch_cycle(account, store, server.session(), clock=Clock())
@@ -424,7 +392,7 @@ async def test_too_large_message_is_skipped_and_left_on_server(store: Store) -> 
 
 async def test_presence_is_recorded_when_messages_leave_and_return(store: Store) -> None:
     """A message removed on the server by someone else is marked gone, and unmarked when it reappears."""
-    account = await prepared(store, pop3_account())
+    account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(2)
     clock = Clock()
     await fetch_cycle(account, store, server.session(), clock=clock)
@@ -451,7 +419,7 @@ async def test_transfers_are_limited_but_cycles_with_nothing_to_retrieve_never_w
     gate = asyncio.Event()
     first, second, idle = FakeServer.with_pop3(2), FakeServer.with_pop3(2, start=10), FakeServer()
     first.plan(gates={"retrieve": gate}, retrieve_point_after=1)
-    accounts = [await prepared(store, pop3_account(name)) for name in ("first", "second", "nothing")]
+    accounts = [await prepare(store, pop3_account(name)) for name in ("first", "second", "nothing")]
     one = asyncio.create_task(
         fetch_cycle(accounts[0], store, first.session(), budgets=budgets, clock=Clock())
     )

@@ -8,52 +8,29 @@ maildrops with poll intervals of an hour, so a cycle after the first one comes f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from maild.archive.store import Store
-from maild.config.loader import AccountConfig, PasswordSource
+from maild.config.loader import AccountConfig
 from maild.errors import AuthError, ConfigError, ConnectError, NetworkTimeout, ProtocolError
 from maild.fetch.cycle import CycleResult
 from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
-from maild.model import Secret
 from maild.protocols.imap.wire import MailboxEvents, SelectInfo
 from maild.service import metrics
 from maild.service.budget import Budgets
 from maild.service.idle import IdleWatcher
 from maild.service.scheduler import AccountRuntime, Scheduler
 from maild.service.snapshot import account_status
-from tests.unit.fakes import FakeServer, maildrops_of, pop3_account
+from tests.support.accounts import imap_account, pop3_account
+from tests.support.waiting import eventually
+from tests.unit.fakes import FakeServer, maildrops_of
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-def imap_account(name: str = "anna-imap", **overrides: Any) -> AccountConfig:
-    """An IMAP account for tests (never connected: sessions are fakes)."""
-    values: dict[str, Any] = {
-        "name": name,
-        "organisation": "Kanzlei Berger",
-        "employee": "Anna Berger",
-        "protocol": "imap",
-        "host": "127.0.0.1",
-        "port": 143,
-        "tls": "none",
-        "ca_file": None,
-        "username": name,
-        "password": PasswordSource(inline=Secret("pw")),
-        "poll_interval_s": 3600.0,
-        "timeout_s": 1.0,
-        "mailboxes": ("INBOX",),
-        "idle_restart_s": 60.0,
-    }
-    values.update(overrides)
-    return AccountConfig(**values)
 
 
 class FakeSession:
@@ -135,26 +112,10 @@ class SessionHub:
         return self.sessions[-1]
 
 
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
 @pytest.fixture
 def hub() -> SessionHub:
     """Controls the fake sessions of a watcher."""
     return SessionHub()
-
-
-@pytest.fixture
-async def watchers() -> AsyncIterator[list[IdleWatcher]]:
-    """Watchers of a test, stopped afterwards."""
-    made: list[IdleWatcher] = []
-    yield made
-    for watcher in made:
-        await watcher.stop()
 
 
 def watcher_for(

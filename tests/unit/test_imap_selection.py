@@ -3,7 +3,6 @@ mailbox records: pure functions and a real SQLite file, no network."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -195,12 +194,10 @@ def test_imap_keys_are_unknown_for_pop3(tmp_path: Path, key: str) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An archive with the IMAP account ``acct``."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
-    await s.ensure_account("acct", "O", "E", "imap", NOW)
-    yield s
-    await s.close()
+async def store(store: Store) -> Store:
+    """The shared open archive, with the IMAP account ``acct``."""
+    await store.ensure_account("acct", "O", "E", "imap", NOW)
+    return store
 
 
 async def test_mailbox_states_record_uidvalidity_changes(store: Store) -> None:

@@ -1,15 +1,18 @@
-"""The sans-I/O parts of streaming retrieval: FETCH assembly, ordered window, command segments."""
+"""The sans-I/O parts of retrieval: the FETCH assembler, the ordered window, command segments."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from maild.model import IMAPKey
 from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import lex as imap_lex
+from maild.protocols.imap.fetch import FetchAssembler
 from maild.protocols.imap.stream import (
     MAX_UID_SET_OCTETS,
     MAX_UIDS_PER_STREAM,
-    FetchAssembler,
     RetrievalStream,
     stream_segments,
 )
@@ -25,16 +28,29 @@ def response(seq: int, uid: int, body: bytes, flags: bytes = b"") -> list[bytes 
     return [head, bytearray(body), b")"]
 
 
+def settled(assembler: FetchAssembler) -> list[tuple[int, imap_fetch.Outcome]]:
+    """Every outcome the assembler has ready, in settling order."""
+    found = []
+    while (outcome := assembler.next_outcome()) is not None:
+        found.append(outcome)
+    return found
+
+
 def test_assembler_settles_a_message_once_all_items_are_in() -> None:
     """Items split over two responses settle at the second; later flag pushes change nothing."""
     assembler = FetchAssembler([5], REQUIRE)
-    assert assembler.feed([b"1 FETCH (UID 5 FLAGS (\\Seen))"]) == []
-    [(uid, outcome)] = assembler.feed([b"1 FETCH (%s BODY[] {2}" % DATE, bytearray(b"hi"), b" UID 5)"])
+    assembler.feed([b"1 FETCH (UID 5 FLAGS (\\Seen))"])
+    assert settled(assembler) == []
+    assembler.feed([b"1 FETCH (%s BODY[] {2}" % DATE, bytearray(b"hi"), b" UID 5)"])
+    [(uid, outcome)] = settled(assembler)
     assert uid == 5
     assert isinstance(outcome, imap_fetch.FetchedMessage)
     assert (outcome.body, outcome.flags) == (b"hi", frozenset({"\\Seen"}))
-    assert assembler.feed([b"1 FETCH (UID 5 FLAGS (\\Deleted))"]) == []
-    assert assembler.finish() == []
+    assembler.feed([b"1 FETCH (UID 5 FLAGS (\\Deleted))"])
+    assert settled(assembler) == []
+    assembler.finish()
+    assert settled(assembler) == []
+    assert assembler.ignored == 1
 
 
 def test_assembler_failures_match_parse_fetch() -> None:
@@ -48,11 +64,13 @@ def test_assembler_failures_match_parse_fetch() -> None:
         b"5 FETCH (FLAGS (\\Seen))",
     ]
     assembler = FetchAssembler([1, 2, 3], REQUIRE)
-    settled = dict(assembler.feed(lines))
-    settled.update(assembler.finish())
+    assembler.feed(lines)
+    outcomes = dict(settled(assembler))
+    assembler.finish()
+    outcomes.update(settled(assembler))
     expected = imap_fetch.parse_fetch(lines, requested=[1, 2, 3], require=REQUIRE)
-    assert settled == expected.failures
-    assert set(settled) == {1, 2, 3}
+    assert outcomes == expected.failures
+    assert set(outcomes) == {1, 2, 3}
 
 
 def test_stream_yields_in_order_and_fails_what_never_came() -> None:
@@ -143,3 +161,48 @@ def test_segments_keep_the_sequence_set_short() -> None:
     for segment in segments:
         assert len(sequence_set(k.uid for k in segment)) <= MAX_UID_SET_OCTETS
     assert len(sequence_set(k.uid for k in [*segments[0], segments[1][0]])) > MAX_UID_SET_OCTETS - 7
+
+
+def test_assembler_split_anywhere_between_responses_gives_the_same_outcomes() -> None:
+    """Fed whole responses one at a time or all at once, the assembler settles the same messages."""
+    lines = [part for seq in (1, 2, 3) for part in response(seq, seq + 10, b"body %d" % seq, b"\\Seen")]
+    together = imap_fetch.parse_fetch(lines, requested=[11, 12, 13], require=REQUIRE)
+    assembler = FetchAssembler([11, 12, 13], REQUIRE)
+    outcomes: dict[int, imap_fetch.Outcome] = {}
+    for start in range(0, len(lines), 3):
+        assembler.feed(lines[start : start + 3])
+        outcomes.update(settled(assembler))
+    assert len(outcomes) == 3  # each settled as its response arrived, before finish()
+    assert outcomes == together.messages
+
+
+def test_assembler_caps_fail_the_message_not_the_command() -> None:
+    """A literal or a response text beyond the caps fails its UID (or is listed in malformed)."""
+    assembler = FetchAssembler([1, 2, 3], ("BODY[]",), max_text_octets=200, max_literal_octets=10)
+    assembler.feed([b"1 FETCH (UID 1 BODY[] {11}", bytearray(b"x" * 11), b")"])
+    assembler.feed([b"2 FETCH (UID 2 X-LONG " + b"y" * 300 + b" BODY[] {1}", bytearray(b"z"), b")"])
+    assembler.feed([b"3 FETCH (X " + b"y" * 300 + b")"])
+    outcomes = dict(settled(assembler))
+    assert "over the cap" in str(outcomes[1])
+    assert "over the cap" in str(outcomes[2])
+    assert len(assembler.malformed) == 1
+    with pytest.raises(ValueError, match="positive"):
+        FetchAssembler(max_text_octets=0)
+
+
+@pytest.mark.parametrize(
+    ("line", "depth"),
+    [
+        (b"1 FETCH (UID 1 BODY[HEADER.FIELDS (A B)] {5}", 1),
+        (b'1 FETCH (ENVELOPE ("Re: :)" NIL))', 0),
+        (b'1 FETCH (X "a\\"(" Y (Z)', 1),
+        (b"1 FETCH (BODY[] {3}", 1),
+        (b")", -1),
+        (b'(X "a\\"(" "b(" Y (Z)', 1),
+        (b'1 FETCH (BODY[HEADER.FIELDS ("A(")] {3}', 1),
+        (b'1 FETCH (X "unterminated (', 1),
+    ],
+)
+def test_paren_depth_follows_the_lexer(line: bytes, depth: int) -> None:
+    """Parentheses in quoted strings, section specs and literal markers do not count toward the depth."""
+    assert imap_lex.paren_depth(line) == depth

@@ -1,7 +1,7 @@
 """Sans-I/O IMAP parsing: mailbox names, quoting, sequence sets and every response parser.
 
 Response parts are given in the shape aioimaplib 2.0.3 produces (see ``maild.protocols.imap.wire``);
-``tests/faults/imap_library_test.py`` feeds real server byte streams through aioimaplib itself,
+``tests/faults/test_imap_library.py`` feeds real server byte streams through aioimaplib itself,
 split at every byte boundary, into the same parsers.
 """
 
@@ -16,7 +16,7 @@ from maild.errors import ProtocolError
 from maild.protocols.imap import fetch as imap_fetch
 from maild.protocols.imap import lex as imap_lex
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import wire
+from maild.protocols.imap import utf7, wire
 
 # ------------------------------------------------------------------------------------ modified UTF-7
 
@@ -41,15 +41,15 @@ from maild.protocols.imap import wire
 )
 def test_mutf7_encodes_and_round_trips(name: str, encoded: str) -> None:
     """Names encode to the RFC 3501 form and decode back to the same Unicode text."""
-    assert wire.encode_mailbox_name(name) == encoded
-    assert wire.decode_mailbox_name(encoded) == name
-    assert wire.decode_mailbox_name(encoded.encode("ascii")) == name
+    assert utf7.encode_mailbox_name(name) == encoded
+    assert utf7.decode_mailbox_name(encoded) == name
+    assert utf7.decode_mailbox_name(encoded.encode("ascii")) == name
 
 
 def test_mutf7_round_trips_every_bmp_block() -> None:
     """A sample of characters across the Basic Multilingual Plane survives encode and decode."""
     text = "".join(chr(c) for c in range(0xA0, 0xD7FF, 97))
-    assert wire.decode_mailbox_name(wire.encode_mailbox_name(text)) == text
+    assert utf7.decode_mailbox_name(utf7.encode_mailbox_name(text)) == text
 
 
 @pytest.mark.parametrize(
@@ -70,13 +70,13 @@ def test_mutf7_round_trips_every_bmp_block() -> None:
 def test_mutf7_rejects_invalid_and_non_canonical_names(bad: str | bytes) -> None:
     """Names the encoder would never produce are refused, so SELECT can send back exactly what LIST sent."""
     with pytest.raises(ProtocolError, match=r"RFC 3501 section 5\.1\.3"):
-        wire.decode_mailbox_name(bad)
+        utf7.decode_mailbox_name(bad)
 
 
 def test_mutf7_encode_rejects_lone_surrogate() -> None:
     """A lone surrogate has no UTF-16 form and cannot be a mailbox name."""
     with pytest.raises(ValueError, match="surrogate"):
-        wire.encode_mailbox_name("bad \ud800")
+        utf7.encode_mailbox_name("bad \ud800")
 
 
 # ------------------------------------------------------------------------------------ quoting, sets

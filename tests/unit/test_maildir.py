@@ -10,7 +10,6 @@ import hashlib
 import mailbox
 import os
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,13 @@ import pytest
 from maild.archive import maildir
 from maild.archive.maildir import deliver, folder_name, sha256_of_name
 from maild.archive.store import Store
-from maild.config.loader import AccountConfig, load_config
+from maild.config.loader import load_config
 from maild.errors import ConfigError, DeliveryError, StoreError
 from maild.fetch.cycle import fetch_cycle
 from maild.model import IMAPKey, POP3Key
-from tests.unit.fakes import FakeServer, make_message, pop3_account
+from tests.support.accounts import imap_account, pop3_account
+from tests.support.fetching import prepare
+from tests.unit.fakes import FakeServer, make_message
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 NAME_RE = re.compile(r"\d+\.M\d+P\d+Q\d+H([0-9a-f]{64})\.[^/:,]+,S=(\d+)")
@@ -51,21 +52,6 @@ def files_in(root: Path, folder: str = "") -> list[Path]:
     return sorted(
         p for sub in ("new", "cur") if (directory / sub).is_dir() for p in (directory / sub).iterdir()
     )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive in a temporary directory."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-async def prepared(store: Store, account: AccountConfig) -> AccountConfig:
-    await store.ensure_account(account.name, account.organisation, account.employee, account.protocol, T0)
-    return account
 
 
 async def delivery_rows(store: Store, account: str) -> list[tuple[int, str]]:
@@ -238,7 +224,7 @@ def test_account_without_deliver_maildir_has_none(tmp_path: Path) -> None:
 async def test_cycle_delivers_each_new_message_once(store: Store, tmp_path: Path) -> None:
     """A cycle writes each new message to the Maildir and records it; the next cycle writes nothing."""
     root = tmp_path / "anna"
-    account = await prepared(store, pop3_account(deliver_maildir=root))
+    account = await prepare(store, pop3_account(deliver_maildir=root))
     server = FakeServer.with_pop3(5)
 
     first = await fetch_cycle(account, store, server.session(), clock=clock, batch_messages=2)
@@ -256,9 +242,9 @@ async def test_cycle_delivers_each_new_message_once(store: Store, tmp_path: Path
 async def test_imap_mailboxes_are_delivered_to_subfolders(store: Store, tmp_path: Path) -> None:
     """INBOX goes to the top level and Archiv/2026 to .Archiv.2026; a message in both is delivered once."""
     root = tmp_path / "anna"
-    account = await prepared(
+    account = await prepare(
         store,
-        pop3_account("anna-imap", protocol="imap", mailboxes=("INBOX", "Archiv/2026"), deliver_maildir=root),
+        imap_account(mailboxes=("INBOX", "Archiv/2026"), deliver_maildir=root),
     )
     server = FakeServer(
         [
@@ -287,7 +273,7 @@ async def test_delivery_failure_after_commit_blocks_deletion_then_catches_up_onc
     file per message) and deletes on the server.
     """
     root = tmp_path / "anna"
-    account = await prepared(store, pop3_account(retention="delete", deliver_maildir=root))
+    account = await prepare(store, pop3_account(retention="delete", deliver_maildir=root))
     server = FakeServer.with_pop3(4)
     real = maildir._write_new
 
@@ -320,7 +306,7 @@ async def test_files_written_but_not_recorded_are_not_written_twice(
     them by SHA-256, records them, and writes nothing new.
     """
     root = tmp_path / "anna"
-    account = await prepared(store, pop3_account(deliver_maildir=root))
+    account = await prepare(store, pop3_account(deliver_maildir=root))
     server = FakeServer.with_pop3(3)
     real = Store.record_deliveries
 
@@ -345,7 +331,7 @@ async def test_files_written_but_not_recorded_are_not_written_twice(
 async def test_deleted_files_are_not_delivered_again(store: Store, tmp_path: Path) -> None:
     """When the office deletes delivered files, maild does not write them again; new mail still arrives."""
     root = tmp_path / "anna"
-    account = await prepared(store, pop3_account(deliver_maildir=root))
+    account = await prepare(store, pop3_account(deliver_maildir=root))
     server = FakeServer.with_pop3(2)
     await fetch_cycle(account, store, server.session(), clock=clock)
     for path in files_in(root):
@@ -360,7 +346,7 @@ async def test_deleted_files_are_not_delivered_again(store: Store, tmp_path: Pat
 
 async def test_deletion_requires_delivery_row(store: Store, tmp_path: Path) -> None:
     """Store.archived with require_delivery accepts only keys whose message has a delivery row."""
-    account = await prepared(store, pop3_account())
+    account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(2)
     await fetch_cycle(account, store, server.session(), clock=clock)
     keys = [POP3Key("uidl-1"), POP3Key("uidl-2")]
@@ -376,7 +362,7 @@ async def test_unwritable_maildir_does_not_stop_archiving(store: Store, tmp_path
     """With a Maildir that cannot be created, the cycle still archives everything, then raises DeliveryError."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    account = await prepared(store, pop3_account(deliver_maildir=blocker / "anna"))
+    account = await prepare(store, pop3_account(deliver_maildir=blocker / "anna"))
     server = FakeServer.with_pop3(3)
 
     with pytest.raises(DeliveryError, match="cannot deliver to Maildir"):

@@ -11,7 +11,7 @@ import pytest
 
 from maild.service.metrics import database_octets, render, write_textfile
 from maild.service.scheduler import AccountRuntime
-from tests.unit.fakes import pop3_account
+from tests.support.accounts import pop3_account
 
 LINE = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? -?[0-9.e+]+$')
 
@@ -48,7 +48,10 @@ def test_render_is_valid_exposition_with_every_family() -> None:
         'maild_fetch_cycles_total{account="a",organisation="Kanzlei Berger",protocol="pop3",outcome="auth"} 1'
         in text
     )
-    assert 'maild_fetched_bytes_total{account="b",organisation="Kanzlei Berger",protocol="pop3"} 23628060' in text
+    assert (
+        'maild_fetched_bytes_total{account="b",organisation="Kanzlei Berger",protocol="pop3"} 23628060'
+        in text
+    )
     assert "maild_store_bytes 4096" in text
     assert (
         f'maild_last_success_timestamp_seconds{{account="a",organisation="Kanzlei Berger",protocol="pop3"}} {int(datetime(2026, 11, 30, 9, 0, tzinfo=UTC).timestamp())}'

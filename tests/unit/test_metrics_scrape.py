@@ -14,7 +14,7 @@ from maild.errors import ConfigError, ControlError
 from maild.service.metrics import FAILURE_CLASSES, MODES, STATES, render
 from maild.service.metrics_http import MAX_REQUEST_OCTETS, MetricsServer
 from maild.service.scheduler import AccountRuntime
-from tests.unit.fakes import pop3_account
+from tests.support.accounts import pop3_account
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

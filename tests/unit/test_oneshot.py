@@ -10,7 +10,8 @@ import pytest
 from maild.config.loader import AccountConfig, Config, DaemonConfig
 from maild.errors import AuthError, ConfigError
 from maild.service.oneshot import fetch_once
-from tests.unit.fakes import Concurrency, FakeServer, maildrops_of, pop3_account
+from tests.support.accounts import pop3_account
+from tests.unit.fakes import Concurrency, FakeServer, maildrops_of
 
 
 def config_of(tmp_path: Path, accounts: list[AccountConfig], **daemon: int) -> Config:

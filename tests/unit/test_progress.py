@@ -16,7 +16,8 @@ from maild.fetch.cycle import fetch_cycle
 from maild.fetch.progress import PROGRESS_LOG_INTERVAL_S, CycleProgress
 from maild.model import StoreOutcome
 from maild.service.status import ProgressStatus
-from tests.unit.fakes import FakeServer, make_message, pop3_account
+from tests.support.accounts import pop3_account
+from tests.unit.fakes import FakeServer, make_message
 from tests.unit.test_fetch_cycle import T0, Clock
 
 

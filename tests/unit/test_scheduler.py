@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -23,8 +23,10 @@ from maild.fetch.cycle import CycleResult
 from maild.model import POP3Key
 from maild.policy import BACKOFF_BASE_S, THROTTLE_MIN_S
 from maild.service import scheduler as scheduler_module
-from maild.service.scheduler import Scheduler
-from tests.unit.fakes import Concurrency, FakeServer, maildrops_of, make_message, pop3_account
+from maild.service.scheduler import AccountRuntime, Scheduler
+from tests.support.accounts import pop3_account
+from tests.support.waiting import eventually
+from tests.unit.fakes import Concurrency, FakeServer, maildrops_of, make_message
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -41,13 +43,6 @@ class HighRandom(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return b
-
-
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds, failing the test after ``timeout_s`` seconds."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 async def make_scheduler(
@@ -85,6 +80,21 @@ class Running:
         self.stop_event.set()
         async with asyncio.timeout(within_s):
             await self.task
+
+
+async def anna_after_first_cycle(
+    store: Store,
+    executor: ThreadPoolExecutor,
+    servers: dict[str, FakeServer],
+    shutdown_timeout_s: float = 2.0,
+) -> tuple[FakeServer, Scheduler, AccountRuntime, Running]:
+    """POP3 account "anna" with one message: its scheduler running and its first cycle done."""
+    server = servers["anna"] = FakeServer.with_pop3(1)
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
+    rt = sched.accounts["anna"]
+    run = Running(sched, shutdown_timeout_s)
+    await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
+    return server, sched, rt, run
 
 
 async def settled(fut: Awaitable[CycleResult | None]) -> CycleResult | None:
@@ -216,11 +226,7 @@ async def test_request_fetch_resolves_after_the_cycle(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """A requested fetch resolves with that cycle's result only once the cycle has ended."""
-    server = servers["anna"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
-    rt = sched.accounts["anna"]
-    run = Running(sched)
-    await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
+    server, sched, _rt, run = await anna_after_first_cycle(store, executor, servers)
 
     gate = asyncio.Event()
     server.plan(gates={"retrieve": gate})
@@ -311,11 +317,7 @@ async def test_shutdown_resolves_the_request_of_a_cancelled_cycle(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """A requested fetch whose cycle is cancelled by shutdown resolves to None (the daemon stopped)."""
-    server = servers["anna"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
-    rt = sched.accounts["anna"]
-    run = Running(sched, shutdown_timeout_s=0.1)
-    await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
+    server, sched, _rt, run = await anna_after_first_cycle(store, executor, servers, 0.1)
 
     server.plan(gates={"retrieve": asyncio.Event()})
     server.add(POP3Key("uidl-2"), make_message(2))
@@ -447,11 +449,7 @@ async def test_paused_account_is_not_fetched_until_resumed(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
     """A paused account is in state "paused", a requested fetch resolves None without a session, and resume() fetches."""
-    server = servers["anna"] = FakeServer.with_pop3(1)
-    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
-    rt = sched.accounts["anna"]
-    run = Running(sched)
-    await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
+    server, sched, rt, run = await anna_after_first_cycle(store, executor, servers)
 
     sched.pause("anna")
     paused = (rt.state, rt.next_run)
@@ -491,3 +489,29 @@ async def test_account_paused_while_waiting_for_a_slot_is_not_fetched(
     await run.stop()
 
     assert servers["second"].sessions == []
+
+
+async def test_refused_refresh_token_locks_out_at_once(
+    store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
+) -> None:
+    """An AuthError that only re-authorization can cure (OAuth2 invalid_grant) puts the account in
+    "auth_failed" after the first failure: no retry storm against the token endpoint (issue 13)."""
+    server = servers["anna"] = FakeServer.with_pop3(1)
+    revoked = AuthError(
+        "account anna: the refresh token was refused (invalid_grant); run `maild accounts authorize anna`",
+        account="anna",
+        reauthorize=True,
+    )
+    server.default_plan.faults = {"open": revoked}
+    sched = await make_scheduler(store, executor, servers, [pop3_account("anna")])
+    rt = sched.accounts["anna"]
+
+    run = Running(sched)
+    await eventually(lambda: rt.state == "auth_failed")
+    locked_result = await settled(sched.request_fetch("anna"))
+    await run.stop()
+
+    assert locked_result is None
+    assert len(server.sessions) == 1
+    assert rt.last_error is not None
+    assert "run `maild accounts authorize anna`" in rt.last_error

@@ -36,7 +36,7 @@ from maild.service.status import (
     StatusReply,
     UIDValidityChangeStatus,
 )
-from tests.unit.fakes import pop3_account
+from tests.support.accounts import pop3_account
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LATER = datetime(2026, 3, 2, 9, 5, 7, tzinfo=UTC)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,11 @@ MSG_C = b"Subject: third\r\n\r\nbody C\r\n"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An open archive with the POP3 account "anna-pop" and the IMAP account "anna-imap"."""
-    s = await Store.open(tmp_path / "maild.sqlite3")
-    await s.ensure_account("anna-pop", "Kanzlei Berger", "Anna Berger", "pop3", NOW)
-    await s.ensure_account("anna-imap", "Kanzlei Berger", "Anna Berger", "imap", NOW)
-    try:
-        yield s
-    finally:
-        await s.close()
+async def store(store: Store) -> Store:
+    """The shared open archive, with the POP3 account "anna-pop" and the IMAP account "anna-imap"."""
+    await store.ensure_account("anna-pop", "Kanzlei Berger", "Anna Berger", "pop3", NOW)
+    await store.ensure_account("anna-imap", "Kanzlei Berger", "Anna Berger", "imap", NOW)
+    return store
 
 
 async def query(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from maild.archive.move_queries import MigrationStore, as_keys
+from maild.archive.store import Store
 from maild.model import IMAPKey, POP3Key, RetrievedMessage
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -26,9 +25,16 @@ def raw(n: int) -> bytes:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[MigrationStore]:
+def store_class() -> type[Store]:
+    """This module tests the MigrationStore queries."""
+    return MigrationStore
+
+
+@pytest.fixture
+async def store(store: Store) -> MigrationStore:
     """An archive with POP3 account "old" (messages 1-3; 1 still on its server) and IMAP "new" (3-4)."""
-    s = await MigrationStore.open(tmp_path / "maild.sqlite3")
+    s = store
+    assert isinstance(s, MigrationStore)
     await s.ensure_account("old", "Kanzlei", "Anna", "pop3", NOW)
     await s.ensure_account("new", "Kanzlei", "Anna", "imap", NOW)
     await s.store_batch("old", [RetrievedMessage(POP3Key(f"u{n}"), raw(n)) for n in (1, 2, 3)], NOW)
@@ -43,10 +49,7 @@ async def store(tmp_path: Path) -> AsyncIterator[MigrationStore]:
         ],
         NOW,
     )
-    try:
-        yield s
-    finally:
-        await s.close()
+    return s
 
 
 async def ids(store: MigrationStore, account: str) -> dict[bytes, int]:

@@ -1,2 +1,15 @@
-"""IMAP4rev1/IMAP4rev2 (RFC 3501, RFC 9051) over aioimaplib: sans-I/O wire modules, the client
-(sole importer of aioimaplib), connection, mailbox adapter and IDLE session."""
+"""IMAP4rev1/IMAP4rev2 (RFC 3501, RFC 9051) as a package of composed parts, shaped like ``pop3``.
+
+* sans-I/O (no asyncio, socket, ssl or aioimaplib; they import only ``errors`` and each other):
+  ``lex`` (lexer, FETCH framing depth), ``utf7`` (modified UTF-7 names), ``wire`` (quoting, status,
+  CAPABILITY, SELECT, SEARCH, mailbox events, APPEND formatting), ``fetch`` (the one
+  ``FetchAssembler``), ``listing`` (LIST and the choice of mailboxes);
+* ``client``: the only module importing aioimaplib; a small maild-owned API (``IMAPClient``,
+  ``Reply``, ``StreamingFetch``, ``IdleRound``, ``LibraryError``);
+* ``connection``: ``IMAPConnection`` (connect, TLS/STARTTLS, LOGIN, CAPABILITY, SELECT, LIST, the
+  guarded call, discard/abort, the error mapping), held by
+* ``mailbox`` (``IMAPMailbox``, the Maildrop adapter, which hands its connection to ``stream``,
+  ``scan`` and ``deletion``) and ``idle`` (``IMAPIdleSession``).
+
+Other packages import ``mailbox``, ``idle``, ``wire``, ``listing`` and ``utf7``, never ``client``.
+"""

@@ -1,50 +1,105 @@
-"""The aioimaplib protocol layer: the only module touching aioimaplib's internals.
+"""The aioimaplib layer: the only module that imports aioimaplib or touches its internals.
 
-What it adds to aioimaplib 2.0.3 (see ``DEPENDENCIES.md`` for the measurements behind each point):
+Everything else in :mod:`maild.protocols.imap` talks to the server through :class:`IMAPClient`, a
+small maild-owned API whose values are maild types (:class:`Reply`, :data:`~.lex.Part`) and whose
+errors are :class:`LibraryError` and :class:`LibraryTimeout`; aioimaplib's ``Response``, ``Command``,
+tags, tasks, IDLE queue and exceptions stay in here. What it adds to aioimaplib 2.0.3 (see
+``DEPENDENCIES.md`` for the measurements behind each point):
 
-* :class:`_TrackingProtocol` records when data last arrived (for the inactivity limit) and turns a
-  refused greeting into a prompt connection loss;
-* with exactly aioimaplib :data:`PATCHED_AIOIMAPLIB` a small subclass, :class:`_FastProtocol`, removes
-  the library's hot spots (quadratic FETCH completion check, eager debug formatting of every received
-  chunk, recursion per line);
-* :class:`IMAPClient` builds the chosen protocol class (:data:`_PROTOCOL_CLASS`);
-* streaming FETCH (:class:`StreamingFetch`, only on :class:`_FastProtocol`): each FETCH response is
-  handed to a callback as soon as it is complete instead of being kept until the tagged completion,
-  and reading can be paused for backpressure;
-* STARTTLS, which aioimaplib lacks, in :func:`starttls`.
+* :class:`_FastProtocol` records when data last arrived (for the inactivity limit), turns a refused
+  greeting into a prompt connection loss, and removes the library's hot spots (quadratic FETCH
+  completion check, eager debug formatting of every received chunk, recursion per line);
+* FETCH responses are framed with the lexer's rules (:func:`~.lex.paren_depth`: parentheses inside
+  quoted strings and section specs do not count, literals are skipped), not by counting every
+  parenthesis as the library does;
+* streaming FETCH (:class:`StreamingFetch`): each FETCH response is handed to a sink as soon as it is
+  complete instead of being kept until the tagged completion, and reading can be paused;
+* STARTTLS, which aioimaplib lacks (:func:`starttls`), and IDLE rounds (:class:`IdleRound`) bounded by
+  the caller instead of the library's hanging helpers.
 
-``tests/faults/imap_library_test.py`` pins the source of every library method relied on here.
+There is no fallback to the stock protocol: ``pyproject.toml`` pins aioimaplib to exactly
+:data:`PATCHED_AIOIMAPLIB`, and ``tests/faults/test_imap_library.py`` (with the IDLE pins in
+``tests/faults/test_idle_faults.py``) fails when the installed version or the source of any library
+method relied on here changes. A path that would only run after the pin changed is never tested.
+
+May import: asyncio, ssl, aioimaplib, :mod:`maild.errors`, :mod:`maild.protocols.imap.lex`.
+
+Longer than the ~500 lines of the style guide on purpose: it is the one module allowed to import
+aioimaplib, and splitting it would make two.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import aioimaplib
 
 from maild.errors import ProtocolError
-from maild.protocols.imap.lex import Part
+from maild.protocols.imap.lex import Part, paren_depth
 
 __all__ = [
     "AIOIMAPLIB_VERSION",
     "PATCHED_AIOIMAPLIB",
     "FetchSink",
     "IMAPClient",
+    "IdleRound",
+    "LibraryError",
+    "LibraryTimeout",
+    "Reply",
     "StreamingFetch",
     "quiet_library_logger",
     "starttls",
-    "streaming_supported",
 ]
 
-#: The aioimaplib release whose internals :class:`_FastProtocol` and :func:`starttls` were written for.
+#: The aioimaplib release whose internals this module was written for (pinned in pyproject.toml).
 PATCHED_AIOIMAPLIB = "2.0.3"
 #: The installed aioimaplib release.
 AIOIMAPLIB_VERSION = importlib.metadata.version("aioimaplib")
+
+
+class LibraryError(Exception):
+    """aioimaplib refused a call (wrong state, unexpected response); the text names its exception."""
+
+
+class LibraryTimeout(LibraryError):
+    """aioimaplib's own timer expired (maild passes no library timers, so this should not happen)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A command's answer as aioimaplib framed it.
+
+    Attributes:
+        result: ``"OK"``, ``"NO"`` or ``"BAD"`` as the library reports the tagged completion.
+        lines: the untagged parts (text lines as ``bytes`` without CRLF, literals as ``bytearray``,
+            the shape :mod:`maild.protocols.imap.wire` describes), then the tagged completion's text
+            after its result word as the last element.
+    """
+
+    result: str
+    lines: list[Part]
+
+
+def _reply(response: Any) -> Reply:
+    return Reply(str(response.result), list(response.lines))
+
+
+async def _run(awaitable: Awaitable[Any]) -> Reply:
+    """Await a library coroutine and translate its result and its exceptions into maild's."""
+    try:
+        response = await awaitable
+    except aioimaplib.CommandTimeout as exc:
+        raise LibraryTimeout(f"{type(exc).__name__}: {exc}") from None
+    except aioimaplib.AioImapException as exc:
+        raise LibraryError(f"{type(exc).__name__}: {exc}") from None
+    return _reply(response)
 
 
 def quiet_library_logger() -> None:
@@ -60,60 +115,28 @@ def quiet_library_logger() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-class _TrackingProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
-    """The stock protocol plus ``last_received``, the loop time of the last chunk (for inactivity)."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, conn_lost_cb: Callable[[Exception | None], None] | None
-    ) -> None:
-        super().__init__(loop, conn_lost_cb)
-        self.last_received = loop.time()
-
-    greeting_refused: bytes | None = None
-
-    def data_received(self, d: bytes) -> None:
-        self.last_received = self.loop.time()
-        super().data_received(d)
-
-    async def welcome(self, command: bytes) -> None:
-        """Handle the greeting; on a BYE (or other non-OK) greeting, remember it and hang up.
-
-        The stock method raises inside a task nobody awaits, and the client then waits for a state
-        that never comes; closing the transport turns that into a prompt connection-lost.
-        """
-        try:
-            await super().welcome(command)
-        except aioimaplib.Error:
-            self.greeting_refused = command
-            if self.transport is not None:
-                self.transport.close()
-
-
 class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
-    """FetchCommand whose completion check is O(1) per line instead of rescanning every line.
+    """FetchCommand whose completion check is O(1) per line and follows the lexer's rules.
 
-    Keeps the stock rule: count ``(`` and ``)`` in the text lines since the last line that starts a
-    FETCH response (literals excluded); more data is awaited while the counts differ.
+    The response goes on while the parenthesis depth of its text lines since the last line that
+    starts a FETCH response (literals excluded, quoted strings and ``[...]`` section specs skipped,
+    see :func:`~maild.protocols.imap.lex.paren_depth`) is above zero.
     """
 
-    _open_parens = 0
-    _close_parens = 0
+    _depth = 0
 
     def append_to_resp(self, line: Any, result: str = "Pending") -> None:
         super().append_to_resp(line, result)
         if isinstance(line, bytes):
-            if self.FETCH_MESSAGE_DATA_RE.match(line):
-                self._open_parens, self._close_parens = line.count(b"("), line.count(b")")
-            else:
-                self._open_parens += line.count(b"(")
-                self._close_parens += line.count(b")")
+            start = self.FETCH_MESSAGE_DATA_RE.match(line)
+            self._depth = paren_depth(line, 0 if start else self._depth)
 
     def wait_data(self) -> bool:
-        return bool(self._open_parens != self._close_parens)
+        return self._depth > 0
 
 
 #: Receives one complete FETCH response: its text lines (bytes, without ``* ``) and literals
-#: (bytearray) in arrival order, the shape :func:`~maild.protocols.imap.fetch.parse_fetch` reads.
+#: (bytearray) in arrival order, the shape :meth:`~.fetch.FetchAssembler.feed` reads.
 #: Called from the transport's ``data_received``: it must return quickly and must not raise.
 FetchSink: TypeAlias = Callable[[list[Part]], None]
 
@@ -121,10 +144,10 @@ FetchSink: TypeAlias = Callable[[list[Part]], None]
 class _StreamingFetchCommand(_FastFetchCommand):
     """A FETCH that hands each complete FETCH response to a sink instead of keeping it.
 
-    A response is complete when its parentheses balance after a text line (the library's own rule:
-    after that it routes no further line to this command except a new ``n FETCH (``), when the next
-    ``n FETCH (`` begins, or when the tagged completion arrives. Only the tagged completion stays in
-    the library's ``Response.lines``; memory holds at most the response being read.
+    A response is complete when its depth returns to zero after a text line (after that the library
+    routes no further line to this command except a new ``n FETCH (``), when the next ``n FETCH (``
+    begins, or when the tagged completion arrives. Only the tagged completion stays in the library's
+    ``Response.lines``; memory holds at most the response being read.
 
     Standard: RFC 9051 section 7.5.2 (one FETCH response per message, possibly several).
     """
@@ -141,14 +164,12 @@ class _StreamingFetchCommand(_FastFetchCommand):
             return
         text = isinstance(line, bytes)
         if text:
-            if self.FETCH_MESSAGE_DATA_RE.match(line):
+            start = self.FETCH_MESSAGE_DATA_RE.match(line)
+            if start:
                 self._hand_over()
-                self._open_parens, self._close_parens = line.count(b"("), line.count(b")")
-            else:
-                self._open_parens += line.count(b"(")
-                self._close_parens += line.count(b")")
+            self._depth = paren_depth(line, 0 if start else self._depth)
         self._parts.append(line)
-        if text and self._open_parens == self._close_parens:
+        if text and self._depth <= 0:
             self._hand_over()
 
     def _hand_over(self) -> None:
@@ -157,20 +178,41 @@ class _StreamingFetchCommand(_FastFetchCommand):
             self._sink(parts)
 
 
-class _FastProtocol(_TrackingProtocol):
-    """aioimaplib 2.0.3's protocol with its three hot spots removed, behaviour otherwise identical.
+class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib 2.0.3's protocol with its hot spots removed, behaviour otherwise identical.
 
+    * ``last_received``: the loop time of the last received chunk (for the inactivity limit);
+    * a BYE (or other non-OK) greeting closes the transport (``greeting_refused`` keeps it);
     * ``data_received`` no longer formats every received chunk into a debug string;
     * ``_handle_responses`` loops over the lines of a chunk instead of recursing once per line and
       walks it by offset instead of copying the rest after every line;
     * FETCH uses :class:`_FastFetchCommand`.
 
-    Only used when the installed aioimaplib is exactly :data:`PATCHED_AIOIMAPLIB`; a test compares it
-    with the stock protocol on the same byte streams split at every boundary.
+    A test compares it with the stock protocol on the same byte streams split at every boundary.
     """
 
     incomplete_line: bytes
     current_command: Any
+    greeting_refused: bytes | None = None
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, conn_lost_cb: Callable[[Exception | None], None] | None
+    ) -> None:
+        super().__init__(loop, conn_lost_cb)
+        self.last_received = loop.time()
+
+    async def welcome(self, command: bytes) -> None:
+        """Handle the greeting; on a BYE (or other non-OK) greeting, remember it and hang up.
+
+        The stock method raises inside a task nobody awaits, and the client then waits for a state
+        that never comes; closing the transport turns that into a prompt connection-lost.
+        """
+        try:
+            await super().welcome(command)
+        except aioimaplib.Error:
+            self.greeting_refused = command
+            if self.transport is not None:
+                self.transport.close()
 
     def data_received(self, d: bytes) -> None:
         self.last_received = self.loop.time()
@@ -234,34 +276,50 @@ class _FastProtocol(_TrackingProtocol):
         return await self.execute(command)
 
 
-_PROTOCOL_CLASS: type[_TrackingProtocol] = (
-    _FastProtocol if AIOIMAPLIB_VERSION == PATCHED_AIOIMAPLIB else _TrackingProtocol
-)
+class _LibraryClient(aioimaplib.IMAP4):  # type: ignore[misc]
+    """``aioimaplib.IMAP4`` building :class:`_FastProtocol` (same code as the library's method)."""
+
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: Callable[[Exception | None], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _FastProtocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(
+            local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
+        )
 
 
-def streaming_supported(protocol: Any) -> bool:
-    """Whether :class:`StreamingFetch` works on ``protocol`` (the patched protocol only)."""
-    return isinstance(protocol, _FastProtocol)
+# --------------------------------------------------------------------------------------------------
+# Streaming FETCH, STARTTLS, IDLE
+# --------------------------------------------------------------------------------------------------
 
 
 class StreamingFetch:
     """One ``[UID] FETCH`` whose responses go to ``sink`` one by one while the command runs.
 
-    Only on :class:`_FastProtocol` (see :func:`streaming_supported`). aioimaplib keys pending async
-    commands by name, so no other FETCH may run on the session until :meth:`run` has returned.
+    aioimaplib keys pending async commands by name, so no other FETCH may run on the session until
+    :meth:`run` has returned.
 
     Args:
-        protocol: the session's protocol object.
+        protocol: the session's protocol object (a :class:`_FastProtocol`).
         message_set: the sequence set, e.g. ``"1:2000,2005"``.
         items: the data items, e.g. ``"(UID FLAGS INTERNALDATE BODY.PEEK[])"``.
         sink: receives each complete FETCH response (see :data:`FetchSink`).
         by_uid: send ``UID FETCH`` (RFC 9051 section 6.4.9).
+
+    Raises:
+        TypeError: ``protocol`` is not the patched protocol.
     """
 
     def __init__(
         self, protocol: Any, message_set: str, items: str, sink: FetchSink, *, by_uid: bool = True
     ) -> None:
-        if not streaming_supported(protocol):
+        if not isinstance(protocol, _FastProtocol):
             raise TypeError("streaming FETCH needs the patched aioimaplib protocol")
         self._protocol = protocol
         self._command = _StreamingFetchCommand(
@@ -273,16 +331,16 @@ class StreamingFetch:
             loop=protocol.loop,
         )
 
-    async def run(self) -> Any:
+    async def run(self) -> Reply:
         """Send the command and wait for its tagged completion.
 
         Returns:
-            The library's Response; its ``lines`` hold only the tagged completion text.
+            The reply; its ``lines`` hold only the tagged completion text.
 
         Raises:
-            aioimaplib.Abort: the session is not in SELECTED state (mapped by the caller).
+            LibraryError: the session is not in SELECTED state.
         """
-        return await self._protocol.execute(self._command)
+        return await _run(self._protocol.execute(self._command))
 
     @property
     def completed(self) -> bool:
@@ -302,42 +360,27 @@ class StreamingFetch:
             transport.resume_reading()
 
 
-class IMAPClient(aioimaplib.IMAP4):  # type: ignore[misc]
-    """``aioimaplib.IMAP4`` building :data:`_PROTOCOL_CLASS` (same code as the library's method)."""
-
-    def create_client(
-        self,
-        host: str,
-        port: int,
-        loop: asyncio.AbstractEventLoop | None,
-        conn_lost_cb: Callable[[Exception | None], None] | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        local_loop = loop if loop is not None else asyncio.get_running_loop()
-        self.protocol = _PROTOCOL_CLASS(local_loop, conn_lost_cb)
-        self._client_task = local_loop.create_task(
-            local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
-        )
-
-
-async def starttls(protocol: Any, context: ssl.SSLContext, server_hostname: str, timeout_s: float) -> Any:
-    """Send STARTTLS on a not-authenticated aioimaplib session and upgrade its transport to TLS.
+async def starttls(protocol: Any, context: ssl.SSLContext, server_hostname: str, timeout_s: float) -> Reply:
+    """Send STARTTLS on a not-authenticated session and upgrade its transport to TLS.
 
     aioimaplib has no STARTTLS. This sends the command through the protocol object (``execute``,
     ``Command``, ``new_tag``), and after OK wraps ``protocol.transport`` with ``loop.start_tls()``.
-    Capabilities must be read again afterwards (RFC 9051 section 6.2.1). Written for aioimaplib 2.0.3;
-    ``tests/faults/imap_library_test.py`` fails when the internals used here change.
+    Capabilities must be read again afterwards (RFC 9051 section 6.2.1).
 
     Returns:
-        The STARTTLS response (``Response``); the transport was upgraded only if its result is OK.
+        The STARTTLS reply; the transport was upgraded only if its result is OK.
 
     Raises:
-        ProtocolError: bytes followed the STARTTLS completion in plaintext (a response injection).
+        ProtocolError: bytes followed the STARTTLS completion in plaintext (a response injection,
+            RFC 9051 section 6.2.1).
+        LibraryError: the library refused the command (wrong state).
         ssl.SSLError, OSError: the handshake failed (mapped by the caller).
     """
-    response = await protocol.execute(aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop))
-    if response.result != "OK":
-        return response
+    reply = await _run(
+        protocol.execute(aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop))
+    )
+    if reply.result != "OK":
+        return reply
     if protocol.incomplete_line:
         raise ProtocolError("plaintext data after the STARTTLS response", standard="RFC 9051 section 6.2.1")
     loop = asyncio.get_running_loop()
@@ -348,4 +391,203 @@ async def starttls(protocol: Any, context: ssl.SSLContext, server_hostname: str,
         server_hostname=server_hostname,
         ssl_handshake_timeout=timeout_s,
     )
-    return response
+    return reply
+
+
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class IdleRound:
+    """One IDLE command in flight (RFC 2177), driven step by step by the caller.
+
+    aioimaplib's ``idle_start`` hangs forever when the server closes before its ``+`` (issue #110);
+    here every step is a future the caller races against its own timeout and the connection loss.
+
+    Attributes:
+        command: resolves to the IDLE command's :class:`Reply` once the server ends it (after DONE),
+            or raises :class:`LibraryError`.
+    """
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        protocol._idle_event.clear()
+        idle = aioimaplib.IdleCommand(protocol.new_tag(), protocol.idle_queue, loop=protocol.loop)
+        self.command: asyncio.Future[Reply] = asyncio.ensure_future(_run(protocol.execute(idle)))
+        self.command.add_done_callback(_consume_outcome)
+
+    def continuation(self) -> asyncio.Future[None]:
+        """A future resolved when the server's ``+`` continuation arrived; cancel it when not needed."""
+        waiting: Awaitable[None] = self._protocol.wait_for_idle_response()
+        return asyncio.ensure_future(waiting)
+
+    def next_push(self) -> asyncio.Future[list[Part]]:
+        """A future resolved with the next batch of pushed untagged parts; cancel it when not needed."""
+
+        async def get() -> list[Part]:
+            item = await self._protocol.idle_queue.get()
+            return list(item) if isinstance(item, list) else []
+
+        future = asyncio.ensure_future(get())
+        future.add_done_callback(_consume_outcome)
+        return future
+
+    def drain(self) -> list[Part]:
+        """The untagged parts pushed so far and not taken yet, in arrival order."""
+        lines: list[Part] = []
+        queue = self._protocol.idle_queue
+        while not queue.empty():
+            item = queue.get_nowait()
+            if isinstance(item, list):
+                lines.extend(item)
+        return lines
+
+    def send_done(self) -> None:
+        """Send DONE (RFC 2177 section 3); the server then completes :attr:`command`."""
+        self._protocol.idle_done()
+
+
+# --------------------------------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------------------------------
+
+
+class IMAPClient:
+    """One aioimaplib connection behind maild's own small API.
+
+    Every command coroutine returns a :class:`Reply` (NO and BAD are data, checked by the caller) or
+    raises :class:`LibraryError`; socket and TLS errors (``OSError``, ``ssl.SSLError``) and
+    ``TimeoutError`` pass through for the caller to map. Arguments are sent as given: the caller
+    quotes and encodes them. No command has a library timer: the caller bounds every wait.
+
+    Args:
+        host, port: the server.
+        ssl_context: for implicit TLS, else None.
+        on_connection_lost: called once when the transport closes (the library's ``conn_lost_cb``).
+        timeout_s: aioimaplib's own timer for commands that take one (LOGIN, SELECT, ...), seconds.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        on_connection_lost: Callable[[Exception | None], None],
+        timeout_s: float,
+    ) -> None:
+        self._client = _LibraryClient(
+            host, port, timeout=timeout_s, conn_lost_cb=on_connection_lost, ssl_context=ssl_context
+        )
+        self._protocol: _FastProtocol = self._client.protocol
+
+    # ------------------------------------------------------------------ connection state
+
+    @property
+    def last_received(self) -> float:
+        """Loop time (seconds) when data last arrived, or when the client was made."""
+        return float(self._protocol.last_received)
+
+    @property
+    def greeting_refused(self) -> bytes | None:
+        """The server's greeting when it was not OK/PREAUTH (the connection was then closed)."""
+        return self._protocol.greeting_refused
+
+    @property
+    def preauthenticated(self) -> bool:
+        """Whether the greeting was PREAUTH (the session is authenticated already, RFC 9051 7.1.4)."""
+        return bool(self._client.get_state() == "AUTH")
+
+    @property
+    def reading(self) -> bool:
+        """Whether the transport reads from the socket now (False while paused or closed)."""
+        transport = self._protocol.transport
+        return bool(transport is not None and transport.is_reading())
+
+    def extra_info(self, name: str) -> Any:
+        """The transport's ``get_extra_info(name)`` (``"socket"``, ``"ssl_object"``), or None."""
+        with contextlib.suppress(Exception):
+            return self._protocol.transport.get_extra_info(name)
+        return None
+
+    def abort(self) -> None:
+        """Close the transport at once and cancel the library's tasks. Never raises."""
+        with contextlib.suppress(Exception):
+            transport = self._protocol.transport
+            if transport is not None:
+                transport.abort()
+        with contextlib.suppress(Exception):
+            if not self._client._client_task.done():
+                self._client._client_task.cancel()
+        with contextlib.suppress(Exception):
+            for task in list(self._protocol.tasks):
+                task.cancel()
+
+    # ------------------------------------------------------------------ commands
+
+    async def wait_hello(self) -> None:
+        """Wait for the connection and the server's greeting."""
+        try:
+            await self._client.wait_hello_from_server()
+        except aioimaplib.AioImapException as exc:
+            raise LibraryError(f"{type(exc).__name__}: {exc}") from None
+
+    async def capability(self) -> Reply:
+        """CAPABILITY (RFC 9051 section 6.1.1)."""
+        protocol = self._protocol
+        return await _run(
+            protocol.execute(aioimaplib.Command("CAPABILITY", protocol.new_tag(), loop=protocol.loop))
+        )
+
+    async def starttls(self, context: ssl.SSLContext, server_hostname: str, timeout_s: float) -> Reply:
+        """STARTTLS and the TLS upgrade (see :func:`starttls`)."""
+        return await starttls(self._protocol, context, server_hostname, timeout_s)
+
+    async def login(self, user: str, password: str) -> Reply:
+        """LOGIN with ``user`` as given (quoted by the caller); aioimaplib quotes the password."""
+        return await _run(self._protocol.login(user, password))
+
+    async def select(self, mailbox: str) -> Reply:
+        """SELECT ``mailbox`` (quoted and encoded by the caller)."""
+        return await _run(self._protocol.select(mailbox))
+
+    async def simple(self, name: str, *args: str) -> Reply:
+        """A command without special handling: ``LIST``, ``NOOP``, ..."""
+        return await _run(self._protocol.simple_command(name, *args))
+
+    async def uid_fetch(self, uid_set: str, items: str) -> Reply:
+        """``UID FETCH`` with every response kept until the tagged completion (short commands only)."""
+        return await _run(self._protocol.fetch(uid_set, items, by_uid=True, timeout=None))
+
+    def streaming_fetch(self, uid_set: str, items: str, sink: FetchSink) -> StreamingFetch:
+        """A ``UID FETCH`` handing each response to ``sink`` (see :class:`StreamingFetch`)."""
+        return StreamingFetch(self._protocol, uid_set, items, sink)
+
+    async def uid_search(self, criterion: str) -> Reply:
+        """``UID SEARCH criterion`` without CHARSET."""
+        return await _run(self._protocol.search(criterion, charset=None, by_uid=True))
+
+    async def uid_store(self, uid_set: str, change: str, flags: str) -> Reply:
+        """``UID STORE uid_set change flags``, e.g. ``+FLAGS.SILENT (\\Deleted)``."""
+        return await _run(self._protocol.store(uid_set, change, flags, by_uid=True))
+
+    async def uid_expunge(self, uid_set: str) -> Reply:
+        """``UID EXPUNGE uid_set`` (RFC 4315 section 2.1)."""
+        return await _run(self._protocol.expunge(uid_set, by_uid=True))
+
+    async def expunge(self) -> Reply:
+        """EXPUNGE (every ``\\Deleted`` message of the selected mailbox)."""
+        return await _run(self._protocol.expunge())
+
+    async def append(self, raw: bytes, mailbox: str, flag_list: str | None, date: str | None) -> Reply:
+        """APPEND ``raw`` as a synchronising literal; ``date`` already formatted and quoted."""
+        return await _run(self._protocol.append(raw, mailbox, flag_list, date, timeout=None))
+
+    async def logout(self) -> Reply:
+        """LOGOUT."""
+        return await _run(self._protocol.logout())
+
+    def start_idle(self) -> IdleRound:
+        """Send IDLE now and return the round to drive (see :class:`IdleRound`)."""
+        return IdleRound(self._protocol)

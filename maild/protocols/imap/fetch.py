@@ -1,16 +1,22 @@
-"""Sans-I/O parsing of FETCH responses (RFC 9051 section 7.5.2) and of INTERNALDATE.
+"""Sans-I/O FETCH assembly (RFC 9051 section 7.5.2) and INTERNALDATE parsing.
 
-One broken or incomplete message in a FETCH response becomes a per-message failure, so that the rest
-of a batch still arrives. Input parts as described in :mod:`maild.protocols.imap.wire`.
+:class:`FetchAssembler` is the one set of FETCH rules: the streaming body retrieval feeds it each
+response as it completes, :func:`parse_fetch` feeds it a finished command's lines. One broken or
+incomplete message becomes a per-message failure, so that the rest of a batch still arrives. Input
+parts as described in :mod:`maild.protocols.imap.wire`.
+
+May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), :mod:`maild.errors`,
+:mod:`maild.protocols.imap.lex`.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Literal, cast
+from typing import Literal, TypeAlias, cast
 
 from maild.protocols.imap.lex import (
     FETCH_START,
@@ -238,20 +244,182 @@ def build_message(seq: int, uid: int, items: dict[str, Token], require: Iterable
     return FetchedMessage(uid, seq, flags, internaldate, size_octets, body, header, header_fields)
 
 
+#: What one UID came to: the message, or the reason it could not be read (``"BODY[] is NIL"``).
+Outcome: TypeAlias = FetchedMessage | str
+
+#: Most octets of text (literals excluded) one FETCH response may carry. RFC 9051 sets no limit;
+#: a response beyond it fails its message, so that a runaway line cannot grow without bound here.
+MAX_TEXT_OCTETS = 2**20
+#: Largest literal accepted as a message item, in octets (RFC 9051 section 4.3 allows up to
+#: 2**32 - 1); a larger one fails its message.
+MAX_LITERAL_OCTETS = 2**32 - 1
+
+
+class FetchAssembler:
+    """Incremental assembler of FETCH responses: feed response parts, take finished messages.
+
+    The one set of rules for every FETCH maild sends (streaming body retrieval, size passes, header
+    and identity scans; :func:`parse_fetch` is a thin use of it):
+
+    * items of one message may come in any order, UID before or after the body literal, spread over
+      several responses for the same sequence number (merged, later values win until it settles);
+    * a message *settles* as soon as its UID and every required item have arrived (a later response
+      for it, such as an unsolicited flag change, is counted in :attr:`ignored`); at :meth:`finish`
+      every message still open settles, a missing item failing it;
+    * a response that breaks the grammar, or exceeds a cap, fails its UID when the UID can still be
+      read, otherwise it is listed in :attr:`malformed`; responses without a usable UID, or for a
+      UID not requested, are counted in :attr:`ignored`;
+    * ``* n EXISTS`` and ``* n EXPUNGE`` between responses are recorded (:attr:`exists`,
+      :attr:`expunged`), other lines ignored.
+
+    Use: ``feed(parts)`` with whole responses, then
+    ``while (outcome := assembler.next_outcome()) is not None: ...``; after the tagged completion
+    :meth:`finish` and take the rest the same way.
+
+    Args:
+        requested: the UIDs asked for; None accepts every UID.
+        require: items every message must carry non-NIL (UID is always required).
+        max_text_octets: cap on the text of one response in octets, literals excluded.
+        max_literal_octets: cap on one literal in octets.
+
+    Raises:
+        ValueError: a cap is not positive.
+
+    Standard: RFC 9051 section 7.5.2 (FETCH response), 6.4.9 (UID FETCH always includes UID);
+    RFC 3501 section 7.4.2.
+    """
+
+    def __init__(
+        self,
+        requested: Iterable[int] | None = None,
+        require: Iterable[FetchItem] = (),
+        *,
+        max_text_octets: int = MAX_TEXT_OCTETS,
+        max_literal_octets: int = MAX_LITERAL_OCTETS,
+    ) -> None:
+        if max_text_octets < 1 or max_literal_octets < 1:
+            raise ValueError("caps must be positive")
+        self._wanted = None if requested is None else frozenset(requested)
+        self._required = tuple(dict.fromkeys(("UID", *require)))
+        self._max_text = max_text_octets
+        self._max_literal = max_literal_octets
+        self._merged: dict[int, dict[str, Token]] = {}
+        self._broken: dict[int, str] = {}
+        self._settled: set[int] = set()
+        self._ready: deque[tuple[int, Outcome]] = deque()
+        self.exists: int | None = None
+        """The last ``* n EXISTS`` seen, or None."""
+        self.expunged: list[int] = []
+        """Sequence numbers from ``* n EXPUNGE`` lines, in arrival order."""
+        self.ignored = 0
+        """Responses without a usable UID, for a UID not requested or already settled, other lines."""
+        self.malformed: list[str] = []
+        """Excerpts of FETCH responses that broke the grammar and named no UID."""
+
+    def feed(self, parts: Sequence[Part]) -> None:
+        """Take the parts of one or more whole responses (the shape of :mod:`~.wire`'s docstring).
+
+        A response must not be cut between two calls: the caller (the client's FETCH framing, or a
+        command's finished reply) hands over complete responses. Never raises for server data.
+        """
+        for logical in group_lines(parts):
+            head = strip_untagged(logical[0])
+            event = MESSAGE_EVENT.match(head) if len(logical) == 1 else None
+            if event is not None:
+                kind = event.group(2).upper()
+                if kind == b"EXISTS":
+                    self.exists = int(event.group(1))
+                elif kind == b"EXPUNGE":
+                    self.expunged.append(int(event.group(1)))
+                continue
+            line = self._read(logical, head)
+            if line is None:
+                self.ignored += 1
+                continue
+            if line.error is not None:
+                if "UID" not in line.items:
+                    self.malformed.append(line.error)
+                    continue
+                self._broken[line.seq] = line.error
+                self._merged.setdefault(line.seq, {})["UID"] = line.items["UID"]
+            else:
+                self._merged.setdefault(line.seq, {}).update(line.items)
+            self._settle(line.seq, final=False)
+
+    def finish(self) -> None:
+        """The tagged completion arrived: settle every open message (a missing item fails it)."""
+        for seq in list(self._merged):
+            self._settle(seq, final=True)
+
+    def next_outcome(self) -> tuple[int, Outcome] | None:
+        """The next settled UID with its message or failure reason, in settling order; None if none."""
+        return self._ready.popleft() if self._ready else None
+
+    def _read(self, logical: list[Part], head: bytes) -> FetchLine | None:
+        text_octets = sum(map(len, logical[::2]))  # even positions hold text, odd literals
+        literal_octets = max(map(len, logical[1::2]), default=0)
+        if text_octets <= self._max_text and literal_octets <= self._max_literal:
+            return read_fetch_line(logical, head)
+        start = FETCH_START.match(head)
+        if start is None:
+            return None
+        reason = (
+            f"FETCH response over the cap ({text_octets} octets of text, largest literal"
+            f" {literal_octets} octets)"
+        )
+        uid = re.search(rb"[( ]UID (\d+)", head[:4096], re.IGNORECASE)
+        if uid is None:
+            return FetchLine(int(start.group(1)), {}, f"{reason}: {excerpt(head)}")
+        return FetchLine(int(start.group(1)), {"UID": uid.group(1).decode("ascii")}, reason)
+
+    def _settle(self, seq: int, *, final: bool) -> None:
+        items = self._merged[seq]
+        raw_uid = items.get("UID")
+        uid: int | None = None
+        if raw_uid is not None:
+            try:
+                uid = parse_number(raw_uid, "UID")
+            except LexError:
+                uid = None
+        if uid is None or uid == 0:
+            if final or raw_uid is not None:
+                self._forget(seq)
+            return  # no UID yet: a later response for this seq may carry it
+        if (self._wanted is not None and uid not in self._wanted) or uid in self._settled:
+            self._forget(seq)
+            return
+        reason = self._broken.get(seq)
+        if reason is None and not final and any(name not in items for name in self._required):
+            return
+        self._forget(seq, counted=False)
+        self._settled.add(uid)
+        if reason is not None:
+            self._ready.append((uid, reason))
+            return
+        try:
+            self._ready.append((uid, build_message(seq, uid, items, self._required)))
+        except LexError as exc:
+            self._ready.append((uid, str(exc)))
+
+    def _forget(self, seq: int, *, counted: bool = True) -> None:
+        del self._merged[seq]
+        self._broken.pop(seq, None)
+        if counted:
+            self.ignored += 1
+
+
 def parse_fetch(
     lines: Sequence[Part],
     *,
     requested: Iterable[int] | None = None,
     require: Iterable[FetchItem] = (),
 ) -> FetchResult:
-    """Parse the untagged lines of a (UID) FETCH response (tagged completion excluded).
+    """Assemble the untagged lines of a finished (UID) FETCH command (tagged completion excluded).
 
-    Data items may come in any order, with UID before or after the body literal, and spread over
-    several FETCH responses for the same message sequence number (they are merged, later values
-    win). ``* n EXISTS`` and ``* n EXPUNGE`` lines in between are reported, not fatal.
+    A thin use of :class:`FetchAssembler` (its rules apply): feed everything, finish, collect.
 
     Args:
-        lines: aioimaplib's parts, see the module docstring.
+        lines: the command's untagged parts, see :mod:`maild.protocols.imap.wire`.
         requested: the UIDs asked for; responses for other UIDs are counted in ``ignored``.
             None accepts every UID.
         require: items every message must carry non-NIL; a message lacking one becomes a failure.
@@ -263,55 +431,25 @@ def parse_fetch(
     Standard: RFC 9051 section 7.5.2 (FETCH response), section 6.4.9 (UID FETCH always includes UID);
     RFC 3501 section 7.4.2.
 
-    This function never raises for server data: a FETCH line it cannot parse becomes a failure of
-    its UID when the UID can still be read, otherwise an entry in ``malformed``.
+    Never raises for server data: a FETCH line it cannot parse becomes a failure of its UID when
+    the UID can still be read, otherwise an entry in ``malformed``.
     """
-    wanted = None if requested is None else set(requested)
-    required = tuple(dict.fromkeys(("UID", *require)))
-    merged: dict[int, dict[str, Token]] = {}
-    broken: dict[int, str] = {}
-    exists: int | None = None
-    expunged: list[int] = []
-    ignored = 0
-    malformed: list[str] = []
-    for logical in group_lines(lines):
-        head = strip_untagged(logical[0])
-        event = MESSAGE_EVENT.match(head) if len(logical) == 1 else None
-        if event is not None:
-            kind = event.group(2).upper()
-            if kind == b"EXISTS":
-                exists = int(event.group(1))
-            elif kind == b"EXPUNGE":
-                expunged.append(int(event.group(1)))
-            continue
-        line = read_fetch_line(logical, head)
-        if line is None:
-            ignored += 1
-            continue
-        if line.error is not None:
-            if "UID" in line.items:
-                broken[line.seq] = line.error
-                merged.setdefault(line.seq, {})["UID"] = line.items["UID"]
-            else:
-                malformed.append(line.error)
-            continue
-        merged.setdefault(line.seq, {}).update(line.items)
+    assembler = FetchAssembler(requested, require)
+    assembler.feed(lines)
+    assembler.finish()
     messages: dict[int, FetchedMessage] = {}
     failures: dict[int, str] = {}
-    for seq, items in merged.items():
-        raw_uid = items.get("UID")
-        try:
-            uid = parse_number(raw_uid, "UID") if raw_uid is not None else None
-        except LexError:
-            uid = None
-        if uid is None or uid == 0 or (wanted is not None and uid not in wanted):
-            ignored += 1
-            continue
-        if seq in broken:
-            failures[uid] = broken[seq]
-            continue
-        try:
-            messages[uid] = build_message(seq, uid, items, required)
-        except LexError as exc:
-            failures[uid] = str(exc)
-    return FetchResult(messages, failures, exists, tuple(expunged), ignored, tuple(malformed))
+    while (outcome := assembler.next_outcome()) is not None:
+        uid, value = outcome
+        if isinstance(value, FetchedMessage):
+            messages[uid] = value
+        else:
+            failures[uid] = value
+    return FetchResult(
+        messages,
+        failures,
+        assembler.exists,
+        tuple(assembler.expunged),
+        assembler.ignored,
+        tuple(assembler.malformed),
+    )

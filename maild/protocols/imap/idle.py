@@ -1,29 +1,31 @@
-"""IMAP IDLE (RFC 2177): :class:`IMAPIdleSession`, a session waiting for the server to announce changes."""
+"""IMAP IDLE (RFC 2177): :class:`IMAPIdleSession`, a session waiting for the server to announce changes.
+
+The session *holds* an :class:`~maild.protocols.imap.connection.IMAPConnection` (connection, TLS, login,
+SELECT, guards, error mapping) and drives IDLE rounds through the client's
+:class:`~maild.protocols.imap.client.IdleRound`; it has no retrieval, deletion or APPEND.
+
+May import: asyncio, :mod:`maild.errors`, :mod:`maild.model`, the connection, the client's public names
+and the sans-I/O IMAP modules. Never aioimaplib.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from typing import Any
-
-import aioimaplib
 
 from maild.errors import ConnectError, MaildError, NetworkTimeout, ProtocolError
 from maild.model import ServerSettings
-from maild.protocols.imap import lex as imap_lex
 from maild.protocols.imap import wire
-from maild.protocols.imap.mailbox import IMAPMailbox
-from maild.protocols.imap.session import consume_outcome
+from maild.protocols.imap.client import IdleRound
+from maild.protocols.imap.connection import IMAPConnection
+from maild.protocols.imap.lex import Part
 
 
-class IMAPIdleSession(IMAPMailbox):
+class IMAPIdleSession:
     """A session that selects one mailbox and waits in IDLE for the server to announce changes.
 
-    Connection, TLS, login, SELECT and the guards against aioimaplib's hangs are those of
-    :class:`IMAPMailbox`; this adds the IDLE steps, each bounded in time and raced against the loss
-    of the connection (aioimaplib's own ``idle_start`` hangs forever when the server closes before
-    its ``+`` continuation, and ``wait_server_push`` sits out its whole timeout after a hang-up):
+    Each IDLE step is bounded in time and raced against the loss of the connection (aioimaplib's
+    own ``idle_start`` hangs forever when the server closes before its ``+`` continuation, and
+    ``wait_server_push`` sits out its whole timeout after a hang-up):
 
     * :meth:`idle_start` sends IDLE and returns once the server's ``+`` arrived;
     * :meth:`idle_wait` returns what the server pushed, or nothing after the given time;
@@ -35,60 +37,66 @@ class IMAPIdleSession(IMAPMailbox):
     either way the session is discarded. Not safe for concurrent use by several tasks.
 
     Args:
-        settings: as for :class:`IMAPMailbox`.
+        settings: server, TLS mode, credentials and ``timeout_s`` (seconds).
         mailbox: the readable name of the mailbox to watch.
+
+    Raises:
+        ValueError: the mailbox name cannot be sent (CR, LF, NUL, lone surrogate).
+
+    Attributes:
+        connection: the connection this session holds.
+        mailbox: the watched mailbox's readable name.
     """
 
     def __init__(self, settings: ServerSettings, mailbox: str = "INBOX") -> None:
-        super().__init__(settings, (mailbox,))
+        wire.mailbox_argument(mailbox)
+        self.connection = IMAPConnection(settings)
         self.mailbox = mailbox
-        self._idle_task: asyncio.Future[Any] | None = None
+        self._idle: IdleRound | None = None
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The server's capabilities after login, upper-cased."""
+        return self.connection.capabilities
 
     @property
     def supports_idle(self) -> bool:
         """Whether the server advertised IDLE after login (RFC 2177 section 3)."""
-        return "IDLE" in self.capabilities
+        return "IDLE" in self.connection.capabilities
 
     @property
     def idling(self) -> bool:
         """Whether an IDLE command is outstanding (sent, not yet ended with DONE)."""
-        return self._idle_task is not None
+        return self._idle is not None
+
+    async def open(self) -> None:
+        """Connect, negotiate TLS, LOGIN; see :meth:`.connection.IMAPConnection.open` (same Raises)."""
+        await self.connection.open()
 
     def keepalive(self, idle_s: int, interval_s: int, count: int) -> None:
-        """Turn on TCP keepalive, so that a peer that vanished without a reset is noticed.
-
-        After ``idle_s`` seconds without traffic the kernel probes every ``interval_s`` seconds and
-        closes the connection after ``count`` unanswered probes; the loss then arrives like any other.
-        Best effort: options the platform lacks are skipped.
-        """
-        with contextlib.suppress(Exception):
-            sock = self._client.protocol.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for name, value in (
-                ("TCP_KEEPIDLE", idle_s),
-                ("TCP_KEEPINTVL", interval_s),
-                ("TCP_KEEPCNT", count),
-            ):
-                option = getattr(socket, name, None)
-                if option is not None:
-                    sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        """Turn on TCP keepalive; see :meth:`.connection.IMAPConnection.keepalive`."""
+        self.connection.keepalive(idle_s, interval_s, count)
 
     async def select_mailbox(self) -> wire.SelectInfo:
         """SELECT the watched mailbox.
+
+        Standard: RFC 9051 section 6.3.2.
 
         Raises:
             ProtocolError: it cannot be selected (e.g. ``[NONEXISTENT]``), BAD.
             ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
         """
-        return await self._select(self.mailbox)
+        return await self.connection.select(self.mailbox)
 
-    def _check_alive(self, what: str) -> Any:
-        """The protocol object of a usable, connected session (raises otherwise)."""
-        protocol = self._protocol
-        if self._lost is None or self._lost.done():
-            self._discard("connection lost")
-            raise self._error(ConnectError, f"{what}: connection lost")
-        return protocol
+    def _fail(
+        self, cls: type[ConnectError | NetworkTimeout | ProtocolError], reason: str, message: str
+    ) -> MaildError:
+        """Drop the IDLE round, discard the connection and return the error to raise."""
+        self._idle = None
+        self.connection.discard(reason)
+        if cls is ProtocolError:
+            return self.connection.error(ProtocolError, message, standard="RFC 2177")
+        return self.connection.error(cls, message)
 
     async def idle_start(self) -> None:
         """Send IDLE and return once the server's ``+`` continuation arrived.
@@ -98,62 +106,57 @@ class IMAPIdleSession(IMAPMailbox):
         Cancelled at any await: the session is discarded.
 
         Raises:
-            ProtocolError: the server lacks IDLE, answered NO or BAD, or IDLE is already running.
+            ProtocolError: the server lacks IDLE (RFC 2177 section 3), answered NO or BAD (RFC 9051
+                section 7.1), or IDLE is already running.
             ConnectError: the connection was lost before the ``+`` (aioimaplib issue #110).
             NetworkTimeout: no ``+`` within ``timeout_s`` seconds.
             TransientError: the session was discarded earlier.
         """
-        protocol = self._check_alive("IDLE")
-        if self._idle_task is not None:
-            raise self._error(ProtocolError, "IDLE is already running")
+        connection = self.connection
+        lost = connection.lost("IDLE")
+        if self._idle is not None:
+            raise connection.error(ProtocolError, "IDLE is already running")
         if not self.supports_idle:
-            raise self._error(ProtocolError, "server lacks IDLE", standard="RFC 2177")
-        assert self._lost is not None
-        protocol._idle_event.clear()
-        command = aioimaplib.IdleCommand(protocol.new_tag(), protocol.idle_queue, loop=protocol.loop)
-        idle = asyncio.ensure_future(protocol.execute(command))
-        idle.add_done_callback(consume_outcome)
-        self._idle_task = idle
-        ack = asyncio.ensure_future(protocol.wait_for_idle_response())
+            raise connection.error(ProtocolError, "server lacks IDLE", standard="RFC 2177")
+        idle = self._idle = connection.client.start_idle()
+        ack = idle.continuation()
+        timeout_s = connection.settings.timeout_s
         try:
             await asyncio.wait(
-                (idle, ack, self._lost), timeout=self._settings.timeout_s, return_when=asyncio.FIRST_COMPLETED
+                (idle.command, ack, lost), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
         except asyncio.CancelledError:
-            self._discard("IDLE cancelled")
+            connection.discard("IDLE cancelled")
             raise
         finally:
             if not ack.done():
                 ack.cancel()
-        if ack.done() and not ack.cancelled() and not idle.done():
+        command = idle.command
+        if ack.done() and not ack.cancelled() and not command.done():
             return
-        self._idle_task = None
-        if idle.done() and not idle.cancelled() and idle.exception() is None:
-            _lines, status = self._completion(idle.result(), "IDLE")
-            self._discard("IDLE refused")
-            raise self._refused(status, "IDLE")
-        if self._lost.done() or idle.done():
-            self._discard("connection lost before IDLE continuation")
-            raise self._error(ConnectError, "IDLE: connection lost before the server's continuation")
-        self._discard("IDLE continuation timed out")
-        raise self._error(
-            NetworkTimeout, f"IDLE: no continuation from server within {self._settings.timeout_s:g} s"
+        self._idle = None
+        if command.done() and not command.cancelled() and command.exception() is None:
+            _lines, status = connection.completion(command.result(), "IDLE")
+            connection.discard("IDLE refused")
+            raise connection.refused(status, "IDLE")
+        if lost.done() or command.done():
+            raise self._fail(
+                ConnectError,
+                "connection lost before IDLE continuation",
+                "IDLE: connection lost before the server's continuation",
+            )
+        raise self._fail(
+            NetworkTimeout,
+            "IDLE continuation timed out",
+            f"IDLE: no continuation from server within {timeout_s:g} s",
         )
 
-    def _drain(self, protocol: Any) -> list[imap_lex.Part]:
-        lines: list[imap_lex.Part] = []
-        while not protocol.idle_queue.empty():
-            item = protocol.idle_queue.get_nowait()
-            if isinstance(item, list):
-                lines.extend(item)
-        return lines
-
-    def _events(self, lines: list[imap_lex.Part], what: str) -> wire.MailboxEvents:
+    def _events(self, lines: list[Part], what: str) -> wire.MailboxEvents:
         events = wire.parse_mailbox_events(lines)
         if events.bye is not None:
-            self._idle_task = None
-            self._discard("server said BYE")
-            raise self._error(ConnectError, f"{what}: server closed the session: BYE {events.bye}")
+            raise self._fail(
+                ConnectError, "server said BYE", f"{what}: server closed the session: BYE {events.bye}"
+            )
         return events
 
     async def idle_wait(self, timeout_s: float) -> wire.MailboxEvents:
@@ -162,47 +165,43 @@ class IMAPIdleSession(IMAPMailbox):
         Returns:
             What arrived (``changed`` is true for EXISTS, RECENT or EXPUNGE); empty after the time.
 
+        Standard: RFC 2177 section 3; RFC 9051 section 7.3.1 and 7.5.1 (EXISTS, EXPUNGE).
+
         Cancelled at any await: the session is discarded.
 
         Raises:
-            ConnectError: ``* BYE``, or the connection was lost.
-            ProtocolError: no IDLE is running, or the server ended it unasked.
+            ConnectError: ``* BYE`` (RFC 9051 section 7.1.5), or the connection was lost.
+            ProtocolError: no IDLE is running, or the server ended it unasked (RFC 2177 section 3).
             TransientError: the session was discarded earlier.
         """
-        protocol = self._check_alive("IDLE")
-        idle = self._idle_task
+        connection = self.connection
+        lost = connection.lost("IDLE")
+        idle = self._idle
         if idle is None:
-            raise self._error(ProtocolError, "IDLE is not running")
-        assert self._lost is not None
-        lines = self._drain(protocol)
+            raise connection.error(ProtocolError, "IDLE is not running")
+        lines = idle.drain()
         if not lines:
-            get = asyncio.ensure_future(protocol.idle_queue.get())
-            get.add_done_callback(consume_outcome)
+            push = idle.next_push()
             try:
                 await asyncio.wait(
-                    (get, idle, self._lost), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+                    (push, idle.command, lost), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
                 )
             except asyncio.CancelledError:
-                get.cancel()
-                self._discard("IDLE wait cancelled")
+                push.cancel()
+                connection.discard("IDLE wait cancelled")
                 raise
-            if get.done() and not get.cancelled():
-                item = get.result()
-                lines = list(item) if isinstance(item, list) else []
+            if push.done() and not push.cancelled():
+                lines = push.result()
             else:
-                get.cancel()
-            lines += self._drain(protocol)
+                push.cancel()
+            lines += idle.drain()
         events = self._events(lines, "IDLE")
         if lines:
             return events
-        if self._lost.done():
-            self._idle_task = None
-            self._discard("connection lost during IDLE")
-            raise self._error(ConnectError, "IDLE: connection lost")
-        if idle.done():
-            self._idle_task = None
-            self._discard("server ended IDLE")
-            raise self._error(ProtocolError, "IDLE: the server ended IDLE without DONE", standard="RFC 2177")
+        if lost.done():
+            raise self._fail(ConnectError, "connection lost during IDLE", "IDLE: connection lost")
+        if idle.command.done():
+            raise self._fail(ProtocolError, "server ended IDLE", "IDLE: the server ended IDLE without DONE")
         return events
 
     async def idle_done(self) -> wire.MailboxEvents:
@@ -211,42 +210,42 @@ class IMAPIdleSession(IMAPMailbox):
         Returns:
             What the server pushed and nobody collected yet. Nothing when no IDLE was running.
 
+        Standard: RFC 2177 section 3.
+
         Cancelled at any await: the session is discarded.
 
         Raises:
-            ConnectError: ``* BYE``, or the connection was lost.
+            ConnectError: ``* BYE`` (RFC 9051 section 7.1.5), or the connection was lost.
             NetworkTimeout: no completion within ``timeout_s`` seconds (a dead or stalled server).
-            ProtocolError: IDLE ended NO or BAD.
+            ProtocolError: IDLE ended NO or BAD (RFC 9051 section 7.1).
             TransientError: the session was discarded earlier.
         """
-        idle = self._idle_task
+        idle = self._idle
         if idle is None:
             return wire.MailboxEvents()
-        protocol = self._check_alive("DONE")
-        assert self._lost is not None
-        self._idle_task = None
-        if not idle.done():
-            protocol.idle_done()
+        connection = self.connection
+        lost = connection.lost("DONE")
+        self._idle = None
+        command = idle.command
+        if not command.done():
+            idle.send_done()
+        timeout_s = connection.settings.timeout_s
         try:
-            await asyncio.wait(
-                (idle, self._lost), timeout=self._settings.timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait((command, lost), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            self._discard("DONE cancelled")
+            connection.discard("DONE cancelled")
             raise
-        events = self._events(self._drain(protocol), "DONE")
-        if not idle.done() or idle.cancelled() or idle.exception() is not None:
-            if self._lost.done() or idle.done():
-                self._discard("connection lost after DONE")
-                raise self._error(ConnectError, "DONE: connection lost")
-            self._discard("DONE timed out")
-            raise self._error(
-                NetworkTimeout, f"DONE: no answer from server within {self._settings.timeout_s:g} s"
+        events = self._events(idle.drain(), "DONE")
+        if not command.done() or command.cancelled() or command.exception() is not None:
+            if lost.done() or command.done():
+                raise self._fail(ConnectError, "connection lost after DONE", "DONE: connection lost")
+            raise self._fail(
+                NetworkTimeout, "DONE timed out", f"DONE: no answer from server within {timeout_s:g} s"
             )
-        _lines, status = self._completion(idle.result(), "IDLE")
+        _lines, status = connection.completion(command.result(), "IDLE")
         if not status.ok:
-            self._discard("IDLE ended with an error")
-            raise self._refused(status, "IDLE")
+            connection.discard("IDLE ended with an error")
+            raise connection.refused(status, "IDLE")
         return events
 
     async def noop(self) -> wire.MailboxEvents:
@@ -255,28 +254,28 @@ class IMAPIdleSession(IMAPMailbox):
         Standard: RFC 9051 section 6.1.2.
 
         Raises:
-            ConnectError: ``* BYE``, or the connection was lost.
+            ConnectError: ``* BYE`` (RFC 9051 section 7.1.5), or the connection was lost.
             NetworkTimeout: no answer within ``timeout_s`` seconds.
-            ProtocolError: NOOP answered BAD; a broken response.
+            ProtocolError: NOOP answered BAD (RFC 9051 section 7.1); a broken response.
             TransientError: the session was discarded earlier.
         """
-        protocol = self._check_alive("NOOP")
-        lines = await self._command("NOOP", lambda: protocol.simple_command("NOOP"))
+        self.connection.lost("NOOP")
+        lines = await self.connection.command("NOOP", lambda client: client.simple("NOOP"))
         return self._events(lines, "NOOP")
 
     async def close(self) -> None:
-        """End IDLE if it runs (best effort), then LOGOUT as :meth:`IMAPMailbox.close` does."""
-        if self._idle_task is not None:
+        """End IDLE if it runs (best effort), then LOGOUT (see :meth:`.connection.IMAPConnection.close`)."""
+        if self._idle is not None:
             try:
                 await self.idle_done()
             except MaildError:
                 await self.abort()
                 return
-        await super().close()
+        await self.connection.close()
 
     async def abort(self) -> None:
         """Close the connection at once, dropping a running IDLE. Never raises."""
-        idle, self._idle_task = self._idle_task, None
-        if idle is not None and not idle.done():
-            idle.cancel()
-        await super().abort()
+        idle, self._idle = self._idle, None
+        if idle is not None and not idle.command.done():
+            idle.command.cancel()
+        self.connection.abort()

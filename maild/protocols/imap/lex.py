@@ -6,6 +6,8 @@ The input shape is the one aioimaplib 2.0.3 hands back in ``Response.lines`` (se
 :class:`~maild.errors.ProtocolError` or a per-message failure. Imports nothing but ``errors``.
 
 Standard: RFC 9051 section 4 (data formats) and 9 (formal syntax).
+
+May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), :mod:`maild.errors`.
 """
 
 from __future__ import annotations
@@ -103,6 +105,28 @@ def group_lines(parts: Sequence[Part]) -> list[list[Part]]:
     return lines
 
 
+#: What :func:`paren_depth` skips: a quoted string (escapes honoured; unterminated: to the end of the
+#: line) or a ``[...]`` section spec, as :func:`lex` reads them.
+_UNCOUNTED = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)|\[[^\]]*(?:\]|\Z)')
+
+
+def paren_depth(text: bytes | bytearray, depth: int = 0) -> int:
+    """Return the parenthesis depth after one text line of a response, starting at ``depth``.
+
+    The lexer's rules (:func:`lex`): parentheses inside quoted strings and inside ``[...]`` section
+    specs do not count (a trailing literal marker ``{n}`` holds none; the literal's octets are never
+    passed here). An unterminated quoted string ends with the line. Used to frame FETCH responses
+    (a response ends when the depth is back at zero after a text line). Runs in C: one scan for
+    quotes and brackets, then counts.
+
+    Standard: RFC 9051 section 4 (data formats) and 7.5.2 (FETCH response).
+    """
+    data = text if type(text) is bytes else bytes(text)
+    if b'"' in data or b"[" in data:
+        data = _UNCOUNTED.sub(b"", data)
+    return depth + data.count(b"(") - data.count(b")")
+
+
 def lex(line: Sequence[Part]) -> list[Token]:
     """Lex one logical line (text parts alternating with literal octets) into nested tokens.
 
@@ -183,18 +207,35 @@ def lex(line: Sequence[Part]) -> list[Token]:
 
 
 def parse_number(token: Token, what: str, maximum: int = MAX_NUMBER) -> int:
+    """Read a lexed atom as a number from 0 to ``maximum`` (default: 32-bit, RFC 9051 section 9).
+
+    Raises:
+        LexError: not an atom of ASCII digits, or above ``maximum``; ``what`` names the item.
+    """
     if not isinstance(token, str) or not (token.isascii() and token.isdigit()) or int(token) > maximum:
         raise LexError(f"{what} is not a number up to {maximum}")
     return int(token)
 
 
 def single(tokens: list[Token]) -> Token:
+    """The one token of a lexed line.
+
+    Raises:
+        LexError: none or several tokens.
+    """
     if len(tokens) != 1:
         raise LexError(f"expected one value, got {len(tokens)}")
     return tokens[0]
 
 
 def flag_set(token: Token, table: dict[str, str]) -> frozenset[str]:
+    """Read a lexed parenthesised list of atoms; names found in ``table`` get their RFC spelling.
+
+    Standard: RFC 9051 section 2.3.2 (flags), 7.3.1 (mailbox attributes).
+
+    Raises:
+        LexError: not a list of atoms.
+    """
     if not isinstance(token, list) or not all(isinstance(t, str) for t in token):
         raise LexError("flag list is not a parenthesised list of atoms")
     return frozenset(table.get(t.upper(), t) for t in token if isinstance(t, str))

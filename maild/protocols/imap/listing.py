@@ -2,6 +2,9 @@
 
 Special-use attributes follow RFC 6154; names arrive as modified UTF-7 (RFC 3501 section 5.1.3) unless
 the server accepted UTF-8. Input parts as described in :mod:`maild.protocols.imap.wire`.
+
+May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), :mod:`maild.errors`,
+:mod:`maild.protocols.imap.lex`, :mod:`maild.protocols.imap.utf7`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from maild.protocols.imap.lex import (
     lex,
     strip_untagged,
 )
-from maild.protocols.imap.wire import decode_mailbox_name
+from maild.protocols.imap.utf7 import decode_mailbox_name
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,25 @@
 """IMAP adapter: :class:`IMAPMailbox`, the :class:`~maild.protocols.base.Maildrop` for IMAP accounts.
 
 Inventory (SELECT, UID SEARCH), retrieval with ``BODY.PEEK[]`` (so ``\\Seen`` is untouched), deletion
-(UID STORE, UID EXPUNGE or a guarded EXPUNGE), APPEND and header scans, over the session of
-:mod:`maild.protocols.imap.session` (connection, TLS, login, guarded commands) and the protocol layer of
-:mod:`maild.protocols.imap.client` (the only place using aioimaplib's internals).
+(UID STORE, UID EXPUNGE or a guarded EXPUNGE), APPEND and header scans. The mailbox *holds* an
+:class:`~maild.protocols.imap.connection.IMAPConnection` (connection, TLS, login, SELECT, guarded
+commands, error mapping) and hands it to the parts that do the work:
+:func:`~maild.protocols.imap.stream.retrieve_segment` (one streaming ``UID FETCH`` per mailbox run, its
+responses taken one by one while they arrive, so that a 50 ms link never waits for a round trip per
+batch), :mod:`~maild.protocols.imap.scan` (short UID SEARCH and FETCH commands) and
+:func:`~maild.protocols.imap.deletion.delete_messages`.
 
-Responses are kept short (at most :data:`MAX_UIDS_PER_COMMAND` UIDs per command), because the stock
-library recurses once per response line and dies near 1,000 lines in one read. The exception is
-:meth:`IMAPMailbox.retrieve` on the patched protocol: one streaming ``UID FETCH`` per mailbox run (at
-most :data:`MAX_UIDS_PER_STREAM` UIDs), its responses taken one by one while they arrive (see
-:mod:`maild.protocols.imap.stream`), so that a 50 ms link never waits for a round trip per batch.
+May import: structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.protocols.base`, the
+connection, :mod:`~maild.protocols.imap.stream`, :mod:`~maild.protocols.imap.scan`,
+:mod:`~maild.protocols.imap.deletion` and the sans-I/O IMAP modules. Never aioimaplib.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -35,36 +36,16 @@ from maild.model import (
     ServerSettings,
 )
 from maild.protocols.base import Maildrop
-from maild.protocols.imap import fetch as imap_fetch
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import wire
-from maild.protocols.imap.client import streaming_supported
-from maild.protocols.imap.session import THROTTLE_CODES, SelectRefused
-from maild.protocols.imap.stream import (
-    BODY_ITEMS,
-    DEFAULT_WINDOW_OCTETS,
-    SESSION_FLAGS,
-    StreamingRetrieval,
-    stream_segments,
-)
+from maild.protocols.imap import scan, wire
+from maild.protocols.imap.connection import IMAPConnection, SelectRefused
+from maild.protocols.imap.deletion import delete_messages
+from maild.protocols.imap.stream import DEFAULT_WINDOW_OCTETS, retrieve_segment, stream_segments
 
 _log = structlog.get_logger(__name__)
 
-#: Most UIDs named in one command, so that no response exceeds a few hundred lines.
-MAX_UIDS_PER_COMMAND = 400
-#: Most messages per body FETCH: each costs two response lines (header with literal, then ``)``).
-MAX_MESSAGES_PER_FETCH = 200
-#: Items of the identity pass after a UIDVALIDITY change: size and Message-ID, no body.
-IDENTITY_ITEMS = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
-#: Items of the header scan used to compare mailboxes without downloading bodies.
-HEADER_ITEMS = "(UID RFC822.SIZE BODY.PEEK[HEADER])"
 #: APPEND refusals that concern the session rather than the message (RFC 5530): raised, not returned.
 APPEND_SESSION_CODES = frozenset({"UNAVAILABLE", "INUSE", "SERVERBUG"})
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,27 +68,8 @@ class AppendResult:
     uid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MailboxHeaders:
-    """The header scan of one mailbox (see :meth:`IMAPMailbox.headers`).
-
-    Attributes:
-        mailbox: the readable mailbox name.
-        uidvalidity: its UIDVALIDITY at the scan.
-        messages: UID to the fetched items: ``size_octets`` (RFC822.SIZE) and ``header`` (the header
-            section with its empty line, as sent).
-        failures: UID to the reason its items could not be read (NIL, malformed, not returned
-            although the FETCH did not complete OK).
-    """
-
-    mailbox: str
-    uidvalidity: int
-    messages: dict[int, imap_fetch.FetchedMessage] = field(default_factory=dict)
-    failures: dict[int, str] = field(default_factory=dict)
-
-
-class IMAPMailbox(StreamingRetrieval, Maildrop):
-    """An IMAP session over aioimaplib for one account and one or more mailboxes.
+class IMAPMailbox(Maildrop):
+    """The :class:`~maild.protocols.base.Maildrop` of one IMAP account and one or more mailboxes.
 
     Args:
         settings: server, TLS mode, credentials and ``timeout_s``, the longest silence in seconds
@@ -119,13 +81,13 @@ class IMAPMailbox(StreamingRetrieval, Maildrop):
             :func:`~maild.protocols.imap.listing.choose_mailboxes` leaves out (``\\Noselect``,
             special-use ``\\Trash`` and ``\\Junk``, and ``exclude``).
         exclude: with ``list_all``, readable names left out together with the mailboxes beneath them.
-        batch_messages: most messages per body FETCH, 1 to :data:`MAX_MESSAGES_PER_FETCH`.
-        batch_octets: target total size in octets of one body FETCH (RFC822.SIZE); a single larger
-            message is fetched alone.
+
+    Attributes:
+        connection: the connection this mailbox holds (opened by :meth:`open`).
 
     Raises:
-        ValueError: no mailboxes (and not ``list_all``), a mailbox name that cannot be sent (CR, LF,
-            NUL, lone surrogate), or a batch limit out of range.
+        ValueError: no mailboxes (and not ``list_all``), or a mailbox name that cannot be sent (CR,
+            LF, NUL, lone surrogate).
     """
 
     def __init__(
@@ -135,21 +97,13 @@ class IMAPMailbox(StreamingRetrieval, Maildrop):
         *,
         list_all: bool = False,
         exclude: Sequence[str] = (),
-        batch_messages: int = MAX_MESSAGES_PER_FETCH,
-        batch_octets: int = 16 * 2**20,
     ) -> None:
-        super().__init__(settings)
         if isinstance(mailboxes, str) or not (mailboxes or list_all):
             raise ValueError("mailboxes must be a non-empty sequence of names")
         for name in mailboxes:
-            wire.quote_astring(wire.encode_mailbox_name(name))
-        if not 1 <= batch_messages <= MAX_MESSAGES_PER_FETCH:
-            raise ValueError(f"batch_messages must be 1 to {MAX_MESSAGES_PER_FETCH}")
-        if batch_octets < 1:
-            raise ValueError("batch_octets must be positive")
+            wire.mailbox_argument(name)
+        self.connection = IMAPConnection(settings)
         self._mailboxes = tuple(dict.fromkeys(mailboxes))
-        self._batch_messages = batch_messages
-        self._batch_octets = batch_octets
         self._list_all = list_all
         self._exclude = tuple(exclude)
         self._listed: frozenset[str] | None = None
@@ -160,6 +114,55 @@ class IMAPMailbox(StreamingRetrieval, Maildrop):
         """Readable mailbox name to why the last :meth:`inventory` could not select it."""
         self._sizes: dict[IMAPKey, int] = {}
         """RFC822.SIZE of keys that :meth:`sizes` asked for in this session (fixed per UID)."""
+
+    # ------------------------------------------------------------------ the connection's life cycle
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The server's capabilities after login, upper-cased (``"UIDPLUS"``, ...)."""
+        return self.connection.capabilities
+
+    @property
+    def tls_version(self) -> str | None:
+        """The negotiated TLS version (e.g. ``"TLSv1.3"``) of an open session, None when plaintext."""
+        return self.connection.tls_version
+
+    async def open(self) -> None:
+        """Connect, negotiate TLS, LOGIN; see :meth:`.connection.IMAPConnection.open` (same Raises)."""
+        await self.connection.open()
+
+    async def close(self) -> None:
+        """LOGOUT and close: see :meth:`IMAPConnection.close <.connection.IMAPConnection.close>`."""
+        await self.connection.close()
+
+    async def abort(self) -> None:
+        """Close the connection at once without LOGOUT. Never raises; safe at any time and repeatedly."""
+        self.connection.abort()
+
+    @property
+    def parked(self) -> bool:
+        """Whether :meth:`park` kept this session for a later cycle (and it was not taken back)."""
+        return self.connection.parked
+
+    async def park(self) -> bool:
+        """End a cycle but keep the authenticated connection for the next one (see :meth:`resume`).
+
+        Nothing is pending on the server when a cycle ends (IMAP deletions took effect at EXPUNGE),
+        so a kept session is just a logged-in connection. Returns True; False (and the connection is
+        discarded) when it is not usable any more.
+        """
+        return self.connection.park()
+
+    async def resume(self, *, max_age_s: float, probe_timeout_s: float) -> bool:
+        """Take a parked session back for a new cycle: True when it is ready, else it is discarded
+        (call :meth:`abort`); see :meth:`IMAPConnection.resume <.connection.IMAPConnection.resume>`."""
+        return await self.connection.resume(max_age_s=max_age_s, probe_timeout_s=probe_timeout_s)
+
+    async def list_mailboxes(self) -> list[imap_list.ListedMailbox]:
+        """LIST every mailbox; see :meth:`.connection.IMAPConnection.list_mailboxes` (same Raises)."""
+        return await self.connection.list_mailboxes()
+
+    # ------------------------------------------------------------------ Maildrop
 
     def covers(self, key: MessageKey) -> bool:
         """Whether the last :meth:`inventory` looked where ``key`` lives (see :class:`Maildrop`).
@@ -196,7 +199,7 @@ class IMAPMailbox(StreamingRetrieval, Maildrop):
             ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
         """
         entries: list[InventoryEntry] = []
-        self._protocol  # noqa: B018 -- raises TransientError before any state below is reset
+        self.connection.client  # noqa: B018 -- raises TransientError before any state below is reset
         mailboxes: Sequence[str] = self._mailboxes
         self.mailbox_states, self.mailbox_failures, self._listed = {}, {}, None
         if self._list_all:
@@ -204,61 +207,43 @@ class IMAPMailbox(StreamingRetrieval, Maildrop):
             self._listed = frozenset(m.name for m in listed)
             mailboxes = imap_list.choose_mailboxes(listed, self._exclude)
             if not mailboxes:
-                raise self._error(
+                raise self.connection.error(
                     ProtocolError, "LIST shows no mailbox to fetch", standard="RFC 9051 section 6.3.9"
                 )
         refused: SelectRefused | None = None
         for mailbox in mailboxes:
             try:
-                info = await self._select(mailbox)
+                info = await self.connection.select(mailbox)
             except SelectRefused as exc:
                 refused = refused or exc
                 self.mailbox_failures[mailbox] = str(exc)
                 _log.warning(
-                    "imap.select-failed", account=self._settings.account, mailbox=mailbox, error=str(exc)
+                    "imap.select-failed", account=self.connection.account, mailbox=mailbox, error=str(exc)
                 )
                 continue
             self.mailbox_states[mailbox] = info
             if info.exists == 0:
                 continue
-            uids = await self._uid_search(mailbox, "ALL")
+            uids = await scan.uid_search(self.connection, mailbox, "ALL")
             entries.extend(InventoryEntry(IMAPKey(mailbox, info.uidvalidity, uid)) for uid in uids)
         if refused is not None and not self.mailbox_states:
             raise refused
         return entries
-
-    async def _uid_fetch(
-        self, uids: Sequence[int], items: str, require: tuple[imap_fetch.FetchItem, ...]
-    ) -> tuple[imap_fetch.FetchResult, wire.StatusResponse]:
-        """``UID FETCH uids items``; returns the parsed result and the completion (OK or NO)."""
-        protocol = self._protocol
-        uid_set = wire.sequence_set(uids)
-        what = f"UID FETCH {items} for {len(uids)} UIDs"
-        lines, status = self._completion(
-            await self._call(what, lambda: protocol.fetch(uid_set, items, by_uid=True, timeout=None)), what
-        )
-        if status.condition == "BAD" or status.code in THROTTLE_CODES | {"SERVERBUG"}:
-            raise self._refused(status, what)
-        return imap_fetch.parse_fetch(lines, requested=uids, require=require), status
 
     async def retrieve(
         self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
     ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
         """Retrieve messages with ``BODY.PEEK[]`` (``\\Seen`` unchanged), yielding each in key order.
 
-        Consecutive keys of the same mailbox form a run: SELECT (if not selected), then
-
-        * on the patched protocol (streaming): one ``UID FETCH <set> (UID FLAGS INTERNALDATE
-          BODY.PEEK[])`` per segment of the run (:func:`~maild.protocols.imap.stream.stream_segments`:
-          ascending UIDs, at most :data:`MAX_UIDS_PER_STREAM`; inventory keys make one segment per
-          mailbox), each message yielded as soon as its response is complete, long before the
-          tagged completion. At most about ``window_octets()`` octets of messages read but not yet
-          yielded are held; beyond that, reading pauses until the consumer has taken enough (a
-          larger message is held alone). ``timeout_s`` limits only silence while the consumer
-          waits for data, never the time it spends away;
-        * on the stock protocol: a ``UID FETCH (RFC822.SIZE)`` pass (at most
-          :data:`MAX_UIDS_PER_COMMAND` UIDs per command) to size the batches, then one body FETCH
-          per batch of at most ``batch_messages`` messages and about ``batch_octets`` octets.
+        Consecutive keys of the same mailbox form a run: SELECT (if not selected), then one
+        streaming ``UID FETCH <set> (UID FLAGS INTERNALDATE BODY.PEEK[])`` per segment of the run
+        (:func:`~maild.protocols.imap.stream.stream_segments`: ascending UIDs, at most
+        :data:`~maild.protocols.imap.stream.MAX_UIDS_PER_STREAM`; inventory keys make one segment
+        per mailbox), each message yielded as soon as its response is complete, long before the
+        tagged completion. At most about ``window_octets()`` octets of messages read but not yet
+        yielded are held; beyond that, reading pauses until the consumer has taken enough (a
+        larger message is held alone). ``timeout_s`` limits only silence while the consumer waits
+        for data, never the time it spends away. No size pass is needed.
 
         Duplicate keys are retrieved once. Flags are the message's flags at retrieval time without
         the per-session ``\\Recent``.
@@ -295,272 +280,62 @@ class IMAPMailbox(StreamingRetrieval, Maildrop):
         window = window_octets if window_octets is not None else lambda: DEFAULT_WINDOW_OCTETS
         for mailbox, group in itertools.groupby(ordered, key=lambda key: key.mailbox):
             run = list(group)
-            if self._selected != mailbox:
+            if self.connection.selected != mailbox:
                 try:
-                    await self._select(mailbox)
+                    await self.connection.select(mailbox)
                 except SelectRefused as exc:
                     for key in run:
                         yield RetrievalFailure(key, str(exc))
                     continue
             # aclosing: closing this generator early must close the inner one now (its finally
             # discards the session), not whenever the garbage collector finalises it
-            if streaming_supported(self._protocol):
-                for segment in stream_segments(run, self._uidvalidity):
-                    async with contextlib.aclosing(self._stream_segment(segment, window)) as items:
-                        async for item in items:
-                            yield item
-            else:
-                async with contextlib.aclosing(self._retrieve_run(run)) as items:
+            for segment in stream_segments(run, self.connection.uidvalidity):
+                segment_items = retrieve_segment(self.connection, segment, window)
+                async with contextlib.aclosing(segment_items) as items:
                     async for item in items:
                         yield item
 
     async def sizes(self, keys: Sequence[MessageKey]) -> dict[MessageKey, int]:
         """RFC822.SIZE of ``keys`` (IMAP keys of this session's UIDVALIDITY), in ``UID FETCH
-        (RFC822.SIZE)`` commands of at most :data:`MAX_UIDS_PER_COMMAND` UIDs per mailbox.
+        (RFC822.SIZE)`` commands of at most :data:`~.scan.MAX_UIDS_PER_COMMAND` UIDs per mailbox.
 
-        Remembered for the session, so :meth:`retrieve` on the stock protocol skips its size pass for
-        them (the streaming path needs no sizes). A mailbox
-        that cannot be selected, or a UID the server does not return, is left out (:meth:`retrieve`
-        reports it). Standard: RFC 9051 section 6.4.9 (UID FETCH), 7.5.2 (RFC822.SIZE; a message's
-        size never changes, section 2.3.4).
+        Remembered for the session. A mailbox that cannot be selected, or a UID the server does not
+        return, is left out (:meth:`retrieve` reports it).
+
+        Standard: RFC 9051 section 6.4.9 (UID FETCH), 7.5.2 (RFC822.SIZE; a message's size never
+        changes, section 2.3.4).
+
+        Raises:
+            ProtocolError, ThrottledError, NetworkTimeout, ConnectError, TransientError: as for
+                :meth:`inventory`.
         """
         imap_keys = [key for key in dict.fromkeys(keys) if isinstance(key, IMAPKey)]
         imap_keys.sort(key=lambda key: key.mailbox)
         for mailbox, run in itertools.groupby(imap_keys, key=lambda key: key.mailbox):
-            if self._selected != mailbox:
+            if self.connection.selected != mailbox:
                 try:
-                    await self._select(mailbox)
+                    await self.connection.select(mailbox)
                 except SelectRefused:
                     continue
-            by_uid = {key.uid: key for key in run if key.uidvalidity == self._uidvalidity}
+            by_uid = {key.uid: key for key in run if key.uidvalidity == self.connection.uidvalidity}
             wanted = sorted(uid for uid, key in by_uid.items() if key not in self._sizes)
-            for chunk in _chunks(wanted, MAX_UIDS_PER_COMMAND):
-                result, _status = await self._uid_fetch(chunk, "(RFC822.SIZE)", ("RFC822.SIZE",))
+            for chunk in scan.chunks(wanted, scan.MAX_UIDS_PER_COMMAND):
+                result, _status = await scan.uid_fetch(
+                    self.connection, chunk, "(RFC822.SIZE)", ("RFC822.SIZE",)
+                )
                 for uid, message in result.messages.items():
                     if message.size_octets is not None and uid in by_uid:
                         self._sizes[by_uid[uid]] = message.size_octets
         return {key: self._sizes[key] for key in imap_keys if key in self._sizes}
 
-    async def _retrieve_run(
-        self, run: list[IMAPKey]
-    ) -> AsyncGenerator[RetrievedMessage | RetrievalFailure, None]:
-        """The stock-protocol path of :meth:`retrieve` for one selected mailbox: size pass, batches."""
-        reasons: dict[int, str] = {}
-        wanted = sorted({key.uid for key in run if key.uidvalidity == self._uidvalidity})
-        sizes: dict[int, int] = {}
-        for key in run:
-            known = self._sizes.get(key)
-            if known is not None and key.uidvalidity == self._uidvalidity:
-                sizes[key.uid] = known
-        wanted = [uid for uid in wanted if uid not in sizes]
-        for chunk in _chunks(wanted, MAX_UIDS_PER_COMMAND):
-            result, status = await self._uid_fetch(chunk, "(RFC822.SIZE)", ("RFC822.SIZE",))
-            sizes.update(
-                (uid, message.size_octets)
-                for uid, message in result.messages.items()
-                if message.size_octets is not None
-            )
-            reasons.update(result.failures)
-            for uid in chunk:
-                if uid not in sizes:
-                    reasons.setdefault(uid, f"not on the server any more ({status.describe()})")
-        batch: list[IMAPKey] = []
-        batch_uids: list[int] = []
-        batch_octets = 0
-        for key in run:
-            size = sizes.get(key.uid) if key.uidvalidity == self._uidvalidity else None
-            if (
-                size is not None
-                and batch_uids
-                and (len(batch_uids) >= self._batch_messages or batch_octets + size > self._batch_octets)
-            ):
-                async for item in self._fetch_batch(batch, batch_uids, reasons):
-                    yield item
-                batch, batch_uids, batch_octets = [], [], 0
-            batch.append(key)
-            if size is not None:
-                batch_uids.append(key.uid)
-                batch_octets += size
-        async for item in self._fetch_batch(batch, batch_uids, reasons):
-            yield item
-
-    async def _fetch_batch(
-        self, batch: list[IMAPKey], uids: list[int], reasons: dict[int, str]
-    ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
-        """Fetch the bodies of ``uids`` and yield one result per key of ``batch``, in order."""
-        result: imap_fetch.FetchResult = imap_fetch.FetchResult()
-        completion = ""
-        if uids:
-            result, status = await self._uid_fetch(uids, BODY_ITEMS, ("BODY[]", "FLAGS", "INTERNALDATE"))
-            completion = status.describe()
-        for key in batch:
-            if key.uidvalidity != self._uidvalidity:
-                yield RetrievalFailure(
-                    key, f"UIDVALIDITY of {key.mailbox!r} is now {self._uidvalidity}, not {key.uidvalidity}"
-                )
-                continue
-            message = result.messages.get(key.uid)
-            if message is not None and message.body is not None:
-                flags = (message.flags or frozenset()) - SESSION_FLAGS
-                yield RetrievedMessage(key, message.body, message.internaldate, flags)
-                continue
-            reason = result.failures.get(key.uid) or reasons.get(key.uid) or f"not returned ({completion})"
-            yield RetrievalFailure(key, reason)
-
     async def delete(self, keys: Sequence[MessageKey]) -> list[MessageKey]:
-        """Delete messages: ``UID STORE +FLAGS.SILENT (\\Deleted)``, then expunge only those.
+        """Delete messages, expunging only those: see :func:`.deletion.delete_messages` (the rules,
+        Returns, Standard, cancellation and Raises are there; ``open`` there means :meth:`open`)."""
+        return await delete_messages(self.connection, keys)
 
-        With UIDPLUS: ``UID EXPUNGE`` of exactly the given UIDs (RFC 4315 section 2.1), so other
-        messages that some other client marked ``\\Deleted`` stay. Without UIDPLUS only a plain
-        EXPUNGE exists, which removes *every* ``\\Deleted`` message of the mailbox; so, per mailbox:
-        ``UID SEARCH DELETED`` first, and if any message other than the given ones is marked, nothing
-        there is touched. Otherwise the given UIDs are flagged, ``UID SEARCH DELETED`` runs again
-        (another client may have marked one meanwhile: then the flags just set are removed again and
-        the mailbox is skipped), and only then EXPUNGE. Skipped mailboxes are logged
-        (``imap.expunge-skipped``) and their keys left out of the result.
-
-        Mailboxes are processed in the order first named, at most :data:`MAX_UIDS_PER_COMMAND` UIDs
-        per command. UIDs no longer present are ignored by the server. The caller must have committed
-        the messages durably first.
-
-        Returns:
-            The keys whose deletion was sent (all given keys except those of skipped mailboxes).
-
-        Standard: RFC 9051 section 6.4.6 (STORE), 6.4.3 (EXPUNGE), 6.4.4 (SEARCH DELETED);
-        RFC 4315 section 2.1 (UID EXPUNGE).
-
-        Cancelled at any await: the session is discarded; some messages may be expunged already and
-        some only flagged ``\\Deleted`` (expunged by the next EXPUNGE of any client).
-
-        Raises:
-            TypeError: a key is not an :class:`~maild.model.IMAPKey`.
-            ProtocolError: a mailbox cannot be selected, is read-only, or its UIDVALIDITY changed
-                (nothing of that mailbox is deleted); STORE, SEARCH or EXPUNGE refused.
-            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
-        """
-        by_mailbox: dict[str, list[IMAPKey]] = {}
-        for key in keys:
-            if not isinstance(key, IMAPKey):
-                raise TypeError(f"IMAPMailbox cannot delete {type(key).__name__}")
-            by_mailbox.setdefault(key.mailbox, []).append(key)
-        done: list[MessageKey] = []
-        uidplus = "UIDPLUS" in self._capabilities
-        for mailbox, mailbox_keys in by_mailbox.items():
-            info = await self._select(mailbox)
-            stale = {key.uidvalidity for key in mailbox_keys} - {info.uidvalidity}
-            if stale:
-                raise self._error(ProtocolError, f"UIDVALIDITY of {mailbox!r} changed; not deleting there")
-            if info.read_only:
-                raise self._error(ProtocolError, f"{mailbox!r} is read-only; not deleting there")
-            uids = sorted({key.uid for key in mailbox_keys})
-            if uidplus:
-                for chunk in _chunks(uids, MAX_UIDS_PER_COMMAND):
-                    await self._store_deleted(mailbox, chunk, "+FLAGS.SILENT")
-                    uid_set = wire.sequence_set(chunk)
-                    await self._command(
-                        f"UID EXPUNGE in {mailbox!r}",
-                        functools.partial(self._protocol.expunge, uid_set, by_uid=True),
-                    )
-            elif not await self._expunge_without_uidplus(mailbox, uids):
-                continue
-            done.extend(mailbox_keys)
-        return done
-
-    async def _store_deleted(self, mailbox: str, uids: Sequence[int], change: str) -> None:
-        protocol = self._protocol
-        await self._command(
-            f"UID STORE {change} \\Deleted in {mailbox!r}",
-            functools.partial(protocol.store, wire.sequence_set(uids), change, r"(\Deleted)", by_uid=True),
-        )
-
-    async def _uid_search(self, mailbox: str, criterion: str) -> list[int]:
-        """``UID SEARCH criterion`` in the selected ``mailbox``; the UIDs in server order.
-
-        Standard: RFC 9051 section 6.4.4 and 7.3.4.
-        """
-        protocol = self._protocol
-        lines = await self._command(
-            f"UID SEARCH {criterion} in {mailbox!r}",
-            lambda: protocol.search(criterion, charset=None, by_uid=True),
-        )
-        try:
-            return wire.parse_search(lines)
-        except ProtocolError as exc:
-            raise self._error(ProtocolError, str(exc), standard=exc.standard) from None
-
-    async def _deleted_uids(self, mailbox: str) -> set[int]:
-        return set(await self._uid_search(mailbox, "DELETED"))
-
-    def _log_expunge_skipped(self, mailbox: str, reason: str, other_deleted: int) -> None:
-        _log.warning(
-            "imap.expunge-skipped",
-            account=self._settings.account,
-            mailbox=mailbox,
-            reason=reason,
-            other_deleted=other_deleted,
-        )
-
-    async def _expunge_without_uidplus(self, mailbox: str, uids: list[int]) -> bool:
-        """Flag ``uids`` and EXPUNGE, unless that would expunge another ``\\Deleted`` message.
-
-        Returns:
-            True when EXPUNGE was sent, False when the mailbox was skipped (nothing left flagged
-            by maild).
-        """
-        wanted = set(uids)
-        before = await self._deleted_uids(mailbox)
-        foreign = before - wanted
-        if foreign:
-            self._log_expunge_skipped(
-                mailbox, "other messages are marked \\Deleted and the server lacks UIDPLUS", len(foreign)
-            )
-            return False
-        for chunk in _chunks(uids, MAX_UIDS_PER_COMMAND):
-            await self._store_deleted(mailbox, chunk, "+FLAGS.SILENT")
-        foreign = await self._deleted_uids(mailbox) - wanted
-        if foreign:
-            flagged_by_us = sorted(wanted - before)
-            for chunk in _chunks(flagged_by_us, MAX_UIDS_PER_COMMAND):
-                await self._store_deleted(mailbox, chunk, "-FLAGS.SILENT")
-            self._log_expunge_skipped(
-                mailbox,
-                "another client marked messages \\Deleted meanwhile and the server lacks UIDPLUS",
-                len(foreign),
-            )
-            return False
-        protocol = self._protocol
-        await self._command(f"EXPUNGE in {mailbox!r}", protocol.expunge)
-        return True
-
-    async def headers(self, mailbox: str) -> MailboxHeaders:
-        """Scan one mailbox without downloading bodies: SELECT, UID SEARCH ALL, then
-        ``UID FETCH (UID RFC822.SIZE BODY.PEEK[HEADER])`` in batches of :data:`MAX_MESSAGES_PER_FETCH`.
-
-        ``BODY.PEEK`` leaves ``\\Seen`` alone. A UID that a FETCH completing OK did not return was
-        expunged meanwhile and is left out; one that a FETCH answered NO did not return is a failure.
-
-        Standard: RFC 9051 section 6.3.2 (SELECT), 6.4.4 (SEARCH), 6.4.5 (``BODY.PEEK[HEADER]``).
-
-        Cancelled at any await: the session is discarded; nothing changed on the server.
-
-        Raises:
-            ProtocolError: the mailbox cannot be selected (e.g. ``[NONEXISTENT]``), BAD, broken replies.
-            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
-        """
-        info = await self._select(mailbox)
-        scan = MailboxHeaders(mailbox, info.uidvalidity)
-        if info.exists == 0:
-            return scan
-        uids = await self._uid_search(mailbox, "ALL")
-        for chunk in _chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
-            result, status = await self._uid_fetch(chunk, HEADER_ITEMS, ("RFC822.SIZE", "BODY[HEADER]"))
-            scan.messages.update(result.messages)
-            scan.failures.update(result.failures)
-            if not status.ok:
-                for uid in chunk:
-                    if uid not in result.messages and uid not in result.failures:
-                        scan.failures[uid] = f"not returned ({status.describe()})"
-        return scan
+    async def headers(self, mailbox: str) -> scan.MailboxHeaders:
+        """Scan one mailbox without downloading bodies: see :func:`.scan.scan_headers`."""
+        return await scan.scan_headers(self.connection, mailbox)
 
     async def append(
         self,
@@ -600,23 +375,23 @@ class IMAPMailbox(StreamingRetrieval, Maildrop):
             NetworkTimeout, ConnectError: as for :meth:`open`; the outcome is unknown.
         """
         try:
-            argument = wire.quote_astring(wire.encode_mailbox_name(mailbox))
+            argument = wire.mailbox_argument(mailbox)
             flag_list = wire.format_flag_list(flags)
             date = wire.format_internaldate(internaldate) if internaldate is not None else None
         except ValueError as exc:
-            raise self._error(ProtocolError, f"APPEND to {mailbox!r}: {exc}") from None
-        protocol = self._protocol
+            raise self.connection.error(ProtocolError, f"APPEND to {mailbox!r}: {exc}") from None
+        client = self.connection.client
         what = f"APPEND to {mailbox!r} ({len(raw)} octets)"
-        _lines, status = self._completion(
-            await self._call(
+        _lines, status = self.connection.completion(
+            await self.connection.call(
                 what,
-                lambda: protocol.append(raw, argument, flag_list, date, timeout=None),
+                lambda: client.append(raw, argument, flag_list, date),
                 send_octets=len(raw),
             ),
             what,
         )
         if status.condition == "NO" and status.code in APPEND_SESSION_CODES:
-            raise self._refused(status, what)
+            raise self.connection.refused(status, what)
         if not status.ok:
             return AppendResult(False, status.describe(), status.code)
         appenduid = wire.parse_appenduid(status)
@@ -627,36 +402,5 @@ class IMAPMailbox(StreamingRetrieval, Maildrop):
     async def fetch_identities(
         self, mailbox: str, uidvalidity: int, uids: Sequence[int]
     ) -> dict[int, tuple[int, bytes]]:
-        """Read size and Message-ID field of messages without their bodies.
-
-        ``UID FETCH (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])`` in batches of
-        :data:`MAX_MESSAGES_PER_FETCH`, after a SELECT unless ``mailbox`` is selected already. Used to
-        recognise archived messages under new UIDs after a UIDVALIDITY change without downloading
-        them again. ``BODY.PEEK`` leaves ``\\Seen`` alone.
-
-        Returns:
-            UID to (RFC822.SIZE in octets, the Message-ID field lines as sent, ending with the empty
-            line). UIDs the server did not return, or returned incompletely, are left out; so is
-            everything when the mailbox's UIDVALIDITY is no longer ``uidvalidity``.
-
-        Standard: RFC 9051 section 6.4.5 (``BODY.PEEK[HEADER.FIELDS]``, RFC822.SIZE), 6.4.9.
-
-        Cancelled at any await: the session is discarded; nothing changed on the server.
-
-        Raises:
-            ProtocolError: the mailbox cannot be selected, BAD, broken responses.
-            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
-        """
-        if self._selected != mailbox:
-            await self._select(mailbox)
-        if self._uidvalidity != uidvalidity:
-            return {}
-        found: dict[int, tuple[int, bytes]] = {}
-        for chunk in _chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
-            result, _status = await self._uid_fetch(
-                chunk, IDENTITY_ITEMS, ("RFC822.SIZE", "BODY[HEADER.FIELDS]")
-            )
-            for uid, message in result.messages.items():
-                if message.size_octets is not None and message.header_fields is not None:
-                    found[uid] = (message.size_octets, message.header_fields)
-        return found
+        """Size and Message-ID field of messages without their bodies: see :func:`.scan.fetch_identities`."""
+        return await scan.fetch_identities(self.connection, mailbox, uidvalidity, uids)

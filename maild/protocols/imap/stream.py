@@ -3,16 +3,20 @@
 :class:`~maild.protocols.imap.client.StreamingFetch` hands each complete FETCH response to
 :meth:`RetrievalStream.feed` from inside the transport's ``data_received``. Here:
 
-* :class:`FetchAssembler` (sans-I/O) turns those responses into one outcome per requested UID;
-* :class:`RetrievalStream` holds the outcomes until the consumer takes them in the order of its keys,
-  pausing the transport while more than about ``window_octets()`` octets of messages wait to be taken
-  (backpressure through TCP flow control);
+* :class:`RetrievalStream` feeds them to the :class:`~maild.protocols.imap.fetch.FetchAssembler` (the
+  one set of FETCH rules) and holds the outcomes until the consumer takes them in the order of its
+  keys, pausing the transport while more than about ``window_octets()`` octets of messages wait to be
+  taken (backpressure through TCP flow control);
 * :func:`stream_segments` cuts a mailbox's keys into FETCH commands;
-* :class:`StreamingRetrieval` runs one command on the session and yields its messages (used by
-  :meth:`IMAPMailbox.retrieve <maild.protocols.imap.mailbox.IMAPMailbox.retrieve>` on the patched protocol).
+* :func:`retrieve_segment` runs one such command on an
+  :class:`~maild.protocols.imap.connection.IMAPConnection` and yields its messages (used by
+  :meth:`IMAPMailbox.retrieve <maild.protocols.imap.mailbox.IMAPMailbox.retrieve>`).
 
-Uses no aioimaplib internals itself: the protocol layer is reached through
-:mod:`maild.protocols.imap.client` and the session's guarded :meth:`IMAPSession._call`.
+Message bodies are handed on as the assembler built them: a large literal is the client's receive
+buffer itself, never copied here.
+
+May import: asyncio, structlog, :mod:`maild.errors`, :mod:`maild.model`, the connection, the client's
+public names and the sans-I/O IMAP modules.
 
 Standard: RFC 9051 section 6.4.5 and 6.4.9 (UID FETCH), 7.5.2 (FETCH response).
 """
@@ -21,22 +25,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
 import structlog
 
-from maild.errors import ConnectError, ProtocolError
+from maild.errors import ProtocolError
 from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.imap import wire
-from maild.protocols.imap.client import StreamingFetch
-from maild.protocols.imap.fetch import FetchedMessage, FetchItem, build_message, read_fetch_line
-from maild.protocols.imap.lex import LexError, Part, Token, group_lines, parse_number, strip_untagged
-from maild.protocols.imap.session import THROTTLE_CODES, IMAPSession, consume_outcome
+from maild.protocols.imap.client import Reply, StreamingFetch
+from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, consume_outcome
+from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome
+from maild.protocols.imap.lex import Part
 
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
-
-#: What one UID came to: the message, or the reason it could not be read (``"BODY[] is NIL"``).
-Outcome: TypeAlias = FetchedMessage | str
 
 #: Octets of parsed, not yet taken messages held when the caller gives no window (16 MiB).
 DEFAULT_WINDOW_OCTETS = 16 * 2**20
@@ -56,94 +57,6 @@ SESSION_FLAGS = frozenset({"\\Recent"})
 
 def _nothing() -> None:
     """Default pause and resume before :meth:`RetrievalStream.attach`."""
-
-
-class FetchAssembler:
-    """Merge FETCH responses per message and settle each requested UID as soon as it is complete.
-
-    Same rules as :func:`~maild.protocols.imap.fetch.parse_fetch` (items merged per sequence number;
-    a response that breaks the grammar fails its UID; responses without UID, or for UIDs not
-    requested, are ignored), except that a message is settled as soon as every required item has
-    arrived, so later responses for it (an unsolicited flag change) no longer alter it.
-
-    Args:
-        requested: the UIDs asked for.
-        require: items every message must carry (UID is always required).
-    """
-
-    def __init__(self, requested: Iterable[int], require: Iterable[FetchItem]) -> None:
-        self._wanted = frozenset(requested)
-        self._required = tuple(dict.fromkeys(("UID", *require)))
-        self._merged: dict[int, dict[str, Token]] = {}
-        self._broken: dict[int, str] = {}
-        self._settled: set[int] = set()
-        self.ignored = 0
-        """FETCH responses without a usable UID or for a UID not requested or already settled."""
-        self.malformed: list[str] = []
-        """Excerpts of FETCH lines that broke the grammar and named no UID."""
-
-    def feed(self, parts: Sequence[Part]) -> list[tuple[int, Outcome]]:
-        """Take the parts of one or more FETCH responses; return the UIDs settled by them.
-
-        Never raises for server data.
-        """
-        settled: list[tuple[int, Outcome]] = []
-        for logical in group_lines(parts):
-            line = read_fetch_line(logical, strip_untagged(logical[0]))
-            if line is None:
-                self.ignored += 1
-                continue
-            if line.error is not None:
-                if "UID" not in line.items:
-                    self.malformed.append(line.error)
-                    continue
-                self._broken[line.seq] = line.error
-                self._merged.setdefault(line.seq, {})["UID"] = line.items["UID"]
-            else:
-                self._merged.setdefault(line.seq, {}).update(line.items)
-            outcome = self._settle(line.seq, final=False)
-            if outcome is not None:
-                settled.append(outcome)
-        return settled
-
-    def finish(self) -> list[tuple[int, Outcome]]:
-        """Settle what is left once the tagged completion arrived (a missing item fails its UID)."""
-        settled = [self._settle(seq, final=True) for seq in list(self._merged)]
-        return [outcome for outcome in settled if outcome is not None]
-
-    def _settle(self, seq: int, *, final: bool) -> tuple[int, Outcome] | None:
-        items = self._merged[seq]
-        raw_uid = items.get("UID")
-        uid: int | None = None
-        if raw_uid is not None:
-            try:
-                uid = parse_number(raw_uid, "UID")
-            except LexError:
-                uid = None
-        if uid is None or uid == 0:
-            if final or raw_uid is not None:
-                self._forget(seq)
-            return None  # no UID yet: a later response for this seq may carry it
-        if uid not in self._wanted or uid in self._settled:
-            self._forget(seq)
-            return None
-        reason = self._broken.get(seq)
-        if reason is None and not final and any(name not in items for name in self._required):
-            return None
-        self._forget(seq, counted=False)
-        self._settled.add(uid)
-        if reason is not None:
-            return uid, reason
-        try:
-            return uid, build_message(seq, uid, items, self._required)
-        except LexError as exc:
-            return uid, str(exc)
-
-    def _forget(self, seq: int, *, counted: bool = True) -> None:
-        del self._merged[seq]
-        self._broken.pop(seq, None)
-        if counted:
-            self.ignored += 1
 
 
 class RetrievalStream:
@@ -203,8 +116,9 @@ class RetrievalStream:
         Never raises: it runs inside ``data_received``, where an exception would kill the transport.
         """
         try:
-            for uid, outcome in self._assembler.feed(parts):
-                self._hold(uid, outcome)
+            self._assembler.feed(parts)
+            while (settled := self._assembler.next_outcome()) is not None:
+                self._hold(*settled)
             if not self.paused and self.held_octets > self._window() and self.ready():
                 self.paused = True
                 self.pauses += 1
@@ -220,8 +134,9 @@ class RetrievalStream:
         Args:
             completion: the completion as one line, e.g. ``"OK Fetch completed"``.
         """
-        for uid, outcome in self._assembler.finish():
-            self._hold(uid, outcome)
+        self._assembler.finish()
+        while (settled := self._assembler.next_outcome()) is not None:
+            self._hold(*settled)
         for uid in self._order[self._next :]:
             if uid not in self._held:
                 self._held[uid] = f"not returned ({completion})"
@@ -332,92 +247,103 @@ def stream_segments(keys: Sequence[IMAPKey], uidvalidity: int) -> list[list[IMAP
     return segments
 
 
-class StreamingRetrieval(IMAPSession):
-    """The streaming half of :meth:`IMAPMailbox.retrieve <.mailbox.IMAPMailbox.retrieve>`."""
+def stale_failure(key: IMAPKey, uidvalidity: int) -> RetrievalFailure:
+    """The failure for a key whose UIDVALIDITY is not the selected mailbox's ``uidvalidity`` now."""
+    return RetrievalFailure(
+        key, f"UIDVALIDITY of {key.mailbox!r} is now {uidvalidity}, not {key.uidvalidity}"
+    )
 
-    def _result(self, key: IMAPKey, outcome: Outcome | None) -> RetrievedMessage | RetrievalFailure:
-        """The item to yield for ``key``: its message, or a failure naming the reason."""
-        if key.uidvalidity != self._uidvalidity:
-            return RetrievalFailure(
-                key, f"UIDVALIDITY of {key.mailbox!r} is now {self._uidvalidity}, not {key.uidvalidity}"
-            )
-        if isinstance(outcome, FetchedMessage) and outcome.body is not None:
-            flags = (outcome.flags or frozenset()) - SESSION_FLAGS
-            return RetrievedMessage(key, outcome.body, outcome.internaldate, flags)
-        return RetrievalFailure(key, outcome if isinstance(outcome, str) else "BODY[] missing")
 
-    async def _stream_segment(
-        self, keys: list[IMAPKey], window_octets: Callable[[], int]
-    ) -> AsyncGenerator[RetrievedMessage | RetrievalFailure, None]:
-        """One streaming ``UID FETCH`` for ``keys`` of the selected mailbox, yielded in key order.
+def retrieved(key: IMAPKey, outcome: Outcome | None) -> RetrievedMessage | RetrievalFailure:
+    """The item to yield for ``key``: its message (without session flags), or a failure naming why."""
+    if isinstance(outcome, FetchedMessage) and outcome.body is not None:
+        flags = (outcome.flags or frozenset()) - SESSION_FLAGS
+        return RetrievedMessage(key, outcome.body, outcome.internaldate, flags)
+    return RetrievalFailure(key, outcome if isinstance(outcome, str) else "BODY[] missing")
 
-        The FETCH runs as a task; this generator waits through :meth:`_call` (so every error maps as
-        there, and the inactivity limit counts only while it waits for data, never while the consumer
-        holds it at a ``yield``), and takes outcomes from a :class:`RetrievalStream`.
-        """
-        uids = [key.uid for key in keys if key.uidvalidity == self._uidvalidity]
-        if not uids:
-            for key in keys:
-                yield self._result(key, None)
-            return
-        protocol = self._protocol
-        what = f"UID FETCH {BODY_ITEMS} for {len(uids)} UIDs"
-        stream = RetrievalStream(uids, BODY_REQUIRE, window_octets)
-        fetch = StreamingFetch(protocol, wire.sequence_set(uids), BODY_ITEMS, stream.feed)
-        stream.attach(fetch.pause_reading, fetch.resume_reading)
-        if self._lost is not None and self._lost.done():
-            self._discard("connection lost")
-            raise self._error(ConnectError, f"{what}: connection lost")
-        command: asyncio.Future[object] = asyncio.ensure_future(fetch.run())
-        command.add_done_callback(consume_outcome)
-        command.add_done_callback(stream.wake)
-        try:
-            for key in keys:
-                if key.uidvalidity != self._uidvalidity:
-                    yield self._result(key, None)
-                    continue
-                while not stream.ready():
-                    await self._stream_wait(what, fetch, command, stream)
-                uid, outcome = stream.take()
-                assert uid == key.uid
-                yield self._result(key, outcome)
-            while not stream.finished:
-                await self._stream_wait(what, fetch, command, stream)
-        finally:
-            if command.done():
-                stream.resume()
-            else:
-                command.cancel()
-                self._discard(f"{what} abandoned")
-        _log.debug(
-            "imap.fetch-stream.complete",
-            account=self._settings.account,
-            messages=len(uids),
-            peak_held_octets=stream.peak_held_octets,
-            pauses=stream.pauses,
-        )
 
-    async def _stream_wait(
-        self, what: str, fetch: StreamingFetch, command: asyncio.Future[object], stream: RetrievalStream
-    ) -> None:
-        """Wait for the next outcome or the end of the FETCH; settle the stream at its completion.
+async def retrieve_segment(
+    connection: IMAPConnection, keys: list[IMAPKey], window_octets: Callable[[], int]
+) -> AsyncGenerator[RetrievedMessage | RetrievalFailure, None]:
+    """One streaming ``UID FETCH`` for ``keys`` of the selected mailbox, yielded in key order.
 
-        Raises:
-            ThrottledError, TransientError, ProtocolError: the completion was NO with a session
-                code, or BAD.
-            NetworkTimeout, ConnectError, ProtocolError: as for :meth:`_call`.
-        """
-        if fetch.completed and not command.done():
-            await asyncio.wait((command,))  # done at the next loop turn, even if the peer hangs up now
-        if not command.done():
-            await self._call(what, lambda: stream.waiter(command))
-        elif command.cancelled() or command.exception() is not None:
-            await self._call(what, lambda: command)  # maps the library's error and raises it
+    The FETCH runs as a task; this generator waits through :meth:`IMAPConnection.call` (so every
+    error maps as there, and the inactivity limit counts only while it waits for data, never while
+    the consumer holds it at a ``yield``), and takes outcomes from a :class:`RetrievalStream`.
+
+    Args:
+        connection: an open connection with the keys' mailbox selected.
+        keys: one segment from :func:`stream_segments`.
+        window_octets: the current limit in octets of messages held, asked after every response.
+
+    Closed early or cancelled while the FETCH runs: the connection is discarded.
+
+    Raises:
+        ThrottledError, TransientError, ProtocolError: the completion was NO with a session code
+            (RFC 5530), or BAD (RFC 9051 section 7.1).
+        NetworkTimeout, ConnectError, ProtocolError, TransientError: as for
+            :meth:`IMAPConnection.call`.
+    """
+    uidvalidity = connection.uidvalidity
+    uids = [key.uid for key in keys if key.uidvalidity == uidvalidity]
+    if not uids:
+        for key in keys:
+            yield stale_failure(key, uidvalidity)
+        return
+    what = f"UID FETCH {BODY_ITEMS} for {len(uids)} UIDs"
+    stream = RetrievalStream(uids, BODY_REQUIRE, window_octets)
+    fetch = connection.client.streaming_fetch(wire.sequence_set(uids), BODY_ITEMS, stream.feed)
+    stream.attach(fetch.pause_reading, fetch.resume_reading)
+    connection.lost(what)  # raises ConnectError (and discards) when the connection is gone already
+    command: asyncio.Future[Reply] = asyncio.ensure_future(fetch.run())
+    command.add_done_callback(consume_outcome)
+    command.add_done_callback(stream.wake)
+    try:
+        for key in keys:
+            if key.uidvalidity != uidvalidity:
+                yield stale_failure(key, uidvalidity)
+                continue
+            while not stream.ready():
+                await _stream_wait(connection, what, fetch, command, stream)
+            uid, outcome = stream.take()
+            assert uid == key.uid
+            yield retrieved(key, outcome)
+        while not stream.finished:
+            await _stream_wait(connection, what, fetch, command, stream)
+    finally:
+        if command.done():
+            stream.resume()
         else:
-            _lines, status = self._completion(command.result(), what)
-            if status.condition == "BAD" or status.code in THROTTLE_CODES | {"SERVERBUG"}:
-                raise self._refused(status, what)
-            stream.finish(status.describe())
-        if stream.error is not None:
-            self._discard(f"{what}: internal error")
-            raise self._error(ProtocolError, f"{what}: {type(stream.error).__name__}: {stream.error}")
+            command.cancel()
+            connection.discard(f"{what} abandoned")
+    _log.debug(
+        "imap.fetch-stream.complete",
+        account=connection.account,
+        messages=len(uids),
+        peak_held_octets=stream.peak_held_octets,
+        pauses=stream.pauses,
+    )
+
+
+async def _stream_wait(
+    connection: IMAPConnection,
+    what: str,
+    fetch: StreamingFetch,
+    command: asyncio.Future[Reply],
+    stream: RetrievalStream,
+) -> None:
+    """Wait for the next outcome or the end of the FETCH; settle the stream at its completion."""
+    if fetch.completed and not command.done():
+        await asyncio.wait((command,))  # done at the next loop turn, even if the peer hangs up now
+    if not command.done():
+        await connection.call(what, lambda: stream.waiter(command))
+    elif command.cancelled() or command.exception() is not None:
+        await connection.call(what, lambda: command)  # maps the client's error and raises it
+    else:
+        _lines, status = connection.completion(command.result(), what)
+        if status.condition == "BAD" or status.code in SESSION_CODES:
+            raise connection.refused(status, what)
+        stream.finish(status.describe())
+    if stream.error is not None:
+        connection.discard(f"{what}: internal error")
+        raise connection.error(ProtocolError, f"{what}: {type(stream.error).__name__}: {stream.error}")

@@ -12,10 +12,13 @@ back in ``Response.lines``, which the functions below accept as a flat sequence 
 
 Malformed server input raises :class:`~maild.errors.ProtocolError` naming the RFC section.
 
-This module: modified UTF-7 names, argument quoting, status responses and CAPABILITY, SELECT, UID SEARCH,
-mailbox events (IDLE, NOOP) and APPEND formatting. The lexer is in :mod:`maild.protocols.imap.lex`,
-FETCH parsing (where one broken message is a per-message failure) in :mod:`maild.protocols.imap.fetch`,
-LIST in :mod:`maild.protocols.imap.listing`.
+This module: argument quoting, status responses and CAPABILITY, SELECT, UID SEARCH, mailbox events
+(IDLE, NOOP) and APPEND formatting. The lexer is in :mod:`maild.protocols.imap.lex`, FETCH assembly
+(where one broken message is a per-message failure) in :mod:`maild.protocols.imap.fetch`, LIST in
+:mod:`maild.protocols.imap.listing`, modified UTF-7 names in :mod:`maild.protocols.imap.utf7`.
+
+May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), :mod:`maild.errors`,
+:mod:`maild.protocols.imap.lex`.
 
 Standards: RFC 9051 (IMAP4rev2) with RFC 3501 (IMAP4rev1) where Dovecot 2.3 still speaks it,
 RFC 5530 (response codes), RFC 6154 (special-use mailboxes).
@@ -23,8 +26,6 @@ RFC 5530 (response codes), RFC 6154 (special-use mailboxes).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,106 +45,11 @@ from maild.protocols.imap.lex import (
     parse_number,
     strip_untagged,
 )
+from maild.protocols.imap.utf7 import encode_mailbox_name
 
 _RFC_SEQSET = "RFC 9051 section 9 (sequence-set)"
-_RFC_MUTF7 = "RFC 3501 section 5.1.3"
 _STATUS = re.compile(rb"(OK|NO|BAD|BYE|PREAUTH)(?: |\Z)", re.IGNORECASE)
 _TEXT_CODE = re.compile(rb"\[([^\]\s]+)(?: ([^\]]*))?\]")
-
-
-# --------------------------------------------------------------------------------------------------
-# Modified UTF-7 mailbox names (RFC 3501 section 5.1.3; RFC 9051 section 5.1 keeps it for servers
-# without UTF8=ACCEPT)
-# --------------------------------------------------------------------------------------------------
-
-
-def _mutf7_run(chars: list[str]) -> str:
-    data = "".join(chars).encode("utf-16-be")
-    return "&" + base64.b64encode(data).rstrip(b"=").replace(b"/", b",").decode("ascii") + "-"
-
-
-def encode_mailbox_name(name: str) -> str:
-    """Encode a mailbox name as modified UTF-7 for the wire.
-
-    Printable US-ASCII (0x20 to 0x7E) stands for itself, ``&`` becomes ``&-``, every other run of
-    characters becomes ``&`` + modified base64 of its UTF-16BE form (``,`` for ``/``, no padding) + ``-``.
-    The result is pure ASCII and still needs quoting (:func:`quote_astring`).
-
-    Standard: RFC 3501 section 5.1.3.
-
-    Raises:
-        ValueError: the name contains a lone surrogate, which UTF-16 cannot carry.
-    """
-    out: list[str] = []
-    run: list[str] = []
-    for ch in name:
-        if " " <= ch <= "~":
-            if run:
-                out.append(_mutf7_run(run))
-                run = []
-            out.append("&-" if ch == "&" else ch)
-        else:
-            run.append(ch)
-    if run:
-        out.append(_mutf7_run(run))
-    return "".join(out)
-
-
-def decode_mailbox_name(wire: str | bytes | bytearray) -> str:
-    """Decode a modified UTF-7 mailbox name as sent by the server into readable Unicode.
-
-    Only the canonical form is accepted (the one :func:`encode_mailbox_name` produces), so that
-    ``encode_mailbox_name(decode_mailbox_name(x)) == x`` and the name can be sent back in SELECT.
-
-    Standard: RFC 3501 section 5.1.3.
-
-    Raises:
-        ProtocolError: raw 8-bit or control characters, a ``&`` run without ``-``, invalid base64 or
-            UTF-16, printable ASCII hidden in base64, or another non-canonical form.
-    """
-    if isinstance(wire, bytes | bytearray):
-        try:
-            text = bytes(wire).decode("ascii")
-        except UnicodeDecodeError:
-            raise ProtocolError(
-                "mailbox name has raw 8-bit octets", line=excerpt(wire), standard=_RFC_MUTF7
-            ) from None
-    else:
-        text = wire
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch != "&":
-            if not " " <= ch <= "~":
-                raise ProtocolError(
-                    "mailbox name has a raw non-ASCII character", line=text, standard=_RFC_MUTF7
-                )
-            out.append(ch)
-            i += 1
-            continue
-        end = text.find("-", i + 1)
-        if end < 0:
-            raise ProtocolError("unterminated '&' run in mailbox name", line=text, standard=_RFC_MUTF7)
-        chunk = text[i + 1 : end]
-        i = end + 1
-        if not chunk:
-            out.append("&")
-            continue
-        if not re.fullmatch(r"[A-Za-z0-9+,]+", chunk):
-            raise ProtocolError("bad modified base64 in mailbox name", line=text, standard=_RFC_MUTF7)
-        padded = chunk.replace(",", "/") + "=" * (-len(chunk) % 4)
-        try:
-            decoded = base64.b64decode(padded, validate=True).decode("utf-16-be")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ProtocolError(
-                "bad modified base64 in mailbox name", line=text, standard=_RFC_MUTF7
-            ) from None
-        out.append(decoded)
-    result = "".join(out)
-    if encode_mailbox_name(result) != text:
-        raise ProtocolError("mailbox name is not canonical modified UTF-7", line=text, standard=_RFC_MUTF7)
-    return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,6 +74,17 @@ def quote_astring(value: str) -> str:
     if any(c in value for c in "\r\n\x00"):
         raise ValueError("CR, LF and NUL cannot be sent in an IMAP quoted string")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def mailbox_argument(name: str) -> str:
+    """Return a readable mailbox name as a command argument: modified UTF-7, then quoted.
+
+    Standard: RFC 3501 section 5.1.3 (modified UTF-7); RFC 9051 section 4.3 (quoted string).
+
+    Raises:
+        ValueError: the name holds CR, LF, NUL or a lone surrogate, which cannot be sent.
+    """
+    return quote_astring(encode_mailbox_name(name))
 
 
 def sequence_set(uids: Iterable[int]) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from maild.auth import sasl
 from maild.errors import (
     AuthError,
     ConnectError,
@@ -36,6 +37,7 @@ from maild.errors import (
 )
 from maild.model import ServerSettings
 from maild.protocols.pop3 import wire
+from maild.protocols.pop3.auth import authenticate
 from maild.protocols.tls import client_context
 
 __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "THROTTLE_CODES", "Listing", "POP3Session"]
@@ -101,6 +103,7 @@ class POP3Session:
         self.decoder = wire.ReplyDecoder(max_reply_octets=max_reply_octets)
         self._lock = threading.Lock()
         self._shut = False
+        self._secrets: tuple[str, ...] = ()
         self._ahead: collections.deque[bool] = collections.deque()  # replies owed: multiline or not
 
     # -- errors ---------------------------------------------------------------------------------------
@@ -110,9 +113,13 @@ class POP3Session:
         return f"account {s.account!r}: POP3 {s.host}:{s.port}"
 
     def redact(self, text: str) -> str:
-        """Return ``text`` with the password replaced, should a server ever echo it."""
-        secret = self.settings.password.reveal()
-        return text.replace(secret, "********") if secret else text
+        """Return ``text`` with the password (and every wire form of a SASL secret registered with
+        :meth:`add_secrets`) replaced, should a server ever echo it."""
+        return sasl.redact(text, (self.settings.password.reveal(), *self._secrets))
+
+    def add_secrets(self, secrets: Sequence[str]) -> None:
+        """Have :meth:`redact` also remove ``secrets`` (tokens, base64 SASL responses) from now on."""
+        self._secrets = (*self._secrets, *secrets)
 
     def protocol_error(self, message: str, *, line: str = "", standard: str = "") -> ProtocolError:
         """A ProtocolError naming the account, with the server's line redacted."""
@@ -229,10 +236,14 @@ class POP3Session:
         )
 
     def connect(self) -> None:
-        """Connect, greet, negotiate TLS, USER/PASS, CAPA. Closes the socket on any failure.
+        """Connect, greet, negotiate TLS, CAPA, log in, CAPA again. Closes the socket on any failure.
+
+        Login: AUTH (RFC 5034) with the mechanism :func:`maild.auth.sasl.choose_mechanism` picks from
+        CAPA's ``SASL`` line; USER/PASS when ``auth = "password"`` and no mechanism fits.
 
         Standard: RFC 1939 sections 4 and 7 (greeting, USER/PASS), RFC 2595 section 4 (STLS), RFC 2449
-        section 5 (CAPA after login: capabilities may differ per state), RFC 3206 (response codes).
+        section 5 (CAPA after login: capabilities may differ per state), RFC 5034 (AUTH), RFC 3206
+        (response codes).
         """
         try:
             with self.mapped("connecting", connecting=True):
@@ -244,6 +255,8 @@ class POP3Session:
     def _connect(self) -> None:
         s = self.settings
         acct = s.account
+        if s.tokens is not None:  # a token first: no connection is opened for a grant that is gone
+            s.tokens.access_token()
         ctx = client_context(s.ca_file)  # verifies certificate and host name; built once per CA file
         try:
             if s.tls == "implicit":
@@ -278,12 +291,29 @@ class POP3Session:
                 ) from exc
         if any(c in s.username + s.password.reveal() for c in "\r\n\0"):
             raise AuthError(f"{self._where()}: username or password contains a line break", account=acct)
-        for verb in ("USER", "PASS"):
-            error = self._login_step(pop, verb)
-            if error is not None:
-                raise error  # outside any except block: no chain back to poplib's frames
+        if not authenticate(self, pop, self._sasl_offered()):  # AUTH (RFC 5034), see pop3/auth.py
+            for verb in ("USER", "PASS"):
+                error = self._login_step(pop, verb)
+                if error is not None:
+                    raise error  # outside any except block: no chain back to poplib's frames
         capa = self.exchange(["CAPA"], multiline=True, pipelined=False)[0]
         self.caps = wire.parse_capa(capa.body) if capa.body is not None else {}
+
+    def _sasl_offered(self) -> frozenset[str]:
+        """The SASL mechanisms of CAPA in the AUTHORIZATION state (after STLS: RFC 2595 section 4 says
+        to discard capabilities learnt before TLS); empty when the server has no CAPA."""
+        capa = self.exchange(["CAPA"], multiline=True, pipelined=False)[0]
+        return sasl.pop3_mechanisms(wire.parse_capa(capa.body) if capa.body is not None else {})
+
+    def where(self) -> str:
+        """``account 'NAME': POP3 HOST:PORT``, the start of every error message."""
+        return self._where()
+
+    def connection_closed(self, doing: str) -> ConnectError:
+        """The error for a connection the server closed while ``doing``."""
+        return ConnectError(
+            f"{self._where()}: server closed the connection {doing}", account=self.settings.account
+        )
 
     # -- commands -------------------------------------------------------------------------------------
 

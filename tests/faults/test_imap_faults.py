@@ -2,8 +2,8 @@
 
 Covers quoting on the wire, every LOGIN refusal, STARTTLS (refused, missing, injected data), odd FETCH
 shapes (UID after the literal, NIL bodies, interleaved EXISTS/EXPUNGE, unsolicited FETCH), batching
-and chunking limits, UIDVALIDITY changes, deletion rules, hangs, hang-ups, cancellation and the stock
-library's recursion crash.
+and chunking limits, UIDVALIDITY changes, deletion rules, hangs, hang-ups, cancellation and responses
+long enough to crash the stock library's recursion.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from maild.errors import (
     TransientError,
 )
 from maild.model import IMAPKey, POP3Key, RetrievalFailure, RetrievedMessage, Secret, ServerSettings, TLSMode
-from maild.protocols.imap import client as imap_module
-from maild.protocols.imap.mailbox import MAX_UIDS_PER_COMMAND, IMAPMailbox
+from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.protocols.imap.scan import MAX_UIDS_PER_COMMAND
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMessage, Session, default_fetch_writer
 
 PASSWORD = 'p w"\\x'
@@ -84,20 +84,6 @@ async def inbox() -> AsyncIterator[ScriptedIMAP]:
     """A scripted server with five messages in INBOX."""
     async with ScriptedIMAP({"INBOX": [message(i) for i in range(1, 6)]}) as server:
         yield server
-
-
-@pytest.fixture
-def stock_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run the adapter on aioimaplib's stock protocol (only last-received tracking added)."""
-    monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
-
-
-@pytest.fixture(params=["streaming", "stock"])
-def either_protocol(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test on the streaming path (patched protocol) and on the stock batch path."""
-    if request.param == "stock":
-        monkeypatch.setattr(imap_module, "_PROTOCOL_CLASS", imap_module._TrackingProtocol)
-    return str(request.param)
 
 
 async def opened(server: ScriptedIMAP, **kwargs: object) -> IMAPMailbox:
@@ -369,7 +355,7 @@ async def test_missing_mailbox_in_inventory_is_skipped_and_reported(inbox: Scrip
 
 
 def test_constructor_validates_and_quiets_library_logger() -> None:
-    """Bad names and batch limits are refused; aioimaplib's logger is held at WARNING."""
+    """Bad names are refused; aioimaplib's logger is held at WARNING."""
     logging.getLogger("aioimaplib").setLevel(logging.DEBUG)
     base = ServerSettings("a", "h", 1, "none", None, "u", Secret("p"), 1.0)
     IMAPMailbox(base)
@@ -378,10 +364,6 @@ def test_constructor_validates_and_quiets_library_logger() -> None:
     for bad in ([], "INBOX", ["x\ud800"]):
         with pytest.raises(ValueError):  # noqa: PT011
             IMAPMailbox(base, bad)
-    with pytest.raises(ValueError, match="batch_messages"):
-        IMAPMailbox(base, batch_messages=0)
-    with pytest.raises(ValueError, match="batch_messages"):
-        IMAPMailbox(base, batch_messages=10_000)
 
 
 # ------------------------------------------------------------------------------------ retrieve
@@ -406,20 +388,6 @@ async def test_retrieve_uses_peek_and_yields_in_key_order(inbox: ScriptedIMAP) -
     assert inbox.commands_named("UID STORE") == []
 
 
-@pytest.mark.usefixtures("stock_protocol")
-async def test_stock_retrieve_sizes_then_batches_in_key_order(inbox: ScriptedIMAP) -> None:
-    """On the stock protocol: one size pass, then body batches; results still in key order."""
-    mailbox = await opened(inbox)
-    items = await collect(mailbox, keys([4, 2, 5, 2, 1]))
-    await mailbox.close()
-    assert [item.key.uid for item in items] == [4, 2, 5, 1]  # type: ignore[union-attr]
-    assert all(isinstance(item, RetrievedMessage) for item in items)
-    fetches = inbox.commands_named("UID FETCH")
-    assert fetches[0] == "UID FETCH 1:2,4:5 (RFC822.SIZE)"
-    assert fetches[1] == "UID FETCH 1:2,4:5 (UID FLAGS INTERNALDATE BODY.PEEK[])"
-    assert "BODY[]" not in " ".join(fetches).replace("BODY.PEEK[]", "")
-
-
 async def test_streaming_retrieve_sends_one_fetch_for_a_thousand_messages() -> None:
     """1,000 messages in one mailbox: a single UID FETCH 1:1000, no RFC822.SIZE pass, all in order."""
     raws = [message(i) for i in range(1, 1001)]
@@ -433,36 +401,30 @@ async def test_streaming_retrieve_sends_one_fetch_for_a_thousand_messages() -> N
     assert server.commands_named("UID FETCH") == ["UID FETCH 1:1000 (UID FLAGS INTERNALDATE BODY.PEEK[])"]
 
 
-@pytest.mark.usefixtures("stock_protocol")
-async def test_retrieve_chunks_size_pass_and_batches_bodies() -> None:
-    """Stock protocol, 1,000 messages: size pass in commands of at most 400 UIDs, bodies by count and octets."""
+async def test_size_pass_is_chunked_and_retrieve_needs_none() -> None:
+    """1,000 messages: sizes() asks in commands of at most 400 UIDs; retrieve() then sends one
+    streaming body FETCH and no size pass of its own."""
     raws = [message(i) for i in range(1, 1001)]
     raws[10] = message(11, size=5000)
     async with ScriptedIMAP({"INBOX": raws}) as server:
-        mailbox = IMAPMailbox(settings(server), batch_messages=100, batch_octets=4000)
-        await mailbox.open()
+        mailbox = await opened(server)
+        await mailbox.inventory()
+        sizes = await mailbox.sizes(keys(range(1, 1001)))
         items = await collect(mailbox, keys(range(1, 1001)))
         await mailbox.close()
+    assert sizes[keys([11])[0]] == len(raws[10])
+    assert len(sizes) == 1000
     assert [item.key.uid for item in items] == list(range(1, 1001))  # type: ignore[union-attr]
     assert all(isinstance(item, RetrievedMessage) for item in items)
-    size_pass = [c for c in server.commands_named("UID FETCH") if c.endswith("(RFC822.SIZE)")]
-    assert size_pass == [
+    assert server.commands_named("UID FETCH") == [
         "UID FETCH 1:400 (RFC822.SIZE)",
         "UID FETCH 401:800 (RFC822.SIZE)",
         "UID FETCH 801:1000 (RFC822.SIZE)",
+        "UID FETCH 1:1000 (UID FLAGS INTERNALDATE BODY.PEEK[])",
     ]
-    bodies = [c.split(" ")[2] for c in server.commands_named("UID FETCH") if "BODY.PEEK" in c]
-    counts = []
-    for uid_set in bodies:
-        low, _, high = uid_set.partition(":")
-        counts.append(int(high or low) - int(low) + 1)
-    assert max(counts) <= 100
-    assert sum(counts) == 1000
-    assert "11" in bodies  # the 5,000-octet message is alone: it exceeds batch_octets
     assert MAX_UIDS_PER_COMMAND == 400
 
 
-@pytest.mark.usefixtures("either_protocol")
 async def test_retrieve_odd_fetch_shapes(inbox: ScriptedIMAP) -> None:
     """UID after the literal, items reversed, NIL body, a vanished UID, EXISTS/EXPUNGE and FLAGS pushes."""
 
@@ -528,7 +490,6 @@ async def test_retrieve_unknown_uids_and_stale_uidvalidity(inbox: ScriptedIMAP) 
     ]
 
 
-@pytest.mark.usefixtures("either_protocol")
 async def test_retrieve_vanished_mailbox_fails_its_keys(inbox: ScriptedIMAP) -> None:
     """Keys of a mailbox that can no longer be selected fail; other mailboxes still work."""
     mailbox = await opened(inbox)
@@ -547,7 +508,6 @@ async def test_retrieve_refuses_pop3_keys(inbox: ScriptedIMAP) -> None:
     await mailbox.close()
 
 
-@pytest.mark.usefixtures("either_protocol")
 @pytest.mark.parametrize(
     ("reply", "error"),
     [
@@ -569,7 +529,6 @@ async def test_fetch_refused_as_a_whole(inbox: ScriptedIMAP, reply: str, error: 
     await mailbox.close()
 
 
-@pytest.mark.usefixtures("either_protocol")
 async def test_fetch_plain_no_keeps_partial_data(inbox: ScriptedIMAP) -> None:
     """NO without a throttling code: what came is yielded, the rest fails with the server's reason."""
 
@@ -666,7 +625,6 @@ async def test_silent_server_times_out_and_session_is_discarded(inbox: ScriptedI
     await mailbox.abort()
 
 
-@pytest.mark.usefixtures("either_protocol")
 async def test_slow_but_steady_fetch_does_not_time_out(inbox: ScriptedIMAP) -> None:
     """timeout_s limits silence, not duration: a FETCH trickling for longer than timeout_s succeeds."""
 
@@ -691,7 +649,6 @@ async def test_slow_but_steady_fetch_does_not_time_out(inbox: ScriptedIMAP) -> N
     await mailbox.close()
 
 
-@pytest.mark.usefixtures("either_protocol")
 @pytest.mark.parametrize("when", ["before any response", "mid-literal"])
 async def test_connection_dropped_mid_command_fails_promptly(inbox: ScriptedIMAP, when: str) -> None:
     """The server hangs up during UID FETCH: ConnectError at once, not after timeout_s (30 s here)."""
@@ -717,7 +674,6 @@ async def test_connection_dropped_mid_command_fails_promptly(inbox: ScriptedIMAP
     await mailbox.abort()
 
 
-@pytest.mark.usefixtures("either_protocol")
 async def test_cancelled_retrieve_discards_the_session(inbox: ScriptedIMAP) -> None:
     """Cancelling mid-FETCH propagates CancelledError; the session is unusable afterwards."""
     inbox.script["UID FETCH"] = hang
@@ -738,22 +694,8 @@ async def flood(session: Session, tag: str, args: str) -> None:
     await session.send(lines + f"* SEARCH 1 2 3 4 5\r\n{tag} OK done\r\n".encode())
 
 
-@pytest.mark.usefixtures("stock_protocol")
-async def test_stock_library_recursion_crash_fails_promptly(inbox: ScriptedIMAP) -> None:
-    """With the stock protocol a 3,000-line read crashes aioimaplib; the call fails at once instead of hanging."""
-    inbox.script["UID SEARCH"] = flood
-    mailbox = await opened(inbox, timeout_s=30)
-    started = time.monotonic()
-    with pytest.raises(ConnectError):
-        await mailbox.inventory()
-    assert time.monotonic() - started < 5
-    await mailbox.abort()
-
-
 async def test_fast_protocol_survives_long_responses(inbox: ScriptedIMAP) -> None:
     """The patched protocol loops instead of recursing: the same 3,000-line response is fine."""
-    if imap_module._PROTOCOL_CLASS is not imap_module._FastProtocol:
-        pytest.skip("aioimaplib is not the patched version")  # imap_library_test fails loudly then
     inbox.script["UID SEARCH"] = flood
     mailbox = await opened(inbox)
     assert [e.key.uid for e in await mailbox.inventory()] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]

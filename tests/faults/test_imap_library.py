@@ -1,7 +1,8 @@
 """The aioimaplib internals maild relies on, pinned: these tests fail when the library changes.
 
-``maild.protocols.imap.mailbox`` subclasses aioimaplib 2.0.3's protocol (hot-spot fixes), sends STARTTLS through
-it, and relies on it quoting the LOGIN password but not the user name. Here:
+``maild.protocols.imap.client`` subclasses aioimaplib 2.0.3's protocol (hot-spot fixes, FETCH framing by the
+lexer's rules), sends STARTTLS through it, and relies on it quoting the LOGIN password but not the user name.
+There is no fallback to the stock protocol: these pins are the guard. Here:
 
 * the installed version and the source of every method the adapter copies or relies on are checked;
 * what LOGIN and STARTTLS put on the wire is captured from a fake transport;
@@ -9,7 +10,7 @@ it, and relies on it quoting the LOGIN password but not the user name. Here:
   boundary and at random chunk sizes, and must produce identical responses; the FETCH responses must
   parse (``imap_fetch.parse_fetch``) into the same messages whatever the split;
 * the streaming FETCH hands its sink the same responses whatever the split, and they assemble
-  (``imap_stream.FetchAssembler``) into exactly what ``parse_fetch`` makes of the stock response.
+  (``imap_fetch.FetchAssembler``) into exactly what ``parse_fetch`` makes of the stock response.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import pytest
 from maild.protocols.imap import client as imap_module
 from maild.protocols.imap import fetch as imap_fetch
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import stream as imap_stream
 from maild.protocols.imap import wire
 
 # sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3.
@@ -59,9 +59,9 @@ PINNED_SOURCES = {
 
 
 def test_installed_aioimaplib_is_the_patched_version() -> None:
-    """The adapter's subclass is active only on 2.0.3; on any other version re-verify it, then update."""
+    """The client is written for exactly 2.0.3 (no fallback); on any other version re-verify it, then update."""
     assert importlib.metadata.version("aioimaplib") == imap_module.PATCHED_AIOIMAPLIB == "2.0.3"
-    assert imap_module._PROTOCOL_CLASS is imap_module._FastProtocol
+    assert imap_module.AIOIMAPLIB_VERSION == imap_module.PATCHED_AIOIMAPLIB
 
 
 @pytest.mark.parametrize(("name", "digest"), sorted(PINNED_SOURCES.items()))
@@ -304,14 +304,18 @@ async def run_streaming(
     return response, handed
 
 
-def assembled(handed: list[list[tuple[str, bytes]]]) -> dict[int, imap_stream.Outcome]:
+def assembled(handed: list[list[tuple[str, bytes]]]) -> dict[int, imap_fetch.Outcome]:
     """What FetchAssembler makes of the sink's calls, by UID."""
-    assembler = imap_stream.FetchAssembler([11, 12, 13], ("BODY[]", "FLAGS"))
-    outcomes: dict[int, imap_stream.Outcome] = {}
+    assembler = imap_fetch.FetchAssembler([11, 12, 13], ("BODY[]", "FLAGS"))
+    outcomes: dict[int, imap_fetch.Outcome] = {}
     for call in handed:
         parts = [bytearray(octets) if kind == "bytearray" else octets for kind, octets in call]
-        outcomes.update(assembler.feed(parts))
-    outcomes.update(assembler.finish())
+        assembler.feed(parts)
+        while (outcome := assembler.next_outcome()) is not None:
+            outcomes[outcome[0]] = outcome[1]
+    assembler.finish()
+    while (outcome := assembler.next_outcome()) is not None:
+        outcomes[outcome[0]] = outcome[1]
     return outcomes
 
 
@@ -366,13 +370,35 @@ async def test_streaming_fetch_hands_over_a_response_before_the_completion() -> 
 
 
 def test_streaming_fetch_refuses_the_stock_protocol() -> None:
-    """StreamingFetch needs the patched protocol; streaming_supported tells which one a session has."""
+    """StreamingFetch needs the patched protocol."""
     loop = asyncio.new_event_loop()
     try:
-        stock = imap_module._TrackingProtocol(loop, None)
-        assert not imap_module.streaming_supported(stock)
-        assert imap_module.streaming_supported(imap_module._FastProtocol(loop, None))
+        stock = aioimaplib.IMAP4ClientProtocol(loop, None)
         with pytest.raises(TypeError):
             imap_module.StreamingFetch(stock, "1", "(UID)", lambda parts: None)
     finally:
         loop.close()
+
+
+QUOTED_PAREN_STREAM = (
+    b'* 1 FETCH (UID 11 X-SUBJECT "Re: :)" BODY[] {5}\r\nHallo)\r\n'
+    b"* 2 FETCH (UID 12 BODY[] {2}\r\nhi)\r\n"
+    b"TAG OK done\r\n"
+)
+
+
+async def test_streaming_fetch_frames_quoted_parentheses_by_the_lexer_rules() -> None:
+    """A ``)`` inside a quoted string does not end a response early: at every split the sink gets the
+    two responses whole, as the lexer (and so the assembler) reads them."""
+    expected = [
+        [
+            ("bytes", b'1 FETCH (UID 11 X-SUBJECT "Re: :)" BODY[] {5}'),
+            ("bytearray", b"Hallo"),
+            ("bytes", b")"),
+        ],
+        [("bytes", b"2 FETCH (UID 12 BODY[] {2}"), ("bytearray", b"hi"), ("bytes", b")")],
+    ]
+    for cut in [None, *range(1, len(QUOTED_PAREN_STREAM.replace(b"TAG", b"XXXX0")))]:
+        response, handed = await run_streaming([] if cut is None else [cut], QUOTED_PAREN_STREAM)
+        assert response.result == "OK", f"cut at {cut}"
+        assert handed == expected, f"cut at {cut}"

@@ -1,7 +1,7 @@
 """Streaming UID FETCH against the scripted server: early yields, backpressure, timeouts, cancellation.
 
 Each test scripts the server's answer to the body FETCH (``UID FETCH ... BODY.PEEK[]``) to show one
-property of :meth:`IMAPMailbox.retrieve` on the patched protocol: messages come out before the tagged
+property of :meth:`IMAPMailbox.retrieve` on the streaming path: messages come out before the tagged
 completion; reading pauses while the consumer is away and the inactivity limit does not count that
 time; a server going silent mid-literal still times out; cancelling or closing the generator early
 discards the session without stray tasks; errors after some messages keep those messages.
@@ -20,17 +20,9 @@ from structlog.testing import capture_logs
 
 from maild.errors import NetworkTimeout, ThrottledError, TransientError
 from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage
-from maild.protocols.imap import client as imap_module
 from maild.protocols.imap.mailbox import IMAPMailbox
-from tests.faults.imap_faults_test import keys, message, opened, settings
 from tests.faults.imap_scripted import ScriptedIMAP, Session, default_fetch_writer
-
-
-@pytest.fixture(autouse=True)
-def _patched_protocol() -> None:
-    """These tests are about the streaming path, which needs the patched protocol."""
-    if imap_module._PROTOCOL_CLASS is not imap_module._FastProtocol:
-        pytest.skip("aioimaplib is not the patched version")  # imap_library_test fails loudly then
+from tests.faults.test_imap_faults import keys, message, opened, settings
 
 
 @pytest.fixture
@@ -131,14 +123,13 @@ async def test_reading_pauses_while_the_consumer_is_away_and_no_timeout_fires(
         stream = mailbox.retrieve(keys(range(1, 31)), window_octets=lambda: window)
         first = await anext(stream)
         await asyncio.sleep(1.5)
-        transport = mailbox._client.protocol.transport
-        assert not transport.is_reading()
+        assert not mailbox.connection.client.reading
         rest = [item async for item in stream]
     assert [item.raw for item in [first, *rest]] == [message(i, size=200_000) for i in range(1, 31)]  # type: ignore[union-attr]
     [done] = [e for e in logs if e["event"] == "imap.fetch-stream.complete"]
     assert done["pauses"] >= 1
     assert done["peak_held_octets"] <= window + 2 * 210_000 + 256 * 1024  # window, a message, one read
-    assert transport.is_reading()
+    assert mailbox.connection.client.reading
     await mailbox.close()
 
 

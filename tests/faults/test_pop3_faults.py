@@ -158,20 +158,18 @@ class FakePOP3:
         return b"-ERR no\r\n"
 
 
+@pytest.fixture
+def executor_workers() -> int:
+    """A one-thread pool, so a thread still blocked would show as a stuck follow-up job."""
+    return 1
+
+
 MESSAGES = [
     b"Subject: one\r\n\r\nhello\r\n",
     b"Subject: two\r\n\r\n.dot line\r\n..\r\n",
     b"Subject: three\r\n\r\n" + b"y" * 10_000 + b"\r\n",
     b"Subject: four\r\n\r\nbye\r\n",
 ]
-
-
-@pytest.fixture
-def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
-    """A one-thread pool, so a thread still blocked would show as a stuck follow-up job."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pop3-test")
-    yield pool
-    pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.fixture

@@ -1,0 +1,416 @@
+"""OAuth2 grants over HTTP: client credentials, refresh, device authorization (RFC 6749, RFC 8628).
+
+Library: **oauthlib** (4.0.1). It is sans-I/O: it builds token request bodies and parses token
+responses (errors included: ``invalid_grant``, ``slow_down``, ...) and never opens a connection,
+which matches how maild keeps protocol grammar apart from I/O (see the POP3 and SASL wire modules).
+The HTTP exchange is a dozen lines of :mod:`urllib.request` here, so every read is bounded in size
+(:data:`MAX_RESPONSE_OCTETS`) and time (:data:`HTTP_TIMEOUT_S`) by us, and no HTTP stack comes in
+as a dependency. authlib would bring httpx and its own client objects to configure; msal is
+Microsoft-only (no Gmail). oauthlib's own ``DeviceClient`` does not build the device authorization
+request (it makes a GET URI; RFC 8628 section 3.1 wants a POST form), so that request and its
+response are built and checked here. Two oauthlib behaviours this module relies on (4.0.1): a granted
+scope that differs from the requested one raises ``Warning`` carrying the parsed token (Microsoft
+answers ``.default`` with the explicit scopes), taken as success here; RFC 8628's error codes come
+back as ``CustomOAuth2Error`` and are matched on the ``error`` member, never on text.
+
+Everything here blocks: call it from a worker thread (:mod:`maild.auth.tokens` does) or from the
+CLI, never on the event loop. Secrets (client secret, tokens) never appear in an error message: the
+server's ``error_description`` is shown only after every secret sent is removed from it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from oauthlib.oauth2 import BackendApplicationClient, DeviceClient, OAuth2Error, WebApplicationClient
+
+from maild.auth.sasl import redact
+from maild.errors import AuthError, ConfigError, ProtocolError, TransientError
+from maild.model import Secret
+
+__all__ = [
+    "DEVICE_CODE_GRANT",
+    "HTTP_TIMEOUT_S",
+    "MAX_RESPONSE_OCTETS",
+    "DeviceAuthorization",
+    "TokenResponse",
+    "check_endpoint",
+    "client_credentials",
+    "poll_device_token",
+    "refresh",
+    "start_device_authorization",
+]
+
+#: Longest token or device-authorization response read, in octets (real ones are 1-5 KB).
+MAX_RESPONSE_OCTETS: Final = 64 * 1024
+#: Limit in seconds for connecting to a token endpoint and for each read from it.
+HTTP_TIMEOUT_S: Final = 30.0
+#: RFC 8628 section 3.2: the polling interval when the server names none, in seconds.
+DEFAULT_POLL_INTERVAL_S: Final = 5.0
+#: RFC 8628 section 3.5: how much ``slow_down`` adds to the polling interval, in seconds.
+SLOW_DOWN_STEP_S: Final = 5.0
+DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
+
+#: Token endpoint errors that may pass: retried with backoff (RFC 6749 section 5.2 has no such
+#: code; ``temporarily_unavailable`` and ``server_error`` come from section 4.1.2.1).
+_TRANSIENT_ERRORS: Final = frozenset({"temporarily_unavailable", "server_error"})
+
+
+def check_endpoint(url: str, where: str) -> None:
+    """Accept only ``https://`` endpoints, or ``http://`` to a loopback address (tests, local proxies).
+
+    Raises:
+        ConfigError: another scheme, or plain http to a host that is not loopback; names ``where``.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return
+    loopback = host == "localhost"
+    if not loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+    if parts.scheme == "http" and loopback:
+        return
+    raise ConfigError(f"{where}: expected an https:// URL (http:// only to loopback), got {url!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    """A successful token response (RFC 6749 section 5.1).
+
+    Attributes:
+        access_token: the bearer token.
+        expires_in_s: lifetime in seconds from the response, or None when the server gave none.
+        refresh_token: a new refresh token, or None (keep the old one, RFC 6749 section 6).
+        scope: the granted scope, space-separated, or ``""``.
+    """
+
+    access_token: Secret
+    expires_in_s: float | None
+    refresh_token: Secret | None
+    scope: str = ""
+
+    def __repr__(self) -> str:
+        return f"TokenResponse(<secret>, expires_in_s={self.expires_in_s}, scope={self.scope!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuthorization:
+    """A device authorization response (RFC 8628 section 3.2).
+
+    Attributes:
+        device_code: the code to poll the token endpoint with (a secret).
+        user_code: what the person types at ``verification_uri``.
+        verification_uri: where the person goes (Google calls the member ``verification_url``).
+        verification_uri_complete: the same with the code filled in, or ``""``.
+        expires_in_s: seconds until both codes expire.
+        interval_s: seconds to wait between polls.
+    """
+
+    device_code: Secret
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in_s: float
+    interval_s: float
+
+
+def _post(account: str, url: str, fields: Iterable[tuple[str, str]]) -> tuple[int, bytes]:
+    """POST a form to ``url``; the status and at most :data:`MAX_RESPONSE_OCTETS` of body.
+
+    Raises:
+        TransientError: the endpoint cannot be reached, times out or answers 5xx.
+        ProtocolError: the body is longer than :data:`MAX_RESPONSE_OCTETS`.
+    """
+    data = urllib.parse.urlencode(list(fields)).encode("ascii")
+    request = urllib.request.Request(  # noqa: S310 - scheme checked by check_endpoint at load time
+        url,
+        data=data,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        method="POST",
+    )
+    del data
+    try:
+        try:
+            response = urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)  # noqa: S310
+        except urllib.error.HTTPError as exc:  # 4xx/5xx: the body still says why
+            response = exc
+        with response:
+            status = int(response.status or 0)
+            body = response.read(MAX_RESPONSE_OCTETS + 1)
+    except (OSError, ValueError) as exc:  # URLError, timeouts, connection resets
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise TransientError(
+            f"account {account}: token endpoint {url} unreachable: {reason}", account=account
+        ) from None
+    if len(body) > MAX_RESPONSE_OCTETS:
+        raise ProtocolError(
+            f"account {account}: token endpoint {url}: response longer than {MAX_RESPONSE_OCTETS} octets",
+            account=account,
+        )
+    if status >= 500:
+        raise TransientError(
+            f"account {account}: token endpoint {url} answered HTTP {status}", account=account
+        )
+    return status, body
+
+
+def _describe(exc: OAuth2Error, secrets: Iterable[str]) -> str:
+    text = exc.error or "error"
+    if exc.description:
+        text += f": {redact(str(exc.description)[:300], secrets)}"
+    return text
+
+
+def _token_error(account: str, exc: OAuth2Error, secrets: Iterable[str], *, grant: str) -> Exception:
+    """The maild error for an error response of the token endpoint (RFC 6749 section 5.2)."""
+    what = _describe(exc, secrets)
+    if exc.error in _TRANSIENT_ERRORS:
+        return TransientError(f"account {account}: token endpoint: {what}", account=account)
+    if exc.error == "invalid_grant" and grant != "client_credentials":
+        return AuthError(
+            f"account {account}: the refresh token was refused ({what}); "
+            f"run `maild accounts authorize {account}`",
+            account=account,
+            reauthorize=True,
+        )
+    return AuthError(f"account {account}: token request ({grant}) refused: {what}", account=account)
+
+
+def _parse_token(
+    account: str, client: Any, body: bytes, secrets: Iterable[str], *, grant: str
+) -> TokenResponse:
+    """Parse a token endpoint answer with oauthlib; a maild error for error responses."""
+    try:
+        text = body.decode("utf-8")
+        params = dict(client.parse_request_body_response(text))
+    except Warning as changed:  # oauthlib: the granted scope differs from the requested one
+        params = dict(getattr(changed, "token", {}))
+    except OAuth2Error as exc:
+        if exc.error not in ("missing_token", "missing_token_type"):
+            raise _token_error(account, exc, secrets, grant=grant) from None
+        params = {}  # neither a token nor an error response: reported below
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError(
+            f"account {account}: token endpoint answered something other than a JSON object",
+            account=account,
+            standard="RFC 6749 section 5.1",
+        ) from None
+    access = params.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise ProtocolError(
+            f"account {account}: token response without access_token",
+            account=account,
+            standard="RFC 6749 section 5.1",
+        )
+    expires = params.get("expires_in")
+    if isinstance(expires, str):  # some endpoints (Azure AD v1) send it as a string
+        try:
+            expires = float(expires)
+        except ValueError:
+            expires = None
+    refresh_token = params.get("refresh_token")
+    scope = params.get("scope", "")
+    return TokenResponse(
+        access_token=Secret(access),
+        expires_in_s=float(expires) if isinstance(expires, int | float) and expires > 0 else None,
+        refresh_token=Secret(refresh_token) if isinstance(refresh_token, str) and refresh_token else None,
+        scope=" ".join(scope) if isinstance(scope, list) else str(scope),
+    )
+
+
+def _form(body: str) -> list[tuple[str, str]]:
+    return urllib.parse.parse_qsl(body, keep_blank_values=True)
+
+
+def client_credentials(
+    account: str, token_url: str, client_id: str, client_secret: Secret, scope: tuple[str, ...]
+) -> TokenResponse:
+    """Get an access token with the client credentials grant.
+
+    Standard: RFC 6749 section 4.4 (client authenticated with ``client_secret`` in the body,
+    section 2.3.1, as Microsoft's and Google's endpoints accept).
+
+    Raises:
+        AuthError: the endpoint refused the client or the scope. TransientError: unreachable, 5xx,
+            ``temporarily_unavailable``. ProtocolError: a malformed answer.
+    """
+    client = BackendApplicationClient(client_id, scope=list(scope) or None)
+    body = client.prepare_request_body(
+        include_client_id=True, client_secret=client_secret.reveal(), scope=list(scope) or None
+    )
+    status_body = _post(account, token_url, _form(body))[1]
+    return _parse_token(account, client, status_body, (client_secret.reveal(),), grant="client_credentials")
+
+
+def refresh(
+    account: str,
+    token_url: str,
+    client_id: str,
+    client_secret: Secret | None,
+    refresh_token: Secret,
+    scope: tuple[str, ...],
+) -> TokenResponse:
+    """Get a new access token (and maybe a new refresh token) with a refresh token.
+
+    Standard: RFC 6749 section 6.
+
+    Raises:
+        AuthError: ``invalid_grant`` (revoked, expired, rotated away): the message says to run
+            ``maild accounts authorize NAME``; other refusals with the server's error code.
+        TransientError, ProtocolError: as :func:`client_credentials`.
+    """
+    client = WebApplicationClient(client_id)
+    extra: dict[str, str] = {"client_id": client_id}
+    if client_secret is not None:
+        extra["client_secret"] = client_secret.reveal()
+    body = client.prepare_refresh_body(
+        refresh_token=refresh_token.reveal(), scope=list(scope) or None, **extra
+    )
+    secrets = (refresh_token.reveal(), *([client_secret.reveal()] if client_secret else []))
+    answer = _post(account, token_url, _form(body))[1]
+    return _parse_token(account, client, answer, secrets, grant="refresh_token")
+
+
+def start_device_authorization(
+    account: str, device_url: str, client_id: str, client_secret: Secret | None, scope: tuple[str, ...]
+) -> DeviceAuthorization:
+    """Ask for a device code and a user code.
+
+    Standard: RFC 8628 sections 3.1 and 3.2.
+
+    Raises:
+        AuthError: the endpoint refused (``invalid_client``, ``invalid_scope``, ...).
+        TransientError, ProtocolError: as :func:`client_credentials`.
+    """
+    fields = [("client_id", client_id)]
+    if client_secret is not None:
+        fields.append(("client_secret", client_secret.reveal()))
+    if scope:
+        fields.append(("scope", " ".join(scope)))
+    status, body = _post(account, device_url, fields)
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            f"account {account}: device authorization endpoint answered HTTP {status} without a JSON object",
+            account=account,
+            standard="RFC 8628 section 3.2",
+        )
+    if status != 200 or "error" in data:
+        code = str(data.get("error", f"HTTP {status}"))[:100]
+        secrets = [client_secret.reveal()] if client_secret else []
+        desc = redact(str(data.get("error_description", ""))[:300], secrets)
+        raise AuthError(
+            f"account {account}: device authorization refused: {code}" + (f": {desc}" if desc else ""),
+            account=account,
+        )
+    uri = data.get("verification_uri", data.get("verification_url"))
+    device_code, user_code, expires = data.get("device_code"), data.get("user_code"), data.get("expires_in")
+    if not (
+        isinstance(device_code, str)
+        and isinstance(user_code, str)
+        and isinstance(uri, str)
+        and isinstance(expires, int | float)
+        and expires > 0
+    ):
+        raise ProtocolError(
+            f"account {account}: device authorization response lacks device_code, user_code,"
+            " verification_uri or expires_in",
+            account=account,
+            standard="RFC 8628 section 3.2",
+        )
+    interval = data.get("interval", DEFAULT_POLL_INTERVAL_S)
+    complete = data.get("verification_uri_complete", "")
+    return DeviceAuthorization(
+        device_code=Secret(device_code),
+        user_code=user_code,
+        verification_uri=uri,
+        verification_uri_complete=complete if isinstance(complete, str) else "",
+        expires_in_s=float(expires),
+        interval_s=float(interval)
+        if isinstance(interval, int | float) and interval >= 0
+        else DEFAULT_POLL_INTERVAL_S,
+    )
+
+
+def poll_device_token(
+    account: str,
+    token_url: str,
+    client_id: str,
+    client_secret: Secret | None,
+    grant: DeviceAuthorization,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> TokenResponse:
+    """Poll the token endpoint until the person approves, denies, or the code expires.
+
+    Waits ``interval`` seconds before each poll; ``authorization_pending`` polls again;
+    ``slow_down`` adds :data:`SLOW_DOWN_STEP_S` to the interval for this and all later polls;
+    ``access_denied`` and ``expired_token`` end it (RFC 8628 section 3.5). The wait also ends when
+    ``expires_in`` has passed.
+
+    Raises:
+        AuthError: denied, expired, or another refusal; the message says what to do.
+        TransientError: the endpoint stayed unreachable. ProtocolError: a malformed answer.
+    """
+    client = DeviceClient(client_id)
+    interval = grant.interval_s
+    deadline = clock() + grant.expires_in_s
+    secrets = [grant.device_code.reveal(), *([client_secret.reveal()] if client_secret else [])]
+    while True:
+        if clock() + interval > deadline:
+            raise AuthError(
+                f"account {account}: the code {grant.user_code} expired before it was entered; "
+                f"run `maild accounts authorize {account}` again",
+                account=account,
+            )
+        sleep(interval)
+        extra = {"client_secret": client_secret.reveal()} if client_secret is not None else {}
+        body = client.prepare_request_body(grant.device_code.reveal(), include_client_id=True, **extra)
+        answer = _post(account, token_url, _form(body))[1]
+        try:
+            return _parse_token(account, client, answer, secrets, grant="device_code")
+        except AuthError as exc:
+            code = _device_error_code(answer)
+            if code == "authorization_pending":
+                continue
+            if code == "slow_down":
+                interval += SLOW_DOWN_STEP_S
+                continue
+            if code == "access_denied":
+                raise AuthError(
+                    f"account {account}: the sign-in was denied at the provider; run "
+                    f"`maild accounts authorize {account}` again to retry",
+                    account=account,
+                ) from None
+            if code == "expired_token":
+                raise AuthError(
+                    f"account {account}: the code {grant.user_code} expired before it was entered; "
+                    f"run `maild accounts authorize {account}` again",
+                    account=account,
+                ) from None
+            raise exc from None
+
+
+def _device_error_code(body: bytes) -> str:
+    """The ``error`` member of a token endpoint error response (RFC 6749 section 5.2), or ``""``."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    return str(data.get("error", "")) if isinstance(data, dict) else ""

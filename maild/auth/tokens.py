@@ -1,0 +1,356 @@
+"""Access tokens per account: where they come from, how long they are kept, where refresh tokens live.
+
+One :class:`OAuth2Tokens` per account and configuration (:func:`source_for`) keeps the access token
+in memory and gets a new one :data:`REFRESH_MARGIN_S` before it expires, or when a server refused
+it (:meth:`OAuth2Tokens.invalidate`). Three sources, chosen by the account's ``[oauth2]`` keys:
+
+- ``device_url`` set: delegated access. ``maild accounts authorize NAME`` runs the device
+  authorization grant (RFC 8628) and stores the refresh token; fetching uses the refresh grant
+  (RFC 6749 section 6) and stores a rotated refresh token at once.
+- ``token_command``: an argv list run without a shell; its first output line is the access token.
+- otherwise: the client credentials grant (RFC 6749 section 4.4) with the client secret.
+
+Refresh tokens are stored in ``STATE_DIR/oauth2/NAME.json`` (directory 0700, file 0600, replaced
+atomically), never in configuration files, so they survive restarts and reloads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from maild.auth import oauth2
+from maild.errors import AuthError, ConfigError, StoreError
+from maild.fsutil import write_atomic
+from maild.model import Secret
+
+log = structlog.get_logger("maild.auth")
+
+__all__ = [
+    "COMMAND_TOKEN_TTL_S",
+    "MAX_TOKEN_OCTETS",
+    "REFRESH_MARGIN_S",
+    "TOKEN_COMMAND_TIMEOUT_S",
+    "OAuth2Settings",
+    "OAuth2Tokens",
+    "RefreshTokenStore",
+    "authorize",
+    "grant_fingerprint",
+    "source_for",
+]
+
+#: Seconds before an access token's expiry at which a new one is fetched.
+REFRESH_MARGIN_S: Final = 60.0
+#: Seconds a token printed by ``token_command`` is reused (the command says nothing of expiry).
+COMMAND_TOKEN_TTL_S: Final = 300.0
+#: Limit in seconds for ``token_command`` (the same as ``password_command``).
+TOKEN_COMMAND_TIMEOUT_S: Final = 30.0
+#: Longest access token taken from ``token_command``, in octets (Microsoft's are about 2,500).
+MAX_TOKEN_OCTETS: Final = 16 * 1024
+#: Longest refresh-token file read, in octets.
+MAX_STORE_OCTETS: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OAuth2Settings:
+    """An account's ``[accounts.NAME.oauth2]`` table, validated (see :mod:`maild.config.auth`).
+
+    Attributes:
+        account: the account name.
+        token_url: the token endpoint (``{tenant}`` already filled in), or ``""`` with only
+            ``token_command``.
+        device_url: the device authorization endpoint; set for delegated access.
+        client_id: the OAuth2 client (application) ID.
+        client_secret: reads the client secret (file, command or systemd credential), or None for
+            a public client. Called for each token request, so a rotated secret takes effect.
+        scope: the scopes to ask for.
+        token_command: argv of a command printing an access token, or None.
+        token_dir: directory of the refresh-token files (``STATE_DIR/oauth2``).
+    """
+
+    account: str
+    token_url: str = ""
+    device_url: str = ""
+    client_id: str = ""
+    client_secret: Callable[[], Secret] | None = field(default=None, compare=False, repr=False)
+    scope: tuple[str, ...] = ()
+    token_command: tuple[str, ...] | None = None
+    token_dir: Path | None = None
+
+    @property
+    def grant(self) -> str:
+        """``"refresh_token"`` (device-authorized), ``"token_command"`` or ``"client_credentials"``."""
+        if self.device_url:
+            return "refresh_token"
+        if self.token_command is not None:
+            return "token_command"
+        return "client_credentials"
+
+    def secret(self) -> Secret | None:
+        """The client secret now, or None for a public client.
+
+        Raises:
+            ConfigError: it cannot be read (see :class:`maild.config.passwords.PasswordSource`).
+        """
+        return self.client_secret() if self.client_secret is not None else None
+
+
+class RefreshTokenStore:
+    """The refresh token of one account in ``token_dir/NAME.json``.
+
+    The file holds ``{"refresh_token": ..., "obtained_at": ISO 8601 UTC, "client_id": ...,
+    "token_url": ...}``; a token stored for another client or endpoint is not used.
+    """
+
+    def __init__(self, directory: Path, account: str) -> None:
+        self.path = directory / f"{account}.json"
+        self.account = account
+
+    def load(self, client_id: str, token_url: str) -> tuple[Secret, dt.datetime] | None:
+        """The stored refresh token and when it was obtained (aware, UTC), or None if there is none.
+
+        Raises:
+            StoreError: the file exists but cannot be read or parsed.
+        """
+        try:
+            with self.path.open("rb") as fh:
+                raw = fh.read(MAX_STORE_OCTETS + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"account {self.account}: cannot read {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw[:MAX_STORE_OCTETS].decode("utf-8"))
+            token = data["refresh_token"]
+            obtained = dt.datetime.fromisoformat(data["obtained_at"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise StoreError(f"account {self.account}: {self.path} is damaged; authorize again") from None
+        if data.get("client_id") != client_id or data.get("token_url") != token_url:
+            return None
+        return Secret(str(token)), obtained
+
+    def save(self, token: Secret, client_id: str, token_url: str, *, now: dt.datetime) -> None:
+        """Store ``token`` (mode 0600, atomically, durably; the directory is made 0700).
+
+        Raises:
+            StoreError: the directory or file cannot be written; the old file is unchanged.
+        """
+        data = {
+            "refresh_token": token.reveal(),
+            "obtained_at": now.astimezone(dt.UTC).isoformat(),
+            "client_id": client_id,
+            "token_url": token_url,
+        }
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(data).encode("utf-8"), mode=0o600)
+        except OSError as exc:
+            raise StoreError(f"account {self.account}: cannot write {self.path}: {exc.strerror}") from None
+
+
+def _run_token_command(account: str, argv: tuple[str, ...]) -> Secret:
+    """Run ``token_command``; its first stdout line is the token.
+
+    Raises:
+        ConfigError: it cannot be run, times out, exits non-zero, prints nothing or more than
+            :data:`MAX_TOKEN_OCTETS` on its first line. Never contains the output.
+    """
+    try:
+        done = subprocess.run(  # noqa: S603 - argv list from the admin's config, no shell
+            list(argv),
+            capture_output=True,
+            timeout=TOKEN_COMMAND_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(
+            f"account {account}: token_command {argv[0]!r} failed: {type(exc).__name__}"
+        ) from None
+    lines = done.stdout.decode("utf-8", "replace").splitlines() if done.stdout else []
+    value = lines[0].strip() if lines else ""
+    if done.returncode != 0 or not value:
+        raise ConfigError(
+            f"account {account}: token_command {argv[0]!r} exited {done.returncode} without printing a token"
+        )
+    if len(value.encode()) > MAX_TOKEN_OCTETS:
+        raise ConfigError(
+            f"account {account}: token_command {argv[0]!r} printed more than {MAX_TOKEN_OCTETS} octets"
+        )
+    return Secret(value)
+
+
+class OAuth2Tokens:
+    """The access-token source of one account (satisfies :class:`maild.model.AccessTokenSource`).
+
+    Thread-safe: one lock serialises getting a token, so concurrent sessions of an account share
+    one refresh. Blocking: call from a worker thread.
+
+    Args:
+        settings: the account's OAuth2 settings.
+        clock: current time in seconds (``time.time``); injected by tests.
+    """
+
+    def __init__(self, settings: OAuth2Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: Secret | None = None
+        self._expires_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"OAuth2Tokens({self.settings.account!r}, {self.settings.grant})"
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the token in memory expires (seconds since the epoch), or None without one."""
+        return self._expires_at if self._token is not None else None
+
+    def access_token(self) -> Secret:
+        """A token valid for at least :data:`REFRESH_MARGIN_S` more seconds, as far as known.
+
+        Raises:
+            AuthError: never authorized, or the refresh token was refused (``invalid_grant``): the
+                message says to run ``maild accounts authorize NAME``; other refusals.
+            TransientError: the token endpoint is unreachable or busy. ProtocolError: it answered
+                nonsense. ConfigError: the client secret or token command failed. StoreError: the
+                refresh-token file cannot be read or written.
+        """
+        with self._lock:
+            if self._token is not None and self._clock() < self._expires_at - REFRESH_MARGIN_S:
+                return self._token
+            self._token = None
+            token, lifetime_s = self._obtain()
+            self._token, self._expires_at = token, self._clock() + lifetime_s
+            log.info("oauth2.token.obtained", grant=self.settings.grant, expires_in_s=round(lifetime_s))
+            return token
+
+    def invalidate(self, token: Secret) -> None:
+        """Forget ``token`` if it is the one in memory (a server refused it)."""
+        with self._lock:
+            if self._token == token:
+                self._token = None
+                log.info("oauth2.token.invalidated", grant=self.settings.grant)
+
+    def _obtain(self) -> tuple[Secret, float]:
+        s = self.settings
+        if s.grant == "token_command":
+            assert s.token_command is not None
+            return _run_token_command(s.account, s.token_command), COMMAND_TOKEN_TTL_S
+        if s.grant == "client_credentials":
+            secret = s.secret()
+            if secret is None:
+                raise ConfigError(f"account {s.account}: oauth2 client credentials need a client secret")
+            answer = oauth2.client_credentials(s.account, s.token_url, s.client_id, secret, s.scope)
+            return answer.access_token, answer.expires_in_s or COMMAND_TOKEN_TTL_S
+        store = self._store()
+        stored = store.load(s.client_id, s.token_url)
+        if stored is None:
+            raise AuthError(
+                f"account {s.account}: not authorized yet; run `maild accounts authorize {s.account}`",
+                account=s.account,
+                reauthorize=True,
+            )
+        answer = oauth2.refresh(s.account, s.token_url, s.client_id, s.secret(), stored[0], s.scope)
+        if answer.refresh_token is not None and answer.refresh_token != stored[0]:
+            store.save(answer.refresh_token, s.client_id, s.token_url, now=dt.datetime.now(dt.UTC))
+            log.info("oauth2.refresh_token.rotated", path=str(store.path))
+        return answer.access_token, answer.expires_in_s or COMMAND_TOKEN_TTL_S
+
+    def _store(self) -> RefreshTokenStore:
+        s = self.settings
+        if s.token_dir is None:
+            raise ConfigError(f"account {s.account}: no state directory for the refresh token")
+        return RefreshTokenStore(s.token_dir, s.account)
+
+
+_SOURCES: dict[OAuth2Settings, OAuth2Tokens] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
+def source_for(settings: OAuth2Settings) -> OAuth2Tokens:
+    """The one token source for ``settings``: the same object for equal settings, so the access
+    token in memory outlives a fetch cycle and a reload that did not change the account's OAuth2
+    keys."""
+    with _SOURCES_LOCK:
+        source = _SOURCES.get(settings)
+        if source is None:
+            for key in [k for k in _SOURCES if k.account == settings.account]:
+                del _SOURCES[key]  # the account's keys changed: drop the old token with them
+            source = _SOURCES[settings] = OAuth2Tokens(settings)
+        return source
+
+
+def authorize(
+    settings: OAuth2Settings,
+    show: Callable[[str], None],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dt.datetime:
+    """Run the device authorization grant for one account and store its refresh token.
+
+    Shows the verification URL and the user code through ``show``, waits for the person to approve
+    (polling as RFC 8628 section 3.5 says), then stores the refresh token. A running daemon reads
+    the new file at its next refresh: no restart is needed.
+
+    Returns:
+        When the refresh token was stored (aware, UTC).
+
+    Raises:
+        ConfigError: the account has no ``device_url`` (not delegated) or no state directory.
+        AuthError: denied, expired, no refresh token in the answer (ask for ``offline_access``), or
+            refused. TransientError, ProtocolError: from the endpoints. StoreError: cannot store.
+    """
+    s = settings
+    if s.grant != "refresh_token":
+        raise ConfigError(
+            f"account {s.account}: oauth2.device_url is not set;"
+            " only delegated (device flow) accounts are authorized"
+        )
+    store = RefreshTokenStore(s.token_dir, s.account) if s.token_dir is not None else None
+    if store is None:
+        raise ConfigError(f"account {s.account}: no state directory for the refresh token")
+    secret = s.secret()
+    grant = oauth2.start_device_authorization(s.account, s.device_url, s.client_id, secret, s.scope)
+    where = grant.verification_uri_complete or grant.verification_uri
+    show(
+        f"To let maild read {s.account}, open {where} in any browser and enter the code {grant.user_code}"
+        f" (valid for {int(grant.expires_in_s // 60)} minutes). Waiting..."
+    )
+    answer = oauth2.poll_device_token(
+        s.account, s.token_url, s.client_id, secret, grant, sleep=sleep, clock=clock
+    )
+    if answer.refresh_token is None:
+        raise AuthError(
+            f"account {s.account}: the provider issued no refresh token; add the offline_access scope"
+            " (Microsoft) or check the client type, then authorize again",
+            account=s.account,
+        )
+    now = dt.datetime.now(dt.UTC)
+    store.save(answer.refresh_token, s.client_id, s.token_url, now=now)
+    return now
+
+
+def grant_fingerprint(settings: OAuth2Settings) -> str | None:
+    """A digest of what the account signs in with now (the stored refresh token, for delegated
+    access), to notice a new authorization; None when there is nothing to compare."""
+    if settings.grant != "refresh_token" or settings.token_dir is None:
+        return None
+    try:
+        stored = RefreshTokenStore(settings.token_dir, settings.account).load(
+            settings.client_id, settings.token_url
+        )
+    except StoreError:
+        return None
+    return hashlib.sha256(stored[0].reveal().encode()).hexdigest() if stored is not None else "none"

@@ -1,0 +1,550 @@
+"""One IMAP connection: connect, TLS, LOGIN, CAPABILITY, SELECT, LIST and the guarded command call.
+
+:class:`IMAPConnection` is the part that :class:`~maild.protocols.imap.mailbox.IMAPMailbox` (fetching,
+deleting, appending) and :class:`~maild.protocols.imap.idle.IMAPIdleSession` each *hold*. What it adds
+on top of :class:`~maild.protocols.imap.client.IMAPClient`:
+
+* every tagged status is parsed and checked (:meth:`IMAPConnection.completion`,
+  :meth:`IMAPConnection.refused`): NO and BAD come back from aioimaplib as data;
+* user names and mailbox names are quoted here, mailbox names encoded as modified UTF-7
+  (aioimaplib sends arguments raw; it quotes only the password);
+* STARTTLS; SELECT, never EXAMINE (broken in the library);
+* every call is raced against an inactivity timeout of ``settings.timeout_s`` and against the
+  connection-lost callback (:meth:`IMAPConnection.call`), because aioimaplib leaves a command pending
+  forever when the connection drops. After a timeout, a lost connection or a cancellation the
+  connection is discarded and every later call raises :class:`~maild.errors.TransientError`;
+* the error mapping: ``OSError``, ``ssl.SSLError``, ``TimeoutError`` and the client's
+  :class:`~maild.protocols.imap.client.LibraryError` become :mod:`maild.errors` classes here and
+  nowhere else.
+
+May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`,
+:mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client` and the sans-I/O IMAP modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+
+from maild.errors import (
+    AccountError,
+    AuthError,
+    ConnectError,
+    MaildError,
+    NetworkTimeout,
+    ProtocolError,
+    ThrottledError,
+    TransientError,
+)
+from maild.model import ServerSettings
+from maild.protocols.imap import listing as imap_list
+from maild.protocols.imap import wire
+from maild.protocols.imap.client import IMAPClient, LibraryError, LibraryTimeout, Reply, quiet_library_logger
+from maild.protocols.imap.lex import Part
+from maild.protocols.tls import client_context
+
+__all__ = [
+    "MIN_UPLOAD_OCTETS_PER_S",
+    "THROTTLE_CODES",
+    "IMAPConnection",
+    "SelectRefused",
+    "consume_outcome",
+]
+
+#: RFC 5530 response codes that mean "come back later".
+THROTTLE_CODES = frozenset({"UNAVAILABLE", "LIMIT", "INUSE"})
+#: Session-level refusals: the throttle codes and ``[SERVERBUG]`` (RFC 5530 section 3).
+SESSION_CODES = THROTTLE_CODES | {"SERVERBUG"}
+#: Slowest upload rate assumed for APPEND, in octets per second: while a message is being sent
+#: nothing arrives, so the inactivity limit is extended by its size divided by this rate.
+MIN_UPLOAD_OCTETS_PER_S = 32 * 1024
+
+#: One logger name for the whole IMAP adapter, as before it was split into modules.
+_log = structlog.get_logger("maild.protocols.imap.mailbox")
+
+T = TypeVar("T")
+
+
+def consume_outcome(task: asyncio.Future[Any]) -> None:
+    """Mark a task's exception as retrieved (it may finish after we stopped waiting)."""
+    if not task.cancelled():
+        task.exception()
+
+
+class SelectRefused(ProtocolError):
+    """SELECT was answered NO (no such mailbox, no permission): per-key failures in retrieve()."""
+
+
+class IMAPConnection:
+    """An authenticated IMAP connection to one account's server; not safe for concurrent use.
+
+    Args:
+        settings: server, TLS mode, credentials and ``timeout_s``, the longest silence in seconds
+            tolerated during any one operation (connect, each command; a FETCH may take longer as
+            long as data keeps arriving).
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        quiet_library_logger()
+        self.settings = settings
+        self._client: IMAPClient | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._broken: str | None = None
+        self._capabilities: frozenset[str] = frozenset()
+        self._selected: str | None = None
+        self._uidvalidity = 0
+        self._parked_at: float | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def account(self) -> str:
+        """The account's name, for errors and logs."""
+        return self.settings.account
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The server's capabilities after login, upper-cased (``"UIDPLUS"``, ``"IDLE"``, ...)."""
+        return self._capabilities
+
+    @property
+    def selected(self) -> str | None:
+        """The readable name of the selected mailbox, or None (not selected, or a SELECT failed)."""
+        return self._selected
+
+    @property
+    def uidvalidity(self) -> int:
+        """UIDVALIDITY of the mailbox the last successful SELECT chose (0 before any)."""
+        return self._uidvalidity
+
+    @property
+    def tls_version(self) -> str | None:
+        """The negotiated TLS version (e.g. ``"TLSv1.3"``) of an open connection, None when plaintext."""
+        if self._client is None:
+            return None
+        with contextlib.suppress(Exception):
+            ssl_object = self._client.extra_info("ssl_object")
+            if ssl_object is not None:
+                return str(ssl_object.version())
+        return None
+
+    @property
+    def client(self) -> IMAPClient:
+        """The client of a usable connection.
+
+        Raises:
+            TransientError: not opened, or discarded after a timeout, loss or cancellation.
+        """
+        if self._broken is not None:
+            raise self.error(TransientError, f"session discarded ({self._broken})")
+        if self._client is None:
+            raise self.error(TransientError, "session not open")
+        return self._client
+
+    def lost(self, what: str) -> asyncio.Future[None]:
+        """The future resolved when the connection is lost, for racing a wait against it.
+
+        Raises:
+            TransientError: not opened, or discarded.
+            ConnectError: the connection is lost already (it is discarded now).
+        """
+        self.client  # noqa: B018 -- raises TransientError when unusable
+        assert self._lost is not None
+        if self._lost.done():
+            self.discard("connection lost")
+            raise self.error(ConnectError, f"{what}: connection lost")
+        return self._lost
+
+    def keepalive(self, idle_s: int, interval_s: int, count: int) -> None:
+        """Turn on TCP keepalive, so that a peer that vanished without a reset is noticed.
+
+        After ``idle_s`` seconds without traffic the kernel probes every ``interval_s`` seconds and
+        closes the connection after ``count`` unanswered probes; the loss then arrives like any other.
+        Best effort: options the platform lacks are skipped.
+        """
+        with contextlib.suppress(Exception):
+            sock = self.client.extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for name, value in (
+                ("TCP_KEEPIDLE", idle_s),
+                ("TCP_KEEPINTVL", interval_s),
+                ("TCP_KEEPCNT", count),
+            ):
+                option = getattr(socket, name, None)
+                if option is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _on_connection_lost(self, _exc: Exception | None) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    def discard(self, reason: str) -> None:
+        """Mark the connection unusable and close it; later calls raise TransientError. Never raises."""
+        self._parked_at = None
+        if self._broken is None:
+            self._broken = reason
+        if self._client is not None:
+            self._client.abort()
+
+    def error(
+        self, cls: type[AccountError], message: str, *, line: str = "", standard: str = ""
+    ) -> AccountError:
+        """Build an error of class ``cls`` naming the account (never the password)."""
+        text = f"{self.account}: {message}"
+        if issubclass(cls, ProtocolError):
+            return cls(text, account=self.account, line=line, standard=standard)
+        return cls(text, account=self.account)
+
+    async def call(
+        self,
+        what: str,
+        start: Callable[[], Awaitable[T]],
+        *,
+        send_octets: int = 0,
+        timeout_s: float | None = None,
+    ) -> T:
+        """Run one client call, raced against inactivity and the loss of the connection.
+
+        Args:
+            what: the command, for error messages (never holds a secret).
+            start: makes the awaitable; called only when the connection is usable.
+            send_octets: octets the command uploads (APPEND); the inactivity limit is extended by
+                ``send_octets / MIN_UPLOAD_OCTETS_PER_S`` seconds, since nothing arrives meanwhile.
+            timeout_s: the inactivity limit in seconds; default the account's ``timeout_s``.
+
+        Cancelled: the connection is discarded and the cancellation propagates.
+
+        Raises:
+            TransientError: the connection was discarded earlier.
+            NetworkTimeout: nothing arrived for ``timeout_s`` seconds.
+            ConnectError: the connection was lost or could not be made, or TLS failed.
+            ProtocolError: aioimaplib rejected the state of the session or a response.
+        """
+        if self._broken is not None:
+            raise self.error(TransientError, f"{what}: session discarded ({self._broken})")
+        client, lost = self._client, self._lost
+        if client is None or lost is None:
+            raise self.error(TransientError, f"{what}: session not open")
+        if lost.done():
+            self.discard("connection lost")
+            raise self.error(ConnectError, f"{what}: connection lost")
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(start())
+        task.add_done_callback(consume_outcome)
+        began = loop.time() + send_octets / MIN_UPLOAD_OCTETS_PER_S
+        limit_s = self.settings.timeout_s if timeout_s is None else timeout_s
+        try:
+            while not task.done():
+                remaining = max(began, client.last_received) + limit_s - loop.time()
+                if remaining <= 0:
+                    self.discard(f"{what} timed out")
+                    raise self.error(NetworkTimeout, f"{what}: no data from server for {limit_s:g} s")
+                await asyncio.wait((task, lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if not task.done() and lost.done():
+                    self.discard(f"connection lost during {what}")
+                    greeting = client.greeting_refused
+                    if greeting is not None:
+                        text = bytes(greeting[:200]).decode("utf-8", "replace")
+                        raise self.error(ConnectError, f"{what}: server refused the session: {text}")
+                    raise self.error(ConnectError, f"{what}: connection lost")
+            return task.result()
+        except asyncio.CancelledError:
+            self.discard(f"{what} cancelled")
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                raise self.error(ProtocolError, f"{what}: cancelled inside aioimaplib") from None
+            raise
+        except MaildError:
+            self.discard(f"{what} failed")
+            raise
+        except (TimeoutError, LibraryTimeout):
+            self.discard(f"{what} timed out")
+            raise self.error(NetworkTimeout, f"{what}: timed out after {limit_s:g} s") from None
+        except ssl.SSLCertVerificationError as exc:
+            self.discard("TLS certificate rejected")
+            raise self.error(
+                ConnectError, f"{what}: TLS certificate rejected: {exc.verify_message}"
+            ) from None
+        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
+            self.discard(f"{what} failed: {type(exc).__name__}")
+            raise self.error(ConnectError, f"{what}: {type(exc).__name__}: {exc}") from None
+        except (LibraryError, RecursionError, ValueError) as exc:
+            self.discard(f"{what} failed in aioimaplib")
+            detail = str(exc) if isinstance(exc, LibraryError) else f"{type(exc).__name__}: {exc}"
+            raise self.error(ProtocolError, f"{what}: aioimaplib failed: {detail}") from None
+        finally:
+            if not task.done():
+                task.cancel()
+
+    def completion(self, reply: Reply, what: str) -> tuple[list[Part], wire.StatusResponse]:
+        """Split a reply into its untagged parts and the parsed tagged status; log an ``[ALERT]``.
+
+        Raises:
+            ProtocolError: no tagged completion, or one that is not OK, NO or BAD (RFC 9051
+                section 7.1); the connection is discarded.
+        """
+        lines = reply.lines
+        if not lines or not isinstance(lines[-1], bytes | bytearray):
+            raise self.error(ProtocolError, f"{what}: response without tagged completion")
+        try:
+            status = wire.parse_completion(reply.result, lines[-1])
+        except ProtocolError as exc:
+            self.discard(f"{what}: bad completion")
+            raise self.error(ProtocolError, f"{what}: {exc}", standard=exc.standard) from None
+        if status.code == "ALERT":
+            _log.warning("imap.alert", account=self.account, command=what, text=status.text)
+        return lines[:-1], status
+
+    def refused(self, status: wire.StatusResponse, what: str) -> AccountError:
+        """The error for a NO or BAD completion, by RFC 5530 response code (never by text)."""
+        detail = f"{what} refused: {status.describe()}"
+        if status.condition == "NO" and status.code in THROTTLE_CODES:
+            return self.error(ThrottledError, detail)
+        if status.condition == "NO" and status.code == "SERVERBUG":
+            return self.error(TransientError, detail)
+        return self.error(ProtocolError, detail, line=status.describe(), standard="RFC 9051 section 7.1")
+
+    async def command(self, what: str, start: Callable[[IMAPClient], Awaitable[Reply]]) -> list[Part]:
+        """Run a command that must end OK; return its untagged parts.
+
+        Args:
+            what: the command, for error messages.
+            start: called with the client, makes the command's awaitable.
+
+        Raises:
+            ThrottledError, TransientError, ProtocolError: NO or BAD (see :meth:`refused`).
+            NetworkTimeout, ConnectError: as for :meth:`call`.
+        """
+        client = self.client
+        lines, status = self.completion(await self.call(what, lambda: start(client)), what)
+        if not status.ok:
+            raise self.refused(status, what)
+        return lines
+
+    async def _capability(self) -> frozenset[str]:
+        lines = await self.command("CAPABILITY", IMAPClient.capability)
+        capabilities = frozenset().union(*(wire.parse_capability(line) for line in lines))
+        if not capabilities & {"IMAP4REV1", "IMAP4REV2"}:
+            raise self.error(
+                ProtocolError,
+                "server speaks neither IMAP4rev1 nor IMAP4rev2",
+                standard="RFC 9051 section 7.2.2",
+            )
+        return capabilities
+
+    # ------------------------------------------------------------------ session
+
+    async def open(self) -> None:
+        """Connect, negotiate TLS (implicit or STARTTLS), check CAPABILITY and LOGIN.
+
+        The certificate and host name are always verified (``settings.ca_file`` or the system store).
+        User name and password travel as quoted strings (RFC 9051 section 6.2.3).
+
+        Cancelled at any await: the connection is discarded; call :meth:`abort`.
+
+        Raises:
+            ConnectError: refused, unreachable, TLS failure, or the connection was lost.
+            NetworkTimeout: the server was silent for ``timeout_s`` seconds.
+            AuthError: LOGIN answered NO (RFC 5530 ``[AUTHENTICATIONFAILED]`` and others), or the
+                user name or password holds CR, LF or NUL.
+            ThrottledError: LOGIN answered NO ``[UNAVAILABLE]``, ``[LIMIT]`` or ``[INUSE]``.
+            ProtocolError: no STARTTLS (RFC 9051 section 6.2.1) or LOGIN (section 6.2.3) offered,
+                BAD, or a broken response.
+            RuntimeError: called a second time on the same object.
+        """
+        if self._client is not None:
+            raise RuntimeError("open() may be called once per connection")
+        settings = self.settings
+        self._lost = asyncio.get_running_loop().create_future()
+        context: ssl.SSLContext | None = None
+        if settings.tls != "none":
+            try:
+                context = client_context(settings.ca_file)  # built once per CA file, then shared
+            except (OSError, ssl.SSLError) as exc:
+                raise self.error(ConnectError, f"cannot load ca_file {settings.ca_file!r}: {exc}") from None
+        client = self._client = IMAPClient(
+            settings.host,
+            settings.port,
+            ssl_context=context if settings.tls == "implicit" else None,
+            on_connection_lost=self._on_connection_lost,
+            timeout_s=settings.timeout_s,
+        )
+        await self.call("connect", client.wait_hello)
+        preauth = client.preauthenticated
+        if settings.tls == "starttls":
+            if preauth:
+                self.discard("PREAUTH before STARTTLS")
+                raise self.error(
+                    ProtocolError, "PREAUTH greeting: STARTTLS impossible", standard="RFC 9051 section 6.2.1"
+                )
+            if "STARTTLS" not in await self._capability():
+                raise self.error(
+                    ProtocolError, "server offers no STARTTLS", standard="RFC 9051 section 6.2.1"
+                )
+            assert context is not None
+            tls_context = context
+            _lines, status = self.completion(
+                await self.call(
+                    "STARTTLS", lambda: client.starttls(tls_context, settings.host, settings.timeout_s)
+                ),
+                "STARTTLS",
+            )
+            if not status.ok:
+                raise self.refused(status, "STARTTLS")
+        capabilities = await self._capability()
+        if not preauth:
+            capabilities = await self._login(capabilities)
+        self._capabilities = capabilities
+
+    async def _login(self, capabilities: frozenset[str]) -> frozenset[str]:
+        settings = self.settings
+        if "LOGINDISABLED" in capabilities:
+            raise self.error(
+                ProtocolError, "server disables LOGIN here (use TLS)", standard="RFC 9051 section 6.2.3"
+            )
+        password = settings.password.reveal()
+        try:
+            user = wire.quote_astring(settings.username)
+            wire.quote_astring(password)  # only the check: aioimaplib quotes the password itself
+        except ValueError:
+            raise self.error(AuthError, "user name or password contains CR, LF or NUL") from None
+        client = self.client
+        _lines, status = self.completion(
+            await self.call("LOGIN", lambda: client.login(user, password)), "LOGIN"
+        )
+        if status.condition == "NO" and status.code not in SESSION_CODES:
+            raise self.error(AuthError, f"LOGIN refused: {status.describe()}")
+        if not status.ok:
+            raise self.refused(status, "LOGIN")
+        if status.code == "CAPABILITY":
+            return wire.parse_capability(status.code_args)
+        return await self._capability()
+
+    async def select(self, mailbox: str) -> wire.SelectInfo:
+        """SELECT ``mailbox`` (read-write, so that STORE works; no flags change by selecting).
+
+        Args:
+            mailbox: the readable name; encoded to modified UTF-7 and quoted here.
+
+        Standard: RFC 9051 section 6.3.2 (SELECT); RFC 3501 section 6.3.1.
+
+        Raises:
+            SelectRefused: NO without a session code (no such mailbox, no permission).
+            ThrottledError, TransientError, ProtocolError: NO with a session code, BAD, broken.
+            NetworkTimeout, ConnectError: as for :meth:`call`.
+        """
+        client = self.client
+        argument = wire.mailbox_argument(mailbox)
+        what = f"SELECT {mailbox!r}"
+        self._selected = None
+        lines, status = self.completion(await self.call(what, lambda: client.select(argument)), what)
+        if status.condition == "NO" and status.code not in SESSION_CODES:
+            raise SelectRefused(f"{self.account}: {what} refused: {status.describe()}", account=self.account)
+        if not status.ok:
+            raise self.refused(status, what)
+        info = wire.parse_select(lines, status)
+        self._selected, self._uidvalidity = mailbox, info.uidvalidity
+        return info
+
+    async def list_mailboxes(self) -> list[imap_list.ListedMailbox]:
+        """LIST every mailbox (``LIST "" "*"``), with special-use attributes when the server has them.
+
+        With ``SPECIAL-USE`` and ``LIST-EXTENDED`` the command is ``LIST "" "*" RETURN (SPECIAL-USE)``
+        (RFC 6154 section 5.1); other servers may still put ``\\Trash`` and the like in a plain LIST.
+
+        Standard: RFC 9051 section 6.3.9 (LIST); RFC 6154.
+
+        Raises:
+            ProtocolError: LIST refused or a broken response (a name that is not modified UTF-7,
+                RFC 3501 section 5.1.3).
+            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
+        """
+        args: tuple[str, ...] = ('""', '"*"')
+        if {"SPECIAL-USE", "LIST-EXTENDED"} <= self._capabilities:
+            args = (*args, "RETURN", "(SPECIAL-USE)")
+        lines = await self.command("LIST", lambda client: client.simple("LIST", *args))
+        try:
+            return imap_list.parse_list(lines)
+        except ProtocolError as exc:
+            raise self.error(ProtocolError, f"LIST: {exc}", standard=exc.standard) from None
+
+    async def close(self) -> None:
+        """LOGOUT and close the connection. Deletions were applied by EXPUNGE already.
+
+        A connection the server closes right after its BYE counts as success (RFC 9051 section 6.1.3).
+        Does nothing if the connection was never opened.
+
+        Raises:
+            TransientError: the connection was discarded earlier (call :meth:`abort`).
+            NetworkTimeout: no answer to LOGOUT within ``timeout_s`` seconds.
+            ProtocolError: LOGOUT answered BAD (RFC 9051 section 7.1).
+        """
+        if self._client is None:
+            return
+        client = self.client
+        try:
+            _lines, status = self.completion(await self.call("LOGOUT", client.logout), "LOGOUT")
+            if status.condition == "BAD":
+                raise self.refused(status, "LOGOUT")
+        except ConnectError:
+            pass
+        finally:
+            self.discard("closed")
+
+    @property
+    def parked(self) -> bool:
+        """Whether :meth:`park` kept this connection for a later cycle (and it was not taken back)."""
+        return self._parked_at is not None
+
+    def park(self) -> bool:
+        """Keep the authenticated connection for the next cycle (see :meth:`resume`).
+
+        Returns True; False (and the connection is discarded) when it is not usable any more.
+        """
+        if self._broken is not None or self._client is None or self._lost is None or self._lost.done():
+            self.discard("not kept: not usable")
+            return False
+        self._parked_at = asyncio.get_running_loop().time()
+        return True
+
+    async def resume(self, *, max_age_s: float, probe_timeout_s: float) -> bool:
+        """Take a parked connection back: True when it is ready, else it is discarded.
+
+        Ready means: parked less than ``max_age_s`` seconds ago (below the server's inactivity
+        timer, at least 30 minutes, RFC 9051 section 5.4), the connection not lost meanwhile, and
+        ``NOOP`` answered OK within ``probe_timeout_s`` seconds (RFC 9051 section 6.1.2; it also
+        catches a connection that a middlebox dropped silently). Never raises for the server's
+        behaviour.
+        """
+        parked_at, self._parked_at = self._parked_at, None
+        if parked_at is None or self._broken is not None or self._lost is None or self._lost.done():
+            self.discard("kept session lost")
+            return False
+        if asyncio.get_running_loop().time() - parked_at > max_age_s:
+            self.discard("kept session too old")
+            return False
+        client = self.client
+        try:
+            _lines, status = self.completion(
+                await self.call("NOOP", lambda: client.simple("NOOP"), timeout_s=probe_timeout_s), "NOOP"
+            )
+        except MaildError:
+            return False  # call() discarded the connection
+        if not status.ok:
+            self.discard("NOOP refused")
+            return False
+        self._selected = None  # every cycle selects again (RFC 9051 section 6.3.2)
+        return True
+
+    def abort(self) -> None:
+        """Close the connection at once without LOGOUT. Never raises; safe at any time and repeatedly."""
+        with contextlib.suppress(Exception):
+            self.discard("aborted")
