@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.integration.test_service import maild, start_daemon, stop
+from tests.integration.test_service import maild
+from tests.support.daemonproc import maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser, free_port
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -97,8 +98,7 @@ def test_alerts_reach_the_command_and_the_mailbox_once_per_change(
     def kinds() -> list[tuple[str, str]]:
         return [(e["kind"], e["state"]) for e in events()]
 
-    proc = start_daemon(cfg, log=directory / "daemon.log")
-    try:
+    with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
         wait_until(lambda: ("failing", "firing") in kinds(), "the failing alert")
         for _ in range(2):
             maild(cfg, "fetch-now", "anna")
@@ -115,11 +115,7 @@ def test_alerts_reach_the_command_and_the_mailbox_once_per_change(
         assert test.returncode == 0, test.stdout + test.stderr
         assert test.stdout.splitlines() == ["command: sent", "mail: sent"]
         wait_until(lambda: len(inbox.messages) == 5, "five mails")
-        assert stop(proc) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert stop_maild(proc) == 0
 
     first = events()[0]
     assert first["account"] == "anna"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_service import maild, start_daemon, stop
+from tests.integration.test_service import maild
+from tests.support.daemonproc import maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -49,9 +50,10 @@ def test_exit_codes_follow_the_accounts_health(dovecot: Dovecot, mail_user: Mail
     down = AccountSpec(
         "down", "pop3", "x", "not-used", tls="none", extra={"host": "127.0.0.1", "port": closed_port()}
     )
-    cfg = write_config(directory, dovecot, [AccountSpec("p", "pop3", mail_user.name, mail_user.password), down])
-    proc = start_daemon(cfg, log=directory / "daemon.log")
-    try:
+    cfg = write_config(
+        directory, dovecot, [AccountSpec("p", "pop3", mail_user.name, mail_user.password), down]
+    )
+    with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
         wait_for_state(cfg, "p", {"waiting"})
         wait_for_state(cfg, "down", {"backoff"})
 
@@ -77,11 +79,7 @@ def test_exit_codes_follow_the_accounts_health(dovecot: Dovecot, mail_user: Mail
         assert any(line.startswith("p: ") and "new messages" in line for line in fetched.stdout.splitlines())
         queued = maild(cfg, "fetch-now", "--no-wait")
         assert queued.stdout.splitlines() == ["queued: p", "skipped (paused or disabled): down"]
-        assert stop(proc) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert stop_maild(proc) == 0
 
     not_running = maild(cfg, "status")
     assert not_running.returncode == 3
@@ -111,8 +109,7 @@ def test_history_survives_a_reload_and_a_restart(dovecot: Dovecot, mail_user: Ma
     )
     specs = [AccountSpec("p", "pop3", mail_user.name, mail_user.password), down]
     cfg = write_config(directory, dovecot, specs)
-    proc = start_daemon(cfg, log=directory / "daemon.log")
-    try:
+    with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
         wait_for_state(cfg, "p", {"waiting"})
         wait_for_state(cfg, "down", {"backoff"})
         before_p, before_down = account_json(cfg, "p"), account_json(cfg, "down")
@@ -128,9 +125,9 @@ def test_history_survives_a_reload_and_a_restart(dovecot: Dovecot, mail_user: Ma
         history = reloaded_down["history"]
         assert history["failing_since"] == before_down["history"]["failing_since"]  # type: ignore[index]
         assert reloaded_down["last_error"] is not None
-        assert stop(proc) == 0
+        assert stop_maild(proc) == 0
 
-        proc = start_daemon(cfg, log=directory / "daemon2.log")
+    with running_maild(maild_command(cfg), log=directory / "daemon2.log") as proc:
         wait_for_state(cfg, "down", {"backoff"})
         restarted_p, restarted_down = account_json(cfg, "p"), account_json(cfg, "down")
         assert restarted_down["history"]["failing_since"] == before_down["history"]["failing_since"]  # type: ignore[index]
@@ -138,8 +135,4 @@ def test_history_survives_a_reload_and_a_restart(dovecot: Dovecot, mail_user: Ma
         assert restarted_p["last_success"] is not None
         assert restarted_p["history"]["cycles_ok"] >= before_p["history"]["cycles_ok"]  # type: ignore[index]
         assert restarted_down["history"]["cycles_failed"] > before_down["history"]["cycles_failed"]  # type: ignore[index]
-        assert stop(proc) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert stop_maild(proc) == 0
