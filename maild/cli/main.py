@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from maild import __version__
-from maild.cli import accounts, archive, move
+from maild.cli import accounts, archive, backup, move
 from maild.cli.common import daemon_client, load_args_config, warn
 from maild.cli.status_view import (
     CHECK_CRITICAL,
@@ -40,10 +41,12 @@ from maild.service.control_client import ControlClient
 EXIT_CONFIG = 78
 
 Handler = Callable[[argparse.Namespace], int]
+EXIT_BROKEN_PIPE = 128 + 13
+"""Exit status when stdout's reader closed the pipe: a process killed by SIGPIPE (13), as shells show it."""
 
 #: Modules that add subcommand groups: each has ``add_parsers(subparsers)`` and sets ``handler`` (a
 #: function taking the parsed arguments and returning the exit code) with ``set_defaults``.
-COMMAND_GROUPS = (archive, accounts, move)
+COMMAND_GROUPS = (archive, backup, accounts, move)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     n = sub.add_parser("fetch-now", help="ask the running daemon to fetch now")
     n.add_argument("account", nargs="?", default="all", help="account name or 'all' (default)")
     n.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the cycle")
+    n.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also try the messages set aside after failing repeatedly (left on the server) again now",
+    )
     n.set_defaults(handler=_fetch_now)
     for name, text, handler in (
         ("pause", "stop fetching an account until resumed or the daemon restarts", _pause),
@@ -120,6 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return int(handler(args))
+    except BrokenPipeError:
+        # The reader of our output went away (`maild messages list | head`): stop quietly, as a process
+        # killed by SIGPIPE would, and keep Python's final flush of stdout from complaining again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except (MaildError, OSError) as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return 1
@@ -223,13 +238,13 @@ def _fetch_now(args: argparse.Namespace) -> int:
     """``maild fetch-now``: exit 1 if a cycle failed; paused and disabled accounts are skipped."""
     client = daemon_client(args)
     if args.no_wait:
-        reply = client.queue_fetch(args.account)
+        reply = client.queue_fetch(args.account, retry_failed=args.retry_failed)
         print("queued: " + (", ".join(reply.queued) or "none"))
         if reply.skipped:
             print("skipped (paused or disabled): " + ", ".join(reply.skipped))
         return 0
     failed = 0
-    for res in client.fetch_now(args.account).results:
+    for res in client.fetch_now(args.account, retry_failed=args.retry_failed).results:
         if res.skipped is not None:
             print(f"{res.account}: skipped: {res.skipped}")
         elif res.ok:

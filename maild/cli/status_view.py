@@ -136,6 +136,15 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
     if a.last_error:
         lines.append(f"    error: {a.last_error}")
     lines.extend(f"    warning: {w}" for w in a.warnings)
+    for f in a.failing_messages:
+        if f.set_aside:
+            lines.append(
+                f"    set aside after {f.failures} failures in a row, left on the server: {f.key}:"
+                f" {f.reason} (next try {local_time(f.next_retry, now, tz)},"
+                f" or `maild fetch-now --retry-failed {a.name}`)"
+            )
+        else:
+            lines.append(f"    failed {f.failures}x in a row (retried next cycle): {f.key}: {f.reason}")
     if a.last_cycle is not None:
         lines.extend(f"    set aside (too large, left on the server): {k}" for k in a.last_cycle.too_large)
         lines.extend(f"    mailbox {m!r} not fetched: {r}" for m, r in a.last_cycle.mailbox_failures or ())

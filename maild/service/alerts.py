@@ -179,16 +179,18 @@ class AlertMonitor:
                     describe(error) if error is not None else rt.last_error or "the last cycles failed",
                     _failing_next_step(rt),
                 )
-            too_large = rt.last_result.too_large if rt.last_result is not None else []
-            if too_large:
-                count = len(too_large)
+            res = rt.last_result
+            too_large = len(res.too_large) if res is not None else 0
+            failed = len(res.set_aside) if res is not None else 0
+            if too_large or failed:
+                parts = [f"{too_large} larger than max_message_size"] if too_large else []
+                parts += [f"{failed} set aside after repeated failures"] if failed else []
                 found[(name, "set_aside")] = _Condition(
                     rt,
                     rt.last_success or now,
-                    f"{count} message{'s' if count > 1 else ''} larger than max_message_size"
-                    " left on the server",
-                    f"raise max_message_size for {name} or fetch them by hand (`maild status {name}` lists"
-                    " them); they stay on the server, nothing is deleted",
+                    f"messages left on the server: {', '.join(parts)}",
+                    f"`maild status {name}` lists them; raise max_message_size or run `maild fetch-now"
+                    f" --retry-failed {name}`; they stay on the server, nothing is deleted",
                 )
         limit = self.config.disk_free_percent
         if disk is not None and limit > 0 and disk.free_percent < limit:

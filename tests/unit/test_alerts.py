@@ -97,7 +97,7 @@ def test_a_lockout_and_set_aside_messages_fire_at_once() -> None:
 
     assert [(e.kind, e.account) for e in events] == [("locked_out", "anna"), ("set_aside", "bernd")]
     assert "maild resume anna" in events[0].next_step
-    assert events[1].message == "2 messages larger than max_message_size left on the server"
+    assert events[1].message == "messages left on the server: 2 larger than max_message_size"
 
 
 def test_disk_and_daemon_problems_fire_and_recover() -> None:

@@ -55,10 +55,12 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 3
-    assert version == [(3,)]
-    tables_v3 = {"accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "account_history"}
-    assert tables_v3 <= tables
+    assert SCHEMA_VERSION == 5
+    assert version == [(5,)]
+    assert {
+        "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts",
+        "retrieval_failures", "account_history",
+    } <= tables  # fmt: skip
     assert path.exists()
 
 
@@ -606,3 +608,23 @@ async def test_account_history_round_trips_and_is_replaced(store: Store) -> None
     assert await store.account_histories() == {"a": first}
     await store.record_history(failing)
     assert await store.account_histories() == {"a": failing}
+
+
+async def test_close_keeps_the_wal_side_files_group_readable(tmp_path: Path) -> None:
+    """After close the -wal (checkpointed, empty) and -shm stay, like the archive mode 0640 under umask 0077,
+    so a read-only reader that may not write the directory can still open the archive."""
+    import os
+    import stat
+
+    path = tmp_path / "maild.sqlite3"
+    old = os.umask(0o077)
+    try:
+        async with await Store.open(path) as s:
+            await s.ensure_account("anna-pop", "O", "E", "pop3", NOW)
+            await s.store_batch("anna-pop", [pop("u1", b"Subject: a\r\n\r\none\r\n")], NOW)
+    finally:
+        os.umask(old)
+
+    for suffix in ("", "-wal", "-shm"):
+        assert stat.S_IMODE(os.stat(f"{path}{suffix}").st_mode) == 0o640, suffix
+    assert (tmp_path / "maild.sqlite3-wal").stat().st_size == 0
