@@ -9,7 +9,9 @@ shows the order in which the fetch decisions are applied, and does the I/O they 
 these hold, each decided by a function of this module:
 
 1. the account's ``retention`` is not ``"keep"`` and deleting is not refused for the session
-   (:func:`deletion_refusal`: ``"delete-after"`` with content-digest identities);
+   (:func:`deletion_refusal`: ``"delete-after"`` with content-digest identities) nor suspended
+   (:func:`move_suspension`: a POP3 account whose server holds what an unfinished move's target
+   holds);
 2. the server named it in this very session (it is in the inventory), the archive records it for
    the account, its identity is not one maild already deleted once (:func:`reappeared`), and with
    ``"delete-after"`` it was first archived at least ``retention_days`` days ago
@@ -136,6 +138,32 @@ def plan_retrieval(
     return RetrievalPlan(retrieve, too_large, aside)
 
 
+def needs_sizes(inventory: Sequence[InventoryEntry], plan: RetrievalPlan) -> bool:
+    """Whether some key ``plan`` retrieves has no size in ``inventory`` (IMAP inventories have none)."""
+    wanted = set(plan.retrieve)
+    return any(entry.size_octets is None and entry.key in wanted for entry in inventory)
+
+
+def apply_sizes(plan: RetrievalPlan, sizes: Mapping[MessageKey, int], max_message_size: int) -> RetrievalPlan:
+    """Move the keys whose size in ``sizes`` exceeds ``max_message_size`` to ``too_large``.
+
+    Args:
+        plan: a plan from :func:`plan_retrieval`.
+        sizes: server sizes in octets (IMAP RFC822.SIZE, RFC 9051 section 7.5.2) of some keys.
+        max_message_size: octets.
+
+    Returns:
+        The new plan; a key without a size stays to be retrieved (the adapter still refuses a
+        literal above the limit while reading).
+    """
+    retrieve: list[MessageKey] = []
+    too_large = list(plan.too_large)
+    for key in plan.retrieve:
+        size = sizes.get(key)
+        (too_large if size is not None and size > max_message_size else retrieve).append(key)
+    return RetrievalPlan(retrieve, too_large, list(plan.set_aside))
+
+
 @dataclass(frozen=True, slots=True)
 class PresenceChange:
     """Archive records whose server presence changed.
@@ -203,6 +231,36 @@ def deletion_refusal(retention: Retention, identity: str, *, account: str, host:
             'identities: it deletes only what this session proves archived) or "keep"'
         )
     return None
+
+
+def move_suspension(account: str, moves: Sequence[tuple[str, str, int]]) -> str | None:
+    """Whether a POP3 account's deletions are suspended by unfinished moves, and why.
+
+    A move (``maild migrate`` of account A into IMAP account B) uploads into B what exists only in
+    maild's archive. When this account's server holds messages that B holds too (same SHA-256), it
+    is B's mailbox seen through POP3, whatever the host names: deleting would undo the move. So
+    while such a move is unfinished (``maild retire`` has not finished it), nothing is deleted, and the
+    status says why.
+
+    Args:
+        account: the POP3 account, for the message.
+        moves: the archive's answer (``maild.archive.move_guard.overlapping_moves``), asked after
+            every commit of the cycle returned: (source, target, messages in common) per move.
+
+    Returns:
+        None when deleting may go ahead; else the reason, naming the command that ends the
+        suspension.
+    """
+    if not moves:
+        return None
+    source, target, shared = moves[0]
+    others = f" (and {len(moves) - 1} more moves)" if len(moves) > 1 else ""
+    return (
+        f"deletion suspended: {shared} messages on {account}'s server are also in IMAP account {target},"
+        f" into which the move from {source} is unfinished{others}, so this is the same mailbox and"
+        f" deleting would undo the move; nothing is deleted until `maild retire {source} --into {target}`"
+        f" finishes it"
+    )
 
 
 def select_deletions(
@@ -395,6 +453,16 @@ not need to: four streams already keep two cores busy, on loopback and at 50 ms 
 (README "Performance"), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
 over the cycles transferring, not over every cycle logged in. Counted by
 :class:`maild.service.budget.Budgets`."""
+
+
+def transfer_share(max_transfers: int) -> int:
+    """The most transfer slots the cycles of one server host may hold at once: all but one (at
+    least one), so that a host whose transfers crawl never holds every slot and accounts on other
+    hosts still transfer, while an office whose accounts all live at one provider keeps most of its
+    parallelism (3 of the default 4)."""
+    return max(1, max_transfers - 1)
+
+
 MEMORY_BUDGET_OCTETS = 32 * 2**20
 """About how many message octets all running cycles together hold in batches, in octets.
 

@@ -248,7 +248,7 @@ def _fetch_now(args: argparse.Namespace) -> int:
         if res.skipped is not None:
             print(f"{res.account}: skipped: {res.skipped}")
         elif res.ok:
-            print(f"{res.account}: {res.new_links} new messages ({res.octets} octets, {res.seconds} s)")
+            print(f"{res.account}: {res.counts()} ({res.octets} octets, {res.seconds} s)")
         else:
             failed += 1
             print(f"{res.account}: FAILED: {res.error}")

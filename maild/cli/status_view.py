@@ -135,6 +135,8 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
         lines.append(f"    {progress_text(a.progress)}")
     if a.last_error:
         lines.append(f"    error: {a.last_error}")
+    if a.deletion_suspended:
+        lines.append(f"    deletion suspended: {a.deletion_suspended}")
     lines.extend(f"    warning: {w}" for w in a.warnings)
     for f in a.failing_messages:
         if f.set_aside:
@@ -212,6 +214,8 @@ def render_status(
         f"archive: {reply.archive.messages:,} messages, {human_size(reply.archive.octets)};"
         f" times in {zone_name(now, tz)}"
     )
+    if reply.archive.replaced:
+        lines.append(f"ARCHIVE PROBLEM: {reply.archive.replaced}")
     return "\n".join(lines)
 
 

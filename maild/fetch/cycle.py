@@ -9,7 +9,9 @@ The order is the product's guarantee:
    step 4);
    (with ``deliver_maildir``: before logging in and after each commit, write what the account's
    Maildir lacks there, then record each delivery, see ``maildir.py``);
-4. only for messages whose commit has returned, and which the archive still holds at that moment
+4. unless a move into an IMAP account holding what this POP3 server holds is unfinished
+   (:func:`maild.policy.move_suspension`, asked of the archive after every commit returned),
+   only for messages whose commit has returned, and which the archive still holds at that moment
    (with ``deliver_maildir``: and whose delivery is recorded), mark them deleted (POP3 DELE; IMAP
    ``\\Deleted`` and expunge, see ``IMAPMailbox.delete``). Which messages those are is decided in
    :mod:`maild.policy` (the module docstring lists the whole rule); this module asks it, queries the
@@ -59,6 +61,7 @@ import structlog
 from maild import policy
 from maild.archive import failures as failures_store
 from maild.archive.maildir import CycleDelivery
+from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
@@ -89,8 +92,9 @@ class TransferBudget(Protocol):
     """What a fetch cycle needs of the process's shared budgets (:class:`maild.service.budget.Budgets`
     has it): a transfer slot while it retrieves, and its share of the memory budget."""
 
-    def transfer(self) -> AbstractAsyncContextManager[None]:
-        """Hold a transfer slot for the block (see :data:`maild.policy.MAX_TRANSFERS`)."""
+    def transfer(self, host: str = "") -> AbstractAsyncContextManager[None]:
+        """Hold a transfer slot for the block (see :data:`maild.policy.MAX_TRANSFERS`); cycles of
+        one ``host`` hold at most :func:`maild.policy.transfer_share` of them."""
         ...
 
     def batch_octets(self, limit: int) -> int:
@@ -101,7 +105,7 @@ class TransferBudget(Protocol):
 class _Alone:
     """The budget of a cycle that shares nothing: no other cycle waits for it or divides its memory."""
 
-    def transfer(self) -> AbstractAsyncContextManager[None]:
+    def transfer(self, host: str = "") -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
     def batch_octets(self, limit: int) -> int:
@@ -135,7 +139,9 @@ class CycleResult:
         identity: how messages were identified (:attr:`Maildrop.identity
             <maild.protocols.base.Maildrop.identity>`): ``"server"``, ``"uidl"`` or ``"content-digest"``.
         warnings: what the status should show about this cycle, in words (digest identities,
-            messages whose identity reappeared after maild deleted it).
+            messages whose identity reappeared after maild deleted it, a suspended deletion).
+        deletion_suspended: POP3 only: why this cycle deleted nothing although retention would
+            (:func:`maild.policy.move_suspension`), or None.
     """
 
     account: str
@@ -152,6 +158,7 @@ class CycleResult:
     imap: IMAPCycleInfo | None = None
     identity: str = "server"
     warnings: list[str] = field(default_factory=list)
+    deletion_suspended: str | None = None
 
     def add(self, outcome: StoreOutcome) -> None:
         """Accumulate one committed batch."""
@@ -242,7 +249,13 @@ def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maild
         return POP3Maildrop(settings, executor, max_message_size=account.max_message_size)
     from maild.protocols.imap.mailbox import IMAPMailbox
 
-    return IMAPMailbox(settings, account.mailboxes, list_all=account.all_mailboxes, exclude=account.exclude)
+    return IMAPMailbox(
+        settings,
+        account.mailboxes,
+        list_all=account.all_mailboxes,
+        exclude=account.exclude,
+        max_message_size=account.max_message_size,
+    )
 
 
 async def fetch_cycle(
@@ -286,7 +299,9 @@ async def fetch_cycle(
             everything committed before the error stays committed, every message received
             completely before it is committed, the message being received counts one failure
             (see the module docstring), nothing is deleted on the server.
-        StoreError: the archive failed; nothing is deleted on the server.
+        StoreError: the archive failed; nothing is deleted on the server. ``ArchiveReplaced``
+            (a StoreError): the archive file was deleted or replaced under the running daemon
+            (checked at the start and before deleting; see :meth:`Store.verify_identity`).
         DeliveryError: the account's Maildir could not be written; raised at the end of an otherwise
             complete cycle (archiving went on); undelivered messages were not deleted on the server.
         ConfigError: ``retention = "delete-after"`` with a POP3 server without UIDL (identities are
@@ -308,6 +323,7 @@ async def fetch_cycle(
     arrived: set[MessageKey] = set()
     retrieved: set[MessageKey] = set()  # fetched by their key in this session: verified
     try:
+        await store.verify_identity()  # a replaced or deleted archive stops every cycle
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
         if not opened:
@@ -331,6 +347,9 @@ async def fetch_cycle(
         records = await failures_store.failure_records(store, account.name)
         skip = policy.set_aside(records, clock())
         plan = policy.plan_retrieval(inventory, known, account.max_message_size, skip)
+        if account.max_message_size is not None and policy.needs_sizes(inventory, plan):
+            # IMAP inventories carry no sizes: ask for RFC822.SIZE before fetching anything
+            plan = policy.apply_sizes(plan, await maildrop.sizes(plan.retrieve), account.max_message_size)
         result.too_large = plan.too_large
         result.set_aside = plan.set_aside
         if progress is not None:
@@ -364,7 +383,7 @@ async def fetch_cycle(
             return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
 
         if plan.retrieve:
-            async with shared.transfer():  # bounds the memory all cycles hold in messages
+            async with shared.transfer(account.host):  # bounds the memory all cycles hold in messages
                 # one stream for everything: the adapter keeps its next window in flight while the
                 # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
                 log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
@@ -392,7 +411,14 @@ async def fetch_cycle(
         await settle()  # every commit has returned before anything below may delete
         if verified is not None:  # fetched by UID in this session: verified
             verified |= {key for key in retrieved if isinstance(key, IMAPKey)}
-        if account.retention != "keep" and refusal is None:
+        if account.retention != "keep" and refusal is None and account.protocol == "pop3":
+            moves = await overlapping_moves(store, account.name)
+            suspended = policy.move_suspension(account.name, [(m.source, m.target, m.shared) for m in moves])
+            if suspended is not None:
+                result.deletion_suspended = suspended
+                result.warnings.append(suspended)
+                log.warning("fetch.delete.suspended", reason=suspended)
+        if account.retention != "keep" and refusal is None and result.deletion_suspended is None:
             known = await store.locations(account.name)
             again = policy.reappeared(inventory, known)
             if again:
@@ -409,6 +435,7 @@ async def fetch_cycle(
                 )
                 to_delete = policy.confirm_deletions(candidates, archived, verified)
             if to_delete:
+                await store.verify_identity()  # the commits landed in the file at the archive's path
                 log.debug("fetch.delete.started", messages=len(to_delete))
                 sent = await maildrop.delete(to_delete)
                 if sent is not None:  # IMAP may skip a mailbox (see IMAPMailbox.delete)

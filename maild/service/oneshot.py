@@ -20,8 +20,10 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, MaildError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
+from maild.model import redact_known
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
+from maild.service.replies import new_and_known
 from maild.service.runner import CycleRunner
 from maild.service.scheduler import outcome_label
 from maild.service.snapshot import key_label
@@ -61,7 +63,8 @@ class OneShotResult:
             extra += f", {len(res.failures)} could not be retrieved (retried next time)"
         if res.set_aside:
             extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
-        lines = [f"{self.account}: {res.new_links} new messages ({res.octets} octets){extra}"]
+        counts = new_and_known(res.new_messages, res.new_links)
+        lines = [f"{self.account}: {counts} ({res.octets} octets){extra}"]
         lines += [f"  not retrieved: {key_label(f.key)}: {f.reason}" for f in res.failures]
         lines += [f"  warning: {w}" for w in res.warnings]
         return "\n".join(lines)
@@ -117,8 +120,9 @@ async def fetch_once(
                 try:
                     result = await runner.run(acc, keep_open=False)
                 except MaildError as exc:
-                    log.warning("fetch.failed", account=acc.name, outcome=outcome_label(exc), error=str(exc))
-                    return OneShotResult(acc.name, None, str(exc))
+                    error = redact_known(str(exc))
+                    log.warning("fetch.failed", account=acc.name, outcome=outcome_label(exc), error=error)
+                    return OneShotResult(acc.name, None, error)
                 assert result is not None  # runs without a proceed() check
                 return OneShotResult(acc.name, result)
 

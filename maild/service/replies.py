@@ -18,6 +18,7 @@ from maild.service.reply_fields import (
     read_int,
     read_object,
     read_objects,
+    read_opt_int,
     read_str,
     read_strs,
 )
@@ -40,6 +41,18 @@ class VersionReply:
         return cls(read_str(data, "version"))
 
 
+def new_and_known(new_messages: int, new_links: int) -> str:
+    """``"N new messages"`` (new to the archive), with ``", M already archived"`` when some of what an
+    account fetched was in the archive already (through another account: a mailbox being moved, a copy).
+
+    Args:
+        new_messages: messages whose content the archive did not hold before.
+        new_links: messages newly linked to the account (includes ``new_messages``).
+    """
+    known = new_links - new_messages
+    return f"{new_messages} new messages" + (f", {known} already archived" if known > 0 else "")
+
+
 @dataclass(frozen=True, slots=True)
 class FetchOutcome:
     """One account's result of ``fetch-now`` with ``"wait": true``.
@@ -51,6 +64,8 @@ class FetchOutcome:
         octets: their size in octets.
         seconds: the cycle's duration, rounded to milliseconds.
         skipped: why no cycle ran although nothing failed (``paused``, ``disabled``), else None.
+        new_messages: of ``new_links``, those new to the archive (the rest were archived already,
+            through another account); None from a daemon that does not say.
     """
 
     account: str
@@ -59,6 +74,13 @@ class FetchOutcome:
     octets: int = 0
     seconds: float = 0.0
     skipped: str | None = None
+    new_messages: int | None = None
+
+    def counts(self) -> str:
+        """The counts in words, as :func:`new_and_known` says them."""
+        if self.new_messages is None:
+            return f"{self.new_links} new messages"
+        return new_and_known(self.new_messages, self.new_links)
 
     @property
     def ok(self) -> bool:
@@ -72,7 +94,15 @@ class FetchOutcome:
             return {"ok": False, "error": self.error}
         if self.skipped is not None:
             return {"ok": True, "skipped": self.skipped}
-        return {"ok": True, "new_links": self.new_links, "octets": self.octets, "seconds": self.seconds}
+        out: JSONObject = {
+            "ok": True,
+            "new_links": self.new_links,
+            "octets": self.octets,
+            "seconds": self.seconds,
+        }
+        if self.new_messages is not None:
+            out["new_messages"] = self.new_messages
+        return out
 
     @classmethod
     def from_json(cls, account: str, data: Mapping[str, Any]) -> FetchOutcome:
@@ -86,6 +116,7 @@ class FetchOutcome:
             new_links=read_int(data, "new_links"),
             octets=read_int(data, "octets"),
             seconds=read_float(data, "seconds"),
+            new_messages=read_opt_int(data, "new_messages"),
         )
 
 

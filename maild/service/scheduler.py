@@ -29,7 +29,7 @@ from maild.errors import AuthError, MaildError, StoreError, ThrottledError, Tran
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import UIDValidityChange
-from maild.model import AccountHistory, StoreOutcome
+from maild.model import AccountHistory, StoreOutcome, redact_known
 from maild.service.budget import Budgets
 from maild.service.idle import IdleWatcher, Mode
 from maild.service.kept_sessions import KeptSessions
@@ -88,6 +88,7 @@ class AccountRuntime:
     lockout_fingerprint: str | None = None
     cycles: dict[str, int] = field(default_factory=dict)
     fetched_messages: int = 0
+    new_messages: int = 0
     fetched_octets: int = 0
     paused: bool = False
     retired: bool = False
@@ -159,10 +160,11 @@ def outcome_label(error: BaseException) -> str:
 
 
 def describe(error: BaseException) -> str:
-    """One line naming an error for status and logs (never contains a secret: errors never hold one)."""
+    """One line naming an error for status and logs; the value of any live secret is masked (errors
+    should never hold one, but a server may echo it in text quoted by an error)."""
     if isinstance(error, MaildError):
-        return str(error)
-    return f"internal error: {type(error).__name__}: {error}"
+        return redact_known(str(error))
+    return redact_known(f"internal error: {type(error).__name__}: {error}")
 
 
 class Scheduler:
@@ -490,6 +492,7 @@ class Scheduler:
             kept = rt.uidvalidity_changes + result.imap.uidvalidity_changes
             rt.uidvalidity_changes = kept[-KEPT_UIDVALIDITY_CHANGES:]
         rt.cycles["ok"] = rt.cycles.get("ok", 0) + 1
+        rt.new_messages += result.new_messages
         rt.last_exception = None
         quiet = not (result.new_links or result.deleted or result.failures or result.too_large)
         # A cycle with nothing new is the normal case (~80 % of a day's lines at a 5-minute poll):
@@ -498,7 +501,8 @@ class Scheduler:
             "fetch.complete",
             outcome="ok",
             on_server=result.on_server,
-            new_messages=result.new_links,
+            new_messages=result.new_messages,
+            already_archived=result.new_links - result.new_messages,
             octets=result.octets,
             deleted=result.deleted,
             failures=len(result.failures),

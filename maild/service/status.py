@@ -178,6 +178,8 @@ class CycleStatus:
     Attributes:
         new_links: messages newly archived for this account (linked to it), including copies the
             archive already held for another account.
+        new_messages: of ``new_links``, those new to the archive (distinct content); the rest were
+            "already archived". None when the daemon did not say (older versions).
         octets: size in octets of those messages.
         deleted: messages deleted on the server.
         seconds: wall-clock duration, rounded to milliseconds.
@@ -194,6 +196,7 @@ class CycleStatus:
     failures: tuple[RetrievalFailureStatus, ...] = ()
     too_large: tuple[str, ...] = ()
     mailbox_failures: tuple[tuple[str, str], ...] | None = None
+    new_messages: int | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``last_cycle``."""
@@ -207,6 +210,9 @@ class CycleStatus:
         }
         if self.mailbox_failures is not None:
             out["mailbox_failures"] = dict(self.mailbox_failures)
+        if self.new_messages is not None:
+            out["new_messages"] = self.new_messages
+            out["already_archived"] = self.new_links - self.new_messages
         return out
 
     @classmethod
@@ -226,6 +232,7 @@ class CycleStatus:
             seconds=read_float(data, "seconds"),
             failures=tuple(RetrievalFailureStatus.from_json(f) for f in read_objects(data, "failures")),
             too_large=read_strs(data, "too_large"),
+            new_messages=read_opt_int(data, "new_messages"),
             mailbox_failures=mailbox_failures,
         )
 
@@ -399,6 +406,8 @@ class AccountStatus:
             archive, so they survive a restart).
         history: what the archive remembers across reloads and restarts, or None (older daemons).
         progress: while ``fetching``: how far the cycle is; else None.
+        deletion_suspended: POP3 only: why the last cycle deleted nothing although retention
+            would (an unfinished move into an IMAP account holding the same messages), or None.
     """
 
     name: str
@@ -427,6 +436,7 @@ class AccountStatus:
     failing_messages: tuple[FailingMessageStatus, ...] = ()
     history: HistoryStatus | None = None
     progress: ProgressStatus | None = None
+    deletion_suspended: str | None = None
 
     def to_json(self) -> JSONObject:
         """The account's JSON object, keys in the documented order."""
@@ -464,6 +474,8 @@ class AccountStatus:
             out["history"] = self.history.to_json()
         if self.progress is not None:
             out["progress"] = self.progress.to_json()
+        if self.deletion_suspended is not None:
+            out["deletion_suspended"] = self.deletion_suspended
         return out
 
     @classmethod
@@ -512,24 +524,43 @@ class AccountStatus:
                 if data.get("progress") is not None
                 else None
             ),
+            deletion_suspended=read_opt_str(data, "deletion_suspended"),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveTotals:
-    """The whole archive: distinct messages and their total size in octets."""
+    """The whole archive: distinct messages and their total size in octets.
+
+    Attributes:
+        messages, octets: the figures when the archive was last read.
+        read_at: when that was (UTC), or None when it could not be read yet (the archive busy, for
+            example under another process's lock): the figures, and the accounts' archived counts,
+            are then 0 and unknown.
+        replaced: None, or why deletions stopped on every server: the archive file was deleted or
+            replaced under the running daemon (see :meth:`maild.archive.store.Store.verify_identity`).
+    """
 
     messages: int
     octets: int
+    read_at: datetime | None = None
+    replaced: str | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``archive``."""
-        return {"messages": self.messages, "octets": self.octets}
+        return {
+            "messages": self.messages,
+            "octets": self.octets,
+            "read_at": time_text(self.read_at) if self.read_at is not None else None,
+            "replaced": self.replaced,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ArchiveTotals:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(read_int(data, "messages"), read_int(data, "octets"))
+        read_at = read_time(data, "read_at")
+        replaced = read_opt_str(data, "replaced")
+        return cls(read_int(data, "messages"), read_int(data, "octets"), read_at, replaced)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,9 @@ class FakeStore:
             assert sql.startswith("UPDATE retrieval_failures SET retry_requested = 1")
             self.retry_requested.append(params[0])
 
+    generation = 0
+    replaced = None
+
     async def message_counts(self) -> dict[str, int]:
         return {"anna-pop": 5}
 
@@ -193,8 +196,8 @@ async def test_fetch_now_waits_and_reports_each_account(daemon: Daemon) -> None:
     assert daemon.scheduler.requested == ["anna-pop", "bernd-pop", "broken-pop"]
     assert reply == {
         "results": {
-            "anna-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123},
-            "bernd-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123},
+            "anna-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123, "new_messages": 1},
+            "bernd-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123, "new_messages": 1},
             "broken-pop": {"ok": False, "error": "login refused"},
         }
     }
@@ -259,3 +262,11 @@ async def test_reload_metrics_and_stop_are_routed(daemon: Daemon) -> None:
     assert not daemon.stopped
     assert await ask(daemon, command="stop") == {"stopping": True}
     assert daemon.stopped
+
+
+@pytest.mark.parametrize("wait", ["no", 0, "false", None])
+async def test_wait_must_be_a_boolean(daemon: Daemon, wait: object) -> None:
+    """fetch-now's "wait" must be true or false: "no" is refused, not taken as true."""
+    with pytest.raises(ControlError, match='"wait" must be true or false') as info:
+        await ask(daemon, command="fetch-now", account="all", wait=wait)
+    assert info.value.code == "bad-request"
