@@ -147,8 +147,7 @@ def parse_auth(t: Table, account: str, base: Path, protocol: str) -> AuthConfig:
 
     Raises:
         ConfigError: a bad value, an ``oauth2`` table without ``auth = "oauth2"`` or the reverse, an
-            unknown key in ``oauth2`` (dotted path), or an incomplete OAuth2 setup; SASL keys on an
-            IMAP account (IMAP AUTHENTICATE is not wired into the IMAP adapter yet, issue 13).
+            unknown key in ``oauth2`` (dotted path), or an incomplete OAuth2 setup.
     """
     auth = cast(Literal["password", "oauth2"], choice(t, "auth", ("password", "oauth2"), "password"))
     mech = t.get("sasl_mechanism", str, None, form=" or ".join(f'"{m}"' for m in MECHANISMS))
@@ -161,12 +160,6 @@ def parse_auth(t: Table, account: str, base: Path, protocol: str) -> AuthConfig:
         if auth == "password" and mech != "PLAIN":
             raise ConfigError(f'{t.key("sasl_mechanism")}: {mech} carries a token; set auth = "oauth2"')
     raw: Any = t.get("oauth2", dict, None, form="a table [accounts.NAME.oauth2]")
-    if protocol != "pop3" and (auth != "password" or mech is not None):
-        key = "auth" if auth != "password" else "sasl_mechanism"
-        raise ConfigError(
-            f"{t.key(key)}: OAuth2 and SASL are supported for POP3 accounts only so far;"
-            " IMAP accounts sign in with LOGIN and a password"
-        )
     if auth == "oauth2" and raw is None:
         raise ConfigError(f'{t.key("oauth2")}: required with auth = "oauth2"')
     if auth == "password" and raw is not None:

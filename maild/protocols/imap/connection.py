@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from maild.auth import imap as imap_auth
 from maild.errors import (
     AccountError,
     AuthError,
@@ -45,7 +46,14 @@ from maild.errors import (
 from maild.model import ServerSettings
 from maild.protocols.imap import listing as imap_list
 from maild.protocols.imap import wire
-from maild.protocols.imap.client import IMAPClient, LibraryError, LibraryTimeout, Reply, quiet_library_logger
+from maild.protocols.imap.client import (
+    Authentication,
+    IMAPClient,
+    LibraryError,
+    LibraryTimeout,
+    Reply,
+    quiet_library_logger,
+)
 from maild.protocols.imap.lex import Part
 from maild.protocols.tls import client_context
 
@@ -405,6 +413,17 @@ class IMAPConnection:
         self._capabilities = capabilities
 
     async def _login(self, capabilities: frozenset[str]) -> frozenset[str]:
+        """Sign in: AUTHENTICATE when a SASL mechanism fits (:func:`maild.auth.imap.authenticate`:
+        ``AUTH=`` atoms, ``SASL-IR``; always for ``auth = "oauth2"``), else LOGIN with the password."""
+        transport = _AuthenticateOver(self)
+        if await imap_auth.authenticate(transport, capabilities, self.settings):
+            status = transport.final
+            if status is not None and status.code == "CAPABILITY":
+                return wire.parse_capability(status.code_args)
+            return await self._capability()
+        return await self._password_login(capabilities)
+
+    async def _password_login(self, capabilities: frozenset[str]) -> frozenset[str]:
         settings = self.settings
         if "LOGINDISABLED" in capabilities:
             raise self.error(
@@ -548,3 +567,51 @@ class IMAPConnection:
         """Close the connection at once without LOGOUT. Never raises; safe at any time and repeatedly."""
         with contextlib.suppress(Exception):
             self.discard("aborted")
+
+
+class _AuthenticateOver:
+    """:class:`maild.auth.imap.AuthenticateTransport` over an :class:`IMAPConnection`'s client.
+
+    Every wait goes through :meth:`IMAPConnection.call` (inactivity limit, connection loss, error
+    mapping); ``what`` is always ``"AUTHENTICATE"``, never a line that holds the secret.
+    """
+
+    def __init__(self, connection: IMAPConnection) -> None:
+        self._connection = connection
+        self._exchange: Authentication | None = None
+        #: The parsed tagged status of the last AUTHENTICATE (its CAPABILITY code is kept by the caller).
+        self.final: wire.StatusResponse | None = None
+
+    async def send_command(self, command: bytes) -> None:
+        """Start ``AUTHENTICATE MECH [initial-response]`` (the tag is the client's)."""
+        words = command.split(b" ")
+        if len(words) not in (2, 3) or words[0] != b"AUTHENTICATE":
+            raise ValueError("expected AUTHENTICATE MECHANISM [INITIAL-RESPONSE]")
+        initial = words[2] if len(words) == 3 else None
+        del command, words[2:]
+        self._exchange = self._connection.client.authenticate(words[1].decode("ascii"), initial)
+
+    async def send_line(self, line: bytes) -> None:
+        """Answer a continuation request."""
+        exchange = self._exchange
+        assert exchange is not None
+        try:
+            exchange.send_line(line)
+        except OSError:
+            self._connection.discard("connection lost during AUTHENTICATE")
+            raise self._connection.error(ConnectError, "AUTHENTICATE: connection lost") from None
+
+    async def read_response(self) -> imap_auth.Continuation | imap_auth.TaggedStatus:
+        """The next continuation request or the tagged status (parsed, RFC 9051 section 7.1)."""
+        exchange = self._exchange
+        assert exchange is not None
+        item = await self._connection.call("AUTHENTICATE", exchange.next)
+        if isinstance(item, bytes):
+            return imap_auth.Continuation(item)
+        _lines, status = self._connection.completion(item, "AUTHENTICATE")
+        self.final = status
+        if status.condition not in ("OK", "NO", "BAD"):
+            raise self._connection.error(
+                ProtocolError, f"AUTHENTICATE: unexpected completion {status.condition}"
+            )
+        return imap_auth.TaggedStatus(status.condition, status.code, status.text)
