@@ -834,7 +834,7 @@ def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
         raise AssertionError(acc)
 
     def idling(acc: dict[str, Any]) -> bool:
-        return bool((acc.get("idle") or {}).get("mode") == "idle" or acc.get("mode") == "idle")
+        return bool(acc.get("mode") == "idle")
 
     saved = oauth_server.access_lifetime_s
     oauth_server.access_lifetime_s = 2
