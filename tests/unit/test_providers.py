@@ -168,6 +168,6 @@ def test_outlook_has_its_fixed_tenant(tmp_path: Path) -> None:
 )
 def test_bad_presets_are_one_clear_error(tmp_path: Path, account: dict[str, Any], message: str) -> None:
     """An unknown provider, a protocol the provider lacks, a missing tenant: ConfigError naming the key."""
+    base = {"username": "anna@example.org"} if "oauth2" in account else {"username": "a", "password": "x"}
     with pytest.raises(ConfigError, match=message):
-        base = {"username": "anna@example.org"} if "oauth2" in account else {"username": "a", "password": "x"}
         load(tmp_path, {**base, **account})
