@@ -112,7 +112,9 @@ def test_imap_accounts_take_the_sign_in_keys(tmp_path: Path) -> None:
     """auth = "oauth2" and sasl_mechanism are accepted on an IMAP account (AUTHENTICATE, issue 13)."""
     config = load(
         tmp_path,
-        DEVICE.replace("[accounts.anna.oauth2]", "protocol = 'imap'\nsasl_mechanism = 'XOAUTH2'\n[accounts.anna.oauth2]"),
+        DEVICE.replace(
+            "[accounts.anna.oauth2]", "protocol = 'imap'\nsasl_mechanism = 'XOAUTH2'\n[accounts.anna.oauth2]"
+        ),
     )
     account = config.accounts["anna"]  # type: ignore[attr-defined]
     assert account.protocol == "imap"
