@@ -223,6 +223,22 @@ def _imap_status_lines(a: AccountStatus) -> list[str]:
     return lines
 
 
+def _sign_in_line(a: AccountStatus) -> list[str]:
+    """OAuth2 accounts: one line with the grant, the access token's and the refresh token's ends."""
+    s = a.sign_in
+    if s.auth != "oauth2":
+        return []
+    parts = [f"      sign-in: oauth2 ({s.grant or '?'})"]
+    if s.token_expires_at is not None:
+        parts.append(f"token until {time_text(s.token_expires_at)}")
+    if s.refresh_token_obtained_at is not None:
+        parts.append(f"refresh token from {time_text(s.refresh_token_obtained_at)}")
+    if s.refresh_token_expires_at is not None:
+        parts.append(f"ends {time_text(s.refresh_token_expires_at)}")
+    line = ", ".join(parts)
+    return [line, f"      WARNING: {s.warning}"] if s.warning else [line]
+
+
 def render_status(reply: StatusReply) -> str:
     """Render a status reply as a table grouped by organisation and employee."""
 
@@ -234,6 +250,7 @@ def render_status(reply: StatusReply) -> str:
         ]
         if a.last_error:
             lines.append(f"      error: {a.last_error}")
+        lines.extend(_sign_in_line(a))
         lines.extend(_imap_status_lines(a))
         return lines
 

@@ -47,6 +47,7 @@ class OAuth2Preset:
             where the provider needs it for a refresh token.
         app_scope: the scope for client credentials (app-only access), or ``""`` if there is none.
         tenant: a fixed tenant (``"consumers"``), or ``""`` when the admin must set ``oauth2.tenant``.
+        refresh_token_lifetime: the documented life of a delegated refresh token (``"90d"``), or ``""``.
     """
 
     token_url: str
@@ -54,6 +55,7 @@ class OAuth2Preset:
     scopes: Mapping[str, tuple[str, ...]]
     app_scope: str = ""
     tenant: str = ""
+    refresh_token_lifetime: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,8 @@ class Preset:
 
 _MS_TOKEN = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 -- a URL
 _MS_DEVICE = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"
+#: Microsoft: a refresh token ends after 90 days without use (each refresh rotates it).
+_MS_REFRESH_LIFETIME: Final = "90d"
 _MS_SCOPES: Final = {
     "imap": ("https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access"),
     "pop3": ("https://outlook.office.com/POP.AccessAsUser.All", "offline_access"),
@@ -137,6 +141,7 @@ PROVIDERS: Final[Mapping[str, Preset]] = {
                 device_url=_MS_DEVICE,
                 scopes=_MS_SCOPES,
                 app_scope="https://outlook.office365.com/.default",
+                refresh_token_lifetime=_MS_REFRESH_LIFETIME,
             ),
             steps=(
                 "Microsoft Entra admin center > App registrations > New registration (single tenant);"
@@ -168,7 +173,11 @@ PROVIDERS: Final[Mapping[str, Preset]] = {
             pop3=Endpoint("outlook.office365.com", 995),
             auth="oauth2",
             oauth2=OAuth2Preset(
-                token_url=_MS_TOKEN, device_url=_MS_DEVICE, scopes=_MS_SCOPES, tenant="consumers"
+                token_url=_MS_TOKEN,
+                device_url=_MS_DEVICE,
+                scopes=_MS_SCOPES,
+                tenant="consumers",
+                refresh_token_lifetime=_MS_REFRESH_LIFETIME,
             ),
             steps=(
                 "register an app (Microsoft Entra admin center or the Azure portal) for 'Personal"
@@ -347,6 +356,8 @@ def apply_provider(data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
             else:
                 if p.device_url:
                     oauth.setdefault("device_url", p.device_url)
+                if p.refresh_token_lifetime:
+                    oauth.setdefault("refresh_token_lifetime", p.refresh_token_lifetime)
                 oauth.setdefault("scope", list(p.scopes.get(str(protocol), ())))
             if p.tenant:
                 oauth.setdefault("tenant", p.tenant)

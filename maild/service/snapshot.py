@@ -11,6 +11,7 @@ from datetime import datetime
 
 from maild import __version__
 from maild.archive.store import Store
+from maild.auth.tokens import peek_source
 from maild.fetch.cycle import CycleResult
 from maild.policy import next_deletion_due
 from maild.service.replies import FetchOutcome
@@ -22,6 +23,7 @@ from maild.service.status import (
     CycleStatus,
     IMAPStatus,
     RetrievalFailureStatus,
+    SignInStatus,
     StatusReply,
     UIDValidityChangeStatus,
 )
@@ -77,6 +79,25 @@ def imap_status(rt: AccountRuntime) -> IMAPStatus:
     )
 
 
+def sign_in_status(rt: AccountRuntime) -> SignInStatus:
+    """The account's sign-in method and, for OAuth2, its tokens' health (from memory, no I/O)."""
+    oauth = rt.config.sign_in.oauth2
+    if oauth is None:
+        return SignInStatus(auth=rt.config.sign_in.auth)
+    source = peek_source(oauth)
+    if source is None:  # no token asked for yet
+        return SignInStatus(auth="oauth2", grant=oauth.grant)
+    health = source.health()
+    return SignInStatus(
+        auth="oauth2",
+        grant=health.grant,
+        token_expires_at=_whole_seconds(health.token_expires_at),
+        refresh_token_obtained_at=_whole_seconds(health.refresh_token_obtained_at),
+        refresh_token_expires_at=_whole_seconds(health.refresh_token_expires_at),
+        warning=health.warning,
+    )
+
+
 def account_status(
     rt: AccountRuntime, messages: int, kept: tuple[int, datetime | None] = (0, None)
 ) -> AccountStatus:
@@ -115,6 +136,7 @@ def account_status(
         oldest_kept_since=oldest_kept_since,
         next_deletion_due=next_deletion_due(acc.retention, acc.retention_days, oldest_kept_since),
         last_cycle=_cycle_status(res) if res is not None else None,
+        sign_in=sign_in_status(rt),
     )
 
 

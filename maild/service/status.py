@@ -239,6 +239,50 @@ class IMAPStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SignInStatus:
+    """How an account signs in, and for OAuth2 when its tokens end (issue 13; never a token).
+
+    Attributes:
+        auth: ``"password"`` or ``"oauth2"``.
+        grant: for OAuth2, ``"client_credentials"``, ``"refresh_token"`` or ``"token_command"``.
+        token_expires_at: when the access token in memory expires (UTC), or None.
+        refresh_token_obtained_at: when the refresh token was obtained or last rotated, or None.
+        refresh_token_expires_at: when it ends, where the lifetime is known, or None.
+        warning: a sentence when it ends within 3 days, else None.
+    """
+
+    auth: str = "password"
+    grant: str | None = None
+    token_expires_at: datetime | None = None
+    refresh_token_obtained_at: datetime | None = None
+    refresh_token_expires_at: datetime | None = None
+    warning: str | None = None
+
+    def to_json(self) -> JSONObject:
+        """The ``sign_in`` object of the account."""
+        return {
+            "auth": self.auth,
+            "grant": self.grant,
+            "token_expires_at": time_text(self.token_expires_at),
+            "refresh_token_obtained_at": time_text(self.refresh_token_obtained_at),
+            "refresh_token_expires_at": time_text(self.refresh_token_expires_at),
+            "warning": self.warning,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SignInStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(
+            auth=read_str(data, "auth"),
+            grant=read_opt_str(data, "grant"),
+            token_expires_at=read_time(data, "token_expires_at"),
+            refresh_token_obtained_at=read_time(data, "refresh_token_obtained_at"),
+            refresh_token_expires_at=read_time(data, "refresh_token_expires_at"),
+            warning=read_opt_str(data, "warning"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class AccountStatus:
     """One account in the status reply.
 
@@ -259,6 +303,7 @@ class AccountStatus:
         oldest_kept_since: the earliest first-fetch time among archived messages still on the server.
         next_deletion_due: with ``delete-after``, when the oldest of them is due (UTC), else None.
         last_cycle: the last successful cycle, or None before one.
+        sign_in: how it signs in and the health of its OAuth2 tokens (see :class:`SignInStatus`).
     """
 
     name: str
@@ -284,6 +329,7 @@ class AccountStatus:
     warnings: tuple[str, ...] = ()
     next_deletion_due: datetime | None = None
     last_cycle: CycleStatus | None = None
+    sign_in: SignInStatus = SignInStatus()
 
     def to_json(self) -> JSONObject:
         """The account's JSON object, keys in the documented order."""
@@ -316,6 +362,7 @@ class AccountStatus:
             out["next_deletion_due"] = time_text(self.next_deletion_due)
         if self.last_cycle is not None:
             out["last_cycle"] = self.last_cycle.to_json()
+        out["sign_in"] = self.sign_in.to_json()
         return out
 
     @classmethod
@@ -350,6 +397,11 @@ class AccountStatus:
                 CycleStatus.from_json(read_object(last_cycle, "last_cycle"))
                 if last_cycle is not None
                 else None
+            ),
+            sign_in=(
+                SignInStatus.from_json(read_object(data["sign_in"], "sign_in"))
+                if "sign_in" in data
+                else SignInStatus()
             ),
         )
 

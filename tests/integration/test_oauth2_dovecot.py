@@ -850,6 +850,9 @@ def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
             oauth_dovecot.deliver(user.name, b"Subject: three\r\nMessage-ID: <three@x>\r\n\r\n3\r\n")
             acc = account(lambda a: a["messages"] == 3 and idling(a))
             assert acc["consecutive_failures"] == 0
+            assert acc["sign_in"]["auth"] == "oauth2" and acc["sign_in"]["grant"] == "refresh_token"
+            assert acc["sign_in"]["token_expires_at"] is not None
+            assert acc["sign_in"]["refresh_token_obtained_at"] is not None
             status_text = json.dumps(acc)
             seeded |= set(oauth_server.refresh_tokens)
             assert stop_maild(proc) == 0
