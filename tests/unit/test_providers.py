@@ -171,3 +171,12 @@ def test_bad_presets_are_one_clear_error(tmp_path: Path, account: dict[str, Any]
     base = {"username": "anna@example.org"} if "oauth2" in account else {"username": "a", "password": "x"}
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, {**base, **account})
+
+
+def test_the_documentation_lists_every_provider() -> None:
+    """docs/providers.md has a table row for each preset, with its IMAP host."""
+    text = (Path(__file__).parents[2] / "docs" / "providers.md").read_text()
+    for name, preset in PROVIDERS.items():
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), "")
+        assert row, name
+        assert preset.imap is None or preset.imap.host in row
