@@ -61,6 +61,10 @@ def decode_field(value: bytes) -> str:
         Readable text with runs of white space folded to single spaces.
     """
     text = value.decode("utf-8", "surrogateescape")
+    if "=?" not in text:  # no encoded word: the stdlib decoder would return the text unchanged
+        if not any("\udc80" <= c <= "\udcff" for c in text):
+            return " ".join(text.split())
+        return " ".join(value.decode("latin-1").split())
     try:
         decoded = str(email.header.make_header(email.header.decode_header(text)))
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):

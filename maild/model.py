@@ -86,12 +86,15 @@ class RetrievedMessage:
             (POP3 byte-stuffing, RFC 1939 section 3), CRLF line endings as sent.
         internaldate: the IMAP INTERNALDATE (RFC 9051 section 2.3.3) in UTC, or None (POP3).
         flags: the IMAP flags at retrieval time, e.g. ``frozenset({"\\\\Seen"})``; empty for POP3.
+        missing: IMAP items asked for that the server left out, e.g. ``("INTERNALDATE",)``; the
+            adapter filled in its documented fallback (see ``maild.protocols.imap.stream.retrieved``).
     """
 
     key: MessageKey
     raw: bytes
     internaldate: datetime | None = None
     flags: frozenset[str] = field(default_factory=frozenset)
+    missing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,30 @@ class RetrievalFailure:
 
     key: MessageKey
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """How often in a row one message failed to arrive, as the archive keeps it (schema v4).
+
+    A message fails when the server refuses it (:class:`RetrievalFailure`) or when the connection
+    broke while it was being received. The record goes when the message is archived.
+
+    Attributes:
+        key: its server-side identity.
+        failures: failed attempts in a row, at least 1.
+        reason: the last failure's cause, with the server's words where there were any.
+        first_failed_at: when the first failure of the run happened (aware, UTC).
+        last_failed_at: when the last one happened (aware, UTC).
+        retry_requested: ``maild fetch-now --retry-failed`` asked for one more attempt now.
+    """
+
+    key: MessageKey
+    failures: int
+    reason: str
+    first_failed_at: datetime
+    last_failed_at: datetime
+    retry_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,19 @@ these hold, each decided by a function of this module:
    (:func:`select_deletions`);
 3. a query of the archive made after every commit of the cycle returned, right before deleting
    (``Store.archived``), finds it with all its octets (and its Maildir delivery, with
-   ``deliver_maildir``): :func:`confirm_deletions` takes that answer.
+   ``deliver_maildir``), and, for IMAP, its UID was re-verified in this very session (its RFC822.SIZE,
+   or its header section, matched the archived message; or it was retrieved in this session; see
+   ``maild.fetch.resync.verify_uid_map``): :func:`confirm_deletions` takes both answers.
 
 The adapters obey: POP3 ``DELE`` takes effect only at ``+OK`` to QUIT (RFC 1939 section 6); IMAP
 without UIDPLUS may still skip a mailbox in which another client marked messages ``\\Deleted`` (it
 learns that only from the server, mid-deletion; see ``IMAPMailbox.delete``).
+
+**Where a failing message is set aside: here.** A message that failed to arrive
+:data:`SET_ASIDE_AFTER_FAILURES` times in a row (refused by the server, or the connection broke while
+it was being received, :func:`in_flight`) is skipped by later cycles (:func:`set_aside`), except for one
+attempt a day (:data:`SET_ASIDE_RETRY_S`) and one on ``maild fetch-now --retry-failed``. It stays on
+the server: it is not archived, so rule 2 above never selects it for deletion.
 
 **Where backoff is decided: here.** :func:`next_cycle_delay_s` (poll interval with jitter, or capped
 exponential backoff after failures, see :func:`backoff_delay_s`) and :func:`reconnect_delay_s`
@@ -31,12 +39,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import assert_never
 
 from maild.errors import ThrottledError
-from maild.model import InventoryEntry, Location, MessageKey, POP3Key, Retention
+from maild.model import FailureRecord, InventoryEntry, Location, MessageKey, POP3Key, Retention
+
+SET_ASIDE_AFTER_FAILURES = 3
+"""Failures in a row after which a message is set aside (skipped by later cycles, left on the server)."""
+SET_ASIDE_RETRY_S = 86400.0
+"""A set-aside message is tried again once this many seconds (a day) have passed since its last failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +59,52 @@ class RetrievalPlan:
     Attributes:
         retrieve: keys on the server that the archive lacks for this account, in server order.
         too_large: keys skipped because their size exceeds ``max_message_size``; left on the server.
+        set_aside: keys skipped because they failed too often (:func:`set_aside`); left on the server.
     """
 
     retrieve: list[MessageKey]
     too_large: list[MessageKey]
+    set_aside: list[MessageKey] = field(default_factory=list)
+
+
+def set_aside(records: Mapping[MessageKey, FailureRecord], now: datetime) -> frozenset[MessageKey]:
+    """The keys a cycle at ``now`` skips: failed :data:`SET_ASIDE_AFTER_FAILURES` times in a row, the
+    last failure less than :data:`SET_ASIDE_RETRY_S` seconds ago, and no retry asked for.
+
+    Args:
+        records: the account's failure records (``maild.archive.failures.failure_records``).
+        now: the current time, aware.
+    """
+    retry = timedelta(seconds=SET_ASIDE_RETRY_S)
+    return frozenset(
+        key
+        for key, record in records.items()
+        if record.failures >= SET_ASIDE_AFTER_FAILURES
+        and not record.retry_requested
+        and now - record.last_failed_at < retry
+    )
+
+
+def in_flight(order: Sequence[MessageKey], arrived: Collection[MessageKey]) -> MessageKey | None:
+    """The message that was being received when a retrieval broke off: the first of ``order`` (the
+    keys asked for, in the order the adapter yields them, see ``Maildrop.retrieve``) that neither
+    arrived nor failed on its own; None when every key came out.
+
+    Args:
+        order: the keys passed to ``Maildrop.retrieve``.
+        arrived: the keys it yielded (messages and per-message failures).
+    """
+    for key in order:
+        if key not in arrived:
+            return key
+    return None
 
 
 def plan_retrieval(
     inventory: Sequence[InventoryEntry],
     known: Mapping[MessageKey, Location],
     max_message_size: int | None,
+    skip: Collection[MessageKey] = frozenset(),
 ) -> RetrievalPlan:
     """Decide which messages to retrieve: every inventory entry not yet linked to the account.
 
@@ -63,16 +112,20 @@ def plan_retrieval(
         inventory: what the server holds now.
         known: the account's recorded server identities.
         max_message_size: octets; larger messages (by the server's reported size) are skipped.
+        skip: keys set aside (:func:`set_aside`); listed in ``set_aside``, not retrieved.
 
     Returns:
         The plan. A message whose size is unknown is retrieved.
     """
     retrieve: list[MessageKey] = []
     too_large: list[MessageKey] = []
+    aside: list[MessageKey] = []
     for entry in inventory:
         if entry.key in known:
             continue
-        if (
+        if entry.key in skip:
+            aside.append(entry.key)
+        elif (
             max_message_size is not None
             and entry.size_octets is not None
             and entry.size_octets > max_message_size
@@ -80,7 +133,7 @@ def plan_retrieval(
             too_large.append(entry.key)
         else:
             retrieve.append(entry.key)
-    return RetrievalPlan(retrieve, too_large)
+    return RetrievalPlan(retrieve, too_large, aside)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,19 +254,26 @@ def select_deletions(
     return out
 
 
-def confirm_deletions(candidates: Sequence[MessageKey], archived: Collection[MessageKey]) -> list[MessageKey]:
-    """The final decision (rule 3 of the module): the candidates the archive holds at this moment.
+def confirm_deletions(
+    candidates: Sequence[MessageKey],
+    archived: Collection[MessageKey],
+    verified: Collection[MessageKey] | None = None,
+) -> list[MessageKey]:
+    """The final decision (rule 3 of the module): the candidates the archive holds at this moment
+    and, when ``verified`` is given (IMAP), whose UID was re-verified in this session.
 
     Args:
         candidates: from :func:`select_deletions`, in server order.
         archived: the answer of ``Store.archived`` for ``candidates``, asked after every commit of the
             cycle returned and right before deleting: the keys linked to the account with all their
             octets (and their Maildir delivery recorded, with ``deliver_maildir``).
+        verified: IMAP: the keys whose UID was shown in this session to name the archived message
+            (never deleting by a UID not re-verified); None: no such check (POP3 UIDLs).
 
     Returns:
         The keys that may be deleted now, in server order.
     """
-    return [key for key in candidates if key in archived]
+    return [key for key in candidates if key in archived and (verified is None or key in verified)]
 
 
 def next_deletion_due(

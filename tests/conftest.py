@@ -29,11 +29,15 @@ from pathlib import Path
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, settings
 
 from maild.archive.store import Store
 from maild.service.idle import IdleWatcher
 from tests.support import dovecot as dovecot_support
 from tests.support.dovecot import Dovecot, MailUser
+from tests.support.fuzzing import register_profiles
+
+register_profiles(settings, HealthCheck)
 
 KEEP_ENV = "MAILD_KEEP_DOVECOT"
 """Set to keep Dovecot directories (config, log, Maildirs) after the run, for debugging."""

@@ -16,8 +16,10 @@ from email.parser import BytesParser
 from html.parser import HTMLParser
 from typing import Any
 
-from maild.archive.reader import ArchivedMessage, ArchiveReader
+from maild.archive.mime import walk
+from maild.archive.reader import ArchivedMessage, ArchiveReader, SearchHit
 from maild.errors import QueryError
+from maild.message import sha256_hex
 
 MIN_ID_DIGITS = 8
 _ID_RE = re.compile(r"[0-9a-f]{%d,64}" % MIN_ID_DIGITS)  # noqa: UP031 - a regex quantifier
@@ -218,13 +220,58 @@ def render_show(message: ArchivedMessage) -> str:
     return "\n".join(lines) + "\n\n" + body_text(message.raw)
 
 
+def parts_json(raw: bytes) -> list[dict[str, Any]]:
+    """Each leaf MIME part of ``raw`` as ``maild messages show --json`` lists it (see docs/archive.md).
+
+    Returns:
+        Objects ``{"part", "content_type", "filename", "disposition", "attachment", "size_octets",
+        "sha256"}``: the IMAP section number, the decoded file name (or None), size and SHA-256 (hex)
+        of the decoded content.
+    """
+    out: list[dict[str, Any]] = []
+    for leaf in walk(raw):
+        data = leaf.decoded(raw)
+        out.append(
+            {
+                "part": leaf.part,
+                "content_type": leaf.content_type,
+                "filename": leaf.filename,
+                "disposition": leaf.disposition,
+                "attachment": leaf.is_attachment,
+                "size_octets": len(data),
+                "sha256": sha256_hex(data),
+            }
+        )
+    return out
+
+
 def show_json(message: ArchivedMessage) -> dict[str, Any]:
-    """``maild messages show --json``: :func:`message_json`, decoded headers, attachments, body text."""
+    """``maild messages show --json``: :func:`message_json`, decoded headers, parts, body text.
+
+    ``attachments`` (one readable line per attachment) is kept for programs written against earlier
+    versions; ``parts`` is the data.
+    """
     assert message.raw is not None
     fields, attachments = headers_and_attachments(message.raw)
     return {
         **message_json(message),
         "headers": fields,
+        "parts": parts_json(message.raw),
         "attachments": attachments,
         "body_text": body_text(message.raw),
     }
+
+
+def search_json(hit: SearchHit) -> dict[str, Any]:
+    """One object of ``maild messages search --json``: :func:`message_json` plus ``snippet`` and ``score``."""
+    return {**message_json(hit.message), "snippet": hit.snippet, "score": round(hit.score, 4)}
+
+
+def render_search(hits: list[SearchHit]) -> str:
+    """The search table: :func:`render_list`'s columns, each hit followed by its snippet, indented."""
+    lines = render_list([h.message for h in hits]).split("\n")
+    out = lines[:1]
+    for line, hit in zip(lines[1:], hits, strict=True):
+        out.append(line)
+        out.append("    " + " ".join(hit.snippet.split()))
+    return "\n".join(out)

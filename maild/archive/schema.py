@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 2; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 4; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -11,6 +11,14 @@ Layout (schema version 2; docs/archive.md documents it for readers such as the C
 - ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
 - ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
 - ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
+- ``messages_fts`` (v3): the FTS5 full-text index, one row per message (``rowid`` = ``messages.id``),
+  written in the transaction that stores the message (:mod:`maild.archive.index_text` says what it holds).
+- ``retrieval_failures`` (v4): per account and server identity, how often in a row a message failed
+  to arrive, the last reason, and whether a retry was asked for; ``locations.missing_items`` (v4):
+  the IMAP items the server left out of the FETCH reply (space-separated, e.g. ``INTERNALDATE``);
+  ``locations.server_size`` (v4): the RFC822.SIZE an IMAP server reports for the message when it
+  differs from the archived octets' size while its header section matches (a server quirk, so that
+  the UID check of :mod:`maild.fetch.resync` does not raise the alarm again).
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -20,7 +28,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-SCHEMA_VERSION = 2
+from maild.model import IMAPKey, MessageKey, POP3Key
+
+SCHEMA_VERSION = 4
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -29,6 +39,8 @@ message. Storing 2,000 mixed messages (273 MB) took 1.17 s with 8 KiB pages and 
 (WAL, ``synchronous=FULL``, batches of 200; see docs/performance.md)."""
 #: Keys per ``IN (...)`` query, below SQLite's variable limit.
 QUERY_CHUNK = 500
+FTS_COLUMNS = ("sender", "recipients", "subject", "body", "attachments")
+"""Columns of ``messages_fts`` (v3), in order: the fields of :class:`maild.archive.index_text.IndexText`."""
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE accounts (
@@ -100,6 +112,24 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (message, account, mailbox)
     );
     """,
+    3: f"""
+    CREATE VIRTUAL TABLE messages_fts USING fts5 ({", ".join(FTS_COLUMNS)},
+        tokenize = 'unicode61 remove_diacritics 2');
+    """,
+    4: """
+    CREATE TABLE retrieval_failures (
+        account          TEXT NOT NULL REFERENCES accounts (name),
+        key              TEXT NOT NULL,
+        failures         INTEGER NOT NULL,
+        reason           TEXT NOT NULL,
+        first_failed_at  TEXT NOT NULL,
+        last_failed_at   TEXT NOT NULL,
+        retry_requested  INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (account, key)
+    );
+    ALTER TABLE locations ADD COLUMN missing_items TEXT;
+    ALTER TABLE locations ADD COLUMN server_size INTEGER;
+    """,
 }
 
 
@@ -129,3 +159,26 @@ def parse_utc(text: str) -> datetime:
 def _split_sql(script: str) -> list[str]:
     """Split a migration script into statements (our scripts contain no ';' inside literals)."""
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def failure_key_text(key: MessageKey) -> str:
+    """The ``retrieval_failures.key`` text of ``key``: ``"pop3 " + uidl`` or
+    ``"imap <uidvalidity> <uid> <mailbox>"``."""
+    if isinstance(key, POP3Key):
+        return f"pop3 {key.uidl}"
+    return f"imap {key.uidvalidity} {key.uid} {key.mailbox}"
+
+
+def parse_failure_key(text: str) -> MessageKey:
+    """Inverse of :func:`failure_key_text`.
+
+    Raises:
+        ValueError: not in either form.
+    """
+    kind, _, rest = text.partition(" ")
+    if kind == "pop3" and rest:
+        return POP3Key(rest)
+    if kind == "imap":
+        uidvalidity, uid, mailbox = rest.split(" ", 2)
+        return IMAPKey(mailbox, int(uidvalidity), int(uid))
+    raise ValueError(f"not a retrieval failure key: {text[:80]!r}")

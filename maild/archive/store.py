@@ -4,7 +4,7 @@ The ``store_*`` modules are the only ones that contain SQL: this one (the daemon
 connection), :mod:`maild.archive.schema` (migration scripts), :mod:`maild.archive.reader` (read-only
 queries) and :mod:`maild.archive.move_queries` (``maild migrate``'s records).
 
-Layout (schema version 2, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; docs/archive.md documents
+Layout (schema version 4, ``PRAGMA user_version``, see :mod:`maild.archive.schema`; docs/archive.md documents
 it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
@@ -16,14 +16,26 @@ it for readers such as the CRM):
 - ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
 - ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
 - ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
+- ``messages_fts`` (v3): the full-text index, written in the same transaction as each new message.
+- ``retrieval_failures`` (v4): messages that failed to arrive, counted in a row
+  (:mod:`maild.archive.failures`); ``locations.missing_items`` and ``locations.server_size`` (v4).
 
 Durability: WAL with ``synchronous=FULL``, so every commit is fsync'ed before it returns; a message
 is deleted on a server only after the commit that stores it has returned (see ``fetch.py``).
+
+Readers in the archive's group: the database file is made :data:`ARCHIVE_FILE_MODE` (``0640``) and
+SQLite gives its ``-wal`` and ``-shm`` side files the same mode. A read-only reader (``mode=ro``)
+needs both side files to exist, and one without write access to the directory cannot create them;
+SQLite deletes them when its last writing connection closes. :meth:`Store.close` therefore
+checkpoints the WAL to empty and closes while a read-only guard connection of its own still reads,
+so SQLite keeps both files (see docs/archive.md, "Reading while the daemon is stopped").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,12 +45,15 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
+from maild.archive.index_text import index_text
 from maild.archive.schema import (
     _MIGRATIONS,
+    FTS_COLUMNS,
     PAGE_SIZE,
     QUERY_CHUNK,
     SCHEMA_VERSION,
     _split_sql,
+    failure_key_text,
     parse_utc,
     utc_text,
 )
@@ -48,6 +63,12 @@ from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, Retrie
 
 T = TypeVar("T")
 
+ARCHIVE_FILE_MODE = 0o640
+"""Mode of the archive file; SQLite gives its ``-wal`` and ``-shm`` files the same mode when it creates
+them. Group-readable, so members of the archive's group (the daemon's group; the state directory is
+``0750``) may read it, never write it."""
+SIDE_FILE_SUFFIXES = ("-wal", "-shm")
+
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
@@ -55,16 +76,21 @@ class _Prepared:
     msg: RetrievedMessage
     sha256: str
     row: tuple[Any, ...]
+    index: tuple[str, ...]
 
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
     " subject, stored_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_FTS = f"INSERT INTO messages_fts (rowid, {', '.join(FTS_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
 LARGE_BLOB_OCTETS = 2**20
 """Messages at least this large are written with :func:`_insert_large`, not bound as a parameter:
 binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
 _BLOB_CHUNK_OCTETS = 2**20
+REINDEX_CHUNK_OCTETS = 32 * 2**20
+"""Octets of messages :meth:`Store.reindex` reads and indexes per transaction (at most
+:data:`QUERY_CHUNK` messages); bounds its memory."""
 
 
 def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
@@ -84,8 +110,41 @@ def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
             blob.write(view[start : start + _BLOB_CHUNK_OCTETS])
 
 
+def set_archive_mode(path: Path) -> None:
+    """Give the archive file and its existing ``-wal``/``-shm`` files :data:`ARCHIVE_FILE_MODE`.
+
+    Raises:
+        OSError: chmod failed (the file belongs to another user).
+    """
+    for name in (path, *(path.with_name(path.name + s) for s in SIDE_FILE_SUFFIXES)):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(name).st_mode & 0o777 != ARCHIVE_FILE_MODE:
+                os.chmod(name, ARCHIVE_FILE_MODE)
+
+
+def _open_guard(path: Path) -> sqlite3.Connection:
+    """A read-only connection inside a read transaction: while it reads, no other connection of this
+    process can take the exclusive lock that deleting the WAL side files needs (see :meth:`Store.close`)."""
+    guard = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
+    try:
+        guard.execute("BEGIN")
+        guard.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except sqlite3.Error:
+        guard.close()
+        raise
+    return guard
+
+
+def _close_guard(guard: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        guard.execute("COMMIT")
+    guard.close()
+
+
 def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepared]:
-    """Hash and summarise a batch (CPU work; runs in a worker thread, hashlib releases the GIL)."""
+    """Hash, summarise and extract the index text of a batch (CPU work, in a worker thread)."""
     out = []
     for msg in batch:
         digest = sha256_hex(msg.raw)
@@ -101,7 +160,7 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
             stored_at,
             msg.raw,
         )
-        out.append(_Prepared(msg.key, msg, digest, row))
+        out.append(_Prepared(msg.key, msg, digest, row, index_text(msg.raw, h).row()))
     return out
 
 
@@ -117,6 +176,7 @@ class Store:
         self._conn = conn
         self.path = path
         self._write_lock = asyncio.Lock()
+        self._closed = False
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (see :meth:`locations`)."""
         self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
@@ -131,6 +191,7 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(path, isolation_level=None)
+            set_archive_mode(path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open archive {path}: {exc}") from None
         store = cls(conn, path)
@@ -171,8 +232,29 @@ class Store:
             raise StoreError(f"archive {self.path}: {exc}") from None
 
     async def close(self) -> None:
-        """Close the connection (checkpointing the WAL). Idempotent."""
-        await self._conn.close()
+        """Checkpoint the WAL, then close the connection, keeping the ``-wal`` and ``-shm`` files. Idempotent.
+
+        SQLite deletes the side files when its last connection closes, and a reader without write
+        access to the directory cannot open a WAL database without them. So the WAL is checkpointed
+        to empty (``TRUNCATE``: every commit is then in the main file), a read-only guard connection
+        starts a read, the writer closes (it cannot take the exclusive lock it needs to delete
+        them) and the guard closes (read-only, it never deletes). A failure here leaves the archive
+        intact: at worst the side files are deleted as before, or the WAL is not yet checkpointed.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        guard: sqlite3.Connection | None = None
+        try:
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            guard = await asyncio.to_thread(_open_guard, self.path)
+        except sqlite3.Error:
+            pass
+        try:
+            await self._conn.close()
+        finally:
+            if guard is not None:
+                await asyncio.to_thread(_close_guard, guard)
 
     async def __aenter__(self) -> Store:
         return self
@@ -362,6 +444,10 @@ class Store:
                     # aiosqlite 0.22's queue to its thread (pinned; tests/unit/test_store.py checks it)
                     await self._conn._execute(_insert_large, self._conn._conn, row)  # type: ignore[no-untyped-call]
             await self._lookup_ids(list(new_rows), existing)
+            indexed = {p.sha256: p.index for p in prepared if p.sha256 in new_rows}
+            await self._conn.executemany(
+                _INSERT_FTS, [(existing[digest], *values) for digest, values in indexed.items()]
+            )
         # One executemany per key kind instead of one round trip to SQLite's thread per message. Keys
         # already linked are found first (inside this transaction, so nobody adds one meanwhile); the
         # batch's own duplicates are linked once, as ON CONFLICT DO NOTHING did one row at a time.
@@ -380,6 +466,7 @@ class Store:
             else:
                 internaldate = utc_text(p.msg.internaldate) if p.msg.internaldate else None
                 flags = " ".join(sorted(p.msg.flags)) if p.msg.flags else None
+                missing = " ".join(p.msg.missing) if p.msg.missing else None
                 imap_rows.append(
                     (
                         account,
@@ -390,6 +477,7 @@ class Store:
                         internaldate,
                         flags,
                         stamp,
+                        missing,
                     )
                 )
         if pop_rows:
@@ -401,10 +489,15 @@ class Store:
         if imap_rows:
             await self._conn.executemany(
                 "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
-                " first_fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " first_fetched_at, missing_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
                 imap_rows,
             )
+        # a message that arrived has no failure record any more (schema v4, maild.archive.failures)
+        await self._conn.executemany(
+            "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
+            [(account, failure_key_text(p.key)) for p in prepared],
+        )
         return StoreOutcome(
             new_messages=new_messages, new_links=len(pop_rows) + len(imap_rows), octets=octets
         )
@@ -643,6 +736,60 @@ class Store:
             return added
 
         return await self._atomic(work, f"relinking for account {account}")
+
+    # -- full-text index (v3 table ``messages_fts``) ------------------------------------------------
+
+    async def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the full-text index from the stored messages; safe while the daemon stores more.
+
+        Messages are read in chunks of at most :data:`REINDEX_CHUNK_OCTETS` (and :data:`QUERY_CHUNK`
+        messages); each chunk's rows are replaced in one transaction, so a search during the rebuild
+        finds every message (old or new row), and messages stored meanwhile are indexed by their writer.
+        Then rows of messages no longer in the archive are dropped and the index is optimised.
+
+        Args:
+            progress: called with (messages done, total) after each chunk.
+
+        Returns:
+            The number of messages indexed.
+
+        Raises:
+            StoreError: SQLite failed; chunks committed before stay indexed.
+        """
+        rows = await self._all("SELECT id, size_octets FROM messages ORDER BY id")
+        sizes = [(int(r[0]), int(r[1])) for r in rows]
+        done = 0
+        chunk: list[int] = []
+        octets = 0
+        for n, (message, size) in enumerate(sizes, 1):
+            chunk.append(message)
+            octets += size
+            if n == len(sizes) or octets >= REINDEX_CHUNK_OCTETS or len(chunk) >= QUERY_CHUNK:
+                await self._reindex_chunk(chunk)
+                done += len(chunk)
+                chunk, octets = [], 0
+                if progress is not None:
+                    progress(done, len(sizes))
+        await self._write(
+            [
+                ("DELETE FROM messages_fts WHERE rowid NOT IN (SELECT id FROM messages)", (), False),
+                ("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')", (), False),
+            ]
+        )
+        return done
+
+    async def _reindex_chunk(self, ids: list[int]) -> None:
+        raws = await self.raw_messages(ids)
+        rows = await asyncio.to_thread(
+            lambda: [(message, *index_text(raw).row()) for message, raw in raws.items()]
+        )
+        marks = ",".join("?" * len(ids))
+        await self._write(
+            [
+                (f"DELETE FROM messages_fts WHERE rowid IN ({marks})", ids, False),  # noqa: S608
+                (_INSERT_FTS, rows, True),
+            ]
+        )
 
     # -- status -----------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Subcommands that read the archive: ``maild messages list|show|raw`` and ``maild export``.
+"""Subcommands that read the archive: ``maild messages list|show|raw|search|attachment`` and ``maild export``.
 
 They open the database read-only (see :class:`maild.archive.reader.ArchiveReader`), so they work while the
 daemon runs and need no control socket. The database is ``daemon.state_dir``/``maild.sqlite3`` of the
@@ -19,6 +19,7 @@ from maild.cli.common import load_args_config
 from maild.errors import QueryError
 
 DEFAULT_LIST_LIMIT = 100
+DEFAULT_SEARCH_LIMIT = 20
 
 
 def _since(text: str) -> Any:
@@ -70,6 +71,33 @@ def add_parsers(sub: Any) -> None:
     raw = actions.add_parser("raw", parents=[db], help="the exact stored octets of one message, to stdout")
     raw.add_argument("id", metavar="ID", help="SHA-256 or a unique prefix of at least 8 hex digits")
     raw.set_defaults(handler=_raw)
+    se = actions.add_parser("search", parents=[db], help="full-text search: headers, body text, file names")
+    se.add_argument(
+        "query", nargs="+", metavar="QUERY",
+        help='words (all must match), "a phrase", prefix*, OR, NOT, subject:word (SQLite FTS5 syntax)',
+    )  # fmt: skip
+    se.add_argument("--account", help="only messages of this account")
+    se.add_argument("--organisation", help="only messages of this organisation's accounts")
+    se.add_argument("--since", type=_since, metavar="DATE", help="dated at or after DATE (UTC unless given)")
+    se.add_argument(
+        "--limit",
+        type=_limit,
+        default=DEFAULT_SEARCH_LIMIT,
+        metavar="N",
+        help=f"at most N best matches (default {DEFAULT_SEARCH_LIMIT}; 0: all)",
+    )
+    se.add_argument("--json", action="store_true", help="a JSON array: list's objects plus snippet and score")
+    se.set_defaults(handler=_search)
+    at = actions.add_parser(
+        "attachment", parents=[db], help="write a part (decoded) to stdout or a file, or all attachments"
+    )
+    at.add_argument("id", metavar="ID", help="SHA-256 or a unique prefix of at least 8 hex digits")
+    at.add_argument("part", nargs="?", metavar="PART", help="part number as `messages show --json` lists it")
+    at.add_argument("-o", "--output", type=Path, metavar="FILE", help="write PART to FILE instead of stdout")
+    at.add_argument(
+        "--all", type=Path, metavar="DIR", help="write every attachment into DIR under its own (cleaned) name"
+    )
+    at.set_defaults(handler=_attachment)
 
     e = sub.add_parser(
         "export", parents=[db], help="export an account's whole archive to a Maildir or an mbox file"
@@ -106,10 +134,80 @@ def _list(args: argparse.Namespace) -> int:
         if args.account is not None and not reader.account_exists(args.account):
             raise QueryError(f"the archive has no account named {args.account!r}")
         messages = reader.list_messages(flt)
+        total = reader.count_messages(flt) if flt.limit is not None and len(messages) == flt.limit else None
     if args.json:
         print(json.dumps([message_json(m) for m in messages], indent=2, ensure_ascii=False))
     else:
         print(render_list(messages))
+    if total is not None and total > len(messages):
+        print(f"maild: {len(messages)} of {total} messages shown; --limit 0 shows all", file=sys.stderr)
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from maild.archive.query import render_search, search_json
+    from maild.archive.reader import ArchiveReader, MessageFilter
+
+    flt = MessageFilter(
+        account=args.account, organisation=args.organisation, since=args.since, limit=args.limit or None
+    )
+    with ArchiveReader(_database(args)) as reader:
+        if args.account is not None and not reader.account_exists(args.account):
+            raise QueryError(f"the archive has no account named {args.account!r}")
+        indexed, total = reader.index_coverage()
+        hits = reader.search(" ".join(args.query), flt)
+    if args.json:
+        print(json.dumps([search_json(h) for h in hits], indent=2, ensure_ascii=False))
+    elif hits:
+        print(render_search(hits))
+    if indexed < total:
+        print(
+            f"maild: warning: only {indexed} of {total} messages are in the full-text index;"
+            " `maild reindex` adds the rest",
+            file=sys.stderr,
+        )
+    if not args.json and not hits:
+        print("maild: no message matches", file=sys.stderr)
+    elif flt.limit is not None and len(hits) == flt.limit:
+        print(f"maild: the best {len(hits)} matches shown; --limit 0 shows all", file=sys.stderr)
+    return 0
+
+
+def _attachment(args: argparse.Namespace) -> int:
+    from maild.archive.attachments import write_all
+    from maild.archive.mime import find_part
+    from maild.archive.query import resolve_id
+    from maild.archive.reader import ArchiveReader
+
+    if (args.part is None) == (args.all is None):
+        raise QueryError("give either PART (see `maild messages show --json ID`) or --all DIR")
+    if args.all is not None and args.output is not None:
+        raise QueryError("-o/--output writes one PART; --all writes into its directory")
+    with ArchiveReader(_database(args)) as reader:
+        message = reader.message(resolve_id(reader, args.id), raw=True)
+    if message is None or message.raw is None:
+        raise QueryError(f"message {args.id} disappeared from the archive")
+    if args.all is not None:
+        written = write_all(message.raw, args.all)
+        for item in written:
+            print(f"{item.part}\t{item.size_octets}\t{item.path}")
+        if not written:
+            print(f"maild: message {message.sha256[:12]} has no attachments", file=sys.stderr)
+        return 0
+    leaf = find_part(message.raw, args.part)
+    if leaf is None:
+        raise QueryError(
+            f"message {message.sha256[:12]} has no part {args.part!r};"
+            " `maild messages show --json ID` lists its parts"
+        )
+    data = leaf.decoded(message.raw)
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        from maild.fsutil import write_atomic
+
+        write_atomic(args.output, data)
     return 0
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from maild import __version__
-from maild.cli import accounts, archive, move
+from maild.cli import accounts, archive, backup, move
 from maild.cli.common import daemon_client, load_args_config, warn
 from maild.cli.table import lines_by_person
 from maild.config.loader import Config
@@ -22,10 +23,12 @@ from maild.service.control_client import ControlClient
 from maild.service.status import AccountStatus, StatusReply, time_text
 
 Handler = Callable[[argparse.Namespace], int]
+EXIT_BROKEN_PIPE = 128 + 13
+"""Exit status when stdout's reader closed the pipe: a process killed by SIGPIPE (13), as shells show it."""
 
 #: Modules that add subcommand groups: each has ``add_parsers(subparsers)`` and sets ``handler`` (a
 #: function taking the parsed arguments and returning the exit code) with ``set_defaults``.
-COMMAND_GROUPS = (archive, accounts, move)
+COMMAND_GROUPS = (archive, backup, accounts, move)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     n = sub.add_parser("fetch-now", help="ask the running daemon to fetch now")
     n.add_argument("account", nargs="?", default="all", help="account name or 'all' (default)")
     n.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the cycle")
+    n.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also try the messages set aside after failing repeatedly (left on the server) again now",
+    )
     n.set_defaults(handler=_fetch_now)
     for name, text, handler in (
         ("pause", "stop fetching an account until resumed or the daemon restarts", _pause),
@@ -95,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return int(handler(args))
+    except BrokenPipeError:
+        # The reader of our output went away (`maild messages list | head`): stop quietly, as a process
+        # killed by SIGPIPE would, and keep Python's final flush of stdout from complaining again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except (MaildError, OSError) as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return 1
@@ -172,10 +187,10 @@ def _status(args: argparse.Namespace) -> int:
 def _fetch_now(args: argparse.Namespace) -> int:
     client = daemon_client(args)
     if args.no_wait:
-        print("queued: " + ", ".join(client.queue_fetch(args.account).queued))
+        print("queued: " + ", ".join(client.queue_fetch(args.account, retry_failed=args.retry_failed).queued))
         return 0
     failed = 0
-    for res in client.fetch_now(args.account).results:
+    for res in client.fetch_now(args.account, retry_failed=args.retry_failed).results:
         if res.ok:
             print(f"{res.account}: {res.new_links} new messages ({res.octets} octets, {res.seconds} s)")
         else:
@@ -223,6 +238,21 @@ def _imap_status_lines(a: AccountStatus) -> list[str]:
     return lines
 
 
+def _failing_lines(a: AccountStatus) -> list[str]:
+    """Status lines for messages that failed to arrive: set aside (left on the server) or not yet."""
+    lines: list[str] = []
+    for f in a.failing_messages:
+        if f.set_aside:
+            lines.append(
+                f"      set aside after {f.failures} failures in a row, left on the server: {f.key}:"
+                f" {f.reason} (next try {time_text(f.next_retry)},"
+                f" or `maild fetch-now --retry-failed {a.name}`)"
+            )
+        else:
+            lines.append(f"      failed {f.failures}x in a row (retried next cycle): {f.key}: {f.reason}")
+    return lines
+
+
 def _sign_in_line(a: AccountStatus) -> list[str]:
     """OAuth2 accounts: one line with the grant, the access token's and the refresh token's ends."""
     s = a.sign_in
@@ -250,6 +280,8 @@ def render_status(reply: StatusReply) -> str:
         ]
         if a.last_error:
             lines.append(f"      error: {a.last_error}")
+        lines.extend(f"      warning: {w}" for w in a.warnings)
+        lines.extend(_failing_lines(a))
         lines.extend(_sign_in_line(a))
         lines.extend(_imap_status_lines(a))
         return lines

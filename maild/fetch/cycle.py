@@ -15,11 +15,20 @@ The order is the product's guarantee:
    :mod:`maild.policy` (the module docstring lists the whole rule); this module asks it, queries the
    archive for the re-check and passes the answer back in, and then does the I/O;
 5. QUIT; only ``+OK`` to QUIT (RFC 1939 section 6, UPDATE state) records the deletions as done
-   (IMAP: LOGOUT; the deletions happened at EXPUNGE).
+   (IMAP: LOGOUT; the deletions happened at EXPUNGE). A QUIT (or LOGOUT) that fails after everything
+   was stored does not fail the cycle: it ends with a warning, and POP3 deletions are not recorded.
 
 A crash or cancellation anywhere leaves the archive consistent: uncommitted batches are simply
 retrieved again next cycle (deduplicated by identity and by SHA-256), and a session that ends
 without ``+OK`` to QUIT deletes nothing on the server (RFC 1939 section 6).
+
+A session that fails (connection lost, timeout, a reply breaking the grammar) first commits every
+message received completely before the failure, so each cycle makes progress even when one message
+breaks the connection every time. The message being received at that moment
+(:func:`maild.policy.in_flight`) and every message the server refused count one failure in a row in
+the archive (:mod:`maild.archive.failures`); after :data:`maild.policy.SET_ASIDE_AFTER_FAILURES` in a
+row it is set aside (:func:`maild.policy.set_aside`): skipped, left on the server, listed in the
+status, tried again once a day and on ``maild fetch-now --retry-failed``.
 
 POP3 servers without UIDL: identities are digests of the content (see
 :mod:`maild.protocols.pop3.identity`). ``"delete"`` stays safe with them: a message is deleted only when
@@ -48,13 +57,14 @@ from typing import Protocol
 import structlog
 
 from maild import policy
+from maild.archive import failures as failures_store
 from maild.archive.maildir import CycleDelivery
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
-from maild.errors import ConfigError
+from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import resync as imap_resync
 from maild.fetch.resync import IMAPCycleInfo
-from maild.model import MessageKey, RetrievalFailure, RetrievedMessage, StoreOutcome
+from maild.model import IMAPKey, MessageKey, RetrievalFailure, RetrievedMessage, StoreOutcome
 from maild.protocols.base import Maildrop
 
 log = structlog.get_logger("maild.fetch.cycle")
@@ -114,6 +124,8 @@ class CycleResult:
         octets: size in octets of the messages newly linked.
         failures: messages the server refused to hand out this cycle (retried next cycle).
         too_large: messages skipped for exceeding ``max_message_size`` (left on the server).
+        set_aside: messages skipped because they failed too often in a row (left on the server,
+            see :func:`maild.policy.set_aside`).
         deleted: messages deleted on the server (confirmed by ``+OK`` to QUIT).
         delivered: messages delivered to the account's Maildir (``deliver_maildir``) in this cycle.
         seconds: wall-clock duration of the cycle.
@@ -132,6 +144,7 @@ class CycleResult:
     octets: int = 0
     failures: list[RetrievalFailure] = field(default_factory=list)
     too_large: list[MessageKey] = field(default_factory=list)
+    set_aside: list[MessageKey] = field(default_factory=list)
     deleted: int = 0
     delivered: int = 0
     seconds: float = 0.0
@@ -159,6 +172,60 @@ async def _finish_commit(task: asyncio.Future[None]) -> None:
         raise
     if not task.cancelled() and task.exception() is not None:
         log.warning("fetch.commit.failed", error=repr(task.exception()))
+
+
+def _end_failed(
+    protocol: str, to_delete: list[MessageKey], error: MaildError, result: CycleResult
+) -> list[MessageKey]:
+    """The session's end (POP3 QUIT, IMAP LOGOUT) failed after everything was stored: warn, and
+    return the deletions that still count as done.
+
+    POP3: only ``+OK`` to QUIT confirms the deletions (RFC 1939 section 6), so none is recorded; the
+    next cycle finds the messages (still archived) and deletes them again, or finds them gone. IMAP:
+    the deletions happened at EXPUNGE, before LOGOUT.
+    """
+    log.warning("fetch.close.failed", error=str(error))
+    if protocol == "pop3" and to_delete:
+        result.warnings.append(
+            f"everything was stored, but the session did not end cleanly ({error}):"
+            f" {len(to_delete)} deletions not confirmed by the server, tried again next cycle"
+        )
+        return []
+    result.warnings.append(f"everything was stored, but the session did not end cleanly ({error})")
+    return to_delete
+
+
+async def _keep_what_arrived(
+    account: str,
+    store: Store,
+    batch: list[RetrievedMessage],
+    result: CycleResult,
+    order: list[MessageKey],
+    arrived: set[MessageKey],
+    error: Exception,
+    now: datetime,
+) -> None:
+    """After a failed session: commit the messages received completely, count the failures.
+
+    ``batch`` holds the messages received and not yet handed to a commit; ``order`` is non-empty
+    while a retrieval was running, and then the first key of it that did not arrive is the one the
+    failure broke off (:func:`maild.policy.in_flight`). The session's error is what the caller
+    raises; an error here is logged.
+    """
+    failed = list(result.failures)
+    # only a broken session is laid at the message in flight, not the server's refusal of the session
+    # (ThrottledError: LOGIN-DELAY, UNAVAILABLE ...) or a failure of maild's own
+    lost = isinstance(error, ConnectError | NetworkTimeout | ProtocolError)
+    broken = policy.in_flight(order, arrived) if order and lost else None
+    if broken is not None:
+        failed.append(RetrievalFailure(broken, f"session failed while it was being received: {error}"))
+    try:
+        if batch:
+            log.info("fetch.commit.after_failure", messages=len(batch))
+            result.add(await store.store_batch(account, batch, now))
+        await failures_store.record_failures(store, account, failed, now)
+    except StoreError as exc:
+        log.warning("fetch.commit.failed", error=str(exc))
 
 
 def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
@@ -209,8 +276,12 @@ async def fetch_cycle(
         What the cycle did.
 
     Raises:
-        AuthError, ConnectError, NetworkTimeout, ThrottledError, ProtocolError: from the adapter;
-            everything committed before the error stays committed, nothing is deleted on the server.
+        AuthError, ConnectError, NetworkTimeout, ThrottledError, ProtocolError: from the adapter
+            (except when only the session's end, POP3 QUIT or IMAP LOGOUT, fails after everything
+            was stored: then the cycle succeeds with a warning, POP3 deletions not recorded);
+            everything committed before the error stays committed, every message received
+            completely before it is committed, the message being received counts one failure
+            (see the module docstring), nothing is deleted on the server.
         StoreError: the archive failed; nothing is deleted on the server.
         DeliveryError: the account's Maildir could not be written; raised at the end of an otherwise
             complete cycle (archiving went on); undelivered messages were not deleted on the server.
@@ -228,6 +299,10 @@ async def fetch_cycle(
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
     committing: asyncio.Future[None] | None = None
+    batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
+    order: list[MessageKey] = []  # the keys asked for, while retrieving
+    arrived: set[MessageKey] = set()
+    retrieved: set[MessageKey] = set()  # fetched by their key in this session: verified
     try:
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
@@ -241,13 +316,19 @@ async def fetch_cycle(
             account.retention, result.identity, account=account.name, host=account.host
         )
         result.imap = await imap_resync.reconcile(account, store, maildrop, inventory, clock())
+        verified = await imap_resync.verify_uid_map(account, store, maildrop, inventory, result.imap, clock())
+        if result.imap is not None:
+            result.warnings += [event.warning() for event in result.imap.uid_map_distrusted]
         known = await store.locations(account.name)
         # only where the inventory looked: a mailbox that could not be selected lost nothing
         covered = {key: loc for key, loc in known.items() if maildrop.covers(key)}
         changes = policy.presence_changes(inventory, covered)
         await store.update_presence(account.name, changes.gone, changes.back, clock())
-        plan = policy.plan_retrieval(inventory, known, account.max_message_size)
+        records = await failures_store.failure_records(store, account.name)
+        skip = policy.set_aside(records, clock())
+        plan = policy.plan_retrieval(inventory, known, account.max_message_size, skip)
         result.too_large = plan.too_large
+        result.set_aside = plan.set_aside
 
         async def commit(batch: list[RetrievedMessage]) -> None:
             log.debug("fetch.commit.started", messages=len(batch))
@@ -277,13 +358,15 @@ async def fetch_cycle(
                 # one stream for everything: the adapter keeps its next window in flight while the
                 # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
                 log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
-                batch: list[RetrievedMessage] = []
                 pending_octets = 0
                 octets_limit = window_octets()
+                order = list(plan.retrieve)
                 async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
+                    arrived.add(item.key)
                     if isinstance(item, RetrievalFailure):
                         result.failures.append(item)
                     else:
+                        retrieved.add(item.key)
                         batch.append(item)
                         pending_octets += len(item.raw)
                     del item  # no message outlives its batch
@@ -293,9 +376,12 @@ async def fetch_cycle(
                         octets_limit = window_octets()
                 if batch:
                     await start_commit(batch)
-                del batch
+                    batch = []
                 await settle()  # the batches hold memory until committed
+                order = []  # the retrieval is over: nothing was in flight
         await settle()  # every commit has returned before anything below may delete
+        if verified is not None:  # fetched by UID in this session: verified
+            verified |= {key for key in retrieved if isinstance(key, IMAPKey)}
         if account.retention != "keep" and refusal is None:
             known = await store.locations(account.name)
             again = policy.reappeared(inventory, known)
@@ -311,7 +397,7 @@ async def fetch_cycle(
                 archived = await store.archived(
                     account.name, candidates, require_delivery=delivery is not None
                 )
-                to_delete = policy.confirm_deletions(candidates, archived)
+                to_delete = policy.confirm_deletions(candidates, archived, verified)
             if to_delete:
                 log.debug("fetch.delete.started", messages=len(to_delete))
                 sent = await maildrop.delete(to_delete)
@@ -322,13 +408,21 @@ async def fetch_cycle(
         if keep_open:
             await maildrop.park()
         else:
-            await maildrop.close()
+            try:
+                await maildrop.close()
+            except (ConnectError, NetworkTimeout, ProtocolError) as exc:
+                # everything is stored: the poll did its job; only the deletions are in doubt
+                await maildrop.abort()
+                to_delete = _end_failed(account.protocol, to_delete, exc, result)
         log.debug("fetch.close.complete", kept=maildrop.parked)
-    except BaseException:
+    except BaseException as exc:
         await maildrop.abort()
         if committing is not None:
             await _finish_commit(committing)
+        if isinstance(exc, Exception) and not isinstance(exc, StoreError):
+            await _keep_what_arrived(account.name, store, batch, result, order, arrived, exc, clock())
         raise
+    await failures_store.record_failures(store, account.name, result.failures, clock())
     if to_delete:
         await store.mark_deleted(account.name, to_delete, clock())
         log.debug("fetch.deletions.recorded", messages=len(to_delete))

@@ -19,13 +19,24 @@ recorded before may now name another message or none. Then maild:
    guarantees that a message already archived is not stored a second time;
 5. logs ``imap.uidvalidity-changed`` (a warning) and reports the change in the cycle's result.
 
-UIDs reassigned under an unchanged UIDVALIDITY (some bridges do this) need nothing special: the old
-keys drop out of the inventory and are recorded as gone, the new keys are retrieved, and the SHA-256
-dedupe links them to the message already archived.
+UIDs reassigned under an unchanged UIDVALIDITY (Proton Bridge and other gateways do this after a
+resync) would otherwise go unnoticed: a new message at an already-known UID is never fetched, and the
+archive records wrong locations. :func:`verify_uid_map` checks every cycle, for every known UID in
+the inventory, that the server's RFC822.SIZE equals the size the archive holds there (one
+``UID FETCH (RFC822.SIZE)`` per 400 UIDs); on a mismatch, and for a random sample of
+:data:`HEADER_SAMPLE` UIDs whose sizes match, it compares the header sections
+(``BODY.PEEK[HEADER]`` against the archived octets). Same header: a server whose sizes are off (its
+size is recorded, ``locations.server_size``). Different header: that mailbox's map is distrusted:
+its locations under the current UIDVALIDITY are removed (the messages stay archived), so that the
+normal retrieval re-identifies every message there by content (SHA-256: nothing is stored twice),
+fetches what is really new and records the right locations; the event is logged
+(``imap.uid-map-distrusted``) and shown in the status. Only UIDs verified this way (or retrieved in
+this session) may be deleted (:func:`maild.policy.confirm_deletions`).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,9 +45,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from maild.archive import uidmap
 from maild.archive.store import MailboxState, Store
 from maild.config.loader import AccountConfig
-from maild.message import summarise
+from maild.message import header_section, summarise
 from maild.model import IMAPKey, InventoryEntry, Location, MessageKey
 from maild.protocols.base import Maildrop
 
@@ -44,6 +56,13 @@ if TYPE_CHECKING:
     from maild.protocols.imap.mailbox import IMAPMailbox
 
 log = structlog.get_logger("maild.imap")
+
+HEADER_SAMPLE = 8
+"""Known UIDs per mailbox whose header section is compared with the archive although their size
+matched (a renumbering that keeps sizes equal), once per login session; chosen at random."""
+HEADER_SAMPLE_MAX_OCTETS = 64 * 2**10
+"""Only messages up to this size in octets are sampled (the archived octets are read for the check)."""
+_RANDOM = secrets.SystemRandom()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +101,34 @@ class IMAPCycleInfo:
     mailboxes: list[str] = field(default_factory=list)
     mailbox_failures: dict[str, str] = field(default_factory=dict)
     uidvalidity_changes: list[UIDValidityChange] = field(default_factory=list)
+    uid_map_distrusted: list[UIDMapDistrust] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class UIDMapDistrust:
+    """A mailbox whose UIDs were reassigned under an unchanged UIDVALIDITY (see :func:`verify_uid_map`).
+
+    Attributes:
+        mailbox: the readable mailbox name.
+        uidvalidity: its (unchanged) UIDVALIDITY.
+        reassigned: known UIDs whose size and header section no longer match the archive.
+        relocated: locations removed so that the retrieval re-identifies them by content.
+        at: when it was noticed (UTC).
+    """
+
+    mailbox: str
+    uidvalidity: int
+    reassigned: int
+    relocated: int
+    at: datetime
+
+    def warning(self) -> str:
+        """The sentence the status shows."""
+        return (
+            f"UIDs of {self.mailbox!r} were reassigned under an unchanged UIDVALIDITY"
+            f" ({self.uidvalidity}): {self.reassigned} known UIDs now hold other messages;"
+            f" {self.relocated} locations re-identified by content, nothing deleted by them"
+        )
 
 
 def _previous_uidvalidity(
@@ -207,3 +254,87 @@ async def _recover(
         to_retrieve=change.to_retrieve,
     )
     return change
+
+
+async def verify_uid_map(
+    account: AccountConfig,
+    store: Store,
+    maildrop: Maildrop,
+    inventory: Sequence[InventoryEntry],
+    info: IMAPCycleInfo | None,
+    now: datetime,
+) -> set[IMAPKey] | None:
+    """Check that the known UIDs of each selected mailbox still name the archived messages.
+
+    Call after :func:`reconcile` and before reading the account's locations for the retrieval plan
+    (a distrusted mailbox's locations are removed here, so that the plan retrieves them).
+
+    Args:
+        account, store, maildrop, inventory, now: as for :func:`reconcile`.
+        info: what :func:`reconcile` returned; distrusted mailboxes are added to it.
+
+    Returns:
+        The session's set of verified keys (size equal, or header section equal; within one login
+        session, kept sessions included, a key is checked once, see ``IMAPMailbox.session_verified``),
+        the only IMAP keys that may be deleted by UID (:func:`maild.policy.confirm_deletions`); the
+        caller adds the keys it retrieves. None for POP3.
+
+    Raises:
+        StoreError: the archive failed.
+        ProtocolError, NetworkTimeout, ConnectError, ThrottledError, TransientError: from the scans.
+    """
+    if account.protocol != "imap" or info is None:
+        return None
+    from maild.protocols.imap.mailbox import IMAPMailbox
+
+    if not isinstance(maildrop, IMAPMailbox):
+        return None
+    present: dict[tuple[str, int], set[int]] = {}
+    for entry in inventory:
+        if isinstance(entry.key, IMAPKey):
+            present.setdefault((entry.key.mailbox, entry.key.uidvalidity), set()).add(entry.key.uid)
+    verified = maildrop.session_verified()  # UIDs do not change within a session: checked once
+    for (mailbox, uidvalidity), uids in present.items():
+        archive = await uidmap.location_sizes(store, account.name, mailbox, uidvalidity)
+        known = sorted(uids & archive.keys())
+        unchecked = [uid for uid in known if IMAPKey(mailbox, uidvalidity, uid) not in verified]
+        if not unchecked:
+            continue
+        sizes = await maildrop.fetch_sizes(mailbox, uidvalidity, unchecked)
+        good = {uid for uid in unchecked if sizes.get(uid) == archive[uid][1]}
+        odd = [uid for uid in unchecked if uid in sizes and uid not in good]
+        small = sorted(uid for uid in good if archive[uid][1] <= HEADER_SAMPLE_MAX_OCTETS)
+        sample = _RANDOM.sample(small, min(HEADER_SAMPLE, len(small)))
+        if odd or sample:  # sizes differ, or equal sizes spot-checked: compare the header sections
+            compare = odd + sample
+            headers = await maildrop.fetch_header_sections(mailbox, uidvalidity, compare)
+            raws = await store.raw_messages([archive[uid][0] for uid in compare])
+            matching = {
+                uid
+                for uid in compare
+                if uid in headers
+                and header_section(raws.get(archive[uid][0], b"")) == header_section(headers[uid])
+            }
+            differing = [uid for uid in odd if uid not in matching]
+            differing += [uid for uid in sample if uid in headers and uid not in matching]
+            if differing:
+                keys = [IMAPKey(mailbox, uidvalidity, uid) for uid in known]
+                verified.difference_update(keys)
+                await uidmap.unlink(store, account.name, keys)
+                event = UIDMapDistrust(mailbox, uidvalidity, len(differing), len(keys), now)
+                info.uid_map_distrusted.append(event)
+                log.warning(
+                    "imap.uid-map-distrusted",
+                    account=account.name,
+                    mailbox=mailbox,
+                    uidvalidity=uidvalidity,
+                    reassigned=event.reassigned,
+                    relocated=event.relocated,
+                )
+                continue  # nothing of this mailbox is verified: the retrieval re-identifies it
+            await uidmap.record_server_sizes(
+                store, account.name, {IMAPKey(mailbox, uidvalidity, uid): sizes[uid] for uid in odd}
+            )
+            good.update(odd)
+        verified.update(IMAPKey(mailbox, uidvalidity, uid) for uid in good)
+    return verified

@@ -27,7 +27,7 @@ from datetime import datetime
 from maild.archive.move_queries import AppendRecord, MigrationStore, UploadSource, as_keys
 from maild.config.dropin import dropin_path, set_enabled
 from maild.config.loader import AccountConfig, Config
-from maild.errors import ConfigError, MaildError, MigrationError
+from maild.errors import ConfigError, ConnectError, MaildError, MigrationError
 from maild.model import IMAPKey, RetrievalFailure
 from maild.move.compare import (
     ArchiveEntry,
@@ -364,8 +364,10 @@ async def migrate(
     Raises:
         MigrationError: B is not IMAP; A would delete the uploads again (:func:`deleting_source`);
             messages of B could not be read (uploading could duplicate them).
-        ConfigError, StoreError, and B's server errors before the first upload. After that, a lost
-        connection or timeout ends the run with ``report.stopped`` set: re-run to continue.
+        ConfigError, StoreError, and B's server errors before the first upload. After that, a
+        server closing the connection in answer to an APPEND refuses that message and the run goes
+        on in a new session (see :func:`_upload`); that happening again on the next message, or a
+        timeout, ends the run with ``report.stopped`` set: re-run to continue.
 
     Cancellation at any await: uploads recorded so far stay recorded; an upload whose OK had not
     been recorded yet is found in B by the next run's comparison.
@@ -389,7 +391,7 @@ async def migrate(
             await session.close()
             return report
         uidvalidity = before.scan.uidvalidity[mailbox]
-        await _upload(store, session, report, protocol, target.name, uidvalidity, clock, progress)
+        session = await _upload(store, session, report, protocol, target, uidvalidity, clock, progress)
         if report.stopped is None:
             await session.close()
         else:
@@ -410,14 +412,22 @@ async def _upload(
     session: IMAPMailbox,
     report: MigrationReport,
     protocol: str,
-    target: str,
+    target_account: AccountConfig,
     uidvalidity: int,
     clock: Callable[[], datetime],
     progress: Progress | None,
-) -> None:
-    """APPEND each planned message, recording each OK at once; a lost session stops the run."""
+) -> IMAPMailbox:
+    """APPEND each planned message, recording each OK at once; return the session in use at the end.
+
+    A connection the server closes in answer to an APPEND (``* BYE``; Gmail does this for messages
+    it refuses, e.g. with NUL octets) refuses that message with the server's words, and the run
+    goes on in a new session; when the next message ends the same way too, or another session
+    error happens, the run stops (``report.stopped``).
+    """
+    target = target_account.name
     planned = report.planned
     done = 0
+    closed_before = False
     source = report.before.source
     for start in range(0, len(planned), UPLOAD_BATCH):
         batch = planned[start : start + UPLOAD_BATCH]
@@ -433,9 +443,30 @@ async def _upload(
                     flags=upload_flags(protocol, upload),
                     internaldate=upload_internaldate(upload),
                 )
+            except ConnectError as exc:  # the session ended (BYE): this message is refused, once
+                report.refused.append(Upload(entry, AppendResult(False, str(exc))))
+                done += 1
+                if closed_before:
+                    report.stopped = str(exc)
+                    return session
+                closed_before = True
+                await session.abort()
+                session = open_session(target_account)
+                try:
+                    await session.open()
+                except MaildError as again:
+                    report.stopped = str(again)
+                    return session
+                except BaseException:
+                    await session.abort()
+                    raise
+                if progress is not None:
+                    progress(done, len(planned))
+                continue
             except MaildError as exc:
                 report.stopped = str(exc)
-                return
+                return session
+            closed_before = False
             if result.ok:
                 await store.record_append(
                     entry.message,
@@ -451,6 +482,7 @@ async def _upload(
             done += 1
             if progress is not None:
                 progress(done, len(planned))
+    return session
 
 
 @dataclass(slots=True)

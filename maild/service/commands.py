@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from maild import __version__
+from maild.archive.failures import request_retry
 from maild.archive.store import Store
 from maild.errors import ControlError
 from maild.service.replies import (
@@ -103,6 +104,12 @@ async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
     names = list(ctx.scheduler.accounts) if target == "all" else [target]
     for name in names:
         _known_account(ctx, name)
+    retry_failed = req.get("retry_failed", False)
+    if not isinstance(retry_failed, bool):
+        raise ControlError("bad-request", '"retry_failed" must be true or false')
+    if retry_failed:  # the set-aside messages get one more attempt in the cycle asked for here
+        for name in names:
+            await request_retry(ctx.store, name)
     futures = {name: ctx.scheduler.request_fetch(name) for name in names}
     if not req.get("wait", True):
         return FetchQueued(tuple(names))

@@ -141,14 +141,18 @@ class ControlClient:
         """The running daemon's version."""
         return VersionReply.from_json(self._ask({"command": "version"}))
 
-    def fetch_now(self, account: str = "all") -> FetchResults:
-        """Run a cycle of ``account`` (or ``all``) now and wait for the outcomes."""
-        payload = {"command": "fetch-now", "account": account, "wait": True}
+    def fetch_now(self, account: str = "all", *, retry_failed: bool = False) -> FetchResults:
+        """Run a cycle of ``account`` (or ``all``) now and wait for the outcomes.
+
+        ``retry_failed``: also try the messages set aside after repeated failures again.
+        """
+        payload = {"command": "fetch-now", "account": account, "wait": True, "retry_failed": retry_failed}
         return FetchResults.from_json(self._ask(payload, FETCH_TIMEOUT_S))
 
-    def queue_fetch(self, account: str = "all") -> FetchQueued:
-        """Ask for a cycle of ``account`` (or ``all``) now without waiting for it."""
-        payload = {"command": "fetch-now", "account": account, "wait": False}
+    def queue_fetch(self, account: str = "all", *, retry_failed: bool = False) -> FetchQueued:
+        """Ask for a cycle of ``account`` (or ``all``) now without waiting for it (``retry_failed``:
+        as for :meth:`fetch_now`)."""
+        payload = {"command": "fetch-now", "account": account, "wait": False, "retry_failed": retry_failed}
         return FetchQueued.from_json(self._ask(payload))
 
     def pause(self, account: str) -> AccountStateReply:

@@ -21,6 +21,7 @@ from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_n
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
 from maild.service.runner import CycleRunner
+from maild.service.snapshot import key_label
 
 __all__ = ["OneShotResult", "fetch_once"]
 
@@ -45,14 +46,20 @@ class OneShotResult:
         return self.result is None
 
     def line(self) -> str:
-        """The line ``maild fetch`` prints for the account."""
+        """What ``maild fetch`` prints for the account: one line, then one indented line per message
+        that failed (its identity and the server's words) and per warning."""
         res = self.result
         if res is None:
             return f"{self.account}: FAILED: {self.error}"
         extra = f", {res.deleted} deleted on the server" if res.deleted else ""
         if res.failures:
             extra += f", {len(res.failures)} could not be retrieved (retried next time)"
-        return f"{self.account}: {res.new_links} new messages ({res.octets} octets){extra}"
+        if res.set_aside:
+            extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
+        lines = [f"{self.account}: {res.new_links} new messages ({res.octets} octets){extra}"]
+        lines += [f"  not retrieved: {key_label(f.key)}: {f.reason}" for f in res.failures]
+        lines += [f"  warning: {w}" for w in res.warnings]
+        return "\n".join(lines)
 
 
 def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]:

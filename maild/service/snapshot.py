@@ -7,13 +7,16 @@ cannot be mistaken for the IMAP IDLE mode.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 from maild import __version__
+from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.auth.tokens import peek_source
 from maild.fetch.cycle import CycleResult
-from maild.policy import next_deletion_due
+from maild.model import FailureRecord, IMAPKey, MessageKey
+from maild.policy import SET_ASIDE_RETRY_S, next_deletion_due, set_aside
 from maild.service.replies import FetchOutcome
 from maild.service.scheduler import AccountRuntime
 from maild.service.status import (
@@ -21,6 +24,7 @@ from maild.service.status import (
     AccountStatus,
     ArchiveTotals,
     CycleStatus,
+    FailingMessageStatus,
     IMAPStatus,
     RetrievalFailureStatus,
     SignInStatus,
@@ -48,6 +52,33 @@ def _cycle_status(res: CycleResult) -> CycleStatus:
         failures=tuple(RetrievalFailureStatus(repr(f.key), f.reason) for f in res.failures),
         too_large=tuple(repr(k) for k in res.too_large),
         mailbox_failures=tuple(res.imap.mailbox_failures.items()) if res.imap is not None else None,
+    )
+
+
+def key_label(key: MessageKey) -> str:
+    """A server identity in words: ``UIDL abc`` or ``INBOX UID 5 (UIDVALIDITY 17)``."""
+    if isinstance(key, IMAPKey):
+        return f"{key.mailbox} UID {key.uid} (UIDVALIDITY {key.uidvalidity})"
+    return f"UIDL {key.uidl}"
+
+
+def failing_messages(
+    records: Mapping[MessageKey, FailureRecord], now: datetime
+) -> tuple[FailingMessageStatus, ...]:
+    """The status of an account's failure records at ``now`` (aware UTC), most failures first."""
+    aside = set_aside(records, now)
+    retry = timedelta(seconds=SET_ASIDE_RETRY_S)
+    ordered = sorted(records.values(), key=lambda r: (-r.failures, r.first_failed_at))
+    return tuple(
+        FailingMessageStatus(
+            key=key_label(r.key),
+            failures=r.failures,
+            reason=r.reason,
+            last_failed_at=_whole_seconds(r.last_failed_at) or r.last_failed_at,
+            set_aside=r.key in aside,
+            next_retry=_whole_seconds(r.last_failed_at + retry) if r.key in aside else None,
+        )
+        for r in ordered
     )
 
 
@@ -99,7 +130,10 @@ def sign_in_status(rt: AccountRuntime) -> SignInStatus:
 
 
 def account_status(
-    rt: AccountRuntime, messages: int, kept: tuple[int, datetime | None] = (0, None)
+    rt: AccountRuntime,
+    messages: int,
+    kept: tuple[int, datetime | None] = (0, None),
+    failing: tuple[FailingMessageStatus, ...] = (),
 ) -> AccountStatus:
     """The status record of one account (see docs/control-socket.md).
 
@@ -107,6 +141,7 @@ def account_status(
         rt: the scheduler's runtime record.
         messages: archived messages linked to the account.
         kept: (archived messages still on the server, earliest first-fetch time among them, UTC).
+        failing: the account's failing messages (:func:`failing_messages`).
     """
     acc = rt.config
     res = rt.last_result
@@ -136,6 +171,7 @@ def account_status(
         oldest_kept_since=oldest_kept_since,
         next_deletion_due=next_deletion_due(acc.retention, acc.retention_days, oldest_kept_since),
         last_cycle=_cycle_status(res) if res is not None else None,
+        failing_messages=failing,
         sign_in=sign_in_status(rt),
     )
 
@@ -154,11 +190,17 @@ async def status_reply(
     counts = await store.message_counts()
     kept = await store.on_server_summary()
     messages, octets = await store.totals()
+    now = datetime.now(UTC)
+    failing = {
+        name: failing_messages(await failure_records(store, name), now)
+        for name in accounts
+        if only is None or name == only
+    }
     return StatusReply(
         version=__version__,
         started_at=started_at.replace(microsecond=0),
         accounts=tuple(
-            account_status(rt, counts.get(name, 0), kept.get(name, (0, None)))
+            account_status(rt, counts.get(name, 0), kept.get(name, (0, None)), failing[name])
             for name, rt in accounts.items()
             if only is None or name == only
         ),

@@ -124,6 +124,54 @@ class RetrievalFailureStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class FailingMessageStatus:
+    """A message that failed to arrive in one or more cycles in a row (the archive's failure record).
+
+    Attributes:
+        key: the message's server-side identity, as its ``repr``.
+        failures: failed attempts in a row.
+        reason: the last failure's cause, with the server's words where there were any.
+        last_failed_at: when the last attempt failed (UTC).
+        set_aside: whether later cycles skip it (left on the server, never deleted; tried again
+            at ``next_retry`` and on ``maild fetch-now --retry-failed``).
+        next_retry: when a set-aside message is tried again (UTC); None when not set aside.
+    """
+
+    key: str
+    failures: int
+    reason: str
+    last_failed_at: datetime
+    set_aside: bool
+    next_retry: datetime | None = None
+
+    def to_json(self) -> JSONObject:
+        """The JSON object of ``failing_messages``."""
+        return {
+            "key": self.key,
+            "failures": self.failures,
+            "reason": self.reason,
+            "last_failed_at": time_text(self.last_failed_at),
+            "set_aside": self.set_aside,
+            "next_retry": time_text(self.next_retry),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FailingMessageStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        last = read_time(data, "last_failed_at")
+        if last is None:
+            raise bad_reply("'last_failed_at' is missing")
+        return cls(
+            read_str(data, "key"),
+            read_int(data, "failures"),
+            read_str(data, "reason"),
+            last,
+            read_bool(data, "set_aside"),
+            read_time(data, "next_retry"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class CycleStatus:
     """What an account's last successful fetch cycle did (``last_cycle``).
 
@@ -303,6 +351,8 @@ class AccountStatus:
         oldest_kept_since: the earliest first-fetch time among archived messages still on the server.
         next_deletion_due: with ``delete-after``, when the oldest of them is due (UTC), else None.
         last_cycle: the last successful cycle, or None before one.
+        failing_messages: messages that failed to arrive in a row, set aside or not (from the
+            archive, so they survive a restart).
         sign_in: how it signs in and the health of its OAuth2 tokens (see :class:`SignInStatus`).
     """
 
@@ -329,6 +379,7 @@ class AccountStatus:
     warnings: tuple[str, ...] = ()
     next_deletion_due: datetime | None = None
     last_cycle: CycleStatus | None = None
+    failing_messages: tuple[FailingMessageStatus, ...] = ()
     sign_in: SignInStatus = SignInStatus()
 
     def to_json(self) -> JSONObject:
@@ -362,6 +413,7 @@ class AccountStatus:
             out["next_deletion_due"] = time_text(self.next_deletion_due)
         if self.last_cycle is not None:
             out["last_cycle"] = self.last_cycle.to_json()
+        out["failing_messages"] = [f.to_json() for f in self.failing_messages]
         out["sign_in"] = self.sign_in.to_json()
         return out
 
@@ -397,6 +449,9 @@ class AccountStatus:
                 CycleStatus.from_json(read_object(last_cycle, "last_cycle"))
                 if last_cycle is not None
                 else None
+            ),
+            failing_messages=tuple(
+                FailingMessageStatus.from_json(f) for f in read_objects(data, "failing_messages")
             ),
             sign_in=(
                 SignInStatus.from_json(read_object(data["sign_in"], "sign_in"))

@@ -291,8 +291,15 @@ class Getmail(Peer):
 
     def argv(self) -> list[str]:
         argv = [
-            "setpriv", f"--reuid={RUN_AS}", f"--regid={RUN_AS}", "--clear-groups", "--",
-            "getmail", "--quiet", "--getmaildir", str(self.state),
+            "setpriv",
+            f"--reuid={RUN_AS}",
+            f"--regid={RUN_AS}",
+            "--clear-groups",
+            "--",
+            "getmail",
+            "--quiet",
+            "--getmaildir",
+            str(self.state),
         ]
         for login in self.logins:
             argv += ["--rcfile", str(self.state / f"{login.name}.rc")]

@@ -183,9 +183,7 @@ def start_server(directory: Path, sizes: Sizes) -> Server:
         print(f"   seeded in {time.monotonic() - started:.0f} s", flush=True)
         stamp_file.write_text(json.dumps(stamp))
     for name, users in (("one", one), ("many", many), ("large", large)):
-        octets[name] = sum(
-            f.stat().st_size for item in users for f in dovecot.maildir_files(item.user)
-        )
+        octets[name] = sum(f.stat().st_size for item in users for f in dovecot.maildir_files(item.user))
     return Server(dovecot, one, many, large, octets)
 
 
@@ -277,7 +275,9 @@ class Bench:
     def clear_seen(self, logins: Sequence[Any]) -> None:
         """Remove ``\\Seen`` on the server (fetchmail's IMAP mode fetches unseen mail only)."""
         for item in logins:
-            self.server.dovecot.doveadm("flags", "remove", "-u", item.user, "\\Seen", "mailbox", "INBOX", "ALL")
+            self.server.dovecot.doveadm(
+                "flags", "remove", "-u", item.user, "\\Seen", "mailbox", "INBOX", "ALL"
+            )
 
     # -- one scenario ----------------------------------------------------------------------------------
 
@@ -340,17 +340,43 @@ class Bench:
             if prof and attempt == 0:
                 out = Path(prof) / f"{label}-{protocol}-initial.txt".replace(" ", "_")
                 out.parent.mkdir(parents=True, exist_ok=True)
-                cmd = ["py-spy", "record", "--format", "raw", "--rate", "250", "--subprocesses", "-o", str(out), "--", *argv]
-            run = measure.run(cmd, budget_s=self.sizes.budget_s * 2, env=maild.env(), log=self.logs / "maild.log")
+                cmd = [
+                    "py-spy",
+                    "record",
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--subprocesses",
+                    "-o",
+                    str(out),
+                    "--",
+                    *argv,
+                ]
+            run = measure.run(
+                cmd, budget_s=self.sizes.budget_s * 2, env=maild.env(), log=self.logs / "maild.log"
+            )
             fetched = maild.fetched()
             runs["initial"].append(run)
             if "noop" in phases:
                 runs["noop"].append(
-                    measure.run(argv, budget_s=self.sizes.budget_s, env=maild.env(), log=self.logs / "maild-noop.log")
+                    measure.run(
+                        argv, budget_s=self.sizes.budget_s, env=maild.env(), log=self.logs / "maild-noop.log"
+                    )
                 )
         for phase in phases:
             if runs[phase]:
-                self.record(self._median_row(label, protocol, phase, "maild fetch", runs[phase], fetched if phase == "initial" else 0, expected))
+                self.record(
+                    self._median_row(
+                        label,
+                        protocol,
+                        phase,
+                        "maild fetch",
+                        runs[phase],
+                        fetched if phase == "initial" else 0,
+                        expected,
+                    )
+                )
         # inside a running daemon
         maild.reset(with_accounts=False)
         daemon = Daemon(maild, self.logs / f"maild-daemon-{protocol}.log")
@@ -358,17 +384,43 @@ class Bench:
             result = daemon.initial(self.sizes.budget_s * 2)
             fetched = maild.fetched()
             self.record(
-                Row(label, protocol, "initial", "maild daemon", result["wall_s"], result["cpu_s"], result["rss_mb"],
-                    fetched, expected, "cut" if result["cut"] else "", result["error"],
-                    {"cycle_s_max": result["cycle_s_max"]})
+                Row(
+                    label,
+                    protocol,
+                    "initial",
+                    "maild daemon",
+                    result["wall_s"],
+                    result["cpu_s"],
+                    result["rss_mb"],
+                    fetched,
+                    expected,
+                    "cut" if result["cut"] else "",
+                    result["error"],
+                    {"cycle_s_max": result["cycle_s_max"]},
+                )
             )
             if "noop" in phases:
                 result = daemon.noop(self.args.noop_repeat)
                 cli = daemon.cli_fetch_now_s()
                 self.record(
-                    Row(label, protocol, "noop", "maild daemon", result["wall_s"], result["cpu_s"], result["rss_mb"],
-                        0, expected, "", result["error"],
-                        {"cycle_s_max": result["cycle_s_max"], "wall_s_min": result["wall_s_min"], "cli_fetch_now_s": cli})
+                    Row(
+                        label,
+                        protocol,
+                        "noop",
+                        "maild daemon",
+                        result["wall_s"],
+                        result["cpu_s"],
+                        result["rss_mb"],
+                        0,
+                        expected,
+                        "",
+                        result["error"],
+                        {
+                            "cycle_s_max": result["cycle_s_max"],
+                            "wall_s_min": result["wall_s_min"],
+                            "cli_fetch_now_s": cli,
+                        },
+                    )
                 )
         finally:
             daemon.stop()
@@ -384,20 +436,43 @@ class Bench:
             return
         fresh, kept = floor.imap_floor_s("127.0.0.1", port, login.user, login.password)
         self.record(Row(label, protocol, "noop", "floor (raw client)", fresh, 0.0, 0.0, 0, expected, note))
-        self.record(Row(label, protocol, "noop", "floor, kept session", kept, 0.0, 0.0, 0, expected,
-                        "raw client: NOOP, SELECT, UID SEARCH on a logged-in connection"))
+        self.record(
+            Row(
+                label,
+                protocol,
+                "noop",
+                "floor, kept session",
+                kept,
+                0.0,
+                0.0,
+                0,
+                expected,
+                "raw client: NOOP, SELECT, UID SEARCH on a logged-in connection",
+            )
+        )
 
     def _median_row(
-        self, label: str, protocol: str, phase: str, tool: str, runs: list[Any], fetched: int, expected: int,
+        self,
+        label: str,
+        protocol: str,
+        phase: str,
+        tool: str,
+        runs: list[Any],
+        fetched: int,
+        expected: int,
         ok_codes: tuple[int, ...] = (0,),
     ) -> Row:
         errors = [r.output[-300:] for r in runs if r.returncode not in ok_codes and not r.cut]
         return Row(
-            label, protocol, phase, tool,
+            label,
+            protocol,
+            phase,
+            tool,
             statistics.median(r.wall_s for r in runs),
             statistics.median(r.cpu_s for r in runs),
             max(r.rss_mb for r in runs),
-            fetched, expected,
+            fetched,
+            expected,
             "cut" if any(r.cut for r in runs) else "",
             errors[0] if errors else None,
             {"runs": len(runs)},
@@ -443,14 +518,28 @@ class Bench:
                 fetched = peer.fetched()
             initial.append(run)
             if "noop" in phases:
-                noop.append(measure.run(peer.argv(), budget_s=self.sizes.budget_s, env=peer.env(), log=self.logs / f"{cls.name}-{protocol}-noop.log"))
+                noop.append(
+                    measure.run(
+                        peer.argv(),
+                        budget_s=self.sizes.budget_s,
+                        env=peer.env(),
+                        log=self.logs / f"{cls.name}-{protocol}-noop.log",
+                    )
+                )
         for phase, runs in (("initial", initial), ("noop", noop)):
             if not runs:
                 continue
             # fetchmail exits 1 for "no mail": that is a no-op's success
             ok_codes = (0, 1) if cls.name == "fetchmail" else (0,)
             row = self._median_row(
-                label, protocol, phase, cls.name, runs, fetched if phase == "initial" else 0, expected, ok_codes
+                label,
+                protocol,
+                phase,
+                cls.name,
+                runs,
+                fetched if phase == "initial" else 0,
+                expected,
+                ok_codes,
             )
             if scale != 1:
                 row.wall_s *= scale
@@ -474,7 +563,10 @@ def ratios(rows: list[Row]) -> dict[tuple[str, str, str], dict[str, Any]]:
     for key, group in groups.items():
         peers = [r for r in group if not r.tool.startswith(("maild", "floor")) and not r.error]
         best = min(peers, key=lambda r: r.wall_s) if peers else None
-        entry: dict[str, Any] = {"best_peer": best.tool if best else None, "best_wall_s": best.wall_s if best else None}
+        entry: dict[str, Any] = {
+            "best_peer": best.tool if best else None,
+            "best_wall_s": best.wall_s if best else None,
+        }
         for r in group:
             if r.tool.startswith("maild") and best is not None and best.wall_s > 0:
                 entry[r.tool] = r.wall_s / best.wall_s
@@ -530,12 +622,19 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("MemTotal:"):
                 mem = int(line.split()[1]) / 2**20
     versions = {}
-    for binary, args in (("dovecot", ["--version"]), ("mpop", ["--version"]), ("mbsync", ["--version"]),
-                         ("fetchmail", ["--version"]), ("getmail", ["--version"])):
+    for binary, args in (
+        ("dovecot", ["--version"]),
+        ("mpop", ["--version"]),
+        ("mbsync", ["--version"]),
+        ("fetchmail", ["--version"]),
+        ("getmail", ["--version"]),
+    ):
         with contextlib.suppress(Exception):
             out = subprocess.run([binary, *args], capture_output=True, text=True, timeout=10)
             text = (out.stdout or out.stderr).strip().splitlines()
-            versions[binary] = next((t for t in text if "version" in t.lower() or "release" in t.lower()), text[0] if text else "")
+            versions[binary] = next(
+                (t for t in text if "version" in t.lower() or "release" in t.lower()), text[0] if text else ""
+            )
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -556,14 +655,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer messages and accounts, shorter budgets")
     parser.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     parser.add_argument("--protocols", default="pop3,imap")
-    parser.add_argument("--tools", default="", help="comma-separated subset of maild,mpop,mbsync,fetchmail,getmail6")
+    parser.add_argument(
+        "--tools", default="", help="comma-separated subset of maild,mpop,mbsync,fetchmail,getmail6"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="initial runs per tool (median)")
     parser.add_argument("--noop-repeat", type=int, default=5, help="daemon no-op cycles (median)")
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="round-trip time added by the proxy")
-    parser.add_argument("--budget-s", type=float, default=None, help="longest single run (default 150, quick 40)")
-    parser.add_argument("--dir", default="/tmp/maild-bench", help="work directory (the seeded Dovecot is kept here)")
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="longest single run (default 150, quick 40)"
+    )
+    parser.add_argument(
+        "--dir", default="/tmp/maild-bench", help="work directory (the seeded Dovecot is kept here)"
+    )
     parser.add_argument("--json", default=str(REPO / "tests" / "bench" / "results.json"))
-    parser.add_argument("--profile", default="", help="directory: record maild's initial runs with py-spy (raw)")
+    parser.add_argument(
+        "--profile", default="", help="directory: record maild's initial runs with py-spy (raw)"
+    )
     parser.add_argument("--no-install", action="store_true", help="do not install anything")
     args = parser.parse_args(argv)
     args.tools = [t for t in args.tools.split(",") if t]
@@ -571,7 +678,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocols = [p for p in args.protocols.split(",") if p]
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    os.environ["PYTHONPATH"] = str(REPO) + (":" + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    os.environ["PYTHONPATH"] = str(REPO) + (
+        ":" + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""
+    )
     if not args.no_install:
         ensure_installed()
     sizes = QUICK if args.quick else FULL
@@ -600,16 +709,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bench.scenario(f"b 1x{sizes.one_messages} {rtt}", protocol, server.one, rtt=True)
             if "c" in scenarios:
                 n, m = sizes.many_accounts, sizes.many_messages
-                print(f"== (c) {n} accounts x {m} messages, loopback, {protocol}; maild {many_settings}", flush=True)
-                bench.scenario(f"c {n}x{m} lo", protocol, server.many, rtt=False,
-                               maild_settings=many_settings, subset=sizes.subset_loopback)
-                print(f"== (c) {n} accounts x {m} messages, {rtt} RTT, {protocol}; maild {many_settings}", flush=True)
-                bench.scenario(f"c {n}x{m} {rtt}", protocol, server.many, rtt=True,
-                               maild_settings=many_settings, subset=sizes.subset_rtt)
+                print(
+                    f"== (c) {n} accounts x {m} messages, loopback, {protocol}; maild {many_settings}",
+                    flush=True,
+                )
+                bench.scenario(
+                    f"c {n}x{m} lo",
+                    protocol,
+                    server.many,
+                    rtt=False,
+                    maild_settings=many_settings,
+                    subset=sizes.subset_loopback,
+                )
+                print(
+                    f"== (c) {n} accounts x {m} messages, {rtt} RTT, {protocol}; maild {many_settings}",
+                    flush=True,
+                )
+                bench.scenario(
+                    f"c {n}x{m} {rtt}",
+                    protocol,
+                    server.many,
+                    rtt=True,
+                    maild_settings=many_settings,
+                    subset=sizes.subset_rtt,
+                )
             if "d" in scenarios:
-                print(f"== (d) one {sizes.large_octets / 1e6:.0f} MB message, loopback, {protocol}", flush=True)
-                bench.scenario(f"d 1x{sizes.large_octets // 1_000_000}MB lo", protocol, server.large, rtt=False,
-                               phases=("initial",))
+                print(
+                    f"== (d) one {sizes.large_octets / 1e6:.0f} MB message, loopback, {protocol}", flush=True
+                )
+                bench.scenario(
+                    f"d 1x{sizes.large_octets // 1_000_000}MB lo",
+                    protocol,
+                    server.large,
+                    rtt=False,
+                    phases=("initial",),
+                )
     finally:
         for proxy in bench.proxies.values():
             proxy.stop()

@@ -3,7 +3,7 @@
 :class:`ScriptedIMAP` runs on the test's own event loop (``async with ScriptedIMAP(...) as server``)
 and serves a small, correct subset of IMAP4rev1 (RFC 3501) over plaintext, implicit TLS or STARTTLS:
 CAPABILITY, STARTTLS, LOGIN, SELECT, UID SEARCH ALL/DELETED, UID FETCH (UID, FLAGS, INTERNALDATE,
-RFC822.SIZE, BODY[]/BODY.PEEK[], BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]), UID STORE (+/-FLAGS
+RFC822.SIZE, BODY[]/BODY.PEEK[], BODY.PEEK[HEADER], BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]), UID STORE (+/-FLAGS
 \\Deleted), UID EXPUNGE, EXPUNGE, LIST, IDLE (RFC 2177; :meth:`ScriptedIMAP.push` writes to every
 session in IDLE), NOOP, LOGOUT. Mailboxes are keyed by their wire name (modified UTF-7, unquoted);
 each message's UID is its position + ``first_uid``; :attr:`ScriptedMailbox.attributes` go into LIST.
@@ -80,6 +80,10 @@ def default_fetch_writer(seq: int, message: ScriptedMessage, items: str) -> byte
         found = re.search(rb"(?im)^Message-ID:[^\r\n]*\r\n", message.raw)
         fields = (found.group(0) if found else b"") + b"\r\n"
         parts.append(b"BODY[HEADER.FIELDS (MESSAGE-ID)] {%d}\r\n" % len(fields) + fields)
+    elif "BODY.PEEK[HEADER]" in upper:
+        end = message.raw.find(b"\r\n\r\n")
+        header = message.raw[: end + 4] if end >= 0 else message.raw
+        parts.append(b"BODY[HEADER] {%d}\r\n" % len(header) + header)
     elif "BODY" in upper:
         parts.append(b"BODY[] {%d}\r\n" % len(message.raw) + message.raw)
     return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"

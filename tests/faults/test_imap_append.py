@@ -38,6 +38,7 @@ class AppendLog:
     literals: list[bytes] = field(default_factory=list)
     refuse_before_literal: dict[int, str] = field(default_factory=dict)  # size -> tagged reply text
     refuse_after_literal: dict[bytes, str] = field(default_factory=dict)  # octets -> tagged reply text
+    bye_after_literal: dict[bytes, str] = field(default_factory=dict)  # octets -> BYE text, then close
     uidplus: bool = True
 
 
@@ -56,6 +57,10 @@ def install_append(server: ScriptedIMAP, log: AppendLog) -> None:
         data = await session.reader.readexactly(size)
         assert await session.reader.readline() == b"\r\n"
         log.literals.append(data)
+        if data in log.bye_after_literal:
+            await session.send(f"* BYE {log.bye_after_literal[data]}\r\n".encode())
+            session.writer.close()
+            return
         if data in log.refuse_after_literal:
             await session.send(f"{tag} {log.refuse_after_literal[data]}\r\n".encode())
             return
@@ -299,3 +304,42 @@ async def test_purge_counts_messages_on_another_imap_server_as_safe(
     assert await asyncio.to_thread(run, "accounts", "remove", "alt", "--purge") == 0
     assert "purged the archive of alt: 3 messages" in capsys.readouterr().out
     assert not dropin.exists()
+
+
+async def test_migrate_goes_on_after_an_append_answered_by_bye(
+    server: tuple[ScriptedIMAP, AppendLog], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An APPEND answered with ``* BYE`` and a closed connection (as Gmail does for messages it
+    refuses) is reported as refused with the server's words; migrate goes on in a new session with
+    the next message and ends with the comparison, as after a NO."""
+    scripted, log = server
+    run, _dropin = await move_setup(scripted, tmp_path)
+    log.bye_after_literal[letter(2)] = "[ALERT] Message refused: NUL octets"
+
+    assert await asyncio.to_thread(run, "migrate", "alt", "--to", "neu", "--json") == 1
+    report = json.loads(capsys.readouterr().out)
+
+    assert [a["subject"] for a in report["appended"]] == ["Brief 3"]
+    assert [r["subject"] for r in report["refused"]] == ["Brief 2"]
+    assert "Message refused: NUL octets" in report["refused"][0]["reply"]
+    assert report["stopped"] is None
+    assert report["after"] is not None  # finished with the comparison
+    assert report["complete"] is False
+
+
+async def test_migrate_stops_when_the_next_append_is_answered_by_bye_too(
+    server: tuple[ScriptedIMAP, AppendLog], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When the message after one answered by BYE is answered by BYE too, migrate stops there."""
+    scripted, log = server
+    run, _dropin = await move_setup(scripted, tmp_path)
+    log.bye_after_literal[letter(2)] = "Message refused"
+    log.bye_after_literal[letter(3)] = "Message refused"
+
+    assert await asyncio.to_thread(run, "migrate", "alt", "--to", "neu", "--json") == 1
+    report = json.loads(capsys.readouterr().out)
+
+    assert report["appended"] == []
+    assert [r["subject"] for r in report["refused"]] == ["Brief 2", "Brief 3"]
+    assert "Message refused" in report["stopped"]
+    assert report["after"] is None

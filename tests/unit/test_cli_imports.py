@@ -22,7 +22,13 @@ ALLOWED_SERVICE = {
     "maild.service.oneshot",
 }
 #: CLI modules that hold subcommands; only main imports them.
-COMMAND_MODULES = {"maild.cli.main", "maild.cli.accounts", "maild.cli.archive", "maild.cli.move"}
+COMMAND_MODULES = {
+    "maild.cli.main",
+    "maild.cli.accounts",
+    "maild.cli.archive",
+    "maild.cli.backup",
+    "maild.cli.move",
+}
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:

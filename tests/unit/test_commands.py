@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -18,6 +18,7 @@ from maild.service.status import StatusReply
 from tests.support.accounts import pop3_account
 
 STARTED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+STAMP = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FakeScheduler:
@@ -47,7 +48,25 @@ class FakeScheduler:
 
 
 class FakeStore:
-    """The archive counts the status command reads."""
+    """The archive counts the status command reads; the failure records of :mod:`maild.archive.failures`
+    (one set-aside message of anna-pop), reached through the store's query helpers."""
+
+    def __init__(self) -> None:
+        self.retry_requested: list[str] = []
+
+    async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        assert "FROM retrieval_failures" in sql
+        if params != ("anna-pop",):
+            return []
+        return [("pop3 uidl-7", 3, "-ERR [SYS/TEMP] message locked", STAMP, STAMP, 0)]
+
+    async def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        return 1 if params == ("anna-pop",) else 0
+
+    async def _write(self, statements: list[tuple[str, tuple[Any, ...], bool]]) -> None:
+        for sql, params, _ in statements:
+            assert sql.startswith("UPDATE retrieval_failures SET retry_requested = 1")
+            self.retry_requested.append(params[0])
 
     async def message_counts(self) -> dict[str, int]:
         return {"anna-pop": 5}
@@ -64,6 +83,7 @@ class Daemon:
 
     def __init__(self) -> None:
         self.scheduler = FakeScheduler()
+        self.store = FakeStore()
         self.stopped = False
 
     async def reload(self) -> ReloadReport:
@@ -78,7 +98,7 @@ class Daemon:
     def context(self) -> CommandContext:
         return CommandContext(
             scheduler=cast("Scheduler", self.scheduler),
-            store=cast("Store", FakeStore()),
+            store=cast("Store", self.store),
             started_at=STARTED,
             reload=self.reload,
             metrics_text=self.metrics_text,
@@ -177,6 +197,29 @@ async def test_fetch_now_waits_and_reports_each_account(daemon: Daemon) -> None:
             "broken-pop": {"ok": False, "error": "login refused"},
         }
     }
+
+
+async def test_status_lists_set_aside_messages_with_reason_and_next_try(daemon: Daemon) -> None:
+    """status lists a message that failed three times in a row as set aside, with the server's words and when it is tried again."""
+    status = StatusReply.from_json(await ask(daemon, command="status"))
+
+    (failing,) = status.accounts[0].failing_messages
+    assert (failing.key, failing.failures, failing.set_aside) == ("UIDL uidl-7", 3, True)
+    assert failing.reason == "-ERR [SYS/TEMP] message locked"
+    assert failing.next_retry is not None
+    assert failing.next_retry - failing.last_failed_at == timedelta(days=1)
+    assert status.accounts[1].failing_messages == ()
+
+
+async def test_fetch_now_retry_failed_marks_the_records_before_the_cycle(daemon: Daemon) -> None:
+    """fetch-now with retry_failed asks the archive to retry the account's failing messages, then runs the cycle; a non-boolean is bad-request."""
+    await ask(daemon, command="fetch-now", account="anna-pop", retry_failed=True)
+    assert daemon.store.retry_requested == ["anna-pop"]
+    assert daemon.scheduler.requested == ["anna-pop"]
+
+    with pytest.raises(ControlError) as info:
+        await ask(daemon, command="fetch-now", account="anna-pop", retry_failed="yes")
+    assert info.value.code == "bad-request"
 
 
 async def test_fetch_now_without_wait_queues(daemon: Daemon) -> None:

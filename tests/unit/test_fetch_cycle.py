@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch.cycle import fetch_cycle
@@ -86,8 +87,8 @@ async def test_refused_message_is_counted_and_the_rest_stored(store: Store) -> N
     assert set(await store.locations(account.name)) == set(keys(1, 2, 3))
 
 
-async def test_error_mid_retrieve_keeps_committed_batches_and_aborts(store: Store) -> None:
-    """A connection failure after three of five messages keeps the committed batch of two, aborts the session and never closes it."""
+async def test_error_mid_retrieve_commits_everything_received_and_aborts(store: Store) -> None:
+    """A connection failure after three of five messages commits all three (the committed batch of two and the third, received completely), counts a failure for the fourth, aborts the session and never closes it."""
     account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(5)
     server.plan(
@@ -99,14 +100,18 @@ async def test_error_mid_retrieve_keeps_committed_batches_and_aborts(store: Stor
         await fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2)
 
     assert drop.retrieved == keys(1, 2, 3)
-    assert set(await store.locations(account.name)) == set(keys(1, 2))
+    assert set(await store.locations(account.name)) == set(keys(1, 2, 3))
+    records = await failure_records(store, account.name)
+    assert list(records) == keys(4)
+    assert records[keys(4)[0]].failures == 1
+    assert "connection reset" in records[keys(4)[0]].reason
     assert drop.aborted
     assert not drop.closed
     assert "close" not in drop.calls
 
 
 async def test_cycle_after_mid_retrieve_error_fetches_only_the_rest(store: Store) -> None:
-    """After an interrupted cycle, the next one retrieves only what was not committed."""
+    """After an interrupted cycle (which committed the three messages received), the next one retrieves only the rest."""
     account = await prepare(store, pop3_account())
     server = FakeServer.with_pop3(5)
     server.plan(
@@ -117,8 +122,8 @@ async def test_cycle_after_mid_retrieve_error_fetches_only_the_rest(store: Store
         await fetch_cycle(account, store, server.session(), clock=Clock(), batch_messages=2)
     result = await fetch_cycle(account, store, server.session(), clock=Clock(), batch_messages=2)
 
-    assert server.sessions[1].retrieved == keys(3, 4, 5)
-    assert result.new_links == 3
+    assert server.sessions[1].retrieved == keys(4, 5)
+    assert result.new_links == 2
     assert await store.totals() == (5, sum(len(make_message(n)) for n in range(1, 6)))
 
 
@@ -231,7 +236,8 @@ async def test_error_while_a_commit_is_in_flight_lets_that_commit_finish(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A connection failure while batch 1 is still committing: the cycle fails only after that commit
-    has returned (its messages stay archived), and the session is aborted without DELE."""
+    has returned (its messages stay archived), then commits the message received since, and the
+    session is aborted without DELE."""
     account = await prepare(store, pop3_account(retention="delete"))
     server = FakeServer.with_pop3(5)
     server.plan(
@@ -250,8 +256,8 @@ async def test_error_while_a_commit_is_in_flight_lets_that_commit_finish(
     with pytest.raises(ConnectError):
         await task
 
-    assert slow.committed == [keys(1, 2)]
-    assert set(await store.locations(account.name)) == set(keys(1, 2))
+    assert slow.committed == [keys(1, 2), keys(3)]
+    assert set(await store.locations(account.name)) == set(keys(1, 2, 3))
     assert drop.aborted
     assert "delete" not in drop.calls
     assert server.deleted == []
@@ -302,16 +308,18 @@ async def test_delete_also_removes_messages_archived_in_earlier_cycles(store: St
     assert server.messages == {}
 
 
-async def test_failure_at_quit_records_no_deletion(store: Store) -> None:
-    """When QUIT fails, the cycle raises, aborts, and records nothing as deleted; the server keeps the messages."""
+async def test_failure_at_quit_records_no_deletion_and_is_not_a_failed_poll(store: Store) -> None:
+    """When QUIT fails after everything was stored, the cycle succeeds with a warning, aborts, and records nothing as deleted; the server keeps the messages."""
     account = await prepare(store, pop3_account(retention="delete"))
     server = FakeServer.with_pop3(2)
     server.plan(faults={"close": ProtocolError("QUIT refused", account=account.name, line="-ERR")})
     drop = server.session()
 
-    with pytest.raises(ProtocolError):
-        await fetch_cycle(account, store, drop, clock=Clock())
+    result = await fetch_cycle(account, store, drop, clock=Clock())
 
+    assert (result.new_links, result.deleted) == (2, 0)
+    assert len(result.warnings) == 1
+    assert "2 deletions not confirmed" in result.warnings[0]
     assert drop.marked == []
     assert drop.aborted
     assert len(server.messages) == 2
@@ -326,10 +334,10 @@ async def test_after_failed_quit_next_cycle_deletes(store: Store) -> None:
     server = FakeServer.with_pop3(2)
     server.plan(faults={"close": NetworkTimeout("no reply to QUIT", account=account.name)})
 
-    with pytest.raises(NetworkTimeout):
-        await fetch_cycle(account, store, server.session(), clock=Clock())
+    first = await fetch_cycle(account, store, server.session(), clock=Clock())
     result = await fetch_cycle(account, store, server.session(), clock=Clock())
 
+    assert first.deleted == 0
     assert result.deleted == 2
     assert result.new_links == 0
     assert server.messages == {}

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from maild.config.loader import AccountConfig, Config, DaemonConfig
-from maild.errors import AuthError, ConfigError
+from maild.errors import AuthError, ConfigError, NetworkTimeout
+from maild.model import POP3Key
 from maild.service.oneshot import fetch_once
 from tests.support.accounts import pop3_account
 from tests.unit.fakes import Concurrency, FakeServer, maildrops_of
@@ -71,3 +72,22 @@ async def test_connections_per_host_hold_for_a_one_shot_fetch(tmp_path: Path) ->
     assert opened_while_blocked == 1
     assert shared.peak == 1
     assert [r.failed for r in results] == [False, False, False]
+
+
+async def test_the_line_names_each_failed_message_and_a_failed_quit_is_not_failed(tmp_path: Path) -> None:
+    """`maild fetch` names each message that could not be retrieved with the server's words, and a
+    poll that stored everything but whose QUIT failed is reported with a warning, not as FAILED."""
+    server = FakeServer.with_pop3(3)
+    server.default_plan.refuse = {POP3Key("uidl-2"): "-ERR [SYS/TEMP] message locked"}
+    server.default_plan.faults = {"close": NetworkTimeout("no reply to QUIT", account="a")}
+
+    (result,) = await fetch_once(
+        config_of(tmp_path, [pop3_account("a")]), [], maildrop_factory=maildrops_of({"a": server})
+    )
+
+    assert not result.failed
+    first, failed, warning = result.line().splitlines()
+    assert first.startswith("a: 2 new messages (")
+    assert first.endswith("octets), 1 could not be retrieved (retried next time)")
+    assert failed == "  not retrieved: UIDL uidl-2: -ERR [SYS/TEMP] message locked"
+    assert warning.startswith("  warning: everything was stored, but the session did not end cleanly")

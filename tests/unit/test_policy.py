@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from maild.errors import ConnectError, ThrottledError
-from maild.model import IMAPKey, InventoryEntry, Location, MessageKey, POP3Key
+from maild.model import FailureRecord, IMAPKey, InventoryEntry, Location, MessageKey, POP3Key
 from maild.policy import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
@@ -17,12 +17,15 @@ from maild.policy import (
     JITTER_FRACTION,
     RECONNECT_BASE_S,
     RECONNECT_CAP_S,
+    SET_ASIDE_AFTER_FAILURES,
+    SET_ASIDE_RETRY_S,
     THROTTLE_MIN_S,
     backoff_delay_s,
     batch_octets_share,
     confirm_deletions,
     connection_limit,
     deletion_refusal,
+    in_flight,
     next_cycle_delay_s,
     next_deletion_due,
     plan_retrieval,
@@ -30,6 +33,7 @@ from maild.policy import (
     reappeared,
     reconnect_delay_s,
     select_deletions,
+    set_aside,
 )
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -395,3 +399,46 @@ def test_idle_connections_leave_one_connection_to_the_cycles() -> None:
     assert connection_limit(8, idle=False) == 8
     assert connection_limit(8, idle=True) == 7
     assert connection_limit(1, idle=True) == 0
+
+
+def failure_record(key: MessageKey, failures: int, last: datetime, *, retry: bool = False) -> FailureRecord:
+    return FailureRecord(key, failures, "-ERR locked", last - timedelta(hours=1), last, retry)
+
+
+def test_a_message_is_set_aside_after_three_failures_in_a_row_until_a_day_has_passed() -> None:
+    """Three failures in a row set a message aside; two do not; a day after the last failure, or with a retry asked for, it is tried again."""
+    a, b, c, d = POP3Key("a"), POP3Key("b"), POP3Key("c"), POP3Key("d")
+    records = {
+        a: failure_record(a, SET_ASIDE_AFTER_FAILURES, NOW - timedelta(hours=23)),
+        b: failure_record(b, SET_ASIDE_AFTER_FAILURES - 1, NOW - timedelta(minutes=5)),
+        c: failure_record(c, 7, NOW - timedelta(seconds=SET_ASIDE_RETRY_S)),
+        d: failure_record(d, 5, NOW - timedelta(minutes=5), retry=True),
+    }
+
+    assert set_aside(records, NOW) == {a}
+
+
+def test_set_aside_messages_are_planned_apart_and_never_retrieved() -> None:
+    """plan_retrieval lists skipped keys as set aside (left on the server), not to retrieve."""
+    inventory = [InventoryEntry(POP3Key(u), 10) for u in ("a", "b", "c")]
+
+    plan = plan_retrieval(inventory, {}, None, frozenset({POP3Key("b")}))
+
+    assert (plan.retrieve, plan.set_aside) == ([POP3Key("a"), POP3Key("c")], [POP3Key("b")])
+
+
+def test_the_message_in_flight_is_the_first_asked_for_that_did_not_come_out() -> None:
+    """in_flight names the first key asked for that neither arrived nor failed on its own; None when all came out."""
+    order: list[MessageKey] = [POP3Key("a"), POP3Key("b"), POP3Key("c")]
+
+    assert in_flight(order, {POP3Key("a")}) == POP3Key("b")
+    assert in_flight(order, set(order)) is None
+
+
+def test_imap_deletion_needs_a_uid_verified_in_this_session() -> None:
+    """With a verified set (IMAP), a candidate archived but not re-verified in this session is not deleted; without one (POP3), archived suffices."""
+    one, two = IMAPKey("INBOX", 7, 1), IMAPKey("INBOX", 7, 2)
+
+    assert confirm_deletions([one, two], {one, two}, {two}) == [two]
+    assert confirm_deletions([one, two], {one, two}, None) == [one, two]
+    assert confirm_deletions([one, two], {one}, {one, two}) == [one]

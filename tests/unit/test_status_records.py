@@ -29,10 +29,12 @@ from maild.service.status import (
     AccountStatus,
     ArchiveTotals,
     CycleStatus,
+    FailingMessageStatus,
     IMAPStatus,
     RetrievalFailureStatus,
     StatusReply,
     UIDValidityChangeStatus,
+    time_text,
 )
 from tests.support.accounts import pop3_account
 
@@ -68,6 +70,12 @@ POP3 = AccountStatus(
         seconds=1.25,
         failures=(RetrievalFailureStatus("POP3Key(uidl='a')", "-ERR [SYS/TEMP] try later"),),
         too_large=("POP3Key(uidl='b')",),
+    ),
+    failing_messages=(
+        FailingMessageStatus("UIDL c", 3, "-ERR [SYS/TEMP] locked", NOW, set_aside=True, next_retry=LATER),
+        FailingMessageStatus(
+            "UIDL d", 1, "connection reset while it was being received", NOW, set_aside=False
+        ),
     ),
 )
 IMAP = AccountStatus(
@@ -137,7 +145,7 @@ def test_account_json_keeps_the_documented_shape() -> None:
         "name", "organisation", "employee", "protocol", "host", "enabled", "state", "messages",
         "last_success", "next_run", "last_error", "consecutive_failures", "mode", "on_server",
         "retention", "retention_days", "identity", "warnings", "pending_deletion", "oldest_kept_since",
-        "next_deletion_due", "last_cycle", "sign_in",
+        "next_deletion_due", "last_cycle", "failing_messages", "sign_in",
     ]  # fmt: skip
     assert pop["last_cycle"] == {
         "new_links": 4,
@@ -208,3 +216,18 @@ def test_a_missing_key_is_bad_reply() -> None:
     with pytest.raises(ControlError, match="missing 'archive'") as info:
         StatusReply.from_json(data)
     assert info.value.code == "bad-reply"
+
+
+def test_status_table_shows_warnings_and_failing_messages() -> None:
+    """`maild status` (the table) shows the account's warnings, set-aside messages with reason and next
+    try, and messages that failed but are retried next cycle."""
+    from maild.cli.main import render_status
+
+    text = render_status(StatusReply("1.2.3", NOW, (POP3,), ArchiveTotals(12, 100)))
+
+    assert "      warning: the server does not offer UIDL" in text
+    assert (
+        "      set aside after 3 failures in a row, left on the server: UIDL c: -ERR [SYS/TEMP] locked"
+        f" (next try {time_text(LATER)}, or `maild fetch-now --retry-failed anna-pop`)"
+    ) in text
+    assert "      failed 1x in a row (retried next cycle): UIDL d: connection reset" in text

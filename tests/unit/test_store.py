@@ -55,9 +55,12 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 2
-    assert version == [(2,)]
-    assert {"accounts", "messages", "locations", "mailboxes", "deliveries", "appends"} <= tables
+    assert SCHEMA_VERSION == 4
+    assert version == [(4,)]
+    assert {
+        "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts",
+        "retrieval_failures",
+    } <= tables  # fmt: skip
     assert path.exists()
 
 
@@ -473,7 +476,7 @@ async def test_cancelled_store_batch_propagates_cancellation(store: Store, state
 
 
 async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
-    """An archive at schema version 1 keeps its data and gains the version-2 tables on open."""
+    """An archive at schema version 1 keeps its data and gains the later tables on open."""
     import sqlite3
 
     from maild.archive.schema import _MIGRATIONS, _split_sql
@@ -487,7 +490,7 @@ async def test_version_one_archive_is_migrated_forward(tmp_path: Path) -> None:
         )
         conn.execute("PRAGMA user_version = 1")
     async with await Store.open(path) as s:
-        assert await query(s, "PRAGMA user_version") == [(2,)]
+        assert await query(s, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         assert await query(s, "SELECT name FROM accounts") == [("a",)]
         assert await query(s, "SELECT count(*) FROM deliveries") == [(0,)]
 
@@ -579,3 +582,23 @@ async def test_large_message_in_a_failed_batch_is_not_stored(
     with pytest.raises(StoreError):
         await store.store_batch("anna-pop", [pop("big", big)], NOW)
     assert await query(store, "SELECT count(*) FROM messages") == [(0,)]
+
+
+async def test_close_keeps_the_wal_side_files_group_readable(tmp_path: Path) -> None:
+    """After close the -wal (checkpointed, empty) and -shm stay, like the archive mode 0640 under umask 0077,
+    so a read-only reader that may not write the directory can still open the archive."""
+    import os
+    import stat
+
+    path = tmp_path / "maild.sqlite3"
+    old = os.umask(0o077)
+    try:
+        async with await Store.open(path) as s:
+            await s.ensure_account("anna-pop", "O", "E", "pop3", NOW)
+            await s.store_batch("anna-pop", [pop("u1", b"Subject: a\r\n\r\none\r\n")], NOW)
+    finally:
+        os.umask(old)
+
+    for suffix in ("", "-wal", "-shm"):
+        assert stat.S_IMODE(os.stat(f"{path}{suffix}").st_mode) == 0o640, suffix
+    assert (tmp_path / "maild.sqlite3-wal").stat().st_size == 0

@@ -180,6 +180,10 @@ class _StreamingFetchCommand(_FastFetchCommand):
             self._sink(parts)
 
 
+#: Most octets of a BYE line kept for an error message.
+MAX_BYE_OCTETS = 200
+
+
 class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     """aioimaplib 2.0.3's protocol with its hot spots removed, behaviour otherwise identical.
 
@@ -188,7 +192,11 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     * ``data_received`` no longer formats every received chunk into a debug string;
     * ``_handle_responses`` loops over the lines of a chunk instead of recursing once per line and
       walks it by offset instead of copying the rest after every line;
-    * FETCH uses :class:`_FastFetchCommand`.
+    * FETCH uses :class:`_FastFetchCommand`;
+    * a whitespace-only line while a FETCH response's parenthesised list is still open (an extra
+      CRLF after a literal, as some servers send: CPython bpo-44408, IMAPClient #162) is skipped
+      instead of ending the response and losing the rest of it (the stock protocol drops the rest
+      as "unknown data"). Literal octets are never affected: they are read by count, not by line.
 
     A test compares it with the stock protocol on the same byte streams split at every boundary.
     """
@@ -196,6 +204,14 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     incomplete_line: bytes
     current_command: Any
     greeting_refused: bytes | None = None
+    last_bye: bytes | None = None
+    """The last untagged BYE (RFC 9051 section 7.1.5), at most :data:`MAX_BYE_OCTETS`, so that a lost
+    connection can be reported with the server's words (e.g. an APPEND it refused this way)."""
+
+    def _untagged_response(self, line: bytes) -> Any:
+        if line[:6].upper() == b"* BYE ":
+            self.last_bye = bytes(line[2:MAX_BYE_OCTETS])
+        return super()._untagged_response(line)
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, conn_lost_cb: Callable[[Exception | None], None] | None
@@ -248,6 +264,8 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                 raise aioimaplib.IncompleteRead(current_cmd, data[pos:])
             line = data[pos:end]
             pos = end + 2
+            if current_cmd is not None and not line.strip(b" \t") and current_cmd.wait_data():
+                continue  # a spurious blank line inside an open FETCH list (bpo-44408): skipped
             cmd = line_handler(line, current_cmd)
             begin_literal = aioimaplib.literal_data_re.match(line)
             if begin_literal:
@@ -594,6 +612,11 @@ class IMAPClient:
     def greeting_refused(self) -> bytes | None:
         """The server's greeting when it was not OK/PREAUTH (the connection was then closed)."""
         return self._protocol.greeting_refused
+
+    @property
+    def last_bye(self) -> bytes | None:
+        """The server's last untagged BYE line (without ``* ``), or None."""
+        return self._protocol.last_bye
 
     @property
     def preauthenticated(self) -> bool:

@@ -262,6 +262,10 @@ class IMAPConnection:
                     if greeting is not None:
                         text = bytes(greeting[:200]).decode("utf-8", "replace")
                         raise self.error(ConnectError, f"{what}: server refused the session: {text}")
+                    bye = client.last_bye
+                    if bye is not None:
+                        text = bye.decode("utf-8", "replace")
+                        raise self.error(ConnectError, f"{what}: server closed the connection: {text}")
                     raise self.error(ConnectError, f"{what}: connection lost")
             return task.result()
         except asyncio.CancelledError:

@@ -96,6 +96,8 @@ class FetchedMessage:
         header_fields: ``BODY[HEADER.FIELDS (...)]`` octets as sent (the named fields and the empty
             line), or None when not sent. Whatever fields were asked for, the item is stored under
             this one name.
+        missing: items the assembler was told to expect (``expect``) that never came, in the
+            order asked, e.g. ``("INTERNALDATE",)``; the caller applies its fallback.
     """
 
     uid: int
@@ -106,6 +108,7 @@ class FetchedMessage:
     body: bytes | None = None
     header: bytes | None = None
     header_fields: bytes | None = None
+    missing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +201,13 @@ def read_fetch_line(logical: Sequence[Part], head: bytes | None = None) -> Fetch
         return FetchLine(seq, {}, f"{reason}: {excerpt(head)}")
 
 
-def build_message(seq: int, uid: int, items: dict[str, Token], require: Iterable[str]) -> FetchedMessage:
+def build_message(
+    seq: int, uid: int, items: dict[str, Token], require: Iterable[str], expect: Iterable[str] = ()
+) -> FetchedMessage:
     """Validate the merged items of one message into a :class:`FetchedMessage`.
+
+    An ``expect`` item that is absent or NIL is listed in ``missing``, not a failure (Gmail and
+    Exchange sometimes leave INTERNALDATE, FLAGS or RFC822.SIZE out).
 
     Raises:
         LexError: a required item is missing or NIL, or an item has the wrong type; the text is the
@@ -241,7 +249,8 @@ def build_message(seq: int, uid: int, items: dict[str, Token], require: Iterable
     if raw_fields is not None and not isinstance(raw_fields, bytes | bytearray):
         raise LexError("BODY[HEADER.FIELDS] is not a string")
     header_fields = bytes(raw_fields) if raw_fields is not None else None
-    return FetchedMessage(uid, seq, flags, internaldate, size_octets, body, header, header_fields)
+    missing = tuple(name for name in expect if items.get(name) is None)
+    return FetchedMessage(uid, seq, flags, internaldate, size_octets, body, header, header_fields, missing)
 
 
 #: What one UID came to: the message, or the reason it could not be read (``"BODY[] is NIL"``).
@@ -263,9 +272,10 @@ class FetchAssembler:
 
     * items of one message may come in any order, UID before or after the body literal, spread over
       several responses for the same sequence number (merged, later values win until it settles);
-    * a message *settles* as soon as its UID and every required item have arrived (a later response
-      for it, such as an unsolicited flag change, is counted in :attr:`ignored`); at :meth:`finish`
-      every message still open settles, a missing item failing it;
+    * a message *settles* as soon as its UID and every required and expected item have arrived (a
+      later response for it, such as an unsolicited flag change, is counted in :attr:`ignored`); at
+      :meth:`finish` every message still open settles, a missing required item failing it, a
+      missing expected item listed in :attr:`FetchedMessage.missing`;
     * a response that breaks the grammar, or exceeds a cap, fails its UID when the UID can still be
       read, otherwise it is listed in :attr:`malformed`; responses without a usable UID, or for a
       UID not requested, are counted in :attr:`ignored`;
@@ -279,6 +289,8 @@ class FetchAssembler:
     Args:
         requested: the UIDs asked for; None accepts every UID.
         require: items every message must carry non-NIL (UID is always required).
+        expect: items asked for but optional: waited for until :meth:`finish`, then listed in
+            :attr:`FetchedMessage.missing` when absent.
         max_text_octets: cap on the text of one response in octets, literals excluded.
         max_literal_octets: cap on one literal in octets.
 
@@ -294,6 +306,7 @@ class FetchAssembler:
         requested: Iterable[int] | None = None,
         require: Iterable[FetchItem] = (),
         *,
+        expect: Iterable[FetchItem] = (),
         max_text_octets: int = MAX_TEXT_OCTETS,
         max_literal_octets: int = MAX_LITERAL_OCTETS,
     ) -> None:
@@ -301,6 +314,8 @@ class FetchAssembler:
             raise ValueError("caps must be positive")
         self._wanted = None if requested is None else frozenset(requested)
         self._required = tuple(dict.fromkeys(("UID", *require)))
+        self._expected = tuple(name for name in dict.fromkeys(expect) if name not in self._required)
+        self._awaited = self._required + self._expected
         self._max_text = max_text_octets
         self._max_literal = max_literal_octets
         self._merged: dict[int, dict[str, Token]] = {}
@@ -389,7 +404,7 @@ class FetchAssembler:
             self._forget(seq)
             return
         reason = self._broken.get(seq)
-        if reason is None and not final and any(name not in items for name in self._required):
+        if reason is None and not final and any(name not in items for name in self._awaited):
             return
         self._forget(seq, counted=False)
         self._settled.add(uid)
@@ -397,7 +412,7 @@ class FetchAssembler:
             self._ready.append((uid, reason))
             return
         try:
-            self._ready.append((uid, build_message(seq, uid, items, self._required)))
+            self._ready.append((uid, build_message(seq, uid, items, self._required, self._expected)))
         except LexError as exc:
             self._ready.append((uid, str(exc)))
 

@@ -82,6 +82,11 @@ def group_lines(parts: Sequence[Part]) -> list[list[Part]]:
     continues the same line when it begins with SP or ``)``: the grammar allows nothing else there, and
     a new response line always begins with ``*``, a digit or a letter. aioimaplib drops an empty rest
     of line (a LIST name sent as the last literal), so the rest may be missing.
+
+    Spurious line breaks after a literal (an extra CRLF inside the open parenthesised list, CPython
+    bpo-44408, IMAPClient #162) are tolerated: whitespace-only text lines after a literal are joined
+    with the text line that follows them when that one continues the response (begins with SP or
+    ``)``, or is whitespace-only too). The literal's octets are never touched.
     """
     lines: list[list[Part]] = []
     i = 0
@@ -96,13 +101,22 @@ def group_lines(parts: Sequence[Part]) -> list[list[Part]]:
                 break  # truncated: the lexer reports the missing literal
             current.append(parts[i])
             i += 1
-            if i < len(parts) and (not parts[i] or parts[i][:1] in (b" ", b")")):
-                current.append(parts[i])
+            if i < len(parts) and _continues(parts[i]):
+                rest = bytes(parts[i])
                 i += 1
+                while not rest.strip(b" \t") and i < len(parts) and _continues(parts[i]):
+                    rest += bytes(parts[i])  # a whitespace-only line: a spurious CRLF
+                    i += 1
+                current.append(rest)
             else:
                 break
         lines.append(current)
     return lines
+
+
+def _continues(part: Part) -> bool:
+    """Whether a part after a literal continues the same response (see :func:`group_lines`)."""
+    return not part or part[:1] in (b" ", b")", b"\t")
 
 
 #: What :func:`paren_depth` skips: a quoted string (escapes honoured; unterminated: to the end of the

@@ -108,6 +108,8 @@ class IMAPMailbox(Maildrop):
         self._exclude = tuple(exclude)
         self._listed: frozenset[str] | None = None
         self.mailbox_states: dict[str, wire.SelectInfo] = {}
+        self._verified_client: object | None = None
+        self._verified_keys: set[IMAPKey] = set()
         """Readable mailbox name to what SELECT reported, for each mailbox the last :meth:`inventory`
         covered, in inventory order."""
         self.mailbox_failures: dict[str, str] = {}
@@ -404,3 +406,27 @@ class IMAPMailbox(Maildrop):
     ) -> dict[int, tuple[int, bytes]]:
         """Size and Message-ID field of messages without their bodies: see :func:`.scan.fetch_identities`."""
         return await scan.fetch_identities(self.connection, mailbox, uidvalidity, uids)
+
+    def session_verified(self) -> set[IMAPKey]:
+        """The keys shown in this login session to name the archived message (the UID check of
+        :func:`maild.fetch.resync.verify_uid_map`, or retrieved by UID), for the caller to read and
+        extend. A new login (not a kept session taken back) starts an empty set: UIDs are stable
+        within a session (RFC 9051 section 2.3.1.1), so a kept session need not check them again.
+
+        Raises:
+            TransientError: the connection is not usable.
+        """
+        client = self.connection.client
+        if client is not self._verified_client:
+            self._verified_client, self._verified_keys = client, set()
+        return self._verified_keys
+
+    async def fetch_sizes(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, int]:
+        """RFC822.SIZE of ``uids`` now, uncached: see :func:`.scan.fetch_sizes`."""
+        return await scan.fetch_sizes(self.connection, mailbox, uidvalidity, uids)
+
+    async def fetch_header_sections(
+        self, mailbox: str, uidvalidity: int, uids: Sequence[int]
+    ) -> dict[int, bytes]:
+        """Header sections of ``uids`` without their bodies: see :func:`.scan.fetch_header_sections`."""
+        return await scan.fetch_header_sections(self.connection, mailbox, uidvalidity, uids)

@@ -15,8 +15,8 @@
 Message bodies are handed on as the assembler built them: a large literal is the client's receive
 buffer itself, never copied here.
 
-May import: asyncio, structlog, :mod:`maild.errors`, :mod:`maild.model`, the connection, the client's
-public names and the sans-I/O IMAP modules.
+May import: asyncio, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.message`, the
+connection, the client's public names and the sans-I/O IMAP modules.
 
 Standard: RFC 9051 section 6.4.5 and 6.4.9 (UID FETCH), 7.5.2 (FETCH response).
 """
@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from maild.errors import ProtocolError
+from maild.message import summarise
 from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.imap import wire
 from maild.protocols.imap.client import Reply, StreamingFetch
@@ -48,8 +50,13 @@ MAX_UIDS_PER_STREAM = 2500
 MAX_UID_SET_OCTETS = 8000
 #: Items of the body FETCH; ``BODY.PEEK[]`` leaves ``\\Seen`` alone (RFC 9051 section 6.4.5).
 BODY_ITEMS = "(UID FLAGS INTERNALDATE BODY.PEEK[])"
-#: Items a retrieved message must carry.
-BODY_REQUIRE: tuple[FetchItem, ...] = ("BODY[]", "FLAGS", "INTERNALDATE")
+#: Items a retrieved message must carry: only the body. A message without it is a per-message failure.
+BODY_REQUIRE: tuple[FetchItem, ...] = ("BODY[]",)
+#: Items asked for but optional: Gmail and Exchange sometimes leave them out (or send them in a
+#: second FETCH response, which the assembler merges). Missing ones are recorded in
+#: :attr:`RetrievedMessage.missing <maild.model.RetrievedMessage.missing>`; INTERNALDATE falls back to
+#: the Date header, else the arrival time (:func:`retrieved`), FLAGS to none.
+BODY_EXPECT: tuple[FetchItem, ...] = ("FLAGS", "INTERNALDATE")
 #: Flags that describe this session, not the message (``\\Recent``: RFC 3501 section 2.3.2, gone in
 #: RFC 9051); left out of RetrievedMessage.flags.
 SESSION_FLAGS = frozenset({"\\Recent"})
@@ -76,16 +83,21 @@ class RetrievalStream:
         order: the UIDs in the order the consumer takes them (each once).
         require: items every message must carry (see :class:`FetchAssembler`).
         window_octets: the current limit in octets; asked after every response.
+        expect: items asked for but optional (see :class:`FetchAssembler`).
 
     Call :meth:`attach` with the connection's pause and resume functions before the first response.
     """
 
     def __init__(
-        self, order: Sequence[int], require: Iterable[FetchItem], window_octets: Callable[[], int]
+        self,
+        order: Sequence[int],
+        require: Iterable[FetchItem],
+        window_octets: Callable[[], int],
+        expect: Iterable[FetchItem] = (),
     ) -> None:
         self._order = list(dict.fromkeys(order))
         self._next = 0
-        self._assembler = FetchAssembler(self._order, require)
+        self._assembler = FetchAssembler(self._order, require, expect=expect)
         self._held: dict[int, Outcome] = {}
         self._window = window_octets
         self._pause: Callable[[], None] = _nothing
@@ -247,6 +259,11 @@ def stream_segments(keys: Sequence[IMAPKey], uidvalidity: int) -> list[list[IMAP
     return segments
 
 
+def utc_now() -> datetime:
+    """The arrival-time clock of :func:`retrieved`: now, aware, in UTC."""
+    return datetime.now(UTC)
+
+
 def stale_failure(key: IMAPKey, uidvalidity: int) -> RetrievalFailure:
     """The failure for a key whose UIDVALIDITY is not the selected mailbox's ``uidvalidity`` now."""
     return RetrievalFailure(
@@ -254,11 +271,21 @@ def stale_failure(key: IMAPKey, uidvalidity: int) -> RetrievalFailure:
     )
 
 
-def retrieved(key: IMAPKey, outcome: Outcome | None) -> RetrievedMessage | RetrievalFailure:
-    """The item to yield for ``key``: its message (without session flags), or a failure naming why."""
+def retrieved(
+    key: IMAPKey, outcome: Outcome | None, now: Callable[[], datetime] = utc_now
+) -> RetrievedMessage | RetrievalFailure:
+    """The item to yield for ``key``: its message (without session flags), or a failure naming why.
+
+    Fallbacks for optional items the server left out (listed in ``RetrievedMessage.missing``):
+    INTERNALDATE becomes the message's Date header (UTC), else ``now()`` (the arrival time, aware
+    UTC); FLAGS become none. Only a missing body is a failure.
+    """
     if isinstance(outcome, FetchedMessage) and outcome.body is not None:
         flags = (outcome.flags or frozenset()) - SESSION_FLAGS
-        return RetrievedMessage(key, outcome.body, outcome.internaldate, flags)
+        internaldate = outcome.internaldate
+        if internaldate is None:
+            internaldate = summarise(outcome.body).date or now()
+        return RetrievedMessage(key, outcome.body, internaldate, flags, outcome.missing)
     return RetrievalFailure(key, outcome if isinstance(outcome, str) else "BODY[] missing")
 
 
@@ -291,7 +318,7 @@ async def retrieve_segment(
             yield stale_failure(key, uidvalidity)
         return
     what = f"UID FETCH {BODY_ITEMS} for {len(uids)} UIDs"
-    stream = RetrievalStream(uids, BODY_REQUIRE, window_octets)
+    stream = RetrievalStream(uids, BODY_REQUIRE, window_octets, BODY_EXPECT)
     fetch = connection.client.streaming_fetch(wire.sequence_set(uids), BODY_ITEMS, stream.feed)
     stream.attach(fetch.pause_reading, fetch.resume_reading)
     connection.lost(what)  # raises ConnectError (and discards) when the connection is gone already

@@ -26,6 +26,7 @@ from typing import Literal, TypeVar, cast
 import structlog
 
 from maild.errors import (
+    MaildError,
     ThrottledError,
 )
 from maild.model import (
@@ -365,6 +366,8 @@ class POP3Maildrop(Maildrop):
         """RETR each message, pipelined in windows when the server allows; yield in the order of ``keys``.
 
         Each window is one executor job; its messages are yielded once the whole window has arrived.
+        When the session breaks mid-window, the messages of the window that arrived whole before it
+        are yielded first, then the error is raised (the fetch cycle commits them).
         With PIPELINING the next window's RETRs go out before the current window's replies are read
         (a sliding window: the server never waits for the consumer, and at most two windows are
         requested and unread at a time). Windows hold up to ``window`` commands and about
@@ -397,7 +400,7 @@ class POP3Maildrop(Maildrop):
         while window:
             ahead = self._next_window(pending, budget())
             send_ahead = ahead if self._session.pipelining else []
-            replies, mismatched = await self._run(
+            replies, mismatched, broken = await self._run(
                 functools.partial(self._retrieve_window, window, send_ahead, sent=sent)
             )
             sent = any(n is not None for _, n in send_ahead)
@@ -413,7 +416,9 @@ class POP3Maildrop(Maildrop):
                     )
                     results.append(RetrievalFailure(key, reason))
                     continue
-                reply = next(it)
+                reply = next(it, None)
+                if reply is None:  # the session broke before this reply was complete
+                    break
                 if reply.body is None:
                     results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
                 elif msgnum in mismatched:
@@ -427,6 +432,8 @@ class POP3Maildrop(Maildrop):
             results.reverse()
             while results:
                 yield results.pop()  # drop our reference before the consumer runs
+            if broken is not None:
+                raise broken
             window = ahead
 
     def _retrieve_window(
@@ -435,32 +442,38 @@ class POP3Maildrop(Maildrop):
         ahead: Sequence[tuple[MessageKey, int | None]] = (),
         *,
         sent: bool = False,
-    ) -> tuple[list[wire.Reply], frozenset[int]]:
+    ) -> tuple[list[wire.Reply], frozenset[int], MaildError | None]:
         """RETR one window (in the worker thread): send its commands unless ``sent`` already, send the
         ``ahead`` window's commands too (read by the next job), then read this window's replies.
 
         With digest identities, also return the message-numbers whose octets do not match their
         identity (see :func:`~maild.protocols.pop3.identity.key_matches`), which must not be stored
-        under it."""
+        under it. When the session breaks, return the replies that arrived whole before it (a prefix
+        of the window's) with the error, for the caller to raise after yielding them."""
         targets = [(cast(POP3Key, key), n) for key, n in window if n is not None]
         commands = [f"RETR {n}" for _, n in targets]
         session = self._session
-        with session.mapped("retrieving"):
-            if not sent and commands:
-                session.send_ahead(commands, multiline=True)
-            following = [f"RETR {n}" for _, n in ahead if n is not None]
-            if following:
-                session.send_ahead(following, multiline=True)
-            replies = session.receive(len(commands), multiline=True)
+        replies: list[wire.Reply] = []
+        broken: MaildError | None = None
+        try:
+            with session.mapped("retrieving"):
+                if not sent and commands:
+                    session.send_ahead(commands, multiline=True)
+                following = [f"RETR {n}" for _, n in ahead if n is not None]
+                if following:
+                    session.send_ahead(following, multiline=True)
+                session.receive(len(commands), multiline=True, into=replies)
+        except MaildError as exc:  # mapped: the session is broken
+            broken = exc
         if self._identity != "content-digest":
-            return replies, frozenset()
+            return replies, frozenset(), broken
         mismatched = frozenset(
             n
-            for (key, n), reply in zip(targets, replies, strict=True)
+            for (key, n), reply in zip(targets, replies, strict=False)
             if reply.body is not None
             and not identity.key_matches(key.uidl, reply.body, self._size_by_uidl[key.uidl])
         )
-        return replies, mismatched
+        return replies, mismatched, broken
 
     async def delete(self, keys: Sequence[MessageKey]) -> None:
         """DELE each message, pipelined in windows of up to ``window`` commands when allowed.

@@ -366,8 +366,13 @@ class POP3Session:
         pop.sock.sendall("".join(f"{c}\r\n" for c in commands).encode("ascii"))
         self._ahead.extend([multiline] * len(commands))
 
-    def receive(self, count: int, *, multiline: bool) -> list[wire.Reply]:
+    def receive(
+        self, count: int, *, multiline: bool, into: list[wire.Reply] | None = None
+    ) -> list[wire.Reply]:
         """Read the replies to the ``count`` oldest commands owed (see :meth:`send_ahead`).
+
+        ``into``: the list to append each reply to as soon as it is complete (and to return), so that
+        a caller still holds the replies that arrived whole when a later one fails.
 
         Raises:
             ProtocolError: a reply is malformed or too large, or data follows the last reply owed.
@@ -379,7 +384,7 @@ class POP3Session:
         if count > len(self._ahead):
             raise RuntimeError(f"{count} replies asked, {len(self._ahead)} owed")
         file = cast(io.BufferedIOBase, pop.file)
-        replies: list[wire.Reply] = []
+        replies: list[wire.Reply] = into if into is not None else []
         for _ in range(count):
             while (reply := self.decoder.next_reply(multiline=multiline)) is None:
                 chunk = file.read1(READ_CHUNK_OCTETS)

@@ -1,0 +1,235 @@
+"""Backup and restore of the archive: ``maild backup`` and ``maild restore``.
+
+A backup is taken through SQLite's online backup API from a read-only connection, in one step, so
+it is one consistent snapshot (the last commit before it started) while the daemon keeps writing:
+in WAL mode the writer is not blocked, and a plain file copy of a live database may be torn. The copy
+is switched out of WAL mode (one self-contained file), checked with ``PRAGMA integrity_check``,
+optionally gzip-compressed, fsync'ed and renamed into place, so ``DEST`` is either complete or absent.
+
+A restore (the daemon stopped) checks the backup the same way, keeps the current archive next to it
+as ``maild.sqlite3.before-restore-<time>`` (with its ``-wal``), and renames the restored file into
+place; the caller then opens it with :class:`maild.archive.store.Store`, which migrates an older
+schema forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from maild.archive.schema import SCHEMA_VERSION
+from maild.archive.store import ARCHIVE_FILE_MODE, SIDE_FILE_SUFFIXES
+from maild.errors import StoreError
+from maild.fsutil import fsync_dir
+
+BACKUP_FILE_MODE = 0o600
+"""Mode of a backup file: it holds every message, so only its owner may read it."""
+COPY_CHUNK_OCTETS = 2**20
+"""Octets per read when compressing or decompressing."""
+GZIP_LEVEL = 6
+"""gzip compression level of ``--compress`` (zlib's default trade-off)."""
+BACKUP_PREFIX = "maild-"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveCheck:
+    """What :func:`check_copy` found in a database file.
+
+    Attributes:
+        schema_version: its ``PRAGMA user_version``.
+        messages: the number of messages it holds.
+        octets: its size on disk, in octets.
+    """
+
+    schema_version: int
+    messages: int
+    octets: int
+
+
+def backup_name(now: datetime, compress: bool) -> str:
+    """The file name ``maild backup`` uses inside a directory: ``maild-20261130T020000Z.sqlite3[.gz]``."""
+    return f"{BACKUP_PREFIX}{now.strftime('%Y%m%dT%H%M%SZ')}.sqlite3" + (".gz" if compress else "")
+
+
+def check_copy(path: Path) -> ArchiveCheck:
+    """Check that ``path`` is a sound, self-contained maild archive.
+
+    Raises:
+        StoreError: SQLite reports damage, it is not a maild archive, or its schema is newer than this maild.
+    """
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open: {exc}") from None
+    try:
+        result = db.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            raise StoreError(f"{path}: integrity check failed: {result}")
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if not 1 <= version <= SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: schema version {version}; this maild knows versions 1 to {SCHEMA_VERSION}"
+            )
+        messages = int(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: not a maild archive: {exc}") from None
+    finally:
+        db.close()
+    return ArchiveCheck(version, messages, path.stat().st_size)
+
+
+def _snapshot(source: Path, target: Path) -> None:
+    """Copy ``source`` into the new empty file ``target`` as one consistent snapshot, then leave WAL mode."""
+    try:
+        src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open archive {source} read-only: {exc}") from None
+    try:
+        dst = sqlite3.connect(target, isolation_level=None)
+        try:
+            src.backup(dst)  # pages=-1: one step, one read transaction, one snapshot
+            dst.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"backing up {source}: {exc}") from None
+    finally:
+        src.close()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[Path, ArchiveCheck]:
+    """Write a consistent, checked copy of the archive ``source`` to ``dest``.
+
+    Args:
+        source: the live archive (the daemon may be writing).
+        dest: a file to create, or an existing directory (the file is then named by :func:`backup_name`).
+        compress: gzip the copy (also implied by a ``dest`` ending in ``.gz``).
+        now: the time for the file name (UTC).
+
+    Returns:
+        The file written, and what the check of the uncompressed copy found.
+
+    Raises:
+        StoreError: the archive cannot be read, or the copy fails its integrity check (nothing is left).
+        OSError: ``dest`` exists already (a backup is never overwritten), or cannot be written.
+    """
+    if dest.is_dir():
+        dest = dest / backup_name(now, compress)
+    compress = compress or dest.name.endswith(".gz")
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists already; a backup never overwrites one")
+    partial = dest.with_name(f".{dest.name}.partial")
+    packed = dest.with_name(f".{dest.name}.gz-partial")
+    try:
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BACKUP_FILE_MODE))
+        _snapshot(source, partial)
+        check = check_copy(partial)
+        if compress:
+            fd = os.open(packed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BACKUP_FILE_MODE)
+            with (
+                os.fdopen(fd, "wb") as raw_out,
+                gzip.GzipFile(
+                    filename="maild.sqlite3", mode="wb", fileobj=raw_out, compresslevel=GZIP_LEVEL, mtime=0
+                ) as out,
+                partial.open("rb") as src,
+            ):
+                shutil.copyfileobj(src, out, COPY_CHUNK_OCTETS)
+            partial.unlink()
+            partial = packed
+        _fsync_file(partial)
+        os.link(partial, dest)  # fails if dest appeared meanwhile: never overwrite
+        partial.unlink()
+        fsync_dir(dest.parent)
+    finally:
+        for leftover in (partial, packed):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    return dest, check
+
+
+def prune(directory: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest ``maild-*.sqlite3[.gz]`` backups in ``directory``.
+
+    Returns:
+        The files deleted.
+    """
+    found = sorted(
+        p
+        for p in directory.iterdir()
+        if p.name.startswith(BACKUP_PREFIX) and p.name.endswith((".sqlite3", ".sqlite3.gz"))
+    )
+    doomed = found[: max(0, len(found) - keep)]
+    for path in doomed:
+        path.unlink()
+    if doomed:
+        fsync_dir(directory)
+    return doomed
+
+
+def restore(backup_file: Path, database: Path, *, now: datetime) -> tuple[ArchiveCheck, Path | None]:
+    """Put the archive in ``backup_file`` (plain or gzip) in place of ``database``; the daemon is stopped.
+
+    The backup is unpacked next to ``database`` and checked first; only then is the current archive
+    (with its ``-wal``, which may hold commits) renamed to ``<name>.before-restore-<time>``, its ``-shm``
+    removed (a stale one must not meet the restored file), and the restored file renamed into place
+    with the old file's owner, group and :data:`ARCHIVE_FILE_MODE`.
+
+    Returns:
+        The check of the restored file, and where the previous archive was kept (None if there was none).
+
+    Raises:
+        StoreError: the backup is damaged, not a maild archive, or newer than this maild; nothing changed.
+        OSError: a file cannot be read or written.
+    """
+    partial = database.with_name(f".{database.name}.restore-partial")
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BACKUP_FILE_MODE)
+        with os.fdopen(fd, "wb") as out, backup_file.open("rb") as src:
+            packed = src.read(2) == _GZIP_MAGIC
+            src.seek(0)
+            reader = gzip.GzipFile(fileobj=src, mode="rb") if packed else src
+            try:
+                shutil.copyfileobj(reader, out, COPY_CHUNK_OCTETS)
+            except (OSError, EOFError) as exc:
+                raise StoreError(f"{backup_file}: cannot unpack: {exc}") from None
+            out.flush()
+            os.fsync(out.fileno())
+        check = check_copy(partial)
+        owner = database if database.exists() else database.parent
+        info = owner.stat()
+        if os.geteuid() == 0:
+            os.chown(partial, info.st_uid, info.st_gid)
+        os.chmod(partial, ARCHIVE_FILE_MODE)
+        kept: Path | None = None
+        if database.exists():
+            kept = database.with_name(f"{database.name}.before-restore-{now.strftime('%Y%m%dT%H%M%SZ')}")
+            os.rename(database, kept)
+            wal = database.with_name(database.name + "-wal")
+            if wal.exists():
+                os.rename(wal, kept.with_name(kept.name + "-wal"))
+        for suffix in SIDE_FILE_SUFFIXES:
+            with contextlib.suppress(FileNotFoundError):
+                database.with_name(database.name + suffix).unlink()
+        os.rename(partial, database)
+        fsync_dir(database.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    return check, kept

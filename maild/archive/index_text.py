@@ -1,0 +1,135 @@
+"""What the full-text index holds for one message: header text, body text and attachment file names.
+
+Runs on the fetch path (in :func:`maild.archive.store._prepare`'s worker thread), so it is one cheap
+pass: :func:`maild.archive.mime.walk` finds the parts without parsing bodies, then only the text parts
+shown inline are decoded (each up to :data:`MAX_TEXT_PART_OCTETS`), HTML is reduced to text with
+regular expressions, and the whole body text is cut at :data:`MAX_BODY_CHARS`.
+
+Standard: RFC 5322 (From, To, Cc, Subject), RFC 2047 (encoded words), RFC 2045/2046 (parts, charsets).
+"""
+
+from __future__ import annotations
+
+import codecs
+import html
+import re
+from dataclasses import dataclass
+
+from maild.archive.mime import walk
+from maild.message import decode_field, header_section
+from maild.model import HeaderSummary
+
+MAX_TEXT_PART_OCTETS = 512 * 1024
+"""Encoded octets of one text part decoded for the index; the rest of a longer part is not indexed."""
+MAX_BODY_CHARS = 200_000
+"""Characters of body text indexed per message (about 100 pages of prose)."""
+
+_FIELD_RE = re.compile(rb"^(from|to|cc|subject)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_CC_RE = re.compile(rb"^(cc)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
+_BLOCK_RE = re.compile(r"<(?:br|p|div|li|tr|h[1-6]|table|hr)\b[^>]*>", re.IGNORECASE)
+_TAG_RE = re.compile(r"<[^>]*>")
+_SPACE_RE = re.compile(r"[ \t\r\f\v]+")
+_LINES_RE = re.compile(r"\n\s*\n+")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexText:
+    """The columns of one row of the full-text index (``messages_fts``), in column order.
+
+    Attributes:
+        sender: the From field, decoded.
+        recipients: the To and Cc fields, decoded.
+        subject: the Subject field, decoded.
+        body: decoded text of the text/plain parts shown inline or, when there are none (HTML-only
+            mail), of the text/html parts reduced to text; a multipart/alternative's HTML twin of
+            its plain text is not indexed twice.
+        attachments: the file names of all parts, one per line.
+    """
+
+    sender: str
+    recipients: str
+    subject: str
+    body: str
+    attachments: str
+
+    def row(self) -> tuple[str, str, str, str, str]:
+        """The values in column order."""
+        return (self.sender, self.recipients, self.subject, self.body, self.attachments)
+
+
+def html_text(markup: str) -> str:
+    """Reduce HTML to text cheaply: scripts, styles and comments dropped, tags removed, entities decoded.
+
+    Returns:
+        The text, a line break for each block element, runs of blanks folded.
+    """
+    text = _COMMENT_RE.sub(" ", _SCRIPT_RE.sub(" ", markup))
+    text = _TAG_RE.sub("", _BLOCK_RE.sub("\n", text))
+    return _LINES_RE.sub("\n", _SPACE_RE.sub(" ", html.unescape(text))).strip()
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    name = charset or "utf-8"
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        name = "utf-8"
+    try:
+        return data.decode(name, "replace")
+    except (LookupError, ValueError):  # codecs such as 'rot13' are not text encodings
+        return data.decode("utf-8", "replace")
+
+
+def _header_fields(raw: bytes, *, only_cc: bool) -> dict[bytes, list[str]]:
+    found: dict[bytes, list[str]] = {}
+    for match in (_CC_RE if only_cc else _FIELD_RE).finditer(header_section(raw)):
+        value = decode_field(match.group(2))
+        if value:
+            found.setdefault(match.group(1).lower(), []).append(value)
+    return found
+
+
+def index_text(raw: bytes, summary: HeaderSummary | None = None) -> IndexText:
+    """Extract what the full-text index holds for ``raw``. Never raises on a malformed message.
+
+    Args:
+        raw: the message as stored.
+        summary: its header summary, when the caller has it already (the store does): its From,
+            To and Subject are used instead of decoding them again; only Cc is read here then.
+
+    Returns:
+        The index columns; empty strings for what the message lacks.
+    """
+    fields = _header_fields(raw, only_cc=summary is not None)
+    if summary is not None:
+        for name, value in ((b"from", summary.from_), (b"to", summary.to), (b"subject", summary.subject)):
+            if value:
+                fields[name] = [value]
+    leaves = walk(raw)
+    names = [leaf.filename for leaf in leaves if leaf.filename]
+    shown = [leaf for leaf in leaves if leaf.disposition != "attachment"]
+    kind = "text/plain" if any(leaf.content_type == "text/plain" for leaf in shown) else "text/html"
+    bodies: list[str] = []
+    size = 0
+    for leaf in shown:
+        if size >= MAX_BODY_CHARS:
+            break
+        if leaf.content_type == kind:
+            text = _decode(leaf.decoded(raw, MAX_TEXT_PART_OCTETS), leaf.charset)
+            if kind == "text/html":
+                text = html_text(text)
+            bodies.append(text[: MAX_BODY_CHARS - size])
+            size += len(bodies[-1])
+
+    def field(name: bytes) -> str:
+        return "\n".join(fields.get(name, ()))
+
+    return IndexText(
+        sender=field(b"from"),
+        recipients="\n".join(v for v in (field(b"to"), field(b"cc")) if v),
+        subject=field(b"subject"),
+        body="\n".join(bodies),
+        attachments="\n".join(names),
+    )

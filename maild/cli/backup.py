@@ -1,0 +1,129 @@
+"""Subcommands that copy or rebuild the archive: ``maild backup``, ``maild restore`` and ``maild reindex``.
+
+``backup`` reads the archive read-only (it works while the daemon runs, also for a member of the
+archive's group); ``restore`` refuses while the daemon answers on its control socket; ``reindex``
+writes the full-text index through the archive's writer, in short transactions, so it may run
+while the daemon runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from maild.cli.common import load_args_config
+from maild.errors import QueryError, StoreError
+from maild.service.control_client import ControlClient
+
+
+def _keep(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of backups >= 1, got {text!r}")
+    return value
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``backup``, ``restore`` and ``reindex`` to the ``maild`` subcommand parsers ``sub``."""
+    b = sub.add_parser(
+        "backup", help="a consistent, checked copy of the archive (works while the daemon runs)"
+    )
+    b.add_argument(
+        "dest", type=Path, metavar="DEST", help="file to create, or a directory for maild-TIME.sqlite3"
+    )
+    b.add_argument("--compress", action="store_true", help="gzip the copy (also when DEST ends in .gz)")
+    b.add_argument(
+        "--keep",
+        type=_keep,
+        metavar="N",
+        help="DEST is a directory: then delete all but the N newest backups",
+    )
+    b.add_argument(
+        "--database", type=Path, metavar="PATH", help="archive file (default: from the configuration)"
+    )
+    b.set_defaults(handler=_backup)
+    r = sub.add_parser("restore", help="replace the archive with a backup (the daemon must be stopped)")
+    r.add_argument(
+        "backup", type=Path, metavar="BACKUP", help="a file written by `maild backup` (.gz or not)"
+    )
+    r.set_defaults(handler=_restore)
+    x = sub.add_parser("reindex", help="rebuild the full-text index of the archive")
+    x.set_defaults(handler=_reindex)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from maild.archive.backup import backup, prune
+
+    database = Path(args.database) if args.database is not None else load_args_config(args).daemon.database
+    if args.keep is not None and not args.dest.is_dir():
+        raise QueryError(f"--keep needs DEST to be a directory; {args.dest} is not one")
+    path, check = backup(database, args.dest, compress=args.compress, now=_now())
+    print(
+        f"{path}: {check.messages} messages, schema version {check.schema_version},"
+        f" integrity ok, {path.stat().st_size} octets"
+    )
+    if args.keep is not None:
+        for old in prune(args.dest, args.keep):
+            print(f"deleted old backup {old}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from maild.archive.backup import restore
+    from maild.archive.store import Store
+
+    cfg = load_args_config(args)
+    if ControlClient(cfg.daemon.control_socket).daemon_answers():
+        raise StoreError(
+            f"the daemon is running (it answers on {cfg.daemon.control_socket}); stop it first"
+            " (systemctl stop maild), then restore"
+        )
+    database = cfg.daemon.database
+    check, kept = restore(args.backup, database, now=_now())
+
+    async def migrate() -> None:
+        store = await Store.open(database)  # migrates an older schema; keeps the side files for readers
+        await store.close()
+
+    asyncio.run(migrate())
+    print(
+        f"restored {args.backup} into {database}: {check.messages} messages,"
+        f" schema version {check.schema_version}"
+    )
+    if kept is not None:
+        print(f"the previous archive is kept as {kept}")
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from maild.archive.store import Store
+
+    database = load_args_config(args).daemon.database
+    if not database.is_file():
+        raise StoreError(f"archive {database} does not exist (is daemon.state_dir right?)")
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\rindexed {done}/{total}" + ("\n" if done == total else ""))
+            sys.stderr.flush()
+
+    async def run() -> int:
+        store = await Store.open(database)
+        try:
+            return await store.reindex(progress)
+        finally:
+            await store.close()
+
+    print(f"{asyncio.run(run())} messages indexed")
+    return 0

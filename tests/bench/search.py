@@ -1,0 +1,215 @@
+"""Full-text search benchmark: index extraction cost, index size, query time on a large archive.
+
+    python3 -m tests.bench.search                      # 100,000 messages (about 10 minutes on 2 cores)
+    python3 -m tests.bench.search --messages 5000      # a quick run
+
+Three measurements (figures go into docs/performance.md, "Full-text search"):
+
+1. Extraction cost on the fetch benchmark's corpus (``tests/support/corpus.py``, default mix, 2,000
+   messages, 273 MB): CPU seconds of :func:`maild.archive.index_text.index_text` against what
+   ``Store._prepare`` already spent (SHA-256 and header summary) and against the CPU of the daemon's
+   initial fetch of the same corpus (1.81 s, docs/performance.md).
+2. An archive of N distinct text and HTML messages (``SMALL_MIX``) stored through the real
+   :class:`~maild.archive.store.Store` in batches of 500 (WAL, ``synchronous=FULL``): wall and CPU
+   per message, file size, and the share of the FTS5 tables (``dbstat``).
+3. Queries through :class:`~maild.archive.reader.ArchiveReader` (limit 50): the number of matches,
+   median and worst of 15 runs each, and one ``maild messages search`` process end to end.
+
+Speed is measured here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from maild.archive import store as store_module
+from maild.archive.index_text import IndexText, index_text
+from maild.archive.reader import ArchiveReader, MessageFilter
+from maild.archive.store import Store
+from maild.message import sha256_hex, summarise
+from maild.model import POP3Key, RetrievedMessage
+from tests.support import corpus
+
+FETCH_CPU_S = 1.81
+"""CPU seconds of the daemon's initial POP3 fetch of the 2,000-message corpus (docs/performance.md)."""
+QUERIES = (
+    ("common word", "Nebenkosten"),
+    ("rare word", "Schlüsselübergabe"),
+    ("two words", "Heizung Abrechnung"),
+    ("phrase", '"mit freundlichen Grüßen"'),
+    ("prefix", "Wasser*"),
+    ("column filter", "subject:Abrechnung"),
+)
+BATCH = 500
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def extraction_cost(count: int) -> None:
+    """Print CPU seconds of index extraction against hashing + summary and the fetch's CPU."""
+    messages = list(corpus.generate(count, seed=0))
+    octets = sum(len(m) for m in messages)
+    start = time.process_time()
+    for raw in messages:
+        sha256_hex(raw)
+        summarise(raw)
+    prepare_s = time.process_time() - start
+    summaries = [summarise(raw) for raw in messages]
+    start = time.process_time()
+    for raw, summary in zip(messages, summaries, strict=True):
+        index_text(raw, summary)  # as Store._prepare calls it: the summary is already there
+    index_s = time.process_time() - start
+    print(f"corpus: {count} messages, {octets / 1e6:.0f} MB")
+    print(f"  SHA-256 + header summary: {prepare_s:.3f} s CPU ({prepare_s / count * 1e3:.3f} ms/message)")
+    print(f"  index text extraction:    {index_s:.3f} s CPU ({index_s / count * 1e3:.3f} ms/message)")
+    if count == 2000:
+        print(f"  extraction / daemon's fetch CPU ({FETCH_CPU_S} s): {index_s / FETCH_CPU_S * 100:.1f} %")
+
+
+async def store_cost(directory: Path, count: int) -> None:
+    """Print the CPU of storing the corpus with the index and without it (extraction and FTS5 rows)."""
+    messages = list(corpus.generate(count, seed=0))
+    results: dict[str, float] = {}
+    for label in ("without index", "with index"):
+        db = directory / f"store-cost-{label.replace(' ', '-')}.sqlite3"
+        for leftover in directory.glob(db.name + "*"):
+            leftover.unlink()
+        store = await Store.open(db)
+        try:
+            if label == "without index":  # a plain table of the same name takes the (empty) rows
+                await store._conn.execute("DROP TABLE messages_fts")
+                await store._conn.execute(
+                    "CREATE TABLE messages_fts (sender, recipients, subject, body, attachments)"
+                )
+            await store.ensure_account("bench", "Bench", "Bench", "pop3", NOW)
+            original = store_module.index_text
+            if label == "without index":
+                store_module.index_text = lambda raw, summary=None: IndexText("", "", "", "", "")
+            start = time.process_time()
+            try:
+                for i in range(0, count, 200):
+                    batch = [RetrievedMessage(POP3Key(f"u{i + n}"), raw) for n, raw in enumerate(messages[i : i + 200])]
+                    await store.store_batch("bench", batch, NOW)
+            finally:
+                store_module.index_text = original
+            results[label] = time.process_time() - start
+        finally:
+            await store.close()
+        for leftover in directory.glob(db.name + "*"):
+            leftover.unlink()
+    added = results["with index"] - results["without index"]
+    print(
+        f"storing the corpus (batches of 200): {results['without index']:.2f} s CPU without index,"
+        f" {results['with index']:.2f} s with (+{added:.2f} s, {added / count * 1e3:.3f} ms/message,"
+        f" {added / FETCH_CPU_S * 100:.1f} % of the daemon's fetch CPU)"
+    )
+
+
+async def build(db: Path, count: int) -> None:
+    """Store ``count`` distinct SMALL_MIX messages in batches; print wall and CPU per message."""
+    wall = time.perf_counter()
+    cpu = time.process_time()
+    store = await Store.open(db)
+    try:
+        await store.ensure_account("bench", "Bench", "Bench", "pop3", NOW)
+        batch: list[RetrievedMessage] = []
+        for n, raw in enumerate(corpus.generate(count, seed=7, size_mix=corpus.SMALL_MIX)):
+            batch.append(RetrievedMessage(POP3Key(f"u{n}"), raw))
+            if len(batch) == BATCH:
+                await store.store_batch("bench", batch, NOW)
+                batch = []
+        if batch:
+            await store.store_batch("bench", batch, NOW)
+    finally:
+        await store.close()
+    wall = time.perf_counter() - wall
+    cpu = time.process_time() - cpu
+    print(f"archive: {count} messages stored in {wall:.1f} s wall, {cpu:.1f} s CPU (corpus generation included)")
+    print(f"  per message: {wall / count * 1e3:.2f} ms wall, {cpu / count * 1e3:.2f} ms CPU")
+
+
+def sizes(db: Path) -> None:
+    """Print the archive's size and the FTS5 tables' share."""
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        total = db.stat().st_size
+        raw = conn.execute("SELECT sum(size_octets) FROM messages").fetchone()[0]
+        try:
+            fts = conn.execute("SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'messages_fts%'").fetchone()[0]
+        except sqlite3.OperationalError:
+            fts = None
+    finally:
+        conn.close()
+    print(f"  file {total / 1e6:.0f} MB, messages' raw octets {raw / 1e6:.0f} MB")
+    if fts is not None:
+        print(f"  FTS5 tables {fts / 1e6:.0f} MB = {fts / total * 100:.1f} % of the file, {fts / raw * 100:.1f} % of the mail")
+
+
+def _matches(db: Path, query: str) -> int:
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?", (query,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def queries(db: Path) -> None:
+    """Print median and worst milliseconds of each query (limit 50), and one CLI run."""
+    with ArchiveReader(db) as reader:
+        for label, query in QUERIES:
+            times = []
+            hits = 0
+            for _ in range(15):
+                start = time.perf_counter()
+                hits = len(reader.search(query, MessageFilter(limit=50)))
+                times.append((time.perf_counter() - start) * 1e3)
+            matches = _matches(db, query)
+            print(f"  {label:<16} {query!r:<28} {matches:>6} matches {hits:>3} shown  median {statistics.median(times):6.1f} ms  worst {max(times):6.1f} ms")
+        start = time.perf_counter()
+        reader.index_coverage()
+        print(f"  index coverage check: {(time.perf_counter() - start) * 1e3:.1f} ms")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "maild", "messages", "search", "--database", str(db), "Nebenkosten"],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    print(f"  `maild messages search Nebenkosten` process: {(time.perf_counter() - start) * 1e3:.0f} ms")
+
+
+def main() -> None:
+    """Run the three measurements."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000, help="archive size for the query test")
+    parser.add_argument("--corpus", type=int, default=2000, help="messages for the extraction cost")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/maild-bench-search"))
+    args = parser.parse_args()
+    extraction_cost(args.corpus)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(store_cost(args.dir, args.corpus))
+    db = args.dir / f"archive-{args.messages}.sqlite3"
+    if not db.exists():
+        args.dir.mkdir(parents=True, exist_ok=True)
+        partial = args.dir / "partial.sqlite3"
+        for leftover in args.dir.glob("partial.sqlite3*"):
+            leftover.unlink()
+        asyncio.run(build(partial, args.messages))
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{partial}{suffix}").exists():
+                shutil.move(f"{partial}{suffix}", f"{db}{suffix}")
+    print(f"archive {db}:")
+    sizes(db)
+    queries(db)
+
+
+if __name__ == "__main__":
+    main()

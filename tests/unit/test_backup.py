@@ -1,0 +1,158 @@
+"""maild backup and restore: consistent copies of a live archive, integrity checks, restore only when stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from maild.archive.backup import backup, check_copy
+from maild.cli.main import main
+from maild.errors import StoreError
+from tests.support.archive import T0, build_archive, letter, pop
+
+
+def _config(tmp_path: Path) -> tuple[Path, Path]:
+    """A configuration without accounts: (config file, its archive path)."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "control.sock"}"\n')
+    return cfg, tmp_path / "state" / "maild.sqlite3"
+
+
+def _count(db: Path, sql: str = "SELECT count(*) FROM messages") -> int:
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_backups_of_an_archive_being_written_are_consistent_snapshots(tmp_path: Path) -> None:
+    """Backups taken while another process commits pass the integrity check and hold whole transactions.
+
+    Steps: start the writer subprocess (one message per transaction: message row, location row and
+    index row together); take five backups while it writes; in each copy every message has its
+    location and its index row, and the copy is not in WAL mode (one self-contained file).
+    """
+    db = tmp_path / "maild.sqlite3"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.archive_writer", str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    copies: list[Path] = []
+    try:
+        assert writer.stdout is not None
+        for line in writer.stdout:
+            if line.startswith("stored ") and int(line.split()[1]) >= 5 * (len(copies) + 1):
+                path, check = backup(db, tmp_path / f"copy{len(copies)}.sqlite3", compress=False, now=T0)
+                assert check.messages >= 5 * (len(copies) + 1)
+                copies.append(path)
+                if len(copies) == 5:
+                    break
+    finally:
+        (tmp_path / "maild.sqlite3.stop").touch()
+        writer.wait(timeout=60)
+        for pipe in (writer.stdout, writer.stderr):
+            if pipe is not None:
+                pipe.close()
+    for copy in copies:
+        messages = _count(copy)
+        assert _count(copy, "SELECT count(DISTINCT message) FROM locations") == messages
+        assert _count(copy, "SELECT count(*) FROM messages_fts") == messages
+        conn = sqlite3.connect(copy)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        conn.close()
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+
+
+async def test_compressed_backup_into_a_directory_with_keep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`maild backup DIR --compress --keep 1` writes maild-TIME.sqlite3.gz, reports it checked, prunes older ones."""
+    cfg, db = _config(tmp_path)
+    await build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(1, 4)])
+    out = tmp_path / "backups"
+    out.mkdir()
+    (out / "maild-20000101T000000Z.sqlite3").write_bytes(b"old")
+
+    assert main(["-c", str(cfg), "backup", str(out), "--compress", "--keep", "1"]) == 0
+    printed = capsys.readouterr().out
+    (made,) = out.iterdir()
+    assert made.name.startswith("maild-") and made.name.endswith(".sqlite3.gz")
+    assert "3 messages, schema version" in printed and "integrity ok" in printed
+    assert "deleted old backup" in printed
+    assert gzip.decompress(made.read_bytes())[:16] == b"SQLite format 3\x00"
+
+
+async def test_backup_never_overwrites(tmp_path: Path) -> None:
+    """An existing DEST file is refused, untouched."""
+    db = tmp_path / "maild.sqlite3"
+    await build_archive(db, [("anna-pop", pop(1), letter(1))])
+    dest = tmp_path / "b.sqlite3"
+    dest.write_bytes(b"precious")
+
+    with pytest.raises(FileExistsError):
+        backup(db, dest, compress=False, now=T0)
+    assert dest.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.sqlite3", "maild.sqlite3", "maild.sqlite3-shm", "maild.sqlite3-wal"]
+
+
+def test_restore_puts_a_backup_back_and_keeps_the_previous_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Restore of a .gz backup: the archive holds the backup's messages, the old one is kept, readers work."""
+    cfg, db = _config(tmp_path)
+    asyncio.run(build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(1, 4)]))
+    assert main(["-c", str(cfg), "backup", str(tmp_path / "b.sqlite3.gz")]) == 0
+    asyncio.run(build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(4, 9)]))
+    assert _count(db) == 8
+
+    assert main(["-c", str(cfg), "restore", str(tmp_path / "b.sqlite3.gz")]) == 0
+
+    assert _count(db) == 3
+    kept = [p for p in db.parent.iterdir() if ".before-restore-" in p.name and not p.name.endswith(("-wal", "-shm"))]
+    assert len(kept) == 1 and _count(kept[0]) == 8
+    for suffix in ("", "-wal", "-shm"):
+        assert stat.S_IMODE(os.stat(f"{db}{suffix}").st_mode) == 0o640
+    assert "restored" in capsys.readouterr().out
+    assert main(["messages", "list", "--database", str(db)]) == 0
+
+
+async def test_restore_refuses_a_damaged_backup_and_changes_nothing(tmp_path: Path) -> None:
+    """A backup that fails the check is refused in one line; the archive is untouched."""
+    cfg, db = _config(tmp_path)
+    await build_archive(db, [("anna-pop", pop(1), letter(1))])
+    good = tmp_path / "b.sqlite3"
+    backup(db, good, compress=False, now=T0)
+    damaged = tmp_path / "damaged.sqlite3"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = b"\xff" * 4096
+    damaged.write_bytes(bytes(data))
+    not_sqlite = tmp_path / "text.sqlite3"
+    not_sqlite.write_text("hello")
+
+    for bad in (damaged, not_sqlite):
+        with pytest.raises(StoreError):
+            check_copy(bad)
+        assert main(["-c", str(cfg), "restore", str(bad)]) == 1
+    assert _count(db) == 1
+    assert not [p for p in db.parent.iterdir() if "restore" in p.name]
+
+
+async def test_restore_refuses_while_the_daemon_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With something listening on the control socket, restore refuses and says to stop the daemon."""
+    cfg, db = _config(tmp_path)
+    await build_archive(db, [("anna-pop", pop(1), letter(1))])
+    backup(db, tmp_path / "b.sqlite3", compress=False, now=T0)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(tmp_path / "control.sock"))
+        listener.listen(1)
+        assert main(["-c", str(cfg), "restore", str(tmp_path / "b.sqlite3")]) == 1
+    assert "stop it first" in capsys.readouterr().err
