@@ -1,4 +1,4 @@
-"""One IMAP connection: connect, TLS, LOGIN, CAPABILITY, SELECT, LIST and the guarded command call.
+"""One IMAP connection: connect, TLS, AUTHENTICATE or LOGIN, CAPABILITY, SELECT, LIST, guarded commands.
 
 :class:`IMAPConnection` is the part that :class:`~maild.protocols.imap.mailbox.IMAPMailbox` (fetching,
 deleting, appending) and :class:`~maild.protocols.imap.idle.IMAPIdleSession` each *hold*. What it adds
@@ -17,8 +17,12 @@ on top of :class:`~maild.protocols.imap.client.IMAPClient`:
   :class:`~maild.protocols.imap.client.LibraryError` become :mod:`maild.errors` classes here and
   nowhere else.
 
-May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`,
-:mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client` and the sans-I/O IMAP modules.
+Signing in: AUTHENTICATE when a SASL mechanism fits (:mod:`maild.auth.imap` over
+:mod:`maild.protocols.imap.authenticate`), else LOGIN.
+
+May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.auth.imap`,
+:mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client`, :mod:`maild.protocols.imap.authenticate`
+and the sans-I/O IMAP modules.
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ from maild.errors import (
 from maild.model import ServerSettings
 from maild.protocols.imap import listing as imap_list
 from maild.protocols.imap import wire
+from maild.protocols.imap.authenticate import AuthenticateOver
 from maild.protocols.imap.client import (
-    Authentication,
     IMAPClient,
     LibraryError,
     LibraryTimeout,
@@ -419,7 +423,7 @@ class IMAPConnection:
     async def _login(self, capabilities: frozenset[str]) -> frozenset[str]:
         """Sign in: AUTHENTICATE when a SASL mechanism fits (:func:`maild.auth.imap.authenticate`:
         ``AUTH=`` atoms, ``SASL-IR``; always for ``auth = "oauth2"``), else LOGIN with the password."""
-        transport = _AuthenticateOver(self)
+        transport = AuthenticateOver(self)
         if await imap_auth.authenticate(transport, capabilities, self.settings):
             status = transport.final
             if status is not None and status.code == "CAPABILITY":
@@ -571,51 +575,3 @@ class IMAPConnection:
         """Close the connection at once without LOGOUT. Never raises; safe at any time and repeatedly."""
         with contextlib.suppress(Exception):
             self.discard("aborted")
-
-
-class _AuthenticateOver:
-    """:class:`maild.auth.imap.AuthenticateTransport` over an :class:`IMAPConnection`'s client.
-
-    Every wait goes through :meth:`IMAPConnection.call` (inactivity limit, connection loss, error
-    mapping); ``what`` is always ``"AUTHENTICATE"``, never a line that holds the secret.
-    """
-
-    def __init__(self, connection: IMAPConnection) -> None:
-        self._connection = connection
-        self._exchange: Authentication | None = None
-        #: The parsed tagged status of the last AUTHENTICATE (its CAPABILITY code is kept by the caller).
-        self.final: wire.StatusResponse | None = None
-
-    async def send_command(self, command: bytes) -> None:
-        """Start ``AUTHENTICATE MECH [initial-response]`` (the tag is the client's)."""
-        words = command.split(b" ")
-        if len(words) not in (2, 3) or words[0] != b"AUTHENTICATE":
-            raise ValueError("expected AUTHENTICATE MECHANISM [INITIAL-RESPONSE]")
-        initial = words[2] if len(words) == 3 else None
-        del command, words[2:]
-        self._exchange = self._connection.client.authenticate(words[1].decode("ascii"), initial)
-
-    async def send_line(self, line: bytes) -> None:
-        """Answer a continuation request."""
-        exchange = self._exchange
-        assert exchange is not None
-        try:
-            exchange.send_line(line)
-        except OSError:
-            self._connection.discard("connection lost during AUTHENTICATE")
-            raise self._connection.error(ConnectError, "AUTHENTICATE: connection lost") from None
-
-    async def read_response(self) -> imap_auth.Continuation | imap_auth.TaggedStatus:
-        """The next continuation request or the tagged status (parsed, RFC 9051 section 7.1)."""
-        exchange = self._exchange
-        assert exchange is not None
-        item = await self._connection.call("AUTHENTICATE", exchange.next)
-        if isinstance(item, bytes):
-            return imap_auth.Continuation(item)
-        _lines, status = self._connection.completion(item, "AUTHENTICATE")
-        self.final = status
-        if status.condition not in ("OK", "NO", "BAD"):
-            raise self._connection.error(
-                ProtocolError, f"AUTHENTICATE: unexpected completion {status.condition}"
-            )
-        return imap_auth.TaggedStatus(status.condition, status.code, status.text)
