@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from maild import __version__
 from maild.cli import accounts, archive, backup, move
@@ -262,7 +263,8 @@ def _sign_in_line(a: AccountStatus) -> list[str]:
     if s.token_expires_at is not None:
         parts.append(f"token until {time_text(s.token_expires_at)}")
     if s.refresh_token_obtained_at is not None:
-        parts.append(f"refresh token from {time_text(s.refresh_token_obtained_at)}")
+        age_days = (datetime.now(UTC) - s.refresh_token_obtained_at).total_seconds() / 86400
+        parts.append(f"refresh token {max(age_days, 0):.1f} days old")
     if s.refresh_token_expires_at is not None:
         parts.append(f"ends {time_text(s.refresh_token_expires_at)}")
     line = ", ".join(parts)

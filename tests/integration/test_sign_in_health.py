@@ -98,6 +98,7 @@ def test_a_refresh_token_near_its_end_warns_in_status_table_and_log(
     reply = StatusReply("1", dt.datetime.now(dt.UTC), (account_status(rt, 0),), ArchiveTotals(0, 0))
     table = render_status(reply)
     assert "sign-in: oauth2 (refresh_token), token until" in table
+    assert "refresh token 5.0 days old, ends " in table
     assert "WARNING: the refresh token ends in 2.0 days" in table
     text = table + repr(reply.to_json()) + repr(logs)
     assert not any(secret in text for secret in [*server.access_tokens, *server.refresh_tokens])
