@@ -13,8 +13,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from maild.errors import AuthError, ConnectError, NetworkTimeout, ThrottledError, TransientError
+from maild.errors import (
+    AuthError,
+    ConnectError,
+    NetworkTimeout,
+    ProtocolError,
+    ThrottledError,
+    TransientError,
+)
 from maild.model import Secret, ServerSettings
+from maild.protocols.imap.client import MAX_PENDING_CONTINUATIONS
 from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.faults.imap_scripted import DEFAULT_CAPABILITIES, ScriptedIMAP, Session
 
@@ -116,4 +124,18 @@ async def test_a_hang_up_during_the_exchange_is_a_connect_error(server: Scripted
     with pytest.raises(ConnectError) as caught:
         await mailbox.open()
     assert PASSWORD not in str(caught.value)
+    await mailbox.abort()
+
+
+async def test_a_flood_of_continuation_requests_is_a_protocol_error(server: ScriptedIMAP) -> None:
+    """A server answering AUTHENTICATE with endless ``+`` lines: ProtocolError, memory bounded."""
+
+    async def flood(session: Session, tag: str, args: str) -> None:
+        await session.send(b"+ \r\n" * 1000)
+        await session.hang()
+
+    server.script["AUTHENTICATE"] = flood
+    mailbox = IMAPMailbox(settings(server))
+    with pytest.raises(ProtocolError, match=f"more than {MAX_PENDING_CONTINUATIONS} unanswered"):
+        await mailbox.open()
     await mailbox.abort()

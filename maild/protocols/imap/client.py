@@ -47,6 +47,7 @@ from maild.protocols.imap.lex import Part, paren_depth
 
 __all__ = [
     "AIOIMAPLIB_VERSION",
+    "MAX_PENDING_CONTINUATIONS",
     "PATCHED_AIOIMAPLIB",
     "Authentication",
     "FetchSink",
@@ -414,6 +415,11 @@ async def starttls(protocol: Any, context: ssl.SSLContext, server_hostname: str,
     return reply
 
 
+#: Continuation requests (``+`` lines) of one AUTHENTICATE held unanswered at most; more is a protocol
+#: violation (a SASL exchange has one request per step, RFC 9051 section 6.2.2).
+MAX_PENDING_CONTINUATIONS = 4
+
+
 class _AuthenticateCommand(aioimaplib.Command):  # type: ignore[misc]
     """AUTHENTICATE whose continuation requests (``+ ...``) go to a queue instead of its response lines.
 
@@ -423,14 +429,18 @@ class _AuthenticateCommand(aioimaplib.Command):  # type: ignore[misc]
 
     def __init__(self, tag: str, *args: str, loop: Any) -> None:
         super().__init__("AUTHENTICATE", tag, *args, loop=loop, timeout=None)
-        self.continuations: asyncio.Queue[bytes] = asyncio.Queue()
+        self.continuations: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_CONTINUATIONS)
+        self.overflow = False
 
     def __repr__(self) -> str:  # never the initial response (it holds the secret)
         return f"{self.tag} AUTHENTICATE"
 
     def append_to_resp(self, line: Any, result: str = "Pending") -> None:
         if result == "Pending" and isinstance(line, bytes) and (line == b"+" or line.startswith(b"+ ")):
-            self.continuations.put_nowait(bytes(line[2:]))
+            if self.continuations.full():
+                self.overflow = True  # a server flooding "+" lines: Authentication.next() fails
+            else:
+                self.continuations.put_nowait(bytes(line[2:]))
             return
         super().append_to_resp(line, result)
 
@@ -489,6 +499,8 @@ class Authentication:
             LibraryError: the library refused the command (wrong state).
         """
         queue = self._command.continuations
+        if self._command.overflow:
+            raise LibraryError(f"more than {MAX_PENDING_CONTINUATIONS} unanswered continuation requests")
         if not queue.empty():
             return queue.get_nowait()
         getter = asyncio.ensure_future(queue.get())
