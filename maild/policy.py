@@ -9,7 +9,9 @@ shows the order in which the fetch decisions are applied, and does the I/O they 
 these hold, each decided by a function of this module:
 
 1. the account's ``retention`` is not ``"keep"`` and deleting is not refused for the session
-   (:func:`deletion_refusal`: ``"delete-after"`` with content-digest identities);
+   (:func:`deletion_refusal`: ``"delete-after"`` with content-digest identities) nor suspended
+   (:func:`move_suspension`: a POP3 account whose server holds what an unfinished move's target
+   holds);
 2. the server named it in this very session (it is in the inventory), the archive records it for
    the account, its identity is not one maild already deleted once (:func:`reappeared`), and with
    ``"delete-after"`` it was first archived at least ``retention_days`` days ago
@@ -203,6 +205,36 @@ def deletion_refusal(retention: Retention, identity: str, *, account: str, host:
             'identities: it deletes only what this session proves archived) or "keep"'
         )
     return None
+
+
+def move_suspension(account: str, moves: Sequence[tuple[str, str, int]]) -> str | None:
+    """Whether a POP3 account's deletions are suspended by unfinished moves, and why.
+
+    A move (``maild migrate`` of account A into IMAP account B) uploads into B what exists only in
+    maild's archive. When this account's server holds messages that B holds too (same SHA-256), it
+    is B's mailbox seen through POP3, whatever the host names: deleting would undo the move. So
+    while such a move is unfinished (``maild retire`` has not finished it), nothing is deleted, and the
+    status says why.
+
+    Args:
+        account: the POP3 account, for the message.
+        moves: the archive's answer (``maild.archive.move_guard.overlapping_moves``), asked after
+            every commit of the cycle returned: (source, target, messages in common) per move.
+
+    Returns:
+        None when deleting may go ahead; else the reason, naming the command that ends the
+        suspension.
+    """
+    if not moves:
+        return None
+    source, target, shared = moves[0]
+    others = f" (and {len(moves) - 1} more moves)" if len(moves) > 1 else ""
+    return (
+        f"deletion suspended: {shared} messages on {account}'s server are also in IMAP account {target},"
+        f" into which the move from {source} is unfinished{others}, so this is the same mailbox and"
+        f" deleting would undo the move; nothing is deleted until `maild retire {source} --into {target}`"
+        f" finishes it"
+    )
 
 
 def select_deletions(

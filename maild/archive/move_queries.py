@@ -82,6 +82,8 @@ class AppendRecord:
         uidvalidity, uid: from the server's ``[APPENDUID]`` (RFC 4315), else None (``uidvalidity``
             then holds the mailbox's UIDVALIDITY at the upload, when known).
         appended_at: when the server confirmed it (UTC).
+        accepted_at: when ``maild retire --accept-deleted`` accepted that it is no longer in the
+            mailbox (UTC; schema v5), or None.
     """
 
     message: int
@@ -89,6 +91,7 @@ class AppendRecord:
     uidvalidity: int | None
     uid: int | None
     appended_at: datetime
+    accepted_at: datetime | None = None
 
 
 class MigrationStore(Store):
@@ -190,11 +193,65 @@ class MigrationStore(Store):
     async def append_records(self, account: str) -> list[AppendRecord]:
         """Return every upload ``maild migrate`` recorded into ``account`` (any mailbox)."""
         rows = await self._all(
-            "SELECT message, mailbox, uidvalidity, uid, appended_at FROM appends WHERE account = ?"
-            " ORDER BY appended_at, message",
+            "SELECT message, mailbox, uidvalidity, uid, appended_at, accepted_at FROM appends"
+            " WHERE account = ? ORDER BY appended_at, message",
             (account,),
         )
-        return [AppendRecord(r[0], r[1], r[2], r[3], parse_utc(r[4])) for r in rows]
+        return [
+            AppendRecord(r[0], r[1], r[2], r[3], parse_utc(r[4]), parse_utc(r[5]) if r[5] else None)
+            for r in rows
+        ]
+
+    async def accept_missing(self, account: str, messages: Sequence[int], now: datetime) -> None:
+        """Record, durably, that the uploads of ``messages`` into ``account`` are gone for good.
+
+        ``maild retire --accept-deleted``: someone deleted them in the IMAP mailbox; the archive keeps
+        the messages, and comparisons no longer count them as missing. ``maild migrate --reupload``
+        clears the mark by uploading them again (:meth:`record_append`).
+        """
+        await self._write(
+            [
+                (
+                    "UPDATE appends SET accepted_at = ? WHERE account = ? AND message = ?",
+                    [(utc_text(now), account, message) for message in messages],
+                    True,
+                )
+            ]
+        )
+
+    async def forget_appends(self, account: str, uploads: Sequence[tuple[int, str]]) -> None:
+        """Forget, durably, the upload records (message, mailbox) into ``account`` (``--undo``)."""
+        await self._write(
+            [
+                (
+                    "DELETE FROM appends WHERE account = ? AND message = ? AND mailbox = ?",
+                    [(account, message, mailbox) for message, mailbox in uploads],
+                    True,
+                )
+            ]
+        )
+
+    async def end_move(self, source: str, target: str) -> None:
+        """Forget, durably, the move of ``source`` into ``target`` (undone: none of it is left)."""
+        await self._write([("DELETE FROM moves WHERE source = ? AND target = ?", (source, target), False)])
+
+    async def start_move(self, source: str, target: str, now: datetime) -> None:
+        """Record, durably, that a move of ``source`` into ``target`` is under way (schema v5).
+
+        From then on, POP3 accounts whose server holds what ``target`` holds delete nothing until
+        :meth:`retire` finishes the move (:mod:`maild.archive.move_guard`). A finished move that is
+        started again (``migrate`` after ``retire``) is unfinished again.
+        """
+        await self._write(
+            [
+                (
+                    "INSERT INTO moves (source, target, started_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (source, target) DO UPDATE SET finished_at = NULL",
+                    (source, target, utc_text(now)),
+                    False,
+                )
+            ]
+        )
 
     async def record_append(
         self,
@@ -219,7 +276,7 @@ class MigrationStore(Store):
                     "INSERT INTO appends (message, account, mailbox, uidvalidity, uid, appended_at)"
                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message, account, mailbox) DO UPDATE SET"
                     " uidvalidity = excluded.uidvalidity, uid = excluded.uid,"
-                    " appended_at = excluded.appended_at",
+                    " appended_at = excluded.appended_at, accepted_at = NULL",
                     (message, account, mailbox, uidvalidity, uid, utc_text(now)),
                     False,
                 )
@@ -242,16 +299,48 @@ class MigrationStore(Store):
         }
 
     async def retire(self, account: str, into: str, now: datetime) -> None:
-        """Record, durably, that ``account`` was migrated into ``into`` and retired at ``now``."""
+        """Record, durably, that ``account`` was migrated into ``into`` and retired at ``now``.
+
+        In the same transaction the move of ``account`` into ``into`` is finished (``moves``).
+        """
         await self._write(
             [
                 (
                     "UPDATE accounts SET retired_at = ?, retired_into = ? WHERE name = ?",
                     (utc_text(now), into, account),
                     False,
-                )
+                ),
+                (
+                    "INSERT INTO moves (source, target, started_at, finished_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (source, target) DO UPDATE SET finished_at = excluded.finished_at",
+                    (account, into, utc_text(now), utc_text(now)),
+                    False,
+                ),
             ]
         )
+
+    async def unretire(self, account: str) -> str | None:
+        """Record, durably, that ``account`` is no longer retired; return what it was retired into.
+
+        The move into that account is unfinished again (``moves.finished_at`` cleared), so POP3
+        deletions overlapping it are suspended again until the next ``retire``.
+        """
+        into = await self._scalar("SELECT retired_into FROM accounts WHERE name = ?", (account,))
+        await self._write(
+            [
+                (
+                    "UPDATE accounts SET retired_at = NULL, retired_into = NULL WHERE name = ?",
+                    (account,),
+                    False,
+                ),
+                (
+                    "UPDATE moves SET finished_at = NULL WHERE source = ? AND target = ?",
+                    (account, into),
+                    False,
+                ),
+            ]
+        )
+        return str(into) if into is not None else None
 
     async def exclusive_messages(self, account: str) -> list[int]:
         """Return the messages linked to ``account`` and to no other account: what a purge would drop."""
@@ -289,6 +378,7 @@ class MigrationStore(Store):
                 ("DELETE FROM mailboxes WHERE account = ?", (account,)),
                 ("DELETE FROM deliveries WHERE account = ?", (account,)),
                 ("DELETE FROM appends WHERE account = ?", (account,)),
+                ("DELETE FROM moves WHERE source = ? OR target = ?", (account, account)),
                 ("DELETE FROM appends WHERE message IN (SELECT id FROM purge_ids)", ()),
                 ("DELETE FROM deliveries WHERE message IN (SELECT id FROM purge_ids)", ()),
                 ("UPDATE accounts SET retired_into = NULL WHERE retired_into = ?", (account,)),

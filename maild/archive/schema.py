@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 4; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 5; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -10,7 +10,12 @@ Layout (schema version 4; docs/archive.md documents it for readers such as the C
   deleted it.
 - ``mailboxes`` (v2): per IMAP account and mailbox, the UIDVALIDITY last seen.
 - ``deliveries`` (v2): which archived messages were written to an account's local Maildir, and where.
-- ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox.
+- ``appends`` (v2): which archived messages ``maild migrate`` uploaded to which IMAP account and mailbox;
+  ``accepted_at`` (v5): when ``maild retire --accept-deleted`` accepted that the upload is no longer
+  there (deleted in the IMAP mailbox; the archive keeps the message).
+- ``moves`` (v5): each move (``maild migrate`` of account ``source`` into ``target``), when it started
+  and when ``maild retire`` finished it. While a move is unfinished, POP3 accounts whose server
+  holds what the target holds delete nothing (:mod:`maild.archive.move_guard`).
 - ``messages_fts`` (v3): the FTS5 full-text index, one row per message (``rowid`` = ``messages.id``),
   written in the transaction that stores the message (:mod:`maild.archive.index_text` says what it holds).
 - ``retrieval_failures`` (v4): per account and server identity, how often in a row a message failed
@@ -30,7 +35,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -129,6 +134,21 @@ _MIGRATIONS: dict[int, str] = {
     );
     ALTER TABLE locations ADD COLUMN missing_items TEXT;
     ALTER TABLE locations ADD COLUMN server_size INTEGER;
+    """,
+    5: """
+    ALTER TABLE appends ADD COLUMN accepted_at TEXT;
+    CREATE TABLE moves (
+        source        TEXT NOT NULL REFERENCES accounts (name),
+        target        TEXT NOT NULL REFERENCES accounts (name),
+        started_at    TEXT NOT NULL,
+        finished_at   TEXT,
+        PRIMARY KEY (source, target)
+    );
+    INSERT OR IGNORE INTO moves (source, target, started_at, finished_at)
+        SELECT l.account, a.account, min(a.appended_at), max(r.retired_at)
+        FROM appends a JOIN locations l ON l.message = a.message AND l.account <> a.account
+        LEFT JOIN accounts r ON r.name = l.account AND r.retired_into = a.account
+        GROUP BY l.account, a.account;
     """,
 }
 

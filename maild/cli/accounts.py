@@ -25,7 +25,16 @@ from maild.cli.authorize import add_parser as add_authorize_parser  # issue 13: 
 from maild.cli.common import load_args_config, reload_daemon
 from maild.cli.provider_add import account_name, ask, oauth2_table, provider_steps
 from maild.cli.table import lines_by_person
-from maild.config.dropin import dropin_path, remove_durably, secret_path, write_dropin, write_secret
+from maild.config.dropin import (
+    dropin_path,
+    parse_setting,
+    remove_durably,
+    restore_dropin,
+    secret_path,
+    update_dropin,
+    write_dropin,
+    write_secret,
+)
 from maild.config.loader import ACCOUNT_NAME_RE, DEFAULT_PORTS, Config, load_config
 from maild.config.providers import PROVIDERS
 from maild.errors import ConfigError, ControlError, MigrationError
@@ -84,7 +93,24 @@ def add_parsers(sub: Any) -> None:
         help="command printing the password (split like a shell would, run without one); otherwise"
         " the password is asked for on the terminal, or read from standard input's first line",
     )
+    ad.add_argument(
+        "--set",
+        action="append",
+        dest="settings",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other account key (e.g. deliver_maildir=/srv/mail/anna, max_message_size=50MB); repeatable",
+    )
     ad.set_defaults(handler=_add)
+    st = actions.add_parser("set", help="change keys of an account added with `accounts add`")
+    st.add_argument("name")
+    st.add_argument(
+        "settings",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help='e.g. retention=keep enabled=false \'mailboxes=["INBOX", "Altpost"]\' retention_days=30',
+    )
+    st.set_defaults(handler=_set)
     rm = actions.add_parser("remove", help="stop fetching an account (its archive is kept)")
     rm.add_argument("name")
     rm.add_argument(
@@ -270,6 +296,7 @@ def _account_table(args: argparse.Namespace) -> dict[str, Any]:
         table["retention_days"] = args.retention_days
     if args.poll_interval:
         table["poll_interval"] = args.poll_interval
+    table.update(parse_setting(text) for text in args.settings)
     return table
 
 
@@ -371,6 +398,37 @@ def _add(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- set ----------------------------------------------------------------------------------------------
+
+
+def _set(args: argparse.Namespace) -> int:
+    """``maild accounts set NAME KEY=VALUE...``: validated like the loader, written to the drop-in."""
+    config = load_args_config(args)
+    name = args.name
+    account = config.accounts.get(name)
+    if account is None:
+        raise ConfigError(f"{config.path}: no account named {name!r}")
+    path = dropin_path(config.path, name)
+    if account.source != path:
+        raise ConfigError(
+            f"account {name} is defined in {account.source}, which maild never rewrites: change it there"
+            " (then `maild reload`)"
+        )
+    updates = dict(parse_setting(text) for text in args.settings)
+    if "protocol" in updates:
+        raise ConfigError(f"accounts.{name}.protocol: fixed for an account's life; add a new account instead")
+    old = update_dropin(path, name, updates)
+    try:
+        load_config(config.path)
+    except ConfigError as exc:
+        restore_dropin(path, old)
+        raise ConfigError(f"not changed, the configuration would be invalid: {exc}") from None
+    shown = ", ".join(f"{k} = {v!r}" for k, v in updates.items() if "password" not in k)
+    print(f"account {name}: {shown} ({path})")
+    print(reload_daemon(config))
+    return 0
+
+
 # -- remove -------------------------------------------------------------------------------------------
 
 
@@ -410,7 +468,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 def _refuse_lossy_purge(config: Config, name: str) -> None:
     """Raise MigrationError when purging ``name`` would lose a message."""
-    from maild.move.migrate import check_purge  # start-up time: only `--purge` needs it
+    from maild.move.retire import check_purge  # start-up time: only `--purge` needs it
 
     configure_logging("warning")
 

@@ -193,7 +193,7 @@ def _fetch_now(args: argparse.Namespace) -> int:
     failed = 0
     for res in client.fetch_now(args.account, retry_failed=args.retry_failed).results:
         if res.ok:
-            print(f"{res.account}: {res.new_links} new messages ({res.octets} octets, {res.seconds} s)")
+            print(f"{res.account}: {res.counts()} ({res.octets} octets, {res.seconds} s)")
         else:
             failed += 1
             print(f"{res.account}: FAILED: {res.error}")

@@ -1,10 +1,13 @@
-"""Subcommands that move a mailbox: ``maild compare``, ``maild migrate``, ``maild retire``.
+"""Subcommands that move a mailbox: ``maild compare``, ``maild migrate``, ``maild retire``, ``unretire``.
 
 They work with or without a running daemon: they open the archive themselves (SQLite in WAL mode
 lets the daemon go on writing) and log in to B's server with B's configured credentials. ``retire``
-asks a running daemon to reload afterwards. Exit codes: ``compare`` 0 when nothing of A is missing in
-B, 1 otherwise; ``migrate`` 0 when afterwards nothing is missing and nothing was refused; ``retire``
-0 when A was retired.
+and ``unretire`` ask a running daemon to reload afterwards. Exit codes: ``compare`` 0 when nothing of
+A is missing in B (accepted deletions aside), 1 otherwise; ``migrate`` 0 when afterwards nothing is
+missing and nothing was refused; ``migrate --verify`` 0 when every upload verified, ``--undo`` 0 when
+every upload was removed; ``retire``/``unretire`` 0 when done. ``migrate`` prints its plan, progress
+(:class:`UploadMeter`) and where its report is (:mod:`maild.move.report`); ``--verify``, ``--undo``
+and ``unretire`` are handled in :mod:`maild.cli.move_verify`.
 """
 
 from __future__ import annotations
@@ -13,22 +16,23 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from maild.archive.move_queries import MigrationStore
-from maild.cli.common import load_args_config, reload_daemon
-from maild.config.loader import Config
-from maild.log import configure_logging
+from maild.cli.common import reload_daemon
+from maild.cli.move_lines import line, now, setup
+from maild.cli.move_verify import unretire, verify_or_undo
+from maild.move.report import ReportRow, write_report
 
 if TYPE_CHECKING:  # maild.move.migrate is imported where used: start-up time other commands need not pay
-    from maild.move.compare import ArchiveEntry, ServerEntry
+    from maild.move.compare import ArchiveEntry
     from maild.move.migrate import CompareOutcome, MigrationReport, Upload
 
-#: Characters of From and Subject shown per line in text output.
-FROM_CHARS = 32
-SUBJECT_CHARS = 48
+#: Seconds between progress lines of ``maild migrate`` when stderr is not a terminal.
+PROGRESS_EVERY_S = 10.0
 
 
 def add_parsers(sub: Any) -> None:
@@ -45,22 +49,44 @@ def add_parsers(sub: Any) -> None:
     m.add_argument("--to", dest="target", metavar="B", required=True, help="IMAP account to upload to")
     m.add_argument("--mailbox", default="INBOX", help="B's mailbox to upload into (default INBOX)")
     m.add_argument("--dry-run", action="store_true", help="compare and list what would be uploaded")
+    m.add_argument(
+        "--reupload",
+        action="store_true",
+        help="also upload again what was uploaded earlier and is no longer in B (deleted there)",
+    )
+    m.add_argument(
+        "--unseen", action="store_true", help="upload without flags: employees see the moved mail as unread"
+    )
+    m.add_argument(
+        "--create",
+        action="store_true",
+        help="create the mailbox named by --mailbox in B if it does not exist",
+    )
+    what = m.add_mutually_exclusive_group()
+    what.add_argument(
+        "--verify",
+        action="store_true",
+        help="fetch every upload back by its APPENDUID and check its SHA-256 against the archive",
+    )
+    what.add_argument(
+        "--undo",
+        action="store_true",
+        help="remove exactly this move's uploads from B (each verified by content first)",
+    )
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(handler=_migrate)
+    u = sub.add_parser("unretire", help="re-enable an account that `maild retire` retired")
+    u.add_argument("source", metavar="A", help="the retired account")
+    u.set_defaults(handler=_unretire)
     r = sub.add_parser("retire", help="retire A after checking that B holds all of A's mail")
     r.add_argument("source", metavar="A", help="account to retire")
     r.add_argument("--into", dest="target", metavar="B", required=True, help="IMAP account that replaces A")
+    r.add_argument(
+        "--accept-deleted",
+        action="store_true",
+        help="accept that messages uploaded earlier were deleted in B since (listed; the archive keeps them)",
+    )
     r.set_defaults(handler=_retire)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _setup(args: argparse.Namespace) -> Config:
-    config = load_args_config(args)
-    configure_logging(args.log_level or "warning")
-    return config
 
 
 def _progress(what: str) -> Callable[[int, int], None] | None:
@@ -83,7 +109,7 @@ def _progress(what: str) -> Callable[[int, int], None] | None:
 def _compare(args: argparse.Namespace) -> int:
     from maild.move.migrate import compare_accounts, deleting_source, target_account
 
-    config = _setup(args)
+    config = setup(args)
     target = target_account(config, args.source, args.target)
     mailboxes = (args.mailbox,) if args.mailbox else None
 
@@ -104,23 +130,7 @@ def _compare(args: argparse.Namespace) -> int:
         print(render_comparison(outcome, lists=not args.summary))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    return 0 if outcome.comparison.complete else 1
-
-
-def _date(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ") if moment else "(no date)       "
-
-
-def _clip(text: str | None, width: int) -> str:
-    value = text or "-"
-    return value if len(value) <= width else value[: width - 1] + "…"
-
-
-def _line(entry: ArchiveEntry | ServerEntry, tail: str) -> str:
-    return (
-        f"  {_date(entry.date)}  {_clip(entry.from_, FROM_CHARS):<{FROM_CHARS}}"
-        f"  {_clip(entry.subject, SUBJECT_CHARS):<{SUBJECT_CHARS}}  {tail}"
-    ).rstrip()
+    return 0 if outcome.complete else 1
 
 
 def _where(entry: ArchiveEntry, source: str) -> str:
@@ -143,19 +153,30 @@ def render_comparison(outcome: CompareOutcome, *, lists: bool = True) -> str:
         lines.append(f"  bodies downloaded to decide: {outcome.bodies_downloaded}")
     if c.unreadable:
         lines.append(f"  unreadable in {b}: {len(c.unreadable)} (presence unknown)")
-    missing = f"{len(c.only_a)} messages of {a} are missing in {b}"
-    lines.append(f"nothing of {a} is missing in {b}" if c.complete else missing)
+    accepted = outcome.accepted
+    if accepted:
+        lines.append(
+            f"  accepted as deleted in {b} (`retire --accept-deleted`; kept in the archive): {len(accepted)}"
+        )
+    if outcome.missing:
+        from maild.move.retire import missing_advice
+
+        lines.append(missing_advice(outcome))
+    elif c.unreadable:
+        lines.append(f"whether all of {a} is in {b} is unknown: {len(c.unreadable)} messages unreadable")
+    else:
+        lines.append(f"nothing of {a} is missing in {b}")
     if not lists:
         return "\n".join(lines)
     if c.only_a:
         lines += ["", f"Only in {a} (missing in {b}):"]
-        lines += [_line(e, _where(e, a)) for e in c.only_a]
+        lines += [line(e, _where(e, a)) for e in c.only_a]
     if c.only_b:
         lines += ["", f"Only in {b}:"]
-        lines += [_line(s, f"{s.key.mailbox} UID {s.key.uid}") for s in c.only_b]
+        lines += [line(s, f"{s.key.mailbox} UID {s.key.uid}") for s in c.only_b]
     if c.both:
         lines += ["", "In both:"]
-        lines += [_line(m.entry, f"{m.key.mailbox} UID {m.key.uid} ({m.rule})") for m in c.both]
+        lines += [line(m.entry, f"{m.key.mailbox} UID {m.key.uid} ({m.rule})") for m in c.both]
     if c.unreadable:
         lines += ["", f"Unreadable in {b}:"]
         lines += [f"  {k.mailbox} UID {k.uid}: {reason}" for k, reason in c.unreadable.items()]
@@ -186,8 +207,11 @@ def comparison_json(outcome: CompareOutcome) -> dict[str, Any]:
         "source": a,
         "target": outcome.target.name,
         "mailboxes": list(outcome.mailboxes),
-        "complete": c.complete,
+        "complete": outcome.complete,
         "counts": {
+            "missing": len(outcome.missing),
+            "uploaded_earlier_missing": len(outcome.uploaded_earlier),
+            "accepted_deleted": len(outcome.accepted),
             "only_in_source": len(c.only_a),
             "archive_only": sum(1 for e in c.only_a if not e.on_server),
             "only_in_target": len(c.only_b),
@@ -222,10 +246,93 @@ def comparison_json(outcome: CompareOutcome) -> dict[str, Any]:
 # -- migrate ------------------------------------------------------------------------------------------
 
 
+class UploadMeter:
+    """Progress of the uploads on stderr: a live line on a terminal, else a plain line every
+    :data:`PROGRESS_EVERY_S` seconds (so a log or ``systemd-run`` shows it), with size and time left."""
+
+    def __init__(self, *, live: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.live = live
+        self.clock = clock
+        self.started = clock()
+        self.last = self.started
+
+    def __call__(self, done: int, total: int, octets: int, octets_total: int) -> None:
+        """Show (done of total messages, octets of octets_total)."""
+        now = self.clock()
+        if not self.live and now - self.last < PROGRESS_EVERY_S and done < total:
+            return
+        self.last = now
+        elapsed = now - self.started
+        left = elapsed * (octets_total - octets) / octets if octets else 0.0
+        line = f"uploaded {done}/{total} ({_mb(octets)} of {_mb(octets_total)})" + (
+            f", about {_duration(left)} left" if done < total else f" in {_duration(elapsed)}"
+        )
+        if self.live:
+            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _mb(octets: int) -> str:
+    return f"{octets / 1e6:.1f} MB"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def render_plan(report: MigrationReport) -> str:
+    """The plan printed before the first upload: how many, how big, into which mailbox."""
+    octets = sum(e.size_octets for e in report.planned)
+    b = report.before.target.name
+    return f"plan: {len(report.planned)} messages ({_mb(octets)}) into {b}, mailbox {report.target_mailbox}"
+
+
+def _print_plan(report: MigrationReport) -> None:
+    if report.planned:
+        print(render_plan(report), flush=True)
+
+
+def _report_rows(report: MigrationReport) -> list[ReportRow]:
+    rows = []
+    for upload in report.appended + report.refused:
+        e, r = upload.entry, upload.result
+        outcome = "uploaded" if r.ok else f"refused: {r.status}"
+        rows.append(
+            ReportRow(
+                e.message,
+                e.sha256,
+                e.message_id,
+                e.subject,
+                report.target_mailbox,
+                r.uidvalidity,
+                r.uid,
+                outcome,
+            )
+        )
+    for e in report.recorded_missing:
+        rows.append(
+            ReportRow(
+                e.message,
+                e.sha256,
+                e.message_id,
+                e.subject,
+                report.target_mailbox,
+                None,
+                None,
+                "left out: uploaded earlier, deleted in the target since",
+            )
+        )
+    return rows
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from maild.move.migrate import deleting_source, migrate
 
-    config = _setup(args)
+    if args.verify or args.undo:
+        return verify_or_undo(args)
+    config = setup(args)
 
     async def run() -> MigrationReport:
         store = await MigrationStore.open(config.daemon.database)
@@ -237,8 +344,12 @@ def _migrate(args: argparse.Namespace) -> int:
                 args.target,
                 args.mailbox,
                 dry_run=args.dry_run,
-                clock=_now,
-                progress=_progress("uploading"),
+                reupload=args.reupload,
+                unseen=args.unseen,
+                create=args.create,
+                clock=now,
+                progress=None if args.json or args.dry_run else UploadMeter(live=sys.stderr.isatty()),
+                on_plan=None if args.json or args.dry_run else _print_plan,
             )
         finally:
             await store.close()
@@ -251,14 +362,21 @@ def _migrate(args: argparse.Namespace) -> int:
     warning = deleting_source(config, args.source, report.before.target)
     if warning:  # only a dry run gets here with one
         print(f"warning: {warning}", file=sys.stderr)
+    for text in report.warnings:
+        print(f"warning: {text}", file=sys.stderr)
     if args.dry_run:
         return 0
+    if report.appended or report.refused or report.recorded_missing:
+        paths = write_report(
+            config.daemon.state_dir, "migrate", args.source, args.target, _report_rows(report), now()
+        )
+        print(f"report: {paths[0]} and {paths[1]}", file=sys.stderr if args.json else sys.stdout)
     ok = report.stopped is None and not report.refused and report.after is not None
-    return 0 if ok and report.after is not None and report.after.comparison.complete else 1
+    return 0 if ok and report.after is not None and report.after.complete else 1
 
 
 def _refusal(upload: Upload) -> str:
-    return _line(upload.entry, f"refused: {upload.result.status}")
+    return line(upload.entry, f"refused: {upload.result.status}")
 
 
 def render_migration(report: MigrationReport, *, dry_run: bool) -> str:
@@ -273,12 +391,13 @@ def render_migration(report: MigrationReport, *, dry_run: bool) -> str:
     if report.recorded_missing:
         lines.append(
             f"  {len(report.recorded_missing)} left out: uploaded earlier but no longer in {b}"
-            " (deleted there?)"
+            f" (deleted there?); `maild migrate {a} --to {b} --reupload` uploads them again,"
+            f" `maild retire {a} --into {b} --accept-deleted` accepts that they are gone"
         )
-        lines += [_line(e, "uploaded earlier") for e in report.recorded_missing]
+        lines += [line(e, "uploaded earlier") for e in report.recorded_missing]
     if dry_run:
         lines += ["", "Would upload:"] if report.planned else []
-        lines += [_line(e, _where(e, a)) for e in report.planned]
+        lines += [line(e, _where(e, a)) for e in report.planned]
         return "\n".join(lines)
     lines.append(f"uploaded {len(report.appended)}, refused {len(report.refused)}")
     lines += [_refusal(u) for u in report.refused]
@@ -316,18 +435,24 @@ def migration_json(report: MigrationReport, *, dry_run: bool) -> dict[str, Any]:
     }
 
 
+def _unretire(args: argparse.Namespace) -> int:
+    return unretire(args)
+
+
 # -- retire -------------------------------------------------------------------------------------------
 
 
 def _retire(args: argparse.Namespace) -> int:
-    from maild.move.migrate import RetireOutcome, retire
+    from maild.move.retire import RetireOutcome, retire
 
-    config = _setup(args)
+    config = setup(args)
 
     async def run() -> tuple[RetireOutcome, int]:
         store = await MigrationStore.open(config.daemon.database)
         try:
-            outcome = await retire(config, store, args.source, args.target, clock=_now)
+            outcome = await retire(
+                config, store, args.source, args.target, accept_deleted=args.accept_deleted, clock=now
+            )
             kept = (await store.message_counts()).get(args.source, 0)
             return outcome, kept
         finally:
@@ -335,6 +460,13 @@ def _retire(args: argparse.Namespace) -> int:
 
     outcome, kept = asyncio.run(run())
     c = outcome.comparison.comparison
+    if outcome.accepted:
+        print(
+            f"{args.source}: {len(outcome.accepted)} messages uploaded earlier are no longer in"
+            f" {args.target}; accepted as deleted there (the archive keeps them):"
+        )
+        for entry in outcome.accepted:
+            print(line(entry, "accepted as deleted"))
     print(f"{args.source}: all {len(c.both)} messages are in {args.target}; retired into {args.target}")
     if outcome.disabled == "drop-in":
         how = f"enabled = false written to {config.accounts[args.source].source}"

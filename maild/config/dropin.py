@@ -109,6 +109,61 @@ def write_dropin(config_path: Path, name: str, table: dict[str, Any]) -> Path:
 
 _HEADER = b"# Written by `maild accounts add`; maild may rewrite this file (comments are not kept).\n"
 
+#: Longest ``KEY=VALUE`` argument of ``maild accounts set``/``add --set``, in characters.
+MAX_SETTING_CHARS = 4096
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """Parse one ``KEY=VALUE`` of ``maild accounts set``: the value as a TOML value when it is one
+    (``enabled=false``, ``retention_days=30``, ``mailboxes=["INBOX", "Altpost"]``), else as a string
+    (``retention=keep``, ``poll_interval=5m``, ``deliver_maildir=/srv/mail/anna``).
+
+    Raises:
+        ConfigError: no ``=``, an empty or dotted key, or longer than :data:`MAX_SETTING_CHARS`.
+    """
+    if len(text) > MAX_SETTING_CHARS:
+        raise ConfigError(f"setting longer than {MAX_SETTING_CHARS} characters: {text[:40]}...")
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not key.replace("_", "").isalnum():
+        raise ConfigError(f"{text!r}: expected KEY=VALUE with an account key such as retention=keep")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
+
+
+def update_dropin(path: Path, name: str, updates: dict[str, Any]) -> bytes:
+    """Set ``updates`` in drop-in ``path``'s ``[accounts.NAME]`` (atomically); return the old bytes.
+
+    The caller validates the whole configuration afterwards and, if that fails, puts the old bytes
+    back with :func:`restore_dropin`.
+
+    Raises:
+        ConfigError: the file cannot be read as TOML or has no ``[accounts.NAME]`` table.
+        OSError: it cannot be written.
+    """
+    try:
+        old = path.read_bytes()
+        doc = tomllib.loads(old.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    table = doc.get("accounts", {}).get(name)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: has no [accounts.{name}] table")
+    table.update(updates)
+    st = path.stat()
+    write_atomic(
+        path, _HEADER + tomli_w.dumps(doc).encode("utf-8"), mode=stat.S_IMODE(st.st_mode), gid=st.st_gid
+    )
+    return old
+
+
+def restore_dropin(path: Path, old: bytes) -> None:
+    """Put a drop-in's earlier bytes back (atomically), keeping its mode and group."""
+    st = path.stat()
+    write_atomic(path, old, mode=stat.S_IMODE(st.st_mode), gid=st.st_gid)
+
 
 def set_enabled(path: Path, name: str, enabled: bool) -> None:
     """Rewrite drop-in ``path`` with ``accounts.NAME.enabled`` set to ``enabled`` (atomically).

@@ -9,7 +9,9 @@ The order is the product's guarantee:
    step 4);
    (with ``deliver_maildir``: before logging in and after each commit, write what the account's
    Maildir lacks there, then record each delivery, see ``maildir.py``);
-4. only for messages whose commit has returned, and which the archive still holds at that moment
+4. unless a move into an IMAP account holding what this POP3 server holds is unfinished
+   (:func:`maild.policy.move_suspension`, asked of the archive after every commit returned),
+   only for messages whose commit has returned, and which the archive still holds at that moment
    (with ``deliver_maildir``: and whose delivery is recorded), mark them deleted (POP3 DELE; IMAP
    ``\\Deleted`` and expunge, see ``IMAPMailbox.delete``). Which messages those are is decided in
    :mod:`maild.policy` (the module docstring lists the whole rule); this module asks it, queries the
@@ -59,6 +61,7 @@ import structlog
 from maild import policy
 from maild.archive import failures as failures_store
 from maild.archive.maildir import CycleDelivery
+from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
@@ -134,7 +137,9 @@ class CycleResult:
         identity: how messages were identified (:attr:`Maildrop.identity
             <maild.protocols.base.Maildrop.identity>`): ``"server"``, ``"uidl"`` or ``"content-digest"``.
         warnings: what the status should show about this cycle, in words (digest identities,
-            messages whose identity reappeared after maild deleted it).
+            messages whose identity reappeared after maild deleted it, a suspended deletion).
+        deletion_suspended: POP3 only: why this cycle deleted nothing although retention would
+            (:func:`maild.policy.move_suspension`), or None.
     """
 
     account: str
@@ -151,6 +156,7 @@ class CycleResult:
     imap: IMAPCycleInfo | None = None
     identity: str = "server"
     warnings: list[str] = field(default_factory=list)
+    deletion_suspended: str | None = None
 
     def add(self, outcome: StoreOutcome) -> None:
         """Accumulate one committed batch."""
@@ -382,7 +388,14 @@ async def fetch_cycle(
         await settle()  # every commit has returned before anything below may delete
         if verified is not None:  # fetched by UID in this session: verified
             verified |= {key for key in retrieved if isinstance(key, IMAPKey)}
-        if account.retention != "keep" and refusal is None:
+        if account.retention != "keep" and refusal is None and account.protocol == "pop3":
+            moves = await overlapping_moves(store, account.name)
+            suspended = policy.move_suspension(account.name, [(m.source, m.target, m.shared) for m in moves])
+            if suspended is not None:
+                result.deletion_suspended = suspended
+                result.warnings.append(suspended)
+                log.warning("fetch.delete.suspended", reason=suspended)
+        if account.retention != "keep" and refusal is None and result.deletion_suspended is None:
             known = await store.locations(account.name)
             again = policy.reappeared(inventory, known)
             if again:

@@ -12,10 +12,10 @@ account B (IMAP, often the same mailbox):
    Re-running is safe: recorded and present messages are skipped, and a message whose OK was never
    recorded (crash between the two) is found in B by comparing. A refused message is reported with
    the server's reply and the run goes on.
-3. :func:`retire`: only when nothing of A is missing in B: A stops fetching, its archive stays, and
-   the archive records that A was migrated into B.
+3. :func:`maild.move.retire.retire`: only when nothing of A is missing in B: A stops fetching, its
+   archive stays, and the archive records that A was migrated into B.
 
-Only the CLI (``cli_migrate.py``) prints; this module returns reports.
+Only the CLI (:mod:`maild.cli.move`) prints; this module returns reports.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from maild.archive.move_queries import AppendRecord, MigrationStore, UploadSource, as_keys
-from maild.config.dropin import dropin_path, set_enabled
 from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, ConnectError, MaildError, MigrationError
 from maild.model import IMAPKey, RetrievalFailure
@@ -47,6 +46,8 @@ from maild.protocols.imap.mailbox import AppendResult, IMAPMailbox
 UPLOAD_BATCH = 50
 
 Progress = Callable[[int, int], None]
+UploadProgress = Callable[[int, int, int, int], None]
+"""Called after each upload with (messages done, messages planned, octets done, octets planned)."""
 
 
 @dataclass(slots=True)
@@ -86,6 +87,30 @@ class CompareOutcome:
     records: list[AppendRecord]
     bodies_downloaded: int
 
+    @property
+    def accepted(self) -> list[ArchiveEntry]:
+        """Messages only in A whose upload into B is gone and was accepted as deleted
+        (``maild retire --accept-deleted``): the archive keeps them; they no longer count as missing."""
+        gone = {r.message for r in self.records if r.accepted_at is not None}
+        return [e for e in self.comparison.only_a if e.message in gone]
+
+    @property
+    def missing(self) -> list[ArchiveEntry]:
+        """Messages of A that B lacks, less the accepted ones: what keeps the move unfinished."""
+        gone = {r.message for r in self.records if r.accepted_at is not None}
+        return [e for e in self.comparison.only_a if e.message not in gone]
+
+    @property
+    def uploaded_earlier(self) -> list[ArchiveEntry]:
+        """Missing messages that ``maild migrate`` uploaded into B earlier (deleted there since?)."""
+        earlier = {r.message for r in self.records}
+        return [e for e in self.missing if e.message in earlier]
+
+    @property
+    def complete(self) -> bool:
+        """Nothing of A is missing in B (accepted deletions aside) and nothing of B was unreadable."""
+        return not self.missing and not self.comparison.unreadable
+
 
 def target_account(config: Config, source: str, target: str) -> AccountConfig:
     """Return B's configuration after checking that A and B can be compared.
@@ -108,22 +133,23 @@ def target_account(config: Config, source: str, target: str) -> AccountConfig:
 
 
 def deleting_source(config: Config, source: str, target: AccountConfig) -> str | None:
-    """Explain why uploading into ``target`` would be undone, or return None.
+    """Explain why uploading into ``target`` could be undone, or return None.
 
-    That is the case when A is an enabled POP3 account that deletes what it fetches
-    (``retention`` other than ``"keep"``) from the same mailbox as B (same host and user name):
-    A's next fetch cycle would archive the uploaded messages and delete them from the server again.
+    That is the case when A is an enabled POP3 account that deletes what it fetches (``retention``
+    other than ``"keep"``), whatever the host names: ``pop.provider.de`` and ``imap.provider.de``
+    are often one mailbox, and then A's next fetch cycle would archive the uploaded messages and
+    delete them from the server again. (Other POP3 accounts that turn out to share B's mailbox have
+    their deletions suspended while the move is unfinished: :func:`maild.policy.move_suspension`.)
     """
     account = config.accounts.get(source)
     if account is None or not account.enabled or account.protocol != "pop3" or account.retention == "keep":
         return None
-    if account.host.lower() != target.host.lower() or account.username != target.username:
-        return None
     return (
-        f"account {source} deletes the messages it fetches (retention = {account.retention!r}) from the"
-        f" same mailbox as {target.name} ({target.username} at {target.host}): its next fetch would"
-        f' delete what is uploaded. First set retention = "keep" or enabled = false for {source}'
-        f" in {account.source} (and `maild reload` a running daemon)"
+        f"account {source} deletes the messages it fetches (retention = {account.retention!r}); if its"
+        f" server ({account.host}) is the mailbox of {target.name} ({target.host}) under another name,"
+        f" its next fetch would delete what is uploaded, and host names cannot tell. First set"
+        f' retention = "keep" (or enabled = false) for {source} in {account.source} (and `maild reload`'
+        f" a running daemon), then run `maild migrate {source} --to {target.name}` again"
     )
 
 
@@ -194,6 +220,28 @@ async def configured_mailboxes(
     return tuple(dict.fromkeys((*boxes, *extra)))
 
 
+async def move_mailboxes(
+    session: IMAPMailbox, target: AccountConfig, records: Sequence[AppendRecord], extra: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """Where the moved mail is: the one definition ``compare``, ``migrate`` and ``retire`` share.
+
+    B's configured mailboxes (:func:`configured_mailboxes`), then every mailbox ``maild migrate``
+    recorded an upload into (``migrate --mailbox Altpost`` counts for ``retire`` too), then
+    ``extra`` (the mailbox a migration is about to upload into), each once. A recorded mailbox that
+    LIST no longer shows (deleted in B) is left out: its uploads then count as deleted there, with
+    the usual ways forward (``retire --accept-deleted``, ``migrate --reupload``).
+
+    Raises:
+        ProtocolError, and B's server errors: LIST failed.
+    """
+    configured = await configured_mailboxes(session, target)
+    recorded = [r.mailbox for r in records if r.mailbox not in configured]
+    if recorded:
+        listed = {m.name for m in await session.list_mailboxes()}
+        recorded = [m for m in recorded if m in listed]
+    return tuple(dict.fromkeys((*configured, *recorded, *extra)))
+
+
 async def compare_accounts(
     store: MigrationStore,
     source: str,
@@ -231,7 +279,7 @@ async def compare_accounts(
         if own:
             await session.open()
         if mailboxes is None:
-            mailboxes = await configured_mailboxes(session, target)
+            mailboxes = await move_mailboxes(session, target, records)
         scan = await scan_server(session, mailboxes)
         needed = bodies_needed(entries, scan.entries, appended)
         digests, failures = await digest_bodies(session, needed)
@@ -292,6 +340,7 @@ class MigrationReport:
         stopped: why the run stopped early (connection lost, ...), or None.
         after: the comparison after uploading (None for a dry run or a stopped run).
         after_error: why that comparison failed, or None.
+        warnings: what the administrator should know (an upload into a mailbox B does not fetch).
     """
 
     target_mailbox: str
@@ -304,24 +353,23 @@ class MigrationReport:
     stopped: str | None = None
     after: CompareOutcome | None = None
     after_error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
-def plan_uploads(before: CompareOutcome, mailbox: str) -> MigrationReport:
+def plan_uploads(before: CompareOutcome, mailbox: str, *, reupload: bool = False) -> MigrationReport:
     """Decide what to upload into ``mailbox`` from a comparison.
 
-    Left out: messages recorded as uploaded into ``mailbox`` under its current UIDVALIDITY (or with
-    none known) that B no longer holds (someone deleted them there; uploading again would undo
-    that), and copies with the same identity as another planned message.
+    Left out: messages accepted as deleted (``retire --accept-deleted``) and messages recorded as
+    uploaded into B that B no longer holds (someone deleted them there; uploading again would undo
+    that), unless ``reupload`` (``migrate --reupload``: the administrator wants them back); and
+    copies with the same identity as another planned message.
 
     Raises:
         MigrationError: some of B's messages could not be read, so any upload might duplicate one.
     """
     report = MigrationReport(mailbox, before)
-    uidvalidity = before.scan.uidvalidity[mailbox]
-    earlier = {
-        r.message for r in before.records if r.mailbox == mailbox and r.uidvalidity in (None, uidvalidity)
-    }
-    missing = before.comparison.only_a
+    missing = before.comparison.only_a if reupload else before.missing
+    earlier = set() if reupload else {e.message for e in before.uploaded_earlier}
     report.recorded_missing = [e for e in missing if e.message in earlier]
     report.planned, report.copies = upload_order([e for e in missing if e.message not in earlier])
     unreadable = before.comparison.unreadable
@@ -342,8 +390,12 @@ async def migrate(
     mailbox: str,
     *,
     dry_run: bool = False,
+    reupload: bool = False,
+    unseen: bool = False,
+    create: bool = False,
     clock: Callable[[], datetime],
-    progress: Progress | None = None,
+    progress: UploadProgress | None = None,
+    on_plan: Callable[[MigrationReport], None] | None = None,
 ) -> MigrationReport:
     """Upload every message of A's archive that B lacks into B's ``mailbox``.
 
@@ -355,8 +407,14 @@ async def migrate(
         mailbox: B's mailbox to upload into (it must exist); B's configured mailboxes and this one
             are compared.
         dry_run: compare and plan only.
+        reupload: upload again what was uploaded earlier and is no longer in B (deleted there),
+            and what ``retire --accept-deleted`` accepted as deleted.
+        create: create ``mailbox`` in B first when LIST does not show it (``--create``).
+        unseen: upload with no flags at all (employees see the moved mail as unread), instead of
+            the flags maild knows (:func:`upload_flags`).
         clock: the current aware UTC time, for the records.
-        progress: called after each upload with (done, planned).
+        progress: called after each upload (:data:`UploadProgress`).
+        on_plan: called with the report once the plan is made, before the first upload.
 
     Returns:
         The report; ``report.after`` is a fresh comparison unless dry or stopped.
@@ -381,17 +439,30 @@ async def migrate(
         raise MigrationError(f"the archive knows no account {source!r}: nothing was ever fetched for it")
     protocol = records_of[source].protocol
     await store.ensure_account(target.name, target.organisation, target.employee, target.protocol, clock())
+    records = await store.append_records(target.name)
     session = open_session(target)
     try:
         await session.open()
-        mailboxes = await configured_mailboxes(session, target, (mailbox,))
+        await ensure_mailbox(session, source, target.name, mailbox, create=create and not dry_run)
+        fetched = await configured_mailboxes(session, target)
+        mailboxes = await move_mailboxes(session, target, records, (mailbox,))
         before = await compare_accounts(store, source, target, mailboxes, session=session)
-        report = plan_uploads(before, mailbox)
+        report = plan_uploads(before, mailbox, reupload=reupload)
+        if mailbox not in fetched:
+            report.warnings.append(
+                f"{target.name} does not fetch mailbox {mailbox!r} (its mailboxes: {', '.join(fetched)}):"
+                " maild will not archive what is uploaded there; compare and retire count it all the same"
+            )
         if dry_run:
             await session.close()
             return report
+        if on_plan is not None:
+            on_plan(report)
+        if report.planned:
+            await store.start_move(source, target.name, clock())
         uidvalidity = before.scan.uidvalidity[mailbox]
-        session = await _upload(store, session, report, protocol, target, uidvalidity, clock, progress)
+        flags = (lambda _upload: frozenset()) if unseen else (lambda upload: upload_flags(protocol, upload))
+        session = await _upload(store, session, report, flags, target, uidvalidity, clock, progress)
         if report.stopped is None:
             await session.close()
         else:
@@ -407,15 +478,34 @@ async def migrate(
     return report
 
 
+async def ensure_mailbox(
+    session: IMAPMailbox, source: str, target: str, mailbox: str, *, create: bool
+) -> None:
+    """Make sure B has ``mailbox`` (LIST), creating it when ``create`` (``migrate --create``).
+
+    Raises:
+        MigrationError: it does not exist and ``create`` is false (the message names ``--create``).
+        ProtocolError, and B's server errors: LIST or CREATE failed.
+    """
+    if mailbox in {m.name for m in await session.list_mailboxes()}:
+        return
+    if not create:
+        raise MigrationError(
+            f"{target} has no mailbox {mailbox!r}: run `maild migrate {source} --to {target}"
+            f" --mailbox {mailbox} --create` to create it and upload into it"
+        )
+    await session.create_mailbox(mailbox)
+
+
 async def _upload(
     store: MigrationStore,
     session: IMAPMailbox,
     report: MigrationReport,
-    protocol: str,
+    flags: Callable[[UploadSource], frozenset[str]],
     target_account: AccountConfig,
     uidvalidity: int,
     clock: Callable[[], datetime],
-    progress: Progress | None,
+    progress: UploadProgress | None,
 ) -> IMAPMailbox:
     """APPEND each planned message, recording each OK at once; return the session in use at the end.
 
@@ -428,6 +518,8 @@ async def _upload(
     planned = report.planned
     done = 0
     closed_before = False
+    octets_done = 0
+    octets_planned = sum(e.size_octets for e in planned)
     source = report.before.source
     for start in range(0, len(planned), UPLOAD_BATCH):
         batch = planned[start : start + UPLOAD_BATCH]
@@ -440,12 +532,13 @@ async def _upload(
                 result = await session.append(
                     report.target_mailbox,
                     upload.raw,
-                    flags=upload_flags(protocol, upload),
+                    flags=flags(upload),
                     internaldate=upload_internaldate(upload),
                 )
             except ConnectError as exc:  # the session ended (BYE): this message is refused, once
                 report.refused.append(Upload(entry, AppendResult(False, str(exc))))
                 done += 1
+                octets_done += entry.size_octets
                 if closed_before:
                     report.stopped = str(exc)
                     return session
@@ -461,7 +554,7 @@ async def _upload(
                     await session.abort()
                     raise
                 if progress is not None:
-                    progress(done, len(planned))
+                    progress(done, len(planned), octets_done, octets_planned)
                 continue
             except MaildError as exc:
                 report.stopped = str(exc)
@@ -480,125 +573,7 @@ async def _upload(
             else:
                 report.refused.append(Upload(entry, result))
             done += 1
+            octets_done += entry.size_octets
             if progress is not None:
-                progress(done, len(planned))
+                progress(done, len(planned), octets_done, octets_planned)
     return session
-
-
-@dataclass(slots=True)
-class RetireOutcome:
-    """What :func:`retire` did.
-
-    Attributes:
-        comparison: the comparison that allowed it.
-        disabled: how A was stopped: ``"drop-in"`` (``enabled = false`` written to its drop-in),
-            ``"already disabled"`` (``enabled = false`` in the main file), ``"not configured"``.
-    """
-
-    comparison: CompareOutcome
-    disabled: str
-
-
-async def retire(
-    config: Config, store: MigrationStore, source: str, target_name: str, *, clock: Callable[[], datetime]
-) -> RetireOutcome:
-    """Retire A into B: only when nothing of A is missing in B's configured mailboxes.
-
-    Then A is disabled (``enabled = false`` in its drop-in, rewritten atomically), its archive is
-    kept, and ``accounts.retired_at``/``retired_into`` are recorded. An account in the main file is
-    never rewritten: it must already say ``enabled = false`` there (the error says so).
-
-    Raises:
-        MigrationError: messages of A are missing in B (how many), or A is enabled in the main file.
-        ConfigError, StoreError, and B's server errors.
-    """
-    target = target_account(config, source, target_name)
-    account = config.accounts.get(source)
-    outcome = await compare_accounts(store, source, target)
-    missing = outcome.comparison.only_a
-    if missing:
-        archive_only = sum(1 for e in missing if not e.on_server)
-        raise MigrationError(
-            f"{len(missing)} messages of {source} are missing in {target_name} ({archive_only} exist"
-            f" only in the archive); run `maild migrate {source} --to {target_name}` first"
-        )
-    if account is not None and account.enabled and account.source == config.path:
-        raise MigrationError(
-            f"nothing of {source} is missing in {target_name}, but account {source} is defined in the"
-            f" main file {config.path}, which maild never rewrites: set enabled = false in"
-            f" [accounts.{source}] there, then run `maild retire {source} --into {target_name}` again"
-        )
-    disabled = "not configured"
-    if account is not None:
-        if account.enabled:
-            assert account.source is not None
-            if account.source != dropin_path(config.path, source):
-                raise MigrationError(
-                    f"account {source} is defined in {account.source}, which `maild accounts add` did not"
-                    f" write: set enabled = false in [accounts.{source}] there, then run `maild retire"
-                    f" {source} --into {target_name}` again"
-                )
-            set_enabled(account.source, source, False)
-            disabled = "drop-in"
-        else:
-            disabled = "already disabled"
-    await store.retire(source, target_name, clock())
-    return RetireOutcome(outcome, disabled)
-
-
-@dataclass(slots=True)
-class PurgeCheck:
-    """Whether purging an account's archive would lose mail (see :func:`check_purge`).
-
-    Attributes:
-        exclusive: archived messages linked to no other account.
-        lost: those of them found on no other account's server either: what a purge would lose.
-        checked: IMAP accounts whose servers were scanned.
-        unchecked: IMAP accounts whose servers could not be scanned, with the error.
-    """
-
-    exclusive: int = 0
-    lost: list[ArchiveEntry] = field(default_factory=list)
-    checked: list[str] = field(default_factory=list)
-    unchecked: dict[str, str] = field(default_factory=dict)
-
-
-async def check_purge(config: Config, store: MigrationStore, name: str) -> PurgeCheck:
-    """Find the messages a purge of ``name``'s archive would lose.
-
-    A message is safe when another account links to it in the archive, or when the server of
-    another configured IMAP account (its configured mailboxes) holds it now, by the identity rules
-    of :mod:`maild.move.compare`. Servers are scanned one by one only while unsafe messages
-    remain. POP3 servers are not scanned (their messages are archived by the next fetch anyway).
-
-    Raises:
-        StoreError: the archive failed.
-    """
-    check = PurgeCheck()
-    exclusive = set(await store.exclusive_messages(name))
-    check.exclusive = len(exclusive)
-    if not exclusive:
-        return check
-    remaining = [e for e in await store.archive_entries(name) if e.message in exclusive]
-    for other in config.accounts.values():
-        if not remaining:
-            break
-        if other.name == name or other.protocol != "imap":
-            continue
-        session: IMAPMailbox | None = None
-        try:
-            session = open_session(other)
-            await session.open()
-            scan = await scan_server(session, await configured_mailboxes(session, other))
-            needed = bodies_needed(remaining, scan.entries)
-            digests, _failures = await digest_bodies(session, needed)
-            await session.close()
-        except MaildError as exc:
-            if session is not None:
-                await session.abort()
-            check.unchecked[other.name] = str(exc)
-            continue
-        check.checked.append(other.name)
-        remaining = compare(remaining, scan.entries, bodies=digests).only_a
-    check.lost = remaining
-    return check

@@ -60,6 +60,13 @@ def render(accounts: Iterable[AccountRuntime], store_octets: int, archive_messag
         ((lab(rt), rt.fetched_messages) for rt in accs),
     )
     family(
+        "maild_new_messages_total",
+        "counter",
+        "Of the messages newly archived for the account, those new to the archive (the rest were"
+        " already archived through another account).",
+        ((lab(rt), rt.new_messages) for rt in accs),
+    )
+    family(
         "maild_fetched_bytes_total",
         "counter",
         "Octets of messages newly archived for the account.",

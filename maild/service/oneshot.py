@@ -20,6 +20,7 @@ from maild.errors import ConfigError, MaildError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
+from maild.service.replies import new_and_known
 from maild.service.runner import CycleRunner
 from maild.service.snapshot import key_label
 
@@ -56,7 +57,8 @@ class OneShotResult:
             extra += f", {len(res.failures)} could not be retrieved (retried next time)"
         if res.set_aside:
             extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
-        lines = [f"{self.account}: {res.new_links} new messages ({res.octets} octets){extra}"]
+        counts = new_and_known(res.new_messages, res.new_links)
+        lines = [f"{self.account}: {counts} ({res.octets} octets){extra}"]
         lines += [f"  not retrieved: {key_label(f.key)}: {f.reason}" for f in res.failures]
         lines += [f"  warning: {w}" for w in res.warnings]
         return "\n".join(lines)

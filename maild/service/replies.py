@@ -17,6 +17,7 @@ from maild.service.reply_fields import (
     read_float,
     read_int,
     read_object,
+    read_opt_int,
     read_str,
     read_strs,
 )
@@ -39,6 +40,18 @@ class VersionReply:
         return cls(read_str(data, "version"))
 
 
+def new_and_known(new_messages: int, new_links: int) -> str:
+    """``"N new messages"`` (new to the archive), with ``", M already archived"`` when some of what an
+    account fetched was in the archive already (through another account: a mailbox being moved, a copy).
+
+    Args:
+        new_messages: messages whose content the archive did not hold before.
+        new_links: messages newly linked to the account (includes ``new_messages``).
+    """
+    known = new_links - new_messages
+    return f"{new_messages} new messages" + (f", {known} already archived" if known > 0 else "")
+
+
 @dataclass(frozen=True, slots=True)
 class FetchOutcome:
     """One account's result of ``fetch-now`` with ``"wait": true``.
@@ -49,6 +62,8 @@ class FetchOutcome:
         new_links: messages newly archived for the account (as :attr:`CycleStatus.new_links`).
         octets: their size in octets.
         seconds: the cycle's duration, rounded to milliseconds.
+        new_messages: of ``new_links``, those new to the archive (the rest were archived already,
+            through another account); None from a daemon that does not say.
     """
 
     account: str
@@ -56,6 +71,13 @@ class FetchOutcome:
     new_links: int = 0
     octets: int = 0
     seconds: float = 0.0
+    new_messages: int | None = None
+
+    def counts(self) -> str:
+        """The counts in words, as :func:`new_and_known` says them."""
+        if self.new_messages is None:
+            return f"{self.new_links} new messages"
+        return new_and_known(self.new_messages, self.new_links)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +88,15 @@ class FetchOutcome:
         """``{"ok": true, "new_links": N, "octets": N, "seconds": S}`` or ``{"ok": false, "error": ...}``."""
         if self.error is not None:
             return {"ok": False, "error": self.error}
-        return {"ok": True, "new_links": self.new_links, "octets": self.octets, "seconds": self.seconds}
+        out: JSONObject = {
+            "ok": True,
+            "new_links": self.new_links,
+            "octets": self.octets,
+            "seconds": self.seconds,
+        }
+        if self.new_messages is not None:
+            out["new_messages"] = self.new_messages
+        return out
 
     @classmethod
     def from_json(cls, account: str, data: Mapping[str, Any]) -> FetchOutcome:
@@ -78,6 +108,7 @@ class FetchOutcome:
             new_links=read_int(data, "new_links"),
             octets=read_int(data, "octets"),
             seconds=read_float(data, "seconds"),
+            new_messages=read_opt_int(data, "new_messages"),
         )
 
 

@@ -78,6 +78,7 @@ class AccountRuntime:
     lockout_fingerprint: str | None = None
     cycles: dict[str, int] = field(default_factory=dict)
     fetched_messages: int = 0
+    new_messages: int = 0
     fetched_octets: int = 0
     paused: bool = False
     retired: bool = False
@@ -410,13 +411,15 @@ class Scheduler:
             rt.uidvalidity_changes = kept[-KEPT_UIDVALIDITY_CHANGES:]
         rt.cycles["ok"] = rt.cycles.get("ok", 0) + 1
         rt.fetched_messages += result.new_links
+        rt.new_messages += result.new_messages
         rt.fetched_octets += result.octets
         rt.last_exception = None
         log.info(
             "fetch.complete",
             outcome="ok",
             on_server=result.on_server,
-            new_messages=result.new_links,
+            new_messages=result.new_messages,
+            already_archived=result.new_links - result.new_messages,
             octets=result.octets,
             deleted=result.deleted,
             failures=len(result.failures),

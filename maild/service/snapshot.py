@@ -45,6 +45,7 @@ def reported_state(rt: AccountRuntime) -> AccountState:
 
 def _cycle_status(res: CycleResult) -> CycleStatus:
     return CycleStatus(
+        new_messages=res.new_messages,
         new_links=res.new_links,
         octets=res.octets,
         deleted=res.deleted,
@@ -172,6 +173,7 @@ def account_status(
         next_deletion_due=next_deletion_due(acc.retention, acc.retention_days, oldest_kept_since),
         last_cycle=_cycle_status(res) if res is not None else None,
         failing_messages=failing,
+        deletion_suspended=res.deletion_suspended if res is not None else None,
         sign_in=sign_in_status(rt),
     )
 
@@ -213,5 +215,9 @@ def fetch_outcome(rt: AccountRuntime, result: CycleResult | None) -> FetchOutcom
     if result is None:
         return FetchOutcome(rt.config.name, error=rt.last_error or reported_state(rt))
     return FetchOutcome(
-        rt.config.name, new_links=result.new_links, octets=result.octets, seconds=round(result.seconds, 3)
+        rt.config.name,
+        new_links=result.new_links,
+        octets=result.octets,
+        seconds=round(result.seconds, 3),
+        new_messages=result.new_messages,
     )

@@ -178,6 +178,8 @@ class CycleStatus:
     Attributes:
         new_links: messages newly archived for this account (linked to it), including copies the
             archive already held for another account.
+        new_messages: of ``new_links``, those new to the archive (distinct content); the rest were
+            "already archived". None when the daemon did not say (older versions).
         octets: size in octets of those messages.
         deleted: messages deleted on the server.
         seconds: wall-clock duration, rounded to milliseconds.
@@ -194,6 +196,7 @@ class CycleStatus:
     failures: tuple[RetrievalFailureStatus, ...] = ()
     too_large: tuple[str, ...] = ()
     mailbox_failures: tuple[tuple[str, str], ...] | None = None
+    new_messages: int | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``last_cycle``."""
@@ -207,6 +210,9 @@ class CycleStatus:
         }
         if self.mailbox_failures is not None:
             out["mailbox_failures"] = dict(self.mailbox_failures)
+        if self.new_messages is not None:
+            out["new_messages"] = self.new_messages
+            out["already_archived"] = self.new_links - self.new_messages
         return out
 
     @classmethod
@@ -226,6 +232,7 @@ class CycleStatus:
             seconds=read_float(data, "seconds"),
             failures=tuple(RetrievalFailureStatus.from_json(f) for f in read_objects(data, "failures")),
             too_large=read_strs(data, "too_large"),
+            new_messages=read_opt_int(data, "new_messages"),
             mailbox_failures=mailbox_failures,
         )
 
@@ -353,6 +360,8 @@ class AccountStatus:
         last_cycle: the last successful cycle, or None before one.
         failing_messages: messages that failed to arrive in a row, set aside or not (from the
             archive, so they survive a restart).
+        deletion_suspended: POP3 only: why the last cycle deleted nothing although retention
+            would (an unfinished move into an IMAP account holding the same messages), or None.
         sign_in: how it signs in and the health of its OAuth2 tokens (see :class:`SignInStatus`).
     """
 
@@ -380,6 +389,7 @@ class AccountStatus:
     next_deletion_due: datetime | None = None
     last_cycle: CycleStatus | None = None
     failing_messages: tuple[FailingMessageStatus, ...] = ()
+    deletion_suspended: str | None = None
     sign_in: SignInStatus = SignInStatus()
 
     def to_json(self) -> JSONObject:
@@ -414,6 +424,8 @@ class AccountStatus:
         if self.last_cycle is not None:
             out["last_cycle"] = self.last_cycle.to_json()
         out["failing_messages"] = [f.to_json() for f in self.failing_messages]
+        if self.deletion_suspended is not None:
+            out["deletion_suspended"] = self.deletion_suspended
         out["sign_in"] = self.sign_in.to_json()
         return out
 
@@ -453,6 +465,7 @@ class AccountStatus:
             failing_messages=tuple(
                 FailingMessageStatus.from_json(f) for f in read_objects(data, "failing_messages")
             ),
+            deletion_suspended=read_opt_str(data, "deletion_suspended"),
             sign_in=(
                 SignInStatus.from_json(read_object(data["sign_in"], "sign_in"))
                 if "sign_in" in data

@@ -226,7 +226,7 @@ def test_pop3_to_imap_compare_migrate_kill_rerun_retire(
     assert "its archive keeps 200 messages" in out
 
     assert main(["-c", str(cfg), "fetch"]) == 0
-    assert "imap: 250 new messages" in capsys.readouterr().out
+    assert "imap: 50 new messages, 200 already archived" in capsys.readouterr().out
     assert archive_counts(directory / "state")[0] == 250
     assert main(["-c", str(cfg), "accounts", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["accounts"]}

@@ -192,8 +192,8 @@ async def test_fetch_now_waits_and_reports_each_account(daemon: Daemon) -> None:
     assert daemon.scheduler.requested == ["anna-pop", "bernd-pop", "broken-pop"]
     assert reply == {
         "results": {
-            "anna-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123},
-            "bernd-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123},
+            "anna-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123, "new_messages": 1},
+            "bernd-pop": {"ok": True, "new_links": 2, "octets": 300, "seconds": 0.123, "new_messages": 1},
             "broken-pop": {"ok": False, "error": "login refused"},
         }
     }

@@ -55,11 +55,11 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 4
-    assert version == [(4,)]
+    assert SCHEMA_VERSION == 5
+    assert version == [(5,)]
     assert {
         "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts",
-        "retrieval_failures",
+        "retrieval_failures", "moves",
     } <= tables  # fmt: skip
     assert path.exists()
 

@@ -503,6 +503,21 @@ class IMAPConnection:
         except ProtocolError as exc:
             raise self.error(ProtocolError, f"LIST: {exc}", standard=exc.standard) from None
 
+    async def create_mailbox(self, mailbox: str) -> None:
+        """CREATE ``mailbox`` (readable name; encoded to modified UTF-7 and quoted here).
+
+        Standard: RFC 9051 section 6.3.4, RFC 3501 section 6.3.3 (CREATE).
+
+        Raises:
+            ProtocolError: the name cannot be sent; CREATE refused (e.g. ``[ALREADYEXISTS]``, RFC 5530).
+            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
+        """
+        try:
+            argument = wire.mailbox_argument(mailbox)
+        except ValueError as exc:
+            raise self.error(ProtocolError, f"CREATE {mailbox!r}: {exc}") from None
+        await self.command(f"CREATE {mailbox!r}", lambda client: client.simple("CREATE", argument))
+
     async def close(self) -> None:
         """LOGOUT and close the connection. Deletions were applied by EXPUNGE already.
 

@@ -164,6 +164,10 @@ class IMAPMailbox(Maildrop):
         """LIST every mailbox; see :meth:`.connection.IMAPConnection.list_mailboxes` (same Raises)."""
         return await self.connection.list_mailboxes()
 
+    async def create_mailbox(self, mailbox: str) -> None:
+        """CREATE ``mailbox``; see :meth:`.connection.IMAPConnection.create_mailbox` (same Raises)."""
+        await self.connection.create_mailbox(mailbox)
+
     # ------------------------------------------------------------------ Maildrop
 
     def covers(self, key: MessageKey) -> bool:

@@ -1,0 +1,197 @@
+"""Retire the old account of a move, and check what purging an account's archive would lose.
+
+:func:`retire` is step 3 of :mod:`maild.move.migrate`'s procedure: only when nothing of A is missing in
+B (in :func:`~maild.move.migrate.move_mailboxes`), A stops fetching, its archive stays, and the archive
+records that A was migrated into B (finishing the move). :func:`check_purge` serves
+``maild accounts remove --purge``. Only the CLI prints; this module returns reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from maild.archive.move_queries import MigrationStore
+from maild.config.dropin import dropin_path, set_enabled
+from maild.config.loader import Config
+from maild.errors import MaildError, MigrationError
+from maild.move.compare import ArchiveEntry, bodies_needed, compare
+from maild.move.migrate import (
+    CompareOutcome,
+    compare_accounts,
+    configured_mailboxes,
+    digest_bodies,
+    open_session,
+    scan_server,
+    target_account,
+)
+from maild.protocols.imap.mailbox import IMAPMailbox
+
+
+@dataclass(slots=True)
+class RetireOutcome:
+    """What :func:`retire` did.
+
+    Attributes:
+        comparison: the comparison that allowed it.
+        disabled: how A was stopped: ``"drop-in"`` (``enabled = false`` written to its drop-in),
+            ``"already disabled"`` (``enabled = false`` in the main file), ``"not configured"``.
+    """
+
+    comparison: CompareOutcome
+    disabled: str
+    accepted: list[ArchiveEntry] = field(default_factory=list)
+
+
+def missing_advice(outcome: CompareOutcome) -> str:
+    """Why A cannot be retired into B yet, naming the commands that move forward.
+
+    Messages never uploaded: ``maild migrate``. Messages uploaded earlier and gone from B since
+    (someone deleted them there): ``maild retire --accept-deleted`` when that was meant (the archive
+    keeps them), or ``maild migrate --reupload`` to put them back.
+    """
+    a, b = outcome.source, outcome.target.name
+    missing = outcome.missing
+    earlier = outcome.uploaded_earlier
+    never = len(missing) - len(earlier)
+    parts = [f"{len(missing)} messages of {a} are missing in {b} ({', '.join(outcome.mailboxes)})"]
+    if never:
+        uploaded = {e.message for e in earlier}
+        archive_only = sum(1 for e in missing if not e.on_server and e.message not in uploaded)
+        parts.append(
+            f"{never} were never uploaded ({archive_only} exist only in the archive): run"
+            f" `maild migrate {a} --to {b}`"
+        )
+    if earlier:
+        parts.append(
+            f"{len(earlier)} were uploaded earlier and are no longer in {b} (deleted there?): run"
+            f" `maild retire {a} --into {b} --accept-deleted` if that was meant (maild's archive keeps"
+            f" them), or `maild migrate {a} --to {b} --reupload` to upload them again"
+        )
+    return "; ".join(parts)
+
+
+async def retire(
+    config: Config,
+    store: MigrationStore,
+    source: str,
+    target_name: str,
+    *,
+    accept_deleted: bool = False,
+    clock: Callable[[], datetime],
+) -> RetireOutcome:
+    """Retire A into B: only when nothing of A is missing in B (see :func:`move_mailboxes`).
+
+    Then A is disabled (``enabled = false`` in its drop-in, rewritten atomically), its archive is
+    kept, ``accounts.retired_at``/``retired_into`` are recorded and the move is finished. An
+    account in the main file is never rewritten: it must already say ``enabled = false`` there
+    (the error says so).
+
+    Args:
+        accept_deleted: messages uploaded earlier and no longer in B (someone deleted them there)
+            do not count as missing: the decision is recorded in the archive (``appends.accepted_at``),
+            which keeps the messages; :attr:`RetireOutcome.accepted` lists them. Messages never
+            uploaded still count.
+
+    Raises:
+        MigrationError: messages of A are missing in B (how many, and the command for each kind),
+            or A is enabled in a file maild does not rewrite.
+        ConfigError, StoreError, and B's server errors.
+    """
+    target = target_account(config, source, target_name)
+    account = config.accounts.get(source)
+    outcome = await compare_accounts(store, source, target)
+    accepted: list[ArchiveEntry] = []
+    if accept_deleted and outcome.uploaded_earlier and len(outcome.uploaded_earlier) == len(outcome.missing):
+        accepted = outcome.uploaded_earlier
+    elif outcome.missing:
+        raise MigrationError(missing_advice(outcome))
+    if outcome.comparison.unreadable:
+        raise MigrationError(
+            f"{len(outcome.comparison.unreadable)} messages in {target_name} could not be read, so whether"
+            f" all of {source} is there is unknown; run `maild retire {source} --into {target_name}` again"
+            f" later. First: {next(iter(outcome.comparison.unreadable.values()))}"
+        )
+    if account is not None and account.enabled and account.source == config.path:
+        raise MigrationError(
+            f"nothing of {source} is missing in {target_name}, but account {source} is defined in the"
+            f" main file {config.path}, which maild never rewrites: set enabled = false in"
+            f" [accounts.{source}] there, then run `maild retire {source} --into {target_name}` again"
+        )
+    disabled = "not configured"
+    if account is not None:
+        if account.enabled:
+            assert account.source is not None
+            if account.source != dropin_path(config.path, source):
+                raise MigrationError(
+                    f"account {source} is defined in {account.source}, which `maild accounts add` did not"
+                    f" write: set enabled = false in [accounts.{source}] there, then run `maild retire"
+                    f" {source} --into {target_name}` again"
+                )
+            set_enabled(account.source, source, False)
+            disabled = "drop-in"
+        else:
+            disabled = "already disabled"
+    if accepted:
+        await store.accept_missing(target_name, [e.message for e in accepted], clock())
+    await store.retire(source, target_name, clock())
+    return RetireOutcome(outcome, disabled, accepted)
+
+
+@dataclass(slots=True)
+class PurgeCheck:
+    """Whether purging an account's archive would lose mail (see :func:`check_purge`).
+
+    Attributes:
+        exclusive: archived messages linked to no other account.
+        lost: those of them found on no other account's server either: what a purge would lose.
+        checked: IMAP accounts whose servers were scanned.
+        unchecked: IMAP accounts whose servers could not be scanned, with the error.
+    """
+
+    exclusive: int = 0
+    lost: list[ArchiveEntry] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    unchecked: dict[str, str] = field(default_factory=dict)
+
+
+async def check_purge(config: Config, store: MigrationStore, name: str) -> PurgeCheck:
+    """Find the messages a purge of ``name``'s archive would lose.
+
+    A message is safe when another account links to it in the archive, or when the server of
+    another configured IMAP account (its configured mailboxes) holds it now, by the identity rules
+    of :mod:`maild.move.compare`. Servers are scanned one by one only while unsafe messages
+    remain. POP3 servers are not scanned (their messages are archived by the next fetch anyway).
+
+    Raises:
+        StoreError: the archive failed.
+    """
+    check = PurgeCheck()
+    exclusive = set(await store.exclusive_messages(name))
+    check.exclusive = len(exclusive)
+    if not exclusive:
+        return check
+    remaining = [e for e in await store.archive_entries(name) if e.message in exclusive]
+    for other in config.accounts.values():
+        if not remaining:
+            break
+        if other.name == name or other.protocol != "imap":
+            continue
+        session: IMAPMailbox | None = None
+        try:
+            session = open_session(other)
+            await session.open()
+            scan = await scan_server(session, await configured_mailboxes(session, other))
+            needed = bodies_needed(remaining, scan.entries)
+            digests, _failures = await digest_bodies(session, needed)
+            await session.close()
+        except MaildError as exc:
+            if session is not None:
+                await session.abort()
+            check.unchecked[other.name] = str(exc)
+            continue
+        check.checked.append(other.name)
+        remaining = compare(remaining, scan.entries, bodies=digests).only_a
+    check.lost = remaining
+    return check

@@ -1,0 +1,86 @@
+"""`maild accounts set` and `accounts add --set`: any account key, validated like the loader, drop-ins only."""
+
+from __future__ import annotations
+
+import io
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from maild.cli.main import main
+from maild.config.dropin import parse_setting
+from maild.config.loader import load_config
+from tests.unit.test_accounts_cli import MAIN, add_args
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A hand-written main config with one POP3 account (``anna-pop``)."""
+    (tmp_path / "anna.secret").write_text("geheim\n")
+    (tmp_path / "anna.secret").chmod(0o600)
+    path = tmp_path / "config.toml"
+    path.write_text(MAIN)
+    return path
+
+
+def test_values_are_toml_when_they_parse_else_strings() -> None:
+    """KEY=VALUE values: booleans, numbers and arrays as TOML; anything else as a string."""
+    assert parse_setting("enabled=false") == ("enabled", False)
+    assert parse_setting("retention_days=30") == ("retention_days", 30)
+    assert parse_setting('mailboxes=["INBOX", "Altpost"]') == ("mailboxes", ["INBOX", "Altpost"])
+    assert parse_setting("retention=keep") == ("retention", "keep")
+    assert parse_setting("poll_interval=5m") == ("poll_interval", "5m")
+    assert parse_setting("host=10.0.0.1") == ("host", "10.0.0.1")
+
+
+@pytest.mark.parametrize("text", ["retention", "=keep", "a.b=1", "x" * 5000 + "=1"])
+def test_malformed_settings_are_refused(text: str) -> None:
+    """No '=', an empty or dotted key, or an overlong argument: one clear error."""
+    from maild.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        parse_setting(text)
+
+
+def test_set_changes_a_dropin_account_and_refuses_what_the_loader_refuses(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """set writes valid changes to the drop-in; an unknown key, an invalid value, the protocol and an
+    account of the main file are refused with the drop-in (and the main file) unchanged."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
+    assert main([*add_args(config, "bernd-imap"), "--set", "max_message_size=50000000"]) == 0
+    dropin = config.parent / "accounts.d" / "bernd-imap.toml"
+    assert tomllib.loads(dropin.read_text())["accounts"]["bernd-imap"]["max_message_size"] == 50_000_000
+    capsys.readouterr()
+
+    args = ["-c", str(config), "accounts", "set", "bernd-imap"]
+    assert (
+        main(
+            [
+                *args,
+                "enabled=false",
+                'mailboxes=["INBOX", "Altpost"]',
+                "retention=delete-after",
+                "retention_days=90",
+            ]
+        )
+        == 0
+    )
+    assert "account bernd-imap: enabled = False" in capsys.readouterr().out
+    account = load_config(config).accounts["bernd-imap"]
+    assert not account.enabled
+    assert account.mailboxes == ("INBOX", "Altpost")
+    assert account.retention_days == 90
+
+    before = dropin.read_bytes()
+    for bad in ("colour=blue", "retention=sometimes", "protocol=pop3"):
+        assert main([*args, bad]) in (1, 2)
+        err = capsys.readouterr().err
+        assert bad.split("=")[0] in err
+        assert dropin.read_bytes() == before
+    main_before = config.read_bytes()
+    assert main(["-c", str(config), "accounts", "set", "anna-pop", "retention=keep"]) in (1, 2)
+    assert "which maild never rewrites" in capsys.readouterr().err
+    assert config.read_bytes() == main_before
