@@ -14,6 +14,8 @@ from typing import Any
 
 import structlog
 
+from maild.model import redact_known
+
 _SECRET_KEYS = frozenset({"password", "passwd", "secret", "token", "authorization"})
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Libraries whose debug output carries message bodies or credentials. aiosqlite logs the repr of every
@@ -22,10 +24,20 @@ _QUIET_LIBRARIES = ("aioimaplib", "aioimaplib.aioimaplib", "aiosqlite")
 
 
 def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: replace values of secret-looking keys with ``"********"``."""
+    """structlog processor: replace values of secret-looking keys with ``"********"``, and the value
+    of every live :class:`~maild.model.Secret` inside any string value (a server echoing a password
+    in its reply, say) with the same mask."""
     for key in list(event):
         if key.lower() in _SECRET_KEYS:
             event[key] = "********"
+        else:
+            value = event[key]
+            if isinstance(value, str):
+                event[key] = redact_known(value)
+            elif isinstance(value, BaseException):
+                text = redact_known(str(value))
+                if text != str(value):
+                    event[key] = f"{type(value).__name__}: {text}"
     return event
 
 

@@ -5,6 +5,7 @@ Nothing here does I/O. Datetimes are timezone-aware and in UTC.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -186,20 +187,61 @@ class Location:
     deleted_at: datetime | None
 
 
+#: Every :class:`Secret` alive in this process, so that :func:`redact_known` can find their values in
+#: any text (a server echoing a LOGIN line, an error message) before it is shown or logged.
+_LIVE_SECRETS: weakref.WeakSet[Secret] = weakref.WeakSet()
+_MASK = "********"
+#: Shortest secret :func:`redact_known` masks everywhere: a one- or two-character value would blank
+#: out unrelated text in every log line (errors that quote server text still mask any length).
+MIN_GLOBAL_REDACT_CHARS = 4
+
+
+def _forms(value: str) -> tuple[str, ...]:
+    """The secret as sent and as an IMAP quoted string would carry it (``\\`` and ``\"`` escaped)."""
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+    return (quoted, value) if quoted != value else (value,)
+
+
+def redact_known(text: str) -> str:
+    """``text`` with the value of every live :class:`Secret` replaced by ``********``.
+
+    A last line of defence wherever server text or an error is shown or logged (status, log
+    events, CLI output): it finds a password or token whatever shape a server wrapped it in, as
+    long as its octets appear unchanged.
+    """
+    if not text:
+        return text
+    for secret in list(_LIVE_SECRETS):
+        if len(secret.reveal()) >= MIN_GLOBAL_REDACT_CHARS:
+            text = secret.redact(text)
+    return text
+
+
 class Secret:
     """A password or token that never shows itself in ``repr()``, ``str()``, logs or tracebacks.
 
-    Use :meth:`reveal` at the single point where the secret goes onto the wire.
+    Use :meth:`reveal` at the single point where the secret goes onto the wire. Every instance is
+    known to :func:`redact_known` while it lives.
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("__weakref__", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        _LIVE_SECRETS.add(self)
 
     def reveal(self) -> str:
         """Return the secret text (only for sending it to the server)."""
         return self._value
+
+    def redact(self, text: str) -> str:
+        """``text`` with this secret (raw or in IMAP quoted-string form) replaced by ``********``."""
+        if not self._value:
+            return text
+        for form in _forms(self._value):
+            if form in text:
+                text = text.replace(form, _MASK)
+        return text
 
     def __repr__(self) -> str:
         return "Secret('********')"
@@ -228,6 +270,9 @@ class ServerSettings:
         username: the login name.
         password: the password (``Secret("")`` with ``auth = "oauth2"``).
         timeout_s: limit in seconds for each network operation (connect, each command, each read).
+        min_rate_octets_per_s: the progress floor of message transfers in octets per second (see
+            :mod:`maild.protocols.progress`).
+        progress_window_s: the window in seconds over which that floor is measured.
         auth: ``"password"`` (SASL PLAIN when offered, else USER/PASS or LOGIN) or ``"oauth2"`` (a
             bearer token from ``tokens`` over OAUTHBEARER, XOAUTH2 or a forced PLAIN).
         sasl_mechanism: the account's forced SASL mechanism (upper case), or None to choose from
@@ -243,6 +288,8 @@ class ServerSettings:
     username: str
     password: Secret
     timeout_s: float
+    min_rate_octets_per_s: int = 1024
+    progress_window_s: float = 30.0
     auth: Literal["password", "oauth2"] = "password"
     sasl_mechanism: str | None = None
     tokens: AccessTokenSource | None = field(default=None, compare=False)

@@ -138,6 +138,32 @@ def plan_retrieval(
     return RetrievalPlan(retrieve, too_large, aside)
 
 
+def needs_sizes(inventory: Sequence[InventoryEntry], plan: RetrievalPlan) -> bool:
+    """Whether some key ``plan`` retrieves has no size in ``inventory`` (IMAP inventories have none)."""
+    wanted = set(plan.retrieve)
+    return any(entry.size_octets is None and entry.key in wanted for entry in inventory)
+
+
+def apply_sizes(plan: RetrievalPlan, sizes: Mapping[MessageKey, int], max_message_size: int) -> RetrievalPlan:
+    """Move the keys whose size in ``sizes`` exceeds ``max_message_size`` to ``too_large``.
+
+    Args:
+        plan: a plan from :func:`plan_retrieval`.
+        sizes: server sizes in octets (IMAP RFC822.SIZE, RFC 9051 section 7.5.2) of some keys.
+        max_message_size: octets.
+
+    Returns:
+        The new plan; a key without a size stays to be retrieved (the adapter still refuses a
+        literal above the limit while reading).
+    """
+    retrieve: list[MessageKey] = []
+    too_large = list(plan.too_large)
+    for key in plan.retrieve:
+        size = sizes.get(key)
+        (too_large if size is not None and size > max_message_size else retrieve).append(key)
+    return RetrievalPlan(retrieve, too_large, list(plan.set_aside))
+
+
 @dataclass(frozen=True, slots=True)
 class PresenceChange:
     """Archive records whose server presence changed.
@@ -427,6 +453,16 @@ not need to: four streams already keep two cores busy, on loopback and at 50 ms 
 (README "Performance"), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
 over the cycles transferring, not over every cycle logged in. Counted by
 :class:`maild.service.budget.Budgets`."""
+
+
+def transfer_share(max_transfers: int) -> int:
+    """The most transfer slots the cycles of one server host may hold at once: all but one (at
+    least one), so that a host whose transfers crawl never holds every slot and accounts on other
+    hosts still transfer, while an office whose accounts all live at one provider keeps most of its
+    parallelism (3 of the default 4)."""
+    return max(1, max_transfers - 1)
+
+
 MEMORY_BUDGET_OCTETS = 32 * 2**20
 """About how many message octets all running cycles together hold in batches, in octets.
 

@@ -7,8 +7,10 @@ Format (Maildir, https://cr.yp.to/proto/maildir.html, with the Maildir++ folder 
 
 - A message is written to ``tmp/NAME``, fsync'ed, renamed to ``new/NAME``, and ``new/`` is fsync'ed;
   directories are created on demand (and their parents fsync'ed). The octets are exactly those in
-  the archive (CRLF line endings as the server sent them). File and directory modes follow the
-  daemon's umask.
+  the archive (CRLF line endings as the server sent them). Files are created with mode
+  :data:`FILE_MODE` (0640) and directories with :data:`DIR_MODE` (0750), whatever the umask; files
+  left in ``tmp/`` by a killed write are removed at start once older than :data:`STALE_TMP_S`
+  (36 hours, the Maildir convention): :func:`clean_stale_tmp`.
 - ``NAME`` is ``<seconds>.M<microseconds>P<pid>Q<counter>H<sha256>.<hostname>,S=<size in octets>``:
   unique per the spec (time, process, per-process counter), with the message's SHA-256 (the ID that
   ``maild messages`` shows) as an extra field, and Dovecot's ``S=`` size. In the host name ``/``,
@@ -54,6 +56,12 @@ from maild.protocols.imap.utf7 import encode_mailbox_name
 log = structlog.get_logger("maild.archive.maildir")
 
 SUBDIRS = ("tmp", "new", "cur")
+#: Mode of every message file written, whatever the umask (owner read-write, group read).
+FILE_MODE = 0o640
+#: Mode of every directory created, whatever the umask.
+DIR_MODE = 0o750
+#: Age in seconds after which a file in ``tmp/`` is a leftover of a killed write (Maildir spec: 36 h).
+STALE_TMP_S = 36 * 3600.0
 CHUNK_MESSAGES = 200
 CHUNK_OCTETS = 32 * 2**20
 _SHA_IN_NAME_RE = re.compile(r"Q\d+H([0-9a-f]{64})\.")
@@ -108,8 +116,12 @@ def _mkdir_durable(path: Path) -> None:
         missing.append(probe)
         probe = probe.parent
     for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            directory.mkdir()
+        try:
+            directory.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(directory, DIR_MODE)  # mkdir's mode is masked by the umask
         fsync_dir(directory.parent)
 
 
@@ -130,9 +142,46 @@ def ensure_maildir(root: Path, folder: str = "") -> Path:
         _mkdir_durable(directory / sub)
     marker = directory / "maildirfolder"
     if folder and not marker.exists():
-        marker.touch()
+        marker.touch(mode=FILE_MODE)
+        os.chmod(marker, FILE_MODE)
         fsync_dir(directory)
     return directory
+
+
+def clean_stale_tmp(root: Path, *, now_s: float | None = None, max_age_s: float = STALE_TMP_S) -> int:
+    """Remove files older than ``max_age_s`` seconds (by modification time) from the ``tmp/`` of the
+    Maildir ``root`` and of each of its Maildir++ folders: leftovers of writes killed before the
+    rename to ``new/``. Files are never in ``new/`` or ``cur/`` before they are complete, so nothing
+    delivered is touched.
+
+    Args:
+        root: the Maildir; a missing one is fine (nothing to clean).
+        now_s: the current time in seconds since the epoch (default now).
+        max_age_s: the age limit in seconds.
+
+    Returns:
+        How many files were removed. Errors on single files are skipped (logged at warning).
+    """
+    now = time.time() if now_s is None else now_s
+    removed = 0
+    tmps = [root / "tmp"]
+    with contextlib.suppress(OSError):
+        tmps += [entry / "tmp" for entry in root.iterdir() if entry.name.startswith(".") and entry.is_dir()]
+    for tmp in tmps:
+        try:
+            entries = list(os.scandir(tmp))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime > max_age_s:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError as exc:
+                log.warning("maildir.tmp-clean-failed", path=entry.path, error=exc.strerror)
+    if removed:
+        log.info("maildir.tmp-cleaned", maildir=str(root), removed=removed)
+    return removed
 
 
 def present(directory: Path) -> dict[str, Path]:
@@ -209,8 +258,9 @@ def deliver(root: Path, folder: str, messages: Iterable[tuple[str, bytes]]) -> l
 def _write_new(directory: Path, sha256: str, raw: bytes) -> Path:
     name = unique_name(sha256, len(raw))
     tmp = directory / "tmp" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
+        os.fchmod(fd, FILE_MODE)  # the umask may have taken group read away
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()

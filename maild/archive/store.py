@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
+import structlog
 
 from maild.archive.index_text import index_text
 from maild.archive.schema import (
@@ -62,6 +63,12 @@ from maild.message import sha256_hex, summarise
 from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, RetrievedMessage, StoreOutcome
 
 T = TypeVar("T")
+_log = structlog.get_logger("maild.archive")
+
+
+class ArchiveReplaced(StoreError):
+    """The open archive is no longer the file at its path (deleted, renamed, replaced), or its
+    schema marker changed: nothing may be deleted on any server until maild is restarted."""
 
 ARCHIVE_FILE_MODE = 0o640
 """Mode of the archive file; SQLite gives its ``-wal`` and ``-shm`` files the same mode when it creates
@@ -164,6 +171,45 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
     return out
 
 
+#: Mode of directories created for the archive.
+ARCHIVE_DIR_MODE = 0o750
+
+
+def _create_private(path: Path) -> None:
+    """Create the archive's directory (0750) and an empty archive file (0640) if missing, whatever
+    the umask, so that SQLite never creates them world-readable; an existing file keeps its mode.
+
+    Raises:
+        OSError: the directory or file cannot be created.
+    """
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=ARCHIVE_DIR_MODE)
+            os.chmod(directory, ARCHIVE_DIR_MODE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, ARCHIVE_FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, ARCHIVE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _sqlite_problem(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's words for ``exc``, made specific where they are vague: a read-only file system
+    ("disk I/O error" or "attempt to write a readonly database") is named as such."""
+    text = str(exc)
+    if "readonly" in text or "disk I/O error" in text:
+        with contextlib.suppress(OSError):
+            if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+                return f"the file system holding {path.parent} is read-only ({text})"
+        if not os.access(path, os.W_OK):
+            return f"the archive file is not writable by this user ({text})"
+    return text
+
+
 class Store:
     """The archive database. Use :meth:`open`; close with :meth:`close` or ``async with``.
 
@@ -172,9 +218,13 @@ class Store:
     aiosqlite's thread completes or rolls back on its own.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path, guard_fd: int | None = None) -> None:
         self._conn = conn
         self.path = path
+        self._guard_fd = guard_fd
+        """A descriptor of the file opened, kept to tell whether it is still the one at :attr:`path`."""
+        self.replaced: str | None = None
+        """Why the archive guard failed (sticky until restart), or None; see :meth:`verify_identity`."""
         self._write_lock = asyncio.Lock()
         self._closed = False
         self._generation = 0
@@ -189,7 +239,7 @@ class Store:
             StoreError: the file cannot be opened, is not a maild archive, or is newer than this maild.
         """
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None)
             set_archive_mode(path)
         except (OSError, sqlite3.Error) as exc:
@@ -197,10 +247,69 @@ class Store:
         store = cls(conn, path)
         try:
             await store._setup()
+            store._guard_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            await conn.close()
+            raise StoreError(f"cannot open archive {path}: {exc}") from None
         except BaseException:
             await conn.close()
             raise
         return store
+
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever a write transaction of this connection begins or ends."""
+        return self._generation
+
+    async def verify_identity(self) -> None:
+        """Check that the open archive is still the file at :attr:`path` with this maild's schema.
+
+        Run at the start of every fetch cycle and immediately before every server-side deletion:
+        a message committed into a file that was deleted or replaced meanwhile is not durable at
+        all. Checked: the device and inode at :attr:`path` equal those of the file opened, its link
+        count is above zero, and ``PRAGMA user_version`` (the schema marker) is
+        :data:`~maild.archive.schema.SCHEMA_VERSION`. A mismatch is sticky: every later call raises
+        at once, for every account, until maild is restarted; it is logged once at error level.
+
+        Raises:
+            ArchiveReplaced: the check failed now or earlier (the text says what was found).
+        """
+        if self.replaced is not None:
+            raise ArchiveReplaced(self.replaced)
+        problem = await self._identity_problem()
+        if problem is None:
+            return
+        self.replaced = (
+            f"archive {self.path} {problem}; deletions on every server stopped until maild is restarted"
+        )
+        _log.error("archive.replaced", path=str(self.path), problem=problem)
+        raise ArchiveReplaced(self.replaced)
+
+    async def _identity_problem(self) -> str | None:
+        fd = self._guard_fd
+        if fd is None:
+            return None
+        try:
+            opened = os.fstat(fd)
+        except OSError as exc:
+            return f"cannot be checked: {exc.strerror}"
+        if opened.st_nlink < 1:
+            return "was deleted under the running daemon"
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return "was renamed or deleted under the running daemon"
+        except OSError as exc:
+            return f"cannot be checked: {exc.strerror}"
+        if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            return "was replaced by another file under the running daemon"
+        try:
+            version = await self._scalar("PRAGMA user_version")
+        except sqlite3.Error as exc:
+            return f"cannot be read: {exc}"
+        if version != SCHEMA_VERSION:
+            return f"has schema marker {version}, not {SCHEMA_VERSION}"
+        return None
 
     async def _setup(self) -> None:
         try:
@@ -229,7 +338,7 @@ class Store:
                     await self._conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise StoreError(f"archive {self.path}: {exc}") from None
+            raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
 
     async def close(self) -> None:
         """Checkpoint the WAL, then close the connection, keeping the ``-wal`` and ``-shm`` files. Idempotent.
@@ -244,6 +353,9 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        fd, self._guard_fd = self._guard_fd, None
+        if fd is not None:
+            os.close(fd)
         guard: sqlite3.Connection | None = None
         try:
             await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -272,7 +384,7 @@ class Store:
             async with self._conn.execute(sql, params) as cur:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
-            raise StoreError(f"archive {self.path}: {exc}") from None
+            raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
 
     async def _write(
         self, statements: Iterable[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]]
@@ -321,7 +433,7 @@ class Store:
                         await self._conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise StoreError(f"archive {self.path}: {what}: {exc}") from None
+                raise StoreError(f"archive {self.path}: {what}: {_sqlite_problem(exc, self.path)}") from None
             finally:
                 self._generation += 1
         return result

@@ -290,4 +290,6 @@ def render_status(reply: StatusReply) -> str:
 
     lines = lines_by_person(reply.accounts, account_lines)
     lines.append(f"archive: {reply.archive.messages} messages, {reply.archive.octets} octets")
+    if reply.archive.replaced:
+        lines.append(f"ARCHIVE PROBLEM: {reply.archive.replaced}")
     return "\n".join(lines)

@@ -176,6 +176,8 @@ def set_enabled(path: Path, name: str, enabled: bool) -> None:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except ValueError:  # an integer of more than 4300 digits
+        raise ConfigError(f"{path}: not valid TOML: a number has too many digits (more than 4300)") from None
     table = doc.get("accounts", {}).get(name)
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: has no [accounts.{name}] table")

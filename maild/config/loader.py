@@ -34,6 +34,7 @@ from maild.config.values import (
 )
 from maild.errors import ConfigError
 from maild.model import Protocol, Retention, Secret, ServerSettings, TLSMode
+from maild.protocols.progress import MIN_RATE_OCTETS_PER_S
 
 __all__ = [
     "ACCOUNT_NAME_RE",
@@ -131,6 +132,8 @@ class AccountConfig:
             ``"delete-after"``.
         retention_days: days after first fetch for ``"delete-after"``.
         max_message_size: messages larger than this many octets are skipped and left on the server.
+        min_transfer_rate: the progress floor of message transfers, octets per second: a server
+            sending slower over a 30 s window is cut off ("server too slow") and retried later.
         deliver_maildir: the account's local Maildir (template expanded, see
             :func:`~maild.config.values.expand_maildir`), or None when messages are only archived.
         source: the file that defined the account.
@@ -160,12 +163,27 @@ class AccountConfig:
     retention: Retention = "keep"
     retention_days: int | None = None
     max_message_size: int | None = None
+    min_transfer_rate: int = MIN_RATE_OCTETS_PER_S
     deliver_maildir: Path | None = None
     source: Path | None = None
     sign_in: AuthConfig = field(default_factory=AuthConfig)
 
+    async def resolved(self) -> AccountConfig:
+        """This account with its password read now (without blocking the event loop) and held inline,
+        so that :meth:`server_settings` then costs nothing.
+
+        Raises:
+            ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve_async`).
+        """
+        if self.password.inline is not None or self.sign_in.oauth2 is not None:
+            return self  # OAuth2 tokens are fetched in the adapter's worker thread (maild.auth)
+        secret = await self.password.resolve_async(self.name)
+        return dataclasses.replace(self, password=PasswordSource(inline=secret))
+
     def server_settings(self) -> ServerSettings:
         """Resolve the password and return what an adapter needs to log in.
+
+        Blocks while a ``password_command`` runs: in the daemon, call :meth:`resolved` first.
 
         Raises:
             ConfigError: the password cannot be obtained (see :meth:`PasswordSource.resolve`).
@@ -182,6 +200,7 @@ class AccountConfig:
                 username=self.username,
                 password=Secret(""),
                 timeout_s=self.timeout_s,
+                min_rate_octets_per_s=self.min_transfer_rate,
                 auth="oauth2",
                 sasl_mechanism=self.sign_in.sasl_mechanism,
                 tokens=source_for(self.sign_in.oauth2),
@@ -195,6 +214,7 @@ class AccountConfig:
             username=self.username,
             password=self.password.resolve(self.name),
             timeout_s=self.timeout_s,
+            min_rate_octets_per_s=self.min_transfer_rate,
             sasl_mechanism=self.sign_in.sasl_mechanism,
         )
 
@@ -404,6 +424,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
     timeout = parse_duration(t.get("timeout", (str, int), "60s"), t.key("timeout"))
     enabled = t.get("enabled", bool, True)
     max_size = positive_int(t, "max_message_size", None)
+    min_rate = positive_int(t, "min_transfer_rate", MIN_RATE_OCTETS_PER_S)
     maildir_template = t.get("deliver_maildir", str, None, form="a directory path or template")
     deliver_maildir = (
         base
@@ -439,6 +460,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         retention=retention,
         retention_days=retention_days,
         max_message_size=max_size,
+        min_transfer_rate=min_rate or MIN_RATE_OCTETS_PER_S,
         deliver_maildir=deliver_maildir,
         source=path,
         sign_in=sign_in,
@@ -461,6 +483,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (sys.int_info)
+        raise ConfigError(f"{path}: not valid TOML: {_number_problem(exc)}") from None
+
+
+def _number_problem(exc: ValueError) -> str:
+    """One line for the ValueError that Python's integer conversion raises on huge numbers."""
+    text = str(exc)
+    if "digits" in text:
+        return "a number has too many digits (more than 4300)"
+    return text.split(";")[0]
 
 
 def dropin_dir(path: Path) -> Path:

@@ -6,17 +6,19 @@ rotated password takes effect without a reload. Errors never contain the passwor
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from maild.config.secret_command import MAX_SECRET_OCTETS, SECRET_COMMAND_TIMEOUT_S, run_secret_command
 from maild.errors import ConfigError
 from maild.model import Secret
 
-PASSWORD_COMMAND_TIMEOUT_S = 30.0
-#: The longest password line read from a file or credential, in octets.
-MAX_SECRET_OCTETS = 4096
+#: How long ``password_command`` may run, in seconds.
+PASSWORD_COMMAND_TIMEOUT_S = SECRET_COMMAND_TIMEOUT_S
+__all__ = ["MAX_SECRET_OCTETS", "PASSWORD_COMMAND_TIMEOUT_S", "PasswordSource", "read_secret_file"]
 
 
 def read_secret_file(path: Path, account: str, key: str) -> Secret:
@@ -55,8 +57,29 @@ class PasswordSource:
     command: tuple[str, ...] | None = None
     credential: str | None = None
 
+    async def resolve_async(self, account: str) -> Secret:
+        """:meth:`resolve` without blocking the event loop: what the daemon uses on every cycle.
+
+        The command runs as an asyncio subprocess (:func:`~.secret_command.run_secret_command`, same
+        timeout, killed with its process group when it outlasts it or the caller is cancelled);
+        files and credentials are read in a worker thread (a file on a hung network mount).
+
+        Raises:
+            ConfigError: as for :meth:`resolve`.
+        """
+        if self.inline is not None:
+            return self.inline
+        if self.command is not None:
+            return await run_secret_command(
+                self.command, account=account, key="password_command", timeout_s=PASSWORD_COMMAND_TIMEOUT_S
+            )
+        return await asyncio.to_thread(self.resolve, account)
+
     def resolve(self, account: str) -> Secret:
         """Read the password now (files and commands are read on every fetch cycle, so rotation works).
+
+        Blocks while a command runs: for one-shot tools outside the event loop; the daemon uses
+        :meth:`resolve_async`.
 
         Raises:
             ConfigError: the file cannot be read, is empty, or the command fails or times out. The

@@ -20,7 +20,7 @@ _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 #: Upper bound of any duration in the configuration: one year, in seconds.
 MAX_DURATION_S = 365 * 86400.0
 #: Keys whose values are never repeated in error messages.
-SECRET_KEYS = frozenset({"password"})
+SECRET_KEYS = frozenset({"password", "password_command", "token", "token_command"})
 
 
 def parse_duration(value: object, where: str) -> float:

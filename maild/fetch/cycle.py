@@ -91,8 +91,9 @@ class TransferBudget(Protocol):
     """What a fetch cycle needs of the process's shared budgets (:class:`maild.service.budget.Budgets`
     has it): a transfer slot while it retrieves, and its share of the memory budget."""
 
-    def transfer(self) -> AbstractAsyncContextManager[None]:
-        """Hold a transfer slot for the block (see :data:`maild.policy.MAX_TRANSFERS`)."""
+    def transfer(self, host: str = "") -> AbstractAsyncContextManager[None]:
+        """Hold a transfer slot for the block (see :data:`maild.policy.MAX_TRANSFERS`); cycles of
+        one ``host`` hold at most :func:`maild.policy.transfer_share` of them."""
         ...
 
     def batch_octets(self, limit: int) -> int:
@@ -103,7 +104,7 @@ class TransferBudget(Protocol):
 class _Alone:
     """The budget of a cycle that shares nothing: no other cycle waits for it or divides its memory."""
 
-    def transfer(self) -> AbstractAsyncContextManager[None]:
+    def transfer(self, host: str = "") -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
     def batch_octets(self, limit: int) -> int:
@@ -247,7 +248,13 @@ def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maild
         return POP3Maildrop(settings, executor, max_message_size=account.max_message_size)
     from maild.protocols.imap.mailbox import IMAPMailbox
 
-    return IMAPMailbox(settings, account.mailboxes, list_all=account.all_mailboxes, exclude=account.exclude)
+    return IMAPMailbox(
+        settings,
+        account.mailboxes,
+        list_all=account.all_mailboxes,
+        exclude=account.exclude,
+        max_message_size=account.max_message_size,
+    )
 
 
 async def fetch_cycle(
@@ -288,7 +295,9 @@ async def fetch_cycle(
             everything committed before the error stays committed, every message received
             completely before it is committed, the message being received counts one failure
             (see the module docstring), nothing is deleted on the server.
-        StoreError: the archive failed; nothing is deleted on the server.
+        StoreError: the archive failed; nothing is deleted on the server. ``ArchiveReplaced``
+            (a StoreError): the archive file was deleted or replaced under the running daemon
+            (checked at the start and before deleting; see :meth:`Store.verify_identity`).
         DeliveryError: the account's Maildir could not be written; raised at the end of an otherwise
             complete cycle (archiving went on); undelivered messages were not deleted on the server.
         ConfigError: ``retention = "delete-after"`` with a POP3 server without UIDL (identities are
@@ -310,6 +319,7 @@ async def fetch_cycle(
     arrived: set[MessageKey] = set()
     retrieved: set[MessageKey] = set()  # fetched by their key in this session: verified
     try:
+        await store.verify_identity()  # a replaced or deleted archive stops every cycle
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
         if not opened:
@@ -333,6 +343,9 @@ async def fetch_cycle(
         records = await failures_store.failure_records(store, account.name)
         skip = policy.set_aside(records, clock())
         plan = policy.plan_retrieval(inventory, known, account.max_message_size, skip)
+        if account.max_message_size is not None and policy.needs_sizes(inventory, plan):
+            # IMAP inventories carry no sizes: ask for RFC822.SIZE before fetching anything
+            plan = policy.apply_sizes(plan, await maildrop.sizes(plan.retrieve), account.max_message_size)
         result.too_large = plan.too_large
         result.set_aside = plan.set_aside
 
@@ -360,7 +373,7 @@ async def fetch_cycle(
             return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
 
         if plan.retrieve:
-            async with shared.transfer():  # bounds the memory all cycles hold in messages
+            async with shared.transfer(account.host):  # bounds the memory all cycles hold in messages
                 # one stream for everything: the adapter keeps its next window in flight while the
                 # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
                 log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
@@ -412,6 +425,7 @@ async def fetch_cycle(
                 )
                 to_delete = policy.confirm_deletions(candidates, archived, verified)
             if to_delete:
+                await store.verify_identity()  # the commits landed in the file at the archive's path
                 log.debug("fetch.delete.started", messages=len(to_delete))
                 sent = await maildrop.delete(to_delete)
                 if sent is not None:  # IMAP may skip a mailbox (see IMAPMailbox.delete)

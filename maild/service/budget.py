@@ -6,7 +6,8 @@ Every limit on what runs at once is held here, and nowhere else:
 * **connections per host**: sessions open at once to one server host, all accounts together
   (``max_connections_per_host``): fetch cycles, IMAP sessions kept between cycles, and IDLE
   connections (these may use all but one, see :func:`maild.policy.connection_limit`);
-* **transfers**: cycles retrieving messages at once (:data:`maild.policy.MAX_TRANSFERS`);
+* **transfers**: cycles retrieving messages at once (:data:`maild.policy.MAX_TRANSFERS`), those of
+  one host at most :func:`maild.policy.transfer_share` of them;
 * **memory**: the message octets all transferring cycles hold in batches
   (:data:`maild.policy.MEMORY_BUDGET_OCTETS`), split among them
   (:func:`maild.policy.batch_octets_share`).
@@ -24,7 +25,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from maild import policy
 from maild.config.loader import DaemonConfig
@@ -87,6 +88,7 @@ class Budgets:
         self._cycles = asyncio.Semaphore(max_cycles)
         self._transfers = asyncio.Semaphore(max_transfers)
         self._transferring = 0
+        self._host_transfers: dict[str, asyncio.Semaphore] = {}
         self._hosts: dict[str, _Host] = {}
         self._reclaimer: Reclaimer | None = None
 
@@ -206,13 +208,26 @@ class Budgets:
     # -- transfers and memory ------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def transfer(self) -> AsyncIterator[None]:
+    async def transfer(self, host: str = "") -> AsyncIterator[None]:
         """Hold a transfer slot for the block: the cycle retrieves messages and holds octets.
 
-        Waits while :attr:`max_transfers` cycles transfer; a cycle with nothing to retrieve never
-        asks. Cancellation: while waiting, nothing is held; inside the block, the slot is given back.
+        Waits while :attr:`max_transfers` cycles transfer, or while cycles of the same ``host`` (any
+        case) hold :func:`maild.policy.transfer_share` of them already, so that crawling transfers
+        of one server never hold every slot. A cycle with nothing to retrieve never asks.
+        ``host`` empty: no per-host share (a cycle alone). Cancellation: while waiting, nothing is
+        held; inside the block, the slot is given back.
         """
-        async with self._transfers:
+        if host:
+            key = host.lower()
+            share = self._host_transfers.get(key)
+            if share is None:
+                share = self._host_transfers[key] = asyncio.Semaphore(
+                    policy.transfer_share(self.max_transfers)
+                )
+            per_host: contextlib.AbstractAsyncContextManager[Any] = share
+        else:
+            per_host = contextlib.nullcontext()
+        async with per_host, self._transfers:
             self._transferring += 1
             try:
                 yield

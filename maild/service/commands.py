@@ -9,6 +9,7 @@ the table and returns the handler's typed reply (:mod:`maild.service.status`) as
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -111,7 +112,10 @@ async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
         for name in names:
             await request_retry(ctx.store, name)
     futures = {name: ctx.scheduler.request_fetch(name) for name in names}
-    if not req.get("wait", True):
+    wait = req.get("wait", True)
+    if not isinstance(wait, bool):
+        raise ControlError("bad-request", f'"wait" must be true or false, not {json.dumps(wait)[:40]}')
+    if not wait:
         return FetchQueued(tuple(names))
     await asyncio.gather(*futures.values())
     return FetchResults(

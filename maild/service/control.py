@@ -24,13 +24,19 @@ from typing import Any
 
 import structlog
 
-from maild.errors import ControlError
+from maild.errors import ControlError, MaildError
 
 log = structlog.get_logger("maild.service.control")
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_OCTETS = 64 * 1024
+#: Seconds a client may stay silent between requests (and take to read a reply) before it is dropped.
 IDLE_TIMEOUT_S = 10.0
+#: Seconds a new client may take to send its first request before it is dropped.
+FIRST_REQUEST_TIMEOUT_S = 3.0
+#: Clients served at once. When all slots are taken, the client that has been silent longest since
+#: connecting (sent no request yet) is dropped to make room, so silent connections never lock the
+#: CLI out; only when every client is busy does a new one get ``busy``.
 MAX_CLIENTS = 64
 LISTEN_BACKLOG = 512
 SOCKET_MODE = 0o660
@@ -59,6 +65,8 @@ class ControlServer:
         self.group = group
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._silent: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        """Clients that have not sent a request yet, oldest first."""
 
     async def start(self) -> None:
         """Listen on the socket.
@@ -66,7 +74,13 @@ class ControlServer:
         Raises:
             ControlError: another maild answers on the path, or the path cannot be used.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ControlError(
+                "socket-path",
+                f"daemon.control_socket: cannot create its directory {self.path.parent}: {exc.strerror}",
+            ) from None
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
                 raise ControlError(
@@ -80,6 +94,10 @@ class ControlServer:
             self._server = await asyncio.start_unix_server(
                 self._serve, path=str(self.path), limit=MAX_REQUEST_OCTETS, backlog=LISTEN_BACKLOG
             )
+        except OSError as exc:
+            raise ControlError(
+                "socket-path", f"daemon.control_socket: cannot listen on {self.path}: {exc.strerror}"
+            ) from None
         finally:
             os.umask(old_umask)
         try:
@@ -110,15 +128,23 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._clients) >= MAX_CLIENTS and self._silent:
+            oldest, oldest_writer = next(iter(self._silent.items()))
+            del self._silent[oldest]
+            oldest_writer.transport.abort()
+            oldest.cancel()
+            self._clients.discard(oldest)
         if len(self._clients) >= MAX_CLIENTS:
             writer.write(encode(error_reply("busy", f"more than {MAX_CLIENTS} clients connected; try again")))
             writer.close()
             return
         self._clients.add(task)
+        self._silent[task] = writer
+        first = True
         try:
             while True:
                 try:
-                    async with asyncio.timeout(IDLE_TIMEOUT_S):
+                    async with asyncio.timeout(FIRST_REQUEST_TIMEOUT_S if first else IDLE_TIMEOUT_S):
                         line = await reader.readline()
                 except TimeoutError:
                     return
@@ -131,6 +157,8 @@ class ControlServer:
                     return
                 if not line:
                     return
+                first = False
+                self._silent.pop(task, None)
                 reply = await self._dispatch(line)
                 writer.write(encode(reply))
                 async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads is dropped
@@ -139,6 +167,7 @@ class ControlServer:
             return
         finally:
             self._clients.discard(task)
+            self._silent.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -150,6 +179,8 @@ class ControlServer:
             return error_reply("bad-json", f"request is not valid JSON: {exc}")
         except RecursionError:
             return error_reply("bad-json", "request is nested too deeply")
+        except ValueError:  # an integer of more than 4300 digits (sys.int_info)
+            return error_reply("bad-json", "request holds a number with too many digits (more than 4300)")
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return error_reply("bad-request", 'request must be a JSON object with a string "command"')
         version = request.get("version", PROTOCOL_VERSION)
@@ -159,6 +190,9 @@ class ControlServer:
             reply = await self.handler(request)
         except ControlError as exc:
             return error_reply(exc.code, str(exc))
+        except MaildError as exc:  # a StoreError, say: its own words say what went wrong
+            log.warning("control.failed", command=request.get("command"), error=str(exc))
+            return error_reply("failed", f"{type(exc).__name__}: {exc}")
         except Exception as exc:
             log.exception("control.failed", command=request.get("command"))
             return error_reply("internal", f"internal error: {type(exc).__name__}")

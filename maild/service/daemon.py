@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from maild import __version__
+from maild.archive.maildir import clean_stale_tmp
 from maild.archive.store import Store
 from maild.config.loader import Config, load_config
 from maild.errors import ControlError, MaildError
@@ -188,6 +189,8 @@ class Daemon:
             now = utc_now()
             for acc in cfg.accounts.values():
                 await self.store.ensure_account(acc.name, acc.organisation, acc.employee, acc.protocol, now)
+                if acc.deliver_maildir is not None:  # leftovers of writes killed mid-way
+                    await asyncio.to_thread(clean_stale_tmp, acc.deliver_maildir)
             self.scheduler = Scheduler(
                 cfg.accounts.values(),
                 self.store,

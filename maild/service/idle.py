@@ -48,7 +48,7 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, ProtocolError
 from maild.fetch.cycle import utc_now
-from maild.model import ServerSettings
+from maild.model import ServerSettings, redact_known
 from maild.protocols.imap.wire import MailboxEvents, SelectInfo
 from maild.service.budget import Budgets
 
@@ -267,7 +267,7 @@ class IdleWatcher:
             await self._budgets.acquire_connection(host, idle=True)
         session: IdleSession | None = None
         try:
-            session = self._factory(self.account)
+            session = self._factory(await self.account.resolved())
             await session.open()
             if not session.supports_idle:
                 self._unsupported = True
@@ -301,13 +301,15 @@ class IdleWatcher:
         if session is not None:
             await session.abort()
         self.mode = "polling"
-        self.last_error = str(exc)
+        self.last_error = redact_known(str(exc))
         log.warning(event, mailbox=self.account.idle_mailbox, error=self.last_error)
 
     async def _after_failure(self, exc: Exception) -> None:
         was_idle = self.mode == "idle"
         self.mode = "reconnecting"
-        self.last_error = str(exc) if isinstance(exc, MaildError) else f"internal error: {type(exc).__name__}"
+        self.last_error = (
+            redact_known(str(exc)) if isinstance(exc, MaildError) else f"internal error: {type(exc).__name__}"
+        )
         self._failures += 1
         delay = policy.reconnect_delay_s(self._failures, self._base_s, self._cap_s)
         if was_idle:

@@ -18,6 +18,7 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, MaildError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
+from maild.model import redact_known
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
 from maild.service.replies import new_and_known
@@ -114,7 +115,7 @@ async def fetch_once(
                 try:
                     result = await runner.run(acc, keep_open=False)
                 except MaildError as exc:
-                    return OneShotResult(acc.name, None, str(exc))
+                    return OneShotResult(acc.name, None, redact_known(str(exc)))
                 assert result is not None  # runs without a proceed() check
                 return OneShotResult(acc.name, result)
 

@@ -79,9 +79,10 @@ class CycleRunner:
             try:
                 if proceed is not None and not proceed():
                     return None  # release() logs a kept session out
+                ready = await account.resolved()  # a password_command must not block the loop
                 maildrop, resumed = await self.sessions.connect(
                     lease,
-                    lambda: self.maildrop_factory(account, self.executor),
+                    lambda: self.maildrop_factory(ready, self.executor),
                     probe_timeout_s=account.timeout_s,
                 )
                 return await fetch_cycle(

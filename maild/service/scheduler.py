@@ -28,6 +28,7 @@ from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, ThrottledError, TransientError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.fetch.resync import UIDValidityChange
+from maild.model import redact_known
 from maild.service.budget import Budgets
 from maild.service.idle import IdleWatcher, Mode
 from maild.service.kept_sessions import KeptSessions
@@ -112,10 +113,11 @@ def outcome_label(error: BaseException) -> str:
 
 
 def describe(error: BaseException) -> str:
-    """One line naming an error for status and logs (never contains a secret: errors never hold one)."""
+    """One line naming an error for status and logs; the value of any live secret is masked (errors
+    should never hold one, but a server may echo it in text quoted by an error)."""
     if isinstance(error, MaildError):
-        return str(error)
-    return f"internal error: {type(error).__name__}: {error}"
+        return redact_known(str(error))
+    return redact_known(f"internal error: {type(error).__name__}: {error}")
 
 
 class Scheduler:

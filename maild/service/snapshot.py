@@ -7,8 +7,13 @@ cannot be mistaken for the IMAP IDLE mode.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+import structlog
 
 from maild import __version__
 from maild.archive.failures import failure_records
@@ -178,10 +183,102 @@ def account_status(
     )
 
 
+_log = structlog.get_logger("maild.service")
+
+#: The longest a status request waits for the archive's figures when it has none yet, in seconds;
+#: after that it answers without them (``archive.read_at`` null).
+ARCHIVE_WAIT_S = 1.0
+#: Figures older than this many seconds are read again in the background; the request answers with
+#: those it has meanwhile.
+ARCHIVE_MAX_AGE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    counts: dict[str, int]
+    kept: dict[str, tuple[int, datetime | None]]
+    messages: int
+    octets: int
+    read_at: datetime
+    read_at_s: float
+    generation: int
+    failures: dict[str, dict[MessageKey, FailureRecord]]
+
+
+class ArchiveFigures:
+    """The archive's counts for status, read in the background and served from memory.
+
+    Reading them is never on a status request's critical wait: the archive's one connection may
+    sit behind another process's lock for its whole busy timeout, and counting takes long on a
+    large archive. A request waits at most :data:`ARCHIVE_WAIT_S` for a fresh read (one at a
+    time, going on in the background when the request stops waiting), then answers with the
+    figures last read.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._figures: _Figures | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._names: set[str] = set()
+        """Accounts whose failure records are read (every account a request has named so far)."""
+
+    async def _read(self, names: tuple[str, ...]) -> None:
+        store = self._store
+        generation = store.generation
+        try:
+            counts = await store.message_counts()
+            kept = await store.on_server_summary()
+            messages, octets = await store.totals()
+            failures = {name: await failure_records(store, name) for name in names}
+        except Exception as exc:
+            _log.warning("status.archive-read-failed", error=str(exc))
+            return
+        loop_now = asyncio.get_running_loop().time()
+        self._figures = _Figures(
+            counts, kept, messages, octets, datetime.now(UTC), loop_now, generation, failures
+        )
+
+    async def get(self, names: tuple[str, ...] = ()) -> _Figures | None:
+        """The latest figures, or None when none could be read yet.
+
+        Figures older than :data:`ARCHIVE_MAX_AGE_S`, or read before the archive last changed, are
+        read again; the request waits for that read at most :data:`ARCHIVE_WAIT_S` seconds and
+        otherwise answers with the figures it had.
+        """
+        now = asyncio.get_running_loop().time()
+        figures = self._figures
+        self._names.update(names)
+        stale = (
+            figures is None
+            or now - figures.read_at_s > ARCHIVE_MAX_AGE_S
+            or figures.generation != self._store.generation
+            or not set(names) <= figures.failures.keys()
+        )
+        if stale:
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.create_task(self._read(tuple(self._names)))
+            await asyncio.wait((self._reading,), timeout=ARCHIVE_WAIT_S)
+        return self._figures
+
+
+_FIGURES: weakref.WeakKeyDictionary[Store, ArchiveFigures] = weakref.WeakKeyDictionary()
+
+
+def archive_figures(store: Store) -> ArchiveFigures:
+    """The one :class:`ArchiveFigures` of ``store`` in this process."""
+    figures = _FIGURES.get(store)
+    if figures is None:
+        figures = _FIGURES[store] = ArchiveFigures(store)
+    return figures
+
+
 async def status_reply(
     accounts: dict[str, AccountRuntime], store: Store, started_at: datetime, only: str | None = None
 ) -> StatusReply:
     """The full status: accounts in configuration order (or just ``only``) and archive totals.
+
+    The archive's figures come from :class:`ArchiveFigures` (at most :data:`ARCHIVE_MAX_AGE_S`
+    old while the archive answers); the accounts' states from the scheduler's memory.
 
     Args:
         accounts: the scheduler's runtime records by account name, in configuration order.
@@ -189,15 +286,15 @@ async def status_reply(
         started_at: when the daemon started (UTC).
         only: one account name, or None for all.
     """
-    counts = await store.message_counts()
-    kept = await store.on_server_summary()
-    messages, octets = await store.totals()
+    names = tuple(name for name in accounts if only is None or name == only)
+    figures = await archive_figures(store).get(names)
+    counts = figures.counts if figures is not None else {}
+    kept = figures.kept if figures is not None else {}
+    messages, octets = (figures.messages, figures.octets) if figures is not None else (0, 0)
+    read_at = figures.read_at.replace(microsecond=0) if figures is not None else None
+    records = figures.failures if figures is not None else {}
     now = datetime.now(UTC)
-    failing = {
-        name: failing_messages(await failure_records(store, name), now)
-        for name in accounts
-        if only is None or name == only
-    }
+    failing = {name: failing_messages(records.get(name, {}), now) for name in names}
     return StatusReply(
         version=__version__,
         started_at=started_at.replace(microsecond=0),
@@ -206,7 +303,7 @@ async def status_reply(
             for name, rt in accounts.items()
             if only is None or name == only
         ),
-        archive=ArchiveTotals(messages, octets),
+        archive=ArchiveTotals(messages, octets, read_at, store.replaced),
     )
 
 

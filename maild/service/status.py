@@ -476,19 +476,37 @@ class AccountStatus:
 
 @dataclass(frozen=True, slots=True)
 class ArchiveTotals:
-    """The whole archive: distinct messages and their total size in octets."""
+    """The whole archive: distinct messages and their total size in octets.
+
+    Attributes:
+        messages, octets: the figures when the archive was last read.
+        read_at: when that was (UTC), or None when it could not be read yet (the archive busy, for
+            example under another process's lock): the figures, and the accounts' archived counts,
+            are then 0 and unknown.
+        replaced: None, or why deletions stopped on every server: the archive file was deleted or
+            replaced under the running daemon (see :meth:`maild.archive.store.Store.verify_identity`).
+    """
 
     messages: int
     octets: int
+    read_at: datetime | None = None
+    replaced: str | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``archive``."""
-        return {"messages": self.messages, "octets": self.octets}
+        return {
+            "messages": self.messages,
+            "octets": self.octets,
+            "read_at": time_text(self.read_at) if self.read_at is not None else None,
+            "replaced": self.replaced,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ArchiveTotals:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(read_int(data, "messages"), read_int(data, "octets"))
+        read_at = read_time(data, "read_at")
+        replaced = read_opt_str(data, "replaced")
+        return cls(read_int(data, "messages"), read_int(data, "octets"), read_at, replaced)
 
 
 @dataclass(frozen=True, slots=True)

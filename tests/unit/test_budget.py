@@ -74,3 +74,27 @@ async def test_transfers_split_the_memory_budget() -> None:
             third.cancel()
             await asyncio.wait([third])
     assert budgets.transferring == 0
+
+
+async def test_one_host_never_holds_every_transfer_slot() -> None:
+    """Four cycles of a crawling host ask for the four slots: three get them, one waits; a cycle of
+    another host still gets a slot at once."""
+    budgets = Budgets(max_cycles=8, per_host=8, max_transfers=4)
+    entered: list[str] = []
+    release = asyncio.Event()
+
+    async def transfer(host: str, name: str) -> None:
+        async with budgets.transfer(host):
+            entered.append(name)
+            await release.wait()
+
+    slow = [asyncio.create_task(transfer("Slow.example", f"slow{n}")) for n in range(4)]
+    await asyncio.sleep(0.01)
+    assert sorted(entered) == ["slow0", "slow1", "slow2"]
+    healthy = asyncio.create_task(transfer("mail.example", "healthy"))
+    await asyncio.sleep(0.01)
+    assert "healthy" in entered
+    assert budgets.transferring == 4
+    release.set()
+    await asyncio.gather(*slow, healthy)
+    assert len(entered) == 5 and budgets.transferring == 0

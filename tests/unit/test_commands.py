@@ -68,6 +68,9 @@ class FakeStore:
             assert sql.startswith("UPDATE retrieval_failures SET retry_requested = 1")
             self.retry_requested.append(params[0])
 
+    generation = 0
+    replaced = None
+
     async def message_counts(self) -> dict[str, int]:
         return {"anna-pop": 5}
 
@@ -258,3 +261,11 @@ async def test_reload_metrics_and_stop_are_routed(daemon: Daemon) -> None:
     assert not daemon.stopped
     assert await ask(daemon, command="stop") == {"stopping": True}
     assert daemon.stopped
+
+
+@pytest.mark.parametrize("wait", ["no", 0, "false", None])
+async def test_wait_must_be_a_boolean(daemon: Daemon, wait: object) -> None:
+    """fetch-now's "wait" must be true or false: "no" is refused, not taken as true."""
+    with pytest.raises(ControlError, match='"wait" must be true or false') as info:
+        await ask(daemon, command="fetch-now", account="all", wait=wait)
+    assert info.value.code == "bad-request"

@@ -1011,3 +1011,17 @@ def test_control_socket_path_too_long_is_refused(tmp_path: Path) -> None:
     """A control_socket path longer than a Unix socket path may be is refused by key."""
     path = main_file(tmp_path, f'[daemon]\ncontrol_socket = "/tmp/{"s" * 120}.sock"\n')
     assert "daemon.control_socket" in load_error(path)
+
+
+def test_password_command_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    """A password_command given as a string (which may hold the password) is refused without repeating it."""
+    error = load_error(account_file(tmp_path, 'password_command = "echo Sommer2026"\n'))
+    assert "password_command" in error
+    assert "Sommer2026" not in error
+
+
+def test_huge_integer_in_the_config_is_one_line(tmp_path: Path) -> None:
+    """A 5,000-digit integer gives one ConfigError line naming the file, not a traceback."""
+    error = load_error(account_file(tmp_path, "port = " + "9" * 5000 + "\n"))
+    assert error.endswith("not valid TOML: a number has too many digits (more than 4300)")
+    assert "\n" not in error

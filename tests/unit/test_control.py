@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from maild.errors import ControlError
+from maild.errors import ControlError, StoreError
 from maild.service import control
 from maild.service.control import MAX_REQUEST_OCTETS, ControlServer, error_reply
 from maild.service.control_client import ControlClient, checked, request
@@ -67,6 +67,8 @@ class Handler:
             raise ControlError("unknown-account", "no account named 'nobody'")
         if command == "boom" or req.get("account") == "boom":
             raise RuntimeError("handler bug")
+        if command == "store-fails":
+            raise StoreError("archive /x/maild.sqlite3: database is locked")
         return {"echo": req}
 
 
@@ -270,6 +272,7 @@ async def test_idle_client_is_dropped(
 ) -> None:
     """A client that sends no complete line within IDLE_TIMEOUT_S is disconnected; the server keeps serving."""
     monkeypatch.setattr(control, "IDLE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(control, "FIRST_REQUEST_TIMEOUT_S", 0.2)
     idle = await Client.connect(server.path)
     if partial:
         await idle.send(partial)
@@ -642,3 +645,40 @@ async def test_client_reads_typed_replies(sock_path: Path) -> None:
     ]
     assert [r["command"] for r in seen] == [*replies, "fetch-now", "fetch-now"]
     assert (seen[-2]["wait"], seen[-1]["wait"]) == (True, False)
+
+
+async def test_silent_clients_never_lock_out_a_real_one(server: ControlServer) -> None:
+    """With every client slot held by connections that sent nothing, a new client is still served:
+    the longest-silent one is dropped to make room (70 silent connections, then status)."""
+    silent = [await Client.connect(server.path) for _ in range(control.MAX_CLIENTS + 6)]
+    try:
+        reply = await status_from_new_client(server)
+        assert reply["ok"] is True
+        dropped = await silent[0].read_until_closed()
+        assert dropped == b""
+    finally:
+        for c in silent:
+            await c.close()
+
+
+async def test_huge_integer_in_a_request_gets_one_clear_error(client: Client) -> None:
+    """A 5,000-digit integer gets a bad-json reply saying so (not a dropped connection)."""
+    reply = await client.ask(b'{"command": "status", "n": ' + b"9" * 5000 + b"}\n")
+    assert error_code(reply) == "bad-json"
+    assert "too many digits" in reply["error"]["message"]
+
+
+async def test_store_error_keeps_its_cause(client: Client) -> None:
+    """A MaildError from a command (a StoreError) is answered with its own words, not "internal error"."""
+    reply = await client.ask(b'{"command": "store-fails"}\n')
+    assert error_code(reply) == "failed"
+    assert reply["error"]["message"] == "StoreError: archive /x/maild.sqlite3: database is locked"
+
+
+async def test_socket_in_a_directory_that_cannot_exist_names_the_key(tmp_path: Path) -> None:
+    """A control socket whose directory cannot be created is one line naming daemon.control_socket."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    server = ControlServer(blocker / "sub" / "control.sock", Handler())
+    with pytest.raises(ControlError, match=r"^daemon.control_socket: cannot create its directory .*sub: "):
+        await server.start()

@@ -401,6 +401,13 @@ def test_idle_connections_leave_one_connection_to_the_cycles() -> None:
     assert connection_limit(1, idle=True) == 0
 
 
+def test_transfer_share_is_all_slots_but_one() -> None:
+    """One host may hold all transfer slots but one (at least one)."""
+    from maild.policy import transfer_share
+
+    assert [transfer_share(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 2, 3, 7]
+
+
 def failure_record(key: MessageKey, failures: int, last: datetime, *, retry: bool = False) -> FailureRecord:
     return FailureRecord(key, failures, "-ERR locked", last - timedelta(hours=1), last, retry)
 

@@ -55,6 +55,7 @@ __all__ = [
     "IdleRound",
     "LibraryError",
     "LibraryTimeout",
+    "ReadLimits",
     "Reply",
     "StreamingFetch",
     "quiet_library_logger",
@@ -65,6 +66,55 @@ __all__ = [
 PATCHED_AIOIMAPLIB = "2.0.3"
 #: The installed aioimaplib release.
 AIOIMAPLIB_VERSION = importlib.metadata.version("aioimaplib")
+
+
+#: Longest response line maild reads, in octets, CRLF and literals excluded. RFC 9051 sets no limit;
+#: the longest legitimate lines are ``* SEARCH`` answers for a whole mailbox (about 8 octets per
+#: message: 16 MiB covers two million messages).
+MAX_LINE_OCTETS = 16 * 2**20
+#: Largest literal maild reads, in octets, when the account sets no ``max_message_size`` (RFC 9051
+#: section 4.3 allows up to 2**32 - 1). The same as POP3's reply cap.
+MAX_LITERAL_OCTETS = 100 * 2**20
+#: Most octets of response data (lines and literals) held for one command at a time: what a command
+#: keeps until its tagged completion, or what one streaming FETCH response holds until it is complete.
+MAX_BUFFERED_OCTETS = 128 * 2**20
+#: Most untagged (and continuation) response lines between two tagged completions. A streaming body
+#: FETCH of 2,500 messages takes about 7,500.
+MAX_UNTAGGED_PER_COMMAND = 100_000
+#: Digits of a literal's size beyond which the announcement is refused before converting it.
+_MAX_LITERAL_DIGITS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """Caps on what one connection reads; a server exceeding any of them loses the connection.
+
+    The check happens before the data is kept: a literal over the cap is refused on its
+    announcement, before any of its octets are read, and a line over the cap as soon as that
+    many octets without CRLF have arrived.
+
+    Attributes:
+        line_octets: longest response line in octets (literals excluded).
+        literal_octets: largest literal in octets.
+        buffered_octets: most octets held for one command (or one streaming FETCH response).
+        untagged_per_command: most untagged and continuation lines between two tagged completions.
+
+    Raises:
+        ValueError: a cap is not positive.
+    """
+
+    line_octets: int = MAX_LINE_OCTETS
+    literal_octets: int = MAX_LITERAL_OCTETS
+    buffered_octets: int = MAX_BUFFERED_OCTETS
+    untagged_per_command: int = MAX_UNTAGGED_PER_COMMAND
+
+    def __post_init__(self) -> None:
+        if min(self.line_octets, self.literal_octets, self.buffered_octets, self.untagged_per_command) < 1:
+            raise ValueError("read limits must be positive")
+
+
+class _Exceeded(Exception):
+    """Raised inside ``data_received`` to stop reading a connection that broke a :class:`ReadLimits` cap."""
 
 
 class LibraryError(Exception):
@@ -88,6 +138,11 @@ class Reply:
 
     result: str
     lines: list[Part]
+
+
+def tagged_status(line: bytes) -> bool:
+    """Whether ``line`` is a tagged completion as aioimaplib recognises one (``A12 OK ...``)."""
+    return aioimaplib.tagged_status_response_re.match(line) is not None
 
 
 def _reply(response: Any) -> Reply:
@@ -176,6 +231,7 @@ class _StreamingFetchCommand(_FastFetchCommand):
             self._hand_over()
 
     def _hand_over(self) -> None:
+        self.held_octets = 0  # what the sink took is no longer the protocol's to count
         if self._parts:
             parts, self._parts = self._parts, []
             self._sink(parts)
@@ -194,6 +250,11 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     * ``_handle_responses`` loops over the lines of a chunk instead of recursing once per line and
       walks it by offset instead of copying the rest after every line;
     * FETCH uses :class:`_FastFetchCommand`;
+    * a partial line is extended in place (each octet is copied once, not once per received chunk)
+      and the :class:`ReadLimits` caps hold: a server breaking one loses the connection at once,
+      ``exceeded`` saying which cap (see :meth:`_exceed`); so does a line that is no IMAP response
+      at all (neither untagged, continuation nor tagged; the library would drop it and leave the
+      command waiting).
     * a whitespace-only line while a FETCH response's parenthesised list is still open (an extra
       CRLF after a literal, as some servers send: CPython bpo-44408, IMAPClient #162) is skipped
       instead of ending the response and losing the rest of it (the stock protocol drops the rest
@@ -202,9 +263,10 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     A test compares it with the stock protocol on the same byte streams split at every boundary.
     """
 
-    incomplete_line: bytes
+    incomplete_line: bytes | bytearray
     current_command: Any
     greeting_refused: bytes | None = None
+    exceeded: str | None = None
     last_bye: bytes | None = None
     """The last untagged BYE (RFC 9051 section 7.1.5), at most :data:`MAX_BYE_OCTETS`, so that a lost
     connection can be reported with the server's words (e.g. an APPEND it refused this way)."""
@@ -215,10 +277,35 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         return super()._untagged_response(line)
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, conn_lost_cb: Callable[[Exception | None], None] | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn_lost_cb: Callable[[Exception | None], None] | None,
+        limits: ReadLimits | None = None,
     ) -> None:
         super().__init__(loop, conn_lost_cb)
         self.last_received = loop.time()
+        self.received_octets = 0
+        self.limits = limits if limits is not None else ReadLimits()
+        self._untagged = 0
+
+    def _exceed(self, reason: str) -> None:
+        """Record which cap the server broke, drop the connection, stop reading this chunk.
+
+        The pending command then fails as for a lost connection; the connection's caller reads
+        :attr:`exceeded` to say why.
+        """
+        self.exceeded = reason
+        self.incomplete_line = b""
+        if self.transport is not None:
+            self.transport.abort()
+        raise _Exceeded(reason)
+
+    def _hold(self, cmd: Any, octets: int) -> None:
+        """Count ``octets`` as held by ``cmd`` until its completion (or its next hand-over)."""
+        held = getattr(cmd, "held_octets", 0) + octets
+        cmd.held_octets = held
+        if held > self.limits.buffered_octets:
+            self._exceed(f"server sent more than {self.limits.buffered_octets} octets for one response")
 
     async def welcome(self, command: bytes) -> None:
         """Handle the greeting; on a BYE (or other non-OK) greeting, remember it and hang up.
@@ -234,14 +321,34 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                 self.transport.close()
 
     def data_received(self, d: bytes) -> None:
+        if self.exceeded is not None:
+            return
         self.last_received = self.loop.time()
+        self.received_octets += len(d)
+        partial = self.incomplete_line
+        if partial:
+            if d.find(b"\r\n") < 0 and not (partial[-1:] == b"\r" and d[:1] == b"\n"):
+                # still no line end: extend in place instead of joining again on every chunk
+                if not isinstance(partial, bytearray):
+                    partial = self.incomplete_line = bytearray(partial)
+                partial += d
+                if len(partial) > self.limits.line_octets:
+                    with contextlib.suppress(_Exceeded):
+                        self._exceed(f"server sent a line longer than {self.limits.line_octets} octets")
+                return
+            d = bytes(partial) + d
         try:
-            self._handle_responses(self.incomplete_line + d, self._handle_line, self.current_command)
+            self._handle_responses(d, self._handle_line, self.current_command)
             self.incomplete_line = b""
             self.current_command = None
         except aioimaplib.IncompleteRead as incomplete_read:
             self.current_command = incomplete_read.cmd
             self.incomplete_line = incomplete_read.data
+            if len(incomplete_read.data) > self.limits.line_octets:
+                with contextlib.suppress(_Exceeded):
+                    self._exceed(f"server sent a line longer than {self.limits.line_octets} octets")
+        except _Exceeded:
+            self.current_command = None
 
     def _handle_responses(self, data: bytes, line_handler: Any, current_cmd: Any = None) -> None:
         view = memoryview(data)
@@ -263,16 +370,46 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             end = data.find(aioimaplib.CRLF, pos)
             if end < 0:
                 raise aioimaplib.IncompleteRead(current_cmd, data[pos:])
+            limits = self.limits
+            if end - pos > limits.line_octets:
+                self._exceed(f"server sent a line longer than {limits.line_octets} octets")
             line = data[pos:end]
             pos = end + 2
             if current_cmd is not None and not line.strip(b" \t") and current_cmd.wait_data():
                 continue  # a spurious blank line inside an open FETCH list (bpo-44408): skipped
+            if tagged_status(line):
+                self._untagged = 0
+            elif line:
+                self._untagged += 1
+                if self._untagged > limits.untagged_per_command:
+                    self._exceed(
+                        f"server sent more than {limits.untagged_per_command} untagged lines for one command"
+                    )
+            if (
+                current_cmd is None
+                and line
+                and self.state != aioimaplib.CONNECTED
+                and not line.startswith((b"*", b"+"))
+                and not tagged_status(line)
+            ):  # aioimaplib would log and drop it, and the command would wait for its timeout
+                text = bytes(line[:60]).decode("ascii", "backslashreplace")
+                self._exceed(f"server sent a line that is not an IMAP response: {text!r}")
             cmd = line_handler(line, current_cmd)
+            if cmd is not None:
+                self._hold(cmd, len(line))
             begin_literal = aioimaplib.literal_data_re.match(line)
             if begin_literal:
+                digits = begin_literal.group("size")
+                literal_octets = int(digits) if len(digits) <= _MAX_LITERAL_DIGITS else 2**64
+                if literal_octets > limits.literal_octets:
+                    self._exceed(
+                        f"server announced a literal of {digits[:20].decode()} octets"
+                        f" (the limit is {limits.literal_octets})"
+                    )
                 if cmd is None:
                     cmd = aioimaplib.Command("NIL", "unused")
-                cmd.begin_literal_data(int(begin_literal.group("size")))
+                self._hold(cmd, literal_octets)
+                cmd.begin_literal_data(literal_octets)
                 current_cmd = cmd
             elif cmd is not None and cmd.wait_data():
                 current_cmd = cmd
@@ -298,7 +435,14 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
 
 
 class _LibraryClient(aioimaplib.IMAP4):  # type: ignore[misc]
-    """``aioimaplib.IMAP4`` building :class:`_FastProtocol` (same code as the library's method)."""
+    """``aioimaplib.IMAP4`` building :class:`_FastProtocol` (same code as the library's method).
+
+    ``read_limits`` is kept before the library's ``__init__`` runs, since that connects at once.
+    """
+
+    def __init__(self, *args: Any, read_limits: ReadLimits | None = None, **kwargs: Any) -> None:
+        self.read_limits = read_limits
+        super().__init__(*args, **kwargs)
 
     def create_client(
         self,
@@ -309,7 +453,7 @@ class _LibraryClient(aioimaplib.IMAP4):  # type: ignore[misc]
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         local_loop = loop if loop is not None else asyncio.get_running_loop()
-        self.protocol = _FastProtocol(local_loop, conn_lost_cb)
+        self.protocol = _FastProtocol(local_loop, conn_lost_cb, self.read_limits)
         self._client_task = local_loop.create_task(
             local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
         )
@@ -597,6 +741,7 @@ class IMAPClient:
         ssl_context: for implicit TLS, else None.
         on_connection_lost: called once when the transport closes (the library's ``conn_lost_cb``).
         timeout_s: aioimaplib's own timer for commands that take one (LOGIN, SELECT, ...), seconds.
+        limits: the caps on what is read (default :class:`ReadLimits`'s).
     """
 
     def __init__(
@@ -607,9 +752,15 @@ class IMAPClient:
         ssl_context: ssl.SSLContext | None,
         on_connection_lost: Callable[[Exception | None], None],
         timeout_s: float,
+        limits: ReadLimits | None = None,
     ) -> None:
         self._client = _LibraryClient(
-            host, port, timeout=timeout_s, conn_lost_cb=on_connection_lost, ssl_context=ssl_context
+            host,
+            port,
+            timeout=timeout_s,
+            conn_lost_cb=on_connection_lost,
+            ssl_context=ssl_context,
+            read_limits=limits,
         )
         self._protocol: _FastProtocol = self._client.protocol
 
@@ -619,6 +770,16 @@ class IMAPClient:
     def last_received(self) -> float:
         """Loop time (seconds) when data last arrived, or when the client was made."""
         return float(self._protocol.last_received)
+
+    @property
+    def received_octets(self) -> int:
+        """Octets received on this connection so far (for the progress floor)."""
+        return int(self._protocol.received_octets)
+
+    @property
+    def exceeded(self) -> str | None:
+        """Which :class:`ReadLimits` cap the server broke (the connection was then dropped), or None."""
+        return self._protocol.exceeded
 
     @property
     def greeting_refused(self) -> bytes | None:

@@ -52,13 +52,16 @@ from maild.protocols.imap import listing as imap_list
 from maild.protocols.imap import wire
 from maild.protocols.imap.authenticate import AuthenticateOver
 from maild.protocols.imap.client import (
+    MAX_LITERAL_OCTETS,
     IMAPClient,
     LibraryError,
     LibraryTimeout,
+    ReadLimits,
     Reply,
     quiet_library_logger,
 )
 from maild.protocols.imap.lex import Part
+from maild.protocols.progress import ProgressFloor
 from maild.protocols.tls import client_context
 
 __all__ = [
@@ -100,11 +103,17 @@ class IMAPConnection:
         settings: server, TLS mode, credentials and ``timeout_s``, the longest silence in seconds
             tolerated during any one operation (connect, each command; a FETCH may take longer as
             long as data keeps arriving).
+        max_message_size: the account's ``max_message_size`` in octets, or None. No literal larger
+            than it (or than :data:`~.client.MAX_LITERAL_OCTETS` without it) is read: the server
+            announcing one loses the connection before any of its octets are read.
     """
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, *, max_message_size: int | None = None) -> None:
         quiet_library_logger()
         self.settings = settings
+        literal_octets = MAX_LITERAL_OCTETS if max_message_size is None else max(1, max_message_size)
+        self.limits = ReadLimits(literal_octets=literal_octets)
+        """The caps on what this connection reads (see :class:`~.client.ReadLimits`)."""
         self._client: IMAPClient | None = None
         self._lost: asyncio.Future[None] | None = None
         self._broken: str | None = None
@@ -209,10 +218,12 @@ class IMAPConnection:
     def error(
         self, cls: type[AccountError], message: str, *, line: str = "", standard: str = ""
     ) -> AccountError:
-        """Build an error of class ``cls`` naming the account (never the password)."""
-        text = f"{self.account}: {message}"
+        """Build an error of class ``cls`` naming the account; the password is masked wherever it
+        appears in ``message`` or ``line`` (servers that echo the LOGIN line in their refusal)."""
+        secret = self.settings.password
+        text = secret.redact(f"{self.account}: {message}")
         if issubclass(cls, ProtocolError):
-            return cls(text, account=self.account, line=line, standard=standard)
+            return cls(text, account=self.account, line=secret.redact(line), standard=standard)
         return cls(text, account=self.account)
 
     async def call(
@@ -222,6 +233,7 @@ class IMAPConnection:
         *,
         send_octets: int = 0,
         timeout_s: float | None = None,
+        progress: ProgressFloor | None = None,
     ) -> T:
         """Run one client call, raced against inactivity and the loss of the connection.
 
@@ -231,14 +243,19 @@ class IMAPConnection:
             send_octets: octets the command uploads (APPEND); the inactivity limit is extended by
                 ``send_octets / MIN_UPLOAD_OCTETS_PER_S`` seconds, since nothing arrives meanwhile.
             timeout_s: the inactivity limit in seconds; default the account's ``timeout_s``.
+            progress: the progress floor of a message transfer this wait belongs to (the time
+                spent here counts towards its windows), or None.
 
         Cancelled: the connection is discarded and the cancellation propagates.
 
         Raises:
             TransientError: the connection was discarded earlier.
-            NetworkTimeout: nothing arrived for ``timeout_s`` seconds.
+            NetworkTimeout: nothing arrived for ``timeout_s`` seconds, or with ``progress``, data
+                arrived slower than its floor over one of its windows ("server too slow").
             ConnectError: the connection was lost or could not be made, or TLS failed.
-            ProtocolError: aioimaplib rejected the state of the session or a response.
+            ProtocolError: aioimaplib rejected the state of the session or a response, or the
+                server broke a :class:`~.client.ReadLimits` cap (the text names which; the
+                connection was dropped before the data was read).
         """
         if self._broken is not None:
             raise self.error(TransientError, f"{what}: session discarded ({self._broken})")
@@ -253,15 +270,25 @@ class IMAPConnection:
         task.add_done_callback(consume_outcome)
         began = loop.time() + send_octets / MIN_UPLOAD_OCTETS_PER_S
         limit_s = self.settings.timeout_s if timeout_s is None else timeout_s
+        if progress is not None:
+            progress.go(client.received_octets)
         try:
             while not task.done():
                 remaining = max(began, client.last_received) + limit_s - loop.time()
                 if remaining <= 0:
                     self.discard(f"{what} timed out")
                     raise self.error(NetworkTimeout, f"{what}: no data from server for {limit_s:g} s")
+                if progress is not None:
+                    slow = progress.check(client.received_octets)
+                    if slow is not None:
+                        self.discard(f"{what}: server too slow")
+                        raise self.error(NetworkTimeout, f"{what}: {slow}")
+                    remaining = min(remaining, max(progress.remaining_s(), 0.01))
                 await asyncio.wait((task, lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if not task.done() and lost.done():
                     self.discard(f"connection lost during {what}")
+                    if client.exceeded is not None:
+                        raise self.error(ProtocolError, f"{what}: {client.exceeded}; connection dropped")
                     greeting = client.greeting_refused
                     if greeting is not None:
                         text = bytes(greeting[:200]).decode("utf-8", "replace")
@@ -297,6 +324,8 @@ class IMAPConnection:
             detail = str(exc) if isinstance(exc, LibraryError) else f"{type(exc).__name__}: {exc}"
             raise self.error(ProtocolError, f"{what}: aioimaplib failed: {detail}") from None
         finally:
+            if progress is not None:
+                progress.stop()
             if not task.done():
                 task.cancel()
 
@@ -316,7 +345,8 @@ class IMAPConnection:
             self.discard(f"{what}: bad completion")
             raise self.error(ProtocolError, f"{what}: {exc}", standard=exc.standard) from None
         if status.code == "ALERT":
-            _log.warning("imap.alert", account=self.account, command=what, text=status.text)
+            text = self.settings.password.redact(status.text)
+            _log.warning("imap.alert", account=self.account, command=what, text=text)
         return lines[:-1], status
 
     def refused(self, status: wire.StatusResponse, what: str) -> AccountError:
@@ -392,6 +422,7 @@ class IMAPConnection:
             ssl_context=context if settings.tls == "implicit" else None,
             on_connection_lost=self._on_connection_lost,
             timeout_s=settings.timeout_s,
+            limits=self.limits,
         )
         await self.call("connect", client.wait_hello)
         preauth = client.preauthenticated

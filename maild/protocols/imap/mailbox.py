@@ -81,6 +81,9 @@ class IMAPMailbox(Maildrop):
             :func:`~maild.protocols.imap.listing.choose_mailboxes` leaves out (``\\Noselect``,
             special-use ``\\Trash`` and ``\\Junk``, and ``exclude``).
         exclude: with ``list_all``, readable names left out together with the mailboxes beneath them.
+        max_message_size: the account's ``max_message_size`` in octets, or None: no literal larger
+            than it is read (see :class:`~.connection.IMAPConnection`); the fetch cycle skips larger
+            messages by their RFC822.SIZE (:meth:`sizes`) before retrieving.
 
     Attributes:
         connection: the connection this mailbox holds (opened by :meth:`open`).
@@ -97,12 +100,13 @@ class IMAPMailbox(Maildrop):
         *,
         list_all: bool = False,
         exclude: Sequence[str] = (),
+        max_message_size: int | None = None,
     ) -> None:
         if isinstance(mailboxes, str) or not (mailboxes or list_all):
             raise ValueError("mailboxes must be a non-empty sequence of names")
         for name in mailboxes:
             wire.mailbox_argument(name)
-        self.connection = IMAPConnection(settings)
+        self.connection = IMAPConnection(settings, max_message_size=max_message_size)
         self._mailboxes = tuple(dict.fromkeys(mailboxes))
         self._list_all = list_all
         self._exclude = tuple(exclude)

@@ -38,6 +38,7 @@ from maild.protocols.imap.client import Reply, StreamingFetch
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, consume_outcome
 from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome
 from maild.protocols.imap.lex import Part
+from maild.protocols.progress import ProgressFloor
 
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
 
@@ -309,7 +310,8 @@ async def retrieve_segment(
         ThrottledError, TransientError, ProtocolError: the completion was NO with a session code
             (RFC 5530), or BAD (RFC 9051 section 7.1).
         NetworkTimeout, ConnectError, ProtocolError, TransientError: as for
-            :meth:`IMAPConnection.call`.
+            :meth:`IMAPConnection.call`; NetworkTimeout also when the messages arrive slower than
+            the account's ``min_rate_octets_per_s`` (see :mod:`maild.protocols.progress`).
     """
     uidvalidity = connection.uidvalidity
     uids = [key.uid for key in keys if key.uidvalidity == uidvalidity]
@@ -319,6 +321,11 @@ async def retrieve_segment(
         return
     what = f"UID FETCH {BODY_ITEMS} for {len(uids)} UIDs"
     stream = RetrievalStream(uids, BODY_REQUIRE, window_octets, BODY_EXPECT)
+    settings = connection.settings
+    progress = ProgressFloor(
+        settings.min_rate_octets_per_s, settings.progress_window_s, asyncio.get_running_loop().time
+    )
+    progress.stop()  # only the waits below count
     fetch = connection.client.streaming_fetch(wire.sequence_set(uids), BODY_ITEMS, stream.feed)
     stream.attach(fetch.pause_reading, fetch.resume_reading)
     connection.lost(what)  # raises ConnectError (and discards) when the connection is gone already
@@ -331,12 +338,12 @@ async def retrieve_segment(
                 yield stale_failure(key, uidvalidity)
                 continue
             while not stream.ready():
-                await _stream_wait(connection, what, fetch, command, stream)
+                await _stream_wait(connection, what, fetch, command, stream, progress)
             uid, outcome = stream.take()
             assert uid == key.uid
             yield retrieved(key, outcome)
         while not stream.finished:
-            await _stream_wait(connection, what, fetch, command, stream)
+            await _stream_wait(connection, what, fetch, command, stream, progress)
     finally:
         if command.done():
             stream.resume()
@@ -358,12 +365,13 @@ async def _stream_wait(
     fetch: StreamingFetch,
     command: asyncio.Future[Reply],
     stream: RetrievalStream,
+    progress: ProgressFloor,
 ) -> None:
     """Wait for the next outcome or the end of the FETCH; settle the stream at its completion."""
     if fetch.completed and not command.done():
         await asyncio.wait((command,))  # done at the next loop turn, even if the peer hangs up now
     if not command.done():
-        await connection.call(what, lambda: stream.waiter(command))
+        await connection.call(what, lambda: stream.waiter(command), progress=progress)
     elif command.cancelled() or command.exception() is not None:
         await connection.call(what, lambda: command)  # maps the client's error and raises it
     else:

@@ -38,6 +38,7 @@ from maild.errors import (
 from maild.model import ServerSettings
 from maild.protocols.pop3 import wire
 from maild.protocols.pop3.auth import authenticate
+from maild.protocols.progress import ProgressFloor
 from maild.protocols.tls import client_context
 
 __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "THROTTLE_CODES", "Listing", "POP3Session"]
@@ -377,6 +378,8 @@ class POP3Session:
         Raises:
             ProtocolError: a reply is malformed or too large, or data follows the last reply owed.
             ConnectError: the server closed the connection. OSError: from the socket.
+            NetworkTimeout: multi-line replies arrived slower than ``settings.min_rate_octets_per_s``
+                over a window of ``settings.progress_window_s`` seconds ("server too slow").
         """
         pop = self.pop
         if pop is None:
@@ -385,6 +388,12 @@ class POP3Session:
             raise RuntimeError(f"{count} replies asked, {len(self._ahead)} owed")
         file = cast(io.BufferedIOBase, pop.file)
         replies: list[wire.Reply] = into if into is not None else []
+        settings = self.settings
+        # multi-line replies carry the data (RETR, TOP, UIDL, LIST): they must keep up a floor rate
+        progress = (
+            ProgressFloor(settings.min_rate_octets_per_s, settings.progress_window_s) if multiline else None
+        )
+        received = 0
         for _ in range(count):
             while (reply := self.decoder.next_reply(multiline=multiline)) is None:
                 chunk = file.read1(READ_CHUNK_OCTETS)
@@ -393,6 +402,9 @@ class POP3Session:
                         f"{self._where()}: server closed the connection", account=self.settings.account
                     )
                 self.decoder.feed(chunk)
+                received += len(chunk)
+                if progress is not None and (slow := progress.check(received)) is not None:
+                    raise NetworkTimeout(f"{self._where()}: {slow}", account=settings.account)
             self._ahead.popleft()
             replies.append(reply)
         if not self._ahead and self.decoder.buffered_octets:
