@@ -147,6 +147,7 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
             )
         else:
             lines.append(f"    failed {f.failures}x in a row (retried next cycle): {f.key}: {f.reason}")
+    lines.extend(_sign_in_lines(a, now, tz))
     if a.last_cycle is not None:
         lines.extend(f"    set aside (too large, left on the server): {k}" for k in a.last_cycle.too_large)
         lines.extend(f"    mailbox {m!r} not fetched: {r}" for m, r in a.last_cycle.mailbox_failures or ())
@@ -163,6 +164,23 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
     if lines and not lines[0].startswith(("!", "  " + a.name)):
         lines.insert(0, f"  {a.name}:")
     return lines
+
+
+def _sign_in_lines(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
+    """OAuth2 accounts: the grant, the access token's and the refresh token's ends (issue 13)."""
+    s = a.sign_in
+    if s.auth != "oauth2":
+        return []
+    parts = [f"    sign-in: oauth2 ({s.grant or '?'})"]
+    if s.token_expires_at is not None:
+        parts.append(f"token until {local_time(s.token_expires_at, now, tz)}")
+    if s.refresh_token_obtained_at is not None:
+        age_days = (now - s.refresh_token_obtained_at).total_seconds() / 86400
+        parts.append(f"refresh token {max(age_days, 0):.1f} days old")
+    if s.refresh_token_expires_at is not None:
+        parts.append(f"ends {local_time(s.refresh_token_expires_at, now, tz)}")
+    line = ", ".join(parts)
+    return [line, f"    WARNING: {s.warning}"] if s.warning else [line]
 
 
 def duration_text(seconds: float) -> str:

@@ -23,6 +23,7 @@ from typing import Any, cast
 from maild.config.alerts import AlertsConfig, parse_alerts
 from maild.config.auth import OAUTH2_DIR, AuthConfig, parse_auth
 from maild.config.passwords import PasswordSource, read_secret_file
+from maild.config.providers import apply_provider
 from maild.config.values import (
     Table,
     choice,
@@ -383,6 +384,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table")
+    data = apply_provider(data, where)  # issue 13: provider presets fill missing keys
     t = Table(data, where)
     base = path.parent
     protocol = cast(

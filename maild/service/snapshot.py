@@ -18,6 +18,7 @@ import structlog
 from maild import __version__
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
+from maild.auth.tokens import peek_source
 from maild.fetch.cycle import CycleResult
 from maild.model import FailureRecord, IMAPKey, MessageKey
 from maild.policy import SET_ASIDE_RETRY_S, next_deletion_due, set_aside
@@ -33,6 +34,7 @@ from maild.service.status import (
     IMAPStatus,
     ProgressStatus,
     RetrievalFailureStatus,
+    SignInStatus,
     StatusReply,
     UIDValidityChangeStatus,
 )
@@ -116,6 +118,25 @@ def imap_status(rt: AccountRuntime) -> IMAPStatus:
     )
 
 
+def sign_in_status(rt: AccountRuntime) -> SignInStatus:
+    """The account's sign-in method and, for OAuth2, its tokens' health (from memory, no I/O)."""
+    oauth = rt.config.sign_in.oauth2
+    if oauth is None:
+        return SignInStatus(auth=rt.config.sign_in.auth)
+    source = peek_source(oauth)
+    if source is None:  # no token asked for yet
+        return SignInStatus(auth="oauth2", grant=oauth.grant)
+    health = source.health()
+    return SignInStatus(
+        auth="oauth2",
+        grant=health.grant,
+        token_expires_at=_whole_seconds(health.token_expires_at),
+        refresh_token_obtained_at=_whole_seconds(health.refresh_token_obtained_at),
+        refresh_token_expires_at=_whole_seconds(health.refresh_token_expires_at),
+        warning=health.warning,
+    )
+
+
 def account_status(
     rt: AccountRuntime,
     messages: int,
@@ -162,6 +183,7 @@ def account_status(
         deletion_suspended=res.deletion_suspended if res is not None else None,
         history=_history_status(rt),
         progress=_progress_status(rt) if rt.state == "fetching" else None,
+        sign_in=sign_in_status(rt),
     )
 
 

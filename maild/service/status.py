@@ -382,6 +382,50 @@ class ProgressStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SignInStatus:
+    """How an account signs in, and for OAuth2 when its tokens end (issue 13; never a token).
+
+    Attributes:
+        auth: ``"password"`` or ``"oauth2"``.
+        grant: for OAuth2, ``"client_credentials"``, ``"refresh_token"`` or ``"token_command"``.
+        token_expires_at: when the access token in memory expires (UTC), or None.
+        refresh_token_obtained_at: when the refresh token was obtained or last rotated, or None.
+        refresh_token_expires_at: when it ends, where the lifetime is known, or None.
+        warning: a sentence when it ends within 3 days, else None.
+    """
+
+    auth: str = "password"
+    grant: str | None = None
+    token_expires_at: datetime | None = None
+    refresh_token_obtained_at: datetime | None = None
+    refresh_token_expires_at: datetime | None = None
+    warning: str | None = None
+
+    def to_json(self) -> JSONObject:
+        """The ``sign_in`` object of the account."""
+        return {
+            "auth": self.auth,
+            "grant": self.grant,
+            "token_expires_at": time_text(self.token_expires_at),
+            "refresh_token_obtained_at": time_text(self.refresh_token_obtained_at),
+            "refresh_token_expires_at": time_text(self.refresh_token_expires_at),
+            "warning": self.warning,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SignInStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(
+            auth=read_str(data, "auth"),
+            grant=read_opt_str(data, "grant"),
+            token_expires_at=read_time(data, "token_expires_at"),
+            refresh_token_obtained_at=read_time(data, "refresh_token_obtained_at"),
+            refresh_token_expires_at=read_time(data, "refresh_token_expires_at"),
+            warning=read_opt_str(data, "warning"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class AccountStatus:
     """One account in the status reply.
 
@@ -408,6 +452,7 @@ class AccountStatus:
         progress: while ``fetching``: how far the cycle is; else None.
         deletion_suspended: POP3 only: why the last cycle deleted nothing although retention
             would (an unfinished move into an IMAP account holding the same messages), or None.
+        sign_in: how it signs in and the health of its OAuth2 tokens (see :class:`SignInStatus`).
     """
 
     name: str
@@ -437,6 +482,7 @@ class AccountStatus:
     history: HistoryStatus | None = None
     progress: ProgressStatus | None = None
     deletion_suspended: str | None = None
+    sign_in: SignInStatus = SignInStatus()
 
     def to_json(self) -> JSONObject:
         """The account's JSON object, keys in the documented order."""
@@ -476,6 +522,7 @@ class AccountStatus:
             out["progress"] = self.progress.to_json()
         if self.deletion_suspended is not None:
             out["deletion_suspended"] = self.deletion_suspended
+        out["sign_in"] = self.sign_in.to_json()
         return out
 
     @classmethod
@@ -525,6 +572,11 @@ class AccountStatus:
                 else None
             ),
             deletion_suspended=read_opt_str(data, "deletion_suspended"),
+            sign_in=(
+                SignInStatus.from_json(read_object(data["sign_in"], "sign_in"))
+                if "sign_in" in data
+                else SignInStatus()
+            ),
         )
 
 

@@ -158,7 +158,7 @@ def test_account_json_keeps_the_documented_shape() -> None:
         "name", "organisation", "employee", "protocol", "host", "enabled", "state", "messages",
         "last_success", "next_run", "last_error", "consecutive_failures", "mode", "on_server",
         "retention", "retention_days", "identity", "warnings", "pending_deletion", "oldest_kept_since",
-        "next_deletion_due", "last_cycle", "failing_messages",
+        "next_deletion_due", "last_cycle", "failing_messages", "sign_in",
     ]  # fmt: skip
     assert pop["last_cycle"] == {
         "new_links": 4,
