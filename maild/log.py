@@ -1,16 +1,33 @@
 """Logging: one structlog pipeline for maild's events and the standard-library loggers beneath it.
 
-JSON lines when stdout is not a terminal (journald stores each line as MESSAGE), a readable console
-rendering on a terminal. aioimaplib's logger is held at WARNING: at DEBUG it writes whole messages
-and credentials. A last processor removes any value under a key that looks like a secret.
+Where the lines go and how they look:
+
+- Every command logs to **stderr**, so a command's own output on stdout (``--json`` replies, result
+  lines) stays clean whatever the log level.
+- When ``$JOURNAL_STREAM`` names stderr (systemd connected it to the journal, see systemd.exec(5)),
+  each line starts with its syslog priority as an sd-daemon ``<N>`` prefix (sd-daemon(3)), so
+  ``journalctl -p warning`` works, and the rest is ``key=value`` (logfmt), readable in
+  ``journalctl``. The prefix needs no library: ``systemd-python`` has no wheel, and journald parses
+  the prefix by default (``SyslogLevelPrefix=yes``).
+- Elsewhere: a console rendering on a terminal, JSON lines otherwise (what log shippers and the
+  crash tests read).
+- ``log_format`` in ``[daemon]`` overrides the choice: ``"json"``, ``"logfmt"`` or ``"console"``
+  (``"auto"`` is the above). The priority prefix is added whenever stderr is the journal.
+
+Libraries whose records could carry a message body or a secret are capped at WARNING, whatever the
+level: aioimaplib (every received chunk, XOAUTH2 strings), aiosqlite (every statement with its
+parameters, so whole messages), asyncio. A filter on the handler drops their records below WARNING
+even if someone lowers their loggers' levels. A last processor replaces any value under a key that
+looks like a secret.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -18,9 +35,23 @@ from maild.model import redact_known
 
 _SECRET_KEYS = frozenset({"password", "passwd", "secret", "token", "authorization"})
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-# Libraries whose debug output carries message bodies or credentials. aiosqlite logs the repr of every
-# call it runs, message blobs included (a 25 MB message made ~15 copies in memory at log_level debug).
-_QUIET_LIBRARIES = ("aioimaplib", "aioimaplib.aioimaplib", "aiosqlite")
+#: The choices of ``log_format``.
+LogFormat = Literal["auto", "json", "logfmt", "console"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "logfmt", "console")
+#: Loggers (and their children) whose records below WARNING never reach the log: their debug output
+#: carries message bodies, SQL parameters or credentials. aiosqlite logs the repr of every call it
+#: runs, message blobs included (a 25 MB message made ~15 copies in memory at log_level debug).
+CAPPED_LIBRARIES = ("aioimaplib", "aiosqlite", "asyncio")
+#: syslog priorities (RFC 5424 section 6.2.1) of the standard-library levels, for ``<N>`` prefixes.
+SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+#: Keys first in a logfmt line, in this order; the others follow as logged.
+_LOGFMT_FIRST = ["level", "event", "account", "logger"]
 
 
 def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -41,15 +72,88 @@ def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) ->
     return event
 
 
-def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """Route structlog and stdlib logging through one handler on stdout.
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority (0 emergency … 7 debug) of a standard-library level number."""
+    for threshold in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO):
+        if levelno >= threshold:
+            return SYSLOG_PRIORITY[threshold]
+    return SYSLOG_PRIORITY[logging.DEBUG]
+
+
+def stream_is_journal(stream: TextIO, journal_stream: str | None = None) -> bool:
+    """True when ``stream`` is the journal's stream socket, as ``$JOURNAL_STREAM`` says.
+
+    Args:
+        stream: an open text stream with a file descriptor.
+        journal_stream: the ``DEVICE:INODE`` value (decimal); None reads ``$JOURNAL_STREAM``.
+
+    Standard: systemd.exec(5), ``$JOURNAL_STREAM``: compare the device and inode numbers of the
+    file descriptor with the variable's, since a redirected stream inherits the variable too.
+    """
+    value = os.environ.get("JOURNAL_STREAM") if journal_stream is None else journal_stream
+    if not value:
+        return False
+    try:
+        dev_text, ino_text = value.split(":", 1)
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return str(st.st_dev) == dev_text.strip() and str(st.st_ino) == ino_text.strip()
+
+
+class _CapLibraries(logging.Filter):
+    """Drop records below WARNING from :data:`CAPPED_LIBRARIES`, whatever their loggers' levels."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return not any(record.name == n or record.name.startswith(n + ".") for n in CAPPED_LIBRARIES)
+
+
+class _PriorityPrefix(logging.Formatter):
+    """Wrap a formatter and put the record's syslog priority ``<N>`` before every line it renders.
+
+    A record rendered on several lines (a console traceback) gets the prefix on each, so journald
+    gives every line the record's priority.
+    """
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self._inner.format(record).split("\n"))
+
+
+def _renderer(fmt: LogFormat, stream: TextIO, journal: bool) -> Any:
+    if fmt == "auto":
+        fmt = "logfmt" if journal else "console" if stream.isatty() else "json"
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    if fmt == "logfmt":
+        return structlog.processors.LogfmtRenderer(
+            key_order=_LOGFMT_FIRST, drop_missing=True, bool_as_flag=False
+        )
+    return structlog.dev.ConsoleRenderer(colors=stream.isatty() and not journal)
+
+
+def configure_logging(
+    level: str = "info", *, fmt: LogFormat = "auto", stream: TextIO | None = None, json: bool | None = None
+) -> None:
+    """Route structlog and stdlib logging through one handler on stderr.
 
     Args:
         level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
-        json: force JSON (True) or console (False) rendering; None picks JSON unless stdout is a TTY.
+        fmt: :data:`LogFormat`; ``"auto"`` picks logfmt for the journal, console on a terminal, else
+            JSON.
+        stream: where lines go (default: ``sys.stderr`` at the time of the call).
+        json: the older switch: True is ``fmt="json"``, False ``fmt="console"``.
     """
-    if json is None:
-        json = not sys.stdout.isatty()
+    if json is not None:
+        fmt = "json" if json else "console"
+    out = sys.stderr if stream is None else stream
+    journal = stream_is_journal(out)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -57,33 +161,33 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-    )
+    if journal:  # the journal stamps every entry itself
+        shared.remove(shared[3])
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter: logging.Formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            renderer,
+            _renderer(fmt, out, journal),
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    if journal:
+        formatter = _PriorityPrefix(formatter)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(_CapLibraries())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(LEVELS[level])
-    for name in _QUIET_LIBRARIES:
+    for name in CAPPED_LIBRARIES:
         logging.getLogger(name).setLevel(max(logging.WARNING, LEVELS[level]))
 
 

@@ -295,6 +295,36 @@ class ServerSettings:
     tokens: AccessTokenSource | None = field(default=None, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class AccountHistory:
+    """What the archive remembers of an account's cycles across reloads and restarts.
+
+    Attributes:
+        account: the account name.
+        last_success: end of the last successful cycle (UTC), or None.
+        last_push: when the IMAP server last announced new mail over IDLE (UTC), or None.
+        last_error: the last failure in words (never a secret), or None after a success.
+        last_error_at: when that failure ended its cycle (UTC), or None.
+        failing_since: end of the first failed cycle of the current run of failures (UTC), None
+            while the account succeeds.
+        consecutive_failures: failed cycles since the last success.
+        cycles_ok, cycles_failed: all cycles ever, by outcome.
+        fetched_messages, fetched_octets: messages newly archived for the account ever, and octets.
+    """
+
+    account: str
+    last_success: datetime | None = None
+    last_push: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    failing_since: datetime | None = None
+    consecutive_failures: int = 0
+    cycles_ok: int = 0
+    cycles_failed: int = 0
+    fetched_messages: int = 0
+    fetched_octets: int = 0
+
+
 class AccessTokenSource(_Interface):
     """Where an OAuth2 account's access tokens come from (implemented in :mod:`maild.auth.tokens`).
 

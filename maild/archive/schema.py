@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 5; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 6; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -24,6 +24,9 @@ Layout (schema version 5; docs/archive.md documents it for readers such as the C
   ``locations.server_size`` (v4): the RFC822.SIZE an IMAP server reports for the message when it
   differs from the archived octets' size while its header section matches (a server quirk, so that
   the UID check of :mod:`maild.fetch.resync` does not raise the alarm again).
+- ``account_history`` (v6): per account, what ``maild status`` shows about the past (last success,
+  last IDLE push, last error and since when it fails, cycle and message counts), so that a reload or
+  a restart does not reset it.
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -35,7 +38,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -149,6 +152,21 @@ _MIGRATIONS: dict[int, str] = {
         FROM appends a JOIN locations l ON l.message = a.message AND l.account <> a.account
         LEFT JOIN accounts r ON r.name = l.account AND r.retired_into = a.account
         GROUP BY l.account, a.account;
+    """,
+    6: """
+    CREATE TABLE account_history (
+        account               TEXT PRIMARY KEY REFERENCES accounts (name),
+        last_success          TEXT,
+        last_push             TEXT,
+        last_error            TEXT,
+        last_error_at         TEXT,
+        failing_since         TEXT,
+        consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+        cycles_ok             INTEGER NOT NULL DEFAULT 0,
+        cycles_failed         INTEGER NOT NULL DEFAULT 0,
+        fetched_messages      INTEGER NOT NULL DEFAULT 0,
+        fetched_octets        INTEGER NOT NULL DEFAULT 0
+    );
     """,
 }
 

@@ -47,7 +47,16 @@ from maild.archive.schema import (
 )
 from maild.errors import StoreError
 from maild.message import sha256_hex, summarise
-from maild.model import IMAPKey, Location, MessageKey, POP3Key, Protocol, RetrievedMessage, StoreOutcome
+from maild.model import (
+    AccountHistory,
+    IMAPKey,
+    Location,
+    MessageKey,
+    POP3Key,
+    Protocol,
+    RetrievedMessage,
+    StoreOutcome,
+)
 
 T = TypeVar("T")
 _log = structlog.get_logger("maild.archive")
@@ -913,10 +922,55 @@ class Store:
         rows = await self._all("SELECT count(*), coalesce(sum(size_octets), 0) FROM messages")
         return int(rows[0][0]), int(rows[0][1])
 
+    # -- account history (schema version 6) ----------------------------------------------------
+
+    async def account_histories(self) -> dict[str, AccountHistory]:
+        """Every account's remembered history, by account name (accounts without cycles are absent)."""
+        rows = await self._all(_SELECT_HISTORY)
+
+        def moment(text: str | None) -> datetime | None:
+            return parse_utc(text) if text else None
+
+        return {
+            r[0]: AccountHistory(
+                r[0], moment(r[1]), moment(r[2]), r[3], moment(r[4]), moment(r[5]), *map(int, r[6:])
+            )
+            for r in rows
+        }
+
+    async def record_history(self, history: AccountHistory) -> None:
+        """Replace an account's history row in one durable transaction.
+
+        Raises:
+            StoreError: SQLite failed (for example the disk is full); the old row stays.
+        """
+
+        def text(moment: datetime | None) -> str | None:
+            return utc_text(moment) if moment is not None else None
+
+        h = history
+        row = (
+            h.account, text(h.last_success), text(h.last_push), h.last_error, text(h.last_error_at),
+            text(h.failing_since), h.consecutive_failures, h.cycles_ok, h.cycles_failed,
+            h.fetched_messages, h.fetched_octets,
+        )  # fmt: skip
+        await self._write([(_REPLACE_HISTORY, row, False)])
+
     async def integrity_check(self) -> str:
         """Run ``PRAGMA integrity_check`` and return its first line (``"ok"`` when healthy)."""
         rows = await self._all("PRAGMA integrity_check")
         return str(rows[0][0])
+
+
+_HISTORY_COLUMNS = (
+    "account", "last_success", "last_push", "last_error", "last_error_at", "failing_since",
+    "consecutive_failures", "cycles_ok", "cycles_failed", "fetched_messages", "fetched_octets",
+)  # fmt: skip
+_SELECT_HISTORY = f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM account_history"  # noqa: S608 - constants
+_REPLACE_HISTORY = (
+    f"INSERT OR REPLACE INTO account_history ({', '.join(_HISTORY_COLUMNS)})"  # noqa: S608 - constants
+    f" VALUES ({', '.join('?' * len(_HISTORY_COLUMNS))})"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,8 @@
 """IMAP ``AUTHENTICATE`` (RFC 3501 and RFC 9051 section 6.2.2; SASL-IR, RFC 4959) over a minimal interface.
 
-Not wired into :mod:`maild.protocols.imap` yet: the IMAP connection object is being refactored (issue 13
-notes). :func:`authenticate` needs only :class:`AuthenticateTransport` (send the command, send a
-continuation line, read the next continuation or the tagged status), so the new connection object can
-provide it in a few lines and call this in place of ``LOGIN``. The SASL logic is
+:func:`authenticate` needs only :class:`AuthenticateTransport` (send the command, send a continuation
+line, read the next continuation or the tagged status); :mod:`maild.protocols.imap.connection`
+provides it over its aioimaplib client and calls this before falling back to ``LOGIN``. The SASL logic is
 :mod:`maild.auth.sasl`; the retry-once on a refused token matches POP3 (:mod:`maild.protocols.pop3.auth`).
 """
 
@@ -16,7 +15,7 @@ from typing import Literal, Protocol
 import structlog
 
 from maild.auth import sasl
-from maild.errors import AuthError, MaildError, ProtocolError, ThrottledError
+from maild.errors import AuthError, MaildError, ProtocolError, ThrottledError, TransientError
 from maild.model import Secret, ServerSettings
 
 __all__ = ["AuthenticateTransport", "Continuation", "TaggedStatus", "authenticate"]
@@ -104,6 +103,8 @@ def _refusal(
     shown = f"{status.result}{f' [{status.code}]' if status.code else ''} {text}".strip()
     if status.code in _THROTTLE_CODES:
         return ThrottledError(f"{where}: AUTHENTICATE {mech} deferred: {shown}", account=settings.account)
+    if status.result == "NO" and status.code == "SERVERBUG":  # the server's fault, not the credentials'
+        return TransientError(f"{where}: AUTHENTICATE {mech} failed: {shown}", account=settings.account)
     return AuthError(f"{where}: AUTHENTICATE {mech} refused: {shown}", account=settings.account)
 
 
@@ -130,6 +131,7 @@ async def authenticate(
         AuthError: ``NO`` (or ``BAD`` after a cancel) with the server's text, never the secret; no
             usable mechanism for ``oauth2`` or a forced one; from the token source.
         ThrottledError: ``NO [UNAVAILABLE]``/``[LIMIT]``/``[INUSE]`` (RFC 5530).
+        TransientError: ``NO [SERVERBUG]`` (RFC 5530): the server's fault, not counted as a refusal.
         ProtocolError: a challenge that is not base64, an exchange that does not end.
         TransientError, ConfigError: from the token source; transport errors as raised by it.
 

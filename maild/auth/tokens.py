@@ -40,17 +40,25 @@ __all__ = [
     "COMMAND_TOKEN_TTL_S",
     "MAX_TOKEN_OCTETS",
     "REFRESH_MARGIN_S",
+    "REFRESH_WARNING_S",
     "TOKEN_COMMAND_TIMEOUT_S",
     "OAuth2Settings",
     "OAuth2Tokens",
     "RefreshTokenStore",
+    "TokenHealth",
     "authorize",
     "grant_fingerprint",
+    "peek_source",
     "source_for",
 ]
 
 #: Seconds before an access token's expiry at which a new one is fetched.
 REFRESH_MARGIN_S: Final = 60.0
+#: Seconds before a refresh token's known end (``refresh_token_lifetime``) from which status and the
+#: log warn: 3 days.
+REFRESH_WARNING_S: Final = 3 * 86400.0
+#: Least seconds between two log warnings about the same expiring refresh token: 1 day.
+REFRESH_WARNING_LOG_INTERVAL_S: Final = 86400.0
 #: Seconds a token printed by ``token_command`` is reused (the command says nothing of expiry).
 COMMAND_TOKEN_TTL_S: Final = 300.0
 #: Limit in seconds for ``token_command`` (the same as ``password_command``).
@@ -76,6 +84,9 @@ class OAuth2Settings:
         scope: the scopes to ask for.
         token_command: argv of a command printing an access token, or None.
         token_dir: directory of the refresh-token files (``STATE_DIR/oauth2``).
+        refresh_token_lifetime_s: how long a refresh token lives after it was obtained (or last
+            rotated), when the provider documents it (Microsoft: 90 days of inactivity; Google
+            clients in "Testing" status: 7 days), else None.
     """
 
     account: str
@@ -86,6 +97,7 @@ class OAuth2Settings:
     scope: tuple[str, ...] = ()
     token_command: tuple[str, ...] | None = None
     token_dir: Path | None = None
+    refresh_token_lifetime_s: float | None = None
 
     @property
     def grant(self) -> str:
@@ -177,6 +189,26 @@ def _run_token_command(account: str, argv: tuple[str, ...]) -> Secret:
     return Secret(value)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenHealth:
+    """What status says about an OAuth2 account's tokens (no token itself).
+
+    Attributes:
+        grant: ``"client_credentials"``, ``"refresh_token"`` or ``"token_command"``.
+        token_expires_at: when the access token in memory expires (aware, UTC), or None.
+        refresh_token_obtained_at: when the stored refresh token was obtained or last rotated, or
+            None (not delegated, or not read yet).
+        refresh_token_expires_at: obtained time plus ``refresh_token_lifetime_s``, or None.
+        warning: a sentence when the refresh token ends within :data:`REFRESH_WARNING_S`, else None.
+    """
+
+    grant: str
+    token_expires_at: dt.datetime | None
+    refresh_token_obtained_at: dt.datetime | None
+    refresh_token_expires_at: dt.datetime | None
+    warning: str | None
+
+
 class OAuth2Tokens:
     """The access-token source of one account (satisfies :class:`maild.model.AccessTokenSource`).
 
@@ -194,6 +226,8 @@ class OAuth2Tokens:
         self._lock = threading.Lock()
         self._token: Secret | None = None
         self._expires_at = 0.0
+        self._refresh_obtained_at: dt.datetime | None = None
+        self._warned_at = 0.0
 
     def __repr__(self) -> str:
         return f"OAuth2Tokens({self.settings.account!r}, {self.settings.grant})"
@@ -220,7 +254,46 @@ class OAuth2Tokens:
             token, lifetime_s = self._obtain()
             self._token, self._expires_at = token, self._clock() + lifetime_s
             log.info("oauth2.token.obtained", grant=self.settings.grant, expires_in_s=round(lifetime_s))
+            self._warn_if_expiring()
             return token
+
+    def health(self) -> TokenHealth:
+        """The tokens' state for status: expiry times and a warning (see :class:`TokenHealth`).
+
+        Reads nothing from disk: the refresh token's age is the one seen at the last refresh.
+        """
+        s = self.settings
+        expires = self.expires_at
+        obtained = self._refresh_obtained_at
+        ends = (
+            obtained + dt.timedelta(seconds=s.refresh_token_lifetime_s)
+            if obtained is not None and s.refresh_token_lifetime_s is not None
+            else None
+        )
+        warning = None
+        if ends is not None:
+            left_s = (ends - dt.datetime.fromtimestamp(self._clock(), dt.UTC)).total_seconds()
+            if left_s < REFRESH_WARNING_S:
+                when = "has ended" if left_s <= 0 else f"ends in {left_s / 86400:.1f} days"
+                warning = (
+                    f"the refresh token {when} ({ends:%Y-%m-%d %H:%M} UTC);"
+                    f" run `maild accounts authorize {s.account}`"
+                )
+        return TokenHealth(
+            grant=s.grant,
+            token_expires_at=dt.datetime.fromtimestamp(expires, dt.UTC) if expires is not None else None,
+            refresh_token_obtained_at=obtained,
+            refresh_token_expires_at=ends,
+            warning=warning,
+        )
+
+    def _warn_if_expiring(self) -> None:
+        """Log the health warning, at most once per :data:`REFRESH_WARNING_LOG_INTERVAL_S`."""
+        warning = self.health().warning
+        now = self._clock()
+        if warning is not None and now - self._warned_at >= REFRESH_WARNING_LOG_INTERVAL_S:
+            self._warned_at = now
+            log.warning("oauth2.refresh_token.expiring", account=self.settings.account, detail=warning)
 
     def invalidate(self, token: Secret) -> None:
         """Forget ``token`` if it is the one in memory (a server refused it)."""
@@ -248,9 +321,12 @@ class OAuth2Tokens:
                 account=s.account,
                 reauthorize=True,
             )
+        self._refresh_obtained_at = stored[1]
         answer = oauth2.refresh(s.account, s.token_url, s.client_id, s.secret(), stored[0], s.scope)
         if answer.refresh_token is not None and answer.refresh_token != stored[0]:
-            store.save(answer.refresh_token, s.client_id, s.token_url, now=dt.datetime.now(dt.UTC))
+            now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+            store.save(answer.refresh_token, s.client_id, s.token_url, now=now)
+            self._refresh_obtained_at = now
             log.info("oauth2.refresh_token.rotated", path=str(store.path))
         return answer.access_token, answer.expires_in_s or COMMAND_TOKEN_TTL_S
 
@@ -276,6 +352,12 @@ def source_for(settings: OAuth2Settings) -> OAuth2Tokens:
                 del _SOURCES[key]  # the account's keys changed: drop the old token with them
             source = _SOURCES[settings] = OAuth2Tokens(settings)
         return source
+
+
+def peek_source(settings: OAuth2Settings) -> OAuth2Tokens | None:
+    """The token source :func:`source_for` made for ``settings``, or None (none made yet)."""
+    with _SOURCES_LOCK:
+        return _SOURCES.get(settings)
 
 
 def authorize(

@@ -23,6 +23,7 @@ from typing import Any
 from maild.archive.move_queries import MigrationStore
 from maild.cli.authorize import add_parser as add_authorize_parser  # issue 13: OAuth2 device sign-in
 from maild.cli.common import load_args_config, reload_daemon
+from maild.cli.provider_add import account_name, ask, oauth2_table, provider_steps
 from maild.cli.table import lines_by_person
 from maild.config.dropin import (
     dropin_path,
@@ -35,6 +36,7 @@ from maild.config.dropin import (
     write_secret,
 )
 from maild.config.loader import ACCOUNT_NAME_RE, DEFAULT_PORTS, Config, load_config
+from maild.config.providers import PROVIDERS
 from maild.errors import ConfigError, ControlError, MigrationError
 from maild.log import configure_logging
 from maild.service.control_client import ControlClient
@@ -52,13 +54,25 @@ def add_parsers(sub: Any) -> None:
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(handler=_list)
     ad = actions.add_parser("add", help="add an account as accounts.d/NAME.toml")
-    ad.add_argument("name", help="account name: [a-z0-9][a-z0-9._-]*")
-    ad.add_argument("--organisation", required=True)
-    ad.add_argument("--employee", required=True)
-    ad.add_argument("--protocol", required=True, choices=("pop3", "imap"))
-    ad.add_argument("--host", required=True)
+    ad.add_argument(
+        "name", help="account name: [a-z0-9][a-z0-9._-]*, or an e-mail address (then also the user name)"
+    )
+    ad.add_argument(
+        "--provider",
+        choices=tuple(PROVIDERS),
+        help="fill server, TLS and sign-in from a preset (see docs/providers.md); asks only for the rest",
+    )
+    ad.add_argument("--organisation", help="asked for when missing")
+    ad.add_argument("--employee", help="asked for when missing")
+    ad.add_argument("--protocol", choices=("pop3", "imap"), help="required without --provider (then imap)")
+    ad.add_argument("--host", help="required without --provider")
     ad.add_argument("--port", type=int, help="default: by protocol and --tls (995/110, 993/143)")
-    ad.add_argument("--tls", choices=TLS_CHOICES, default="implicit", help="default: implicit")
+    ad.add_argument("--tls", choices=TLS_CHOICES, help="default: implicit")
+    ad.add_argument("--client-id", help="OAuth2 presets: the app registration's client ID (asked if missing)")
+    ad.add_argument("--tenant", help="microsoft365: the directory (tenant) ID or domain (asked if missing)")
+    ad.add_argument(
+        "--client-secret-file", type=Path, help="OAuth2 presets: app-only access with this client secret file"
+    )
     ad.add_argument("--ca-file", type=Path, help="PEM file of trusted CAs (default: the system's)")
     ad.add_argument("--username", help="login name (default: the account name)")
     ad.add_argument(
@@ -254,14 +268,19 @@ def _account_table(args: argparse.Namespace) -> dict[str, Any]:
             '--retention delete is for POP3 accounts; IMAP supports keep or "delete-after"'
             " (with --retention-days)"
         )
-    table: dict[str, Any] = {
-        "organisation": args.organisation,
-        "employee": args.employee,
-        "protocol": args.protocol,
-        "host": args.host,
-        "port": args.port if args.port is not None else DEFAULT_PORTS[(args.protocol, args.tls)],
-        "tls": args.tls,
-    }
+    table: dict[str, Any] = {"organisation": args.organisation, "employee": args.employee}
+    if args.provider:
+        table["provider"] = args.provider
+    table["protocol"] = args.protocol
+    if args.host is not None:
+        table["host"] = args.host
+    tls = args.tls or ("implicit" if not args.provider else None)
+    if tls is not None:
+        table["tls"] = tls
+    if args.port is not None or (tls is not None and not args.provider):
+        table["port"] = (
+            args.port if args.port is not None else DEFAULT_PORTS[(args.protocol, tls or "implicit")]
+        )
     if args.ca_file is not None:
         table["ca_file"] = str(args.ca_file.absolute())
     table["username"] = args.username or args.name
@@ -301,8 +320,27 @@ async def _recorded_protocol(config: Config, name: str) -> str | None:
     return record.protocol if record else None
 
 
+def _complete(args: argparse.Namespace) -> None:
+    """Fill what a preset gives and ask for what is still missing (issue 13: ``--provider``)."""
+    args.name, address = account_name(args.name)
+    if address is not None and args.username is None:
+        args.username = address
+    if args.provider is None:
+        for flag in ("protocol", "host"):
+            if getattr(args, flag) is None:
+                raise ConfigError(f"--{flag} is required (or give --provider)")
+    else:
+        preset = PROVIDERS[args.provider]
+        args.protocol = args.protocol or ("imap" if preset.imap is not None else "pop3")
+    if args.organisation is None:
+        args.organisation = ask("organisation", "organisation (e.g. the firm)")
+    if args.employee is None:
+        args.employee = ask("employee", "employee (whose mailbox)")
+
+
 def _add(args: argparse.Namespace) -> int:
     config = load_args_config(args)
+    _complete(args)
     name = args.name
     if not ACCOUNT_NAME_RE.fullmatch(name):
         raise ConfigError(f"account name {name!r} must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
@@ -316,7 +354,10 @@ def _add(args: argparse.Namespace) -> int:
         )
     table = _account_table(args)
     secret: Path | None = None
-    if args.password_command:
+    preset = PROVIDERS[args.provider] if args.provider else None
+    if preset is not None and preset.auth == "oauth2":
+        table["oauth2"] = oauth2_table(preset, args.client_id, args.tenant, args.client_secret_file)
+    elif args.password_command:
         try:
             argv = shlex.split(args.password_command)
         except ValueError as exc:
@@ -342,6 +383,9 @@ def _add(args: argparse.Namespace) -> int:
         raise ConfigError(f"not added, the configuration would be invalid: {exc}") from None
     where = f"; password in {secret}" if secret else ""
     print(f"added account {name} ({path}{where})")
+    if preset is not None:
+        delegated = preset.auth == "oauth2" and args.client_secret_file is None
+        print(provider_steps(preset, name, delegated=delegated))
     outcome = reload_daemon(config)
     print(outcome)
     if outcome.startswith("daemon reloaded") and f"added: {name}" not in outcome and name not in outcome:

@@ -1,6 +1,11 @@
 """The ``maild`` command line: run the daemon, fetch once, ask the daemon for status, check the config.
 
-Errors are one line on stderr and exit code 1 (2 for usage errors), never a traceback.
+Errors are one line on stderr, never a traceback. Exit codes (the table in docs/operations.md):
+0 success; 1 failure, or with ``status`` an account needing attention; 2 usage error; 3 ``status``
+while the daemon is not running (systemctl's convention); 78 (``EX_CONFIG``, sysexits.h) ``run``
+with an invalid configuration, which the unit's ``RestartPreventExitStatus=`` names so that systemd
+stops retrying. ``maild check`` follows the monitoring-plugin convention (0 OK, 1 WARNING, 2
+CRITICAL, 3 UNKNOWN). Log lines go to stderr (:mod:`maild.log`), results to stdout.
 """
 
 from __future__ import annotations
@@ -11,16 +16,29 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from maild import __version__
 from maild.cli import accounts, archive, backup, move
 from maild.cli.common import daemon_client, load_args_config, warn
-from maild.cli.table import lines_by_person
+from maild.cli.status_view import (
+    CHECK_CRITICAL,
+    CHECK_UNKNOWN,
+    STATUS_ATTENTION,
+    STATUS_NOT_RUNNING,
+    STATUS_OK,
+    check_line,
+    problem_accounts,
+    render_status,
+)
 from maild.config.loader import Config
-from maild.errors import MaildError
-from maild.log import configure_logging, get_logger
+from maild.errors import ConfigError, ControlError, MaildError
+from maild.log import LogFormat, configure_logging, get_logger
 from maild.service.control_client import ControlClient
-from maild.service.status import AccountStatus, StatusReply, time_text
+
+#: Exit code of ``maild run`` with an invalid configuration: ``EX_CONFIG`` of sysexits.h. The unit
+#: file's ``RestartPreventExitStatus=`` names it.
+EXIT_CONFIG = 78
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_BROKEN_PIPE = 128 + 13
@@ -48,7 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="show the running daemon's status")
     s.add_argument("account", nargs="?", help="only this account")
     s.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    s.add_argument("--failed", action="store_true", help="list only the accounts that need attention")
     s.set_defaults(handler=_status)
+    sub.add_parser(
+        "check", help="one line for Nagios/Icinga/Zabbix: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
+    ).set_defaults(handler=_check)
     n = sub.add_parser("fetch-now", help="ask the running daemon to fetch now")
     n.add_argument("account", nargs="?", default="all", help="account name or 'all' (default)")
     n.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the cycle")
@@ -71,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics", help="print the daemon's metrics (Prometheus text format)").set_defaults(
         handler=_metrics
     )
+    sub.add_parser(
+        "alert-test", help="make the daemon send a test alert through [alerts] command and mail_to"
+    ).set_defaults(handler=_alert_test)
     sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not").set_defaults(
         handler=_check_config
     )
@@ -129,9 +154,14 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """``maild run``: the daemon in the foreground until SIGTERM."""
-    cfg = load_args_config(args)
-    configure_logging(args.log_level or cfg.daemon.log_level)
+    """``maild run``: the daemon in the foreground until SIGTERM; :data:`EXIT_CONFIG` for a bad config."""
+    try:
+        cfg = load_args_config(args)
+    except ConfigError as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log_format: LogFormat = cfg.daemon.log_format  # type: ignore[assignment]  # validated by the loader
+    configure_logging(args.log_level or cfg.daemon.log_level, fmt=log_format)
     for warning in cfg.warnings:
         get_logger().warning("config.warning", detail=warning)
     # Imported here, not at the top: the daemon's parts (scheduler, IDLE, metrics) are start-up time
@@ -176,22 +206,48 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    reply = daemon_client(args).status(args.account)
+    """``maild status``: 0 all healthy, 1 an account needs attention, 3 the daemon is not running."""
+    try:
+        reply = daemon_client(args).status(args.account)
+    except ControlError as exc:
+        if exc.code != "not-running":
+            raise
+        print(f"maild: {exc}", file=sys.stderr)
+        return STATUS_NOT_RUNNING
     if args.json:
         print(json.dumps({"ok": True, **reply.to_json()}, indent=2, ensure_ascii=False))
     else:
-        print(render_status(reply))
-    return 0
+        print(render_status(reply, now=datetime.now(UTC), failed_only=args.failed))
+    return STATUS_ATTENTION if problem_accounts(reply.accounts) else STATUS_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``maild check``: the monitoring-plugin line; CRITICAL when the daemon is not running."""
+    try:
+        reply = daemon_client(args).status()
+    except ControlError as exc:
+        code = CHECK_CRITICAL if exc.code == "not-running" else CHECK_UNKNOWN
+        print(f"MAILD {'CRITICAL' if code == CHECK_CRITICAL else 'UNKNOWN'} - {exc}")
+        return code
+    code, line = check_line(reply, datetime.now(UTC))
+    print(line)
+    return code
 
 
 def _fetch_now(args: argparse.Namespace) -> int:
+    """``maild fetch-now``: exit 1 if a cycle failed; paused and disabled accounts are skipped."""
     client = daemon_client(args)
     if args.no_wait:
-        print("queued: " + ", ".join(client.queue_fetch(args.account, retry_failed=args.retry_failed).queued))
+        reply = client.queue_fetch(args.account, retry_failed=args.retry_failed)
+        print("queued: " + (", ".join(reply.queued) or "none"))
+        if reply.skipped:
+            print("skipped (paused or disabled): " + ", ".join(reply.skipped))
         return 0
     failed = 0
     for res in client.fetch_now(args.account, retry_failed=args.retry_failed).results:
-        if res.ok:
+        if res.skipped is not None:
+            print(f"{res.account}: skipped: {res.skipped}")
+        elif res.ok:
             print(f"{res.account}: {res.counts()} ({res.octets} octets, {res.seconds} s)")
         else:
             failed += 1
@@ -217,60 +273,17 @@ def _reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alert_test(args: argparse.Namespace) -> int:
+    """``maild alert-test``: one line per channel; exit 1 if a channel failed or none is configured."""
+    reply = daemon_client(args).alert_test()
+    if not reply.channels:
+        print("maild: no alert channel configured ([alerts] command or mail_to)", file=sys.stderr)
+        return 1
+    for channel in reply.channels:
+        print(f"{channel.channel}: {channel.detail}")
+    return 0 if all(c.ok for c in reply.channels) else 1
+
+
 def _metrics(args: argparse.Namespace) -> int:
     sys.stdout.write(daemon_client(args).metrics().text)
     return 0
-
-
-def _imap_status_lines(a: AccountStatus) -> list[str]:
-    """Extra status lines of an IMAP account: IDLE, mailboxes not fetched, UIDVALIDITY changes."""
-    lines: list[str] = []
-    if a.imap is not None and a.mode in ("idle", "reconnecting"):
-        last_push = time_text(a.imap.last_push) or "never"
-        lines.append(f"      {a.mode} on {a.imap.idle_mailbox!r}, last push {last_push}")
-    for mailbox, reason in (a.last_cycle.mailbox_failures or ()) if a.last_cycle else ():
-        lines.append(f"      mailbox {mailbox!r} not fetched: {reason}")
-    for change in a.imap.uidvalidity_changes if a.imap is not None else ():
-        lines.append(
-            f"      UIDVALIDITY of {change.mailbox!r} changed at {time_text(change.at)}:"
-            f" {change.relinked} recognised without download, {change.to_retrieve} retrieved"
-        )
-    return lines
-
-
-def _failing_lines(a: AccountStatus) -> list[str]:
-    """Status lines for messages that failed to arrive: set aside (left on the server) or not yet."""
-    lines: list[str] = []
-    for f in a.failing_messages:
-        if f.set_aside:
-            lines.append(
-                f"      set aside after {f.failures} failures in a row, left on the server: {f.key}:"
-                f" {f.reason} (next try {time_text(f.next_retry)},"
-                f" or `maild fetch-now --retry-failed {a.name}`)"
-            )
-        else:
-            lines.append(f"      failed {f.failures}x in a row (retried next cycle): {f.key}: {f.reason}")
-    return lines
-
-
-def render_status(reply: StatusReply) -> str:
-    """Render a status reply as a table grouped by organisation and employee."""
-
-    def account_lines(a: AccountStatus) -> list[str]:
-        when = time_text(a.last_success) or "never"
-        lines = [
-            f"    {a.name:<20} {a.protocol:<5} {a.state:<9} {a.messages:>7} messages"
-            f"  last success {when}  next {time_text(a.next_run) or '-'}"
-        ]
-        if a.last_error:
-            lines.append(f"      error: {a.last_error}")
-        lines.extend(f"      warning: {w}" for w in a.warnings)
-        lines.extend(_failing_lines(a))
-        lines.extend(_imap_status_lines(a))
-        return lines
-
-    lines = lines_by_person(reply.accounts, account_lines)
-    lines.append(f"archive: {reply.archive.messages} messages, {reply.archive.octets} octets")
-    if reply.archive.replaced:
-        lines.append(f"ARCHIVE PROBLEM: {reply.archive.replaced}")
-    return "\n".join(lines)

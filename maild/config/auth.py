@@ -10,6 +10,7 @@ Example (Microsoft 365, delegated)::
     token_url = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
     device_url = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"
     scope = ["https://outlook.office365.com/POP.AccessAsUser.All", "offline_access"]
+    refresh_token_lifetime = "90d"   # optional: status and the log warn 3 days before it ends
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from maild.auth.oauth2 import check_endpoint
 from maild.auth.sasl import MECHANISMS
 from maild.auth.tokens import OAuth2Settings
 from maild.config.passwords import PasswordSource, read_secret_file
-from maild.config.values import Table, choice
+from maild.config.values import Table, choice, parse_duration
 from maild.errors import ConfigError
 
 __all__ = ["OAUTH2_DIR", "AuthConfig", "parse_auth"]
@@ -133,6 +134,10 @@ def _parse_oauth2(data: object, where: str, account: str, base: Path) -> OAuth2S
     if not all(isinstance(s, str) and s and not any(c.isspace() for c in s) for s in scope):
         raise ConfigError(f"{t.key('scope')}: expected a list of scope strings without spaces")
     token_command = _argv(t, "token_command")
+    lifetime_raw = t.get("refresh_token_lifetime", (str, int), None, form='a duration such as "90d"')
+    lifetime_s = (
+        parse_duration(lifetime_raw, t.key("refresh_token_lifetime")) if lifetime_raw is not None else None
+    )
     secret = _client_secret(t, account, base)
     t.reject_unknown()
     if token_command is not None:
@@ -158,6 +163,7 @@ def _parse_oauth2(data: object, where: str, account: str, base: Path) -> OAuth2S
         client_secret=functools.partial(secret.resolve, account) if secret is not None else None,
         scope=scope,
         token_command=token_command,
+        refresh_token_lifetime_s=lifetime_s,
     )
 
 
@@ -166,8 +172,7 @@ def parse_auth(t: Table, account: str, base: Path, protocol: str) -> AuthConfig:
 
     Raises:
         ConfigError: a bad value, an ``oauth2`` table without ``auth = "oauth2"`` or the reverse, an
-            unknown key in ``oauth2`` (dotted path), or an incomplete OAuth2 setup; SASL keys on an
-            IMAP account (IMAP AUTHENTICATE is not wired into the IMAP adapter yet, issue 13).
+            unknown key in ``oauth2`` (dotted path), or an incomplete OAuth2 setup.
     """
     auth = cast(Literal["password", "oauth2"], choice(t, "auth", ("password", "oauth2"), "password"))
     mech = t.get("sasl_mechanism", str, None, form=" or ".join(f'"{m}"' for m in MECHANISMS))
@@ -180,12 +185,6 @@ def parse_auth(t: Table, account: str, base: Path, protocol: str) -> AuthConfig:
         if auth == "password" and mech != "PLAIN":
             raise ConfigError(f'{t.key("sasl_mechanism")}: {mech} carries a token; set auth = "oauth2"')
     raw: Any = t.get("oauth2", dict, None, form="a table [accounts.NAME.oauth2]")
-    if protocol != "pop3" and (auth != "password" or mech is not None):
-        key = "auth" if auth != "password" else "sasl_mechanism"
-        raise ConfigError(
-            f"{t.key(key)}: OAuth2 and SASL are supported for POP3 accounts only so far;"
-            " IMAP accounts sign in with LOGIN and a password"
-        )
     if auth == "oauth2" and raw is None:
         raise ConfigError(f'{t.key("oauth2")}: required with auth = "oauth2"')
     if auth == "password" and raw is not None:

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from maild.config.alerts import AlertsConfig, parse_alerts
 from maild.config.auth import OAUTH2_DIR, AuthConfig, parse_auth, secret_source_keys
 from maild.config.passwords import PasswordSource
+from maild.config.providers import apply_provider
 from maild.config.values import (
     Table,
     choice,
@@ -80,6 +82,8 @@ class DaemonConfig:
         max_concurrent_fetches: fetch cycles allowed to run at once across all accounts.
         pop3_threads: size of maild's own thread pool for blocking POP3 I/O.
         log_level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
+        log_format: ``"auto"`` (logfmt with syslog priorities in the journal, console on a terminal,
+            JSON lines otherwise), ``"json"``, ``"logfmt"`` or ``"console"`` (see :mod:`maild.log`).
         shutdown_timeout_s: seconds a stop waits for running cycles before cancelling them.
         max_connections_per_host: concurrent sessions to one server host, all accounts together, IMAP
             sessions kept between cycles and IDLE connections included (IDLE may use all but one;
@@ -87,6 +91,7 @@ class DaemonConfig:
         control_socket_group: group (name or id) allowed to use the control socket, or None.
         metrics_textfile: file rewritten atomically after each cycle with Prometheus metrics for
             node_exporter's textfile collector, or None.
+        metrics_listen: (host, port) where ``GET /metrics`` answers over HTTP, or None.
     """
 
     state_dir: Path = Path("/var/lib/maild")
@@ -94,10 +99,12 @@ class DaemonConfig:
     max_concurrent_fetches: int = 8
     pop3_threads: int = 8
     log_level: str = "info"
+    log_format: str = "auto"
     shutdown_timeout_s: float = 10.0
     max_connections_per_host: int = 8
     control_socket_group: str | None = None
     metrics_textfile: Path | None = None
+    metrics_listen: tuple[str, int] | None = None
 
     @property
     def database(self) -> Path:
@@ -220,12 +227,14 @@ class Config:
         daemon: the ``[daemon]`` table.
         accounts: account name to its configuration, in file order.
         warnings: non-fatal findings (e.g. a plain password in a file other users can read).
+        alerts: the ``[alerts]`` table (no channel when absent).
     """
 
     path: Path
     daemon: DaemonConfig
     accounts: Mapping[str, AccountConfig]
     warnings: tuple[str, ...] = ()
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -249,10 +258,12 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
     conc = positive_int(t, "max_concurrent_fetches", defaults.max_concurrent_fetches)
     threads = positive_int(t, "pop3_threads", defaults.pop3_threads)
     level = choice(t, "log_level", ("debug", "info", "warning", "error"), defaults.log_level)
+    log_format = choice(t, "log_format", ("auto", "json", "logfmt", "console"), defaults.log_format)
     shutdown = parse_duration(t.get("shutdown_timeout", (str, int), "10s"), t.key("shutdown_timeout"))
     per_host = positive_int(t, "max_connections_per_host", defaults.max_connections_per_host)
     group = t.get("control_socket_group", (str, int), None, form="a group name or id")
     textfile = t.get("metrics_textfile", str, None, form="a path string")
+    listen = t.get("metrics_listen", str, None, form='"HOST:PORT", e.g. "127.0.0.1:9817"')
     t.reject_unknown()
     assert per_host is not None
     assert conc is not None
@@ -263,11 +274,28 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
         max_concurrent_fetches=conc,
         pop3_threads=threads,
         log_level=level,
+        log_format=log_format,
         shutdown_timeout_s=shutdown,
         max_connections_per_host=per_host,
         control_socket_group=str(group) if group is not None else None,
         metrics_textfile=(base / textfile) if textfile is not None else None,
+        metrics_listen=listen_address(listen, t.key("metrics_listen")) if listen is not None else None,
     )
+
+
+def listen_address(text: str, key: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[IPv6]:PORT`` for IPv6) into (host, port).
+
+    Raises:
+        ConfigError: no port, a port outside 1-65535, or an empty host.
+    """
+    host, sep, port_text = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(
+            f'{key}: expected "HOST:PORT" with a port 1-65535, e.g. "127.0.0.1:9817", got {text!r}'
+        )
+    return host, int(port_text)
 
 
 def _mailbox_name(table: Table, key: str, value: object) -> str:
@@ -349,6 +377,7 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
         raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table")
+    data = apply_provider(data, where)  # issue 13: provider presets fill missing keys
     t = Table(data, where)
     base = path.parent
     protocol = cast(
@@ -496,7 +525,16 @@ def load_config(path: Path) -> Config:
     """
     data = _read_toml(path)
     warnings: list[str] = []
-    _refuse_unknown_top_level(data, path, {"daemon", "accounts"}, "expected [daemon] and [accounts.NAME]")
+    _refuse_unknown_top_level(
+        data, path, {"daemon", "accounts", "alerts"}, "expected [daemon], [alerts] and [accounts.NAME]"
+    )
+    alerts_raw = data.get("alerts", {})
+    if not isinstance(alerts_raw, dict):
+        raise ConfigError(f"{path}: alerts: expected a table")
+    try:
+        alerts = parse_alerts(alerts_raw, "alerts", path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     daemon_raw = data.get("daemon", {})
     if not isinstance(daemon_raw, dict):
         raise ConfigError(f"{path}: daemon: expected a table")
@@ -535,4 +573,4 @@ def load_config(path: Path) -> Config:
                         f"{file}: accounts.{name}.password is in a file readable by other users; "
                         "use password_file (mode 0600) or password_command"
                     )
-    return Config(path=path, daemon=daemon, accounts=accounts, warnings=tuple(warnings))
+    return Config(path=path, daemon=daemon, accounts=accounts, warnings=tuple(warnings), alerts=alerts)

@@ -66,6 +66,7 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import resync as imap_resync
+from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import IMAPCycleInfo
 from maild.model import IMAPKey, MessageKey, RetrievalFailure, RetrievedMessage, StoreOutcome
 from maild.protocols.base import Maildrop
@@ -268,6 +269,7 @@ async def fetch_cycle(
     batch_octets: int = BATCH_OCTETS,
     opened: bool = False,
     keep_open: bool = False,
+    progress: CycleProgress | None = None,
 ) -> CycleResult:
     """Run one fetch cycle of ``account`` through ``maildrop`` (not yet opened) into ``store``.
 
@@ -284,6 +286,8 @@ async def fetch_cycle(
         keep_open: end a successful cycle with :meth:`Maildrop.park
             <maild.protocols.base.Maildrop.park>` instead of ``close`` (IMAP keeps the session;
             POP3 closes as usual); :attr:`Maildrop.parked` tells which happened.
+        progress: told the plan after the inventory and each batch once committed (the daemon's
+            status and metrics read it while the cycle runs); None: nobody watches.
 
     Returns:
         What the cycle did.
@@ -348,11 +352,17 @@ async def fetch_cycle(
             plan = policy.apply_sizes(plan, await maildrop.sizes(plan.retrieve), account.max_message_size)
         result.too_large = plan.too_large
         result.set_aside = plan.set_aside
+        if progress is not None:
+            sizes = {e.key: e.size_octets or 0 for e in inventory}
+            progress.planned(len(plan.retrieve), sum(sizes.get(k, 0) for k in plan.retrieve))
 
         async def commit(batch: list[RetrievedMessage]) -> None:
             log.debug("fetch.commit.started", messages=len(batch))
-            result.add(await store.store_batch(account.name, batch, clock()))
+            outcome = await store.store_batch(account.name, batch, clock())
+            result.add(outcome)
             log.debug("fetch.commit.complete", messages=len(batch))
+            if progress is not None:
+                progress.committed(len(batch), sum(len(m.raw) for m in batch), outcome)
             if delivery is not None:
                 await delivery.catch_up()
 

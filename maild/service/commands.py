@@ -21,7 +21,7 @@ from maild.archive.store import Store
 from maild.errors import ControlError
 from maild.service import replies
 from maild.service.scheduler import Scheduler
-from maild.service.snapshot import fetch_outcome, reported_state, status_reply
+from maild.service.snapshot import fetch_outcome, reported_state, skip_reason, status_reply
 
 
 class Reply(Protocol):
@@ -43,6 +43,7 @@ class CommandContext:
         reload: re-reads the configuration (raises ControlError ``config-invalid`` when rejected).
         metrics_text: renders the Prometheus text exposition.
         stop: asks the daemon to stop (returns at once).
+        alert_test: sends a test alert through every configured channel; None: alerts unavailable.
     """
 
     scheduler: Scheduler
@@ -51,6 +52,7 @@ class CommandContext:
     reload: Callable[[], Awaitable[replies.ReloadReport]]
     metrics_text: Callable[[], Awaitable[str]]
     stop: Callable[[], None]
+    alert_test: Callable[[], Awaitable[replies.AlertTestReply]] | None = None
 
 
 Request = Mapping[str, Any]
@@ -103,15 +105,22 @@ async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
     if retry_failed:  # the set-aside messages get one more attempt in the cycle asked for here
         for name in names:
             await request_retry(ctx.store, name)
-    futures = {name: ctx.scheduler.request_fetch(name) for name in names}
+    # A paused or disabled account is skipped, not failed: the admin stopped it on purpose.
+    skipped = {n: s for n in names if (s := skip_reason(ctx.scheduler.accounts[n])) is not None}
+    futures = {name: ctx.scheduler.request_fetch(name) for name in names if name not in skipped}
     wait = req.get("wait", True)
     if not isinstance(wait, bool):
         raise ControlError("bad-request", f'"wait" must be true or false, not {json.dumps(wait)[:40]}')
     if not wait:
-        return replies.FetchQueued(tuple(names))
+        return replies.FetchQueued(tuple(futures), skipped=tuple(skipped))
     await asyncio.gather(*futures.values())
     return replies.FetchResults(
-        tuple(fetch_outcome(ctx.scheduler.accounts[n], fut.result()) for n, fut in futures.items())
+        tuple(
+            replies.FetchOutcome(n, skipped=skipped[n])
+            if n in skipped
+            else fetch_outcome(ctx.scheduler.accounts[n], futures[n].result())
+            for n in names
+        )
     )
 
 
@@ -137,6 +146,13 @@ async def _reload(ctx: CommandContext, req: Request) -> Reply:
 @command("metrics")
 async def _metrics(ctx: CommandContext, req: Request) -> Reply:
     return replies.MetricsReply(await ctx.metrics_text())
+
+
+@command("alert-test")
+async def _alert_test(ctx: CommandContext, req: Request) -> Reply:
+    if ctx.alert_test is None:
+        return replies.AlertTestReply(())
+    return await ctx.alert_test()
 
 
 @command("stop")

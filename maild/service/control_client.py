@@ -25,6 +25,8 @@ from maild.service.status import StatusReply
 DEFAULT_TIMEOUT_S = 30.0
 #: Seconds ``fetch-now`` waits for the cycles to end.
 FETCH_TIMEOUT_S = 3600.0
+#: Seconds ``alert-test`` waits: both channels may take the daemon's 30 s limit each.
+ALERT_TEST_TIMEOUT_S = 75.0
 
 
 def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
@@ -162,6 +164,11 @@ class ControlClient:
     def metrics(self) -> replies.MetricsReply:
         """The daemon's metrics in the Prometheus text format."""
         return replies.MetricsReply.from_json(self._ask({"command": "metrics"}))
+
+    def alert_test(self) -> replies.AlertTestReply:
+        """Make the daemon send a test alert through every configured channel (waits for them)."""
+        reply = self._ask({"command": "alert-test"}, timeout_s=ALERT_TEST_TIMEOUT_S)
+        return replies.AlertTestReply.from_json(reply)
 
     def stop(self) -> replies.StopReply:
         """Ask the daemon to stop (it finishes running cycles first)."""

@@ -28,10 +28,12 @@ from maild.errors import ControlError, MaildError
 from maild.fetch.cycle import utc_now
 from maild.log import LEVELS
 from maild.service import metrics
+from maild.service.alert_delivery import Alerter
 from maild.service.budget import Budgets
 from maild.service.commands import CommandContext, dispatch
 from maild.service.control import ControlServer
-from maild.service.replies import ReloadReport
+from maild.service.metrics_http import MetricsServer
+from maild.service.replies import AlertChannelResult, AlertTestReply, ReloadReport
 from maild.service.scheduler import Scheduler
 from maild.service.sdnotify import notify
 
@@ -56,6 +58,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: CommandContext | None = None
+        self.alerter = Alerter(config.alerts)
 
     async def _reload_quietly(self) -> None:
         with contextlib.suppress(ControlError):  # already logged as reload.rejected
@@ -75,8 +78,28 @@ class Daemon:
         assert self.scheduler is not None
         messages, _octets = await self.store.totals()
         return metrics.render(
-            self.scheduler.accounts.values(), metrics.database_octets(self.config.daemon.database), messages
+            self.scheduler.accounts.values(),
+            metrics.database_octets(self.config.daemon.database),
+            messages,
+            now=utc_now(),
+            started_at=self.started_at,
         )
+
+    async def alert_test(self) -> AlertTestReply:
+        """Send the test alert through every configured channel and say how each went."""
+        outcomes = await self.alerter.test(utc_now())
+        return AlertTestReply(tuple(AlertChannelResult(o.channel, o.ok, o.detail) for o in outcomes))
+
+    async def _check_alerts(self) -> None:
+        """Evaluate alerts (queued for sending in the background); an error here never stops the daemon."""
+        assert self.scheduler is not None
+        problem = None if self.scheduler.healthy() else "an account's fetch loop stopped (internal error)"
+        try:
+            await self.alerter.check(
+                self.scheduler.accounts.values(), utc_now(), self.config.daemon.state_dir, problem
+            )
+        except Exception:  # a bug in alerting must not stop the watchdog
+            log.exception("alert.check-failed")
 
     async def reload(self) -> ReloadReport:
         """Re-read the configuration and its drop-ins and apply the accounts without a restart.
@@ -111,6 +134,7 @@ class Daemon:
                 logging.getLogger().setLevel(LEVELS[new.daemon.log_level])
             self.config = new
             report = self.scheduler.apply(new.accounts.values())
+            self.alerter.reconfigure(new.alerts, new.accounts)
             log.info("reload.applied", **report)
             return ReloadReport(tuple(report["added"]), tuple(report["removed"]), tuple(report["changed"]))
 
@@ -134,6 +158,7 @@ class Daemon:
             if watchdog_us and self.scheduler.healthy():
                 lines.append("WATCHDOG=1")
             notify(*lines)
+            await self._check_alerts()
             if self.config.daemon.metrics_textfile is not None:
                 try:
                     metrics.write_textfile(self.config.daemon.metrics_textfile, await self.metrics_text())
@@ -178,10 +203,19 @@ class Daemon:
         # configuration, which must not touch the archive or the other daemon's socket.
         control = ControlServer(cfg.daemon.control_socket, self.handle, group=cfg.daemon.control_socket_group)
         await control.start()
+        metrics_server = (
+            MetricsServer(*cfg.daemon.metrics_listen, self.metrics_text)
+            if cfg.daemon.metrics_listen is not None
+            else None
+        )
         executor = ThreadPoolExecutor(max_workers=cfg.daemon.pop3_threads, thread_name_prefix="maild-pop3")
         try:
             self.store = await Store.open(cfg.daemon.database)
+            if metrics_server is not None:
+                await metrics_server.start()
         except BaseException:
+            if self.store is not None:
+                await self.store.close()
             await control.close()
             executor.shutdown(wait=False)
             raise
@@ -196,6 +230,7 @@ class Daemon:
                 self.store,
                 executor,
                 budgets=Budgets.from_config(cfg.daemon),
+                history=await self.store.account_histories(),
             )
             self._commands = CommandContext(
                 scheduler=self.scheduler,
@@ -204,6 +239,7 @@ class Daemon:
                 reload=self.reload,
                 metrics_text=self.metrics_text,
                 stop=self.stop_event.set,
+                alert_test=self.alert_test,
             )
             log.info(
                 "daemon.started",
@@ -217,10 +253,13 @@ class Daemon:
                 await self.scheduler.run(self.stop_event, cfg.daemon.shutdown_timeout_s)
             finally:
                 housekeeping.cancel()
+                await self.alerter.close()
                 for task in [housekeeping, *self._background]:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
         finally:
+            if metrics_server is not None:
+                await metrics_server.close()
             await control.close()
             await self.store.close()
             executor.shutdown(wait=False, cancel_futures=True)

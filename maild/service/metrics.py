@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
+from typing import get_args
 
 from maild.fsutil import write_atomic
 from maild.service.scheduler import AccountRuntime
+from maild.service.snapshot import reported_state
+from maild.service.status import AccountState, FetchMode
 
 
 def _number(value: float) -> str:
@@ -25,13 +29,39 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def render(accounts: Iterable[AccountRuntime], store_octets: int, archive_messages: int) -> str:
+#: Every state and mode an account can report: each gets a 0/1 sample, so no series vanishes when
+#: an account changes state (an alert on ``state="auth_failed" == 1`` then also resolves cleanly).
+STATES: tuple[str, ...] = get_args(AccountState)
+MODES: tuple[str, ...] = get_args(FetchMode)
+#: Failure classes of ``maild_fetch_failures_total`` and the cycle outcomes (see
+#: :func:`~maild.service.scheduler.outcome_label`) counted in each.
+FAILURE_CLASSES: dict[str, tuple[str, ...]] = {
+    "auth": ("auth",),
+    "network": ("transient",),
+    "throttled": ("throttled",),
+    "protocol": ("protocol",),
+    "storage": ("store",),
+    "other": ("config", "internal"),
+}
+
+
+def render(
+    accounts: Iterable[AccountRuntime],
+    store_octets: int,
+    archive_messages: int,
+    *,
+    now: datetime | None = None,
+    started_at: datetime | None = None,
+) -> str:
     """Render the metrics of ``accounts`` and the archive as Prometheus text.
 
     Args:
         accounts: the scheduler's runtime records.
         store_octets: size of the archive database file (plus WAL) in octets.
         archive_messages: distinct messages in the archive.
+        now: the current time (aware); None leaves out ``maild_fetch_lag_seconds``.
+        started_at: when the daemon started (aware): the lag of an account that never succeeded
+            counts from then; None: such an account has no lag sample.
 
     Returns:
         The exposition text, ending with a newline.
@@ -85,16 +115,39 @@ def render(accounts: Iterable[AccountRuntime], store_octets: int, archive_messag
         ((lab(rt), rt.last_success.timestamp()) for rt in accs if rt.last_success),
     )
     family(
+        "maild_fetch_failures_total",
+        "counter",
+        "Failed fetch cycles by class (auth, network, throttled, protocol, storage, other).",
+        (
+            ({**lab(rt), "class": cls}, sum(rt.cycles.get(o, 0) for o in outcomes))
+            for rt in accs
+            for cls, outcomes in FAILURE_CLASSES.items()
+        ),
+    )
+    if now is not None:
+
+        def lag(rt: AccountRuntime) -> float | None:
+            since = rt.last_success or started_at
+            return max(0.0, round((now - since).total_seconds(), 3)) if since is not None else None
+
+        family(
+            "maild_fetch_lag_seconds",
+            "gauge",
+            "Seconds since the account's last successful cycle (since the daemon's start if none).",
+            ((lab(rt), lagged) for rt in accs if (lagged := lag(rt)) is not None),
+        )
+    family(
         "maild_account_state",
         "gauge",
-        "1 for the account's current state.",
-        (({**lab(rt), "state": rt.state}, 1) for rt in accs),
+        "1 for the account's current state, 0 for every other state.",
+        (({**lab(rt), "state": st}, int(reported_state(rt) == st)) for rt in accs for st in STATES),
     )
     family(
         "maild_account_mode",
         "gauge",
-        "1 for how the account learns of new mail (idle, polling, or reconnecting its IDLE session).",
-        (({**lab(rt), "mode": rt.mode}, 1) for rt in accs),
+        "1 for how the account learns of new mail (idle, polling, or reconnecting its IDLE session), 0 for"
+        " the others.",
+        (({**lab(rt), "mode": m}, int(rt.mode == m)) for rt in accs for m in MODES),
     )
     family(
         "maild_consecutive_failures",

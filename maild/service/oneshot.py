@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import structlog
+
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, MaildError
@@ -23,7 +25,10 @@ from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
 from maild.service.replies import new_and_known
 from maild.service.runner import CycleRunner
+from maild.service.scheduler import outcome_label
 from maild.service.snapshot import key_label
+
+log = structlog.get_logger("maild.service.oneshot")
 
 __all__ = ["OneShotResult", "fetch_once"]
 
@@ -115,7 +120,9 @@ async def fetch_once(
                 try:
                     result = await runner.run(acc, keep_open=False)
                 except MaildError as exc:
-                    return OneShotResult(acc.name, None, redact_known(str(exc)))
+                    error = redact_known(str(exc))
+                    log.warning("fetch.failed", account=acc.name, outcome=outcome_label(exc), error=error)
+                    return OneShotResult(acc.name, None, error)
                 assert result is not None  # runs without a proceed() check
                 return OneShotResult(acc.name, result)
 

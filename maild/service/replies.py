@@ -17,6 +17,7 @@ from maild.service.reply_fields import (
     read_float,
     read_int,
     read_object,
+    read_objects,
     read_opt_int,
     read_str,
     read_strs,
@@ -62,6 +63,7 @@ class FetchOutcome:
         new_links: messages newly archived for the account (as :attr:`CycleStatus.new_links`).
         octets: their size in octets.
         seconds: the cycle's duration, rounded to milliseconds.
+        skipped: why no cycle ran although nothing failed (``paused``, ``disabled``), else None.
         new_messages: of ``new_links``, those new to the archive (the rest were archived already,
             through another account); None from a daemon that does not say.
     """
@@ -71,6 +73,7 @@ class FetchOutcome:
     new_links: int = 0
     octets: int = 0
     seconds: float = 0.0
+    skipped: str | None = None
     new_messages: int | None = None
 
     def counts(self) -> str:
@@ -81,13 +84,16 @@ class FetchOutcome:
 
     @property
     def ok(self) -> bool:
-        """True when the cycle succeeded."""
+        """True when the cycle succeeded or was skipped on purpose."""
         return self.error is None
 
     def to_json(self) -> JSONObject:
-        """``{"ok": true, "new_links": N, "octets": N, "seconds": S}`` or ``{"ok": false, "error": ...}``."""
+        """``{"ok": true, "new_links": N, "octets": N, "seconds": S}``, ``{"ok": true, "skipped":
+        REASON}`` or ``{"ok": false, "error": ...}``."""
         if self.error is not None:
             return {"ok": False, "error": self.error}
+        if self.skipped is not None:
+            return {"ok": True, "skipped": self.skipped}
         out: JSONObject = {
             "ok": True,
             "new_links": self.new_links,
@@ -103,6 +109,8 @@ class FetchOutcome:
         """Read :meth:`to_json`'s form for ``account``. Raises ControlError ``bad-reply``."""
         if not read_bool(data, "ok"):
             return cls(account, error=read_str(data, "error"))
+        if data.get("skipped") is not None:
+            return cls(account, skipped=read_str(data, "skipped"))
         return cls(
             account,
             new_links=read_int(data, "new_links"),
@@ -134,15 +142,16 @@ class FetchQueued:
     """The reply to ``fetch-now`` with ``"wait": false``: the accounts whose cycle was requested."""
 
     queued: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
 
     def to_json(self) -> JSONObject:
-        """``{"queued": [account, ...]}``."""
-        return {"queued": list(self.queued)}
+        """``{"queued": [account, ...], "skipped": [account, ...]}`` (skipped: paused or disabled)."""
+        return {"queued": list(self.queued), "skipped": list(self.skipped)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FetchQueued:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(read_strs(data, "queued"))
+        return cls(read_strs(data, "queued"), read_strs(data, "skipped") if "skipped" in data else ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,3 +228,37 @@ class StopReply:
     def from_json(cls, data: Mapping[str, Any]) -> StopReply:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
         return cls(read_bool(data, "stopping"))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChannelResult:
+    """How ``alert-test`` went through one channel: ``command`` or ``mail``, and ``sent`` or why not."""
+
+    channel: str
+    ok: bool
+    detail: str
+
+    def to_json(self) -> JSONObject:
+        """``{"channel": ..., "ok": ..., "detail": ...}``."""
+        return {"channel": self.channel, "ok": self.ok, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AlertChannelResult:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(read_str(data, "channel"), read_bool(data, "ok"), read_str(data, "detail"))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTestReply:
+    """The reply to ``alert-test``: one result per configured channel (empty: none configured)."""
+
+    channels: tuple[AlertChannelResult, ...]
+
+    def to_json(self) -> JSONObject:
+        """``{"channels": [...]}``."""
+        return {"channels": [c.to_json() for c in self.channels]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AlertTestReply:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(tuple(AlertChannelResult.from_json(c) for c in read_objects(data, "channels")))

@@ -17,6 +17,7 @@ from datetime import datetime
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.fetch.cycle import CycleResult, MaildropFactory, fetch_cycle
+from maild.fetch.progress import CycleProgress
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
 
@@ -52,7 +53,12 @@ class CycleRunner:
         self.clock = clock
 
     async def run(
-        self, account: AccountConfig, *, keep_open: bool, proceed: Callable[[], bool] | None = None
+        self,
+        account: AccountConfig,
+        *,
+        keep_open: bool,
+        proceed: Callable[[], bool] | None = None,
+        progress: CycleProgress | None = None,
     ) -> CycleResult | None:
         """Run one cycle of ``account``: wait for a cycle slot and a host connection, then fetch.
 
@@ -62,6 +68,7 @@ class CycleRunner:
                 cycle (the daemon) instead of LOGOUT (one-shot fetch).
             proceed: asked once the slot and the connection are held; False: the cycle does not
                 run (the account was paused or the process stops meanwhile) and None is returned.
+            progress: handed to :func:`~maild.fetch.cycle.fetch_cycle` (status and metrics).
 
         Returns:
             The cycle's result, or None when ``proceed`` said no.
@@ -93,6 +100,7 @@ class CycleRunner:
                     clock=self.clock,
                     opened=resumed,
                     keep_open=keep_open,
+                    progress=progress,
                 )
             finally:
                 self.sessions.release(lease)

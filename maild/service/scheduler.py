@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,10 +25,11 @@ import structlog
 from maild import policy
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
-from maild.errors import AuthError, MaildError, ThrottledError, TransientError
+from maild.errors import AuthError, MaildError, StoreError, ThrottledError, TransientError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
+from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import UIDValidityChange
-from maild.model import redact_known
+from maild.model import AccountHistory, StoreOutcome, redact_known
 from maild.service.budget import Budgets
 from maild.service.idle import IdleWatcher, Mode
 from maild.service.kept_sessions import KeptSessions
@@ -40,6 +41,8 @@ AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "p
 AUTH_LOCKOUT_FAILURES = 3
 LOCKOUT_RECHECK_S = 30.0
 KEPT_UIDVALIDITY_CHANGES = 10
+#: Consecutive failed cycles from which ``fetch.failed`` is logged at error instead of warning.
+REPEATED_FAILURES = 3
 
 
 @dataclass(slots=True)
@@ -65,6 +68,12 @@ class AccountRuntime:
         watcher: the IDLE watcher of an IMAP account with ``idle = true``, else None.
         uidvalidity_changes: the last :data:`KEPT_UIDVALIDITY_CHANGES` UIDVALIDITY changes noticed
             (IMAP), oldest first.
+        last_error_at: when the last failed cycle ended (UTC), or None.
+        failing_since: when the first failed cycle of the current run of failures ended (UTC), None
+            while the account succeeds.
+        progress: the running cycle's progress, None between cycles.
+        remembered: the history the archive held when this runtime was made (earlier daemons and
+            configurations of the account), or None; :meth:`history` adds this runtime's cycles.
     """
 
     config: AccountConfig
@@ -87,11 +96,49 @@ class AccountRuntime:
     waiters: list[asyncio.Future[CycleResult | None]] = field(default_factory=list)
     watcher: IdleWatcher | None = None
     uidvalidity_changes: list[UIDValidityChange] = field(default_factory=list)
+    last_error_at: datetime | None = None
+    failing_since: datetime | None = None
+    remembered: AccountHistory | None = None
+    progress: CycleProgress | None = None
 
     @property
     def mode(self) -> Mode:
         """How the account learns of new mail: ``idle``, ``polling`` or ``reconnecting`` (see idle.py)."""
         return self.watcher.mode if self.watcher is not None else "polling"
+
+    @property
+    def last_push(self) -> datetime | None:
+        """When the server last announced new mail over IDLE (UTC): this watcher's, else remembered."""
+        if self.watcher is not None and self.watcher.last_push is not None:
+            return self.watcher.last_push
+        return self.remembered.last_push if self.remembered is not None else None
+
+    def remember(self, history: AccountHistory) -> None:
+        """Start from what the archive remembers: last success, last error, failures in a row."""
+        self.remembered = history
+        self.last_success = history.last_success
+        self.last_error = history.last_error
+        self.last_error_at = history.last_error_at
+        self.failing_since = history.failing_since
+        self.consecutive_failures = history.consecutive_failures
+
+    def history(self) -> AccountHistory:
+        """The history to keep in the archive: the remembered one plus this runtime's cycles."""
+        base = self.remembered or AccountHistory(self.config.name)
+        failed = sum(n for outcome, n in self.cycles.items() if outcome != "ok")
+        return AccountHistory(
+            account=self.config.name,
+            last_success=self.last_success,
+            last_push=self.last_push,
+            last_error=self.last_error,
+            last_error_at=self.last_error_at,
+            failing_since=self.failing_since,
+            consecutive_failures=self.consecutive_failures,
+            cycles_ok=base.cycles_ok + self.cycles.get("ok", 0),
+            cycles_failed=base.cycles_failed + failed,
+            fetched_messages=base.fetched_messages + self.fetched_messages,
+            fetched_octets=base.fetched_octets + self.fetched_octets,
+        )
 
 
 def outcome_label(error: BaseException) -> str:
@@ -152,13 +199,17 @@ class Scheduler:
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
         watcher_factory: Callable[[AccountConfig], IdleWatcher | None] | None = None,
+        history: Mapping[str, AccountHistory] | None = None,
     ) -> None:
         self.store = store
+        self.history: dict[str, AccountHistory] = dict(history or {})
+        """What the archive remembers of each account (see :meth:`Store.account_histories`), kept
+        current after every cycle, so that an account changed by a reload starts from it."""
         self._watcher_factory = watcher_factory or self._default_watcher
         self.executor = executor
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self.accounts: dict[str, AccountRuntime] = {a.name: AccountRuntime(a) for a in accounts}
+        self.accounts: dict[str, AccountRuntime] = {a.name: self._runtime(a) for a in accounts}
         self.budgets = budgets or Budgets(
             max_cycles=max_concurrent_fetches, per_host=max_connections_per_host
         )
@@ -226,12 +277,30 @@ class Scheduler:
                 continue
             report["changed" if old is not None else "added"].append(name)
             previous = self._retire(name) if old is not None else None
-            rt = AccountRuntime(acc)
+            rt = self._runtime(acc)
             self.accounts[name] = rt
             if self._started:
                 self._tasks[name] = asyncio.create_task(self._after(previous, rt), name=f"account:{name}")
         self.accounts = {name: self.accounts[name] for name in new}
         return {k: sorted(v) for k, v in report.items()}
+
+    def _runtime(self, account: AccountConfig) -> AccountRuntime:
+        """A fresh runtime for ``account``, starting from its remembered history."""
+        rt = AccountRuntime(account)
+        remembered = self.history.get(account.name)
+        if remembered is not None:
+            rt.remember(remembered)
+        return rt
+
+    async def _keep_history(self, rt: AccountRuntime) -> None:
+        """Write ``rt``'s history to the archive after a cycle; a failure is logged, not raised (a full
+        disk must not stop fetching: the archive's own commits report it)."""
+        history = rt.history()
+        self.history[history.account] = history
+        try:
+            await self.store.record_history(history)
+        except StoreError as exc:
+            log.warning("history.not-recorded", error=str(exc))
 
     def _retire(self, name: str) -> asyncio.Task[None] | None:
         rt = self.accounts.get(name)
@@ -391,20 +460,31 @@ class Scheduler:
             rt.next_run = None
             return True
 
+        def counted(outcome: StoreOutcome) -> None:  # metrics per committed batch, not per cycle
+            rt.fetched_messages += outcome.new_links
+            rt.fetched_octets += outcome.octets
+
+        rt.progress = CycleProgress(on_commit=counted)
         try:
-            result = await self.runner.run(account, keep_open=True, proceed=proceed)
+            result = await self.runner.run(account, keep_open=True, proceed=proceed, progress=rt.progress)
         except MaildError as exc:
             self._failed(rt, exc)
+            await self._keep_history(rt)
             return None
         except Exception as exc:  # a bug must not stop the other accounts
             log.exception("fetch.failed", outcome="internal-error")
             self._failed(rt, exc)
+            await self._keep_history(rt)
             return None
+        finally:
+            rt.progress = None
         if result is None:
             return None
         rt.state = "idle"
         rt.last_success = self.clock()
         rt.last_error = None
+        rt.last_error_at = None
+        rt.failing_since = None
         rt.consecutive_failures = 0
         rt.auth_failures = 0
         rt.last_result = result
@@ -412,11 +492,12 @@ class Scheduler:
             kept = rt.uidvalidity_changes + result.imap.uidvalidity_changes
             rt.uidvalidity_changes = kept[-KEPT_UIDVALIDITY_CHANGES:]
         rt.cycles["ok"] = rt.cycles.get("ok", 0) + 1
-        rt.fetched_messages += result.new_links
         rt.new_messages += result.new_messages
-        rt.fetched_octets += result.octets
         rt.last_exception = None
-        log.info(
+        quiet = not (result.new_links or result.deleted or result.failures or result.too_large)
+        # A cycle with nothing new is the normal case (~80 % of a day's lines at a 5-minute poll):
+        # debug. Messages set aside for good (too large) need the admin: error.
+        (log.debug if quiet else log.info)(
             "fetch.complete",
             outcome="ok",
             on_server=result.on_server,
@@ -428,12 +509,22 @@ class Scheduler:
             too_large=len(result.too_large),
             seconds=round(result.seconds, 3),
         )
+        if result.too_large:
+            log.error(
+                "fetch.messages-set-aside",
+                messages=len(result.too_large),
+                reason="larger than max_message_size; left on the server",
+            )
+        await self._keep_history(rt)
         return result
 
     def _failed(self, rt: AccountRuntime, exc: BaseException) -> None:
         """Record a failed cycle in ``rt`` and log it."""
         rt.consecutive_failures += 1
         rt.last_error = describe(exc)
+        rt.last_error_at = self.clock()
+        if rt.failing_since is None:
+            rt.failing_since = rt.last_error_at
         outcome = outcome_label(exc)
         rt.cycles[outcome] = rt.cycles.get(outcome, 0) + 1
         rt.state = "backoff" if isinstance(exc, TransientError) else "error"
@@ -451,11 +542,19 @@ class Scheduler:
             rt.auth_failures = 0
         rt.last_exception = exc
         if isinstance(exc, MaildError):
-            log.warning(
+            # One failure is weather (warning); a lockout, REPEATED_FAILURES in a row or an archive
+            # that cannot be written needs the admin (error), so `journalctl -p err` shows those.
+            serious = (
+                rt.state == "auth_failed"
+                or rt.consecutive_failures >= REPEATED_FAILURES
+                or outcome == "store"  # the archive cannot be written (a full disk): no retry helps
+            )
+            (log.error if serious else log.warning)(
                 "fetch.failed",
                 outcome=outcome,
                 error=rt.last_error,
                 consecutive_failures=rt.consecutive_failures,
+                locked_out=rt.state == "auth_failed",
             )
 
     async def _sleep(self, rt: AccountRuntime, delay: float | None) -> None:

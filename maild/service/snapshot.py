@@ -18,6 +18,7 @@ import structlog
 from maild import __version__
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
+from maild.auth.tokens import peek_source
 from maild.fetch.cycle import CycleResult
 from maild.model import FailureRecord, IMAPKey, MessageKey
 from maild.policy import SET_ASIDE_RETRY_S, next_deletion_due, set_aside
@@ -29,8 +30,11 @@ from maild.service.status import (
     ArchiveTotals,
     CycleStatus,
     FailingMessageStatus,
+    HistoryStatus,
     IMAPStatus,
+    ProgressStatus,
     RetrievalFailureStatus,
+    SignInStatus,
     StatusReply,
     UIDValidityChangeStatus,
 )
@@ -97,7 +101,7 @@ def imap_status(rt: AccountRuntime) -> IMAPStatus:
         mailbox_selection="all" if acc.all_mailboxes else "list",
         idle=acc.idle,
         idle_mailbox=acc.idle_mailbox,
-        last_push=_whole_seconds(watcher.last_push) if watcher is not None else None,
+        last_push=_whole_seconds(rt.last_push),
         idle_error=watcher.last_error if watcher is not None else None,
         uidvalidity_changes=tuple(
             UIDValidityChangeStatus(
@@ -111,6 +115,25 @@ def imap_status(rt: AccountRuntime) -> IMAPStatus:
             for change in rt.uidvalidity_changes
         ),
         exclude=acc.exclude if acc.all_mailboxes else None,
+    )
+
+
+def sign_in_status(rt: AccountRuntime) -> SignInStatus:
+    """The account's sign-in method and, for OAuth2, its tokens' health (from memory, no I/O)."""
+    oauth = rt.config.sign_in.oauth2
+    if oauth is None:
+        return SignInStatus(auth=rt.config.sign_in.auth)
+    source = peek_source(oauth)
+    if source is None:  # no token asked for yet
+        return SignInStatus(auth="oauth2", grant=oauth.grant)
+    health = source.health()
+    return SignInStatus(
+        auth="oauth2",
+        grant=health.grant,
+        token_expires_at=_whole_seconds(health.token_expires_at),
+        refresh_token_obtained_at=_whole_seconds(health.refresh_token_obtained_at),
+        refresh_token_expires_at=_whole_seconds(health.refresh_token_expires_at),
+        warning=health.warning,
     )
 
 
@@ -158,6 +181,37 @@ def account_status(
         last_cycle=_cycle_status(res) if res is not None else None,
         failing_messages=failing,
         deletion_suspended=res.deletion_suspended if res is not None else None,
+        history=_history_status(rt),
+        progress=_progress_status(rt) if rt.state == "fetching" else None,
+        sign_in=sign_in_status(rt),
+    )
+
+
+def _progress_status(rt: AccountRuntime) -> ProgressStatus | None:
+    p = rt.progress
+    if p is None:
+        return None
+    rate = p.rate_octets_per_s()
+    left = p.seconds_left()
+    return ProgressStatus(
+        messages_done=p.messages_done,
+        octets_done=p.octets_done,
+        messages_total=p.messages_total,
+        octets_total=p.octets_total,
+        rate_octets_per_s=round(rate, 1) if rate is not None else None,
+        seconds_left=round(left, 1) if left is not None else None,
+    )
+
+
+def _history_status(rt: AccountRuntime) -> HistoryStatus:
+    h = rt.history()
+    return HistoryStatus(
+        failing_since=_whole_seconds(h.failing_since),
+        last_error_at=_whole_seconds(h.last_error_at),
+        cycles_ok=h.cycles_ok,
+        cycles_failed=h.cycles_failed,
+        fetched_messages=h.fetched_messages,
+        fetched_octets=h.fetched_octets,
     )
 
 
@@ -296,3 +350,12 @@ def fetch_outcome(rt: AccountRuntime, result: CycleResult | None) -> FetchOutcom
         seconds=round(result.seconds, 3),
         new_messages=result.new_messages,
     )
+
+
+def skip_reason(rt: AccountRuntime) -> str | None:
+    """Why ``fetch-now`` skips ``rt`` without counting it as failed: ``paused``, ``disabled``, or None."""
+    if not rt.config.enabled:
+        return "disabled"
+    if rt.paused:
+        return "paused"
+    return None

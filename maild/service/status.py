@@ -294,6 +294,138 @@ class IMAPStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryStatus:
+    """An account's history as the archive keeps it across reloads and restarts (``history``).
+
+    Attributes:
+        failing_since: end of the first failed cycle of the current run of failures (UTC), None
+            while the account succeeds.
+        last_error_at: when the last failed cycle ended (UTC), or None.
+        cycles_ok, cycles_failed: cycles ever, by outcome.
+        fetched_messages, fetched_octets: messages newly archived for the account ever, and octets.
+    """
+
+    failing_since: datetime | None
+    last_error_at: datetime | None
+    cycles_ok: int
+    cycles_failed: int
+    fetched_messages: int
+    fetched_octets: int
+
+    def to_json(self) -> JSONObject:
+        """The JSON object of ``history``."""
+        return {
+            "failing_since": time_text(self.failing_since),
+            "last_error_at": time_text(self.last_error_at),
+            "cycles_ok": self.cycles_ok,
+            "cycles_failed": self.cycles_failed,
+            "fetched_messages": self.fetched_messages,
+            "fetched_octets": self.fetched_octets,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HistoryStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(
+            read_time(data, "failing_since"),
+            read_time(data, "last_error_at"),
+            read_int(data, "cycles_ok"),
+            read_int(data, "cycles_failed"),
+            read_int(data, "fetched_messages"),
+            read_int(data, "fetched_octets"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressStatus:
+    """How far a running cycle is (``progress``, only while the account is ``fetching``).
+
+    Attributes:
+        messages_done, octets_done: committed to the archive in this cycle (octets as received).
+        messages_total, octets_total: what the inventory left to fetch (octets as the server
+            reported them); None before the inventory is complete.
+        rate_octets_per_s: committed octets per second since retrieval started, or None.
+        seconds_left: estimated seconds until every planned message is committed, or None.
+    """
+
+    messages_done: int
+    octets_done: int
+    messages_total: int | None
+    octets_total: int | None
+    rate_octets_per_s: float | None
+    seconds_left: float | None
+
+    def to_json(self) -> JSONObject:
+        """The JSON object of ``progress``."""
+        return {
+            "messages_done": self.messages_done,
+            "octets_done": self.octets_done,
+            "messages_total": self.messages_total,
+            "octets_total": self.octets_total,
+            "rate_octets_per_s": self.rate_octets_per_s,
+            "seconds_left": self.seconds_left,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProgressStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        rate = data.get("rate_octets_per_s")
+        left = data.get("seconds_left")
+        return cls(
+            read_int(data, "messages_done"),
+            read_int(data, "octets_done"),
+            read_opt_int(data, "messages_total"),
+            read_opt_int(data, "octets_total"),
+            read_float(data, "rate_octets_per_s") if rate is not None else None,
+            read_float(data, "seconds_left") if left is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SignInStatus:
+    """How an account signs in, and for OAuth2 when its tokens end (issue 13; never a token).
+
+    Attributes:
+        auth: ``"password"`` or ``"oauth2"``.
+        grant: for OAuth2, ``"client_credentials"``, ``"refresh_token"`` or ``"token_command"``.
+        token_expires_at: when the access token in memory expires (UTC), or None.
+        refresh_token_obtained_at: when the refresh token was obtained or last rotated, or None.
+        refresh_token_expires_at: when it ends, where the lifetime is known, or None.
+        warning: a sentence when it ends within 3 days, else None.
+    """
+
+    auth: str = "password"
+    grant: str | None = None
+    token_expires_at: datetime | None = None
+    refresh_token_obtained_at: datetime | None = None
+    refresh_token_expires_at: datetime | None = None
+    warning: str | None = None
+
+    def to_json(self) -> JSONObject:
+        """The ``sign_in`` object of the account."""
+        return {
+            "auth": self.auth,
+            "grant": self.grant,
+            "token_expires_at": time_text(self.token_expires_at),
+            "refresh_token_obtained_at": time_text(self.refresh_token_obtained_at),
+            "refresh_token_expires_at": time_text(self.refresh_token_expires_at),
+            "warning": self.warning,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SignInStatus:
+        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        return cls(
+            auth=read_str(data, "auth"),
+            grant=read_opt_str(data, "grant"),
+            token_expires_at=read_time(data, "token_expires_at"),
+            refresh_token_obtained_at=read_time(data, "refresh_token_obtained_at"),
+            refresh_token_expires_at=read_time(data, "refresh_token_expires_at"),
+            warning=read_opt_str(data, "warning"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class AccountStatus:
     """One account in the status reply.
 
@@ -316,8 +448,11 @@ class AccountStatus:
         last_cycle: the last successful cycle, or None before one.
         failing_messages: messages that failed to arrive in a row, set aside or not (from the
             archive, so they survive a restart).
+        history: what the archive remembers across reloads and restarts, or None (older daemons).
+        progress: while ``fetching``: how far the cycle is; else None.
         deletion_suspended: POP3 only: why the last cycle deleted nothing although retention
             would (an unfinished move into an IMAP account holding the same messages), or None.
+        sign_in: how it signs in and the health of its OAuth2 tokens (see :class:`SignInStatus`).
     """
 
     name: str
@@ -344,7 +479,10 @@ class AccountStatus:
     next_deletion_due: datetime | None = None
     last_cycle: CycleStatus | None = None
     failing_messages: tuple[FailingMessageStatus, ...] = ()
+    history: HistoryStatus | None = None
+    progress: ProgressStatus | None = None
     deletion_suspended: str | None = None
+    sign_in: SignInStatus = SignInStatus()
 
     def to_json(self) -> JSONObject:
         """The account's JSON object, keys in the documented order."""
@@ -378,8 +516,13 @@ class AccountStatus:
         if self.last_cycle is not None:
             out["last_cycle"] = self.last_cycle.to_json()
         out["failing_messages"] = [f.to_json() for f in self.failing_messages]
+        if self.history is not None:
+            out["history"] = self.history.to_json()
+        if self.progress is not None:
+            out["progress"] = self.progress.to_json()
         if self.deletion_suspended is not None:
             out["deletion_suspended"] = self.deletion_suspended
+        out["sign_in"] = self.sign_in.to_json()
         return out
 
     @classmethod
@@ -418,7 +561,22 @@ class AccountStatus:
             failing_messages=tuple(
                 FailingMessageStatus.from_json(f) for f in read_objects(data, "failing_messages")
             ),
+            history=(
+                HistoryStatus.from_json(read_object(data["history"], "history"))
+                if data.get("history") is not None
+                else None
+            ),
+            progress=(
+                ProgressStatus.from_json(read_object(data["progress"], "progress"))
+                if data.get("progress") is not None
+                else None
+            ),
             deletion_suspended=read_opt_str(data, "deletion_suspended"),
+            sign_in=(
+                SignInStatus.from_json(read_object(data["sign_in"], "sign_in"))
+                if "sign_in" in data
+                else SignInStatus()
+            ),
         )
 
 
@@ -491,3 +649,31 @@ class StatusReply:
             accounts=tuple(AccountStatus.from_json(a) for a in read_objects(data, "accounts")),
             archive=ArchiveTotals.from_json(read_object(read_field(data, "archive"), "archive")),
         )
+
+
+# -- what needs the administrator ----------------------------------------------------------------------
+
+#: States that are trouble by themselves (a failed last cycle, a lockout).
+FAILING_STATES: frozenset[str] = frozenset({"backoff", "error", "auth_failed"})
+
+
+def attention(account: AccountStatus) -> str | None:
+    """Why ``account`` needs the administrator, in a few words, or None when it is healthy.
+
+    An account needs attention when its last cycle failed (``backoff``, ``error``), it is locked out
+    after refused logins (``auth_failed``), it is paused while its last cycle had failed (paused for
+    a problem, not a holiday), or its last cycle set messages aside (too large to fetch, left on the
+    server, or failed to arrive too often in a row). ``maild status`` exits 1 and ``maild check``
+    warns for such an account.
+    """
+    if account.state in FAILING_STATES:
+        return account.state
+    if account.state == "paused" and (account.last_error or account.consecutive_failures):
+        return "paused after a failure"
+    set_aside = sum(1 for f in account.failing_messages if f.set_aside)
+    if set_aside:
+        return f"{set_aside} message{'s' if set_aside > 1 else ''} set aside after repeated failures"
+    if account.last_cycle is not None and account.last_cycle.too_large:
+        n = len(account.last_cycle.too_large)
+        return f"{n} message{'s' if n > 1 else ''} set aside (too large)"
+    return None

@@ -25,7 +25,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_CAPABILITIES = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE AUTH=PLAIN"
+#: Without ``AUTH=PLAIN``: the fault tests drive LOGIN, maild's fallback for password accounts (add
+#: ``AUTH=PLAIN`` to :attr:`ScriptedIMAP.capabilities` to drive AUTHENTICATE; Dovecot tests it for real).
+DEFAULT_CAPABILITIES = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
 POST_LOGIN_CAPABILITIES = "IMAP4rev1 LITERAL+ UIDPLUS IDLE MOVE"
 INTERNALDATE = "17-Jul-1996 02:44:25 -0700"
 
@@ -127,6 +129,12 @@ class Session:
             assert server.tls_context is not None
             await self.send(f"{tag} OK Begin TLS negotiation now\r\n".encode())
             await self.writer.start_tls(server.tls_context)
+        elif name == "AUTHENTICATE":
+            if len(args.split()) == 1:  # no initial response: ask for it (RFC 9051 section 6.2.2)
+                await self.send(b"+ \r\n")
+                server.continuations.append((await self.reader.readline()).rstrip(b"\r\n").decode())
+            self.authenticated = True
+            await self.send(f"{tag} OK [CAPABILITY {server.post_login_capabilities}] Logged in\r\n".encode())
         elif name == "LOGIN":
             self.authenticated = True
             await self.send(f"{tag} OK [CAPABILITY {server.post_login_capabilities}] Logged in\r\n".encode())
@@ -269,6 +277,7 @@ class ScriptedIMAP:
         self.script: dict[str, Handler] = {}
         self.fetch_writer: FetchWriter = default_fetch_writer
         self.commands: list[str] = []
+        self.continuations: list[str] = []  # lines answering a "+" of AUTHENTICATE
         self.expunged: list[int] = []
         self.dones = 0
         self.sessions: list[Session] = []

@@ -55,6 +55,9 @@ PINNED_SOURCES = {
     "FetchCommand.__init__": "282d23f5bf7ac0c9",
     "IMAP4ClientProtocol._untagged_response": "293b7da830751ce5",
     "IMAP4ClientProtocol._response_done": "69c9091728111730",
+    # AUTHENTICATE (client.Authentication): a "+" line during a pending sync command other than
+    # APPEND/IDLE reaches Command.append_to_resp through _continuation
+    "IMAP4ClientProtocol._continuation": "e43f5b7ad7314a53",
 }
 
 

@@ -93,7 +93,7 @@ def _remove_directories() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _restore_logging(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
-    """`--log-level debug` points the root logger at this test's captured stdout: undo it afterwards
+    """`--log-level debug` points the root logger at this test's captured stderr: undo it afterwards
     (before capsys closes that stream: hence the dependency), so later tests neither log at debug nor
     write to a closed stream."""
     root = logging.getLogger()
@@ -122,9 +122,14 @@ def deliver(dovecot: Dovecot, user: MailUser, count: int) -> list[bytes]:
 
 
 def write_config(
-    directory: Path, dovecot: Dovecot, user: MailUser, oauth2: dict[str, Any], **extra: Any
+    directory: Path,
+    dovecot: Dovecot,
+    user: MailUser,
+    oauth2: dict[str, Any],
+    protocol: str = "pop3",
+    **extra: Any,
 ) -> Path:
-    """A config with one POP3 account ``anna`` (STLS) signing in with ``auth = "oauth2"``."""
+    """A config with one account ``anna`` (POP3 or IMAP, STARTTLS) signing in with ``auth = "oauth2"``."""
     doc = {
         "daemon": {
             "state_dir": str(directory / "state"),
@@ -135,9 +140,9 @@ def write_config(
             "anna": {
                 "organisation": "Hausverwaltung",
                 "employee": "Anna",
-                "protocol": "pop3",
+                "protocol": protocol,
                 "host": dovecot.host,
-                "port": dovecot.ports.pop3,
+                "port": dovecot.ports.pop3 if protocol == "pop3" else dovecot.ports.imap,
                 "tls": "starttls",
                 "ca_file": str(dovecot.ca_file),
                 "username": user.name,
@@ -285,7 +290,7 @@ def test_fetch_with_each_mechanism_and_token_source(
         assert stored[0].reveal() in oauth_server.refresh_tokens
         mode = (directory / "state" / "oauth2" / "anna.json").stat().st_mode & 0o777
         assert mode == 0o600
-    assert '"event": "oauth2.token.obtained"' in out  # the debug log was on and is searched too
+    assert '"event": "oauth2.token.obtained"' in err  # the debug log (on stderr) was on and is searched too
     assert_no_secrets(oauth_server, directory, out, err)
 
 
@@ -490,7 +495,7 @@ def test_wrong_client_secret_is_refused_without_echo(oauth_server: OAuthServer) 
     assert "SENTINEL" not in str(info.value)
 
 
-# -- IMAP AUTHENTICATE (maild.auth.imap) over a plain asyncio stream: not wired into the IMAP adapter yet --
+# -- IMAP AUTHENTICATE (maild.auth.imap) over a plain asyncio stream (the function alone) --
 
 
 class StreamTransport:
@@ -659,7 +664,7 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
         acc: dict[str, Any] = {}
         while time.monotonic() < deadline:
             done = maild("status", "--json")
-            if done.returncode == 0:
+            if done.returncode in (0, 1):  # 1: an account needs attention
                 acc = json.loads(done.stdout)["accounts"][0]
                 if predicate(acc):
                     return acc
@@ -683,4 +688,158 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
         assert stop_maild(proc) == 0
     log_text = log_path.read_text(errors="replace")
     assert '"oauth2.refresh_token.rotated"' in log_text
+    assert_no_secrets(oauth_server, directory, status_text, log_text, extra=tuple(seeded))
+
+
+# -- IMAP accounts end to end: AUTHENTICATE through maild's IMAP connection --
+
+
+@pytest.mark.parametrize("source", ["client_credentials", "refresh_token", "token_command"])
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER", "PLAIN"])
+def test_imap_fetch_with_each_mechanism_and_token_source(
+    oauth_server: OAuthServer,
+    oauth_dovecot: Dovecot,
+    user: MailUser,
+    mechanism: str,
+    source: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`maild fetch` of an IMAP account signs in with AUTHENTICATE and the token; no secret leaks.
+
+    Steps: prepare the token source; write an IMAP config (STARTTLS, forced ``sasl_mechanism``);
+    deliver 3 messages; fetch at log level debug; check the archive count, Dovecot's login method
+    (the mechanism, never LOGIN) and that no sentinel secret appears anywhere.
+    """
+    directory = new_dir()
+    table = source_table(source, oauth_server, directory, user)
+    cfg = write_config(directory, oauth_dovecot, user, table, "imap", sasl_mechanism=mechanism, idle=False)
+    deliver(oauth_dovecot, user, 3)
+
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    out, err = capsys.readouterr()
+    assert "anna: 3 new messages" in out
+    assert imap_logins(oauth_dovecot, user, 1) == [mechanism]
+    assert '"event": "imap.auth.started"' in out
+    assert_no_secrets(oauth_server, directory, out, err)
+
+
+def test_imap_default_mechanism_refused_token_and_password_fallback(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """IMAP without sasl_mechanism picks OAUTHBEARER; a dead token from a command is refused with the
+    server's text and counted as a failed sign-in; a password account uses AUTHENTICATE PLAIN."""
+    directory = new_dir()
+    cfg = write_config(
+        directory,
+        oauth_dovecot,
+        user,
+        source_table("client_credentials", oauth_server, directory, user),
+        "imap",
+        idle=False,
+    )
+    deliver(oauth_dovecot, user, 1)
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
+    assert imap_logins(oauth_dovecot, user, 1) == ["OAUTHBEARER"]
+
+    dead = oauth_server.issue_access_token(user.name, lifetime_s=0.001)
+    holder = directory / "dead"
+    holder.write_text(dead)
+    cfg = write_config(
+        directory,
+        oauth_dovecot,
+        user,
+        {"token_command": ["/bin/cat", str(holder)]},
+        "imap",
+        idle=False,
+    )
+    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 1
+    out, err = capsys.readouterr()
+    assert "anna: FAILED" in out
+    assert "AUTHENTICATE OAUTHBEARER refused: NO [AUTHENTICATIONFAILED]" in out
+    assert_no_secrets(oauth_server, directory, out, err)
+
+    pw = directory / "pw"
+    pw.write_text(user.password + "\n")
+    doc = (directory / "config.toml").read_text().replace('auth = "oauth2"', f'password_file = "{pw}"')
+    (directory / "config.toml").write_text(doc[: doc.index("[accounts.anna.oauth2]")])
+    assert main(["-c", str(cfg), "fetch"]) == 0
+    assert imap_logins(oauth_dovecot, user, 2) == ["OAUTHBEARER", "PLAIN"]
+    capsys.readouterr()
+
+
+def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
+    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser
+) -> None:
+    """Under `maild run` with 2-second access tokens: IDLE and kept sessions go on; every reconnect
+    signs in with a fresh token (never a refused one), and new mail keeps arriving.
+
+    Steps: short token lifetime at the server; start the daemon (IMAP, IDLE on, refresh-token grant);
+    first mail fetched; wait past the token lifetime; deliver: IDLE pushes and the kept session
+    fetches it; ``doveadm kick`` drops every connection; deliver again: the IDLE watcher reconnects
+    with a fresh token and the message arrives; no token was refused, no cycle failed, no secret in
+    the log or status.
+    """
+    import json
+    import subprocess
+
+    directory = new_dir()
+    cfg = write_config(
+        directory,
+        oauth_dovecot,
+        user,
+        source_table("refresh_token", oauth_server, directory, user),
+        "imap",
+        idle=True,
+    )
+    deliver(oauth_dovecot, user, 1)
+    log_path = directory / "daemon.log"
+    seeded = set(oauth_server.refresh_tokens)
+
+    def account(predicate: Any, timeout_s: float = 40) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        acc: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                [sys.executable, "-m", "maild", "-c", str(cfg), "status", "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if done.returncode == 0:
+                acc = json.loads(done.stdout)["accounts"][0]
+                if predicate(acc):
+                    return acc
+            time.sleep(0.2)
+        raise AssertionError(acc)
+
+    def idling(acc: dict[str, Any]) -> bool:
+        return bool(acc.get("mode") == "idle")
+
+    saved = oauth_server.access_lifetime_s
+    oauth_server.access_lifetime_s = 2
+    try:
+        with running_maild(maild_command(cfg), log=log_path) as proc:
+            account(lambda a: a["messages"] == 1 and idling(a))
+            time.sleep(2.5)  # every token issued so far is dead at the server now
+            oauth_dovecot.deliver(user.name, b"Subject: two\r\nMessage-ID: <two@x>\r\n\r\n2\r\n")
+            account(lambda a: a["messages"] == 2)
+            logins_before_kick = len(imap_logins(oauth_dovecot, user, 0))
+            oauth_dovecot.doveadm("kick", user.name)
+            time.sleep(2.5)
+            oauth_dovecot.deliver(user.name, b"Subject: three\r\nMessage-ID: <three@x>\r\n\r\n3\r\n")
+            acc = account(lambda a: a["messages"] == 3 and idling(a))
+            assert acc["consecutive_failures"] == 0
+            assert acc["sign_in"]["auth"] == "oauth2" and acc["sign_in"]["grant"] == "refresh_token"
+            assert acc["sign_in"]["token_expires_at"] is not None
+            assert acc["sign_in"]["refresh_token_obtained_at"] is not None
+            status_text = json.dumps(acc)
+            seeded |= set(oauth_server.refresh_tokens)
+            assert stop_maild(proc) == 0
+    finally:
+        oauth_server.access_lifetime_s = saved
+    assert len(imap_logins(oauth_dovecot, user, logins_before_kick + 1)) > logins_before_kick
+    log_text = log_path.read_text(errors="replace")
+    assert "imap.auth.token_refused" not in log_text  # fresh tokens, not the retry, carried it
+    assert log_text.count('"oauth2.token.obtained"') >= 2
     assert_no_secrets(oauth_server, directory, status_text, log_text, extra=tuple(seeded))

@@ -74,6 +74,8 @@ class OAuthServer:
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     introspections: int = 0
     token_prefix: str = "at-"
+    rotate_refresh_tokens: bool = True
+    """False: the refresh grant keeps the refresh token and returns none (as Google does)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
 
@@ -247,6 +249,9 @@ class OAuthServer:
                     "error_description": "refresh token revoked or unknown",
                 }
             answer = self._access(owner[1])
+            if not self.rotate_refresh_tokens:
+                self.refresh_tokens[form["refresh_token"]] = owner
+                return 200, answer
             fresh = "rt-" + secrets.token_urlsafe(16)
             self.refresh_tokens[fresh] = owner
             return 200, {**answer, "refresh_token": fresh}

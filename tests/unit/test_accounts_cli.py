@@ -281,9 +281,74 @@ def test_add_refuses_contradictory_imap_flags(
 def test_daemon_commands_without_a_daemon_fail_in_one_line(
     config: Path, capsys: pytest.CaptureFixture[str], words: list[str]
 ) -> None:
-    """Every command that asks the daemon exits 1 with one line saying it is not running, and prints nothing."""
-    assert main(["-c", str(config), *words]) == 1
+    """Every command that asks the daemon exits 1 (``status`` 3, systemctl's convention) with one line
+    saying it is not running, and prints nothing."""
+    assert main(["-c", str(config), *words]) == (3 if words[0] == "status" else 1)
 
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"maild: maild is not running (no daemon on {config.parent / 'control.sock'})\n"
+
+
+# -- add --provider (issue 13) ----------------------------------------------------------------------
+
+
+def test_add_with_a_provider_asks_only_for_the_password_and_prints_the_steps(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`accounts add --provider gmx anna@gmx.de`: name and user name from the address, server from the
+    preset (not written: the drop-in says provider = "gmx"), the password from standard input; the
+    output says to switch on POP3/IMAP at GMX."""
+    config.chmod(0o600)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("app password\n"))
+    args = ["-c", str(config), "accounts", "add", "--provider", "gmx", "anna@gmx.de"]
+    assert main([*args, "--organisation", "Kanzlei", "--employee", "Anna"]) == 0
+    out = capsys.readouterr().out
+    assert "added account anna-gmx.de" in out
+    assert "POP3 und IMAP Zugriff erlauben" in out
+    assert "checked against the documentation, not the server" in out
+    dropin = tomllib.loads((config.parent / "accounts.d" / "anna-gmx.de.toml").read_text())
+    table = dropin["accounts"]["anna-gmx.de"]
+    assert table["provider"] == "gmx" and "host" not in table and "port" not in table
+    account = load_config(config).accounts["anna-gmx.de"]
+    assert (account.host, account.port, account.protocol, account.username) == (
+        "imap.gmx.net",
+        993,
+        "imap",
+        "anna@gmx.de",
+    )
+
+
+def test_add_microsoft365_writes_the_oauth2_table_and_names_the_permissions(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OAuth2 preset asks no password; client ID and tenant come from flags; the steps name the exact
+    permissions and the authorize command."""
+    config.chmod(0o600)
+    args = ["-c", str(config), "accounts", "add", "--provider", "microsoft365", "anna@contoso.com"]
+    extra = ["--organisation", "Kanzlei", "--employee", "Anna", "--protocol", "pop3"]
+    ids = ["--client-id", "00000000-0000-0000-0000-000000000001", "--tenant", "contoso.onmicrosoft.com"]
+    assert main([*args, *extra, *ids]) == 0
+    out = capsys.readouterr().out
+    assert "POP.AccessAsUser.All" in out and "offline_access" in out
+    assert "https://outlook.office365.com/.default" in out
+    assert "maild accounts authorize anna-contoso.com" in out
+    account = load_config(config).accounts["anna-contoso.com"]
+    oauth = account.sign_in.oauth2
+    assert account.sign_in.auth == "oauth2" and oauth is not None
+    assert oauth.token_url == "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+    assert oauth.scope == ("https://outlook.office.com/POP.AccessAsUser.All", "offline_access")
+    assert not (config.parent / "secrets" / "anna-contoso.com").exists()
+
+
+def test_add_without_provider_or_terminal_names_the_missing_flag(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --provider, --host is required; with no terminal a missing --employee is named, not asked."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    base = ["-c", str(config), "accounts", "add"]
+    assert main([*base, "x1", "--organisation", "O", "--employee", "E", "--protocol", "imap"]) != 0
+    assert "--host is required (or give --provider)" in capsys.readouterr().err
+    assert main([*base, "--provider", "webde", "x2", "--organisation", "O"]) != 0
+    assert "--employee is required (no terminal to ask on)" in capsys.readouterr().err
+    assert not (config.parent / "accounts.d" / "x2.toml").exists()

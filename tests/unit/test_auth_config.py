@@ -108,10 +108,18 @@ def test_bad_sign_in_keys_are_errors_naming_the_key(tmp_path: Path, extra: str, 
         load(tmp_path, extra)
 
 
-def test_imap_accounts_refuse_sasl_keys_for_now(tmp_path: Path) -> None:
-    """auth = "oauth2" on an IMAP account is refused with the reason (not silently ignored)."""
-    with pytest.raises(ConfigError, match=r"accounts\.anna\.auth: OAuth2 and SASL are supported for POP3"):
-        load(tmp_path, DEVICE.replace("[accounts.anna.oauth2]", "protocol = 'imap'\n[accounts.anna.oauth2]"))
+def test_imap_accounts_take_the_sign_in_keys(tmp_path: Path) -> None:
+    """auth = "oauth2" and sasl_mechanism are accepted on an IMAP account (AUTHENTICATE, issue 13)."""
+    config = load(
+        tmp_path,
+        DEVICE.replace(
+            "[accounts.anna.oauth2]", "protocol = 'imap'\nsasl_mechanism = 'XOAUTH2'\n[accounts.anna.oauth2]"
+        ),
+    )
+    account = config.accounts["anna"]  # type: ignore[attr-defined]
+    assert account.protocol == "imap"
+    assert account.sign_in.auth == "oauth2"
+    assert account.sign_in.sasl_mechanism == "XOAUTH2"
 
 
 def test_token_command_account(tmp_path: Path) -> None:

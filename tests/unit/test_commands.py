@@ -128,6 +128,7 @@ def test_the_table_holds_every_documented_command() -> None:
         "resume",
         "reload",
         "metrics",
+        "alert-test",
         "stop",
     ]
 
@@ -139,7 +140,7 @@ async def test_unknown_command_gets_the_unknown_command_error(daemon: Daemon) ->
 
     assert info.value.code == "unknown-command"
     assert str(info.value) == (
-        "unknown command 'restart' (status, version, fetch-now, pause, resume, reload, metrics, stop)"
+        "unknown command 'restart' (status, version, fetch-now, pause, resume, reload, metrics, alert-test, stop)"
     )
 
 
@@ -227,7 +228,7 @@ async def test_fetch_now_retry_failed_marks_the_records_before_the_cycle(daemon:
 
 async def test_fetch_now_without_wait_queues(daemon: Daemon) -> None:
     """fetch-now with wait false replies with the queued accounts."""
-    assert await ask(daemon, command="fetch-now", account="anna-pop", wait=False) == {"queued": ["anna-pop"]}
+    assert await ask(daemon, command="fetch-now", account="anna-pop", wait=False) == {"queued": ["anna-pop"], "skipped": []}
 
 
 async def test_fetch_now_of_an_unknown_account_requests_nothing(daemon: Daemon) -> None:

@@ -555,7 +555,9 @@ def test_replace_keeps_watcher_settings() -> None:
 
 def test_cli_status_table_shows_idle_failures_and_uidvalidity_changes(hub: SessionHub) -> None:
     """`maild status` adds lines for the IDLE mode, mailboxes not fetched and UIDVALIDITY changes."""
-    from maild.cli.main import render_status
+    from datetime import UTC
+
+    from maild.cli.status_view import render_status
     from maild.service.status import ArchiveTotals, StatusReply
 
     rt = AccountRuntime(imap_account())
@@ -565,11 +567,9 @@ def test_cli_status_table_shows_idle_failures_and_uidvalidity_changes(hub: Sessi
     result = CycleResult("anna-imap")
     result.imap = IMAPCycleInfo(["INBOX"], {"Archiv": "SELECT refused"}, [])
     rt.last_result = result
-    text = render_status(StatusReply("1", NOW, (account_status(rt, 5),), ArchiveTotals(5, 9)))
+    reply = StatusReply("1", NOW, (account_status(rt, 5),), ArchiveTotals(5, 9))
+    text = render_status(reply, now=NOW, tz=UTC)
 
-    assert "      reconnecting on 'INBOX', last push never" in text
-    assert "      mailbox 'Archiv' not fetched: SELECT refused" in text
-    assert (
-        "UIDVALIDITY of 'INBOX' changed at 2026-03-02T09:00:00Z: 4 recognised without download, 1 retrieved"
-        in text
-    )
+    assert "    IDLE on 'INBOX': reconnecting, last push never" in text
+    assert "    mailbox 'Archiv' not fetched: SELECT refused" in text
+    assert "    UIDVALIDITY of 'INBOX' changed at 09:00: 4 recognised without download, 1 retrieved" in text

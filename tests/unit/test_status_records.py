@@ -93,14 +93,26 @@ IMAP = status.AccountStatus(
 )
 STATUS = status.StatusReply("1.2.3", NOW, (POP3, IMAP), status.ArchiveTotals(12, 99_000))
 
+FETCHING = replace(
+    POP3,
+    name="fetching",
+    state="fetching",
+    history=status.HistoryStatus(NOW, LATER, 10, 2, 1234, 567_890),
+    progress=status.ProgressStatus(1200, 240_000_000, 5000, 1_000_000_000, 3_200_000.5, 238.0),
+)
+STARTING = replace(POP3, name="starting", state="fetching", progress=status.ProgressStatus(0, 0, None, None, None, None))
+
 REPLIES: list[Any] = [
     STATUS,
+    status.StatusReply("1.2.3", NOW, (FETCHING, STARTING), status.ArchiveTotals(1, 2)),
     status.StatusReply("1.2.3", NOW, (), status.ArchiveTotals(0, 0)),
     replies.VersionReply("1.2.3"),
     replies.FetchResults(
         (replies.FetchOutcome("anna-pop", new_links=3, octets=10, seconds=0.5), replies.FetchOutcome("b", "refused"))
     ),
     replies.FetchQueued(("anna-pop", "anna-imap")),
+    replies.FetchQueued(("anna-pop",), skipped=("anna-imap",)),
+    replies.FetchResults((replies.FetchOutcome("anna-pop", skipped="paused"),)),
     replies.AccountStateReply("anna-pop", "paused"),
     replies.ReloadReport(added=("a",), changed=("b", "c")),
     replies.MetricsReply("maild_up 1\n"),
@@ -125,7 +137,7 @@ def test_account_json_keeps_the_documented_shape() -> None:
         "name", "organisation", "employee", "protocol", "host", "enabled", "state", "messages",
         "last_success", "next_run", "last_error", "consecutive_failures", "mode", "on_server",
         "retention", "retention_days", "identity", "warnings", "pending_deletion", "oldest_kept_since",
-        "next_deletion_due", "last_cycle", "failing_messages",
+        "next_deletion_due", "last_cycle", "failing_messages", "sign_in",
     ]  # fmt: skip
     assert pop["last_cycle"] == {
         "new_links": 4,
@@ -201,13 +213,13 @@ def test_a_missing_key_is_bad_reply() -> None:
 def test_status_table_shows_warnings_and_failing_messages() -> None:
     """`maild status` (the table) shows the account's warnings, set-aside messages with reason and next
     try, and messages that failed but are retried next cycle."""
-    from maild.cli.main import render_status
+    from maild.cli.status_view import local_time, render_status
 
-    text = render_status(status.StatusReply("1.2.3", NOW, (POP3,), status.ArchiveTotals(12, 100)))
+    text = render_status(status.StatusReply("1.2.3", NOW, (POP3,), status.ArchiveTotals(12, 100)), now=NOW, tz=UTC)
 
-    assert "      warning: the server does not offer UIDL" in text
+    assert "    warning: the server does not offer UIDL" in text
     assert (
-        "      set aside after 3 failures in a row, left on the server: UIDL c: -ERR [SYS/TEMP] locked"
-        f" (next try {status.time_text(LATER)}, or `maild fetch-now --retry-failed anna-pop`)"
+        "    set aside after 3 failures in a row, left on the server: UIDL c: -ERR [SYS/TEMP] locked"
+        f" (next try {local_time(LATER, NOW, UTC)}, or `maild fetch-now --retry-failed anna-pop`)"
     ) in text
-    assert "      failed 1x in a row (retried next cycle): UIDL d: connection reset" in text
+    assert "    failed 1x in a row (retried next cycle): UIDL d: connection reset" in text

@@ -55,11 +55,11 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 5
-    assert version == [(5,)]
+    assert SCHEMA_VERSION == 6
+    assert version == [(6,)]
     assert {
         "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts",
-        "retrieval_failures", "moves",
+        "retrieval_failures", "moves", "account_history",
     } <= tables  # fmt: skip
     assert path.exists()
 
@@ -582,6 +582,32 @@ async def test_large_message_in_a_failed_batch_is_not_stored(
     with pytest.raises(StoreError):
         await store.store_batch("anna-pop", [pop("big", big)], NOW)
     assert await query(store, "SELECT count(*) FROM messages") == [(0,)]
+
+
+async def test_account_history_round_trips_and_is_replaced(store: Store) -> None:
+    """record_history keeps one row per account; account_histories reads back what was written last."""
+    from maild.model import AccountHistory
+
+    await store.ensure_account("a", "O", "E", "pop3", NOW)
+    first = AccountHistory("a", last_success=NOW, cycles_ok=3, fetched_messages=10, fetched_octets=4096)
+    failing = AccountHistory(
+        "a",
+        last_success=NOW,
+        last_push=NOW,
+        last_error="connection refused",
+        last_error_at=NOW,
+        failing_since=NOW,
+        consecutive_failures=2,
+        cycles_ok=3,
+        cycles_failed=2,
+        fetched_messages=10,
+        fetched_octets=4096,
+    )
+
+    await store.record_history(first)
+    assert await store.account_histories() == {"a": first}
+    await store.record_history(failing)
+    assert await store.account_histories() == {"a": failing}
 
 
 async def test_close_keeps_the_wal_side_files_group_readable(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ tags, tasks, IDLE queue and exceptions stay in here. What it adds to aioimaplib 
   parenthesis as the library does;
 * streaming FETCH (:class:`StreamingFetch`): each FETCH response is handed to a sink as soon as it is
   complete instead of being kept until the tagged completion, and reading can be paused;
-* STARTTLS, which aioimaplib lacks (:func:`starttls`), and IDLE rounds (:class:`IdleRound`) bounded by
-  the caller instead of the library's hanging helpers.
+* STARTTLS, which aioimaplib lacks (:func:`starttls`), AUTHENTICATE with continuation lines
+  (:class:`Authentication`; the library has only a one-shot XOAUTH2), and IDLE rounds
+  (:class:`IdleRound`) bounded by the caller instead of the library's hanging helpers.
 
 There is no fallback to the stock protocol: ``pyproject.toml`` pins aioimaplib to exactly
 :data:`PATCHED_AIOIMAPLIB`, and ``tests/faults/test_imap_library.py`` (with the IDLE pins in
@@ -46,7 +47,9 @@ from maild.protocols.imap.lex import Part, paren_depth
 
 __all__ = [
     "AIOIMAPLIB_VERSION",
+    "MAX_PENDING_CONTINUATIONS",
     "PATCHED_AIOIMAPLIB",
+    "Authentication",
     "FetchSink",
     "IMAPClient",
     "IdleRound",
@@ -556,6 +559,116 @@ async def starttls(protocol: Any, context: ssl.SSLContext, server_hostname: str,
     return reply
 
 
+#: Continuation requests (``+`` lines) of one AUTHENTICATE held unanswered at most; more is a protocol
+#: violation (a SASL exchange has one request per step, RFC 9051 section 6.2.2).
+MAX_PENDING_CONTINUATIONS = 4
+
+
+class _AuthenticateCommand(aioimaplib.Command):  # type: ignore[misc]
+    """AUTHENTICATE whose continuation requests (``+ ...``) go to a queue instead of its response lines.
+
+    The library routes a ``+`` line during a pending sync command to ``append_to_resp`` (with the
+    ``+``); untagged lines arrive there without their ``* ``, so they never start with ``+``.
+    """
+
+    def __init__(self, tag: str, *args: str, loop: Any) -> None:
+        super().__init__("AUTHENTICATE", tag, *args, loop=loop, timeout=None)
+        self.continuations: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_CONTINUATIONS)
+        self.overflow = False
+
+    def __repr__(self) -> str:  # never the initial response (it holds the secret)
+        return f"{self.tag} AUTHENTICATE"
+
+    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
+        if result == "Pending" and isinstance(line, bytes) and (line == b"+" or line.startswith(b"+ ")):
+            if self.continuations.full():
+                self.overflow = True  # a server flooding "+" lines: Authentication.next() fails
+            else:
+                self.continuations.put_nowait(bytes(line[2:]))
+            return
+        super().append_to_resp(line, result)
+
+
+class Authentication:
+    """One AUTHENTICATE command in flight (RFC 9051 section 6.2.2; SASL-IR, RFC 4959), step by step.
+
+    The caller reads :meth:`next` (a continuation request's text, or the final :class:`Reply`) and
+    answers each continuation with :meth:`send_line`; it bounds every wait itself. After an OK the
+    library's state becomes authenticated, so that SELECT and the rest are accepted.
+
+    Args:
+        protocol: the session's protocol object, in the not-authenticated state.
+        mechanism: the SASL mechanism name (``"XOAUTH2"``).
+        initial: the base64 initial response for SASL-IR (a secret), or None.
+    """
+
+    def __init__(self, protocol: Any, mechanism: str, initial: bytes | None) -> None:
+        self._protocol = protocol
+        command = _AuthenticateCommand(protocol.new_tag(), mechanism, loop=protocol.loop)
+        self._command = command
+        line = f"{command.tag} AUTHENTICATE {mechanism}".encode("ascii")
+        if initial is not None:
+            line += b" " + initial
+        del initial
+
+        async def run(line: bytes) -> Reply:
+            # Not protocol.execute(): it logs and formats str(command), which would hold the secret.
+            if protocol.state != aioimaplib.NONAUTH:
+                raise LibraryError(f"AUTHENTICATE illegal in state {protocol.state}")
+            if protocol.pending_sync_command is not None or protocol.pending_async_commands:
+                raise LibraryError("AUTHENTICATE while another command is pending")
+            transport = protocol.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("connection closed before AUTHENTICATE")
+            protocol.pending_sync_command = command
+            transport.write(line + aioimaplib.CRLF)
+            del line
+            try:
+                await command.wait()
+            except aioimaplib.AioImapException as exc:
+                raise LibraryError(f"{type(exc).__name__}: {exc}") from None
+            reply = _reply(command.response)
+            if reply.result == "OK":
+                protocol.state = aioimaplib.AUTH
+            return reply
+
+        self._done: asyncio.Future[Reply] = asyncio.ensure_future(run(line))
+        self._done.add_done_callback(_consume_outcome)
+        del line
+
+    async def next(self) -> bytes | Reply:
+        """The next continuation request's text (base64, without ``+ ``) or the final reply.
+
+        Raises:
+            LibraryError: the library refused the command (wrong state).
+        """
+        queue = self._command.continuations
+        if self._command.overflow:
+            raise LibraryError(f"more than {MAX_PENDING_CONTINUATIONS} unanswered continuation requests")
+        if not queue.empty():
+            return queue.get_nowait()
+        getter = asyncio.ensure_future(queue.get())
+        try:
+            await asyncio.wait((getter, self._done), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        return self._done.result()
+
+    def send_line(self, line: bytes) -> None:
+        """Send one continuation response (``line`` plus CRLF; may hold a secret, never logged)."""
+        transport = self._protocol.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("connection closed during AUTHENTICATE")
+        transport.write(line + aioimaplib.CRLF)
+
+    def cancel(self) -> None:
+        """Stop waiting for the command (the connection is being discarded)."""
+        self._done.cancel()
+
+
 def _consume_outcome(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
@@ -731,6 +844,10 @@ class IMAPClient:
     async def login(self, user: str, password: str) -> Reply:
         """LOGIN with ``user`` as given (quoted by the caller); aioimaplib quotes the password."""
         return await _run(self._protocol.login(user, password))
+
+    def authenticate(self, mechanism: str, initial: bytes | None) -> Authentication:
+        """Send ``AUTHENTICATE mechanism [initial]`` now; return the exchange (:class:`Authentication`)."""
+        return Authentication(self._protocol, mechanism, initial)
 
     async def select(self, mailbox: str) -> Reply:
         """SELECT ``mailbox`` (quoted and encoded by the caller)."""

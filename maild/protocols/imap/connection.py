@@ -1,4 +1,4 @@
-"""One IMAP connection: connect, TLS, LOGIN, CAPABILITY, SELECT, LIST and the guarded command call.
+"""One IMAP connection: connect, TLS, AUTHENTICATE or LOGIN, CAPABILITY, SELECT, LIST, guarded commands.
 
 :class:`IMAPConnection` is the part that :class:`~maild.protocols.imap.mailbox.IMAPMailbox` (fetching,
 deleting, appending) and :class:`~maild.protocols.imap.idle.IMAPIdleSession` each *hold*. What it adds
@@ -17,8 +17,12 @@ on top of :class:`~maild.protocols.imap.client.IMAPClient`:
   :class:`~maild.protocols.imap.client.LibraryError` become :mod:`maild.errors` classes here and
   nowhere else.
 
-May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`,
-:mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client` and the sans-I/O IMAP modules.
+Signing in: AUTHENTICATE when a SASL mechanism fits (:mod:`maild.auth.imap` over
+:mod:`maild.protocols.imap.authenticate`), else LOGIN.
+
+May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.auth.imap`,
+:mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client`, :mod:`maild.protocols.imap.authenticate`
+and the sans-I/O IMAP modules.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from maild.auth import imap as imap_auth
 from maild.errors import (
     AccountError,
     AuthError,
@@ -45,6 +50,7 @@ from maild.errors import (
 from maild.model import ServerSettings
 from maild.protocols.imap import listing as imap_list
 from maild.protocols.imap import wire
+from maild.protocols.imap.authenticate import AuthenticateOver
 from maild.protocols.imap.client import (
     MAX_LITERAL_OCTETS,
     IMAPClient,
@@ -446,6 +452,17 @@ class IMAPConnection:
         self._capabilities = capabilities
 
     async def _login(self, capabilities: frozenset[str]) -> frozenset[str]:
+        """Sign in: AUTHENTICATE when a SASL mechanism fits (:func:`maild.auth.imap.authenticate`:
+        ``AUTH=`` atoms, ``SASL-IR``; always for ``auth = "oauth2"``), else LOGIN with the password."""
+        transport = AuthenticateOver(self)
+        if await imap_auth.authenticate(transport, capabilities, self.settings):
+            status = transport.final
+            if status is not None and status.code == "CAPABILITY":
+                return wire.parse_capability(status.code_args)
+            return await self._capability()
+        return await self._password_login(capabilities)
+
+    async def _password_login(self, capabilities: frozenset[str]) -> frozenset[str]:
         settings = self.settings
         if "LOGINDISABLED" in capabilities:
             raise self.error(

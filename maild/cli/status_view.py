@@ -1,0 +1,274 @@
+"""``maild status`` and ``maild check`` as text: a summary line first, accounts in trouble before
+healthy ones, and the monitoring-plugin line.
+
+Everything here is a pure function of a :class:`~maild.service.status.StatusReply`, the current time
+and a time zone, so the renderings are tested against golden text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, tzinfo
+
+from maild.service.status import AccountStatus, ProgressStatus, StatusReply, attention
+
+#: Exit codes of ``maild status`` (systemctl's convention for "not running").
+STATUS_OK = 0
+STATUS_ATTENTION = 1
+STATUS_NOT_RUNNING = 3
+#: Exit codes and words of ``maild check`` (the monitoring-plugin convention of Nagios, Icinga,
+#: Zabbix: https://www.monitoring-plugins.org/doc/guidelines.html#AEN78).
+CHECK_OK, CHECK_WARNING, CHECK_CRITICAL, CHECK_UNKNOWN = 0, 1, 2, 3
+CHECK_WORDS = {CHECK_OK: "OK", CHECK_WARNING: "WARNING", CHECK_CRITICAL: "CRITICAL", CHECK_UNKNOWN: "UNKNOWN"}
+#: Consecutive failed cycles from which ``maild check`` says CRITICAL instead of WARNING (a lockout or
+#: a permanent error is CRITICAL at once).
+CRITICAL_FAILURES = 3
+_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
+
+
+def human_size(octets: int) -> str:
+    """``octets`` in decimal units with one decimal from kB on: ``512 B``, ``1.4 GB``."""
+    size = float(octets)
+    for unit in _UNITS:
+        if size < 1000 or unit == _UNITS[-1]:
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def local_time(moment: datetime | None, now: datetime, tz: tzinfo | None) -> str:
+    """``moment`` in ``tz`` (None: the system's zone): ``HH:MM`` today, else ``YYYY-MM-DD HH:MM``; ``-``
+    for None. The zone is named once, in the summary line."""
+    if moment is None:
+        return "-"
+    here = moment.astimezone(tz)
+    if here.date() == now.astimezone(tz).date():
+        return here.strftime("%H:%M")
+    return here.strftime("%Y-%m-%d %H:%M")
+
+
+def zone_name(now: datetime, tz: tzinfo | None) -> str:
+    """The abbreviation of ``tz`` at ``now`` (``CET``, ``UTC``), or its offset when it has none."""
+    here = now.astimezone(tz)
+    return here.tzname() or here.strftime("UTC%z")
+
+
+def problem_accounts(accounts: Sequence[AccountStatus]) -> list[AccountStatus]:
+    """The accounts that need attention (see :func:`~maild.service.status.attention`), in order."""
+    return [a for a in accounts if attention(a) is not None]
+
+
+def summary_line(reply: StatusReply, now: datetime, tz: tzinfo | None) -> str:
+    """``20 accounts: 18 ok, 1 auth_failed, 1 paused; last fetch 13:02 CET``.
+
+    Healthy accounts count as ``ok`` (a paused or disabled one by its state); each account needing
+    attention counts under its state. "last fetch" is the latest successful cycle of any account.
+    """
+    counts: Counter[str] = Counter()
+    for a in reply.accounts:
+        if attention(a) is not None or a.state in ("paused", "disabled", "stopped"):
+            counts[a.state] += 1
+        else:
+            counts["ok"] += 1
+    parts = [f"{counts.pop('ok')} ok"] if counts.get("ok") else []
+    parts += [f"{n} {state}" for state, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    noun = "account" if len(reply.accounts) == 1 else "accounts"
+    line = f"{len(reply.accounts)} {noun}: " + (", ".join(parts) or "none configured")
+    successes = [a.last_success for a in reply.accounts if a.last_success is not None]
+    last = local_time(max(successes), now, tz) if successes else "never"
+    return f"{line}; last fetch {last} {zone_name(now, tz)}" if successes else f"{line}; last fetch never"
+
+
+def _retention(a: AccountStatus) -> str:
+    if a.retention == "delete-after" and a.retention_days is not None:
+        return f"{a.retention_days}d"
+    return a.retention
+
+
+def _row(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
+    state = a.state if a.mode == "polling" or a.state != "waiting" else f"{a.state} ({a.mode})"
+    return [
+        "!" if attention(a) is not None else " ",
+        a.name,
+        a.organisation,
+        a.employee,
+        a.protocol,
+        state,
+        f"{a.messages:,}",
+        local_time(a.last_success, now, tz),
+        local_time(a.next_run, now, tz),
+        _retention(a),
+        f"{a.pending_deletion:,}",
+        str(len(a.warnings)) if a.warnings else "-",
+    ]
+
+
+_HEADER = ["", "ACCOUNT", "ORGANISATION", "EMPLOYEE", "PROTO", "STATE", "MESSAGES", "LAST OK", "NEXT",
+           "RETENTION", "PENDING", "WARNINGS"]  # fmt: skip
+_RIGHT = frozenset({6, 10})
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        pairs = enumerate(zip(r, widths, strict=True))
+        cells = [c.rjust(w) if i in _RIGHT else c.ljust(w) for i, (c, w) in pairs]
+        out.append(" ".join(cells).rstrip())
+    return out
+
+
+def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
+    """Lines under the table for one account: why it needs attention, its warnings, IMAP notes."""
+    lines: list[str] = []
+    reason = attention(a)
+    if reason is not None:
+        n = a.consecutive_failures
+        failures = f", {n} failed cycle{'s' if n > 1 else ''} in a row" if n else ""
+        since = a.history.failing_since if a.history is not None else None
+        failing = f" since {local_time(since, now, tz)}" if since is not None else ""
+        lines.append(f"! {a.name}: {reason}{failures}{failing}")
+    elif a.last_error:
+        lines.append(f"  {a.name}:")
+    if a.progress is not None:
+        lines.append(f"    {progress_text(a.progress)}")
+    if a.last_error:
+        lines.append(f"    error: {a.last_error}")
+    if a.deletion_suspended:
+        lines.append(f"    deletion suspended: {a.deletion_suspended}")
+    lines.extend(f"    warning: {w}" for w in a.warnings)
+    for f in a.failing_messages:
+        if f.set_aside:
+            lines.append(
+                f"    set aside after {f.failures} failures in a row, left on the server: {f.key}:"
+                f" {f.reason} (next try {local_time(f.next_retry, now, tz)},"
+                f" or `maild fetch-now --retry-failed {a.name}`)"
+            )
+        else:
+            lines.append(f"    failed {f.failures}x in a row (retried next cycle): {f.key}: {f.reason}")
+    lines.extend(_sign_in_lines(a, now, tz))
+    if a.last_cycle is not None:
+        lines.extend(f"    set aside (too large, left on the server): {k}" for k in a.last_cycle.too_large)
+        lines.extend(f"    mailbox {m!r} not fetched: {r}" for m, r in a.last_cycle.mailbox_failures or ())
+    if a.imap is not None:
+        if a.mode == "reconnecting" or a.imap.idle_error:
+            push = local_time(a.imap.last_push, now, tz) if a.imap.last_push else "never"
+            error = f", {a.imap.idle_error}" if a.imap.idle_error else ""
+            lines.append(f"    IDLE on {a.imap.idle_mailbox!r}: {a.mode}, last push {push}{error}")
+        lines.extend(
+            f"    UIDVALIDITY of {c.mailbox!r} changed at {local_time(c.at, now, tz)}:"
+            f" {c.relinked} recognised without download, {c.to_retrieve} retrieved"
+            for c in a.imap.uidvalidity_changes
+        )
+    if lines and not lines[0].startswith(("!", "  " + a.name)):
+        lines.insert(0, f"  {a.name}:")
+    return lines
+
+
+def _sign_in_lines(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
+    """OAuth2 accounts: the grant, the access token's and the refresh token's ends (issue 13)."""
+    s = a.sign_in
+    if s.auth != "oauth2":
+        return []
+    parts = [f"    sign-in: oauth2 ({s.grant or '?'})"]
+    if s.token_expires_at is not None:
+        parts.append(f"token until {local_time(s.token_expires_at, now, tz)}")
+    if s.refresh_token_obtained_at is not None:
+        age_days = (now - s.refresh_token_obtained_at).total_seconds() / 86400
+        parts.append(f"refresh token {max(age_days, 0):.1f} days old")
+    if s.refresh_token_expires_at is not None:
+        parts.append(f"ends {local_time(s.refresh_token_expires_at, now, tz)}")
+    line = ", ".join(parts)
+    return [line, f"    WARNING: {s.warning}"] if s.warning else [line]
+
+
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h 20 min``: a rough duration for estimates."""
+    if seconds < 60:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def progress_text(p: ProgressStatus) -> str:
+    """``fetching 1,200/5,000 messages (240.0 MB/1.0 GB), 3.2 MB/s, about 4 min left``."""
+    if p.messages_total is None:
+        return "fetching: taking the inventory"
+    text = f"fetching {p.messages_done:,}/{p.messages_total:,} messages"
+    if p.octets_total:
+        text += f" ({human_size(p.octets_done)}/{human_size(p.octets_total)})"
+    if p.rate_octets_per_s is not None:
+        text += f", {human_size(round(p.rate_octets_per_s))}/s"
+    if p.seconds_left is not None:
+        text += f", about {duration_text(p.seconds_left)} left"
+    return text
+
+
+def render_status(
+    reply: StatusReply, *, now: datetime, tz: tzinfo | None = None, failed_only: bool = False
+) -> str:
+    """The text of ``maild status``: summary line, table (trouble first), details, archive line.
+
+    Args:
+        reply: the daemon's status.
+        now: the current time (aware), for "today" and the zone's name.
+        tz: the zone times are shown in; None is the system's local zone.
+        failed_only: list only the accounts that need attention (``--failed``).
+    """
+    problems = problem_accounts(reply.accounts)
+    healthy = [a for a in reply.accounts if a not in problems]
+    shown = problems if failed_only else problems + healthy
+    lines = [summary_line(reply, now, tz)]
+    if shown:
+        lines.append("")
+        lines.extend(_table([_HEADER] + [_row(a, now, tz) for a in shown]))
+    details = [line for a in shown for line in _details(a, now, tz)]
+    if details:
+        lines.append("")
+        lines.extend(details)
+    lines.append("")
+    lines.append(
+        f"archive: {reply.archive.messages:,} messages, {human_size(reply.archive.octets)};"
+        f" times in {zone_name(now, tz)}"
+    )
+    if reply.archive.replaced:
+        lines.append(f"ARCHIVE PROBLEM: {reply.archive.replaced}")
+    return "\n".join(lines)
+
+
+def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
+    """The ``maild check`` verdict and its one line, ``MAILD WARNING - text | perfdata``.
+
+    CRITICAL: an account locked out, failing permanently, or failing :data:`CRITICAL_FAILURES`
+    cycles in a row. WARNING: any other account needing attention. Perfdata (the plugin guidelines'
+    ``'label'=value[UOM];warn;crit;min;max``): accounts, ok, problems, archived messages and bytes,
+    and the largest fetch lag (seconds since an enabled account's last successful cycle).
+    """
+    problems = problem_accounts(reply.accounts)
+    critical = [
+        a for a in problems
+        if a.state in ("auth_failed", "error") or a.consecutive_failures >= CRITICAL_FAILURES
+    ]  # fmt: skip
+    code = CHECK_CRITICAL if critical else CHECK_WARNING if problems else CHECK_OK
+    if problems:
+        text = ", ".join(f"{a.name} {attention(a)}" for a in (critical or problems))
+        more = len(problems) - len(critical or problems)
+        text += f" (and {more} more)" if more > 0 else ""
+    else:
+        text = f"{len(reply.accounts)} accounts ok"
+    perf = [
+        f"accounts={len(reply.accounts)};;;0",
+        f"ok={len(reply.accounts) - len(problems)};;;0",
+        f"problems={len(problems)};1;;0",
+        f"messages={reply.archive.messages};;;0",
+        f"archive={reply.archive.octets}B;;;0",
+    ]
+    lags = [
+        (now - (a.last_success or reply.started_at)).total_seconds()
+        for a in reply.accounts
+        if a.enabled and a.state not in ("paused", "disabled")
+    ]
+    if lags:
+        perf.append(f"fetch_lag={max(0, round(max(lags)))}s;;;0")
+    return code, f"MAILD {CHECK_WORDS[code]} - {text} | {' '.join(perf)}"

@@ -1,0 +1,212 @@
+"""Sending alert events: the ``[alerts] command`` (JSON on stdin) and mail through ``sendmail``.
+
+Both run as child processes on the event loop (``asyncio.create_subprocess_exec``, never a shell),
+each bounded by :data:`ALERT_TIMEOUT_S`; a child that does not finish is killed. What a child writes
+on stderr is kept up to :data:`MAX_STDERR_OCTETS` for the log line of a failure.
+
+Standard: the sendmail command line as every MTA provides it (``sendmail -oi -f SENDER -- RCPT...``,
+the message on stdin, exit 0 when accepted); the message follows RFC 5322, marked
+``Auto-Submitted: auto-generated`` (RFC 3834 section 5) so that autoresponders stay quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+import structlog
+
+from maild.config.alerts import AlertsConfig
+from maild.service.alerts import AlertEvent, AlertMonitor, DiskSpace, alert_test_event
+from maild.service.scheduler import AccountRuntime
+
+log = structlog.get_logger("maild.service.alert_delivery")
+
+#: Seconds an alert command or sendmail may run before it is killed.
+ALERT_TIMEOUT_S = 30.0
+#: Octets of a child's stderr kept for the log (the rest is read and dropped).
+MAX_STDERR_OCTETS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """How sending one event through one channel went.
+
+    Attributes:
+        channel: ``command`` or ``mail``.
+        ok: the child exited 0 in time.
+        detail: ``sent``, or why not (exit status and the start of its stderr, a timeout, a missing
+            program).
+    """
+
+    channel: str
+    ok: bool
+    detail: str
+
+
+async def _run(argv: list[str], stdin: bytes) -> tuple[bool, str]:
+    """Run ``argv`` with ``stdin``; (exited 0 in time, ``sent`` or why not)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        return False, f"cannot run {argv[0]}: {exc.strerror}"
+    assert proc.stdin is not None
+    assert proc.stderr is not None
+    kept = bytearray()
+
+    async def talk() -> None:
+        assert proc.stdin is not None
+        assert proc.stderr is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(stdin)
+            await proc.stdin.drain()
+        proc.stdin.close()
+        while chunk := await proc.stderr.read(4096):
+            kept.extend(chunk[: max(0, MAX_STDERR_OCTETS - len(kept))])
+        await proc.wait()
+
+    try:
+        async with asyncio.timeout(ALERT_TIMEOUT_S):
+            await talk()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return False, f"{argv[0]} did not finish within {ALERT_TIMEOUT_S:g} s (killed)"
+    if proc.returncode != 0:
+        said = kept.decode("utf-8", "replace").strip().replace("\n", " ")
+        return False, f"{argv[0]} exited {proc.returncode}" + (f": {said}" if said else "")
+    return True, "sent"
+
+
+def mail_message(config: AlertsConfig, event: AlertEvent, hostname: str | None = None) -> bytes:
+    """The alert as an RFC 5322 message: subject, a readable body and the JSON event at the end."""
+    host = hostname or socket.getfqdn()
+    msg = EmailMessage()
+    msg["To"] = ", ".join(config.mail_to)
+    if config.mail_from is not None:
+        msg["From"] = config.mail_from
+    msg["Subject"] = event.subject()
+    msg["Date"] = format_datetime(event.at)
+    msg["Message-ID"] = make_msgid("maild", domain=host)
+    msg["Auto-Submitted"] = "auto-generated"
+    who = f"{event.account} ({event.organisation}, {event.employee})" if event.account else "the daemon"
+    lines = [
+        f"maild on {host}: {event.subject().removeprefix('[maild] ')}",
+        "",
+        f"Concerns:  {who}",
+        f"Since:     {event.since:%Y-%m-%d %H:%M} UTC",
+        f"What:      {event.message}",
+        f"Next step: {event.next_step}",
+        "",
+        "The event as JSON (what an alert command reads):",
+        json.dumps(event.to_json(), ensure_ascii=False, indent=2),
+    ]
+    msg.set_content("\n".join(lines) + "\n")
+    return bytes(msg)
+
+
+async def deliver(config: AlertsConfig, event: AlertEvent) -> list[DeliveryOutcome]:
+    """Send ``event`` through every configured channel; log each outcome; never raise for a channel.
+
+    Returns:
+        One outcome per configured channel (command first, then mail).
+    """
+    outcomes: list[DeliveryOutcome] = []
+    if config.command is not None:
+        payload = (json.dumps(event.to_json(), ensure_ascii=False) + "\n").encode("utf-8")
+        ok, detail = await _run(list(config.command), payload)
+        outcomes.append(DeliveryOutcome("command", ok, detail))
+    if config.mail_to:
+        argv = [*config.sendmail, "-oi"]
+        if config.mail_from is not None:
+            argv += ["-f", config.mail_from]
+        argv += ["--", *config.mail_to]
+        ok, detail = await _run(argv, mail_message(config, event))
+        outcomes.append(DeliveryOutcome("mail", ok, detail))
+    for out in outcomes:
+        (log.info if out.ok else log.error)(
+            "alert.sent" if out.ok else "alert.failed",
+            channel=out.channel,
+            kind=event.kind,
+            state=event.state,
+            alert_account=event.account,
+            detail=out.detail,
+        )
+    return outcomes
+
+
+def disk_space(path: Path) -> DiskSpace | None:
+    """Free and total octets of the file system holding ``path`` (blocking: a statvfs), or None when it
+    cannot be read."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return DiskSpace(free_octets=st.f_bavail * st.f_frsize, total_octets=st.f_blocks * st.f_frsize)
+
+
+class Alerter:
+    """The daemon's alerting: evaluates the :class:`~maild.service.alerts.AlertMonitor` and sends its
+    events in order in the background, so that housekeeping (and the watchdog) never waits for a
+    slow MTA.
+
+    Args:
+        config: the ``[alerts]`` table.
+    """
+
+    def __init__(self, config: AlertsConfig) -> None:
+        self.monitor = AlertMonitor(config)
+        self._queue: asyncio.Queue[AlertEvent] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> AlertsConfig:
+        """The ``[alerts]`` table in force."""
+        return self.monitor.config
+
+    def reconfigure(self, config: AlertsConfig, accounts: Iterable[str]) -> None:
+        """Apply a reloaded ``[alerts]`` table; forget alerts of accounts no longer configured."""
+        self.monitor.config = config
+        self.monitor.forget(set(self.monitor.accounts_alerted()) - set(accounts))
+
+    async def check(
+        self, accounts: Iterable[AccountRuntime], now: datetime, state_dir: Path, daemon_problem: str | None
+    ) -> list[AlertEvent]:
+        """Evaluate now and queue the resulting events; return them (nothing is queued without a channel)."""
+        disk = await asyncio.to_thread(disk_space, state_dir)
+        events = self.monitor.evaluate(accounts, now, disk=disk, daemon_problem=daemon_problem)
+        if not self.config.enabled:
+            return events
+        for event in events:
+            self._queue.put_nowait(event)
+        if events and (self._worker is None or self._worker.done()):
+            self._worker = asyncio.create_task(self._send_queued(), name="alerts")
+        return events
+
+    async def _send_queued(self) -> None:
+        while not self._queue.empty():
+            await deliver(self.config, self._queue.get_nowait())
+
+    async def test(self, now: datetime) -> list[DeliveryOutcome]:
+        """Send the test event through every channel now (``maild alert-test``)."""
+        return await deliver(self.config, alert_test_event(now))
+
+    async def close(self) -> None:
+        """Send what is queued (each child bounded by :data:`ALERT_TIMEOUT_S`), then stop."""
+        if self._worker is not None:
+            await asyncio.wait([self._worker])

@@ -1,0 +1,176 @@
+"""What the log looks like where it lands (:mod:`maild.log`): syslog priorities for the journal read
+back from the real output, logfmt and JSON, third-party loggers capped, logs on stderr only, and the
+exit code of ``maild run`` with a broken configuration."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import structlog
+
+from maild.log import configure_logging, stream_is_journal, syslog_priority
+
+PRIORITY_LINE = re.compile(r"^<(\d)>(.*)$")
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(tmp_path: Path, *, log_format: str | None = None) -> Path:
+    """A config with one POP3 account on a loopback port where nothing listens."""
+    fmt = f'log_format = "{log_format}"\n' if log_format else ""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "state"\ncontrol_socket = "ctl.sock"\n{fmt}\n'
+        "[accounts.anna-pop]\n"
+        'organisation = "Kanzlei"\nemployee = "Anna"\nprotocol = "pop3"\nhost = "127.0.0.1"\n'
+        f'port = {closed_port()}\ntls = "none"\nusername = "anna"\npassword = "geheim-Passwort-42"\n'
+    )
+    cfg.chmod(0o600)
+    return cfg
+
+
+def run_maild(*args: str, stderr_file: Path, journal: bool) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m maild ARGS`` with stderr in ``stderr_file``; ``$JOURNAL_STREAM`` names that file
+    when ``journal`` (as systemd names its journal socket), so the child believes it is the journal."""
+    env = dict(os.environ)
+    env.pop("JOURNAL_STREAM", None)
+    with stderr_file.open("w") as err:
+        if journal:
+            st = os.fstat(err.fileno())
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        return subprocess.run(
+            [sys.executable, "-m", "maild", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+
+def test_journal_lines_carry_syslog_priorities_in_logfmt(tmp_path: Path) -> None:
+    """With stderr as the journal, every line of a failing ``maild fetch`` starts with ``<N>``; the refused
+    connection is ``<4>`` (warning), debug lines ``<7>``; the rest is logfmt without a timestamp.
+
+    Steps: run ``maild fetch --log-level debug`` against a closed port with ``$JOURNAL_STREAM`` naming
+    the stderr file; read the file as journald would (priority prefix, then MESSAGE).
+    """
+    cfg = write_config(tmp_path)
+    errors = tmp_path / "stderr"
+
+    done = run_maild("-c", str(cfg), "--log-level", "debug", "fetch", stderr_file=errors, journal=True)
+
+    assert done.returncode == 1
+    assert done.stdout.startswith("anna-pop: FAILED")
+    entries = [PRIORITY_LINE.match(line) for line in errors.read_text().splitlines()]
+    assert entries and all(entries), errors.read_text()
+    parsed = [(int(m.group(1)), m.group(2)) for m in entries if m]
+    failed = [(p, text) for p, text in parsed if "event=fetch.failed" in text]
+    assert failed and failed[0][0] == 4
+    assert failed[0][1].startswith("level=warning event=fetch.failed")
+    assert all(p == 7 for p, text in parsed if text.startswith("level=debug"))
+    assert not any("timestamp=" in text for _p, text in parsed)
+    assert "geheim-Passwort-42" not in errors.read_text() + done.stdout
+
+
+def test_cli_logs_go_to_stderr_and_stdout_keeps_only_results(tmp_path: Path) -> None:
+    """``maild fetch --log-level debug`` outside the journal: stdout holds only the result line, every
+    log line is JSON on stderr (not a terminal)."""
+    cfg = write_config(tmp_path)
+    errors = tmp_path / "stderr"
+
+    done = run_maild("-c", str(cfg), "--log-level", "debug", "fetch", stderr_file=errors, journal=False)
+
+    assert done.returncode == 1
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["anna-pop"]
+    events = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert "fetch.failed" in {e["event"] for e in events}
+
+
+@pytest.mark.parametrize(
+    ("levelno", "priority"),
+    [(logging.DEBUG, 7), (logging.INFO, 6), (logging.WARNING, 4), (logging.ERROR, 3), (logging.CRITICAL, 2)],
+)
+def test_syslog_priority_of_each_level(levelno: int, priority: int) -> None:
+    """Python levels map to RFC 5424 severities: debug 7, info 6, warning 4, error 3, critical 2."""
+    assert syslog_priority(levelno) == priority
+
+
+def test_json_after_prefix_and_capped_libraries(tmp_path: Path) -> None:
+    """JSON in the journal keeps ``<N>``; aiosqlite/asyncio/aioimaplib records below WARNING never appear,
+    even when their loggers are lowered to DEBUG afterwards; their warnings do."""
+    out_path = tmp_path / "log"
+    with out_path.open("w") as out:
+        st = os.fstat(out.fileno())
+        os.environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        try:
+            configure_logging("debug", fmt="json", stream=out)
+        finally:
+            del os.environ["JOURNAL_STREAM"]
+        for name in ("aiosqlite", "asyncio", "aioimaplib.aioimaplib"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+            logging.getLogger(name).debug("executing INSERT ... ('From: a@b\\r\\n\\r\\nsecret body',)")
+            logging.getLogger(name).warning("%s warns", name)
+        structlog.get_logger("maild.test").error("fetch.failed", account="anna-pop", password="hunter2")
+        logging.getLogger().handlers[0].flush()
+    lines = out_path.read_text().splitlines()
+
+    assert all(PRIORITY_LINE.match(line) for line in lines)
+    assert not any("secret body" in line or "hunter2" in line for line in lines)
+    records = [(line[1], json.loads(line[3:])) for line in lines]
+    assert [(p, r["event"]) for p, r in records] == [
+        ("4", "aiosqlite warns"),
+        ("4", "asyncio warns"),
+        ("4", "aioimaplib.aioimaplib warns"),
+        ("3", "fetch.failed"),
+    ]
+    assert records[-1][1]["password"] == "********"
+
+
+def test_stream_is_journal_compares_device_and_inode(tmp_path: Path) -> None:
+    """A stream is the journal only when ``$JOURNAL_STREAM`` names its device and inode."""
+    with (tmp_path / "a").open("w") as a, (tmp_path / "b").open("w") as b:
+        st = os.fstat(a.fileno())
+        value = f"{st.st_dev}:{st.st_ino}"
+
+        assert stream_is_journal(a, value)
+        assert not stream_is_journal(b, value)
+        assert not stream_is_journal(a, "")
+        assert not stream_is_journal(a, "garbage")
+
+
+def test_run_with_an_invalid_config_exits_78_in_one_line(tmp_path: Path) -> None:
+    """``maild run`` with an unknown key exits 78 (EX_CONFIG, named by RestartPreventExitStatus=) and
+    says which key in one line."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[daemon]\nstate_dirr = "/x"\n')
+    errors = tmp_path / "stderr"
+
+    done = run_maild("-c", str(cfg), "run", stderr_file=errors, journal=False)
+
+    assert done.returncode == 78
+    assert done.stdout == ""
+    assert errors.read_text().count("\n") == 1
+    assert "daemon.state_dirr" in errors.read_text()
+
+
+def test_the_unit_file_stops_restarting_on_exit_78() -> None:
+    """systemd/maild.service names the config-error exit code in RestartPreventExitStatus=."""
+    unit = (Path(__file__).parents[2] / "systemd" / "maild.service").read_text()
+
+    assert re.search(r"^RestartPreventExitStatus=78$", unit, re.MULTILINE)
