@@ -15,10 +15,10 @@ import re
 import ssl
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from maild.config.alerts import AlertsConfig, parse_alerts
 from maild.config.auth import OAUTH2_DIR, AuthConfig, parse_auth, secret_source_keys
@@ -507,6 +507,22 @@ def dropin_dir(path: Path) -> Path:
     return path.parent / "accounts.d"
 
 
+_T = TypeVar("_T")
+
+
+def _main_table(
+    data: Mapping[str, Any], path: Path, key: str, parse: Callable[[Mapping[str, Any], str, Path], _T]
+) -> _T:
+    """``parse`` the main file's table ``key`` (empty when absent); errors start with ``path``."""
+    raw = data.get(key, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {key}: expected a table")
+    try:
+        return parse(raw, key, path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def _refuse_unknown_top_level(doc: Mapping[str, Any], file: Path, allowed: set[str], hint: str) -> None:
     """Raise ConfigError naming ``file``, its first (sorted) top-level key not in ``allowed``, ``hint``."""
     unknown = sorted(set(doc) - allowed)
@@ -528,20 +544,8 @@ def load_config(path: Path) -> Config:
     _refuse_unknown_top_level(
         data, path, {"daemon", "accounts", "alerts"}, "expected [daemon], [alerts] and [accounts.NAME]"
     )
-    alerts_raw = data.get("alerts", {})
-    if not isinstance(alerts_raw, dict):
-        raise ConfigError(f"{path}: alerts: expected a table")
-    try:
-        alerts = parse_alerts(alerts_raw, "alerts", path.parent)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    daemon_raw = data.get("daemon", {})
-    if not isinstance(daemon_raw, dict):
-        raise ConfigError(f"{path}: daemon: expected a table")
-    try:
-        daemon = _parse_daemon(daemon_raw, "daemon", path.parent)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    alerts = _main_table(data, path, "alerts", parse_alerts)
+    daemon = _main_table(data, path, "daemon", _parse_daemon)
     files = [path]
     ddir = dropin_dir(path)
     if ddir.is_dir():
