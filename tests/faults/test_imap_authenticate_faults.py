@@ -13,14 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from maild.errors import (
-    AuthError,
-    ConnectError,
-    NetworkTimeout,
-    ProtocolError,
-    ThrottledError,
-    TransientError,
-)
+from maild import errors
 from maild.model import Secret, ServerSettings
 from maild.protocols.imap.client import MAX_PENDING_CONTINUATIONS
 from maild.protocols.imap.mailbox import IMAPMailbox
@@ -74,10 +67,10 @@ async def test_servers_without_auth_plain_get_login(server: ScriptedIMAP) -> Non
 @pytest.mark.parametrize(
     ("reply", "error"),
     [
-        ("NO [AUTHENTICATIONFAILED] Authentication failed", AuthError),
-        ("NO [UNAVAILABLE] try later", ThrottledError),
-        ("NO [SERVERBUG] oops", TransientError),
-        ("BAD no such mechanism", AuthError),
+        ("NO [AUTHENTICATIONFAILED] Authentication failed", errors.AuthError),
+        ("NO [UNAVAILABLE] try later", errors.ThrottledError),
+        ("NO [SERVERBUG] oops", errors.TransientError),
+        ("BAD no such mechanism", errors.AuthError),
     ],
 )
 async def test_refusals_map_like_login(server: ScriptedIMAP, reply: str, error: type[Exception]) -> None:
@@ -105,7 +98,7 @@ async def test_a_server_silent_after_authenticate_times_out(server: ScriptedIMAP
 
     server.script["AUTHENTICATE"] = hang
     mailbox = IMAPMailbox(settings(server, timeout_s=0.5))
-    with pytest.raises(NetworkTimeout, match="AUTHENTICATE"):
+    with pytest.raises(errors.NetworkTimeout, match="AUTHENTICATE"):
         await mailbox.open()
     await mailbox.abort()
 
@@ -121,7 +114,7 @@ async def test_a_hang_up_during_the_exchange_is_a_connect_error(server: Scripted
 
     server.script["AUTHENTICATE"] = drop
     mailbox = IMAPMailbox(settings(server))
-    with pytest.raises(ConnectError) as caught:
+    with pytest.raises(errors.ConnectError) as caught:
         await mailbox.open()
     assert PASSWORD not in str(caught.value)
     await mailbox.abort()
@@ -136,6 +129,6 @@ async def test_a_flood_of_continuation_requests_is_a_protocol_error(server: Scri
 
     server.script["AUTHENTICATE"] = flood
     mailbox = IMAPMailbox(settings(server))
-    with pytest.raises(ProtocolError, match=f"more than {MAX_PENDING_CONTINUATIONS} unanswered"):
+    with pytest.raises(errors.ProtocolError, match=f"more than {MAX_PENDING_CONTINUATIONS} unanswered"):
         await mailbox.open()
     await mailbox.abort()
