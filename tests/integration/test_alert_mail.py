@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.integration.test_service import maild
-from tests.support.daemonproc import maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser, free_port
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -101,17 +100,17 @@ def test_alerts_reach_the_command_and_the_mailbox_once_per_change(
     with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
         wait_until(lambda: ("failing", "firing") in kinds(), "the failing alert")
         for _ in range(2):
-            maild(cfg, "fetch-now", "anna")
+            maild_cli(cfg, "fetch-now", "anna")
         wait_until(lambda: ("locked_out", "firing") in kinds(), "the lockout alert")
         time.sleep(11)  # two housekeeping passes: still failing, nothing new may be sent
         assert kinds() == [("failing", "firing"), ("locked_out", "firing")]
 
         (directory / "secrets" / "anna").write_text(mail_user.password + "\n")
-        assert maild(cfg, "resume", "anna").returncode == 0
+        assert maild_cli(cfg, "resume", "anna").returncode == 0
         wait_until(lambda: len(kinds()) == 4, "the recovery notices")
         assert sorted(kinds()[2:]) == [("failing", "recovered"), ("locked_out", "recovered")]
 
-        test = maild(cfg, "alert-test")
+        test = maild_cli(cfg, "alert-test")
         assert test.returncode == 0, test.stdout + test.stderr
         assert test.stdout.splitlines() == ["command: sent", "mail: sent"]
         wait_until(lambda: len(inbox.messages) == 5, "five mails")

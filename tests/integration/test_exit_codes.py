@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_service import maild
-from tests.support.daemonproc import maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -29,7 +28,7 @@ def wait_for_state(cfg: Path, account: str, states: set[str], timeout_s: float =
     deadline = time.monotonic() + timeout_s
     acc: dict[str, object] = {}
     while time.monotonic() < deadline:
-        done = maild(cfg, "status", "--json")
+        done = maild_cli(cfg, "status", "--json")
         if done.returncode in (0, 1):
             acc = {a["name"]: a for a in json.loads(done.stdout)["accounts"]}[account]
             if acc["state"] in states:
@@ -57,40 +56,40 @@ def test_exit_codes_follow_the_accounts_health(dovecot: Dovecot, mail_user: Mail
         wait_for_state(cfg, "p", {"waiting"})
         wait_for_state(cfg, "down", {"backoff"})
 
-        table = maild(cfg, "status")
+        table = maild_cli(cfg, "status")
         assert table.returncode == 1, table.stderr
         summary, _blank, _header, first_row, *_ = table.stdout.splitlines()
         assert summary.startswith("2 accounts: 1 ok, 1 backoff; last fetch ")
         assert first_row.startswith("! down ")
-        assert maild(cfg, "status", "p").returncode == 0
-        failed_only = maild(cfg, "status", "--failed").stdout
+        assert maild_cli(cfg, "status", "p").returncode == 0
+        failed_only = maild_cli(cfg, "status", "--failed").stdout
         assert "! down " in failed_only and " p " not in failed_only.split("\n\n")[1]
 
-        check = maild(cfg, "check")
+        check = maild_cli(cfg, "check")
         assert check.returncode in (1, 2)  # 2 once the third cycle in a row has failed
         assert check.stdout.count("\n") == 1
         assert check.stdout.startswith(("MAILD WARNING - down backoff |", "MAILD CRITICAL - down backoff |"))
         assert "problems=1;1;;0" in check.stdout
 
-        assert maild(cfg, "pause", "down").returncode == 0
-        fetched = maild(cfg, "fetch-now")
+        assert maild_cli(cfg, "pause", "down").returncode == 0
+        fetched = maild_cli(cfg, "fetch-now")
         assert fetched.returncode == 0, fetched.stdout
         assert "down: skipped: paused" in fetched.stdout.splitlines()
         assert any(line.startswith("p: ") and "new messages" in line for line in fetched.stdout.splitlines())
-        queued = maild(cfg, "fetch-now", "--no-wait")
+        queued = maild_cli(cfg, "fetch-now", "--no-wait")
         assert queued.stdout.splitlines() == ["queued: p", "skipped (paused or disabled): down"]
         assert stop_maild(proc) == 0
 
-    not_running = maild(cfg, "status")
+    not_running = maild_cli(cfg, "status")
     assert not_running.returncode == 3
     assert "not running" in not_running.stderr
-    check = maild(cfg, "check")
+    check = maild_cli(cfg, "check")
     assert (check.returncode, check.stdout.split(" - ")[0]) == (2, "MAILD CRITICAL")
 
 
 def account_json(cfg: Path, name: str) -> dict[str, object]:
     """The account's record of ``status --json``."""
-    done = maild(cfg, "status", "--json")
+    done = maild_cli(cfg, "status", "--json")
     assert done.returncode in (0, 1), done.stderr
     return {a["name"]: a for a in json.loads(done.stdout)["accounts"]}[name]  # type: ignore[no-any-return]
 
@@ -118,7 +117,7 @@ def test_history_survives_a_reload_and_a_restart(dovecot: Dovecot, mail_user: Ma
         for spec in specs:
             spec.extra["poll_interval"] = "2h"
         write_config(directory, dovecot, specs)
-        assert "changed: down, p" in maild(cfg, "reload").stdout
+        assert "changed: down, p" in maild_cli(cfg, "reload").stdout
         reloaded_p, reloaded_down = account_json(cfg, "p"), account_json(cfg, "down")
         assert reloaded_p["last_success"] is not None
         assert reloaded_p["last_success"] >= before_p["last_success"]  # type: ignore[operator]
