@@ -8,6 +8,7 @@ it imports none of them.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -43,12 +44,46 @@ def control_socket_path(args: argparse.Namespace) -> Path:
         return load_config(path).daemon.control_socket
     except ConfigError as exc:
         warn(f"{exc}; asking the daemon anyway")
+    raw: object = None
     try:
         with path.open("rb") as fh:
-            raw = tomllib.load(fh).get("daemon", {}).get("control_socket")
-    except (OSError, ValueError, RecursionError, AttributeError):
-        raw = None
+            text = fh.read(MAX_CONFIG_SCAN_OCTETS)
+    except OSError:
+        text = b""
+    try:
+        raw = tomllib.loads(text.decode("utf-8")).get("daemon", {}).get("control_socket")
+    except (ValueError, RecursionError, AttributeError):
+        raw = scan_control_socket(text)  # not TOML at all: find the line itself
     return path.parent / raw if isinstance(raw, str) else DaemonConfig().control_socket
+
+
+MAX_CONFIG_SCAN_OCTETS = 1 << 20
+"""How much of a broken configuration file :func:`control_socket_path` reads, in octets (1 MiB)."""
+
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(?:#.*)?$")
+_SOCKET_KEY = re.compile(r"""^\s*control_socket\s*=\s*(?:"([^"\\]*)"|'([^']*)')\s*(?:#.*)?$""")
+
+
+def scan_control_socket(text: bytes) -> str | None:
+    """Find ``control_socket`` in the ``[daemon]`` table of a file that is not valid TOML.
+
+    Line by line: a syntax error elsewhere in the file (a missing quote in an account) must not
+    send a client command to the default socket while the daemon listens on the configured one.
+
+    Args:
+        text: the file's first octets (any encoding; undecodable octets are replaced).
+
+    Returns:
+        The configured path as written (relative to the file's directory), or None when the
+        ``[daemon]`` table has no such plain-string line.
+    """
+    table = ""
+    for line in text.decode("utf-8", "replace").splitlines():
+        if m := _TABLE.match(line):
+            table = m.group(1)
+        elif table == "daemon" and (m := _SOCKET_KEY.match(line)):
+            return m.group(1) if m.group(1) is not None else m.group(2)
+    return None
 
 
 def daemon_client(args: argparse.Namespace) -> ControlClient:

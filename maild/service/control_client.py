@@ -77,6 +77,8 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_T
                 buf += chunk
         except TimeoutError:
             raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s") from None
+    if not buf:
+        raise ControlError("no-reply", "maild closed the connection without a reply (did it stop or crash?)")
     try:
         reply = json.loads(buf)
     except json.JSONDecodeError:

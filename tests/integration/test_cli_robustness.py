@@ -72,6 +72,18 @@ def test_client_commands_work_while_the_config_on_disk_is_broken(
     assert "bogus" in rejected.stderr
 
 
+def test_client_commands_find_the_daemon_when_the_config_is_not_even_toml(
+    daemon: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    """A TOML syntax error (a missing quote) still leaves `status` asking the daemon on its configured socket."""
+    cfg, _proc = daemon
+    cfg.write_text(cfg.read_text() + '[accounts.broken]\nhost = "unterminated\n')
+    done = maild(cfg, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "not valid TOML" in done.stderr
+    assert json.loads(done.stdout)["accounts"] == []
+
+
 def test_malformed_control_requests_get_errors_and_the_daemon_stays_healthy(
     daemon: tuple[Path, subprocess.Popen[bytes]],
 ) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from maild.cli.common import scan_control_socket
 from maild.errors import ControlError, StoreError
 from maild.service import control
 from maild.service.control import MAX_REQUEST_OCTETS, ControlServer, error_reply
@@ -489,7 +490,7 @@ def _one_shot_server(path: Path, answer: bytes | None) -> tuple[socket.socket, A
     [
         (b"not json\n", 5, "bad-reply"),
         (b"[1, 2]\n", 5, "bad-reply"),
-        (b"", 5, "bad-reply"),
+        (b"", 5, "no-reply"),
         (None, 0.3, "timeout"),
     ],
     ids=["not-json", "not-an-object", "empty", "silent"],
@@ -497,7 +498,7 @@ def _one_shot_server(path: Path, answer: bytes | None) -> tuple[socket.socket, A
 def test_request_with_garbage_or_no_reply(
     sock_path: Path, answer: bytes | None, timeout_s: float, code: str
 ) -> None:
-    """A reply that is not a JSON object raises ControlError bad-reply; a daemon that never answers, timeout."""
+    """A reply that is not a JSON object raises ControlError bad-reply; one that closes without a word, no-reply; one that never answers, timeout."""
     listener, thread = _one_shot_server(sock_path, answer)
     try:
         with pytest.raises(ControlError) as info:
@@ -682,3 +683,19 @@ async def test_socket_in_a_directory_that_cannot_exist_names_the_key(tmp_path: P
     server = ControlServer(blocker / "sub" / "control.sock", Handler())
     with pytest.raises(ControlError, match=r"^daemon.control_socket: cannot create its directory .*sub: "):
         await server.start()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b'[daemon]\ncontrol_socket = "run/c.sock"\n[accounts.a]\nhost = "x\n', "run/c.sock"),
+        (b"[daemon]\ncontrol_socket = '/run/x.sock'  # comment\n", "/run/x.sock"),
+        (b'[accounts.a]\ncontrol_socket = "not/the/daemon.sock"\n[daemon\n', None),
+        (b'control_socket = "top/level.sock"\n', None),
+        (b"\xff\xfe[daemon]\n", None),
+    ],
+    ids=["daemon-table", "single-quoted", "other-table", "top-level", "not-utf8"],
+)
+def test_scan_control_socket_reads_only_the_daemon_table(text: bytes, expected: str | None) -> None:
+    """In a file that is not TOML, only a plain-string control_socket line of [daemon] is taken."""
+    assert scan_control_socket(text) == expected
