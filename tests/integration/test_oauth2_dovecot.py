@@ -719,7 +719,7 @@ def test_imap_fetch_with_each_mechanism_and_token_source(
     out, err = capsys.readouterr()
     assert "anna: 3 new messages" in out
     assert imap_logins(oauth_dovecot, user, 1) == [mechanism]
-    assert '"event": "imap.auth.started"' in out
+    assert '"event": "imap.auth.started"' in err  # the debug log is on stderr
     assert_no_secrets(oauth_server, directory, out, err)
 
 
