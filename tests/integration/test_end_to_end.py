@@ -148,7 +148,7 @@ def _wait_status(cfg: Path, predicate: object, timeout_s: float = 60.0) -> dict[
     last: dict[str, object] = {}
     while time.monotonic() < deadline:
         done = _maild("-c", str(cfg), "status", "--json")
-        if done.returncode in (0, 1):  # 1: an account needs attention
+        if done.returncode in (0, 1) and done.stdout.strip():  # 1: needs attention, or an error ("starting")
             last = json.loads(done.stdout)
             if predicate(last):  # type: ignore[operator]
                 return last

@@ -29,7 +29,7 @@ def wait_for_state(cfg: Path, account: str, states: set[str], timeout_s: float =
     acc: dict[str, object] = {}
     while time.monotonic() < deadline:
         done = maild_cli(cfg, "status", "--json")
-        if done.returncode in (0, 1):
+        if done.returncode in (0, 1) and done.stdout.strip():  # an error ("starting") exits 1 with no JSON
             acc = {a["name"]: a for a in json.loads(done.stdout)["accounts"]}[account]
             if acc["state"] in states:
                 return acc

@@ -664,7 +664,7 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
         acc: dict[str, Any] = {}
         while time.monotonic() < deadline:
             done = maild("status", "--json")
-            if done.returncode in (0, 1):  # 1: an account needs attention
+            if done.returncode in (0, 1) and done.stdout.strip():  # 1: needs attention, or an error ("starting")
                 acc = json.loads(done.stdout)["accounts"][0]
                 if predicate(acc):
                     return acc

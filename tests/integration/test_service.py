@@ -198,7 +198,7 @@ def test_auth_lockout_after_three_refusals(dovecot: Dovecot, mail_user: MailUser
         acc: dict[str, object] = {}
         while time.monotonic() < deadline:
             done = maild_cli(cfg, "status", "--json")
-            if done.returncode in (0, 1):  # 1: an account needs attention
+            if done.returncode in (0, 1) and done.stdout.strip():  # 1: needs attention, or an error ("starting")
                 acc = json.loads(done.stdout)["accounts"][0]
                 if acc["state"] == "auth_failed":
                     break
