@@ -17,7 +17,10 @@ from maild.model import HeaderSummary
 # Only the header section is parsed; cap it so a message without a blank line costs nothing extra.
 MAX_HEADER_OCTETS = 256 * 1024
 _EMPTY_LINE_RE = re.compile(rb"\r?\n\r?\n")
-_FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*)$")
+# The fields summarise() reads, each with its continuation lines (RFC 5322 section 2.2.3 folding).
+_SUMMARY_FIELD_RE = re.compile(
+    rb"^(message-id|date|from|to|subject)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
+)
 
 
 def header_section(raw: bytes) -> bytes:
@@ -37,20 +40,13 @@ def header_section(raw: bytes) -> bytes:
 
 
 def _fields(head: bytes) -> dict[str, bytes]:
-    """Map lower-case field name to its first unfolded body (RFC 5322 section 2.2.3)."""
+    """Map lower-case field name to its first unfolded body (RFC 5322 section 2.2.3), for the fields
+    :func:`summarise` reads only: one regular expression over the section, no per-line Python loop."""
     found: dict[str, bytes] = {}
-    name: str | None = None
-    parts: list[bytes] = []
-    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
-        if line[:1] in (b" ", b"\t") and name is not None:
-            parts.append(line)
-            continue
-        if name is not None and name not in found:
-            found[name] = b"".join(parts).strip()
-        m = _FIELD_RE.match(line)
-        name, parts = (m.group(1).decode("ascii").lower(), [m.group(2)]) if m else (None, [])
-    if name is not None and name not in found:
-        found[name] = b"".join(parts).strip()
+    for match in _SUMMARY_FIELD_RE.finditer(head):
+        name = match.group(1).decode("ascii").lower()
+        if name not in found:
+            found[name] = match.group(2).replace(b"\r\n", b"").replace(b"\n", b"").strip()
     return found
 
 
@@ -60,16 +56,20 @@ def decode_field(value: bytes) -> str:
     Returns:
         Readable text with runs of white space folded to single spaces.
     """
-    text = value.decode("utf-8", "surrogateescape")
+    try:
+        text = value.decode("utf-8")
+        valid_utf8 = True
+    except UnicodeDecodeError:
+        text = value.decode("utf-8", "surrogateescape")
+        valid_utf8 = False
     if "=?" not in text:  # no encoded word: the stdlib decoder would return the text unchanged
-        if not any("\udc80" <= c <= "\udcff" for c in text):
-            return " ".join(text.split())
-        return " ".join(value.decode("latin-1").split())
+        return " ".join((text if valid_utf8 else value.decode("latin-1")).split())
     try:
         decoded = str(email.header.make_header(email.header.decode_header(text)))
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
         decoded = text
-    if any("\udc80" <= c <= "\udcff" for c in decoded):
+    # decoded words are strict; only undecodable octets outside them come back as surrogates
+    if not valid_utf8 and any("\udc80" <= c <= "\udcff" for c in decoded):
         decoded = value.decode("latin-1")
     return " ".join(decoded.split())
 

@@ -463,7 +463,7 @@ def transfer_share(max_transfers: int) -> int:
     return max(1, max_transfers - 1)
 
 
-MEMORY_BUDGET_OCTETS = 32 * 2**20
+MEMORY_BUDGET_OCTETS = 16 * 2**20
 """About how many message octets all running cycles together hold in batches, in octets.
 
 A cycle commits one batch while the adapter reads the next (see :func:`maild.fetch.cycle.fetch_cycle`),

@@ -38,6 +38,7 @@ from maild.model import (
     Secret,
     ServerSettings,
 )
+from maild.protocols.pop3 import maildrop as pop3_maildrop
 from maild.protocols.pop3.maildrop import POP3Maildrop
 
 PASSWORD = "s3cret-Pw!"
@@ -317,6 +318,23 @@ async def test_windows_by_count_and_octets(
     sends = record_sends(maildrop, monkeypatch)
     assert len(await collect(maildrop, keys)) == 7
     assert [len(s) for s in sends] == [2, 2, 2, 1]  # 102 octets each: two per window by octets
+    await maildrop.close()
+
+
+async def test_a_window_is_handed_over_in_parts(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RETR window is read in parts of about HAND_OFF_OCTETS: the first messages are yielded
+    while the rest of the window's replies are still unread on the connection, not held."""
+    monkeypatch.setattr(pop3_maildrop, "HAND_OFF_OCTETS", 150)
+    server = make_server([b"x" * 100 + b"\r\n"] * 5)
+    maildrop = make_maildrop(server, window=10, window_octets=10_000)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    sends = record_sends(maildrop, monkeypatch)
+    owed_at_yield = [maildrop._session.owed async for _ in maildrop.retrieve(keys)]
+    assert [len(s) for s in sends] == [5]  # one window, sent at once
+    assert owed_at_yield == [3, 3, 1, 1, 0]  # parts of two messages (102 octets each), then one
     await maildrop.close()
 
 

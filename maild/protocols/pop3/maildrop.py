@@ -53,6 +53,12 @@ _T = TypeVar("_T")
 _State = Literal["new", "opening", "open", "broken", "closed"]
 _log = structlog.stdlib.get_logger(__name__)
 
+HAND_OFF_OCTETS = 2**20
+"""About how many octets of messages (LIST sizes) one executor job of :meth:`POP3Maildrop.retrieve`
+reads before handing them to the event loop (at least one message). Bounds what the adapter holds
+beyond the consumer's batches: a whole RETR window (up to ``window_octets``) stays in flight on the
+connection, not in this process."""
+
 
 class POP3Maildrop(Maildrop):
     """One POP3 session (RFC 1939) with one account's server, run in maild's thread pool.
@@ -365,7 +371,8 @@ class POP3Maildrop(Maildrop):
     ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
         """RETR each message, pipelined in windows when the server allows; yield in the order of ``keys``.
 
-        Each window is one executor job; its messages are yielded once the whole window has arrived.
+        Each window is read in parts of about :data:`HAND_OFF_OCTETS` (one executor job each), and a
+        part's messages are yielded once it has arrived, so the adapter holds one part, not a window.
         When the session breaks mid-window, the messages of the window that arrived whole before it
         are yielded first, then the error is raised (the fetch cycle commits them).
         With PIPELINING the next window's RETRs go out before the current window's replies are read
@@ -400,69 +407,94 @@ class POP3Maildrop(Maildrop):
         while window:
             ahead = self._next_window(pending, budget())
             send_ahead = ahead if self._session.pipelining else []
-            replies, mismatched, broken = await self._run(
-                functools.partial(self._retrieve_window, window, send_ahead, sent=sent)
-            )
+            # the first job sends this window's RETRs (unless sent ahead already) and the next window's
+            to_send = [[] if sent else [n for _, n in window if n is not None]]
+            to_send.append([n for _, n in send_ahead if n is not None])
             sent = any(n is not None for _, n in send_ahead)
-            results: list[RetrievedMessage | RetrievalFailure] = []
-            it = iter(replies)
-            for key, msgnum in window:
-                if msgnum is None:
-                    duplicate = cast(POP3Key, key).uidl in self._duplicates
-                    reason = (
-                        "UIDL is not unique in the maildrop"
-                        if duplicate
-                        else "not in this session's inventory"
-                    )
-                    results.append(RetrievalFailure(key, reason))
-                    continue
-                reply = next(it, None)
-                if reply is None:  # the session broke before this reply was complete
-                    break
-                if reply.body is None:
-                    results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
-                elif msgnum in mismatched:
-                    uidl = cast(POP3Key, key).uidl
-                    _log.warning("pop3.identity.mismatch", account=self._settings.account, key=uidl)
-                    reason = "content differs from its digest identity; not stored"
-                    results.append(RetrievalFailure(key, reason))
-                else:
-                    results.append(RetrievedMessage(key, reply.body))
-            del replies, it
-            results.reverse()
-            while results:
-                yield results.pop()  # drop our reference before the consumer runs
-            if broken is not None:
-                raise broken
+            for part in self._hand_off_parts(window):
+                replies, mismatched, broken = await self._run(
+                    functools.partial(self._retrieve_part, part, to_send)
+                )
+                to_send = []
+                results = self._part_results(part, replies, mismatched)
+                del replies
+                results.reverse()
+                while results:
+                    yield results.pop()  # drop our reference before the consumer runs
+                if broken is not None:
+                    raise broken
             window = ahead
 
-    def _retrieve_window(
+    def _hand_off_parts(
+        self, window: Sequence[tuple[MessageKey, int | None]]
+    ) -> list[list[tuple[MessageKey, int | None]]]:
+        """Cut a RETR window into the parts one executor job reads: about :data:`HAND_OFF_OCTETS`
+        by LIST size, at least one message each."""
+        parts: list[list[tuple[MessageKey, int | None]]] = []
+        part: list[tuple[MessageKey, int | None]] = []
+        octets = 0
+        for key, msgnum in window:
+            part.append((key, msgnum))
+            if msgnum is not None:
+                octets += self._size_by_uidl[cast(POP3Key, key).uidl]
+                if octets >= HAND_OFF_OCTETS:
+                    parts.append(part)
+                    part, octets = [], 0
+        if part:
+            parts.append(part)
+        return parts
+
+    def _part_results(
         self,
-        window: Sequence[tuple[MessageKey, int | None]],
-        ahead: Sequence[tuple[MessageKey, int | None]] = (),
-        *,
-        sent: bool = False,
+        part: Sequence[tuple[MessageKey, int | None]],
+        replies: list[wire.Reply],
+        mismatched: frozenset[int],
+    ) -> list[RetrievedMessage | RetrievalFailure]:
+        """What to yield for ``part``: its messages and failures in order, up to the first reply that
+        did not arrive (the session broke there)."""
+        results: list[RetrievedMessage | RetrievalFailure] = []
+        it = iter(replies)
+        for key, msgnum in part:
+            if msgnum is None:
+                duplicate = cast(POP3Key, key).uidl in self._duplicates
+                reason = "UIDL is not unique in the maildrop" if duplicate else "not in this session's inventory"
+                results.append(RetrievalFailure(key, reason))
+                continue
+            reply = next(it, None)
+            if reply is None:  # the session broke before this reply was complete
+                break
+            if reply.body is None:
+                results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
+            elif msgnum in mismatched:
+                uidl = cast(POP3Key, key).uidl
+                _log.warning("pop3.identity.mismatch", account=self._settings.account, key=uidl)
+                reason = "content differs from its digest identity; not stored"
+                results.append(RetrievalFailure(key, reason))
+            else:
+                results.append(RetrievedMessage(key, reply.body))
+        return results
+
+    def _retrieve_part(
+        self, part: Sequence[tuple[MessageKey, int | None]], send: Sequence[Sequence[int]] = ()
     ) -> tuple[list[wire.Reply], frozenset[int], MaildError | None]:
-        """RETR one window (in the worker thread): send its commands unless ``sent`` already, send the
-        ``ahead`` window's commands too (read by the next job), then read this window's replies.
+        """Read the RETR replies of one part of a window (in the worker thread), after sending the
+        RETRs of each list of message-numbers in ``send`` (one send each: the window's own on its
+        first part, unless sent ahead already, and the next window's, read by later jobs).
 
         With digest identities, also return the message-numbers whose octets do not match their
         identity (see :func:`~maild.protocols.pop3.identity.key_matches`), which must not be stored
         under it. When the session breaks, return the replies that arrived whole before it (a prefix
-        of the window's) with the error, for the caller to raise after yielding them."""
-        targets = [(cast(POP3Key, key), n) for key, n in window if n is not None]
-        commands = [f"RETR {n}" for _, n in targets]
+        of the part's) with the error, for the caller to raise after yielding them."""
+        targets = [(cast(POP3Key, key), n) for key, n in part if n is not None]
         session = self._session
         replies: list[wire.Reply] = []
         broken: MaildError | None = None
         try:
             with session.mapped("retrieving"):
-                if not sent and commands:
-                    session.send_ahead(commands, multiline=True)
-                following = [f"RETR {n}" for _, n in ahead if n is not None]
-                if following:
-                    session.send_ahead(following, multiline=True)
-                session.receive(len(commands), multiline=True, into=replies)
+                for numbers in send:
+                    if numbers:
+                        session.send_ahead([f"RETR {n}" for n in numbers], multiline=True)
+                session.receive(len(targets), multiline=True, into=replies)
         except MaildError as exc:  # mapped: the session is broken
             broken = exc
         if self._identity != "content-digest":
