@@ -8,6 +8,7 @@ import tracemalloc
 import pytest
 
 from maild.errors import ProtocolError
+from maild.protocols.pop3 import wire
 from maild.protocols.pop3.wire import (
     Reply,
     ReplyDecoder,
@@ -188,6 +189,23 @@ def test_decoder_removes_only_one_dot() -> None:
 def test_decoder_keeps_unstuffed_leading_dot() -> None:
     """A server's unstuffed '.x' line (a protocol slip) is kept as sent, like poplib does."""
     assert decode([b"+OK\r\n.x\r\n.y\r\n.\r\n"], [True])[0].body == b".x\r\n.y\r\n"
+
+
+def test_decoder_unstuffs_only_the_replies_that_need_it() -> None:
+    """Un-stuffing is decided per reply: a stuffed reply between plain ones, pipelined and split at
+    every boundary, comes out un-stuffed, and the plain ones unchanged."""
+    plain, dotted = b"a\r\n.b\r\n", b"x\r\n.\r\n..y\r\n"
+    stream = b"".join(b"+OK\r\n" + stuff(body) for body in (plain, dotted, plain))
+    for chunks in every_split(stream):
+        assert [r.body for r in decode(chunks, [True] * 3)] == [plain, dotted, plain]
+
+
+def test_decoder_unstuffs_a_body_handed_out_as_the_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body large enough to be handed out as the receive buffer itself is un-stuffed too."""
+    monkeypatch.setattr(wire, "TAKE_BUFFER_OCTETS", 8)
+    body = b"first line\r\n..dots\r\n.\r\nlast\r\n"
+    for chunks in every_split(b"+OK\r\n" + stuff(body) + b"+OK\r\n" + stuff(b"plain\r\n")):
+        assert [bytes(r.body or b"") for r in decode(chunks, [True, True])] == [body, b"plain\r\n"]
 
 
 def test_decoder_empty_message() -> None:

@@ -162,8 +162,10 @@ class ReplyDecoder:
     whether the command the next reply answers has a multi-line reply (RETR, UIDL, LIST, CAPA without
     argument) or not. Replies come out in the order they were sent (RFC 2449 section 6.6).
 
-    Efficiency: the terminator is found with :meth:`bytearray.find`, resuming where the last search ended,
-    and un-stuffing is one :meth:`bytes.replace`; no per-line Python loop. Lines of any length work.
+    Efficiency: one :meth:`bytearray.find` pass per body finds every line starting with "." (resuming
+    where the last search ended), which tells the terminator and whether the body is byte-stuffed;
+    un-stuffing is then one :meth:`bytes.replace`, skipped for bodies without a stuffed line. No
+    per-line Python loop; lines of any length work.
 
     Memory: while a reply of N octets is decoded, at most about 2N octets are held (the receive buffer
     and the extracted body; the buffer is released before un-stuffing makes its copy).
@@ -188,6 +190,7 @@ class ReplyDecoder:
         self._status: StatusLine | None = None
         self._status_end = 0  # index just after the status line's CRLF
         self._scan_from = 0  # where the next terminator search starts
+        self._stuffed = False  # a line of the reply at the head of the buffer is byte-stuffed
 
     @property
     def buffered_octets(self) -> int:
@@ -237,11 +240,10 @@ class ReplyDecoder:
         if not (multiline and status.ok):
             self._consume(self._status_end)
             return Reply(status)
-        term = buf.find(TERMINATOR, self._scan_from)
+        term = self._find_terminator(buf)
         if term < 0:
             if len(buf) > self._max_reply:
                 raise self._too_large()
-            self._scan_from = max(self._status_end - 2, len(buf) - len(TERMINATOR) + 1)
             return None
         end = term + len(TERMINATOR)
         if end > self._max_reply:
@@ -255,10 +257,34 @@ class ReplyDecoder:
             body_start += 1  # the first line has no preceding CRLF for replace() to see
         if term + 2 - body_start >= TAKE_BUFFER_OCTETS and len(buf) - end < TAKE_BUFFER_OCTETS:
             return Reply(status, self._take_body(body_start, term + 2, end))
+        stuffed = self._stuffed
         with memoryview(buf) as view:
             raw = view[body_start : term + 2].tobytes()
         self._consume(end)  # frees the receive buffer before un-stuffing copies the body
-        return Reply(status, raw.replace(_STUFFED, _UNSTUFFED))
+        return Reply(status, raw.replace(_STUFFED, _UNSTUFFED) if stuffed else raw)
+
+    def _find_terminator(self, buf: bytearray) -> int:
+        """Index of the terminator's CRLF in ``buf``, or -1 when it has not arrived yet.
+
+        One pass over the body: every line starting with "." is found once (its CRLF and dot), and
+        classified as the terminator or a stuffed line (RFC 1939 section 3), so that un-stuffing is
+        only done for bodies that need it. The search resumes where it stopped, across feeds.
+        """
+        pos = self._scan_from
+        while True:
+            hit = buf.find(_UNSTUFFED, pos)
+            if hit < 0:
+                self._scan_from = max(pos, len(buf) - len(_UNSTUFFED) + 1)
+                return -1
+            after = buf[hit + 3 : hit + 5]
+            if after == _CRLF:
+                return hit
+            if len(after) < 2 and _CRLF.startswith(after):  # not classifiable before more arrives
+                self._scan_from = hit
+                return -1
+            if after[:1] == b".":
+                self._stuffed = True
+            pos = hit + 3
 
     def _take_body(self, start: int, stop: int, end: int) -> bytes:
         """Hand out the receive buffer itself as the body ``buf[start:stop]`` (no copy of a large
@@ -269,13 +295,15 @@ class ReplyDecoder:
         never modified afterwards); un-stuffing copies only when a line was stuffed.
         """
         buf = self._buf
+        stuffed = self._stuffed
         self._buf = bytearray(buf[end:])
         self._status = None
         self._status_end = 0
         self._scan_from = 0
+        self._stuffed = False
         del buf[stop:]
         del buf[:start]
-        if buf.find(_STUFFED) >= 0:
+        if stuffed:
             buf = buf.replace(_STUFFED, _UNSTUFFED)
         return cast(bytes, buf)
 
@@ -296,6 +324,7 @@ class ReplyDecoder:
         self._status = None
         self._status_end = 0
         self._scan_from = 0
+        self._stuffed = False
 
     def _too_large(self) -> ProtocolError:
         return ProtocolError(
