@@ -81,7 +81,8 @@ in flight while the consumer works (see ``Maildrop.retrieve``); while a commit h
 up, that window is all the link has to carry, so it must not be small. Measured at 50 ms RTT, one
 POP3 account, 2,000 messages (docs/performance.md): windows of a whole batch (16 MiB) 1.95-2.0 s
 and 120 MB peak; 8 MiB windows and batches 2.06-2.30 s and 85 MB; 4 MiB windows of 16 MiB batches
-2.8 s."""
+2.8 s. (Those POP3 figures held whole windows in memory; since issue 19 a POP3 window is read in
+parts of about 1 MiB, so only IMAP holds up to a window before reading pauses.)"""
 
 MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
 """Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
