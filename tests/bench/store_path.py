@@ -37,12 +37,14 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _one(count: int, batch_mib: int, index: bool, pragmas: list[str], directory: Path) -> dict[str, float]:
-    from maild.archive import store as store_module  # noqa: PLC0415
-    from maild.archive.index_text import IndexText  # noqa: PLC0415
-    from maild.archive.store import Store  # noqa: PLC0415
-    from maild.model import POP3Key, RetrievedMessage  # noqa: PLC0415
-    from tests.support import corpus  # noqa: PLC0415
+async def _one(
+    count: int, batch_mib: int, index: bool, pragmas: list[str], directory: Path
+) -> dict[str, float]:
+    from maild.archive import store as store_module
+    from maild.archive.index_text import IndexText
+    from maild.archive.store import Store
+    from maild.model import POP3Key, RetrievedMessage
+    from tests.support import corpus
 
     messages = list(corpus.generate(count, seed=0))
     octets = sum(len(m) for m in messages)
@@ -54,7 +56,9 @@ async def _one(count: int, batch_mib: int, index: bool, pragmas: list[str], dire
             await store._conn.execute(f"PRAGMA {pragma}")
         if not index:
             await store._conn.execute("DROP TABLE messages_fts")
-            await store._conn.execute("CREATE TABLE messages_fts (sender, recipients, subject, body, attachments)")
+            await store._conn.execute(
+                "CREATE TABLE messages_fts (sender, recipients, subject, body, attachments)"
+            )
             store_module.index_text = lambda raw, summary=None: IndexText("", "", "", "", "")  # type: ignore[assignment]
         await store.ensure_account("bench", "Bench", "Bench", "pop3", NOW)
         wall = time.perf_counter()
@@ -94,7 +98,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         with tempfile.TemporaryDirectory(prefix="maild-store-path-") as tmp:
-            out = asyncio.run(_one(args.messages, args.batch_mib, args.child == "with", args.pragma, Path(tmp)))
+            out = asyncio.run(
+                _one(args.messages, args.batch_mib, args.child == "with", args.pragma, Path(tmp))
+            )
         print(json.dumps(out))
         return
     for label in ("without", "with"):
@@ -102,11 +108,20 @@ def main() -> None:
             continue
         runs = []
         for _ in range(args.repeat):
-            cmd = [sys.executable, "-m", "tests.bench.store_path", "--child", label,
-                   "--messages", str(args.messages), "--batch-mib", str(args.batch_mib)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "tests.bench.store_path",
+                "--child",
+                label,
+                "--messages",
+                str(args.messages),
+                "--batch-mib",
+                str(args.batch_mib),
+            ]
             for p in args.pragma:
                 cmd += ["--pragma", p]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)  # noqa: S603
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         cpus = ", ".join(f"{r['cpu_s']:.2f}" for r in runs)

@@ -457,7 +457,9 @@ class POP3Maildrop(Maildrop):
         for key, msgnum in part:
             if msgnum is None:
                 duplicate = cast(POP3Key, key).uidl in self._duplicates
-                reason = "UIDL is not unique in the maildrop" if duplicate else "not in this session's inventory"
+                reason = (
+                    "UIDL is not unique in the maildrop" if duplicate else "not in this session's inventory"
+                )
                 results.append(RetrievalFailure(key, reason))
                 continue
             reply = next(it, None)
