@@ -25,16 +25,12 @@ import json
 import time
 import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from oauthlib.oauth2 import OAuth2Error
-
-# oauthlib and urllib.request (with http.client) are imported where a token is requested: every
-# configuration load imports this module (endpoint checks), and a daemon or one-shot fetch without
-# OAuth2 accounts never needs them (about 0.1 s of start-up CPU, issue 19).
+from oauthlib.oauth2 import BackendApplicationClient, DeviceClient, OAuth2Error, WebApplicationClient
 
 from maild.auth.sasl import redact
 from maild.errors import AuthError, ConfigError, ProtocolError, TransientError
@@ -137,8 +133,6 @@ def _post(account: str, url: str, fields: Iterable[tuple[str, str]]) -> tuple[in
         TransientError: the endpoint cannot be reached, times out or answers 5xx.
         ProtocolError: the body is longer than :data:`MAX_RESPONSE_OCTETS`.
     """
-    import urllib.request  # deferred, see the imports
-
     data = urllib.parse.urlencode(list(fields)).encode("ascii")
     request = urllib.request.Request(  # noqa: S310 - scheme checked by check_endpoint at load time
         url,
@@ -198,8 +192,6 @@ def _parse_token(
     account: str, client: Any, body: bytes, secrets: Iterable[str], *, grant: str
 ) -> TokenResponse:
     """Parse a token endpoint answer with oauthlib; a maild error for error responses."""
-    from oauthlib.oauth2 import OAuth2Error  # deferred, see the imports
-
     try:
         text = body.decode("utf-8")
         params = dict(client.parse_request_body_response(text))
@@ -254,8 +246,6 @@ def client_credentials(
         AuthError: the endpoint refused the client or the scope. TransientError: unreachable, 5xx,
             ``temporarily_unavailable``. ProtocolError: a malformed answer.
     """
-    from oauthlib.oauth2 import BackendApplicationClient  # deferred, see the imports
-
     client = BackendApplicationClient(client_id, scope=list(scope) or None)
     body = client.prepare_request_body(
         include_client_id=True, client_secret=client_secret.reveal(), scope=list(scope) or None
@@ -281,8 +271,6 @@ def refresh(
             ``maild accounts authorize NAME``; other refusals with the server's error code.
         TransientError, ProtocolError: as :func:`client_credentials`.
     """
-    from oauthlib.oauth2 import WebApplicationClient  # deferred, see the imports
-
     client = WebApplicationClient(client_id)
     extra: dict[str, str] = {"client_id": client_id}
     if client_secret is not None:
@@ -380,8 +368,6 @@ def poll_device_token(
         AuthError: denied, expired, or another refusal; the message says what to do.
         TransientError: the endpoint stayed unreachable. ProtocolError: a malformed answer.
     """
-    from oauthlib.oauth2 import DeviceClient  # deferred, see the imports
-
     client = DeviceClient(client_id)
     interval = grant.interval_s
     deadline = clock() + grant.expires_in_s
