@@ -64,10 +64,12 @@ async def cycle(
     clock: Callable[[], datetime] | None = None,
     **kwargs: Any,
 ) -> CycleResult:
-    """One fetch cycle through a fresh POP3/IMAP adapter, as the scheduler runs it."""
+    """One fetch cycle through a fresh POP3/IMAP adapter, as the scheduler runs it (with a fresh
+    adapter for the header fetch of failed messages)."""
     maildrop = make_maildrop(account, executor)
     if clock is not None:
         kwargs["clock"] = clock
+    kwargs.setdefault("reconnect", lambda: make_maildrop(account, executor))
     return await fetch_cycle(account, store, maildrop, **kwargs)
 
 
