@@ -23,20 +23,10 @@ from maild.model import Protocol
 from maild.policy import SET_ASIDE_AFTER_FAILURES
 from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.fetching import Clock, archived, crlf, cycle, prepare
+from tests.support.fetching import MARKER, Clock, archived, crlf, cycle, letter, prepare
 from tests.support.proxy import FaultProxy
 
-MARKER = b"CHOKE-ON-THIS-LINE"
 BROKEN = (ConnectError, NetworkTimeout, ProtocolError)
-
-
-def letter(n: int, marker: bytes = b"") -> bytes:
-    """A small CRLF message with a unique Message-ID; ``marker`` on a line of its body."""
-    return (
-        b"From: Kanzlei Berger <post@kanzlei-berger.example>\r\nTo: Anna <anna@example.com>\r\n"
-        b"Subject: Schreiben %d\r\nMessage-ID: <choke-%d@kanzlei-berger.example>\r\n\r\n"
-        b"Zeile eins\r\n%s\r\nZeile drei\r\n" % (n, n, marker)
-    )
 
 
 @pytest.fixture(params=["pop3", "imap"])
