@@ -509,7 +509,9 @@ async def fetch_cycle(
                 account.name, store, batch, result, order, arrived, exc, clock()
             )
             probe = failed_headers.keys_to_fetch(records, failed, on_server)
-            if probe and reconnect is not None:
+            # a new session only after a broken one: never against a refusal to serve (LOGIN-DELAY ...)
+            broken = isinstance(exc, ConnectError | NetworkTimeout | ProtocolError)
+            if probe and reconnect is not None and broken:
                 found = await failed_headers.read_in_new_session(reconnect, account.protocol, probe)
                 await failed_headers.record(store, account.name, probe, found)
         raise
