@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 6; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 7; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -27,6 +27,11 @@ Layout (schema version 6; docs/archive.md documents it for readers such as the C
 - ``account_history`` (v6): per account, what ``maild status`` shows about the past (last success,
   last IDLE push, last error and since when it fails, cycle and message counts), so that a reload or
   a restart does not reset it.
+- ``alert_memory`` (v7): the alerts sent and still open (per account and kind; ``account`` is ``''``
+  for the daemon and its disk), when each started and was last sent, so that a restart neither sends
+  them again nor forgets to send the recovery notice; ``account_history.auth_failures`` (v7): the
+  refused logins in a row, so that a restart does not give a locked-out account fresh tries.
+  ``account_history.fetched_messages``/``fetched_octets`` are counted in each batch's transaction.
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -38,7 +43,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -167,6 +172,18 @@ _MIGRATIONS: dict[int, str] = {
         fetched_messages      INTEGER NOT NULL DEFAULT 0,
         fetched_octets        INTEGER NOT NULL DEFAULT 0
     );
+    """,
+    7: """
+    CREATE TABLE alert_memory (
+        account     TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        since       TEXT NOT NULL,
+        sent_at     TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        next_step   TEXT NOT NULL,
+        PRIMARY KEY (account, kind)
+    );
+    ALTER TABLE account_history ADD COLUMN auth_failures INTEGER NOT NULL DEFAULT 0;
     """,
 }
 

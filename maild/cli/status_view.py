@@ -240,8 +240,9 @@ def render_status(
 def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
     """The ``maild check`` verdict and its one line, ``MAILD WARNING - text | perfdata``.
 
-    CRITICAL: an account locked out, failing permanently, or failing :data:`CRITICAL_FAILURES`
-    cycles in a row. WARNING: any other account needing attention. Perfdata (the plugin guidelines'
+    CRITICAL: the archive replaced under the daemon (deletions stopped), an account locked out,
+    failing permanently, or failing :data:`CRITICAL_FAILURES` cycles in a row. WARNING: any other
+    account needing attention. Perfdata (the plugin guidelines'
     ``'label'=value[UOM];warn;crit;min;max``): accounts, ok, problems, archived messages and bytes,
     and the largest fetch lag (seconds since an enabled account's last successful cycle).
     """
@@ -250,8 +251,10 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
         a for a in problems
         if a.state in ("auth_failed", "error") or a.consecutive_failures >= CRITICAL_FAILURES
     ]  # fmt: skip
-    code = CHECK_CRITICAL if critical else CHECK_WARNING if problems else CHECK_OK
-    if problems:
+    code = CHECK_CRITICAL if critical or reply.archive.replaced else CHECK_WARNING if problems else CHECK_OK
+    if reply.archive.replaced:  # deletions stopped on every server: first, whatever else is wrong
+        text = f"archive problem: {reply.archive.replaced}"
+    elif problems:
         text = ", ".join(f"{a.name} {attention(a)}" for a in (critical or problems))
         more = len(problems) - len(critical or problems)
         text += f" (and {more} more)" if more > 0 else ""

@@ -105,7 +105,7 @@ def test_disk_and_daemon_problems_fire_and_recover() -> None:
     monitor = AlertMonitor(CONFIG)
     full = DiskSpace(free_octets=5, total_octets=100)
 
-    fired = monitor.evaluate([], T0, disk=full, daemon_problem="an account's fetch loop stopped")
+    fired = monitor.evaluate([], T0, disk=full, daemon_problems={None: "the event loop was blocked"})
     cleared = monitor.evaluate([], T0 + timedelta(minutes=5), disk=DiskSpace(50, 100))
 
     assert [(e.kind, e.state, e.account) for e in fired] == [
