@@ -449,18 +449,22 @@ class Store:
     async def ensure_account(
         self, name: str, organisation: str, employee: str, protocol: Protocol, now: datetime
     ) -> None:
-        """Record the account, or update its organisation and employee.
+        """Record the account, or update its organisation and employee (no write when unchanged).
 
         Raises:
             StoreError: the account exists with another protocol (the protocol is fixed for an
                 account's life; add the mailbox again under a new name instead).
         """
-        rows = await self._all("SELECT protocol FROM accounts WHERE name = ?", (name,))
+        rows = await self._all(
+            "SELECT protocol, organisation, employee FROM accounts WHERE name = ?", (name,)
+        )
         if rows and rows[0][0] != protocol:
             raise StoreError(
                 f"account {name} was created as {rows[0][0]} and cannot become {protocol}; "
                 "add the mailbox again as a new account (see 'Moving a mailbox from POP3 to IMAP')"
             )
+        if rows and tuple(rows[0][1:]) == (organisation, employee):
+            return  # nothing to write: a daemon starts on an archive that cannot be written (issue 15)
         await self._write(
             [
                 (
