@@ -208,7 +208,8 @@ def progress_text(p: ProgressStatus) -> str:
 def render_status(
     reply: StatusReply, *, now: datetime, tz: tzinfo | None = None, failed_only: bool = False
 ) -> str:
-    """The text of ``maild status``: summary line, table (trouble first), details, archive line.
+    """The text of ``maild status``: summary line, an archive problem, table (trouble first), details,
+    archive line.
 
     Args:
         reply: the daemon's status.
@@ -220,6 +221,8 @@ def render_status(
     healthy = [a for a in reply.accounts if a not in problems]
     shown = problems if failed_only else problems + healthy
     lines = [summary_line(reply, now, tz)]
+    if reply.archive.replaced:  # deletions stopped on every server: trouble first
+        lines.append(f"ARCHIVE PROBLEM: {reply.archive.replaced}")
     if shown:
         lines.append("")
         lines.extend(_table([_HEADER] + [_row(a, now, tz) for a in shown]))
@@ -232,8 +235,6 @@ def render_status(
         f"archive: {reply.archive.messages:,} messages, {human_size(reply.archive.octets)};"
         f" times in {zone_name(now, tz)}"
     )
-    if reply.archive.replaced:
-        lines.append(f"ARCHIVE PROBLEM: {reply.archive.replaced}")
     return "\n".join(lines)
 
 
