@@ -38,6 +38,9 @@ log = structlog.get_logger("maild.service.alert_delivery")
 ALERT_TIMEOUT_S = 30.0
 #: Octets of a child's stderr kept for the log (the rest is read and dropped).
 MAX_STDERR_OCTETS = 2048
+#: Seconds before the alert memory is written again after the archive refused it (a full disk), unless
+#: new events come.
+MEMORY_RETRY_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,8 @@ class Alerter:
         self._queue: asyncio.Queue[AlertEvent] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._store: Store | None = None
+        self._memory_failed_at: float | None = None
+        """The event loop's time when writing the alert memory last failed, None after a success."""
 
     async def attach(self, store: Store) -> None:
         """Start from the alerts the archive remembers and remember new ones there.
@@ -222,7 +227,9 @@ class Alerter:
         if self.config.enabled:
             for event in events:
                 self._queue.put_nowait(event)
-        if events and (self._worker is None or self._worker.done()):
+        failed_at = self._memory_failed_at
+        retry = failed_at is None or asyncio.get_running_loop().time() - failed_at >= MEMORY_RETRY_S
+        if (events or (self.monitor.changed and retry)) and (self._worker is None or self._worker.done()):
             self._worker = asyncio.create_task(self._send_queued(), name="alerts")
         return events
 
@@ -243,7 +250,10 @@ class Alerter:
             await save_alerts(self._store, sent, cleared)
         except StoreError as exc:
             self.monitor.give_back(sent, cleared)
+            self._memory_failed_at = asyncio.get_running_loop().time()
             log.warning("alert.memory-not-saved", error=str(exc))
+        else:
+            self._memory_failed_at = None
 
     async def test(self, now: datetime) -> list[DeliveryOutcome]:
         """Send the test event through every channel now (``maild alert-test``)."""

@@ -224,6 +224,11 @@ class AlertMonitor:
             event = AlertEvent(kind, "firing", r.account, "", "", r.since, r.sent_at, r.message, r.next_step)
             self._fired[(r.account, kind)] = _Fired(event, r.sent_at, restored=True)
 
+    @property
+    def changed(self) -> bool:
+        """Whether anything is to be written to the archive (see :meth:`take_changes`)."""
+        return bool(self._sent or self._cleared)
+
     def take_changes(self) -> tuple[list[AlertRecord], list[tuple[str | None, str]]]:
         """What changed since the last call: (alerts sent, keys cleared), for the archive."""
         sent = [

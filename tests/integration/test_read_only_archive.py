@@ -76,7 +76,8 @@ def test_a_read_only_archive_file_system_is_named_and_stops_deletions(
     """Steps: a POP3 account with ``retention = "delete"``; the daemon archives and deletes a first
     message on a tmpfs; it stops, the tmpfs becomes read-only, it starts again; a second message
     arrives; ``maild fetch-now`` fails with one line naming the read-only file system, ``maild status``
-    shows that line as the account's error, and the message is still on the server."""
+    shows that line as the account's error, and the message is still on the server; the alert
+    command gets the ``daemon`` alert (the account history cannot be written: read-only)."""
     reason = _namespaces_work()
     if reason is not None:
         pytest.skip(reason)
@@ -85,6 +86,16 @@ def test_a_read_only_archive_file_system_is_named_and_stops_deletions(
     state.mkdir()
     spec = AccountSpec("anna", "pop3", mail_user.name, mail_user.password, extra={"retention": "delete"})
     cfg = write_config(directory, dovecot, [spec])
+    events = directory / "events.jsonl"
+    script = directory / "alert.py"
+    script.write_text(f"import sys\nwith open({str(events)!r}, 'a') as f:\n    f.write(sys.stdin.read())\n")
+    with cfg.open("a") as fh:
+        fh.write(f"\n[alerts]\ncommand = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]\n")
+
+    def daemon_alerts() -> list[dict[str, Any]]:
+        text = events.read_text() if events.exists() else ""
+        return [e for e in map(json.loads, text.splitlines()) if e["kind"] == "daemon"]
+
     dovecot.deliver_many(mail_user.name, [corpus.make_message(subject="first")])
     socket = directory / "control.sock"
 
@@ -119,6 +130,11 @@ def test_a_read_only_archive_file_system_is_named_and_stops_deletions(
         assert dovecot.maildir_messages(mail_user.name) == [later]  # nothing deleted
         shown = json.loads(maild_cli(cfg, "status", "--json").stdout)
         assert f"the file system holding {state} is read-only" in shown["accounts"][0]["last_error"]
+        wait_until(daemon_alerts, "the daemon alert: the account history cannot be written")
+        unwell = daemon_alerts()[0]
+        assert unwell["state"] == "firing" and unwell["account"] is None
+        assert "the account history cannot be written to the archive" in unwell["message"]
+        assert "read-only" in unwell["message"]
         driver.stdin.write("stop\n")
         driver.stdin.flush()
         assert driver.stdout.readline().strip() == "exit 0"
