@@ -167,12 +167,13 @@ def _token_condition(
     ends = health.refresh_token_expires_at
     if ends is None or ends - now > timedelta(seconds=ahead_s):
         return None
-    left_s = (ends - now).total_seconds()
-    when = "has ended" if left_s <= 0 else f"ends in {left_s / 86400:.1f} days"
+    # The text names the end, not the time left: it stays the same while the condition holds, so
+    # it is not sent again before `repeat` (as "ends in 2.0 days", "1.9 days" ... would be).
+    when = "ended" if ends <= now else "ends"
     return _Condition(
         rt,
         health.refresh_token_obtained_at or now,
-        f"the refresh token (the consent given at authorization) {when}, at {ends:%Y-%m-%d %H:%M} UTC",
+        f"the refresh token (the consent given at authorization) {when} at {ends:%Y-%m-%d %H:%M} UTC",
         f"{authorize} before then; fetching stops when it ends",
     )
 
@@ -328,8 +329,9 @@ class AlertMonitor:
             found[(None, "disk_full")] = _Condition(
                 None,
                 fired.event.since if fired is not None else now,
-                f"the archive's file system has {disk.free_percent:.0f} % free ({disk.free_octets} of"
-                f" {disk.total_octets} octets), below {limit:g} %",
+                # whole percent, no free octets: a disk filling by a few octets is no new alert
+                f"the archive's file system has {disk.free_percent:.0f} % free (of {disk.total_octets}"
+                f" octets), below {limit:g} %",
                 "free space or grow the file system; when it is full maild stops archiving and never"
                 " deletes anything on a server",
             )

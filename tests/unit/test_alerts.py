@@ -116,6 +116,14 @@ def test_disk_and_daemon_problems_fire_and_recover() -> None:
     assert [(e.kind, e.state) for e in cleared] == [("disk_full", "recovered"), ("daemon", "recovered")]
 
 
+def test_a_disk_filling_by_a_few_octets_is_no_new_alert() -> None:
+    """disk_full names whole percent, not free octets: a little less free space within the same
+    percent sends nothing new."""
+    monitor = AlertMonitor(CONFIG)
+    assert [e.kind for e in monitor.evaluate([], T0, disk=DiskSpace(5_000_000, 100_000_000))] == ["disk_full"]
+    assert monitor.evaluate([], T0 + timedelta(minutes=1), disk=DiskSpace(4_990_000, 100_000_000)) == []
+
+
 def test_no_secret_reaches_an_alert() -> None:
     """The password of an account appears in no event, JSON or mail text."""
     password = "Geheim-Passwort-4711"
