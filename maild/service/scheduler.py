@@ -285,6 +285,7 @@ class Scheduler:
             report["changed" if old is not None else "added"].append(name)
             previous = self._retire(name) if old is not None else None
             rt = self._runtime(acc)
+            rt.auth_failures = 0  # a changed configuration ends a lockout (a restart does not)
             self.accounts[name] = rt
             if self._started:
                 self._tasks[name] = asyncio.create_task(self._after(previous, rt), name=f"account:{name}")

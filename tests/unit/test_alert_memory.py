@@ -165,3 +165,19 @@ async def test_a_blocked_event_loop_is_noticed() -> None:
     assert problem is not None and "the event loop was blocked for" in problem
     assert probe.worst_s >= 0.3
     assert probe.problem(datetime.now(UTC) + timedelta(hours=1)) is None  # forgotten after a while
+
+
+async def test_a_restart_keeps_a_lockout_and_a_changed_configuration_ends_it(tmp_path: Path) -> None:
+    """A scheduler started with a remembered lockout (history auth_failures 3) keeps the account locked
+    out; a reload that changes the account's configuration starts it afresh."""
+    async with await Store.open(tmp_path / "maild.sqlite3") as store:
+        with ThreadPoolExecutor(1) as executor:
+            account = pop3_account("anna")
+            history = {"anna": locked_out("anna").history()}
+            scheduler = Scheduler([account], store, executor, history=history)
+            assert scheduler.accounts["anna"].auth_failures == AUTH_LOCKOUT_FAILURES
+            assert scheduler._blocked(scheduler.accounts["anna"]) == "auth_failed"
+
+            scheduler.apply([replace(account, username="anna.new")])
+            assert scheduler.accounts["anna"].auth_failures == 0
+            assert scheduler._blocked(scheduler.accounts["anna"]) is None
