@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 7; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 8; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -27,9 +27,13 @@ Layout (schema version 7; docs/archive.md documents it for readers such as the C
 - ``account_history`` (v6): per account, what ``maild status`` shows about the past (last success,
   last IDLE push, last error and since when it fails, cycle and message counts), so that a reload or
   a restart does not reset it.
-- ``alert_memory`` (v7): the alerts sent and still open (per account and kind; ``account`` is ``''``
+- ``retrieval_failures.subject``, ``from_field``, ``date_field``, ``header_attempts`` (v7): the Subject,
+  From and Date of a message that failed to arrive, read by a separate, best-effort header fetch
+  (:mod:`maild.fetch.failed_headers`), decoded (RFC 2047); NULL while unknown; how often that fetch was
+  tried.
+- ``alert_memory`` (v8): the alerts sent and still open (per account and kind; ``account`` is ``''``
   for the daemon and its disk), when each started and was last sent, so that a restart neither sends
-  them again nor forgets to send the recovery notice; ``account_history.auth_failures`` (v7): the
+  them again nor forgets to send the recovery notice; ``account_history.auth_failures`` (v8): the
   refused logins in a row, so that a restart does not give a locked-out account fresh tries.
   ``account_history.fetched_messages``/``fetched_octets`` are counted in each batch's transaction.
 
@@ -43,7 +47,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -174,6 +178,12 @@ _MIGRATIONS: dict[int, str] = {
     );
     """,
     7: """
+    ALTER TABLE retrieval_failures ADD COLUMN subject TEXT;
+    ALTER TABLE retrieval_failures ADD COLUMN from_field TEXT;
+    ALTER TABLE retrieval_failures ADD COLUMN date_field TEXT;
+    ALTER TABLE retrieval_failures ADD COLUMN header_attempts INTEGER NOT NULL DEFAULT 0;
+    """,
+    8: """
     CREATE TABLE alert_memory (
         account     TEXT NOT NULL,
         kind        TEXT NOT NULL,
