@@ -54,8 +54,8 @@ class LoopLagProbe:
     def record(self, late_s: float, now: datetime) -> None:
         """Note that the loop woke ``late_s`` seconds late at ``now`` (aware, UTC)."""
         if late_s >= self.threshold_s:
-            log.error("daemon.loop-blocked", seconds=round(late_s, 1), threshold_s=self.threshold_s)
-            if self.worst_at is None or late_s > self.worst_s or self._expired(now):
+            if self._expired(now) or late_s > self.worst_s:  # a new episode or a worse block: logged
+                log.error("daemon.loop-blocked", seconds=round(late_s, 1), threshold_s=self.threshold_s)
                 self.worst_s = late_s
             self.worst_at = now
 

@@ -181,3 +181,22 @@ async def test_a_restart_keeps_a_lockout_and_a_changed_configuration_ends_it(tmp
             scheduler.apply([replace(account, username="anna.new")])
             assert scheduler.accounts["anna"].auth_failures == 0
             assert scheduler._blocked(scheduler.accounts["anna"]) is None
+
+
+def test_a_blocked_loop_is_logged_once_per_episode_and_when_worse() -> None:
+    """Lateness above loop_lag is logged at error when an episode starts and when it gets worse, not
+    at every late wake-up; the worst lateness is what the alert reports."""
+    from structlog.testing import capture_logs
+
+    probe = LoopLagProbe(threshold_s=10.0)
+    with capture_logs() as logs:
+        probe.record(12.0, T0)
+        probe.record(11.0, T0 + timedelta(seconds=1))
+        probe.record(15.0, T0 + timedelta(seconds=2))
+        probe.record(3.0, T0 + timedelta(seconds=3))  # below the threshold: not a block
+    assert [(e["event"], e["log_level"], e["seconds"]) for e in logs] == [
+        ("daemon.loop-blocked", "error", 12.0),
+        ("daemon.loop-blocked", "error", 15.0),
+    ]
+    problem = probe.problem(T0 + timedelta(seconds=4))
+    assert problem is not None and "blocked for 15.0 s" in problem
