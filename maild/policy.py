@@ -46,7 +46,15 @@ from datetime import datetime, timedelta
 from typing import assert_never
 
 from maild.errors import ThrottledError
-from maild.model import FailureRecord, InventoryEntry, Location, MessageKey, POP3Key, Retention
+from maild.model import (
+    CompressMode,
+    FailureRecord,
+    InventoryEntry,
+    Location,
+    MessageKey,
+    POP3Key,
+    Retention,
+)
 
 SET_ASIDE_AFTER_FAILURES = 3
 """Failures in a row after which a message is set aside (skipped by later cycles, left on the server)."""
@@ -496,3 +504,28 @@ def connection_limit(per_host: int, *, idle: bool) -> int:
     polls).
     """
     return per_host - 1 if idle else per_host
+
+
+#: Sign-in round trip in seconds (LOGIN or AUTHENTICATE sent to its completion, the server's own
+#: time included) at and above which ``compress = "auto"`` turns on COMPRESS=DEFLATE (RFC 4978).
+#: Loopback and LAN sign-ins take 1-15 ms (Dovecot needs about 4 ms itself); see
+#: ``docs/performance.md`` for the measurements behind the choice.
+AUTO_COMPRESS_MIN_RTT_S = 0.03
+
+
+def want_compression(mode: CompressMode, *, offered: bool, sign_in_s: float | None) -> bool:
+    """Whether to send ``COMPRESS DEFLATE`` on a freshly signed-in IMAP connection.
+
+    Args:
+        mode: the account's ``compress``: ``"never"``, ``"always"`` (whenever offered) or ``"auto"``
+            (offered, and the sign-in round trip was at least :data:`AUTO_COMPRESS_MIN_RTT_S`).
+        offered: the server announced ``COMPRESS=DEFLATE``.
+        sign_in_s: the sign-in round trip in seconds, None when there was none (PREAUTH).
+
+    Standard: RFC 4978 section 3.
+    """
+    if not offered or mode == "never":
+        return False
+    if mode == "always":
+        return True
+    return sign_in_s is not None and sign_in_s >= AUTO_COMPRESS_MIN_RTT_S

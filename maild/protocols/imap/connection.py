@@ -48,6 +48,7 @@ from maild.errors import (
     TransientError,
 )
 from maild.model import ServerSettings
+from maild.policy import want_compression
 from maild.protocols.imap import listing as imap_list
 from maild.protocols.imap import wire
 from maild.protocols.imap.authenticate import AuthenticateOver
@@ -121,6 +122,10 @@ class IMAPConnection:
         self._selected: str | None = None
         self._uidvalidity = 0
         self._parked_at: float | None = None
+        self._preselect: tuple[str, asyncio.Future[Reply | None]] | None = None
+        self.sign_in_s: float | None = None
+        """Seconds from sending LOGIN/AUTHENTICATE to its completion (a round trip plus the server's
+        time), or None before sign-in or with PREAUTH."""
 
     # ------------------------------------------------------------------ state
 
@@ -377,7 +382,9 @@ class IMAPConnection:
 
     async def _capability(self) -> frozenset[str]:
         lines = await self.command("CAPABILITY", IMAPClient.capability)
-        capabilities = frozenset().union(*(wire.parse_capability(line) for line in lines))
+        return self._check_version(frozenset().union(*(wire.parse_capability(line) for line in lines)))
+
+    def _check_version(self, capabilities: frozenset[str]) -> frozenset[str]:
         if not capabilities & {"IMAP4REV1", "IMAP4REV2"}:
             raise self.error(
                 ProtocolError,
@@ -388,11 +395,24 @@ class IMAPConnection:
 
     # ------------------------------------------------------------------ session
 
-    async def open(self) -> None:
-        """Connect, negotiate TLS (implicit or STARTTLS), check CAPABILITY and LOGIN.
+    async def open(self, *, preselect: str | None = None) -> None:
+        """Connect, negotiate TLS (implicit or STARTTLS), check CAPABILITY, sign in, maybe COMPRESS.
 
         The certificate and host name are always verified (``settings.ca_file`` or the system store).
         User name and password travel as quoted strings (RFC 9051 section 6.2.3).
+
+        Round trips: the capabilities come from the greeting's ``[CAPABILITY ...]`` when it has one
+        (else from the one CAPABILITY aioimaplib sends after the greeting; after STARTTLS they are
+        asked again, as RFC 9051 section 6.2.1 requires), and after sign-in from the completion's
+        ``[CAPABILITY ...]`` (section 7.1). ``preselect`` is sent right behind a LOGIN or an
+        AUTHENTICATE PLAIN with initial response, in the same packet (pipelining, section 5.5); the
+        next :meth:`select` of that mailbox takes its answer instead of asking. ``COMPRESS DEFLATE``
+        (RFC 4978) follows when :func:`maild.policy.want_compression` says so for the account's
+        ``compress`` setting and the measured sign-in round trip; a refusal leaves the connection
+        uncompressed.
+
+        Args:
+            preselect: the readable name of the mailbox to SELECT right behind the sign-in, or None.
 
         Cancelled at any await: the connection is discarded; call :meth:`abort`.
 
@@ -432,7 +452,10 @@ class IMAPConnection:
                 raise self.error(
                     ProtocolError, "PREAUTH greeting: STARTTLS impossible", standard="RFC 9051 section 6.2.1"
                 )
-            if "STARTTLS" not in await self._capability():
+            offered = client.greeting_capabilities
+            if offered is None:
+                offered = await self._capability()
+            if "STARTTLS" not in offered:
                 raise self.error(
                     ProtocolError, "server offers no STARTTLS", standard="RFC 9051 section 6.2.1"
                 )
@@ -446,10 +469,36 @@ class IMAPConnection:
             )
             if not status.ok:
                 raise self.refused(status, "STARTTLS")
-        capabilities = await self._capability()
+            capabilities = await self._capability()
+        else:
+            known = client.greeting_capabilities or client.announced_capabilities
+            capabilities = self._check_version(known) if known else await self._capability()
         if not preauth:
+            if preselect is not None:
+                argument = wire.mailbox_argument(preselect)
+                self._preselect = (preselect, client.follow_sign_in("SELECT", argument))
+            loop = asyncio.get_running_loop()
+            began = loop.time()
             capabilities = await self._login(capabilities)
+            self.sign_in_s = loop.time() - began  # the CAPABILITY after AUTHENTICATE is rare
         self._capabilities = capabilities
+        offered_compress = "COMPRESS=DEFLATE" in capabilities
+        if want_compression(self.settings.compress, offered=offered_compress, sign_in_s=self.sign_in_s):
+            await self._compress()
+
+    async def _compress(self) -> None:
+        """COMPRESS DEFLATE (RFC 4978 section 3); NO or BAD leaves the connection as it was."""
+        client = self.client
+        _lines, status = self.completion(await self.call("COMPRESS", client.compress), "COMPRESS")
+        if status.ok:
+            _log.debug("imap.compress", account=self.account, sign_in_s=self.sign_in_s)
+        else:
+            _log.info("imap.compress-refused", account=self.account, status=status.describe())
+
+    @property
+    def compressed(self) -> bool:
+        """Whether COMPRESS=DEFLATE is active on this connection (RFC 4978)."""
+        return self._client is not None and self._client.compressed
 
     async def _login(self, capabilities: frozenset[str]) -> frozenset[str]:
         """Sign in: AUTHENTICATE when a SASL mechanism fits (:func:`maild.auth.imap.authenticate`:
@@ -503,7 +552,16 @@ class IMAPConnection:
         argument = wire.mailbox_argument(mailbox)
         what = f"SELECT {mailbox!r}"
         self._selected = None
-        lines, status = self.completion(await self.call(what, lambda: client.select(argument)), what)
+        reply: Reply | None = None
+        preselect, self._preselect = self._preselect, None
+        if preselect is not None:  # sent behind the sign-in: take its answer (or let it pass)
+            pipelined = preselect[1]
+            answer = await self.call(what, lambda: asyncio.shield(pipelined))
+            if preselect[0] == mailbox:
+                reply = answer
+        if reply is None:
+            reply = await self.call(what, lambda: client.select(argument))
+        lines, status = self.completion(reply, what)
         if status.condition == "NO" and status.code not in SESSION_CODES:
             raise SelectRefused(f"{self.account}: {what} refused: {status.describe()}", account=self.account)
         if not status.ok:
@@ -615,6 +673,7 @@ class IMAPConnection:
             self.discard("NOOP refused")
             return False
         self._selected = None  # every cycle selects again (RFC 9051 section 6.3.2)
+        self._preselect = None
         return True
 
     def abort(self) -> None:
