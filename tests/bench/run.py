@@ -153,6 +153,7 @@ def start_server(directory: Path, sizes: Sizes) -> Server:
             shutil.rmtree(dovecot_dir)
         stamp_file.unlink(missing_ok=True)
         dovecot = Dovecot(dovecot_dir)
+    dovecot.imap_compress = True  # COMPRESS=DEFLATE offered (issue 19 item 5); maild's compress decides
     dovecot.start()
     secrets_dir = directory / "secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)

@@ -471,6 +471,7 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             try:
                 self._receive(d)
             except _Switched as switched:
+                self.received_octets -= len(switched.rest)  # counted as plain; inflated below
                 self._inflate(switched.rest)
             return
         self._inflate(d)

@@ -267,9 +267,9 @@ class IMAPConnection:
         client, lost = self._client, self._lost
         if client is None or lost is None:
             raise self.error(TransientError, f"{what}: session not open")
-        if lost.done():
+        if lost.done():  # e.g. a pipelined command's answer broke a cap before anyone waited for it
             self.discard("connection lost")
-            raise self.error(ConnectError, f"{what}: connection lost")
+            raise self._lost_error(what, client)
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(start())
         task.add_done_callback(consume_outcome)
@@ -292,17 +292,7 @@ class IMAPConnection:
                 await asyncio.wait((task, lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if not task.done() and lost.done():
                     self.discard(f"connection lost during {what}")
-                    if client.exceeded is not None:
-                        raise self.error(ProtocolError, f"{what}: {client.exceeded}; connection dropped")
-                    greeting = client.greeting_refused
-                    if greeting is not None:
-                        text = bytes(greeting[:200]).decode("utf-8", "replace")
-                        raise self.error(ConnectError, f"{what}: server refused the session: {text}")
-                    bye = client.last_bye
-                    if bye is not None:
-                        text = bye.decode("utf-8", "replace")
-                        raise self.error(ConnectError, f"{what}: server closed the connection: {text}")
-                    raise self.error(ConnectError, f"{what}: connection lost")
+                    raise self._lost_error(what, client)
             return task.result()
         except asyncio.CancelledError:
             self.discard(f"{what} cancelled")
@@ -333,6 +323,20 @@ class IMAPConnection:
                 progress.stop()
             if not task.done():
                 task.cancel()
+
+    def _lost_error(self, what: str, client: IMAPClient) -> AccountError:
+        """The error for a lost connection, with the cap broken or the server's last words if known."""
+        if client.exceeded is not None:
+            return self.error(ProtocolError, f"{what}: {client.exceeded}; connection dropped")
+        greeting = client.greeting_refused
+        if greeting is not None:
+            text = bytes(greeting[:200]).decode("utf-8", "replace")
+            return self.error(ConnectError, f"{what}: server refused the session: {text}")
+        bye = client.last_bye
+        if bye is not None:
+            text = bye.decode("utf-8", "replace")
+            return self.error(ConnectError, f"{what}: server closed the connection: {text}")
+        return self.error(ConnectError, f"{what}: connection lost")
 
     def completion(self, reply: Reply, what: str) -> tuple[list[Part], wire.StatusResponse]:
         """Split a reply into its untagged parts and the parsed tagged status; log an ``[ALERT]``.
@@ -494,6 +498,14 @@ class IMAPConnection:
             _log.debug("imap.compress", account=self.account, sign_in_s=self.sign_in_s)
         else:
             _log.info("imap.compress-refused", account=self.account, status=status.describe())
+
+    @property
+    def received_octets(self) -> tuple[int, int]:
+        """Octets received on this connection (also after it was discarded): ``(plain, wire)``, the
+        plain ones after inflating when COMPRESS is active; ``(0, 0)`` before :meth:`open`."""
+        if self._client is None:
+            return (0, 0)
+        return (self._client.received_octets, self._client.wire_octets)
 
     @property
     def compressed(self) -> bool:
