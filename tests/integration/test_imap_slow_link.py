@@ -61,7 +61,7 @@ def through_proxy(
 
 
 def _user(server: Dovecot, name: str) -> MailUser:
-    return server.add_user(f"{name}-{next(_numbers)}", "pw \"q\" 1")
+    return server.add_user(f"{name}-{next(_numbers)}", 'pw "q" 1')
 
 
 _numbers = iter(range(1, 10_000))
