@@ -21,7 +21,7 @@ Retention = Literal["keep", "delete", "delete-after"]
 ``"delete"`` (POP3 only) every message the archive holds, ``"delete-after"`` what was first archived
 at least ``retention_days`` days ago. Validated once, by :mod:`maild.config.loader`; everything after
 that takes it as given (see :mod:`maild.policy`)."""
-#: IMAP ``COMPRESS=DEFLATE`` (RFC 4978) per account: ``"auto"`` (offered and the link slow),
+#: IMAP ``COMPRESS=DEFLATE`` (RFC 4978) per account: ``"auto"`` (offered and a transfer measured slow),
 #: ``"always"`` (offered) or ``"never"``.
 CompressMode = Literal["auto", "always", "never"]
 

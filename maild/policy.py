@@ -506,21 +506,24 @@ def connection_limit(per_host: int, *, idle: bool) -> int:
     return per_host - 1 if idle else per_host
 
 
-#: Sign-in round trip in seconds (LOGIN or AUTHENTICATE sent to its completion, the server's own
-#: time included) at and above which ``compress = "auto"`` turns on COMPRESS=DEFLATE (RFC 4978).
-#: Loopback and LAN sign-ins take 1-15 ms (Dovecot needs about 4 ms itself); see
-#: ``docs/performance.md`` for the measurements behind the choice.
-AUTO_COMPRESS_MIN_RTT_S = 0.03
+#: Link rate in octets per second (as received from the socket while a message transfer waited for
+#: data) below which ``compress = "auto"`` turns on COMPRESS=DEFLATE (RFC 4978): 4 MB/s, 32 Mbit/s.
+#: Compression only pays where the link is slower than the server can deflate (Dovecot 2.3 at its
+#: default level: about 7 MB/s of mixed mail on the benchmark machine, which shrinks to about 70 %);
+#: on a fast link it costs the server's CPU and time. See ``docs/performance.md``.
+AUTO_COMPRESS_BELOW_OCTETS_PER_S = 4_000_000
 
 
-def want_compression(mode: CompressMode, *, offered: bool, sign_in_s: float | None) -> bool:
-    """Whether to send ``COMPRESS DEFLATE`` on a freshly signed-in IMAP connection.
+def want_compression(mode: CompressMode, *, offered: bool, link_octets_per_s: float | None) -> bool:
+    """Whether to send ``COMPRESS DEFLATE`` on a signed-in IMAP connection.
 
     Args:
         mode: the account's ``compress``: ``"never"``, ``"always"`` (whenever offered) or ``"auto"``
-            (offered, and the sign-in round trip was at least :data:`AUTO_COMPRESS_MIN_RTT_S`).
+            (offered, and a transfer from this server was measured slower than
+            :data:`AUTO_COMPRESS_BELOW_OCTETS_PER_S`).
         offered: the server announced ``COMPRESS=DEFLATE``.
-        sign_in_s: the sign-in round trip in seconds, None when there was none (PREAUTH).
+        link_octets_per_s: the last measured rate of message transfers from this server in octets
+            per second, None when none was measured yet (round-trip time says nothing about it).
 
     Standard: RFC 4978 section 3.
     """
@@ -528,4 +531,4 @@ def want_compression(mode: CompressMode, *, offered: bool, sign_in_s: float | No
         return False
     if mode == "always":
         return True
-    return sign_in_s is not None and sign_in_s >= AUTO_COMPRESS_MIN_RTT_S
+    return link_octets_per_s is not None and link_octets_per_s < AUTO_COMPRESS_BELOW_OCTETS_PER_S

@@ -134,8 +134,9 @@ class AccountConfig:
         idle: IMAP: wait for new mail with IDLE (RFC 2177) when the server offers it, else poll.
         idle_mailbox: the mailbox IDLE watches (readable name); the others are polled.
         idle_restart_s: seconds after which IDLE is ended and issued again (at most 29 minutes).
-        compress: IMAP ``COMPRESS=DEFLATE`` (RFC 4978): ``"auto"`` (when offered and the link is
-            slow, see :func:`maild.policy.want_compression`), ``"always"`` (when offered) or ``"never"``.
+        compress: IMAP ``COMPRESS=DEFLATE`` (RFC 4978): ``"auto"`` (when offered and a transfer was
+            measured slow, see :func:`maild.policy.want_compression`), ``"always"`` (when offered)
+            or ``"never"``.
         retention: POP3: ``"keep"``, ``"delete"`` or ``"delete-after"``; IMAP: ``"keep"`` or
             ``"delete-after"``.
         retention_days: days after first fetch for ``"delete-after"``.

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from maild.model import IMAPKey, RetrievedMessage, ServerSettings
-from maild.policy import AUTO_COMPRESS_MIN_RTT_S
+from maild.policy import AUTO_COMPRESS_BELOW_OCTETS_PER_S
+from maild.protocols.imap.connection import link_rate
 from maild.protocols.imap.idle import IMAPIdleSession
 from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.support import corpus
@@ -154,40 +155,56 @@ async def test_compressed_session_fetches_idles_and_deletes(
     assert len(compress_dovecot.maildir_files(user.name)) == 12
 
 
-async def test_compress_never_and_auto_follow_the_rule(compress_dovecot: Dovecot) -> None:
-    """``compress = "never"`` never compresses; ``"auto"`` compresses exactly when the sign-in round
-    trip reached ``policy.AUTO_COMPRESS_MIN_RTT_S`` (on loopback it normally does not)."""
+async def test_compress_never_stays_uncompressed(compress_dovecot: Dovecot) -> None:
+    """``compress = "never"`` does not compress although the server offers COMPRESS=DEFLATE."""
     user = _user(compress_dovecot, "zlib-off")
-    for mode in ("never", "auto"):
-        settings = dovecot_account(compress_dovecot, user, "imap", "none", compress=mode).server_settings()
-        mailbox = IMAPMailbox(settings)
-        try:
-            await mailbox.open()
-            assert "COMPRESS=DEFLATE" in mailbox.capabilities
-            sign_in_s = mailbox.connection.sign_in_s
-            assert sign_in_s is not None
-            slow = sign_in_s >= AUTO_COMPRESS_MIN_RTT_S
-            assert mailbox.connection.compressed == (mode == "auto" and slow)
-            assert len(await retrieve_everything(mailbox)) == 0
-        finally:
-            await mailbox.close()
-
-
-async def test_compress_auto_on_a_slow_link_compresses(
-    compress_dovecot: Dovecot, proxied: list[FaultProxy]
-) -> None:
-    """``compress = "auto"`` behind 60 ms of round-trip time compresses (the sign-in took longer
-    than ``policy.AUTO_COMPRESS_MIN_RTT_S``) and still fetches correctly."""
-    user = _user(compress_dovecot, "zlib-auto")
-    message = corpus.make_message(subject="auto")
-    compress_dovecot.deliver(user.name, message)
-    settings, proxy = through_proxy(compress_dovecot, user, proxied, compress="auto")
-    proxy.latency(0.03)
+    settings = dovecot_account(compress_dovecot, user, "imap", "none", compress="never").server_settings()
     mailbox = IMAPMailbox(settings)
     try:
         await mailbox.open()
-        assert mailbox.connection.compressed
-        items = await retrieve_everything(mailbox)
-        assert [item.raw for item in items if isinstance(item, RetrievedMessage)] == [crlf(message)]
+        assert "COMPRESS=DEFLATE" in mailbox.capabilities
+        assert not mailbox.connection.compressed
     finally:
         await mailbox.close()
+
+
+async def test_compress_auto_compresses_once_a_slow_transfer_was_measured(
+    compress_dovecot: Dovecot, proxied: list[FaultProxy]
+) -> None:
+    """``compress = "auto"`` on a link capped at 2 MB/s:
+
+    1. the first session compresses nothing (no rate measured from this server yet);
+    2. its transfer (several MB) is measured below ``policy.AUTO_COMPRESS_BELOW_OCTETS_PER_S``;
+    3. the kept session, taken back for the next cycle, turns COMPRESS on and fetches correctly;
+    4. a fresh session to the same server compresses from the start.
+    """
+    user = _user(compress_dovecot, "zlib-auto")
+    messages: list[bytes] = []
+    for message in corpus.generate(400, seed=9):  # about 4 MB: long enough to measure the rate
+        messages.append(message)
+        if sum(len(m) for m in messages) > 4_000_000:
+            break
+    compress_dovecot.deliver_many(user.name, messages)
+    settings, proxy = through_proxy(compress_dovecot, user, proxied, compress="auto")
+    proxy.trickle(2_000_000)
+    mailbox = IMAPMailbox(settings)
+    try:
+        await mailbox.open()
+        assert not mailbox.connection.compressed
+        assert len(await retrieve_everything(mailbox)) == len(messages)
+        assert await mailbox.park()
+        rate = link_rate(settings.host, settings.port)
+        assert rate is not None
+        assert rate < AUTO_COMPRESS_BELOW_OCTETS_PER_S
+        assert await mailbox.resume(max_age_s=60, probe_timeout_s=5)
+        assert mailbox.connection.compressed
+        first = await retrieve_everything(mailbox)
+        assert [item.raw for item in first[:2]] == [crlf(m) for m in messages[:2]]  # type: ignore[union-attr]
+    finally:
+        await mailbox.close()
+    fresh = IMAPMailbox(settings)
+    try:
+        await fresh.open()
+        assert fresh.connection.compressed
+    finally:
+        await fresh.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from maild.config.loader import load_config
-from maild.policy import AUTO_COMPRESS_MIN_RTT_S, want_compression
+from maild.policy import AUTO_COMPRESS_BELOW_OCTETS_PER_S, want_compression
 from tests.unit.test_config import account_file, load_error
 
 
@@ -40,18 +40,18 @@ def test_compress_is_unknown_for_pop3(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "offered", "sign_in_s", "wanted"),
+    ("mode", "offered", "rate", "wanted"),
     [
         ("never", True, 1.0, False),
-        ("always", True, 0.001, True),
+        ("always", True, None, True),
         ("always", False, 1.0, False),
-        ("auto", True, AUTO_COMPRESS_MIN_RTT_S, True),
-        ("auto", True, AUTO_COMPRESS_MIN_RTT_S * 0.99, False),
+        ("auto", True, AUTO_COMPRESS_BELOW_OCTETS_PER_S * 0.99, True),
+        ("auto", True, AUTO_COMPRESS_BELOW_OCTETS_PER_S, False),
         ("auto", False, 1.0, False),
         ("auto", True, None, False),
     ],
 )
-def test_want_compression(mode: str, offered: bool, sign_in_s: float | None, wanted: bool) -> None:
-    """Compress only what the server offers: "always" always, "auto" from the round-trip threshold on
-    (never without a measured sign-in, i.e. PREAUTH), "never" never."""
-    assert want_compression(mode, offered=offered, sign_in_s=sign_in_s) is wanted  # type: ignore[arg-type]
+def test_want_compression(mode: str, offered: bool, rate: float | None, wanted: bool) -> None:
+    """Compress only what the server offers: "always" always, "never" never, "auto" once a transfer
+    from the server was measured slower than the threshold (not before any was measured)."""
+    assert want_compression(mode, offered=offered, link_octets_per_s=rate) is wanted  # type: ignore[arg-type]

@@ -81,6 +81,28 @@ SESSION_CODES = THROTTLE_CODES | {"SERVERBUG"}
 #: nothing arrives, so the inactivity limit is extended by its size divided by this rate.
 MIN_UPLOAD_OCTETS_PER_S = 32 * 1024
 
+#: Octets a connection must have received while message transfers waited for data before its rate
+#: is kept for ``compress = "auto"`` (a shorter sample mostly measures the first round trip).
+MIN_RATE_SAMPLE_OCTETS = 2 * 2**20
+#: Servers (host, port) whose last measured transfer rate is remembered, at most; the oldest is
+#: forgotten first.
+MAX_REMEMBERED_LINKS = 1024
+_LINK_RATES: dict[tuple[str, int], float] = {}
+
+
+def link_rate(host: str, port: int) -> float | None:
+    """The last measured transfer rate from ``host:port`` in octets per second (as received from
+    the socket, compressed or not), or None. Kept for the life of the process."""
+    return _LINK_RATES.get((host, port))
+
+
+def _remember_rate(host: str, port: int, octets_per_s: float) -> None:
+    _LINK_RATES.pop((host, port), None)
+    _LINK_RATES[(host, port)] = octets_per_s
+    while len(_LINK_RATES) > MAX_REMEMBERED_LINKS:
+        del _LINK_RATES[next(iter(_LINK_RATES))]
+
+
 #: One logger name for the whole IMAP adapter, as before it was split into modules.
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
 
@@ -123,9 +145,8 @@ class IMAPConnection:
         self._uidvalidity = 0
         self._parked_at: float | None = None
         self._preselect: tuple[str, asyncio.Future[Reply | None]] | None = None
-        self.sign_in_s: float | None = None
-        """Seconds from sending LOGIN/AUTHENTICATE to its completion (a round trip plus the server's
-        time), or None before sign-in or with PREAUTH."""
+        self._waited_octets = 0
+        self._waited_s = 0.0
 
     # ------------------------------------------------------------------ state
 
@@ -212,8 +233,15 @@ class IMAPConnection:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
+    def _keep_rate(self) -> None:
+        """Remember how fast message transfers arrived on this connection (for ``compress = "auto"``)."""
+        if self._waited_octets >= MIN_RATE_SAMPLE_OCTETS and self._waited_s > 0:
+            _remember_rate(self.settings.host, self.settings.port, self._waited_octets / self._waited_s)
+        self._waited_octets, self._waited_s = 0, 0.0
+
     def discard(self, reason: str) -> None:
         """Mark the connection unusable and close it; later calls raise TransientError. Never raises."""
+        self._keep_rate()
         self._parked_at = None
         if self._broken is None:
             self._broken = reason
@@ -277,6 +305,7 @@ class IMAPConnection:
         limit_s = self.settings.timeout_s if timeout_s is None else timeout_s
         if progress is not None:
             progress.go(client.received_octets)
+        wire_before, wait_began = client.wire_octets, loop.time()
         try:
             while not task.done():
                 remaining = max(began, client.last_received) + limit_s - loop.time()
@@ -321,6 +350,8 @@ class IMAPConnection:
         finally:
             if progress is not None:
                 progress.stop()
+                self._waited_octets += client.wire_octets - wire_before
+                self._waited_s += loop.time() - wait_began
             if not task.done():
                 task.cancel()
 
@@ -412,8 +443,8 @@ class IMAPConnection:
         AUTHENTICATE PLAIN with initial response, in the same packet (pipelining, section 5.5); the
         next :meth:`select` of that mailbox takes its answer instead of asking. ``COMPRESS DEFLATE``
         (RFC 4978) follows when :func:`maild.policy.want_compression` says so for the account's
-        ``compress`` setting and the measured sign-in round trip; a refusal leaves the connection
-        uncompressed.
+        ``compress`` setting and the transfer rate last measured from this server (see
+        :func:`link_rate`); a refusal leaves the connection uncompressed.
 
         Args:
             preselect: the readable name of the mailbox to SELECT right behind the sign-in, or None.
@@ -481,13 +512,18 @@ class IMAPConnection:
             if preselect is not None:
                 argument = wire.mailbox_argument(preselect)
                 self._preselect = (preselect, client.follow_sign_in("SELECT", argument))
-            loop = asyncio.get_running_loop()
-            began = loop.time()
             capabilities = await self._login(capabilities)
-            self.sign_in_s = loop.time() - began  # the CAPABILITY after AUTHENTICATE is rare
         self._capabilities = capabilities
-        offered_compress = "COMPRESS=DEFLATE" in capabilities
-        if want_compression(self.settings.compress, offered=offered_compress, sign_in_s=self.sign_in_s):
+        await self._maybe_compress()
+
+    async def _maybe_compress(self) -> None:
+        """COMPRESS when :func:`maild.policy.want_compression` says so for this server now."""
+        if self._client is None or self._client.compressed:
+            return
+        settings = self.settings
+        offered = "COMPRESS=DEFLATE" in self._capabilities
+        rate = link_rate(settings.host, settings.port)
+        if want_compression(settings.compress, offered=offered, link_octets_per_s=rate):
             await self._compress()
 
     async def _compress(self) -> None:
@@ -495,7 +531,8 @@ class IMAPConnection:
         client = self.client
         _lines, status = self.completion(await self.call("COMPRESS", client.compress), "COMPRESS")
         if status.ok:
-            _log.debug("imap.compress", account=self.account, sign_in_s=self.sign_in_s)
+            rate = link_rate(self.settings.host, self.settings.port)
+            _log.debug("imap.compress", account=self.account, link_octets_per_s=rate)
         else:
             _log.info("imap.compress-refused", account=self.account, status=status.describe())
 
@@ -651,7 +688,9 @@ class IMAPConnection:
         """Keep the authenticated connection for the next cycle (see :meth:`resume`).
 
         Returns True; False (and the connection is discarded) when it is not usable any more.
+        The transfer rate measured so far is remembered (see :func:`link_rate`).
         """
+        self._keep_rate()
         if self._broken is not None or self._client is None or self._lost is None or self._lost.done():
             self.discard("not kept: not usable")
             return False
@@ -686,6 +725,10 @@ class IMAPConnection:
             return False
         self._selected = None  # every cycle selects again (RFC 9051 section 6.3.2)
         self._preselect = None
+        try:
+            await self._maybe_compress()  # "auto": the last cycle showed a slow link
+        except MaildError:
+            return False  # call() discarded the connection
         return True
 
     def abort(self) -> None:
