@@ -16,14 +16,21 @@ tags, tasks, IDLE queue and exceptions stay in here. What it adds to aioimaplib 
   complete instead of being kept until the tagged completion, and reading can be paused;
 * STARTTLS, which aioimaplib lacks (:func:`starttls`), AUTHENTICATE with continuation lines
   (:class:`Authentication`; the library has only a one-shot XOAUTH2), and IDLE rounds
-  (:class:`IdleRound`) bounded by the caller instead of the library's hanging helpers.
+  (:class:`IdleRound`) bounded by the caller instead of the library's hanging helpers;
+* fewer round trips: the greeting's ``[CAPABILITY ...]`` replaces the library's CAPABILITY command,
+  and commands queued with :meth:`IMAPClient.follow_sign_in` are pipelined behind LOGIN or
+  AUTHENTICATE PLAIN (RFC 9051 section 5.5; the protocol routes their responses in order);
+* COMPRESS=DEFLATE (RFC 4978), which aioimaplib lacks (:meth:`IMAPClient.compress`): writes go
+  through a raw-DEFLATE transport wrapper with a sync flush each, received data is inflated at most
+  :data:`INFLATE_PIECE_OCTETS` at a time, each piece held to the :class:`ReadLimits`.
 
 There is no fallback to the stock protocol: ``pyproject.toml`` pins aioimaplib to exactly
 :data:`PATCHED_AIOIMAPLIB`, and ``tests/faults/test_imap_library.py`` (with the IDLE pins in
 ``tests/faults/test_idle_faults.py``) fails when the installed version or the source of any library
 method relied on here changes. A path that would only run after the pin changed is never tested.
 
-May import: asyncio, ssl, aioimaplib, :mod:`maild.errors`, :mod:`maild.protocols.imap.lex`.
+May import: asyncio, collections, re, ssl, zlib, aioimaplib, :mod:`maild.errors`,
+:mod:`maild.protocols.imap.lex`.
 
 Longer than the ~500 lines of the style guide on purpose: it is the one module allowed to import
 aioimaplib, and splitting it would make two.

@@ -20,9 +20,13 @@ on top of :class:`~maild.protocols.imap.client.IMAPClient`:
 Signing in: AUTHENTICATE when a SASL mechanism fits (:mod:`maild.auth.imap` over
 :mod:`maild.protocols.imap.authenticate`), else LOGIN.
 
-May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.auth.imap`,
-:mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client`, :mod:`maild.protocols.imap.authenticate`
-and the sans-I/O IMAP modules.
+Opening a session takes as few round trips as the server allows (capabilities from the greeting and
+the sign-in's completion, the first SELECT pipelined behind the sign-in), and COMPRESS=DEFLATE
+(RFC 4978) follows when :func:`maild.policy.want_compression` says so (see :meth:`IMAPConnection.open`).
+
+May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.policy`,
+:mod:`maild.auth.imap`, :mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client`,
+:mod:`maild.protocols.imap.authenticate` and the sans-I/O IMAP modules.
 """
 
 from __future__ import annotations
