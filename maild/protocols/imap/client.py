@@ -21,16 +21,16 @@ tags, tasks, IDLE queue and exceptions stay in here. What it adds to aioimaplib 
   and commands queued with :meth:`IMAPClient.follow_sign_in` are pipelined behind LOGIN or
   AUTHENTICATE PLAIN (RFC 9051 section 5.5; the protocol routes their responses in order);
 * COMPRESS=DEFLATE (RFC 4978), which aioimaplib lacks (:meth:`IMAPClient.compress`): writes go
-  through a raw-DEFLATE transport wrapper with a sync flush each, received data is inflated at most
-  :data:`INFLATE_PIECE_OCTETS` at a time, each piece held to the :class:`ReadLimits`.
+  through :class:`~.compress.DeflatingTransport`, received data is inflated at most
+  :data:`~.compress.INFLATE_PIECE_OCTETS` at a time, each piece held to the :class:`ReadLimits`.
 
 There is no fallback to the stock protocol: ``pyproject.toml`` pins aioimaplib to exactly
 :data:`PATCHED_AIOIMAPLIB`, and ``tests/faults/test_imap_library.py`` (with the IDLE pins in
 ``tests/faults/test_idle_faults.py``) fails when the installed version or the source of any library
 method relied on here changes. A path that would only run after the pin changed is never tested.
 
-May import: asyncio, collections, re, ssl, zlib, aioimaplib, :mod:`maild.errors`,
-:mod:`maild.protocols.imap.lex`.
+May import: asyncio, collections, re, ssl, aioimaplib, :mod:`maild.errors`,
+:mod:`maild.protocols.imap.lex`, :mod:`maild.protocols.imap.compress`.
 
 Longer than the ~500 lines of the style guide on purpose: it is the one module allowed to import
 aioimaplib, and splitting it would make two.
@@ -45,7 +45,6 @@ import importlib.metadata
 import logging
 import re
 import ssl
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -53,12 +52,11 @@ from typing import Any, TypeAlias
 import aioimaplib
 
 from maild.errors import ProtocolError
+from maild.protocols.imap.compress import DeflatingTransport, Inflater
 from maild.protocols.imap.lex import Part, paren_depth
 
 __all__ = [
     "AIOIMAPLIB_VERSION",
-    "DEFLATE_LEVEL",
-    "INFLATE_PIECE_OCTETS",
     "MAX_PENDING_CONTINUATIONS",
     "PATCHED_AIOIMAPLIB",
     "Authentication",
@@ -95,13 +93,6 @@ MAX_BUFFERED_OCTETS = 128 * 2**20
 MAX_UNTAGGED_PER_COMMAND = 100_000
 #: Digits of a literal's size beyond which the announcement is refused before converting it.
 _MAX_LITERAL_DIGITS = 12
-#: Most octets one ``decompress`` call of a COMPRESS=DEFLATE connection produces; the rest of a
-#: received chunk waits in the inflater (``unconsumed_tail``) until these octets went through the
-#: :class:`ReadLimits` checks. A hostile stream (a "zip bomb": 1 KiB can inflate to about 1 MiB)
-#: therefore never holds more inflated data than one piece plus what the caps allow.
-INFLATE_PIECE_OCTETS = 256 * 1024
-#: zlib level of what maild sends compressed (commands, and APPEND bodies when moving a mailbox).
-DEFLATE_LEVEL = 6
 #: ``[CAPABILITY ...]`` in an OK or PREAUTH greeting (RFC 9051 section 7.1, 7.1.1 and 7.1.4).
 _GREETING_CAPABILITY = re.compile(rb"\* (OK|PREAUTH) \[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 
@@ -153,27 +144,6 @@ class _FollowUp:
     name: str
     args: tuple[str, ...]
     reply: asyncio.Future[Reply | None]
-
-
-class _DeflatingTransport:
-    """A transport whose writes are compressed (RFC 4978: raw DEFLATE, a sync flush per write).
-
-    Everything else (``abort``, ``pause_reading``, ``get_extra_info``, ...) goes to the wrapped
-    transport. ``Z_SYNC_FLUSH`` after every write puts each command on the wire at once.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._deflater = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._inner.write(self._deflater.compress(data) + self._deflater.flush(zlib.Z_SYNC_FLUSH))
-
-    def writelines(self, lines: Any) -> None:
-        self.write(b"".join(lines))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 class LibraryError(Exception):
@@ -354,7 +324,7 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         """Sync commands sent behind the pending one (pipelined), in sending order."""
         self.follow_ups: list[_FollowUp] = []
         """Commands waiting to be written right behind the sign-in command (see :meth:`follow_sign_in`)."""
-        self._inflater: Any = None
+        self._inflater: Inflater | None = None
         self._switch_to_inflate = False
 
     def _exceed(self, reason: str) -> None:
@@ -423,7 +393,7 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         super()._response_done(line)
         if compress_ok:
             # RFC 4978 section 3: both directions are compressed from the octet after this CRLF.
-            self.transport = _DeflatingTransport(self.transport)
+            self.transport = DeflatingTransport(self.transport)
             self._switch_to_inflate = True
         if self.pending_sync_command is None and self.queued:
             self.pending_sync_command = self.queued.popleft()
@@ -486,17 +456,15 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     def _inflate(self, data: bytes) -> None:
         """Inflate ``data`` (RFC 4978, raw DEFLATE) piece by piece, each through the read limits."""
         inflater = self._inflater
+        assert inflater is not None
         try:
-            piece = inflater.decompress(data, INFLATE_PIECE_OCTETS)
-            while True:
-                if piece:
-                    self._receive(piece)
-                if self.exceeded is not None or not inflater.unconsumed_tail:
-                    return
-                piece = inflater.decompress(inflater.unconsumed_tail, INFLATE_PIECE_OCTETS)
-        except zlib.error:
+            for piece in inflater.pieces(data):
+                self._receive(piece)
+                if self.exceeded is not None:
+                    return  # the rest is never inflated
+        except ProtocolError as exc:
             with contextlib.suppress(_Exceeded):
-                self._exceed("server sent a broken DEFLATE stream (RFC 4978)")
+                self._exceed(str(exc))
 
     def _receive(self, d: bytes) -> None:
         """Handle received plain octets (inflated already on a compressed connection)."""
@@ -579,7 +547,7 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             cmd = line_handler(line, current_cmd)
             if self._switch_to_inflate:  # COMPRESS completed: the rest of the chunk is compressed
                 self._switch_to_inflate = False
-                self._inflater = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
+                self._inflater = Inflater()
                 raise _Switched(bytes(view[pos:]))
             if cmd is not None:
                 self._hold(cmd, len(line))
@@ -1108,7 +1076,7 @@ class IMAPClient:
     async def compress(self) -> Reply:
         """``COMPRESS DEFLATE`` (RFC 4978 section 3); on OK both directions are compressed from then on.
 
-        Received data is inflated in pieces of :data:`INFLATE_PIECE_OCTETS`, each checked against
+        Received data is inflated in pieces of :data:`~.compress.INFLATE_PIECE_OCTETS`, each checked against
         the :class:`ReadLimits` before the next is inflated.
         """
         protocol = self._protocol
