@@ -33,10 +33,10 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 import structlog
 
+from maild.archive import fts
 from maild.archive.index_text import index_text
 from maild.archive.schema import (
     _MIGRATIONS,
-    FTS_COLUMNS,
     PAGE_SIZE,
     QUERY_CHUNK,
     SCHEMA_VERSION,
@@ -86,14 +86,15 @@ _INSERT_MESSAGE = (
     "INSERT INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
     " subject, stored_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_FTS = f"INSERT INTO messages_fts (rowid, {', '.join(FTS_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT_FTS = fts.insert_sql()
 LARGE_BLOB_OCTETS = 2**20
 """Messages at least this large are written with :func:`_insert_large`, not bound as a parameter:
 binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
 _BLOB_CHUNK_OCTETS = 2**20
-REINDEX_CHUNK_OCTETS = 32 * 2**20
-"""Octets of messages :meth:`Store.reindex` reads and indexes per transaction (at most
-:data:`QUERY_CHUNK` messages); bounds its memory."""
+_MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {
+    7: fts.migrate_to_contentless,
+}
+"""Python steps of schema versions, run after the version's SQL in its transaction."""
 
 
 def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
@@ -328,6 +329,8 @@ class Store:
                 try:
                     for statement in _split_sql(_MIGRATIONS[target]):
                         await self._conn.execute(statement)
+                    if target in _MIGRATION_STEPS:
+                        await _MIGRATION_STEPS[target](self._conn)
                     await self._conn.execute(f"PRAGMA user_version = {target}")
                     await self._conn.execute("COMMIT")
                 except BaseException:
@@ -850,10 +853,10 @@ class Store:
     async def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Rebuild the full-text index from the stored messages; safe while the daemon stores more.
 
-        Messages are read in chunks of at most :data:`REINDEX_CHUNK_OCTETS` (and :data:`QUERY_CHUNK`
-        messages); each chunk's rows are replaced in one transaction, so a search during the rebuild
-        finds every message (old or new row), and messages stored meanwhile are indexed by their writer.
-        Then rows of messages no longer in the archive are dropped and the index is optimised.
+        A new index is filled beside the old one (:data:`maild.archive.fts.REBUILD_TABLE`), one
+        transaction per chunk of :data:`maild.archive.fts.FILL_CHUNK_OCTETS`, so searches meanwhile
+        use the old index and the daemon keeps storing (and indexing into the old one). A last
+        transaction indexes what was stored meanwhile and puts the new index in the old one's place.
 
         Args:
             progress: called with (messages done, total) after each chunk.
@@ -862,42 +865,39 @@ class Store:
             The number of messages indexed.
 
         Raises:
-            StoreError: SQLite failed; chunks committed before stay indexed.
+            StoreError: SQLite failed; the old index stays in use.
         """
-        rows = await self._all("SELECT id, size_octets FROM messages ORDER BY id")
-        sizes = [(int(r[0]), int(r[1])) for r in rows]
-        done = 0
-        chunk: list[int] = []
-        octets = 0
-        for n, (message, size) in enumerate(sizes, 1):
-            chunk.append(message)
-            octets += size
-            if n == len(sizes) or octets >= REINDEX_CHUNK_OCTETS or len(chunk) >= QUERY_CHUNK:
-                await self._reindex_chunk(chunk)
-                done += len(chunk)
-                chunk, octets = [], 0
-                if progress is not None:
-                    progress(done, len(sizes))
-        await self._write(
-            [
-                ("DELETE FROM messages_fts WHERE rowid NOT IN (SELECT id FROM messages)", (), False),
-                ("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')", (), False),
-            ]
-        )
-        return done
 
-    async def _reindex_chunk(self, ids: list[int]) -> None:
-        raws = await self.raw_messages(ids)
-        rows = await asyncio.to_thread(
-            lambda: [(message, *index_text(raw).row()) for message, raw in raws.items()]
-        )
-        marks = ",".join("?" * len(ids))
-        await self._write(
-            [
-                (f"DELETE FROM messages_fts WHERE rowid IN ({marks})", ids, False),  # noqa: S608
-                (_INSERT_FTS, rows, True),
-            ]
-        )
+        async def start() -> list[list[int]]:
+            await self._conn.execute(f"DROP TABLE IF EXISTS {fts.REBUILD_TABLE}")
+            await self._conn.execute(fts.create_sql(fts.REBUILD_TABLE))
+            return await fts.message_chunks(self._conn, "SELECT id FROM messages")
+
+        chunks = await self._atomic(start, "starting the index rebuild")
+        total = sum(len(chunk) for chunk in chunks)
+        done = 0
+        for chunk in chunks:
+
+            async def fill(chunk: list[int] = chunk) -> None:
+                await self._conn.executemany(fts.insert_sql(fts.REBUILD_TABLE), await fts.rows_of(self._conn, chunk))
+
+            await self._atomic(fill, "rebuilding the index")
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+
+        async def finish() -> int:
+            late = await fts.fill(
+                self._conn,
+                f"SELECT id FROM messages EXCEPT SELECT id FROM {fts.REBUILD_TABLE}_docsize",  # noqa: S608
+                fts.REBUILD_TABLE,
+            )
+            await self._conn.execute(f"DROP TABLE {fts.FTS_TABLE}")
+            await self._conn.execute(f"ALTER TABLE {fts.REBUILD_TABLE} RENAME TO {fts.FTS_TABLE}")
+            await self._conn.execute(f"INSERT INTO {fts.FTS_TABLE} ({fts.FTS_TABLE}) VALUES ('optimize')")  # noqa: S608
+            return late
+
+        return done + await self._atomic(finish, "replacing the index")
 
     # -- status -----------------------------------------------------------------------------------
 
