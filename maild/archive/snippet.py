@@ -102,7 +102,9 @@ def _column_snippet(text: str, terms: list[_Term]) -> tuple[int, str]:
         pieces.append(f"[{w.group()}]" if hits[n] >= 0 else w.group())
         position = w.end()
     quoted = " ".join("".join(pieces).split())
-    return best_found, (ELLIPSIS.lstrip() if best_start else "") + quoted + (ELLIPSIS.rstrip() if end < len(words) else "")
+    before = ELLIPSIS.lstrip() if best_start else ""
+    after = ELLIPSIS.rstrip() if end < len(words) else ""
+    return best_found, before + quoted + after
 
 
 def make_snippet(raw: bytes, query: str) -> str:

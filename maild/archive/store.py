@@ -37,6 +37,7 @@ from maild.archive import fts
 from maild.archive.index_text import index_text
 from maild.archive.schema import (
     _MIGRATIONS,
+    FTS_TABLE,
     PAGE_SIZE,
     QUERY_CHUNK,
     SCHEMA_VERSION,
@@ -879,7 +880,8 @@ class Store:
         for chunk in chunks:
 
             async def fill(chunk: list[int] = chunk) -> None:
-                await self._conn.executemany(fts.insert_sql(fts.REBUILD_TABLE), await fts.rows_of(self._conn, chunk))
+                rows = await fts.rows_of(self._conn, chunk)
+                await self._conn.executemany(fts.insert_sql(fts.REBUILD_TABLE), rows)
 
             await self._atomic(fill, "rebuilding the index")
             done += len(chunk)
@@ -892,9 +894,9 @@ class Store:
                 f"SELECT id FROM messages EXCEPT SELECT id FROM {fts.REBUILD_TABLE}_docsize",  # noqa: S608
                 fts.REBUILD_TABLE,
             )
-            await self._conn.execute(f"DROP TABLE {fts.FTS_TABLE}")
-            await self._conn.execute(f"ALTER TABLE {fts.REBUILD_TABLE} RENAME TO {fts.FTS_TABLE}")
-            await self._conn.execute(f"INSERT INTO {fts.FTS_TABLE} ({fts.FTS_TABLE}) VALUES ('optimize')")  # noqa: S608
+            await self._conn.execute(f"DROP TABLE {FTS_TABLE}")
+            await self._conn.execute(f"ALTER TABLE {fts.REBUILD_TABLE} RENAME TO {FTS_TABLE}")
+            await self._conn.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('optimize')")  # noqa: S608
             return late
 
         return done + await self._atomic(finish, "replacing the index")
