@@ -19,7 +19,7 @@ import html
 import re
 from dataclasses import dataclass
 
-from maild.archive.mime import walk
+from maild.archive.mime import blank_line, header_fields, walk
 from maild.message import MAX_HEADER_OCTETS, decode_field
 from maild.model import HeaderSummary
 
@@ -35,9 +35,8 @@ PLAIN_OCTETS_PER_CHAR = 6
 """Encoded octets decoded per character still wanted from a text/plain part: a quoted-printable
 UTF-8 umlaut takes six (``=C3=BC``), so the limit never cuts text that would have been kept."""
 
-_FIELD_RE = re.compile(rb"^(from|to|cc|subject)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-_CC_RE = re.compile(rb"^(cc)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-_EMPTY_LINE_RE = re.compile(rb"\r?\n\r?\n")
+_FIELDS = (b"from", b"to", b"cc", b"subject")
+_CC = (b"cc",)
 _SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 _BLOCK_RE = re.compile(r"<(?:br|p|div|li|tr|h[1-6]|table|hr)\b[^>]*>", re.IGNORECASE)
@@ -98,13 +97,13 @@ def _header_fields(raw: bytes, *, only_cc: bool) -> dict[bytes, list[str]]:
     # The header section is searched in place (no copy of up to MAX_HEADER_OCTETS octets).
     if raw.startswith((b"\r\n", b"\n")):
         return {}
-    blank = _EMPTY_LINE_RE.search(raw, 0, MAX_HEADER_OCTETS)
-    end = blank.start() if blank else min(len(raw), MAX_HEADER_OCTETS)
+    blank = blank_line(raw, 0, MAX_HEADER_OCTETS)
+    head = raw[: blank[0] if blank else MAX_HEADER_OCTETS]
     found: dict[bytes, list[str]] = {}
-    for match in (_CC_RE if only_cc else _FIELD_RE).finditer(raw, 0, end):
-        value = decode_field(match.group(2))
+    for name, body in header_fields(head, _CC if only_cc else _FIELDS):
+        value = decode_field(body)
         if value:
-            found.setdefault(match.group(1).lower(), []).append(value)
+            found.setdefault(name, []).append(value)
     return found
 
 

@@ -95,12 +95,14 @@ def _column_snippet(text: str, terms: list[_Term]) -> tuple[int, str]:
             best_start, best_found = start, found
     end = min(len(words), best_start + SNIPPET_TOKENS)
     pieces: list[str] = []
-    position = words[best_start].start()
+    position = words[best_start].start() if best_start else 0
     for n in range(best_start, end):
         w = words[n]
         pieces.append(text[position : w.start()])
         pieces.append(f"[{w.group()}]" if hits[n] >= 0 else w.group())
         position = w.end()
+    if end == len(words):  # the window reaches the end: its closing punctuation too
+        pieces.append(text[position:])
     quoted = " ".join("".join(pieces).split())
     before = ELLIPSIS.lstrip() if best_start else ""
     after = ELLIPSIS.rstrip() if end < len(words) else ""
