@@ -16,6 +16,7 @@ from typing import Any
 from maild.archive.schema import QUERY_CHUNK, SCHEMA_VERSION, utc_text
 from maild.archive.snippet import SNIPPET_SOURCE_OCTETS, make_snippet
 from maild.errors import StoreError
+from maild.model import HeaderSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,11 @@ def _filter_sql(flt: MessageFilter) -> tuple[list[str], list[Any]]:
         where.append("maild_contains(m.subject, ?)")
         params.append(flt.subject_text)
     return where, params
+
+
+def _summary(message: ArchivedMessage) -> HeaderSummary:
+    """The decoded header fields the archive keeps, for :func:`maild.archive.snippet.make_snippet`."""
+    return HeaderSummary(None, None, message.from_header, message.to_header, message.subject)
 
 
 def _contains(haystack: str | None, needle: str) -> bool:
@@ -299,7 +305,7 @@ class ArchiveReader:
         sources = self._snippet_sources([int(r[0]) for r in rows])
         messages = self._with_locations([r[:9] for r in rows])
         return [
-            SearchHit(m, make_snippet(sources.get(int(r[0]), b""), query), float(r[9]))
+            SearchHit(m, make_snippet(sources.get(m.id, b""), query, _summary(m)), float(r[9]))
             for m, r in zip(messages, rows, strict=True)
         ]
 
