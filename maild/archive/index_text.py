@@ -25,12 +25,13 @@ from maild.model import HeaderSummary
 
 MAX_TEXT_PART_OCTETS = 512 * 1024
 """Encoded octets of one HTML part decoded for the index (markup and all); the rest is not indexed."""
-MAX_BODY_CHARS = 8_000
-"""Characters of body text indexed per message: about 1,200 words, three pages of a letter. What
-follows them (the rest of a long text, usually the quoted earlier messages of a thread) is **not
-searchable**. Tokenising the text is most of what the index costs on the fetch path: 200,000 (the
-first limit) left indexing at 34-42 % of the fetch's CPU on the benchmark's corpus, whose bodies are
-10.6 KB of text on average (docs/performance.md, "Full-text search")."""
+MAX_BODY_CHARS = 5_000
+"""Characters of body text indexed per message: about 750 words, a letter of a page and a half. What
+follows them (the rest of a long text; in a reply, usually the quoted earlier messages, which are
+indexed with those messages) is **not searchable**. Tokenising the text is most of what the index
+costs on the fetch path: with 200,000 (the first limit) indexing added 34-42 % to the fetch's CPU on
+the benchmark's corpus, whose bodies hold 10.6 KB of text on average (docs/performance.md, "Full-text
+search")."""
 PLAIN_OCTETS_PER_CHAR = 6
 """Encoded octets decoded per character still wanted from a text/plain part: a quoted-printable
 UTF-8 umlaut takes six (``=C3=BC``), so the limit never cuts text that would have been kept."""
