@@ -866,7 +866,8 @@ class Store:
             The number of messages indexed.
 
         Raises:
-            StoreError: SQLite failed; the old index stays in use.
+            StoreError: SQLite failed, or messages were purged during the rebuild; the old index
+                stays in use.
         """
 
         async def start() -> list[list[int]]:
@@ -889,6 +890,14 @@ class Store:
                 progress(done, total)
 
         async def finish() -> int:
+            async with self._conn.execute(
+                f"SELECT count(*) FROM {fts.REBUILD_TABLE}_docsize WHERE id NOT IN (SELECT id FROM messages)"  # noqa: S608
+            ) as cur:
+                (purged,) = await cur.fetchone() or (0,)
+            if purged:  # deleted meanwhile (maild accounts remove --purge): their rows cannot be removed
+                raise StoreError(
+                    f"{purged} messages were deleted during the rebuild; run `maild reindex` again"
+                )
             late = await fts.fill(
                 self._conn,
                 f"SELECT id FROM messages EXCEPT SELECT id FROM {fts.REBUILD_TABLE}_docsize",  # noqa: S608
