@@ -6,6 +6,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from maild.archive.index_text import MAX_BODY_CHARS
 from maild.archive.move_queries import MigrationStore
 from maild.archive.query import render_list, score_value
@@ -13,6 +15,7 @@ from maild.archive.reader import ArchivedMessage, ArchiveReader, LocationState, 
 from maild.archive.schema import FTS_COLUMNS
 from maild.archive.snippet import make_snippet, query_terms
 from maild.archive.store import Store
+from maild.errors import StoreError
 from maild.model import POP3Key, RetrievedMessage
 from tests.support.archive import build_archive, letter, pop
 
@@ -114,6 +117,38 @@ async def test_reindex_replaces_the_index_and_keeps_messages_stored_meanwhile(tm
     assert sorted(subjects(db, "vertrag")) == ["Vertrag 1", "Vertrag 2", "Vertrag 3"]
     with ArchiveReader(db) as reader:
         assert reader.index_coverage() == (3, 3)
+
+
+async def test_reindex_refuses_an_index_with_rows_of_messages_purged_meanwhile(tmp_path: Path) -> None:
+    """Steps: reindex fills the new table; an account is purged before the swap; reindex fails with one
+    line saying to run it again, the old index stays in use and without the purged message's words."""
+    db = tmp_path / "maild.sqlite3"
+    await build_archive(
+        db,
+        [
+            ("keep", pop(1), letter(1, subject="Vertrag 1")),
+            ("gone", pop(2), letter(2, subject="Vertrag 2", body=b"Wasserschaden\r\n")),
+        ],
+    )
+    store = await MigrationStore.open(db)
+    try:
+        original = store._atomic
+
+        async def atomic(work, what):  # type: ignore[no-untyped-def]
+            if what == "replacing the index":
+                assert await store.purge_account("gone") == 1
+            return await original(work, what)
+
+        store._atomic = atomic  # type: ignore[method-assign]
+        with pytest.raises(StoreError, match=r"1 messages were deleted during the rebuild; run `maild reindex` again"):
+            await store.reindex()
+        store._atomic = original  # type: ignore[method-assign]
+        assert await store.reindex() == 1  # the next run starts afresh
+    finally:
+        await store.close()
+
+    assert subjects(db, "vertrag") == ["Vertrag 1"]
+    assert subjects(db, "wasserschaden") == []
 
 
 def test_query_terms_keep_words_phrases_and_prefixes_but_not_operators_or_negated_words() -> None:
