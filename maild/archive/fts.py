@@ -17,12 +17,14 @@ message in the transaction that stores it, so search is never behind the archive
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import aiosqlite
 
 from maild.archive.index_text import index_text
 from maild.archive.schema import FTS_COLUMNS, FTS_TABLE, fts_create_sql
+from maild.errors import StoreError
 from maild.message import summarise
 
 REBUILD_TABLE = "messages_fts_rebuild"
@@ -141,6 +143,69 @@ async def unindex(conn: aiosqlite.Connection, ids_sql: str) -> int:
         await conn.executemany(statement, await rows_of(conn, chunk))
         done += len(chunk)
     return done
+
+
+Atomic = Callable[[Callable[[], Awaitable[Any]], str], Awaitable[Any]]
+"""The store's ``_atomic``: runs a coroutine function in one write transaction (what: for errors)."""
+
+
+async def rebuild(
+    conn: aiosqlite.Connection, atomic: Atomic, progress: Callable[[int, int], None] | None
+) -> int:
+    """Rebuild the index beside the old one, then put it in the old one's place (``maild reindex``).
+
+    :data:`REBUILD_TABLE` is filled in one transaction per chunk (:func:`message_chunks`), so searches
+    meanwhile use the old index and the daemon keeps storing (and indexing into the old one). A last
+    transaction indexes what was stored meanwhile and replaces the old table.
+
+    Args:
+        conn: the store's connection.
+        atomic: the store's transaction runner.
+        progress: called with (messages done, total) after each chunk.
+
+    Returns:
+        The number of messages indexed.
+
+    Raises:
+        StoreError: SQLite failed (from ``atomic``), or messages were purged during the rebuild (their
+            rows in the new table cannot be removed); the old index stays in use.
+    """
+
+    async def start() -> list[list[int]]:
+        await conn.execute(f"DROP TABLE IF EXISTS {REBUILD_TABLE}")
+        await conn.execute(create_sql(REBUILD_TABLE))
+        return await message_chunks(conn, "SELECT id FROM messages")
+
+    chunks: list[list[int]] = await atomic(start, "starting the index rebuild")
+    total = sum(len(chunk) for chunk in chunks)
+    done = 0
+    for chunk in chunks:
+
+        async def fill_chunk(chunk: list[int] = chunk) -> None:
+            await conn.executemany(insert_sql(REBUILD_TABLE), await rows_of(conn, chunk))
+
+        await atomic(fill_chunk, "rebuilding the index")
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
+
+    async def finish() -> int:
+        async with conn.execute(
+            f"SELECT count(*) FROM {REBUILD_TABLE}_docsize WHERE id NOT IN (SELECT id FROM messages)"  # noqa: S608
+        ) as cur:
+            (purged,) = await cur.fetchone() or (0,)
+        if purged:  # deleted meanwhile (maild accounts remove --purge)
+            raise StoreError(f"{purged} messages were deleted during the rebuild; run `maild reindex` again")
+        late = await fill(
+            conn, f"SELECT id FROM messages EXCEPT SELECT id FROM {REBUILD_TABLE}_docsize", REBUILD_TABLE  # noqa: S608
+        )
+        await conn.execute(f"DROP TABLE {FTS_TABLE}")
+        await conn.execute(f"ALTER TABLE {REBUILD_TABLE} RENAME TO {FTS_TABLE}")
+        await conn.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('optimize')")  # noqa: S608
+        return late
+
+    late: int = await atomic(finish, "replacing the index")
+    return done + late
 
 
 async def migrate_to_contentless(conn: aiosqlite.Connection) -> None:

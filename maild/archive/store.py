@@ -37,7 +37,6 @@ from maild.archive import fts
 from maild.archive.index_text import index_text
 from maild.archive.schema import (
     _MIGRATIONS,
-    FTS_TABLE,
     PAGE_SIZE,
     QUERY_CHUNK,
     SCHEMA_VERSION,
@@ -869,46 +868,7 @@ class Store:
             StoreError: SQLite failed, or messages were purged during the rebuild; the old index
                 stays in use.
         """
-
-        async def start() -> list[list[int]]:
-            await self._conn.execute(f"DROP TABLE IF EXISTS {fts.REBUILD_TABLE}")
-            await self._conn.execute(fts.create_sql(fts.REBUILD_TABLE))
-            return await fts.message_chunks(self._conn, "SELECT id FROM messages")
-
-        chunks = await self._atomic(start, "starting the index rebuild")
-        total = sum(len(chunk) for chunk in chunks)
-        done = 0
-        for chunk in chunks:
-
-            async def fill(chunk: list[int] = chunk) -> None:
-                rows = await fts.rows_of(self._conn, chunk)
-                await self._conn.executemany(fts.insert_sql(fts.REBUILD_TABLE), rows)
-
-            await self._atomic(fill, "rebuilding the index")
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-
-        async def finish() -> int:
-            async with self._conn.execute(
-                f"SELECT count(*) FROM {fts.REBUILD_TABLE}_docsize WHERE id NOT IN (SELECT id FROM messages)"  # noqa: S608
-            ) as cur:
-                (purged,) = await cur.fetchone() or (0,)
-            if purged:  # deleted meanwhile (maild accounts remove --purge): their rows cannot be removed
-                raise StoreError(
-                    f"{purged} messages were deleted during the rebuild; run `maild reindex` again"
-                )
-            late = await fts.fill(
-                self._conn,
-                f"SELECT id FROM messages EXCEPT SELECT id FROM {fts.REBUILD_TABLE}_docsize",  # noqa: S608
-                fts.REBUILD_TABLE,
-            )
-            await self._conn.execute(f"DROP TABLE {FTS_TABLE}")
-            await self._conn.execute(f"ALTER TABLE {fts.REBUILD_TABLE} RENAME TO {FTS_TABLE}")
-            await self._conn.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('optimize')")  # noqa: S608
-            return late
-
-        return done + await self._atomic(finish, "replacing the index")
+        return await fts.rebuild(self._conn, self._atomic, progress)
 
     # -- status -----------------------------------------------------------------------------------
 
