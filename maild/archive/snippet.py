@@ -24,8 +24,11 @@ from maild.model import HeaderSummary
 
 SNIPPET_TOKENS = 12
 """Words of context in a search hit's snippet."""
-SNIPPET_SOURCE_OCTETS = 2**20
-"""Octets of a hit's message read to make its snippet (1 MiB); words beyond them are not quoted."""
+SNIPPET_SOURCE_OCTETS = 256 * 1024
+"""Octets of a hit's message read to make its snippet (256 KiB: the text parts come first in almost all
+mail, and 50 hits then read at most 12.5 MiB); words beyond them are not quoted."""
+MAX_HIGHLIGHT_TERMS = 32
+"""Words of a query that are looked for in the snippet; the rest of a longer query is not marked."""
 ELLIPSIS = " … "
 
 _WORD_CHAR = r"[^\W_]"
@@ -170,7 +173,7 @@ def make_snippet(raw: bytes, query: str, summary: HeaderSummary | None = None) -
         One line of text; empty if the message has no text at all.
     """
     text = index_text(raw, summary)
-    terms = query_terms(query)
+    terms = query_terms(query)[:MAX_HIGHLIGHT_TERMS]
     pattern = _pattern(tuple(terms))
     wanted = len({t.word for t in terms})
     best: tuple[int, int, str, list[tuple[int, int]]] = (0, 0, "", [])
