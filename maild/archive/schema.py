@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 7; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 8; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -16,7 +16,7 @@ Layout (schema version 7; docs/archive.md documents it for readers such as the C
 - ``moves`` (v5): each move (``maild migrate`` of account ``source`` into ``target``), when it started
   and when ``maild retire`` finished it. While a move is unfinished, POP3 accounts whose server
   holds what the target holds delete nothing (:mod:`maild.archive.move_guard`).
-- ``messages_fts`` (v3; contentless since v7): the FTS5 full-text index, one row per message
+- ``messages_fts`` (v3; contentless since v8): the FTS5 full-text index, one row per message
   (``rowid`` = ``messages.id``), written in the transaction that stores the message
   (:mod:`maild.archive.index_text` says what it holds, :mod:`maild.archive.fts` how it is kept).
 - ``retrieval_failures`` (v4): per account and server identity, how often in a row a message failed
@@ -28,6 +28,10 @@ Layout (schema version 7; docs/archive.md documents it for readers such as the C
 - ``account_history`` (v6): per account, what ``maild status`` shows about the past (last success,
   last IDLE push, last error and since when it fails, cycle and message counts), so that a reload or
   a restart does not reset it.
+- ``retrieval_failures.subject``, ``from_field``, ``date_field``, ``header_attempts`` (v7): the Subject,
+  From and Date of a message that failed to arrive, read by a separate, best-effort header fetch
+  (:mod:`maild.fetch.failed_headers`), decoded (RFC 2047); NULL while unknown; how often that fetch was
+  tried.
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -39,7 +43,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -56,7 +60,7 @@ FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 
 
 def fts_create_sql(table: str = FTS_TABLE) -> str:
-    """The ``CREATE VIRTUAL TABLE`` statement of the full-text index since schema version 7, named ``table``.
+    """The ``CREATE VIRTUAL TABLE`` statement of the full-text index since schema version 8, named ``table``.
 
     Contentless (``content=''``): positions and column sizes, no copy of the text (:mod:`maild.archive.fts`).
     """
@@ -185,9 +189,15 @@ _MIGRATIONS: dict[int, str] = {
         fetched_octets        INTEGER NOT NULL DEFAULT 0
     );
     """,
+    7: """
+    ALTER TABLE retrieval_failures ADD COLUMN subject TEXT;
+    ALTER TABLE retrieval_failures ADD COLUMN from_field TEXT;
+    ALTER TABLE retrieval_failures ADD COLUMN date_field TEXT;
+    ALTER TABLE retrieval_failures ADD COLUMN header_attempts INTEGER NOT NULL DEFAULT 0;
+    """,
     # The index becomes contentless; maild.archive.fts.migrate_to_contentless then fills it in the
     # same transaction (Store._setup runs the Python step of a version after its SQL).
-    7: f"""
+    8: f"""
     DROP TABLE messages_fts;
     {fts_create_sql()};
     """,

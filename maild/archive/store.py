@@ -92,7 +92,7 @@ LARGE_BLOB_OCTETS = 2**20
 binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
 _BLOB_CHUNK_OCTETS = 2**20
 _MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {
-    7: fts.migrate_to_contentless,
+    8: fts.migrate_to_contentless,
 }
 """Python steps of schema versions, run after the version's SQL in its transaction."""
 

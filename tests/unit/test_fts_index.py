@@ -1,4 +1,4 @@
-"""The contentless full-text index: the schema-7 migration, purges, rebuilds, and snippets made in Python."""
+"""The contentless full-text index: the schema-8 migration, purges, rebuilds, and snippets made in Python."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def subjects(db: Path, query: str) -> list[str | None]:
         return [h.message.subject for h in reader.search(query, MessageFilter())]
 
 
-async def test_upgrading_a_schema_6_archive_makes_the_index_contentless_and_complete(tmp_path: Path) -> None:
+async def test_upgrading_a_schema_7_archive_makes_the_index_contentless_and_complete(tmp_path: Path) -> None:
     """Steps: an archive with the version-3 index (a copy of the text, two of three messages indexed)
-    at schema 6; the store opens it: schema 7, no text copy, every message found."""
+    at schema 7; the store opens it: schema 8, no text copy, every message found."""
     db = tmp_path / "maild.sqlite3"
     await build_archive(db, [("anna-pop", pop(n), letter(n, subject=f"Vertrag {n}")) for n in (1, 2, 3)])
     with sqlite3.connect(db) as conn:
@@ -49,7 +49,7 @@ async def test_upgrading_a_schema_6_archive_makes_the_index_contentless_and_comp
         conn.execute(
             "INSERT INTO messages_fts (rowid, subject) SELECT id, subject FROM messages WHERE id < 3"
         )
-        conn.execute("PRAGMA user_version = 6")
+        conn.execute("PRAGMA user_version = 7")
     assert "messages_fts_content" in tables(db)
 
     async with await Store.open(db):
