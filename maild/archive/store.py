@@ -227,6 +227,8 @@ class Store:
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (see :meth:`locations`)."""
         self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
+        self._index_rebuilt = False
+        """True when opening migrated the archive through a version that rebuilt the full-text index."""
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -331,6 +333,7 @@ class Store:
                         await self._conn.execute(statement)
                     if target in _MIGRATION_STEPS:
                         await _MIGRATION_STEPS[target](self._conn)
+                        self._index_rebuilt |= _MIGRATION_STEPS[target] is fts.migrate_to_contentless
                     await self._conn.execute(f"PRAGMA user_version = {target}")
                     await self._conn.execute("COMMIT")
                 except BaseException:
@@ -857,6 +860,8 @@ class Store:
         transaction per chunk of :data:`maild.archive.fts.FILL_CHUNK_OCTETS`, so searches meanwhile
         use the old index and the daemon keeps storing (and indexing into the old one). A last
         transaction indexes what was stored meanwhile and puts the new index in the old one's place.
+        If opening the archive just migrated it through a version that rebuilt the index (version
+        8), that is not done twice.
 
         Args:
             progress: called with (messages done, total) after each chunk.
@@ -868,6 +873,12 @@ class Store:
             StoreError: SQLite failed, or messages were purged during the rebuild; the old index
                 stays in use.
         """
+        if self._index_rebuilt:  # opening just did it (schema migration): not twice
+            self._index_rebuilt = False
+            total = int(await self._scalar("SELECT count(*) FROM messages"))
+            if progress is not None:
+                progress(total, total)
+            return total
         return await fts.rebuild(self._conn, self._atomic, progress)
 
     # -- status -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from maild.archive import fts
 from maild.archive.index_text import MAX_BODY_CHARS
 from maild.archive.move_queries import MigrationStore
 from maild.archive.query import render_list, score_value
@@ -38,9 +39,12 @@ def subjects(db: Path, query: str) -> list[str | None]:
         return [h.message.subject for h in reader.search(query, MessageFilter())]
 
 
-async def test_upgrading_a_schema_7_archive_makes_the_index_contentless_and_complete(tmp_path: Path) -> None:
+async def test_upgrading_a_schema_7_archive_makes_the_index_contentless_and_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Steps: an archive with the version-3 index (a copy of the text, two of three messages indexed)
-    at schema 7; the store opens it: schema 8, no text copy, every message found."""
+    at schema 7; the store opens it: schema 8, no text copy, every message found; a reindex right
+    after does not rebuild it a second time."""
     db = tmp_path / "maild.sqlite3"
     await build_archive(db, [("anna-pop", pop(n), letter(n, subject=f"Vertrag {n}")) for n in (1, 2, 3)])
     with sqlite3.connect(db) as conn:
@@ -52,8 +56,14 @@ async def test_upgrading_a_schema_7_archive_makes_the_index_contentless_and_comp
         conn.execute("PRAGMA user_version = 7")
     assert "messages_fts_content" in tables(db)
 
-    async with await Store.open(db):
-        pass
+    async with await Store.open(db) as store:
+        rebuilt = store.reindex  # `maild reindex` right after: the migration rebuilt it already
+
+        async def not_again(*args: object) -> int:
+            raise AssertionError("rebuilt twice")
+
+        monkeypatch.setattr(fts, "rebuild", not_again)
+        assert await rebuilt() == 3
 
     assert "messages_fts_content" not in tables(db)
     with ArchiveReader(db) as reader:
