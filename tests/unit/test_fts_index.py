@@ -204,6 +204,15 @@ def test_text_beyond_the_body_limit_is_not_searchable(tmp_path: Path) -> None:
     assert subjects(db, "spaetwort") == []
 
 
+def test_snippets_survive_queries_full_of_syntax_and_expression_characters() -> None:
+    """Query text is never an expression: brackets, backslashes, quotes and stars only mark words or nothing."""
+    raw = letter(1, subject="Preis (netto)", body=b"Summe 1.500,00 EUR [brutto] a\\b*c\r\n")
+    for query in ('(.*)+', '"unclosed', "\\", "a\\b*", "[brutto]", "NOT", '""', "*", "sender:", "x" * 5000, "ä " * 100):
+        assert isinstance(make_snippet(raw, query), str)
+    assert make_snippet(raw, '"1.500,00"') == "Summe [1].[500],[00] EUR [brutto] a\\b*c"
+    assert make_snippet(raw, "(netto)") == "Preis ([netto])"
+
+
 def _message(subject: str, accounts: list[str]) -> ArchivedMessage:
     return ArchivedMessage(
         id=1, sha256="ab" * 32, size_octets=1234, message_id=None, date="2026-03-02T09:00:00Z",
