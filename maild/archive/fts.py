@@ -1,6 +1,6 @@
 """The full-text index's table (``messages_fts``): its layout, and filling, rebuilding and unindexing it.
 
-Layout (schema version 8): a *contentless* FTS5 table (``content=''``): it keeps each word's
+Layout (schema version 9): a *contentless* FTS5 table (``content=''``): it keeps each word's
 positions (so phrases and ``NEAR`` work) and each column's size in words (``messages_fts_docsize``,
 for BM25), but no copy of the text. That copy was 80 % of the index's size and a third of its
 writing cost (docs/performance.md, "Full-text search"); snippets are made from the message itself
@@ -8,7 +8,7 @@ writing cost (docs/performance.md, "Full-text search"); snippets are made from t
 can only be removed by handing FTS5 the very text it indexed (the ``'delete'`` command), so
 :func:`unindex` recomputes it with :func:`index_row`. Hence the rule: **a change to what
 :func:`maild.archive.index_text.index_text` extracts needs a schema migration that rebuilds the
-index** (as version 8 does), or such a delete would leave stale words behind.
+index** (as version 9 does), or such a delete would leave stale words behind.
 
 Everything runs on the caller's connection inside the caller's transaction: the store indexes a
 message in the transaction that stores it, so search is never behind the archive.
@@ -40,7 +40,7 @@ IndexRow = tuple[int, str, str, str, str, str]
 
 
 def create_sql(table: str = FTS_TABLE) -> str:
-    """The ``CREATE VIRTUAL TABLE`` statement of the index (schema version 8) under the name ``table``."""
+    """The ``CREATE VIRTUAL TABLE`` statement of the index (schema version 9) under the name ``table``."""
     return fts_create_sql(table)
 
 
@@ -209,7 +209,7 @@ async def rebuild(
 
 
 async def migrate_to_contentless(conn: aiosqlite.Connection) -> None:
-    """Schema version 8's step after its SQL: index every archived message in the new table.
+    """Schema version 9's step after its SQL: index every archived message in the new table.
 
     Runs in the migration's transaction, so the upgraded archive is never without its index.
     """

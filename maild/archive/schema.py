@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 8; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 9; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -16,7 +16,7 @@ Layout (schema version 8; docs/archive.md documents it for readers such as the C
 - ``moves`` (v5): each move (``maild migrate`` of account ``source`` into ``target``), when it started
   and when ``maild retire`` finished it. While a move is unfinished, POP3 accounts whose server
   holds what the target holds delete nothing (:mod:`maild.archive.move_guard`).
-- ``messages_fts`` (v3; contentless since v8): the FTS5 full-text index, one row per message
+- ``messages_fts`` (v3; contentless since v9): the FTS5 full-text index, one row per message
   (``rowid`` = ``messages.id``), written in the transaction that stores the message
   (:mod:`maild.archive.index_text` says what it holds, :mod:`maild.archive.fts` how it is kept).
 - ``retrieval_failures`` (v4): per account and server identity, how often in a row a message failed
@@ -32,6 +32,11 @@ Layout (schema version 8; docs/archive.md documents it for readers such as the C
   From and Date of a message that failed to arrive, read by a separate, best-effort header fetch
   (:mod:`maild.fetch.failed_headers`), decoded (RFC 2047); NULL while unknown; how often that fetch was
   tried.
+- ``alert_memory`` (v8): the alerts sent and still open (per account and kind; ``account`` is ``''``
+  for the daemon and its disk), when each started and was last sent, so that a restart neither sends
+  them again nor forgets to send the recovery notice; ``account_history.auth_failures`` (v8): the
+  refused logins in a row, so that a restart does not give a locked-out account fresh tries.
+  ``account_history.fetched_messages``/``fetched_octets`` are counted in each batch's transaction.
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -43,7 +48,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -60,7 +65,7 @@ FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 
 
 def fts_create_sql(table: str = FTS_TABLE) -> str:
-    """The ``CREATE VIRTUAL TABLE`` statement of the full-text index since schema version 8, named ``table``.
+    """The ``CREATE VIRTUAL TABLE`` statement of the full-text index since schema version 9, named ``table``.
 
     Contentless (``content=''``): positions and column sizes, no copy of the text (:mod:`maild.archive.fts`).
     """
@@ -195,9 +200,21 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE retrieval_failures ADD COLUMN date_field TEXT;
     ALTER TABLE retrieval_failures ADD COLUMN header_attempts INTEGER NOT NULL DEFAULT 0;
     """,
+    8: """
+    CREATE TABLE alert_memory (
+        account     TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        since       TEXT NOT NULL,
+        sent_at     TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        next_step   TEXT NOT NULL,
+        PRIMARY KEY (account, kind)
+    );
+    ALTER TABLE account_history ADD COLUMN auth_failures INTEGER NOT NULL DEFAULT 0;
+    """,
     # The index becomes contentless; maild.archive.fts.migrate_to_contentless then fills it in the
     # same transaction (Store._setup runs the Python step of a version after its SQL).
-    8: f"""
+    9: f"""
     DROP TABLE messages_fts;
     {fts_create_sql()};
     """,

@@ -1,4 +1,4 @@
-"""The contentless full-text index: the schema-8 migration, purges, rebuilds, and snippets made in Python."""
+"""The contentless full-text index: the schema-9 migration, purges, rebuilds, and snippets made in Python."""
 
 from __future__ import annotations
 
@@ -39,11 +39,11 @@ def subjects(db: Path, query: str) -> list[str | None]:
         return [h.message.subject for h in reader.search(query, MessageFilter())]
 
 
-async def test_upgrading_a_schema_7_archive_makes_the_index_contentless_and_complete(
+async def test_upgrading_a_schema_8_archive_makes_the_index_contentless_and_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Steps: an archive with the version-3 index (a copy of the text, two of three messages indexed)
-    at schema 7; the store opens it: schema 8, no text copy, every message found; a reindex right
+    at schema 8; the store opens it: schema 9, no text copy, every message found; a reindex right
     after does not rebuild it a second time."""
     db = tmp_path / "maild.sqlite3"
     await build_archive(db, [("anna-pop", pop(n), letter(n, subject=f"Vertrag {n}")) for n in (1, 2, 3)])
@@ -53,7 +53,7 @@ async def test_upgrading_a_schema_7_archive_makes_the_index_contentless_and_comp
         conn.execute(
             "INSERT INTO messages_fts (rowid, subject) SELECT id, subject FROM messages WHERE id < 3"
         )
-        conn.execute("PRAGMA user_version = 7")
+        conn.execute("PRAGMA user_version = 8")
     assert "messages_fts_content" in tables(db)
 
     async with await Store.open(db) as store:
