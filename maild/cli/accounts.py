@@ -25,6 +25,7 @@ from maild.cli.authorize import add_parser as add_authorize_parser  # issue 13: 
 from maild.cli.common import load_args_config, reload_daemon
 from maild.cli.provider_add import account_name, ask, oauth2_table, provider_steps
 from maild.cli.table import lines_by_person
+from maild.cli.units import count
 from maild.config.dropin import (
     dropin_path,
     parse_setting,
@@ -236,7 +237,7 @@ def render_accounts(rows: list[AccountRow]) -> str:
         note = f"  migrated into {r.retired_into}" if r.retired_into else ""
         return [
             f"    {r.name:<20} {r.protocol:<5} {r.host or '-':<24} {r.state:<14}"
-            f" {r.messages:>7} messages{note}"
+            f" {count(r.messages):>7} messages{note}"
         ]
 
     lines = lines_by_person(rows, row_lines)

@@ -25,6 +25,7 @@ from maild.archive.move_queries import MigrationStore
 from maild.cli.common import reload_daemon
 from maild.cli.move_lines import line, now, setup
 from maild.cli.move_verify import unretire, verify_or_undo
+from maild.cli.units import count, human_size
 from maild.move.report import ReportRow, write_report
 
 if TYPE_CHECKING:  # maild.move.migrate is imported where used: start-up time other commands need not pay
@@ -264,7 +265,8 @@ class UploadMeter:
         self.last = now
         elapsed = now - self.started
         left = elapsed * (octets_total - octets) / octets if octets else 0.0
-        line = f"uploaded {done}/{total} ({_mb(octets)} of {_mb(octets_total)})" + (
+        sizes = f"{human_size(octets)} of {human_size(octets_total)}"
+        line = f"uploaded {count(done)}/{count(total)} ({sizes})" + (
             f", about {_duration(left)} left" if done < total else f" in {_duration(elapsed)}"
         )
         if self.live:
@@ -272,10 +274,6 @@ class UploadMeter:
         else:
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
-
-
-def _mb(octets: int) -> str:
-    return f"{octets / 1e6:.1f} MB"
 
 
 def _duration(seconds: float) -> str:
@@ -286,7 +284,8 @@ def render_plan(report: MigrationReport) -> str:
     """The plan printed before the first upload: how many, how big, into which mailbox."""
     octets = sum(e.size_octets for e in report.planned)
     b = report.before.target.name
-    return f"plan: {len(report.planned)} messages ({_mb(octets)}) into {b}, mailbox {report.target_mailbox}"
+    planned = f"{count(len(report.planned))} messages ({human_size(octets)})"
+    return f"plan: {planned} into {b}, mailbox {report.target_mailbox}"
 
 
 def _print_plan(report: MigrationReport) -> None:

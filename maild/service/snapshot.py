@@ -23,7 +23,7 @@ from maild.fetch.cycle import CycleResult
 from maild.model import FailureRecord, IMAPKey, MessageKey
 from maild.policy import SET_ASIDE_RETRY_S, next_deletion_due, set_aside
 from maild.service.replies import FetchOutcome
-from maild.service.scheduler import AccountRuntime
+from maild.service.scheduler import AUTH_LOCKOUT_FAILURES, AccountRuntime
 from maild.service.status import (
     AccountState,
     AccountStatus,
@@ -349,6 +349,26 @@ def fetch_outcome(rt: AccountRuntime, result: CycleResult | None) -> FetchOutcom
         octets=result.octets,
         seconds=round(result.seconds, 3),
         new_messages=result.new_messages,
+    )
+
+
+def locked_out_outcome(rt: AccountRuntime) -> FetchOutcome | None:
+    """``fetch-now``'s outcome for an account locked out after refused logins, not tried; else None.
+
+    A locked-out account is not logged into on request: each refusal counts towards the provider's
+    own lockout. The outcome is a failure (the account needs the administrator) that says what
+    ends the lockout.
+    """
+    if not rt.config.enabled or rt.paused or rt.auth_failures < AUTH_LOCKOUT_FAILURES:
+        return None
+    name = rt.config.name
+    return FetchOutcome(
+        name,
+        error=(
+            f"not tried: locked out after {rt.auth_failures} refused logins in a row; fix the password"
+            f" (a new password file or credential ends the lockout by itself) or run `maild resume {name}`"
+        ),
+        locked_out_since=rt.last_error_at or rt.failing_since,
     )
 
 

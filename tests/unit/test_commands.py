@@ -231,6 +231,24 @@ async def test_fetch_now_without_wait_queues(daemon: Daemon) -> None:
     assert await ask(daemon, command="fetch-now", account="anna-pop", wait=False) == {"queued": ["anna-pop"], "skipped": []}
 
 
+async def test_fetch_now_does_not_try_a_locked_out_account_and_says_why(daemon: Daemon) -> None:
+    """fetch-now of an account locked out after refused logins opens no session (another refusal would
+    count at the provider): a failure naming the lockout, since when and what ends it."""
+    locked = daemon.scheduler.accounts["broken-pop"]
+    locked.state, locked.auth_failures, locked.last_error_at = "auth_failed", 3, STARTED
+
+    reply = await ask(daemon, command="fetch-now", account="all")
+    queued = await ask(daemon, command="fetch-now", account="broken-pop", wait=False)
+
+    assert daemon.scheduler.requested == ["anna-pop", "bernd-pop"]
+    outcome = reply["results"]["broken-pop"]
+    assert outcome["ok"] is False
+    assert outcome["locked_out_since"] == "2026-03-02T09:00:00Z"
+    assert "locked out after 3 refused logins" in outcome["error"]
+    assert "`maild resume broken-pop`" in outcome["error"]
+    assert queued == {"queued": [], "skipped": ["broken-pop"]}
+
+
 async def test_fetch_now_of_an_unknown_account_requests_nothing(daemon: Daemon) -> None:
     """fetch-now of an unknown account is unknown-account and no cycle is requested."""
     with pytest.raises(ControlError) as info:
