@@ -1,11 +1,12 @@
 """The ``maild`` command line: run the daemon, fetch once, ask the daemon for status, check the config.
 
 Errors are one line on stderr, never a traceback. Exit codes (the table in docs/operations.md):
-0 success; 1 failure, or with ``status`` an account needing attention; 2 usage error (also an account
-name that is not configured); 3 ``status`` while the daemon is not running (systemctl's convention); 78 (``EX_CONFIG``, sysexits.h) ``run``
-with an invalid configuration, which the unit's ``RestartPreventExitStatus=`` names so that systemd
-stops retrying. ``maild check`` follows the monitoring-plugin convention (0 OK, 1 WARNING, 2
-CRITICAL, 3 UNKNOWN). Log lines go to stderr (:mod:`maild.log`), results to stdout.
+0 success; 1 failure, or with ``status`` an account needing attention; 2 usage error (also an
+account name that is not configured); 3 ``status`` while the daemon is not running (systemctl's
+convention); 78 (``EX_CONFIG``, sysexits.h) ``run`` with an invalid configuration, which the
+unit's ``RestartPreventExitStatus=`` names so that systemd stops retrying. ``maild check`` follows
+the monitoring-plugin convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). Log lines go to stderr
+(:mod:`maild.log`), results to stdout.
 """
 
 from __future__ import annotations
@@ -145,11 +146,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"maild: {exc}", file=sys.stderr)
         # A name the daemon does not know is the caller's mistake, like a wrong option: usage error.
         return EXIT_USAGE if exc.code == "unknown-account" else 1
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
     except (MaildError, OSError) as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _print_problems(exc: ConfigError) -> None:
+    """Each problem of an invalid configuration as its own ``maild: FILE: KEY: ...`` line on stderr."""
+    for problem in exc.problems:
+        print(f"maild: {problem}", file=sys.stderr)
 
 
 # -- without a daemon -----------------------------------------------------------------------------------
@@ -168,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         cfg = load_args_config(args)
     except ConfigError as exc:
-        print(f"maild: {exc}", file=sys.stderr)
+        _print_problems(exc)
         return EXIT_CONFIG
     log_format: LogFormat = cfg.daemon.log_format  # type: ignore[assignment]  # validated by the loader
     configure_logging(args.log_level or cfg.daemon.log_level, fmt=log_format)

@@ -208,6 +208,11 @@ def test_auth_lockout_after_three_refusals(dovecot: Dovecot, mail_user: MailUser
         assert acc["state"] == "auth_failed", acc
         assert acc["consecutive_failures"] == 3
         assert "not trying again" in str(acc["last_error"])
+        asked = maild_cli(cfg, "fetch-now", "locked")  # not tried: a 4th refusal would count at the provider
+        assert asked.returncode == 1, asked.stderr
+        assert asked.stdout.startswith("locked: LOCKED OUT since "), asked.stdout
+        assert "not tried: locked out after 3 refused logins" in asked.stdout
+        assert "`maild resume locked`" in asked.stdout
         time.sleep(1.5)
         acc = json.loads(maild_cli(cfg, "status", "--json").stdout)["accounts"][0]
         assert acc["consecutive_failures"] == 3, "a locked-out account tried again"
