@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from maild.archive.move_queries import MigrationStore
 from maild.cli.authorize import add_parser as add_authorize_parser  # issue 13: OAuth2 device sign-in
 from maild.cli.common import load_args_config, reload_daemon
@@ -402,6 +404,20 @@ def _add(args: argparse.Namespace) -> int:
 # -- set ----------------------------------------------------------------------------------------------
 
 
+def _edit_by_hand(name: str, source: Path, dropin: Path, updates: dict[str, Any]) -> str:
+    """What ``accounts set`` says for an account of a file it does not write: the TOML lines to put
+    there (no password value), and the other way, moving the table into its drop-in."""
+    lines = "; ".join(
+        f"{key} = ********" if "password" in key else tomli_w.dumps({key: value}).strip()
+        for key, value in updates.items()
+    )
+    return (
+        f"account {name} is defined in {source}, which maild never rewrites (your layout and comments"
+        f" stay): put `{lines}` in its [accounts.{name}] table there and run `maild reload`; or move"
+        f" that table into {dropin}, where `maild accounts set` can change it"
+    )
+
+
 def _set(args: argparse.Namespace) -> int:
     """``maild accounts set NAME KEY=VALUE...``: validated like the loader, written to the drop-in."""
     config = load_args_config(args)
@@ -410,12 +426,9 @@ def _set(args: argparse.Namespace) -> int:
     if account is None:
         raise ConfigError(f"{config.path}: no account named {name!r}")
     path = dropin_path(config.path, name)
-    if account.source != path:
-        raise ConfigError(
-            f"account {name} is defined in {account.source}, which maild never rewrites: change it there"
-            " (then `maild reload`)"
-        )
     updates = dict(parse_setting(text) for text in args.settings)
+    if account.source != path:
+        raise ConfigError(_edit_by_hand(name, account.source, path, updates))
     if "protocol" in updates:
         raise ConfigError(f"accounts.{name}.protocol: fixed for an account's life; add a new account instead")
     old = update_dropin(path, name, updates)
