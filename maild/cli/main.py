@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from maild import __version__
 from maild.cli import accounts, archive, backup, move
 from maild.cli.common import daemon_client, load_args_config, warn
+from maild.cli.manpage import render_manpage
 from maild.cli.status_view import (
     CHECK_CRITICAL,
     CHECK_UNKNOWN,
@@ -106,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not").set_defaults(
         handler=_check_config
     )
+    sub.add_parser(
+        "manpage", help="print this man page, maild(1), in roff: `maild manpage | man -l -` reads it"
+    ).set_defaults(handler=_manpage)
     for group in COMMAND_GROUPS:
         group.add_parsers(sub)
     _add_common_options(sub)
@@ -170,6 +174,17 @@ def _check_config(args: argparse.Namespace) -> int:
     for warning in cfg.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{cfg.path}: OK, {len(cfg.accounts)} accounts")
+    return 0
+
+
+def _manpage(args: argparse.Namespace) -> int:
+    """``maild manpage``: the page a wheel or .deb installs, for a source checkout (``| man -l -``).
+
+    Dated ``$SOURCE_DATE_EPOCH`` (seconds, UTC) when set, as the build does, else today (UTC).
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
+    sys.stdout.write(render_manpage(_parser(), __version__, moment.strftime("%Y-%m-%d")))
     return 0
 
 

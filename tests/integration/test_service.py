@@ -16,6 +16,7 @@ import pytest
 from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
+from tests.support.manpath import env_with_maild_manpage
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "maild.service"
@@ -85,7 +86,8 @@ def test_notify_protocol_ready_status_watchdog_reload_stopping(notify_socket: No
 
 
 def test_unit_is_hardened_and_valid(tmp_path: Path) -> None:
-    """`systemd-analyze security` rates the unit at exposure <= 2.0 and `systemd-analyze verify` accepts it."""
+    """`systemd-analyze security` rates the unit at exposure <= 2.0 and `systemd-analyze verify` accepts it
+    (including its Documentation=man:maild(1), which must resolve)."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
     out = subprocess.run(
@@ -102,8 +104,9 @@ def test_unit_is_hardened_and_valid(tmp_path: Path) -> None:
     unit = tmp_path / "maild.service"
     unit.write_text(UNIT.read_text().replace("/usr/local/bin/maild", exe))
     verify = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
-    )
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True, text=True, check=False, env=env_with_maild_manpage(tmp_path),
+    )  # fmt: skip
     problems = [x for x in verify.stderr.splitlines() if "maild.service" in x]
     assert verify.returncode == 0 and not problems, verify.stderr
 
