@@ -20,27 +20,18 @@ from maild.cli.status_view import (
     render_status,
     summary_line,
 )
-from maild.service.status import AccountStatus, ArchiveTotals, CycleStatus, StatusReply, attention
+from maild.service.status import ArchiveTotals, CycleStatus, StatusReply, attention
+from tests.support.status_records import account_record
 
 GOLDEN = Path(__file__).parent / "golden"
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 3, 2, 12, 5, tzinfo=UTC)  # 13:05 CET
 EMPLOYEES = ("Anna Berger", "Bernd Krause", "Clara Schmidt", "Dieter Wolf", "Eva Lange")
 
-HEALTHY = AccountStatus(
-    name="anna-pop",
-    organisation="Kanzlei Berger",
-    employee="Anna Berger",
-    protocol="pop3",
-    host="pop.example.org",
-    enabled=True,
-    state="waiting",
+HEALTHY = account_record(
     messages=1234,
     last_success=NOW - timedelta(minutes=3),
     next_run=NOW + timedelta(minutes=2),
-    last_error=None,
-    consecutive_failures=0,
-    mode="polling",
     on_server=3,
     retention="delete-after",
     retention_days=7,
