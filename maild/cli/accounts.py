@@ -428,7 +428,7 @@ def _set(args: argparse.Namespace) -> int:
     path = dropin_path(config.path, name)
     updates = dict(parse_setting(text) for text in args.settings)
     if account.source != path:
-        raise ConfigError(_edit_by_hand(name, account.source, path, updates))
+        raise ConfigError(_edit_by_hand(name, account.source or config.path, path, updates))
     if "protocol" in updates:
         raise ConfigError(f"accounts.{name}.protocol: fixed for an account's life; add a new account instead")
     old = update_dropin(path, name, updates)
