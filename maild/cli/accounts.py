@@ -474,7 +474,7 @@ def _remove(args: argparse.Namespace) -> int:
         return 0
     if args.purge and name in records:
         deleted = asyncio.run(_purge(config, name))
-        print(f"purged the archive of {name}: {deleted} messages held by no other account deleted")
+        print(f"purged the archive of {name}: {count(deleted)} messages held by no other account deleted")
     else:
         print(f"its archive keeps {counts.get(name, 0)} messages (`--purge` deletes it when nothing is lost)")
     return 0
@@ -497,8 +497,8 @@ def _refuse_lossy_purge(config: Config, name: str) -> None:
     if check.lost:
         detail = f" (could not check {', '.join(check.unchecked)})" if check.unchecked else ""
         raise MigrationError(
-            f"--purge refused: {len(check.lost)} of the {check.exclusive} messages only {name} links to"
-            f" are on no other account's server{detail}; they would be lost. Nothing was changed."
+            f"--purge refused: {count(len(check.lost))} of the {count(check.exclusive)} messages only {name}"
+            f" links to are on no other account's server{detail}; they would be lost. Nothing was changed."
             f" Migrate them first (`maild migrate {name} --to ACCOUNT`)"
         )
 

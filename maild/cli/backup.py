@@ -99,7 +99,7 @@ def _restore(args: argparse.Namespace) -> int:
 
     asyncio.run(migrate())
     print(
-        f"restored {args.backup} into {database}: {check.messages} messages,"
+        f"restored {args.backup} into {database}: {count(check.messages)} messages,"
         f" schema version {check.schema_version}"
     )
     if kept is not None:
@@ -126,5 +126,5 @@ def _reindex(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    print(f"{asyncio.run(run())} messages indexed")
+    print(f"{count(asyncio.run(run()))} messages indexed")
     return 0

@@ -164,7 +164,8 @@ def render_comparison(outcome: CompareOutcome, *, lists: bool = True) -> str:
 
         lines.append(missing_advice(outcome))
     elif c.unreadable:
-        lines.append(f"whether all of {a} is in {b} is unknown: {len(c.unreadable)} messages unreadable")
+        unreadable = count(len(c.unreadable))
+        lines.append(f"whether all of {a} is in {b} is unknown: {unreadable} messages unreadable")
     else:
         lines.append(f"nothing of {a} is missing in {b}")
     if not lists:
@@ -364,7 +365,7 @@ def render_migration(report: MigrationReport, *, dry_run: bool) -> str:
     """Render what a migration did (or, dry, would do), ending with the comparison's counts."""
     a, b = report.before.source, report.before.target.name
     lines = [
-        f"{a} -> {b}, mailbox {report.target_mailbox}: {len(report.before.comparison.only_a)} messages"
+        f"{a} -> {b}, mailbox {report.target_mailbox}: {count(len(report.before.comparison.only_a))} messages"
         f" of {a} missing in {b}, {len(report.planned)} to upload"
     ]
     if report.copies:
@@ -443,18 +444,19 @@ def _retire(args: argparse.Namespace) -> int:
     c = outcome.comparison.comparison
     if outcome.accepted:
         print(
-            f"{args.source}: {len(outcome.accepted)} messages uploaded earlier are no longer in"
+            f"{args.source}: {count(len(outcome.accepted))} messages uploaded earlier are no longer in"
             f" {args.target}; accepted as deleted there (the archive keeps them):"
         )
         for entry in outcome.accepted:
             print(line(entry, "accepted as deleted"))
-    print(f"{args.source}: all {len(c.both)} messages are in {args.target}; retired into {args.target}")
+    both = count(len(c.both))
+    print(f"{args.source}: all {both} messages are in {args.target}; retired into {args.target}")
     if outcome.disabled == "drop-in":
         how = f"enabled = false written to {config.accounts[args.source].source}"
     elif outcome.disabled == "already disabled":
         how = "already disabled (enabled = false)"
     else:
         how = "not configured"
-    print(f"{args.source}: {how}; its archive keeps {kept} messages")
+    print(f"{args.source}: {how}; its archive keeps {count(kept)} messages")
     print(reload_daemon(config))
     return 0
