@@ -19,6 +19,7 @@ from maild import __version__
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.auth.tokens import peek_source
+from maild.errors import AuthError
 from maild.fetch.cycle import CycleResult
 from maild.model import FailureRecord, IMAPKey, MessageKey
 from maild.policy import SET_ASIDE_RETRY_S, next_deletion_due, set_aside
@@ -362,13 +363,17 @@ def locked_out_outcome(rt: AccountRuntime) -> FetchOutcome | None:
     if not rt.config.enabled or rt.paused or rt.auth_failures < AUTH_LOCKOUT_FAILURES:
         return None
     name = rt.config.name
+    if isinstance(rt.last_exception, AuthError) and rt.last_exception.reauthorize:
+        why = "the provider refused the stored OAuth2 grant"  # issue 13: locked at the first refusal
+        how = f"run `maild accounts authorize {name}`"
+    else:
+        why = f"{rt.auth_failures} refused logins in a row locked the account out"
+        how = (
+            "fix the password (a new password file or credential ends the lockout by itself) or run"
+            f" `maild resume {name}`"
+        )
     return FetchOutcome(
-        name,
-        error=(
-            f"not tried: locked out after {rt.auth_failures} refused logins in a row; fix the password"
-            f" (a new password file or credential ends the lockout by itself) or run `maild resume {name}`"
-        ),
-        locked_out_since=rt.last_error_at or rt.failing_since,
+        name, error=f"not tried: {why}; {how}", locked_out_since=rt.last_error_at or rt.failing_since
     )
 
 

@@ -214,7 +214,7 @@ def test_auth_lockout_after_three_refusals(dovecot: Dovecot, mail_user: MailUser
         asked = maild_cli(cfg, "fetch-now", "locked")  # not tried: a 4th refusal would count at the provider
         assert asked.returncode == 1, asked.stderr
         assert asked.stdout.startswith("locked: LOCKED OUT since "), asked.stdout
-        assert "not tried: locked out after 3 refused logins" in asked.stdout
+        assert ", not tried: 3 refused logins in a row locked the account out; fix the password" in asked.stdout
         assert "`maild resume locked`" in asked.stdout
         time.sleep(1.5)
         acc = json.loads(maild_cli(cfg, "status", "--json").stdout)["accounts"][0]

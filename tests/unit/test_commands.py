@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from maild.archive.store import Store
-from maild.errors import ControlError
+from maild.errors import AuthError, ControlError
 from maild.fetch.cycle import CycleResult
 from maild.service.commands import COMMANDS, CommandContext, dispatch
 from maild.service.replies import ReloadReport
@@ -244,9 +244,22 @@ async def test_fetch_now_does_not_try_a_locked_out_account_and_says_why(daemon: 
     outcome = reply["results"]["broken-pop"]
     assert outcome["ok"] is False
     assert outcome["locked_out_since"] == "2026-03-02T09:00:00Z"
-    assert "locked out after 3 refused logins" in outcome["error"]
+    assert outcome["error"].startswith("not tried: 3 refused logins in a row locked the account out; ")
     assert "`maild resume broken-pop`" in outcome["error"]
     assert queued == {"queued": [], "skipped": ["broken-pop"]}
+
+
+async def test_fetch_now_of_an_account_whose_oauth2_grant_was_refused_names_authorize(daemon: Daemon) -> None:
+    """Locked out at once by a refused OAuth2 grant (issue 13): the outcome names `maild accounts authorize`."""
+    locked = daemon.scheduler.accounts["broken-pop"]
+    locked.auth_failures, locked.last_error_at = 3, STARTED
+    locked.last_exception = AuthError("invalid_grant", account="broken-pop", reauthorize=True)
+
+    reply = await ask(daemon, command="fetch-now", account="broken-pop")
+
+    assert reply["results"]["broken-pop"]["error"] == (
+        "not tried: the provider refused the stored OAuth2 grant; run `maild accounts authorize broken-pop`"
+    )
 
 
 async def test_fetch_now_of_an_unknown_account_requests_nothing(daemon: Daemon) -> None:
