@@ -171,12 +171,15 @@ def test_run_with_an_invalid_config_exits_78_one_line_per_error(tmp_path: Path, 
 
     done = run_maild("-c", str(cfg), "run", stderr_file=errors, journal=False)
 
+    checked = run_maild("-c", str(cfg), "check-config", stderr_file=tmp_path / "check", journal=False)
+
     assert done.returncode == 78
     assert done.stdout == ""
     lines = errors.read_text().splitlines()
     assert [line.startswith(f"maild: {cfg}: {key}: ") for line, key in zip(lines, keys, strict=True)] == [
         True
     ] * len(keys)
+    assert (checked.returncode, (tmp_path / "check").read_text().splitlines()) == (1, lines)
 
 
 def test_the_unit_file_stops_restarting_on_exit_78() -> None:
