@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild, wait_for_account
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -33,16 +32,12 @@ def wait_for_state(
     changes it) is ``waiting`` until its first cycle takes a fetch slot. A test that needs the
     account's success waits with ``succeeded=True``.
     """
-    deadline = time.monotonic() + timeout_s
-    acc: dict[str, object] = {}
-    while time.monotonic() < deadline:
-        done = maild_cli(cfg, "status", "--json")
-        if done.returncode in (0, 1) and done.stdout.strip():  # an error ("starting") exits 1 with no JSON
-            acc = {a["name"]: a for a in json.loads(done.stdout)["accounts"]}[account]
-            if acc["state"] in states and (not succeeded or acc["last_success"] is not None):
-                return acc
-        time.sleep(0.1)
-    raise AssertionError(f"{account} never reached {states}{' after a success' if succeeded else ''}: {acc}")
+    return wait_for_account(
+        cfg,
+        account,
+        lambda a: a["state"] in states and (not succeeded or a["last_success"] is not None),
+        timeout_s,
+    )
 
 
 @pytest.mark.dovecot

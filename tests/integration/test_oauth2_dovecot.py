@@ -30,7 +30,7 @@ from maild.auth.oauth2 import client_credentials, poll_device_token, start_devic
 from maild.cli.main import main
 from maild.errors import AuthError
 from maild.model import Secret, ServerSettings
-from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild, wait_for_account
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.oauth_server import OAuthServer
 
@@ -648,7 +648,6 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
     "run `maild accounts authorize anna`" after one failure; a second fetch-now tries nothing;
     no sentinel secret in the status JSON, the daemon's debug log or the archive.
     """
-    import json
     import subprocess
 
     directory, cfg = oauth_config("refresh_token", oauth_server, oauth_dovecot, user)
@@ -660,16 +659,7 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
         return maild_cli(cfg, *args)
 
     def account(predicate: Any, timeout_s: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        acc: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            done = maild("status", "--json")
-            if done.returncode in (0, 1) and done.stdout.strip():  # 1: needs attention, or an error ("starting")
-                acc = json.loads(done.stdout)["accounts"][0]
-                if predicate(acc):
-                    return acc
-            time.sleep(0.1)
-        raise AssertionError(acc)
+        return wait_for_account(cfg, None, predicate, timeout_s)
 
     with running_maild(maild_command(cfg), log=log_path) as proc:
         account(lambda a: a.get("last_success") is not None)
@@ -726,7 +716,6 @@ def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
     the log or status.
     """
     import json
-    import subprocess
 
     directory = new_dir()
     cfg = write_config(
@@ -742,22 +731,7 @@ def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
     seeded = set(oauth_server.refresh_tokens)
 
     def account(predicate: Any, timeout_s: float = 40) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        acc: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            done = subprocess.run(
-                [sys.executable, "-m", "maild", "-c", str(cfg), "status", "--json"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            if done.returncode == 0:
-                acc = json.loads(done.stdout)["accounts"][0]
-                if predicate(acc):
-                    return acc
-            time.sleep(0.2)
-        raise AssertionError(acc)
+        return wait_for_account(cfg, None, predicate, timeout_s)
 
     def idling(acc: dict[str, Any]) -> bool:
         return bool(acc.get("mode") == "idle")
