@@ -512,6 +512,11 @@ class IMAPConnection:
         self._selected, self._uidvalidity = mailbox, info.uidvalidity
         return info
 
+    def note_selected(self, mailbox: str | None, uidvalidity: int = 0) -> None:
+        """Record the outcome of a SELECT sent by other means (a pipeline): ``mailbox`` selected under
+        ``uidvalidity``, or None when it failed (no mailbox is selected then, RFC 9051 section 6.3.2)."""
+        self._selected, self._uidvalidity = mailbox, (uidvalidity if mailbox is not None else 0)
+
     async def list_mailboxes(self) -> list[imap_list.ListedMailbox]:
         """LIST every mailbox (``LIST "" "*"``), with special-use attributes when the server has them.
 
