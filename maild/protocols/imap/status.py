@@ -100,15 +100,16 @@ async def status_many(
     """STATUS of each of ``mailboxes``, :data:`~.client.MAX_PIPELINED_COMMANDS` commands per round trip.
 
     Returns:
-        Readable name to status; a mailbox the server refused (NO: no such mailbox, no permission)
-        is left out.
+        Readable name to status; a mailbox the server refused (NO: no such mailbox, no permission;
+        BAD: a server that does not know STATUS, although RFC 9051 requires it) is left out, so
+        that the caller lists it in full.
 
     Standard: RFC 9051 section 6.3.11 (STATUS; "the STATUS command MUST NOT be used as a 'check
     for new messages in the selected mailbox'": the selected mailbox's state is not relied on
     here, every mailbox is selected again when it changed); RFC 7162 section 3.1.6.
 
     Raises:
-        ProtocolError: BAD, broken responses.
+        ProtocolError: broken responses.
         ThrottledError, TransientError: NO with a session code (RFC 5530).
         NetworkTimeout, ConnectError: as for :meth:`IMAPConnection.call`.
     """
@@ -122,9 +123,9 @@ async def status_many(
         for name, reply in zip(chunk, replies, strict=True):
             what = f"STATUS {name!r}"
             lines, status = connection.completion(reply, what)
-            if status.condition == "BAD" or status.code in SESSION_CODES:
+            if status.code in SESSION_CODES:
                 raise connection.refused(status, what)
-            if status.ok:
+            if status.ok:  # NO (no such mailbox) or BAD (a server without STATUS): listed in full
                 found.update(_parsed(connection, what, lines))
     return found
 
