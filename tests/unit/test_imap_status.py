@@ -78,3 +78,13 @@ def test_unchanged_without_condstore_compares_the_rest() -> None:
     plain = MailboxStatus("A", 5, 12, 100)
     assert unchanged(plain, MailboxStatus("A", 5, 12, 100))
     assert not unchanged(MailboxStatus("A", None, 12, 100), MailboxStatus("A", None, 12, 100))
+
+
+def test_a_notify_status_push_counts_as_a_change() -> None:
+    """A ``* STATUS`` pushed under NOTIFY (RFC 5465 section 5.2) makes the IDLE events worth a cycle."""
+    from maild.protocols.imap.wire import parse_mailbox_events
+
+    events = parse_mailbox_events([b"* STATUS Projekte (MESSAGES 2 UIDNEXT 3 UNSEEN 2 HIGHESTMODSEQ 3)"])
+    assert (events.notified, events.other, events.changed) == (1, 0, True)
+    assert not parse_mailbox_events([b"* OK Still here"]).changed
+    assert events.merge(parse_mailbox_events([b"* 3 EXISTS"])).notified == 1
