@@ -13,7 +13,9 @@ from the deterministic corpus and kept in ``--dir`` for later runs, and measures
 (a) one account, initial fetch and no-op fetch, POP3 and IMAP, on loopback;
 (b) the same through ``tests/support/proxy.py`` adding ``--rtt-ms`` (50 ms) of round-trip time;
 (c) many accounts (50 x 200), initial and no-op, on loopback and at that round-trip time;
-(d) one 25 MB message: peak memory.
+(d) one 25 MB message: peak memory;
+(folders) one account with 100 folders: the no-op poll in round trips, octets and time at that
+round-trip time, beside mbsync, and push latency for a message in the 50th folder (``folders.py``).
 
 For maild both the one-shot ``maild fetch`` and a cycle inside a running daemon are measured (see
 ``maildrun.py``). Peers keep all mail on the server; their local state is removed before each initial
@@ -653,7 +655,14 @@ def machine_info() -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and accounts, shorter budgets")
-    parser.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    parser.add_argument(
+        "--scenarios", default="a,b,c,d,folders", help="comma-separated subset of a,b,c,d,folders"
+    )
+    parser.add_argument(
+        "--folders-before",
+        default=None,
+        help="git revision measured as 'maild before' in the folders scenario (default: merge base with main)",
+    )
     parser.add_argument("--protocols", default="pop3,imap")
     parser.add_argument(
         "--tools", default="", help="comma-separated subset of maild,mpop,mbsync,fetchmail,getmail6"
@@ -690,6 +699,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.dir = str(directory)
     machine = machine_info()
     print(f"== {machine['cpu']}, {machine['cores']} cores; work directory {directory}", flush=True)
+    folders_result = None
+    if "folders" in scenarios:
+        from tests.bench import folders
+
+        folders_result = folders.run_scenario(directory, args.rtt_ms, args.folders_before)
+        scenarios.remove("folders")
+        if not scenarios:
+            Path(args.json).write_text(
+                json.dumps({"machine": machine, "folders": folders_result}, indent=2) + "\n"
+            )
+            print(f"\nJSON: {args.json}")
+            return 0
     server = start_server(directory, sizes)
     bench = Bench(args, sizes, server)
     many_settings = {
@@ -767,6 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"scenario": k[0], "protocol": k[1], "phase": k[2], **v} for k, v in ratios(bench.rows).items()
         ],
         "table": report,
+        "folders": folders_result,
     }
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nJSON: {args.json}; total {result['seconds']:.0f} s")

@@ -408,6 +408,10 @@ class FaultProxy(LoopThread):
         self.connections = 0
         self.octets_up = 0
         self.octets_down = 0
+        self.turns = 0
+        """Round trips as command/response turns: each time octets go up after octets went down (or
+        first), counted over all connections; a pipelined batch of commands is one turn."""
+        self._last_direction: Direction | None = None
         self.cuts = 0
         self.errors: list[BaseException] = []
         self._server: asyncio.Server | None = None
@@ -601,6 +605,9 @@ class FaultProxy(LoopThread):
 
     def _count(self, direction: Direction, octets: int) -> None:
         with self._changed:
+            if direction == "up" and self._last_direction != "up":
+                self.turns += 1
+            self._last_direction = direction
             if direction == "up":
                 self.octets_up += octets
             else:
