@@ -169,7 +169,9 @@ def polls(tree: Path, config: Path, site: Site, mode: str, cycles: int) -> list[
     out: list[dict[str, Any]] = []
     before = site.counters()
     for line in proc.stdout:
-        item = json.loads(line)
+        if not line.startswith("@@ "):
+            continue  # a log line
+        item = json.loads(line[3:])
         if "mark" in item:
             before = site.counters()
             proc.stdin.write("\n")
@@ -330,7 +332,7 @@ async def measure_push(work: Path, site: Site) -> dict[str, float]:
 
     config = maild_config(work / f"maild-push-{site.name}", site)
     loaded = load_config(config)
-    account = loaded.accounts["bench"]
+    account = await loaded.accounts["bench"].resolved()
     store = await Store.open(loaded.daemon.state_dir / "maild.sqlite3")
     executor = ThreadPoolExecutor(max_workers=1)
     await store.ensure_account(

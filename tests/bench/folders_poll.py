@@ -8,8 +8,8 @@ older one extracted with ``git archive`` for the "before" figures), so it import
 
 MODE ``fresh``: each cycle logs in, polls and logs out. MODE ``kept``: one cycle logs in and keeps
 its session; each further cycle takes it back (NOOP) as the daemon does. Before each cycle it prints
-``{"mark": n}`` and waits for a line on stdin (the benchmark reads the proxy's counters meanwhile);
-after it, ``{"cycle": n, "seconds": s, "new": k}``.
+``@@ {"mark": n}`` and waits for a line on stdin (the benchmark reads the proxy's counters meanwhile);
+after it, ``@@ {"cycle": n, "seconds": s, "new": k}``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from maild.fetch.cycle import fetch_cycle, make_maildrop
 
 
 def say(item: dict[str, object]) -> None:
-    """One JSON line on stdout."""
-    print(json.dumps(item), flush=True)
+    """One JSON line on stdout, marked ``@@ `` (log lines go there too)."""
+    print("@@ " + json.dumps(item), flush=True)
 
 
 async def main(config: Path, name: str, mode: str, cycles: int) -> None:
     """Run ``cycles`` measured cycles (after a mark each)."""
     loaded = load_config(config)
-    account = loaded.accounts[name]
+    account = await loaded.accounts[name].resolved()
     executor = ThreadPoolExecutor(max_workers=1)
     store = await Store.open(loaded.daemon.state_dir / "maild.sqlite3")
     await store.ensure_account(
