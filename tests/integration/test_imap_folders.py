@@ -231,3 +231,30 @@ async def test_every_mailbox_is_listed_in_full_once_a_day(
     assert account.unchanged == frozenset()
     await account.cycle(clock=lambda: day0 + FULL_LISTING_INTERVAL + timedelta(minutes=1))
     assert account.unchanged == set(FOLDERS)
+
+
+async def test_kept_session_sees_mail_in_the_mailbox_it_left_selected(
+    server: Dovecot, user: MailUser, account_for: Callable[..., Awaitable[Account]]
+) -> None:
+    """A kept session (the daemon's) polls by status too, and misses nothing in any mailbox.
+
+    Steps: cycle keeping the session; take it back and cycle: every mailbox unchanged; deliver one
+    message into every mailbox (one of them is still selected on the server); take the session
+    back and cycle: all five new messages are archived.
+    """
+    account = await account_for(server, user)
+    await account.cycle(keep_open=True)
+    drop = account.last
+    assert drop is not None
+    assert drop.parked
+    assert await drop.resume(max_age_s=60, probe_timeout_s=10)
+    await fetch_cycle(account.account, account.store, drop, opened=True, keep_open=True)
+    assert drop.unchanged == set(FOLDERS)
+
+    for folder in FOLDERS:
+        server.deliver(user.name, corpus.make_message(subject=f"später {folder}"), mailbox=folder)
+    assert await drop.resume(max_age_s=60, probe_timeout_s=10)
+    result = await fetch_cycle(account.account, account.store, drop, opened=True, keep_open=True)
+    assert result.new_messages == len(FOLDERS)
+    assert drop.unchanged == frozenset()
+    await drop.abort()

@@ -751,6 +751,8 @@ async def _pipeline(protocol: Any, commands: list[str]) -> list[Reply]:
     for text, reply in zip(commands, command.replies, strict=True):
         if text[:7].upper() == "SELECT ":  # the library's own select() changes its state the same way
             protocol.state = aioimaplib.SELECTED if reply.result == "OK" else aioimaplib.AUTH
+        elif text.upper() == "UNSELECT" and reply.result == "OK":
+            protocol.state = aioimaplib.AUTH
     return command.replies
 
 
@@ -956,7 +958,8 @@ class IMAPClient:
         SELECT followed by UID SEARCH): one round trip for all. Each reply holds the untagged lines
         that arrived after the previous command's completion and before its own (servers answer
         commands in order), then its completion text. A SELECT's outcome sets the library's state as
-        its own ``select()`` would. Arguments are sent as given: the caller quotes and encodes them.
+        its own ``select()`` would, an UNSELECT answered OK the authenticated state. Arguments are
+        sent as given: the caller quotes and encodes them.
 
         Standard: RFC 9051 section 5.5 (multiple commands in progress).
 

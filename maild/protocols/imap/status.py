@@ -52,6 +52,21 @@ def _parsed(
         raise connection.error(ProtocolError, f"{what}: {exc}", standard=exc.standard) from None
 
 
+def _unselect_first(connection: IMAPConnection) -> list[str]:
+    """``["UNSELECT"]`` when the server has it (RFC 3691), sent ahead of STATUS in the same write.
+
+    A kept session may still have a mailbox selected on the server (maild forgets its selection
+    between cycles), and STATUS of the selected mailbox may be stale (RFC 9051 section 6.3.11).
+    UNSELECT closes it without expunging (unlike CLOSE); with nothing selected it is answered BAD,
+    which is ignored. Servers without UNSELECT answered the NOOP that took the session back, which
+    brings a selected mailbox up to date on servers that do not keep it stale.
+    """
+    if "UNSELECT" in connection.capabilities:
+        connection.note_selected(None)
+        return ["UNSELECT"]
+    return []
+
+
 async def list_with_status(
     connection: IMAPConnection, mailboxes: Sequence[str] | None
 ) -> tuple[list[imap_list.ListedMailbox], dict[str, imap_list.MailboxStatus]]:
@@ -83,7 +98,7 @@ async def list_with_status(
     if "SPECIAL-USE" in connection.capabilities:
         returns = f"SPECIAL-USE {returns}"
     command = f'LIST "" {patterns} RETURN ({returns})'
-    reply = (await _pipeline(connection, "LIST-STATUS", [command]))[0]
+    reply = (await _pipeline(connection, "LIST-STATUS", [*_unselect_first(connection), command]))[-1]
     lines, status = connection.completion(reply, "LIST-STATUS")
     if not status.ok:
         raise connection.refused(status, "LIST-STATUS")
@@ -97,7 +112,7 @@ async def list_with_status(
 async def status_many(
     connection: IMAPConnection, mailboxes: Sequence[str]
 ) -> dict[str, imap_list.MailboxStatus]:
-    """STATUS of each of ``mailboxes``, :data:`~.client.MAX_PIPELINED_COMMANDS` commands per round trip.
+    """STATUS of each of ``mailboxes``, about :data:`~.client.MAX_PIPELINED_COMMANDS` per round trip.
 
     Returns:
         Readable name to status; a mailbox the server refused (NO: no such mailbox, no permission;
@@ -116,10 +131,13 @@ async def status_many(
     items = status_items(connection.capabilities)
     found: dict[str, imap_list.MailboxStatus] = {}
     names = list(dict.fromkeys(mailboxes))
-    for start in range(0, len(names), MAX_PIPELINED_COMMANDS):
-        chunk = names[start : start + MAX_PIPELINED_COMMANDS]
+    per_trip = MAX_PIPELINED_COMMANDS - 1  # room for the UNSELECT
+    for start in range(0, len(names), per_trip):
+        chunk = names[start : start + per_trip]
         commands = [f"STATUS {wire.mailbox_argument(name)} {items}" for name in chunk]
-        replies = await _pipeline(connection, f"STATUS of {len(chunk)} mailboxes", commands)
+        first = _unselect_first(connection) if start == 0 else []
+        replies = await _pipeline(connection, f"STATUS of {len(chunk)} mailboxes", [*first, *commands])
+        replies = replies[len(first) :]
         for name, reply in zip(chunk, replies, strict=True):
             what = f"STATUS {name!r}"
             lines, status = connection.completion(reply, what)
