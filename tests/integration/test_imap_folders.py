@@ -258,3 +258,31 @@ async def test_kept_session_sees_mail_in_the_mailbox_it_left_selected(
     assert result.new_messages == len(FOLDERS)
     assert drop.unchanged == frozenset()
     await drop.abort()
+
+
+async def test_notify_is_asked_for_only_where_the_server_offers_it(
+    server: Dovecot, user: MailUser, account_for: Callable[..., Awaitable[Account]]
+) -> None:
+    """The IDLE session sets NOTIFY where offered (and something besides its mailbox is watched), and
+    otherwise watches its one mailbox as before."""
+    from maild.protocols.imap.idle import IMAPIdleSession
+
+    account = await account_for(server, user)
+    settings = (await account.account.resolved()).server_settings()
+    session = IMAPIdleSession(settings, "INBOX", None)
+    await session.open()
+    try:
+        await session.select_mailbox()
+        assert await session.notify() is (not server.extra_config)
+        assert session.notifying is (not server.extra_config)
+        await session.idle_start()
+        await session.idle_done()
+    finally:
+        await session.abort()
+    only_inbox = IMAPIdleSession(settings, "INBOX", ())  # nothing else to watch: no NOTIFY
+    await only_inbox.open()
+    try:
+        await only_inbox.select_mailbox()
+        assert not await only_inbox.notify()
+    finally:
+        await only_inbox.abort()
