@@ -1,5 +1,8 @@
 """Many mailboxes polled cheaply (issue 19 item 3), against Dovecot with and without the extensions.
 
+On the session Dovecot a changed mailbox is selected with QRESYNC (expunges from VANISHED); on the
+plain one with SELECT and ``UID SEARCH ALL``.
+
 Every test runs twice: on the session Dovecot (LIST-STATUS, CONDSTORE: one ``LIST ... RETURN
 (STATUS ...)`` looks at every mailbox) and on a Dovecot whose ``imap_capability`` hides LIST-STATUS,
 CONDSTORE, QRESYNC and NOTIFY (pipelined STATUS, no HIGHESTMODSEQ). The fetch cycles are real
@@ -157,7 +160,9 @@ async def test_unchanged_mailboxes_are_left_unselected_and_changes_are_seen(
     assert account.unchanged == set(FOLDERS) - {"Kunden/Meier"}
     assert fourth.on_server == 10
     gone = account.rows("SELECT mailbox, uid FROM locations WHERE gone_at IS NOT NULL")
-    assert gone == [("Kunden/Meier", 1)]
+    assert gone == [("Kunden/Meier", 1)]  # with QRESYNC: from VANISHED (EARLIER), no UID listing
+    assert account.last is not None
+    assert ("QRESYNC" in account.last.connection.enabled) is extensions
 
     server.deliver(user.name, corpus.make_message(subject="ganz neu"), mailbox="Neu")
     fifth = await account.cycle()

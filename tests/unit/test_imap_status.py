@@ -88,3 +88,20 @@ def test_a_notify_status_push_counts_as_a_change() -> None:
     assert (events.notified, events.other, events.changed) == (1, 0, True)
     assert not parse_mailbox_events([b"* OK Still here"]).changed
     assert events.merge(parse_mailbox_events([b"* 3 EXISTS"])).notified == 1
+
+
+def test_vanished_earlier_gives_ranges_unexpanded() -> None:
+    """``VANISHED (EARLIER)`` lines give (low, high) ranges; other lines, and VANISHED without
+    EARLIER (a live expunge), are ignored; a huge range stays one pair."""
+    from maild.protocols.imap.listing import parse_vanished
+
+    lines = [
+        b"OK [UIDVALIDITY 7] UIDs valid",
+        b"VANISHED (EARLIER) 3,5:7,9:8",
+        b"* VANISHED (EARLIER) 1:4294967295",
+        b"VANISHED 12",
+        b"3 FETCH (UID 4 FLAGS (\\Seen) MODSEQ (20))",
+    ]
+    assert parse_vanished(lines) == [(3, 3), (5, 7), (8, 9), (1, 4294967295)]
+    with pytest.raises(ProtocolError, match="VANISHED"):
+        parse_vanished([b"VANISHED (EARLIER) 3,,5"])

@@ -118,6 +118,8 @@ class IMAPConnection:
         self._lost: asyncio.Future[None] | None = None
         self._broken: str | None = None
         self._capabilities: frozenset[str] = frozenset()
+        self.enabled: set[str] = set()
+        """Extensions this session turned on with ENABLE (RFC 5161), e.g. ``"QRESYNC"``."""
         self._selected: str | None = None
         self._uidvalidity = 0
         self._parked_at: float | None = None

@@ -9,6 +9,7 @@ May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -257,3 +258,39 @@ def unchanged(before: MailboxStatus, now: MailboxStatus) -> bool:
     if None in known or known != (now.uidvalidity, now.uidnext, now.messages):
         return False
     return before.highest_modseq == now.highest_modseq
+
+
+#: ``VANISHED (EARLIER) uid-set`` (RFC 7162 section 3.2.10), after aioimaplib stripped ``* ``.
+_VANISHED = re.compile(rb"(?:\* )?VANISHED \(EARLIER\) ([0-9:,]+)\s*\Z", re.IGNORECASE)
+_UID_RANGE = re.compile(rb"([0-9]{1,10})(?::([0-9]{1,10}))?\Z")
+
+
+def parse_vanished(lines: Sequence[imap_lex.Part]) -> list[tuple[int, int]]:
+    """The UID ranges of the ``VANISHED (EARLIER)`` lines among ``lines`` (a QRESYNC SELECT reply).
+
+    Ranges are returned, never expanded (``1:4294967295`` is one pair), each as (low, high).
+
+    Standard: RFC 7162 section 3.2.10 (VANISHED response), 3.2.5.2 (SELECT with QRESYNC).
+
+    Raises:
+        ProtocolError: a VANISHED line with a broken UID set.
+    """
+    ranges: list[tuple[int, int]] = []
+    for part in lines:
+        if isinstance(part, bytearray):
+            continue
+        found = _VANISHED.match(bytes(part))
+        if found is None:
+            continue
+        for item in found.group(1).split(b","):
+            pair = _UID_RANGE.match(item)
+            if pair is None:
+                raise ProtocolError(
+                    "VANISHED with a broken UID set",
+                    line=imap_lex.excerpt(part),
+                    standard="RFC 7162 section 3.2.10",
+                )
+            low = int(pair.group(1))
+            high = int(pair.group(2)) if pair.group(2) else low
+            ranges.append((min(low, high), max(low, high)))
+    return ranges

@@ -219,6 +219,9 @@ class IMAPMailbox(Maildrop):
         selected: its entries are the hint's UIDs (it is in :attr:`unchanged`). Every other mailbox
         costs one round trip: SELECT and ``UID SEARCH ALL`` sent together. Entries come mailbox by
         mailbox in that order, UIDs in server order; sizes are None (:meth:`retrieve` asks for them).
+        Where the session enabled QRESYNC (RFC 7162), a changed mailbox with a hint is selected with
+        ``(QRESYNC (...))``: the server names the UIDs expunged since (``VANISHED``) instead of maild
+        listing them all.
         What SELECT reported (or, for an unchanged mailbox, its status) is kept in
         :attr:`mailbox_states`, each status in :attr:`statuses`.
 
@@ -275,7 +278,7 @@ class IMAPMailbox(Maildrop):
                 )
                 continue
             try:
-                info, uids = await status.select_and_search(self.connection, mailbox)
+                info, uids = await self._list_mailbox(mailbox, hint, now)
             except SelectRefused as exc:
                 refused = refused or exc
                 self.mailbox_failures[mailbox] = str(exc)
@@ -300,6 +303,26 @@ class IMAPMailbox(Maildrop):
             messages=len(entries),
         )
         return entries
+
+    async def _list_mailbox(
+        self, mailbox: str, hint: SyncHint | None, now: imap_list.MailboxStatus | None
+    ) -> tuple[wire.SelectInfo, list[int]]:
+        """SELECT ``mailbox`` and learn its UIDs in one round trip: with QRESYNC enabled and a hint
+        under the same UIDVALIDITY, only the changes since the hint (:func:`.status.select_changes`;
+        one more round trip, ``UID SEARCH ALL``, when its answer does not add up); else every UID
+        (:func:`.status.select_and_search`)."""
+        connection = self.connection
+        if (
+            hint is not None
+            and "QRESYNC" in connection.enabled
+            and hint.status.highest_modseq is not None
+            and (now is None or now.uidvalidity == hint.status.uidvalidity)
+        ):
+            info, uids = await status.select_changes(connection, mailbox, hint.status, hint.uids)
+            if uids is None:
+                uids = await scan.uid_search(connection, mailbox, "ALL")
+            return info, uids
+        return await status.select_and_search(connection, mailbox)
 
     async def retrieve(
         self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None

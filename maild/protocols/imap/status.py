@@ -52,19 +52,33 @@ def _parsed(
         raise connection.error(ProtocolError, f"{what}: {exc}", standard=exc.standard) from None
 
 
-def _unselect_first(connection: IMAPConnection) -> list[str]:
-    """``["UNSELECT"]`` when the server has it (RFC 3691), sent ahead of STATUS in the same write.
+def _prelude(connection: IMAPConnection) -> list[str]:
+    """Commands sent ahead of the status look in the same write: ``UNSELECT`` and, the first time,
+    ``ENABLE QRESYNC``, where the server has them.
 
     A kept session may still have a mailbox selected on the server (maild forgets its selection
     between cycles), and STATUS of the selected mailbox may be stale (RFC 9051 section 6.3.11).
-    UNSELECT closes it without expunging (unlike CLOSE); with nothing selected it is answered BAD,
-    which is ignored. Servers without UNSELECT answered the NOOP that took the session back, which
-    brings a selected mailbox up to date on servers that do not keep it stale.
+    UNSELECT (RFC 3691) closes it without expunging (unlike CLOSE); with nothing selected it is
+    answered BAD, which is ignored. ENABLE is valid only with no mailbox selected (RFC 5161 section
+    3.1), so QRESYNC is enabled only after an UNSELECT. Servers without UNSELECT answered the NOOP
+    that took the session back, which brings a selected mailbox up to date on servers that do not
+    keep it stale.
     """
-    if "UNSELECT" in connection.capabilities:
-        connection.note_selected(None)
-        return ["UNSELECT"]
-    return []
+    if "UNSELECT" not in connection.capabilities:
+        return []
+    connection.note_selected(None)
+    if "QRESYNC" in connection.capabilities and "QRESYNC" not in connection.enabled:
+        return ["UNSELECT", "ENABLE QRESYNC"]
+    return ["UNSELECT"]
+
+
+def _after_prelude(connection: IMAPConnection, commands: list[str], replies: list[Reply]) -> None:
+    """Note what the prelude's ENABLE turned on (``* ENABLED QRESYNC``, RFC 5161 section 3.2)."""
+    for command, reply in zip(commands, replies, strict=False):
+        if command.startswith("ENABLE ") and reply.result == "OK":
+            for part in reply.lines[:-1]:
+                if isinstance(part, bytes) and part.upper().startswith((b"ENABLED", b"* ENABLED")):
+                    connection.enabled.update(part.decode("ascii", "replace").upper().split()[1:])
 
 
 async def list_with_status(
@@ -98,7 +112,10 @@ async def list_with_status(
     if "SPECIAL-USE" in connection.capabilities:
         returns = f"SPECIAL-USE {returns}"
     command = f'LIST "" {patterns} RETURN ({returns})'
-    reply = (await _pipeline(connection, "LIST-STATUS", [*_unselect_first(connection), command]))[-1]
+    first = _prelude(connection)
+    replies = await _pipeline(connection, "LIST-STATUS", [*first, command])
+    _after_prelude(connection, first, replies)
+    reply = replies[-1]
     lines, status = connection.completion(reply, "LIST-STATUS")
     if not status.ok:
         raise connection.refused(status, "LIST-STATUS")
@@ -131,12 +148,13 @@ async def status_many(
     items = status_items(connection.capabilities)
     found: dict[str, imap_list.MailboxStatus] = {}
     names = list(dict.fromkeys(mailboxes))
-    per_trip = MAX_PIPELINED_COMMANDS - 1  # room for the UNSELECT
+    per_trip = MAX_PIPELINED_COMMANDS - 2  # room for the prelude
     for start in range(0, len(names), per_trip):
         chunk = names[start : start + per_trip]
         commands = [f"STATUS {wire.mailbox_argument(name)} {items}" for name in chunk]
-        first = _unselect_first(connection) if start == 0 else []
+        first = _prelude(connection) if start == 0 else []
         replies = await _pipeline(connection, f"STATUS of {len(chunk)} mailboxes", [*first, *commands])
+        _after_prelude(connection, first, replies)
         replies = replies[len(first) :]
         for name, reply in zip(chunk, replies, strict=True):
             what = f"STATUS {name!r}"
@@ -166,15 +184,7 @@ async def select_and_search(connection: IMAPConnection, mailbox: str) -> tuple[w
     what = f"SELECT {mailbox!r}"
     connection.note_selected(None)
     select_reply, search_reply = await _pipeline(connection, what, [f"SELECT {argument}", "UID SEARCH ALL"])
-    lines, status = connection.completion(select_reply, what)
-    if status.condition == "NO" and status.code not in SESSION_CODES:
-        raise SelectRefused(
-            f"{connection.account}: {what} refused: {status.describe()}", account=connection.account
-        )
-    if not status.ok:
-        raise connection.refused(status, what)
-    info = wire.parse_select(lines, status)
-    connection.note_selected(mailbox, info.uidvalidity)
+    info = _selected(connection, mailbox, what, select_reply)
     search_what = f"UID SEARCH ALL in {mailbox!r}"
     search_lines, search_status = connection.completion(search_reply, search_what)
     if not search_status.ok:
@@ -183,6 +193,73 @@ async def select_and_search(connection: IMAPConnection, mailbox: str) -> tuple[w
         return info, wire.parse_search(search_lines)
     except ProtocolError as exc:
         raise connection.error(ProtocolError, str(exc), standard=exc.standard) from None
+
+
+async def select_changes(
+    connection: IMAPConnection, mailbox: str, before: imap_list.MailboxStatus, known: frozenset[int]
+) -> tuple[wire.SelectInfo, list[int] | None]:
+    """SELECT ``mailbox`` with QRESYNC and ask for UIDs from the old UIDNEXT on, in one round trip.
+
+    The session must have enabled QRESYNC. The server then reports what was expunged since
+    ``before.highest_modseq`` as ``VANISHED (EARLIER)`` (RFC 7162 section 3.2.5.2) instead of maild
+    listing every UID; ``UID SEARCH UID <old UIDNEXT>:*`` gives the new ones.
+
+    Args:
+        connection: a session that enabled QRESYNC.
+        mailbox: the readable name.
+        before: the status at the mailbox's last full listing (UIDVALIDITY, UIDNEXT and
+            HIGHESTMODSEQ known).
+        known: the UIDs the mailbox held then.
+
+    Returns:
+        What SELECT reported, and the UIDs now in ascending order; None instead of the UIDs when the
+        answer cannot be trusted (a new UIDVALIDITY, or a count that differs from EXISTS): then list
+        the mailbox in full.
+
+    Standard: RFC 7162 section 3.2.5 (SELECT with QRESYNC), 3.2.10 (VANISHED); RFC 9051 section
+    6.4.4 (UID SEARCH; ``n:*`` includes the last message even when its UID is below n).
+
+    Raises:
+        As :func:`select_and_search`; ProtocolError also for a broken VANISHED line.
+    """
+    argument = wire.mailbox_argument(mailbox)
+    what = f"SELECT {mailbox!r} (QRESYNC)"
+    connection.note_selected(None)
+    qresync = f"SELECT {argument} (QRESYNC ({before.uidvalidity} {before.highest_modseq}))"
+    select_reply, search_reply = await _pipeline(
+        connection, what, [qresync, f"UID SEARCH UID {before.uidnext}:*"]
+    )
+    info = _selected(connection, mailbox, what, select_reply)
+    search_what = f"UID SEARCH UID {before.uidnext}:* in {mailbox!r}"
+    search_lines, search_status = connection.completion(search_reply, search_what)
+    if not search_status.ok:
+        raise connection.refused(search_status, search_what)
+    if info.uidvalidity != before.uidvalidity:
+        return info, None
+    try:
+        lines = select_reply.lines[:-1]
+        ranges = imap_list.parse_vanished(lines)
+        found = wire.parse_search(search_lines)
+    except ProtocolError as exc:
+        raise connection.error(ProtocolError, str(exc), standard=exc.standard) from None
+    assert before.uidnext is not None
+    vanished = {uid for uid in known if any(low <= uid <= high for low, high in ranges)}
+    uids = sorted((known - vanished) | {uid for uid in found if uid >= before.uidnext})
+    return info, (uids if len(uids) == info.exists else None)
+
+
+def _selected(connection: IMAPConnection, mailbox: str, what: str, reply: Reply) -> wire.SelectInfo:
+    """Check a pipelined SELECT's reply; note the selection; return what it reported."""
+    lines, status = connection.completion(reply, what)
+    if status.condition == "NO" and status.code not in SESSION_CODES:
+        raise SelectRefused(
+            f"{connection.account}: {what} refused: {status.describe()}", account=connection.account
+        )
+    if not status.ok:
+        raise connection.refused(status, what)
+    info = wire.parse_select(lines, status)
+    connection.note_selected(mailbox, info.uidvalidity)
+    return info
 
 
 async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None) -> None:
