@@ -4,6 +4,7 @@ Run with the other scenarios' command (as root)::
 
     python3 -m tests.bench.run --scenarios folders          # about 2-3 minutes
     python3 -m tests.bench.run --scenarios folders --folders-before <git revision>
+    python3 -m tests.bench.run --scenarios folders --folders-before none   # "after" only
 
 Two Dovecot servers of its own (in ``--dir``/folders) hold the same mail: 100 folders
 (:data:`FOLDERS`) with :data:`PER_FOLDER` messages each plus INBOX. One offers what Dovecot 2.3 has
@@ -387,7 +388,9 @@ def run_scenario(directory: Path, rtt_ms: float, before: str | None) -> dict[str
             ["git", "-C", str(REPO), "merge-base", "HEAD", "main"], capture_output=True, text=True, check=True
         ).stdout.strip()
     )
-    old_tree = extract_before(revision, work / "before-tree")
+    trees = [("maild after", REPO)]
+    if revision != "none":
+        trees.append(("maild before", extract_before(revision, work / "before-tree")))
     plain_config = f"\nprotocol imap {{\n  imap_capability = {PLAIN_CAPABILITY}\n}}\n"
     results: dict[str, Any] = {"rtt_ms": rtt_ms, "before": revision, "polls": {}}
     for name, extra in (("extensions", ""), ("plain", plain_config)):
@@ -395,7 +398,7 @@ def run_scenario(directory: Path, rtt_ms: float, before: str | None) -> dict[str
         site = Site(work / f"dovecot-{name}", name, extra, rtt_ms)
         try:
             tools: dict[str, Any] = {}
-            for label, tree in (("maild after", REPO), ("maild before", old_tree)):
+            for label, tree in trees:
                 print(f"   {label} on {name}", flush=True)
                 tools[label] = measure_maild(work, tree, label.split()[1], site)
             if name == "extensions":

@@ -661,7 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--folders-before",
         default=None,
-        help="git revision measured as 'maild before' in the folders scenario (default: merge base with main)",
+        help="git revision measured as 'maild before' in the folders scenario (default: merge base with main;"
+        " 'none': skip it)",
     )
     parser.add_argument("--protocols", default="pop3,imap")
     parser.add_argument(
