@@ -113,7 +113,7 @@ class RetrievalFailure:
 
 @dataclass(frozen=True, slots=True)
 class FailureRecord:
-    """How often in a row one message failed to arrive, as the archive keeps it (schema v4).
+    """How often in a row one message failed to arrive, as the archive keeps it (schema v4, v7).
 
     A message fails when the server refuses it (:class:`RetrievalFailure`) or when the connection
     broke while it was being received. The record goes when the message is archived.
@@ -125,6 +125,12 @@ class FailureRecord:
         first_failed_at: when the first failure of the run happened (aware, UTC).
         last_failed_at: when the last one happened (aware, UTC).
         retry_requested: ``maild fetch-now --retry-failed`` asked for one more attempt now.
+        subject: the message's Subject field, RFC 2047 decoded, read by the best-effort header fetch
+            of :mod:`maild.fetch.failed_headers` (schema v7); None while unknown or absent.
+        from_: its From field, decoded; None while unknown or absent.
+        date: its Date field (aware, UTC); None while unknown, absent or unparseable.
+        header_attempts: how often that header fetch was tried for this record (it stops after
+            :data:`maild.fetch.failed_headers.MAX_HEADER_ATTEMPTS`).
     """
 
     key: MessageKey
@@ -133,6 +139,10 @@ class FailureRecord:
     first_failed_at: datetime
     last_failed_at: datetime
     retry_requested: bool = False
+    subject: str | None = None
+    from_: str | None = None
+    date: datetime | None = None
+    header_attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

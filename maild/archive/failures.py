@@ -1,27 +1,32 @@
-"""Per-message retrieval failures in the archive (schema v4, table ``retrieval_failures``).
+"""Per-message retrieval failures in the archive (schema v4 and v7, table ``retrieval_failures``).
 
 A message that failed to arrive (refused by the server, or the connection broke while it was being
 received) gets a row per account and server identity counting the failures in a row; the row goes
 when the message is archived (:meth:`maild.archive.store.Store.store_batch` removes it in the same
 transaction). :func:`maild.policy.set_aside` decides from these records which messages a cycle skips.
 
+The Subject, From and Date of such a message (schema v7) come from a separate, best-effort header
+fetch (:mod:`maild.fetch.failed_headers`) and are written by :func:`record_headers`.
+
 Keys are stored as one text (:func:`maild.archive.schema.failure_key_text`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from maild.archive.schema import failure_key_text, parse_failure_key, parse_utc, utc_text
-from maild.model import FailureRecord, MessageKey, RetrievalFailure
+from maild.model import FailureRecord, HeaderSummary, MessageKey, RetrievalFailure
 
 if TYPE_CHECKING:
     from maild.archive.store import Store
 
 #: Longest failure reason kept, in characters (the server's words are cut, not dropped).
 MAX_REASON_CHARS = 500
+#: Longest Subject or From field kept for a failed message, in characters (cut, not dropped).
+MAX_FIELD_CHARS = 300
 
 
 async def failure_records(store: Store, account: str) -> dict[MessageKey, FailureRecord]:
@@ -31,14 +36,26 @@ async def failure_records(store: Store, account: str) -> dict[MessageKey, Failur
         StoreError: SQLite failed.
     """
     rows = await store._all(
-        "SELECT key, failures, reason, first_failed_at, last_failed_at, retry_requested"
+        "SELECT key, failures, reason, first_failed_at, last_failed_at, retry_requested,"
+        " subject, from_field, date_field, header_attempts"
         " FROM retrieval_failures WHERE account = ?",
         (account,),
     )
     out: dict[MessageKey, FailureRecord] = {}
-    for key, failures, reason, first, last, retry in rows:
+    for key, failures, reason, first, last, retry, subject, from_, date, attempts in rows:
         parsed = parse_failure_key(key)
-        out[parsed] = FailureRecord(parsed, failures, reason, parse_utc(first), parse_utc(last), bool(retry))
+        out[parsed] = FailureRecord(
+            parsed,
+            failures,
+            reason,
+            parse_utc(first),
+            parse_utc(last),
+            bool(retry),
+            subject,
+            from_,
+            parse_utc(date) if date else None,
+            attempts,
+        )
     return out
 
 
@@ -86,3 +103,42 @@ async def request_retry(store: Store, account: str) -> int:
             [("UPDATE retrieval_failures SET retry_requested = 1 WHERE account = ?", (account,), False)]
         )
     return count
+
+
+async def record_headers(
+    store: Store, account: str, tried: Sequence[MessageKey], found: Mapping[MessageKey, HeaderSummary]
+) -> None:
+    """Record one header fetch attempt for each of ``tried`` and the fields read for those in ``found``.
+
+    Keys without a failure record (the message arrived meanwhile) are ignored. A field the header
+    fetch did not find leaves the value recorded before (if any) in place.
+
+    Args:
+        store: the open archive.
+        account: the account's name.
+        tried: the keys the header fetch asked for (each counts one attempt).
+        found: key to the Subject, From and Date read (decoded; each may be None).
+
+    Raises:
+        StoreError: SQLite failed; nothing was recorded.
+    """
+    if not tried:
+        return
+    rows = []
+    for key in dict.fromkeys(tried):
+        summary = found.get(key)
+        subject = summary.subject[:MAX_FIELD_CHARS] if summary and summary.subject else None
+        from_ = summary.from_[:MAX_FIELD_CHARS] if summary and summary.from_ else None
+        date = utc_text(summary.date) if summary and summary.date else None
+        rows.append((subject, from_, date, account, failure_key_text(key)))
+    await store._write(
+        [
+            (
+                "UPDATE retrieval_failures SET header_attempts = header_attempts + 1,"
+                " subject = coalesce(?, subject), from_field = coalesce(?, from_field),"
+                " date_field = coalesce(?, date_field) WHERE account = ? AND key = ?",
+                rows,
+                True,
+            )
+        ]
+    )

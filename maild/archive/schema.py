@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 7; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 8; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -24,12 +24,16 @@ Layout (schema version 7; docs/archive.md documents it for readers such as the C
   ``locations.server_size`` (v4): the RFC822.SIZE an IMAP server reports for the message when it
   differs from the archived octets' size while its header section matches (a server quirk, so that
   the UID check of :mod:`maild.fetch.resync` does not raise the alarm again).
-- ``mailbox_sync`` (v7): per IMAP account and mailbox, its status (UIDVALIDITY, UIDNEXT, MESSAGES,
+- ``mailbox_sync`` (v8): per IMAP account and mailbox, its status (UIDVALIDITY, UIDNEXT, MESSAGES,
   HIGHESTMODSEQ) when a cycle last listed it in full and archived all it held, so that later polls
   leave it unselected while its status stays the same (:mod:`maild.archive.sync_state`).
 - ``account_history`` (v6): per account, what ``maild status`` shows about the past (last success,
   last IDLE push, last error and since when it fails, cycle and message counts), so that a reload or
   a restart does not reset it.
+- ``retrieval_failures.subject``, ``from_field``, ``date_field``, ``header_attempts`` (v7): the Subject,
+  From and Date of a message that failed to arrive, read by a separate, best-effort header fetch
+  (:mod:`maild.fetch.failed_headers`), decoded (RFC 2047); NULL while unknown; how often that fetch was
+  tried.
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -41,7 +45,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -172,6 +176,12 @@ _MIGRATIONS: dict[int, str] = {
     );
     """,
     7: """
+    ALTER TABLE retrieval_failures ADD COLUMN subject TEXT;
+    ALTER TABLE retrieval_failures ADD COLUMN from_field TEXT;
+    ALTER TABLE retrieval_failures ADD COLUMN date_field TEXT;
+    ALTER TABLE retrieval_failures ADD COLUMN header_attempts INTEGER NOT NULL DEFAULT 0;
+    """,
+    8: """
     CREATE TABLE mailbox_sync (
         account        TEXT NOT NULL REFERENCES accounts (name),
         mailbox        TEXT NOT NULL,

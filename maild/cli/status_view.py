@@ -139,14 +139,15 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
         lines.append(f"    deletion suspended: {a.deletion_suspended}")
     lines.extend(f"    warning: {w}" for w in a.warnings)
     for f in a.failing_messages:
+        what = f'{f.key} "{f.subject}"' if f.subject else f.key
         if f.set_aside:
             lines.append(
-                f"    set aside after {f.failures} failures in a row, left on the server: {f.key}:"
+                f"    set aside after {f.failures} failures in a row, left on the server: {what}:"
                 f" {f.reason} (next try {local_time(f.next_retry, now, tz)},"
                 f" or `maild fetch-now --retry-failed {a.name}`)"
             )
         else:
-            lines.append(f"    failed {f.failures}x in a row (retried next cycle): {f.key}: {f.reason}")
+            lines.append(f"    failed {f.failures}x in a row (retried next cycle): {what}: {f.reason}")
     lines.extend(_sign_in_lines(a, now, tz))
     if a.last_cycle is not None:
         lines.extend(f"    set aside (too large, left on the server): {k}" for k in a.last_cycle.too_large)

@@ -30,7 +30,9 @@ breaks the connection every time. The message being received at that moment
 (:func:`maild.policy.in_flight`) and every message the server refused count one failure in a row in
 the archive (:mod:`maild.archive.failures`); after :data:`maild.policy.SET_ASIDE_AFTER_FAILURES` in a
 row it is set aside (:func:`maild.policy.set_aside`): skipped, left on the server, listed in the
-status, tried again once a day and on ``maild fetch-now --retry-failed``.
+status, tried again once a day and on ``maild fetch-now --retry-failed``. Such messages are shown by
+their Subject too: a bounded, best-effort header fetch reads it (:mod:`maild.fetch.failed_headers`);
+when it fails, nothing else changes.
 
 POP3 servers without UIDL: identities are digests of the content (see
 :mod:`maild.protocols.pop3.identity`). ``"delete"`` stays safe with them: a message is deleted only when
@@ -49,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -65,11 +67,19 @@ from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import folders
+from maild.fetch import failed_headers, folders
 from maild.fetch import resync as imap_resync
 from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import IMAPCycleInfo
-from maild.model import IMAPKey, MessageKey, RetrievalFailure, RetrievedMessage, StoreOutcome
+from maild.model import (
+    FailureRecord,
+    HeaderSummary,
+    IMAPKey,
+    MessageKey,
+    RetrievalFailure,
+    RetrievedMessage,
+    StoreOutcome,
+)
 from maild.protocols.base import Maildrop
 
 log = structlog.get_logger("maild.fetch.cycle")
@@ -143,6 +153,8 @@ class CycleResult:
             messages whose identity reappeared after maild deleted it, a suspended deletion).
         deletion_suspended: POP3 only: why this cycle deleted nothing although retention would
             (:func:`maild.policy.move_suspension`), or None.
+        subjects: the Subject of failed and set-aside messages where known (from the archive's
+            failure records and this cycle's header fetch, :mod:`maild.fetch.failed_headers`).
     """
 
     account: str
@@ -160,6 +172,7 @@ class CycleResult:
     identity: str = "server"
     warnings: list[str] = field(default_factory=list)
     deletion_suspended: str | None = None
+    subjects: dict[MessageKey, str] = field(default_factory=dict)
 
     def add(self, outcome: StoreOutcome) -> None:
         """Accumulate one committed batch."""
@@ -213,13 +226,16 @@ async def _keep_what_arrived(
     arrived: set[MessageKey],
     error: Exception,
     now: datetime,
-) -> None:
+) -> list[MessageKey]:
     """After a failed session: commit the messages received completely, count the failures.
 
     ``batch`` holds the messages received and not yet handed to a commit; ``order`` is non-empty
     while a retrieval was running, and then the first key of it that did not arrive is the one the
     failure broke off (:func:`maild.policy.in_flight`). The session's error is what the caller
     raises; an error here is logged.
+
+    Returns:
+        The keys counted as failed.
     """
     failed = list(result.failures)
     # only a broken session is laid at the message in flight, not the server's refusal of the session
@@ -235,6 +251,23 @@ async def _keep_what_arrived(
         await failures_store.record_failures(store, account, failed, now)
     except StoreError as exc:
         log.warning("fetch.commit.failed", error=str(exc))
+        return []
+    return [f.key for f in failed]
+
+
+def _subjects(
+    records: Mapping[MessageKey, FailureRecord],
+    found: Mapping[MessageKey, HeaderSummary],
+    keys: list[MessageKey],
+) -> dict[MessageKey, str]:
+    """The known Subject of each of ``keys``: just read, else from its failure record."""
+    out: dict[MessageKey, str] = {}
+    for key in keys:
+        summary, record = found.get(key), records.get(key)
+        subject = (summary.subject if summary is not None else None) or (record.subject if record else None)
+        if subject:
+            out[key] = subject
+    return out
 
 
 def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
@@ -271,6 +304,7 @@ async def fetch_cycle(
     opened: bool = False,
     keep_open: bool = False,
     progress: CycleProgress | None = None,
+    reconnect: Callable[[], Maildrop] | None = None,
 ) -> CycleResult:
     """Run one fetch cycle of ``account`` through ``maildrop`` (not yet opened) into ``store``.
 
@@ -289,6 +323,9 @@ async def fetch_cycle(
             POP3 closes as usual); :attr:`Maildrop.parked` tells which happened.
         progress: told the plan after the inventory and each batch once committed (the daemon's
             status and metrics read it while the cycle runs); None: nobody watches.
+        reconnect: makes a fresh, unopened adapter of the account, for the header fetch of failed
+            messages in a session of its own (:mod:`maild.fetch.failed_headers`: POP3 always, IMAP
+            after a broken session); None: only IMAP reads them, in its own session.
 
     Returns:
         What the cycle did.
@@ -323,6 +360,8 @@ async def fetch_cycle(
     order: list[MessageKey] = []  # the keys asked for, while retrieving
     arrived: set[MessageKey] = set()
     retrieved: set[MessageKey] = set()  # fetched by their key in this session: verified
+    records: dict[MessageKey, FailureRecord] = {}
+    on_server: set[MessageKey] = set()
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
         if delivery is not None:  # catch up after a crash between a commit and its delivery
@@ -332,6 +371,7 @@ async def fetch_cycle(
         await folders.prepare(account, store, maildrop, clock())  # IMAP: unchanged mailboxes stay unselected
         inventory = await maildrop.inventory()
         result.on_server = len(inventory)
+        on_server = {entry.key for entry in inventory}
         result.identity = maildrop.identity
         result.warnings = list(maildrop.identity_warnings)
         refusal = policy.deletion_refusal(
@@ -444,8 +484,15 @@ async def fetch_cycle(
                 if sent is not None:  # IMAP may skip a mailbox (see IMAPMailbox.delete)
                     to_delete = list(sent)
                 log.debug("fetch.delete.complete", messages=len(to_delete))
+        probe = failed_headers.keys_to_fetch(records, [f.key for f in result.failures], on_server)
+        found: dict[MessageKey, HeaderSummary] = {}
+        usable = True
+        if probe and account.protocol == "imap":  # deletions happened at EXPUNGE: nothing to lose
+            found, usable = await failed_headers.read_in_session(maildrop, probe)
         log.debug("fetch.close.started")
-        if keep_open:
+        if not usable:
+            await maildrop.abort()  # the header fetch broke the session: not kept, nothing else changes
+        elif keep_open:
             await maildrop.park()
         else:
             try:
@@ -460,9 +507,24 @@ async def fetch_cycle(
         if committing is not None:
             await _finish_commit(committing)
         if isinstance(exc, Exception) and not isinstance(exc, StoreError):
-            await _keep_what_arrived(account.name, store, batch, result, order, arrived, exc, clock())
+            failed = await _keep_what_arrived(
+                account.name, store, batch, result, order, arrived, exc, clock()
+            )
+            probe = failed_headers.keys_to_fetch(records, failed, on_server)
+            # a new session only after a broken one: never against a refusal to serve (LOGIN-DELAY ...)
+            broken = isinstance(exc, ConnectError | NetworkTimeout | ProtocolError)
+            if probe and reconnect is not None and broken:
+                found = await failed_headers.read_in_new_session(reconnect, account.protocol, probe)
+                await failed_headers.record(store, account.name, probe, found)
         raise
     await failures_store.record_failures(store, account.name, result.failures, clock())
+    if probe and account.protocol == "pop3":  # in a session of its own: QUIT has applied the deletions
+        if reconnect is not None:
+            found = await failed_headers.read_in_new_session(reconnect, account.protocol, probe)
+        else:
+            probe = []
+    await failed_headers.record(store, account.name, probe, found)
+    result.subjects = _subjects(records, found, [*(f.key for f in result.failures), *result.set_aside])
     if to_delete:
         await store.mark_deleted(account.name, to_delete, clock())
         log.debug("fetch.deletions.recorded", messages=len(to_delete))

@@ -78,6 +78,27 @@ class Maildrop(abc.ABC):
         """
         return {}
 
+    async def header_fields(
+        self, keys: Sequence[MessageKey], *, max_octets: int
+    ) -> Mapping[MessageKey, bytes]:
+        """Header lines of messages that failed to arrive, so that they can be shown by Subject
+        (:mod:`maild.fetch.failed_headers`); never marks a message read.
+
+        POP3: ``TOP n 0`` (the whole header section; keys from this session's :meth:`inventory`).
+        IMAP: ``UID FETCH uid (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM DATE)])``. Default: none.
+
+        Args:
+            keys: the messages.
+            max_octets: cap on one message's reply in octets.
+
+        Returns:
+            Key to the header lines as sent; keys the server did not answer are left out.
+
+        Raises:
+            The errors of :meth:`retrieve`: the session is broken; call :meth:`abort`.
+        """
+        return {}
+
     @property
     def identity(self) -> str:
         """How the last :meth:`inventory` identified messages across sessions.

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from maild.config.alerts import AlertsConfig
+from maild.fetch.cycle import CycleResult
 from maild.service.scheduler import AUTH_LOCKOUT_FAILURES, AccountRuntime, describe, outcome_label
 
 AlertKind = Literal["locked_out", "failing", "set_aside", "disk_full", "daemon", "test"]
@@ -117,6 +118,12 @@ class _Fired:
     sent_at: datetime
 
 
+def _subjects(res: CycleResult | None) -> str:
+    """The Subjects of set-aside messages, where known, for the alert text: `` ("A", "B")``."""
+    known = [f'"{res.subjects[k]}"' for k in res.set_aside if k in res.subjects] if res else []
+    return f" ({', '.join(known)})" if known else ""
+
+
 def _failing_next_step(rt: AccountRuntime) -> str:
     label = outcome_label(rt.last_exception) if rt.last_exception is not None else "internal"
     name = rt.config.name
@@ -184,7 +191,7 @@ class AlertMonitor:
             failed = len(res.set_aside) if res is not None else 0
             if too_large or failed:
                 parts = [f"{too_large} larger than max_message_size"] if too_large else []
-                parts += [f"{failed} set aside after repeated failures"] if failed else []
+                parts += [f"{failed} set aside after repeated failures{_subjects(res)}"] if failed else []
                 found[(name, "set_aside")] = _Condition(
                     rt,
                     rt.last_success or now,

@@ -13,20 +13,22 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
+from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, MaildError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
-from maild.model import redact_known
+from maild.model import FailureRecord, redact_known
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
 from maild.service.replies import new_and_known
 from maild.service.runner import CycleRunner
 from maild.service.scheduler import outcome_label
-from maild.service.snapshot import key_label
+from maild.service.snapshot import message_label
 
 log = structlog.get_logger("maild.service.oneshot")
 
@@ -41,11 +43,15 @@ class OneShotResult:
         account: the account name.
         result: the cycle's result, or None when it failed.
         error: the error that ended a failed cycle, in words (never a secret), or None.
+        failing: the archive's failure records of messages that failed in this cycle (with the
+            Subject where the header fetch of :mod:`maild.fetch.failed_headers` read it); a failed
+            cycle's line names them.
     """
 
     account: str
     result: CycleResult | None
     error: str | None = None
+    failing: tuple[FailureRecord, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -54,10 +60,12 @@ class OneShotResult:
 
     def line(self) -> str:
         """What ``maild fetch`` prints for the account: one line, then one indented line per message
-        that failed (its identity and the server's words) and per warning."""
+        that failed (its identity, Subject where known, and the server's words) and per warning."""
         res = self.result
         if res is None:
-            return f"{self.account}: FAILED: {self.error}"
+            lines = [f"{self.account}: FAILED: {self.error}"]
+            lines += [f"  not retrieved: {message_label(r.key, r.subject)}: {r.reason}" for r in self.failing]
+            return "\n".join(lines)
         extra = f", {res.deleted} deleted on the server" if res.deleted else ""
         if res.failures:
             extra += f", {len(res.failures)} could not be retrieved (retried next time)"
@@ -65,9 +73,20 @@ class OneShotResult:
             extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
         counts = new_and_known(res.new_messages, res.new_links)
         lines = [f"{self.account}: {counts} ({res.octets} octets){extra}"]
-        lines += [f"  not retrieved: {key_label(f.key)}: {f.reason}" for f in res.failures]
+        for f in res.failures:
+            lines.append(f"  not retrieved: {message_label(f.key, res.subjects.get(f.key))}: {f.reason}")
         lines += [f"  warning: {w}" for w in res.warnings]
         return "\n".join(lines)
+
+
+async def _failed_since(store: Store, account: str, started: datetime) -> tuple[FailureRecord, ...]:
+    """The failure records of ``account`` whose last failure is not older than ``started`` (UTC);
+    empty when the archive cannot say (a failed cycle is reported anyway)."""
+    try:
+        records = await failure_records(store, account)
+    except MaildError:
+        return ()
+    return tuple(r for r in records.values() if r.last_failed_at >= started)
 
 
 def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]:
@@ -117,12 +136,13 @@ async def fetch_once(
             runner = CycleRunner(store, executor, budgets, sessions, maildrop_factory, utc_now)
 
             async def one(acc: AccountConfig) -> OneShotResult:
+                started = utc_now().replace(microsecond=0)  # failure records keep whole seconds
                 try:
                     result = await runner.run(acc, keep_open=False)
                 except MaildError as exc:
                     error = redact_known(str(exc))
                     log.warning("fetch.failed", account=acc.name, outcome=outcome_label(exc), error=error)
-                    return OneShotResult(acc.name, None, error)
+                    return OneShotResult(acc.name, None, error, await _failed_since(store, acc.name, started))
                 assert result is not None  # runs without a proceed() check
                 return OneShotResult(acc.name, result)
 

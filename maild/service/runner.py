@@ -101,6 +101,7 @@ class CycleRunner:
                     opened=resumed,
                     keep_open=keep_open,
                     progress=progress,
+                    reconnect=lambda: self.maildrop_factory(ready, self.executor),
                 )
             finally:
                 self.sessions.release(lease)

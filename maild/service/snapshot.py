@@ -70,6 +70,12 @@ def key_label(key: MessageKey) -> str:
     return f"UIDL {key.uidl}"
 
 
+def message_label(key: MessageKey, subject: str | None) -> str:
+    """A failed message in words: its identity (:func:`key_label`) and, where known, its Subject in
+    quotes: ``UIDL abc "Rechnung 42"``."""
+    return f'{key_label(key)} "{subject}"' if subject else key_label(key)
+
+
 def failing_messages(
     records: Mapping[MessageKey, FailureRecord], now: datetime
 ) -> tuple[FailingMessageStatus, ...]:
@@ -85,6 +91,9 @@ def failing_messages(
             last_failed_at=_whole_seconds(r.last_failed_at) or r.last_failed_at,
             set_aside=r.key in aside,
             next_retry=_whole_seconds(r.last_failed_at + retry) if r.key in aside else None,
+            subject=r.subject,
+            from_=r.from_,
+            date=r.date,
         )
         for r in ordered
     )

@@ -135,6 +135,10 @@ class FailingMessageStatus:
         set_aside: whether later cycles skip it (left on the server, never deleted; tried again
             at ``next_retry`` and on ``maild fetch-now --retry-failed``).
         next_retry: when a set-aside message is tried again (UTC); None when not set aside.
+        subject: the message's Subject (RFC 2047 decoded), read by a separate header fetch; None
+            while unknown or absent.
+        from_: its From field, decoded; None while unknown or absent.
+        date: its Date field (UTC); None while unknown, absent or unparseable.
     """
 
     key: str
@@ -143,6 +147,9 @@ class FailingMessageStatus:
     last_failed_at: datetime
     set_aside: bool
     next_retry: datetime | None = None
+    subject: str | None = None
+    from_: str | None = None
+    date: datetime | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``failing_messages``."""
@@ -153,6 +160,9 @@ class FailingMessageStatus:
             "last_failed_at": time_text(self.last_failed_at),
             "set_aside": self.set_aside,
             "next_retry": time_text(self.next_retry),
+            "subject": self.subject,
+            "from": self.from_,
+            "date": time_text(self.date),
         }
 
     @classmethod
@@ -168,6 +178,9 @@ class FailingMessageStatus:
             last,
             read_bool(data, "set_aside"),
             read_time(data, "next_retry"),
+            read_opt_str(data, "subject"),
+            read_opt_str(data, "from"),
+            read_time(data, "date"),
         )
 
 

@@ -3,7 +3,7 @@
 :class:`ScriptedIMAP` runs on the test's own event loop (``async with ScriptedIMAP(...) as server``)
 and serves a small, correct subset of IMAP4rev1 (RFC 3501) over plaintext, implicit TLS or STARTTLS:
 CAPABILITY, STARTTLS, LOGIN, SELECT, UID SEARCH ALL/DELETED, UID FETCH (UID, FLAGS, INTERNALDATE,
-RFC822.SIZE, BODY[]/BODY.PEEK[], BODY.PEEK[HEADER], BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]), UID STORE (+/-FLAGS
+RFC822.SIZE, BODY[]/BODY.PEEK[], BODY.PEEK[HEADER], BODY.PEEK[HEADER.FIELDS (...)]), UID STORE (+/-FLAGS
 \\Deleted), UID EXPUNGE, EXPUNGE, LIST, IDLE (RFC 2177; :meth:`ScriptedIMAP.push` writes to every
 session in IDLE), NOOP, LOGOUT. Mailboxes are keyed by their wire name (modified UTF-7, unquoted);
 each message's UID is its position + ``first_uid``; :attr:`ScriptedMailbox.attributes` go into LIST.
@@ -66,6 +66,19 @@ def uid_set_members(text: str, highest: int) -> set[int]:
     return members
 
 
+def header_fields(raw: bytes, names: list[str]) -> bytes:
+    """The lines (with continuation lines) of the header fields of ``raw`` named ``names`` (any case)."""
+    header = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    wanted = {n.lower().encode() for n in names}
+    out, keep = b"", False
+    for line in header.splitlines(keepends=True):
+        if line[:1] not in (b" ", b"\t"):
+            keep = line.split(b":", 1)[0].strip().lower() in wanted
+        if keep:
+            out += line
+    return out
+
+
 def default_fetch_writer(seq: int, message: ScriptedMessage, items: str) -> bytes:
     """Write one message's FETCH response with the items asked for, UID first, the body last."""
     upper = items.upper()
@@ -76,10 +89,9 @@ def default_fetch_writer(seq: int, message: ScriptedMessage, items: str) -> byte
         parts.append(b'INTERNALDATE "' + message.internaldate.encode() + b'"')
     if "RFC822.SIZE" in upper:
         parts.append(b"RFC822.SIZE %d" % len(message.raw))
-    if "HEADER.FIELDS (MESSAGE-ID)" in upper:
-        found = re.search(rb"(?im)^Message-ID:[^\r\n]*\r\n", message.raw)
-        fields = (found.group(0) if found else b"") + b"\r\n"
-        parts.append(b"BODY[HEADER.FIELDS (MESSAGE-ID)] {%d}\r\n" % len(fields) + fields)
+    if (names := re.search(r"HEADER\.FIELDS \(([^)]*)\)", upper)) is not None:
+        fields = header_fields(message.raw, names.group(1).split()) + b"\r\n"
+        parts.append(b"BODY[HEADER.FIELDS (%s)] {%d}\r\n" % (names.group(1).encode(), len(fields)) + fields)
     elif "BODY.PEEK[HEADER]" in upper:
         end = message.raw.find(b"\r\n\r\n")
         header = message.raw[: end + 4] if end >= 0 else message.raw

@@ -23,20 +23,10 @@ from maild.model import Protocol
 from maild.policy import SET_ASIDE_AFTER_FAILURES
 from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.fetching import Clock, archived, crlf, cycle, prepare
+from tests.support.fetching import MARKER, Clock, archived, crlf, cycle, letter, prepare
 from tests.support.proxy import FaultProxy
 
-MARKER = b"CHOKE-ON-THIS-LINE"
 BROKEN = (ConnectError, NetworkTimeout, ProtocolError)
-
-
-def letter(n: int, marker: bytes = b"") -> bytes:
-    """A small CRLF message with a unique Message-ID; ``marker`` on a line of its body."""
-    return (
-        b"From: Kanzlei Berger <post@kanzlei-berger.example>\r\nTo: Anna <anna@example.com>\r\n"
-        b"Subject: Schreiben %d\r\nMessage-ID: <choke-%d@kanzlei-berger.example>\r\n\r\n"
-        b"Zeile eins\r\n%s\r\nZeile drei\r\n" % (n, n, marker)
-    )
 
 
 @pytest.fixture(params=["pop3", "imap"])
@@ -92,6 +82,11 @@ async def test_a_message_that_breaks_the_connection_every_time_is_set_aside_and_
     assert [r.failures for r in records.values()] == [1]
     (choking,) = records
     assert "while it was being received" in records[choking].reason
+    # its header, read in a new session (POP3 TOP, IMAP BODY.PEEK[HEADER.FIELDS]), names it
+    assert (records[choking].subject, records[choking].from_) == (
+        "Schreiben 3",
+        "Kanzlei Berger <post@kanzlei-berger.example>",
+    )
 
     for _ in range(SET_ASIDE_AFTER_FAILURES - 1):
         clock.advance(minutes=5)
@@ -106,6 +101,9 @@ async def test_a_message_that_breaks_the_connection_every_time_is_set_aside_and_
     assert (fourth.new_links, fourth.deleted) == (2, 4)
     assert await archived(store) == [crlf(r) for r in (raws[0], raws[1], raws[3], raws[4])]
     assert dovecot.maildir_messages(mail_user.name) == [crlf(raws[2])]
+    if protocol == "imap":  # BODY.PEEK everywhere: the set-aside message is still unread
+        (left,) = dovecot.maildir_files(mail_user.name)
+        assert "S" not in left.name.partition(":2,")[2], left.name  # maildir info flags: no \\Seen
 
 
 async def test_a_set_aside_message_is_tried_again_a_day_later_and_on_request(

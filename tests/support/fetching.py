@@ -64,10 +64,12 @@ async def cycle(
     clock: Callable[[], datetime] | None = None,
     **kwargs: Any,
 ) -> CycleResult:
-    """One fetch cycle through a fresh POP3/IMAP adapter, as the scheduler runs it."""
+    """One fetch cycle through a fresh POP3/IMAP adapter, as the scheduler runs it (with a fresh
+    adapter for the header fetch of failed messages)."""
     maildrop = make_maildrop(account, executor)
     if clock is not None:
         kwargs["clock"] = clock
+    kwargs.setdefault("reconnect", lambda: make_maildrop(account, executor))
     return await fetch_cycle(account, store, maildrop, **kwargs)
 
 
@@ -97,3 +99,16 @@ async def retrieve_everything(maildrop: Maildrop) -> list[RetrievedMessage | Ret
     """Take an open maildrop's inventory, then retrieve everything in it."""
     entries = await maildrop.inventory()
     return [item async for item in maildrop.retrieve([entry.key for entry in entries])]
+
+
+#: A body line the fault proxy is told to cut the connection at (:func:`letter`).
+MARKER = b"CHOKE-ON-THIS-LINE"
+
+
+def letter(n: int, marker: bytes = b"") -> bytes:
+    """A small CRLF message (Subject ``Schreiben n``) with a unique Message-ID; ``marker`` on a line of its body."""
+    return (
+        b"From: Kanzlei Berger <post@kanzlei-berger.example>\r\nTo: Anna <anna@example.com>\r\n"
+        b"Subject: Schreiben %d\r\nMessage-ID: <choke-%d@kanzlei-berger.example>\r\n\r\n"
+        b"Zeile eins\r\n%s\r\nZeile drei\r\n" % (n, n, marker)
+    )

@@ -110,6 +110,10 @@ class ScriptedMessage:
             ``write_pause_s`` between them.
         retr_tail_octets: write the last this many octets of the RETR reply (the terminator region)
             one octet at a time, with ``write_pause_s`` before each.
+        top: how TOP is answered: ``"as-retr"`` (default: ``retr_error`` applies to it too),
+            ``"serve"`` (the header section even when RETR fails), ``"drop"`` (close the connection),
+            ``"endless"`` (an endless header section, 4 KiB per write, until the client hangs up), or
+            a reply line to send instead (e.g. ``"-ERR no"``).
     """
 
     raw: bytes
@@ -118,6 +122,7 @@ class ScriptedMessage:
     retr_drop_after_octets: int | None = None
     retr_write_octets: int | None = None
     retr_tail_octets: int = 0
+    top: str = "as-retr"
 
     @property
     def size_octets(self) -> int:
@@ -344,7 +349,9 @@ class ScriptedPOP3(LoopThread):
             elif verb == "DELE":
                 s.marked.add(found[0])
                 await self._send(writer, f"+OK message {args[0]} deleted")
-            elif found[1].retr_error is not None:
+            elif verb == "TOP" and found[1].top not in ("as-retr", "serve"):
+                await self._odd_top(found[1].top, writer)
+            elif found[1].retr_error is not None and not (verb == "TOP" and found[1].top == "serve"):
                 await self._send(writer, found[1].retr_error)
             elif verb == "TOP":
                 if not args[1].isdigit():
@@ -355,6 +362,18 @@ class ScriptedPOP3(LoopThread):
                 await self._retr(found[1], writer)
         else:
             await self._send(writer, "-ERR unknown command or bad arguments")
+
+    async def _odd_top(self, top: str, writer: asyncio.StreamWriter) -> None:
+        """Answer TOP as :attr:`ScriptedMessage.top` says: drop, endless header, or a given line."""
+        if top == "drop":
+            raise _EndSession
+        if top == "endless":
+            writer.write(b"+OK\r\n")
+            while not writer.is_closing():
+                writer.write(b"X-Filler: " + b"x" * 4080 + b"\r\n")
+                await writer.drain()
+            raise _EndSession
+        await self._send(writer, top)
 
     async def _capa(self, writer: asyncio.StreamWriter) -> None:
         if self.capa is False:

@@ -148,3 +148,22 @@ async def test_the_command_reads_the_json_event_on_stdin(tmp_path: Path) -> None
     assert json.loads(out.read_text()) == alert_test_event(T0).to_json()
     assert failed[0].ok is False and failed[0].detail.endswith("exited 1: no way")
     assert missing[0].ok is False and "cannot run" in missing[0].detail
+
+
+def test_the_set_aside_alert_names_the_subjects_it_knows() -> None:
+    """Messages set aside after repeated failures are named by Subject in the alert text, where the
+    header fetch read one (maild.fetch.failed_headers)."""
+    monitor = AlertMonitor(CONFIG)
+    rt = AccountRuntime(pop3_account("bernd"))
+    rt.last_result = replace(
+        CycleResult("bernd"),
+        set_aside=[POP3Key("u1"), POP3Key("u2")],
+        subjects={POP3Key("u1"): "Rechnung 42 für März"},
+    )
+
+    (event,) = monitor.evaluate([rt], T0 + timedelta(seconds=1))
+
+    assert event.kind == "set_aside"
+    assert event.message == (
+        'messages left on the server: 2 set aside after repeated failures ("Rechnung 42 für März")'
+    )

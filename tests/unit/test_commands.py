@@ -58,7 +58,8 @@ class FakeStore:
         assert "FROM retrieval_failures" in sql
         if params != ("anna-pop",):
             return []
-        return [("pop3 uidl-7", 3, "-ERR [SYS/TEMP] message locked", STAMP, STAMP, 0)]
+        subject, sender = "Rechnung 42 für März", "Buchhaltung <buchhaltung@example.com>"
+        return [("pop3 uidl-7", 3, "-ERR [SYS/TEMP] message locked", STAMP, STAMP, 0, subject, sender, STAMP, 1)]
 
     async def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         return 1 if params == ("anna-pop",) else 0
@@ -204,12 +205,16 @@ async def test_fetch_now_waits_and_reports_each_account(daemon: Daemon) -> None:
 
 
 async def test_status_lists_set_aside_messages_with_reason_and_next_try(daemon: Daemon) -> None:
-    """status lists a message that failed three times in a row as set aside, with the server's words and when it is tried again."""
-    status = StatusReply.from_json(await ask(daemon, command="status"))
+    """status lists a message that failed three times in a row as set aside, with the server's words,
+    its Subject and From (read by the header fetch) and when it is tried again."""
+    reply = await ask(daemon, command="status")
+    status = StatusReply.from_json(reply)
 
     (failing,) = status.accounts[0].failing_messages
     assert (failing.key, failing.failures, failing.set_aside) == ("UIDL uidl-7", 3, True)
     assert failing.reason == "-ERR [SYS/TEMP] message locked"
+    assert (failing.subject, failing.from_) == ("Rechnung 42 für März", "Buchhaltung <buchhaltung@example.com>")
+    assert reply["accounts"][0]["failing_messages"][0]["subject"] == "Rechnung 42 für März"
     assert failing.next_retry is not None
     assert failing.next_retry - failing.last_failed_at == timedelta(days=1)
     assert status.accounts[1].failing_messages == ()

@@ -52,7 +52,17 @@ POP3 = status.AccountStatus(
         too_large=("POP3Key(uidl='b')",),
     ),
     failing_messages=(
-        status.FailingMessageStatus("UIDL c", 3, "-ERR [SYS/TEMP] locked", NOW, set_aside=True, next_retry=LATER),
+        status.FailingMessageStatus(
+            "UIDL c",
+            3,
+            "-ERR [SYS/TEMP] locked",
+            NOW,
+            set_aside=True,
+            next_retry=LATER,
+            subject="Rechnung 42 für März",
+            from_="Buchhaltung <buchhaltung@example.com>",
+            date=NOW,
+        ),
         status.FailingMessageStatus(
             "UIDL d", 1, "connection reset while it was being received", NOW, set_aside=False
         ),
@@ -219,7 +229,8 @@ def test_status_table_shows_warnings_and_failing_messages() -> None:
 
     assert "    warning: the server does not offer UIDL" in text
     assert (
-        "    set aside after 3 failures in a row, left on the server: UIDL c: -ERR [SYS/TEMP] locked"
+        '    set aside after 3 failures in a row, left on the server: UIDL c "Rechnung 42 für März":'
+        " -ERR [SYS/TEMP] locked"
         f" (next try {local_time(LATER, NOW, UTC)}, or `maild fetch-now --retry-failed anna-pop`)"
     ) in text
     assert "    failed 1x in a row (retried next cycle): UIDL d: connection reset" in text

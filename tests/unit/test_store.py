@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from maild.archive.schema import SCHEMA_VERSION, parse_utc, utc_text
+from maild.archive.schema import _MIGRATIONS, SCHEMA_VERSION, _split_sql, parse_utc, utc_text
 from maild.archive.store import Store
 from maild.errors import StoreError
 from maild.model import IMAPKey, Location, POP3Key, RetrievedMessage, StoreOutcome
@@ -55,11 +55,11 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 6
-    assert version == [(6,)]
+    assert SCHEMA_VERSION == 8
+    assert version == [(8,)]
     assert {
         "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts",
-        "retrieval_failures", "moves", "account_history",
+        "retrieval_failures", "moves", "account_history", "mailbox_sync",
     } <= tables  # fmt: skip
     assert path.exists()
 
@@ -628,3 +628,36 @@ async def test_close_keeps_the_wal_side_files_group_readable(tmp_path: Path) -> 
     for suffix in ("", "-wal", "-shm"):
         assert stat.S_IMODE(os.stat(f"{path}{suffix}").st_mode) == 0o640, suffix
     assert (tmp_path / "maild.sqlite3-wal").stat().st_size == 0
+
+
+async def test_version_six_failure_records_gain_header_fields_and_keep_their_counts(tmp_path: Path) -> None:
+    """Migrating a v6 archive keeps each retrieval failure record and adds Subject, From and Date
+    (unknown: NULL) and the header fetch attempt count (0), which ``record_headers`` then fills in."""
+    from maild.archive.failures import failure_records, record_headers
+    from maild.model import HeaderSummary
+
+    path = tmp_path / "maild.sqlite3"
+    with sqlite3.connect(path) as conn:
+        for version in range(1, 7):
+            for statement in _split_sql(_MIGRATIONS[version]):
+                conn.execute(statement)
+        conn.execute("INSERT INTO accounts VALUES ('a', 'O', 'E', 'pop3', '2026-01-01T00:00:00Z', NULL, NULL)")
+        conn.execute(
+            "INSERT INTO retrieval_failures VALUES ('a', 'pop3 u1', 3, '-ERR locked', '2026-01-01T00:00:00Z',"
+            " '2026-01-02T00:00:00Z', 0)"
+        )
+        conn.execute("PRAGMA user_version = 6")
+    async with await Store.open(path) as s:
+        (before,) = (await failure_records(s, "a")).values()
+        summary = HeaderSummary(None, datetime(2026, 3, 3, 9, 15, tzinfo=UTC), "B <b@example.com>", None, "Hallo")
+        await record_headers(s, "a", [POP3Key("u1"), POP3Key("gone")], {POP3Key("u1"): summary})
+        (after,) = (await failure_records(s, "a")).values()
+
+    assert (before.failures, before.reason, before.subject, before.header_attempts) == (3, "-ERR locked", None, 0)
+    assert (after.failures, after.subject, after.from_, after.date, after.header_attempts) == (
+        3,
+        "Hallo",
+        "B <b@example.com>",
+        summary.date,
+        1,
+    )

@@ -499,6 +499,29 @@ class IMAPMailbox(Maildrop):
         """Size and Message-ID field of messages without their bodies: see :func:`.scan.fetch_identities`."""
         return await scan.fetch_identities(self.connection, mailbox, uidvalidity, uids)
 
+    async def header_fields(
+        self, keys: Sequence[MessageKey], *, max_octets: int
+    ) -> dict[MessageKey, bytes]:
+        """Subject, From and Date lines of messages that failed to arrive, per mailbox by
+        :func:`.scan.fetch_header_fields` (``BODY.PEEK``: ``\\Seen`` untouched); a reply longer than
+        ``max_octets`` is left out. Keys whose mailbox's UIDVALIDITY changed are left out too.
+
+        Standard: RFC 9051 section 6.4.5.
+
+        Raises:
+            As :func:`.scan.fetch_sizes`: the session is broken; call :meth:`abort`.
+        """
+        groups: dict[tuple[str, int], list[IMAPKey]] = {}
+        for key in keys:
+            if isinstance(key, IMAPKey):
+                groups.setdefault((key.mailbox, key.uidvalidity), []).append(key)
+        found: dict[MessageKey, bytes] = {}
+        for (mailbox, uidvalidity), group in groups.items():
+            uids = [k.uid for k in group]
+            lines = await scan.fetch_header_fields(self.connection, mailbox, uidvalidity, uids)
+            found.update((k, lines[k.uid]) for k in group if 0 < len(lines.get(k.uid, b"")) <= max_octets)
+        return found
+
     def session_verified(self) -> set[IMAPKey]:
         """The keys shown in this login session to name the archived message (the UID check of
         :func:`maild.fetch.resync.verify_uid_map`, or retrieved by UID), for the caller to read and

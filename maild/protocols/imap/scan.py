@@ -32,6 +32,8 @@ IDENTITY_ITEMS = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
 SIZE_ITEMS = "(UID RFC822.SIZE)"
 #: Items of the header scan used to compare mailboxes without downloading bodies.
 HEADER_ITEMS = "(UID RFC822.SIZE BODY.PEEK[HEADER])"
+#: Items of the header fetch that shows a message that failed to arrive (:func:`fetch_header_fields`).
+FAILED_HEADER_ITEMS = "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT FROM DATE)])"
 
 
 def chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
@@ -266,4 +268,31 @@ async def fetch_header_sections(
         for uid, message in result.messages.items():
             if message.header is not None:
                 found[uid] = message.header
+    return found
+
+
+async def fetch_header_fields(
+    connection: IMAPConnection, mailbox: str, uidvalidity: int, uids: Sequence[int]
+) -> dict[int, bytes]:
+    """The Subject, From and Date lines of ``uids`` (:data:`FAILED_HEADER_ITEMS`; ``BODY.PEEK``, so
+    ``\\Seen`` is untouched), in batches of :data:`MAX_MESSAGES_PER_FETCH`, after a SELECT unless
+    ``mailbox`` is selected already. Used to show messages whose body could not be fetched.
+
+    Returns:
+        UID to the field lines as sent (ending with the empty line); UIDs not returned are left out,
+        and everything when the mailbox's UIDVALIDITY is no longer ``uidvalidity``.
+
+    Standard: RFC 9051 section 6.4.5 (``BODY.PEEK[HEADER.FIELDS (...)]``); RFC 3501 section 6.4.5.
+
+    Raises:
+        As :func:`fetch_sizes`.
+    """
+    if not await _select_unchanged(connection, mailbox, uidvalidity):
+        return {}
+    found: dict[int, bytes] = {}
+    for chunk in chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
+        result, _status = await uid_fetch(connection, chunk, FAILED_HEADER_ITEMS, ("BODY[HEADER.FIELDS]",))
+        for uid, message in result.messages.items():
+            if message.header_fields is not None:
+                found[uid] = message.header_fields
     return found

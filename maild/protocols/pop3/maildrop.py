@@ -475,6 +475,40 @@ class POP3Maildrop(Maildrop):
         )
         return replies, mismatched, broken
 
+    async def header_fields(
+        self, keys: Sequence[MessageKey], *, max_octets: int
+    ) -> dict[MessageKey, bytes]:
+        """The header sections of ``keys`` by ``TOP n 0``, one round trip each, for showing a message
+        that failed to arrive (:mod:`maild.fetch.failed_headers`).
+
+        Keys not in this session's inventory, or whose TOP was answered ``-ERR``, are left out; so is
+        everything when CAPA lists capabilities without TOP (TOP is optional, RFC 1939 section 7).
+
+        Args:
+            keys: keys from this session's :meth:`inventory`.
+            max_octets: cap on each reply in octets; a larger one breaks the session (ProtocolError).
+
+        Returns:
+            Key to the header section as sent, un-stuffed, with the empty line that ends it.
+
+        Cancelled: the socket is shut down and the session broken (call :meth:`abort`).
+
+        Standard: RFC 1939 section 7 (TOP), RFC 2449 section 6.1.
+
+        Raises:
+            NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
+        """
+        self._require_open()
+        if self._session.caps and "TOP" not in self._session.caps:
+            return {}
+        targets = [(key, n) for key in keys if (n := self._msgnum(key)) is not None]
+        if not targets:
+            return {}
+        msgnums = [n for _, n in targets]
+        replies = await self._run(functools.partial(self._session.header_sections, msgnums, max_octets))
+        pairs = zip(targets, replies, strict=True)
+        return {key: reply.body for (key, _), reply in pairs if reply.body is not None}
+
     async def delete(self, keys: Sequence[MessageKey]) -> None:
         """DELE each message, pipelined in windows of up to ``window`` commands when allowed.
 

@@ -416,6 +416,24 @@ class POP3Session:
         with self.mapped(doing):
             return self.exchange(commands, multiline=multiline, pipelined=self.pipelining)
 
+    def header_sections(self, msgnums: Sequence[int], max_reply_octets: int) -> list[wire.Reply]:
+        """``TOP n 0`` for each of ``msgnums``, one round trip each, every reply capped at
+        ``max_reply_octets`` (a header section, not a message; the session's cap is restored after).
+
+        Standard: RFC 1939 section 7 (TOP), RFC 2449 section 6.1 (CAPA TOP).
+
+        Raises:
+            ProtocolError: a reply is malformed or larger than ``max_reply_octets`` (the session is
+                then out of step: abort it). NetworkTimeout, ConnectError: as for :meth:`run`.
+        """
+        saved = self.decoder.max_reply_octets
+        self.decoder.max_reply_octets = min(saved, max_reply_octets)
+        try:
+            with self.mapped("reading header sections"):
+                return self.exchange([f"TOP {n} 0" for n in msgnums], multiline=True, pipelined=False)
+        finally:
+            self.decoder.max_reply_octets = saved
+
     def listing(self) -> Listing:
         """UIDL and LIST (RFC 1939 sections 7 and 5), pipelined when allowed, parsed."""
         with self.mapped("listing the maildrop"):

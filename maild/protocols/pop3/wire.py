@@ -194,6 +194,17 @@ class ReplyDecoder:
         """Octets received but not yet returned as part of a reply."""
         return len(self._buf)
 
+    @property
+    def max_reply_octets(self) -> int:
+        """The cap on one reply, in octets; may be lowered for replies known to be small (``TOP n 0``)."""
+        return self._max_reply
+
+    @max_reply_octets.setter
+    def max_reply_octets(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("caps must be positive")
+        self._max_reply = value
+
     def feed(self, data: bytes) -> None:
         """Append received bytes; chunk boundaries may fall anywhere, also inside the terminator.
 
