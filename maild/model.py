@@ -173,11 +173,16 @@ class StoreOutcome:
         new_links: server identities recorded for the account for the first time (includes
             ``new_messages`` and messages already archived through another account).
         octets: total size in octets of the messages in the batch that were new to the account.
+        account_messages: distinct messages linked to the account for the first time (a message
+            under two new identities of one account counts once).
+        new_octets: total size in octets of the ``new_messages`` (new to the archive).
     """
 
     new_messages: int = 0
     new_links: int = 0
     octets: int = 0
+    account_messages: int = 0
+    new_octets: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +324,10 @@ class AccountHistory:
             while the account succeeds.
         consecutive_failures: failed cycles since the last success.
         cycles_ok, cycles_failed: all cycles ever, by outcome.
-        fetched_messages, fetched_octets: messages newly archived for the account ever, and octets.
+        fetched_messages, fetched_octets: messages newly archived for the account ever, and octets
+            (counted in the transaction of each committed batch, so a crash does not lose them).
+        auth_failures: cycles refused with an authentication error in a row (a restart keeps an
+            auth lockout).
     """
 
     account: str
@@ -333,6 +341,7 @@ class AccountHistory:
     cycles_failed: int = 0
     fetched_messages: int = 0
     fetched_octets: int = 0
+    auth_failures: int = 0
 
 
 class AccessTokenSource(_Interface):

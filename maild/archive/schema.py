@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 8; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 9; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -24,7 +24,7 @@ Layout (schema version 8; docs/archive.md documents it for readers such as the C
   ``locations.server_size`` (v4): the RFC822.SIZE an IMAP server reports for the message when it
   differs from the archived octets' size while its header section matches (a server quirk, so that
   the UID check of :mod:`maild.fetch.resync` does not raise the alarm again).
-- ``mailbox_sync`` (v8): per IMAP account and mailbox, its status (UIDVALIDITY, UIDNEXT, MESSAGES,
+- ``mailbox_sync`` (v9): per IMAP account and mailbox, its status (UIDVALIDITY, UIDNEXT, MESSAGES,
   HIGHESTMODSEQ) when a cycle last listed it in full and archived all it held, so that later polls
   leave it unselected while its status stays the same (:mod:`maild.archive.sync_state`).
 - ``account_history`` (v6): per account, what ``maild status`` shows about the past (last success,
@@ -34,6 +34,11 @@ Layout (schema version 8; docs/archive.md documents it for readers such as the C
   From and Date of a message that failed to arrive, read by a separate, best-effort header fetch
   (:mod:`maild.fetch.failed_headers`), decoded (RFC 2047); NULL while unknown; how often that fetch was
   tried.
+- ``alert_memory`` (v8): the alerts sent and still open (per account and kind; ``account`` is ``''``
+  for the daemon and its disk), when each started and was last sent, so that a restart neither sends
+  them again nor forgets to send the recovery notice; ``account_history.auth_failures`` (v8): the
+  refused logins in a row, so that a restart does not give a locked-out account fresh tries.
+  ``account_history.fetched_messages``/``fetched_octets`` are counted in each batch's transaction.
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -45,7 +50,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -182,6 +187,18 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE retrieval_failures ADD COLUMN header_attempts INTEGER NOT NULL DEFAULT 0;
     """,
     8: """
+    CREATE TABLE alert_memory (
+        account     TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        since       TEXT NOT NULL,
+        sent_at     TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        next_step   TEXT NOT NULL,
+        PRIMARY KEY (account, kind)
+    );
+    ALTER TABLE account_history ADD COLUMN auth_failures INTEGER NOT NULL DEFAULT 0;
+    """,
+    9: """
     CREATE TABLE mailbox_sync (
         account        TEXT NOT NULL REFERENCES accounts (name),
         mailbox        TEXT NOT NULL,

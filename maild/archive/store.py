@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 import structlog
 
+from maild.archive.counters import ArchiveCounters
 from maild.archive.index_text import index_text
 from maild.archive.schema import (
     _MIGRATIONS,
@@ -226,6 +227,9 @@ class Store:
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (see :meth:`locations`)."""
         self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
+        self.counters: ArchiveCounters | None = None
+        """Figures kept current by each committed batch once :meth:`keep_counters`
+        made them (the daemon); None otherwise."""
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -251,6 +255,12 @@ class Store:
             await conn.close()
             raise
         return store
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write transaction of this connection is running or waiting (a read now would
+        wait behind it, up to the busy timeout when another process holds the lock)."""
+        return self._write_lock.locked()
 
     @property
     def generation(self) -> int:
@@ -439,18 +449,22 @@ class Store:
     async def ensure_account(
         self, name: str, organisation: str, employee: str, protocol: Protocol, now: datetime
     ) -> None:
-        """Record the account, or update its organisation and employee.
+        """Record the account, or update its organisation and employee (no write when unchanged).
 
         Raises:
             StoreError: the account exists with another protocol (the protocol is fixed for an
                 account's life; add the mailbox again under a new name instead).
         """
-        rows = await self._all("SELECT protocol FROM accounts WHERE name = ?", (name,))
+        rows = await self._all(
+            "SELECT protocol, organisation, employee FROM accounts WHERE name = ?", (name,)
+        )
         if rows and rows[0][0] != protocol:
             raise StoreError(
                 f"account {name} was created as {rows[0][0]} and cannot become {protocol}; "
                 "add the mailbox again as a new account (see 'Moving a mailbox from POP3 to IMAP')"
             )
+        if rows and tuple(rows[0][1:]) == (organisation, employee):
+            return  # nothing to write: a daemon starts on an archive that cannot be written (issue 15)
         await self._write(
             [
                 (
@@ -533,9 +547,12 @@ class Store:
             return StoreOutcome()
         stamp = utc_text(now)
         prepared = await asyncio.to_thread(_prepare, batch, stamp)
-        return await self._atomic(
+        outcome = await self._atomic(
             lambda: self._insert_batch(account, prepared, stamp), f"storing for account {account}"
         )
+        if self.counters is not None:
+            self.counters.add(account, outcome)
+        return outcome
 
     async def _insert_batch(self, account: str, prepared: list[_Prepared], stamp: str) -> StoreOutcome:
         digests = list(dict.fromkeys(p.sha256 for p in prepared))
@@ -588,6 +605,8 @@ class Store:
                         missing,
                     )
                 )
+        linked_ids = {row[1] for row in pop_rows} | {row[1] for row in imap_rows}
+        account_messages = len(linked_ids - await self._messages_of(account, linked_ids))
         if pop_rows:
             await self._conn.executemany(
                 "INSERT INTO locations (account, message, uidl, first_fetched_at) VALUES (?, ?, ?, ?)"
@@ -606,9 +625,30 @@ class Store:
             "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
             [(account, failure_key_text(p.key)) for p in prepared],
         )
+        links = len(pop_rows) + len(imap_rows)
+        if links:  # the account's history counts in this transaction (issue 17: no undercount after a crash)
+            await self._conn.execute(_COUNT_FETCHED, (account, links, octets))
         return StoreOutcome(
-            new_messages=new_messages, new_links=len(pop_rows) + len(imap_rows), octets=octets
+            new_messages=new_messages,
+            new_links=links,
+            octets=octets,
+            account_messages=account_messages,
+            new_octets=sum(len(row[-1]) for row in new_rows.values()),
         )
+
+    async def _messages_of(self, account: str, ids: Iterable[int]) -> set[int]:
+        """The subset of message row ``ids`` already linked to ``account``."""
+        found: set[int] = set()
+        wanted = sorted(ids)
+        for i in range(0, len(wanted), QUERY_CHUNK):
+            chunk = wanted[i : i + QUERY_CHUNK]
+            sql = (
+                "SELECT DISTINCT message FROM locations WHERE account = ?"  # noqa: S608
+                f" AND message IN ({','.join('?' * len(chunk))})"
+            )
+            async with self._conn.execute(sql, (account, *chunk)) as cur:
+                found.update(row[0] for row in await cur.fetchall())
+        return found
 
     async def _linked_keys(self, account: str, keys: Sequence[MessageKey]) -> set[MessageKey]:
         """The subset of ``keys`` that already have a location row for ``account``."""
@@ -922,6 +962,19 @@ class Store:
         rows = await self._all("SELECT count(*), coalesce(sum(size_octets), 0) FROM messages")
         return int(rows[0][0]), int(rows[0][1])
 
+    async def keep_counters(self) -> ArchiveCounters:
+        """Count the archive once and keep the counts current with every committed batch from now
+        on (:attr:`counters`; the daemon's status answers from them).
+
+        Raises:
+            StoreError: SQLite failed.
+        """
+        counters = ArchiveCounters()
+        messages, octets = await self.totals()
+        counters.replace(await self.message_counts(), messages, octets)
+        self.counters = counters
+        return counters
+
     # -- account history (schema version 6) ----------------------------------------------------
 
     async def account_histories(self) -> dict[str, AccountHistory]:
@@ -941,6 +994,9 @@ class Store:
     async def record_history(self, history: AccountHistory) -> None:
         """Replace an account's history row in one durable transaction.
 
+        ``fetched_messages`` and ``fetched_octets`` are written only when the row is new: each
+        committed batch adds to them in its own transaction (see :meth:`store_batch`).
+
         Raises:
             StoreError: SQLite failed (for example the disk is full); the old row stays.
         """
@@ -952,7 +1008,7 @@ class Store:
         row = (
             h.account, text(h.last_success), text(h.last_push), h.last_error, text(h.last_error_at),
             text(h.failing_since), h.consecutive_failures, h.cycles_ok, h.cycles_failed,
-            h.fetched_messages, h.fetched_octets,
+            h.fetched_messages, h.fetched_octets, h.auth_failures,
         )  # fmt: skip
         await self._write([(_REPLACE_HISTORY, row, False)])
 
@@ -965,11 +1021,21 @@ class Store:
 _HISTORY_COLUMNS = (
     "account", "last_success", "last_push", "last_error", "last_error_at", "failing_since",
     "consecutive_failures", "cycles_ok", "cycles_failed", "fetched_messages", "fetched_octets",
+    "auth_failures",
 )  # fmt: skip
 _SELECT_HISTORY = f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM account_history"  # noqa: S608 - constants
+_BATCH_COUNTED = ("fetched_messages", "fetched_octets")
+"""Columns :meth:`Store.store_batch` counts in each batch's transaction; :meth:`Store.record_history`
+writes them only into a new row."""
 _REPLACE_HISTORY = (
-    f"INSERT OR REPLACE INTO account_history ({', '.join(_HISTORY_COLUMNS)})"  # noqa: S608 - constants
-    f" VALUES ({', '.join('?' * len(_HISTORY_COLUMNS))})"
+    f"INSERT INTO account_history ({', '.join(_HISTORY_COLUMNS)})"  # noqa: S608 - constants
+    f" VALUES ({', '.join('?' * len(_HISTORY_COLUMNS))}) ON CONFLICT (account) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _HISTORY_COLUMNS[1:] if c not in _BATCH_COUNTED)
+)
+_COUNT_FETCHED = (
+    "INSERT INTO account_history (account, fetched_messages, fetched_octets) VALUES (?, ?, ?)"
+    " ON CONFLICT (account) DO UPDATE SET fetched_messages = fetched_messages + excluded.fetched_messages,"
+    " fetched_octets = fetched_octets + excluded.fetched_octets"
 )
 
 

@@ -30,7 +30,7 @@ import structlog
 
 from maild.auth import oauth2
 from maild.auth.command import first_line_of
-from maild.errors import AuthError, ConfigError, StoreError
+from maild.errors import AuthError, ConfigError, MaildError, StoreError
 from maild.fsutil import write_atomic
 from maild.model import Secret
 
@@ -200,6 +200,9 @@ class TokenHealth:
             None (not delegated, or not read yet).
         refresh_token_expires_at: obtained time plus ``refresh_token_lifetime_s``, or None.
         warning: a sentence when the refresh token ends within :data:`REFRESH_WARNING_S`, else None.
+        refresh_failing_since: when getting a token first failed in the current run of failures
+            (aware, UTC), None while it works.
+        refresh_error: the last failure's text (the error's own words, which name no token), or None.
     """
 
     grant: str
@@ -207,6 +210,8 @@ class TokenHealth:
     refresh_token_obtained_at: dt.datetime | None
     refresh_token_expires_at: dt.datetime | None
     warning: str | None
+    refresh_failing_since: dt.datetime | None = None
+    refresh_error: str | None = None
 
 
 class OAuth2Tokens:
@@ -228,6 +233,8 @@ class OAuth2Tokens:
         self._expires_at = 0.0
         self._refresh_obtained_at: dt.datetime | None = None
         self._warned_at = 0.0
+        self._failing_since: dt.datetime | None = None
+        self._failure: str | None = None
 
     def __repr__(self) -> str:
         return f"OAuth2Tokens({self.settings.account!r}, {self.settings.grant})"
@@ -251,7 +258,14 @@ class OAuth2Tokens:
             if self._token is not None and self._clock() < self._expires_at - REFRESH_MARGIN_S:
                 return self._token
             self._token = None
-            token, lifetime_s = self._obtain()
+            try:
+                token, lifetime_s = self._obtain()
+            except MaildError as exc:  # remembered for status and the token_expiry alert
+                if self._failing_since is None:
+                    self._failing_since = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+                self._failure = str(exc)
+                raise
+            self._failing_since = self._failure = None
             self._token, self._expires_at = token, self._clock() + lifetime_s
             log.info("oauth2.token.obtained", grant=self.settings.grant, expires_in_s=round(lifetime_s))
             self._warn_if_expiring()
@@ -285,6 +299,8 @@ class OAuth2Tokens:
             refresh_token_obtained_at=obtained,
             refresh_token_expires_at=ends,
             warning=warning,
+            refresh_failing_since=self._failing_since,
+            refresh_error=self._failure,
         )
 
     def _warn_if_expiring(self) -> None:

@@ -218,7 +218,8 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": True, **reply.to_json()}, indent=2, ensure_ascii=False))
     else:
         print(render_status(reply, now=datetime.now(UTC), failed_only=args.failed))
-    return STATUS_ATTENTION if problem_accounts(reply.accounts) else STATUS_OK
+    # a replaced archive (deletions stopped everywhere) needs attention even before any cycle fails
+    return STATUS_ATTENTION if problem_accounts(reply.accounts) or reply.archive.replaced else STATUS_OK
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -209,7 +209,8 @@ def progress_text(p: ProgressStatus) -> str:
 def render_status(
     reply: StatusReply, *, now: datetime, tz: tzinfo | None = None, failed_only: bool = False
 ) -> str:
-    """The text of ``maild status``: summary line, table (trouble first), details, archive line.
+    """The text of ``maild status``: summary line, an archive problem, table (trouble first), details,
+    archive line.
 
     Args:
         reply: the daemon's status.
@@ -221,6 +222,8 @@ def render_status(
     healthy = [a for a in reply.accounts if a not in problems]
     shown = problems if failed_only else problems + healthy
     lines = [summary_line(reply, now, tz)]
+    if reply.archive.replaced:  # deletions stopped on every server: trouble first
+        lines.append(f"ARCHIVE PROBLEM: {reply.archive.replaced}")
     if shown:
         lines.append("")
         lines.extend(_table([_HEADER] + [_row(a, now, tz) for a in shown]))
@@ -233,16 +236,15 @@ def render_status(
         f"archive: {reply.archive.messages:,} messages, {human_size(reply.archive.octets)};"
         f" times in {zone_name(now, tz)}"
     )
-    if reply.archive.replaced:
-        lines.append(f"ARCHIVE PROBLEM: {reply.archive.replaced}")
     return "\n".join(lines)
 
 
 def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
     """The ``maild check`` verdict and its one line, ``MAILD WARNING - text | perfdata``.
 
-    CRITICAL: an account locked out, failing permanently, or failing :data:`CRITICAL_FAILURES`
-    cycles in a row. WARNING: any other account needing attention. Perfdata (the plugin guidelines'
+    CRITICAL: the archive replaced under the daemon (deletions stopped), an account locked out,
+    failing permanently, or failing :data:`CRITICAL_FAILURES` cycles in a row. WARNING: any other
+    account needing attention. Perfdata (the plugin guidelines'
     ``'label'=value[UOM];warn;crit;min;max``): accounts, ok, problems, archived messages and bytes,
     and the largest fetch lag (seconds since an enabled account's last successful cycle).
     """
@@ -251,8 +253,10 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
         a for a in problems
         if a.state in ("auth_failed", "error") or a.consecutive_failures >= CRITICAL_FAILURES
     ]  # fmt: skip
-    code = CHECK_CRITICAL if critical else CHECK_WARNING if problems else CHECK_OK
-    if problems:
+    code = CHECK_CRITICAL if critical or reply.archive.replaced else CHECK_WARNING if problems else CHECK_OK
+    if reply.archive.replaced:  # deletions stopped on every server: first, whatever else is wrong
+        text = f"archive problem: {reply.archive.replaced}"
+    elif problems:
         text = ", ".join(f"{a.name} {attention(a)}" for a in (critical or problems))
         more = len(problems) - len(critical or problems)
         text += f" (and {more} more)" if more > 0 else ""

@@ -22,6 +22,10 @@ DEFAULT_REPEAT_S = 86400.0
 #: Default percentage of free space on the archive's file system below which ``disk_full`` is sent.
 DEFAULT_DISK_FREE_PERCENT = 10.0
 DEFAULT_SENDMAIL = "/usr/sbin/sendmail"
+#: Default seconds before an OAuth2 refresh token (its consent) ends from which ``token_expiry`` is sent.
+DEFAULT_TOKEN_EXPIRY_AHEAD_S = 7 * 86400.0
+#: Default seconds the daemon's event loop may be late (blocked) before ``daemon`` is sent.
+DEFAULT_LOOP_LAG_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,10 @@ class AlertsConfig:
         repeat_s: seconds before an unchanged, still-firing alert is sent again.
         disk_free_percent: free space (percent of the archive's file system) below which
             ``disk_full`` is sent; 0 turns it off.
+        token_expiry_ahead_s: seconds before an OAuth2 refresh token ends (the end of the
+            consent) from which ``token_expiry`` is sent.
+        loop_lag_s: seconds the event loop may be blocked (late to wake) before the ``daemon``
+            alert says so.
     """
 
     command: tuple[str, ...] | None = None
@@ -48,6 +56,8 @@ class AlertsConfig:
     after_s: float = DEFAULT_AFTER_S
     repeat_s: float = DEFAULT_REPEAT_S
     disk_free_percent: float = DEFAULT_DISK_FREE_PERCENT
+    token_expiry_ahead_s: float = DEFAULT_TOKEN_EXPIRY_AHEAD_S
+    loop_lag_s: float = DEFAULT_LOOP_LAG_S
 
     @property
     def enabled(self) -> bool:
@@ -96,6 +106,8 @@ def parse_alerts(data: Mapping[str, Any], where: str, base: Path) -> AlertsConfi
     disk = t.get("disk_free_percent", (int, float), DEFAULT_DISK_FREE_PERCENT, form="a number 0-99")
     if not 0 <= disk < 100:
         raise ConfigError(f"{t.key('disk_free_percent')}: expected a number 0-99, got {disk!r}")
+    ahead = parse_duration(t.get("token_expiry_ahead", (str, int), "7d"), t.key("token_expiry_ahead"))
+    lag = parse_duration(t.get("loop_lag", (str, int), "10s"), t.key("loop_lag"))
     t.reject_unknown()
     return AlertsConfig(
         command=(_resolved(command[0], base), *command[1:]) if command is not None else None,
@@ -105,4 +117,6 @@ def parse_alerts(data: Mapping[str, Any], where: str, base: Path) -> AlertsConfi
         after_s=after,
         repeat_s=repeat,
         disk_free_percent=float(disk),
+        token_expiry_ahead_s=ahead,
+        loop_lag_s=lag,
     )

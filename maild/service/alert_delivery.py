@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -25,7 +25,10 @@ from pathlib import Path
 
 import structlog
 
+from maild.archive.alert_memory import load_alerts, save_alerts
+from maild.archive.store import Store
 from maild.config.alerts import AlertsConfig
+from maild.errors import StoreError
 from maild.service.alerts import AlertEvent, AlertMonitor, DiskSpace, alert_test_event
 from maild.service.scheduler import AccountRuntime
 
@@ -35,6 +38,9 @@ log = structlog.get_logger("maild.service.alert_delivery")
 ALERT_TIMEOUT_S = 30.0
 #: Octets of a child's stderr kept for the log (the rest is read and dropped).
 MAX_STDERR_OCTETS = 2048
+#: Seconds before the alert memory is written again after the archive refused it (a full disk), unless
+#: new events come.
+MEMORY_RETRY_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +169,8 @@ def disk_space(path: Path) -> DiskSpace | None:
 class Alerter:
     """The daemon's alerting: evaluates the :class:`~maild.service.alerts.AlertMonitor` and sends its
     events in order in the background, so that housekeeping (and the watchdog) never waits for a
-    slow MTA.
+    slow MTA. After sending, what was sent and what cleared is written to the archive (also in the
+    background), so that a restart knows it (:meth:`attach`).
 
     Args:
         config: the ``[alerts]`` table.
@@ -173,6 +180,18 @@ class Alerter:
         self.monitor = AlertMonitor(config)
         self._queue: asyncio.Queue[AlertEvent] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._store: Store | None = None
+        self._memory_failed_at: float | None = None
+        """The event loop's time when writing the alert memory last failed, None after a success."""
+
+    async def attach(self, store: Store) -> None:
+        """Start from the alerts the archive remembers and remember new ones there.
+
+        Raises:
+            StoreError: the archive cannot be read.
+        """
+        self.monitor.restore(await load_alerts(store))
+        self._store = store
 
     @property
     def config(self) -> AlertsConfig:
@@ -185,22 +204,56 @@ class Alerter:
         self.monitor.forget(set(self.monitor.accounts_alerted()) - set(accounts))
 
     async def check(
-        self, accounts: Iterable[AccountRuntime], now: datetime, state_dir: Path, daemon_problem: str | None
+        self,
+        accounts: Iterable[AccountRuntime],
+        now: datetime,
+        state_dir: Path,
+        daemon_problems: Mapping[str | None, str] | None = None,
+        archive_replaced: str | None = None,
     ) -> list[AlertEvent]:
-        """Evaluate now and queue the resulting events; return them (nothing is queued without a channel)."""
+        """Evaluate now and queue the resulting events; return them (nothing is queued without a channel).
+
+        Args:
+            accounts: the scheduler's accounts.
+            now: the current time (aware, UTC).
+            state_dir: a directory on the archive's file system (for ``disk_full``).
+            daemon_problems: see :meth:`~maild.service.alerts.AlertMonitor.evaluate`.
+            archive_replaced: why the archive guard stopped deletions, or None.
+        """
         disk = await asyncio.to_thread(disk_space, state_dir)
-        events = self.monitor.evaluate(accounts, now, disk=disk, daemon_problem=daemon_problem)
-        if not self.config.enabled:
-            return events
-        for event in events:
-            self._queue.put_nowait(event)
-        if events and (self._worker is None or self._worker.done()):
+        events = self.monitor.evaluate(
+            accounts, now, disk=disk, daemon_problems=daemon_problems, archive_replaced=archive_replaced
+        )
+        if self.config.enabled:
+            for event in events:
+                self._queue.put_nowait(event)
+        failed_at = self._memory_failed_at
+        retry = failed_at is None or asyncio.get_running_loop().time() - failed_at >= MEMORY_RETRY_S
+        if (events or (self.monitor.changed and retry)) and (self._worker is None or self._worker.done()):
             self._worker = asyncio.create_task(self._send_queued(), name="alerts")
         return events
 
     async def _send_queued(self) -> None:
-        while not self._queue.empty():
-            await deliver(self.config, self._queue.get_nowait())
+        while True:
+            while not self._queue.empty():
+                await deliver(self.config, self._queue.get_nowait())
+            await self._remember()  # after sending: a crash in between sends again, never loses one
+            if self._queue.empty():
+                return
+
+    async def _remember(self) -> None:
+        """Write what was sent and what cleared to the archive; on failure keep it for the next try."""
+        if self._store is None:
+            return
+        sent, cleared = self.monitor.take_changes()
+        try:
+            await save_alerts(self._store, sent, cleared)
+        except StoreError as exc:
+            self.monitor.give_back(sent, cleared)
+            self._memory_failed_at = asyncio.get_running_loop().time()
+            log.warning("alert.memory-not-saved", error=str(exc))
+        else:
+            self._memory_failed_at = None
 
     async def test(self, now: datetime) -> list[DeliveryOutcome]:
         """Send the test event through every channel now (``maild alert-test``)."""

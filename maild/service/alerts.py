@@ -9,25 +9,42 @@ configured command and mail. Kinds:
 - ``failing``: an account's cycles have failed for longer than ``[alerts] after`` (default 1 h).
 - ``set_aside``: messages too large for ``max_message_size`` were left on the server (at once).
 - ``disk_full``: the archive's file system has less free space than ``disk_free_percent``.
-- ``daemon``: the daemon itself is unwell (an account loop ended; the watchdog is no longer fed).
+- ``token_expiry``: an OAuth2 account's refresh token (the person's consent) ends within
+  ``token_expiry_ahead`` (default 7 days), or getting a token has started failing.
+- ``archive_replaced``: the archive file was deleted or replaced under the running daemon (the
+  archive guard, :meth:`maild.archive.store.Store.verify_identity`): deletions stopped everywhere.
+- ``daemon``: the daemon itself is unwell, as the watchdog would see it: an account's loop ended
+  (per account), the event loop was blocked longer than ``loop_lag``, or the account history cannot
+  be written to the archive.
 
 One event per account and kind is sent when a condition starts; it is sent again only when its
 message changes or ``repeat`` (default a day) has passed; when the condition clears, a ``recovered``
 event follows. Messages come from the error texts of status, which never contain a secret.
+
+What was sent is remembered in the archive (:mod:`maild.archive.alert_memory`): :meth:`AlertMonitor.restore`
+starts from it, so a restart neither sends an open alert again nor forgets its recovery notice.
+A remembered alert whose condition cannot be judged yet after a restart (set-aside messages before
+the account's first cycle, token expiry before its first token) is kept as it is, neither sent again
+nor recovered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from maild.archive.alert_memory import AlertRecord
+from maild.auth.tokens import TokenHealth, peek_source
 from maild.config.alerts import AlertsConfig
 from maild.fetch.cycle import CycleResult
+from maild.model import redact_known
 from maild.service.scheduler import AUTH_LOCKOUT_FAILURES, AccountRuntime, describe, outcome_label
 
-AlertKind = Literal["locked_out", "failing", "set_aside", "disk_full", "daemon", "test"]
+AlertKind = Literal[
+    "locked_out", "failing", "set_aside", "disk_full", "token_expiry", "archive_replaced", "daemon", "test"
+]
 AlertState = Literal["firing", "recovered", "test"]
 
 
@@ -86,6 +103,8 @@ _TITLES: dict[AlertKind, str] = {
     "failing": "fetching fails",
     "set_aside": "messages set aside",
     "disk_full": "archive disk nearly full",
+    "token_expiry": "sign-in token ends soon",
+    "archive_replaced": "archive replaced, deletions stopped",
     "daemon": "maild is unwell",
     "test": "alert test",
 }
@@ -116,6 +135,48 @@ class _Condition:
 class _Fired:
     event: AlertEvent
     sent_at: datetime
+    restored: bool = False
+    """Read from the archive at start: until the account's first cycle in this process nothing new
+    happened, so it is not sent again even if its text is built differently now."""
+
+
+_Key = tuple[str | None, AlertKind]
+
+
+def token_health(rt: AccountRuntime) -> TokenHealth | None:
+    """The OAuth2 token health of ``rt`` from memory, or None (not OAuth2, or no token asked for yet)."""
+    oauth = rt.config.sign_in.oauth2
+    source = peek_source(oauth) if oauth is not None else None
+    return source.health() if source is not None else None
+
+
+def _token_condition(
+    rt: AccountRuntime, health: TokenHealth, ahead_s: float, now: datetime
+) -> _Condition | None:
+    """``token_expiry`` of one OAuth2 account: its refresh token ends within ``ahead_s`` seconds, or
+    getting a token fails (a refused refresh token is ``locked_out`` instead)."""
+    name = rt.config.name
+    authorize = f"run `maild accounts authorize {name}` with the mailbox's owner"
+    if health.refresh_failing_since is not None:
+        return _Condition(
+            rt,
+            health.refresh_failing_since,
+            "getting a sign-in token fails: " + redact_known(health.refresh_error or "unknown error"),
+            "check the provider's token endpoint and this server's network; if the provider refuses the"
+            f" grant, {authorize}",
+        )
+    ends = health.refresh_token_expires_at
+    if ends is None or ends - now > timedelta(seconds=ahead_s):
+        return None
+    # The text names the end, not the time left: it stays the same while the condition holds, so
+    # it is not sent again before `repeat` (as "ends in 2.0 days", "1.9 days" ... would be).
+    when = "ended" if ends <= now else "ends"
+    return _Condition(
+        rt,
+        health.refresh_token_obtained_at or now,
+        f"the refresh token (the consent given at authorization) {when} at {ends:%Y-%m-%d %H:%M} UTC",
+        f"{authorize} before then; fetching stops when it ends",
+    )
 
 
 def _subjects(res: CycleResult | None) -> str:
@@ -154,19 +215,89 @@ class AlertMonitor:
 
     def __init__(self, config: AlertsConfig) -> None:
         self.config = config
-        self._fired: dict[tuple[str | None, AlertKind], _Fired] = {}
+        self._fired: dict[_Key, _Fired] = {}
+        self._sent: dict[_Key, _Fired] = {}
+        """Sent since the last :meth:`take_changes` (to remember in the archive)."""
+        self._cleared: set[_Key] = set()
+        """Cleared since the last :meth:`take_changes` (to forget in the archive)."""
+
+    def restore(self, records: Iterable[AlertRecord]) -> None:
+        """Start from the alerts the archive remembers as sent and open (records of unknown kinds
+        are ignored)."""
+        kinds: tuple[str, ...] = get_args(AlertKind)
+        for r in records:
+            if r.kind not in kinds or r.kind == "test":
+                continue
+            kind: AlertKind = r.kind  # type: ignore[assignment]  # checked against AlertKind above
+            event = AlertEvent(kind, "firing", r.account, "", "", r.since, r.sent_at, r.message, r.next_step)
+            self._fired[(r.account, kind)] = _Fired(event, r.sent_at, restored=True)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything is to be written to the archive (see :meth:`take_changes`)."""
+        return bool(self._sent or self._cleared)
+
+    def take_changes(self) -> tuple[list[AlertRecord], list[tuple[str | None, str]]]:
+        """What changed since the last call: (alerts sent, keys cleared), for the archive."""
+        sent = [
+            AlertRecord(k[0], k[1], f.event.since, f.sent_at, f.event.message, f.event.next_step)
+            for k, f in self._sent.items()
+        ]
+        cleared: list[tuple[str | None, str]] = [(k[0], k[1]) for k in self._cleared]
+        self._sent, self._cleared = {}, set()
+        return sent, cleared
+
+    def give_back(self, sent: Iterable[AlertRecord], cleared: Iterable[tuple[str | None, str]]) -> None:
+        """Keep changes :meth:`take_changes` returned that could not be written, for the next try."""
+        for r in sent:
+            key: _Key = (r.account, r.kind)  # type: ignore[assignment]  # made by take_changes
+            if key not in self._sent and key in self._fired:
+                self._sent[key] = self._fired[key]
+        for account, kind in cleared:
+            gone: _Key = (account, kind)  # type: ignore[assignment]  # made by take_changes
+            if gone not in self._fired:
+                self._cleared.add(gone)
+
+    def _since(self, key: _Key, now: datetime) -> datetime:
+        fired = self._fired.get(key)
+        return fired.event.since if fired is not None else now
 
     def _conditions(
         self,
         accounts: Iterable[AccountRuntime],
         disk: DiskSpace | None,
-        daemon_problem: str | None,
+        daemon_problems: Mapping[str | None, str],
+        archive_replaced: str | None,
         now: datetime,
-    ) -> dict[tuple[str | None, AlertKind], _Condition]:
-        found: dict[tuple[str | None, AlertKind], _Condition] = {}
+    ) -> tuple[dict[_Key, _Condition], set[_Key]]:
+        """The conditions that hold now, and the keys that cannot be judged now (kept as they are)."""
+        found: dict[_Key, _Condition] = {}
+        unknown: set[_Key] = set()
         after = timedelta(seconds=self.config.after_s)
         for rt in accounts:
             name = rt.config.name
+            if rt.config.sign_in.oauth2 is not None:
+                health = token_health(rt)
+                token = (
+                    _token_condition(rt, health, self.config.token_expiry_ahead_s, now)
+                    if health is not None
+                    else None
+                )
+                if health is None:
+                    unknown.add((name, "token_expiry"))
+                elif token is not None:
+                    found[(name, "token_expiry")] = token
+            if rt.last_result is None:  # no successful cycle since start: set-aside unknown
+                unknown.add((name, "set_aside"))
+            problem = daemon_problems.get(name)
+            if problem is not None:
+                found[(name, "daemon")] = _Condition(
+                    rt,
+                    self._since((name, "daemon"), now),
+                    problem,
+                    "`systemctl restart maild` (nothing is lost), and keep `journalctl -u maild -p err`"
+                    " for a bug report",
+                )
             since = rt.failing_since or now
             if rt.auth_failures >= AUTH_LOCKOUT_FAILURES:  # also while paused: still locked out
                 found[(name, "locked_out")] = _Condition(
@@ -205,20 +336,29 @@ class AlertMonitor:
             found[(None, "disk_full")] = _Condition(
                 None,
                 fired.event.since if fired is not None else now,
-                f"the archive's file system has {disk.free_percent:.0f} % free ({disk.free_octets} of"
-                f" {disk.total_octets} octets), below {limit:g} %",
+                # whole percent, no free octets: a disk filling by a few octets is no new alert
+                f"the archive's file system has {disk.free_percent:.0f} % free (of {disk.total_octets}"
+                f" octets), below {limit:g} %",
                 "free space or grow the file system; when it is full maild stops archiving and never"
                 " deletes anything on a server",
             )
-        if daemon_problem is not None:
-            fired = self._fired.get((None, "daemon"))
+        problem = daemon_problems.get(None)
+        if problem is not None:
             found[(None, "daemon")] = _Condition(
                 None,
-                fired.event.since if fired is not None else now,
-                daemon_problem,
+                self._since((None, "daemon"), now),
+                problem,
                 "`systemctl restart maild`, and keep `journalctl -u maild -p err` for a bug report",
             )
-        return found
+        if archive_replaced is not None:
+            found[(None, "archive_replaced")] = _Condition(
+                None,
+                self._since((None, "archive_replaced"), now),
+                archive_replaced,
+                "nothing is deleted on any server now; put the right archive file back at its path"
+                " (see docs/backup.md for a restore), then `systemctl restart maild`",
+            )
+        return found, unknown
 
     def evaluate(
         self,
@@ -226,7 +366,8 @@ class AlertMonitor:
         now: datetime,
         *,
         disk: DiskSpace | None = None,
-        daemon_problem: str | None = None,
+        daemon_problems: Mapping[str | None, str] | None = None,
+        archive_replaced: str | None = None,
     ) -> list[AlertEvent]:
         """The events to send now, and remember them for rate limiting and recovery.
 
@@ -234,16 +375,23 @@ class AlertMonitor:
             accounts: the scheduler's accounts.
             now: the current time (aware, UTC).
             disk: the archive's file system, or None when unknown.
-            daemon_problem: what is wrong with the daemon itself, or None.
+            daemon_problems: what is wrong with the daemon itself: by account name (its loop
+                ended), and under None the daemon as a whole (one text).
+            archive_replaced: why the archive guard stopped deletions, or None.
         """
-        conditions = self._conditions(accounts, disk, daemon_problem, now)
+        accounts = list(accounts)
+        people = {rt.config.name: rt.config for rt in accounts}
+        conditions, unknown = self._conditions(accounts, disk, daemon_problems or {}, archive_replaced, now)
         events: list[AlertEvent] = []
         repeat = timedelta(seconds=self.config.repeat_s)
         for key, cond in conditions.items():
             fired = self._fired.get(key)
-            if fired is not None and fired.event.message == cond.message and now - fired.sent_at < repeat:
-                continue
             rt = cond.account
+            if fired is not None and now - fired.sent_at < repeat:
+                if fired.event.message == cond.message:
+                    continue
+                if fired.restored and rt is not None and not rt.cycles:
+                    continue  # no cycle since the restart: nothing new to tell
             event = AlertEvent(
                 kind=key[1],
                 state="firing",
@@ -255,17 +403,21 @@ class AlertMonitor:
                 message=cond.message,
                 next_step=cond.next_step,
             )
-            self._fired[key] = _Fired(event, now)
+            self._fired[key] = self._sent[key] = _Fired(event, now)
+            self._cleared.discard(key)
             events.append(event)
-        for key in [k for k in self._fired if k not in conditions]:
+        for key in [k for k in self._fired if k not in conditions and k not in unknown]:
             old = self._fired.pop(key).event
+            self._sent.pop(key, None)
+            self._cleared.add(key)
+            person = people.get(old.account) if old.account is not None else None
             events.append(
                 AlertEvent(
                     kind=old.kind,
                     state="recovered",
                     account=old.account,
-                    organisation=old.organisation,
-                    employee=old.employee,
+                    organisation=old.organisation or (person.organisation if person else ""),
+                    employee=old.employee or (person.employee if person else ""),
                     since=old.since,
                     at=now,
                     message=f"cleared after {_duration(now - old.since)}: {old.message}",
@@ -283,6 +435,8 @@ class AlertMonitor:
         gone = set(names)
         for key in [k for k in self._fired if k[0] in gone]:
             del self._fired[key]
+            self._sent.pop(key, None)
+            self._cleared.add(key)
 
 
 def _duration(delta: timedelta) -> str:

@@ -22,7 +22,7 @@ import structlog
 
 from maild import __version__
 from maild.archive.maildir import clean_stale_tmp
-from maild.archive.store import Store
+from maild.archive.store import ArchiveReplaced, Store
 from maild.config.loader import Config, load_config
 from maild.errors import ControlError, MaildError
 from maild.fetch.cycle import utc_now
@@ -32,6 +32,7 @@ from maild.service.alert_delivery import Alerter
 from maild.service.budget import Budgets
 from maild.service.commands import CommandContext, dispatch
 from maild.service.control import ControlServer
+from maild.service.health import LoopLagProbe, daemon_problems
 from maild.service.metrics_http import MetricsServer
 from maild.service.replies import AlertChannelResult, AlertTestReply, ReloadReport
 from maild.service.scheduler import Scheduler
@@ -59,6 +60,7 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: CommandContext | None = None
         self.alerter = Alerter(config.alerts)
+        self.lag_probe = LoopLagProbe(config.alerts.loop_lag_s)
 
     async def _reload_quietly(self) -> None:
         with contextlib.suppress(ControlError):  # already logged as reload.rejected
@@ -76,7 +78,8 @@ class Daemon:
         """The Prometheus text exposition of the running daemon."""
         assert self.store is not None
         assert self.scheduler is not None
-        messages, _octets = await self.store.totals()
+        counters = self.store.counters  # kept by every batch: no archive read (issue 15, item 7)
+        messages = counters.messages if counters is not None else (await self.store.totals())[0]
         return metrics.render(
             self.scheduler.accounts.values(),
             metrics.database_octets(self.config.daemon.database),
@@ -91,12 +94,24 @@ class Daemon:
         return AlertTestReply(tuple(AlertChannelResult(o.channel, o.ok, o.detail) for o in outcomes))
 
     async def _check_alerts(self) -> None:
-        """Evaluate alerts (queued for sending in the background); an error here never stops the daemon."""
+        """Evaluate alerts (queued for sending in the background); an error here never stops the daemon.
+
+        Also checks the archive guard when no write is waiting (a check would queue behind it), so a
+        replaced archive is noticed while every account sleeps.
+        """
         assert self.scheduler is not None
-        problem = None if self.scheduler.healthy() else "an account's fetch loop stopped (internal error)"
+        assert self.store is not None
         try:
+            if not self.store.writing:
+                with contextlib.suppress(ArchiveReplaced):
+                    await self.store.verify_identity()
+            now = utc_now()
             await self.alerter.check(
-                self.scheduler.accounts.values(), utc_now(), self.config.daemon.state_dir, problem
+                self.scheduler.accounts.values(),
+                now,
+                self.config.daemon.state_dir,
+                daemon_problems(self.scheduler, self.lag_probe, now),
+                self.store.replaced,
             )
         except Exception:  # a bug in alerting must not stop the watchdog
             log.exception("alert.check-failed")
@@ -133,6 +148,7 @@ class Daemon:
             if new.daemon.log_level != self.config.daemon.log_level:
                 logging.getLogger().setLevel(LEVELS[new.daemon.log_level])
             self.config = new
+            self.lag_probe.threshold_s = new.alerts.loop_lag_s
             report = self.scheduler.apply(new.accounts.values())
             self.alerter.reconfigure(new.alerts, new.accounts)
             log.info("reload.applied", **report)
@@ -225,6 +241,8 @@ class Daemon:
                 await self.store.ensure_account(acc.name, acc.organisation, acc.employee, acc.protocol, now)
                 if acc.deliver_maildir is not None:  # leftovers of writes killed mid-way
                     await asyncio.to_thread(clean_stale_tmp, acc.deliver_maildir)
+            await self.store.keep_counters()  # status answers from these (issue 15, item 7)
+            await self.alerter.attach(self.store)
             self.scheduler = Scheduler(
                 cfg.accounts.values(),
                 self.store,
@@ -249,10 +267,12 @@ class Daemon:
             )
             notify("READY=1", f"STATUS={len(cfg.accounts)} accounts")
             housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
+            self.lag_probe.start()
             try:
                 await self.scheduler.run(self.stop_event, cfg.daemon.shutdown_timeout_s)
             finally:
                 housekeeping.cancel()
+                await self.lag_probe.stop()
                 await self.alerter.close()
                 for task in [housekeeping, *self._background]:
                     with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -121,6 +121,10 @@ class AccountRuntime:
         self.last_error_at = history.last_error_at
         self.failing_since = history.failing_since
         self.consecutive_failures = history.consecutive_failures
+        # A lockout outlives a restart: no fresh tries against the provider. The password's
+        # fingerprint is not kept (nothing derived from a secret is stored), so a password changed
+        # while maild was stopped needs `maild resume`; one changed later ends the lockout by itself.
+        self.auth_failures = history.auth_failures
 
     def history(self) -> AccountHistory:
         """The history to keep in the archive: the remembered one plus this runtime's cycles."""
@@ -138,6 +142,7 @@ class AccountRuntime:
             cycles_failed=base.cycles_failed + failed,
             fetched_messages=base.fetched_messages + self.fetched_messages,
             fetched_octets=base.fetched_octets + self.fetched_octets,
+            auth_failures=self.auth_failures,
         )
 
 
@@ -221,6 +226,8 @@ class Scheduler:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._started = False
+        self.history_error: str | None = None
+        """Why the last account history could not be written to the archive, None once one was."""
 
     async def run(self, stop: asyncio.Event, shutdown_timeout_s: float = 10.0) -> None:
         """Run every account's loop until ``stop`` is set; then stop within ``shutdown_timeout_s``.
@@ -278,6 +285,7 @@ class Scheduler:
             report["changed" if old is not None else "added"].append(name)
             previous = self._retire(name) if old is not None else None
             rt = self._runtime(acc)
+            rt.auth_failures = 0  # a changed configuration ends a lockout (a restart does not)
             self.accounts[name] = rt
             if self._started:
                 self._tasks[name] = asyncio.create_task(self._after(previous, rt), name=f"account:{name}")
@@ -300,7 +308,10 @@ class Scheduler:
         try:
             await self.store.record_history(history)
         except StoreError as exc:
+            self.history_error = str(exc)
             log.warning("history.not-recorded", error=str(exc))
+        else:
+            self.history_error = None
 
     def _retire(self, name: str) -> asyncio.Task[None] | None:
         rt = self.accounts.get(name)
@@ -318,6 +329,17 @@ class Scheduler:
         if previous is not None:
             await asyncio.wait([previous])
         await self._account_loop(rt)
+
+    def ended_loops(self) -> dict[str, str]:
+        """Accounts whose loop ended while the daemon runs (a bug), with the cause in words."""
+        if self._stopping:
+            return {}
+        out: dict[str, str] = {}
+        for name, task in self._tasks.items():
+            if task.done():
+                error = None if task.cancelled() else task.exception()
+                out[name] = describe(error) if error is not None else "the loop ended"
+        return out
 
     def healthy(self) -> bool:
         """True while every account loop is alive (no loop ended with an exception)."""

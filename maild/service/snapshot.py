@@ -278,6 +278,8 @@ class ArchiveFigures:
         self._figures = _Figures(
             counts, kept, messages, octets, datetime.now(UTC), loop_now, generation, failures
         )
+        if store.counters is not None and store.generation == generation:
+            store.counters.replace(counts, messages, octets)  # no batch committed while counting
 
     async def get(self, names: tuple[str, ...] = ()) -> _Figures | None:
         """The latest figures, or None when none could be read yet.
@@ -298,7 +300,11 @@ class ArchiveFigures:
         if stale:
             if self._reading is None or self._reading.done():
                 self._reading = asyncio.create_task(self._read(tuple(self._names)))
-            await asyncio.wait((self._reading,), timeout=ARCHIVE_WAIT_S)
+            # A read queues behind a write of the daemon's one connection, and that write may wait
+            # for another process's lock for the whole busy timeout: then the request does not wait
+            # (the counts come from the counters the daemon keeps; the rest from the last read).
+            if not (self._store.writing and self._store.counters is not None):
+                await asyncio.wait((self._reading,), timeout=ARCHIVE_WAIT_S)
         return self._figures
 
 
@@ -318,8 +324,11 @@ async def status_reply(
 ) -> StatusReply:
     """The full status: accounts in configuration order (or just ``only``) and archive totals.
 
-    The archive's figures come from :class:`ArchiveFigures` (at most :data:`ARCHIVE_MAX_AGE_S`
-    old while the archive answers); the accounts' states from the scheduler's memory.
+    Messages per account and the archive's totals come from the counters the daemon keeps
+    (:mod:`maild.archive.counters`, current with every committed batch) when it keeps them; the
+    rest of the archive's figures (pending deletions, failing messages) from :class:`ArchiveFigures`
+    (at most :data:`ARCHIVE_MAX_AGE_S` old while the archive answers); the accounts' states from
+    the scheduler's memory.
 
     Args:
         accounts: the scheduler's runtime records by account name, in configuration order.
@@ -332,6 +341,8 @@ async def status_reply(
     counts = figures.counts if figures is not None else {}
     kept = figures.kept if figures is not None else {}
     messages, octets = (figures.messages, figures.octets) if figures is not None else (0, 0)
+    if store.counters is not None:  # the daemon's: current with every committed batch
+        counts, messages, octets = store.counters.by_account, store.counters.messages, store.counters.octets
     read_at = figures.read_at.replace(microsecond=0) if figures is not None else None
     records = figures.failures if figures is not None else {}
     now = datetime.now(UTC)

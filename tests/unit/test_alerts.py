@@ -105,7 +105,7 @@ def test_disk_and_daemon_problems_fire_and_recover() -> None:
     monitor = AlertMonitor(CONFIG)
     full = DiskSpace(free_octets=5, total_octets=100)
 
-    fired = monitor.evaluate([], T0, disk=full, daemon_problem="an account's fetch loop stopped")
+    fired = monitor.evaluate([], T0, disk=full, daemon_problems={None: "the event loop was blocked"})
     cleared = monitor.evaluate([], T0 + timedelta(minutes=5), disk=DiskSpace(50, 100))
 
     assert [(e.kind, e.state, e.account) for e in fired] == [
@@ -114,6 +114,14 @@ def test_disk_and_daemon_problems_fire_and_recover() -> None:
     ]
     assert "5 % free" in fired[0].message
     assert [(e.kind, e.state) for e in cleared] == [("disk_full", "recovered"), ("daemon", "recovered")]
+
+
+def test_a_disk_filling_by_a_few_octets_is_no_new_alert() -> None:
+    """disk_full names whole percent, not free octets: a little less free space within the same
+    percent sends nothing new."""
+    monitor = AlertMonitor(CONFIG)
+    assert [e.kind for e in monitor.evaluate([], T0, disk=DiskSpace(5_000_000, 100_000_000))] == ["disk_full"]
+    assert monitor.evaluate([], T0 + timedelta(minutes=1), disk=DiskSpace(4_990_000, 100_000_000)) == []
 
 
 def test_no_secret_reaches_an_alert() -> None:

@@ -71,6 +71,8 @@ class FakeStore:
 
     generation = 0
     replaced = None
+    writing = False
+    counters = None  # a daemon's store keeps counters (maild.archive.counters); this one is read
 
     async def message_counts(self) -> dict[str, int]:
         return {"anna-pop": 5}

@@ -55,11 +55,11 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 8
-    assert version == [(8,)]
+    assert SCHEMA_VERSION == 9
+    assert version == [(9,)]
     assert {
         "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts",
-        "retrieval_failures", "moves", "account_history", "mailbox_sync",
+        "retrieval_failures", "moves", "account_history", "alert_memory", "mailbox_sync",
     } <= tables  # fmt: skip
     assert path.exists()
 
@@ -163,14 +163,22 @@ async def test_store_batch_outcome_counts(store: Store) -> None:
     """The outcome counts new messages, new links and octets of the links that were new."""
     outcome = await store.store_batch("anna-pop", [pop("u1", MSG_A), pop("u2", MSG_B)], NOW)
 
-    assert outcome == StoreOutcome(new_messages=2, new_links=2, octets=len(MSG_A) + len(MSG_B))
+    assert outcome == StoreOutcome(
+        new_messages=2,
+        new_links=2,
+        octets=len(MSG_A) + len(MSG_B),
+        account_messages=2,
+        new_octets=len(MSG_A) + len(MSG_B),
+    )
 
 
 async def test_same_content_under_two_keys_is_stored_once(store: Store) -> None:
     """Two server identities with identical content in one batch make one message row and two links."""
     outcome = await store.store_batch("anna-pop", [pop("u1", MSG_A), pop("u2", MSG_A)], NOW)
 
-    assert outcome == StoreOutcome(new_messages=1, new_links=2, octets=2 * len(MSG_A))
+    assert outcome == StoreOutcome(
+        new_messages=1, new_links=2, octets=2 * len(MSG_A), account_messages=1, new_octets=len(MSG_A)
+    )
     assert await store.totals() == (1, len(MSG_A))
     locs = await store.locations("anna-pop")
     assert locs[POP3Key("u1")].message == locs[POP3Key("u2")].message
@@ -186,8 +194,8 @@ async def test_same_message_via_two_accounts_is_stored_once_and_linked_to_both(s
         NOW,
     )
 
-    assert first == StoreOutcome(1, 1, len(MSG_A))
-    assert second == StoreOutcome(new_messages=0, new_links=1, octets=len(MSG_A))
+    assert first == StoreOutcome(1, 1, len(MSG_A), account_messages=1, new_octets=len(MSG_A))
+    assert second == StoreOutcome(new_messages=0, new_links=1, octets=len(MSG_A), account_messages=1)
     assert await store.totals() == (1, len(MSG_A))
     assert await store.message_counts() == {"anna-pop": 1, "anna-imap": 1}
     pop_loc = (await store.locations("anna-pop"))[POP3Key("u1")]

@@ -1,0 +1,147 @@
+"""A real read-only file system under the archive (issue 15 item 8): ``maild run`` in a user and mount
+namespace (``unshare --user --map-root-user --mount``) with its state directory on a tmpfs that is
+remounted read-only; every cycle fails with one line naming the read-only file system, and nothing
+is deleted on the server.
+
+Linux refuses to remount a file system read-only while a process holds a file on it open for writing
+("mount point is busy"), which the running daemon does: so the daemon is stopped, the tmpfs remounted
+read-only, and the daemon started again on it (SQLite then opens the archive read-only and every
+write fails). The forced remount a kernel makes after disk errors cannot be made in a test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.support import corpus
+from tests.support.daemonproc import maild_cli, status
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.maildconf import AccountSpec, short_dir, write_config
+
+UNSHARE = ["unshare", "--user", "--map-root-user", "--mount"]
+
+DRIVER = """
+import subprocess, sys
+state, cfg = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", state], check=True)
+run = [sys.executable, "-m", "maild", "-c", cfg, "run"]
+daemon = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=open(cfg + ".first.log", "w"))
+print("started", flush=True)
+sys.stdin.readline()
+daemon.terminate()
+daemon.wait()
+subprocess.run(["mount", "-o", "remount,ro", state], check=True)
+daemon = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=open(cfg + ".second.log", "w"))
+print("restarted", flush=True)
+sys.stdin.readline()
+daemon.terminate()
+print("exit", daemon.wait(), flush=True)
+"""
+
+
+def _namespaces_work() -> str | None:
+    """None when an unprivileged user and mount namespace can mount a tmpfs here, else why not."""
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(
+        [*UNSHARE, "sh", "-c", 'd=$(mktemp -d) && mount -t tmpfs tmpfs "$d" && umount "$d" && rmdir "$d"'],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return (
+        None if probe.returncode == 0 else f"user/mount namespaces unavailable: {probe.stderr.strip()[:200]}"
+    )
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``predicate`` every 0.1 s until it is true (a hang guard, not a speed assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_read_only_archive_file_system_is_named_and_stops_deletions(
+    dovecot: Dovecot, mail_user: MailUser
+) -> None:
+    """Steps: a POP3 account with ``retention = "delete"``; the daemon archives and deletes a first
+    message on a tmpfs; it stops, the tmpfs becomes read-only, it starts again; a second message
+    arrives; ``maild fetch-now`` fails with one line naming the read-only file system, ``maild status``
+    shows that line as the account's error, and the message is still on the server; the alert
+    command gets the ``daemon`` alert (the account history cannot be written: read-only)."""
+    reason = _namespaces_work()
+    if reason is not None:
+        pytest.skip(reason)
+    directory = short_dir()
+    state = directory / "state"
+    state.mkdir()
+    spec = AccountSpec("anna", "pop3", mail_user.name, mail_user.password, extra={"retention": "delete"})
+    cfg = write_config(directory, dovecot, [spec])
+    events = directory / "events.jsonl"
+    script = directory / "alert.py"
+    script.write_text(f"import sys\nwith open({str(events)!r}, 'a') as f:\n    f.write(sys.stdin.read())\n")
+    with cfg.open("a") as fh:
+        fh.write(f"\n[alerts]\ncommand = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]\n")
+
+    def daemon_alerts() -> list[dict[str, Any]]:
+        text = events.read_text() if events.exists() else ""
+        return [e for e in map(json.loads, text.splitlines()) if e["kind"] == "daemon"]
+
+    dovecot.deliver_many(mail_user.name, [corpus.make_message(subject="first")])
+    socket = directory / "control.sock"
+
+    def anna() -> dict[str, Any]:
+        accounts = status(socket).get("accounts")
+        return accounts[0] if accounts else {}
+
+    driver = subprocess.Popen(
+        [*UNSHARE, sys.executable, "-c", DRIVER, str(state), str(cfg)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert driver.stdin is not None and driver.stdout is not None
+        assert driver.stdout.readline().strip() == "started"
+        wait_until(
+            lambda: anna().get("last_success") and not dovecot.maildir_files(mail_user.name), "first cycle"
+        )
+        driver.stdin.write("ro\n")
+        driver.stdin.flush()
+        assert driver.stdout.readline().strip() == "restarted"
+        wait_until(lambda: anna().get("state") is not None, "the daemon on the read-only archive")
+
+        later = corpus.make_message(subject="later")
+        dovecot.deliver_many(mail_user.name, [later])
+        fetched = maild_cli(cfg, "fetch-now", "anna")
+        assert fetched.returncode == 1, fetched.stdout + fetched.stderr
+        lines = fetched.stdout.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("anna: FAILED: ")
+        assert f"the file system holding {state} is read-only" in lines[0]
+        assert dovecot.maildir_messages(mail_user.name) == [later]  # nothing deleted
+        shown = json.loads(maild_cli(cfg, "status", "--json").stdout)
+        assert f"the file system holding {state} is read-only" in shown["accounts"][0]["last_error"]
+        wait_until(daemon_alerts, "the daemon alert: the account history cannot be written")
+        unwell = daemon_alerts()[0]
+        assert unwell["state"] == "firing" and unwell["account"] is None
+        assert "the account history cannot be written to the archive" in unwell["message"]
+        assert "read-only" in unwell["message"]
+        driver.stdin.write("stop\n")
+        driver.stdin.flush()
+        assert driver.stdout.readline().strip() == "exit 0"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait()
+        for stream in (driver.stdin, driver.stdout):
+            if stream is not None:
+                stream.close()
