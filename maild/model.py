@@ -21,6 +21,9 @@ Retention = Literal["keep", "delete", "delete-after"]
 ``"delete"`` (POP3 only) every message the archive holds, ``"delete-after"`` what was first archived
 at least ``retention_days`` days ago. Validated once, by :mod:`maild.config.loader`; everything after
 that takes it as given (see :mod:`maild.policy`)."""
+#: IMAP ``COMPRESS=DEFLATE`` (RFC 4978) per account: ``"auto"`` (offered and a transfer measured slow),
+#: ``"always"`` (offered) or ``"never"``.
+CompressMode = Literal["auto", "always", "never"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +296,8 @@ class ServerSettings:
         sasl_mechanism: the account's forced SASL mechanism (upper case), or None to choose from
             what the server advertises (see :func:`maild.auth.sasl.choose_mechanism`).
         tokens: where access tokens come from; set exactly when ``auth == "oauth2"``.
+        compress: IMAP ``COMPRESS=DEFLATE`` (RFC 4978): ``"auto"``, ``"always"`` or ``"never"`` (see
+            :func:`maild.policy.want_compression`); POP3 ignores it.
     """
 
     account: str
@@ -308,6 +313,7 @@ class ServerSettings:
     auth: Literal["password", "oauth2"] = "password"
     sasl_mechanism: str | None = None
     tokens: AccessTokenSource | None = field(default=None, compare=False)
+    compress: CompressMode = "auto"
 
 
 @dataclass(frozen=True, slots=True)

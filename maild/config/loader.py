@@ -34,7 +34,7 @@ from maild.config.values import (
     required_text,
 )
 from maild.errors import ConfigError
-from maild.model import AccessTokenSource, Protocol, Retention, Secret, ServerSettings, TLSMode
+from maild.model import AccessTokenSource, CompressMode, Protocol, Retention, Secret, ServerSettings, TLSMode
 from maild.protocols.progress import MIN_RATE_OCTETS_PER_S
 
 __all__ = [
@@ -134,6 +134,9 @@ class AccountConfig:
         idle: IMAP: wait for new mail with IDLE (RFC 2177) when the server offers it, else poll.
         idle_mailbox: the mailbox IDLE watches (readable name); the others are polled.
         idle_restart_s: seconds after which IDLE is ended and issued again (at most 29 minutes).
+        compress: IMAP ``COMPRESS=DEFLATE`` (RFC 4978): ``"auto"`` (when offered and a transfer was
+            measured slow, see :func:`maild.policy.want_compression`), ``"always"`` (when offered)
+            or ``"never"``.
         retention: POP3: ``"keep"``, ``"delete"`` or ``"delete-after"``; IMAP: ``"keep"`` or
             ``"delete-after"``.
         retention_days: days after first fetch for ``"delete-after"``.
@@ -166,6 +169,7 @@ class AccountConfig:
     idle: bool = True
     idle_mailbox: str = "INBOX"
     idle_restart_s: float = IDLE_RESTART_MAX_S
+    compress: CompressMode = "auto"
     retention: Retention = "keep"
     retention_days: int | None = None
     max_message_size: int | None = None
@@ -215,6 +219,7 @@ class AccountConfig:
             auth=auth,
             sasl_mechanism=self.sign_in.sasl_mechanism,
             tokens=tokens,
+            compress=self.compress,
         )
 
 
@@ -334,7 +339,9 @@ def _parse_imap(t: Table) -> dict[str, Any]:
         raise ConfigError(
             f"{t.key('idle_restart')}: at most 29m (a server may end a session idle for 30 minutes)"
         )
+    compress = cast(CompressMode, choice(t, "compress", ("auto", "always", "never"), "auto"))
     return {
+        "compress": compress,
         "mailboxes": mailboxes,
         "all_mailboxes": all_mailboxes,
         "exclude": exclude,

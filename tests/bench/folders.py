@@ -106,7 +106,7 @@ class Site:
             self.proxy.latency(self.rtt_s / 2)
 
     def counters(self) -> tuple[int, int, int]:
-        return self.proxy.turns, self.proxy.octets_up, self.proxy.octets_down
+        return self.proxy.client_turns, self.proxy.octets_up, self.proxy.octets_down
 
     def append(self, mailbox: str, subject: str) -> float:
         """APPEND a message straight to Dovecot (not through the proxy); the loop time it completed."""

@@ -45,8 +45,10 @@ class Maild:
         logins: Sequence[Login],
         *,
         daemon_settings: dict[str, Any],
+        account_settings: dict[str, Any] | None = None,
     ) -> None:
         self.work = work
+        self.account_settings = account_settings or {}
         self.protocol = protocol
         self.port = port
         self.logins = list(logins)
@@ -79,6 +81,7 @@ class Maild:
             if self.protocol == "imap":
                 table["mailboxes"] = ["INBOX"]
                 table["idle"] = False
+            table.update(self.account_settings)
             accounts[login.name] = table
         return accounts
 

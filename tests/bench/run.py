@@ -14,8 +14,14 @@ from the deterministic corpus and kept in ``--dir`` for later runs, and measures
 (b) the same through ``tests/support/proxy.py`` adding ``--rtt-ms`` (50 ms) of round-trip time;
 (c) many accounts (50 x 200), initial and no-op, on loopback and at that round-trip time;
 (d) one 25 MB message: peak memory;
+(e) IMAP only: one account through the proxy at ``--rtt-ms`` and ``--bandwidth-mbit`` (20 Mbit/s),
+    maild with ``compress = "never"`` and ``"always"`` (COMPRESS=DEFLATE, RFC 4978; Dovecot offers it
+    during this scenario only, since mbsync uses it whenever offered) beside the peers, initial only;
 (folders) one account with 100 folders: the no-op poll in round trips, octets and time at that
 round-trip time, beside mbsync, and push latency for a message in the 50th folder (``folders.py``).
+
+Through the proxy, each row also gives the round trips the tool's connections made (client turns:
+sends after having received something) and the octets the server sent.
 
 For maild both the one-shot ``maild fetch`` and a cycle inside a running daemon are measured (see
 ``maildrun.py``). Peers keep all mail on the server; their local state is removed before each initial
@@ -155,6 +161,7 @@ def start_server(directory: Path, sizes: Sizes) -> Server:
             shutil.rmtree(dovecot_dir)
         stamp_file.unlink(missing_ok=True)
         dovecot = Dovecot(dovecot_dir)
+    dovecot.imap_compress = False  # COMPRESS=DEFLATE only for scenario e (mbsync uses it when offered)
     dovecot.start()
     secrets_dir = directory / "secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
@@ -231,35 +238,55 @@ class Bench:
         self.proxies: dict[str, Any] = {}
         self.logs = Path(args.dir) / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.settings_used: dict[str, dict[str, int]] = {}
+        self.settings_used: dict[str, dict[str, Any]] = {}
+        self.proxy: Any = None
 
     # -- helpers ---------------------------------------------------------------------------------------
 
-    def port(self, protocol: str, rtt: bool) -> int:
+    def port(self, protocol: str, rtt: bool, mbit: float | None = None) -> int:
         ports = self.server.dovecot.ports
         direct = ports.pop3 if protocol == "pop3" else ports.imap
+        self.proxy = None
         if not rtt:
             return direct
-        if protocol not in self.proxies:
+        key = protocol if mbit is None else f"{protocol} {mbit:g} Mbit/s"
+        if key not in self.proxies:
             from tests.support.proxy import FaultProxy
 
             proxy = FaultProxy("127.0.0.1", direct)
             proxy.start()
             proxy.latency(self.args.rtt_ms / 2000)
-            self.proxies[protocol] = proxy
-        return int(self.proxies[protocol].port)
+            if mbit is not None:  # the bandwidth cap: each direction paced to mbit (proxy "trickle")
+                proxy.trickle(mbit * 1e6 / 8)
+            self.proxies[key] = proxy
+        self.proxy = self.proxies[key]
+        return int(self.proxies[key].port)
+
+    def traffic(self) -> tuple[int, int]:
+        """The current proxy's client turns (round trips) and octets sent by the server so far."""
+        return (self.proxy.client_turns, self.proxy.octets_down) if self.proxy is not None else (0, 0)
+
+    def with_traffic(self, row: Row, before: tuple[int, int], after: tuple[int, int], runs: int) -> Row:
+        """``row`` with the round trips and server octets per run between two :meth:`traffic` readings."""
+        if self.proxy is not None and runs:
+            row.extra["round_trips"] = (after[0] - before[0]) // runs
+            row.extra["octets_down"] = (after[1] - before[1]) // runs
+        return row
 
     @contextlib.contextmanager
     def no_latency(self, protocol: str, rtt: bool) -> Iterator[None]:
-        """Lift the proxy's latency meanwhile (to complete a peer's state without measuring)."""
-        proxy = self.proxies.get(protocol) if rtt else None
+        """Lift the proxy's latency and bandwidth cap meanwhile (to complete a peer's state unmeasured)."""
+        proxy = self.proxy if rtt else None
+        rate = proxy._trickle_octets_per_s if proxy is not None else None
         if proxy is not None:
             proxy.latency(0)
+            proxy.trickle(None)
         try:
             yield
         finally:
             if proxy is not None:
                 proxy.latency(self.args.rtt_ms / 2000)
+                proxy.trickle(rate)
 
     def wanted(self, tool: str) -> bool:
         return not self.args.tools or tool.split()[0] in self.args.tools
@@ -293,14 +320,35 @@ class Bench:
         phases: Sequence[str] = ("initial", "noop"),
         maild_settings: dict[str, int] | None = None,
         subset: int | None = None,
+        mbit: float | None = None,
+        maild_variants: Sequence[tuple[str, dict[str, Any]]] = (("", {}),),
+        daemon: bool = True,
     ) -> None:
         expected = sum(len(self.server.dovecot.maildir_files(item.user)) for item in logins)
-        port = self.port(protocol, rtt)
+        port = self.port(protocol, rtt, mbit)
         settings = maild_settings or {}
         if settings:
             self.settings_used[label] = settings
         if self.wanted("maild"):
-            self.run_maild(label, protocol, port, logins, expected, phases, settings, rtt)
+            for suffix, account_settings in maild_variants:
+                account = dict(account_settings)
+                if protocol == "imap" and self.args.compress and "compress" not in account:
+                    account["compress"] = self.args.compress
+                if account:
+                    self.settings_used[f"{label}{suffix}"] = {**settings, **account}
+                self.run_maild(
+                    label,
+                    protocol,
+                    port,
+                    logins,
+                    expected,
+                    phases,
+                    settings,
+                    rtt,
+                    suffix=suffix,
+                    account_settings=account,
+                    daemon=daemon,
+                )
             if "noop" in phases and len(logins) == 1:
                 self.run_floor(label, protocol, port, logins[0], expected)
         from tests.bench.peers import PEERS
@@ -326,14 +374,21 @@ class Bench:
         phases: Sequence[str],
         settings: dict[str, int],
         rtt: bool,
+        *,
+        suffix: str = "",
+        account_settings: dict[str, Any] | None = None,
+        daemon: bool = True,
     ) -> None:
         from tests.bench import measure
         from tests.bench.maildrun import Daemon, Maild
 
         work = self.work / f"maild-{protocol}"
-        maild = Maild(work, protocol, port, logins, daemon_settings=settings)
+        maild = Maild(
+            work, protocol, port, logins, daemon_settings=settings, account_settings=account_settings or {}
+        )
         argv = maild.fetch_argv()
         runs: dict[str, list[Any]] = {"initial": [], "noop": []}
+        traffic: dict[str, list[tuple[int, int]]] = {"initial": [], "noop": []}
         fetched = 0
         for attempt in range(self.args.repeat):
             maild.reset()
@@ -355,77 +410,90 @@ class Bench:
                     "--",
                     *argv,
                 ]
+            before = self.traffic()
             run = measure.run(
                 cmd, budget_s=self.sizes.budget_s * 2, env=maild.env(), log=self.logs / "maild.log"
             )
+            traffic["initial"] += [before, self.traffic()]
             fetched = maild.fetched()
             runs["initial"].append(run)
             if "noop" in phases:
+                before = self.traffic()
                 runs["noop"].append(
                     measure.run(
                         argv, budget_s=self.sizes.budget_s, env=maild.env(), log=self.logs / "maild-noop.log"
                     )
                 )
+                traffic["noop"] += [before, self.traffic()]
         for phase in phases:
             if runs[phase]:
-                self.record(
-                    self._median_row(
-                        label,
-                        protocol,
-                        phase,
-                        "maild fetch",
-                        runs[phase],
-                        fetched if phase == "initial" else 0,
-                        expected,
-                    )
-                )
-        # inside a running daemon
-        maild.reset(with_accounts=False)
-        daemon = Daemon(maild, self.logs / f"maild-daemon-{protocol}.log")
-        try:
-            result = daemon.initial(self.sizes.budget_s * 2)
-            fetched = maild.fetched()
-            self.record(
-                Row(
+                row = self._median_row(
                     label,
                     protocol,
-                    "initial",
-                    "maild daemon",
-                    result["wall_s"],
-                    result["cpu_s"],
-                    result["rss_mb"],
-                    fetched,
+                    phase,
+                    f"maild fetch{suffix}",
+                    runs[phase],
+                    fetched if phase == "initial" else 0,
                     expected,
-                    "cut" if result["cut"] else "",
-                    result["error"],
-                    {"cycle_s_max": result["cycle_s_max"]},
                 )
-            )
-            if "noop" in phases:
-                result = daemon.noop(self.args.noop_repeat)
-                cli = daemon.cli_fetch_now_s()
-                self.record(
+                self.record(self.with_traffic(row, traffic[phase][-2], traffic[phase][-1], 1))
+        if not daemon:
+            return
+        # inside a running daemon
+        maild.reset(with_accounts=False)
+        running = Daemon(maild, self.logs / f"maild-daemon-{protocol}.log")
+        try:
+            before = self.traffic()
+            result = running.initial(self.sizes.budget_s * 2)
+            after = self.traffic()
+            fetched = maild.fetched()
+            self.record(
+                self.with_traffic(
                     Row(
                         label,
                         protocol,
-                        "noop",
-                        "maild daemon",
+                        "initial",
+                        f"maild daemon{suffix}",
                         result["wall_s"],
                         result["cpu_s"],
                         result["rss_mb"],
-                        0,
+                        fetched,
                         expected,
-                        "",
+                        "cut" if result["cut"] else "",
                         result["error"],
-                        {
-                            "cycle_s_max": result["cycle_s_max"],
-                            "wall_s_min": result["wall_s_min"],
-                            "cli_fetch_now_s": cli,
-                        },
-                    )
+                        {"cycle_s_max": result["cycle_s_max"]},
+                    ),
+                    before,
+                    after,
+                    1,
                 )
+            )
+            if "noop" in phases:
+                before = self.traffic()
+                result = running.noop(self.args.noop_repeat)
+                after = self.traffic()
+                cli = running.cli_fetch_now_s()
+                row = Row(
+                    label,
+                    protocol,
+                    "noop",
+                    f"maild daemon{suffix}",
+                    result["wall_s"],
+                    result["cpu_s"],
+                    result["rss_mb"],
+                    0,
+                    expected,
+                    "",
+                    result["error"],
+                    {
+                        "cycle_s_max": result["cycle_s_max"],
+                        "wall_s_min": result["wall_s_min"],
+                        "cli_fetch_now_s": cli,
+                    },
+                )
+                self.record(self.with_traffic(row, before, after, self.args.noop_repeat))
         finally:
-            daemon.stop()
+            running.stop()
 
     def run_floor(self, label: str, protocol: str, port: int, login: Any, expected: int) -> None:
         """Rows for the server's own no-op floor (``tests/bench/floor.py``); not peers."""
@@ -500,6 +568,7 @@ class Bench:
         note_scale = f"est. from {len(logins)} of {all_logins} accounts" if scale != 1 else ""
         initial: list[Any] = []
         noop: list[Any] = []
+        traffic: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
         fetched = 0
         cut_note = ""
         for _attempt in range(self.args.repeat):
@@ -507,7 +576,9 @@ class Bench:
             if cls.name == "fetchmail" and protocol == "imap":
                 self.clear_seen(logins)
             log = self.logs / f"{cls.name}-{protocol}.log"
+            before = self.traffic()
             run = measure.run(peer.argv(), budget_s=self.sizes.budget_s, env=peer.env(), log=log)
+            traffic["initial"] = (before, self.traffic())
             fetched = peer.fetched()
             if run.cut and 0 < fetched < expected:
                 # extrapolate by messages; then complete the state without measuring
@@ -520,6 +591,7 @@ class Bench:
                 fetched = peer.fetched()
             initial.append(run)
             if "noop" in phases:
+                before = self.traffic()
                 noop.append(
                     measure.run(
                         peer.argv(),
@@ -528,6 +600,7 @@ class Bench:
                         log=self.logs / f"{cls.name}-{protocol}-noop.log",
                     )
                 )
+                traffic["noop"] = (before, self.traffic())
         for phase, runs in (("initial", initial), ("noop", noop)):
             if not runs:
                 continue
@@ -550,6 +623,8 @@ class Bench:
                 row.expected = expected_all
             notes = [n for n in (note_scale, cut_note if phase == "initial" else "") if n]
             row.note = "; ".join(notes)
+            if phase in traffic and scale == 1 and not cut_note:
+                self.with_traffic(row, *traffic[phase], 1)
             self.record(row)
 
 
@@ -597,7 +672,11 @@ def table(rows: list[Row], machine: dict[str, Any]) -> str:
             note = (note + "; " if note else "") + "FAILED: " + row.error.strip().splitlines()[-1][:80]
         if row.phase == "initial" and row.messages != row.expected and not row.error:
             note = (note + "; " if note else "") + f"fetched {row.messages} of {row.expected}"
-        if row.tool == "maild daemon":
+        trips = row.extra.get("round_trips")
+        if trips is not None:
+            octets = row.extra.get("octets_down", 0)
+            note = (note + "; " if note else "") + f"{trips} round trips, {octets / 1e6:.1f} MB from server"
+        if row.tool.startswith("maild daemon"):
             cyc = row.extra.get("cycle_s_max")
             if cyc is not None:
                 note = (note + "; " if note else "") + f"cycle {cyc * 1000:.0f} ms"
@@ -656,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and accounts, shorter budgets")
     parser.add_argument(
-        "--scenarios", default="a,b,c,d,folders", help="comma-separated subset of a,b,c,d,folders"
+        "--scenarios", default="a,b,c,d,e,folders", help="comma-separated subset of a,b,c,d,e,folders"
     )
     parser.add_argument(
         "--folders-before",
@@ -671,6 +750,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="initial runs per tool (median)")
     parser.add_argument("--noop-repeat", type=int, default=5, help="daemon no-op cycles (median)")
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="round-trip time added by the proxy")
+    parser.add_argument(
+        "--bandwidth-mbit", type=float, default=20.0, help="bandwidth cap of scenario e, Mbit/s per direction"
+    )
+    parser.add_argument(
+        "--compress",
+        choices=("auto", "always", "never"),
+        default="",
+        help="maild's IMAP compress setting in scenarios a-d (default: maild's own, auto)",
+    )
     parser.add_argument(
         "--budget-s", type=float, default=None, help="longest single run (default 150, quick 40)"
     )
@@ -766,6 +854,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rtt=False,
                     phases=("initial",),
                 )
+            if "e" in scenarios and protocol == "imap":
+                mbit = args.bandwidth_mbit
+                print(
+                    f"== (e) one account, {sizes.one_messages} messages, {rtt} RTT, {mbit:g} Mbit/s, {protocol};"
+                    " Dovecot offers COMPRESS=DEFLATE (mbsync uses it)",
+                    flush=True,
+                )
+                server.dovecot.imap_compress = True
+                server.dovecot.restart()
+                bench.scenario(
+                    f"e 1x{sizes.one_messages} {rtt} {mbit:g} Mbit/s",
+                    protocol,
+                    server.one,
+                    rtt=True,
+                    phases=("initial",),
+                    mbit=mbit,
+                    maild_variants=(
+                        (", compress never", {"compress": "never"}),
+                        (", compress always", {"compress": "always"}),
+                    ),
+                    daemon=False,
+                )
+                server.dovecot.imap_compress = False
+                server.dovecot.restart()
     finally:
         for proxy in bench.proxies.values():
             proxy.stop()

@@ -38,7 +38,7 @@ async def test_login_refusal_echoing_the_password_is_redacted() -> None:
             await again.open()  # the second LOGIN is answered NO [ALERT]: logged at warning too
         await again.abort()
         logs += alert_logs
-        assert QUOTED in server.commands[-1]  # the server did see (and echo) the quoted password
+        assert QUOTED in server.commands_named("LOGIN")[-1]  # the server did see (and echo) it quoted
     shown = [
         str(caught.value),
         describe(caught.value),

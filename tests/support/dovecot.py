@@ -238,6 +238,9 @@ class Dovecot(StartStop):
         oauth2_introspection_url: when set, Dovecot also offers ``XOAUTH2`` and ``OAUTHBEARER`` and
             checks bearer tokens (with those mechanisms, and as ``PLAIN`` passwords) against this RFC 7662
             introspection endpoint (see :meth:`_oauth2_config`); passwords keep working.
+        imap_compress: load Dovecot's ``imap_zlib`` plugin (package ``dovecot-imapd``), so that IMAP
+            offers ``COMPRESS=DEFLATE`` (RFC 4978) after login; its deflate level is
+            ``imap_zlib_compress_level`` (Dovecot's default 6).
     """
 
     host = HOST
@@ -249,6 +252,7 @@ class Dovecot(StartStop):
         ports: Ports | None = None,
         mail_owner: str = MAIL_OWNER,
         oauth2_introspection_url: str | None = None,
+        imap_compress: bool = False,
         extra_config: str = "",
     ) -> None:
         self.directory = Path(directory).absolute()
@@ -263,6 +267,7 @@ class Dovecot(StartStop):
         self.ports = ports or Ports.allocate()
         self.mail_owner = mail_owner
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.imap_compress = imap_compress
         self.config_file = self.directory / "dovecot.conf"
         self.ca_file = self.directory / "ca.pem"
         """PEM file of the CA that signed the server certificate: give it to clients as ``ca_file``."""
@@ -376,8 +381,13 @@ service anvil {{
     mode = 0
   }}
 }}
-{_login_service("pop3", p.pop3, p.pop3s)}{_login_service("imap", p.imap, p.imaps)}{self.extra_config}"""
+{_login_service("pop3", p.pop3, p.pop3s)}{_login_service("imap", p.imap, p.imaps)}{self._compress_config()}{self.extra_config}"""
         self.config_file.write_text(config, encoding="utf-8")
+
+    def _compress_config(self) -> str:
+        if not self.imap_compress:
+            return ""
+        return "protocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n"
 
     def _oauth2_mechanisms(self) -> str:
         return " xoauth2 oauthbearer" if self.oauth2_introspection_url else ""

@@ -273,6 +273,7 @@ class _Connection:
             self.arm_cut_after(d, proxy._cut_after[d])
         self._tasks: list[asyncio.Task[None]] = []
         self._terminated = False
+        self._last_read: Direction | None = None
 
     def arm_cut_after(self, direction: Direction, rule: _CutAfter | None) -> None:
         self.cut_after[direction] = rule
@@ -317,6 +318,10 @@ class _Connection:
             except OSError:
                 self.terminate(abort=True)
                 return
+            if chunk and self._last_read != direction:
+                self._last_read = direction
+                if direction == "up":
+                    self._proxy._turn()
             # Delivery times never go backwards, so order holds even when latency is lowered.
             deliver_at = max(loop.time() + self._proxy._latency_s, self._last_deliver_at[direction])
             self._last_deliver_at[direction] = deliver_at
@@ -408,10 +413,10 @@ class FaultProxy(LoopThread):
         self.connections = 0
         self.octets_up = 0
         self.octets_down = 0
-        self.turns = 0
-        """Round trips as command/response turns: each time octets go up after octets went down (or
-        first), counted over all connections; a pipelined batch of commands is one turn."""
-        self._last_direction: Direction | None = None
+        self.client_turns = 0
+        """Times a client sent data after having received some since its last send (or first
+        sent at all): the request/response round trips of its connections, a pipelined burst
+        counting once. Connection set-up is not counted (the proxy accepts on loopback)."""
         self.cuts = 0
         self.errors: list[BaseException] = []
         self._server: asyncio.Server | None = None
@@ -603,11 +608,13 @@ class FaultProxy(LoopThread):
             connection.terminate(abort=abort)
         return len(live)
 
+    def _turn(self) -> None:
+        with self._changed:
+            self.client_turns += 1
+            self._changed.notify_all()
+
     def _count(self, direction: Direction, octets: int) -> None:
         with self._changed:
-            if direction == "up" and self._last_direction != "up":
-                self.turns += 1
-            self._last_direction = direction
             if direction == "up":
                 self.octets_up += octets
             else:

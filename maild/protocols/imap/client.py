@@ -16,14 +16,21 @@ tags, tasks, IDLE queue and exceptions stay in here. What it adds to aioimaplib 
   complete instead of being kept until the tagged completion, and reading can be paused;
 * STARTTLS, which aioimaplib lacks (:func:`starttls`), AUTHENTICATE with continuation lines
   (:class:`Authentication`; the library has only a one-shot XOAUTH2), and IDLE rounds
-  (:class:`IdleRound`) bounded by the caller instead of the library's hanging helpers.
+  (:class:`IdleRound`) bounded by the caller instead of the library's hanging helpers;
+* fewer round trips: the greeting's ``[CAPABILITY ...]`` replaces the library's CAPABILITY command,
+  and commands queued with :meth:`IMAPClient.follow_sign_in` are pipelined behind LOGIN or
+  AUTHENTICATE PLAIN (RFC 9051 section 5.5; the protocol routes their responses in order);
+* COMPRESS=DEFLATE (RFC 4978), which aioimaplib lacks (:meth:`IMAPClient.compress`): writes go
+  through :class:`~.compress.DeflatingTransport`, received data is inflated at most
+  :data:`~.compress.INFLATE_PIECE_OCTETS` at a time, each piece held to the :class:`ReadLimits`.
 
 There is no fallback to the stock protocol: ``pyproject.toml`` pins aioimaplib to exactly
 :data:`PATCHED_AIOIMAPLIB`, and ``tests/faults/test_imap_library.py`` (with the IDLE pins in
 ``tests/faults/test_idle_faults.py``) fails when the installed version or the source of any library
 method relied on here changes. A path that would only run after the pin changed is never tested.
 
-May import: asyncio, ssl, aioimaplib, :mod:`maild.errors`, :mod:`maild.protocols.imap.lex`.
+May import: asyncio, collections, re, ssl, aioimaplib, :mod:`maild.errors`,
+:mod:`maild.protocols.imap.lex`, :mod:`maild.protocols.imap.compress`.
 
 Longer than the ~500 lines of the style guide on purpose: it is the one module allowed to import
 aioimaplib, and splitting it would make two.
@@ -32,9 +39,11 @@ aioimaplib, and splitting it would make two.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib.metadata
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +52,7 @@ from typing import Any, TypeAlias
 import aioimaplib
 
 from maild.errors import ProtocolError
+from maild.protocols.imap.compress import DeflatingTransport, Inflater
 from maild.protocols.imap.lex import Part, paren_depth
 
 __all__ = [
@@ -84,6 +94,8 @@ MAX_BUFFERED_OCTETS = 128 * 2**20
 MAX_UNTAGGED_PER_COMMAND = 100_000
 #: Digits of a literal's size beyond which the announcement is refused before converting it.
 _MAX_LITERAL_DIGITS = 12
+#: ``[CAPABILITY ...]`` in an OK or PREAUTH greeting (RFC 9051 section 7.1, 7.1.1 and 7.1.4).
+_GREETING_CAPABILITY = re.compile(rb"\* (OK|PREAUTH) \[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,23 @@ class ReadLimits:
 
 class _Exceeded(Exception):
     """Raised inside ``data_received`` to stop reading a connection that broke a :class:`ReadLimits` cap."""
+
+
+class _Switched(Exception):
+    """Raised inside ``data_received`` when COMPRESS completed: ``rest`` of the chunk is compressed."""
+
+    def __init__(self, rest: bytes) -> None:
+        super().__init__("COMPRESS active")
+        self.rest = rest
+
+
+@dataclass(slots=True)
+class _FollowUp:
+    """A command to write right behind the sign-in command, and the future of its reply."""
+
+    name: str
+    args: tuple[str, ...]
+    reply: asyncio.Future[Reply | None]
 
 
 class LibraryError(Exception):
@@ -266,6 +295,7 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
 
     incomplete_line: bytes | bytearray
     current_command: Any
+    transport: Any
     pending_sync_command: Any
     greeting_refused: bytes | None = None
     exceeded: str | None = None
@@ -287,8 +317,16 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         super().__init__(loop, conn_lost_cb)
         self.last_received = loop.time()
         self.received_octets = 0
+        self.wire_octets = 0
         self.limits = limits if limits is not None else ReadLimits()
         self._untagged = 0
+        self.greeting_capabilities: frozenset[str] | None = None
+        self.queued: collections.deque[Any] = collections.deque()
+        """Sync commands sent behind the pending one (pipelined), in sending order."""
+        self.follow_ups: list[_FollowUp] = []
+        """Commands waiting to be written right behind the sign-in command (see :meth:`follow_sign_in`)."""
+        self._inflater: Inflater | None = None
+        self._switch_to_inflate = False
 
     def _exceed(self, reason: str) -> None:
         """Record which cap the server broke, drop the connection, stop reading this chunk.
@@ -312,20 +350,131 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     async def welcome(self, command: bytes) -> None:
         """Handle the greeting; on a BYE (or other non-OK) greeting, remember it and hang up.
 
-        The stock method raises inside a task nobody awaits, and the client then waits for a state
-        that never comes; closing the transport turns that into a prompt connection-lost.
+        A greeting carrying ``[CAPABILITY ...]`` (RFC 9051 section 7.1; Dovecot sends one) is taken
+        as the capability list and no CAPABILITY command is sent: one round trip less than the stock
+        method, which always asks. The stock method raises inside a task nobody awaits, and the
+        client then waits for a state that never comes; closing the transport turns that into a
+        prompt connection-lost.
         """
-        try:
-            await super().welcome(command)
-        except aioimaplib.Error:
-            self.greeting_refused = command
-            if self.transport is not None:
-                self.transport.close()
+        found = _GREETING_CAPABILITY.match(command)
+        if found is None:
+            try:
+                await super().welcome(command)
+            except aioimaplib.Error:
+                self.greeting_refused = command
+                if self.transport is not None:
+                    self.transport.close()
+            return
+        atoms = found.group(2).decode("ascii", "replace").split()
+        async with self.state_condition:
+            self.greeting_capabilities = frozenset(a.upper() for a in atoms)
+            self.capabilities = set(atoms)
+            versions = [a.upper() for a in atoms if a.upper() in aioimaplib.AllowedVersions]
+            self.imap_version = versions[-1] if versions else None
+            self.state = aioimaplib.AUTH if found.group(1).upper() == b"PREAUTH" else aioimaplib.NONAUTH
+            self.state_condition.notify_all()
+
+    # ------------------------------------------------------------------ pipelining (RFC 9051 5.5)
+
+    async def execute(self, command: Any, scrub: str | None = None) -> Any:
+        """The library's ``execute``, first waiting for every pipelined command still in flight."""
+        while self.queued:
+            await self.queued[-1]._event.wait()
+        return await super().execute(command, scrub)
+
+    def _response_done(self, line: bytes) -> None:
+        pending = self.pending_sync_command
+        tag, _, rest = line.partition(b" ")
+        if isinstance(pending, _PipelineCommand):  # one of several tagged completions (pipeline())
+            if pending.complete(tag.decode("ascii", "replace"), rest):
+                self.pending_sync_command = self.queued.popleft() if self.queued else None
+            return
+        compress_ok = (
+            pending is not None
+            and pending.name == "COMPRESS"
+            and rest[:2].upper() == b"OK"
+            and tag.decode("ascii", "replace") == pending.tag
+        )
+        super()._response_done(line)
+        if compress_ok:
+            # RFC 4978 section 3: both directions are compressed from the octet after this CRLF.
+            self.transport = DeflatingTransport(self.transport)
+            self._switch_to_inflate = True
+        if self.pending_sync_command is None and self.queued:
+            self.pending_sync_command = self.queued.popleft()
+
+    def follow_sign_in(self) -> bytes:
+        """Queue the :attr:`follow_ups` behind the sign-in command being sent; return their lines.
+
+        Each becomes a pipelined sync command (its responses routed to it once the commands before
+        it completed); its future resolves with its :class:`Reply`. Called by the sign-in command
+        (LOGIN, or AUTHENTICATE PLAIN with an initial response: neither can be followed by a
+        continuation request that the next line would answer).
+        """
+        follow_ups, self.follow_ups = self.follow_ups, []
+        data = b""
+        for follow_up in follow_ups:
+            command = aioimaplib.Command(follow_up.name, self.new_tag(), *follow_up.args, loop=self.loop)
+            self.queued.append(command)
+            data += str(command).encode("ascii") + aioimaplib.CRLF
+            task = asyncio.ensure_future(self._follow_up_done(command, follow_up.reply))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return data
+
+    def drop_follow_ups(self) -> None:
+        """Resolve the :attr:`follow_ups` with None: they were not sent (sign-in not pipelinable)."""
+        follow_ups, self.follow_ups = self.follow_ups, []
+        for follow_up in follow_ups:
+            if not follow_up.reply.done():
+                follow_up.reply.set_result(None)
+
+    async def _follow_up_done(self, command: Any, reply: asyncio.Future[Reply | None]) -> None:
+        await command._event.wait()
+        result = _reply(command.response)
+        if result.result == "OK" and command.name == "SELECT":
+            self.state = aioimaplib.SELECTED
+        if not reply.done():
+            reply.set_result(result)
+
+    def signed_in(self) -> None:
+        """Enter the authenticated state after a sign-in's OK (unless a pipelined SELECT did already)."""
+        if self.state == aioimaplib.NONAUTH:
+            self.state = aioimaplib.AUTH
+
+    # ------------------------------------------------------------------ receiving
 
     def data_received(self, d: bytes) -> None:
         if self.exceeded is not None:
             return
         self.last_received = self.loop.time()
+        self.wire_octets += len(d)
+        if self._inflater is None:
+            try:
+                self._receive(d)
+            except _Switched as switched:
+                self.received_octets -= len(switched.rest)  # counted as plain; inflated below
+                self._inflate(switched.rest)
+            return
+        self._inflate(d)
+
+    def _inflate(self, data: bytes) -> None:
+        """Inflate ``data`` (RFC 4978, raw DEFLATE) piece by piece, each through the read limits."""
+        inflater = self._inflater
+        assert inflater is not None
+        try:
+            for piece in inflater.pieces(data):
+                self._receive(piece)
+                if self.exceeded is not None:
+                    return  # the rest is never inflated
+        except ProtocolError as exc:
+            with contextlib.suppress(_Exceeded):
+                self._exceed(str(exc))
+
+    def _receive(self, d: bytes) -> None:
+        """Handle received plain octets (inflated already on a compressed connection)."""
+        if self.exceeded is not None:
+            return
         self.received_octets += len(d)
         partial = self.incomplete_line
         if partial:
@@ -351,6 +500,10 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                     self._exceed(f"server sent a line longer than {self.limits.line_octets} octets")
         except _Exceeded:
             self.current_command = None
+        except _Switched:
+            self.incomplete_line = b""
+            self.current_command = None
+            raise
 
     def _handle_responses(self, data: bytes, line_handler: Any, current_cmd: Any = None) -> None:
         view = memoryview(data)
@@ -397,6 +550,10 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                 text = bytes(line[:60]).decode("ascii", "backslashreplace")
                 self._exceed(f"server sent a line that is not an IMAP response: {text!r}")
             cmd = line_handler(line, current_cmd)
+            if self._switch_to_inflate:  # COMPRESS completed: the rest of the chunk is compressed
+                self._switch_to_inflate = False
+                self._inflater = Inflater()
+                raise _Switched(bytes(view[pos:]))
             if cmd is not None:
                 self._hold(cmd, len(line))
             begin_literal = aioimaplib.literal_data_re.match(line)
@@ -417,15 +574,6 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                 current_cmd = cmd
             else:
                 current_cmd = None
-
-    def _response_done(self, line: bytes) -> None:
-        command = self.pending_sync_command
-        if isinstance(command, _PipelineCommand):  # one of several tagged completions
-            tag, _, response = line.partition(b" ")
-            if command.complete(tag.decode("ascii", "replace"), response):
-                self.pending_sync_command = None
-            return
-        super()._response_done(line)
 
     async def fetch(
         self,
@@ -618,6 +766,7 @@ class Authentication:
         command = _AuthenticateCommand(protocol.new_tag(), mechanism, loop=protocol.loop)
         self._command = command
         line = f"{command.tag} AUTHENTICATE {mechanism}".encode("ascii")
+        pipelinable = initial is not None
         if initial is not None:
             line += b" " + initial
         del initial
@@ -632,7 +781,14 @@ class Authentication:
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("connection closed before AUTHENTICATE")
             protocol.pending_sync_command = command
-            transport.write(line + aioimaplib.CRLF)
+            # Only a PLAIN initial response cannot draw a continuation request that a pipelined
+            # line would then answer (RFC 4616, RFC 4959): only then do the follow-ups go along.
+            if mechanism.upper() == "PLAIN" and pipelinable:
+                line += aioimaplib.CRLF + protocol.follow_sign_in()
+            else:
+                line += aioimaplib.CRLF
+                protocol.drop_follow_ups()
+            transport.write(line)
             del line
             try:
                 await command.wait()
@@ -640,7 +796,7 @@ class Authentication:
                 raise LibraryError(f"{type(exc).__name__}: {exc}") from None
             reply = _reply(command.response)
             if reply.result == "OK":
-                protocol.state = aioimaplib.AUTH
+                protocol.signed_in()
             return reply
 
         self._done: asyncio.Future[Reply] = asyncio.ensure_future(run(line))
@@ -730,6 +886,8 @@ async def _pipeline(protocol: Any, commands: list[str]) -> list[Reply]:
         raise LibraryError(f"a pipeline holds 1 to {MAX_PIPELINED_COMMANDS} commands")
     if protocol.state not in (aioimaplib.AUTH, aioimaplib.SELECTED):
         raise LibraryError(f"pipeline illegal in state {protocol.state}")
+    while protocol.queued:  # commands pipelined at session opening go first
+        await protocol.queued[-1]._event.wait()
     if protocol.pending_sync_command is not None:
         await protocol.pending_sync_command.wait()
     if protocol.pending_async_commands:
@@ -874,6 +1032,29 @@ class IMAPClient:
         return self._protocol.last_bye
 
     @property
+    def greeting_capabilities(self) -> frozenset[str] | None:
+        """The capabilities of the greeting's ``[CAPABILITY ...]`` code, upper-cased, or None.
+
+        Standard: RFC 9051 section 7.1 (a server may send them there to save the client a round trip).
+        """
+        return self._protocol.greeting_capabilities
+
+    @property
+    def announced_capabilities(self) -> frozenset[str]:
+        """What the greeting or aioimaplib's own CAPABILITY after it announced, upper-cased."""
+        return frozenset(a.upper() for a in self._protocol.capabilities) - {"CAPABILITY"}
+
+    @property
+    def wire_octets(self) -> int:
+        """Octets received from the socket so far (compressed ones as received)."""
+        return int(self._protocol.wire_octets)
+
+    @property
+    def compressed(self) -> bool:
+        """Whether COMPRESS=DEFLATE is active on this connection (RFC 4978)."""
+        return self._protocol._inflater is not None or self._protocol._switch_to_inflate
+
+    @property
     def preauthenticated(self) -> bool:
         """Whether the greeting was PREAUTH (the session is authenticated already, RFC 9051 7.1.4)."""
         return bool(self._client.get_state() == "AUTH")
@@ -924,8 +1105,79 @@ class IMAPClient:
         return await starttls(self._protocol, context, server_hostname, timeout_s)
 
     async def login(self, user: str, password: str) -> Reply:
-        """LOGIN with ``user`` as given (quoted by the caller); aioimaplib quotes the password."""
-        return await _run(self._protocol.login(user, password))
+        """LOGIN with ``user`` as given (quoted by the caller); the password is quoted here.
+
+        The commands queued by :meth:`follow_sign_in` go out in the same write, right behind it
+        (RFC 9051 section 5.5). Never logs or formats the command line (it holds the password).
+        """
+        protocol = self._protocol
+        if protocol.state != aioimaplib.NONAUTH:
+            raise LibraryError(f"LOGIN illegal in state {protocol.state}")
+        command = aioimaplib.Command("LOGIN", protocol.new_tag(), loop=protocol.loop)
+        if protocol.pending_sync_command is not None or protocol.pending_async_commands:
+            raise LibraryError("LOGIN while another command is pending")
+        transport = protocol.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("connection closed before LOGIN")
+        protocol.pending_sync_command = command
+        line = f"{command.tag} LOGIN {user} {aioimaplib.quoted(password)}\r\n".encode()
+        transport.write(line + protocol.follow_sign_in())
+        del line, password
+        try:
+            await command.wait()
+        except aioimaplib.AioImapException as exc:
+            raise LibraryError(f"{type(exc).__name__}: {exc}") from None
+        reply = _reply(command.response)
+        if reply.result == "OK":
+            protocol.signed_in()
+        return reply
+
+    def follow_sign_in(self, name: str, *args: str) -> asyncio.Future[Reply | None]:
+        """Queue ``name args`` to be sent right behind the next sign-in command (pipelined).
+
+        It goes out with LOGIN, or with AUTHENTICATE PLAIN carrying an initial response (SASL-IR);
+        with any other sign-in, or none (PREAUTH), it is not sent and the future resolves to None.
+        If the sign-in fails, the server answers it NO or BAD (not authenticated). The future
+        resolves with the command's :class:`Reply` when its tagged completion arrives; a SELECT
+        answered OK puts the session in the selected state.
+
+        Standard: RFC 9051 section 5.5 (pipelining).
+        """
+        reply: asyncio.Future[Reply | None] = self._protocol.loop.create_future()
+        self._protocol.follow_ups.append(_FollowUp(name, args, reply))
+        return reply
+
+    def drop_follow_ups(self) -> None:
+        """Forget the commands queued by :meth:`follow_sign_in` (their futures resolve to None)."""
+        self._protocol.drop_follow_ups()
+
+    async def compress(self) -> Reply:
+        """``COMPRESS DEFLATE`` (RFC 4978 section 3); on OK both directions are compressed from then on.
+
+        Received data is inflated in pieces of :data:`~.compress.INFLATE_PIECE_OCTETS`, each checked against
+        the :class:`ReadLimits` before the next is inflated.
+        """
+        protocol = self._protocol
+        while protocol.queued or protocol.pending_sync_command is not None:
+            pending = protocol.queued[-1] if protocol.queued else protocol.pending_sync_command
+            await pending._event.wait()
+        # Not execute(): aioimaplib allows COMPRESS only in the authenticated state, RFC 4978
+        # section 3 in the selected state too (a pipelined SELECT may have completed).
+        if protocol.state not in (aioimaplib.AUTH, aioimaplib.SELECTED):
+            raise LibraryError(f"COMPRESS illegal in state {protocol.state}")
+        if protocol.pending_async_commands:
+            raise LibraryError("COMPRESS while another command is pending")
+        transport = protocol.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("connection closed before COMPRESS")
+        command = aioimaplib.Command("COMPRESS", protocol.new_tag(), "DEFLATE", loop=protocol.loop)
+        protocol.pending_sync_command = command
+        transport.write(f"{command.tag} COMPRESS DEFLATE".encode("ascii") + aioimaplib.CRLF)
+        try:
+            await command.wait()
+        except aioimaplib.AioImapException as exc:
+            raise LibraryError(f"{type(exc).__name__}: {exc}") from None
+        return _reply(command.response)
 
     def authenticate(self, mechanism: str, initial: bytes | None) -> Authentication:
         """Send ``AUTHENTICATE mechanism [initial]`` now; return the exchange (:class:`Authentication`)."""

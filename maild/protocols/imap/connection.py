@@ -20,9 +20,13 @@ on top of :class:`~maild.protocols.imap.client.IMAPClient`:
 Signing in: AUTHENTICATE when a SASL mechanism fits (:mod:`maild.auth.imap` over
 :mod:`maild.protocols.imap.authenticate`), else LOGIN.
 
-May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.auth.imap`,
-:mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client`, :mod:`maild.protocols.imap.authenticate`
-and the sans-I/O IMAP modules.
+Opening a session takes as few round trips as the server allows (capabilities from the greeting and
+the sign-in's completion, the first SELECT pipelined behind the sign-in), and COMPRESS=DEFLATE
+(RFC 4978) follows when :func:`maild.policy.want_compression` says so (see :meth:`IMAPConnection.open`).
+
+May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.policy`,
+:mod:`maild.auth.imap`, :mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client`,
+:mod:`maild.protocols.imap.authenticate` and the sans-I/O IMAP modules.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from maild.errors import (
     TransientError,
 )
 from maild.model import ServerSettings
+from maild.policy import want_compression
 from maild.protocols.imap import listing as imap_list
 from maild.protocols.imap import wire
 from maild.protocols.imap.authenticate import AuthenticateOver
@@ -79,6 +84,28 @@ SESSION_CODES = THROTTLE_CODES | {"SERVERBUG"}
 #: Slowest upload rate assumed for APPEND, in octets per second: while a message is being sent
 #: nothing arrives, so the inactivity limit is extended by its size divided by this rate.
 MIN_UPLOAD_OCTETS_PER_S = 32 * 1024
+
+#: Octets a connection must have received while message transfers waited for data before its rate
+#: is kept for ``compress = "auto"`` (a shorter sample mostly measures the first round trip).
+MIN_RATE_SAMPLE_OCTETS = 2 * 2**20
+#: Servers (host, port) whose last measured transfer rate is remembered, at most; the oldest is
+#: forgotten first.
+MAX_REMEMBERED_LINKS = 1024
+_LINK_RATES: dict[tuple[str, int], float] = {}
+
+
+def link_rate(host: str, port: int) -> float | None:
+    """The last measured transfer rate from ``host:port`` in octets per second (as received from
+    the socket, compressed or not), or None. Kept for the life of the process."""
+    return _LINK_RATES.get((host, port))
+
+
+def _remember_rate(host: str, port: int, octets_per_s: float) -> None:
+    _LINK_RATES.pop((host, port), None)
+    _LINK_RATES[(host, port)] = octets_per_s
+    while len(_LINK_RATES) > MAX_REMEMBERED_LINKS:
+        del _LINK_RATES[next(iter(_LINK_RATES))]
+
 
 #: One logger name for the whole IMAP adapter, as before it was split into modules.
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
@@ -123,6 +150,9 @@ class IMAPConnection:
         self._selected: str | None = None
         self._uidvalidity = 0
         self._parked_at: float | None = None
+        self._preselect: tuple[str, asyncio.Future[Reply | None]] | None = None
+        self._waited_octets = 0
+        self._waited_s = 0.0
 
     # ------------------------------------------------------------------ state
 
@@ -209,8 +239,15 @@ class IMAPConnection:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
+    def _keep_rate(self) -> None:
+        """Remember how fast message transfers arrived on this connection (for ``compress = "auto"``)."""
+        if self._waited_octets >= MIN_RATE_SAMPLE_OCTETS and self._waited_s > 0:
+            _remember_rate(self.settings.host, self.settings.port, self._waited_octets / self._waited_s)
+        self._waited_octets, self._waited_s = 0, 0.0
+
     def discard(self, reason: str) -> None:
         """Mark the connection unusable and close it; later calls raise TransientError. Never raises."""
+        self._keep_rate()
         self._parked_at = None
         if self._broken is None:
             self._broken = reason
@@ -264,9 +301,9 @@ class IMAPConnection:
         client, lost = self._client, self._lost
         if client is None or lost is None:
             raise self.error(TransientError, f"{what}: session not open")
-        if lost.done():
+        if lost.done():  # e.g. a pipelined command's answer broke a cap before anyone waited for it
             self.discard("connection lost")
-            raise self.error(ConnectError, f"{what}: connection lost")
+            raise self._lost_error(what, client)
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(start())
         task.add_done_callback(consume_outcome)
@@ -274,6 +311,7 @@ class IMAPConnection:
         limit_s = self.settings.timeout_s if timeout_s is None else timeout_s
         if progress is not None:
             progress.go(client.received_octets)
+        wire_before, wait_began = client.wire_octets, loop.time()
         try:
             while not task.done():
                 remaining = max(began, client.last_received) + limit_s - loop.time()
@@ -289,17 +327,7 @@ class IMAPConnection:
                 await asyncio.wait((task, lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if not task.done() and lost.done():
                     self.discard(f"connection lost during {what}")
-                    if client.exceeded is not None:
-                        raise self.error(ProtocolError, f"{what}: {client.exceeded}; connection dropped")
-                    greeting = client.greeting_refused
-                    if greeting is not None:
-                        text = bytes(greeting[:200]).decode("utf-8", "replace")
-                        raise self.error(ConnectError, f"{what}: server refused the session: {text}")
-                    bye = client.last_bye
-                    if bye is not None:
-                        text = bye.decode("utf-8", "replace")
-                        raise self.error(ConnectError, f"{what}: server closed the connection: {text}")
-                    raise self.error(ConnectError, f"{what}: connection lost")
+                    raise self._lost_error(what, client)
             return task.result()
         except asyncio.CancelledError:
             self.discard(f"{what} cancelled")
@@ -328,8 +356,24 @@ class IMAPConnection:
         finally:
             if progress is not None:
                 progress.stop()
+                self._waited_octets += client.wire_octets - wire_before
+                self._waited_s += loop.time() - wait_began
             if not task.done():
                 task.cancel()
+
+    def _lost_error(self, what: str, client: IMAPClient) -> AccountError:
+        """The error for a lost connection, with the cap broken or the server's last words if known."""
+        if client.exceeded is not None:
+            return self.error(ProtocolError, f"{what}: {client.exceeded}; connection dropped")
+        greeting = client.greeting_refused
+        if greeting is not None:
+            text = bytes(greeting[:200]).decode("utf-8", "replace")
+            return self.error(ConnectError, f"{what}: server refused the session: {text}")
+        bye = client.last_bye
+        if bye is not None:
+            text = bye.decode("utf-8", "replace")
+            return self.error(ConnectError, f"{what}: server closed the connection: {text}")
+        return self.error(ConnectError, f"{what}: connection lost")
 
     def completion(self, reply: Reply, what: str) -> tuple[list[Part], wire.StatusResponse]:
         """Split a reply into its untagged parts and the parsed tagged status; log an ``[ALERT]``.
@@ -379,7 +423,9 @@ class IMAPConnection:
 
     async def _capability(self) -> frozenset[str]:
         lines = await self.command("CAPABILITY", IMAPClient.capability)
-        capabilities = frozenset().union(*(wire.parse_capability(line) for line in lines))
+        return self._check_version(frozenset().union(*(wire.parse_capability(line) for line in lines)))
+
+    def _check_version(self, capabilities: frozenset[str]) -> frozenset[str]:
         if not capabilities & {"IMAP4REV1", "IMAP4REV2"}:
             raise self.error(
                 ProtocolError,
@@ -390,11 +436,24 @@ class IMAPConnection:
 
     # ------------------------------------------------------------------ session
 
-    async def open(self) -> None:
-        """Connect, negotiate TLS (implicit or STARTTLS), check CAPABILITY and LOGIN.
+    async def open(self, *, preselect: str | None = None) -> None:
+        """Connect, negotiate TLS (implicit or STARTTLS), check CAPABILITY, sign in, maybe COMPRESS.
 
         The certificate and host name are always verified (``settings.ca_file`` or the system store).
         User name and password travel as quoted strings (RFC 9051 section 6.2.3).
+
+        Round trips: the capabilities come from the greeting's ``[CAPABILITY ...]`` when it has one
+        (else from the one CAPABILITY aioimaplib sends after the greeting; after STARTTLS they are
+        asked again, as RFC 9051 section 6.2.1 requires), and after sign-in from the completion's
+        ``[CAPABILITY ...]`` (section 7.1). ``preselect`` is sent right behind a LOGIN or an
+        AUTHENTICATE PLAIN with initial response, in the same packet (pipelining, section 5.5); the
+        next :meth:`select` of that mailbox takes its answer instead of asking. ``COMPRESS DEFLATE``
+        (RFC 4978) follows when :func:`maild.policy.want_compression` says so for the account's
+        ``compress`` setting and the transfer rate last measured from this server (see
+        :func:`link_rate`); a refusal leaves the connection uncompressed.
+
+        Args:
+            preselect: the readable name of the mailbox to SELECT right behind the sign-in, or None.
 
         Cancelled at any await: the connection is discarded; call :meth:`abort`.
 
@@ -434,7 +493,10 @@ class IMAPConnection:
                 raise self.error(
                     ProtocolError, "PREAUTH greeting: STARTTLS impossible", standard="RFC 9051 section 6.2.1"
                 )
-            if "STARTTLS" not in await self._capability():
+            offered = client.greeting_capabilities
+            if offered is None:
+                offered = await self._capability()
+            if "STARTTLS" not in offered:
                 raise self.error(
                     ProtocolError, "server offers no STARTTLS", standard="RFC 9051 section 6.2.1"
                 )
@@ -448,10 +510,50 @@ class IMAPConnection:
             )
             if not status.ok:
                 raise self.refused(status, "STARTTLS")
-        capabilities = await self._capability()
+            capabilities = await self._capability()
+        else:
+            known = client.greeting_capabilities or client.announced_capabilities
+            capabilities = self._check_version(known) if known else await self._capability()
         if not preauth:
+            if preselect is not None:
+                argument = wire.mailbox_argument(preselect)
+                self._preselect = (preselect, client.follow_sign_in("SELECT", argument))
             capabilities = await self._login(capabilities)
         self._capabilities = capabilities
+        await self._maybe_compress()
+
+    async def _maybe_compress(self) -> None:
+        """COMPRESS when :func:`maild.policy.want_compression` says so for this server now."""
+        if self._client is None or self._client.compressed:
+            return
+        settings = self.settings
+        offered = "COMPRESS=DEFLATE" in self._capabilities
+        rate = link_rate(settings.host, settings.port)
+        if want_compression(settings.compress, offered=offered, link_octets_per_s=rate):
+            await self._compress()
+
+    async def _compress(self) -> None:
+        """COMPRESS DEFLATE (RFC 4978 section 3); NO or BAD leaves the connection as it was."""
+        client = self.client
+        _lines, status = self.completion(await self.call("COMPRESS", client.compress), "COMPRESS")
+        if status.ok:
+            rate = link_rate(self.settings.host, self.settings.port)
+            _log.debug("imap.compress", account=self.account, link_octets_per_s=rate)
+        else:
+            _log.info("imap.compress-refused", account=self.account, status=status.describe())
+
+    @property
+    def received_octets(self) -> tuple[int, int]:
+        """Octets received on this connection (also after it was discarded): ``(plain, wire)``, the
+        plain ones after inflating when COMPRESS is active; ``(0, 0)`` before :meth:`open`."""
+        if self._client is None:
+            return (0, 0)
+        return (self._client.received_octets, self._client.wire_octets)
+
+    @property
+    def compressed(self) -> bool:
+        """Whether COMPRESS=DEFLATE is active on this connection (RFC 4978)."""
+        return self._client is not None and self._client.compressed
 
     async def _login(self, capabilities: frozenset[str]) -> frozenset[str]:
         """Sign in: AUTHENTICATE when a SASL mechanism fits (:func:`maild.auth.imap.authenticate`:
@@ -505,7 +607,16 @@ class IMAPConnection:
         argument = wire.mailbox_argument(mailbox)
         what = f"SELECT {mailbox!r}"
         self._selected = None
-        lines, status = self.completion(await self.call(what, lambda: client.select(argument)), what)
+        reply: Reply | None = None
+        preselect, self._preselect = self._preselect, None
+        if preselect is not None:  # sent behind the sign-in: take its answer (or let it pass)
+            pipelined = preselect[1]
+            answer = await self.call(what, lambda: asyncio.shield(pipelined))
+            if preselect[0] == mailbox:
+                reply = answer
+        if reply is None:
+            reply = await self.call(what, lambda: client.select(argument))
+        lines, status = self.completion(reply, what)
         if status.condition == "NO" and status.code not in SESSION_CODES:
             raise SelectRefused(f"{self.account}: {what} refused: {status.describe()}", account=self.account)
         if not status.ok:
@@ -588,7 +699,9 @@ class IMAPConnection:
         """Keep the authenticated connection for the next cycle (see :meth:`resume`).
 
         Returns True; False (and the connection is discarded) when it is not usable any more.
+        The transfer rate measured so far is remembered (see :func:`link_rate`).
         """
+        self._keep_rate()
         if self._broken is not None or self._client is None or self._lost is None or self._lost.done():
             self.discard("not kept: not usable")
             return False
@@ -622,6 +735,11 @@ class IMAPConnection:
             self.discard("NOOP refused")
             return False
         self._selected = None  # every cycle selects again (RFC 9051 section 6.3.2)
+        self._preselect = None
+        try:
+            await self._maybe_compress()  # "auto": the last cycle showed a slow link
+        except MaildError:
+            return False  # call() discarded the connection
         return True
 
     def abort(self) -> None:

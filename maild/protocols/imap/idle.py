@@ -84,8 +84,9 @@ class IMAPIdleSession:
         return self._idle is not None
 
     async def open(self) -> None:
-        """Connect, negotiate TLS, LOGIN; see :meth:`.connection.IMAPConnection.open` (same Raises)."""
-        await self.connection.open()
+        """Connect, negotiate TLS, LOGIN (the watched mailbox selected right behind it, pipelined);
+        see :meth:`.connection.IMAPConnection.open` (same Raises)."""
+        await self.connection.open(preselect=self.mailbox)
 
     def keepalive(self, idle_s: int, interval_s: int, count: int) -> None:
         """Turn on TCP keepalive; see :meth:`.connection.IMAPConnection.keepalive`."""

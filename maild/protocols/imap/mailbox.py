@@ -155,8 +155,10 @@ class IMAPMailbox(Maildrop):
         return self.connection.tls_version
 
     async def open(self) -> None:
-        """Connect, negotiate TLS, LOGIN; see :meth:`.connection.IMAPConnection.open` (same Raises)."""
-        await self.connection.open()
+        """Connect, negotiate TLS, LOGIN; see :meth:`.connection.IMAPConnection.open` (same Raises).
+
+        The first configured mailbox is selected right behind the sign-in (pipelined)."""
+        await self.connection.open(preselect=None if self._list_all else self._mailboxes[0])
 
     async def close(self) -> None:
         """LOGOUT and close: see :meth:`IMAPConnection.close <.connection.IMAPConnection.close>`."""
