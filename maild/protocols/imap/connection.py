@@ -625,6 +625,11 @@ class IMAPConnection:
         self._selected, self._uidvalidity = mailbox, info.uidvalidity
         return info
 
+    @property
+    def preselected(self) -> str | None:
+        """The mailbox whose SELECT went out behind the sign-in and awaits :meth:`select`, or None."""
+        return self._preselect[0] if self._preselect is not None else None
+
     def note_selected(self, mailbox: str | None, uidvalidity: int = 0) -> None:
         """Record the outcome of a SELECT sent by other means (a pipeline): ``mailbox`` selected under
         ``uidvalidity``, or None when it failed (no mailbox is selected then, RFC 9051 section 6.3.2)."""

@@ -314,6 +314,9 @@ class IMAPMailbox(Maildrop):
         one more round trip, ``UID SEARCH ALL``, when its answer does not add up); else every UID
         (:func:`.status.select_and_search`)."""
         connection = self.connection
+        if connection.preselected == mailbox:  # its SELECT went out with the sign-in: take that
+            info = await connection.select(mailbox)
+            return info, await scan.uid_search(connection, mailbox, "ALL")
         if (
             hint is not None
             and "QRESYNC" in connection.enabled

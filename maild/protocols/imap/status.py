@@ -64,8 +64,8 @@ def _prelude(connection: IMAPConnection) -> list[str]:
     that took the session back, which brings a selected mailbox up to date on servers that do not
     keep it stale.
     """
-    if "UNSELECT" not in connection.capabilities:
-        return []
+    if "UNSELECT" not in connection.capabilities or connection.preselected is not None:
+        return []  # a fresh session whose sign-in carried a SELECT: nothing stale to close
     connection.note_selected(None)
     if "QRESYNC" in connection.capabilities and "QRESYNC" not in connection.enabled:
         return ["UNSELECT", "ENABLE QRESYNC"]
