@@ -2,8 +2,12 @@
 
 Runs on the fetch path (in :func:`maild.archive.store._prepare`'s worker thread), so it is one cheap
 pass: :func:`maild.archive.mime.walk` finds the parts without parsing bodies, then only the text parts
-shown inline are decoded (each up to :data:`MAX_TEXT_PART_OCTETS`), HTML is reduced to text with
-regular expressions, and the whole body text is cut at :data:`MAX_BODY_CHARS`.
+shown inline are decoded (no more than the text still wanted, HTML up to :data:`MAX_TEXT_PART_OCTETS`),
+HTML is reduced to text with regular expressions, and the whole body text is cut at
+:data:`MAX_BODY_CHARS`: what follows is not searchable.
+
+What this module extracts is what :mod:`maild.archive.fts` must hand FTS5 again to remove a row:
+changing it needs a schema migration that rebuilds the index.
 
 Standard: RFC 5322 (From, To, Cc, Subject), RFC 2047 (encoded words), RFC 2045/2046 (parts, charsets).
 """
@@ -15,17 +19,25 @@ import html
 import re
 from dataclasses import dataclass
 
-from maild.archive.mime import walk
-from maild.message import decode_field, header_section
+from maild.archive.mime import blank_line, header_fields, walk
+from maild.message import MAX_HEADER_OCTETS, decode_field
 from maild.model import HeaderSummary
 
 MAX_TEXT_PART_OCTETS = 512 * 1024
-"""Encoded octets of one text part decoded for the index; the rest of a longer part is not indexed."""
-MAX_BODY_CHARS = 200_000
-"""Characters of body text indexed per message (about 100 pages of prose)."""
+"""Encoded octets of one HTML part decoded for the index (markup and all); the rest is not indexed."""
+MAX_BODY_CHARS = 5_000
+"""Characters of body text indexed per message: about 750 words, a letter of a page and a half. What
+follows them (the rest of a long text; in a reply, usually the quoted earlier messages, which are
+indexed with those messages) is **not searchable**. Tokenising the text is most of what the index
+costs on the fetch path: with 200,000 (the first limit) indexing added 34-42 % to the fetch's CPU on
+the benchmark's corpus, whose bodies hold 10.6 KB of text on average (docs/performance.md, "Full-text
+search")."""
+PLAIN_OCTETS_PER_CHAR = 6
+"""Encoded octets decoded per character still wanted from a text/plain part: a quoted-printable
+UTF-8 umlaut takes six (``=C3=BC``), so the limit never cuts text that would have been kept."""
 
-_FIELD_RE = re.compile(rb"^(from|to|cc|subject)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-_CC_RE = re.compile(rb"^(cc)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_FIELDS = (b"from", b"to", b"cc", b"subject")
+_CC = (b"cc",)
 _SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 _BLOCK_RE = re.compile(r"<(?:br|p|div|li|tr|h[1-6]|table|hr)\b[^>]*>", re.IGNORECASE)
@@ -83,11 +95,16 @@ def _decode(data: bytes, charset: str | None) -> str:
 
 
 def _header_fields(raw: bytes, *, only_cc: bool) -> dict[bytes, list[str]]:
+    # The header section is searched in place (no copy of up to MAX_HEADER_OCTETS octets).
+    if raw.startswith((b"\r\n", b"\n")):
+        return {}
+    blank = blank_line(raw, 0, MAX_HEADER_OCTETS)
+    head = raw[: blank[0] if blank else MAX_HEADER_OCTETS]
     found: dict[bytes, list[str]] = {}
-    for match in (_CC_RE if only_cc else _FIELD_RE).finditer(header_section(raw)):
-        value = decode_field(match.group(2))
+    for name, body in header_fields(head, _CC if only_cc else _FIELDS):
+        value = decode_field(body)
         if value:
-            found.setdefault(match.group(1).lower(), []).append(value)
+            found.setdefault(name, []).append(value)
     return found
 
 
@@ -117,7 +134,9 @@ def index_text(raw: bytes, summary: HeaderSummary | None = None) -> IndexText:
         if size >= MAX_BODY_CHARS:
             break
         if leaf.content_type == kind:
-            text = _decode(leaf.decoded(raw, MAX_TEXT_PART_OCTETS), leaf.charset)
+            wanted = MAX_BODY_CHARS - size
+            limit = MAX_TEXT_PART_OCTETS if kind == "text/html" else wanted * PLAIN_OCTETS_PER_CHAR
+            text = _decode(leaf.decoded(raw, limit), leaf.charset)
             if kind == "text/html":
                 text = html_text(text)
             bodies.append(text[: MAX_BODY_CHARS - size])

@@ -32,11 +32,8 @@ MAX_DEPTH = 20
 MAX_PART_HEADER_OCTETS = 64 * 1024
 """Octets searched for the end of a part's header section; longer header sections are cut there."""
 
-_BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
-_MIME_FIELD_RE = re.compile(
-    rb"^(content-type|content-disposition|content-transfer-encoding)[ \t]*:(.*(?:\r?\n[ \t].*)*)",
-    re.IGNORECASE | re.MULTILINE,
-)
+_MIME_FIELDS = (b"content-type", b"content-disposition", b"content-transfer-encoding")
+_FIELD_BODY_RE = re.compile(rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)")
 _PARAM_RE = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
 _QUOTED_PAIR_RE = re.compile(r"\\(.)")
 
@@ -160,6 +157,43 @@ def _rfc2231(pieces: list[tuple[int, bool, str]]) -> str:
         return octets.decode("utf-8", "replace")
 
 
+def blank_line(raw: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """Find the first empty line (``\\r?\\n\\r?\\n``) in ``raw[start:end]``: (where it starts, where what
+    follows starts), or None. Two ``bytes.find`` calls, several times faster than a regular expression
+    scanning the header section (RFC 5322 section 2.1: the empty line ends the header section)."""
+    crlf = raw.find(b"\n\r\n", start, end)  # CRLF mail: found soon; then LF is sought only before it
+    lf = raw.find(b"\n\n", start, end if crlf < 0 else crlf + 1)
+    if lf >= 0:
+        first, after = lf, lf + 2
+    elif crlf >= 0:
+        first, after = crlf, crlf + 3
+    else:
+        return None
+    return (first - 1 if first > start and raw[first - 1] == 0x0D else first), after
+
+
+def header_fields(head: bytes, names: tuple[bytes, ...]) -> list[tuple[bytes, bytes]]:
+    """The fields called ``names`` (lower-case) in the header section ``head``, in order of appearance.
+
+    Returns:
+        (lower-case name, raw field body with its folding line breaks) for each; names are matched
+        case-insensitively at the start of a line (RFC 5322 section 2.2). Found with ``bytes.find``
+        on a lower-cased copy, not a case-insensitive regular expression over every position.
+    """
+    lower = b"\n" + head.lower()
+    found: list[tuple[int, bytes, bytes]] = []
+    for name in names:
+        needle = b"\n" + name
+        pos = lower.find(needle)
+        while pos >= 0:
+            match = _FIELD_BODY_RE.match(head, pos + len(name))  # lower is head shifted by one
+            if match:
+                found.append((pos, name, match.group(1)))
+            pos = lower.find(needle, pos + len(needle))
+    found.sort()
+    return [(name, value) for _, name, value in found]
+
+
 def _headers(raw: bytes, start: int, end: int) -> tuple[_PartHeaders, int]:
     """Parse the MIME fields of the header section at ``start``; return them and where the body starts."""
     if raw.startswith(b"\r\n", start):
@@ -170,14 +204,13 @@ def _headers(raw: bytes, start: int, end: int) -> tuple[_PartHeaders, int]:
         head = b""
     else:
         window_end = min(end, start + MAX_PART_HEADER_OCTETS)
-        blank = _BLANK_LINE_RE.search(raw, start, window_end)
-        head_end, body_start = (blank.start(), blank.end()) if blank else (window_end, window_end)
+        blank = blank_line(raw, start, window_end)
+        head_end, body_start = blank if blank else (window_end, window_end)
         head = raw[start:head_end]
     found: dict[bytes, str] = {}
-    for match in _MIME_FIELD_RE.finditer(head):
-        name = match.group(1).lower()
+    for name, value in header_fields(head, _MIME_FIELDS):
         if name not in found:
-            found[name] = " ".join(match.group(2).decode("utf-8", "replace").split())
+            found[name] = " ".join(value.decode("utf-8", "replace").split())
     content_type, type_params = _params(found.get(b"content-type", ""))
     if "/" not in content_type:
         content_type, type_params = "text/plain", ({} if content_type else type_params)

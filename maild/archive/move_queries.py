@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from maild.archive import fts
 from maild.archive.schema import parse_utc, utc_text
 from maild.archive.store import Store
 from maild.model import IMAPKey
@@ -390,6 +391,7 @@ class MigrationStore(Store):
             ]
             for sql, params in statements:
                 await conn.execute(sql, params)
+            await fts.unindex(conn, "SELECT id FROM purge_ids")  # the index forgets only what it is told
             cur = await conn.execute("DELETE FROM messages WHERE id IN (SELECT id FROM purge_ids)")
             deleted = cur.rowcount
             await cur.close()

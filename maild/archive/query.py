@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.errors
 import email.policy
 import re
+import unicodedata
 from datetime import UTC, datetime
 from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
@@ -98,20 +99,50 @@ def message_json(message: ArchivedMessage) -> dict[str, Any]:
     }
 
 
-def _cut(text: str | None, width: int) -> str:
+def _char_width(char: str) -> int:
+    """Terminal columns of one character: 0 for combining marks and controls, 2 for East Asian wide."""
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Cc", "Cf", "Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _width(text: str) -> int:
+    return len(text) if text.isascii() else sum(_char_width(c) for c in text)
+
+
+def _cell(text: str | None, width: int) -> str:
+    """``text`` on one line, cut with ``…`` and padded with blanks to exactly ``width`` terminal columns
+    (wide characters such as CJK or emoji count two, combining accents none)."""
     value = " ".join((text or "").split())
-    return value if len(value) <= width else value[: width - 1] + "…"
+    if _width(value) > width:
+        kept: list[str] = []
+        used = 0
+        for char in value:
+            w = _char_width(char)
+            if used + w > width - 1:
+                break
+            kept.append(char)
+            used += w
+        value = "".join(kept) + "…"
+    return value + " " * (width - _width(value))
 
 
 def render_list(messages: list[ArchivedMessage]) -> str:
-    """A table: ID prefix, date (UTC), from, subject, size in octets, accounts, on-server state."""
-    lines = [f"{'ID':<12}  {'DATE (UTC)':<16}  {'FROM':<28}  {'SUBJECT':<40}  {'OCTETS':>9}  ACCOUNTS  STATE"]
-    for m in messages:
+    """A table: ID prefix, date (UTC), from, subject, size in octets, accounts, on-server state.
+
+    Columns line up in a terminal: text is cut and padded by display width, and the accounts column is
+    as wide as its widest entry.
+    """
+    accounts = [",".join(accounts_of(m)) for m in messages]
+    width = max([len("ACCOUNTS"), *(_width(a) for a in accounts)])
+    header = f"{'ID':<12}  {'DATE (UTC)':<16}  {'FROM':<28}  {'SUBJECT':<40}  {'OCTETS':>9}"
+    lines = [f"{header}  {'ACCOUNTS':<{width}}  STATE"]
+    for m, names in zip(messages, accounts, strict=True):
         date = m.date[:16].replace("T", " ") if m.date else "-"
         state = "on-server" if on_server(m) else "archive-only"
         lines.append(
-            f"{m.sha256[:12]}  {date:<16}  {_cut(m.from_header, 28):<28}  {_cut(m.subject, 40):<40}"
-            f"  {m.size_octets:>9}  {','.join(accounts_of(m))}  {state}"
+            f"{m.sha256[:12]}  {date:<16}  {_cell(m.from_header, 28)}  {_cell(m.subject, 40)}"
+            f"  {m.size_octets:>9}  {_cell(names, width)}  {state}"
         )
     return "\n".join(lines)
 
@@ -264,7 +295,16 @@ def show_json(message: ArchivedMessage) -> dict[str, Any]:
 
 def search_json(hit: SearchHit) -> dict[str, Any]:
     """One object of ``maild messages search --json``: :func:`message_json` plus ``snippet`` and ``score``."""
-    return {**message_json(hit.message), "snippet": hit.snippet, "score": round(hit.score, 4)}
+    return {**message_json(hit.message), "snippet": hit.snippet, "score": score_value(hit.score)}
+
+
+def score_value(score: float) -> float:
+    """A BM25 score for output, to 4 significant digits (never ``-0.0``).
+
+    FTS5 gives a word found in more than half of the messages a weight of 1e-6 (BM25's IDF would be
+    negative), so such scores are tiny, e.g. ``-2.41e-06``; rounding to decimal places made them ``-0.0``.
+    """
+    return float(f"{score:.4g}") or 0.0
 
 
 def render_search(hits: list[SearchHit]) -> str:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from maild.archive.schema import QUERY_CHUNK, SCHEMA_VERSION, utc_text
+from maild.archive.snippet import SNIPPET_SOURCE_OCTETS, make_snippet
 from maild.errors import StoreError
+from maild.model import HeaderSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +95,6 @@ RANK_WINDOW = 2000
 """Matches ranked per search, at most: when a query matches more messages (after the filters), only the
 most recently stored this many are ranked (BM25 reads every match's positions: a word in all of
 100,000 messages took 1.1 s to rank, see docs/performance.md); the rest are not shown."""
-SNIPPET_TOKENS = 12
-"""Tokens of context in a search hit's snippet (FTS5 ``snippet()``)."""
 BM25_WEIGHTS = (3.0, 1.5, 4.0, 1.0, 2.0)
 """BM25 weight of each ``messages_fts`` column (sender, recipients, subject, body, attachments)."""
 
@@ -134,6 +134,11 @@ def _filter_sql(flt: MessageFilter) -> tuple[list[str], list[Any]]:
         where.append("maild_contains(m.subject, ?)")
         params.append(flt.subject_text)
     return where, params
+
+
+def _summary(message: ArchivedMessage) -> HeaderSummary:
+    """The decoded header fields the archive keeps, for :func:`maild.archive.snippet.make_snippet`."""
+    return HeaderSummary(None, None, message.from_header, message.to_header, message.subject)
 
 
 def _contains(haystack: str | None, needle: str) -> bool:
@@ -273,38 +278,48 @@ class ArchiveReader:
         return self._search(quoted, flt) if quoted else []
 
     def _search(self, query: str, flt: MessageFilter) -> list[SearchHit]:
-        # Rank first, then compute snippets for the hits kept only: snippet() over every match of a
-        # common word (before the sort and LIMIT) cost more than the ranking itself.
+        # One MATCH, streamed newest first (FTS5 hands out rowids in order, so only RANK_WINDOW
+        # matches are read and scored), ranked, cut to the limit; then snippets for the hits kept,
+        # made from the messages (the index is contentless).
         where, params = _filter_sql(replace(flt, from_text=None, subject_text=None))
         restrict = (
             " AND messages_fts.rowid IN (SELECT m.id FROM messages m WHERE " + " AND ".join(where) + ")"  # noqa: S608
             if where
             else ""
         )
-        cutoff = self._rows(
-            "SELECT messages_fts.rowid FROM messages_fts WHERE messages_fts MATCH ?"  # noqa: S608
-            f"{restrict} ORDER BY messages_fts.rowid DESC LIMIT 1 OFFSET ?",
-            [query, *params, RANK_WINDOW - 1],
-        )
-        if cutoff:  # more matches than RANK_WINDOW: rank the newest RANK_WINDOW of them
-            restrict += f" AND messages_fts.rowid >= {int(cutoff[0][0])}"
         limit = " LIMIT ?" if flt.limit is not None else ""
         sql = (
-            "WITH top (id, score) AS ("  # noqa: S608
+            "WITH recent (id, score) AS ("  # noqa: S608
             f" SELECT messages_fts.rowid, bm25(messages_fts, {', '.join(str(w) for w in BM25_WEIGHTS)})"
-            f" FROM messages_fts WHERE messages_fts MATCH ?{restrict} ORDER BY 2{limit})"
-            f" SELECT {_SUMMARY_COLUMNS}, snippet(messages_fts, -1, '[', ']', ' … ', {SNIPPET_TOKENS}),"
-            # CROSS JOIN keeps ``top`` outside: otherwise the planner may scan every match again.
-            " top.score FROM top CROSS JOIN messages_fts ON messages_fts.rowid = top.id"
-            " JOIN messages m ON m.id = top.id WHERE messages_fts MATCH ? ORDER BY top.score, m.id"
+            f" FROM messages_fts WHERE messages_fts MATCH ?{restrict}"
+            f" ORDER BY messages_fts.rowid DESC LIMIT {int(RANK_WINDOW)}),"
+            f" top (id, score) AS (SELECT id, score FROM recent ORDER BY score, id{limit})"
+            # CROSS JOIN keeps ``top`` outside: the ranking runs once, before the join.
+            f" SELECT {_SUMMARY_COLUMNS}, top.score FROM top CROSS JOIN messages m ON m.id = top.id"
+            " ORDER BY top.score, m.id"
         )
         all_params: list[Any] = [query, *params]
         if flt.limit is not None:
             all_params.append(flt.limit)
-        all_params.append(query)
         rows = self._rows(sql, all_params)
+        sources = self._snippet_sources([int(r[0]) for r in rows])
         messages = self._with_locations([r[:9] for r in rows])
-        return [SearchHit(m, r[9], float(r[10])) for m, r in zip(messages, rows, strict=True)]
+        return [
+            SearchHit(m, make_snippet(sources.get(m.id, b""), query, _summary(m)), float(r[9]))
+            for m, r in zip(messages, rows, strict=True)
+        ]
+
+    def _snippet_sources(self, ids: list[int]) -> dict[int, bytes]:
+        """Message id -> its first :data:`SNIPPET_SOURCE_OCTETS` octets."""
+        found: dict[int, bytes] = {}
+        for i in range(0, len(ids), QUERY_CHUNK):
+            chunk = ids[i : i + QUERY_CHUNK]
+            for message, head in self._rows(
+                f"SELECT id, substr(raw, 1, ?) FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                [SNIPPET_SOURCE_OCTETS, *chunk],
+            ):
+                found[int(message)] = bytes(head)
+        return found
 
     def _with_locations(self, rows: list[tuple[Any, ...]]) -> list[ArchivedMessage]:
         ids = [r[0] for r in rows]

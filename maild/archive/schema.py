@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 9; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 10; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -16,15 +16,16 @@ Layout (schema version 9; docs/archive.md documents it for readers such as the C
 - ``moves`` (v5): each move (``maild migrate`` of account ``source`` into ``target``), when it started
   and when ``maild retire`` finished it. While a move is unfinished, POP3 accounts whose server
   holds what the target holds delete nothing (:mod:`maild.archive.move_guard`).
-- ``messages_fts`` (v3): the FTS5 full-text index, one row per message (``rowid`` = ``messages.id``),
-  written in the transaction that stores the message (:mod:`maild.archive.index_text` says what it holds).
+- ``messages_fts`` (v3; contentless since v9): the FTS5 full-text index, one row per message
+  (``rowid`` = ``messages.id``), written in the transaction that stores the message
+  (:mod:`maild.archive.index_text` says what it holds, :mod:`maild.archive.fts` how it is kept).
 - ``retrieval_failures`` (v4): per account and server identity, how often in a row a message failed
   to arrive, the last reason, and whether a retry was asked for; ``locations.missing_items`` (v4):
   the IMAP items the server left out of the FETCH reply (space-separated, e.g. ``INTERNALDATE``);
   ``locations.server_size`` (v4): the RFC822.SIZE an IMAP server reports for the message when it
   differs from the archived octets' size while its header section matches (a server quirk, so that
   the UID check of :mod:`maild.fetch.resync` does not raise the alarm again).
-- ``mailbox_sync`` (v9): per IMAP account and mailbox, its status (UIDVALIDITY, UIDNEXT, MESSAGES,
+- ``mailbox_sync`` (v10): per IMAP account and mailbox, its status (UIDVALIDITY, UIDNEXT, MESSAGES,
   HIGHESTMODSEQ) when a cycle last listed it in full and archived all it held, so that later polls
   leave it unselected while its status stays the same (:mod:`maild.archive.sync_state`).
 - ``account_history`` (v6): per account, what ``maild status`` shows about the past (last success,
@@ -50,7 +51,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -59,8 +60,24 @@ message. Storing 2,000 mixed messages (273 MB) took 1.17 s with 8 KiB pages and 
 (WAL, ``synchronous=FULL``, batches of 200; see docs/performance.md)."""
 #: Keys per ``IN (...)`` query, below SQLite's variable limit.
 QUERY_CHUNK = 500
+FTS_TABLE = "messages_fts"
 FTS_COLUMNS = ("sender", "recipients", "subject", "body", "attachments")
 """Columns of ``messages_fts`` (v3), in order: the fields of :class:`maild.archive.index_text.IndexText`."""
+FTS_TOKENIZER = "unicode61 remove_diacritics 2"
+"""Words are runs of Unicode letters and digits, case-folded, diacritics removed (``ü`` matches ``u``)."""
+
+
+def fts_create_sql(table: str = FTS_TABLE) -> str:
+    """The ``CREATE VIRTUAL TABLE`` statement of the full-text index since schema version 9, named ``table``.
+
+    Contentless (``content=''``): positions and column sizes, no copy of the text (:mod:`maild.archive.fts`).
+    """
+    return (
+        f"CREATE VIRTUAL TABLE {table} USING fts5 ({', '.join(FTS_COLUMNS)},"
+        f" content = '', tokenize = '{FTS_TOKENIZER}')"
+    )
+
+
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE accounts (
@@ -198,7 +215,13 @@ _MIGRATIONS: dict[int, str] = {
     );
     ALTER TABLE account_history ADD COLUMN auth_failures INTEGER NOT NULL DEFAULT 0;
     """,
-    9: """
+    # The index becomes contentless; maild.archive.fts.migrate_to_contentless then fills it in the
+    # same transaction (Store._setup runs the Python step of a version after its SQL).
+    9: f"""
+    DROP TABLE messages_fts;
+    {fts_create_sql()};
+    """,
+    10: """
     CREATE TABLE mailbox_sync (
         account        TEXT NOT NULL REFERENCES accounts (name),
         mailbox        TEXT NOT NULL,

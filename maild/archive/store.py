@@ -33,11 +33,11 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 import structlog
 
+from maild.archive import fts
 from maild.archive.counters import ArchiveCounters
 from maild.archive.index_text import index_text
 from maild.archive.schema import (
     _MIGRATIONS,
-    FTS_COLUMNS,
     PAGE_SIZE,
     QUERY_CHUNK,
     SCHEMA_VERSION,
@@ -87,14 +87,15 @@ _INSERT_MESSAGE = (
     "INSERT INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
     " subject, stored_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_FTS = f"INSERT INTO messages_fts (rowid, {', '.join(FTS_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT_FTS = fts.insert_sql()
 LARGE_BLOB_OCTETS = 2**20
 """Messages at least this large are written with :func:`_insert_large`, not bound as a parameter:
 binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
 _BLOB_CHUNK_OCTETS = 2**20
-REINDEX_CHUNK_OCTETS = 32 * 2**20
-"""Octets of messages :meth:`Store.reindex` reads and indexes per transaction (at most
-:data:`QUERY_CHUNK` messages); bounds its memory."""
+_MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {
+    9: fts.migrate_to_contentless,
+}
+"""Python steps of schema versions, run after the version's SQL in its transaction."""
 
 
 def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
@@ -227,6 +228,8 @@ class Store:
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (see :meth:`locations`)."""
         self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
+        self._index_rebuilt = False
+        """True when opening migrated the archive through a version that rebuilt the full-text index."""
         self.counters: ArchiveCounters | None = None
         """Figures kept current by each committed batch once :meth:`keep_counters`
         made them (the daemon); None otherwise."""
@@ -338,6 +341,9 @@ class Store:
                 try:
                     for statement in _split_sql(_MIGRATIONS[target]):
                         await self._conn.execute(statement)
+                    if target in _MIGRATION_STEPS:
+                        await _MIGRATION_STEPS[target](self._conn)
+                        self._index_rebuilt |= _MIGRATION_STEPS[target] is fts.migrate_to_contentless
                     await self._conn.execute(f"PRAGMA user_version = {target}")
                     await self._conn.execute("COMMIT")
                 except BaseException:
@@ -890,10 +896,12 @@ class Store:
     async def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Rebuild the full-text index from the stored messages; safe while the daemon stores more.
 
-        Messages are read in chunks of at most :data:`REINDEX_CHUNK_OCTETS` (and :data:`QUERY_CHUNK`
-        messages); each chunk's rows are replaced in one transaction, so a search during the rebuild
-        finds every message (old or new row), and messages stored meanwhile are indexed by their writer.
-        Then rows of messages no longer in the archive are dropped and the index is optimised.
+        A new index is filled beside the old one (:data:`maild.archive.fts.REBUILD_TABLE`), one
+        transaction per chunk of :data:`maild.archive.fts.FILL_CHUNK_OCTETS`, so searches meanwhile
+        use the old index and the daemon keeps storing (and indexing into the old one). A last
+        transaction indexes what was stored meanwhile and puts the new index in the old one's place.
+        If opening the archive just migrated it through a version that rebuilt the index (version
+        8), that is not done twice.
 
         Args:
             progress: called with (messages done, total) after each chunk.
@@ -902,42 +910,16 @@ class Store:
             The number of messages indexed.
 
         Raises:
-            StoreError: SQLite failed; chunks committed before stay indexed.
+            StoreError: SQLite failed, or messages were purged during the rebuild; the old index
+                stays in use.
         """
-        rows = await self._all("SELECT id, size_octets FROM messages ORDER BY id")
-        sizes = [(int(r[0]), int(r[1])) for r in rows]
-        done = 0
-        chunk: list[int] = []
-        octets = 0
-        for n, (message, size) in enumerate(sizes, 1):
-            chunk.append(message)
-            octets += size
-            if n == len(sizes) or octets >= REINDEX_CHUNK_OCTETS or len(chunk) >= QUERY_CHUNK:
-                await self._reindex_chunk(chunk)
-                done += len(chunk)
-                chunk, octets = [], 0
-                if progress is not None:
-                    progress(done, len(sizes))
-        await self._write(
-            [
-                ("DELETE FROM messages_fts WHERE rowid NOT IN (SELECT id FROM messages)", (), False),
-                ("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')", (), False),
-            ]
-        )
-        return done
-
-    async def _reindex_chunk(self, ids: list[int]) -> None:
-        raws = await self.raw_messages(ids)
-        rows = await asyncio.to_thread(
-            lambda: [(message, *index_text(raw).row()) for message, raw in raws.items()]
-        )
-        marks = ",".join("?" * len(ids))
-        await self._write(
-            [
-                (f"DELETE FROM messages_fts WHERE rowid IN ({marks})", ids, False),  # noqa: S608
-                (_INSERT_FTS, rows, True),
-            ]
-        )
+        if self._index_rebuilt:  # opening just did it (schema migration): not twice
+            self._index_rebuilt = False
+            total = int(await self._scalar("SELECT count(*) FROM messages"))
+            if progress is not None:
+                progress(total, total)
+            return total
+        return await fts.rebuild(self._conn, self._atomic, progress)
 
     # -- status -----------------------------------------------------------------------------------
 

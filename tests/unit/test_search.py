@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from maild.archive.fts import index_row
 from maild.archive.index_text import MAX_BODY_CHARS, html_text, index_text
 from maild.archive.reader import ArchiveReader, MessageFilter
 from maild.archive.store import Store
@@ -18,6 +19,19 @@ from maild.model import POP3Key, RetrievedMessage
 from tests.support.archive import build_archive, letter, pop
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def unindex(db: Path, ids_sql: str) -> None:
+    """Remove the index rows of the messages ``ids_sql`` selects, as a partial index would lack them."""
+    with sqlite3.connect(db) as conn:
+        rows = [index_row(n, bytes(raw)) for n, raw in conn.execute(f"SELECT id, raw FROM messages WHERE id IN ({ids_sql})")]
+        conn.executemany(
+            "INSERT INTO messages_fts (messages_fts, rowid, sender, recipients, subject, body, attachments)"
+            " VALUES ('delete', ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
 MIXED = (
     b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <j@example.org>\r\nTo: anna@example.com\r\n"
     b"Cc: buchhaltung@example.com\r\nSubject: =?iso-8859-1?q?Abrechnung_f=FCr_M=E4rz?=\r\nMIME-Version: 1.0\r\n"
@@ -132,8 +146,7 @@ async def test_reindex_rebuilds_a_lost_or_partial_index(tmp_path: Path) -> None:
     """After the index rows are gone (as after an upgrade from schema 2), reindex restores every row."""
     db = tmp_path / "maild.sqlite3"
     await build_archive(db, [("anna-pop", pop(n), letter(n, subject=f"Vertrag {n}")) for n in range(1, 8)])
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM messages_fts WHERE rowid > 2")
+    unindex(db, "SELECT id FROM messages WHERE id > 2")
     with ArchiveReader(db) as reader:
         assert reader.index_coverage() == (2, 7)
 
@@ -160,8 +173,7 @@ async def test_cli_search_json_and_partial_index_warning(tmp_path: Path, capsys:
     """messages search --json prints objects with snippet and score; an incomplete index is warned about."""
     db = tmp_path / "maild.sqlite3"
     await build_archive(db, [("anna-pop", pop(1), MIXED), ("anna-pop", pop(2), letter(2))])
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM messages_fts WHERE rowid = 2")
+    unindex(db, "SELECT 2")
 
     assert main(["messages", "search", "--database", str(db), "--json", "Zaehlerstand"]) == 0
     captured = capsys.readouterr()
@@ -202,7 +214,7 @@ def test_cli_reindex_fills_the_index(tmp_path: Path, capsys: pytest.CaptureFixtu
     db = tmp_path / "state" / "maild.sqlite3"
     asyncio.run(build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(1, 5)]))
     with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM messages_fts")
+        conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('delete-all')")
 
     assert main(["-c", str(cfg), "reindex"]) == 0
 
