@@ -222,7 +222,7 @@ _MIGRATIONS: dict[int, str] = {
     {fts_create_sql()};
     """,
     10: """
-    CREATE TABLE mailbox_sync (
+    CREATE TABLE IF NOT EXISTS mailbox_sync (
         account        TEXT NOT NULL REFERENCES accounts (name),
         mailbox        TEXT NOT NULL,
         uidvalidity    INTEGER NOT NULL,
