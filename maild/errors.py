@@ -19,6 +19,29 @@ class ConfigError(MaildError):
     (for example ``accounts.anna-pop.port``) and the expected form.
     """
 
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Each problem as one line (one here; several in :class:`ConfigErrors`)."""
+        return (str(self),)
+
+
+class ConfigErrors(ConfigError):
+    """Several independent problems of one configuration, each one line naming its file and key.
+
+    Raised by the loader after reading every table it could (``[daemon]``, ``[alerts]``, each
+    account, each drop-in file), so the admin fixes them in one go. ``str()`` is the lines joined
+    by newlines.
+    """
+
+    def __init__(self, problems: tuple[str, ...]) -> None:
+        super().__init__("\n".join(problems))
+        self._problems = problems
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """The problems, one line each, in file order."""
+        return self._problems
+
 
 class StoreError(MaildError):
     """The archive database cannot be opened, migrated or written."""

@@ -11,6 +11,7 @@ import email.errors
 import email.policy
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
@@ -127,22 +128,28 @@ def _cell(text: str | None, width: int) -> str:
     return value + " " * (width - _width(value))
 
 
-def render_list(messages: list[ArchivedMessage]) -> str:
-    """A table: ID prefix, date (UTC), from, subject, size in octets, accounts, on-server state.
+SizeText = Callable[[int], str]
+"""How a table shows a size in octets to a person; the CLI passes ``maild.cli.units.human_size``
+(this layer may not import the CLI)."""
+
+
+def render_list(messages: list[ArchivedMessage], size_text: SizeText = str) -> str:
+    """A table: ID prefix, date (UTC), from, subject, size (``size_text`` of the octets), accounts,
+    on-server state.
 
     Columns line up in a terminal: text is cut and padded by display width, and the accounts column is
     as wide as its widest entry.
     """
     accounts = [",".join(accounts_of(m)) for m in messages]
     width = max([len("ACCOUNTS"), *(_width(a) for a in accounts)])
-    header = f"{'ID':<12}  {'DATE (UTC)':<16}  {'FROM':<28}  {'SUBJECT':<40}  {'OCTETS':>9}"
+    header = f"{'ID':<12}  {'DATE (UTC)':<16}  {'FROM':<28}  {'SUBJECT':<40}  {'SIZE':>9}"
     lines = [f"{header}  {'ACCOUNTS':<{width}}  STATE"]
     for m, names in zip(messages, accounts, strict=True):
         date = m.date[:16].replace("T", " ") if m.date else "-"
         state = "on-server" if on_server(m) else "archive-only"
         lines.append(
             f"{m.sha256[:12]}  {date:<16}  {_cell(m.from_header, 28)}  {_cell(m.subject, 40)}"
-            f"  {m.size_octets:>9}  {_cell(names, width)}  {state}"
+            f"  {size_text(m.size_octets):>9}  {_cell(names, width)}  {state}"
         )
     return "\n".join(lines)
 
@@ -196,6 +203,9 @@ def _part_text(part: MIMEPart) -> str:
 def body_text(raw: bytes) -> str:
     """A text rendering of a message's body: its text/plain part, else its text/html part as text.
 
+    Line ends are LF: the CRLF of the wire format (RFC 5322 section 2.1) and a stray CR become LF, as
+    text on this system has them. The exact octets stay available (``maild messages raw``, export).
+
     Returns:
         the text, or a note in parentheses when the message has no text part.
     """
@@ -206,7 +216,7 @@ def body_text(raw: bytes) -> str:
         part = None
     if part is None:
         return "(no text part)\n"
-    text = _part_text(part)
+    text = _part_text(part).replace("\r\n", "\n").replace("\r", "\n")
     if part.get_content_subtype() == "html":
         return html_to_text(text)
     return text if text.endswith("\n") else text + "\n"
@@ -236,13 +246,17 @@ def headers_and_attachments(raw: bytes) -> tuple[dict[str, str], list[str]]:
     return fields, attachments
 
 
-def render_show(message: ArchivedMessage) -> str:
-    """What ``maild messages show`` prints: ID, headers, where the message is, attachments, body text."""
+def render_show(message: ArchivedMessage, size_text: SizeText | None = None) -> str:
+    """What ``maild messages show`` prints: ID, headers, where the message is, attachments, body text.
+
+    ``size_text`` renders the size for a person (``15.6 kB``); the exact octets follow in brackets.
+    """
     assert message.raw is not None
     fields, attachments = headers_and_attachments(message.raw)
     lines = [f"ID: {message.sha256}"]
     lines += [f"{name}: {value}" for name, value in fields.items()]
-    lines.append(f"Size: {message.size_octets} octets")
+    octets = f"{message.size_octets} octets"
+    lines.append(f"Size: {size_text(message.size_octets)} ({octets})" if size_text else f"Size: {octets}")
     lines.append(f"Stored: {message.stored_at}")
     for loc in message.locations:
         where = f"{loc.account} {loc.mailbox}" if loc.mailbox else loc.account
@@ -307,9 +321,9 @@ def score_value(score: float) -> float:
     return float(f"{score:.4g}") or 0.0
 
 
-def render_search(hits: list[SearchHit]) -> str:
+def render_search(hits: list[SearchHit], size_text: SizeText = str) -> str:
     """The search table: :func:`render_list`'s columns, each hit followed by its snippet, indented."""
-    lines = render_list([h.message for h in hits]).split("\n")
+    lines = render_list([h.message for h in hits], size_text).split("\n")
     out = lines[:1]
     for line, hit in zip(lines[1:], hits, strict=True):
         out.append(line)

@@ -20,11 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from maild.archive.move_queries import MigrationStore
 from maild.cli.authorize import add_parser as add_authorize_parser  # issue 13: OAuth2 device sign-in
 from maild.cli.common import load_args_config, reload_daemon
 from maild.cli.provider_add import account_name, ask, oauth2_table, provider_steps
 from maild.cli.table import lines_by_person
+from maild.cli.units import count
 from maild.config.dropin import (
     dropin_path,
     parse_setting,
@@ -236,7 +239,7 @@ def render_accounts(rows: list[AccountRow]) -> str:
         note = f"  migrated into {r.retired_into}" if r.retired_into else ""
         return [
             f"    {r.name:<20} {r.protocol:<5} {r.host or '-':<24} {r.state:<14}"
-            f" {r.messages:>7} messages{note}"
+            f" {count(r.messages):>7} messages{note}"
         ]
 
     lines = lines_by_person(rows, row_lines)
@@ -401,6 +404,20 @@ def _add(args: argparse.Namespace) -> int:
 # -- set ----------------------------------------------------------------------------------------------
 
 
+def _edit_by_hand(name: str, source: Path, dropin: Path, updates: dict[str, Any]) -> str:
+    """What ``accounts set`` says for an account of a file it does not write: the TOML lines to put
+    there (no password value), and the other way, moving the table into its drop-in."""
+    lines = "; ".join(
+        f"{key} = ********" if "password" in key else tomli_w.dumps({key: value}).strip()
+        for key, value in updates.items()
+    )
+    return (
+        f"account {name} is defined in {source}, which maild never rewrites (your layout and comments"
+        f" stay): put `{lines}` in its [accounts.{name}] table there and run `maild reload`; or move"
+        f" that table into {dropin}, where `maild accounts set` can change it"
+    )
+
+
 def _set(args: argparse.Namespace) -> int:
     """``maild accounts set NAME KEY=VALUE...``: validated like the loader, written to the drop-in."""
     config = load_args_config(args)
@@ -409,12 +426,9 @@ def _set(args: argparse.Namespace) -> int:
     if account is None:
         raise ConfigError(f"{config.path}: no account named {name!r}")
     path = dropin_path(config.path, name)
-    if account.source != path:
-        raise ConfigError(
-            f"account {name} is defined in {account.source}, which maild never rewrites: change it there"
-            " (then `maild reload`)"
-        )
     updates = dict(parse_setting(text) for text in args.settings)
+    if account.source != path:
+        raise ConfigError(_edit_by_hand(name, account.source or config.path, path, updates))
     if "protocol" in updates:
         raise ConfigError(f"accounts.{name}.protocol: fixed for an account's life; add a new account instead")
     old = update_dropin(path, name, updates)
@@ -460,7 +474,7 @@ def _remove(args: argparse.Namespace) -> int:
         return 0
     if args.purge and name in records:
         deleted = asyncio.run(_purge(config, name))
-        print(f"purged the archive of {name}: {deleted} messages held by no other account deleted")
+        print(f"purged the archive of {name}: {count(deleted)} messages held by no other account deleted")
     else:
         print(f"its archive keeps {counts.get(name, 0)} messages (`--purge` deletes it when nothing is lost)")
     return 0
@@ -483,8 +497,8 @@ def _refuse_lossy_purge(config: Config, name: str) -> None:
     if check.lost:
         detail = f" (could not check {', '.join(check.unchecked)})" if check.unchecked else ""
         raise MigrationError(
-            f"--purge refused: {len(check.lost)} of the {check.exclusive} messages only {name} links to"
-            f" are on no other account's server{detail}; they would be lost. Nothing was changed."
+            f"--purge refused: {count(len(check.lost))} of the {count(check.exclusive)} messages only {name}"
+            f" links to are on no other account's server{detail}; they would be lost. Nothing was changed."
             f" Migrate them first (`maild migrate {name} --to ACCOUNT`)"
         )
 

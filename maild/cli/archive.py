@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maild.cli.common import load_args_config
+from maild.cli.units import count, human_size
 from maild.errors import QueryError
 
 DEFAULT_LIST_LIMIT = 100
@@ -134,9 +135,10 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([message_json(m) for m in messages], indent=2, ensure_ascii=False))
     else:
-        print(render_list(messages))
+        print(render_list(messages, human_size))
     if total is not None and total > len(messages):
-        print(f"maild: {len(messages)} of {total} messages shown; --limit 0 shows all", file=sys.stderr)
+        shown = f"{count(len(messages))} of {count(total)}"
+        print(f"maild: {shown} messages shown; --limit 0 shows all", file=sys.stderr)
     return 0
 
 
@@ -155,10 +157,10 @@ def _search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([search_json(h) for h in hits], indent=2, ensure_ascii=False))
     elif hits:
-        print(render_search(hits))
+        print(render_search(hits, human_size))
     if indexed < total:
         print(
-            f"maild: warning: only {indexed} of {total} messages are in the full-text index;"
+            f"maild: warning: only {count(indexed)} of {count(total)} messages are in the full-text index;"
             " `maild reindex` adds the rest",
             file=sys.stderr,
         )
@@ -218,7 +220,7 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(show_json(message), indent=2, ensure_ascii=False))
     else:
-        sys.stdout.write(render_show(message))
+        sys.stdout.write(render_show(message, human_size))
     return 0
 
 
@@ -241,7 +243,7 @@ def _progress() -> Callable[[int, int], None] | None:
         return None
 
     def show(done: int, total: int) -> None:
-        sys.stderr.write(f"\rexported {done}/{total}")
+        sys.stderr.write(f"\rexported {count(done)}/{count(total)}")
         if done == total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -257,10 +259,10 @@ def _export(args: argparse.Namespace) -> int:
         if args.maildir is not None:
             res = export_maildir(reader, args.account, args.maildir, since=args.since, progress=_progress())
             print(
-                f"{args.account}: {res.written} messages written to {args.maildir},"
-                f" {res.already_present} already there ({res.total} selected)"
+                f"{args.account}: {count(res.written)} messages written to {args.maildir},"
+                f" {count(res.already_present)} already there ({count(res.total)} selected)"
             )
         else:
             res = export_mbox(reader, args.account, args.mbox, since=args.since, progress=_progress())
-            print(f"{args.account}: {res.written} messages written to {args.mbox}")
+            print(f"{args.account}: {count(res.written)} messages written to {args.mbox}")
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maild.cli.common import load_args_config
+from maild.cli.units import count, human_size
 from maild.errors import QueryError, StoreError
 from maild.service.control_client import ControlClient
 
@@ -70,8 +71,8 @@ def _backup(args: argparse.Namespace) -> int:
         raise QueryError(f"--keep needs DEST to be a directory; {args.dest} is not one")
     path, check = backup(database, args.dest, compress=args.compress, now=_now())
     print(
-        f"{path}: {check.messages} messages, schema version {check.schema_version},"
-        f" integrity ok, {path.stat().st_size} octets"
+        f"{path}: {count(check.messages)} messages, schema version {check.schema_version},"
+        f" integrity ok, {human_size(path.stat().st_size)}"
     )
     if args.keep is not None:
         for old in prune(args.dest, args.keep):
@@ -98,7 +99,7 @@ def _restore(args: argparse.Namespace) -> int:
 
     asyncio.run(migrate())
     print(
-        f"restored {args.backup} into {database}: {check.messages} messages,"
+        f"restored {args.backup} into {database}: {count(check.messages)} messages,"
         f" schema version {check.schema_version}"
     )
     if kept is not None:
@@ -125,5 +126,5 @@ def _reindex(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    print(f"{asyncio.run(run())} messages indexed")
+    print(f"{count(asyncio.run(run()))} messages indexed")
     return 0

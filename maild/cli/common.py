@@ -43,7 +43,9 @@ def control_socket_path(args: argparse.Namespace) -> Path:
     try:
         return load_config(path).daemon.control_socket
     except ConfigError as exc:
-        warn(f"{exc}; asking the daemon anyway")
+        for problem in exc.problems:
+            warn(problem)
+        warn("the configuration has errors; asking the daemon anyway")
     raw: object = None
     try:
         with path.open("rb") as fh:

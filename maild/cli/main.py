@@ -1,11 +1,12 @@
 """The ``maild`` command line: run the daemon, fetch once, ask the daemon for status, check the config.
 
 Errors are one line on stderr, never a traceback. Exit codes (the table in docs/operations.md):
-0 success; 1 failure, or with ``status`` an account needing attention; 2 usage error; 3 ``status``
-while the daemon is not running (systemctl's convention); 78 (``EX_CONFIG``, sysexits.h) ``run``
-with an invalid configuration, which the unit's ``RestartPreventExitStatus=`` names so that systemd
-stops retrying. ``maild check`` follows the monitoring-plugin convention (0 OK, 1 WARNING, 2
-CRITICAL, 3 UNKNOWN). Log lines go to stderr (:mod:`maild.log`), results to stdout.
+0 success; 1 failure, or with ``status`` an account needing attention; 2 usage error (also an
+account name that is not configured); 3 ``status`` while the daemon is not running (systemctl's
+convention); 78 (``EX_CONFIG``, sysexits.h) ``run`` with an invalid configuration, which the
+unit's ``RestartPreventExitStatus=`` names so that systemd stops retrying. ``maild check`` follows
+the monitoring-plugin convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). Log lines go to stderr
+(:mod:`maild.log`), results to stdout.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from maild import __version__
 from maild.cli import accounts, archive, backup, move
 from maild.cli.common import daemon_client, load_args_config, warn
+from maild.cli.manpage import render_manpage
 from maild.cli.status_view import (
     CHECK_CRITICAL,
     CHECK_UNKNOWN,
@@ -28,9 +30,12 @@ from maild.cli.status_view import (
     STATUS_NOT_RUNNING,
     STATUS_OK,
     check_line,
+    local_time,
     problem_accounts,
     render_status,
+    zone_name,
 )
+from maild.cli.units import human_size
 from maild.config.loader import Config
 from maild.errors import ConfigError, ControlError, MaildError
 from maild.log import LogFormat, configure_logging, get_logger
@@ -39,6 +44,9 @@ from maild.service.control_client import ControlClient
 #: Exit code of ``maild run`` with an invalid configuration: ``EX_CONFIG`` of sysexits.h. The unit
 #: file's ``RestartPreventExitStatus=`` names it.
 EXIT_CONFIG = 78
+
+#: Exit code of a usage error: argparse's own, and an account name that is not configured.
+EXIT_USAGE = 2
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_BROKEN_PIPE = 128 + 13
@@ -99,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not").set_defaults(
         handler=_check_config
     )
+    sub.add_parser(
+        "manpage", help="print this man page, maild(1), in roff: `maild manpage | man -l -` reads it"
+    ).set_defaults(handler=_manpage)
     for group in COMMAND_GROUPS:
         group.add_parsers(sub)
     _add_common_options(sub)
@@ -135,11 +146,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return EXIT_BROKEN_PIPE
+    except ControlError as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        # A name the daemon does not know is the caller's mistake, like a wrong option: usage error.
+        return EXIT_USAGE if exc.code == "unknown-account" else 1
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
     except (MaildError, OSError) as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _print_problems(exc: ConfigError) -> None:
+    """Each problem of an invalid configuration as its own ``maild: FILE: KEY: ...`` line on stderr."""
+    for problem in exc.problems:
+        print(f"maild: {problem}", file=sys.stderr)
 
 
 # -- without a daemon -----------------------------------------------------------------------------------
@@ -153,12 +177,23 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manpage(args: argparse.Namespace) -> int:
+    """``maild manpage``: the page a wheel or .deb installs, for a source checkout (``| man -l -``).
+
+    Dated ``$SOURCE_DATE_EPOCH`` (seconds, UTC) when set, as the build does, else today (UTC).
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
+    sys.stdout.write(render_manpage(_parser(), __version__, moment.strftime("%Y-%m-%d")))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     """``maild run``: the daemon in the foreground until SIGTERM; :data:`EXIT_CONFIG` for a bad config."""
     try:
         cfg = load_args_config(args)
     except ConfigError as exc:
-        print(f"maild: {exc}", file=sys.stderr)
+        _print_problems(exc)
         return EXIT_CONFIG
     log_format: LogFormat = cfg.daemon.log_format  # type: ignore[assignment]  # validated by the loader
     configure_logging(args.log_level or cfg.daemon.log_level, fmt=log_format)
@@ -175,6 +210,10 @@ def _run(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     """``maild fetch``: one cycle per account without a daemon (warns when a daemon runs too)."""
     cfg = load_args_config(args)
+    unknown = [name for name in args.accounts if name not in cfg.accounts]
+    if unknown:
+        print(f"maild: {cfg.path}: no account named {unknown[0]!r}", file=sys.stderr)
+        return EXIT_USAGE
     configure_logging(args.log_level or "warning")
     if ControlClient(cfg.daemon.control_socket).daemon_answers():
         warn(
@@ -198,7 +237,7 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
 
     results = await fetch_accounts_once(cfg, names)
     for res in results:
-        print(res.line())
+        print(res.line(human_size))
     return 1 if any(res.failed for res in results) else 0
 
 
@@ -242,14 +281,19 @@ def _fetch_now(args: argparse.Namespace) -> int:
         reply = client.queue_fetch(args.account, retry_failed=args.retry_failed)
         print("queued: " + (", ".join(reply.queued) or "none"))
         if reply.skipped:
-            print("skipped (paused or disabled): " + ", ".join(reply.skipped))
+            print("skipped (paused, disabled or locked out; see `maild status`): " + ", ".join(reply.skipped))
         return 0
     failed = 0
+    now = datetime.now(UTC)
     for res in client.fetch_now(args.account, retry_failed=args.retry_failed).results:
         if res.skipped is not None:
             print(f"{res.account}: skipped: {res.skipped}")
         elif res.ok:
-            print(f"{res.account}: {res.counts()} ({res.octets} octets, {res.seconds} s)")
+            print(f"{res.account}: {res.counts()} ({human_size(res.octets)}, {res.seconds} s)")
+        elif res.locked_out_since is not None:
+            failed += 1
+            since = f"{local_time(res.locked_out_since, now, None)} {zone_name(now, None)}"
+            print(f"{res.account}: LOCKED OUT since {since}, {res.error}")
         else:
             failed += 1
             print(f"{res.account}: FAILED: {res.error}")

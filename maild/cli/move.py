@@ -25,6 +25,7 @@ from maild.archive.move_queries import MigrationStore
 from maild.cli.common import reload_daemon
 from maild.cli.move_lines import line, now, setup
 from maild.cli.move_verify import unretire, verify_or_undo
+from maild.cli.units import count, human_size
 from maild.move.report import ReportRow, write_report
 
 if TYPE_CHECKING:  # maild.move.migrate is imported where used: start-up time other commands need not pay
@@ -163,7 +164,8 @@ def render_comparison(outcome: CompareOutcome, *, lists: bool = True) -> str:
 
         lines.append(missing_advice(outcome))
     elif c.unreadable:
-        lines.append(f"whether all of {a} is in {b} is unknown: {len(c.unreadable)} messages unreadable")
+        unreadable = count(len(c.unreadable))
+        lines.append(f"whether all of {a} is in {b} is unknown: {unreadable} messages unreadable")
     else:
         lines.append(f"nothing of {a} is missing in {b}")
     if not lists:
@@ -264,7 +266,8 @@ class UploadMeter:
         self.last = now
         elapsed = now - self.started
         left = elapsed * (octets_total - octets) / octets if octets else 0.0
-        line = f"uploaded {done}/{total} ({_mb(octets)} of {_mb(octets_total)})" + (
+        sizes = f"{human_size(octets)} of {human_size(octets_total)}"
+        line = f"uploaded {count(done)}/{count(total)} ({sizes})" + (
             f", about {_duration(left)} left" if done < total else f" in {_duration(elapsed)}"
         )
         if self.live:
@@ -272,10 +275,6 @@ class UploadMeter:
         else:
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
-
-
-def _mb(octets: int) -> str:
-    return f"{octets / 1e6:.1f} MB"
 
 
 def _duration(seconds: float) -> str:
@@ -286,7 +285,8 @@ def render_plan(report: MigrationReport) -> str:
     """The plan printed before the first upload: how many, how big, into which mailbox."""
     octets = sum(e.size_octets for e in report.planned)
     b = report.before.target.name
-    return f"plan: {len(report.planned)} messages ({_mb(octets)}) into {b}, mailbox {report.target_mailbox}"
+    planned = f"{count(len(report.planned))} messages ({human_size(octets)})"
+    return f"plan: {planned} into {b}, mailbox {report.target_mailbox}"
 
 
 def _print_plan(report: MigrationReport) -> None:
@@ -365,7 +365,7 @@ def render_migration(report: MigrationReport, *, dry_run: bool) -> str:
     """Render what a migration did (or, dry, would do), ending with the comparison's counts."""
     a, b = report.before.source, report.before.target.name
     lines = [
-        f"{a} -> {b}, mailbox {report.target_mailbox}: {len(report.before.comparison.only_a)} messages"
+        f"{a} -> {b}, mailbox {report.target_mailbox}: {count(len(report.before.comparison.only_a))} messages"
         f" of {a} missing in {b}, {len(report.planned)} to upload"
     ]
     if report.copies:
@@ -444,18 +444,19 @@ def _retire(args: argparse.Namespace) -> int:
     c = outcome.comparison.comparison
     if outcome.accepted:
         print(
-            f"{args.source}: {len(outcome.accepted)} messages uploaded earlier are no longer in"
+            f"{args.source}: {count(len(outcome.accepted))} messages uploaded earlier are no longer in"
             f" {args.target}; accepted as deleted there (the archive keeps them):"
         )
         for entry in outcome.accepted:
             print(line(entry, "accepted as deleted"))
-    print(f"{args.source}: all {len(c.both)} messages are in {args.target}; retired into {args.target}")
+    both = count(len(c.both))
+    print(f"{args.source}: all {both} messages are in {args.target}; retired into {args.target}")
     if outcome.disabled == "drop-in":
         how = f"enabled = false written to {config.accounts[args.source].source}"
     elif outcome.disabled == "already disabled":
         how = "already disabled (enabled = false)"
     else:
         how = "not configured"
-    print(f"{args.source}: {how}; its archive keeps {kept} messages")
+    print(f"{args.source}: {how}; its archive keeps {count(kept)} messages")
     print(reload_daemon(config))
     return 0

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
 
+from maild.cli.units import count, human_size
 from maild.service.status import AccountStatus, ProgressStatus, StatusReply, attention
 
 #: Exit codes of ``maild status`` (systemctl's convention for "not running").
@@ -24,18 +25,8 @@ CHECK_WORDS = {CHECK_OK: "OK", CHECK_WARNING: "WARNING", CHECK_CRITICAL: "CRITIC
 #: Consecutive failed cycles from which ``maild check`` says CRITICAL instead of WARNING (a lockout or
 #: a permanent error is CRITICAL at once).
 CRITICAL_FAILURES = 3
-_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
-
-
-def human_size(octets: int) -> str:
-    """``octets`` in decimal units with one decimal from kB on: ``512 B``, ``1.4 GB``."""
-    size = float(octets)
-    for unit in _UNITS:
-        if size < 1000 or unit == _UNITS[-1]:
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
+#: Paused accounts named in ``maild check``'s line at most; the rest are counted.
+MAX_NAMED = 3
 
 def local_time(moment: datetime | None, now: datetime, tz: tzinfo | None) -> str:
     """``moment`` in ``tz`` (None: the system's zone): ``HH:MM`` today, else ``YYYY-MM-DD HH:MM``; ``-``
@@ -95,11 +86,11 @@ def _row(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
         a.employee,
         a.protocol,
         state,
-        f"{a.messages:,}",
+        count(a.messages),
         local_time(a.last_success, now, tz),
         local_time(a.next_run, now, tz),
         _retention(a),
-        f"{a.pending_deletion:,}",
+        count(a.pending_deletion),
         str(len(a.warnings)) if a.warnings else "-",
     ]
 
@@ -196,11 +187,11 @@ def progress_text(p: ProgressStatus) -> str:
     """``fetching 1,200/5,000 messages (240.0 MB/1.0 GB), 3.2 MB/s, about 4 min left``."""
     if p.messages_total is None:
         return "fetching: taking the inventory"
-    text = f"fetching {p.messages_done:,}/{p.messages_total:,} messages"
+    text = f"fetching {count(p.messages_done)}/{count(p.messages_total)} messages"
     if p.octets_total:
         text += f" ({human_size(p.octets_done)}/{human_size(p.octets_total)})"
     if p.rate_octets_per_s is not None:
-        text += f", {human_size(round(p.rate_octets_per_s))}/s"
+        text += f", {human_size(p.rate_octets_per_s)}/s"
     if p.seconds_left is not None:
         text += f", about {duration_text(p.seconds_left)} left"
     return text
@@ -233,7 +224,7 @@ def render_status(
         lines.extend(details)
     lines.append("")
     lines.append(
-        f"archive: {reply.archive.messages:,} messages, {human_size(reply.archive.octets)};"
+        f"archive: {count(reply.archive.messages)} messages, {human_size(reply.archive.octets)};"
         f" times in {zone_name(now, tz)}"
     )
     return "\n".join(lines)
@@ -244,7 +235,9 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
 
     CRITICAL: the archive replaced under the daemon (deletions stopped), an account locked out,
     failing permanently, or failing :data:`CRITICAL_FAILURES` cycles in a row. WARNING: any other
-    account needing attention. Perfdata (the plugin guidelines'
+    account needing attention, including one paused after a failure. An account paused by the admin
+    while healthy leaves the verdict alone but is named (``paused by the admin: anna-pop``). Perfdata
+    (the plugin guidelines'
     ``'label'=value[UOM];warn;crit;min;max``): accounts, ok, problems, archived messages and bytes,
     and the largest fetch lag (seconds since an enabled account's last successful cycle).
     """
@@ -262,6 +255,12 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
         text += f" (and {more} more)" if more > 0 else ""
     else:
         text = f"{len(reply.accounts)} accounts ok"
+    # Paused without a failure is the admin's decision (a holiday, a move): OK, but said, so that a
+    # pause nobody remembers does not go unseen. Paused after a failure is a problem (above).
+    paused = [a.name for a in reply.accounts if a.state == "paused" and attention(a) is None]
+    if paused:
+        text += f"; paused by the admin: {', '.join(paused[:MAX_NAMED])}"
+        text += f" (and {len(paused) - MAX_NAMED} more)" if len(paused) > MAX_NAMED else ""
     perf = [
         f"accounts={len(reply.accounts)};;;0",
         f"ok={len(reply.accounts) - len(problems)};;;0",

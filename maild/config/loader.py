@@ -33,7 +33,7 @@ from maild.config.values import (
     positive_int,
     required_text,
 )
-from maild.errors import ConfigError
+from maild.errors import ConfigError, ConfigErrors
 from maild.model import AccessTokenSource, CompressMode, Protocol, Retention, Secret, ServerSettings, TLSMode
 from maild.protocols.progress import MIN_RATE_OCTETS_PER_S
 
@@ -509,6 +509,15 @@ def _number_problem(exc: ValueError) -> str:
     return text.split(";")[0]
 
 
+def _with_token_dir(account: AccountConfig, daemon: DaemonConfig) -> AccountConfig:
+    """``account`` with its OAuth2 refresh tokens under ``daemon.state_dir`` (issue 13)."""
+    oauth = account.sign_in.oauth2
+    if oauth is None:
+        return account
+    oauth = dataclasses.replace(oauth, token_dir=daemon.state_dir / OAUTH2_DIR)
+    return dataclasses.replace(account, sign_in=dataclasses.replace(account.sign_in, oauth2=oauth))
+
+
 def dropin_dir(path: Path) -> Path:
     """Return the drop-in directory for the main config file ``path``: ``accounts.d`` beside it."""
     return path.parent / "accounts.d"
@@ -530,58 +539,77 @@ def _main_table(
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _refuse_unknown_top_level(doc: Mapping[str, Any], file: Path, allowed: set[str], hint: str) -> None:
-    """Raise ConfigError naming ``file``, its first (sorted) top-level key not in ``allowed``, ``hint``."""
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise ConfigError(f"{file}: {unknown[0]}: unknown top-level key ({hint})")
+def _refuse_unknown_top_level(doc: Mapping[str, Any], file: Path, allowed: set[str], hint: str) -> list[str]:
+    """One problem per top-level key of ``file`` not in ``allowed`` (sorted), each with ``hint``."""
+    return [f"{file}: {key}: unknown top-level key ({hint})" for key in sorted(set(doc) - allowed)]
 
 
 def load_config(path: Path) -> Config:
     """Load and validate the main file and its drop-ins.
 
+    Every independent part is checked even after an error in another: unknown top-level keys,
+    ``[alerts]``, ``[daemon]``, each drop-in file and each account (within one table, its first
+    error: later keys of a table may depend on earlier ones).
+
     Returns:
         The validated configuration.
 
     Raises:
-        ConfigError: anything is wrong; the message starts with the file and names the dotted key.
+        ConfigError: the main file cannot be read or is not TOML (one problem), or
+            :class:`~maild.errors.ConfigErrors` (a subclass): one or more problems, each a line
+            starting with the file and naming the dotted key.
     """
     data = _read_toml(path)
     warnings: list[str] = []
-    _refuse_unknown_top_level(
+    problems = _refuse_unknown_top_level(
         data, path, {"daemon", "accounts", "alerts"}, "expected [daemon], [alerts] and [accounts.NAME]"
     )
-    alerts = _main_table(data, path, "alerts", parse_alerts)
-    daemon = _main_table(data, path, "daemon", _parse_daemon)
+    alerts: AlertsConfig | None = None
+    daemon = DaemonConfig()
+    try:
+        alerts = _main_table(data, path, "alerts", parse_alerts)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        daemon = _main_table(data, path, "daemon", _parse_daemon)
+    except ConfigError as exc:
+        problems += exc.problems
     files = [path]
     ddir = dropin_dir(path)
     if ddir.is_dir():
         files += sorted(p for p in ddir.glob("*.toml") if p.is_file())
     accounts: dict[str, AccountConfig] = {}
     for file in files:
-        doc = data if file == path else _read_toml(file)
+        try:
+            doc = data if file == path else _read_toml(file)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
         if file != path:
-            _refuse_unknown_top_level(doc, file, {"accounts"}, "drop-ins hold [accounts.NAME] only")
+            hint = "drop-ins hold [accounts.NAME] only"
+            problems += _refuse_unknown_top_level(doc, file, {"accounts"}, hint)
         accounts_raw = doc.get("accounts", {})
         if not isinstance(accounts_raw, dict):
-            raise ConfigError(f"{file}: accounts: expected tables [accounts.NAME]")
+            problems.append(f"{file}: accounts: expected tables [accounts.NAME]")
+            continue
         for name, table in accounts_raw.items():
             if name in accounts:
-                raise ConfigError(f"{file}: accounts.{name}: defined twice (also in {accounts[name].source})")
+                problems.append(f"{file}: accounts.{name}: defined twice (also in {accounts[name].source})")
+                continue
             try:
-                accounts[name] = _parse_account(name, table, f"accounts.{name}", file)
+                account = _parse_account(name, table, f"accounts.{name}", file)
             except ConfigError as exc:
-                raise ConfigError(f"{file}: {exc}") from None
-            oauth = accounts[name].sign_in.oauth2  # issue 13: refresh tokens live under state_dir
-            if oauth is not None:
-                oauth = dataclasses.replace(oauth, token_dir=daemon.state_dir / OAUTH2_DIR)
-                sign_in = dataclasses.replace(accounts[name].sign_in, oauth2=oauth)
-                accounts[name] = dataclasses.replace(accounts[name], sign_in=sign_in)
-            if accounts[name].password.inline is not None:
+                problems.append(f"{file}: {exc}")
+                continue
+            accounts[name] = _with_token_dir(account, daemon)
+            if account.password.inline is not None:
                 mode = file.stat().st_mode
                 if mode & (stat.S_IROTH | stat.S_IRGRP):
                     warnings.append(
                         f"{file}: accounts.{name}.password is in a file readable by other users; "
                         "use password_file (mode 0600) or password_command"
                     )
+    if problems:
+        raise ConfigErrors(tuple(problems))
+    assert alerts is not None  # no problem, so [alerts] was parsed
     return Config(path=path, daemon=daemon, accounts=accounts, warnings=tuple(warnings), alerts=alerts)

@@ -21,7 +21,13 @@ from maild.archive.store import Store
 from maild.errors import ControlError
 from maild.service import replies
 from maild.service.scheduler import Scheduler
-from maild.service.snapshot import fetch_outcome, reported_state, skip_reason, status_reply
+from maild.service.snapshot import (
+    fetch_outcome,
+    locked_out_outcome,
+    reported_state,
+    skip_reason,
+    status_reply,
+)
 
 
 class Reply(Protocol):
@@ -107,17 +113,21 @@ async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
             await request_retry(ctx.store, name)
     # A paused or disabled account is skipped, not failed: the admin stopped it on purpose.
     skipped = {n: s for n in names if (s := skip_reason(ctx.scheduler.accounts[n])) is not None}
-    futures = {name: ctx.scheduler.request_fetch(name) for name in names if name not in skipped}
+    # A locked-out account is not logged into on request (each refusal counts at the provider).
+    locked = {n: o for n in names if (o := locked_out_outcome(ctx.scheduler.accounts[n])) is not None}
+    futures = {n: ctx.scheduler.request_fetch(n) for n in names if n not in skipped and n not in locked}
     wait = req.get("wait", True)
     if not isinstance(wait, bool):
         raise ControlError("bad-request", f'"wait" must be true or false, not {json.dumps(wait)[:40]}')
     if not wait:
-        return replies.FetchQueued(tuple(futures), skipped=tuple(skipped))
+        return replies.FetchQueued(tuple(futures), skipped=tuple(skipped) + tuple(locked))
     await asyncio.gather(*futures.values())
     return replies.FetchResults(
         tuple(
             replies.FetchOutcome(n, skipped=skipped[n])
             if n in skipped
+            else locked[n]
+            if n in locked
             else fetch_outcome(ctx.scheduler.accounts[n], futures[n].result())
             for n in names
         )

@@ -10,7 +10,7 @@ one-shot fetch as it does for the daemon. Sessions are not kept: an IMAP cycle e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,9 +58,13 @@ class OneShotResult:
         """Whether the cycle failed."""
         return self.result is None
 
-    def line(self) -> str:
+    def line(self, size_text: Callable[[int], str] | None = None) -> str:
         """What ``maild fetch`` prints for the account: one line, then one indented line per message
-        that failed (its identity, Subject where known, and the server's words) and per warning."""
+        that failed (its identity, Subject where known, and the server's words) and per warning.
+
+        ``size_text`` shows the octets fetched for a person (the CLI's ``human_size``); by default
+        ``N octets``.
+        """
         res = self.result
         if res is None:
             lines = [f"{self.account}: FAILED: {self.error}"]
@@ -72,7 +76,8 @@ class OneShotResult:
         if res.set_aside:
             extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
         counts = new_and_known(res.new_messages, res.new_links)
-        lines = [f"{self.account}: {counts} ({res.octets} octets){extra}"]
+        size = size_text(res.octets) if size_text is not None else f"{res.octets} octets"
+        lines = [f"{self.account}: {counts} ({size}){extra}"]
         for f in res.failures:
             lines.append(f"  not retrieved: {message_label(f.key, res.subjects.get(f.key))}: {f.reason}")
         lines += [f"  warning: {w}" for w in res.warnings]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from maild.service.reply_fields import (
@@ -21,8 +22,9 @@ from maild.service.reply_fields import (
     read_opt_int,
     read_str,
     read_strs,
+    read_time,
 )
-from maild.service.status import AccountState, JSONObject
+from maild.service.status import AccountState, JSONObject, time_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class FetchOutcome:
         skipped: why no cycle ran although nothing failed (``paused``, ``disabled``), else None.
         new_messages: of ``new_links``, those new to the archive (the rest were archived already,
             through another account); None from a daemon that does not say.
+        locked_out_since: when the account was locked out after refused logins (UTC), with
+            ``error``: no cycle was tried (a login would count towards the provider's own lockout).
     """
 
     account: str
@@ -75,6 +79,7 @@ class FetchOutcome:
     seconds: float = 0.0
     skipped: str | None = None
     new_messages: int | None = None
+    locked_out_since: datetime | None = None
 
     def counts(self) -> str:
         """The counts in words, as :func:`new_and_known` says them."""
@@ -89,8 +94,12 @@ class FetchOutcome:
 
     def to_json(self) -> JSONObject:
         """``{"ok": true, "new_links": N, "octets": N, "seconds": S}``, ``{"ok": true, "skipped":
-        REASON}`` or ``{"ok": false, "error": ...}``."""
+        REASON}`` or ``{"ok": false, "error": ...}`` (with ``"locked_out_since": TIME`` for an account
+        locked out, not tried)."""
         if self.error is not None:
+            if self.locked_out_since is not None:
+                since = time_text(self.locked_out_since)
+                return {"ok": False, "error": self.error, "locked_out_since": since}
             return {"ok": False, "error": self.error}
         if self.skipped is not None:
             return {"ok": True, "skipped": self.skipped}
@@ -108,7 +117,8 @@ class FetchOutcome:
     def from_json(cls, account: str, data: Mapping[str, Any]) -> FetchOutcome:
         """Read :meth:`to_json`'s form for ``account``. Raises ControlError ``bad-reply``."""
         if not read_bool(data, "ok"):
-            return cls(account, error=read_str(data, "error"))
+            since = read_time(data, "locked_out_since")
+            return cls(account, error=read_str(data, "error"), locked_out_since=since)
         if data.get("skipped") is not None:
             return cls(account, skipped=read_str(data, "skipped"))
         return cls(

@@ -52,7 +52,8 @@ class AccountRuntime:
     Attributes:
         config: the account's configuration.
         state: ``idle`` (waiting for the next run), ``fetching``, ``backoff`` (last cycle failed with a
-            transient error), ``error`` (last cycle failed permanently, e.g. credentials refused),
+            transient error, or its login was refused fewer than :data:`AUTH_LOCKOUT_FAILURES` times in
+            a row), ``error`` (last cycle failed permanently, e.g. a protocol error),
             ``auth_failed`` (credentials refused :data:`AUTH_LOCKOUT_FAILURES` times in a row: no further
             attempts until the config changes or ``resume``, so the provider does not lock the
             account), ``paused`` (by ``pause``), ``disabled`` (``enabled = false``), ``stopped``.
@@ -553,7 +554,15 @@ class Scheduler:
         if isinstance(exc, AuthError):
             # A refused refresh token (issue 13) will not work again: lock out at once, no retries.
             rt.auth_failures = AUTH_LOCKOUT_FAILURES if exc.reauthorize else rt.auth_failures + 1
-            if rt.auth_failures >= AUTH_LOCKOUT_FAILURES:
+            if rt.auth_failures < AUTH_LOCKOUT_FAILURES:
+                # A refusal before the lockout is retried like a transient failure (a password being
+                # changed, a provider's hiccup): "backoff", a warning, not a permanent "error".
+                rt.state = "backoff"
+                rt.last_error = (
+                    f"{rt.last_error} (refusal {rt.auth_failures} of {AUTH_LOCKOUT_FAILURES}: tried"
+                    f" again at the next cycle; {AUTH_LOCKOUT_FAILURES} in a row lock the account out)"
+                )
+            else:
                 rt.state = "auth_failed"
                 rt.lockout_fingerprint = None  # taken by the account loop, off the event loop
                 rt.last_error = (

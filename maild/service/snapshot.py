@@ -19,11 +19,12 @@ from maild import __version__
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.auth.tokens import peek_source
+from maild.errors import AuthError
 from maild.fetch.cycle import CycleResult
 from maild.model import FailureRecord, IMAPKey, MessageKey
 from maild.policy import SET_ASIDE_RETRY_S, next_deletion_due, set_aside
 from maild.service.replies import FetchOutcome
-from maild.service.scheduler import AccountRuntime
+from maild.service.scheduler import AUTH_LOCKOUT_FAILURES, AccountRuntime
 from maild.service.status import (
     AccountState,
     AccountStatus,
@@ -369,6 +370,32 @@ def fetch_outcome(rt: AccountRuntime, result: CycleResult | None) -> FetchOutcom
         octets=result.octets,
         seconds=round(result.seconds, 3),
         new_messages=result.new_messages,
+    )
+
+
+def locked_out_outcome(rt: AccountRuntime) -> FetchOutcome | None:
+    """``fetch-now``'s outcome for an account locked out after refused logins, not tried; else None.
+
+    A locked-out account is not logged into on request: each refusal counts towards the provider's
+    own lockout. The outcome is a failure (the account needs the administrator) that says what
+    ends the lockout.
+    """
+    if not rt.config.enabled or rt.paused or rt.auth_failures < AUTH_LOCKOUT_FAILURES:
+        return None
+    name = rt.config.name
+    reauthorize = isinstance(rt.last_exception, AuthError) and rt.last_exception.reauthorize
+    # After a restart the lockout is remembered (schema v7) but not the exception: its text says it.
+    if reauthorize or "maild accounts authorize" in (rt.last_error or ""):
+        why = "the provider refused the stored OAuth2 grant"  # issue 13: locked at the first refusal
+        how = f"run `maild accounts authorize {name}`"
+    else:
+        why = f"{rt.auth_failures} refused logins in a row locked the account out"
+        how = (
+            "fix the password (a new password file or credential ends the lockout by itself) or run"
+            f" `maild resume {name}`"
+        )
+    return FetchOutcome(
+        name, error=f"not tried: {why}; {how}", locked_out_since=rt.last_error_at or rt.failing_since
     )
 
 

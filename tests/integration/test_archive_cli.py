@@ -143,7 +143,7 @@ def test_queries_work_while_the_daemon_fetches_1000_messages(dovecot: Dovecot, m
     assert back == sorted(r.replace(b"\r\n", b"\n") for r in raws)
 
     export_dir = directory / "export"
-    for expected in (b"1000 messages written", b"0 messages written"):
+    for expected in (b"1,000 messages written", b"0 messages written"):
         done = maild("-c", str(cfg), "export", "--account", "anna-pop", "--maildir", str(export_dir))
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout

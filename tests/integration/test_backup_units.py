@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from maild.cli.main import _parser
+from tests.support.manpath import env_with_maild_manpage
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 
@@ -39,7 +40,7 @@ def test_backup_units_verify_and_are_hardened(tmp_path: Path) -> None:
         (tmp_path / name).write_text((SYSTEMD / name).read_text().replace("/usr/local/bin/maild", exe))
     verify = subprocess.run(
         ["systemd-analyze", "verify", "maild-backup.service", "maild-backup.timer"],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
+        capture_output=True, text=True, check=False, cwd=tmp_path, env=env_with_maild_manpage(tmp_path),
     )  # fmt: skip
     assert verify.returncode == 0 and "maild-backup" not in verify.stderr, verify.stderr
     out = subprocess.run(

@@ -197,6 +197,57 @@ def test_delivered_messages_are_visible_byte_for_byte(
     assert dovecot.maildir_messages(mail_user.name) == messages
 
 
+def _renamed_to_cur(path: Path) -> Path:
+    """Move a Maildir file as Dovecot does when a session sees it (``new/`` -> ``cur/``, ``:2,S``)."""
+    target = path.parent.parent / "cur" / (path.name.split(":", 1)[0] + ":2,S")
+    path.rename(target)
+    return target
+
+
+def test_maildir_read_survives_dovecot_moving_a_file_while_new_is_listed(
+    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message moved from new/ to cur/ right after new/ was listed is read once, not twice or missing.
+
+    Dovecot is made to do the move at that moment by renaming the file as it would, from inside the
+    listing of new/ (the race behind a once-failing test).
+    """
+    messages = [b"Subject: eins\r\n\r\n1\r\n", b"Subject: zwei\r\n\r\n2\r\n"]
+    dovecot.deliver_many(mail_user.name, messages, index=False)
+    real_iterdir = Path.iterdir
+
+    def iterdir_then_move(self: Path) -> Iterator[Path]:
+        listed = list(real_iterdir(self))
+        if self.name == "new":
+            for path in listed:
+                _renamed_to_cur(path)
+        return iter(listed)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir_then_move)
+
+    assert dovecot.maildir_messages(mail_user.name) == messages
+
+
+def test_maildir_read_survives_a_flag_rename_between_listing_and_reading(
+    dovecot: Dovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file renamed after the listing (a flag change) is found under its new name on a second listing."""
+    messages = [b"Subject: eins\r\n\r\n1\r\n"]
+    dovecot.deliver_many(mail_user.name, messages, index=False)
+    real_read_bytes = Path.read_bytes
+    renamed: list[Path] = []
+
+    def rename_once_then_read(self: Path) -> bytes:
+        if not renamed:
+            renamed.append(_renamed_to_cur(self))
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", rename_once_then_read)
+
+    assert dovecot.maildir_messages(mail_user.name) == messages
+    assert renamed
+
+
 def test_uids_follow_delivery_order(dovecot: Dovecot, mail_user: MailUser) -> None:
     """Messages delivered in a burst get ascending UIDs in delivery order."""
     messages = [corpus.make_message(subject=f"Nr. {n}", message_id=f"<order-{n}@test>") for n in range(300)]

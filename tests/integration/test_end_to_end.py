@@ -8,14 +8,13 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from maild.cli.main import main
 from tests.support import corpus
-from tests.support.daemonproc import maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_command, running_maild, stop_maild, wait_for_status
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -143,19 +142,6 @@ def _maild(
     )
 
 
-def _wait_status(cfg: Path, predicate: object, timeout_s: float = 60.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout_s
-    last: dict[str, object] = {}
-    while time.monotonic() < deadline:
-        done = _maild("-c", str(cfg), "status", "--json")
-        if done.returncode in (0, 1) and done.stdout.strip():  # 1: needs attention, or an error ("starting")
-            last = json.loads(done.stdout)
-            if predicate(last):  # type: ignore[operator]
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"status never matched; last: {last}")
-
-
 def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_user: MailUser) -> None:
     """With 1,000 messages, `maild fetch` stores 1,000 linked to both accounts, a second fetch 0, and a running
     daemon's `status --json` reports both accounts with 1,000 messages; SIGTERM stops it within seconds.
@@ -180,16 +166,13 @@ def test_daemon_reports_both_accounts_with_1000_messages(dovecot: Dovecot, mail_
     assert "anna-imap: 0 new messages" in second.stdout
 
     with running_maild(maild_command(cfg, "--log-level", "debug"), log=directory / "daemon.log") as proc:
-        status = _wait_status(
-            cfg,
-            lambda s: all(a["last_success"] for a in s["accounts"]),  # type: ignore[index]
-        )
-        accounts = {a["name"]: a for a in status["accounts"]}  # type: ignore[attr-defined]
+        status = wait_for_status(cfg, lambda s: all(a["last_success"] for a in s["accounts"]))
+        accounts = {a["name"]: a for a in status["accounts"]}
         assert accounts["anna-pop"]["messages"] == 1000
         assert accounts["anna-imap"]["messages"] == 1000
         assert accounts["anna-pop"]["state"] == "waiting"
         assert accounts["anna-pop"]["organisation"] == "Hausverwaltung Beispiel"
-        assert status["archive"]["messages"] == 1000  # type: ignore[index]
+        assert status["archive"]["messages"] == 1000
         table = _maild("-c", str(cfg), "status")
         assert table.returncode == 0
         assert "Hausverwaltung Beispiel" in table.stdout

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild, wait_for_account
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -23,18 +22,22 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_state(cfg: Path, account: str, states: set[str], timeout_s: float = 60.0) -> dict[str, object]:
-    """Poll ``status --json`` until ``account`` is in one of ``states``; return its record."""
-    deadline = time.monotonic() + timeout_s
-    acc: dict[str, object] = {}
-    while time.monotonic() < deadline:
-        done = maild_cli(cfg, "status", "--json")
-        if done.returncode in (0, 1) and done.stdout.strip():  # an error ("starting") exits 1 with no JSON
-            acc = {a["name"]: a for a in json.loads(done.stdout)["accounts"]}[account]
-            if acc["state"] in states:
-                return acc
-        time.sleep(0.1)
-    raise AssertionError(f"{account} never reached {states}: {acc}")
+def wait_for_state(
+    cfg: Path, account: str, states: set[str], timeout_s: float = 60.0, *, succeeded: bool = False
+) -> dict[str, object]:
+    """Poll ``status --json`` until ``account`` is in one of ``states`` (and, with ``succeeded``, has
+    had a successful cycle); return its record.
+
+    ``waiting`` alone does not mean a cycle ran: a new account (at start and after a reload that
+    changes it) is ``waiting`` until its first cycle takes a fetch slot. A test that needs the
+    account's success waits with ``succeeded=True``.
+    """
+    return wait_for_account(
+        cfg,
+        account,
+        lambda a: a["state"] in states and (not succeeded or a["last_success"] is not None),
+        timeout_s,
+    )
 
 
 @pytest.mark.dovecot
@@ -53,8 +56,12 @@ def test_exit_codes_follow_the_accounts_health(dovecot: Dovecot, mail_user: Mail
         directory, dovecot, [AccountSpec("p", "pop3", mail_user.name, mail_user.password), down]
     )
     with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
-        wait_for_state(cfg, "p", {"waiting"})
+        wait_for_state(cfg, "p", {"waiting"}, succeeded=True)
         wait_for_state(cfg, "down", {"backoff"})
+
+        for command in (["status", "nosuch"], ["pause", "nosuch"], ["fetch-now", "nosuch"]):
+            unknown = maild_cli(cfg, *command)
+            assert (unknown.returncode, unknown.stderr) == (2, "maild: no account named 'nosuch'\n"), command
 
         table = maild_cli(cfg, "status")
         assert table.returncode == 1, table.stderr
@@ -77,7 +84,10 @@ def test_exit_codes_follow_the_accounts_health(dovecot: Dovecot, mail_user: Mail
         assert "down: skipped: paused" in fetched.stdout.splitlines()
         assert any(line.startswith("p: ") and "new messages" in line for line in fetched.stdout.splitlines())
         queued = maild_cli(cfg, "fetch-now", "--no-wait")
-        assert queued.stdout.splitlines() == ["queued: p", "skipped (paused or disabled): down"]
+        assert queued.stdout.splitlines() == [
+            "queued: p",
+            "skipped (paused, disabled or locked out; see `maild status`): down",
+        ]
         assert stop_maild(proc) == 0
 
     not_running = maild_cli(cfg, "status")
@@ -109,7 +119,9 @@ def test_history_survives_a_reload_and_a_restart(dovecot: Dovecot, mail_user: Ma
     specs = [AccountSpec("p", "pop3", mail_user.name, mail_user.password), down]
     cfg = write_config(directory, dovecot, specs)
     with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
-        wait_for_state(cfg, "p", {"waiting"})
+        # p's first cycle must have succeeded: "waiting" alone is also the state before it (the cause
+        # of this test's flake: a reload during p's first cycle made a runtime without its success).
+        wait_for_state(cfg, "p", {"waiting"}, succeeded=True)
         wait_for_state(cfg, "down", {"backoff"})
         before_p, before_down = account_json(cfg, "p"), account_json(cfg, "down")
         assert before_down["history"]["failing_since"] is not None  # type: ignore[index]

@@ -30,7 +30,7 @@ from maild.auth.oauth2 import client_credentials, poll_device_token, start_devic
 from maild.cli.main import main
 from maild.errors import AuthError
 from maild.model import Secret, ServerSettings
-from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild, wait_for_account
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.oauth_server import OAuthServer
 
@@ -239,16 +239,17 @@ def assert_no_secrets(server: OAuthServer, directory: Path, *texts: str, extra: 
         assert secret.encode() not in database
 
 
-def login_methods(dovecot: Dovecot, user: MailUser, expected: int = 0) -> list[str]:
-    """The SASL methods of ``user``'s successful POP3 logins, from Dovecot's log, waiting up to 5 s
-    for ``expected`` of them (Dovecot's log process writes a moment after the login)."""
+def login_methods(dovecot: Dovecot, user: MailUser, expected: int = 0, protocol: str = "pop3") -> list[str]:
+    """The SASL methods of ``user``'s successful ``protocol`` (``pop3``/``imap``) logins, from Dovecot's
+    log, waiting up to 5 s for ``expected`` of them (Dovecot's log process writes a moment after the
+    login)."""
     deadline = time.monotonic() + 5
     while True:
         lines = dovecot.log_file.read_text(errors="replace").splitlines()
         found = [
             line.split("method=")[1].split(",")[0]
             for line in lines
-            if "pop3-login: Info: Login: " in line and f"user=<{user.name}>" in line
+            if f"{protocol}-login: Info: Login: " in line and f"user=<{user.name}>" in line
         ]
         if len(found) >= expected or time.monotonic() > deadline:
             return found
@@ -257,30 +258,35 @@ def login_methods(dovecot: Dovecot, user: MailUser, expected: int = 0) -> list[s
 
 @pytest.mark.parametrize("source", ["client_credentials", "refresh_token", "token_command"])
 @pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER", "PLAIN"])
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
 def test_fetch_with_each_mechanism_and_token_source(
     oauth_server: OAuthServer,
     oauth_dovecot: Dovecot,
     user: MailUser,
+    protocol: str,
     mechanism: str,
     source: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`maild fetch` signs in over POP3 AUTH with the token and stores every message; no secret leaks.
+    """`maild fetch` signs in with the token (POP3 AUTH, IMAP AUTHENTICATE; never USER/PASS or LOGIN)
+    and stores every message; no secret leaks.
 
-    Steps: prepare the token source at the server; write the config (forced ``sasl_mechanism``);
-    deliver 3 messages; fetch at log level debug; check the archive, Dovecot's login method, rotation
-    of the refresh token (for that source), and that no sentinel secret appears anywhere.
+    Steps: prepare the token source at the server; write the config (STARTTLS, forced
+    ``sasl_mechanism``); deliver 3 messages; fetch at log level debug; check the archive, Dovecot's
+    login method, rotation of the refresh token (for that source), and that no sentinel secret
+    appears anywhere.
     """
     directory = new_dir()
     table = source_table(source, oauth_server, directory, user)
     seeded = set(oauth_server.refresh_tokens)
-    cfg = write_config(directory, oauth_dovecot, user, table, sasl_mechanism=mechanism)
+    extra = {"idle": False} if protocol == "imap" else {}
+    cfg = write_config(directory, oauth_dovecot, user, table, protocol, sasl_mechanism=mechanism, **extra)
     deliver(oauth_dovecot, user, 3)
 
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
     out, err = capsys.readouterr()
     assert "anna: 3 new messages" in out
-    assert login_methods(oauth_dovecot, user, 1) == [mechanism]
+    assert login_methods(oauth_dovecot, user, 1, protocol) == [mechanism]
     if source == "refresh_token":
         stored = tokens.RefreshTokenStore(directory / "state" / "oauth2", "anna").load(
             f"app-{user.name}", oauth_server.token_url
@@ -294,14 +300,21 @@ def test_fetch_with_each_mechanism_and_token_source(
     assert_no_secrets(oauth_server, directory, out, err)
 
 
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
 def test_default_mechanism_is_oauthbearer_and_password_accounts_use_plain(
-    oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
+    oauth_server: OAuthServer,
+    oauth_dovecot: Dovecot,
+    user: MailUser,
+    protocol: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Without sasl_mechanism maild picks OAUTHBEARER from CAPA; a password account uses AUTH PLAIN."""
-    directory, cfg = oauth_config("client_credentials", oauth_server, oauth_dovecot, user)
+    """Without sasl_mechanism maild picks OAUTHBEARER from CAPA (POP3) or CAPABILITY (IMAP); a
+    password account signs in with SASL PLAIN."""
+    extra: dict[str, Any] = {"protocol": protocol, **({"idle": False} if protocol == "imap" else {})}
+    directory, cfg = oauth_config("client_credentials", oauth_server, oauth_dovecot, user, **extra)
     deliver(oauth_dovecot, user, 1)
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
-    assert login_methods(oauth_dovecot, user, 1) == ["OAUTHBEARER"]
+    assert login_methods(oauth_dovecot, user, 1, protocol) == ["OAUTHBEARER"]
 
     pw = directory / "pw"
     pw.write_text(user.password + "\n")
@@ -309,7 +322,7 @@ def test_default_mechanism_is_oauthbearer_and_password_accounts_use_plain(
     doc = doc[: doc.index("[accounts.anna.oauth2]")]
     (directory / "config.toml").write_text(doc)
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
-    assert login_methods(oauth_dovecot, user, 2) == ["OAUTHBEARER", "PLAIN"]
+    assert login_methods(oauth_dovecot, user, 2, protocol) == ["OAUTHBEARER", "PLAIN"]
     capsys.readouterr()
 
 
@@ -558,19 +571,6 @@ def imap_settings(
     )
 
 
-def imap_logins(dovecot: Dovecot, user: MailUser, expected: int) -> list[str]:
-    deadline = time.monotonic() + 5
-    while True:
-        found = [
-            line.split("method=")[1].split(",")[0]
-            for line in dovecot.log_file.read_text(errors="replace").splitlines()
-            if "imap-login: Info: Login: " in line and f"user=<{user.name}>" in line
-        ]
-        if len(found) >= expected or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("sasl_ir", [True, False])
 @pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER", "PLAIN"])
 async def test_imap_authenticate_with_a_token(
@@ -589,7 +589,7 @@ async def test_imap_authenticate_with_a_token(
     finally:
         transport.writer.close()
     assert transport.sent[0] == f"AUTHENTICATE {mechanism}".encode() or sasl_ir
-    assert imap_logins(oauth_dovecot, user, 1) == [mechanism]
+    assert login_methods(oauth_dovecot, user, 1, "imap") == [mechanism]
 
 
 async def test_imap_authenticate_password_plain_and_refused_token(
@@ -599,7 +599,7 @@ async def test_imap_authenticate_password_plain_and_refused_token(
     transport, caps = await imap_connect(oauth_dovecot)
     assert await imap_auth.authenticate(transport, caps, imap_settings(user, oauth_dovecot, None, None))
     transport.writer.close()
-    assert imap_logins(oauth_dovecot, user, 1) == ["PLAIN"]
+    assert login_methods(oauth_dovecot, user, 1, "imap") == ["PLAIN"]
 
     dead = oauth_server.issue_access_token(user.name, lifetime_s=0.001)
     holder = new_dir() / "t"
@@ -648,7 +648,6 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
     "run `maild accounts authorize anna`" after one failure; a second fetch-now tries nothing;
     no sentinel secret in the status JSON, the daemon's debug log or the archive.
     """
-    import json
     import subprocess
 
     directory, cfg = oauth_config("refresh_token", oauth_server, oauth_dovecot, user)
@@ -660,16 +659,7 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
         return maild_cli(cfg, *args)
 
     def account(predicate: Any, timeout_s: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        acc: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            done = maild("status", "--json")
-            if done.returncode in (0, 1) and done.stdout.strip():  # 1: needs attention, or an error ("starting")
-                acc = json.loads(done.stdout)["accounts"][0]
-                if predicate(acc):
-                    return acc
-            time.sleep(0.1)
-        raise AssertionError(acc)
+        return wait_for_account(cfg, None, predicate, timeout_s)
 
     with running_maild(maild_command(cfg), log=log_path) as proc:
         account(lambda a: a.get("last_success") is not None)
@@ -694,77 +684,23 @@ def test_daemon_revoked_refresh_token_is_auth_failed_at_once_and_nothing_leaks(
 # -- IMAP accounts end to end: AUTHENTICATE through maild's IMAP connection --
 
 
-@pytest.mark.parametrize("source", ["client_credentials", "refresh_token", "token_command"])
-@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER", "PLAIN"])
-def test_imap_fetch_with_each_mechanism_and_token_source(
-    oauth_server: OAuthServer,
-    oauth_dovecot: Dovecot,
-    user: MailUser,
-    mechanism: str,
-    source: str,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """`maild fetch` of an IMAP account signs in with AUTHENTICATE and the token; no secret leaks.
-
-    Steps: prepare the token source; write an IMAP config (STARTTLS, forced ``sasl_mechanism``);
-    deliver 3 messages; fetch at log level debug; check the archive count, Dovecot's login method
-    (the mechanism, never LOGIN) and that no sentinel secret appears anywhere.
-    """
-    directory = new_dir()
-    table = source_table(source, oauth_server, directory, user)
-    cfg = write_config(directory, oauth_dovecot, user, table, "imap", sasl_mechanism=mechanism, idle=False)
-    deliver(oauth_dovecot, user, 3)
-
-    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
-    out, err = capsys.readouterr()
-    assert "anna: 3 new messages" in out
-    assert imap_logins(oauth_dovecot, user, 1) == [mechanism]
-    assert '"event": "imap.auth.started"' in err  # the debug log is on stderr
-    assert_no_secrets(oauth_server, directory, out, err)
-
-
-def test_imap_default_mechanism_refused_token_and_password_fallback(
+def test_imap_token_the_server_refuses_fails_with_its_words(
     oauth_server: OAuthServer, oauth_dovecot: Dovecot, user: MailUser, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """IMAP without sasl_mechanism picks OAUTHBEARER; a dead token from a command is refused with the
-    server's text and counted as a failed sign-in; a password account uses AUTHENTICATE PLAIN."""
+    """A dead token from a command is refused by IMAP AUTHENTICATE: the cycle fails with the server's
+    text, and no secret appears in the output."""
     directory = new_dir()
-    cfg = write_config(
-        directory,
-        oauth_dovecot,
-        user,
-        source_table("client_credentials", oauth_server, directory, user),
-        "imap",
-        idle=False,
-    )
-    deliver(oauth_dovecot, user, 1)
-    assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
-    assert imap_logins(oauth_dovecot, user, 1) == ["OAUTHBEARER"]
-
-    dead = oauth_server.issue_access_token(user.name, lifetime_s=0.001)
     holder = directory / "dead"
-    holder.write_text(dead)
-    cfg = write_config(
-        directory,
-        oauth_dovecot,
-        user,
-        {"token_command": ["/bin/cat", str(holder)]},
-        "imap",
-        idle=False,
-    )
+    holder.write_text(oauth_server.issue_access_token(user.name, lifetime_s=0.001))
+    table = {"token_command": ["/bin/cat", str(holder)]}
+    cfg = write_config(directory, oauth_dovecot, user, table, "imap", idle=False)
+    deliver(oauth_dovecot, user, 1)
+
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 1
     out, err = capsys.readouterr()
     assert "anna: FAILED" in out
     assert "AUTHENTICATE OAUTHBEARER refused: NO [AUTHENTICATIONFAILED]" in out
     assert_no_secrets(oauth_server, directory, out, err)
-
-    pw = directory / "pw"
-    pw.write_text(user.password + "\n")
-    doc = (directory / "config.toml").read_text().replace('auth = "oauth2"', f'password_file = "{pw}"')
-    (directory / "config.toml").write_text(doc[: doc.index("[accounts.anna.oauth2]")])
-    assert main(["-c", str(cfg), "fetch"]) == 0
-    assert imap_logins(oauth_dovecot, user, 2) == ["OAUTHBEARER", "PLAIN"]
-    capsys.readouterr()
 
 
 def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
@@ -780,7 +716,6 @@ def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
     the log or status.
     """
     import json
-    import subprocess
 
     directory = new_dir()
     cfg = write_config(
@@ -796,22 +731,7 @@ def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
     seeded = set(oauth_server.refresh_tokens)
 
     def account(predicate: Any, timeout_s: float = 40) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        acc: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            done = subprocess.run(
-                [sys.executable, "-m", "maild", "-c", str(cfg), "status", "--json"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            if done.returncode == 0:
-                acc = json.loads(done.stdout)["accounts"][0]
-                if predicate(acc):
-                    return acc
-            time.sleep(0.2)
-        raise AssertionError(acc)
+        return wait_for_account(cfg, None, predicate, timeout_s)
 
     def idling(acc: dict[str, Any]) -> bool:
         return bool(acc.get("mode") == "idle")
@@ -824,7 +744,7 @@ def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
             time.sleep(2.5)  # every token issued so far is dead at the server now
             oauth_dovecot.deliver(user.name, b"Subject: two\r\nMessage-ID: <two@x>\r\n\r\n2\r\n")
             account(lambda a: a["messages"] == 2)
-            logins_before_kick = len(imap_logins(oauth_dovecot, user, 0))
+            logins_before_kick = len(login_methods(oauth_dovecot, user, 0, "imap"))
             oauth_dovecot.doveadm("kick", user.name)
             time.sleep(2.5)
             oauth_dovecot.deliver(user.name, b"Subject: three\r\nMessage-ID: <three@x>\r\n\r\n3\r\n")
@@ -838,7 +758,7 @@ def test_imap_idle_and_kept_sessions_survive_access_token_expiry(
             assert stop_maild(proc) == 0
     finally:
         oauth_server.access_lifetime_s = saved
-    assert len(imap_logins(oauth_dovecot, user, logins_before_kick + 1)) > logins_before_kick
+    assert len(login_methods(oauth_dovecot, user, logins_before_kick + 1, "imap")) > logins_before_kick
     log_text = log_path.read_text(errors="replace")
     assert "imap.auth.token_refused" not in log_text  # fresh tokens, not the retry, carried it
     assert log_text.count('"oauth2.token.obtained"') >= 2

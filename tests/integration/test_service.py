@@ -16,6 +16,7 @@ import pytest
 from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
+from tests.support.manpath import env_with_maild_manpage
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "maild.service"
@@ -85,7 +86,8 @@ def test_notify_protocol_ready_status_watchdog_reload_stopping(notify_socket: No
 
 
 def test_unit_is_hardened_and_valid(tmp_path: Path) -> None:
-    """`systemd-analyze security` rates the unit at exposure <= 2.0 and `systemd-analyze verify` accepts it."""
+    """`systemd-analyze security` rates the unit at exposure <= 2.0 and `systemd-analyze verify` accepts it
+    (including its Documentation=man:maild(1), which must resolve)."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
     out = subprocess.run(
@@ -102,8 +104,9 @@ def test_unit_is_hardened_and_valid(tmp_path: Path) -> None:
     unit = tmp_path / "maild.service"
     unit.write_text(UNIT.read_text().replace("/usr/local/bin/maild", exe))
     verify = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
-    )
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True, text=True, check=False, env=env_with_maild_manpage(tmp_path),
+    )  # fmt: skip
     problems = [x for x in verify.stderr.splitlines() if "maild.service" in x]
     assert verify.returncode == 0 and not problems, verify.stderr
 
@@ -202,12 +205,17 @@ def test_auth_lockout_after_three_refusals(dovecot: Dovecot, mail_user: MailUser
                 acc = json.loads(done.stdout)["accounts"][0]
                 if acc["state"] == "auth_failed":
                     break
-                if acc["state"] == "error":
+                if acc["state"] == "backoff":  # refusal 1 or 2 of 3: a warning, retried
                     maild_cli(cfg, "fetch-now", "locked")  # skip the backoff wait
             time.sleep(0.1)
         assert acc["state"] == "auth_failed", acc
         assert acc["consecutive_failures"] == 3
         assert "not trying again" in str(acc["last_error"])
+        asked = maild_cli(cfg, "fetch-now", "locked")  # not tried: a 4th refusal would count at the provider
+        assert asked.returncode == 1, asked.stderr
+        assert asked.stdout.startswith("locked: LOCKED OUT since "), asked.stdout
+        assert ", not tried: 3 refused logins in a row locked the account out; fix the password" in asked.stdout
+        assert "`maild resume locked`" in asked.stdout
         time.sleep(1.5)
         acc = json.loads(maild_cli(cfg, "status", "--json").stdout)["accounts"][0]
         assert acc["consecutive_failures"] == 3, "a locked-out account tried again"

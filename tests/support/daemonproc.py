@@ -1,4 +1,5 @@
-"""`maild run` as a subprocess: start it, stop it with SIGTERM, wait until it has emptied a maildrop.
+"""`maild run` as a subprocess: start it, stop it with SIGTERM, wait for its status or until it has
+emptied a maildrop.
 
 Used by the integration tests that drive the real command line and by the kill (crash) tests.
 """
@@ -6,12 +7,13 @@ Used by the integration tests that drive the real command line and by the kill (
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,49 @@ def stop_maild(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> int:
         proc.kill()
         proc.wait()
         raise
+
+
+def wait_for_status(
+    cfg: Path, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0, poll_s: float = 0.1
+) -> dict[str, Any]:
+    """Poll ``maild -c CFG status --json`` until ``predicate(reply)`` holds; return that reply.
+
+    Exit 0 (healthy) and 1 (an account needs attention) both carry the JSON; an exit 1 without it
+    (the daemon still starting) and exit 3 (not running yet) are polled past.
+
+    Raises:
+        AssertionError: not within ``timeout_s`` seconds; the message holds the last reply.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        done = maild_cli(cfg, "status", "--json")
+        if done.returncode in (0, 1) and done.stdout.strip():
+            last = json.loads(done.stdout)
+            if predicate(last):
+                return last
+        time.sleep(poll_s)
+    raise AssertionError(f"status never matched within {timeout_s:g} s; last: {last}")
+
+
+def wait_for_account(
+    cfg: Path, name: str | None, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """Poll like :func:`wait_for_status` until account ``name`` (None: the first) satisfies
+    ``predicate``; return its record.
+
+    Raises:
+        AssertionError: not within ``timeout_s`` seconds.
+    """
+
+    def account(reply: dict[str, Any]) -> dict[str, Any] | None:
+        accounts: list[dict[str, Any]] = reply.get("accounts", [])
+        return next((a for a in accounts if name is None or a["name"] == name), None)
+
+    reply = wait_for_status(cfg, lambda r: (a := account(r)) is not None and predicate(a), timeout_s)
+    found = account(reply)
+    assert found is not None
+    return found
 
 
 def status(control_socket: Path) -> dict[str, Any]:

@@ -62,6 +62,8 @@ MAIL_OWNER = "maildtest"
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
+#: How often :meth:`Dovecot.maildir_messages` lists a Maildir again when a file was renamed under it.
+MAILDIR_READ_ATTEMPTS = 20
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
@@ -844,14 +846,36 @@ timeout_msecs = 5000
         return paths
 
     def maildir_files(self, user: str, mailbox: str = "INBOX") -> list[Path]:
-        """The message files of ``mailbox`` (``new/`` and ``cur/``), in delivery order."""
+        """The message files of ``mailbox`` (``new/`` and ``cur/``), in delivery order, each once.
+
+        Dovecot renames files while a session runs: from ``new/`` to ``cur/`` when a session sees
+        them, and within ``cur/`` when flags change (the ``:2,FLAGS`` suffix). A file moved to
+        ``cur/`` between the listing of ``new/`` and of ``cur/`` is listed under both names; it is
+        kept once, under its ``cur/`` name (a message's unique name is the part before ``:``).
+        """
         path = self.maildir_path(user, mailbox)
-        files = [f for sub in ("new", "cur") if (path / sub).is_dir() for f in (path / sub).iterdir()]
-        return sorted(files, key=lambda f: _delivery_order(f.name))
+        by_unique: dict[str, Path] = {}
+        for sub in ("new", "cur"):  # cur/ last: its name wins
+            if (path / sub).is_dir():
+                by_unique.update((f.name.split(":", 1)[0], f) for f in (path / sub).iterdir())
+        return sorted(by_unique.values(), key=lambda f: _delivery_order(f.name))
 
     def maildir_messages(self, user: str, mailbox: str = "INBOX") -> list[bytes]:
-        """The stored bytes of every message of ``mailbox``, in delivery order."""
-        return [f.read_bytes() for f in self.maildir_files(user, mailbox)]
+        """The stored bytes of every message of ``mailbox``, in delivery order.
+
+        A file renamed by Dovecot between listing and reading (see :meth:`maildir_files`) makes
+        the whole listing stale: it is listed again, at most :data:`MAILDIR_READ_ATTEMPTS` times.
+        Dovecot writes a message in ``tmp/`` and renames it into ``new/``, so no file is partial.
+
+        Raises:
+            DovecotError: the mailbox changed under every attempt.
+        """
+        for _ in range(MAILDIR_READ_ATTEMPTS):
+            try:
+                return [f.read_bytes() for f in self.maildir_files(user, mailbox)]
+            except FileNotFoundError:
+                continue
+        raise DovecotError(f"{mailbox} of {user} changed during each of {MAILDIR_READ_ATTEMPTS} reads")
 
     def doveadm(
         self, *args: str, check: bool = True, timeout_s: float = 60.0

@@ -80,3 +80,23 @@ def test_set_changes_a_dropin_account_and_refuses_what_the_loader_refuses(
     assert main(["-c", str(config), "accounts", "set", "anna-pop", "retention=keep"]) in (1, 2)
     assert "which maild never rewrites" in capsys.readouterr().err
     assert config.read_bytes() == main_before
+
+
+def test_set_on_an_account_of_the_main_file_says_what_to_write_there(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An account of the hand-written main file is refused in one line that gives the TOML lines to
+    put in its table (never a password) and the drop-in it could move to."""
+    main_before = config.read_bytes()
+
+    code = main(["-c", str(config), "accounts", "set", "anna-pop", "retention=keep", "enabled=false", "password=geheim"])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1
+    assert f"account anna-pop is defined in {config}, which maild never rewrites" in err
+    assert '`retention = "keep"; enabled = false; password = ********` in its [accounts.anna-pop] table' in err
+    assert "`maild reload`" in err
+    assert str(config.parent / "accounts.d" / "anna-pop.toml") in err
+    assert "geheim" not in err
+    assert config.read_bytes() == main_before

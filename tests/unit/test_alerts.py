@@ -100,6 +100,17 @@ def test_a_lockout_and_set_aside_messages_fire_at_once() -> None:
     assert events[1].message == "messages left on the server: 2 larger than max_message_size"
 
 
+def test_a_refused_login_before_the_lockout_alerts_like_any_failure() -> None:
+    """Refusal 1 or 2 of 3 (state backoff, QA #17 item 8): no locked_out alert, only `failing` after
+    `after`, as `maild check` says WARNING and not CRITICAL for it."""
+    monitor = AlertMonitor(CONFIG)
+    refused = failing(AccountRuntime(pop3_account("anna")), T0, AuthError("login refused", account="anna"))
+    refused.auth_failures = 2
+
+    assert monitor.evaluate([refused], T0 + timedelta(seconds=1)) == []
+    assert [e.kind for e in monitor.evaluate([refused], T0 + timedelta(hours=1))] == ["failing"]
+
+
 def test_disk_and_daemon_problems_fire_and_recover() -> None:
     """Less free space than the threshold fires disk_full; a sick daemon fires daemon; both recover."""
     monitor = AlertMonitor(CONFIG)

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from maild.archive.store import Store
-from maild.errors import ControlError
+from maild.errors import AuthError, ControlError
 from maild.fetch.cycle import CycleResult
 from maild.service.commands import COMMANDS, CommandContext, dispatch
 from maild.service.replies import ReloadReport
@@ -236,6 +236,37 @@ async def test_fetch_now_retry_failed_marks_the_records_before_the_cycle(daemon:
 async def test_fetch_now_without_wait_queues(daemon: Daemon) -> None:
     """fetch-now with wait false replies with the queued accounts."""
     assert await ask(daemon, command="fetch-now", account="anna-pop", wait=False) == {"queued": ["anna-pop"], "skipped": []}
+
+
+async def test_fetch_now_does_not_try_a_locked_out_account_and_says_why(daemon: Daemon) -> None:
+    """fetch-now of an account locked out after refused logins opens no session (another refusal would
+    count at the provider): a failure naming the lockout, since when and what ends it."""
+    locked = daemon.scheduler.accounts["broken-pop"]
+    locked.state, locked.auth_failures, locked.last_error_at = "auth_failed", 3, STARTED
+
+    reply = await ask(daemon, command="fetch-now", account="all")
+    queued = await ask(daemon, command="fetch-now", account="broken-pop", wait=False)
+
+    assert daemon.scheduler.requested == ["anna-pop", "bernd-pop"]
+    outcome = reply["results"]["broken-pop"]
+    assert outcome["ok"] is False
+    assert outcome["locked_out_since"] == "2026-03-02T09:00:00Z"
+    assert outcome["error"].startswith("not tried: 3 refused logins in a row locked the account out; ")
+    assert "`maild resume broken-pop`" in outcome["error"]
+    assert queued == {"queued": [], "skipped": ["broken-pop"]}
+
+
+async def test_fetch_now_of_an_account_whose_oauth2_grant_was_refused_names_authorize(daemon: Daemon) -> None:
+    """Locked out at once by a refused OAuth2 grant (issue 13): the outcome names `maild accounts authorize`."""
+    locked = daemon.scheduler.accounts["broken-pop"]
+    locked.auth_failures, locked.last_error_at = 3, STARTED
+    locked.last_exception = AuthError("invalid_grant", account="broken-pop", reauthorize=True)
+
+    reply = await ask(daemon, command="fetch-now", account="broken-pop")
+
+    assert reply["results"]["broken-pop"]["error"] == (
+        "not tried: the provider refused the stored OAuth2 grant; run `maild accounts authorize broken-pop`"
+    )
 
 
 async def test_fetch_now_of_an_unknown_account_requests_nothing(daemon: Daemon) -> None:

@@ -275,6 +275,64 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert "deamon" in message
 
 
+def test_every_independent_error_is_reported_each_on_its_own_line(tmp_path: Path) -> None:
+    """Errors in [daemon], [alerts], two accounts, a drop-in and an unknown top-level table are all
+    reported, one line each naming its file and key, instead of only the first."""
+    path = main_file(
+        tmp_path,
+        """
+        [daemon]
+        max_concurrent_fetches = 0
+
+        [alerts]
+        after = "soon"
+
+        [deamon]
+
+        [accounts.anna-pop]
+        organisation = "O"
+        employee = "E"
+        protocol = "pop3"
+        host = "pop.example.org"
+        username = "anna"
+        password = "pw"
+        port = 99999
+
+        [accounts.good]
+        organisation = "O"
+        employee = "E"
+        protocol = "pop3"
+        host = "pop.example.org"
+        username = "good"
+        password = "pw"
+
+        [accounts.bob-imap]
+        organisation = "O"
+        employee = "E"
+        protocol = "imap"
+        host = "imap.example.org"
+        username = "bob"
+        password = "pw"
+        pasword_file = "x"
+        """,
+    )
+    dropin = write(tmp_path / "accounts.d" / "clara.toml", '[accounts.clara-pop]\nprotocol = "smtp"\n')
+
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+
+    assert info.value.problems == tuple(lines)
+    assert [line.split(": ")[:2] for line in lines] == [
+        [str(path), "deamon"],
+        [str(path), "alerts.after"],
+        [str(path), "daemon.max_concurrent_fetches"],
+        [str(path), "accounts.anna-pop.port"],
+        [str(path), "accounts.bob-imap.pasword_file"],
+        [str(dropin), "accounts.clara-pop.protocol"],
+    ]
+
+
 def test_invalid_toml_names_file(tmp_path: Path) -> None:
     """A syntax error is a ConfigError naming the file."""
     path = main_file(tmp_path, "[daemon\n")

@@ -457,7 +457,7 @@ async def test_no_idle_logins_while_the_account_fails_authentication(
     servers["anna-imap"].default_plan.faults = {"open": AuthError("refused", account="anna-imap")}
     sched, stop, task = await start_scheduler(store, executor, [imap_account()], hub, servers)
     rt = sched.accounts["anna-imap"]
-    await eventually(lambda: rt.state == "error")
+    await eventually(lambda: rt.state == "backoff" and rt.auth_failures == 1)
     await asyncio.sleep(0.05)
     assert hub.sessions == []
     assert rt.mode == "polling"

@@ -154,19 +154,32 @@ def test_stream_is_journal_compares_device_and_inode(tmp_path: Path) -> None:
         assert not stream_is_journal(a, "garbage")
 
 
-def test_run_with_an_invalid_config_exits_78_in_one_line(tmp_path: Path) -> None:
-    """``maild run`` with an unknown key exits 78 (EX_CONFIG, named by RestartPreventExitStatus=) and
-    says which key in one line."""
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        ('[daemon]\nstate_dirr = "/x"\n', ["daemon.state_dirr"]),
+        ('[daemon]\nstate_dirr = "/x"\n[alerts]\nafter = "soon"\n', ["alerts.after", "daemon.state_dirr"]),
+    ],
+    ids=["one-error", "two-errors"],
+)
+def test_run_with_an_invalid_config_exits_78_one_line_per_error(tmp_path: Path, text: str, keys: list[str]) -> None:
+    """``maild run`` with an invalid config exits 78 (EX_CONFIG, named by RestartPreventExitStatus=)
+    and names each wrong key on its own line."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[daemon]\nstate_dirr = "/x"\n')
+    cfg.write_text(text)
     errors = tmp_path / "stderr"
 
     done = run_maild("-c", str(cfg), "run", stderr_file=errors, journal=False)
 
+    checked = run_maild("-c", str(cfg), "check-config", stderr_file=tmp_path / "check", journal=False)
+
     assert done.returncode == 78
     assert done.stdout == ""
-    assert errors.read_text().count("\n") == 1
-    assert "daemon.state_dirr" in errors.read_text()
+    lines = errors.read_text().splitlines()
+    assert [line.startswith(f"maild: {cfg}: {key}: ") for line, key in zip(lines, keys, strict=True)] == [
+        True
+    ] * len(keys)
+    assert (checked.returncode, (tmp_path / "check").read_text().splitlines()) == (1, lines)
 
 
 def test_the_unit_file_stops_restarting_on_exit_78() -> None:

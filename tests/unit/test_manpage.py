@@ -45,6 +45,29 @@ def test_man_page_renders_without_warnings(tmp_path: Path) -> None:
     assert "maild messages attachment ID [PART]" in res.stdout
 
 
+def test_maild_manpage_prints_the_page_man_reads_from_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`maild manpage | man -l -` works in a source checkout (no installed page): the same page the
+    build generates, dated by SOURCE_DATE_EPOCH like the build."""
+    from maild import __version__
+    from maild.cli.main import main
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1796515200")  # 2026-12-06
+    assert main(["manpage"]) == 0
+    page = capsys.readouterr().out
+
+    assert page == render_manpage(_parser(), __version__, "2026-12-06")
+    if shutil.which("man") is None:
+        pytest.skip("man is not installed")
+    res = subprocess.run(
+        ["man", "--warnings", "-l", "-"], input=page, capture_output=True, text=True, check=False,
+        env={"MANWIDTH": "100", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+    )  # fmt: skip
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert "maild manpage" in res.stdout
+
+
 @pytest.mark.parametrize(
     ("words", "expected"),
     [

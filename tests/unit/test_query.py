@@ -161,6 +161,20 @@ def test_body_text_prefers_plain_and_decodes_it() -> None:
     assert body_text(MULTIPART) == "Grüße aus München\n"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@example.org\r\nSubject: s\r\n\r\nline one\r\nline two\r\n",
+        b"From: a@example.org\r\nSubject: s\r\nContent-Transfer-Encoding: base64\r\n\r\nbGluZSBvbmUNCmxpbmUgdHdvDQo=\r\n",
+        b"From: a@example.org\r\nSubject: s\r\n\r\nline one\rline two\r\n",
+    ],
+    ids=["crlf", "crlf-in-base64", "stray-cr"],
+)
+def test_body_text_has_lf_line_ends(raw: bytes) -> None:
+    """The body text (``messages show``, ``show --json`` body_text) ends lines with LF, not the wire's CRLF."""
+    assert body_text(raw) == "line one\nline two\n"
+
+
 def test_html_only_body_is_stripped_crudely() -> None:
     """An HTML-only message is shown without tags, scripts or styles, with entities decoded."""
     text = body_text(HTML_ONLY)

@@ -109,7 +109,7 @@ async def run_until_failed_beside_good(
     good_messages: int,
 ) -> Scheduler:
     """Run accounts ``failing`` (one message, its sessions failing with ``faults``) and ``good``
-    (``good_messages`` messages) until ``failing`` is in state "error" and ``good`` "idle"; stopped."""
+    (``good_messages`` messages) until ``failing`` has failed a cycle and ``good`` is "idle"; stopped."""
     servers[failing] = FakeServer.with_pop3(1)
     servers[failing].default_plan.faults = faults
     servers["good"] = FakeServer.with_pop3(good_messages)
@@ -117,7 +117,8 @@ async def run_until_failed_beside_good(
 
     run = Running(sched)
     await eventually(
-        lambda: sched.accounts[failing].state == "error" and sched.accounts["good"].state == "idle"
+        lambda: sched.accounts[failing].state in ("error", "backoff")
+        and sched.accounts["good"].state == "idle"
     )
     await run.stop()
     return sched
@@ -126,12 +127,14 @@ async def run_until_failed_beside_good(
 async def test_failing_account_does_not_stop_another(
     store: Store, executor: ThreadPoolExecutor, servers: dict[str, FakeServer]
 ) -> None:
-    """An account whose login is refused ends in state "error" while another account is fetched normally."""
+    """An account whose login is refused once is in state "backoff" (refusal 1 of 3, retried) while
+    another account is fetched normally."""
     fault = AuthError("-ERR [AUTH] invalid password", account="bad")
     sched = await run_until_failed_beside_good(store, executor, servers, "bad", {"open": fault}, 2)
 
     assert sched.accounts["bad"].last_error is not None
     assert "invalid password" in sched.accounts["bad"].last_error
+    assert "refusal 1 of 3" in sched.accounts["bad"].last_error
     assert sched.accounts["bad"].consecutive_failures == 1
     good = sched.accounts["good"]
     assert good.last_result is not None
@@ -413,7 +416,8 @@ async def test_auth_lockout_after_repeated_refusals_and_resume(
     await eventually(lambda: rt.state == "idle" and rt.last_result is not None)
     await run.stop()
 
-    assert states == ["error"] * (scheduler_module.AUTH_LOCKOUT_FAILURES - 1) + ["auth_failed"]
+    # Refusals before the lockout are retried, a warning (backoff), never the permanent "error".
+    assert states == ["backoff"] * (scheduler_module.AUTH_LOCKOUT_FAILURES - 1) + ["auth_failed"]
     assert sessions_at_lockout == scheduler_module.AUTH_LOCKOUT_FAILURES
     assert locked_result is None
     assert sessions_after_request == sessions_at_lockout

@@ -17,24 +17,18 @@ from maild.service import replies, status
 from maild.service.scheduler import AccountRuntime
 from maild.service.snapshot import account_status
 from tests.support.accounts import pop3_account
+from tests.support.status_records import account_record, imap_record
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LATER = datetime(2026, 3, 2, 9, 5, 7, tzinfo=UTC)
 
-POP3 = status.AccountStatus(
-    name="anna-pop",
-    organisation="Kanzlei Berger",
-    employee="Anna Berger",
-    protocol="pop3",
-    host="pop.example.org",
-    enabled=True,
+POP3 = account_record(
     state="backoff",
     messages=12,
     last_success=NOW,
     next_run=LATER,
     last_error="connection reset",
     consecutive_failures=2,
-    mode="polling",
     on_server=3,
     retention="delete-after",
     retention_days=7,
@@ -68,25 +62,8 @@ POP3 = status.AccountStatus(
         ),
     ),
 )
-IMAP = status.AccountStatus(
-    name="anna-imap",
-    organisation="Kanzlei Berger",
-    employee="Anna Berger",
-    protocol="imap",
-    host="imap.example.org",
-    enabled=True,
-    state="waiting",
-    messages=0,
-    last_success=None,
-    next_run=None,
-    last_error=None,
-    consecutive_failures=0,
+IMAP = imap_record(
     mode="idle",
-    on_server=None,
-    retention="keep",
-    retention_days=None,
-    pending_deletion=0,
-    oldest_kept_since=None,
     imap=status.IMAPStatus(
         mailboxes=("INBOX", "Entwürfe"),
         mailbox_selection="all",

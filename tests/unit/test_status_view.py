@@ -16,32 +16,22 @@ from maild.cli.status_view import (
     CHECK_OK,
     CHECK_WARNING,
     check_line,
-    human_size,
     local_time,
     render_status,
     summary_line,
 )
-from maild.service.status import AccountStatus, ArchiveTotals, CycleStatus, StatusReply, attention
+from maild.service.status import ArchiveTotals, CycleStatus, StatusReply, attention
+from tests.support.status_records import account_record
 
 GOLDEN = Path(__file__).parent / "golden"
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 3, 2, 12, 5, tzinfo=UTC)  # 13:05 CET
 EMPLOYEES = ("Anna Berger", "Bernd Krause", "Clara Schmidt", "Dieter Wolf", "Eva Lange")
 
-HEALTHY = AccountStatus(
-    name="anna-pop",
-    organisation="Kanzlei Berger",
-    employee="Anna Berger",
-    protocol="pop3",
-    host="pop.example.org",
-    enabled=True,
-    state="waiting",
+HEALTHY = account_record(
     messages=1234,
     last_success=NOW - timedelta(minutes=3),
     next_run=NOW + timedelta(minutes=2),
-    last_error=None,
-    consecutive_failures=0,
-    mode="polling",
     on_server=3,
     retention="delete-after",
     retention_days=7,
@@ -142,15 +132,6 @@ def test_summary_in_summer_names_the_summer_zone() -> None:
     assert summary_line(reply, july, BERLIN).endswith("last fetch 12:00 CEST")
 
 
-@pytest.mark.parametrize(
-    ("octets", "text"),
-    [(0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (56_789_012, "56.8 MB"), (1_432_000_000, "1.4 GB")],
-)
-def test_human_size_uses_decimal_units(octets: int, text: str) -> None:
-    """Sizes are shown in decimal units with one decimal."""
-    assert human_size(octets) == text
-
-
 def test_local_time_shows_the_date_only_when_not_today() -> None:
     """Today is HH:MM; another day carries its date; no time is a dash."""
     assert local_time(NOW, NOW, BERLIN) == "13:05"
@@ -203,3 +184,41 @@ def test_check_warns_for_a_transient_failure_and_is_critical_for_a_lockout() -> 
     assert (warn_code, warn_line.split(" | ")[0]) == (CHECK_WARNING, "MAILD WARNING - b backoff")
     assert (crit_code, crit_line.split(" | ")[0]) == (CHECK_CRITICAL, "MAILD CRITICAL - l auth_failed (and 1 more)")
     assert "problems=2;1;;0" in crit_line
+
+
+def test_check_names_an_account_paused_by_the_admin_and_warns_for_one_paused_after_a_failure() -> None:
+    """Paused while healthy is the admin's decision: OK, named in the line; paused after a failure is
+    a problem: WARNING (docs/operations.md, the exit-code table)."""
+    holiday = replace(HEALTHY, name="eva-pop", state="paused", next_run=None)
+    stuck = replace(HEALTHY, name="dieter-pop", state="paused", next_run=None, last_error="login refused")
+
+    ok_code, ok_line = check_line(StatusReply("1", NOW, (HEALTHY, holiday), ArchiveTotals(0, 0)), NOW)
+    warn_code, warn_line = check_line(StatusReply("1", NOW, (holiday, stuck), ArchiveTotals(0, 0)), NOW)
+
+    assert (ok_code, ok_line.split(" | ")[0]) == (
+        CHECK_OK,
+        "MAILD OK - 2 accounts ok; paused by the admin: eva-pop",
+    )
+    assert warn_code == CHECK_WARNING
+    assert warn_line.split(" | ")[0] == (
+        "MAILD WARNING - dieter-pop paused after a failure; paused by the admin: eva-pop"
+    )
+
+
+def test_a_first_refused_login_is_a_warning_everywhere_until_the_lockout() -> None:
+    """Refusal 1 of 3 (state backoff, issue 17 QA item 8): status needs attention, check WARNING, not
+    the CRITICAL of a permanent error; the lockout is CRITICAL."""
+    refused = replace(
+        HEALTHY,
+        state="backoff",
+        consecutive_failures=1,
+        last_error="login refused (refusal 1 of 3: tried again at the next cycle; 3 in a row lock the account out)",
+    )
+    locked = replace(refused, state="auth_failed", consecutive_failures=3)
+
+    code, line = check_line(StatusReply("1", NOW, (refused,), ArchiveTotals(0, 0)), NOW)
+    locked_code, _ = check_line(StatusReply("1", NOW, (locked,), ArchiveTotals(0, 0)), NOW)
+
+    assert attention(refused) == "backoff"
+    assert (code, line.split(" | ")[0]) == (CHECK_WARNING, "MAILD WARNING - anna-pop backoff")
+    assert locked_code == CHECK_CRITICAL
