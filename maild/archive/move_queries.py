@@ -377,6 +377,7 @@ class MigrationStore(Store):
             statements: list[tuple[str, tuple[Any, ...]]] = [
                 ("DELETE FROM locations WHERE account = ?", (account,)),
                 ("DELETE FROM mailboxes WHERE account = ?", (account,)),
+                ("DELETE FROM mailbox_sync WHERE account = ?", (account,)),
                 ("DELETE FROM deliveries WHERE account = ?", (account,)),
                 ("DELETE FROM appends WHERE account = ?", (account,)),
                 ("DELETE FROM moves WHERE source = ? OR target = ?", (account, account)),

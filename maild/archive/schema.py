@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 9; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 10; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -25,6 +25,9 @@ Layout (schema version 9; docs/archive.md documents it for readers such as the C
   ``locations.server_size`` (v4): the RFC822.SIZE an IMAP server reports for the message when it
   differs from the archived octets' size while its header section matches (a server quirk, so that
   the UID check of :mod:`maild.fetch.resync` does not raise the alarm again).
+- ``mailbox_sync`` (v10): per IMAP account and mailbox, its status (UIDVALIDITY, UIDNEXT, MESSAGES,
+  HIGHESTMODSEQ) when a cycle last listed it in full and archived all it held, so that later polls
+  leave it unselected while its status stays the same (:mod:`maild.archive.sync_state`).
 - ``account_history`` (v6): per account, what ``maild status`` shows about the past (last success,
   last IDLE push, last error and since when it fails, cycle and message counts), so that a reload or
   a restart does not reset it.
@@ -48,7 +51,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -217,6 +220,18 @@ _MIGRATIONS: dict[int, str] = {
     9: f"""
     DROP TABLE messages_fts;
     {fts_create_sql()};
+    """,
+    10: """
+    CREATE TABLE IF NOT EXISTS mailbox_sync (
+        account        TEXT NOT NULL REFERENCES accounts (name),
+        mailbox        TEXT NOT NULL,
+        uidvalidity    INTEGER NOT NULL,
+        uidnext        INTEGER NOT NULL,
+        messages       INTEGER NOT NULL,
+        highestmodseq  INTEGER,
+        synced_at      TEXT NOT NULL,
+        PRIMARY KEY (account, mailbox)
+    );
     """,
 }
 

@@ -67,7 +67,7 @@ from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import failed_headers
+from maild.fetch import failed_headers, folders
 from maild.fetch import resync as imap_resync
 from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import IMAPCycleInfo
@@ -369,6 +369,7 @@ async def fetch_cycle(
             await delivery.catch_up()
         if not opened:
             await maildrop.open()
+        await folders.prepare(account, store, maildrop, clock())  # IMAP: unchanged mailboxes stay unselected
         inventory = await maildrop.inventory()
         result.on_server = len(inventory)
         on_server = {entry.key for entry in inventory}
@@ -451,6 +452,7 @@ async def fetch_cycle(
                 await settle()  # the batches hold memory until committed
                 order = []  # the retrieval is over: nothing was in flight
         await settle()  # every commit has returned before anything below may delete
+        await folders.record(account, store, maildrop, inventory, clock())
         if verified is not None:  # fetched by UID in this session: verified
             verified |= {key for key in retrieved if isinstance(key, IMAPKey)}
         if account.retention != "keep" and refusal is None and account.protocol == "pop3":

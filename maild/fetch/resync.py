@@ -290,8 +290,8 @@ async def verify_uid_map(
     if not isinstance(maildrop, IMAPMailbox):
         return None
     present: dict[tuple[str, int], set[int]] = {}
-    for entry in inventory:
-        if isinstance(entry.key, IMAPKey):
+    for entry in inventory:  # not in mailboxes left unselected as unchanged (see maild.fetch.folders)
+        if isinstance(entry.key, IMAPKey) and entry.key.mailbox not in maildrop.unchanged:
             present.setdefault((entry.key.mailbox, entry.key.uidvalidity), set()).add(entry.key.uid)
     verified = maildrop.session_verified()  # UIDs do not change within a session: checked once
     for (mailbox, uidvalidity), uids in present.items():

@@ -1,7 +1,10 @@
 """IDLE (RFC 2177) for an IMAP account: learn of new mail within seconds instead of at the next poll.
 
 An :class:`IdleWatcher` keeps an IMAP session of its own (apart from the fetch cycles' sessions),
-selects the watched mailbox (``idle_mailbox``, INBOX by default) and waits in IDLE. The scheduler
+selects the watched mailbox (``idle_mailbox``, INBOX by default) and waits in IDLE. Where the server
+offers NOTIFY (RFC 5465), the same connection first asks for news of every other fetched mailbox
+(``mailboxes = "all"``: every mailbox of the user), which the server then pushes as ``* STATUS``
+during IDLE: new mail in any folder ends the wait within about a second, on one connection. The scheduler
 waits between fetch cycles with :meth:`IdleWatcher.wait` instead of sleeping: a push from the server
 (``* n EXISTS``, ``* n RECENT``, ``* n EXPUNGE``) ends the wait and a normal fetch cycle runs at once.
 A push is only a hint: the cycle's own ``UID SEARCH`` decides what is new, so a push lost in transit
@@ -76,6 +79,8 @@ class IdleSession(Protocol):
 
     async def select_mailbox(self) -> SelectInfo: ...
 
+    async def notify(self) -> bool: ...
+
     def keepalive(self, idle_s: int, interval_s: int, count: int) -> None: ...
 
     async def idle_start(self) -> None: ...
@@ -100,7 +105,8 @@ def imap_idle_session(account: AccountConfig) -> IdleSession:
     from maild.protocols.imap.idle import IMAPIdleSession
 
     settings: ServerSettings = account.server_settings()
-    return IMAPIdleSession(settings, account.idle_mailbox)
+    watched = None if account.all_mailboxes else [m for m in account.mailboxes if m != account.idle_mailbox]
+    return IMAPIdleSession(settings, account.idle_mailbox, watched)
 
 
 class IdleWatcher:
@@ -151,6 +157,8 @@ class IdleWatcher:
         self._lost_pending = False
         self._changed = asyncio.Event()
         self._failures = 0
+        self.notifying = False
+        """Whether the current IDLE connection also watches the other mailboxes with NOTIFY."""
 
     @property
     def running(self) -> bool:
@@ -229,6 +237,7 @@ class IdleWatcher:
                 exists=events.exists,
                 recent=events.recent,
                 expunged=events.expunged,
+                notified=events.notified,
             )
         self._push_pending = True
         self._changed.set()
@@ -281,8 +290,11 @@ class IdleWatcher:
             except ProtocolError as exc:  # no such mailbox, no permission: retrying will not help
                 await self._give_up(session, exc, "imap.idle-select-failed")
                 return True
+            self.notifying = await session.notify()
             session.keepalive(KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
-            await self._idle_rounds(session, await self._changed_meanwhile(info))
+            # with NOTIFY a change elsewhere while nobody watched is possible too: catch up always
+            catch_up = self.notifying or await self._changed_meanwhile(info)
+            await self._idle_rounds(session, catch_up)
         except AuthError as exc:
             # Never risk a provider lockout from here: the fetch cycles count refusals and the
             # scheduler starts the watcher again after a cycle that logged in.
@@ -306,6 +318,7 @@ class IdleWatcher:
 
     async def _after_failure(self, exc: Exception) -> None:
         was_idle = self.mode == "idle"
+        self.notifying = False
         self.mode = "reconnecting"
         self.last_error = (
             redact_known(str(exc)) if isinstance(exc, MaildError) else f"internal error: {type(exc).__name__}"
@@ -336,7 +349,12 @@ class IdleWatcher:
                 self.mode = "idle"
                 self._failures = 0
                 self.last_error = None
-                log.info("imap.idle-started", mailbox=self.account.idle_mailbox, catch_up=catch_up)
+                log.info(
+                    "imap.idle-started",
+                    mailbox=self.account.idle_mailbox,
+                    catch_up=catch_up,
+                    notify=self.notifying,
+                )
                 if catch_up:
                     self._push(None)
             deadline = loop.time() + self.account.idle_restart_s

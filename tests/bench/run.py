@@ -16,7 +16,9 @@ from the deterministic corpus and kept in ``--dir`` for later runs, and measures
 (d) one 25 MB message: peak memory;
 (e) IMAP only: one account through the proxy at ``--rtt-ms`` and ``--bandwidth-mbit`` (20 Mbit/s),
     maild with ``compress = "never"`` and ``"always"`` (COMPRESS=DEFLATE, RFC 4978; Dovecot offers it
-    during this scenario only, since mbsync uses it whenever offered) beside the peers, initial only.
+    during this scenario only, since mbsync uses it whenever offered) beside the peers, initial only;
+(folders) one account with 100 folders: the no-op poll in round trips, octets and time at that
+round-trip time, beside mbsync, and push latency for a message in the 50th folder (``folders.py``).
 
 Through the proxy, each row also gives the round trips the tool's connections made (client turns:
 sends after having received something) and the octets the server sent.
@@ -732,7 +734,15 @@ def machine_info() -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and accounts, shorter budgets")
-    parser.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    parser.add_argument(
+        "--scenarios", default="a,b,c,d,e,folders", help="comma-separated subset of a,b,c,d,e,folders"
+    )
+    parser.add_argument(
+        "--folders-before",
+        default=None,
+        help="git revision measured as 'maild before' in the folders scenario (default: merge base with main;"
+        " 'none': skip it)",
+    )
     parser.add_argument("--protocols", default="pop3,imap")
     parser.add_argument(
         "--tools", default="", help="comma-separated subset of maild,mpop,mbsync,fetchmail,getmail6"
@@ -778,6 +788,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.dir = str(directory)
     machine = machine_info()
     print(f"== {machine['cpu']}, {machine['cores']} cores; work directory {directory}", flush=True)
+    folders_result = None
+    if "folders" in scenarios:
+        from tests.bench import folders
+
+        folders_result = folders.run_scenario(directory, args.rtt_ms, args.folders_before)
+        scenarios.remove("folders")
+        if not scenarios:
+            Path(args.json).write_text(
+                json.dumps({"machine": machine, "folders": folders_result}, indent=2) + "\n"
+            )
+            print(f"\nJSON: {args.json}")
+            return 0
     server = start_server(directory, sizes)
     bench = Bench(args, sizes, server)
     many_settings = {
@@ -879,6 +901,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"scenario": k[0], "protocol": k[1], "phase": k[2], **v} for k, v in ratios(bench.rows).items()
         ],
         "table": report,
+        "folders": folders_result,
     }
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nJSON: {args.json}; total {result['seconds']:.0f} s")

@@ -152,6 +152,8 @@ class Session:
             await self.send(f"{tag} OK [CAPABILITY {server.post_login_capabilities}] Logged in\r\n".encode())
         elif name == "SELECT":
             await self._select(tag, args)
+        elif name == "UID SEARCH" and self.selected is None:  # after a failed SELECT (pipelined)
+            await self.send(f"{tag} BAD No mailbox selected\r\n".encode())
         elif name == "UID SEARCH":
             assert self.selected is not None
             deleted_only = "DELETED" in args.upper()

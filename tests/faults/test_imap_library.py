@@ -58,6 +58,10 @@ PINNED_SOURCES = {
     # AUTHENTICATE (client.Authentication): a "+" line during a pending sync command other than
     # APPEND/IDLE reaches Command.append_to_resp through _continuation
     "IMAP4ClientProtocol._continuation": "e43f5b7ad7314a53",
+    # pipelines (client.IMAPClient.pipeline): registered as the pending sync command, so that
+    # _untagged_response routes every untagged line to it; our _response_done override takes each
+    # tagged completion; the wait for pending commands before sending
+    "IMAP4ClientProtocol.wait_async_pending_commands": "40d63b0031f44980",
 }
 
 

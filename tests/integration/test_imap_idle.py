@@ -7,12 +7,14 @@ an IDLE push (or the catch-up after a reconnection), never because of the poll i
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from maild.config.loader import load_config
 from maild.service.daemon import Daemon
@@ -181,3 +183,55 @@ async def test_idle_false_polls(
     status = await running.account()
     assert status["mode"] == "polling"
     assert status["last_push"] is None
+
+
+def append_over_imap(dovecot: Dovecot, user: MailUser, mailbox: str, raw: bytes) -> None:
+    """APPEND ``raw`` to ``mailbox`` as another mail client would (stdlib imaplib, blocking).
+
+    Dovecot reports changes to NOTIFY clients from its index, which a file written straight into a
+    Maildir does not update until someone opens the mailbox; an APPEND (like LMTP delivery) does.
+    """
+    with imaplib.IMAP4(dovecot.host, dovecot.ports.imap) as client:
+        client.login(user.name, user.password)
+        status, _data = client.append(f'"{mailbox}"', "", None, raw)
+        assert status == "OK"
+        client.logout()
+
+
+async def test_mail_in_another_folder_is_fetched_by_notify_push(
+    dovecot: Dovecot, mail_user: MailUser, start_daemon: Callable[..., Awaitable[RunningDaemon]]
+) -> None:
+    """With NOTIFY, a message APPENDed to a folder other than the IDLE mailbox is archived without a poll.
+
+    Steps: folders "Projekte" and "Kunden/Meier" with a message each; start the daemon with
+    ``mailboxes = "all"`` and a poll interval of one hour; wait for mode "idle" and the first
+    cycle; APPEND a message to "Kunden/Meier" from another client: it is archived (only the
+    ``* STATUS`` push of NOTIFY can explain that within the hour), and the push is logged with
+    ``notified``.
+    """
+    for folder in ("Projekte", "Kunden/Meier"):
+        dovecot.deliver(mail_user.name, corpus.make_message(subject=f"old {folder}"), mailbox=folder)
+    running = await start_daemon(dovecot, mail_user, mailboxes="all")
+
+    async def ready() -> bool:
+        status = await running.account()
+        return status["mode"] == "idle" and status["last_success"] is not None
+
+    await eventually(ready, 'mode "idle" after the first cycle')
+    assert running.subjects() == ["old Kunden/Meier", "old Projekte"]
+    assert running.daemon.scheduler is not None
+    runtime = running.daemon.scheduler.accounts["anna-imap"]
+    assert runtime.watcher is not None
+    assert runtime.watcher.notifying
+
+    with capture_logs() as logs:
+        raw = corpus.make_message(subject="neu bei Meier")
+        await asyncio.to_thread(append_over_imap, dovecot, mail_user, "Kunden/Meier", raw)
+
+        async def stored() -> bool:
+            return "neu bei Meier" in running.subjects()
+
+        await eventually(stored, "the message appended to Kunden/Meier")
+    pushes = [e for e in logs if e["event"] == "imap.idle-push"]
+    assert pushes
+    assert pushes[0]["notified"] >= 1

@@ -255,8 +255,12 @@ class Dovecot(StartStop):
         mail_owner: str = MAIL_OWNER,
         oauth2_introspection_url: str | None = None,
         imap_compress: bool = False,
+        extra_config: str = "",
     ) -> None:
         self.directory = Path(directory).absolute()
+        self.extra_config = extra_config
+        """Configuration lines appended as they are, e.g. ``imap_capability = IMAP4rev1 IDLE`` to hide
+        extensions from clients."""
         if re.search(r"[\s\"'\\<>#{}$%]", str(self.directory)):
             raise DovecotError(f"directory {self.directory} has characters Dovecot's config cannot take")
         if len(str(self.directory / "run")) > _MAX_BASE_DIR_CHARS:
@@ -379,7 +383,7 @@ service anvil {{
     mode = 0
   }}
 }}
-{_login_service("pop3", p.pop3, p.pop3s)}{_login_service("imap", p.imap, p.imaps)}{self._compress_config()}"""
+{_login_service("pop3", p.pop3, p.pop3s)}{_login_service("imap", p.imap, p.imaps)}{self._compress_config()}{self.extra_config}"""
         self.config_file.write_text(config, encoding="utf-8")
 
     def _compress_config(self) -> str:

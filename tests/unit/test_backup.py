@@ -133,7 +133,8 @@ async def test_restore_refuses_a_damaged_backup_and_changes_nothing(tmp_path: Pa
     backup(db, good, compress=False, now=T0)
     damaged = tmp_path / "damaged.sqlite3"
     data = bytearray(good.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 4096] = b"\xff" * 4096
+    # a whole page's worth (32 KiB pages): a page header is hit wherever the middle falls
+    data[len(data) // 2 : len(data) // 2 + 32768] = b"\xff" * 32768
     damaged.write_bytes(bytes(data))
     not_sqlite = tmp_path / "text.sqlite3"
     not_sqlite.write_text("hello")

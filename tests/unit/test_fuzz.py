@@ -22,7 +22,7 @@ from maild.config.loader import load_config
 from maild.errors import ConfigError, ProtocolError
 from maild.protocols.imap import fetch as imap_fetch
 from maild.protocols.imap import lex as imap_lex
-from maild.protocols.imap.listing import parse_list
+from maild.protocols.imap.listing import parse_list, parse_status, parse_vanished
 from maild.protocols.imap.utf7 import decode_mailbox_name, encode_mailbox_name
 from maild.protocols.pop3.wire import Reply, ReplyDecoder
 from tests.faults.test_imap_library import run_streaming
@@ -166,6 +166,17 @@ def test_list_parser_raises_only_protocol_error(parts: list[imap_lex.Part], utf8
     """The LIST parser turns arbitrary parts into mailboxes or ProtocolError, nothing else."""
     with contextlib.suppress(ProtocolError):
         parse_list(parts, utf8=utf8)
+
+
+@given(parts_strategy, st.booleans())
+def test_status_and_vanished_parsers_raise_only_protocol_error(
+    parts: list[imap_lex.Part], utf8: bool
+) -> None:
+    """The STATUS and VANISHED parsers turn arbitrary parts into values or ProtocolError, nothing else."""
+    with contextlib.suppress(ProtocolError):
+        parse_status([b"STATUS " + bytes(p) if isinstance(p, bytes) else p for p in parts], utf8=utf8)
+    with contextlib.suppress(ProtocolError):
+        parse_vanished([b"VANISHED (EARLIER) " + bytes(p) if isinstance(p, bytes) else p for p in parts])
 
 
 @given(st.text(min_size=1, max_size=40))

@@ -55,6 +55,9 @@ class FakeSession:
     async def open(self) -> None:
         await self._step("open")
 
+    async def notify(self) -> bool:
+        return False
+
     async def select_mailbox(self) -> SelectInfo:
         await self._step("select")
         return SelectInfo(exists=1, uidvalidity=self.hub.uidvalidity, uidnext=self.hub.uidnext)

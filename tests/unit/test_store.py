@@ -55,11 +55,11 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 9
-    assert version == [(9,)]
+    assert SCHEMA_VERSION == 10
+    assert version == [(10,)]
     assert {
         "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts",
-        "retrieval_failures", "moves", "account_history", "alert_memory",
+        "retrieval_failures", "moves", "account_history", "alert_memory", "mailbox_sync",
     } <= tables  # fmt: skip
     assert path.exists()
 

@@ -58,6 +58,7 @@ from maild.protocols.imap.lex import Part, paren_depth
 __all__ = [
     "AIOIMAPLIB_VERSION",
     "MAX_PENDING_CONTINUATIONS",
+    "MAX_PIPELINED_COMMANDS",
     "PATCHED_AIOIMAPLIB",
     "Authentication",
     "FetchSink",
@@ -384,6 +385,10 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     def _response_done(self, line: bytes) -> None:
         pending = self.pending_sync_command
         tag, _, rest = line.partition(b" ")
+        if isinstance(pending, _PipelineCommand):  # one of several tagged completions (pipeline())
+            if pending.complete(tag.decode("ascii", "replace"), rest):
+                self.pending_sync_command = self.queued.popleft() if self.queued else None
+            return
         compress_ok = (
             pending is not None
             and pending.name == "COMPRESS"
@@ -836,6 +841,79 @@ def _consume_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+#: Most commands :meth:`IMAPClient.pipeline` sends in one write (their untagged responses are held
+#: until the last completion, within :class:`ReadLimits`). 100 STATUS commands answer in ~10 KB.
+MAX_PIPELINED_COMMANDS = 100
+
+
+class _PipelineCommand(aioimaplib.Command):  # type: ignore[misc]
+    """Several tagged commands in flight at once, registered as the library's pending sync command.
+
+    Every untagged line goes to it (the library routes all of them to a pending sync command); each
+    tagged completion closes the current part (:meth:`complete`), in the order the commands were
+    sent. Completion is reached when the last tag has answered.
+    """
+
+    def __init__(self, tags: list[str], loop: Any) -> None:
+        super().__init__("PIPELINE", tags[-1], loop=loop, timeout=None)
+        self.tags = tags
+        self.replies: list[Reply] = []
+        self._parts: list[Part] = []
+
+    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
+        self._parts.append(line)
+
+    def complete(self, tag: str, response: bytes) -> bool:
+        """Record the completion of ``tag``; True once every command has completed (or on a tag out
+        of order, which fails the pipeline)."""
+        expected = self.tags[len(self.replies)]
+        if tag != expected:
+            self._exception = LibraryError(f"tagged response {tag!r} while waiting for {expected!r}")
+            self._event.set()
+            return True
+        result, _, text = response.partition(b" ")
+        self.replies.append(Reply(result.decode("ascii", "replace"), [*self._parts, text]))
+        self._parts = []
+        if len(self.replies) == len(self.tags):
+            self._event.set()
+            return True
+        return False
+
+
+async def _pipeline(protocol: Any, commands: list[str]) -> list[Reply]:
+    """Send ``commands`` (text without tag or CRLF) in one write; return one :class:`Reply` each."""
+    if not 0 < len(commands) <= MAX_PIPELINED_COMMANDS:
+        raise LibraryError(f"a pipeline holds 1 to {MAX_PIPELINED_COMMANDS} commands")
+    if protocol.state not in (aioimaplib.AUTH, aioimaplib.SELECTED):
+        raise LibraryError(f"pipeline illegal in state {protocol.state}")
+    while protocol.queued:  # commands pipelined at session opening go first
+        await protocol.queued[-1]._event.wait()
+    if protocol.pending_sync_command is not None:
+        await protocol.pending_sync_command.wait()
+    if protocol.pending_async_commands:
+        await protocol.wait_async_pending_commands()
+    transport = protocol.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("connection closed before the pipeline")
+    tags = [protocol.new_tag() for _ in commands]
+    command = _PipelineCommand(tags, protocol.loop)
+    protocol.pending_sync_command = command
+    transport.write(b"".join(f"{tag} {text}\r\n".encode() for tag, text in zip(tags, commands, strict=True)))
+    try:
+        await command.wait()
+    except aioimaplib.AioImapException as exc:
+        raise LibraryError(f"{type(exc).__name__}: {exc}") from None
+    except LibraryError:
+        protocol.pending_sync_command = None
+        raise
+    for text, reply in zip(commands, command.replies, strict=True):
+        if text[:7].upper() == "SELECT ":  # the library's own select() changes its state the same way
+            protocol.state = aioimaplib.SELECTED if reply.result == "OK" else aioimaplib.AUTH
+        elif text.upper() == "UNSELECT" and reply.result == "OK":
+            protocol.state = aioimaplib.AUTH
+    return command.replies
+
+
 class IdleRound:
     """One IDLE command in flight (RFC 2177), driven step by step by the caller.
 
@@ -1124,6 +1202,23 @@ class IMAPClient:
     async def uid_search(self, criterion: str) -> Reply:
         """``UID SEARCH criterion`` without CHARSET."""
         return await _run(self._protocol.search(criterion, charset=None, by_uid=True))
+
+    async def pipeline(self, commands: list[str]) -> list[Reply]:
+        """Send up to :data:`MAX_PIPELINED_COMMANDS` commands in one write and wait for all of them.
+
+        For commands aioimaplib lacks or would serialise (STATUS, LIST with RETURN options, NOTIFY,
+        SELECT followed by UID SEARCH): one round trip for all. Each reply holds the untagged lines
+        that arrived after the previous command's completion and before its own (servers answer
+        commands in order), then its completion text. A SELECT's outcome sets the library's state as
+        its own ``select()`` would, an UNSELECT answered OK the authenticated state. Arguments are
+        sent as given: the caller quotes and encodes them.
+
+        Standard: RFC 9051 section 5.5 (multiple commands in progress).
+
+        Raises:
+            LibraryError: not authenticated, too many commands, or completions out of order.
+        """
+        return await _pipeline(self._protocol, commands)
 
     async def uid_store(self, uid_set: str, change: str, flags: str) -> Reply:
         """``UID STORE uid_set change flags``, e.g. ``+FLAGS.SILENT (\\Deleted)``."""

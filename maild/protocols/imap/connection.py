@@ -145,6 +145,8 @@ class IMAPConnection:
         self._lost: asyncio.Future[None] | None = None
         self._broken: str | None = None
         self._capabilities: frozenset[str] = frozenset()
+        self.enabled: set[str] = set()
+        """Extensions this session turned on with ENABLE (RFC 5161), e.g. ``"QRESYNC"``."""
         self._selected: str | None = None
         self._uidvalidity = 0
         self._parked_at: float | None = None
@@ -622,6 +624,16 @@ class IMAPConnection:
         info = wire.parse_select(lines, status)
         self._selected, self._uidvalidity = mailbox, info.uidvalidity
         return info
+
+    @property
+    def preselected(self) -> str | None:
+        """The mailbox whose SELECT went out behind the sign-in and awaits :meth:`select`, or None."""
+        return self._preselect[0] if self._preselect is not None else None
+
+    def note_selected(self, mailbox: str | None, uidvalidity: int = 0) -> None:
+        """Record the outcome of a SELECT sent by other means (a pipeline): ``mailbox`` selected under
+        ``uidvalidity``, or None when it failed (no mailbox is selected then, RFC 9051 section 6.3.2)."""
+        self._selected, self._uidvalidity = mailbox, (uidvalidity if mailbox is not None else 0)
 
     async def list_mailboxes(self) -> list[imap_list.ListedMailbox]:
         """LIST every mailbox (``LIST "" "*"``), with special-use attributes when the server has them.

@@ -11,10 +11,11 @@ and the sans-I/O IMAP modules. Never aioimaplib.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from maild.errors import ConnectError, MaildError, NetworkTimeout, ProtocolError
 from maild.model import ServerSettings
-from maild.protocols.imap import wire
+from maild.protocols.imap import status, wire
 from maild.protocols.imap.client import IdleRound
 from maild.protocols.imap.connection import IMAPConnection
 from maild.protocols.imap.lex import Part
@@ -36,22 +37,35 @@ class IMAPIdleSession:
     at once, silence beyond ``timeout_s`` where an answer is due a :class:`~maild.errors.NetworkTimeout`;
     either way the session is discarded. Not safe for concurrent use by several tasks.
 
+    With NOTIFY (RFC 5465, :meth:`notify`), the server also reports new and expunged messages of the
+    other watched mailboxes on this one connection (``* STATUS`` responses, counted in
+    :attr:`~.wire.MailboxEvents.notified`), so one IDLE covers every mailbox.
+
     Args:
         settings: server, TLS mode, credentials and ``timeout_s`` (seconds).
-        mailbox: the readable name of the mailbox to watch.
+        mailbox: the readable name of the mailbox to select and watch.
+        notify_mailboxes: the other mailboxes to watch with NOTIFY where the server offers it:
+            readable names, None for every mailbox of the user (``personal``), or empty for none.
 
     Raises:
-        ValueError: the mailbox name cannot be sent (CR, LF, NUL, lone surrogate).
+        ValueError: a mailbox name cannot be sent (CR, LF, NUL, lone surrogate).
 
     Attributes:
         connection: the connection this session holds.
         mailbox: the watched mailbox's readable name.
+        notifying: whether NOTIFY is in effect (set by :meth:`notify`).
     """
 
-    def __init__(self, settings: ServerSettings, mailbox: str = "INBOX") -> None:
+    def __init__(
+        self, settings: ServerSettings, mailbox: str = "INBOX", notify_mailboxes: Sequence[str] | None = ()
+    ) -> None:
         wire.mailbox_argument(mailbox)
+        for name in notify_mailboxes or ():
+            wire.mailbox_argument(name)
         self.connection = IMAPConnection(settings)
         self.mailbox = mailbox
+        self.notify_mailboxes = None if notify_mailboxes is None else tuple(notify_mailboxes)
+        self.notifying = False
         self._idle: IdleRound | None = None
 
     @property
@@ -88,6 +102,26 @@ class IMAPIdleSession:
             ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
         """
         return await self.connection.select(self.mailbox)
+
+    async def notify(self) -> bool:
+        """Ask for news of every watched mailbox with NOTIFY, where the server offers it.
+
+        Call after :meth:`select_mailbox`, before IDLE. Returns True when NOTIFY is in effect (then
+        ``* STATUS`` pushes count as changes); False when the server lacks NOTIFY or nothing but the
+        selected mailbox is to be watched (then only the selected mailbox is watched, as before).
+
+        Standard: RFC 5465 section 3 and 5.2.
+
+        Raises:
+            ProtocolError: NOTIFY refused or a broken response.
+            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
+        """
+        names = self.notify_mailboxes
+        if "NOTIFY" not in self.capabilities or names == ():
+            return False
+        await status.notify_set(self.connection, names)
+        self.notifying = True
+        return True
 
     def _fail(
         self, cls: type[ConnectError | NetworkTimeout | ProtocolError], reason: str, message: str

@@ -9,6 +9,7 @@ May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -138,3 +139,158 @@ def choose_mailboxes(listed: Sequence[ListedMailbox], exclude: Iterable[str] = (
         chosen.remove("INBOX")
         chosen.insert(0, "INBOX")
     return chosen
+
+
+# --------------------------------------------------------------------------------------------------
+# STATUS responses (RFC 9051 section 7.3.2), also returned by LIST-STATUS (RFC 5819) and NOTIFY
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    """What a STATUS response said about one mailbox.
+
+    Attributes:
+        name: the readable mailbox name (modified UTF-7 decoded; ``INBOX`` upper-cased).
+        messages: MESSAGES, the number of messages, or None when not sent.
+        uidnext: UIDNEXT, or None when not sent.
+        uidvalidity: UIDVALIDITY, or None when not sent (a NOTIFY event may leave it out).
+        highest_modseq: HIGHESTMODSEQ (RFC 7162 section 3.1.6), or None when not sent (no CONDSTORE,
+            or a mailbox that does not keep mod-sequences).
+    """
+
+    name: str
+    messages: int | None = None
+    uidnext: int | None = None
+    uidvalidity: int | None = None
+    highest_modseq: int | None = None
+
+
+#: Largest mod-sequence value (RFC 7162 section 7, ``mod-sequence-value``: 63-bit unsigned).
+MAX_MODSEQ = 2**63 - 1
+
+
+def _status_fields(tokens: list[imap_lex.Token]) -> tuple[bytes, dict[str, int]]:
+    """Split ``mailbox (item value ...)`` into the wire name and item (upper-cased) to number."""
+    if len(tokens) != 2 or not isinstance(tokens[1], list) or len(tokens[1]) % 2:
+        raise imap_lex.LexError("expected mailbox (item value ...)")
+    raw_name = tokens[0]
+    if isinstance(raw_name, str):
+        wire_name = raw_name.encode("utf-8")
+    elif isinstance(raw_name, bytes | bytearray):
+        wire_name = bytes(raw_name)
+    else:
+        raise imap_lex.LexError("mailbox name is neither atom nor string")
+    values: dict[str, int] = {}
+    items = tokens[1]
+    for item, value in zip(items[::2], items[1::2], strict=True):
+        if not isinstance(item, str):
+            raise imap_lex.LexError("status item is not an atom")
+        key = item.upper()
+        limit = MAX_MODSEQ if key == "HIGHESTMODSEQ" else imap_lex.MAX_NUMBER
+        values[key] = imap_lex.parse_number(value, key, limit)
+    return wire_name, values
+
+
+def parse_status(lines: Sequence[imap_lex.Part], *, utf8: bool = False) -> dict[str, MailboxStatus]:
+    """Parse the ``STATUS`` lines among untagged lines; other lines are ignored.
+
+    Args:
+        lines: aioimaplib's parts (``STATUS`` keyword present, ``* `` optional), e.g. the untagged
+            lines of ``LIST ... RETURN (STATUS (...))`` or of pipelined STATUS commands.
+        utf8: names are UTF-8 rather than modified UTF-7 (see :func:`parse_list`).
+
+    Returns:
+        Readable mailbox name to its status; a mailbox reported twice keeps the last report.
+
+    Standard: RFC 9051 section 7.3.2 (``mailbox-data`` STATUS); RFC 5819 section 2 (LIST-STATUS);
+    RFC 7162 section 3.1.6 (HIGHESTMODSEQ).
+
+    Raises:
+        ProtocolError: a STATUS line breaks the grammar (a number out of range, an odd item list,
+            a name that is not valid modified UTF-7).
+    """
+    standard = "RFC 9051 section 7.3.2"
+    found: dict[str, MailboxStatus] = {}
+    for logical in imap_lex.group_lines(lines):
+        head = imap_lex.strip_untagged(logical[0])
+        if head[:7].upper() != b"STATUS ":
+            continue
+        try:
+            wire_name, values = _status_fields(imap_lex.lex([head[7:], *logical[1:]]))
+        except imap_lex.LexError as exc:
+            raise ProtocolError(str(exc), line=imap_lex.excerpt(head), standard=standard) from None
+        if utf8:
+            try:
+                name = wire_name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError(
+                    "mailbox name is not UTF-8", line=imap_lex.excerpt(wire_name), standard=standard
+                ) from None
+        else:
+            name = decode_mailbox_name(wire_name)
+        if name.upper() == "INBOX":
+            name = "INBOX"
+        found[name] = MailboxStatus(
+            name,
+            values.get("MESSAGES"),
+            values.get("UIDNEXT"),
+            values.get("UIDVALIDITY"),
+            values.get("HIGHESTMODSEQ"),
+        )
+    return found
+
+
+def unchanged(before: MailboxStatus, now: MailboxStatus) -> bool:
+    """Whether a mailbox holds exactly the messages it held when ``before`` was taken.
+
+    True when UIDVALIDITY, UIDNEXT and MESSAGES are all known and equal, and HIGHESTMODSEQ is equal
+    or absent from both. Why that suffices for the set of UIDs: UIDNEXT changes whenever a message
+    is added, even one expunged again (RFC 9051 section 2.3.1.1), so with UIDNEXT equal no message
+    was added; then an expunge would lower MESSAGES. HIGHESTMODSEQ (RFC 7162 section 3.1.1: every
+    change of a message's metadata or an expunge raises it) adds flag changes and catches servers
+    that renumber messages without changing the rest; a status with it and one without (the
+    server's capabilities changed) do not compare as equal.
+
+    Standard: RFC 9051 section 2.3.1.1 (UIDNEXT, UIDVALIDITY), 7.3.2; RFC 7162 section 3.1.1.
+    """
+    known = (before.uidvalidity, before.uidnext, before.messages)
+    if None in known or known != (now.uidvalidity, now.uidnext, now.messages):
+        return False
+    return before.highest_modseq == now.highest_modseq
+
+
+#: ``VANISHED (EARLIER) uid-set`` (RFC 7162 section 3.2.10), after aioimaplib stripped ``* ``.
+_VANISHED = re.compile(rb"(?:\* )?VANISHED \(EARLIER\) ([0-9:,]+)\s*\Z", re.IGNORECASE)
+_UID_RANGE = re.compile(rb"([0-9]{1,10})(?::([0-9]{1,10}))?\Z")
+
+
+def parse_vanished(lines: Sequence[imap_lex.Part]) -> list[tuple[int, int]]:
+    """The UID ranges of the ``VANISHED (EARLIER)`` lines among ``lines`` (a QRESYNC SELECT reply).
+
+    Ranges are returned, never expanded (``1:4294967295`` is one pair), each as (low, high).
+
+    Standard: RFC 7162 section 3.2.10 (VANISHED response), 3.2.5.2 (SELECT with QRESYNC).
+
+    Raises:
+        ProtocolError: a VANISHED line with a broken UID set.
+    """
+    ranges: list[tuple[int, int]] = []
+    for part in lines:
+        if isinstance(part, bytearray):
+            continue
+        found = _VANISHED.match(bytes(part))
+        if found is None:
+            continue
+        for item in found.group(1).split(b","):
+            pair = _UID_RANGE.match(item)
+            if pair is None:
+                raise ProtocolError(
+                    "VANISHED with a broken UID set",
+                    line=imap_lex.excerpt(part),
+                    standard="RFC 7162 section 3.2.10",
+                )
+            low = int(pair.group(1))
+            high = int(pair.group(2)) if pair.group(2) else low
+            ranges.append((min(low, high), max(low, high)))
+    return ranges

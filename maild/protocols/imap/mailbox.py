@@ -37,7 +37,7 @@ from maild.model import (
 )
 from maild.protocols.base import Maildrop
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import scan, wire
+from maild.protocols.imap import scan, status, wire
 from maild.protocols.imap.connection import IMAPConnection, SelectRefused
 from maild.protocols.imap.deletion import delete_messages
 from maild.protocols.imap.stream import DEFAULT_WINDOW_OCTETS, retrieve_segment, stream_segments
@@ -46,6 +46,19 @@ _log = structlog.get_logger(__name__)
 
 #: APPEND refusals that concern the session rather than the message (RFC 5530): raised, not returned.
 APPEND_SESSION_CODES = frozenset({"UNAVAILABLE", "INUSE", "SERVERBUG"})
+
+
+@dataclass(frozen=True, slots=True)
+class SyncHint:
+    """What the archive knows about one mailbox as of its last complete listing.
+
+    Attributes:
+        status: the mailbox's status when it was last listed in full (taken before that listing).
+        uids: the UIDs it held then under ``status.uidvalidity``, every one of them archived.
+    """
+
+    status: imap_list.MailboxStatus
+    uids: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +131,14 @@ class IMAPMailbox(Maildrop):
         covered, in inventory order."""
         self.mailbox_failures: dict[str, str] = {}
         """Readable mailbox name to why the last :meth:`inventory` could not select it."""
+        self.sync_hints: dict[str, SyncHint] = {}
+        """Set by the caller before :meth:`inventory`: readable mailbox name to what the archive knows
+        of it (see :mod:`maild.fetch.folders`); a mailbox whose status still matches is not selected."""
+        self.statuses: dict[str, imap_list.MailboxStatus] = {}
+        """Readable mailbox name to its status as the last :meth:`inventory` found it, taken before
+        its listing (so that a message arriving meanwhile makes the next status differ)."""
+        self.unchanged: frozenset[str] = frozenset()
+        """Mailboxes the last :meth:`inventory` left unselected: their status matched their hint."""
         self._sizes: dict[IMAPKey, int] = {}
         """RFC822.SIZE of keys that :meth:`sizes` asked for in this session (fixed per UID)."""
 
@@ -190,19 +211,28 @@ class IMAPMailbox(Maildrop):
         return self._listed is not None and key.mailbox not in self._listed
 
     async def inventory(self) -> list[InventoryEntry]:
-        """Return one entry per message of each covered mailbox: SELECT, then UID SEARCH ALL.
+        """Return one entry per message of each covered mailbox, in as few round trips as possible.
 
-        The mailboxes are the configured ones, or with ``list_all`` those :meth:`list_mailboxes`
-        reports less those :func:`~maild.protocols.imap.listing.choose_mailboxes` leaves out. Entries
-        come mailbox by mailbox in that order, UIDs in server order; sizes are None (:meth:`retrieve`
-        asks for them). An empty mailbox (EXISTS 0) costs no SEARCH. What SELECT reported is kept in
-        :attr:`mailbox_states`.
+        The mailboxes are the configured ones, or with ``list_all`` those the server lists less those
+        :func:`~maild.protocols.imap.listing.choose_mailboxes` leaves out. First the state of each
+        mailbox with a :attr:`sync_hints` entry is asked for all at once (:mod:`.status`: one ``LIST
+        ... RETURN (STATUS ...)`` with LIST-STATUS, which also is the listing for ``list_all``; else
+        pipelined STATUS). A mailbox whose status is :func:`~.listing.unchanged` since its hint is not
+        selected: its entries are the hint's UIDs (it is in :attr:`unchanged`). Every other mailbox
+        costs one round trip: SELECT and ``UID SEARCH ALL`` sent together. Entries come mailbox by
+        mailbox in that order, UIDs in server order; sizes are None (:meth:`retrieve` asks for them).
+        Where the session enabled QRESYNC (RFC 7162), a changed mailbox with a hint is selected with
+        ``(QRESYNC (...))``: the server names the UIDs expunged since (``VANISHED``) instead of maild
+        listing them all.
+        What SELECT reported (or, for an unchanged mailbox, its status) is kept in
+        :attr:`mailbox_states`, each status in :attr:`statuses`.
 
         A mailbox the server refuses to select (NO, e.g. ``[NONEXISTENT]`` or no permission) is
         skipped and recorded in :attr:`mailbox_failures`, so that one missing mailbox does not stop
         the others; :meth:`covers` is False for its keys, so nothing of it is recorded as gone.
 
-        Standard: RFC 9051 section 6.3.2 (SELECT), 6.4.4 and 6.4.9 (UID SEARCH).
+        Standard: RFC 9051 section 6.3.2 (SELECT), 6.3.11 (STATUS), 6.4.4 and 6.4.9 (UID SEARCH);
+        RFC 5819 (LIST-STATUS); RFC 7162 section 3.1.6 (HIGHESTMODSEQ).
 
         Cancelled at any await: the session is discarded; nothing has changed on the server.
 
@@ -214,18 +244,43 @@ class IMAPMailbox(Maildrop):
         self.connection.client  # noqa: B018 -- raises TransientError before any state below is reset
         mailboxes: Sequence[str] = self._mailboxes
         self.mailbox_states, self.mailbox_failures, self._listed = {}, {}, None
+        self.statuses, self.unchanged = {}, frozenset()
+        hints = self.sync_hints
+        found: dict[str, imap_list.MailboxStatus] = {}
+        with_status = "LIST-STATUS" in self.capabilities and (self._list_all or bool(hints))
         if self._list_all:
-            listed = await self.list_mailboxes()
+            if with_status:
+                listed, found = await status.list_with_status(self.connection, None)
+            else:
+                listed = await self.list_mailboxes()
             self._listed = frozenset(m.name for m in listed)
             mailboxes = imap_list.choose_mailboxes(listed, self._exclude)
             if not mailboxes:
                 raise self.connection.error(
                     ProtocolError, "LIST shows no mailbox to fetch", standard="RFC 9051 section 6.3.9"
                 )
+        elif with_status:
+            _listed, found = await status.list_with_status(self.connection, mailboxes)
+        if hints and not with_status:
+            found = await status.status_many(self.connection, [m for m in mailboxes if m in hints])
         refused: SelectRefused | None = None
+        unchanged: set[str] = set()
         for mailbox in mailboxes:
+            now, hint = found.get(mailbox), hints.get(mailbox)
+            if now is not None and hint is not None and imap_list.unchanged(hint.status, now):
+                assert now.uidvalidity is not None  # by unchanged()
+                assert now.messages is not None
+                unchanged.add(mailbox)
+                self.statuses[mailbox] = now
+                self.mailbox_states[mailbox] = wire.SelectInfo(
+                    now.messages, now.uidvalidity, now.uidnext, highest_modseq=now.highest_modseq
+                )
+                entries.extend(
+                    InventoryEntry(IMAPKey(mailbox, now.uidvalidity, uid)) for uid in sorted(hint.uids)
+                )
+                continue
             try:
-                info = await self.connection.select(mailbox)
+                info, uids = await self._list_mailbox(mailbox, hint, now)
             except SelectRefused as exc:
                 refused = refused or exc
                 self.mailbox_failures[mailbox] = str(exc)
@@ -234,13 +289,45 @@ class IMAPMailbox(Maildrop):
                 )
                 continue
             self.mailbox_states[mailbox] = info
-            if info.exists == 0:
-                continue
-            uids = await scan.uid_search(self.connection, mailbox, "ALL")
+            if now is None or now.uidvalidity != info.uidvalidity:
+                now = imap_list.MailboxStatus(
+                    mailbox, info.exists, info.uidnext, info.uidvalidity, info.highest_modseq
+                )
+            self.statuses[mailbox] = now
             entries.extend(InventoryEntry(IMAPKey(mailbox, info.uidvalidity, uid)) for uid in uids)
+        self.unchanged = frozenset(unchanged)
         if refused is not None and not self.mailbox_states:
             raise refused
+        _log.debug(
+            "imap.inventory",
+            mailboxes=len(self.mailbox_states),
+            unchanged=len(unchanged),
+            messages=len(entries),
+        )
         return entries
+
+    async def _list_mailbox(
+        self, mailbox: str, hint: SyncHint | None, now: imap_list.MailboxStatus | None
+    ) -> tuple[wire.SelectInfo, list[int]]:
+        """SELECT ``mailbox`` and learn its UIDs in one round trip: with QRESYNC enabled and a hint
+        under the same UIDVALIDITY, only the changes since the hint (:func:`.status.select_changes`;
+        one more round trip, ``UID SEARCH ALL``, when its answer does not add up); else every UID
+        (:func:`.status.select_and_search`)."""
+        connection = self.connection
+        if connection.preselected == mailbox:  # its SELECT went out with the sign-in: take that
+            info = await connection.select(mailbox)
+            return info, await scan.uid_search(connection, mailbox, "ALL")
+        if (
+            hint is not None
+            and "QRESYNC" in connection.enabled
+            and hint.status.highest_modseq is not None
+            and (now is None or now.uidvalidity == hint.status.uidvalidity)
+        ):
+            info, uids = await status.select_changes(connection, mailbox, hint.status, hint.uids)
+            if uids is None:
+                uids = await scan.uid_search(connection, mailbox, "ALL")
+            return info, uids
+        return await status.select_and_search(connection, mailbox)
 
     async def retrieve(
         self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None

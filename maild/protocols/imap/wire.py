@@ -361,6 +361,8 @@ class MailboxEvents:
         bye: the text of a ``* BYE``: the server is closing the connection (RFC 9051 section
             7.1.5), or None.
         other: other untagged lines (``* OK Still here``, ``* n FETCH (FLAGS ...)``, ...).
+        notified: ``* STATUS`` responses: with NOTIFY (RFC 5465 section 5.2), news of messages
+            added to or expunged from a mailbox that is not selected.
     """
 
     exists: int | None = None
@@ -368,11 +370,13 @@ class MailboxEvents:
     expunged: int = 0
     bye: str | None = None
     other: int = 0
+    notified: int = 0
 
     @property
     def changed(self) -> bool:
-        """True when the mailbox gained or lost messages: worth a fetch cycle."""
-        return self.exists is not None or bool(self.recent) or self.expunged > 0
+        """True when the mailbox (or, with NOTIFY, another watched one) gained or lost messages:
+        worth a fetch cycle."""
+        return self.exists is not None or bool(self.recent) or self.expunged > 0 or self.notified > 0
 
     def merge(self, later: MailboxEvents) -> MailboxEvents:
         """Combine with events that arrived after these."""
@@ -382,6 +386,7 @@ class MailboxEvents:
             self.expunged + later.expunged,
             later.bye if later.bye is not None else self.bye,
             self.other + later.other,
+            self.notified + later.notified,
         )
 
 
@@ -392,13 +397,14 @@ def parse_mailbox_events(lines: Sequence[Part]) -> MailboxEvents:
     does not understand is counted in ``other``.
 
     Standard: RFC 2177 (IDLE); RFC 9051 sections 7.1.5 (BYE), 7.4.1 (EXPUNGE), 7.3.3 (EXISTS);
-    RFC 3501 section 7.3.2 (RECENT).
+    RFC 3501 section 7.3.2 (RECENT); RFC 5465 section 5.2 (STATUS for a mailbox not selected).
     """
     exists: int | None = None
     recent: int | None = None
     expunged = 0
     bye: str | None = None
     other = 0
+    notified = 0
     for part in lines:
         if isinstance(part, bytearray):
             continue
@@ -415,9 +421,11 @@ def parse_mailbox_events(lines: Sequence[Part]) -> MailboxEvents:
                 expunged += 1
         elif data[:4].upper() == b"BYE " or data.upper() == b"BYE":
             bye = data[4:].decode("utf-8", "replace")[:EXCERPT_CHARS] or "BYE"
+        elif data[:7].upper() == b"STATUS ":
+            notified += 1
         elif data:
             other += 1
-    return MailboxEvents(exists, recent, expunged, bye, other)
+    return MailboxEvents(exists, recent, expunged, bye, other, notified)
 
 
 # --------------------------------------------------------------------------------------------------
