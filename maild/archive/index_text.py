@@ -1,6 +1,6 @@
 """What the full-text index holds for one message: header text, body text and attachment file names.
 
-Runs on the fetch path (in :func:`maild.archive.store._prepare`'s worker thread), so it is one cheap
+Runs on the fetch path (in :func:`maild.archive.batches._prepare`'s worker thread), so it is one cheap
 pass: :func:`maild.archive.mime.walk` finds the parts without parsing bodies, then only the text parts
 shown inline are decoded (no more than the text still wanted, HTML up to :data:`MAX_TEXT_PART_OCTETS`),
 HTML is reduced to text with regular expressions, and the whole body text is cut at

@@ -33,7 +33,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from maild.archive import store as store_module
+from maild.archive import batches as store_module
 from maild.archive.index_text import IndexText, index_text
 from maild.archive.reader import ArchiveReader, MessageFilter
 from maild.archive.store import Store

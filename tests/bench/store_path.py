@@ -40,7 +40,7 @@ def _cpu_s() -> float:
 async def _one(
     count: int, batch_mib: int, index: bool, pragmas: list[str], directory: Path
 ) -> dict[str, float]:
-    from maild.archive import store as store_module
+    from maild.archive import batches as store_module
     from maild.archive.index_text import IndexText
     from maild.archive.store import Store
     from maild.model import POP3Key, RetrievedMessage

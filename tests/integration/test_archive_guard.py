@@ -123,7 +123,7 @@ async def test_changed_schema_marker_fails_the_guard(tmp_path: Path) -> None:
 def test_read_only_file_system_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite's "disk I/O error" on a file system mounted read-only is reported as such (the file
     system's flags stand in for a read-only mount, which the test cannot make)."""
-    from maild.archive import store as store_module
+    from maild.archive import archive_file as store_module
 
     class ReadOnly:
         f_flag = os.ST_RDONLY

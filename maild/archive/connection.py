@@ -1,0 +1,293 @@
+"""The archive's connection: open, schema migration, transactions and the archive guard.
+
+:class:`ArchiveConnection` holds the daemon's one ``aiosqlite`` connection. Opening creates the file
+privately (:mod:`maild.archive.archive_file`), sets WAL with ``synchronous=FULL`` (every commit is
+fsync'ed before it returns) and runs the migrations of :mod:`maild.archive.schema` up to
+``SCHEMA_VERSION`` (``PRAGMA user_version``), each in one transaction. Every write goes through
+:meth:`ArchiveConnection._atomic`: one ``BEGIN IMMEDIATE`` ... ``COMMIT``, shielded from
+cancellation. :meth:`ArchiveConnection.verify_identity` is the archive guard checked before every
+deletion on a server. The record classes composed into :class:`maild.archive.store.Store` build on
+this class. No RFC applies here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import aiosqlite
+import structlog
+
+from maild.archive import fts
+from maild.archive.archive_file import (
+    _close_guard,
+    _create_private,
+    _open_guard,
+    _sqlite_problem,
+    set_archive_mode,
+)
+from maild.archive.counters import ArchiveCounters
+from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
+from maild.errors import StoreError
+from maild.model import Location, MessageKey
+
+T = TypeVar("T")
+_log = structlog.get_logger("maild.archive")
+
+
+class ArchiveReplaced(StoreError):
+    """The open archive is no longer the file at its path (deleted, renamed, replaced), or its
+    schema marker changed: nothing may be deleted on any server until maild is restarted."""
+
+
+_MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {
+    9: fts.migrate_to_contentless,
+}
+"""Python steps of schema versions, run after the version's SQL in its transaction."""
+
+
+class ArchiveConnection:
+    """The archive's connection and its transactions; base of :class:`maild.archive.store.Store`.
+
+    All methods raise :class:`StoreError` when SQLite fails. Each write is one transaction: if
+    cancelled before its commit returns, nothing of it is stored. The state of the record classes
+    (the locations cache, the counters) is set here, once.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, guard_fd: int | None = None) -> None:
+        self._conn = conn
+        self.path = path
+        self._guard_fd = guard_fd
+        """A descriptor of the file opened, kept to tell whether it is still the one at :attr:`path`."""
+        self.replaced: str | None = None
+        """Why the archive guard failed (sticky until restart), or None; see :meth:`verify_identity`."""
+        self._write_lock = asyncio.Lock()
+        self._closed = False
+        self._generation = 0
+        """Bumped when any transaction of this connection begins and ends (see :meth:`locations`)."""
+        self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
+        self._index_rebuilt = False
+        """True when opening migrated the archive through a version that rebuilt the full-text index."""
+        self.counters: ArchiveCounters | None = None
+        """Figures kept current by each committed batch once :meth:`keep_counters`
+        made them (the daemon); None otherwise."""
+
+    @classmethod
+    async def open(cls, path: Path) -> Self:
+        """Open (creating if needed) the archive at ``path`` and migrate it to :data:`SCHEMA_VERSION`.
+
+        Raises:
+            StoreError: the file cannot be opened, is not a maild archive, or is newer than this maild.
+        """
+        try:
+            _create_private(path)
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            set_archive_mode(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open archive {path}: {exc}") from None
+        store = cls(conn, path)
+        try:
+            await store._setup()
+            store._guard_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            await conn.close()
+            raise StoreError(f"cannot open archive {path}: {exc}") from None
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write transaction of this connection is running or waiting (a read now would
+        wait behind it, up to the busy timeout when another process holds the lock)."""
+        return self._write_lock.locked()
+
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever a write transaction of this connection begins or ends."""
+        return self._generation
+
+    async def verify_identity(self) -> None:
+        """Check that the open archive is still the file at :attr:`path` with this maild's schema.
+
+        Run at the start of every fetch cycle and immediately before every server-side deletion:
+        a message committed into a file that was deleted or replaced meanwhile is not durable at
+        all. Checked: the device and inode at :attr:`path` equal those of the file opened, its link
+        count is above zero, and ``PRAGMA user_version`` (the schema marker) is
+        :data:`~maild.archive.schema.SCHEMA_VERSION`. A mismatch is sticky: every later call raises
+        at once, for every account, until maild is restarted; it is logged once at error level.
+
+        Raises:
+            ArchiveReplaced: the check failed now or earlier (the text says what was found).
+        """
+        if self.replaced is not None:
+            raise ArchiveReplaced(self.replaced)
+        problem = await self._identity_problem()
+        if problem is None:
+            return
+        self.replaced = (
+            f"archive {self.path} {problem}; deletions on every server stopped until maild is restarted"
+        )
+        _log.error("archive.replaced", path=str(self.path), problem=problem)
+        raise ArchiveReplaced(self.replaced)
+
+    async def _identity_problem(self) -> str | None:
+        fd = self._guard_fd
+        if fd is None:
+            return None
+        try:
+            opened = os.fstat(fd)
+        except OSError as exc:
+            return f"cannot be checked: {exc.strerror}"
+        if opened.st_nlink < 1:
+            return "was deleted under the running daemon"
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return "was renamed or deleted under the running daemon"
+        except OSError as exc:
+            return f"cannot be checked: {exc.strerror}"
+        if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            return "was replaced by another file under the running daemon"
+        try:
+            version = await self._scalar("PRAGMA user_version")
+        except sqlite3.Error as exc:
+            return f"cannot be read: {exc}"
+        if version != SCHEMA_VERSION:
+            return f"has schema marker {version}, not {SCHEMA_VERSION}"
+        return None
+
+    async def _setup(self) -> None:
+        try:
+            version = await self._scalar("PRAGMA user_version")
+            if version == 0:
+                await self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            mode = await self._scalar("PRAGMA journal_mode = WAL")
+            if str(mode).lower() != "wal":
+                raise StoreError(f"archive {self.path}: cannot enable WAL journal mode (got {mode})")
+            await self._conn.execute("PRAGMA synchronous = FULL")
+            await self._conn.execute("PRAGMA foreign_keys = ON")
+            await self._conn.execute("PRAGMA busy_timeout = 10000")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"archive {self.path} has schema version {version}, newer than this maild "
+                    f"({SCHEMA_VERSION}); upgrade maild"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(_MIGRATIONS[target]):
+                        await self._conn.execute(statement)
+                    if target in _MIGRATION_STEPS:
+                        await _MIGRATION_STEPS[target](self._conn)
+                        self._index_rebuilt |= _MIGRATION_STEPS[target] is fts.migrate_to_contentless
+                    await self._conn.execute(f"PRAGMA user_version = {target}")
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
+
+    async def close(self) -> None:
+        """Checkpoint the WAL, then close the connection, keeping the ``-wal`` and ``-shm`` files. Idempotent.
+
+        SQLite deletes the side files when its last connection closes, and a reader without write
+        access to the directory cannot open a WAL database without them. So the WAL is checkpointed
+        to empty (``TRUNCATE``: every commit is then in the main file), a read-only guard connection
+        starts a read, the writer closes (it cannot take the exclusive lock it needs to delete
+        them) and the guard closes (read-only, it never deletes). A failure here leaves the archive
+        intact: at worst the side files are deleted as before, or the WAL is not yet checkpointed.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        fd, self._guard_fd = self._guard_fd, None
+        if fd is not None:
+            os.close(fd)
+        guard: sqlite3.Connection | None = None
+        try:
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            guard = await asyncio.to_thread(_open_guard, self.path)
+        except sqlite3.Error:
+            pass
+        try:
+            await self._conn.close()
+        finally:
+            if guard is not None:
+                await asyncio.to_thread(_close_guard, guard)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
+        try:
+            async with self._conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
+
+    async def _write(
+        self, statements: Iterable[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]]
+    ) -> None:
+        """Run statements in one IMMEDIATE transaction; ``many`` selects executemany."""
+        todo = list(statements)
+
+        async def work() -> None:
+            for sql, params, many in todo:
+                if many:
+                    await self._conn.executemany(sql, params)
+                else:
+                    await self._conn.execute(sql, params)
+
+        await self._atomic(work, "writing")
+
+    async def _atomic(self, work: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run ``work`` inside one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, atomically.
+
+        The transaction runs in a task of its own, shielded from cancellation: if the caller is
+        cancelled, the transaction still ends (committed, or rolled back on error) before the
+        cancellation propagates, so the connection never stays inside a half-done transaction.
+
+        Raises:
+            StoreError: SQLite failed; the transaction was rolled back.
+        """
+        task = asyncio.ensure_future(self._transaction(work, what))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it; the cancellation wins
+            raise
+
+    async def _transaction(self, work: Callable[[], Awaitable[T]], what: str) -> T:
+        async with self._write_lock:
+            self._generation += 1
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await work()
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        await self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"archive {self.path}: {what}: {_sqlite_problem(exc, self.path)}") from None
+            finally:
+                self._generation += 1
+        return result

@@ -1,0 +1,148 @@
+"""Where each archived message is on the servers: location rows, presence, and the check before deleting.
+
+A location links one server identity of an account (POP3 UIDL, RFC 1939 section 7; IMAP mailbox,
+UIDVALIDITY and UID, RFC 9051 section 2.3.1.1) to an archived message, with when it was first
+fetched, seen gone and deleted by maild. :meth:`LocationRecords.archived` is the check made
+immediately before any server-side deletion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from maild.archive.connection import ArchiveConnection
+from maild.archive.schema import QUERY_CHUNK, parse_utc, utc_text
+from maild.model import IMAPKey, Location, MessageKey, POP3Key
+
+
+class LocationRecords(ArchiveConnection):
+    """Location rows of each account; part of :class:`maild.archive.store.Store`."""
+
+    async def locations(self, account: str) -> dict[MessageKey, Location]:
+        """Return every server identity recorded for ``account``: POP3Key or IMAPKey to its Location.
+
+        The result is cached per account and reused (as a fresh dict) while nothing changed: no
+        transaction of this connection began or ended since (:attr:`_generation`) and no other
+        connection committed (SQLite's ``PRAGMA data_version``). A no-op cycle so costs one PRAGMA
+        instead of reading and parsing every row.
+        """
+        generation = self._generation
+        version = (generation, int(await self._scalar("PRAGMA data_version")))
+        cached = self._locations_cache.get(account)
+        if cached is not None and cached[0] == version and self._generation == generation:
+            return dict(cached[1])
+        out = await self._read_locations(account)
+        if self._generation == generation:  # no transaction began or ended meanwhile
+            self._locations_cache[account] = (version, out)
+            return dict(out)
+        self._locations_cache.pop(account, None)
+        return out
+
+    async def _read_locations(self, account: str) -> dict[MessageKey, Location]:
+        rows = await self._all(
+            "SELECT uidl, mailbox, uidvalidity, uid, message, first_fetched_at, gone_at, deleted_at"
+            " FROM locations WHERE account = ?",
+            (account,),
+        )
+        out: dict[MessageKey, Location] = {}
+        # A batch's rows share one timestamp: parse each distinct text once (a no-op cycle reads every row).
+        moments: dict[str, datetime] = {}
+
+        def moment(text: str) -> datetime:
+            parsed = moments.get(text)
+            if parsed is None:
+                parsed = moments[text] = parse_utc(text)
+            return parsed
+
+        for uidl, mailbox, uidvalidity, uid, message, first, gone, deleted in rows:
+            key: MessageKey = POP3Key(uidl) if uidl is not None else IMAPKey(mailbox, uidvalidity, uid)
+            out[key] = Location(
+                message=message,
+                first_fetched_at=moment(first),
+                gone_at=moment(gone) if gone else None,
+                deleted_at=moment(deleted) if deleted else None,
+            )
+        return out
+
+    async def update_presence(
+        self, account: str, gone: Sequence[MessageKey], back: Sequence[MessageKey], now: datetime
+    ) -> None:
+        """Record that ``gone`` keys are no longer on the server and ``back`` keys are there again."""
+        if not gone and not back:
+            return
+        stamp = utc_text(now)
+        await self._write(
+            [
+                *(_key_update(account, "gone_at = ?", (stamp,), gone)),
+                *(_key_update(account, "gone_at = NULL", (), back)),
+            ]
+        )
+
+    async def mark_deleted(self, account: str, keys: Sequence[MessageKey], now: datetime) -> None:
+        """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT)."""
+        stamp = utc_text(now)
+        await self._write(
+            _key_update(account, "deleted_at = ?, gone_at = coalesce(gone_at, ?)", (stamp, stamp), keys)
+        )
+
+    async def archived(
+        self, account: str, keys: Sequence[MessageKey], *, require_delivery: bool = False
+    ) -> set[MessageKey]:
+        """Return the subset of ``keys`` whose message is in the archive for ``account`` right now.
+
+        Checked immediately before any server-side deletion: a key qualifies only if its location row
+        exists and the linked message row holds raw octets of the recorded size, and, with
+        ``require_delivery`` (the account has ``deliver_maildir``), a delivery row records that the
+        message's Maildir file is durable too.
+        """
+        found: set[MessageKey] = set()
+        delivered = (
+            " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.account = l.account AND d.message = l.message)"
+            if require_delivery
+            else ""
+        )
+        pop = [k for k in keys if isinstance(k, POP3Key)]
+        for i in range(0, len(pop), QUERY_CHUNK):
+            chunk = pop[i : i + QUERY_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                "SELECT l.uidl FROM locations l JOIN messages m ON m.id = l.message"  # noqa: S608
+                f" WHERE l.account = ? AND l.uidl IN ({marks}) AND length(m.raw) = m.size_octets{delivered}",
+                (account, *(k.uidl for k in chunk)),
+            )
+            found.update(POP3Key(r[0]) for r in rows)
+        imap = [k for k in keys if isinstance(k, IMAPKey)]
+        for k in imap:
+            rows = await self._all(
+                "SELECT 1 FROM locations l JOIN messages m ON m.id = l.message WHERE l.account = ?"  # noqa: S608
+                " AND l.mailbox = ? AND l.uidvalidity = ? AND l.uid = ? AND length(m.raw) = m.size_octets"
+                + delivered,
+                (account, k.mailbox, k.uidvalidity, k.uid),
+            )
+            if rows:
+                found.add(k)
+        return found
+
+
+def _key_update(
+    account: str, assignment: str, values: tuple[Any, ...], keys: Iterable[MessageKey]
+) -> list[tuple[str, list[Sequence[Any]], bool]]:
+    pop: list[Sequence[Any]] = [(*values, account, k.uidl) for k in keys if isinstance(k, POP3Key)]
+    imap: list[Sequence[Any]] = [
+        (*values, account, k.mailbox, k.uidvalidity, k.uid) for k in keys if isinstance(k, IMAPKey)
+    ]
+    out: list[tuple[str, list[Sequence[Any]], bool]] = []
+    if pop:
+        out.append((f"UPDATE locations SET {assignment} WHERE account = ? AND uidl = ?", pop, True))  # noqa: S608
+    if imap:
+        out.append(
+            (
+                f"UPDATE locations SET {assignment} WHERE account = ? AND mailbox = ? AND uidvalidity = ?"  # noqa: S608
+                " AND uid = ?",
+                imap,
+                True,
+            )
+        )
+    return out
