@@ -305,8 +305,6 @@ def _consume_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-#: Most commands :meth:`IMAPClient.pipeline` sends in one write (their untagged responses are held
-#: until the last completion, within :class:`ReadLimits`). 100 STATUS commands answer in ~10 KB.
 async def _pipeline(protocol: Any, commands: list[str]) -> list[Reply]:
     """Send ``commands`` (text without tag or CRLF) in one write; return one :class:`Reply` each."""
     if not 0 < len(commands) <= MAX_PIPELINED_COMMANDS:

@@ -6,7 +6,7 @@ The vocabulary shared by the modules that wrap aioimaplib 2.0.3 (:mod:`~.protoco
 (:class:`Reply`, RFC 9051 section 7 and 7.1), the translation of the library's results and exceptions
 into those values and :class:`LibraryError`, and the quieting of the library's logger.
 
-May import: logging, aioimaplib, :mod:`maild.protocols.imap.lex`.
+May import: importlib.metadata, logging, aioimaplib, :mod:`maild.protocols.imap.lex`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ building that protocol.
 ``tests/faults/test_imap_library.py`` compares the protocol with the stock one on the same byte
 streams split at every boundary, and pins the source of every library method relied on here.
 
-May import: asyncio, contextlib, re, ssl, aioimaplib, :mod:`maild.errors`,
+May import: asyncio, collections, contextlib, re, ssl, aioimaplib, :mod:`maild.errors`,
 :mod:`maild.protocols.imap.compress`, :mod:`maild.protocols.imap.lex`,
 :mod:`maild.protocols.imap.library`.
 """
@@ -140,7 +140,8 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self.queued: collections.deque[Any] = collections.deque()
         """Sync commands sent behind the pending one (pipelined), in sending order."""
         self.follow_ups: list[_FollowUp] = []
-        """Commands waiting to be written right behind the sign-in command (see :meth:`follow_sign_in`)."""
+        """Commands waiting to be written right behind the sign-in command (see
+        :meth:`~.client.IMAPClient.follow_sign_in`)."""
         self._inflater: Inflater | None = None
         self._switch_to_inflate = False
 
@@ -434,6 +435,9 @@ class _LibraryClient(aioimaplib.IMAP4):  # type: ignore[misc]
         )
 
 
+#: Most commands :meth:`~.client.IMAPClient.pipeline` sends in one write (their untagged responses
+#: are held until the last completion, within :class:`~.library.ReadLimits`). 100 STATUS commands
+#: answer in ~10 KB.
 MAX_PIPELINED_COMMANDS = 100
 
 
