@@ -32,10 +32,12 @@ import structlog
 from hypothesis import HealthCheck, settings
 
 from maild.archive.store import Store
+from maild.auth import tokens
 from maild.service.idle import IdleWatcher
 from tests.support import dovecot as dovecot_support
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fuzzing import register_profiles
+from tests.support.oauth_server import OAuthServer
 
 register_profiles(settings, HealthCheck)
 
@@ -204,3 +206,22 @@ async def watchers() -> AsyncIterator[list[IdleWatcher]]:
     yield made
     for watcher in made:
         await watcher.stop()
+
+
+@pytest.fixture
+def fresh_token_sources() -> Iterator[None]:
+    """The test starts like a new process: no OAuth2 access token in memory (and leaves none)."""
+    tokens._SOURCES.clear()
+    yield
+    tokens._SOURCES.clear()
+
+
+@pytest.fixture
+def oauth_server_keeping_refresh_tokens() -> Iterator[OAuthServer]:
+    """A scripted authorization server that keeps refresh tokens when refreshing (like Google);
+    access tokens start with ``SENTINEL-at-`` so a test can look for them anywhere."""
+    s = OAuthServer(token_prefix="SENTINEL-at-", rotate_refresh_tokens=False).start()
+    try:
+        yield s
+    finally:
+        s.close()

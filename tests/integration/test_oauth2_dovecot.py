@@ -34,7 +34,7 @@ from tests.support.daemonproc import maild_cli, maild_command, running_maild, st
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.oauth_server import OAuthServer
 
-pytestmark = pytest.mark.dovecot
+pytestmark = [pytest.mark.dovecot, pytest.mark.usefixtures("fresh_token_sources")]
 
 CLIENT_SECRET = "SENTINEL-client-secret-7f3a"
 
@@ -64,14 +64,6 @@ def oauth_dovecot(oauth_server: OAuthServer) -> Iterator[Dovecot]:
     finally:
         server.stop()
         shutil.rmtree(server.directory, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_token_sources() -> Iterator[None]:
-    """Each test starts like a new process: no access token in memory."""
-    tokens._SOURCES.clear()
-    yield
-    tokens._SOURCES.clear()
 
 
 _DIRECTORIES: list[Path] = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,21 +27,13 @@ from tests.support.oauth_server import OAuthServer
 DAY_S = 86400.0
 
 
+pytestmark = pytest.mark.usefixtures("fresh_token_sources")
+
+
 @pytest.fixture
-def server() -> Iterator[OAuthServer]:
-    """A scripted authorization server that does not rotate refresh tokens (like Google)."""
-    s = OAuthServer(token_prefix="SENTINEL-at-", rotate_refresh_tokens=False).start()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_sources() -> Iterator[None]:
-    tokens._SOURCES.clear()
-    yield
-    tokens._SOURCES.clear()
+def server(oauth_server_keeping_refresh_tokens: OAuthServer) -> OAuthServer:
+    """The authorization server of these tests (keeps refresh tokens, like Google)."""
+    return oauth_server_keeping_refresh_tokens
 
 
 def delegated(server: OAuthServer, tmp_path: Path, age_days: float, lifetime: float | None) -> AccountConfig:

@@ -88,17 +88,7 @@ def parse_list(lines: Sequence[imap_lex.Part], *, utf8: bool = False) -> list[Li
             attributes, delimiter, wire_name = _list_fields(imap_lex.lex([head, *logical[1:]]))
         except imap_lex.LexError as exc:
             raise ProtocolError(str(exc), line=imap_lex.excerpt(head), standard=standard) from None
-        if utf8:
-            try:
-                name = wire_name.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ProtocolError(
-                    "mailbox name is not UTF-8", line=imap_lex.excerpt(wire_name), standard=standard
-                ) from None
-        else:
-            name = decode_mailbox_name(wire_name)
-        if name.upper() == "INBOX":
-            name = "INBOX"
+        name = _mailbox_name(wire_name, utf8, standard)
         found.append(ListedMailbox(name, delimiter, attributes))
     return found
 
@@ -220,17 +210,7 @@ def parse_status(lines: Sequence[imap_lex.Part], *, utf8: bool = False) -> dict[
             wire_name, values = _status_fields(imap_lex.lex([head[7:], *logical[1:]]))
         except imap_lex.LexError as exc:
             raise ProtocolError(str(exc), line=imap_lex.excerpt(head), standard=standard) from None
-        if utf8:
-            try:
-                name = wire_name.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ProtocolError(
-                    "mailbox name is not UTF-8", line=imap_lex.excerpt(wire_name), standard=standard
-                ) from None
-        else:
-            name = decode_mailbox_name(wire_name)
-        if name.upper() == "INBOX":
-            name = "INBOX"
+        name = _mailbox_name(wire_name, utf8, standard)
         found[name] = MailboxStatus(
             name,
             values.get("MESSAGES"),
@@ -294,3 +274,23 @@ def parse_vanished(lines: Sequence[imap_lex.Part]) -> list[tuple[int, int]]:
             high = int(pair.group(2)) if pair.group(2) else low
             ranges.append((min(low, high), max(low, high)))
     return ranges
+
+
+def _mailbox_name(wire_name: bytes, utf8: bool, standard: str) -> str:
+    """The readable name of a mailbox name as sent: UTF-8 after ``ENABLE UTF8=ACCEPT`` (RFC 6855
+    section 3), else modified UTF-7 (RFC 9051 section 5.1.3); ``INBOX`` in any case is ``INBOX``
+    (RFC 9051 section 5.1).
+
+    Raises:
+        ProtocolError: the name is not valid UTF-8 / modified UTF-7 (naming ``standard``).
+    """
+    if utf8:
+        try:
+            name = wire_name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(
+                "mailbox name is not UTF-8", line=imap_lex.excerpt(wire_name), standard=standard
+            ) from None
+    else:
+        name = decode_mailbox_name(wire_name)
+    return "INBOX" if name.upper() == "INBOX" else name

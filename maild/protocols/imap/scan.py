@@ -260,15 +260,8 @@ async def fetch_header_sections(
     Raises:
         As :func:`fetch_sizes`.
     """
-    if not await _select_unchanged(connection, mailbox, uidvalidity):
-        return {}
-    found: dict[int, bytes] = {}
-    for chunk in chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
-        result, _status = await uid_fetch(connection, chunk, HEADER_ITEMS, ("BODY[HEADER]",))
-        for uid, message in result.messages.items():
-            if message.header is not None:
-                found[uid] = message.header
-    return found
+    headers = await _fetch_sections(connection, mailbox, uidvalidity, uids, HEADER_ITEMS, "BODY[HEADER]")
+    return {uid: message.header for uid, message in headers if message.header is not None}
 
 
 async def fetch_header_fields(
@@ -287,12 +280,31 @@ async def fetch_header_fields(
     Raises:
         As :func:`fetch_sizes`.
     """
+    fields = await _fetch_sections(
+        connection, mailbox, uidvalidity, uids, FAILED_HEADER_ITEMS, "BODY[HEADER.FIELDS]"
+    )
+    return {uid: message.header_fields for uid, message in fields if message.header_fields is not None}
+
+
+async def _fetch_sections(
+    connection: IMAPConnection,
+    mailbox: str,
+    uidvalidity: int,
+    uids: Sequence[int],
+    items: str,
+    section: imap_fetch.FetchItem,
+) -> list[tuple[int, imap_fetch.FetchedMessage]]:
+    """The responses to ``UID FETCH uids items`` requiring ``section``, in batches of
+    :data:`MAX_MESSAGES_PER_FETCH`, after a SELECT unless ``mailbox`` is selected already; nothing
+    when the mailbox's UIDVALIDITY is no longer ``uidvalidity``.
+
+    Raises:
+        As :func:`fetch_sizes`.
+    """
     if not await _select_unchanged(connection, mailbox, uidvalidity):
-        return {}
-    found: dict[int, bytes] = {}
+        return []
+    found: list[tuple[int, imap_fetch.FetchedMessage]] = []
     for chunk in chunks(sorted(set(uids)), MAX_MESSAGES_PER_FETCH):
-        result, _status = await uid_fetch(connection, chunk, FAILED_HEADER_ITEMS, ("BODY[HEADER.FIELDS]",))
-        for uid, message in result.messages.items():
-            if message.header_fields is not None:
-                found[uid] = message.header_fields
+        result, _status = await uid_fetch(connection, chunk, items, (section,))
+        found.extend(result.messages.items())
     return found
