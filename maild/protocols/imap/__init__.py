@@ -4,8 +4,11 @@
   ``lex`` (lexer, FETCH framing depth), ``utf7`` (modified UTF-7 names), ``wire`` (quoting, status,
   CAPABILITY, SELECT, SEARCH, mailbox events, APPEND formatting), ``fetch`` (the one
   ``FetchAssembler``), ``listing`` (LIST and the choice of mailboxes);
-* ``client``: the only module importing aioimaplib; a small maild-owned API (``IMAPClient``,
-  ``Reply``, ``StreamingFetch``, ``IdleRound``, ``LibraryError``);
+* the aioimaplib layer, the only modules importing aioimaplib: ``client``, a small maild-owned API
+  (``IMAPClient``, ``Reply``, ``StreamingFetch``, ``IdleRound``, ``LibraryError``; the rest of the
+  package imports only this one), over ``library`` (the pin, ``ReadLimits``, ``Reply``, the
+  library's errors), ``protocol`` (the patched protocol) and ``commands`` (streaming FETCH,
+  STARTTLS, AUTHENTICATE, pipelines, IDLE rounds);
 * ``connection``: ``IMAPConnection`` (connect, TLS/STARTTLS, LOGIN, CAPABILITY, SELECT, LIST, the
   guarded call, discard/abort, the error mapping), held by
 * ``mailbox`` (``IMAPMailbox``, the Maildrop adapter, which hands its connection to ``stream``,

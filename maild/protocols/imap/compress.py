@@ -1,6 +1,6 @@
 """COMPRESS=DEFLATE (RFC 4978) framing: raw DEFLATE in both directions, inflation in bounded pieces.
 
-No I/O of its own and no aioimaplib: :mod:`maild.protocols.imap.client` wraps the connection's
+No I/O of its own and no aioimaplib: :mod:`maild.protocols.imap.protocol` wraps the connection's
 transport in a :class:`DeflatingTransport` and feeds what arrives through an :class:`Inflater`,
 then through the same read limits as uncompressed data.
 

@@ -1,0 +1,475 @@
+"""aioimaplib 2.0.3's client protocol with its hot spots removed and maild's read limits enforced.
+
+:class:`_FastProtocol` records when data last arrived (for the inactivity limit), turns a refused
+greeting into a prompt connection loss, takes the greeting's ``[CAPABILITY ...]`` (RFC 9051 section
+7.1), routes the responses of commands pipelined behind the sign-in (RFC 9051 section 5.5), switches
+to COMPRESS=DEFLATE (RFC 4978) and holds every :class:`~.library.ReadLimits` cap; FETCH responses are
+framed with the lexer's rules (:func:`~.lex.paren_depth`, RFC 9051 section 7.5.2) by
+:class:`_FastFetchCommand`. :class:`_PipelineCommand` is the pending command of several tagged
+commands in flight at once (RFC 9051 section 5.5). :class:`_LibraryClient` is ``aioimaplib.IMAP4``
+building that protocol.
+
+``tests/faults/test_imap_library.py`` compares the protocol with the stock one on the same byte
+streams split at every boundary, and pins the source of every library method relied on here.
+
+May import: asyncio, collections, contextlib, re, ssl, aioimaplib, :mod:`maild.errors`,
+:mod:`maild.protocols.imap.compress`, :mod:`maild.protocols.imap.lex`,
+:mod:`maild.protocols.imap.library`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aioimaplib
+
+from maild.errors import ProtocolError
+from maild.protocols.imap.compress import DeflatingTransport, Inflater
+from maild.protocols.imap.lex import Part, paren_depth
+from maild.protocols.imap.library import LibraryError, ReadLimits, Reply, _reply, tagged_status
+
+__all__ = ["MAX_BYE_OCTETS", "MAX_PIPELINED_COMMANDS"]
+
+_MAX_LITERAL_DIGITS = 12
+#: ``[CAPABILITY ...]`` in an OK or PREAUTH greeting (RFC 9051 section 7.1, 7.1.1 and 7.1.4).
+_GREETING_CAPABILITY = re.compile(rb"\* (OK|PREAUTH) \[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
+
+
+class _Exceeded(Exception):
+    """Raised inside ``data_received`` to stop reading a connection that broke a :class:`ReadLimits` cap."""
+
+
+class _Switched(Exception):
+    """Raised inside ``data_received`` when COMPRESS completed: ``rest`` of the chunk is compressed."""
+
+    def __init__(self, rest: bytes) -> None:
+        super().__init__("COMPRESS active")
+        self.rest = rest
+
+
+@dataclass(slots=True)
+class _FollowUp:
+    """A command to write right behind the sign-in command, and the future of its reply."""
+
+    name: str
+    args: tuple[str, ...]
+    reply: asyncio.Future[Reply | None]
+
+
+class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
+    """FetchCommand whose completion check is O(1) per line and follows the lexer's rules.
+
+    The response goes on while the parenthesis depth of its text lines since the last line that
+    starts a FETCH response (literals excluded, quoted strings and ``[...]`` section specs skipped,
+    see :func:`~maild.protocols.imap.lex.paren_depth`) is above zero.
+    """
+
+    _depth = 0
+
+    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
+        super().append_to_resp(line, result)
+        if isinstance(line, bytes):
+            start = self.FETCH_MESSAGE_DATA_RE.match(line)
+            self._depth = paren_depth(line, 0 if start else self._depth)
+
+    def wait_data(self) -> bool:
+        return self._depth > 0
+
+
+#: Most octets of a BYE line kept for an error message.
+MAX_BYE_OCTETS = 200
+
+
+class _FastProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib 2.0.3's protocol with its hot spots removed, behaviour otherwise identical.
+
+    * ``last_received``: the loop time of the last received chunk (for the inactivity limit);
+    * a BYE (or other non-OK) greeting closes the transport (``greeting_refused`` keeps it);
+    * ``data_received`` no longer formats every received chunk into a debug string;
+    * ``_handle_responses`` loops over the lines of a chunk instead of recursing once per line and
+      walks it by offset instead of copying the rest after every line;
+    * FETCH uses :class:`_FastFetchCommand`;
+    * a partial line is extended in place (each octet is copied once, not once per received chunk)
+      and the :class:`ReadLimits` caps hold: a server breaking one loses the connection at once,
+      ``exceeded`` saying which cap (see :meth:`_exceed`); so does a line that is no IMAP response
+      at all (neither untagged, continuation nor tagged; the library would drop it and leave the
+      command waiting).
+    * a whitespace-only line while a FETCH response's parenthesised list is still open (an extra
+      CRLF after a literal, as some servers send: CPython bpo-44408, IMAPClient #162) is skipped
+      instead of ending the response and losing the rest of it (the stock protocol drops the rest
+      as "unknown data"). Literal octets are never affected: they are read by count, not by line.
+
+    A test compares it with the stock protocol on the same byte streams split at every boundary.
+    """
+
+    incomplete_line: bytes | bytearray
+    current_command: Any
+    transport: Any
+    pending_sync_command: Any
+    greeting_refused: bytes | None = None
+    exceeded: str | None = None
+    last_bye: bytes | None = None
+    """The last untagged BYE (RFC 9051 section 7.1.5), at most :data:`MAX_BYE_OCTETS`, so that a lost
+    connection can be reported with the server's words (e.g. an APPEND it refused this way)."""
+
+    def _untagged_response(self, line: bytes) -> Any:
+        if line[:6].upper() == b"* BYE ":
+            self.last_bye = bytes(line[2:MAX_BYE_OCTETS])
+        return super()._untagged_response(line)
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn_lost_cb: Callable[[Exception | None], None] | None,
+        limits: ReadLimits | None = None,
+    ) -> None:
+        super().__init__(loop, conn_lost_cb)
+        self.last_received = loop.time()
+        self.received_octets = 0
+        self.wire_octets = 0
+        self.limits = limits if limits is not None else ReadLimits()
+        self._untagged = 0
+        self.greeting_capabilities: frozenset[str] | None = None
+        self.queued: collections.deque[Any] = collections.deque()
+        """Sync commands sent behind the pending one (pipelined), in sending order."""
+        self.follow_ups: list[_FollowUp] = []
+        """Commands waiting to be written right behind the sign-in command (see
+        :meth:`~.client.IMAPClient.follow_sign_in`)."""
+        self._inflater: Inflater | None = None
+        self._switch_to_inflate = False
+
+    def _exceed(self, reason: str) -> None:
+        """Record which cap the server broke, drop the connection, stop reading this chunk.
+
+        The pending command then fails as for a lost connection; the connection's caller reads
+        :attr:`exceeded` to say why.
+        """
+        self.exceeded = reason
+        self.incomplete_line = b""
+        if self.transport is not None:
+            self.transport.abort()
+        raise _Exceeded(reason)
+
+    def _hold(self, cmd: Any, octets: int) -> None:
+        """Count ``octets`` as held by ``cmd`` until its completion (or its next hand-over)."""
+        held = getattr(cmd, "held_octets", 0) + octets
+        cmd.held_octets = held
+        if held > self.limits.buffered_octets:
+            self._exceed(f"server sent more than {self.limits.buffered_octets} octets for one response")
+
+    async def welcome(self, command: bytes) -> None:
+        """Handle the greeting; on a BYE (or other non-OK) greeting, remember it and hang up.
+
+        A greeting carrying ``[CAPABILITY ...]`` (RFC 9051 section 7.1; Dovecot sends one) is taken
+        as the capability list and no CAPABILITY command is sent: one round trip less than the stock
+        method, which always asks. The stock method raises inside a task nobody awaits, and the
+        client then waits for a state that never comes; closing the transport turns that into a
+        prompt connection-lost.
+        """
+        found = _GREETING_CAPABILITY.match(command)
+        if found is None:
+            try:
+                await super().welcome(command)
+            except aioimaplib.Error:
+                self.greeting_refused = command
+                if self.transport is not None:
+                    self.transport.close()
+            return
+        atoms = found.group(2).decode("ascii", "replace").split()
+        async with self.state_condition:
+            self.greeting_capabilities = frozenset(a.upper() for a in atoms)
+            self.capabilities = set(atoms)
+            versions = [a.upper() for a in atoms if a.upper() in aioimaplib.AllowedVersions]
+            self.imap_version = versions[-1] if versions else None
+            self.state = aioimaplib.AUTH if found.group(1).upper() == b"PREAUTH" else aioimaplib.NONAUTH
+            self.state_condition.notify_all()
+
+    # ------------------------------------------------------------------ pipelining (RFC 9051 5.5)
+
+    async def execute(self, command: Any, scrub: str | None = None) -> Any:
+        """The library's ``execute``, first waiting for every pipelined command still in flight."""
+        while self.queued:
+            await self.queued[-1]._event.wait()
+        return await super().execute(command, scrub)
+
+    def _response_done(self, line: bytes) -> None:
+        pending = self.pending_sync_command
+        tag, _, rest = line.partition(b" ")
+        if isinstance(pending, _PipelineCommand):  # one of several tagged completions (pipeline())
+            if pending.complete(tag.decode("ascii", "replace"), rest):
+                self.pending_sync_command = self.queued.popleft() if self.queued else None
+            return
+        compress_ok = (
+            pending is not None
+            and pending.name == "COMPRESS"
+            and rest[:2].upper() == b"OK"
+            and tag.decode("ascii", "replace") == pending.tag
+        )
+        super()._response_done(line)
+        if compress_ok:
+            # RFC 4978 section 3: both directions are compressed from the octet after this CRLF.
+            self.transport = DeflatingTransport(self.transport)
+            self._switch_to_inflate = True
+        if self.pending_sync_command is None and self.queued:
+            self.pending_sync_command = self.queued.popleft()
+
+    def follow_sign_in(self) -> bytes:
+        """Queue the :attr:`follow_ups` behind the sign-in command being sent; return their lines.
+
+        Each becomes a pipelined sync command (its responses routed to it once the commands before
+        it completed); its future resolves with its :class:`Reply`. Called by the sign-in command
+        (LOGIN, or AUTHENTICATE PLAIN with an initial response: neither can be followed by a
+        continuation request that the next line would answer).
+        """
+        follow_ups, self.follow_ups = self.follow_ups, []
+        data = b""
+        for follow_up in follow_ups:
+            command = aioimaplib.Command(follow_up.name, self.new_tag(), *follow_up.args, loop=self.loop)
+            self.queued.append(command)
+            data += str(command).encode("ascii") + aioimaplib.CRLF
+            task = asyncio.ensure_future(self._follow_up_done(command, follow_up.reply))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return data
+
+    def drop_follow_ups(self) -> None:
+        """Resolve the :attr:`follow_ups` with None: they were not sent (sign-in not pipelinable)."""
+        follow_ups, self.follow_ups = self.follow_ups, []
+        for follow_up in follow_ups:
+            if not follow_up.reply.done():
+                follow_up.reply.set_result(None)
+
+    async def _follow_up_done(self, command: Any, reply: asyncio.Future[Reply | None]) -> None:
+        await command._event.wait()
+        result = _reply(command.response)
+        if result.result == "OK" and command.name == "SELECT":
+            self.state = aioimaplib.SELECTED
+        if not reply.done():
+            reply.set_result(result)
+
+    def signed_in(self) -> None:
+        """Enter the authenticated state after a sign-in's OK (unless a pipelined SELECT did already)."""
+        if self.state == aioimaplib.NONAUTH:
+            self.state = aioimaplib.AUTH
+
+    # ------------------------------------------------------------------ receiving
+
+    def data_received(self, d: bytes) -> None:
+        if self.exceeded is not None:
+            return
+        self.last_received = self.loop.time()
+        self.wire_octets += len(d)
+        if self._inflater is None:
+            try:
+                self._receive(d)
+            except _Switched as switched:
+                self.received_octets -= len(switched.rest)  # counted as plain; inflated below
+                self._inflate(switched.rest)
+            return
+        self._inflate(d)
+
+    def _inflate(self, data: bytes) -> None:
+        """Inflate ``data`` (RFC 4978, raw DEFLATE) piece by piece, each through the read limits."""
+        inflater = self._inflater
+        assert inflater is not None
+        try:
+            for piece in inflater.pieces(data):
+                self._receive(piece)
+                if self.exceeded is not None:
+                    return  # the rest is never inflated
+        except ProtocolError as exc:
+            with contextlib.suppress(_Exceeded):
+                self._exceed(str(exc))
+
+    def _receive(self, d: bytes) -> None:
+        """Handle received plain octets (inflated already on a compressed connection)."""
+        if self.exceeded is not None:
+            return
+        self.received_octets += len(d)
+        partial = self.incomplete_line
+        if partial:
+            if d.find(b"\r\n") < 0 and not (partial[-1:] == b"\r" and d[:1] == b"\n"):
+                # still no line end: extend in place instead of joining again on every chunk
+                if not isinstance(partial, bytearray):
+                    partial = self.incomplete_line = bytearray(partial)
+                partial += d
+                if len(partial) > self.limits.line_octets:
+                    with contextlib.suppress(_Exceeded):
+                        self._exceed(f"server sent a line longer than {self.limits.line_octets} octets")
+                return
+            d = bytes(partial) + d
+        try:
+            self._handle_responses(d, self._handle_line, self.current_command)
+            self.incomplete_line = b""
+            self.current_command = None
+        except aioimaplib.IncompleteRead as incomplete_read:
+            self.current_command = incomplete_read.cmd
+            self.incomplete_line = incomplete_read.data
+            if len(incomplete_read.data) > self.limits.line_octets:
+                with contextlib.suppress(_Exceeded):
+                    self._exceed(f"server sent a line longer than {self.limits.line_octets} octets")
+        except _Exceeded:
+            self.current_command = None
+        except _Switched:
+            self.incomplete_line = b""
+            self.current_command = None
+            raise
+
+    def _handle_responses(self, data: bytes, line_handler: Any, current_cmd: Any = None) -> None:
+        view = memoryview(data)
+        pos = 0
+        size = len(data)
+        while True:
+            if pos >= size:
+                if self.pending_sync_command is not None:
+                    self.pending_sync_command.flush()
+                if current_cmd is not None and current_cmd.wait_data():
+                    raise aioimaplib.IncompleteRead(current_cmd)
+                return
+            if current_cmd is not None and current_cmd.wait_literal_data():
+                missing = current_cmd._expected_size - len(current_cmd._resp_literal_data)
+                current_cmd.append_literal_data(view[pos : pos + missing])
+                pos = min(pos + missing, size)
+                if current_cmd.wait_literal_data():
+                    raise aioimaplib.IncompleteRead(current_cmd)
+            end = data.find(aioimaplib.CRLF, pos)
+            if end < 0:
+                raise aioimaplib.IncompleteRead(current_cmd, data[pos:])
+            limits = self.limits
+            if end - pos > limits.line_octets:
+                self._exceed(f"server sent a line longer than {limits.line_octets} octets")
+            line = data[pos:end]
+            pos = end + 2
+            if current_cmd is not None and not line.strip(b" \t") and current_cmd.wait_data():
+                continue  # a spurious blank line inside an open FETCH list (bpo-44408): skipped
+            if tagged_status(line):
+                self._untagged = 0
+            elif line:
+                self._untagged += 1
+                if self._untagged > limits.untagged_per_command:
+                    self._exceed(
+                        f"server sent more than {limits.untagged_per_command} untagged lines for one command"
+                    )
+            if (
+                current_cmd is None
+                and line
+                and self.state != aioimaplib.CONNECTED
+                and not line.startswith((b"*", b"+"))
+                and not tagged_status(line)
+            ):  # aioimaplib would log and drop it, and the command would wait for its timeout
+                text = bytes(line[:60]).decode("ascii", "backslashreplace")
+                self._exceed(f"server sent a line that is not an IMAP response: {text!r}")
+            cmd = line_handler(line, current_cmd)
+            if self._switch_to_inflate:  # COMPRESS completed: the rest of the chunk is compressed
+                self._switch_to_inflate = False
+                self._inflater = Inflater()
+                raise _Switched(bytes(view[pos:]))
+            if cmd is not None:
+                self._hold(cmd, len(line))
+            begin_literal = aioimaplib.literal_data_re.match(line)
+            if begin_literal:
+                digits = begin_literal.group("size")
+                literal_octets = int(digits) if len(digits) <= _MAX_LITERAL_DIGITS else 2**64
+                if literal_octets > limits.literal_octets:
+                    self._exceed(
+                        f"server announced a literal of {digits[:20].decode()} octets"
+                        f" (the limit is {limits.literal_octets})"
+                    )
+                if cmd is None:
+                    cmd = aioimaplib.Command("NIL", "unused")
+                self._hold(cmd, literal_octets)
+                cmd.begin_literal_data(literal_octets)
+                current_cmd = cmd
+            elif cmd is not None and cmd.wait_data():
+                current_cmd = cmd
+            else:
+                current_cmd = None
+
+    async def fetch(
+        self,
+        message_set: str,
+        message_parts: str,
+        by_uid: bool = False,
+        timeout: Any = None,  # noqa: ASYNC109 -- the library's signature
+    ) -> Any:
+        command = _FastFetchCommand(
+            self.new_tag(),
+            message_set,
+            message_parts,
+            prefix="UID" if by_uid else "",
+            loop=self.loop,
+            timeout=timeout,
+        )
+        return await self.execute(command)
+
+
+class _LibraryClient(aioimaplib.IMAP4):  # type: ignore[misc]
+    """``aioimaplib.IMAP4`` building :class:`_FastProtocol` (same code as the library's method).
+
+    ``read_limits`` is kept before the library's ``__init__`` runs, since that connects at once.
+    """
+
+    def __init__(self, *args: Any, read_limits: ReadLimits | None = None, **kwargs: Any) -> None:
+        self.read_limits = read_limits
+        super().__init__(*args, **kwargs)
+
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: Callable[[Exception | None], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _FastProtocol(local_loop, conn_lost_cb, self.read_limits)
+        self._client_task = local_loop.create_task(
+            local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
+        )
+
+
+#: Most commands :meth:`~.client.IMAPClient.pipeline` sends in one write (their untagged responses
+#: are held until the last completion, within :class:`~.library.ReadLimits`). 100 STATUS commands
+#: answer in ~10 KB.
+MAX_PIPELINED_COMMANDS = 100
+
+
+class _PipelineCommand(aioimaplib.Command):  # type: ignore[misc]
+    """Several tagged commands in flight at once, registered as the library's pending sync command.
+
+    Every untagged line goes to it (the library routes all of them to a pending sync command); each
+    tagged completion closes the current part (:meth:`complete`), in the order the commands were
+    sent. Completion is reached when the last tag has answered.
+    """
+
+    def __init__(self, tags: list[str], loop: Any) -> None:
+        super().__init__("PIPELINE", tags[-1], loop=loop, timeout=None)
+        self.tags = tags
+        self.replies: list[Reply] = []
+        self._parts: list[Part] = []
+
+    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
+        self._parts.append(line)
+
+    def complete(self, tag: str, response: bytes) -> bool:
+        """Record the completion of ``tag``; True once every command has completed (or on a tag out
+        of order, which fails the pipeline)."""
+        expected = self.tags[len(self.replies)]
+        if tag != expected:
+            self._exception = LibraryError(f"tagged response {tag!r} while waiting for {expected!r}")
+            self._event.set()
+            return True
+        result, _, text = response.partition(b" ")
+        self.replies.append(Reply(result.decode("ascii", "replace"), [*self._parts, text]))
+        self._parts = []
+        if len(self.replies) == len(self.tags):
+            self._event.set()
+            return True
+        return False
