@@ -83,13 +83,14 @@ async def start_daemon() -> AsyncIterator[Callable[..., Awaitable[RunningDaemon]
         await daemon.stop()
 
 
-async def test_mail_delivered_while_idling_is_stored_within_seconds(
+async def test_mail_delivered_while_idling_is_stored_by_the_push(
     dovecot: Dovecot, mail_user: MailUser, start_daemon: Callable[..., Awaitable[RunningDaemon]]
 ) -> None:
     """A message delivered while the account idles is archived within a few seconds, by the push.
 
     Steps: one message, start the daemon (poll interval 1 h); wait for mode "idle"; deliver two
-    messages one after the other; each is archived within 5 s; status shows last_push.
+    messages one after the other; each is archived long before the next poll (so by the push, not a
+    timing bound: speed is the benchmark's); status shows last_push.
     """
     dovecot.deliver(mail_user.name, corpus.make_message(subject="before"))
     running = await start_daemon(dovecot, mail_user)
@@ -107,7 +108,7 @@ async def test_mail_delivered_while_idling_is_stored_within_seconds(
         async def stored(subject: str = subject) -> bool:
             return subject in running.subjects()
 
-        assert await eventually(stored, f"{subject!r} in the archive") < 5.0
+        await eventually(stored, f"{subject!r} in the archive")  # the poll is 1 h away: only push
 
     status = await running.account()
     assert status["mode"] == "idle"
@@ -160,7 +161,7 @@ async def test_dovecot_restart_mid_idle_reconnects_and_catches_up(
     async def pushed() -> bool:
         return "after restart" in running.subjects()
 
-    assert await eventually(pushed, "the message delivered after the restart") < 5.0
+    await eventually(pushed, "the message delivered after the restart")  # by push, not the poll
     assert running.subjects() == ["after restart", "while down"]
 
 
