@@ -39,6 +39,7 @@ from maild.protocols.imap.commands import (
     IdleRound,
     StreamingFetch,
     _pipeline,
+    signed_in_reply,
     starttls,
 )
 from maild.protocols.imap.library import (
@@ -236,14 +237,7 @@ class IMAPClient:
         line = f"{command.tag} LOGIN {user} {aioimaplib.quoted(password)}\r\n".encode()
         transport.write(line + protocol.follow_sign_in())
         del line, password
-        try:
-            await command.wait()
-        except aioimaplib.AioImapException as exc:
-            raise LibraryError(f"{type(exc).__name__}: {exc}") from None
-        reply = _reply(command.response)
-        if reply.result == "OK":
-            protocol.signed_in()
-        return reply
+        return await signed_in_reply(protocol, command)
 
     def follow_sign_in(self, name: str, *args: str) -> asyncio.Future[Reply | None]:
         """Queue ``name args`` to be sent right behind the next sign-in command (pipelined).

@@ -254,14 +254,7 @@ class Authentication:
                 protocol.drop_follow_ups()
             transport.write(line)
             del line
-            try:
-                await command.wait()
-            except aioimaplib.AioImapException as exc:
-                raise LibraryError(f"{type(exc).__name__}: {exc}") from None
-            reply = _reply(command.response)
-            if reply.result == "OK":
-                protocol.signed_in()
-            return reply
+            return await signed_in_reply(protocol, command)
 
         self._done: asyncio.Future[Reply] = asyncio.ensure_future(run(line))
         self._done.add_done_callback(_consume_outcome)
@@ -298,6 +291,23 @@ class Authentication:
     def cancel(self) -> None:
         """Stop waiting for the command (the connection is being discarded)."""
         self._done.cancel()
+
+
+async def signed_in_reply(protocol: Any, command: Any) -> Reply:
+    """Wait for the tagged completion of a sign-in command (LOGIN or AUTHENTICATE, already written)
+    and, on OK, let the protocol send what was queued behind it (RFC 9051 sections 5.5, 6.2).
+
+    Raises:
+        LibraryError: the library failed the command (its text; the command line is never in it).
+    """
+    try:
+        await command.wait()
+    except aioimaplib.AioImapException as exc:
+        raise LibraryError(f"{type(exc).__name__}: {exc}") from None
+    reply = _reply(command.response)
+    if reply.result == "OK":
+        protocol.signed_in()
+    return reply
 
 
 def _consume_outcome(task: asyncio.Future[Any]) -> None:
