@@ -10,17 +10,106 @@ import email.header
 import email.utils
 import hashlib
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from maild.model import HeaderSummary
 
 # Only the header section is parsed; cap it so a message without a blank line costs nothing extra.
 MAX_HEADER_OCTETS = 256 * 1024
-_EMPTY_LINE_RE = re.compile(rb"\r?\n\r?\n")
-# The fields summarise() reads, each with its continuation lines (RFC 5322 section 2.2.3 folding).
-_SUMMARY_FIELD_RE = re.compile(
-    rb"^(message-id|date|from|to|subject)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
-)
+SUMMARY_FIELDS = (b"message-id", b"date", b"from", b"to", b"cc", b"subject")
+"""The fields :func:`summarise` reads (lower-case names)."""
+DECODE_CACHE_ENTRIES = 4096
+"""Decoded field bodies remembered by :func:`decode_field` (From and To repeat from message to
+message: an office's correspondents, the account's own address); the cache is emptied when full."""
+DECODE_CACHE_MAX_OCTETS = 512
+"""Only field bodies up to this many octets are remembered, so the cache holds at most about 2 MiB."""
+_FIELD_BODY_RE = re.compile(rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)")
+_decoded: dict[bytes, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderScan:
+    """One pass over a header section: where it ends and the fields asked for.
+
+    Attributes:
+        head_end: offset of the end of the header section (the empty line's first octet, or the end
+            of the window searched when there is no empty line).
+        body_start: offset of what follows the empty line (the body).
+        fields: (lower-case name, raw field body with its folding line breaks) of each field asked
+            for, in order of appearance.
+    """
+
+    head_end: int
+    body_start: int
+    fields: list[tuple[bytes, bytes]]
+
+
+def blank_line(raw: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """Find the first empty line (``\\r?\\n\\r?\\n``) in ``raw[start:end]``: (where it starts, where what
+    follows starts), or None. Two ``bytes.find`` calls, several times faster than a regular expression
+    scanning the header section (RFC 5322 section 2.1: the empty line ends the header section)."""
+    crlf = raw.find(b"\n\r\n", start, end)  # CRLF mail: found soon; then LF is sought only before it
+    lf = raw.find(b"\n\n", start, end if crlf < 0 else crlf + 1)
+    if lf >= 0:
+        first, after = lf, lf + 2
+    elif crlf >= 0:
+        first, after = crlf, crlf + 3
+    else:
+        return None
+    return (first - 1 if first > start and raw[first - 1] == 0x0D else first), after
+
+
+def header_fields(head: bytes, names: tuple[bytes, ...]) -> list[tuple[bytes, bytes]]:
+    """The fields called ``names`` (lower-case) in the header section ``head``, in order of appearance.
+
+    Returns:
+        (lower-case name, raw field body with its folding line breaks) for each; names are matched
+        case-insensitively at the start of a line (RFC 5322 section 2.2). Found with ``bytes.find``
+        on a lower-cased copy, not a case-insensitive regular expression over every position.
+    """
+    lower = b"\n" + head.lower()
+    found: list[tuple[int, bytes, bytes]] = []
+    for name in names:
+        needle = b"\n" + name
+        pos = lower.find(needle)
+        while pos >= 0:
+            match = _FIELD_BODY_RE.match(head, pos + len(name))  # lower is head shifted by one
+            if match:
+                found.append((pos, name, match.group(1)))
+            pos = lower.find(needle, pos + len(needle))
+    found.sort()
+    return [(name, value) for _, name, value in found]
+
+
+def scan_header(
+    raw: bytes,
+    names: tuple[bytes, ...],
+    start: int = 0,
+    end: int | None = None,
+    limit: int = MAX_HEADER_OCTETS,
+) -> HeaderScan:
+    """Find the end of the header section at ``start`` and the fields ``names`` in it, in one pass.
+
+    Args:
+        raw: the message (or a part of it: ``start``/``end`` are offsets into ``raw``).
+        names: lower-case field names wanted.
+        start, end: the part to read; ``end`` None is the end of ``raw``.
+        limit: octets searched for the empty line; a longer header section is cut there.
+
+    Returns:
+        The header section's end, the body's start and the fields. A part that starts with an
+        empty line has no header fields (RFC 5322 section 2.1).
+    """
+    stop = len(raw) if end is None else end
+    if raw.startswith(b"\r\n", start):
+        return HeaderScan(start, start + 2, [])
+    if raw.startswith(b"\n", start):
+        return HeaderScan(start, start + 1, [])
+    window_end = min(stop, start + limit)
+    blank = blank_line(raw, start, window_end)
+    head_end, body_start = blank if blank else (window_end, window_end)
+    return HeaderScan(head_end, body_start, header_fields(raw[start:head_end], names))
 
 
 def header_section(raw: bytes) -> bytes:
@@ -32,30 +121,33 @@ def header_section(raw: bytes) -> bytes:
     Returns:
         At most :data:`MAX_HEADER_OCTETS` octets, without the empty line.
     """
-    head = raw[:MAX_HEADER_OCTETS]
-    if head.startswith((b"\r\n", b"\n")):
+    if raw.startswith((b"\r\n", b"\n")):
         return b""
-    end = _EMPTY_LINE_RE.search(head)
-    return head[: end.start()] if end else head
-
-
-def _fields(head: bytes) -> dict[str, bytes]:
-    """Map lower-case field name to its first unfolded body (RFC 5322 section 2.2.3), for the fields
-    :func:`summarise` reads only: one regular expression over the section, no per-line Python loop."""
-    found: dict[str, bytes] = {}
-    for match in _SUMMARY_FIELD_RE.finditer(head):
-        name = match.group(1).decode("ascii").lower()
-        if name not in found:
-            found[name] = match.group(2).replace(b"\r\n", b"").replace(b"\n", b"").strip()
-    return found
+    blank = blank_line(raw, 0, MAX_HEADER_OCTETS)
+    return raw[: blank[0] if blank else MAX_HEADER_OCTETS]
 
 
 def decode_field(value: bytes) -> str:
     """Decode a field body: RFC 2047 encoded-words, then raw UTF-8 (RFC 6532), else Latin-1.
 
+    Short bodies are remembered (:data:`DECODE_CACHE_ENTRIES`): the stdlib's RFC 2047 decoder was
+    the largest part of the header summary's CPU, and the same From and To come again and again.
+
     Returns:
         Readable text with runs of white space folded to single spaces.
     """
+    cached = _decoded.get(value)
+    if cached is not None:
+        return cached
+    text = _decode_field(value)
+    if len(value) <= DECODE_CACHE_MAX_OCTETS:
+        if len(_decoded) >= DECODE_CACHE_ENTRIES:
+            _decoded.clear()
+        _decoded[value] = text
+    return text
+
+
+def _decode_field(value: bytes) -> str:
     try:
         text = value.decode("utf-8")
         valid_utf8 = True
@@ -95,24 +187,34 @@ def summarise(raw: bytes) -> HeaderSummary:
         raw: the message as stored.
 
     Returns:
-        Message-ID, Date (UTC), From, To and Subject; each None when absent or unusable.
+        Message-ID, Date (UTC), From, To, Cc and Subject; each None when absent or unusable.
     """
-    fields = _fields(header_section(raw))
+    return summary_of(scan_header(raw, SUMMARY_FIELDS).fields)
 
-    def text(name: str) -> str | None:
+
+def summary_of(found: list[tuple[bytes, bytes]]) -> HeaderSummary:
+    """The header summary from the fields :func:`scan_header` found (any names; the first of each of
+    :data:`SUMMARY_FIELDS` is used, unfolded per RFC 5322 section 2.2.3, then decoded)."""
+    fields: dict[bytes, bytes] = {}
+    for name, body in found:
+        if name not in fields:
+            fields[name] = body
+
+    def text(name: bytes) -> str | None:
         value = fields.get(name)
         if value is None:
             return None
-        decoded = decode_field(value)
+        decoded = decode_field(value.replace(b"\r\n", b"").replace(b"\n", b"").strip())
         return decoded or None
 
-    date_text = text("date")
+    date_text = text(b"date")
     return HeaderSummary(
-        message_id=text("message-id"),
+        message_id=text(b"message-id"),
         date=parse_date(date_text) if date_text else None,
-        from_=text("from"),
-        to=text("to"),
-        subject=text("subject"),
+        from_=text(b"from"),
+        to=text(b"to"),
+        subject=text(b"subject"),
+        cc=text(b"cc"),
     )
 
 

@@ -21,8 +21,9 @@ from maild.archive import fts
 from maild.archive.connection import ArchiveConnection
 from maild.archive.history import _COUNT_FETCHED
 from maild.archive.index_text import index_text
+from maild.archive.parse import parse
 from maild.archive.schema import QUERY_CHUNK, failure_key_text, utc_text
-from maild.message import sha256_hex, summarise
+from maild.message import sha256_hex
 from maild.model import IMAPKey, MessageKey, POP3Key, RetrievedMessage, StoreOutcome
 
 
@@ -37,7 +38,7 @@ class _Prepared:
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
-    " subject, stored_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " cc_header, subject, stored_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_FTS = fts.insert_sql()
 LARGE_BLOB_OCTETS = 2**20
@@ -64,11 +65,13 @@ def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
 
 
 def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepared]:
-    """Hash, summarise and extract the index text of a batch (CPU work, in a worker thread)."""
+    """Hash, parse once (summary, MIME parts) and extract the index text of a batch (CPU work, in a
+    worker thread)."""
     out = []
     for msg in batch:
         digest = sha256_hex(msg.raw)
-        h = summarise(msg.raw)
+        parsed = parse(msg.raw)  # one pass: the summary and the index text share it
+        h = parsed.summary
         row = (
             digest,
             len(msg.raw),
@@ -76,11 +79,12 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
             utc_text(h.date) if h.date else None,
             h.from_,
             h.to,
+            h.cc,
             h.subject,
             stored_at,
             msg.raw,
         )
-        out.append(_Prepared(msg.key, msg, digest, row, index_text(msg.raw, h).row()))
+        out.append(_Prepared(msg.key, msg, digest, row, index_text(msg.raw, parsed).row()))
     return out
 
 

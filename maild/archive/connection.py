@@ -31,6 +31,7 @@ from maild.archive.archive_file import (
     set_archive_mode,
 )
 from maild.archive.counters import ArchiveCounters
+from maild.archive.parse import fill_cc_headers
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
 from maild.model import Location, MessageKey
@@ -46,6 +47,7 @@ class ArchiveReplaced(StoreError):
 
 _MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {
     9: fts.migrate_to_contentless,
+    11: fill_cc_headers,
 }
 """Python steps of schema versions, run after the version's SQL in its transaction."""
 

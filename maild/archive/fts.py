@@ -25,7 +25,6 @@ import aiosqlite
 from maild.archive.index_text import index_text
 from maild.archive.schema import FTS_COLUMNS, FTS_TABLE, fts_create_sql
 from maild.errors import StoreError
-from maild.message import summarise
 
 REBUILD_TABLE = "messages_fts_rebuild"
 """The table :meth:`maild.archive.store.Store.reindex` fills before it replaces ``messages_fts``."""
@@ -56,7 +55,7 @@ def index_row(message: int, raw: bytes) -> IndexRow:
         message: ``messages.id``.
         raw: the message's octets.
     """
-    return (message, *index_text(raw, summarise(raw)).row())
+    return (message, *index_text(raw).row())
 
 
 async def message_chunks(conn: aiosqlite.Connection, ids_sql: str) -> list[list[int]]:

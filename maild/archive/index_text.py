@@ -1,7 +1,8 @@
 """What the full-text index holds for one message: header text, body text and attachment file names.
 
 Runs on the fetch path (in :func:`maild.archive.batches._prepare`'s worker thread), so it is one cheap
-pass: :func:`maild.archive.mime.walk` finds the parts without parsing bodies, then only the text parts
+pass: :func:`maild.archive.parse.parse` (shared with the header summary) finds the parts without
+parsing bodies, then only the text parts
 shown inline are decoded (no more than the text still wanted, HTML up to :data:`MAX_TEXT_PART_OCTETS`),
 HTML is reduced to text with regular expressions, and the whole body text is cut at
 :data:`MAX_BODY_CHARS`: what follows is not searchable.
@@ -19,9 +20,8 @@ import html
 import re
 from dataclasses import dataclass
 
-from maild.archive.mime import blank_line, header_fields, walk
-from maild.message import MAX_HEADER_OCTETS, decode_field
-from maild.model import HeaderSummary
+from maild.archive.parse import ParsedMessage, parse
+from maild.message import decode_field
 
 MAX_TEXT_PART_OCTETS = 512 * 1024
 """Encoded octets of one HTML part decoded for the index (markup and all); the rest is not indexed."""
@@ -36,8 +36,6 @@ PLAIN_OCTETS_PER_CHAR = 6
 """Encoded octets decoded per character still wanted from a text/plain part: a quoted-printable
 UTF-8 umlaut takes six (``=C3=BC``), so the limit never cuts text that would have been kept."""
 
-_FIELDS = (b"from", b"to", b"cc", b"subject")
-_CC = (b"cc",)
 _SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 _BLOCK_RE = re.compile(r"<(?:br|p|div|li|tr|h[1-6]|table|hr)\b[^>]*>", re.IGNORECASE)
@@ -94,37 +92,23 @@ def _decode(data: bytes, charset: str | None) -> str:
         return data.decode("utf-8", "replace")
 
 
-def _header_fields(raw: bytes, *, only_cc: bool) -> dict[bytes, list[str]]:
-    # The header section is searched in place (no copy of up to MAX_HEADER_OCTETS octets).
-    if raw.startswith((b"\r\n", b"\n")):
-        return {}
-    blank = blank_line(raw, 0, MAX_HEADER_OCTETS)
-    head = raw[: blank[0] if blank else MAX_HEADER_OCTETS]
-    found: dict[bytes, list[str]] = {}
-    for name, body in header_fields(head, _CC if only_cc else _FIELDS):
-        value = decode_field(body)
-        if value:
-            found.setdefault(name, []).append(value)
-    return found
-
-
-def index_text(raw: bytes, summary: HeaderSummary | None = None) -> IndexText:
+def index_text(raw: bytes, parsed: ParsedMessage | None = None) -> IndexText:
     """Extract what the full-text index holds for ``raw``. Never raises on a malformed message.
 
     Args:
         raw: the message as stored.
-        summary: its header summary, when the caller has it already (the store does): its From,
-            To and Subject are used instead of decoding them again; only Cc is read here then.
+        parsed: its header summary, Cc fields and MIME parts from :func:`maild.archive.parse.parse`
+            when the caller has them (the store does: one pass serves the summary and the index);
+            None to parse here. From, To and Subject come from the summary; Cc from every Cc field.
 
     Returns:
         The index columns; empty strings for what the message lacks.
     """
-    fields = _header_fields(raw, only_cc=summary is not None)
-    if summary is not None:
-        for name, value in ((b"from", summary.from_), (b"to", summary.to), (b"subject", summary.subject)):
-            if value:
-                fields[name] = [value]
-    leaves = walk(raw)
+    if parsed is None:
+        parsed = parse(raw)
+    summary = parsed.summary
+    cc = "\n".join(value for value in map(decode_field, parsed.cc_fields) if value)
+    leaves = parsed.leaves
     names = [leaf.filename for leaf in leaves if leaf.filename]
     shown = [leaf for leaf in leaves if leaf.disposition != "attachment"]
     kind = "text/plain" if any(leaf.content_type == "text/plain" for leaf in shown) else "text/html"
@@ -142,13 +126,10 @@ def index_text(raw: bytes, summary: HeaderSummary | None = None) -> IndexText:
             bodies.append(text[: MAX_BODY_CHARS - size])
             size += len(bodies[-1])
 
-    def field(name: bytes) -> str:
-        return "\n".join(fields.get(name, ()))
-
     return IndexText(
-        sender=field(b"from"),
-        recipients="\n".join(v for v in (field(b"to"), field(b"cc")) if v),
-        subject=field(b"subject"),
+        sender=summary.from_ or "",
+        recipients="\n".join(v for v in (summary.to, cc) if v),
+        subject=summary.subject or "",
         body="\n".join(bodies),
         attachments="\n".join(names),
     )

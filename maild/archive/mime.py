@@ -25,6 +25,8 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 
+from maild.message import HeaderScan, scan_header
+
 MAX_PARTS = 1000
 """Leaf parts listed per message; more are ignored (a hostile message may nest or repeat parts)."""
 MAX_DEPTH = 20
@@ -32,8 +34,8 @@ MAX_DEPTH = 20
 MAX_PART_HEADER_OCTETS = 64 * 1024
 """Octets searched for the end of a part's header section; longer header sections are cut there."""
 
-_MIME_FIELDS = (b"content-type", b"content-disposition", b"content-transfer-encoding")
-_FIELD_BODY_RE = re.compile(rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)")
+MIME_FIELDS = (b"content-type", b"content-disposition", b"content-transfer-encoding")
+"""The header fields the walk reads from each part (lower-case)."""
 _PARAM_RE = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
 _QUOTED_PAIR_RE = re.compile(r"\\(.)")
 
@@ -157,59 +159,17 @@ def _rfc2231(pieces: list[tuple[int, bool, str]]) -> str:
         return octets.decode("utf-8", "replace")
 
 
-def blank_line(raw: bytes, start: int, end: int) -> tuple[int, int] | None:
-    """Find the first empty line (``\\r?\\n\\r?\\n``) in ``raw[start:end]``: (where it starts, where what
-    follows starts), or None. Two ``bytes.find`` calls, several times faster than a regular expression
-    scanning the header section (RFC 5322 section 2.1: the empty line ends the header section)."""
-    crlf = raw.find(b"\n\r\n", start, end)  # CRLF mail: found soon; then LF is sought only before it
-    lf = raw.find(b"\n\n", start, end if crlf < 0 else crlf + 1)
-    if lf >= 0:
-        first, after = lf, lf + 2
-    elif crlf >= 0:
-        first, after = crlf, crlf + 3
-    else:
-        return None
-    return (first - 1 if first > start and raw[first - 1] == 0x0D else first), after
+def _headers(raw: bytes, start: int, end: int, top: HeaderScan | None = None) -> tuple[_PartHeaders, int]:
+    """Parse the MIME fields of the header section at ``start``; return them and where the body starts.
 
-
-def header_fields(head: bytes, names: tuple[bytes, ...]) -> list[tuple[bytes, bytes]]:
-    """The fields called ``names`` (lower-case) in the header section ``head``, in order of appearance.
-
-    Returns:
-        (lower-case name, raw field body with its folding line breaks) for each; names are matched
-        case-insensitively at the start of a line (RFC 5322 section 2.2). Found with ``bytes.find``
-        on a lower-cased copy, not a case-insensitive regular expression over every position.
+    ``top``: the message's header section already scanned (:func:`maild.archive.parse.parse`), so
+    that the top-level part's header is not read twice; its fields may include others than the MIME ones.
     """
-    lower = b"\n" + head.lower()
-    found: list[tuple[int, bytes, bytes]] = []
-    for name in names:
-        needle = b"\n" + name
-        pos = lower.find(needle)
-        while pos >= 0:
-            match = _FIELD_BODY_RE.match(head, pos + len(name))  # lower is head shifted by one
-            if match:
-                found.append((pos, name, match.group(1)))
-            pos = lower.find(needle, pos + len(needle))
-    found.sort()
-    return [(name, value) for _, name, value in found]
-
-
-def _headers(raw: bytes, start: int, end: int) -> tuple[_PartHeaders, int]:
-    """Parse the MIME fields of the header section at ``start``; return them and where the body starts."""
-    if raw.startswith(b"\r\n", start):
-        head_end = body_start = start + 2
-        head = b""
-    elif raw.startswith(b"\n", start):
-        head_end = body_start = start + 1
-        head = b""
-    else:
-        window_end = min(end, start + MAX_PART_HEADER_OCTETS)
-        blank = blank_line(raw, start, window_end)
-        head_end, body_start = blank if blank else (window_end, window_end)
-        head = raw[start:head_end]
+    scan = top if top is not None else scan_header(raw, MIME_FIELDS, start, end, MAX_PART_HEADER_OCTETS)
+    body_start = scan.body_start
     found: dict[bytes, str] = {}
-    for name, value in header_fields(head, _MIME_FIELDS):
-        if name not in found:
+    for name, value in scan.fields:
+        if name in MIME_FIELDS and name not in found:
             found[name] = " ".join(value.decode("utf-8", "replace").split())
     content_type, type_params = _params(found.get(b"content-type", ""))
     if "/" not in content_type:
@@ -285,23 +245,28 @@ def _decode_words(text: str) -> str:
     return "".join(out)
 
 
-def walk(raw: bytes) -> list[Leaf]:
+def walk(raw: bytes, top: HeaderScan | None = None) -> list[Leaf]:
     """List the leaf parts of ``raw`` in order, at most :data:`MAX_PARTS`.
 
     Args:
         raw: the message as stored, CRLF or LF line endings.
+        top: the message's own header section, scanned with at least the :data:`MIME_FIELDS` and
+            ending within :data:`MAX_PART_HEADER_OCTETS` (:func:`maild.archive.parse.parse` passes it);
+            None to scan it here.
 
     Returns:
         Leaf parts, each with its IMAP section number and its body's offsets. Never raises: damaged
         structure yields fewer or larger parts, not an error.
     """
     out: list[Leaf] = []
-    _walk(raw, 0, len(raw), "", 0, out)
+    _walk(raw, 0, len(raw), "", 0, out, top)
     return out
 
 
-def _walk(raw: bytes, start: int, end: int, part: str, depth: int, out: list[Leaf]) -> None:
-    headers, body_start = _headers(raw, start, end)
+def _walk(
+    raw: bytes, start: int, end: int, part: str, depth: int, out: list[Leaf], top: HeaderScan | None = None
+) -> None:
+    headers, body_start = _headers(raw, start, end, top)
     boundary = headers.type_params.get("boundary") if headers.content_type.startswith("multipart/") else None
     if boundary and depth < MAX_DEPTH:
         for n, (s, e) in enumerate(

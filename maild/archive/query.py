@@ -88,6 +88,7 @@ def message_json(message: ArchivedMessage) -> dict[str, Any]:
         "date": message.date,
         "from": message.from_header,
         "to": message.to_header,
+        "cc": message.cc_header,
         "subject": message.subject,
         "message_id": message.message_id,
         "size_octets": message.size_octets,

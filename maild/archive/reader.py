@@ -44,6 +44,7 @@ class ArchivedMessage:
         size_octets: size in octets.
         message_id, date, from_header, to_header, subject: parsed header fields (``date`` in UTC,
             ISO 8601 text), each None when absent.
+        cc_header: the decoded Cc field (schema version 11), None when absent.
         stored_at: when it entered the archive (UTC, ISO 8601 text).
         locations: where accounts hold or held it.
         raw: the exact stored octets, or None.
@@ -60,6 +61,7 @@ class ArchivedMessage:
     stored_at: str
     locations: tuple[LocationState, ...] = ()
     raw: bytes | None = None
+    cc_header: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,11 @@ class MessageFilter:
 
 
 _SUMMARY_COLUMNS = (
-    "m.id, m.sha256, m.size_octets, m.message_id, m.date, m.from_header, m.to_header, m.subject, m.stored_at"
+    "m.id, m.sha256, m.size_octets, m.message_id, m.date, m.from_header, m.to_header, m.subject, m.stored_at,"
+    " m.cc_header"
 )
+_SUMMARY_WIDTH = 10
+"""Columns of :data:`_SUMMARY_COLUMNS`; what a query selects after them starts at this index."""
 _SINCE = "(m.date >= ? OR (m.date IS NULL AND m.stored_at >= ?))"
 _EXPORT_CHUNK_OCTETS = 32 * 2**20
 
@@ -138,7 +143,7 @@ def _filter_sql(flt: MessageFilter) -> tuple[list[str], list[Any]]:
 
 def _summary(message: ArchivedMessage) -> HeaderSummary:
     """The decoded header fields the archive keeps, for :func:`maild.archive.snippet.make_snippet`."""
-    return HeaderSummary(None, None, message.from_header, message.to_header, message.subject)
+    return HeaderSummary(None, None, message.from_header, message.to_header, message.subject, message.cc_header)
 
 
 def _contains(haystack: str | None, needle: str) -> bool:
@@ -178,6 +183,8 @@ class ArchiveReader:
                 f" this maild reads versions 2 to {SCHEMA_VERSION}"
             )
         self._version = version
+        self._columns = _SUMMARY_COLUMNS if version >= 11 else _SUMMARY_COLUMNS.replace("m.cc_header", "NULL")
+        """The summary columns; archives before schema version 11 have no ``cc_header``: NULL then."""
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -210,7 +217,7 @@ class ArchiveReader:
     def message(self, sha256: str, *, raw: bool = False) -> ArchivedMessage | None:
         """Return the message with this SHA-256 (hex), with its locations and optionally its octets."""
         extra = ", m.raw" if raw else ""
-        rows = self._rows(f"SELECT {_SUMMARY_COLUMNS}{extra} FROM messages m WHERE m.sha256 = ?", (sha256,))  # noqa: S608
+        rows = self._rows(f"SELECT {self._columns}{extra} FROM messages m WHERE m.sha256 = ?", (sha256,))  # noqa: S608
         if not rows:
             return None
         return self._with_locations(rows)[0]
@@ -218,7 +225,7 @@ class ArchiveReader:
     def list_messages(self, flt: MessageFilter) -> list[ArchivedMessage]:
         """Return the messages ``flt`` selects, newest (by Date) first, with their locations."""
         where, params = _filter_sql(flt)
-        sql = f"SELECT {_SUMMARY_COLUMNS} FROM messages m"  # noqa: S608
+        sql = f"SELECT {self._columns} FROM messages m"  # noqa: S608
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY m.date DESC, m.id DESC"
@@ -295,7 +302,7 @@ class ArchiveReader:
             f" ORDER BY messages_fts.rowid DESC LIMIT {int(RANK_WINDOW)}),"
             f" top (id, score) AS (SELECT id, score FROM recent ORDER BY score, id{limit})"
             # CROSS JOIN keeps ``top`` outside: the ranking runs once, before the join.
-            f" SELECT {_SUMMARY_COLUMNS}, top.score FROM top CROSS JOIN messages m ON m.id = top.id"
+            f" SELECT {self._columns}, top.score FROM top CROSS JOIN messages m ON m.id = top.id"
             " ORDER BY top.score, m.id"
         )
         all_params: list[Any] = [query, *params]
@@ -303,9 +310,9 @@ class ArchiveReader:
             all_params.append(flt.limit)
         rows = self._rows(sql, all_params)
         sources = self._snippet_sources([int(r[0]) for r in rows])
-        messages = self._with_locations([r[:9] for r in rows])
+        messages = self._with_locations([r[:_SUMMARY_WIDTH] for r in rows])
         return [
-            SearchHit(m, make_snippet(sources.get(m.id, b""), query, _summary(m)), float(r[9]))
+            SearchHit(m, make_snippet(sources.get(m.id, b""), query, _summary(m)), float(r[_SUMMARY_WIDTH]))
             for m, r in zip(messages, rows, strict=True)
         ]
 
@@ -344,8 +351,9 @@ class ArchiveReader:
                 to_header=r[6],
                 subject=r[7],
                 stored_at=r[8],
+                cc_header=r[9],
                 locations=tuple(found.get(r[0], ())),
-                raw=bytes(r[9]) if len(r) > 9 else None,
+                raw=bytes(r[_SUMMARY_WIDTH]) if len(r) > _SUMMARY_WIDTH else None,
             )
             for r in rows
         ]
@@ -389,7 +397,7 @@ class ArchiveReader:
                     break
             start += len(take)
             rows = self._rows(
-                f"SELECT {_SUMMARY_COLUMNS}, m.raw FROM messages m"  # noqa: S608
+                f"SELECT {self._columns}, m.raw FROM messages m"  # noqa: S608
                 f" WHERE m.id IN ({','.join('?' * len(take))})",
                 take,
             )

@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 10; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 11; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -40,6 +40,8 @@ Layout (schema version 10; docs/archive.md documents it for readers such as the 
   them again nor forgets to send the recovery notice; ``account_history.auth_failures`` (v8): the
   refused logins in a row, so that a restart does not give a locked-out account fresh tries.
   ``account_history.fetched_messages``/``fetched_octets`` are counted in each batch's transaction.
+- ``messages.cc_header`` (v11): the Cc field, decoded like ``from_header`` and ``to_header``; filled
+  for the messages archived before by the migration.
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -51,7 +53,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -233,6 +235,10 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (account, mailbox)
     );
     """,
+    # messages.cc_header: the Cc field beside From and To. Added by the Python step,
+    # maild.archive.parse.fill_cc_headers (ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS), which then
+    # reads it from the header section of every archived message, in the same transaction.
+    11: "",
 }
 
 

@@ -20,6 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from maild.archive.index_text import index_text
+from maild.archive.parse import parse
 from maild.model import HeaderSummary
 
 SNIPPET_TOKENS = 12
@@ -172,7 +173,7 @@ def make_snippet(raw: bytes, query: str, summary: HeaderSummary | None = None) -
     Returns:
         One line of text; empty if the message has no text at all.
     """
-    text = index_text(raw, summary)
+    text = index_text(raw, parse(raw, summary))
     terms = query_terms(query)[:MAX_HIGHLIGHT_TERMS]
     pattern = _pattern(tuple(terms))
     wanted = len({t.word for t in terms})
