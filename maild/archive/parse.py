@@ -61,6 +61,11 @@ def parse(raw: bytes, summary: HeaderSummary | None = None) -> ParsedMessage:
     return ParsedMessage(summary, cc, walk(raw, top))
 
 
+def _cc_of(rows: list[tuple[int, bytes]]) -> list[tuple[str | None, int]]:
+    """(decoded Cc or None, message id) of each (message id, header octets)."""
+    return [(summary_of(scan_header(head, (b"cc",)).fields).cc, message) for message, head in rows]
+
+
 CC_FILL_CHUNK = 500
 """Messages read at a time by :func:`fill_cc_headers` (each only up to
 :data:`maild.message.MAX_HEADER_OCTETS` octets)."""
@@ -91,9 +96,7 @@ async def fill_cc_headers(conn: aiosqlite.Connection) -> None:
         if not rows:
             return
         after = rows[-1][0]
-        found = await asyncio.to_thread(
-            lambda rows=rows: [(summary_of(scan_header(head, (b"cc",)).fields).cc, i) for i, head in rows]
-        )
+        found = await asyncio.to_thread(_cc_of, rows)
         await conn.executemany(
             "UPDATE messages SET cc_header = ? WHERE id = ?", [(cc, i) for cc, i in found if cc is not None]
         )

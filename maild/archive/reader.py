@@ -143,7 +143,8 @@ def _filter_sql(flt: MessageFilter) -> tuple[list[str], list[Any]]:
 
 def _summary(message: ArchivedMessage) -> HeaderSummary:
     """The decoded header fields the archive keeps, for :func:`maild.archive.snippet.make_snippet`."""
-    return HeaderSummary(None, None, message.from_header, message.to_header, message.subject, message.cc_header)
+    m = message
+    return HeaderSummary(None, None, m.from_header, m.to_header, m.subject, m.cc_header)
 
 
 def _contains(haystack: str | None, needle: str) -> bool:
