@@ -26,6 +26,7 @@ DECODE_CACHE_MAX_OCTETS = 512
 """Only field bodies up to this many octets are remembered, so the cache holds at most about 2 MiB."""
 _FIELD_BODY_RE = re.compile(rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)")
 _decoded: dict[bytes, str] = {}
+_NAMES_RE: dict[tuple[bytes, ...], re.Pattern[bytes]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,21 +66,22 @@ def header_fields(head: bytes, names: tuple[bytes, ...]) -> list[tuple[bytes, by
 
     Returns:
         (lower-case name, raw field body with its folding line breaks) for each; names are matched
-        case-insensitively at the start of a line (RFC 5322 section 2.2). Found with ``bytes.find``
-        on a lower-cased copy, not a case-insensitive regular expression over every position.
+        case-insensitively at the start of a line (RFC 5322 section 2.2). Found by one regular
+        expression of the names over a lower-cased copy (a case-insensitive expression over the
+        original was several times slower; one ``bytes.find`` pass per name, a third slower).
     """
-    lower = b"\n" + head.lower()
-    found: list[tuple[int, bytes, bytes]] = []
-    for name in names:
-        needle = b"\n" + name
-        pos = lower.find(needle)
-        while pos >= 0:
-            match = _FIELD_BODY_RE.match(head, pos + len(name))  # lower is head shifted by one
-            if match:
-                found.append((pos, name, match.group(1)))
-            pos = lower.find(needle, pos + len(needle))
-    found.sort()
-    return [(name, value) for _, name, value in found]
+    pattern = _NAMES_RE.get(names)
+    if pattern is None:
+        if len(_NAMES_RE) >= 64:  # callers use a few fixed tuples; bound it anyway
+            _NAMES_RE.clear()
+        alternatives = b"|".join(re.escape(name) for name in names)
+        pattern = _NAMES_RE[names] = re.compile(rb"\n(" + alternatives + rb")[ \t]*:")
+    found: list[tuple[bytes, bytes]] = []
+    for match in pattern.finditer(b"\n" + head.lower()):
+        body = _FIELD_BODY_RE.match(head, match.end(1) - 1)  # the lower-cased copy is shifted by one
+        if body:
+            found.append((match.group(1), body.group(1)))
+    return found
 
 
 def scan_header(
