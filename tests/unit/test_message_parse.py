@@ -71,3 +71,17 @@ def test_the_index_holds_every_cc_field() -> None:
     """The index's recipients column holds To and every Cc field, one per line, as before."""
     raw = b"To: t@example.org\r\nCc: one@example.org\r\nCc: two@example.org\r\n\r\nx"
     assert index_text(raw).recipients == "t@example.org\none@example.org\ntwo@example.org"
+
+
+def test_the_decode_cache_is_bounded_and_gives_what_decoding_gives() -> None:
+    """decode_field remembers at most DECODE_CACHE_ENTRIES short bodies, and a remembered answer equals a fresh one."""
+    from maild import message
+
+    word = b"=?utf-8?q?Gr=C3=BC=C3=9Fe?= <a@example.org>"
+    assert message.decode_field(word) == message.decode_field(word) == message._decode_field(word)
+    for n in range(message.DECODE_CACHE_ENTRIES + 10):
+        message.decode_field(b"x%d@example.org" % n)
+    assert len(message._decoded) <= message.DECODE_CACHE_ENTRIES
+    long = b"y" * (message.DECODE_CACHE_MAX_OCTETS + 1)
+    assert message.decode_field(long) == "y" * len(long)
+    assert long not in message._decoded
