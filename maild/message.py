@@ -1,4 +1,8 @@
-"""Header summaries of RFC 5322 messages, for queries and comparison.
+"""Header summaries of RFC 5322 messages, for queries and comparison, and the one header-field scanner.
+
+:func:`scan_header` finds a header section's end and the fields asked for; the summary
+(:func:`summarise`) and the MIME walk (:mod:`maild.archive.mime`) both use it, and the store path
+scans each message's top-level header once for both (:mod:`maild.archive.parse`).
 
 Parsing never fails: a broken or missing field becomes None, so a malformed message is still stored.
 """
@@ -26,6 +30,7 @@ DECODE_CACHE_MAX_OCTETS = 512
 """Only field bodies up to this many octets are remembered, so the cache holds at most about 2 MiB."""
 _FIELD_BODY_RE = re.compile(rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)")
 _decoded: dict[bytes, str] = {}
+"""The decode cache; batches are prepared in worker threads, and each access is one dict operation."""
 _NAMES_RE: dict[tuple[bytes, ...], re.Pattern[bytes]] = {}
 
 
