@@ -185,11 +185,17 @@ class BatchWriter(ArchiveConnection):
                 " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
                 imap_rows,
             )
-        # a message that arrived has no failure record any more (schema v4, maild.archive.failures)
-        await self._conn.executemany(
-            "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
-            [(account, failure_key_text(p.key)) for p in prepared],
-        )
+        # a message that arrived has no failure record any more (schema v4, maild.archive.failures);
+        # most accounts have none, and one lookup saves a DELETE per message
+        async with self._conn.execute(
+            "SELECT 1 FROM retrieval_failures WHERE account = ? LIMIT 1", (account,)
+        ) as cur:
+            has_failures = await cur.fetchone() is not None
+        if has_failures:
+            await self._conn.executemany(
+                "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
+                [(account, failure_key_text(p.key)) for p in prepared],
+            )
         links = len(pop_rows) + len(imap_rows)
         if links:  # the account's history counts in this transaction (issue 17: no undercount after a crash)
             await self._conn.execute(_COUNT_FETCHED, (account, links, octets))

@@ -669,3 +669,24 @@ async def test_version_six_failure_records_gain_header_fields_and_keep_their_cou
         summary.date,
         1,
     )
+
+
+async def test_an_arriving_message_clears_only_its_own_failure_record(tmp_path: Path) -> None:
+    """Storing a message removes its account's failure record for that key, keeps the others, and an
+    account without records stores as before (the batch looks for records once, not per message)."""
+    from maild.archive.failures import failure_records, record_failures
+    from maild.model import RetrievalFailure
+
+    async with await Store.open(tmp_path / "maild.sqlite3") as s:
+        for name in ("a", "b", "c"):
+            await s.ensure_account(name, "O", "E", "pop3", NOW)
+        failures = [RetrievalFailure(POP3Key("u1"), "-ERR"), RetrievalFailure(POP3Key("u2"), "-ERR")]
+        await record_failures(s, "a", failures, NOW)
+        await record_failures(s, "b", [RetrievalFailure(POP3Key("u1"), "-ERR")], NOW)
+
+        await s.store_batch("a", [RetrievedMessage(POP3Key("u1"), b"Subject: one\r\n\r\n1\r\n")], NOW)
+        await s.store_batch("c", [RetrievedMessage(POP3Key("u1"), b"Subject: three\r\n\r\n3\r\n")], NOW)
+
+        assert list(await failure_records(s, "a")) == [POP3Key("u2")]
+        assert list(await failure_records(s, "b")) == [POP3Key("u1")]
+        assert await failure_records(s, "c") == {}
