@@ -12,12 +12,11 @@ the monitoring-plugin convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). Log l
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from maild import __version__
 from maild.cli import accounts, archive, backup, move
@@ -36,10 +35,16 @@ from maild.cli.status_view import (
     zone_name,
 )
 from maild.cli.units import human_size
-from maild.config.loader import Config
 from maild.errors import ConfigError, ControlError, MaildError
-from maild.log import LogFormat, configure_logging, get_logger
-from maild.service.control_client import ControlClient
+
+if TYPE_CHECKING:
+    from maild.config.loader import Config
+
+# Start-up time (docs/performance.md, session 5): building the parser and dispatching import only
+# argparse, the CLI's own modules and maild.errors. Every handler imports what it needs itself
+# (asyncio, json, the config loader, logging, the control client, the archive), so `maild --help`
+# and `maild status` do not pay for the one-shot fetch's parts, nor it for theirs. The CLI modules'
+# own top-level imports follow the same rule; tests/unit/test_cli_startup.py holds them to it.
 
 #: Exit code of ``maild run`` with an invalid configuration: ``EX_CONFIG`` of sysexits.h. The unit
 #: file's ``RestartPreventExitStatus=`` names it.
@@ -195,6 +200,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
+    import asyncio
+
+    from maild.log import LogFormat, configure_logging, get_logger
+
     log_format: LogFormat = cfg.daemon.log_format  # type: ignore[assignment]  # validated by the loader
     configure_logging(args.log_level or cfg.daemon.log_level, fmt=log_format)
     for warning in cfg.warnings:
@@ -209,6 +218,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     """``maild fetch``: one cycle per account without a daemon (warns when a daemon runs too)."""
+    import asyncio
+
+    from maild.log import configure_logging
+    from maild.service.control_client import ControlClient
+
     cfg = load_args_config(args)
     unknown = [name for name in args.accounts if name not in cfg.accounts]
     if unknown:
@@ -254,6 +268,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"maild: {exc}", file=sys.stderr)
         return STATUS_NOT_RUNNING
     if args.json:
+        import json
+
         print(json.dumps({"ok": True, **reply.to_json()}, indent=2, ensure_ascii=False))
     else:
         print(render_status(reply, now=datetime.now(UTC), failed_only=args.failed))

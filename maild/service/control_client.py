@@ -18,7 +18,7 @@ from typing import Any
 
 from maild.errors import ControlError
 from maild.service import replies
-from maild.service.control import PROTOCOL_VERSION, daemon_answers, encode
+from maild.service.control_wire import PROTOCOL_VERSION, daemon_answers, encode
 from maild.service.status import StatusReply
 
 #: Seconds the client waits for an ordinary reply.

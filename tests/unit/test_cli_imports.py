@@ -89,8 +89,8 @@ def test_the_cli_starts_without_the_daemons_parts() -> None:
 
     assert loaded <= {
         "maild.service",
-        "maild.service.control",
         "maild.service.control_client",
+        "maild.service.control_wire",
         "maild.service.replies",
         "maild.service.reply_fields",
         "maild.service.status",
