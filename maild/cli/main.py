@@ -221,7 +221,7 @@ def _fetch(args: argparse.Namespace) -> int:
     import asyncio
 
     from maild.log import configure_logging
-    from maild.service.control_client import ControlClient
+    from maild.service.control_wire import daemon_answers  # not the client: its reply records cost start-up
 
     cfg = load_args_config(args)
     unknown = [name for name in args.accounts if name not in cfg.accounts]
@@ -229,7 +229,7 @@ def _fetch(args: argparse.Namespace) -> int:
         print(f"maild: {cfg.path}: no account named {unknown[0]!r}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(args.log_level or "warning")
-    if ControlClient(cfg.daemon.control_socket).daemon_answers():
+    if daemon_answers(cfg.daemon.control_socket):
         warn(
             f"a daemon is running on {cfg.daemon.control_socket} and fetches these"
             " accounts too; `maild fetch-now` asks it instead"
