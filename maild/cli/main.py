@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 # argparse, the CLI's own modules and maild.errors. Every handler imports what it needs itself
 # (asyncio, json, the config loader, logging, the control client, the archive), so `maild --help`
 # and `maild status` do not pay for the one-shot fetch's parts, nor it for theirs. The CLI modules'
-# own top-level imports follow the same rule; tests/unit/test_cli_startup.py holds them to it.
+# own top-level imports follow the same rule; tests/integration/test_cli_startup.py holds them to it.
 
 #: Exit code of ``maild run`` with an invalid configuration: ``EX_CONFIG`` of sysexits.h. The unit
 #: file's ``RestartPreventExitStatus=`` names it.
