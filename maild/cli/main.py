@@ -57,12 +57,20 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_BROKEN_PIPE = 128 + 13
 """Exit status when stdout's reader closed the pipe: a process killed by SIGPIPE (13), as shells show it."""
 
-#: Modules that add subcommand groups: each has ``add_parsers(subparsers)`` and sets ``handler`` (a
-#: function taking the parsed arguments and returning the exit code) with ``set_defaults``.
+#: Modules that add subcommand groups: each has ``add_parsers(subparsers)``, which adds the
+#: subcommands named in its ``COMMANDS`` and sets ``handler`` (a function taking the parsed arguments
+#: and returning the exit code) with ``set_defaults``.
 COMMAND_GROUPS = (archive, backup, accounts, move)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``maild`` parser: every subcommand, or with ``command`` the command groups' subcommands
+    only for the group that defines ``command`` (see :func:`command_of`).
+
+    Each subparser costs argparse some 0.1 ms of gettext look-ups and formatter set-ups; a one-shot
+    command does not build the 40-odd it will not run (start-up time, docs/performance.md). The man
+    page, the completions and every usage error use the whole parser.
+    """
     p = argparse.ArgumentParser(
         prog="maild", description="Fetch an office's mail by POP3 and IMAP into a safe archive."
     )
@@ -116,9 +124,58 @@ def _parser() -> argparse.ArgumentParser:
         "manpage", help="print this man page, maild(1), in roff: `maild manpage | man -l -` reads it"
     ).set_defaults(handler=_manpage)
     for group in COMMAND_GROUPS:
-        group.add_parsers(sub)
+        if command is None or command in group.COMMANDS:
+            group.add_parsers(sub)
     _add_common_options(sub)
     return p
+
+
+#: Options of the top-level parser that take a value as the next argument.
+_OPTIONS_WITH_VALUE = frozenset({"-c", "--config", "--log-level"})
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names when it belongs to a command group, :data:`BUILT_IN` for one of
+    :data:`BUILT_IN_COMMANDS`, else None (build them all).
+
+    None also when ``-h``, ``--help`` or ``--version`` comes before it, or when the first positional
+    argument is no command group's (then argparse reports it against the whole parser, with every
+    choice).
+    """
+    expect_value = False
+    for arg in argv:
+        if expect_value:
+            expect_value = False
+        elif arg in ("-h", "--help", "--version", "--"):
+            return None
+        elif arg in _OPTIONS_WITH_VALUE:
+            expect_value = True
+        elif not arg.startswith("-"):
+            if arg in BUILT_IN_COMMANDS:
+                return BUILT_IN
+            return arg if any(arg in group.COMMANDS for group in COMMAND_GROUPS) else None
+    return None
+
+
+#: The subcommands this module defines itself (the command groups list theirs in ``COMMANDS``).
+BUILT_IN_COMMANDS = frozenset(
+    {
+        "run",
+        "fetch",
+        "status",
+        "check",
+        "fetch-now",
+        "pause",
+        "resume",
+        "reload",
+        "metrics",
+        "alert-test",
+        "check-config",
+        "manpage",
+    }
+)
+#: :func:`command_of`'s answer for one of :data:`BUILT_IN_COMMANDS`: no command group is built.
+BUILT_IN = "-"
 
 
 def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,7 +197,8 @@ def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``maild`` console script; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(command_of(words)).parse_args(words)
     handler: Handler = args.handler
     try:
         return int(handler(args))
