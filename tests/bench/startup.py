@@ -107,6 +107,7 @@ def main() -> int:
                 [sys.executable, "-m", "maild", "fetch", "-c", str(config)],
                 budget_s=300,
                 env={**env, "PYTHONPATH": str(trees[0])},
+                cwd=trees[0],
             )
             if first.returncode != 0:
                 print(first.output, file=sys.stderr)
@@ -120,6 +121,7 @@ def main() -> int:
                             [sys.executable, "-m", "maild", "-c", str(config), *COMMANDS[label]],
                             budget_s=120,
                             env={**env, "PYTHONPATH": str(tree)},
+                            cwd=tree,  # `python -m` puts the working directory first on sys.path
                         )
                         for _ in range(args.repeat)
                     ]
