@@ -35,10 +35,6 @@ TLS_CHOICES = ("implicit", "starttls", "none")
 RETENTION_CHOICES = ("keep", "delete", "delete-after")
 
 
-#: The top-level subcommands :func:`add_parsers` adds (:func:`maild.cli.main.command_of` reads it).
-COMMANDS = ("accounts",)
-
-
 def add_parsers(sub: Any) -> None:
     """Add ``accounts`` (``list``, ``add``, ``remove``) to the ``maild`` subcommand parsers ``sub``."""
     a = sub.add_parser("accounts", help="list, add or remove accounts (drop-in files)")

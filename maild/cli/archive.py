@@ -48,10 +48,6 @@ def _add_limit(parser: argparse.ArgumentParser, default: int, what: str) -> None
     parser.add_argument("--limit", type=_limit, default=default, metavar="N", help=help_text)
 
 
-#: The top-level subcommands :func:`add_parsers` adds (:func:`maild.cli.main.command_of` reads it).
-COMMANDS = ("messages", "export")
-
-
 def add_parsers(sub: Any) -> None:
     """Add ``messages`` and ``export`` to the ``maild`` subcommand parsers ``sub``."""
     db = argparse.ArgumentParser(add_help=False)

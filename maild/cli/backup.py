@@ -29,10 +29,6 @@ def _keep(text: str) -> int:
     return value
 
 
-#: The top-level subcommands :func:`add_parsers` adds (:func:`maild.cli.main.command_of` reads it).
-COMMANDS = ("backup", "restore", "reindex")
-
-
 def add_parsers(sub: Any) -> None:
     """Add ``backup``, ``restore`` and ``reindex`` to the ``maild`` subcommand parsers ``sub``."""
     b = sub.add_parser(

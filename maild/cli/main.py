@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from maild import __version__
-from maild.cli import accounts, archive, backup, move
 from maild.cli.common import daemon_client, load_args_config, warn
 from maild.cli.manpage import render_manpage
 from maild.cli.status_view import (
@@ -57,10 +56,38 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_BROKEN_PIPE = 128 + 13
 """Exit status when stdout's reader closed the pipe: a process killed by SIGPIPE (13), as shells show it."""
 
-#: Modules that add subcommand groups: each has ``add_parsers(subparsers)``, which adds the
-#: subcommands named in its ``COMMANDS`` and sets ``handler`` (a function taking the parsed arguments
-#: and returning the exit code) with ``set_defaults``.
-COMMAND_GROUPS = (archive, backup, accounts, move)
+#: The command-group modules of maild.cli and the top-level subcommands each adds, in the order of
+#: ``maild --help``. Each module has ``add_parsers(subparsers)``, which adds these subcommands and sets
+#: ``handler`` (a function taking the parsed arguments and returning the exit code) with
+#: ``set_defaults``. A module is imported only when the parser needs its subcommands
+#: (:func:`_add_parsers`): `maild fetch` and `maild status` load none of them.
+COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
+    "archive": ("messages", "export"),
+    "backup": ("backup", "restore", "reindex"),
+    "accounts": ("accounts",),
+    "move": ("compare", "migrate", "unretire", "retire"),
+}
+
+
+def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]:
+    """``add_parsers`` of the command-group module ``group`` (a key of :data:`COMMAND_GROUPS`),
+    imported now: the dispatch imports a subcommand's module only when that subcommand runs (or
+    when the whole parser is built, for help, the man page and usage errors)."""
+    if group == "archive":
+        from maild.cli import archive
+
+        return archive.add_parsers
+    if group == "backup":
+        from maild.cli import backup
+
+        return backup.add_parsers
+    if group == "accounts":
+        from maild.cli import accounts
+
+        return accounts.add_parsers
+    from maild.cli import move
+
+    return move.add_parsers
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -123,9 +150,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser(
         "manpage", help="print this man page, maild(1), in roff: `maild manpage | man -l -` reads it"
     ).set_defaults(handler=_manpage)
-    for group in COMMAND_GROUPS:
-        if command is None or command in group.COMMANDS:
-            group.add_parsers(sub)
+    for group, commands in COMMAND_GROUPS.items():
+        if command is None or command in commands:
+            _add_parsers(group)(sub)
     _add_common_options(sub)
     return p
 
@@ -153,11 +180,11 @@ def command_of(argv: Sequence[str]) -> str | None:
         elif not arg.startswith("-"):
             if arg in BUILT_IN_COMMANDS:
                 return BUILT_IN
-            return arg if any(arg in group.COMMANDS for group in COMMAND_GROUPS) else None
+            return arg if any(arg in commands for commands in COMMAND_GROUPS.values()) else None
     return None
 
 
-#: The subcommands this module defines itself (the command groups list theirs in ``COMMANDS``).
+#: The subcommands this module defines itself (the command groups' are in :data:`COMMAND_GROUPS`).
 BUILT_IN_COMMANDS = frozenset(
     {
         "run",

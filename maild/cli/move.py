@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 PROGRESS_EVERY_S = 10.0
 
 
-#: The top-level subcommands :func:`add_parsers` adds (:func:`maild.cli.main.command_of` reads it).
-COMMANDS = ("compare", "migrate", "unretire", "retire")
-
-
 def add_parsers(sub: Any) -> None:
     """Add ``compare``, ``migrate`` and ``retire`` to the ``maild`` subcommand parsers ``sub``."""
     c = sub.add_parser("compare", help="compare account A's archive with account B's IMAP server")

@@ -45,6 +45,9 @@ HEAVY_MODULES: dict[str, str] = {
     "maild.move.migrate": "the move commands",
 }
 
+#: The CLI's command-group modules: the dispatch imports one only when its subcommand runs.
+GROUP_MODULES = frozenset({"maild.cli.archive", "maild.cli.backup", "maild.cli.accounts", "maild.cli.move"})
+
 #: Runs ``maild.cli.main.main(argv)`` as ``python -m maild`` would, then writes the names in
 #: ``sys.modules`` as JSON to the file named by ``$MAILD_TEST_MODULES``.
 RUNNER = """
@@ -145,6 +148,7 @@ def test_status_without_a_daemon_reads_the_config_and_nothing_heavy(tmp_path: Pa
     assert code == 3, output
     assert {"maild.config.loader", "maild.service.control_client"} <= modules
     assert heavy(modules) == set()
+    assert not modules & GROUP_MODULES
 
 
 @pytest.mark.dovecot
@@ -161,18 +165,19 @@ def test_one_shot_commands_load_only_what_they_need(dovecot: Dovecot, mail_user:
     cli = ("-c", str(config))
     fetched_pop3 = frozenset({"asyncio", "structlog", "ssl", "aiosqlite", "maild.archive.store"})
 
-    for argv, allowed in (
-        (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}),
-        (("fetch", "imap"), fetched_pop3 | {"aioimaplib", "maild.protocols.imap.mailbox"}),
-        (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}),
-        (("messages", "list"), frozenset()),
-        (("messages", "search", "Startbrief"), frozenset()),
+    for argv, allowed, group in (
+        (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}, None),
+        (("fetch", "imap"), fetched_pop3 | {"aioimaplib", "maild.protocols.imap.mailbox"}, None),
+        (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}, None),
+        (("messages", "list"), frozenset(), "maild.cli.archive"),
+        (("messages", "search", "Startbrief"), frozenset(), "maild.cli.archive"),
     ):
         code, modules, output = loaded_after(directory, *cli, *argv)
 
         assert code == 0, output
         assert heavy(modules, allowed) == set(), argv
         assert allowed <= modules, argv  # the command ran: it loaded what it needs
+        assert modules & GROUP_MODULES == ({group} if group else set()), argv
 
 
 def _letter(n: int) -> bytes:

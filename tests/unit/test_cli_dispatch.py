@@ -16,8 +16,8 @@ def _choices(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def test_the_command_lists_name_every_subcommand_once() -> None:
-    """BUILT_IN_COMMANDS and the groups' COMMANDS together are exactly the whole parser's subcommands."""
-    named = [*BUILT_IN_COMMANDS, *(name for group in COMMAND_GROUPS for name in group.COMMANDS)]
+    """BUILT_IN_COMMANDS and COMMAND_GROUPS together name exactly the whole parser's subcommands."""
+    named = [*BUILT_IN_COMMANDS, *(name for commands in COMMAND_GROUPS.values() for name in commands)]
 
     assert len(named) == len(set(named))
     assert set(named) == _choices(_parser())
