@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from maild.cli.accounts_list import account_rows, archive_facts, render_accounts
 from maild.cli.authorize import add_parser as add_authorize_parser  # issue 13: OAuth2 device sign-in
 from maild.cli.common import load_args_config, reload_daemon, run_async
 from maild.cli.provider_add import account_name, ask, oauth2_table, provider_steps
-from maild.cli.table import lines_by_person
 from maild.cli.units import count
 from maild.config.providers import PROVIDERS
-from maild.errors import ConfigError, ControlError, MigrationError
+from maild.errors import ConfigError, MigrationError
 
 if TYPE_CHECKING:
     from maild.config.loader import Config
@@ -112,132 +110,6 @@ def add_parsers(sub: Any) -> None:
 # -- list ---------------------------------------------------------------------------------------------
 
 
-def _daemon_states(config: Config) -> dict[str, str] | None:
-    """Each running account's state, or None when the daemon cannot be asked."""
-    from maild.service.control_client import ControlClient
-
-    try:
-        status = ControlClient(config.daemon.control_socket, timeout_s=10).status()
-    except ControlError:
-        return None
-    return {a.name: a.state for a in status.accounts}
-
-
-async def _archive_facts(config: Config) -> tuple[dict[str, Any], dict[str, int]]:
-    from maild.archive.move_queries import MigrationStore
-
-    if not config.daemon.database.exists():
-        return {}, {}
-    store = await MigrationStore.open(config.daemon.database)
-    try:
-        return await store.account_records(), await store.message_counts()
-    finally:
-        await store.close()
-
-
-@dataclass(frozen=True, slots=True)
-class AccountRow:
-    """One line of ``maild accounts list``: a configured account, or one only the archive knows.
-
-    Attributes:
-        name, organisation, employee, protocol: the account.
-        host: its server, or None when it is not configured.
-        enabled: False also when it is not configured.
-        configured_in: the file that defines it, or None.
-        state: the running daemon's state of it, ``not running``, ``not loaded`` or ``not configured``.
-        messages: archived messages linked to it.
-        retired_at: when ``maild retire`` retired it (UTC), or None.
-        retired_into: the account it was retired into, or None.
-    """
-
-    name: str
-    organisation: str
-    employee: str
-    protocol: str
-    host: str | None
-    enabled: bool
-    configured_in: str | None
-    state: str
-    messages: int
-    retired_at: datetime | None
-    retired_into: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        """The row as ``accounts list --json`` prints it."""
-        from maild.service.status import time_text
-
-        return {
-            "name": self.name,
-            "organisation": self.organisation,
-            "employee": self.employee,
-            "protocol": self.protocol,
-            "host": self.host,
-            "enabled": self.enabled,
-            "configured_in": self.configured_in,
-            "state": self.state,
-            "messages": self.messages,
-            "retired_at": time_text(self.retired_at),
-            "retired_into": self.retired_into,
-        }
-
-
-def account_rows(config: Config) -> list[AccountRow]:
-    """Every configured account, then every account only the archive knows."""
-    records, counts = run_async(_archive_facts(config))
-    states = _daemon_states(config)
-    rows: list[AccountRow] = []
-    for acc in config.accounts.values():
-        record = records.get(acc.name)
-        rows.append(
-            AccountRow(
-                name=acc.name,
-                organisation=acc.organisation,
-                employee=acc.employee,
-                protocol=acc.protocol,
-                host=acc.host,
-                enabled=acc.enabled,
-                configured_in=str(acc.source),
-                state="not running" if states is None else states.get(acc.name, "not loaded"),
-                messages=counts.get(acc.name, 0),
-                retired_at=record.retired_at if record else None,
-                retired_into=record.retired_into if record else None,
-            )
-        )
-    for name, record in records.items():
-        if name in config.accounts:
-            continue
-        rows.append(
-            AccountRow(
-                name=name,
-                organisation=record.organisation,
-                employee=record.employee,
-                protocol=record.protocol,
-                host=None,
-                enabled=False,
-                configured_in=None,
-                state="not configured",
-                messages=counts.get(name, 0),
-                retired_at=record.retired_at,
-                retired_into=record.retired_into,
-            )
-        )
-    return rows
-
-
-def render_accounts(rows: list[AccountRow]) -> str:
-    """Render account rows as a table grouped by organisation and employee."""
-
-    def row_lines(r: AccountRow) -> list[str]:
-        note = f"  migrated into {r.retired_into}" if r.retired_into else ""
-        return [
-            f"    {r.name:<20} {r.protocol:<5} {r.host or '-':<24} {r.state:<14}"
-            f" {count(r.messages):>7} messages{note}"
-        ]
-
-    lines = lines_by_person(rows, row_lines)
-    return "\n".join(lines) if lines else "no accounts"
-
-
 def _list(args: argparse.Namespace) -> int:
     import json
 
@@ -317,7 +189,7 @@ def _read_password(name: str) -> str:
 
 
 async def _recorded_protocol(config: Config, name: str) -> str | None:
-    records, _counts = await _archive_facts(config)
+    records, _counts = await archive_facts(config)
     record = records.get(name)
     return record.protocol if record else None
 
@@ -470,7 +342,7 @@ def _remove(args: argparse.Namespace) -> int:
             f" `maild reload`; to remove it, delete that table yourself (then `maild accounts remove"
             f" {name} --purge` may delete its archive)"
         )
-    records, counts = run_async(_archive_facts(config))
+    records, counts = run_async(archive_facts(config))
     if account is None and name not in records:
         raise ConfigError(f"no account named {name!r} (neither configured nor in the archive)")
     if args.purge and name in records:
