@@ -161,6 +161,14 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 _OPTIONS_WITH_VALUE = frozenset({"-c", "--config", "--log-level"})
 
 
+def _takes_value(arg: str) -> bool:
+    """True for a top-level option whose value is the next argument, also abbreviated as argparse
+    allows (``--conf FILE``)."""
+    return arg in _OPTIONS_WITH_VALUE or (
+        len(arg) > 2 and arg.startswith("--") and any(o.startswith(arg) for o in _OPTIONS_WITH_VALUE)
+    )
+
+
 def command_of(argv: Sequence[str]) -> str | None:
     """The subcommand ``argv`` names when it belongs to a command group, :data:`BUILT_IN` for one of
     :data:`BUILT_IN_COMMANDS`, else None (build them all).
@@ -175,7 +183,7 @@ def command_of(argv: Sequence[str]) -> str | None:
             expect_value = False
         elif arg in ("-h", "--help", "--version", "--"):
             return None
-        elif arg in _OPTIONS_WITH_VALUE:
+        elif _takes_value(arg):
             expect_value = True
         elif not arg.startswith("-"):
             if arg in BUILT_IN_COMMANDS:

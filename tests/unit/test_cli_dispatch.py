@@ -31,6 +31,8 @@ def test_the_command_lists_name_every_subcommand_once() -> None:
         (["--config", "messages", "fetch"], BUILT_IN),  # a config file called "messages"
         (["--log-level", "debug", "messages", "list"], "messages"),
         (["--config=/x.toml", "accounts", "list"], "accounts"),
+        (["--conf", "messages", "fetch"], BUILT_IN),  # argparse's abbreviation of --config
+        (["--log", "debug", "retire", "a"], "retire"),
         (["-c/x.toml", "migrate", "a", "--to", "b"], "migrate"),
         (["backup", "--help"], "backup"),
         ([], None),
