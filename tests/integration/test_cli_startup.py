@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,13 @@ def test_one_shot_commands_load_only_what_they_need(dovecot: Dovecot, mail_user:
     """
     dovecot.deliver_many(mail_user.name, [_letter(1), _letter(2)])
     directory = short_dir("maildstart-")
+    try:
+        _run_one_shot_commands(directory, dovecot, mail_user)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_one_shot_commands(directory: Path, dovecot: Dovecot, mail_user: MailUser) -> None:
     config = write_config(directory, dovecot, {"pop3": mail_user, "imap": mail_user})
     cli = ("-c", str(config))
     fetched_pop3 = frozenset({"asyncio", "structlog", "ssl", "aiosqlite", "maild.archive.store"})
