@@ -150,6 +150,7 @@ def test_status_without_a_daemon_reads_the_config_and_nothing_heavy(tmp_path: Pa
     assert {"maild.config.loader", "maild.service.control_client"} <= modules
     assert heavy(modules) == set()
     assert not modules & GROUP_MODULES
+    assert "maild.service.replies" not in modules  # the status records only
 
 
 @pytest.mark.dovecot
