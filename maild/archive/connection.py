@@ -30,8 +30,8 @@ from maild.archive.archive_file import (
     _sqlite_problem,
     set_archive_mode,
 )
+from maild.archive.cc_fill import fill_cc_headers
 from maild.archive.counters import ArchiveCounters
-from maild.archive.parse import fill_cc_headers
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
 from maild.model import Location, MessageKey

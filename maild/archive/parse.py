@@ -7,18 +7,17 @@ The store path wants three things from each message: the header summary it keeps
 on its own (three scans of the same octets). :func:`parse` scans the top-level header section once
 for the summary's fields and the MIME fields together, then walks the parts from there.
 
+Pure functions, no I/O: the read-only query commands use it for snippets (no asyncio, no aiosqlite).
+
 Standard: RFC 5322 section 2.1 (header section), RFC 2045/2046 (MIME parts).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
-import aiosqlite
-
 from maild.archive.mime import MAX_PART_HEADER_OCTETS, MIME_FIELDS, Leaf, walk
-from maild.message import MAX_HEADER_OCTETS, SUMMARY_FIELDS, scan_header, summary_of
+from maild.message import SUMMARY_FIELDS, scan_header, summary_of
 from maild.model import HeaderSummary
 
 _TOP_FIELDS = SUMMARY_FIELDS + MIME_FIELDS
@@ -59,44 +58,3 @@ def parse(raw: bytes, summary: HeaderSummary | None = None) -> ParsedMessage:
     # than that (but within the summary's MAX_HEADER_OCTETS) is scanned again with the walk's own window.
     top = scan if scan.body_start <= MAX_PART_HEADER_OCTETS else None
     return ParsedMessage(summary, cc, walk(raw, top))
-
-
-def _cc_of(rows: list[tuple[int, bytes]]) -> list[tuple[str | None, int]]:
-    """(decoded Cc or None, message id) of each (message id, header octets)."""
-    return [(summary_of(scan_header(head, (b"cc",)).fields).cc, message) for message, head in rows]
-
-
-CC_FILL_CHUNK = 500
-"""Messages read at a time by :func:`fill_cc_headers` (each only up to
-:data:`maild.message.MAX_HEADER_OCTETS` octets)."""
-
-
-async def fill_cc_headers(conn: aiosqlite.Connection) -> None:
-    """Schema version 11's step after its SQL: fill ``messages.cc_header`` of every archived message.
-
-    Runs in the migration's transaction (all rows or none). Adds the column (unless there) first:
-    ``ALTER TABLE messages ADD COLUMN cc_header TEXT``. Then reads each message's first
-    :data:`maild.message.MAX_HEADER_OCTETS` octets, :data:`CC_FILL_CHUNK` messages at a time, and
-    decodes its Cc field exactly as :func:`parse` does for a new message (in a worker thread).
-
-    Raises:
-        sqlite3.Error: SQLite failed (the migration is then rolled back).
-    """
-    async with conn.execute("SELECT name FROM pragma_table_info('messages')") as cur:
-        columns = {row[0] for row in await cur.fetchall()}
-    if "cc_header" not in columns:
-        await conn.execute("ALTER TABLE messages ADD COLUMN cc_header TEXT")
-    after = 0
-    while True:
-        async with conn.execute(
-            "SELECT id, substr(raw, 1, ?) FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-            (MAX_HEADER_OCTETS, after, CC_FILL_CHUNK),
-        ) as cur:
-            rows = [(int(r[0]), bytes(r[1])) for r in await cur.fetchall()]
-        if not rows:
-            return
-        after = rows[-1][0]
-        found = await asyncio.to_thread(_cc_of, rows)
-        await conn.executemany(
-            "UPDATE messages SET cc_header = ? WHERE id = ?", [(cc, i) for cc, i in found if cc is not None]
-        )

@@ -236,7 +236,7 @@ _MIGRATIONS: dict[int, str] = {
     );
     """,
     # messages.cc_header: the Cc field beside From and To. Added by the Python step,
-    # maild.archive.parse.fill_cc_headers (ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS), which then
+    # maild.archive.cc_fill.fill_cc_headers (ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS), which then
     # reads it from the header section of every archived message, in the same transaction.
     11: "",
 }

@@ -83,9 +83,9 @@ async def test_upgrading_a_schema_10_archive_keeps_everything_and_fills_cc(tmp_p
 
 async def test_the_cc_fill_reads_many_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The upgrade's Cc fill goes through the archive in chunks and misses no message."""
-    from maild.archive import parse
+    from maild.archive import cc_fill
 
-    monkeypatch.setattr(parse, "CC_FILL_CHUNK", 2)
+    monkeypatch.setattr(cc_fill, "CC_FILL_CHUNK", 2)
     db = tmp_path / "maild.sqlite3"
     items = [("anna-pop", pop(n), CC_LETTER.replace(b"carla", b"carla%d" % n)) for n in range(5)]
     await build_archive(db, items)
