@@ -1,4 +1,4 @@
-"""The text of PDF and Office attachments, for the full-text index (issue 18, the optional ``documents`` extra).
+"""The text of PDF and Office attachments for the full-text index (issue 18; the ``documents`` extra).
 
 This module only *extracts*; it runs inside the worker process of :mod:`maild.archive.document_worker`
 (address space and CPU limited, killed on a timeout), never in the daemon's own process, because a
@@ -136,27 +136,24 @@ def extract(kind: DocumentKind, data: bytes) -> str:
     """
     if len(data) > MAX_DOCUMENT_OCTETS:
         raise DocumentError(f"larger than {MAX_DOCUMENT_OCTETS} octets")
-    if kind == "pdf":
-        text = _pdf_text(data)
-    else:
-        text = _office_text(kind, data)
+    text = _pdf_text(data) if kind == "pdf" else _office_text(kind, data)
     text = _LINES_RE.sub("\n", _SPACE_RE.sub(" ", text)).strip()
     return text[:MAX_DOCUMENT_CHARS]
 
 
 def _pdf_text(data: bytes) -> str:
     try:
-        import pypdf  # noqa: PLC0415 - the optional extra, only in the worker process
+        import pypdf
     except ImportError:
         raise DocumentError("pypdf is not installed (the documents extra)") from None
-    from pypdf.errors import PdfReadError  # noqa: PLC0415
+    from pypdf.errors import PdfReadError
 
     pieces: list[str] = []
     size = 0
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
-            raise DocumentError("encrypted with a password")
+            _encrypted()
         for n, page in enumerate(reader.pages):
             if n >= MAX_PDF_PAGES or size >= MAX_DOCUMENT_CHARS:
                 break
@@ -165,13 +162,29 @@ def _pdf_text(data: bytes) -> str:
             size += len(text)
     except DocumentError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError,
-            NotImplementedError, RecursionError, AssertionError, UnicodeError, ZeroDivisionError) as exc:
+    except (
+        PdfReadError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        OSError,
+        NotImplementedError,
+        RecursionError,
+        AssertionError,
+        UnicodeError,
+        ZeroDivisionError,
+    ) as exc:
         # pypdf raises many kinds on damaged input; its message names the cause, never the text.
         raise DocumentError(f"damaged PDF ({type(exc).__name__}: {str(exc)[:120]})") from None
     except MemoryError:
         raise DocumentError("the PDF needs more memory than allowed") from None
     return "\n".join(pieces)
+
+
+def _encrypted() -> None:
+    raise DocumentError("encrypted with a password")
 
 
 class _TextCollector:

@@ -64,7 +64,9 @@ class DocumentWorker:
         """Worker processes started so far (for the benchmark and the tests)."""
 
     async def _start(self) -> asyncio.subprocess.Process:
-        if self._proc is not None and (self._proc.returncode is not None or self._served >= WORKER_MAX_DOCUMENTS):
+        if self._proc is not None and (
+            self._proc.returncode is not None or self._served >= WORKER_MAX_DOCUMENTS
+        ):
             await self.close()
         if self._proc is None:
             self._proc = await asyncio.create_subprocess_exec(
@@ -117,7 +119,8 @@ class DocumentWorker:
             raise
 
     async def _ask(self, proc: asyncio.subprocess.Process, kind: DocumentKind, data: bytes) -> str:
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         proc.stdin.write(f"{kind} {len(data)}\n".encode() + data)
         await proc.stdin.drain()
         self._served += 1
@@ -146,7 +149,7 @@ class DocumentWorker:
 
 
 def _limit_self() -> None:
-    import resource  # noqa: PLC0415 - Unix only, and only in the worker
+    import resource
 
     for which, value in ((resource.RLIMIT_AS, WORKER_MEMORY_OCTETS), (resource.RLIMIT_CPU, WORKER_CPU_S)):
         soft, hard = resource.getrlimit(which)
@@ -163,14 +166,14 @@ def _reply(out: object, status: str, text: str) -> None:
 
 def main() -> None:
     """The worker process: limit itself, then answer requests on stdin until it closes."""
-    import logging  # noqa: PLC0415
-    import warnings  # noqa: PLC0415
+    import logging
+    import warnings
 
     _limit_self()
     logging.disable(logging.CRITICAL)  # pypdf logs what it repairs; nobody reads the worker's output
     warnings.simplefilter("ignore")
     with contextlib.suppress(ImportError):  # import once, before the first document's timer matters
-        import pypdf  # noqa: F401, PLC0415
+        import pypdf  # noqa: F401
     source, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing but replies may reach the pipe
     while True:
@@ -191,5 +194,5 @@ def main() -> None:
             _reply(out, "error", f"needs more than {WORKER_MEMORY_OCTETS // 2**20} MiB of memory")
         except RecursionError:
             _reply(out, "error", "nested too deeply")
-        except Exception as exc:  # noqa: BLE001 - any parser bug on hostile input is one failed attachment
+        except Exception as exc:
             _reply(out, "error", f"{type(exc).__name__}: {str(exc)[:120]}")

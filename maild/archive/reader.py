@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from maild.archive.schema import QUERY_CHUNK, SCHEMA_VERSION, utc_text
+from maild.archive.schema import DOCUMENTS_PENDING_SQL, QUERY_CHUNK, SCHEMA_VERSION, utc_text
 from maild.archive.snippet import SNIPPET_SOURCE_OCTETS, make_snippet
 from maild.errors import StoreError
 from maild.model import HeaderSummary
@@ -251,6 +251,13 @@ class ArchiveReader:
             "SELECT (SELECT count(*) FROM messages_fts_docsize), (SELECT count(*) FROM messages)"
         )
         return int(rows[0][0]), int(rows[0][1])
+
+    def documents_pending(self) -> int:
+        """Messages whose PDF/Office attachment text is not in the index yet (schema version 11;
+        :mod:`maild.archive.document_index`): 0 for older archives."""
+        if self._version < 11:
+            return 0
+        return int(self._rows(f"SELECT count(*) FROM ({DOCUMENTS_PENDING_SQL})", (0,))[0][0])  # noqa: S608
 
     def search(self, query: str, flt: MessageFilter) -> list[SearchHit]:
         """Return the messages matching the FTS5 ``query`` that ``flt`` selects, best match first.

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from maild.archive import fts
+from maild.archive import document_index, fts
 from maild.archive.archive_file import (
     ARCHIVE_DIR_MODE,
     ARCHIVE_FILE_MODE,
@@ -34,6 +34,7 @@ from maild.archive.batches import LARGE_BLOB_OCTETS, BatchWriter
 from maild.archive.connection import ArchiveReplaced
 from maild.archive.counters import ArchiveCounters
 from maild.archive.deliveries import DeliveryRecords, PendingDelivery
+from maild.archive.document_worker import DocumentWorker
 from maild.archive.history import HistoryRecords
 from maild.archive.locations import LocationRecords
 from maild.archive.mailboxes import MailboxRecords, MailboxState
@@ -125,6 +126,34 @@ class Store(LocationRecords, BatchWriter, DeliveryRecords, MailboxRecords, Histo
                 progress(total, total)
             return total
         return await fts.rebuild(self._conn, self._atomic, progress)
+
+    # -- attachment text (v11 table ``document_text``; the optional ``documents`` extra) ----------------
+
+    async def index_documents(
+        self,
+        worker: DocumentWorker,
+        after: int = 0,
+        progress: Callable[[document_index.DocumentRun], None] | None = None,
+    ) -> tuple[document_index.DocumentRun, int]:
+        """Add the text of PDF and Office attachments to the index rows of pending messages
+        (:func:`maild.archive.document_index.index_pending`; ``after``: only larger message ids).
+
+        Raises:
+            StoreError: SQLite failed; what earlier chunks wrote stays committed.
+        """
+        return await document_index.index_pending(self._conn, self._atomic, worker, progress, after)
+
+    async def documents_pending(self) -> int:
+        """Messages whose attachments the attachment-text indexer has not looked at yet."""
+        return await document_index.pending_count(self._conn)
+
+    async def forget_documents(self) -> int:
+        """Remove all attachment text from the index and make every message pending again.
+
+        Raises:
+            StoreError: SQLite failed; nothing changed.
+        """
+        return await document_index.forget(self._conn, self._atomic)
 
     # -- status -----------------------------------------------------------------------------------
 

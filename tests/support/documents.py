@@ -128,13 +128,18 @@ def make_odt(paragraphs: list[str]) -> bytes:
         ' xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0">'
         f"<office:body><office:text>{body}</office:text></office:body></office:document-content>"
     )
-    return _zip({"mimetype": b"application/vnd.oasis.opendocument.text", "content.xml": content.encode("utf-8")})
+    return _zip(
+        {"mimetype": b"application/vnd.oasis.opendocument.text", "content.xml": content.encode("utf-8")}
+    )
 
 
 def make_docx_bomb(octets: int = 500 * 2**20) -> bytes:
     """A DOCX whose document.xml inflates to ``octets`` octets (a decompression bomb)."""
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("word/document.xml", "w", force_zip64=True) as member:
+    with (
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("word/document.xml", "w", force_zip64=True) as member,
+    ):
         member.write(f'<w:document xmlns:w="{_W}"><w:body><w:p><w:r><w:t>'.encode())
         chunk = b"A" * 2**20
         for _ in range(octets // len(chunk)):
