@@ -56,8 +56,10 @@ MAX_XML_OCTETS = 50 * 2**20
 MAX_XML_TOTAL_OCTETS = 100 * 2**20
 """Decompressed octets of all XML members read from one document together (100 MiB)."""
 MAX_ZIP_RATIO = 200
-"""Largest declared decompressed/compressed size ratio of a member read; XML compresses ~10:1, a
-decompression bomb 1000:1 and more."""
+"""Largest declared decompressed/compressed size ratio of a member over :data:`RATIO_CHECK_OCTETS`;
+XML compresses 5-30:1, a decompression bomb up to 1000:1 (deflate's maximum)."""
+RATIO_CHECK_OCTETS = 2**20
+"""Members declaring fewer decompressed octets (1 MiB) are read whatever their ratio."""
 MAX_XML_DEPTH = 256
 """Element nesting depth accepted in an Office XML member."""
 _READ_CHUNK = 256 * 1024
@@ -289,7 +291,10 @@ def _office_text(kind: DocumentKind, data: bytes) -> str:
             info = by_name.get(name)
             if info is None:
                 continue
-            if info.file_size > MAX_XML_OCTETS or info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size > MAX_XML_OCTETS or (
+                info.file_size > RATIO_CHECK_OCTETS and ratio > MAX_ZIP_RATIO
+            ):
                 raise DocumentError(f"{name} declares {info.file_size} octets (a decompression bomb?)")
             if info.flag_bits & 0x1:
                 raise DocumentError("encrypted ZIP member")

@@ -60,7 +60,7 @@ def _assemble(objects: list[bytes]) -> bytes:
     return out.getvalue()
 
 
-def make_pdf_bomb(octets: int = 400 * 2**20) -> bytes:
+def make_pdf_bomb(octets: int = 200 * 2**20) -> bytes:
     """A one-page PDF whose content stream inflates to ``octets`` octets of blanks (~0.1 % of it on disk)."""
     packer = zlib.compressobj(9)
     chunk = b" " * 2**20
@@ -160,3 +160,48 @@ def make_docx_entities() -> bytes:
 
 def _xml(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def make_pdf_encrypted(text: str, password: str = "geheim") -> bytes:
+    """A PDF readable only with ``password`` (RC4, 128 bits; needs pypdf, the documents extra)."""
+    import pypdf
+
+    reader = pypdf.PdfReader(io.BytesIO(make_pdf([text])))
+    writer = pypdf.PdfWriter()
+    for page in reader.pages:
+        writer.add_page(page)
+    writer.encrypt(user_password=password, owner_password=password, algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def mail_with(
+    n: int,
+    attachments: list[tuple[str, str, bytes]],
+    *,
+    subject: str = "",
+    body: str = "Anbei die Unterlagen.",
+) -> bytes:
+    """A CRLF message numbered ``n`` with a text body and ``attachments`` as (file name, content type, data),
+    each base64-encoded with ``Content-Disposition: attachment``."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = f"Hausverwaltung Krause <buchhaltung{n}@krause.example>"
+    msg["To"] = "anna@example.com"
+    msg["Subject"] = subject or f"Unterlagen {n}"
+    msg["Date"] = f"Mon, {n % 28 + 1:02d} Feb 2026 10:00:00 +0000"
+    msg["Message-ID"] = f"<doc{n}@krause.example>"
+    msg.set_content(body)
+    for filename, content_type, data in attachments:
+        maintype, subtype = content_type.split("/", 1)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg.as_bytes()
+
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+ODT = "application/vnd.oasis.opendocument.text"
