@@ -1,0 +1,148 @@
+"""Text of PDF and Office attachments through the command line, against a real Dovecot (issue 18, stretch):
+`maild fetch` archives, `maild messages search` says the text is pending, `maild reindex` reads it and
+search finds the PDF invoice; a running daemon indexes it on its own. Needs the documents extra."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import documents as docs
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.maildconf import AccountSpec, short_dir, write_config
+
+pytestmark = [pytest.mark.dovecot, pytest.mark.usefixtures("documents_extra")]
+
+
+def invoice(n: int) -> bytes:
+    return docs.mail_with(
+        n,
+        [
+            (
+                "Abrechnung 2025.pdf",
+                docs.PDF,
+                docs.make_pdf(["Heizkostenabrechnung 2025", "Betrag 1.234,56 EUR"]),
+            ),
+            ("Mietvertrag.docx", docs.DOCX, docs.make_docx(["Mietvertrag Lindenstraße 7"])),
+            ("Protokoll.odt", docs.ODT, docs.make_odt(["Eigentümerversammlung Protokoll"])),
+        ],
+        subject=f"Ihre Unterlagen {n}",
+        body="Sehr geehrte Frau Berger, anbei die Unterlagen.",
+    )
+
+
+def hostile(n: int) -> bytes:
+    return docs.mail_with(
+        n,
+        [
+            ("bombe.docx", docs.DOCX, docs.make_docx_bomb()),
+            ("geheim.pdf", docs.PDF, docs.make_pdf_encrypted("Geheim")),
+            ("kaputt.pdf", docs.PDF, docs.make_pdf(["Abgeschnitten"])[:250]),
+        ],
+        subject=f"Feindlich {n}",
+    )
+
+
+def search(cfg: Path, *words: str) -> tuple[list[dict[str, object]], str]:
+    done = maild_cli(cfg, "messages", "search", "--json", *words)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), done.stderr
+
+
+def test_fetch_reindex_then_search_finds_the_pdf_invoice(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """Steps: deliver an invoice mail (PDF, DOCX, ODT) and a hostile one (ZIP bomb, encrypted and
+    truncated PDF); `maild fetch` archives both; search for the PDF's words finds nothing yet and says
+    the attachment text of 2 messages is pending; `maild reindex` reads it (3 unreadable attachments
+    reported); search finds the invoice by its PDF's, DOCX's and ODT's words; the hostile mail is
+    archived and found by its subject."""
+    dovecot.deliver(mail_user.name, invoice(1))
+    dovecot.deliver(mail_user.name, hostile(2))
+    cfg = write_config(
+        short_dir(), dovecot, [AccountSpec("anna-imap", "imap", mail_user.name, mail_user.password)]
+    )
+    fetched = maild_cli(cfg, "fetch", timeout_s=120)
+    assert fetched.returncode == 0, fetched.stderr
+    assert "2 new messages" in fetched.stdout
+
+    hits, err = search(cfg, "Heizkostenabrechnung", "2025")
+    assert hits == []
+    assert "attachment text (PDF, Office) of 2 messages is not indexed yet" in err
+
+    rebuilt = maild_cli(cfg, "reindex", timeout_s=180)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "attachment text: 2 messages read, 6 PDF/Office attachments, 3 unreadable" in rebuilt.stdout
+
+    for words in (["Heizkostenabrechnung", "2025"], ["Lindenstraße"], ["Eigentümerversammlung"]):
+        hits, err = search(cfg, *words)
+        assert [h["subject"] for h in hits] == ["Ihre Unterlagen 1"], words
+        assert "not indexed yet" not in err
+    hits, _ = search(cfg, "Feindlich")
+    assert [h["subject"] for h in hits] == ["Feindlich 2"]
+
+
+def test_the_running_daemon_indexes_attachment_text_on_its_own(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """Steps: start the daemon with an invoice mail waiting; without any reindex, search by the PDF's
+    words finds it once the daemon's indexer has run (polled through the CLI); SIGTERM stops the daemon
+    and its worker process cleanly (exit 0)."""
+    dovecot.deliver(mail_user.name, invoice(3))
+    directory = short_dir()
+    cfg = write_config(
+        directory, dovecot, [AccountSpec("anna-imap", "imap", mail_user.name, mail_user.password)]
+    )
+    with running_maild(maild_command(cfg), log=directory / "daemon.log") as proc:
+        deadline = time.monotonic() + 120
+        hits: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not hits:
+            done = maild_cli(cfg, "messages", "search", "--json", "Heizkostenabrechnung")
+            hits = json.loads(done.stdout) if done.returncode == 0 else []  # no archive yet: not started
+            if not hits:
+                time.sleep(0.2)
+        assert [h["subject"] for h in hits] == ["Ihre Unterlagen 3"]
+        assert stop_maild(proc) == 0
+    log = (directory / "daemon.log").read_text()
+    assert "documents.indexed" in log
+
+
+def test_reindex_without_the_extra_says_attachment_text_is_not_indexed(tmp_path: Path) -> None:
+    """With pypdf hidden from the interpreter, `maild reindex` says once that attachment text is not
+    indexed and how to get it; `--documents` is refused with the same advice."""
+    cfg = tmp_path / "config.toml"
+    state = tmp_path / "state"
+    cfg.write_text(f'[daemon]\nstate_dir = "{state}"\ncontrol_socket = "{tmp_path}/c.sock"\n')
+    hide = (
+        "import sys, runpy; sys.modules['pypdf'] = None;"
+        " import importlib.util as u; real = u.find_spec;"
+        " u.find_spec = lambda n, *a: None if n == 'pypdf' else real(n, *a);"
+        " sys.argv = ['maild'] + sys.argv[1:]; runpy.run_module('maild', run_name='__main__')"
+    )
+    import asyncio
+
+    from maild.archive.schema import SCHEMA_VERSION  # an empty archive of the current schema
+    from maild.archive.store import Store
+
+    async def create() -> None:
+        async with await Store.open(state / "maild.sqlite3"):
+            pass
+
+    asyncio.run(create())
+    assert SCHEMA_VERSION >= 11
+    done = subprocess.run(
+        [sys.executable, "-c", hide, "-c", str(cfg), "reindex"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "attachment text (PDF, Office) is not indexed" in done.stdout
+    assert "maild[documents]" in done.stdout
+    refused = subprocess.run(
+        [sys.executable, "-c", hide, "-c", str(cfg), "reindex", "--documents"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "maild[documents]" in refused.stderr
