@@ -47,6 +47,8 @@ from maild.errors import StoreError
 
 DOCUMENT_CHUNK_MESSAGES = 50
 """Messages looked at per write transaction of the indexer."""
+DOCUMENT_CHUNK_OCTETS = 32 * 2**20
+"""Octets of mail read into memory at a time by the indexer (one message at least)."""
 DOCUMENT_POLL_S = 30.0
 """Seconds the daemon's indexer waits before it looks for newly archived messages again."""
 _MAX_ENCODED_OCTETS = MAX_DOCUMENT_OCTETS * 4 // 3 + 4096
@@ -106,13 +108,21 @@ def _documents(raw: bytes) -> list[tuple[str, str | None, DocumentKind, bytes | 
     return found
 
 
-async def _look_at(conn: aiosqlite.Connection, message: int, worker: DocumentWorker) -> _Result | None:
-    async with conn.execute("SELECT raw, sha256 FROM messages WHERE id = ?", (message,)) as cur:
-        row = await cur.fetchone()
-    if row is None:
-        return None
-    raw, sha256 = bytes(row[0]), str(row[1])
-    documents = await asyncio.to_thread(_documents, raw)
+_Found = tuple[int, str, bytes, list[tuple[str, str | None, DocumentKind, bytes | None]]]
+"""(message id, SHA-256, raw octets, its documents) of a message read by the indexer."""
+
+
+async def _read(conn: aiosqlite.Connection, ids: list[int]) -> list[_Found]:
+    """Read the messages ``ids`` in one query and find their documents in one worker thread."""
+    marks = ",".join("?" * len(ids))
+    async with conn.execute(f"SELECT id, sha256, raw FROM messages WHERE id IN ({marks})", ids) as cur:  # noqa: S608
+        rows = [(int(r[0]), str(r[1]), bytes(r[2])) for r in await cur.fetchall()]
+    return await asyncio.to_thread(lambda: [(m, sha, raw, _documents(raw)) for m, sha, raw in rows])
+
+
+async def _extract(found: _Found, worker: DocumentWorker) -> _Result:
+    """Extract the documents of one message (one after the other, in the worker process)."""
+    message, sha256, _raw, documents = found
     texts: list[str] = []
     failures = 0
     for part, filename, kind, data in documents:
@@ -134,12 +144,19 @@ async def _look_at(conn: aiosqlite.Connection, message: int, worker: DocumentWor
             reason=reason,
         )
     text = "\n".join(t for t in texts if t)[:MAX_MESSAGE_DOCUMENT_CHARS]
-    if not text:
-        return _Result(message, "", len(documents), failures, None, None)
-    old, new = await asyncio.to_thread(
-        lambda: (fts.index_row(message, raw), fts.index_row(message, raw, text))
-    )
-    return _Result(message, text, len(documents), failures, old, new)
+    return _Result(message, text, len(documents), failures, None, None)
+
+
+def _all_rows(results: list[_Result], raws: dict[int, bytes]) -> list[_Result]:
+    return [_with_rows(r, raws.get(r.message, b"")) for r in results]
+
+
+def _with_rows(result: _Result, raw: bytes) -> _Result:
+    """``result`` with the index rows before and after its text (computed from ``raw``)."""
+    if not result.text:
+        return result
+    old, new = fts.index_row(result.message, raw), fts.index_row(result.message, raw, result.text)
+    return _Result(result.message, result.text, result.documents, result.failures, old, new)
 
 
 async def _table_exists(conn: aiosqlite.Connection, name: str) -> bool:
@@ -205,12 +222,24 @@ async def index_pending(
     total = DocumentRun()
     while True:
         async with conn.execute(
-            f"{PENDING_SQL} ORDER BY id LIMIT ?", (after, DOCUMENT_CHUNK_MESSAGES)
+            f"SELECT m.id, m.size_octets FROM messages m WHERE m.id IN ({PENDING_SQL} ORDER BY id LIMIT ?)"  # noqa: S608
+            " ORDER BY m.id",
+            (after, DOCUMENT_CHUNK_MESSAGES),
         ) as cur:
-            ids = [int(r[0]) for r in await cur.fetchall()]
-        if not ids:
+            sized = [(int(r[0]), int(r[1])) for r in await cur.fetchall()]
+        if not sized:
             return total, after
-        results = [r for message in ids if (r := await _look_at(conn, message, worker)) is not None]
+        ids: list[int] = []
+        octets = 0
+        for message, size in sized:  # at most DOCUMENT_CHUNK_OCTETS of mail in memory (one message at least)
+            if ids and octets + size > DOCUMENT_CHUNK_OCTETS:
+                break
+            ids.append(message)
+            octets += size
+        found = await _read(conn, ids)
+        results = [await _extract(f, worker) for f in found]
+        raws = {f[0]: f[2] for f in found if f[3]}
+        results = await asyncio.to_thread(_all_rows, results, raws)
 
         async def write(results: list[_Result] = results) -> None:
             await _write(conn, results)
