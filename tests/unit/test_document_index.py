@@ -82,6 +82,9 @@ async def test_attachment_text_is_searchable_once_the_indexer_ran(tmp_path: Path
         assert subjects(db, word) == ["Unterlagen Wohnung"], word
     assert subjects(db, "unterlagen") == ["Unterlagen Wohnung"]
     assert subjects(db, "abrechnung.pdf") == ["Unterlagen Wohnung"]
+    with ArchiveReader(db) as reader:  # the snippet shows the PDF's words
+        (hit,) = reader.search("heizkostenabrechnung", MessageFilter())
+    assert "[Heizkostenabrechnung] 2025" in hit.snippet
     assert pending(db) == 0
     assert await index(db) == (0, 0, 0)  # nothing twice
 
