@@ -5,8 +5,6 @@ search finds the PDF invoice; a running daemon indexes it on its own. Needs the 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -107,42 +105,3 @@ def test_the_running_daemon_indexes_attachment_text_on_its_own(dovecot: Dovecot,
         assert stop_maild(proc) == 0
     log = (directory / "daemon.log").read_text()
     assert "documents.indexed" in log
-
-
-def test_reindex_without_the_extra_says_attachment_text_is_not_indexed(tmp_path: Path) -> None:
-    """With pypdf hidden from the interpreter, `maild reindex` says once that attachment text is not
-    indexed and how to get it; `--documents` is refused with the same advice."""
-    cfg = tmp_path / "config.toml"
-    state = tmp_path / "state"
-    cfg.write_text(f'[daemon]\nstate_dir = "{state}"\ncontrol_socket = "{tmp_path}/c.sock"\n')
-    hide = (
-        "import sys, runpy; sys.modules['pypdf'] = None;"
-        " import importlib.util as u; real = u.find_spec;"
-        " u.find_spec = lambda n, *a: None if n == 'pypdf' else real(n, *a);"
-        " sys.argv = ['maild'] + sys.argv[1:]; runpy.run_module('maild', run_name='__main__')"
-    )
-    import asyncio
-
-    from maild.archive.schema import SCHEMA_VERSION  # an empty archive of the current schema
-    from maild.archive.store import Store
-
-    async def create() -> None:
-        async with await Store.open(state / "maild.sqlite3"):
-            pass
-
-    asyncio.run(create())
-    assert SCHEMA_VERSION >= 11
-    done = subprocess.run(
-        [sys.executable, "-c", hide, "-c", str(cfg), "reindex"], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert "attachment text (PDF, Office) is not indexed" in done.stdout
-    assert "maild[documents]" in done.stdout
-    refused = subprocess.run(
-        [sys.executable, "-c", hide, "-c", str(cfg), "reindex", "--documents"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert refused.returncode != 0
-    assert "maild[documents]" in refused.stderr
