@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,6 +75,7 @@ class DocumentRun:
 @dataclass(frozen=True, slots=True)
 class _Result:
     message: int
+    sha256: str
     text: str
     documents: int
     failures: int
@@ -144,7 +145,7 @@ async def _extract(found: _Found, worker: DocumentWorker) -> _Result:
             reason=reason,
         )
     text = "\n".join(t for t in texts if t)[:MAX_MESSAGE_DOCUMENT_CHARS]
-    return _Result(message, text, len(documents), failures, None, None)
+    return _Result(message, sha256, text, len(documents), failures, None, None)
 
 
 def _all_rows(results: list[_Result], raws: dict[int, bytes]) -> list[_Result]:
@@ -156,7 +157,7 @@ def _with_rows(result: _Result, raw: bytes) -> _Result:
     if not result.text:
         return result
     old, new = fts.index_row(result.message, raw), fts.index_row(result.message, raw, result.text)
-    return _Result(result.message, result.text, result.documents, result.failures, old, new)
+    return replace(result, old_row=old, new_row=new)
 
 
 async def _table_exists(conn: aiosqlite.Connection, name: str) -> bool:
@@ -165,14 +166,17 @@ async def _table_exists(conn: aiosqlite.Connection, name: str) -> bool:
 
 
 async def _write(conn: aiosqlite.Connection, results: list[_Result]) -> None:
-    """Inside the write transaction: swap the index rows and record the text (skipping messages deleted
-    or recorded by another process meanwhile)."""
+    """Inside the write transaction: swap the index rows and record the text, skipping messages deleted
+    or recorded by another process meanwhile. The SHA-256 check also skips a message read while
+    another task's transaction on the shared connection had it uncommitted and then rolled it back
+    (its id may since hold another message): the rows were computed from the octets of that SHA-256."""
     tables = [FTS_TABLE] + ([fts.REBUILD_TABLE] if await _table_exists(conn, fts.REBUILD_TABLE) else [])
     now = utc_text(datetime.now(UTC))
     for r in results:
         async with conn.execute(
-            "SELECT 1 FROM messages WHERE id = ? AND id NOT IN (SELECT message FROM document_text)",
-            (r.message,),
+            "SELECT 1 FROM messages WHERE id = ? AND sha256 = ?"
+            " AND id NOT IN (SELECT message FROM document_text)",
+            (r.message, r.sha256),
         ) as cur:
             if await cur.fetchone() is None:
                 continue
