@@ -27,7 +27,6 @@ Standard: ISO 32000 (PDF), ECMA-376 (Office Open XML: DOCX, XLSX, PPTX), OASIS O
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import re
 import zipfile
@@ -104,6 +103,8 @@ def available() -> bool:
     Looks the installed distribution up without importing it (a few milliseconds; the import takes
     ~150 ms).
     """
+    import importlib.metadata
+
     try:
         importlib.metadata.version("pypdf")
     except importlib.metadata.PackageNotFoundError:

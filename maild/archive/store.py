@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from maild.archive import document_index, fts
+from maild.archive import fts
 from maild.archive.archive_file import (
     ARCHIVE_DIR_MODE,
     ARCHIVE_FILE_MODE,
@@ -34,13 +35,16 @@ from maild.archive.batches import LARGE_BLOB_OCTETS, BatchWriter
 from maild.archive.connection import ArchiveReplaced
 from maild.archive.counters import ArchiveCounters
 from maild.archive.deliveries import DeliveryRecords, PendingDelivery
-from maild.archive.document_worker import DocumentWorker
 from maild.archive.history import HistoryRecords
 from maild.archive.locations import LocationRecords
 from maild.archive.mailboxes import MailboxRecords, MailboxState
 from maild.archive.schema import parse_utc, utc_text
 from maild.errors import StoreError
 from maild.model import Protocol
+
+if TYPE_CHECKING:  # the attachment-text modules are imported when used (zipfile, expat: start-up cost)
+    from maild.archive.document_index import DocumentRun
+    from maild.archive.document_worker import DocumentWorker
 
 __all__ = [
     "ARCHIVE_DIR_MODE",
@@ -133,18 +137,22 @@ class Store(LocationRecords, BatchWriter, DeliveryRecords, MailboxRecords, Histo
         self,
         worker: DocumentWorker,
         after: int = 0,
-        progress: Callable[[document_index.DocumentRun], None] | None = None,
-    ) -> tuple[document_index.DocumentRun, int]:
+        progress: Callable[[DocumentRun], None] | None = None,
+    ) -> tuple[DocumentRun, int]:
         """Add the text of PDF and Office attachments to the index rows of pending messages
         (:func:`maild.archive.document_index.index_pending`; ``after``: only larger message ids).
 
         Raises:
             StoreError: SQLite failed; what earlier chunks wrote stays committed.
         """
+        from maild.archive import document_index
+
         return await document_index.index_pending(self._conn, self._atomic, worker, progress, after)
 
     async def documents_pending(self) -> int:
         """Messages whose attachments the attachment-text indexer has not looked at yet."""
+        from maild.archive import document_index
+
         return await document_index.pending_count(self._conn)
 
     async def forget_documents(self) -> int:
@@ -153,6 +161,8 @@ class Store(LocationRecords, BatchWriter, DeliveryRecords, MailboxRecords, Histo
         Raises:
             StoreError: SQLite failed; nothing changed.
         """
+        from maild.archive import document_index
+
         return await document_index.forget(self._conn, self._atomic)
 
     # -- status -----------------------------------------------------------------------------------

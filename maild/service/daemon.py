@@ -21,7 +21,6 @@ from typing import Any
 import structlog
 
 from maild import __version__
-from maild.archive import document_index, document_text
 from maild.archive.maildir import clean_stale_tmp
 from maild.archive.store import ArchiveReplaced, Store
 from maild.config.loader import Config, load_config
@@ -268,6 +267,8 @@ class Daemon:
             )
             notify("READY=1", f"STATUS={len(cfg.accounts)} accounts")
             housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
+            from maild.archive import document_index, document_text  # zipfile, expat: only in the daemon
+
             indexer: asyncio.Task[None] | None = None
             if document_text.available():  # the documents extra: PDF/Office attachment text, after commit
                 indexer = asyncio.create_task(

@@ -168,3 +168,35 @@ async def test_a_document_out_of_time_is_given_up_and_the_message_stays_indexed(
     assert all("took longer" in e["reason"] for e in logs if e["event"] == "documents.failed")
     assert subjects(db, "wohnung") == ["Unterlagen Wohnung"]
     assert pending(db) == 0
+
+
+def test_search_says_how_many_messages_attachment_text_is_pending_and_reindex_reads_it(
+    tmp_path: Path,
+) -> None:
+    """Steps: an archive whose two messages the indexer has not looked at; `maild messages search`
+    (the CLI, --database) finds nothing by the PDF's words and says on stderr that the attachment text
+    of 2 messages is not indexed yet; `maild reindex` reads it (4 attachments, none unreadable); search
+    then finds the PDF's words without the note."""
+    import asyncio
+    import subprocess
+    import sys
+
+    db = tmp_path / "state" / "maild.sqlite3"
+    asyncio.run(build_archive(db, [("anna-pop", pop(1), invoice()), ("anna-pop", pop(2), letter(2))]))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{db.parent}"\ncontrol_socket = "{tmp_path}/c.sock"\n')
+
+    def maild(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "maild", *args], capture_output=True, text=True, check=False
+        )
+
+    before = maild("messages", "search", "--database", str(db), "Heizkostenabrechnung")
+    assert before.returncode == 0, before.stderr
+    assert "the attachment text (PDF, Office) of 2 messages is not indexed yet" in before.stderr
+    rebuilt = maild("-c", str(cfg), "reindex")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "attachment text: 2 messages read, 4 PDF/Office attachments, 0 unreadable" in rebuilt.stdout
+    after = maild("messages", "search", "--database", str(db), "Heizkostenabrechnung")
+    assert "Unterlagen Wohnung" in after.stdout
+    assert "not indexed yet" not in after.stderr
