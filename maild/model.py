@@ -158,7 +158,7 @@ class HeaderSummary:
         from_: the From field, RFC 2047 encoded-words decoded.
         to: the To field, decoded.
         subject: the Subject field, decoded.
-        cc: the Cc field, decoded (schema version 11 keeps it as ``messages.cc_header``).
+        cc: the Cc field, decoded (schema version 12 keeps it as ``messages.cc_header``).
     """
 
     message_id: str | None

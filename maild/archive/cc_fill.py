@@ -1,4 +1,4 @@
-"""Schema version 11's Python step: ``messages.cc_header`` added and filled for the messages archived before.
+"""Schema version 12's Python step: ``messages.cc_header`` added and filled for the messages archived before.
 
 Run by :class:`maild.archive.connection.ArchiveConnection` after the version's (empty) SQL, in its
 transaction. Kept apart from :mod:`maild.archive.parse`, which the read-only query commands load
@@ -25,7 +25,7 @@ CC_FILL_CHUNK = 500
 
 
 async def fill_cc_headers(conn: aiosqlite.Connection) -> None:
-    """Schema version 11's step after its SQL: fill ``messages.cc_header`` of every archived message.
+    """Schema version 12's step after its SQL: fill ``messages.cc_header`` of every archived message.
 
     Runs in the migration's transaction (all rows or none). Adds the column (unless there) first:
     ``ALTER TABLE messages ADD COLUMN cc_header TEXT``. Then reads each message's first

@@ -47,7 +47,7 @@ class ArchiveReplaced(StoreError):
 
 _MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {
     9: fts.migrate_to_contentless,
-    11: fill_cc_headers,
+    12: fill_cc_headers,
 }
 """Python steps of schema versions, run after the version's SQL in its transaction."""
 

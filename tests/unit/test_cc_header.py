@@ -1,4 +1,4 @@
-"""Cc in the archive (schema version 11): stored, shown, searched, and filled in by the upgrade."""
+"""Cc in the archive (schema version 12): stored, shown, searched, and filled in by the upgrade."""
 
 from __future__ import annotations
 
@@ -54,24 +54,24 @@ async def test_search_finds_a_message_by_a_cc_address_and_name(tmp_path: Path) -
         assert "[carla]" in reader.search("carla", MessageFilter())[0].snippet.lower()
 
 
-async def test_upgrading_a_schema_10_archive_keeps_everything_and_fills_cc(tmp_path: Path) -> None:
-    """Steps: an archive made at schema 10 (no cc_header column); the store opens it: schema 11, every
+async def test_upgrading_a_schema_11_archive_keeps_everything_and_fills_cc(tmp_path: Path) -> None:
+    """Steps: an archive made at schema 11 (no cc_header column); the store opens it: schema 12, every
     earlier column of every row unchanged, Cc read from the stored messages, the index still complete."""
     db = tmp_path / "maild.sqlite3"
     await build_archive(db, [("anna-pop", pop(1), CC_LETTER), ("anna-pop", pop(2), PLAIN_LETTER)])
     with sqlite3.connect(db) as conn:
         conn.execute("ALTER TABLE messages DROP COLUMN cc_header")
-        conn.execute("PRAGMA user_version = 10")
+        conn.execute("PRAGMA user_version = 11")
         locations = list(conn.execute("SELECT * FROM locations ORDER BY id"))
     before = _rows(db)
-    with ArchiveReader(db) as reader:  # a schema-10 archive is still readable, Cc unknown
+    with ArchiveReader(db) as reader:  # a schema-11 archive is still readable, Cc unknown
         assert [m.cc_header for m in reader.list_messages(MessageFilter())] == [None, None]
 
     async with await Store.open(db):
         pass
 
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (11,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (12,)
         assert list(conn.execute("SELECT * FROM locations ORDER BY id")) == locations
     after = _rows(db)
     assert [row[:-1] for row in after] == before  # the new column is the last one
@@ -91,7 +91,7 @@ async def test_the_cc_fill_reads_many_chunks(tmp_path: Path, monkeypatch: pytest
     await build_archive(db, items)
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE messages SET cc_header = NULL")
-        conn.execute("PRAGMA user_version = 10")
+        conn.execute("PRAGMA user_version = 11")
     async with await Store.open(db):
         pass
     with sqlite3.connect(db) as conn:
