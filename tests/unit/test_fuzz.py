@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from maild.config.loader import load_config
 from maild.errors import ConfigError, ProtocolError
 from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import fetch_line
 from maild.protocols.imap import lex as imap_lex
 from maild.protocols.imap.listing import parse_list, parse_status, parse_vanished
 from maild.protocols.imap.utf7 import decode_mailbox_name, encode_mailbox_name
@@ -219,7 +220,7 @@ def test_fetch_fast_path_reads_exactly_what_the_lexer_reads(
     logical: list[imap_lex.Part] = [head, bytearray(body), tail] if tail else [head, bytearray(body)]
     start = imap_lex.FETCH_START.match(head)
     assert start is not None
-    assert imap_fetch.read_fetch_line(logical) == imap_fetch._lexed_fetch_line(3, logical, head, start.end())
+    assert imap_fetch.read_fetch_line(logical) == fetch_line._lexed_fetch_line(3, logical, head, start.end())
 
 
 @given(st.text(min_size=1, max_size=40))

@@ -14,9 +14,9 @@ import pytest
 
 from maild.errors import ProtocolError
 from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import fetch_line, utf7, wire
 from maild.protocols.imap import lex as imap_lex
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import utf7, wire
 
 # ------------------------------------------------------------------------------------ modified UTF-7
 
@@ -638,5 +638,5 @@ def test_fetch_fast_path_and_lexer_agree_on_the_usual_shape_and_its_neighbours(h
     """The usual body response (read by one regular expression) and shapes next to it (NIL flag, an
     escaped quote, a wrong literal count, lower-case names: left to the lexer) give the lexer's line."""
     logical: list[imap_lex.Part] = [head, bytearray(b"hi"), b")"]
-    lexed = imap_fetch._lexed_fetch_line(3, logical, head, len(b"3 FETCH "))
+    lexed = fetch_line._lexed_fetch_line(3, logical, head, len(b"3 FETCH "))
     assert imap_fetch.read_fetch_line(logical) == lexed
