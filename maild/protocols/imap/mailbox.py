@@ -157,7 +157,9 @@ class IMAPMailbox(Maildrop):
     async def open(self) -> None:
         """Connect, negotiate TLS, LOGIN; see :meth:`.connection.IMAPConnection.open` (same Raises).
 
-        The first configured mailbox is selected right behind the sign-in (pipelined)."""
+        The first configured mailbox is selected right behind the sign-in, and its UIDs asked for
+        (``UID SEARCH ALL``) right behind that, in the same packet (pipelined); :meth:`inventory`
+        takes both answers."""
         first = None if self._list_all else self._mailboxes[0]
         await self.connection.open(preselect=first, search=first is not None)
 
