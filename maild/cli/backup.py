@@ -9,16 +9,17 @@ while the daemon runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from maild.cli.common import load_args_config
+from maild.cli.common import load_args_config, run_async
 from maild.cli.units import count, human_size
 from maild.errors import QueryError, StoreError
-from maild.service.control_client import ControlClient
+
+if TYPE_CHECKING:
+    from maild.archive.document_index import DocumentRun
 
 
 def _keep(text: str) -> int:
@@ -56,6 +57,11 @@ def add_parsers(sub: Any) -> None:
     )
     r.set_defaults(handler=_restore)
     x = sub.add_parser("reindex", help="rebuild the full-text index of the archive")
+    x.add_argument(
+        "--documents",
+        action="store_true",
+        help="read the text of every PDF and Office attachment again (needs maild[documents])",
+    )
     x.set_defaults(handler=_reindex)
 
 
@@ -83,6 +89,7 @@ def _backup(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from maild.archive.backup import restore
     from maild.archive.store import Store
+    from maild.service.control_client import ControlClient
 
     cfg = load_args_config(args)
     if ControlClient(cfg.daemon.control_socket).daemon_answers():
@@ -97,7 +104,7 @@ def _restore(args: argparse.Namespace) -> int:
         store = await Store.open(database)  # migrates an older schema; keeps the side files for readers
         await store.close()
 
-    asyncio.run(migrate())
+    run_async(migrate())
     print(
         f"restored {args.backup} into {database}: {count(check.messages)} messages,"
         f" schema version {check.schema_version}"
@@ -119,12 +126,42 @@ def _reindex(args: argparse.Namespace) -> int:
             sys.stderr.write(f"\rindexed {done}/{total}" + ("\n" if done == total else ""))
             sys.stderr.flush()
 
-    async def run() -> int:
+    from maild.archive.document_text import available
+
+    documents = available()
+    if args.documents and not documents:
+        raise StoreError("--documents needs the documents extra: pip install 'maild[documents]'")
+
+    async def rebuild() -> tuple[int, DocumentRun | None]:
+        from maild.archive.document_worker import DocumentWorker
+
         store = await Store.open(database)
         try:
-            return await store.reindex(progress)
+            indexed = await store.reindex(progress)
+            if not documents:
+                return indexed, None
+            if args.documents:
+                await store.forget_documents()
+            worker = DocumentWorker()
+            try:
+                done, _ = await store.index_documents(worker)
+            finally:
+                await worker.close()
+            return indexed, done
         finally:
             await store.close()
 
-    print(f"{count(asyncio.run(run()))} messages indexed")
+    indexed, run = run_async(rebuild())
+    print(f"{count(indexed)} messages indexed")
+    if run is None:
+        print(
+            "attachment text (PDF, Office) is not indexed: the documents extra is not installed"
+            " (pip install 'maild[documents]'); their file names are"
+            " indexed"
+        )
+    else:
+        print(
+            f"attachment text: {count(run.messages)} messages read, {count(run.documents)} PDF/Office"
+            f" attachments, {count(run.failures)} unreadable (logged as documents.failed)"
+        )
     return 0

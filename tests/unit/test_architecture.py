@@ -74,6 +74,7 @@ AIOIMAPLIB_IMPORTERS = frozenset(
 CLI_MAY_IMPORT_FROM_SERVICE = frozenset(
     {
         "maild.service.control_client",  # every command that asks the running daemon
+        "maild.service.control_wire",  # `maild fetch` asks whether a daemon runs, without the client's records
         "maild.service.status",  # the typed records it renders
         "maild.service.oneshot",  # `maild fetch`: the daemon's parts without a daemon
         "maild.service.daemon",  # `maild run` starts the daemon itself
@@ -428,9 +429,11 @@ def test_no_import_cycles() -> None:
 
 
 def test_no_dynamic_imports() -> None:
-    """maild imports nothing by name at run time: importlib is used only for importlib.metadata."""
+    """maild imports nothing by name at run time: importlib is used only for importlib.metadata and
+    ``importlib.util.find_spec`` (is an optional extra installed?), never ``import_module``."""
     offences = _offending(
-        lambda imp: _top(imp) == "importlib" and not imp.target.startswith("importlib.metadata")
+        lambda imp: _top(imp) == "importlib"
+        and not imp.target.startswith(("importlib.metadata", "importlib.util"))
     )
     offences += [
         f"{path.relative_to(REPO)}:{node.lineno}: call of {ast.unparse(node.func)}"
