@@ -9,7 +9,6 @@ sign-in keys are read by :mod:`maild.config.auth`, values by :mod:`maild.config.
 from __future__ import annotations
 
 import re
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -142,6 +141,8 @@ def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) ->
     ca_file = t.get("ca_file", str, None, form="a path string")
     if ca_file is not None:
         ca_file = str(base / ca_file)
+        import ssl  # here, not at the top: start-up time of every command that reads the config
+
         try:
             ssl.create_default_context(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
