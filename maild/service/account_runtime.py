@@ -3,7 +3,9 @@
 The scheduler (:mod:`maild.service.scheduler`) owns the tasks and the timing; this module owns what
 ``status``, the metrics and the alerts read of an account: its state, its failures in a row and the
 authentication lockout, its history as the archive keeps it, and the words naming a failure
-(:func:`describe`, :func:`outcome_label`). Nothing here does I/O.
+(:func:`describe`, :func:`outcome_label`). Nothing here does I/O but :func:`password_fingerprint`,
+which reads the password source to notice a change during a lockout (the scheduler runs it in a
+worker thread).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from maild.model import AccountHistory, redact_known
 from maild.service.idle import IdleWatcher, Mode
 
 AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "paused", "disabled", "stopped"]
+#: Refused logins in a row that lock an account out (``auth_failed``): no further tries until the
+#: password or the configuration changes, or ``maild resume``, so the provider does not lock it.
 AUTH_LOCKOUT_FAILURES = 3
+#: UIDVALIDITY changes kept per account for ``status`` (the newest).
 KEPT_UIDVALIDITY_CHANGES = 10
 #: Consecutive failed cycles from which ``fetch.failed`` is logged at error instead of warning.
 REPEATED_FAILURES = 3
@@ -213,7 +218,11 @@ def describe(error: BaseException) -> str:
 
 
 def password_fingerprint(account: AccountConfig) -> str | None:
-    """A digest of the account's current password, to notice a change; None when it cannot be read."""
+    """A digest (SHA-256, hex) of the account's current password, or of its OAuth2 grant, to notice a
+    change during a lockout; None when it cannot be read.
+
+    Blocks: it reads a ``password_file`` or runs a ``password_command``; call it in a worker thread.
+    """
     import hashlib
 
     from maild.errors import ConfigError
