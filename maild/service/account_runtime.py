@@ -3,9 +3,9 @@
 The scheduler (:mod:`maild.service.scheduler`) owns the tasks and the timing; this module owns what
 ``status``, the metrics and the alerts read of an account: its state, its failures in a row and the
 authentication lockout, its history as the archive keeps it, and the words naming a failure
-(:func:`describe`, :func:`outcome_label`). Nothing here does I/O but :func:`password_fingerprint`,
-which reads the password source to notice a change during a lockout (the scheduler runs it in a
-worker thread).
+(:func:`describe`; the short label is :func:`maild.service.labels.outcome_label`). Nothing here
+does I/O but :func:`password_fingerprint`, which reads the password source to notice a change
+during a lockout (the scheduler runs it in a worker thread).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import Literal
 
 from maild.config.loader import AccountConfig
-from maild.errors import AuthError, MaildError, ThrottledError, TransientError
+from maild.errors import AuthError, MaildError, TransientError
 from maild.fetch.cycle import CycleResult
 from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import UIDValidityChange
 from maild.model import AccountHistory, redact_known
 from maild.service.idle import IdleWatcher, Mode
+from maild.service.labels import outcome_label
 
 AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "paused", "disabled", "stopped"]
 #: Refused logins in a row that lock an account out (``auth_failed``): no further tries until the
@@ -189,24 +190,6 @@ class AccountRuntime:
             self.auth_failures = 0
         self.last_exception = exc
         return outcome
-
-
-def outcome_label(error: BaseException) -> str:
-    """A short label of a failed cycle for logs and metrics: ``auth``, ``throttled``, ``transient``,
-    ``protocol``, ``config``, ``store`` or ``internal``."""
-    from maild.errors import ConfigError, ProtocolError, StoreError
-
-    for cls, label in (
-        (AuthError, "auth"),
-        (ThrottledError, "throttled"),
-        (TransientError, "transient"),
-        (ProtocolError, "protocol"),
-        (ConfigError, "config"),
-        (StoreError, "store"),
-    ):
-        if isinstance(error, cls):
-            return label
-    return "internal"
 
 
 def describe(error: BaseException) -> str:

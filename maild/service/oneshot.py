@@ -23,12 +23,10 @@ from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, MaildError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.model import FailureRecord, redact_known
-from maild.service.account_runtime import outcome_label
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
-from maild.service.replies import new_and_known
+from maild.service.labels import message_label, new_and_known, outcome_label
 from maild.service.runner import CycleRunner
-from maild.service.snapshot import message_label
 
 log = structlog.get_logger("maild.service.oneshot")
 
