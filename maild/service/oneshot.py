@@ -25,6 +25,7 @@ from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_n
 from maild.model import FailureRecord, redact_known
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
+from maild.service.memory import tune_allocator
 from maild.service.replies import new_and_known
 from maild.service.runner import CycleRunner
 from maild.service.scheduler import outcome_label
@@ -130,6 +131,7 @@ async def fetch_once(
     pool shut down.
     """
     accounts = chosen_accounts(config, names)
+    tune_allocator()  # before the worker threads start: see maild/service/memory.py
     executor = ThreadPoolExecutor(max_workers=config.daemon.pop3_threads, thread_name_prefix="maild-pop3")
     try:
         store = await Store.open(config.daemon.database)
