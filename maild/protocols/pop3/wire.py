@@ -239,8 +239,9 @@ class ReplyDecoder:
             raise ValueError("caps must be positive")
         self._max_reply = value
 
-    def feed(self, data: bytes) -> None:
-        """Append received bytes; chunk boundaries may fall anywhere, also inside the terminator.
+    def feed(self, data: bytes | memoryview) -> None:
+        """Append received bytes (copied: ``data`` may be reused afterwards); chunk boundaries may fall
+        anywhere, also inside the terminator.
 
         Args:
             data: the next bytes from the server, possibly empty.
