@@ -343,7 +343,7 @@ async def test_window_octets_callable_is_asked_per_window(
 ) -> None:
     """retrieve(window_octets=f) sizes each window by f() at the time it is planned."""
     server = make_server([b"x" * 100 + b"\r\n"] * 6)
-    maildrop = make_maildrop(server, window=10)
+    maildrop = make_maildrop(server, window=10, min_window_octets=0)
     await maildrop.open()
     keys = [e.key for e in await maildrop.inventory()]
     sends = record_sends(maildrop, monkeypatch)
@@ -352,7 +352,7 @@ async def test_window_octets_callable_is_asked_per_window(
     assert [g.raw for g in got if isinstance(g, RetrievedMessage)] == [b"x" * 100 + b"\r\n"] * 6
     assert [len(s) for s in sends] == [6]  # 1000 octets hold all six
     await maildrop.close()  # the scripted server takes one connection at a time
-    maildrop2 = make_maildrop(server, window=10)
+    maildrop2 = make_maildrop(server, window=10, min_window_octets=0)
     await maildrop2.open()
     keys = [e.key for e in await maildrop2.inventory()]
     sends = record_sends(maildrop2, monkeypatch)
@@ -360,6 +360,22 @@ async def test_window_octets_callable_is_asked_per_window(
     assert len([item async for item in maildrop2.retrieve(keys, window_octets=lambda: next(budgets, 1))]) == 6
     assert [len(s) for s in sends] == [2, 1, 1, 1, 1]
     await maildrop2.close()
+
+
+async def test_a_small_window_budget_does_not_shrink_a_window_below_its_floor(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer asking for 1-octet windows still gets windows of min_window_octets (the window
+    waits on the connection, not in memory), so the RETRs go out in one send, not six."""
+    server = make_server([b"x" * 100 + b"\r\n"] * 6)
+    maildrop = make_maildrop(server, window=10, min_window_octets=1000)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    sends = record_sends(maildrop, monkeypatch)
+    got = [item async for item in maildrop.retrieve(keys, window_octets=lambda: 1)]
+    assert [g.raw for g in got if isinstance(g, RetrievedMessage)] == [b"x" * 100 + b"\r\n"] * 6
+    assert [len(s) for s in sends] == [6]
+    await maildrop.close()
 
 
 async def test_next_window_is_sent_before_the_consumer_takes_the_first(

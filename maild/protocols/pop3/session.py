@@ -7,8 +7,10 @@ has no PIPELINING, so multi-line replies (CAPA, UIDL, LIST, RETR) and all comman
 through :class:`~maild.protocols.pop3.wire.ReplyDecoder`. While poplib still reads (greeting, STLS,
 USER/PASS, AUTH) maild's reader takes its octets from poplib's own buffered socket file, so that no
 octet is lost between the two readers; once logged in, poplib never reads again, and maild takes what
-poplib's file still buffers and from then on reads the socket itself: ``recv_into`` a buffer of
-:data:`READ_CHUNK_OCTETS` reused by each worker thread, instead of a new ``bytes`` object per read.
+poplib's file still buffers and from then on reads the socket itself: ``recv_into`` one buffer of
+:data:`READ_CHUNK_OCTETS` per :meth:`POP3Session.receive` (a hand-off part of a RETR window, a
+listing), instead of a new ``bytes`` object per read; the buffer is dropped when the call returns,
+so idle sessions and idle threads hold none.
 
 With :mod:`maild.protocols.pop3.maildrop` the only POP3 code that catches ``poplib.error_proto``,
 ``ssl.SSLError`` and ``OSError``; they leave it as :mod:`maild.errors` classes naming the account,
@@ -48,19 +50,7 @@ __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "THROTTLE_CODES", "Listing", 
 
 
 READ_CHUNK_OCTETS = 256 * 1024
-"""Most octets taken from the socket per read (and the size of each worker thread's read buffer)."""
-
-_scratch = threading.local()  # each worker thread's read buffer: see _read_buffer()
-
-
-def _read_buffer() -> memoryview:
-    """This thread's reusable read buffer of :data:`READ_CHUNK_OCTETS` octets (one per thread of the
-    POP3 pool, not one per session: 50 sessions on 8 threads hold 8 buffers)."""
-    view: memoryview | None = getattr(_scratch, "view", None)
-    if view is None:
-        view = memoryview(bytearray(READ_CHUNK_OCTETS))
-        _scratch.view = view
-    return view
+"""Most octets taken from the socket per read (and the size of the read buffer)."""
 
 ABORT_TIMEOUT_S = 5.0
 """Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
@@ -432,10 +422,12 @@ class POP3Session:
         )
         received = 0
         recv_into = self._recv_into
-        buffer = _read_buffer() if recv_into is not None else None
+        buffer: memoryview | None = None  # made at the first read: a reply may be buffered already
         for _ in range(count):
             while (reply := self.decoder.next_reply(multiline=multiline)) is None:
-                if recv_into is not None and buffer is not None:
+                if recv_into is not None:
+                    if buffer is None:
+                        buffer = memoryview(bytearray(READ_CHUNK_OCTETS))
                     octets = recv_into(buffer)
                     if octets:
                         self.decoder.feed(buffer[:octets])
