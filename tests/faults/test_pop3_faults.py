@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Protocol
 
 import pytest
@@ -40,6 +41,7 @@ from maild.model import (
 )
 from maild.protocols.pop3 import maildrop as pop3_maildrop
 from maild.protocols.pop3.maildrop import POP3Maildrop
+from maild.protocols.pop3.session import POP3Session
 
 PASSWORD = "s3cret-Pw!"
 ACCOUNT = "anna-pop"
@@ -870,3 +872,30 @@ async def test_unsolicited_data_is_out_of_step(
     with pytest.raises(ProtocolError, match="unexpected data"):
         await maildrop.inventory()
     await maildrop.abort()
+
+
+@pytest.mark.parametrize("buffered", [b"+OK extra\r\n", b""])
+def test_taking_over_from_poplib_keeps_its_buffered_octets_and_does_not_wait(buffered: bytes) -> None:
+    """Once logged in, the session reads the socket itself: octets poplib's file had buffered past its
+    last line come first, an empty file is taken over without waiting on the socket (timeout None:
+    a wait would hang the test), the timeout is restored, and later replies arrive through recv_into."""
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        client_side.settimeout(None)
+        file = client_side.makefile("rb")
+        server_side.sendall(b"+OK logged in\r\n" + buffered)
+        assert file.readline() == b"+OK logged in\r\n"  # poplib's read; the rest stays in its buffer
+        settings = ServerSettings(ACCOUNT, "127.0.0.1", 1, "none", None, "anna", Secret(PASSWORD), 5.0)
+        session = POP3Session(settings, max_reply_octets=1000)
+        pop = SimpleNamespace(sock=client_side, file=file)
+        session.pop = pop  # type: ignore[assignment]
+        session._take_over(pop)  # type: ignore[arg-type]
+        assert client_side.gettimeout() is None
+        assert session.decoder.buffered_octets == len(buffered)
+        if buffered:
+            session._ahead.append(False)
+            assert session.receive(1, multiline=False)[0].status.text == "extra"
+        server_side.sendall(b"+OK more\r\n")
+        session._ahead.append(False)
+        assert session.receive(1, multiline=False)[0].status.text == "more"
+        file.close()
