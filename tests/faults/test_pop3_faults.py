@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import traceback
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -898,4 +899,36 @@ def test_taking_over_from_poplib_keeps_its_buffered_octets_and_does_not_wait(buf
         server_side.sendall(b"+OK more\r\n")
         session._ahead.append(False)
         assert session.receive(1, multiline=False)[0].status.text == "more"
+        file.close()
+
+
+def test_a_short_reply_is_read_into_a_small_buffer_and_a_long_one_into_a_large_one() -> None:
+    """After the take-over a short listing is read with a 16 KiB buffer (50 sessions listing at once
+    hold 16 KiB each, not 256 KiB); a reply that fills it is read on with READ_CHUNK_OCTETS reads and
+    arrives octet-exact."""
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        client_side.settimeout(5.0)
+        file = client_side.makefile("rb")
+        settings = ServerSettings(ACCOUNT, "127.0.0.1", 1, "none", None, "anna", Secret(PASSWORD), 5.0)
+        session = POP3Session(settings, max_reply_octets=2**20)
+        pop = SimpleNamespace(sock=client_side, file=file)
+        session.pop = pop  # type: ignore[assignment]
+        session._take_over(pop)  # type: ignore[arg-type]
+        server_side.sendall(b"+OK\r\n1 100\r\n2 200\r\n.\r\n")
+        session._ahead.append(True)
+        tracemalloc.start()
+        try:
+            listing = session.receive(1, multiline=True)[0]
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert listing.body == b"1 100\r\n2 200\r\n"
+        assert peak < 64 * 1024
+        body = b"y" * 998 + b"\r\n"
+        sender = threading.Thread(target=server_side.sendall, args=(b"+OK\r\n" + body * 600 + b".\r\n",))
+        sender.start()
+        session._ahead.append(True)
+        assert session.receive(1, multiline=True)[0].body == body * 600
+        sender.join()
         file.close()

@@ -7,10 +7,10 @@ has no PIPELINING, so multi-line replies (CAPA, UIDL, LIST, RETR) and all comman
 through :class:`~maild.protocols.pop3.wire.ReplyDecoder`. While poplib still reads (greeting, STLS,
 USER/PASS, AUTH) maild's reader takes its octets from poplib's own buffered socket file, so that no
 octet is lost between the two readers; once logged in, poplib never reads again, and maild takes what
-poplib's file still buffers and from then on reads the socket itself: ``recv_into`` one buffer of
-:data:`READ_CHUNK_OCTETS` per :meth:`POP3Session.receive` (a hand-off part of a RETR window, a
-listing), instead of a new ``bytes`` object per read; the buffer is dropped when the call returns,
-so idle sessions and idle threads hold none.
+poplib's file still buffers and from then on reads the socket itself: ``recv_into`` one buffer per
+:meth:`POP3Session.receive` (a hand-off part of a RETR window, a listing; :data:`FIRST_READ_OCTETS`,
+then :data:`READ_CHUNK_OCTETS` once a read fills it), instead of a new ``bytes`` object per read;
+the buffer is dropped when the call returns, so idle sessions and idle threads hold none.
 
 With :mod:`maild.protocols.pop3.maildrop` the only POP3 code that catches ``poplib.error_proto``,
 ``ssl.SSLError`` and ``OSError``; they leave it as :mod:`maild.errors` classes naming the account,
@@ -51,6 +51,11 @@ __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "THROTTLE_CODES", "Listing", 
 
 READ_CHUNK_OCTETS = 256 * 1024
 """Most octets taken from the socket per read (and the size of the read buffer)."""
+
+FIRST_READ_OCTETS = 16 * 1024
+"""Size of the read buffer of a :meth:`POP3Session.receive` until a read fills it: replies to
+single-line commands and short listings need no more, and 50 sessions listing at once then hold
+16 KiB each, not :data:`READ_CHUNK_OCTETS`."""
 
 ABORT_TIMEOUT_S = 5.0
 """Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
@@ -427,10 +432,12 @@ class POP3Session:
             while (reply := self.decoder.next_reply(multiline=multiline)) is None:
                 if recv_into is not None:
                     if buffer is None:
-                        buffer = memoryview(bytearray(READ_CHUNK_OCTETS))
+                        buffer = memoryview(bytearray(FIRST_READ_OCTETS))
                     octets = recv_into(buffer)
                     if octets:
                         self.decoder.feed(buffer[:octets])
+                    if octets == len(buffer) < READ_CHUNK_OCTETS:  # more is coming: read bigger
+                        buffer = memoryview(bytearray(READ_CHUNK_OCTETS))
                 else:  # still logging in: through poplib's file (see _take_over)
                     chunk = file.read1(READ_CHUNK_OCTETS)
                     octets = len(chunk)
