@@ -64,13 +64,19 @@ def test_a_fixed_threshold_maps_a_message_sized_block_after_a_larger_one_was_fre
     """With the settings applied, a 1 MiB block gets its own mapping (returned to the kernel when
     freed) even after a 4 MiB block raised glibc's dynamic threshold; without them it is heap."""
     tuned = _probe("tune")
-    assert tuned["applied"] == {"MALLOC_MMAP_THRESHOLD_": 512 * 1024, "MALLOC_ARENA_MAX": 2}
+    assert tuned["applied"] == {
+        "MALLOC_MMAP_THRESHOLD_": 512 * 1024,
+        "MALLOC_TRIM_THRESHOLD_": 8 * 2**20,
+        "MALLOC_ARENA_MAX": 2,
+    }
     assert tuned["mapped"] == 1
     assert _probe("plain")["mapped"] == 0
 
 
 def test_settings_from_the_environment_are_left_alone() -> None:
     """An administrator's MALLOC_MMAP_THRESHOLD_ and MALLOC_ARENA_MAX win over maild's own values."""
-    tuned = _probe("tune", MALLOC_MMAP_THRESHOLD_="8388608", MALLOC_ARENA_MAX="1")
+    tuned = _probe(
+        "tune", MALLOC_MMAP_THRESHOLD_="8388608", MALLOC_TRIM_THRESHOLD_="8388608", MALLOC_ARENA_MAX="1"
+    )
     assert tuned["applied"] == {}
     assert tuned["mapped"] == 0  # glibc used the environment's 8 MiB threshold
