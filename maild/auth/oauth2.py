@@ -23,18 +23,21 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
-
-from oauthlib.oauth2 import BackendApplicationClient, DeviceClient, OAuth2Error, WebApplicationClient
+from typing import TYPE_CHECKING, Any, Final
 
 from maild.auth.sasl import redact
 from maild.errors import AuthError, ConfigError, ProtocolError, TransientError
 from maild.model import Secret
+
+if TYPE_CHECKING:
+    from oauthlib.oauth2 import OAuth2Error
+
+# oauthlib (some 80 modules) and urllib.request (http.client, email) are imported by the functions
+# that talk to an endpoint: the configuration loader imports this module for check_endpoint, and
+# `maild status` or a one-shot fetch of password accounts would pay their start-up time for nothing.
 
 __all__ = [
     "DEVICE_CODE_GRANT",
@@ -133,6 +136,9 @@ def _post(account: str, url: str, fields: Iterable[tuple[str, str]]) -> tuple[in
         TransientError: the endpoint cannot be reached, times out or answers 5xx.
         ProtocolError: the body is longer than :data:`MAX_RESPONSE_OCTETS`.
     """
+    import urllib.error
+    import urllib.request
+
     data = urllib.parse.urlencode(list(fields)).encode("ascii")
     request = urllib.request.Request(  # noqa: S310 - scheme checked by check_endpoint at load time
         url,
@@ -192,6 +198,8 @@ def _parse_token(
     account: str, client: Any, body: bytes, secrets: Iterable[str], *, grant: str
 ) -> TokenResponse:
     """Parse a token endpoint answer with oauthlib; a maild error for error responses."""
+    from oauthlib.oauth2 import OAuth2Error
+
     try:
         text = body.decode("utf-8")
         params = dict(client.parse_request_body_response(text))
@@ -246,6 +254,8 @@ def client_credentials(
         AuthError: the endpoint refused the client or the scope. TransientError: unreachable, 5xx,
             ``temporarily_unavailable``. ProtocolError: a malformed answer.
     """
+    from oauthlib.oauth2 import BackendApplicationClient
+
     client = BackendApplicationClient(client_id, scope=list(scope) or None)
     body = client.prepare_request_body(
         include_client_id=True, client_secret=client_secret.reveal(), scope=list(scope) or None
@@ -271,6 +281,8 @@ def refresh(
             ``maild accounts authorize NAME``; other refusals with the server's error code.
         TransientError, ProtocolError: as :func:`client_credentials`.
     """
+    from oauthlib.oauth2 import WebApplicationClient
+
     client = WebApplicationClient(client_id)
     extra: dict[str, str] = {"client_id": client_id}
     if client_secret is not None:
@@ -368,6 +380,8 @@ def poll_device_token(
         AuthError: denied, expired, or another refusal; the message says what to do.
         TransientError: the endpoint stayed unreachable. ProtocolError: a malformed answer.
     """
+    from oauthlib.oauth2 import DeviceClient
+
     client = DeviceClient(client_id)
     interval = grant.interval_s
     deadline = clock() + grant.expires_in_s

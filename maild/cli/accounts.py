@@ -10,40 +10,24 @@ rewritten: for an account defined there, the commands say what to edit.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
-import json
-import shlex
 import sys
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tomli_w
-
-from maild.archive.move_queries import MigrationStore
+from maild.cli.accounts_list import account_rows, archive_facts, render_accounts
 from maild.cli.authorize import add_parser as add_authorize_parser  # issue 13: OAuth2 device sign-in
-from maild.cli.common import load_args_config, reload_daemon
+from maild.cli.common import load_args_config, reload_daemon, run_async
 from maild.cli.provider_add import account_name, ask, oauth2_table, provider_steps
-from maild.cli.table import lines_by_person
 from maild.cli.units import count
-from maild.config.dropin import (
-    dropin_path,
-    parse_setting,
-    remove_durably,
-    restore_dropin,
-    secret_path,
-    update_dropin,
-    write_dropin,
-    write_secret,
-)
-from maild.config.loader import ACCOUNT_NAME_RE, DEFAULT_PORTS, Config, load_config
 from maild.config.providers import PROVIDERS
-from maild.errors import ConfigError, ControlError, MigrationError
-from maild.log import configure_logging
-from maild.service.control_client import ControlClient
-from maild.service.status import time_text
+from maild.errors import ConfigError, MigrationError
+
+if TYPE_CHECKING:
+    from maild.config.loader import Config
+
+# Start-up time: `maild --help` and every other command import this module to build the parser, so
+# the archive, the config loader and writer, the control client and logging are imported by the
+# handlers that use them (docs/performance.md, session 5).
 
 TLS_CHOICES = ("implicit", "starttls", "none")
 RETENTION_CHOICES = ("keep", "delete", "delete-after")
@@ -126,127 +110,9 @@ def add_parsers(sub: Any) -> None:
 # -- list ---------------------------------------------------------------------------------------------
 
 
-def _daemon_states(config: Config) -> dict[str, str] | None:
-    """Each running account's state, or None when the daemon cannot be asked."""
-    try:
-        status = ControlClient(config.daemon.control_socket, timeout_s=10).status()
-    except ControlError:
-        return None
-    return {a.name: a.state for a in status.accounts}
-
-
-async def _archive_facts(config: Config) -> tuple[dict[str, Any], dict[str, int]]:
-    if not config.daemon.database.exists():
-        return {}, {}
-    store = await MigrationStore.open(config.daemon.database)
-    try:
-        return await store.account_records(), await store.message_counts()
-    finally:
-        await store.close()
-
-
-@dataclass(frozen=True, slots=True)
-class AccountRow:
-    """One line of ``maild accounts list``: a configured account, or one only the archive knows.
-
-    Attributes:
-        name, organisation, employee, protocol: the account.
-        host: its server, or None when it is not configured.
-        enabled: False also when it is not configured.
-        configured_in: the file that defines it, or None.
-        state: the running daemon's state of it, ``not running``, ``not loaded`` or ``not configured``.
-        messages: archived messages linked to it.
-        retired_at: when ``maild retire`` retired it (UTC), or None.
-        retired_into: the account it was retired into, or None.
-    """
-
-    name: str
-    organisation: str
-    employee: str
-    protocol: str
-    host: str | None
-    enabled: bool
-    configured_in: str | None
-    state: str
-    messages: int
-    retired_at: datetime | None
-    retired_into: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        """The row as ``accounts list --json`` prints it."""
-        return {
-            "name": self.name,
-            "organisation": self.organisation,
-            "employee": self.employee,
-            "protocol": self.protocol,
-            "host": self.host,
-            "enabled": self.enabled,
-            "configured_in": self.configured_in,
-            "state": self.state,
-            "messages": self.messages,
-            "retired_at": time_text(self.retired_at),
-            "retired_into": self.retired_into,
-        }
-
-
-def account_rows(config: Config) -> list[AccountRow]:
-    """Every configured account, then every account only the archive knows."""
-    records, counts = asyncio.run(_archive_facts(config))
-    states = _daemon_states(config)
-    rows: list[AccountRow] = []
-    for acc in config.accounts.values():
-        record = records.get(acc.name)
-        rows.append(
-            AccountRow(
-                name=acc.name,
-                organisation=acc.organisation,
-                employee=acc.employee,
-                protocol=acc.protocol,
-                host=acc.host,
-                enabled=acc.enabled,
-                configured_in=str(acc.source),
-                state="not running" if states is None else states.get(acc.name, "not loaded"),
-                messages=counts.get(acc.name, 0),
-                retired_at=record.retired_at if record else None,
-                retired_into=record.retired_into if record else None,
-            )
-        )
-    for name, record in records.items():
-        if name in config.accounts:
-            continue
-        rows.append(
-            AccountRow(
-                name=name,
-                organisation=record.organisation,
-                employee=record.employee,
-                protocol=record.protocol,
-                host=None,
-                enabled=False,
-                configured_in=None,
-                state="not configured",
-                messages=counts.get(name, 0),
-                retired_at=record.retired_at,
-                retired_into=record.retired_into,
-            )
-        )
-    return rows
-
-
-def render_accounts(rows: list[AccountRow]) -> str:
-    """Render account rows as a table grouped by organisation and employee."""
-
-    def row_lines(r: AccountRow) -> list[str]:
-        note = f"  migrated into {r.retired_into}" if r.retired_into else ""
-        return [
-            f"    {r.name:<20} {r.protocol:<5} {r.host or '-':<24} {r.state:<14}"
-            f" {count(r.messages):>7} messages{note}"
-        ]
-
-    lines = lines_by_person(rows, row_lines)
-    return "\n".join(lines) if lines else "no accounts"
-
-
 def _list(args: argparse.Namespace) -> int:
+    import json
+
     rows = account_rows(load_args_config(args))
     if args.json:
         print(json.dumps({"accounts": [r.to_json() for r in rows]}, indent=2, ensure_ascii=False))
@@ -260,6 +126,9 @@ def _list(args: argparse.Namespace) -> int:
 
 def _account_table(args: argparse.Namespace) -> dict[str, Any]:
     """The drop-in's ``[accounts.NAME]`` table from the flags (password source added by the caller)."""
+    from maild.config.dropin import parse_setting
+    from maild.config.loader import DEFAULT_PORTS
+
     if args.protocol == "pop3" and (args.mailboxes or args.all_mailboxes or args.exclude):
         raise ConfigError("--mailbox, --all-mailboxes and --exclude are for IMAP accounts")
     if args.all_mailboxes and args.mailboxes:
@@ -305,6 +174,8 @@ def _account_table(args: argparse.Namespace) -> dict[str, Any]:
 
 def _read_password(name: str) -> str:
     """Ask on the terminal (twice), or read standard input's first line when it is not a terminal."""
+    import getpass
+
     if sys.stdin.isatty():
         first = getpass.getpass(f"password for {name}: ")
         if getpass.getpass("again: ") != first:
@@ -318,7 +189,7 @@ def _read_password(name: str) -> str:
 
 
 async def _recorded_protocol(config: Config, name: str) -> str | None:
-    records, _counts = await _archive_facts(config)
+    records, _counts = await archive_facts(config)
     record = records.get(name)
     return record.protocol if record else None
 
@@ -342,6 +213,11 @@ def _complete(args: argparse.Namespace) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
+    import shlex
+
+    from maild.config.dropin import remove_durably, write_dropin, write_secret
+    from maild.config.loader import ACCOUNT_NAME_RE, load_config
+
     config = load_args_config(args)
     _complete(args)
     name = args.name
@@ -349,7 +225,7 @@ def _add(args: argparse.Namespace) -> int:
         raise ConfigError(f"account name {name!r} must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
     if name in config.accounts:
         raise ConfigError(f"account {name} exists already (in {config.accounts[name].source})")
-    recorded = asyncio.run(_recorded_protocol(config, name))
+    recorded = run_async(_recorded_protocol(config, name))
     if recorded is not None and recorded != args.protocol:
         raise ConfigError(
             f"the archive knows account {name} as {recorded}; an account's protocol is fixed: choose"
@@ -407,6 +283,8 @@ def _add(args: argparse.Namespace) -> int:
 def _edit_by_hand(name: str, source: Path, dropin: Path, updates: dict[str, Any]) -> str:
     """What ``accounts set`` says for an account of a file it does not write: the TOML lines to put
     there (no password value), and the other way, moving the table into its drop-in."""
+    import tomli_w
+
     lines = "; ".join(
         f"{key} = ********" if "password" in key else tomli_w.dumps({key: value}).strip()
         for key, value in updates.items()
@@ -420,6 +298,9 @@ def _edit_by_hand(name: str, source: Path, dropin: Path, updates: dict[str, Any]
 
 def _set(args: argparse.Namespace) -> int:
     """``maild accounts set NAME KEY=VALUE...``: validated like the loader, written to the drop-in."""
+    from maild.config.dropin import dropin_path, parse_setting, restore_dropin, update_dropin
+    from maild.config.loader import load_config
+
     config = load_args_config(args)
     name = args.name
     account = config.accounts.get(name)
@@ -447,6 +328,9 @@ def _set(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
+    from maild.config.dropin import dropin_path, remove_durably, secret_path
+    from maild.config.loader import load_config
+
     config = load_args_config(args)
     name = args.name
     account = config.accounts.get(name)
@@ -458,7 +342,7 @@ def _remove(args: argparse.Namespace) -> int:
             f" `maild reload`; to remove it, delete that table yourself (then `maild accounts remove"
             f" {name} --purge` may delete its archive)"
         )
-    records, counts = asyncio.run(_archive_facts(config))
+    records, counts = run_async(archive_facts(config))
     if account is None and name not in records:
         raise ConfigError(f"no account named {name!r} (neither configured nor in the archive)")
     if args.purge and name in records:
@@ -473,7 +357,7 @@ def _remove(args: argparse.Namespace) -> int:
         print(f"account {name} is not configured; its archive keeps {counts.get(name, 0)} messages")
         return 0
     if args.purge and name in records:
-        deleted = asyncio.run(_purge(config, name))
+        deleted = run_async(_purge(config, name))
         print(f"purged the archive of {name}: {count(deleted)} messages held by no other account deleted")
     else:
         print(f"its archive keeps {counts.get(name, 0)} messages (`--purge` deletes it when nothing is lost)")
@@ -482,6 +366,8 @@ def _remove(args: argparse.Namespace) -> int:
 
 def _refuse_lossy_purge(config: Config, name: str) -> None:
     """Raise MigrationError when purging ``name`` would lose a message."""
+    from maild.archive.move_queries import MigrationStore
+    from maild.log import configure_logging
     from maild.move.retire import check_purge  # start-up time: only `--purge` needs it
 
     configure_logging("warning")
@@ -493,7 +379,7 @@ def _refuse_lossy_purge(config: Config, name: str) -> None:
         finally:
             await store.close()
 
-    check = asyncio.run(run())
+    check = run_async(run())
     if check.lost:
         detail = f" (could not check {', '.join(check.unchecked)})" if check.unchecked else ""
         raise MigrationError(
@@ -504,6 +390,8 @@ def _refuse_lossy_purge(config: Config, name: str) -> None:
 
 
 async def _purge(config: Config, name: str) -> int:
+    from maild.archive.move_queries import MigrationStore
+
     store = await MigrationStore.open(config.daemon.database)
     try:
         return await store.purge_account(name)

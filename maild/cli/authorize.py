@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from maild.auth.tokens import authorize
 from maild.cli.common import load_args_config
 from maild.errors import ConfigError
 
@@ -29,6 +28,8 @@ def add_parser(actions: Any) -> None:
 
 
 def _authorize(args: argparse.Namespace) -> int:
+    from maild.auth.tokens import authorize  # oauthlib and urllib: start-up time other commands save
+
     config = load_args_config(args)
     account = config.accounts.get(args.name)
     if account is None:

@@ -9,16 +9,14 @@ while the daemon runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from maild.cli.common import load_args_config
+from maild.cli.common import load_args_config, run_async
 from maild.cli.units import count, human_size
 from maild.errors import QueryError, StoreError
-from maild.service.control_client import ControlClient
 
 
 def _keep(text: str) -> int:
@@ -83,6 +81,7 @@ def _backup(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from maild.archive.backup import restore
     from maild.archive.store import Store
+    from maild.service.control_client import ControlClient
 
     cfg = load_args_config(args)
     if ControlClient(cfg.daemon.control_socket).daemon_answers():
@@ -97,7 +96,7 @@ def _restore(args: argparse.Namespace) -> int:
         store = await Store.open(database)  # migrates an older schema; keeps the side files for readers
         await store.close()
 
-    asyncio.run(migrate())
+    run_async(migrate())
     print(
         f"restored {args.backup} into {database}: {count(check.messages)} messages,"
         f" schema version {check.schema_version}"
@@ -126,5 +125,5 @@ def _reindex(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    print(f"{count(asyncio.run(run()))} messages indexed")
+    print(f"{count(run_async(run()))} messages indexed")
     return 0

@@ -10,12 +10,28 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tomllib
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from maild.config.loader import Config, DaemonConfig, config_path, load_config
 from maild.errors import ConfigError, ControlError
-from maild.service.control_client import ControlClient
+
+if TYPE_CHECKING:
+    from maild.config.loader import Config
+    from maild.service.control_client import ControlClient
+
+# The config loader and the control client are imported by the functions that use them: this module
+# is imported by every CLI command, also by `maild --help` (start-up time, docs/performance.md).
+
+
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)``, importing asyncio (tens of milliseconds) only when a command needs it."""
+    import asyncio
+
+    return asyncio.run(coro)
 
 
 def warn(text: str) -> None:
@@ -29,6 +45,8 @@ def load_args_config(args: argparse.Namespace) -> Config:
     Raises:
         ConfigError: the configuration is invalid.
     """
+    from maild.config.loader import config_path, load_config
+
     return load_config(config_path(args.config))
 
 
@@ -39,6 +57,10 @@ def control_socket_path(args: argparse.Namespace) -> Path:
     a config edited into an invalid state must not leave the admin blind while the daemon still
     runs with its last good configuration. The error is printed as a warning.
     """
+    import tomllib
+
+    from maild.config.loader import DaemonConfig, config_path, load_config
+
     path = config_path(args.config)
     try:
         return load_config(path).daemon.control_socket
@@ -90,6 +112,8 @@ def scan_control_socket(text: bytes) -> str | None:
 
 def daemon_client(args: argparse.Namespace) -> ControlClient:
     """A control client for the daemon of the configuration named on the command line."""
+    from maild.service.control_client import ControlClient
+
     return ControlClient(control_socket_path(args))
 
 
@@ -100,6 +124,8 @@ def reload_daemon(config: Config) -> str:
         ControlError: the daemon rejected the configuration or could not be asked (other than not
             running).
     """
+    from maild.service.control_client import ControlClient
+
     try:
         report = ControlClient(config.daemon.control_socket).reload()
     except ControlError as exc:

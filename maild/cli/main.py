@@ -12,15 +12,13 @@ the monitoring-plugin convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). Log l
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from maild import __version__
-from maild.cli import accounts, archive, backup, move
 from maild.cli.common import daemon_client, load_args_config, warn
 from maild.cli.manpage import render_manpage
 from maild.cli.status_view import (
@@ -36,10 +34,16 @@ from maild.cli.status_view import (
     zone_name,
 )
 from maild.cli.units import human_size
-from maild.config.loader import Config
 from maild.errors import ConfigError, ControlError, MaildError
-from maild.log import LogFormat, configure_logging, get_logger
-from maild.service.control_client import ControlClient
+
+if TYPE_CHECKING:
+    from maild.config.loader import Config
+
+# Start-up time (docs/performance.md, session 5): building the parser and dispatching import only
+# argparse, the CLI's own modules and maild.errors. Every handler imports what it needs itself
+# (asyncio, json, the config loader, logging, the control client, the archive), so `maild --help`
+# and `maild status` do not pay for the one-shot fetch's parts, nor it for theirs. The CLI modules'
+# own top-level imports follow the same rule; tests/integration/test_cli_startup.py holds them to it.
 
 #: Exit code of ``maild run`` with an invalid configuration: ``EX_CONFIG`` of sysexits.h. The unit
 #: file's ``RestartPreventExitStatus=`` names it.
@@ -52,12 +56,48 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_BROKEN_PIPE = 128 + 13
 """Exit status when stdout's reader closed the pipe: a process killed by SIGPIPE (13), as shells show it."""
 
-#: Modules that add subcommand groups: each has ``add_parsers(subparsers)`` and sets ``handler`` (a
-#: function taking the parsed arguments and returning the exit code) with ``set_defaults``.
-COMMAND_GROUPS = (archive, backup, accounts, move)
+#: The command-group modules of maild.cli and the top-level subcommands each adds, in the order of
+#: ``maild --help``. Each module has ``add_parsers(subparsers)``, which adds these subcommands and sets
+#: ``handler`` (a function taking the parsed arguments and returning the exit code) with
+#: ``set_defaults``. A module is imported only when the parser needs its subcommands
+#: (:func:`_add_parsers`): `maild fetch` and `maild status` load none of them.
+COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
+    "archive": ("messages", "export"),
+    "backup": ("backup", "restore", "reindex"),
+    "accounts": ("accounts",),
+    "move": ("compare", "migrate", "unretire", "retire"),
+}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]:
+    """``add_parsers`` of the command-group module ``group`` (a key of :data:`COMMAND_GROUPS`),
+    imported now: the dispatch imports a subcommand's module only when that subcommand runs (or
+    when the whole parser is built, for help, the man page and usage errors)."""
+    if group == "archive":
+        from maild.cli import archive
+
+        return archive.add_parsers
+    if group == "backup":
+        from maild.cli import backup
+
+        return backup.add_parsers
+    if group == "accounts":
+        from maild.cli import accounts
+
+        return accounts.add_parsers
+    from maild.cli import move
+
+    return move.add_parsers
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``maild`` parser: every subcommand, or with ``command`` the command groups' subcommands
+    only for the group that defines ``command`` (see :func:`command_of`).
+
+    Each subparser costs argparse some 0.1 ms of gettext look-ups and formatter set-ups; a one-shot
+    command does not build the 40-odd it will not run (start-up time, docs/performance.md). The man
+    page, the completions and every usage error use the whole parser.
+    """
     p = argparse.ArgumentParser(
         prog="maild", description="Fetch an office's mail by POP3 and IMAP into a safe archive."
     )
@@ -110,10 +150,67 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "manpage", help="print this man page, maild(1), in roff: `maild manpage | man -l -` reads it"
     ).set_defaults(handler=_manpage)
-    for group in COMMAND_GROUPS:
-        group.add_parsers(sub)
+    for group, commands in COMMAND_GROUPS.items():
+        if command is None or command in commands:
+            _add_parsers(group)(sub)
     _add_common_options(sub)
     return p
+
+
+#: Options of the top-level parser that take a value as the next argument.
+_OPTIONS_WITH_VALUE = frozenset({"-c", "--config", "--log-level"})
+
+
+def _takes_value(arg: str) -> bool:
+    """True for a top-level option whose value is the next argument, also abbreviated as argparse
+    allows (``--conf FILE``)."""
+    return arg in _OPTIONS_WITH_VALUE or (
+        len(arg) > 2 and arg.startswith("--") and any(o.startswith(arg) for o in _OPTIONS_WITH_VALUE)
+    )
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names when it belongs to a command group, :data:`BUILT_IN` for one of
+    :data:`BUILT_IN_COMMANDS`, else None (build them all).
+
+    None also when ``-h``, ``--help`` or ``--version`` comes before it, or when the first positional
+    argument is no command group's (then argparse reports it against the whole parser, with every
+    choice).
+    """
+    expect_value = False
+    for arg in argv:
+        if expect_value:
+            expect_value = False
+        elif arg in ("-h", "--help", "--version", "--"):
+            return None
+        elif _takes_value(arg):
+            expect_value = True
+        elif not arg.startswith("-"):
+            if arg in BUILT_IN_COMMANDS:
+                return BUILT_IN
+            return arg if any(arg in commands for commands in COMMAND_GROUPS.values()) else None
+    return None
+
+
+#: The subcommands this module defines itself (the command groups' are in :data:`COMMAND_GROUPS`).
+BUILT_IN_COMMANDS = frozenset(
+    {
+        "run",
+        "fetch",
+        "status",
+        "check",
+        "fetch-now",
+        "pause",
+        "resume",
+        "reload",
+        "metrics",
+        "alert-test",
+        "check-config",
+        "manpage",
+    }
+)
+#: :func:`command_of`'s answer for one of :data:`BUILT_IN_COMMANDS`: no command group is built.
+BUILT_IN = "-"
 
 
 def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -135,7 +232,8 @@ def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``maild`` console script; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(command_of(words)).parse_args(words)
     handler: Handler = args.handler
     try:
         return int(handler(args))
@@ -195,6 +293,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_problems(exc)
         return EXIT_CONFIG
+    import asyncio
+
+    from maild.log import LogFormat, configure_logging, get_logger
+
     log_format: LogFormat = cfg.daemon.log_format  # type: ignore[assignment]  # validated by the loader
     configure_logging(args.log_level or cfg.daemon.log_level, fmt=log_format)
     for warning in cfg.warnings:
@@ -209,13 +311,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     """``maild fetch``: one cycle per account without a daemon (warns when a daemon runs too)."""
+    import asyncio
+
+    from maild.log import configure_logging
+    from maild.service.control_wire import daemon_answers  # not the client: its reply records cost start-up
+
     cfg = load_args_config(args)
     unknown = [name for name in args.accounts if name not in cfg.accounts]
     if unknown:
         print(f"maild: {cfg.path}: no account named {unknown[0]!r}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(args.log_level or "warning")
-    if ControlClient(cfg.daemon.control_socket).daemon_answers():
+    if daemon_answers(cfg.daemon.control_socket):
         warn(
             f"a daemon is running on {cfg.daemon.control_socket} and fetches these"
             " accounts too; `maild fetch-now` asks it instead"
@@ -254,6 +361,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"maild: {exc}", file=sys.stderr)
         return STATUS_NOT_RUNNING
     if args.json:
+        import json
+
         print(json.dumps({"ok": True, **reply.to_json()}, indent=2, ensure_ascii=False))
     else:
         print(render_status(reply, now=datetime.now(UTC), failed_only=args.failed))

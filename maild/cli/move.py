@@ -13,7 +13,6 @@ and ``unretire`` are handled in :mod:`maild.cli.move_verify`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -21,16 +20,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from maild.archive.move_queries import MigrationStore
-from maild.cli.common import reload_daemon
+from maild.cli.common import reload_daemon, run_async
 from maild.cli.move_lines import line, now, setup
 from maild.cli.move_verify import unretire, verify_or_undo
 from maild.cli.units import count, human_size
-from maild.move.report import ReportRow, write_report
 
-if TYPE_CHECKING:  # maild.move.migrate is imported where used: start-up time other commands need not pay
+# The archive and maild.move are imported where used: start-up time other commands need not pay
+# (`maild --help` imports this module to build the parser).
+if TYPE_CHECKING:
     from maild.move.compare import ArchiveEntry
     from maild.move.migrate import CompareOutcome, MigrationReport, Upload
+    from maild.move.report import ReportRow
 
 #: Seconds between progress lines of ``maild migrate`` when stderr is not a terminal.
 PROGRESS_EVERY_S = 10.0
@@ -108,6 +108,7 @@ def _progress(what: str) -> Callable[[int, int], None] | None:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from maild.archive.move_queries import MigrationStore
     from maild.move.migrate import compare_accounts, deleting_source, target_account
 
     config = setup(args)
@@ -123,7 +124,7 @@ def _compare(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    outcome = asyncio.run(run())
+    outcome = run_async(run())
     warning = deleting_source(config, args.source, target)
     if args.json:
         print(json.dumps(comparison_json(outcome), indent=2, ensure_ascii=False))
@@ -295,6 +296,8 @@ def _print_plan(report: MigrationReport) -> None:
 
 
 def _report_rows(report: MigrationReport) -> list[ReportRow]:
+    from maild.move.report import ReportRow
+
     def row(e: ArchiveEntry, uidvalidity: int | None, uid: int | None, outcome: str) -> ReportRow:
         return ReportRow(
             e.message, e.sha256, e.message_id, e.subject, report.target_mailbox, uidvalidity, uid, outcome
@@ -310,7 +313,9 @@ def _report_rows(report: MigrationReport) -> list[ReportRow]:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from maild.archive.move_queries import MigrationStore
     from maild.move.migrate import deleting_source, migrate
+    from maild.move.report import write_report
 
     if args.verify or args.undo:
         return verify_or_undo(args)
@@ -336,7 +341,7 @@ def _migrate(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    report = asyncio.run(run())
+    report = run_async(run())
     if args.json:
         print(json.dumps(migration_json(report, dry_run=args.dry_run), indent=2, ensure_ascii=False))
     else:
@@ -425,6 +430,7 @@ def _unretire(args: argparse.Namespace) -> int:
 
 
 def _retire(args: argparse.Namespace) -> int:
+    from maild.archive.move_queries import MigrationStore
     from maild.move.retire import RetireOutcome, retire
 
     config = setup(args)
@@ -440,7 +446,7 @@ def _retire(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    outcome, kept = asyncio.run(run())
+    outcome, kept = run_async(run())
     c = outcome.comparison.comparison
     if outcome.accepted:
         print(

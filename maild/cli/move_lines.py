@@ -11,10 +11,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from maild.cli.common import load_args_config
-from maild.config.loader import Config
-from maild.log import configure_logging
 
 if TYPE_CHECKING:
+    from maild.config.loader import Config
     from maild.move.compare import ArchiveEntry, ServerEntry
 
 #: Characters of From and Subject shown per line in text output.
@@ -27,6 +26,8 @@ def now() -> datetime:
 
 
 def setup(args: argparse.Namespace) -> Config:
+    from maild.log import configure_logging  # structlog: start-up time only the move commands need
+
     config = load_args_config(args)
     configure_logging(args.log_level or "warning")
     return config

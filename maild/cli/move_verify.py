@@ -7,18 +7,20 @@ plan, upload and retire. See :mod:`maild.move.verify` for what is checked and re
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 
-from maild.archive.move_queries import MigrationStore
-from maild.cli.common import reload_daemon
+from maild.cli.common import reload_daemon, run_async
 from maild.cli.move_lines import line, now, setup
 from maild.errors import MigrationError
-from maild.move.report import ReportRow, write_report
+
+# The archive and maild.move are imported where used: `maild --help` imports this module (through
+# maild.cli.move) to build the parser, and would pay their start-up time for nothing.
 
 
 def verify_or_undo(args: argparse.Namespace) -> int:
     """``maild migrate --verify`` / ``--undo``: exit 0 when every upload verified (or was removed)."""
+    from maild.archive.move_queries import MigrationStore
+    from maild.move.report import ReportRow, write_report
     from maild.move.verify import VerifyReport, undo, verify
 
     config = setup(args)
@@ -33,7 +35,7 @@ def verify_or_undo(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    report = asyncio.run(run())
+    report = run_async(run())
     rows = [
         ReportRow(
             c.entry.message,
@@ -85,6 +87,7 @@ def verify_or_undo(args: argparse.Namespace) -> int:
 
 def unretire(args: argparse.Namespace) -> int:
     """``maild unretire A``: A enabled again (its drop-in), no longer retired; the move unfinished again."""
+    from maild.archive.move_queries import MigrationStore
     from maild.config.dropin import dropin_path, set_enabled
 
     config = setup(args)
@@ -109,7 +112,7 @@ def unretire(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    into = asyncio.run(run())
+    into = run_async(run())
     account = config.accounts.get(args.source)
     how = "enabled again" if account is not None else "not configured (add it to fetch again)"
     print(f"{args.source}: no longer retired into {into}; {how}; the move into {into} is unfinished again")

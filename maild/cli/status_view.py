@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
 
 from maild.cli.units import count, human_size
-from maild.service.status import AccountStatus, ProgressStatus, StatusReply, attention
+
+if TYPE_CHECKING:
+    from maild.service.status import AccountStatus, ProgressStatus, StatusReply
 
 #: Exit codes of ``maild status`` (systemctl's convention for "not running").
 STATUS_OK = 0
@@ -27,6 +30,14 @@ CHECK_WORDS = {CHECK_OK: "OK", CHECK_WARNING: "WARNING", CHECK_CRITICAL: "CRITIC
 CRITICAL_FAILURES = 3
 #: Paused accounts named in ``maild check``'s line at most; the rest are counted.
 MAX_NAMED = 3
+
+def attention(a: AccountStatus) -> str | None:
+    """:func:`maild.service.status.attention`, imported on first use: :mod:`maild.cli.main` imports this
+    module for every command, and only the status commands need the reply records."""
+    from maild.service.status import attention as reason
+
+    return reason(a)
+
 
 def local_time(moment: datetime | None, now: datetime, tz: tzinfo | None) -> str:
     """``moment`` in ``tz`` (None: the system's zone): ``HH:MM`` today, else ``YYYY-MM-DD HH:MM``; ``-``

@@ -20,14 +20,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from maild.auth.oauth2 import check_endpoint
 from maild.auth.sasl import MECHANISMS
-from maild.auth.tokens import OAuth2Settings
 from maild.config.passwords import PasswordSource, read_secret_file
 from maild.config.values import Table, choice, parse_duration
 from maild.errors import ConfigError
+
+if TYPE_CHECKING:  # the token machinery (structlog, threads) is imported only for OAuth2 accounts
+    from maild.auth.tokens import OAuth2Settings
 
 __all__ = ["OAUTH2_DIR", "AuthConfig", "parse_auth"]
 
@@ -118,6 +120,8 @@ def _url(t: Table, key: str, tenant: str | None) -> str:
 
 
 def _parse_oauth2(data: object, where: str, account: str, base: Path) -> OAuth2Settings:
+    from maild.auth.tokens import OAuth2Settings
+
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table [accounts.NAME.oauth2]")
     t = Table(data, where)

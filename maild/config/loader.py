@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import ssl
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
@@ -403,6 +402,8 @@ def _parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -
     ca_file = t.get("ca_file", str, None, form="a path string")
     if ca_file is not None:
         ca_file = str(base / ca_file)
+        import ssl  # here, not at the top: start-up time of every command that reads the config
+
         try:
             ssl.create_default_context(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:

@@ -6,7 +6,6 @@ rotated password takes effect without a reload. Errors never contain the passwor
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +72,8 @@ class PasswordSource:
             return await run_secret_command(
                 self.command, account=account, key="password_command", timeout_s=PASSWORD_COMMAND_TIMEOUT_S
             )
+        import asyncio  # here, not at the top: `maild status` reads the config without an event loop
+
         return await asyncio.to_thread(self.resolve, account)
 
     def resolve(self, account: str) -> Secret:

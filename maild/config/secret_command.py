@@ -12,7 +12,6 @@ May import: asyncio, os, signal, :mod:`maild.errors`, :mod:`maild.model`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -50,6 +49,8 @@ async def run_secret_command(
 
     Cancelled: the command's process group is killed and reaped before the cancellation propagates.
     """
+    import asyncio  # here, not at the top: the config loader imports this module for every command
+
     where = f"account {account}: {key} {argv[0]!r}"
     try:
         proc = await asyncio.create_subprocess_exec(

@@ -55,7 +55,9 @@ FULL_LISTING_INTERVAL = timedelta(hours=24)
 unchanged its status looks."""
 
 
-def _imap(maildrop: Maildrop) -> IMAPMailbox | None:
+def _imap(account: AccountConfig, maildrop: Maildrop) -> IMAPMailbox | None:
+    if account.protocol != "imap":  # a POP3 cycle never loads the IMAP adapter (start-up time)
+        return None
     from maild.protocols.imap.mailbox import IMAPMailbox
 
     return maildrop if isinstance(maildrop, IMAPMailbox) else None
@@ -71,12 +73,12 @@ async def prepare(account: AccountConfig, store: Store, maildrop: Maildrop, now:
     Raises:
         StoreError: the archive failed.
     """
+    imap = _imap(account, maildrop)
+    if imap is None:
+        return
     from maild.protocols.imap.listing import MailboxStatus
     from maild.protocols.imap.mailbox import SyncHint
 
-    imap = _imap(maildrop)
-    if imap is None:
-        return
     records = await sync_state.load(store, account.name)
     if not records:
         imap.sync_hints = {}
@@ -119,7 +121,7 @@ async def record(
     Raises:
         StoreError: the archive failed; the records stay as they were (a later cycle lists more).
     """
-    imap = _imap(maildrop)
+    imap = _imap(account, maildrop)
     if imap is None:
         return
     known = await store.locations(account.name)

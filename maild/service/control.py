@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,10 +24,10 @@ from typing import Any
 import structlog
 
 from maild.errors import ControlError, MaildError
+from maild.service.control_wire import PROTOCOL_VERSION, daemon_answers, encode
 
 log = structlog.get_logger("maild.service.control")
 
-PROTOCOL_VERSION = 1
 MAX_REQUEST_OCTETS = 64 * 1024
 #: Seconds a client may stay silent between requests (and take to read a reply) before it is dropped.
 IDLE_TIMEOUT_S = 10.0
@@ -208,21 +207,3 @@ def _gid(group: str | int) -> int:
     if group.isdigit():
         return int(group)
     return grp.getgrnam(group).gr_gid
-
-
-def encode(obj: dict[str, Any]) -> bytes:
-    """One request or reply as a line of compact UTF-8 JSON."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-
-
-def daemon_answers(path: Path) -> bool:
-    """True when something listens on the Unix socket ``path`` (a running maild)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        try:
-            sock.connect(str(path))
-        except BlockingIOError:
-            return True  # listening, with a full backlog: alive
-        except OSError:
-            return False
-    return True

@@ -14,12 +14,16 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maild.errors import ControlError
-from maild.service import replies
-from maild.service.control import PROTOCOL_VERSION, daemon_answers, encode
+from maild.service.control_wire import PROTOCOL_VERSION, daemon_answers, encode
 from maild.service.status import StatusReply
+
+if TYPE_CHECKING:
+    # Imported by the methods that return them: `maild status` and `maild check` (monitoring, every
+    # minute) need only the status records, not the other ten reply records (start-up time).
+    from maild.service import replies
 
 #: Seconds the client waits for an ordinary reply.
 DEFAULT_TIMEOUT_S = 30.0
@@ -135,6 +139,8 @@ class ControlClient:
 
     def version(self) -> replies.VersionReply:
         """The running daemon's version."""
+        from maild.service import replies
+
         return replies.VersionReply.from_json(self._ask({"command": "version"}))
 
     def fetch_now(self, account: str = "all", *, retry_failed: bool = False) -> replies.FetchResults:
@@ -142,36 +148,52 @@ class ControlClient:
 
         ``retry_failed``: also try the messages set aside after repeated failures again.
         """
+        from maild.service import replies
+
         payload = {"command": "fetch-now", "account": account, "wait": True, "retry_failed": retry_failed}
         return replies.FetchResults.from_json(self._ask(payload, FETCH_TIMEOUT_S))
 
     def queue_fetch(self, account: str = "all", *, retry_failed: bool = False) -> replies.FetchQueued:
         """Ask for a cycle of ``account`` (or ``all``) now without waiting for it (``retry_failed``:
         as for :meth:`fetch_now`)."""
+        from maild.service import replies
+
         payload = {"command": "fetch-now", "account": account, "wait": False, "retry_failed": retry_failed}
         return replies.FetchQueued.from_json(self._ask(payload))
 
     def pause(self, account: str) -> replies.AccountStateReply:
         """Stop fetching ``account`` until resumed or the daemon restarts."""
+        from maild.service import replies
+
         return replies.AccountStateReply.from_json(self._ask({"command": "pause", "account": account}))
 
     def resume(self, account: str) -> replies.AccountStateReply:
         """Resume ``account`` (also after an authentication lockout)."""
+        from maild.service import replies
+
         return replies.AccountStateReply.from_json(self._ask({"command": "resume", "account": account}))
 
     def reload(self) -> replies.ReloadReport:
         """Make the daemon re-read its configuration (``config-invalid`` when it rejects it)."""
+        from maild.service import replies
+
         return replies.ReloadReport.from_json(self._ask({"command": "reload"}))
 
     def metrics(self) -> replies.MetricsReply:
         """The daemon's metrics in the Prometheus text format."""
+        from maild.service import replies
+
         return replies.MetricsReply.from_json(self._ask({"command": "metrics"}))
 
     def alert_test(self) -> replies.AlertTestReply:
         """Make the daemon send a test alert through every configured channel (waits for them)."""
+        from maild.service import replies
+
         reply = self._ask({"command": "alert-test"}, timeout_s=ALERT_TEST_TIMEOUT_S)
         return replies.AlertTestReply.from_json(reply)
 
     def stop(self) -> replies.StopReply:
         """Ask the daemon to stop (it finishes running cycles first)."""
+        from maild.service import replies
+
         return replies.StopReply.from_json(self._ask({"command": "stop"}))

@@ -25,11 +25,9 @@ from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_n
 from maild.model import FailureRecord, redact_known
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
+from maild.service.labels import message_label, new_and_known, outcome_label
 from maild.service.memory import tune_allocator
-from maild.service.replies import new_and_known
 from maild.service.runner import CycleRunner
-from maild.service.scheduler import outcome_label
-from maild.service.snapshot import message_label
 
 log = structlog.get_logger("maild.service.oneshot")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from maild.service.labels import new_and_known
 from maild.service.reply_fields import (
     read_bool,
     read_choice,
@@ -41,18 +42,6 @@ class VersionReply:
     def from_json(cls, data: Mapping[str, Any]) -> VersionReply:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
         return cls(read_str(data, "version"))
-
-
-def new_and_known(new_messages: int, new_links: int) -> str:
-    """``"N new messages"`` (new to the archive), with ``", M already archived"`` when some of what an
-    account fetched was in the archive already (through another account: a mailbox being moved, a copy).
-
-    Args:
-        new_messages: messages whose content the archive did not hold before.
-        new_links: messages newly linked to the account (includes ``new_messages``).
-    """
-    known = new_links - new_messages
-    return f"{new_messages} new messages" + (f", {known} already archived" if known > 0 else "")
 
 
 @dataclass(frozen=True, slots=True)

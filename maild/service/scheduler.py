@@ -25,7 +25,7 @@ import structlog
 from maild import policy
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
-from maild.errors import AuthError, MaildError, StoreError, ThrottledError, TransientError
+from maild.errors import AuthError, MaildError, StoreError, TransientError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import UIDValidityChange
@@ -33,6 +33,7 @@ from maild.model import AccountHistory, StoreOutcome, redact_known
 from maild.service.budget import Budgets
 from maild.service.idle import IdleWatcher, Mode
 from maild.service.kept_sessions import KeptSessions
+from maild.service.labels import outcome_label
 from maild.service.runner import CycleRunner
 
 log = structlog.get_logger("maild.service.scheduler")
@@ -146,23 +147,6 @@ class AccountRuntime:
             auth_failures=self.auth_failures,
         )
 
-
-def outcome_label(error: BaseException) -> str:
-    """A short label of a failed cycle for logs and metrics: ``auth``, ``throttled``, ``transient``,
-    ``protocol``, ``config``, ``store`` or ``internal``."""
-    from maild.errors import ConfigError, ProtocolError, StoreError
-
-    for cls, label in (
-        (AuthError, "auth"),
-        (ThrottledError, "throttled"),
-        (TransientError, "transient"),
-        (ProtocolError, "protocol"),
-        (ConfigError, "config"),
-        (StoreError, "store"),
-    ):
-        if isinstance(error, cls):
-            return label
-    return "internal"
 
 
 def describe(error: BaseException) -> str:

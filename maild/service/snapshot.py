@@ -21,8 +21,9 @@ from maild.archive.store import Store
 from maild.auth.tokens import peek_source
 from maild.errors import AuthError
 from maild.fetch.cycle import CycleResult
-from maild.model import FailureRecord, IMAPKey, MessageKey
+from maild.model import FailureRecord, MessageKey
 from maild.policy import SET_ASIDE_RETRY_S, next_deletion_due, set_aside
+from maild.service.labels import key_label
 from maild.service.replies import FetchOutcome
 from maild.service.scheduler import AUTH_LOCKOUT_FAILURES, AccountRuntime
 from maild.service.status import (
@@ -62,19 +63,6 @@ def _cycle_status(res: CycleResult) -> CycleStatus:
         too_large=tuple(repr(k) for k in res.too_large),
         mailbox_failures=tuple(res.imap.mailbox_failures.items()) if res.imap is not None else None,
     )
-
-
-def key_label(key: MessageKey) -> str:
-    """A server identity in words: ``UIDL abc`` or ``INBOX UID 5 (UIDVALIDITY 17)``."""
-    if isinstance(key, IMAPKey):
-        return f"{key.mailbox} UID {key.uid} (UIDVALIDITY {key.uidvalidity})"
-    return f"UIDL {key.uidl}"
-
-
-def message_label(key: MessageKey, subject: str | None) -> str:
-    """A failed message in words: its identity (:func:`key_label`) and, where known, its Subject in
-    quotes: ``UIDL abc "Rechnung 42"``."""
-    return f'{key_label(key)} "{subject}"' if subject else key_label(key)
 
 
 def failing_messages(

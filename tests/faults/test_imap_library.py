@@ -29,8 +29,8 @@ import pytest
 
 from maild.protocols.imap import client as imap_module
 from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import library, wire
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import wire
 
 # sha256 (first 16 hex digits) of inspect.getsource() in aioimaplib 2.0.3.
 PINNED_SOURCES = {
@@ -68,7 +68,7 @@ PINNED_SOURCES = {
 def test_installed_aioimaplib_is_the_patched_version() -> None:
     """The client is written for exactly 2.0.3 (no fallback); on any other version re-verify it, then update."""
     assert importlib.metadata.version("aioimaplib") == imap_module.PATCHED_AIOIMAPLIB == "2.0.3"
-    assert imap_module.AIOIMAPLIB_VERSION == imap_module.PATCHED_AIOIMAPLIB
+    assert library.installed_aioimaplib() == library.AIOIMAPLIB_VERSION == imap_module.PATCHED_AIOIMAPLIB
 
 
 @pytest.mark.parametrize(("name", "digest"), sorted(PINNED_SOURCES.items()))

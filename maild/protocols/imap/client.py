@@ -43,7 +43,6 @@ from maild.protocols.imap.commands import (
     starttls,
 )
 from maild.protocols.imap.library import (
-    AIOIMAPLIB_VERSION,
     MAX_BUFFERED_OCTETS,
     MAX_LINE_OCTETS,
     MAX_LITERAL_OCTETS,
@@ -60,7 +59,6 @@ from maild.protocols.imap.library import (
 from maild.protocols.imap.protocol import MAX_PIPELINED_COMMANDS, _FastProtocol, _FollowUp, _LibraryClient
 
 __all__ = [
-    "AIOIMAPLIB_VERSION",
     "MAX_BUFFERED_OCTETS",
     "MAX_LINE_OCTETS",
     "MAX_LITERAL_OCTETS",

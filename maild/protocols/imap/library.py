@@ -6,12 +6,12 @@ The vocabulary shared by the modules that wrap aioimaplib 2.0.3 (:mod:`~.protoco
 (:class:`Reply`, RFC 9051 section 7 and 7.1), the translation of the library's results and exceptions
 into those values and :class:`LibraryError`, and the quieting of the library's logger.
 
-May import: importlib.metadata, logging, aioimaplib, :mod:`maild.protocols.imap.lex`.
+May import: importlib.metadata (when asked for the installed release), logging, aioimaplib,
+:mod:`maild.protocols.imap.lex`.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -22,7 +22,6 @@ import aioimaplib
 from maild.protocols.imap.lex import Part
 
 __all__ = [
-    "AIOIMAPLIB_VERSION",
     "MAX_BUFFERED_OCTETS",
     "MAX_LINE_OCTETS",
     "MAX_LITERAL_OCTETS",
@@ -32,14 +31,33 @@ __all__ = [
     "LibraryTimeout",
     "ReadLimits",
     "Reply",
+    "installed_aioimaplib",
     "quiet_library_logger",
     "tagged_status",
 ]
 
 #: The aioimaplib release whose internals this module was written for (pinned in pyproject.toml).
 PATCHED_AIOIMAPLIB = "2.0.3"
-#: The installed aioimaplib release.
-AIOIMAPLIB_VERSION = importlib.metadata.version("aioimaplib")
+
+
+def installed_aioimaplib() -> str:
+    """The installed aioimaplib release, from its distribution metadata.
+
+    A function, not a constant computed at import: :mod:`importlib.metadata` (with email.parser,
+    zipfile and a scan of every ``sys.path`` entry) cost a one-shot IMAP ``maild fetch`` tens of
+    milliseconds of start-up CPU for a value nothing at run time reads (docs/performance.md,
+    session 5). The module attribute ``AIOIMAPLIB_VERSION`` still answers, on first access.
+    """
+    import importlib.metadata
+
+    return importlib.metadata.version("aioimaplib")
+
+
+def __getattr__(name: str) -> str:
+    """``AIOIMAPLIB_VERSION``: :func:`installed_aioimaplib`, read when first asked for (PEP 562)."""
+    if name == "AIOIMAPLIB_VERSION":
+        return installed_aioimaplib()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: Longest response line maild reads, in octets, CRLF and literals excluded. RFC 9051 sets no limit;

@@ -1,0 +1,197 @@
+"""Start-up cost of the one-shot commands, by what they import (issue 19 item 1; no timing).
+
+Every ``maild --help``, ``maild status`` from monitoring, ``maild messages search`` from the CRM and
+one-shot ``maild fetch`` from cron starts a Python process: what it imports is most of its CPU
+(docs/performance.md, "Session 5: start-up"). Each test runs one command in a fresh interpreter,
+as ``python -m maild`` does, and reads ``sys.modules`` when it ends: the modules of
+:data:`HEAVY_MODULES` that the command does not need must not be there. A lazy import moved back to
+the top of a module (or a new top-level import of a heavy library) fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.maildconf import short_dir
+
+#: Modules that cost start-up time, each with the reason; a command loads only those it needs.
+HEAVY_MODULES: dict[str, str] = {
+    "asyncio": "the event loop (some 30 modules): only fetching and the archive writer run one",
+    "structlog": "logging set-up (with colorama, uuid, pickle): only commands that log configure it",
+    "ssl": "TLS: only a connection, or a ca_file check, needs it",
+    "oauthlib": "OAuth2 grants (some 80 modules): only a token request",
+    "urllib.request": "HTTP to OAuth2 endpoints (http.client, email.parser): only a token request",
+    "http.client": "loaded by urllib.request: only a token request",
+    "importlib.metadata": "distribution metadata (email.parser, zipfile, a sys.path scan)",
+    "tomli_w": "writing drop-in files: only accounts add/set",
+    "aiosqlite": "the archive writer's thread: the read-only query commands use sqlite3",
+    "aioimaplib": "IMAP: only an IMAP account's cycle",
+    "maild.protocols.imap.mailbox": "the IMAP adapter: only an IMAP account's cycle",
+    "maild.protocols.pop3.maildrop": "the POP3 adapter: only a POP3 account's cycle",
+    "maild.archive.store": "the archive writer, its schema and migrations: fetch and admin commands",
+    "maild.archive.move_queries": "the move commands' archive queries",
+    "maild.auth.tokens": "the OAuth2 token store: only OAuth2 accounts and `accounts authorize`",
+    "maild.service.daemon": "the daemon: only `maild run`",
+    "maild.service.scheduler": "the daemon's scheduler: only `maild run`",
+    "maild.service.snapshot": "the daemon's status snapshot: only `maild run`",
+    "maild.move.migrate": "the move commands",
+}
+
+#: The CLI's command-group modules: the dispatch imports one only when its subcommand runs.
+GROUP_MODULES = frozenset({"maild.cli.archive", "maild.cli.backup", "maild.cli.accounts", "maild.cli.move"})
+
+#: Runs ``maild.cli.main.main(argv)`` as ``python -m maild`` would, then writes the names in
+#: ``sys.modules`` as JSON to the file named by ``$MAILD_TEST_MODULES``.
+RUNNER = """
+import json, os, sys
+from maild.cli.main import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+with open(os.environ["MAILD_TEST_MODULES"], "w") as fh:
+    json.dump(sorted(sys.modules), fh)
+sys.exit(code)
+"""
+
+
+def loaded_after(tmp: Path, *argv: str) -> tuple[int, set[str], str]:
+    """Run ``maild ARGV`` in a fresh interpreter; its exit code, the modules it loaded and its output."""
+    out = tmp / "modules.json"
+    out.unlink(missing_ok=True)
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "MAILD_TEST_MODULES": str(out), "PYTHONPATH": repo}
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    modules = set(json.loads(out.read_text())) if out.exists() else set()
+    return proc.returncode, modules, proc.stdout + proc.stderr
+
+
+def heavy(modules: set[str], allowed: frozenset[str] = frozenset()) -> set[str]:
+    """The heavy modules (or any of their submodules) in ``modules`` that are not ``allowed``."""
+    return {
+        name
+        for name in HEAVY_MODULES
+        if name not in allowed and any(m == name or m.startswith(name + ".") for m in modules)
+    }
+
+
+def write_config(directory: Path, dovecot: Dovecot | None = None, users: dict[str, MailUser] | None = None) -> Path:
+    """``config.toml`` in ``directory``: a POP3 and an IMAP account on ``dovecot`` (plain text on
+    loopback, no ca_file: the loader would check it with ssl), or no account without ``dovecot``."""
+    accounts: dict[str, dict[str, object]] = {}
+    for protocol, user in (users or {}).items():
+        assert dovecot is not None
+        secret = directory / f"{protocol}.secret"
+        secret.write_text(user.password + "\n")
+        secret.chmod(0o600)
+        accounts[protocol] = {
+            "organisation": "Startup",
+            "employee": user.name,
+            "protocol": protocol,
+            "host": dovecot.host,
+            "port": dovecot.ports.pop3 if protocol == "pop3" else dovecot.ports.imap,
+            "tls": "none",
+            "username": user.name,
+            "password_file": str(secret),
+        }
+        if protocol == "imap":
+            accounts[protocol]["idle"] = False
+    doc = {
+        "daemon": {"state_dir": str(directory / "state"), "control_socket": str(directory / "control.sock")},
+        "accounts": accounts,
+    }
+    path = directory / "config.toml"
+    path.write_bytes(tomli_w.dumps(doc).encode())
+    return path
+
+
+def test_help_imports_no_implementation(tmp_path: Path) -> None:
+    """`maild --help` builds the whole parser (every subcommand) and loads none of the heavy modules."""
+    code, modules, output = loaded_after(tmp_path, "--help")
+
+    assert code == 0, output
+    assert "messages" in output and "fetch" in output
+    assert "maild.cli.accounts" in modules, "the runner did not run the CLI"
+    assert heavy(modules) == set()
+
+
+def test_manpage_is_built_from_the_parser_without_the_implementations(tmp_path: Path) -> None:
+    """`maild manpage` (generated from the parser) still lists every subcommand, without heavy modules."""
+    code, modules, output = loaded_after(tmp_path, "manpage")
+
+    assert code == 0, output
+    assert "accounts authorize" in output and "messages search" in output
+    assert heavy(modules) == set()
+
+
+def test_status_without_a_daemon_reads_the_config_and_nothing_heavy(tmp_path: Path) -> None:
+    """`maild status` with no daemon (exit 3) loads the config and the control client, no heavy module."""
+    config = write_config(tmp_path)
+
+    code, modules, output = loaded_after(tmp_path, "-c", str(config), "status")
+
+    assert code == 3, output
+    assert {"maild.config.loader", "maild.service.control_client"} <= modules
+    assert heavy(modules) == set()
+    assert not modules & GROUP_MODULES
+    assert "maild.service.replies" not in modules  # the status records only
+
+
+@pytest.mark.dovecot
+def test_one_shot_commands_load_only_what_they_need(dovecot: Dovecot, mail_user: MailUser) -> None:
+    """The one-shot commands load only their own heavy modules.
+
+    Steps: deliver two messages; configure a POP3 and an IMAP account for the same user; `maild fetch
+    pop3` (archives both); `maild fetch imap`; `maild fetch pop3` again (a no-op); `maild messages
+    list` and `maild messages search`; check each one's modules.
+    """
+    dovecot.deliver_many(mail_user.name, [_letter(1), _letter(2)])
+    directory = short_dir("maildstart-")
+    try:
+        _run_one_shot_commands(directory, dovecot, mail_user)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_one_shot_commands(directory: Path, dovecot: Dovecot, mail_user: MailUser) -> None:
+    config = write_config(directory, dovecot, {"pop3": mail_user, "imap": mail_user})
+    cli = ("-c", str(config))
+    fetched_pop3 = frozenset({"asyncio", "structlog", "ssl", "aiosqlite", "maild.archive.store"})
+
+    for argv, allowed, group in (
+        (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}, None),
+        (("fetch", "imap"), fetched_pop3 | {"aioimaplib", "maild.protocols.imap.mailbox"}, None),
+        (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}, None),
+        (("messages", "list"), frozenset(), "maild.cli.archive"),
+        (("messages", "search", "Startbrief"), frozenset(), "maild.cli.archive"),
+    ):
+        code, modules, output = loaded_after(directory, *cli, *argv)
+
+        assert code == 0, output
+        assert heavy(modules, allowed) == set(), argv
+        assert allowed <= modules, argv  # the command ran: it loaded what it needs
+        assert modules & GROUP_MODULES == ({group} if group else set()), argv
+
+
+def _letter(n: int) -> bytes:
+    return (
+        f"From: Anna <anna@example.org>\r\nTo: office@example.org\r\nSubject: Startbrief {n}\r\n"
+        f"Message-ID: <startup-{n}@example.org>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n"
+        f"Letter {n}.\r\n"
+    ).encode()

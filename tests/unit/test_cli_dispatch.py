@@ -1,0 +1,86 @@
+"""The command line builds only the subparsers a command needs, and parses every command as the whole
+parser would (start-up time: docs/performance.md, session 5)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from maild.cli.main import BUILT_IN, BUILT_IN_COMMANDS, COMMAND_GROUPS, _parser, command_of
+
+
+def _choices(parser: argparse.ArgumentParser) -> set[str]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(actions[0].choices)
+
+
+def test_the_command_lists_name_every_subcommand_once() -> None:
+    """BUILT_IN_COMMANDS and COMMAND_GROUPS together name exactly the whole parser's subcommands."""
+    named = [*BUILT_IN_COMMANDS, *(name for commands in COMMAND_GROUPS.values() for name in commands)]
+
+    assert len(named) == len(set(named))
+    assert set(named) == _choices(_parser())
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["fetch"], BUILT_IN),
+        (["-c", "/etc/maild/config.toml", "status", "--json"], BUILT_IN),
+        (["--config", "messages", "fetch"], BUILT_IN),  # a config file called "messages"
+        (["--log-level", "debug", "messages", "list"], "messages"),
+        (["--config=/x.toml", "accounts", "list"], "accounts"),
+        (["--conf", "messages", "fetch"], BUILT_IN),  # argparse's abbreviation of --config
+        (["--log", "debug", "retire", "a"], "retire"),
+        (["-c/x.toml", "migrate", "a", "--to", "b"], "migrate"),
+        (["backup", "--help"], "backup"),
+        ([], None),
+        (["--help", "messages"], None),
+        (["--version"], None),
+        (["fetchh"], None),  # a typo: argparse names every choice
+        (["--", "fetch"], None),
+    ],
+)
+def test_command_of_finds_the_subcommand(argv: list[str], command: str | None) -> None:
+    """command_of skips the top-level options and their values; help, version and unknown words build all."""
+    assert command_of(argv) == command
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fetch", "a", "b"],
+        ["-c", "/x.toml", "status", "--failed"],
+        ["messages", "search", "rechnung", "--limit", "5"],
+        ["accounts", "list", "--json", "-c", "/x.toml"],
+        ["migrate", "anna-pop", "--to", "anna-imap", "--dry-run"],
+        ["backup", "/srv/backup", "--keep", "3"],
+        ["export", "--account", "anna", "--mbox", "/tmp/out.mbox"],
+    ],
+)
+def test_the_partial_parser_parses_as_the_whole_one(argv: list[str]) -> None:
+    """A command parsed by the parser built for it gives the same arguments as with the whole parser."""
+    partial = vars(_parser(command_of(argv)).parse_args(argv))
+    whole = vars(_parser().parse_args(argv))
+
+    assert partial == whole
+
+
+def test_the_parser_for_a_built_in_command_builds_no_group() -> None:
+    """`maild status` builds no command group's subparsers; `maild messages` builds only its group's."""
+    assert _choices(_parser(BUILT_IN)) == set(BUILT_IN_COMMANDS)
+    assert _choices(_parser("messages")) == set(BUILT_IN_COMMANDS) | {"messages", "export"}
+
+
+def test_an_unknown_command_is_reported_with_every_choice(capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped command gets argparse's usage error naming all subcommands, group ones included."""
+    from maild.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["mesages", "list"])
+
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'mesages'" in err
+    assert "'messages'" in err and "'migrate'" in err and "'fetch'" in err
