@@ -44,12 +44,27 @@ register_profiles(settings, HealthCheck)
 KEEP_ENV = "MAILD_KEEP_DOVECOT"
 """Set to keep Dovecot directories (config, log, Maildirs) after the run, for debugging."""
 REQUIRE_ENV = "MAILD_REQUIRE_DOVECOT"
+REQUIRE_DOCUMENTS_ENV = "MAILD_REQUIRE_DOCUMENTS"
+"""Set (CI sets it) to make a missing ``documents`` extra (pypdf) fail the tests that need it, not skip them."""
 
 _user_numbers = itertools.count(1)
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "no", "false")
+
+
+@pytest.fixture
+def documents_extra() -> None:
+    """Skip the test when the ``documents`` extra (pypdf) is not installed; fail instead when
+    ``MAILD_REQUIRE_DOCUMENTS`` is set (CI)."""
+    from maild.archive.document_text import available
+
+    if available():
+        return
+    if _env_flag(REQUIRE_DOCUMENTS_ENV):
+        pytest.fail("the documents extra (pypdf) is not installed and MAILD_REQUIRE_DOCUMENTS is set")
+    pytest.skip("the documents extra (pypdf) is not installed: pip install -e '.[documents]'")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

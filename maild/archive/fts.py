@@ -49,14 +49,19 @@ def insert_sql(table: str = FTS_TABLE) -> str:
     return f"INSERT INTO {table} (rowid, {', '.join(FTS_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
 
 
-def index_row(message: int, raw: bytes) -> IndexRow:
+def index_row(message: int, raw: bytes, documents: str = "") -> IndexRow:
     """The index row of one archived message: always computed the same way (store, rebuild, unindex).
 
     Args:
         message: ``messages.id``.
         raw: the message's octets.
+        documents: the text of its PDF and Office attachments as stored in ``document_text``
+            (v11; :mod:`maild.archive.document_index`), appended to the ``attachments`` column.
     """
-    return (message, *index_text(raw, summarise(raw)).row())
+    row = index_text(raw, summarise(raw)).row()
+    if documents:
+        row = (*row[:4], f"{row[4]}\n{documents}" if row[4] else documents)
+    return (message, *row)
 
 
 async def message_chunks(conn: aiosqlite.Connection, ids_sql: str) -> list[list[int]]:
@@ -83,9 +88,19 @@ async def message_chunks(conn: aiosqlite.Connection, ids_sql: str) -> list[list[
 async def rows_of(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[IndexRow]:
     """Read the messages ``ids`` and compute their index rows (in a worker thread, off the event loop)."""
     marks = ",".join("?" * len(ids))
-    async with conn.execute(f"SELECT id, raw FROM messages WHERE id IN ({marks})", list(ids)) as cur:  # noqa: S608
-        raws = [(int(r[0]), bytes(r[1])) for r in await cur.fetchall()]
-    return await asyncio.to_thread(lambda: [index_row(message, raw) for message, raw in raws])
+    async with conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'document_text'"
+    ) as cur:
+        documents = await cur.fetchone() is not None  # v11; absent while older migrations run
+    sql = (
+        f"SELECT m.id, m.raw, coalesce(d.text, '') FROM messages m"  # noqa: S608
+        f" LEFT JOIN document_text d ON d.message = m.id WHERE m.id IN ({marks})"
+        if documents
+        else f"SELECT id, raw, '' FROM messages WHERE id IN ({marks})"  # noqa: S608
+    )
+    async with conn.execute(sql, list(ids)) as cur:
+        raws = [(int(r[0]), bytes(r[1]), str(r[2])) for r in await cur.fetchall()]
+    return await asyncio.to_thread(lambda: [index_row(message, raw, text) for message, raw, text in raws])
 
 
 async def fill(

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from maild.archive.schema import QUERY_CHUNK, SCHEMA_VERSION, utc_text
+from maild.archive.schema import DOCUMENTS_PENDING_SQL, QUERY_CHUNK, SCHEMA_VERSION, utc_text
 from maild.archive.snippet import SNIPPET_SOURCE_OCTETS, make_snippet
 from maild.errors import StoreError
 from maild.model import HeaderSummary
@@ -252,6 +252,13 @@ class ArchiveReader:
         )
         return int(rows[0][0]), int(rows[0][1])
 
+    def documents_pending(self) -> int:
+        """Messages whose PDF/Office attachment text is not in the index yet (schema version 11;
+        :mod:`maild.archive.document_index`): 0 for older archives."""
+        if self._version < 11:
+            return 0
+        return int(self._rows(f"SELECT count(*) FROM ({DOCUMENTS_PENDING_SQL})", (0,))[0][0])  # noqa: S608
+
     def search(self, query: str, flt: MessageFilter) -> list[SearchHit]:
         """Return the messages matching the FTS5 ``query`` that ``flt`` selects, best match first.
 
@@ -303,11 +310,29 @@ class ArchiveReader:
             all_params.append(flt.limit)
         rows = self._rows(sql, all_params)
         sources = self._snippet_sources([int(r[0]) for r in rows])
+        documents = self._document_texts([int(r[0]) for r in rows])
         messages = self._with_locations([r[:9] for r in rows])
         return [
-            SearchHit(m, make_snippet(sources.get(m.id, b""), query, _summary(m)), float(r[9]))
+            SearchHit(
+                m,
+                make_snippet(sources.get(m.id, b""), query, _summary(m), documents.get(m.id, "")),
+                float(r[9]),
+            )
             for m, r in zip(messages, rows, strict=True)
         ]
+
+    def _document_texts(self, ids: list[int]) -> dict[int, str]:
+        """Message id -> the attachment text the index holds for it (v11 ``document_text``; none before)."""
+        found: dict[int, str] = {}
+        if self._version < 11:
+            return found
+        for i in range(0, len(ids), QUERY_CHUNK):
+            chunk = ids[i : i + QUERY_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT message, text FROM document_text WHERE text <> '' AND message IN ({marks})"  # noqa: S608
+            for message, text in self._rows(sql, chunk):
+                found[int(message)] = str(text)
+        return found
 
     def _snippet_sources(self, ids: list[int]) -> dict[int, bytes]:
         """Message id -> its first :data:`SNIPPET_SOURCE_OCTETS` octets."""

@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 10; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 11; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -28,6 +28,10 @@ Layout (schema version 10; docs/archive.md documents it for readers such as the 
 - ``mailbox_sync`` (v10): per IMAP account and mailbox, its status (UIDVALIDITY, UIDNEXT, MESSAGES,
   HIGHESTMODSEQ) when a cycle last listed it in full and archived all it held, so that later polls
   leave it unselected while its status stays the same (:mod:`maild.archive.sync_state`).
+- ``document_text`` (v11): per message looked at by the attachment-text indexer (the optional
+  ``documents`` extra, :mod:`maild.archive.document_index`), the text of its PDF and Office
+  attachments that the index holds in its ``attachments`` column ('' when none), how many
+  attachments were read and how many failed; messages without a row are still pending.
 - ``account_history`` (v6): per account, what ``maild status`` shows about the past (last success,
   last IDLE push, last error and since when it fails, cycle and message counts), so that a reload or
   a restart does not reset it.
@@ -51,7 +55,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -65,6 +69,10 @@ FTS_COLUMNS = ("sender", "recipients", "subject", "body", "attachments")
 """Columns of ``messages_fts`` (v3), in order: the fields of :class:`maild.archive.index_text.IndexText`."""
 FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 """Words are runs of Unicode letters and digits, case-folded, diacritics removed (``ü`` matches ``u``)."""
+DOCUMENTS_PENDING_SQL = (
+    "SELECT id FROM messages WHERE id > ? AND id NOT IN (SELECT message FROM document_text)"
+)
+"""Messages (above an id) whose attachments the attachment-text indexer has not looked at yet (v11)."""
 
 
 def fts_create_sql(table: str = FTS_TABLE) -> str:
@@ -231,6 +239,19 @@ _MIGRATIONS: dict[int, str] = {
         highestmodseq  INTEGER,
         synced_at      TEXT NOT NULL,
         PRIMARY KEY (account, mailbox)
+    );
+    """,
+    # Attachment text (the optional ``documents`` extra): what maild.archive.document_index added to
+    # a message's ``attachments`` index column, kept so that the contentless index row can be removed
+    # and rebuilt with the very same text (maild.archive.fts). A row per message looked at; ``text``
+    # is '' when it has no readable document.
+    11: """
+    CREATE TABLE IF NOT EXISTS document_text (
+        message     INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+        text        TEXT NOT NULL,
+        documents   INTEGER NOT NULL,
+        failures    INTEGER NOT NULL,
+        indexed_at  TEXT NOT NULL
     );
     """,
 }

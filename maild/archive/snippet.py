@@ -17,7 +17,7 @@ import functools
 import itertools
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from maild.archive.index_text import index_text
 from maild.model import HeaderSummary
@@ -159,7 +159,7 @@ def _window(text: str, anchor: int, starts: set[int]) -> str:
     return (ELLIPSIS.lstrip() if earlier else "") + quoted + (ELLIPSIS.rstrip() if later else "")
 
 
-def make_snippet(raw: bytes, query: str, summary: HeaderSummary | None = None) -> str:
+def make_snippet(raw: bytes, query: str, summary: HeaderSummary | None = None, documents: str = "") -> str:
     """The snippet of a search hit: about :data:`SNIPPET_TOKENS` words of the column that holds most
     of the query's words, those words in ``[`` ``]``; the start of the body when none is found.
 
@@ -168,11 +168,15 @@ def make_snippet(raw: bytes, query: str, summary: HeaderSummary | None = None) -
         query: the FTS5 query that found it.
         summary: the message's decoded From, To and Subject as the archive keeps them, which saves
             decoding them again (the stdlib's RFC 2047 decoder was half of a search's time).
+        documents: the text of its PDF and Office attachments the index holds (``document_text``,
+            v11), searched with the file names, so a hit in a PDF shows the PDF's words.
 
     Returns:
         One line of text; empty if the message has no text at all.
     """
     text = index_text(raw, summary)
+    if documents:
+        text = replace(text, attachments=f"{text.attachments}\n{documents}")
     terms = query_terms(query)[:MAX_HIGHLIGHT_TERMS]
     pattern = _pattern(tuple(terms))
     wanted = len({t.word for t in terms})

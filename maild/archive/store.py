@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from maild.archive import fts
 from maild.archive.archive_file import (
@@ -40,6 +41,10 @@ from maild.archive.mailboxes import MailboxRecords, MailboxState
 from maild.archive.schema import parse_utc, utc_text
 from maild.errors import StoreError
 from maild.model import Protocol
+
+if TYPE_CHECKING:  # the attachment-text modules are imported when used (zipfile, expat: start-up cost)
+    from maild.archive.document_index import DocumentRun
+    from maild.archive.document_worker import DocumentWorker
 
 __all__ = [
     "ARCHIVE_DIR_MODE",
@@ -125,6 +130,40 @@ class Store(LocationRecords, BatchWriter, DeliveryRecords, MailboxRecords, Histo
                 progress(total, total)
             return total
         return await fts.rebuild(self._conn, self._atomic, progress)
+
+    # -- attachment text (v11 table ``document_text``; the optional ``documents`` extra) ----------------
+
+    async def index_documents(
+        self,
+        worker: DocumentWorker,
+        after: int = 0,
+        progress: Callable[[DocumentRun], None] | None = None,
+    ) -> tuple[DocumentRun, int]:
+        """Add the text of PDF and Office attachments to the index rows of pending messages
+        (:func:`maild.archive.document_index.index_pending`; ``after``: only larger message ids).
+
+        Raises:
+            StoreError: SQLite failed; what earlier chunks wrote stays committed.
+        """
+        from maild.archive import document_index
+
+        return await document_index.index_pending(self._conn, self._atomic, worker, progress, after)
+
+    async def documents_pending(self) -> int:
+        """Messages whose attachments the attachment-text indexer has not looked at yet."""
+        from maild.archive import document_index
+
+        return await document_index.pending_count(self._conn)
+
+    async def forget_documents(self) -> int:
+        """Remove all attachment text from the index and make every message pending again.
+
+        Raises:
+            StoreError: SQLite failed; nothing changed.
+        """
+        from maild.archive import document_index
+
+        return await document_index.forget(self._conn, self._atomic)
 
     # -- status -----------------------------------------------------------------------------------
 

@@ -154,6 +154,7 @@ def _search(args: argparse.Namespace) -> int:
             raise QueryError(f"the archive has no account named {args.account!r}")
         indexed, total = reader.index_coverage()
         hits = reader.search(" ".join(args.query), flt)
+        pending = reader.documents_pending() if _documents_indexed() else 0
     if args.json:
         print(json.dumps([search_json(h) for h in hits], indent=2, ensure_ascii=False))
     elif hits:
@@ -164,11 +165,23 @@ def _search(args: argparse.Namespace) -> int:
             " `maild reindex` adds the rest",
             file=sys.stderr,
         )
+    if pending:
+        print(
+            f"maild: note: the attachment text (PDF, Office) of {count(pending)} messages is not indexed yet;"
+            " the daemon adds it shortly, `maild reindex` at once",
+            file=sys.stderr,
+        )
     if not args.json and not hits:
         print("maild: no message matches", file=sys.stderr)
     elif flt.limit is not None and len(hits) == flt.limit:
         print(f"maild: the best {len(hits)} matches shown; --limit 0 shows all", file=sys.stderr)
     return 0
+
+
+def _documents_indexed() -> bool:
+    from maild.archive.document_text import available
+
+    return available()
 
 
 def _attachment(args: argparse.Namespace) -> int:

@@ -12,11 +12,14 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maild.cli.common import load_args_config, run_async
 from maild.cli.units import count, human_size
 from maild.errors import QueryError, StoreError
+
+if TYPE_CHECKING:
+    from maild.archive.document_index import DocumentRun
 
 
 def _keep(text: str) -> int:
@@ -54,6 +57,11 @@ def add_parsers(sub: Any) -> None:
     )
     r.set_defaults(handler=_restore)
     x = sub.add_parser("reindex", help="rebuild the full-text index of the archive")
+    x.add_argument(
+        "--documents",
+        action="store_true",
+        help="read the text of every PDF and Office attachment again (needs maild[documents])",
+    )
     x.set_defaults(handler=_reindex)
 
 
@@ -118,12 +126,42 @@ def _reindex(args: argparse.Namespace) -> int:
             sys.stderr.write(f"\rindexed {done}/{total}" + ("\n" if done == total else ""))
             sys.stderr.flush()
 
-    async def run() -> int:
+    from maild.archive.document_text import available
+
+    documents = available()
+    if args.documents and not documents:
+        raise StoreError("--documents needs the documents extra: pip install 'maild[documents]'")
+
+    async def rebuild() -> tuple[int, DocumentRun | None]:
+        from maild.archive.document_worker import DocumentWorker
+
         store = await Store.open(database)
         try:
-            return await store.reindex(progress)
+            indexed = await store.reindex(progress)
+            if not documents:
+                return indexed, None
+            if args.documents:
+                await store.forget_documents()
+            worker = DocumentWorker()
+            try:
+                done, _ = await store.index_documents(worker)
+            finally:
+                await worker.close()
+            return indexed, done
         finally:
             await store.close()
 
-    print(f"{count(run_async(run()))} messages indexed")
+    indexed, run = run_async(rebuild())
+    print(f"{count(indexed)} messages indexed")
+    if run is None:
+        print(
+            "attachment text (PDF, Office) is not indexed: the documents extra is not installed"
+            " (pip install 'maild[documents]'); their file names are"
+            " indexed"
+        )
+    else:
+        print(
+            f"attachment text: {count(run.messages)} messages read, {count(run.documents)} PDF/Office"
+            f" attachments, {count(run.failures)} unreadable (logged as documents.failed)"
+        )
     return 0

@@ -269,11 +269,24 @@ class Daemon:
             )
             notify("READY=1", f"STATUS={len(cfg.accounts)} accounts")
             housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
+            from maild.archive import document_index, document_text  # zipfile, expat: only in the daemon
+
+            indexer: asyncio.Task[None] | None = None
+            if document_text.available():  # the documents extra: PDF/Office attachment text, after commit
+                indexer = asyncio.create_task(
+                    document_index.run_indexer(self.store.index_documents, self.stop_event), name="documents"
+                )
+            else:
+                log.info("documents.not-indexed", reason="the documents extra (pypdf) is not installed")
             self.lag_probe.start()
             try:
                 await self.scheduler.run(self.stop_event, cfg.daemon.shutdown_timeout_s)
             finally:
                 housekeeping.cancel()
+                if indexer is not None:  # stops its worker process on the way out
+                    indexer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await indexer
                 await self.lag_probe.stop()
                 await self.alerter.close()
                 for task in [housekeeping, *self._background]:

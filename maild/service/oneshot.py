@@ -20,7 +20,7 @@ import structlog
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig, Config
-from maild.errors import ConfigError, MaildError
+from maild.errors import ConfigError, MaildError, StoreError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.model import FailureRecord, redact_known
 from maild.service.budget import Budgets
@@ -107,6 +107,27 @@ def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]
     return [a for a in config.accounts.values() if a.enabled]
 
 
+async def _index_documents(store: Store) -> None:
+    """With the ``documents`` extra: add the text of the PDF and Office attachments of what was just
+    fetched (and anything else pending) to the index, as the daemon's background indexer would;
+    an unreadable attachment is logged (``documents.failed``) and never fails the fetch."""
+    from maild.archive.document_text import available  # only after new mail: the one-shot start stays cheap
+
+    if not available():
+        return
+    from maild.archive.document_worker import DocumentWorker
+
+    worker = DocumentWorker()
+    try:
+        run, _ = await store.index_documents(worker)
+    except StoreError as exc:
+        log.warning("documents.store-failed", error=str(exc))
+        return
+    finally:
+        await worker.close()
+    log.info("documents.indexed", messages=run.messages, documents=run.documents, failures=run.failures)
+
+
 async def fetch_once(
     config: Config, names: Sequence[str], *, maildrop_factory: MaildropFactory = make_maildrop
 ) -> list[OneShotResult]:
@@ -123,6 +144,9 @@ async def fetch_once(
     Raises:
         ConfigError: an unknown account name (nothing was fetched).
         StoreError: the archive cannot be opened.
+
+    With the ``documents`` extra, the attachment text of new messages is indexed after the cycles
+    (:mod:`maild.archive.document_index`).
 
     Cancellation: running cycles are cancelled (their sessions aborted: committed batches stay
     committed, nothing uncommitted is deleted on a server); the archive is closed and the thread
@@ -152,9 +176,12 @@ async def fetch_once(
                 return OneShotResult(acc.name, result)
 
             try:
-                return list(await asyncio.gather(*(one(a) for a in accounts)))
+                results = list(await asyncio.gather(*(one(a) for a in accounts)))
             finally:
                 await sessions.drop_all()
+            if any(r.result is not None and r.result.new_messages for r in results):
+                await _index_documents(store)
+            return results
         finally:
             await store.close()
     finally:

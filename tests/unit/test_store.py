@@ -55,11 +55,12 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 10
-    assert version == [(10,)]
+    assert SCHEMA_VERSION == 11
+    assert version == [(11,)]
     assert {
         "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts",
         "retrieval_failures", "moves", "account_history", "alert_memory", "mailbox_sync",
+        "document_text",
     } <= tables  # fmt: skip
     assert path.exists()
 
