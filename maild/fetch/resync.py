@@ -23,15 +23,17 @@ UIDs reassigned under an unchanged UIDVALIDITY (Proton Bridge and other gateways
 resync) would otherwise go unnoticed: a new message at an already-known UID is never fetched, and the
 archive records wrong locations. :func:`verify_uid_map` checks every cycle, for every known UID in
 the inventory, that the server's RFC822.SIZE equals the size the archive holds there (one
-``UID FETCH (RFC822.SIZE)`` per 400 UIDs); on a mismatch, and for a random sample of
-:data:`HEADER_SAMPLE` UIDs whose sizes match, it compares the header sections
-(``BODY.PEEK[HEADER]`` against the archived octets). Same header: a server whose sizes are off (its
-size is recorded, ``locations.server_size``). Different header: that mailbox's map is distrusted:
-its locations under the current UIDVALIDITY are removed (the messages stay archived), so that the
-normal retrieval re-identifies every message there by content (SHA-256: nothing is stored twice),
-fetches what is really new and records the right locations; the event is logged
-(``imap.uid-map-distrusted``) and shown in the status. Only UIDs verified this way (or retrieved in
-this session) may be deleted (:func:`maild.policy.confirm_deletions`).
+``UID FETCH (RFC822.SIZE)`` per 400 UIDs, all sent in one write with the header fetch of a random
+sample of :data:`HEADER_SAMPLE` small archived messages: one round trip); on a mismatch, and for
+the sampled UIDs whose sizes match, it compares the header sections (``BODY.PEEK[HEADER]`` against
+the archived octets; a mismatch outside the sample costs one more round trip for its header).
+Same header: a server whose sizes are off (its size is recorded, ``locations.server_size``).
+Different header: that mailbox's map is distrusted: its locations under the current UIDVALIDITY are
+removed (the messages stay archived), so that the normal retrieval re-identifies every message there
+by content (SHA-256: nothing is stored twice), fetches what is really new and records the right
+locations; the event is logged (``imap.uid-map-distrusted``) and shown in the status. Only UIDs
+verified this way (or retrieved in this session) may be deleted
+(:func:`maild.policy.confirm_deletions`).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ log = structlog.get_logger("maild.imap")
 
 HEADER_SAMPLE = 8
 """Known UIDs per mailbox whose header section is compared with the archive although their size
-matched (a renumbering that keeps sizes equal), once per login session; chosen at random."""
+matched (a renumbering that keeps sizes equal), once per login session; drawn at random among the
+small ones before their sizes are known (fetched with the size check), used where the size matched."""
 HEADER_SAMPLE_MAX_OCTETS = 64 * 2**10
 """Only messages up to this size in octets are sampled (the archived octets are read for the check)."""
 _RANDOM = secrets.SystemRandom()
@@ -300,14 +303,19 @@ async def verify_uid_map(
         unchecked = [uid for uid in known if IMAPKey(mailbox, uidvalidity, uid) not in verified]
         if not unchecked:
             continue
-        sizes = await maildrop.fetch_sizes(mailbox, uidvalidity, unchecked)
+        # the header sample goes out with the size check (one round trip): drawn from the UIDs
+        # whose archived message is small, it counts only where the server's size matches
+        small = sorted(uid for uid in unchecked if archive[uid][1] <= HEADER_SAMPLE_MAX_OCTETS)
+        drawn = _RANDOM.sample(small, min(HEADER_SAMPLE, len(small)))
+        sizes, headers = await maildrop.check_uids(mailbox, uidvalidity, unchecked, drawn)
         good = {uid for uid in unchecked if sizes.get(uid) == archive[uid][1]}
         odd = [uid for uid in unchecked if uid in sizes and uid not in good]
-        small = sorted(uid for uid in good if archive[uid][1] <= HEADER_SAMPLE_MAX_OCTETS)
-        sample = _RANDOM.sample(small, min(HEADER_SAMPLE, len(small)))
+        sample = [uid for uid in drawn if uid in good]
         if odd or sample:  # sizes differ, or equal sizes spot-checked: compare the header sections
             compare = odd + sample
-            headers = await maildrop.fetch_header_sections(mailbox, uidvalidity, compare)
+            missing = [uid for uid in odd if uid not in headers]
+            if missing:  # sizes that differ outside the sample: their headers in a second trip
+                headers.update(await maildrop.fetch_header_sections(mailbox, uidvalidity, missing))
             raws = await store.raw_messages([archive[uid][0] for uid in compare])
             matching = {
                 uid

@@ -357,6 +357,7 @@ async def test_delete_without_uidplus_uses_expunge_when_nothing_else_is_deleted(
     assert [m.uid for m in server.mailboxes["INBOX"].messages] == [3]
     sent = [c.split(" ", 1)[1] for c in server.commands]
     assert [c for c in sent if c.startswith(("UID SEARCH", "UID STORE", "EXPUNGE", "UID EXPUNGE"))] == [
+        "UID SEARCH ALL",  # the inventory's listing, sent with the sign-in
         "UID SEARCH DELETED",
         "UID STORE 1:2 +FLAGS.SILENT (\\Deleted)",
         "UID SEARCH DELETED",

@@ -271,10 +271,12 @@ async def test_stalled_server_times_out(dovecot: Dovecot, mail_user: MailUser) -
     with FaultProxy(dovecot.host, dovecot.ports.imap) as proxy:
         mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "none", port=proxy.port, timeout_s=1.0))
         await mailbox.open()
+        entries = await mailbox.inventory()  # its SELECT and UID SEARCH went out with the sign-in
         proxy.stall()
         started = time.monotonic()
         with pytest.raises(NetworkTimeout):
-            await mailbox.inventory()
+            async for _item in mailbox.retrieve([e.key for e in entries]):
+                pass
         assert 0.9 < time.monotonic() - started < 4
         await mailbox.abort()
         proxy.reset()

@@ -11,10 +11,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from maild.archive.store import Store
+from maild.fetch.cycle import fetch_cycle, make_maildrop
 from maild.model import IMAPKey, RetrievedMessage, ServerSettings
 from maild.policy import AUTO_COMPRESS_BELOW_OCTETS_PER_S
 from maild.protocols.imap.connection import link_rate
@@ -88,6 +92,42 @@ async def test_fresh_session_is_selected_after_one_round_trip(
         assert [e.key.uid for e in entries] == [1, 2, 3]  # type: ignore[union-attr]
     finally:
         await mailbox.close()
+
+
+async def test_fresh_fetch_cycles_wait_for_few_round_trips(
+    dovecot: Dovecot, mail_user: MailUser, proxied: list[FaultProxy], store: Store
+) -> None:
+    """Fresh sessions (as ``maild fetch`` opens them), 900 messages, round trips counted:
+
+    1. the initial cycle: sign-in with SELECT and UID SEARCH ALL, the body FETCH, LOGOUT: 3 (4
+       before the search rode along with the sign-in);
+    2. the first no-op cycle (the mailbox's status recorded by the initial cycle lacks
+       HIGHESTMODSEQ, so it is listed in full): sign-in with SELECT and UID SEARCH, LIST-STATUS, the
+       UID check (three size commands and the header sample in one write), LOGOUT: 4 (10 before);
+    3. the next no-op cycle (status unchanged): sign-in, LIST-STATUS, LOGOUT: 3.
+    """
+    count = 2 * 400 + 100
+    dovecot.deliver_many(mail_user.name, corpus.generate(count, seed=11, size_mix=corpus.SMALL_MIX))
+    proxy = FaultProxy(dovecot.host, dovecot.ports.imap)
+    proxy.start()
+    proxied.append(proxy)
+    account = await dovecot_account(dovecot, mail_user, "imap", "none", port=proxy.port).resolved()
+    await store.ensure_account(
+        account.name, account.organisation, account.employee, "imap", datetime.now(UTC)
+    )
+    executor = ThreadPoolExecutor(max_workers=1)
+    turns: list[int] = []
+    news: list[int] = []
+    try:
+        for _cycle in range(3):
+            before = proxy.client_turns
+            result = await fetch_cycle(account, store, make_maildrop(account, executor))
+            turns.append(proxy.client_turns - before)
+            news.append(result.new_messages)
+    finally:
+        executor.shutdown()
+    assert news == [count, 0, 0]
+    assert turns == [3, 4, 3]
 
 
 async def test_pipelined_select_of_another_mailbox_is_passed_over(

@@ -103,6 +103,17 @@ async def test_next_cycle_reuses_the_kept_session_and_sees_new_mail(
     assert run.scheduler.sessions.in_use(dovecot.host) == 1
 
 
+async def _until_disconnected(dovecot: Dovecot, user: MailUser, bound_s: float = 10.0) -> None:
+    """Wait until Dovecot lists no connection of ``user`` (``doveadm kick`` only signals the process:
+    without this wait the kept session's NOOP probe can still be answered and the server's BYE land
+    on the cycle's next command)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound_s
+    while user.name in dovecot.doveadm("who", check=False).stdout:
+        assert loop.time() < deadline, f"{user.name} still connected {bound_s} s after doveadm kick"
+        await asyncio.sleep(0.05)
+
+
 async def test_session_dropped_by_the_server_is_replaced_without_a_failed_cycle(
     dovecot: Dovecot,
     mail_user: MailUser,
@@ -114,6 +125,7 @@ async def test_session_dropped_by_the_server_is_replaced_without_a_failed_cycle(
     account = dovecot_account(dovecot, mail_user, "imap", name="kicked-imap", idle=False)
     run = await running([account])
     dovecot.doveadm("kick", mail_user.name)
+    await _until_disconnected(dovecot, mail_user)
     dovecot.deliver(mail_user.name, letter(2))
 
     result = await run.scheduler.request_fetch(account.name)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from maild.config.loader import load_config
 from maild.errors import ConfigError, ProtocolError
 from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import fetch_line
 from maild.protocols.imap import lex as imap_lex
 from maild.protocols.imap.listing import parse_list, parse_status, parse_vanished
 from maild.protocols.imap.utf7 import decode_mailbox_name, encode_mailbox_name
@@ -177,6 +178,49 @@ def test_status_and_vanished_parsers_raise_only_protocol_error(
         parse_status([b"STATUS " + bytes(p) if isinstance(p, bytes) else p for p in parts], utf8=utf8)
     with contextlib.suppress(ProtocolError):
         parse_vanished([b"VANISHED (EARLIER) " + bytes(p) if isinstance(p, bytes) else p for p in parts])
+
+
+#: Flags as servers spell them, and some the fast path must leave to the lexer (NIL, odd octets).
+flag_words = st.one_of(
+    st.sampled_from(["\\Seen", "\\Answered", "$Junk", "NIL", "nil", "Nil", "$label1", "a.b-c+d", "x_y"]),
+    st.text(alphabet='\\$aZ09(){}[]" .%*-', min_size=0, max_size=6),
+)
+date_texts = st.one_of(
+    st.sampled_from(["17-Jul-1996 02:44:25 -0700", " 7-Jul-1996 02:44:25 +0000", "", "a\\b", 'a"b']),
+    st.text(alphabet='0123456789-: +"\\abJul', max_size=30),
+)
+
+
+@given(
+    st.one_of(st.integers(min_value=0, max_value=2**33), st.just(7)),
+    st.lists(flag_words, max_size=3),
+    st.sampled_from([" "] * 6 + ["  ", "\t"]),  # the usual shape most of the time, its neighbours too
+    date_texts,
+    st.binary(max_size=30),
+    st.sampled_from([0] * 6 + [-1, 1]),
+    st.sampled_from([b")"] * 6 + [b" )", b") ", b"", b" UID 5)"]),
+    st.sampled_from(["UID"] * 6 + ["uid"]),
+)
+def test_fetch_fast_path_reads_exactly_what_the_lexer_reads(
+    uid: int,
+    flags: list[str],
+    separator: str,
+    date: str,
+    body: bytes,
+    miscount: int,
+    tail: bytes,
+    uid_name: str,
+) -> None:
+    """A body FETCH response in the usual shape or close to it: ``read_fetch_line`` (which reads the
+    usual shape by one regular expression) gives the same line as the lexer, or the same error."""
+    head = (
+        f'3 FETCH ({uid_name} {uid} FLAGS ({separator.join(flags)}) INTERNALDATE "{date}" '
+        f"BODY[] {{{len(body) + miscount}}}"
+    ).encode()
+    logical: list[imap_lex.Part] = [head, bytearray(body), tail] if tail else [head, bytearray(body)]
+    start = imap_lex.FETCH_START.match(head)
+    assert start is not None
+    assert imap_fetch.read_fetch_line(logical) == fetch_line._lexed_fetch_line(3, logical, head, start.end())
 
 
 @given(st.text(min_size=1, max_size=40))

@@ -14,9 +14,9 @@ import pytest
 
 from maild.errors import ProtocolError
 from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import fetch_line, utf7, wire
 from maild.protocols.imap import lex as imap_lex
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import utf7, wire
 
 # ------------------------------------------------------------------------------------ modified UTF-7
 
@@ -380,7 +380,6 @@ def test_parse_fetch_items_in_every_order(order: tuple[str, ...]) -> None:
         size_octets=len(BODY),
         body=BODY,
     )
-    assert type(message.body) is bytes
     assert (result.failures, result.ignored, result.malformed) == ({}, 0, ())
 
 
@@ -614,14 +613,30 @@ def test_parse_flags() -> None:
         imap_lex.parse_flags(b"\\Seen")
 
 
-def test_parse_fetch_hands_on_a_large_literal_without_copying_it() -> None:
-    """A BODY[] literal of 1 MiB or more is the body itself (no second copy of a large message);
-    a small one is copied into immutable bytes."""
-    large = b"x" * (2**20 + 5)
-    parts = fetch_parts(3, ("UID", "FLAGS", "INTERNALDATE", "BODY[]"), large)
-    literal = parts[1]
-    result = imap_fetch.parse_fetch(parts, requested=[7], require=("BODY[]",))
-    assert result.messages[7].body is literal
-    assert result.messages[7].body == large
-    small = imap_fetch.parse_fetch(fetch_parts(3, ("UID", "BODY[]")), requested=[7], require=("BODY[]",))
-    assert type(small.messages[7].body) is bytes
+def test_parse_fetch_hands_on_every_literal_without_copying_it() -> None:
+    """A BODY[] literal, large or small, is the body itself (no second copy of the message's octets)."""
+    for raw in (b"x" * (2**20 + 5), b"Subject: small\r\n\r\nhi\r\n"):
+        parts = fetch_parts(3, ("UID", "FLAGS", "INTERNALDATE", "BODY[]"), raw)
+        literal = parts[1]
+        result = imap_fetch.parse_fetch(parts, requested=[7], require=("BODY[]",))
+        assert result.messages[7].body is literal
+        assert result.messages[7].body == raw
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b'3 FETCH (UID 7 FLAGS (\\Seen $Junk) INTERNALDATE "17-Jul-1996 02:44:25 -0700" BODY[] {2}',
+        b'3 FETCH (UID 7 FLAGS () INTERNALDATE "17-Jul-1996 02:44:25 -0700" BODY[] {2}',
+        b'3 FETCH (UID 7 FLAGS (NIL) INTERNALDATE "17-Jul-1996 02:44:25 -0700" BODY[] {2}',
+        b'3 FETCH (UID 7 FLAGS (\\Seen) INTERNALDATE "a\\"b" BODY[] {2}',
+        b'3 FETCH (UID 7 FLAGS (\\Seen) INTERNALDATE "17-Jul-1996 02:44:25 -0700" BODY[] {3}',
+        b'3 FETCH (uid 7 FLAGS (\\Seen) INTERNALDATE "17-Jul-1996 02:44:25 -0700" BODY[] {2}',
+    ],
+)
+def test_fetch_fast_path_and_lexer_agree_on_the_usual_shape_and_its_neighbours(head: bytes) -> None:
+    """The usual body response (read by one regular expression) and shapes next to it (NIL flag, an
+    escaped quote, a wrong literal count, lower-case names: left to the lexer) give the lexer's line."""
+    logical: list[imap_lex.Part] = [head, bytearray(b"hi"), b")"]
+    lexed = fetch_line._lexed_fetch_line(3, logical, head, len(b"3 FETCH "))
+    assert imap_fetch.read_fetch_line(logical) == lexed

@@ -151,6 +151,9 @@ class IMAPConnection:
         self._uidvalidity = 0
         self._parked_at: float | None = None
         self._preselect: tuple[str, asyncio.Future[Reply | None]] | None = None
+        self._presearch: tuple[str, asyncio.Future[Reply | None]] | None = None
+        """The ``UID SEARCH ALL`` sent behind the pipelined SELECT, until :meth:`select` passes its
+        mailbox on to :meth:`take_search` (or drops it when another mailbox was asked for)."""
         self._waited_octets = 0
         self._waited_s = 0.0
 
@@ -436,7 +439,7 @@ class IMAPConnection:
 
     # ------------------------------------------------------------------ session
 
-    async def open(self, *, preselect: str | None = None) -> None:
+    async def open(self, *, preselect: str | None = None, search: bool = False) -> None:
         """Connect, negotiate TLS (implicit or STARTTLS), check CAPABILITY, sign in, maybe COMPRESS.
 
         The certificate and host name are always verified (``settings.ca_file`` or the system store).
@@ -447,13 +450,17 @@ class IMAPConnection:
         asked again, as RFC 9051 section 6.2.1 requires), and after sign-in from the completion's
         ``[CAPABILITY ...]`` (section 7.1). ``preselect`` is sent right behind a LOGIN or an
         AUTHENTICATE PLAIN with initial response, in the same packet (pipelining, section 5.5); the
-        next :meth:`select` of that mailbox takes its answer instead of asking. ``COMPRESS DEFLATE``
+        next :meth:`select` of that mailbox takes its answer instead of asking. With ``search``,
+        ``UID SEARCH ALL`` follows the SELECT in the same packet (:meth:`take_search` gives its
+        answer): if the SELECT fails, no mailbox is selected and the server answers the search BAD,
+        which is never read as a listing (RFC 9051 sections 5.5, 6.3.2). ``COMPRESS DEFLATE``
         (RFC 4978) follows when :func:`maild.policy.want_compression` says so for the account's
         ``compress`` setting and the transfer rate last measured from this server (see
         :func:`link_rate`); a refusal leaves the connection uncompressed.
 
         Args:
             preselect: the readable name of the mailbox to SELECT right behind the sign-in, or None.
+            search: also send ``UID SEARCH ALL`` right behind that SELECT (needs ``preselect``).
 
         Cancelled at any await: the connection is discarded; call :meth:`abort`.
 
@@ -518,6 +525,8 @@ class IMAPConnection:
             if preselect is not None:
                 argument = wire.mailbox_argument(preselect)
                 self._preselect = (preselect, client.follow_sign_in("SELECT", argument))
+                if search:
+                    self._presearch = (preselect, client.follow_sign_in("UID", "SEARCH", "ALL"))
             capabilities = await self._login(capabilities)
         self._capabilities = capabilities
         await self._maybe_compress()
@@ -609,11 +618,13 @@ class IMAPConnection:
         self._selected = None
         reply: Reply | None = None
         preselect, self._preselect = self._preselect, None
+        presearch, self._presearch = self._presearch, None
         if preselect is not None:  # sent behind the sign-in: take its answer (or let it pass)
             pipelined = preselect[1]
             answer = await self.call(what, lambda: asyncio.shield(pipelined))
             if preselect[0] == mailbox:
                 reply = answer
+                self._presearch = presearch  # for take_search, once this SELECT is known to be OK
         if reply is None:
             reply = await self.call(what, lambda: client.select(argument))
         lines, status = self.completion(reply, what)
@@ -624,6 +635,34 @@ class IMAPConnection:
         info = wire.parse_select(lines, status)
         self._selected, self._uidvalidity = mailbox, info.uidvalidity
         return info
+
+    async def take_search(self, mailbox: str) -> list[int] | None:
+        """The UIDs of ``mailbox`` from the ``UID SEARCH ALL`` sent behind the sign-in's SELECT (see
+        :meth:`open`), once :meth:`select` of that mailbox took the pipelined SELECT's OK; else None
+        (not sent, another mailbox, or taken already: ask with a command of its own).
+
+        Standard: RFC 9051 section 6.4.4 and 7.3.4 (SEARCH), 5.5 (pipelining).
+
+        Raises:
+            ProtocolError: the search was refused (BAD, NO) or its response is broken.
+            ThrottledError, TransientError: NO with a session code (RFC 5530).
+            NetworkTimeout, ConnectError: as for :meth:`call`.
+        """
+        presearch, self._presearch = self._presearch, None
+        if presearch is None or presearch[0] != mailbox or self._selected != mailbox:
+            return None
+        pending = presearch[1]
+        what = f"UID SEARCH ALL in {mailbox!r}"
+        reply = await self.call(what, lambda: asyncio.shield(pending))
+        if reply is None:
+            return None
+        lines, status = self.completion(reply, what)
+        if not status.ok:
+            raise self.refused(status, what)
+        try:
+            return wire.parse_search(lines)
+        except ProtocolError as exc:
+            raise self.error(ProtocolError, str(exc), standard=exc.standard) from None
 
     @property
     def preselected(self) -> str | None:
@@ -740,7 +779,7 @@ class IMAPConnection:
             self.discard("NOOP refused")
             return False
         self._selected = None  # every cycle selects again (RFC 9051 section 6.3.2)
-        self._preselect = None
+        self._preselect = self._presearch = None
         try:
             await self._maybe_compress()  # "auto": the last cycle showed a slow link
         except MaildError:

@@ -157,8 +157,11 @@ class IMAPMailbox(Maildrop):
     async def open(self) -> None:
         """Connect, negotiate TLS, LOGIN; see :meth:`.connection.IMAPConnection.open` (same Raises).
 
-        The first configured mailbox is selected right behind the sign-in (pipelined)."""
-        await self.connection.open(preselect=None if self._list_all else self._mailboxes[0])
+        The first configured mailbox is selected right behind the sign-in, and its UIDs asked for
+        (``UID SEARCH ALL``) right behind that, in the same packet (pipelined); :meth:`inventory`
+        takes both answers."""
+        first = None if self._list_all else self._mailboxes[0]
+        await self.connection.open(preselect=first, search=first is not None)
 
     async def close(self) -> None:
         """LOGOUT and close: see :meth:`IMAPConnection.close <.connection.IMAPConnection.close>`."""
@@ -314,9 +317,10 @@ class IMAPMailbox(Maildrop):
         one more round trip, ``UID SEARCH ALL``, when its answer does not add up); else every UID
         (:func:`.status.select_and_search`)."""
         connection = self.connection
-        if connection.preselected == mailbox:  # its SELECT went out with the sign-in: take that
+        if connection.preselected == mailbox:  # SELECT and UID SEARCH went out with the sign-in
             info = await connection.select(mailbox)
-            return info, await scan.uid_search(connection, mailbox, "ALL")
+            uids = await connection.take_search(mailbox)
+            return info, (await scan.uid_search(connection, mailbox, "ALL") if uids is None else uids)
         if (
             hint is not None
             and "QRESYNC" in connection.enabled
@@ -544,6 +548,13 @@ class IMAPMailbox(Maildrop):
     async def fetch_sizes(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, int]:
         """RFC822.SIZE of ``uids`` now, uncached: see :func:`.scan.fetch_sizes`."""
         return await scan.fetch_sizes(self.connection, mailbox, uidvalidity, uids)
+
+    async def check_uids(
+        self, mailbox: str, uidvalidity: int, uids: Sequence[int], header_uids: Sequence[int]
+    ) -> tuple[dict[int, int], dict[int, bytes]]:
+        """Sizes of ``uids`` and header sections of ``header_uids`` in one round trip: see
+        :func:`.scan.check_uids`."""
+        return await scan.check_uids(self.connection, mailbox, uidvalidity, uids, header_uids)
 
     async def fetch_header_sections(
         self, mailbox: str, uidvalidity: int, uids: Sequence[int]

@@ -446,8 +446,11 @@ class _PipelineCommand(aioimaplib.Command):  # type: ignore[misc]
 
     Every untagged line goes to it (the library routes all of them to a pending sync command); each
     tagged completion closes the current part (:meth:`complete`), in the order the commands were
-    sent. Completion is reached when the last tag has answered.
+    sent. Completion is reached when the last tag has answered. FETCH responses (pipelined UID
+    checks with header literals) are framed by the lexer's parenthesis depth, as for FETCH alone.
     """
+
+    _depth = 0
 
     def __init__(self, tags: list[str], loop: Any) -> None:
         super().__init__("PIPELINE", tags[-1], loop=loop, timeout=None)
@@ -457,6 +460,15 @@ class _PipelineCommand(aioimaplib.Command):  # type: ignore[misc]
 
     def append_to_resp(self, line: Any, result: str = "Pending") -> None:
         self._parts.append(line)
+        if isinstance(line, bytes):  # FETCH responses are framed as by _FastFetchCommand
+            start = aioimaplib.FetchCommand.FETCH_MESSAGE_DATA_RE.match(line)
+            if start or self._depth > 0:
+                self._depth = paren_depth(line, 0 if start else self._depth)
+
+    def wait_data(self) -> bool:
+        """Whether a FETCH response's parenthesised list is still open (as :class:`_FastFetchCommand`):
+        its next line (after a literal, or a spurious blank line, bpo-44408) belongs to it."""
+        return self._depth > 0
 
     def complete(self, tag: str, response: bytes) -> bool:
         """Record the completion of ``tag``; True once every command has completed (or on a tag out
@@ -469,6 +481,7 @@ class _PipelineCommand(aioimaplib.Command):  # type: ignore[misc]
         result, _, text = response.partition(b" ")
         self.replies.append(Reply(result.decode("ascii", "replace"), [*self._parts, text]))
         self._parts = []
+        self._depth = 0
         if len(self.replies) == len(self.tags):
             self._event.set()
             return True

@@ -6,7 +6,8 @@ assembled at its completion by :func:`~maild.protocols.imap.fetch.parse_fetch` (
 :class:`~maild.protocols.imap.fetch.FetchAssembler` the streaming retrieval uses). Functions take
 the :class:`~maild.protocols.imap.connection.IMAPConnection` they run on.
 
-May import: :mod:`maild.errors`, the connection, the sans-I/O IMAP modules. Never aioimaplib.
+May import: :mod:`maild.errors`, the connection, the client's public names, the sans-I/O IMAP modules.
+Never aioimaplib.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from maild.errors import ProtocolError
 from maild.protocols.imap import fetch as imap_fetch
 from maild.protocols.imap import wire
+from maild.protocols.imap.client import MAX_PIPELINED_COMMANDS
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection
 from maild.protocols.imap.lex import Part
 
@@ -191,11 +193,7 @@ async def fetch_identities(
 async def fetch_sizes(
     connection: IMAPConnection, mailbox: str, uidvalidity: int, uids: Sequence[int]
 ) -> dict[int, int]:
-    """RFC822.SIZE of ``uids`` now, never from a cache: ``UID FETCH (RFC822.SIZE)`` in commands of at
-    most :data:`MAX_UIDS_PER_COMMAND` UIDs, after a SELECT unless ``mailbox`` is selected already.
-
-    Used every cycle to check that known UIDs still name the archived messages (see
-    :func:`maild.fetch.resync.verify_uid_map`).
+    """RFC822.SIZE of ``uids`` now, never from a cache: :func:`check_uids` without header sections.
 
     Returns:
         UID to size in octets; UIDs not returned are left out, and everything when the mailbox's
@@ -204,36 +202,88 @@ async def fetch_sizes(
     Standard: RFC 9051 section 6.4.9, 7.5.2 (RFC822.SIZE; a message's size never changes, 2.3.4).
 
     Raises:
+        As :func:`check_uids`.
+    """
+    sizes, _headers = await check_uids(connection, mailbox, uidvalidity, uids, ())
+    return sizes
+
+
+async def check_uids(
+    connection: IMAPConnection,
+    mailbox: str,
+    uidvalidity: int,
+    uids: Sequence[int],
+    header_uids: Sequence[int],
+) -> tuple[dict[int, int], dict[int, bytes]]:
+    """RFC822.SIZE of ``uids`` and the header sections of ``header_uids``, all in one round trip.
+
+    ``UID FETCH (UID RFC822.SIZE)`` in commands of at most :data:`MAX_UIDS_PER_COMMAND` UIDs and
+    ``UID FETCH (UID RFC822.SIZE BODY.PEEK[HEADER])`` (``\\Seen`` untouched) in commands of at most
+    :data:`MAX_MESSAGES_PER_FETCH`, sent together, up to
+    :data:`~maild.protocols.imap.client.MAX_PIPELINED_COMMANDS` per write (one write for up to
+    40,000 UIDs), after a SELECT unless ``mailbox`` is selected already. Used every cycle to check
+    that known UIDs still name the archived messages (see
+    :func:`maild.fetch.resync.verify_uid_map`). None of these commands changes what the next one
+    does: a refused one (NO) leaves its UIDs out, BAD or a session code stops the check.
+
+    Returns:
+        UID to size in octets, and UID to header section (with its empty line, as sent); UIDs not
+        returned are left out, and everything when the mailbox's UIDVALIDITY is no longer
+        ``uidvalidity``.
+
+    Standard: RFC 9051 section 5.5 (pipelining), 6.4.5 (``BODY.PEEK[HEADER]``), 6.4.9, 7.5.2
+    (RFC822.SIZE; a message's size never changes, section 2.3.4).
+
+    Raises:
         ProtocolError: the mailbox cannot be selected, BAD, broken responses.
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`IMAPConnection.open`.
     """
     if not await _select_unchanged(connection, mailbox, uidvalidity):
-        return {}
-    found: dict[int, int] = {}
+        return {}, {}
+    commands: list[tuple[Sequence[int], str]] = [
+        (chunk, SIZE_ITEMS) for chunk in chunks(sorted(set(uids)), MAX_UIDS_PER_COMMAND)
+    ]
+    commands += [(chunk, HEADER_ITEMS) for chunk in chunks(sorted(set(header_uids)), MAX_MESSAGES_PER_FETCH)]
+    sizes: dict[int, int] = {}
+    headers: dict[int, bytes] = {}
     client = connection.client
-    for chunk in chunks(sorted(set(uids)), MAX_UIDS_PER_COMMAND):
-        uid_set = wire.sequence_set(chunk)
-        what = f"UID FETCH {SIZE_ITEMS} for {len(chunk)} UIDs"
-        reply = await connection.call(what, functools.partial(client.uid_fetch, uid_set, SIZE_ITEMS))
-        lines, status = connection.completion(reply, what)
-        if status.condition == "BAD" or status.code in SESSION_CODES:
-            raise connection.refused(status, what)
-        wanted = frozenset(chunk)
-        rest: list[Part] = []
-        for part in lines:  # the plain form by one regex (the assembler costs ~100 us a line)
-            plain = _SIZE_LINE.fullmatch(part) if isinstance(part, bytes) else None
-            if plain is None:
-                rest.append(part)
+    for start in range(0, len(commands), MAX_PIPELINED_COMMANDS):
+        batch = commands[start : start + MAX_PIPELINED_COMMANDS]
+        texts = [f"UID FETCH {wire.sequence_set(chunk)} {items}" for chunk, items in batch]
+        what = f"UID check of {sum(len(chunk) for chunk, _ in batch)} UIDs in {len(batch)} commands"
+        replies = await connection.call(what, functools.partial(client.pipeline, texts))
+        for (chunk, items), reply in zip(batch, replies, strict=True):
+            command_what = f"UID FETCH {items} for {len(chunk)} UIDs"
+            lines, status = connection.completion(reply, command_what)
+            if status.condition == "BAD" or status.code in SESSION_CODES:
+                raise connection.refused(status, command_what)
+            if items == SIZE_ITEMS:
+                _read_sizes(lines, chunk, sizes)
                 continue
-            uid = int(plain.group(1) or plain.group(4))
-            if uid in wanted:
-                found[uid] = int(plain.group(2) or plain.group(3))
-        if rest:  # anything else by the one set of FETCH rules
-            result = imap_fetch.parse_fetch(rest, requested=chunk, require=("RFC822.SIZE",))
+            result = imap_fetch.parse_fetch(lines, requested=chunk, require=("BODY[HEADER]",))
             for uid, message in result.messages.items():
-                if message.size_octets is not None:
-                    found.setdefault(uid, message.size_octets)
-    return found
+                if message.header is not None:
+                    headers[uid] = message.header
+    return sizes, headers
+
+
+def _read_sizes(lines: Sequence[Part], chunk: Sequence[int], found: dict[int, int]) -> None:
+    """Add the RFC822.SIZE of each UID of ``chunk`` among the size responses ``lines`` to ``found``."""
+    wanted = frozenset(chunk)
+    rest: list[Part] = []
+    for part in lines:  # the plain form by one regex (the assembler costs ~100 us a line)
+        plain = _SIZE_LINE.fullmatch(part) if isinstance(part, bytes) else None
+        if plain is None:
+            rest.append(part)
+            continue
+        uid = int(plain.group(1) or plain.group(4))
+        if uid in wanted:
+            found[uid] = int(plain.group(2) or plain.group(3))
+    if rest:  # anything else by the one set of FETCH rules
+        result = imap_fetch.parse_fetch(rest, requested=chunk, require=("RFC822.SIZE",))
+        for uid, message in result.messages.items():
+            if message.size_octets is not None:
+                found.setdefault(uid, message.size_octets)
 
 
 #: A size response in its plain form, either item order: ``[* ]n FETCH (UID u RFC822.SIZE s)``.

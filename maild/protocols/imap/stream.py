@@ -12,7 +12,7 @@
   :class:`~maild.protocols.imap.connection.IMAPConnection` and yields its messages (used by
   :meth:`IMAPMailbox.retrieve <maild.protocols.imap.mailbox.IMAPMailbox.retrieve>`).
 
-Message bodies are handed on as the assembler built them: a large literal is the client's receive
+Message bodies are handed on as the assembler built them: each literal is the client's receive
 buffer itself, never copied here.
 
 May import: asyncio, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.message`, the
