@@ -67,6 +67,13 @@ def _usage_word(action: argparse.Action) -> str:
     return f"[{word}]" if action.nargs in ("?", "*") else word
 
 
+def _option_item(action: argparse.Action) -> list[str]:
+    """An option as a roff ``.TP`` item: its names in bold, its metavar in italics, its help."""
+    names = ", ".join(f"\\fB{_roff(o)}\\fR" for o in action.option_strings)
+    meta = _metavar(action)
+    return [".TP", names + (f" \\fI{_roff(meta)}\\fR" if meta else ""), _roff(action.help or "")]
+
+
 def render_manpage(parser: argparse.ArgumentParser, version: str, date: str) -> str:
     """The man page maild(1) in roff (man macros) for ``parser``.
 
@@ -103,16 +110,11 @@ def render_manpage(parser: argparse.ArgumentParser, version: str, date: str) -> 
         for action in _positionals(sub):
             out += [".TP", f"\\fI{_roff(_metavar(action))}\\fR", _roff(action.help or "")]
         for action in _options(sub):
-            if "-h" in action.option_strings:
-                continue
-            names = ", ".join(f"\\fB{_roff(o)}\\fR" for o in action.option_strings)
-            meta = _metavar(action)
-            out += [".TP", names + (f" \\fI{_roff(meta)}\\fR" if meta else ""), _roff(action.help or "")]
+            if "-h" not in action.option_strings:
+                out += _option_item(action)
     out.append(".SH GLOBAL OPTIONS")
     for action in _options(parser):
-        names = ", ".join(f"\\fB{_roff(o)}\\fR" for o in action.option_strings)
-        meta = _metavar(action)
-        out += [".TP", names + (f" \\fI{_roff(meta)}\\fR" if meta else ""), _roff(action.help or "")]
+        out += _option_item(action)
     out += [
         ".SH FILES",
         ".TP",
@@ -147,18 +149,25 @@ def _quote(word: str) -> str:
     return "'" + word.replace("'", "'\\''") + "'"
 
 
+def _bash_table(name: str, table: dict[str, str]) -> list[str]:
+    """A bash associative array ``name`` (local to the function) holding ``table``, keys and values quoted."""
+    entries = (f"        [{_quote(k)}]={_quote(v)}" for k, v in table.items())
+    return [f"    local -A {name}=(", *entries, "    )"]
+
+
+def _zsh_table(name: str, table: dict[str, str]) -> list[str]:
+    """The assignment of ``table`` to the zsh associative array ``name``, keys and values quoted."""
+    return [f"{name}=(", *(f"    {_quote(k)} {_quote(v)}" for k, v in table.items()), ")"]
+
+
 def bash_completion(parser: argparse.ArgumentParser) -> str:
     """A bash completion script for ``maild`` (``share/bash-completion/completions/maild``)."""
     children, options = _tree_words(parser)
     lines = [
         "# bash completion for maild, generated from its argparse parser",
         "_maild() {",
-        "    local -A children=(",
-        *(f"        [{_quote(k)}]={_quote(v)}" for k, v in children.items()),
-        "    )",
-        "    local -A options=(",
-        *(f"        [{_quote(k)}]={_quote(v)}" for k, v in options.items()),
-        "    )",
+        *_bash_table("children", children),
+        *_bash_table("options", options),
         '    local cur="${COMP_WORDS[COMP_CWORD]}" path="maild" i word next',
         "    for ((i = 1; i < COMP_CWORD; i++)); do",
         '        word="${COMP_WORDS[i]}"',
@@ -186,12 +195,8 @@ def zsh_completion(parser: argparse.ArgumentParser) -> str:
         "#compdef maild",
         "# zsh completion for maild, generated from its argparse parser",
         "local -A children options",
-        "children=(",
-        *(f"    {_quote(k)} {_quote(v)}" for k, v in children.items()),
-        ")",
-        "options=(",
-        *(f"    {_quote(k)} {_quote(v)}" for k, v in options.items()),
-        ")",
+        *_zsh_table("children", children),
+        *_zsh_table("options", options),
         "local path_=maild word i",
         "for ((i = 2; i < CURRENT; i++)); do",
         '    word="${words[i]}"',

@@ -1,1 +1,2 @@
-"""Configuration: the TOML loader, value parsing, password sources, account drop-in files."""
+"""Configuration: the TOML loader, its records, account tables, value parsing, password sources,
+account drop-in files."""

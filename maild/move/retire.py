@@ -1,7 +1,7 @@
 """Retire the old account of a move, and check what purging an account's archive would lose.
 
 :func:`retire` is step 3 of :mod:`maild.move.migrate`'s procedure: only when nothing of A is missing in
-B (in :func:`~maild.move.migrate.move_mailboxes`), A stops fetching, its archive stays, and the archive
+B (in :func:`~maild.move.target.move_mailboxes`), A stops fetching, its archive stays, and the archive
 records that A was migrated into B (finishing the move). :func:`check_purge` serves
 ``maild accounts remove --purge``. Only the CLI prints; this module returns reports.
 """
@@ -17,7 +17,7 @@ from maild.config.dropin import dropin_path, set_enabled
 from maild.config.loader import Config
 from maild.errors import MaildError, MigrationError
 from maild.move.compare import ArchiveEntry, bodies_needed, compare
-from maild.move.migrate import (
+from maild.move.target import (
     CompareOutcome,
     compare_accounts,
     configured_mailboxes,

@@ -5,7 +5,7 @@ server's ``[APPENDUID]`` (RFC 4315 section 3), its UID in the target mailbox. ``
 each such UID back (``UID FETCH BODY.PEEK[]``, which leaves ``\\Seen`` alone) and compares the
 SHA-256 of what comes back with the archived octets (also in CRLF form, as a server may store bare
 LFs as CRLF). A record without a UID (a server without UIDPLUS) is looked up by content: the
-comparison of :func:`maild.move.migrate.compare_accounts` names the message of B that is the same
+comparison of :func:`maild.move.target.compare_accounts` names the message of B that is the same
 message, and that one is fetched and hashed the same way.
 
 ``--undo`` removes exactly this move's uploads: only UIDs recorded for it, each fetched and
@@ -29,7 +29,7 @@ from maild.config.loader import Config
 from maild.errors import MigrationError
 from maild.model import IMAPKey, RetrievalFailure
 from maild.move.compare import ArchiveEntry, body_digest
-from maild.move.migrate import compare_accounts, open_session, target_account
+from maild.move.target import compare_accounts, open_session, target_account
 from maild.protocols.imap.mailbox import IMAPMailbox
 
 Outcome = Literal["verified", "changed", "missing", "no-uid", "removed", "already gone"]

@@ -29,8 +29,8 @@ from maild.archive.alert_memory import load_alerts, save_alerts
 from maild.archive.store import Store
 from maild.config.alerts import AlertsConfig
 from maild.errors import StoreError
+from maild.service.account_runtime import AccountRuntime
 from maild.service.alerts import AlertEvent, AlertMonitor, DiskSpace, alert_test_event
-from maild.service.scheduler import AccountRuntime
 
 log = structlog.get_logger("maild.service.alert_delivery")
 

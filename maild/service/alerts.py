@@ -40,8 +40,8 @@ from maild.auth.tokens import TokenHealth, peek_source
 from maild.config.alerts import AlertsConfig
 from maild.fetch.cycle import CycleResult
 from maild.model import redact_known
+from maild.service.account_runtime import AUTH_LOCKOUT_FAILURES, AccountRuntime, describe
 from maild.service.labels import outcome_label
-from maild.service.scheduler import AUTH_LOCKOUT_FAILURES, AccountRuntime, describe
 
 AlertKind = Literal[
     "locked_out", "failing", "set_aside", "disk_full", "token_expiry", "archive_replaced", "daemon", "test"

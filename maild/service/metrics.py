@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import get_args
 
 from maild.fsutil import write_atomic
-from maild.service.scheduler import AccountRuntime
+from maild.service.account_runtime import AccountRuntime
 from maild.service.snapshot import reported_state
 from maild.service.status import AccountState, FetchMode
 
@@ -34,7 +34,7 @@ def _escape(value: str) -> str:
 STATES: tuple[str, ...] = get_args(AccountState)
 MODES: tuple[str, ...] = get_args(FetchMode)
 #: Failure classes of ``maild_fetch_failures_total`` and the cycle outcomes (see
-#: :func:`~maild.service.scheduler.outcome_label`) counted in each.
+#: :func:`~maild.service.account_runtime.outcome_label`) counted in each.
 FAILURE_CLASSES: dict[str, tuple[str, ...]] = {
     "auth": ("auth",),
     "network": ("transient",),

@@ -7,6 +7,7 @@ exponential backoff (decided in :func:`maild.policy.next_cycle_delay_s`) and nev
 others. :meth:`Scheduler.run` returns after a stop
 request once running cycles have finished, or after ``shutdown_timeout_s`` by cancelling them
 (which aborts their sessions: nothing committed is lost, nothing uncommitted is deleted).
+Each account's live state, and how a cycle's end changes it, is :mod:`maild.service.account_runtime`.
 """
 
 from __future__ import annotations
@@ -16,145 +17,34 @@ import contextlib
 import random
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
 
 import structlog
 
 from maild import policy
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
-from maild.errors import AuthError, MaildError, StoreError, TransientError
+from maild.errors import AuthError, MaildError, StoreError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.fetch.progress import CycleProgress
-from maild.fetch.resync import UIDValidityChange
-from maild.model import AccountHistory, StoreOutcome, redact_known
+from maild.model import AccountHistory, StoreOutcome
+from maild.service.account_runtime import (
+    AUTH_LOCKOUT_FAILURES,
+    REPEATED_FAILURES,
+    AccountRuntime,
+    AccountState,
+    describe,
+    password_fingerprint,
+)
 from maild.service.budget import Budgets
-from maild.service.idle import IdleWatcher, Mode
+from maild.service.idle import IdleWatcher
 from maild.service.kept_sessions import KeptSessions
-from maild.service.labels import outcome_label
 from maild.service.runner import CycleRunner
 
 log = structlog.get_logger("maild.service.scheduler")
 
-AccountState = Literal["idle", "fetching", "backoff", "error", "auth_failed", "paused", "disabled", "stopped"]
-AUTH_LOCKOUT_FAILURES = 3
+#: Seconds between checks, without logging in, whether a locked-out account's password changed.
 LOCKOUT_RECHECK_S = 30.0
-KEPT_UIDVALIDITY_CHANGES = 10
-#: Consecutive failed cycles from which ``fetch.failed`` is logged at error instead of warning.
-REPEATED_FAILURES = 3
-
-
-@dataclass(slots=True)
-class AccountRuntime:
-    """The scheduler's live view of one account (what ``status`` reports).
-
-    Attributes:
-        config: the account's configuration.
-        state: ``idle`` (waiting for the next run), ``fetching``, ``backoff`` (last cycle failed with a
-            transient error, or its login was refused fewer than :data:`AUTH_LOCKOUT_FAILURES` times in
-            a row), ``error`` (last cycle failed permanently, e.g. a protocol error),
-            ``auth_failed`` (credentials refused :data:`AUTH_LOCKOUT_FAILURES` times in a row: no further
-            attempts until the config changes or ``resume``, so the provider does not lock the
-            account), ``paused`` (by ``pause``), ``disabled`` (``enabled = false``), ``stopped``.
-        last_success: end of the last successful cycle (UTC), or None.
-        next_run: when the next cycle is due (UTC), or None.
-        last_error: text of the last failure, without secrets, or None after a success.
-        consecutive_failures: failed cycles since the last success.
-        last_result: the last successful cycle's result.
-        auth_failures: consecutive cycles refused with an authentication error.
-        paused: set by :meth:`Scheduler.pause`.
-        retired: set when the account was removed or changed by a reload; its loop ends after the
-            current cycle.
-        watcher: the IDLE watcher of an IMAP account with ``idle = true``, else None.
-        uidvalidity_changes: the last :data:`KEPT_UIDVALIDITY_CHANGES` UIDVALIDITY changes noticed
-            (IMAP), oldest first.
-        last_error_at: when the last failed cycle ended (UTC), or None.
-        failing_since: when the first failed cycle of the current run of failures ended (UTC), None
-            while the account succeeds.
-        progress: the running cycle's progress, None between cycles.
-        remembered: the history the archive held when this runtime was made (earlier daemons and
-            configurations of the account), or None; :meth:`history` adds this runtime's cycles.
-    """
-
-    config: AccountConfig
-    state: AccountState = "idle"
-    last_success: datetime | None = None
-    next_run: datetime | None = None
-    last_error: str | None = None
-    consecutive_failures: int = 0
-    last_result: CycleResult | None = None
-    last_exception: BaseException | None = None
-    auth_failures: int = 0
-    lockout_fingerprint: str | None = None
-    cycles: dict[str, int] = field(default_factory=dict)
-    fetched_messages: int = 0
-    new_messages: int = 0
-    fetched_octets: int = 0
-    paused: bool = False
-    retired: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    waiters: list[asyncio.Future[CycleResult | None]] = field(default_factory=list)
-    watcher: IdleWatcher | None = None
-    uidvalidity_changes: list[UIDValidityChange] = field(default_factory=list)
-    last_error_at: datetime | None = None
-    failing_since: datetime | None = None
-    remembered: AccountHistory | None = None
-    progress: CycleProgress | None = None
-
-    @property
-    def mode(self) -> Mode:
-        """How the account learns of new mail: ``idle``, ``polling`` or ``reconnecting`` (see idle.py)."""
-        return self.watcher.mode if self.watcher is not None else "polling"
-
-    @property
-    def last_push(self) -> datetime | None:
-        """When the server last announced new mail over IDLE (UTC): this watcher's, else remembered."""
-        if self.watcher is not None and self.watcher.last_push is not None:
-            return self.watcher.last_push
-        return self.remembered.last_push if self.remembered is not None else None
-
-    def remember(self, history: AccountHistory) -> None:
-        """Start from what the archive remembers: last success, last error, failures in a row."""
-        self.remembered = history
-        self.last_success = history.last_success
-        self.last_error = history.last_error
-        self.last_error_at = history.last_error_at
-        self.failing_since = history.failing_since
-        self.consecutive_failures = history.consecutive_failures
-        # A lockout outlives a restart: no fresh tries against the provider. The password's
-        # fingerprint is not kept (nothing derived from a secret is stored), so a password changed
-        # while maild was stopped needs `maild resume`; one changed later ends the lockout by itself.
-        self.auth_failures = history.auth_failures
-
-    def history(self) -> AccountHistory:
-        """The history to keep in the archive: the remembered one plus this runtime's cycles."""
-        base = self.remembered or AccountHistory(self.config.name)
-        failed = sum(n for outcome, n in self.cycles.items() if outcome != "ok")
-        return AccountHistory(
-            account=self.config.name,
-            last_success=self.last_success,
-            last_push=self.last_push,
-            last_error=self.last_error,
-            last_error_at=self.last_error_at,
-            failing_since=self.failing_since,
-            consecutive_failures=self.consecutive_failures,
-            cycles_ok=base.cycles_ok + self.cycles.get("ok", 0),
-            cycles_failed=base.cycles_failed + failed,
-            fetched_messages=base.fetched_messages + self.fetched_messages,
-            fetched_octets=base.fetched_octets + self.fetched_octets,
-            auth_failures=self.auth_failures,
-        )
-
-
-
-def describe(error: BaseException) -> str:
-    """One line naming an error for status and logs; the value of any live secret is masked (errors
-    should never hold one, but a server may echo it in text quoted by an error)."""
-    if isinstance(error, MaildError):
-        return redact_known(str(error))
-    return redact_known(f"internal error: {type(error).__name__}: {error}")
 
 
 class Scheduler:
@@ -409,9 +299,9 @@ class Scheduler:
                     # A new password (file, credential or command output) ends the lockout, like a
                     # config change would; checked every LOCKOUT_RECHECK_S seconds, without logging in.
                     if rt.lockout_fingerprint is None:
-                        rt.lockout_fingerprint = await asyncio.to_thread(_password_fingerprint, rt.config)
+                        rt.lockout_fingerprint = await asyncio.to_thread(password_fingerprint, rt.config)
                     await self._sleep(rt, LOCKOUT_RECHECK_S)
-                    current = await asyncio.to_thread(_password_fingerprint, rt.config)
+                    current = await asyncio.to_thread(password_fingerprint, rt.config)
                     if rt.auth_failures and current is not None and current != rt.lockout_fingerprint:
                         rt.auth_failures = 0
                         rt.last_error = (rt.last_error or "") + " (password changed: trying again)"
@@ -487,20 +377,7 @@ class Scheduler:
             rt.progress = None
         if result is None:
             return None
-        rt.state = "idle"
-        rt.last_success = self.clock()
-        rt.last_error = None
-        rt.last_error_at = None
-        rt.failing_since = None
-        rt.consecutive_failures = 0
-        rt.auth_failures = 0
-        rt.last_result = result
-        if result.imap is not None and result.imap.uidvalidity_changes:
-            kept = rt.uidvalidity_changes + result.imap.uidvalidity_changes
-            rt.uidvalidity_changes = kept[-KEPT_UIDVALIDITY_CHANGES:]
-        rt.cycles["ok"] = rt.cycles.get("ok", 0) + 1
-        rt.new_messages += result.new_messages
-        rt.last_exception = None
+        rt.succeeded(result, self.clock())
         quiet = not (result.new_links or result.deleted or result.failures or result.too_large)
         # A cycle with nothing new is the normal case (~80 % of a day's lines at a 5-minute poll):
         # debug. Messages set aside for good (too large) need the admin: error.
@@ -527,35 +404,7 @@ class Scheduler:
 
     def _failed(self, rt: AccountRuntime, exc: BaseException) -> None:
         """Record a failed cycle in ``rt`` and log it."""
-        rt.consecutive_failures += 1
-        rt.last_error = describe(exc)
-        rt.last_error_at = self.clock()
-        if rt.failing_since is None:
-            rt.failing_since = rt.last_error_at
-        outcome = outcome_label(exc)
-        rt.cycles[outcome] = rt.cycles.get(outcome, 0) + 1
-        rt.state = "backoff" if isinstance(exc, TransientError) else "error"
-        if isinstance(exc, AuthError):
-            # A refused refresh token (issue 13) will not work again: lock out at once, no retries.
-            rt.auth_failures = AUTH_LOCKOUT_FAILURES if exc.reauthorize else rt.auth_failures + 1
-            if rt.auth_failures < AUTH_LOCKOUT_FAILURES:
-                # A refusal before the lockout is retried like a transient failure (a password being
-                # changed, a provider's hiccup): "backoff", a warning, not a permanent "error".
-                rt.state = "backoff"
-                rt.last_error = (
-                    f"{rt.last_error} (refusal {rt.auth_failures} of {AUTH_LOCKOUT_FAILURES}: tried"
-                    f" again at the next cycle; {AUTH_LOCKOUT_FAILURES} in a row lock the account out)"
-                )
-            else:
-                rt.state = "auth_failed"
-                rt.lockout_fingerprint = None  # taken by the account loop, off the event loop
-                rt.last_error = (
-                    f"{rt.last_error} — {rt.auth_failures} refusals in a row: not trying again until the "
-                    "password or the account's configuration changes, or `maild resume`"
-                )
-        else:
-            rt.auth_failures = 0
-        rt.last_exception = exc
+        outcome = rt.failed(exc, self.clock())
         if isinstance(exc, MaildError):
             # One failure is weather (warning); a lockout, REPEATED_FAILURES in a row or an archive
             # that cannot be written needs the admin (error), so `journalctl -p err` shows those.
@@ -579,23 +428,6 @@ class Scheduler:
             async with asyncio.timeout(delay):
                 await rt.wake.wait()
         rt.wake.clear()
-
-
-def _password_fingerprint(account: AccountConfig) -> str | None:
-    """A digest of the account's current password, to notice a change; None when it cannot be read."""
-    import hashlib
-
-    from maild.errors import ConfigError
-
-    if account.sign_in.oauth2 is not None:  # issue 13: `maild accounts authorize` ends the lockout
-        from maild.auth.tokens import grant_fingerprint
-
-        return grant_fingerprint(account.sign_in.oauth2)
-    try:
-        secret = account.password.resolve(account.name)
-    except ConfigError:
-        return None
-    return hashlib.sha256(secret.reveal().encode()).hexdigest()
 
 
 def _settle(waiters: list[asyncio.Future[CycleResult | None]], outcome: CycleResult | None) -> None:

@@ -23,9 +23,9 @@ from maild.errors import AuthError
 from maild.fetch.cycle import CycleResult
 from maild.model import FailureRecord, MessageKey
 from maild.policy import SET_ASIDE_RETRY_S, next_deletion_due, set_aside
+from maild.service.account_runtime import AUTH_LOCKOUT_FAILURES, AccountRuntime
 from maild.service.labels import key_label
 from maild.service.replies import FetchOutcome
-from maild.service.scheduler import AUTH_LOCKOUT_FAILURES, AccountRuntime
 from maild.service.status import (
     AccountState,
     AccountStatus,

@@ -10,7 +10,7 @@ from maild.errors import AuthError
 from maild.log import redact_secrets
 from maild.model import Secret, ServerSettings, redact_known
 from maild.protocols.imap.mailbox import IMAPMailbox
-from maild.service.scheduler import describe
+from maild.service.account_runtime import describe
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 
 PASSWORD = 'su1-"geheim"\\42'

@@ -15,7 +15,7 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError
 from maild.model import POP3Key
-from maild.service.scheduler import AccountRuntime
+from maild.service.account_runtime import AccountRuntime
 from maild.service.snapshot import account_status
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message

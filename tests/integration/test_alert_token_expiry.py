@@ -17,9 +17,9 @@ from maild.config.alerts import AlertsConfig
 from maild.config.loader import AccountConfig
 from maild.errors import TransientError
 from maild.model import Secret
+from maild.service.account_runtime import AccountRuntime
 from maild.service.alert_delivery import deliver
 from maild.service.alerts import AlertMonitor
-from maild.service.scheduler import AccountRuntime
 from tests.support.accounts import pop3_account
 from tests.support.oauth_server import OAuthServer
 

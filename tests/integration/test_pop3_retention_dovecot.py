@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from maild.archive.store import Store
-from maild.service.scheduler import AccountRuntime
+from maild.service.account_runtime import AccountRuntime
 from maild.service.snapshot import account_status
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser

@@ -18,7 +18,7 @@ from maild.auth import tokens
 from maild.cli.status_view import render_status
 from maild.config.loader import AccountConfig
 from maild.model import Secret
-from maild.service.scheduler import AccountRuntime
+from maild.service.account_runtime import AccountRuntime
 from maild.service.snapshot import account_status
 from maild.service.status import ArchiveTotals, StatusReply
 from tests.support.accounts import pop3_account

@@ -17,10 +17,11 @@ from maild.config.alerts import AlertsConfig
 from maild.errors import AuthError
 from maild.fetch.cycle import CycleResult
 from maild.model import POP3Key
+from maild.service.account_runtime import AUTH_LOCKOUT_FAILURES, AccountRuntime
 from maild.service.alert_delivery import Alerter
 from maild.service.alerts import AlertMonitor
 from maild.service.health import LoopLagProbe, daemon_problems
-from maild.service.scheduler import AUTH_LOCKOUT_FAILURES, AccountRuntime, Scheduler
+from maild.service.scheduler import Scheduler
 from tests.support.accounts import pop3_account
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -14,9 +14,9 @@ from maild.config.passwords import PasswordSource
 from maild.errors import AuthError, ConnectError
 from maild.fetch.cycle import CycleResult
 from maild.model import POP3Key, Secret
+from maild.service.account_runtime import AccountRuntime
 from maild.service.alert_delivery import deliver, mail_message
 from maild.service.alerts import AlertMonitor, DiskSpace, alert_test_event
-from maild.service.scheduler import AccountRuntime
 from tests.support.accounts import pop3_account
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

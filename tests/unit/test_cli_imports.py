@@ -102,4 +102,5 @@ def test_the_cli_starts_without_the_daemons_parts() -> None:
         "maild.service.replies",
         "maild.service.reply_fields",
         "maild.service.status",
+        "maild.service.status_parts",
     }

@@ -11,9 +11,10 @@ import pytest
 from maild.archive.store import Store
 from maild.errors import AuthError, ControlError
 from maild.fetch.cycle import CycleResult
+from maild.service.account_runtime import AccountRuntime
 from maild.service.commands import COMMANDS, CommandContext, dispatch
 from maild.service.replies import ReloadReport
-from maild.service.scheduler import AccountRuntime, Scheduler
+from maild.service.scheduler import Scheduler
 from maild.service.status import StatusReply
 from tests.support.accounts import pop3_account
 

@@ -22,9 +22,10 @@ from maild.fetch.cycle import CycleResult
 from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
 from maild.protocols.imap.wire import MailboxEvents, SelectInfo
 from maild.service import metrics
+from maild.service.account_runtime import AccountRuntime
 from maild.service.budget import Budgets
 from maild.service.idle import IdleWatcher
-from maild.service.scheduler import AccountRuntime, Scheduler
+from maild.service.scheduler import Scheduler
 from maild.service.snapshot import account_status
 from tests.support.accounts import imap_account, pop3_account
 from tests.support.waiting import eventually

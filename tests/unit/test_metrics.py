@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from maild.service.account_runtime import AccountRuntime
 from maild.service.metrics import database_octets, render, write_textfile
-from maild.service.scheduler import AccountRuntime
 from tests.support.accounts import pop3_account
 
 LINE = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? -?[0-9.e+]+$')

@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from maild.config.loader import listen_address
 from maild.errors import ConfigError, ControlError
+from maild.service.account_runtime import AccountRuntime
 from maild.service.metrics import FAILURE_CLASSES, MODES, STATES, render
 from maild.service.metrics_http import MAX_REQUEST_OCTETS, MetricsServer
-from maild.service.scheduler import AccountRuntime
 from tests.support.accounts import pop3_account
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -148,7 +148,7 @@ def test_a_suspended_cycle_shows_its_reason_and_counts_in_the_status_and_metrics
     last_cycle and the metrics."""
     from maild.fetch.cycle import CycleResult
     from maild.service import metrics
-    from maild.service.scheduler import AccountRuntime
+    from maild.service.account_runtime import AccountRuntime
     from maild.service.snapshot import account_status
     from tests.support.accounts import pop3_account
 

@@ -23,7 +23,8 @@ from maild.fetch.cycle import CycleResult
 from maild.model import POP3Key
 from maild.policy import BACKOFF_BASE_S, THROTTLE_MIN_S
 from maild.service import scheduler as scheduler_module
-from maild.service.scheduler import AccountRuntime, Scheduler
+from maild.service.account_runtime import AccountRuntime
+from maild.service.scheduler import Scheduler
 from tests.support.accounts import pop3_account
 from tests.support.waiting import eventually
 from tests.unit.fakes import Concurrency, FakeServer, maildrops_of, make_message

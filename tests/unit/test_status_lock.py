@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import cast
 
 from maild.archive.store import Store
-from maild.service.scheduler import AccountRuntime
+from maild.service.account_runtime import AccountRuntime
 from maild.service.snapshot import ARCHIVE_WAIT_S, status_reply
 
 STARTED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

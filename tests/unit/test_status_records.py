@@ -14,7 +14,7 @@ from maild.fetch.cycle import CycleResult
 from maild.fetch.resync import IMAPCycleInfo, UIDValidityChange
 from maild.model import POP3Key, RetrievalFailure
 from maild.service import replies, status
-from maild.service.scheduler import AccountRuntime
+from maild.service.account_runtime import AccountRuntime
 from maild.service.snapshot import account_status
 from tests.support.accounts import pop3_account
 from tests.support.status_records import account_record, imap_record
