@@ -471,9 +471,11 @@ def transfer_share(max_transfers: int) -> int:
     return max(1, max_transfers - 1)
 
 
-MEMORY_BUDGET_OCTETS = 16 * 2**20
-"""About how many message octets all running cycles together hold in batches, in octets (16 MiB:
-one account commits 8 MiB batches; was 32 MiB before issue 19, measured in docs/performance.md).
+MEMORY_BUDGET_OCTETS = 8 * 2**20
+"""About how many message octets all running cycles together hold in batches, in octets (8 MiB:
+one account commits 4 MiB batches; was 32 MiB before issue 19, 16 MiB in session 4; measured in
+docs/performance.md: 8 MiB saves 6-8 MB of peak RSS for one account, 28 MB for 50, at no CPU cost
+the benchmark resolves; a POP3 RETR window keeps its own floor, which costs no memory).
 
 A cycle commits one batch while the adapter reads the next (see :func:`maild.fetch.cycle.fetch_cycle`),
 so it holds at most two batches at a time, plus what the adapter has read and not handed over (POP3:

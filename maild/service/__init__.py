@@ -10,7 +10,8 @@
 - ``runner``: one fetch cycle within the budgets (cycle slot, host connection or kept session);
 - ``budget``: the one owner of concurrency budgets (cycles, connections per host, transfers, memory);
 - ``kept_sessions``: IMAP sessions kept between cycles; ``idle``: IDLE supervision;
-- ``oneshot``: ``maild fetch`` composed of the same parts; ``metrics``, ``sdnotify``.
+- ``oneshot``: ``maild fetch`` composed of the same parts; ``memory``: glibc allocator settings
+  applied at start by both; ``metrics``, ``sdnotify``.
 
 May import ``maild.fetch``, ``maild.archive``, ``maild.protocols``, ``maild.config``, ``maild.policy`` and
 the model; never ``maild.cli``.

@@ -33,6 +33,7 @@ from maild.service.budget import Budgets
 from maild.service.commands import CommandContext, dispatch
 from maild.service.control import ControlServer
 from maild.service.health import LoopLagProbe, daemon_problems
+from maild.service.memory import tune_allocator
 from maild.service.metrics_http import MetricsServer
 from maild.service.replies import AlertChannelResult, AlertTestReply, ReloadReport
 from maild.service.scheduler import Scheduler
@@ -224,6 +225,7 @@ class Daemon:
             if cfg.daemon.metrics_listen is not None
             else None
         )
+        tune_allocator()  # before the worker threads start: see maild/service/memory.py
         executor = ThreadPoolExecutor(max_workers=cfg.daemon.pop3_threads, thread_name_prefix="maild-pop3")
         try:
             self.store = await Store.open(cfg.daemon.database)

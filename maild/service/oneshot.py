@@ -26,6 +26,7 @@ from maild.model import FailureRecord, redact_known
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
 from maild.service.labels import message_label, new_and_known, outcome_label
+from maild.service.memory import tune_allocator
 from maild.service.runner import CycleRunner
 
 log = structlog.get_logger("maild.service.oneshot")
@@ -152,6 +153,7 @@ async def fetch_once(
     pool shut down.
     """
     accounts = chosen_accounts(config, names)
+    tune_allocator()  # before the worker threads start: see maild/service/memory.py
     executor = ThreadPoolExecutor(max_workers=config.daemon.pop3_threads, thread_name_prefix="maild-pop3")
     try:
         store = await Store.open(config.daemon.database)

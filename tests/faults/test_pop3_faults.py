@@ -14,8 +14,10 @@ import socket
 import threading
 import time
 import traceback
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Protocol
 
 import pytest
@@ -40,6 +42,7 @@ from maild.model import (
 )
 from maild.protocols.pop3 import maildrop as pop3_maildrop
 from maild.protocols.pop3.maildrop import POP3Maildrop
+from maild.protocols.pop3.session import POP3Session
 
 PASSWORD = "s3cret-Pw!"
 ACCOUNT = "anna-pop"
@@ -343,7 +346,7 @@ async def test_window_octets_callable_is_asked_per_window(
 ) -> None:
     """retrieve(window_octets=f) sizes each window by f() at the time it is planned."""
     server = make_server([b"x" * 100 + b"\r\n"] * 6)
-    maildrop = make_maildrop(server, window=10)
+    maildrop = make_maildrop(server, window=10, min_window_octets=0)
     await maildrop.open()
     keys = [e.key for e in await maildrop.inventory()]
     sends = record_sends(maildrop, monkeypatch)
@@ -352,7 +355,7 @@ async def test_window_octets_callable_is_asked_per_window(
     assert [g.raw for g in got if isinstance(g, RetrievedMessage)] == [b"x" * 100 + b"\r\n"] * 6
     assert [len(s) for s in sends] == [6]  # 1000 octets hold all six
     await maildrop.close()  # the scripted server takes one connection at a time
-    maildrop2 = make_maildrop(server, window=10)
+    maildrop2 = make_maildrop(server, window=10, min_window_octets=0)
     await maildrop2.open()
     keys = [e.key for e in await maildrop2.inventory()]
     sends = record_sends(maildrop2, monkeypatch)
@@ -360,6 +363,22 @@ async def test_window_octets_callable_is_asked_per_window(
     assert len([item async for item in maildrop2.retrieve(keys, window_octets=lambda: next(budgets, 1))]) == 6
     assert [len(s) for s in sends] == [2, 1, 1, 1, 1]
     await maildrop2.close()
+
+
+async def test_a_small_window_budget_does_not_shrink_a_window_below_its_floor(
+    make_server: type[FakePOP3], make_maildrop: MakeMaildrop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer asking for 1-octet windows still gets windows of min_window_octets (the window
+    waits on the connection, not in memory), so the RETRs go out in one send, not six."""
+    server = make_server([b"x" * 100 + b"\r\n"] * 6)
+    maildrop = make_maildrop(server, window=10, min_window_octets=1000)
+    await maildrop.open()
+    keys = [e.key for e in await maildrop.inventory()]
+    sends = record_sends(maildrop, monkeypatch)
+    got = [item async for item in maildrop.retrieve(keys, window_octets=lambda: 1)]
+    assert [g.raw for g in got if isinstance(g, RetrievedMessage)] == [b"x" * 100 + b"\r\n"] * 6
+    assert [len(s) for s in sends] == [6]
+    await maildrop.close()
 
 
 async def test_next_window_is_sent_before_the_consumer_takes_the_first(
@@ -854,3 +873,62 @@ async def test_unsolicited_data_is_out_of_step(
     with pytest.raises(ProtocolError, match="unexpected data"):
         await maildrop.inventory()
     await maildrop.abort()
+
+
+@pytest.mark.parametrize("buffered", [b"+OK extra\r\n", b""])
+def test_taking_over_from_poplib_keeps_its_buffered_octets_and_does_not_wait(buffered: bytes) -> None:
+    """Once logged in, the session reads the socket itself: octets poplib's file had buffered past its
+    last line come first, an empty file is taken over without waiting on the socket (timeout None:
+    a wait would hang the test), the timeout is restored, and later replies arrive through recv_into."""
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        client_side.settimeout(None)
+        file = client_side.makefile("rb")
+        server_side.sendall(b"+OK logged in\r\n" + buffered)
+        assert file.readline() == b"+OK logged in\r\n"  # poplib's read; the rest stays in its buffer
+        settings = ServerSettings(ACCOUNT, "127.0.0.1", 1, "none", None, "anna", Secret(PASSWORD), 5.0)
+        session = POP3Session(settings, max_reply_octets=1000)
+        pop = SimpleNamespace(sock=client_side, file=file)
+        session.pop = pop  # type: ignore[assignment]
+        session._take_over(pop)  # type: ignore[arg-type]
+        assert client_side.gettimeout() is None
+        assert session.decoder.buffered_octets == len(buffered)
+        if buffered:
+            session._ahead.append(False)
+            assert session.receive(1, multiline=False)[0].status.text == "extra"
+        server_side.sendall(b"+OK more\r\n")
+        session._ahead.append(False)
+        assert session.receive(1, multiline=False)[0].status.text == "more"
+        file.close()
+
+
+def test_a_short_reply_is_read_into_a_small_buffer_and_a_long_one_into_a_large_one() -> None:
+    """After the take-over a short listing is read with a 16 KiB buffer (50 sessions listing at once
+    hold 16 KiB each, not 256 KiB); a reply that fills it is read on with READ_CHUNK_OCTETS reads and
+    arrives octet-exact."""
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        client_side.settimeout(5.0)
+        file = client_side.makefile("rb")
+        settings = ServerSettings(ACCOUNT, "127.0.0.1", 1, "none", None, "anna", Secret(PASSWORD), 5.0)
+        session = POP3Session(settings, max_reply_octets=2**20)
+        pop = SimpleNamespace(sock=client_side, file=file)
+        session.pop = pop  # type: ignore[assignment]
+        session._take_over(pop)  # type: ignore[arg-type]
+        server_side.sendall(b"+OK\r\n1 100\r\n2 200\r\n.\r\n")
+        session._ahead.append(True)
+        tracemalloc.start()
+        try:
+            listing = session.receive(1, multiline=True)[0]
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert listing.body == b"1 100\r\n2 200\r\n"
+        assert peak < 64 * 1024
+        body = b"y" * 998 + b"\r\n"
+        sender = threading.Thread(target=server_side.sendall, args=(b"+OK\r\n" + body * 600 + b".\r\n",))
+        sender.start()
+        session._ahead.append(True)
+        assert session.receive(1, multiline=True)[0].body == body * 600
+        sender.join()
+        file.close()

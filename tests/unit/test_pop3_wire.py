@@ -208,6 +208,32 @@ def test_decoder_unstuffs_a_body_handed_out_as_the_buffer(monkeypatch: pytest.Mo
         assert [bytes(r.body or b"") for r in decode(chunks, [True, True])] == [body, b"plain\r\n"]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"a.b.c.d\r\n" * 40 + b".x\r\n" + b"." * 300 + b"\r\n..\r\n",  # dense dots: the fallback search
+        b"no dots at all\r\n" * 20,
+        b"...\r\n" * 50 + b"end.\r\n",
+        b".\r\n\r\n.\r\n",
+    ],
+)
+def test_decoder_finds_line_dots_among_dots_anywhere(text: bytes) -> None:
+    """Lines starting with "." are found and un-stuffed whether dots elsewhere are rare or dense (the
+    memchr search and its fallback), at every split, and the next reply still follows."""
+    stream = b"+OK\r\n" + stuff(text) + b"+OK\r\n" + stuff(b".tail\r\n")
+    for chunks in every_split(stream):
+        assert [r.body for r in decode(chunks, [True, True])] == [text, b".tail\r\n"]
+
+
+def test_line_dot_search_agrees_with_find() -> None:
+    """The dot-first search returns what ``find(CRLF ".")`` returns on random octets rich in CR, LF and "."."""
+    rng = random.Random(19)
+    for _ in range(300):
+        buf = bytearray(rng.choice(b"\r\n.ab") for _ in range(rng.randrange(0, 400)))
+        for pos in range(0, len(buf) + 1, 7):
+            assert wire._line_dot(buf, pos) == buf.find(b"\r\n.", pos)
+
+
 def test_decoder_empty_message() -> None:
     """A multi-line reply with no data lines has an empty body."""
     assert decode([b"+OK 0 octets\r\n.\r\n"], [True]) == [Reply(StatusLine(True, None, "0 octets"), b"")]

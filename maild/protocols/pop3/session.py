@@ -4,8 +4,13 @@
 :class:`~maild.protocols.pop3.maildrop.POP3Maildrop`); only :meth:`POP3Session.shutdown` may be called from
 another thread meanwhile, to unblock a cancelled step. poplib reads lines of at most 2,048 octets and
 has no PIPELINING, so multi-line replies (CAPA, UIDL, LIST, RETR) and all commands after login go
-through :class:`~maild.protocols.pop3.wire.ReplyDecoder`, reading from poplib's own buffered socket
-file so that no octet is lost between the two readers.
+through :class:`~maild.protocols.pop3.wire.ReplyDecoder`. While poplib still reads (greeting, STLS,
+USER/PASS, AUTH) maild's reader takes its octets from poplib's own buffered socket file, so that no
+octet is lost between the two readers; once logged in, poplib never reads again, and maild takes what
+poplib's file still buffers and from then on reads the socket itself: ``recv_into`` one buffer per
+:meth:`POP3Session.receive` (a hand-off part of a RETR window, a listing; :data:`FIRST_READ_OCTETS`,
+then :data:`READ_CHUNK_OCTETS` once a read fills it), instead of a new ``bytes`` object per read;
+the buffer is dropped when the call returns, so idle sessions and idle threads hold none.
 
 With :mod:`maild.protocols.pop3.maildrop` the only POP3 code that catches ``poplib.error_proto``,
 ``ssl.SSLError`` and ``OSError``; they leave it as :mod:`maild.errors` classes naming the account,
@@ -21,7 +26,7 @@ import poplib
 import socket
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -45,7 +50,12 @@ __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "THROTTLE_CODES", "Listing", 
 
 
 READ_CHUNK_OCTETS = 256 * 1024
-"""Most octets taken from the socket per read."""
+"""Most octets taken from the socket per read (and the size of the read buffer)."""
+
+FIRST_READ_OCTETS = 16 * 1024
+"""Size of the read buffer of a :meth:`POP3Session.receive` until a read fills it: replies to
+single-line commands and short listings need no more, and 50 sessions listing at once then hold
+16 KiB each, not :data:`READ_CHUNK_OCTETS`."""
 
 ABORT_TIMEOUT_S = 5.0
 """Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
@@ -106,6 +116,7 @@ class POP3Session:
         self._shut = False
         self._secrets: tuple[str, ...] = ()
         self._ahead: collections.deque[bool] = collections.deque()  # replies owed: multiline or not
+        self._recv_into: Callable[[memoryview], int] | None = None  # the socket's, once logged in
 
     # -- errors ---------------------------------------------------------------------------------------
 
@@ -299,6 +310,27 @@ class POP3Session:
                     raise error  # outside any except block: no chain back to poplib's frames
         capa = self.exchange(["CAPA"], multiline=True, pipelined=False)[0]
         self.caps = wire.parse_capa(capa.body) if capa.body is not None else {}
+        self._take_over(pop)
+
+    def _take_over(self, pop: poplib.POP3) -> None:
+        """Read the socket directly from now on (poplib is done reading: the session is logged in).
+
+        Octets poplib's buffered file still holds (none from a server that sends nothing unasked)
+        are taken first without waiting: the socket is non-blocking for that one read, so an empty
+        buffer gives nothing instead of a wait.
+        """
+        sock = pop.sock
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            pending = cast(io.BufferedIOBase, pop.file).read1(READ_CHUNK_OCTETS)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            pending = b""
+        finally:
+            sock.settimeout(timeout)
+        if pending:
+            self.decoder.feed(pending)
+        self._recv_into = sock.recv_into
 
     def _sasl_offered(self) -> frozenset[str]:
         """The SASL mechanisms of CAPA in the AUTHORIZATION state (after STLS: RFC 2595 section 4 says
@@ -394,15 +426,27 @@ class POP3Session:
             ProgressFloor(settings.min_rate_octets_per_s, settings.progress_window_s) if multiline else None
         )
         received = 0
+        recv_into = self._recv_into
+        buffer: memoryview | None = None  # made at the first read: a reply may be buffered already
         for _ in range(count):
             while (reply := self.decoder.next_reply(multiline=multiline)) is None:
-                chunk = file.read1(READ_CHUNK_OCTETS)
-                if not chunk:
+                if recv_into is not None:
+                    if buffer is None:
+                        buffer = memoryview(bytearray(FIRST_READ_OCTETS))
+                    octets = recv_into(buffer)
+                    if octets:
+                        self.decoder.feed(buffer[:octets])
+                    if octets == len(buffer) < READ_CHUNK_OCTETS:  # more is coming: read bigger
+                        buffer = memoryview(bytearray(READ_CHUNK_OCTETS))
+                else:  # still logging in: through poplib's file (see _take_over)
+                    chunk = file.read1(READ_CHUNK_OCTETS)
+                    octets = len(chunk)
+                    self.decoder.feed(chunk)
+                if not octets:
                     raise ConnectError(
                         f"{self._where()}: server closed the connection", account=self.settings.account
                     )
-                self.decoder.feed(chunk)
-                received += len(chunk)
+                received += octets
                 if progress is not None and (slow := progress.check(received)) is not None:
                     raise NetworkTimeout(f"{self._where()}: {slow}", account=settings.account)
             self._ahead.popleft()

@@ -67,6 +67,37 @@ _SCAN_BODY = re.compile(rb"(?:0*[1-9][0-9]* [0-9]+\r\n)*")
 _SCAN_LINES = re.compile(rb"(0*[1-9][0-9]*) ([0-9]+)\r\n")
 
 
+DENSE_DOTS_OCTETS = 64
+"""The scan for lines starting with "." (:func:`_line_dot`) looks for the dot alone (``memchr``, several
+GB/s) and checks the two octets before it; when more than :data:`DENSE_DOTS_MISSES` dots in a row are
+not at a line start and they come closer than one per this many octets, it finishes the search with
+the slower three-octet ``find`` (about 1.2 GB/s), so text full of dots costs no more than before."""
+
+DENSE_DOTS_MISSES = 16
+"""See :data:`DENSE_DOTS_OCTETS`."""
+
+
+def _line_dot(buf: bytearray, pos: int) -> int:
+    """Index of the next ``CRLF "."`` in ``buf`` at or after ``pos``, or -1; as ``buf.find(b"\\r\\n.", pos)``.
+
+    Most mail has few dots and fewer at a line start: finding each dot with ``memchr`` and looking
+    back two octets is several times faster than the general search for three octets, which is
+    used instead where dots are dense (see :data:`DENSE_DOTS_OCTETS`).
+    """
+    start = pos
+    misses = 0
+    while True:
+        dot = buf.find(b".", pos + 2)
+        if dot < 0:
+            return -1
+        if buf[dot - 1] == 10 and buf[dot - 2] == 13:  # LF and CR before it
+            return dot - 2
+        misses += 1
+        pos = dot - 1
+        if misses > DENSE_DOTS_MISSES and dot - start < misses * DENSE_DOTS_OCTETS:
+            return buf.find(_UNSTUFFED, pos)
+
+
 def _show(line: bytes) -> str:
     """Render a reply line for an error message: decoded leniently, at most 200 characters."""
     return line[:200].decode("utf-8", "replace")
@@ -208,8 +239,9 @@ class ReplyDecoder:
             raise ValueError("caps must be positive")
         self._max_reply = value
 
-    def feed(self, data: bytes) -> None:
-        """Append received bytes; chunk boundaries may fall anywhere, also inside the terminator.
+    def feed(self, data: bytes | memoryview) -> None:
+        """Append received bytes (copied: ``data`` may be reused afterwards); chunk boundaries may fall
+        anywhere, also inside the terminator.
 
         Args:
             data: the next bytes from the server, possibly empty.
@@ -283,7 +315,7 @@ class ReplyDecoder:
         """
         pos = self._scan_from
         while True:
-            hit = buf.find(_UNSTUFFED, pos)
+            hit = _line_dot(buf, pos)
             if hit < 0:
                 self._scan_from = max(pos, len(buf) - len(_UNSTUFFED) + 1)
                 return -1

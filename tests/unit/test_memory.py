@@ -1,0 +1,82 @@
+"""Tests of the glibc allocator settings (maild/service/memory.py), each in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Frees a 4 MiB block (glibc then raises its dynamic mmap threshold to 4 MiB), and reports whether a
+# 1 MiB block allocated after that got its own mapping (mallinfo2's hblks: mapped blocks in use).
+_PROBE = """
+import ctypes, json, sys
+from maild.service.memory import tune_allocator
+applied = tune_allocator() if sys.argv[1] == "tune" else {}
+libc = ctypes.CDLL(None)
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+big = libc.malloc(4 << 20); libc.free(big)
+before = libc.mallinfo2().hblks
+block = libc.malloc(1 << 20)
+mapped = libc.mallinfo2().hblks - before
+libc.free(block)
+print(json.dumps({"applied": applied, "mapped": mapped}))
+"""
+
+
+def _probe(mode: str, **env: str) -> dict[str, object]:
+    """Run the probe in a fresh interpreter with ``env`` added; return its JSON line."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, mode],
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        check=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+def _glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _glibc(), reason="glibc only")
+
+
+def test_a_fixed_threshold_maps_a_message_sized_block_after_a_larger_one_was_freed() -> None:
+    """With the settings applied, a 1 MiB block gets its own mapping (returned to the kernel when
+    freed) even after a 4 MiB block raised glibc's dynamic threshold; without them it is heap."""
+    tuned = _probe("tune")
+    assert tuned["applied"] == {
+        "MALLOC_MMAP_THRESHOLD_": 512 * 1024,
+        "MALLOC_TRIM_THRESHOLD_": 8 * 2**20,
+        "MALLOC_ARENA_MAX": 2,
+    }
+    assert tuned["mapped"] == 1
+    assert _probe("plain")["mapped"] == 0
+
+
+def test_settings_from_the_environment_are_left_alone() -> None:
+    """An administrator's MALLOC_MMAP_THRESHOLD_ and MALLOC_ARENA_MAX win over maild's own values."""
+    tuned = _probe(
+        "tune", MALLOC_MMAP_THRESHOLD_="8388608", MALLOC_TRIM_THRESHOLD_="8388608", MALLOC_ARENA_MAX="1"
+    )
+    assert tuned["applied"] == {}
+    assert tuned["mapped"] == 0  # glibc used the environment's 8 MiB threshold
