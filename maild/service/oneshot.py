@@ -107,13 +107,34 @@ def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]
     return [a for a in config.accounts.values() if a.enabled]
 
 
-async def _index_documents(store: Store) -> None:
+#: Most messages whose attachment text a one-shot ``maild fetch`` extracts after its cycles (200). A
+#: larger backlog (the first fetch of a big mailbox: every message is read again and every PDF/Office
+#: attachment goes through the worker, seconds to minutes of CPU) is left pending for the daemon's
+#: background indexer or ``maild reindex``, and one line says so: the fetch itself stays a fetch.
+ONESHOT_DOCUMENT_MESSAGES = 200
+
+
+async def _index_documents(store: Store, bound: int = ONESHOT_DOCUMENT_MESSAGES) -> None:
     """With the ``documents`` extra: add the text of the PDF and Office attachments of what was just
-    fetched (and anything else pending) to the index, as the daemon's background indexer would;
-    an unreadable attachment is logged (``documents.failed``) and never fails the fetch."""
+    fetched (and anything else pending) to the index, as the daemon's background indexer would, when
+    at most ``bound`` messages are pending; a larger backlog is left pending (``documents.deferred``).
+    An unreadable attachment is logged (``documents.failed``) and never fails the fetch."""
     from maild.archive.document_text import available  # only after new mail: the one-shot start stays cheap
 
     if not available():
+        return
+    try:
+        waiting = await store.documents_pending()
+    except StoreError as exc:
+        log.warning("documents.store-failed", error=str(exc))
+        return
+    if waiting > bound:
+        log.warning(
+            "documents.deferred",
+            pending=waiting,
+            limit=bound,
+            action="attachment text is indexed by the running daemon or by `maild reindex`",
+        )
         return
     from maild.archive.document_worker import DocumentWorker
 
@@ -146,7 +167,7 @@ async def fetch_once(
         StoreError: the archive cannot be opened.
 
     With the ``documents`` extra, the attachment text of new messages is indexed after the cycles
-    (:mod:`maild.archive.document_index`).
+    (:mod:`maild.archive.document_index`) when at most :data:`ONESHOT_DOCUMENT_MESSAGES` are pending.
 
     Cancellation: running cycles are cancelled (their sessions aborted: committed batches stay
     committed, nothing uncommitted is deleted on a server); the archive is closed and the thread

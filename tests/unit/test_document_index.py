@@ -200,3 +200,27 @@ def test_search_says_how_many_messages_attachment_text_is_pending_and_reindex_re
     after = maild("messages", "search", "--database", str(db), "Heizkostenabrechnung")
     assert "Unterlagen Wohnung" in after.stdout
     assert "not indexed yet" not in after.stderr
+
+
+async def test_a_one_shot_fetch_leaves_a_large_backlog_to_the_daemon_and_says_so(tmp_path: Path) -> None:
+    """Steps: archive two messages with documents; the one-shot's indexing step with a bound of 1 reads
+    nothing (both stay pending) and logs ``documents.deferred`` naming the backlog; with a bound of 2 it
+    indexes both (the PDF's words are found, nothing pending)."""
+    from maild.service.oneshot import ONESHOT_DOCUMENT_MESSAGES, _index_documents
+
+    assert ONESHOT_DOCUMENT_MESSAGES >= 1
+    db = tmp_path / "maild.sqlite3"
+    await build_archive(db, [("anna-pop", pop(1), invoice(1)), ("anna-pop", pop(2), invoice(2))])
+
+    async with await Store.open(db) as store:
+        with capture_logs() as logs:
+            await _index_documents(store, bound=1)
+    assert pending(db) == 2
+    assert subjects(db, "heizkostenabrechnung") == []
+    (deferred,) = [e for e in logs if e["event"] == "documents.deferred"]
+    assert (deferred["pending"], deferred["limit"]) == (2, 1)
+
+    async with await Store.open(db) as store:
+        await _index_documents(store, bound=2)
+    assert pending(db) == 0
+    assert subjects(db, "heizkostenabrechnung") == ["Unterlagen Wohnung", "Unterlagen Wohnung"]
