@@ -27,7 +27,6 @@ import structlog
 
 from maild.errors import (
     MaildError,
-    ThrottledError,
 )
 from maild.model import (
     InventoryEntry,
@@ -38,11 +37,10 @@ from maild.model import (
     ServerSettings,
 )
 from maild.protocols.base import Maildrop
-from maild.protocols.pop3 import identity, wire
+from maild.protocols.pop3 import digest_inventory, identity, wire
 from maild.protocols.pop3.session import (
     ABORT_TIMEOUT_S,
     READ_CHUNK_OCTETS,
-    THROTTLE_CODES,
     Listing,
     POP3Session,
 )
@@ -235,119 +233,27 @@ class POP3Maildrop(Maildrop):
         return entries
 
     async def _inventory_without_uidl(self, listing: Listing) -> list[InventoryEntry]:
-        """Identities for a server without UIDL: digests of the messages' content.
-
-        Steps: ``TOP n 0`` for every message (pipelined in windows when allowed; not sent when CAPA
-        lists capabilities without TOP); a header identity (``"hdr:…"``) for each message whose header
-        section is distinctive and unique in the listing; RETR of every other message, in windows by
-        LIST size, keeping only its SHA-256 (``"sha256:…"``, computed in the worker thread, the octets
-        dropped at once). A message whose RETR is refused here has no identity this cycle: it is left
-        out (neither retrieved nor deleted) and named in :attr:`identity_warnings`. The rules and why
-        they are safe: :mod:`maild.protocols.pop3.identity`.
-
-        Cancelled: as for :meth:`inventory`.
-
-        Standard: RFC 1939 section 7 (UIDL optional, TOP), RFC 2449 section 6.6 (PIPELINING).
+        """Identities for a server without UIDL (see
+        :func:`~maild.protocols.pop3.digest_inventory.inventory_without_uidl`); remembers them for
+        this session.
 
         Raises:
             ThrottledError: UIDL was refused with a code saying the condition will pass.
             NetworkTimeout, ConnectError, ProtocolError: as for :meth:`inventory`.
         """
-        session, acct = self._session, self._settings.account
-        status = listing.uidl_status
-        if status is not None and any(status.has_code(c) for c in THROTTLE_CODES):
-            raise ThrottledError(f"{session._where()}: UIDL deferred: {listing.uidl_refusal}", account=acct)
-        sizes = listing.sizes
-        msgnums = sorted(sizes)
-        tops: dict[int, bytes | None] = {}
-        if msgnums and (not session.caps or "TOP" in session.caps):
-            limit = self._window if session.pipelining else 1
-            for start in range(0, len(msgnums), limit):
-                window = msgnums[start : start + limit]
-                replies = await self._run(
-                    functools.partial(
-                        session.run, "reading headers", [f"TOP {n} 0" for n in window], multiline=True
-                    )
-                )
-                tops.update((n, r.body) for n, r in zip(window, replies, strict=True))
-        plan = identity.plan_identities(sizes, tops)
-        del tops
-        cap = self._max_message_size
-        skipped = {n: f"unidentified:{sizes[n]}:{n}" for n in plan.need_content if cap and sizes[n] > cap}
-        digests: dict[int, str] = {}
-        refused: list[str] = []
-        readable = [n for n in plan.need_content if n not in skipped]
-        for window in self._msgnum_windows(readable, sizes):
-            outcome = await self._run(functools.partial(self._digest_window, window))
-            for msgnum, result in zip(window, outcome, strict=True):
-                if isinstance(result, str):
-                    digests[msgnum] = result
-                else:
-                    refused.append(session.redact(result.render()))
-        keys = {**plan.header_keys, **identity.content_keys(digests), **skipped}
-        entries: list[InventoryEntry] = []
-        self._msgnum_by_uidl, self._size_by_uidl = {}, {}
-        for msgnum in msgnums:
-            key = keys.get(msgnum)
-            if key is not None:
-                self._msgnum_by_uidl[key] = msgnum
-                self._size_by_uidl[key] = sizes[msgnum]
-                entries.append(InventoryEntry(POP3Key(key), sizes[msgnum]))
+        found = await digest_inventory.inventory_without_uidl(
+            self._session,
+            listing,
+            self._run,
+            window=self._window,
+            window_octets=self._window_octets,
+            max_message_size=self._max_message_size,
+        )
+        self._msgnum_by_uidl, self._size_by_uidl = found.msgnum_by_key, found.size_by_key
         self._duplicates = frozenset()
         self._identity = "content-digest"
-        what = "does not offer UIDL" if "UIDL" not in session.caps else "refused UIDL"
-        warnings = [
-            f"the server {what} (RFC 1939 section 7): messages are identified by digests of their "
-            f"content; {len(plan.header_keys)} by header section (TOP), {len(digests)} by full content "
-            "(downloaded in full in every cycle)"
-        ]
-        if plan.collisions:
-            warnings.append(
-                f"{len(plan.collisions)} messages share their header section with another one: "
-                "identified by full content"
-            )
-        if skipped:
-            warnings.append(
-                f"{len(skipped)} messages above max_message_size cannot be identified without "
-                "downloading them: skipped, left on the server"
-            )
-        if refused:
-            warnings.append(
-                f"{len(refused)} messages could not be read to identify them ({refused[0]}): "
-                "left on the server, tried again next cycle"
-            )
-        self._warnings = tuple(warnings)
-        _log.info(  # every cycle: info, not warning; the status carries the warning
-            "pop3.identity.content-digest",
-            account=acct,
-            by_header=len(plan.header_keys),
-            by_content=len(digests),
-            header_collisions=len(plan.collisions),
-            unidentified=len(refused),
-        )
-        return entries
-
-    def _digest_window(self, msgnums: Sequence[int]) -> list[str | wire.StatusLine]:
-        """RETR ``msgnums`` (in the worker thread) and return each one's content digest, or the refusal."""
-        replies = self._session.run("identifying messages", [f"RETR {n}" for n in msgnums], multiline=True)
-        out: list[str | wire.StatusLine] = []
-        for reply in replies:
-            out.append(identity.content_digest(reply.body) if reply.body is not None else reply.status)
-        return out
-
-    def _msgnum_windows(self, msgnums: Sequence[int], sizes: Mapping[int, int]) -> list[list[int]]:
-        """Group message-numbers into RETR windows by command count and LIST sizes, as :meth:`_windows`."""
-        limit = self._window if self._session.pipelining else 1
-        windows: list[list[int]] = []
-        octets = 0
-        for msgnum in msgnums:
-            size = sizes[msgnum]
-            if not windows or len(windows[-1]) >= limit or octets + size > self._window_octets:
-                windows.append([])
-                octets = 0
-            windows[-1].append(msgnum)
-            octets += size
-        return windows
+        self._warnings = found.warnings
+        return found.entries
 
     def _msgnum(self, key: MessageKey) -> int | None:
         if not isinstance(key, POP3Key):
