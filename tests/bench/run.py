@@ -690,6 +690,20 @@ def table(rows: list[Row], machine: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def precompile() -> None:
+    """Byte-compile maild's modules into ``__pycache__`` before anything is measured.
+
+    An installed maild runs from byte-compiled modules (Debian's packaging compiles them at install
+    time). A shell with ``PYTHONDONTWRITEBYTECODE=1`` (this machine's sessions set it) would otherwise
+    compile the 80-odd modules a one-shot ``maild fetch`` imports in every measured run: 0.1-0.15 s of
+    CPU that no installed system spends (docs/performance.md, "Session 6: POP3 CPU"). The compiled
+    files are read whatever the variable says; ``py_compile`` writes them whatever it says.
+    """
+    import compileall
+
+    compileall.compile_dir(str(REPO / "maild"), quiet=1)
+
+
 def machine_info() -> dict[str, Any]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -781,6 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.no_install:
         ensure_installed()
+    precompile()
     sizes = QUICK if args.quick else FULL
     if args.budget_s:
         sizes = dataclasses.replace(sizes, budget_s=args.budget_s)
