@@ -224,3 +224,20 @@ async def test_a_one_shot_fetch_leaves_a_large_backlog_to_the_daemon_and_says_so
         await _index_documents(store, bound=2)
     assert pending(db) == 0
     assert subjects(db, "heizkostenabrechnung") == ["Unterlagen Wohnung", "Unterlagen Wohnung"]
+
+
+async def test_a_one_shot_that_stored_more_than_the_bound_defers_without_counting(tmp_path: Path) -> None:
+    """When the run itself stored more new messages than the bound, each of them pending, the one-shot
+    defers without counting the archive's backlog: ``documents.deferred`` names the stored messages
+    (3 here, while the archive holds 2 pending) and nothing is indexed."""
+    from maild.service.oneshot import _index_documents
+
+    db = tmp_path / "maild.sqlite3"
+    await build_archive(db, [("anna-pop", pop(1), invoice(1)), ("anna-pop", pop(2), invoice(2))])
+
+    async with await Store.open(db) as store:
+        with capture_logs() as logs:
+            await _index_documents(store, bound=2, stored=3)
+    assert pending(db) == 2
+    (deferred,) = [e for e in logs if e["event"] == "documents.deferred"]
+    assert (deferred["pending"], deferred["limit"]) == (3, 2)
