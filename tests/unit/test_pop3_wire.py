@@ -294,6 +294,29 @@ def test_decoder_random_messages_round_trip() -> None:
     assert [r.body for r in decode(chunks, [True] * len(bodies))] == bodies
 
 
+@pytest.mark.parametrize("take", [False, True])
+@pytest.mark.parametrize("max_stuffed", [0, 1, 3, wire.MAX_STUFFED_LINES])
+def test_decoder_unstuffs_by_offsets_or_by_replace_alike(
+    monkeypatch: pytest.MonkeyPatch, take: bool, max_stuffed: int
+) -> None:
+    """Random messages full of dots come out the same whether their stuffing dots are left out by
+    remembered offsets (copied once, or moved within the buffer handed out) or, past
+    ``MAX_STUFFED_LINES``, by ``replace``; randomly chunked."""
+    monkeypatch.setattr(wire, "MAX_STUFFED_LINES", max_stuffed)
+    if take:
+        monkeypatch.setattr(wire, "TAKE_BUFFER_OCTETS", 1)
+    rng = random.Random(2449 + max_stuffed)
+    alphabet = [b".", b"\r\n", b"\r", b"\n", b"a", b" ", b"..", b"\r\n.\r\n", b"\r\n..", b"\r\n..."]
+    bodies = []
+    for _ in range(200):
+        body = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        bodies.append(body + b"\r\n" if body else body)
+    stream = b"".join(b"+OK\r\n" + stuff(b) for b in bodies)
+    cuts = sorted(rng.sample(range(len(stream)), 300))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    assert [bytes(r.body or b"") for r in decode(chunks, [True] * len(bodies))] == bodies
+
+
 def test_decoder_garbage_status_line() -> None:
     """A reply that does not start with a status indicator raises ProtocolError."""
     decoder = ReplyDecoder()
@@ -376,6 +399,17 @@ def test_decoder_large_unstuffed_body_is_the_buffer_itself() -> None:
     assert decoder.next_reply(multiline=True) is None
     decoder.feed(b"\r\n.\r\n")
     assert decoder.next_reply(multiline=True) == Reply(StatusLine(True, None, ""), b"Subject: next\r\n\r\n")
+
+
+def test_decoder_large_body_with_few_stuffed_lines_is_unstuffed_in_its_buffer() -> None:
+    """A 25 MB message with three stuffed lines is un-stuffed within the receive buffer handed out
+    (peak about one copy of it, not two), octet-exact."""
+    body = b".first\r\n" + (b"y" * 998 + b"\r\n") * 12_500 + b".mid\r\n" + (b"z" * 998 + b"\r\n") * 12_500
+    body += b"..last\r\n"
+    _, reply, peak = decode_first_measured(b"+OK\r\n" + stuff(body))
+    assert reply is not None
+    assert reply.body == body
+    assert peak < 1.3 * len(body)
 
 
 @pytest.mark.parametrize("split", [1, 7, 4096, 2**20 + 3])

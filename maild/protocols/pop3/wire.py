@@ -54,6 +54,10 @@ TAKE_BUFFER_OCTETS = 2**20
 """A multi-line body of at least this many octets, with less than this after it in the receive buffer,
 is handed out as the receive buffer itself instead of a copy (see ``ReplyDecoder._take_body``)."""
 _UNSTUFFED = b"\r\n."
+MAX_STUFFED_LINES = 1024
+"""Most byte-stuffed lines of one body whose dots are remembered while it is scanned (their offsets,
+about 36 KiB at most), so that un-stuffing copies the body once (a small body) or moves it within its
+own buffer (a large one); a body with more is un-stuffed by one ``replace``, a second copy."""
 # RFC 2449 section 8: resp-code = "[" resp-level *("/" resp-level) "]", rchar = %x21-2E / %x30-5C / %x5E-7F.
 _RESP_CODE_RE = re.compile(r"\[([\x21-\x2e\x30-\x5c\x5e-\x7e]+(?:/[\x21-\x2e\x30-\x5c\x5e-\x7e]+)*)\]")
 _STATUS_RE = re.compile(rb"(\+OK|-ERR)(?:[ \t]+(.*))?", re.IGNORECASE | re.DOTALL)
@@ -96,6 +100,19 @@ def _line_dot(buf: bytearray, pos: int) -> int:
         pos = dot - 1
         if misses > DENSE_DOTS_MISSES and dot - start < misses * DENSE_DOTS_OCTETS:
             return buf.find(_UNSTUFFED, pos)
+
+
+def _kept_spans(start: int, stop: int, dots: list[int]) -> list[tuple[int, int]]:
+    """The spans ``[a, b)`` of ``start:stop`` that remain when the octets at the offsets ``dots``
+    (ascending; those outside ``start:stop`` are ignored) are left out: un-stuffing by offsets."""
+    spans: list[tuple[int, int]] = []
+    a = start
+    for dot in dots:
+        if start <= dot < stop:
+            spans.append((a, dot))
+            a = dot + 1
+    spans.append((a, stop))
+    return spans
 
 
 def _show(line: bytes) -> str:
@@ -194,12 +211,14 @@ class ReplyDecoder:
     argument) or not. Replies come out in the order they were sent (RFC 2449 section 6.6).
 
     Efficiency: one :meth:`bytearray.find` pass per body finds every line starting with "." (resuming
-    where the last search ended), which tells the terminator and whether the body is byte-stuffed;
-    un-stuffing is then one :meth:`bytes.replace`, skipped for bodies without a stuffed line. No
-    per-line Python loop; lines of any length work.
+    where the last search ended), which tells the terminator and whether the body is byte-stuffed,
+    and remembers where the stuffing dots are (up to :data:`MAX_STUFFED_LINES`): un-stuffing leaves
+    them out while the body is copied out of the receive buffer (no second copy), or moves the octets
+    within the buffer handed out as a large body; one :meth:`bytes.replace` only for bodies with more
+    stuffed lines. No per-line Python loop; lines of any length work.
 
     Memory: while a reply of N octets is decoded, at most about 2N octets are held (the receive buffer
-    and the extracted body; the buffer is released before un-stuffing makes its copy).
+    and the extracted body); a body handed out as the buffer itself, about N, also when un-stuffed.
 
     Args:
         max_reply_octets: cap on one reply, in octets (status line, body, terminator, before un-stuffing).
@@ -222,6 +241,7 @@ class ReplyDecoder:
         self._status_end = 0  # index just after the status line's CRLF
         self._scan_from = 0  # where the next terminator search starts
         self._stuffed = False  # a line of the reply at the head of the buffer is byte-stuffed
+        self._dots: list[int] | None = []  # offsets of the stuffing dots; None: more than the cap
 
     @property
     def buffered_octets(self) -> int:
@@ -300,11 +320,18 @@ class ReplyDecoder:
             body_start += 1  # the first line has no preceding CRLF for replace() to see
         if term + 2 - body_start >= TAKE_BUFFER_OCTETS and len(buf) - end < TAKE_BUFFER_OCTETS:
             return Reply(status, self._take_body(body_start, term + 2, end))
-        stuffed = self._stuffed
+        stuffed, dots = self._stuffed, self._dots
         with memoryview(buf) as view:
-            raw = view[body_start : term + 2].tobytes()
-        self._consume(end)  # frees the receive buffer before un-stuffing copies the body
-        return Reply(status, raw.replace(_STUFFED, _UNSTUFFED) if stuffed else raw)
+            if not stuffed:
+                raw = view[body_start : term + 2].tobytes()
+            elif dots is not None:  # one copy, leaving out each stuffing dot
+                parts = [view[a:b] for a, b in _kept_spans(body_start, term + 2, dots)]
+                raw = b"".join(parts)
+                del parts
+            else:
+                raw = view[body_start : term + 2].tobytes().replace(_STUFFED, _UNSTUFFED)
+        self._consume(end)
+        return Reply(status, raw)
 
     def _find_terminator(self, buf: bytearray) -> int:
         """Index of the terminator's CRLF in ``buf``, or -1 when it has not arrived yet.
@@ -327,6 +354,12 @@ class ReplyDecoder:
                 return -1
             if after[:1] == b".":
                 self._stuffed = True
+                dots = self._dots
+                if dots is not None:
+                    if len(dots) < MAX_STUFFED_LINES:
+                        dots.append(hit + 2)
+                    else:
+                        self._dots = None
             pos = hit + 3
 
     def _take_body(self, start: int, stop: int, end: int) -> bytes:
@@ -335,19 +368,30 @@ class ReplyDecoder:
 
         Cutting the head off a bytearray only moves its start; cutting the tail shrinks it in place.
         Returns a bytearray (typed ``bytes``: it supports everything the consumers use and is
-        never modified afterwards); un-stuffing copies only when a line was stuffed.
+        never modified afterwards). Un-stuffing moves the octets after each stuffing dot down within
+        the same buffer (one pass, no second buffer of the message's size), unless the body had more
+        than :data:`MAX_STUFFED_LINES` stuffed lines (then one ``replace``, a copy).
         """
         buf = self._buf
-        stuffed = self._stuffed
+        stuffed, dots = self._stuffed, self._dots
         self._buf = bytearray(buf[end:])
         self._status = None
         self._status_end = 0
         self._scan_from = 0
         self._stuffed = False
+        self._dots = []
         del buf[stop:]
         del buf[:start]
-        if stuffed:
+        if stuffed and dots is None:
             buf = buf.replace(_STUFFED, _UNSTUFFED)
+        elif stuffed and dots:
+            spans = _kept_spans(0, len(buf), [d - start for d in dots])
+            write = spans[0][1]
+            with memoryview(buf) as view:
+                for a, b in spans[1:]:
+                    view[write : write + b - a] = view[a:b]  # overlapping: memmove
+                    write += b - a
+            del buf[write:]
         return cast(bytes, buf)
 
     def replies(self, *, multiline: bool) -> Iterator[Reply]:
@@ -368,6 +412,7 @@ class ReplyDecoder:
         self._status_end = 0
         self._scan_from = 0
         self._stuffed = False
+        self._dots = []
 
     def _too_large(self) -> ProtocolError:
         return ProtocolError(
