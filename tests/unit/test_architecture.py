@@ -53,6 +53,7 @@ IO_MODULES = frozenset(
 
 WIRE_MODULES = (
     "maild.protocols.pop3.wire",
+    "maild.protocols.pop3.listings",
     "maild.protocols.imap.wire",
     "maild.protocols.imap.lex",
     "maild.protocols.imap.fetch",

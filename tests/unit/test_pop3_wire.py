@@ -9,14 +9,12 @@ import pytest
 
 from maild.errors import ProtocolError
 from maild.protocols.pop3 import wire
+from maild.protocols.pop3.listings import parse_capa, parse_scan_listing, parse_uidl_listing
 from maild.protocols.pop3.wire import (
     Reply,
     ReplyDecoder,
     StatusLine,
-    parse_capa,
-    parse_scan_listing,
     parse_status_line,
-    parse_uidl_listing,
 )
 
 # -- helpers -------------------------------------------------------------------------------------------

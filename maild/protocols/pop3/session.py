@@ -41,7 +41,7 @@ from maild.errors import (
     TransientError,
 )
 from maild.model import ServerSettings
-from maild.protocols.pop3 import wire
+from maild.protocols.pop3 import listings, wire
 from maild.protocols.pop3.auth import authenticate
 from maild.protocols.progress import ProgressFloor
 from maild.protocols.tls import client_context
@@ -97,7 +97,7 @@ class _POP3SSL(poplib.POP3_SSL):
 class Listing:
     """Result of the inventory step: UIDL listing (None when refused, with the refusal) and scan listing."""
 
-    uidl: wire.UIDLListing | None
+    uidl: listings.UIDLListing | None
     uidl_refusal: str
     sizes: dict[int, int]
     uidl_status: wire.StatusLine | None = None
@@ -312,7 +312,7 @@ class POP3Session:
                 if error is not None:
                     raise error  # outside any except block: no chain back to poplib's frames
         capa = self.exchange(["CAPA"], multiline=True, pipelined=False)[0]
-        self.caps = wire.parse_capa(capa.body) if capa.body is not None else {}
+        self.caps = listings.parse_capa(capa.body) if capa.body is not None else {}
         self._take_over(pop)
 
     def _take_over(self, pop: poplib.POP3) -> None:
@@ -339,7 +339,7 @@ class POP3Session:
         """The SASL mechanisms of CAPA in the AUTHORIZATION state (after STLS: RFC 2595 section 4 says
         to discard capabilities learnt before TLS); empty when the server has no CAPA."""
         capa = self.exchange(["CAPA"], multiline=True, pipelined=False)[0]
-        return sasl.pop3_mechanisms(wire.parse_capa(capa.body) if capa.body is not None else {})
+        return sasl.pop3_mechanisms(listings.parse_capa(capa.body) if capa.body is not None else {})
 
     def where(self) -> str:
         """``account 'NAME': POP3 HOST:PORT``, the start of every error message."""
@@ -493,10 +493,10 @@ class POP3Session:
                 raise self.protocol_error(
                     "LIST refused", line=scan.status.render(), standard="RFC 1939 section 5"
                 )
-            sizes = wire.parse_scan_listing(scan.body)
+            sizes = listings.parse_scan_listing(scan.body)
             if uidl.body is None:
                 return Listing(None, self.redact(uidl.status.render()), sizes, uidl.status)
-            return Listing(wire.parse_uidl_listing(uidl.body), "", sizes)
+            return Listing(listings.parse_uidl_listing(uidl.body), "", sizes)
 
     def quit(self) -> wire.StatusLine:
         """QUIT (RFC 1939 section 6), then close the socket whatever happened."""

@@ -1,7 +1,8 @@
 """Sans-I/O POP3 reply parsing: bytes in, typed values or :class:`~maild.errors.ProtocolError` out.
 
-Nothing here touches a socket. The adapter (:mod:`.maildrop`) reads bytes from the server, feeds
-them to a :class:`ReplyDecoder`, and turns the resulting :class:`Reply` values into maild's model.
+Nothing here touches a socket. The session (:mod:`.session`) reads bytes from the server, feeds
+them to a :class:`ReplyDecoder`, and turns the resulting :class:`Reply` values into maild's model; the
+bodies of listings (UIDL, LIST, CAPA) are parsed by :mod:`.listings`.
 
 Standards: RFC 1939 (POP3: status indicators section 3, byte-stuffing section 3, LIST section 5, UIDL
 section 7), RFC 2449 (CAPA section 5, response codes section 8, PIPELINING section 6.6), RFC 3206 (the
@@ -13,7 +14,7 @@ Errors raised here carry no account name (this layer does not know it); the adap
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -22,24 +23,16 @@ from maild.errors import ProtocolError
 __all__ = [
     "DEFAULT_MAX_REPLY_OCTETS",
     "MAX_STATUS_LINE_OCTETS",
-    "MAX_UIDL_OCTETS",
+    "MAX_STUFFED_LINES",
     "TERMINATOR",
     "Reply",
     "ReplyDecoder",
     "StatusLine",
-    "UIDLListing",
-    "parse_capa",
-    "parse_scan_listing",
     "parse_status_line",
-    "parse_uidl_listing",
 ]
 
 TERMINATOR = b"\r\n.\r\n"
 """End of a multi-line reply: CRLF, a line holding a single ".", CRLF (RFC 1939 section 3)."""
-
-MAX_UIDL_OCTETS = 70
-"""Longest unique-id listing the RFC allows, in octets (RFC 1939 section 7). Informational: longer ones
-are accepted, because rejecting them would make those messages unreachable."""
 
 MAX_STATUS_LINE_OCTETS = 8192
 """Longest status line accepted, in octets without CRLF. RFC 2449 section 4 allows 512 octets including
@@ -61,14 +54,6 @@ own buffer (a large one); a body with more is un-stuffed by one ``replace``, a s
 # RFC 2449 section 8: resp-code = "[" resp-level *("/" resp-level) "]", rchar = %x21-2E / %x30-5C / %x5E-7F.
 _RESP_CODE_RE = re.compile(r"\[([\x21-\x2e\x30-\x5c\x5e-\x7e]+(?:/[\x21-\x2e\x30-\x5c\x5e-\x7e]+)*)\]")
 _STATUS_RE = re.compile(rb"(\+OK|-ERR)(?:[ \t]+(.*))?", re.IGNORECASE | re.DOTALL)
-_UIDL_BAD_OCTETS = re.compile(rb"[\x00-\x20\x7f]")
-# Fast paths for listings in the usual shape (one ``msgnum SP field CRLF`` per line, nothing else);
-# anything else goes through the line-by-line parsers, which accept the same and explain errors.
-_UIDL_LINE = rb"(0*[1-9][0-9]*) ([^\x00-\x20\x7f]+)\r\n"
-_UIDL_BODY = re.compile(rb"(?:0*[1-9][0-9]* [^\x00-\x20\x7f]+\r\n)*")
-_UIDL_LINES = re.compile(_UIDL_LINE)
-_SCAN_BODY = re.compile(rb"(?:0*[1-9][0-9]* [0-9]+\r\n)*")
-_SCAN_LINES = re.compile(rb"(0*[1-9][0-9]*) ([0-9]+)\r\n")
 
 
 DENSE_DOTS_OCTETS = 64
@@ -418,139 +403,3 @@ class ReplyDecoder:
         return ProtocolError(
             f"POP3 reply larger than the cap of {self._max_reply} octets", standard="RFC 1939 section 3"
         )
-
-
-def _listing_lines(
-    body: bytes, what: str, standard: str, valid: Callable[[list[bytes]], bool]
-) -> Iterator[tuple[int, bytes]]:
-    """Yield (msgnum, the first field after it) for each non-blank line of a listing body.
-
-    ``what`` names the line in errors (e.g. ``"scan listing"``), ``standard`` the RFC section, and
-    ``valid`` judges the fields after the message-number.
-
-    Raises:
-        ProtocolError: a message-number that is not a positive decimal or repeats, or fields that
-            ``valid`` refuses.
-    """
-    seen: set[int] = set()
-    for line in body.split(_CRLF):
-        fields = line.split()
-        if not fields:
-            continue
-        if not fields[0].isdigit() or int(fields[0]) < 1:
-            raise ProtocolError("malformed message-number in listing", line=_show(line))
-        msgnum, rest = int(fields[0]), fields[1:]
-        if not valid(rest):
-            raise ProtocolError(
-                f"malformed {what} for message {msgnum}",
-                line=_show(b" ".join([str(msgnum).encode(), *rest])),
-                standard=standard,
-            )
-        if msgnum in seen:
-            raise ProtocolError(f"message-number {msgnum} listed twice", standard=standard)
-        seen.add(msgnum)
-        yield msgnum, rest[0]
-
-
-@dataclass(frozen=True, slots=True)
-class UIDLListing:
-    """A parsed UIDL listing.
-
-    Attributes:
-        uidl_by_msgnum: mapping of message-number (1-based, this session only) to unique-id listing, in
-            listing order. Duplicated uidls are included here.
-        duplicates: mapping of each uidl that appears more than once to the message-numbers carrying it,
-            ascending. Such messages cannot be addressed by uidl; the adapter leaves them out.
-    """
-
-    uidl_by_msgnum: Mapping[int, str]
-    duplicates: Mapping[str, tuple[int, ...]]
-
-
-def parse_uidl_listing(body: bytes) -> UIDLListing:
-    """Parse the body of a multi-line UIDL reply.
-
-    Args:
-        body: un-stuffed lines ``msgnum SP uidl CRLF`` as returned in :attr:`Reply.body`.
-
-    Returns:
-        The listing. A uidl is decoded as Latin-1, so any octet except whitespace and controls survives and
-        ``uidl.encode("latin-1")`` gives back the wire octets. Length is not checked (RFC 1939 says at most
-        70 octets; longer ones are accepted). Blank lines are skipped.
-
-    Standard: RFC 1939 section 7 (uidl = 1*70 octets in 0x21-0x7E; unique within the maildrop).
-
-    Raises:
-        ProtocolError: a line lacks a uidl, has more than two fields, has a message-number that is not a
-            positive decimal or repeats one, or its uidl contains a control octet.
-    """
-    if _UIDL_BODY.fullmatch(body):
-        pairs = _UIDL_LINES.findall(body)
-        fast = {int(n): u.decode("latin-1") for n, u in pairs}
-        if len(fast) == len(pairs) and len(set(fast.values())) == len(fast):  # no repeats
-            return UIDLListing(uidl_by_msgnum=fast, duplicates={})
-    uidl_by_msgnum: dict[int, str] = {}
-    msgnums_by_uidl: dict[str, list[int]] = {}
-    lines = _listing_lines(
-        body,
-        "UIDL listing line",
-        "RFC 1939 section 7",
-        lambda rest: len(rest) == 1 and not _UIDL_BAD_OCTETS.search(rest[0]),
-    )
-    for msgnum, uidl_octets in lines:
-        uidl = uidl_octets.decode("latin-1")
-        uidl_by_msgnum[msgnum] = uidl
-        msgnums_by_uidl.setdefault(uidl, []).append(msgnum)
-    duplicates = {u: tuple(sorted(ns)) for u, ns in msgnums_by_uidl.items() if len(ns) > 1}
-    return UIDLListing(uidl_by_msgnum=uidl_by_msgnum, duplicates=duplicates)
-
-
-def parse_scan_listing(body: bytes) -> dict[int, int]:
-    """Parse the body of a multi-line LIST reply.
-
-    Args:
-        body: un-stuffed lines ``msgnum SP octets [SP anything] CRLF``.
-
-    Returns:
-        Mapping of message-number to size in octets, in listing order. Blank lines are skipped; fields
-        after the size are ignored (RFC 1939 section 5 allows them).
-
-    Standard: RFC 1939 section 5 (LIST, scan listing).
-
-    Raises:
-        ProtocolError: a line lacks the size, a number is not a non-negative decimal, or a
-            message-number repeats.
-    """
-    if _SCAN_BODY.fullmatch(body):
-        pairs = _SCAN_LINES.findall(body)
-        fast = {int(n): int(octets) for n, octets in pairs}
-        if len(fast) == len(pairs):  # no message-number repeats
-            return fast
-    sizes: dict[int, int] = {}
-    lines = _listing_lines(
-        body, "scan listing", "RFC 1939 section 5", lambda rest: bool(rest) and rest[0].isdigit()
-    )
-    for msgnum, octets in lines:
-        sizes[msgnum] = int(octets)
-    return sizes
-
-
-def parse_capa(body: bytes) -> dict[str, tuple[str, ...]]:
-    """Parse the body of a multi-line CAPA reply.
-
-    Args:
-        body: un-stuffed lines ``capa-tag *(SP param) CRLF``.
-
-    Returns:
-        Mapping of upper-cased capability name (tags are case-insensitive) to its parameters as sent,
-        e.g. ``{"PIPELINING": (), "SASL": ("PLAIN", "LOGIN"), "UIDL": ()}``. Blank lines are skipped;
-        non-ASCII octets become U+FFFD. A repeated tag keeps the last parameters.
-
-    Standard: RFC 2449 section 5 (CAPA) and section 6 (initial capabilities).
-    """
-    caps: dict[str, tuple[str, ...]] = {}
-    for line in body.split(_CRLF):
-        fields = line.decode("ascii", "replace").split()
-        if fields:
-            caps[fields[0].upper()] = tuple(fields[1:])
-    return caps
