@@ -31,10 +31,10 @@ Standard: RFC 1939 section 7 (UIDL optional; TOP), RFC 5322 sections 2.1 (header
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from maild.message import header_fields
 from maild.model import CONTENT_KEY_PREFIX
 
 __all__ = [
@@ -62,8 +62,9 @@ MAX_HEADER_OCTETS = 256 * 1024
 """A header section longer than this, in octets, is not used as an identity (the content is)."""
 
 _EMPTY_LINE = b"\r\n\r\n"
-_MESSAGE_ID_RE = re.compile(rb"^message-id[ \t]*:[ \t]*\S", re.IGNORECASE | re.MULTILINE)
-_RECEIVED_RE = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_DISTINCTIVE_FIELDS = (b"message-id", b"received")
+_NOT_A_VALUE = b"\r\n\x0b\x0c"
+"""Octets that, first after the colon and blanks, mean a field has no value on its first line."""
 
 
 def is_digest_key(uidl: str) -> bool:
@@ -78,6 +79,10 @@ def is_content_key(uidl: str) -> bool:
 
 def header_section(data: bytes) -> bytes | None:
     """The header section of a message or of a ``TOP n 0`` reply body, including its last CRLF.
+
+    Not :func:`maild.message.scan_header`: an identity is the digest of exactly these octets, and the
+    shared scanner also ends a header section at an empty line of bare LFs, which would change the
+    identities of messages already archived under ``"hdr:"`` keys.
 
     Args:
         data: un-stuffed message octets, CRLF line endings.
@@ -98,10 +103,22 @@ def header_section(data: bytes) -> bytes | None:
 def distinctive(header: bytes) -> bool:
     """Whether a header section identifies its message: a Message-ID with a value and a Received field.
 
+    A Message-ID field has a value when something other than white space follows its colon and blanks
+    on the field's first line. Fields are found by the shared scanner,
+    :func:`maild.message.header_fields` (case-insensitive names at a line start, RFC 5322 section 2.2).
+
     Args:
         header: a header section as returned by :func:`header_section`.
     """
-    return bool(_MESSAGE_ID_RE.search(header)) and bool(_RECEIVED_RE.search(header))
+    fields = header_fields(header, _DISTINCTIVE_FIELDS)
+    if not any(name == b"received" for name, _ in fields):
+        return False
+    for name, body in fields:
+        if name == b"message-id":
+            value = body.lstrip(b" \t")
+            if value and value[0] not in _NOT_A_VALUE:
+                return True
+    return False
 
 
 def header_key(header: bytes, size_octets: int) -> str:
