@@ -359,7 +359,7 @@ class ReplyDecoder:
         """
         buf = self._buf
         stuffed, dots = self._stuffed, self._dots
-        self._buf = bytearray(buf[end:])
+        self._buf = buf[end:]  # a slice of a bytearray is a new bytearray: one copy of the rest
         self._status = None
         self._status_end = 0
         self._scan_from = 0
