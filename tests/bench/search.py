@@ -2,6 +2,7 @@
 
     python3 -m tests.bench.search                      # 100,000 messages (about 10 minutes on 2 cores)
     python3 -m tests.bench.search --messages 5000      # a quick run
+    python3 -m tests.bench.search --messages 0         # the fetch-path figures only (no query archive)
 
 Three measurements (figures go into docs/performance.md, "Full-text search"):
 
@@ -271,6 +272,8 @@ def main() -> None:
     messages = fetch_messages(args.corpus)
     extraction_cost(messages, fetch_cpu_s)
     asyncio.run(store_cost(args.dir, messages, fetch_cpu_s))
+    if not args.messages:  # --messages 0: the fetch-path figures only
+        return
     db = args.dir / f"archive-{args.messages}.sqlite3"
     if not db.exists():
         args.dir.mkdir(parents=True, exist_ok=True)
