@@ -15,7 +15,7 @@ import email.utils
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 from maild.model import HeaderSummary
 
@@ -173,43 +173,8 @@ def _decode_field(value: bytes) -> str:
     return " ".join(decoded.split())
 
 
-_MONTHS = {
-    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6,
-    "jul": 7, "aug": 8, "sep": 9, "oct": 10, "nov": 11, "dec": 12,
-}  # fmt: skip
-_DATE_RE = re.compile(
-    r"(?:[A-Za-z]{3}, ?)?(\d{1,2}) ([A-Za-z]{3}) ([1-9]\d{3})"
-    r" (\d{2}):(\d{2})(?::(\d{2}))? ([+-])(\d{2})(\d{2})"
-)
-"""The common form of RFC 5322 section 3.3 (``Mon, 2 Mar 2026 09:00:00 +0100``, four-digit year,
-numeric zone), read without the stdlib's general parser (``email.utils``: about 8 % of the store
-path's Python work); everything else goes to the stdlib, with the same results
-(tests/unit/test_message_parse.py)."""
-
-
-def _parse_common_date(value: str) -> datetime | None:
-    """:func:`parse_date` for :data:`_DATE_RE`'s form; None when ``value`` is not of that form."""
-    m = _DATE_RE.fullmatch(value)
-    month = _MONTHS.get(m.group(2).lower()) if m else None
-    if m is None or month is None:
-        return None
-    offset = int(m.group(8)) * 3600 + int(m.group(9)) * 60
-    try:
-        zone = timezone(timedelta(seconds=-offset if m.group(7) == "-" else offset))
-        moment = datetime(
-            int(m.group(3)), month, int(m.group(1)),
-            int(m.group(4)), int(m.group(5)), int(m.group(6) or 0), tzinfo=zone,
-        )  # fmt: skip
-        return moment.astimezone(UTC)
-    except (OverflowError, ValueError):
-        return None  # the stdlib decides (it fails the same way)
-
-
 def parse_date(value: str) -> datetime | None:
     """Parse an RFC 5322 section 3.3 date-time; return it in UTC, or None when unparseable."""
-    common = _parse_common_date(value)
-    if common is not None:
-        return common
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

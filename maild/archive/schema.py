@@ -278,11 +278,7 @@ _MIGRATIONS: dict[int, str] = {
 
 def utc_text(moment: datetime) -> str:
     """Format an aware datetime as ISO 8601 in UTC with a ``Z`` suffix, e.g. ``2026-11-30T09:00:00Z``."""
-    t = moment.astimezone(UTC)
-    if t.year < 1000:  # strftime's %Y does not pad such years: keep its exact text
-        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-    # formatted by hand: strftime was 2-3 % of the store path's Python work (one per message)
-    return f"{t.year}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_utc(text: str) -> datetime:
