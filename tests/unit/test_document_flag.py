@@ -123,3 +123,24 @@ async def test_upgrading_a_schema_12_archive_keeps_its_messages_and_indexes_the_
             "Rechnung"
         ]
         assert reader.index_coverage() == (2, 2)
+
+
+async def test_the_one_shot_bound_counts_messages_with_documents_not_all_messages(
+    tmp_path: Path, documents_extra: None
+) -> None:
+    """Steps: archive 5 letters and 1 message with a PDF; the one-shot's indexing step with a bound of 1
+    indexes the PDF (6 new messages, but only 1 with documents), nothing deferred or pending."""
+    from structlog.testing import capture_logs
+
+    from maild.service.oneshot import _index_documents
+
+    db = tmp_path / "maild.sqlite3"
+    items = [("anna-pop", pop(n), letter(n)) for n in range(5)] + [("anna-pop", pop(9), _invoice(9))]
+    await build_archive(db, items)
+    async with await Store.open(db) as store:
+        with capture_logs() as logs:
+            await _index_documents(store, bound=1)
+        assert await store.documents_pending() == 0
+    assert not [e for e in logs if e["event"] == "documents.deferred"]
+    (indexed,) = [e for e in logs if e["event"] == "documents.indexed"]
+    assert (indexed["messages"], indexed["documents"]) == (1, 1)
