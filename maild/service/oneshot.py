@@ -107,35 +107,28 @@ def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]
     return [a for a in config.accounts.values() if a.enabled]
 
 
-#: Most messages whose attachment text a one-shot ``maild fetch`` extracts after its cycles (200). A
-#: larger backlog (the first fetch of a big mailbox: every message is read again and every PDF/Office
-#: attachment goes through the worker, seconds to minutes of CPU) is left pending for the daemon's
-#: background indexer or ``maild reindex``, and one line says so: the fetch itself stays a fetch.
-ONESHOT_DOCUMENT_MESSAGES = 200
+#: Most messages with PDF/Office attachments (``messages.has_documents``, schema 13) whose attachment text
+#: a one-shot ``maild fetch`` extracts after its cycles (50): messages without documents are not read
+#: again, so the inline work is bounded by documents (each 1-40 ms of the worker's CPU, up to its
+#: timeout when hostile). A larger backlog (the first fetch of a big mailbox) is left pending for the
+#: daemon's background indexer or ``maild reindex``, and one line says so: the fetch stays a fetch.
+ONESHOT_DOCUMENT_MESSAGES = 50
 
 
-async def _index_documents(store: Store, bound: int = ONESHOT_DOCUMENT_MESSAGES, stored: int = 0) -> None:
+async def _index_documents(store: Store, bound: int = ONESHOT_DOCUMENT_MESSAGES) -> None:
     """With the ``documents`` extra: add the text of the PDF and Office attachments of what was just
     fetched (and anything else pending) to the index, as the daemon's background indexer would, when
     at most ``bound`` messages are pending; a larger backlog is left pending (``documents.deferred``).
-    An unreadable attachment is logged (``documents.failed``) and never fails the fetch.
-
-    ``stored``: messages this run stored anew. Each is pending (its attachments were never looked at),
-    so more than ``bound`` of them is a backlog without asking the archive: the count (a query over
-    every message, and the indexer's imports: about 30 ms of CPU after the 2,000-message fetch) is
-    skipped, and ``documents.deferred`` names them as ``pending`` (a lower bound then)."""
+    An unreadable attachment is logged (``documents.failed``) and never fails the fetch."""
     from maild.archive.document_text import available  # only after new mail: the one-shot start stays cheap
 
     if not available():
         return
-    if stored > bound:
-        waiting = stored
-    else:
-        try:
-            waiting = await store.documents_pending()
-        except StoreError as exc:
-            log.warning("documents.store-failed", error=str(exc))
-            return
+    try:
+        waiting = await store.documents_pending()
+    except StoreError as exc:
+        log.warning("documents.store-failed", error=str(exc))
+        return
     if waiting > bound:
         log.warning(
             "documents.deferred",
@@ -175,7 +168,8 @@ async def fetch_once(
         StoreError: the archive cannot be opened.
 
     With the ``documents`` extra, the attachment text of new messages is indexed after the cycles
-    (:mod:`maild.archive.document_index`) when at most :data:`ONESHOT_DOCUMENT_MESSAGES` are pending.
+    (:mod:`maild.archive.document_index`) when at most :data:`ONESHOT_DOCUMENT_MESSAGES` messages with
+    documents are pending.
 
     Cancellation: running cycles are cancelled (their sessions aborted: committed batches stay
     committed, nothing uncommitted is deleted on a server); the archive is closed and the thread
@@ -208,9 +202,8 @@ async def fetch_once(
                 results = list(await asyncio.gather(*(one(a) for a in accounts)))
             finally:
                 await sessions.drop_all()
-            stored = sum(r.result.new_messages for r in results if r.result is not None)
-            if stored:
-                await _index_documents(store, stored=stored)
+            if any(r.result is not None and r.result.new_messages for r in results):
+                await _index_documents(store)
             return results
         finally:
             await store.close()
