@@ -95,6 +95,14 @@ and 120 MB peak; 8 MiB windows and batches 2.06-2.30 s and 85 MB; 4 MiB windows 
 2.8 s. (Those POP3 figures held whole windows in memory; since issue 19 a POP3 window is read in
 parts of about 1 MiB, so only IMAP holds up to a window before reading pauses.)"""
 
+HELD_BATCHES = 2
+"""Octets of messages a cycle may hold, in batch limits: the commit in flight and the batch being
+filled together. Without large messages a batch closes at about its limit, so this never waits; a
+message of many MB (counted at its size) that pushes the two past ``HELD_BATCHES`` limits makes the
+cycle wait for the commit in flight before it takes the next message, so a second large message is
+not received (and held) while the first is still being written (docs/performance.md, "Session 6:
+memory of one account")."""
+
 MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
 """Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
 a stand-in in tests."""
@@ -357,6 +365,7 @@ async def fetch_cycle(
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
     committing: asyncio.Future[None] | None = None
+    committing_octets = 0  # octets of the messages in the commit in flight
     batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
     order: list[MessageKey] = []  # the keys asked for, while retrieving
     arrived: set[MessageKey] = set()
@@ -411,9 +420,10 @@ async def fetch_cycle(
 
         async def start_commit(batch: list[RetrievedMessage]) -> None:
             """Commit ``batch`` in the background once the previous commit has returned."""
-            nonlocal committing
+            nonlocal committing, committing_octets
             await settle()
             committing = asyncio.ensure_future(commit(batch))
+            committing_octets = sum(len(m.raw) for m in batch)
 
         async def settle() -> None:
             """Wait for the commit in flight (if any); raise its error."""
@@ -446,6 +456,10 @@ async def fetch_cycle(
                         await start_commit(batch)
                         batch, pending_octets = [], 0
                         octets_limit = window_octets()
+                    elif committing is not None and (
+                        committing_octets + pending_octets >= HELD_BATCHES * octets_limit
+                    ):
+                        await settle()  # large messages: the commit's memory first (HELD_BATCHES)
                 if batch:
                     await start_commit(batch)
                     batch = []
