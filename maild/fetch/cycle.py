@@ -459,7 +459,9 @@ async def fetch_cycle(
                     elif committing is not None and (
                         committing_octets + pending_octets >= HELD_BATCHES * octets_limit
                     ):
-                        await settle()  # large messages: the commit's memory first (HELD_BATCHES)
+                        # large messages: the commit's memory first (HELD_BATCHES)
+                        log.debug("fetch.held.wait", octets=committing_octets + pending_octets)
+                        await settle()
                 if batch:
                     await start_commit(batch)
                     batch = []
