@@ -95,13 +95,14 @@ and 120 MB peak; 8 MiB windows and batches 2.06-2.30 s and 85 MB; 4 MiB windows 
 2.8 s. (Those POP3 figures held whole windows in memory; since issue 19 a POP3 window is read in
 parts of about 1 MiB, so only IMAP holds up to a window before reading pauses.)"""
 
-HELD_BATCHES = 2
+HELD_BATCHES = 3
 """Octets of messages a cycle may hold, in batch limits: the commit in flight and the batch being
-filled together. Without large messages a batch closes at about its limit, so this never waits; a
-message of many MB (counted at its size) that pushes the two past ``HELD_BATCHES`` limits makes the
-cycle wait for the commit in flight before it takes the next message, so a second large message is
-not received (and held) while the first is still being written (docs/performance.md, "Session 6:
-memory of one account")."""
+filled together. A batch closes at about its limit, so this is reached only when a commit in flight
+holds a message of several MB (counted at its size); the cycle then waits for that commit before it
+takes the next message, so a second large message is not received (and held) while the first is
+still being written. 2 waited for 25 of the 48 commits of the 2,000-message fetch (2-3 s of waiting
+on a loaded machine, overlap of network and commit lost); 3 waits for about 5 (0.25-0.4 s)
+(docs/performance.md, "Session 6: memory of one account")."""
 
 MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
 """Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
