@@ -269,9 +269,10 @@ class POP3Session:
         acct = s.account
         if s.tokens is not None:  # a token first: no connection is opened for a grant that is gone
             s.tokens.access_token()
-        ctx = client_context(s.ca_file)  # verifies certificate and host name; built once per CA file
+        # verifies certificate and host name; built once per CA file, and only for a session that uses TLS
+        ctx = client_context(s.ca_file) if s.tls != "none" else None
         try:
-            if s.tls == "implicit":
+            if ctx is not None and s.tls == "implicit":
                 pop: poplib.POP3 = _POP3SSL(s.host, s.port, s.timeout_s, ctx)
             else:
                 pop = _POP3(s.host, s.port, s.timeout_s)
