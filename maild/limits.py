@@ -31,7 +31,10 @@ MEMORY_BUDGET_OCTETS = 8 * 2**20
 """About how many message octets all running cycles together hold in batches, in octets (8 MiB:
 one account commits 4 MiB batches; was 32 MiB before issue 19, 16 MiB in session 4; measured in
 docs/performance.md: 8 MiB saves 6-8 MB of peak RSS for one account, 28 MB for 50, at no CPU cost
-the benchmark resolves; a POP3 RETR window keeps its own floor, which costs no memory).
+the benchmark resolves; a POP3 RETR window keeps its own floor, which costs no memory). Session 6
+measured 50 accounts with 8 and 16 MiB and with 2 or 3 transfer slots: the commits went from 540 to
+271 and the CPU did not move beyond the noise (most batches are set by a large message, not by this
+budget), so it stays 8 MiB (docs/performance.md, "Session 6: fifty accounts").
 
 A cycle commits one batch while the adapter reads the next (see :func:`maild.fetch.cycle.fetch_cycle`),
 so it holds at most two batches at a time, plus what the adapter has read and not handed over (POP3:
