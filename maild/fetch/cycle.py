@@ -60,7 +60,7 @@ from typing import Protocol
 
 import structlog
 
-from maild import policy
+from maild import limits, policy
 from maild.archive import failures as failures_store
 from maild.archive.maildir import CycleDelivery
 from maild.archive.move_guard import overlapping_moves
@@ -114,8 +114,8 @@ class TransferBudget(Protocol):
     has it): a transfer slot while it retrieves, and its share of the memory budget."""
 
     def transfer(self, host: str = "") -> AbstractAsyncContextManager[None]:
-        """Hold a transfer slot for the block (see :data:`maild.policy.MAX_TRANSFERS`); cycles of
-        one ``host`` hold at most :func:`maild.policy.transfer_share` of them."""
+        """Hold a transfer slot for the block (see :data:`maild.limits.MAX_TRANSFERS`); cycles of
+        one ``host`` hold at most :func:`maild.limits.transfer_share` of them."""
         ...
 
     def batch_octets(self, limit: int) -> int:
@@ -130,7 +130,7 @@ class _Alone:
         return contextlib.nullcontext()
 
     def batch_octets(self, limit: int) -> int:
-        return policy.batch_octets_share(limit, 1, policy.MEMORY_BUDGET_OCTETS, policy.MIN_BATCH_OCTETS)
+        return limits.batch_octets_share(limit, 1, limits.MEMORY_BUDGET_OCTETS, limits.MIN_BATCH_OCTETS)
 
 
 def utc_now() -> datetime:

@@ -6,6 +6,11 @@ between threads and connections (each ``wrap_socket`` makes its own TLS state), 
 file and rebuilt when that file changes (size or modification time) or after
 :data:`CONTEXT_MAX_AGE_S` seconds, so that an updated system CA store is picked up too.
 
+A context is built by one caller at a time: the others wait for it and share it. Before session 6 every
+session that missed the cache built its own, so 50 accounts logging in at once built 50 contexts side
+by side (about 2.3 s of CPU and, transiently, 42 MB: each holds its own copy of the CA store; see
+docs/performance.md, "Session 6: fifty accounts").
+
 Certificate and host name verification are those of ``ssl.create_default_context()``: always on.
 """
 
@@ -22,6 +27,9 @@ CONTEXT_MAX_AGE_S = 600.0
 """Longest a cached context is reused, in seconds."""
 
 _lock = threading.Lock()
+"""Guards :data:`_cache`; held only to read or write it."""
+_building = threading.Lock()
+"""Held while a context is built, so that concurrent callers wait for it instead of building their own."""
 _cache: dict[str | None, tuple[tuple[int, int] | None, float, ssl.SSLContext]] = {}
 
 
@@ -42,12 +50,22 @@ def client_context(ca_file: str | None) -> ssl.SSLContext:
         ssl.SSLError: ``ca_file`` holds no usable certificate.
     """
     stamp = _stamp(ca_file)
-    now = time.monotonic()
+    cached = _cached(ca_file, stamp)
+    if cached is not None:
+        return cached
+    with _building:
+        cached = _cached(ca_file, stamp)  # built by the caller this one waited for
+        if cached is not None:
+            return cached
+        context = ssl.create_default_context(cafile=ca_file)
+        with _lock:
+            _cache[ca_file] = (stamp, time.monotonic(), context)
+        return context
+
+
+def _cached(ca_file: str | None, stamp: tuple[int, int] | None) -> ssl.SSLContext | None:
     with _lock:
         cached = _cache.get(ca_file)
-        if cached is not None and cached[0] == stamp and now - cached[1] < CONTEXT_MAX_AGE_S:
+        if cached is not None and cached[0] == stamp and time.monotonic() - cached[1] < CONTEXT_MAX_AGE_S:
             return cached[2]
-    context = ssl.create_default_context(cafile=ca_file)
-    with _lock:
-        _cache[ca_file] = (stamp, now, context)
-    return context
+    return None

@@ -5,16 +5,16 @@ Every limit on what runs at once is held here, and nowhere else:
 * **cycles**: fetch cycles running at once, all accounts together (``max_concurrent_fetches``);
 * **connections per host**: sessions open at once to one server host, all accounts together
   (``max_connections_per_host``): fetch cycles, IMAP sessions kept between cycles, and IDLE
-  connections (these may use all but one, see :func:`maild.policy.connection_limit`);
-* **transfers**: cycles retrieving messages at once (:data:`maild.policy.MAX_TRANSFERS`), those of
-  one host at most :func:`maild.policy.transfer_share` of them;
+  connections (these may use all but one, see :func:`maild.limits.connection_limit`);
+* **transfers**: cycles retrieving messages at once (:data:`maild.limits.MAX_TRANSFERS`), those of
+  one host at most :func:`maild.limits.transfer_share` of them;
 * **memory**: the message octets all transferring cycles hold in batches
-  (:data:`maild.policy.MEMORY_BUDGET_OCTETS`), split among them
-  (:func:`maild.policy.batch_octets_share`).
+  (:data:`maild.limits.MEMORY_BUDGET_OCTETS`), split among them
+  (:func:`maild.limits.batch_octets_share`).
 
 The daemon's scheduler and the one-shot ``maild fetch`` (:mod:`maild.service.oneshot`) each build one
 ``Budgets`` and hand it to everything that connects or holds messages: the scheduler, the kept
-sessions, the IDLE watchers and every fetch cycle. The numbers are decided in :mod:`maild.policy`;
+sessions, the IDLE watchers and every fetch cycle. The numbers are decided in :mod:`maild.limits`;
 this module only counts. Not thread-safe: use from the process's one event loop.
 """
 
@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from maild import policy
+from maild import limits
 from maild.config.loader import DaemonConfig
 
 __all__ = ["Budgets"]
@@ -74,9 +74,9 @@ class Budgets:
         *,
         max_cycles: int,
         per_host: int,
-        max_transfers: int = policy.MAX_TRANSFERS,
-        memory_octets: int = policy.MEMORY_BUDGET_OCTETS,
-        min_batch_octets: int = policy.MIN_BATCH_OCTETS,
+        max_transfers: int = limits.MAX_TRANSFERS,
+        memory_octets: int = limits.MEMORY_BUDGET_OCTETS,
+        min_batch_octets: int = limits.MIN_BATCH_OCTETS,
     ) -> None:
         if min(max_cycles, per_host, max_transfers) < 1:
             raise ValueError("max_cycles, per_host and max_transfers must be at least 1")
@@ -143,7 +143,7 @@ class Budgets:
 
     def idle_allowed(self) -> bool:
         """Whether IDLE connections may be made at all (``per_host`` leaves them room)."""
-        return policy.connection_limit(self.per_host, idle=True) >= 1
+        return limits.connection_limit(self.per_host, idle=True) >= 1
 
     async def acquire_connection(self, host: str, *, idle: bool = False) -> None:
         """Hold one connection of ``host`` (any case); pair with :meth:`release_connection`.
@@ -154,14 +154,14 @@ class Budgets:
         Args:
             host: the server host.
             idle: for an IDLE connection: waits while the host holds ``per_host - 1`` connections
-                (:func:`maild.policy.connection_limit`); check :meth:`idle_allowed` first, else this
+                (:func:`maild.limits.connection_limit`); check :meth:`idle_allowed` first, else this
                 waits for good.
 
         Cancellation: at any await, no connection is held.
         """
         entry = self._host(host)
         key = host.lower()
-        limit = policy.connection_limit(self.per_host, idle=idle)
+        limit = limits.connection_limit(self.per_host, idle=idle)
         entry.waiting[limit] += 1
         try:
             while entry.in_use >= limit:
@@ -212,7 +212,7 @@ class Budgets:
         """Hold a transfer slot for the block: the cycle retrieves messages and holds octets.
 
         Waits while :attr:`max_transfers` cycles transfer, or while cycles of the same ``host`` (any
-        case) hold :func:`maild.policy.transfer_share` of them already, so that crawling transfers
+        case) hold :func:`maild.limits.transfer_share` of them already, so that crawling transfers
         of one server never hold every slot. A cycle with nothing to retrieve never asks.
         ``host`` empty: no per-host share (a cycle alone). Cancellation: while waiting, nothing is
         held; inside the block, the slot is given back.
@@ -222,7 +222,7 @@ class Budgets:
             share = self._host_transfers.get(key)
             if share is None:
                 share = self._host_transfers[key] = asyncio.Semaphore(
-                    policy.transfer_share(self.max_transfers)
+                    limits.transfer_share(self.max_transfers)
                 )
             per_host: contextlib.AbstractAsyncContextManager[Any] = share
         else:
@@ -241,5 +241,5 @@ class Budgets:
 
     def batch_octets(self, limit: int) -> int:
         """One cycle's batch limit now, in octets: its share of the memory budget among the cycles
-        transferring at this moment (:func:`maild.policy.batch_octets_share`), at most ``limit``."""
-        return policy.batch_octets_share(limit, self._transferring, self.memory_octets, self.min_batch_octets)
+        transferring at this moment (:func:`maild.limits.batch_octets_share`), at most ``limit``."""
+        return limits.batch_octets_share(limit, self._transferring, self.memory_octets, self.min_batch_octets)

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from maild.config.loader import DaemonConfig
-from maild.policy import MAX_TRANSFERS, MEMORY_BUDGET_OCTETS
+from maild.limits import MAX_TRANSFERS, MEMORY_BUDGET_OCTETS
 from maild.service.budget import Budgets
 
 

@@ -187,3 +187,29 @@ def test_the_unit_file_stops_restarting_on_exit_78() -> None:
     unit = (Path(__file__).parents[2] / "systemd" / "maild.service").read_text()
 
     assert re.search(r"^RestartPreventExitStatus=78$", unit, re.MULTILINE)
+
+
+def test_events_below_the_level_are_dropped_before_the_processors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At level info a debug event never reaches the time stamp or the redaction (the fetch path logs
+    several per batch); an info event goes through the whole chain and is written."""
+    import maild.log
+
+    seen: list[str] = []
+    real = maild.log.redact_secrets
+
+    def spy(logger: object, name: str, event: dict[str, object]) -> object:
+        seen.append(str(event["event"]))
+        return real(logger, name, event)
+
+    monkeypatch.setattr(maild.log, "redact_secrets", spy)
+    out_path = tmp_path / "log"
+    with out_path.open("w") as out:
+        configure_logging("info", fmt="json", stream=out)
+        log = structlog.get_logger("maild.test")
+        log.debug("fetch.commit.started", messages=3)
+        log.info("fetch.complete", account="anna-pop")
+        logging.getLogger().handlers[0].flush()
+    assert seen == ["fetch.complete"]
+    assert [json.loads(line)["event"] for line in out_path.read_text().splitlines()] == ["fetch.complete"]

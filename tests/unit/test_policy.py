@@ -21,9 +21,7 @@ from maild.policy import (
     SET_ASIDE_RETRY_S,
     THROTTLE_MIN_S,
     backoff_delay_s,
-    batch_octets_share,
     confirm_deletions,
-    connection_limit,
     deletion_refusal,
     in_flight,
     next_cycle_delay_s,
@@ -379,33 +377,6 @@ def test_reconnect_delay_doubles_and_is_capped() -> None:
     delays = [reconnect_delay_s(n) for n in range(1, 12)]
     assert delays[:4] == [RECONNECT_BASE_S, 2 * RECONNECT_BASE_S, 4 * RECONNECT_BASE_S, 8 * RECONNECT_BASE_S]
     assert max(delays) == RECONNECT_CAP_S == delays[-1]
-
-
-# -- shared limits ------------------------------------------------------------------------------------
-
-
-def test_the_memory_budget_is_split_among_transferring_cycles() -> None:
-    """Each of n transferring cycles gets budget / (2 n) octets, capped by its own limit, floored at the minimum."""
-    mib = 2**20
-    assert batch_octets_share(32 * mib, 1, 32 * mib, mib // 4) == 16 * mib
-    assert batch_octets_share(32 * mib, 4, 32 * mib, mib // 4) == 4 * mib
-    assert batch_octets_share(mib, 1, 32 * mib, mib // 4) == mib
-    assert batch_octets_share(32 * mib, 1000, 32 * mib, mib // 4) == mib // 4
-    assert batch_octets_share(1000, 1000, 32 * mib, mib // 4) == 1000
-
-
-def test_idle_connections_leave_one_connection_to_the_cycles() -> None:
-    """Cycles may use every connection of a host; IDLE connections all but one."""
-    assert connection_limit(8, idle=False) == 8
-    assert connection_limit(8, idle=True) == 7
-    assert connection_limit(1, idle=True) == 0
-
-
-def test_transfer_share_is_all_slots_but_one() -> None:
-    """One host may hold all transfer slots but one (at least one)."""
-    from maild.policy import transfer_share
-
-    assert [transfer_share(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 2, 3, 7]
 
 
 def failure_record(key: MessageKey, failures: int, last: datetime, *, retry: bool = False) -> FailureRecord:
