@@ -37,7 +37,7 @@ from maild.model import (
 )
 from maild.protocols.base import Maildrop
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import scan, status, wire
+from maild.protocols.imap import naming, scan, status, wire
 from maild.protocols.imap.connection import IMAPConnection, SelectRefused
 from maild.protocols.imap.deletion import delete_messages
 from maild.protocols.imap.stream import DEFAULT_WINDOW_OCTETS, retrieve_segment, stream_segments
@@ -191,12 +191,12 @@ class IMAPMailbox(Maildrop):
         return await self.connection.resume(max_age_s=max_age_s, probe_timeout_s=probe_timeout_s)
 
     async def list_mailboxes(self) -> list[imap_list.ListedMailbox]:
-        """LIST every mailbox; see :meth:`.connection.IMAPConnection.list_mailboxes` (same Raises)."""
-        return await self.connection.list_mailboxes()
+        """LIST every mailbox; see :func:`.naming.list_mailboxes` (same Raises)."""
+        return await naming.list_mailboxes(self.connection)
 
     async def create_mailbox(self, mailbox: str) -> None:
-        """CREATE ``mailbox``; see :meth:`.connection.IMAPConnection.create_mailbox` (same Raises)."""
-        await self.connection.create_mailbox(mailbox)
+        """CREATE ``mailbox``; see :func:`.naming.create_mailbox` (same Raises)."""
+        await naming.create_mailbox(self.connection, mailbox)
 
     # ------------------------------------------------------------------ Maildrop
 
