@@ -4,8 +4,9 @@ The order is the product's guarantee:
 
 1. log in and take the server's inventory;
 2. record which archived messages left the server;
-3. retrieve what the archive lacks, committing it in batches (each commit fsync'ed; one batch commits
-   while the next is retrieved, at most one commit in flight, and every commit has returned before
+3. retrieve what the archive lacks, committing it in batches (each commit fsync'ed; batches commit
+   while the next is retrieved, at most :data:`COMMITS_IN_FLIGHT` commits in flight (the archive
+   writes one transaction at a time), and every commit has returned before
    step 4);
    (with ``deliver_maildir``: before logging in and after each commit, write what the account's
    Maildir lacks there, then record each delivery, see ``maildir.py``);
@@ -86,6 +87,12 @@ log = structlog.get_logger("maild.fetch.cycle")
 
 BATCH_MESSAGES = 200
 BATCH_OCTETS = 32 * 2**20
+COMMITS_IN_FLIGHT = 2
+"""Commits of batches running at once. A commit first prepares its batch in a worker thread (SHA-256,
+header parse, index text) and then writes it (SQLite in the archive's thread); with two in flight the
+next batch is prepared while the previous one is written, on the second core. Batches are still
+written one after another in arrival order (``store_batch(after=...)``). Costs up to one batch more
+in memory; measured in docs/performance.md ("Session 6: IMAP at 50 ms")."""
 WINDOW_SHARE = 1
 """The adapter's retrieval window is the batch limit divided by this. The adapters keep the next window
 in flight while the consumer works (see ``Maildrop.retrieve``); while a commit holds the consumer
@@ -356,7 +363,8 @@ async def fetch_cycle(
     to_delete: list[MessageKey] = []
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
-    committing: asyncio.Future[None] | None = None
+    committing: list[asyncio.Future[None]] = []  # oldest first, at most COMMITS_IN_FLIGHT
+    after_commit = asyncio.Lock()  # what follows a commit runs for one commit at a time
     batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
     order: list[MessageKey] = []  # the keys asked for, while retrieving
     arrived: set[MessageKey] = set()
@@ -399,28 +407,32 @@ async def fetch_cycle(
             sizes = {e.key: e.size_octets or 0 for e in inventory}
             progress.planned(len(plan.retrieve), sum(sizes.get(k, 0) for k in plan.retrieve))
 
-        async def commit(batch: list[RetrievedMessage]) -> None:
+        async def commit(batch: list[RetrievedMessage], after: asyncio.Future[None] | None) -> None:
             log.debug("fetch.commit.started", messages=len(batch))
-            outcome = await store.store_batch(account.name, batch, clock())
-            result.add(outcome)
-            log.debug("fetch.commit.complete", messages=len(batch))
-            if progress is not None:
-                progress.committed(len(batch), sum(len(m.raw) for m in batch), outcome)
-            if delivery is not None:
-                await delivery.catch_up()
+            outcome = await store.store_batch(account.name, batch, clock(), after=after)
+            async with after_commit:
+                result.add(outcome)
+                log.debug("fetch.commit.complete", messages=len(batch))
+                if progress is not None:
+                    progress.committed(len(batch), sum(len(m.raw) for m in batch), outcome)
+                if delivery is not None:
+                    await delivery.catch_up()
 
         async def start_commit(batch: list[RetrievedMessage]) -> None:
-            """Commit ``batch`` in the background once the previous commit has returned."""
-            nonlocal committing
-            await settle()
-            committing = asyncio.ensure_future(commit(batch))
+            """Commit ``batch`` in the background once fewer than COMMITS_IN_FLIGHT are in flight."""
+            while len(committing) >= COMMITS_IN_FLIGHT:
+                await settle_oldest()
+            previous = committing[-1] if committing else None  # written after it: in arrival order
+            committing.append(asyncio.ensure_future(commit(batch, previous)))
+
+        async def settle_oldest() -> None:
+            """Wait for the oldest commit in flight; raise its error."""
+            await committing.pop(0)
 
         async def settle() -> None:
-            """Wait for the commit in flight (if any); raise its error."""
-            nonlocal committing
-            if committing is not None:
-                task, committing = committing, None
-                await task
+            """Wait for every commit in flight; raise the first error."""
+            while committing:
+                await settle_oldest()
 
         def window_octets() -> int:
             return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
@@ -505,8 +517,8 @@ async def fetch_cycle(
         log.debug("fetch.close.complete", kept=maildrop.parked)
     except BaseException as exc:
         await maildrop.abort()
-        if committing is not None:
-            await _finish_commit(committing)
+        for task in committing:
+            await _finish_commit(task)
         if isinstance(exc, Exception) and not isinstance(exc, StoreError):
             failed = await _keep_what_arrived(
                 account.name, store, batch, result, order, arrived, exc, clock()
