@@ -91,8 +91,10 @@ COMMITS_IN_FLIGHT = 2
 """Commits of batches running at once. A commit first prepares its batch in a worker thread (SHA-256,
 header parse, index text) and then writes it (SQLite in the archive's thread); with two in flight the
 next batch is prepared while the previous one is written, on the second core. Batches are still
-written one after another in arrival order (``store_batch(after=...)``). Costs up to one batch more
-in memory; measured in docs/performance.md ("Session 6: IMAP at 50 ms")."""
+written one after another in arrival order (``store_batch(after=...)``). A batch's octet limit is
+2 / (COMMITS_IN_FLIGHT + 1) of the cycle's share of the memory budget (which counts two batches), so
+the cycle holds no more than with one commit in flight; measured in docs/performance.md ("Session 6:
+IMAP at 50 ms")."""
 WINDOW_SHARE = 1
 """The adapter's retrieval window is the batch limit divided by this. The adapters keep the next window
 in flight while the consumer works (see ``Maildrop.retrieve``); while a commit holds the consumer
@@ -437,13 +439,19 @@ async def fetch_cycle(
         def window_octets() -> int:
             return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
 
+        def batch_limit() -> int:
+            # the cycle's share of the memory budget counts two batches (one filled, one committing);
+            # with COMMITS_IN_FLIGHT commits it holds that many plus the one being filled, so each is
+            # smaller and what the cycle holds stays the same
+            return max(1, shared.batch_octets(batch_octets) * 2 // (COMMITS_IN_FLIGHT + 1))
+
         if plan.retrieve:
             async with shared.transfer(account.host):  # bounds the memory all cycles hold in messages
                 # one stream for everything: the adapter keeps its next window in flight while the
                 # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
                 log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
                 pending_octets = 0
-                octets_limit = window_octets()
+                octets_limit = batch_limit()
                 order = list(plan.retrieve)
                 async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
                     arrived.add(item.key)
@@ -457,7 +465,7 @@ async def fetch_cycle(
                     if len(batch) >= batch_messages or pending_octets >= octets_limit:
                         await start_commit(batch)
                         batch, pending_octets = [], 0
-                        octets_limit = window_octets()
+                        octets_limit = batch_limit()
                 if batch:
                     await start_commit(batch)
                     batch = []
