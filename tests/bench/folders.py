@@ -330,7 +330,9 @@ async def measure_push(work: Path, site: Site) -> dict[str, float]:
     from maild.archive.store import Store
     from maild.config.loader import load_config
     from maild.fetch.cycle import fetch_cycle, make_maildrop
+    from maild.log import configure_logging
 
+    configure_logging("warning")  # the daemon's debug lines are not the benchmark's output
     config = maild_config(work / f"maild-push-{site.name}", site)
     loaded = load_config(config)
     account = await loaded.accounts["bench"].resolved()
