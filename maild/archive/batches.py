@@ -92,18 +92,9 @@ class BatchWriter(ArchiveConnection):
     """Storing fetched messages; part of :class:`maild.archive.store.Store`."""
 
     async def store_batch(
-        self,
-        account: str,
-        batch: Sequence[RetrievedMessage],
-        now: datetime,
-        *,
-        after: asyncio.Future[Any] | None = None,
+        self, account: str, batch: Sequence[RetrievedMessage], now: datetime
     ) -> StoreOutcome:
         """Store a batch of retrieved messages for ``account`` in one durable transaction.
-
-        ``after``: an earlier commit (a task of this method) whose end the writing waits for, so
-        that batches are written in the order they arrived while this one is prepared (hashed and
-        parsed in a worker thread) during the earlier one's writing; its outcome does not matter.
 
         Each distinct message (by SHA-256 of its raw octets) is stored once; each server identity is
         linked to it once. Storing the same batch twice changes nothing the second time.
@@ -121,8 +112,6 @@ class BatchWriter(ArchiveConnection):
             return StoreOutcome()
         stamp = utc_text(now)
         prepared = await asyncio.to_thread(_prepare, batch, stamp)
-        if after is not None and not after.done():
-            await asyncio.wait([after])
         outcome = await self._atomic(
             lambda: self._insert_batch(account, prepared, stamp), f"storing for account {account}"
         )

@@ -4,9 +4,8 @@ The order is the product's guarantee:
 
 1. log in and take the server's inventory;
 2. record which archived messages left the server;
-3. retrieve what the archive lacks, committing it in batches (each commit fsync'ed; batches commit
-   while the next is retrieved, at most :data:`COMMITS_IN_FLIGHT` commits in flight (the archive
-   writes one transaction at a time), and every commit has returned before
+3. retrieve what the archive lacks, committing it in batches (each commit fsync'ed; one batch commits
+   while the next is retrieved, at most one commit in flight, and every commit has returned before
    step 4);
    (with ``deliver_maildir``: before logging in and after each commit, write what the account's
    Maildir lacks there, then record each delivery, see ``maildir.py``);
@@ -87,14 +86,6 @@ log = structlog.get_logger("maild.fetch.cycle")
 
 BATCH_MESSAGES = 200
 BATCH_OCTETS = 32 * 2**20
-COMMITS_IN_FLIGHT = 2
-"""Commits of batches running at once. A commit first prepares its batch in a worker thread (SHA-256,
-header parse, index text) and then writes it (SQLite in the archive's thread); with two in flight the
-next batch is prepared while the previous one is written, on the second core. Batches are still
-written one after another in arrival order (``store_batch(after=...)``). A batch's octet limit is
-2 / (COMMITS_IN_FLIGHT + 1) of the cycle's share of the memory budget (which counts two batches), so
-the cycle holds no more than with one commit in flight; measured in docs/performance.md ("Session 6:
-IMAP at 50 ms")."""
 WINDOW_SHARE = 1
 """The adapter's retrieval window is the batch limit divided by this. The adapters keep the next window
 in flight while the consumer works (see ``Maildrop.retrieve``); while a commit holds the consumer
@@ -365,8 +356,7 @@ async def fetch_cycle(
     to_delete: list[MessageKey] = []
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
-    committing: list[asyncio.Future[None]] = []  # oldest first, at most COMMITS_IN_FLIGHT
-    after_commit = asyncio.Lock()  # what follows a commit runs for one commit at a time
+    committing: asyncio.Future[None] | None = None
     batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
     order: list[MessageKey] = []  # the keys asked for, while retrieving
     arrived: set[MessageKey] = set()
@@ -409,41 +399,31 @@ async def fetch_cycle(
             sizes = {e.key: e.size_octets or 0 for e in inventory}
             progress.planned(len(plan.retrieve), sum(sizes.get(k, 0) for k in plan.retrieve))
 
-        async def commit(batch: list[RetrievedMessage], after: asyncio.Future[None] | None) -> None:
+        async def commit(batch: list[RetrievedMessage]) -> None:
             log.debug("fetch.commit.started", messages=len(batch))
-            outcome = await store.store_batch(account.name, batch, clock(), after=after)
-            async with after_commit:
-                result.add(outcome)
-                log.debug("fetch.commit.complete", messages=len(batch))
-                if progress is not None:
-                    progress.committed(len(batch), sum(len(m.raw) for m in batch), outcome)
-                if delivery is not None:
-                    await delivery.catch_up()
+            outcome = await store.store_batch(account.name, batch, clock())
+            result.add(outcome)
+            log.debug("fetch.commit.complete", messages=len(batch))
+            if progress is not None:
+                progress.committed(len(batch), sum(len(m.raw) for m in batch), outcome)
+            if delivery is not None:
+                await delivery.catch_up()
 
         async def start_commit(batch: list[RetrievedMessage]) -> None:
-            """Commit ``batch`` in the background once fewer than COMMITS_IN_FLIGHT are in flight."""
-            while len(committing) >= COMMITS_IN_FLIGHT:
-                await settle_oldest()
-            previous = committing[-1] if committing else None  # written after it: in arrival order
-            committing.append(asyncio.ensure_future(commit(batch, previous)))
-
-        async def settle_oldest() -> None:
-            """Wait for the oldest commit in flight; raise its error."""
-            await committing.pop(0)
+            """Commit ``batch`` in the background once the previous commit has returned."""
+            nonlocal committing
+            await settle()
+            committing = asyncio.ensure_future(commit(batch))
 
         async def settle() -> None:
-            """Wait for every commit in flight; raise the first error."""
-            while committing:
-                await settle_oldest()
+            """Wait for the commit in flight (if any); raise its error."""
+            nonlocal committing
+            if committing is not None:
+                task, committing = committing, None
+                await task
 
         def window_octets() -> int:
             return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
-
-        def batch_limit() -> int:
-            # the cycle's share of the memory budget counts two batches (one filled, one committing);
-            # with COMMITS_IN_FLIGHT commits it holds that many plus the one being filled, so each is
-            # smaller and what the cycle holds stays the same
-            return max(1, shared.batch_octets(batch_octets) * 2 // (COMMITS_IN_FLIGHT + 1))
 
         if plan.retrieve:
             async with shared.transfer(account.host):  # bounds the memory all cycles hold in messages
@@ -451,7 +431,7 @@ async def fetch_cycle(
                 # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
                 log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
                 pending_octets = 0
-                octets_limit = batch_limit()
+                octets_limit = window_octets()
                 order = list(plan.retrieve)
                 async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
                     arrived.add(item.key)
@@ -465,7 +445,7 @@ async def fetch_cycle(
                     if len(batch) >= batch_messages or pending_octets >= octets_limit:
                         await start_commit(batch)
                         batch, pending_octets = [], 0
-                        octets_limit = batch_limit()
+                        octets_limit = window_octets()
                 if batch:
                     await start_commit(batch)
                     batch = []
@@ -525,8 +505,8 @@ async def fetch_cycle(
         log.debug("fetch.close.complete", kept=maildrop.parked)
     except BaseException as exc:
         await maildrop.abort()
-        for task in committing:
-            await _finish_commit(task)
+        if committing is not None:
+            await _finish_commit(committing)
         if isinstance(exc, Exception) and not isinstance(exc, StoreError):
             failed = await _keep_what_arrived(
                 account.name, store, batch, result, order, arrived, exc, clock()
