@@ -19,6 +19,7 @@ from typing import Any
 
 from maild.archive import fts
 from maild.archive.connection import ArchiveConnection
+from maild.archive.document_kind import has_documents
 from maild.archive.history import _COUNT_FETCHED
 from maild.archive.index_text import index_text
 from maild.archive.parse import parse
@@ -38,7 +39,7 @@ class _Prepared:
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
-    " cc_header, subject, stored_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " cc_header, subject, stored_at, has_documents, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_FTS = fts.insert_sql()
 LARGE_BLOB_OCTETS = 2**20
@@ -82,6 +83,7 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
             h.cc,
             h.subject,
             stored_at,
+            has_documents(parsed.leaves),  # the attachment-text indexer reads only these (v13)
             msg.raw,
         )
         out.append(_Prepared(msg.key, msg, digest, row, index_text(msg.raw, parsed).row()))

@@ -32,6 +32,7 @@ from maild.archive.archive_file import (
 )
 from maild.archive.cc_fill import fill_cc_headers
 from maild.archive.counters import ArchiveCounters
+from maild.archive.document_flag import add_document_flag
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
 from maild.model import Location, MessageKey
@@ -48,6 +49,7 @@ class ArchiveReplaced(StoreError):
 _MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {
     9: fts.migrate_to_contentless,
     12: fill_cc_headers,
+    13: add_document_flag,
 }
 """Python steps of schema versions, run after the version's SQL in its transaction."""
 

@@ -6,7 +6,9 @@ page in pypdf and a hostile one may take until :data:`~maild.archive.document_wo
 the fetch path stays as cheap as before and its deletion guarantee does not wait on a PDF parser
 (docs/performance.md, "Session 5: text of PDF and Office attachments"). So a message is archived and
 indexed as before (headers, body text, file names); this indexer then looks at every message without a
-``document_text`` row (v11), oldest first, extracts its documents in the worker process
+``document_text`` row (v11) that has a PDF or Office part, as recorded when it was stored
+(``messages.has_documents``, v13; messages archived before are looked at once), oldest first, extracts
+its documents in the worker process
 (:class:`~maild.archive.document_worker.DocumentWorker`) and, in one transaction per chunk, replaces the
 message's index row by one whose ``attachments`` column also holds that text, and records the text in
 ``document_text`` (the contentless index forgets a row only when handed the very text it indexed, so
@@ -195,6 +197,11 @@ async def _write(conn: aiosqlite.Connection, results: list[_Result]) -> None:
             "INSERT INTO document_text (message, text, documents, failures, indexed_at)"
             " VALUES (?, ?, ?, ?, ?)",
             (r.message, r.text, r.documents, r.failures, now),
+        )
+        # a message archived before v13 was unknown; now it is looked at, record what it has
+        await conn.execute(
+            "UPDATE messages SET has_documents = ? WHERE id = ? AND has_documents IS NULL",
+            (int(r.documents > 0), r.message),
         )
 
 

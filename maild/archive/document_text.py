@@ -31,11 +31,11 @@ import io
 import re
 import zipfile
 from collections.abc import Callable
-from typing import Literal
 from xml.parsers import expat
 
-DocumentKind = Literal["pdf", "docx", "xlsx", "pptx", "odf"]
-"""What :func:`extract` reads: PDF, the three Office Open XML formats, and OpenDocument."""
+from maild.archive.document_kind import DocumentKind, kind_of
+
+__all__ = ["DocumentError", "DocumentKind", "available", "extract", "kind_of"]
 
 MAX_DOCUMENT_OCTETS = 20 * 2**20
 """Decoded octets of one attachment read for its text (20 MiB); larger attachments are skipped."""
@@ -63,27 +63,6 @@ MAX_XML_DEPTH = 256
 """Element nesting depth accepted in an Office XML member."""
 _READ_CHUNK = 256 * 1024
 
-_BY_TYPE: dict[str, DocumentKind] = {
-    "application/pdf": "pdf",
-    "application/x-pdf": "pdf",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
-    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
-    "application/vnd.oasis.opendocument.text": "odf",
-    "application/vnd.oasis.opendocument.spreadsheet": "odf",
-    "application/vnd.oasis.opendocument.presentation": "odf",
-}
-_BY_EXTENSION: dict[str, DocumentKind] = {
-    "pdf": "pdf",
-    "docx": "docx",
-    "docm": "docx",
-    "xlsx": "xlsx",
-    "xlsm": "xlsx",
-    "pptx": "pptx",
-    "odt": "odf",
-    "ods": "odf",
-    "odp": "odf",
-}
 _SLIDE_RE = re.compile(r"ppt/slides/slide(\d+)\.xml")
 _SPACE_RE = re.compile(r"[ \t\r\f\v]+")
 _LINES_RE = re.compile(r"\n\s*\n+")
@@ -110,22 +89,6 @@ def available() -> bool:
         return find_spec("pypdf") is not None
     except ValueError:  # sys.modules["pypdf"] is None: its import is blocked
         return False
-
-
-def kind_of(content_type: str, filename: str | None) -> DocumentKind | None:
-    """Which document format a MIME part holds, by its content type, else by its file name's extension.
-
-    Args:
-        content_type: the part's lower-case ``type/subtype``.
-        filename: its decoded file name, or None.
-
-    Returns:
-        The kind, or None for anything else (text parts are indexed by :mod:`maild.archive.index_text`).
-    """
-    kind = _BY_TYPE.get(content_type)
-    if kind is None and filename and "." in filename and not content_type.startswith("text/"):
-        kind = _BY_EXTENSION.get(filename.rsplit(".", 1)[1].strip().lower())
-    return kind
 
 
 def extract(kind: DocumentKind, data: bytes) -> str:

@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 12; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 13; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -46,6 +46,11 @@ Layout (schema version 12; docs/archive.md documents it for readers such as the 
   ``account_history.fetched_messages``/``fetched_octets`` are counted in each batch's transaction.
 - ``messages.cc_header`` (v12): the Cc field, decoded like ``from_header`` and ``to_header``; filled
   for the messages archived before by the migration.
+- ``messages.has_documents`` (v13): whether the message has a PDF or Office part
+  (:func:`maild.archive.document_kind.has_documents`), recorded when it is stored: 1 yes, 0 no, NULL
+  unknown (archived before v13; the attachment-text indexer looks at such a message once and records
+  what it found). The indexer reads only messages where it is not 0 (the partial index
+  ``messages_documents``).
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -57,7 +62,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -72,9 +77,12 @@ FTS_COLUMNS = ("sender", "recipients", "subject", "body", "attachments")
 FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 """Words are runs of Unicode letters and digits, case-folded, diacritics removed (``ü`` matches ``u``)."""
 DOCUMENTS_PENDING_SQL = (
-    "SELECT id FROM messages WHERE id > ? AND id NOT IN (SELECT message FROM document_text)"
+    "SELECT id FROM messages WHERE id > ? AND has_documents IS NOT 0"
+    " AND id NOT IN (SELECT message FROM document_text)"
 )
-"""Messages (above an id) whose attachments the attachment-text indexer has not looked at yet (v11)."""
+"""Messages (above an id) with a PDF or Office part, or not known to have none (v13), whose attachments
+the attachment-text indexer has not looked at yet (v11). Found through the partial index
+``messages_documents``."""
 
 
 def fts_create_sql(table: str = FTS_TABLE) -> str:
@@ -260,6 +268,11 @@ _MIGRATIONS: dict[int, str] = {
     # maild.archive.cc_fill.fill_cc_headers (ALTER TABLE ... ADD COLUMN has no IF NOT EXISTS), which then
     # reads it from the header section of every archived message, in the same transaction.
     12: "",
+    # messages.has_documents: whether a message has a PDF or Office part, recorded at store time
+    # (maild.archive.batches), so that the attachment-text indexer reads only those. Added by the Python
+    # step, maild.archive.document_flag.add_document_flag (with its partial index); NULL for the messages
+    # archived before: unknown, looked at once by the indexer, which then records what it found.
+    13: "",
 }
 
 

@@ -107,11 +107,12 @@ def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]
     return [a for a in config.accounts.values() if a.enabled]
 
 
-#: Most messages whose attachment text a one-shot ``maild fetch`` extracts after its cycles (200). A
-#: larger backlog (the first fetch of a big mailbox: every message is read again and every PDF/Office
-#: attachment goes through the worker, seconds to minutes of CPU) is left pending for the daemon's
-#: background indexer or ``maild reindex``, and one line says so: the fetch itself stays a fetch.
-ONESHOT_DOCUMENT_MESSAGES = 200
+#: Most messages with PDF/Office attachments (``messages.has_documents``, schema 13) whose attachment text
+#: a one-shot ``maild fetch`` extracts after its cycles (50): messages without documents are not read
+#: again, so the inline work is bounded by documents (each 1-40 ms of the worker's CPU, up to its
+#: timeout when hostile). A larger backlog (the first fetch of a big mailbox) is left pending for the
+#: daemon's background indexer or ``maild reindex``, and one line says so: the fetch stays a fetch.
+ONESHOT_DOCUMENT_MESSAGES = 50
 
 
 async def _index_documents(store: Store, bound: int = ONESHOT_DOCUMENT_MESSAGES) -> None:
@@ -167,7 +168,8 @@ async def fetch_once(
         StoreError: the archive cannot be opened.
 
     With the ``documents`` extra, the attachment text of new messages is indexed after the cycles
-    (:mod:`maild.archive.document_index`) when at most :data:`ONESHOT_DOCUMENT_MESSAGES` are pending.
+    (:mod:`maild.archive.document_index`) when at most :data:`ONESHOT_DOCUMENT_MESSAGES` messages with
+    documents are pending.
 
     Cancellation: running cycles are cancelled (their sessions aborted: committed batches stay
     committed, nothing uncommitted is deleted on a server); the archive is closed and the thread

@@ -2,15 +2,19 @@
 
     python3 -m tests.bench.search                      # 100,000 messages (about 10 minutes on 2 cores)
     python3 -m tests.bench.search --messages 5000      # a quick run
+    python3 -m tests.bench.search --messages 0         # the fetch-path figures only (no query archive)
 
 Three measurements (figures go into docs/performance.md, "Full-text search"):
 
-1. Extraction cost on the fetch benchmark's corpus (``tests/support/corpus.py``, default mix, 2,000
-   messages, 273 MB): CPU seconds of what only the index needs (the MIME walk of
-   :func:`maild.archive.parse.parse` and :func:`maild.archive.index_text.index_text`: the parse and
-   index text less the header summary) against what ``_prepare`` spends anyway (SHA-256 and header
-   summary) and against the CPU of the daemon's initial fetch of the same corpus (1.81 s,
-   docs/performance.md). The decode cache of :func:`maild.message.decode_field` starts empty each time.
+1. Extraction cost on the fetch benchmark's corpus (``tests/support/corpus.py``, the mix and seed of
+   ``tests/bench/run.py``'s scenario a: 2,000 messages, 273 MB): CPU seconds of what only the index
+   needs (the MIME walk of :func:`maild.archive.parse.parse` and
+   :func:`maild.archive.index_text.index_text`: the parse and index text less the header summary)
+   against what ``_prepare`` spends anyway (SHA-256 and header summary), and the cost of storing it
+   with and without the index, each against the CPU of the daemon's initial POP3 fetch of the same
+   corpus **measured in the same run** (``python3 -m tests.bench.run --scenarios a --protocols pop3
+   --tools maild``, its "maild daemon" initial row; ``--fetch-cpu S`` gives a figure instead, ``0``
+   leaves the shares out). The decode cache of :func:`maild.message.decode_field` starts empty each time.
 2. An archive of N distinct text and HTML messages (``SMALL_MIX``) stored through the real
    :class:`~maild.archive.store.Store` in batches of 500 (WAL, ``synchronous=FULL``): wall and CPU
    per message, file size, and the share of the FTS5 tables (``dbstat``).
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sqlite3
@@ -44,8 +49,8 @@ from maild.message import _decoded, sha256_hex, summarise
 from maild.model import POP3Key, RetrievedMessage
 from tests.support import corpus
 
-FETCH_CPU_S = 1.81
-"""CPU seconds of the daemon's initial POP3 fetch of the 2,000-message corpus (docs/performance.md)."""
+FETCH_SEED = 1
+"""The corpus seed of the fetch benchmark's one-account scenarios (``tests/bench/run.py``)."""
 QUERIES = (
     ("common word", "Nebenkosten"),
     ("rare word", "Schlüsselübergabe"),
@@ -65,9 +70,43 @@ def _sha256_s(messages: list[bytes]) -> float:
     return time.process_time() - start
 
 
-def extraction_cost(count: int) -> None:
+def fetch_messages(count: int) -> list[bytes]:
+    """The first ``count`` messages the fetch benchmark's scenario a fetches (its mix and seed)."""
+    from tests.bench.run import bench_mix
+
+    return list(corpus.generate(count, seed=FETCH_SEED, size_mix=bench_mix()))
+
+
+def daemon_fetch_cpu_s(directory: Path) -> float:
+    """CPU seconds of the daemon's initial POP3 fetch of scenario a, measured now (one run of the fetch
+    benchmark in a child process, its seeded Dovecot kept in ``directory``)."""
+    result = directory / "fetch-cpu.json"
+    subprocess.run(
+        [
+            sys.executable, "-m", "tests.bench.run", "--scenarios", "a", "--protocols", "pop3",
+            "--tools", "maild", "--noop-repeat", "1", "--no-install", "--dir", str(directory / "fetch"),
+            "--json", str(result),
+        ],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    rows = json.loads(result.read_text())["rows"]
+    (row,) = [
+        r
+        for r in rows
+        if r["scenario"].startswith("a") and r["phase"] == "initial" and r["tool"] == "maild daemon"
+    ]
+    return float(row["cpu_s"])
+
+
+def _share(spent: float, fetch_cpu_s: float) -> str:
+    if not fetch_cpu_s:
+        return "no fetch CPU measured"
+    return f"{spent / fetch_cpu_s * 100:.1f} % of the daemon's fetch CPU ({fetch_cpu_s:.2f} s)"
+
+
+def extraction_cost(messages: list[bytes], fetch_cpu_s: float) -> None:
     """Print CPU seconds of index extraction against hashing + summary and the fetch's CPU."""
-    messages = list(corpus.generate(count, seed=0))
+    count = len(messages)
     octets = sum(len(m) for m in messages)
     _decoded.clear()
     start = time.process_time()
@@ -83,17 +122,17 @@ def extraction_cost(count: int) -> None:
     print(f"corpus: {count} messages, {octets / 1e6:.0f} MB")
     print(f"  SHA-256 + header summary: {prepare_s:.3f} s CPU ({prepare_s / count * 1e3:.3f} ms/message)")
     print(f"  parse + index text - summary: {index_s:.3f} s CPU ({index_s / count * 1e3:.3f} ms/message)")
-    if count == 2000:
-        print(f"  extraction / daemon's fetch CPU ({FETCH_CPU_S} s): {index_s / FETCH_CPU_S * 100:.1f} %")
+    if fetch_cpu_s:
+        print(f"  extraction: {_share(index_s, fetch_cpu_s)}")
 
 
-async def store_cost(directory: Path, count: int, repeat: int = 3) -> None:
+async def store_cost(directory: Path, messages: list[bytes], fetch_cpu_s: float, repeat: int = 3) -> None:
     """Print the CPU of storing the corpus with the index and without it (extraction and FTS5 rows).
 
     Each is run ``repeat`` times, alternating, and the least CPU of each is kept: the machine is shared,
     and other work only ever adds to a run's CPU.
     """
-    messages = list(corpus.generate(count, seed=0))
+    count = len(messages)
     results: dict[str, float] = {}
     for _ in range(repeat):
         for label in ("without index", "with index"):
@@ -103,7 +142,7 @@ async def store_cost(directory: Path, count: int, repeat: int = 3) -> None:
     print(
         f"storing the corpus (batches of 200, least of {repeat}): {results['without index']:.2f} s CPU without"
         f" index, {results['with index']:.2f} s with (+{added:.2f} s, {added / count * 1e3:.3f} ms/message,"
-        f" {added / FETCH_CPU_S * 100:.1f} % of the daemon's fetch CPU)"
+        f" {_share(added, fetch_cpu_s)})"
     )
 
 
@@ -219,10 +258,22 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000, help="archive size for the query test")
     parser.add_argument("--corpus", type=int, default=2000, help="messages for the extraction cost")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/maild-bench-search"))
+    parser.add_argument(
+        "--fetch-cpu",
+        type=float,
+        default=None,
+        help="the fetch's CPU s instead of measuring it (0: no shares)",
+    )
     args = parser.parse_args()
-    extraction_cost(args.corpus)
     args.dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(store_cost(args.dir, args.corpus))
+    fetch_cpu_s = daemon_fetch_cpu_s(args.dir) if args.fetch_cpu is None else args.fetch_cpu
+    if fetch_cpu_s:
+        print(f"daemon's initial POP3 fetch of scenario a (this run): {fetch_cpu_s:.2f} s CPU")
+    messages = fetch_messages(args.corpus)
+    extraction_cost(messages, fetch_cpu_s)
+    asyncio.run(store_cost(args.dir, messages, fetch_cpu_s))
+    if not args.messages:  # --messages 0: the fetch-path figures only
+        return
     db = args.dir / f"archive-{args.messages}.sqlite3"
     if not db.exists():
         args.dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
 
 Each run is a fresh ``python3`` process that generates the corpus (``tests/support/corpus.py``, seed 0,
 default mix) first, then stores it with :meth:`maild.archive.store.Store.store_batch` in batches of
-``--batch-mib`` (the daemon's one-account batch is 16 MiB), WAL and ``synchronous=FULL`` as always,
+``--batch-mib`` (default 4: the one-account batch under ``policy.MEMORY_BUDGET_OCTETS`` of 8 MiB), WAL and ``synchronous=FULL`` as always,
 and reports the CPU (user + system, every thread of the process) and the peak RSS (``ru_maxrss``)
 of the storing alone (the corpus is held in memory for the whole run: its octets are reported
 beside the RSS). "without index": ``messages_fts`` is replaced by a plain table and the index text
@@ -95,7 +95,7 @@ def main() -> None:
     """Run the measurement (in a child process per run) and print medians."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--batch-mib", type=int, default=16)
+    parser.add_argument("--batch-mib", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pragma", action="append", default=[])
     parser.add_argument("--only", choices=("with", "without"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from maild.archive.reader import ArchiveReader, MessageFilter
+from maild.archive.schema import SCHEMA_VERSION
 from maild.archive.store import Store
 from maild.cli.main import main
 from tests.support.archive import build_archive, pop
@@ -71,7 +72,7 @@ async def test_upgrading_a_schema_11_archive_keeps_everything_and_fills_cc(tmp_p
         pass
 
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (12,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert list(conn.execute("SELECT * FROM locations ORDER BY id")) == locations
     after = _rows(db)
     assert [row[:-1] for row in after] == before  # the new column is the last one
