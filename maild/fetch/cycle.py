@@ -95,6 +95,15 @@ and 120 MB peak; 8 MiB windows and batches 2.06-2.30 s and 85 MB; 4 MiB windows 
 2.8 s. (Those POP3 figures held whole windows in memory; since issue 19 a POP3 window is read in
 parts of about 1 MiB, so only IMAP holds up to a window before reading pauses.)"""
 
+HELD_BATCHES = 3
+"""Octets of messages a cycle may hold, in batch limits: the commit in flight and the batch being
+filled together. A batch closes at about its limit, so this is reached only when a commit in flight
+holds a message of several MB (counted at its size); the cycle then waits for that commit before it
+takes the next message, so a second large message is not received (and held) while the first is
+still being written. 2 waited for 25 of the 48 commits of the 2,000-message fetch (2-3 s of waiting
+on a loaded machine, overlap of network and commit lost); 3 waits for about 5 (0.25-0.4 s)
+(docs/performance.md, "Session 6: memory of one account")."""
+
 MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
 """Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
 a stand-in in tests."""
@@ -357,6 +366,7 @@ async def fetch_cycle(
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
     committing: asyncio.Future[None] | None = None
+    committing_octets = 0  # octets of the messages in the commit in flight
     batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
     order: list[MessageKey] = []  # the keys asked for, while retrieving
     arrived: set[MessageKey] = set()
@@ -411,9 +421,10 @@ async def fetch_cycle(
 
         async def start_commit(batch: list[RetrievedMessage]) -> None:
             """Commit ``batch`` in the background once the previous commit has returned."""
-            nonlocal committing
+            nonlocal committing, committing_octets
             await settle()
             committing = asyncio.ensure_future(commit(batch))
+            committing_octets = sum(len(m.raw) for m in batch)
 
         async def settle() -> None:
             """Wait for the commit in flight (if any); raise its error."""
@@ -446,6 +457,12 @@ async def fetch_cycle(
                         await start_commit(batch)
                         batch, pending_octets = [], 0
                         octets_limit = window_octets()
+                    elif committing is not None and (
+                        committing_octets + pending_octets >= HELD_BATCHES * octets_limit
+                    ):
+                        # large messages: the commit's memory first (HELD_BATCHES)
+                        log.debug("fetch.held.wait", octets=committing_octets + pending_octets)
+                        await settle()
                 if batch:
                     await start_commit(batch)
                     batch = []

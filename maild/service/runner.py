@@ -10,6 +10,7 @@ and the memory budget hold the same way for both.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -20,6 +21,7 @@ from maild.fetch.cycle import CycleResult, MaildropFactory, fetch_cycle
 from maild.fetch.progress import CycleProgress
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
+from maild.service.memory import release_free_heap
 
 __all__ = ["CycleRunner"]
 
@@ -51,6 +53,8 @@ class CycleRunner:
         self.sessions = sessions
         self.maildrop_factory = maildrop_factory
         self.clock = clock
+        self._running = 0  # cycles inside run() now
+        self._fetched = False  # a cycle since the process was last idle retrieved mail
 
     async def run(
         self,
@@ -81,6 +85,26 @@ class CycleRunner:
         Cancellation: while waiting, nothing is held; during the cycle, as ``fetch_cycle`` says (the
         session is aborted), and the connection is given back.
         """
+        self._running += 1
+        try:
+            result = await self._run(account, keep_open=keep_open, proceed=proceed, progress=progress)
+        finally:
+            self._running -= 1
+        if self._running == 0 and self._fetched:
+            # the last cycle ended after mail passed through: give the freed heap back
+            # (maild.service.memory.release_free_heap), not after every no-op poll
+            self._fetched = False
+            await asyncio.to_thread(release_free_heap)
+        return result
+
+    async def _run(
+        self,
+        account: AccountConfig,
+        *,
+        keep_open: bool,
+        proceed: Callable[[], bool] | None,
+        progress: CycleProgress | None,
+    ) -> CycleResult | None:
         async with self.budgets.cycle():
             lease = await self.sessions.lease(account.name, account.host)
             try:
@@ -92,7 +116,7 @@ class CycleRunner:
                     lambda: self.maildrop_factory(ready, self.executor),
                     probe_timeout_s=account.timeout_s,
                 )
-                return await fetch_cycle(
+                result = await fetch_cycle(
                     account,
                     self.store,
                     maildrop,
@@ -103,5 +127,7 @@ class CycleRunner:
                     progress=progress,
                     reconnect=lambda: self.maildrop_factory(ready, self.executor),
                 )
+                self._fetched = self._fetched or result.octets > 0
+                return result
             finally:
                 self.sessions.release(lease)

@@ -184,6 +184,56 @@ async def test_retrieval_continues_while_a_batch_commits_and_memory_stays_at_two
     assert result.new_links == 7
 
 
+async def test_a_large_commit_in_flight_stops_retrieval_after_one_more_message(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch holding a message of several batch limits is committed before more than one further
+    message is taken (HELD_BATCHES): a second large message is not held while the first is written."""
+    account = await prepare(store, pop3_account())
+    limit = 64 * 1024
+    sizes = {1: 1000, 2: 5 * limit, 3: 1000, 4: 1000, 5: 1000}
+    server = FakeServer((POP3Key(f"uidl-{n}"), make_message(n, size=size)) for n, size in sizes.items())
+    drop = server.session()
+    slow = SlowCommits(store, drop)
+    monkeypatch.setattr(store, "store_batch", slow)
+
+    task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_octets=limit))
+    await slow.started.wait()
+    for _ in range(50):  # let retrieval run as far as it may while the large commit waits
+        await asyncio.sleep(0)
+    retrieved_meanwhile = list(drop.retrieved)
+    slow.release.set()
+    result = await task
+
+    assert retrieved_meanwhile == keys(1, 2, 3)  # batch [1, 2] commits; 3 taken, then the cycle waits
+    assert slow.committed == [keys(1, 2), keys(3, 4, 5)]
+    assert result.new_links == 5
+
+
+async def test_small_messages_never_wait_for_the_commit_in_flight(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of messages below the limit fill while the previous one commits (HELD_BATCHES never
+    holds them up): the whole next batch is retrieved meanwhile."""
+    account = await prepare(store, pop3_account())
+    limit = 64 * 1024
+    server = FakeServer((POP3Key(f"uidl-{n}"), make_message(n, size=limit // 3 + 100)) for n in range(1, 9))
+    drop = server.session()
+    slow = SlowCommits(store, drop)
+    monkeypatch.setattr(store, "store_batch", slow)
+
+    task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_octets=limit))
+    await slow.started.wait()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    retrieved_meanwhile = list(drop.retrieved)
+    slow.release.set()
+    await task
+
+    assert slow.committed[0] == keys(1, 2, 3)
+    assert retrieved_meanwhile == keys(1, 2, 3, 4, 5, 6)
+
+
 async def test_deletion_waits_for_every_commit_when_retrieval_overlaps_commits(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,9 +6,17 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from maild.archive.store import Store
+from maild.service.budget import Budgets
+from maild.service.kept_sessions import KeptSessions
+from tests.support.accounts import pop3_account
+from tests.support.fetching import Clock, prepare
+from tests.unit.fakes import FakeServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,3 +88,35 @@ def test_settings_from_the_environment_are_left_alone() -> None:
     )
     assert tuned["applied"] == {}
     assert tuned["mapped"] == 0  # glibc used the environment's 8 MiB threshold
+
+
+def test_release_free_heap_asks_glibc() -> None:
+    """On glibc, the freed heap is handed back with malloc_trim (the call reports that it asked)."""
+    from maild.service.memory import release_free_heap
+
+    assert release_free_heap() is True
+
+
+async def test_the_heap_is_released_once_after_a_cycle_that_fetched_not_after_a_no_op(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CycleRunner gives the freed heap back when its last running cycle ends after retrieving mail,
+    and not after a cycle that retrieved nothing (the daemon's polls stay cheap)."""
+    from maild.service import runner as runner_module
+
+    calls: list[int] = []
+    monkeypatch.setattr(runner_module, "release_free_heap", lambda: calls.append(1) or True)
+    account = await prepare(store, pop3_account())
+    server = FakeServer.with_pop3(3)
+    budgets = Budgets(max_cycles=4, per_host=2)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        cycles = runner_module.CycleRunner(
+            store, executor, budgets, KeptSessions(budgets), server.factory, Clock()
+        )
+        first = await cycles.run(account, keep_open=False)
+        after_first = len(calls)
+        second = await cycles.run(account, keep_open=False)
+    assert first is not None and first.new_links == 3
+    assert second is not None and second.new_links == 0
+    assert after_first == 1
+    assert len(calls) == 1
