@@ -1,4 +1,4 @@
-"""One IMAP connection: connect, TLS, AUTHENTICATE or LOGIN, CAPABILITY, SELECT, LIST, guarded commands.
+"""One IMAP connection: connect, TLS, SELECT, guarded commands, kept sessions (sign-in: ``signin``).
 
 :class:`IMAPConnection` is the part that :class:`~maild.protocols.imap.mailbox.IMAPMailbox` (fetching,
 deleting, appending) and :class:`~maild.protocols.imap.idle.IMAPIdleSession` each *hold*. What it adds
@@ -17,16 +17,16 @@ on top of :class:`~maild.protocols.imap.client.IMAPClient`:
   :class:`~maild.protocols.imap.client.LibraryError` become :mod:`maild.errors` classes here and
   nowhere else.
 
-Signing in: AUTHENTICATE when a SASL mechanism fits (:mod:`maild.auth.imap` over
-:mod:`maild.protocols.imap.authenticate`), else LOGIN.
+Signing in (AUTHENTICATE when a SASL mechanism fits, else LOGIN), the capabilities and COMPRESS are
+:mod:`maild.protocols.imap.signin`'s steps; LIST and CREATE are in :mod:`maild.protocols.imap.naming`.
 
 Opening a session takes as few round trips as the server allows (capabilities from the greeting and
 the sign-in's completion, the first SELECT pipelined behind the sign-in), and COMPRESS=DEFLATE
 (RFC 4978) follows when :func:`maild.policy.want_compression` says so (see :meth:`IMAPConnection.open`).
 
-May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.policy`,
-:mod:`maild.auth.imap`, :mod:`maild.protocols.tls`, :mod:`maild.protocols.imap.client`,
-:mod:`maild.protocols.imap.authenticate` and the sans-I/O IMAP modules.
+May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.protocols.tls`,
+:mod:`maild.protocols.imap.client`, :mod:`maild.protocols.imap.signin`, :mod:`maild.protocols.imap.codes`
+and the sans-I/O IMAP modules.
 """
 
 from __future__ import annotations
@@ -40,10 +40,8 @@ from typing import Any, TypeVar
 
 import structlog
 
-from maild.auth import imap as imap_auth
 from maild.errors import (
     AccountError,
-    AuthError,
     ConnectError,
     MaildError,
     NetworkTimeout,
@@ -52,10 +50,7 @@ from maild.errors import (
     TransientError,
 )
 from maild.model import ServerSettings
-from maild.policy import want_compression
-from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import wire
-from maild.protocols.imap.authenticate import AuthenticateOver
+from maild.protocols.imap import signin, wire
 from maild.protocols.imap.client import (
     MAX_LITERAL_OCTETS,
     IMAPClient,
@@ -65,47 +60,25 @@ from maild.protocols.imap.client import (
     Reply,
     quiet_library_logger,
 )
+from maild.protocols.imap.codes import SESSION_CODES, THROTTLE_CODES
 from maild.protocols.imap.lex import Part
+from maild.protocols.imap.signin import MIN_RATE_SAMPLE_OCTETS, link_rate
 from maild.protocols.progress import ProgressFloor
 from maild.protocols.tls import client_context
 
 __all__ = [
     "MIN_UPLOAD_OCTETS_PER_S",
+    "SESSION_CODES",
     "THROTTLE_CODES",
     "IMAPConnection",
     "SelectRefused",
     "consume_outcome",
+    "link_rate",
 ]
 
-#: RFC 5530 response codes that mean "come back later".
-THROTTLE_CODES = frozenset({"UNAVAILABLE", "LIMIT", "INUSE"})
-#: Session-level refusals: the throttle codes and ``[SERVERBUG]`` (RFC 5530 section 3).
-SESSION_CODES = THROTTLE_CODES | {"SERVERBUG"}
 #: Slowest upload rate assumed for APPEND, in octets per second: while a message is being sent
 #: nothing arrives, so the inactivity limit is extended by its size divided by this rate.
 MIN_UPLOAD_OCTETS_PER_S = 32 * 1024
-
-#: Octets a connection must have received while message transfers waited for data before its rate
-#: is kept for ``compress = "auto"`` (a shorter sample mostly measures the first round trip).
-MIN_RATE_SAMPLE_OCTETS = 2 * 2**20
-#: Servers (host, port) whose last measured transfer rate is remembered, at most; the oldest is
-#: forgotten first.
-MAX_REMEMBERED_LINKS = 1024
-_LINK_RATES: dict[tuple[str, int], float] = {}
-
-
-def link_rate(host: str, port: int) -> float | None:
-    """The last measured transfer rate from ``host:port`` in octets per second (as received from
-    the socket, compressed or not), or None. Kept for the life of the process."""
-    return _LINK_RATES.get((host, port))
-
-
-def _remember_rate(host: str, port: int, octets_per_s: float) -> None:
-    _LINK_RATES.pop((host, port), None)
-    _LINK_RATES[(host, port)] = octets_per_s
-    while len(_LINK_RATES) > MAX_REMEMBERED_LINKS:
-        del _LINK_RATES[next(iter(_LINK_RATES))]
-
 
 #: One logger name for the whole IMAP adapter, as before it was split into modules.
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
@@ -245,7 +218,7 @@ class IMAPConnection:
     def _keep_rate(self) -> None:
         """Remember how fast message transfers arrived on this connection (for ``compress = "auto"``)."""
         if self._waited_octets >= MIN_RATE_SAMPLE_OCTETS and self._waited_s > 0:
-            _remember_rate(self.settings.host, self.settings.port, self._waited_octets / self._waited_s)
+            signin.remember_rate(self.settings.host, self.settings.port, self._waited_octets / self._waited_s)
         self._waited_octets, self._waited_s = 0, 0.0
 
     def discard(self, reason: str) -> None:
@@ -424,19 +397,6 @@ class IMAPConnection:
             raise self.refused(status, what)
         return lines
 
-    async def _capability(self) -> frozenset[str]:
-        lines = await self.command("CAPABILITY", IMAPClient.capability)
-        return self._check_version(frozenset().union(*(wire.parse_capability(line) for line in lines)))
-
-    def _check_version(self, capabilities: frozenset[str]) -> frozenset[str]:
-        if not capabilities & {"IMAP4REV1", "IMAP4REV2"}:
-            raise self.error(
-                ProtocolError,
-                "server speaks neither IMAP4rev1 nor IMAP4rev2",
-                standard="RFC 9051 section 7.2.2",
-            )
-        return capabilities
-
     # ------------------------------------------------------------------ session
 
     async def open(self, *, preselect: str | None = None, search: bool = False) -> None:
@@ -494,62 +454,16 @@ class IMAPConnection:
         )
         await self.call("connect", client.wait_hello)
         preauth = client.preauthenticated
-        if settings.tls == "starttls":
-            if preauth:
-                self.discard("PREAUTH before STARTTLS")
-                raise self.error(
-                    ProtocolError, "PREAUTH greeting: STARTTLS impossible", standard="RFC 9051 section 6.2.1"
-                )
-            offered = client.greeting_capabilities
-            if offered is None:
-                offered = await self._capability()
-            if "STARTTLS" not in offered:
-                raise self.error(
-                    ProtocolError, "server offers no STARTTLS", standard="RFC 9051 section 6.2.1"
-                )
-            assert context is not None
-            tls_context = context
-            _lines, status = self.completion(
-                await self.call(
-                    "STARTTLS", lambda: client.starttls(tls_context, settings.host, settings.timeout_s)
-                ),
-                "STARTTLS",
-            )
-            if not status.ok:
-                raise self.refused(status, "STARTTLS")
-            capabilities = await self._capability()
-        else:
-            known = client.greeting_capabilities or client.announced_capabilities
-            capabilities = self._check_version(known) if known else await self._capability()
+        capabilities = await signin.capabilities_before_sign_in(self, context, preauth=preauth)
         if not preauth:
             if preselect is not None:
                 argument = wire.mailbox_argument(preselect)
                 self._preselect = (preselect, client.follow_sign_in("SELECT", argument))
                 if search:
                     self._presearch = (preselect, client.follow_sign_in("UID", "SEARCH", "ALL"))
-            capabilities = await self._login(capabilities)
+            capabilities = await signin.sign_in(self, capabilities)
         self._capabilities = capabilities
-        await self._maybe_compress()
-
-    async def _maybe_compress(self) -> None:
-        """COMPRESS when :func:`maild.policy.want_compression` says so for this server now."""
-        if self._client is None or self._client.compressed:
-            return
-        settings = self.settings
-        offered = "COMPRESS=DEFLATE" in self._capabilities
-        rate = link_rate(settings.host, settings.port)
-        if want_compression(settings.compress, offered=offered, link_octets_per_s=rate):
-            await self._compress()
-
-    async def _compress(self) -> None:
-        """COMPRESS DEFLATE (RFC 4978 section 3); NO or BAD leaves the connection as it was."""
-        client = self.client
-        _lines, status = self.completion(await self.call("COMPRESS", client.compress), "COMPRESS")
-        if status.ok:
-            rate = link_rate(self.settings.host, self.settings.port)
-            _log.debug("imap.compress", account=self.account, link_octets_per_s=rate)
-        else:
-            _log.info("imap.compress-refused", account=self.account, status=status.describe())
+        await signin.maybe_compress(self, capabilities)
 
     @property
     def received_octets(self) -> tuple[int, int]:
@@ -563,41 +477,6 @@ class IMAPConnection:
     def compressed(self) -> bool:
         """Whether COMPRESS=DEFLATE is active on this connection (RFC 4978)."""
         return self._client is not None and self._client.compressed
-
-    async def _login(self, capabilities: frozenset[str]) -> frozenset[str]:
-        """Sign in: AUTHENTICATE when a SASL mechanism fits (:func:`maild.auth.imap.authenticate`:
-        ``AUTH=`` atoms, ``SASL-IR``; always for ``auth = "oauth2"``), else LOGIN with the password."""
-        transport = AuthenticateOver(self)
-        if await imap_auth.authenticate(transport, capabilities, self.settings):
-            status = transport.final
-            if status is not None and status.code == "CAPABILITY":
-                return wire.parse_capability(status.code_args)
-            return await self._capability()
-        return await self._password_login(capabilities)
-
-    async def _password_login(self, capabilities: frozenset[str]) -> frozenset[str]:
-        settings = self.settings
-        if "LOGINDISABLED" in capabilities:
-            raise self.error(
-                ProtocolError, "server disables LOGIN here (use TLS)", standard="RFC 9051 section 6.2.3"
-            )
-        password = settings.password.reveal()
-        try:
-            user = wire.quote_astring(settings.username)
-            wire.quote_astring(password)  # only the check: aioimaplib quotes the password itself
-        except ValueError:
-            raise self.error(AuthError, "user name or password contains CR, LF or NUL") from None
-        client = self.client
-        _lines, status = self.completion(
-            await self.call("LOGIN", lambda: client.login(user, password)), "LOGIN"
-        )
-        if status.condition == "NO" and status.code not in SESSION_CODES:
-            raise self.error(AuthError, f"LOGIN refused: {status.describe()}")
-        if not status.ok:
-            raise self.refused(status, "LOGIN")
-        if status.code == "CAPABILITY":
-            return wire.parse_capability(status.code_args)
-        return await self._capability()
 
     async def select(self, mailbox: str) -> wire.SelectInfo:
         """SELECT ``mailbox`` (read-write, so that STORE works; no flags change by selecting).
@@ -674,43 +553,6 @@ class IMAPConnection:
         ``uidvalidity``, or None when it failed (no mailbox is selected then, RFC 9051 section 6.3.2)."""
         self._selected, self._uidvalidity = mailbox, (uidvalidity if mailbox is not None else 0)
 
-    async def list_mailboxes(self) -> list[imap_list.ListedMailbox]:
-        """LIST every mailbox (``LIST "" "*"``), with special-use attributes when the server has them.
-
-        With ``SPECIAL-USE`` and ``LIST-EXTENDED`` the command is ``LIST "" "*" RETURN (SPECIAL-USE)``
-        (RFC 6154 section 5.1); other servers may still put ``\\Trash`` and the like in a plain LIST.
-
-        Standard: RFC 9051 section 6.3.9 (LIST); RFC 6154.
-
-        Raises:
-            ProtocolError: LIST refused or a broken response (a name that is not modified UTF-7,
-                RFC 3501 section 5.1.3).
-            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
-        """
-        args: tuple[str, ...] = ('""', '"*"')
-        if {"SPECIAL-USE", "LIST-EXTENDED"} <= self._capabilities:
-            args = (*args, "RETURN", "(SPECIAL-USE)")
-        lines = await self.command("LIST", lambda client: client.simple("LIST", *args))
-        try:
-            return imap_list.parse_list(lines)
-        except ProtocolError as exc:
-            raise self.error(ProtocolError, f"LIST: {exc}", standard=exc.standard) from None
-
-    async def create_mailbox(self, mailbox: str) -> None:
-        """CREATE ``mailbox`` (readable name; encoded to modified UTF-7 and quoted here).
-
-        Standard: RFC 9051 section 6.3.4, RFC 3501 section 6.3.3 (CREATE).
-
-        Raises:
-            ProtocolError: the name cannot be sent; CREATE refused (e.g. ``[ALREADYEXISTS]``, RFC 5530).
-            ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
-        """
-        try:
-            argument = wire.mailbox_argument(mailbox)
-        except ValueError as exc:
-            raise self.error(ProtocolError, f"CREATE {mailbox!r}: {exc}") from None
-        await self.command(f"CREATE {mailbox!r}", lambda client: client.simple("CREATE", argument))
-
     async def close(self) -> None:
         """LOGOUT and close the connection. Deletions were applied by EXPUNGE already.
 
@@ -781,7 +623,7 @@ class IMAPConnection:
         self._selected = None  # every cycle selects again (RFC 9051 section 6.3.2)
         self._preselect = self._presearch = None
         try:
-            await self._maybe_compress()  # "auto": the last cycle showed a slow link
+            await signin.maybe_compress(self, self._capabilities)  # "auto": the last cycle showed a slow link
         except MaildError:
             return False  # call() discarded the connection
         return True

@@ -6,12 +6,14 @@ Inventory (SELECT, UID SEARCH), retrieval with ``BODY.PEEK[]`` (so ``\\Seen`` is
 commands, error mapping) and hands it to the parts that do the work:
 :func:`~maild.protocols.imap.stream.retrieve_segment` (one streaming ``UID FETCH`` per mailbox run, its
 responses taken one by one while they arrive, so that a 50 ms link never waits for a round trip per
-batch), :mod:`~maild.protocols.imap.scan` (short UID SEARCH and FETCH commands) and
-:func:`~maild.protocols.imap.deletion.delete_messages`.
+batch), :mod:`~maild.protocols.imap.scan` (short UID SEARCH and FETCH commands),
+:func:`~maild.protocols.imap.deletion.delete_messages`, :func:`~maild.protocols.imap.append.append_message`
+and :mod:`~maild.protocols.imap.naming` (LIST, CREATE).
 
 May import: structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.protocols.base`, the
 connection, :mod:`~maild.protocols.imap.stream`, :mod:`~maild.protocols.imap.scan`,
-:mod:`~maild.protocols.imap.deletion` and the sans-I/O IMAP modules. Never aioimaplib.
+:mod:`~maild.protocols.imap.deletion`, :mod:`~maild.protocols.imap.append`,
+:mod:`~maild.protocols.imap.naming` and the sans-I/O IMAP modules. Never aioimaplib.
 """
 
 from __future__ import annotations
@@ -37,15 +39,14 @@ from maild.model import (
 )
 from maild.protocols.base import Maildrop
 from maild.protocols.imap import listing as imap_list
-from maild.protocols.imap import scan, status, wire
+from maild.protocols.imap import naming, scan, status, wire
+from maild.protocols.imap.append import AppendResult as AppendResult  # re-exported for maild.move
+from maild.protocols.imap.append import append_message
 from maild.protocols.imap.connection import IMAPConnection, SelectRefused
 from maild.protocols.imap.deletion import delete_messages
 from maild.protocols.imap.stream import DEFAULT_WINDOW_OCTETS, retrieve_segment, stream_segments
 
 _log = structlog.get_logger(__name__)
-
-#: APPEND refusals that concern the session rather than the message (RFC 5530): raised, not returned.
-APPEND_SESSION_CODES = frozenset({"UNAVAILABLE", "INUSE", "SERVERBUG"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,26 +60,6 @@ class SyncHint:
 
     status: imap_list.MailboxStatus
     uids: frozenset[int]
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """The server's answer to one APPEND.
-
-    Attributes:
-        ok: True when the server stored the message (tagged OK).
-        status: the tagged completion as one line, e.g. ``"OK [APPENDUID 38505 3955] Append completed"``
-            or ``"NO [OVERQUOTA] Quota exceeded"`` (for reports; match on ``code``, never on text).
-        code: the response code's atom, e.g. ``"APPENDUID"``, ``"TOOBIG"``, ``"OVERQUOTA"``, or None.
-        uidvalidity, uid: from ``[APPENDUID uidvalidity uid]`` (RFC 4315 section 3) when the server
-            offers UIDPLUS, else None.
-    """
-
-    ok: bool
-    status: str
-    code: str | None = None
-    uidvalidity: int | None = None
-    uid: int | None = None
 
 
 class IMAPMailbox(Maildrop):
@@ -191,12 +172,12 @@ class IMAPMailbox(Maildrop):
         return await self.connection.resume(max_age_s=max_age_s, probe_timeout_s=probe_timeout_s)
 
     async def list_mailboxes(self) -> list[imap_list.ListedMailbox]:
-        """LIST every mailbox; see :meth:`.connection.IMAPConnection.list_mailboxes` (same Raises)."""
-        return await self.connection.list_mailboxes()
+        """LIST every mailbox; see :func:`.naming.list_mailboxes` (same Raises)."""
+        return await naming.list_mailboxes(self.connection)
 
     async def create_mailbox(self, mailbox: str) -> None:
-        """CREATE ``mailbox``; see :meth:`.connection.IMAPConnection.create_mailbox` (same Raises)."""
-        await self.connection.create_mailbox(mailbox)
+        """CREATE ``mailbox``; see :func:`.naming.create_mailbox` (same Raises)."""
+        await naming.create_mailbox(self.connection, mailbox)
 
     # ------------------------------------------------------------------ Maildrop
 
@@ -448,59 +429,9 @@ class IMAPMailbox(Maildrop):
         flags: Iterable[str] = (),
         internaldate: datetime | None = None,
     ) -> AppendResult:
-        """Upload one message into ``mailbox`` with APPEND, keeping its flags and INTERNALDATE.
-
-        The mailbox name is encoded (modified UTF-7) and quoted here; the message travels as a
-        synchronising literal, octet for octet. The inactivity limit is extended while it is sent
-        (see :data:`MIN_UPLOAD_OCTETS_PER_S`).
-
-        Args:
-            mailbox: readable mailbox name, e.g. ``"INBOX"``; it must exist.
-            raw: the message octets (CRLF line endings, as archived).
-            flags: flags to set, e.g. ``{"\\Seen"}``.
-            internaldate: the INTERNALDATE to set (aware; sent in UTC), or None for the server's now.
-
-        Returns:
-            The outcome. A refusal of this message (NO, e.g. ``[TOOBIG]`` RFC 7889,
-            ``[OVERQUOTA]``/``[LIMIT]`` RFC 5530, ``[TRYCREATE]``; or BAD) is returned with ``ok``
-            False, so that a caller can report it and go on with the next message.
-
-        Standard: RFC 9051 section 6.3.12, RFC 3501 section 6.3.11 (APPEND); RFC 4315 section 3
-        (APPENDUID).
-
-        Cancelled at any await: the session is discarded; the server may or may not have stored
-        the message (compare before appending again).
-
-        Raises:
-            ProtocolError: a flag or the mailbox name cannot be sent; a broken response.
-            ThrottledError, TransientError: NO ``[UNAVAILABLE]``/``[INUSE]``/``[SERVERBUG]`` (the
-                session, not the message, is the problem).
-            NetworkTimeout, ConnectError: as for :meth:`open`; the outcome is unknown.
-        """
-        try:
-            argument = wire.mailbox_argument(mailbox)
-            flag_list = wire.format_flag_list(flags)
-            date = wire.format_internaldate(internaldate) if internaldate is not None else None
-        except ValueError as exc:
-            raise self.connection.error(ProtocolError, f"APPEND to {mailbox!r}: {exc}") from None
-        client = self.connection.client
-        what = f"APPEND to {mailbox!r} ({len(raw)} octets)"
-        _lines, status = self.connection.completion(
-            await self.connection.call(
-                what,
-                lambda: client.append(raw, argument, flag_list, date),
-                send_octets=len(raw),
-            ),
-            what,
-        )
-        if status.condition == "NO" and status.code in APPEND_SESSION_CODES:
-            raise self.connection.refused(status, what)
-        if not status.ok:
-            return AppendResult(False, status.describe(), status.code)
-        appenduid = wire.parse_appenduid(status)
-        if appenduid is None:
-            return AppendResult(True, status.describe(), status.code)
-        return AppendResult(True, status.describe(), status.code, appenduid[0], appenduid[1])
+        """Upload one message into ``mailbox``; see :func:`.append.append_message` (same Returns and
+        Raises)."""
+        return await append_message(self.connection, mailbox, raw, flags=flags, internaldate=internaldate)
 
     async def fetch_identities(
         self, mailbox: str, uidvalidity: int, uids: Sequence[int]
@@ -508,9 +439,7 @@ class IMAPMailbox(Maildrop):
         """Size and Message-ID field of messages without their bodies: see :func:`.scan.fetch_identities`."""
         return await scan.fetch_identities(self.connection, mailbox, uidvalidity, uids)
 
-    async def header_fields(
-        self, keys: Sequence[MessageKey], *, max_octets: int
-    ) -> dict[MessageKey, bytes]:
+    async def header_fields(self, keys: Sequence[MessageKey], *, max_octets: int) -> dict[MessageKey, bytes]:
         """Subject, From and Date lines of messages that failed to arrive, per mailbox by
         :func:`.scan.fetch_header_fields` (``BODY.PEEK``: ``\\Seen`` untouched); a reply longer than
         ``max_octets`` is left out. Keys whose mailbox's UIDVALIDITY changed are left out too.
