@@ -32,7 +32,8 @@ def with_alert_command(cfg: Path, events: Path, **keys: str) -> None:
     """Append an ``[alerts]`` table whose command appends each JSON event to ``events``."""
     script = cfg.parent / "alert.py"
     script.write_text(f"import sys\nwith open({str(events)!r}, 'a') as f:\n    f.write(sys.stdin.read())\n")
-    lines = [f"command = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]"]
+    # disk_full off: these tests are about other alerts, and the test machine's own disk may be full
+    lines = [f"command = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]", "disk_free_percent = 0"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in keys.items()]
     with cfg.open("a") as fh:
         fh.write("\n[alerts]\n" + "\n".join(lines) + "\n")

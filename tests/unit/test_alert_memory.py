@@ -56,7 +56,7 @@ async def test_a_restart_neither_resends_nor_forgets_an_open_alert(tmp_path: Pat
     also a day minus a minute later; the password fixed (resume, a good cycle): one recovery per kind."""
     path = tmp_path / "maild.sqlite3"
     out = tmp_path / "events.jsonl"
-    config = AlertsConfig(command=alert_command(out), after_s=60)
+    config = AlertsConfig(command=alert_command(out), after_s=60, disk_free_percent=0)
 
     async with await Store.open(path) as store:
         await store.ensure_account("anna", "O", "E", "pop3", T0)
@@ -95,13 +95,13 @@ async def test_a_restart_neither_resends_nor_forgets_an_open_alert(tmp_path: Pat
 def test_set_aside_remembered_is_kept_until_the_first_cycle_says_otherwise() -> None:
     """After a restart the set-aside messages are unknown until a cycle ran: no recovery notice
     before, one after a cycle that left nothing aside."""
-    monitor = AlertMonitor(AlertsConfig(command=("true",)))
+    monitor = AlertMonitor(AlertsConfig(command=("true",), disk_free_percent=0))
     big = AccountRuntime(pop3_account("bernd"))
     big.last_result = replace(CycleResult("bernd"), too_large=[POP3Key("u1")])
     monitor.evaluate([big], T0)
     sent, _cleared = monitor.take_changes()
 
-    restarted = AlertMonitor(AlertsConfig(command=("true",)))
+    restarted = AlertMonitor(AlertsConfig(command=("true",), disk_free_percent=0))
     restarted.restore(sent)
     fresh = AccountRuntime(pop3_account("bernd"))
     assert restarted.evaluate([fresh], T0 + timedelta(minutes=1)) == []
@@ -114,7 +114,7 @@ def test_set_aside_remembered_is_kept_until_the_first_cycle_says_otherwise() -> 
 def test_the_archive_guard_alerts_and_recovers() -> None:
     """A replaced archive fires archive_replaced at once with the guard's text and a next step; when
     it no longer holds (a restart on the right file) a recovery follows."""
-    monitor = AlertMonitor(AlertsConfig(command=("true",)))
+    monitor = AlertMonitor(AlertsConfig(command=("true",), disk_free_percent=0))
     text = "archive /x was deleted under the running daemon; deletions on every server stopped"
     fired = monitor.evaluate([], T0, archive_replaced=text)
     assert [(e.kind, e.state, e.account, e.message) for e in fired] == [
@@ -147,7 +147,9 @@ async def test_an_account_loop_that_dies_is_a_daemon_problem_of_that_account(tmp
             await running
     assert list(problems) == ["anna"]
     assert "watcher exploded" in problems["anna"]
-    events = AlertMonitor(AlertsConfig(command=("true",))).evaluate(runtimes, T0, daemon_problems=problems)
+    events = AlertMonitor(AlertsConfig(command=("true",), disk_free_percent=0)).evaluate(
+        runtimes, T0, daemon_problems=problems
+    )
     assert [(e.kind, e.account) for e in events] == [("daemon", "anna")]
 
 
