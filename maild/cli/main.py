@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from maild import __version__
-from maild.cli.common import daemon_client, load_args_config, warn
+from maild.cli.common import daemon_client, load_args_config
 from maild.cli.manpage import render_manpage
 from maild.cli.status_view import (
     CHECK_CRITICAL,
@@ -310,11 +310,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    """``maild fetch``: one cycle per account without a daemon (warns when a daemon runs too)."""
+    """``maild fetch``: one cycle per account without a daemon (refused while a daemon or another
+    ``maild fetch`` holds the archive's fetcher lock)."""
     import asyncio
 
     from maild.log import configure_logging
-    from maild.service.control_wire import daemon_answers  # not the client: its reply records cost start-up
 
     cfg = load_args_config(args)
     unknown = [name for name in args.accounts if name not in cfg.accounts]
@@ -322,11 +322,8 @@ def _fetch(args: argparse.Namespace) -> int:
         print(f"maild: {cfg.path}: no account named {unknown[0]!r}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(args.log_level or "warning")
-    if daemon_answers(cfg.daemon.control_socket):
-        warn(
-            f"a daemon is running on {cfg.daemon.control_socket} and fetches these"
-            " accounts too; `maild fetch-now` asks it instead"
-        )
+    # A running daemon (of this or any configuration on the same archive) holds the archive's
+    # fetcher lock: the one-shot then stops with one line that names it and `maild fetch-now`.
     return asyncio.run(fetch_once(cfg, args.accounts))
 
 

@@ -29,6 +29,7 @@ from maild.fetch.cycle import utc_now
 from maild.log import LEVELS
 from maild.service import metrics
 from maild.service.alert_delivery import Alerter
+from maild.service.archive_lock import acquire_archive_lock
 from maild.service.budget import Budgets
 from maild.service.commands import CommandContext, dispatch
 from maild.service.control import ControlServer
@@ -220,6 +221,11 @@ class Daemon:
         # configuration, which must not touch the archive or the other daemon's socket.
         control = ControlServer(cfg.daemon.control_socket, self.handle, group=cfg.daemon.control_socket_group)
         await control.start()
+        try:  # one fetcher per archive, whatever its configuration (maild/service/archive_lock.py)
+            fetch_lock = acquire_archive_lock(cfg.daemon.database)
+        except BaseException:
+            await control.close()
+            raise
         metrics_server = (
             MetricsServer(*cfg.daemon.metrics_listen, self.metrics_text)
             if cfg.daemon.metrics_listen is not None
@@ -235,6 +241,7 @@ class Daemon:
             if self.store is not None:
                 await self.store.close()
             await control.close()
+            fetch_lock.release()
             executor.shutdown(wait=False)
             raise
         try:
@@ -297,6 +304,7 @@ class Daemon:
                 await metrics_server.close()
             await control.close()
             await self.store.close()
+            fetch_lock.release()
             executor.shutdown(wait=False, cancel_futures=True)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

@@ -23,6 +23,7 @@ from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, MaildError, StoreError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
 from maild.model import FailureRecord, redact_known
+from maild.service.archive_lock import acquire_archive_lock
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
 from maild.service.labels import message_label, new_and_known, outcome_label
@@ -165,7 +166,8 @@ async def fetch_once(
 
     Raises:
         ConfigError: an unknown account name (nothing was fetched).
-        StoreError: the archive cannot be opened.
+        StoreError: the archive cannot be opened, or another maild (a daemon or a ``maild fetch``)
+            holds its fetcher lock (:mod:`maild.service.archive_lock`).
 
     With the ``documents`` extra, the attachment text of new messages is indexed after the cycles
     (:mod:`maild.archive.document_index`) when at most :data:`ONESHOT_DOCUMENT_MESSAGES` messages with
@@ -176,6 +178,7 @@ async def fetch_once(
     pool shut down.
     """
     accounts = chosen_accounts(config, names)
+    fetch_lock = acquire_archive_lock(config.daemon.database)  # not beside a daemon or another fetch
     tune_allocator()  # before the worker threads start: see maild/service/memory.py
     executor = ThreadPoolExecutor(max_workers=config.daemon.pop3_threads, thread_name_prefix="maild-pop3")
     try:
@@ -209,3 +212,4 @@ async def fetch_once(
             await store.close()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        fetch_lock.release()

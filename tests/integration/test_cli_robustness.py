@@ -137,3 +137,29 @@ def test_messages_list_of_unknown_account_is_an_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "nosuch" in done.stderr
     assert maild(cfg, "messages", "list", "--account", "anna").returncode == 0
+
+
+def test_a_second_fetcher_on_the_same_archive_is_refused_until_the_first_one_dies(
+    daemon: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    """Another configuration naming the same state directory (its own control socket) and a one-shot
+    `maild fetch` beside the daemon are refused with one line naming the lock and the holder; a
+    SIGKILLed daemon leaves no stale lock behind."""
+    cfg, first = daemon
+    other = cfg.with_name("other.toml")
+    state = cfg.parent / "state"
+    other.write_text(f'[daemon]\nstate_dir = "{state}"\ncontrol_socket = "{cfg.parent}/other.sock"\n')
+    for argv in ((other, "run"), (other, "fetch"), (cfg, "fetch")):
+        refused = maild(*argv)
+        assert refused.returncode == 1, refused
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1, refused.stderr
+        assert "another maild" in lines[0] and f"held by PID {first.pid}" in lines[0], lines[0]
+        assert "maild.sqlite3.lock" in lines[0]
+    assert first.poll() is None
+    assert maild(cfg, "status").returncode == 0, "the refused daemon disturbed the first one"
+    first.kill()
+    first.wait(timeout=15)
+    after = maild(other, "fetch")
+    assert after.returncode == 0, after.stderr
+    assert "another maild" not in after.stderr

@@ -75,7 +75,6 @@ AIOIMAPLIB_IMPORTERS = frozenset(
 CLI_MAY_IMPORT_FROM_SERVICE = frozenset(
     {
         "maild.service.control_client",  # every command that asks the running daemon
-        "maild.service.control_wire",  # `maild fetch` asks whether a daemon runs, without the client's records
         "maild.service.status",  # the typed records it renders
         "maild.service.oneshot",  # `maild fetch`: the daemon's parts without a daemon
         "maild.service.daemon",  # `maild run` starts the daemon itself
