@@ -11,6 +11,7 @@ import asyncio
 
 import aiosqlite
 
+from maild.archive.columns import add_column_unless_there
 from maild.message import MAX_HEADER_OCTETS, scan_header, summary_of
 
 
@@ -36,10 +37,7 @@ async def fill_cc_headers(conn: aiosqlite.Connection) -> None:
     Raises:
         sqlite3.Error: SQLite failed (the migration is then rolled back).
     """
-    async with conn.execute("SELECT name FROM pragma_table_info('messages')") as cur:
-        columns = {row[0] for row in await cur.fetchall()}
-    if "cc_header" not in columns:
-        await conn.execute("ALTER TABLE messages ADD COLUMN cc_header TEXT")
+    await add_column_unless_there(conn, "messages", "cc_header", "TEXT")
     after = 0
     while True:
         async with conn.execute(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import aiosqlite
 
+from maild.archive.columns import add_column_unless_there
+
 DOCUMENTS_INDEX_SQL = (
     "CREATE INDEX IF NOT EXISTS messages_documents ON messages (id) WHERE has_documents IS NOT 0"
 )
@@ -25,8 +27,5 @@ async def add_document_flag(conn: aiosqlite.Connection) -> None:
     Raises:
         sqlite3.Error: SQLite failed (the migration is then rolled back).
     """
-    async with conn.execute("SELECT name FROM pragma_table_info('messages')") as cur:
-        columns = {row[0] for row in await cur.fetchall()}
-    if "has_documents" not in columns:
-        await conn.execute("ALTER TABLE messages ADD COLUMN has_documents INTEGER")
+    await add_column_unless_there(conn, "messages", "has_documents", "INTEGER")
     await conn.execute(DOCUMENTS_INDEX_SQL)

@@ -278,17 +278,23 @@ def test_decoder_replies_iterator() -> None:
     assert decoder.buffered_octets == 3
 
 
-def test_decoder_random_messages_round_trip() -> None:
-    """Random messages full of dots and CR/LF survive stuffing and random chunking."""
-    rng = random.Random(1939)
-    alphabet = [b".", b"\r\n", b"\r", b"\n", b"a", b" ", b"..", b"\r\n.\r\n"]
+def random_replies(rng: random.Random, alphabet: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """200 random bodies made of ``alphabet`` (each ending in CRLF unless empty) and their RETR
+    replies (``+OK``, stuffed body, terminator) as one stream cut at 300 random places."""
     bodies = []
     for _ in range(200):
         body = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
         bodies.append(body + b"\r\n" if body else body)
     stream = b"".join(b"+OK\r\n" + stuff(b) for b in bodies)
     cuts = sorted(rng.sample(range(len(stream)), 300))
-    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    return bodies, [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+
+def test_decoder_random_messages_round_trip() -> None:
+    """Random messages full of dots and CR/LF survive stuffing and random chunking."""
+    bodies, chunks = random_replies(
+        random.Random(1939), [b".", b"\r\n", b"\r", b"\n", b"a", b" ", b"..", b"\r\n.\r\n"]
+    )
     assert [r.body for r in decode(chunks, [True] * len(bodies))] == bodies
 
 
@@ -303,15 +309,8 @@ def test_decoder_unstuffs_by_offsets_or_by_replace_alike(
     monkeypatch.setattr(wire, "MAX_STUFFED_LINES", max_stuffed)
     if take:
         monkeypatch.setattr(wire, "TAKE_BUFFER_OCTETS", 1)
-    rng = random.Random(2449 + max_stuffed)
     alphabet = [b".", b"\r\n", b"\r", b"\n", b"a", b" ", b"..", b"\r\n.\r\n", b"\r\n..", b"\r\n..."]
-    bodies = []
-    for _ in range(200):
-        body = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
-        bodies.append(body + b"\r\n" if body else body)
-    stream = b"".join(b"+OK\r\n" + stuff(b) for b in bodies)
-    cuts = sorted(rng.sample(range(len(stream)), 300))
-    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    bodies, chunks = random_replies(random.Random(2449 + max_stuffed), alphabet)
     assert [bytes(r.body or b"") for r in decode(chunks, [True] * len(bodies))] == bodies
 
 
