@@ -99,8 +99,9 @@ def _write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def up(directory: Path, *, messages: int, users: list[str], seed: int) -> int:
-    """Start (or restart) the sandbox in ``directory``; print how to use it. Returns an exit status."""
+def up(directory: Path, *, messages: int, users: list[str], seed: int, stop_hint: str | None = None) -> int:
+    """Start (or restart) the sandbox in ``directory``; print how to use it (``stop_hint``: the stop
+    command to name instead of this module's ``down``). Returns an exit status."""
     directory.mkdir(parents=True, exist_ok=True)
     # Dovecot's unprivileged processes must traverse it (secrets/ stays 0700, config.toml 0600)
     directory.chmod(stat.S_IMODE(directory.stat().st_mode) | 0o011)
@@ -114,7 +115,7 @@ def up(directory: Path, *, messages: int, users: list[str], seed: int) -> int:
         server = Dovecot.attach(dovecot_dir)
         if server.running:
             print(f"sandbox already running in {directory} (Dovecot PID {server.pid})")
-            _print_summary(directory, server)
+            _print_summary(directory, server, stop_hint)
             return 0
         server.start(daemonize=True)
         users = list(server.users)  # in creation order: the first one has the demo-* accounts
@@ -136,11 +137,11 @@ def up(directory: Path, *, messages: int, users: list[str], seed: int) -> int:
     _write_private(directory / "config.toml", config)
     (directory / "state").mkdir(exist_ok=True)
     print(f"sandbox up in {directory} (Dovecot PID {server.pid})")
-    _print_summary(directory, server)
+    _print_summary(directory, server, stop_hint)
     return 0
 
 
-def _print_summary(directory: Path, server: Dovecot) -> None:
+def _print_summary(directory: Path, server: Dovecot, stop_hint: str | None = None) -> None:
     p = server.ports
     print(f"  POP3 {server.host}:{p.pop3} (STLS)   POP3S {server.host}:{p.pop3s}")
     print(f"  IMAP {server.host}:{p.imap} (STARTTLS)   IMAPS {server.host}:{p.imaps}")
@@ -148,7 +149,7 @@ def _print_summary(directory: Path, server: Dovecot) -> None:
     print(f"  CA certificate: {directory / 'ca.pem'}")
     print(f"  maild config:   {directory / 'config.toml'}")
     print(f"  Dovecot log:    {server.log_file}")
-    print(f"  stop with:      python -m tests.support.sandbox down --dir {directory}")
+    print(f"  stop with:      {stop_hint or f'python -m tests.support.sandbox down --dir {directory}'}")
 
 
 def down(directory: Path, *, purge: bool) -> int:
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "--users", nargs="+", default=list(DEFAULT_USERS), help="user names (default anna)"
     )
     up_parser.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    up_parser.add_argument("--stop-hint", help="the stop command to print (default: this module's down)")
     down_parser = commands.add_parser("down", help="stop the sandbox")
     down_parser.add_argument("--dir", required=True, type=Path)
     down_parser.add_argument("--purge", action="store_true", help="also delete the directory")
@@ -211,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.messages < 0:
                 parser.error("--messages must be 0 or more")
             return up(
-                directory, messages=args.messages, users=list(dict.fromkeys(args.users)), seed=args.seed
+                directory,
+                messages=args.messages,
+                users=list(dict.fromkeys(args.users)),
+                seed=args.seed,
+                stop_hint=args.stop_hint,
             )
         if args.command == "down":
             return down(directory, purge=args.purge)
