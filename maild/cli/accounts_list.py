@@ -7,7 +7,7 @@ stays one job: changing the accounts' drop-in files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -82,19 +82,9 @@ class AccountRow:
         """The row as ``accounts list --json`` prints it."""
         from maild.service.status import time_text
 
-        return {
-            "name": self.name,
-            "organisation": self.organisation,
-            "employee": self.employee,
-            "protocol": self.protocol,
-            "host": self.host,
-            "enabled": self.enabled,
-            "configured_in": self.configured_in,
-            "state": self.state,
-            "messages": self.messages,
-            "retired_at": time_text(self.retired_at),
-            "retired_into": self.retired_into,
-        }
+        row = {f.name: getattr(self, f.name) for f in fields(self)}  # keys in field order
+        row["retired_at"] = time_text(self.retired_at)  # replacing a value keeps its key's place
+        return row
 
 
 def account_rows(config: Config) -> list[AccountRow]:

@@ -8,7 +8,7 @@ never does. Round trips are counted by the proxy (``client_turns``), never timed
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
@@ -59,6 +59,19 @@ async def selected(proxy: FaultProxy) -> IMAPMailbox:
     return mailbox
 
 
+def answer_second_size_command(reply: str) -> Callable[[Session, str, str], Awaitable[None]]:
+    """A ``UID FETCH`` handler that answers the UID check's second size command with ``reply``
+    (``NO ...`` or ``BAD ...``) and every other one as Dovecot would."""
+
+    async def handler(session: Session, tag: str, args: str) -> None:
+        if args.startswith(f"{scan.MAX_UIDS_PER_COMMAND + 1}:"):
+            await session.send(f"{tag} {reply}\r\n".encode())
+            return
+        await session.default(tag, "UID FETCH", args)
+
+    return handler
+
+
 async def test_the_uid_check_is_one_round_trip_and_a_refused_command_leaves_only_its_uids_out(
     server: ScriptedIMAP, proxy: FaultProxy
 ) -> None:
@@ -66,13 +79,7 @@ async def test_the_uid_check_is_one_round_trip_and_a_refused_command_leaves_only
     NO: its UIDs are left out (not verified, so not deletable), the commands after it still count,
     and the whole check costs one round trip."""
 
-    async def refuse_second(session: Session, tag: str, args: str) -> None:
-        if args.startswith(f"{scan.MAX_UIDS_PER_COMMAND + 1}:"):
-            await session.send(f"{tag} NO Some messages could not be FETCHed\r\n".encode())
-            return
-        await session.default(tag, "UID FETCH", args)
-
-    server.script["UID FETCH"] = refuse_second
+    server.script["UID FETCH"] = answer_second_size_command("NO Some messages could not be FETCHed")
     mailbox = await selected(proxy)
     try:
         before = proxy.client_turns
@@ -95,13 +102,7 @@ async def test_a_bad_command_in_the_middle_of_the_uid_check_stops_it(
     """BAD for one of the pipelined size commands is a protocol error for the whole check (as for the
     commands one by one): nothing of it is taken as verified."""
 
-    async def bad_second(session: Session, tag: str, args: str) -> None:
-        if args.startswith(f"{scan.MAX_UIDS_PER_COMMAND + 1}:"):
-            await session.send(f"{tag} BAD Error in IMAP command\r\n".encode())
-            return
-        await session.default(tag, "UID FETCH", args)
-
-    server.script["UID FETCH"] = bad_second
+    server.script["UID FETCH"] = answer_second_size_command("BAD Error in IMAP command")
     mailbox = await selected(proxy)
     try:
         with pytest.raises(ProtocolError, match="BAD"):
