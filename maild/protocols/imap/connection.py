@@ -441,7 +441,8 @@ class IMAPConnection:
         context: ssl.SSLContext | None = None
         if settings.tls != "none":
             try:
-                context = client_context(settings.ca_file)  # built once per CA file, then shared
+                # built once per CA file, then shared; a build reads the CA store (tens of ms): off the loop
+                context = await asyncio.to_thread(client_context, settings.ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise self.error(ConnectError, f"cannot load ca_file {settings.ca_file!r}: {exc}") from None
         client = self._client = IMAPClient(
