@@ -1,5 +1,9 @@
 """Storing a batch of fetched messages in one durable transaction (:meth:`BatchWriter.store_batch`).
 
+Two steps, also public on their own so that a fetch cycle can prepare the next batch while the
+previous one's transaction runs: :meth:`BatchWriter.prepare_batch` (CPU work in a worker thread,
+nothing stored) and :meth:`BatchWriter.insert_batch` (the transaction).
+
 Each distinct message (by SHA-256 of its raw octets) is stored once, with its header summary and its
 full-text index row; each server identity (POP3 UIDL, RFC 1939 section 7; IMAP mailbox, UIDVALIDITY
 and UID, RFC 9051 section 2.3.1.1) is linked to it once; the account's fetched counts and its
@@ -35,6 +39,27 @@ class _Prepared:
     sha256: str
     row: tuple[Any, ...]
     index: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch hashed, parsed and indexed by :meth:`BatchWriter.prepare_batch`, not yet stored.
+
+    It holds the messages' raw octets (a fetch cycle counts them as held until it is inserted).
+    Dropping it stores nothing and changes nothing.
+
+    Attributes:
+        stamp: the time it was prepared for (``stored_at`` and ``first_fetched_at``), UTC text.
+        items: one entry per message of the batch, in the batch's order.
+        octets: the raw octets of its messages, summed.
+    """
+
+    stamp: str
+    items: tuple[_Prepared, ...]
+    octets: int
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 _INSERT_MESSAGE = (
@@ -99,7 +124,8 @@ class BatchWriter(ArchiveConnection):
         """Store a batch of retrieved messages for ``account`` in one durable transaction.
 
         Each distinct message (by SHA-256 of its raw octets) is stored once; each server identity is
-        linked to it once. Storing the same batch twice changes nothing the second time.
+        linked to it once. Storing the same batch twice changes nothing the second time. The same as
+        :meth:`prepare_batch` followed by :meth:`insert_batch`.
 
         Returns:
             Counts of what was new (see :class:`StoreOutcome`).
@@ -112,16 +138,55 @@ class BatchWriter(ArchiveConnection):
         """
         if not batch:
             return StoreOutcome()
+        return await self.insert_batch(account, await self.prepare_batch(batch, now))
+
+    async def prepare_batch(self, batch: Sequence[RetrievedMessage], now: datetime) -> PreparedBatch:
+        """Hash (SHA-256), parse (header summary, MIME parts) and extract the index text of ``batch``.
+
+        CPU work in a worker thread (:func:`asyncio.to_thread`); it touches neither the archive nor
+        its connection, so it may run while another batch's transaction does.
+
+        Args:
+            batch: retrieved messages, raw octets with CRLF line endings.
+            now: aware datetime, the batch's ``stored_at`` (converted to UTC).
+
+        Returns:
+            The prepared batch, for :meth:`insert_batch`; nothing is stored yet.
+
+        Cancelled or failed: nothing is stored (the worker thread may finish its work, which is then
+        dropped).
+        """
         stamp = utc_text(now)
-        prepared = await asyncio.to_thread(_prepare, batch, stamp)
+        items = await asyncio.to_thread(_prepare, batch, stamp)
+        return PreparedBatch(stamp, tuple(items), sum(len(m.raw) for m in batch))
+
+    async def insert_batch(self, account: str, prepared: PreparedBatch) -> StoreOutcome:
+        """Store a batch made by :meth:`prepare_batch` for ``account`` in one durable transaction.
+
+        Each distinct message (by SHA-256 of its raw octets) is stored once; each server identity
+        (RFC 1939 section 7 UIDL; RFC 9051 section 2.3.1.1 mailbox, UIDVALIDITY, UID) is linked to it
+        once; the account's fetched counts and its failure records change in the same transaction.
+
+        Returns:
+            Counts of what was new (see :class:`StoreOutcome`).
+
+        Raises:
+            StoreError: SQLite failed; nothing of the batch is stored.
+
+        When this returns, the batch is on disk (WAL fsync'ed, ``synchronous=FULL``). If cancelled
+        before that, nothing of it is stored.
+        """
+        if not prepared.items:
+            return StoreOutcome()
         outcome = await self._atomic(
-            lambda: self._insert_batch(account, prepared, stamp), f"storing for account {account}"
+            lambda: self._insert_batch(account, prepared.items, prepared.stamp),
+            f"storing for account {account}",
         )
         if self.counters is not None:
             self.counters.add(account, outcome)
         return outcome
 
-    async def _insert_batch(self, account: str, prepared: list[_Prepared], stamp: str) -> StoreOutcome:
+    async def _insert_batch(self, account: str, prepared: Sequence[_Prepared], stamp: str) -> StoreOutcome:
         digests = list(dict.fromkeys(p.sha256 for p in prepared))
         existing: dict[str, int] = {}
         await self._lookup_ids(digests, existing)
