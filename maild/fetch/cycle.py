@@ -5,8 +5,8 @@ The order is the product's guarantee:
 1. log in and take the server's inventory;
 2. record which archived messages left the server;
 3. retrieve what the archive lacks, committing it in batches (each commit fsync'ed; one batch commits
-   while the next is retrieved, at most one commit in flight, and every commit has returned before
-   step 4);
+   while the next is retrieved, at most one transaction in flight, the next batch prepared meanwhile,
+   and every commit has returned before step 4);
    (with ``deliver_maildir``: before logging in and after each commit, write what the account's
    Maildir lacks there, then record each delivery, see ``maildir.py``);
 4. unless a move into an IMAP account holding what this POP3 server holds is unfinished
@@ -97,7 +97,9 @@ parts of about 1 MiB, so only IMAP holds up to a window before reading pauses.)"
 
 HELD_BATCHES = 3
 """Octets of messages a cycle may hold, in batch limits: the commit in flight and the batch being
-filled together. A batch closes at about its limit, so this is reached only when a commit in flight
+filled together (a full batch handed to a commit is prepared while the previous commit's transaction
+runs, and the cycle waits for that previous commit before it reads on: so while it reads, one commit
+is in flight, as before). A batch closes at about its limit, so this is reached only when a commit in flight
 holds a message of several MB (counted at its size); the cycle then waits for that commit before it
 takes the next message, so a second large message is not received (and held) while the first is
 still being written. 2 waited for 25 of the 48 commits of the 2,000-message fetch (2-3 s of waiting
@@ -191,19 +193,24 @@ class CycleResult:
         self.octets += outcome.octets
 
 
-async def _finish_commit(task: asyncio.Future[None]) -> None:
-    """Let a commit still in flight when the cycle fails end (it stores what was retrieved).
+async def _finish_commits(tasks: list[asyncio.Future[None]]) -> None:
+    """Let the commits still in flight when the cycle fails end (they store what was retrieved).
 
-    The cycle's own error is what propagates; the commit's error, if any, is logged. Cancelled
-    again while waiting: the commit is cancelled too (the transaction is all or nothing).
+    The cycle's own error is what propagates; a commit's error, if any, is logged. A commit whose
+    predecessor failed stores nothing (see ``commit`` in :func:`fetch_cycle`). Cancelled again while
+    waiting: the commits are cancelled too (each transaction is all or nothing).
     """
+    if not tasks:
+        return
     try:
-        await asyncio.wait([task])
+        await asyncio.wait(tasks)
     except BaseException:
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         raise
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("fetch.commit.failed", error=repr(task.exception()))
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("fetch.commit.failed", error=repr(task.exception()))
 
 
 def _end_failed(
@@ -365,8 +372,9 @@ async def fetch_cycle(
     to_delete: list[MessageKey] = []
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
-    committing: asyncio.Future[None] | None = None
-    committing_octets = 0  # octets of the messages in the commit in flight
+    committing: list[
+        tuple[asyncio.Future[None], int]
+    ] = []  # commits in flight, oldest first, with their octets
     batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
     order: list[MessageKey] = []  # the keys asked for, while retrieving
     arrived: set[MessageKey] = set()
@@ -409,9 +417,22 @@ async def fetch_cycle(
             sizes = {e.key: e.size_octets or 0 for e in inventory}
             progress.planned(len(plan.retrieve), sum(sizes.get(k, 0) for k in plan.retrieve))
 
-        async def commit(batch: list[RetrievedMessage]) -> None:
+        async def commit(batch: list[RetrievedMessage], previous: asyncio.Future[None] | None) -> None:
+            """Prepare ``batch`` (a worker thread, while ``previous`` may still be in its transaction),
+            then insert it once ``previous`` has returned: one transaction at a time, in arrival order.
+
+            If ``previous`` failed or was cancelled, nothing of ``batch`` is stored: the cycle fails
+            with that error, and these messages are retrieved again next cycle.
+            """
             log.debug("fetch.commit.started", messages=len(batch))
-            outcome = await store.store_batch(account.name, batch, clock())
+            prepared = await store.prepare_batch(batch, clock())
+            if previous is not None:
+                await asyncio.wait([previous])  # being cancelled here leaves ``previous`` alone
+                if previous.cancelled() or previous.exception() is not None:
+                    log.debug("fetch.commit.dropped", messages=len(batch))
+                    return
+            outcome = await store.insert_batch(account.name, prepared)
+            del prepared
             result.add(outcome)
             log.debug("fetch.commit.complete", messages=len(batch))
             if progress is not None:
@@ -420,18 +441,23 @@ async def fetch_cycle(
                 await delivery.catch_up()
 
         async def start_commit(batch: list[RetrievedMessage]) -> None:
-            """Commit ``batch`` in the background once the previous commit has returned."""
-            nonlocal committing, committing_octets
-            await settle()
-            committing = asyncio.ensure_future(commit(batch))
-            committing_octets = sum(len(m.raw) for m in batch)
+            """Commit ``batch`` in the background: its preparation starts now, its transaction once the
+            previous commit has returned; then wait for that previous commit (so that at most one
+            prepared batch waits, and what is held stays as with one commit in flight)."""
+            previous = committing[-1][0] if committing else None
+            committing.append(
+                (asyncio.ensure_future(commit(batch, previous)), sum(len(m.raw) for m in batch))
+            )
+            await settle(keep=1)
 
-        async def settle() -> None:
-            """Wait for the commit in flight (if any); raise its error."""
-            nonlocal committing
-            if committing is not None:
-                task, committing = committing, None
+        async def settle(keep: int = 0) -> None:
+            """Wait for the oldest commits in flight until ``keep`` remain; raise the first error."""
+            while len(committing) > keep:
+                task, _ = committing.pop(0)
                 await task
+
+        def committing_octets() -> int:
+            return sum(octets for _, octets in committing)
 
         def window_octets() -> int:
             return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
@@ -457,11 +483,9 @@ async def fetch_cycle(
                         await start_commit(batch)
                         batch, pending_octets = [], 0
                         octets_limit = window_octets()
-                    elif committing is not None and (
-                        committing_octets + pending_octets >= HELD_BATCHES * octets_limit
-                    ):
+                    elif committing and committing_octets() + pending_octets >= HELD_BATCHES * octets_limit:
                         # large messages: the commit's memory first (HELD_BATCHES)
-                        log.debug("fetch.held.wait", octets=committing_octets + pending_octets)
+                        log.debug("fetch.held.wait", octets=committing_octets() + pending_octets)
                         await settle()
                 if batch:
                     await start_commit(batch)
@@ -522,8 +546,7 @@ async def fetch_cycle(
         log.debug("fetch.close.complete", kept=maildrop.parked)
     except BaseException as exc:
         await maildrop.abort()
-        if committing is not None:
-            await _finish_commit(committing)
+        await _finish_commits([task for task, _ in committing])
         if isinstance(exc, Exception) and not isinstance(exc, StoreError):
             failed = await _keep_what_arrived(
                 account.name, store, batch, result, order, arrived, exc, clock()

@@ -87,8 +87,8 @@ async def test_guard_stops_deletion_after_commit_when_archive_vanishes_mid_cycle
     path = tmp_path / "maild.sqlite3"
 
     class Vanishing(Store):
-        async def store_batch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            outcome = await super().store_batch(*args, **kwargs)
+        async def insert_batch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            outcome = await super().insert_batch(*args, **kwargs)
             if path.exists():
                 os.unlink(path)
             return outcome

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from maild.archive.batches import PreparedBatch
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
@@ -128,12 +129,13 @@ async def test_cycle_after_mid_retrieve_error_fetches_only_the_rest(store: Store
 
 
 class SlowCommits:
-    """Wraps ``store.store_batch``: each commit waits for ``release`` and records what it saw."""
+    """Wraps ``store.insert_batch`` (a commit's transaction): each waits for ``release`` and records
+    what it saw."""
 
     def __init__(self, store: Store, drop: object) -> None:
         self.store = store
         self.drop = drop
-        self.inner = store.store_batch
+        self.inner = store.insert_batch
         self.release = asyncio.Event()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -142,7 +144,7 @@ class SlowCommits:
         self.retrieved_while_first_waits = 0
         self.fail_first: Exception | None = None
 
-    async def __call__(self, account: str, batch: Any, now: datetime) -> Any:
+    async def __call__(self, account: str, prepared: PreparedBatch) -> Any:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.started.set()
@@ -152,8 +154,8 @@ class SlowCommits:
                 self.retrieved_while_first_waits = len(self.drop.retrieved)  # type: ignore[attr-defined]
                 if self.fail_first is not None:
                     raise self.fail_first
-            outcome = await self.inner(account, batch, now)
-            self.committed.append([m.key for m in batch])
+            outcome = await self.inner(account, prepared)
+            self.committed.append([p.key for p in prepared.items])
             return outcome
         finally:
             self.in_flight -= 1
@@ -168,7 +170,7 @@ async def test_retrieval_continues_while_a_batch_commits_and_memory_stays_at_two
     server = FakeServer.with_pop3(7)
     drop = server.session()
     slow = SlowCommits(store, drop)
-    monkeypatch.setattr(store, "store_batch", slow)
+    monkeypatch.setattr(store, "insert_batch", slow)
 
     task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2))
     await slow.started.wait()
@@ -184,6 +186,81 @@ async def test_retrieval_continues_while_a_batch_commits_and_memory_stays_at_two
     assert result.new_links == 7
 
 
+async def test_the_next_batch_is_prepared_while_the_previous_one_is_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While batch 1's transaction is held, batch 2 is prepared (hashed, parsed) but not inserted;
+    the transactions run one at a time, in arrival order (issue 19 item 6)."""
+    account = await prepare(store, pop3_account())
+    drop = FakeServer.with_pop3(5).session()
+    slow = SlowCommits(store, drop)
+    monkeypatch.setattr(store, "insert_batch", slow)
+    prepared: list[list[MessageKey]] = []
+    real_prepare = store.prepare_batch
+
+    async def recording_prepare(batch: Any, now: datetime) -> PreparedBatch:
+        out = await real_prepare(batch, now)
+        prepared.append([m.key for m in batch])
+        return out
+
+    monkeypatch.setattr(store, "prepare_batch", recording_prepare)
+    task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2))
+    await slow.started.wait()
+    for _ in range(200):  # batch 2 is prepared in a worker thread: give it time to return
+        if len(prepared) == 2:
+            break
+        await asyncio.sleep(0.01)
+    prepared_meanwhile = list(prepared)
+    in_flight = slow.in_flight
+    slow.release.set()
+    result = await task
+
+    assert prepared_meanwhile == [keys(1, 2), keys(3, 4)]  # batch 2 ready, batch 3 not yet read
+    assert in_flight == 1
+    assert slow.max_in_flight == 1
+    assert slow.committed == [keys(1, 2), keys(3, 4), keys(5)]
+    assert result.new_links == 5
+
+
+async def test_a_failed_commit_stores_nothing_of_the_batch_prepared_behind_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch 1's transaction fails while batch 2 is prepared behind it: batch 2 is not inserted, the
+    cycle fails with batch 1's error and deletes nothing; next cycle, everything is fetched again."""
+    account = await prepare(store, pop3_account(retention="delete"))
+    server = FakeServer.with_pop3(4)
+    drop = server.session()
+    slow = SlowCommits(store, drop)
+    slow.fail_first = StoreError("disk full")
+    monkeypatch.setattr(store, "insert_batch", slow)
+    prepared: list[list[MessageKey]] = []
+    real_prepare = store.prepare_batch
+
+    async def recording_prepare(batch: Any, now: datetime) -> PreparedBatch:
+        out = await real_prepare(batch, now)
+        prepared.append([m.key for m in batch])
+        return out
+
+    monkeypatch.setattr(store, "prepare_batch", recording_prepare)
+    task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2))
+    await slow.started.wait()
+    for _ in range(200):
+        if len(prepared) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert prepared == [keys(1, 2), keys(3, 4)]
+    slow.release.set()
+    with pytest.raises(StoreError, match="disk full"):
+        await task
+
+    assert slow.committed == []
+    assert await store.locations(account.name) == {}
+    assert server.deleted == []
+    monkeypatch.undo()  # the disk has room again
+    again = await fetch_cycle(account, store, server.session(), clock=Clock())
+    assert (again.new_links, again.deleted) == (4, 4)
+
+
 async def test_a_large_commit_in_flight_stops_retrieval_after_one_more_message(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,7 +272,7 @@ async def test_a_large_commit_in_flight_stops_retrieval_after_one_more_message(
     server = FakeServer((POP3Key(f"uidl-{n}"), make_message(n, size=size)) for n, size in sizes.items())
     drop = server.session()
     slow = SlowCommits(store, drop)
-    monkeypatch.setattr(store, "store_batch", slow)
+    monkeypatch.setattr(store, "insert_batch", slow)
 
     task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_octets=limit))
     await slow.started.wait()
@@ -220,7 +297,7 @@ async def test_small_messages_never_wait_for_the_commit_in_flight(
     server = FakeServer((POP3Key(f"uidl-{n}"), make_message(n, size=limit // 3 + 100)) for n in range(1, 9))
     drop = server.session()
     slow = SlowCommits(store, drop)
-    monkeypatch.setattr(store, "store_batch", slow)
+    monkeypatch.setattr(store, "insert_batch", slow)
 
     task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_octets=limit))
     await slow.started.wait()
@@ -249,7 +326,7 @@ async def test_deletion_waits_for_every_commit_when_retrieval_overlaps_commits(
     server.plan(on_delete=at_dele)
     drop = server.session()
     slow = SlowCommits(store, drop)
-    monkeypatch.setattr(store, "store_batch", slow)
+    monkeypatch.setattr(store, "insert_batch", slow)
     slow.release.set()
 
     result = await fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2)
@@ -271,7 +348,7 @@ async def test_failed_background_commit_fails_the_cycle_and_deletes_nothing(
     slow = SlowCommits(store, drop)
     slow.fail_first = StoreError("disk full")
     slow.release.set()
-    monkeypatch.setattr(store, "store_batch", slow)
+    monkeypatch.setattr(store, "insert_batch", slow)
 
     with pytest.raises(StoreError):
         await fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2)
@@ -295,7 +372,7 @@ async def test_error_while_a_commit_is_in_flight_lets_that_commit_finish(
     )
     drop = server.session()
     slow = SlowCommits(store, drop)
-    monkeypatch.setattr(store, "store_batch", slow)
+    monkeypatch.setattr(store, "insert_batch", slow)
 
     task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2))
     await slow.started.wait()
