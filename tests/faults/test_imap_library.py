@@ -132,9 +132,24 @@ async def run_command(
     data = server.replace(b"TAG", tag)
     edges = [0, *cuts, len(data)]
     for low, high in itertools.pairwise(edges):
-        protocol.data_received(data[low:high])
+        feed(protocol, data[low:high])
     response = await asyncio.wait_for(task, 2)
     return response, bytes(transport.written)
+
+
+def feed(protocol: Any, data: bytes) -> None:
+    """Hand ``data`` to ``protocol`` as asyncio's transports do: a buffered protocol (the patched one)
+    through ``get_buffer``/``buffer_updated``, as many reads as its buffers need; else ``data_received``."""
+    if not isinstance(protocol, asyncio.BufferedProtocol):
+        protocol.data_received(data)
+        return
+    rest = memoryview(data)
+    while rest:
+        buffer = protocol.get_buffer(-1)
+        octets = min(len(buffer), len(rest))
+        buffer[:octets] = rest[:octets]
+        protocol.buffer_updated(octets)
+        rest = rest[octets:]
 
 
 def shape(response: Any) -> tuple[str, list[tuple[str, bytes]]]:

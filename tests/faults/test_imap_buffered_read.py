@@ -1,0 +1,126 @@
+"""The patched IMAP protocol's buffered reads (``asyncio.BufferedProtocol``): a shared read buffer, and
+long literals read straight into a buffer of their announced size, give exactly what the stock
+aioimaplib protocol makes of the same bytes, however the reads are cut."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import aioimaplib
+
+from maild.protocols.imap import client as imap_module
+from maild.protocols.imap import protocol as imap_protocol
+from tests.faults.test_imap_library import FakeTransport, fetch, run_command, shape
+
+BIG = random.Random(7).randbytes(3 * imap_protocol.DIRECT_LITERAL_OCTETS + 11)
+EDGE = b"x" * (imap_protocol.DIRECT_LITERAL_OCTETS + 5) + b")\r\n* 9 FETCH (\r\n"  # text-like octets inside
+LARGE_STREAM = (
+    b"* 1 FETCH (UID 11 FLAGS (\\Seen) BODY[] {%d}\r\n" % len(BIG)
+    + BIG
+    + b")\r\n* 2 FETCH (UID 12 BODY[] {%d}\r\n" % len(EDGE)
+    + EDGE
+    + b' FLAGS () INTERNALDATE " 7-Jul-2026 10:00:00 +0200")\r\n'
+    + b"* 3 FETCH (UID 13 BODY[] {3}\r\nabc)\r\n"
+    + b"TAG OK Fetch completed.\r\n"
+)
+
+
+def read_sizes(stream: bytes, rnd: random.Random) -> list[int]:
+    """Cuts like a socket's reads: mostly large, some tiny, some right around a literal's edges."""
+    length = len(stream.replace(b"TAG", b"XXXX0"))
+    cuts = {rnd.randrange(1, length) for _ in range(rnd.randint(1, 12))}
+    body_start = stream.index(BIG)
+    cuts |= {body_start + d for d in (0, 1, 100, imap_protocol.DIRECT_LITERAL_OCTETS) if rnd.random() < 0.5}
+    return sorted(c for c in cuts if 0 < c < length)
+
+
+async def test_large_literals_read_directly_equal_the_stock_protocol_at_random_cuts() -> None:
+    """Literals longer than DIRECT_LITERAL_OCTETS, cut at random and at their edges, come out of the
+    buffered reads octet for octet as the stock protocol's data_received makes them."""
+    rnd = random.Random(20261207)
+    whole, _ = await run_command(aioimaplib.IMAP4ClientProtocol, fetch, LARGE_STREAM, [])
+    assert shape(whole)[0] == "OK"
+    assert [bytes(line) for line in whole.lines if isinstance(line, bytearray)] == [BIG, EDGE, b"abc"]
+    for _ in range(60):
+        cuts = read_sizes(LARGE_STREAM, rnd)
+        fast, _ = await run_command(imap_module._FastProtocol, fetch, LARGE_STREAM, cuts)
+        assert shape(fast) == shape(whole), f"cuts {cuts}"
+
+
+async def test_a_long_literal_is_read_into_its_own_buffer_with_no_copy_between() -> None:
+    """Once a read ends inside a long literal, the next read goes straight into the literal's buffer
+    (of its announced size, filled in place), which is the very object handed to the command."""
+    loop = asyncio.get_running_loop()
+    protocol = imap_module._FastProtocol(loop, None)
+    protocol.connection_made(FakeTransport())
+    protocol.state = "SELECTED"
+    handed: list[list[Any]] = []
+    streaming = imap_module.StreamingFetch(protocol, "11", "(UID BODY.PEEK[])", handed.append)
+    task = asyncio.ensure_future(streaming.run())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    head = b"* 1 FETCH (UID 11 BODY[] {%d}\r\n" % len(BIG)
+    first = head + BIG[:1000]
+    shared = protocol.get_buffer(-1)
+    shared[: len(first)] = first
+    protocol.buffer_updated(len(first))
+
+    direct = protocol.get_buffer(-1)
+    assert len(direct) == len(BIG) - 1000  # exactly what the literal still owes
+    assert direct.obj is not shared.obj
+    direct[:] = BIG[1000:]
+    literal = direct.obj
+    del direct
+    protocol.buffer_updated(len(BIG) - 1000)
+    assert protocol.received_octets == len(head) + len(BIG)
+
+    rest = b")\r\n" + protocol.tagpre.encode() + b"0 OK done\r\n"
+    buffer = protocol.get_buffer(-1)
+    assert buffer.obj is shared.obj  # back to the shared read buffer after the literal
+    buffer[: len(rest)] = rest
+    protocol.buffer_updated(len(rest))
+    response = await asyncio.wait_for(task, 1)
+    assert response.result == "OK"
+    [parts] = handed
+    assert parts[1] is literal
+    assert bytes(parts[1]) == BIG
+
+
+async def test_a_literal_collected_elsewhere_is_not_read_directly() -> None:
+    """A command that collects its literal in another object (as the spool's hook does) keeps getting
+    it piece by piece through the shared read buffer."""
+
+    class Collector(bytearray):
+        """Not a plain bytearray: the protocol must not replace it."""
+
+    loop = asyncio.get_running_loop()
+    protocol = imap_module._FastProtocol(loop, None)
+    protocol.connection_made(FakeTransport())
+    protocol.state = "SELECTED"
+    task = asyncio.ensure_future(fetch(protocol))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    command = protocol.pending_async_commands["FETCH"]
+    original = command.begin_literal_data
+
+    def begin(expected_size: int, literal_data: bytes = b"") -> Any:
+        command._resp_literal_data = Collector()
+        return original(expected_size, literal_data)
+
+    command.begin_literal_data = begin
+    first = b"* 1 FETCH (UID 11 BODY[] {%d}\r\n" % len(BIG) + BIG[:10]
+    shared = protocol.get_buffer(-1)
+    shared[: len(first)] = first
+    protocol.buffer_updated(len(first))
+    assert protocol.get_buffer(-1).obj is shared.obj
+    rest = BIG[10:] + b")\r\n" + protocol.tagpre.encode() + b"0 OK done\r\n"
+    for start in range(0, len(rest), len(shared)):
+        piece = rest[start : start + len(shared)]
+        shared[: len(piece)] = piece
+        protocol.buffer_updated(len(piece))
+    response = await asyncio.wait_for(task, 1)
+    literals = [line for line in response.lines if isinstance(line, bytearray)]
+    assert [type(line) for line in literals] == [Collector]
+    assert bytes(literals[0]) == BIG
