@@ -164,8 +164,8 @@ class Maildrop(abc.ABC):
 
         POP3 cannot: a maildrop is a snapshot taken at login and locked until QUIT (RFC 1939
         section 8), so this default simply calls :meth:`close` and returns False. IMAP keeps the
-        logged-in connection (see :meth:`IMAPConnection.park
-        <maild.protocols.imap.connection.IMAPConnection.park>`).
+        logged-in connection (see :meth:`KeptSession.park
+        <maild.protocols.imap.kept.KeptSession.park>`).
 
         Raises:
             The errors of :meth:`close` when it closes.

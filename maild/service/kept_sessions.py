@@ -3,7 +3,7 @@
 Every connection a fetch cycle makes holds one of its host's ``max_connections_per_host`` connections
 in the process's :class:`~maild.service.budget.Budgets` (which counts them, together with the IDLE
 connections). An IMAP session that ended its cycle well may stay logged in for the account's next
-cycle (see :meth:`IMAPConnection.park <maild.protocols.imap.connection.IMAPConnection.park>`): the next cycle
+cycle (see :meth:`KeptSession.park <maild.protocols.imap.kept.KeptSession.park>`): the next cycle
 then costs a ``NOOP`` instead of a TCP and TLS handshake, a greeting and a login, which on loopback is
 most of a no-op cycle and over the internet several round trips. A kept session keeps its connection,
 so the limit counts it; when anything else waits for a connection of the same host (another account's

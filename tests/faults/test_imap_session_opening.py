@@ -40,7 +40,7 @@ async def open_and_select(settings: ServerSettings) -> IMAPMailbox:
     """Open a session and SELECT INBOX (the first configured mailbox)."""
     mailbox = IMAPMailbox(settings)
     await mailbox.open()
-    await mailbox.connection.select("INBOX")
+    await mailbox.connection.selection.select("INBOX")
     return mailbox
 
 

@@ -1,4 +1,4 @@
-"""A kept IMAP session that a middlebox silently dropped, and one kept too long (``IMAPConnection.resume``).
+"""A kept IMAP session that a middlebox silently dropped, and one kept too long (``KeptSession.resume``).
 
 Dovecot cannot be made to go silent on request; a fault proxy in front of its IMAP port can.
 """

@@ -84,7 +84,7 @@ async def test_fresh_session_is_selected_after_one_round_trip(
     mailbox = IMAPMailbox(settings)
     try:
         await mailbox.open()
-        info = await mailbox.connection.select("INBOX")
+        info = await mailbox.connection.selection.select("INBOX")
         assert proxy.client_turns == 1
         assert info.exists == 3
         assert {"IMAP4REV1", "UIDPLUS", "IDLE"} <= mailbox.capabilities  # the post-login list
@@ -141,7 +141,7 @@ async def test_pipelined_select_of_another_mailbox_is_passed_over(
     mailbox = IMAPMailbox(settings)
     try:
         await mailbox.open()
-        info = await mailbox.connection.select("Other")
+        info = await mailbox.connection.selection.select("Other")
         assert info.exists == 0
         assert mailbox.connection.selected == "Other"
     finally:

@@ -1,4 +1,5 @@
-"""One IMAP connection: connect, TLS, SELECT, guarded commands, kept sessions (sign-in: ``signin``).
+"""One IMAP connection: connect, TLS, guarded commands (sign-in: ``signin``; the selected mailbox:
+``selection``; kept between cycles: ``kept``).
 
 :class:`IMAPConnection` is the part that :class:`~maild.protocols.imap.mailbox.IMAPMailbox` (fetching,
 deleting, appending) and :class:`~maild.protocols.imap.idle.IMAPIdleSession` each *hold*. What it adds
@@ -18,15 +19,18 @@ on top of :class:`~maild.protocols.imap.client.IMAPClient`:
   nowhere else.
 
 Signing in (AUTHENTICATE when a SASL mechanism fits, else LOGIN), the capabilities and COMPRESS are
-:mod:`maild.protocols.imap.signin`'s steps; LIST and CREATE are in :mod:`maild.protocols.imap.naming`.
+:mod:`maild.protocols.imap.signin`'s steps; LIST and CREATE are in :mod:`maild.protocols.imap.naming`;
+SELECT, and the answers pipelined behind the sign-in, in :mod:`maild.protocols.imap.selection`
+(``connection.selection``); parking a connection between cycles and taking it back in
+:mod:`maild.protocols.imap.kept` (``connection.kept``).
 
 Opening a session takes as few round trips as the server allows (capabilities from the greeting and
 the sign-in's completion, the first SELECT pipelined behind the sign-in), and COMPRESS=DEFLATE
 (RFC 4978) follows when :func:`maild.policy.want_compression` says so (see :meth:`IMAPConnection.open`).
 
 May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.protocols.tls`,
-:mod:`maild.protocols.imap.client`, :mod:`maild.protocols.imap.signin`, :mod:`maild.protocols.imap.codes`
-and the sans-I/O IMAP modules.
+:mod:`maild.protocols.imap.client`, :mod:`maild.protocols.imap.signin`, :mod:`maild.protocols.imap.codes`,
+:mod:`maild.protocols.imap.selection`, :mod:`maild.protocols.imap.kept` and the sans-I/O IMAP modules.
 """
 
 from __future__ import annotations
@@ -61,7 +65,9 @@ from maild.protocols.imap.client import (
     quiet_library_logger,
 )
 from maild.protocols.imap.codes import SESSION_CODES, THROTTLE_CODES
+from maild.protocols.imap.kept import KeptSession
 from maild.protocols.imap.lex import Part
+from maild.protocols.imap.selection import MailboxSelection, SelectRefused
 from maild.protocols.imap.signin import MIN_RATE_SAMPLE_OCTETS, link_rate
 from maild.protocols.progress import ProgressFloor
 from maild.protocols.tls import client_context
@@ -92,10 +98,6 @@ def consume_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-class SelectRefused(ProtocolError):
-    """SELECT was answered NO (no such mailbox, no permission): per-key failures in retrieve()."""
-
-
 class IMAPConnection:
     """An authenticated IMAP connection to one account's server; not safe for concurrent use.
 
@@ -120,13 +122,10 @@ class IMAPConnection:
         self._capabilities: frozenset[str] = frozenset()
         self.enabled: set[str] = set()
         """Extensions this session turned on with ENABLE (RFC 5161), e.g. ``"QRESYNC"``."""
-        self._selected: str | None = None
-        self._uidvalidity = 0
-        self._parked_at: float | None = None
-        self._preselect: tuple[str, asyncio.Future[Reply | None]] | None = None
-        self._presearch: tuple[str, asyncio.Future[Reply | None]] | None = None
-        """The ``UID SEARCH ALL`` sent behind the pipelined SELECT, until :meth:`select` passes its
-        mailbox on to :meth:`take_search` (or drops it when another mailbox was asked for)."""
+        self.selection = MailboxSelection(self)
+        """The selected mailbox, SELECT and the answers pipelined behind the sign-in."""
+        self.kept = KeptSession(self)
+        """Whether this connection is kept for a later cycle; parking and taking it back."""
         self._waited_octets = 0
         self._waited_s = 0.0
 
@@ -144,13 +143,13 @@ class IMAPConnection:
 
     @property
     def selected(self) -> str | None:
-        """The readable name of the selected mailbox, or None (not selected, or a SELECT failed)."""
-        return self._selected
+        """The readable name of the selected mailbox, or None (see :attr:`selection`)."""
+        return self.selection.selected
 
     @property
     def uidvalidity(self) -> int:
         """UIDVALIDITY of the mailbox the last successful SELECT chose (0 before any)."""
-        return self._uidvalidity
+        return self.selection.uidvalidity
 
     @property
     def tls_version(self) -> str | None:
@@ -215,7 +214,17 @@ class IMAPConnection:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
-    def _keep_rate(self) -> None:
+    @property
+    def usable(self) -> bool:
+        """Whether the connection is open, not discarded and not lost."""
+        return (
+            self._broken is None
+            and self._client is not None
+            and self._lost is not None
+            and not self._lost.done()
+        )
+
+    def remember_rate(self) -> None:
         """Remember how fast message transfers arrived on this connection (for ``compress = "auto"``)."""
         if self._waited_octets >= MIN_RATE_SAMPLE_OCTETS and self._waited_s > 0:
             signin.remember_rate(self.settings.host, self.settings.port, self._waited_octets / self._waited_s)
@@ -223,8 +232,8 @@ class IMAPConnection:
 
     def discard(self, reason: str) -> None:
         """Mark the connection unusable and close it; later calls raise TransientError. Never raises."""
-        self._keep_rate()
-        self._parked_at = None
+        self.remember_rate()
+        self.kept.forget()
         if self._broken is None:
             self._broken = reason
         if self._client is not None:
@@ -410,8 +419,8 @@ class IMAPConnection:
         asked again, as RFC 9051 section 6.2.1 requires), and after sign-in from the completion's
         ``[CAPABILITY ...]`` (section 7.1). ``preselect`` is sent right behind a LOGIN or an
         AUTHENTICATE PLAIN with initial response, in the same packet (pipelining, section 5.5); the
-        next :meth:`select` of that mailbox takes its answer instead of asking. With ``search``,
-        ``UID SEARCH ALL`` follows the SELECT in the same packet (:meth:`take_search` gives its
+        next SELECT of that mailbox (:attr:`selection`) takes its answer instead of asking. With
+        ``search``, ``UID SEARCH ALL`` follows the SELECT in the same packet (``take_search`` gives its
         answer): if the SELECT fails, no mailbox is selected and the server answers the search BAD,
         which is never read as a listing (RFC 9051 sections 5.5, 6.3.2). ``COMPRESS DEFLATE``
         (RFC 4978) follows when :func:`maild.policy.want_compression` says so for the account's
@@ -458,10 +467,7 @@ class IMAPConnection:
         capabilities = await signin.capabilities_before_sign_in(self, context, preauth=preauth)
         if not preauth:
             if preselect is not None:
-                argument = wire.mailbox_argument(preselect)
-                self._preselect = (preselect, client.follow_sign_in("SELECT", argument))
-                if search:
-                    self._presearch = (preselect, client.follow_sign_in("UID", "SEARCH", "ALL"))
+                self.selection.follow_sign_in(client, preselect, search=search)
             capabilities = await signin.sign_in(self, capabilities)
         self._capabilities = capabilities
         await signin.maybe_compress(self, capabilities)
@@ -478,81 +484,6 @@ class IMAPConnection:
     def compressed(self) -> bool:
         """Whether COMPRESS=DEFLATE is active on this connection (RFC 4978)."""
         return self._client is not None and self._client.compressed
-
-    async def select(self, mailbox: str) -> wire.SelectInfo:
-        """SELECT ``mailbox`` (read-write, so that STORE works; no flags change by selecting).
-
-        Args:
-            mailbox: the readable name; encoded to modified UTF-7 and quoted here.
-
-        Standard: RFC 9051 section 6.3.2 (SELECT); RFC 3501 section 6.3.1.
-
-        Raises:
-            SelectRefused: NO without a session code (no such mailbox, no permission).
-            ThrottledError, TransientError, ProtocolError: NO with a session code, BAD, broken.
-            NetworkTimeout, ConnectError: as for :meth:`call`.
-        """
-        client = self.client
-        argument = wire.mailbox_argument(mailbox)
-        what = f"SELECT {mailbox!r}"
-        self._selected = None
-        reply: Reply | None = None
-        preselect, self._preselect = self._preselect, None
-        presearch, self._presearch = self._presearch, None
-        if preselect is not None:  # sent behind the sign-in: take its answer (or let it pass)
-            pipelined = preselect[1]
-            answer = await self.call(what, lambda: asyncio.shield(pipelined))
-            if preselect[0] == mailbox:
-                reply = answer
-                self._presearch = presearch  # for take_search, once this SELECT is known to be OK
-        if reply is None:
-            reply = await self.call(what, lambda: client.select(argument))
-        lines, status = self.completion(reply, what)
-        if status.condition == "NO" and status.code not in SESSION_CODES:
-            raise SelectRefused(f"{self.account}: {what} refused: {status.describe()}", account=self.account)
-        if not status.ok:
-            raise self.refused(status, what)
-        info = wire.parse_select(lines, status)
-        self._selected, self._uidvalidity = mailbox, info.uidvalidity
-        return info
-
-    async def take_search(self, mailbox: str) -> list[int] | None:
-        """The UIDs of ``mailbox`` from the ``UID SEARCH ALL`` sent behind the sign-in's SELECT (see
-        :meth:`open`), once :meth:`select` of that mailbox took the pipelined SELECT's OK; else None
-        (not sent, another mailbox, or taken already: ask with a command of its own).
-
-        Standard: RFC 9051 section 6.4.4 and 7.3.4 (SEARCH), 5.5 (pipelining).
-
-        Raises:
-            ProtocolError: the search was refused (BAD, NO) or its response is broken.
-            ThrottledError, TransientError: NO with a session code (RFC 5530).
-            NetworkTimeout, ConnectError: as for :meth:`call`.
-        """
-        presearch, self._presearch = self._presearch, None
-        if presearch is None or presearch[0] != mailbox or self._selected != mailbox:
-            return None
-        pending = presearch[1]
-        what = f"UID SEARCH ALL in {mailbox!r}"
-        reply = await self.call(what, lambda: asyncio.shield(pending))
-        if reply is None:
-            return None
-        lines, status = self.completion(reply, what)
-        if not status.ok:
-            raise self.refused(status, what)
-        try:
-            return wire.parse_search(lines)
-        except ProtocolError as exc:
-            raise self.error(ProtocolError, str(exc), standard=exc.standard) from None
-
-    @property
-    def preselected(self) -> str | None:
-        """The mailbox whose SELECT went out behind the sign-in and awaits :meth:`select`, or None."""
-        return self._preselect[0] if self._preselect is not None else None
-
-    def note_selected(self, mailbox: str | None, uidvalidity: int = 0) -> None:
-        """Record the outcome of a SELECT sent by other means (a pipeline): ``mailbox`` selected under
-        ``uidvalidity``, or None when it failed (no mailbox is selected then, RFC 9051 section 6.3.2)."""
-        self._selected, self._uidvalidity = mailbox, (uidvalidity if mailbox is not None else 0)
 
     async def close(self) -> None:
         """LOGOUT and close the connection. Deletions were applied by EXPUNGE already.
@@ -576,58 +507,6 @@ class IMAPConnection:
             pass
         finally:
             self.discard("closed")
-
-    @property
-    def parked(self) -> bool:
-        """Whether :meth:`park` kept this connection for a later cycle (and it was not taken back)."""
-        return self._parked_at is not None
-
-    def park(self) -> bool:
-        """Keep the authenticated connection for the next cycle (see :meth:`resume`).
-
-        Returns True; False (and the connection is discarded) when it is not usable any more.
-        The transfer rate measured so far is remembered (see :func:`link_rate`).
-        """
-        self._keep_rate()
-        if self._broken is not None or self._client is None or self._lost is None or self._lost.done():
-            self.discard("not kept: not usable")
-            return False
-        self._parked_at = asyncio.get_running_loop().time()
-        return True
-
-    async def resume(self, *, max_age_s: float, probe_timeout_s: float) -> bool:
-        """Take a parked connection back: True when it is ready, else it is discarded.
-
-        Ready means: parked less than ``max_age_s`` seconds ago (below the server's inactivity
-        timer, at least 30 minutes, RFC 9051 section 5.4), the connection not lost meanwhile, and
-        ``NOOP`` answered OK within ``probe_timeout_s`` seconds (RFC 9051 section 6.1.2; it also
-        catches a connection that a middlebox dropped silently). Never raises for the server's
-        behaviour.
-        """
-        parked_at, self._parked_at = self._parked_at, None
-        if parked_at is None or self._broken is not None or self._lost is None or self._lost.done():
-            self.discard("kept session lost")
-            return False
-        if asyncio.get_running_loop().time() - parked_at > max_age_s:
-            self.discard("kept session too old")
-            return False
-        client = self.client
-        try:
-            _lines, status = self.completion(
-                await self.call("NOOP", lambda: client.simple("NOOP"), timeout_s=probe_timeout_s), "NOOP"
-            )
-        except MaildError:
-            return False  # call() discarded the connection
-        if not status.ok:
-            self.discard("NOOP refused")
-            return False
-        self._selected = None  # every cycle selects again (RFC 9051 section 6.3.2)
-        self._preselect = self._presearch = None
-        try:
-            await signin.maybe_compress(self, self._capabilities)  # "auto": the last cycle showed a slow link
-        except MaildError:
-            return False  # call() discarded the connection
-        return True
 
     def abort(self) -> None:
         """Close the connection at once without LOGOUT. Never raises; safe at any time and repeatedly."""

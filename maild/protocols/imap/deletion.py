@@ -64,7 +64,7 @@ async def delete_messages(connection: IMAPConnection, keys: Sequence[MessageKey]
     done: list[MessageKey] = []
     uidplus = "UIDPLUS" in connection.capabilities
     for mailbox, mailbox_keys in by_mailbox.items():
-        info = await connection.select(mailbox)
+        info = await connection.selection.select(mailbox)
         stale = {key.uidvalidity for key in mailbox_keys} - {info.uidvalidity}
         if stale:
             raise connection.error(ProtocolError, f"UIDVALIDITY of {mailbox!r} changed; not deleting there")

@@ -101,7 +101,7 @@ class IMAPIdleSession:
             ProtocolError: it cannot be selected (e.g. ``[NONEXISTENT]``), BAD.
             ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
         """
-        return await self.connection.select(self.mailbox)
+        return await self.connection.selection.select(self.mailbox)
 
     async def notify(self) -> bool:
         """Ask for news of every watched mailbox with NOTIFY, where the server offers it.

@@ -155,7 +155,7 @@ class IMAPMailbox(Maildrop):
     @property
     def parked(self) -> bool:
         """Whether :meth:`park` kept this session for a later cycle (and it was not taken back)."""
-        return self.connection.parked
+        return self.connection.kept.parked
 
     async def park(self) -> bool:
         """End a cycle but keep the authenticated connection for the next one (see :meth:`resume`).
@@ -164,12 +164,12 @@ class IMAPMailbox(Maildrop):
         so a kept session is just a logged-in connection. Returns True; False (and the connection is
         discarded) when it is not usable any more.
         """
-        return self.connection.park()
+        return self.connection.kept.park()
 
     async def resume(self, *, max_age_s: float, probe_timeout_s: float) -> bool:
         """Take a parked session back for a new cycle: True when it is ready, else it is discarded
-        (call :meth:`abort`); see :meth:`IMAPConnection.resume <.connection.IMAPConnection.resume>`."""
-        return await self.connection.resume(max_age_s=max_age_s, probe_timeout_s=probe_timeout_s)
+        (call :meth:`abort`); see :meth:`KeptSession.resume <.kept.KeptSession.resume>`."""
+        return await self.connection.kept.resume(max_age_s=max_age_s, probe_timeout_s=probe_timeout_s)
 
     async def list_mailboxes(self) -> list[imap_list.ListedMailbox]:
         """LIST every mailbox; see :func:`.naming.list_mailboxes` (same Raises)."""
@@ -298,9 +298,9 @@ class IMAPMailbox(Maildrop):
         one more round trip, ``UID SEARCH ALL``, when its answer does not add up); else every UID
         (:func:`.status.select_and_search`)."""
         connection = self.connection
-        if connection.preselected == mailbox:  # SELECT and UID SEARCH went out with the sign-in
-            info = await connection.select(mailbox)
-            uids = await connection.take_search(mailbox)
+        if connection.selection.preselected == mailbox:  # SELECT and UID SEARCH went out with the sign-in
+            info = await connection.selection.select(mailbox)
+            uids = await connection.selection.take_search(mailbox)
             return info, (await scan.uid_search(connection, mailbox, "ALL") if uids is None else uids)
         if (
             hint is not None
@@ -366,7 +366,7 @@ class IMAPMailbox(Maildrop):
             run = list(group)
             if self.connection.selected != mailbox:
                 try:
-                    await self.connection.select(mailbox)
+                    await self.connection.selection.select(mailbox)
                 except SelectRefused as exc:
                     for key in run:
                         yield RetrievalFailure(key, str(exc))
@@ -398,7 +398,7 @@ class IMAPMailbox(Maildrop):
         for mailbox, run in itertools.groupby(imap_keys, key=lambda key: key.mailbox):
             if self.connection.selected != mailbox:
                 try:
-                    await self.connection.select(mailbox)
+                    await self.connection.selection.select(mailbox)
                 except SelectRefused:
                     continue
             by_uid = {key.uid: key for key in run if key.uidvalidity == self.connection.uidvalidity}

@@ -128,7 +128,7 @@ async def scan_headers(connection: IMAPConnection, mailbox: str) -> MailboxHeade
         ProtocolError: the mailbox cannot be selected (e.g. ``[NONEXISTENT]``), BAD, broken replies.
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`IMAPConnection.open`.
     """
-    info = await connection.select(mailbox)
+    info = await connection.selection.select(mailbox)
     scan = MailboxHeaders(mailbox, info.uidvalidity)
     if info.exists == 0:
         return scan
@@ -151,7 +151,7 @@ async def _select_unchanged(connection: IMAPConnection, mailbox: str, uidvalidit
         As :func:`fetch_sizes`.
     """
     if connection.selected != mailbox:
-        await connection.select(mailbox)
+        await connection.selection.select(mailbox)
     return connection.uidvalidity == uidvalidity
 
 

@@ -64,9 +64,9 @@ def _prelude(connection: IMAPConnection) -> list[str]:
     that took the session back, which brings a selected mailbox up to date on servers that do not
     keep it stale.
     """
-    if "UNSELECT" not in connection.capabilities or connection.preselected is not None:
+    if "UNSELECT" not in connection.capabilities or connection.selection.preselected is not None:
         return []  # a fresh session whose sign-in carried a SELECT: nothing stale to close
-    connection.note_selected(None)
+    connection.selection.note(None)
     if "QRESYNC" in connection.capabilities and "QRESYNC" not in connection.enabled:
         return ["UNSELECT", "ENABLE QRESYNC"]
     return ["UNSELECT"]
@@ -178,11 +178,11 @@ async def select_and_search(connection: IMAPConnection, mailbox: str) -> tuple[w
         SelectRefused: NO without a session code (no such mailbox, no permission).
         ProtocolError: BAD, a broken response.
         ThrottledError, TransientError, NetworkTimeout, ConnectError: as for
-            :meth:`IMAPConnection.select`.
+            :meth:`MailboxSelection.select <.selection.MailboxSelection.select>`.
     """
     argument = wire.mailbox_argument(mailbox)
     what = f"SELECT {mailbox!r}"
-    connection.note_selected(None)
+    connection.selection.note(None)
     select_reply, search_reply = await _pipeline(connection, what, [f"SELECT {argument}", "UID SEARCH ALL"])
     info = _selected(connection, mailbox, what, select_reply)
     search_what = f"UID SEARCH ALL in {mailbox!r}"
@@ -224,7 +224,7 @@ async def select_changes(
     """
     argument = wire.mailbox_argument(mailbox)
     what = f"SELECT {mailbox!r} (QRESYNC)"
-    connection.note_selected(None)
+    connection.selection.note(None)
     qresync = f"SELECT {argument} (QRESYNC ({before.uidvalidity} {before.highest_modseq}))"
     select_reply, search_reply = await _pipeline(
         connection, what, [qresync, f"UID SEARCH UID {before.uidnext}:*"]
@@ -258,7 +258,7 @@ def _selected(connection: IMAPConnection, mailbox: str, what: str, reply: Reply)
     if not status.ok:
         raise connection.refused(status, what)
     info = wire.parse_select(lines, status)
-    connection.note_selected(mailbox, info.uidvalidity)
+    connection.selection.note(mailbox, info.uidvalidity)
     return info
 
 
