@@ -5,8 +5,8 @@ The order is the product's guarantee:
 1. log in and take the server's inventory;
 2. record which archived messages left the server;
 3. retrieve what the archive lacks, committing it in batches (each commit fsync'ed; one batch commits
-   while the next is retrieved, at most one transaction in flight, the next batch prepared meanwhile,
-   and every commit has returned before step 4);
+   while the next is retrieved, at most one transaction in flight, the next batch prepared meanwhile:
+   :mod:`maild.fetch.commits`; every commit has returned before step 4);
    (with ``deliver_maildir``: before logging in and after each commit, write what the account's
    Maildir lacks there, then record each delivery, see ``maildir.py``);
 4. unless a move into an IMAP account holding what this POP3 server holds is unfinished
@@ -48,7 +48,6 @@ argument, the process's :class:`maild.service.budget.Budgets`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
@@ -69,6 +68,7 @@ from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import failed_headers, folders
 from maild.fetch import resync as imap_resync
+from maild.fetch.commits import CommitChain
 from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import IMAPCycleInfo
 from maild.model import (
@@ -191,26 +191,6 @@ class CycleResult:
         self.new_messages += outcome.new_messages
         self.new_links += outcome.new_links
         self.octets += outcome.octets
-
-
-async def _finish_commits(tasks: list[asyncio.Future[None]]) -> None:
-    """Let the commits still in flight when the cycle fails end (they store what was retrieved).
-
-    The cycle's own error is what propagates; a commit's error, if any, is logged. A commit whose
-    predecessor failed stores nothing (see ``commit`` in :func:`fetch_cycle`). Cancelled again while
-    waiting: the commits are cancelled too (each transaction is all or nothing).
-    """
-    if not tasks:
-        return
-    try:
-        await asyncio.wait(tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        raise
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("fetch.commit.failed", error=repr(task.exception()))
 
 
 def _end_failed(
@@ -372,9 +352,7 @@ async def fetch_cycle(
     to_delete: list[MessageKey] = []
     maildir = account.deliver_maildir
     delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
-    committing: list[
-        tuple[asyncio.Future[None], int]
-    ] = []  # commits in flight, oldest first, with their octets
+    commits: CommitChain | None = None  # the batches handed to a commit and not yet returned
     batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
     order: list[MessageKey] = []  # the keys asked for, while retrieving
     arrived: set[MessageKey] = set()
@@ -417,47 +395,14 @@ async def fetch_cycle(
             sizes = {e.key: e.size_octets or 0 for e in inventory}
             progress.planned(len(plan.retrieve), sum(sizes.get(k, 0) for k in plan.retrieve))
 
-        async def commit(batch: list[RetrievedMessage], previous: asyncio.Future[None] | None) -> None:
-            """Prepare ``batch`` (a worker thread, while ``previous`` may still be in its transaction),
-            then insert it once ``previous`` has returned: one transaction at a time, in arrival order.
-
-            If ``previous`` failed or was cancelled, nothing of ``batch`` is stored: the cycle fails
-            with that error, and these messages are retrieved again next cycle.
-            """
-            log.debug("fetch.commit.started", messages=len(batch))
-            prepared = await store.prepare_batch(batch, clock())
-            if previous is not None:
-                await asyncio.wait([previous])  # being cancelled here leaves ``previous`` alone
-                if previous.cancelled() or previous.exception() is not None:
-                    log.debug("fetch.commit.dropped", messages=len(batch))
-                    return
-            outcome = await store.insert_batch(account.name, prepared)
-            del prepared
+        async def committed(batch: list[RetrievedMessage], outcome: StoreOutcome) -> None:
             result.add(outcome)
-            log.debug("fetch.commit.complete", messages=len(batch))
             if progress is not None:
                 progress.committed(len(batch), sum(len(m.raw) for m in batch), outcome)
             if delivery is not None:
                 await delivery.catch_up()
 
-        async def start_commit(batch: list[RetrievedMessage]) -> None:
-            """Commit ``batch`` in the background: its preparation starts now, its transaction once the
-            previous commit has returned; then wait for that previous commit (so that at most one
-            prepared batch waits, and what is held stays as with one commit in flight)."""
-            previous = committing[-1][0] if committing else None
-            committing.append(
-                (asyncio.ensure_future(commit(batch, previous)), sum(len(m.raw) for m in batch))
-            )
-            await settle(keep=1)
-
-        async def settle(keep: int = 0) -> None:
-            """Wait for the oldest commits in flight until ``keep`` remain; raise the first error."""
-            while len(committing) > keep:
-                task, _ = committing.pop(0)
-                await task
-
-        def committing_octets() -> int:
-            return sum(octets for _, octets in committing)
+        commits = CommitChain(store, account.name, clock, committed)
 
         def window_octets() -> int:
             return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
@@ -480,19 +425,19 @@ async def fetch_cycle(
                         pending_octets += len(item.raw)
                     del item  # no message outlives its batch
                     if len(batch) >= batch_messages or pending_octets >= octets_limit:
-                        await start_commit(batch)
+                        await commits.start(batch)
                         batch, pending_octets = [], 0
                         octets_limit = window_octets()
-                    elif committing and committing_octets() + pending_octets >= HELD_BATCHES * octets_limit:
+                    elif commits and commits.held_octets + pending_octets >= HELD_BATCHES * octets_limit:
                         # large messages: the commit's memory first (HELD_BATCHES)
-                        log.debug("fetch.held.wait", octets=committing_octets() + pending_octets)
-                        await settle()
+                        log.debug("fetch.held.wait", octets=commits.held_octets + pending_octets)
+                        await commits.settle()
                 if batch:
-                    await start_commit(batch)
+                    await commits.start(batch)
                     batch = []
-                await settle()  # the batches hold memory until committed
+                await commits.settle()  # the batches hold memory until committed
                 order = []  # the retrieval is over: nothing was in flight
-        await settle()  # every commit has returned before anything below may delete
+        await commits.settle()  # every commit has returned before anything below may delete
         await folders.record(account, store, maildrop, inventory, clock())
         if verified is not None:  # fetched by UID in this session: verified
             verified |= {key for key in retrieved if isinstance(key, IMAPKey)}
@@ -546,7 +491,8 @@ async def fetch_cycle(
         log.debug("fetch.close.complete", kept=maildrop.parked)
     except BaseException as exc:
         await maildrop.abort()
-        await _finish_commits([task for task, _ in committing])
+        if commits is not None:
+            await commits.finish()
         if isinstance(exc, Exception) and not isinstance(exc, StoreError):
             failed = await _keep_what_arrived(
                 account.name, store, batch, result, order, arrived, exc, clock()
