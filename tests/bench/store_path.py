@@ -3,6 +3,7 @@
     python3 -m tests.bench.store_path                   # 2,000 messages, with and without the index
     python3 -m tests.bench.store_path --repeat 3        # medians of 3 (each run a fresh process)
     python3 -m tests.bench.store_path --pragma cache_size=-8192
+    python3 -m tests.bench.store_path --only with --chain   # through the fetch cycle's CommitChain
 
 Each run is a fresh ``python3`` process that generates the corpus (``tests/support/corpus.py``, seed 0,
 default mix) first, then stores it with :meth:`maild.archive.store.Store.store_batch` in batches of
@@ -12,6 +13,10 @@ of the storing alone (the corpus is held in memory for the whole run: its octets
 beside the RSS). "without index": ``messages_fts`` is replaced by a plain table and the index text
 is empty and the message is not walked (only its header summary is made), as ``tests/bench/search.py``
 does, so the cost of the FTS5 index (text extraction and FTS5 rows) shows by difference.
+
+``--chain`` stores the batches through :class:`maild.fetch.commits.CommitChain` as a fetch cycle does
+when its reading waits for the commits (at 50 ms RTT): each batch is prepared while the previous one's
+transaction runs. Without it, one ``store_batch`` after the other (prepare, then insert).
 
 Speed and memory are measured here, never asserted in tests.
 """
@@ -39,12 +44,13 @@ def _cpu_s() -> float:
 
 
 async def _one(
-    count: int, batch_mib: int, index: bool, pragmas: list[str], directory: Path
+    count: int, batch_mib: int, index: bool, pragmas: list[str], directory: Path, chain: bool = False
 ) -> dict[str, float]:
     from maild.archive import batches as store_module
     from maild.archive.index_text import IndexText
     from maild.archive.parse import ParsedMessage
     from maild.archive.store import Store
+    from maild.fetch.commits import CommitChain
     from maild.message import summarise
     from maild.model import POP3Key, RetrievedMessage
     from tests.support import corpus
@@ -66,6 +72,18 @@ async def _one(
             # without an index the store needs the header summary only, not the MIME walk
             store_module.parse = lambda raw, summary=None: ParsedMessage(summarise(raw), (), [])  # type: ignore[assignment]
         await store.ensure_account("bench", "Bench", "Bench", "pop3", NOW)
+
+        async def committed(_batch: list[RetrievedMessage], _outcome: object) -> None:
+            return None
+
+        commits = CommitChain(store, "bench", lambda: NOW, committed)
+
+        async def commit(batch: list[RetrievedMessage]) -> None:
+            if chain:
+                await commits.start(batch)
+            else:
+                await store.store_batch("bench", batch, NOW)
+
         wall = time.perf_counter()
         cpu = _cpu_s()
         batch: list[RetrievedMessage] = []
@@ -74,10 +92,11 @@ async def _one(
             batch.append(RetrievedMessage(POP3Key(f"u{n}"), raw))
             held += len(raw)
             if held >= batch_mib * 2**20:
-                await store.store_batch("bench", batch, NOW)
+                await commit(batch)
                 batch, held = [], 0
         if batch:
-            await store.store_batch("bench", batch, NOW)
+            await commit(batch)
+        await commits.settle()
         cpu = _cpu_s() - cpu
         wall = time.perf_counter() - wall
     finally:
@@ -99,12 +118,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pragma", action="append", default=[])
     parser.add_argument("--only", choices=("with", "without"))
+    parser.add_argument("--chain", action="store_true", help="store through the cycle's CommitChain")
     parser.add_argument("--child", choices=("with", "without"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         with tempfile.TemporaryDirectory(prefix="maild-store-path-") as tmp:
             out = asyncio.run(
-                _one(args.messages, args.batch_mib, args.child == "with", args.pragma, Path(tmp))
+                _one(args.messages, args.batch_mib, args.child == "with", args.pragma, Path(tmp), args.chain)
             )
         print(json.dumps(out))
         return
@@ -123,6 +143,7 @@ def main() -> None:
                 str(args.messages),
                 "--batch-mib",
                 str(args.batch_mib),
+                *(["--chain"] if args.chain else []),
             ]
             for p in args.pragma:
                 cmd += ["--pragma", p]
