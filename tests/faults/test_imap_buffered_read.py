@@ -124,3 +124,37 @@ async def test_a_literal_collected_elsewhere_is_not_read_directly() -> None:
     literals = [line for line in response.lines if isinstance(line, bytearray)]
     assert [type(line) for line in literals] == [Collector]
     assert bytes(literals[0]) == BIG
+
+
+async def test_two_connections_reading_in_turns_through_the_shared_buffer_keep_their_own_data() -> None:
+    """Two connections of one event loop read alternately, piece by piece, through the one read
+    buffer: each response comes out as the stock protocol makes it, nothing of one in the other."""
+    from tests.faults.test_imap_library import feed
+
+    whole, _ = await run_command(aioimaplib.IMAP4ClientProtocol, fetch, LARGE_STREAM, [])
+    loop = asyncio.get_running_loop()
+    protocols, tasks, streams = [], [], []
+    for _ in range(2):
+        protocol = imap_module._FastProtocol(loop, None)
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        protocol.state = "SELECTED"
+        tasks.append(asyncio.ensure_future(fetch(protocol)))
+        protocols.append(protocol)
+        streams.append(transport)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    data = [LARGE_STREAM.replace(b"TAG", bytes(transport.written.split(b" ", 1)[0])) for transport in streams]
+    data[1] = data[1].replace(b"Fetch completed.", b"Fetch done here.")
+    rnd = random.Random(5)
+    offsets = [0, 0]
+    while offsets != [len(data[0]), len(data[1])]:
+        which = rnd.randrange(2)
+        start = offsets[which]
+        end = min(len(data[which]), start + rnd.randint(1, 100_000))
+        feed(protocols[which], data[which][start:end])
+        offsets[which] = end
+    first, second = [await asyncio.wait_for(task, 2) for task in tasks]
+    assert shape(first) == shape(whole)
+    assert shape(second)[1][:-1] == shape(whole)[1][:-1]
+    assert shape(second)[1][-1] == ("bytes", b"Fetch done here.")
