@@ -1,1 +1,2 @@
-"""One fetch cycle of one account (the guarantee lives here) and IMAP UIDVALIDITY resync."""
+"""One fetch cycle of one account (the guarantee lives here; its commits in ``commits``) and IMAP
+UIDVALIDITY resync."""

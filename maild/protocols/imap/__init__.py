@@ -7,10 +7,12 @@
 * the aioimaplib layer, the only modules importing aioimaplib: ``client``, a small maild-owned API
   (``IMAPClient``, ``Reply``, ``StreamingFetch``, ``IdleRound``, ``LibraryError``; the rest of the
   package imports only this one), over ``library`` (the pin, ``ReadLimits``, ``Reply``, the
-  library's errors), ``protocol`` (the patched protocol) and ``commands`` (streaming FETCH,
-  STARTTLS, AUTHENTICATE, pipelines, IDLE rounds);
-* ``connection``: ``IMAPConnection`` (connect, TLS/STARTTLS, LOGIN, CAPABILITY, SELECT, LIST, the
-  guarded call, discard/abort, the error mapping), held by
+  library's errors), ``protocol`` (the patched protocol: buffered reads, literals read straight
+  into their buffer) and ``commands`` (streaming FETCH, STARTTLS, AUTHENTICATE, pipelines, IDLE
+  rounds);
+* ``connection``: ``IMAPConnection`` (connect, TLS/STARTTLS, the guarded call, discard/abort, the
+  error mapping; sign-in and CAPABILITY in ``signin``, SELECT in ``selection``, kept sessions in
+  ``kept``, LIST in ``naming``), held by
 * ``mailbox`` (``IMAPMailbox``, the Maildrop adapter, which hands its connection to ``stream``,
   ``scan`` and ``deletion``) and ``idle`` (``IMAPIdleSession``).
 
