@@ -8,8 +8,11 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from typing import Protocol as _Interface
+
+if TYPE_CHECKING:
+    from maild.spool import SpooledBody
 
 Protocol = Literal["pop3", "imap"]
 
@@ -87,7 +90,11 @@ class RetrievedMessage:
     Attributes:
         key: its server-side identity.
         raw: the RFC 5322 message, exactly the octets the server sent after protocol un-stuffing
-            (POP3 byte-stuffing, RFC 1939 section 3), CRLF line endings as sent.
+            (POP3 byte-stuffing, RFC 1939 section 3), CRLF line endings as sent: in memory
+            (``bytes``), or, for a message of at least ``maild.spool.SPOOL_THRESHOLD_OCTETS``
+            received while the archive's spool was in use, a :class:`~maild.spool.SpooledBody`
+            (a private file, its SHA-256 and its first octets; see :mod:`maild.spool`). Read its
+            length as :attr:`size_octets`, what it holds in memory as :attr:`held_octets`.
         internaldate: the IMAP INTERNALDATE (RFC 9051 section 2.3.3) in UTC, or None (POP3).
         flags: the IMAP flags at retrieval time, e.g. ``frozenset({"\\\\Seen"})``; empty for POP3.
         missing: IMAP items asked for that the server left out, e.g. ``("INTERNALDATE",)``; the
@@ -95,10 +102,44 @@ class RetrievedMessage:
     """
 
     key: MessageKey
-    raw: bytes
+    raw: bytes | SpooledBody
     internaldate: datetime | None = None
     flags: frozenset[str] = field(default_factory=frozenset)
     missing: tuple[str, ...] = ()
+
+    @property
+    def size_octets(self) -> int:
+        """The message's length in octets, in memory or spooled."""
+        raw = self.raw
+        return len(raw) if isinstance(raw, bytes | bytearray) else raw.size_octets
+
+    @property
+    def held_octets(self) -> int:
+        """Octets of the message held in memory: all of it, or a spooled message's head."""
+        raw = self.raw
+        return len(raw) if isinstance(raw, bytes | bytearray) else len(raw.head)
+
+    @property
+    def spooled(self) -> SpooledBody | None:
+        """The spool file holding the message, or None when it is in memory."""
+        raw = self.raw
+        return None if isinstance(raw, bytes | bytearray) else raw
+
+    def whole(self) -> bytes:
+        """The message's octets in memory: ``raw`` itself, or a spooled message read whole (for the
+        few users that need them so: moving a mailbox never spools, see :mod:`maild.move`).
+
+        Raises:
+            ValueError: the spooled body was closed already. OSError: reading the spool file failed.
+        """
+        raw = self.raw
+        return raw if isinstance(raw, bytes | bytearray) else raw.read_all()
+
+    def release(self) -> None:
+        """Close a spooled message's file (its octets leave the disk); nothing for one in memory."""
+        raw = self.raw
+        if not isinstance(raw, bytes | bytearray):
+            raw.close()
 
 
 @dataclass(frozen=True, slots=True)
