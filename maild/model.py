@@ -6,13 +6,11 @@ Nothing here does I/O. Datetimes are timezone-aware and in UTC.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from typing import Protocol as _Interface
-
-if TYPE_CHECKING:
-    from maild.spool import SpooledBody
 
 Protocol = Literal["pop3", "imap"]
 
@@ -81,6 +79,39 @@ class InventoryEntry:
 
     key: MessageKey
     size_octets: int | None = None
+
+
+class SpooledBody(_Interface):
+    """A received message held in a private file, not in memory: what :mod:`maild.spool` makes
+    (``maild.spool.SpooledBody``); declared here so that every layer can name it without importing
+    the spool's I/O.
+
+    Attributes:
+        size_octets: the message's length in octets.
+        sha256: the SHA-256 of its octets, lower-case hex, computed while it was written.
+        head: its first octets (at least the longest header section read anywhere,
+            ``maild.message.MAX_HEADER_OCTETS``, or all of it if shorter).
+    """
+
+    size_octets: int
+    sha256: str
+    head: bytes
+
+    def parts(self, part_octets: int = ...) -> Iterator[bytes]:
+        """The octets in order, ``part_octets`` at a time; OSError if the file cannot be read."""
+        ...
+
+    def read_at(self, offset: int, octets: int) -> bytes:
+        """Up to ``octets`` octets from ``offset`` (fewer only at the end)."""
+        ...
+
+    def read_all(self) -> bytes:
+        """All octets at once (for the few users that need them whole)."""
+        ...
+
+    def close(self) -> None:
+        """Close the file: its octets leave the disk (idempotent)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

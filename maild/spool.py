@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+from maild import model
 from maild.errors import MaildError
 
 SPOOL_THRESHOLD_OCTETS = 2**20
@@ -60,7 +61,7 @@ SPOOL_NAME_PREFIX = ".maild-spool-"
 """Prefix of a named spool file (file systems without ``O_TMPFILE``); swept at start."""
 
 
-class SpoolFull(MaildError):  # noqa: N818 -- the name says the cause, as the other MaildErrors
+class SpoolFull(MaildError):
     """The spool cannot take a message now: :data:`SPOOL_MAX_OCTETS` reached, the disk short of
     :data:`SPOOL_RESERVE_OCTETS`, or a write failed (``ENOSPC``, ``EIO``). That message is not
     retrieved this cycle; nothing is lost (the server keeps it)."""
@@ -345,7 +346,7 @@ class SpooledView:
 
     __slots__ = ("_body", "_cache", "_cache_at")
 
-    def __init__(self, body: SpooledBody) -> None:
+    def __init__(self, body: model.SpooledBody) -> None:
         self._body = body
         self._cache = body.head
         self._cache_at = 0

@@ -31,8 +31,8 @@ from maild.archive.index_text import index_text
 from maild.archive.parse import parse
 from maild.archive.schema import QUERY_CHUNK, failure_key_text, utc_text
 from maild.message import sha256_hex
-from maild.model import IMAPKey, MessageKey, POP3Key, RetrievedMessage, StoreOutcome
-from maild.spool import SpooledBody, SpooledView
+from maild.model import IMAPKey, MessageKey, POP3Key, RetrievedMessage, SpooledBody, StoreOutcome
+from maild.spool import SpooledView
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +62,14 @@ def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     not at all): ``zeroblob(n)`` reserves the octets, then ``blobopen`` writes them in place, from
     a memoryview, without SQLite copying the whole message first.
     """
-    raw = row[-1]
-    size = raw.size_octets if isinstance(raw, SpooledBody) else len(raw)
+    raw: bytes | SpooledBody = row[-1]
+    size = _size(raw)
     cur = db.execute(_INSERT_MESSAGE.replace("?)", "zeroblob(?))"), (*row[:-1], size))
     rowid = cur.lastrowid
     cur.close()
     assert rowid is not None
     with db.blobopen("messages", "raw", rowid) as blob:
-        if isinstance(raw, SpooledBody):  # from the spool file, a part at a time
+        if not isinstance(raw, bytes | bytearray):  # from the spool file, a part at a time
             for part in raw.parts(_BLOB_CHUNK_OCTETS):
                 blob.write(part)
             return
@@ -79,11 +79,11 @@ def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
 
 
 def _size(raw: bytes | SpooledBody) -> int:
-    return raw.size_octets if isinstance(raw, SpooledBody) else len(raw)
+    return len(raw) if isinstance(raw, bytes | bytearray) else raw.size_octets
 
 
 def _is_large(raw: bytes | SpooledBody) -> bool:
-    return isinstance(raw, SpooledBody) or len(raw) >= LARGE_BLOB_OCTETS
+    return not isinstance(raw, bytes | bytearray) or len(raw) >= LARGE_BLOB_OCTETS
 
 
 def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepared]:
@@ -92,12 +92,13 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
     out = []
     for msg in batch:
         raw = msg.raw
-        if isinstance(raw, SpooledBody):  # hashed while spooled; parsed through a view of its file
-            digest = raw.sha256
-            octets: bytes = cast(bytes, SpooledView(raw))  # the bytes methods the parsers use
-        else:
+        octets: bytes
+        if isinstance(raw, bytes | bytearray):
             digest = sha256_hex(raw)
             octets = raw
+        else:  # hashed while spooled; parsed through a view of its file
+            digest = raw.sha256
+            octets = cast(bytes, SpooledView(raw))  # has the bytes methods the parsers use
         parsed = parse(octets)  # one pass: the summary and the index text share it
         h = parsed.summary
         row = (
