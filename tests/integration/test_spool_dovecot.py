@@ -12,7 +12,7 @@ import pytest
 
 from maild.archive.store import Store
 from maild.fetch.cycle import make_maildrop
-from maild.model import Protocol, RetrievalFailure, RetrievedMessage
+from maild.model import Protocol, RetrievedMessage
 from maild.spool import SPOOL_HEAD_OCTETS, Spool, SpooledBody
 from tests.support import corpus
 from tests.support.accounts import dovecot_account
