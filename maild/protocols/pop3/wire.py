@@ -356,7 +356,8 @@ class ReplyDecoder:
             return None
         buf = self._buf
         start = self._status_end
-        cut = buf.rfind(_CRLF, start, self._scan_from + 1)
+        # a CRLF at or before where the search resumes: every line start before it is classified
+        cut = buf.rfind(_CRLF, start, self._scan_from + 2)
         if cut < start:
             return None
         stop = cut + 2
