@@ -50,10 +50,12 @@ read anywhere (``maild.message.MAX_HEADER_OCTETS``) and what follows it, up to t
 SPOOL_PART_OCTETS = 2**20
 """Octets read from a spool file at a time (copying it into the archive, reading it for the index)."""
 SPOOL_MAX_OCTETS = 2**30
-"""Most octets all spool files of one process hold at once (1 GiB). A cycle holds at most a few
-large messages at a time (``maild.fetch.cycle.HELD_BATCHES`` batches), and at most
-``maild.limits.MAX_TRANSFERS`` cycles transfer at once: a message that would pass it fails this cycle
-(:class:`SpoolFull`) and is tried again at the next."""
+"""Most octets all spool files of one process hold at once (1 GiB). A cycle holds the spooled
+messages of at most two batches (one committing, one filling), each closed at
+``maild.fetch.cycle.SPOOLED_BATCH_OCTETS`` (32 MiB) plus its last message, and at most
+``maild.limits.MAX_TRANSFERS`` (4) cycles transfer at once: about 256 MiB with messages of a few
+MB. A message that would pass it fails this cycle (:class:`SpoolFull`) and is tried again at the
+next."""
 SPOOL_RESERVE_OCTETS = 256 * 2**20
 """Free octets the archive's file system must keep after a message is spooled (256 MiB): the commit
 copies the message into the archive, which needs the room (and its WAL about as much again)."""

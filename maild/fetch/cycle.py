@@ -113,6 +113,13 @@ def _release(batch: list[RetrievedMessage]) -> None:
         message.release()
 
 
+SPOOLED_BATCH_OCTETS = 32 * 2**20
+"""A batch also closes once its spooled messages (``maild.spool``: those of at least 1 MiB, held in
+files, not in memory) reach this many octets (32 MiB): the batch limit counts memory only, and the
+commit copies a batch's spooled messages into the archive in one transaction (its WAL grows by about
+as much), while every cycle of the process shares the spool's own bound
+(``maild.spool.SPOOL_MAX_OCTETS``)."""
+
 MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
 """Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
 a stand-in in tests."""
@@ -456,8 +463,8 @@ async def fetch_cycle(
                 # one stream for everything: the adapter keeps its next window in flight while the
                 # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
                 log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
-                pending_octets = 0  # the batch's octets: its size, in memory or spooled
-                pending_held = 0  # what of them is held in memory (HELD_BATCHES)
+                pending_held = 0  # the batch's octets held in memory (the batch limit, HELD_BATCHES)
+                pending_spooled = 0  # its octets in spool files (SPOOLED_BATCH_OCTETS)
                 octets_limit = window_octets()
                 order = list(plan.retrieve)
                 async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
@@ -467,12 +474,16 @@ async def fetch_cycle(
                     else:
                         retrieved.add(item.key)
                         batch.append(item)
-                        pending_octets += item.size_octets
                         pending_held += item.held_octets
+                        pending_spooled += item.size_octets - item.held_octets
                     del item  # no message outlives its batch
-                    if len(batch) >= batch_messages or pending_octets >= octets_limit:
+                    if (
+                        len(batch) >= batch_messages
+                        or pending_held >= octets_limit
+                        or pending_spooled >= SPOOLED_BATCH_OCTETS
+                    ):
                         await start_commit(batch)
-                        batch, pending_octets, pending_held = [], 0, 0
+                        batch, pending_held, pending_spooled = [], 0, 0
                         octets_limit = window_octets()
                     elif committing is not None and (
                         committing_octets + pending_held >= HELD_BATCHES * octets_limit
