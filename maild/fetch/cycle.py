@@ -106,6 +106,7 @@ still being written. 2 waited for 25 of the 48 commits of the 2,000-message fetc
 on a loaded machine, overlap of network and commit lost); 3 waits for about 5 (0.25-0.4 s)
 (docs/performance.md, "Session 6: memory of one account")."""
 
+
 def _release(batch: list[RetrievedMessage]) -> None:
     """Close the spool files of ``batch`` once it is committed or given up (nothing for messages
     in memory); a message given up is retried at the next cycle, the server still has it."""
