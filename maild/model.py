@@ -97,8 +97,9 @@ class SpooledBody(_Interface):
     sha256: str
     head: bytes
 
-    def parts(self, part_octets: int = ...) -> Iterator[bytes]:
-        """The octets in order, ``part_octets`` at a time; OSError if the file cannot be read."""
+    def parts(self, part_octets: int = ...) -> Iterator[bytes | memoryview]:
+        """The octets in order, ``part_octets`` at a time, each valid until the next is asked for;
+        OSError if the file cannot be read."""
         ...
 
     def read_at(self, offset: int, octets: int) -> bytes:

@@ -298,28 +298,37 @@ class SpooledBody:
             raise ValueError("the spooled body is closed")
         if offset < len(self.head) and offset + octets <= len(self.head):
             return self.head[offset : offset + octets]
-        out = bytearray()
+        data = os.pread(self._fd, octets, offset)
+        if len(data) == octets or not data:
+            return data  # one read (a regular file answers whole but at its end)
+        out = bytearray(data)
         while len(out) < octets:
-            part = os.pread(self._fd, octets - len(out), offset + len(out))
-            if not part:
+            more = os.pread(self._fd, octets - len(out), offset + len(out))
+            if not more:
                 break
-            out += part
+            out += more
         return bytes(out)
 
-    def parts(self, part_octets: int = SPOOL_PART_OCTETS) -> Iterator[bytes]:
-        """The octets in order, ``part_octets`` at a time (the last part may be shorter).
+    def parts(self, part_octets: int = SPOOL_PART_OCTETS) -> Iterator[bytes | memoryview]:
+        """The octets in order, ``part_octets`` at a time (the last part may be shorter), each read
+        into one reused buffer: a part is valid until the next one is asked for (copy it to keep it).
 
         Raises:
             ValueError: the body is closed. OSError: a read failed, or the file is shorter than
                 ``size_octets`` (a spool file changed underneath: never stored).
         """
-        offset = 0
-        while offset < self.size_octets:
-            part = self.read_at(offset, min(part_octets, self.size_octets - offset))
-            if not part:
-                raise OSError(errno.EIO, "spool file shorter than its message")
-            yield part
-            offset += len(part)
+        if self.closed:
+            raise ValueError("the spooled body is closed")
+        buffer = bytearray(min(part_octets, self.size_octets))
+        with memoryview(buffer) as view:
+            offset = 0
+            while offset < self.size_octets:
+                want = min(len(buffer), self.size_octets - offset)
+                got = os.preadv(self._fd, [view[:want]], offset)
+                if not got:
+                    raise OSError(errno.EIO, "spool file shorter than its message")
+                yield view[:got]
+                offset += got
 
     def read_all(self) -> bytes:
         """All octets at once (for the few users that need them whole: moving a mailbox).
@@ -327,7 +336,7 @@ class SpooledBody:
         Raises:
             ValueError, OSError: as for :meth:`parts`.
         """
-        return b"".join(self.parts())
+        return b"".join([bytes(part) for part in self.parts()])
 
 
 _VIEW_FIRST_OCTETS = 64 * 2**10

@@ -40,10 +40,7 @@ class BodySpooler:
         active = self._writer is not None or self._error is not None
         if buffered < (SPOOL_PART_OCTETS if active else self._spool.threshold_octets):
             return
-        part = decoder.take_body_part()
-        if part is None:
-            return
-        self._write(part)
+        decoder.take_body_part(self._write)
 
     def finish(self, reply: wire.Reply) -> wire.Reply:
         """The completed ``reply`` as handed on: with its body spooled (the rest written first), or
@@ -73,7 +70,7 @@ class BodySpooler:
             self._writer.abort()
         self._writer = self._error = None
 
-    def _write(self, part: bytes) -> None:
+    def _write(self, part: bytes | memoryview) -> None:
         if self._error is not None:
             return  # the spool failed for this message: read and dropped
         try:

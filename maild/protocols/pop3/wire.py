@@ -14,7 +14,7 @@ Errors raised here carry no account name (this layer does not know it); the adap
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -333,8 +333,8 @@ class ReplyDecoder:
         could hand out."""
         return len(self._buf) - self._status_end if self._status is not None else 0
 
-    def take_body_part(self) -> bytes | None:
-        """Hand out the start of the body being received, un-stuffed, and keep only the rest buffered.
+    def take_body_part(self, write: Callable[[memoryview], object]) -> bool:
+        """Hand the start of the body being received, un-stuffed, to ``write``; keep only the rest.
 
         For a body too large to hold whole (the spool, :mod:`maild.spool`): call after
         :meth:`next_reply` (``multiline=True``) returned None. The part ends after a line's CRLF
@@ -342,36 +342,43 @@ class ReplyDecoder:
         that begins with ``..`` right after the cut is still recognised (its dot offset is kept,
         rebased), and the terminator can never be taken for data. The rest of the reply is then
         decoded as if the part's last CRLF ended its status line, so :meth:`next_reply` returns
-        the reply with only the remainder of the body; the parts and that remainder, concatenated,
-        are exactly the body :meth:`next_reply` would have returned. ``max_reply_octets`` still
-        caps the whole reply.
+        the reply with only the remainder of the body; everything written and that remainder,
+        concatenated, are exactly the body :meth:`next_reply` would have returned.
+        ``max_reply_octets`` still caps the whole reply.
+
+        Args:
+            write: called once or more with consecutive pieces of the part: views of the receive
+                buffer, valid only during the call (no copy is made here).
 
         Returns:
-            The part (at least one line), or None when nothing can be handed out yet (no multi-line
-            reply begun, or no complete line past the status line that the search has passed).
+            Whether anything was handed out: False when no multi-line reply has begun, or no
+            complete line past the status line has been passed by the search yet.
 
         Standard: RFC 1939 section 3 (multi-line responses, byte-stuffing).
         """
         if self._status is None:
-            return None
+            return False
         buf = self._buf
         start = self._status_end
         # a CRLF at or before where the search resumes: every line start before it is classified
         cut = buf.rfind(_CRLF, start, self._scan_from + 2)
         if cut < start:
-            return None
+            return False
         stop = cut + 2
         dots = self._dots
         with memoryview(buf) as view:
             if not self._stuffed:
-                part = view[start:stop].tobytes()
+                write(view[start:stop])
             elif dots is not None:
-                part = b"".join([view[a:b] for a, b in _kept_spans(start, stop, dots)])
+                for a, b in _kept_spans(start, stop, dots):
+                    if b > a:
+                        write(view[a:b])
             else:  # more stuffed lines than remembered: the part begins a line, so replace() sees all
                 part = view[start:stop].tobytes()
                 if part.startswith(b".."):
                     part = part[1:]
-                part = part.replace(_STUFFED, _UNSTUFFED)
+                with memoryview(part.replace(_STUFFED, _UNSTUFFED)) as unstuffed:
+                    write(unstuffed)
         # the part's last CRLF stays, as the status line's did: the rest decodes unchanged
         del buf[:cut]
         self._taken += cut
@@ -381,7 +388,7 @@ class ReplyDecoder:
             rest = [d - cut for d in dots if d >= stop]
             self._dots = rest
             self._stuffed = bool(rest)
-        return part
+        return True
 
     def _find_terminator(self, buf: bytearray) -> int:
         """Index of the terminator's CRLF in ``buf``, or -1 when it has not arrived yet.
