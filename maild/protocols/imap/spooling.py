@@ -23,6 +23,10 @@ from maild.protocols.imap.fetch import SpooledLiteral
 from maild.spool import SPOOL_PART_OCTETS, Spool, SpoolFull, SpoolWriter
 
 
+_DIRECT_WRITE_OCTETS = 64 * 2**10
+"""A received chunk of at least this many octets goes to the file as it is (no copy into a part)."""
+
+
 class SpoolingLiteral:
     """Stands in for aioimaplib's literal buffer of one large literal (``extend``, ``len``).
 
@@ -48,6 +52,9 @@ class SpoolingLiteral:
         self._received += len(data)
         if self._error is not None:
             return  # dropped: the spool failed for this message
+        if not self._pending and len(data) >= _DIRECT_WRITE_OCTETS:
+            self._write(data)  # a large received chunk: written as it is, not copied first
+            return
         self._pending += data
         if len(self._pending) >= SPOOL_PART_OCTETS:
             self._flush()
@@ -67,13 +74,17 @@ class SpoolingLiteral:
             self._writer = None
 
     def _flush(self) -> None:
-        if not self._pending or self._error is not None:
+        if self._pending:
+            self._write(self._pending)
+            self._pending = bytearray()
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
             return
         try:
             if self._writer is None:
                 self._writer = self._spool.writer()
-            self._writer.write(self._pending)
+            self._writer.write(data)
         except SpoolFull as exc:
             self._writer = None
             self._error = f"not retrieved: {exc}"
-        self._pending = bytearray()
