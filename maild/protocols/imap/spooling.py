@@ -22,7 +22,6 @@ from __future__ import annotations
 from maild.protocols.imap.fetch import SpooledLiteral
 from maild.spool import SPOOL_PART_OCTETS, Spool, SpoolFull, SpoolWriter
 
-
 _DIRECT_WRITE_OCTETS = 64 * 2**10
 """A received chunk of at least this many octets goes to the file as it is (no copy into a part)."""
 
