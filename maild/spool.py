@@ -94,7 +94,7 @@ class Spool:
         self.threshold_octets = threshold_octets
         self.max_octets = max_octets
         self.reserve_octets = reserve_octets
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a finalizer may run inside a locked block (GC)
         self._held = 0
         self._open = 0
 

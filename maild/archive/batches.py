@@ -30,6 +30,7 @@ from maild.archive.history import _COUNT_FETCHED
 from maild.archive.index_text import index_text
 from maild.archive.parse import parse
 from maild.archive.schema import QUERY_CHUNK, failure_key_text, utc_text
+from maild.errors import StoreError
 from maild.message import sha256_hex
 from maild.model import IMAPKey, MessageKey, POP3Key, RetrievedMessage, SpooledBody, StoreOutcome
 from maild.spool import SpooledView
@@ -70,8 +71,11 @@ def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     assert rowid is not None
     with db.blobopen("messages", "raw", rowid) as blob:
         if not isinstance(raw, bytes | bytearray):  # from the spool file, a part at a time
-            for part in raw.parts(_BLOB_CHUNK_OCTETS):
-                blob.write(part)
+            try:
+                for part in raw.parts(_BLOB_CHUNK_OCTETS):
+                    blob.write(part)
+            except (OSError, ValueError) as exc:  # the transaction rolls back: a StoreError
+                raise sqlite3.OperationalError(f"reading a spooled message: {exc}") from None
             return
         with memoryview(raw) as view:
             for start in range(0, len(view), _BLOB_CHUNK_OCTETS):
@@ -133,7 +137,8 @@ class BatchWriter(ArchiveConnection):
             Counts of what was new (see :class:`StoreOutcome`).
 
         Raises:
-            StoreError: SQLite failed; nothing of the batch is stored.
+            StoreError: SQLite failed, or a spooled message's file could not be read; nothing of
+                the batch is stored.
 
         When this returns, the batch is on disk (WAL fsync'ed, ``synchronous=FULL``). If cancelled
         before that, nothing of it is stored.
@@ -141,7 +146,10 @@ class BatchWriter(ArchiveConnection):
         if not batch:
             return StoreOutcome()
         stamp = utc_text(now)
-        prepared = await asyncio.to_thread(_prepare, batch, stamp)
+        try:
+            prepared = await asyncio.to_thread(_prepare, batch, stamp)
+        except (OSError, ValueError) as exc:  # a spool file unreadable (or closed): nothing stored
+            raise StoreError(f"storing for account {account}: reading a spooled message: {exc}") from None
         outcome = await self._atomic(
             lambda: self._insert_batch(account, prepared, stamp), f"storing for account {account}"
         )

@@ -8,8 +8,11 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from maild.archive import batches
 from maild.archive.store import Store
+from maild.errors import StoreError
 from maild.model import POP3Key, RetrievedMessage
 from maild.spool import Spool, SpooledBody
 from tests.support import corpus
@@ -95,3 +98,22 @@ async def test_archives_answer_searches_alike(tmp_path: Path) -> None:
             await store.close()
     assert results[0] == results[1]
     assert results[0][1] == sorted(raws)
+
+
+async def test_unreadable_spool_file_fails_the_batch_as_a_store_error(tmp_path: Path) -> None:
+    """A spooled message whose file cannot be read (closed here) fails its batch with StoreError
+    naming the cause; nothing of the batch is stored."""
+    store = await Store.open(tmp_path / "maild.sqlite3")
+    try:
+        await store.ensure_account("acct", "org", "emp", "pop3", NOW)
+        body = spooled(store.spool, corpus.large_message(1_500_000, seed=4))
+        body.close()
+        batch = [
+            RetrievedMessage(POP3Key("a"), b"Subject: x\r\n\r\nsmall\r\n"),
+            RetrievedMessage(POP3Key("b"), body),
+        ]
+        with pytest.raises(StoreError, match="reading a spooled message: the spooled body is closed"):
+            await store.store_batch("acct", batch, NOW)
+        assert await store._all("SELECT id FROM messages") == []
+    finally:
+        await store.close()
