@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -117,3 +118,4 @@ def test_sigkill_with_a_spooled_message_loses_nothing(
     assert check_invariants(dovecot, mail_user.name, delivered, db_path) == set()
     assert sorted(archive(db_path)[0]) == sorted(raws)
     assert not leftover.exists()
+    shutil.rmtree(directory)  # kept only when the test fails, for its logs
