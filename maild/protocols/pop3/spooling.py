@@ -44,23 +44,19 @@ class BodySpooler:
 
     def finish(self, reply: wire.Reply) -> wire.Reply:
         """The completed ``reply`` as handed on: with its body spooled (the rest written first), or
-        dropped with ``spool_error``, or unchanged (small, or not a body)."""
-        writer, error = self._writer, self._error
-        self._writer = self._error = None
+        dropped with ``spool_error``, or unchanged (small, or not a body); resets for the next."""
         body = reply.body
         if body is None:  # -ERR (cannot follow a begun body) or a single-line reply
-            if writer is not None:
-                writer.abort()
+            self.abort()
             return reply
-        if writer is None and error is None and len(body) < self._spool.threshold_octets:
+        if self._writer is None and self._error is None and len(body) < self._spool.threshold_octets:
             return reply
-        self._writer, self._error = writer, error
         self._write(body)
         writer, error = self._writer, self._error
         self._writer = self._error = None
         if error is not None:
             return wire.Reply(reply.status, None, spool_error=error)
-        if writer is None:  # body was empty: cannot happen past the threshold
+        if writer is None:  # nothing was written: an empty body cannot pass the threshold
             return reply
         return wire.Reply(reply.status, None, spooled=writer.finish())
 
