@@ -63,7 +63,7 @@ class CommitChain:
 
     @property
     def held_octets(self) -> int:
-        """Octets of the messages of the commits in flight."""
+        """Octets the messages of the commits in flight hold in memory (a spooled message: its head)."""
         return sum(octets for _, octets in self._in_flight)
 
     async def start(self, batch: list[RetrievedMessage]) -> None:
@@ -75,7 +75,7 @@ class CommitChain:
         """
         previous = self._in_flight[-1][0] if self._in_flight else None
         task = asyncio.ensure_future(self._commit(batch, previous))
-        self._in_flight.append((task, sum(len(m.raw) for m in batch)))
+        self._in_flight.append((task, sum(m.held_octets for m in batch)))
         await self.settle(keep=1)
 
     async def settle(self, keep: int = 0) -> None:
@@ -110,15 +110,20 @@ class CommitChain:
     async def _commit(self, batch: list[RetrievedMessage], previous: asyncio.Future[None] | None) -> None:
         """Prepare ``batch`` (a worker thread, while ``previous`` may still be in its transaction),
         then insert it once ``previous`` has returned. If ``previous`` failed or was cancelled,
-        nothing of ``batch`` is stored."""
+        nothing of ``batch`` is stored. Its spool files are closed in any case (committed, or retried
+        next cycle: the server still has the messages)."""
         log.debug("fetch.commit.started", messages=len(batch))
-        prepared = await self._store.prepare_batch(batch, self._clock())
-        if previous is not None:
-            await asyncio.wait([previous])  # being cancelled here leaves ``previous`` alone
-            if previous.cancelled() or previous.exception() is not None:
-                log.debug("fetch.commit.dropped", messages=len(batch))
-                return
-        outcome = await self._store.insert_batch(self._account, prepared)
-        del prepared
+        try:
+            prepared = await self._store.prepare_batch(batch, self._clock())
+            if previous is not None:
+                await asyncio.wait([previous])  # being cancelled here leaves ``previous`` alone
+                if previous.cancelled() or previous.exception() is not None:
+                    log.debug("fetch.commit.dropped", messages=len(batch))
+                    return
+            outcome = await self._store.insert_batch(self._account, prepared)
+            del prepared
+        finally:
+            for message in batch:
+                message.release()
         log.debug("fetch.commit.complete", messages=len(batch))
         await self._committed(batch, outcome)
