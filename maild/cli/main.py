@@ -339,7 +339,11 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
     # Imported here, not at the top: the daemon's parts cost start-up time every other command saves.
     from maild.service.oneshot import fetch_once as fetch_accounts_once
 
-    results = await fetch_accounts_once(cfg, names)
+    # On a terminal (stdout and stderr both) a failed account's result line says it all: its
+    # `fetch.failed` warning beside it would say it twice, so it goes to info there. Cron mail, a file
+    # and the journal keep the warning (syslog priority 4), which monitoring greps for.
+    on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    results = await fetch_accounts_once(cfg, names, failure_level="info" if on_terminal else "warning")
     for res in results:
         print(res.line(human_size))
     return 1 if any(res.failed for res in results) else 0
