@@ -399,7 +399,7 @@ def _fetch_now(args: argparse.Namespace) -> int:
         if res.skipped is not None:
             print(f"{res.account}: skipped: {res.skipped}")
         elif res.ok:
-            print(f"{res.account}: {res.counts()} ({human_size(res.octets)}, {res.seconds} s)")
+            print(f"{res.account}: {res.counts()} ({human_size(res.octets)} retrieved, {res.seconds} s)")
         elif res.locked_out_since is not None:
             failed += 1
             since = f"{local_time(res.locked_out_since, now, None)} {zone_name(now, None)}"

@@ -78,7 +78,9 @@ class OneShotResult:
             extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
         counts = new_and_known(res.new_messages, res.new_links)
         size = size_text(res.octets) if size_text is not None else f"{res.octets} octets"
-        lines = [f"{self.account}: {counts} ({size}){extra}"]
+        # "retrieved": the size is of everything fetched, new or not; "(148.0 MB)" after "37 already
+        # archived" read as if 148 MB were new after a killed run
+        lines = [f"{self.account}: {counts} ({size} retrieved){extra}"]
         for f in res.failures:
             lines.append(f"  not retrieved: {message_label(f.key, res.subjects.get(f.key))}: {f.reason}")
         lines += [f"  warning: {w}" for w in res.warnings]
