@@ -250,10 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if exc.code == "unknown-account" else 1
     except ConfigError as exc:
         _print_problems(exc)
-        return 1
+        return int(getattr(args, "error_exit", 1))  # `messages search`: 2, as grep (1 is "no match")
     except (MaildError, OSError) as exc:
         print(f"maild: {exc}", file=sys.stderr)
-        return 1
+        return int(getattr(args, "error_exit", 1))
     except KeyboardInterrupt:
         return 130
 

@@ -179,8 +179,8 @@ def test_search_says_how_many_messages_attachment_text_is_pending_and_reindex_re
     tmp_path: Path,
 ) -> None:
     """Steps: an archive whose two messages the indexer has not looked at; `maild messages search`
-    (the CLI, --database) finds nothing by the PDF's words and says on stderr that the attachment text
-    of 2 messages is not indexed yet; `maild reindex` reads it (8 attachments, none unreadable); search
+    (the CLI, --database) finds nothing by the PDF's words (exit 1, grep's "no match") and says on
+    stderr that the attachment text of 2 messages is not indexed yet; `maild reindex` reads it (8 attachments, none unreadable); search
     then finds the PDF's words without the note."""
     import asyncio
     import subprocess
@@ -197,12 +197,13 @@ def test_search_says_how_many_messages_attachment_text_is_pending_and_reindex_re
         )
 
     before = maild("messages", "search", "--database", str(db), "Heizkostenabrechnung")
-    assert before.returncode == 0, before.stderr
+    assert before.returncode == 1, before.stderr
     assert "the attachment text (PDF, Office) of 2 messages is not indexed yet" in before.stderr
     rebuilt = maild("-c", str(cfg), "reindex")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "attachment text: 2 messages read, 8 PDF/Office attachments, 0 unreadable" in rebuilt.stdout
     after = maild("messages", "search", "--database", str(db), "Heizkostenabrechnung")
+    assert after.returncode == 0, after.stderr
     assert "Unterlagen Wohnung" in after.stdout
     assert "not indexed yet" not in after.stderr
 
