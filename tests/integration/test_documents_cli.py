@@ -73,7 +73,7 @@ def test_fetch_then_search_finds_the_pdf_invoice_and_reindex_keeps_it(
     failed = [e for e in map(json.loads, fetched.stderr.splitlines()) if e["event"] == "documents.failed"]
     # damaged, encrypted, a bomb: the sender's problem, at info (below `maild fetch`'s default warning)
     assert sorted(e["filename"] for e in failed) == ["bombe.docx", "geheim.pdf", "kaputt.pdf"]
-    assert {e["log_level"] for e in failed} == {"info"}
+    assert {e["level"] for e in failed} == {"info"}
 
     for words in (["Heizkostenabrechnung", "2025"], ["Lindenstraße"], ["Eigentümerversammlung"]):
         hits, err = search(cfg, *words)
