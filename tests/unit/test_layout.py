@@ -166,7 +166,7 @@ def test_the_decision_at_open_rebuilds_only_below_the_bound_and_with_the_room() 
     kept (with the figures) when it is larger, or when the space is short by one octet."""
     mib = 1 << 20
     need = layout.space_needed(100 * mib)
-    assert need == 100 * mib + layout.LAYOUT_SPACE_MARGIN_OCTETS
+    assert need == 100 * mib * 9 // 8 + layout.LAYOUT_SPACE_MARGIN_OCTETS
 
     assert layout.decide_at_open(100 * mib, need, 100 * mib).action == "rebuild"
     above = layout.decide_at_open(100 * mib + 1, 10**15, 100 * mib)
