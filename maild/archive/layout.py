@@ -128,10 +128,10 @@ async def messages_columns(conn: aiosqlite.Connection) -> list[str]:
         return [str(row[0]) for row in await cur.fetchall()]
 
 
-async def raw_is_last(conn: aiosqlite.Connection) -> bool:
-    """Whether ``messages`` has the schema 14 layout: ``raw`` its last column."""
-    columns = await messages_columns(conn)
-    return bool(columns) and columns[-1] == "raw"
+async def in_layout(conn: aiosqlite.Connection) -> bool:
+    """Whether ``messages`` has exactly the columns of :data:`~maild.archive.schema.MESSAGES_COLUMNS`,
+    in that order (so ``raw`` last)."""
+    return await messages_columns(conn) == [name for name, _decl in MESSAGES_COLUMNS]
 
 
 async def _archive_octets(conn: aiosqlite.Connection) -> tuple[str, int]:
@@ -165,7 +165,7 @@ async def upgrade_layout(conn: aiosqlite.Connection) -> None:
         sqlite3.Error: SQLite failed (the migration is then rolled back: the archive stays at 13).
         StoreError: ``messages`` holds a column this maild does not know (nothing changed).
     """
-    if await raw_is_last(conn):
+    if await in_layout(conn):
         return
     path, size = await _archive_octets(conn)
     async with conn.execute("SELECT EXISTS (SELECT 1 FROM messages)") as cur:
@@ -294,7 +294,7 @@ async def compact(conn: aiosqlite.Connection, progress: Progress | None = None) 
         StoreError: not enough free space (one line with both figures; nothing changed), or SQLite
             failed (rolled back: the old layout stays).
     """
-    if await raw_is_last(conn):
+    if await in_layout(conn):
         return CompactResult(False, 0, 0, 0.0)
     path, size = await _archive_octets(conn)
     try:
