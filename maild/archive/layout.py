@@ -14,9 +14,8 @@ table dropped, the new one renamed, its indexes made again, ``PRAGMA foreign_key
 the commit. Rows move in chunks (copied, then deleted from the old table), so the pages the old rows
 free are reused by the next chunk: the file grows by about one chunk, and the WAL holds about one copy
 of the messages until the checkpoint (so the free space needed is a little more than the archive's
-size: :func:`space_needed`). A crash
-(SIGKILL, power loss) at any moment leaves the old layout (the transaction is not committed) or the new
-one: never a mix.
+size: :func:`space_needed`). A crash (SIGKILL, power loss) at any moment leaves the old layout (the
+transaction is not committed) or the new one: never a mix.
 
 Two callers: schema 14's migration step :func:`upgrade_layout` (at open, only below
 :data:`LAYOUT_REBUILD_AT_OPEN_MAX_OCTETS` and with the room on disk; otherwise the old order stays,
@@ -26,6 +25,7 @@ which works because every query names its columns, and one warning names ``maild
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
@@ -172,7 +172,7 @@ async def upgrade_layout(conn: aiosqlite.Connection) -> None:
         row = await cur.fetchone()
     if row is not None and row[0]:
         try:
-            free = free_octets(path) if path else 0
+            free = await asyncio.to_thread(free_octets, path) if path else 0
         except OSError:
             free = 0
         decision = decide_at_open(size, free, LAYOUT_REBUILD_AT_OPEN_MAX_OCTETS)
@@ -298,7 +298,7 @@ async def compact(conn: aiosqlite.Connection, progress: Progress | None = None) 
         return CompactResult(False, 0, 0, 0.0)
     path, size = await _archive_octets(conn)
     try:
-        free = free_octets(path)
+        free = await asyncio.to_thread(free_octets, path)
     except OSError as exc:
         raise StoreError(f"archive {path}: cannot check the free space: {exc.strerror}") from None
     need = space_needed(size)
