@@ -53,6 +53,11 @@ LAYOUT_CHUNK_OCTETS = 16 << 20
 """Messages copied (then deleted from the old table) per step of the rebuild, by their size (16 MiB; at
 least one message): the bound on how much the file grows before freed pages are reused, and the
 progress step."""
+LAYOUT_BLOB_COPY_OCTETS = 1 << 20
+"""Messages at least this large (1 MiB, as :data:`maild.archive.batches.LARGE_BLOB_OCTETS`) are copied
+through incremental blob I/O in parts of this size, not as one value: ``INSERT ... SELECT`` would
+hold each such message two or three times in SQLite's memory (17.4 MB for the benchmark archive,
+whose largest message is 5 MB)."""
 LAYOUT_CHUNK_MESSAGES = 2000
 """At most this many messages per step of the rebuild, whatever their size."""
 REBUILD_TABLE = "messages_layout"
@@ -237,26 +242,37 @@ async def rebuild_messages(conn: aiosqlite.Connection, progress: Progress | None
     await conn.execute(messages_create_sql(REBUILD_TABLE))
     copy_sql = (  # names: of MESSAGES_COLUMNS, never from input
         f"INSERT INTO {REBUILD_TABLE} ({names}) SELECT {names} FROM messages"  # noqa: S608
-        " WHERE (? IS NULL OR id > ?) AND id <= ? ORDER BY id"
+        " WHERE (? IS NULL OR id > ?) AND id <= ? AND length(raw) < ? ORDER BY id"
+    )
+    fields = ", ".join(c for c in known if c in old and c != "raw")
+    large_sql = (  # the row with its octets reserved (a lazy zeroblob: raw is last), then copied in parts
+        f"INSERT INTO {REBUILD_TABLE} ({fields}, raw)"  # noqa: S608
+        f" SELECT {fields}, zeroblob(length(raw)) FROM messages WHERE id = ?"
     )
     done_messages = done_octets = 0
     after: int | None = None
     while True:
-        async with conn.execute(
-            "SELECT id, size_octets FROM messages WHERE ? IS NULL OR id > ? ORDER BY id LIMIT ?",
+        async with conn.execute(  # length() of a blob reads its size only, not its octets
+            "SELECT id, size_octets, length(raw) FROM messages WHERE ? IS NULL OR id > ? ORDER BY id LIMIT ?",
             (after, after, LAYOUT_CHUNK_MESSAGES),
         ) as cur:
-            rows = [(int(r[0]), int(r[1])) for r in await cur.fetchall()]
+            rows = [(int(r[0]), int(r[1]), int(r[2])) for r in await cur.fetchall()]
         if not rows:
             break
-        last, octets = rows[0]
-        count = 1
-        for message, size in rows[1:]:
-            if octets + size > LAYOUT_CHUNK_OCTETS:
+        taken = rows[:1]
+        octets = rows[0][1]
+        for candidate in rows[1:]:
+            if octets + candidate[1] > LAYOUT_CHUNK_OCTETS:
                 break
-            last, octets, count = message, octets + size, count + 1
+            taken.append(candidate)
+            octets += candidate[1]
+        last, count = taken[-1][0], len(taken)
         bounds = (after, after, last)
-        await conn.execute(copy_sql, bounds)
+        await conn.execute(copy_sql, (*bounds, LAYOUT_BLOB_COPY_OCTETS))
+        for message, _size, length in taken:
+            if length >= LAYOUT_BLOB_COPY_OCTETS:
+                # aiosqlite 0.22's queue to its thread, as maild.archive.batches does for the insert
+                await conn._execute(_copy_large, conn._conn, large_sql, message)  # type: ignore[no-untyped-call]
         await conn.execute("DELETE FROM messages WHERE (? IS NULL OR id > ?) AND id <= ?", bounds)
         after = last
         done_messages += count
@@ -276,6 +292,22 @@ async def rebuild_messages(conn: aiosqlite.Connection, progress: Progress | None
             f"rebuild of messages: foreign_key_check found {len(broken)} rows, e.g. {tuple(broken[0])}"
         )
     return done_messages, done_octets
+
+
+def _copy_large(db: sqlite3.Connection, large_sql: str, message: int) -> None:
+    """Copy message ``message`` into the new table in parts of :data:`LAYOUT_BLOB_COPY_OCTETS`.
+
+    Runs in aiosqlite's thread, inside the rebuild's transaction. ``large_sql`` inserts the row with
+    ``zeroblob(length(raw))``, lazy because ``raw`` is the new table's last column; both blobs are then
+    opened by rowid and the octets moved a part at a time, so SQLite never holds the whole message.
+    """
+    db.execute(large_sql, (message,)).close()
+    with (
+        db.blobopen("messages", "raw", message, readonly=True) as source,
+        db.blobopen(REBUILD_TABLE, "raw", message) as target,
+    ):
+        while part := source.read(LAYOUT_BLOB_COPY_OCTETS):
+            target.write(part)
 
 
 async def compact(conn: aiosqlite.Connection, progress: Progress | None = None) -> CompactResult:
