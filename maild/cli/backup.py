@@ -194,7 +194,7 @@ def _compact(args: argparse.Namespace) -> int:
 
     result = run_async(compact_archive(database, progress))
     if not result.rebuilt:
-        print(f"{database}: raw is already the last column of messages; nothing to rewrite")
+        print(f"{database}: messages are in schema 14's column order (raw last); nothing to rewrite")
     else:
         print(
             f"{database}: {count(result.messages)} messages ({human_size(result.octets)}) rewritten"
