@@ -28,7 +28,9 @@ def transfer_share(max_transfers: int) -> int:
 
 
 MEMORY_BUDGET_OCTETS = 8 * 2**20
-"""About how many message octets all running cycles together hold in batches, in octets (8 MiB:
+"""About how many message octets all running cycles together hold in memory in batches, in octets
+(a message of at least ``maild.spool.SPOOL_THRESHOLD_OCTETS`` waits in a spool file and counts only
+its head here; its octets count against ``maild.spool.SPOOL_MAX_OCTETS`` instead) (8 MiB:
 one account commits 4 MiB batches; was 32 MiB before issue 19, 16 MiB in session 4; measured in
 docs/performance.md: 8 MiB saves 6-8 MB of peak RSS for one account, 28 MB for 50, at no CPU cost
 the benchmark resolves; a POP3 RETR window keeps its own floor, which costs no memory). Session 6

@@ -6,6 +6,7 @@ Nothing here does I/O. Datetimes are timezone-aware and in UTC.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -80,6 +81,40 @@ class InventoryEntry:
     size_octets: int | None = None
 
 
+class SpooledBody(_Interface):
+    """A received message held in a private file, not in memory: what :mod:`maild.spool` makes
+    (``maild.spool.SpooledBody``); declared here so that every layer can name it without importing
+    the spool's I/O.
+
+    Attributes:
+        size_octets: the message's length in octets.
+        sha256: the SHA-256 of its octets, lower-case hex, computed while it was written.
+        head: its first octets (at least the longest header section read anywhere,
+            ``maild.message.MAX_HEADER_OCTETS``, or all of it if shorter).
+    """
+
+    size_octets: int
+    sha256: str
+    head: bytes
+
+    def parts(self, part_octets: int = ...) -> Iterator[bytes | memoryview]:
+        """The octets in order, ``part_octets`` at a time, each valid until the next is asked for;
+        OSError if the file cannot be read."""
+        ...
+
+    def read_at(self, offset: int, octets: int) -> bytes:
+        """Up to ``octets`` octets from ``offset`` (fewer only at the end)."""
+        ...
+
+    def read_all(self) -> bytes:
+        """All octets at once (for the few users that need them whole)."""
+        ...
+
+    def close(self) -> None:
+        """Close the file: its octets leave the disk (idempotent)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class RetrievedMessage:
     """A message as retrieved from the server.
@@ -87,7 +122,11 @@ class RetrievedMessage:
     Attributes:
         key: its server-side identity.
         raw: the RFC 5322 message, exactly the octets the server sent after protocol un-stuffing
-            (POP3 byte-stuffing, RFC 1939 section 3), CRLF line endings as sent.
+            (POP3 byte-stuffing, RFC 1939 section 3), CRLF line endings as sent: in memory
+            (``bytes``), or, for a message of at least ``maild.spool.SPOOL_THRESHOLD_OCTETS``
+            received while the archive's spool was in use, a :class:`~maild.spool.SpooledBody`
+            (a private file, its SHA-256 and its first octets; see :mod:`maild.spool`). Read its
+            length as :attr:`size_octets`, what it holds in memory as :attr:`held_octets`.
         internaldate: the IMAP INTERNALDATE (RFC 9051 section 2.3.3) in UTC, or None (POP3).
         flags: the IMAP flags at retrieval time, e.g. ``frozenset({"\\\\Seen"})``; empty for POP3.
         missing: IMAP items asked for that the server left out, e.g. ``("INTERNALDATE",)``; the
@@ -95,10 +134,44 @@ class RetrievedMessage:
     """
 
     key: MessageKey
-    raw: bytes
+    raw: bytes | SpooledBody
     internaldate: datetime | None = None
     flags: frozenset[str] = field(default_factory=frozenset)
     missing: tuple[str, ...] = ()
+
+    @property
+    def size_octets(self) -> int:
+        """The message's length in octets, in memory or spooled."""
+        raw = self.raw
+        return len(raw) if isinstance(raw, bytes | bytearray) else raw.size_octets
+
+    @property
+    def held_octets(self) -> int:
+        """Octets of the message held in memory: all of it, or a spooled message's head."""
+        raw = self.raw
+        return len(raw) if isinstance(raw, bytes | bytearray) else len(raw.head)
+
+    @property
+    def spooled(self) -> SpooledBody | None:
+        """The spool file holding the message, or None when it is in memory."""
+        raw = self.raw
+        return None if isinstance(raw, bytes | bytearray) else raw
+
+    def whole(self) -> bytes:
+        """The message's octets in memory: ``raw`` itself, or a spooled message read whole (for the
+        few users that need them so: moving a mailbox never spools, see :mod:`maild.move`).
+
+        Raises:
+            ValueError: the spooled body was closed already. OSError: reading the spool file failed.
+        """
+        raw = self.raw
+        return raw if isinstance(raw, bytes | bytearray) else raw.read_all()
+
+    def release(self) -> None:
+        """Close a spooled message's file (its octets leave the disk); nothing for one in memory."""
+        raw = self.raw
+        if not isinstance(raw, bytes | bytearray):
+            raw.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,13 @@ full-text index row; each server identity (POP3 UIDL, RFC 1939 section 7; IMAP m
 and UID, RFC 9051 section 2.3.1.1) is linked to it once; the account's fetched counts and its
 failure records change in the same transaction. Hashing, summarising and extracting index text
 run in a worker thread; messages of at least :data:`LARGE_BLOB_OCTETS` are written through
-incremental blob I/O.
+incremental blob I/O, a spooled message (:mod:`maild.spool`) copied from its file in parts of
+:data:`~maild.spool.SPOOL_PART_OCTETS`, never read whole.
+
+A spooled message is stored exactly as one in memory would be: its SHA-256 was computed while it was
+spooled; its header summary, MIME parts, index text and ``has_documents`` are read by the same
+functions through a :class:`~maild.spool.SpooledView` of its file (the head from memory, the rest
+read in parts on demand), so they are the same values (tests/unit/test_spool_store.py).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from maild.archive import fts
 from maild.archive.connection import ArchiveConnection
@@ -24,8 +30,10 @@ from maild.archive.history import _COUNT_FETCHED
 from maild.archive.index_text import index_text
 from maild.archive.parse import parse
 from maild.archive.schema import QUERY_CHUNK, failure_key_text, utc_text
+from maild.errors import StoreError
 from maild.message import sha256_hex
-from maild.model import IMAPKey, MessageKey, POP3Key, RetrievedMessage, StoreOutcome
+from maild.model import IMAPKey, MessageKey, POP3Key, RetrievedMessage, SpooledBody, StoreOutcome
+from maild.spool import SpooledView
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +63,31 @@ def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     not at all): ``zeroblob(n)`` reserves the octets, then ``blobopen`` writes them in place, from
     a memoryview, without SQLite copying the whole message first.
     """
-    raw = row[-1]
-    cur = db.execute(_INSERT_MESSAGE.replace("?)", "zeroblob(?))"), (*row[:-1], len(raw)))
+    raw: bytes | SpooledBody = row[-1]
+    size = _size(raw)
+    cur = db.execute(_INSERT_MESSAGE.replace("?)", "zeroblob(?))"), (*row[:-1], size))
     rowid = cur.lastrowid
     cur.close()
     assert rowid is not None
-    with db.blobopen("messages", "raw", rowid) as blob, memoryview(raw) as view:
-        for start in range(0, len(view), _BLOB_CHUNK_OCTETS):
-            blob.write(view[start : start + _BLOB_CHUNK_OCTETS])
+    with db.blobopen("messages", "raw", rowid) as blob:
+        if not isinstance(raw, bytes | bytearray):  # from the spool file, a part at a time
+            try:
+                for part in raw.parts(_BLOB_CHUNK_OCTETS):
+                    blob.write(part)
+            except (OSError, ValueError) as exc:  # the transaction rolls back: a StoreError
+                raise sqlite3.OperationalError(f"reading a spooled message: {exc}") from None
+            return
+        with memoryview(raw) as view:
+            for start in range(0, len(view), _BLOB_CHUNK_OCTETS):
+                blob.write(view[start : start + _BLOB_CHUNK_OCTETS])
+
+
+def _size(raw: bytes | SpooledBody) -> int:
+    return len(raw) if isinstance(raw, bytes | bytearray) else raw.size_octets
+
+
+def _is_large(raw: bytes | SpooledBody) -> bool:
+    return not isinstance(raw, bytes | bytearray) or len(raw) >= LARGE_BLOB_OCTETS
 
 
 def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepared]:
@@ -70,12 +95,19 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
     worker thread)."""
     out = []
     for msg in batch:
-        digest = sha256_hex(msg.raw)
-        parsed = parse(msg.raw)  # one pass: the summary and the index text share it
+        raw = msg.raw
+        octets: bytes
+        if isinstance(raw, bytes | bytearray):
+            digest = sha256_hex(raw)
+            octets = raw
+        else:  # hashed while spooled; parsed through a view of its file
+            digest = raw.sha256
+            octets = cast(bytes, SpooledView(raw))  # has the bytes methods the parsers use
+        parsed = parse(octets)  # one pass: the summary and the index text share it
         h = parsed.summary
         row = (
             digest,
-            len(msg.raw),
+            msg.size_octets,
             h.message_id,
             utc_text(h.date) if h.date else None,
             h.from_,
@@ -84,9 +116,9 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
             h.subject,
             stored_at,
             has_documents(parsed.leaves),  # the attachment-text indexer reads only these (v13)
-            msg.raw,
+            raw,
         )
-        out.append(_Prepared(msg.key, msg, digest, row, index_text(msg.raw, parsed).row()))
+        out.append(_Prepared(msg.key, msg, digest, row, index_text(octets, parsed).row()))
     return out
 
 
@@ -105,7 +137,8 @@ class BatchWriter(ArchiveConnection):
             Counts of what was new (see :class:`StoreOutcome`).
 
         Raises:
-            StoreError: SQLite failed; nothing of the batch is stored.
+            StoreError: SQLite failed, or a spooled message's file could not be read; nothing of
+                the batch is stored.
 
         When this returns, the batch is on disk (WAL fsync'ed, ``synchronous=FULL``). If cancelled
         before that, nothing of it is stored.
@@ -113,7 +146,10 @@ class BatchWriter(ArchiveConnection):
         if not batch:
             return StoreOutcome()
         stamp = utc_text(now)
-        prepared = await asyncio.to_thread(_prepare, batch, stamp)
+        try:
+            prepared = await asyncio.to_thread(_prepare, batch, stamp)
+        except (OSError, ValueError) as exc:  # a spool file unreadable (or closed): nothing stored
+            raise StoreError(f"storing for account {account}: reading a spooled message: {exc}") from None
         outcome = await self._atomic(
             lambda: self._insert_batch(account, prepared, stamp), f"storing for account {account}"
         )
@@ -128,11 +164,11 @@ class BatchWriter(ArchiveConnection):
         new_rows = {p.sha256: p.row for p in prepared if p.sha256 not in existing}
         new_messages = len(new_rows)
         if new_rows:
-            small = [row for row in new_rows.values() if len(row[-1]) < LARGE_BLOB_OCTETS]
+            small = [row for row in new_rows.values() if not _is_large(row[-1])]
             if small:
                 await self._conn.executemany(_INSERT_MESSAGE, small)
             for row in new_rows.values():
-                if len(row[-1]) >= LARGE_BLOB_OCTETS:
+                if _is_large(row[-1]):
                     # aiosqlite 0.22's queue to its thread (pinned; tests/unit/test_store.py checks it)
                     await self._conn._execute(_insert_large, self._conn._conn, row)  # type: ignore[no-untyped-call]
             await self._lookup_ids(list(new_rows), existing)
@@ -152,7 +188,7 @@ class BatchWriter(ArchiveConnection):
             if key in linked:
                 continue
             linked.add(key)
-            octets += len(p.msg.raw)
+            octets += p.msg.size_octets
             if isinstance(key, POP3Key):
                 pop_rows.append((account, existing[p.sha256], key.uidl, stamp))
             else:
@@ -206,7 +242,7 @@ class BatchWriter(ArchiveConnection):
             new_links=links,
             octets=octets,
             account_messages=account_messages,
-            new_octets=sum(len(row[-1]) for row in new_rows.values()),
+            new_octets=sum(_size(row[-1]) for row in new_rows.values()),
         )
 
     async def _messages_of(self, account: str, ids: Iterable[int]) -> set[int]:

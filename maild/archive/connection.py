@@ -37,6 +37,7 @@ from maild.archive.layout import upgrade_layout
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
 from maild.model import Location, MessageKey
+from maild.spool import Spool
 
 T = TypeVar("T")
 _log = structlog.get_logger("maild.archive")
@@ -84,6 +85,9 @@ class ArchiveConnection:
         self.counters: ArchiveCounters | None = None
         """Figures kept current by each committed batch once :meth:`keep_counters`
         made them (the daemon); None otherwise."""
+        self.spool = Spool(path.parent)
+        """Where large messages wait between the socket and their commit (:mod:`maild.spool`): files
+        beside the archive, on its file system."""
 
     @classmethod
     async def open(cls, path: Path) -> Self:
@@ -102,6 +106,9 @@ class ArchiveConnection:
         try:
             await store._setup()
             store._guard_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            swept = await asyncio.to_thread(store.spool.sweep)  # named files left by a crash
+            if swept:
+                _log.info("archive.spool.swept", files=swept)
         except OSError as exc:
             await conn.close()
             raise StoreError(f"cannot open archive {path}: {exc}") from None

@@ -98,11 +98,28 @@ parts of about 1 MiB, so only IMAP holds up to a window before reading pauses.)"
 HELD_BATCHES = 3
 """Octets of messages a cycle may hold, in batch limits: the commit in flight and the batch being
 filled together. A batch closes at about its limit, so this is reached only when a commit in flight
-holds a message of several MB (counted at its size); the cycle then waits for that commit before it
+holds a message of several MB (counted at what it holds in memory: a message spooled to a file,
+``maild.spool``, counts its head only, and its file counts against ``maild.spool.SPOOL_MAX_OCTETS``
+instead); the cycle then waits for that commit before it
 takes the next message, so a second large message is not received (and held) while the first is
 still being written. 2 waited for 25 of the 48 commits of the 2,000-message fetch (2-3 s of waiting
 on a loaded machine, overlap of network and commit lost); 3 waits for about 5 (0.25-0.4 s)
 (docs/performance.md, "Session 6: memory of one account")."""
+
+
+def _release(batch: list[RetrievedMessage]) -> None:
+    """Close the spool files of ``batch`` once it is committed or given up (nothing for messages
+    in memory); a message given up is retried at the next cycle, the server still has it."""
+    for message in batch:
+        message.release()
+
+
+SPOOLED_BATCH_OCTETS = 32 * 2**20
+"""A batch also closes once its spooled messages (``maild.spool``: those of at least 1 MiB, held in
+files, not in memory) reach this many octets (32 MiB): the batch limit counts memory only, and the
+commit copies a batch's spooled messages into the archive in one transaction (its WAL grows by about
+as much), while every cycle of the process shares the spool's own bound
+(``maild.spool.SPOOL_MAX_OCTETS``)."""
 
 MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
 """Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
@@ -262,6 +279,8 @@ async def _keep_what_arrived(
     except StoreError as exc:
         log.warning("fetch.commit.failed", error=str(exc))
         return []
+    finally:
+        _release(batch)
     return [f.key for f in failed]
 
 
@@ -411,11 +430,14 @@ async def fetch_cycle(
 
         async def commit(batch: list[RetrievedMessage]) -> None:
             log.debug("fetch.commit.started", messages=len(batch))
-            outcome = await store.store_batch(account.name, batch, clock())
+            try:
+                outcome = await store.store_batch(account.name, batch, clock())
+            finally:
+                _release(batch)  # spool files: committed (or failed, and retried next cycle)
             result.add(outcome)
             log.debug("fetch.commit.complete", messages=len(batch))
             if progress is not None:
-                progress.committed(len(batch), sum(len(m.raw) for m in batch), outcome)
+                progress.committed(len(batch), sum(m.size_octets for m in batch), outcome)
             if delivery is not None:
                 await delivery.catch_up()
 
@@ -424,7 +446,7 @@ async def fetch_cycle(
             nonlocal committing, committing_octets
             await settle()
             committing = asyncio.ensure_future(commit(batch))
-            committing_octets = sum(len(m.raw) for m in batch)
+            committing_octets = sum(m.held_octets for m in batch)
 
         async def settle() -> None:
             """Wait for the commit in flight (if any); raise its error."""
@@ -437,11 +459,13 @@ async def fetch_cycle(
             return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
 
         if plan.retrieve:
+            maildrop.spool = store.spool  # large messages go to files beside the archive
             async with shared.transfer(account.host):  # bounds the memory all cycles hold in messages
                 # one stream for everything: the adapter keeps its next window in flight while the
                 # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
                 log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
-                pending_octets = 0
+                pending_held = 0  # the batch's octets held in memory (the batch limit, HELD_BATCHES)
+                pending_spooled = 0  # its octets in spool files (SPOOLED_BATCH_OCTETS)
                 octets_limit = window_octets()
                 order = list(plan.retrieve)
                 async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
@@ -451,17 +475,22 @@ async def fetch_cycle(
                     else:
                         retrieved.add(item.key)
                         batch.append(item)
-                        pending_octets += len(item.raw)
+                        pending_held += item.held_octets
+                        pending_spooled += item.size_octets - item.held_octets
                     del item  # no message outlives its batch
-                    if len(batch) >= batch_messages or pending_octets >= octets_limit:
+                    if (
+                        len(batch) >= batch_messages
+                        or pending_held >= octets_limit
+                        or pending_spooled >= SPOOLED_BATCH_OCTETS
+                    ):
                         await start_commit(batch)
-                        batch, pending_octets = [], 0
+                        batch, pending_held, pending_spooled = [], 0, 0
                         octets_limit = window_octets()
                     elif committing is not None and (
-                        committing_octets + pending_octets >= HELD_BATCHES * octets_limit
+                        committing_octets + pending_held >= HELD_BATCHES * octets_limit
                     ):
                         # large messages: the commit's memory first (HELD_BATCHES)
-                        log.debug("fetch.held.wait", octets=committing_octets + pending_octets)
+                        log.debug("fetch.held.wait", octets=committing_octets + pending_held)
                         await settle()
                 if batch:
                     await start_commit(batch)
@@ -534,6 +563,7 @@ async def fetch_cycle(
             if probe and reconnect is not None and broken:
                 found = await failed_headers.read_in_new_session(reconnect, account.protocol, probe)
                 await failed_headers.record(store, account.name, probe, found)
+        _release(batch)  # cancelled: not committed, tried again next cycle
         raise
     await failures_store.record_failures(store, account.name, result.failures, clock())
     if probe and account.protocol == "pop3":  # in a session of its own: QUIT has applied the deletions

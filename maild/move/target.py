@@ -149,7 +149,7 @@ async def digest_bodies(
         if isinstance(item, RetrievalFailure):
             failures[item.key] = item.reason
         else:
-            digests[item.key] = body_digest(item.raw)
+            digests[item.key] = body_digest(item.whole())
     return digests, failures
 
 

@@ -106,7 +106,7 @@ async def _fetch_checks(
         if isinstance(item, RetrievalFailure):
             checks.append(UploadCheck(entry, record, item.key, "missing", detail=item.reason))
             continue
-        same, found = _matches(entry, item.raw)
+        same, found = _matches(entry, item.whole())
         checks.append(UploadCheck(entry, record, item.key, "verified" if same else "changed", found))
     for key, record in by_key.items():  # not returned at all
         checks.append(UploadCheck(entries[record.message], record, key, "missing", detail="not returned"))

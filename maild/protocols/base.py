@@ -11,6 +11,7 @@ import abc
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from maild.model import InventoryEntry, MessageKey, RetrievalFailure, RetrievedMessage
+from maild.spool import Spool
 
 
 class Maildrop(abc.ABC):
@@ -20,6 +21,11 @@ class Maildrop(abc.ABC):
     then :meth:`close` (orderly end) or :meth:`abort` (after any error or cancellation). Not safe for
     concurrent use by several tasks.
     """
+
+    spool: Spool | None = None
+    """Where :meth:`retrieve` writes messages of at least ``spool.threshold_octets`` as they arrive
+    (their ``raw`` then a :class:`~maild.spool.SpooledBody`; see :mod:`maild.spool`); None: every
+    message is held in memory. Set by the fetch cycle to the archive's spool before retrieving."""
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -197,10 +197,10 @@ async def test_streaming_fetch_of_1200_messages_is_one_command_byte_exact_and_ar
     streams: list[imap_stream.RetrievalStream] = []
 
     class Recording(imap_client.StreamingFetch):
-        def __init__(self, protocol: object, message_set: str, items: str, sink: Any) -> None:
+        def __init__(self, protocol: object, message_set: str, items: str, sink: Any, **kwargs: Any) -> None:
             sets.append(message_set)
             streams.append(sink.__self__)
-            super().__init__(protocol, message_set, items, sink)
+            super().__init__(protocol, message_set, items, sink, **kwargs)
 
     monkeypatch.setattr(imap_client, "StreamingFetch", Recording)
     mailbox = IMAPMailbox(imap_settings(dovecot, mail_user, "implicit"))

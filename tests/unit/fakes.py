@@ -222,7 +222,13 @@ class FakeMaildrop(Maildrop):
                 yield RetrievalFailure(key, self.plan.refuse[key])
                 continue
             self.retrieved.append(key)
-            yield RetrievedMessage(key, self.server.messages[key])
+            raw = self.server.messages[key]
+            if self.spool is not None and len(raw) >= self.spool.threshold_octets:  # as the adapters do
+                writer = self.spool.writer()
+                writer.write(raw)
+                yield RetrievedMessage(key, writer.finish())
+                continue
+            yield RetrievedMessage(key, raw)
         await self._maybe_retrieve_point()
 
     async def _maybe_retrieve_point(self) -> None:

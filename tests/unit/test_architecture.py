@@ -8,7 +8,8 @@ Nothing is imported or run: the rules read source text only.
 Layers, lowest first (a module may import its own layer's package and any lower layer, never a
 higher one nor a sibling package of its own layer):
 
-0. base: ``maild`` (version), ``errors``, ``model``, ``message``, ``policy``, ``limits``, ``log``, ``fsutil``
+0. base: ``maild`` (version), ``errors``, ``model``, ``message``, ``policy``, ``limits``, ``log``, ``fsutil``,
+   ``spool``
 1. ``protocols`` (sans-I/O wire modules and the POP3/IMAP adapters)
 2. ``config`` | ``archive``
 3. ``fetch`` | ``move``
@@ -97,7 +98,17 @@ SQL_START = re.compile(
 section 6.3.2) in messages such as ``f"SELECT {mailbox!r}"`` is not taken for SQL."""
 
 BASE = frozenset(
-    {"maild", "maild.errors", "maild.model", "maild.message", "maild.policy", "maild.limits", "maild.log", "maild.fsutil"}
+    {
+        "maild",
+        "maild.errors",
+        "maild.model",
+        "maild.message",
+        "maild.policy",
+        "maild.limits",
+        "maild.log",
+        "maild.fsutil",
+        "maild.spool",
+    }
 )
 LAYERS: tuple[frozenset[str], ...] = (
     BASE,

@@ -15,11 +15,12 @@ import pytest
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
+from maild.fetch import cycle as cycle_module
 from maild.fetch.cycle import fetch_cycle
 from maild.model import MessageKey, POP3Key
 from maild.service.budget import Budgets
 from tests.support.accounts import pop3_account
-from tests.support.fetching import T0, Clock, prepare
+from tests.support.fetching import T0, Clock, archived, prepare
 from tests.unit.fakes import FakeServer, make_message
 
 
@@ -208,6 +209,29 @@ async def test_a_large_commit_in_flight_stops_retrieval_after_one_more_message(
     assert retrieved_meanwhile == keys(1, 2, 3)  # batch [1, 2] commits; 3 taken, then the cycle waits
     assert slow.committed == [keys(1, 2), keys(3, 4, 5)]
     assert result.new_links == 5
+
+
+async def test_spooled_messages_count_against_the_spool_not_the_memory_budget(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages spooled to files count their head against the batch limit and HELD_BATCHES, their
+    size against SPOOLED_BATCH_OCTETS, which closes the batch; every spool file is closed after its
+    commit and the archive holds every octet."""
+    account = await prepare(store, pop3_account())
+    monkeypatch.setattr(cycle_module, "SPOOLED_BATCH_OCTETS", 5 * 2**20)
+    raws = {n: make_message(n, size=2 * 2**20 + n) for n in range(1, 6)}
+    server = FakeServer((POP3Key(f"uidl-{n}"), raw) for n, raw in raws.items())
+    drop = server.session()
+    slow = SlowCommits(store, drop)
+    monkeypatch.setattr(store, "store_batch", slow)
+    slow.release.set()
+
+    result = await fetch_cycle(account, store, drop, clock=Clock(), batch_octets=16 * 2**20)
+
+    assert slow.committed == [keys(1, 2, 3), keys(4, 5)]  # 3 x 2 MiB spooled pass 5 MiB
+    assert result.new_links == 5
+    assert store.spool.open_files == 0
+    assert sorted(await archived(store)) == sorted(raws.values())
 
 
 async def test_small_messages_never_wait_for_the_commit_in_flight(

@@ -57,6 +57,7 @@ from maild.protocols.imap.library import (
     quiet_library_logger,
 )
 from maild.protocols.imap.protocol import MAX_PIPELINED_COMMANDS, _FastProtocol, _FollowUp, _LibraryClient
+from maild.spool import Spool
 
 __all__ = [
     "MAX_BUFFERED_OCTETS",
@@ -300,9 +301,12 @@ class IMAPClient:
         """``UID FETCH`` with every response kept until the tagged completion (short commands only)."""
         return await _run(self._protocol.fetch(uid_set, items, by_uid=True, timeout=None))
 
-    def streaming_fetch(self, uid_set: str, items: str, sink: FetchSink) -> StreamingFetch:
-        """A ``UID FETCH`` handing each response to ``sink`` (see :class:`StreamingFetch`)."""
-        return StreamingFetch(self._protocol, uid_set, items, sink)
+    def streaming_fetch(
+        self, uid_set: str, items: str, sink: FetchSink, spool: Spool | None = None
+    ) -> StreamingFetch:
+        """A ``UID FETCH`` handing each response to ``sink`` (see :class:`StreamingFetch`); large
+        literals to ``spool`` files as they arrive, when given."""
+        return StreamingFetch(self._protocol, uid_set, items, sink, spool=spool)
 
     async def uid_search(self, criterion: str) -> Reply:
         """``UID SEARCH criterion`` without CHARSET."""

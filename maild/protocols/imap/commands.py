@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import aioimaplib
 
@@ -32,6 +32,8 @@ from maild.protocols.imap.protocol import (
     _FastProtocol,
     _PipelineCommand,
 )
+from maild.protocols.imap.spooling import SpoolingLiteral
+from maild.spool import Spool
 
 __all__ = [
     "MAX_PENDING_CONTINUATIONS",
@@ -60,16 +62,27 @@ class _StreamingFetchCommand(_FastFetchCommand):
     Standard: RFC 9051 section 7.5.2 (one FETCH response per message, possibly several).
     """
 
-    def __init__(self, tag: str, *args: Any, sink: FetchSink, prefix: str, loop: Any) -> None:
+    def __init__(
+        self, tag: str, *args: Any, sink: FetchSink, prefix: str, loop: Any, spool: Spool | None = None
+    ) -> None:
         super().__init__(tag, *args, prefix=prefix, loop=loop, timeout=None)
         self._sink = sink
         self._parts: list[Part] = []
+        self._spool = spool
+
+    def begin_literal_data(self, expected_size: int, literal_data: bytes = b"") -> bytes:
+        # a large literal goes to a spool file as it arrives (.spooling), not into a bytearray
+        if self._spool is not None and expected_size >= self._spool.threshold_octets:
+            self._resp_literal_data = SpoolingLiteral(self._spool, expected_size)
+        return cast(bytes, super().begin_literal_data(expected_size, literal_data))
 
     def append_to_resp(self, line: Any, result: str = "Pending") -> None:
         if result != "Pending":  # the tagged completion, from Command.close()
             self._hand_over()
             aioimaplib.Command.append_to_resp(self, line, result)
             return
+        if isinstance(line, SpoolingLiteral):
+            line = line.finish()
         text = isinstance(line, bytes)
         if text:
             start = self.FETCH_MESSAGE_DATA_RE.match(line)
@@ -99,13 +112,22 @@ class StreamingFetch:
         items: the data items, e.g. ``"(UID FLAGS INTERNALDATE BODY.PEEK[])"``.
         sink: receives each complete FETCH response (see :data:`FetchSink`).
         by_uid: send ``UID FETCH`` (RFC 9051 section 6.4.9).
+        spool: write literals of at least its threshold to spool files as they arrive
+            (:mod:`.spooling`); None: every literal is held in memory.
 
     Raises:
         TypeError: ``protocol`` is not the patched protocol.
     """
 
     def __init__(
-        self, protocol: Any, message_set: str, items: str, sink: FetchSink, *, by_uid: bool = True
+        self,
+        protocol: Any,
+        message_set: str,
+        items: str,
+        sink: FetchSink,
+        *,
+        by_uid: bool = True,
+        spool: Spool | None = None,
     ) -> None:
         if not isinstance(protocol, _FastProtocol):
             raise TypeError("streaming FETCH needs the patched aioimaplib protocol")
@@ -117,6 +139,7 @@ class StreamingFetch:
             sink=sink,
             prefix="UID" if by_uid else "",
             loop=protocol.loop,
+            spool=spool,
         )
 
     async def run(self) -> Reply:

@@ -374,7 +374,7 @@ class IMAPMailbox(Maildrop):
             # aclosing: closing this generator early must close the inner one now (its finally
             # discards the session), not whenever the garbage collector finalises it
             for segment in stream_segments(run, self.connection.uidvalidity):
-                segment_items = retrieve_segment(self.connection, segment, window)
+                segment_items = retrieve_segment(self.connection, segment, window, self.spool)
                 async with contextlib.aclosing(segment_items) as items:
                     async for item in items:
                         yield item

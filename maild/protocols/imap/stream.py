@@ -32,13 +32,14 @@ import structlog
 
 from maild.errors import ProtocolError
 from maild.message import summarise
-from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage
+from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, SpooledBody
 from maild.protocols.imap import wire
 from maild.protocols.imap.client import Reply, StreamingFetch
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, consume_outcome
 from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome
 from maild.protocols.imap.lex import Part
 from maild.protocols.progress import ProgressFloor
+from maild.spool import Spool
 
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
 
@@ -159,7 +160,7 @@ class RetrievalStream:
     def _hold(self, uid: int, outcome: Outcome) -> None:
         self._held[uid] = outcome
         if isinstance(outcome, FetchedMessage) and outcome.body is not None:
-            self.held_octets += len(outcome.body)
+            self.held_octets += _held(outcome.body)
             self.peak_held_octets = max(self.peak_held_octets, self.held_octets)
 
     # ------------------------------------------------------------------ consumer side
@@ -185,7 +186,7 @@ class RetrievalStream:
         self._next += 1
         outcome = self._held.pop(uid)
         if isinstance(outcome, FetchedMessage) and outcome.body is not None:
-            self.held_octets -= len(outcome.body)
+            self.held_octets -= _held(outcome.body)
         if self.paused and (self.held_octets <= self._window() or not self.ready()):
             self.resume()
         return uid, outcome
@@ -285,13 +286,22 @@ def retrieved(
         flags = (outcome.flags or frozenset()) - SESSION_FLAGS
         internaldate = outcome.internaldate
         if internaldate is None:
-            internaldate = summarise(outcome.body).date or now()
+            head = outcome.body if isinstance(outcome.body, bytes | bytearray) else outcome.body.head
+            internaldate = summarise(head).date or now()
         return RetrievedMessage(key, outcome.body, internaldate, flags, outcome.missing)
     return RetrievalFailure(key, outcome if isinstance(outcome, str) else "BODY[] missing")
 
 
+def _held(body: bytes | SpooledBody) -> int:
+    """Octets of a body held in memory: all of it, or a spooled one's head (:mod:`maild.spool`)."""
+    return len(body) if isinstance(body, bytes | bytearray) else len(body.head)
+
+
 async def retrieve_segment(
-    connection: IMAPConnection, keys: list[IMAPKey], window_octets: Callable[[], int]
+    connection: IMAPConnection,
+    keys: list[IMAPKey],
+    window_octets: Callable[[], int],
+    spool: Spool | None = None,
 ) -> AsyncGenerator[RetrievedMessage | RetrievalFailure, None]:
     """One streaming ``UID FETCH`` for ``keys`` of the selected mailbox, yielded in key order.
 
@@ -303,6 +313,7 @@ async def retrieve_segment(
         connection: an open connection with the keys' mailbox selected.
         keys: one segment from :func:`stream_segments`.
         window_octets: the current limit in octets of messages held, asked after every response.
+        spool: where large bodies are written as they arrive (:mod:`.spooling`); None: in memory.
 
     Closed early or cancelled while the FETCH runs: the connection is discarded.
 
@@ -326,7 +337,7 @@ async def retrieve_segment(
         settings.min_rate_octets_per_s, settings.progress_window_s, asyncio.get_running_loop().time
     )
     progress.stop()  # only the waits below count
-    fetch = connection.client.streaming_fetch(wire.sequence_set(uids), BODY_ITEMS, stream.feed)
+    fetch = connection.client.streaming_fetch(wire.sequence_set(uids), BODY_ITEMS, stream.feed, spool)
     stream.attach(fetch.pause_reading, fetch.resume_reading)
     connection.lost(what)  # raises ConnectError (and discards) when the connection is gone already
     command: asyncio.Future[Reply] = asyncio.ensure_future(fetch.run())

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from maild.message import header_fields
-from maild.model import CONTENT_KEY_PREFIX
+from maild.model import CONTENT_KEY_PREFIX, SpooledBody
 
 __all__ = [
     "CONTENT_PREFIX",
@@ -131,6 +131,16 @@ def header_key(header: bytes, size_octets: int) -> str:
     digest = hashlib.sha256(b"%d\r\n" % size_octets)
     digest.update(header)
     return HEADER_PREFIX + digest.hexdigest()
+
+
+def spooled_key_matches(uidl: str, body: SpooledBody, size_octets: int) -> bool:
+    """:func:`key_matches` for a message received into a spool file (:mod:`maild.spool`): its
+    SHA-256 was computed while it was written, and its head holds the whole header section (the
+    head is at least ``maild.message.MAX_HEADER_OCTETS`` long, the most :func:`header_section` reads).
+    """
+    if uidl.startswith(CONTENT_PREFIX):
+        return uidl[len(CONTENT_PREFIX) :].partition("#")[0] == body.sha256
+    return key_matches(uidl, body.head, size_octets)
 
 
 def content_digest(raw: bytes) -> str:

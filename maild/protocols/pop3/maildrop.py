@@ -388,15 +388,20 @@ class POP3Maildrop(Maildrop):
             reply = next(it, None)
             if reply is None:  # the session broke before this reply was complete
                 break
-            if reply.body is None:
+            body = reply.spooled if reply.spooled is not None else reply.body
+            if reply.spool_error is not None:  # read and dropped: not retrieved this cycle
+                results.append(RetrievalFailure(key, reply.spool_error))
+            elif body is None:
                 results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
             elif msgnum in mismatched:
                 uidl = cast(POP3Key, key).uidl
                 _log.warning("pop3.identity.mismatch", account=self._settings.account, key=uidl)
                 reason = "content differs from its digest identity; not stored"
                 results.append(RetrievalFailure(key, reason))
+                if reply.spooled is not None:
+                    reply.spooled.close()
             else:
-                results.append(RetrievedMessage(key, reply.body))
+                results.append(RetrievedMessage(key, body))
         return results
 
     def _retrieve_part(
@@ -419,7 +424,7 @@ class POP3Maildrop(Maildrop):
                 for numbers in send:
                     if numbers:
                         session.send_ahead([f"RETR {n}" for n in numbers], multiline=True)
-                session.receive(len(targets), multiline=True, into=replies)
+                session.receive(len(targets), multiline=True, into=replies, spool=self.spool)
         except MaildError as exc:  # mapped: the session is broken
             broken = exc
         if self._identity != "content-digest":
@@ -427,8 +432,14 @@ class POP3Maildrop(Maildrop):
         mismatched = frozenset(
             n
             for (key, n), reply in zip(targets, replies, strict=False)
-            if reply.body is not None
-            and not identity.key_matches(key.uidl, reply.body, self._size_by_uidl[key.uidl])
+            if (
+                reply.body is not None
+                and not identity.key_matches(key.uidl, reply.body, self._size_by_uidl[key.uidl])
+            )
+            or (
+                reply.spooled is not None
+                and not identity.spooled_key_matches(key.uidl, reply.spooled, self._size_by_uidl[key.uidl])
+            )
         )
         return replies, mismatched, broken
 

@@ -43,8 +43,10 @@ from maild.errors import (
 from maild.model import ServerSettings
 from maild.protocols.pop3 import listings, wire
 from maild.protocols.pop3.auth import authenticate
+from maild.protocols.pop3.spooling import BodySpooler
 from maild.protocols.progress import ProgressFloor
 from maild.protocols.tls import client_context
+from maild.spool import Spool
 
 __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "THROTTLE_CODES", "Listing", "POP3Session"]
 
@@ -403,12 +405,20 @@ class POP3Session:
         self._ahead.extend([multiline] * len(commands))
 
     def receive(
-        self, count: int, *, multiline: bool, into: list[wire.Reply] | None = None
+        self,
+        count: int,
+        *,
+        multiline: bool,
+        into: list[wire.Reply] | None = None,
+        spool: Spool | None = None,
     ) -> list[wire.Reply]:
         """Read the replies to the ``count`` oldest commands owed (see :meth:`send_ahead`).
 
         ``into``: the list to append each reply to as soon as it is complete (and to return), so that
         a caller still holds the replies that arrived whole when a later one fails.
+        ``spool``: write multi-line bodies of at least its threshold to spool files as they arrive
+        (:mod:`.spooling`; the reply's ``spooled`` or ``spool_error``); a file of a reply that did
+        not complete is closed when the error is dropped.
 
         Raises:
             ProtocolError: a reply is malformed or too large, or data follows the last reply owed.
@@ -431,6 +441,7 @@ class POP3Session:
         received = 0
         recv_into = self._recv_into
         buffer: memoryview | None = None  # made at the first read: a reply may be buffered already
+        spooler = BodySpooler(spool) if spool is not None and multiline else None
         for _ in range(count):
             while (reply := self.decoder.next_reply(multiline=multiline)) is None:
                 if recv_into is not None:
@@ -452,6 +463,10 @@ class POP3Session:
                 received += octets
                 if progress is not None and (slow := progress.check(received)) is not None:
                     raise NetworkTimeout(f"{self._where()}: {slow}", account=settings.account)
+                if spooler is not None:
+                    spooler.after_feed(self.decoder)
+            if spooler is not None:
+                reply = spooler.finish(reply)
             self._ahead.popleft()
             replies.append(reply)
         if not self._ahead and self.decoder.buffered_octets:

@@ -14,11 +14,12 @@ Errors raised here carry no account name (this layer does not know it); the adap
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
 from maild.errors import ProtocolError
+from maild.model import SpooledBody
 
 __all__ = [
     "DEFAULT_MAX_REPLY_OCTETS",
@@ -181,11 +182,17 @@ class Reply:
         body: for a multi-line ``+OK`` reply, the data lines after un-stuffing (RFC 1939 section 3): every
             line keeps its CRLF, the terminating ``.`` line is removed, octets are otherwise exactly as
             sent; ``b""`` for an empty listing or message. None for single-line replies and for ``-ERR``
-            (which is always single-line).
+            (which is always single-line), and for a body spooled or dropped (below).
+        spooled: the body written to a spool file instead (:mod:`maild.spool`: a large RETR reply,
+            :mod:`.spooling`), else None.
+        spool_error: why a body that was to be spooled was read and dropped instead (the spool was
+            full: the message is not retrieved this time), else None.
     """
 
     status: StatusLine
     body: bytes | None = None
+    spooled: SpooledBody | None = None
+    spool_error: str | None = None
 
 
 class ReplyDecoder:
@@ -227,6 +234,7 @@ class ReplyDecoder:
         self._scan_from = 0  # where the next terminator search starts
         self._stuffed = False  # a line of the reply at the head of the buffer is byte-stuffed
         self._dots: list[int] | None = []  # offsets of the stuffing dots; None: more than the cap
+        self._taken = 0  # octets of the reply at the head of the buffer handed out by take_body_part
 
     @property
     def buffered_octets(self) -> int:
@@ -290,11 +298,11 @@ class ReplyDecoder:
             return Reply(status)
         term = self._find_terminator(buf)
         if term < 0:
-            if len(buf) > self._max_reply:
+            if len(buf) + self._taken > self._max_reply:
                 raise self._too_large()
             return None
         end = term + len(TERMINATOR)
-        if end > self._max_reply:
+        if end + self._taken > self._max_reply:
             raise self._too_large()
         body_start = self._status_end
         if term < body_start:
@@ -317,6 +325,70 @@ class ReplyDecoder:
                 raw = view[body_start : term + 2].tobytes().replace(_STUFFED, _UNSTUFFED)
         self._consume(end)
         return Reply(status, raw)
+
+    @property
+    def body_octets_buffered(self) -> int:
+        """Octets of the multi-line ``+OK`` body being received that wait in the buffer (0 when no
+        such reply has begun): after :meth:`next_reply` returned None, what :meth:`take_body_part`
+        could hand out."""
+        return len(self._buf) - self._status_end if self._status is not None else 0
+
+    def take_body_part(self, write: Callable[[memoryview], object]) -> bool:
+        """Hand the start of the body being received, un-stuffed, to ``write``; keep only the rest.
+
+        For a body too large to hold whole (the spool, :mod:`maild.spool`): call after
+        :meth:`next_reply` (``multiline=True``) returned None. The part ends after a line's CRLF
+        that the terminator search has passed, so each line is un-stuffed in one piece: a line
+        that begins with ``..`` right after the cut is still recognised (its dot offset is kept,
+        rebased), and the terminator can never be taken for data. The rest of the reply is then
+        decoded as if the part's last CRLF ended its status line, so :meth:`next_reply` returns
+        the reply with only the remainder of the body; everything written and that remainder,
+        concatenated, are exactly the body :meth:`next_reply` would have returned.
+        ``max_reply_octets`` still caps the whole reply.
+
+        Args:
+            write: called once or more with consecutive pieces of the part: views of the receive
+                buffer, valid only during the call (no copy is made here).
+
+        Returns:
+            Whether anything was handed out: False when no multi-line reply has begun, or no
+            complete line past the status line has been passed by the search yet.
+
+        Standard: RFC 1939 section 3 (multi-line responses, byte-stuffing).
+        """
+        if self._status is None:
+            return False
+        buf = self._buf
+        start = self._status_end
+        # a CRLF at or before where the search resumes: every line start before it is classified
+        cut = buf.rfind(_CRLF, start, self._scan_from + 2)
+        if cut < start:
+            return False
+        stop = cut + 2
+        dots = self._dots
+        with memoryview(buf) as view:
+            if not self._stuffed:
+                write(view[start:stop])
+            elif dots is not None:
+                for a, b in _kept_spans(start, stop, dots):
+                    if b > a:
+                        write(view[a:b])
+            else:  # more stuffed lines than remembered: the part begins a line, so replace() sees all
+                part = view[start:stop].tobytes()
+                if part.startswith(b".."):
+                    part = part[1:]
+                with memoryview(part.replace(_STUFFED, _UNSTUFFED)) as unstuffed:
+                    write(unstuffed)
+        # the part's last CRLF stays, as the status line's did: the rest decodes unchanged
+        del buf[:cut]
+        self._taken += cut
+        self._status_end = 2
+        self._scan_from -= cut
+        if dots is not None:
+            rest = [d - cut for d in dots if d >= stop]
+            self._dots = rest
+            self._stuffed = bool(rest)
+        return True
 
     def _find_terminator(self, buf: bytearray) -> int:
         """Index of the terminator's CRLF in ``buf``, or -1 when it has not arrived yet.
@@ -365,6 +437,7 @@ class ReplyDecoder:
         self._scan_from = 0
         self._stuffed = False
         self._dots = []
+        self._taken = 0
         del buf[stop:]
         del buf[:start]
         if stuffed and dots is None:
@@ -398,6 +471,7 @@ class ReplyDecoder:
         self._scan_from = 0
         self._stuffed = False
         self._dots = []
+        self._taken = 0
 
     def _too_large(self) -> ProtocolError:
         return ProtocolError(

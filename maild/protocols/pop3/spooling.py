@@ -1,0 +1,78 @@
+"""A large RETR body written to the spool as it arrives (:mod:`maild.spool`), never held whole.
+
+:meth:`.session.POP3Session.receive` asks a :class:`BodySpooler` after each read whether the body of
+the reply being received has grown past the spool's threshold; from then on the decoder's body parts
+(:meth:`.wire.ReplyDecoder.take_body_part`, whole un-stuffed lines) go to a spool file about a
+:data:`~maild.spool.SPOOL_PART_OCTETS` at a time, and the completed reply carries the spooled body
+instead of bytes. A body that completes within one read past the threshold is spooled at once, so
+that every message of at least the threshold leaves memory before it waits for its commit.
+
+When the spool cannot take the message (:class:`~maild.spool.SpoolFull`), the rest of its body is
+still read off the connection (the session stays usable) and dropped, a part at a time; the reply
+then carries ``spool_error`` and the message is reported as not retrieved this cycle.
+
+Runs in the POP3 worker thread, like the rest of the session.
+"""
+
+from __future__ import annotations
+
+from maild.protocols.pop3 import wire
+from maild.spool import SPOOL_PART_OCTETS, Spool, SpoolFull, SpoolWriter
+
+
+class BodySpooler:
+    """The spool state of the one reply being received (reset by :meth:`finish`).
+
+    Args:
+        spool: where large bodies go.
+    """
+
+    def __init__(self, spool: Spool) -> None:
+        self._spool = spool
+        self._writer: SpoolWriter | None = None
+        self._error: str | None = None
+
+    def after_feed(self, decoder: wire.ReplyDecoder) -> None:
+        """Move what the decoder holds of a large body into the spool file (or drop it, after a
+        failure); nothing while the body is below the threshold. Never raises SpoolFull: it is
+        kept for :meth:`finish`."""
+        buffered = decoder.body_octets_buffered
+        active = self._writer is not None or self._error is not None
+        if buffered < (SPOOL_PART_OCTETS if active else self._spool.threshold_octets):
+            return
+        decoder.take_body_part(self._write)
+
+    def finish(self, reply: wire.Reply) -> wire.Reply:
+        """The completed ``reply`` as handed on: with its body spooled (the rest written first), or
+        dropped with ``spool_error``, or unchanged (small, or not a body); resets for the next."""
+        body = reply.body
+        if body is None:  # -ERR (cannot follow a begun body) or a single-line reply
+            self.abort()
+            return reply
+        if self._writer is None and self._error is None and len(body) < self._spool.threshold_octets:
+            return reply
+        self._write(body)
+        writer, error = self._writer, self._error
+        self._writer = self._error = None
+        if error is not None:
+            return wire.Reply(reply.status, None, spool_error=error)
+        if writer is None:  # nothing was written: an empty body cannot pass the threshold
+            return reply
+        return wire.Reply(reply.status, None, spooled=writer.finish())
+
+    def abort(self) -> None:
+        """Drop the file of a reply that will not complete (the session broke)."""
+        if self._writer is not None:
+            self._writer.abort()
+        self._writer = self._error = None
+
+    def _write(self, part: bytes | memoryview) -> None:
+        if self._error is not None:
+            return  # the spool failed for this message: read and dropped
+        try:
+            if self._writer is None:
+                self._writer = self._spool.writer()
+            self._writer.write(part)
+        except SpoolFull as exc:
+            self._writer = None
+            self._error = f"not retrieved: {exc}"

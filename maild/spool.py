@@ -1,0 +1,420 @@
+"""The bounded spool: a large message written to a private file as it arrives, never held whole.
+
+A message of at least :data:`SPOOL_THRESHOLD_OCTETS` is handed by the adapter (the POP3 decoder's
+body parts, an IMAP literal) to a :class:`SpoolWriter` in parts; the writer hashes (SHA-256) and
+writes each part, and keeps the first :data:`SPOOL_HEAD_OCTETS` in memory (the header section and
+the start of the body: the header summary, header identities and the failed-header display read
+only these). :meth:`SpoolWriter.finish` returns a :class:`SpooledBody`, which the archive copies
+into the message's blob in bounded parts inside the batch's transaction
+(:mod:`maild.archive.batches`) and the fetch cycle closes once the batch is committed.
+
+The file: created in the archive's directory with ``O_TMPFILE`` (no name at all: it disappears when
+its descriptor is closed, also when the process is killed) or, where the file system lacks it, with
+a private name (mode 0600, ``.maild-spool-<random>``) unlinked right after it was opened; such a name
+left by a crash between the two system calls is removed by :meth:`Spool.sweep` at the next start.
+Nothing of a spool file is ever needed after a crash: a message counts as retrieved only once the
+batch holding it is committed, and the server still has it until then (docs/guarantee.md).
+
+Disk: all spool files of a process together hold at most :data:`SPOOL_MAX_OCTETS`, and a message is
+spooled only while the file system keeps :data:`SPOOL_RESERVE_OCTETS` free after it (the archive
+needs the room to commit it). A spool that cannot take a message (that bound, or ``ENOSPC`` while
+writing) raises :class:`SpoolFull`: the adapter reads the rest of the message off the connection,
+discards it and reports that one message as not retrieved this cycle (nothing is stored, nothing
+deleted; it is retried at the next cycle).
+
+Thread safety: a writer and a body are used by one thread at a time (the POP3 worker thread, or the
+event loop and then the store's worker thread); the disk count is shared and locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+from maild import model
+from maild.errors import MaildError
+
+SPOOL_THRESHOLD_OCTETS = 2**20
+"""Messages of at least this many octets are spooled to a file as they arrive (1 MiB); smaller ones
+are held in memory as before. The same size as the archive's incremental blob writes
+(``maild.archive.batches.LARGE_BLOB_OCTETS``): below it a message is bound as one parameter anyway."""
+SPOOL_HEAD_OCTETS = 256 * 2**10
+"""Octets of a spooled message kept in memory from its start (256 KiB): the longest header section
+read anywhere (``maild.message.MAX_HEADER_OCTETS``) and what follows it, up to that size."""
+SPOOL_PART_OCTETS = 2**20
+"""Octets read from a spool file at a time (copying it into the archive, reading it for the index)."""
+SPOOL_MAX_OCTETS = 2**30
+"""Most octets all spool files of one process hold at once (1 GiB). A cycle holds the spooled
+messages of at most two batches (one committing, one filling), each closed at
+``maild.fetch.cycle.SPOOLED_BATCH_OCTETS`` (32 MiB) plus its last message, and at most
+``maild.limits.MAX_TRANSFERS`` (4) cycles transfer at once: about 256 MiB with messages of a few
+MB. A message that would pass it fails this cycle (:class:`SpoolFull`) and is tried again at the
+next."""
+SPOOL_RESERVE_OCTETS = 256 * 2**20
+"""Free octets the archive's file system must keep after a message is spooled (256 MiB): the commit
+copies the message into the archive, which needs the room (and its WAL about as much again)."""
+SPOOL_NAME_PREFIX = ".maild-spool-"
+"""Prefix of a named spool file (file systems without ``O_TMPFILE``); swept at start."""
+
+
+class SpoolFull(MaildError):
+    """The spool cannot take a message now: :data:`SPOOL_MAX_OCTETS` reached, the disk short of
+    :data:`SPOOL_RESERVE_OCTETS`, or a write failed (``ENOSPC``, ``EIO``). That message is not
+    retrieved this cycle; nothing is lost (the server keeps it)."""
+
+
+class Spool:
+    """Where and how much a process spools: one per archive (:attr:`maild.archive.store.Store.spool`).
+
+    Args:
+        directory: the archive's directory (the spool files live beside the archive, on its file
+            system, so that the reserve check sees the disk the commit needs).
+        threshold_octets: spool messages of at least this size (:data:`SPOOL_THRESHOLD_OCTETS`).
+        max_octets: the bound on all open spool files (:data:`SPOOL_MAX_OCTETS`).
+        reserve_octets: free octets to leave on the file system (:data:`SPOOL_RESERVE_OCTETS`).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        threshold_octets: int = SPOOL_THRESHOLD_OCTETS,
+        max_octets: int = SPOOL_MAX_OCTETS,
+        reserve_octets: int = SPOOL_RESERVE_OCTETS,
+    ) -> None:
+        if threshold_octets < 1 or max_octets < 1 or reserve_octets < 0:
+            raise ValueError("spool limits must be positive")
+        self.directory = directory
+        self.threshold_octets = threshold_octets
+        self.max_octets = max_octets
+        self.reserve_octets = reserve_octets
+        self._lock = threading.RLock()  # a finalizer may run inside a locked block (GC)
+        self._held = 0
+        self._open = 0
+
+    @property
+    def held_octets(self) -> int:
+        """Octets in spool files open now (written and not yet closed)."""
+        return self._held
+
+    @property
+    def open_files(self) -> int:
+        """Spool files open now (writers and bodies not yet closed)."""
+        return self._open
+
+    def writer(self) -> SpoolWriter:
+        """A new spool file for one message.
+
+        Raises:
+            SpoolFull: the file cannot be created (directory missing or not writable, no space).
+        """
+        return SpoolWriter(self, self._create())
+
+    def sweep(self) -> int:
+        """Remove named spool files left by a crash (see the module docstring); return how many.
+
+        Raises nothing: a file that cannot be removed stays (it is private and holds no state).
+        """
+        removed = 0
+        with contextlib.suppress(OSError), os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(SPOOL_NAME_PREFIX) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+    def _create(self) -> int:
+        flags = os.O_RDWR | os.O_CLOEXEC
+        tmpfile = getattr(os, "O_TMPFILE", 0)
+        try:
+            if tmpfile:
+                try:
+                    fd = os.open(self.directory, flags | tmpfile, 0o600)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                        raise
+                else:
+                    self._opened()
+                    return fd
+            name = self.directory / f"{SPOOL_NAME_PREFIX}{os.urandom(8).hex()}"
+            fd = os.open(name, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with contextlib.suppress(FileNotFoundError):  # a concurrent sweep may have done it
+                os.unlink(name)
+        except OSError as exc:
+            raise SpoolFull(f"cannot create a spool file in {self.directory}: {exc.strerror}") from None
+        self._opened()
+        return fd
+
+    def _opened(self) -> None:
+        with self._lock:
+            self._open += 1
+
+    def _reserve(self, octets: int) -> None:
+        """Count ``octets`` more as spooled, or raise SpoolFull (the bound or the disk's reserve)."""
+        with self._lock:
+            if self._held + octets > self.max_octets:
+                raise SpoolFull(
+                    f"the spool holds {self._held} octets; {octets} more would pass its limit of"
+                    f" {self.max_octets}"
+                )
+            self._held += octets
+
+    def _release(self, octets: int, fd: int) -> None:
+        with self._lock:
+            self._held -= octets
+            self._open -= 1
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def _check_free(self, fd: int, more_octets: int) -> None:
+        try:
+            st = os.fstatvfs(fd)
+        except OSError:
+            return
+        free = st.f_bavail * st.f_frsize
+        if free - more_octets < self.reserve_octets:
+            raise SpoolFull(
+                f"{free} octets free in {self.directory}: spooling {more_octets} more would leave less"
+                f" than the reserve of {self.reserve_octets}"
+            )
+
+
+class SpoolWriter:
+    """One message being written to its spool file: :meth:`write` its parts in order, then
+    :meth:`finish` (or :meth:`abort`). Not thread-safe; see the module docstring."""
+
+    def __init__(self, spool: Spool, fd: int) -> None:
+        self._spool = spool
+        self._fd = fd
+        self._hash = hashlib.sha256()
+        self._head = bytearray()
+        self._size = 0
+        self._checked = 0  # octets written when the free space was last checked
+        self._done = False
+        # an abandoned writer (a cancelled or broken receive) still closes its file and its count
+        self._finalizer = weakref.finalize(self, spool._release, 0, fd)
+
+    @property
+    def size_octets(self) -> int:
+        """Octets written so far."""
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` to the file, the hash and (up to :data:`SPOOL_HEAD_OCTETS`) the head.
+
+        Raises:
+            SpoolFull: the spool's bound or the disk's reserve would be passed, or the write failed
+                (``ENOSPC``, ``EIO``); the writer is aborted (its file closed).
+        """
+        n = len(data)
+        if not n:
+            return
+        try:
+            self._spool._reserve(n)
+        except SpoolFull:
+            self.abort()
+            raise
+        self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, self._spool._release, self._size + n, self._fd)
+        self._size += n
+        if self._size - self._checked >= SPOOL_PART_OCTETS or self._checked == 0:
+            try:
+                self._spool._check_free(self._fd, n)
+            except SpoolFull:
+                self.abort()
+                raise
+            self._checked = self._size
+        if len(self._head) < SPOOL_HEAD_OCTETS:
+            self._head += data[: SPOOL_HEAD_OCTETS - len(self._head)]
+        self._hash.update(data)
+        try:
+            with memoryview(data) as view:
+                done = 0
+                while done < n:
+                    done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            self.abort()
+            raise SpoolFull(f"writing a spool file in {self._spool.directory}: {exc.strerror}") from None
+
+    def finish(self) -> SpooledBody:
+        """The spooled message; the writer is done (its file now belongs to the body)."""
+        self._done = True
+        self._finalizer.detach()
+        return SpooledBody(self._spool, self._fd, self._size, self._hash.hexdigest(), bytes(self._head))
+
+    def abort(self) -> None:
+        """Close and forget the file (idempotent)."""
+        self._done = True
+        self._finalizer()
+
+
+class SpooledBody:
+    """A received message held in a spool file, not in memory.
+
+    Attributes:
+        size_octets: the message's length in octets (as :func:`len` of its octets would be).
+        sha256: the SHA-256 of its octets, lower-case hex (as ``maild.message.sha256_hex``).
+        head: its first :data:`SPOOL_HEAD_OCTETS` octets (all of them if shorter).
+
+    The file is closed (and with it gone from the disk) by :meth:`close`, or when the body is no
+    longer referenced; reading a closed body raises ``ValueError``.
+    """
+
+    __slots__ = ("__weakref__", "_fd", "_finalizer", "head", "sha256", "size_octets")
+
+    def __init__(self, spool: Spool, fd: int, size_octets: int, sha256: str, head: bytes) -> None:
+        self._fd = fd
+        self.size_octets = size_octets
+        self.sha256 = sha256
+        self.head = head
+        self._finalizer = weakref.finalize(self, spool._release, size_octets, fd)
+
+    def __repr__(self) -> str:
+        return f"SpooledBody(size_octets={self.size_octets}, sha256={self.sha256[:12]}...)"
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run (the file is gone)."""
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        """Close the file: its octets are gone from the disk (idempotent)."""
+        self._finalizer()
+
+    def read_at(self, offset: int, octets: int) -> bytes:
+        """Up to ``octets`` octets from ``offset`` (fewer only at the end).
+
+        Raises:
+            ValueError: the body is closed. OSError: the read failed.
+        """
+        if self.closed:
+            raise ValueError("the spooled body is closed")
+        if offset < len(self.head) and offset + octets <= len(self.head):
+            return self.head[offset : offset + octets]
+        data = os.pread(self._fd, octets, offset)
+        if len(data) == octets or not data:
+            return data  # one read (a regular file answers whole but at its end)
+        out = bytearray(data)
+        while len(out) < octets:
+            more = os.pread(self._fd, octets - len(out), offset + len(out))
+            if not more:
+                break
+            out += more
+        return bytes(out)
+
+    def parts(self, part_octets: int = SPOOL_PART_OCTETS) -> Iterator[bytes | memoryview]:
+        """The octets in order, ``part_octets`` at a time (the last part may be shorter), each read
+        into one reused buffer: a part is valid until the next one is asked for (copy it to keep it).
+
+        Raises:
+            ValueError: the body is closed. OSError: a read failed, or the file is shorter than
+                ``size_octets`` (a spool file changed underneath: never stored).
+        """
+        if self.closed:
+            raise ValueError("the spooled body is closed")
+        buffer = bytearray(min(part_octets, self.size_octets))
+        with memoryview(buffer) as view:
+            offset = 0
+            while offset < self.size_octets:
+                want = min(len(buffer), self.size_octets - offset)
+                got = os.preadv(self._fd, [view[:want]], offset)
+                if not got:
+                    raise OSError(errno.EIO, "spool file shorter than its message")
+                yield view[:got]
+                offset += got
+
+    def read_all(self) -> bytes:
+        """All octets at once (for the few users that need them whole: moving a mailbox).
+
+        Raises:
+            ValueError, OSError: as for :meth:`parts`.
+        """
+        return b"".join([bytes(part) for part in self.parts()])
+
+
+_VIEW_FIRST_OCTETS = 64 * 2**10
+"""Octets a :class:`SpooledView` search reads first beyond the head (a line end, a boundary close by);
+it reads :data:`SPOOL_PART_OCTETS` at a time after that."""
+
+
+class SpooledView:
+    """A read-only, bytes-like view of a spooled message for the archive's parsers.
+
+    Supports exactly what :mod:`maild.message`, :mod:`maild.archive.mime` and
+    :mod:`maild.archive.index_text` do with a message's octets: ``len``, an index, a slice (a copy
+    of that range), ``find(sub, start, end)`` and ``startswith(prefix, start)``; each answers as the
+    same call on the whole ``bytes`` would (tests/unit/test_spool.py compares them). The head is
+    read from memory; the rest with ``pread`` in parts of at most :data:`SPOOL_PART_OCTETS`, the
+    last one kept, so a walk over the parts holds about a megabyte, never the message.
+    """
+
+    __slots__ = ("_body", "_cache", "_cache_at")
+
+    def __init__(self, body: model.SpooledBody) -> None:
+        self._body = body
+        self._cache = body.head
+        self._cache_at = 0
+
+    def __len__(self) -> int:
+        return self._body.size_octets
+
+    def _read(self, start: int, stop: int) -> bytes:
+        size = self._body.size_octets
+        start, stop = max(0, min(start, size)), max(0, min(stop, size))
+        if stop <= start:
+            return b""
+        at, cache = self._cache_at, self._cache
+        if at <= start and stop <= at + len(cache):
+            return cache[start - at : stop - at]
+        data = self._body.read_at(start, stop - start)
+        if len(data) <= SPOOL_PART_OCTETS:
+            self._cache, self._cache_at = data, start
+        return data
+
+    def __getitem__(self, index: int | slice) -> int | bytes:
+        size = self._body.size_octets
+        if isinstance(index, slice):
+            start, stop, step = index.indices(size)
+            if step != 1:
+                raise ValueError("a spooled view is sliced with step 1 only")
+            return self._read(start, stop)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError("spooled view index out of range")
+        return self._read(index, index + 1)[0]
+
+    def startswith(self, prefix: bytes | tuple[bytes, ...], start: int = 0) -> bool:
+        """As :meth:`bytes.startswith` with a start offset."""
+        prefixes = prefix if isinstance(prefix, tuple) else (prefix,)
+        if start < 0:
+            start = max(0, start + self._body.size_octets)
+        return any(self._read(start, start + len(p)) == p for p in prefixes)
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        """As :meth:`bytes.find` (``start``/``end`` offsets, negative ones counted from the end)."""
+        size = self._body.size_octets
+        start, end, _ = slice(start, end).indices(size)
+        if not sub:
+            return start if start <= end else -1
+        overlap = len(sub) - 1
+        pos = start
+        step = _VIEW_FIRST_OCTETS
+        while pos + len(sub) <= end:
+            stop = min(end, pos + step + overlap)
+            chunk = self._read(pos, stop)
+            hit = chunk.find(sub)
+            if hit >= 0:
+                return pos + hit
+            if stop >= end:
+                return -1
+            pos = stop - overlap
+            step = SPOOL_PART_OCTETS
+        return -1

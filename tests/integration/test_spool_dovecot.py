@@ -1,0 +1,172 @@
+"""The bounded spool against the real Dovecot: large messages arrive into spool files, byte-exact,
+are committed from them and leave no file behind (issue 19 item 2; :mod:`maild.spool`)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from maild.archive.store import Store
+from maild.fetch.cycle import make_maildrop
+from maild.model import Protocol, RetrievedMessage
+from maild.spool import SPOOL_HEAD_OCTETS, Spool, SpooledBody
+from tests.support import corpus
+from tests.support.accounts import dovecot_account
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.fetching import archived, crlf, cycle, prepare, retrieve_everything, with_retention
+
+pytestmark = pytest.mark.dovecot
+
+
+def dotted_message(octets: int) -> bytes:
+    """A text message of about ``octets`` octets whose body has many lines starting with "." (POP3
+    byte-stuffs them, RFC 1939 section 3) and a line that is a lone "." in the middle."""
+    head = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: Punkte\r\nMessage-ID: <dots@x>\r\n\r\n"
+    lines = [head]
+    n = 0
+    size = len(head)
+    while size < octets:
+        line = b".%d punkt ..\r\n" % n if n % 3 == 0 else (b".\r\n" if n % 1001 == 0 else b"zeile %d\r\n" % n)
+        lines.append(line)
+        size += len(line)
+        n += 1
+    return b"".join(lines)
+
+
+def messages() -> list[bytes]:
+    """Two small messages around three large ones (base64 attachment, dotted text)."""
+    return [
+        crlf(corpus.make_message(subject="vorher")),
+        corpus.large_message(3_000_000, seed=1),
+        dotted_message(2_500_000),
+        corpus.large_message(1_200_000, seed=2),
+        crlf(corpus.make_message(subject="nachher")),
+    ]
+
+
+def spool_files(directory: Path) -> list[str]:
+    """Names of spool files in ``directory`` (O_TMPFILE ones have none: then always empty)."""
+    return [name for name in os.listdir(directory) if name.startswith(".maild-spool-")]
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+async def test_large_messages_arrive_spooled_and_byte_exact(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    tmp_path: Path,
+    protocol: Protocol,
+) -> None:
+    """Messages of at least the threshold come as spool files with their SHA-256 and head; the
+    others as bytes; every octet is as delivered; closing the bodies leaves no open file."""
+    raws = messages()
+    dovecot.deliver_many(mail_user.name, raws)
+    spool = Spool(tmp_path)
+    maildrop = make_maildrop(dovecot_account(dovecot, mail_user, protocol), executor)
+    maildrop.spool = spool
+    await maildrop.open()
+    try:
+        got = await retrieve_everything(maildrop)
+        await maildrop.close()
+    finally:
+        await maildrop.abort()
+    items = [g for g in got if isinstance(g, RetrievedMessage)]
+    assert len(items) == len(raws)
+    for item, raw in zip(items, raws, strict=True):
+        if len(raw) >= spool.threshold_octets:
+            body = item.raw
+            assert isinstance(body, SpooledBody)
+            assert body.size_octets == item.size_octets == len(raw)
+            assert body.sha256 == hashlib.sha256(raw).hexdigest()
+            assert body.head == raw[:SPOOL_HEAD_OCTETS]
+            assert item.held_octets == SPOOL_HEAD_OCTETS
+            assert body.read_all() == raw
+        else:
+            assert item.raw == raw
+    assert spool.open_files == 3
+    for item in items:
+        item.release()
+    assert spool.open_files == 0
+    assert spool.held_octets == 0
+    assert spool_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+async def test_cycle_commits_spooled_messages_then_deletes(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    store: Store,
+    protocol: Protocol,
+) -> None:
+    """A fetch cycle stores the spooled messages byte-exact (the same rows as in memory), deletes
+    them on the server only after the commit (POP3 "delete"), and closes every spool file."""
+    raws = messages()
+    dovecot.deliver_many(mail_user.name, raws)
+    account = dovecot_account(dovecot, mail_user, protocol)
+    if protocol == "pop3":
+        account = with_retention(account, "delete")
+    await prepare(store, account)
+    result = await cycle(account, store, executor)
+    assert result.failures == []
+    assert sorted(await archived(store)) == sorted(raws)
+    assert store.spool.open_files == 0
+    assert store.spool.held_octets == 0
+    if protocol == "pop3":
+        assert result.deleted == len(raws)
+        assert dovecot.maildir_messages(mail_user.name) == []
+
+
+async def test_full_spool_fails_that_message_only(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    store: Store,
+) -> None:
+    """A spool that cannot take a large message (its bound reached) fails that message this cycle:
+    the others are stored and deleted, it stays on the server, unrecorded; with room it arrives."""
+    raws = [crlf(corpus.make_message(subject="klein")), corpus.large_message(3_000_000, seed=5)]
+    dovecot.deliver_many(mail_user.name, raws)
+    account = with_retention(dovecot_account(dovecot, mail_user, "pop3"), "delete")
+    await prepare(store, account)
+    store.spool = Spool(store.path.parent, max_octets=2**20)
+    first = await cycle(account, store, executor)
+    assert len(first.failures) == 1
+    assert first.failures[0].reason.startswith("not retrieved: the spool holds")
+    assert await archived(store) == [raws[0]]
+    assert [crlf(m) for m in dovecot.maildir_messages(mail_user.name)] == [raws[1]]
+    store.spool = Spool(store.path.parent)
+    second = await cycle(account, store, executor)
+    assert second.failures == []
+    assert sorted(await archived(store)) == sorted(raws)
+    assert dovecot.maildir_messages(mail_user.name) == []
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+async def test_cycle_never_holds_a_large_message_whole(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    store: Store,
+    protocol: Protocol,
+) -> None:
+    """A fetch cycle of a 25 MB message allocates (tracemalloc, every thread) less than a quarter of
+    it at its peak: the message goes from the socket to the spool file to the blob in parts."""
+    big = corpus.large_message(25_000_000, seed=11)
+    dovecot.deliver_many(mail_user.name, [big])
+    account = dovecot_account(dovecot, mail_user, protocol)
+    await prepare(store, account)
+    tracemalloc.start()
+    try:
+        result = await cycle(account, store, executor)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.new_links == 1
+    assert await archived(store) == [big]
+    assert peak < 0.25 * len(big), f"peak {peak / len(big):.2f} copies of the message"
