@@ -17,8 +17,10 @@ message's index row by one whose ``attachments`` column also holds that text, an
 
 An extraction failure never touches the message: it stays archived and indexed without that
 attachment's text, the failure is logged in one line (``documents.failed``, naming the message and
-the attachment) and counted in ``document_text.failures``; the message is not tried again (``maild
-reindex --documents`` tries all again).
+the attachment; at info when the attachment is at fault: damaged, encrypted, too large; at warning
+when the administrator can act: the extractor missing, timed out, out of memory or crashed) and
+counted in ``document_text.failures``; the message is not tried again (``maild reindex
+--documents`` tries all again).
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ async def _extract(found: _Found, worker: DocumentWorker) -> _Result:
     texts: list[str] = []
     failures = 0
     for part, filename, kind, data in documents:
+        actionable = False
         if data is None:
             reason = f"larger than {MAX_DOCUMENT_OCTETS} octets (skipped)"
         else:
@@ -136,9 +139,11 @@ async def _extract(found: _Found, worker: DocumentWorker) -> _Result:
                 texts.append(await worker.extract(kind, data))
                 continue
             except DocumentError as exc:
-                reason = str(exc)
+                reason, actionable = str(exc), exc.actionable
         failures += 1
-        _log.warning(
+        # a damaged, encrypted or oversized attachment is the sender's problem (info); a missing,
+        # timed-out or crashed extractor is the administrator's (warning)
+        (_log.warning if actionable else _log.info)(
             "documents.failed",
             message=sha256[:12],
             part=part,

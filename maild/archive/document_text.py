@@ -73,7 +73,17 @@ class DocumentError(Exception):
 
     The message is one line naming the cause (no document content); the archive stores the message
     all the same, without this attachment's text.
+
+    Attributes:
+        actionable: True when the administrator can do something about it (the extractor is missing,
+            timed out, ran out of memory or crashed): logged at warning. False (the default) when the
+            attachment itself is at fault (damaged, encrypted, too large, a bomb): the sender's
+            problem, logged at info.
     """
+
+    def __init__(self, reason: str, *, actionable: bool = False) -> None:
+        super().__init__(reason)
+        self.actionable = actionable
 
 
 def available() -> bool:
@@ -116,7 +126,7 @@ def _pdf_text(data: bytes) -> str:
     try:
         import pypdf
     except ImportError:
-        raise DocumentError("pypdf is not installed (the documents extra)") from None
+        raise DocumentError("pypdf is not installed (the documents extra)", actionable=True) from None
     from pypdf.errors import PdfReadError
 
     pieces: list[str] = []
@@ -150,7 +160,7 @@ def _pdf_text(data: bytes) -> str:
         # pypdf raises many kinds on damaged input; its message names the cause, never the text.
         raise DocumentError(f"damaged PDF ({type(exc).__name__}: {str(exc)[:120]})") from None
     except MemoryError:
-        raise DocumentError("the PDF needs more memory than allowed") from None
+        raise DocumentError("the PDF needs more memory than allowed", actionable=True) from None
     return "\n".join(pieces)
 
 

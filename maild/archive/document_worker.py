@@ -10,7 +10,8 @@ its CPU limit is never reached by honest work.
 
 Protocol on the worker's stdin/stdout, one request at a time: the request is the line
 ``<kind> <octets>\\n`` followed by that many octets of the document; the reply is the line
-``ok <octets>\\n`` followed by the UTF-8 text, or ``error <octets>\\n`` followed by a one-line reason.
+``ok <octets>\\n`` followed by the UTF-8 text, or ``error <octets>\\n`` (the document is at fault) or
+``fault <octets>\\n`` (the extractor is: missing, out of memory, crashed) followed by a one-line reason.
 """
 
 from __future__ import annotations
@@ -108,10 +109,14 @@ class DocumentWorker:
                 return await self._ask(proc, kind, data)
         except TimeoutError:
             await self.close()
-            raise DocumentError(f"took longer than {self.timeout_s:g} s (the worker was stopped)") from None
+            raise DocumentError(
+                f"took longer than {self.timeout_s:g} s (the worker was stopped)", actionable=True
+            ) from None
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             await self.close()
-            raise DocumentError(f"the extraction worker failed ({type(exc).__name__})") from None
+            raise DocumentError(
+                f"the extraction worker failed ({type(exc).__name__})", actionable=True
+            ) from None
         except DocumentError:
             raise
         except BaseException:
@@ -129,11 +134,11 @@ class DocumentWorker:
             raise ValueError("reply line too long")
         status, _, size_text = line.decode("ascii").strip().partition(" ")
         size = int(size_text)
-        if not 0 <= size <= MAX_REPLY_OCTETS or status not in ("ok", "error"):
+        if not 0 <= size <= MAX_REPLY_OCTETS or status not in ("ok", "error", "fault"):
             raise ValueError("malformed reply")
         body = (await proc.stdout.readexactly(size)).decode("utf-8", "replace")
-        if status == "error":
-            raise DocumentError(body)
+        if status != "ok":  # "error": the document's fault; "fault": the extractor's (see DocumentError)
+            raise DocumentError(body, actionable=status == "fault")
         return body
 
     async def close(self) -> None:
@@ -183,16 +188,16 @@ def main() -> None:
         kind, _, size_text = line.decode("ascii", "replace").strip().partition(" ")
         size = int(size_text) if size_text.isdigit() else -1
         if kind not in _KINDS or not 0 <= size <= MAX_DOCUMENT_OCTETS:
-            _reply(out, "error", "malformed request")
+            _reply(out, "fault", "malformed request")
             return
         data = source.read(size)
         try:
             _reply(out, "ok", extract(kind, data))  # type: ignore[arg-type]
         except DocumentError as exc:
-            _reply(out, "error", str(exc))
+            _reply(out, "fault" if exc.actionable else "error", str(exc))
         except MemoryError:
-            _reply(out, "error", f"needs more than {WORKER_MEMORY_OCTETS // 2**20} MiB of memory")
+            _reply(out, "fault", f"needs more than {WORKER_MEMORY_OCTETS // 2**20} MiB of memory")
         except RecursionError:
             _reply(out, "error", "nested too deeply")
         except Exception as exc:
-            _reply(out, "error", f"{type(exc).__name__}: {str(exc)[:120]}")
+            _reply(out, "fault", f"{type(exc).__name__}: {str(exc)[:120]}")

@@ -21,6 +21,11 @@ from maild.errors import QueryError
 
 DEFAULT_LIST_LIMIT = 100
 DEFAULT_SEARCH_LIMIT = 20
+SEARCH_NO_MATCH = 1
+"""Exit code of ``maild messages search`` when no message matches (grep's convention: a script can
+write ``if maild messages search ...``); an error (no archive, no permission) is
+:data:`SEARCH_ERROR`, as grep's 2 (``main`` returns it, read from the parser's ``error_exit``)."""
+SEARCH_ERROR = 2
 
 
 def _since(text: str) -> Any:
@@ -84,7 +89,7 @@ def add_parsers(sub: Any) -> None:
     )  # fmt: skip
     _add_limit(se, DEFAULT_SEARCH_LIMIT, "best matches")
     se.add_argument("--json", action="store_true", help="a JSON array: list's objects plus snippet and score")
-    se.set_defaults(handler=_search)
+    se.set_defaults(handler=_search, error_exit=SEARCH_ERROR)
     at = actions.add_parser(
         "attachment", parents=[db], help="write a part (decoded) to stdout or a file, or all attachments"
     )
@@ -171,9 +176,11 @@ def _search(args: argparse.Namespace) -> int:
             " the daemon adds it shortly, `maild reindex` at once",
             file=sys.stderr,
         )
-    if not args.json and not hits:
-        print("maild: no message matches", file=sys.stderr)
-    elif flt.limit is not None and len(hits) == flt.limit:
+    if not hits:
+        if not args.json:
+            print("maild: no message matches", file=sys.stderr)
+        return SEARCH_NO_MATCH
+    if flt.limit is not None and len(hits) == flt.limit:
         print(f"maild: the best {len(hits)} matches shown; --limit 0 shows all", file=sys.stderr)
     return 0
 

@@ -95,7 +95,8 @@ def render_manpage(parser: argparse.ArgumentParser, version: str, date: str) -> 
         ".SH DESCRIPTION",
         "maild fetches an office's mail by POP3 and IMAP into one SQLite archive and deletes a message on a"
         " server only after it is durably archived. Errors are one line on standard error and exit status 1;"
-        " a wrong command line exits 2.",
+        " a wrong command line exits 2. \\fBmaild messages search\\fR exits as grep(1) does: 0 when a message"
+        " matches, 1 when none does, 2 on an error.",
         ".SH COMMANDS",
     ]
     for path, text, sub in command_tree(parser):

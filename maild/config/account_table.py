@@ -15,7 +15,6 @@ from typing import Any, cast
 
 from maild.config.auth import parse_auth, secret_source_keys
 from maild.config.passwords import PasswordSource
-from maild.config.providers import apply_provider
 from maild.config.records import IDLE_RESTART_MAX_S, AccountConfig
 from maild.config.values import (
     Table,
@@ -122,7 +121,10 @@ def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) ->
         raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table")
-    data = apply_provider(data, where)  # issue 13: provider presets fill missing keys
+    if "provider" in data:  # issue 13: provider presets fill missing keys
+        from maild.config.providers import apply_provider  # the presets' table: only when one is named
+
+        data = apply_provider(data, where)
     t = Table(data, where)
     base = path.parent
     protocol = cast(

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from maild.auth.oauth2 import check_endpoint
 from maild.auth.sasl import MECHANISMS
 from maild.config.passwords import PasswordSource, read_secret_file
 from maild.config.values import Table, choice, parse_duration
@@ -115,6 +114,10 @@ def _url(t: Table, key: str, tenant: str | None) -> str:
         if tenant is None:
             raise ConfigError(f"{t.key(key)}: contains {{tenant}} but oauth2.tenant is not set")
         url = url.replace("{tenant}", tenant)
+    # only for an OAuth2 account: the endpoint checks (ipaddress, json, urllib.parse) are start-up time
+    # that every password account's `maild fetch` and `maild status` would pay for nothing
+    from maild.auth.oauth2 import check_endpoint
+
     check_endpoint(url, t.key(key))
     return cast(str, url)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import structlog
 
@@ -77,7 +78,9 @@ class OneShotResult:
             extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
         counts = new_and_known(res.new_messages, res.new_links)
         size = size_text(res.octets) if size_text is not None else f"{res.octets} octets"
-        lines = [f"{self.account}: {counts} ({size}){extra}"]
+        # "retrieved": the size is of everything fetched, new or not; "(148.0 MB)" after "37 already
+        # archived" read as if 148 MB were new after a killed run
+        lines = [f"{self.account}: {counts} ({size} retrieved){extra}"]
         for f in res.failures:
             lines.append(f"  not retrieved: {message_label(f.key, res.subjects.get(f.key))}: {f.reason}")
         lines += [f"  warning: {w}" for w in res.warnings]
@@ -152,7 +155,11 @@ async def _index_documents(store: Store, bound: int = ONESHOT_DOCUMENT_MESSAGES)
 
 
 async def fetch_once(
-    config: Config, names: Sequence[str], *, maildrop_factory: MaildropFactory = make_maildrop
+    config: Config,
+    names: Sequence[str],
+    *,
+    maildrop_factory: MaildropFactory = make_maildrop,
+    failure_level: Literal["warning", "info"] = "warning",
 ) -> list[OneShotResult]:
     """Run one fetch cycle of each chosen account, all at once within the configured limits.
 
@@ -160,6 +167,10 @@ async def fetch_once(
         config: the validated configuration.
         names: account names; empty: every enabled account.
         maildrop_factory: makes the unopened adapter of an account (tests pass stand-ins).
+        failure_level: the level of the ``fetch.failed`` log line of a failed cycle: ``"info"`` when
+            the caller shows each result where the same person reads the log (``maild fetch`` on a
+            terminal), so that a failure is said once; ``"warning"`` for cron mail, files and the
+            journal (priority 4).
 
     Returns:
         One result per account, in the order of :func:`chosen_accounts`.
@@ -196,7 +207,8 @@ async def fetch_once(
                     result = await runner.run(acc, keep_open=False)
                 except MaildError as exc:
                     error = redact_known(str(exc))
-                    log.warning("fetch.failed", account=acc.name, outcome=outcome_label(exc), error=error)
+                    log_failure = log.warning if failure_level == "warning" else log.info
+                    log_failure("fetch.failed", account=acc.name, outcome=outcome_label(exc), error=error)
                     return OneShotResult(acc.name, None, error, await _failed_since(store, acc.name, started))
                 assert result is not None  # runs without a proceed() check
                 return OneShotResult(acc.name, result)

@@ -24,7 +24,8 @@ Through the proxy, each row also gives the round trips the tool's connections ma
 sends after having received something) and the octets the server sent.
 
 For maild both the one-shot ``maild fetch`` and a cycle inside a running daemon are measured (see
-``maildrun.py``). Peers keep all mail on the server; their local state is removed before each initial
+``maildrun.py``); ``--repeat`` applies to both (the daemon's initial fetch: a fresh daemon and archive
+per run). Peers keep all mail on the server; their local state is removed before each initial
 run. Peers fetch accounts one after another, so for (c) the slow ones (fetchmail, getmail6) run a
 subset of the accounts and their times are scaled to all accounts (marked ``est``). A run that exceeds
 ``--budget-s`` is stopped, its time extrapolated from the messages it had fetched (``cut``) and its
@@ -439,14 +440,25 @@ class Bench:
                 self.record(self.with_traffic(row, traffic[phase][-2], traffic[phase][-1], 1))
         if not daemon:
             return
-        # inside a running daemon
+        # inside a running daemon: --repeat initial fetches, each by a fresh daemon into a fresh archive,
+        # medians as for the one-shot (a single run moved by +-0.4 s of CPU on the shared machine:
+        # docs/performance.md, "Session 7: the POP3 one-shot"); the no-op cycles in the last daemon
+        initial: list[dict[str, Any]] = []
+        for _ in range(self.args.repeat - 1):  # the earlier daemons: their initial fetch only
+            maild.reset(with_accounts=False)
+            earlier = Daemon(maild, self.logs / f"maild-daemon-{protocol}.log")
+            try:
+                initial.append(earlier.initial(self.sizes.budget_s * 2))
+            finally:
+                earlier.stop()
         maild.reset(with_accounts=False)
         running = Daemon(maild, self.logs / f"maild-daemon-{protocol}.log")
         try:
             before = self.traffic()
-            result = running.initial(self.sizes.budget_s * 2)
+            initial.append(running.initial(self.sizes.budget_s * 2))
             after = self.traffic()
             fetched = maild.fetched()
+            errors = [r["error"] for r in initial if r["error"]]
             self.record(
                 self.with_traffic(
                     Row(
@@ -454,14 +466,17 @@ class Bench:
                         protocol,
                         "initial",
                         f"maild daemon{suffix}",
-                        result["wall_s"],
-                        result["cpu_s"],
-                        result["rss_mb"],
+                        statistics.median(r["wall_s"] for r in initial),
+                        statistics.median(r["cpu_s"] for r in initial),
+                        max(r["rss_mb"] for r in initial),
                         fetched,
                         expected,
-                        "cut" if result["cut"] else "",
-                        result["error"],
-                        {"cycle_s_max": result["cycle_s_max"]},
+                        "cut" if any(r["cut"] for r in initial) else "",
+                        errors[0] if errors else None,
+                        {
+                            "cycle_s_max": statistics.median(r["cycle_s_max"] for r in initial),
+                            "runs": len(initial),
+                        },
                     ),
                     before,
                     after,

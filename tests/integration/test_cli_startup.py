@@ -40,6 +40,8 @@ HEAVY_MODULES: dict[str, str] = {
     "maild.archive.store": "the archive writer, its schema and migrations: fetch and admin commands",
     "maild.archive.move_queries": "the move commands' archive queries",
     "maild.auth.tokens": "the OAuth2 token store: only OAuth2 accounts and `accounts authorize`",
+    "maild.auth.oauth2": "OAuth2 endpoint checks and token requests: only an OAuth2 account's",
+    "maild.protocols.pop3.digest_inventory": "the inventory of a POP3 server without UIDL",
     "maild.service.daemon": "the daemon: only `maild run`",
     "maild.service.scheduler": "the daemon's scheduler: only `maild run`",
     "maild.service.snapshot": "the daemon's status snapshot: only `maild run`",
@@ -185,6 +187,8 @@ def _run_one_shot_commands(directory: Path, dovecot: Dovecot, mail_user: MailUse
 
         assert code == 0, output
         assert heavy(modules, allowed) == set(), argv
+        if argv[0] == "fetch":  # the presets' tables: only an account with `provider =` (and `accounts add`)
+            assert "maild.config.providers" not in modules
         assert allowed <= modules, argv  # the command ran: it loaded what it needs
         assert modules & GROUP_MODULES == ({group} if group else set()), argv
 

@@ -104,9 +104,11 @@ def test_pdf_text_of_every_page_is_read() -> None:
     ids=["encrypted", "cyclic-page-tree", "truncated", "garbage"],
 )
 def test_hostile_pdfs_raise_one_clear_error(make: object, reason: str) -> None:
-    """An encrypted, looping, truncated or garbage PDF is a DocumentError whose reason names the cause."""
-    with pytest.raises(DocumentError, match=reason):
+    """An encrypted, looping, truncated or garbage PDF is a DocumentError whose reason names the cause,
+    and the document's fault (not actionable by the administrator)."""
+    with pytest.raises(DocumentError, match=reason) as raised:
         extract("pdf", make())  # type: ignore[operator]
+    assert not raised.value.actionable
 
 
 @pytest.mark.usefixtures("documents_extra")
@@ -126,8 +128,9 @@ async def test_a_worker_out_of_time_is_killed_and_replaced() -> None:
     """A document that takes longer than the timeout is given up (one error) and the worker killed; a new
     worker serves the next request."""
     slow = DocumentWorker(timeout_s=0.001)  # not even the worker's start-up fits
-    with pytest.raises(DocumentError, match="took longer than"):
+    with pytest.raises(DocumentError, match="took longer than") as raised:
         await slow.extract("docx", docs.make_docx(["x"]))
+    assert raised.value.actionable  # a timeout is the administrator's to look at, not the sender's
     assert slow._proc is None
     await slow.close()
     worker = DocumentWorker()

@@ -102,6 +102,57 @@ def test_cli_logs_go_to_stderr_and_stdout_keeps_only_results(tmp_path: Path) -> 
     assert "fetch.failed" in {e["event"] for e in events}
 
 
+def run_on_terminal(*args: str) -> tuple[int, str]:
+    """Run ``python -m maild ARGS`` with stdout and stderr on one pseudo-terminal, as a person at a
+    shell sees it; its exit code and everything it wrote there."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "maild", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=follower,
+            env=env,
+        )
+        os.close(follower)
+        follower = -1
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = proc.wait(timeout=60)
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_a_failed_account_is_said_once_on_a_terminal(tmp_path: Path) -> None:
+    """``maild fetch`` on a terminal (stdout and stderr): a failed account shows its ``FAILED`` result
+    line and no ``fetch.failed`` warning beside it; with ``--log-level info`` that line is there, at
+    info. (With stderr in a file or the journal the warning stays: the tests above.)"""
+    cfg = write_config(tmp_path)
+
+    code, seen = run_on_terminal("-c", str(cfg), "fetch")
+
+    assert code == 1
+    assert seen.count("FAILED") == 1, seen
+    assert "fetch.failed" not in seen
+    code, seen = run_on_terminal("-c", str(cfg), "--log-level", "info", "fetch")
+    assert code == 1
+    assert "fetch.failed" in seen and "info" in seen.split("fetch.failed")[0].splitlines()[-1], seen
+    assert "geheim-Passwort-42" not in seen
+
+
 @pytest.mark.parametrize(
     ("levelno", "priority"),
     [(logging.DEBUG, 7), (logging.INFO, 6), (logging.WARNING, 4), (logging.ERROR, 3), (logging.CRITICAL, 2)],

@@ -32,7 +32,7 @@ async def test_one_cycle_per_enabled_account_with_its_line(tmp_path: Path) -> No
     results = await fetch_once(config_of(tmp_path, accounts), [], maildrop_factory=maildrops_of(servers))
 
     assert [r.account for r in results] == ["a", "b"]
-    assert results[0].line() == f"a: 2 new messages ({results[0].result.octets} octets)"  # type: ignore[union-attr]
+    assert results[0].line() == f"a: 2 new messages ({results[0].result.octets} octets retrieved)"  # type: ignore[union-attr]
     assert results[1].failed
     assert results[1].line().startswith("b: FAILED: ")
     assert servers["off"].sessions == []
@@ -88,6 +88,20 @@ async def test_the_line_names_each_failed_message_and_a_failed_quit_is_not_faile
     assert not result.failed
     first, failed, warning = result.line().splitlines()
     assert first.startswith("a: 2 new messages (")
-    assert first.endswith("octets), 1 could not be retrieved (retried next time)")
+    assert first.endswith("octets retrieved), 1 could not be retrieved (retried next time)")
     assert failed == "  not retrieved: UIDL uidl-2: -ERR [SYS/TEMP] message locked"
     assert warning.startswith("  warning: everything was stored, but the session did not end cleanly")
+
+
+def test_the_size_after_already_archived_messages_reads_as_retrieved_not_new() -> None:
+    """After a killed run, a fetch that finds everything archived already says the octets were
+    retrieved, never beside "already archived" alone (where 148 MB read as if they were new)."""
+    from maild.cli.units import human_size
+    from maild.fetch.cycle import CycleResult
+    from maild.service.oneshot import OneShotResult
+
+    rerun = CycleResult("anna", on_server=37, new_messages=0, new_links=37, octets=148_000_000)
+
+    line = OneShotResult("anna", rerun).line(human_size)
+
+    assert line == "anna: 0 new messages, 37 already archived (148.0 MB retrieved)"

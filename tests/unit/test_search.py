@@ -221,3 +221,20 @@ def test_cli_reindex_fills_the_index(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "4 messages indexed" in capsys.readouterr().out
     with ArchiveReader(db) as reader:
         assert reader.index_coverage() == (4, 4)
+
+
+async def test_cli_search_exits_like_grep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`maild messages search`: 0 when a message matches, 1 when none does (with and without --json,
+    which then prints an empty array), 2 when the search cannot run (no archive there), as grep's exit
+    codes; the other archive commands keep 1 for an error."""
+    db = tmp_path / "maild.sqlite3"
+    await build_archive(db, [("anna-pop", pop(1), letter(1, subject="Vertrag"))])
+    search = ["messages", "search", "--database", str(db)]
+
+    assert main([*search, "Vertrag"]) == 0
+    assert main([*search, "Gibtesnicht"]) == 1
+    assert "no message matches" in capsys.readouterr().err
+    assert main([*search, "--json", "Gibtesnicht"]) == 1
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["messages", "search", "--database", str(tmp_path / "missing.sqlite3"), "x"]) == 2
+    assert main(["messages", "list", "--database", str(tmp_path / "missing.sqlite3")]) == 1  # others: 1

@@ -19,9 +19,10 @@ from typing import Protocol, cast
 import structlog
 
 from maild.auth import sasl
-from maild.errors import AuthError, ConnectError, MaildError, ProtocolError, ThrottledError
+from maild.errors import AuthError, ConnectError, MaildError, ProtocolError
 from maild.model import Secret, ServerSettings
 from maild.protocols.pop3 import wire
+from maild.protocols.pop3.session_errors import SessionErrors
 
 __all__ = ["MAX_AUTH_COMMAND_OCTETS", "authenticate"]
 
@@ -36,15 +37,13 @@ MAX_AUTH_COMMAND_OCTETS = 255
 #: final status, with room for one more).
 _MAX_EXCHANGE_LINES = 4
 
-#: Response codes after which the login is deferred, not refused (RFC 3206 section 5, RFC 2449 section 8.1).
-_THROTTLE_CODES = ("SYS/TEMP", "IN-USE", "LOGIN-DELAY")
-
 
 class AuthSession(Protocol):
     """What this module needs of :class:`maild.protocols.pop3.session.POP3Session` (which imports this
     module, so it is described here rather than imported)."""
 
     settings: ServerSettings
+    errors: SessionErrors
 
     def where(self) -> str: ...
     def redact(self, text: str) -> str: ...
@@ -120,17 +119,9 @@ def _exchange(
 
 
 def _refused(session: AuthSession, mech: str, status: wire.StatusLine) -> MaildError:
-    """The error for a ``-ERR`` final status, with the server's text redacted."""
-    acct = session.settings.account
-    reply = session.redact(status.render())
-    where = session.where()
-    if any(status.has_code(c) for c in _THROTTLE_CODES):
-        return ThrottledError(f"{where}: AUTH {mech} deferred: {reply}", account=acct)
-    if status.has_code("SYS/PERM"):
-        return session.protocol_error(
-            f"AUTH {mech} failed: {reply}", line=reply, standard="RFC 3206 section 4"
-        )
-    return AuthError(f"{where}: AUTH {mech} refused: {reply}", account=acct)
+    """The error for a ``-ERR`` final status, with the server's text redacted: deferred, failed or
+    refused by its response code (:meth:`SessionErrors.login_refused`)."""
+    return session.errors.login_refused(status, f"AUTH {mech}")
 
 
 def authenticate(session: AuthSession, pop: poplib.POP3, offered: frozenset[str]) -> bool:

@@ -37,7 +37,7 @@ from maild.model import (
     ServerSettings,
 )
 from maild.protocols.base import Maildrop
-from maild.protocols.pop3 import digest_inventory, identity, wire
+from maild.protocols.pop3 import identity, wire
 from maild.protocols.pop3.session import (
     ABORT_TIMEOUT_S,
     READ_CHUNK_OCTETS,
@@ -241,6 +241,9 @@ class POP3Maildrop(Maildrop):
             ThrottledError: UIDL was refused with a code saying the condition will pass.
             NetworkTimeout, ConnectError, ProtocolError: as for :meth:`inventory`.
         """
+        # imported here: only a server without UIDL (RFC 1939 section 7) needs it
+        from maild.protocols.pop3 import digest_inventory
+
         found = await digest_inventory.inventory_without_uidl(
             self._session,
             listing,

@@ -26,7 +26,7 @@ import poplib
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -37,12 +37,11 @@ from maild.errors import (
     MaildError,
     NetworkTimeout,
     ProtocolError,
-    ThrottledError,
-    TransientError,
 )
 from maild.model import ServerSettings
 from maild.protocols.pop3 import listings, wire
 from maild.protocols.pop3.auth import authenticate
+from maild.protocols.pop3.session_errors import THROTTLE_CODES, SessionErrors
 from maild.protocols.pop3.spooling import BodySpooler
 from maild.protocols.progress import ProgressFloor
 from maild.protocols.tls import client_context
@@ -62,9 +61,6 @@ single-line commands and short listings need no more, and 50 sessions listing at
 ABORT_TIMEOUT_S = 5.0
 """Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
 timeout), and for waiting on a step still running in its thread."""
-
-#: Response codes that mean "come back later" (RFC 3206 section 5, RFC 2449 section 8.1).
-THROTTLE_CODES = ("SYS/TEMP", "IN-USE", "LOGIN-DELAY")
 
 
 def _close_quietly(pop: poplib.POP3) -> None:
@@ -116,81 +112,39 @@ class POP3Session:
         self.decoder = wire.ReplyDecoder(max_reply_octets=max_reply_octets)
         self._lock = threading.Lock()
         self._shut = False
-        self._secrets: tuple[str, ...] = ()
+        self.errors = SessionErrors(settings)
         self._ahead: collections.deque[bool] = collections.deque()  # replies owed: multiline or not
         self._recv_into: Callable[[memoryview], int] | None = None  # the socket's, once logged in
 
-    # -- errors ---------------------------------------------------------------------------------------
+    # -- errors: see maild/protocols/pop3/session_errors.py ---------------------------------------------
 
-    def _where(self) -> str:
-        s = self.settings
-        return f"account {s.account!r}: POP3 {s.host}:{s.port}"
+    def where(self) -> str:
+        """``account 'NAME': POP3 HOST:PORT``, the start of every error message."""
+        return self.errors.where()
 
     def redact(self, text: str) -> str:
-        """Return ``text`` with the password (and every wire form of a SASL secret registered with
-        :meth:`add_secrets`) replaced, should a server ever echo it."""
-        return sasl.redact(text, (self.settings.password.reveal(), *self._secrets))
+        """``text`` without the password or any registered SASL secret (:meth:`SessionErrors.redact`)."""
+        return self.errors.redact(text)
 
     def add_secrets(self, secrets: Sequence[str]) -> None:
         """Have :meth:`redact` also remove ``secrets`` (tokens, base64 SASL responses) from now on."""
-        self._secrets = (*self._secrets, *secrets)
+        self.errors.add_secrets(secrets)
 
     def protocol_error(self, message: str, *, line: str = "", standard: str = "") -> ProtocolError:
         """A ProtocolError naming the account, with the server's line redacted."""
-        return ProtocolError(
-            f"{self._where()}: {message}",
-            account=self.settings.account,
-            line=self.redact(line),
-            standard=standard,
-        )
+        return self.errors.protocol_error(message, line=line, standard=standard)
+
+    def connection_closed(self, doing: str) -> ConnectError:
+        """The error for a connection the server closed while ``doing``."""
+        return self.errors.connection_closed(doing)
 
     def translate(self, exc: BaseException, doing: str, *, connecting: bool = False) -> MaildError | None:
-        """The maild error for a foreign exception raised while ``doing``, naming the account; None for
-        exceptions that need no translation (maild errors that already name the account, bugs)."""
-        acct = self.settings.account
-        if isinstance(exc, ProtocolError):
-            if exc.account:
-                return None
-            named = ProtocolError(f"{self._where()}: {self.redact(exc.args[0])}", account=acct)
-            named.line, named.standard = self.redact(exc.line), exc.standard
-            return named
-        if isinstance(exc, TimeoutError):
-            return NetworkTimeout(
-                f"{self._where()}: no progress for {self.settings.timeout_s} s while {doing}", account=acct
-            )
-        if isinstance(exc, ssl.SSLError):
-            return ConnectError(f"{self._where()}: TLS failed while {doing}: {exc}", account=acct)
-        if isinstance(exc, OSError):
-            what = "cannot connect" if connecting else "connection lost"
-            return ConnectError(f"{self._where()}: {what} while {doing}: {exc}", account=acct)
-        return None
+        """The maild error for a foreign exception raised while ``doing`` (see :class:`SessionErrors`)."""
+        return self.errors.translate(exc, doing, connecting=connecting)
 
-    @contextlib.contextmanager
-    def mapped(self, doing: str, *, connecting: bool = False) -> Iterator[None]:
-        """Translate foreign exceptions raised while ``doing`` (see :meth:`translate`)."""
-        try:
-            yield
-        except Exception as exc:
-            error = self.translate(exc, doing, connecting=connecting)
-            if error is None:
-                raise
-            raise error from exc
-
-    def _refusal(self, exc: poplib.error_proto, doing: str) -> wire.StatusLine | MaildError:
-        """The server's status line inside a poplib error, or the error to raise for poplib's own
-        complaints (``"-ERR EOF"``, ``"line too long"``) and for a malformed line."""
-        arg = exc.args[0] if exc.args else b""
-        if isinstance(arg, str):  # poplib's own text, not the server's
-            if arg == "-ERR EOF":
-                return ConnectError(
-                    f"{self._where()}: server closed the connection while {doing}",
-                    account=self.settings.account,
-                )
-            return self.protocol_error(f"{arg} while {doing}", standard="RFC 1939 section 3")
-        try:
-            return wire.parse_status_line(bytes(arg))
-        except ProtocolError as bad:
-            return self.translate(bad, doing) or bad
+    def mapped(self, doing: str, *, connecting: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Translate foreign exceptions raised while ``doing`` (:meth:`SessionErrors.mapped`)."""
+        return self.errors.mapped(doing, connecting=connecting)
 
     def _login_step(self, pop: poplib.POP3, verb: Literal["USER", "PASS"]) -> MaildError | None:
         """Send USER or PASS through poplib; return the error to raise, or None on +OK.
@@ -201,26 +155,18 @@ class POP3Session:
 
         Standard: RFC 1939 section 7; RFC 2449 section 8.1 and RFC 3206 for the response codes.
         """
-        acct = self.settings.account
         try:
             if verb == "USER":
                 pop.user(self.settings.username)
             else:
                 pop.pass_(self.settings.password.reveal())
         except poplib.error_proto as exc:
-            status = self._refusal(exc, verb)
+            status = self.errors.refusal(exc, verb)
         except OSError as exc:
             return self.translate(exc, f"sending {verb}", connecting=True)
         else:
             return None
-        if isinstance(status, MaildError):
-            return status
-        reply = self.redact(status.render())
-        if any(status.has_code(c) for c in THROTTLE_CODES):
-            return ThrottledError(f"{self._where()}: login deferred: {reply}", account=acct)
-        if status.has_code("SYS/PERM"):
-            return self.protocol_error(f"login failed: {reply}", line=reply, standard="RFC 3206 section 4")
-        return AuthError(f"{self._where()}: login refused: {reply}", account=acct)
+        return status if isinstance(status, MaildError) else self.errors.login_refused(status, "login")
 
     # -- connection -----------------------------------------------------------------------------------
 
@@ -245,9 +191,7 @@ class POP3Session:
                 self.pop = pop
                 return
         _close_quietly(pop)
-        raise ConnectError(
-            f"{self._where()}: connection abandoned (cancelled)", account=self.settings.account
-        )
+        raise ConnectError(f"{self.where()}: connection abandoned (cancelled)", account=self.settings.account)
 
     def connect(self) -> None:
         """Connect, greet, negotiate TLS, CAPA, log in, CAPA again. Closes the socket on any failure.
@@ -281,33 +225,15 @@ class POP3Session:
             else:
                 pop = _POP3(s.host, s.port, s.timeout_s)
         except poplib.error_proto as exc:
-            status = self._refusal(exc, "greeting")
-            if isinstance(status, MaildError):
-                raise status from exc
-            if any(status.has_code(c) for c in THROTTLE_CODES):
-                raise ThrottledError(f"{self._where()}: greeting {status.render()}", account=acct) from exc
-            raise TransientError(
-                f"{self._where()}: server refused the session: {status.render()}", account=acct
-            ) from exc
+            raise self.errors.greeting_refused(exc) from exc
         self._attach(pop)
         if s.tls == "starttls" and ctx is not None:
             try:
                 pop.stls(context=ctx)  # CAPA, then STLS only if offered, then the handshake
             except (poplib.error_proto, UnicodeDecodeError) as exc:
-                reason = exc.args[0] if isinstance(exc, poplib.error_proto) and exc.args else exc
-                if isinstance(reason, bytes):
-                    reason = reason.decode("utf-8", "replace")
-                if reason == "-ERR EOF":
-                    raise ConnectError(
-                        f"{self._where()}: server closed the connection at STLS", account=acct
-                    ) from exc
-                raise self.protocol_error(
-                    "STLS failed; refusing to log in without TLS",
-                    line=str(reason),
-                    standard="RFC 2595 section 4",
-                ) from exc
+                raise self.errors.stls_failed(exc) from exc
         if any(c in s.username + s.password.reveal() for c in "\r\n\0"):
-            raise AuthError(f"{self._where()}: username or password contains a line break", account=acct)
+            raise AuthError(f"{self.where()}: username or password contains a line break", account=acct)
         if not authenticate(self, pop, self._sasl_offered()):  # AUTH (RFC 5034), see pop3/auth.py
             for verb in ("USER", "PASS"):
                 error = self._login_step(pop, verb)
@@ -342,16 +268,6 @@ class POP3Session:
         to discard capabilities learnt before TLS); empty when the server has no CAPA."""
         capa = self.exchange(["CAPA"], multiline=True, pipelined=False)[0]
         return sasl.pop3_mechanisms(listings.parse_capa(capa.body) if capa.body is not None else {})
-
-    def where(self) -> str:
-        """``account 'NAME': POP3 HOST:PORT``, the start of every error message."""
-        return self._where()
-
-    def connection_closed(self, doing: str) -> ConnectError:
-        """The error for a connection the server closed while ``doing``."""
-        return ConnectError(
-            f"{self._where()}: server closed the connection {doing}", account=self.settings.account
-        )
 
     # -- commands -------------------------------------------------------------------------------------
 
@@ -398,7 +314,7 @@ class POP3Session:
         """
         pop = self.pop
         if pop is None:
-            raise ConnectError(f"{self._where()}: not connected", account=self.settings.account)
+            raise ConnectError(f"{self.where()}: not connected", account=self.settings.account)
         if self._ahead and self._ahead[0] != multiline:
             raise RuntimeError("replies of another kind are still owed")
         pop.sock.sendall("".join(f"{c}\r\n" for c in commands).encode("ascii"))
@@ -428,7 +344,7 @@ class POP3Session:
         """
         pop = self.pop
         if pop is None:
-            raise ConnectError(f"{self._where()}: not connected", account=self.settings.account)
+            raise ConnectError(f"{self.where()}: not connected", account=self.settings.account)
         if count > len(self._ahead):
             raise RuntimeError(f"{count} replies asked, {len(self._ahead)} owed")
         file = cast(io.BufferedIOBase, pop.file)
@@ -458,11 +374,11 @@ class POP3Session:
                     self.decoder.feed(chunk)
                 if not octets:
                     raise ConnectError(
-                        f"{self._where()}: server closed the connection", account=self.settings.account
+                        f"{self.where()}: server closed the connection", account=self.settings.account
                     )
                 received += octets
                 if progress is not None and (slow := progress.check(received)) is not None:
-                    raise NetworkTimeout(f"{self._where()}: {slow}", account=settings.account)
+                    raise NetworkTimeout(f"{self.where()}: {slow}", account=settings.account)
                 if spooler is not None:
                     spooler.after_feed(self.decoder)
             if spooler is not None:
