@@ -33,6 +33,7 @@ from maild.archive.archive_file import (
 from maild.archive.cc_fill import fill_cc_headers
 from maild.archive.counters import ArchiveCounters
 from maild.archive.document_flag import add_document_flag
+from maild.archive.layout import upgrade_layout
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
 from maild.model import Location, MessageKey
@@ -51,8 +52,12 @@ _MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] =
     9: fts.migrate_to_contentless,
     12: fill_cc_headers,
     13: add_document_flag,
+    14: upgrade_layout,
 }
 """Python steps of schema versions, run after the version's SQL in its transaction."""
+_FOREIGN_KEYS_OFF: frozenset[int] = frozenset({14})
+"""Versions whose transaction runs with foreign keys off (``messages`` rebuilt: SQLite's 12-step
+ALTER procedure; the step itself runs ``PRAGMA foreign_key_check`` before the commit)."""
 
 
 class ArchiveConnection:
@@ -190,6 +195,9 @@ class ArchiveConnection:
                     f"({SCHEMA_VERSION}); upgrade maild"
                 )
             for target in range(version + 1, SCHEMA_VERSION + 1):
+                keys_off = target in _FOREIGN_KEYS_OFF
+                if keys_off:  # a no-op inside a transaction: set before BEGIN
+                    await self._conn.execute("PRAGMA foreign_keys = OFF")
                 await self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     for statement in _split_sql(_MIGRATIONS[target]):
@@ -202,6 +210,9 @@ class ArchiveConnection:
                 except BaseException:
                     await self._conn.execute("ROLLBACK")
                     raise
+                finally:
+                    if keys_off:
+                        await self._conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
 

@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 13; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 14; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -51,6 +51,19 @@ Layout (schema version 13; docs/archive.md documents it for readers such as the 
   unknown (archived before v13; the attachment-text indexer looks at such a message once and records
   what it found). The indexer reads only messages where it is not 0 (the partial index
   ``messages_documents``).
+- ``messages`` rebuilt (v14) with ``raw`` as its last column (:data:`MESSAGES_COLUMNS`,
+  :mod:`maild.archive.layout`); an archive above a bound keeps the old order until ``maild compact``.
+
+The layout rule of ``messages``: ``raw`` is its LAST column. SQLite keeps ``zeroblob(n)`` lazy (no
+n zero octets built in memory and copied) only when nothing but NULLs follows it in the record, and
+:mod:`maild.archive.batches` inserts every large message as ``zeroblob`` then writes it through
+incremental blob I/O; schema 12's ``ALTER TABLE ... ADD COLUMN cc_header`` put a column after ``raw``
+and cost 10 MB of SQLite memory per 5 MB message with a Cc (docs/performance.md, "Session 7: raw
+last"). So a new column of ``messages`` is never a bare ``ADD COLUMN``: either add it to
+:data:`MESSAGES_COLUMNS` (before ``raw``) and give its version the rebuild of
+:mod:`maild.archive.layout` (``upgrade_layout``: at open below a bound, else ``maild compact``), or
+put it in a side table keyed by ``messages.id``. tests/unit/test_layout.py checks that a fresh
+archive's ``messages`` is exactly :data:`MESSAGES_COLUMNS`, ending with ``raw``.
 
 Shared by :mod:`maild.archive.store` (which applies the migrations) and :mod:`maild.archive.reader`; the
 ``store_*`` modules are the only ones that contain SQL.
@@ -62,7 +75,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -83,6 +96,30 @@ DOCUMENTS_PENDING_SQL = (
 """Messages (above an id) with a PDF or Office part, or not known to have none (v13), whose attachments
 the attachment-text indexer has not looked at yet (v11). Found through the partial index
 ``messages_documents``."""
+
+
+MESSAGES_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "INTEGER PRIMARY KEY"),
+    ("sha256", "TEXT NOT NULL UNIQUE"),
+    ("size_octets", "INTEGER NOT NULL"),
+    ("message_id", "TEXT"),
+    ("date", "TEXT"),
+    ("from_header", "TEXT"),
+    ("to_header", "TEXT"),
+    ("subject", "TEXT"),
+    ("stored_at", "TEXT NOT NULL"),
+    ("cc_header", "TEXT"),
+    ("has_documents", "INTEGER"),
+    ("raw", "BLOB NOT NULL"),
+)
+"""The columns of ``messages`` since schema 14, in order, with their declarations: ``raw`` LAST (the
+layout rule in this module's docstring). ``id`` is the rowid, the key of ``messages_fts`` and of every
+table that references a message."""
+
+
+def messages_create_sql(table: str = "messages") -> str:
+    """The ``CREATE TABLE`` statement of ``messages`` in the schema 14 layout (:data:`MESSAGES_COLUMNS`)."""
+    return f"CREATE TABLE {table} ({', '.join(f'{name} {decl}' for name, decl in MESSAGES_COLUMNS)})"
 
 
 def fts_create_sql(table: str = FTS_TABLE) -> str:
@@ -273,6 +310,11 @@ _MIGRATIONS: dict[int, str] = {
     # step, maild.archive.document_flag.add_document_flag (with its partial index); NULL for the messages
     # archived before: unknown, looked at once by the indexer, which then records what it found.
     13: "",
+    # messages rebuilt with raw as its last column (the layout rule above): the Python step,
+    # maild.archive.layout.upgrade_layout, run with foreign keys off (the 12-step ALTER procedure of
+    # SQLite), copies every row with its id unless the archive is above a bound or the disk lacks the
+    # room; then the old order stays (all queries name their columns) until `maild compact`.
+    14: "",
 }
 
 

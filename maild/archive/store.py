@@ -45,6 +45,7 @@ from maild.model import Protocol
 if TYPE_CHECKING:  # the attachment-text modules are imported when used (zipfile, expat: start-up cost)
     from maild.archive.document_index import DocumentRun
     from maild.archive.document_worker import DocumentWorker
+    from maild.archive.layout import CompactResult, Progress
 
 __all__ = [
     "ARCHIVE_DIR_MODE",
@@ -164,6 +165,30 @@ class Store(LocationRecords, BatchWriter, DeliveryRecords, MailboxRecords, Histo
         from maild.archive import document_index
 
         return await document_index.forget(self._conn, self._atomic)
+
+    # -- layout of ``messages`` (schema 14: raw last) ---------------------------------------------------
+
+    async def compact_layout(self, progress: Progress | None = None) -> CompactResult:
+        """``maild compact``: rebuild ``messages`` with ``raw`` last (:func:`maild.archive.layout.compact`).
+
+        For an archive that kept the old column order at its upgrade to schema 14 (too large, or too
+        little free space). The caller holds the archive lock (daemon stopped); one transaction, so a
+        crash at any moment leaves the old layout or the new one.
+
+        Args:
+            progress: called with (octets copied, octets of all messages) after each step.
+
+        Raises:
+            StoreError: not enough free space (nothing changed), or SQLite failed (the old layout stays).
+        """
+        from maild.archive import layout
+
+        async with self._write_lock:
+            self._generation += 1
+            try:
+                return await layout.compact(self._conn, progress)
+            finally:
+                self._generation += 1
 
     # -- status -----------------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
-"""Subcommands that copy or rebuild the archive: ``maild backup``, ``maild restore`` and ``maild reindex``.
+"""Subcommands that copy or rebuild the archive: ``maild backup``, ``restore``, ``reindex`` and ``compact``.
 
 ``backup`` reads the archive read-only (it works while the daemon runs, also for a member of the
 archive's group); ``restore`` refuses while the daemon answers on its control socket; ``reindex``
 writes the full-text index through the archive's writer, in short transactions, so it may run
-while the daemon runs.
+while the daemon runs; ``compact`` rewrites the messages with ``raw`` last (schema 14's layout, for an
+archive too large to be rebuilt at its upgrade) under the archive lock, so the daemon must be stopped.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _keep(text: str) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    """Add ``backup``, ``restore`` and ``reindex`` to the ``maild`` subcommand parsers ``sub``."""
+    """Add ``backup``, ``restore``, ``reindex`` and ``compact`` to the subcommand parsers ``sub``."""
     b = sub.add_parser(
         "backup", help="a consistent, checked copy of the archive (works while the daemon runs)"
     )
@@ -63,6 +64,14 @@ def add_parsers(sub: Any) -> None:
         help="read the text of every PDF and Office attachment again (needs maild[documents])",
     )
     x.set_defaults(handler=_reindex)
+    c = sub.add_parser(
+        "compact",
+        help="rewrite every message with the raw octets last (schema 14 layout; the daemon must be stopped)",
+    )
+    c.add_argument(
+        "--database", type=Path, metavar="PATH", help="archive file (default: from the configuration)"
+    )
+    c.set_defaults(handler=_compact)
 
 
 def _now() -> datetime:
@@ -163,5 +172,32 @@ def _reindex(args: argparse.Namespace) -> int:
         print(
             f"attachment text: {count(run.messages)} messages read, {count(run.documents)} PDF/Office"
             f" attachments, {count(run.failures)} unreadable (logged as documents.failed)"
+        )
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from maild.service.compact import compact_archive
+
+    database = Path(args.database) if args.database is not None else load_args_config(args).daemon.database
+    tty = sys.stderr.isatty()
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        percent = 100 if total <= 0 else done * 100 // total
+        if tty:
+            sys.stderr.write(f"\rcompacting {percent}%" + ("\n" if done >= total else ""))
+        elif percent // 10 > shown[0]:  # a line per tenth in a log
+            shown[0] = percent // 10
+            sys.stderr.write(f"compacting {percent}%\n")
+        sys.stderr.flush()
+
+    result = run_async(compact_archive(database, progress))
+    if not result.rebuilt:
+        print(f"{database}: messages are in schema 14's column order (raw last); nothing to rewrite")
+    else:
+        print(
+            f"{database}: {count(result.messages)} messages ({human_size(result.octets)}) rewritten"
+            f" with raw last in {result.seconds:.1f} s"
         )
     return 0

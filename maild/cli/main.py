@@ -63,7 +63,7 @@ EXIT_BROKEN_PIPE = 128 + 13
 #: (:func:`_add_parsers`): `maild fetch` and `maild status` load none of them.
 COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "archive": ("messages", "export"),
-    "backup": ("backup", "restore", "reindex"),
+    "backup": ("backup", "restore", "reindex", "compact"),
     "accounts": ("accounts",),
     "move": ("compare", "migrate", "unretire", "retire"),
 }

@@ -68,8 +68,14 @@ def _holder(fd: int) -> str:
     return ""
 
 
-def acquire_archive_lock(database: Path) -> ArchiveLock:
+FETCH_ADVICE = "stop it, or ask the running daemon with `maild fetch-now`"
+"""The end of the refusal's line for a fetcher (the daemon, ``maild fetch``)."""
+
+
+def acquire_archive_lock(database: Path, advice: str = FETCH_ADVICE) -> ArchiveLock:
     """Take the exclusive fetcher lock of the archive ``database`` without waiting.
+
+    ``advice`` ends the refusal's line (what the admin can do).
 
     Creates the lock file (and, on a first start, the archive's directory, mode 0750) if missing.
     On a read-only file system where the lock file does not exist the lock is not taken (logged at
@@ -99,7 +105,7 @@ def acquire_archive_lock(database: Path) -> ArchiveLock:
         os.close(fd)
         raise StoreError(
             f"another maild (a daemon or `maild fetch`) is fetching into {database}: {path} is locked"
-            f"{holder}; stop it, or ask the running daemon with `maild fetch-now`"
+            f"{holder}; {advice}"
         ) from None
     except OSError as exc:
         os.close(fd)

@@ -22,9 +22,11 @@ CC_LETTER = (
 PLAIN_LETTER = b"From: dora@example.com\r\nTo: anna@example.com\r\nSubject: Ohne Kopie\r\n\r\nHallo\r\n"
 
 
-def _rows(db: Path) -> list[tuple[object, ...]]:
+def _rows(db: Path) -> list[dict[str, object]]:
+    """Every message row as column name to value (schema 14 moved raw to the last column)."""
     with sqlite3.connect(db) as conn:
-        return list(conn.execute("SELECT * FROM messages ORDER BY id"))
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute("SELECT * FROM messages ORDER BY id")]
 
 
 async def test_the_store_keeps_cc_and_the_reader_shows_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,8 +77,11 @@ async def test_upgrading_a_schema_11_archive_keeps_everything_and_fills_cc(tmp_p
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert list(conn.execute("SELECT * FROM locations ORDER BY id")) == locations
     after = _rows(db)
-    assert [row[:-1] for row in after] == before  # the new column is the last one
-    assert [row[-1] for row in after] == ["Jürgen Hausmeister <hausmeister@example.de>, carla@example.org", None]
+    assert [{k: v for k, v in row.items() if k != "cc_header"} for row in after] == before
+    assert [row["cc_header"] for row in after] == [
+        "Jürgen Hausmeister <hausmeister@example.de>, carla@example.org",
+        None,
+    ]
     with ArchiveReader(db) as reader:
         assert reader.index_coverage() == (2, 2)
         assert [h.message.subject for h in reader.search("hausmeister", MessageFilter())] == ["Schluessel"]

@@ -15,13 +15,15 @@ CLI_DIR = Path(maild.cli.__file__).parent
 CLI_MODULES = sorted(CLI_DIR.glob("*.py"))
 #: What the CLI may import from maild.service: the typed client and its records; the daemon for
 #: `maild run` and the one-shot fetch for `maild fetch` (each in one function of cli/main.py); the
-#: control socket's wire for `maild fetch`'s "is a daemon running?" probe.
+#: control socket's wire for `maild fetch`'s "is a daemon running?" probe; the offline `maild compact`
+#: (it takes the archive lock).
 ALLOWED_SERVICE = {
     "maild.service.control_client",
     "maild.service.control_wire",
     "maild.service.status",
     "maild.service.daemon",
     "maild.service.oneshot",
+    "maild.service.compact",
 }
 #: CLI modules that hold subcommands; only main imports them.
 COMMAND_MODULES = {

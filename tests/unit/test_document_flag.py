@@ -100,7 +100,8 @@ async def test_upgrading_a_schema_12_archive_keeps_its_messages_and_indexes_the_
         conn.execute("DROP INDEX messages_documents")
         conn.execute("ALTER TABLE messages DROP COLUMN has_documents")
         conn.execute("PRAGMA user_version = 12")
-        before = list(conn.execute("SELECT * FROM messages ORDER BY id"))
+        conn.row_factory = sqlite3.Row
+        before = [dict(row) for row in conn.execute("SELECT * FROM messages ORDER BY id")]
         locations = list(conn.execute("SELECT * FROM locations ORDER BY id"))
 
     worker = DocumentWorker()
@@ -109,7 +110,9 @@ async def test_upgrading_a_schema_12_archive_keeps_its_messages_and_indexes_the_
             assert await store.documents_pending() == 2
             with sqlite3.connect(db) as conn:
                 assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-                assert [row[:-1] for row in conn.execute("SELECT * FROM messages ORDER BY id")] == before
+                conn.row_factory = sqlite3.Row
+                after = [dict(row) for row in conn.execute("SELECT * FROM messages ORDER BY id")]
+                assert [{k: v for k, v in row.items() if k != "has_documents"} for row in after] == before
                 assert list(conn.execute("SELECT * FROM locations ORDER BY id")) == locations
             assert _flags(db) == [None, None]
             run, _ = await store.index_documents(worker)
