@@ -187,15 +187,8 @@ async def test_retrieval_continues_while_a_batch_commits_and_memory_stays_at_two
     assert result.new_links == 7
 
 
-async def test_the_next_batch_is_prepared_while_the_previous_one_is_written(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """While batch 1's transaction is held, batch 2 is prepared (hashed, parsed) but not inserted;
-    the transactions run one at a time, in arrival order (issue 19 item 6)."""
-    account = await prepare(store, pop3_account())
-    drop = FakeServer.with_pop3(5).session()
-    slow = SlowCommits(store, drop)
-    monkeypatch.setattr(store, "insert_batch", slow)
+def record_prepared(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[list[MessageKey]]:
+    """The keys of each batch the cycle prepares, in order (the store's own preparation runs)."""
     prepared: list[list[MessageKey]] = []
     real_prepare = store.prepare_batch
 
@@ -205,12 +198,30 @@ async def test_the_next_batch_is_prepared_while_the_previous_one_is_written(
         return out
 
     monkeypatch.setattr(store, "prepare_batch", recording_prepare)
+    return prepared
+
+
+async def until_prepared(prepared: list[list[MessageKey]], count: int) -> None:
+    """Wait (at most 2 s) until ``count`` batches are prepared: preparing runs in a worker thread."""
+    for _ in range(200):
+        if len(prepared) >= count:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_the_next_batch_is_prepared_while_the_previous_one_is_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While batch 1's transaction is held, batch 2 is prepared (hashed, parsed) but not inserted;
+    the transactions run one at a time, in arrival order (issue 19 item 6)."""
+    account = await prepare(store, pop3_account())
+    drop = FakeServer.with_pop3(5).session()
+    slow = SlowCommits(store, drop)
+    monkeypatch.setattr(store, "insert_batch", slow)
+    prepared = record_prepared(store, monkeypatch)
     task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2))
     await slow.started.wait()
-    for _ in range(200):  # batch 2 is prepared in a worker thread: give it time to return
-        if len(prepared) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await until_prepared(prepared, 2)
     prepared_meanwhile = list(prepared)
     in_flight = slow.in_flight
     slow.release.set()
@@ -234,21 +245,10 @@ async def test_a_failed_commit_stores_nothing_of_the_batch_prepared_behind_it(
     slow = SlowCommits(store, drop)
     slow.fail_first = StoreError("disk full")
     monkeypatch.setattr(store, "insert_batch", slow)
-    prepared: list[list[MessageKey]] = []
-    real_prepare = store.prepare_batch
-
-    async def recording_prepare(batch: Any, now: datetime) -> PreparedBatch:
-        out = await real_prepare(batch, now)
-        prepared.append([m.key for m in batch])
-        return out
-
-    monkeypatch.setattr(store, "prepare_batch", recording_prepare)
+    prepared = record_prepared(store, monkeypatch)
     task = asyncio.create_task(fetch_cycle(account, store, drop, clock=Clock(), batch_messages=2))
     await slow.started.wait()
-    for _ in range(200):
-        if len(prepared) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await until_prepared(prepared, 2)
     assert prepared == [keys(1, 2), keys(3, 4)]
     slow.release.set()
     with pytest.raises(StoreError, match="disk full"):
