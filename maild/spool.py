@@ -59,8 +59,17 @@ next."""
 SPOOL_RESERVE_OCTETS = 256 * 2**20
 """Free octets the archive's file system must keep after a message is spooled (256 MiB): the commit
 copies the message into the archive, which needs the room (and its WAL about as much again)."""
+SPOOL_FAILURE_PREFIX = "local spool: "
+"""How the reason of a message the spool could not take begins (:func:`is_spool_failure`)."""
 SPOOL_NAME_PREFIX = ".maild-spool-"
 """Prefix of a named spool file (file systems without ``O_TMPFILE``); swept at start."""
+
+
+def is_spool_failure(reason: str) -> bool:
+    """Whether a retrieval failure's ``reason`` is the spool's (this machine's disk or bound, not the
+    message's or the server's): such a failure is not counted towards setting the message aside
+    (``maild.archive.failures.record_failures``), it is simply retried at the next cycle."""
+    return reason.startswith(SPOOL_FAILURE_PREFIX)
 
 
 class SpoolFull(MaildError):

@@ -74,7 +74,7 @@ async def test_a_full_spool_fails_that_message_only(tmp_path: Path) -> None:
     outcomes = await spooled_run(spool, [])
     failed = {uid: o for uid, o in outcomes.items() if isinstance(o, str)}
     assert list(failed) == [11]
-    assert failed[11].startswith("not retrieved: the spool holds")
+    assert failed[11].startswith("local spool: the spool holds")
     assert bodies({uid: o for uid, o in outcomes.items() if uid != 11}) == {
         12: ("spooled", EXPECTED_BODIES[12]),
         13: ("memory", b""),

@@ -20,7 +20,7 @@ is still read and dropped, and the marker carries the reason: that message fails
 from __future__ import annotations
 
 from maild.protocols.imap.fetch import SpooledLiteral
-from maild.spool import SPOOL_PART_OCTETS, Spool, SpoolFull, SpoolWriter
+from maild.spool import SPOOL_FAILURE_PREFIX, SPOOL_PART_OCTETS, Spool, SpoolFull, SpoolWriter
 
 _DIRECT_WRITE_OCTETS = 64 * 2**10
 """A received chunk of at least this many octets goes to the file as it is (no copy into a part)."""
@@ -86,4 +86,4 @@ class SpoolingLiteral:
             self._writer.write(data)
         except SpoolFull as exc:
             self._writer = None
-            self._error = f"not retrieved: {exc}"
+            self._error = f"{SPOOL_FAILURE_PREFIX}{exc}"

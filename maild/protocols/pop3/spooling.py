@@ -17,7 +17,7 @@ Runs in the POP3 worker thread, like the rest of the session.
 from __future__ import annotations
 
 from maild.protocols.pop3 import wire
-from maild.spool import SPOOL_PART_OCTETS, Spool, SpoolFull, SpoolWriter
+from maild.spool import SPOOL_FAILURE_PREFIX, SPOOL_PART_OCTETS, Spool, SpoolFull, SpoolWriter
 
 
 class BodySpooler:
@@ -75,4 +75,4 @@ class BodySpooler:
             self._writer.write(part)
         except SpoolFull as exc:
             self._writer = None
-            self._error = f"not retrieved: {exc}"
+            self._error = f"{SPOOL_FAILURE_PREFIX}{exc}"
