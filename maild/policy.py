@@ -55,6 +55,7 @@ from maild.model import (
     POP3Key,
     Retention,
 )
+from maild.spool import is_spool_failure
 
 SET_ASIDE_AFTER_FAILURES = 3
 """Failures in a row after which a message is set aside (skipped by later cycles, left on the server)."""
@@ -81,6 +82,11 @@ def set_aside(records: Mapping[MessageKey, FailureRecord], now: datetime) -> fro
     """The keys a cycle at ``now`` skips: failed :data:`SET_ASIDE_AFTER_FAILURES` times in a row, the
     last failure less than :data:`SET_ASIDE_RETRY_S` seconds ago, and no retry asked for.
 
+    A message whose last failure is the spool's (:func:`maild.spool.is_spool_failure`: this machine's
+    disk short of the reserve, the spool's bound reached, its directory not writable) is never set
+    aside: that says nothing about the message, and it is retried at every cycle until there is room
+    (its record still shows in ``maild status`` with that reason).
+
     Args:
         records: the account's failure records (``maild.archive.failures.failure_records``).
         now: the current time, aware.
@@ -90,6 +96,7 @@ def set_aside(records: Mapping[MessageKey, FailureRecord], now: datetime) -> fro
         key
         for key, record in records.items()
         if record.failures >= SET_ASIDE_AFTER_FAILURES
+        and not is_spool_failure(record.reason)
         and not record.retry_requested
         and now - record.last_failed_at < retry
     )

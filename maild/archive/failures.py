@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from maild.archive.schema import failure_key_text, parse_failure_key, parse_utc, utc_text
 from maild.model import FailureRecord, HeaderSummary, MessageKey, RetrievalFailure
-from maild.spool import is_spool_failure
 
 if TYPE_CHECKING:
     from maild.archive.store import Store
@@ -65,14 +64,9 @@ async def record_failures(
 ) -> None:
     """Count one more failure in a row for each of ``failures`` (a retry request is used up).
 
-    A failure of the spool (:func:`maild.spool.is_spool_failure`: this machine's disk short of the
-    reserve, or the spool's bound reached) is not counted: it says nothing about the message, and
-    counting it would set the message aside for a day after a few cycles on a full disk.
-
     Raises:
         StoreError: SQLite failed; nothing was recorded.
     """
-    failures = [f for f in failures if not is_spool_failure(f.reason)]
     if not failures:
         return
     stamp = utc_text(now)
