@@ -59,23 +59,30 @@ def lock_path(database: Path) -> Path:
     return database.with_name(database.name + LOCK_SUFFIX)
 
 
-def _holder(fd: int) -> str:
-    """`` (held by PID n)`` from the lock file's content, or empty when it says nothing readable."""
+def _holder(fd: int) -> tuple[str, str]:
+    """`` (held by PID n)`` from the lock file's content (empty when it says nothing readable), and
+    the holder's role (``compact``, or empty for a fetcher)."""
     with contextlib.suppress(OSError, ValueError):
-        text = os.pread(fd, HOLDER_READ_OCTETS, 0).decode("ascii").strip()
-        if text.isdigit():
-            return f" (held by PID {int(text)})"
-    return ""
+        pid, _, role = os.pread(fd, HOLDER_READ_OCTETS, 0).decode("ascii").strip().partition(" ")
+        if pid.isdigit():
+            return f" (held by PID {int(pid)})", role
+    return "", ""
+
+
+COMPACT_ROLE = "compact"
+"""The role ``maild compact`` writes after its PID in the lock file: a fetcher refused by it is told
+to wait for the rewrite rather than to stop a daemon or ask it (there is none)."""
 
 
 FETCH_ADVICE = "stop it, or ask the running daemon with `maild fetch-now`"
 """The end of the refusal's line for a fetcher (the daemon, ``maild fetch``)."""
 
 
-def acquire_archive_lock(database: Path, advice: str = FETCH_ADVICE) -> ArchiveLock:
+def acquire_archive_lock(database: Path, advice: str = FETCH_ADVICE, role: str = "") -> ArchiveLock:
     """Take the exclusive fetcher lock of the archive ``database`` without waiting.
 
-    ``advice`` ends the refusal's line (what the admin can do).
+    ``advice`` ends the refusal's line (what the admin can do); ``role`` is written after the PID
+    (:data:`COMPACT_ROLE` for ``maild compact``, empty for a fetcher).
 
     Creates the lock file (and, on a first start, the archive's directory, mode 0750) if missing.
     On a read-only file system where the lock file does not exist the lock is not taken (logged at
@@ -101,8 +108,13 @@ def acquire_archive_lock(database: Path, advice: str = FETCH_ADVICE) -> ArchiveL
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = _holder(fd)
+        holder, holder_role = _holder(fd)
         os.close(fd)
+        if holder_role == COMPACT_ROLE:
+            raise StoreError(
+                f"`maild compact` is rewriting {database}: {path} is locked{holder}; wait until it"
+                " finishes (it prints its progress), then run this again"
+            ) from None
         raise StoreError(
             f"another maild (a daemon or `maild fetch`) is fetching into {database}: {path} is locked"
             f"{holder}; {advice}"
@@ -112,7 +124,7 @@ def acquire_archive_lock(database: Path, advice: str = FETCH_ADVICE) -> ArchiveL
         raise StoreError(f"cannot lock {path}: {exc.strerror or exc}") from None
     with contextlib.suppress(OSError):  # the PID is for the message only; a read-only file keeps none
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.pwrite(fd, f"{os.getpid()}{' ' + role if role else ''}\n".encode("ascii"), 0)
     return ArchiveLock(path, fd)
 
 

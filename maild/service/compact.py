@@ -14,7 +14,7 @@ from pathlib import Path
 from maild.archive.layout import CompactResult, Progress
 from maild.archive.store import Store
 from maild.errors import StoreError
-from maild.service.archive_lock import acquire_archive_lock
+from maild.service.archive_lock import COMPACT_ROLE, acquire_archive_lock
 
 COMPACT_ADVICE = "compacting needs the daemon stopped (systemctl stop maild), then run it again"
 """The end of the refusal's line when a daemon or a fetch holds the archive lock."""
@@ -36,7 +36,7 @@ async def compact_archive(database: Path, progress: Progress | None = None) -> C
     """
     if not await asyncio.to_thread(database.is_file):
         raise StoreError(f"archive {database} does not exist (is daemon.state_dir right?)")
-    lock = await asyncio.to_thread(acquire_archive_lock, database, COMPACT_ADVICE)
+    lock = await asyncio.to_thread(acquire_archive_lock, database, COMPACT_ADVICE, COMPACT_ROLE)
     try:
         store = await Store.open(database)
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from maild.errors import StoreError
-from maild.service.archive_lock import acquire_archive_lock, lock_path
+from maild.service.archive_lock import COMPACT_ROLE, acquire_archive_lock, lock_path
 
 
 def test_a_second_lock_on_the_same_archive_is_refused_naming_the_holder(tmp_path: Path) -> None:
@@ -28,6 +28,27 @@ def test_a_second_lock_on_the_same_archive_is_refused_naming_the_holder(tmp_path
     again = acquire_archive_lock(database)
     assert again.held
     again.release()
+
+
+def test_a_fetcher_refused_by_compact_is_told_to_wait_for_it(tmp_path: Path) -> None:
+    """While `maild compact` holds the lock, a daemon or `maild fetch` refused by it says so (QA: it
+    said "another maild ... is fetching ...; stop it, or ask the running daemon with `maild
+    fetch-now`", and `fetch-now` then said that no daemon runs)."""
+    database = tmp_path / "maild.sqlite3"
+    compacting = acquire_archive_lock(database, "unused", COMPACT_ROLE)
+    assert lock_path(database).read_text() == f"{os.getpid()} {COMPACT_ROLE}\n"
+    with pytest.raises(StoreError) as refused:
+        acquire_archive_lock(database)
+    text = str(refused.value)
+    assert text.startswith(f"`maild compact` is rewriting {database}: ")
+    assert f"held by PID {os.getpid()}" in text and "wait until it finishes" in text
+    assert "fetch-now" not in text and "\n" not in text
+    compacting.release()
+    fetcher = acquire_archive_lock(database)
+    assert lock_path(database).read_text() == f"{os.getpid()}\n"
+    with pytest.raises(StoreError, match="is fetching into"):
+        acquire_archive_lock(database)
+    fetcher.release()
 
 
 def test_other_archives_have_their_own_locks(tmp_path: Path) -> None:
