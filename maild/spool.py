@@ -67,8 +67,8 @@ SPOOL_NAME_PREFIX = ".maild-spool-"
 
 def is_spool_failure(reason: str) -> bool:
     """Whether a retrieval failure's ``reason`` is the spool's (this machine's disk or bound, not the
-    message's or the server's): such a failure is not counted towards setting the message aside
-    (``maild.archive.failures.record_failures``), it is simply retried at the next cycle."""
+    message's or the server's): it is recorded and shown like any failure, but never sets the message
+    aside (``maild.policy.set_aside``); the message is retried at every cycle."""
     return reason.startswith(SPOOL_FAILURE_PREFIX)
 
 
