@@ -338,7 +338,8 @@ async def compact(conn: aiosqlite.Connection, progress: Progress | None = None) 
         mib = 1 << 20
         raise StoreError(
             f"archive {path}: {free // mib} MiB free on its file system, compacting needs {need // mib} MiB"
-            " (a little more than the archive's size, for the WAL); free some space and run it again"
+            f" ({LAYOUT_SPACE_FACTOR_EIGHTHS}/8 of the archive's {size // mib} MiB for the WAL, plus"
+            f" {LAYOUT_SPACE_MARGIN_OCTETS // mib} MiB); free some space and run it again"
             " (nothing changed)"
         )
     started = time.monotonic()

@@ -232,6 +232,7 @@ async def test_an_archive_on_a_full_disk_keeps_its_order_at_open_and_compact_ref
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "5 MiB free on its file system, compacting needs" in err and "nothing changed" in err
+    assert "9/8 of the archive's" in err and "plus 64 MiB" in err  # the figure explained
     assert _columns(db)[-3:] == ["raw", "cc_header", "has_documents"]
     assert _snapshot(db) == before
 
