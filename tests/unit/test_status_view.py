@@ -222,3 +222,32 @@ def test_a_first_refused_login_is_a_warning_everywhere_until_the_lockout() -> No
     assert attention(refused) == "backoff"
     assert (code, line.split(" | ")[0]) == (CHECK_WARNING, "MAILD WARNING - anna-pop backoff")
     assert locked_code == CHECK_CRITICAL
+
+
+def test_messages_failing_on_this_machine_make_check_warn_and_name_the_directory() -> None:
+    """A message whose last failure is local (the spool's disk) needs attention: status exits 1 and
+    shows where to free space; check is WARNING (not CRITICAL: nothing is lost, small mail flows)
+    naming the account and the directory; a message failure of the server's does neither."""
+    from maild.service.status import FailingMessageStatus
+
+    def failing(kind: str) -> FailingMessageStatus:
+        return FailingMessageStatus(
+            "UIDL big", 2, "local spool: 5 octets free in /srv/maild", NOW, False, kind=kind  # type: ignore[arg-type]
+        )
+
+    local = replace(HEALTHY, failing_messages=(failing("local"),))
+    server = replace(HEALTHY, failing_messages=(failing("message"),))
+    archive = ArchiveTotals(1, 2, directory="/srv/maild")
+
+    code, line = check_line(StatusReply("1", NOW, (local,), archive), NOW)
+    text = render_status(StatusReply("1", NOW, (local,), archive), now=NOW, tz=UTC)
+
+    assert attention(local) == "1 message not retrieved: no room on this machine"
+    assert (code, line.split(" | ")[0]) == (
+        CHECK_WARNING,
+        "MAILD WARNING - anna-pop 1 message not retrieved: no room on this machine; free space in /srv/maild",
+    )
+    assert "    free space in /srv/maild: large messages are spooled there" in text
+    assert "not retrieved 2x in a row on this machine (retried every cycle, never set aside): UIDL big" in text
+    assert attention(server) is None
+    assert check_line(StatusReply("1", NOW, (server,), archive), NOW)[0] == CHECK_OK
