@@ -16,7 +16,7 @@ from maild.fetch.cycle import CycleResult
 from maild.model import POP3Key, Secret
 from maild.service.account_runtime import AccountRuntime
 from maild.service.alert_delivery import deliver, mail_message
-from maild.service.alerts import AlertMonitor, DiskSpace, alert_test_event
+from maild.service.alerts import AlertEvent, AlertMonitor, DiskSpace, alert_test_event
 from tests.support.accounts import pop3_account
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -199,17 +199,19 @@ def test_local_failures_alert_once_per_episode_and_recover_after_a_clean_cycle()
     rt = AccountRuntime(pop3_account("anna"))
     key, other = POP3Key("big"), POP3Key("bigger")
 
+    sent: list[AlertEvent] = []
+
     def cycle(at: datetime, *failures: RetrievalFailure) -> list[tuple[str, str]]:
         result = CycleResult("anna", on_server=3)
         result.failures.extend(failures)
         rt.succeeded(result, at)
         rt.note_local_failures(result, at)
         events = monitor.evaluate([rt], at, directory="/var/lib/maild")
+        sent.extend(events)
         return [(e.kind, e.state) for e in events]
 
     firing = cycle(T0, local_failure(key, "100 octets free in /var/lib/maild"))
-    (event,) = [e for e in monitor._fired.values()]
-    assert "/var/lib/maild" in event.event.message and "free space in /var/lib/maild" in event.event.next_step
+    assert "/var/lib/maild" in sent[0].message and "free space in /var/lib/maild" in sent[0].next_step
     later = [
         cycle(T0 + timedelta(minutes=5 * i), local_failure(key, f"{i} octets free"), local_failure(other, "x"))
         for i in range(1, 4)
