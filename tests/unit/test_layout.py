@@ -282,3 +282,28 @@ async def test_a_column_this_maild_does_not_know_stops_the_rebuild(
 
     assert _version(db) == 13
     assert "spam_score" in _columns(db)
+
+
+async def test_compact_does_not_first_warn_that_the_layout_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, documents_extra: None
+) -> None:
+    """`maild compact` on a schema-13 archive above the bound: its own open keeps the old order
+    without the warning to run `maild compact` (at debug), then it rewrites the layout; a daemon's
+    open of such an archive still warns."""
+    db = tmp_path / "maild.sqlite3"
+    await _build_v13(db, monkeypatch)
+    monkeypatch.setattr(layout, "LAYOUT_REBUILD_AT_OPEN_MAX_OCTETS", 0)
+
+    with capture_logs() as logs:
+        result = await compact_archive(db)
+
+    assert result.rebuilt and _columns(db)[-1] == "raw"
+    kept = [e for e in logs if e["event"] == "archive.layout_kept"]
+    assert [e["log_level"] for e in kept] == ["debug"]
+    assert not [e for e in logs if e["log_level"] in ("warning", "error")]
+    other = tmp_path / "other.sqlite3"
+    await _build_v13(other, monkeypatch)
+    with capture_logs() as logs:
+        async with await Store.open(other):
+            pass
+    assert [e["log_level"] for e in logs if e["event"] == "archive.layout_kept"] == ["warning"]
