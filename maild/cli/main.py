@@ -108,7 +108,12 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the daemon in the foreground (for systemd)").set_defaults(handler=_run)
-    f = sub.add_parser("fetch", help="fetch once without a daemon; exit 1 if any account failed")
+    f = sub.add_parser(
+        "fetch",
+        help="fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched"
+        " (messages left on the server are counted in the account's line, named below it and warned"
+        " about on stderr)",
+    )
     f.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="accounts to fetch (default: all enabled)")
     f.set_defaults(handler=_fetch)
     s = sub.add_parser("status", help="show the running daemon's status")
