@@ -320,13 +320,10 @@ _MIGRATIONS: dict[int, str] = {
     # room; then the old order stays (all queries name their columns) until `maild compact`.
     14: "",
     # retrieval_failures.kind: a failure on this machine's side (the spool) is told from one of the
-    # message's or server's by a column, not by its reason's text; records made before read as
-    # 'message' unless their reason is the spool's (maild.spool.SPOOL_FAILURE_PREFIX).
-    15: """
-    ALTER TABLE retrieval_failures ADD COLUMN kind TEXT NOT NULL DEFAULT 'message'
-        CHECK (kind IN ('message', 'local'));
-    UPDATE retrieval_failures SET kind = 'local' WHERE substr(reason, 1, 13) = 'local spool: ';
-    """,
+    # message's or server's by a column, not by its reason's text. Added by the Python step,
+    # maild.archive.failures.add_failure_kind (ADD COLUMN unless there), which marks the records made
+    # before as 'local' when their reason is the spool's (maild.spool.SPOOL_FAILURE_PREFIX).
+    15: "",
 }
 
 

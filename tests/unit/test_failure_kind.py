@@ -81,3 +81,19 @@ async def test_migration_marks_old_spool_records_local_and_the_rest_message(tmp_
     big, bad = records[POP3Key("big")], records[POP3Key("bad")]
     assert (big.kind, big.failures, bad.kind, bad.failures) == ("local", 4, "message", 4)
     assert set_aside(records, NOW) == {POP3Key("bad")}
+
+
+async def test_the_migration_meets_its_column_already_there(tmp_path: Path) -> None:
+    """An archive whose user_version was set back below 15 while it has ``kind`` (a renumbered step at a
+    merge, a test's rewind) migrates again without error and keeps each record's kind."""
+    path = tmp_path / "maild.sqlite3"
+    async with await Store.open(path) as s:
+        await s.ensure_account("a", "O", "E", "pop3", NOW)
+        await record_failures(s, "a", [local_failure(POP3Key("big"), "x")], NOW)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 14")
+
+    async with await Store.open(path) as s:
+        records = await failure_records(s, "a")
+
+    assert [(r.kind, r.failures) for r in records.values()] == [("local", 1)]
