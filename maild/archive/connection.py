@@ -33,7 +33,7 @@ from maild.archive.archive_file import (
 from maild.archive.cc_fill import fill_cc_headers
 from maild.archive.counters import ArchiveCounters
 from maild.archive.document_flag import add_document_flag
-from maild.archive.failures import add_failure_kind
+from maild.archive.failure_kind import add_failure_kind
 from maild.archive.layout import upgrade_layout
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError

@@ -12,7 +12,8 @@ Each record keeps the kind of its last failure (schema v15, :data:`maild.model.F
 ``'message'`` (the server's reply or the message) or ``'local'`` (this machine's spool or disk).
 ``failures`` and ``first_failed_at`` count the run of failures of that kind: a failure of the other
 kind starts a new run at 1, so local failures never add up towards setting a message aside, and a
-message failure after them starts counting afresh.
+message failure after them starts counting afresh. The column is added by schema 15's step
+(:mod:`maild.archive.failure_kind`).
 
 Keys are stored as one text (:func:`maild.archive.schema.failure_key_text`).
 """
@@ -23,45 +24,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from maild.archive.columns import add_column_unless_there
 from maild.archive.schema import failure_key_text, parse_failure_key, parse_utc, utc_text
 from maild.model import FailureRecord, HeaderSummary, MessageKey, RetrievalFailure
 
 if TYPE_CHECKING:
-    import aiosqlite
-
     from maild.archive.store import Store
 
 #: Longest failure reason kept, in characters (the server's words are cut, not dropped).
 MAX_REASON_CHARS = 500
 #: Longest Subject or From field kept for a failed message, in characters (cut, not dropped).
 MAX_FIELD_CHARS = 300
-
-
-#: How the reason of a failure recorded before schema 15 shows it was the spool's (``local``);
-#: :data:`maild.spool.SPOOL_FAILURE_PREFIX` then, read only by the migration.
-_OLD_LOCAL_PREFIX = "local spool: "
-
-
-async def add_failure_kind(conn: aiosqlite.Connection) -> None:
-    """Schema 15's step: ``retrieval_failures.kind`` (``'message'`` or ``'local'``), added unless there;
-    the records whose reason starts ``local spool: `` (the spool's, before the kind existed) become
-    ``'local'``, all others stay ``'message'``.
-
-    Raises:
-        sqlite3.Error: SQLite failed (the migration is then rolled back: the archive stays at 14).
-    """
-    added = await add_column_unless_there(
-        conn,
-        "retrieval_failures",
-        "kind",
-        "TEXT NOT NULL DEFAULT 'message' CHECK (kind IN ('message', 'local'))",
-    )
-    if added:
-        await conn.execute(
-            "UPDATE retrieval_failures SET kind = 'local' WHERE substr(reason, 1, ?) = ?",
-            (len(_OLD_LOCAL_PREFIX), _OLD_LOCAL_PREFIX),
-        )
 
 
 async def failure_records(store: Store, account: str) -> dict[MessageKey, FailureRecord]:

@@ -321,7 +321,7 @@ _MIGRATIONS: dict[int, str] = {
     14: "",
     # retrieval_failures.kind: a failure on this machine's side (the spool) is told from one of the
     # message's or server's by a column, not by its reason's text. Added by the Python step,
-    # maild.archive.failures.add_failure_kind (ADD COLUMN unless there), which marks the records made
+    # maild.archive.failure_kind.add_failure_kind (ADD COLUMN unless there), which marks the records made
     # before as 'local' when their reason is the spool's (maild.spool.SPOOL_FAILURE_PREFIX).
     15: "",
 }
