@@ -90,6 +90,15 @@ def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.Ar
     return move.add_parsers
 
 
+FETCH_HELP = (
+    "fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched"
+    " (messages left on the server are counted in the account's line, named below it and warned"
+    " about on stderr; they are retried at the next fetch)"
+)
+"""``maild fetch``'s help, man page entry and ``--help`` description: the exit codes of
+docs/operations.md (a fetched account that left messages on the server is not a failed one)."""
+
+
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``maild`` parser: every subcommand, or with ``command`` the command groups' subcommands
     only for the group that defines ``command`` (see :func:`command_of`).
@@ -108,12 +117,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the daemon in the foreground (for systemd)").set_defaults(handler=_run)
-    f = sub.add_parser(
-        "fetch",
-        help="fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched"
-        " (messages left on the server are counted in the account's line, named below it and warned"
-        " about on stderr)",
-    )
+    f = sub.add_parser("fetch", help=FETCH_HELP, description=FETCH_HELP)
     f.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="accounts to fetch (default: all enabled)")
     f.set_defaults(handler=_fetch)
     s = sub.add_parser("status", help="show the running daemon's status")

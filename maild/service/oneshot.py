@@ -91,8 +91,8 @@ class OneShotResult:
 def not_retrieved_text(res: CycleResult) -> str:
     """``2 messages not retrieved (retried at the next fetch; listed below)``: the one-shot's words for
     the cycle's failed messages (the cycle itself succeeded: ``maild fetch`` exits 0, see
-    docs/operations.md, exit codes); ``N on this machine's side`` when some failed for lack of
-    room (``"local"``)."""
+    docs/operations.md, exit codes); ``; M for lack of room on this machine`` inside the brackets
+    when some failed on this machine's side (kind ``"local"``)."""
     n = len(res.failures)
     local = sum(1 for f in res.failures if f.kind == "local")
     side = f"; {local} for lack of room on this machine" if local else ""
