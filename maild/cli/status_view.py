@@ -31,6 +31,7 @@ CRITICAL_FAILURES = 3
 #: Paused accounts named in ``maild check``'s line at most; the rest are counted.
 MAX_NAMED = 3
 
+
 def local_advice(directory: str | None) -> str:
     """What to do when messages failed on this machine's side (``"local"`` failures): ``free space in
     /var/lib/maild`` (the archive's directory, where large messages are spooled)."""
@@ -54,6 +55,13 @@ def local_time(moment: datetime | None, now: datetime, tz: tzinfo | None) -> str
     if here.date() == now.astimezone(tz).date():
         return here.strftime("%H:%M")
     return here.strftime("%Y-%m-%d %H:%M")
+
+
+def local_failures(a: AccountStatus) -> int:
+    """:func:`maild.service.status.local_failures`, imported on first use (as :func:`attention`)."""
+    from maild.service.status import local_failures as count_local
+
+    return count_local(a)
 
 
 def zone_name(now: datetime, tz: tzinfo | None) -> str:
@@ -140,7 +148,7 @@ def _details(
         since = a.history.failing_since if a.history is not None else None
         failing = f" since {local_time(since, now, tz)}" if since is not None else ""
         lines.append(f"! {a.name}: {reason}{failures}{failing}")
-        if any(f.kind == "local" for f in a.failing_messages):
+        if local_failures(a):
             lines.append(
                 f"    {local_advice(directory)}: large messages are spooled there before they are"
                 " archived; they stay on the server and are retried at every cycle"
@@ -285,7 +293,7 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
         text = ", ".join(f"{a.name} {attention(a)}" for a in (critical or problems))
         more = len(problems) - len(critical or problems)
         text += f" (and {more} more)" if more > 0 else ""
-        if any(f.kind == "local" for a in problems for f in a.failing_messages):
+        if any(local_failures(a) for a in problems):
             text += f"; {local_advice(reply.archive.directory)}"
     else:
         text = f"{len(reply.accounts)} accounts ok"

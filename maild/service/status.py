@@ -322,8 +322,15 @@ FAILING_STATES: frozenset[str] = frozenset({"backoff", "error", "auth_failed"})
 
 
 def local_failures(account: AccountStatus) -> int:
-    """How many of ``account``'s failing messages last failed on this machine's side (``"local"``)."""
-    return sum(1 for f in account.failing_messages if f.kind == "local")
+    """How many messages ``account``'s last successful cycle could not retrieve on this machine's side
+    (``"local"``: the spool's disk or directory).
+
+    Read from the last cycle, not from the failure records: a record stays until its message is
+    archived, also when the message has left the server meanwhile, while a local failure is never
+    set aside, so a message still on the server fails again in every cycle until there is room.
+    """
+    cycle = account.last_cycle
+    return sum(1 for f in cycle.failures if f.kind == "local") if cycle is not None else 0
 
 
 def attention(account: AccountStatus) -> str | None:
@@ -331,9 +338,10 @@ def attention(account: AccountStatus) -> str | None:
 
     An account needs attention when its last cycle failed (``backoff``, ``error``), it is locked out
     after refused logins (``auth_failed``), it is paused while its last cycle had failed (paused for
-    a problem, not a holiday), messages last failed on this machine's side (``"local"``: the
-    spool's disk short of room, its directory not writable; they stay on the server and are retried
-    at every cycle, but large mail is blocked until the admin frees space), or its last cycle set
+    a problem, not a holiday), its last cycle could not retrieve messages on this machine's side
+    (``"local"``, :func:`local_failures`: the spool's disk short of room, its directory not
+    writable; they stay on the server and are retried at every cycle, but large mail is blocked
+    until the admin frees space), or its last cycle set
     messages aside (too large to fetch, left on the server, or failed to arrive too often in a
     row). ``maild status`` exits 1 and ``maild check`` warns for such an account.
     """

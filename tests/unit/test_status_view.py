@@ -225,18 +225,22 @@ def test_a_first_refused_login_is_a_warning_everywhere_until_the_lockout() -> No
 
 
 def test_messages_failing_on_this_machine_make_check_warn_and_name_the_directory() -> None:
-    """A message whose last failure is local (the spool's disk) needs attention: status exits 1 and
-    shows where to free space; check is WARNING (not CRITICAL: nothing is lost, small mail flows)
-    naming the account and the directory; a message failure of the server's does neither."""
-    from maild.service.status import FailingMessageStatus
+    """A last cycle that could not retrieve a message on this machine's side (the spool's disk) needs
+    attention: status exits 1 and shows where to free space; check is WARNING (not CRITICAL: nothing
+    is lost, small mail flows) naming the account and the directory. A failure of the server's does
+    neither, nor does a local record alone once the last cycle no longer failed on it (the message
+    left the server: records stay until a message is archived)."""
+    from maild.service.status import FailingMessageStatus, RetrievalFailureStatus
 
-    def failing(kind: str) -> FailingMessageStatus:
-        return FailingMessageStatus(
-            "UIDL big", 2, "local spool: 5 octets free in /srv/maild", NOW, False, kind=kind  # type: ignore[arg-type]
-        )
+    record = FailingMessageStatus("UIDL big", 2, "local spool: 5 octets free in /srv/maild", NOW, False, kind="local")
 
-    local = replace(HEALTHY, failing_messages=(failing("local"),))
-    server = replace(HEALTHY, failing_messages=(failing("message"),))
+    def cycle(kind: str) -> CycleStatus:
+        failure = RetrievalFailureStatus("POP3Key(uidl='big')", "local spool: 5 octets free", kind)  # type: ignore[arg-type]
+        return CycleStatus(0, 0, 0, 0.1, failures=(failure,))
+
+    local = replace(HEALTHY, failing_messages=(record,), last_cycle=cycle("local"))
+    server = replace(HEALTHY, last_cycle=cycle("message"))
+    gone = replace(HEALTHY, failing_messages=(record,))
     archive = ArchiveTotals(1, 2, directory="/srv/maild")
 
     code, line = check_line(StatusReply("1", NOW, (local,), archive), NOW)
@@ -249,5 +253,5 @@ def test_messages_failing_on_this_machine_make_check_warn_and_name_the_directory
     )
     assert "    free space in /srv/maild: large messages are spooled there" in text
     assert "not retrieved 2x in a row on this machine (retried every cycle, never set aside): UIDL big" in text
-    assert attention(server) is None
-    assert check_line(StatusReply("1", NOW, (server,), archive), NOW)[0] == CHECK_OK
+    assert (attention(server), attention(gone)) == (None, None)
+    assert check_line(StatusReply("1", NOW, (server, gone), archive), NOW)[0] == CHECK_OK
