@@ -153,6 +153,8 @@ def test_large_mail_blocked_by_the_disk_warns_once_and_flows_when_space_is_freed
         )
         wait_until(local_alerts, "the local_failure alert")
         assert local_alerts() == ["firing"]
+        (fired,) = [e for e in map(json.loads, events.read_text().splitlines()) if e["kind"] == "local_failure"]
+        assert fired["account"] == "anna" and fired["next_step"].startswith(f"free space in {state} ")
 
         tell("free", "freed")
         assert maild_cli(cfg, "fetch-now", "anna").returncode == 0
