@@ -40,6 +40,8 @@ HEAVY_MODULES: dict[str, str] = {
     "maild.fetch.resync": "an IMAP cycle's UIDVALIDITY resync and UID check (3 dataclasses): only IMAP",
     "maild.fetch.folders": "an IMAP cycle's unselected mailboxes and their records: only IMAP",
     "maild.archive.maildir": "the Maildir writer: only an account with deliver_maildir, and export",
+    "maild.archive.index_text": "the index text and the MIME walk: storing new mail, search snippets",
+    "maild.archive.parse": "a message's one parse (summary, MIME parts): storing new mail, search snippets",
     "maild.cli.status_view": "the status table and the check line: only status, check, fetch-now",
     "maild.cli.manpage": "the man page from the parser: only `maild manpage` (and the build)",
     "maild.archive.store": "the archive writer, its schema and migrations: fetch and admin commands",
@@ -182,14 +184,16 @@ def _run_one_shot_commands(directory: Path, dovecot: Dovecot, mail_user: MailUse
     config = write_config(directory, dovecot, {"pop3": mail_user, "imap": mail_user})
     cli = ("-c", str(config))
     fetched_pop3 = frozenset({"asyncio", "structlog", "ssl", "aiosqlite", "maild.archive.store"})
+    parsers = frozenset({"maild.archive.index_text", "maild.archive.parse"})
+    stored = fetched_pop3 | parsers  # new mail was parsed
     imap_steps = ("maild.fetch.resync", "maild.fetch.folders")
 
     for argv, allowed, group in (
-        (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}, None),
-        (("fetch", "imap"), fetched_pop3 | {"aioimaplib", "maild.protocols.imap.mailbox", *imap_steps}, None),
-        (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}, None),
-        (("messages", "list"), frozenset(), "maild.cli.archive"),
-        (("messages", "search", "Startbrief"), frozenset(), "maild.cli.archive"),
+        (("fetch", "pop3"), stored | {"maild.protocols.pop3.maildrop"}, None),
+        (("fetch", "imap"), stored | {"aioimaplib", "maild.protocols.imap.mailbox", *imap_steps}, None),
+        (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}, None),  # nothing new
+        (("messages", "list"), parsers, "maild.cli.archive"),
+        (("messages", "search", "Startbrief"), parsers, "maild.cli.archive"),
     ):
         code, modules, output = loaded_after(directory, *cli, *argv)
 
