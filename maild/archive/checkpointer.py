@@ -159,8 +159,10 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self.failure: str | None = None
         """What the last checkpoint failed with, or None when it succeeded (or none ran)."""
+        self.attempts = 0
+        """Checkpoints this checkpointer tried."""
         self.checkpoints = 0
-        """Checkpoints this checkpointer ran that copied every frame they were allowed to."""
+        """Of those, the ones that ran (copying every frame that no reader still needs)."""
 
     def wal_state(self) -> WalState | None:
         """How full the WAL is now, or None when that cannot be read: the ``-shm`` file does not
@@ -244,6 +246,7 @@ class Checkpointer:
     def _checkpoint(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
         """One ``PASSIVE`` checkpoint (opening the connection first if needed); its failure logged
         once, its recovery logged. Returns the connection to use next time."""
+        self.attempts += 1
         try:
             if conn is None:
                 conn = self._connect()

@@ -336,8 +336,9 @@ class ArchiveConnection:
     async def _bound_wal(self) -> None:
         """Before a write transaction: if the WAL holds :data:`~maild.archive.checkpointer.WAL_HARD_OCTETS`
         or more, copy all of it into the database file now (``PRAGMA wal_checkpoint(RESTART)``, in
-        aiosqlite's thread, waiting up to :data:`BUSY_TIMEOUT_MS` for the checkpointer and for
-        readers), so that this transaction starts the log again from its beginning.
+        aiosqlite's thread, after the checkpointer's copy under way, waiting up to
+        :data:`BUSY_TIMEOUT_MS` for readers), so that this transaction starts the log again from its
+        beginning.
 
         Raises:
             StoreError: a reader kept the WAL from being emptied for the whole busy timeout; the
@@ -347,6 +348,9 @@ class ArchiveConnection:
         state = self.checkpointer.wal_state()
         if state is None or state.octets < _checkpointer.WAL_HARD_OCTETS:
             return
+        # the checkpointer's copy first (none starts meanwhile: they start after commits), so that
+        # the RESTART does not poll SQLite's busy handler for it
+        await asyncio.to_thread(self.checkpointer.wait_idle, BUSY_TIMEOUT_MS / 1000)
         async with self._conn.execute("PRAGMA wal_checkpoint(RESTART)") as cur:
             row = await cur.fetchone()
         _log.debug("archive.checkpoint.restart", wal_frames=state.frames, busy=row[0] if row else None)
