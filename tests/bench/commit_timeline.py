@@ -18,7 +18,8 @@ wrapper that records, with ``time.perf_counter``, when each of these begins and 
 - ``idle``: the event loop waiting in ``epoll`` (nothing to do on the loop).
 
 It prints, per run, the process's wall and CPU seconds, each kind's total and count, and with
-``--batches`` one line per batch. Not collected by pytest; figures go to docs/performance.md
+``--batches`` one line per batch; ``--gil-profile FILE`` records the last run with ``py-spy record
+--gil`` (summarise with ``python3 -m tests.bench.profile_summary FILE``). Not collected by pytest; figures go to docs/performance.md
 ("Session 8: the commit path"). Compare two trees by running this with ``--tree`` at each, back to
 back.
 """
@@ -119,18 +120,20 @@ code = main(sys.argv[1:])
 wall = now() - t0
 usage = resource.getrusage(resource.RUSAGE_SELF)
 with open(os.environ["TIMELINE_OUT"], "w") as out:
-    json.dump({"t0": t0, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+    json.dump({"t0": t0, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "sys": usage.ru_stime,
                "rss_mb": usage.ru_maxrss / 1024, "code": code, "events": events}, out)
 sys.exit(code)
 """
 
 
-def run_once(tree: Path, maild: Maild, out: Path) -> dict[str, Any]:
-    """One one-shot fetch of ``tree`` into a fresh archive; the wrapper's record."""
+def run_once(tree: Path, maild: Maild, out: Path, profile: str = "") -> dict[str, Any]:
+    """One one-shot fetch of ``tree`` into a fresh archive; the wrapper's record. With ``profile``,
+    py-spy records it there (raw, ``--gil``: only the thread holding the GIL is sampled)."""
     maild.reset()
     env = {**maild.env(), "PYTHONPATH": str(tree), "TIMELINE_OUT": str(out)}
+    spy = ["py-spy", "record", "--gil", "--format", "raw", "--rate", "250", "-o", profile, "--"]
     proc = subprocess.run(
-        [sys.executable, "-c", WRAPPER, "fetch", "-c", str(maild.config)],
+        [*(spy if profile else []), sys.executable, "-c", WRAPPER, "fetch", "-c", str(maild.config)],
         env=env,
         capture_output=True,
         text=True,
@@ -157,7 +160,8 @@ def summary(record: dict[str, Any]) -> dict[str, float]:
         if kind == "commit":
             last = end
     out = {f"{k}_s": totals[k] for k in KINDS} | {f"{k}_n": float(counts[k]) for k in KINDS}
-    out |= {"wall_s": record["wall"], "cpu_s": record["cpu"], "rss_mb": record["rss_mb"]}
+    out |= {"wall_s": record["wall"], "cpu_s": record["cpu"], "sys_s": record.get("sys", 0.0)}
+    out["rss_mb"] = record["rss_mb"]
     out["store_span_s"] = (last - first) if first is not None and last is not None else 0.0
     return out
 
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt-ms", type=float, default=50.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batches", action="store_true", help="print one line per batch of the last run")
+    parser.add_argument("--gil-profile", default="", help="py-spy --gil raw profile of the last run here")
     args = parser.parse_args(argv)
     directory = Path(args.dir) / "full"
     dovecot = Dovecot.attach(directory / "dovecot")
@@ -202,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             login = Login("one", "one", dovecot.users["one"], directory / "secrets" / "one")
             maild = Maild(Path(tmp) / "work", "imap", proxy.port, [login], daemon_settings={})
             for i in range(args.repeat):
-                records.append(run_once(Path(args.tree), maild, Path(tmp) / f"run{i}.json"))
+                profile = args.gil_profile if i == args.repeat - 1 else ""
+                records.append(run_once(Path(args.tree), maild, Path(tmp) / f"run{i}.json", profile))
                 s = summary(records[-1])
                 print(
                     "  ".join(f"{k} {v:.2f}" for k, v in s.items() if not k.endswith("_n"))
