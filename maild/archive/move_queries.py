@@ -154,9 +154,8 @@ class MigrationStore(Store):
         return entries
 
     async def _sizes(self, ids: Sequence[int]) -> dict[int, int]:
-        return {
-            message: int(size) for message, size in (await self._message_column("size_octets", ids)).items()
-        }
+        sizes = await self.delivery_records.message_column("size_octets", ids)
+        return {message: int(size) for message, size in sizes.items()}
 
     async def message_octets(self, ids: Sequence[int]) -> dict[int, bytes]:
         """Return row id -> raw octets for each of ``ids`` in the archive, in the order given."""
