@@ -27,14 +27,13 @@ if TYPE_CHECKING:
     from maild.protocols.pop3.session import POP3Session
     from maild.spool import Spool
 
-_log = structlog.stdlib.get_logger("maild.protocols.pop3.maildrop")
+_log = structlog.stdlib.get_logger("maild.protocols.pop3.maildrop")  # its events, as before the split
 
 HAND_OFF_OCTETS = 2**20
 """About how many octets of messages (LIST sizes) one executor job of a retrieval
 (:meth:`RETRWindows.results`) reads before handing them to the event loop (at least one message).
 Bounds what the adapter holds beyond the consumer's batches: a whole RETR window (up to
 ``window_octets``) stays in flight on the connection, not in this process."""
-
 
 
 def window_budget(
