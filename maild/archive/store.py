@@ -85,6 +85,10 @@ class _Delegated(Generic[_Part, _P, _R]):
         self._name = method.__name__
         self.__doc__ = method.__doc__
 
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        if name != self._name:  # a slip such as ``archived = _Delegated(..., X.locations)``
+            raise TypeError(f"{owner.__name__}.{name} delegates to {self._name}: the names must match")
+
     @overload
     def __get__(self, store: None, owner: type[Any]) -> Self: ...
     @overload

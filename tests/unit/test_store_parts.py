@@ -93,3 +93,18 @@ async def test_store_methods_are_its_collaborators_methods(tmp_path: Path) -> No
         assert calls == ["patched"]
         assert store.history_records.record_history.__doc__ == Store.record_history.__doc__
         assert store.locations.__self__ is store.location_records  # type: ignore[attr-defined]
+
+
+def test_a_delegated_method_must_keep_its_name() -> None:
+    """A Store method delegated under another name than the collaborator's is refused at class creation
+    (Python before 3.12 wraps the TypeError of ``__set_name__`` in a RuntimeError)."""
+    from maild.archive.locations import LocationRecords
+    from maild.archive.store import _Delegated
+
+    with pytest.raises((TypeError, RuntimeError)) as caught:
+
+        class Slipped:
+            archived = _Delegated("location_records", LocationRecords.locations)
+
+    error = caught.value if isinstance(caught.value, TypeError) else caught.value.__cause__
+    assert "Slipped.archived delegates to locations" in str(error)
