@@ -9,7 +9,7 @@ deleting), :class:`~maild.archive.batches.BatchWriter` (storing fetched messages
 :class:`~maild.archive.mailboxes.MailboxRecords` (IMAP UIDVALIDITY per mailbox, RFC 9051 section
 2.3.1.1), :class:`~maild.archive.history.HistoryRecords` (each account's history) and
 :class:`~maild.archive.figures.ArchiveFigures` (the counts ``maild status`` reads). Their public
-methods are :class:`Store`'s, by delegation (:class:`_Delegated`), so callers see one object. This
+methods are :class:`Store`'s, by delegation (:class:`Delegated`), so callers see one object. This
 module adds accounts and the maintenance entry points (full-text index rebuild, attachment text,
 ``maild compact``), and re-exports the names callers import from here. The archive file itself
 (modes, creation, side files) is :mod:`maild.archive.archive_file`.
@@ -73,11 +73,13 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-class _Delegated(Generic[_Part, _P, _R]):
+class Delegated(Generic[_Part, _P, _R]):
     """A :class:`Store` method that is the same-named method of one of its collaborators.
 
     Looked up at each access (``getattr(store.<part>, name)``), so a collaborator replaced or patched
-    on one store is what that store calls; the signature and docstring are the collaborator's.
+    on one store is what that store calls; the signature and docstring are the collaborator's. Read
+    from the class (``Store.locations``) it is the descriptor, callable as an unbound method
+    (``Store.locations(store, account)``), so wrapping it at class level works as for a function.
     """
 
     def __init__(self, part: str, method: Callable[Concatenate[_Part, _P], _R]) -> None:
@@ -86,8 +88,11 @@ class _Delegated(Generic[_Part, _P, _R]):
         self.__doc__ = method.__doc__
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
-        if name != self._name:  # a slip such as ``archived = _Delegated(..., X.locations)``
+        if name != self._name:  # a slip such as ``archived = Delegated(..., X.locations)``
             raise TypeError(f"{owner.__name__}.{name} delegates to {self._name}: the names must match")
+
+    def __call__(self, store: object, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return cast("Callable[_P, _R]", getattr(getattr(store, self._part), self._name))(*args, **kwargs)
 
     @overload
     def __get__(self, store: None, owner: type[Any]) -> Self: ...
@@ -131,13 +136,13 @@ class Store:
 
     # -- the connection ---------------------------------------------------------------------------
 
-    verify_identity = _Delegated("db", ArchiveConnection.verify_identity)
-    close = _Delegated("db", ArchiveConnection.close)
+    verify_identity = Delegated("db", ArchiveConnection.verify_identity)
+    close = Delegated("db", ArchiveConnection.close)
     # for the archive package's query modules (failures, alert memory, move queries ...) and tests
-    _all = _Delegated("db", ArchiveConnection._all)
-    _scalar = _Delegated("db", ArchiveConnection._scalar)
-    _write = _Delegated("db", ArchiveConnection._write)
-    _atomic = _Delegated("db", ArchiveConnection._atomic)
+    _all = Delegated("db", ArchiveConnection._all)
+    _scalar = Delegated("db", ArchiveConnection._scalar)
+    _write = Delegated("db", ArchiveConnection._write)
+    _atomic = Delegated("db", ArchiveConnection._atomic)
 
     async def __aenter__(self) -> Self:
         return self
@@ -186,26 +191,26 @@ class Store:
 
     # -- the collaborators' methods ---------------------------------------------------------------
 
-    locations = _Delegated("location_records", LocationRecords.locations)
-    update_presence = _Delegated("location_records", LocationRecords.update_presence)
-    mark_deleted = _Delegated("location_records", LocationRecords.mark_deleted)
-    archived = _Delegated("location_records", LocationRecords.archived)
-    prepare_batch = _Delegated("batch_writer", BatchWriter.prepare_batch)
-    insert_batch = _Delegated("batch_writer", BatchWriter.insert_batch)
-    undelivered = _Delegated("delivery_records", DeliveryRecords.undelivered)
-    raw_messages = _Delegated("delivery_records", DeliveryRecords.raw_messages)
-    record_deliveries = _Delegated("delivery_records", DeliveryRecords.record_deliveries)
-    mailbox_states = _Delegated("mailbox_records", MailboxRecords.mailbox_states)
-    record_mailbox_states = _Delegated("mailbox_records", MailboxRecords.record_mailbox_states)
-    mailbox_identities = _Delegated("mailbox_records", MailboxRecords.mailbox_identities)
-    relink = _Delegated("mailbox_records", MailboxRecords.relink)
-    account_histories = _Delegated("history_records", HistoryRecords.account_histories)
-    record_history = _Delegated("history_records", HistoryRecords.record_history)
-    message_counts = _Delegated("figures", ArchiveFigures.message_counts)
-    on_server_summary = _Delegated("figures", ArchiveFigures.on_server_summary)
-    totals = _Delegated("figures", ArchiveFigures.totals)
-    keep_counters = _Delegated("figures", ArchiveFigures.keep_counters)
-    integrity_check = _Delegated("figures", ArchiveFigures.integrity_check)
+    locations = Delegated("location_records", LocationRecords.locations)
+    update_presence = Delegated("location_records", LocationRecords.update_presence)
+    mark_deleted = Delegated("location_records", LocationRecords.mark_deleted)
+    archived = Delegated("location_records", LocationRecords.archived)
+    prepare_batch = Delegated("batch_writer", BatchWriter.prepare_batch)
+    insert_batch = Delegated("batch_writer", BatchWriter.insert_batch)
+    undelivered = Delegated("delivery_records", DeliveryRecords.undelivered)
+    raw_messages = Delegated("delivery_records", DeliveryRecords.raw_messages)
+    record_deliveries = Delegated("delivery_records", DeliveryRecords.record_deliveries)
+    mailbox_states = Delegated("mailbox_records", MailboxRecords.mailbox_states)
+    record_mailbox_states = Delegated("mailbox_records", MailboxRecords.record_mailbox_states)
+    mailbox_identities = Delegated("mailbox_records", MailboxRecords.mailbox_identities)
+    relink = Delegated("mailbox_records", MailboxRecords.relink)
+    account_histories = Delegated("history_records", HistoryRecords.account_histories)
+    record_history = Delegated("history_records", HistoryRecords.record_history)
+    message_counts = Delegated("figures", ArchiveFigures.message_counts)
+    on_server_summary = Delegated("figures", ArchiveFigures.on_server_summary)
+    totals = Delegated("figures", ArchiveFigures.totals)
+    keep_counters = Delegated("figures", ArchiveFigures.keep_counters)
+    integrity_check = Delegated("figures", ArchiveFigures.integrity_check)
 
     # -- storing fetched messages ----------------------------------------------------------------
 

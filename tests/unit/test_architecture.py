@@ -122,8 +122,8 @@ LAYERS: tuple[frozenset[str], ...] = (
 )
 
 LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("maild.archive.move_queries", "maild.move.compare"): (
-        "MigrationStore builds move.compare's ArchiveEntry value type from its rows; the type belongs "
+    ("maild.archive.moves", "maild.move.compare"): (
+        "MoveRecords builds move.compare's ArchiveEntry value type from its rows; the type belongs "
         "in model (or archive) so that archive stops importing the move layer"
     ),
 }
@@ -501,6 +501,7 @@ STORE_PARTS = {
     "maild.archive.mailboxes": "MailboxRecords",
     "maild.archive.history": "HistoryRecords",
     "maild.archive.figures": "ArchiveFigures",
+    "maild.archive.moves": "MoveRecords",  # held by MigrationStore, the Store of the move commands
 }
 """The collaborators :class:`maild.archive.store.Store` holds, each over the connection it is given."""
 

@@ -93,18 +93,35 @@ async def test_store_methods_are_its_collaborators_methods(tmp_path: Path) -> No
         assert calls == ["patched"]
         assert store.history_records.record_history.__doc__ == Store.record_history.__doc__
         assert store.locations.__self__ is store.location_records  # type: ignore[attr-defined]
+        assert await Store.account_histories(store) == {}  # from the class: an unbound method
 
 
 def test_a_delegated_method_must_keep_its_name() -> None:
     """A Store method delegated under another name than the collaborator's is refused at class creation
     (Python before 3.12 wraps the TypeError of ``__set_name__`` in a RuntimeError)."""
     from maild.archive.locations import LocationRecords
-    from maild.archive.store import _Delegated
+    from maild.archive.store import Delegated
 
     with pytest.raises((TypeError, RuntimeError)) as caught:
 
         class Slipped:
-            archived = _Delegated("location_records", LocationRecords.locations)
+            archived = Delegated("location_records", LocationRecords.locations)
 
     error = caught.value if isinstance(caught.value, TypeError) else caught.value.__cause__
     assert "Slipped.archived delegates to locations" in str(error)
+
+
+async def test_move_records_work_over_a_bare_connection(db: ArchiveConnection) -> None:
+    """MoveRecords (the move commands' queries) reads what a BatchWriter stored over the same
+    connection, with DeliveryRecords for the octets, and no Store around them."""
+    from maild.archive.deliveries import DeliveryRecords
+    from maild.archive.moves import MoveRecords
+
+    writer = BatchWriter(db)
+    await writer.insert_batch("anna-pop", await writer.prepare_batch([RetrievedMessage(POP3Key("u1"), RAW)], NOW))
+    moves = MoveRecords(db, DeliveryRecords(db))
+
+    linked = await moves.linked_messages("anna-pop")
+    assert list(linked.values()) == [True]
+    assert list((await moves.message_octets(list(linked))).values()) == [RAW]
+    assert set(await moves.account_records()) == {"anna-pop"}
