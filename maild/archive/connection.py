@@ -33,6 +33,7 @@ from maild.archive.archive_file import (
 from maild.archive.cc_fill import fill_cc_headers
 from maild.archive.counters import ArchiveCounters
 from maild.archive.document_flag import add_document_flag
+from maild.archive.failure_kind import add_failure_kind
 from maild.archive.layout import upgrade_layout
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
@@ -52,6 +53,7 @@ _MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] =
     12: fill_cc_headers,
     13: add_document_flag,
     14: upgrade_layout,
+    15: add_failure_kind,
 }
 """Python steps of schema versions, run after the version's SQL in its transaction."""
 _FOREIGN_KEYS_OFF: frozenset[int] = frozenset({14})

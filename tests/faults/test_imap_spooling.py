@@ -72,9 +72,10 @@ async def test_a_full_spool_fails_that_message_only(tmp_path: Path) -> None:
     reason; the other messages arrive."""
     spool = Spool(tmp_path, threshold_octets=5, max_octets=8)  # takes "Short" (7), not the other
     outcomes = await spooled_run(spool, [])
-    failed = {uid: o for uid, o in outcomes.items() if isinstance(o, str)}
+    failed = {uid: o for uid, o in outcomes.items() if isinstance(o, imap_fetch.Unspooled)}  # this machine's side
     assert list(failed) == [11]
-    assert failed[11].startswith("local spool: the spool holds")
+    assert failed[11].reason.startswith("local spool: the spool holds")
+    assert not any(isinstance(o, str) for o in outcomes.values())
     assert bodies({uid: o for uid, o in outcomes.items() if uid != 11}) == {
         12: ("spooled", EXPECTED_BODIES[12]),
         13: ("memory", b""),

@@ -36,10 +36,10 @@ from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, SpooledBody
 from maild.protocols.imap import wire
 from maild.protocols.imap.client import Reply, StreamingFetch
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, consume_outcome
-from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome
+from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome, Unspooled
 from maild.protocols.imap.lex import Part
 from maild.protocols.progress import ProgressFloor
-from maild.spool import Spool
+from maild.spool import Spool, local_failure
 
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
 
@@ -289,6 +289,8 @@ def retrieved(
             head = outcome.body if isinstance(outcome.body, bytes | bytearray) else outcome.body.head
             internaldate = summarise(head).date or now()
         return RetrievedMessage(key, outcome.body, internaldate, flags, outcome.missing)
+    if isinstance(outcome, Unspooled):  # this machine's spool, not the message: never set aside
+        return local_failure(key, outcome.reason)
     return RetrievalFailure(key, outcome if isinstance(outcome, str) else "BODY[] missing")
 
 

@@ -21,6 +21,7 @@ import structlog
 from maild.errors import MaildError
 from maild.model import MessageKey, POP3Key, RetrievalFailure, RetrievedMessage
 from maild.protocols.pop3 import identity, wire
+from maild.spool import local_failure
 
 if TYPE_CHECKING:
     from maild.protocols.pop3.digest_inventory import Run
@@ -186,7 +187,7 @@ class RETRWindows:
                 break
             body = reply.spooled if reply.spooled is not None else reply.body
             if reply.spool_error is not None:  # read and dropped: not retrieved this cycle
-                results.append(RetrievalFailure(key, reply.spool_error))
+                results.append(local_failure(key, reply.spool_error))
             elif body is None:
                 results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
             elif msgnum in mismatched:
