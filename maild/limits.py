@@ -40,7 +40,7 @@ budget), so it stays 8 MiB (docs/performance.md, "Session 6: fifty accounts").
 
 A cycle commits one batch while the adapter reads the next (see :func:`maild.fetch.cycle.fetch_cycle`),
 so it holds at most two batches at a time, plus what the adapter has read and not handed over (POP3:
-one part of about 1 MiB of a RETR window, ``protocols.pop3.maildrop.HAND_OFF_OCTETS``; the rest of
+one part of about 1 MiB of a RETR window, ``protocols.pop3.retrieval.HAND_OFF_OCTETS``; the rest of
 the window is in flight on the connection; IMAP: up to a window, the batch limit divided by
 ``WINDOW_SHARE``, before reading pauses); a cycle's batch limit is this budget divided by twice
 the number of cycles retrieving when each batch begins, between :data:`MIN_BATCH_OCTETS` and the

@@ -1,8 +1,9 @@
-"""Storing a batch of fetched messages in one durable transaction (:meth:`BatchWriter.store_batch`).
+"""Storing a batch of fetched messages in one durable transaction, in two steps (:class:`BatchWriter`).
 
-Two steps, also public on their own so that a fetch cycle can prepare the next batch while the
-previous one's transaction runs: :meth:`BatchWriter.prepare_batch` (CPU work in a worker thread,
-nothing stored) and :meth:`BatchWriter.insert_batch` (the transaction).
+:meth:`BatchWriter.prepare_batch` (CPU work in a worker thread, nothing stored) and
+:meth:`BatchWriter.insert_batch` (the transaction) are separate so that a fetch cycle can prepare the
+next batch while the previous one's transaction runs; :meth:`maild.archive.store.Store.store_batch`
+is the two in a row.
 
 Each distinct message (by SHA-256 of its raw octets) is stored once, with its header summary and its
 full-text index row; each server identity (POP3 UIDL, RFC 1939 section 7; IMAP mailbox, UIDVALIDITY
@@ -25,10 +26,9 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from maild.archive import fts
-from maild.archive.connection import ArchiveConnection
 from maild.archive.document_kind import has_documents
 from maild.archive.history import _COUNT_FETCHED
 from maild.archive.schema import QUERY_CHUNK, failure_key_text, utc_text
@@ -36,6 +36,9 @@ from maild.errors import StoreError
 from maild.message import sha256_hex
 from maild.model import IMAPKey, MessageKey, POP3Key, RetrievedMessage, SpooledBody, StoreOutcome
 from maild.spool import SpooledView
+
+if TYPE_CHECKING:
+    from maild.archive.connection import ArchiveConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,31 +154,14 @@ def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepare
     return out
 
 
-class BatchWriter(ArchiveConnection):
-    """Storing fetched messages; part of :class:`maild.archive.store.Store`."""
+class BatchWriter:
+    """Storing fetched messages over one archive connection; held by :class:`maild.archive.store.Store`.
 
-    async def store_batch(
-        self, account: str, batch: Sequence[RetrievedMessage], now: datetime
-    ) -> StoreOutcome:
-        """Store a batch of retrieved messages for ``account`` in one durable transaction.
+    Counted into the connection's :attr:`~maild.archive.connection.ArchiveConnection.counters` when
+    the daemon keeps them."""
 
-        Each distinct message (by SHA-256 of its raw octets) is stored once; each server identity is
-        linked to it once. Storing the same batch twice changes nothing the second time. The same as
-        :meth:`prepare_batch` followed by :meth:`insert_batch`.
-
-        Returns:
-            Counts of what was new (see :class:`StoreOutcome`).
-
-        Raises:
-            StoreError: SQLite failed, or a spooled message's file could not be read; nothing of
-                the batch is stored.
-
-        When this returns, the batch is on disk (WAL fsync'ed, ``synchronous=FULL``). If cancelled
-        before that, nothing of it is stored.
-        """
-        if not batch:
-            return StoreOutcome()
-        return await self.insert_batch(account, await self.prepare_batch(batch, now))
+    def __init__(self, db: ArchiveConnection) -> None:
+        self._db = db
 
     async def prepare_batch(self, batch: Sequence[RetrievedMessage], now: datetime) -> PreparedBatch:
         """Hash (SHA-256), parse (header summary, MIME parts) and extract the index text of ``batch``.
@@ -221,12 +207,12 @@ class BatchWriter(ArchiveConnection):
         """
         if not prepared.items:
             return StoreOutcome()
-        outcome = await self._atomic(
+        outcome = await self._db._atomic(
             lambda: self._insert_batch(account, prepared.items, prepared.stamp),
             f"storing for account {account}",
         )
-        if self.counters is not None:
-            self.counters.add(account, outcome)
+        if self._db.counters is not None:
+            self._db.counters.add(account, outcome)
         return outcome
 
     async def _insert_batch(self, account: str, prepared: Sequence[_Prepared], stamp: str) -> StoreOutcome:
@@ -238,14 +224,14 @@ class BatchWriter(ArchiveConnection):
         if new_rows:
             small = [row for row in new_rows.values() if not _is_large(row[-1])]
             if small:
-                await self._conn.executemany(_INSERT_MESSAGE, small)
+                await self._db._conn.executemany(_INSERT_MESSAGE, small)
             for row in new_rows.values():
                 if _is_large(row[-1]):
                     # aiosqlite 0.22's queue to its thread (pinned; tests/unit/test_store.py checks it)
-                    await self._conn._execute(_insert_large, self._conn._conn, row)  # type: ignore[no-untyped-call]
+                    await self._db._conn._execute(_insert_large, self._db._conn._conn, row)  # type: ignore[no-untyped-call]
             await self._lookup_ids(list(new_rows), existing)
             indexed = {p.sha256: p.index for p in prepared if p.sha256 in new_rows}
-            await self._conn.executemany(
+            await self._db._conn.executemany(
                 _INSERT_FTS, [(existing[digest], *values) for digest, values in indexed.items()]
             )
         # One executemany per key kind instead of one round trip to SQLite's thread per message. Keys
@@ -283,13 +269,13 @@ class BatchWriter(ArchiveConnection):
         linked_ids = {row[1] for row in pop_rows} | {row[1] for row in imap_rows}
         account_messages = len(linked_ids - await self._messages_of(account, linked_ids))
         if pop_rows:
-            await self._conn.executemany(
+            await self._db._conn.executemany(
                 "INSERT INTO locations (account, message, uidl, first_fetched_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (account, uidl) WHERE uidl IS NOT NULL DO NOTHING",
                 pop_rows,
             )
         if imap_rows:
-            await self._conn.executemany(
+            await self._db._conn.executemany(
                 "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
                 " first_fetched_at, missing_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
@@ -297,18 +283,18 @@ class BatchWriter(ArchiveConnection):
             )
         # a message that arrived has no failure record any more (schema v4, maild.archive.failures);
         # most accounts have none, and one lookup saves a DELETE per message
-        async with self._conn.execute(
+        async with self._db._conn.execute(
             "SELECT 1 FROM retrieval_failures WHERE account = ? LIMIT 1", (account,)
         ) as cur:
             has_failures = await cur.fetchone() is not None
         if has_failures:
-            await self._conn.executemany(
+            await self._db._conn.executemany(
                 "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
                 [(account, failure_key_text(p.key)) for p in prepared],
             )
         links = len(pop_rows) + len(imap_rows)
         if links:  # the account's history counts in this transaction (issue 17: no undercount after a crash)
-            await self._conn.execute(_COUNT_FETCHED, (account, links, octets))
+            await self._db._conn.execute(_COUNT_FETCHED, (account, links, octets))
         return StoreOutcome(
             new_messages=new_messages,
             new_links=links,
@@ -327,7 +313,7 @@ class BatchWriter(ArchiveConnection):
                 "SELECT DISTINCT message FROM locations WHERE account = ?"  # noqa: S608
                 f" AND message IN ({','.join('?' * len(chunk))})"
             )
-            async with self._conn.execute(sql, (account, *chunk)) as cur:
+            async with self._db._conn.execute(sql, (account, *chunk)) as cur:
                 found.update(row[0] for row in await cur.fetchall())
         return found
 
@@ -338,7 +324,7 @@ class BatchWriter(ArchiveConnection):
         for i in range(0, len(uidls), QUERY_CHUNK):
             chunk = uidls[i : i + QUERY_CHUNK]
             sql = f"SELECT uidl FROM locations WHERE account = ? AND uidl IN ({','.join('?' * len(chunk))})"  # noqa: S608
-            async with self._conn.execute(sql, (account, *chunk)) as cur:
+            async with self._db._conn.execute(sql, (account, *chunk)) as cur:
                 found.update(POP3Key(row[0]) for row in await cur.fetchall())
         by_box: dict[tuple[str, int], list[int]] = {}
         for k in keys:
@@ -352,7 +338,7 @@ class BatchWriter(ArchiveConnection):
                     "SELECT uid FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ?"  # noqa: S608
                     f" AND uid IN ({','.join('?' * len(some))})"
                 )
-                async with self._conn.execute(sql, (account, mailbox, uidvalidity, *some)) as cur:
+                async with self._db._conn.execute(sql, (account, mailbox, uidvalidity, *some)) as cur:
                     found.update(IMAPKey(mailbox, uidvalidity, row[0]) for row in await cur.fetchall())
         return found
 
@@ -361,5 +347,5 @@ class BatchWriter(ArchiveConnection):
         for i in range(0, len(digests), QUERY_CHUNK):
             chunk = digests[i : i + QUERY_CHUNK]
             sql = f"SELECT sha256, id FROM messages WHERE sha256 IN ({','.join('?' * len(chunk))})"  # noqa: S608
-            async with self._conn.execute(sql, chunk) as cur:
+            async with self._db._conn.execute(sql, chunk) as cur:
                 into.update({row[0]: row[1] for row in await cur.fetchall()})

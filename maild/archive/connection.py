@@ -42,7 +42,6 @@ from maild.archive.failure_kind import add_failure_kind
 from maild.archive.layout import upgrade_layout
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
-from maild.model import Location, MessageKey
 from maild.spool import Spool
 
 T = TypeVar("T")
@@ -73,11 +72,12 @@ ALTER procedure; the step itself runs ``PRAGMA foreign_key_check`` before the co
 
 
 class ArchiveConnection:
-    """The archive's connection and its transactions; base of :class:`maild.archive.store.Store`.
+    """The archive's connection and its transactions; :class:`maild.archive.store.Store` holds it
+    (``store.db``) and hands it to each of its collaborators.
 
     All methods raise :class:`StoreError` when SQLite fails. Each write is one transaction: if
-    cancelled before its commit returns, nothing of it is stored. The state of the record classes
-    (the locations cache, the counters) is set here, once.
+    cancelled before its commit returns, nothing of it is stored. What the collaborators share
+    beyond the connection (the counters, the spool) is set here, once.
     """
 
     def __init__(self, conn: aiosqlite.Connection, path: Path, guard_fd: int | None = None) -> None:
@@ -90,8 +90,8 @@ class ArchiveConnection:
         self._write_lock = asyncio.Lock()
         self._closed = False
         self._generation = 0
-        """Bumped when any transaction of this connection begins and ends (see :meth:`locations`)."""
-        self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
+        """Bumped when any transaction of this connection begins and ends (the locations cache of
+        :class:`~maild.archive.locations.LocationRecords` follows it)."""
         self._index_rebuilt = False
         """True when opening migrated the archive through a version that rebuilt the full-text index."""
         self.counters: ArchiveCounters | None = None

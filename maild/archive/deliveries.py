@@ -8,14 +8,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from maild.archive.connection import ArchiveConnection
 from maild.archive.schema import QUERY_CHUNK, utc_text
 
+if TYPE_CHECKING:
+    from maild.archive.connection import ArchiveConnection
 
-class DeliveryRecords(ArchiveConnection):
-    """Maildir delivery rows; part of :class:`maild.archive.store.Store`."""
+
+class DeliveryRecords:
+    """Maildir delivery rows over one archive connection; held by :class:`maild.archive.store.Store`."""
+
+    def __init__(self, db: ArchiveConnection) -> None:
+        self._db = db
 
     async def undelivered(self, account: str) -> list[PendingDelivery]:
         """Messages linked to ``account`` without a delivery row for it, in the order they were linked.
@@ -23,7 +28,7 @@ class DeliveryRecords(ArchiveConnection):
         The mailbox is that of the message's first location for the account (None for POP3); a message
         in several mailboxes of one account is delivered once.
         """
-        rows = await self._all(
+        rows = await self._db._all(
             "SELECT l.message, m.sha256, m.size_octets, l.mailbox FROM locations l"
             " JOIN messages m ON m.id = l.message WHERE l.account = ? AND NOT EXISTS"
             " (SELECT 1 FROM deliveries d WHERE d.account = l.account AND d.message = l.message)"
@@ -37,16 +42,16 @@ class DeliveryRecords(ArchiveConnection):
 
     async def raw_messages(self, ids: Sequence[int]) -> dict[int, bytes]:
         """Return message row id -> raw octets for each of ``ids`` in the archive."""
-        return {message: bytes(raw) for message, raw in (await self._message_column("raw", ids)).items()}
+        return {message: bytes(raw) for message, raw in (await self.message_column("raw", ids)).items()}
 
-    async def _message_column(
+    async def message_column(
         self, column: Literal["raw", "size_octets"], ids: Sequence[int]
     ) -> dict[int, Any]:
         """Return message row id -> ``column`` of ``messages`` for each of ``ids``, in chunked queries."""
         out: dict[int, Any] = {}
         for i in range(0, len(ids), QUERY_CHUNK):
             chunk = list(ids[i : i + QUERY_CHUNK])
-            rows = await self._all(
+            rows = await self._db._all(
                 f"SELECT id, {column} FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
                 chunk,
             )
@@ -64,7 +69,7 @@ class DeliveryRecords(ArchiveConnection):
         if not deliveries:
             return
         stamp = utc_text(now)
-        await self._write(
+        await self._db._write(
             [
                 (
                     "INSERT INTO deliveries (account, message, path, delivered_at) VALUES (?, ?, ?, ?)"

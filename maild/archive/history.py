@@ -8,18 +8,24 @@ by :mod:`maild.archive.batches`). No RFC applies here.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from maild.archive.connection import ArchiveConnection
 from maild.archive.schema import parse_utc, utc_text
 from maild.model import AccountHistory
 
+if TYPE_CHECKING:
+    from maild.archive.connection import ArchiveConnection
 
-class HistoryRecords(ArchiveConnection):
-    """Account history rows; part of :class:`maild.archive.store.Store`."""
+
+class HistoryRecords:
+    """Account history rows over one archive connection; held by :class:`maild.archive.store.Store`."""
+
+    def __init__(self, db: ArchiveConnection) -> None:
+        self._db = db
 
     async def account_histories(self) -> dict[str, AccountHistory]:
         """Every account's remembered history, by account name (accounts without cycles are absent)."""
-        rows = await self._all(_SELECT_HISTORY)
+        rows = await self._db._all(_SELECT_HISTORY)
 
         def moment(text: str | None) -> datetime | None:
             return parse_utc(text) if text else None
@@ -35,7 +41,8 @@ class HistoryRecords(ArchiveConnection):
         """Replace an account's history row in one durable transaction.
 
         ``fetched_messages`` and ``fetched_octets`` are written only when the row is new: each
-        committed batch adds to them in its own transaction (see :meth:`store_batch`).
+        committed batch adds to them in its own transaction
+        (:meth:`~maild.archive.batches.BatchWriter.insert_batch`).
 
         Raises:
             StoreError: SQLite failed (for example the disk is full); the old row stays.
@@ -50,7 +57,7 @@ class HistoryRecords(ArchiveConnection):
             text(h.failing_since), h.consecutive_failures, h.cycles_ok, h.cycles_failed,
             h.fetched_messages, h.fetched_octets, h.auth_failures,
         )  # fmt: skip
-        await self._write([(_REPLACE_HISTORY, row, False)])
+        await self._db._write([(_REPLACE_HISTORY, row, False)])
 
 
 _HISTORY_COLUMNS = (
@@ -60,7 +67,7 @@ _HISTORY_COLUMNS = (
 )  # fmt: skip
 _SELECT_HISTORY = f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM account_history"  # noqa: S608 - constants
 _BATCH_COUNTED = ("fetched_messages", "fetched_octets")
-"""Columns :meth:`~maild.archive.batches.BatchWriter.store_batch` counts in each batch's transaction;
+"""Columns :meth:`~maild.archive.batches.BatchWriter.insert_batch` counts in each batch's transaction;
 :meth:`HistoryRecords.record_history`
 writes them only into a new row."""
 _REPLACE_HISTORY = (

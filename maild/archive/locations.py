@@ -10,38 +10,46 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from maild.archive.connection import ArchiveConnection
 from maild.archive.schema import QUERY_CHUNK, parse_utc, utc_text
 from maild.model import IMAPKey, Location, MessageKey, POP3Key
 
+if TYPE_CHECKING:
+    from maild.archive.connection import ArchiveConnection
 
-class LocationRecords(ArchiveConnection):
-    """Location rows of each account; part of :class:`maild.archive.store.Store`."""
+
+class LocationRecords:
+    """Location rows of each account over one archive connection; held by
+    :class:`maild.archive.store.Store`."""
+
+    def __init__(self, db: ArchiveConnection) -> None:
+        self._db = db
+        self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
+        """Per account: ((generation, ``PRAGMA data_version``) when read, its locations)."""
 
     async def locations(self, account: str) -> dict[MessageKey, Location]:
         """Return every server identity recorded for ``account``: POP3Key or IMAPKey to its Location.
 
         The result is cached per account and reused (as a fresh dict) while nothing changed: no
-        transaction of this connection began or ended since (:attr:`_generation`) and no other
+        transaction of this connection began or ended since (its ``generation``) and no other
         connection committed (SQLite's ``PRAGMA data_version``). A no-op cycle so costs one PRAGMA
         instead of reading and parsing every row.
         """
-        generation = self._generation
-        version = (generation, int(await self._scalar("PRAGMA data_version")))
+        generation = self._db.generation
+        version = (generation, int(await self._db._scalar("PRAGMA data_version")))
         cached = self._locations_cache.get(account)
-        if cached is not None and cached[0] == version and self._generation == generation:
+        if cached is not None and cached[0] == version and self._db.generation == generation:
             return dict(cached[1])
         out = await self._read_locations(account)
-        if self._generation == generation:  # no transaction began or ended meanwhile
+        if self._db.generation == generation:  # no transaction began or ended meanwhile
             self._locations_cache[account] = (version, out)
             return dict(out)
         self._locations_cache.pop(account, None)
         return out
 
     async def _read_locations(self, account: str) -> dict[MessageKey, Location]:
-        rows = await self._all(
+        rows = await self._db._all(
             "SELECT uidl, mailbox, uidvalidity, uid, message, first_fetched_at, gone_at, deleted_at"
             " FROM locations WHERE account = ?",
             (account,),
@@ -73,7 +81,7 @@ class LocationRecords(ArchiveConnection):
         if not gone and not back:
             return
         stamp = utc_text(now)
-        await self._write(
+        await self._db._write(
             [
                 *(_key_update(account, "gone_at = ?", (stamp,), gone)),
                 *(_key_update(account, "gone_at = NULL", (), back)),
@@ -83,7 +91,7 @@ class LocationRecords(ArchiveConnection):
     async def mark_deleted(self, account: str, keys: Sequence[MessageKey], now: datetime) -> None:
         """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT)."""
         stamp = utc_text(now)
-        await self._write(
+        await self._db._write(
             _key_update(account, "deleted_at = ?, gone_at = coalesce(gone_at, ?)", (stamp, stamp), keys)
         )
 
@@ -107,7 +115,7 @@ class LocationRecords(ArchiveConnection):
         for i in range(0, len(pop), QUERY_CHUNK):
             chunk = pop[i : i + QUERY_CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = await self._all(
+            rows = await self._db._all(
                 "SELECT l.uidl FROM locations l JOIN messages m ON m.id = l.message"  # noqa: S608
                 f" WHERE l.account = ? AND l.uidl IN ({marks}) AND length(m.raw) = m.size_octets{delivered}",
                 (account, *(k.uidl for k in chunk)),
@@ -115,7 +123,7 @@ class LocationRecords(ArchiveConnection):
             found.update(POP3Key(r[0]) for r in rows)
         imap = [k for k in keys if isinstance(k, IMAPKey)]
         for k in imap:
-            rows = await self._all(
+            rows = await self._db._all(
                 "SELECT 1 FROM locations l JOIN messages m ON m.id = l.message WHERE l.account = ?"  # noqa: S608
                 " AND l.mailbox = ? AND l.uidvalidity = ? AND l.uid = ? AND length(m.raw) = m.size_octets"
                 + delivered,

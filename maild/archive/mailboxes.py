@@ -10,18 +10,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from maild.archive.connection import ArchiveConnection
 from maild.archive.schema import parse_utc, utc_text
 from maild.model import IMAPKey
 
+if TYPE_CHECKING:
+    from maild.archive.connection import ArchiveConnection
 
-class MailboxRecords(ArchiveConnection):
-    """IMAP mailbox states and relinking; part of :class:`maild.archive.store.Store`."""
+
+class MailboxRecords:
+    """IMAP mailbox states and relinking over one archive connection; held by
+    :class:`maild.archive.store.Store`."""
+
+    def __init__(self, db: ArchiveConnection) -> None:
+        self._db = db
 
     async def mailbox_states(self, account: str) -> dict[str, MailboxState]:
         """Return readable mailbox name to its recorded UIDVALIDITY state, for IMAP ``account``."""
-        rows = await self._all(
+        rows = await self._db._all(
             "SELECT mailbox, uidvalidity, uidnext, changed_at FROM mailboxes WHERE account = ?", (account,)
         )
         return {r[0]: MailboxState(int(r[1]), r[2], parse_utc(r[3])) for r in rows}
@@ -37,7 +44,7 @@ class MailboxRecords(ArchiveConnection):
         if not states:
             return
         stamp = utc_text(now)
-        await self._write(
+        await self._db._write(
             [
                 (
                     "INSERT INTO mailboxes (account, mailbox, uidvalidity, uidnext, changed_at)"
@@ -54,7 +61,7 @@ class MailboxRecords(ArchiveConnection):
     async def mailbox_identities(self, account: str, mailbox: str) -> list[tuple[int, str | None, int]]:
         """Return (message row id, Message-ID or None, size in octets) of each distinct message that
         IMAP ``account`` holds or held in ``mailbox``, under any UIDVALIDITY."""
-        rows = await self._all(
+        rows = await self._db._all(
             "SELECT DISTINCT m.id, m.message_id, m.size_octets FROM locations l"
             " JOIN messages m ON m.id = l.message"
             " WHERE l.account = ? AND l.mailbox = ? AND l.uid IS NOT NULL",
@@ -80,7 +87,7 @@ class MailboxRecords(ArchiveConnection):
         async def work() -> int:
             added = 0
             for key, message in links:
-                async with self._conn.execute(
+                async with self._db._conn.execute(
                     "SELECT first_fetched_at, internaldate, flags FROM locations"
                     " WHERE account = ? AND message = ? AND mailbox = ? AND uid IS NOT NULL"
                     " ORDER BY first_fetched_at, id LIMIT 1",
@@ -88,7 +95,7 @@ class MailboxRecords(ArchiveConnection):
                 ) as cur:
                     row = await cur.fetchone()
                 first, internaldate, flags = row if row is not None else (stamp, None, None)
-                cur = await self._conn.execute(
+                cur = await self._db._conn.execute(
                     "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
                     " first_fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
@@ -98,7 +105,7 @@ class MailboxRecords(ArchiveConnection):
                 await cur.close()
             return added
 
-        return await self._atomic(work, f"relinking for account {account}")
+        return await self._db._atomic(work, f"relinking for account {account}")
 
 
 @dataclass(frozen=True, slots=True)

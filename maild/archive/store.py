@@ -1,14 +1,18 @@
-"""The archive's writer, :class:`Store`: the one class the daemon, ``maild fetch`` and the tests open.
+"""The archive's writer, :class:`Store`: the one object the daemon, ``maild fetch`` and the tests open.
 
-:class:`Store` is composed of one class per kind of record, each in its own module over the shared
-connection of :mod:`maild.archive.connection` (open, migrate, transactions, the archive guard):
-:mod:`maild.archive.locations` (server identities, presence, the check before deleting),
-:mod:`maild.archive.batches` (storing fetched messages), :mod:`maild.archive.deliveries` (Maildir
-delivery rows), :mod:`maild.archive.mailboxes` (IMAP UIDVALIDITY per mailbox, RFC 9051 section
-2.3.1.1) and :mod:`maild.archive.history` (each account's history). This module adds accounts, the
-full-text index rebuild and the figures ``maild status`` reads, and re-exports the names callers
-import from here. The archive file itself (modes, creation, side files) is
-:mod:`maild.archive.archive_file`.
+:class:`Store` owns the archive's connection (:class:`maild.archive.connection.ArchiveConnection`:
+open, migrate, transactions, the archive guard) and holds one collaborator per kind of record, each
+in its own module, each given that connection and testable on its own:
+:class:`~maild.archive.locations.LocationRecords` (server identities, presence, the check before
+deleting), :class:`~maild.archive.batches.BatchWriter` (storing fetched messages),
+:class:`~maild.archive.deliveries.DeliveryRecords` (Maildir delivery rows),
+:class:`~maild.archive.mailboxes.MailboxRecords` (IMAP UIDVALIDITY per mailbox, RFC 9051 section
+2.3.1.1), :class:`~maild.archive.history.HistoryRecords` (each account's history) and
+:class:`~maild.archive.figures.ArchiveFigures` (the counts ``maild status`` reads). Their public
+methods are :class:`Store`'s, by delegation (:class:`Delegated`), so callers see one object. This
+module adds accounts and the maintenance entry points (full-text index rebuild, attachment text,
+``maild compact``), and re-exports the names callers import from here. The archive file itself
+(modes, creation, side files) is :mod:`maild.archive.archive_file`.
 
 Only modules of :mod:`maild.archive` contain SQL. Layout: the tables and the version that added each
 are listed in :mod:`maild.archive.schema` (``PRAGMA user_version``); docs/archive.md documents them
@@ -22,9 +26,12 @@ their own (:mod:`maild.archive.checkpointer`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, cast, overload
+
+import aiosqlite
 
 from maild.archive import fts
 from maild.archive.archive_file import (
@@ -34,15 +41,17 @@ from maild.archive.archive_file import (
     set_archive_mode,
 )
 from maild.archive.batches import LARGE_BLOB_OCTETS, BatchWriter
-from maild.archive.connection import ArchiveReplaced
+from maild.archive.connection import ArchiveConnection, ArchiveReplaced
 from maild.archive.counters import ArchiveCounters
 from maild.archive.deliveries import DeliveryRecords, PendingDelivery
+from maild.archive.figures import ArchiveFigures
 from maild.archive.history import HistoryRecords
 from maild.archive.locations import LocationRecords
 from maild.archive.mailboxes import MailboxRecords, MailboxState
-from maild.archive.schema import parse_utc, utc_text
+from maild.archive.schema import utc_text
 from maild.errors import StoreError
-from maild.model import Protocol
+from maild.model import Protocol, RetrievedMessage, StoreOutcome
+from maild.spool import Spool
 
 if TYPE_CHECKING:  # the attachment-text modules are imported when used (zipfile, expat: start-up cost)
     from maild.archive.document_index import DocumentRun
@@ -61,14 +70,175 @@ __all__ = [
     "set_archive_mode",
 ]
 
+_Part = TypeVar("_Part")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
-class Store(LocationRecords, BatchWriter, DeliveryRecords, MailboxRecords, HistoryRecords):
+
+class Delegated(Generic[_Part, _P, _R]):
+    """A :class:`Store` method that is the same-named method of one of its collaborators.
+
+    Looked up at each access (``getattr(store.<part>, name)``), so a collaborator replaced or patched
+    on one store is what that store calls; the signature and docstring are the collaborator's. Read
+    from the class (``Store.locations``) it is the descriptor, callable as an unbound method
+    (``Store.locations(store, account)``), so wrapping it at class level works as for a function.
+    """
+
+    def __init__(self, part: str, method: Callable[Concatenate[_Part, _P], _R]) -> None:
+        self._part = part
+        self._name = method.__name__
+        self.__doc__ = method.__doc__
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        if name != self._name:  # a slip such as ``archived = Delegated(..., X.locations)``
+            raise TypeError(f"{owner.__name__}.{name} delegates to {self._name}: the names must match")
+
+    def __call__(self, store: object, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return cast("Callable[_P, _R]", getattr(getattr(store, self._part), self._name))(*args, **kwargs)
+
+    @overload
+    def __get__(self, store: None, owner: type[Any]) -> Self: ...
+    @overload
+    def __get__(self, store: object, owner: type[Any]) -> Callable[_P, _R]: ...
+    def __get__(self, store: object | None, owner: type[Any]) -> Self | Callable[_P, _R]:
+        if store is None:
+            return self
+        return cast("Callable[_P, _R]", getattr(getattr(store, self._part), self._name))
+
+
+class Store:
     """The archive database. Use :meth:`open`; close with :meth:`close` or ``async with``.
+
+    Holds the connection (:attr:`db`) and one collaborator per kind of record, all over that
+    connection (see the module docstring); their methods are this object's.
 
     All methods raise :class:`StoreError` when SQLite fails. Each write method is one transaction:
     if cancelled before its commit returns, nothing of it is stored; the SQL already running in
     aiosqlite's thread completes or rolls back on its own.
     """
+
+    def __init__(self, db: ArchiveConnection) -> None:
+        self.db = db
+        """The archive's one connection, its transactions and the archive guard."""
+        self.location_records = LocationRecords(db)
+        self.batch_writer = BatchWriter(db)
+        self.delivery_records = DeliveryRecords(db)
+        self.mailbox_records = MailboxRecords(db)
+        self.history_records = HistoryRecords(db)
+        self.figures = ArchiveFigures(db)
+
+    @classmethod
+    async def open(cls, path: Path) -> Self:
+        """Open (creating if needed) the archive at ``path`` and migrate it to the current schema.
+
+        Raises:
+            StoreError: the file cannot be opened, is not a maild archive, or is newer than this maild.
+        """
+        return cls(await ArchiveConnection.open(path))
+
+    # -- the connection ---------------------------------------------------------------------------
+
+    verify_identity = Delegated("db", ArchiveConnection.verify_identity)
+    close = Delegated("db", ArchiveConnection.close)
+    # for the archive package's query modules (failures, alert memory, move queries ...) and tests
+    _all = Delegated("db", ArchiveConnection._all)
+    _scalar = Delegated("db", ArchiveConnection._scalar)
+    _write = Delegated("db", ArchiveConnection._write)
+    _atomic = Delegated("db", ArchiveConnection._atomic)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        return self.db._conn
+
+    @property
+    def path(self) -> Path:
+        """The archive file's path."""
+        return self.db.path
+
+    @property
+    def replaced(self) -> str | None:
+        """Why the archive guard failed (sticky until restart), or None (see :meth:`verify_identity`)."""
+        return self.db.replaced
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write transaction of this connection is running or waiting."""
+        return self.db.writing
+
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever a write transaction of this connection begins or ends."""
+        return self.db.generation
+
+    @property
+    def spool(self) -> Spool:
+        """Where large messages wait between the socket and their commit (:mod:`maild.spool`)."""
+        return self.db.spool
+
+    @spool.setter
+    def spool(self, spool: Spool) -> None:
+        self.db.spool = spool
+
+    @property
+    def counters(self) -> ArchiveCounters | None:
+        """Figures kept current by each committed batch once :meth:`keep_counters` made them (the
+        daemon); None otherwise."""
+        return self.db.counters
+
+    # -- the collaborators' methods ---------------------------------------------------------------
+
+    locations = Delegated("location_records", LocationRecords.locations)
+    update_presence = Delegated("location_records", LocationRecords.update_presence)
+    mark_deleted = Delegated("location_records", LocationRecords.mark_deleted)
+    archived = Delegated("location_records", LocationRecords.archived)
+    prepare_batch = Delegated("batch_writer", BatchWriter.prepare_batch)
+    insert_batch = Delegated("batch_writer", BatchWriter.insert_batch)
+    undelivered = Delegated("delivery_records", DeliveryRecords.undelivered)
+    raw_messages = Delegated("delivery_records", DeliveryRecords.raw_messages)
+    record_deliveries = Delegated("delivery_records", DeliveryRecords.record_deliveries)
+    mailbox_states = Delegated("mailbox_records", MailboxRecords.mailbox_states)
+    record_mailbox_states = Delegated("mailbox_records", MailboxRecords.record_mailbox_states)
+    mailbox_identities = Delegated("mailbox_records", MailboxRecords.mailbox_identities)
+    relink = Delegated("mailbox_records", MailboxRecords.relink)
+    account_histories = Delegated("history_records", HistoryRecords.account_histories)
+    record_history = Delegated("history_records", HistoryRecords.record_history)
+    message_counts = Delegated("figures", ArchiveFigures.message_counts)
+    on_server_summary = Delegated("figures", ArchiveFigures.on_server_summary)
+    totals = Delegated("figures", ArchiveFigures.totals)
+    keep_counters = Delegated("figures", ArchiveFigures.keep_counters)
+    integrity_check = Delegated("figures", ArchiveFigures.integrity_check)
+
+    # -- storing fetched messages ----------------------------------------------------------------
+
+    async def store_batch(
+        self, account: str, batch: Sequence[RetrievedMessage], now: datetime
+    ) -> StoreOutcome:
+        """Store a batch of retrieved messages for ``account`` in one durable transaction.
+
+        Each distinct message (by SHA-256 of its raw octets) is stored once; each server identity is
+        linked to it once. Storing the same batch twice changes nothing the second time. The same as
+        :meth:`prepare_batch` followed by :meth:`insert_batch`.
+
+        Returns:
+            Counts of what was new (see :class:`StoreOutcome`).
+
+        Raises:
+            StoreError: SQLite failed, or a spooled message's file could not be read; nothing of
+                the batch is stored.
+
+        When this returns, the batch is on disk (WAL fsync'ed, ``synchronous=FULL``). If cancelled
+        before that, nothing of it is stored.
+        """
+        if not batch:
+            return StoreOutcome()
+        # through this object's own two steps: a subclass or a patch of either sees every batch
+        return await self.insert_batch(account, await self.prepare_batch(batch, now))
 
     # -- accounts ---------------------------------------------------------------------------------
 
@@ -126,9 +296,9 @@ class Store(LocationRecords, BatchWriter, DeliveryRecords, MailboxRecords, Histo
             StoreError: SQLite failed, or messages were purged during the rebuild; the old index
                 stays in use.
         """
-        if self._index_rebuilt:  # opening just did it (schema migration): not twice
-            self._index_rebuilt = False
-            total = int(await self._scalar("SELECT count(*) FROM messages"))
+        if self.db._index_rebuilt:  # opening just did it (schema migration): not twice
+            self.db._index_rebuilt = False
+            total = int(await self.db._scalar("SELECT count(*) FROM messages"))
             if progress is not None:
                 progress(total, total)
             return total
@@ -185,50 +355,10 @@ class Store(LocationRecords, BatchWriter, DeliveryRecords, MailboxRecords, Histo
         """
         from maild.archive import layout
 
-        async with self._write_lock:
-            self._generation += 1
+        db = self.db
+        async with db._write_lock:
+            db._generation += 1
             try:
-                return await layout.compact(self._conn, progress)
+                return await layout.compact(db._conn, progress)
             finally:
-                self._generation += 1
-
-    # -- status -----------------------------------------------------------------------------------
-
-    async def message_counts(self) -> dict[str, int]:
-        """Return account name to the number of distinct archived messages linked to it."""
-        rows = await self._all("SELECT account, count(DISTINCT message) FROM locations GROUP BY account")
-        return {r[0]: r[1] for r in rows}
-
-    async def on_server_summary(self) -> dict[str, tuple[int, datetime | None]]:
-        """Per account: (archived messages still on its server, earliest first-fetch time among them, UTC).
-
-        "Still on the server" means not recorded as gone or deleted at the last cycle.
-        """
-        rows = await self._all(
-            "SELECT account, count(*), min(first_fetched_at) FROM locations"
-            " WHERE gone_at IS NULL AND deleted_at IS NULL GROUP BY account"
-        )
-        return {r[0]: (int(r[1]), parse_utc(r[2]) if r[2] else None) for r in rows}
-
-    async def totals(self) -> tuple[int, int]:
-        """Return (distinct messages, total octets) in the archive."""
-        rows = await self._all("SELECT count(*), coalesce(sum(size_octets), 0) FROM messages")
-        return int(rows[0][0]), int(rows[0][1])
-
-    async def keep_counters(self) -> ArchiveCounters:
-        """Count the archive once and keep the counts current with every committed batch from now
-        on (:attr:`counters`; the daemon's status answers from them).
-
-        Raises:
-            StoreError: SQLite failed.
-        """
-        counters = ArchiveCounters()
-        messages, octets = await self.totals()
-        counters.replace(await self.message_counts(), messages, octets)
-        self.counters = counters
-        return counters
-
-    async def integrity_check(self) -> str:
-        """Run ``PRAGMA integrity_check`` and return its first line (``"ok"`` when healthy)."""
-        rows = await self._all("PRAGMA integrity_check")
-        return str(rows[0][0])
+                db._generation += 1

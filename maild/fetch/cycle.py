@@ -48,26 +48,32 @@ argument, the process's :class:`maild.service.budget.Budgets`.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
 
-from maild import limits, policy
+from maild import policy
 from maild.archive import failures as failures_store
 from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
-from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
+from maild.errors import ConfigError, ConnectError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import failed_headers
+from maild.fetch.batching import (
+    BATCH_MESSAGES,
+    BATCH_OCTETS,
+    AloneBudget,
+    BatchRetrieval,
+    TransferBudget,
+    release,
+)
 from maild.fetch.commits import CommitChain
 from maild.fetch.progress import CycleProgress
+from maild.fetch.result import CycleResult, end_failed, subjects
 from maild.model import (
     FailureRecord,
     HeaderSummary,
@@ -79,9 +85,19 @@ from maild.model import (
 )
 from maild.protocols.base import Maildrop
 
+__all__ = [
+    "BATCH_MESSAGES",
+    "BATCH_OCTETS",
+    "CycleResult",
+    "MaildropFactory",
+    "TransferBudget",
+    "fetch_cycle",
+    "make_maildrop",
+    "utc_now",
+]
+
 if TYPE_CHECKING:
     from maild.archive.maildir import CycleDelivery
-    from maild.fetch.resync import IMAPCycleInfo
 
 # Start-up time (docs/performance.md, "Session 8: start-up"): the IMAP steps of a cycle (UIDVALIDITY
 # resync and the UID check in maild.fetch.resync, unselected mailboxes in maild.fetch.folders) and
@@ -90,72 +106,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("maild.fetch.cycle")
 
-BATCH_MESSAGES = 200
-BATCH_OCTETS = 32 * 2**20
-WINDOW_SHARE = 1
-"""The adapter's retrieval window is the batch limit divided by this. The adapters keep the next window
-in flight while the consumer works (see ``Maildrop.retrieve``); while a commit holds the consumer
-up, that window is all the link has to carry, so it must not be small. Measured at 50 ms RTT, one
-POP3 account, 2,000 messages (docs/performance.md): windows of a whole batch (16 MiB) 1.95-2.0 s
-and 120 MB peak; 8 MiB windows and batches 2.06-2.30 s and 85 MB; 4 MiB windows of 16 MiB batches
-2.8 s. (Those POP3 figures held whole windows in memory; since issue 19 a POP3 window is read in
-parts of about 1 MiB, so only IMAP holds up to a window before reading pauses.)"""
-
-HELD_BATCHES = 3
-"""Octets of messages a cycle may hold, in batch limits: the commit in flight and the batch being
-filled together (a full batch handed to a commit is prepared while the previous commit's transaction
-runs, and the cycle waits for that previous commit before it reads on: so while it reads, one commit
-is in flight, as before). A batch closes at about its limit, so this is reached only when a commit in flight
-holds a message of several MB (counted at what it holds in memory: a message spooled to a file,
-``maild.spool``, counts its head only, and its file counts against ``maild.spool.SPOOL_MAX_OCTETS``
-instead); the cycle then waits for that commit before it
-takes the next message, so a second large message is not received (and held) while the first is
-still being written. 2 waited for 25 of the 48 commits of the 2,000-message fetch (2-3 s of waiting
-on a loaded machine, overlap of network and commit lost); 3 waits for about 5 (0.25-0.4 s)
-(docs/performance.md, "Session 6: memory of one account")."""
-
-
-def _release(batch: list[RetrievedMessage]) -> None:
-    """Close the spool files of ``batch`` once it is committed or given up (nothing for messages
-    in memory); a message given up is retried at the next cycle, the server still has it."""
-    for message in batch:
-        message.release()
-
-
-SPOOLED_BATCH_OCTETS = 32 * 2**20
-"""A batch also closes once its spooled messages (``maild.spool``: those of at least 1 MiB, held in
-files, not in memory) reach this many octets (32 MiB): the batch limit counts memory only, and the
-commit copies a batch's spooled messages into the archive in one transaction (its WAL grows by about
-as much), while every cycle of the process shares the spool's own bound
-(``maild.spool.SPOOL_MAX_OCTETS``)."""
-
 MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
 """Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
 a stand-in in tests."""
-
-
-class TransferBudget(Protocol):
-    """What a fetch cycle needs of the process's shared budgets (:class:`maild.service.budget.Budgets`
-    has it): a transfer slot while it retrieves, and its share of the memory budget."""
-
-    def transfer(self, host: str = "") -> AbstractAsyncContextManager[None]:
-        """Hold a transfer slot for the block (see :data:`maild.limits.MAX_TRANSFERS`); cycles of
-        one ``host`` hold at most :func:`maild.limits.transfer_share` of them."""
-        ...
-
-    def batch_octets(self, limit: int) -> int:
-        """The cycle's batch limit now, in octets, at most ``limit``."""
-        ...
-
-
-class _Alone:
-    """The budget of a cycle that shares nothing: no other cycle waits for it or divides its memory."""
-
-    def transfer(self, host: str = "") -> AbstractAsyncContextManager[None]:
-        return contextlib.nullcontext()
-
-    def batch_octets(self, limit: int) -> int:
-        return limits.batch_octets_share(limit, 1, limits.MEMORY_BUDGET_OCTETS, limits.MIN_BATCH_OCTETS)
 
 
 def utc_now() -> datetime:
@@ -163,96 +116,20 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(slots=True)
-class CycleResult:
-    """What one fetch cycle did.
-
-    Attributes:
-        account: the account name.
-        on_server: messages in the server's inventory.
-        new_messages: messages new to the archive (distinct content).
-        new_links: messages newly linked to this account (includes ``new_messages``).
-        octets: size in octets of the messages newly linked.
-        failures: messages the server refused to hand out this cycle (retried next cycle).
-        too_large: messages skipped for exceeding ``max_message_size`` (left on the server).
-        set_aside: messages skipped because they failed too often in a row (left on the server,
-            see :func:`maild.policy.set_aside`).
-        deleted: messages deleted on the server (confirmed by ``+OK`` to QUIT).
-        delivered: messages delivered to the account's Maildir (``deliver_maildir``) in this cycle.
-        seconds: wall-clock duration of the cycle.
-        imap: IMAP only: mailboxes covered, mailboxes that could not be selected, UIDVALIDITY
-            changes (see :mod:`maild.fetch.resync`); None for POP3.
-        identity: how messages were identified (:attr:`Maildrop.identity
-            <maild.protocols.base.Maildrop.identity>`): ``"server"``, ``"uidl"`` or ``"content-digest"``.
-        warnings: what the status should show about this cycle, in words (digest identities,
-            messages whose identity reappeared after maild deleted it, a suspended deletion).
-        deletion_suspended: POP3 only: why this cycle deleted nothing although retention would
-            (:func:`maild.policy.move_suspension`), or None.
-        subjects: the Subject of failed and set-aside messages where known (from the archive's
-            failure records and this cycle's header fetch, :mod:`maild.fetch.failed_headers`).
-    """
-
-    account: str
-    on_server: int = 0
-    new_messages: int = 0
-    new_links: int = 0
-    octets: int = 0
-    failures: list[RetrievalFailure] = field(default_factory=list)
-    too_large: list[MessageKey] = field(default_factory=list)
-    set_aside: list[MessageKey] = field(default_factory=list)
-    deleted: int = 0
-    delivered: int = 0
-    seconds: float = 0.0
-    imap: IMAPCycleInfo | None = None
-    identity: str = "server"
-    warnings: list[str] = field(default_factory=list)
-    deletion_suspended: str | None = None
-    subjects: dict[MessageKey, str] = field(default_factory=dict)
-
-    def add(self, outcome: StoreOutcome) -> None:
-        """Accumulate one committed batch."""
-        self.new_messages += outcome.new_messages
-        self.new_links += outcome.new_links
-        self.octets += outcome.octets
-
-
-def _end_failed(
-    protocol: str, to_delete: list[MessageKey], error: MaildError, result: CycleResult
-) -> list[MessageKey]:
-    """The session's end (POP3 QUIT, IMAP LOGOUT) failed after everything was stored: warn, and
-    return the deletions that still count as done.
-
-    POP3: only ``+OK`` to QUIT confirms the deletions (RFC 1939 section 6), so none is recorded; the
-    next cycle finds the messages (still archived) and deletes them again, or finds them gone. IMAP:
-    the deletions happened at EXPUNGE, before LOGOUT.
-    """
-    log.warning("fetch.close.failed", error=str(error))
-    if protocol == "pop3" and to_delete:
-        result.warnings.append(
-            f"everything was stored, but the session did not end cleanly ({error}):"
-            f" {len(to_delete)} deletions not confirmed by the server, tried again next cycle"
-        )
-        return []
-    result.warnings.append(f"everything was stored, but the session did not end cleanly ({error})")
-    return to_delete
-
-
 async def _keep_what_arrived(
     account: str,
     store: Store,
-    batch: list[RetrievedMessage],
+    retrieval: BatchRetrieval,
     result: CycleResult,
-    order: list[MessageKey],
-    arrived: set[MessageKey],
     error: Exception,
     now: datetime,
 ) -> list[MessageKey]:
     """After a failed session: commit the messages received completely, count the failures.
 
-    ``batch`` holds the messages received and not yet handed to a commit; ``order`` is non-empty
-    while a retrieval was running, and then the first key of it that did not arrive is the one the
-    failure broke off (:func:`maild.policy.in_flight`). The session's error is what the caller
-    raises; an error here is logged.
+    ``retrieval.batch`` holds the messages received and not yet handed to a commit;
+    ``retrieval.order`` is non-empty while a retrieval was running, and then the first key of it that
+    did not arrive is the one the failure broke off (:func:`maild.policy.in_flight`). The session's
+    error is what the caller raises; an error here is logged.
 
     Returns:
         The keys counted as failed.
@@ -261,7 +138,8 @@ async def _keep_what_arrived(
     # only a broken session is laid at the message in flight, not the server's refusal of the session
     # (ThrottledError: LOGIN-DELAY, UNAVAILABLE ...) or a failure of maild's own
     lost = isinstance(error, ConnectError | NetworkTimeout | ProtocolError)
-    broken = policy.in_flight(order, arrived) if order and lost else None
+    order, batch = retrieval.order, retrieval.batch
+    broken = policy.in_flight(order, retrieval.arrived) if order and lost else None
     if broken is not None:
         failed.append(RetrievalFailure(broken, f"session failed while it was being received: {error}"))
     try:
@@ -273,23 +151,8 @@ async def _keep_what_arrived(
         log.warning("fetch.commit.failed", error=str(exc))
         return []
     finally:
-        _release(batch)
+        release(batch)
     return [f.key for f in failed]
-
-
-def _subjects(
-    records: Mapping[MessageKey, FailureRecord],
-    found: Mapping[MessageKey, HeaderSummary],
-    keys: list[MessageKey],
-) -> dict[MessageKey, str]:
-    """The known Subject of each of ``keys``: just read, else from its failure record."""
-    out: dict[MessageKey, str] = {}
-    for key in keys:
-        summary, record = found.get(key), records.get(key)
-        subject = (summary.subject if summary is not None else None) or (record.subject if record else None)
-        if subject:
-            out[key] = subject
-    return out
 
 
 def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
@@ -370,7 +233,7 @@ async def fetch_cycle(
     Cancellation: at any await, committed batches stay committed; the session is aborted (POP3
     RSET, QUIT), so no DELE takes effect.
     """
-    shared: TransferBudget = budgets if budgets is not None else _Alone()
+    shared: TransferBudget = budgets if budgets is not None else AloneBudget()
     started = time.monotonic()
     result = CycleResult(account=account.name)
     refusal: str | None = None
@@ -383,10 +246,9 @@ async def fetch_cycle(
         delivery = CycleDelivery(store, account.name, maildir, clock)
     imap = account.protocol == "imap"
     commits: CommitChain | None = None  # the batches handed to a commit and not yet returned
-    batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
-    order: list[MessageKey] = []  # the keys asked for, while retrieving
-    arrived: set[MessageKey] = set()
-    retrieved: set[MessageKey] = set()  # fetched by their key in this session: verified
+    retrieval = BatchRetrieval(
+        result.failures, shared, batch_messages=batch_messages, batch_octets=batch_octets
+    )  # its batch: received, not yet handed to a commit
     records: dict[MessageKey, FailureRecord] = {}
     on_server: set[MessageKey] = set()
     try:
@@ -443,53 +305,16 @@ async def fetch_cycle(
 
         commits = CommitChain(store, account.name, clock, committed)
 
-        def window_octets() -> int:
-            return max(1, shared.batch_octets(batch_octets) // WINDOW_SHARE)
-
         if plan.retrieve:
             maildrop.spool = store.spool  # large messages go to files beside the archive
-            async with shared.transfer(account.host):  # bounds the memory all cycles hold in messages
-                # one stream for everything: the adapter keeps its next window in flight while the
-                # consumer commits, so the link never waits for a commit (see Maildrop.retrieve)
-                log.debug("fetch.retrieve.started", messages=len(plan.retrieve))
-                pending_held = 0  # the batch's octets held in memory (the batch limit, HELD_BATCHES)
-                pending_spooled = 0  # its octets in spool files (SPOOLED_BATCH_OCTETS)
-                octets_limit = window_octets()
-                order = list(plan.retrieve)
-                async for item in maildrop.retrieve(plan.retrieve, window_octets=window_octets):
-                    arrived.add(item.key)
-                    if isinstance(item, RetrievalFailure):
-                        result.failures.append(item)
-                    else:
-                        retrieved.add(item.key)
-                        batch.append(item)
-                        pending_held += item.held_octets
-                        pending_spooled += item.size_octets - item.held_octets
-                    del item  # no message outlives its batch
-                    if (
-                        len(batch) >= batch_messages
-                        or pending_held >= octets_limit
-                        or pending_spooled >= SPOOLED_BATCH_OCTETS
-                    ):
-                        await commits.start(batch)
-                        batch, pending_held, pending_spooled = [], 0, 0
-                        octets_limit = window_octets()
-                    elif commits and commits.held_octets + pending_held >= HELD_BATCHES * octets_limit:
-                        # large messages: the commit's memory first (HELD_BATCHES)
-                        log.debug("fetch.held.wait", octets=commits.held_octets + pending_held)
-                        await commits.settle()
-                if batch:
-                    await commits.start(batch)
-                    batch = []
-                await commits.settle()  # the batches hold memory until committed
-                order = []  # the retrieval is over: nothing was in flight
+            await retrieval.run(maildrop, plan.retrieve, commits, account.host)
         await commits.settle()  # every commit has returned before anything below may delete
         if imap:
             from maild.fetch import folders
 
             await folders.record(account, store, maildrop, inventory, clock())
         if verified is not None:  # fetched by UID in this session: verified
-            verified |= {key for key in retrieved if isinstance(key, IMAPKey)}
+            verified |= {key for key in retrieval.retrieved if isinstance(key, IMAPKey)}
         if account.retention != "keep" and refusal is None and account.protocol == "pop3":
             moves = await overlapping_moves(store, account.name)
             suspended = policy.move_suspension(account.name, [(m.source, m.target, m.shared) for m in moves])
@@ -536,23 +361,21 @@ async def fetch_cycle(
             except (ConnectError, NetworkTimeout, ProtocolError) as exc:
                 # everything is stored: the poll did its job; only the deletions are in doubt
                 await maildrop.abort()
-                to_delete = _end_failed(account.protocol, to_delete, exc, result)
+                to_delete = end_failed(account.protocol, to_delete, exc, result)
         log.debug("fetch.close.complete", kept=maildrop.parked)
     except BaseException as exc:
         await maildrop.abort()
         if commits is not None:
             await commits.finish()
         if isinstance(exc, Exception) and not isinstance(exc, StoreError):
-            failed = await _keep_what_arrived(
-                account.name, store, batch, result, order, arrived, exc, clock()
-            )
+            failed = await _keep_what_arrived(account.name, store, retrieval, result, exc, clock())
             probe = failed_headers.keys_to_fetch(records, failed, on_server)
             # a new session only after a broken one: never against a refusal to serve (LOGIN-DELAY ...)
             broken = isinstance(exc, ConnectError | NetworkTimeout | ProtocolError)
             if probe and reconnect is not None and broken:
                 found = await failed_headers.read_in_new_session(reconnect, account.protocol, probe)
                 await failed_headers.record(store, account.name, probe, found)
-        _release(batch)  # cancelled: not committed, tried again next cycle
+        release(retrieval.batch)  # cancelled: not committed, tried again next cycle
         raise
     await failures_store.record_failures(store, account.name, result.failures, clock())
     if probe and account.protocol == "pop3":  # in a session of its own: QUIT has applied the deletions
@@ -561,7 +384,7 @@ async def fetch_cycle(
         else:
             probe = []
     await failed_headers.record(store, account.name, probe, found)
-    result.subjects = _subjects(records, found, [*(f.key for f in result.failures), *result.set_aside])
+    result.subjects = subjects(records, found, [*(f.key for f in result.failures), *result.set_aside])
     if to_delete:
         await store.mark_deleted(account.name, to_delete, clock())
         log.debug("fetch.deletions.recorded", messages=len(to_delete))

@@ -40,7 +40,7 @@ from maild.model import (
     Secret,
     ServerSettings,
 )
-from maild.protocols.pop3 import maildrop as pop3_maildrop
+from maild.protocols.pop3 import retrieval as pop3_retrieval
 from maild.protocols.pop3.maildrop import POP3Maildrop
 from maild.protocols.pop3.session import POP3Session
 
@@ -329,7 +329,7 @@ async def test_a_window_is_handed_over_in_parts(
 ) -> None:
     """A RETR window is read in parts of about HAND_OFF_OCTETS: the first messages are yielded
     while the rest of the window's replies are still unread on the connection, not held."""
-    monkeypatch.setattr(pop3_maildrop, "HAND_OFF_OCTETS", 150)
+    monkeypatch.setattr(pop3_retrieval, "HAND_OFF_OCTETS", 150)
     server = make_server([b"x" * 100 + b"\r\n"] * 5)
     maildrop = make_maildrop(server, window=10, window_octets=10_000)
     await maildrop.open()

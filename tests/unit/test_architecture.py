@@ -122,8 +122,8 @@ LAYERS: tuple[frozenset[str], ...] = (
 )
 
 LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("maild.archive.move_queries", "maild.move.compare"): (
-        "MigrationStore builds move.compare's ArchiveEntry value type from its rows; the type belongs "
+    ("maild.archive.moves", "maild.move.compare"): (
+        "MoveRecords builds move.compare's ArchiveEntry value type from its rows; the type belongs "
         "in model (or archive) so that archive stops importing the move layer"
     ),
 }
@@ -490,3 +490,92 @@ def test_every_module_has_a_layer() -> None:
     """Every maild module belongs to one of the layers, so a new package cannot escape the rules."""
     for module in _sources():
         _layer(module)
+
+
+# --- the Store and the fetch cycle's parts (session 8) ----------------------------------------------------
+
+STORE_PARTS = {
+    "maild.archive.locations": "LocationRecords",
+    "maild.archive.batches": "BatchWriter",
+    "maild.archive.deliveries": "DeliveryRecords",
+    "maild.archive.mailboxes": "MailboxRecords",
+    "maild.archive.history": "HistoryRecords",
+    "maild.archive.figures": "ArchiveFigures",
+    "maild.archive.moves": "MoveRecords",  # held by MigrationStore, the Store of the move commands
+}
+"""The collaborators :class:`maild.archive.store.Store` holds, each over the connection it is given."""
+
+ANNOTATION_ONLY = {
+    "maild.fetch.result": "status, alerts and the one-shot read cycle results without loading the cycle",
+}
+"""Modules whose maild imports outside ``if TYPE_CHECKING:`` are only base modules, with why."""
+
+
+def _type_checking_lines(tree: ast.Module) -> set[int]:
+    """Lines of imports inside ``if TYPE_CHECKING:`` blocks (for annotations only, never run)."""
+    return {
+        n.lineno
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for statement in block.body
+        for n in ast.walk(statement)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+    }
+
+
+def _run_time_imports(module: str) -> list[Import]:
+    _, tree = _sources()[module]
+    skipped = _type_checking_lines(tree)
+    return [imp for imp in _imports() if imp.importer == module and imp.line not in skipped]
+
+
+def test_the_type_checking_filter_sees_annotation_imports() -> None:
+    """The TYPE_CHECKING filter finds the store's annotation-only imports (else the rules below prove nothing)."""
+    _, tree = _sources()["maild.archive.store"]
+    assert _type_checking_lines(tree)
+    assert len(_run_time_imports("maild.archive.store")) < len(
+        [imp for imp in _imports() if imp.importer == "maild.archive.store"]
+    )
+
+
+def test_the_store_holds_its_collaborators_and_inherits_from_none() -> None:
+    """Store and each of its collaborators is a class of its own (composition): no base classes."""
+    offences = []
+    for module, name in {"maild.archive.store": "Store", **STORE_PARTS}.items():
+        path, tree = _sources()[module]
+        classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+        if not classes:
+            offences.append(f"{path.relative_to(REPO)}: no class {name}")
+        elif classes[0].bases:
+            bases = ", ".join(ast.unparse(b) for b in classes[0].bases)
+            offences.append(f"{path.relative_to(REPO)}:{classes[0].lineno}: {name}({bases})")
+    assert not offences, _report("the Store is composed, not inherited", offences)
+
+
+def test_store_collaborators_depend_on_neither_the_store_nor_a_live_connection() -> None:
+    """A Store collaborator never imports the Store, and imports the connection only for annotations: it is
+    handed one, so a test can build it over a bare ArchiveConnection (tests/unit/test_store_parts.py)."""
+    offences = [
+        str(imp)
+        for module in STORE_PARTS
+        for imp in _imports()
+        if imp.importer == module and _internal(imp) == "maild.archive.store"
+    ]
+    offences += [
+        f"{imp}  (at run time)"
+        for module in STORE_PARTS
+        for imp in _run_time_imports(module)
+        if _internal(imp) == "maild.archive.connection"
+    ]
+    assert not offences, _report("Store collaborators import the Store or the live connection", offences)
+
+
+@pytest.mark.parametrize("module", sorted(ANNOTATION_ONLY))
+def test_annotation_only_modules_import_only_base_modules_at_run_time(module: str) -> None:
+    """The modules of ANNOTATION_ONLY import, at run time, no maild module beyond the base layer."""
+    offences = [
+        str(imp)
+        for imp in _run_time_imports(module)
+        if (target := _internal(imp)) is not None and _package(target) not in BASE
+    ]
+    assert not offences, _report(f"{module}: {ANNOTATION_ONLY[module]}", offences)

@@ -16,7 +16,7 @@ from maild.archive.batches import PreparedBatch
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import cycle as cycle_module
+from maild.fetch import batching
 from maild.fetch.cycle import fetch_cycle
 from maild.model import MessageKey, POP3Key
 from maild.service.budget import Budgets
@@ -295,7 +295,7 @@ async def test_spooled_messages_count_against_the_spool_not_the_memory_budget(
     size against SPOOLED_BATCH_OCTETS, which closes the batch; every spool file is closed after its
     commit and the archive holds every octet."""
     account = await prepare(store, pop3_account())
-    monkeypatch.setattr(cycle_module, "SPOOLED_BATCH_OCTETS", 5 * 2**20)
+    monkeypatch.setattr(batching, "SPOOLED_BATCH_OCTETS", 5 * 2**20)
     raws = {n: make_message(n, size=2 * 2**20 + n) for n in range(1, 6)}
     server = FakeServer((POP3Key(f"uidl-{n}"), raw) for n, raw in raws.items())
     drop = server.session()

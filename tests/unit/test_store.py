@@ -587,7 +587,7 @@ async def test_large_message_in_a_failed_batch_is_not_stored(
     async def broken(*_args: object) -> set[object]:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store, "_linked_keys", broken)  # runs after the messages are inserted
+    monkeypatch.setattr(store.batch_writer, "_linked_keys", broken)  # runs after the messages are inserted
     with pytest.raises(StoreError):
         await store.store_batch("anna-pop", [pop("big", big)], NOW)
     assert await query(store, "SELECT count(*) FROM messages") == [(0,)]

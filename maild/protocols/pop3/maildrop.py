@@ -17,17 +17,14 @@ naming the account, never the password.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Literal, TypeVar, cast
 
 import structlog
 
-from maild.errors import (
-    MaildError,
-)
 from maild.model import (
     InventoryEntry,
     MessageKey,
@@ -37,14 +34,13 @@ from maild.model import (
     ServerSettings,
 )
 from maild.protocols.base import Maildrop
-from maild.protocols.pop3 import identity, wire
+from maild.protocols.pop3.retrieval import RETRWindows, window_budget
 from maild.protocols.pop3.session import (
     ABORT_TIMEOUT_S,
     READ_CHUNK_OCTETS,
     Listing,
     POP3Session,
 )
-from maild.spool import local_failure
 
 __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "POP3Maildrop"]
 
@@ -52,16 +48,11 @@ _T = TypeVar("_T")
 _State = Literal["new", "opening", "open", "broken", "closed"]
 _log = structlog.stdlib.get_logger(__name__)
 
-HAND_OFF_OCTETS = 2**20
-"""About how many octets of messages (LIST sizes) one executor job of :meth:`POP3Maildrop.retrieve`
-reads before handing them to the event loop (at least one message). Bounds what the adapter holds
-beyond the consumer's batches: a whole RETR window (up to ``window_octets``) stays in flight on the
-connection, not in this process."""
-
 MIN_WINDOW_OCTETS = 8 * 2**20
 """Default floor of a RETR window in octets (LIST sizes), whatever the consumer's ``window_octets()``
 asks. The consumer sizes windows by its memory share (:data:`maild.limits.MEMORY_BUDGET_OCTETS`),
-but a POP3 window is not held here (it is read in parts of :data:`HAND_OFF_OCTETS`; the rest waits
+but a POP3 window is not held here (it is read in parts of
+:data:`~maild.protocols.pop3.retrieval.HAND_OFF_OCTETS`; the rest waits
 on the connection), so shrinking it saves no memory and only costs round trips: at 50 ms, 8 MiB per
 window (two in flight) carries about 300 MB/s, more than one stream of the benchmark needs."""
 
@@ -266,42 +257,19 @@ class POP3Maildrop(Maildrop):
             raise RuntimeError("inventory() must run before retrieve() or delete()")
         return self._msgnum_by_uidl.get(key.uidl)
 
-    def _next_window(
-        self, pending: collections.deque[MessageKey], octets: int
-    ) -> list[tuple[MessageKey, int | None]]:
-        """Take the next RETR window off ``pending``: up to ``window`` commands (1 without PIPELINING)
-        and about ``octets`` octets by LIST size, at least one message; keys without a message-number
-        ride along (they fail without asking the server)."""
-        limit = self._window if self._session.pipelining else 1
-        window: list[tuple[MessageKey, int | None]] = []
-        count = total = 0
-        while pending:
-            key = pending[0]
-            msgnum = self._msgnum(key)
-            if msgnum is not None:
-                size = self._size_by_uidl[cast(POP3Key, key).uidl]
-                if count and (count >= limit or total + size > octets):
-                    break
-                count += 1
-                total += size
-            window.append((pending.popleft(), msgnum))
-        return window
-
     async def retrieve(
         self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
     ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
         """RETR each message, pipelined in windows when the server allows; yield in the order of ``keys``.
 
-        Each window is read in parts of about :data:`HAND_OFF_OCTETS` (one executor job each), and a
-        part's messages are yielded once it has arrived, so the adapter holds one part, not a window.
-        When the session breaks mid-window, the messages of the window that arrived whole before it
-        are yielded first, then the error is raised (the fetch cycle commits them).
-        With PIPELINING the next window's RETRs go out before the current window's replies are read
-        (a sliding window: the server never waits for the consumer, and at most two windows are
-        requested and unread at a time). Windows hold up to ``window`` commands and about
-        ``window_octets()`` octets by LIST size (asked again for each window; default the adapter's
-        ``window_octets``); a consumer's ``window_octets()`` is raised to the adapter's
-        ``min_window_octets``: the window is on the connection, not in memory.
+        The windows are :class:`~maild.protocols.pop3.retrieval.RETRWindows`': read in parts of about
+        :data:`~maild.protocols.pop3.retrieval.HAND_OFF_OCTETS` (one executor job each, so the adapter
+        holds one part, not a window), the next window's RETRs sent before the current one's replies
+        are read (with PIPELINING; at most two windows requested and unread). When the session breaks
+        mid-window, the messages that arrived whole before it are yielded first, then the error is
+        raised (the fetch cycle commits them). Windows hold up to ``window`` commands and about
+        ``window_octets()`` octets by LIST size (asked per window; default the adapter's
+        ``window_octets``, and never below ``min_window_octets``: a window waits on the connection).
         ``raw`` is the message exactly as sent after un-stuffing, CRLF line endings (RFC 1939 section 3).
         A ``-ERR`` to one RETR yields :class:`RetrievalFailure` with the server's line; a key not in this
         session's inventory (or with a duplicated UIDL) yields RetrievalFailure without asking the server.
@@ -323,129 +291,24 @@ class POP3Maildrop(Maildrop):
         for key in keys:  # checks every key before the first RETR
             self._msgnum(key)
 
-        def budget() -> int:
-            if window_octets is None:
-                return self._window_octets
-            return max(window_octets(), self._min_window_octets)
-
-        pending = collections.deque(keys)
-        window = self._next_window(pending, budget())
-        sent = False
-        while window:
-            ahead = self._next_window(pending, budget())
-            send_ahead = ahead if self._session.pipelining else []
-            # the first job sends this window's RETRs (unless sent ahead already) and the next window's
-            to_send = [[] if sent else [n for _, n in window if n is not None]]
-            to_send.append([n for _, n in send_ahead if n is not None])
-            sent = any(n is not None for _, n in send_ahead)
-            for part in self._hand_off_parts(window):
-                replies, mismatched, broken = await self._run(
-                    functools.partial(self._retrieve_part, part, to_send)
-                )
-                to_send = []
-                results = self._part_results(part, replies, mismatched)
-                del replies
-                results.reverse()
-                while results:
-                    yield results.pop()  # drop our reference before the consumer runs
-                if broken is not None:
-                    raise broken
-            window = ahead
-
-    def _hand_off_parts(
-        self, window: Sequence[tuple[MessageKey, int | None]]
-    ) -> list[list[tuple[MessageKey, int | None]]]:
-        """Cut a RETR window into the parts one executor job reads: about :data:`HAND_OFF_OCTETS`
-        by LIST size, at least one message each."""
-        parts: list[list[tuple[MessageKey, int | None]]] = []
-        part: list[tuple[MessageKey, int | None]] = []
-        octets = 0
-        for key, msgnum in window:
-            part.append((key, msgnum))
-            if msgnum is not None:
-                octets += self._size_by_uidl[cast(POP3Key, key).uidl]
-                if octets >= HAND_OFF_OCTETS:
-                    parts.append(part)
-                    part, octets = [], 0
-        if part:
-            parts.append(part)
-        return parts
-
-    def _part_results(
-        self,
-        part: Sequence[tuple[MessageKey, int | None]],
-        replies: list[wire.Reply],
-        mismatched: frozenset[int],
-    ) -> list[RetrievedMessage | RetrievalFailure]:
-        """What to yield for ``part``: its messages and failures in order, up to the first reply that
-        did not arrive (the session broke there)."""
-        results: list[RetrievedMessage | RetrievalFailure] = []
-        it = iter(replies)
-        for key, msgnum in part:
-            if msgnum is None:
-                duplicate = cast(POP3Key, key).uidl in self._duplicates
-                reason = (
-                    "UIDL is not unique in the maildrop" if duplicate else "not in this session's inventory"
-                )
-                results.append(RetrievalFailure(key, reason))
-                continue
-            reply = next(it, None)
-            if reply is None:  # the session broke before this reply was complete
-                break
-            body = reply.spooled if reply.spooled is not None else reply.body
-            if reply.spool_error is not None:  # read and dropped: not retrieved this cycle
-                results.append(local_failure(key, reply.spool_error))
-            elif body is None:
-                results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
-            elif msgnum in mismatched:
-                uidl = cast(POP3Key, key).uidl
-                _log.warning("pop3.identity.mismatch", account=self._settings.account, key=uidl)
-                reason = "content differs from its digest identity; not stored"
-                results.append(RetrievalFailure(key, reason))
-                if reply.spooled is not None:
-                    reply.spooled.close()
-            else:
-                results.append(RetrievedMessage(key, body))
-        return results
-
-    def _retrieve_part(
-        self, part: Sequence[tuple[MessageKey, int | None]], send: Sequence[Sequence[int]] = ()
-    ) -> tuple[list[wire.Reply], frozenset[int], MaildError | None]:
-        """Read the RETR replies of one part of a window (in the worker thread), after sending the
-        RETRs of each list of message-numbers in ``send`` (one send each: the window's own on its
-        first part, unless sent ahead already, and the next window's, read by later jobs).
-
-        With digest identities, also return the message-numbers whose octets do not match their
-        identity (see :func:`~maild.protocols.pop3.identity.key_matches`), which must not be stored
-        under it. When the session breaks, return the replies that arrived whole before it (a prefix
-        of the part's) with the error, for the caller to raise after yielding them."""
-        targets = [(cast(POP3Key, key), n) for key, n in part if n is not None]
-        session = self._session
-        replies: list[wire.Reply] = []
-        broken: MaildError | None = None
-        try:
-            with session.mapped("retrieving"):
-                for numbers in send:
-                    if numbers:
-                        session.send_ahead([f"RETR {n}" for n in numbers], multiline=True)
-                session.receive(len(targets), multiline=True, into=replies, spool=self.spool)
-        except MaildError as exc:  # mapped: the session is broken
-            broken = exc
-        if self._identity != "content-digest":
-            return replies, frozenset(), broken
-        mismatched = frozenset(
-            n
-            for (key, n), reply in zip(targets, replies, strict=False)
-            if (
-                reply.body is not None
-                and not identity.key_matches(key.uidl, reply.body, self._size_by_uidl[key.uidl])
-            )
-            or (
-                reply.spooled is not None
-                and not identity.spooled_key_matches(key.uidl, reply.spooled, self._size_by_uidl[key.uidl])
-            )
+        windows = RETRWindows(
+            self._session,
+            self._run,
+            account=self._settings.account,
+            window=self._window,
+            msgnum=self._msgnum,
+            size_by_uidl=self._size_by_uidl,
+            duplicates=self._duplicates,
+            digests=self._identity == "content-digest",
+            spool=self.spool,
         )
-        return replies, mismatched, broken
+        budget = window_budget(window_octets, self._window_octets, self._min_window_octets)
+        async with contextlib.aclosing(windows.results(keys, budget)) as results:
+            while True:
+                try:
+                    yield await anext(results)  # no local reference while the consumer runs
+                except StopAsyncIteration:
+                    return
 
     async def header_fields(
         self, keys: Sequence[MessageKey], *, max_octets: int
