@@ -74,7 +74,7 @@ async def count(store: Store) -> int:
 
 
 async def wait_idle(store: Store) -> None:
-    assert await asyncio.to_thread(store.checkpointer.wait_idle, 60)
+    assert await asyncio.to_thread(store.db.checkpointer.wait_idle, 60)
 
 
 async def test_the_wal_state_read_from_the_shm_file_agrees_with_sqlite(tmp_path: Path) -> None:
@@ -83,14 +83,14 @@ async def test_the_wal_state_read_from_the_shm_file_agrees_with_sqlite(tmp_path:
     store = await opened(tmp_path / "a.sqlite3")
     try:
         await store.store_batch("anna-pop", batch(), NOW)
-        before = store.checkpointer.wal_state()
+        before = store.db.checkpointer.wal_state()
         assert before is not None
         other = sqlite3.connect(tmp_path / "a.sqlite3")
         try:
             busy, frames, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             other.close()
-        after = store.checkpointer.wal_state()
+        after = store.db.checkpointer.wal_state()
     finally:
         await store.close()
     assert busy == 0
@@ -111,19 +111,19 @@ async def test_the_writer_does_not_checkpoint_and_the_checkpointer_copies_past_i
     try:
         assert await store._scalar("PRAGMA wal_autocheckpoint") == 0
         await wait_idle(store)  # the new archive's schema is more than 1 MiB of 32 KiB pages
-        start = store.checkpointer.wal_state()
+        start = store.db.checkpointer.wal_state()
         assert start is not None
-        done = store.checkpointer.checkpoints
+        done = store.db.checkpointer.checkpoints
         state = start
         while state.pending_octets < MIB:
             await store.store_batch("anna-pop", batch(), NOW)
-            new = store.checkpointer.wal_state()
+            new = store.db.checkpointer.wal_state()
             assert new is not None
             assert new.backfilled == start.backfilled or new.pending_octets >= MIB
             state = new
         await wait_idle(store)
-        after = store.checkpointer.wal_state()
-        assert store.checkpointer.checkpoints == done + 1
+        after = store.db.checkpointer.wal_state()
+        assert store.db.checkpointer.checkpoints == done + 1
     finally:
         await store.close()
     assert after is not None
@@ -141,7 +141,7 @@ async def test_the_wal_stays_under_its_bound_under_a_stream_of_batches(
     try:
         for _ in range(60):
             await store.store_batch("anna-pop", batch(), NOW)
-            state = store.checkpointer.wal_state()
+            state = store.db.checkpointer.wal_state()
             assert state is not None
             most = max(most, state.octets)
         stored = await count(store)
@@ -160,7 +160,7 @@ async def test_the_wal_file_never_passes_its_bound_while_storing(tmp_path: Path,
     try:
         for _ in range(40):
             await store.store_batch("anna-pop", batch(), NOW)
-            state = store.checkpointer.wal_state()
+            state = store.db.checkpointer.wal_state()
             assert state is not None
             assert os.path.getsize(f"{db}-wal") <= wal_file_bound(
                 state.page_size, 4 * MIB + BATCH_MARGIN_OCTETS
@@ -194,16 +194,16 @@ async def test_a_reader_holding_a_read_transaction_stops_storing_at_the_bound(
         assert refused is not None
         assert re.search(r"write-ahead log holds \d+ MiB \(bound 4 MiB\)", str(refused))
         assert "read transaction open" in str(refused)
-        held = store.checkpointer.wal_state()
+        held = store.db.checkpointer.wal_state()
         assert held is not None
         assert 4 * MIB <= held.octets <= 4 * MIB + BATCH_MARGIN_OCTETS
         assert await count(store) == stored * BATCH
         with pytest.raises(StoreError):  # and again, without growing
             await store.store_batch("anna-pop", batch(), NOW)
-        assert store.checkpointer.wal_state() == held
+        assert store.db.checkpointer.wal_state() == held
         reader.execute("COMMIT")
         await store.store_batch("anna-pop", batch(), NOW)
-        again = store.checkpointer.wal_state()
+        again = store.db.checkpointer.wal_state()
         assert await count(store) == (stored + 1) * BATCH
     finally:
         reader.close()
@@ -262,22 +262,22 @@ async def test_a_checkpointer_failing_again_and_again_is_logged_once_and_storing
     try:
         await store.store_batch("anna-pop", batch(), NOW)
         await wait_idle(store)
-        start = store.checkpointer.wal_state()
+        start = store.db.checkpointer.wal_state()
         assert start is not None
         holder = hold_checkpoint_lock(Path(f"{db}-shm"), checkpoint_lock_holder)
         with capture_logs() as logs:
             for _ in range(4):  # each past the checkpointer's 1 MiB, all under the writer's 8 MiB
                 await store.store_batch("anna-pop", batch(), NOW)
                 await wait_idle(store)
-            failing = store.checkpointer.attempts
-            state = store.checkpointer.wal_state()
+            failing = store.db.checkpointer.attempts
+            state = store.db.checkpointer.wal_state()
             assert holder.stdin is not None
             holder.stdin.close()
             holder.wait()
             await store.store_batch("anna-pop", batch(), NOW)
             await wait_idle(store)
         assert await count(store) == 6 * BATCH
-        after = store.checkpointer.wal_state()
+        after = store.db.checkpointer.wal_state()
     finally:
         await store.close()
     assert failing >= 2
@@ -300,7 +300,7 @@ async def test_closing_ends_the_checkpointer_thread_and_empties_the_wal(tmp_path
     store = await opened(db)
     for _ in range(4):
         await store.store_batch("anna-pop", batch(), NOW)
-    thread = store.checkpointer._thread
+    thread = store.db.checkpointer._thread
     assert thread is not None
     await store.close()
     assert not thread.is_alive()
