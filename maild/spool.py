@@ -37,8 +37,25 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-from maild import model
 from maild.errors import MaildError
+from maild.spool_view import Kept, MarkRecorder, SpooledView
+
+__all__ = [
+    "SPOOL_FAILURE_PREFIX",
+    "SPOOL_HEAD_OCTETS",
+    "SPOOL_MAX_OCTETS",
+    "SPOOL_NAME_PREFIX",
+    "SPOOL_PART_OCTETS",
+    "SPOOL_RESERVE_OCTETS",
+    "SPOOL_THRESHOLD_OCTETS",
+    "Kept",
+    "Spool",
+    "SpoolFull",
+    "SpoolWriter",
+    "SpooledBody",
+    "SpooledView",
+    "is_spool_failure",
+]
 
 SPOOL_THRESHOLD_OCTETS = 2**20
 """Messages of at least this many octets are spooled to a file as they arrive (1 MiB); smaller ones
@@ -204,6 +221,7 @@ class SpoolWriter:
         self._fd = fd
         self._hash = hashlib.sha256()
         self._head = bytearray()
+        self._marks = MarkRecorder(SPOOL_HEAD_OCTETS)
         self._size = 0
         self._checked = 0  # octets written when the free space was last checked
         self._done = False
@@ -243,6 +261,7 @@ class SpoolWriter:
         if len(self._head) < SPOOL_HEAD_OCTETS:
             self._head += data[: SPOOL_HEAD_OCTETS - len(self._head)]
         self._hash.update(data)
+        self._marks.feed(data)
         try:
             with memoryview(data) as view:
                 done = 0
@@ -256,7 +275,10 @@ class SpoolWriter:
         """The spooled message; the writer is done (its file now belongs to the body)."""
         self._done = True
         self._finalizer.detach()
-        return SpooledBody(self._spool, self._fd, self._size, self._hash.hexdigest(), bytes(self._head))
+        head = bytes(self._head)
+        return SpooledBody(
+            self._spool, self._fd, self._size, self._hash.hexdigest(), head, self._marks.finish(head)
+        )
 
     def abort(self) -> None:
         """Close and forget the file (idempotent)."""
@@ -271,18 +293,20 @@ class SpooledBody:
         size_octets: the message's length in octets (as :func:`len` of its octets would be).
         sha256: the SHA-256 of its octets, lower-case hex (as ``maild.message.sha256_hex``).
         head: its first :data:`SPOOL_HEAD_OCTETS` octets (all of them if shorter).
+        kept: the head and the marks past it (:mod:`maild.spool_view`): what the store parses.
 
     The file is closed (and with it gone from the disk) by :meth:`close`, or when the body is no
     longer referenced; reading a closed body raises ``ValueError``.
     """
 
-    __slots__ = ("__weakref__", "_fd", "_finalizer", "head", "sha256", "size_octets")
+    __slots__ = ("__weakref__", "_fd", "_finalizer", "head", "kept", "sha256", "size_octets")
 
-    def __init__(self, spool: Spool, fd: int, size_octets: int, sha256: str, head: bytes) -> None:
+    def __init__(self, spool: Spool, fd: int, size_octets: int, sha256: str, head: bytes, kept: Kept) -> None:
         self._fd = fd
         self.size_octets = size_octets
         self.sha256 = sha256
         self.head = head
+        self.kept = kept
         self._finalizer = weakref.finalize(self, spool._release, size_octets, fd)
 
     def __repr__(self) -> str:
@@ -346,84 +370,3 @@ class SpooledBody:
             ValueError, OSError: as for :meth:`parts`.
         """
         return b"".join([bytes(part) for part in self.parts()])
-
-
-_VIEW_FIRST_OCTETS = 64 * 2**10
-"""Octets a :class:`SpooledView` search reads first beyond the head (a line end, a boundary close by);
-it reads :data:`SPOOL_PART_OCTETS` at a time after that."""
-
-
-class SpooledView:
-    """A read-only, bytes-like view of a spooled message for the archive's parsers.
-
-    Supports exactly what :mod:`maild.message`, :mod:`maild.archive.mime` and
-    :mod:`maild.archive.index_text` do with a message's octets: ``len``, an index, a slice (a copy
-    of that range), ``find(sub, start, end)`` and ``startswith(prefix, start)``; each answers as the
-    same call on the whole ``bytes`` would (tests/unit/test_spool.py compares them). The head is
-    read from memory; the rest with ``pread`` in parts of at most :data:`SPOOL_PART_OCTETS`, the
-    last one kept, so a walk over the parts holds about a megabyte, never the message.
-    """
-
-    __slots__ = ("_body", "_cache", "_cache_at")
-
-    def __init__(self, body: model.SpooledBody) -> None:
-        self._body = body
-        self._cache = body.head
-        self._cache_at = 0
-
-    def __len__(self) -> int:
-        return self._body.size_octets
-
-    def _read(self, start: int, stop: int) -> bytes:
-        size = self._body.size_octets
-        start, stop = max(0, min(start, size)), max(0, min(stop, size))
-        if stop <= start:
-            return b""
-        at, cache = self._cache_at, self._cache
-        if at <= start and stop <= at + len(cache):
-            return cache[start - at : stop - at]
-        data = self._body.read_at(start, stop - start)
-        if len(data) <= SPOOL_PART_OCTETS:
-            self._cache, self._cache_at = data, start
-        return data
-
-    def __getitem__(self, index: int | slice) -> int | bytes:
-        size = self._body.size_octets
-        if isinstance(index, slice):
-            start, stop, step = index.indices(size)
-            if step != 1:
-                raise ValueError("a spooled view is sliced with step 1 only")
-            return self._read(start, stop)
-        if index < 0:
-            index += size
-        if not 0 <= index < size:
-            raise IndexError("spooled view index out of range")
-        return self._read(index, index + 1)[0]
-
-    def startswith(self, prefix: bytes | tuple[bytes, ...], start: int = 0) -> bool:
-        """As :meth:`bytes.startswith` with a start offset."""
-        prefixes = prefix if isinstance(prefix, tuple) else (prefix,)
-        if start < 0:
-            start = max(0, start + self._body.size_octets)
-        return any(self._read(start, start + len(p)) == p for p in prefixes)
-
-    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
-        """As :meth:`bytes.find` (``start``/``end`` offsets, negative ones counted from the end)."""
-        size = self._body.size_octets
-        start, end, _ = slice(start, end).indices(size)
-        if not sub:
-            return start if start <= end else -1
-        overlap = len(sub) - 1
-        pos = start
-        step = _VIEW_FIRST_OCTETS
-        while pos + len(sub) <= end:
-            stop = min(end, pos + step + overlap)
-            chunk = self._read(pos, stop)
-            hit = chunk.find(sub)
-            if hit >= 0:
-                return pos + hit
-            if stop >= end:
-                return -1
-            pos = stop - overlap
-            step = SPOOL_PART_OCTETS
-        return -1
