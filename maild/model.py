@@ -155,7 +155,7 @@ class RetrievedMessage:
     def held_octets(self) -> int:
         """Octets of the message held in memory: all of it, or a spooled message's head."""
         raw = self.raw
-        return len(raw) if isinstance(raw, bytes | bytearray) else len(raw.head)
+        return len(raw) if isinstance(raw, bytes | bytearray) else raw.kept.octets
 
     @property
     def spooled(self) -> SpooledBody | None:

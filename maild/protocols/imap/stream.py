@@ -293,8 +293,8 @@ def retrieved(
 
 
 def _held(body: bytes | SpooledBody) -> int:
-    """Octets of a body held in memory: all of it, or a spooled one's head (:mod:`maild.spool`)."""
-    return len(body) if isinstance(body, bytes | bytearray) else len(body.head)
+    """Octets of a body held in memory: all of it, or what a spooled one keeps (:mod:`maild.spool_view`)."""
+    return len(body) if isinstance(body, bytes | bytearray) else body.kept.octets
 
 
 async def retrieve_segment(
