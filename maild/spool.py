@@ -49,6 +49,7 @@ __all__ = [
     "SPOOL_RESERVE_OCTETS",
     "SPOOL_THRESHOLD_OCTETS",
     "Kept",
+    "LenientSpoolWriter",
     "Spool",
     "SpoolFull",
     "SpoolWriter",
@@ -284,6 +285,66 @@ class SpoolWriter:
         """Close and forget the file (idempotent)."""
         self._done = True
         self._finalizer()
+
+
+class LenientSpoolWriter:
+    """One message's spool file as both adapters' hooks write it: opened at the first part; when the
+    spool cannot take the message (:class:`SpoolFull`) the file is dropped, the reason kept in
+    :attr:`error` (``"local spool: ..."``) and every later part ignored, so that the adapter still reads
+    the message off the connection and fails that message only.
+
+    Used by one thread at a time (the POP3 worker thread; the IMAP literal's writer jobs, one after
+    another).
+
+    Args:
+        spool: where the file goes.
+    """
+
+    __slots__ = ("_spool", "_writer", "error")
+
+    def __init__(self, spool: Spool) -> None:
+        self._spool = spool
+        self._writer: SpoolWriter | None = None
+        self.error: str | None = None
+        """Why the spool could not take the message (begins with :data:`SPOOL_FAILURE_PREFIX`), or None."""
+
+    @property
+    def started(self) -> bool:
+        """Whether a part was written (or the spool refused one)."""
+        return self._writer is not None or self.error is not None
+
+    def write(self, part: bytes | bytearray | memoryview) -> None:
+        """Append ``part``, or ignore it after a failure. Never raises :class:`SpoolFull`: see
+        :attr:`error`."""
+        if self.error is not None:
+            return  # the spool failed for this message: read and dropped
+        try:
+            if self._writer is None:
+                self._writer = self._spool.writer()
+            self._writer.write(part)
+        except SpoolFull as exc:
+            self.fail(str(exc))
+
+    def fail(self, reason: str) -> None:
+        """Drop the file; the message fails with ``reason`` (prefixed with :data:`SPOOL_FAILURE_PREFIX`)."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        if self.error is None:
+            self.error = f"{SPOOL_FAILURE_PREFIX}{reason}"
+
+    def finish(self) -> SpooledBody | str | None:
+        """The spooled body; the failure's reason; or None when nothing was written."""
+        if self.error is not None:
+            return self.error
+        writer, self._writer = self._writer, None
+        return writer.finish() if writer is not None else None
+
+    def abort(self) -> None:
+        """Drop the file of a message that will not complete (idempotent)."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
 
 
 class SpooledBody:
