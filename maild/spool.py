@@ -16,8 +16,9 @@ Nothing of a spool file is ever needed after a crash: a message counts as retrie
 batch holding it is committed, and the server still has it until then (docs/guarantee.md).
 
 Disk: all spool files of a process together hold at most :data:`SPOOL_MAX_OCTETS`, and a message is
-spooled only while the file system keeps :data:`SPOOL_RESERVE_OCTETS` free after it (the archive
-needs the room to commit it). A spool that cannot take a message (that bound, or ``ENOSPC`` while
+spooled only while the file system keeps a reserve free after it (the archive needs the room to
+commit it): :data:`SPOOL_RESERVE_OCTETS` (256 MiB), or :data:`SPOOL_RESERVE_SHARE` (5 %) of the file
+system's size where that is less. A spool that cannot take a message (that bound, or ``ENOSPC`` while
 writing) raises :class:`SpoolFull`: the adapter reads the rest of the message off the connection,
 discards it and reports that one message as not retrieved this cycle (nothing is stored, nothing
 deleted; it is retried at the next cycle).
@@ -34,7 +35,7 @@ import hashlib
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from maild.errors import MaildError
@@ -47,6 +48,7 @@ __all__ = [
     "SPOOL_NAME_PREFIX",
     "SPOOL_PART_OCTETS",
     "SPOOL_RESERVE_OCTETS",
+    "SPOOL_RESERVE_SHARE",
     "SPOOL_THRESHOLD_OCTETS",
     "Kept",
     "LenientSpoolWriter",
@@ -75,8 +77,16 @@ messages of at most two batches (one committing, one filling), each closed at
 MB. A message that would pass it fails this cycle (:class:`SpoolFull`) and is tried again at the
 next."""
 SPOOL_RESERVE_OCTETS = 256 * 2**20
-"""Free octets the archive's file system must keep after a message is spooled (256 MiB): the commit
-copies the message into the archive, which needs the room (and its WAL about as much again)."""
+"""Most free octets the archive's file system must keep after a message is spooled (256 MiB): the
+commit copies the message into the archive, which needs the room (and its WAL about as much again).
+On a small file system the reserve is :data:`SPOOL_RESERVE_SHARE` of its size instead, whichever is
+less (:meth:`Spool.reserve_for`)."""
+SPOOL_RESERVE_SHARE = 0.05
+"""The reserve's share of the file system's size (5 %) when that is less than
+:data:`SPOOL_RESERVE_OCTETS`: 256 MiB would refuse every large message on a disk of a few GB that
+earlier code (holding messages in memory) filled to the last 100 MB; 5 % of a 2 GiB disk is about
+100 MiB, still several times the largest commit of a batch (32 MiB of spooled messages,
+``maild.fetch.cycle.SPOOLED_BATCH_OCTETS``)."""
 SPOOL_FAILURE_PREFIX = "local spool: "
 """How the reason of a message the spool could not take begins (:func:`is_spool_failure`)."""
 SPOOL_NAME_PREFIX = ".maild-spool-"
@@ -104,7 +114,11 @@ class Spool:
             system, so that the reserve check sees the disk the commit needs).
         threshold_octets: spool messages of at least this size (:data:`SPOOL_THRESHOLD_OCTETS`).
         max_octets: the bound on all open spool files (:data:`SPOOL_MAX_OCTETS`).
-        reserve_octets: free octets to leave on the file system (:data:`SPOOL_RESERVE_OCTETS`).
+        reserve_octets: the most free octets to leave on the file system (:data:`SPOOL_RESERVE_OCTETS`).
+        reserve_share: the share of the file system's size to leave free when that is less
+            (:data:`SPOOL_RESERVE_SHARE`, 0 to 1).
+        statvfs: reads the file system's figures from a descriptor (``os.fstatvfs``; a test double
+            in tests).
     """
 
     def __init__(
@@ -114,13 +128,17 @@ class Spool:
         threshold_octets: int = SPOOL_THRESHOLD_OCTETS,
         max_octets: int = SPOOL_MAX_OCTETS,
         reserve_octets: int = SPOOL_RESERVE_OCTETS,
+        reserve_share: float = SPOOL_RESERVE_SHARE,
+        statvfs: Callable[[int], os.statvfs_result] = os.fstatvfs,
     ) -> None:
-        if threshold_octets < 1 or max_octets < 1 or reserve_octets < 0:
-            raise ValueError("spool limits must be positive")
+        if threshold_octets < 1 or max_octets < 1 or reserve_octets < 0 or not 0 <= reserve_share <= 1:
+            raise ValueError("spool limits must be positive (the reserve's share from 0 to 1)")
         self.directory = directory
         self.threshold_octets = threshold_octets
         self.max_octets = max_octets
         self.reserve_octets = reserve_octets
+        self.reserve_share = reserve_share
+        self._statvfs = statvfs
         self._lock = threading.RLock()  # a finalizer may run inside a locked block (GC)
         self._held = 0
         self._open = 0
@@ -200,16 +218,22 @@ class Spool:
         with contextlib.suppress(OSError):
             os.close(fd)
 
+    def reserve_for(self, size_octets: int) -> int:
+        """The free octets to keep on a file system of ``size_octets``: the lesser of
+        :attr:`reserve_octets` and :attr:`reserve_share` of its size."""
+        return min(self.reserve_octets, int(size_octets * self.reserve_share))
+
     def _check_free(self, fd: int, more_octets: int) -> None:
         try:
-            st = os.fstatvfs(fd)
+            st = self._statvfs(fd)
         except OSError:
             return
         free = st.f_bavail * st.f_frsize
-        if free - more_octets < self.reserve_octets:
+        reserve = self.reserve_for(st.f_blocks * st.f_frsize)
+        if free - more_octets < reserve:
             raise SpoolFull(
                 f"{free} octets free in {self.directory}: spooling {more_octets} more would leave less"
-                f" than the reserve of {self.reserve_octets}"
+                f" than the reserve of {reserve}"
             )
 
 
