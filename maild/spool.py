@@ -4,9 +4,14 @@ A message of at least :data:`SPOOL_THRESHOLD_OCTETS` is handed by the adapter (t
 body parts, an IMAP literal) to a :class:`SpoolWriter` in parts; the writer hashes (SHA-256) and
 writes each part, and keeps the first :data:`SPOOL_HEAD_OCTETS` in memory (the header section and
 the start of the body: the header summary, header identities and the failed-header display read
-only these). :meth:`SpoolWriter.finish` returns a :class:`SpooledBody`, which the archive copies
-into the message's blob in bounded parts inside the batch's transaction
-(:mod:`maild.archive.batches`) and the fetch cycle closes once the batch is committed.
+only these) and, past them, the octets around each ``--`` (MIME boundary lines and part headers:
+:mod:`maild.spool_view`), so that the store parses the message without reading its file.
+:meth:`SpoolWriter.finish` returns a :class:`SpooledBody`, which the archive copies into the
+message's blob in bounded parts inside the batch's transaction (:mod:`maild.archive.batches`): the
+one read of the file; the fetch cycle closes it once the batch is committed.
+
+Both adapters' hooks write through a :class:`LenientSpoolWriter` (open at the first part; on
+:class:`SpoolFull` drop the file and keep ``"local spool: ..."`` as the message's failure).
 
 The file: created in the archive's directory with ``O_TMPFILE`` (no name at all: it disappears when
 its descriptor is closed, also when the process is killed) or, where the file system lacks it, with
@@ -23,8 +28,9 @@ writing) raises :class:`SpoolFull`: the adapter reads the rest of the message of
 discards it and reports that one message as not retrieved this cycle (nothing is stored, nothing
 deleted; it is retried at the next cycle).
 
-Thread safety: a writer and a body are used by one thread at a time (the POP3 worker thread, or the
-event loop and then the store's worker thread); the disk count is shared and locked.
+Thread safety: a writer and a body are used by one thread at a time (the POP3 worker thread; for
+IMAP, executor jobs one after another, never the event loop: :mod:`maild.protocols.imap.spooling`;
+then the store's worker thread); the disk count is shared and locked.
 """
 
 from __future__ import annotations
