@@ -9,8 +9,13 @@ import os
 import threading
 from pathlib import Path
 
-from maild.protocols.imap.spooling import SPOOL_QUEUE_PARTS, SPOOL_RESUME_PARTS, SpoolingLiteral
-from maild.spool import SPOOL_PART_OCTETS, Spool, SpooledBody, is_spool_failure
+from maild.protocols.imap.spooling import (
+    SPOOL_QUEUE_PART_OCTETS,
+    SPOOL_QUEUE_PARTS,
+    SPOOL_RESUME_PARTS,
+    SpoolingLiteral,
+)
+from maild.spool import Spool, SpooledBody, is_spool_failure
 from tests.support.gated_spool import GATE_TIMEOUT_S, GatedSpool
 
 
@@ -35,7 +40,7 @@ async def test_writes_run_in_a_worker_and_a_full_queue_pauses_reading(tmp_path: 
     outcome is the spooled body, byte-exact."""
     spool = GatedSpool(tmp_path)
     flow = Flow()
-    data = os.urandom((SPOOL_QUEUE_PARTS + 2) * SPOOL_PART_OCTETS + 12345)
+    data = os.urandom((SPOOL_QUEUE_PARTS + 2) * SPOOL_QUEUE_PART_OCTETS + 12345)
     loop = asyncio.get_running_loop()
     literal = SpoolingLiteral(spool, len(data), loop, flow.pause, flow.resume)
     view = memoryview(data)
@@ -67,9 +72,9 @@ async def test_writes_run_in_a_worker_and_a_full_queue_pauses_reading(tmp_path: 
 async def test_a_failing_write_fails_that_literal_only(tmp_path: Path) -> None:
     """A spool that cannot take the literal (its bound) drops the rest as it arrives; the outcome is
     the reason ("local spool: ..."), and reading is never left paused."""
-    spool = Spool(tmp_path, max_octets=SPOOL_PART_OCTETS)
+    spool = Spool(tmp_path, max_octets=SPOOL_QUEUE_PART_OCTETS)
     flow = Flow()
-    data = os.urandom(3 * SPOOL_PART_OCTETS)
+    data = os.urandom(3 * SPOOL_QUEUE_PART_OCTETS)
     literal = SpoolingLiteral(spool, len(data), asyncio.get_running_loop(), flow.pause, flow.resume)
     for start in range(0, len(data), 100_000):
         literal.extend(data[start : start + 100_000])

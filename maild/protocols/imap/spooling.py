@@ -6,8 +6,8 @@ received chunk, ``len`` to see how many are still owed) and hands the collected 
 ``append_to_resp`` when the count is reached. The streaming FETCH command
 (:class:`~maild.protocols.imap.commands._StreamingFetchCommand`) puts a :class:`SpoolingLiteral`
 there instead for a literal of at least the spool's threshold. On the event loop (inside
-``data_received``) it only gathers the received octets into parts of
-:data:`~maild.spool.SPOOL_PART_OCTETS`; each part is written (hashed, its marks kept, ``write(2)``)
+``data_received``) it only gathers the received octets into parts of :data:`SPOOL_QUEUE_PART_OCTETS`;
+each part is written (hashed, its marks kept, ``write(2)``)
 by a job in the loop's default executor, one part after another, so a slow or congested disk never
 stalls the loop that serves every account's connections. At the end it becomes a
 :class:`~maild.protocols.imap.lex.SpooledLiteral` whose ``outcome`` resolves once the last part is
@@ -15,7 +15,8 @@ written; the streaming retrieval awaits it before it hands the message on
 (:mod:`maild.protocols.imap.stream`).
 
 Bounds: at most :data:`SPOOL_QUEUE_PARTS` parts wait for the writer (plus the part being gathered
-and the one being written); when the queue is that long, reading from the connection pauses
+and the one being written: 1.5 MiB in all, about what the first version held in its one pending
+part); when the queue is that long, reading from the connection pauses
 (``transport.pause_reading``: TCP flow control then holds the server back) until the writer has
 brought it down to :data:`SPOOL_RESUME_PARTS`. Each job writes one part and returns: no thread
 ever waits for the network, so the writers cannot hold up each other or the rest of the executor.
@@ -32,11 +33,16 @@ from collections import deque
 from collections.abc import Callable
 
 from maild.protocols.imap.lex import SpooledLiteral
-from maild.spool import SPOOL_PART_OCTETS, LenientSpoolWriter, Spool, SpooledBody
+from maild.spool import LenientSpoolWriter, Spool, SpooledBody
 
+SPOOL_QUEUE_PART_OCTETS = 256 * 2**10
+"""Octets of one part handed to the writer (256 KiB): small enough that the parts waiting stay within
+what the first version held (a 1 MiB part, gathered on the loop), large enough that the hand-offs
+cost nothing measurable (about 700 for the benchmark corpus's 174 MB of spooled messages)."""
 SPOOL_QUEUE_PARTS = 4
-"""Parts of :data:`~maild.spool.SPOOL_PART_OCTETS` (4 MiB in all) a literal may have waiting for its
-writer before reading from the connection pauses."""
+"""Parts of :data:`SPOOL_QUEUE_PART_OCTETS` (1 MiB in all) a literal may have waiting for its writer
+before reading from the connection pauses. With 1 MiB parts and four waiting, one account's peak
+in the benchmark grew by 4-5 MB (docs/performance.md, "Session 8: the spool's CPU")."""
 SPOOL_RESUME_PARTS = 1
 """Parts still waiting when reading resumes after a pause (the writer has work while data comes)."""
 
@@ -94,7 +100,7 @@ class SpoolingLiteral:
         if self._failed:
             return  # dropped: the spool failed for this message
         self._pending += data
-        if len(self._pending) >= SPOOL_PART_OCTETS:
+        if len(self._pending) >= SPOOL_QUEUE_PART_OCTETS:
             self._enqueue()
 
     def finish(self) -> SpooledLiteral:
