@@ -74,8 +74,10 @@ class SpoolingLiteral:
         self._pause = pause_reading
         self._resume = resume_reading
         self._received = 0
-        self._pending = bytearray()
-        self._queue: deque[bytearray] = deque()
+        self._free: list[bytearray] = []  # part buffers the writer is done with, to fill again
+        self._pending = bytearray(SPOOL_QUEUE_PART_OCTETS)
+        self._filled = 0
+        self._queue: deque[bytearray | memoryview] = deque()
         self._writing = False
         self._failed = False
         self._finished = False
@@ -96,25 +98,32 @@ class SpoolingLiteral:
     def extend(self, data: bytes | bytearray | memoryview) -> None:
         """Take the next received octets (aioimaplib never passes more than are owed). ``data`` may
         be a view of a reused read buffer: it is copied into the part being gathered."""
-        self._received += len(data)
+        n = len(data)
+        self._received += n
         if self._failed:
             return  # dropped: the spool failed for this message
-        self._pending += data
-        if len(self._pending) >= SPOOL_QUEUE_PART_OCTETS:
-            self._enqueue()
+        done = 0
+        while done < n:  # into preallocated part buffers (growing a bytearray cost reallocations)
+            take = min(n - done, SPOOL_QUEUE_PART_OCTETS - self._filled)
+            self._pending[self._filled : self._filled + take] = data[done : done + take]
+            self._filled += take
+            done += take
+            if self._filled == SPOOL_QUEUE_PART_OCTETS:
+                self._enqueue(self._pending)
 
     def finish(self) -> SpooledLiteral:
         """The literal's stand-in for the response; its outcome resolves when the writes are done."""
-        if self._pending and not self._failed:
-            self._enqueue()
+        if self._filled and not self._failed:
+            self._enqueue(memoryview(self._pending)[: self._filled])
         self._finished = True
         if not self._writing:
             self._complete()
         return SpooledLiteral(self._size, self._outcome)
 
-    def _enqueue(self) -> None:
-        self._queue.append(self._pending)
-        self._pending = bytearray()
+    def _enqueue(self, part: bytearray | memoryview) -> None:
+        self._queue.append(part)
+        self._pending = self._free.pop() if self._free else bytearray(SPOOL_QUEUE_PART_OCTETS)
+        self._filled = 0
         self._next()
         if len(self._queue) >= SPOOL_QUEUE_PARTS and not self._paused:
             self._paused = True
@@ -132,18 +141,22 @@ class SpoolingLiteral:
         except RuntimeError as exc:  # the executor is shut down (the loop is closing)
             job = self._loop.create_future()
             job.set_exception(exc)
-        job.add_done_callback(self._written)
+        job.add_done_callback(lambda job: self._written(job, part))
 
-    def _written(self, job: asyncio.Future[None]) -> None:
+    def _written(self, job: asyncio.Future[None], part: bytearray | memoryview) -> None:
         """A writer job ended (on the loop): write the next part, resume reading, or complete."""
         self._writing = False
+        if isinstance(part, bytearray) and len(self._free) < SPOOL_QUEUE_PARTS:
+            self._free.append(part)  # the writer is done with it: filled again
         error = None if job.cancelled() else job.exception()
         if job.cancelled() or error is not None:  # the executor refused or the job broke: drop it
             self._writer.fail(f"writing a spool file: {error or 'cancelled'}")
         if self._writer.error is not None:
             self._failed = True
             self._queue.clear()
+            self._free.clear()
             self._pending = bytearray()
+            self._filled = 0
         if self._paused and len(self._queue) <= SPOOL_RESUME_PARTS:
             self._paused = False
             self._resume()
