@@ -15,8 +15,8 @@ written; the streaming retrieval awaits it before it hands the message on
 (:mod:`maild.protocols.imap.stream`).
 
 Bounds: at most :data:`SPOOL_QUEUE_PARTS` parts wait for the writer (plus the part being gathered
-and the one being written: 1.5 MiB in all, about what the first version held in its one pending
-part); when the queue is that long, reading from the connection pauses
+and the one being written: 1 MiB in all, what the first version held in its one pending part);
+when the queue is that long, reading from the connection pauses
 (``transport.pause_reading``: TCP flow control then holds the server back) until the writer has
 brought it down to :data:`SPOOL_RESUME_PARTS`. Each job writes one part and returns: no thread
 ever waits for the network, so the writers cannot hold up each other or the rest of the executor.
@@ -39,10 +39,11 @@ SPOOL_QUEUE_PART_OCTETS = 256 * 2**10
 """Octets of one part handed to the writer (256 KiB): small enough that the parts waiting stay within
 what the first version held (a 1 MiB part, gathered on the loop), large enough that the hand-offs
 cost nothing measurable (about 700 for the benchmark corpus's 174 MB of spooled messages)."""
-SPOOL_QUEUE_PARTS = 4
-"""Parts of :data:`SPOOL_QUEUE_PART_OCTETS` (1 MiB in all) a literal may have waiting for its writer
-before reading from the connection pauses. With 1 MiB parts and four waiting, one account's peak
-in the benchmark grew by 4-5 MB (docs/performance.md, "Session 8: the spool's CPU")."""
+SPOOL_QUEUE_PARTS = 2
+"""Parts of :data:`SPOOL_QUEUE_PART_OCTETS` (512 KiB in all) a literal may have waiting for its
+writer before reading from the connection pauses. One account's peak in the benchmark: 1 MiB parts,
+four waiting, +4-5 MB; 256 KiB parts, four waiting, +2 MB; two waiting, +1 MB (docs/performance.md,
+"Session 8: the spool's CPU")."""
 SPOOL_RESUME_PARTS = 1
 """Parts still waiting when reading resumes after a pause (the writer has work while data comes)."""
 
