@@ -18,7 +18,8 @@ from tests.bench.run import bench_mix
 from tests.support import corpus
 
 #: Messages of at least 1 MiB in the benchmark's 2,000-message corpus (seed 1, its size mix): a
-#: sample of the 64 (tests/bench/run.py seeds them; /tmp/spoolcpu-work checked all 64 alike).
+#: sample of the 64 (tests/bench/run.py seeds them; ``python3 -m tests.bench.spool_cpu parse`` checks
+#: all 64 alike: equal, no file read).
 BENCH_LARGE = (25, 56, 222, 305, 698, 883, 1029, 1383, 1568, 1981)
 
 
