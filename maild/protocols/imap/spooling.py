@@ -8,8 +8,9 @@ received chunk, ``len`` to see how many are still owed) and hands the collected 
 there instead for a literal of at least the spool's threshold. On the event loop (inside
 ``data_received``) it only gathers the received octets into parts of :data:`SPOOL_QUEUE_PART_OCTETS`;
 each part is written (hashed, its marks kept, ``write(2)``)
-by a job in the loop's default executor, one part after another, so a slow or congested disk never
-stalls the loop that serves every account's connections. At the end it becomes a
+by a job in the loop's default executor (one job at a time, writing the parts waiting and those
+that come while it runs, in order), so a slow or congested disk never stalls the loop that serves
+every account's connections. At the end it becomes a
 :class:`~maild.protocols.imap.lex.SpooledLiteral` whose ``outcome`` resolves once the last part is
 written; the streaming retrieval awaits it before it hands the message on
 (:mod:`maild.protocols.imap.stream`).
@@ -18,7 +19,7 @@ Bounds: at most :data:`SPOOL_QUEUE_PARTS` parts wait for the writer (plus the pa
 and the one being written: 1 MiB in all, what the first version held in its one pending part);
 when the queue is that long, reading from the connection pauses
 (``transport.pause_reading``: TCP flow control then holds the server back) until the writer has
-brought it down to :data:`SPOOL_RESUME_PARTS`. Each job writes one part and returns: no thread
+brought it down to :data:`SPOOL_RESUME_PARTS`. A job returns when no part is waiting: no thread
 ever waits for the network, so the writers cannot hold up each other or the rest of the executor.
 
 When the spool cannot take the message (:class:`~maild.spool.SpoolFull`, or a job failing) the
@@ -132,23 +133,38 @@ class SpoolingLiteral:
             self._pause()
 
     def _next(self) -> None:
-        """Hand the next waiting part to a writer job (one at a time: the parts stay in order)."""
+        """Start a writer job for the waiting parts (one job at a time: the parts stay in order)."""
         if self._writing or not self._queue:
             return
         self._writing = True
-        part = self._queue.popleft()
         try:
-            job = self._loop.run_in_executor(None, self._writer.write, part)
+            job = self._loop.run_in_executor(None, self._drain)
         except RuntimeError as exc:  # the executor is shut down (the loop is closing)
             job = self._loop.create_future()
             job.set_exception(exc)
-        job.add_done_callback(lambda job: self._written(job, part))
+        job.add_done_callback(self._written)
 
-    def _written(self, job: asyncio.Future[None], part: bytearray | memoryview) -> None:
-        """A writer job ended (on the loop): write the next part, resume reading, or complete."""
+    def _drain(self) -> list[bytearray | memoryview]:
+        """In the worker thread: write the waiting parts in order until none is left, parts the loop
+        adds meanwhile too (``deque`` appends and pops are atomic): one hand-off for a run of parts,
+        since each cost about 0.3 ms of CPU (docs/performance.md, "Session 8: the spool's CPU").
+        Returns the parts written, for the loop to fill again."""
+        written: list[bytearray | memoryview] = []
+        while True:
+            try:
+                part = self._queue.popleft()
+            except IndexError:
+                return written
+            self._writer.write(part)
+            written.append(part)
+
+    def _written(self, job: asyncio.Future[list[bytearray | memoryview]]) -> None:
+        """A writer job ended (on the loop): write what came meanwhile, resume reading, or complete."""
         self._writing = False
-        if isinstance(part, bytearray) and len(self._free) < SPOOL_QUEUE_PARTS:
-            self._free.append(part)  # the writer is done with it: filled again
+        if not job.cancelled() and job.exception() is None:
+            for part in job.result():
+                if isinstance(part, bytearray) and len(self._free) < SPOOL_QUEUE_PARTS:
+                    self._free.append(part)  # the writer is done with it: filled again
         error = None if job.cancelled() else job.exception()
         if job.cancelled() or error is not None:  # the executor refused or the job broke: drop it
             self._writer.fail(f"writing a spool file: {error or 'cancelled'}")
