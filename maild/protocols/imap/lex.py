@@ -3,7 +3,8 @@
 The input shape is the one aioimaplib 2.0.3 hands back in ``Response.lines`` (see
 :mod:`maild.protocols.imap.wire`). :func:`lex` turns one response (its text lines and literals) into
 :data:`Token` values; :class:`LexError` is what the parsers turn into a
-:class:`~maild.errors.ProtocolError` or a per-message failure. Imports nothing but ``errors``.
+:class:`~maild.errors.ProtocolError` or a per-message failure. Imports nothing but ``errors`` and
+``model`` (the spooled body a :class:`SpooledLiteral` resolves to).
 
 Standard: RFC 9051 section 4 (data formats) and 9 (formal syntax).
 
