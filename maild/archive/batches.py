@@ -34,8 +34,6 @@ from maild.archive import fts
 from maild.archive.connection import ArchiveConnection
 from maild.archive.document_kind import has_documents
 from maild.archive.history import _COUNT_FETCHED
-from maild.archive.index_text import index_text
-from maild.archive.parse import parse
 from maild.archive.schema import QUERY_CHUNK, failure_key_text, utc_text
 from maild.errors import StoreError
 from maild.message import sha256_hex
@@ -121,6 +119,12 @@ def _is_large(raw: bytes | SpooledBody) -> bool:
 def _prepare(batch: Sequence[RetrievedMessage], stored_at: str) -> list[_Prepared]:
     """Hash, parse once (summary, MIME parts) and extract the index text of a batch (CPU work, in a
     worker thread)."""
+    # The parsers (MIME walk, index text, html and email.* beneath) are imported by the first batch,
+    # not with the archive writer: a `maild fetch` that finds no new mail never loads them (start-up
+    # time, docs/performance.md "Session 8: start-up").
+    from maild.archive.index_text import index_text
+    from maild.archive.parse import parse
+
     out = []
     for msg in batch:
         raw = msg.raw

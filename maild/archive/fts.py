@@ -22,7 +22,6 @@ from typing import Any
 
 import aiosqlite
 
-from maild.archive.index_text import index_text
 from maild.archive.schema import FTS_COLUMNS, FTS_TABLE, fts_create_sql
 from maild.errors import StoreError
 
@@ -57,6 +56,10 @@ def index_row(message: int, raw: bytes, documents: str = "") -> IndexRow:
         documents: the text of its PDF and Office attachments as stored in ``document_text``
             (v11; :mod:`maild.archive.document_index`), appended to the ``attachments`` column.
     """
+    # Imported here: a `maild fetch` that finds no new mail never extracts index text, and this
+    # module is loaded with every archive writer (start-up time, docs/performance.md, session 8).
+    from maild.archive.index_text import index_text
+
     row = index_text(raw).row()
     if documents:
         row = (*row[:4], f"{row[4]}\n{documents}" if row[4] else documents)

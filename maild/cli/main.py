@@ -20,19 +20,6 @@ from typing import TYPE_CHECKING
 
 from maild import __version__
 from maild.cli.common import daemon_client, load_args_config
-from maild.cli.manpage import render_manpage
-from maild.cli.status_view import (
-    CHECK_CRITICAL,
-    CHECK_UNKNOWN,
-    STATUS_ATTENTION,
-    STATUS_NOT_RUNNING,
-    STATUS_OK,
-    check_line,
-    local_time,
-    problem_accounts,
-    render_status,
-    zone_name,
-)
 from maild.cli.units import human_size
 from maild.errors import ConfigError, ControlError, MaildError
 
@@ -41,9 +28,10 @@ if TYPE_CHECKING:
 
 # Start-up time (docs/performance.md, session 5): building the parser and dispatching import only
 # argparse, the CLI's own modules and maild.errors. Every handler imports what it needs itself
-# (asyncio, json, the config loader, logging, the control client, the archive), so `maild --help`
-# and `maild status` do not pay for the one-shot fetch's parts, nor it for theirs. The CLI modules'
-# own top-level imports follow the same rule; tests/integration/test_cli_startup.py holds them to it.
+# (asyncio, json, the config loader, logging, the control client, the archive, the status view,
+# the man page), so `maild --help` and `maild status` do not pay for the one-shot fetch's parts, nor
+# it for theirs. The CLI modules' own top-level imports follow the same rule;
+# tests/integration/test_cli_startup.py holds them to it.
 
 #: Exit code of ``maild run`` with an invalid configuration: ``EX_CONFIG`` of sysexits.h. The unit
 #: file's ``RestartPreventExitStatus=`` names it.
@@ -91,12 +79,13 @@ def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.Ar
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The ``maild`` parser: every subcommand, or with ``command`` the command groups' subcommands
-    only for the group that defines ``command`` (see :func:`command_of`).
+    """The ``maild`` parser: every subcommand, or with ``command`` (see :func:`command_of`) only that
+    one, or for a command group's subcommand only that group's.
 
-    Each subparser costs argparse some 0.1 ms of gettext look-ups and formatter set-ups; a one-shot
-    command does not build the 40-odd it will not run (start-up time, docs/performance.md). The man
-    page, the completions and every usage error use the whole parser.
+    Each subparser costs argparse some 0.1-0.3 ms of gettext look-ups and formatter set-ups; a
+    one-shot command does not build the 40-odd it will not run (start-up time, docs/performance.md,
+    sessions 5 and 8: the twelve built-in subcommands cost 3 ms, one 0.6 ms). The man page, the
+    completions and every usage error at the top level use the whole parser.
     """
     p = argparse.ArgumentParser(
         prog="maild", description="Fetch an office's mail by POP3 and IMAP into a safe archive."
@@ -107,54 +96,62 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         "--log-level", choices=["debug", "info", "warning", "error"], help="override daemon.log_level"
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="run the daemon in the foreground (for systemd)").set_defaults(handler=_run)
-    f = sub.add_parser("fetch", help="fetch once without a daemon; exit 1 if any account failed")
-    f.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="accounts to fetch (default: all enabled)")
-    f.set_defaults(handler=_fetch)
-    s = sub.add_parser("status", help="show the running daemon's status")
-    s.add_argument("account", nargs="?", help="only this account")
-    s.add_argument("--json", action="store_true", help="print the raw JSON reply")
-    s.add_argument("--failed", action="store_true", help="list only the accounts that need attention")
-    s.set_defaults(handler=_status)
-    sub.add_parser(
-        "check", help="one line for Nagios/Icinga/Zabbix: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
-    ).set_defaults(handler=_check)
-    n = sub.add_parser("fetch-now", help="ask the running daemon to fetch now")
-    n.add_argument("account", nargs="?", default="all", help="account name or 'all' (default)")
-    n.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the cycle")
-    n.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="also try the messages set aside after failing repeatedly (left on the server) again now",
-    )
-    n.set_defaults(handler=_fetch_now)
-    for name, text, handler in (
-        ("pause", "stop fetching an account until resumed or the daemon restarts", _pause),
-        ("resume", "resume an account (also after an authentication lockout)", _resume),
-    ):
-        sp = sub.add_parser(name, help=text)
-        sp.add_argument("account", help="account name")
-        sp.set_defaults(handler=handler)
-    sub.add_parser("reload", help="make the running daemon re-read its configuration").set_defaults(
-        handler=_reload
-    )
-    sub.add_parser("metrics", help="print the daemon's metrics (Prometheus text format)").set_defaults(
-        handler=_metrics
-    )
-    sub.add_parser(
-        "alert-test", help="make the daemon send a test alert through [alerts] command and mail_to"
-    ).set_defaults(handler=_alert_test)
-    sub.add_parser("check-config", help="validate the configuration; exit 0 if valid, 1 if not").set_defaults(
-        handler=_check_config
-    )
-    sub.add_parser(
-        "manpage", help="print this man page, maild(1), in roff: `maild manpage | man -l -` reads it"
-    ).set_defaults(handler=_manpage)
+    if command is None or command in BUILT_IN_COMMANDS:
+        _add_built_in_parsers(sub, command)
     for group, commands in COMMAND_GROUPS.items():
         if command is None or command in commands:
             _add_parsers(group)(sub)
     _add_common_options(sub)
     return p
+
+
+def _add_built_in_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], only: str | None) -> None:
+    """Add the subcommands of :data:`BUILT_IN_COMMANDS` to ``sub``: all of them, or only ``only``."""
+
+    def add(name: str, text: str) -> argparse.ArgumentParser | None:
+        return sub.add_parser(name, help=text) if only is None or name == only else None
+
+    if r := add("run", "run the daemon in the foreground (for systemd)"):
+        r.set_defaults(handler=_run)
+    if f := add("fetch", "fetch once without a daemon; exit 1 if any account failed"):
+        f.add_argument(
+            "accounts", nargs="*", metavar="ACCOUNT", help="accounts to fetch (default: all enabled)"
+        )
+        f.set_defaults(handler=_fetch)
+    if s := add("status", "show the running daemon's status"):
+        s.add_argument("account", nargs="?", help="only this account")
+        s.add_argument("--json", action="store_true", help="print the raw JSON reply")
+        s.add_argument("--failed", action="store_true", help="list only the accounts that need attention")
+        s.set_defaults(handler=_status)
+    if c := add("check", "one line for Nagios/Icinga/Zabbix: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"):
+        c.set_defaults(handler=_check)
+    if n := add("fetch-now", "ask the running daemon to fetch now"):
+        n.add_argument("account", nargs="?", default="all", help="account name or 'all' (default)")
+        n.add_argument(
+            "--no-wait", action="store_true", help="return at once instead of waiting for the cycle"
+        )
+        n.add_argument(
+            "--retry-failed",
+            action="store_true",
+            help="also try the messages set aside after failing repeatedly (left on the server) again now",
+        )
+        n.set_defaults(handler=_fetch_now)
+    for name, text, handler in (
+        ("pause", "stop fetching an account until resumed or the daemon restarts", _pause),
+        ("resume", "resume an account (also after an authentication lockout)", _resume),
+    ):
+        if sp := add(name, text):
+            sp.add_argument("account", help="account name")
+            sp.set_defaults(handler=handler)
+    for name, text, handler in (
+        ("reload", "make the running daemon re-read its configuration", _reload),
+        ("metrics", "print the daemon's metrics (Prometheus text format)", _metrics),
+        ("alert-test", "make the daemon send a test alert through [alerts] command and mail_to", _alert_test),
+        ("check-config", "validate the configuration; exit 0 if valid, 1 if not", _check_config),
+        ("manpage", "print this man page, maild(1), in roff: `maild manpage | man -l -` reads it", _manpage),
+    ):
+        if sp := add(name, text):
+            sp.set_defaults(handler=handler)
 
 
 #: Options of the top-level parser that take a value as the next argument.
@@ -170,12 +167,11 @@ def _takes_value(arg: str) -> bool:
 
 
 def command_of(argv: Sequence[str]) -> str | None:
-    """The subcommand ``argv`` names when it belongs to a command group, :data:`BUILT_IN` for one of
-    :data:`BUILT_IN_COMMANDS`, else None (build them all).
+    """The subcommand ``argv`` names (one of :data:`BUILT_IN_COMMANDS` or of a command group's), else
+    None (build them all).
 
     None also when ``-h``, ``--help`` or ``--version`` comes before it, or when the first positional
-    argument is no command group's (then argparse reports it against the whole parser, with every
-    choice).
+    argument is no subcommand (then argparse reports it against the whole parser, with every choice).
     """
     expect_value = False
     for arg in argv:
@@ -186,9 +182,8 @@ def command_of(argv: Sequence[str]) -> str | None:
         elif _takes_value(arg):
             expect_value = True
         elif not arg.startswith("-"):
-            if arg in BUILT_IN_COMMANDS:
-                return BUILT_IN
-            return arg if any(arg in commands for commands in COMMAND_GROUPS.values()) else None
+            known = arg in BUILT_IN_COMMANDS or any(arg in commands for commands in COMMAND_GROUPS.values())
+            return arg if known else None
     return None
 
 
@@ -209,8 +204,6 @@ BUILT_IN_COMMANDS = frozenset(
         "manpage",
     }
 )
-#: :func:`command_of`'s answer for one of :data:`BUILT_IN_COMMANDS`: no command group is built.
-BUILT_IN = "-"
 
 
 def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -308,6 +301,8 @@ def _manpage(args: argparse.Namespace) -> int:
     Dated ``$SOURCE_DATE_EPOCH`` (seconds, UTC) when set, as the build does, else today (UTC).
     """
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    from maild.cli.manpage import render_manpage
+
     moment = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
     sys.stdout.write(render_manpage(_parser(), __version__, moment.strftime("%Y-%m-%d")))
     return 0
@@ -381,6 +376,14 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     """``maild status``: 0 all healthy, 1 an account needs attention, 3 the daemon is not running."""
+    from maild.cli.status_view import (
+        STATUS_ATTENTION,
+        STATUS_NOT_RUNNING,
+        STATUS_OK,
+        problem_accounts,
+        render_status,
+    )
+
     try:
         reply = daemon_client(args).status(args.account)
     except ControlError as exc:
@@ -400,6 +403,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     """``maild check``: the monitoring-plugin line; CRITICAL when the daemon is not running."""
+    from maild.cli.status_view import CHECK_CRITICAL, CHECK_UNKNOWN, check_line
+
     try:
         reply = daemon_client(args).status()
     except ControlError as exc:
@@ -413,6 +418,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _fetch_now(args: argparse.Namespace) -> int:
     """``maild fetch-now``: exit 1 if a cycle failed; paused and disabled accounts are skipped."""
+    from maild.cli.status_view import local_time, zone_name
+
     client = daemon_client(args)
     if args.no_wait:
         reply = client.queue_fetch(args.account, retry_failed=args.retry_failed)

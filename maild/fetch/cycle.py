@@ -55,22 +55,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from maild import limits, policy
 from maild.archive import failures as failures_store
-from maild.archive.maildir import CycleDelivery
 from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, MaildError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import failed_headers, folders
-from maild.fetch import resync as imap_resync
+from maild.fetch import failed_headers
 from maild.fetch.commits import CommitChain
 from maild.fetch.progress import CycleProgress
-from maild.fetch.resync import IMAPCycleInfo
 from maild.model import (
     FailureRecord,
     HeaderSummary,
@@ -81,6 +78,15 @@ from maild.model import (
     StoreOutcome,
 )
 from maild.protocols.base import Maildrop
+
+if TYPE_CHECKING:
+    from maild.archive.maildir import CycleDelivery
+    from maild.fetch.resync import IMAPCycleInfo
+
+# Start-up time (docs/performance.md, "Session 8: start-up"): the IMAP steps of a cycle (UIDVALIDITY
+# resync and the UID check in maild.fetch.resync, unselected mailboxes in maild.fetch.folders) and
+# the Maildir writer are imported by the cycles that run them, so a one-shot `maild fetch` of POP3
+# accounts without `deliver_maildir` loads none of them (tests/integration/test_cli_startup.py).
 
 log = structlog.get_logger("maild.fetch.cycle")
 
@@ -370,7 +376,12 @@ async def fetch_cycle(
     refusal: str | None = None
     to_delete: list[MessageKey] = []
     maildir = account.deliver_maildir
-    delivery = CycleDelivery(store, account.name, maildir, clock) if maildir is not None else None
+    delivery: CycleDelivery | None = None
+    if maildir is not None:
+        from maild.archive.maildir import CycleDelivery
+
+        delivery = CycleDelivery(store, account.name, maildir, clock)
+    imap = account.protocol == "imap"
     commits: CommitChain | None = None  # the batches handed to a commit and not yet returned
     batch: list[RetrievedMessage] = []  # received, not yet handed to a commit
     order: list[MessageKey] = []  # the keys asked for, while retrieving
@@ -384,7 +395,10 @@ async def fetch_cycle(
             await delivery.catch_up()
         if not opened:
             await maildrop.open()
-        await folders.prepare(account, store, maildrop, clock())  # IMAP: unchanged mailboxes stay unselected
+        if imap:
+            from maild.fetch import folders
+
+            await folders.prepare(account, store, maildrop, clock())  # unchanged mailboxes stay unselected
         inventory = await maildrop.inventory()
         result.on_server = len(inventory)
         on_server = {entry.key for entry in inventory}
@@ -393,8 +407,14 @@ async def fetch_cycle(
         refusal = policy.deletion_refusal(
             account.retention, result.identity, account=account.name, host=account.host
         )
-        result.imap = await imap_resync.reconcile(account, store, maildrop, inventory, clock())
-        verified = await imap_resync.verify_uid_map(account, store, maildrop, inventory, result.imap, clock())
+        verified: set[IMAPKey] | None = None  # POP3: nothing is deleted by UID
+        if imap:
+            from maild.fetch import resync as imap_resync
+
+            result.imap = await imap_resync.reconcile(account, store, maildrop, inventory, clock())
+            verified = await imap_resync.verify_uid_map(
+                account, store, maildrop, inventory, result.imap, clock()
+            )
         if result.imap is not None:
             result.warnings += [event.warning() for event in result.imap.uid_map_distrusted]
         known = await store.locations(account.name)
@@ -464,7 +484,10 @@ async def fetch_cycle(
                 await commits.settle()  # the batches hold memory until committed
                 order = []  # the retrieval is over: nothing was in flight
         await commits.settle()  # every commit has returned before anything below may delete
-        await folders.record(account, store, maildrop, inventory, clock())
+        if imap:
+            from maild.fetch import folders
+
+            await folders.record(account, store, maildrop, inventory, clock())
         if verified is not None:  # fetched by UID in this session: verified
             verified |= {key for key in retrieved if isinstance(key, IMAPKey)}
         if account.retention != "keep" and refusal is None and account.protocol == "pop3":
