@@ -180,6 +180,17 @@ class RetrievedMessage:
             raw.close()
 
 
+FailureKind = Literal["local", "message"]
+"""Which side a message's retrieval failed on.
+
+``"message"``: the server's reply or the message itself (refused, broken off while it arrived, a
+broken reply): counts towards setting the message aside (``maild.policy.set_aside``).
+``"local"``: this machine (the spool or disk: short of the reserve, the spool's bound reached, the
+state directory not writable; :func:`maild.spool.local_failure` builds these): says nothing about
+the message, which is retried at every cycle and never set aside; ``maild check`` warns and the
+``local_failure`` alert is sent (``maild.service.alerts``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetrievalFailure:
     """One message could not be retrieved in this cycle; it is retried in the next one.
@@ -187,10 +198,13 @@ class RetrievalFailure:
     Attributes:
         key: its server-side identity.
         reason: the server's reply or the cause, redacted, e.g. ``"-ERR [SYS/TEMP] try later"``.
+        kind: which side failed (:data:`FailureKind`): the message or server (the default), or this
+            machine (``"local"``).
     """
 
     key: MessageKey
     reason: str
+    kind: FailureKind = "message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +227,9 @@ class FailureRecord:
         date: its Date field (aware, UTC); None while unknown, absent or unparseable.
         header_attempts: how often that header fetch was tried for this record (it stops after
             :data:`maild.fetch.failed_headers.MAX_HEADER_ATTEMPTS`).
+        kind: which side the last failure was on (:data:`FailureKind`, schema v15); ``failures``
+            and ``first_failed_at`` count the run of failures of this kind (a failure of the other
+            kind starts a new run).
     """
 
     key: MessageKey
@@ -225,6 +242,7 @@ class FailureRecord:
     from_: str | None = None
     date: datetime | None = None
     header_attempts: int = 0
+    kind: FailureKind = "message"
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,6 @@ from maild.model import (
     POP3Key,
     Retention,
 )
-from maild.spool import is_spool_failure
 
 SET_ASIDE_AFTER_FAILURES = 3
 """Failures in a row after which a message is set aside (skipped by later cycles, left on the server)."""
@@ -82,10 +81,12 @@ def set_aside(records: Mapping[MessageKey, FailureRecord], now: datetime) -> fro
     """The keys a cycle at ``now`` skips: failed :data:`SET_ASIDE_AFTER_FAILURES` times in a row, the
     last failure less than :data:`SET_ASIDE_RETRY_S` seconds ago, and no retry asked for.
 
-    A message whose last failure is the spool's (:func:`maild.spool.is_spool_failure`: this machine's
-    disk short of the reserve, the spool's bound reached, its directory not writable) is never set
-    aside: that says nothing about the message, and it is retried at every cycle until there is room
-    (its record still shows in ``maild status`` with that reason).
+    Only failures of kind ``"message"`` count (``FailureRecord.kind``, :data:`maild.model.FailureKind`).
+    A message whose last failure is ``"local"`` (this machine: the spool's disk short of the reserve,
+    the spool's bound reached, its directory not writable; :func:`maild.spool.local_failure`) is never
+    set aside: that says nothing about the message, and it is retried at every cycle until there is
+    room (its record still shows in ``maild status`` with that reason). A local failure also ends a
+    run of message failures: the record counts the run of its kind.
 
     Args:
         records: the account's failure records (``maild.archive.failures.failure_records``).
@@ -96,7 +97,7 @@ def set_aside(records: Mapping[MessageKey, FailureRecord], now: datetime) -> fro
         key
         for key, record in records.items()
         if record.failures >= SET_ASIDE_AFTER_FAILURES
-        and not is_spool_failure(record.reason)
+        and record.kind == "message"
         and not record.retry_requested
         and now - record.last_failed_at < retry
     )

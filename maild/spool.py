@@ -44,6 +44,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from maild import model
 from maild.errors import MaildError
 from maild.spool_view import Kept, MarkRecorder, SpooledView
 
@@ -63,7 +64,6 @@ __all__ = [
     "SpoolWriter",
     "SpooledBody",
     "SpooledView",
-    "is_spool_failure",
 ]
 
 SPOOL_THRESHOLD_OCTETS = 2**20
@@ -94,16 +94,24 @@ earlier code (holding messages in memory) filled to the last 100 MB; 5 % of a 2 
 100 MiB, still several times the largest commit of a batch (32 MiB of spooled messages,
 ``maild.fetch.cycle.SPOOLED_BATCH_OCTETS``)."""
 SPOOL_FAILURE_PREFIX = "local spool: "
-"""How the reason of a message the spool could not take begins (:func:`is_spool_failure`)."""
+"""How the reason of a message the spool could not take begins (:func:`local_failure`)."""
 SPOOL_NAME_PREFIX = ".maild-spool-"
 """Prefix of a named spool file (file systems without ``O_TMPFILE``); swept at start."""
 
 
-def is_spool_failure(reason: str) -> bool:
-    """Whether a retrieval failure's ``reason`` is the spool's (this machine's disk or bound, not the
-    message's or the server's): it is recorded and shown like any failure, but never sets the message
-    aside (``maild.policy.set_aside``); the message is retried at every cycle."""
-    return reason.startswith(SPOOL_FAILURE_PREFIX)
+def local_failure(key: model.MessageKey, reason: str) -> model.RetrievalFailure:
+    """The retrieval failure of a message the spool could not take (this machine's disk or bound, not
+    the message's or the server's): kind ``"local"``, so it is recorded and shown like any failure
+    but never sets the message aside (``maild.policy.set_aside``); it is retried at every cycle, and
+    ``maild check`` and the ``local_failure`` alert name the directory to free space in.
+
+    Args:
+        key: the message's server-side identity.
+        reason: the spool's words (:class:`SpoolFull`'s text), with or without
+            :data:`SPOOL_FAILURE_PREFIX`; the failure's reason always starts with it.
+    """
+    text = reason if reason.startswith(SPOOL_FAILURE_PREFIX) else f"{SPOOL_FAILURE_PREFIX}{reason}"
+    return model.RetrievalFailure(key, text, kind="local")
 
 
 class SpoolFull(MaildError):

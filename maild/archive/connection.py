@@ -2,8 +2,11 @@
 
 :class:`ArchiveConnection` holds the daemon's one ``aiosqlite`` connection. Opening creates the file
 privately (:mod:`maild.archive.archive_file`), sets WAL with ``synchronous=FULL`` (every commit is
-fsync'ed before it returns) and runs the migrations of :mod:`maild.archive.schema` up to
-``SCHEMA_VERSION`` (``PRAGMA user_version``), each in one transaction. Every write goes through
+fsync'ed before it returns) and ``wal_autocheckpoint=0`` (the WAL is copied into the database file
+by :mod:`maild.archive.checkpointer`'s thread, not after each commit; the writer keeps it under
+:data:`~maild.archive.checkpointer.WAL_HARD_OCTETS`) and runs the migrations of
+:mod:`maild.archive.schema` up to ``SCHEMA_VERSION`` (``PRAGMA user_version``), each in one
+transaction. Every write goes through
 :meth:`ArchiveConnection._atomic`: one ``BEGIN IMMEDIATE`` ... ``COMMIT``, shielded from
 cancellation. :meth:`ArchiveConnection.verify_identity` is the archive guard checked before every
 deletion on a server. The record classes composed into :class:`maild.archive.store.Store` build on
@@ -22,6 +25,7 @@ from typing import Any, Self, TypeVar
 import aiosqlite
 import structlog
 
+from maild.archive import checkpointer as _checkpointer
 from maild.archive import fts
 from maild.archive.archive_file import (
     _close_guard,
@@ -31,8 +35,10 @@ from maild.archive.archive_file import (
     set_archive_mode,
 )
 from maild.archive.cc_fill import fill_cc_headers
+from maild.archive.checkpointer import Checkpointer, restart_refusal
 from maild.archive.counters import ArchiveCounters
 from maild.archive.document_flag import add_document_flag
+from maild.archive.failure_kind import add_failure_kind
 from maild.archive.layout import upgrade_layout
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
@@ -41,6 +47,11 @@ from maild.spool import Spool
 
 T = TypeVar("T")
 _log = structlog.get_logger("maild.archive")
+
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long the writer's connection waits for a lock another connection holds (a reader's, a
+checkpoint's), milliseconds; then the statement fails with "database is locked"."""
 
 
 class ArchiveReplaced(StoreError):
@@ -53,6 +64,7 @@ _MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] =
     12: fill_cc_headers,
     13: add_document_flag,
     14: upgrade_layout,
+    15: add_failure_kind,
 }
 """Python steps of schema versions, run after the version's SQL in its transaction."""
 _FOREIGN_KEYS_OFF: frozenset[int] = frozenset({14})
@@ -85,6 +97,8 @@ class ArchiveConnection:
         self.counters: ArchiveCounters | None = None
         """Figures kept current by each committed batch once :meth:`keep_counters`
         made them (the daemon); None otherwise."""
+        self.checkpointer = Checkpointer(path)
+        """Copies the WAL into the database file in its own thread (:mod:`maild.archive.checkpointer`)."""
         self.spool = Spool(path.parent)
         """Where large messages wait between the socket and their commit (:mod:`maild.spool`): files
         beside the archive, on its file system."""
@@ -105,6 +119,7 @@ class ArchiveConnection:
         store = cls(conn, path)
         try:
             await store._setup()
+            store.checkpointer.committed()  # what the migrations left in the WAL, if that much
             store._guard_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             swept = await asyncio.to_thread(store.spool.sweep)  # named files left by a crash
             if swept:
@@ -188,7 +203,7 @@ class ArchiveConnection:
                 raise StoreError(f"archive {self.path}: cannot enable WAL journal mode (got {mode})")
             await self._conn.execute("PRAGMA synchronous = FULL")
             await self._conn.execute("PRAGMA foreign_keys = ON")
-            await self._conn.execute("PRAGMA busy_timeout = 10000")
+            await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"archive {self.path} has schema version {version}, newer than this maild "
@@ -213,12 +228,15 @@ class ArchiveConnection:
                 finally:
                     if keys_off:
                         await self._conn.execute("PRAGMA foreign_keys = ON")
+            # checkpoints from now on in maild.archive.checkpointer's thread, not after each COMMIT
+            await self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as exc:
             raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
 
     async def close(self) -> None:
         """Checkpoint the WAL, then close the connection, keeping the ``-wal`` and ``-shm`` files. Idempotent.
 
+        The checkpointer's thread ends first (a checkpoint it is running finishes).
         SQLite deletes the side files when its last connection closes, and a reader without write
         access to the directory cannot open a WAL database without them. So the WAL is checkpointed
         to empty (``TRUNCATE``: every commit is then in the main file), a read-only guard connection
@@ -229,6 +247,7 @@ class ArchiveConnection:
         if self._closed:
             return
         self._closed = True
+        await self.checkpointer.stop()
         fd, self._guard_fd = self._guard_fd, None
         if fd is not None:
             os.close(fd)
@@ -300,10 +319,12 @@ class ArchiveConnection:
         async with self._write_lock:
             self._generation += 1
             try:
+                await self._bound_wal()
                 await self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = await work()
                     await self._conn.execute("COMMIT")
+                    self.checkpointer.committed()
                 except BaseException:
                     if self._conn.in_transaction:
                         await self._conn.execute("ROLLBACK")
@@ -313,3 +334,27 @@ class ArchiveConnection:
             finally:
                 self._generation += 1
         return result
+
+    async def _bound_wal(self) -> None:
+        """Before a write transaction: if the WAL holds :data:`~maild.archive.checkpointer.WAL_HARD_OCTETS`
+        or more, copy all of it into the database file now (``PRAGMA wal_checkpoint(RESTART)``, in
+        aiosqlite's thread, after the checkpointer's copy under way, waiting up to
+        :data:`BUSY_TIMEOUT_MS` for readers), so that this transaction starts the log again from its
+        beginning.
+
+        Raises:
+            StoreError: a reader kept the WAL from being emptied for the whole busy timeout; the
+                transaction does not run (nothing stored), and the WAL does not grow.
+            sqlite3.Error: the checkpoint failed otherwise.
+        """
+        state = self.checkpointer.wal_state()
+        if state is None or state.octets < _checkpointer.WAL_HARD_OCTETS:
+            return
+        # the checkpointer's copy first (none starts meanwhile: they start after commits), so that
+        # the RESTART does not poll SQLite's busy handler for it
+        await asyncio.to_thread(self.checkpointer.wait_idle, BUSY_TIMEOUT_MS / 1000)
+        async with self._conn.execute("PRAGMA wal_checkpoint(RESTART)") as cur:
+            row = await cur.fetchone()
+        _log.debug("archive.checkpoint.restart", wal_frames=state.frames, busy=row[0] if row else None)
+        if row is not None and row[0]:
+            raise StoreError(restart_refusal(self.path, state, BUSY_TIMEOUT_MS / 1000))

@@ -8,6 +8,13 @@ transaction). :func:`maild.policy.set_aside` decides from these records which me
 The Subject, From and Date of such a message (schema v7) come from a separate, best-effort header
 fetch (:mod:`maild.fetch.failed_headers`) and are written by :func:`record_headers`.
 
+Each record keeps the kind of its last failure (schema v15, :data:`maild.model.FailureKind`):
+``'message'`` (the server's reply or the message) or ``'local'`` (this machine's spool or disk).
+``failures`` and ``first_failed_at`` count the run of failures of that kind: a failure of the other
+kind starts a new run at 1, so local failures never add up towards setting a message aside, and a
+message failure after them starts counting afresh. The column is added by schema 15's step
+(:mod:`maild.archive.failure_kind`).
+
 Keys are stored as one text (:func:`maild.archive.schema.failure_key_text`).
 """
 
@@ -37,12 +44,12 @@ async def failure_records(store: Store, account: str) -> dict[MessageKey, Failur
     """
     rows = await store._all(
         "SELECT key, failures, reason, first_failed_at, last_failed_at, retry_requested,"
-        " subject, from_field, date_field, header_attempts"
+        " subject, from_field, date_field, header_attempts, kind"
         " FROM retrieval_failures WHERE account = ?",
         (account,),
     )
     out: dict[MessageKey, FailureRecord] = {}
-    for key, failures, reason, first, last, retry, subject, from_, date, attempts in rows:
+    for key, failures, reason, first, last, retry, subject, from_, date, attempts, kind in rows:
         parsed = parse_failure_key(key)
         out[parsed] = FailureRecord(
             parsed,
@@ -55,6 +62,7 @@ async def failure_records(store: Store, account: str) -> dict[MessageKey, Failur
             from_,
             parse_utc(date) if date else None,
             attempts,
+            "local" if kind == "local" else "message",
         )
     return out
 
@@ -64,6 +72,9 @@ async def record_failures(
 ) -> None:
     """Count one more failure in a row for each of ``failures`` (a retry request is used up).
 
+    A failure of the same kind as the record's last one adds to its run; one of the other kind
+    (``RetrievalFailure.kind``) starts a new run: ``failures`` 1, ``first_failed_at`` now.
+
     Raises:
         StoreError: SQLite failed; nothing was recorded.
     """
@@ -71,15 +82,18 @@ async def record_failures(
         return
     stamp = utc_text(now)
     rows = [
-        (account, failure_key_text(f.key), f.reason[:MAX_REASON_CHARS], stamp, stamp)
+        (account, failure_key_text(f.key), f.reason[:MAX_REASON_CHARS], stamp, stamp, f.kind)
         for f in {f.key: f for f in failures}.values()
     ]
     await store._write(
         [
             (
                 "INSERT INTO retrieval_failures (account, key, failures, reason, first_failed_at,"
-                " last_failed_at) VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (account, key) DO UPDATE SET"
-                " failures = failures + 1, reason = excluded.reason,"
+                " last_failed_at, kind) VALUES (?, ?, 1, ?, ?, ?, ?) ON CONFLICT (account, key) DO UPDATE"
+                " SET failures = CASE WHEN kind = excluded.kind THEN failures + 1 ELSE 1 END,"
+                " first_failed_at = CASE WHEN kind = excluded.kind THEN first_failed_at"
+                " ELSE excluded.first_failed_at END,"
+                " reason = excluded.reason, kind = excluded.kind,"
                 " last_failed_at = excluded.last_failed_at, retry_requested = 0",
                 rows,
                 True,

@@ -26,10 +26,12 @@ which works because every query names its columns, and one warning names ``maild
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,6 +42,22 @@ from maild.archive.schema import MESSAGES_COLUMNS, messages_create_sql
 from maild.errors import StoreError
 
 _log = structlog.get_logger("maild.archive")
+
+_COMPACT_FOLLOWS: ContextVar[bool] = ContextVar("maild_layout_compact_follows", default=False)
+"""Set by :func:`compact_follows`: the archive is opened by ``maild compact``, which rewrites it next."""
+
+
+@contextlib.contextmanager
+def compact_follows() -> Iterator[None]:
+    """Open the archive inside this block when ``maild compact`` rewrites its layout right after: an
+    upgrade that keeps the old order then logs ``archive.layout_kept`` at debug, not the warning to
+    stop the daemon and run ``maild compact`` (the command that fixes the layout should not first
+    tell the admin to run it). The context follows the task (and the tasks it starts)."""
+    token = _COMPACT_FOLLOWS.set(True)
+    try:
+        yield
+    finally:
+        _COMPACT_FOLLOWS.reset(token)
 
 LAYOUT_REBUILD_AT_OPEN_MAX_OCTETS = 1 << 30
 """Opening an archive at schema 13 or older rebuilds ``messages`` only when the archive file is at
@@ -164,7 +182,8 @@ async def upgrade_layout(conn: aiosqlite.Connection) -> None:
 
     Runs inside the migration's transaction, which :class:`maild.archive.connection.ArchiveConnection`
     began with foreign keys off for this version. An empty ``messages`` (a new archive) is rebuilt
-    always. When kept, one warning ``archive.layout_kept`` names the reason and ``maild compact``.
+    always. When kept, one warning ``archive.layout_kept`` names the reason and ``maild compact``
+    (at debug inside :func:`compact_follows`: ``maild compact`` itself).
 
     Raises:
         sqlite3.Error: SQLite failed (the migration is then rolled back: the archive stays at 13).
@@ -182,7 +201,7 @@ async def upgrade_layout(conn: aiosqlite.Connection) -> None:
             free = 0
         decision = decide_at_open(size, free, LAYOUT_REBUILD_AT_OPEN_MAX_OCTETS)
         if decision.action == "keep":
-            _log.warning(
+            (_log.debug if _COMPACT_FOLLOWS.get() else _log.warning)(
                 "archive.layout_kept",
                 path=path,
                 reason=decision.reason,

@@ -1,6 +1,6 @@
 """The archive's schema: migration scripts (``PRAGMA user_version``), page size and the UTC text format.
 
-Layout (schema version 14; docs/archive.md documents it for readers such as the CRM):
+Layout (schema version 15; docs/archive.md documents it for readers such as the CRM):
 
 - ``accounts``: one row per account ever configured; the protocol is fixed at creation.
 - ``messages``: each distinct message once, keyed by the SHA-256 of its raw octets, with the raw
@@ -53,6 +53,10 @@ Layout (schema version 14; docs/archive.md documents it for readers such as the 
   ``messages_documents``).
 - ``messages`` rebuilt (v14) with ``raw`` as its last column (:data:`MESSAGES_COLUMNS`,
   :mod:`maild.archive.layout`); an archive above a bound keeps the old order until ``maild compact``.
+- ``retrieval_failures.kind`` (v15): which side the last failure was on, ``'message'`` (the server's
+  reply or the message: counts towards setting it aside) or ``'local'`` (this machine's spool or
+  disk: never sets it aside); the migration marks the records whose reason starts ``local spool: ``
+  as local, the rest as message (:data:`maild.model.FailureKind`).
 
 The layout rule of ``messages``: ``raw`` is its LAST column. SQLite keeps ``zeroblob(n)`` lazy (no
 n zero octets built in memory and copied) only when nothing but NULLs follows it in the record, and
@@ -75,7 +79,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -315,6 +319,11 @@ _MIGRATIONS: dict[int, str] = {
     # SQLite), copies every row with its id unless the archive is above a bound or the disk lacks the
     # room; then the old order stays (all queries name their columns) until `maild compact`.
     14: "",
+    # retrieval_failures.kind: a failure on this machine's side (the spool) is told from one of the
+    # message's or server's by a column, not by its reason's text. Added by the Python step,
+    # maild.archive.failure_kind.add_failure_kind (ADD COLUMN unless there), which marks the records made
+    # before as 'local' when their reason is the spool's (maild.spool.SPOOL_FAILURE_PREFIX).
+    15: "",
 }
 
 

@@ -16,6 +16,8 @@ for readers such as the CRM.
 
 Durability: WAL with ``synchronous=FULL``, so every commit is fsync'ed before it returns; a message
 is deleted on a server only after the commit that stores it has returned (see ``fetch/cycle.py``).
+Checkpoints (the WAL copied into the database file) are not part of it; they run in a thread of
+their own (:mod:`maild.archive.checkpointer`).
 """
 
 from __future__ import annotations

@@ -78,6 +78,15 @@ def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.Ar
     return move.add_parsers
 
 
+FETCH_HELP = (
+    "fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched"
+    " (messages left on the server are counted in the account's line, named below it and warned"
+    " about on stderr; they are retried at the next fetch)"
+)
+"""``maild fetch``'s help, man page entry and ``--help`` description: the exit codes of
+docs/operations.md (a fetched account that left messages on the server is not a failed one)."""
+
+
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``maild`` parser: every subcommand, or with ``command`` (see :func:`command_of`) only that
     one, or for a command group's subcommand only that group's.
@@ -108,12 +117,14 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 def _add_built_in_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], only: str | None) -> None:
     """Add the subcommands of :data:`BUILT_IN_COMMANDS` to ``sub``: all of them, or only ``only``."""
 
-    def add(name: str, text: str) -> argparse.ArgumentParser | None:
-        return sub.add_parser(name, help=text) if only is None or name == only else None
+    def add(name: str, text: str, description: str | None = None) -> argparse.ArgumentParser | None:
+        if only is not None and name != only:
+            return None
+        return sub.add_parser(name, help=text, description=description)
 
     if r := add("run", "run the daemon in the foreground (for systemd)"):
         r.set_defaults(handler=_run)
-    if f := add("fetch", "fetch once without a daemon; exit 1 if any account failed"):
+    if f := add("fetch", FETCH_HELP, FETCH_HELP):
         f.add_argument(
             "accounts", nargs="*", metavar="ACCOUNT", help="accounts to fetch (default: all enabled)"
         )

@@ -31,6 +31,13 @@ CRITICAL_FAILURES = 3
 #: Paused accounts named in ``maild check``'s line at most; the rest are counted.
 MAX_NAMED = 3
 
+
+def local_advice(directory: str | None) -> str:
+    """What to do when messages failed on this machine's side (``"local"`` failures): ``free space in
+    /var/lib/maild`` (the archive's directory, where large messages are spooled)."""
+    return f"free space in {directory}" if directory else "free space in the archive's directory (state_dir)"
+
+
 def attention(a: AccountStatus) -> str | None:
     """:func:`maild.service.status.attention`, imported on first use: :mod:`maild.cli.main` imports this
     module for every command, and only the status commands need the reply records."""
@@ -48,6 +55,13 @@ def local_time(moment: datetime | None, now: datetime, tz: tzinfo | None) -> str
     if here.date() == now.astimezone(tz).date():
         return here.strftime("%H:%M")
     return here.strftime("%Y-%m-%d %H:%M")
+
+
+def local_failures(a: AccountStatus) -> int:
+    """:func:`maild.service.status.local_failures`, imported on first use (as :func:`attention`)."""
+    from maild.service.status import local_failures as count_local
+
+    return count_local(a)
 
 
 def zone_name(now: datetime, tz: tzinfo | None) -> str:
@@ -121,8 +135,11 @@ def _table(rows: list[list[str]]) -> list[str]:
     return out
 
 
-def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
-    """Lines under the table for one account: why it needs attention, its warnings, IMAP notes."""
+def _details(
+    a: AccountStatus, now: datetime, tz: tzinfo | None, directory: str | None = None
+) -> list[str]:
+    """Lines under the table for one account: why it needs attention, its warnings, IMAP notes;
+    ``directory`` is the archive's (``ArchiveTotals.directory``), named for local failures."""
     lines: list[str] = []
     reason = attention(a)
     if reason is not None:
@@ -131,6 +148,11 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
         since = a.history.failing_since if a.history is not None else None
         failing = f" since {local_time(since, now, tz)}" if since is not None else ""
         lines.append(f"! {a.name}: {reason}{failures}{failing}")
+        if local_failures(a):
+            lines.append(
+                f"    {local_advice(directory)}: large messages are spooled there before they are"
+                " archived; they stay on the server and are retried at every cycle"
+            )
     elif a.last_error:
         lines.append(f"  {a.name}:")
     if a.progress is not None:
@@ -147,6 +169,11 @@ def _details(a: AccountStatus, now: datetime, tz: tzinfo | None) -> list[str]:
                 f"    set aside after {f.failures} failures in a row, left on the server: {what}:"
                 f" {f.reason} (next try {local_time(f.next_retry, now, tz)},"
                 f" or `maild fetch-now --retry-failed {a.name}`)"
+            )
+        elif f.kind == "local":
+            lines.append(
+                f"    not retrieved {f.failures}x in a row on this machine (retried every cycle, never"
+                f" set aside): {what}: {f.reason}"
             )
         else:
             lines.append(f"    failed {f.failures}x in a row (retried next cycle): {what}: {f.reason}")
@@ -229,7 +256,7 @@ def render_status(
     if shown:
         lines.append("")
         lines.extend(_table([_HEADER] + [_row(a, now, tz) for a in shown]))
-    details = [line for a in shown for line in _details(a, now, tz)]
+    details = [line for a in shown for line in _details(a, now, tz, reply.archive.directory)]
     if details:
         lines.append("")
         lines.extend(details)
@@ -246,7 +273,9 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
 
     CRITICAL: the archive replaced under the daemon (deletions stopped), an account locked out,
     failing permanently, or failing :data:`CRITICAL_FAILURES` cycles in a row. WARNING: any other
-    account needing attention, including one paused after a failure. An account paused by the admin
+    account needing attention, including one paused after a failure and one whose messages failed
+    on this machine's side (``"local"``: large mail blocked by the disk; the line then ends with
+    ``free space in DIR``). An account paused by the admin
     while healthy leaves the verdict alone but is named (``paused by the admin: anna-pop``). Perfdata
     (the plugin guidelines'
     ``'label'=value[UOM];warn;crit;min;max``): accounts, ok, problems, archived messages and bytes,
@@ -264,6 +293,8 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
         text = ", ".join(f"{a.name} {attention(a)}" for a in (critical or problems))
         more = len(problems) - len(critical or problems)
         text += f" (and {more} more)" if more > 0 else ""
+        if any(local_failures(a) for a in problems):
+            text += f"; {local_advice(reply.archive.directory)}"
     else:
         text = f"{len(reply.accounts)} accounts ok"
     # Paused without a failure is the admin's decision (a holiday, a move): OK, but said, so that a

@@ -62,6 +62,10 @@ class AccountRuntime:
         failing_since: when the first failed cycle of the current run of failures ended (UTC), None
             while the account succeeds.
         progress: the running cycle's progress, None between cycles.
+        local_failing_since: when the current episode of messages failing on this machine's side
+            began (``"local"`` failures: the spool's disk or directory; UTC): set by the first
+            successful cycle with such failures, cleared by one without; None outside an episode.
+            Not kept across restarts (the alert memory keeps its alert).
         remembered: the history the archive held when this runtime was made (earlier daemons and
             configurations of the account), or None; :meth:`history` adds this runtime's cycles.
     """
@@ -90,6 +94,7 @@ class AccountRuntime:
     failing_since: datetime | None = None
     remembered: AccountHistory | None = None
     progress: CycleProgress | None = None
+    local_failing_since: datetime | None = None
 
     @property
     def mode(self) -> Mode:
@@ -152,6 +157,22 @@ class AccountRuntime:
         self.cycles["ok"] = self.cycles.get("ok", 0) + 1
         self.new_messages += result.new_messages
         self.last_exception = None
+
+    def note_local_failures(self, result: CycleResult, now: datetime) -> tuple[bool, bool]:
+        """Follow the episode of local failures after a successful cycle ended at ``now`` (UTC).
+
+        Returns:
+            (started, ended): whether ``result``'s local failures begin an episode (the first
+            such cycle: logged at warning), and whether a cycle without any ends one.
+        """
+        local = any(f.kind == "local" for f in result.failures)
+        started = local and self.local_failing_since is None
+        ended = not local and self.local_failing_since is not None
+        if started:
+            self.local_failing_since = now
+        elif ended:
+            self.local_failing_since = None
+        return started, ended
 
     def failed(self, exc: BaseException, now: datetime) -> str:
         """Record a failed cycle ended at ``now`` (aware, UTC) and return its :func:`outcome_label`.

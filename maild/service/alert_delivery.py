@@ -222,7 +222,12 @@ class Alerter:
         """
         disk = await asyncio.to_thread(disk_space, state_dir)
         events = self.monitor.evaluate(
-            accounts, now, disk=disk, daemon_problems=daemon_problems, archive_replaced=archive_replaced
+            accounts,
+            now,
+            disk=disk,
+            daemon_problems=daemon_problems,
+            archive_replaced=archive_replaced,
+            directory=str(state_dir),
         )
         if self.config.enabled:
             for event in events:

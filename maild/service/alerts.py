@@ -9,6 +9,9 @@ configured command and mail. Kinds:
 - ``failing``: an account's cycles have failed for longer than ``[alerts] after`` (default 1 h).
 - ``set_aside``: messages too large for ``max_message_size`` were left on the server (at once).
 - ``disk_full``: the archive's file system has less free space than ``disk_free_percent``.
+- ``local_failure``: an account's messages fail on this machine's side (``"local"`` failures: the
+  spool's disk short of room, its directory not writable), so large mail is blocked until space is
+  freed; one event per episode (from the first cycle with such failures to the first without).
 - ``token_expiry``: an OAuth2 account's refresh token (the person's consent) ends within
   ``token_expiry_ahead`` (default 7 days), or getting a token has started failing.
 - ``archive_replaced``: the archive file was deleted or replaced under the running daemon (the
@@ -44,7 +47,15 @@ from maild.service.account_runtime import AUTH_LOCKOUT_FAILURES, AccountRuntime,
 from maild.service.labels import outcome_label
 
 AlertKind = Literal[
-    "locked_out", "failing", "set_aside", "disk_full", "token_expiry", "archive_replaced", "daemon", "test"
+    "locked_out",
+    "failing",
+    "set_aside",
+    "disk_full",
+    "local_failure",
+    "token_expiry",
+    "archive_replaced",
+    "daemon",
+    "test",
 ]
 AlertState = Literal["firing", "recovered", "test"]
 
@@ -104,6 +115,7 @@ _TITLES: dict[AlertKind, str] = {
     "failing": "fetching fails",
     "set_aside": "messages set aside",
     "disk_full": "archive disk nearly full",
+    "local_failure": "messages blocked: no room on this machine",
     "token_expiry": "sign-in token ends soon",
     "archive_replaced": "archive replaced, deletions stopped",
     "daemon": "maild is unwell",
@@ -270,6 +282,7 @@ class AlertMonitor:
         daemon_problems: Mapping[str | None, str],
         archive_replaced: str | None,
         now: datetime,
+        directory: str,
     ) -> tuple[dict[_Key, _Condition], set[_Key]]:
         """The conditions that hold now, and the keys that cannot be judged now (kept as they are)."""
         found: dict[_Key, _Condition] = {}
@@ -290,6 +303,18 @@ class AlertMonitor:
                     found[(name, "token_expiry")] = token
             if rt.last_result is None:  # no successful cycle since start: set-aside unknown
                 unknown.add((name, "set_aside"))
+                unknown.add((name, "local_failure"))
+            elif rt.local_failing_since is not None:
+                # The text stays the same through the episode (no counts, no free octets): one event
+                # per episode, not one per cycle; the recovery notice follows the first clean cycle.
+                found[(name, "local_failure")] = _Condition(
+                    rt,
+                    rt.local_failing_since,
+                    f"messages are not retrieved: this machine has no room to spool them in {directory}"
+                    " (the disk short of the spool's reserve, or the directory not writable)",
+                    f"free space in {directory} (or make it writable for maild); the messages stay on"
+                    f" the server and are retried at every cycle: `maild status {name}` lists them",
+                )
             problem = daemon_problems.get(name)
             if problem is not None:
                 found[(name, "daemon")] = _Condition(
@@ -369,6 +394,7 @@ class AlertMonitor:
         disk: DiskSpace | None = None,
         daemon_problems: Mapping[str | None, str] | None = None,
         archive_replaced: str | None = None,
+        directory: str = "the archive's directory",
     ) -> list[AlertEvent]:
         """The events to send now, and remember them for rate limiting and recovery.
 
@@ -379,10 +405,14 @@ class AlertMonitor:
             daemon_problems: what is wrong with the daemon itself: by account name (its loop
                 ended), and under None the daemon as a whole (one text).
             archive_replaced: why the archive guard stopped deletions, or None.
+            directory: the archive's directory (where large messages are spooled), named by the
+                ``local_failure`` alert.
         """
         accounts = list(accounts)
         people = {rt.config.name: rt.config for rt in accounts}
-        conditions, unknown = self._conditions(accounts, disk, daemon_problems or {}, archive_replaced, now)
+        conditions, unknown = self._conditions(
+            accounts, disk, daemon_problems or {}, archive_replaced, now, directory
+        )
         events: list[AlertEvent] = []
         repeat = timedelta(seconds=self.config.repeat_s)
         for key, cond in conditions.items():

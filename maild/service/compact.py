@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from maild.archive.layout import CompactResult, Progress
+from maild.archive.layout import CompactResult, Progress, compact_follows
 from maild.archive.store import Store
 from maild.errors import StoreError
 from maild.service.archive_lock import COMPACT_ROLE, acquire_archive_lock
@@ -38,7 +38,8 @@ async def compact_archive(database: Path, progress: Progress | None = None) -> C
         raise StoreError(f"archive {database} does not exist (is daemon.state_dir right?)")
     lock = await asyncio.to_thread(acquire_archive_lock, database, COMPACT_ADVICE, COMPACT_ROLE)
     try:
-        store = await Store.open(database)
+        with compact_follows():  # the upgrade's "run maild compact" warning: this is it
+            store = await Store.open(database)
         try:
             return await store.compact_layout(progress)
         finally:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import structlog
@@ -73,7 +74,7 @@ class OneShotResult:
             return "\n".join(lines)
         extra = f", {res.deleted} deleted on the server" if res.deleted else ""
         if res.failures:
-            extra += f", {len(res.failures)} could not be retrieved (retried next time)"
+            extra += f", {not_retrieved_text(res)}"
         if res.set_aside:
             extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
         counts = new_and_known(res.new_messages, res.new_links)
@@ -87,6 +88,17 @@ class OneShotResult:
         return "\n".join(lines)
 
 
+def not_retrieved_text(res: CycleResult) -> str:
+    """``2 messages not retrieved (retried at the next fetch; listed below)``: the one-shot's words for
+    the cycle's failed messages (the cycle itself succeeded: ``maild fetch`` exits 0, see
+    docs/operations.md, exit codes); ``; M for lack of room on this machine`` inside the brackets
+    when some failed on this machine's side (kind ``"local"``)."""
+    n = len(res.failures)
+    local = sum(1 for f in res.failures if f.kind == "local")
+    side = f"; {local} for lack of room on this machine" if local else ""
+    return f"{n} message{'s' if n > 1 else ''} not retrieved (retried at the next fetch{side}; listed below)"
+
+
 async def _failed_since(store: Store, account: str, started: datetime) -> tuple[FailureRecord, ...]:
     """The failure records of ``account`` whose last failure is not older than ``started`` (UTC);
     empty when the archive cannot say (a failed cycle is reported anyway)."""
@@ -95,6 +107,24 @@ async def _failed_since(store: Store, account: str, started: datetime) -> tuple[
     except MaildError:
         return ()
     return tuple(r for r in records.values() if r.last_failed_at >= started)
+
+
+def _log_not_retrieved(res: CycleResult, state_dir: Path, level: Literal["warning", "info"]) -> None:
+    """The warning (journald priority 4; ``level`` info on a terminal, where the result line says it)
+    that a fetched account left messages on the server: the one-shot's exit code is 0 (the account
+    was fetched), so cron mail and the journal get this line."""
+    local = sum(1 for f in res.failures if f.kind == "local")
+    action = "they stay on the server and are retried at the next fetch"
+    if local:
+        action = f"free space in {state_dir} (large messages are spooled there); {action}"
+    (log.warning if level == "warning" else log.info)(
+        "fetch.messages-not-retrieved",
+        account=res.account,
+        messages=len(res.failures),
+        local=local,
+        summary=not_retrieved_text(res),
+        action=action,
+    )
 
 
 def chosen_accounts(config: Config, names: Sequence[str]) -> list[AccountConfig]:
@@ -167,10 +197,11 @@ async def fetch_once(
         config: the validated configuration.
         names: account names; empty: every enabled account.
         maildrop_factory: makes the unopened adapter of an account (tests pass stand-ins).
-        failure_level: the level of the ``fetch.failed`` log line of a failed cycle: ``"info"`` when
-            the caller shows each result where the same person reads the log (``maild fetch`` on a
-            terminal), so that a failure is said once; ``"warning"`` for cron mail, files and the
-            journal (priority 4).
+        failure_level: the level of the ``fetch.failed`` log line of a failed cycle, and of the
+            ``fetch.messages-not-retrieved`` line of a fetched account that left messages on the
+            server: ``"info"`` when the caller shows each result where the same person reads the log
+            (``maild fetch`` on a terminal), so that a failure is said once; ``"warning"`` for cron
+            mail, files and the journal (priority 4).
 
     Returns:
         One result per account, in the order of :func:`chosen_accounts`.
@@ -211,6 +242,8 @@ async def fetch_once(
                     log_failure("fetch.failed", account=acc.name, outcome=outcome_label(exc), error=error)
                     return OneShotResult(acc.name, None, error, await _failed_since(store, acc.name, started))
                 assert result is not None  # runs without a proceed() check
+                if result.failures:
+                    _log_not_retrieved(result, config.daemon.state_dir, failure_level)
                 return OneShotResult(acc.name, result)
 
             try:

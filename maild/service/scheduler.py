@@ -399,8 +399,27 @@ class Scheduler:
                 messages=len(result.too_large),
                 reason="larger than max_message_size; left on the server",
             )
+        self._log_local_failures(rt, result)
         await self._keep_history(rt)
         return result
+
+    def _log_local_failures(self, rt: AccountRuntime, result: CycleResult) -> None:
+        """Messages that failed on this machine's side (``"local"``: the spool's disk or directory):
+        the first cycle of an episode logs a warning (journald priority 4) naming where to free
+        space; later cycles of the same episode log at info, and the cycle that ends it says so."""
+        started, ended = rt.note_local_failures(result, self.clock())
+        local = [f for f in result.failures if f.kind == "local"]
+        if local:
+            (log.warning if started else log.info)(
+                "fetch.local-failure",
+                messages=len(local),
+                reason=local[0].reason,
+                action=f"free space in {self.store.spool.directory}; the messages stay on the server and"
+                " are retried at every cycle",
+                since=rt.local_failing_since.isoformat() if rt.local_failing_since else None,
+            )
+        elif ended:
+            log.info("fetch.local-failure.cleared")
 
     def _failed(self, rt: AccountRuntime, exc: BaseException) -> None:
         """Record a failed cycle in ``rt`` and log it."""

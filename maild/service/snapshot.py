@@ -59,7 +59,7 @@ def _cycle_status(res: CycleResult) -> CycleStatus:
         octets=res.octets,
         deleted=res.deleted,
         seconds=round(res.seconds, 3),
-        failures=tuple(RetrievalFailureStatus(repr(f.key), f.reason) for f in res.failures),
+        failures=tuple(RetrievalFailureStatus(repr(f.key), f.reason, f.kind) for f in res.failures),
         too_large=tuple(repr(k) for k in res.too_large),
         mailbox_failures=tuple(res.imap.mailbox_failures.items()) if res.imap is not None else None,
     )
@@ -83,6 +83,7 @@ def failing_messages(
             subject=r.subject,
             from_=r.from_,
             date=r.date,
+            kind=r.kind,
         )
         for r in ordered
     )
@@ -344,7 +345,7 @@ async def status_reply(
             for name, rt in accounts.items()
             if only is None or name == only
         ),
-        archive=ArchiveTotals(messages, octets, read_at, store.replaced),
+        archive=ArchiveTotals(messages, octets, read_at, store.replaced, str(store.spool.directory)),
     )
 
 

@@ -249,12 +249,16 @@ class ArchiveTotals:
             are then 0 and unknown.
         replaced: None, or why deletions stopped on every server: the archive file was deleted or
             replaced under the running daemon (see :meth:`maild.archive.store.Store.verify_identity`).
+        directory: the archive's directory (``state_dir``), where large messages are spooled: the
+            place to free space in when messages fail on this machine's side (``"local"``
+            failures); None from older daemons.
     """
 
     messages: int
     octets: int
     read_at: datetime | None = None
     replaced: str | None = None
+    directory: str | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``archive``."""
@@ -263,6 +267,7 @@ class ArchiveTotals:
             "octets": self.octets,
             "read_at": time_text(self.read_at) if self.read_at is not None else None,
             "replaced": self.replaced,
+            "directory": self.directory,
         }
 
     @classmethod
@@ -270,7 +275,8 @@ class ArchiveTotals:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
         read_at = read_time(data, "read_at")
         replaced = read_opt_str(data, "replaced")
-        return cls(read_int(data, "messages"), read_int(data, "octets"), read_at, replaced)
+        directory = read_opt_str(data, "directory")
+        return cls(read_int(data, "messages"), read_int(data, "octets"), read_at, replaced, directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,19 +321,37 @@ class StatusReply:
 FAILING_STATES: frozenset[str] = frozenset({"backoff", "error", "auth_failed"})
 
 
+def local_failures(account: AccountStatus) -> int:
+    """How many messages ``account``'s last successful cycle could not retrieve on this machine's side
+    (``"local"``: the spool's disk or directory).
+
+    Read from the last cycle, not from the failure records: a record stays until its message is
+    archived, also when the message has left the server meanwhile, while a local failure is never
+    set aside, so a message still on the server fails again in every cycle until there is room.
+    """
+    cycle = account.last_cycle
+    return sum(1 for f in cycle.failures if f.kind == "local") if cycle is not None else 0
+
+
 def attention(account: AccountStatus) -> str | None:
     """Why ``account`` needs the administrator, in a few words, or None when it is healthy.
 
     An account needs attention when its last cycle failed (``backoff``, ``error``), it is locked out
     after refused logins (``auth_failed``), it is paused while its last cycle had failed (paused for
-    a problem, not a holiday), or its last cycle set messages aside (too large to fetch, left on the
-    server, or failed to arrive too often in a row). ``maild status`` exits 1 and ``maild check``
-    warns for such an account.
+    a problem, not a holiday), its last cycle could not retrieve messages on this machine's side
+    (``"local"``, :func:`local_failures`: the spool's disk short of room, its directory not
+    writable; they stay on the server and are retried at every cycle, but large mail is blocked
+    until the admin frees space), or its last cycle set
+    messages aside (too large to fetch, left on the server, or failed to arrive too often in a
+    row). ``maild status`` exits 1 and ``maild check`` warns for such an account.
     """
     if account.state in FAILING_STATES:
         return account.state
     if account.state == "paused" and (account.last_error or account.consecutive_failures):
         return "paused after a failure"
+    local = local_failures(account)
+    if local:
+        return f"{local} message{'s' if local > 1 else ''} not retrieved: no room on this machine"
     set_aside = sum(1 for f in account.failing_messages if f.set_aside)
     if set_aside:
         return f"{set_aside} message{'s' if set_aside > 1 else ''} set aside after repeated failures"

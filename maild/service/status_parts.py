@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from maild.model import FailureKind
 from maild.service.reply_fields import (
     TIME_FORMAT,
     bad_reply,
@@ -86,26 +87,41 @@ class UIDValidityChangeStatus:
         )
 
 
+def read_kind(data: Mapping[str, Any]) -> FailureKind:
+    """A failure's ``kind`` (:data:`maild.model.FailureKind`); ``"message"`` when absent (older daemons).
+
+    Raises:
+        ControlError: ``bad-reply`` when it is another value.
+    """
+    if data.get("kind") is None:
+        return "message"
+    kind: FailureKind = read_choice(data, "kind", FailureKind)
+    return kind
+
+
 @dataclass(frozen=True, slots=True)
 class RetrievalFailureStatus:
-    """A message the server refused to hand out in the last cycle (retried in the next).
+    """A message that could not be retrieved in the last cycle (retried in the next).
 
     Attributes:
         key: the message's server-side identity, as its ``repr``.
         reason: the server's reply or the cause, redacted.
+        kind: ``"message"`` (the server or the message) or ``"local"`` (this machine's spool or
+            disk), :data:`maild.model.FailureKind`; ``"message"`` when an older daemon did not say.
     """
 
     key: str
     reason: str
+    kind: FailureKind = "message"
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``last_cycle.failures``."""
-        return {"key": self.key, "reason": self.reason}
+        return {"key": self.key, "reason": self.reason, "kind": self.kind}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RetrievalFailureStatus:
         """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
-        return cls(read_str(data, "key"), read_str(data, "reason"))
+        return cls(read_str(data, "key"), read_str(data, "reason"), read_kind(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +140,9 @@ class FailingMessageStatus:
             while unknown or absent.
         from_: its From field, decoded; None while unknown or absent.
         date: its Date field (UTC); None while unknown, absent or unparseable.
+        kind: the last failure's side, :data:`maild.model.FailureKind`: ``"message"`` (counts towards
+            setting it aside) or ``"local"`` (this machine's spool or disk: never set aside; ``maild
+            check`` warns); ``"message"`` when an older daemon did not say.
     """
 
     key: str
@@ -135,6 +154,7 @@ class FailingMessageStatus:
     subject: str | None = None
     from_: str | None = None
     date: datetime | None = None
+    kind: FailureKind = "message"
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``failing_messages``."""
@@ -148,6 +168,7 @@ class FailingMessageStatus:
             "subject": self.subject,
             "from": self.from_,
             "date": time_text(self.date),
+            "kind": self.kind,
         }
 
     @classmethod
@@ -166,6 +187,7 @@ class FailingMessageStatus:
             read_opt_str(data, "subject"),
             read_opt_str(data, "from"),
             read_time(data, "date"),
+            read_kind(data),
         )
 
 

@@ -34,7 +34,7 @@ async def spooled_run(spool: Spool, cuts: list[int]) -> dict[int, imap_fetch.Out
         uid, found = outcome
         if isinstance(found, imap_fetch.FetchedMessage) and isinstance(found.body, SpooledLiteral):
             spooled = await found.body.outcome  # written by the executor's jobs
-            outcomes[uid] = spooled
+            outcomes[uid] = imap_fetch.Unspooled(spooled) if isinstance(spooled, str) else spooled
             continue
         outcomes[uid] = found
     return outcomes
@@ -82,9 +82,10 @@ async def test_a_full_spool_fails_that_message_only(tmp_path: Path) -> None:
     reason; the other messages arrive."""
     spool = Spool(tmp_path, threshold_octets=5, max_octets=8)  # takes "Short" (7), not the other
     outcomes = await spooled_run(spool, [])
-    failed = {uid: o for uid, o in outcomes.items() if isinstance(o, str)}
+    failed = {uid: o for uid, o in outcomes.items() if isinstance(o, imap_fetch.Unspooled)}  # this machine's side
     assert list(failed) == [11]
-    assert failed[11].startswith("local spool: the spool holds")
+    assert failed[11].reason.startswith("local spool: the spool holds")
+    assert not any(isinstance(o, str) for o in outcomes.values())
     assert bodies({uid: o for uid, o in outcomes.items() if uid != 11}) == {
         12: ("spooled", EXPECTED_BODIES[12]),
         13: ("memory", b""),

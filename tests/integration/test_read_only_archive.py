@@ -12,7 +12,6 @@ write fails). The forced remount a kernel makes after disk errors cannot be made
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -25,8 +24,7 @@ from tests.support import corpus
 from tests.support.daemonproc import maild_cli, status
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
-
-UNSHARE = ["unshare", "--user", "--map-root-user", "--mount"]
+from tests.support.namespaces import UNSHARE, namespaces_unavailable
 
 DRIVER = """
 import subprocess, sys
@@ -47,21 +45,6 @@ print("exit", daemon.wait(), flush=True)
 """
 
 
-def _namespaces_work() -> str | None:
-    """None when an unprivileged user and mount namespace can mount a tmpfs here, else why not."""
-    if shutil.which("unshare") is None:
-        return "unshare (util-linux) is not installed"
-    probe = subprocess.run(
-        [*UNSHARE, "sh", "-c", 'd=$(mktemp -d) && mount -t tmpfs tmpfs "$d" && umount "$d" && rmdir "$d"'],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return (
-        None if probe.returncode == 0 else f"user/mount namespaces unavailable: {probe.stderr.strip()[:200]}"
-    )
-
-
 def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
     """Poll ``predicate`` every 0.1 s until it is true (a hang guard, not a speed assertion)."""
     deadline = time.monotonic() + timeout_s
@@ -78,7 +61,7 @@ def test_a_read_only_archive_file_system_is_named_and_stops_deletions(
     arrives; ``maild fetch-now`` fails with one line naming the read-only file system, ``maild status``
     shows that line as the account's error, and the message is still on the server; the alert
     command gets the ``daemon`` alert (the account history cannot be written: read-only)."""
-    reason = _namespaces_work()
+    reason = namespaces_unavailable()
     if reason is not None:
         pytest.skip(reason)
     directory = short_dir()

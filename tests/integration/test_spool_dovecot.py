@@ -18,7 +18,7 @@ from maild.archive.store import Store
 from maild.fetch.cycle import make_maildrop
 from maild.model import Protocol, RetrievalFailure, RetrievedMessage
 from maild.policy import SET_ASIDE_AFTER_FAILURES
-from maild.spool import SPOOL_HEAD_OCTETS, Spool, SpooledBody, is_spool_failure
+from maild.spool import SPOOL_FAILURE_PREFIX, SPOOL_HEAD_OCTETS, Spool, SpooledBody
 from maild.spool_view import SPOOL_MARKS_MAX_OCTETS
 from tests.support import corpus
 from tests.support.accounts import dovecot_account
@@ -174,11 +174,12 @@ async def test_a_full_spool_never_sets_the_message_aside(
     store.spool = Spool(store.path.parent, max_octets=2**20)
     for _ in range(SET_ASIDE_AFTER_FAILURES + 1):
         result = await cycle(account, store, executor)
-        assert [is_spool_failure(f.reason) for f in result.failures] == [True]
+        assert [f.kind for f in result.failures] == ["local"]
+        assert result.failures[0].reason.startswith(SPOOL_FAILURE_PREFIX)
         assert result.set_aside == []
     records = await failure_records(store, account.name)
     assert [r.failures for r in records.values()] == [SET_ASIDE_AFTER_FAILURES + 1]
-    assert all(is_spool_failure(r.reason) for r in records.values())
+    assert [r.kind for r in records.values()] == ["local"]
     store.spool = Spool(store.path.parent)
     result = await cycle(account, store, executor)
     assert result.failures == []

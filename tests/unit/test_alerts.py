@@ -16,7 +16,7 @@ from maild.fetch.cycle import CycleResult
 from maild.model import POP3Key, Secret
 from maild.service.account_runtime import AccountRuntime
 from maild.service.alert_delivery import deliver, mail_message
-from maild.service.alerts import AlertMonitor, DiskSpace, alert_test_event
+from maild.service.alerts import AlertEvent, AlertMonitor, DiskSpace, alert_test_event
 from tests.support.accounts import pop3_account
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -186,3 +186,40 @@ def test_the_set_aside_alert_names_the_subjects_it_knows() -> None:
     assert event.message == (
         'messages left on the server: 2 set aside after repeated failures ("Rechnung 42 für März")'
     )
+
+
+def test_local_failures_alert_once_per_episode_and_recover_after_a_clean_cycle() -> None:
+    """Cycles whose messages fail on this machine's side (the spool's disk) send one local_failure
+    event naming the directory, however often the count or the free space in the reason changes;
+    the first cycle without local failures sends the recovery; a new episode fires again."""
+    from maild.model import RetrievalFailure
+    from maild.spool import local_failure
+
+    monitor = AlertMonitor(CONFIG)
+    rt = AccountRuntime(pop3_account("anna"))
+    key, other = POP3Key("big"), POP3Key("bigger")
+
+    sent: list[AlertEvent] = []
+
+    def cycle(at: datetime, *failures: RetrievalFailure) -> list[tuple[str, str]]:
+        result = CycleResult("anna", on_server=3)
+        result.failures.extend(failures)
+        rt.succeeded(result, at)
+        rt.note_local_failures(result, at)
+        events = monitor.evaluate([rt], at, directory="/var/lib/maild")
+        sent.extend(events)
+        return [(e.kind, e.state) for e in events]
+
+    firing = cycle(T0, local_failure(key, "100 octets free in /var/lib/maild"))
+    assert "/var/lib/maild" in sent[0].message and "free space in /var/lib/maild" in sent[0].next_step
+    later = [
+        cycle(T0 + timedelta(minutes=5 * i), local_failure(key, f"{i} octets free"), local_failure(other, "x"))
+        for i in range(1, 4)
+    ]
+    message_only = cycle(T0 + timedelta(minutes=30), RetrievalFailure(key, "-ERR locked"))
+    again = cycle(T0 + timedelta(minutes=35), local_failure(key, "0 octets free"))
+
+    assert firing == [("local_failure", "firing")]
+    assert later == [[], [], []]
+    assert message_only == [("local_failure", "recovered")]
+    assert again == [("local_failure", "firing")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -16,6 +17,7 @@ from maild.service.commands import COMMANDS, CommandContext, dispatch
 from maild.service.replies import ReloadReport
 from maild.service.scheduler import Scheduler
 from maild.service.status import StatusReply
+from maild.spool import Spool
 from tests.support.accounts import pop3_account
 
 STARTED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -60,7 +62,9 @@ class FakeStore:
         if params != ("anna-pop",):
             return []
         subject, sender = "Rechnung 42 für März", "Buchhaltung <buchhaltung@example.com>"
-        return [("pop3 uidl-7", 3, "-ERR [SYS/TEMP] message locked", STAMP, STAMP, 0, subject, sender, STAMP, 1)]
+        return [
+            ("pop3 uidl-7", 3, "-ERR [SYS/TEMP] message locked", STAMP, STAMP, 0, subject, sender, STAMP, 1, "message")
+        ]
 
     async def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         return 1 if params == ("anna-pop",) else 0
@@ -74,6 +78,7 @@ class FakeStore:
     replaced = None
     writing = False
     counters = None  # a daemon's store keeps counters (maild.archive.counters); this one is read
+    spool = Spool(Path("/var/lib/maild"))  # only its directory is read (the status's archive.directory)
 
     async def message_counts(self) -> dict[str, int]:
         return {"anna-pop": 5}

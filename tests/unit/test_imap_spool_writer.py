@@ -15,7 +15,7 @@ from maild.protocols.imap.spooling import (
     SPOOL_RESUME_PARTS,
     SpoolingLiteral,
 )
-from maild.spool import Spool, SpooledBody, is_spool_failure
+from maild.spool import SPOOL_FAILURE_PREFIX, Spool, SpooledBody
 from tests.support.gated_spool import GATE_TIMEOUT_S, GatedSpool
 
 
@@ -82,7 +82,7 @@ async def test_a_failing_write_fails_that_literal_only(tmp_path: Path) -> None:
     assert len(literal) == len(data)
     outcome = await literal.finish().outcome
     assert isinstance(outcome, str)
-    assert is_spool_failure(outcome)
+    assert outcome.startswith(SPOOL_FAILURE_PREFIX)
     assert "limit" in outcome
     assert flow.events.count("pause") == flow.events.count("resume")
     assert spool.open_files == 0

@@ -129,7 +129,7 @@ async def test_a_fresh_archive_has_exactly_the_documented_columns_with_raw_last(
     assert names[-1] == "raw"
     assert _table_info(db)[-1] == ("raw", "BLOB", 1, 0)
     assert _table_info(db)[0] == ("id", "INTEGER", 0, 1)
-    assert _version(db) == SCHEMA_VERSION == 14
+    assert _version(db) == SCHEMA_VERSION
 
 
 async def test_upgrading_from_13_keeps_all_data_and_puts_raw_last(
@@ -149,7 +149,7 @@ async def test_upgrading_from_13_keeps_all_data_and_puts_raw_last(
         async with await Store.open(db) as store:
             assert await store._scalar("PRAGMA foreign_keys") == 1
 
-    assert _version(db) == 14
+    assert _version(db) == SCHEMA_VERSION
     assert _columns(db) == [name for name, _decl in MESSAGES_COLUMNS]
     assert _snapshot(db) == before
     assert before["indexes"] == sorted(
@@ -191,7 +191,7 @@ async def test_an_archive_above_the_bound_keeps_its_order_works_and_is_compacted
             await store.store_batch("anna-pop", [RetrievedMessage(pop(99), big)], T0)
     (kept,) = [e for e in logs if e["event"] == "archive.layout_kept"]
     assert "above the 0 MiB" in kept["reason"] and "maild compact" in kept["action"]
-    assert _version(db) == 14
+    assert _version(db) == SCHEMA_VERSION
     assert _columns(db)[-3:] == ["raw", "cc_header", "has_documents"]
     with ArchiveReader(db) as reader:
         [stored] = reader.list_messages(MessageFilter(subject_text="Gross 2"))
@@ -282,3 +282,28 @@ async def test_a_column_this_maild_does_not_know_stops_the_rebuild(
 
     assert _version(db) == 13
     assert "spam_score" in _columns(db)
+
+
+async def test_compact_does_not_first_warn_that_the_layout_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, documents_extra: None
+) -> None:
+    """`maild compact` on a schema-13 archive above the bound: its own open keeps the old order
+    without the warning to run `maild compact` (at debug), then it rewrites the layout; a daemon's
+    open of such an archive still warns."""
+    db = tmp_path / "maild.sqlite3"
+    await _build_v13(db, monkeypatch)
+    monkeypatch.setattr(layout, "LAYOUT_REBUILD_AT_OPEN_MAX_OCTETS", 0)
+
+    with capture_logs() as logs:
+        result = await compact_archive(db)
+
+    assert result.rebuilt and _columns(db)[-1] == "raw"
+    kept = [e for e in logs if e["event"] == "archive.layout_kept"]
+    assert [e["log_level"] for e in kept] == ["debug"]
+    assert not [e for e in logs if e["log_level"] in ("warning", "error")]
+    other = tmp_path / "other.sqlite3"
+    await _build_v13(other, monkeypatch)
+    with capture_logs() as logs:
+        async with await Store.open(other):
+            pass
+    assert [e["log_level"] for e in logs if e["event"] == "archive.layout_kept"] == ["warning"]

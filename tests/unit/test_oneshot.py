@@ -88,7 +88,7 @@ async def test_the_line_names_each_failed_message_and_a_failed_quit_is_not_faile
     assert not result.failed
     first, failed, warning = result.line().splitlines()
     assert first.startswith("a: 2 new messages (")
-    assert first.endswith("octets retrieved), 1 could not be retrieved (retried next time)")
+    assert first.endswith("octets retrieved), 1 message not retrieved (retried at the next fetch; listed below)")
     assert failed == "  not retrieved: UIDL uidl-2: -ERR [SYS/TEMP] message locked"
     assert warning.startswith("  warning: everything was stored, but the session did not end cleanly")
 

@@ -396,6 +396,20 @@ def test_a_message_is_set_aside_after_three_failures_in_a_row_until_a_day_has_pa
     assert set_aside(records, NOW) == {a}
 
 
+def test_a_local_failure_never_sets_a_message_aside_whatever_its_reason_says() -> None:
+    """set_aside tests the record's kind, not its reason: a message whose last failures were this
+    machine's ("local": the spool's disk) is never skipped, however many; one of kind "message" is,
+    even when its reason happens to read like the spool's."""
+    local, message = POP3Key("local"), POP3Key("message")
+    last = NOW - timedelta(minutes=5)
+    records = {
+        local: FailureRecord(local, 9, "disk short of the reserve", last, last, kind="local"),
+        message: FailureRecord(message, 3, "local spool: a server's words", last, last, kind="message"),
+    }
+
+    assert set_aside(records, NOW) == {message}
+
+
 def test_set_aside_messages_are_planned_apart_and_never_retrieved() -> None:
     """plan_retrieval lists skipped keys as set aside (left on the server), not to retrieve."""
     inventory = [InventoryEntry(POP3Key(u), 10) for u in ("a", "b", "c")]

@@ -131,7 +131,7 @@ def test_account_json_keeps_the_documented_shape() -> None:
         "octets": 4096,
         "deleted": 1,
         "seconds": 1.25,
-        "failures": [{"key": "POP3Key(uidl='a')", "reason": "-ERR [SYS/TEMP] try later"}],
+        "failures": [{"key": "POP3Key(uidl='a')", "reason": "-ERR [SYS/TEMP] try later", "kind": "message"}],
         "too_large": ["POP3Key(uidl='b')"],
     }
     assert "mailboxes" not in pop

@@ -222,3 +222,36 @@ def test_a_first_refused_login_is_a_warning_everywhere_until_the_lockout() -> No
     assert attention(refused) == "backoff"
     assert (code, line.split(" | ")[0]) == (CHECK_WARNING, "MAILD WARNING - anna-pop backoff")
     assert locked_code == CHECK_CRITICAL
+
+
+def test_messages_failing_on_this_machine_make_check_warn_and_name_the_directory() -> None:
+    """A last cycle that could not retrieve a message on this machine's side (the spool's disk) needs
+    attention: status exits 1 and shows where to free space; check is WARNING (not CRITICAL: nothing
+    is lost, small mail flows) naming the account and the directory. A failure of the server's does
+    neither, nor does a local record alone once the last cycle no longer failed on it (the message
+    left the server: records stay until a message is archived)."""
+    from maild.service.status import FailingMessageStatus, RetrievalFailureStatus
+
+    record = FailingMessageStatus("UIDL big", 2, "local spool: 5 octets free in /srv/maild", NOW, False, kind="local")
+
+    def cycle(kind: str) -> CycleStatus:
+        failure = RetrievalFailureStatus("POP3Key(uidl='big')", "local spool: 5 octets free", kind)  # type: ignore[arg-type]
+        return CycleStatus(0, 0, 0, 0.1, failures=(failure,))
+
+    local = replace(HEALTHY, failing_messages=(record,), last_cycle=cycle("local"))
+    server = replace(HEALTHY, last_cycle=cycle("message"))
+    gone = replace(HEALTHY, failing_messages=(record,))
+    archive = ArchiveTotals(1, 2, directory="/srv/maild")
+
+    code, line = check_line(StatusReply("1", NOW, (local,), archive), NOW)
+    text = render_status(StatusReply("1", NOW, (local,), archive), now=NOW, tz=UTC)
+
+    assert attention(local) == "1 message not retrieved: no room on this machine"
+    assert (code, line.split(" | ")[0]) == (
+        CHECK_WARNING,
+        "MAILD WARNING - anna-pop 1 message not retrieved: no room on this machine; free space in /srv/maild",
+    )
+    assert "    free space in /srv/maild: large messages are spooled there" in text
+    assert "not retrieved 2x in a row on this machine (retried every cycle, never set aside): UIDL big" in text
+    assert (attention(server), attention(gone)) == (None, None)
+    assert check_line(StatusReply("1", NOW, (server, gone), archive), NOW)[0] == CHECK_OK

@@ -55,8 +55,8 @@ async def test_open_creates_current_schema(tmp_path: Path) -> None:
         version = await query(s, "PRAGMA user_version")
         tables = {r[0] for r in await query(s, "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
-    assert SCHEMA_VERSION == 14
-    assert version == [(14,)]
+    assert SCHEMA_VERSION == 15
+    assert version == [(SCHEMA_VERSION,)]
     assert {
         "accounts", "messages", "locations", "mailboxes", "deliveries", "appends", "messages_fts",
         "retrieval_failures", "moves", "account_history", "alert_memory", "mailbox_sync",

@@ -36,10 +36,10 @@ from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, SpooledBody
 from maild.protocols.imap import wire
 from maild.protocols.imap.client import Reply, StreamingFetch
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, consume_outcome
-from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome
+from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome, Unspooled
 from maild.protocols.imap.lex import Part, SpooledLiteral
 from maild.protocols.progress import ProgressFloor
-from maild.spool import SPOOL_HEAD_OCTETS, Spool
+from maild.spool import SPOOL_HEAD_OCTETS, Spool, local_failure
 
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
 
@@ -292,8 +292,10 @@ def retrieved(
     if isinstance(outcome, FetchedMessage) and outcome.body is not None:
         body: bytes | SpooledBody
         if isinstance(outcome.body, SpooledLiteral):
-            if spooled is None or isinstance(spooled, str):
-                return RetrievalFailure(key, spooled or "BODY[] spooled, its outcome not awaited")
+            if isinstance(spooled, str):  # this machine's spool, not the message: never set aside
+                return local_failure(key, spooled)
+            if spooled is None:
+                return RetrievalFailure(key, "BODY[] spooled, its outcome not awaited")
             body = spooled
         else:
             body = outcome.body
@@ -303,6 +305,8 @@ def retrieved(
             head = body if isinstance(body, bytes | bytearray) else body.head
             internaldate = summarise(head).date or now()
         return RetrievedMessage(key, body, internaldate, flags, outcome.missing)
+    if isinstance(outcome, Unspooled):  # this machine's spool, not the message: never set aside
+        return local_failure(key, outcome.reason)
     return RetrievalFailure(key, outcome if isinstance(outcome, str) else "BODY[] missing")
 
 

@@ -44,6 +44,7 @@ from maild.protocols.pop3.session import (
     Listing,
     POP3Session,
 )
+from maild.spool import local_failure
 
 __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "POP3Maildrop"]
 
@@ -393,7 +394,7 @@ class POP3Maildrop(Maildrop):
                 break
             body = reply.spooled if reply.spooled is not None else reply.body
             if reply.spool_error is not None:  # read and dropped: not retrieved this cycle
-                results.append(RetrievalFailure(key, reply.spool_error))
+                results.append(local_failure(key, reply.spool_error))
             elif body is None:
                 results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
             elif msgnum in mismatched:

@@ -1,0 +1,177 @@
+"""Large mail blocked by this machine's disk is visible (issue 19's QA, left item (a)): ``maild run`` as
+a subprocess against the real Dovecot, its state directory on a tmpfs in a user and mount namespace
+(``unshare``), filled until a large message cannot be spooled. The message's failures are of kind
+``local``: never set aside, ``maild status`` needs attention and says where to free space, ``maild
+check`` is WARNING naming the account and the directory, one ``local_failure`` alert per episode,
+one warning in the log; once space is freed the next cycle archives it and everything clears.
+
+Whatever the spool's reserve (an absolute 256 MiB, or a share of the file system), the filled tmpfs
+has less free space than the message, and the freed one more than the reserve plus the message.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import corpus
+from tests.support.daemonproc import maild_cli, status
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.maildconf import AccountSpec, short_dir, write_config
+from tests.support.namespaces import UNSHARE, namespaces_unavailable
+
+TMPFS_MIB = 300
+"""Size of the state directory's tmpfs: freed, it keeps more than the spool's largest reserve
+(256 MiB) free after the message; filled, it keeps only :data:`LEFT_FREE_MIB`."""
+LEFT_FREE_MIB = 6
+"""Free MiB left by the filler: less than the message, room for the archive's small commits."""
+BIG_OCTETS = 8_000_000
+"""The blocked message (above the spool threshold of 1 MiB, above the free space when filled)."""
+
+DRIVER = """
+import os, subprocess, sys
+state, cfg, left = sys.argv[1], sys.argv[2], int(sys.argv[3])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % int(sys.argv[4]), "tmpfs", state], check=True)
+daemon = subprocess.Popen(
+    [sys.executable, "-m", "maild", "-c", cfg, "run"], stdout=subprocess.DEVNULL, stderr=open(cfg + ".log", "w")
+)
+print("started", flush=True)
+sys.stdin.readline()
+st = os.statvfs(state)
+fd = os.open(os.path.join(state, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - left)
+os.close(fd)
+print("filled", flush=True)
+sys.stdin.readline()
+os.unlink(os.path.join(state, "filler"))
+print("freed", flush=True)
+sys.stdin.readline()
+daemon.terminate()
+print("exit", daemon.wait(), flush=True)
+"""
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``predicate`` every 0.1 s until it is true (a hang guard, not a speed assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def log_events(log: Path, event: str) -> list[str]:
+    """The levels of the daemon's JSON log lines (stderr to a file) with this ``event``, in order."""
+    levels = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == event:
+            levels.append(record["level"])
+    return levels
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_large_mail_blocked_by_the_disk_warns_once_and_flows_when_space_is_freed(
+    dovecot: Dovecot, mail_user: MailUser, protocol: str
+) -> None:
+    """Steps: the daemon archives a small message on a fresh tmpfs; the tmpfs is filled to 6 MiB free;
+    an 8 MB message arrives; three ``fetch-now`` cycles each fail it on this machine's side (kind
+    local, 3 in a row, not set aside); ``maild status`` exits 1 naming the directory, ``maild check``
+    exits 1 with a WARNING naming the account and "free space in STATE"; one local_failure alert and
+    one warning log line for the three cycles; the filler is removed; the next cycle archives the
+    message, check is OK, the alert recovers, and the log says the episode ended."""
+    reason = namespaces_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    directory = short_dir()
+    state = directory / "state"
+    state.mkdir()
+    idle = {"idle": False} if protocol == "imap" else {}  # the cycles are the test's fetch-now, no push
+    spec = AccountSpec("anna", protocol, mail_user.name, mail_user.password, extra=idle)
+    cfg = write_config(directory, dovecot, [spec])
+    events = directory / "events.jsonl"
+    script = directory / "alert.py"
+    script.write_text(f"import sys\nwith open({str(events)!r}, 'a') as f:\n    f.write(sys.stdin.read())\n")
+    with cfg.open("a") as fh:  # disk_full off: it fires too on the filled tmpfs, and is not this test's
+        fh.write(
+            f"\n[alerts]\ncommand = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]\n"
+            "disk_free_percent = 0\n"
+        )
+
+    def local_alerts() -> list[str]:
+        text = events.read_text() if events.exists() else ""
+        return [e["state"] for e in map(json.loads, text.splitlines()) if e["kind"] == "local_failure"]
+
+    def anna() -> dict[str, Any]:
+        accounts = status(directory / "control.sock").get("accounts")
+        return accounts[0] if accounts else {}
+
+    big = corpus.large_message(BIG_OCTETS, seed=11)
+    dovecot.deliver_many(mail_user.name, [corpus.make_message(subject="small")])
+    driver = subprocess.Popen(
+        [*UNSHARE, sys.executable, "-c", DRIVER, str(state), str(cfg), str(LEFT_FREE_MIB * 2**20), str(TMPFS_MIB)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def tell(word: str, answer: str) -> None:
+        assert driver.stdin is not None and driver.stdout is not None
+        driver.stdin.write(word + "\n")
+        driver.stdin.flush()
+        assert driver.stdout.readline().strip() == answer
+
+    try:
+        assert driver.stdout is not None
+        assert driver.stdout.readline().strip() == "started"
+        wait_until(lambda: anna().get("messages") == 1, "the small message archived")
+        tell("fill", "filled")
+        dovecot.deliver_many(mail_user.name, [big])
+        for _ in range(3):
+            fetched = maild_cli(cfg, "fetch-now", "anna")
+            assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        (failing,) = anna()["failing_messages"]
+        assert (failing["kind"], failing["failures"], failing["set_aside"]) == ("local", 3, False)
+        assert failing["reason"].startswith("local spool: ")
+
+        shown = maild_cli(cfg, "status")
+        assert shown.returncode == 1, shown.stdout
+        assert f"free space in {state}: large messages are spooled there" in shown.stdout
+        check = maild_cli(cfg, "check")
+        assert check.returncode == 1, check.stdout
+        assert check.stdout.split(" | ")[0] == (
+            f"MAILD WARNING - anna 1 message not retrieved: no room on this machine; free space in {state}"
+        )
+        wait_until(local_alerts, "the local_failure alert")
+        assert local_alerts() == ["firing"]
+        (fired,) = [e for e in map(json.loads, events.read_text().splitlines()) if e["kind"] == "local_failure"]
+        assert fired["account"] == "anna" and fired["next_step"].startswith(f"free space in {state} ")
+
+        tell("free", "freed")
+        assert maild_cli(cfg, "fetch-now", "anna").returncode == 0
+        after = anna()
+        assert (after["messages"], after["failing_messages"]) == (2, [])
+        assert maild_cli(cfg, "check").returncode == 0
+        wait_until(lambda: len(local_alerts()) == 2, "the recovery notice")
+        assert local_alerts() == ["firing", "recovered"]
+        assert big in dovecot.maildir_messages(mail_user.name)  # retention keep: still on the server
+        tell("stop", "exit 0")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait()
+        for stream in (driver.stdin, driver.stdout):
+            if stream is not None:
+                stream.close()
+    log = Path(f"{cfg}.log")
+    assert log_events(log, "fetch.local-failure") == ["warning", "info", "info"]
+    assert log_events(log, "fetch.local-failure.cleared") == ["info"]
