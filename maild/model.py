@@ -9,8 +9,11 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from typing import Protocol as _Interface
+
+if TYPE_CHECKING:
+    from maild.spool_view import Kept
 
 Protocol = Literal["pop3", "imap"]
 
@@ -91,11 +94,14 @@ class SpooledBody(_Interface):
         sha256: the SHA-256 of its octets, lower-case hex, computed while it was written.
         head: its first octets (at least the longest header section read anywhere,
             ``maild.message.MAX_HEADER_OCTETS``, or all of it if shorter).
+        kept: the head and the octets after each ``--`` past it, kept while it was written: what
+            the store parses (``maild.spool_view``), so that it reads the file only to copy it.
     """
 
     size_octets: int
     sha256: str
     head: bytes
+    kept: Kept
 
     def parts(self, part_octets: int = ...) -> Iterator[bytes | memoryview]:
         """The octets in order, ``part_octets`` at a time, each valid until the next is asked for;
@@ -149,7 +155,7 @@ class RetrievedMessage:
     def held_octets(self) -> int:
         """Octets of the message held in memory: all of it, or a spooled message's head."""
         raw = self.raw
-        return len(raw) if isinstance(raw, bytes | bytearray) else len(raw.head)
+        return len(raw) if isinstance(raw, bytes | bytearray) else raw.kept.octets
 
     @property
     def spooled(self) -> SpooledBody | None:

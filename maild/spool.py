@@ -4,9 +4,14 @@ A message of at least :data:`SPOOL_THRESHOLD_OCTETS` is handed by the adapter (t
 body parts, an IMAP literal) to a :class:`SpoolWriter` in parts; the writer hashes (SHA-256) and
 writes each part, and keeps the first :data:`SPOOL_HEAD_OCTETS` in memory (the header section and
 the start of the body: the header summary, header identities and the failed-header display read
-only these). :meth:`SpoolWriter.finish` returns a :class:`SpooledBody`, which the archive copies
-into the message's blob in bounded parts inside the batch's transaction
-(:mod:`maild.archive.batches`) and the fetch cycle closes once the batch is committed.
+only these) and, past them, the octets around each ``--`` (MIME boundary lines and part headers:
+:mod:`maild.spool_view`), so that the store parses the message without reading its file.
+:meth:`SpoolWriter.finish` returns a :class:`SpooledBody`, which the archive copies into the
+message's blob in bounded parts inside the batch's transaction (:mod:`maild.archive.batches`): the
+one read of the file; the fetch cycle closes it once the batch is committed.
+
+Both adapters' hooks write through a :class:`LenientSpoolWriter` (open at the first part; on
+:class:`SpoolFull` drop the file and keep ``"local spool: ..."`` as the message's failure).
 
 The file: created in the archive's directory with ``O_TMPFILE`` (no name at all: it disappears when
 its descriptor is closed, also when the process is killed) or, where the file system lacks it, with
@@ -16,14 +21,16 @@ Nothing of a spool file is ever needed after a crash: a message counts as retrie
 batch holding it is committed, and the server still has it until then (docs/guarantee.md).
 
 Disk: all spool files of a process together hold at most :data:`SPOOL_MAX_OCTETS`, and a message is
-spooled only while the file system keeps :data:`SPOOL_RESERVE_OCTETS` free after it (the archive
-needs the room to commit it). A spool that cannot take a message (that bound, or ``ENOSPC`` while
+spooled only while the file system keeps a reserve free after it (the archive needs the room to
+commit it): :data:`SPOOL_RESERVE_OCTETS` (256 MiB), or :data:`SPOOL_RESERVE_SHARE` (5 %) of the file
+system's size where that is less. A spool that cannot take a message (that bound, or ``ENOSPC`` while
 writing) raises :class:`SpoolFull`: the adapter reads the rest of the message off the connection,
 discards it and reports that one message as not retrieved this cycle (nothing is stored, nothing
 deleted; it is retried at the next cycle).
 
-Thread safety: a writer and a body are used by one thread at a time (the POP3 worker thread, or the
-event loop and then the store's worker thread); the disk count is shared and locked.
+Thread safety: a writer and a body are used by one thread at a time (the POP3 worker thread; for
+IMAP, executor jobs one after another, never the event loop: :mod:`maild.protocols.imap.spooling`;
+then the store's worker thread); the disk count is shared and locked.
 """
 
 from __future__ import annotations
@@ -34,11 +41,30 @@ import hashlib
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from maild import model
 from maild.errors import MaildError
+from maild.spool_view import Kept, MarkRecorder, SpooledView
+
+__all__ = [
+    "SPOOL_FAILURE_PREFIX",
+    "SPOOL_HEAD_OCTETS",
+    "SPOOL_MAX_OCTETS",
+    "SPOOL_NAME_PREFIX",
+    "SPOOL_PART_OCTETS",
+    "SPOOL_RESERVE_OCTETS",
+    "SPOOL_RESERVE_SHARE",
+    "SPOOL_THRESHOLD_OCTETS",
+    "Kept",
+    "LenientSpoolWriter",
+    "Spool",
+    "SpoolFull",
+    "SpoolWriter",
+    "SpooledBody",
+    "SpooledView",
+]
 
 SPOOL_THRESHOLD_OCTETS = 2**20
 """Messages of at least this many octets are spooled to a file as they arrive (1 MiB); smaller ones
@@ -52,13 +78,21 @@ SPOOL_PART_OCTETS = 2**20
 SPOOL_MAX_OCTETS = 2**30
 """Most octets all spool files of one process hold at once (1 GiB). A cycle holds the spooled
 messages of at most two batches (one committing, one filling), each closed at
-``maild.fetch.cycle.SPOOLED_BATCH_OCTETS`` (32 MiB) plus its last message, and at most
+``maild.fetch.batching.SPOOLED_BATCH_OCTETS`` (32 MiB) plus its last message, and at most
 ``maild.limits.MAX_TRANSFERS`` (4) cycles transfer at once: about 256 MiB with messages of a few
 MB. A message that would pass it fails this cycle (:class:`SpoolFull`) and is tried again at the
 next."""
 SPOOL_RESERVE_OCTETS = 256 * 2**20
-"""Free octets the archive's file system must keep after a message is spooled (256 MiB): the commit
-copies the message into the archive, which needs the room (and its WAL about as much again)."""
+"""Most free octets the archive's file system must keep after a message is spooled (256 MiB): the
+commit copies the message into the archive, which needs the room (and its WAL about as much again).
+On a small file system the reserve is :data:`SPOOL_RESERVE_SHARE` of its size instead, whichever is
+less (:meth:`Spool.reserve_for`)."""
+SPOOL_RESERVE_SHARE = 0.05
+"""The reserve's share of the file system's size (5 %) when that is less than
+:data:`SPOOL_RESERVE_OCTETS`: 256 MiB would refuse every large message on a disk of a few GB that
+earlier code (holding messages in memory) filled to the last 100 MB; 5 % of a 2 GiB disk is about
+100 MiB, still several times the largest commit of a batch (32 MiB of spooled messages,
+``maild.fetch.batching.SPOOLED_BATCH_OCTETS``)."""
 SPOOL_FAILURE_PREFIX = "local spool: "
 """How the reason of a message the spool could not take begins (:func:`local_failure`)."""
 SPOOL_NAME_PREFIX = ".maild-spool-"
@@ -94,7 +128,11 @@ class Spool:
             system, so that the reserve check sees the disk the commit needs).
         threshold_octets: spool messages of at least this size (:data:`SPOOL_THRESHOLD_OCTETS`).
         max_octets: the bound on all open spool files (:data:`SPOOL_MAX_OCTETS`).
-        reserve_octets: free octets to leave on the file system (:data:`SPOOL_RESERVE_OCTETS`).
+        reserve_octets: the most free octets to leave on the file system (:data:`SPOOL_RESERVE_OCTETS`).
+        reserve_share: the share of the file system's size to leave free when that is less
+            (:data:`SPOOL_RESERVE_SHARE`, 0 to 1).
+        statvfs: reads the file system's figures from a descriptor (``os.fstatvfs``; a test double
+            in tests).
     """
 
     def __init__(
@@ -104,13 +142,17 @@ class Spool:
         threshold_octets: int = SPOOL_THRESHOLD_OCTETS,
         max_octets: int = SPOOL_MAX_OCTETS,
         reserve_octets: int = SPOOL_RESERVE_OCTETS,
+        reserve_share: float = SPOOL_RESERVE_SHARE,
+        statvfs: Callable[[int], os.statvfs_result] = os.fstatvfs,
     ) -> None:
-        if threshold_octets < 1 or max_octets < 1 or reserve_octets < 0:
-            raise ValueError("spool limits must be positive")
+        if threshold_octets < 1 or max_octets < 1 or reserve_octets < 0 or not 0 <= reserve_share <= 1:
+            raise ValueError("spool limits must be positive (the reserve's share from 0 to 1)")
         self.directory = directory
         self.threshold_octets = threshold_octets
         self.max_octets = max_octets
         self.reserve_octets = reserve_octets
+        self.reserve_share = reserve_share
+        self._statvfs = statvfs
         self._lock = threading.RLock()  # a finalizer may run inside a locked block (GC)
         self._held = 0
         self._open = 0
@@ -190,16 +232,22 @@ class Spool:
         with contextlib.suppress(OSError):
             os.close(fd)
 
+    def reserve_for(self, size_octets: int) -> int:
+        """The free octets to keep on a file system of ``size_octets``: the lesser of
+        :attr:`reserve_octets` and :attr:`reserve_share` of its size."""
+        return min(self.reserve_octets, int(size_octets * self.reserve_share))
+
     def _check_free(self, fd: int, more_octets: int) -> None:
         try:
-            st = os.fstatvfs(fd)
+            st = self._statvfs(fd)
         except OSError:
             return
         free = st.f_bavail * st.f_frsize
-        if free - more_octets < self.reserve_octets:
+        reserve = self.reserve_for(st.f_blocks * st.f_frsize)
+        if free - more_octets < reserve:
             raise SpoolFull(
                 f"{free} octets free in {self.directory}: spooling {more_octets} more would leave less"
-                f" than the reserve of {self.reserve_octets}"
+                f" than the reserve of {reserve}"
             )
 
 
@@ -212,6 +260,7 @@ class SpoolWriter:
         self._fd = fd
         self._hash = hashlib.sha256()
         self._head = bytearray()
+        self._marks = MarkRecorder(SPOOL_HEAD_OCTETS)
         self._size = 0
         self._checked = 0  # octets written when the free space was last checked
         self._done = False
@@ -251,6 +300,7 @@ class SpoolWriter:
         if len(self._head) < SPOOL_HEAD_OCTETS:
             self._head += data[: SPOOL_HEAD_OCTETS - len(self._head)]
         self._hash.update(data)
+        self._marks.feed(data)
         try:
             with memoryview(data) as view:
                 done = 0
@@ -264,12 +314,75 @@ class SpoolWriter:
         """The spooled message; the writer is done (its file now belongs to the body)."""
         self._done = True
         self._finalizer.detach()
-        return SpooledBody(self._spool, self._fd, self._size, self._hash.hexdigest(), bytes(self._head))
+        head = bytes(self._head)
+        return SpooledBody(
+            self._spool, self._fd, self._size, self._hash.hexdigest(), head, self._marks.finish(head)
+        )
 
     def abort(self) -> None:
         """Close and forget the file (idempotent)."""
         self._done = True
         self._finalizer()
+
+
+class LenientSpoolWriter:
+    """One message's spool file as both adapters' hooks write it: opened at the first part; when the
+    spool cannot take the message (:class:`SpoolFull`) the file is dropped, the reason kept in
+    :attr:`error` (``"local spool: ..."``) and every later part ignored, so that the adapter still reads
+    the message off the connection and fails that message only.
+
+    Used by one thread at a time (the POP3 worker thread; the IMAP literal's writer jobs, one after
+    another).
+
+    Args:
+        spool: where the file goes.
+    """
+
+    __slots__ = ("_spool", "_writer", "error")
+
+    def __init__(self, spool: Spool) -> None:
+        self._spool = spool
+        self._writer: SpoolWriter | None = None
+        self.error: str | None = None
+        """Why the spool could not take the message (begins with :data:`SPOOL_FAILURE_PREFIX`), or None."""
+
+    @property
+    def started(self) -> bool:
+        """Whether a part was written (or the spool refused one)."""
+        return self._writer is not None or self.error is not None
+
+    def write(self, part: bytes | bytearray | memoryview) -> None:
+        """Append ``part``, or ignore it after a failure. Never raises :class:`SpoolFull`: see
+        :attr:`error`."""
+        if self.error is not None:
+            return  # the spool failed for this message: read and dropped
+        try:
+            if self._writer is None:
+                self._writer = self._spool.writer()
+            self._writer.write(part)
+        except SpoolFull as exc:
+            self.fail(str(exc))
+
+    def fail(self, reason: str) -> None:
+        """Drop the file; the message fails with ``reason`` (prefixed with :data:`SPOOL_FAILURE_PREFIX`)."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        if self.error is None:
+            self.error = f"{SPOOL_FAILURE_PREFIX}{reason}"
+
+    def finish(self) -> SpooledBody | str | None:
+        """The spooled body; the failure's reason; or None when nothing was written."""
+        if self.error is not None:
+            return self.error
+        writer, self._writer = self._writer, None
+        return writer.finish() if writer is not None else None
+
+    def abort(self) -> None:
+        """Drop the file of a message that will not complete (idempotent)."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
 
 
 class SpooledBody:
@@ -279,18 +392,20 @@ class SpooledBody:
         size_octets: the message's length in octets (as :func:`len` of its octets would be).
         sha256: the SHA-256 of its octets, lower-case hex (as ``maild.message.sha256_hex``).
         head: its first :data:`SPOOL_HEAD_OCTETS` octets (all of them if shorter).
+        kept: the head and the marks past it (:mod:`maild.spool_view`): what the store parses.
 
     The file is closed (and with it gone from the disk) by :meth:`close`, or when the body is no
     longer referenced; reading a closed body raises ``ValueError``.
     """
 
-    __slots__ = ("__weakref__", "_fd", "_finalizer", "head", "sha256", "size_octets")
+    __slots__ = ("__weakref__", "_fd", "_finalizer", "head", "kept", "sha256", "size_octets")
 
-    def __init__(self, spool: Spool, fd: int, size_octets: int, sha256: str, head: bytes) -> None:
+    def __init__(self, spool: Spool, fd: int, size_octets: int, sha256: str, head: bytes, kept: Kept) -> None:
         self._fd = fd
         self.size_octets = size_octets
         self.sha256 = sha256
         self.head = head
+        self.kept = kept
         self._finalizer = weakref.finalize(self, spool._release, size_octets, fd)
 
     def __repr__(self) -> str:
@@ -354,84 +469,3 @@ class SpooledBody:
             ValueError, OSError: as for :meth:`parts`.
         """
         return b"".join([bytes(part) for part in self.parts()])
-
-
-_VIEW_FIRST_OCTETS = 64 * 2**10
-"""Octets a :class:`SpooledView` search reads first beyond the head (a line end, a boundary close by);
-it reads :data:`SPOOL_PART_OCTETS` at a time after that."""
-
-
-class SpooledView:
-    """A read-only, bytes-like view of a spooled message for the archive's parsers.
-
-    Supports exactly what :mod:`maild.message`, :mod:`maild.archive.mime` and
-    :mod:`maild.archive.index_text` do with a message's octets: ``len``, an index, a slice (a copy
-    of that range), ``find(sub, start, end)`` and ``startswith(prefix, start)``; each answers as the
-    same call on the whole ``bytes`` would (tests/unit/test_spool.py compares them). The head is
-    read from memory; the rest with ``pread`` in parts of at most :data:`SPOOL_PART_OCTETS`, the
-    last one kept, so a walk over the parts holds about a megabyte, never the message.
-    """
-
-    __slots__ = ("_body", "_cache", "_cache_at")
-
-    def __init__(self, body: model.SpooledBody) -> None:
-        self._body = body
-        self._cache = body.head
-        self._cache_at = 0
-
-    def __len__(self) -> int:
-        return self._body.size_octets
-
-    def _read(self, start: int, stop: int) -> bytes:
-        size = self._body.size_octets
-        start, stop = max(0, min(start, size)), max(0, min(stop, size))
-        if stop <= start:
-            return b""
-        at, cache = self._cache_at, self._cache
-        if at <= start and stop <= at + len(cache):
-            return cache[start - at : stop - at]
-        data = self._body.read_at(start, stop - start)
-        if len(data) <= SPOOL_PART_OCTETS:
-            self._cache, self._cache_at = data, start
-        return data
-
-    def __getitem__(self, index: int | slice) -> int | bytes:
-        size = self._body.size_octets
-        if isinstance(index, slice):
-            start, stop, step = index.indices(size)
-            if step != 1:
-                raise ValueError("a spooled view is sliced with step 1 only")
-            return self._read(start, stop)
-        if index < 0:
-            index += size
-        if not 0 <= index < size:
-            raise IndexError("spooled view index out of range")
-        return self._read(index, index + 1)[0]
-
-    def startswith(self, prefix: bytes | tuple[bytes, ...], start: int = 0) -> bool:
-        """As :meth:`bytes.startswith` with a start offset."""
-        prefixes = prefix if isinstance(prefix, tuple) else (prefix,)
-        if start < 0:
-            start = max(0, start + self._body.size_octets)
-        return any(self._read(start, start + len(p)) == p for p in prefixes)
-
-    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
-        """As :meth:`bytes.find` (``start``/``end`` offsets, negative ones counted from the end)."""
-        size = self._body.size_octets
-        start, end, _ = slice(start, end).indices(size)
-        if not sub:
-            return start if start <= end else -1
-        overlap = len(sub) - 1
-        pos = start
-        step = _VIEW_FIRST_OCTETS
-        while pos + len(sub) <= end:
-            stop = min(end, pos + step + overlap)
-            chunk = self._read(pos, stop)
-            hit = chunk.find(sub)
-            if hit >= 0:
-                return pos + hit
-            if stop >= end:
-                return -1
-            pos = stop - overlap
-            step = SPOOL_PART_OCTETS
-        return -1

@@ -15,8 +15,11 @@ incremental blob I/O, a spooled message (:mod:`maild.spool`) copied from its fil
 
 A spooled message is stored exactly as one in memory would be: its SHA-256 was computed while it was
 spooled; its header summary, MIME parts, index text and ``has_documents`` are read by the same
-functions through a :class:`~maild.spool.SpooledView` of its file (the head from memory, the rest
-read in parts on demand), so they are the same values (tests/unit/test_spool_store.py).
+functions through a :class:`~maild.spool_view.SpooledView`, which answers them from the octets kept
+while it was written (the head, and the octets around every ``--`` past it: boundary lines and part
+headers), so they are the same values (tests/unit/test_spool_store.py, test_spool_view.py) and the
+file is read once, by the copy into the blob (a part header or text part past the head longer
+than the kept octets is the exception, read from the file: :mod:`maild.spool_view`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from maild.archive.schema import QUERY_CHUNK, failure_key_text, utc_text
 from maild.errors import StoreError
 from maild.message import sha256_hex
 from maild.model import IMAPKey, MessageKey, POP3Key, RetrievedMessage, SpooledBody, StoreOutcome
-from maild.spool import SpooledView
+from maild.spool_view import SpooledView
 
 if TYPE_CHECKING:
     from maild.archive.connection import ArchiveConnection

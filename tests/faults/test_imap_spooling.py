@@ -11,11 +11,12 @@ from typing import Any
 
 from maild.protocols.imap import client as imap_module
 from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap.lex import SpooledLiteral
 from maild.spool import Spool, SpooledBody
 from tests.faults.test_imap_library import EXPECTED_BODIES, FETCH_STREAM, run_command
 
 
-async def spooled_run(spool: Spool, cuts: list[int]) -> dict[int, imap_fetch.Outcome]:
+async def spooled_run(spool: Spool, cuts: list[int]) -> dict[int, imap_fetch.Outcome | SpooledBody]:
     """Run the streaming FETCH of the library tests with ``spool``, fed cut at ``cuts``; assemble."""
     assembler = imap_fetch.FetchAssembler([11, 12, 13], ("BODY[]", "FLAGS"))
 
@@ -28,16 +29,25 @@ async def spooled_run(spool: Spool, cuts: list[int]) -> dict[int, imap_fetch.Out
 
     await run_command(imap_module._FastProtocol, start, FETCH_STREAM, cuts)
     assembler.finish()
-    outcomes: dict[int, imap_fetch.Outcome] = {}
+    outcomes: dict[int, imap_fetch.Outcome | SpooledBody] = {}
     while (outcome := assembler.next_outcome()) is not None:
-        outcomes[outcome[0]] = outcome[1]
+        uid, found = outcome
+        if isinstance(found, imap_fetch.FetchedMessage) and isinstance(found.body, SpooledLiteral):
+            spooled = await found.body.outcome  # written by the executor's jobs
+            outcomes[uid] = imap_fetch.Unspooled(spooled) if isinstance(spooled, str) else spooled
+            continue
+        outcomes[uid] = found
     return outcomes
 
 
-def bodies(outcomes: dict[int, imap_fetch.Outcome]) -> dict[int, tuple[str, bytes]]:
+def bodies(outcomes: dict[int, imap_fetch.Outcome | SpooledBody]) -> dict[int, tuple[str, bytes]]:
     """(how, octets) of each UID's body: ``spooled`` or ``memory``."""
     out: dict[int, tuple[str, bytes]] = {}
     for uid, outcome in outcomes.items():
+        if isinstance(outcome, SpooledBody):
+            out[uid] = ("spooled", outcome.read_all())
+            outcome.close()
+            continue
         assert isinstance(outcome, imap_fetch.FetchedMessage), outcome
         body = outcome.body
         if isinstance(body, SpooledBody):

@@ -3,9 +3,11 @@ are committed from them and leave no file behind (issue 19 item 2; :mod:`maild.s
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import os
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -14,13 +16,15 @@ import pytest
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
 from maild.fetch.cycle import make_maildrop
-from maild.model import Protocol, RetrievedMessage
+from maild.model import Protocol, RetrievalFailure, RetrievedMessage
 from maild.policy import SET_ASIDE_AFTER_FAILURES
 from maild.spool import SPOOL_FAILURE_PREFIX, SPOOL_HEAD_OCTETS, Spool, SpooledBody
+from maild.spool_view import SPOOL_MARKS_MAX_OCTETS
 from tests.support import corpus
 from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import archived, crlf, cycle, prepare, retrieve_everything, with_retention
+from tests.support.gated_spool import GATE_TIMEOUT_S, GatedSpool
 
 pytestmark = pytest.mark.dovecot
 
@@ -86,7 +90,8 @@ async def test_large_messages_arrive_spooled_and_byte_exact(
             assert body.size_octets == item.size_octets == len(raw)
             assert body.sha256 == hashlib.sha256(raw).hexdigest()
             assert body.head == raw[:SPOOL_HEAD_OCTETS]
-            assert item.held_octets == SPOOL_HEAD_OCTETS
+            assert item.held_octets == body.kept.octets  # the head and the marks past it
+            assert SPOOL_HEAD_OCTETS <= body.kept.octets <= SPOOL_HEAD_OCTETS + SPOOL_MARKS_MAX_OCTETS
             assert body.read_all() == raw
         else:
             assert item.raw == raw
@@ -205,3 +210,65 @@ async def test_cycle_never_holds_a_large_message_whole(
     assert result.new_links == 1
     assert await archived(store) == [big]
     assert peak < 0.25 * len(big), f"peak {peak / len(big):.2f} copies of the message"
+
+
+async def test_imap_loop_serves_other_connections_while_a_spool_write_is_held(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    tmp_path: Path,
+) -> None:
+    """IMAP spool writes run off the event loop. Steps: a large message's first spool write is held
+    (the file write only: a gated spool); while it is held, another connection on the same loop
+    takes its inventory; the large message is not handed on before its writes are done; the gate
+    opens; every message arrives byte-exact, in order."""
+    raws = [corpus.large_message(3_000_000, seed=4), crlf(corpus.make_message(subject="danach"))]
+    dovecot.deliver_many(mail_user.name, raws)
+    account = dovecot_account(dovecot, mail_user, "imap")
+    spool = GatedSpool(tmp_path)
+    held = make_maildrop(account, executor)
+    held.spool = spool
+    other = make_maildrop(account, executor)
+    events: list[str] = []
+    got: list[RetrievedMessage | RetrievalFailure] = []
+
+    async def retrieve() -> None:
+        entries = await held.inventory()
+        async for item in held.retrieve([entry.key for entry in entries]):
+            events.append(f"message {len(got) + 1}")
+            got.append(item)
+
+    await held.open()
+    await other.open()
+    try:
+        task = asyncio.ensure_future(retrieve())
+        assert await asyncio.to_thread(spool.blocked.wait, GATE_TIMEOUT_S)
+        events.append("spool write held")
+        assert len(await other.inventory()) == len(raws)  # a round trip on the same loop
+        events.append("other connection answered")
+        spool.gate.set()
+        events.append("gate opened")
+        await task
+        await held.close()
+        await other.close()
+    finally:
+        spool.gate.set()
+        await held.abort()
+        await other.abort()
+    assert events == [
+        "spool write held",
+        "other connection answered",
+        "gate opened",
+        "message 1",
+        "message 2",
+    ]
+    assert isinstance(got[0], RetrievedMessage)
+    assert isinstance(got[0].raw, SpooledBody)
+    assert got[0].raw.read_all() == raws[0]
+    assert isinstance(got[1], RetrievedMessage)
+    assert got[1].raw == raws[1]
+    for item in got:
+        assert isinstance(item, RetrievedMessage)
+        item.release()
+    assert spool.open_files == 0
+    assert threading.get_ident() not in spool.threads  # written outside the loop's thread

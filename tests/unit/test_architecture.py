@@ -9,7 +9,7 @@ Layers, lowest first (a module may import its own layer's package and any lower 
 higher one nor a sibling package of its own layer):
 
 0. base: ``maild`` (version), ``errors``, ``model``, ``message``, ``policy``, ``limits``, ``log``, ``fsutil``,
-   ``spool``
+   ``spool``, ``spool_view``
 1. ``protocols`` (sans-I/O wire modules and the POP3/IMAP adapters)
 2. ``config`` | ``archive``
 3. ``fetch`` | ``move``
@@ -108,6 +108,7 @@ BASE = frozenset(
         "maild.log",
         "maild.fsutil",
         "maild.spool",
+        "maild.spool_view",
     }
 )
 LAYERS: tuple[frozenset[str], ...] = (

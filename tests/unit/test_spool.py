@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from maild.message import MAX_HEADER_OCTETS
 from maild.spool import (
     SPOOL_HEAD_OCTETS,
     SPOOL_NAME_PREFIX,
+    SPOOL_RESERVE_OCTETS,
+    SPOOL_RESERVE_SHARE,
     Spool,
     SpooledBody,
     SpooledView,
@@ -117,10 +120,53 @@ def test_bound_refuses_and_frees_the_file(tmp_path: Path) -> None:
 def test_disk_reserve_refuses(tmp_path: Path) -> None:
     """A message that would leave less than the reserve free on the disk is refused."""
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    spool = Spool(tmp_path, reserve_octets=free + 2**30)
+    spool = Spool(tmp_path, reserve_octets=free + 2**30, reserve_share=1.0)
     writer = spool.writer()
     with pytest.raises(SpoolFull, match="reserve"):
         writer.write(b"x" * 10)
+    assert spool.open_files == 0
+
+
+def fake_statvfs(size_octets: int, free_octets: int) -> Callable[[int], os.statvfs_result]:
+    """A statvfs test double: a file system of ``size_octets`` with ``free_octets`` free (4 KiB blocks)."""
+    block = 4096
+    figures = (
+        block,
+        block,
+        size_octets // block,
+        free_octets // block,
+        free_octets // block,
+        0,
+        0,
+        0,
+        0,
+        255,
+    )
+    return lambda fd: os.statvfs_result(figures)
+
+
+@pytest.mark.parametrize(
+    ("size_octets", "free_octets", "spooled"),
+    [
+        (2 * 2**30, 120 * 2**20, True),  # 2 GiB disk, 120 MiB free: reserve 5 % = 102 MiB, under 256
+        (2 * 2**30, 100 * 2**20, False),  # ... 100 MiB free: less than 102 MiB would stay
+        (100 * 2**30, 300 * 2**20, True),  # 100 GiB disk: reserve capped at 256 MiB
+        (100 * 2**30, 250 * 2**20, False),
+    ],
+)
+def test_disk_reserve_is_proportional_on_small_file_systems(
+    tmp_path: Path, size_octets: int, free_octets: int, spooled: bool
+) -> None:
+    """The reserve is 5 % of the file system's size, at most 256 MiB: both sides of each."""
+    spool = Spool(tmp_path, statvfs=fake_statvfs(size_octets, free_octets))
+    assert spool.reserve_for(size_octets) == min(SPOOL_RESERVE_OCTETS, int(size_octets * SPOOL_RESERVE_SHARE))
+    writer = spool.writer()
+    if spooled:
+        writer.write(b"x" * 2**20)
+        writer.finish().close()
+    else:
+        with pytest.raises(SpoolFull, match=f"reserve of {spool.reserve_for(size_octets)}"):
+            writer.write(b"x" * 2**20)
     assert spool.open_files == 0
 
 

@@ -66,6 +66,24 @@ def test_prepare_gives_the_same_rows_for_spooled_messages(tmp_path: Path) -> Non
     assert any(p.row[9] for p in b)  # has_documents seen through the view too
 
 
+def test_prepare_reads_no_spool_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preparing spooled messages (summary, MIME parts, has_documents, index text) reads none of
+    their files: the kept octets answer (maild/spool_view.py); only the blob copy reads them."""
+    reads: list[tuple[int, int]] = []
+    original = SpooledBody.read_at
+
+    def counted(self: SpooledBody, offset: int, octets: int) -> bytes:
+        reads.append((offset, octets))
+        return original(self, offset, octets)
+
+    monkeypatch.setattr(SpooledBody, "read_at", counted)
+    spool = Spool(tmp_path)
+    on_disk = [RetrievedMessage(POP3Key(f"u{n}"), spooled(spool, raw)) for n, raw in enumerate(messages())]
+    prepared = batches._prepare(on_disk, "t")
+    assert len(prepared) == len(on_disk)
+    assert reads == []
+
+
 async def test_archives_answer_searches_alike(tmp_path: Path) -> None:
     """Two archives, one fed from memory and one from spool files, hold the same octets and give
     the same search results (headers, body text, attachment names)."""

@@ -51,6 +51,10 @@ __all__ = [
 FetchSink: TypeAlias = Callable[[list[Part]], None]
 
 
+def _nothing() -> None:
+    """No flow control (a command made without a :class:`StreamingFetch`)."""
+
+
 class _StreamingFetchCommand(_FastFetchCommand):
     """A FETCH that hands each complete FETCH response to a sink instead of keeping it.
 
@@ -63,17 +67,25 @@ class _StreamingFetchCommand(_FastFetchCommand):
     """
 
     def __init__(
-        self, tag: str, *args: Any, sink: FetchSink, prefix: str, loop: Any, spool: Spool | None = None
+        self,
+        tag: str,
+        *args: Any,
+        sink: FetchSink,
+        prefix: str,
+        loop: Any,
+        spool: Spool | None = None,
+        flow: tuple[Callable[[], None], Callable[[], None]] = (_nothing, _nothing),
     ) -> None:
         super().__init__(tag, *args, prefix=prefix, loop=loop, timeout=None)
         self._sink = sink
         self._parts: list[Part] = []
         self._spool = spool
+        self._flow = flow
 
     def begin_literal_data(self, expected_size: int, literal_data: bytes = b"") -> bytes:
         # a large literal goes to a spool file as it arrives (.spooling), not into a bytearray
         if self._spool is not None and expected_size >= self._spool.threshold_octets:
-            self._resp_literal_data = SpoolingLiteral(self._spool, expected_size)
+            self._resp_literal_data = SpoolingLiteral(self._spool, expected_size, self._loop, *self._flow)
         return cast(bytes, super().begin_literal_data(expected_size, literal_data))
 
     def append_to_resp(self, line: Any, result: str = "Pending") -> None:
@@ -132,6 +144,7 @@ class StreamingFetch:
         if not isinstance(protocol, _FastProtocol):
             raise TypeError("streaming FETCH needs the patched aioimaplib protocol")
         self._protocol = protocol
+        self._holds: set[str] = set()
         self._command = _StreamingFetchCommand(
             protocol.new_tag(),
             message_set,
@@ -140,6 +153,7 @@ class StreamingFetch:
             prefix="UID" if by_uid else "",
             loop=protocol.loop,
             spool=spool,
+            flow=(lambda: self.pause_reading("spool"), lambda: self.resume_reading("spool")),
         )
 
     async def run(self) -> Reply:
@@ -158,16 +172,24 @@ class StreamingFetch:
         """Whether the tagged completion has arrived (:meth:`run` returns at the next loop turn)."""
         return bool(self._command._event.is_set())
 
-    def pause_reading(self) -> None:
-        """Stop reading from the connection (TCP flow control then holds the server back)."""
+    def pause_reading(self, holder: str = "window") -> None:
+        """Stop reading from the connection (TCP flow control then holds the server back) until every
+        ``holder`` that paused it has resumed it: the retrieval's window of held messages
+        (``"window"``) and a spooled literal's writer queue (``"spool"``, :mod:`.spooling`)."""
+        first = not self._holds
+        self._holds.add(holder)
         transport = self._protocol.transport
-        if transport is not None and not transport.is_closing():
+        if first and transport is not None and not transport.is_closing():
             transport.pause_reading()
 
-    def resume_reading(self) -> None:
-        """Read from the connection again after :meth:`pause_reading`; harmless when not paused."""
+    def resume_reading(self, holder: str = "window") -> None:
+        """End ``holder``'s pause (see :meth:`pause_reading`); reading resumes when no holder is left.
+        Harmless when ``holder`` did not pause."""
+        if holder not in self._holds:
+            return
+        self._holds.discard(holder)
         transport = self._protocol.transport
-        if transport is not None and not transport.is_closing():
+        if not self._holds and transport is not None and not transport.is_closing():
             transport.resume_reading()
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal, TypeAlias, cast
 
-from maild.model import SpooledBody
 from maild.protocols.imap.fetch_line import FetchLine, read_fetch_line
 from maild.protocols.imap.lex import (
     FETCH_START,
@@ -29,11 +28,13 @@ from maild.protocols.imap.lex import (
     SYSTEM_FLAGS,
     LexError,
     Part,
+    SpooledLiteral,
     Token,
     excerpt,
     flag_set,
     group_lines,
     parse_number,
+    part_octets,
     strip_untagged,
 )
 
@@ -118,7 +119,8 @@ class FetchedMessage:
         internaldate: INTERNALDATE in UTC, or None when not sent.
         size_octets: RFC822.SIZE in octets, or None when not sent.
         body: ``BODY[]`` (or ``RFC822``) octets exactly as sent, or None when not sent; a
-            :class:`~maild.model.SpooledBody` when the literal was spooled (:class:`SpooledLiteral`).
+            :class:`~maild.protocols.imap.lex.SpooledLiteral` when the literal went to a spool file
+            (its outcome still to be awaited: :mod:`maild.protocols.imap.stream`).
         header: ``BODY[HEADER]`` (or ``RFC822.HEADER``) octets exactly as sent (the header section
             with its terminating empty line, RFC 9051 section 6.4.5), or None when not sent.
         header_fields: ``BODY[HEADER.FIELDS (...)]`` octets as sent (the named fields and the empty
@@ -133,7 +135,7 @@ class FetchedMessage:
     flags: frozenset[str] | None = None
     internaldate: datetime | None = None
     size_octets: int | None = None
-    body: bytes | SpooledBody | None = None
+    body: bytes | SpooledLiteral | None = None
     header: bytes | None = None
     header_fields: bytes | None = None
     missing: tuple[str, ...] = ()
@@ -160,31 +162,6 @@ class FetchResult:
     expunged: tuple[int, ...] = ()
     ignored: int = 0
     malformed: tuple[str, ...] = ()
-
-
-class SpooledLiteral(bytearray):
-    """Marks a literal that was written to a spool file as it arrived, in place of its octets.
-
-    It stands where the literal's ``bytearray`` stood in the response's parts, so the lexer and the
-    caps see it as a literal; :func:`len` answers the literal's size (the octets the marker stands
-    for, as the ``{n}`` before it announced), its own content is empty and never read: only
-    :func:`build_message` takes it, as ``BODY[]``, and hands on :attr:`spooled` instead. A spooled
-    literal anywhere else (a header item) fails its message. Made by
-    :mod:`maild.protocols.imap.spooling` on the streaming FETCH only.
-
-    Attributes:
-        spooled: the spooled octets; None when the spool could not take them (``error`` says why).
-        error: why the literal was read and dropped, or None.
-    """
-
-    def __init__(self, size_octets: int, spooled: SpooledBody | None, error: str | None) -> None:
-        super().__init__()
-        self._size = size_octets
-        self.spooled = spooled
-        self.error = error
-
-    def __len__(self) -> int:
-        return self._size
 
 
 class _SpoolRefused(LexError):
@@ -235,11 +212,9 @@ def build_message(
     size = items.get("RFC822.SIZE")
     size_octets = parse_number(size, "RFC822.SIZE") if size is not None else None
     raw_body = items.get("BODY[]")
-    body: bytes | SpooledBody | None = None
-    if isinstance(raw_body, SpooledLiteral):  # written to a spool file as it arrived
-        if raw_body.spooled is None:
-            raise _SpoolRefused(raw_body.error or "BODY[] could not be spooled")
-        body = raw_body.spooled
+    body: bytes | SpooledLiteral | None = None
+    if isinstance(raw_body, SpooledLiteral):  # written to a spool file as it arrives: awaited later
+        body = raw_body
     elif raw_body is not None:
         if not isinstance(raw_body, bytes | bytearray):
             raise LexError("BODY[] is not a string")
@@ -247,7 +222,7 @@ def build_message(
         # again: handed on as it is (typed bytes), not copied (a copy cost 0.05 s per 273 MB)
         body = cast(bytes, raw_body)
     if any(isinstance(items.get(name), SpooledLiteral) for name in ("BODY[HEADER]", "BODY[HEADER.FIELDS]")):
-        raise LexError("a header literal was spooled")  # never read from its (empty) marker
+        raise LexError("a header literal was spooled")  # its octets are not in memory to be read
     raw_header = items.get("BODY[HEADER]")
     if raw_header is not None and not isinstance(raw_header, bytes | bytearray):
         raise LexError("BODY[HEADER] is not a string")
@@ -379,8 +354,8 @@ class FetchAssembler:
         return self._ready.popleft() if self._ready else None
 
     def _read(self, logical: list[Part], head: bytes) -> FetchLine | None:
-        text_octets = sum(map(len, logical[::2]))  # even positions hold text, odd literals
-        literal_octets = max(map(len, logical[1::2]), default=0)
+        text_octets = sum(map(part_octets, logical[::2]))  # even positions hold text, odd literals
+        literal_octets = max(map(part_octets, logical[1::2]), default=0)
         if text_octets <= self._max_text and literal_octets <= self._max_literal:
             return read_fetch_line(logical, head)
         start = FETCH_START.match(head)

@@ -15,7 +15,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from maild.protocols.imap.lex import FETCH_START, LexError, Part, Token, excerpt, lex, strip_untagged
+from maild.protocols.imap.lex import (
+    FETCH_START,
+    LexError,
+    Part,
+    Token,
+    excerpt,
+    lex,
+    part_octets,
+    strip_untagged,
+    text_of,
+)
 
 __all__ = ["FetchLine", "read_fetch_line"]
 
@@ -97,7 +107,7 @@ _PLAIN_BODY = re.compile(
 def _plain_body(text: bytes, literal: Part) -> dict[str, Token] | None:
     """The items of a response in the shape of :data:`_PLAIN_BODY` (as the lexer reads them), or None."""
     match = _PLAIN_BODY.match(text)
-    if match is None or len(literal) != int(match.group(4)):
+    if match is None or part_octets(literal) != int(match.group(4)):
         return None
     flag_text = match.group(2)
     names = flag_text.decode("ascii").split(" ") if flag_text else []
@@ -118,7 +128,7 @@ def _lexed_fetch_line(seq: int, logical: Sequence[Part], head: bytes, offset: in
     try:
         return FetchLine(seq, _fetch_items(lex([head[offset:], *logical[1:]])))
     except LexError as exc:
-        text_parts = b" ".join(bytes(p) for p in logical[::2])  # odd positions hold literals
+        text_parts = b" ".join(bytes(text_of(p)) for p in logical[::2])  # odd positions hold literals
         uid_match = re.search(rb"[( ]UID (\d+)", text_parts, re.IGNORECASE)
         reason = f"malformed FETCH response: {exc}"
         if uid_match is not None:

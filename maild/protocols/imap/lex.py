@@ -3,27 +3,58 @@
 The input shape is the one aioimaplib 2.0.3 hands back in ``Response.lines`` (see
 :mod:`maild.protocols.imap.wire`). :func:`lex` turns one response (its text lines and literals) into
 :data:`Token` values; :class:`LexError` is what the parsers turn into a
-:class:`~maild.errors.ProtocolError` or a per-message failure. Imports nothing but ``errors``.
+:class:`~maild.errors.ProtocolError` or a per-message failure. Imports nothing but ``errors`` and
+``model`` (the spooled body a :class:`SpooledLiteral` resolves to).
 
 Standard: RFC 9051 section 4 (data formats) and 9 (formal syntax).
 
-May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), :mod:`maild.errors`.
+May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), :mod:`maild.errors`,
+:mod:`maild.model` (value types).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TypeAlias
 
 from maild.errors import ProtocolError
+from maild.model import SpooledBody
 
-#: One part of an aioimaplib response: a text line (bytes) or a literal's octets (bytearray).
-Part: TypeAlias = bytes | bytearray
+
+class SpooledLiteral:
+    """A literal written to a spool file as it arrived, standing where its octets would in a response.
+
+    Made by :mod:`maild.protocols.imap.spooling` for a literal of at least the spool's threshold on
+    the streaming FETCH only; the lexer checks its announced size like any literal's and hands it
+    on as a token; :func:`maild.protocols.imap.fetch.build_message` accepts it as ``BODY[]`` only
+    (anywhere else it fails its message: its octets are not in memory to be read).
+
+    Attributes:
+        size_octets: the literal's size in octets, as its ``{n}`` announced it (all of them were
+            read off the connection).
+        outcome: resolves, once the last part is written (in a worker thread), to the spooled body
+            or to why the spool could not take it (``"local spool: ..."``); the streaming retrieval
+            awaits it before it hands the message on (:mod:`maild.protocols.imap.stream`).
+    """
+
+    __slots__ = ("outcome", "size_octets")
+
+    def __init__(self, size_octets: int, outcome: Awaitable[SpooledBody | str]) -> None:
+        self.size_octets = size_octets
+        self.outcome = outcome
+
+    def __repr__(self) -> str:
+        return f"SpooledLiteral(size_octets={self.size_octets})"
+
+
+#: One part of an aioimaplib response: a text line (bytes), a literal's octets (bytearray), or a
+#: literal that went to a spool file instead (:class:`SpooledLiteral`).
+Part: TypeAlias = bytes | bytearray | SpooledLiteral
 
 #: A lexed IMAP value: atom or number (``str``), string (``bytes``, or the literal's ``bytearray``
-#: unchanged), NIL (``None``) or a parenthesised list.
-Token: TypeAlias = "str | bytes | bytearray | list[Token] | None"  # noqa: S105 -- not a password
+#: or :class:`SpooledLiteral` unchanged), NIL (``None``) or a parenthesised list.
+Token: TypeAlias = "str | bytes | bytearray | SpooledLiteral | list[Token] | None"  # noqa: S105 -- not a password
 
 #: UIDs, UIDVALIDITY and message sizes are unsigned 32-bit numbers (RFC 9051 section 9, ``nz-number``).
 MAX_NUMBER = 2**32 - 1
@@ -57,9 +88,20 @@ def excerpt(data: bytes | bytearray | str) -> str:
     return text[:EXCERPT_CHARS]
 
 
-def strip_untagged(line: bytes | bytearray) -> bytes:
+def text_of(part: Part) -> bytes | bytearray:
+    """The octets of a part in a text line's place. A :class:`SpooledLiteral` is only ever made in a
+    literal's place (after a ``{n}`` line); anywhere else it reads as no text."""
+    return b"" if isinstance(part, SpooledLiteral) else part
+
+
+def part_octets(part: Part) -> int:
+    """Octets a part stands for: a text line's or literal's length, a spooled literal's size."""
+    return part.size_octets if isinstance(part, SpooledLiteral) else len(part)
+
+
+def strip_untagged(line: Part) -> bytes:
     """Drop a leading ``* `` (aioimaplib leaves it on some lines) and return immutable bytes."""
-    data = bytes(line)
+    data = bytes(text_of(line))
     return data[2:] if data.startswith(b"* ") else data
 
 
@@ -94,7 +136,7 @@ def group_lines(parts: Sequence[Part]) -> list[list[Part]]:
         current: list[Part] = [parts[i]]
         i += 1
         while True:
-            match = LITERAL_AT_END.search(current[-1])
+            match = LITERAL_AT_END.search(text_of(current[-1]))
             if match is None:
                 break
             if i >= len(parts):
@@ -102,10 +144,10 @@ def group_lines(parts: Sequence[Part]) -> list[list[Part]]:
             current.append(parts[i])
             i += 1
             if i < len(parts) and _continues(parts[i]):
-                rest = bytes(parts[i])
+                rest = bytes(text_of(parts[i]))
                 i += 1
                 while not rest.strip(b" \t") and i < len(parts) and _continues(parts[i]):
-                    rest += bytes(parts[i])  # a whitespace-only line: a spurious CRLF
+                    rest += bytes(text_of(parts[i]))  # a whitespace-only line: a spurious CRLF
                     i += 1
                 current.append(rest)
             else:
@@ -116,6 +158,8 @@ def group_lines(parts: Sequence[Part]) -> list[list[Part]]:
 
 def _continues(part: Part) -> bool:
     """Whether a part after a literal continues the same response (see :func:`group_lines`)."""
+    if isinstance(part, SpooledLiteral):  # a literal's place, never a continued line
+        return False
     return not part or part[:1] in (b" ", b")", b"\t")
 
 
@@ -151,7 +195,7 @@ def lex(line: Sequence[Part]) -> list[Token]:
     stack: list[list[Token]] = [[]]
     index = 0
     while index < len(line):
-        text = bytes(line[index])
+        text = bytes(text_of(line[index]))
         index += 1
         pos = 0
         end = len(text)
@@ -212,8 +256,9 @@ def lex(line: Sequence[Part]) -> list[Token]:
                 raise LexError("literal announced but missing")
             literal = line[index]
             index += 1
-            if len(literal) != literal_size:
-                raise LexError(f"literal of {len(literal)} octets announced as {literal_size}")
+            size = part_octets(literal)
+            if size != literal_size:
+                raise LexError(f"literal of {size} octets announced as {literal_size}")
             stack[-1].append(literal)
     if len(stack) != 1:
         raise LexError("unbalanced '('")

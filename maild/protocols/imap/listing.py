@@ -257,7 +257,7 @@ def parse_vanished(lines: Sequence[imap_lex.Part]) -> list[tuple[int, int]]:
     """
     ranges: list[tuple[int, int]] = []
     for part in lines:
-        if isinstance(part, bytearray):
+        if isinstance(part, bytearray | imap_lex.SpooledLiteral):
             continue
         found = _VANISHED.match(bytes(part))
         if found is None:

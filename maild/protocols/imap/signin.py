@@ -34,7 +34,7 @@ from maild.protocols.imap import wire
 from maild.protocols.imap.authenticate import AuthenticateOver
 from maild.protocols.imap.client import IMAPClient, Reply
 from maild.protocols.imap.codes import SESSION_CODES
-from maild.protocols.imap.lex import Part
+from maild.protocols.imap.lex import Part, text_of
 
 __all__ = [
     "MAX_REMEMBERED_LINKS",
@@ -119,7 +119,9 @@ async def ask_capability(session: Session) -> frozenset[str]:
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for ``call``.
     """
     lines = await session.command("CAPABILITY", IMAPClient.capability)
-    return check_version(session, frozenset().union(*(wire.parse_capability(line) for line in lines)))
+    return check_version(
+        session, frozenset().union(*(wire.parse_capability(text_of(line)) for line in lines))
+    )
 
 
 async def capabilities_before_sign_in(

@@ -37,9 +37,9 @@ from maild.protocols.imap import wire
 from maild.protocols.imap.client import Reply, StreamingFetch
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, consume_outcome
 from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome, Unspooled
-from maild.protocols.imap.lex import Part
+from maild.protocols.imap.lex import Part, SpooledLiteral
 from maild.protocols.progress import ProgressFloor
-from maild.spool import Spool, local_failure
+from maild.spool import SPOOL_HEAD_OCTETS, Spool, local_failure
 
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
 
@@ -274,29 +274,47 @@ def stale_failure(key: IMAPKey, uidvalidity: int) -> RetrievalFailure:
 
 
 def retrieved(
-    key: IMAPKey, outcome: Outcome | None, now: Callable[[], datetime] = utc_now
+    key: IMAPKey,
+    outcome: Outcome | None,
+    now: Callable[[], datetime] = utc_now,
+    spooled: SpooledBody | str | None = None,
 ) -> RetrievedMessage | RetrievalFailure:
     """The item to yield for ``key``: its message (without session flags), or a failure naming why.
 
     Fallbacks for optional items the server left out (listed in ``RetrievedMessage.missing``):
     INTERNALDATE becomes the message's Date header (UTC), else ``now()`` (the arrival time, aware
     UTC); FLAGS become none. Only a missing body is a failure.
+
+    Args:
+        spooled: for a body that went to a spool file (a :class:`SpooledLiteral`), its awaited
+            outcome: the spooled body, or why the spool could not take it (the message fails).
     """
     if isinstance(outcome, FetchedMessage) and outcome.body is not None:
+        body: bytes | SpooledBody
+        if isinstance(outcome.body, SpooledLiteral):
+            if isinstance(spooled, str):  # this machine's spool, not the message: never set aside
+                return local_failure(key, spooled)
+            if spooled is None:
+                return RetrievalFailure(key, "BODY[] spooled, its outcome not awaited")
+            body = spooled
+        else:
+            body = outcome.body
         flags = (outcome.flags or frozenset()) - SESSION_FLAGS
         internaldate = outcome.internaldate
         if internaldate is None:
-            head = outcome.body if isinstance(outcome.body, bytes | bytearray) else outcome.body.head
+            head = body if isinstance(body, bytes | bytearray) else body.head
             internaldate = summarise(head).date or now()
-        return RetrievedMessage(key, outcome.body, internaldate, flags, outcome.missing)
+        return RetrievedMessage(key, body, internaldate, flags, outcome.missing)
     if isinstance(outcome, Unspooled):  # this machine's spool, not the message: never set aside
         return local_failure(key, outcome.reason)
     return RetrievalFailure(key, outcome if isinstance(outcome, str) else "BODY[] missing")
 
 
-def _held(body: bytes | SpooledBody) -> int:
-    """Octets of a body held in memory: all of it, or a spooled one's head (:mod:`maild.spool`)."""
-    return len(body) if isinstance(body, bytes | bytearray) else len(body.head)
+def _held(body: bytes | SpooledLiteral) -> int:
+    """Octets of a body held in memory: all of it; for one going to a spool file, about what it
+    keeps (its head: :data:`~maild.spool.SPOOL_HEAD_OCTETS`; the parts waiting for its writer are
+    bounded by :mod:`.spooling`)."""
+    return len(body) if isinstance(body, bytes | bytearray) else min(body.size_octets, SPOOL_HEAD_OCTETS)
 
 
 async def retrieve_segment(
@@ -354,7 +372,10 @@ async def retrieve_segment(
                 await _stream_wait(connection, what, fetch, command, stream, progress)
             uid, outcome = stream.take()
             assert uid == key.uid
-            yield retrieved(key, outcome)
+            spooled = None
+            if isinstance(outcome, FetchedMessage) and isinstance(outcome.body, SpooledLiteral):
+                spooled = await outcome.body.outcome  # its last parts written (local disk only)
+            yield retrieved(key, outcome, spooled=spooled)
         while not stream.finished:
             await _stream_wait(connection, what, fetch, command, stream, progress)
     finally:

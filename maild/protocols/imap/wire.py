@@ -40,6 +40,7 @@ from maild.protocols.imap.lex import (
     MESSAGE_EVENT,
     LexError,
     Part,
+    SpooledLiteral,
     excerpt,
     parse_flags,
     parse_number,
@@ -406,7 +407,7 @@ def parse_mailbox_events(lines: Sequence[Part]) -> MailboxEvents:
     other = 0
     notified = 0
     for part in lines:
-        if isinstance(part, bytearray):
+        if isinstance(part, bytearray | SpooledLiteral):
             continue
         data = strip_untagged(part)
         event = MESSAGE_EVENT.match(data)

@@ -17,7 +17,7 @@ Runs in the POP3 worker thread, like the rest of the session.
 from __future__ import annotations
 
 from maild.protocols.pop3 import wire
-from maild.spool import SPOOL_FAILURE_PREFIX, SPOOL_PART_OCTETS, Spool, SpoolFull, SpoolWriter
+from maild.spool import SPOOL_PART_OCTETS, LenientSpoolWriter, Spool
 
 
 class BodySpooler:
@@ -29,18 +29,16 @@ class BodySpooler:
 
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
-        self._writer: SpoolWriter | None = None
-        self._error: str | None = None
+        self._writer = LenientSpoolWriter(spool)
 
     def after_feed(self, decoder: wire.ReplyDecoder) -> None:
         """Move what the decoder holds of a large body into the spool file (or drop it, after a
         failure); nothing while the body is below the threshold. Never raises SpoolFull: it is
         kept for :meth:`finish`."""
         buffered = decoder.body_octets_buffered
-        active = self._writer is not None or self._error is not None
-        if buffered < (SPOOL_PART_OCTETS if active else self._spool.threshold_octets):
+        if buffered < (SPOOL_PART_OCTETS if self._writer.started else self._spool.threshold_octets):
             return
-        decoder.take_body_part(self._write)
+        decoder.take_body_part(self._writer.write)
 
     def finish(self, reply: wire.Reply) -> wire.Reply:
         """The completed ``reply`` as handed on: with its body spooled (the rest written first), or
@@ -49,30 +47,18 @@ class BodySpooler:
         if body is None:  # -ERR (cannot follow a begun body) or a single-line reply
             self.abort()
             return reply
-        if self._writer is None and self._error is None and len(body) < self._spool.threshold_octets:
+        if not self._writer.started and len(body) < self._spool.threshold_octets:
             return reply
-        self._write(body)
-        writer, error = self._writer, self._error
-        self._writer = self._error = None
-        if error is not None:
-            return wire.Reply(reply.status, None, spool_error=error)
-        if writer is None:  # nothing was written: an empty body cannot pass the threshold
+        self._writer.write(body)
+        outcome = self._writer.finish()
+        self._writer = LenientSpoolWriter(self._spool)
+        if isinstance(outcome, str):
+            return wire.Reply(reply.status, None, spool_error=outcome)
+        if outcome is None:  # nothing was written: an empty body cannot pass the threshold
             return reply
-        return wire.Reply(reply.status, None, spooled=writer.finish())
+        return wire.Reply(reply.status, None, spooled=outcome)
 
     def abort(self) -> None:
         """Drop the file of a reply that will not complete (the session broke)."""
-        if self._writer is not None:
-            self._writer.abort()
-        self._writer = self._error = None
-
-    def _write(self, part: bytes | memoryview) -> None:
-        if self._error is not None:
-            return  # the spool failed for this message: read and dropped
-        try:
-            if self._writer is None:
-                self._writer = self._spool.writer()
-            self._writer.write(part)
-        except SpoolFull as exc:
-            self._writer = None
-            self._error = f"{SPOOL_FAILURE_PREFIX}{exc}"
+        self._writer.abort()
+        self._writer = LenientSpoolWriter(self._spool)
