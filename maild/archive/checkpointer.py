@@ -23,11 +23,13 @@ a write transaction begins after everything was copied, which a writer that neve
 give it. So before each transaction the writer reads :meth:`Checkpointer.wal_state`; from
 :data:`WAL_HARD_OCTETS` on, it runs a ``RESTART`` checkpoint itself (waiting, up to its busy timeout,
 for the checkpointer and for readers), and the log starts again from its beginning. A reader that
-keeps a read transaction open (a CRM's long query) holds back every checkpoint at the point it reads
-from: the WAL then grows to :data:`WAL_HARD_OCTETS`, and the writer's ``RESTART`` fails after the busy
-timeout: that transaction stores nothing (the fetch cycle fails, deletes nothing, and is retried), so
-the ``-wal`` file never passes the bound plus one transaction (docs/archive.md, "How the CRM reads
-the mail"). The daemon's shutdown and the one-shot end with a ``TRUNCATE`` checkpoint, as before
+keeps a read transaction open (a CRM's long query, ``maild backup``) holds back every checkpoint at
+the point it reads from: the writer's ``RESTART`` then fails after the busy timeout, and storing goes
+on regardless (the WAL grows past the bound, as SQLite's default would let it; one warning
+``archive.wal.held`` says so; the next ``RESTART`` is tried after another :data:`WAL_HARD_OCTETS`),
+because a reader must never stop the mail from being fetched (docs/archive.md, "Long reads and the
+write-ahead log"). Without such a reader the ``-wal`` file stays under the bound plus one transaction.
+The daemon's shutdown and the one-shot end with a ``TRUNCATE`` checkpoint, as before
 (:meth:`maild.archive.connection.ArchiveConnection.close`).
 
 How full the WAL is comes from the wal-index header in the ``-shm`` file (``mxFrame``, ``nBackfill``;
@@ -266,15 +268,14 @@ class Checkpointer:
         return conn
 
 
-def restart_refusal(path: Path, state: WalState, busy_timeout_s: float) -> str:
-    """The words of the writer's refusal when its ``RESTART`` checkpoint could not empty a WAL past
-    :data:`WAL_HARD_OCTETS`: a reader held a read transaction open (or another process held the
-    checkpoint lock) for the whole busy timeout."""
+def wal_held(path: Path, state: WalState, busy_timeout_s: float, problem: str) -> str:
+    """The words of the writer's warning when its ``RESTART`` checkpoint could not empty a WAL past
+    :data:`WAL_HARD_OCTETS` for the whole busy timeout: a reader held a read transaction open (or
+    another process held the checkpoint lock, or the checkpoint failed: ``problem``)."""
     return (
         f"archive {path}: its write-ahead log holds {state.octets / 2**20:.0f} MiB (bound "
         f"{WAL_HARD_OCTETS / 2**20:.0f} MiB) and could not be copied into the archive for "
-        f"{busy_timeout_s:g} s: a program reading the archive keeps a read transaction open, or "
-        "another process is checkpointing it; nothing more is stored until that ends (the messages "
-        "stay on the server)"
+        f"{busy_timeout_s:g} s ({problem}): a program reading the archive keeps a read transaction "
+        "open, or another process is checkpointing it; storing goes on and the log grows until "
+        "that ends"
     )
-

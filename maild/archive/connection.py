@@ -35,7 +35,7 @@ from maild.archive.archive_file import (
     set_archive_mode,
 )
 from maild.archive.cc_fill import fill_cc_headers
-from maild.archive.checkpointer import Checkpointer, restart_refusal
+from maild.archive.checkpointer import Checkpointer, wal_held
 from maild.archive.counters import ArchiveCounters
 from maild.archive.document_flag import add_document_flag
 from maild.archive.failure_kind import add_failure_kind
@@ -89,6 +89,10 @@ class ArchiveConnection:
         """Why the archive guard failed (sticky until restart), or None; see :meth:`verify_identity`."""
         self._write_lock = asyncio.Lock()
         self._closed = False
+        self._wal_restart_at = 0
+        """WAL octets from which :meth:`_bound_wal` tries its next ``RESTART`` (0: from the bound)."""
+        self._wal_held = False
+        """Whether the last ``RESTART`` was kept from emptying the WAL by a reader (warned once)."""
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (the locations cache of
         :class:`~maild.archive.locations.LocationRecords` follows it)."""
@@ -342,19 +346,42 @@ class ArchiveConnection:
         :data:`BUSY_TIMEOUT_MS` for readers), so that this transaction starts the log again from its
         beginning.
 
-        Raises:
-            StoreError: a reader kept the WAL from being emptied for the whole busy timeout; the
-                transaction does not run (nothing stored), and the WAL does not grow.
-            sqlite3.Error: the checkpoint failed otherwise.
+        The bound is kept whenever it can be, and never at the price of storing: when a reader (a
+        CRM's long query, ``maild backup``) keeps the WAL from emptying for the whole busy timeout,
+        storing goes on, the WAL grows past the bound (as SQLite's own default would let it), one
+        warning ``archive.wal.held`` names the cause, and the next ``RESTART`` is tried only after
+        another :data:`~maild.archive.checkpointer.WAL_HARD_OCTETS` (so a held WAL does not stall
+        every batch for the busy timeout); ``archive.wal.released`` follows when one succeeds. A
+        ``RESTART`` refused because a statement of this same connection is still reading
+        (``SQLITE_LOCKED``, "database table is locked": another account's query between its steps)
+        is tried again before the next transaction. The disk itself is guarded as before (a full
+        disk stops deletions: docs/guarantee.md).
         """
         state = self.checkpointer.wal_state()
-        if state is None or state.octets < _checkpointer.WAL_HARD_OCTETS:
+        if state is None or state.octets < max(self._wal_restart_at, _checkpointer.WAL_HARD_OCTETS):
             return
         # the checkpointer's copy first (none starts meanwhile: they start after commits), so that
         # the RESTART does not poll SQLite's busy handler for it
         await asyncio.to_thread(self.checkpointer.wait_idle, BUSY_TIMEOUT_MS / 1000)
-        async with self._conn.execute("PRAGMA wal_checkpoint(RESTART)") as cur:
-            row = await cur.fetchone()
-        _log.debug("archive.checkpoint.restart", wal_frames=state.frames, busy=row[0] if row else None)
-        if row is not None and row[0]:
-            raise StoreError(restart_refusal(self.path, state, BUSY_TIMEOUT_MS / 1000))
+        try:
+            async with self._conn.execute("PRAGMA wal_checkpoint(RESTART)") as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_LOCKED:
+                _log.debug("archive.checkpoint.restart-deferred", reason=str(exc))
+                return  # this connection's own reader: try again before the next transaction
+            problem: str | None = str(exc)
+        else:
+            problem = None if row is None or not row[0] else "a reader kept it"
+        _log.debug("archive.checkpoint.restart", wal_frames=state.frames, problem=problem)
+        if problem is None:
+            self._wal_restart_at = 0
+            if self._wal_held:
+                self._wal_held = False
+                _log.info("archive.wal.released", path=str(self.path))
+            return
+        self._wal_restart_at = state.octets + _checkpointer.WAL_HARD_OCTETS
+        if not self._wal_held:
+            self._wal_held = True
+            words = wal_held(self.path, state, BUSY_TIMEOUT_MS / 1000, problem)
+            _log.warning("archive.wal.held", problem=words)

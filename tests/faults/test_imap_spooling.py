@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,15 @@ from maild.spool import Spool, SpooledBody
 from tests.faults.test_imap_library import EXPECTED_BODIES, FETCH_STREAM, run_command
 
 
-async def spooled_run(spool: Spool, cuts: list[int]) -> dict[int, imap_fetch.Outcome | SpooledBody]:
+@dataclass(frozen=True)
+class Refused:
+    """A spooled literal's failed outcome (the spool's words): this machine's side, which the stream
+    turns into a local failure (maild.spool.local_failure)."""
+
+    reason: str
+
+
+async def spooled_run(spool: Spool, cuts: list[int]) -> dict[int, imap_fetch.Outcome | SpooledBody | Refused]:
     """Run the streaming FETCH of the library tests with ``spool``, fed cut at ``cuts``; assemble."""
     assembler = imap_fetch.FetchAssembler([11, 12, 13], ("BODY[]", "FLAGS"))
 
@@ -34,7 +43,7 @@ async def spooled_run(spool: Spool, cuts: list[int]) -> dict[int, imap_fetch.Out
         uid, found = outcome
         if isinstance(found, imap_fetch.FetchedMessage) and isinstance(found.body, SpooledLiteral):
             spooled = await found.body.outcome  # written by the executor's jobs
-            outcomes[uid] = imap_fetch.Unspooled(spooled) if isinstance(spooled, str) else spooled
+            outcomes[uid] = Refused(spooled) if isinstance(spooled, str) else spooled
             continue
         outcomes[uid] = found
     return outcomes
@@ -82,7 +91,7 @@ async def test_a_full_spool_fails_that_message_only(tmp_path: Path) -> None:
     reason; the other messages arrive."""
     spool = Spool(tmp_path, threshold_octets=5, max_octets=8)  # takes "Short" (7), not the other
     outcomes = await spooled_run(spool, [])
-    failed = {uid: o for uid, o in outcomes.items() if isinstance(o, imap_fetch.Unspooled)}  # this machine's side
+    failed = {uid: o for uid, o in outcomes.items() if isinstance(o, Refused)}  # this machine's side
     assert list(failed) == [11]
     assert failed[11].reason.startswith("local spool: the spool holds")
     assert not any(isinstance(o, str) for o in outcomes.values())

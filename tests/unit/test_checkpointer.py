@@ -1,7 +1,7 @@
 """The WAL's checkpoints off the commit path (maild.archive.checkpointer): the wal-index read agrees
 with SQLite, the checkpointer's thread copies the WAL, the WAL stays under its bound under a stream of
 batches and with a reader holding it back, and a checkpointer that keeps failing is logged once while
-storing goes on. Sizes are counted in frames and octets, never in time."""
+storing goes on, and a reader never stops storing. Sizes are counted in frames and octets, never in time."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from structlog.testing import capture_logs
 
 from maild.archive import checkpointer, connection
 from maild.archive.store import Store
-from maild.errors import StoreError
 from maild.model import POP3Key, RetrievedMessage
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -169,12 +168,13 @@ async def test_the_wal_file_never_passes_its_bound_while_storing(tmp_path: Path,
         await store.close()
 
 
-async def test_a_reader_holding_a_read_transaction_stops_storing_at_the_bound(
+async def test_a_reader_holding_a_read_transaction_never_stops_storing(
     tmp_path: Path, small_bounds: None, short_busy_timeout: None
 ) -> None:
-    """A reader keeps a read transaction open: batches are stored until the WAL reaches its bound,
-    then storing fails with a line naming the bound and the reader, storing nothing and growing
-    nothing; once the reader ends, the next batch is stored and the log starts again."""
+    """A reader keeps a read transaction open: storing goes on past the WAL's bound (a reader never
+    stops the mail from being fetched), one warning names the bound and the reader, the next RESTART
+    is tried only after another bound's worth; once the reader ends, the next try empties the log
+    and its release is logged."""
     db = tmp_path / "a.sqlite3"
     store = await opened(db)
     reader = sqlite3.connect(db, isolation_level=None)
@@ -182,34 +182,57 @@ async def test_a_reader_holding_a_read_transaction_stops_storing_at_the_bound(
         await store.store_batch("anna-pop", batch(), NOW)
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM messages").fetchone()
-        stored = 1
-        refused: StoreError | None = None
-        for _ in range(40):
-            try:
+        with capture_logs() as logs:
+            for _ in range(14):  # about 12 MiB of pages: three times the 4 MiB bound
                 await store.store_batch("anna-pop", batch(), NOW)
-            except StoreError as exc:
-                refused = exc
-                break
-            stored += 1
-        assert refused is not None
-        assert re.search(r"write-ahead log holds \d+ MiB \(bound 4 MiB\)", str(refused))
-        assert "read transaction open" in str(refused)
-        held = store.db.checkpointer.wal_state()
-        assert held is not None
-        assert 4 * MIB <= held.octets <= 4 * MIB + BATCH_MARGIN_OCTETS
-        assert await count(store) == stored * BATCH
-        with pytest.raises(StoreError):  # and again, without growing
-            await store.store_batch("anna-pop", batch(), NOW)
-        assert store.db.checkpointer.wal_state() == held
+        held = [e for e in logs if e["event"] == "archive.wal.held"]
+        assert len(held) == 1 and held[0]["log_level"] == "warning"
+        assert re.search(r"write-ahead log holds \d+ MiB \(bound 4 MiB\)", held[0]["problem"])
+        assert "read transaction open" in held[0]["problem"] and "storing goes on" in held[0]["problem"]
+        tries = [e for e in logs if e["event"] == "archive.checkpoint.restart"]
+        assert 2 <= len(tries) <= 4  # once per further 4 MiB, not before every batch
+        grown = store.db.checkpointer.wal_state()
+        assert grown is not None and grown.octets > 8 * MIB
+        assert await count(store) == 15 * BATCH
         reader.execute("COMMIT")
-        await store.store_batch("anna-pop", batch(), NOW)
+        with capture_logs() as logs:
+            for _ in range(6):
+                await store.store_batch("anna-pop", batch(), NOW)
+        assert [e["event"] for e in logs if e["event"].startswith("archive.wal.")] == ["archive.wal.released"]
         again = store.db.checkpointer.wal_state()
-        assert await count(store) == (stored + 1) * BATCH
+        assert await count(store) == 21 * BATCH
     finally:
         reader.close()
         await store.close()
     assert again is not None
-    assert again.frames < held.frames // 2
+    assert again.frames < grown.frames // 2
+
+
+async def test_a_restart_refused_by_this_connections_own_reader_defers_and_stores(
+    tmp_path: Path, small_bounds: None
+) -> None:
+    """The daemon's one connection has another account's SELECT still open between its steps when a
+    batch passes the bound: the RESTART gets SQLITE_LOCKED ("database table is locked"); the batch
+    is stored anyway, nothing is warned, and the next transaction empties the log (the 50-account
+    benchmark of session 8 found storing failing on exactly this)."""
+    db = tmp_path / "a.sqlite3"
+    store = await opened(db)
+    try:
+        while (state := store.db.checkpointer.wal_state()) is None or state.octets < 4 * MIB:
+            await store.store_batch("anna-pop", batch(), NOW)
+        stored = await count(store)
+        with capture_logs() as logs:
+            async with store._conn.execute("SELECT id FROM messages") as cursor:
+                assert await cursor.fetchone() is not None  # a read statement of this connection, open
+                await store.store_batch("anna-pop", batch(), NOW)
+            assert [e for e in logs if e["event"] == "archive.checkpoint.restart-deferred"]
+            await store.store_batch("anna-pop", batch(), NOW)
+        assert not [e for e in logs if e["log_level"] == "warning"]
+        assert await count(store) == stored + 2 * BATCH
+        after = store.db.checkpointer.wal_state()
+        assert after is not None and after.octets < 4 * MIB
+    finally:
+        await store.close()
 
 
 HOLD_CHECKPOINT_LOCK = """

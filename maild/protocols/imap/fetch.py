@@ -47,7 +47,6 @@ __all__ = [
     "FetchResult",
     "FetchedMessage",
     "Outcome",
-    "Unspooled",
     "build_message",
     "parse_fetch",
     "parse_internaldate",
@@ -164,24 +163,6 @@ class FetchResult:
     malformed: tuple[str, ...] = ()
 
 
-class _SpoolRefused(LexError):
-    """A spooled literal whose octets the spool could not take (:class:`Unspooled`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Unspooled:
-    """The outcome of a message whose ``BODY[]`` literal was read and dropped because the spool could
-    not take it: this machine's side (disk short of the reserve, the spool's bound, the state
-    directory), not the server's; the stream makes it a ``"local"`` failure
-    (:func:`maild.spool.local_failure`), which never sets the message aside.
-
-    Attributes:
-        reason: the spool's words, ``"local spool: ..."``.
-    """
-
-    reason: str
-
-
 def build_message(
     seq: int, uid: int, items: dict[str, Token], require: Iterable[str], expect: Iterable[str] = ()
 ) -> FetchedMessage:
@@ -235,9 +216,9 @@ def build_message(
     return FetchedMessage(uid, seq, flags, internaldate, size_octets, body, header, header_fields, missing)
 
 
-#: What one UID came to: the message, the reason it could not be read (``"BODY[] is NIL"``), or a
-#: body the spool could not take (:class:`Unspooled`).
-Outcome: TypeAlias = FetchedMessage | Unspooled | str
+#: What one UID came to: the message, or the reason it could not be read (``"BODY[] is NIL"``). A
+#: body the spool could not take is the message with its :class:`SpooledLiteral`'s failed outcome.
+Outcome: TypeAlias = FetchedMessage | str
 
 #: Most octets of text (literals excluded) one FETCH response may carry. RFC 9051 sets no limit;
 #: a response beyond it fails its message, so that a runaway line cannot grow without bound here.
@@ -396,8 +377,6 @@ class FetchAssembler:
             return
         try:
             self._ready.append((uid, build_message(seq, uid, items, self._required, self._expected)))
-        except _SpoolRefused as exc:
-            self._ready.append((uid, Unspooled(str(exc))))
         except LexError as exc:
             self._ready.append((uid, str(exc)))
 
@@ -444,7 +423,7 @@ def parse_fetch(
         if isinstance(value, FetchedMessage):
             messages[uid] = value
         else:
-            failures[uid] = value.reason if isinstance(value, Unspooled) else value
+            failures[uid] = value
     return FetchResult(
         messages,
         failures,

@@ -36,7 +36,7 @@ from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, SpooledBody
 from maild.protocols.imap import wire
 from maild.protocols.imap.client import Reply, StreamingFetch
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, consume_outcome
-from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome, Unspooled
+from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome
 from maild.protocols.imap.lex import Part, SpooledLiteral
 from maild.protocols.progress import ProgressFloor
 from maild.spool import SPOOL_HEAD_OCTETS, Spool, local_failure
@@ -305,8 +305,6 @@ def retrieved(
             head = body if isinstance(body, bytes | bytearray) else body.head
             internaldate = summarise(head).date or now()
         return RetrievedMessage(key, body, internaldate, flags, outcome.missing)
-    if isinstance(outcome, Unspooled):  # this machine's spool, not the message: never set aside
-        return local_failure(key, outcome.reason)
     return RetrievalFailure(key, outcome if isinstance(outcome, str) else "BODY[] missing")
 
 
