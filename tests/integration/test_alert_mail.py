@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild, wait_until
 from tests.support.dovecot import Dovecot, MailUser, free_port
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -47,14 +47,6 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
         yield inbox, port
     finally:
         controller.stop()
-
-
-def wait_until(predicate: Any, what: str, timeout_s: float = 60.0) -> None:
-    """Poll ``predicate`` every 0.2 s until it is true."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.mark.dovecot

@@ -10,22 +10,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.support import corpus
-from tests.support.daemonproc import maild_cli, maild_command, running_maild, status, stop_maild
+from tests.support.daemonproc import maild_cli, maild_command, running_maild, status, stop_maild, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
-    """Poll ``predicate`` every 0.1 s until it is true (a hang guard, not a speed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def with_alert_command(cfg: Path, events: Path, **keys: str) -> None:

@@ -14,15 +14,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import corpus
-from tests.support.daemonproc import maild_cli, status
+from tests.support.daemonproc import maild_cli, status, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 from tests.support.namespaces import UNSHARE, namespaces_unavailable
@@ -56,14 +54,6 @@ sys.stdin.readline()
 daemon.terminate()
 print("exit", daemon.wait(), flush=True)
 """
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
-    """Poll ``predicate`` every 0.1 s until it is true (a hang guard, not a speed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def log_events(log: Path, event: str) -> list[str]:

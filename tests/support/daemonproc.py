@@ -128,6 +128,15 @@ def status(control_socket: Path) -> dict[str, Any]:
         return {}
 
 
+def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = 60.0, poll_s: float = 0.1) -> None:
+    """Poll ``predicate`` every ``poll_s`` seconds until it is true (a hang guard, not a speed
+    assertion); fail naming ``what`` after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)
+
+
 def wait_until_drained(
     directory: Path, dovecot: Dovecot, user: str, timeout_s: float, poll_s: float = 0.1
 ) -> bool:
