@@ -208,6 +208,9 @@ class ArchiveConnection:
             await self._conn.execute("PRAGMA synchronous = FULL")
             await self._conn.execute("PRAGMA foreign_keys = ON")
             await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # a -wal file a reader let grow past the bound shrinks back to it at the first commit
+            # after the log starts again (https://www.sqlite.org/pragma.html#pragma_journal_size_limit)
+            await self._conn.execute(f"PRAGMA journal_size_limit = {_checkpointer.WAL_HARD_OCTETS}")
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"archive {self.path} has schema version {version}, newer than this maild "
