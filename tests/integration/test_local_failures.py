@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support import corpus
-from tests.support.daemonproc import maild_cli, status, wait_until
+from tests.support.daemonproc import end_process, maild_cli, status, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 from tests.support.namespaces import UNSHARE, namespaces_unavailable
@@ -156,12 +156,7 @@ def test_large_mail_blocked_by_the_disk_warns_once_and_flows_when_space_is_freed
         assert big in dovecot.maildir_messages(mail_user.name)  # retention keep: still on the server
         tell("stop", "exit 0")
     finally:
-        if driver.poll() is None:
-            driver.kill()
-        driver.wait()
-        for stream in (driver.stdin, driver.stdout):
-            if stream is not None:
-                stream.close()
+        end_process(driver)
     log = Path(f"{cfg}.log")
     assert log_events(log, "fetch.local-failure") == ["warning", "info", "info"]
     assert log_events(log, "fetch.local-failure.cleared") == ["info"]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support import corpus
-from tests.support.daemonproc import maild_cli, status, wait_until
+from tests.support.daemonproc import end_process, maild_cli, status, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 from tests.support.namespaces import UNSHARE, namespaces_unavailable
@@ -112,9 +112,4 @@ def test_a_read_only_archive_file_system_is_named_and_stops_deletions(
         driver.stdin.flush()
         assert driver.stdout.readline().strip() == "exit 0"
     finally:
-        if driver.poll() is None:
-            driver.kill()
-        driver.wait()
-        for stream in (driver.stdin, driver.stdout):
-            if stream is not None:
-                stream.close()
+        end_process(driver)

@@ -128,6 +128,16 @@ def status(control_socket: Path) -> dict[str, Any]:
         return {}
 
 
+def end_process(proc: subprocess.Popen[Any]) -> None:
+    """Kill ``proc`` if it still runs, reap it and close the pipes the test opened to it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+
+
 def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = 60.0, poll_s: float = 0.1) -> None:
     """Poll ``predicate`` every ``poll_s`` seconds until it is true (a hang guard, not a speed
     assertion); fail naming ``what`` after ``timeout_s`` seconds."""

@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 from maild.archive import checkpointer, connection
 from maild.archive.store import Store
 from maild.model import POP3Key, RetrievedMessage
+from tests.support.daemonproc import end_process
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 MIB = 2**20
@@ -252,12 +253,7 @@ def checkpoint_lock_holder() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+        end_process(proc)
 
 
 def hold_checkpoint_lock(shm: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
