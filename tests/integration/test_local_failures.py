@@ -22,8 +22,8 @@ import pytest
 from tests.support import corpus
 from tests.support.daemonproc import end_process, maild_cli, status, wait_until
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.maildconf import AccountSpec, short_dir, write_config
-from tests.support.namespaces import UNSHARE, namespaces_unavailable
+from tests.support.maildconf import AccountSpec, write_config
+from tests.support.namespaces import UNSHARE, namespace_state_dir
 
 TMPFS_MIB = 300
 """Size of the state directory's tmpfs: freed, it keeps more than the spool's largest reserve
@@ -79,12 +79,7 @@ def test_large_mail_blocked_by_the_disk_warns_once_and_flows_when_space_is_freed
     exits 1 with a WARNING naming the account and "free space in STATE"; one local_failure alert and
     one warning log line for the three cycles; the filler is removed; the next cycle archives the
     message, check is OK, the alert recovers, and the log says the episode ended."""
-    reason = namespaces_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    directory = short_dir()
-    state = directory / "state"
-    state.mkdir()
+    directory, state = namespace_state_dir()
     idle = {"idle": False} if protocol == "imap" else {}  # the cycles are the test's fetch-now, no push
     spec = AccountSpec("anna", protocol, mail_user.name, mail_user.password, extra=idle)
     cfg = write_config(directory, dovecot, [spec])

@@ -20,12 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support import corpus
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
-from tests.support.namespaces import UNSHARE, namespaces_unavailable
+from tests.support.namespaces import UNSHARE, namespace_state_dir
 
 
 def maild_fetch(cfg: Path) -> subprocess.CompletedProcess[str]:
@@ -78,13 +76,8 @@ def test_a_message_left_on_the_server_exits_0_says_so_and_warns(dovecot: Dovecot
     file); ``maild fetch`` exits 0, its line says "1 message not retrieved" (for lack of room on this
     machine), names the message below, and stderr has one warning naming the directory to free;
     with the space freed the next ``maild fetch`` archives it and warns no more."""
-    reason = namespaces_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
+    directory, state = namespace_state_dir()
     dovecot.deliver_many(mail_user.name, [corpus.make_message(subject="klein"), corpus.large_message(8_000_000)])
-    directory = short_dir()
-    state = directory / "state"
-    state.mkdir()
     cfg = write_config(directory, dovecot, [AccountSpec("anna", "pop3", mail_user.name, mail_user.password)])
 
     subprocess.run([*UNSHARE, sys.executable, "-c", FILLED_FETCH, str(state), str(cfg), str(directory)], check=True)

@@ -16,13 +16,11 @@ import subprocess
 import sys
 from typing import Any
 
-import pytest
-
 from tests.support import corpus
 from tests.support.daemonproc import end_process, maild_cli, status, wait_until
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.maildconf import AccountSpec, short_dir, write_config
-from tests.support.namespaces import UNSHARE, namespaces_unavailable
+from tests.support.maildconf import AccountSpec, write_config
+from tests.support.namespaces import UNSHARE, namespace_state_dir
 
 DRIVER = """
 import subprocess, sys
@@ -51,12 +49,7 @@ def test_a_read_only_archive_file_system_is_named_and_stops_deletions(
     arrives; ``maild fetch-now`` fails with one line naming the read-only file system, ``maild status``
     shows that line as the account's error, and the message is still on the server; the alert
     command gets the ``daemon`` alert (the account history cannot be written: read-only)."""
-    reason = namespaces_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    directory = short_dir()
-    state = directory / "state"
-    state.mkdir()
+    directory, state = namespace_state_dir()
     spec = AccountSpec("anna", "pop3", mail_user.name, mail_user.password, extra={"retention": "delete"})
     cfg = write_config(directory, dovecot, [spec])
     events = directory / "events.jsonl"
