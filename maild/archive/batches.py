@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 from maild.archive import fts
 from maild.archive.document_kind import has_documents
 from maild.archive.history import _COUNT_FETCHED
+from maild.archive.multirow import insert_rows
 from maild.archive.schema import QUERY_CHUNK, failure_key_text, utc_text
 from maild.errors import StoreError
 from maild.message import sha256_hex
@@ -74,27 +75,28 @@ class PreparedBatch:
         return len(self.items)
 
 
-_INSERT_MESSAGE = (
+_INSERT_MESSAGE_HEAD = (
     "INSERT INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
-    " cc_header, subject, stored_at, has_documents, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " cc_header, subject, stored_at, has_documents, raw)"
 )
-_INSERT_FTS = fts.insert_sql()
+_INSERT_LARGE = _INSERT_MESSAGE_HEAD + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, zeroblob(?))"
+_INSERT_FTS_HEAD = fts.insert_sql().partition(" VALUES ")[0]
 LARGE_BLOB_OCTETS = 2**20
 """Messages at least this large are written with :func:`_insert_large`, not bound as a parameter:
 binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
 _BLOB_CHUNK_OCTETS = 2**20
 
 
-def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> int:
     """Insert one message row with its raw octets written through incremental blob I/O.
 
     Runs in aiosqlite's thread, inside the caller's transaction (so it is stored with the batch or
     not at all): ``zeroblob(n)`` reserves the octets, then ``blobopen`` writes them in place, from
-    a memoryview, without SQLite copying the whole message first.
+    a memoryview, without SQLite copying the whole message first. Returns the new row's id.
     """
     raw: bytes | SpooledBody = row[-1]
     size = _size(raw)
-    cur = db.execute(_INSERT_MESSAGE.replace("?)", "zeroblob(?))"), (*row[:-1], size))
+    cur = db.execute(_INSERT_LARGE, (*row[:-1], size))
     rowid = cur.lastrowid
     cur.close()
     assert rowid is not None
@@ -105,10 +107,11 @@ def _insert_large(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
                     blob.write(part)
             except (OSError, ValueError) as exc:  # the transaction rolls back: a StoreError
                 raise sqlite3.OperationalError(f"reading a spooled message: {exc}") from None
-            return
+            return rowid
         with memoryview(raw) as view:
             for start in range(0, len(view), _BLOB_CHUNK_OCTETS):
                 blob.write(view[start : start + _BLOB_CHUNK_OCTETS])
+    return rowid
 
 
 def _size(raw: bytes | SpooledBody) -> int:
@@ -210,145 +213,148 @@ class BatchWriter:
         """
         if not prepared.items:
             return StoreOutcome()
-        outcome = await self._db._atomic(
-            lambda: self._insert_batch(account, prepared.items, prepared.stamp),
-            f"storing for account {account}",
-        )
+        conn = self._db._conn
+
+        async def work() -> StoreOutcome:
+            # the whole batch in one call in SQLite's thread (aiosqlite 0.22's queue, pinned;
+            # tests/unit/test_store.py checks it), its rows in multi-row statements: the GIL is taken
+            # back a few times per batch, not several times per message (maild.archive.multirow)
+            outcome: StoreOutcome = await conn._execute(  # type: ignore[no-untyped-call]
+                _insert_batch, conn._conn, account, prepared.items, prepared.stamp
+            )
+            return outcome
+
+        outcome = await self._db._atomic(work, f"storing for account {account}")
         if self._db.counters is not None:
             self._db.counters.add(account, outcome)
         return outcome
 
-    async def _insert_batch(self, account: str, prepared: Sequence[_Prepared], stamp: str) -> StoreOutcome:
-        digests = list(dict.fromkeys(p.sha256 for p in prepared))
-        existing: dict[str, int] = {}
-        await self._lookup_ids(digests, existing)
-        new_rows = {p.sha256: p.row for p in prepared if p.sha256 not in existing}
-        new_messages = len(new_rows)
-        if new_rows:
-            small = [row for row in new_rows.values() if not _is_large(row[-1])]
-            if small:
-                await self._db._conn.executemany(_INSERT_MESSAGE, small)
-            for row in new_rows.values():
-                if _is_large(row[-1]):
-                    # aiosqlite 0.22's queue to its thread (pinned; tests/unit/test_store.py checks it)
-                    await self._db._conn._execute(_insert_large, self._db._conn._conn, row)  # type: ignore[no-untyped-call]
-            await self._lookup_ids(list(new_rows), existing)
-            indexed = {p.sha256: p.index for p in prepared if p.sha256 in new_rows}
-            await self._db._conn.executemany(
-                _INSERT_FTS, [(existing[digest], *values) for digest, values in indexed.items()]
-            )
-        # One executemany per key kind instead of one round trip to SQLite's thread per message. Keys
-        # already linked are found first (inside this transaction, so nobody adds one meanwhile); the
-        # batch's own duplicates are linked once, as ON CONFLICT DO NOTHING did one row at a time.
-        linked = await self._linked_keys(account, [p.key for p in prepared])
-        pop_rows: list[tuple[Any, ...]] = []
-        imap_rows: list[tuple[Any, ...]] = []
-        octets = 0
-        for p in prepared:
-            key = p.key
-            if key in linked:
-                continue
-            linked.add(key)
-            octets += p.msg.size_octets
-            if isinstance(key, POP3Key):
-                pop_rows.append((account, existing[p.sha256], key.uidl, stamp))
-            else:
-                internaldate = utc_text(p.msg.internaldate) if p.msg.internaldate else None
-                flags = " ".join(sorted(p.msg.flags)) if p.msg.flags else None
-                missing = " ".join(p.msg.missing) if p.msg.missing else None
-                imap_rows.append(
-                    (
-                        account,
-                        existing[p.sha256],
-                        key.mailbox,
-                        key.uidvalidity,
-                        key.uid,
-                        internaldate,
-                        flags,
-                        stamp,
-                        missing,
-                    )
+
+_INSERT_POP3 = "INSERT INTO locations (account, message, uidl, first_fetched_at)"
+_ON_POP3 = "ON CONFLICT (account, uidl) WHERE uidl IS NOT NULL DO NOTHING"
+_INSERT_IMAP = (
+    "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
+    " first_fetched_at, missing_items)"
+)
+_ON_IMAP = "ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING"
+
+
+def _insert_batch(
+    db: sqlite3.Connection, account: str, prepared: Sequence[_Prepared], stamp: str
+) -> StoreOutcome:
+    """The body of one batch's transaction, in aiosqlite's thread (the caller began it and commits it).
+
+    Messages and index rows go in multi-row statements (:func:`maild.archive.multirow.insert_rows`);
+    each message of at least :data:`LARGE_BLOB_OCTETS` (or spooled) by :func:`_insert_large`. Keys
+    already linked are found first (inside this transaction, so nobody adds one meanwhile); the
+    batch's own duplicates are linked once, as ON CONFLICT DO NOTHING did one row at a time.
+    """
+    existing = _lookup_ids(db, list(dict.fromkeys(p.sha256 for p in prepared)))
+    new_rows = {p.sha256: p.row for p in prepared if p.sha256 not in existing}
+    if new_rows:
+        small = [row for row in new_rows.values() if not _is_large(row[-1])]
+        for digest, rowid in insert_rows(db, _INSERT_MESSAGE_HEAD, small, "RETURNING sha256, id"):
+            existing[digest] = rowid
+        for digest, row in new_rows.items():
+            if _is_large(row[-1]):
+                existing[digest] = _insert_large(db, row)
+        indexed = {p.sha256: p.index for p in prepared if p.sha256 in new_rows}
+        insert_rows(db, _INSERT_FTS_HEAD, [(existing[digest], *values) for digest, values in indexed.items()])
+    linked = _linked_keys(db, account, [p.key for p in prepared])
+    pop_rows: list[tuple[Any, ...]] = []
+    imap_rows: list[tuple[Any, ...]] = []
+    octets = 0
+    for p in prepared:
+        key = p.key
+        if key in linked:
+            continue
+        linked.add(key)
+        octets += p.msg.size_octets
+        if isinstance(key, POP3Key):
+            pop_rows.append((account, existing[p.sha256], key.uidl, stamp))
+        else:
+            msg = p.msg
+            imap_rows.append(
+                (
+                    account,
+                    existing[p.sha256],
+                    key.mailbox,
+                    key.uidvalidity,
+                    key.uid,
+                    utc_text(msg.internaldate) if msg.internaldate else None,
+                    " ".join(sorted(msg.flags)) if msg.flags else None,
+                    stamp,
+                    " ".join(msg.missing) if msg.missing else None,
                 )
-        linked_ids = {row[1] for row in pop_rows} | {row[1] for row in imap_rows}
-        account_messages = len(linked_ids - await self._messages_of(account, linked_ids))
-        if pop_rows:
-            await self._db._conn.executemany(
-                "INSERT INTO locations (account, message, uidl, first_fetched_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (account, uidl) WHERE uidl IS NOT NULL DO NOTHING",
-                pop_rows,
             )
-        if imap_rows:
-            await self._db._conn.executemany(
-                "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
-                " first_fetched_at, missing_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING",
-                imap_rows,
-            )
-        # a message that arrived has no failure record any more (schema v4, maild.archive.failures);
-        # most accounts have none, and one lookup saves a DELETE per message
-        async with self._db._conn.execute(
-            "SELECT 1 FROM retrieval_failures WHERE account = ? LIMIT 1", (account,)
-        ) as cur:
-            has_failures = await cur.fetchone() is not None
-        if has_failures:
-            await self._db._conn.executemany(
-                "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
-                [(account, failure_key_text(p.key)) for p in prepared],
-            )
-        links = len(pop_rows) + len(imap_rows)
-        if links:  # the account's history counts in this transaction (issue 17: no undercount after a crash)
-            await self._db._conn.execute(_COUNT_FETCHED, (account, links, octets))
-        return StoreOutcome(
-            new_messages=new_messages,
-            new_links=links,
-            octets=octets,
-            account_messages=account_messages,
-            new_octets=sum(_size(row[-1]) for row in new_rows.values()),
+    linked_ids = {row[1] for row in pop_rows} | {row[1] for row in imap_rows}
+    account_messages = len(linked_ids - _messages_of(db, account, linked_ids))
+    insert_rows(db, _INSERT_POP3, pop_rows, _ON_POP3)
+    insert_rows(db, _INSERT_IMAP, imap_rows, _ON_IMAP)
+    # a message that arrived has no failure record any more (schema v4, maild.archive.failures);
+    # most accounts have none, and one lookup saves a DELETE per message
+    if db.execute("SELECT 1 FROM retrieval_failures WHERE account = ? LIMIT 1", (account,)).fetchone():
+        db.executemany(
+            "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
+            [(account, failure_key_text(p.key)) for p in prepared],
         )
+    links = len(pop_rows) + len(imap_rows)
+    if links:  # the account's history counts in this transaction (issue 17: no undercount after a crash)
+        db.execute(_COUNT_FETCHED, (account, links, octets))
+    return StoreOutcome(
+        new_messages=len(new_rows),
+        new_links=links,
+        octets=octets,
+        account_messages=account_messages,
+        new_octets=sum(_size(row[-1]) for row in new_rows.values()),
+    )
 
-    async def _messages_of(self, account: str, ids: Iterable[int]) -> set[int]:
-        """The subset of message row ``ids`` already linked to ``account``."""
-        found: set[int] = set()
-        wanted = sorted(ids)
-        for i in range(0, len(wanted), QUERY_CHUNK):
-            chunk = wanted[i : i + QUERY_CHUNK]
+
+def _in_list(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _messages_of(db: sqlite3.Connection, account: str, ids: Iterable[int]) -> set[int]:
+    """The subset of message row ``ids`` already linked to ``account``."""
+    found: set[int] = set()
+    wanted = sorted(ids)
+    for i in range(0, len(wanted), QUERY_CHUNK):
+        chunk = wanted[i : i + QUERY_CHUNK]
+        sql = f"SELECT DISTINCT message FROM locations WHERE account = ? AND message IN ({_in_list(chunk)})"  # noqa: S608
+        found.update(row[0] for row in db.execute(sql, (account, *chunk)).fetchall())
+    return found
+
+
+def _linked_keys(db: sqlite3.Connection, account: str, keys: Sequence[MessageKey]) -> set[MessageKey]:
+    """The subset of ``keys`` that already have a location row for ``account``."""
+    found: set[MessageKey] = set()
+    uidls = list({k.uidl for k in keys if isinstance(k, POP3Key)})
+    for i in range(0, len(uidls), QUERY_CHUNK):
+        chunk = uidls[i : i + QUERY_CHUNK]
+        sql = f"SELECT uidl FROM locations WHERE account = ? AND uidl IN ({_in_list(chunk)})"  # noqa: S608
+        found.update(POP3Key(row[0]) for row in db.execute(sql, (account, *chunk)).fetchall())
+    by_box: dict[tuple[str, int], list[int]] = {}
+    for k in keys:
+        if isinstance(k, IMAPKey):
+            by_box.setdefault((k.mailbox, k.uidvalidity), []).append(k.uid)
+    for (mailbox, uidvalidity), uids in by_box.items():
+        unique = sorted(set(uids))
+        for i in range(0, len(unique), QUERY_CHUNK):
+            some = unique[i : i + QUERY_CHUNK]
             sql = (
-                "SELECT DISTINCT message FROM locations WHERE account = ?"  # noqa: S608
-                f" AND message IN ({','.join('?' * len(chunk))})"
+                "SELECT uid FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ?"  # noqa: S608
+                f" AND uid IN ({_in_list(some)})"
             )
-            async with self._db._conn.execute(sql, (account, *chunk)) as cur:
-                found.update(row[0] for row in await cur.fetchall())
-        return found
+            rows = db.execute(sql, (account, mailbox, uidvalidity, *some)).fetchall()
+            found.update(IMAPKey(mailbox, uidvalidity, row[0]) for row in rows)
+    return found
 
-    async def _linked_keys(self, account: str, keys: Sequence[MessageKey]) -> set[MessageKey]:
-        """The subset of ``keys`` that already have a location row for ``account``."""
-        found: set[MessageKey] = set()
-        uidls = list({k.uidl for k in keys if isinstance(k, POP3Key)})
-        for i in range(0, len(uidls), QUERY_CHUNK):
-            chunk = uidls[i : i + QUERY_CHUNK]
-            sql = f"SELECT uidl FROM locations WHERE account = ? AND uidl IN ({','.join('?' * len(chunk))})"  # noqa: S608
-            async with self._db._conn.execute(sql, (account, *chunk)) as cur:
-                found.update(POP3Key(row[0]) for row in await cur.fetchall())
-        by_box: dict[tuple[str, int], list[int]] = {}
-        for k in keys:
-            if isinstance(k, IMAPKey):
-                by_box.setdefault((k.mailbox, k.uidvalidity), []).append(k.uid)
-        for (mailbox, uidvalidity), uids in by_box.items():
-            unique = sorted(set(uids))
-            for i in range(0, len(unique), QUERY_CHUNK):
-                some = unique[i : i + QUERY_CHUNK]
-                sql = (
-                    "SELECT uid FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ?"  # noqa: S608
-                    f" AND uid IN ({','.join('?' * len(some))})"
-                )
-                async with self._db._conn.execute(sql, (account, mailbox, uidvalidity, *some)) as cur:
-                    found.update(IMAPKey(mailbox, uidvalidity, row[0]) for row in await cur.fetchall())
-        return found
 
-    async def _lookup_ids(self, digests: Sequence[str], into: dict[str, int]) -> None:
-        """Add SHA-256 hex digest -> message row id for each of ``digests`` present in the archive."""
-        for i in range(0, len(digests), QUERY_CHUNK):
-            chunk = digests[i : i + QUERY_CHUNK]
-            sql = f"SELECT sha256, id FROM messages WHERE sha256 IN ({','.join('?' * len(chunk))})"  # noqa: S608
-            async with self._db._conn.execute(sql, chunk) as cur:
-                into.update({row[0]: row[1] for row in await cur.fetchall()})
+def _lookup_ids(db: sqlite3.Connection, digests: Sequence[str]) -> dict[str, int]:
+    """SHA-256 hex digest -> message row id, for each of ``digests`` present in the archive."""
+    found: dict[str, int] = {}
+    for i in range(0, len(digests), QUERY_CHUNK):
+        chunk = digests[i : i + QUERY_CHUNK]
+        sql = f"SELECT sha256, id FROM messages WHERE sha256 IN ({_in_list(chunk)})"  # noqa: S608
+        found.update({row[0]: row[1] for row in db.execute(sql, chunk).fetchall()})
+    return found

@@ -580,14 +580,15 @@ async def test_large_message_in_a_failed_batch_is_not_stored(
 ) -> None:
     """The blob written in place belongs to the batch's transaction: a batch failing after it was
     written leaves nothing behind."""
+    from maild.archive import batches
     from maild.archive import store as store_module
 
     big = b"Subject: big\r\n\r\n" + b"y" * store_module.LARGE_BLOB_OCTETS
 
-    async def broken(*_args: object) -> set[object]:
+    def broken(*_args: object) -> set[object]:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store.batch_writer, "_linked_keys", broken)  # runs after the messages are inserted
+    monkeypatch.setattr(batches, "_linked_keys", broken)  # runs after the messages are inserted
     with pytest.raises(StoreError):
         await store.store_batch("anna-pop", [pop("big", big)], NOW)
     assert await query(store, "SELECT count(*) FROM messages") == [(0,)]
