@@ -253,8 +253,8 @@ def _insert_batch(
     new_rows = {p.sha256: p.row for p in prepared if p.sha256 not in existing}
     if new_rows:
         small = [row for row in new_rows.values() if not _is_large(row[-1])]
-        for digest, rowid in insert_rows(db, _INSERT_MESSAGE_HEAD, small, "RETURNING sha256, id"):
-            existing[digest] = rowid
+        insert_rows(db, _INSERT_MESSAGE_HEAD, small)
+        existing.update(_lookup_ids(db, [row[0] for row in small]))
         for digest, row in new_rows.items():
             if _is_large(row[-1]):
                 existing[digest] = _insert_large(db, row)

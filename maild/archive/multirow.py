@@ -49,24 +49,22 @@ def row_chunks(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> Iterato
     yield rows[start:]
 
 
-def insert_rows(
-    db: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = ""
-) -> list[tuple[Any, ...]]:
-    """Run ``head VALUES (?, ...), (?, ...) tail`` for ``rows`` in as few statements as
-    :func:`row_chunks` allows; return the rows a ``RETURNING`` in ``tail`` produced (else empty).
+def insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+    """Insert ``rows`` as ``head SELECT * FROM (VALUES (?, ...), (?, ...)) WHERE ? tail``, in as few
+    statements as :func:`row_chunks` allows (``tail``: an ``ON CONFLICT`` clause, or empty).
+
+    After each statement, the same statement runs once more with every value NULL and the guard
+    false (it inserts nothing): Python's ``sqlite3`` keeps the statement in its cache with its last
+    bindings, and SQLite's copies of the bound messages would otherwise stay in memory as long as
+    the statement does (measured: +43 MB for 40 statements of different row counts). No
+    ``RETURNING``: SQLite then materialises the rows in a temporary table first (another copy).
 
     Raises:
         sqlite3.Error: as the statement does (the caller's transaction rolls back).
     """
-    out: list[tuple[Any, ...]] = []
     for chunk in row_chunks(db, rows):
-        one = "(" + ", ".join("?" * len(chunk[0])) + ")"
-        sql = f"{head} VALUES {', '.join([one] * len(chunk))} {tail}"
-        params = [value for row in chunk for value in row]
-        cur = db.execute(sql, params)
-        try:
-            if tail:
-                out.extend(cur.fetchall())
-        finally:
-            cur.close()
-    return out
+        width = len(chunk[0])
+        one = "(" + ", ".join("?" * width) + ")"
+        sql = f"{head} SELECT * FROM (VALUES {', '.join([one] * len(chunk))}) WHERE ? {tail}"  # noqa: S608
+        db.execute(sql, [*(value for row in chunk for value in row), 1]).close()
+        db.execute(sql, [*([None] * (width * len(chunk))), 0]).close()
