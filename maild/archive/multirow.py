@@ -18,8 +18,8 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-STATEMENT_OCTETS = 2 * 2**20
-"""At most this many octets of bound values (message octets, index text) in one statement (2 MiB):
+STATEMENT_OCTETS = 2**20
+"""At most this many octets of bound values (message octets, index text) in one statement (1 MiB):
 SQLite copies every bound blob and text (``SQLITE_TRANSIENT``) and holds the copies until the statement
 is reset, so this bounds the memory a multi-row statement adds (``executemany`` held one row's)."""
 STATEMENT_ROWS = 500
@@ -33,20 +33,26 @@ def _value_octets(row: Sequence[Any]) -> int:
 def row_chunks(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> Iterator[Sequence[Sequence[Any]]]:
     """Split ``rows`` (each of the same length) into runs that fit one statement: at most
     :data:`STATEMENT_ROWS` rows, :data:`STATEMENT_OCTETS` octets of values (a single larger row
-    alone) and SQLite's variable limit."""
+    alone) and SQLite's variable limit; each run's length a power of two, so that a table's
+    statements take at most ten shapes (Python's ``sqlite3`` caches each text it prepared: a new
+    row count would be a new statement to prepare and keep)."""
     if not rows:
         return
-    width = max(1, len(rows[0]))
-    limit = min(STATEMENT_ROWS, max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    limit = min(
+        STATEMENT_ROWS, max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // (len(rows[0]) + 1))
+    )
     start = 0
-    octets = 0
-    for i, row in enumerate(rows):
-        size = _value_octets(row)
-        if i > start and (i - start >= limit or octets + size > STATEMENT_OCTETS):
-            yield rows[start:i]
-            start, octets = i, 0
-        octets += size
-    yield rows[start:]
+    while start < len(rows):
+        end = start + 1
+        octets = _value_octets(rows[start])
+        while end < len(rows) and end - start < limit:
+            octets += _value_octets(rows[end])
+            if octets > STATEMENT_OCTETS:
+                break
+            end += 1
+        end = start + (1 << ((end - start).bit_length() - 1))
+        yield rows[start:end]
+        start = end
 
 
 def insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
