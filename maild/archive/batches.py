@@ -76,11 +76,13 @@ class PreparedBatch:
 
 
 _INSERT_MESSAGE_HEAD = (
-    "INSERT INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
+    "INSERT OR FAIL INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
     " cc_header, subject, stored_at, has_documents, raw)"
 )
-_INSERT_LARGE = _INSERT_MESSAGE_HEAD + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, zeroblob(?))"
-_INSERT_FTS_HEAD = fts.insert_sql().partition(" VALUES ")[0]
+_INSERT_LARGE = (
+    _INSERT_MESSAGE_HEAD.replace(" OR FAIL", "") + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, zeroblob(?))"
+)
+_INSERT_FTS = fts.insert_sql()
 LARGE_BLOB_OCTETS = 2**20
 """Messages at least this large are written with :func:`_insert_large`, not bound as a parameter:
 binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
@@ -230,13 +232,15 @@ class BatchWriter:
         return outcome
 
 
-_INSERT_POP3 = "INSERT INTO locations (account, message, uidl, first_fetched_at)"
-_ON_POP3 = "ON CONFLICT (account, uidl) WHERE uidl IS NOT NULL DO NOTHING"
+_INSERT_POP3 = (
+    "INSERT INTO locations (account, message, uidl, first_fetched_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (account, uidl) WHERE uidl IS NOT NULL DO NOTHING"
+)
 _INSERT_IMAP = (
     "INSERT INTO locations (account, message, mailbox, uidvalidity, uid, internaldate, flags,"
-    " first_fetched_at, missing_items)"
+    " first_fetched_at, missing_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING"
 )
-_ON_IMAP = "ON CONFLICT (account, mailbox, uidvalidity, uid) WHERE uid IS NOT NULL DO NOTHING"
 
 
 def _insert_batch(
@@ -244,7 +248,8 @@ def _insert_batch(
 ) -> StoreOutcome:
     """The body of one batch's transaction, in aiosqlite's thread (the caller began it and commits it).
 
-    Messages and index rows go in multi-row statements (:func:`maild.archive.multirow.insert_rows`);
+    Messages go in multi-row statements (:func:`maild.archive.multirow.insert_rows`, ``OR FAIL``:
+    no statement journal, any failure rolls the whole transaction back anyway);
     each message of at least :data:`LARGE_BLOB_OCTETS` (or spooled) by :func:`_insert_large`. Keys
     already linked are found first (inside this transaction, so nobody adds one meanwhile); the
     batch's own duplicates are linked once, as ON CONFLICT DO NOTHING did one row at a time.
@@ -259,7 +264,9 @@ def _insert_batch(
             if _is_large(row[-1]):
                 existing[digest] = _insert_large(db, row)
         indexed = {p.sha256: p.index for p in prepared if p.sha256 in new_rows}
-        insert_rows(db, _INSERT_FTS_HEAD, [(existing[digest], *values) for digest, values in indexed.items()])
+        # one row per step: an insert of several rows into a virtual table gets a statement journal,
+        # a temporary file (docs/performance.md, "Session 9: SQLite's thread")
+        db.executemany(_INSERT_FTS, [(existing[digest], *values) for digest, values in indexed.items()])
     linked = _linked_keys(db, account, [p.key for p in prepared])
     pop_rows: list[tuple[Any, ...]] = []
     imap_rows: list[tuple[Any, ...]] = []
@@ -289,8 +296,12 @@ def _insert_batch(
             )
     linked_ids = {row[1] for row in pop_rows} | {row[1] for row in imap_rows}
     account_messages = len(linked_ids - _messages_of(db, account, linked_ids))
-    insert_rows(db, _INSERT_POP3, pop_rows, _ON_POP3)
-    insert_rows(db, _INSERT_IMAP, imap_rows, _ON_IMAP)
+    # one row per step: the foreign keys would give a multi-row statement a statement journal (a
+    # temporary file), and these steps are short (docs/performance.md, "Session 9: SQLite's thread")
+    if pop_rows:
+        db.executemany(_INSERT_POP3, pop_rows)
+    if imap_rows:
+        db.executemany(_INSERT_IMAP, imap_rows)
     # a message that arrived has no failure record any more (schema v4, maild.archive.failures);
     # most accounts have none, and one lookup saves a DELETE per message
     if db.execute("SELECT 1 FROM retrieval_failures WHERE account = ? LIMIT 1", (account,)).fetchone():

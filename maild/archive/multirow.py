@@ -1,4 +1,4 @@
-"""Multi-row statements: many rows in one ``INSERT ... VALUES (...), (...)`` instead of one step each.
+"""Multi-row statements: many rows in one ``INSERT ... VALUES (...), (...)``, not one step each.
 
 Why (docs/performance.md, "Session 9: SQLite's thread"): Python's ``sqlite3`` releases the GIL around
 each ``sqlite3_step`` and must take it back afterwards. While another thread runs Python (the next
@@ -64,6 +64,12 @@ def insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]
     bindings, and SQLite's copies of the bound messages would otherwise stay in memory as long as
     the statement does (measured: +43 MB for 40 statements of different row counts). No
     ``RETURNING``: SQLite then materialises the rows in a temporary table first (another copy).
+
+    Use it with ``INSERT OR FAIL`` (or ``OR IGNORE``) into a table without foreign keys: a statement
+    writing several rows that may abort half-way (the default ``ABORT``, a foreign key, any insert
+    into a virtual table such as FTS5) gets a statement journal, the prior content of the pages it
+    changes, in a temporary file once past 64 KiB (measured: 1,250 more ``pwrite`` per 2,000
+    messages for the index rows; ``ABORT`` on ``messages`` about 2.5 times that).
 
     Raises:
         sqlite3.Error: as the statement does (the caller's transaction rolls back).
