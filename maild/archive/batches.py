@@ -11,7 +11,11 @@ and UID, RFC 9051 section 2.3.1.1) is linked to it once; the account's fetched c
 failure records change in the same transaction. Hashing, summarising and extracting index text
 run in a worker thread; messages of at least :data:`LARGE_BLOB_OCTETS` are written through
 incremental blob I/O, a spooled message (:mod:`maild.spool`) copied from its file in parts of
-:data:`~maild.spool.SPOOL_PART_OCTETS`, never read whole.
+:data:`~maild.spool.SPOOL_PART_OCTETS`, never read whole. The transaction's body is one call in
+aiosqlite's thread (:func:`_insert_batch`), its small messages in multi-row statements
+(:mod:`maild.archive.multirow`): Python's ``sqlite3`` takes the GIL back after every step, and while
+the next batch's parse or the event loop holds it, each of those waits (docs/performance.md,
+"Session 9: SQLite's thread").
 
 A spooled message is stored exactly as one in memory would be: its SHA-256 was computed while it was
 spooled; its header summary, MIME parts, index text and ``has_documents`` are read by the same
