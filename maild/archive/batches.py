@@ -80,11 +80,11 @@ class PreparedBatch:
 
 
 _INSERT_MESSAGE_HEAD = (
-    "INSERT OR FAIL INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
+    "INSERT OR IGNORE INTO messages (sha256, size_octets, message_id, date, from_header, to_header,"
     " cc_header, subject, stored_at, has_documents, raw)"
 )
 _INSERT_LARGE = (
-    _INSERT_MESSAGE_HEAD.replace(" OR FAIL", "") + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, zeroblob(?))"
+    _INSERT_MESSAGE_HEAD.replace(" OR IGNORE", "") + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, zeroblob(?))"
 )
 _INSERT_FTS = fts.insert_sql()
 LARGE_BLOB_OCTETS = 2**20
@@ -252,8 +252,9 @@ def _insert_batch(
 ) -> StoreOutcome:
     """The body of one batch's transaction, in aiosqlite's thread (the caller began it and commits it).
 
-    Messages go in multi-row statements (:func:`maild.archive.multirow.insert_rows`, ``OR FAIL``:
-    no statement journal, any failure rolls the whole transaction back anyway);
+    Messages go in multi-row statements (:func:`maild.archive.multirow.insert_rows`, ``OR IGNORE``:
+    no statement journal; a row it skipped for its digest is the same message, already stored, and
+    the lookup after it finds that row; one skipped for a NULL fails the check below);
     each message of at least :data:`LARGE_BLOB_OCTETS` (or spooled) by :func:`_insert_large`. Keys
     already linked are found first (inside this transaction, so nobody adds one meanwhile); the
     batch's own duplicates are linked once, as ON CONFLICT DO NOTHING did one row at a time.
@@ -264,6 +265,8 @@ def _insert_batch(
         small = [row for row in new_rows.values() if not _is_large(row[-1])]
         insert_rows(db, _INSERT_MESSAGE_HEAD, small)
         existing.update(_lookup_ids(db, [row[0] for row in small]))
+        if any(row[0] not in existing for row in small):
+            raise sqlite3.IntegrityError("a message row was not stored")
         for digest, row in new_rows.items():
             if _is_large(row[-1]):
                 existing[digest] = _insert_large(db, row)

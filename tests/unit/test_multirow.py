@@ -47,19 +47,20 @@ def test_runs_respect_the_variable_limit() -> None:
     db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)
     runs = list(row_chunks(db, [(1, 2, 3)] * 90))
     assert max(len(run) * 3 + 1 for run in runs) <= 100
-    db.execute("CREATE TABLE t (a, b, c)")
-    insert_rows(db, "INSERT INTO t (a, b, c)", [(n, 2, 3) for n in range(90)])
+    db.execute("CREATE TABLE t (a NOT NULL, b, c)")
+    insert_rows(db, "INSERT OR IGNORE INTO t (a, b, c)", [(n, 2, 3) for n in range(90)])
     assert db.execute("SELECT count(*), sum(a) FROM t").fetchone() == (90, sum(range(90)))
 
 
-def test_insert_rows_inserts_each_row_once_and_honours_the_tail() -> None:
-    """Every row is inserted once, in order; an ON CONFLICT tail applies to each row."""
+def test_insert_rows_inserts_each_row_once_and_nothing_else() -> None:
+    """Every row is inserted once, in order, and the runs that free the bindings insert nothing; a
+    row whose key is already there is skipped (OR IGNORE) and the first one kept."""
     db = sqlite3.connect(":memory:", isolation_level=None)
-    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT UNIQUE, v BLOB)")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL UNIQUE, v BLOB)")
     rows = [(f"k{n}", bytes([n % 256]) * (n * 997)) for n in range(300)]
-    insert_rows(db, "INSERT INTO t (k, v)", rows)
+    insert_rows(db, "INSERT OR IGNORE INTO t (k, v)", rows)
     assert db.execute("SELECT k, v FROM t ORDER BY id").fetchall() == rows
-    insert_rows(db, "INSERT INTO t (k, v)", [("k1", b"new"), ("k999", b"y")], "ON CONFLICT (k) DO NOTHING")
+    insert_rows(db, "INSERT OR IGNORE INTO t (k, v)", [("k1", b"new"), ("k999", b"y")])
     assert db.execute("SELECT v FROM t WHERE k = 'k1'").fetchone() == (rows[1][1],)
     assert db.execute("SELECT count(*) FROM t").fetchone() == (301,)
 
@@ -79,13 +80,12 @@ def test_no_copy_of_the_values_stays_with_the_cached_statements(monkeypatch: pyt
     if _sqlite_memory_used() == 0:
         pytest.skip("this SQLite does not count its memory")
     db = sqlite3.connect(":memory:", isolation_level=None)
-    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
     monkeypatch.setattr(multirow, "STATEMENT_ROWS", 1)  # one row per statement, many texts
     before = _sqlite_memory_used()
     for n in range(40):
-        db.execute(f"CREATE TABLE IF NOT EXISTS t{n} (id INTEGER PRIMARY KEY, v BLOB)")
-        insert_rows(db, f"INSERT INTO t{n} (v)", [(bytes([n]) * 2**18,)])
-    db.execute("DELETE FROM t")
+        db.execute(f"CREATE TABLE t{n} (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+        insert_rows(db, f"INSERT OR IGNORE INTO t{n} (v)", [(bytes([n]) * 2**18,)])
+        db.execute(f"DELETE FROM t{n}")
     assert _sqlite_memory_used() - before < 10 * 2**18
 
 
