@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -371,14 +372,18 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
     """
     # Imported here, not at the top: the daemon's parts cost start-up time every other command saves.
     from maild.service.oneshot import fetch_once as fetch_accounts_once
+    from maild.service.oneshot import total_line
 
     # On a terminal (stdout and stderr both) a failed account's result line says it all: its
     # `fetch.failed` warning beside it would say it twice, so it goes to info there. Cron mail, a file
     # and the journal keep the warning (syslog priority 4), which monitoring greps for.
     on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    started = time.monotonic()
     results = await fetch_accounts_once(cfg, names, failure_level="info" if on_terminal else "warning")
     for res in results:
         print(res.line(human_size))
+    if (total := total_line(results, human_size, time.monotonic() - started)) is not None:
+        print(total)
     return 1 if any(res.failed for res in results) else 0
 
 
@@ -440,11 +445,13 @@ def _fetch_now(args: argparse.Namespace) -> int:
         return 0
     failed = 0
     now = datetime.now(UTC)
-    for res in client.fetch_now(args.account, retry_failed=args.retry_failed).results:
+    started = time.monotonic()
+    reply = client.fetch_now(args.account, retry_failed=args.retry_failed)
+    for res in reply.results:
         if res.skipped is not None:
             print(f"{res.account}: skipped: {res.skipped}")
-        elif res.ok:
-            print(f"{res.account}: {res.counts()} ({human_size(res.octets)} retrieved, {res.seconds} s)")
+        elif (line := res.line(human_size)) is not None:
+            print(line)
         elif res.locked_out_since is not None:
             failed += 1
             since = f"{local_time(res.locked_out_since, now, None)} {zone_name(now, None)}"
@@ -452,6 +459,8 @@ def _fetch_now(args: argparse.Namespace) -> int:
         else:
             failed += 1
             print(f"{res.account}: FAILED: {res.error}")
+    if (total := reply.total_line(human_size, time.monotonic() - started)) is not None:
+        print(total)
     return 1 if failed else 0
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.dovecot
 
 def fetched_counts(out: str) -> dict[str, tuple[int, int]]:
     """Account -> (new messages, already archived) from ``maild fetch`` output."""
-    found = re.findall(r"^(\S+): (\d+) new messages(?:, (\d+) already archived)?", out, re.M)
+    found = re.findall(r"^(\S+): (\d+) new messages?(?:, (\d+) already archived)?", out, re.M)
     return {name: (int(new), int(known or 0)) for name, new, known in found}
 
 
@@ -101,7 +101,7 @@ def test_wrong_password_fails_only_that_account(
     cfg = write_config(short_dir(), dovecot, specs)
     assert main(["-c", str(cfg), "fetch"]) == 1
     captured = capsys.readouterr()
-    assert "good: 1 new messages" in captured.out
+    assert "good: 1 new message (" in captured.out
     assert "bad-pop: FAILED" in captured.out
     assert "bad-imap: FAILED" in captured.out
     assert bad_password not in captured.out + captured.err
