@@ -102,9 +102,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"maild {__version__}")
     p.add_argument("-c", "--config", help="config file (default: $MAILD_CONFIG or /etc/maild/config.toml)")
-    p.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="override daemon.log_level"
-    )
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="override daemon.log_level")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if command is None or command in BUILT_IN_COMMANDS:
         _add_built_in_parsers(sub, command)
@@ -165,6 +163,9 @@ def _add_built_in_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
         if sp := add(name, text):
             sp.set_defaults(handler=handler)
 
+
+#: The values of ``--log-level``.
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 #: Options of the top-level parser that take a value as the next argument.
 _OPTIONS_WITH_VALUE = frozenset({"-c", "--config", "--log-level"})
@@ -235,9 +236,37 @@ def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         )
 
 
+def asks_version(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` is answered by ``--version`` alone: ``--version`` comes before any command word,
+    ``-h``/``--help`` and ``--`` (argparse acts on options in order), and every word before it is a
+    top-level option argparse accepts (``-c FILE``, ``--log-level LEVEL``, spelled out). Anything else
+    (an abbreviation, a bad value before it) goes to the parser, which says what argparse says."""
+    expect_value: str | None = None
+    for arg in argv:
+        if expect_value is not None:
+            if expect_value == "--log-level" and arg not in LOG_LEVELS:
+                return False
+            expect_value = None
+        elif arg == "--version":
+            return True
+        elif arg in _OPTIONS_WITH_VALUE:
+            expect_value = arg
+        else:
+            return False
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``maild`` console script; returns the process exit code."""
+    """Entry point of the ``maild`` console script; returns the process exit code.
+
+    ``maild --version`` is answered before any parser is built: building the whole parser (every
+    subcommand of every command group) costs some 30 ms of CPU for one line (docs/performance.md,
+    "Session 9: small start-up costs").
+    """
     words = sys.argv[1:] if argv is None else list(argv)
+    if asks_version(words):
+        print(f"maild {__version__}")
+        return 0
     args = _parser(command_of(words)).parse_args(words)
     handler: Handler = args.handler
     try:
