@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from maild import __version__
 from maild.cli.common import daemon_client, load_args_config
+from maild.cli.helptext import CONFIG_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HelpFormatter, finish_subcommands
 from maild.cli.units import human_size
 from maild.errors import ConfigError, ControlError, MaildError
 
@@ -80,12 +81,13 @@ def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.Ar
 
 
 FETCH_HELP = (
-    "fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched"
-    " (messages left on the server are counted in the account's line, named below it and warned"
-    " about on stderr; they are retried at the next fetch)"
+    "fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched (also"
+    " when some messages could not be retrieved this time: they are counted as not retrieved in the"
+    " account's line, named below it and warned about on stderr, and retried at the next fetch)"
 )
-"""``maild fetch``'s help, man page entry and ``--help`` description: the exit codes of
-docs/operations.md (a fetched account that left messages on the server is not a failed one)."""
+"""``maild fetch``'s line in ``maild --help``: the exit codes of :mod:`maild.cli.exit_codes` (a fetched
+account with messages that failed to arrive is not a failed one). "Not retrieved", not "left on the
+server": with ``retention = keep`` every message is left on the server by design."""
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -98,18 +100,22 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     completions and every usage error at the top level use the whole parser.
     """
     p = argparse.ArgumentParser(
-        prog="maild", description="Fetch an office's mail by POP3 and IMAP into a safe archive."
+        prog="maild",
+        description="Fetch an office's mail by POP3 and IMAP into a safe archive.",
+        epilog="Every command's exit codes are in its --help (maild COMMAND --help), in man maild"
+        " (EXIT STATUS) and in docs/operations.md (Exit codes).",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"maild {__version__}")
-    p.add_argument("-c", "--config", help="config file (default: $MAILD_CONFIG or /etc/maild/config.toml)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, help="override daemon.log_level")
+    p.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
+    p.add_argument("--log-level", choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if command is None or command in BUILT_IN_COMMANDS:
         _add_built_in_parsers(sub, command)
     for group, commands in COMMAND_GROUPS.items():
         if command is None or command in commands:
             _add_parsers(group)(sub)
-    _add_common_options(sub)
+    finish_subcommands(sub)  # descriptions, global options, exit codes
     return p
 
 
@@ -123,7 +129,7 @@ def _add_built_in_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
     if r := add("run", "run the daemon in the foreground (for systemd)"):
         r.set_defaults(handler=_run)
-    if f := add("fetch", FETCH_HELP, FETCH_HELP):
+    if f := add("fetch", FETCH_HELP):
         f.add_argument(
             "accounts", nargs="*", metavar="ACCOUNT", help="accounts to fetch (default: all enabled)"
         )
@@ -163,9 +169,6 @@ def _add_built_in_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
         if sp := add(name, text):
             sp.set_defaults(handler=handler)
 
-
-#: The values of ``--log-level``.
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 #: Options of the top-level parser that take a value as the next argument.
 _OPTIONS_WITH_VALUE = frozenset({"-c", "--config", "--log-level"})
@@ -217,23 +220,6 @@ BUILT_IN_COMMANDS = frozenset(
         "manpage",
     }
 )
-
-
-def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Let `maild run -c FILE` work as well as `maild -c FILE run`, also for nested subcommands."""
-    for command in sub.choices.values():
-        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
-        if nested:
-            for action in nested:
-                _add_common_options(action)
-            continue
-        command.add_argument("-c", "--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        command.add_argument(
-            "--log-level",
-            choices=["debug", "info", "warning", "error"],
-            default=argparse.SUPPRESS,
-            help=argparse.SUPPRESS,
-        )
 
 
 def asks_version(argv: Sequence[str]) -> bool:
@@ -467,10 +453,11 @@ def _fetch_now(args: argparse.Namespace) -> int:
 
     client = daemon_client(args)
     if args.no_wait:
-        reply = client.queue_fetch(args.account, retry_failed=args.retry_failed)
-        print("queued: " + (", ".join(reply.queued) or "none"))
-        if reply.skipped:
-            print("skipped (paused, disabled or locked out; see `maild status`): " + ", ".join(reply.skipped))
+        queued = client.queue_fetch(args.account, retry_failed=args.retry_failed)
+        print("queued: " + (", ".join(queued.queued) or "none"))
+        if queued.skipped:
+            skipped = ", ".join(queued.skipped)
+            print(f"skipped (paused, disabled or locked out; see `maild status`): {skipped}")
         return 0
     failed = 0
     now = datetime.now(UTC)

@@ -81,7 +81,9 @@ def main() -> None:
                 for tree in trees:
                     runs[tree].append(cpu_of(tree, argv))
             for tree in trees:
-                print(f"{label:24} {str(tree):40} {statistics.median(runs[tree]) * 1000:7.1f} ms CPU (median of {args.repeat})")
+                print(
+                    f"{label:24} {tree!s:40} {statistics.median(runs[tree]) * 1000:7.1f} ms CPU (median of {args.repeat})"
+                )
 
 
 if __name__ == "__main__":

@@ -61,6 +61,6 @@ def test_a_current_archive_is_opened_without_the_migration_modules(tmp_path: Pat
     first = _modules_after_open(path)
     again = _modules_after_open(path)
 
-    assert MIGRATION_MODULES <= first, "creating the archive ran the migration steps"
+    assert first >= MIGRATION_MODULES, "creating the archive ran the migration steps"
     assert "maild.archive.store" in again
     assert not again & MIGRATION_MODULES, again & MIGRATION_MODULES

@@ -102,7 +102,9 @@ def test_the_size_after_already_archived_messages_reads_as_retrieved_not_new() -
     from maild.fetch.cycle import CycleResult
     from maild.service.oneshot import OneShotResult
 
-    rerun = CycleResult("anna", on_server=37, new_messages=0, new_links=37, octets=148_000_000, seconds=3.0214)
+    rerun = CycleResult(
+        "anna", on_server=37, new_messages=0, new_links=37, octets=148_000_000, seconds=3.0214
+    )
 
     line = OneShotResult("anna", rerun).line(human_size)
 
@@ -122,7 +124,10 @@ def test_one_new_message_is_singular_and_the_time_is_said_as_fetch_now_says_it()
 
     assert OneShotResult("anna", one).line(human_size) == "anna: 1 new message (2.0 kB retrieved, 0.412 s)"
     assert daemon.line(human_size) == OneShotResult("anna", one).line(human_size)
-    assert FetchOutcome("anna", new_links=1, seconds=0.5).line(human_size) == "anna: 1 new message (0 B retrieved, 0.500 s)"
+    assert (
+        FetchOutcome("anna", new_links=1, seconds=0.5).line(human_size)
+        == "anna: 1 new message (0 B retrieved, 0.500 s)"
+    )
 
 
 def test_several_accounts_end_with_a_total_line_in_both_commands() -> None:
