@@ -1,12 +1,11 @@
 """The ``maild`` command line: run the daemon, fetch once, ask the daemon for status, check the config.
 
-Errors are one line on stderr, never a traceback. Exit codes (the table in docs/operations.md):
-0 success; 1 failure, or with ``status`` an account needing attention; 2 usage error (also an
-account name that is not configured); 3 ``status`` while the daemon is not running (systemctl's
-convention); 78 (``EX_CONFIG``, sysexits.h) ``run`` with an invalid configuration, which the
-unit's ``RestartPreventExitStatus=`` names so that systemd stops retrying. ``maild check`` follows
-the monitoring-plugin convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). Log lines go to stderr
-(:mod:`maild.log`), results to stdout.
+Errors are one line on stderr, never a traceback. Exit codes: the one table of
+:mod:`maild.cli.exit_codes` (each subcommand's ``--help``, the man page, docs/operations.md); in
+short 0 success, 1 failure, 2 usage error, 3 ``status`` without a daemon, 78 ``run`` with an invalid
+configuration, and ``maild check`` the monitoring-plugin states. Each subcommand's help gets its
+description, the global options and its exit codes from :mod:`maild.cli.helptext`. Log lines go to
+stderr (:mod:`maild.log`), results to stdout.
 """
 
 from __future__ import annotations
