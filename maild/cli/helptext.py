@@ -12,10 +12,9 @@ import argparse
 import re
 
 from maild.cli.descriptions import DESCRIPTIONS
+from maild.cli.dispatch import LOG_LEVELS
 from maild.cli.exit_codes import help_epilog
 
-#: The values of ``--log-level``.
-LOG_LEVELS = ("debug", "info", "warning", "error")
 #: ``-c``'s help, in ``maild --help`` and in each subcommand's.
 CONFIG_HELP = "config file (default: $MAILD_CONFIG or /etc/maild/config.toml)"
 #: ``--log-level``'s help, in ``maild --help`` and in each subcommand's.

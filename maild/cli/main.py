@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from maild import __version__
 from maild.cli.common import daemon_client, load_args_config
-from maild.cli.helptext import CONFIG_HELP, LOG_LEVEL_HELP, LOG_LEVELS, HelpFormatter, finish_subcommands
+from maild.cli.dispatch import BUILT_IN_COMMANDS, COMMAND_GROUPS, LOG_LEVELS, asks_version, command_of
+from maild.cli.helptext import CONFIG_HELP, LOG_LEVEL_HELP, HelpFormatter, finish_subcommands
 from maild.cli.units import human_size
 from maild.errors import ConfigError, ControlError, MaildError
 
@@ -44,18 +45,6 @@ EXIT_USAGE = 2
 Handler = Callable[[argparse.Namespace], int]
 EXIT_BROKEN_PIPE = 128 + 13
 """Exit status when stdout's reader closed the pipe: a process killed by SIGPIPE (13), as shells show it."""
-
-#: The command-group modules of maild.cli and the top-level subcommands each adds, in the order of
-#: ``maild --help``. Each module has ``add_parsers(subparsers)``, which adds these subcommands and sets
-#: ``handler`` (a function taking the parsed arguments and returning the exit code) with
-#: ``set_defaults``. A module is imported only when the parser needs its subcommands
-#: (:func:`_add_parsers`): `maild fetch` and `maild status` load none of them.
-COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
-    "archive": ("messages", "export"),
-    "backup": ("backup", "restore", "reindex", "compact"),
-    "accounts": ("accounts",),
-    "move": ("compare", "migrate", "unretire", "retire"),
-}
 
 
 def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]:
@@ -167,78 +156,6 @@ def _add_built_in_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     ):
         if sp := add(name, text):
             sp.set_defaults(handler=handler)
-
-
-#: Options of the top-level parser that take a value as the next argument.
-_OPTIONS_WITH_VALUE = frozenset({"-c", "--config", "--log-level"})
-
-
-def _takes_value(arg: str) -> bool:
-    """True for a top-level option whose value is the next argument, also abbreviated as argparse
-    allows (``--conf FILE``)."""
-    return arg in _OPTIONS_WITH_VALUE or (
-        len(arg) > 2 and arg.startswith("--") and any(o.startswith(arg) for o in _OPTIONS_WITH_VALUE)
-    )
-
-
-def command_of(argv: Sequence[str]) -> str | None:
-    """The subcommand ``argv`` names (one of :data:`BUILT_IN_COMMANDS` or of a command group's), else
-    None (build them all).
-
-    None also when ``-h``, ``--help`` or ``--version`` comes before it, or when the first positional
-    argument is no subcommand (then argparse reports it against the whole parser, with every choice).
-    """
-    expect_value = False
-    for arg in argv:
-        if expect_value:
-            expect_value = False
-        elif arg in ("-h", "--help", "--version", "--"):
-            return None
-        elif _takes_value(arg):
-            expect_value = True
-        elif not arg.startswith("-"):
-            known = arg in BUILT_IN_COMMANDS or any(arg in commands for commands in COMMAND_GROUPS.values())
-            return arg if known else None
-    return None
-
-
-#: The subcommands this module defines itself (the command groups' are in :data:`COMMAND_GROUPS`).
-BUILT_IN_COMMANDS = frozenset(
-    {
-        "run",
-        "fetch",
-        "status",
-        "check",
-        "fetch-now",
-        "pause",
-        "resume",
-        "reload",
-        "metrics",
-        "alert-test",
-        "check-config",
-        "manpage",
-    }
-)
-
-
-def asks_version(argv: Sequence[str]) -> bool:
-    """Whether ``argv`` is answered by ``--version`` alone: ``--version`` comes before any command word,
-    ``-h``/``--help`` and ``--`` (argparse acts on options in order), and every word before it is a
-    top-level option argparse accepts (``-c FILE``, ``--log-level LEVEL``, spelled out). Anything else
-    (an abbreviation, a bad value before it) goes to the parser, which says what argparse says."""
-    expect_value: str | None = None
-    for arg in argv:
-        if expect_value is not None:
-            if expect_value == "--log-level" and arg not in LOG_LEVELS:
-                return False
-            expect_value = None
-        elif arg == "--version":
-            return True
-        elif arg in _OPTIONS_WITH_VALUE:
-            expect_value = arg
-        else:
-            return False
-    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
