@@ -14,14 +14,13 @@ This module imports nothing: every command's parser reads it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 #: The usage error every command shares (argparse's own code).
 USAGE_ERROR = "usage error (a wrong command line)"
 
 
-class ExitRow(NamedTuple):
-    """The exit codes of one command or of a few that share them.
+class ExitRow:
+    """The exit codes of one command or of a few that share them (a plain class, not a NamedTuple:
+    this module is imported by every command, and a NamedTuple costs a millisecond to create).
 
     Attributes:
         commands: the command paths the row covers (``"status"``, ``"messages search"``); the last
@@ -31,9 +30,12 @@ class ExitRow(NamedTuple):
             command's name.
     """
 
-    commands: tuple[str, ...]
-    shown: str
-    codes: tuple[tuple[int, str], ...]
+    __slots__ = ("codes", "commands", "shown")
+
+    def __init__(self, commands: tuple[str, ...], shown: str, codes: tuple[tuple[int, str], ...]) -> None:
+        self.commands = commands
+        self.shown = shown
+        self.codes = codes
 
 
 EXIT_TABLE: tuple[ExitRow, ...] = (

@@ -9,7 +9,6 @@ tables the man page and docs/operations.md use too.
 from __future__ import annotations
 
 import argparse
-import re
 
 from maild.cli.descriptions import DESCRIPTIONS
 from maild.cli.dispatch import LOG_LEVELS
@@ -22,7 +21,8 @@ LOG_LEVEL_HELP = "override daemon.log_level"
 #: The title of the global options' group in a subcommand's help.
 GLOBAL_TITLE = "global options (also before the command words)"
 
-_CODE_LINE = re.compile(r"( *)(\d+ +)")
+#: An exit-code line of an epilog: indent, code, spaces (compiled when help is shown, not at import).
+_CODE_LINE = r"( *)(\d+ +)"
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -31,11 +31,12 @@ class HelpFormatter(argparse.HelpFormatter):
     meaning. A one-line description is wrapped as argparse would."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import re
         import textwrap
 
         lines = []
         for line in text.splitlines():
-            code = _CODE_LINE.match(line)
+            code = re.match(_CODE_LINE, line)
             lead = indent + (code.group() if code else "")
             words = " ".join(line[code.end() if code else 0 :].split())
             hang = indent + " " * (code.end() if code else 0)
