@@ -85,6 +85,11 @@ def test_fetch_stores_each_message_once_for_both_protocols(
     assert "anna-pop: 0 new messages" in out
     assert "anna-imap: 0 new messages" in out
     assert len(archive_rows(directory / "state")) == 50
+    # each account's cycle time as fetch-now says it, then the total line of the whole command
+    pop, imap, total = out.splitlines()
+    assert all(re.search(r" retrieved, \d+\.\d{3} s\)$", line) for line in (pop, imap, total)), out
+    assert total.startswith("all 2 accounts: 0 new messages (")
+    assert fetched_counts(out).keys() == {"anna-pop", "anna-imap"}  # the total is no account's line
 
 
 def test_wrong_password_fails_only_that_account(
