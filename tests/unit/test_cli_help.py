@@ -87,7 +87,11 @@ def test_the_docs_table_is_the_exit_code_table() -> None:
     start = docs.index("<!-- exit-codes:")
     table = docs[docs.index("\n", start) + 1 : docs.index("<!-- /exit-codes -->")]
 
-    assert table == markdown_table()
+    assert table == markdown_table(), (
+        "docs/operations.md's exit-code table differs from maild/cli/exit_codes.py: change the words in"
+        " EXIT_TABLE there (also --help and the man page show them), then paste the output of"
+        " `python3 -m maild.cli.exit_codes` between the markers"
+    )
 
 
 def test_the_man_page_has_every_row_of_the_exit_code_table() -> None:
