@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``maild`` console script; returns the process exit code.
 
     ``maild --version`` is answered before any parser is built: building the whole parser (every
-    subcommand of every command group) costs some 30 ms of CPU for one line (docs/performance.md,
+    subcommand of every command group) cost some 50 ms of CPU for one line (docs/performance.md,
     "Session 9: small start-up costs").
     """
     words = sys.argv[1:] if argv is None else list(argv)
