@@ -2,9 +2,9 @@
 docs/operations.md ("Exit codes") show.
 
 Each subcommand's ``--help`` ends with its rows (:func:`help_epilog`), the man page has them in its
-EXIT STATUS section (:func:`maild.cli.manpage.render_manpage` is given :data:`EXIT_TABLE`), and the
+EXIT STATUS section (:func:`maild.cli.manpage.render_manpage` reads :data:`EXIT_TABLE`), and the
 table in docs/operations.md is :func:`markdown_table`'s output, pasted between two markers and checked
-by ``tests/unit/test_exit_codes.py``: edit the words here, then run ``python3 -m maild.cli.exit_codes``
+by ``tests/unit/test_cli_help.py``: edit the words here, then run ``python3 -m maild.cli.exit_codes``
 and paste its output there. The handlers return the codes through their own named constants
 (``STATUS_NOT_RUNNING`` in :mod:`maild.cli.status_view`, ``EXIT_CONFIG`` in :mod:`maild.cli.main`,
 ``SEARCH_NO_MATCH`` in :mod:`maild.cli.archive`, ...); the test checks that they agree with this table.
