@@ -16,9 +16,11 @@ this class. No RFC applies here.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -51,6 +53,13 @@ _log = structlog.get_logger("maild.archive")
 BUSY_TIMEOUT_MS = 10_000
 """How long the writer's connection waits for a lock another connection holds (a reader's, a
 checkpoint's), milliseconds; then the statement fails with "database is locked"."""
+
+
+def _log_archive(level: str, event: str, **fields: Any) -> None:
+    """Log an event of the archive's own (its write-ahead log), not of the account whose batch ran
+    into it: in an empty context, so that the structlog context variables of that account's task
+    (``account``, ``organisation``: :mod:`maild.service.scheduler`) are not merged into it."""
+    contextvars.Context().run(getattr(_log, level), event, **fields)
 
 
 class ArchiveReplaced(StoreError):
@@ -91,8 +100,6 @@ class ArchiveConnection:
         self._closed = False
         self._wal_restart_at = 0
         """WAL octets from which :meth:`_bound_wal` tries its next ``RESTART`` (0: from the bound)."""
-        self._wal_held = False
-        """Whether the last ``RESTART`` was kept from emptying the WAL by a reader (warned once)."""
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (the locations cache of
         :class:`~maild.archive.locations.LocationRecords` follows it)."""
@@ -371,20 +378,18 @@ class ArchiveConnection:
                 row = await cur.fetchone()
         except sqlite3.Error as exc:
             if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_LOCKED:
-                _log.debug("archive.checkpoint.restart-deferred", reason=str(exc))
+                _log_archive("debug", "archive.checkpoint.restart-deferred", reason=str(exc))
                 return  # this connection's own reader: try again before the next transaction
             problem: str | None = str(exc)
         else:
             problem = None if row is None or not row[0] else "a reader kept it"
-        _log.debug("archive.checkpoint.restart", wal_frames=state.frames, problem=problem)
+        _log_archive("debug", "archive.checkpoint.restart", wal_frames=state.frames, problem=problem)
         if problem is None:
             self._wal_restart_at = 0
-            if self._wal_held:
-                self._wal_held = False
-                _log.info("archive.wal.released", path=str(self.path))
+            if self.checkpointer.note_released():
+                _log_archive("info", "archive.wal.released", path=str(self.path))
             return
         self._wal_restart_at = state.octets + _checkpointer.WAL_HARD_OCTETS
-        if not self._wal_held:
-            self._wal_held = True
-            words = wal_held(self.path, state, BUSY_TIMEOUT_MS / 1000, problem)
-            _log.warning("archive.wal.held", problem=words)
+        words = wal_held(self.path, state, BUSY_TIMEOUT_MS / 1000, problem)
+        if self.checkpointer.note_held(datetime.now(UTC), words):
+            _log_archive("warning", "archive.wal.held", path=str(self.path), problem=words)
