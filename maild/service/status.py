@@ -252,6 +252,12 @@ class ArchiveTotals:
         directory: the archive's directory (``state_dir``), where large messages are spooled: the
             place to free space in when messages fail on this machine's side (``"local"``
             failures); None from older daemons.
+        wal_octets: octets of pages in the archive's write-ahead log now, or None when unknown
+            (older daemons, no ``-shm`` file yet).
+        wal_held_since: since when a reader (a long read transaction: a CRM's query, ``maild
+            backup``) keeps the write-ahead log from being copied into the archive and started
+            again (UTC, whole seconds; :class:`maild.archive.checkpointer.WalSnapshot`), or None.
+            Storing goes on meanwhile; the log's file grows until the reader ends.
     """
 
     messages: int
@@ -259,6 +265,8 @@ class ArchiveTotals:
     read_at: datetime | None = None
     replaced: str | None = None
     directory: str | None = None
+    wal_octets: int | None = None
+    wal_held_since: datetime | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``archive``."""
@@ -268,15 +276,26 @@ class ArchiveTotals:
             "read_at": time_text(self.read_at) if self.read_at is not None else None,
             "replaced": self.replaced,
             "directory": self.directory,
+            "wal_octets": self.wal_octets,
+            "wal_held_since": time_text(self.wal_held_since),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ArchiveTotals:
-        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        """Read :meth:`to_json`'s form (the ``wal_*`` fields may be missing: older daemons). Raises
+        ControlError ``bad-reply`` when it does not fit."""
         read_at = read_time(data, "read_at")
         replaced = read_opt_str(data, "replaced")
         directory = read_opt_str(data, "directory")
-        return cls(read_int(data, "messages"), read_int(data, "octets"), read_at, replaced, directory)
+        return cls(
+            read_int(data, "messages"),
+            read_int(data, "octets"),
+            read_at,
+            replaced,
+            directory,
+            read_opt_int(data, "wal_octets"),
+            read_time(data, "wal_held_since"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
