@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -60,6 +61,26 @@ def _log_archive(level: str, event: str, **fields: Any) -> None:
     into it: in an empty context, so that the structlog context variables of that account's task
     (``account``, ``organisation``: :mod:`maild.service.scheduler`) are not merged into it."""
     contextvars.Context().run(getattr(_log, level), event, **fields)
+
+
+class ArchiveFull(StoreError):
+    """A write transaction failed because the archive's file system is full: SQLite's ``SQLITE_FULL``
+    ("database or disk is full"), or ``ENOSPC``/``EDQUOT`` from a write of the archive's own. The
+    transaction was rolled back: nothing of it is stored. A fetch cycle takes it as a failure on
+    this machine's side (kind ``"local"``, :data:`maild.model.ARCHIVE_FULL_PREFIX`): the messages
+    stay on the server and are retried at every cycle (:mod:`maild.fetch.cycle`)."""
+
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the archive's file system is full: SQLite's primary result code
+    ``SQLITE_FULL`` (https://www.sqlite.org/rescode.html#full), or an OSError ``ENOSPC``/``EDQUOT``."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
 
 
 class ArchiveReplaced(StoreError):
@@ -341,10 +362,18 @@ class ArchiveConnection:
                     self.checkpointer.committed()
                 except BaseException:
                     if self._conn.in_transaction:
-                        await self._conn.execute("ROLLBACK")
+                        try:
+                            await self._conn.execute("ROLLBACK")
+                        except sqlite3.Error as exc:  # the first error is the one to report
+                            _log.warning("archive.rollback.failed", error=str(exc))
                     raise
             except sqlite3.Error as exc:
-                raise StoreError(f"archive {self.path}: {what}: {_sqlite_problem(exc, self.path)}") from None
+                problem = f"archive {self.path}: {what}: {_sqlite_problem(exc, self.path)}"
+                raise (ArchiveFull if disk_full(exc) else StoreError)(problem) from None
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                raise ArchiveFull(f"archive {self.path}: {what}: {exc.strerror}") from None
             finally:
                 self._generation += 1
         return result
@@ -377,9 +406,12 @@ class ArchiveConnection:
             async with self._conn.execute("PRAGMA wal_checkpoint(RESTART)") as cur:
                 row = await cur.fetchone()
         except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_LOCKED:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_LOCKED or disk_full(exc):
+                # this connection's own reader, or no room to copy into the database file (not a
+                # reader holding the log; the transaction itself then fails as ArchiveFull if it
+                # needs room): try again before the next transaction
                 _log_archive("debug", "archive.checkpoint.restart-deferred", reason=str(exc))
-                return  # this connection's own reader: try again before the next transaction
+                return
             problem: str | None = str(exc)
         else:
             problem = None if row is None or not row[0] else "a reader kept it"

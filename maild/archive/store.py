@@ -42,7 +42,7 @@ from maild.archive.archive_file import (
 )
 from maild.archive.batches import LARGE_BLOB_OCTETS, BatchWriter
 from maild.archive.checkpointer import WalSnapshot
-from maild.archive.connection import ArchiveConnection, ArchiveReplaced
+from maild.archive.connection import ArchiveConnection, ArchiveFull, ArchiveReplaced
 from maild.archive.counters import ArchiveCounters
 from maild.archive.deliveries import DeliveryRecords, PendingDelivery
 from maild.archive.figures import ArchiveFigures
@@ -64,6 +64,7 @@ __all__ = [
     "ARCHIVE_FILE_MODE",
     "LARGE_BLOB_OCTETS",
     "SIDE_FILE_SUFFIXES",
+    "ArchiveFull",
     "ArchiveReplaced",
     "MailboxState",
     "PendingDelivery",

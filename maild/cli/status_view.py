@@ -93,6 +93,13 @@ def local_failures(a: AccountStatus) -> int:
     return count_local(a)
 
 
+def archive_full(a: AccountStatus) -> bool:
+    """:func:`maild.service.status.archive_full`, imported on first use (as :func:`attention`)."""
+    from maild.service.status import archive_full as full
+
+    return full(a)
+
+
 def zone_name(now: datetime, tz: tzinfo | None) -> str:
     """The abbreviation of ``tz`` at ``now`` (``CET``, ``UTC``), or its offset when it has none."""
     here = now.astimezone(tz)
@@ -177,7 +184,12 @@ def _details(
         since = a.history.failing_since if a.history is not None else None
         failing = f" since {local_time(since, now, tz)}" if since is not None else ""
         lines.append(f"! {a.name}: {reason}{failures}{failing}")
-        if local_failures(a):
+        if local_failures(a) and archive_full(a):
+            lines.append(
+                f"    {local_advice(directory)}: the archive is there, and its disk is full: what"
+                " arrived was not stored; the messages stay on the server and are retried at every cycle"
+            )
+        elif local_failures(a):
             lines.append(
                 f"    {local_advice(directory)}: large messages are spooled there before they are"
                 " archived; they stay on the server and are retried at every cycle"

@@ -10,8 +10,9 @@ configured command and mail. Kinds:
 - ``set_aside``: messages too large for ``max_message_size`` were left on the server (at once).
 - ``disk_full``: the archive's file system has less free space than ``disk_free_percent``.
 - ``local_failure``: an account's messages fail on this machine's side (``"local"`` failures: the
-  spool's disk short of room, its directory not writable), so large mail is blocked until space is
-  freed; one event per episode (from the first cycle with such failures to the first without).
+  spool's disk short of room, its directory not writable, the archive's disk full), so mail is
+  blocked until space is freed; one event per episode (from the first cycle with such failures to
+  the first without).
 - ``token_expiry``: an OAuth2 account's refresh token (the person's consent) ends within
   ``token_expiry_ahead`` (default 7 days), or getting a token has started failing.
 - ``archive_replaced``: the archive file was deleted or replaced under the running daemon (the
@@ -274,8 +275,8 @@ class AlertMonitor:
                 found[(name, "local_failure")] = Condition(
                     rt,
                     rt.local_failing_since,
-                    f"messages are not retrieved: this machine has no room to spool them in {directory}"
-                    " (the disk short of the spool's reserve, or the directory not writable)",
+                    f"messages are not retrieved: this machine has no room for them in {directory}"
+                    " (the disk full or short of the spool's reserve, or the directory not writable)",
                     f"free space in {directory} (or make it writable for maild); the messages stay on"
                     f" the server and are retried at every cycle: `maild status {name}` lists them",
                 )

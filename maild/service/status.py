@@ -67,6 +67,7 @@ __all__ = [
     "SignInStatus",
     "StatusReply",
     "UIDValidityChangeStatus",
+    "archive_full",
     "attention",
     "time_text",
 ]
@@ -352,6 +353,17 @@ def local_failures(account: AccountStatus) -> int:
     return sum(1 for f in cycle.failures if f.kind == "local") if cycle is not None else 0
 
 
+def archive_full(account: AccountStatus) -> bool:
+    """Whether ``account``'s last cycle had messages arrive that the archive could not store, its
+    disk full (local failures whose reason begins :data:`maild.model.ARCHIVE_FULL_PREFIX`), rather
+    than messages the spool had no room for."""
+    from maild.model import ARCHIVE_FULL_PREFIX
+
+    cycle = account.last_cycle
+    failures = cycle.failures if cycle is not None else ()
+    return any(f.kind == "local" and f.reason.startswith(ARCHIVE_FULL_PREFIX) for f in failures)
+
+
 def attention(account: AccountStatus) -> str | None:
     """Why ``account`` needs the administrator, in a few words, or None when it is healthy.
 
@@ -359,8 +371,8 @@ def attention(account: AccountStatus) -> str | None:
     after refused logins (``auth_failed``), it is paused while its last cycle had failed (paused for
     a problem, not a holiday), its last cycle could not retrieve messages on this machine's side
     (``"local"``, :func:`local_failures`: the spool's disk short of room, its directory not
-    writable; they stay on the server and are retried at every cycle, but large mail is blocked
-    until the admin frees space), or its last cycle set
+    writable, the archive's disk full; they stay on the server and are retried at every cycle, but
+    mail is blocked until the admin frees space), or its last cycle set
     messages aside (too large to fetch, left on the server, or failed to arrive too often in a
     row). ``maild status`` exits 1 and ``maild check`` warns for such an account.
     """
