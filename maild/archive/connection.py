@@ -121,6 +121,9 @@ class ArchiveConnection:
         self._closed = False
         self._wal_restart_at = 0
         """WAL octets from which :meth:`_bound_wal` tries its next ``RESTART`` (0: from the bound)."""
+        self._wal_held_frames = 0
+        """While a reader holds the WAL: its frames when a ``RESTART`` last failed; fewer frames later
+        mean the log started again (released). 0 when not held."""
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (the locations cache of
         :class:`~maild.archive.locations.LocationRecords` follows it)."""
@@ -390,13 +393,21 @@ class ArchiveConnection:
         storing goes on, the WAL grows past the bound (as SQLite's own default would let it), one
         warning ``archive.wal.held`` names the cause, and the next ``RESTART`` is tried only after
         another :data:`~maild.archive.checkpointer.WAL_HARD_OCTETS` (so a held WAL does not stall
-        every batch for the busy timeout); ``archive.wal.released`` follows when one succeeds. A
+        every batch for the busy timeout); ``archive.wal.released`` follows when one succeeds, or
+        when the log is found to have started again on its own (fewer frames than when held: the
+        reader ended and the checkpointer's copy caught up; seen at the next transaction). A
         ``RESTART`` refused because a statement of this same connection is still reading
         (``SQLITE_LOCKED``, "database table is locked": another account's query between its steps)
         is tried again before the next transaction. The disk itself is guarded as before (a full
         disk stops deletions: docs/guarantee.md).
         """
         state = self.checkpointer.wal_state()
+        if state is not None and state.frames < self._wal_held_frames:
+            # the log started again on its own (the reader ended, the checkpointer's PASSIVE copy
+            # caught up, and a transaction began after it): released without a RESTART of ours
+            self._wal_restart_at = self._wal_held_frames = 0
+            if self.checkpointer.note_released():
+                _log_archive("info", "archive.wal.released", path=str(self.path))
         if state is None or state.octets < max(self._wal_restart_at, _checkpointer.WAL_HARD_OCTETS):
             return
         # the checkpointer's copy first (none starts meanwhile: they start after commits), so that
@@ -417,11 +428,12 @@ class ArchiveConnection:
             problem = None if row is None or not row[0] else "a reader kept it"
         _log_archive("debug", "archive.checkpoint.restart", wal_frames=state.frames, problem=problem)
         if problem is None:
-            self._wal_restart_at = 0
+            self._wal_restart_at = self._wal_held_frames = 0
             if self.checkpointer.note_released():
                 _log_archive("info", "archive.wal.released", path=str(self.path))
             return
         self._wal_restart_at = state.octets + _checkpointer.WAL_HARD_OCTETS
+        self._wal_held_frames = max(self._wal_held_frames, state.frames)
         words = wal_held(self.path, state, BUSY_TIMEOUT_MS / 1000, problem)
         if self.checkpointer.note_held(datetime.now(UTC), words):
             _log_archive("warning", "archive.wal.held", path=str(self.path), problem=words)
