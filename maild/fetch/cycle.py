@@ -169,20 +169,23 @@ async def _archive_full(
     :data:`~maild.model.ARCHIVE_FULL_PREFIX` and the error), as a spool that has no room fails a
     large message, and the cycle ends without deleting anything (the session was aborted: POP3 RSET
     and QUIT, so no DELE takes effect). The rest of the plan was not asked for: it stays on the
-    server, as do these, and all are retried at every cycle until there is room. The failure records
-    are written if the disk still takes them (they are small); if not, the cycle's result alone
-    carries the failures to the status, the check and the ``local_failure`` alert.
+    server, as do these, and all are retried at every cycle until there is room. They get no failure
+    records (a full disk says nothing about a message, and hundreds of them would bury the status):
+    the cycle's result carries them to the status, the check and the ``local_failure`` alert, which
+    count them and name the directory to free space in; the server's refusals of this cycle, if
+    any, are recorded as after any cycle (if the disk still takes the few rows).
 
     Returns:
         ``result`` with the local failures added.
     """
-    reason = f"{ARCHIVE_FULL_PREFIX}{error}"
-    result.failures.extend(RetrievalFailure(key, reason, kind="local") for key in unstored)
-    log.warning("fetch.archive-full", messages=len(unstored), error=str(error))
-    try:
+    # info: the episode is fetch.local-failure's warning (the scheduler), not one warning per cycle
+    log.info("fetch.archive-full", messages=len(unstored), error=str(error))
+    try:  # the server's refusals of this cycle, as after any cycle
         await failures_store.record_failures(store, account, result.failures, now)
     except StoreError as exc:
         log.info("fetch.failures.not-recorded", error=str(exc))
+    reason = f"{ARCHIVE_FULL_PREFIX}{error}"
+    result.failures.extend(RetrievalFailure(key, reason, kind="local") for key in unstored)
     return result
 
 

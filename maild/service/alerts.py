@@ -278,7 +278,7 @@ class AlertMonitor:
                     f"messages are not retrieved: this machine has no room for them in {directory}"
                     " (the disk full or short of the spool's reserve, or the directory not writable)",
                     f"free space in {directory} (or make it writable for maild); the messages stay on"
-                    f" the server and are retried at every cycle: `maild status {name}` lists them",
+                    f" the server and are retried at every cycle: `maild status {name}` says how many",
                 )
             problem = daemon_problems.get(name)
             if problem is not None:

@@ -134,6 +134,7 @@ def test_a_full_archive_disk_is_a_local_failure_and_loses_nothing(
         assert all(f["reason"].startswith("local archive: ") for f in failures)
         assert all("database or disk is full" in f["reason"] for f in failures)
         assert now["messages"] == 1
+        assert now["failing_messages"] == []  # no records: a full disk says nothing about a message
         assert len(dovecot.maildir_messages(mail_user.name)) == kept + MESSAGES  # nothing deleted
 
         shown = maild_cli(cfg, "status")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-from pathlib import Path
 from typing import Any
 
 from tests.integration.test_local_failures import log_events
