@@ -425,13 +425,20 @@ async def fetch_cycle(
                 await failed_headers.record(store, account.name, probe, found)
         release(retrieval.batch)  # cancelled: not committed, tried again next cycle
         raise
-    await failures_store.record_failures(store, account.name, result.failures, clock())
+    try:  # bookkeeping: a disk full now (a spool failure is often why) must not fail the cycle
+        await failures_store.record_failures(store, account.name, result.failures, clock())
+    except ArchiveFull as exc:
+        log.info("fetch.failures.not-recorded", error=str(exc))
+        probe = []  # their Subjects would not fit either
     if probe and account.protocol == "pop3":  # in a session of its own: QUIT has applied the deletions
         if reconnect is not None:
             found = await failed_headers.read_in_new_session(reconnect, account.protocol, probe)
         else:
             probe = []
-    await failed_headers.record(store, account.name, probe, found)
+    try:
+        await failed_headers.record(store, account.name, probe, found)
+    except ArchiveFull as exc:
+        log.info("fetch.failures.not-recorded", error=str(exc))
     result.subjects = subjects(records, found, [*(f.key for f in result.failures), *result.set_aside])
     if to_delete:
         await store.mark_deleted(account.name, to_delete, clock())
