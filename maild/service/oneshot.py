@@ -249,6 +249,9 @@ async def fetch_once(
             runner = CycleRunner(store, executor, budgets, sessions, maildrop_factory, utc_now)
 
             async def one(acc: AccountConfig) -> OneShotResult:
+                # each account's task its context, as the daemon's account loops: every line of its
+                # cycle names the account (aioimaplib's too: bound before its connection is made)
+                structlog.contextvars.bind_contextvars(account=acc.name, organisation=acc.organisation)
                 started = utc_now().replace(microsecond=0)  # failure records keep whole seconds
                 try:
                     result = await runner.run(acc, keep_open=False)
