@@ -223,7 +223,7 @@ class BatchWriter:
 
         async def work() -> StoreOutcome:
             # the whole batch in one call in SQLite's thread (aiosqlite 0.22's queue, pinned;
-            # tests/unit/test_store.py checks it), its rows in multi-row statements: the GIL is taken
+            # tests/unit/test_store.py checks it), its messages in multi-row statements: the GIL is taken
             # back a few times per batch, not several times per message (maild.archive.multirow)
             outcome: StoreOutcome = await conn._execute(  # type: ignore[no-untyped-call]
                 _insert_batch, conn._conn, account, prepared.items, prepared.stamp

@@ -39,7 +39,7 @@ def row_chunks(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> Iterato
     if not rows:
         return
     limit = min(
-        STATEMENT_ROWS, max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // (len(rows[0]) + 1))
+        STATEMENT_ROWS, max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // max(1, len(rows[0])))
     )
     start = 0
     while start < len(rows):
