@@ -34,12 +34,8 @@ from maild.archive.archive_file import (
     _sqlite_problem,
     set_archive_mode,
 )
-from maild.archive.cc_fill import fill_cc_headers
 from maild.archive.checkpointer import Checkpointer, wal_held
 from maild.archive.counters import ArchiveCounters
-from maild.archive.document_flag import add_document_flag
-from maild.archive.failure_kind import add_failure_kind
-from maild.archive.layout import upgrade_layout
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
 from maild.spool import Spool
@@ -58,14 +54,44 @@ class ArchiveReplaced(StoreError):
     schema marker changed: nothing may be deleted on any server until maild is restarted."""
 
 
+# The modules of the Python steps are imported by the step, when a migration runs: an archive whose
+# schema is current (every open but the first after an upgrade) does not load them (some 3 ms of CPU
+# per process; docs/performance.md, "Session 9: small start-up costs"; tests/unit/test_lazy_migrations.py).
+
+
+async def _fill_cc_headers(conn: aiosqlite.Connection) -> None:
+    from maild.archive.cc_fill import fill_cc_headers
+
+    await fill_cc_headers(conn)
+
+
+async def _add_document_flag(conn: aiosqlite.Connection) -> None:
+    from maild.archive.document_flag import add_document_flag
+
+    await add_document_flag(conn)
+
+
+async def _upgrade_layout(conn: aiosqlite.Connection) -> None:
+    from maild.archive.layout import upgrade_layout
+
+    await upgrade_layout(conn)
+
+
+async def _add_failure_kind(conn: aiosqlite.Connection) -> None:
+    from maild.archive.failure_kind import add_failure_kind
+
+    await add_failure_kind(conn)
+
+
 _MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {
     9: fts.migrate_to_contentless,
-    12: fill_cc_headers,
-    13: add_document_flag,
-    14: upgrade_layout,
-    15: add_failure_kind,
+    12: _fill_cc_headers,
+    13: _add_document_flag,
+    14: _upgrade_layout,
+    15: _add_failure_kind,
 }
-"""Python steps of schema versions, run after the version's SQL in its transaction."""
+"""Python steps of schema versions, run after the version's SQL in its transaction; each imports its
+module when it runs (``fts`` is loaded anyway: the store uses it)."""
 _FOREIGN_KEYS_OFF: frozenset[int] = frozenset({14})
 """Versions whose transaction runs with foreign keys off (``messages`` rebuilt: SQLite's 12-step
 ALTER procedure; the step itself runs ``PRAGMA foreign_key_check`` before the commit)."""

@@ -222,12 +222,15 @@ def duration_text(seconds: float) -> str:
 
 
 def progress_text(p: ProgressStatus) -> str:
-    """``fetching 1,200/5,000 messages (240.0 MB/1.0 GB), 3.2 MB/s, about 4 min left``."""
+    """``fetching 1,200/5,000 messages (240.0 MB/1.0 GB), 3.2 MB/s, about 4 min left``; without the
+    octets' total (an IMAP inventory has no sizes) ``(240.0 MB so far)``."""
     if p.messages_total is None:
         return "fetching: taking the inventory"
     text = f"fetching {count(p.messages_done)}/{count(p.messages_total)} messages"
     if p.octets_total:
         text += f" ({human_size(p.octets_done)}/{human_size(p.octets_total)})"
+    elif p.octets_total is None and p.octets_done:
+        text += f" ({human_size(p.octets_done)} so far)"
     if p.rate_octets_per_s is not None:
         text += f", {human_size(p.rate_octets_per_s)}/s"
     if p.seconds_left is not None:

@@ -287,14 +287,21 @@ async def fetch_cycle(
         records = await failures_store.failure_records(store, account.name)
         skip = policy.set_aside(records, clock())
         plan = policy.plan_retrieval(inventory, known, account.max_message_size, skip)
+        sizes = {e.key: e.size_octets for e in inventory if e.size_octets is not None}
         if account.max_message_size is not None and policy.needs_sizes(inventory, plan):
             # IMAP inventories carry no sizes: ask for RFC822.SIZE before fetching anything
-            plan = policy.apply_sizes(plan, await maildrop.sizes(plan.retrieve), account.max_message_size)
+            asked = await maildrop.sizes(plan.retrieve)
+            sizes.update(asked)
+            plan = policy.apply_sizes(plan, asked, account.max_message_size)
         result.too_large = plan.too_large
         result.set_aside = plan.set_aside
         if progress is not None:
-            sizes = {e.key: e.size_octets or 0 for e in inventory}
-            progress.planned(len(plan.retrieve), sum(sizes.get(k, 0) for k in plan.retrieve))
+            # the octets to fetch are known when every planned message has a size: POP3's LIST, IMAP's
+            # RFC822.SIZE where max_message_size asked for them; else None (an IMAP inventory is UIDs
+            # only, and a listing of sizes just for the status would cost round trips every cycle)
+            planned_sizes = [sizes.get(k) for k in plan.retrieve]
+            sized = [size for size in planned_sizes if size is not None]
+            progress.planned(len(plan.retrieve), sum(sized) if len(sized) == len(planned_sizes) else None)
 
         async def committed(batch: list[RetrievedMessage], outcome: StoreOutcome) -> None:
             result.add(outcome)
