@@ -49,8 +49,10 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 "an account needs attention: its last cycle failed (`backoff`, `error`; a refused login"
                 " is `backoff` until the 3rd in a row), it is locked out (`auth_failed`), paused after a"
                 " failure, its last cycle could not retrieve messages for lack of room on this machine"
-                ' ("no room on this machine", with the directory to free space in), or its last cycle set'
-                " messages aside; or the archive was replaced under the daemon (deletions stopped)",
+                ' ("no room on this machine", with the directory to free space in: the spool\'s or the'
+                " archive's disk), or its last cycle set messages aside; or the archive was replaced under"
+                " the daemon (deletions stopped); or a reader holds the archive's write-ahead log"
+                " (`! archive: write-ahead log held by a reader since 10:42, 173.0 MB; storing goes on`)",
             ),
             (2, "usage error, also an ACCOUNT the daemon does not know"),
             (3, "the daemon is not running (systemctl's convention)"),
@@ -68,7 +70,9 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 1,
                 "WARNING: an account needs attention, including one paused after a failure, the 1st and"
                 " 2nd refused login, and messages not retrieved for lack of room on this machine (the"
-                " line ends `; free space in /var/lib/maild`)",
+                " line ends `; free space in /var/lib/maild`); a reader holding the archive's write-ahead"
+                " log (`archive: write-ahead log held by a reader since 10:42 UTC, 173.0 MB; storing goes"
+                " on; end the long read transaction on the archive (docs/archive.md)`)",
             ),
             (
                 2,
@@ -104,7 +108,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 0,
                 "every account fetched, also when some messages could not be retrieved this time (they"
                 " stay on the server and are retried at the next fetch: the account's line says `N"
-                " messages not retrieved (retried at the next fetch; listed below)`, one line names each,"
+                " messages not retrieved (retried at the next fetch; listed below)`, one line names each"
+                " (up to 20, then a count; messages lost to a full archive disk are one line),"
                 " and stderr has `fetch.messages-not-retrieved` at warning)",
             ),
             (

@@ -327,7 +327,7 @@ def _status(args: argparse.Namespace) -> int:
         STATUS_ATTENTION,
         STATUS_NOT_RUNNING,
         STATUS_OK,
-        problem_accounts,
+        needs_attention,
         render_status,
     )
 
@@ -344,8 +344,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": True, **reply.to_json()}, indent=2, ensure_ascii=False))
     else:
         print(render_status(reply, now=datetime.now(UTC), failed_only=args.failed))
-    # a replaced archive (deletions stopped everywhere) needs attention even before any cycle fails
-    return STATUS_ATTENTION if problem_accounts(reply.accounts) or reply.archive.replaced else STATUS_OK
+    return STATUS_ATTENTION if needs_attention(reply) else STATUS_OK
 
 
 def _check(args: argparse.Namespace) -> int:
