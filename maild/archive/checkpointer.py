@@ -1,5 +1,5 @@
-"""Checkpoints of the archive's write-ahead log off the commit path: a job in the event loop's
-default executor copies the WAL into the database file while the writer commits the next batch.
+"""Checkpoints of the archive's write-ahead log off the commit path: a thread of its own copies the
+WAL into the database file while the writer commits the next batch.
 
 Why this is safe: in WAL mode a transaction is durable once its ``COMMIT`` has appended its pages to
 the ``-wal`` file and fsync'ed it (``synchronous=FULL``). A checkpoint only copies pages already
@@ -15,13 +15,8 @@ connection, right after its ``COMMIT``, so every thousandth page of a batch made
 wait for the copy of the whole WAL, and the next batch's transaction waited behind it. The writer
 (:mod:`maild.archive.connection`) now runs with ``wal_autocheckpoint=0`` and tells
 :meth:`Checkpointer.committed` after each commit; when the WAL holds :data:`CHECKPOINT_WAL_OCTETS`
-not yet copied, a job in the event loop's default executor (the worker threads that already prepare
-batches and write spool files) runs a ``PASSIVE`` checkpoint on the checkpointer's own connection
+not yet copied, the checkpointer's thread runs a ``PASSIVE`` checkpoint on its own connection
 (https://www.sqlite.org/c3ref/wal_checkpoint_v2.html), on the second core, while the writer goes on.
-Never on the event loop, never in the writer's commit path. Session 8 gave the checkpoints a thread of
-their own; as jobs they cost no thread of their own (its stack, its malloc state) while the executor's
-threads sit idle most of the time (docs/performance.md, "Session 9: memory of one account"). A job
-queued behind other jobs only delays a copy: the writer's bound below still holds.
 
 The bound. A ``PASSIVE`` checkpoint copies what it can; the log restarts from its beginning only when
 a write transaction begins after everything was copied, which a writer that never pauses may not
@@ -142,13 +137,10 @@ def read_wal_state(shm_fd: int) -> WalState | None:
 
 
 class Checkpointer:
-    """The archive's checkpoints, as jobs of the event loop's default executor with a connection of
-    their own.
+    """The archive's checkpoints, in a thread of their own with a connection of their own.
 
-    Created idle. The first job is submitted at the first commit that leaves
-    :data:`CHECKPOINT_WAL_OCTETS` to copy (so a short-lived command never opens the connection); at
-    most one job runs or waits at a time, and it runs checkpoints while commits keep asking for them,
-    then returns. :meth:`stop` waits for it and closes the connection.
+    Created unstarted. The thread starts at the first commit that leaves :data:`CHECKPOINT_WAL_OCTETS` to copy
+    (so a short-lived command never starts it) and ends in :meth:`stop`.
 
     A checkpoint that fails (``SQLITE_BUSY`` from another process's checkpoint, an I/O error) is
     logged once (``archive.checkpoint.failed``, warning) and tried again after the next commit; its
@@ -165,11 +157,8 @@ class Checkpointer:
         self._cond = threading.Condition()
         self._wanted = False
         self._busy = False
-        """A job is submitted and has not returned (waiting in the executor's queue or running)."""
         self._stopping = False
-        self._job: asyncio.Future[None] | None = None
-        self._conn: sqlite3.Connection | None = None
-        """The checkpoints' connection, opened by the first job, used by one job at a time."""
+        self._thread: threading.Thread | None = None
         self.failure: str | None = None
         """What the last checkpoint failed with, or None when it succeeded (or none ran)."""
         self.attempts = 0
@@ -191,9 +180,8 @@ class Checkpointer:
         return read_wal_state(self._shm_fd)
 
     def committed(self) -> None:
-        """Called on the event loop after each ``COMMIT`` of the writer: when the WAL holds
-        :data:`CHECKPOINT_WAL_OCTETS` not yet copied, ask for a checkpoint, submitting a job to the
-        running loop's default executor unless one is already submitted. Never waits."""
+        """Called after each ``COMMIT`` of the writer: wake the thread when the WAL holds
+        :data:`CHECKPOINT_WAL_OCTETS` not yet copied. Never waits (called on the event loop)."""
         state = self.wal_state()
         if self._shm_fd is None or self._stopping:
             return
@@ -201,15 +189,10 @@ class Checkpointer:
             return
         with self._cond:
             self._wanted = True
-            if self._busy:
-                return  # the job submitted sees _wanted before it returns
-            self._busy = True
-        try:
-            self._job = asyncio.get_running_loop().run_in_executor(None, self._run)
-        except RuntimeError:  # no running loop, or its executor is shut down (the loop closes)
-            with self._cond:
-                self._wanted = self._busy = False
-                self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="maild-checkpointer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until no checkpoint is wanted or running (for tests and benchmarks; never on the
@@ -218,40 +201,38 @@ class Checkpointer:
             return self._cond.wait_for(lambda: not (self._wanted or self._busy), timeout_s)
 
     async def stop(self) -> None:
-        """Wait for the job submitted, if any (a checkpoint running finishes first; a job still
-        queued returns at once), then close the connection and the ``-shm`` file. Idempotent."""
+        """End the thread (a checkpoint running finishes first) and close the ``-shm`` file. Idempotent."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        job, self._job = self._job, None
-        if job is not None:
-            await asyncio.wait([job])
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.to_thread(conn.close)
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
         fd, self._shm_fd = self._shm_fd, None
         if fd is not None:
             os.close(fd)
 
     def _run(self) -> None:
-        """One job, in an executor thread: checkpoints while they are wanted, then return."""
-        while True:
-            with self._cond:
-                if self._stopping or not self._wanted:
-                    self._wanted = False
-                    self._busy = False
-                    self._cond.notify_all()
-                    return
-                self._wanted = False
-            try:
-                state = self.wal_state()
-                if state is None or state.pending_octets >= CHECKPOINT_WAL_OCTETS:
-                    self._conn = self._checkpoint(self._conn)
-            except BaseException:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
                 with self._cond:
-                    self._wanted = self._busy = False
-                    self._cond.notify_all()
-                raise
+                    self._cond.wait_for(lambda: self._wanted or self._stopping)
+                    if self._stopping:
+                        return
+                    self._wanted = False
+                    self._busy = True
+                try:
+                    state = self.wal_state()
+                    if state is None or state.pending_octets >= CHECKPOINT_WAL_OCTETS:
+                        conn = self._checkpoint(conn)
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

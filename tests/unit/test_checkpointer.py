@@ -11,7 +11,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -316,46 +315,14 @@ async def test_a_checkpointer_failing_again_and_again_is_logged_once_and_storing
     assert after.backfilled == after.frames
 
 
-async def test_closing_waits_for_the_checkpoint_job_and_empties_the_wal(tmp_path: Path, small_bounds: None) -> None:
-    """close() waits for the checkpoint job, closes the checkpointer's connection and leaves an
-    empty ``-wal`` file, as before."""
+async def test_closing_ends_the_checkpointer_thread_and_empties_the_wal(tmp_path: Path, small_bounds: None) -> None:
+    """close() ends the checkpointer's thread and leaves an empty ``-wal`` file, as before."""
     db = tmp_path / "a.sqlite3"
     store = await opened(db)
     for _ in range(4):
         await store.store_batch("anna-pop", batch(), NOW)
-    ckpt = store.db.checkpointer
-    assert ckpt.attempts >= 1 or ckpt._busy
+    thread = store.db.checkpointer._thread
+    assert thread is not None
     await store.close()
-    assert not ckpt._busy
-    assert ckpt._conn is None
+    assert not thread.is_alive()
     assert os.path.getsize(f"{db}-wal") == 0
-
-
-async def test_checkpoints_run_as_executor_jobs_never_on_the_loop_nor_in_a_thread_of_their_own(
-    tmp_path: Path, small_bounds: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each checkpoint runs in a worker thread of the loop's default executor: not on the event
-    loop's thread, and no thread of the checkpointer's own is started for it."""
-    ran_in: list[threading.Thread] = []
-    real = checkpointer.Checkpointer._checkpoint
-
-    def recording(self: checkpointer.Checkpointer, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
-        ran_in.append(threading.current_thread())
-        return real(self, conn)
-
-    monkeypatch.setattr(checkpointer.Checkpointer, "_checkpoint", recording)
-    before = set(threading.enumerate())
-    store = await opened(tmp_path / "a.sqlite3")
-    try:
-        for _ in range(4):
-            await store.store_batch("anna-pop", batch(), NOW)
-            await wait_idle(store)
-        assert store.db.checkpointer.checkpoints >= 2
-        started = {t for t in threading.enumerate() if t not in before}
-        writer = store.db._conn._thread  # aiosqlite's one thread of the writer's connection
-    finally:
-        await store.close()
-    assert ran_in
-    assert threading.main_thread() not in ran_in  # the loop's thread
-    assert all(t.name.startswith("asyncio_") for t in ran_in)  # the default executor's workers
-    assert {t for t in started if not t.name.startswith("asyncio_")} == {writer}
