@@ -7,7 +7,7 @@ and freed message buffers leave the heap fragmented: the process keeps RSS it no
 (docs/performance.md, "CPU and memory of the fetch path"). A fixed threshold sends every block of
 :data:`MMAP_THRESHOLD_OCTETS` or more to its own mapping, returned to the kernel when freed; fixing it
 also stops the dynamic adjustment. :data:`ARENA_MAX` bounds the arenas as the systemd unit's
-``MALLOC_ARENA_MAX=2`` does, for runs outside the unit.
+``MALLOC_ARENA_MAX=1`` does, for runs outside the unit (and the benchmark, which runs maild directly).
 
 Only on glibc (``gnu_get_libc_version`` present); elsewhere nothing is done. A setting the
 environment already makes (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
@@ -41,9 +41,14 @@ the heap is then shrunk and regrown, page faults and all, many times a second wh
 through: measured on the 2,000-message POP3 fetch, 128 KiB cost the POP3 threads 0.1 s and the
 run 0.2-0.4 s of CPU against 8 MiB, which holds 1-4 MB more at the peak."""
 
-ARENA_MAX = 2
-"""Most malloc arenas (``mallopt(M_ARENA_MAX)``): one for the event loop's thread, one shared by
-the worker threads (the POP3 pool, SQLite's), instead of up to eight per core."""
+ARENA_MAX = 1
+"""Most malloc arenas (``mallopt(M_ARENA_MAX)``): every thread (the event loop's, the POP3 pool,
+SQLite's, the executor's workers) allocates from the one main arena, instead of up to eight arenas per
+core. A message body is allocated in one thread and freed in another; with a second arena the free
+space each arena keeps is not available to the other (POP3 bodies filled arena 2 with 6 MB free
+chunks at the peak). Measured on one account's 2,000 messages (docs/performance.md, "Session 9:
+memory of one account"): 1 arena against 2, POP3 peak RSS 3-4 MB lower, IMAP the same; CPU the
+same within the noise (the GIL already serialises most allocating threads)."""
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -104,7 +109,7 @@ def tune_allocator() -> dict[str, int]:
     Returns:
         What was applied: the environment variable's name to the value set, e.g.
         ``{"MALLOC_MMAP_THRESHOLD_": 524288, "MALLOC_TRIM_THRESHOLD_": 8388608, "MALLOC_ARENA_MAX":
-        2}``; empty when not on glibc. A
+        1}``; empty when not on glibc. A
         setting present in the environment is left alone and not listed.
 
     Never raises: an allocator setting is an optimisation, not a condition for running.
