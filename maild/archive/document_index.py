@@ -51,8 +51,14 @@ from maild.errors import StoreError
 
 DOCUMENT_CHUNK_MESSAGES = 50
 """Messages looked at per write transaction of the indexer."""
-DOCUMENT_CHUNK_OCTETS = 32 * 2**20
-"""Octets of mail read into memory at a time by the indexer (one message at least)."""
+DOCUMENT_CHUNK_OCTETS = 4 * 2**20
+"""Octets of mail read into memory at a time by the indexer (4 MiB; one message at least, whatever its
+size). The chunk's messages are held whole while their documents are decoded and extracted, beside
+SQLite's copy of each row as it is read, so the daemon's peak grows by a few times this: with 32 MiB,
+the fifty-account benchmark's daemon peaked at 103-175 MiB whenever its indexer's poll fell inside a
+fetch, against 68-75 MiB without (docs/performance.md, "Session 9: memory of one account"). 4 MiB is
+half the fetch's own memory budget (:data:`maild.limits.MEMORY_BUDGET_OCTETS`), and one write
+transaction per chunk stays cheap at that size."""
 DOCUMENT_POLL_S = 30.0
 """Seconds the daemon's indexer waits before it looks for newly archived messages again."""
 _MAX_ENCODED_OCTETS = MAX_DOCUMENT_OCTETS * 4 // 3 + 4096
