@@ -20,7 +20,9 @@ async def test_the_writer_reuses_recent_statements_and_keeps_only_a_bounded_numb
     store = await Store.open(tmp_path / "a.sqlite3")
     prepared: list[str] = []
 
-    def authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+    def authorizer(
+        action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
+    ) -> int:
         if action == SQLITE_FUNCTION and arg2 == "abs":
             prepared.append(arg2)
         return sqlite3.SQLITE_OK
