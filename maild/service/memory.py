@@ -7,7 +7,7 @@ and freed message buffers leave the heap fragmented: the process keeps RSS it no
 (docs/performance.md, "CPU and memory of the fetch path"). A fixed threshold sends every block of
 :data:`MMAP_THRESHOLD_OCTETS` or more to its own mapping, returned to the kernel when freed; fixing it
 also stops the dynamic adjustment. :data:`ARENA_MAX` bounds the arenas as the systemd unit's
-``MALLOC_ARENA_MAX=1`` does, for runs outside the unit (and the benchmark, which runs maild directly).
+``MALLOC_ARENA_MAX=2`` does, for runs outside the unit.
 
 Only on glibc (``gnu_get_libc_version`` present); elsewhere nothing is done. A setting the
 environment already makes (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
@@ -29,10 +29,12 @@ __all__ = [
     "tune_allocator",
 ]
 
-MMAP_THRESHOLD_OCTETS = 512 * 1024
-"""Blocks of at least this many octets get their own mapping (``mallopt(M_MMAP_THRESHOLD)``).
-Measured on the 2,000-message POP3 fetch (docs/performance.md, session 5): 256 KiB and 512 KiB give
-about the same peak RSS; 512 KiB costs less CPU (fewer mappings for medium messages)."""
+MMAP_THRESHOLD_OCTETS = 256 * 1024
+"""Blocks of at least this many octets get their own mapping (``mallopt(M_MMAP_THRESHOLD)``), handed
+back to the kernel when freed instead of leaving a hole in a heap. Session 5 measured 256 and 512 KiB
+alike (then a batch's bodies were held whole); since the spool (session 7) the heap's free chunks are
+a larger share of the peak, and 256 KiB measured 1-2 MiB lower than 512 KiB in every row of one
+account's fetch, CPU within the noise (docs/performance.md, "Session 9: memory of one account")."""
 
 TRIM_THRESHOLD_OCTETS = 8 * 2**20
 """Free octets at the top of the heap before glibc returns them (``mallopt(M_TRIM_THRESHOLD)``).
@@ -41,14 +43,9 @@ the heap is then shrunk and regrown, page faults and all, many times a second wh
 through: measured on the 2,000-message POP3 fetch, 128 KiB cost the POP3 threads 0.1 s and the
 run 0.2-0.4 s of CPU against 8 MiB, which holds 1-4 MB more at the peak."""
 
-ARENA_MAX = 1
-"""Most malloc arenas (``mallopt(M_ARENA_MAX)``): every thread (the event loop's, the POP3 pool,
-SQLite's, the executor's workers) allocates from the one main arena, instead of up to eight arenas per
-core. A message body is allocated in one thread and freed in another; with a second arena the free
-space each arena keeps is not available to the other (POP3 bodies filled arena 2 with 6 MB free
-chunks at the peak). Measured on one account's 2,000 messages (docs/performance.md, "Session 9:
-memory of one account"): 1 arena against 2, POP3 peak RSS 3-4 MB lower, IMAP the same; CPU the
-same within the noise (the GIL already serialises most allocating threads)."""
+ARENA_MAX = 2
+"""Most malloc arenas (``mallopt(M_ARENA_MAX)``): one for the event loop's thread, one shared by
+the worker threads (the POP3 pool, SQLite's), instead of up to eight per core."""
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -79,7 +76,7 @@ def release_free_heap() -> bool:
     """Give the free pages inside the malloc heaps back to the kernel (glibc ``malloc_trim(0)``).
 
     :data:`TRIM_THRESHOLD_OCTETS` only trims the top of a heap; the messages of a fetch (allocated in
-    one thread, freed in another, 1 KB to 512 KiB each) leave free chunks all through it, which stay
+    one thread, freed in another, 1 KB to 256 KiB each) leave free chunks all through it, which stay
     resident until reused: a daemon that has fetched 2,000 messages keeps 15-20 MB more than one that
     has not (docs/performance.md, "Session 6: memory of one account"). Called once when a process's
     last running fetch cycle ends after retrieving mail (:class:`maild.service.runner.CycleRunner`),
@@ -108,8 +105,8 @@ def tune_allocator() -> dict[str, int]:
 
     Returns:
         What was applied: the environment variable's name to the value set, e.g.
-        ``{"MALLOC_MMAP_THRESHOLD_": 524288, "MALLOC_TRIM_THRESHOLD_": 8388608, "MALLOC_ARENA_MAX":
-        1}``; empty when not on glibc. A
+        ``{"MALLOC_MMAP_THRESHOLD_": 262144, "MALLOC_TRIM_THRESHOLD_": 8388608, "MALLOC_ARENA_MAX":
+        2}``; empty when not on glibc. A
         setting present in the environment is left alone and not listed.
 
     Never raises: an allocator setting is an optimisation, not a condition for running.

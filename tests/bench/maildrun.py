@@ -100,9 +100,12 @@ class Maild:
 
     def env(self) -> dict[str, str]:
         path = os.environ.get("PYTHONPATH", "")
-        # no MALLOC_* of our own: maild limits its malloc arenas in-process (maild/service/memory.py),
-        # and that is what is measured; a MALLOC_ARENA_MAX in the caller's environment still wins
-        return {**os.environ, "PYTHONPATH": f"{REPO}:{path}" if path else str(REPO)}
+        # as systemd/maild.service runs it: two malloc arenas, not one per POP3 thread
+        return {
+            **os.environ,
+            "PYTHONPATH": f"{REPO}:{path}" if path else str(REPO),
+            "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+        }
 
     def fetched(self) -> int:
         """Locations recorded in the archive (one per message fetched for an account)."""

@@ -128,7 +128,7 @@ def main() -> int:
                 dovecot.add_user(name, name)
                 dovecot.deliver_many(name, (_message(n) for n in range(args.messages)))
             config = _config(work, dovecot)
-            env = {"PATH": "/usr/bin:/bin", **_system_trust(work, dovecot)}
+            env = {"MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin", **_system_trust(work, dovecot)}
             first = measure.run(
                 [sys.executable, "-m", "maild", "fetch", "-c", str(config)],
                 budget_s=300,
