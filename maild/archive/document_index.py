@@ -30,7 +30,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import structlog
@@ -106,16 +106,20 @@ async def pending_count(conn: aiosqlite.Connection) -> int:
 def _documents(raw: bytes) -> list[tuple[str, str | None, DocumentKind, bytes | None]]:
     """(part, file name, kind, decoded octets or None when too large) of each PDF or Office part."""
     found: list[tuple[str, str | None, DocumentKind, bytes | None]] = []
+    # Each part is decoded from a view of the message, not from a copy of its encoded octets (an 8 MB
+    # message held once less): Leaf.decoded only slices what it is given and hands the slice to
+    # binascii or re, which take any buffer; a part with no transfer encoding comes back as a view,
+    # copied by bytes() below (a bytes object is not copied again).
+    view = cast("bytes", memoryview(raw))
     for leaf in walk(raw):
         kind = kind_of(leaf.content_type, leaf.filename)
         if kind is None:
             continue
         if len(found) >= MAX_DOCUMENTS_PER_MESSAGE:
             break
-        data = None if leaf.end - leaf.start > _MAX_ENCODED_OCTETS else leaf.decoded(raw)
-        found.append(
-            (leaf.part, leaf.filename, kind, None if data and len(data) > MAX_DOCUMENT_OCTETS else data)
-        )
+        decoded = None if leaf.end - leaf.start > _MAX_ENCODED_OCTETS else leaf.decoded(view)
+        data = None if decoded is None or len(decoded) > MAX_DOCUMENT_OCTETS else bytes(decoded)
+        found.append((leaf.part, leaf.filename, kind, data))
     return found
 
 
