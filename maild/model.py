@@ -186,9 +186,16 @@ FailureKind = Literal["local", "message"]
 ``"message"``: the server's reply or the message itself (refused, broken off while it arrived, a
 broken reply): counts towards setting the message aside (``maild.policy.set_aside``).
 ``"local"``: this machine (the spool or disk: short of the reserve, the spool's bound reached, the
-state directory not writable; :func:`maild.spool.local_failure` builds these): says nothing about
+state directory not writable; :func:`maild.spool.local_failure` builds these; or the archive's own
+disk full when a batch is committed, reason starting :data:`ARCHIVE_FULL_PREFIX`): says nothing about
 the message, which is retried at every cycle and never set aside; ``maild check`` warns and the
 ``local_failure`` alert is sent (``maild.service.alerts``)."""
+
+ARCHIVE_FULL_PREFIX = "local archive: "
+"""How the reason of a ``"local"`` failure begins when the message arrived but the archive could not
+store it: its file system full (SQLite's ``SQLITE_FULL``, ``ENOSPC``/``EDQUOT``;
+:class:`maild.archive.connection.ArchiveFull`). A spool failure begins ``local spool: ``
+(``maild.spool.SPOOL_FAILURE_PREFIX``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ import sqlite3
 import struct
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -56,6 +57,7 @@ __all__ = [
     "CHECKPOINT_WAL_OCTETS",
     "WAL_HARD_OCTETS",
     "Checkpointer",
+    "WalSnapshot",
     "WalState",
 ]
 
@@ -109,6 +111,25 @@ class WalState:
     def pending_octets(self) -> int:
         """Octets of pages in the WAL not yet copied into the database file."""
         return max(0, self.frames - self.backfilled) * self.page_size
+
+
+@dataclass(frozen=True, slots=True)
+class WalSnapshot:
+    """What an administrator sees of the WAL (``maild status``, ``maild check``, metrics, alerts):
+    :meth:`Checkpointer.snapshot`. A stable, read-only view; how checkpoints run is not part of it.
+
+    Attributes:
+        octets: octets of pages in the WAL now (:attr:`WalState.octets`), or None when that cannot be
+            read (no ``-shm`` file yet).
+        held_since: when the writer first found a reader holding the WAL past
+            :data:`WAL_HARD_OCTETS` in the current episode (aware, UTC; ``archive.wal.held``), or None
+            when it is not held (cleared at ``archive.wal.released``).
+        problem: the held episode's cause in words (:func:`wal_held`), or None.
+    """
+
+    octets: int | None
+    held_since: datetime | None = None
+    problem: str | None = None
 
 
 def read_wal_state(shm_fd: int) -> WalState | None:
@@ -165,6 +186,30 @@ class Checkpointer:
         """Checkpoints this checkpointer tried."""
         self.checkpoints = 0
         """Of those, the ones that ran (copying every frame that no reader still needs)."""
+        self._held_since: datetime | None = None
+        self._held_problem: str | None = None
+
+    def note_held(self, now: datetime, problem: str) -> bool:
+        """The writer found a reader holding the WAL past :data:`WAL_HARD_OCTETS` at ``now`` (aware,
+        UTC); ``problem`` says so in words. Returns True when this begins an episode (the first
+        since the last :meth:`note_released`): the caller logs ``archive.wal.held`` then only."""
+        if self._held_since is not None:
+            return False
+        self._held_since, self._held_problem = now, problem
+        return True
+
+    def note_released(self) -> bool:
+        """The WAL emptied again. Returns True when this ends an episode (``archive.wal.released``)."""
+        if self._held_since is None:
+            return False
+        self._held_since = self._held_problem = None
+        return True
+
+    def snapshot(self) -> WalSnapshot:
+        """The WAL as an administrator sees it now (:class:`WalSnapshot`). One ``pread`` of the
+        wal-index header (:meth:`wal_state`): cheap enough for the event loop, as :meth:`committed`."""
+        state = self.wal_state()
+        return WalSnapshot(state.octets if state is not None else None, self._held_since, self._held_problem)
 
     def wal_state(self) -> WalState | None:
         """How full the WAL is now, or None when that cannot be read: the ``-shm`` file does not

@@ -16,9 +16,12 @@ this class. No RFC applies here.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import errno
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -34,12 +37,8 @@ from maild.archive.archive_file import (
     _sqlite_problem,
     set_archive_mode,
 )
-from maild.archive.cc_fill import fill_cc_headers
 from maild.archive.checkpointer import Checkpointer, wal_held
 from maild.archive.counters import ArchiveCounters
-from maild.archive.document_flag import add_document_flag
-from maild.archive.failure_kind import add_failure_kind
-from maild.archive.layout import upgrade_layout
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.errors import StoreError
 from maild.spool import Spool
@@ -58,7 +57,34 @@ CACHED_STATEMENTS = 32
 least recently used out; its default is 128). The store's ``IN (?,?,...)`` look-ups are one SQL text
 per list length, 10-35 KB prepared each, so the default cache filled with up to a hundred of them
 (1.2-1.8 MB of SQLite's memory at one account's peak: docs/performance.md, "Session 9: memory of one
-account"); the statements each batch runs again (about 20) stay cached in 32."""
+account"); the statements each batch runs again (8 per batch, the look-ups of this batch, the daemon's status and scheduling queries) stay cached in 32."""
+
+
+def _log_archive(level: str, event: str, **fields: Any) -> None:
+    """Log an event of the archive's own (its write-ahead log), not of the account whose batch ran
+    into it: in an empty context, so that the structlog context variables of that account's task
+    (``account``, ``organisation``: :mod:`maild.service.scheduler`) are not merged into it."""
+    contextvars.Context().run(getattr(_log, level), event, **fields)
+
+
+class ArchiveFull(StoreError):
+    """A write transaction failed because the archive's file system is full: SQLite's ``SQLITE_FULL``
+    ("database or disk is full"), or ``ENOSPC``/``EDQUOT`` from a write of the archive's own. The
+    transaction was rolled back: nothing of it is stored. A fetch cycle takes it as a failure on
+    this machine's side (kind ``"local"``, :data:`maild.model.ARCHIVE_FULL_PREFIX`): the messages
+    stay on the server and are retried at every cycle (:mod:`maild.fetch.cycle`)."""
+
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the archive's file system is full: SQLite's primary result code
+    ``SQLITE_FULL`` (https://www.sqlite.org/rescode.html#full), or an OSError ``ENOSPC``/``EDQUOT``."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
 
 
 class ArchiveReplaced(StoreError):
@@ -66,14 +92,44 @@ class ArchiveReplaced(StoreError):
     schema marker changed: nothing may be deleted on any server until maild is restarted."""
 
 
+# The modules of the Python steps are imported by the step, when a migration runs: an archive whose
+# schema is current (every open but the first after an upgrade) does not load them (some 3 ms of CPU
+# per process; docs/performance.md, "Session 9: small start-up costs"; tests/unit/test_lazy_migrations.py).
+
+
+async def _fill_cc_headers(conn: aiosqlite.Connection) -> None:
+    from maild.archive.cc_fill import fill_cc_headers
+
+    await fill_cc_headers(conn)
+
+
+async def _add_document_flag(conn: aiosqlite.Connection) -> None:
+    from maild.archive.document_flag import add_document_flag
+
+    await add_document_flag(conn)
+
+
+async def _upgrade_layout(conn: aiosqlite.Connection) -> None:
+    from maild.archive.layout import upgrade_layout
+
+    await upgrade_layout(conn)
+
+
+async def _add_failure_kind(conn: aiosqlite.Connection) -> None:
+    from maild.archive.failure_kind import add_failure_kind
+
+    await add_failure_kind(conn)
+
+
 _MIGRATION_STEPS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {
     9: fts.migrate_to_contentless,
-    12: fill_cc_headers,
-    13: add_document_flag,
-    14: upgrade_layout,
-    15: add_failure_kind,
+    12: _fill_cc_headers,
+    13: _add_document_flag,
+    14: _upgrade_layout,
+    15: _add_failure_kind,
 }
-"""Python steps of schema versions, run after the version's SQL in its transaction."""
+"""Python steps of schema versions, run after the version's SQL in its transaction; each imports its
+module when it runs (``fts`` is loaded anyway: the store uses it)."""
 _FOREIGN_KEYS_OFF: frozenset[int] = frozenset({14})
 """Versions whose transaction runs with foreign keys off (``messages`` rebuilt: SQLite's 12-step
 ALTER procedure; the step itself runs ``PRAGMA foreign_key_check`` before the commit)."""
@@ -99,8 +155,9 @@ class ArchiveConnection:
         self._closed = False
         self._wal_restart_at = 0
         """WAL octets from which :meth:`_bound_wal` tries its next ``RESTART`` (0: from the bound)."""
-        self._wal_held = False
-        """Whether the last ``RESTART`` was kept from emptying the WAL by a reader (warned once)."""
+        self._wal_held_frames = 0
+        """While a reader holds the WAL: its frames when a ``RESTART`` last failed; fewer frames later
+        mean the log started again (released). 0 when not held."""
         self._generation = 0
         """Bumped when any transaction of this connection begins and ends (the locations cache of
         :class:`~maild.archive.locations.LocationRecords` follows it)."""
@@ -342,10 +399,18 @@ class ArchiveConnection:
                     self.checkpointer.committed()
                 except BaseException:
                     if self._conn.in_transaction:
-                        await self._conn.execute("ROLLBACK")
+                        try:
+                            await self._conn.execute("ROLLBACK")
+                        except sqlite3.Error as exc:  # the first error is the one to report
+                            _log.warning("archive.rollback.failed", error=str(exc))
                     raise
             except sqlite3.Error as exc:
-                raise StoreError(f"archive {self.path}: {what}: {_sqlite_problem(exc, self.path)}") from None
+                problem = f"archive {self.path}: {what}: {_sqlite_problem(exc, self.path)}"
+                raise (ArchiveFull if disk_full(exc) else StoreError)(problem) from None
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                raise ArchiveFull(f"archive {self.path}: {what}: {exc.strerror}") from None
             finally:
                 self._generation += 1
         return result
@@ -362,13 +427,21 @@ class ArchiveConnection:
         storing goes on, the WAL grows past the bound (as SQLite's own default would let it), one
         warning ``archive.wal.held`` names the cause, and the next ``RESTART`` is tried only after
         another :data:`~maild.archive.checkpointer.WAL_HARD_OCTETS` (so a held WAL does not stall
-        every batch for the busy timeout); ``archive.wal.released`` follows when one succeeds. A
+        every batch for the busy timeout); ``archive.wal.released`` follows when one succeeds, or
+        when the log is found to have started again on its own (fewer frames than when held: the
+        reader ended and the checkpointer's copy caught up; seen at the next transaction). A
         ``RESTART`` refused because a statement of this same connection is still reading
         (``SQLITE_LOCKED``, "database table is locked": another account's query between its steps)
         is tried again before the next transaction. The disk itself is guarded as before (a full
         disk stops deletions: docs/guarantee.md).
         """
         state = self.checkpointer.wal_state()
+        if state is not None and state.frames < self._wal_held_frames:
+            # the log started again on its own (the reader ended, the checkpointer's PASSIVE copy
+            # caught up, and a transaction began after it): released without a RESTART of ours
+            self._wal_restart_at = self._wal_held_frames = 0
+            if self.checkpointer.note_released():
+                _log_archive("info", "archive.wal.released", path=str(self.path))
         if state is None or state.octets < max(self._wal_restart_at, _checkpointer.WAL_HARD_OCTETS):
             return
         # the checkpointer's copy first (none starts meanwhile: they start after commits), so that
@@ -378,21 +451,23 @@ class ArchiveConnection:
             async with self._conn.execute("PRAGMA wal_checkpoint(RESTART)") as cur:
                 row = await cur.fetchone()
         except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_LOCKED:
-                _log.debug("archive.checkpoint.restart-deferred", reason=str(exc))
-                return  # this connection's own reader: try again before the next transaction
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_LOCKED or disk_full(exc):
+                # this connection's own reader, or no room to copy into the database file (not a
+                # reader holding the log; the transaction itself then fails as ArchiveFull if it
+                # needs room): try again before the next transaction
+                _log_archive("debug", "archive.checkpoint.restart-deferred", reason=str(exc))
+                return
             problem: str | None = str(exc)
         else:
             problem = None if row is None or not row[0] else "a reader kept it"
-        _log.debug("archive.checkpoint.restart", wal_frames=state.frames, problem=problem)
+        _log_archive("debug", "archive.checkpoint.restart", wal_frames=state.frames, problem=problem)
         if problem is None:
-            self._wal_restart_at = 0
-            if self._wal_held:
-                self._wal_held = False
-                _log.info("archive.wal.released", path=str(self.path))
+            self._wal_restart_at = self._wal_held_frames = 0
+            if self.checkpointer.note_released():
+                _log_archive("info", "archive.wal.released", path=str(self.path))
             return
         self._wal_restart_at = state.octets + _checkpointer.WAL_HARD_OCTETS
-        if not self._wal_held:
-            self._wal_held = True
-            words = wal_held(self.path, state, BUSY_TIMEOUT_MS / 1000, problem)
-            _log.warning("archive.wal.held", problem=words)
+        self._wal_held_frames = max(self._wal_held_frames, state.frames)
+        words = wal_held(self.path, state, BUSY_TIMEOUT_MS / 1000, problem)
+        if self.checkpointer.note_held(datetime.now(UTC), words):
+            _log_archive("warning", "archive.wal.held", path=str(self.path), problem=words)

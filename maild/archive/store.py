@@ -41,7 +41,8 @@ from maild.archive.archive_file import (
     set_archive_mode,
 )
 from maild.archive.batches import LARGE_BLOB_OCTETS, BatchWriter
-from maild.archive.connection import ArchiveConnection, ArchiveReplaced
+from maild.archive.checkpointer import WalSnapshot
+from maild.archive.connection import ArchiveConnection, ArchiveFull, ArchiveReplaced
 from maild.archive.counters import ArchiveCounters
 from maild.archive.deliveries import DeliveryRecords, PendingDelivery
 from maild.archive.figures import ArchiveFigures
@@ -63,6 +64,7 @@ __all__ = [
     "ARCHIVE_FILE_MODE",
     "LARGE_BLOB_OCTETS",
     "SIDE_FILE_SUFFIXES",
+    "ArchiveFull",
     "ArchiveReplaced",
     "MailboxState",
     "PendingDelivery",
@@ -190,6 +192,11 @@ class Store:
         """Figures kept current by each committed batch once :meth:`keep_counters` made them (the
         daemon); None otherwise."""
         return self.db.counters
+
+    def wal_snapshot(self) -> WalSnapshot:
+        """The write-ahead log as an administrator sees it now: its size, and since when a reader holds
+        it (:meth:`maild.archive.checkpointer.Checkpointer.snapshot`; no SQL, one ``pread``)."""
+        return self.db.checkpointer.snapshot()
 
     # -- the collaborators' methods ---------------------------------------------------------------
 

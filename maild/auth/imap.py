@@ -161,14 +161,14 @@ async def authenticate(
                 f"account {settings.account!r}: username or secret contains a line break, NUL or ^A",
                 account=settings.account,
             ) from None
-        log.debug("imap.auth.started", mechanism=mech, auth=settings.auth)
+        log.debug("imap.auth.started", account=settings.account, mechanism=mech, auth=settings.auth)
         status = await _exchange(transport, exchange, sasl.imap_sasl_ir(caps))
         if status.result == "OK":
             return True
         error = exchange.error
         if retry and settings.tokens is not None and error is not None and error.token_rejected:
             retry = False
-            log.info("imap.auth.token_refused", mechanism=mech, status=error.status)
+            log.info("imap.auth.token_refused", account=settings.account, mechanism=mech, status=error.status)
             tokens = settings.tokens
             await asyncio.to_thread(tokens.invalidate, secret)
             if await asyncio.to_thread(tokens.access_token) != secret:

@@ -267,7 +267,12 @@ class OAuth2Tokens:
                 raise
             self._failing_since = self._failure = None
             self._token, self._expires_at = token, self._clock() + lifetime_s
-            log.info("oauth2.token.obtained", grant=self.settings.grant, expires_in_s=round(lifetime_s))
+            log.info(
+                "oauth2.token.obtained",
+                account=self.settings.account,
+                grant=self.settings.grant,
+                expires_in_s=round(lifetime_s),
+            )
             self._warn_if_expiring()
             return token
 
@@ -316,7 +321,7 @@ class OAuth2Tokens:
         with self._lock:
             if self._token == token:
                 self._token = None
-                log.info("oauth2.token.invalidated", grant=self.settings.grant)
+                log.info("oauth2.token.invalidated", account=self.settings.account, grant=self.settings.grant)
 
     def _obtain(self) -> tuple[Secret, float]:
         s = self.settings
@@ -343,7 +348,7 @@ class OAuth2Tokens:
             now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
             store.save(answer.refresh_token, s.client_id, s.token_url, now=now)
             self._refresh_obtained_at = now
-            log.info("oauth2.refresh_token.rotated", path=str(store.path))
+            log.info("oauth2.refresh_token.rotated", account=s.account, path=str(store.path))
         return answer.access_token, answer.expires_in_s or COMMAND_TOKEN_TTL_S
 
     def _store(self) -> RefreshTokenStore:

@@ -1,12 +1,11 @@
 """The ``maild`` command line: run the daemon, fetch once, ask the daemon for status, check the config.
 
-Errors are one line on stderr, never a traceback. Exit codes (the table in docs/operations.md):
-0 success; 1 failure, or with ``status`` an account needing attention; 2 usage error (also an
-account name that is not configured); 3 ``status`` while the daemon is not running (systemctl's
-convention); 78 (``EX_CONFIG``, sysexits.h) ``run`` with an invalid configuration, which the
-unit's ``RestartPreventExitStatus=`` names so that systemd stops retrying. ``maild check`` follows
-the monitoring-plugin convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). Log lines go to stderr
-(:mod:`maild.log`), results to stdout.
+Errors are one line on stderr, never a traceback. Exit codes: the one table of
+:mod:`maild.cli.exit_codes` (each subcommand's ``--help``, the man page, docs/operations.md); in
+short 0 success, 1 failure, 2 usage error, 3 ``status`` without a daemon, 78 ``run`` with an invalid
+configuration, and ``maild check`` the monitoring-plugin states. Each subcommand's help gets its
+description, the global options and its exit codes from :mod:`maild.cli.helptext`. Log lines go to
+stderr (:mod:`maild.log`), results to stdout.
 """
 
 from __future__ import annotations
@@ -14,12 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from maild import __version__
 from maild.cli.common import daemon_client, load_args_config
+from maild.cli.dispatch import BUILT_IN_COMMANDS, COMMAND_GROUPS, LOG_LEVELS, asks_version, command_of
+from maild.cli.helptext import CONFIG_HELP, LOG_LEVEL_HELP, HelpFormatter, finish_subcommands
 from maild.cli.units import human_size
 from maild.errors import ConfigError, ControlError, MaildError
 
@@ -44,18 +46,6 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_BROKEN_PIPE = 128 + 13
 """Exit status when stdout's reader closed the pipe: a process killed by SIGPIPE (13), as shells show it."""
 
-#: The command-group modules of maild.cli and the top-level subcommands each adds, in the order of
-#: ``maild --help``. Each module has ``add_parsers(subparsers)``, which adds these subcommands and sets
-#: ``handler`` (a function taking the parsed arguments and returning the exit code) with
-#: ``set_defaults``. A module is imported only when the parser needs its subcommands
-#: (:func:`_add_parsers`): `maild fetch` and `maild status` load none of them.
-COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
-    "archive": ("messages", "export"),
-    "backup": ("backup", "restore", "reindex", "compact"),
-    "accounts": ("accounts",),
-    "move": ("compare", "migrate", "unretire", "retire"),
-}
-
 
 def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]:
     """``add_parsers`` of the command-group module ``group`` (a key of :data:`COMMAND_GROUPS`),
@@ -79,12 +69,13 @@ def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.Ar
 
 
 FETCH_HELP = (
-    "fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched"
-    " (messages left on the server are counted in the account's line, named below it and warned"
-    " about on stderr; they are retried at the next fetch)"
+    "fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched (also"
+    " when some messages could not be retrieved this time: they are counted as not retrieved in the"
+    " account's line, named below it and warned about on stderr, and retried at the next fetch)"
 )
-"""``maild fetch``'s help, man page entry and ``--help`` description: the exit codes of
-docs/operations.md (a fetched account that left messages on the server is not a failed one)."""
+"""``maild fetch``'s line in ``maild --help``: the exit codes of :mod:`maild.cli.exit_codes` (a fetched
+account with messages that failed to arrive is not a failed one). "Not retrieved", not "left on the
+server": with ``retention = keep`` every message is left on the server by design."""
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -97,20 +88,22 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     completions and every usage error at the top level use the whole parser.
     """
     p = argparse.ArgumentParser(
-        prog="maild", description="Fetch an office's mail by POP3 and IMAP into a safe archive."
+        prog="maild",
+        description="Fetch an office's mail by POP3 and IMAP into a safe archive.",
+        epilog="Every command's exit codes are in its --help (maild COMMAND --help), in man maild"
+        " (EXIT STATUS) and in docs/operations.md (Exit codes).",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"maild {__version__}")
-    p.add_argument("-c", "--config", help="config file (default: $MAILD_CONFIG or /etc/maild/config.toml)")
-    p.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="override daemon.log_level"
-    )
+    p.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
+    p.add_argument("--log-level", choices=LOG_LEVELS, help=LOG_LEVEL_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if command is None or command in BUILT_IN_COMMANDS:
         _add_built_in_parsers(sub, command)
     for group, commands in COMMAND_GROUPS.items():
         if command is None or command in commands:
             _add_parsers(group)(sub)
-    _add_common_options(sub)
+    finish_subcommands(sub)  # descriptions, global options, exit codes
     return p
 
 
@@ -124,7 +117,7 @@ def _add_built_in_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
     if r := add("run", "run the daemon in the foreground (for systemd)"):
         r.set_defaults(handler=_run)
-    if f := add("fetch", FETCH_HELP, FETCH_HELP):
+    if f := add("fetch", FETCH_HELP):
         f.add_argument(
             "accounts", nargs="*", metavar="ACCOUNT", help="accounts to fetch (default: all enabled)"
         )
@@ -165,78 +158,17 @@ def _add_built_in_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
             sp.set_defaults(handler=handler)
 
 
-#: Options of the top-level parser that take a value as the next argument.
-_OPTIONS_WITH_VALUE = frozenset({"-c", "--config", "--log-level"})
-
-
-def _takes_value(arg: str) -> bool:
-    """True for a top-level option whose value is the next argument, also abbreviated as argparse
-    allows (``--conf FILE``)."""
-    return arg in _OPTIONS_WITH_VALUE or (
-        len(arg) > 2 and arg.startswith("--") and any(o.startswith(arg) for o in _OPTIONS_WITH_VALUE)
-    )
-
-
-def command_of(argv: Sequence[str]) -> str | None:
-    """The subcommand ``argv`` names (one of :data:`BUILT_IN_COMMANDS` or of a command group's), else
-    None (build them all).
-
-    None also when ``-h``, ``--help`` or ``--version`` comes before it, or when the first positional
-    argument is no subcommand (then argparse reports it against the whole parser, with every choice).
-    """
-    expect_value = False
-    for arg in argv:
-        if expect_value:
-            expect_value = False
-        elif arg in ("-h", "--help", "--version", "--"):
-            return None
-        elif _takes_value(arg):
-            expect_value = True
-        elif not arg.startswith("-"):
-            known = arg in BUILT_IN_COMMANDS or any(arg in commands for commands in COMMAND_GROUPS.values())
-            return arg if known else None
-    return None
-
-
-#: The subcommands this module defines itself (the command groups' are in :data:`COMMAND_GROUPS`).
-BUILT_IN_COMMANDS = frozenset(
-    {
-        "run",
-        "fetch",
-        "status",
-        "check",
-        "fetch-now",
-        "pause",
-        "resume",
-        "reload",
-        "metrics",
-        "alert-test",
-        "check-config",
-        "manpage",
-    }
-)
-
-
-def _add_common_options(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Let `maild run -c FILE` work as well as `maild -c FILE run`, also for nested subcommands."""
-    for command in sub.choices.values():
-        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
-        if nested:
-            for action in nested:
-                _add_common_options(action)
-            continue
-        command.add_argument("-c", "--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        command.add_argument(
-            "--log-level",
-            choices=["debug", "info", "warning", "error"],
-            default=argparse.SUPPRESS,
-            help=argparse.SUPPRESS,
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``maild`` console script; returns the process exit code."""
+    """Entry point of the ``maild`` console script; returns the process exit code.
+
+    ``maild --version`` is answered before any parser is built: building the whole parser (every
+    subcommand of every command group) cost some 50 ms of CPU for one line (docs/performance.md,
+    "Session 9: small start-up costs").
+    """
     words = sys.argv[1:] if argv is None else list(argv)
+    if asks_version(words):
+        print(f"maild {__version__}")
+        return 0
     args = _parser(command_of(words)).parse_args(words)
     handler: Handler = args.handler
     try:
@@ -371,14 +303,18 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
     """
     # Imported here, not at the top: the daemon's parts cost start-up time every other command saves.
     from maild.service.oneshot import fetch_once as fetch_accounts_once
+    from maild.service.oneshot import total_line
 
     # On a terminal (stdout and stderr both) a failed account's result line says it all: its
     # `fetch.failed` warning beside it would say it twice, so it goes to info there. Cron mail, a file
     # and the journal keep the warning (syslog priority 4), which monitoring greps for.
     on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    started = time.monotonic()
     results = await fetch_accounts_once(cfg, names, failure_level="info" if on_terminal else "warning")
     for res in results:
         print(res.line(human_size))
+    if (total := total_line(results, human_size, time.monotonic() - started)) is not None:
+        print(total)
     return 1 if any(res.failed for res in results) else 0
 
 
@@ -391,7 +327,7 @@ def _status(args: argparse.Namespace) -> int:
         STATUS_ATTENTION,
         STATUS_NOT_RUNNING,
         STATUS_OK,
-        problem_accounts,
+        needs_attention,
         render_status,
     )
 
@@ -408,8 +344,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": True, **reply.to_json()}, indent=2, ensure_ascii=False))
     else:
         print(render_status(reply, now=datetime.now(UTC), failed_only=args.failed))
-    # a replaced archive (deletions stopped everywhere) needs attention even before any cycle fails
-    return STATUS_ATTENTION if problem_accounts(reply.accounts) or reply.archive.replaced else STATUS_OK
+    return STATUS_ATTENTION if needs_attention(reply) else STATUS_OK
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -433,18 +368,21 @@ def _fetch_now(args: argparse.Namespace) -> int:
 
     client = daemon_client(args)
     if args.no_wait:
-        reply = client.queue_fetch(args.account, retry_failed=args.retry_failed)
-        print("queued: " + (", ".join(reply.queued) or "none"))
-        if reply.skipped:
-            print("skipped (paused, disabled or locked out; see `maild status`): " + ", ".join(reply.skipped))
+        queued = client.queue_fetch(args.account, retry_failed=args.retry_failed)
+        print("queued: " + (", ".join(queued.queued) or "none"))
+        if queued.skipped:
+            skipped = ", ".join(queued.skipped)
+            print(f"skipped (paused, disabled or locked out; see `maild status`): {skipped}")
         return 0
     failed = 0
     now = datetime.now(UTC)
-    for res in client.fetch_now(args.account, retry_failed=args.retry_failed).results:
+    started = time.monotonic()
+    reply = client.fetch_now(args.account, retry_failed=args.retry_failed)
+    for res in reply.results:
         if res.skipped is not None:
             print(f"{res.account}: skipped: {res.skipped}")
-        elif res.ok:
-            print(f"{res.account}: {res.counts()} ({human_size(res.octets)} retrieved, {res.seconds} s)")
+        elif (line := res.line(human_size)) is not None:
+            print(line)
         elif res.locked_out_since is not None:
             failed += 1
             since = f"{local_time(res.locked_out_since, now, None)} {zone_name(now, None)}"
@@ -452,6 +390,8 @@ def _fetch_now(args: argparse.Namespace) -> int:
         else:
             failed += 1
             print(f"{res.account}: FAILED: {res.error}")
+    if (total := reply.total_line(human_size, time.monotonic() - started)) is not None:
+        print(total)
     return 1 if failed else 0
 
 

@@ -1,8 +1,9 @@
 """The man page and the shell completions, generated from the argparse parser (at build time, see setup.py).
 
 Both walk the parser the command line really uses, so they cannot drift from it: every subcommand,
-its options with their metavars and help texts. Nothing here imports another CLI module; the caller
-passes the parser in.
+its description, its options with their metavars and help texts. The EXIT STATUS section is the one
+table of :mod:`maild.cli.exit_codes` (which ``--help`` and docs/operations.md show too). Nothing else
+here imports another CLI module; the caller passes the parser in.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Iterator
+
+from maild.cli.exit_codes import EXIT_TABLE, plain
 
 _SUPPRESS = argparse.SUPPRESS
 
@@ -95,10 +98,11 @@ def render_manpage(parser: argparse.ArgumentParser, version: str, date: str) -> 
         ".SH DESCRIPTION",
         "maild fetches an office's mail by POP3 and IMAP into one SQLite archive and deletes a message on a"
         " server only after it is durably archived. Errors are one line on standard error and exit status 1;"
-        " a wrong command line exits 2. \\fBmaild messages search\\fR exits as grep(1) does: 0 when a message"
-        " matches, 1 when none does, 2 on an error.",
+        " a wrong command line exits 2; each command's exit status is under EXIT STATUS. The global options"
+        " may also follow the command words (\\fBmaild status \\-c\\fR \\fIFILE\\fR).",
         ".SH COMMANDS",
     ]
+    global_options = {o for a in _options(parser) for o in a.option_strings} - {"-h", "--help"}
     for path, text, sub in command_tree(parser):
         if not path:
             continue
@@ -107,15 +111,20 @@ def render_manpage(parser: argparse.ArgumentParser, version: str, date: str) -> 
         usage = " ".join(
             [f"\\fB{_roff(' '.join(path))}\\fR"] + [_usage_word(a) for a in _positionals(sub)]
         )
-        out += [f".SS maild {usage}", _roff(text)]
+        out += [f".SS maild {usage}", _roff(sub.description or text)]
         for action in _positionals(sub):
             out += [".TP", f"\\fI{_roff(_metavar(action))}\\fR", _roff(action.help or "")]
         for action in _options(sub):
-            if "-h" not in action.option_strings:
+            if "-h" not in action.option_strings and not set(action.option_strings) & global_options:
                 out += _option_item(action)
     out.append(".SH GLOBAL OPTIONS")
     for action in _options(parser):
         out += _option_item(action)
+    out.append(".SH EXIT STATUS")
+    for row in EXIT_TABLE:
+        out += [".SS " + _roff(plain(row.shown).replace("`", ""))]
+        for code, meaning in row.codes:
+            out += [".TP", f"\\fB{code}\\fR", _roff(plain(meaning))]
     out += [
         ".SH FILES",
         ".TP",

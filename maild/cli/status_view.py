@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from maild.cli.units import count, human_size
 
 if TYPE_CHECKING:
-    from maild.service.status import AccountStatus, ProgressStatus, StatusReply
+    from maild.service.status import AccountStatus, ArchiveTotals, ProgressStatus, StatusReply
 
 #: Exit codes of ``maild status`` (systemctl's convention for "not running").
 STATUS_OK = 0
@@ -36,6 +36,35 @@ def local_advice(directory: str | None) -> str:
     """What to do when messages failed on this machine's side (``"local"`` failures): ``free space in
     /var/lib/maild`` (the archive's directory, where large messages are spooled)."""
     return f"free space in {directory}" if directory else "free space in the archive's directory (state_dir)"
+
+
+WAL_HELD_ADVICE = (
+    "a program keeps a read transaction open on the archive (a CRM's long query, a connection left"
+    " inside BEGIN, `maild backup`): end it, and the log is copied and starts again at the next commit;"
+    ' `fuser -v {directory}/*` lists the processes with the archive open (docs/archive.md, "Long reads'
+    ' and the write-ahead log")'
+)
+"""What ``maild status`` says to do about a held write-ahead log (``{directory}``: the archive's)."""
+
+
+def wal_attention(archive: ArchiveTotals, since: str) -> str | None:
+    """Why the archive needs the administrator although storing goes on, or None: a reader holds its
+    write-ahead log (``archive: write-ahead log held by a reader since 10:42, 173.0 MB; storing goes
+    on``). ``since`` is :attr:`~maild.service.status.ArchiveTotals.wal_held_since` as the caller shows
+    times. ``maild status`` exits 1 and ``maild check`` warns for it."""
+    if archive.wal_held_since is None:
+        return None
+    size = f", {human_size(archive.wal_octets)}" if archive.wal_octets is not None else ""
+    return f"archive: write-ahead log held by a reader since {since}{size}; storing goes on"
+
+
+def needs_attention(reply: StatusReply) -> bool:
+    """Whether ``maild status`` exits 1 (:data:`STATUS_ATTENTION`): an account needs attention, the
+    archive was replaced (deletions stopped everywhere, even before any cycle fails), or a reader
+    holds the archive's write-ahead log."""
+    return bool(
+        problem_accounts(reply.accounts) or reply.archive.replaced or reply.archive.wal_held_since is not None
+    )
 
 
 def attention(a: AccountStatus) -> str | None:
@@ -62,6 +91,13 @@ def local_failures(a: AccountStatus) -> int:
     from maild.service.status import local_failures as count_local
 
     return count_local(a)
+
+
+def archive_full(a: AccountStatus) -> bool:
+    """:func:`maild.service.status.archive_full`, imported on first use (as :func:`attention`)."""
+    from maild.service.status import archive_full as full
+
+    return full(a)
 
 
 def zone_name(now: datetime, tz: tzinfo | None) -> str:
@@ -148,7 +184,12 @@ def _details(
         since = a.history.failing_since if a.history is not None else None
         failing = f" since {local_time(since, now, tz)}" if since is not None else ""
         lines.append(f"! {a.name}: {reason}{failures}{failing}")
-        if local_failures(a):
+        if local_failures(a) and archive_full(a):
+            lines.append(
+                f"    {local_advice(directory)}: the archive is there, and its disk is full: what"
+                " arrived was not stored; the messages stay on the server and are retried at every cycle"
+            )
+        elif local_failures(a):
             lines.append(
                 f"    {local_advice(directory)}: large messages are spooled there before they are"
                 " archived; they stay on the server and are retried at every cycle"
@@ -222,12 +263,15 @@ def duration_text(seconds: float) -> str:
 
 
 def progress_text(p: ProgressStatus) -> str:
-    """``fetching 1,200/5,000 messages (240.0 MB/1.0 GB), 3.2 MB/s, about 4 min left``."""
+    """``fetching 1,200/5,000 messages (240.0 MB/1.0 GB), 3.2 MB/s, about 4 min left``; without the
+    octets' total (an IMAP inventory has no sizes) ``(240.0 MB so far)``."""
     if p.messages_total is None:
         return "fetching: taking the inventory"
     text = f"fetching {count(p.messages_done)}/{count(p.messages_total)} messages"
     if p.octets_total:
         text += f" ({human_size(p.octets_done)}/{human_size(p.octets_total)})"
+    elif p.octets_total is None and p.octets_done:
+        text += f" ({human_size(p.octets_done)} so far)"
     if p.rate_octets_per_s is not None:
         text += f", {human_size(p.rate_octets_per_s)}/s"
     if p.seconds_left is not None:
@@ -253,6 +297,11 @@ def render_status(
     lines = [summary_line(reply, now, tz)]
     if reply.archive.replaced:  # deletions stopped on every server: trouble first
         lines.append(f"ARCHIVE PROBLEM: {reply.archive.replaced}")
+    held = wal_attention(reply.archive, local_time(reply.archive.wal_held_since, now, tz))
+    if held is not None:
+        directory = reply.archive.directory or "STATE_DIR"
+        lines.append(f"! {held}")
+        lines.append(f"    {WAL_HELD_ADVICE.format(directory=directory)}")
     if shown:
         lines.append("")
         lines.extend(_table([_HEADER] + [_row(a, now, tz) for a in shown]))
@@ -274,8 +323,9 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
     CRITICAL: the archive replaced under the daemon (deletions stopped), an account locked out,
     failing permanently, or failing :data:`CRITICAL_FAILURES` cycles in a row. WARNING: any other
     account needing attention, including one paused after a failure and one whose messages failed
-    on this machine's side (``"local"``: large mail blocked by the disk; the line then ends with
-    ``free space in DIR``). An account paused by the admin
+    on this machine's side (``"local"``: mail blocked by the disk; the line then ends with
+    ``free space in DIR``); and a reader holding the archive's write-ahead log (:func:`wal_attention`,
+    time in UTC, with what to do). An account paused by the admin
     while healthy leaves the verdict alone but is named (``paused by the admin: anna-pop``). Perfdata
     (the plugin guidelines'
     ``'label'=value[UOM];warn;crit;min;max``): accounts, ok, problems, archived messages and bytes,
@@ -286,7 +336,11 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
         a for a in problems
         if a.state in ("auth_failed", "error") or a.consecutive_failures >= CRITICAL_FAILURES
     ]  # fmt: skip
-    code = CHECK_CRITICAL if critical or reply.archive.replaced else CHECK_WARNING if problems else CHECK_OK
+    since = reply.archive.wal_held_since
+    held = wal_attention(reply.archive, f"{since:%H:%M} UTC") if since is not None else None
+    code = CHECK_WARNING if problems or held else CHECK_OK
+    if critical or reply.archive.replaced:
+        code = CHECK_CRITICAL
     if reply.archive.replaced:  # deletions stopped on every server: first, whatever else is wrong
         text = f"archive problem: {reply.archive.replaced}"
     elif problems:
@@ -296,7 +350,10 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
         if any(local_failures(a) for a in problems):
             text += f"; {local_advice(reply.archive.directory)}"
     else:
-        text = f"{len(reply.accounts)} accounts ok"
+        text = "" if held else f"{len(reply.accounts)} accounts ok"
+    if held and not reply.archive.replaced:  # storing goes on, but the log's file grows until it ends
+        held += "; end the long read transaction on the archive (docs/archive.md)"
+        text = f"{text}; {held}" if text else held
     # Paused without a failure is the admin's decision (a holiday, a move): OK, but said, so that a
     # pause nobody remembers does not go unseen. Paused after a failure is a problem (above).
     paused = [a.name for a in reply.accounts if a.state == "paused" and attention(a) is None]
@@ -310,6 +367,8 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
         f"messages={reply.archive.messages};;;0",
         f"archive={reply.archive.octets}B;;;0",
     ]
+    if reply.archive.wal_octets is not None:
+        perf.append(f"wal={reply.archive.wal_octets}B;;;0")
     lags = [
         (now - (a.last_success or reply.started_at)).total_seconds()
         for a in reply.accounts

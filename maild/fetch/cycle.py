@@ -59,7 +59,7 @@ import structlog
 from maild import policy
 from maild.archive import failures as failures_store
 from maild.archive.move_guard import overlapping_moves
-from maild.archive.store import Store
+from maild.archive.store import ArchiveFull, Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import failed_headers
@@ -75,6 +75,7 @@ from maild.fetch.commits import CommitChain
 from maild.fetch.progress import CycleProgress
 from maild.fetch.result import CycleResult, end_failed, subjects
 from maild.model import (
+    ARCHIVE_FULL_PREFIX,
     FailureRecord,
     HeaderSummary,
     IMAPKey,
@@ -155,6 +156,39 @@ async def _keep_what_arrived(
     return [f.key for f in failed]
 
 
+async def _archive_full(
+    account: str,
+    store: Store,
+    result: CycleResult,
+    error: ArchiveFull,
+    unstored: list[MessageKey],
+    now: datetime,
+) -> CycleResult:
+    """After a batch's commit found the archive's disk full (its transaction rolled back): the
+    messages received and not stored fail on this machine's side (kind ``"local"``, reason
+    :data:`~maild.model.ARCHIVE_FULL_PREFIX` and the error), as a spool that has no room fails a
+    large message, and the cycle ends without deleting anything (the session was aborted: POP3 RSET
+    and QUIT, so no DELE takes effect). The rest of the plan was not asked for: it stays on the
+    server, as do these, and all are retried at every cycle until there is room. They get no failure
+    records (a full disk says nothing about a message, and hundreds of them would bury the status):
+    the cycle's result carries them to the status, the check and the ``local_failure`` alert, which
+    count them and name the directory to free space in; the server's refusals of this cycle, if
+    any, are recorded as after any cycle (if the disk still takes the few rows).
+
+    Returns:
+        ``result`` with the local failures added.
+    """
+    # info: the episode is fetch.local-failure's warning (the scheduler), not one warning per cycle
+    log.info("fetch.archive-full", messages=len(unstored), error=str(error))
+    try:  # the server's refusals of this cycle, as after any cycle
+        await failures_store.record_failures(store, account, result.failures, now)
+    except StoreError as exc:
+        log.info("fetch.failures.not-recorded", error=str(exc))
+    reason = f"{ARCHIVE_FULL_PREFIX}{error}"
+    result.failures.extend(RetrievalFailure(key, reason, kind="local") for key in unstored)
+    return result
+
+
 def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
     """Create the adapter for ``account``'s protocol (not yet connected).
 
@@ -222,7 +256,10 @@ async def fetch_cycle(
             everything committed before the error stays committed, every message received
             completely before it is committed, the message being received counts one failure
             (see the module docstring), nothing is deleted on the server.
-        StoreError: the archive failed; nothing is deleted on the server. ``ArchiveReplaced``
+        StoreError: the archive failed; nothing is deleted on the server. (The archive's disk full
+            while a batch commits, ``ArchiveFull``, is not raised: the messages received and not
+            stored become local failures of a cycle that deletes nothing, see :func:`_archive_full`.)
+            ``ArchiveReplaced``
             (a StoreError): the archive file was deleted or replaced under the running daemon
             (checked at the start and before deleting; see :meth:`Store.verify_identity`).
         DeliveryError: the account's Maildir could not be written; raised at the end of an otherwise
@@ -251,6 +288,8 @@ async def fetch_cycle(
     )  # its batch: received, not yet handed to a commit
     records: dict[MessageKey, FailureRecord] = {}
     on_server: set[MessageKey] = set()
+    planned: list[MessageKey] = []  # the keys to retrieve, in order
+    stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
         if delivery is not None:  # catch up after a crash between a commit and its delivery
@@ -287,17 +326,27 @@ async def fetch_cycle(
         records = await failures_store.failure_records(store, account.name)
         skip = policy.set_aside(records, clock())
         plan = policy.plan_retrieval(inventory, known, account.max_message_size, skip)
+        sizes = {e.key: e.size_octets for e in inventory if e.size_octets is not None}
         if account.max_message_size is not None and policy.needs_sizes(inventory, plan):
             # IMAP inventories carry no sizes: ask for RFC822.SIZE before fetching anything
-            plan = policy.apply_sizes(plan, await maildrop.sizes(plan.retrieve), account.max_message_size)
+            asked = await maildrop.sizes(plan.retrieve)
+            sizes.update(asked)
+            plan = policy.apply_sizes(plan, asked, account.max_message_size)
         result.too_large = plan.too_large
         result.set_aside = plan.set_aside
         if progress is not None:
-            sizes = {e.key: e.size_octets or 0 for e in inventory}
-            progress.planned(len(plan.retrieve), sum(sizes.get(k, 0) for k in plan.retrieve))
+            # the octets to fetch are known when every planned message has a size: POP3's LIST, IMAP's
+            # RFC822.SIZE where max_message_size asked for them; else None (an IMAP inventory is UIDs
+            # only, and a listing of sizes just for the status would cost round trips every cycle)
+            planned_sizes = [sizes.get(k) for k in plan.retrieve]
+            sized = [size for size in planned_sizes if size is not None]
+            progress.planned(len(plan.retrieve), sum(sized) if len(sized) == len(planned_sizes) else None)
+
+        planned = list(plan.retrieve)
 
         async def committed(batch: list[RetrievedMessage], outcome: StoreOutcome) -> None:
             result.add(outcome)
+            stored.update(m.key for m in batch)
             if progress is not None:
                 progress.committed(len(batch), sum(m.size_octets for m in batch), outcome)
             if delivery is not None:
@@ -367,6 +416,12 @@ async def fetch_cycle(
         await maildrop.abort()
         if commits is not None:
             await commits.finish()
+        unstored = [k for k in planned if k in retrieval.retrieved and k not in stored]
+        if isinstance(exc, ArchiveFull) and unstored:  # no room to commit what arrived: local
+            release(retrieval.batch)
+            result = await _archive_full(account.name, store, result, exc, unstored, clock())
+            result.seconds = time.monotonic() - started
+            return result
         if isinstance(exc, Exception) and not isinstance(exc, StoreError):
             failed = await _keep_what_arrived(account.name, store, retrieval, result, exc, clock())
             probe = failed_headers.keys_to_fetch(records, failed, on_server)
@@ -377,13 +432,20 @@ async def fetch_cycle(
                 await failed_headers.record(store, account.name, probe, found)
         release(retrieval.batch)  # cancelled: not committed, tried again next cycle
         raise
-    await failures_store.record_failures(store, account.name, result.failures, clock())
+    try:  # bookkeeping: a disk full now (a spool failure is often why) must not fail the cycle
+        await failures_store.record_failures(store, account.name, result.failures, clock())
+    except ArchiveFull as exc:
+        log.info("fetch.failures.not-recorded", error=str(exc))
+        probe = []  # their Subjects would not fit either
     if probe and account.protocol == "pop3":  # in a session of its own: QUIT has applied the deletions
         if reconnect is not None:
             found = await failed_headers.read_in_new_session(reconnect, account.protocol, probe)
         else:
             probe = []
-    await failed_headers.record(store, account.name, probe, found)
+    try:
+        await failed_headers.record(store, account.name, probe, found)
+    except ArchiveFull as exc:
+        log.info("fetch.failures.not-recorded", error=str(exc))
     result.subjects = subjects(records, found, [*(f.key for f in result.failures), *result.set_aside])
     if to_delete:
         await store.mark_deleted(account.name, to_delete, clock())

@@ -28,8 +28,9 @@ class CycleProgress:
 
     Attributes:
         messages_total: messages the inventory left to retrieve, None before the inventory.
-        octets_total: their size in octets as the server reported it (messages of unknown size count
-            0), None before the inventory.
+        octets_total: their size in octets as the server reported it; None before the inventory, and
+            when the server did not report every planned message's size (an IMAP inventory is UIDs
+            only: RFC822.SIZE is asked for only with ``max_message_size``).
         messages_done: messages committed to the archive in this cycle.
         octets_done: their size in octets.
         on_commit: called with each committed batch's outcome (the daemon's metrics count it at once).
@@ -46,8 +47,9 @@ class CycleProgress:
     started_s: float | None = None
     _logged_s: float = field(default=0.0, repr=False)
 
-    def planned(self, messages: int, octets: int) -> None:
-        """Record what the inventory left to fetch: ``messages`` of ``octets`` octets in total."""
+    def planned(self, messages: int, octets: int | None) -> None:
+        """Record what the inventory left to fetch: ``messages`` of ``octets`` octets in total (None:
+        not every size is known)."""
         self.messages_total = messages
         self.octets_total = octets
         self.started_s = self._logged_s = self.clock()

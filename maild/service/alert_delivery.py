@@ -26,6 +26,7 @@ from pathlib import Path
 import structlog
 
 from maild.archive.alert_memory import load_alerts, save_alerts
+from maild.archive.checkpointer import WalSnapshot
 from maild.archive.store import Store
 from maild.config.alerts import AlertsConfig
 from maild.errors import StoreError
@@ -210,6 +211,7 @@ class Alerter:
         state_dir: Path,
         daemon_problems: Mapping[str | None, str] | None = None,
         archive_replaced: str | None = None,
+        wal: WalSnapshot | None = None,
     ) -> list[AlertEvent]:
         """Evaluate now and queue the resulting events; return them (nothing is queued without a channel).
 
@@ -219,6 +221,7 @@ class Alerter:
             state_dir: a directory on the archive's file system (for ``disk_full``).
             daemon_problems: see :meth:`~maild.service.alerts.AlertMonitor.evaluate`.
             archive_replaced: why the archive guard stopped deletions, or None.
+            wal: the archive's write-ahead log (for ``wal_held``), or None.
         """
         disk = await asyncio.to_thread(disk_space, state_dir)
         events = self.monitor.evaluate(
@@ -228,6 +231,7 @@ class Alerter:
             daemon_problems=daemon_problems,
             archive_replaced=archive_replaced,
             directory=str(state_dir),
+            wal=wal,
         )
         if self.config.enabled:
             for event in events:

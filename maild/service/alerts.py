@@ -10,12 +10,16 @@ configured command and mail. Kinds:
 - ``set_aside``: messages too large for ``max_message_size`` were left on the server (at once).
 - ``disk_full``: the archive's file system has less free space than ``disk_free_percent``.
 - ``local_failure``: an account's messages fail on this machine's side (``"local"`` failures: the
-  spool's disk short of room, its directory not writable), so large mail is blocked until space is
-  freed; one event per episode (from the first cycle with such failures to the first without).
+  spool's disk short of room, its directory not writable, the archive's disk full), so mail is
+  blocked until space is freed; one event per episode (from the first cycle with such failures to
+  the first without).
 - ``token_expiry``: an OAuth2 account's refresh token (the person's consent) ends within
   ``token_expiry_ahead`` (default 7 days), or getting a token has started failing.
 - ``archive_replaced``: the archive file was deleted or replaced under the running daemon (the
   archive guard, :meth:`maild.archive.store.Store.verify_identity`): deletions stopped everywhere.
+- ``wal_held``: a program reading the archive (a long read transaction: a CRM's query, ``maild
+  backup``) keeps its write-ahead log from being copied and started again: storing goes on and the
+  log grows; one event per episode (``archive.wal.held`` to ``archive.wal.released``).
 - ``daemon``: the daemon itself is unwell, as the watchdog would see it: an account's loop ended
   (per account), the event loop was blocked longer than ``loop_lag``, or the account history cannot
   be written to the archive.
@@ -36,15 +40,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from maild.archive.alert_memory import AlertRecord
-from maild.auth.tokens import TokenHealth, peek_source
 from maild.config.alerts import AlertsConfig
 from maild.fetch.cycle import CycleResult
-from maild.model import redact_known
 from maild.service.account_runtime import AUTH_LOCKOUT_FAILURES, AccountRuntime, describe
+from maild.service.alert_conditions import Condition, token_condition, token_health, wal_condition
 from maild.service.labels import outcome_label
+
+if TYPE_CHECKING:
+    from maild.archive.checkpointer import WalSnapshot
 
 AlertKind = Literal[
     "locked_out",
@@ -54,6 +60,7 @@ AlertKind = Literal[
     "local_failure",
     "token_expiry",
     "archive_replaced",
+    "wal_held",
     "daemon",
     "test",
 ]
@@ -118,6 +125,7 @@ _TITLES: dict[AlertKind, str] = {
     "local_failure": "messages blocked: no room on this machine",
     "token_expiry": "sign-in token ends soon",
     "archive_replaced": "archive replaced, deletions stopped",
+    "wal_held": "archive's write-ahead log held by a reader",
     "daemon": "maild is unwell",
     "test": "alert test",
 }
@@ -136,14 +144,6 @@ class DiskSpace:
         return 100.0 * self.free_octets / self.total_octets if self.total_octets else 100.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Condition:
-    account: AccountRuntime | None
-    since: datetime
-    message: str
-    next_step: str
-
-
 @dataclass(slots=True)
 class _Fired:
     event: AlertEvent
@@ -154,42 +154,6 @@ class _Fired:
 
 
 _Key = tuple[str | None, AlertKind]
-
-
-def token_health(rt: AccountRuntime) -> TokenHealth | None:
-    """The OAuth2 token health of ``rt`` from memory, or None (not OAuth2, or no token asked for yet)."""
-    oauth = rt.config.sign_in.oauth2
-    source = peek_source(oauth) if oauth is not None else None
-    return source.health() if source is not None else None
-
-
-def _token_condition(
-    rt: AccountRuntime, health: TokenHealth, ahead_s: float, now: datetime
-) -> _Condition | None:
-    """``token_expiry`` of one OAuth2 account: its refresh token ends within ``ahead_s`` seconds, or
-    getting a token fails (a refused refresh token is ``locked_out`` instead)."""
-    name = rt.config.name
-    authorize = f"run `maild accounts authorize {name}` with the mailbox's owner"
-    if health.refresh_failing_since is not None:
-        return _Condition(
-            rt,
-            health.refresh_failing_since,
-            "getting a sign-in token fails: " + redact_known(health.refresh_error or "unknown error"),
-            "check the provider's token endpoint and this server's network; if the provider refuses the"
-            f" grant, {authorize}",
-        )
-    ends = health.refresh_token_expires_at
-    if ends is None or ends - now > timedelta(seconds=ahead_s):
-        return None
-    # The text names the end, not the time left: it stays the same while the condition holds, so
-    # it is not sent again before `repeat` (as "ends in 2.0 days", "1.9 days" ... would be).
-    when = "ended" if ends <= now else "ends"
-    return _Condition(
-        rt,
-        health.refresh_token_obtained_at or now,
-        f"the refresh token (the consent given at authorization) {when} at {ends:%Y-%m-%d %H:%M} UTC",
-        f"{authorize} before then; fetching stops when it ends",
-    )
 
 
 def _subjects(res: CycleResult | None) -> str:
@@ -283,9 +247,10 @@ class AlertMonitor:
         archive_replaced: str | None,
         now: datetime,
         directory: str,
-    ) -> tuple[dict[_Key, _Condition], set[_Key]]:
+        wal: WalSnapshot | None,
+    ) -> tuple[dict[_Key, Condition], set[_Key]]:
         """The conditions that hold now, and the keys that cannot be judged now (kept as they are)."""
-        found: dict[_Key, _Condition] = {}
+        found: dict[_Key, Condition] = {}
         unknown: set[_Key] = set()
         after = timedelta(seconds=self.config.after_s)
         for rt in accounts:
@@ -293,7 +258,7 @@ class AlertMonitor:
             if rt.config.sign_in.oauth2 is not None:
                 health = token_health(rt)
                 token = (
-                    _token_condition(rt, health, self.config.token_expiry_ahead_s, now)
+                    token_condition(rt, health, self.config.token_expiry_ahead_s, now)
                     if health is not None
                     else None
                 )
@@ -307,17 +272,17 @@ class AlertMonitor:
             elif rt.local_failing_since is not None:
                 # The text stays the same through the episode (no counts, no free octets): one event
                 # per episode, not one per cycle; the recovery notice follows the first clean cycle.
-                found[(name, "local_failure")] = _Condition(
+                found[(name, "local_failure")] = Condition(
                     rt,
                     rt.local_failing_since,
-                    f"messages are not retrieved: this machine has no room to spool them in {directory}"
-                    " (the disk short of the spool's reserve, or the directory not writable)",
+                    f"messages are not retrieved: this machine has no room for them in {directory}"
+                    " (the disk full or short of the spool's reserve, or the directory not writable)",
                     f"free space in {directory} (or make it writable for maild); the messages stay on"
-                    f" the server and are retried at every cycle: `maild status {name}` lists them",
+                    f" the server and are retried at every cycle: `maild status {name}` says how many",
                 )
             problem = daemon_problems.get(name)
             if problem is not None:
-                found[(name, "daemon")] = _Condition(
+                found[(name, "daemon")] = Condition(
                     rt,
                     self._since((name, "daemon"), now),
                     problem,
@@ -326,7 +291,7 @@ class AlertMonitor:
                 )
             since = rt.failing_since or now
             if rt.auth_failures >= AUTH_LOCKOUT_FAILURES:  # also while paused: still locked out
-                found[(name, "locked_out")] = _Condition(
+                found[(name, "locked_out")] = Condition(
                     rt,
                     since,
                     rt.last_error or "the server refused the login",
@@ -337,7 +302,7 @@ class AlertMonitor:
             # reload, a restart or a pause does not fake a recovery.
             if rt.failing_since is not None and now - since >= after:
                 error = rt.last_exception
-                found[(name, "failing")] = _Condition(
+                found[(name, "failing")] = Condition(
                     rt,
                     since,
                     describe(error) if error is not None else rt.last_error or "the last cycles failed",
@@ -349,7 +314,7 @@ class AlertMonitor:
             if too_large or failed:
                 parts = [f"{too_large} larger than max_message_size"] if too_large else []
                 parts += [f"{failed} set aside after repeated failures{_subjects(res)}"] if failed else []
-                found[(name, "set_aside")] = _Condition(
+                found[(name, "set_aside")] = Condition(
                     rt,
                     rt.last_success or now,
                     f"messages left on the server: {', '.join(parts)}",
@@ -359,7 +324,7 @@ class AlertMonitor:
         limit = self.config.disk_free_percent
         if disk is not None and limit > 0 and disk.free_percent < limit:
             fired = self._fired.get((None, "disk_full"))
-            found[(None, "disk_full")] = _Condition(
+            found[(None, "disk_full")] = Condition(
                 None,
                 fired.event.since if fired is not None else now,
                 # whole percent, no free octets: a disk filling by a few octets is no new alert
@@ -370,20 +335,23 @@ class AlertMonitor:
             )
         problem = daemon_problems.get(None)
         if problem is not None:
-            found[(None, "daemon")] = _Condition(
+            found[(None, "daemon")] = Condition(
                 None,
                 self._since((None, "daemon"), now),
                 problem,
                 "`systemctl restart maild`, and keep `journalctl -u maild -p err` for a bug report",
             )
         if archive_replaced is not None:
-            found[(None, "archive_replaced")] = _Condition(
+            found[(None, "archive_replaced")] = Condition(
                 None,
                 self._since((None, "archive_replaced"), now),
                 archive_replaced,
                 "nothing is deleted on any server now; put the right archive file back at its path"
                 " (see docs/backup.md for a restore), then `systemctl restart maild`",
             )
+        held = wal_condition(wal, directory)
+        if held is not None:
+            found[(None, "wal_held")] = held
         return found, unknown
 
     def evaluate(
@@ -395,6 +363,7 @@ class AlertMonitor:
         daemon_problems: Mapping[str | None, str] | None = None,
         archive_replaced: str | None = None,
         directory: str = "the archive's directory",
+        wal: WalSnapshot | None = None,
     ) -> list[AlertEvent]:
         """The events to send now, and remember them for rate limiting and recovery.
 
@@ -406,12 +375,13 @@ class AlertMonitor:
                 ended), and under None the daemon as a whole (one text).
             archive_replaced: why the archive guard stopped deletions, or None.
             directory: the archive's directory (where large messages are spooled), named by the
-                ``local_failure`` alert.
+                ``local_failure`` and ``wal_held`` alerts.
+            wal: the archive's write-ahead log (``wal_held``), or None when unknown.
         """
         accounts = list(accounts)
         people = {rt.config.name: rt.config for rt in accounts}
         conditions, unknown = self._conditions(
-            accounts, disk, daemon_problems or {}, archive_replaced, now, directory
+            accounts, disk, daemon_problems or {}, archive_replaced, now, directory, wal
         )
         events: list[AlertEvent] = []
         repeat = timedelta(seconds=self.config.repeat_s)

@@ -88,6 +88,7 @@ class Daemon:
             messages,
             now=utc_now(),
             started_at=self.started_at,
+            wal=self.store.wal_snapshot(),
         )
 
     async def alert_test(self) -> AlertTestReply:
@@ -114,6 +115,7 @@ class Daemon:
                 self.config.daemon.state_dir,
                 daemon_problems(self.scheduler, self.lag_probe, now),
                 self.store.replaced,
+                self.store.wal_snapshot(),
             )
         except Exception:  # a bug in alerting must not stop the watchdog
             log.exception("alert.check-failed")

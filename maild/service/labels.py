@@ -35,16 +35,56 @@ def outcome_label(error: BaseException) -> str:
     return "internal"
 
 
+def messages_text(n: int, adjective: str = "") -> str:
+    """``"1 new message"``, ``"0 new messages"``, ``"2 messages"``: ``n`` with the noun in the right number.
+
+    Since session 9 (``1 new message``; before: ``1 new messages``): a script parsing the lines accepts
+    both, ``r"(\\d+) new messages?"`` (docs/operations.md, "Output of maild fetch and fetch-now").
+    """
+    noun = "message" if n == 1 else "messages"
+    return f"{n} {adjective} {noun}" if adjective else f"{n} {noun}"
+
+
 def new_and_known(new_messages: int, new_links: int) -> str:
-    """``"N new messages"`` (new to the archive), with ``", M already archived"`` when some of what an
-    account fetched was in the archive already (through another account: a mailbox being moved, a copy).
+    """``"N new messages"`` (new to the archive; ``"1 new message"``), with ``", M already archived"``
+    when some of what an account fetched was in the archive already (through another account: a mailbox
+    being moved, a copy).
 
     Args:
         new_messages: messages whose content the archive did not hold before.
         new_links: messages newly linked to the account (includes ``new_messages``).
     """
     known = new_links - new_messages
-    return f"{new_messages} new messages" + (f", {known} already archived" if known > 0 else "")
+    return messages_text(new_messages, "new") + (f", {known} already archived" if known > 0 else "")
+
+
+def transfer_text(size: str, seconds: float) -> str:
+    """``"148.0 MB retrieved, 3.021 s"``: what a cycle received (``size``, already in words) and how long
+    it took (wall-clock seconds, shown to the millisecond); the bracket of ``maild fetch``'s and ``maild
+    fetch-now``'s line per account, so the two say it the same way."""
+    return f"{size} retrieved, {seconds:.3f} s"
+
+
+def total_text(
+    accounts: int, new_messages: int, new_links: int, size: str, seconds: float, failed: int = 0
+) -> str:
+    """``"all 3 accounts: 12 new messages (48.0 MB retrieved, 4.102 s)"`` (``", 1 failed"`` after the
+    bracket when accounts failed): the closing line of ``maild fetch`` and ``maild fetch-now`` for more
+    than one account. ``seconds`` is the wall-clock time of the whole command (the accounts run at
+    once, so it is not the sum of theirs). The line cannot be read as an account's: account names have
+    no spaces.
+
+    Args:
+        accounts: accounts the command fetched (failed ones included, skipped ones not).
+        new_messages: of ``new_links``, messages new to the archive.
+        new_links: messages newly linked to an account, all accounts together.
+        size: the octets retrieved, all accounts together, in words.
+        seconds: the command's wall-clock duration in seconds.
+        failed: accounts whose cycle failed.
+    """
+    failures = f", {failed} failed" if failed else ""
+    counts = new_and_known(new_messages, new_links)
+    return f"all {accounts} accounts: {counts} ({transfer_text(size, seconds)}){failures}"
 
 
 def key_label(key: MessageKey) -> str:

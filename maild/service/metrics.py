@@ -9,12 +9,15 @@ import contextlib
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from maild.fsutil import write_atomic
 from maild.service.account_runtime import AccountRuntime
 from maild.service.snapshot import reported_state
 from maild.service.status import AccountState, FetchMode
+
+if TYPE_CHECKING:
+    from maild.archive.checkpointer import WalSnapshot
 
 
 def _number(value: float) -> str:
@@ -52,6 +55,7 @@ def render(
     *,
     now: datetime | None = None,
     started_at: datetime | None = None,
+    wal: WalSnapshot | None = None,
 ) -> str:
     """Render the metrics of ``accounts`` and the archive as Prometheus text.
 
@@ -62,6 +66,8 @@ def render(
         now: the current time (aware); None leaves out ``maild_fetch_lag_seconds``.
         started_at: when the daemon started (aware): the lag of an account that never succeeded
             counts from then; None: such an account has no lag sample.
+        wal: the archive's write-ahead log (:meth:`maild.archive.store.Store.wal_snapshot`): its
+            size, and whether and since when a reader holds it; None leaves those out.
 
     Returns:
         The exposition text, ending with a newline.
@@ -162,6 +168,27 @@ def render(
         "Size of the archive database and its WAL in octets.",
         [({}, store_octets)],
     )
+    if wal is not None:
+        if wal.octets is not None:
+            family(
+                "maild_archive_wal_bytes",
+                "gauge",
+                "Octets of pages in the archive's write-ahead log (not yet restarted from its beginning).",
+                [({}, wal.octets)],
+            )
+        family(
+            "maild_archive_wal_held",
+            "gauge",
+            "1 while a reader's long read transaction keeps the archive's write-ahead log from being"
+            " copied and started again (storing goes on; the log grows), else 0.",
+            [({}, int(wal.held_since is not None))],
+        )
+        family(
+            "maild_archive_wal_held_since_timestamp_seconds",
+            "gauge",
+            "Since when a reader holds the archive's write-ahead log (Unix time); no sample when none does.",
+            [({}, wal.held_since.timestamp())] if wal.held_since is not None else [],
+        )
     return "\n".join(out) + "\n"
 
 

@@ -6,12 +6,12 @@ Each is a frozen dataclass with one ``to_json()`` (the JSON object the daemon se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from maild.service.labels import new_and_known
+from maild.service.labels import messages_text, new_and_known, total_text, transfer_text
 from maild.service.reply_fields import (
     read_bool,
     read_choice,
@@ -73,8 +73,16 @@ class FetchOutcome:
     def counts(self) -> str:
         """The counts in words, as :func:`new_and_known` says them."""
         if self.new_messages is None:
-            return f"{self.new_links} new messages"
+            return messages_text(self.new_links, "new")
         return new_and_known(self.new_messages, self.new_links)
+
+    def line(self, size_text: Callable[[int], str]) -> str | None:
+        """``anna: 3 new messages (1.2 MB retrieved, 0.412 s)``: what ``maild fetch-now`` prints for a
+        cycle that succeeded, in the words and form of ``maild fetch``'s line (``size_text``: the CLI's
+        ``human_size``); None for a skipped or failed one (the CLI words those)."""
+        if not self.ok or self.skipped is not None:
+            return None
+        return f"{self.account}: {self.counts()} ({transfer_text(size_text(self.octets), self.seconds)})"
 
     @property
     def ok(self) -> bool:
@@ -128,6 +136,18 @@ class FetchResults:
     def to_json(self) -> JSONObject:
         """``{"results": {account: outcome}}``."""
         return {"results": {r.account: r.to_json() for r in self.results}}
+
+    def total_line(self, size_text: Callable[[int], str], seconds: float) -> str | None:
+        """The closing line of :func:`~maild.service.labels.total_text` for more than one account tried
+        (None otherwise): ``seconds`` is the wall-clock time the client waited for the reply."""
+        tried = [r for r in self.results if r.skipped is None and r.locked_out_since is None]
+        if len(tried) < 2:
+            return None
+        done = [r for r in tried if r.ok]
+        links = sum(r.new_links for r in done)
+        new = sum(r.new_links if r.new_messages is None else r.new_messages for r in done)
+        size = size_text(sum(r.octets for r in done))
+        return total_text(len(tried), new, links, size, seconds, failed=len(tried) - len(done))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FetchResults:

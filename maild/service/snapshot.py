@@ -337,6 +337,7 @@ async def status_reply(
     records = figures.failures if figures is not None else {}
     now = datetime.now(UTC)
     failing = {name: failing_messages(records.get(name, {}), now) for name in names}
+    wal = store.wal_snapshot()
     return StatusReply(
         version=__version__,
         started_at=started_at.replace(microsecond=0),
@@ -345,7 +346,15 @@ async def status_reply(
             for name, rt in accounts.items()
             if only is None or name == only
         ),
-        archive=ArchiveTotals(messages, octets, read_at, store.replaced, str(store.spool.directory)),
+        archive=ArchiveTotals(
+            messages,
+            octets,
+            read_at,
+            store.replaced,
+            str(store.spool.directory),
+            wal.octets,
+            _whole_seconds(wal.held_since),
+        ),
     )
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "SignInStatus",
     "StatusReply",
     "UIDValidityChangeStatus",
+    "archive_full",
     "attention",
     "time_text",
 ]
@@ -252,6 +253,12 @@ class ArchiveTotals:
         directory: the archive's directory (``state_dir``), where large messages are spooled: the
             place to free space in when messages fail on this machine's side (``"local"``
             failures); None from older daemons.
+        wal_octets: octets of pages in the archive's write-ahead log now, or None when unknown
+            (older daemons, no ``-shm`` file yet).
+        wal_held_since: since when a reader (a long read transaction: a CRM's query, ``maild
+            backup``) keeps the write-ahead log from being copied into the archive and started
+            again (UTC, whole seconds; :class:`maild.archive.checkpointer.WalSnapshot`), or None.
+            Storing goes on meanwhile; the log's file grows until the reader ends.
     """
 
     messages: int
@@ -259,6 +266,8 @@ class ArchiveTotals:
     read_at: datetime | None = None
     replaced: str | None = None
     directory: str | None = None
+    wal_octets: int | None = None
+    wal_held_since: datetime | None = None
 
     def to_json(self) -> JSONObject:
         """The JSON object of ``archive``."""
@@ -268,15 +277,26 @@ class ArchiveTotals:
             "read_at": time_text(self.read_at) if self.read_at is not None else None,
             "replaced": self.replaced,
             "directory": self.directory,
+            "wal_octets": self.wal_octets,
+            "wal_held_since": time_text(self.wal_held_since),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ArchiveTotals:
-        """Read :meth:`to_json`'s form. Raises ControlError ``bad-reply`` when it does not fit."""
+        """Read :meth:`to_json`'s form (the ``wal_*`` fields may be missing: older daemons). Raises
+        ControlError ``bad-reply`` when it does not fit."""
         read_at = read_time(data, "read_at")
         replaced = read_opt_str(data, "replaced")
         directory = read_opt_str(data, "directory")
-        return cls(read_int(data, "messages"), read_int(data, "octets"), read_at, replaced, directory)
+        return cls(
+            read_int(data, "messages"),
+            read_int(data, "octets"),
+            read_at,
+            replaced,
+            directory,
+            read_opt_int(data, "wal_octets"),
+            read_time(data, "wal_held_since"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +353,17 @@ def local_failures(account: AccountStatus) -> int:
     return sum(1 for f in cycle.failures if f.kind == "local") if cycle is not None else 0
 
 
+def archive_full(account: AccountStatus) -> bool:
+    """Whether ``account``'s last cycle had messages arrive that the archive could not store, its
+    disk full (local failures whose reason begins :data:`maild.model.ARCHIVE_FULL_PREFIX`), rather
+    than messages the spool had no room for."""
+    from maild.model import ARCHIVE_FULL_PREFIX
+
+    cycle = account.last_cycle
+    failures = cycle.failures if cycle is not None else ()
+    return any(f.kind == "local" and f.reason.startswith(ARCHIVE_FULL_PREFIX) for f in failures)
+
+
 def attention(account: AccountStatus) -> str | None:
     """Why ``account`` needs the administrator, in a few words, or None when it is healthy.
 
@@ -340,8 +371,8 @@ def attention(account: AccountStatus) -> str | None:
     after refused logins (``auth_failed``), it is paused while its last cycle had failed (paused for
     a problem, not a holiday), its last cycle could not retrieve messages on this machine's side
     (``"local"``, :func:`local_failures`: the spool's disk short of room, its directory not
-    writable; they stay on the server and are retried at every cycle, but large mail is blocked
-    until the admin frees space), or its last cycle set
+    writable, the archive's disk full; they stay on the server and are retried at every cycle, but
+    mail is blocked until the admin frees space), or its last cycle set
     messages aside (too large to fetch, left on the server, or failed to arrive too often in a
     row). ``maild status`` exits 1 and ``maild check`` warns for such an account.
     """

@@ -363,7 +363,8 @@ class ProgressStatus:
     Attributes:
         messages_done, octets_done: committed to the archive in this cycle (octets as received).
         messages_total, octets_total: what the inventory left to fetch (octets as the server
-            reported them); None before the inventory is complete.
+            reported them); None before the inventory is complete; ``octets_total`` also None when
+            the server did not report every size (IMAP without ``max_message_size``).
         rate_octets_per_s: committed octets per second since retrieval started, or None.
         seconds_left: estimated seconds until every planned message is committed, or None.
     """

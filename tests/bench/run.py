@@ -684,7 +684,10 @@ def table(rows: list[Row], machine: dict[str, Any]) -> str:
         tool = f"**{row.tool}**" if best else row.tool
         note = row.note
         if row.error:
-            note = (note + "; " if note else "") + "FAILED: " + row.error.strip().splitlines()[-1][:80]
+            # the failing account's line, not the closing `all N accounts:` total of `maild fetch`
+            lines = row.error.strip().splitlines()
+            shown = next((line for line in reversed(lines) if ": FAILED: " in line), lines[-1] if lines else "")
+            note = (note + "; " if note else "") + "FAILED: " + shown[:80]
         if row.phase == "initial" and row.messages != row.expected and not row.error:
             note = (note + "; " if note else "") + f"fetched {row.messages} of {row.expected}"
         trips = row.extra.get("round_trips")

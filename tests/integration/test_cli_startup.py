@@ -142,6 +142,19 @@ def test_help_imports_no_implementation(tmp_path: Path) -> None:
     assert heavy(modules) == set()
 
 
+def test_version_is_answered_without_building_the_parser(tmp_path: Path) -> None:
+    """`maild --version` prints the version without building any subcommand's parser: no command-group
+    module is loaded (the whole parser loads all four)."""
+    from maild import __version__
+
+    code, modules, output = loaded_after(tmp_path, "--version")
+
+    assert (code, output) == (0, f"maild {__version__}\n")
+    assert "maild.cli.main" in modules, "the runner did not run the CLI"
+    assert not modules & GROUP_MODULES
+    assert heavy(modules) == set()
+
+
 def test_manpage_is_built_from_the_parser_without_the_implementations(tmp_path: Path) -> None:
     """`maild manpage` (generated from the parser) still lists every subcommand, without heavy modules."""
     code, modules, output = loaded_after(tmp_path, "manpage")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.dovecot
 
 def fetched_counts(out: str) -> dict[str, tuple[int, int]]:
     """Account -> (new messages, already archived) from ``maild fetch`` output."""
-    found = re.findall(r"^(\S+): (\d+) new messages(?:, (\d+) already archived)?", out, re.M)
+    found = re.findall(r"^(\S+): (\d+) new messages?(?:, (\d+) already archived)?", out, re.M)
     return {name: (int(new), int(known or 0)) for name, new, known in found}
 
 
@@ -85,6 +85,11 @@ def test_fetch_stores_each_message_once_for_both_protocols(
     assert "anna-pop: 0 new messages" in out
     assert "anna-imap: 0 new messages" in out
     assert len(archive_rows(directory / "state")) == 50
+    # each account's cycle time as fetch-now says it, then the total line of the whole command
+    pop, imap, total = out.splitlines()
+    assert all(re.search(r" retrieved, \d+\.\d{3} s\)$", line) for line in (pop, imap, total)), out
+    assert total.startswith("all 2 accounts: 0 new messages (")
+    assert fetched_counts(out).keys() == {"anna-pop", "anna-imap"}  # the total is no account's line
 
 
 def test_wrong_password_fails_only_that_account(
@@ -101,7 +106,7 @@ def test_wrong_password_fails_only_that_account(
     cfg = write_config(short_dir(), dovecot, specs)
     assert main(["-c", str(cfg), "fetch"]) == 1
     captured = capsys.readouterr()
-    assert "good: 1 new messages" in captured.out
+    assert "good: 1 new message (" in captured.out
     assert "bad-pop: FAILED" in captured.out
     assert "bad-imap: FAILED" in captured.out
     assert bad_password not in captured.out + captured.err

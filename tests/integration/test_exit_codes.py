@@ -82,7 +82,7 @@ def test_exit_codes_follow_the_accounts_health(dovecot: Dovecot, mail_user: Mail
         fetched = maild_cli(cfg, "fetch-now")
         assert fetched.returncode == 0, fetched.stdout
         assert "down: skipped: paused" in fetched.stdout.splitlines()
-        assert any(line.startswith("p: ") and "new messages" in line for line in fetched.stdout.splitlines())
+        assert any(line.startswith("p: ") and "new message" in line for line in fetched.stdout.splitlines())
         queued = maild_cli(cfg, "fetch-now", "--no-wait")
         assert queued.stdout.splitlines() == [
             "queued: p",

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from maild.archive import checkpointer, connection
@@ -326,3 +327,46 @@ async def test_closing_ends_the_checkpointer_thread_and_empties_the_wal(tmp_path
     await store.close()
     assert not thread.is_alive()
     assert os.path.getsize(f"{db}-wal") == 0
+
+
+async def test_a_held_wal_is_in_the_snapshot_and_logged_without_the_account(
+    tmp_path: Path, small_bounds: None, short_busy_timeout: None
+) -> None:
+    """A reader holds the WAL while an account's batches are stored (that account's context variables
+    bound, as the scheduler binds them): ``snapshot()`` says since when and how large; the warning
+    ``archive.wal.held`` and ``archive.wal.released`` carry the archive's path and not the account
+    (the log is the archive's: QA finding F3); after the release the snapshot is clear."""
+    db = tmp_path / "a.sqlite3"
+    store = await opened(db)
+    reader = sqlite3.connect(db, isolation_level=None)
+    merge = [structlog.contextvars.merge_contextvars]
+    structlog.contextvars.bind_contextvars(account="anna-pop", organisation="Kanzlei Berger")
+    try:
+        await store.store_batch("anna-pop", batch(), NOW)
+        assert store.db.checkpointer.snapshot().held_since is None
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()
+        before = datetime.now(UTC)
+        with capture_logs(processors=merge) as logs:
+            for _ in range(8):  # about 7 MiB of pages: past the 4 MiB bound
+                await store.store_batch("anna-pop", batch(), NOW)
+        held = store.db.checkpointer.snapshot()
+        (warned,) = [e for e in logs if e["event"] == "archive.wal.held"]
+        assert warned["path"] == str(db)
+        assert "account" not in warned and "organisation" not in warned
+        assert held.held_since is not None and before <= held.held_since <= datetime.now(UTC)
+        assert held.octets is not None and held.octets > 4 * MIB
+        assert held.problem is not None and "read transaction open" in held.problem
+        reader.execute("COMMIT")
+        with capture_logs(processors=merge) as logs:
+            for _ in range(6):
+                await store.store_batch("anna-pop", batch(), NOW)
+        (released,) = [e for e in logs if e["event"] == "archive.wal.released"]
+        assert released["path"] == str(db) and "account" not in released
+        clear = store.db.checkpointer.snapshot()
+        assert (clear.held_since, clear.problem) == (None, None)
+        assert clear.octets is not None and clear.octets < held.octets
+    finally:
+        structlog.contextvars.clear_contextvars()
+        reader.close()
+        await store.close()

@@ -89,3 +89,33 @@ def test_an_unknown_command_is_reported_with_every_choice(capsys: pytest.Capture
     err = capsys.readouterr().err
     assert "invalid choice: 'mesages'" in err
     assert "'messages'" in err and "'migrate'" in err and "'fetch'" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--version"],
+        ["-c", "/x.toml", "--version"],
+        ["--log-level", "debug", "--version", "fetch"],
+        ["--version", "--bogus"],
+        ["--log-level", "loud", "--version"],  # argparse rejects the bad value first
+        ["--help", "--version"],  # help comes first
+        ["--vers"],  # an abbreviation: the parser answers it
+        ["status", "--version"],  # not a subcommand's option
+    ],
+)
+def test_version_answers_as_the_whole_parser_would(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`maild --version` without a parser prints and exits exactly as argparse does for the same words."""
+    from maild.cli.main import asks_version, main
+
+    with pytest.raises(SystemExit) as parsed:
+        _parser().parse_args(argv)
+    expected = capsys.readouterr()
+    try:
+        code: object = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    got = capsys.readouterr()
+
+    assert (code, got.out) == (parsed.value.code, expected.out)
+    assert asks_version(argv) == (argv[0] in ("--version", "-c", "--log-level") and "loud" not in argv)

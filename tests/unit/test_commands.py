@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 
+from maild.archive.checkpointer import WalSnapshot
 from maild.archive.store import Store
 from maild.errors import AuthError, ControlError
 from maild.fetch.cycle import CycleResult
@@ -88,6 +89,9 @@ class FakeStore:
 
     async def totals(self) -> tuple[int, int]:
         return 5, 1000
+
+    def wal_snapshot(self) -> WalSnapshot:
+        return WalSnapshot(4096)  # a small write-ahead log, not held
 
 
 class Daemon:

@@ -32,7 +32,9 @@ async def test_one_cycle_per_enabled_account_with_its_line(tmp_path: Path) -> No
     results = await fetch_once(config_of(tmp_path, accounts), [], maildrop_factory=maildrops_of(servers))
 
     assert [r.account for r in results] == ["a", "b"]
-    assert results[0].line() == f"a: 2 new messages ({results[0].result.octets} octets retrieved)"  # type: ignore[union-attr]
+    first = results[0].result
+    assert first is not None
+    assert results[0].line() == f"a: 2 new messages ({first.octets} octets retrieved, {first.seconds:.3f} s)"
     assert results[1].failed
     assert results[1].line().startswith("b: FAILED: ")
     assert servers["off"].sessions == []
@@ -88,7 +90,7 @@ async def test_the_line_names_each_failed_message_and_a_failed_quit_is_not_faile
     assert not result.failed
     first, failed, warning = result.line().splitlines()
     assert first.startswith("a: 2 new messages (")
-    assert first.endswith("octets retrieved), 1 message not retrieved (retried at the next fetch; listed below)")
+    assert first.endswith(" s), 1 message not retrieved (retried at the next fetch; listed below)")
     assert failed == "  not retrieved: UIDL uidl-2: -ERR [SYS/TEMP] message locked"
     assert warning.startswith("  warning: everything was stored, but the session did not end cleanly")
 
@@ -100,8 +102,60 @@ def test_the_size_after_already_archived_messages_reads_as_retrieved_not_new() -
     from maild.fetch.cycle import CycleResult
     from maild.service.oneshot import OneShotResult
 
-    rerun = CycleResult("anna", on_server=37, new_messages=0, new_links=37, octets=148_000_000)
+    rerun = CycleResult(
+        "anna", on_server=37, new_messages=0, new_links=37, octets=148_000_000, seconds=3.0214
+    )
 
     line = OneShotResult("anna", rerun).line(human_size)
 
-    assert line == "anna: 0 new messages, 37 already archived (148.0 MB retrieved)"
+    assert line == "anna: 0 new messages, 37 already archived (148.0 MB retrieved, 3.021 s)"
+
+
+def test_one_new_message_is_singular_and_the_time_is_said_as_fetch_now_says_it() -> None:
+    """One new message reads "1 new message" (not "1 new messages"), and the bracket carries the
+    cycle's time in the form `maild fetch-now` prints for the same cycle through the daemon."""
+    from maild.cli.units import human_size
+    from maild.fetch.cycle import CycleResult
+    from maild.service.oneshot import OneShotResult
+    from maild.service.replies import FetchOutcome
+
+    one = CycleResult("anna", on_server=1, new_messages=1, new_links=1, octets=2_048, seconds=0.4123)
+    daemon = FetchOutcome("anna", new_links=1, octets=2_048, seconds=0.412, new_messages=1)
+
+    assert OneShotResult("anna", one).line(human_size) == "anna: 1 new message (2.0 kB retrieved, 0.412 s)"
+    assert daemon.line(human_size) == OneShotResult("anna", one).line(human_size)
+    assert (
+        FetchOutcome("anna", new_links=1, seconds=0.5).line(human_size)
+        == "anna: 1 new message (0 B retrieved, 0.500 s)"
+    )
+
+
+def test_several_accounts_end_with_a_total_line_in_both_commands() -> None:
+    """With more than one account, `maild fetch` and `maild fetch-now` close with the same total line:
+    accounts, counts, size and the command's wall-clock time, and how many failed; one account has
+    none; skipped and locked-out accounts are not counted by fetch-now."""
+    from datetime import UTC, datetime
+
+    from maild.cli.units import human_size
+    from maild.fetch.cycle import CycleResult
+    from maild.service.oneshot import OneShotResult, total_line
+    from maild.service.replies import FetchOutcome, FetchResults
+
+    a = CycleResult("a", on_server=3, new_messages=2, new_links=3, octets=3_000, seconds=1.0)
+    b = CycleResult("b", on_server=1, new_messages=1, new_links=1, octets=1_000, seconds=0.5)
+    results = [OneShotResult("a", a), OneShotResult("b", b), OneShotResult("c", None, "refused")]
+    expected = "all 3 accounts: 3 new messages, 1 already archived (4.0 kB retrieved, 1.250 s), 1 failed"
+
+    assert total_line(results, human_size, 1.25) == expected
+    assert total_line(results[:1], human_size, 1.25) is None
+    daemon = FetchResults(
+        (
+            FetchOutcome("a", new_links=3, octets=3_000, seconds=1.0, new_messages=2),
+            FetchOutcome("b", new_links=1, octets=1_000, seconds=0.5, new_messages=1),
+            FetchOutcome("c", error="refused"),
+            FetchOutcome("p", skipped="paused"),
+            FetchOutcome("l", error="locked out", locked_out_since=datetime(2026, 12, 7, tzinfo=UTC)),
+        )
+    )
+    assert daemon.total_line(human_size, 1.25) == expected
+    assert FetchResults(daemon.results[:1]).total_line(human_size, 1.0) is None

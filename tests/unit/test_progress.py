@@ -111,3 +111,11 @@ def test_progress_line_in_status() -> None:
 
     assert text == "fetching 1,200/5,000 messages (240.0 MB/1.0 GB), 3.2 MB/s, about 4 min left"
     assert progress_text(ProgressStatus(0, 0, None, None, None, None)) == "fetching: taking the inventory"
+
+
+def test_without_the_octets_total_the_status_line_says_how_much_so_far() -> None:
+    """An IMAP cycle's progress has the messages' total but not the octets' (None, never 0): the line
+    reads n/N messages and the octets fetched so far."""
+    line = progress_text(ProgressStatus(120, 2_400_000, 500, None, 1_000_000.0, 8.0))
+
+    assert line == "fetching 120/500 messages (2.4 MB so far), 1.0 MB/s, about 8 s left"

@@ -284,6 +284,7 @@ class IMAPMailbox(Maildrop):
             raise refused
         _log.debug(
             "imap.inventory",
+            account=self.connection.account,
             mailboxes=len(self.mailbox_states),
             unchanged=len(unchanged),
             messages=len(entries),

@@ -189,7 +189,7 @@ def _attempt(
             f"{session.where()}: username or secret contains a line break, NUL or ^A", account=s.account
         )
     session.add_secrets(exchange.secrets())
-    log.debug("pop3.auth.started", mechanism=mech, auth=s.auth)
+    log.debug("pop3.auth.started", account=s.account, mechanism=mech, auth=s.auth)
     outcome = _exchange(session, pop, exchange)
     if isinstance(outcome, MaildError):
         return outcome
@@ -197,7 +197,7 @@ def _attempt(
         return None
     error = exchange.error
     if retry and s.tokens is not None and error is not None and error.token_rejected:
-        log.info("pop3.auth.token_refused", mechanism=mech, status=error.status)
+        log.info("pop3.auth.token_refused", account=s.account, mechanism=mech, status=error.status)
         s.tokens.invalidate(secret)
         fresh = s.tokens.access_token()
         if fresh != secret:
