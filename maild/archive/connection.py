@@ -57,7 +57,8 @@ CACHED_STATEMENTS = 32
 least recently used out; its default is 128). The store's ``IN (?,?,...)`` look-ups are one SQL text
 per list length, 10-35 KB prepared each, so the default cache filled with up to a hundred of them
 (1.2-1.8 MB of SQLite's memory at one account's peak: docs/performance.md, "Session 9: memory of one
-account"); the statements each batch runs again (8 per batch, the look-ups of this batch, the daemon's status and scheduling queries) stay cached in 32."""
+account"). What runs again stays cached in 32: a batch's 8 statements and its few look-ups, the
+daemon's status and scheduling queries."""
 
 
 def _log_archive(level: str, event: str, **fields: Any) -> None:
