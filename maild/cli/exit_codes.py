@@ -108,7 +108,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 0,
                 "every account fetched, also when some messages could not be retrieved this time (they"
                 " stay on the server and are retried at the next fetch: the account's line says `N"
-                " messages not retrieved (retried at the next fetch; listed below)`, one line names each,"
+                " messages not retrieved (retried at the next fetch; listed below)`, one line names each"
+                " (up to 20, then a count; messages lost to a full archive disk are one line),"
                 " and stderr has `fetch.messages-not-retrieved` at warning)",
             ),
             (

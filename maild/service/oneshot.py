@@ -24,7 +24,7 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, MaildError, StoreError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
-from maild.model import FailureRecord, redact_known
+from maild.model import ARCHIVE_FULL_PREFIX, FailureRecord, redact_known
 from maild.service.archive_lock import acquire_archive_lock
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
@@ -83,8 +83,7 @@ class OneShotResult:
         # "retrieved": the size is of everything fetched, new or not; "(148.0 MB)" after "37 already
         # archived" read as if 148 MB were new after a killed run
         lines = [f"{self.account}: {counts} ({transfer_text(size, res.seconds)}){extra}"]
-        for f in res.failures:
-            lines.append(f"  not retrieved: {message_label(f.key, res.subjects.get(f.key))}: {f.reason}")
+        lines += failure_lines(res)
         lines += [f"  warning: {w}" for w in res.warnings]
         return "\n".join(lines)
 
@@ -102,6 +101,31 @@ def total_line(
     new = sum(c.new_messages for c in done)
     links = sum(c.new_links for c in done)
     return total_text(len(results), new, links, size, seconds, failed=len(results) - len(done))
+
+
+LISTED_FAILURES = 20
+"""At most this many messages that failed are named one by one under an account's line of ``maild
+fetch`` (default 20); the rest are counted (``  ... and 480 more not retrieved``)."""
+
+
+def failure_lines(res: CycleResult) -> list[str]:
+    """The indented lines under an account's line of ``maild fetch`` naming the messages not
+    retrieved: one per message up to :data:`LISTED_FAILURES`, then one line counting the rest. A
+    batch lost to a full archive disk (reasons beginning :data:`~maild.model.ARCHIVE_FULL_PREFIX`: one
+    cause, not a fault of each message) is one line: ``  not retrieved: 120 messages: local archive:
+    database or disk is full``."""
+    full = [f for f in res.failures if f.reason.startswith(ARCHIVE_FULL_PREFIX)]
+    own = [f for f in res.failures if not f.reason.startswith(ARCHIVE_FULL_PREFIX)]
+    lines = [
+        f"  not retrieved: {message_label(f.key, res.subjects.get(f.key))}: {f.reason}"
+        for f in own[:LISTED_FAILURES]
+    ]
+    if len(own) > LISTED_FAILURES:
+        lines.append(f"  ... and {len(own) - LISTED_FAILURES} more not retrieved")
+    if full:
+        count = f"{len(full)} message{'s' if len(full) > 1 else ''}"
+        lines.append(f"  not retrieved: {count}: {full[0].reason}")
+    return lines
 
 
 def not_retrieved_text(res: CycleResult) -> str:
@@ -132,7 +156,9 @@ def _log_not_retrieved(res: CycleResult, state_dir: Path, level: Literal["warnin
     local = sum(1 for f in res.failures if f.kind == "local")
     action = "they stay on the server and are retried at the next fetch"
     if local:
-        action = f"free space in {state_dir} (large messages are spooled there); {action}"
+        full = any(f.reason.startswith(ARCHIVE_FULL_PREFIX) for f in res.failures)
+        where = "the archive is there and its disk is full" if full else "large messages are spooled there"
+        action = f"free space in {state_dir} ({where}); {action}"
     (log.warning if level == "warning" else log.info)(
         "fetch.messages-not-retrieved",
         account=res.account,

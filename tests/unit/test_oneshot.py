@@ -159,3 +159,27 @@ def test_several_accounts_end_with_a_total_line_in_both_commands() -> None:
     )
     assert daemon.total_line(human_size, 1.25) == expected
     assert FetchResults(daemon.results[:1]).total_line(human_size, 1.0) is None
+
+
+def test_many_failed_messages_are_named_up_to_a_bound_and_a_full_archive_is_one_line() -> None:
+    """An account's line of `maild fetch` names at most LISTED_FAILURES messages one by one and
+    counts the rest; messages lost to a full archive disk (one cause) are one line, not hundreds."""
+    from maild.fetch.cycle import CycleResult
+    from maild.model import ARCHIVE_FULL_PREFIX, POP3Key, RetrievalFailure
+    from maild.service.oneshot import LISTED_FAILURES, OneShotResult
+
+    own = [RetrievalFailure(POP3Key(f"u{i}"), "-ERR locked") for i in range(LISTED_FAILURES + 5)]
+    full = [
+        RetrievalFailure(POP3Key(f"f{i}"), f"{ARCHIVE_FULL_PREFIX}database or disk is full", "local")
+        for i in range(30)
+    ]
+    res = CycleResult("a", on_server=55, new_messages=0, new_links=0, octets=0, seconds=1.0)
+    res.failures.extend(own + full)
+
+    _, *rest = OneShotResult("a", res).line().splitlines()
+
+    assert rest[:2] == ["  not retrieved: UIDL u0: -ERR locked", "  not retrieved: UIDL u1: -ERR locked"]
+    assert rest[LISTED_FAILURES] == "  ... and 5 more not retrieved"
+    assert rest[LISTED_FAILURES + 1 :] == [
+        "  not retrieved: 30 messages: local archive: database or disk is full"
+    ]
