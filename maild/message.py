@@ -14,8 +14,9 @@ import email.header
 import email.utils
 import hashlib
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import NamedTuple
 
 from maild.model import HeaderSummary
 
@@ -34,9 +35,11 @@ _decoded: dict[bytes, str] = {}
 _NAMES_RE: dict[tuple[bytes, ...], re.Pattern[bytes]] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderScan:
+class HeaderScan(NamedTuple):
     """One pass over a header section: where it ends and the fields asked for.
+
+    A named tuple, not a frozen dataclass: one or more are made for every message stored, and a
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``.
 
     Attributes:
         head_end: offset of the end of the header section (the empty line's first octet, or the end
@@ -173,8 +176,55 @@ def _decode_field(value: bytes) -> str:
     return " ".join(decoded.split())
 
 
+#: The usual form of an RFC 5322 section 3.3 date-time, ``Mon, 08 Jan 2024 08:56:00 +0200``: read by
+#: :func:`parse_date` without the stdlib's general parser. Only a subset of what that parser takes
+#: (a four-digit year from 1000, a numeric zone other than ``-0000``, nothing after it), read the same
+#: way; any other form goes to the stdlib (a property of tests/unit/test_message.py compares the two).
+_USUAL_DATE = re.compile(
+    r"(?:[A-Za-z]{3}, )?([0-9]{1,2}) ([A-Za-z]{3}) ([1-9][0-9]{3}) "
+    r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-][0-9]{4})\Z"
+)
+_MONTH_NUMBERS = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+_ZONES: dict[str, timezone] = {}
+"""The zones of the numeric offsets seen (at most 24 * 60 * 2 of them), made once each."""
+
+
+def _usual_date(value: str) -> datetime | bool | None:
+    """``value`` in the usual form read as :func:`parse_date` reads it (None: not a valid date), or
+    False when it is not in that form (the stdlib's parser decides)."""
+    match = _USUAL_DATE.match(value)
+    if match is None:
+        return False
+    day, month_name, year, hour, minute, second, zone_text = match.groups()
+    month = _MONTH_NUMBERS.get(month_name.lower())
+    if month is None or zone_text == "-0000":
+        return False
+    zone = _ZONES.get(zone_text)
+    if zone is None:
+        offset = int(zone_text[1:3]) * 3600 + int(zone_text[3:5]) * 60
+        try:
+            zone = timezone(timedelta(seconds=-offset if zone_text[0] == "-" else offset))
+        except ValueError:  # 24 hours or more: the stdlib's datetime refuses it too
+            return None
+        _ZONES[zone_text] = zone
+    try:
+        return datetime(
+            int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=zone
+        ).astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
 def parse_date(value: str) -> datetime | None:
     """Parse an RFC 5322 section 3.3 date-time; return it in UTC, or None when unparseable."""
+    usual = _usual_date(value)
+    if usual is not False:
+        return usual if isinstance(usual, datetime) else None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -207,16 +257,18 @@ def summary_of(found: list[tuple[bytes, bytes]]) -> HeaderSummary:
         if name not in fields:
             fields[name] = body
 
-    def text(name: bytes) -> str | None:
+    def text(name: bytes, decode: Callable[[bytes], str] = decode_field) -> str | None:
         value = fields.get(name)
         if value is None:
             return None
-        decoded = decode_field(value.replace(b"\r\n", b"").replace(b"\n", b"").strip())
+        decoded = decode(value.replace(b"\r\n", b"").replace(b"\n", b"").strip())
         return decoded or None
 
-    date_text = text(b"date")
+    # Message-ID and Date differ from message to message: decoded without the cache, which they
+    # would only fill (and empty) for the From and To that repeat; the same text either way.
+    date_text = text(b"date", _decode_field)
     return HeaderSummary(
-        message_id=text(b"message-id"),
+        message_id=text(b"message-id", _decode_field),
         date=parse_date(date_text) if date_text else None,
         from_=text(b"from"),
         to=text(b"to"),

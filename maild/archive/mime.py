@@ -24,6 +24,7 @@ import email.header
 import re
 import urllib.parse
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from maild.message import HeaderScan, scan_header
 
@@ -105,8 +106,7 @@ def _lenient_base64(body: bytes) -> bytes:
         return b""
 
 
-@dataclass(frozen=True, slots=True)
-class _PartHeaders:
+class _PartHeaders(NamedTuple):
     """The MIME fields of one part's header section: (value, parameters) of each, lower-case names."""
 
     content_type: str
@@ -116,9 +116,28 @@ class _PartHeaders:
     encoding: str
 
 
+PARAMS_CACHE_ENTRIES = 512
+"""Field bodies whose split :func:`_params` remembers (``text/plain; charset=utf-8`` and its like
+repeat from part to part; a boundary parameter makes each multipart's own); emptied when full."""
+_params_seen: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
+
+
 def _params(value: str) -> tuple[str, dict[str, str]]:
     """Split ``type/sub; a=1; b="x"`` into its lower-case value and parameters (RFC 2045 section 5.1),
-    with RFC 2231 parameters (``name*=``, ``name*0*=`` ...) decoded and joined."""
+    with RFC 2231 parameters (``name*=``, ``name*0*=`` ...) decoded and joined. Remembered for
+    :data:`PARAMS_CACHE_ENTRIES` field bodies (a new dict each call: callers may keep it)."""
+    seen = _params_seen.get(value)
+    if seen is None:
+        main, params = _split_params(value)
+        if len(_params_seen) >= PARAMS_CACHE_ENTRIES:
+            _params_seen.clear()
+        _params_seen[value] = seen = (main, tuple(params.items()))
+        return main, params
+    return seen[0], dict(seen[1])
+
+
+def _split_params(value: str) -> tuple[str, dict[str, str]]:
+    """:func:`_params` without the memory."""
     main, _, rest = value.partition(";")
     raw: dict[str, str] = {}
     for match in _PARAM_RE.finditer(";" + rest):

@@ -182,7 +182,7 @@ def test_status_and_vanished_parsers_raise_only_protocol_error(
 
 #: Flags as servers spell them, and some the fast path must leave to the lexer (NIL, odd octets).
 flag_words = st.one_of(
-    st.sampled_from(["\\Seen", "\\Answered", "$Junk", "NIL", "nil", "Nil", "$label1", "a.b-c+d", "x_y"]),
+    st.sampled_from(["\\Seen", "\\Answered", "$Junk", "NIL", "nil", "Nil", "$NILS", "xnil", "$label1", "a.b-c+d", "x_y"]),
     st.text(alphabet='\\$aZ09(){}[]" .%*-', min_size=0, max_size=6),
 )
 date_texts = st.one_of(
@@ -221,6 +221,41 @@ def test_fetch_fast_path_reads_exactly_what_the_lexer_reads(
     start = imap_lex.FETCH_START.match(head)
     assert start is not None
     assert imap_fetch.read_fetch_line(logical) == fetch_line._lexed_fetch_line(3, logical, head, start.end())
+
+
+date_octets = st.one_of(
+    st.sampled_from(
+        [b"17-Jul-1996 02:44:25 -0700", b" 7-jul-1996 02:44:25 +0000", b"\x1c7-Jul-1996 02:44:25 +0000"]
+    ),
+    st.binary(max_size=30),
+    st.text(alphabet="0123456789-: +\t\x1c\xa0JulFebDECx", max_size=30).map(lambda t: t.encode("latin-1")),
+    st.builds(
+        lambda day, month, year, time, sign, zone: f"{day}-{month}-{year} {time} {sign}{zone}".encode(
+            "latin-1"
+        ),
+        st.sampled_from(["1", "01", " 1", "31", "\t9", "\xa09", "001"]),
+        st.sampled_from(["Jul", "jUL", "Feb", "Foo", "J\xfcl"]),
+        st.sampled_from(["1996", "2024", "0000", "99999"]),
+        st.sampled_from(["02:44:25", "23:59:60", "2:44:25", "24:00:00"]),
+        st.sampled_from(["+", "-", " "]),
+        st.sampled_from(["0000", "0130", "2400", "2359", "00"]),
+    ),
+)
+
+
+@given(date_octets)
+def test_internaldate_octets_read_as_their_decoded_text(octets: bytes) -> None:
+    """An INTERNALDATE handed over as received octets (read without decoding) gives the same instant as
+    its leniently decoded text, or the same refusal (ValueError)."""
+
+    def read(value: bytes | str) -> object:
+        try:
+            return imap_fetch.parse_internaldate(value)
+        except ValueError:
+            return ValueError
+
+    assert read(octets) == read(octets.decode("ascii", "replace"))
+    assert read(bytearray(octets)) == read(octets)
 
 
 @given(st.text(min_size=1, max_size=40))

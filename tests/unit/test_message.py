@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from maild.message import MAX_HEADER_OCTETS, decode_field, header_section, parse_date, sha256_hex, summarise
 from maild.model import HeaderSummary
@@ -259,3 +262,37 @@ def test_sha256_hex_is_hashlib_sha256() -> None:
     assert digest == hashlib.sha256(raw).hexdigest()
     assert len(digest) == 64
     assert digest == digest.lower()
+
+
+def _stdlib_date(value: str) -> datetime | None:
+    """parse_date as it was before its usual-form reading: the stdlib's parser alone."""
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+usual_dates = st.builds(
+    lambda weekday, day, month, year, clock, zone: f"{weekday}{day} {month} {year} {clock} {zone}",
+    st.sampled_from(["", "Mon, ", "Xyz, ", "mon, ", "Mon ", "Monday, "]),
+    st.sampled_from(["1", "08", "31", "0", "32", "001", " 8"]),
+    st.sampled_from(["Jan", "feb", "DEC", "Foo", "January", "Mär"]),
+    st.sampled_from(["2024", "1000", "0999", "9999", "99", "20245"]),
+    st.sampled_from(["08:56:00", "23:59:59", "24:00:00", "23:59:60", "8:56:00", "08:56"]),
+    st.sampled_from(
+        ["+0000", "-0000", "+0200", "-1200", "+2359", "+2400", "-0060", "+0299", "GMT", "+02", "+0200 (CET)"]
+    ),
+)
+
+
+@given(st.one_of(usual_dates, st.text(alphabet="0123456789 ,:+-MonJaDecGT()", max_size=40)))
+def test_the_usual_date_form_is_read_as_the_stdlib_reads_it(value: str) -> None:
+    """A Date in the usual form (read without the stdlib's general parser) or close to it gives exactly
+    the stdlib's instant, or None where that gives None."""
+    assert parse_date(value) == _stdlib_date(value)

@@ -85,3 +85,34 @@ def test_the_decode_cache_is_bounded_and_gives_what_decoding_gives() -> None:
     long = b"y" * (message.DECODE_CACHE_MAX_OCTETS + 1)
     assert message.decode_field(long) == "y" * len(long)
     assert long not in message._decoded
+
+
+def test_message_id_and_date_are_decoded_without_filling_the_cache() -> None:
+    """Message-ID and Date, which differ from message to message, never enter the decode cache (they
+    would only push out the From and To that repeat); From and To do; the summary is the same."""
+    from maild import message
+
+    message._decoded.clear()
+    raw = (
+        b"Message-ID: <unique-1@example.org>\r\nDate: Mon, 08 Jan 2024 08:56:00 +0200\r\n"
+        b"From: =?utf-8?q?J=C3=B6rg?= <j@example.org>\r\nTo: a@example.org\r\n\r\nbody"
+    )
+    summary = summarise(raw)
+    assert summary.message_id == "<unique-1@example.org>"
+    assert summary.from_ == "Jörg <j@example.org>"
+    assert set(message._decoded) == {b"=?utf-8?q?J=C3=B6rg?= <j@example.org>", b"a@example.org"}
+
+
+def test_remembered_mime_parameters_equal_a_fresh_split_and_are_the_callers_own() -> None:
+    """The MIME parameter split remembered for a field body equals a fresh split, is a new dict each
+    time (a caller changing it changes nothing remembered), and the memory stays bounded."""
+    from maild.archive import mime
+
+    value = 'text/plain; charset="utf-8"; name*=utf-8\'\'%C3%A4.txt'
+    first = mime._params(value)
+    first[1]["charset"] = "changed"
+    assert mime._params(value) == mime._split_params(value)
+    assert mime._params(value)[1]["charset"] == "utf-8"
+    for n in range(mime.PARAMS_CACHE_ENTRIES + 5):
+        mime._params(f"multipart/mixed; boundary=b{n}")
+    assert len(mime._params_seen) <= mime.PARAMS_CACHE_ENTRIES

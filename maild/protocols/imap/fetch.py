@@ -57,6 +57,13 @@ _RFC_FETCH = "RFC 9051 section 7.5.2"
 _DATE_TIME = re.compile(
     r"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\Z",
 )
+#: :data:`_DATE_TIME` over the octets as received, without decoding them first: it accepts a subset
+#: of what that accepts (ASCII digits, the six ASCII blanks before the day), read the same way;
+#: anything else (``\x1c``, which ``\s`` also takes; bytes that are not ASCII) goes the decoding path.
+_DATE_TIME_OCTETS = re.compile(
+    rb"[ \t\n\r\f\v]?([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4}) "
+    rb"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z",
+)
 #: Month names of ``date-month``, fixed English (never the locale's, unlike ``calendar.month_abbr``).
 _MONTHS = {
     m: i
@@ -64,6 +71,8 @@ _MONTHS = {
         ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
     )
 }
+_MONTHS_OCTETS = {name.encode("ascii"): number for name, number in _MONTHS.items()}
+_OCTETS = (bytes, bytearray)
 
 
 def parse_internaldate(value: str | bytes | bytearray) -> datetime:
@@ -77,6 +86,23 @@ def parse_internaldate(value: str | bytes | bytearray) -> datetime:
     Raises:
         ValueError: not in that form or not a valid date.
     """
+    if not isinstance(value, str):  # the usual case: the octets as received, read without decoding
+        found = _DATE_TIME_OCTETS.match(value)
+        if found is not None:
+            day_o, month_o, year_o, hour_o, minute_o, second_o, sign_o, zh_o, zm_o = found.groups()
+            month_number = _MONTHS_OCTETS.get(month_o.upper())
+            if month_number is not None:
+                zone = _zone(sign_o.decode(), zh_o.decode(), zm_o.decode())
+                moment = datetime(
+                    int(year_o),
+                    month_number,
+                    int(day_o),
+                    int(hour_o),
+                    int(minute_o),
+                    int(second_o),
+                    tzinfo=zone,
+                )
+                return moment if zone is UTC else moment.astimezone(UTC)
     text = value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
     match = _DATE_TIME.match(text)
     if match is None:
@@ -184,7 +210,7 @@ def build_message(
     internaldate: datetime | None = None
     raw_date = items.get("INTERNALDATE")
     if raw_date is not None:
-        if not isinstance(raw_date, bytes | bytearray):
+        if not isinstance(raw_date, _OCTETS):
             raise LexError("INTERNALDATE is not a string")
         try:
             internaldate = parse_internaldate(raw_date)
@@ -197,22 +223,22 @@ def build_message(
     if isinstance(raw_body, SpooledLiteral):  # written to a spool file as it arrives: awaited later
         body = raw_body
     elif raw_body is not None:
-        if not isinstance(raw_body, bytes | bytearray):
+        if not isinstance(raw_body, _OCTETS):
             raise LexError("BODY[] is not a string")
         # the literal is aioimaplib's own buffer, owned by this response alone and never written
         # again: handed on as it is (typed bytes), not copied (a copy cost 0.05 s per 273 MB)
         body = cast(bytes, raw_body)
-    if any(isinstance(items.get(name), SpooledLiteral) for name in ("BODY[HEADER]", "BODY[HEADER.FIELDS]")):
-        raise LexError("a header literal was spooled")  # its octets are not in memory to be read
     raw_header = items.get("BODY[HEADER]")
-    if raw_header is not None and not isinstance(raw_header, bytes | bytearray):
+    raw_fields = items.get("BODY[HEADER.FIELDS]")
+    if isinstance(raw_header, SpooledLiteral) or isinstance(raw_fields, SpooledLiteral):
+        raise LexError("a header literal was spooled")  # its octets are not in memory to be read
+    if raw_header is not None and not isinstance(raw_header, _OCTETS):
         raise LexError("BODY[HEADER] is not a string")
     header = bytes(raw_header) if raw_header is not None else None
-    raw_fields = items.get("BODY[HEADER.FIELDS]")
-    if raw_fields is not None and not isinstance(raw_fields, bytes | bytearray):
+    if raw_fields is not None and not isinstance(raw_fields, _OCTETS):
         raise LexError("BODY[HEADER.FIELDS] is not a string")
     header_fields = bytes(raw_fields) if raw_fields is not None else None
-    missing = tuple(name for name in expect if items.get(name) is None)
+    missing = tuple([name for name in expect if items.get(name) is None]) if expect else ()
     return FetchedMessage(uid, seq, flags, internaldate, size_octets, body, header, header_fields, missing)
 
 

@@ -110,9 +110,9 @@ def _plain_body(text: bytes, literal: Part) -> dict[str, Token] | None:
     if match is None or part_octets(literal) != int(match.group(4)):
         return None
     flag_text = match.group(2)
+    if flag_text and b"NIL" in flag_text.upper():
+        return None  # the lexer reads a NIL atom as nil: not a flag list (a flag merely containing it, too)
     names = flag_text.decode("ascii").split(" ") if flag_text else []
-    if any(name.upper() == "NIL" for name in names):
-        return None  # the lexer reads NIL as nil: not a flag list
     flags: list[Token] = [*names]
     return {
         "UID": match.group(1).decode("ascii"),

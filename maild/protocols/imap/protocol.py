@@ -27,7 +27,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aioimaplib
 
@@ -70,6 +70,29 @@ class _DirectLiteral:
     command: Any
     buffer: bytearray
     filled: int
+
+
+class DirectSink(Protocol):
+    """A literal collector the socket can read into itself (the spool's, :mod:`.spooling`): besides
+    ``len`` (octets taken so far) it lends the free part of its current buffer and is told how many
+    octets the read put there, so a large literal is not copied out of the shared read buffer."""
+
+    def __len__(self) -> int:
+        """Octets of the literal taken so far."""
+
+    def receive_buffer(self, owed: int) -> memoryview:
+        """Where the next read goes: at least 1 and at most ``owed`` octets (the literal's rest)."""
+
+    def received_into(self, nbytes: int) -> None:
+        """``nbytes`` octets were read into the last :meth:`receive_buffer` (never more than it was)."""
+
+
+@dataclass(slots=True)
+class _DirectSinkRead:
+    """A literal being read straight into its collector's own buffers (a :class:`DirectSink`)."""
+
+    command: Any
+    sink: DirectSink
 
 
 #: ``[CAPABILITY ...]`` in an OK or PREAUTH greeting (RFC 9051 section 7.1, 7.1.1 and 7.1.4).
@@ -183,7 +206,7 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  
         :meth:`~.client.IMAPClient.follow_sign_in`)."""
         self._inflater: Inflater | None = None
         self._switch_to_inflate = False
-        self._direct: _DirectLiteral | None = None
+        self._direct: _DirectLiteral | _DirectSinkRead | None = None
 
     def _exceed(self, reason: str) -> None:
         """Record which cap the server broke, drop the connection, stop reading this chunk.
@@ -312,9 +335,11 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  
         """Where the next read from the socket goes (:class:`asyncio.BufferedProtocol`): the rest of
         a literal read straight into its own buffer, else this thread's shared read buffer."""
         direct = self._direct
-        if direct is not None:
-            return memoryview(direct.buffer)[direct.filled :]
-        return _read_buffer()
+        if direct is None:
+            return _read_buffer()
+        if isinstance(direct, _DirectSinkRead):
+            return direct.sink.receive_buffer(direct.command._expected_size - len(direct.sink))
+        return memoryview(direct.buffer)[direct.filled :]
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` octets were read into the buffer :meth:`get_buffer` gave."""
@@ -324,7 +349,10 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  
         self.wire_octets += nbytes
         direct = self._direct
         if direct is not None:
-            self._literal_received(direct, nbytes)
+            if isinstance(direct, _DirectSinkRead):
+                self._sink_received(direct, nbytes)
+            else:
+                self._literal_received(direct, nbytes)
             return
         self._received(cast(bytearray, _read_buffer().obj), nbytes)
         self._read_literal_directly()
@@ -344,9 +372,10 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  
         """After a read: if a literal is still owed at least :data:`DIRECT_LITERAL_OCTETS` octets, read
         the rest straight into a buffer of its announced size.
 
-        Only a literal collected in a plain ``bytearray`` (aioimaplib's own), on an uncompressed
-        connection; a command that collects its literal elsewhere (``begin_literal_data`` putting
-        another object in ``_resp_literal_data``, as the spool does) keeps receiving it in pieces.
+        Only a literal collected in a plain ``bytearray`` (aioimaplib's own) or in a
+        :class:`DirectSink` (the spool's: read into its own part buffers), on an uncompressed
+        connection; a command that collects its literal in another object keeps receiving it in
+        pieces.
         """
         cmd = self.current_command
         if cmd is None or self._inflater is not None or self.exceeded is not None:
@@ -354,10 +383,15 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  
         if not cmd.wait_literal_data():
             return
         collected = cmd._resp_literal_data
-        if type(collected) is not bytearray:
-            return
         expected: int = cmd._expected_size
         if expected - len(collected) < DIRECT_LITERAL_OCTETS:
+            return
+        if hasattr(
+            collected, "received_into"
+        ):  # a DirectSink (not isinstance: a Protocol check costs ~10 us)
+            self._direct = _DirectSinkRead(cmd, cast(DirectSink, collected))
+            return
+        if type(collected) is not bytearray:
             return
         buffer = bytearray(expected)  # within ReadLimits.literal_octets: checked at its announcement
         buffer[: len(collected)] = collected
@@ -375,6 +409,19 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  
             return
         self._direct = None
         cmd._resp_literal_data = direct.buffer
+        cmd.append_literal_data(b"")  # complete: appended to the response, the literal ends here
+
+    def _sink_received(self, direct: _DirectSinkRead, nbytes: int) -> None:
+        """``nbytes`` more octets of a literal read straight into its sink; at its end, hand the
+        sink to its command as if it had been collected piece by piece."""
+        self.received_octets += nbytes
+        sink = direct.sink
+        sink.received_into(nbytes)
+        cmd = direct.command
+        if len(sink) < cmd._expected_size:
+            cmd._reset_timer()
+            return
+        self._direct = None
         cmd.append_literal_data(b"")  # complete: appended to the response, the literal ends here
 
     def _inflate(self, data: bytes) -> None:

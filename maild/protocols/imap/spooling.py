@@ -45,6 +45,8 @@ SPOOL_QUEUE_PARTS = 2
 writer before reading from the connection pauses. One account's peak in the benchmark: 1 MiB parts,
 four waiting, +4-5 MB; 256 KiB parts, four waiting, +2 MB; two waiting, +1 MB (docs/performance.md,
 "Session 8: the spool's CPU")."""
+DROP_READ_OCTETS = 64 * 2**10
+"""Octets one direct read of a literal the spool failed takes into a scratch buffer, to be dropped."""
 SPOOL_RESUME_PARTS = 1
 """Parts still waiting when reading resumes after a pause (the writer has work while data comes)."""
 
@@ -79,6 +81,7 @@ class SpoolingLiteral:
         self._free: list[bytearray] = []  # part buffers the writer is done with, to fill again
         self._pending = bytearray(SPOOL_QUEUE_PART_OCTETS)
         self._filled = 0
+        self._scratch = bytearray()  # reads of a failed literal go here to be dropped (made when needed)
         self._queue: deque[bytearray | memoryview] = deque()
         self._writing = False
         self._failed = False
@@ -112,6 +115,28 @@ class SpoolingLiteral:
             done += take
             if self._filled == SPOOL_QUEUE_PART_OCTETS:
                 self._enqueue(self._pending)
+
+    def receive_buffer(self, owed: int) -> memoryview:
+        """Where the socket reads the next octets straight into (the protocol's direct literal read,
+        :class:`~maild.protocols.imap.protocol.DirectSink`): the free rest of the part being
+        gathered, at most ``owed`` octets, so a large literal is never copied out of the shared read
+        buffer first. Once the spool failed, a scratch buffer whose octets are dropped."""
+        if self._failed:
+            if len(self._scratch) == 0:
+                self._scratch = bytearray(DROP_READ_OCTETS)
+            return memoryview(self._scratch)[: max(1, min(owed, DROP_READ_OCTETS))]
+        free = SPOOL_QUEUE_PART_OCTETS - self._filled
+        return memoryview(self._pending)[self._filled : self._filled + max(1, min(owed, free))]
+
+    def received_into(self, nbytes: int) -> None:
+        """``nbytes`` octets were read into the last :meth:`receive_buffer`: taken as :meth:`extend`
+        takes them, without the copy."""
+        self._received += nbytes
+        if self._failed:
+            return
+        self._filled += nbytes
+        if self._filled == SPOOL_QUEUE_PART_OCTETS:
+            self._enqueue(self._pending)
 
     def finish(self) -> SpooledLiteral:
         """The literal's stand-in for the response; its outcome resolves when the writes are done."""

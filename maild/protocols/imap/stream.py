@@ -59,6 +59,7 @@ BODY_REQUIRE: tuple[FetchItem, ...] = ("BODY[]",)
 #: :attr:`RetrievedMessage.missing <maild.model.RetrievedMessage.missing>`; INTERNALDATE falls back to
 #: the Date header, else the arrival time (:func:`retrieved`), FLAGS to none.
 BODY_EXPECT: tuple[FetchItem, ...] = ("FLAGS", "INTERNALDATE")
+_OCTETS = (bytes, bytearray)
 #: Flags that describe this session, not the message (``\\Recent``: RFC 3501 section 2.3.2, gone in
 #: RFC 9051); left out of RetrievedMessage.flags.
 SESSION_FLAGS = frozenset({"\\Recent"})
@@ -312,7 +313,7 @@ def _held(body: bytes | SpooledLiteral) -> int:
     """Octets of a body held in memory: all of it; for one going to a spool file, about what it
     keeps (its head: :data:`~maild.spool.SPOOL_HEAD_OCTETS`; the parts waiting for its writer are
     bounded by :mod:`.spooling`)."""
-    return len(body) if isinstance(body, bytes | bytearray) else min(body.size_octets, SPOOL_HEAD_OCTETS)
+    return len(body) if isinstance(body, _OCTETS) else min(body.size_octets, SPOOL_HEAD_OCTETS)
 
 
 async def retrieve_segment(
