@@ -52,6 +52,15 @@ BUSY_TIMEOUT_MS = 10_000
 checkpoint's), milliseconds; then the statement fails with "database is locked"."""
 
 
+CACHED_STATEMENTS = 32
+"""Prepared statements the writer's connection keeps for reuse (Python's ``sqlite3`` statement cache,
+least recently used out; its default is 128). The store's ``IN (?,?,...)`` look-ups are one SQL text
+per list length, 10-35 KB prepared each, so the default cache filled with up to a hundred of them
+(1.2-1.8 MB of SQLite's memory at one account's peak: docs/performance.md, "Session 9: memory of one
+account"). What runs again stays cached in 32: a batch's 8 statements and its few look-ups, the
+daemon's status and scheduling queries."""
+
+
 def _log_archive(level: str, event: str, **fields: Any) -> None:
     """Log an event of the archive's own (its write-ahead log), not of the account whose batch ran
     into it: in an empty context, so that the structlog context variables of that account's task
@@ -173,7 +182,7 @@ class ArchiveConnection:
         """
         try:
             _create_private(path)
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=CACHED_STATEMENTS)
             set_archive_mode(path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open archive {path}: {exc}") from None

@@ -30,7 +30,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import structlog
@@ -51,8 +51,14 @@ from maild.errors import StoreError
 
 DOCUMENT_CHUNK_MESSAGES = 50
 """Messages looked at per write transaction of the indexer."""
-DOCUMENT_CHUNK_OCTETS = 32 * 2**20
-"""Octets of mail read into memory at a time by the indexer (one message at least)."""
+DOCUMENT_CHUNK_OCTETS = 4 * 2**20
+"""Octets of mail read into memory at a time by the indexer (4 MiB; one message at least, whatever its
+size). The chunk's messages are held whole while their documents are decoded and extracted, beside
+SQLite's copy of each row as it is read, so the daemon's peak grows by a few times this: with 32 MiB,
+the fifty-account benchmark's daemon peaked at 103-175 MiB whenever its indexer's poll fell inside a
+fetch, against 68-75 MiB without (docs/performance.md, "Session 9: memory of one account"). 4 MiB is
+half the fetch's own memory budget (:data:`maild.limits.MEMORY_BUDGET_OCTETS`), and one write
+transaction per chunk stays cheap at that size."""
 DOCUMENT_POLL_S = 30.0
 """Seconds the daemon's indexer waits before it looks for newly archived messages again."""
 _MAX_ENCODED_OCTETS = MAX_DOCUMENT_OCTETS * 4 // 3 + 4096
@@ -100,16 +106,20 @@ async def pending_count(conn: aiosqlite.Connection) -> int:
 def _documents(raw: bytes) -> list[tuple[str, str | None, DocumentKind, bytes | None]]:
     """(part, file name, kind, decoded octets or None when too large) of each PDF or Office part."""
     found: list[tuple[str, str | None, DocumentKind, bytes | None]] = []
+    # Each part is decoded from a view of the message, not from a copy of its encoded octets (an 8 MB
+    # message held once less): Leaf.decoded only slices what it is given and hands the slice to
+    # binascii or re, which take any buffer; a part with no transfer encoding comes back as a view,
+    # copied by bytes() below (a bytes object is not copied again).
+    view = cast("bytes", memoryview(raw))
     for leaf in walk(raw):
         kind = kind_of(leaf.content_type, leaf.filename)
         if kind is None:
             continue
         if len(found) >= MAX_DOCUMENTS_PER_MESSAGE:
             break
-        data = None if leaf.end - leaf.start > _MAX_ENCODED_OCTETS else leaf.decoded(raw)
-        found.append(
-            (leaf.part, leaf.filename, kind, None if data and len(data) > MAX_DOCUMENT_OCTETS else data)
-        )
+        decoded = None if leaf.end - leaf.start > _MAX_ENCODED_OCTETS else leaf.decoded(view)
+        data = None if decoded is None or len(decoded) > MAX_DOCUMENT_OCTETS else bytes(decoded)
+        found.append((leaf.part, leaf.filename, kind, data))
     return found
 
 

@@ -29,10 +29,12 @@ __all__ = [
     "tune_allocator",
 ]
 
-MMAP_THRESHOLD_OCTETS = 512 * 1024
-"""Blocks of at least this many octets get their own mapping (``mallopt(M_MMAP_THRESHOLD)``).
-Measured on the 2,000-message POP3 fetch (docs/performance.md, session 5): 256 KiB and 512 KiB give
-about the same peak RSS; 512 KiB costs less CPU (fewer mappings for medium messages)."""
+MMAP_THRESHOLD_OCTETS = 256 * 1024
+"""Blocks of at least this many octets get their own mapping (``mallopt(M_MMAP_THRESHOLD)``), handed
+back to the kernel when freed instead of leaving a hole in a heap. Session 5 measured 256 and 512 KiB
+alike (then a batch's bodies were held whole); since the spool (session 7) the heap's free chunks are
+a larger share of the peak, and 256 KiB measured 1-2 MiB lower than 512 KiB in every row of one
+account's fetch, CPU within the noise (docs/performance.md, "Session 9: memory of one account")."""
 
 TRIM_THRESHOLD_OCTETS = 8 * 2**20
 """Free octets at the top of the heap before glibc returns them (``mallopt(M_TRIM_THRESHOLD)``).
@@ -74,7 +76,7 @@ def release_free_heap() -> bool:
     """Give the free pages inside the malloc heaps back to the kernel (glibc ``malloc_trim(0)``).
 
     :data:`TRIM_THRESHOLD_OCTETS` only trims the top of a heap; the messages of a fetch (allocated in
-    one thread, freed in another, 1 KB to 512 KiB each) leave free chunks all through it, which stay
+    one thread, freed in another, 1 KB to 256 KiB each) leave free chunks all through it, which stay
     resident until reused: a daemon that has fetched 2,000 messages keeps 15-20 MB more than one that
     has not (docs/performance.md, "Session 6: memory of one account"). Called once when a process's
     last running fetch cycle ends after retrieving mail (:class:`maild.service.runner.CycleRunner`),
@@ -103,7 +105,7 @@ def tune_allocator() -> dict[str, int]:
 
     Returns:
         What was applied: the environment variable's name to the value set, e.g.
-        ``{"MALLOC_MMAP_THRESHOLD_": 524288, "MALLOC_TRIM_THRESHOLD_": 8388608, "MALLOC_ARENA_MAX":
+        ``{"MALLOC_MMAP_THRESHOLD_": 262144, "MALLOC_TRIM_THRESHOLD_": 8388608, "MALLOC_ARENA_MAX":
         2}``; empty when not on glibc. A
         setting present in the environment is left alone and not listed.
 

@@ -230,3 +230,37 @@ async def test_a_one_shot_fetch_leaves_a_large_backlog_to_the_daemon_and_says_so
         await _index_documents(store, bound=2)
     assert pending(db) == 0
     assert subjects(db, "heizkostenabrechnung") == ["Unterlagen Wohnung", "Unterlagen Wohnung"]
+
+
+async def test_the_indexer_reads_at_most_a_chunk_of_mail_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps: archive five messages with documents and a larger one; with the chunk bound at two and a
+    half messages, the indexer reads them in chunks of at most that many octets (the large one alone),
+    and every one is indexed; the bound itself stays within the fetch's memory budget."""
+    from maild import limits
+    from maild.archive import document_index
+
+    assert document_index.DOCUMENT_CHUNK_OCTETS <= limits.MEMORY_BUDGET_OCTETS
+    db = tmp_path / "maild.sqlite3"
+    small = [invoice(n) for n in range(1, 6)]
+    large = invoice(6) + b"\r\n" + b"Anhang folgt.\r\n" * 20_000  # text after the end: counted, not read
+    await build_archive(db, [("anna-pop", pop(n), raw) for n, raw in enumerate([*small, large], start=1)])
+    bound = len(small[0]) * 5 // 2
+    monkeypatch.setattr(document_index, "DOCUMENT_CHUNK_OCTETS", bound)
+    sizes = {len(raw) for raw in small}
+    chunks: list[int] = []
+    real_read = document_index._read
+
+    async def reading(conn: object, ids: list[int]) -> list[document_index._Found]:
+        found = await real_read(conn, ids)  # type: ignore[arg-type]
+        chunks.append(sum(len(f[2]) for f in found))
+        assert sum(len(f[2]) for f in found) <= bound or len(found) == 1
+        return found
+
+    monkeypatch.setattr(document_index, "_read", reading)
+    assert await index(db) == (6, 24, 0)
+    assert len(chunks) >= 3
+    assert max(sizes) * 2 <= bound
+    assert chunks[-1] == len(large)
+    assert pending(db) == 0

@@ -73,7 +73,7 @@ def test_a_fixed_threshold_maps_a_message_sized_block_after_a_larger_one_was_fre
     freed) even after a 4 MiB block raised glibc's dynamic threshold; without them it is heap."""
     tuned = _probe("tune")
     assert tuned["applied"] == {
-        "MALLOC_MMAP_THRESHOLD_": 512 * 1024,
+        "MALLOC_MMAP_THRESHOLD_": 256 * 1024,
         "MALLOC_TRIM_THRESHOLD_": 8 * 2**20,
         "MALLOC_ARENA_MAX": 2,
     }
