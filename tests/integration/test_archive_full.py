@@ -25,7 +25,7 @@ from tests.support import corpus
 from tests.support.daemonproc import end_process, maild_cli, status, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, write_config
-from tests.support.namespaces import UNSHARE, namespace_state_dir
+from tests.support.namespaces import FILL_AND_FREE_DRIVER, UNSHARE, namespace_state_dir
 
 TMPFS_MIB = 64
 """Size of the state directory's tmpfs (the archive, its WAL and the filler)."""
@@ -34,25 +34,7 @@ LEFT_FREE_OCTETS = 96 * 2**10
 MESSAGES = 24
 """Small messages (about 40 kB each, below the spool's 1 MiB threshold) arriving on the full disk."""
 
-DRIVER = """
-import os, sqlite3, subprocess, sys
-state, cfg, left = sys.argv[1], sys.argv[2], int(sys.argv[3])
-subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % int(sys.argv[4]), "tmpfs", state], check=True)
-daemon = subprocess.Popen(
-    [sys.executable, "-m", "maild", "-c", cfg, "run"], stdout=subprocess.DEVNULL, stderr=open(cfg + ".log", "w")
-)
-print("started", flush=True)
-sys.stdin.readline()
-st = os.statvfs(state)
-fd = os.open(os.path.join(state, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
-os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - left)
-os.close(fd)
-print("filled", flush=True)
-sys.stdin.readline()
-os.unlink(os.path.join(state, "filler"))
-print("freed", flush=True)
-sys.stdin.readline()
-db = sqlite3.connect(os.path.join(state, "maild.sqlite3"))
+DRIVER = FILL_AND_FREE_DRIVER + """db = sqlite3.connect(os.path.join(state, "maild.sqlite3"))
 ok = db.execute("PRAGMA integrity_check").fetchone()[0]
 n = db.execute("SELECT count(*) FROM messages").fetchone()[0]
 db.close()

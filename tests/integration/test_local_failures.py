@@ -23,7 +23,7 @@ from tests.support import corpus
 from tests.support.daemonproc import end_process, maild_cli, status, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, write_config
-from tests.support.namespaces import UNSHARE, namespace_state_dir
+from tests.support.namespaces import FILL_AND_FREE_DRIVER, UNSHARE, namespace_state_dir
 
 TMPFS_MIB = 300
 """Size of the state directory's tmpfs: freed, it keeps more than the spool's largest reserve
@@ -33,25 +33,7 @@ LEFT_FREE_MIB = 6
 BIG_OCTETS = 8_000_000
 """The blocked message (above the spool threshold of 1 MiB, above the free space when filled)."""
 
-DRIVER = """
-import os, subprocess, sys
-state, cfg, left = sys.argv[1], sys.argv[2], int(sys.argv[3])
-subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % int(sys.argv[4]), "tmpfs", state], check=True)
-daemon = subprocess.Popen(
-    [sys.executable, "-m", "maild", "-c", cfg, "run"], stdout=subprocess.DEVNULL, stderr=open(cfg + ".log", "w")
-)
-print("started", flush=True)
-sys.stdin.readline()
-st = os.statvfs(state)
-fd = os.open(os.path.join(state, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
-os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - left)
-os.close(fd)
-print("filled", flush=True)
-sys.stdin.readline()
-os.unlink(os.path.join(state, "filler"))
-print("freed", flush=True)
-sys.stdin.readline()
-daemon.terminate()
+DRIVER = FILL_AND_FREE_DRIVER + """daemon.terminate()
 print("exit", daemon.wait(), flush=True)
 """
 

@@ -41,3 +41,29 @@ def namespace_state_dir() -> tuple[Path, Path]:
     state = directory / "state"
     state.mkdir()
     return directory, state
+
+
+FILL_AND_FREE_DRIVER = """
+import os, sqlite3, subprocess, sys
+state, cfg, left = sys.argv[1], sys.argv[2], int(sys.argv[3])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % int(sys.argv[4]), "tmpfs", state], check=True)
+daemon = subprocess.Popen(
+    [sys.executable, "-m", "maild", "-c", cfg, "run"], stdout=subprocess.DEVNULL, stderr=open(cfg + ".log", "w")
+)
+print("started", flush=True)
+sys.stdin.readline()
+st = os.statvfs(state)
+fd = os.open(os.path.join(state, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - left)
+os.close(fd)
+print("filled", flush=True)
+sys.stdin.readline()
+os.unlink(os.path.join(state, "filler"))
+print("freed", flush=True)
+sys.stdin.readline()
+"""
+"""The start of a driver run in :data:`UNSHARE` as ``python -c DRIVER STATE CONFIG LEFT_OCTETS
+TMPFS_MIB``: mounts a tmpfs of TMPFS_MIB on STATE, starts ``maild run``, and at each line on its
+stdin fills the tmpfs up to LEFT_OCTETS free, then frees it (answering ``started``, ``filled``,
+``freed``). A test appends what happens after ``freed`` (the daemon is ``daemon``; ``sqlite3`` is
+imported)."""
