@@ -420,6 +420,13 @@ async def fetch_cycle(
         if isinstance(exc, ArchiveFull) and unstored:  # no room to commit what arrived: local
             release(retrieval.batch)
             result = await _archive_full(account.name, store, result, exc, unstored, clock())
+            not_asked = sum(1 for k in planned if k not in retrieval.retrieved and k not in stored)
+            if not_asked:
+                result.warnings.append(
+                    f"the archive's disk is full: the cycle stopped; {not_asked} more new"
+                    f" message{'s' if not_asked > 1 else ''} on the server not asked for (retried at"
+                    " every cycle)"
+                )
             result.seconds = time.monotonic() - started
             return result
         if isinstance(exc, Exception) and not isinstance(exc, StoreError):

@@ -111,3 +111,25 @@ async def test_a_full_archive_at_the_commit_makes_local_failures_and_deletes_not
         assert (again.new_messages, again.deleted, again.failures) == (30, 30, [])
     finally:
         await store.close()
+
+
+async def test_the_messages_a_full_archive_left_unasked_are_counted_in_a_warning(tmp_path: Path) -> None:
+    """More new mail than one batch and the archive unable to grow: the cycle stops at the first
+    commit; what arrived is local failures, and the rest of the plan, never asked for, is named in
+    one warning with its count (QA of session 9: "0 new messages, 46 not retrieved" of 63 waiting)."""
+    store = await Store.open(tmp_path / "a.sqlite3")
+    try:
+        account = await prepare(store, pop3_account(retention="delete"))
+        server = FakeServer(
+            (POP3Key(f"uidl-{n}"), b"Subject: Brief %d\r\n\r\n" % n + b"Zeile %d\r\n" % n * 6000)
+            for n in range(1, 201)
+        )
+        pages = await store._scalar("PRAGMA page_count")
+        await store._conn.execute(f"PRAGMA max_page_count = {pages}")
+        full = await fetch_cycle(account, store, server.session(), clock=Clock())
+        (warning,) = [w for w in full.warnings if w.startswith("the archive's disk is full")]
+        not_asked = 200 - len(full.failures)
+        assert 0 < len(full.failures) < 200 and full.deleted == 0 and server.deleted == []
+        assert f"; {not_asked} more new messages on the server not asked for" in warning
+    finally:
+        await store.close()
