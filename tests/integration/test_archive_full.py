@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_local_failures import log_events
 from tests.support import corpus
-from tests.support.daemonproc import end_process, maild_cli, status, wait_until
+from tests.support.alert_recorder import AlertRecorder
+from tests.support.daemonproc import end_process, log_events, maild_cli, status, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, write_config
 from tests.support.namespaces import FILL_AND_FREE_DRIVER, UNSHARE, namespace_state_dir
@@ -63,18 +63,11 @@ def test_a_full_archive_disk_is_a_local_failure_and_loses_nothing(
     extra: dict[str, Any] = {"retention": "delete"} if protocol == "pop3" else {"idle": False}
     spec = AccountSpec("anna", protocol, mail_user.name, mail_user.password, extra=extra)
     cfg = write_config(directory, dovecot, [spec])
-    events = directory / "events.jsonl"
-    script = directory / "alert.py"
-    script.write_text(f"import sys\nwith open({str(events)!r}, 'a') as f:\n    f.write(sys.stdin.read())\n")
-    with cfg.open("a") as fh:  # disk_full off: it fires too on the filled tmpfs, and is not this test's
-        fh.write(
-            f"\n[alerts]\ncommand = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]\n"
-            "disk_free_percent = 0\n"
-        )
+    # disk_full off: it fires too on the filled tmpfs, and is not this test's
+    recorder = AlertRecorder(directory, cfg, "disk_free_percent = 0\n")
 
     def local_alerts() -> list[str]:
-        text = events.read_text() if events.exists() else ""
-        return [e["state"] for e in map(json.loads, text.splitlines()) if e["kind"] == "local_failure"]
+        return recorder.states("local_failure")
 
     def anna() -> dict[str, Any]:
         accounts = status(directory / "control.sock").get("accounts")

@@ -11,7 +11,6 @@ has less free space than the message, and the freed one more than the reserve pl
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 import pytest
 
 from tests.support import corpus
-from tests.support.daemonproc import end_process, maild_cli, status, wait_until
+from tests.support.alert_recorder import AlertRecorder
+from tests.support.daemonproc import end_process, log_events, maild_cli, status, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, write_config
 from tests.support.namespaces import FILL_AND_FREE_DRIVER, UNSHARE, namespace_state_dir
@@ -38,19 +38,6 @@ print("exit", daemon.wait(), flush=True)
 """
 
 
-def log_events(log: Path, event: str) -> list[str]:
-    """The levels of the daemon's JSON log lines (stderr to a file) with this ``event``, in order."""
-    levels = []
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event:
-            levels.append(record["level"])
-    return levels
-
-
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])
 def test_large_mail_blocked_by_the_disk_warns_once_and_flows_when_space_is_freed(
     dovecot: Dovecot, mail_user: MailUser, protocol: str
@@ -65,18 +52,11 @@ def test_large_mail_blocked_by_the_disk_warns_once_and_flows_when_space_is_freed
     idle = {"idle": False} if protocol == "imap" else {}  # the cycles are the test's fetch-now, no push
     spec = AccountSpec("anna", protocol, mail_user.name, mail_user.password, extra=idle)
     cfg = write_config(directory, dovecot, [spec])
-    events = directory / "events.jsonl"
-    script = directory / "alert.py"
-    script.write_text(f"import sys\nwith open({str(events)!r}, 'a') as f:\n    f.write(sys.stdin.read())\n")
-    with cfg.open("a") as fh:  # disk_full off: it fires too on the filled tmpfs, and is not this test's
-        fh.write(
-            f"\n[alerts]\ncommand = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]\n"
-            "disk_free_percent = 0\n"
-        )
+    # disk_full off: it fires too on the filled tmpfs, and is not this test's
+    recorder = AlertRecorder(directory, cfg, "disk_free_percent = 0\n")
 
     def local_alerts() -> list[str]:
-        text = events.read_text() if events.exists() else ""
-        return [e["state"] for e in map(json.loads, text.splitlines()) if e["kind"] == "local_failure"]
+        return recorder.states("local_failure")
 
     def anna() -> dict[str, Any]:
         accounts = status(directory / "control.sock").get("accounts")
@@ -120,7 +100,7 @@ def test_large_mail_blocked_by_the_disk_warns_once_and_flows_when_space_is_freed
         )
         wait_until(local_alerts, "the local_failure alert")
         assert local_alerts() == ["firing"]
-        (fired,) = [e for e in map(json.loads, events.read_text().splitlines()) if e["kind"] == "local_failure"]
+        (fired,) = recorder.alerts("local_failure")
         assert fired["account"] == "anna" and fired["next_step"].startswith(f"free space in {state} ")
 
         tell("free", "freed")

@@ -11,9 +11,9 @@ import sqlite3
 import sys
 from typing import Any
 
-from tests.integration.test_local_failures import log_events
 from tests.support import corpus
-from tests.support.daemonproc import maild_cli, running_maild, status, stop_maild, wait_until
+from tests.support.alert_recorder import AlertRecorder
+from tests.support.daemonproc import log_events, maild_cli, running_maild, status, stop_maild, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -51,15 +51,10 @@ def test_a_reader_holding_the_log_shows_in_status_check_metrics_and_one_alert(
     spec = AccountSpec("anna", "imap", mail_user.name, mail_user.password, extra={"idle": False})
     textfile = directory / "maild.prom"
     cfg = write_config(directory, dovecot, [spec], daemon={"metrics_textfile": str(textfile)})
-    events = directory / "events.jsonl"
-    script = directory / "alert.py"
-    script.write_text(f"import sys\nwith open({str(events)!r}, 'a') as f:\n    f.write(sys.stdin.read())\n")
-    with cfg.open("a") as fh:
-        fh.write(f"\n[alerts]\ncommand = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]\n")
+    recorder = AlertRecorder(directory, cfg)
 
     def wal_alerts() -> list[str]:
-        text = events.read_text() if events.exists() else ""
-        return [e["state"] for e in map(json.loads, text.splitlines()) if e["kind"] == "wal_held"]
+        return recorder.states("wal_held")
 
     def metric(name: str) -> str | None:
         lines = textfile.read_text().splitlines() if textfile.exists() else []

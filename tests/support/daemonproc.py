@@ -161,3 +161,16 @@ def wait_until_drained(
             return True
         time.sleep(poll_s)
     return False
+
+
+def log_events(log: Path, event: str) -> list[str]:
+    """The levels of the daemon's JSON log lines (stderr to a file) with this ``event``, in order."""
+    levels = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == event:
+            levels.append(record["level"])
+    return levels
