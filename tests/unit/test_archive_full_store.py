@@ -88,6 +88,20 @@ async def test_failure_records_that_do_not_fit_do_not_fail_the_cycle(tmp_path: P
         await store.close()
 
 
+def letters(n: int) -> FakeServer:
+    """A POP3 maildrop of ``n`` letters of about 50-60 kB each (UIDLs ``uidl-1`` ...)."""
+    return FakeServer(
+        (POP3Key(f"uidl-{i}"), b"Subject: Brief %d\r\n\r\n" % i + b"Zeile %d\r\n" % i * 6000)
+        for i in range(1, n + 1)
+    )
+
+
+async def hold_size(store: Store) -> None:
+    """The archive may not grow past its pages now: SQLite answers SQLITE_FULL, as on a full disk."""
+    pages = await store._scalar("PRAGMA page_count")
+    await store._conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
 async def test_a_full_archive_at_the_commit_makes_local_failures_and_deletes_nothing(tmp_path: Path) -> None:
     """A POP3 account deleting what it archived, the archive unable to grow: the cycle ends (no error)
     with every message that arrived as a local failure "local archive: ...", no failure record,
@@ -95,12 +109,8 @@ async def test_a_full_archive_at_the_commit_makes_local_failures_and_deletes_not
     store = await Store.open(tmp_path / "a.sqlite3")
     try:
         account = await prepare(store, pop3_account(retention="delete"))
-        server = FakeServer(
-            (POP3Key(f"uidl-{n}"), b"Subject: Brief %d\r\n\r\n" % n + b"Zeile %d\r\n" % n * 6000)
-            for n in range(1, 31)
-        )
-        pages = await store._scalar("PRAGMA page_count")
-        await store._conn.execute(f"PRAGMA max_page_count = {pages}")
+        server = letters(30)
+        await hold_size(store)
         full = await fetch_cycle(account, store, server.session(), clock=Clock())
         assert {(f.kind, f.reason.startswith("local archive: ")) for f in full.failures} == {("local", True)}
         assert len(full.failures) == 30 and full.new_messages == 0 and full.deleted == 0
@@ -120,12 +130,8 @@ async def test_the_messages_a_full_archive_left_unasked_are_counted_in_a_warning
     store = await Store.open(tmp_path / "a.sqlite3")
     try:
         account = await prepare(store, pop3_account(retention="delete"))
-        server = FakeServer(
-            (POP3Key(f"uidl-{n}"), b"Subject: Brief %d\r\n\r\n" % n + b"Zeile %d\r\n" % n * 6000)
-            for n in range(1, 201)
-        )
-        pages = await store._scalar("PRAGMA page_count")
-        await store._conn.execute(f"PRAGMA max_page_count = {pages}")
+        server = letters(200)
+        await hold_size(store)
         full = await fetch_cycle(account, store, server.session(), clock=Clock())
         (warning,) = [w for w in full.warnings if w.startswith("the archive's disk is full")]
         not_asked = 200 - len(full.failures)
