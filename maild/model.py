@@ -320,10 +320,32 @@ _MASK = "********"
 MIN_GLOBAL_REDACT_CHARS = 4
 
 
+def _repr_inner(value: str, quote: str) -> str:
+    r"""``value`` as it appears inside a Python ``repr()`` delimited by ``quote``.
+
+    ``repr()`` escapes character by character, so the secret's form inside the repr of any longer
+    text (an error quoting a server's reply with ``!r``) is the concatenation of each character's
+    own escape; only the delimiting quote differs (``'`` unless the whole text holds ``'`` and no ``"``).
+    """
+    other = '"' if quote == "'" else "'"
+    return "".join(
+        "\\" + quote if ch == quote else other if ch == other else repr(ch)[1:-1] for ch in value
+    )
+
+
 def _forms(value: str) -> tuple[str, ...]:
-    """The secret as sent and as an IMAP quoted string would carry it (``\\`` and ``\"`` escaped)."""
+    r"""Every shape the secret keeps when maild or a server quotes text holding it, longest first.
+
+    As sent; as an IMAP quoted string carries it (``\\`` and ``\"`` escaped); inside a Python
+    ``repr()`` of a str, delimited by ``'`` or ``"`` (an error message quoting a server's reply with
+    ``!r`` doubles a backslash and escapes control characters); inside the ``repr()`` of the UTF-8
+    bytes (non-ASCII as ``\xNN``).
+    """
     quoted = value.replace("\\", "\\\\").replace('"', '\\"')
-    return (quoted, value) if quoted != value else (value,)
+    raw = value.encode("utf-8", "surrogateescape")
+    as_bytes = "".join("\\'" if b == 0x27 else repr(bytes([b]))[2:-1] for b in raw)
+    forms = {value, quoted, _repr_inner(value, "'"), _repr_inner(value, '"'), as_bytes}
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def redact_known(text: str) -> str:
@@ -348,10 +370,11 @@ class Secret:
     known to :func:`redact_known` while it lives.
     """
 
-    __slots__ = ("__weakref__", "_value")
+    __slots__ = ("__weakref__", "_forms", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._forms: tuple[str, ...] | None = None  # computed at the first redact()
         _LIVE_SECRETS.add(self)
 
     def reveal(self) -> str:
@@ -359,10 +382,13 @@ class Secret:
         return self._value
 
     def redact(self, text: str) -> str:
-        """``text`` with this secret (raw or in IMAP quoted-string form) replaced by ``********``."""
+        """``text`` with this secret replaced by ``********``: raw, as an IMAP quoted string, or as
+        Python's ``repr()`` shows it inside a longer str or bytes (see :func:`_forms`)."""
         if not self._value:
             return text
-        for form in _forms(self._value):
+        if self._forms is None:
+            self._forms = _forms(self._value)
+        for form in self._forms:
             if form in text:
                 text = text.replace(form, _MASK)
         return text

@@ -1,0 +1,82 @@
+"""A password echoed by a server must stay masked in whatever shape maild itself quotes it.
+
+Errors quote a server's reply with ``!r`` (``ProtocolError``: ``(reply: '...')``), which doubles every
+backslash and escapes control characters: a password holding ``\\`` then no longer appears "as sent"
+and the last line of defence (:func:`maild.model.redact_known`) used to miss it (QA of session 10:
+the whole password reached ``maild fetch``'s output, the log, status and the archive's history).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+import structlog
+
+from maild.errors import MaildError
+from maild.log import redact_secrets
+from maild.model import Secret, ServerSettings, redact_known
+from maild.protocols.pop3.maildrop import POP3Maildrop
+from maild.service.account_runtime import describe
+from tests.support.scripted_pop3 import ScriptedPOP3, sample_message
+
+#: A generated-looking password with a backslash, both quotes, a control character and non-ASCII.
+PASSWORD = "Kx\\9\"q'Tz\x07ü-71"
+#: The same without non-ASCII, for the scripted POP3 server (it reads commands as Latin-1).
+POP3_PASSWORD = "Kx\\9\"q'Tz\x07-71"
+#: A part of it long enough that its presence in any text means the password leaked.
+PIECE = "Tz"
+
+
+async def test_malformed_reply_echoing_the_password_is_masked(
+    executor: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    """A POP3 server answering PASS with a line that is not a status line and holds the password:
+    the ProtocolError quotes the reply with repr(), and the text shown (status, log, fetch output)
+    has ``********`` in its place.
+
+    Steps: a scripted server whose PASS reply is ``GARBAGE <password>``; open the maildrop (USER/PASS:
+    no SASL advertised); the error is raised; its description, the log processor's output for it,
+    and its plain ``str()`` passed through redact_known hold no part of the password.
+    """
+    with ScriptedPOP3(
+        [sample_message(1)], user="anna", password=POP3_PASSWORD, pass_error=f"GARBAGE {POP3_PASSWORD}"
+    ) as server:
+        settings = ServerSettings(
+            "anna-pop", server.host, server.port, "none", None, "anna", Secret(POP3_PASSWORD), 5.0
+        )
+        maildrop = POP3Maildrop(settings, executor)
+        with pytest.raises(MaildError) as caught:
+            await maildrop.open()
+        await maildrop.abort()
+        assert f"PASS {POP3_PASSWORD}" in server.commands  # the server did receive it (and echoed it)
+    assert "reply: 'GARBAGE" in str(caught.value)  # quoted with repr(): the shape this test is about
+    with structlog.testing.capture_logs():
+        event = redact_secrets(None, "warning", {"event": "fetch.failed", "error": str(caught.value)})
+    shown = [describe(caught.value), redact_known(str(caught.value)), str(event["error"])]
+    assert all(PIECE not in text for text in shown), shown
+    assert all("GARBAGE ********" in text for text in shown), shown
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param(lambda pw: f"x {pw} y", id="as-sent"),
+        pytest.param(lambda pw: '"' + pw.replace("\\", "\\\\").replace('"', '\\"') + '"', id="imap-quoted"),
+        pytest.param(lambda pw: repr(f"reply {pw}"), id="repr-str"),
+        pytest.param(lambda pw: repr(f"reply {pw} \"'"), id="repr-str-both-quotes"),
+        pytest.param(lambda pw: repr(f"reply {pw} '"), id="repr-str-double-quoted"),
+        pytest.param(lambda pw: repr(f"reply {pw}".encode()), id="repr-bytes"),
+        pytest.param(lambda pw: repr(("tuple", pw)), id="repr-container"),
+    ],
+)
+def test_every_quoted_shape_of_a_live_secret_is_masked(shape: object) -> None:
+    """redact_known masks the secret as sent, as an IMAP quoted string and inside repr() of str,
+    bytes or a container, whichever quote character repr() chose."""
+    secret = Secret(PASSWORD)
+    text = shape(PASSWORD)  # type: ignore[operator]
+    assert PIECE in text
+    masked = redact_known(text)
+    assert PIECE not in masked
+    assert "********" in masked
+    assert secret.reveal() == PASSWORD
