@@ -328,9 +328,7 @@ def _repr_inner(value: str, quote: str) -> str:
     own escape; only the delimiting quote differs (``'`` unless the whole text holds ``'`` and no ``"``).
     """
     other = '"' if quote == "'" else "'"
-    return "".join(
-        "\\" + quote if ch == quote else other if ch == other else repr(ch)[1:-1] for ch in value
-    )
+    return "".join("\\" + quote if ch == quote else other if ch == other else repr(ch)[1:-1] for ch in value)
 
 
 def _forms(value: str) -> tuple[str, ...]:

@@ -65,14 +65,17 @@ UploadProgress = Callable[[int, int, int, int], None]
 def deleting_source(config: Config, source: str, target: AccountConfig) -> str | None:
     """Explain why uploading into ``target`` could be undone, or return None.
 
-    That is the case when A is an enabled POP3 account that deletes what it fetches (``retention``
-    other than ``"keep"``), whatever the host names: ``pop.provider.de`` and ``imap.provider.de``
-    are often one mailbox, and then A's next fetch cycle would archive the uploaded messages and
-    delete them from the server again. (Other POP3 accounts that turn out to share B's mailbox have
-    their deletions suspended while the move is unfinished: :func:`maild.policy.move_suspension`.)
+    That is the case when A is an enabled account that deletes what it fetches (``retention`` other
+    than ``"keep"``), whatever the host names and A's protocol: ``pop.provider.de`` and
+    ``imap.provider.de`` (or two names of one IMAP server) are often one mailbox, and then A's fetch
+    cycles would archive the uploaded messages as new ones (new UIDLs or UIDs) and delete them from
+    the server again (at once with ``delete``, ``retention_days`` later with ``delete-after``). (Other
+    POP3 accounts that turn out to share B's mailbox have their deletions suspended while the move is
+    unfinished: :func:`maild.policy.move_suspension`; other IMAP accounts do not, see
+    docs/moving-a-mailbox.md.)
     """
     account = config.accounts.get(source)
-    if account is None or not account.enabled or account.protocol != "pop3" or account.retention == "keep":
+    if account is None or not account.enabled or account.retention == "keep":
         return None
     return (
         f"account {source} deletes the messages it fetches (retention = {account.retention!r}); if its"

@@ -58,3 +58,30 @@ def test_deleting_pop3_source_is_refused_whatever_the_host_names(tmp_path: Path)
     assert other is not None
     assert "pop.example.net" in other
     assert deleting_source(config, "gone", target) is None
+
+
+def test_deleting_imap_source_is_refused_too(tmp_path: Path) -> None:
+    """An IMAP source on delete-after would archive the uploaded copies (new UIDs) and delete them
+    retention_days later if it is the target's mailbox under another name: refused like POP3; on
+    keep, or disabled, it is not."""
+    (tmp_path / "pw").write_text("pw\n")
+    accounts = ""
+    for name, host, extra in (
+        ("old", "imap.example.org", 'retention = "delete-after"\nretention_days = 30'),
+        ("off", "imap.example.org", 'retention = "delete-after"\nretention_days = 30\nenabled = false'),
+        ("kept", "imap.example.org", ""),
+        ("new", "mail.example.org", ""),
+    ):
+        accounts += (
+            f'[accounts.{name}]\norganisation = "O"\nemployee = "E"\nprotocol = "imap"\n'
+            f'host = "{host}"\nusername = "anna"\npassword_file = "pw"\n{extra}\n'
+        )
+    (tmp_path / "c.toml").write_text(f'[daemon]\nstate_dir = "s"\n{accounts}')
+    config = load_config(tmp_path / "c.toml")
+    target = config.accounts["new"]
+    message = deleting_source(config, "old", target)
+    assert message is not None
+    assert "retention = 'delete-after'" in message
+    assert "imap.example.org" in message
+    assert deleting_source(config, "off", target) is None
+    assert deleting_source(config, "kept", target) is None
