@@ -7,6 +7,7 @@ rotated password takes effect without a reload. Errors never contain the passwor
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,26 @@ __all__ = ["MAX_SECRET_OCTETS", "PASSWORD_COMMAND_TIMEOUT_S", "PasswordSource", 
 
 
 def read_secret_file(path: Path, account: str, key: str) -> Secret:
-    """Return the first line of ``path`` as a Secret; ConfigError (without the content) otherwise."""
+    """Return the first line of ``path`` as a Secret; ConfigError (without the content) otherwise.
+
+    Only a regular file (or a symbolic link to one) is read: a FIFO or a device is refused at once
+    rather than read, since opening and reading a FIFO nobody writes blocks for ever (``maild
+    check-config``, the daemon's start and every cycle of the account would wait on it).
+
+    Raises:
+        ConfigError: the file cannot be opened, is not a regular file, its first line is longer than
+            :data:`MAX_SECRET_OCTETS` octets or not UTF-8, or it is empty.
+    """
     try:
-        with path.open("rb") as fh:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (regular files
+        # ignore the flag).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as fh:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(
+                    f"account {account}: {key} {path} is not a regular file ({_file_kind(mode)})"
+                )
             first = fh.readline(MAX_SECRET_OCTETS + 1)
         if len(first) > MAX_SECRET_OCTETS:
             raise ConfigError(
@@ -37,6 +55,20 @@ def read_secret_file(path: Path, account: str, key: str) -> Secret:
     if not value:
         raise ConfigError(f"account {account}: {key} {path} is empty")
     return Secret(value)
+
+
+def _file_kind(mode: int) -> str:
+    """What a ``st_mode`` that is not a regular file is, in a word for an error message."""
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 @dataclass(frozen=True, slots=True)
