@@ -79,7 +79,10 @@ def command(name: str) -> Callable[[CommandHandler], CommandHandler]:
 
 
 def _known_account(ctx: CommandContext, name: object) -> str:
-    """``name`` when it is a running account. Raises ControlError ``unknown-account`` otherwise."""
+    """``name`` when it is a running account. Raises ControlError ``unknown-account`` otherwise (also
+    when the request names none: the code clients know, with a message that says what is missing)."""
+    if name is None:
+        raise ControlError("unknown-account", 'the request names no account ("account": "NAME")')
     if not isinstance(name, str) or name not in ctx.scheduler.accounts:
         raise ControlError("unknown-account", f"no account named {name!r}")
     return name

@@ -183,7 +183,7 @@ class ControlServer:
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return error_reply("bad-request", 'request must be a JSON object with a string "command"')
         version = request.get("version", PROTOCOL_VERSION)
-        if version != PROTOCOL_VERSION:
+        if isinstance(version, bool) or version != PROTOCOL_VERSION:  # JSON true == 1 in Python
             return error_reply("bad-version", f"protocol version {version!r} is not supported (use 1)")
         try:
             reply = await self.handler(request)

@@ -296,11 +296,15 @@ async def test_pause_and_resume_are_routed(daemon: Daemon, command: str, state: 
 
 @pytest.mark.parametrize("command", ["pause", "resume"])
 async def test_pause_and_resume_need_a_known_account(daemon: Daemon, command: str) -> None:
-    """pause and resume without an account, or with an unknown one, are unknown-account."""
-    for request in ({}, {"account": "nobody"}):
+    """pause and resume without an account, or with an unknown one, are unknown-account, the message
+    saying which (before session 10 a missing account read "no account named None")."""
+    for request, message in (
+        ({}, 'the request names no account ("account": "NAME")'),
+        ({"account": "nobody"}, "no account named 'nobody'"),
+    ):
         with pytest.raises(ControlError) as info:
             await ask(daemon, command=command, **request)
-        assert info.value.code == "unknown-account"
+        assert (info.value.code, str(info.value)) == ("unknown-account", message)
 
 
 async def test_reload_metrics_and_stop_are_routed(daemon: Daemon) -> None:

@@ -201,7 +201,7 @@ async def test_non_object_or_missing_command_gets_bad_request(client: Client, li
     assert error_code(reply) == "bad-request"
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None, 1.5])
+@pytest.mark.parametrize("version", [2, 0, "1", None, 1.5, True])
 async def test_unknown_version_gets_bad_version(
     client: Client, server: ControlServer, version: object
 ) -> None:
