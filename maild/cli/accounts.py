@@ -280,6 +280,38 @@ def _add(args: argparse.Namespace) -> int:
 # -- set ----------------------------------------------------------------------------------------------
 
 
+#: The keys of which an account has exactly one (without OAuth2).
+_PASSWORD_KEYS = frozenset({"password", "password_file", "password_command", "password_credential"})
+
+
+def _check_by_hand(name: str, source: Path, updates: dict[str, Any]) -> None:
+    """Validate ``updates`` on the account's table as read from ``source`` (which maild does not
+    write), so that ``accounts set`` never tells the admin to write an invalid key or value there.
+
+    Raises:
+        ConfigError: one line, ``not changed, the setting is invalid: FILE: accounts.NAME.KEY: ...``
+            (the table's first error with the updates applied, as the loader would report it).
+    """
+    import tomllib
+
+    from maild.config.account_table import parse_account
+
+    if "protocol" in updates:
+        raise ConfigError(f"accounts.{name}.protocol: fixed for an account's life; add a new account instead")
+    try:
+        table = tomllib.loads(source.read_text("utf-8")).get("accounts", {}).get(name)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return  # just loaded by the caller: a file changed meanwhile is the loader's to report
+    if not isinstance(table, dict):
+        return
+    if _PASSWORD_KEYS & updates.keys():  # a new password source replaces the one written there
+        table = {k: v for k, v in table.items() if k not in _PASSWORD_KEYS}
+    try:
+        parse_account(name, {**table, **updates}, f"accounts.{name}", source)
+    except ConfigError as exc:
+        raise ConfigError(f"not changed, the setting is invalid: {source}: {exc}") from None
+
+
 def _edit_by_hand(name: str, source: Path, dropin: Path, updates: dict[str, Any]) -> str:
     """What ``accounts set`` says for an account of a file it does not write: the TOML lines to put
     there (no password value), and the other way, moving the table into its drop-in."""
@@ -309,7 +341,9 @@ def _set(args: argparse.Namespace) -> int:
     path = dropin_path(config.path, name)
     updates = dict(parse_setting(text) for text in args.settings)
     if account.source != path:
-        raise ConfigError(_edit_by_hand(name, account.source or config.path, path, updates))
+        source = account.source or config.path
+        _check_by_hand(name, source, updates)
+        raise ConfigError(_edit_by_hand(name, source, path, updates))
     if "protocol" in updates:
         raise ConfigError(f"accounts.{name}.protocol: fixed for an account's life; add a new account instead")
     old = update_dropin(path, name, updates)

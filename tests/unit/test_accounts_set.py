@@ -100,3 +100,30 @@ def test_set_on_an_account_of_the_main_file_says_what_to_write_there(
     assert str(config.parent / "accounts.d" / "anna-pop.toml") in err
     assert "geheim" not in err
     assert config.read_bytes() == main_before
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("retention=sometimes", "accounts.anna-pop.retention: expected one of"),
+        ("colour=blue", "accounts.anna-pop.colour: unknown key"),
+        ("port=995x", "accounts.anna-pop.port: expected an integer 1-65535"),
+        ("retention=delete-after", "accounts.anna-pop.retention_days: required"),
+    ],
+)
+def test_set_on_an_account_of_the_main_file_validates_before_saying_what_to_write(
+    config: Path, capsys: pytest.CaptureFixture[str], setting: str, named: str
+) -> None:
+    """For an account of the main file, an invalid key or value is refused as the loader would refuse
+    it, in one line, instead of telling the admin to write it there (QA of session 10: `set anna-pop
+    retention=bogus` answered "put `retention = "bogus"` in its table")."""
+    main_before = config.read_bytes()
+
+    code = main(["-c", str(config), "accounts", "set", "anna-pop", setting])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1
+    assert err.startswith(f"maild: not changed, the setting is invalid: {config}: {named}")
+    assert "never rewrites" not in err
+    assert config.read_bytes() == main_before
