@@ -207,6 +207,12 @@ class ArchiveReader:
         """Tell whether the archive knows an account called ``name`` (configured now or ever)."""
         return bool(self._rows("SELECT 1 FROM accounts WHERE name = ?", (name,)))
 
+    def account_protocols(self) -> dict[str, str]:
+        """Every account the archive knows (configured now or ever), mapped to the protocol it was
+        created with (``"pop3"`` or ``"imap"``; fixed for the account's life)."""
+        rows = self._rows("SELECT name, protocol FROM accounts")
+        return {str(name): str(protocol) for name, protocol in rows}
+
     def sha256_with_prefix(self, prefix: str, limit: int = 6) -> list[str]:
         """Return up to ``limit`` SHA-256 digests (hex) starting with ``prefix`` (lower-case hex)."""
         rows = self._rows(

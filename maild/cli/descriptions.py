@@ -75,7 +75,8 @@ DESCRIPTIONS: dict[str, str] = {
     ),
     "check-config": (
         "Validate the configuration file and its drop-ins without starting anything: every error is one"
-        " line naming the file and the dotted key; warnings go to stderr. The daemon is not asked."
+        " line naming the file and the dotted key; warnings go to stderr. An existing archive is read"
+        " (read-only) to refuse an account whose protocol was changed in place. The daemon is not asked."
     ),
     "manpage": (
         "Print the man page maild(1) in roff, for a source checkout without an installed page: maild"

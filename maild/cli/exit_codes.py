@@ -167,7 +167,11 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
         "`maild check-config`",
         (
             (0, "the configuration and its drop-ins are valid (warnings on stderr)"),
-            (1, "they are not: one line per problem on stderr"),
+            (
+                1,
+                "they are not: one line per problem on stderr (also an account whose protocol differs"
+                " from the archive's)",
+            ),
             (2, USAGE_ERROR),
         ),
     ),

@@ -235,7 +235,16 @@ def _check_config(args: argparse.Namespace) -> int:
     cfg = load_args_config(args)
     for warning in cfg.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{cfg.path}: OK, {len(cfg.accounts)} accounts")
+    from maild.cli.config_check import archive_problems  # reads the archive: only for this command
+
+    problems, note = archive_problems(cfg)
+    if note is not None:
+        print(f"warning: {note}", file=sys.stderr)
+    for problem in problems:
+        print(f"maild: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{cfg.path}: OK, {len(cfg.accounts)} account{'' if len(cfg.accounts) == 1 else 's'}")
     return 0
 
 
