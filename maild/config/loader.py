@@ -49,6 +49,9 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path("/etc/maild/config.toml")
 
+#: Largest configuration file (the main file or a drop-in) maild reads, in octets: 4 MiB, some ten
+#: thousand accounts; anything larger is a wrong path (``-c /dev/zero``), refused before it fills memory.
+MAX_CONFIG_OCTETS = 4 * 1024 * 1024
 #: Longest Unix socket path Linux accepts (sun_path is 108 octets with the terminating NUL).
 MAX_SOCKET_PATH_OCTETS = 107
 
@@ -115,9 +118,20 @@ def listen_address(text: str, key: str) -> tuple[str, int]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document in ``path``, read up to :data:`MAX_CONFIG_OCTETS`.
+
+    Raises:
+        ConfigError: one line naming the file: missing, a directory, unreadable, larger than
+            :data:`MAX_CONFIG_OCTETS`, not UTF-8 or not TOML.
+    """
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read(MAX_CONFIG_OCTETS + 1)
+        if len(data) > MAX_CONFIG_OCTETS:
+            raise ConfigError(
+                f"{path}: larger than {MAX_CONFIG_OCTETS} octets: not a maild configuration file"
+            )
+        return tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:

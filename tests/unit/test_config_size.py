@@ -1,0 +1,47 @@
+"""Configuration files are read up to MAX_CONFIG_OCTETS (QA of session 10: `maild -c /dev/zero check-config`
+read until memory ran out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maild.config.loader import MAX_CONFIG_OCTETS, load_config
+from maild.errors import ConfigError
+from tests.unit.test_config import account_file
+
+
+def _oversized(path: Path) -> Path:
+    """A valid TOML file one octet over the limit: a comment, so only its size is wrong."""
+    path.write_bytes(b"#" + b"x" * MAX_CONFIG_OCTETS + b"\n")
+    return path
+
+
+def test_oversized_main_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A main file over the limit is refused in one line naming the file and the limit."""
+    path = _oversized(tmp_path / "config.toml")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (
+        str(info.value) == f"{path}: larger than {MAX_CONFIG_OCTETS} octets: not a maild configuration file"
+    )
+
+
+def test_oversized_dropin_is_named_and_the_rest_still_checked(tmp_path: Path) -> None:
+    """A drop-in over the limit is one problem naming it; the main file's account is still loaded
+    (and its own errors would be reported beside it)."""
+    main = account_file(tmp_path, "")
+    (tmp_path / "accounts.d").mkdir()
+    dropin = _oversized(tmp_path / "accounts.d" / "big.toml")
+    with pytest.raises(ConfigError) as info:
+        load_config(main)
+    assert info.value.problems == (
+        f"{dropin}: larger than {MAX_CONFIG_OCTETS} octets: not a maild configuration file",
+    )
+
+
+def test_a_device_as_config_is_refused_without_reading_it_whole() -> None:
+    """``-c /dev/zero`` (an endless file) is refused after MAX_CONFIG_OCTETS octets."""
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(Path("/dev/zero"))
