@@ -39,9 +39,3 @@ def test_oversized_dropin_is_named_and_the_rest_still_checked(tmp_path: Path) ->
     assert info.value.problems == (
         f"{dropin}: larger than {MAX_CONFIG_OCTETS} octets: not a maild configuration file",
     )
-
-
-def test_a_device_as_config_is_refused_without_reading_it_whole() -> None:
-    """``-c /dev/zero`` (an endless file) is refused after MAX_CONFIG_OCTETS octets."""
-    with pytest.raises(ConfigError, match="larger than"):
-        load_config(Path("/dev/zero"))
