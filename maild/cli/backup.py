@@ -84,7 +84,12 @@ def _backup(args: argparse.Namespace) -> int:
     database = Path(args.database) if args.database is not None else load_args_config(args).daemon.database
     if args.keep is not None and not args.dest.is_dir():
         raise QueryError(f"--keep needs DEST to be a directory; {args.dest} is not one")
-    path, check = backup(database, args.dest, compress=args.compress, now=_now())
+    try:
+        path, check = backup(database, args.dest, compress=args.compress, now=_now())
+    except FileExistsError:
+        raise  # its own words: "DEST exists already; a backup never overwrites one"
+    except OSError as exc:  # before: "[Errno 2] No such file or directory: '/x/.b.partial'"
+        raise QueryError(f"cannot write a backup to {args.dest}: {exc.strerror or exc}") from None
     print(
         f"{path}: {count(check.messages)} messages, schema version {check.schema_version},"
         f" integrity ok, {human_size(path.stat().st_size)}"

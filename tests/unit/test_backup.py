@@ -157,3 +157,19 @@ async def test_restore_refuses_while_the_daemon_answers(tmp_path: Path, capsys: 
         listener.listen(1)
         assert main(["-c", str(cfg), "restore", str(tmp_path / "b.sqlite3")]) == 1
     assert "stop it first" in capsys.readouterr().err
+
+
+async def test_backup_into_a_missing_directory_is_one_line_naming_dest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DEST in a directory that does not exist: one line naming DEST and the reason, exit 1 (before
+    session 10: the raw errno text naming a temporary file the admin never named)."""
+    cfg, db = _config(tmp_path)
+    await build_archive(db, [("anna-pop", pop(1), letter(1))])
+    dest = tmp_path / "missing" / "b.sqlite3"
+
+    assert main(["-c", str(cfg), "backup", str(dest)]) == 1
+
+    err = capsys.readouterr().err
+    assert err == f"maild: cannot write a backup to {dest}: No such file or directory\n"
+    assert not (tmp_path / "missing").exists()
