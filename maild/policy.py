@@ -250,16 +250,17 @@ def deletion_refusal(retention: Retention, identity: str, *, account: str, host:
 
 
 def move_suspension(account: str, moves: Sequence[tuple[str, str, int]]) -> str | None:
-    """Whether a POP3 account's deletions are suspended by unfinished moves, and why.
+    """Whether an account's deletions are suspended by unfinished moves, and why.
 
     A move (``maild migrate`` of account A into IMAP account B) uploads into B what exists only in
     maild's archive. When this account's server holds messages that B holds too (same SHA-256), it
-    is B's mailbox seen through POP3, whatever the host names: deleting would undo the move. So
+    is B's mailbox seen through POP3 (or through IMAP under another name), whatever the host names:
+    deleting would undo the move. So
     while such a move is unfinished (``maild retire`` has not finished it), nothing is deleted, and the
     status says why.
 
     Args:
-        account: the POP3 account, for the message.
+        account: the account (POP3, or IMAP other than B), for the message.
         moves: the archive's answer (``maild.archive.move_guard.overlapping_moves``), asked after
             every commit of the cycle returned: (source, target, messages in common) per move.
 

@@ -1,6 +1,7 @@
 """The archive's answer to "is this POP3 account's server the mailbox a move is filling?".
 
-A fetch cycle of a POP3 account asks :func:`overlapping_moves` right before deciding deletions
+A fetch cycle of an account that deletes (POP3, or IMAP on ``delete-after``; before session 10 POP3
+only) asks :func:`overlapping_moves` right before deciding deletions
 (after every commit of the cycle returned). The answer is the unfinished moves (``moves`` rows
 without ``finished_at``, schema v5) whose target holds, by content, something this account's
 server holds now: a message linked to a present location of the account (neither gone nor
@@ -45,7 +46,7 @@ async def overlapping_moves(store: Store, account: str) -> list[UnfinishedMove]:
 
     Args:
         store: the open archive.
-        account: the account whose present locations are compared (a POP3 account).
+        account: the account whose present locations are compared (POP3 or IMAP).
 
     Returns:
         The moves, ordered by target then source; empty when there is none.

@@ -9,7 +9,7 @@ The order is the product's guarantee:
    :mod:`maild.fetch.commits`; every commit has returned before step 4);
    (with ``deliver_maildir``: before logging in and after each commit, write what the account's
    Maildir lacks there, then record each delivery, see ``maildir.py``);
-4. unless a move into an IMAP account holding what this POP3 server holds is unfinished
+4. unless a move into an IMAP account holding what this account's server holds is unfinished
    (:func:`maild.policy.move_suspension`, asked of the archive after every commit returned),
    only for messages whose commit has returned, and which the archive still holds at that moment
    (with ``deliver_maildir``: and whose delivery is recorded), mark them deleted (POP3 DELE; IMAP
@@ -364,7 +364,9 @@ async def fetch_cycle(
             await folders.record(account, store, maildrop, inventory, clock())
         if verified is not None:  # fetched by UID in this session: verified
             verified |= {key for key in retrieval.retrieved if isinstance(key, IMAPKey)}
-        if account.retention != "keep" and refusal is None and account.protocol == "pop3":
+        # Any protocol: an IMAP account on delete-after reaching the target's mailbox under another
+        # host name would delete the uploads too (QA of session 10: before, POP3 accounts only).
+        if account.retention != "keep" and refusal is None:
             moves = await overlapping_moves(store, account.name)
             suspended = policy.move_suspension(account.name, [(m.source, m.target, m.shared) for m in moves])
             if suspended is not None:

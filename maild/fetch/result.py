@@ -42,7 +42,7 @@ class CycleResult:
             <maild.protocols.base.Maildrop.identity>`): ``"server"``, ``"uidl"`` or ``"content-digest"``.
         warnings: what the status should show about this cycle, in words (digest identities,
             messages whose identity reappeared after maild deleted it, a suspended deletion).
-        deletion_suspended: POP3 only: why this cycle deleted nothing although retention would
+        deletion_suspended: why this cycle deleted nothing although retention would
             (:func:`maild.policy.move_suspension`), or None.
         subjects: the Subject of failed and set-aside messages where known (from the archive's
             failure records and this cycle's header fetch, :mod:`maild.fetch.failed_headers`).

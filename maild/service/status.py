@@ -109,7 +109,7 @@ class AccountStatus:
             archive, so they survive a restart).
         history: what the archive remembers across reloads and restarts, or None (older daemons).
         progress: while ``fetching``: how far the cycle is; else None.
-        deletion_suspended: POP3 only: why the last cycle deleted nothing although retention
+        deletion_suspended: why the last cycle deleted nothing although retention
             would (an unfinished move into an IMAP account holding the same messages), or None.
         sign_in: how it signs in and the health of its OAuth2 tokens (see :class:`SignInStatus`).
     """

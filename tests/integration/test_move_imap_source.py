@@ -11,6 +11,7 @@ that suspends deletions during a move covers POP3 accounts only).
 from __future__ import annotations
 
 import imaplib
+import sqlite3
 
 import pytest
 
@@ -82,3 +83,47 @@ def test_deleting_imap_source_is_refused_whatever_the_host_names(
     assert main(["-c", str(cfg), "migrate", "old", "--to", "imap"]) == 0
     assert "uploaded 6, refused 0" in capsys.readouterr().out
     assert _count(dovecot, mail_user) == 6
+
+
+def test_another_deleting_imap_account_on_the_mailbox_cannot_undo_an_unfinished_move(
+    dovecot: Dovecot, mail_user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The content check that suspends deletions during a move covers IMAP accounts too.
+
+    Steps: ``pop`` (POP3 at 127.0.0.1, delete) archives 5 messages and deletes them; ``pop`` is
+    disabled, ``migrate pop --to imap`` (localhost) uploads 5; ``other`` (IMAP at 127.0.0.1, the same
+    mailbox, delete-after 1 day) archives the uploaded copies; a day passes (its first-fetch times
+    moved back); its next fetch deletes nothing and says why; the server still holds 5.
+    """
+    directory = short_dir("maildmvo-")
+    dovecot.deliver_many(mail_user.name, [letter(i) for i in range(5)])
+    pop = AccountSpec("pop", "pop3", mail_user.name, mail_user.password, extra={"retention": "delete"})
+    imap = AccountSpec("imap", "imap", mail_user.name, mail_user.password, extra={"host": "localhost"})
+    cfg = write_config(directory, dovecot, [pop, imap])
+    assert main(["-c", str(cfg), "fetch", "pop"]) == 0
+    assert main(["-c", str(cfg), "fetch", "pop"]) == 0  # the second cycle deletes what the first archived
+    assert _count(dovecot, mail_user) == 0
+
+    pop = AccountSpec("pop", "pop3", mail_user.name, mail_user.password, extra={"enabled": False})
+    other = AccountSpec(
+        "other",
+        "imap",
+        mail_user.name,
+        mail_user.password,
+        extra={"retention": "delete-after", "retention_days": 1},
+    )
+    cfg = write_config(directory, dovecot, [pop, imap, other])
+    assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap"]) == 0
+    assert _count(dovecot, mail_user) == 5
+    assert main(["-c", str(cfg), "fetch", "other"]) == 0
+    with sqlite3.connect(directory / "state" / "maild.sqlite3") as db:
+        db.execute("UPDATE locations SET first_fetched_at = '2020-01-01T00:00:00Z' WHERE account = 'other'")
+    capsys.readouterr()
+
+    assert main(["-c", str(cfg), "fetch", "other"]) == 0
+
+    out = capsys.readouterr().out
+    assert "deleted on the server" not in out
+    assert "deletion suspended: 5 messages on other's server are also in IMAP account imap" in out
+    assert "`maild retire pop --into imap`" in out
+    assert _count(dovecot, mail_user) == 5
