@@ -336,13 +336,16 @@ def _forms(value: str) -> tuple[str, ...]:
 
     As sent; as an IMAP quoted string carries it (``\\`` and ``\"`` escaped); inside a Python
     ``repr()`` of a str, delimited by ``'`` or ``"`` (an error message quoting a server's reply with
-    ``!r`` doubles a backslash and escapes control characters); inside the ``repr()`` of the UTF-8
-    bytes (non-ASCII as ``\xNN``).
+    ``!r`` doubles a backslash and escapes control characters), of the secret as sent or of its
+    quoted-string form (a server echoing a LOGIN line); inside the ``repr()`` of the UTF-8 bytes
+    (non-ASCII as ``\xNN``).
     """
     quoted = value.replace("\\", "\\\\").replace('"', '\\"')
     raw = value.encode("utf-8", "surrogateescape")
     as_bytes = "".join("\\'" if b == 0x27 else repr(bytes([b]))[2:-1] for b in raw)
-    forms = {value, quoted, _repr_inner(value, "'"), _repr_inner(value, '"'), as_bytes}
+    forms = {value, quoted, as_bytes}
+    for shown in (value, quoted):  # an error quoting a LOGIN line with repr() shows the quoted form
+        forms |= {_repr_inner(shown, "'"), _repr_inner(shown, '"')}
     return tuple(sorted(forms, key=len, reverse=True))
 
 

@@ -68,6 +68,10 @@ async def test_malformed_reply_echoing_the_password_is_masked(
         pytest.param(lambda pw: repr(f"reply {pw} '"), id="repr-str-double-quoted"),
         pytest.param(lambda pw: repr(f"reply {pw}".encode()), id="repr-bytes"),
         pytest.param(lambda pw: repr(("tuple", pw)), id="repr-container"),
+        pytest.param(
+            lambda pw: repr('GARBAGE LOGIN anna "' + pw.replace("\\", "\\\\").replace('"', '\\"') + '"'),
+            id="repr-of-imap-quoted",
+        ),
     ],
 )
 def test_every_quoted_shape_of_a_live_secret_is_masked(shape: object) -> None:
