@@ -338,12 +338,16 @@ def _forms(value: str) -> tuple[str, ...]:
     ``repr()`` of a str, delimited by ``'`` or ``"`` (an error message quoting a server's reply with
     ``!r`` doubles a backslash and escapes control characters), of the secret as sent or of its
     quoted-string form (a server echoing a LOGIN line); inside the ``repr()`` of the UTF-8 bytes
-    (non-ASCII as ``\xNN``).
+    (non-ASCII as ``\xNN``); percent-encoded as in a form body or URL (RFC 3986 section 2.1; ``+``
+    for a space as ``application/x-www-form-urlencoded`` writes it).
     """
+    import urllib.parse  # here: computed once per secret, at its first redaction, not at start-up
+
     quoted = value.replace("\\", "\\\\").replace('"', '\\"')
     raw = value.encode("utf-8", "surrogateescape")
     as_bytes = "".join("\\'" if b == 0x27 else repr(bytes([b]))[2:-1] for b in raw)
-    forms = {value, quoted, as_bytes}
+    # as a form field or URL carries it (an OAuth2 token endpoint echoing the request body)
+    forms = {value, quoted, as_bytes, urllib.parse.quote_plus(value), urllib.parse.quote(value, safe="")}
     for shown in (value, quoted):  # an error quoting a LOGIN line with repr() shows the quoted form
         forms |= {_repr_inner(shown, "'"), _repr_inner(shown, '"')}
     return tuple(sorted(forms, key=len, reverse=True))

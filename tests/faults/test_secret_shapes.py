@@ -9,6 +9,7 @@ the whole password reached ``maild fetch``'s output, the log, status and the arc
 from __future__ import annotations
 
 import concurrent.futures
+import urllib.parse
 
 import pytest
 import structlog
@@ -68,6 +69,8 @@ async def test_malformed_reply_echoing_the_password_is_masked(
         pytest.param(lambda pw: repr(f"reply {pw} '"), id="repr-str-double-quoted"),
         pytest.param(lambda pw: repr(f"reply {pw}".encode()), id="repr-bytes"),
         pytest.param(lambda pw: repr(("tuple", pw)), id="repr-container"),
+        pytest.param(lambda pw: "client_secret=" + urllib.parse.quote_plus(pw) + "&x=1", id="form-encoded"),
+        pytest.param(lambda pw: "https://h/?s=" + urllib.parse.quote(pw, safe=""), id="percent-encoded"),
         pytest.param(
             lambda pw: repr('GARBAGE LOGIN anna "' + pw.replace("\\", "\\\\").replace('"', '\\"') + '"'),
             id="repr-of-imap-quoted",
