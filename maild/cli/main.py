@@ -172,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = _parser(command_of(words)).parse_args(words)
     handler: Handler = args.handler
+    if sys.stdout is not None and sys.stdout.isatty():
+        # mail and server texts may hold terminal control sequences (ESC): shown, never obeyed
+        from maild.cli.terminal import guard_stdout
+
+        guard_stdout()
     try:
         return int(handler(args))
     except BrokenPipeError:

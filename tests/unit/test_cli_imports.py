@@ -36,8 +36,14 @@ COMMAND_MODULES = {
 
 #: CLI helper modules that main imports inside the handlers that use them (start-up time,
 #: docs/performance.md "Session 8: start-up"): the status view for `status`, `check` and `fetch-now`,
-#: the man page for `maild manpage`, the archive check of `maild check-config`.
-MAIN_LAZY_HELPERS = {"maild.cli.status_view", "maild.cli.manpage", "maild.cli.config_check"}
+#: the man page for `maild manpage`, the archive check of `maild check-config`, the terminal guard
+#: (only when stdout is a terminal).
+MAIN_LAZY_HELPERS = {
+    "maild.cli.status_view",
+    "maild.cli.manpage",
+    "maild.cli.config_check",
+    "maild.cli.terminal",
+}
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
