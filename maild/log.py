@@ -126,6 +126,37 @@ class _PriorityPrefix(logging.Formatter):
         return "\n".join(prefix + line for line in self._inner.format(record).split("\n"))
 
 
+#: What :func:`visible_controls` puts in place of each terminal control character (code point ->
+#: stand-in): caret notation for C0 (except TAB, LF, CR) and DEL, as ``cat -v`` and ``less`` show them
+#: (ESC is ``^[``), ``\xNN`` for C1. ASCII only, so a terminal of any encoding can show them.
+CONTROL_STAND_INS: dict[int, str] = {
+    **{c: "^" + chr(c + 0x40) for c in range(0x20) if chr(c) not in "\t\n\r"},
+    0x7F: "^?",
+    **{c: f"\\x{c:02x}" for c in range(0x80, 0xA0)},
+}
+
+
+def visible_controls(text: str) -> str:
+    """``text`` with each terminal control character shown by :data:`CONTROL_STAND_INS`.
+
+    Mail (a Subject) and server replies (an IMAP ``[ALERT]``) come from others: written to a terminal,
+    an ESC in them would be obeyed (clear the screen, set the title, recolour or hide lines).
+    """
+    return text.translate(CONTROL_STAND_INS)
+
+
+def _console_renderer(colors: bool) -> Any:
+    """structlog's console rendering, with control characters in the event's string values made
+    visible first (its own colour codes, added while rendering, stay)."""
+    inner = structlog.dev.ConsoleRenderer(colors=colors)
+
+    def render(logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
+        shown = {k: visible_controls(v) if isinstance(v, str) else v for k, v in event.items()}
+        return inner(logger, name, shown)
+
+    return render
+
+
 def _renderer(fmt: LogFormat, stream: TextIO, journal: bool) -> Any:
     if fmt == "auto":
         fmt = "logfmt" if journal else "console" if stream.isatty() else "json"
@@ -135,7 +166,7 @@ def _renderer(fmt: LogFormat, stream: TextIO, journal: bool) -> Any:
         return structlog.processors.LogfmtRenderer(
             key_order=_LOGFMT_FIRST, drop_missing=True, bool_as_flag=False
         )
-    return structlog.dev.ConsoleRenderer(colors=stream.isatty() and not journal)
+    return _console_renderer(colors=stream.isatty() and not journal)
 
 
 def configure_logging(

@@ -15,21 +15,14 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-__all__ = ["SafeTerminalText", "guard_stdout", "visible"]
+from maild.log import visible_controls
 
-#: What :func:`visible` puts in place of each control character (code point -> stand-in): caret
-#: notation for C0 and DEL as ``cat -v`` and ``less`` show them (ESC is ``^[``), ``\xNN`` for C1.
-#: ASCII only, so a terminal of any encoding can show them.
-_STAND_INS: dict[int, str] = {
-    **{c: "^" + chr(c + 0x40) for c in range(0x20) if chr(c) not in "\t\n\r"},
-    0x7F: "^?",
-    **{c: f"\\x{c:02x}" for c in range(0x80, 0xA0)},
-}
+__all__ = ["SafeTerminalText", "guard_stdout", "visible"]
 
 
 def visible(text: str) -> str:
     """``text`` with each terminal control character replaced by a visible stand-in (see the module)."""
-    return text.translate(_STAND_INS)
+    return visible_controls(text)
 
 
 class SafeTerminalText:

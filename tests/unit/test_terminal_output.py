@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import pty
 import select
@@ -18,8 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 from maild.cli.terminal import visible
+from maild.log import configure_logging
 from tests.support.archive import build_archive, pop
 
 SUBJECT = "EVIL\x1b]0;pwned\x07\x1b[31mRED\x1b[0m"
@@ -116,3 +119,18 @@ def test_visible_keeps_tab_newline_return_and_printable_text() -> None:
     """TAB, LF, CR and every printable character (non-ASCII included) pass; C0, DEL and C1 do not."""
     assert visible("a\tb\nc\rd ü €") == "a\tb\nc\rd ü €"
     assert visible("\x00\x1b\x7f\x80\x9f") == "^@^[^?\\x80\\x9f"
+
+
+def test_console_log_lines_show_control_characters_from_servers(tmp_path: Path) -> None:
+    """A server's ``[ALERT]`` text with ESC sequences, logged in the console format (the one a terminal
+    gets), is written in caret notation; the event and the rest of the text are intact."""
+    out_path = tmp_path / "log"
+    with out_path.open("w") as out:
+        configure_logging("info", fmt="console", stream=out)
+        structlog.get_logger("maild.test").warning("imap.alert", text="[ALERT] \x1b[2Jpay here\x1b]0;x\x07")
+        logging.getLogger().handlers[0].flush()
+    written = out_path.read_text()
+    assert "imap.alert" in written
+    assert "\x1b" not in written
+    assert "\x07" not in written
+    assert "[ALERT] ^[[2Jpay here^[]0;x^G" in written
