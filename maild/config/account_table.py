@@ -116,11 +116,22 @@ def _parse_retention(t: Table, protocol: Protocol) -> tuple[Retention, int | Non
     return retention, retention_days
 
 
+#: The tables an account table may hold (``[accounts.NAME.oauth2]``); any other table inside it is
+#: most likely an account name with an unquoted dot.
+_SUBTABLES = frozenset({"oauth2"})
+
+
 def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) -> AccountConfig:
     if not ACCOUNT_NAME_RE.fullmatch(name):
         raise ConfigError(f"{where}: account name must match [a-z0-9][a-z0-9._-]* (at most 64 characters)")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table")
+    for key, value in data.items():
+        if isinstance(value, Mapping) and key not in _SUBTABLES:  # [accounts.anna.pop]: "anna" + table "pop"
+            raise ConfigError(
+                f"{where}.{key}: a table inside account {name}; an account name with a dot is written"
+                f' quoted: [accounts."{name}.{key}"]'
+            )
     if "provider" in data:  # issue 13: provider presets fill missing keys
         from maild.config.providers import apply_provider  # the presets' table: only when one is named
 

@@ -39,3 +39,16 @@ def test_oversized_dropin_is_named_and_the_rest_still_checked(tmp_path: Path) ->
     assert info.value.problems == (
         f"{dropin}: larger than {MAX_CONFIG_OCTETS} octets: not a maild configuration file",
     )
+
+
+def test_an_account_name_with_an_unquoted_dot_says_how_to_quote_it(tmp_path: Path) -> None:
+    """``[accounts.anna.pop]`` is TOML for a table ``pop`` inside account ``anna``: one line saying so and
+    how to write the name (before: ``accounts.anna.protocol: required key is missing``)."""
+    path = tmp_path / "config.toml"
+    path.write_text('[accounts.anna.pop]\norganisation = "O"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == (
+        f"{path}: accounts.anna.pop: a table inside account anna; an account name with a dot is written"
+        ' quoted: [accounts."anna.pop"]',
+    )
