@@ -1,5 +1,6 @@
-"""Configuration files are read up to MAX_CONFIG_OCTETS (QA of session 10: `maild -c /dev/zero check-config`
-read until memory ran out)."""
+"""Configuration files of the wrong shape, each one clear line (QA of session 10): larger than
+MAX_CONFIG_OCTETS (`maild -c /dev/zero check-config` read until memory ran out), an account name with an
+unquoted dot."""
 
 from __future__ import annotations
 
