@@ -25,7 +25,9 @@ log = structlog.get_logger("maild.service.metrics_http")
 MAX_REQUEST_OCTETS = 8192
 #: Seconds a client has to send its request head.
 REQUEST_TIMEOUT_S = 10.0
-#: Connections answered at once; more wait in the kernel's backlog.
+#: Connections answered at once; a connection arriving while all are busy gets ``503`` and is closed
+#: at once (before session 10 it waited, holding a file descriptor: thousands of clients that never
+#: finished their request could use up the daemon's descriptors, and with them its mail and archive).
 MAX_CONNECTIONS = 8
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -64,6 +66,11 @@ class MetricsServer:
         log.info("metrics.listening", address=f"{self.host}:{self.port}")
 
     @property
+    def busy(self) -> bool:
+        """Whether all :data:`MAX_CONNECTIONS` slots are taken (a new connection is then refused)."""
+        return self._slots.locked()
+
+    @property
     def bound_port(self) -> int:
         """The port actually bound (useful when ``port`` was 0)."""
         assert self._server is not None
@@ -76,6 +83,9 @@ class MetricsServer:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.busy:  # every slot taken: refuse now rather than hold the connection open
+            await self._refuse(writer)
+            return
         async with self._slots:
             try:
                 status, body, head_only = await self._answer(reader)
@@ -91,6 +101,22 @@ class MetricsServer:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
+
+    @staticmethod
+    async def _refuse(writer: asyncio.StreamWriter) -> None:
+        """Answer ``503`` without reading the request, and close (bounded by REQUEST_TIMEOUT_S)."""
+        body = b"busy: try again\n"
+        head = (
+            f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: {CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        try:
+            writer.write(head.encode("ascii") + body)
+            writer.close()
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                await writer.wait_closed()
+        except (OSError, TimeoutError):
+            writer.transport.abort()
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[str, bytes, bool]:
         """(status line text, body, whether to send the head only) for one request."""

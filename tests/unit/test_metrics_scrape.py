@@ -13,7 +13,7 @@ from maild.config.loader import listen_address
 from maild.errors import ConfigError, ControlError
 from maild.service.account_runtime import AccountRuntime
 from maild.service.metrics import FAILURE_CLASSES, MODES, STATES, render
-from maild.service.metrics_http import MAX_REQUEST_OCTETS, MetricsServer
+from maild.service.metrics_http import MAX_CONNECTIONS, MAX_REQUEST_OCTETS, MetricsServer
 from tests.support.accounts import pop3_account
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -150,3 +150,50 @@ def test_bad_listen_addresses_name_the_key(text: str) -> None:
     """A missing or out-of-range port, or no host, is a ConfigError naming the key."""
     with pytest.raises(ConfigError, match=r"daemon\.metrics_listen: expected"):
         listen_address(text, "daemon.metrics_listen")
+
+
+async def test_clients_beyond_the_slots_are_refused_at_once_not_held() -> None:
+    """With every slot held by a client that never finishes its request, further connections get 503
+    and are closed by the server (before session 10 they waited, each holding a descriptor: thousands
+    of them used up the daemon's); once the slow clients go, a scrape is answered again.
+
+    Steps: MAX_CONNECTIONS clients send half a request line and stay; 50 more connect: each reads a 503
+    and the server's close; the slow clients close; a GET /metrics is answered 200.
+    """
+    async def text() -> str:
+        return "maild_up 1\n"
+
+    server = MetricsServer("127.0.0.1", 0, text)
+    await server.start()
+    slow: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+            writer.write(b"GET /metr")
+            await writer.drain()
+            slow.append(writer)
+        while not server.busy:  # the server has taken them all
+            await asyncio.sleep(0.01)
+        for _ in range(50):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+            # bounded only so that a regression fails instead of hanging: the refusal is immediate
+            async with asyncio.timeout(REFUSAL_WAIT_S):
+                answer = await reader.read()  # until the server closes
+            assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+            writer.close()
+        for writer in slow:
+            writer.close()
+        slow.clear()
+        while server.busy:  # the server has seen them go
+            await asyncio.sleep(0.01)
+        assert (await http(server.bound_port, b"GET /metrics HTTP/1.1\r\n\r\n")).startswith(
+            b"HTTP/1.1 200 OK"
+        )
+    finally:
+        for writer in slow:
+            writer.close()
+        await server.close()
+
+
+#: How long the test waits for a refusal before calling the server hung, in seconds.
+REFUSAL_WAIT_S = 8.0
