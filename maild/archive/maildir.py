@@ -65,6 +65,8 @@ STALE_TMP_S = 36 * 3600.0
 CHUNK_MESSAGES = 200
 CHUNK_OCTETS = 32 * 2**20
 _SHA_IN_NAME_RE = re.compile(r"Q\d+H([0-9a-f]{64})\.")
+#: A whole base name as :func:`unique_name` makes it: the only files :func:`clean_stale_tmp` removes.
+_OWN_NAME_RE = re.compile(r"\d+\.M\d+P\d+Q\d+H[0-9a-f]{64}\.[^/]*,S=\d+")
 _counter = itertools.count()
 _locks_guard = threading.Lock()
 _folder_locks: dict[str, threading.Lock] = {}
@@ -152,7 +154,10 @@ def clean_stale_tmp(root: Path, *, now_s: float | None = None, max_age_s: float 
     """Remove files older than ``max_age_s`` seconds (by modification time) from the ``tmp/`` of the
     Maildir ``root`` and of each of its Maildir++ folders: leftovers of writes killed before the
     rename to ``new/``. Files are never in ``new/`` or ``cur/`` before they are complete, so nothing
-    delivered is touched.
+    delivered is touched. Only files named as :func:`unique_name` names them are removed: a
+    ``deliver_maildir`` set by mistake to a directory that is not maild's Maildir (``/``, a home
+    directory: its ``tmp/`` and every ``.NAME/tmp/``) loses nothing (QA of session 10: before, every
+    file older than 36 hours in them was deleted).
 
     Args:
         root: the Maildir; a missing one is fine (nothing to clean).
@@ -174,7 +179,11 @@ def clean_stale_tmp(root: Path, *, now_s: float | None = None, max_age_s: float 
             continue
         for entry in entries:
             try:
-                if entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime > max_age_s:
+                if (
+                    _OWN_NAME_RE.fullmatch(entry.name)  # never a file maild did not write
+                    and entry.is_file(follow_symlinks=False)
+                    and now - entry.stat().st_mtime > max_age_s
+                ):
                     os.unlink(entry.path)
                     removed += 1
             except OSError as exc:

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from maild.archive.maildir import DIR_MODE, FILE_MODE, STALE_TMP_S, clean_stale_tmp, deliver, ensure_maildir
+from maild.archive.maildir import (
+    DIR_MODE,
+    FILE_MODE,
+    STALE_TMP_S,
+    clean_stale_tmp,
+    deliver,
+    ensure_maildir,
+    unique_name,
+)
 from maild.archive.store import Store
 
 
@@ -59,8 +67,12 @@ def test_stale_tmp_files_are_removed_fresh_ones_kept(tmp_path: Path) -> None:
     root = tmp_path / "Maildir"
     folder = ensure_maildir(root, ".Archiv")
     ensure_maildir(root)
-    old_top, old_folder, young = root / "tmp" / "old1", folder / "tmp" / "old2", root / "tmp" / "young"
-    done = root / "new" / "done"
+    old_top, old_folder, young = (
+        root / "tmp" / unique_name("1" * 64, 1),
+        folder / "tmp" / unique_name("2" * 64, 1),
+        root / "tmp" / unique_name("3" * 64, 1),
+    )
+    done = root / "new" / unique_name("4" * 64, 1)
     for f in (old_top, old_folder, young, done):
         f.write_bytes(b"x")
     past = time.time() - STALE_TMP_S - 60
@@ -70,3 +82,25 @@ def test_stale_tmp_files_are_removed_fresh_ones_kept(tmp_path: Path) -> None:
     assert not old_top.exists() and not old_folder.exists()
     assert young.exists() and done.exists()
     assert clean_stale_tmp(tmp_path / "missing") == 0
+
+
+def test_stale_tmp_cleaning_removes_only_files_maild_named(tmp_path: Path) -> None:
+    """A deliver_maildir set by mistake to a directory that is not maild's Maildir (here a home
+    directory with ~/tmp and ~/.cache/tmp): old files there that maild did not write stay; an old
+    leftover of maild's own stays removed (QA of session 10: every file over 36 hours old went)."""
+    home = tmp_path / "anna"
+    (home / "tmp").mkdir(parents=True)
+    (home / ".cache" / "tmp").mkdir(parents=True)
+    theirs = [
+        home / "tmp" / "thesis-draft.odt",
+        home / ".cache" / "tmp" / "session.dat",
+        home / "tmp" / "1.M2P3Q4",
+    ]
+    ours = home / "tmp" / unique_name("5" * 64, 10)
+    past = time.time() - STALE_TMP_S - 60
+    for f in (*theirs, ours):
+        f.write_bytes(b"x")
+        os.utime(f, (past, past))
+    assert clean_stale_tmp(home) == 1
+    assert all(f.exists() for f in theirs)
+    assert not ours.exists()
