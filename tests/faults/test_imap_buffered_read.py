@@ -11,11 +11,11 @@ from typing import Any
 import aioimaplib
 
 from maild.protocols.imap import client as imap_module
-from maild.protocols.imap import protocol as imap_protocol
+from maild.protocols.imap import reading as imap_reading
 from tests.faults.test_imap_library import FakeTransport, fetch, run_command, shape
 
-BIG = random.Random(7).randbytes(3 * imap_protocol.DIRECT_LITERAL_OCTETS + 11)
-EDGE = b"x" * (imap_protocol.DIRECT_LITERAL_OCTETS + 5) + b")\r\n* 9 FETCH (\r\n"  # text-like octets inside
+BIG = random.Random(7).randbytes(3 * imap_reading.DIRECT_LITERAL_OCTETS + 11)
+EDGE = b"x" * (imap_reading.DIRECT_LITERAL_OCTETS + 5) + b")\r\n* 9 FETCH (\r\n"  # text-like octets inside
 LARGE_STREAM = (
     b"* 1 FETCH (UID 11 FLAGS (\\Seen) BODY[] {%d}\r\n" % len(BIG)
     + BIG
@@ -32,7 +32,7 @@ def read_sizes(stream: bytes, rnd: random.Random) -> list[int]:
     length = len(stream.replace(b"TAG", b"XXXX0"))
     cuts = {rnd.randrange(1, length) for _ in range(rnd.randint(1, 12))}
     body_start = stream.index(BIG)
-    cuts |= {body_start + d for d in (0, 1, 100, imap_protocol.DIRECT_LITERAL_OCTETS) if rnd.random() < 0.5}
+    cuts |= {body_start + d for d in (0, 1, 100, imap_reading.DIRECT_LITERAL_OCTETS) if rnd.random() < 0.5}
     return sorted(c for c in cuts if 0 < c < length)
 
 

@@ -118,7 +118,7 @@ class SpoolingLiteral:
 
     def receive_buffer(self, owed: int) -> memoryview:
         """Where the socket reads the next octets straight into (the protocol's direct literal read,
-        :class:`~maild.protocols.imap.protocol.DirectSink`): the free rest of the part being
+        :class:`~maild.protocols.imap.reading.DirectSink`): the free rest of the part being
         gathered, at most ``owed`` octets, so a large literal is never copied out of the shared read
         buffer first. Once the spool failed, a scratch buffer whose octets are dropped."""
         if self._failed:
