@@ -5,8 +5,8 @@ greeting into a prompt connection loss, takes the greeting's ``[CAPABILITY ...]`
 7.1), routes the responses of commands pipelined behind the sign-in (RFC 9051 section 5.5), switches
 to COMPRESS=DEFLATE (RFC 4978) and holds every :class:`~.library.ReadLimits` cap; FETCH responses are
 framed with the lexer's rules (:func:`~.lex.paren_depth`, RFC 9051 section 7.5.2) by
-:class:`_FastFetchCommand`. :class:`_PipelineCommand` is the pending command of several tagged
-commands in flight at once (RFC 9051 section 5.5). :class:`_LibraryClient` is ``aioimaplib.IMAP4``
+:class:`_FastFetchCommand`; the replies of several tagged commands in flight at once are routed to
+:class:`~.pipeline._PipelineCommand` (RFC 9051 section 5.5). :class:`_LibraryClient` is ``aioimaplib.IMAP4``
 building that protocol.
 
 Where each socket read goes (the shared read buffer, or a long literal's own buffer) is
@@ -18,7 +18,8 @@ streams split at every boundary, and pins the source of every library method rel
 
 May import: asyncio, collections, contextlib, re, ssl, aioimaplib, :mod:`maild.errors`,
 :mod:`maild.protocols.imap.compress`, :mod:`maild.protocols.imap.lex`,
-:mod:`maild.protocols.imap.library`, :mod:`maild.protocols.imap.reading`.
+:mod:`maild.protocols.imap.library`, :mod:`maild.protocols.imap.pipeline`,
+:mod:`maild.protocols.imap.reading`.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ import aioimaplib
 
 from maild.errors import ProtocolError
 from maild.protocols.imap.compress import DeflatingTransport, Inflater
-from maild.protocols.imap.lex import Part, paren_depth
-from maild.protocols.imap.library import LibraryError, ReadLimits, Reply, _reply, tagged_status
+from maild.protocols.imap.lex import paren_depth
+from maild.protocols.imap.library import ReadLimits, Reply, _reply, tagged_status
+from maild.protocols.imap.pipeline import _PipelineCommand
 from maild.protocols.imap.reading import DirectReads
 
-__all__ = ["MAX_BYE_OCTETS", "MAX_PIPELINED_COMMANDS"]
+__all__ = ["MAX_BYE_OCTETS"]
 
 _MAX_LITERAL_DIGITS = 12
 
@@ -462,56 +464,3 @@ class _LibraryClient(aioimaplib.IMAP4):  # type: ignore[misc]
         self._client_task = local_loop.create_task(
             local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
         )
-
-
-#: Most commands :meth:`~.client.IMAPClient.pipeline` sends in one write (their untagged responses
-#: are held until the last completion, within :class:`~.library.ReadLimits`). 100 STATUS commands
-#: answer in ~10 KB.
-MAX_PIPELINED_COMMANDS = 100
-
-
-class _PipelineCommand(aioimaplib.Command):  # type: ignore[misc]
-    """Several tagged commands in flight at once, registered as the library's pending sync command.
-
-    Every untagged line goes to it (the library routes all of them to a pending sync command); each
-    tagged completion closes the current part (:meth:`complete`), in the order the commands were
-    sent. Completion is reached when the last tag has answered. FETCH responses (pipelined UID
-    checks with header literals) are framed by the lexer's parenthesis depth, as for FETCH alone.
-    """
-
-    _depth = 0
-
-    def __init__(self, tags: list[str], loop: Any) -> None:
-        super().__init__("PIPELINE", tags[-1], loop=loop, timeout=None)
-        self.tags = tags
-        self.replies: list[Reply] = []
-        self._parts: list[Part] = []
-
-    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
-        self._parts.append(line)
-        if isinstance(line, bytes):  # FETCH responses are framed as by _FastFetchCommand
-            start = aioimaplib.FetchCommand.FETCH_MESSAGE_DATA_RE.match(line)
-            if start or self._depth > 0:
-                self._depth = paren_depth(line, 0 if start else self._depth)
-
-    def wait_data(self) -> bool:
-        """Whether a FETCH response's parenthesised list is still open (as :class:`_FastFetchCommand`):
-        its next line (after a literal, or a spurious blank line, bpo-44408) belongs to it."""
-        return self._depth > 0
-
-    def complete(self, tag: str, response: bytes) -> bool:
-        """Record the completion of ``tag``; True once every command has completed (or on a tag out
-        of order, which fails the pipeline)."""
-        expected = self.tags[len(self.replies)]
-        if tag != expected:
-            self._exception = LibraryError(f"tagged response {tag!r} while waiting for {expected!r}")
-            self._event.set()
-            return True
-        result, _, text = response.partition(b" ")
-        self.replies.append(Reply(result.decode("ascii", "replace"), [*self._parts, text]))
-        self._parts = []
-        self._depth = 0
-        if len(self.replies) == len(self.tags):
-            self._event.set()
-            return True
-        return False
