@@ -86,9 +86,15 @@ def release_free_heap() -> bool:
     in a worker thread: it walks every free chunk (about a millisecond here) and the pages it gives
     back are faulted in again only when the next fetch needs them.
 
+    The POP3 sessions' idle receive buffers (:data:`maild.protocols.pop3.buffers.RECEIVE_BUFFERS`,
+    mappings of their own) are dropped first, on every platform.
+
     Returns:
         True when glibc was asked (and returned memory or not); False elsewhere. Never raises.
     """
+    from maild.protocols.pop3.buffers import RECEIVE_BUFFERS  # noqa: PLC0415  (the POP3 modules load on use)
+
+    RECEIVE_BUFFERS.drain()
     libc = _glibc()
     if libc is None:
         return False

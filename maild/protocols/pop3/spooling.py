@@ -2,7 +2,7 @@
 
 :meth:`.session.POP3Session.receive` asks a :class:`BodySpooler` after each read whether the body of
 the reply being received has grown past the spool's threshold; from then on the decoder's body parts
-(:meth:`.wire.ReplyDecoder.take_body_part`, whole un-stuffed lines) go to a spool file about a
+(:meth:`.decoder.ReplyDecoder.take_body_part`, whole un-stuffed lines) go to a spool file about a
 :data:`~maild.spool.SPOOL_PART_OCTETS` at a time, and the completed reply carries the spooled body
 instead of bytes. A body that completes within one read past the threshold is spooled at once, so
 that every message of at least the threshold leaves memory before it waits for its commit.
@@ -17,6 +17,7 @@ Runs in the POP3 worker thread, like the rest of the session.
 from __future__ import annotations
 
 from maild.protocols.pop3 import wire
+from maild.protocols.pop3.decoder import ReplyDecoder
 from maild.spool import SPOOL_PART_OCTETS, LenientSpoolWriter, Spool
 
 
@@ -31,7 +32,7 @@ class BodySpooler:
         self._spool = spool
         self._writer = LenientSpoolWriter(spool)
 
-    def after_feed(self, decoder: wire.ReplyDecoder) -> None:
+    def after_feed(self, decoder: ReplyDecoder) -> None:
         """Move what the decoder holds of a large body into the spool file (or drop it, after a
         failure); nothing while the body is below the threshold. Never raises SpoolFull: it is
         kept for :meth:`finish`."""
