@@ -92,7 +92,7 @@ def release_free_heap() -> bool:
     Returns:
         True when glibc was asked (and returned memory or not); False elsewhere. Never raises.
     """
-    from maild.protocols.pop3.buffers import RECEIVE_BUFFERS  # noqa: PLC0415  (the POP3 modules load on use)
+    from maild.protocols.pop3.buffers import RECEIVE_BUFFERS
 
     RECEIVE_BUFFERS.drain()
     libc = _glibc()

@@ -9,8 +9,8 @@ import pytest
 
 from maild.errors import ProtocolError
 from maild.protocols.pop3 import decoder as pop3_decoder
-from maild.protocols.pop3.listings import parse_capa, parse_scan_listing, parse_uidl_listing
 from maild.protocols.pop3.decoder import ReplyDecoder
+from maild.protocols.pop3.listings import parse_capa, parse_scan_listing, parse_uidl_listing
 from maild.protocols.pop3.wire import (
     Reply,
     StatusLine,

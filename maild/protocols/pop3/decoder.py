@@ -34,7 +34,8 @@ __all__ = ["MAX_STUFFED_LINES", "TAKE_BUFFER_OCTETS", "ReplyDecoder"]
 _CRLF = b"\r\n"
 _STUFFED = b"\r\n.."
 _UNSTUFFED = b"\r\n."
-_GROW_STEP_OCTETS = 64 * 2**10  # the receive buffer grows in multiples of this
+_GROW_STEP_OCTETS = 16 * 2**10  # the receive buffer grows in multiples of this
+_ZEROS = bytes(64 * 2**10)  # what it grows by, at most this at a time
 
 TAKE_BUFFER_OCTETS = 2**20
 """A multi-line body of at least this many octets, with less than this after it in the receive buffer,
@@ -86,7 +87,6 @@ def _kept_spans(start: int, stop: int, dots: list[int]) -> list[tuple[int, int]]
             a = dot + 1
     spans.append((a, stop))
     return spans
-
 
 
 class ReplyDecoder:
@@ -232,7 +232,7 @@ class ReplyDecoder:
     def _make_room(self, octets: int) -> None:
         """Have ``octets`` free at the fill mark: move the waiting octets to the front if that is
         enough (a ``memmove`` of what has not been handed out yet), else grow the buffer to what is
-        needed (in steps of 64 KiB; a reused buffer rarely grows again)."""
+        needed (in steps of 16 KiB; a reused buffer rarely grows again)."""
         buf = self._buf
         if len(buf) - self._fill >= octets:
             return
@@ -246,7 +246,9 @@ class ReplyDecoder:
             if len(buf) - self._fill >= octets:
                 return
         need = -(-(self._fill + octets) // _GROW_STEP_OCTETS) * _GROW_STEP_OCTETS
-        buf += bytes(need - len(buf))
+        with memoryview(_ZEROS) as zeros:
+            while len(buf) < need:  # no temporary object of the growth's size
+                buf += zeros[: need - len(buf)]
 
     def next_reply(self, *, multiline: bool) -> Reply | None:
         """Return the next complete reply, or None when more bytes are needed.

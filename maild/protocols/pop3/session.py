@@ -42,9 +42,9 @@ from maild.errors import (
 )
 from maild.model import ServerSettings
 from maild.protocols.pop3 import listings, wire
+from maild.protocols.pop3.auth import authenticate
 from maild.protocols.pop3.buffers import RECEIVE_BUFFERS
 from maild.protocols.pop3.decoder import ReplyDecoder
-from maild.protocols.pop3.auth import authenticate
 from maild.protocols.pop3.session_errors import THROTTLE_CODES, SessionErrors
 from maild.protocols.pop3.spooling import BodySpooler
 from maild.protocols.progress import ProgressFloor
@@ -60,7 +60,7 @@ READ_CHUNK_OCTETS = 256 * 1024
 FIRST_READ_OCTETS = 16 * 1024
 """Most octets of each read of a :meth:`POP3Session.receive` until a read fills it: replies to
 single-line commands and short listings need no more, and 50 sessions listing at once with new
-buffers (the pool, :mod:`.buffers`, keeps a few) then hold 64 KiB each, not :data:`READ_CHUNK_OCTETS`."""
+buffers (the pool, :mod:`.buffers`, keeps a few) then hold 16 KiB each, not :data:`READ_CHUNK_OCTETS`."""
 
 ABORT_TIMEOUT_S = 5.0
 """Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
