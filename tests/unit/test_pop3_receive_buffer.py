@@ -7,17 +7,21 @@ is ever found, handed out or counted (RFC 1939 section 3).
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.errors import ProtocolError
+from maild.protocols.pop3 import spooling
 from maild.protocols.pop3.buffers import BufferPool
 from maild.protocols.pop3.decoder import ReplyDecoder
 from maild.protocols.pop3.wire import Reply
+from maild.spool import LenientSpoolWriter, Spool
 from tests.unit.test_fuzz import body_lines, stuffed
 
 #: What a reused buffer holds beyond the fill mark: all the octets a decoder looks for.
@@ -224,3 +228,41 @@ def test_the_pool_keeps_a_bounded_number_of_buffers_of_a_bounded_size() -> None:
     pool.give(third)
     assert pool.drain() == 30
     assert pool.held_octets == 0
+
+
+def test_a_spooled_body_goes_to_the_writer_in_small_pieces_and_arrives_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3 MiB stuffed body with MIME boundaries everywhere, read in 256 KiB reads: the spool writer
+    is given pieces of at most SPOOL_WRITE_OCTETS (its mark scan copies each piece: small copies
+    reuse heap memory), and the spooled file, its digest and its kept marks are those of the body
+    written in one piece."""
+    sizes: list[int] = []
+
+    class Recording(LenientSpoolWriter):
+        def write(self, part: bytes | bytearray | memoryview) -> None:
+            sizes.append(len(part))
+            super().write(part)
+
+    monkeypatch.setattr(spooling, "LenientSpoolWriter", Recording)
+    line = b"--boundary-" + b"x" * 40 + b"-\r\n.dot\r\n"
+    body = line * (3 * 2**20 // len(line))
+    spool = Spool(tmp_path, statvfs=lambda fd: os.statvfs(tmp_path))
+    spooler = spooling.BodySpooler(spool)
+    decoder = ReplyDecoder()
+    recv_into = reader(stuffed([*body.split(b"\r\n")[:-1]])[1], [])
+    while (reply := decoder.next_reply(multiline=True)) is None:
+        assert decoder.receive_into(recv_into, 256 * 1024)
+        spooler.after_feed(decoder)
+    done = spooler.finish(reply)
+    assert done.spooled is not None
+    assert max(sizes[:-1]) <= spooling.SPOOL_WRITE_OCTETS
+    assert sum(sizes) == len(body)
+    whole = spool.writer()
+    whole.write(body)
+    reference = whole.finish()
+    assert done.spooled.read_all() == body
+    assert done.spooled.sha256 == reference.sha256
+    assert done.spooled.kept == reference.kept
+    done.spooled.close()
+    reference.close()

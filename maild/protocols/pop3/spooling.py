@@ -20,6 +20,13 @@ from maild.protocols.pop3 import wire
 from maild.protocols.pop3.decoder import ReplyDecoder
 from maild.spool import SPOOL_PART_OCTETS, LenientSpoolWriter, Spool
 
+SPOOL_WRITE_OCTETS = 128 * 2**10
+"""Most octets handed to the spool writer at a time (128 KiB). The writer's mark scan
+(:class:`maild.spool_view.MarkRecorder`) copies each view it is given once; a copy of a 1 MiB part
+was a fresh mapping each time (blocks from :data:`maild.service.memory.MMAP_THRESHOLD_OCTETS`, 256
+KiB, get their own), 4 KiB page faults for every spooled octet, where pieces below that threshold
+reuse the same heap memory (docs/performance.md, "Session 10: the POP3 fetch's CPU")."""
+
 
 class BodySpooler:
     """The spool state of the one reply being received (reset by :meth:`finish`).
@@ -39,7 +46,18 @@ class BodySpooler:
         buffered = decoder.body_octets_buffered
         if buffered < (SPOOL_PART_OCTETS if self._writer.started else self._spool.threshold_octets):
             return
-        decoder.take_body_part(self._writer.write)
+        decoder.take_body_part(self._write)
+
+    def _write(self, part: memoryview) -> None:
+        """Write ``part`` (a view of the receive buffer) in pieces of at most :data:`SPOOL_WRITE_OCTETS`."""
+        write = self._writer.write
+        octets = len(part)
+        if octets <= SPOOL_WRITE_OCTETS:
+            write(part)
+            return
+        for start in range(0, octets, SPOOL_WRITE_OCTETS):
+            with part[start : start + SPOOL_WRITE_OCTETS] as piece:
+                write(piece)
 
     def finish(self, reply: wire.Reply) -> wire.Reply:
         """The completed ``reply`` as handed on: with its body spooled (the rest written first), or
