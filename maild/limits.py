@@ -44,7 +44,7 @@ one part of about 1 MiB of a RETR window, ``protocols.pop3.retrieval.HAND_OFF_OC
 the window is in flight on the connection; IMAP: up to a window, the batch limit divided by
 ``WINDOW_SHARE``, before reading pauses). Not counted here, and bounded on their own: the receive
 buffers (POP3: one of about 1.3 MiB per transferring cycle, borrowed for each receive from a pool
-that keeps at most :data:`MAX_TRANSFERS` idle ones of at most 2 MiB, ``protocols.pop3.buffers``,
+that keeps at most two idle ones of at most 2 MiB, ``protocols.pop3.buffers``,
 emptied when the last running cycle ends). A cycle's batch limit is this budget divided by twice
 the number of cycles retrieving when each batch begins, between :data:`MIN_BATCH_OCTETS` and the
 cycle's own batch limit (:func:`batch_octets_share`)."""

@@ -13,7 +13,7 @@ each call and gives it back at the end, so its pages stay mapped from one receiv
 also across sessions and accounts, and idle sessions hold none.
 
 Memory: the pool keeps at most :data:`POOLED_BUFFERS` idle buffers of at most
-:data:`POOLED_BUFFER_MAX_OCTETS` each (8 MiB together at the very most; one account's fetch keeps
+:data:`POOLED_BUFFER_MAX_OCTETS` each (4 MiB together at the very most; one account's fetch keeps
 one of about 1.3 MiB); :func:`maild.service.memory.release_free_heap` empties it when a process's
 last running fetch cycle ends. Thread-safe: the POP3 worker threads share it.
 """
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import threading
 
-from maild import limits
-
 __all__ = ["POOLED_BUFFERS", "POOLED_BUFFER_MAX_OCTETS", "RECEIVE_BUFFERS", "BufferPool"]
 
-POOLED_BUFFERS = limits.MAX_TRANSFERS
-"""Most idle receive buffers kept (4): as many as cycles retrieve at once
-(:data:`maild.limits.MAX_TRANSFERS`), the sessions whose buffers grow to a message's size."""
+POOLED_BUFFERS = 2
+"""Most idle receive buffers kept (2). One account's fetch uses one; fifty accounts transfer four
+at a time (:data:`maild.limits.MAX_TRANSFERS`), whose receives rarely overlap (one GIL, two cores):
+with 2 their fetch took as few page faults as with 4 (204k and 191k, against 641k with none) and
+2 MB less peak RSS (docs/performance.md, "Session 10: the POP3 fetch's CPU")."""
 
 POOLED_BUFFER_MAX_OCTETS = 2 * 2**20
 """Largest receive buffer kept for reuse, in octets (2 MiB); a larger one (a session without a
