@@ -58,7 +58,8 @@ least recently used out; its default is 128). The store's ``IN (?,?,...)`` look-
 per list length, 10-35 KB prepared each, so the default cache filled with up to a hundred of them
 (1.2-1.8 MB of SQLite's memory at one account's peak: docs/performance.md, "Session 9: memory of one
 account"). What runs again stays cached in 32: a batch's 8 statements and its few look-ups, the
-daemon's status and scheduling queries."""
+daemon's status and scheduling queries. The look-ups are now padded to ten lengths per shape
+(:mod:`maild.archive.in_list`), so they are few texts too."""
 
 
 def _log_archive(level: str, event: str, **fields: Any) -> None:

@@ -45,6 +45,7 @@ from maild.archive.document_text import (
     kind_of,
 )
 from maild.archive.document_worker import DocumentWorker
+from maild.archive.in_list import padded_in
 from maild.archive.mime import walk
 from maild.archive.schema import DOCUMENTS_PENDING_SQL, FTS_COLUMNS, FTS_TABLE, utc_text
 from maild.errors import StoreError
@@ -129,8 +130,8 @@ _Found = tuple[int, str, bytes, list[tuple[str, str | None, DocumentKind, bytes 
 
 async def _read(conn: aiosqlite.Connection, ids: list[int]) -> list[_Found]:
     """Read the messages ``ids`` in one query and find their documents in one worker thread."""
-    marks = ",".join("?" * len(ids))
-    async with conn.execute(f"SELECT id, sha256, raw FROM messages WHERE id IN ({marks})", ids) as cur:  # noqa: S608
+    marks, params = padded_in(ids)  # at most DOCUMENT_CHUNK_MESSAGES; a few statement texts (in_list.py)
+    async with conn.execute(f"SELECT id, sha256, raw FROM messages WHERE id IN ({marks})", params) as cur:  # noqa: S608
         rows = [(int(r[0]), str(r[1]), bytes(r[2])) for r in await cur.fetchall()]
     return await asyncio.to_thread(lambda: [(m, sha, raw, _documents(raw)) for m, sha, raw in rows])
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from maild.archive.in_list import padded_in
 from maild.archive.schema import QUERY_CHUNK, parse_utc, utc_text
 from maild.model import IMAPKey, Location, MessageKey, POP3Key
 
@@ -113,12 +114,11 @@ class LocationRecords:
         )
         pop = [k for k in keys if isinstance(k, POP3Key)]
         for i in range(0, len(pop), QUERY_CHUNK):
-            chunk = pop[i : i + QUERY_CHUNK]
-            marks = ",".join("?" * len(chunk))
+            marks, params = padded_in([k.uidl for k in pop[i : i + QUERY_CHUNK]])
             rows = await self._db._all(
                 "SELECT l.uidl FROM locations l JOIN messages m ON m.id = l.message"  # noqa: S608
                 f" WHERE l.account = ? AND l.uidl IN ({marks}) AND length(m.raw) = m.size_octets{delivered}",
-                (account, *(k.uidl for k in chunk)),
+                (account, *params),
             )
             found.update(POP3Key(r[0]) for r in rows)
         imap = [k for k in keys if isinstance(k, IMAPKey)]
