@@ -198,6 +198,11 @@ class Store:
         it (:meth:`maild.archive.checkpointer.Checkpointer.snapshot`; no SQL, one ``pread``)."""
         return self.db.checkpointer.snapshot()
 
+    async def recheck_wal(self) -> None:
+        """While a reader holds the write-ahead log: end the episode now if the reader has ended
+        (:meth:`maild.archive.checkpointer.Checkpointer.recheck_held`; nothing when not held)."""
+        await self.db.checkpointer.recheck_held()
+
     # -- the collaborators' methods ---------------------------------------------------------------
 
     locations = Delegated("location_records", LocationRecords.locations)

@@ -108,6 +108,7 @@ class Daemon:
             if not self.store.writing:
                 with contextlib.suppress(ArchiveReplaced):
                     await self.store.verify_identity()
+            await self.store.recheck_wal()  # an idle daemon: "held" ends with the reader, not the next write
             now = utc_now()
             await self.alerter.check(
                 self.scheduler.accounts.values(),
