@@ -30,7 +30,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import aiosqlite
 import structlog
@@ -108,10 +108,10 @@ def _documents(raw: bytes) -> list[tuple[str, str | None, DocumentKind, bytes | 
     """(part, file name, kind, decoded octets or None when too large) of each PDF or Office part."""
     found: list[tuple[str, str | None, DocumentKind, bytes | None]] = []
     # Each part is decoded from a view of the message, not from a copy of its encoded octets (an 8 MB
-    # message held once less): Leaf.decoded only slices what it is given and hands the slice to
-    # binascii or re, which take any buffer; a part with no transfer encoding comes back as a view,
-    # copied by bytes() below (a bytes object is not copied again).
-    view = cast("bytes", memoryview(raw))
+    # message held once less): Leaf.decoded slices the view and hands the slice to binascii or re,
+    # which take any buffer; a part with no transfer encoding comes back as a view, copied by bytes()
+    # below (a bytes object is not copied again).
+    view = memoryview(raw)
     for leaf in walk(raw):
         kind = kind_of(leaf.content_type, leaf.filename)
         if kind is None:
