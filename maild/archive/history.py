@@ -57,7 +57,7 @@ class HistoryRecords:
             text(h.failing_since), h.consecutive_failures, h.cycles_ok, h.cycles_failed,
             h.fetched_messages, h.fetched_octets, h.auth_failures,
         )  # fmt: skip
-        await self._db._write([(_REPLACE_HISTORY, row, False)])
+        await self._db._write([(_REPLACE_HISTORY, row, False)], keeps_locations=True)
 
 
 _HISTORY_COLUMNS = (

@@ -370,7 +370,9 @@ class Store:
         db = self.db
         async with db._write_lock:
             db._generation += 1
+            db._locations_generation += 1
             try:
                 return await layout.compact(db._conn, progress)
             finally:
                 db._generation += 1
+                db._locations_generation += 1
