@@ -220,6 +220,7 @@ class Store:
     relink = Delegated("mailbox_records", MailboxRecords.relink)
     account_histories = Delegated("history_records", HistoryRecords.account_histories)
     record_history = Delegated("history_records", HistoryRecords.record_history)
+    flush_history = Delegated("history_records", HistoryRecords.flush_history)
     message_counts = Delegated("figures", ArchiveFigures.message_counts)
     on_server_summary = Delegated("figures", ArchiveFigures.on_server_summary)
     totals = Delegated("figures", ArchiveFigures.totals)

@@ -179,6 +179,7 @@ class Daemon:
             if watchdog_us and self.scheduler.healthy():
                 lines.append("WATCHDOG=1")
             notify(*lines)
+            await self.scheduler.flush_history()  # quiet cycles' history rows, one commit for all
             await self._check_alerts()
             if self.config.daemon.metrics_textfile is not None:
                 try:
