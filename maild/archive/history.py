@@ -95,6 +95,7 @@ class HistoryRecords:
                     await self._db._write([(_REPLACE_HISTORY, rows, True)], keeps_locations=True)
                 except Exception as exc:
                     mine.set_exception(exc)
+                    mine.exception()  # retrieved (a waiter cancelled meanwhile); awaiting still raises it
                 except BaseException:
                     mine.set_exception(StoreError("account histories: the commit was cancelled"))
                     mine.exception()  # retrieved: the other callers of the round still get it
@@ -105,7 +106,8 @@ class HistoryRecords:
 
 
 def _row(h: AccountHistory) -> tuple[Any, ...]:
-    """The ``account_history`` row of ``h`` (:data:`_HISTORY_COLUMNS`), times as UTC text."""
+    """The parameters of :data:`_REPLACE_HISTORY` for ``h``: its row (:data:`_HISTORY_COLUMNS`, times
+    as UTC text), then the account's name again for the check that the account still exists."""
 
     def text(moment: datetime | None) -> str | None:
         return utc_text(moment) if moment is not None else None
@@ -113,7 +115,7 @@ def _row(h: AccountHistory) -> tuple[Any, ...]:
     return (
         h.account, text(h.last_success), text(h.last_push), h.last_error, text(h.last_error_at),
         text(h.failing_since), h.consecutive_failures, h.cycles_ok, h.cycles_failed,
-        h.fetched_messages, h.fetched_octets, h.auth_failures,
+        h.fetched_messages, h.fetched_octets, h.auth_failures, h.account,
     )  # fmt: skip
 
 
@@ -129,9 +131,13 @@ _BATCH_COUNTED = ("fetched_messages", "fetched_octets")
 writes them only into a new row."""
 _REPLACE_HISTORY = (
     f"INSERT INTO account_history ({', '.join(_HISTORY_COLUMNS)})"  # noqa: S608 - constants
-    f" VALUES ({', '.join('?' * len(_HISTORY_COLUMNS))}) ON CONFLICT (account) DO UPDATE SET "
+    f" SELECT {', '.join('?' * len(_HISTORY_COLUMNS))} WHERE EXISTS (SELECT 1 FROM accounts WHERE name = ?)"
+    " ON CONFLICT (account) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _HISTORY_COLUMNS[1:] if c not in _BATCH_COUNTED)
 )
+"""Replace an account's row; a row of an account no longer in the archive (removed with ``--purge``
+while its deferred row waited) is skipped, not a foreign-key error for the whole round. Parameters:
+:func:`_row`."""
 _COUNT_FETCHED = (
     "INSERT INTO account_history (account, fetched_messages, fetched_octets) VALUES (?, ?, ?)"
     " ON CONFLICT (account) DO UPDATE SET fetched_messages = fetched_messages + excluded.fetched_messages,"

@@ -124,3 +124,22 @@ async def test_the_scheduler_defers_only_a_quiet_cycles_row(tmp_path: Path, quie
         assert _on_disk(path) == ({} if quiet else {"anna": 2})
         await scheduler.flush_history()
         assert _on_disk(path) == {"anna": 2}
+
+
+async def test_a_waiting_row_of_a_purged_account_is_skipped_not_an_error(tmp_path: Path) -> None:
+    """An account removed from the archive (``accounts remove --purge``, another process) while its
+    quiet row waited: the next commit skips that row and writes the others."""
+    path = tmp_path / "a.sqlite3"
+    async with await Store.open(path) as store:
+        await _accounts(store, "anna", "ben")
+        await store.record_history(AccountHistory("anna", last_success=NOW, cycles_ok=1), defer=True)
+        other = sqlite3.connect(path)
+        try:
+            other.execute("DELETE FROM accounts WHERE name = 'anna'")
+            other.commit()
+        finally:
+            other.close()
+
+        await store.record_history(AccountHistory("ben", last_success=NOW, cycles_ok=3))
+
+        assert _on_disk(path) == {"ben": 3}
