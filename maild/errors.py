@@ -97,18 +97,31 @@ class AuthError(AccountError):
         self.reauthorize = reauthorize
 
 
+SHOWN_REPLY_OCTETS = 8192
+"""How much of a server's offending reply line the protocol layers decode for a
+:class:`ProtocolError` (8 KiB, as much as a POP3 status line may have): the error masks every secret
+in it, then keeps 200 characters. Cutting to 200 first would cut a secret echoed across the cut in
+two, and its first part would be shown."""
+
+
 class ProtocolError(AccountError):
     """A server reply breaks the protocol grammar or a command was refused unexpectedly.
 
     Attributes:
-        line: the offending reply line, redacted and truncated to 200 characters.
+        line: the offending reply line, redacted (every live secret masked, before the cut) and
+            truncated to 200 characters; callers pass up to :data:`SHOWN_REPLY_OCTETS` of it.
         standard: the RFC and section whose grammar was broken, e.g. ``"RFC 1939 section 7"``.
     """
 
     def __init__(self, message: str, *, account: str = "", line: str = "", standard: str = "") -> None:
         detail = message
         if line:
-            detail += f" (reply: {line[:200]!r})"
+            # masked before the cut: a secret the server echoed across the 200th character would
+            # otherwise be shown in part, which no later redaction recognises (QA of session 10)
+            from maild.model import redact_known
+
+            line = redact_known(line)[:200]
+            detail += f" (reply: {line!r})"
         if standard:
             detail += f" [{standard}]"
         super().__init__(detail, account=account)

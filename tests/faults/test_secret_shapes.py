@@ -14,7 +14,7 @@ import urllib.parse
 import pytest
 import structlog
 
-from maild.errors import MaildError
+from maild.errors import MaildError, ProtocolError
 from maild.log import redact_secrets
 from maild.model import Secret, ServerSettings, redact_known
 from maild.protocols.pop3.maildrop import POP3Maildrop
@@ -87,3 +87,32 @@ def test_every_quoted_shape_of_a_live_secret_is_masked(shape: object) -> None:
     assert PIECE not in masked
     assert "********" in masked
     assert secret.reveal() == PASSWORD
+
+
+#: A password whose first characters are recognisable alone (a cut shown in part is a leak).
+CUT_PASSWORD = "Zq7pW3-long-password-9"
+
+
+@pytest.mark.parametrize("before", [190, 196, 199, 200])
+async def test_a_password_echoed_across_the_200th_character_is_masked_whole(
+    executor: concurrent.futures.ThreadPoolExecutor, before: int
+) -> None:
+    """A server echoing the password in a malformed reply after ``before`` characters: the error
+    keeps 200 characters of the reply, and the cut comes after the masking (QA of session 10: the
+    reply was cut to 200 first, so a password across the cut was shown in part, ``Zq7p``, which no
+    later redaction recognised). Through the POP3 maildrop against a scripted server, and for the
+    error itself."""
+    secret = Secret(CUT_PASSWORD)
+    reply = "GARBAGE " + "x" * (before - len("GARBAGE ")) + CUT_PASSWORD
+    direct = ProtocolError("malformed", line=reply)
+    with ScriptedPOP3([sample_message(1)], user="anna", password=CUT_PASSWORD, pass_error=reply) as server:
+        settings = ServerSettings("anna-pop", server.host, server.port, "none", None, "anna", secret, 5.0)
+        maildrop = POP3Maildrop(settings, executor)
+        with pytest.raises(MaildError) as caught:
+            await maildrop.open()
+        await maildrop.abort()
+    for error in (direct, caught.value):
+        shown = [str(error), describe(error), redact_known(str(error))]
+        assert all("Zq7p" not in text for text in shown), shown
+        assert all("xxxx" in text for text in shown), shown  # the reply is shown, masked
+    assert len(direct.line) <= 200

@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 import structlog
 
 from maild.errors import (
+    SHOWN_REPLY_OCTETS,
     AccountError,
     ConnectError,
     MaildError,
@@ -53,7 +54,7 @@ from maild.errors import (
     ThrottledError,
     TransientError,
 )
-from maild.model import ServerSettings
+from maild.model import ServerSettings, redact_known
 from maild.protocols.imap import signin, wire
 from maild.protocols.imap.client import (
     MAX_LITERAL_OCTETS,
@@ -352,7 +353,8 @@ class IMAPConnection:
             return self.error(ProtocolError, f"{what}: {client.exceeded}; connection dropped")
         greeting = client.greeting_refused
         if greeting is not None:
-            text = bytes(greeting[:200]).decode("utf-8", "replace")
+            # masked before the cut (a secret cut in two is not recognised later)
+            text = redact_known(bytes(greeting[:SHOWN_REPLY_OCTETS]).decode("utf-8", "replace"))[:200]
             return self.error(ConnectError, f"{what}: server refused the session: {text}")
         bye = client.last_bye
         if bye is not None:

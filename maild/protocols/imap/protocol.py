@@ -35,7 +35,8 @@ from typing import Any
 
 import aioimaplib
 
-from maild.errors import ProtocolError
+from maild.errors import SHOWN_REPLY_OCTETS, ProtocolError
+from maild.model import redact_known
 from maild.protocols.imap.compress import DeflatingTransport, Inflater
 from maild.protocols.imap.lex import paren_depth
 from maild.protocols.imap.library import ReadLimits, Reply, _reply, tagged_status
@@ -395,7 +396,8 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
                 and not line.startswith((b"*", b"+"))
                 and not tagged_status(line)
             ):  # aioimaplib would log and drop it, and the command would wait for its timeout
-                text = bytes(line[:60]).decode("ascii", "backslashreplace")
+                # masked before the cut: a LOGIN echo cut in two is not recognised later
+                text = redact_known(bytes(line[:SHOWN_REPLY_OCTETS]).decode("utf-8", "backslashreplace"))[:60]
                 self._exceed(f"server sent a line that is not an IMAP response: {text!r}")
             cmd = line_handler(line, current_cmd)
             if self._switch_to_inflate:  # COMPRESS completed: the rest of the chunk is compressed

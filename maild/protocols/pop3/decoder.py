@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import cast
 
-from maild.errors import ProtocolError
+from maild.errors import SHOWN_REPLY_OCTETS, ProtocolError
 from maild.protocols.pop3.wire import (
     DEFAULT_MAX_REPLY_OCTETS,
     MAX_STATUS_LINE_OCTETS,
@@ -275,7 +275,7 @@ class ReplyDecoder:
                 if fill - head >= self._max_status + 2:
                     raise ProtocolError(
                         f"POP3 status line longer than {self._max_status} octets",
-                        line=show_line(bytes(buf[head : min(fill, head + 200)])),
+                        line=show_line(bytes(buf[head : min(fill, head + SHOWN_REPLY_OCTETS)])),
                         standard="RFC 2449 section 4",
                     )
                 return None

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from maild.errors import ProtocolError
+from maild.errors import SHOWN_REPLY_OCTETS, ProtocolError
 
 __all__ = ["MAX_UIDL_OCTETS", "UIDLListing", "parse_capa", "parse_scan_listing", "parse_uidl_listing"]
 
@@ -34,8 +34,10 @@ _SCAN_LINES = re.compile(rb"(0*[1-9][0-9]*) ([0-9]+)\r\n")
 
 
 def _show(line: bytes) -> str:
-    """Render a listing line for an error message: decoded leniently, at most 200 characters."""
-    return line[:200].decode("utf-8", "replace")
+    """Render a listing line for :class:`~maild.errors.ProtocolError`: its first
+    :data:`~maild.errors.SHOWN_REPLY_OCTETS` octets decoded leniently (the error masks secrets, then
+    keeps 200 characters)."""
+    return line[:SHOWN_REPLY_OCTETS].decode("utf-8", "replace")
 
 
 def _listing_lines(

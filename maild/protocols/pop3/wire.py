@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from maild.errors import ProtocolError
+from maild.errors import SHOWN_REPLY_OCTETS, ProtocolError
 from maild.model import SpooledBody
 
 __all__ = [
@@ -46,8 +46,10 @@ _STATUS_RE = re.compile(rb"(\+OK|-ERR)(?:[ \t]+(.*))?", re.IGNORECASE | re.DOTAL
 
 
 def show_line(line: bytes) -> str:
-    """Render a reply line for an error message: decoded leniently, at most 200 characters."""
-    return line[:200].decode("utf-8", "replace")
+    """Render a reply line for :class:`~maild.errors.ProtocolError`: its first
+    :data:`~maild.errors.SHOWN_REPLY_OCTETS` octets decoded leniently (the error masks secrets in
+    them, then keeps 200 characters)."""
+    return line[:SHOWN_REPLY_OCTETS].decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)
