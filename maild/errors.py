@@ -47,6 +47,13 @@ class StoreError(MaildError):
     """The archive database cannot be opened, migrated or written."""
 
 
+class ProtocolChanged(StoreError):
+    """The configuration names an account with another protocol than the archive recorded for it
+    (the protocol is fixed for an account's life: the mailbox is added again under a new name, see
+    docs/moving-a-mailbox.md). A fault of the configuration: ``maild run`` exits 78 (``EX_CONFIG``), so
+    systemd does not restart it in a loop; a reload is rejected and nothing changes."""
+
+
 class DeliveryError(MaildError):
     """An account's local Maildir (``deliver_maildir``) cannot be written.
 

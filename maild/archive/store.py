@@ -51,7 +51,7 @@ from maild.archive.in_list import padded_in
 from maild.archive.locations import LocationRecords
 from maild.archive.mailboxes import MailboxRecords, MailboxState
 from maild.archive.schema import QUERY_CHUNK, utc_text
-from maild.errors import StoreError
+from maild.errors import ProtocolChanged
 from maild.model import Protocol, RetrievedMessage, StoreOutcome
 from maild.spool import Spool
 
@@ -277,8 +277,9 @@ class Store:
         written, issue 15). Fifty accounts were fifty look-ups at every ``maild fetch``.
 
         Raises:
-            StoreError: an account exists with another protocol (the protocol is fixed for an
+            ProtocolChanged: an account exists with another protocol (the protocol is fixed for an
                 account's life; add the mailbox again under a new name instead); nothing is written.
+            StoreError: SQLite failed; nothing is written.
         """
         known: dict[str, tuple[Any, ...]] = {}
         names = [a[0] for a in accounts]
@@ -293,7 +294,7 @@ class Store:
         for name, organisation, employee, protocol in accounts:
             row = known.get(name)
             if row is not None and row[0] != protocol:
-                raise StoreError(
+                raise ProtocolChanged(
                     f"account {name} was created as {row[0]} and cannot become {protocol}; "
                     "add the mailbox again as a new account (see 'Moving a mailbox from POP3 to IMAP')"
                 )

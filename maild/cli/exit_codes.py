@@ -148,8 +148,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
             (2, USAGE_ERROR),
             (
                 78,
-                "the configuration is invalid (`EX_CONFIG`; `RestartPreventExitStatus=78` in the unit"
-                " stops systemd from retrying)",
+                "the configuration is invalid, also an account whose protocol was changed in place"
+                " (`EX_CONFIG`; `RestartPreventExitStatus=78` in the unit stops systemd from retrying)",
             ),
         ),
     ),

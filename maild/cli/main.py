@@ -24,7 +24,7 @@ from maild.cli.common import daemon_client, load_args_config
 from maild.cli.dispatch import BUILT_IN_COMMANDS, COMMAND_GROUPS, LOG_LEVELS, asks_version, command_of
 from maild.cli.helptext import CONFIG_HELP, LOG_LEVEL_HELP, HelpFormatter, finish_subcommands
 from maild.cli.units import human_size
-from maild.errors import ConfigError, ControlError, MaildError
+from maild.errors import ConfigError, ControlError, MaildError, ProtocolChanged
 
 if TYPE_CHECKING:
     from maild.config.loader import Config
@@ -308,7 +308,11 @@ def _run(args: argparse.Namespace) -> int:
     # that every other command would pay for nothing. Not a cycle: maild.service never imports maild.cli.
     from maild.service.daemon import Daemon
 
-    asyncio.run(Daemon(cfg).run())
+    try:
+        asyncio.run(Daemon(cfg).run())
+    except ProtocolChanged as exc:  # the configuration's fault: no restart loop under systemd
+        print(f"maild: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 

@@ -88,3 +88,30 @@ async def test_an_archive_that_cannot_be_read_is_a_warning_not_an_error(
     assert captured.out == f"{config}: OK, 1 account\n"
     assert captured.err.startswith("warning: the archive was not checked (protocols of existing accounts): ")
     assert captured.err.count("\n") == 1
+
+
+async def test_the_daemon_started_with_a_switched_protocol_exits_78_so_systemd_does_not_loop(
+    tmp_path: Path,
+) -> None:
+    """`maild run` with anna (POP3 in the archive) configured as IMAP: one line saying so and exit 78
+    (EX_CONFIG, which the unit's RestartPreventExitStatus= names; QA of session 10: it exited 1 and
+    systemd restarted it every few seconds for ever)."""
+    import subprocess
+    import sys
+
+    await _archive(tmp_path)
+    config = _config(tmp_path, {"anna": "imap", "bernd": "imap"})
+
+    done = subprocess.run(
+        [sys.executable, "-m", "maild", "-c", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "maild: account anna was created as pop3 and cannot become imap; add the mailbox again as a new"
+        " account (see 'Moving a mailbox from POP3 to IMAP')"
+    )
