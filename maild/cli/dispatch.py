@@ -8,7 +8,7 @@ answers ``maild --version`` without one (:func:`asks_version`): each subparser c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 #: The values of ``--log-level``.
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -57,6 +57,32 @@ def command_of(argv: Sequence[str]) -> str | None:
             known = arg in BUILT_IN_COMMANDS or any(arg in commands for commands in COMMAND_GROUPS.values())
             return arg if known else None
     return None
+
+
+def stray_options(argv: Sequence[str], known: Collection[str]) -> list[str]:
+    """The options of ``argv`` that are not in ``known`` (the top-level parser's option strings, or an
+    abbreviation of one as argparse allows, or ``--opt=value`` of one), when ``argv`` has no
+    subcommand at all; else ``[]``.
+
+    argparse checks for the missing subcommand before it reports unknown options, so ``maild --bogus``
+    said "the following arguments are required: COMMAND" and nothing of ``--bogus`` (QA of session 10).
+    """
+    expect_value = False
+    stray: list[str] = []
+    for arg in argv:
+        if expect_value:
+            expect_value = False
+        elif arg in ("-h", "--help", "--version", "--") or not arg.startswith("-"):
+            return []  # help or version answer first; a positional word is argparse's to report
+        elif _takes_value(arg):
+            expect_value = True
+        else:
+            name = arg.split("=", 1)[0]
+            if name not in known and not (
+                name.startswith("--") and len(name) > 2 and any(o.startswith(name) for o in known)
+            ):
+                stray.append(arg)
+    return stray
 
 
 #: The subcommands :mod:`maild.cli.main` defines itself (the command groups' are in :data:`COMMAND_GROUPS`).

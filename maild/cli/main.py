@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 
 from maild import __version__
 from maild.cli.common import daemon_client, load_args_config
-from maild.cli.dispatch import BUILT_IN_COMMANDS, COMMAND_GROUPS, LOG_LEVELS, asks_version, command_of
+from maild.cli.dispatch import (
+    BUILT_IN_COMMANDS,
+    COMMAND_GROUPS,
+    LOG_LEVELS,
+    asks_version,
+    command_of,
+    stray_options,
+)
 from maild.cli.helptext import CONFIG_HELP, LOG_LEVEL_HELP, HelpFormatter, finish_subcommands
 from maild.cli.units import human_size
 from maild.errors import ConfigError, ControlError, MaildError, ProtocolChanged
@@ -171,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if asks_version(words):
         print(f"maild {__version__}")
         return 0
-    args = _parser(command_of(words)).parse_args(words)
+    parser = _parser(command_of(words))
+    if stray := stray_options(words, parser._option_string_actions):
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args = parser.parse_args(words)
     handler: Handler = args.handler
     if sys.stdout is not None and sys.stdout.isatty():
         # mail and server texts may hold terminal control sequences (ESC): shown, never obeyed

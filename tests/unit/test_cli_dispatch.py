@@ -119,3 +119,27 @@ def test_version_answers_as_the_whole_parser_would(argv: list[str], capsys: pyte
 
     assert (code, got.out) == (parsed.value.code, expected.out)
     assert asks_version(argv) == (argv[0] in ("--version", "-c", "--log-level") and "loud" not in argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["-c", "/tmp/x.toml", "-x", "--bogus=1"], "unrecognized arguments: -x --bogus=1"),
+        (["--log-level", "debug"], "the following arguments are required: COMMAND"),
+        (["--conf", "/tmp/x.toml"], "the following arguments are required: COMMAND"),
+        (["--bogus", "status"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_an_unknown_option_without_a_command_is_named(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`maild --bogus` names --bogus (QA of session 10: argparse said only that COMMAND is required);
+    known options (also abbreviated or with their value) without a command still ask for COMMAND."""
+    from maild.cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+
+    assert done.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"maild: error: {said}"
