@@ -69,8 +69,8 @@ __all__ = [
 
 SPOOL_THRESHOLD_OCTETS = 2**20
 """Messages of at least this many octets are spooled to a file as they arrive (1 MiB); smaller ones
-are held in memory as before. The same size as the archive's incremental blob writes
-(``maild.archive.batches.LARGE_BLOB_OCTETS``): below it a message is bound as one parameter anyway."""
+are held in memory as before. Messages from the archive's ``maild.archive.batches.LARGE_BLOB_OCTETS``
+(256 KiB) on are written into the archive by incremental blob I/O, spooled or not."""
 SPOOL_HEAD_OCTETS = 256 * 2**10
 """Octets of a spooled message kept in memory from its start (256 KiB): the longest header section
 read anywhere (``maild.message.MAX_HEADER_OCTETS``) and what follows it, up to that size."""

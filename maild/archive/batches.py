@@ -87,9 +87,14 @@ _INSERT_LARGE = (
     _INSERT_MESSAGE_HEAD.replace(" OR IGNORE", "") + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, zeroblob(?))"
 )
 _INSERT_FTS = fts.insert_sql()
-LARGE_BLOB_OCTETS = 2**20
-"""Messages at least this large are written with :func:`_insert_large`, not bound as a parameter:
-binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
+LARGE_BLOB_OCTETS = 256 * 2**10
+"""Messages at least this large (256 KiB) are written with :func:`_insert_large`, not bound as a
+parameter: binding a blob costs SQLite two copies of it, the bound value and the row's record
+(measured: +52 MB for 25 MB, against +2 MB). From 256 KiB on, each copy is also a fresh mapping
+(``maild.service.memory.MMAP_THRESHOLD_OCTETS``): every page of it page-faulted in, then unmapped
+(docs/performance.md, "Session 10: the system time"). A message written through the blob goes
+straight from its buffer into SQLite's pages; up to SQLite's page cache (2,000 KiB) its zero-filled
+pages are the newest in the cache, so none is spilled before it is written."""
 _BLOB_CHUNK_OCTETS = 2**20
 
 
