@@ -8,7 +8,8 @@ only these) and, past them, the octets around each ``--`` (MIME boundary lines a
 :mod:`maild.spool_view`), so that the store parses the message without reading its file.
 :meth:`SpoolWriter.finish` returns a :class:`SpooledBody`, which the archive copies into the
 message's blob in bounded parts inside the batch's transaction (:mod:`maild.archive.batches`): the
-one read of the file; the fetch cycle closes it once the batch is committed.
+one read of the file, each part mapped from the page cache (:meth:`SpooledBody.parts`), not copied
+into a buffer; the fetch cycle closes it once the batch is committed.
 
 Both adapters' hooks write through a :class:`LenientSpoolWriter` (open at the first part; on
 :class:`SpoolFull` drop the file and keep ``"local spool: ..."`` as the message's failure).
