@@ -217,13 +217,16 @@ class BatchWriter:
             Counts of what was new (see :class:`StoreOutcome`).
 
         Raises:
-            StoreError: SQLite failed; nothing of the batch is stored.
+            StoreError: SQLite failed, or the batch names one server identity for two different
+                contents (a server identity names one message; which one is meant cannot be told, and
+                storing both left one without a location); nothing of the batch is stored.
 
         When this returns, the batch is on disk (WAL fsync'ed, ``synchronous=FULL``). If cancelled
         before that, nothing of it is stored.
         """
         if not prepared.items:
             return StoreOutcome()
+        _refuse_ambiguous_keys(prepared.items)
         conn = self._db._conn
 
         async def work() -> StoreOutcome:
@@ -239,6 +242,16 @@ class BatchWriter:
         if self._db.counters is not None:
             self._db.counters.add(account, outcome)
         return outcome
+
+
+def _refuse_ambiguous_keys(items: Sequence[_Prepared]) -> None:
+    """Raise StoreError when two items of a batch have the same server identity and different
+    SHA-256 digests (the same identity twice with the same octets is one message: linked once)."""
+    digests: dict[MessageKey, str] = {}
+    for p in items:
+        if digests.setdefault(p.key, p.sha256) != p.sha256:
+            what = f"UIDL {p.key.uidl}" if isinstance(p.key, POP3Key) else f"{p.key.mailbox} UID {p.key.uid}"
+            raise StoreError(f"a batch names {what} twice with different octets; nothing stored")
 
 
 _INSERT_POP3 = (

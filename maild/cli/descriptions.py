@@ -24,7 +24,8 @@ DESCRIPTIONS: dict[str, str] = {
         " a total line. A message that could not be retrieved this time (the server refused it, the"
         " connection broke, no room on this machine) is counted as not retrieved in the account's line,"
         " named on a line of its own and warned about on stderr; it stays on the server and is retried"
-        " at the next fetch, so the account still counts as fetched. Messages kept on the server on"
+        " at the next fetch, so the account still counts as fetched (but a full disk here, which only the"
+        " admin can end, makes the exit status 1). Messages kept on the server on"
         " purpose (retention = keep, not due for deletion yet) are not counted. Refused while a daemon"
         " or another maild fetch fetches into the same archive: use maild fetch-now then."
     ),
@@ -46,7 +47,9 @@ DESCRIPTIONS: dict[str, str] = {
     "fetch-now": (
         "Ask the running daemon to fetch ACCOUNT (default: all) now instead of at its next poll, and wait"
         " for the cycles: a line per account with its new messages, octets retrieved and the cycle's"
-        " time, as maild fetch prints them, and a total line for several accounts. Paused and disabled"
+        " time, as maild fetch prints them (with messages deleted on the server, not retrieved or set"
+        " aside, and the cycle's warnings; maild status ACCOUNT names the messages not retrieved), and a"
+        " total line for several accounts. Paused and disabled"
         " accounts are skipped, not failed; a locked-out account is not tried (each refused login counts"
         " towards the provider's own lockout). --no-wait returns once the cycles are asked for."
     ),

@@ -89,12 +89,16 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
         (
             (
                 0,
-                "every cycle succeeded; paused and disabled accounts are skipped (`skipped: paused`),"
-                " not failed; with `--no-wait`: the cycles were asked for",
+                "every cycle succeeded, also when some messages could not be retrieved on the server's"
+                " side (`N messages not retrieved (retried at the next fetch; see maild status ACCOUNT)`);"
+                " paused and disabled accounts are skipped (`skipped: paused`), not failed; with"
+                " `--no-wait`: the cycles were asked for",
             ),
             (
                 1,
-                "a cycle failed, an account is locked out (not tried: `LOCKED OUT since 15:43 CET, …` and"
+                "a cycle failed, a cycle could not retrieve messages for lack of room on this machine"
+                " (`…; M for lack of room on this machine; …`: the spool's or the archive's disk is full),"
+                " an account is locked out (not tried: `LOCKED OUT since 15:43 CET, …` and"
                 " how to end it), or the daemon is not running",
             ),
             (2, "usage error, also an ACCOUNT the daemon does not know"),
@@ -106,15 +110,18 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
         (
             (
                 0,
-                "every account fetched, also when some messages could not be retrieved this time (they"
-                " stay on the server and are retried at the next fetch: the account's line says `N"
-                " messages not retrieved (retried at the next fetch; listed below)`, one line names each"
-                " (up to 20, then a count; messages lost to a full archive disk are one line),"
-                " and stderr has `fetch.messages-not-retrieved` at warning)",
+                "every account fetched, also when some messages could not be retrieved this time on the"
+                " server's side (they stay on the server and are retried at the next fetch: the account's"
+                " line says `N messages not retrieved (retried at the next fetch; listed below)`, one line"
+                " names each (up to 20, then a count), and stderr has `fetch.messages-not-retrieved` at"
+                " warning)",
             ),
             (
                 1,
-                "an account failed, or another maild fetches into the same archive (one fetcher per archive)",
+                "an account failed; or messages could not be retrieved for lack of room on this machine"
+                " (`…; M for lack of room on this machine; …`: the spool's or the archive's disk is full;"
+                " they stay on the server; messages lost to a full archive disk are one line); or another"
+                " maild fetches into the same archive (one fetcher per archive)",
             ),
             (2, "usage error, also an ACCOUNT not in the configuration"),
         ),

@@ -71,7 +71,8 @@ def _add_parsers(group: str) -> Callable[[argparse._SubParsersAction[argparse.Ar
 FETCH_HELP = (
     "fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched (also"
     " when some messages could not be retrieved this time: they are counted as not retrieved in the"
-    " account's line, named below it and warned about on stderr, and retried at the next fetch)"
+    " account's line, named below it and warned about on stderr, and retried at the next fetch;"
+    " 1 when that was for lack of room on this machine)"
 )
 """``maild fetch``'s line in ``maild --help``: the exit codes of :mod:`maild.cli.exit_codes` (a fetched
 account with messages that failed to arrive is not a failed one). "Not retrieved", not "left on the
@@ -315,7 +316,7 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
         print(res.line(human_size))
     if (total := total_line(results, human_size, time.monotonic() - started)) is not None:
         print(total)
-    return 1 if any(res.failed for res in results) else 0
+    return 1 if any(res.failed or res.short_of_room for res in results) else 0
 
 
 # -- asking the daemon ----------------------------------------------------------------------------------
@@ -363,7 +364,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _fetch_now(args: argparse.Namespace) -> int:
-    """``maild fetch-now``: exit 1 if a cycle failed; paused and disabled accounts are skipped."""
+    """``maild fetch-now``: exit 1 if a cycle failed or could not retrieve messages for lack of room on
+    this machine; paused and disabled accounts are skipped."""
     from maild.cli.status_view import local_time, zone_name
 
     client = daemon_client(args)
@@ -383,6 +385,7 @@ def _fetch_now(args: argparse.Namespace) -> int:
             print(f"{res.account}: skipped: {res.skipped}")
         elif (line := res.line(human_size)) is not None:
             print(line)
+            failed += res.no_room > 0  # the disk is this machine's: exit 1, as `maild fetch` does
         elif res.locked_out_since is not None:
             failed += 1
             since = f"{local_time(res.locked_out_since, now, None)} {zone_name(now, None)}"

@@ -87,6 +87,34 @@ def total_text(
     return f"all {accounts} accounts: {counts} ({transfer_text(size, seconds)}){failures}"
 
 
+def not_retrieved_text(not_retrieved: int, no_room: int, where: str) -> str:
+    """``"2 messages not retrieved (retried at the next fetch; listed below)"``: the words of ``maild
+    fetch`` and ``maild fetch-now`` for the messages a cycle that succeeded could not retrieve, with
+    ``"; M for lack of room on this machine"`` inside the brackets when some failed on this machine's
+    side (a full spool or archive disk: both commands then exit 1, docs/operations.md "Exit codes").
+
+    Args:
+        not_retrieved: messages not retrieved in the cycle (> 0).
+        no_room: of those, the ones that failed for lack of room on this machine.
+        where: where the admin finds them named (``"listed below"``, ``"see maild status anna"``).
+    """
+    side = f"; {no_room} for lack of room on this machine" if no_room else ""
+    return f"{messages_text(not_retrieved)} not retrieved (retried at the next fetch{side}; {where})"
+
+
+def outcome_extras(deleted: int, not_retrieved: int, no_room: int, set_aside: int, where: str) -> str:
+    """What follows the bracket of an account's line in ``maild fetch`` and ``maild fetch-now``:
+    ``", 3 deleted on the server, 2 messages not retrieved (...), 1 set aside after repeated
+    failures (see maild status)"``; empty when there is nothing to add. Arguments are counts of
+    messages in the cycle; ``where`` as in :func:`not_retrieved_text`."""
+    extra = f", {deleted} deleted on the server" if deleted else ""
+    if not_retrieved:
+        extra += f", {not_retrieved_text(not_retrieved, no_room, where)}"
+    if set_aside:
+        extra += f", {set_aside} set aside after repeated failures (see maild status)"
+    return extra
+
+
 def key_label(key: MessageKey) -> str:
     """A server identity in words: ``UIDL abc`` or ``INBOX UID 5 (UIDVALIDITY 17)``."""
     if isinstance(key, IMAPKey):

@@ -28,7 +28,15 @@ from maild.model import ARCHIVE_FULL_PREFIX, FailureRecord, redact_known
 from maild.service.archive_lock import acquire_archive_lock
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions
-from maild.service.labels import message_label, new_and_known, outcome_label, total_text, transfer_text
+from maild.service.labels import (
+    message_label,
+    new_and_known,
+    not_retrieved_text,
+    outcome_extras,
+    outcome_label,
+    total_text,
+    transfer_text,
+)
 from maild.service.memory import tune_allocator
 from maild.service.runner import CycleRunner
 
@@ -60,6 +68,12 @@ class OneShotResult:
         """Whether the cycle failed."""
         return self.result is None
 
+    @property
+    def short_of_room(self) -> bool:
+        """Whether the cycle succeeded but could not retrieve messages for lack of room on this
+        machine (the spool's or the archive's disk full): ``maild fetch`` exits 1 for it."""
+        return self.result is not None and no_room(self.result) > 0
+
     def line(self, size_text: Callable[[int], str] | None = None) -> str:
         """What ``maild fetch`` prints for the account: one line, then one indented line per message
         that failed (its identity, Subject where known, and the server's words) and per warning.
@@ -73,11 +87,9 @@ class OneShotResult:
             lines = [f"{self.account}: FAILED: {self.error}"]
             lines += [f"  not retrieved: {message_label(r.key, r.subject)}: {r.reason}" for r in self.failing]
             return "\n".join(lines)
-        extra = f", {res.deleted} deleted on the server" if res.deleted else ""
-        if res.failures:
-            extra += f", {not_retrieved_text(res)}"
-        if res.set_aside:
-            extra += f", {len(res.set_aside)} set aside after repeated failures (see maild status)"
+        extra = outcome_extras(
+            res.deleted, len(res.failures), no_room(res), len(res.set_aside), "listed below"
+        )
         counts = new_and_known(res.new_messages, res.new_links)
         size = size_text(res.octets) if size_text is not None else f"{res.octets} octets"
         # "retrieved": the size is of everything fetched, new or not; "(148.0 MB)" after "37 already
@@ -128,15 +140,10 @@ def failure_lines(res: CycleResult) -> list[str]:
     return lines
 
 
-def not_retrieved_text(res: CycleResult) -> str:
-    """``2 messages not retrieved (retried at the next fetch; listed below)``: the one-shot's words for
-    the cycle's failed messages (the cycle itself succeeded: ``maild fetch`` exits 0, see
-    docs/operations.md, exit codes); ``; M for lack of room on this machine`` inside the brackets
-    when some failed on this machine's side (kind ``"local"``)."""
-    n = len(res.failures)
-    local = sum(1 for f in res.failures if f.kind == "local")
-    side = f"; {local} for lack of room on this machine" if local else ""
-    return f"{n} message{'s' if n > 1 else ''} not retrieved (retried at the next fetch{side}; listed below)"
+def no_room(res: CycleResult) -> int:
+    """The messages of ``res`` not retrieved for lack of room on this machine (kind ``"local"``: the
+    spool's or the archive's disk is full); when above 0, ``maild fetch`` exits 1."""
+    return sum(1 for f in res.failures if f.kind == "local")
 
 
 async def _failed_since(store: Store, account: str, started: datetime) -> tuple[FailureRecord, ...]:
@@ -151,9 +158,10 @@ async def _failed_since(store: Store, account: str, started: datetime) -> tuple[
 
 def _log_not_retrieved(res: CycleResult, state_dir: Path, level: Literal["warning", "info"]) -> None:
     """The warning (journald priority 4; ``level`` info on a terminal, where the result line says it)
-    that a fetched account left messages on the server: the one-shot's exit code is 0 (the account
-    was fetched), so cron mail and the journal get this line."""
-    local = sum(1 for f in res.failures if f.kind == "local")
+    that a fetched account left messages on the server, for cron mail and the journal (the one-shot's
+    exit code is 0 for messages that failed on the server's side: the account was fetched; 1 when
+    some failed for lack of room on this machine, :func:`no_room`)."""
+    local = no_room(res)
     action = "they stay on the server and are retried at the next fetch"
     if local:
         full = any(f.reason.startswith(ARCHIVE_FULL_PREFIX) for f in res.failures)
@@ -164,7 +172,7 @@ def _log_not_retrieved(res: CycleResult, state_dir: Path, level: Literal["warnin
         account=res.account,
         messages=len(res.failures),
         local=local,
-        summary=not_retrieved_text(res),
+        summary=not_retrieved_text(len(res.failures), local, "listed below"),
         action=action,
     )
 

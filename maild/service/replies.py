@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from maild.service.labels import messages_text, new_and_known, total_text, transfer_text
+from maild.service.labels import messages_text, new_and_known, outcome_extras, total_text, transfer_text
 from maild.service.reply_fields import (
+    bad_reply,
     read_bool,
     read_choice,
     read_field,
@@ -59,6 +60,13 @@ class FetchOutcome:
             through another account); None from a daemon that does not say.
         locked_out_since: when the account was locked out after refused logins (UTC), with
             ``error``: no cycle was tried (a login would count towards the provider's own lockout).
+        deleted: messages deleted on the server in the cycle.
+        not_retrieved: messages the cycle could not retrieve (retried at the next cycle).
+        no_room: of ``not_retrieved``, those that failed for lack of room on this machine (the
+            spool's or the archive's disk full): ``maild fetch-now`` exits 1.
+        set_aside: messages skipped because they failed too often in a row.
+        warnings: the cycle's warnings, in words (as ``maild status`` shows them).
+    The five are 0 or empty from a daemon older than session 10, which did not send them.
     """
 
     account: str
@@ -69,6 +77,11 @@ class FetchOutcome:
     skipped: str | None = None
     new_messages: int | None = None
     locked_out_since: datetime | None = None
+    deleted: int = 0
+    not_retrieved: int = 0
+    no_room: int = 0
+    set_aside: int = 0
+    warnings: tuple[str, ...] = ()
 
     def counts(self) -> str:
         """The counts in words, as :func:`new_and_known` says them."""
@@ -79,10 +92,17 @@ class FetchOutcome:
     def line(self, size_text: Callable[[int], str]) -> str | None:
         """``anna: 3 new messages (1.2 MB retrieved, 0.412 s)``: what ``maild fetch-now`` prints for a
         cycle that succeeded, in the words and form of ``maild fetch``'s line (``size_text``: the CLI's
-        ``human_size``); None for a skipped or failed one (the CLI words those)."""
+        ``human_size``), with what was deleted, not retrieved (``see maild status anna``: the status
+        names them) or set aside after the bracket and one indented line per warning; None for a
+        skipped or failed one (the CLI words those)."""
         if not self.ok or self.skipped is not None:
             return None
-        return f"{self.account}: {self.counts()} ({transfer_text(size_text(self.octets), self.seconds)})"
+        where = f"see maild status {self.account}"
+        extra = outcome_extras(self.deleted, self.not_retrieved, self.no_room, self.set_aside, where)
+        transfer = transfer_text(size_text(self.octets), self.seconds)
+        lines = [f"{self.account}: {self.counts()} ({transfer}){extra}"]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +128,16 @@ class FetchOutcome:
         }
         if self.new_messages is not None:
             out["new_messages"] = self.new_messages
+        for name, value in (
+            ("deleted", self.deleted),
+            ("not_retrieved", self.not_retrieved),
+            ("no_room", self.no_room),
+            ("set_aside", self.set_aside),
+        ):
+            if value:
+                out[name] = value
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
     @classmethod
@@ -124,7 +154,21 @@ class FetchOutcome:
             octets=read_int(data, "octets"),
             seconds=read_float(data, "seconds"),
             new_messages=read_opt_int(data, "new_messages"),
+            deleted=_count(data, "deleted"),
+            not_retrieved=_count(data, "not_retrieved"),
+            no_room=_count(data, "no_room"),
+            set_aside=_count(data, "set_aside"),
+            warnings=read_strs(data, "warnings") if "warnings" in data else (),
         )
+
+
+def _count(data: Mapping[str, Any], name: str) -> int:
+    """An optional count of :class:`FetchOutcome`'s JSON form: 0 when absent (a daemon older than
+    session 10). Raises ControlError ``bad-reply`` when present and not an integer >= 0."""
+    value = read_int(data, name) if name in data else 0
+    if value < 0:
+        raise bad_reply(f"{name!r} is negative")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -368,6 +368,11 @@ def fetch_outcome(rt: AccountRuntime, result: CycleResult | None) -> FetchOutcom
         octets=result.octets,
         seconds=round(result.seconds, 3),
         new_messages=result.new_messages,
+        deleted=result.deleted,
+        not_retrieved=len(result.failures),
+        no_room=sum(1 for f in result.failures if f.kind == "local"),
+        set_aside=len(result.set_aside),
+        warnings=tuple(result.warnings),
     )
 
 

@@ -50,8 +50,8 @@ def test_a_full_archive_disk_is_a_local_failure_and_loses_nothing(
     dovecot: Dovecot, mail_user: MailUser, protocol: str
 ) -> None:
     """Steps: the daemon archives (POP3: and deletes on the server) a first message on a fresh tmpfs; the
-    tmpfs is filled to 96 KiB free; 24 small messages arrive; two ``fetch-now`` cycles each end with
-    them as local failures ("local archive: ... database or disk is full"), the account waiting, not
+    tmpfs is filled to 96 KiB free; 24 small messages arrive; two ``fetch-now`` cycles (exit 1, "for
+    lack of room on this machine") each end with them as local failures ("local archive: ... database or disk is full"), the account waiting, not
     in error; ``maild status`` exits 1 naming the directory and the full archive, ``maild check``
     exits 1 with a WARNING naming the account and "free space in STATE"; one local_failure alert; the
     24 are all still on the server; the filler is removed; the next cycle archives all 24 (POP3: and
@@ -101,7 +101,9 @@ def test_a_full_archive_disk_is_a_local_failure_and_loses_nothing(
         dovecot.deliver_many(mail_user.name, arriving)
         for _ in range(2):
             fetched = maild_cli(cfg, "fetch-now", "anna")
-            assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+            # a full disk here is the admin's to end: exit 1, the line says how many and why
+            assert fetched.returncode == 1, fetched.stdout + fetched.stderr
+            assert " for lack of room on this machine; see maild status anna)" in fetched.stdout
         now = anna()
         assert (now["state"], now["consecutive_failures"], now["last_error"]) == ("waiting", 0, None)
         failures = now["last_cycle"]["failures"]

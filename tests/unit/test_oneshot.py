@@ -183,3 +183,52 @@ def test_many_failed_messages_are_named_up_to_a_bound_and_a_full_archive_is_one_
     assert rest[LISTED_FAILURES + 1 :] == [
         "  not retrieved: 30 messages: local archive: database or disk is full"
     ]
+
+
+def test_fetch_now_says_what_fetch_says_after_the_bracket_and_a_full_disk_is_short_of_room() -> None:
+    """`maild fetch-now`'s line carries what `maild fetch`'s does after the bracket (deleted, not
+    retrieved with the share lacking room on this machine, set aside) and the cycle's warnings, pointing
+    to `maild status` for the names; the daemon's reply carries the counts through JSON (an older
+    daemon's reply without them reads as 0; a negative count is a bad reply); a cycle short of room
+    is what makes both commands exit 1 (session 10: before, fetch-now said "0 new messages" only)."""
+    from maild.cli.units import human_size
+    from maild.errors import ControlError
+    from maild.fetch.cycle import CycleResult
+    from maild.model import RetrievalFailure
+    from maild.service.oneshot import OneShotResult
+    from maild.service.replies import FetchOutcome
+    from maild.service.snapshot import fetch_outcome
+
+    res = CycleResult("anna", on_server=9, new_messages=2, new_links=2, octets=2_000, seconds=1.0, deleted=2)
+    res.failures.extend(
+        [RetrievalFailure(POP3Key("a"), "-ERR locked"), RetrievalFailure(POP3Key("b"), "local spool: full", "local")]
+    )
+    res.set_aside.append(POP3Key("c"))
+    res.warnings.append("the archive's disk is full: the cycle stopped")
+
+    class Runtime:  # the part of AccountRuntime that fetch_outcome reads
+        class config:  # noqa: N801
+            name = "anna"
+
+    outcome = fetch_outcome(Runtime(), res)  # type: ignore[arg-type]
+    again = FetchOutcome.from_json("anna", outcome.to_json())
+
+    assert again == outcome and (again.not_retrieved, again.no_room, again.set_aside) == (2, 1, 1)
+    head, warned = again.line(human_size).splitlines()  # type: ignore[union-attr]
+    assert head == (
+        "anna: 2 new messages (2.0 kB retrieved, 1.000 s), 2 deleted on the server, 2 messages not retrieved"
+        " (retried at the next fetch; 1 for lack of room on this machine; see maild status anna), 1 set aside"
+        " after repeated failures (see maild status)"
+    )
+    assert warned == "  warning: the archive's disk is full: the cycle stopped"
+    assert OneShotResult("anna", res).line(human_size).splitlines()[0] == head.replace(
+        "see maild status anna", "listed below"
+    )
+    assert OneShotResult("anna", res).short_of_room
+    res.failures.pop()
+    assert not OneShotResult("anna", res).short_of_room
+    assert not OneShotResult("anna", None, "refused").short_of_room
+    old = {"ok": True, "new_links": 1, "octets": 5, "seconds": 0.5}
+    assert FetchOutcome.from_json("anna", old) == FetchOutcome("anna", new_links=1, octets=5, seconds=0.5)
+    with pytest.raises(ControlError, match="'no_room' is negative"):
+        FetchOutcome.from_json("anna", {**old, "no_room": -1})
