@@ -467,8 +467,9 @@ class SpooledBody:
                 (the offset of every mapping must be one).
 
         Raises:
-            ValueError: the body is closed. OSError: the file cannot be mapped, or it is shorter than
-                ``size_octets`` (a spool file changed underneath: never stored).
+            ValueError: the body is closed (also when closed between two parts). OSError: the file
+                cannot be mapped, or it is shorter than ``size_octets`` (a spool file changed
+                underneath: never stored).
         """
         if self.closed:
             raise ValueError("the spooled body is closed")
@@ -477,6 +478,8 @@ class SpooledBody:
         offset = 0
         while offset < self.size_octets:
             want = min(step, self.size_octets - offset)
+            if self.closed:  # its descriptor's number may already name another file
+                raise ValueError("the spooled body is closed")
             if os.fstat(self._fd).st_size < offset + want:
                 raise OSError(errno.EIO, "spool file shorter than its message")
             mapped = mmap.mmap(
