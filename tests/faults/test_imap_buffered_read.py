@@ -11,11 +11,11 @@ from typing import Any
 import aioimaplib
 
 from maild.protocols.imap import client as imap_module
-from maild.protocols.imap import protocol as imap_protocol
+from maild.protocols.imap import reading as imap_reading
 from tests.faults.test_imap_library import FakeTransport, fetch, run_command, shape
 
-BIG = random.Random(7).randbytes(3 * imap_protocol.DIRECT_LITERAL_OCTETS + 11)
-EDGE = b"x" * (imap_protocol.DIRECT_LITERAL_OCTETS + 5) + b")\r\n* 9 FETCH (\r\n"  # text-like octets inside
+BIG = random.Random(7).randbytes(3 * imap_reading.DIRECT_LITERAL_OCTETS + 11)
+EDGE = b"x" * (imap_reading.DIRECT_LITERAL_OCTETS + 5) + b")\r\n* 9 FETCH (\r\n"  # text-like octets inside
 LARGE_STREAM = (
     b"* 1 FETCH (UID 11 FLAGS (\\Seen) BODY[] {%d}\r\n" % len(BIG)
     + BIG
@@ -32,7 +32,7 @@ def read_sizes(stream: bytes, rnd: random.Random) -> list[int]:
     length = len(stream.replace(b"TAG", b"XXXX0"))
     cuts = {rnd.randrange(1, length) for _ in range(rnd.randint(1, 12))}
     body_start = stream.index(BIG)
-    cuts |= {body_start + d for d in (0, 1, 100, imap_protocol.DIRECT_LITERAL_OCTETS) if rnd.random() < 0.5}
+    cuts |= {body_start + d for d in (0, 1, 100, imap_reading.DIRECT_LITERAL_OCTETS) if rnd.random() < 0.5}
     return sorted(c for c in cuts if 0 < c < length)
 
 
@@ -158,3 +158,59 @@ async def test_two_connections_reading_in_turns_through_the_shared_buffer_keep_t
     assert shape(first) == shape(whole)
     assert shape(second)[1][:-1] == shape(whole)[1][:-1]
     assert shape(second)[1][-1] == ("bytes", b"Fetch done here.")
+
+
+PAD_LITERAL_OCTETS = 8 * 1024
+"""Literal size of the padding responses: below DIRECT_LITERAL_OCTETS, so read through the buffer."""
+
+
+def padded(tail: bytes, edge_at: int) -> bytes:
+    """Small FETCH responses filling the first read of READ_BUFFER_OCTETS octets up to ``edge_at``
+    octets into ``tail``, then the rest of ``tail``: the shared buffer's end falls there."""
+    before = imap_reading.READ_BUFFER_OCTETS - edge_at
+    out = bytearray()
+    number = 100
+    while before - len(out) > 2 * PAD_LITERAL_OCTETS:
+        out += b"* %d FETCH (UID %d BODY[] {%d}\r\n" % (number, number, PAD_LITERAL_OCTETS)
+        out += bytes([65 + number % 26]) * PAD_LITERAL_OCTETS + b")\r\n"
+        number += 1
+    head = b"* %d FETCH (UID %d BODY[] {" % (number, number)
+    room = before - len(out) - len(head) - len(b"}\r\n)\r\n")  # the size's digits and the literal
+    size = next(room - d for d in range(1, 8) if len(str(room - d)) == d)
+    filler = head + b"%d}\r\n" % size + b"z" * size + b")\r\n"
+    out += filler
+    assert len(out) == before, (len(out), before)
+    return bytes(out) + tail
+
+
+def tail_stream(literal: bytes) -> bytes:
+    """One response with ``literal`` and items after it, then the tagged completion."""
+    return (
+        b"* 900 FETCH (UID 1900 FLAGS (\\Seen) BODY[] {%d}\r\n" % len(literal)
+        + literal
+        + b' INTERNALDATE " 7-Jul-2026 10:00:00 +0200")\r\nTAG OK Fetch completed.\r\n'
+    )
+
+
+async def test_the_shared_buffers_end_inside_a_line_or_a_literal_equals_the_stock_protocol() -> None:
+    """Reads of exactly READ_BUFFER_OCTETS (the kernel filling the shared buffer), each carrying dozens
+    of responses and then the start of the next: wherever the buffer's end falls (inside the response
+    line, inside the literal's announcement, between CR and LF, at the literal's first octet, inside a
+    short or a long literal, on the edge of DIRECT_LITERAL_OCTETS still owed), the responses come out
+    octet for octet as the stock protocol makes them of the whole stream."""
+    short = bytes(range(256)) * 40 + b"\r\n)\r\n"  # 10 KiB: read through the buffer
+    long = random.Random(11).randbytes(2 * imap_reading.DIRECT_LITERAL_OCTETS + 5)  # read directly
+    for literal in (short, long):
+        tail = tail_stream(literal)
+        header = tail.index(b"\r\n") + 2
+        edges = {*range(header + 3), header + 100, len(literal) // 2 + header}
+        if literal is long:
+            owed_edge = header + len(literal) - imap_reading.DIRECT_LITERAL_OCTETS
+            edges |= {owed_edge - 1, owed_edge, owed_edge + 1}
+        for edge_at in sorted(edges):
+            stream = padded(tail, edge_at)
+            whole, _ = await run_command(aioimaplib.IMAP4ClientProtocol, fetch, stream, [])
+            assert whole.result == "OK"
+            fast, _ = await run_command(imap_module._FastProtocol, fetch, stream, [])
+            assert shape(fast) == shape(whole), f"buffer's end {edge_at} octets into the last response"
+            assert bytes(fast.lines[-3]) == literal

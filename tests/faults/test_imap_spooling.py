@@ -14,9 +14,9 @@ from typing import Any
 
 from maild.protocols.imap import client as imap_module
 from maild.protocols.imap import fetch as imap_fetch
-from maild.protocols.imap import protocol as imap_protocol
+from maild.protocols.imap import reading as imap_reading
 from maild.protocols.imap.lex import SpooledLiteral
-from maild.protocols.imap.protocol import DIRECT_LITERAL_OCTETS
+from maild.protocols.imap.reading import DIRECT_LITERAL_OCTETS
 from maild.protocols.imap.spooling import SPOOL_QUEUE_PART_OCTETS
 from maild.spool import Spool, SpooledBody
 from tests.faults.test_imap_library import EXPECTED_BODIES, FETCH_STREAM, FakeTransport, run_command
@@ -154,7 +154,7 @@ async def long_run(spool: Spool, cuts: list[int]) -> tuple[dict[int, Any], list[
     for _ in range(3):
         await asyncio.sleep(0)
     data = LONG_STREAM.replace(b"TAG", bytes(transport.written.split(b" ", 1)[0]))
-    shared = imap_protocol._read_buffer().obj
+    shared = imap_reading.read_buffer().obj
     for low, high in itertools.pairwise([0, *cuts, len(data)]):
         rest = memoryview(data)[low:high]
         while rest:
@@ -206,7 +206,7 @@ async def test_a_long_spooled_literal_is_read_into_the_spool_parts_at_random_cut
         )
         bodies_, direct = await long_run(spool, cuts)
         assert bodies_ == expected, f"cuts {cuts}"
-        assert sum(direct) >= len(LONG) - imap_protocol.READ_BUFFER_OCTETS, (  # all but the first read
+        assert sum(direct) >= len(LONG) - imap_reading.READ_BUFFER_OCTETS, (  # all but the first read
             f"trial {trial}: {sum(direct)} octets read directly"
         )
         assert max(direct) <= SPOOL_QUEUE_PART_OCTETS

@@ -68,7 +68,8 @@ AIOIMAPLIB_IMPORTERS = frozenset(
         "maild.protocols.imap.client",  # IMAPClient, the API the rest of maild uses
         "maild.protocols.imap.library",  # the pin, Reply, the library's exceptions translated
         "maild.protocols.imap.protocol",  # the patched IMAP4ClientProtocol and its command subclasses
-        "maild.protocols.imap.commands",  # streaming FETCH, STARTTLS, AUTHENTICATE, pipelines, IDLE
+        "maild.protocols.imap.commands",  # streaming FETCH, STARTTLS, AUTHENTICATE, IDLE
+        "maild.protocols.imap.pipeline",  # several tagged commands in one write (RFC 9051 section 5.5)
     }
 )
 """The aioimaplib layer: the client split into modules with one job each, nothing else."""

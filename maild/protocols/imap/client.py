@@ -3,12 +3,13 @@
 Everything else in :mod:`maild.protocols.imap` talks to the server through :class:`IMAPClient`,
 whose values are maild types (:class:`~.library.Reply`, :data:`~.lex.Part`) and whose errors are
 :class:`~.library.LibraryError` and :class:`~.library.LibraryTimeout`; aioimaplib's ``Response``,
-``Command``, tags, tasks, IDLE queue and exceptions stay in the four modules that import it:
+``Command``, tags, tasks, IDLE queue and exceptions stay in the five modules that import it:
 
 * :mod:`~.library`: the pin, :class:`~.library.ReadLimits`, :class:`~.library.Reply`, the errors;
 * :mod:`~.protocol`: the patched protocol (hot spots removed, FETCH framed with the lexer's rules,
   greeting capabilities, commands pipelined behind the sign-in, COMPRESS=DEFLATE framing, read limits);
-* :mod:`~.commands`: streaming FETCH, STARTTLS, AUTHENTICATE, pipelines and IDLE rounds;
+* :mod:`~.commands`: streaming FETCH, STARTTLS, AUTHENTICATE and IDLE rounds;
+* :mod:`~.pipeline`: several tagged commands in one write (RFC 9051 section 5.5);
 * this module: :class:`IMAPClient`, one method per command (RFC 9051 section 6; COMPRESS, RFC 4978
   section 3; IDLE, RFC 2177), and the names callers import from here.
 
@@ -19,7 +20,8 @@ fails when the installed version or the source of any library method relied on h
 that would only run after the pin changed is never tested.
 
 May import: asyncio, contextlib, ssl, aioimaplib, :mod:`maild.protocols.imap.library`,
-:mod:`maild.protocols.imap.protocol`, :mod:`maild.protocols.imap.commands`.
+:mod:`maild.protocols.imap.protocol`, :mod:`maild.protocols.imap.commands`,
+:mod:`maild.protocols.imap.pipeline`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from maild.protocols.imap.commands import (
     FetchSink,
     IdleRound,
     StreamingFetch,
-    _pipeline,
     signed_in_reply,
     starttls,
 )
@@ -56,7 +57,8 @@ from maild.protocols.imap.library import (
     _run,
     quiet_library_logger,
 )
-from maild.protocols.imap.protocol import MAX_PIPELINED_COMMANDS, _FastProtocol, _FollowUp, _LibraryClient
+from maild.protocols.imap.pipeline import MAX_PIPELINED_COMMANDS, _pipeline
+from maild.protocols.imap.protocol import _FastProtocol, _FollowUp, _LibraryClient
 from maild.spool import Spool
 
 __all__ = [

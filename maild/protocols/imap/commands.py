@@ -6,7 +6,6 @@
 * STARTTLS (:func:`starttls`, RFC 9051 section 6.2.1), which aioimaplib lacks;
 * AUTHENTICATE with continuation lines (:class:`Authentication`, RFC 9051 section 6.2.2; the library
   has only a one-shot XOAUTH2);
-* several commands in one write (:func:`_pipeline`, RFC 9051 section 5.5);
 * IDLE rounds (:class:`IdleRound`, RFC 2177) bounded by the caller instead of the library's hanging
   helpers.
 
@@ -27,10 +26,8 @@ from maild.errors import ProtocolError
 from maild.protocols.imap.lex import Part, paren_depth
 from maild.protocols.imap.library import LibraryError, Reply, _reply, _run
 from maild.protocols.imap.protocol import (
-    MAX_PIPELINED_COMMANDS,
     _FastFetchCommand,
     _FastProtocol,
-    _PipelineCommand,
 )
 from maild.protocols.imap.spooling import SpoolingLiteral
 from maild.spool import Spool
@@ -358,40 +355,6 @@ async def signed_in_reply(protocol: Any, command: Any) -> Reply:
 def _consume_outcome(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-async def _pipeline(protocol: Any, commands: list[str]) -> list[Reply]:
-    """Send ``commands`` (text without tag or CRLF) in one write; return one :class:`Reply` each."""
-    if not 0 < len(commands) <= MAX_PIPELINED_COMMANDS:
-        raise LibraryError(f"a pipeline holds 1 to {MAX_PIPELINED_COMMANDS} commands")
-    if protocol.state not in (aioimaplib.AUTH, aioimaplib.SELECTED):
-        raise LibraryError(f"pipeline illegal in state {protocol.state}")
-    while protocol.queued:  # commands pipelined at session opening go first
-        await protocol.queued[-1]._event.wait()
-    if protocol.pending_sync_command is not None:
-        await protocol.pending_sync_command.wait()
-    if protocol.pending_async_commands:
-        await protocol.wait_async_pending_commands()
-    transport = protocol.transport
-    if transport is None or transport.is_closing():
-        raise ConnectionResetError("connection closed before the pipeline")
-    tags = [protocol.new_tag() for _ in commands]
-    command = _PipelineCommand(tags, protocol.loop)
-    protocol.pending_sync_command = command
-    transport.write(b"".join(f"{tag} {text}\r\n".encode() for tag, text in zip(tags, commands, strict=True)))
-    try:
-        await command.wait()
-    except aioimaplib.AioImapException as exc:
-        raise LibraryError(f"{type(exc).__name__}: {exc}") from None
-    except LibraryError:
-        protocol.pending_sync_command = None
-        raise
-    for text, reply in zip(commands, command.replies, strict=True):
-        if text[:7].upper() == "SELECT ":  # the library's own select() changes its state the same way
-            protocol.state = aioimaplib.SELECTED if reply.result == "OK" else aioimaplib.AUTH
-        elif text.upper() == "UNSELECT" and reply.result == "OK":
-            protocol.state = aioimaplib.AUTH
-    return command.replies
 
 
 class IdleRound:

@@ -5,16 +5,21 @@ greeting into a prompt connection loss, takes the greeting's ``[CAPABILITY ...]`
 7.1), routes the responses of commands pipelined behind the sign-in (RFC 9051 section 5.5), switches
 to COMPRESS=DEFLATE (RFC 4978) and holds every :class:`~.library.ReadLimits` cap; FETCH responses are
 framed with the lexer's rules (:func:`~.lex.paren_depth`, RFC 9051 section 7.5.2) by
-:class:`_FastFetchCommand`. :class:`_PipelineCommand` is the pending command of several tagged
-commands in flight at once (RFC 9051 section 5.5). :class:`_LibraryClient` is ``aioimaplib.IMAP4``
+:class:`_FastFetchCommand`; the replies of several tagged commands in flight at once are routed to
+:class:`~.pipeline._PipelineCommand` (RFC 9051 section 5.5). :class:`_LibraryClient` is ``aioimaplib.IMAP4``
 building that protocol.
+
+Where each socket read goes (the shared read buffer, or a long literal's own buffer) is
+:class:`~.reading.DirectReads`, mixed in; this module frames what arrives through the shared buffer
+into lines and literals (``_receive``, ``_handle_responses``).
 
 ``tests/faults/test_imap_library.py`` compares the protocol with the stock one on the same byte
 streams split at every boundary, and pins the source of every library method relied on here.
 
 May import: asyncio, collections, contextlib, re, ssl, aioimaplib, :mod:`maild.errors`,
 :mod:`maild.protocols.imap.compress`, :mod:`maild.protocols.imap.lex`,
-:mod:`maild.protocols.imap.library`.
+:mod:`maild.protocols.imap.library`, :mod:`maild.protocols.imap.pipeline`,
+:mod:`maild.protocols.imap.reading`.
 """
 
 from __future__ import annotations
@@ -24,76 +29,22 @@ import collections
 import contextlib
 import re
 import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any
 
 import aioimaplib
 
 from maild.errors import ProtocolError
 from maild.protocols.imap.compress import DeflatingTransport, Inflater
-from maild.protocols.imap.lex import Part, paren_depth
-from maild.protocols.imap.library import LibraryError, ReadLimits, Reply, _reply, tagged_status
+from maild.protocols.imap.lex import paren_depth
+from maild.protocols.imap.library import ReadLimits, Reply, _reply, tagged_status
+from maild.protocols.imap.pipeline import _PipelineCommand
+from maild.protocols.imap.reading import DirectReads
 
-__all__ = ["MAX_BYE_OCTETS", "MAX_PIPELINED_COMMANDS"]
+__all__ = ["MAX_BYE_OCTETS"]
 
 _MAX_LITERAL_DIGITS = 12
-
-READ_BUFFER_OCTETS = 256 * 1024
-"""Octets one read from the socket takes at most (asyncio's own reads are 256 KiB). The buffer is
-one per thread, shared by every connection of its event loop: a read is handled, and what is kept of
-it copied out, before the next read into it starts."""
-
-DIRECT_LITERAL_OCTETS = 64 * 1024
-"""A literal still owed at least this many octets when a read ends is read from the socket straight
-into a buffer of its announced size (bounded by :attr:`ReadLimits.literal_octets`, checked when it
-was announced), with no copy in between; a smaller rest comes through the shared read buffer together
-with what follows it (one read instead of two)."""
-
-_thread_buffers = threading.local()
-
-
-def _read_buffer() -> memoryview:
-    """This thread's read buffer (:data:`READ_BUFFER_OCTETS`), made on first use."""
-    try:
-        return _thread_buffers.view  # type: ignore[no-any-return]
-    except AttributeError:
-        _thread_buffers.view = memoryview(bytearray(READ_BUFFER_OCTETS))
-        return _thread_buffers.view  # type: ignore[no-any-return]
-
-
-@dataclass(slots=True)
-class _DirectLiteral:
-    """A literal being read straight into its own buffer (see :data:`DIRECT_LITERAL_OCTETS`)."""
-
-    command: Any
-    buffer: bytearray
-    filled: int
-
-
-class DirectSink(Protocol):
-    """A literal collector the socket can read into itself (the spool's, :mod:`.spooling`): besides
-    ``len`` (octets taken so far) it lends the free part of its current buffer and is told how many
-    octets the read put there, so a large literal is not copied out of the shared read buffer."""
-
-    def __len__(self) -> int:
-        """Octets of the literal taken so far."""
-
-    def receive_buffer(self, owed: int) -> memoryview:
-        """Where the next read goes: at least 1 and at most ``owed`` octets (the literal's rest)."""
-
-    def received_into(self, nbytes: int) -> None:
-        """``nbytes`` octets were read into the last :meth:`receive_buffer` (never more than it was)."""
-
-
-@dataclass(slots=True)
-class _DirectSinkRead:
-    """A literal being read straight into its collector's own buffers (a :class:`DirectSink`)."""
-
-    command: Any
-    sink: DirectSink
-
 
 #: ``[CAPABILITY ...]`` in an OK or PREAUTH greeting (RFC 9051 section 7.1, 7.1.1 and 7.1.4).
 _GREETING_CAPABILITY = re.compile(rb"\* (OK|PREAUTH) \[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
@@ -144,7 +95,7 @@ class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
 MAX_BYE_OCTETS = 200
 
 
-class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
+class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
     """aioimaplib 2.0.3's protocol with its hot spots removed, behaviour otherwise identical.
 
     * reading is buffered (:class:`asyncio.BufferedProtocol`): the socket is read into one reused
@@ -206,7 +157,7 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  
         :meth:`~.client.IMAPClient.follow_sign_in`)."""
         self._inflater: Inflater | None = None
         self._switch_to_inflate = False
-        self._direct: _DirectLiteral | _DirectSinkRead | None = None
+        self._direct = None
 
     def _exceed(self, reason: str) -> None:
         """Record which cap the server broke, drop the connection, stop reading this chunk.
@@ -331,32 +282,6 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  
         self.wire_octets += len(d)
         self._received(d, len(d))
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        """Where the next read from the socket goes (:class:`asyncio.BufferedProtocol`): the rest of
-        a literal read straight into its own buffer, else this thread's shared read buffer."""
-        direct = self._direct
-        if direct is None:
-            return _read_buffer()
-        if isinstance(direct, _DirectSinkRead):
-            return direct.sink.receive_buffer(direct.command._expected_size - len(direct.sink))
-        return memoryview(direct.buffer)[direct.filled :]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """``nbytes`` octets were read into the buffer :meth:`get_buffer` gave."""
-        if self.exceeded is not None:
-            return
-        self.last_received = self.loop.time()
-        self.wire_octets += nbytes
-        direct = self._direct
-        if direct is not None:
-            if isinstance(direct, _DirectSinkRead):
-                self._sink_received(direct, nbytes)
-            else:
-                self._literal_received(direct, nbytes)
-            return
-        self._received(cast(bytearray, _read_buffer().obj), nbytes)
-        self._read_literal_directly()
-
     def _received(self, data: bytes | bytearray, size: int) -> None:
         """Handle the first ``size`` received octets of ``data`` (compressed or not)."""
         if self._inflater is None:
@@ -367,62 +292,6 @@ class _FastProtocol(aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  
                 self._inflate(switched.rest)
             return
         self._inflate(bytes(memoryview(data)[:size]))
-
-    def _read_literal_directly(self) -> None:
-        """After a read: if a literal is still owed at least :data:`DIRECT_LITERAL_OCTETS` octets, read
-        the rest straight into a buffer of its announced size.
-
-        Only a literal collected in a plain ``bytearray`` (aioimaplib's own) or in a
-        :class:`DirectSink` (the spool's: read into its own part buffers), on an uncompressed
-        connection; a command that collects its literal in another object keeps receiving it in
-        pieces.
-        """
-        cmd = self.current_command
-        if cmd is None or self._inflater is not None or self.exceeded is not None:
-            return
-        if not cmd.wait_literal_data():
-            return
-        collected = cmd._resp_literal_data
-        expected: int = cmd._expected_size
-        if expected - len(collected) < DIRECT_LITERAL_OCTETS:
-            return
-        if hasattr(
-            collected, "received_into"
-        ):  # a DirectSink (not isinstance: a Protocol check costs ~10 us)
-            self._direct = _DirectSinkRead(cmd, cast(DirectSink, collected))
-            return
-        if type(collected) is not bytearray:
-            return
-        buffer = bytearray(expected)  # within ReadLimits.literal_octets: checked at its announcement
-        buffer[: len(collected)] = collected
-        self._direct = _DirectLiteral(cmd, buffer, len(collected))
-        cmd._resp_literal_data = bytearray()  # still owed: the command keeps waiting for data
-
-    def _literal_received(self, direct: _DirectLiteral, nbytes: int) -> None:
-        """``nbytes`` more octets of a literal read straight into its buffer; at its end, hand the
-        literal to its command as if it had been collected piece by piece."""
-        self.received_octets += nbytes
-        direct.filled += nbytes
-        cmd = direct.command
-        if direct.filled < len(direct.buffer):
-            cmd._reset_timer()
-            return
-        self._direct = None
-        cmd._resp_literal_data = direct.buffer
-        cmd.append_literal_data(b"")  # complete: appended to the response, the literal ends here
-
-    def _sink_received(self, direct: _DirectSinkRead, nbytes: int) -> None:
-        """``nbytes`` more octets of a literal read straight into its sink; at its end, hand the
-        sink to its command as if it had been collected piece by piece."""
-        self.received_octets += nbytes
-        sink = direct.sink
-        sink.received_into(nbytes)
-        cmd = direct.command
-        if len(sink) < cmd._expected_size:
-            cmd._reset_timer()
-            return
-        self._direct = None
-        cmd.append_literal_data(b"")  # complete: appended to the response, the literal ends here
 
     def _inflate(self, data: bytes) -> None:
         """Inflate ``data`` (RFC 4978, raw DEFLATE) piece by piece, each through the read limits."""
@@ -595,56 +464,3 @@ class _LibraryClient(aioimaplib.IMAP4):  # type: ignore[misc]
         self._client_task = local_loop.create_task(
             local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
         )
-
-
-#: Most commands :meth:`~.client.IMAPClient.pipeline` sends in one write (their untagged responses
-#: are held until the last completion, within :class:`~.library.ReadLimits`). 100 STATUS commands
-#: answer in ~10 KB.
-MAX_PIPELINED_COMMANDS = 100
-
-
-class _PipelineCommand(aioimaplib.Command):  # type: ignore[misc]
-    """Several tagged commands in flight at once, registered as the library's pending sync command.
-
-    Every untagged line goes to it (the library routes all of them to a pending sync command); each
-    tagged completion closes the current part (:meth:`complete`), in the order the commands were
-    sent. Completion is reached when the last tag has answered. FETCH responses (pipelined UID
-    checks with header literals) are framed by the lexer's parenthesis depth, as for FETCH alone.
-    """
-
-    _depth = 0
-
-    def __init__(self, tags: list[str], loop: Any) -> None:
-        super().__init__("PIPELINE", tags[-1], loop=loop, timeout=None)
-        self.tags = tags
-        self.replies: list[Reply] = []
-        self._parts: list[Part] = []
-
-    def append_to_resp(self, line: Any, result: str = "Pending") -> None:
-        self._parts.append(line)
-        if isinstance(line, bytes):  # FETCH responses are framed as by _FastFetchCommand
-            start = aioimaplib.FetchCommand.FETCH_MESSAGE_DATA_RE.match(line)
-            if start or self._depth > 0:
-                self._depth = paren_depth(line, 0 if start else self._depth)
-
-    def wait_data(self) -> bool:
-        """Whether a FETCH response's parenthesised list is still open (as :class:`_FastFetchCommand`):
-        its next line (after a literal, or a spurious blank line, bpo-44408) belongs to it."""
-        return self._depth > 0
-
-    def complete(self, tag: str, response: bytes) -> bool:
-        """Record the completion of ``tag``; True once every command has completed (or on a tag out
-        of order, which fails the pipeline)."""
-        expected = self.tags[len(self.replies)]
-        if tag != expected:
-            self._exception = LibraryError(f"tagged response {tag!r} while waiting for {expected!r}")
-            self._event.set()
-            return True
-        result, _, text = response.partition(b" ")
-        self.replies.append(Reply(result.decode("ascii", "replace"), [*self._parts, text]))
-        self._parts = []
-        self._depth = 0
-        if len(self.replies) == len(self.tags):
-            self._event.set()
-            return True
-        return False

@@ -8,9 +8,11 @@ received chunk, ``len`` to see how many are still owed) and hands the collected 
 there instead for a literal of at least the spool's threshold. On the event loop (inside
 ``data_received``) it only gathers the received octets into parts of :data:`SPOOL_QUEUE_PART_OCTETS`;
 each part is written (hashed, its marks kept, ``write(2)``) by a job in the loop's default executor
-(one job at a time, writing the parts waiting and those that come while it runs, in order), so a
-slow or congested disk never stalls the loop that serves every account's connections. At the end
-it becomes a
+(one job at a time, started once :data:`SPOOL_JOB_PARTS` parts wait or the literal is complete,
+writing the parts waiting and those that come while it runs, in order), so a slow or congested disk
+never stalls the loop that serves every account's connections. The part buffers are kept for the
+next literals of the thread (at most :data:`SPOOL_POOL_PARTS`), not allocated per literal. At the
+end it becomes a
 :class:`~maild.protocols.imap.lex.SpooledLiteral` whose ``outcome`` resolves once the last part is
 written; the streaming retrieval awaits it before it hands the message on
 (:mod:`maild.protocols.imap.stream`).
@@ -30,6 +32,7 @@ rest of the literal is still read and dropped, and the outcome is the reason (``
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 from collections.abc import Callable
 
@@ -49,6 +52,45 @@ DROP_READ_OCTETS = 64 * 2**10
 """Octets one direct read of a literal the spool failed takes into a scratch buffer, to be dropped."""
 SPOOL_RESUME_PARTS = 1
 """Parts still waiting when reading resumes after a pause (the writer has work while data comes)."""
+SPOOL_JOB_PARTS = 2
+"""Parts waiting before a writer job starts (or fewer once the literal is complete): each job is a
+hand-off to the executor (about 0.1-0.3 ms of CPU), and with fifty connections on one loop the parts
+of a literal come slower than a job writes them, so a job per part was the rule (docs/performance.md,
+"Session 10: the IMAP fetch's CPU"). At most :data:`SPOOL_QUEUE_PARTS`: reading pauses there, and
+only a job resumes it."""
+SPOOL_POOL_PARTS = 4
+"""Part buffers (of :data:`SPOOL_QUEUE_PART_OCTETS`, 1 MiB in all) kept per thread once a literal's
+writer is done with them, for the next spooled literals: a new 256 KiB buffer is a fresh mapping
+(``maild.service.memory.MMAP_THRESHOLD_OCTETS``), zero-filled page by page (64 page faults each)
+and unmapped when freed. More are made when more literals spool at once; those are freed."""
+
+assert SPOOL_JOB_PARTS <= SPOOL_QUEUE_PARTS  # reading pauses at SPOOL_QUEUE_PARTS: a job must run then
+
+_pools = threading.local()
+
+
+def _pool() -> list[bytearray]:
+    """This thread's free part buffers (at most :data:`SPOOL_POOL_PARTS`)."""
+    try:
+        return _pools.parts  # type: ignore[no-any-return]
+    except AttributeError:
+        _pools.parts = []
+        return _pools.parts  # type: ignore[no-any-return]
+
+
+def _take_part() -> bytearray:
+    """A part buffer of :data:`SPOOL_QUEUE_PART_OCTETS` octets: a pooled one, else a new one. Its
+    content is stale: only what is received into it is ever written."""
+    pool = _pool()
+    return pool.pop() if pool else bytearray(SPOOL_QUEUE_PART_OCTETS)
+
+
+def _give_part(part: bytearray | memoryview) -> None:
+    """Return a part buffer nobody uses any more (a view's underlying buffer) to the pool."""
+    buffer = part.obj if isinstance(part, memoryview) else part
+    pool = _pool()
+    if type(buffer) is bytearray and len(buffer) == SPOOL_QUEUE_PART_OCTETS and len(pool) < SPOOL_POOL_PARTS:
+        pool.append(buffer)
 
 
 class SpoolingLiteral:
@@ -78,8 +120,7 @@ class SpoolingLiteral:
         self._pause = pause_reading
         self._resume = resume_reading
         self._received = 0
-        self._free: list[bytearray] = []  # part buffers the writer is done with, to fill again
-        self._pending = bytearray(SPOOL_QUEUE_PART_OCTETS)
+        self._pending = _take_part()
         self._filled = 0
         self._scratch = bytearray()  # reads of a failed literal go here to be dropped (made when needed)
         self._queue: deque[bytearray | memoryview] = deque()
@@ -118,7 +159,7 @@ class SpoolingLiteral:
 
     def receive_buffer(self, owed: int) -> memoryview:
         """Where the socket reads the next octets straight into (the protocol's direct literal read,
-        :class:`~maild.protocols.imap.protocol.DirectSink`): the free rest of the part being
+        :class:`~maild.protocols.imap.reading.DirectSink`): the free rest of the part being
         gathered, at most ``owed`` octets, so a large literal is never copied out of the shared read
         buffer first. Once the spool failed, a scratch buffer whose octets are dropped."""
         if self._failed:
@@ -140,16 +181,20 @@ class SpoolingLiteral:
 
     def finish(self) -> SpooledLiteral:
         """The literal's stand-in for the response; its outcome resolves when the writes are done."""
+        self._finished = True  # from now on a job starts for any part waiting (SPOOL_JOB_PARTS)
         if self._filled and not self._failed:
-            self._enqueue(memoryview(self._pending)[: self._filled])
-        self._finished = True
+            self._queue.append(memoryview(self._pending)[: self._filled])
+        elif not self._failed:
+            _give_part(self._pending)  # nothing of it to write
+        self._pending, self._filled = bytearray(), 0
+        self._next()
         if not self._writing:
             self._complete()
         return SpooledLiteral(self._size, self._outcome)
 
     def _enqueue(self, part: bytearray | memoryview) -> None:
         self._queue.append(part)
-        self._pending = self._free.pop() if self._free else bytearray(SPOOL_QUEUE_PART_OCTETS)
+        self._pending = _take_part()
         self._filled = 0
         self._next()
         if len(self._queue) >= SPOOL_QUEUE_PARTS and not self._paused:
@@ -158,8 +203,9 @@ class SpoolingLiteral:
             self._pause()
 
     def _next(self) -> None:
-        """Start a writer job for the waiting parts (one job at a time: the parts stay in order)."""
-        if self._writing or not self._queue:
+        """Start a writer job for the waiting parts once :data:`SPOOL_JOB_PARTS` wait or the literal
+        is complete (one job at a time: the parts stay in order)."""
+        if self._writing or not self._queue or (len(self._queue) < SPOOL_JOB_PARTS and not self._finished):
             return
         self._writing = True
         try:
@@ -188,15 +234,16 @@ class SpoolingLiteral:
         self._writing = False
         if not job.cancelled() and job.exception() is None:
             for part in job.result():
-                if isinstance(part, bytearray) and len(self._free) < SPOOL_QUEUE_PARTS:
-                    self._free.append(part)  # the writer is done with it: filled again
+                _give_part(part)  # the writer is done with it: filled again (this or the next literal)
         error = None if job.cancelled() else job.exception()
         if job.cancelled() or error is not None:  # the executor refused or the job broke: drop it
             self._writer.fail(f"writing a spool file: {error or 'cancelled'}")
         if self._writer.error is not None:
             self._failed = True
-            self._queue.clear()
-            self._free.clear()
+            while self._queue:  # never written: no job holds them (this one ended)
+                _give_part(self._queue.popleft())
+            if len(self._pending) == SPOOL_QUEUE_PART_OCTETS:
+                _give_part(self._pending)
             self._pending = bytearray()
             self._filled = 0
         if self._paused and len(self._queue) <= SPOOL_RESUME_PARTS:
