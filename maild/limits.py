@@ -42,7 +42,10 @@ A cycle commits one batch while the adapter reads the next (see :func:`maild.fet
 so it holds at most two batches at a time, plus what the adapter has read and not handed over (POP3:
 one part of about 1 MiB of a RETR window, ``protocols.pop3.retrieval.HAND_OFF_OCTETS``; the rest of
 the window is in flight on the connection; IMAP: up to a window, the batch limit divided by
-``WINDOW_SHARE``, before reading pauses); a cycle's batch limit is this budget divided by twice
+``WINDOW_SHARE``, before reading pauses). Not counted here, and bounded on their own: the receive
+buffers (POP3: one of about 1.3 MiB per transferring cycle, borrowed for each receive from a pool
+that keeps at most two idle ones of at most 2 MiB, ``protocols.pop3.buffers``,
+emptied when the last running cycle ends). A cycle's batch limit is this budget divided by twice
 the number of cycles retrieving when each batch begins, between :data:`MIN_BATCH_OCTETS` and the
 cycle's own batch limit (:func:`batch_octets_share`)."""
 MIN_BATCH_OCTETS = 256 * 2**10

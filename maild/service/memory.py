@@ -35,9 +35,11 @@ back to the kernel when freed instead of leaving a hole in a heap. Session 5 mea
 alike (then a batch's bodies were held whole); since the spool (session 7) the heap's free chunks are
 a larger share of the peak, and 256 KiB measured 1-2 MiB lower than 512 KiB in every row of one
 account's fetch (docs/performance.md, "Session 9: memory of one account"), which keeps the IMAP
-daemon under 60 MB. Its cost: POP3 bodies of 256 KiB-1 MiB each get a fresh mapping: up to 0.4 s
-more CPU per 2,000 POP3 messages in the lead's alternating pairs ("Latest results"); 384 KiB put the
-IMAP daemon back at 60-61 MB."""
+daemon under 60 MB. Its cost in session 9, up to 0.4 s more CPU per 2,000 POP3 messages in the
+lead's alternating pairs ("Latest results"), came from POP3 buffers allocated afresh per read and per
+reply; since the POP3 decoder reuses its receive buffer (session 10), 512 KiB measured no less CPU
+than 256 KiB on the POP3 one-shot (2.53 against 2.43 s, three pairs) for half the page faults and
+2 MB more peak RSS ("Session 10: the POP3 fetch's CPU"); 384 KiB put the IMAP daemon back at 60-61 MB."""
 
 TRIM_THRESHOLD_OCTETS = 8 * 2**20
 """Free octets at the top of the heap before glibc returns them (``mallopt(M_TRIM_THRESHOLD)``).
@@ -86,9 +88,15 @@ def release_free_heap() -> bool:
     in a worker thread: it walks every free chunk (about a millisecond here) and the pages it gives
     back are faulted in again only when the next fetch needs them.
 
+    The POP3 sessions' idle receive buffers (:data:`maild.protocols.pop3.buffers.RECEIVE_BUFFERS`,
+    mappings of their own) are dropped first, on every platform.
+
     Returns:
         True when glibc was asked (and returned memory or not); False elsewhere. Never raises.
     """
+    from maild.protocols.pop3.buffers import RECEIVE_BUFFERS
+
+    RECEIVE_BUFFERS.drain()
     libc = _glibc()
     if libc is None:
         return False

@@ -40,7 +40,9 @@ from maild.model import (
     Secret,
     ServerSettings,
 )
+from maild.protocols.pop3 import buffers as pop3_buffers
 from maild.protocols.pop3 import retrieval as pop3_retrieval
+from maild.protocols.pop3 import session as pop3_session
 from maild.protocols.pop3.maildrop import POP3Maildrop
 from maild.protocols.pop3.session import POP3Session
 
@@ -931,4 +933,38 @@ def test_a_short_reply_is_read_into_a_small_buffer_and_a_long_one_into_a_large_o
         session._ahead.append(True)
         assert session.receive(1, multiline=True)[0].body == body * 600
         sender.join()
+        file.close()
+
+
+def test_a_receive_borrows_the_pools_buffer_and_gives_it_back_keeping_the_next_replys_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each receive reads into a buffer borrowed from the pool (dirty with another session's
+    octets: terminators included) and gives it back at its end; the start of a pipelined reply that
+    arrived with the first stays with the session, and both messages arrive octet-exact."""
+    pool = pop3_buffers.BufferPool(1, 2**21)
+    dirt = bytearray((b"\r\n.\r\n+OK old\r\n..x\r\n" * 20_000)[: 300 * 1024])
+    pool.give(dirt)
+    monkeypatch.setattr(pop3_session, "RECEIVE_BUFFERS", pool)
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        client_side.settimeout(5.0)
+        file = client_side.makefile("rb")
+        settings = ServerSettings(ACCOUNT, "127.0.0.1", 1, "none", None, "anna", Secret(PASSWORD), 5.0)
+        session = POP3Session(settings, max_reply_octets=2**20)
+        pop = SimpleNamespace(sock=client_side, file=file)
+        session.pop = pop  # type: ignore[assignment]
+        session._take_over(pop)  # type: ignore[arg-type]
+        first, second = b"first\r\n..dotted\r\n" * 10, b"second\r\n" * 10
+        wire_first = b"+OK\r\n" + first.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+        server_side.sendall(wire_first + b"+OK\r\nsec")
+        session._ahead.extend([True, True])
+        assert session.receive(1, multiline=True)[0].body == first
+        assert pool.take() is dirt  # given back
+        pool.give(dirt)
+        assert session.decoder.buffered_octets == len(b"+OK\r\nsec")
+        assert session.decoder.buffer_octets == len(b"+OK\r\nsec")  # not the pool's buffer
+        server_side.sendall(b"ond\r\n" + second[len(b"second\r\n") :] + b".\r\n")
+        assert session.receive(1, multiline=True)[0].body == second
+        assert pool.take() is dirt
         file.close()

@@ -25,7 +25,8 @@ from maild.protocols.imap import fetch_line
 from maild.protocols.imap import lex as imap_lex
 from maild.protocols.imap.listing import parse_list, parse_status, parse_vanished
 from maild.protocols.imap.utf7 import decode_mailbox_name, encode_mailbox_name
-from maild.protocols.pop3.wire import Reply, ReplyDecoder
+from maild.protocols.pop3.decoder import ReplyDecoder
+from maild.protocols.pop3.wire import Reply
 from tests.faults.test_imap_library import run_streaming
 
 # -------------------------------------------------------------------------------------------- POP3

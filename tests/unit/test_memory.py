@@ -120,3 +120,14 @@ async def test_the_heap_is_released_once_after_a_cycle_that_fetched_not_after_a_
     assert second is not None and second.new_links == 0
     assert after_first == 1
     assert len(calls) == 1
+
+
+def test_release_free_heap_drops_the_idle_pop3_receive_buffers() -> None:
+    """The POP3 sessions' idle receive buffers (mappings of their own) are dropped with the free heap."""
+    from maild.protocols.pop3.buffers import RECEIVE_BUFFERS
+    from maild.service.memory import release_free_heap
+
+    RECEIVE_BUFFERS.give(bytearray(300 * 1024))
+    assert RECEIVE_BUFFERS.held_octets >= 300 * 1024
+    release_free_heap()
+    assert RECEIVE_BUFFERS.held_octets == 0

@@ -8,8 +8,9 @@ import random
 import pytest
 
 from maild.errors import ProtocolError
+from maild.protocols.pop3 import decoder as pop3_decoder
 from maild.protocols.pop3 import wire
-from maild.protocols.pop3.wire import ReplyDecoder
+from maild.protocols.pop3.decoder import ReplyDecoder
 
 
 def stuff(body: bytes) -> bytes:
@@ -73,7 +74,7 @@ def test_random_bodies_random_parts() -> None:
 
 def test_parts_with_more_stuffed_lines_than_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past MAX_STUFFED_LINES (un-stuffing by replace) the parts are un-stuffed alike."""
-    monkeypatch.setattr(wire, "MAX_STUFFED_LINES", 2)
+    monkeypatch.setattr(pop3_decoder, "MAX_STUFFED_LINES", 2)
     body = b"".join(b"..%d\r\n" % n if n % 2 else b"line %d\r\n" % n for n in range(200))
     for chunk in (1, 3, 17, 100):
         joined, _ = parts_and_rest(b"+OK\r\n" + stuff(body), chunk, 1.0, chunk)

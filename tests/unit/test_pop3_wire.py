@@ -8,11 +8,11 @@ import tracemalloc
 import pytest
 
 from maild.errors import ProtocolError
-from maild.protocols.pop3 import wire
+from maild.protocols.pop3 import decoder as pop3_decoder
+from maild.protocols.pop3.decoder import ReplyDecoder
 from maild.protocols.pop3.listings import parse_capa, parse_scan_listing, parse_uidl_listing
 from maild.protocols.pop3.wire import (
     Reply,
-    ReplyDecoder,
     StatusLine,
     parse_status_line,
 )
@@ -200,7 +200,7 @@ def test_decoder_unstuffs_only_the_replies_that_need_it() -> None:
 
 def test_decoder_unstuffs_a_body_handed_out_as_the_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
     """A body large enough to be handed out as the receive buffer itself is un-stuffed too."""
-    monkeypatch.setattr(wire, "TAKE_BUFFER_OCTETS", 8)
+    monkeypatch.setattr(pop3_decoder, "TAKE_BUFFER_OCTETS", 8)
     body = b"first line\r\n..dots\r\n.\r\nlast\r\n"
     for chunks in every_split(b"+OK\r\n" + stuff(body) + b"+OK\r\n" + stuff(b"plain\r\n")):
         assert [bytes(r.body or b"") for r in decode(chunks, [True, True])] == [body, b"plain\r\n"]
@@ -229,7 +229,7 @@ def test_line_dot_search_agrees_with_find() -> None:
     for _ in range(300):
         buf = bytearray(rng.choice(b"\r\n.ab") for _ in range(rng.randrange(0, 400)))
         for pos in range(0, len(buf) + 1, 7):
-            assert wire._line_dot(buf, pos) == buf.find(b"\r\n.", pos)
+            assert pop3_decoder._line_dot(buf, pos) == buf.find(b"\r\n.", pos)
 
 
 def test_decoder_empty_message() -> None:
@@ -299,16 +299,16 @@ def test_decoder_random_messages_round_trip() -> None:
 
 
 @pytest.mark.parametrize("take", [False, True])
-@pytest.mark.parametrize("max_stuffed", [0, 1, 3, wire.MAX_STUFFED_LINES])
+@pytest.mark.parametrize("max_stuffed", [0, 1, 3, pop3_decoder.MAX_STUFFED_LINES])
 def test_decoder_unstuffs_by_offsets_or_by_replace_alike(
     monkeypatch: pytest.MonkeyPatch, take: bool, max_stuffed: int
 ) -> None:
     """Random messages full of dots come out the same whether their stuffing dots are left out by
     remembered offsets (copied once, or moved within the buffer handed out) or, past
     ``MAX_STUFFED_LINES``, by ``replace``; randomly chunked."""
-    monkeypatch.setattr(wire, "MAX_STUFFED_LINES", max_stuffed)
+    monkeypatch.setattr(pop3_decoder, "MAX_STUFFED_LINES", max_stuffed)
     if take:
-        monkeypatch.setattr(wire, "TAKE_BUFFER_OCTETS", 1)
+        monkeypatch.setattr(pop3_decoder, "TAKE_BUFFER_OCTETS", 1)
     alphabet = [b".", b"\r\n", b"\r", b"\n", b"a", b" ", b"..", b"\r\n.\r\n", b"\r\n..", b"\r\n..."]
     bodies, chunks = random_replies(random.Random(2449 + max_stuffed), alphabet)
     assert [bytes(r.body or b"") for r in decode(chunks, [True] * len(bodies))] == bodies

@@ -4,13 +4,15 @@
 :class:`~maild.protocols.pop3.maildrop.POP3Maildrop`); only :meth:`POP3Session.shutdown` may be called from
 another thread meanwhile, to unblock a cancelled step. poplib reads lines of at most 2,048 octets and
 has no PIPELINING, so multi-line replies (CAPA, UIDL, LIST, RETR) and all commands after login go
-through :class:`~maild.protocols.pop3.wire.ReplyDecoder`. While poplib still reads (greeting, STLS,
+through :class:`~maild.protocols.pop3.decoder.ReplyDecoder`. While poplib still reads (greeting, STLS,
 USER/PASS, AUTH) maild's reader takes its octets from poplib's own buffered socket file, so that no
 octet is lost between the two readers; once logged in, poplib never reads again, and maild takes what
-poplib's file still buffers and from then on reads the socket itself: ``recv_into`` one buffer per
-:meth:`POP3Session.receive` (a hand-off part of a RETR window, a listing; :data:`FIRST_READ_OCTETS`,
-then :data:`READ_CHUNK_OCTETS` once a read fills it), instead of a new ``bytes`` object per read;
-the buffer is dropped when the call returns, so idle sessions and idle threads hold none.
+poplib's file still buffers and from then on reads the socket itself: ``recv_into`` straight into
+the decoder's receive buffer (:data:`FIRST_READ_OCTETS`, then :data:`READ_CHUNK_OCTETS` once a read
+fills it), no ``bytes`` object and no copy per read; the buffer is borrowed from a pool
+(:mod:`.buffers`) for each :meth:`POP3Session.receive` (a hand-off part of a RETR window, a listing)
+and given back when the call returns, so idle sessions and idle threads hold none, and its pages
+stay mapped from one receive to the next.
 
 With :mod:`maild.protocols.pop3.maildrop` the only POP3 code that catches ``poplib.error_proto``,
 ``ssl.SSLError`` and ``OSError``; they leave it as :mod:`maild.errors` classes naming the account,
@@ -41,6 +43,8 @@ from maild.errors import (
 from maild.model import ServerSettings
 from maild.protocols.pop3 import listings, wire
 from maild.protocols.pop3.auth import authenticate
+from maild.protocols.pop3.buffers import RECEIVE_BUFFERS
+from maild.protocols.pop3.decoder import ReplyDecoder
 from maild.protocols.pop3.session_errors import THROTTLE_CODES, SessionErrors
 from maild.protocols.pop3.spooling import BodySpooler
 from maild.protocols.progress import ProgressFloor
@@ -51,12 +55,12 @@ __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "THROTTLE_CODES", "Listing", 
 
 
 READ_CHUNK_OCTETS = 256 * 1024
-"""Most octets taken from the socket per read (and the size of the read buffer)."""
+"""Most octets taken from the socket per read (the room made at the decoder's fill mark)."""
 
 FIRST_READ_OCTETS = 16 * 1024
-"""Size of the read buffer of a :meth:`POP3Session.receive` until a read fills it: replies to
-single-line commands and short listings need no more, and 50 sessions listing at once then hold
-16 KiB each, not :data:`READ_CHUNK_OCTETS`."""
+"""Most octets of each read of a :meth:`POP3Session.receive` until a read fills it: replies to
+single-line commands and short listings need no more, and 50 sessions listing at once with new
+buffers (the pool, :mod:`.buffers`, keeps a few) then hold 16 KiB each, not :data:`READ_CHUNK_OCTETS`."""
 
 ABORT_TIMEOUT_S = 5.0
 """Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
@@ -109,7 +113,7 @@ class POP3Session:
         self.settings = settings
         self.pop: poplib.POP3 | None = None
         self.caps: dict[str, tuple[str, ...]] = {}
-        self.decoder = wire.ReplyDecoder(max_reply_octets=max_reply_octets)
+        self.decoder = ReplyDecoder(max_reply_octets=max_reply_octets)
         self._lock = threading.Lock()
         self._shut = False
         self.errors = SessionErrors(settings)
@@ -356,35 +360,40 @@ class POP3Session:
         )
         received = 0
         recv_into = self._recv_into
-        buffer: memoryview | None = None  # made at the first read: a reply may be buffered already
+        decoder = self.decoder
+        read_octets = FIRST_READ_OCTETS
+        borrowed = False  # the decoder receives into a buffer of the pool (buffers.py) until the end
         spooler = BodySpooler(spool) if spool is not None and multiline else None
-        for _ in range(count):
-            while (reply := self.decoder.next_reply(multiline=multiline)) is None:
-                if recv_into is not None:
-                    if buffer is None:
-                        buffer = memoryview(bytearray(FIRST_READ_OCTETS))
-                    octets = recv_into(buffer)
-                    if octets:
-                        self.decoder.feed(buffer[:octets])
-                    if octets == len(buffer) < READ_CHUNK_OCTETS:  # more is coming: read bigger
-                        buffer = memoryview(bytearray(READ_CHUNK_OCTETS))
-                else:  # still logging in: through poplib's file (see _take_over)
-                    chunk = file.read1(READ_CHUNK_OCTETS)
-                    octets = len(chunk)
-                    self.decoder.feed(chunk)
-                if not octets:
-                    raise ConnectError(
-                        f"{self.where()}: server closed the connection", account=self.settings.account
-                    )
-                received += octets
-                if progress is not None and (slow := progress.check(received)) is not None:
-                    raise NetworkTimeout(f"{self.where()}: {slow}", account=settings.account)
+        try:
+            for _ in range(count):
+                while (reply := decoder.next_reply(multiline=multiline)) is None:
+                    if recv_into is not None:
+                        if not borrowed:  # at the first read: a reply may be buffered already
+                            decoder.use_buffer(RECEIVE_BUFFERS.take())
+                            borrowed = True
+                        octets = decoder.receive_into(recv_into, read_octets)
+                        if octets == read_octets < READ_CHUNK_OCTETS:  # more is coming: read more
+                            read_octets = READ_CHUNK_OCTETS
+                    else:  # still logging in: through poplib's file (see _take_over)
+                        chunk = file.read1(READ_CHUNK_OCTETS)
+                        octets = len(chunk)
+                        decoder.feed(chunk)
+                    if not octets:
+                        raise ConnectError(
+                            f"{self.where()}: server closed the connection", account=self.settings.account
+                        )
+                    received += octets
+                    if progress is not None and (slow := progress.check(received)) is not None:
+                        raise NetworkTimeout(f"{self.where()}: {slow}", account=settings.account)
+                    if spooler is not None:
+                        spooler.after_feed(decoder)
                 if spooler is not None:
-                    spooler.after_feed(self.decoder)
-            if spooler is not None:
-                reply = spooler.finish(reply)
-            self._ahead.popleft()
-            replies.append(reply)
+                    reply = spooler.finish(reply)
+                self._ahead.popleft()
+                replies.append(reply)
+        finally:
+            if borrowed:
+                RECEIVE_BUFFERS.give(decoder.lend_buffer())
         if not self._ahead and self.decoder.buffered_octets:
             raise self.protocol_error("unexpected data after the last reply", standard="RFC 1939 section 3")
         return replies
