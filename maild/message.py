@@ -9,9 +9,6 @@ Parsing never fails: a broken or missing field becomes None, so a malformed mess
 
 from __future__ import annotations
 
-import email.errors
-import email.header
-import email.utils
 import hashlib
 import re
 from collections.abc import Callable
@@ -166,6 +163,12 @@ def _decode_field(value: bytes) -> str:
         valid_utf8 = False
     if "=?" not in text:  # no encoded word: the stdlib decoder would return the text unchanged
         return " ".join((text if valid_utf8 else value.decode("latin-1")).split())
+    # imported here: a fetch that stores nothing, and most header fields, never need the stdlib's
+    # RFC 2047 decoder (email.header with email.charset, quopri, base64mime: 3 ms of every start-up;
+    # docs/performance.md, "Session 10: fixed costs")
+    import email.errors
+    import email.header
+
     try:
         decoded = str(email.header.make_header(email.header.decode_header(text)))
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
@@ -225,6 +228,8 @@ def parse_date(value: str) -> datetime | None:
     usual = _usual_date(value)
     if usual is not False:
         return usual if isinstance(usual, datetime) else None
+    import email.utils  # here: only a date not in the usual form needs the stdlib's parser (1.4 ms)
+
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

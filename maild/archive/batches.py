@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 from maild.archive import fts
 from maild.archive.document_kind import has_documents
 from maild.archive.history import _COUNT_FETCHED
+from maild.archive.in_list import padded_in
 from maild.archive.multirow import insert_rows
 from maild.archive.schema import QUERY_CHUNK, failure_key_text, utc_text
 from maild.errors import StoreError
@@ -355,18 +356,15 @@ def _insert_batch(
     )
 
 
-def _in_list(values: Sequence[Any]) -> str:
-    return ",".join("?" * len(values))
-
-
 def _messages_of(db: sqlite3.Connection, account: str, ids: Iterable[int]) -> set[int]:
     """The subset of message row ``ids`` already linked to ``account``."""
     found: set[int] = set()
     wanted = sorted(ids)
     for i in range(0, len(wanted), QUERY_CHUNK):
         chunk = wanted[i : i + QUERY_CHUNK]
-        sql = f"SELECT DISTINCT message FROM locations WHERE account = ? AND message IN ({_in_list(chunk)})"  # noqa: S608
-        found.update(row[0] for row in db.execute(sql, (account, *chunk)).fetchall())
+        marks, params = padded_in(chunk)  # a few statement texts for every length (in_list.py)
+        sql = f"SELECT DISTINCT message FROM locations WHERE account = ? AND message IN ({marks})"  # noqa: S608
+        found.update(row[0] for row in db.execute(sql, (account, *params)).fetchall())
     return found
 
 
@@ -376,8 +374,9 @@ def _linked_keys(db: sqlite3.Connection, account: str, keys: Sequence[MessageKey
     uidls = list({k.uidl for k in keys if isinstance(k, POP3Key)})
     for i in range(0, len(uidls), QUERY_CHUNK):
         chunk = uidls[i : i + QUERY_CHUNK]
-        sql = f"SELECT uidl FROM locations WHERE account = ? AND uidl IN ({_in_list(chunk)})"  # noqa: S608
-        found.update(POP3Key(row[0]) for row in db.execute(sql, (account, *chunk)).fetchall())
+        marks, params = padded_in(chunk)
+        sql = f"SELECT uidl FROM locations WHERE account = ? AND uidl IN ({marks})"  # noqa: S608
+        found.update(POP3Key(row[0]) for row in db.execute(sql, (account, *params)).fetchall())
     by_box: dict[tuple[str, int], list[int]] = {}
     for k in keys:
         if isinstance(k, IMAPKey):
@@ -385,12 +384,12 @@ def _linked_keys(db: sqlite3.Connection, account: str, keys: Sequence[MessageKey
     for (mailbox, uidvalidity), uids in by_box.items():
         unique = sorted(set(uids))
         for i in range(0, len(unique), QUERY_CHUNK):
-            some = unique[i : i + QUERY_CHUNK]
+            marks, params = padded_in(unique[i : i + QUERY_CHUNK])
             sql = (
                 "SELECT uid FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ?"  # noqa: S608
-                f" AND uid IN ({_in_list(some)})"
+                f" AND uid IN ({marks})"
             )
-            rows = db.execute(sql, (account, mailbox, uidvalidity, *some)).fetchall()
+            rows = db.execute(sql, (account, mailbox, uidvalidity, *params)).fetchall()
             found.update(IMAPKey(mailbox, uidvalidity, row[0]) for row in rows)
     return found
 
@@ -400,6 +399,7 @@ def _lookup_ids(db: sqlite3.Connection, digests: Sequence[str]) -> dict[str, int
     found: dict[str, int] = {}
     for i in range(0, len(digests), QUERY_CHUNK):
         chunk = digests[i : i + QUERY_CHUNK]
-        sql = f"SELECT sha256, id FROM messages WHERE sha256 IN ({_in_list(chunk)})"  # noqa: S608
-        found.update({row[0]: row[1] for row in db.execute(sql, chunk).fetchall()})
+        marks, params = padded_in(chunk)
+        sql = f"SELECT sha256, id FROM messages WHERE sha256 IN ({marks})"  # noqa: S608
+        found.update({row[0]: row[1] for row in db.execute(sql, params).fetchall()})
     return found

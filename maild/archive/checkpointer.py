@@ -72,6 +72,10 @@ bounded by the fetch's memory budget)."""
 CHECKPOINTER_BUSY_TIMEOUT_MS = 1000
 """Busy timeout of the checkpointer's own connection, milliseconds (opening it may wait for a lock;
 a ``PASSIVE`` checkpoint itself never waits)."""
+RECHECK_TIMEOUT_S = 1.0
+"""How long :meth:`Checkpointer.recheck_held` waits for the checkpoint it asks for, seconds (default
+1): ``maild status`` and the daemon's housekeeping wait at most this long, and only while a reader
+holds the WAL."""
 
 _SHM_HEADER_OCTETS = 136
 """The wal-index header: two copies of ``WalIndexHdr`` (48 octets each), then ``WalCkptInfo``."""
@@ -188,6 +192,8 @@ class Checkpointer:
         """Of those, the ones that ran (copying every frame that no reader still needs)."""
         self._held_since: datetime | None = None
         self._held_problem: str | None = None
+        self._forced = False
+        """A checkpoint asked for by :meth:`recheck_held`: run even below :data:`CHECKPOINT_WAL_OCTETS`."""
 
     def note_held(self, now: datetime, problem: str) -> bool:
         """The writer found a reader holding the WAL past :data:`WAL_HARD_OCTETS` at ``now`` (aware,
@@ -204,6 +210,38 @@ class Checkpointer:
             return False
         self._held_since = self._held_problem = None
         return True
+
+    async def recheck_held(self, timeout_s: float = RECHECK_TIMEOUT_S) -> None:
+        """While a reader holds the WAL (:meth:`note_held`): end the episode as soon as no reader
+        needs the log any more, without waiting for the writer's next transaction (an idle daemon
+        showed "held" until then).
+
+        When the wal-index header says every frame is copied into the database file (or the log
+        started again), no reader holds it back: :meth:`note_released` and ``archive.wal.released``.
+        Otherwise the thread runs a ``PASSIVE`` checkpoint now (this waits off the event loop up to
+        ``timeout_s`` seconds for it) and the header is read again: a reader that ended lets it copy
+        everything; one still reading keeps the episode. Costs nothing when not held (the usual
+        case): called before ``maild status`` answers and by the daemon's housekeeping.
+        """
+        if self._held_since is None or self._stopping:
+            return
+        if not self._copied_all():
+            with self._cond:
+                self._wanted = self._forced = True
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="maild-checkpointer", daemon=True)
+                    self._thread.start()
+                self._cond.notify()
+            await asyncio.to_thread(self.wait_idle, timeout_s)
+            if not self._copied_all():
+                return
+        if self.note_released():
+            log.info("archive.wal.released", path=str(self.path))
+
+    def _copied_all(self) -> bool:
+        """Whether the wal-index header says every frame of the WAL is in the database file."""
+        state = self.wal_state()
+        return state is not None and state.backfilled >= state.frames
 
     def snapshot(self) -> WalSnapshot:
         """The WAL as an administrator sees it now (:class:`WalSnapshot`). One ``pread`` of the
@@ -266,10 +304,11 @@ class Checkpointer:
                     if self._stopping:
                         return
                     self._wanted = False
+                    forced, self._forced = self._forced, False
                     self._busy = True
                 try:
                     state = self.wal_state()
-                    if state is None or state.pending_octets >= CHECKPOINT_WAL_OCTETS:
+                    if forced or state is None or state.pending_octets >= CHECKPOINT_WAL_OCTETS:
                         conn = self._checkpoint(conn)
                 finally:
                     with self._cond:

@@ -58,7 +58,8 @@ least recently used out; its default is 128). The store's ``IN (?,?,...)`` look-
 per list length, 10-35 KB prepared each, so the default cache filled with up to a hundred of them
 (1.2-1.8 MB of SQLite's memory at one account's peak: docs/performance.md, "Session 9: memory of one
 account"). What runs again stays cached in 32: a batch's 8 statements and its few look-ups, the
-daemon's status and scheduling queries."""
+daemon's status and scheduling queries. The look-ups are now padded to ten lengths per shape
+(:mod:`maild.archive.in_list`), so they are few texts too."""
 
 
 def _log_archive(level: str, event: str, **fields: Any) -> None:
@@ -160,8 +161,12 @@ class ArchiveConnection:
         """While a reader holds the WAL: its frames when a ``RESTART`` last failed; fewer frames later
         mean the log started again (released). 0 when not held."""
         self._generation = 0
-        """Bumped when any transaction of this connection begins and ends (the locations cache of
-        :class:`~maild.archive.locations.LocationRecords` follows it)."""
+        """Bumped when any transaction of this connection begins and ends."""
+        self._locations_generation = 0
+        """Bumped as :attr:`_generation`, except by transactions that declare they change no
+        ``locations`` row (an account's history after each cycle: ``keeps_locations``); the locations
+        cache of :class:`~maild.archive.locations.LocationRecords` follows it, so a no-op cycle of
+        fifty accounts is not fifty reads of every location."""
         self._index_rebuilt = False
         """True when opening migrated the archive through a version that rebuilt the full-text index."""
         self.counters: ArchiveCounters | None = None
@@ -212,6 +217,12 @@ class ArchiveConnection:
     def generation(self) -> int:
         """A number that changes whenever a write transaction of this connection begins or ends."""
         return self._generation
+
+    @property
+    def locations_generation(self) -> int:
+        """A number that changes whenever a write transaction of this connection that may change
+        ``locations`` rows begins or ends (every one but those run with ``keeps_locations``)."""
+        return self._locations_generation
 
     async def verify_identity(self) -> None:
         """Check that the open archive is still the file at :attr:`path` with this maild's schema.
@@ -355,9 +366,13 @@ class ArchiveConnection:
             raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
 
     async def _write(
-        self, statements: Iterable[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]]
+        self,
+        statements: Iterable[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]],
+        *,
+        keeps_locations: bool = False,
     ) -> None:
-        """Run statements in one IMMEDIATE transaction; ``many`` selects executemany."""
+        """Run statements in one IMMEDIATE transaction; ``many`` selects executemany.
+        ``keeps_locations``: the statements change no ``locations`` row (the locations cache stays)."""
         todo = list(statements)
 
         async def work() -> None:
@@ -367,9 +382,11 @@ class ArchiveConnection:
                 else:
                     await self._conn.execute(sql, params)
 
-        await self._atomic(work, "writing")
+        await self._atomic(work, "writing", keeps_locations=keeps_locations)
 
-    async def _atomic(self, work: Callable[[], Awaitable[T]], what: str) -> T:
+    async def _atomic(
+        self, work: Callable[[], Awaitable[T]], what: str, *, keeps_locations: bool = False
+    ) -> T:
         """Run ``work`` inside one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, atomically.
 
         The transaction runs in a task of its own, shielded from cancellation: if the caller is
@@ -379,7 +396,7 @@ class ArchiveConnection:
         Raises:
             StoreError: SQLite failed; the transaction was rolled back.
         """
-        task = asyncio.ensure_future(self._transaction(work, what))
+        task = asyncio.ensure_future(self._transaction(work, what, keeps_locations))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -388,9 +405,10 @@ class ArchiveConnection:
                 task.exception()  # retrieved, so asyncio does not log it; the cancellation wins
             raise
 
-    async def _transaction(self, work: Callable[[], Awaitable[T]], what: str) -> T:
+    async def _transaction(self, work: Callable[[], Awaitable[T]], what: str, keeps_locations: bool) -> T:
         async with self._write_lock:
             self._generation += 1
+            self._locations_generation += not keeps_locations
             try:
                 await self._bound_wal()
                 await self._conn.execute("BEGIN IMMEDIATE")
@@ -414,6 +432,7 @@ class ArchiveConnection:
                 raise ArchiveFull(f"archive {self.path}: {what}: {exc.strerror}") from None
             finally:
                 self._generation += 1
+                self._locations_generation += not keeps_locations
         return result
 
     async def _bound_wal(self) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from maild.archive.in_list import padded_in
 from maild.archive.schema import QUERY_CHUNK, utc_text
 
 if TYPE_CHECKING:
@@ -50,11 +51,8 @@ class DeliveryRecords:
         """Return message row id -> ``column`` of ``messages`` for each of ``ids``, in chunked queries."""
         out: dict[int, Any] = {}
         for i in range(0, len(ids), QUERY_CHUNK):
-            chunk = list(ids[i : i + QUERY_CHUNK])
-            rows = await self._db._all(
-                f"SELECT id, {column} FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
-                chunk,
-            )
+            marks, params = padded_in(ids[i : i + QUERY_CHUNK])
+            rows = await self._db._all(f"SELECT id, {column} FROM messages WHERE id IN ({marks})", params)  # noqa: S608
             out.update({int(r[0]): r[1] for r in rows})
         return out
 

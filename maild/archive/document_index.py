@@ -30,7 +30,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import aiosqlite
 import structlog
@@ -45,6 +45,7 @@ from maild.archive.document_text import (
     kind_of,
 )
 from maild.archive.document_worker import DocumentWorker
+from maild.archive.in_list import padded_in
 from maild.archive.mime import walk
 from maild.archive.schema import DOCUMENTS_PENDING_SQL, FTS_COLUMNS, FTS_TABLE, utc_text
 from maild.errors import StoreError
@@ -107,10 +108,10 @@ def _documents(raw: bytes) -> list[tuple[str, str | None, DocumentKind, bytes | 
     """(part, file name, kind, decoded octets or None when too large) of each PDF or Office part."""
     found: list[tuple[str, str | None, DocumentKind, bytes | None]] = []
     # Each part is decoded from a view of the message, not from a copy of its encoded octets (an 8 MB
-    # message held once less): Leaf.decoded only slices what it is given and hands the slice to
-    # binascii or re, which take any buffer; a part with no transfer encoding comes back as a view,
-    # copied by bytes() below (a bytes object is not copied again).
-    view = cast("bytes", memoryview(raw))
+    # message held once less): Leaf.decoded slices the view and hands the slice to binascii or re,
+    # which take any buffer; a part with no transfer encoding comes back as a view, copied by bytes()
+    # below (a bytes object is not copied again).
+    view = memoryview(raw)
     for leaf in walk(raw):
         kind = kind_of(leaf.content_type, leaf.filename)
         if kind is None:
@@ -129,8 +130,8 @@ _Found = tuple[int, str, bytes, list[tuple[str, str | None, DocumentKind, bytes 
 
 async def _read(conn: aiosqlite.Connection, ids: list[int]) -> list[_Found]:
     """Read the messages ``ids`` in one query and find their documents in one worker thread."""
-    marks = ",".join("?" * len(ids))
-    async with conn.execute(f"SELECT id, sha256, raw FROM messages WHERE id IN ({marks})", ids) as cur:  # noqa: S608
+    marks, params = padded_in(ids)  # at most DOCUMENT_CHUNK_MESSAGES; a few statement texts (in_list.py)
+    async with conn.execute(f"SELECT id, sha256, raw FROM messages WHERE id IN ({marks})", params) as cur:  # noqa: S608
         rows = [(int(r[0]), str(r[1]), bytes(r[2])) for r in await cur.fetchall()]
     return await asyncio.to_thread(lambda: [(m, sha, raw, _documents(raw)) for m, sha, raw in rows])
 

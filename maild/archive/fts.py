@@ -22,6 +22,7 @@ from typing import Any
 
 import aiosqlite
 
+from maild.archive.in_list import padded_in
 from maild.archive.schema import FTS_COLUMNS, FTS_TABLE, fts_create_sql
 from maild.errors import StoreError
 
@@ -89,7 +90,7 @@ async def message_chunks(conn: aiosqlite.Connection, ids_sql: str) -> list[list[
 
 async def rows_of(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[IndexRow]:
     """Read the messages ``ids`` and compute their index rows (in a worker thread, off the event loop)."""
-    marks = ",".join("?" * len(ids))
+    marks, params = padded_in(ids)  # at most FILL_CHUNK_MESSAGES: a few statement texts (in_list.py)
     async with conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'document_text'"
     ) as cur:
@@ -100,7 +101,7 @@ async def rows_of(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[IndexR
         if documents
         else f"SELECT id, raw, '' FROM messages WHERE id IN ({marks})"  # noqa: S608
     )
-    async with conn.execute(sql, list(ids)) as cur:
+    async with conn.execute(sql, params) as cur:
         raws = [(int(r[0]), bytes(r[1]), str(r[2])) for r in await cur.fetchall()]
     return await asyncio.to_thread(lambda: [index_row(message, raw, text) for message, raw, text in raws])
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from maild.archive.in_list import padded_in
 from maild.archive.schema import QUERY_CHUNK, parse_utc, utc_text
 from maild.model import IMAPKey, Location, MessageKey, POP3Key
 
@@ -26,23 +27,24 @@ class LocationRecords:
     def __init__(self, db: ArchiveConnection) -> None:
         self._db = db
         self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
-        """Per account: ((generation, ``PRAGMA data_version``) when read, its locations)."""
+        """Per account: ((locations generation, ``PRAGMA data_version``) when read, its locations)."""
 
     async def locations(self, account: str) -> dict[MessageKey, Location]:
         """Return every server identity recorded for ``account``: POP3Key or IMAPKey to its Location.
 
         The result is cached per account and reused (as a fresh dict) while nothing changed: no
-        transaction of this connection began or ended since (its ``generation``) and no other
-        connection committed (SQLite's ``PRAGMA data_version``). A no-op cycle so costs one PRAGMA
-        instead of reading and parsing every row.
+        transaction of this connection that may change locations began or ended since (its
+        ``locations_generation``: the account histories written after every cycle do not count) and no
+        other connection committed (SQLite's ``PRAGMA data_version``). A no-op cycle so costs one
+        PRAGMA instead of reading and parsing every row.
         """
-        generation = self._db.generation
+        generation = self._db.locations_generation
         version = (generation, int(await self._db._scalar("PRAGMA data_version")))
         cached = self._locations_cache.get(account)
-        if cached is not None and cached[0] == version and self._db.generation == generation:
+        if cached is not None and cached[0] == version and self._db.locations_generation == generation:
             return dict(cached[1])
         out = await self._read_locations(account)
-        if self._db.generation == generation:  # no transaction began or ended meanwhile
+        if self._db.locations_generation == generation:  # no such transaction began or ended meanwhile
             self._locations_cache[account] = (version, out)
             return dict(out)
         self._locations_cache.pop(account, None)
@@ -113,12 +115,11 @@ class LocationRecords:
         )
         pop = [k for k in keys if isinstance(k, POP3Key)]
         for i in range(0, len(pop), QUERY_CHUNK):
-            chunk = pop[i : i + QUERY_CHUNK]
-            marks = ",".join("?" * len(chunk))
+            marks, params = padded_in([k.uidl for k in pop[i : i + QUERY_CHUNK]])
             rows = await self._db._all(
                 "SELECT l.uidl FROM locations l JOIN messages m ON m.id = l.message"  # noqa: S608
                 f" WHERE l.account = ? AND l.uidl IN ({marks}) AND length(m.raw) = m.size_octets{delivered}",
-                (account, *(k.uidl for k in chunk)),
+                (account, *params),
             )
             found.update(POP3Key(r[0]) for r in rows)
         imap = [k for k in keys if isinstance(k, IMAPKey)]

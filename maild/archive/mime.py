@@ -24,7 +24,7 @@ import email.header
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from maild.message import HeaderScan, scan_header
 
@@ -64,15 +64,24 @@ class Leaf:
     start: int
     end: int
 
-    def decoded(self, raw: bytes, limit: int | None = None) -> bytes:
+    @overload
+    def decoded(self, raw: bytes, limit: int | None = None) -> bytes: ...
+
+    @overload
+    def decoded(self, raw: memoryview, limit: int | None = None) -> bytes | memoryview: ...
+
+    def decoded(self, raw: bytes | memoryview, limit: int | None = None) -> bytes | memoryview:
         """The body with its transfer encoding undone (base64, quoted-printable; others as stored).
 
         Args:
-            raw: the whole message these offsets refer to.
+            raw: the whole message these offsets refer to, as bytes or a view of them (the attachment
+                indexer passes a view, so that the encoded octets of a part are not copied first).
             limit: decode at most this many encoded octets (None: all).
 
         Returns:
-            The decoded octets; undecodable base64 characters are skipped, as mail readers do.
+            The decoded octets; undecodable base64 characters are skipped, as mail readers do. A part
+            without a transfer encoding comes back as the slice of ``raw``: a view when ``raw`` is
+            one (``bytes()`` copies it), else bytes.
         """
         end = self.end if limit is None else min(self.end, self.start + limit)
         body = raw[self.start : end]
@@ -96,7 +105,7 @@ class Leaf:
         )
 
 
-def _lenient_base64(body: bytes) -> bytes:
+def _lenient_base64(body: bytes | memoryview) -> bytes:
     """Decode what can be decoded of damaged base64: invalid characters dropped, padding completed."""
     cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", body)
     cleaned = cleaned[: len(cleaned) - len(cleaned) % 4] if len(cleaned) % 4 == 1 else cleaned

@@ -18,7 +18,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from maild.archive import fts
-from maild.archive.schema import parse_utc, utc_text
+from maild.archive.in_list import padded_in
+from maild.archive.schema import QUERY_CHUNK, parse_utc, utc_text
 from maild.model import IMAPKey
 from maild.move.compare import ArchiveEntry, archive_entry
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from maild.archive.connection import ArchiveConnection
     from maild.archive.deliveries import DeliveryRecords
 
-_CHUNK = 500  # ids per IN (...) query, below SQLite's variable limit
 _READ_OCTETS = 32 * 2**20  # raw octets read per round when digesting an archive
 
 
@@ -167,14 +167,13 @@ class MoveRecords:
         """Return what uploading each of ``ids`` needs, from ``account``'s locations and the message."""
         raws = await self.message_octets(ids)
         out: dict[int, UploadSource] = {}
-        for i in range(0, len(ids), _CHUNK):
-            chunk = list(ids[i : i + _CHUNK])
-            marks = ",".join("?" * len(chunk))
+        for i in range(0, len(ids), QUERY_CHUNK):
+            marks, params = padded_in(ids[i : i + QUERY_CHUNK])
             rows = await self._db._all(
                 "SELECT l.message, min(l.internaldate), group_concat(l.flags, ' '),"  # noqa: S608
                 " min(l.first_fetched_at), m.date FROM locations l JOIN messages m ON m.id = l.message"
                 f" WHERE l.account = ? AND l.message IN ({marks}) GROUP BY l.message",
-                (account, *chunk),
+                (account, *params),
             )
             for message, internaldate, flags, first, date in rows:
                 if message not in raws:

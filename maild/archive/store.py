@@ -47,9 +47,10 @@ from maild.archive.counters import ArchiveCounters
 from maild.archive.deliveries import DeliveryRecords, PendingDelivery
 from maild.archive.figures import ArchiveFigures
 from maild.archive.history import HistoryRecords
+from maild.archive.in_list import padded_in
 from maild.archive.locations import LocationRecords
 from maild.archive.mailboxes import MailboxRecords, MailboxState
-from maild.archive.schema import utc_text
+from maild.archive.schema import QUERY_CHUNK, utc_text
 from maild.errors import StoreError
 from maild.model import Protocol, RetrievedMessage, StoreOutcome
 from maild.spool import Spool
@@ -198,6 +199,11 @@ class Store:
         it (:meth:`maild.archive.checkpointer.Checkpointer.snapshot`; no SQL, one ``pread``)."""
         return self.db.checkpointer.snapshot()
 
+    async def recheck_wal(self) -> None:
+        """While a reader holds the write-ahead log: end the episode now if the reader has ended
+        (:meth:`maild.archive.checkpointer.Checkpointer.recheck_held`; nothing when not held)."""
+        await self.db.checkpointer.recheck_held()
+
     # -- the collaborators' methods ---------------------------------------------------------------
 
     locations = Delegated("location_records", LocationRecords.locations)
@@ -215,6 +221,7 @@ class Store:
     relink = Delegated("mailbox_records", MailboxRecords.relink)
     account_histories = Delegated("history_records", HistoryRecords.account_histories)
     record_history = Delegated("history_records", HistoryRecords.record_history)
+    flush_history = Delegated("history_records", HistoryRecords.flush_history)
     message_counts = Delegated("figures", ArchiveFigures.message_counts)
     on_server_summary = Delegated("figures", ArchiveFigures.on_server_summary)
     totals = Delegated("figures", ArchiveFigures.totals)
@@ -252,34 +259,59 @@ class Store:
     async def ensure_account(
         self, name: str, organisation: str, employee: str, protocol: Protocol, now: datetime
     ) -> None:
-        """Record the account, or update its organisation and employee (no write when unchanged).
+        """Record the account, or update its organisation and employee (no write when unchanged):
+        :meth:`ensure_accounts` of one.
 
         Raises:
             StoreError: the account exists with another protocol (the protocol is fixed for an
                 account's life; add the mailbox again under a new name instead).
         """
-        rows = await self._all(
-            "SELECT protocol, organisation, employee FROM accounts WHERE name = ?", (name,)
-        )
-        if rows and rows[0][0] != protocol:
-            raise StoreError(
-                f"account {name} was created as {rows[0][0]} and cannot become {protocol}; "
-                "add the mailbox again as a new account (see 'Moving a mailbox from POP3 to IMAP')"
+        await self.ensure_accounts([(name, organisation, employee, protocol)], now)
+
+    async def ensure_accounts(
+        self, accounts: Sequence[tuple[str, str, str, Protocol]], now: datetime
+    ) -> None:
+        """Record each (name, organisation, employee, protocol), or update its organisation and
+        employee: one look-up per :data:`~maild.archive.schema.QUERY_CHUNK` accounts and at most one
+        transaction for all (none when nothing changed: a daemon starts on an archive that cannot be
+        written, issue 15). Fifty accounts were fifty look-ups at every ``maild fetch``.
+
+        Raises:
+            StoreError: an account exists with another protocol (the protocol is fixed for an
+                account's life; add the mailbox again under a new name instead); nothing is written.
+        """
+        known: dict[str, tuple[Any, ...]] = {}
+        names = [a[0] for a in accounts]
+        for i in range(0, len(names), QUERY_CHUNK):
+            marks, params = padded_in(names[i : i + QUERY_CHUNK])
+            rows = await self._all(
+                f"SELECT name, protocol, organisation, employee FROM accounts WHERE name IN ({marks})",  # noqa: S608
+                params,
             )
-        if rows and tuple(rows[0][1:]) == (organisation, employee):
-            return  # nothing to write: a daemon starts on an archive that cannot be written (issue 15)
-        await self._write(
-            [
-                (
-                    "INSERT INTO accounts (name, organisation, employee, protocol, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (name) DO UPDATE SET organisation = excluded.organisation,"
-                    " employee = excluded.employee",
-                    (name, organisation, employee, protocol, utc_text(now)),
-                    False,
+            known.update((row[0], tuple(row[1:])) for row in rows)
+        changed: list[tuple[str, str, str, str, str]] = []
+        for name, organisation, employee, protocol in accounts:
+            row = known.get(name)
+            if row is not None and row[0] != protocol:
+                raise StoreError(
+                    f"account {name} was created as {row[0]} and cannot become {protocol}; "
+                    "add the mailbox again as a new account (see 'Moving a mailbox from POP3 to IMAP')"
                 )
-            ]
-        )
+            if row is None or row[1:] != (organisation, employee):
+                changed.append((name, organisation, employee, protocol, utc_text(now)))
+        if changed:
+            await self._write(
+                [
+                    (
+                        "INSERT INTO accounts (name, organisation, employee, protocol, created_at)"
+                        " VALUES (?, ?, ?, ?, ?)"
+                        " ON CONFLICT (name) DO UPDATE SET organisation = excluded.organisation,"
+                        " employee = excluded.employee",
+                        changed,
+                        True,
+                    )
+                ]
+            )
 
     # -- full-text index (v3 table ``messages_fts``) ------------------------------------------------
 
@@ -365,7 +397,9 @@ class Store:
         db = self.db
         async with db._write_lock:
             db._generation += 1
+            db._locations_generation += 1
             try:
                 return await layout.compact(db._conn, progress)
             finally:
                 db._generation += 1
+                db._locations_generation += 1

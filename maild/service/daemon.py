@@ -108,6 +108,7 @@ class Daemon:
             if not self.store.writing:
                 with contextlib.suppress(ArchiveReplaced):
                     await self.store.verify_identity()
+            await self.store.recheck_wal()  # an idle daemon: "held" ends with the reader, not the next write
             now = utc_now()
             await self.alerter.check(
                 self.scheduler.accounts.values(),
@@ -135,11 +136,8 @@ class Daemon:
             notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
             try:
                 new = await asyncio.to_thread(load_config, self.config.path)
-                now = utc_now()
-                for acc in new.accounts.values():
-                    await self.store.ensure_account(
-                        acc.name, acc.organisation, acc.employee, acc.protocol, now
-                    )
+                records = [(a.name, a.organisation, a.employee, a.protocol) for a in new.accounts.values()]
+                await self.store.ensure_accounts(records, utc_now())
             except MaildError as exc:
                 log.error("reload.rejected", error=str(exc))
                 raise ControlError(
@@ -178,6 +176,7 @@ class Daemon:
             if watchdog_us and self.scheduler.healthy():
                 lines.append("WATCHDOG=1")
             notify(*lines)
+            await self.scheduler.flush_history()  # quiet cycles' history rows, one commit for all
             await self._check_alerts()
             if self.config.daemon.metrics_textfile is not None:
                 try:
@@ -247,9 +246,9 @@ class Daemon:
             executor.shutdown(wait=False)
             raise
         try:
-            now = utc_now()
+            records = [(a.name, a.organisation, a.employee, a.protocol) for a in cfg.accounts.values()]
+            await self.store.ensure_accounts(records, utc_now())
             for acc in cfg.accounts.values():
-                await self.store.ensure_account(acc.name, acc.organisation, acc.employee, acc.protocol, now)
                 if acc.deliver_maildir is not None:  # leftovers of writes killed mid-way
                     await asyncio.to_thread(clean_stale_tmp, acc.deliver_maildir)
             await self.store.keep_counters()  # status answers from these (issue 15, item 7)

@@ -276,8 +276,8 @@ async def fetch_once(
     try:
         store = await Store.open(config.daemon.database)
         try:
-            for acc in config.accounts.values():
-                await store.ensure_account(acc.name, acc.organisation, acc.employee, acc.protocol, utc_now())
+            records = [(a.name, a.organisation, a.employee, a.protocol) for a in config.accounts.values()]
+            await store.ensure_accounts(records, utc_now())  # one look-up for all, not one each
             budgets = Budgets.from_config(config.daemon)
             sessions = KeptSessions(budgets)
             runner = CycleRunner(store, executor, budgets, sessions, maildrop_factory, utc_now)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,7 @@ class Scheduler:
             rt.wake.set()
         tasks = list(self._tasks.values()) + list(self._retiring)
         if not tasks:
+            await self.flush_history()
             return
         _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
         for task in pending:
@@ -130,6 +132,7 @@ class Scheduler:
             log.warning("shutdown.cancelled", cycles=len(pending))
             await asyncio.wait(pending)
         await self.sessions.drop_all()
+        await self.flush_history()  # the quiet cycles' rows: a stopped daemon has no housekeeping
         for rt in self.accounts.values():
             rt.state = "stopped"
             for fut in rt.waiters:
@@ -177,16 +180,37 @@ class Scheduler:
 
     async def _keep_history(self, rt: AccountRuntime) -> None:
         """Write ``rt``'s history to the archive after a cycle; a failure is logged, not raised (a full
-        disk must not stop fetching: the archive's own commits report it)."""
+        disk must not stop fetching: the archive's own commits report it).
+
+        A quiet cycle's row (only its time and count of successes differ from the account's last
+        row) is deferred to :meth:`flush_history`, so fifty accounts polling without new mail are
+        one commit every few seconds, not fifty (docs/performance.md, "Session 10: fixed costs");
+        any other change (a failure, its end, a push, new mail) is committed before this returns,
+        with the deferred rows.
+        """
         history = rt.history()
+        previous = self.history.get(history.account)
         self.history[history.account] = history
+        quiet = previous is not None and history == dataclasses.replace(
+            previous, last_success=history.last_success, cycles_ok=history.cycles_ok
+        )
         try:
-            await self.store.record_history(history)
+            await self.store.record_history(history, defer=quiet)
         except StoreError as exc:
             self.history_error = str(exc)
             log.warning("history.not-recorded", error=str(exc))
         else:
-            self.history_error = None
+            if not quiet:
+                self.history_error = None
+
+    async def flush_history(self) -> None:
+        """Commit the deferred history rows of quiet cycles (:meth:`_keep_history`): called by the
+        daemon's housekeeping every few seconds and when the scheduler stops. A failure is logged."""
+        try:
+            await self.store.flush_history()
+        except StoreError as exc:
+            self.history_error = str(exc)
+            log.warning("history.not-recorded", error=str(exc))
 
     def _retire(self, name: str) -> asyncio.Task[None] | None:
         rt = self.accounts.get(name)

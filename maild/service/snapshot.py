@@ -337,6 +337,7 @@ async def status_reply(
     records = figures.failures if figures is not None else {}
     now = datetime.now(UTC)
     failing = {name: failing_messages(records.get(name, {}), now) for name in names}
+    await store.recheck_wal()  # a reader that ended since the last write: released, not "held"
     wal = store.wal_snapshot()
     return StatusReply(
         version=__version__,

@@ -42,6 +42,9 @@ HEAVY_MODULES: dict[str, str] = {
     "maild.archive.maildir": "the Maildir writer: only an account with deliver_maildir, and export",
     "maild.archive.index_text": "the index text and the MIME walk: storing new mail, search snippets",
     "maild.archive.parse": "a message's one parse (summary, MIME parts): storing new mail, search snippets",
+    "email.header": "the stdlib's RFC 2047 decoder (email.charset, quopri, base64mime): encoded header"
+    " fields and the MIME walk, so storing new mail and search snippets; not a fetch without new mail",
+    "email.utils": "the stdlib's date parser (calendar, email._parseaddr): a Date not in the usual form",
     "maild.cli.status_view": "the status table and the check line: only status, check, fetch-now",
     "maild.cli.manpage": "the man page from the parser: only `maild manpage` (and the build)",
     "maild.archive.store": "the archive writer, its schema and migrations: fetch and admin commands",
@@ -197,16 +200,17 @@ def _run_one_shot_commands(directory: Path, dovecot: Dovecot, mail_user: MailUse
     config = write_config(directory, dovecot, {"pop3": mail_user, "imap": mail_user})
     cli = ("-c", str(config))
     fetched_pop3 = frozenset({"asyncio", "structlog", "ssl", "aiosqlite", "maild.archive.store"})
-    parsers = frozenset({"maild.archive.index_text", "maild.archive.parse"})
+    parsers = frozenset({"maild.archive.index_text", "maild.archive.parse", "email.header"})
     stored = fetched_pop3 | parsers  # new mail was parsed
+    reading = parsers | {"email.utils"}  # maild.archive.query's email.parser loads it
     imap_steps = ("maild.fetch.resync", "maild.fetch.folders")
 
     for argv, allowed, group in (
         (("fetch", "pop3"), stored | {"maild.protocols.pop3.maildrop"}, None),
         (("fetch", "imap"), stored | {"aioimaplib", "maild.protocols.imap.mailbox", *imap_steps}, None),
         (("fetch", "pop3"), fetched_pop3 | {"maild.protocols.pop3.maildrop"}, None),  # nothing new
-        (("messages", "list"), parsers, "maild.cli.archive"),
-        (("messages", "search", "Startbrief"), parsers, "maild.cli.archive"),
+        (("messages", "list"), reading, "maild.cli.archive"),
+        (("messages", "search", "Startbrief"), reading, "maild.cli.archive"),
     ):
         code, modules, output = loaded_after(directory, *cli, *argv)
 

@@ -93,6 +93,9 @@ class FakeStore:
     def wal_snapshot(self) -> WalSnapshot:
         return WalSnapshot(4096)  # a small write-ahead log, not held
 
+    async def recheck_wal(self) -> None:
+        """Not held: nothing to re-check."""
+
 
 class Daemon:
     """What the context's callbacks reach: reload, metrics, stop."""

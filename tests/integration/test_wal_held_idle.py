@@ -1,0 +1,68 @@
+"""An idle daemon shows the truth about its write-ahead log: once the reader that held it ends, ``maild
+status`` says so at once, without waiting for the next write (before, "held" stayed until the next
+cycle stored something; issue 19, session 9's note, "Next session" 4). The same set-up as
+tests/integration/test_wal_held.py: ``maild run`` with the WAL's bounds lowered, the real Dovecot, a
+reader in this process keeping a read transaction open."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from typing import Any
+
+from tests.integration.test_wal_held import LOWERED, letters
+from tests.support.daemonproc import log_events, maild_cli, running_maild, status, stop_maild, wait_until
+from tests.support.dovecot import Dovecot, MailUser
+from tests.support.maildconf import AccountSpec, short_dir, write_config
+
+
+def test_status_shows_the_log_released_when_the_reader_ends_without_a_write(
+    dovecot: Dovecot, mail_user: MailUser
+) -> None:
+    """Steps: the daemon runs (bounds lowered); a reader begins a read transaction; 60 messages
+    (about 6 MB) are fetched; ``maild status`` exits 1 ("held"), and again after its own re-check
+    while the reader still reads; the reader ends; with no fetch and nothing written, ``maild
+    status`` exits 0 and ``maild check`` is OK at once, the metrics textfile says held 0, the log
+    says ``archive.wal.released`` once; no cycle ran meanwhile (still 60 messages)."""
+    directory = short_dir()
+    spec = AccountSpec("anna", "imap", mail_user.name, mail_user.password, extra={"idle": False})
+    textfile = directory / "maild.prom"
+    cfg = write_config(directory, dovecot, [spec], daemon={"metrics_textfile": str(textfile)})
+
+    def metric(name: str) -> str | None:
+        lines = textfile.read_text().splitlines() if textfile.exists() else []
+        return next((line.split()[1] for line in lines if line.startswith(f"{name} ")), None)
+
+    def anna() -> dict[str, Any]:
+        accounts = status(directory / "control.sock").get("accounts")
+        return accounts[0] if accounts else {}
+
+    log = directory / "daemon.log"
+    database = directory / "state" / "maild.sqlite3"
+    with running_maild([sys.executable, "-c", LOWERED, "-c", str(cfg), "run"], log=log) as daemon:
+        wait_until(lambda: anna().get("last_success"), "the first cycle")
+        reader = sqlite3.connect(database, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM messages").fetchone()
+            dovecot.deliver_many(mail_user.name, letters(0, 60))
+            assert maild_cli(cfg, "fetch-now", "anna").returncode == 0
+            assert anna()["messages"] == 60
+            for _ in range(2):  # the re-check's checkpoint cannot copy past the reader: still held
+                held = maild_cli(cfg, "status")
+                assert held.returncode == 1, held.stdout
+                assert "write-ahead log held by a reader" in held.stdout
+            wait_until(lambda: metric("maild_archive_wal_held") == "1", "the metrics saying held")
+        finally:
+            reader.execute("COMMIT")
+            reader.close()
+
+        shown = maild_cli(cfg, "status")
+        assert shown.returncode == 0, shown.stdout
+        assert "write-ahead log held" not in shown.stdout
+        assert maild_cli(cfg, "check").returncode == 0
+        wait_until(lambda: metric("maild_archive_wal_held") == "0", "the metrics saying released")
+        assert anna()["messages"] == 60
+        assert stop_maild(daemon) == 0
+    assert log_events(log, "archive.wal.held") == ["warning"]
+    assert log_events(log, "archive.wal.released") == ["info"]
