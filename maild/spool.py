@@ -8,7 +8,8 @@ only these) and, past them, the octets around each ``--`` (MIME boundary lines a
 :mod:`maild.spool_view`), so that the store parses the message without reading its file.
 :meth:`SpoolWriter.finish` returns a :class:`SpooledBody`, which the archive copies into the
 message's blob in bounded parts inside the batch's transaction (:mod:`maild.archive.batches`): the
-one read of the file; the fetch cycle closes it once the batch is committed.
+one read of the file, each part mapped from the page cache (:meth:`SpooledBody.parts`), not copied
+into a buffer; the fetch cycle closes it once the batch is committed.
 
 Both adapters' hooks write through a :class:`LenientSpoolWriter` (open at the first part; on
 :class:`SpoolFull` drop the file and keep ``"local spool: ..."`` as the message's failure).
@@ -38,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import mmap
 import os
 import threading
 import weakref
@@ -68,13 +70,14 @@ __all__ = [
 
 SPOOL_THRESHOLD_OCTETS = 2**20
 """Messages of at least this many octets are spooled to a file as they arrive (1 MiB); smaller ones
-are held in memory as before. The same size as the archive's incremental blob writes
-(``maild.archive.batches.LARGE_BLOB_OCTETS``): below it a message is bound as one parameter anyway."""
+are held in memory as before. Messages from the archive's ``maild.archive.batches.LARGE_BLOB_OCTETS``
+(256 KiB) on are written into the archive by incremental blob I/O, spooled or not."""
 SPOOL_HEAD_OCTETS = 256 * 2**10
 """Octets of a spooled message kept in memory from its start (256 KiB): the longest header section
 read anywhere (``maild.message.MAX_HEADER_OCTETS``) and what follows it, up to that size."""
 SPOOL_PART_OCTETS = 2**20
-"""Octets read from a spool file at a time (copying it into the archive, reading it for the index)."""
+"""Octets read from a spool file at a time (copying it into the archive: mapped, :meth:`SpooledBody.parts`;
+reading it for the index: ``pread``)."""
 SPOOL_MAX_OCTETS = 2**30
 """Most octets all spool files of one process hold at once (1 GiB). A cycle holds the spooled
 messages of at most two batches (one committing, one filling), each closed at
@@ -95,6 +98,9 @@ earlier code (holding messages in memory) filled to the last 100 MB; 5 % of a 2 
 ``maild.fetch.batching.SPOOLED_BATCH_OCTETS``)."""
 SPOOL_FAILURE_PREFIX = "local spool: "
 """How the reason of a message the spool could not take begins (:func:`local_failure`)."""
+_MAP_POPULATE: int = getattr(mmap, "MAP_POPULATE", 0)
+"""Linux: map a part's pages in the ``mmap`` call itself (one walk of the page cache) instead of one
+page fault per 4 KiB, or per 64 KiB with the kernel's fault-around, while SQLite copies it."""
 SPOOL_NAME_PREFIX = ".maild-spool-"
 """Prefix of a named spool file (file systems without ``O_TMPFILE``); swept at start."""
 
@@ -442,25 +448,50 @@ class SpooledBody:
         return bytes(out)
 
     def parts(self, part_octets: int = SPOOL_PART_OCTETS) -> Iterator[bytes | memoryview]:
-        """The octets in order, ``part_octets`` at a time (the last part may be shorter), each read
-        into one reused buffer: a part is valid until the next one is asked for (copy it to keep it).
+        """The octets in order, ``part_octets`` at a time (the last part may be shorter), each a
+        read-only view of the file's pages mapped into memory (``mmap``, populated at once): nothing
+        is copied out of the page cache and no buffer is filled; the consumer (SQLite's blob write)
+        copies straight from the page cache. A part is valid until the next one is asked for (copy it
+        to keep it); at most one part of :data:`SPOOL_PART_OCTETS` is mapped at a time, so the
+        process's resident memory grows by one part, as with a read buffer.
+
+        The guard: a mapped page past the file's end raises ``SIGBUS`` (the process dies, not the
+        message), so the file's size is checked (``fstat``) before each part is mapped, and a file
+        shorter than ``size_octets`` fails the message with ``OSError`` (the batch's transaction rolls
+        back: nothing stored, nothing deleted; the server keeps the message). Only this process has
+        the file (``O_TMPFILE``, or a private name unlinked at once), so nothing else can shorten it
+        between the check and the copy.
+
+        Args:
+            part_octets: octets per part, rounded up to a multiple of ``mmap.ALLOCATIONGRANULARITY``
+                (the offset of every mapping must be one).
 
         Raises:
-            ValueError: the body is closed. OSError: a read failed, or the file is shorter than
-                ``size_octets`` (a spool file changed underneath: never stored).
+            ValueError: the body is closed (also when closed between two parts). OSError: the file
+                cannot be mapped, or it is shorter than ``size_octets`` (a spool file changed
+                underneath: never stored).
         """
         if self.closed:
             raise ValueError("the spooled body is closed")
-        buffer = bytearray(min(part_octets, self.size_octets))
-        with memoryview(buffer) as view:
-            offset = 0
-            while offset < self.size_octets:
-                want = min(len(buffer), self.size_octets - offset)
-                got = os.preadv(self._fd, [view[:want]], offset)
-                if not got:
-                    raise OSError(errno.EIO, "spool file shorter than its message")
-                yield view[:got]
-                offset += got
+        grain = mmap.ALLOCATIONGRANULARITY
+        step = max(grain, -(-part_octets // grain) * grain)
+        offset = 0
+        while offset < self.size_octets:
+            want = min(step, self.size_octets - offset)
+            if self.closed:  # its descriptor's number may already name another file
+                raise ValueError("the spooled body is closed")
+            if os.fstat(self._fd).st_size < offset + want:
+                raise OSError(errno.EIO, "spool file shorter than its message")
+            mapped = mmap.mmap(
+                self._fd, want, flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ, offset=offset
+            )
+            view = memoryview(mapped)
+            try:
+                yield view
+            finally:
+                view.release()  # raises BufferError if the consumer still holds a slice of it
+                mapped.close()
+            offset += want
 
     def read_all(self) -> bytes:
         """All octets at once (for the few users that need them whole: moving a mailbox).

@@ -88,9 +88,14 @@ _INSERT_LARGE = (
     _INSERT_MESSAGE_HEAD.replace(" OR IGNORE", "") + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, zeroblob(?))"
 )
 _INSERT_FTS = fts.insert_sql()
-LARGE_BLOB_OCTETS = 2**20
-"""Messages at least this large are written with :func:`_insert_large`, not bound as a parameter:
-binding a blob costs SQLite two copies of it (measured: +52 MB for 25 MB, against +2 MB)."""
+LARGE_BLOB_OCTETS = 256 * 2**10
+"""Messages at least this large (256 KiB) are written with :func:`_insert_large`, not bound as a
+parameter: binding a blob costs SQLite two copies of it, the bound value and the row's record
+(measured: +52 MB for 25 MB, against +2 MB). From 256 KiB on, each copy is also a fresh mapping
+(``maild.service.memory.MMAP_THRESHOLD_OCTETS``): every page of it page-faulted in, then unmapped
+(docs/performance.md, "Session 10: the system time"). A message written through the blob goes
+straight from its buffer into SQLite's pages; up to SQLite's page cache (2,000 KiB) its zero-filled
+pages are the newest in the cache, so none is spilled before it is written."""
 _BLOB_CHUNK_OCTETS = 2**20
 
 
@@ -276,14 +281,23 @@ def _insert_batch(
     existing = _lookup_ids(db, list(dict.fromkeys(p.sha256 for p in prepared)))
     new_rows = {p.sha256: p.row for p in prepared if p.sha256 not in existing}
     if new_rows:
-        small = [row for row in new_rows.values() if not _is_large(row[-1])]
-        insert_rows(db, _INSERT_MESSAGE_HEAD, small)
+        # in the batch's order (the messages' ids are their storing order): runs of small messages
+        # in multi-row statements, each large one through blob I/O where it comes
+        small: list[tuple[Any, ...]] = []
+        run: list[tuple[Any, ...]] = []
+        for digest, row in new_rows.items():
+            if not _is_large(row[-1]):
+                run.append(row)
+                continue
+            insert_rows(db, _INSERT_MESSAGE_HEAD, run)
+            small += run
+            run = []
+            existing[digest] = _insert_large(db, row)
+        insert_rows(db, _INSERT_MESSAGE_HEAD, run)
+        small += run
         existing.update(_lookup_ids(db, [row[0] for row in small]))
         if any(row[0] not in existing for row in small):
             raise sqlite3.IntegrityError("a message row was not stored")
-        for digest, row in new_rows.items():
-            if _is_large(row[-1]):
-                existing[digest] = _insert_large(db, row)
         indexed = {p.sha256: p.index for p in prepared if p.sha256 in new_rows}
         # one row per step: an insert of several rows into a virtual table gets a statement journal,
         # a temporary file (docs/performance.md, "Session 9: SQLite's thread")

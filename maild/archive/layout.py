@@ -59,6 +59,7 @@ def compact_follows() -> Iterator[None]:
     finally:
         _COMPACT_FOLLOWS.reset(token)
 
+
 LAYOUT_REBUILD_AT_OPEN_MAX_OCTETS = 1 << 30
 """Opening an archive at schema 13 or older rebuilds ``messages`` only when the archive file is at
 most this large (1 GiB, about 20 s of disk writes at 100 MB/s; the 273 MB benchmark archive took the
@@ -72,10 +73,10 @@ LAYOUT_CHUNK_OCTETS = 16 << 20
 least one message): the bound on how much the file grows before freed pages are reused, and the
 progress step."""
 LAYOUT_BLOB_COPY_OCTETS = 1 << 20
-"""Messages at least this large (1 MiB, as :data:`maild.archive.batches.LARGE_BLOB_OCTETS`) are copied
-through incremental blob I/O in parts of this size, not as one value: ``INSERT ... SELECT`` would
-hold each such message two or three times in SQLite's memory (17.4 MB for the benchmark archive,
-whose largest message is 5 MB)."""
+"""Messages at least this large (1 MiB; new ones are stored so from
+:data:`maild.archive.batches.LARGE_BLOB_OCTETS`) are copied through incremental blob I/O in parts of
+this size, not as one value: ``INSERT ... SELECT`` would hold each such message two or three times
+in SQLite's memory (17.4 MB for the benchmark archive, whose largest message is 5 MB)."""
 LAYOUT_CHUNK_MESSAGES = 2000
 """At most this many messages per step of the rebuild, whatever their size."""
 REBUILD_TABLE = "messages_layout"

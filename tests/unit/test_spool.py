@@ -209,3 +209,53 @@ def test_view_answers_as_bytes(tmp_path: Path) -> None:
             assert view[a] == data[a]
     assert view.find(b"never there") == -1
     assert view.find(b"", 5) == data.find(b"", 5)
+
+
+@pytest.mark.parametrize("size", [2**20, 2**20 + 1, 2**20 - 1, 3 * 2**20 + 4095, 4096 * 300 + 17])
+@pytest.mark.parametrize("part", [65_536, 100_003, 2**20])
+def test_mapped_parts_are_byte_exact_at_part_edges(tmp_path: Path, size: int, part: int) -> None:
+    """The parts read back by mmap join to the message exactly, whatever the message's size against
+    the part size (a part size that is not a multiple of the page size is rounded up), none empty."""
+    data = random.Random(size ^ part).randbytes(size)
+    body = spooled(Spool(tmp_path), data, part=77_777)
+    lengths = []
+    joined = bytearray()
+    for piece in body.parts(part):
+        lengths.append(len(piece))
+        joined += piece
+    assert bytes(joined) == data
+    assert all(lengths) and max(lengths) - part < os.sysconf("SC_PAGE_SIZE")
+    body.close()
+
+
+def test_a_spool_file_shortened_under_the_reader_fails_loudly(tmp_path: Path) -> None:
+    """A spool file that became shorter than its message (after the first part was read) fails the
+    read with EIO naming the cause, before any page past the file's end is mapped (which would kill
+    the process with SIGBUS)."""
+    data = random.Random(5).randbytes(3 * 2**20 + 10)
+    body = spooled(Spool(tmp_path), data)
+    parts = body.parts(2**20)
+    assert bytes(next(parts)) == data[: 2**20]
+    os.ftruncate(body._fd, 2**20 + 5)
+    with pytest.raises(OSError, match="spool file shorter than its message") as caught:
+        next(parts)
+    assert caught.value.errno == errno.EIO
+    body.close()
+
+
+def test_closing_a_body_while_a_part_is_mapped_keeps_that_part_readable(tmp_path: Path) -> None:
+    """Closing the body (its descriptor, the unnamed file's last name) while a part is mapped keeps
+    that part's pages: the mapping holds the file, so no SIGBUS; the next part fails as closed, even
+    when the descriptor's number already names another file."""
+    data = random.Random(6).randbytes(2 * 2**20)
+    body = spooled(Spool(tmp_path), data)
+    parts = body.parts(2**20)
+    first = next(parts)
+    body.close()
+    other = os.open(tmp_path, os.O_RDONLY)  # likely takes the closed descriptor's number
+    try:
+        assert bytes(first) == data[: 2**20]
+        with pytest.raises(ValueError, match="the spooled body is closed"):
+            next(parts)
+    finally:
+        os.close(other)

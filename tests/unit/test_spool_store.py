@@ -4,6 +4,7 @@ header summary, has_documents), the same index text, the same octets, the same s
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,5 +134,31 @@ async def test_unreadable_spool_file_fails_the_batch_as_a_store_error(tmp_path: 
         with pytest.raises(StoreError, match="reading a spooled message: the spooled body is closed"):
             await store.store_batch("acct", batch, NOW)
         assert await store._all("SELECT id FROM messages") == []
+    finally:
+        await store.close()
+
+
+async def test_spool_file_shortened_under_the_store_fails_the_batch_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    """A spool file shortened after it was written (here to half its message) fails its batch at the
+    copy into the blob with StoreError naming the cause, and nothing of the batch is stored: the
+    message is never archived with missing octets (and its server copy is never deleted)."""
+    store = await Store.open(tmp_path / "maild.sqlite3")
+    try:
+        await store.ensure_account("acct", "org", "emp", "pop3", NOW)
+        raw = corpus.large_message(3_500_000, seed=5)
+        body = spooled(store.spool, raw)
+        os.ftruncate(body._fd, len(raw) // 2)
+        batch = [
+            RetrievedMessage(POP3Key("a"), b"Subject: x\r\n\r\nsmall\r\n"),
+            RetrievedMessage(POP3Key("b"), body),
+        ]
+        with pytest.raises(
+            StoreError, match=r"reading a spooled message: .*spool file shorter than its message"
+        ):
+            await store.store_batch("acct", batch, NOW)
+        assert await store._all("SELECT id FROM messages") == []
+        assert await store._all("SELECT id FROM locations") == []
     finally:
         await store.close()

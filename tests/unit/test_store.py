@@ -711,3 +711,16 @@ async def test_one_identity_for_two_contents_in_a_batch_is_refused_and_nothing_i
     outcome = await store.store_batch(account, [RetrievedMessage(key, MSG_A), RetrievedMessage(key, MSG_A)], NOW)
     assert (outcome.new_messages, outcome.new_links) == (1, 1)
     assert list(await store.locations(account)) == [key]
+
+
+async def test_a_batch_is_stored_in_its_order_whatever_the_sizes(store: Store) -> None:
+    """Messages get their ids (their storing order) in the batch's order, the large ones written by
+    blob I/O among the small ones written by multi-row statements."""
+    from maild.archive import store as store_module
+
+    large = store_module.LARGE_BLOB_OCTETS
+    sizes = [100, large + 10, 200, 300, large * 5, 400]
+    raws = [b"Subject: %d\r\n\r\n" % n + bytes([65 + n]) * size for n, size in enumerate(sizes)]
+    await store.store_batch("anna-pop", [pop(f"u{n}", raw) for n, raw in enumerate(raws)], NOW)
+    rows = await query(store, "SELECT raw FROM messages ORDER BY id")
+    assert [row[0] for row in rows] == raws
