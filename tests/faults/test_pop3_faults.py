@@ -18,7 +18,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import structlog
@@ -904,6 +904,15 @@ def test_taking_over_from_poplib_keeps_its_buffered_octets_and_does_not_wait(buf
         file.close()
 
 
+def _taken_over_session(sock: socket.socket, file: Any) -> POP3Session:
+    """A logged-in-looking POP3Session reading ``sock`` (one end of a socket pair) after its take-over."""
+    settings = ServerSettings(ACCOUNT, "127.0.0.1", 1, "none", None, "anna", Secret(PASSWORD), 5.0)
+    session = POP3Session(settings, max_reply_octets=2**20)
+    pop = SimpleNamespace(sock=sock, file=file)
+    session.pop = pop  # type: ignore[assignment]
+    session._take_over(pop)  # type: ignore[arg-type]
+    return session
+
 def test_a_short_reply_is_read_into_a_small_buffer_and_a_long_one_into_a_large_one() -> None:
     """After the take-over a short listing is read with a 16 KiB buffer (50 sessions listing at once
     hold 16 KiB each, not 256 KiB); a reply that fills it is read on with READ_CHUNK_OCTETS reads and
@@ -912,11 +921,7 @@ def test_a_short_reply_is_read_into_a_small_buffer_and_a_long_one_into_a_large_o
     with server_side, client_side:
         client_side.settimeout(5.0)
         file = client_side.makefile("rb")
-        settings = ServerSettings(ACCOUNT, "127.0.0.1", 1, "none", None, "anna", Secret(PASSWORD), 5.0)
-        session = POP3Session(settings, max_reply_octets=2**20)
-        pop = SimpleNamespace(sock=client_side, file=file)
-        session.pop = pop  # type: ignore[assignment]
-        session._take_over(pop)  # type: ignore[arg-type]
+        session = _taken_over_session(client_side, file)
         server_side.sendall(b"+OK\r\n1 100\r\n2 200\r\n.\r\n")
         session._ahead.append(True)
         tracemalloc.start()
@@ -950,11 +955,7 @@ def test_a_receive_borrows_the_pools_buffer_and_gives_it_back_keeping_the_next_r
     with server_side, client_side:
         client_side.settimeout(5.0)
         file = client_side.makefile("rb")
-        settings = ServerSettings(ACCOUNT, "127.0.0.1", 1, "none", None, "anna", Secret(PASSWORD), 5.0)
-        session = POP3Session(settings, max_reply_octets=2**20)
-        pop = SimpleNamespace(sock=client_side, file=file)
-        session.pop = pop  # type: ignore[assignment]
-        session._take_over(pop)  # type: ignore[arg-type]
+        session = _taken_over_session(client_side, file)
         first, second = b"first\r\n..dotted\r\n" * 10, b"second\r\n" * 10
         wire_first = b"+OK\r\n" + first.replace(b"\r\n.", b"\r\n..") + b".\r\n"
         server_side.sendall(wire_first + b"+OK\r\nsec")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from pathlib import Path
 from typing import Any
 
 from tests.support import corpus
@@ -28,6 +29,18 @@ sys.exit(main(sys.argv[1:]))
 """
 MESSAGE_LINES = 2500
 """Lines of about 40 octets: messages of about 100 kB (held in memory, not spooled)."""
+
+
+def textfile_metric(textfile: Path, name: str) -> str | None:
+    """The value of metric ``name`` in the daemon's metrics textfile, or None (no file, no line)."""
+    lines = textfile.read_text().splitlines() if textfile.exists() else []
+    return next((line.split()[1] for line in lines if line.startswith(f"{name} ")), None)
+
+
+def first_account(directory: Path) -> dict[str, Any]:
+    """The first account of the daemon's status (its control socket in ``directory``), or {}."""
+    accounts = status(directory / "control.sock").get("accounts")
+    return accounts[0] if accounts else {}
 
 
 def letters(first: int, n: int) -> list[bytes]:
@@ -57,12 +70,10 @@ def test_a_reader_holding_the_log_shows_in_status_check_metrics_and_one_alert(
         return recorder.states("wal_held")
 
     def metric(name: str) -> str | None:
-        lines = textfile.read_text().splitlines() if textfile.exists() else []
-        return next((line.split()[1] for line in lines if line.startswith(f"{name} ")), None)
+        return textfile_metric(textfile, name)
 
     def anna() -> dict[str, Any]:
-        accounts = status(directory / "control.sock").get("accounts")
-        return accounts[0] if accounts else {}
+        return first_account(directory)
 
     log = directory / "daemon.log"
     database = directory / "state" / "maild.sqlite3"

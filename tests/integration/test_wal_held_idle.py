@@ -10,8 +10,8 @@ import sqlite3
 import sys
 from typing import Any
 
-from tests.integration.test_wal_held import LOWERED, letters
-from tests.support.daemonproc import log_events, maild_cli, running_maild, status, stop_maild, wait_until
+from tests.integration.test_wal_held import LOWERED, first_account, letters, textfile_metric
+from tests.support.daemonproc import log_events, maild_cli, running_maild, stop_maild, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -30,12 +30,10 @@ def test_status_shows_the_log_released_when_the_reader_ends_without_a_write(
     cfg = write_config(directory, dovecot, [spec], daemon={"metrics_textfile": str(textfile)})
 
     def metric(name: str) -> str | None:
-        lines = textfile.read_text().splitlines() if textfile.exists() else []
-        return next((line.split()[1] for line in lines if line.startswith(f"{name} ")), None)
+        return textfile_metric(textfile, name)
 
     def anna() -> dict[str, Any]:
-        accounts = status(directory / "control.sock").get("accounts")
-        return accounts[0] if accounts else {}
+        return first_account(directory)
 
     log = directory / "daemon.log"
     database = directory / "state" / "maild.sqlite3"
