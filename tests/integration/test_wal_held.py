@@ -6,9 +6,12 @@ read transaction open as a CRM's long query does."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,35 @@ def letters(first: int, n: int) -> list[bytes]:
         for i in range(first, first + n)
     ]
 
+@contextlib.contextmanager
+def a_reader_holding_the_log(
+    dovecot: Dovecot, mail_user: MailUser, directory: Path, cfg: Path, log: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Callable[[], None]]]:
+    """The daemon (lowered WAL bounds, :data:`LOWERED`) after its first cycle, a reader's transaction
+    open on its archive, and 60 messages (about 6 MB) fetched meanwhile; yields the daemon and a
+    function that ends the reader's transaction (called at the end of the block if not yet)."""
+    with running_maild([sys.executable, "-c", LOWERED, "-c", str(cfg), "run"], log=log) as daemon:
+        wait_until(lambda: first_account(directory).get("last_success"), "the first cycle")
+        reader = sqlite3.connect(directory / "state" / "maild.sqlite3", isolation_level=None)
+        ended: list[bool] = []
+
+        def end() -> None:
+            if not ended:
+                ended.append(True)
+                reader.execute("COMMIT")
+                reader.close()
+
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM messages").fetchone()
+            dovecot.deliver_many(mail_user.name, letters(0, 60))
+            assert maild_cli(cfg, "fetch-now", "anna").returncode == 0
+            assert first_account(directory)["messages"] == 60
+            yield daemon, end
+        finally:
+            end()
+
+
 
 def test_a_reader_holding_the_log_shows_in_status_check_metrics_and_one_alert(
     dovecot: Dovecot, mail_user: MailUser
@@ -76,37 +108,25 @@ def test_a_reader_holding_the_log_shows_in_status_check_metrics_and_one_alert(
         return first_account(directory)
 
     log = directory / "daemon.log"
-    database = directory / "state" / "maild.sqlite3"
-    with running_maild([sys.executable, "-c", LOWERED, "-c", str(cfg), "run"], log=log) as daemon:
-        wait_until(lambda: anna().get("last_success"), "the first cycle")
-        reader = sqlite3.connect(database, isolation_level=None)
-        try:
-            reader.execute("BEGIN")
-            reader.execute("SELECT count(*) FROM messages").fetchone()
-            dovecot.deliver_many(mail_user.name, letters(0, 60))
-            assert maild_cli(cfg, "fetch-now", "anna").returncode == 0
-            assert anna()["messages"] == 60
-
-            shown = maild_cli(cfg, "status")
-            assert shown.returncode == 1, shown.stdout
-            (line,) = [x for x in shown.stdout.splitlines() if "write-ahead log" in x and x.startswith("!")]
-            assert line.startswith("! archive: write-ahead log held by a reader since ")
-            assert line.endswith(" MB; storing goes on")
-            assert f"`fuser -v {directory / 'state'}/*`" in shown.stdout
-            check = maild_cli(cfg, "check")
-            assert check.returncode == 1, check.stdout
-            text, perf = check.stdout.strip().split(" | ")
-            assert text.startswith("MAILD WARNING - archive: write-ahead log held by a reader since ")
-            assert "storing goes on; end the long read transaction on the archive" in text
-            assert any(p.startswith("wal=") for p in perf.split())
-            wait_until(lambda: metric("maild_archive_wal_held") == "1", "the metrics saying held")
-            held_octets = int(metric("maild_archive_wal_bytes") or 0)
-            assert held_octets > 4 * 2**20
-            wait_until(wal_alerts, "the wal_held alert")
-            assert wal_alerts() == ["firing"]
-        finally:
-            reader.execute("COMMIT")
-            reader.close()
+    with a_reader_holding_the_log(dovecot, mail_user, directory, cfg, log) as (daemon, end_reader):
+        shown = maild_cli(cfg, "status")
+        assert shown.returncode == 1, shown.stdout
+        (line,) = [x for x in shown.stdout.splitlines() if "write-ahead log" in x and x.startswith("!")]
+        assert line.startswith("! archive: write-ahead log held by a reader since ")
+        assert line.endswith(" MB; storing goes on")
+        assert f"`fuser -v {directory / 'state'}/*`" in shown.stdout
+        check = maild_cli(cfg, "check")
+        assert check.returncode == 1, check.stdout
+        text, perf = check.stdout.strip().split(" | ")
+        assert text.startswith("MAILD WARNING - archive: write-ahead log held by a reader since ")
+        assert "storing goes on; end the long read transaction on the archive" in text
+        assert any(p.startswith("wal=") for p in perf.split())
+        wait_until(lambda: metric("maild_archive_wal_held") == "1", "the metrics saying held")
+        held_octets = int(metric("maild_archive_wal_bytes") or 0)
+        assert held_octets > 4 * 2**20
+        wait_until(wal_alerts, "the wal_held alert")
+        assert wal_alerts() == ["firing"]
+        end_reader()
         dovecot.deliver_many(mail_user.name, letters(60, 60))
         assert maild_cli(cfg, "fetch-now", "anna").returncode == 0
         assert anna()["messages"] == 120

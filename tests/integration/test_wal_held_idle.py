@@ -6,12 +6,10 @@ reader in this process keeping a read transaction open."""
 
 from __future__ import annotations
 
-import sqlite3
-import sys
 from typing import Any
 
-from tests.integration.test_wal_held import LOWERED, first_account, letters, textfile_metric
-from tests.support.daemonproc import log_events, maild_cli, running_maild, stop_maild, wait_until
+from tests.integration.test_wal_held import a_reader_holding_the_log, first_account, textfile_metric
+from tests.support.daemonproc import log_events, maild_cli, stop_maild, wait_until
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.maildconf import AccountSpec, short_dir, write_config
 
@@ -36,24 +34,13 @@ def test_status_shows_the_log_released_when_the_reader_ends_without_a_write(
         return first_account(directory)
 
     log = directory / "daemon.log"
-    database = directory / "state" / "maild.sqlite3"
-    with running_maild([sys.executable, "-c", LOWERED, "-c", str(cfg), "run"], log=log) as daemon:
-        wait_until(lambda: anna().get("last_success"), "the first cycle")
-        reader = sqlite3.connect(database, isolation_level=None)
-        try:
-            reader.execute("BEGIN")
-            reader.execute("SELECT count(*) FROM messages").fetchone()
-            dovecot.deliver_many(mail_user.name, letters(0, 60))
-            assert maild_cli(cfg, "fetch-now", "anna").returncode == 0
-            assert anna()["messages"] == 60
-            for _ in range(2):  # the re-check's checkpoint cannot copy past the reader: still held
-                held = maild_cli(cfg, "status")
-                assert held.returncode == 1, held.stdout
-                assert "write-ahead log held by a reader" in held.stdout
-            wait_until(lambda: metric("maild_archive_wal_held") == "1", "the metrics saying held")
-        finally:
-            reader.execute("COMMIT")
-            reader.close()
+    with a_reader_holding_the_log(dovecot, mail_user, directory, cfg, log) as (daemon, end_reader):
+        for _ in range(2):  # the re-check's checkpoint cannot copy past the reader: still held
+            held = maild_cli(cfg, "status")
+            assert held.returncode == 1, held.stdout
+            assert "write-ahead log held by a reader" in held.stdout
+        wait_until(lambda: metric("maild_archive_wal_held") == "1", "the metrics saying held")
+        end_reader()
 
         shown = maild_cli(cfg, "status")
         assert shown.returncode == 0, shown.stdout
