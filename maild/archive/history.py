@@ -72,15 +72,17 @@ class HistoryRecords:
         if not defer:
             await self._commit_waiting()
 
-    async def flush_history(self) -> None:
+    async def flush_history(self) -> bool:
         """Commit the rows waiting from :meth:`record_history` with ``defer`` now (nothing to do
-        when none waits).
+        when none waits); True when a commit holding them succeeded, False when none waited.
 
         Raises:
             StoreError: SQLite failed; those rows are not recorded (they stay in the old rows).
         """
-        if self._waiting:
-            await self._commit_waiting()
+        if not self._waiting:
+            return False
+        await self._commit_waiting()
+        return True
 
     async def _commit_waiting(self) -> None:
         """One commit holding every waiting row (or wait for the one under way to take them)."""

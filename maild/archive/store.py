@@ -296,7 +296,8 @@ class Store:
             if row is not None and row[0] != protocol:
                 raise ProtocolChanged(
                     f"account {name} was created as {row[0]} and cannot become {protocol}; "
-                    "add the mailbox again as a new account (see 'Moving a mailbox from POP3 to IMAP')"
+                    "add the mailbox again as a new account (see 'Moving a mailbox from POP3 to IMAP'"
+                    " in docs/moving-a-mailbox.md)"
                 )
             if row is None or row[1:] != (organisation, employee):
                 changed.append((name, organisation, employee, protocol, utc_text(now)))

@@ -76,6 +76,8 @@ def stray_options(argv: Sequence[str], known: Collection[str]) -> list[str]:
             return []  # help or version answer first; a positional word is argparse's to report
         elif _takes_value(arg):
             expect_value = True
+        elif not arg.startswith("--") and arg[:2] in known:
+            continue  # a short option with its value attached (-cFILE), as argparse reads it
         else:
             name = arg.split("=", 1)[0]
             if name not in known and not (

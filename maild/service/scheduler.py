@@ -194,23 +194,30 @@ class Scheduler:
         quiet = previous is not None and history == dataclasses.replace(
             previous, last_success=history.last_success, cycles_ok=history.cycles_ok
         )
+        # after a failed commit a quiet row is committed at once: its success ends the problem shown
+        # (QA of session 10: deferred rows never cleared it, the `daemon` alert stayed on for days)
+        defer = quiet and self.history_error is None
         try:
-            await self.store.record_history(history, defer=quiet)
+            await self.store.record_history(history, defer=defer)
         except StoreError as exc:
             self.history_error = str(exc)
             log.warning("history.not-recorded", error=str(exc))
         else:
-            if not quiet:
+            if not defer:
                 self.history_error = None
 
     async def flush_history(self) -> None:
         """Commit the deferred history rows of quiet cycles (:meth:`_keep_history`): called by the
-        daemon's housekeeping every few seconds and when the scheduler stops. A failure is logged."""
+        daemon's housekeeping every few seconds and when the scheduler stops. A failure is logged and
+        shown (:attr:`history_error`) until a history commit succeeds."""
         try:
-            await self.store.flush_history()
+            committed = await self.store.flush_history()
         except StoreError as exc:
             self.history_error = str(exc)
             log.warning("history.not-recorded", error=str(exc))
+        else:
+            if committed:
+                self.history_error = None
 
     def _retire(self, name: str) -> asyncio.Task[None] | None:
         rt = self.accounts.get(name)

@@ -113,5 +113,5 @@ async def test_the_daemon_started_with_a_switched_protocol_exits_78_so_systemd_d
     assert done.returncode == 78, done.stderr
     assert done.stderr.splitlines()[-1] == (
         "maild: account anna was created as pop3 and cannot become imap; add the mailbox again as a new"
-        " account (see 'Moving a mailbox from POP3 to IMAP')"
+        " account (see 'Moving a mailbox from POP3 to IMAP' in docs/moving-a-mailbox.md)"
     )

@@ -128,6 +128,7 @@ def test_version_answers_as_the_whole_parser_would(argv: list[str], capsys: pyte
         (["-c", "/tmp/x.toml", "-x", "--bogus=1"], "unrecognized arguments: -x --bogus=1"),
         (["--log-level", "debug"], "the following arguments are required: COMMAND"),
         (["--conf", "/tmp/x.toml"], "the following arguments are required: COMMAND"),
+        (["-c/tmp/x.toml"], "the following arguments are required: COMMAND"),
         (["--bogus", "status"], "unrecognized arguments: --bogus"),
     ],
 )

@@ -143,3 +143,42 @@ async def test_a_waiting_row_of_a_purged_account_is_skipped_not_an_error(tmp_pat
         await store.record_history(AccountHistory("ben", last_success=NOW, cycles_ok=3))
 
         assert _on_disk(path) == {"ben": 3}
+
+
+async def test_a_history_commit_that_failed_is_shown_until_a_later_one_succeeds(tmp_path: Path) -> None:
+    """A failed history commit (the disk full) is shown (``history_error``: the daemon's problem and
+    its alert) and ends as soon as a later one succeeds, also when only quiet cycles follow, whose
+    rows are deferred otherwise (QA of session 10: it stayed shown, and the alert on, until new mail
+    or a failure came, days on a quiet mailbox); a flush with nothing waiting does not end it."""
+    from types import SimpleNamespace
+
+    from maild.service.scheduler import Scheduler
+
+    path = tmp_path / "a.sqlite3"
+    async with await Store.open(path) as store:
+        await _accounts(store, "anna")
+        scheduler = Scheduler.__new__(Scheduler)  # only what _keep_history and flush_history use
+        scheduler.store = store
+        scheduler.history_error = None
+        scheduler.history = {"anna": AccountHistory("anna", last_success=NOW, cycles_ok=1)}
+
+        async def cycle(n: int, fetched: int = 0) -> None:
+            row = AccountHistory(
+                "anna", last_success=NOW + timedelta(minutes=n), cycles_ok=n, fetched_messages=fetched
+            )
+            await scheduler._keep_history(SimpleNamespace(history=lambda: row))  # type: ignore[arg-type]
+
+        await store.db._conn.execute(
+            "CREATE TEMP TRIGGER full BEFORE INSERT ON account_history BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        await cycle(2, fetched=3)  # new mail: committed at once, and refused
+        assert scheduler.history_error is not None and "disk full" in scheduler.history_error
+        await scheduler.flush_history()  # nothing waits: says nothing about the disk
+        assert scheduler.history_error is not None
+        await store.db._conn.execute("DROP TRIGGER full")
+
+        await cycle(3, fetched=3)  # quiet, but the problem shown: committed at once
+        assert scheduler.history_error is None
+        assert _on_disk(path) == {"anna": 3}
+        await cycle(4, fetched=3)  # quiet and healthy: deferred again
+        assert _on_disk(path) == {"anna": 3}
