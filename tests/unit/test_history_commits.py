@@ -14,6 +14,7 @@ import pytest
 from maild.archive.store import Store
 from maild.errors import StoreError
 from maild.model import AccountHistory
+from maild.service.scheduler import Scheduler
 
 NOW = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
 
@@ -30,6 +31,15 @@ def _on_disk(path: Path) -> dict[str, int]:
 async def _accounts(store: Store, *names: str) -> None:
     for name in names:
         await store.ensure_account(name, "Kanzlei", name, "pop3", NOW)
+
+
+def _history_scheduler(store: Store) -> Scheduler:
+    """A Scheduler with only what ``_keep_history`` and ``flush_history`` use (no accounts yet)."""
+    scheduler = Scheduler.__new__(Scheduler)
+    scheduler.store = store
+    scheduler.history_error = None
+    scheduler.history = {}
+    return scheduler
 
 
 async def _transactions(store: Store) -> list[str]:
@@ -105,14 +115,10 @@ async def test_the_scheduler_defers_only_a_quiet_cycles_row(tmp_path: Path, quie
     anything else changed (here the end of a failure streak) is committed at once."""
     from types import SimpleNamespace
 
-    from maild.service.scheduler import Scheduler
-
     path = tmp_path / "a.sqlite3"
     async with await Store.open(path) as store:
         await _accounts(store, "anna")
-        scheduler = Scheduler.__new__(Scheduler)  # only what _keep_history and flush_history use
-        scheduler.store = store
-        scheduler.history_error = None
+        scheduler = _history_scheduler(store)
         before = AccountHistory("anna", last_success=NOW, cycles_ok=1)
         if not quiet:
             before = AccountHistory("anna", last_success=NOW, last_error="refused", cycles_ok=1)
@@ -152,14 +158,10 @@ async def test_a_history_commit_that_failed_is_shown_until_a_later_one_succeeds(
     or a failure came, days on a quiet mailbox); a flush with nothing waiting does not end it."""
     from types import SimpleNamespace
 
-    from maild.service.scheduler import Scheduler
-
     path = tmp_path / "a.sqlite3"
     async with await Store.open(path) as store:
         await _accounts(store, "anna")
-        scheduler = Scheduler.__new__(Scheduler)  # only what _keep_history and flush_history use
-        scheduler.store = store
-        scheduler.history_error = None
+        scheduler = _history_scheduler(store)
         scheduler.history = {"anna": AccountHistory("anna", last_success=NOW, cycles_ok=1)}
 
         async def cycle(n: int, fetched: int = 0) -> None:
