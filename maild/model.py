@@ -358,11 +358,14 @@ def redact_known(text: str) -> str:
 
     A last line of defence wherever server text or an error is shown or logged (status, log
     events, CLI output): it finds a password or token whatever shape a server wrapped it in, as
-    long as its octets appear unchanged.
+    long as its octets appear unchanged. Longer secrets are masked first, so one secret inside
+    another never leaves part of the longer one shown.
     """
     if not text:
         return text
-    for secret in list(_LIVE_SECRETS):
+    # longest first: a shorter secret inside a longer one ("password" in "my-password-9") masked
+    # first would leave the rest of the longer one shown (QA of session 10, seen in CI)
+    for secret in sorted(_LIVE_SECRETS, key=lambda s: len(s.reveal()), reverse=True):
         if len(secret.reveal()) >= MIN_GLOBAL_REDACT_CHARS:
             text = secret.redact(text)
     return text
