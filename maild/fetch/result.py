@@ -65,6 +65,12 @@ class CycleResult:
     deletion_suspended: str | None = None
     subjects: dict[MessageKey, str] = field(default_factory=dict)
 
+    @property
+    def no_room(self) -> int:
+        """Of :attr:`failures`, the messages not retrieved for lack of room on this machine (kind
+        ``"local"``: the spool's or the archive's disk full)."""
+        return sum(1 for f in self.failures if f.kind == "local")
+
     def add(self, outcome: StoreOutcome) -> None:
         """Accumulate one committed batch."""
         self.new_messages += outcome.new_messages

@@ -72,7 +72,7 @@ class OneShotResult:
     def short_of_room(self) -> bool:
         """Whether the cycle succeeded but could not retrieve messages for lack of room on this
         machine (the spool's or the archive's disk full): ``maild fetch`` exits 1 for it."""
-        return self.result is not None and no_room(self.result) > 0
+        return self.result is not None and self.result.no_room > 0
 
     def line(self, size_text: Callable[[int], str] | None = None) -> str:
         """What ``maild fetch`` prints for the account: one line, then one indented line per message
@@ -88,7 +88,7 @@ class OneShotResult:
             lines += [f"  not retrieved: {message_label(r.key, r.subject)}: {r.reason}" for r in self.failing]
             return "\n".join(lines)
         extra = outcome_extras(
-            res.deleted, len(res.failures), no_room(res), len(res.set_aside), "listed below"
+            res.deleted, len(res.failures), res.no_room, len(res.set_aside), "listed below"
         )
         counts = new_and_known(res.new_messages, res.new_links)
         size = size_text(res.octets) if size_text is not None else f"{res.octets} octets"
@@ -140,12 +140,6 @@ def failure_lines(res: CycleResult) -> list[str]:
     return lines
 
 
-def no_room(res: CycleResult) -> int:
-    """The messages of ``res`` not retrieved for lack of room on this machine (kind ``"local"``: the
-    spool's or the archive's disk is full); when above 0, ``maild fetch`` exits 1."""
-    return sum(1 for f in res.failures if f.kind == "local")
-
-
 async def _failed_since(store: Store, account: str, started: datetime) -> tuple[FailureRecord, ...]:
     """The failure records of ``account`` whose last failure is not older than ``started`` (UTC);
     empty when the archive cannot say (a failed cycle is reported anyway)."""
@@ -160,8 +154,8 @@ def _log_not_retrieved(res: CycleResult, state_dir: Path, level: Literal["warnin
     """The warning (journald priority 4; ``level`` info on a terminal, where the result line says it)
     that a fetched account left messages on the server, for cron mail and the journal (the one-shot's
     exit code is 0 for messages that failed on the server's side: the account was fetched; 1 when
-    some failed for lack of room on this machine, :func:`no_room`)."""
-    local = no_room(res)
+    some failed for lack of room on this machine, :attr:`CycleResult.no_room`)."""
+    local = res.no_room
     action = "they stay on the server and are retried at the next fetch"
     if local:
         full = any(f.reason.startswith(ARCHIVE_FULL_PREFIX) for f in res.failures)

@@ -371,7 +371,7 @@ def fetch_outcome(rt: AccountRuntime, result: CycleResult | None) -> FetchOutcom
         new_messages=result.new_messages,
         deleted=result.deleted,
         not_retrieved=len(result.failures),
-        no_room=sum(1 for f in result.failures if f.kind == "local"),
+        no_room=result.no_room,
         set_aside=len(result.set_aside),
         warnings=tuple(result.warnings),
     )

@@ -6,8 +6,6 @@ reader in this process keeping a read transaction open."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.integration.test_wal_held import a_reader_holding_the_log, first_account, textfile_metric
 from tests.support.daemonproc import log_events, maild_cli, stop_maild, wait_until
 from tests.support.dovecot import Dovecot, MailUser
@@ -27,27 +25,21 @@ def test_status_shows_the_log_released_when_the_reader_ends_without_a_write(
     textfile = directory / "maild.prom"
     cfg = write_config(directory, dovecot, [spec], daemon={"metrics_textfile": str(textfile)})
 
-    def metric(name: str) -> str | None:
-        return textfile_metric(textfile, name)
-
-    def anna() -> dict[str, Any]:
-        return first_account(directory)
-
     log = directory / "daemon.log"
     with a_reader_holding_the_log(dovecot, mail_user, directory, cfg, log) as (daemon, end_reader):
         for _ in range(2):  # the re-check's checkpoint cannot copy past the reader: still held
             held = maild_cli(cfg, "status")
             assert held.returncode == 1, held.stdout
             assert "write-ahead log held by a reader" in held.stdout
-        wait_until(lambda: metric("maild_archive_wal_held") == "1", "the metrics saying held")
+        wait_until(lambda: textfile_metric(textfile, "maild_archive_wal_held") == "1", "the metrics saying held")
         end_reader()
 
         shown = maild_cli(cfg, "status")
         assert shown.returncode == 0, shown.stdout
         assert "write-ahead log held" not in shown.stdout
         assert maild_cli(cfg, "check").returncode == 0
-        wait_until(lambda: metric("maild_archive_wal_held") == "0", "the metrics saying released")
-        assert anna()["messages"] == 60
+        wait_until(lambda: textfile_metric(textfile, "maild_archive_wal_held") == "0", "the metrics saying released")
+        assert first_account(directory)["messages"] == 60
         assert stop_maild(daemon) == 0
     assert log_events(log, "archive.wal.held") == ["warning"]
     assert log_events(log, "archive.wal.released") == ["info"]
