@@ -3,9 +3,9 @@
 Library: **oauthlib** (4.0.1). It is sans-I/O: it builds token request bodies and parses token
 responses (errors included: ``invalid_grant``, ``slow_down``, ...) and never opens a connection,
 which matches how maild keeps protocol grammar apart from I/O (see the POP3 and SASL wire modules).
-The HTTP exchange is a dozen lines of :mod:`urllib.request` here, so every read is bounded in size
-(:data:`MAX_RESPONSE_OCTETS`) and time (:data:`HTTP_TIMEOUT_S`) by us, and no HTTP stack comes in
-as a dependency. authlib would bring httpx and its own client objects to configure; msal is
+The HTTP exchange is :mod:`urllib.request` in :mod:`maild.auth.endpoint`, so every answer is bounded
+in size (:data:`MAX_RESPONSE_OCTETS`) and time (:data:`HTTP_TIMEOUT_S`) by us, and no HTTP stack
+comes in as a dependency. authlib would bring httpx and its own client objects to configure; msal is
 Microsoft-only (no Gmail). oauthlib's own ``DeviceClient`` does not build the device authorization
 request (it makes a GET URI; RFC 8628 section 3.1 wants a POST form), so that request and its
 response are built and checked here. Two oauthlib behaviours this module relies on (4.0.1): a granted
@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from maild.auth.endpoint import HTTP_TIMEOUT_S, MAX_RESPONSE_OCTETS, post
 from maild.auth.sasl import redact
 from maild.errors import AuthError, ConfigError, ProtocolError, TransientError
 from maild.model import Secret
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEVICE_CODE_GRANT",
     "HTTP_TIMEOUT_S",
+    "MAX_ACCESS_TOKEN_LIFETIME_S",
     "MAX_RESPONSE_OCTETS",
     "DeviceAuthorization",
     "TokenResponse",
@@ -52,10 +55,10 @@ __all__ = [
     "start_device_authorization",
 ]
 
-#: Longest token or device-authorization response read, in octets (real ones are 1-5 KB).
-MAX_RESPONSE_OCTETS: Final = 64 * 1024
-#: Limit in seconds for connecting to a token endpoint and for each read from it.
-HTTP_TIMEOUT_S: Final = 30.0
+#: Longest access-token lifetime believed, in seconds (1 day; real ones are 1 hour): a larger or
+#: infinite ``expires_in`` is taken as this, so the token is refreshed at least daily and the expiry
+#: shown by status stays a date.
+MAX_ACCESS_TOKEN_LIFETIME_S: Final = 86400.0
 #: RFC 8628 section 3.2: the polling interval when the server names none, in seconds.
 DEFAULT_POLL_INTERVAL_S: Final = 5.0
 #: RFC 8628 section 3.5: how much ``slow_down`` adds to the polling interval, in seconds.
@@ -129,49 +132,6 @@ class DeviceAuthorization:
     interval_s: float
 
 
-def _post(account: str, url: str, fields: Iterable[tuple[str, str]]) -> tuple[int, bytes]:
-    """POST a form to ``url``; the status and at most :data:`MAX_RESPONSE_OCTETS` of body.
-
-    Raises:
-        TransientError: the endpoint cannot be reached, times out or answers 5xx.
-        ProtocolError: the body is longer than :data:`MAX_RESPONSE_OCTETS`.
-    """
-    import urllib.error
-    import urllib.request
-
-    data = urllib.parse.urlencode(list(fields)).encode("ascii")
-    request = urllib.request.Request(  # noqa: S310 - scheme checked by check_endpoint at load time
-        url,
-        data=data,
-        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-        method="POST",
-    )
-    del data
-    try:
-        try:
-            response = urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)  # noqa: S310
-        except urllib.error.HTTPError as exc:  # 4xx/5xx: the body still says why
-            response = exc
-        with response:
-            status = int(response.status or 0)
-            body = response.read(MAX_RESPONSE_OCTETS + 1)
-    except (OSError, ValueError) as exc:  # URLError, timeouts, connection resets
-        reason = getattr(exc, "reason", None) or type(exc).__name__
-        raise TransientError(
-            f"account {account}: token endpoint {url} unreachable: {reason}", account=account
-        ) from None
-    if len(body) > MAX_RESPONSE_OCTETS:
-        raise ProtocolError(
-            f"account {account}: token endpoint {url}: response longer than {MAX_RESPONSE_OCTETS} octets",
-            account=account,
-        )
-    if status >= 500:
-        raise TransientError(
-            f"account {account}: token endpoint {url} answered HTTP {status}", account=account
-        )
-    return status, body
-
-
 def _describe(exc: OAuth2Error, secrets: Iterable[str]) -> str:
     text = exc.error or "error"
     if exc.description:
@@ -194,27 +154,46 @@ def _token_error(account: str, exc: OAuth2Error, secrets: Iterable[str], *, gran
     return AuthError(f"account {account}: token request ({grant}) refused: {what}", account=account)
 
 
+def _is_vschar(text: str) -> bool:
+    """True when ``text`` is 1*VSCHAR (printable ASCII, RFC 6749 appendix A.12 and A.17)."""
+    return bool(text) and text.isascii() and text.isprintable()
+
+
 def _parse_token(
     account: str, client: Any, body: bytes, secrets: Iterable[str], *, grant: str
 ) -> TokenResponse:
-    """Parse a token endpoint answer with oauthlib; a maild error for error responses."""
+    """Parse a token endpoint answer with oauthlib; a maild error for error responses.
+
+    Raises:
+        AuthError, TransientError: an error response (RFC 6749 section 5.2), as :func:`_token_error`.
+        ProtocolError: anything but a JSON object, members of the wrong type, an ``access_token``
+            that is not printable ASCII (RFC 6749 appendix A.12).
+    """
     from oauthlib.oauth2 import OAuth2Error
 
+    malformed = ProtocolError(
+        f"account {account}: token endpoint answered something other than a JSON object with an access_token",
+        account=account,
+        standard="RFC 6749 section 5.1",
+    )
     try:
         text = body.decode("utf-8")
+        if not isinstance(json.loads(text), dict):
+            raise malformed
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise malformed from None
+    try:
         params = dict(client.parse_request_body_response(text))
     except Warning as changed:  # oauthlib: the granted scope differs from the requested one
         params = dict(getattr(changed, "token", {}))
     except OAuth2Error as exc:
         if exc.error not in ("missing_token", "missing_token_type"):
+            if not isinstance(exc.error, str):
+                raise malformed from None
             raise _token_error(account, exc, secrets, grant=grant) from None
         params = {}  # neither a token nor an error response: reported below
-    except (UnicodeDecodeError, ValueError):
-        raise ProtocolError(
-            f"account {account}: token endpoint answered something other than a JSON object",
-            account=account,
-            standard="RFC 6749 section 5.1",
-        ) from None
+    except (ValueError, TypeError, AttributeError, OverflowError):  # oauthlib on members of the wrong type
+        raise malformed from None
     access = params.get("access_token")
     if not isinstance(access, str) or not access:
         raise ProtocolError(
@@ -222,19 +201,30 @@ def _parse_token(
             account=account,
             standard="RFC 6749 section 5.1",
         )
+    if not _is_vschar(access):
+        raise ProtocolError(
+            f"account {account}: token response with an access_token that is not printable ASCII",
+            account=account,
+            standard="RFC 6749 appendix A.12",
+        )
     expires = params.get("expires_in")
     if isinstance(expires, str):  # some endpoints (Azure AD v1) send it as a string
         try:
             expires = float(expires)
         except ValueError:
             expires = None
+    lifetime_s = None
+    if isinstance(expires, int | float) and not isinstance(expires, bool) and expires > 0:  # NaN > 0 is False
+        lifetime_s = min(float(expires), MAX_ACCESS_TOKEN_LIFETIME_S)
     refresh_token = params.get("refresh_token")
     scope = params.get("scope", "")
     return TokenResponse(
         access_token=Secret(access),
-        expires_in_s=float(expires) if isinstance(expires, int | float) and expires > 0 else None,
-        refresh_token=Secret(refresh_token) if isinstance(refresh_token, str) and refresh_token else None,
-        scope=" ".join(scope) if isinstance(scope, list) else str(scope),
+        expires_in_s=lifetime_s,
+        refresh_token=Secret(refresh_token)
+        if isinstance(refresh_token, str) and _is_vschar(refresh_token)
+        else None,
+        scope=" ".join(str(part) for part in scope) if isinstance(scope, list) else str(scope),
     )
 
 
@@ -260,7 +250,7 @@ def client_credentials(
     body = client.prepare_request_body(
         include_client_id=True, client_secret=client_secret.reveal(), scope=list(scope) or None
     )
-    status_body = _post(account, token_url, _form(body))[1]
+    status_body = post(account, token_url, _form(body))[1]
     return _parse_token(account, client, status_body, (client_secret.reveal(),), grant="client_credentials")
 
 
@@ -291,7 +281,7 @@ def refresh(
         refresh_token=refresh_token.reveal(), scope=list(scope) or None, **extra
     )
     secrets = (refresh_token.reveal(), *([client_secret.reveal()] if client_secret else []))
-    answer = _post(account, token_url, _form(body))[1]
+    answer = post(account, token_url, _form(body))[1]
     return _parse_token(account, client, answer, secrets, grant="refresh_token")
 
 
@@ -311,10 +301,10 @@ def start_device_authorization(
         fields.append(("client_secret", client_secret.reveal()))
     if scope:
         fields.append(("scope", " ".join(scope)))
-    status, body = _post(account, device_url, fields)
+    status, body = post(account, device_url, fields)
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         raise ProtocolError(
@@ -338,6 +328,7 @@ def start_device_authorization(
         and isinstance(user_code, str)
         and isinstance(uri, str)
         and isinstance(expires, int | float)
+        and math.isfinite(expires)
         and expires > 0
     ):
         raise ProtocolError(
@@ -355,7 +346,7 @@ def start_device_authorization(
         verification_uri_complete=complete if isinstance(complete, str) else "",
         expires_in_s=float(expires),
         interval_s=float(interval)
-        if isinstance(interval, int | float) and interval >= 0
+        if isinstance(interval, int | float) and math.isfinite(interval) and interval >= 0
         else DEFAULT_POLL_INTERVAL_S,
     )
 
@@ -397,7 +388,7 @@ def poll_device_token(
         sleep(interval)
         extra = {"client_secret": client_secret.reveal()} if client_secret is not None else {}
         body = client.prepare_request_body(grant.device_code.reveal(), include_client_id=True, **extra)
-        answer = _post(account, token_url, _form(body))[1]
+        answer = post(account, token_url, _form(body))[1]
         try:
             return _parse_token(account, client, answer, secrets, grant="device_code")
         except AuthError as exc:
@@ -426,6 +417,6 @@ def _device_error_code(body: bytes) -> str:
     """The ``error`` member of a token endpoint error response (RFC 6749 section 5.2), or ``""``."""
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return ""
     return str(data.get("error", "")) if isinstance(data, dict) else ""

@@ -1,0 +1,169 @@
+"""One bounded HTTP exchange with an OAuth2 endpoint: POST a form, read the status and the body.
+
+:mod:`urllib.request` (environment proxies, redirects) with two bounds of our own: the body read is at most
+:data:`MAX_RESPONSE_OCTETS`, and the whole exchange (connecting, sending, status, headers, body) ends within
+:data:`HTTP_TIMEOUT_S`. A socket timeout alone bounds each read, not the exchange: an endpoint sending one
+octet every 29 s would hold the calling thread, and the account's token lock, for days (QA of session 11).
+Blocking: call it from a worker thread or the CLI, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterable
+from typing import Any, Final
+
+from maild.errors import ProtocolError, TransientError
+
+__all__ = ["HTTP_TIMEOUT_S", "MAX_RESPONSE_OCTETS", "post"]
+
+#: Longest token or device-authorization response read, in octets (real ones are 1-5 KB).
+MAX_RESPONSE_OCTETS: Final = 64 * 1024
+#: Limit in seconds for one exchange with a token endpoint as a whole: connecting, sending the request and
+#: reading the whole answer (an endpoint trickling its answer is cut off then, not after each read).
+HTTP_TIMEOUT_S: Final = 30.0
+
+
+class _Deadline:
+    """Shuts every socket of one HTTP exchange when :data:`HTTP_TIMEOUT_S` has passed since it began.
+
+    A socket timeout bounds each read only: an endpoint sending one octet every 29 s would hold the
+    calling thread (and the account's token lock) for days. Shutting the socket from a timer thread
+    wakes the blocked read, which then sees the end of the stream.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Shut ``sock`` at the deadline (at once if it has passed)."""
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if not self.expired:
+                return
+        self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _opener(deadline: _Deadline) -> Any:
+    """urllib's default opener (environment proxies, redirects); ``deadline`` watches its connections."""
+    import http.client
+    import urllib.request
+
+    class _HTTP(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    class _HTTPS(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    class _HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(_HTTP, req)
+
+    class _HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(_HTTPS, req)
+
+    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+
+
+def post(account: str, url: str, fields: Iterable[tuple[str, str]]) -> tuple[int, bytes]:
+    """POST a form to ``url``; the HTTP status and at most :data:`MAX_RESPONSE_OCTETS` of body (octets).
+
+    Standard: RFC 6749 section 3.2 (token endpoint requests are POSTs of form fields).
+
+    The whole exchange (connect, request, status, headers, body) ends within :data:`HTTP_TIMEOUT_S`.
+
+    Raises:
+        TransientError: the endpoint cannot be reached, does not answer in full within
+            :data:`HTTP_TIMEOUT_S`, or answers 5xx.
+        ProtocolError: the body is longer than :data:`MAX_RESPONSE_OCTETS`.
+    """
+    import http.client
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    data = urllib.parse.urlencode(list(fields)).encode("ascii")
+    request = urllib.request.Request(  # noqa: S310 - scheme checked by check_endpoint at load time
+        url,
+        data=data,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        method="POST",
+    )
+    del data
+    with _Deadline(HTTP_TIMEOUT_S) as deadline:
+        try:
+            try:
+                response = _opener(deadline).open(request, timeout=HTTP_TIMEOUT_S)
+            except urllib.error.HTTPError as exc:  # 4xx/5xx: the body still says why
+                response = exc
+            with response:
+                status = int(response.status or 0)
+                body = response.read(MAX_RESPONSE_OCTETS + 1)
+        except http.client.HTTPException as exc:  # a broken status line, header flood, cut chunk
+            if not deadline.expired:
+                raise TransientError(
+                    f"account {account}: token endpoint {url} answered with broken HTTP"
+                    f" ({type(exc).__name__})",
+                    account=account,
+                ) from None
+            raise TransientError(
+                f"account {account}: token endpoint {url} did not answer within {HTTP_TIMEOUT_S:g} s",
+                account=account,
+            ) from None
+        except (OSError, ValueError) as exc:  # URLError, timeouts, connection resets
+            if deadline.expired:
+                raise TransientError(
+                    f"account {account}: token endpoint {url} did not answer within {HTTP_TIMEOUT_S:g} s",
+                    account=account,
+                ) from None
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            raise TransientError(
+                f"account {account}: token endpoint {url} unreachable: {reason}", account=account
+            ) from None
+    if deadline.expired:  # cut off: what was read is a part at best
+        raise TransientError(
+            f"account {account}: token endpoint {url} did not answer within {HTTP_TIMEOUT_S:g} s",
+            account=account,
+        )
+    if len(body) > MAX_RESPONSE_OCTETS:
+        raise ProtocolError(
+            f"account {account}: token endpoint {url}: response longer than {MAX_RESPONSE_OCTETS} octets",
+            account=account,
+        )
+    if status >= 500:
+        raise TransientError(
+            f"account {account}: token endpoint {url} answered HTTP {status}", account=account
+        )
+    return status, body

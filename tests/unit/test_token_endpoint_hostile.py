@@ -1,0 +1,172 @@
+"""A hostile or broken token endpoint: every answer ends in one maild error line, within the time bound.
+
+Found by the QA of session 11: a trickling endpoint held the token lock for as long as it trickled (each read
+was bounded, not the exchange), and answers of the wrong shape escaped as TypeError, AttributeError,
+OverflowError, RecursionError or http.client exceptions (a traceback and "internal error" in status).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from oauthlib.oauth2 import BackendApplicationClient, WebApplicationClient
+
+from maild.auth import endpoint as endpoint_module
+from maild.auth import oauth2, tokens
+from maild.errors import MaildError, ProtocolError, TransientError
+from maild.model import Secret
+
+_GOOD = b'{"access_token": "AT-1", "token_type": "Bearer", "expires_in": 3600}'
+
+
+def _answer(body: bytes, *, extra_headers: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        + extra_headers
+        + b"\r\n"
+        + body
+    )
+
+
+class Endpoint:
+    """A loopback server answering one POST with scripted pieces: (octets, pause in seconds after each octet)."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[bytes, float]] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/token"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> None:
+        """Serve the script written so far."""
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(10)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                conn.recv(65536)
+                for data, pause_s in self.script:
+                    if pause_s == 0:
+                        conn.sendall(data)
+                        continue
+                    for octet in data:
+                        if self.stop.is_set():
+                            return
+                        conn.sendall(bytes([octet]))
+                        time.sleep(pause_s)
+            except OSError:
+                return  # the client gave up: what the trickle test wants
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    """A scripted token endpoint, stopped after the test."""
+    server = Endpoint()
+    yield server
+    server.stop.set()
+    server.listener.close()
+    if server.thread.is_alive():
+        server.thread.join(timeout=10)
+
+
+def _fetch(url: str) -> oauth2.TokenResponse:
+    return oauth2.client_credentials("anna", url, "c", Secret("client-SECRET"), ())
+
+
+@pytest.mark.parametrize("trickled", ["whole answer", "body only"])
+def test_a_trickling_endpoint_is_cut_off_after_the_exchange_limit(
+    endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch, trickled: str
+) -> None:
+    """An endpoint sending one octet at a time, each within the read timeout, ends in TransientError at HTTP_TIMEOUT_S.
+
+    Without the exchange deadline the answer (about 3 s of trickle against a 0.5 s limit) is read in full and
+    the token returned.
+    """
+    monkeypatch.setattr(endpoint_module, "HTTP_TIMEOUT_S", 0.5)
+    answer = _answer(_GOOD)
+    if trickled == "whole answer":
+        endpoint.script.append((answer, 0.05))
+    else:
+        endpoint.script.extend([(answer[: -len(_GOOD)], 0), (_GOOD, 0.05)])
+    endpoint.start()
+    with pytest.raises(TransientError, match=r"did not answer within 0\.5 s"):
+        _fetch(endpoint.url)
+
+
+def test_a_header_flood_is_one_transient_error(endpoint: Endpoint) -> None:
+    """More header lines than http.client takes is a TransientError naming the endpoint, not an HTTPException."""
+    endpoint.script.append((_answer(_GOOD, extra_headers=b"X-A: b\r\n" * 200), 0))
+    endpoint.start()
+    with pytest.raises(TransientError, match=r"answered with broken HTTP \(HTTPException\)"):
+        _fetch(endpoint.url)
+
+
+def test_a_well_behaved_endpoint_still_answers(endpoint: Endpoint) -> None:
+    """The deadline leaves a prompt answer alone."""
+    endpoint.script.append((_answer(_GOOD), 0))
+    endpoint.start()
+    assert _fetch(endpoint.url).access_token == Secret("AT-1")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"null",
+        b"[]",
+        pytest.param(b"[" * 100_000, id="100000-nested-arrays"),
+        b'{"error": 5}',
+        b'{"error": ["invalid_grant"]}',
+        b'{"access_token": "a", "token_type": "Bearer", "scope": 5}',
+        b'{"access_token": "a", "token_type": "Bearer", "scope": {"a": 1}}',
+        b'{"access_token": "a", "token_type": "Bearer", "expires_in": 1e400}',
+        b'{"access_token": "a\\r\\nA1 LOGOUT", "token_type": "Bearer"}',
+        b'{"access_token": "\\u00e9\\u0000", "token_type": "Bearer"}',
+    ],
+)
+def test_answers_of_the_wrong_shape_are_protocol_errors(body: bytes) -> None:
+    """Each malformed 200 answer is a ProtocolError citing RFC 6749, never a TypeError or the like."""
+    for client in (BackendApplicationClient("c", scope=["s"]), WebApplicationClient("c")):
+        with pytest.raises(ProtocolError, match=r"RFC 6749"):
+            oauth2._parse_token("anna", client, body, ("client-SECRET",), grant="refresh_token")
+
+
+@pytest.mark.parametrize("expires_in", ["1e12", "1e300"])
+def test_a_huge_expires_in_is_capped_so_status_can_show_it(
+    monkeypatch: pytest.MonkeyPatch, expires_in: str
+) -> None:
+    """expires_in beyond a year 9999 timestamp is taken as MAX_ACCESS_TOKEN_LIFETIME_S; health() still works.
+
+    Without the cap, health() (status, alerts, and the token source itself after every refresh) raised
+    ValueError or OverflowError converting the expiry to a date.
+    """
+    body = b'{"access_token": "a", "token_type": "Bearer", "expires_in": %s}' % expires_in.encode()
+    answer = oauth2._parse_token("anna", BackendApplicationClient("c"), body, (), grant="client_credentials")
+    assert answer.expires_in_s == oauth2.MAX_ACCESS_TOKEN_LIFETIME_S
+    monkeypatch.setattr(oauth2, "client_credentials", lambda *args: answer)
+    source = tokens.OAuth2Tokens(
+        tokens.OAuth2Settings(
+            account="anna", token_url="https://t/token", client_id="c", client_secret=lambda: Secret("s")
+        ),
+    )
+    assert source.access_token() == Secret("a")
+    health = source.health()
+    assert health.token_expires_at is not None
+
+
+def test_no_hostile_answer_escapes_as_another_exception_type() -> None:
+    """A sample of broken answers: each is a MaildError (the daemon's one-line error), for both grants."""
+    for body in (b"\xff", b"", b"{}", b'{"access_token": 5}', b'{"access_token": "a", "expires_in": "x"}'):
+        for client in (BackendApplicationClient("c"), WebApplicationClient("c")):
+            with pytest.raises(MaildError):
+                oauth2._parse_token("anna", client, body, (), grant="client_credentials")
