@@ -235,6 +235,9 @@ class OAuth2Tokens:
         self._warned_at = 0.0
         self._failing_since: dt.datetime | None = None
         self._failure: str | None = None
+        # A rotated refresh token the file could not take (disk full, read-only state directory), with
+        # the token the file held then: used instead of the file until it is stored or the file changes.
+        self._unsaved: tuple[Secret, Secret] | None = None
 
     def __repr__(self) -> str:
         return f"OAuth2Tokens({self.settings.account!r}, {self.settings.grant})"
@@ -342,11 +345,30 @@ class OAuth2Tokens:
                 account=s.account,
                 reauthorize=True,
             )
-        self._refresh_obtained_at = stored[1]
-        answer = oauth2.refresh(s.account, s.token_url, s.client_id, s.secret(), stored[0], s.scope)
-        if answer.refresh_token is not None and answer.refresh_token != stored[0]:
+        current = stored[0]
+        if self._unsaved is not None:
+            if self._unsaved[1] == stored[0]:
+                current = self._unsaved[0]  # the file still holds the token rotated away: not usable
+            else:
+                self._unsaved = None  # the file changed (`maild accounts authorize`): it wins
+        if current is stored[0]:
+            self._refresh_obtained_at = stored[1]
+        answer = oauth2.refresh(s.account, s.token_url, s.client_id, s.secret(), current, s.scope)
+        rotated = answer.refresh_token is not None and answer.refresh_token != current
+        to_store = answer.refresh_token if rotated else (current if current is not stored[0] else None)
+        if to_store is not None:
             now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
-            store.save(answer.refresh_token, s.client_id, s.token_url, now=now)
+            try:
+                store.save(to_store, s.client_id, s.token_url, now=now)
+            except StoreError as exc:
+                # The provider may have retired the old token already: keep the new one in memory so
+                # that freeing the disk, not a person re-authorizing, is all it takes (lost only if the
+                # process ends before a save succeeds). The account fails until then: it is visible.
+                self._unsaved = (to_store, stored[0])
+                raise StoreError(
+                    f"{exc}; the new refresh token is kept in memory and stored at the next try"
+                ) from None
+            self._unsaved = None
             self._refresh_obtained_at = now
             log.info("oauth2.refresh_token.rotated", account=s.account, path=str(store.path))
         return answer.access_token, answer.expires_in_s or COMMAND_TOKEN_TTL_S
