@@ -137,6 +137,24 @@ _FOREIGN_KEYS_OFF: frozenset[int] = frozenset({14})
 ALTER procedure; the step itself runs ``PRAGMA foreign_key_check`` before the commit)."""
 
 
+def _wal_path(path: Path) -> Path:
+    """The write-ahead log of the archive at ``path`` (SQLite's name: the path plus ``-wal``)."""
+    return path.with_name(path.name + "-wal")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of ``path``, or None when it does not exist.
+
+    Raises:
+        OSError: it cannot be looked at (permissions, I/O).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class ArchiveConnection:
     """The archive's connection and its transactions; :class:`maild.archive.store.Store` holds it
     (``store.db``) and hands it to each of its collaborators.
@@ -151,6 +169,9 @@ class ArchiveConnection:
         self.path = path
         self._guard_fd = guard_fd
         """A descriptor of the file opened, kept to tell whether it is still the one at :attr:`path`."""
+        self._wal_identity: tuple[int, int] | None = None
+        """Device and inode of the write-ahead log when the archive was opened (it lives as long as the
+        connection: SQLite deletes it only when the last connection closes), or None (not checked)."""
         self.replaced: str | None = None
         """Why the archive guard failed (sticky until restart), or None; see :meth:`verify_identity`."""
         self._write_lock = asyncio.Lock()
@@ -196,6 +217,7 @@ class ArchiveConnection:
             await store._setup()
             store.checkpointer.committed()  # what the migrations left in the WAL, if that much
             store._guard_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            store._wal_identity = _identity(_wal_path(path))
             swept = await asyncio.to_thread(store.spool.sweep)  # named files left by a crash
             if swept:
                 _log.info("archive.spool.swept", files=swept)
@@ -230,7 +252,8 @@ class ArchiveConnection:
         Run at the start of every fetch cycle and immediately before every server-side deletion:
         a message committed into a file that was deleted or replaced meanwhile is not durable at
         all. Checked: the device and inode at :attr:`path` equal those of the file opened, its link
-        count is above zero, and ``PRAGMA user_version`` (the schema marker) is
+        count is above zero, its write-ahead log (``-wal``) is still the one there at the open (not
+        deleted, not replaced), and ``PRAGMA user_version`` (the schema marker) is
         :data:`~maild.archive.schema.SCHEMA_VERSION`. A mismatch is sticky: every later call raises
         at once, for every account, until maild is restarted; it is logged once at error level.
 
@@ -266,6 +289,19 @@ class ArchiveConnection:
             return f"cannot be checked: {exc.strerror}"
         if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
             return "was replaced by another file under the running daemon"
+        if self._wal_identity is not None:
+            # Commits go to the write-ahead log first: once it is deleted, they go to a file with no
+            # name, and a crash before the next checkpoint loses them (and the messages deleted on the
+            # servers after them). Found by the QA of session 11 (`rm maild.sqlite3-wal`).
+            wal = _wal_path(self.path)
+            try:
+                now = _identity(wal)
+            except OSError as exc:
+                return f"cannot be checked: {wal.name}: {exc.strerror}"
+            if now is None:
+                return f"lost its write-ahead log {wal.name} under the running daemon (deleted)"
+            if now != self._wal_identity:
+                return f"had its write-ahead log {wal.name} replaced under the running daemon"
         try:
             version = await self._scalar("PRAGMA user_version")
         except sqlite3.Error as exc:

@@ -26,7 +26,7 @@ def delete_account(dovecot: Dovecot, user: MailUser) -> AccountConfig:
     return pop3_account(dovecot.host, dovecot.ports.pop3, user.name, user.password, retention="delete")
 
 
-@pytest.mark.parametrize("how", ["unlinked", "replaced"])
+@pytest.mark.parametrize("how", ["unlinked", "replaced", "wal-unlinked", "wal-replaced"])
 async def test_archive_deleted_or_replaced_stops_deletion(
     dovecot: Dovecot,
     mail_user: MailUser,
@@ -52,10 +52,16 @@ async def test_archive_deleted_or_replaced_stops_deletion(
         shutil.copyfile(path, backup)
         later = [corpus.make_message(subject=f"later {n}") for n in (1, 2, 3)]
         dovecot.deliver_many(mail_user.name, later)
+        wal = path.with_name(path.name + "-wal")
         if how == "unlinked":
             os.unlink(path)
-        else:
+        elif how == "replaced":
             os.replace(backup, path)
+        elif how == "wal-unlinked":  # commits would go to a file with no name (QA of session 11)
+            os.unlink(wal)
+        else:
+            shutil.copyfile(wal, tmp_path / "copy-wal")
+            os.replace(tmp_path / "copy-wal", wal)
 
         with (
             capture_logs() as logs,
