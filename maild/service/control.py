@@ -66,6 +66,10 @@ class ControlServer:
         self._clients: set[asyncio.Task[None]] = set()
         self._silent: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         """Clients that have not sent a request yet, oldest first."""
+        self._identity: tuple[int, int] | None = None
+        """Device and inode of the socket file this server made, to notice it removed or replaced."""
+        self._lost: str | None = None
+        """Why the last :meth:`restore` could not listen again (logged once per reason), or None."""
 
     async def start(self) -> None:
         """Listen on the socket.
@@ -103,16 +107,57 @@ class ControlServer:
             os.chmod(self.path, SOCKET_MODE)
             if self.group is not None:
                 os.chown(self.path, -1, _gid(self.group))
+            made = os.lstat(self.path)
         except (OSError, KeyError) as exc:
             await self.close()
             raise ControlError(
                 "socket-group", f"cannot give {self.path} to group {self.group!r}: {exc}"
             ) from None
+        self._identity = (made.st_dev, made.st_ino)
+
+    async def restore(self) -> None:
+        """Listen again when the socket file or its directory was removed (or replaced) under the daemon.
+
+        Without this, ``rm -r /run/maild`` (a tmpfiles clean-up, an admin tidying) left a daemon that
+        fetches on while ``maild status`` says "maild is not running" (exit 3), ``maild check`` says
+        CRITICAL, and nothing can reach it but signals (QA of session 11). Called every few seconds by the
+        daemon's housekeeping. The old listening socket is closed (its connected clients are served to
+        the end); a path now held by another file or another daemon is left alone and logged once at
+        error level (``control.socket.lost``); a restored socket is logged at warning
+        (``control.socket.restored``).
+        """
+        if self._server is None or self._identity is None:
+            return
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            what = "removed"
+        except OSError:
+            return  # cannot tell: leave it
+        else:
+            if (st.st_dev, st.st_ino) == self._identity:
+                self._lost = None
+                return
+            what = "replaced"
+        old, self._server = self._server, None
+        old.close()  # stops listening on the orphan; the path is no longer its own
+        try:
+            await self.start()
+        except ControlError as exc:
+            self._server = old  # keep serving connected clients; try again at the next call
+            reason = str(exc)
+            if reason != self._lost:
+                self._lost = reason
+                log.error("control.socket.lost", path=str(self.path), found=what, error=reason)
+            return
+        self._lost = None
+        log.warning("control.socket.restored", path=str(self.path), found=what)
 
     async def close(self) -> None:
         """Stop listening, drop connected clients and remove the socket file this server created.
 
-        A server that never started listening leaves the path alone: it may be another daemon's.
+        A server that never started listening leaves the path alone: it may be another daemon's; so
+        does one whose file was replaced since (see :meth:`restore`).
         """
         if self._server is None:
             return
@@ -121,8 +166,10 @@ class ControlServer:
             task.cancel()
         await self._server.wait_closed()
         self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        with contextlib.suppress(OSError):
+            st = os.lstat(self.path)
+            if self._identity is None or (st.st_dev, st.st_ino) == self._identity:
+                self.path.unlink()  # only the file this server made: not one put there since
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

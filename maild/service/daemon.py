@@ -61,6 +61,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: CommandContext | None = None
+        self._control: ControlServer | None = None
         self.alerter = Alerter(config.alerts)
         self.lag_probe = LoopLagProbe(config.alerts.loop_lag_s)
 
@@ -158,7 +159,7 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         """Every few seconds: watchdog ping (only while the loop and scheduler are alive), STATUS= line,
-        metrics textfile."""
+        metrics textfile, the control socket still at its path."""
         watchdog_us = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         pid = os.environ.get("WATCHDOG_PID")
         if pid and pid != str(os.getpid()):
@@ -178,6 +179,11 @@ class Daemon:
             notify(*lines)
             await self.scheduler.flush_history()  # quiet cycles' history rows, one commit for all
             await self._check_alerts()
+            if self._control is not None:
+                try:  # the socket file or its directory removed under the daemon: listen again
+                    await self._control.restore()
+                except Exception:  # a bug here must not stop the watchdog
+                    log.exception("control.socket.restore-failed")
             if self.config.daemon.metrics_textfile is not None:
                 try:
                     metrics.write_textfile(self.config.daemon.metrics_textfile, await self.metrics_text())
@@ -222,6 +228,7 @@ class Daemon:
         # configuration, which must not touch the archive or the other daemon's socket.
         control = ControlServer(cfg.daemon.control_socket, self.handle, group=cfg.daemon.control_socket_group)
         await control.start()
+        self._control = control
         try:  # one fetcher per archive, whatever its configuration (maild/service/archive_lock.py)
             fetch_lock = acquire_archive_lock(cfg.daemon.database)
         except BaseException:

@@ -699,3 +699,61 @@ async def test_socket_in_a_directory_that_cannot_exist_names_the_key(tmp_path: P
 def test_scan_control_socket_reads_only_the_daemon_table(text: bytes, expected: str | None) -> None:
     """In a file that is not TOML, only a plain-string control_socket line of [daemon] is taken."""
     assert scan_control_socket(text) == expected
+
+
+@pytest.mark.parametrize("how", ["socket removed", "directory removed"])
+async def test_a_socket_removed_under_the_daemon_is_restored(sock_dir: Path, how: str) -> None:
+    """restore() listens again when the socket file or its directory is gone (QA of session 11: `rm -r
+    /run/maild` left a running daemon that `maild status` called "not running"); logged at warning."""
+    path = sock_dir / "run" / "control.sock"
+    srv = ControlServer(path, Handler())
+    await srv.start()
+    try:
+        await srv.restore()  # nothing to do
+        if how == "socket removed":
+            path.unlink()
+        else:
+            shutil.rmtree(path.parent)
+        with capture_logs() as logs:
+            await srv.restore()
+        assert [(e["event"], e["log_level"]) for e in logs] == [("control.socket.restored", "warning")]
+        assert stat.S_IMODE(path.stat().st_mode) == control.SOCKET_MODE
+        reply = await asyncio.to_thread(request, path, {"command": "status"})
+        assert reply["ok"] is True
+    finally:
+        await srv.close()
+    assert not path.exists()
+
+
+async def test_a_path_taken_by_another_file_is_left_alone_and_logged_once(sock_path: Path) -> None:
+    """A regular file put where the socket was is not removed; the error is logged once, not every few seconds."""
+    srv = ControlServer(sock_path, Handler())
+    await srv.start()
+    try:
+        sock_path.unlink()
+        sock_path.write_text("not a socket")
+        with capture_logs() as logs:
+            await srv.restore()
+            await srv.restore()
+        assert [e["event"] for e in logs] == ["control.socket.lost"]
+        assert logs[0]["log_level"] == "error"
+        assert sock_path.read_text() == "not a socket"
+        sock_path.unlink()  # the admin takes it away: the next call listens again
+        with capture_logs() as logs:
+            await srv.restore()
+        assert [e["event"] for e in logs] == ["control.socket.restored"]
+        assert (await asyncio.to_thread(request, sock_path, {"command": "status"}))["ok"] is True
+    finally:
+        await srv.close()
+
+
+async def test_a_stop_leaves_a_file_put_at_the_socket_path_alone(sock_path: Path) -> None:
+    """close() removes only the socket file this server made, not one put at its path since."""
+    srv = ControlServer(sock_path, Handler())
+    await srv.start()
+    sock_path.unlink()
+    sock_path.write_text("not a socket")
+    with capture_logs():
+        await srv.restore()
+    await srv.close()
+    assert sock_path.read_text() == "not a socket"
