@@ -213,7 +213,8 @@ class Alerter:
         archive_replaced: str | None = None,
         wal: WalSnapshot | None = None,
     ) -> list[AlertEvent]:
-        """Evaluate now and queue the resulting events; return them (nothing is queued without a channel).
+        """Evaluate now and queue the resulting events; return them (none without a channel: nothing is
+        evaluated then, so nothing is remembered as sent).
 
         Args:
             accounts: the scheduler's accounts.
@@ -223,6 +224,11 @@ class Alerter:
             archive_replaced: why the archive guard stopped deletions, or None.
             wal: the archive's write-ahead log (for ``wal_held``), or None.
         """
+        if not self.config.enabled:
+            # Nothing is evaluated, so nothing is remembered as sent: an admin who adds [alerts] later
+            # (a reload) gets every open problem at once, not a day later (QA of session 11: a lockout
+            # from before was remembered as "sent" to no one and held back for `repeat`).
+            return []
         disk = await asyncio.to_thread(disk_space, state_dir)
         events = self.monitor.evaluate(
             accounts,
@@ -233,9 +239,8 @@ class Alerter:
             directory=str(state_dir),
             wal=wal,
         )
-        if self.config.enabled:
-            for event in events:
-                self._queue.put_nowait(event)
+        for event in events:
+            self._queue.put_nowait(event)
         failed_at = self._memory_failed_at
         retry = failed_at is None or asyncio.get_running_loop().time() - failed_at >= MEMORY_RETRY_S
         if (events or (self.monitor.changed and retry)) and (self._worker is None or self._worker.done()):

@@ -203,3 +203,24 @@ def test_a_blocked_loop_is_logged_once_per_episode_and_when_worse() -> None:
     ]
     problem = probe.problem(T0 + timedelta(seconds=4))
     assert problem is not None and "blocked for 15.0 s" in problem
+
+
+async def test_alerts_configured_later_send_the_problems_already_open(tmp_path: Path) -> None:
+    """Steps: a daemon without [alerts] sees an account locked out (no channel: nothing sent, nothing
+    remembered); the admin adds an alert command (a reload): the next check sends locked_out and failing at
+    once, not after `repeat` (QA of session 11: they were remembered as sent to no one and held back a day)."""
+    path = tmp_path / "maild.sqlite3"
+    out = tmp_path / "events.jsonl"
+    async with await Store.open(path) as store:
+        await store.ensure_account("anna", "O", "E", "pop3", T0)
+        alerter = Alerter(AlertsConfig(disk_free_percent=0))
+        await alerter.attach(store)
+        rt = locked_out("anna")
+        assert await alerter.check([rt], T0 + timedelta(minutes=5), tmp_path) == []
+        await alerter.close()
+        alerter.reconfigure(
+            AlertsConfig(command=alert_command(out), after_s=60, disk_free_percent=0), ["anna"]
+        )
+        await alerter.check([rt], T0 + timedelta(minutes=6), tmp_path)
+        await alerter.close()
+    assert received(out) == [("locked_out", "firing", "anna"), ("failing", "firing", "anna")]
