@@ -97,12 +97,20 @@ def _opener(deadline: _Deadline) -> Any:
     return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
 
 
-def post(account: str, url: str, fields: Iterable[tuple[str, str]]) -> tuple[int, bytes]:
+def post(
+    account: str, url: str, fields: Iterable[tuple[str, str]], *, what: str = "token endpoint"
+) -> tuple[int, bytes]:
     """POST a form to ``url``; the HTTP status and at most :data:`MAX_RESPONSE_OCTETS` of body (octets).
 
     Standard: RFC 6749 section 3.2 (token endpoint requests are POSTs of form fields).
 
     The whole exchange (connect, request, status, headers, body) ends within :data:`HTTP_TIMEOUT_S`.
+
+    Args:
+        account: the account name, for the error messages.
+        url: the endpoint (checked by :func:`maild.auth.oauth2.check_endpoint` at load time).
+        fields: the form fields, in order.
+        what: how error messages name the endpoint.
 
     Raises:
         TransientError: the endpoint cannot be reached, does not answer in full within
@@ -134,36 +142,33 @@ def post(account: str, url: str, fields: Iterable[tuple[str, str]]) -> tuple[int
         except http.client.HTTPException as exc:  # a broken status line, header flood, cut chunk
             if not deadline.expired:
                 raise TransientError(
-                    f"account {account}: token endpoint {url} answered with broken HTTP"
-                    f" ({type(exc).__name__})",
+                    f"account {account}: {what} {url} answered with broken HTTP ({type(exc).__name__})",
                     account=account,
                 ) from None
             raise TransientError(
-                f"account {account}: token endpoint {url} did not answer within {HTTP_TIMEOUT_S:g} s",
+                f"account {account}: {what} {url} did not answer within {HTTP_TIMEOUT_S:g} s",
                 account=account,
             ) from None
         except (OSError, ValueError) as exc:  # URLError, timeouts, connection resets
             if deadline.expired:
                 raise TransientError(
-                    f"account {account}: token endpoint {url} did not answer within {HTTP_TIMEOUT_S:g} s",
+                    f"account {account}: {what} {url} did not answer within {HTTP_TIMEOUT_S:g} s",
                     account=account,
                 ) from None
             reason = getattr(exc, "reason", None) or type(exc).__name__
             raise TransientError(
-                f"account {account}: token endpoint {url} unreachable: {reason}", account=account
+                f"account {account}: {what} {url} unreachable: {reason}", account=account
             ) from None
     if deadline.expired:  # cut off: what was read is a part at best
         raise TransientError(
-            f"account {account}: token endpoint {url} did not answer within {HTTP_TIMEOUT_S:g} s",
+            f"account {account}: {what} {url} did not answer within {HTTP_TIMEOUT_S:g} s",
             account=account,
         )
     if len(body) > MAX_RESPONSE_OCTETS:
         raise ProtocolError(
-            f"account {account}: token endpoint {url}: response longer than {MAX_RESPONSE_OCTETS} octets",
+            f"account {account}: {what} {url}: response longer than {MAX_RESPONSE_OCTETS} octets",
             account=account,
         )
     if status >= 500:
-        raise TransientError(
-            f"account {account}: token endpoint {url} answered HTTP {status}", account=account
-        )
+        raise TransientError(f"account {account}: {what} {url} answered HTTP {status}", account=account)
     return status, body

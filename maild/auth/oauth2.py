@@ -301,7 +301,7 @@ def start_device_authorization(
         fields.append(("client_secret", client_secret.reveal()))
     if scope:
         fields.append(("scope", " ".join(scope)))
-    status, body = post(account, device_url, fields)
+    status, body = post(account, device_url, fields, what="device authorization endpoint")
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -170,3 +170,11 @@ def test_no_hostile_answer_escapes_as_another_exception_type() -> None:
         for client in (BackendApplicationClient("c"), WebApplicationClient("c")):
             with pytest.raises(MaildError):
                 oauth2._parse_token("anna", client, body, (), grant="client_credentials")
+
+
+def test_an_unreachable_device_endpoint_is_named_as_such() -> None:
+    """`maild accounts authorize` with the device endpoint down names the device authorization endpoint."""
+    with pytest.raises(
+        TransientError, match=r"device authorization endpoint http://127\.0\.0\.1:9/device unreachable"
+    ):
+        oauth2.start_device_authorization("anna", "http://127.0.0.1:9/device", "c", None, ())
