@@ -96,6 +96,10 @@ RETENTION_BY_PROTOCOL: dict[Protocol, tuple[Retention, ...]] = {
 the server"."""
 
 
+#: Largest ``retention_days`` accepted: 100 years (``datetime`` arithmetic overflows far beyond it).
+MAX_RETENTION_DAYS = 36500
+
+
 def _parse_retention(t: Table, protocol: Protocol) -> tuple[Retention, int | None]:
     """Read ``retention`` and ``retention_days``: the only place either is validated.
 
@@ -105,10 +109,17 @@ def _parse_retention(t: Table, protocol: Protocol) -> tuple[Retention, int | Non
 
     Raises:
         ConfigError: a mode the protocol does not offer, ``retention_days`` missing with
-            ``"delete-after"``, given with another mode, or not a positive integer.
+            ``"delete-after"``, given with another mode, not a positive integer or above
+            :data:`MAX_RETENTION_DAYS`.
     """
     retention = cast(Retention, choice(t, "retention", RETENTION_BY_PROTOCOL[protocol], "keep"))
     retention_days = positive_int(t, "retention_days", None)
+    if retention_days is not None and retention_days > MAX_RETENTION_DAYS:
+        # larger values overflow date arithmetic (every cycle failed with OverflowError; QA of session 11)
+        raise ConfigError(
+            f"{t.key('retention_days')}: expected at most {MAX_RETENTION_DAYS} days (100 years),"
+            f" got {retention_days}; to keep mail on the server for good, use retention = \"keep\""
+        )
     if retention == "delete-after" and retention_days is None:
         raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
     if retention != "delete-after" and retention_days is not None:

@@ -402,7 +402,7 @@ def refused(key: str, *bodies: str, protocol: str = "pop3") -> list[Any]:
             "retention_days = 30\n",
             *(
                 f'retention = "delete-after"\nretention_days = {v}\n'
-                for v in ["0", "-3", '"30"', "1.5", "true"]
+                for v in ["0", "-3", '"30"', "1.5", "true", "36501", "99999999999"]
             ),
         ),
         *refused("retention", 'retention = "never"\n'),
