@@ -118,7 +118,7 @@ def _parse_retention(t: Table, protocol: Protocol) -> tuple[Retention, int | Non
         # larger values overflow date arithmetic (every cycle failed with OverflowError; QA of session 11)
         raise ConfigError(
             f"{t.key('retention_days')}: expected at most {MAX_RETENTION_DAYS} days (100 years),"
-            f" got {retention_days}; to keep mail on the server for good, use retention = \"keep\""
+            f' got {retention_days}; to keep mail on the server for good, use retention = "keep"'
         )
     if retention == "delete-after" and retention_days is None:
         raise ConfigError(f'{t.key("retention_days")}: required when retention = "delete-after"')
