@@ -37,6 +37,11 @@ def _since(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: The largest ``--limit`` passed on: SQLite's largest INTEGER (a larger one stopped ``maild messages
+#: list`` with an OverflowError traceback; QA of session 11). No archive holds that many messages.
+_MAX_LIMIT = 2**63 - 1
+
+
 def _limit(text: str) -> int:
     try:
         value = int(text)
@@ -44,7 +49,7 @@ def _limit(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: no limit), got {text!r}")
-    return value
+    return min(value, _MAX_LIMIT)
 
 
 def _add_limit(parser: argparse.ArgumentParser, default: int, what: str) -> None:

@@ -41,3 +41,16 @@ async def test_list_says_how_many_the_limit_left_out(tmp_path: Path, capsys: pyt
     assert "5 of 7 messages shown; --limit 0 shows all" in capsys.readouterr().err
     assert main(["messages", "list", "--database", str(db), "--limit", "7"]) == 0
     assert capsys.readouterr().err == ""
+
+
+async def test_a_limit_beyond_sqlite_integers_lists_everything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--limit larger than SQLite's largest INTEGER lists all messages (it was an OverflowError traceback)."""
+    db = tmp_path / "maild.sqlite3"
+    await build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(1, 4)])
+    for action in (["list"], ["search", "letter"]):
+        assert main(["messages", *action, "--database", str(db), "--limit", "9" * 25]) in (0, 1)
+        assert "Traceback" not in capsys.readouterr().err
+    assert main(["messages", "list", "--database", str(db), "--limit", "9" * 25, "--json"]) == 0
+    assert capsys.readouterr().out.count('"id"') == 3
