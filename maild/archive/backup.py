@@ -156,7 +156,10 @@ def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[
         partial.unlink()
         fsync_dir(dest.parent)
     finally:
-        for leftover in (partial, packed):
+        # SQLite's rollback journal of the partial copy too: a copy that ran out of room left
+        # ``.NAME.partial-journal`` behind (QA of session 11)
+        journal = dest.with_name(f".{dest.name}.partial-journal")
+        for leftover in (partial, packed, journal):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     return dest, check

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import os
+import shutil
 import socket
 import sqlite3
 import stat
@@ -173,3 +175,43 @@ async def test_backup_into_a_missing_directory_is_one_line_naming_dest(
     err = capsys.readouterr().err
     assert err == f"maild: cannot write a backup to {dest}: No such file or directory\n"
     assert not (tmp_path / "missing").exists()
+
+
+
+FULL_BACKUP = """
+import json, os, subprocess, sys
+dest, cfg = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dest], check=True)
+done = subprocess.run(
+    [sys.executable, "-m", "maild", "-c", cfg, "backup", os.path.join(dest, "b.sqlite3")],
+    capture_output=True, text=True,
+)
+print(json.dumps({"rc": done.returncode, "err": done.stderr, "left": sorted(os.listdir(dest))}))
+"""
+"""Run in :data:`~tests.support.namespaces.UNSHARE` as ``python -c FULL_BACKUP DEST CONFIG``: a 1 MiB tmpfs
+on DEST, then ``maild backup DEST/b.sqlite3``; prints its exit code, stderr and what DEST holds, as JSON."""
+
+
+async def test_a_backup_that_runs_out_of_room_leaves_no_file_behind(tmp_path: Path) -> None:
+    """A backup onto a full file system (a 1 MiB tmpfs in a user and mount namespace, the archive 22 MB)
+    fails with one line and leaves nothing there: not the partial copy, and not SQLite's rollback journal
+    of it (``.b.sqlite3.partial-journal`` was left; QA of session 11)."""
+    from tests.support.namespaces import UNSHARE, namespace_state_dir
+
+    directory, dest = namespace_state_dir()
+    try:
+        cfg, db = _config(tmp_path)
+        # 22 MB: smaller copies fail before SQLite's journal is left behind
+        rows = [("anna-pop", pop(n), letter(n) + os.urandom(20_000).hex().encode()) for n in range(450)]
+        await build_archive(db, rows)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        done = subprocess.run(
+            [*UNSHARE, sys.executable, "-c", FULL_BACKUP, str(dest), str(cfg)],
+            capture_output=True, text=True, env=env, timeout=120, check=True,
+        )  # fmt: skip
+        result = json.loads(done.stdout)
+        assert result["rc"] == 1, result
+        assert result["err"].startswith("maild: ") and len(result["err"].strip().splitlines()) == 1, result
+        assert result["left"] == []
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
