@@ -63,6 +63,11 @@ Mode = Literal["idle", "polling", "reconnecting"]
 #: Why :meth:`IdleWatcher.wait` returned.
 WaitOutcome = Literal["push", "timeout", "lost", "interrupted"]
 
+#: Seconds an IDLE connection must have lasted for its loss to start the reconnection backoff
+#: afresh. A server that ends every IDLE at once (``* BYE`` right after the continuation) made the
+#: watcher sign in again every RECONNECT_BASE_S, for ever (QA of session 11: 36 logins in 4 s at a
+#: 0.1 s base): the backoff now grows across such short-lived connections.
+IDLE_STABLE_S = 60.0
 #: TCP keepalive: seconds of silence before probing, seconds between probes, probes before giving up.
 KEEPALIVE_IDLE_S = 60
 KEEPALIVE_INTERVAL_S = 15
@@ -151,6 +156,8 @@ class IdleWatcher:
         self._clock = clock or utc_now
         self._base_s = reconnect_base_s
         self._cap_s = reconnect_cap_s
+        self._idle_since: float | None = None
+        """The event loop's time when the current IDLE connection first entered IDLE, or None."""
         self._task: asyncio.Task[None] | None = None
         self._unsupported = False
         self._push_pending = False
@@ -323,6 +330,9 @@ class IdleWatcher:
         self.last_error = (
             redact_known(str(exc)) if isinstance(exc, MaildError) else f"internal error: {type(exc).__name__}"
         )
+        idle_since, self._idle_since = self._idle_since, None
+        if idle_since is not None and asyncio.get_running_loop().time() - idle_since >= IDLE_STABLE_S:
+            self._failures = 0  # a loss after a good while: start the backoff afresh
         self._failures += 1
         delay = policy.reconnect_delay_s(self._failures, self._base_s, self._cap_s)
         if was_idle:
@@ -347,7 +357,7 @@ class IdleWatcher:
             if first:
                 first = False
                 self.mode = "idle"
-                self._failures = 0
+                self._idle_since = loop.time()  # the backoff starts afresh only once this lasted
                 self.last_error = None
                 log.info(
                     "imap.idle-started",
