@@ -31,6 +31,9 @@ DEFAULT_TIMEOUT_S = 30.0
 FETCH_TIMEOUT_S = 3600.0
 #: Seconds ``alert-test`` waits: both channels may take the daemon's 30 s limit each.
 ALERT_TEST_TIMEOUT_S = 75.0
+#: Longest reply read, in octets (256 MiB; the status of 10,000 accounts is about 10 MB): whatever
+#: listens on the socket path cannot make the command line grow without end (QA of session 11).
+MAX_REPLY_OCTETS = 256 * 2**20
 
 
 def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
@@ -55,7 +58,7 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_T
     Raises:
         ControlError: the daemon is not running (``not-running``), the socket may not be used
             (``permission``), it did not answer in time (``timeout``), or sent something that is not a
-            JSON object (``bad-reply``).
+            JSON object or longer than :data:`MAX_REPLY_OCTETS` (``bad-reply``).
     """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
@@ -79,6 +82,10 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_T
                 if not chunk:
                     break
                 buf += chunk
+                if len(buf) > MAX_REPLY_OCTETS:
+                    raise ControlError(
+                        "bad-reply", f"the reply on {path} is longer than {MAX_REPLY_OCTETS} octets"
+                    )
         except TimeoutError:
             raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s") from None
     if not buf:

@@ -14,6 +14,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -757,3 +758,32 @@ async def test_a_stop_leaves_a_file_put_at_the_socket_path_alone(sock_path: Path
         await srv.restore()
     await srv.close()
     assert sock_path.read_text() == "not a socket"
+
+
+def test_an_endless_reply_is_cut_off(sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply longer than MAX_REPLY_OCTETS (whatever listens on the path) is a bad-reply error, not a
+    command line that reads until memory runs out."""
+    from maild.service import control_client
+
+    monkeypatch.setattr(control_client, "MAX_REPLY_OCTETS", 100_000)
+    path = sock_dir / "endless.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            for _ in range(100):  # 6.5 MB without a newline, then the end: more than the limit
+                conn.sendall(b"x" * 65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ControlError, match="longer than 100000 octets") as info:
+            request(path, {"command": "status"}, timeout_s=10)
+        assert info.value.code == "bad-reply"
+    finally:
+        listener.close()
+        thread.join(timeout=10)
