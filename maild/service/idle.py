@@ -320,6 +320,7 @@ class IdleWatcher:
         if session is not None:
             await session.abort()
         self.mode = "polling"
+        self._idle_since = None
         self.last_error = redact_known(str(exc))
         log.warning(event, mailbox=self.account.idle_mailbox, error=self.last_error)
 
