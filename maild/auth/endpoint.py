@@ -68,7 +68,9 @@ class _Deadline:
     @staticmethod
     def _shut(sock: socket.socket) -> None:
         with contextlib.suppress(OSError):  # already closed
-            sock.shutdown(socket.SHUT_RDWR)
+            # the plain socket's shutdown, also under TLS: ssl.SSLSocket.shutdown would drop its TLS
+            # object while the reading thread is still inside it
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _opener(deadline: _Deadline) -> Any:

@@ -8,11 +8,14 @@ OverflowError, RecursionError or http.client exceptions (a traceback and "intern
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import trustme
 from oauthlib.oauth2 import BackendApplicationClient, WebApplicationClient
 
 from maild.auth import endpoint as endpoint_module
@@ -33,12 +36,15 @@ def _answer(body: bytes, *, extra_headers: bytes = b"") -> bytes:
 
 
 class Endpoint:
-    """A loopback server answering one POST with scripted pieces: (octets, pause in seconds after each octet)."""
+    """A loopback server answering one POST with scripted pieces: (octets, pause in seconds after each octet);
+    over TLS with ``tls`` (a server context)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.script: list[tuple[bytes, float]] = []
+        self.tls = tls
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/token"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}/token"
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -52,27 +58,40 @@ class Endpoint:
             conn, _ = self.listener.accept()
         except OSError:
             return
-        with conn:
-            conn.settimeout(10)
-            try:
-                conn.recv(65536)
-                for data, pause_s in self.script:
-                    if pause_s == 0:
-                        conn.sendall(data)
-                        continue
-                    for octet in data:
-                        if self.stop.is_set():
-                            return
-                        conn.sendall(bytes([octet]))
-                        time.sleep(pause_s)
-            except OSError:
-                return  # the client gave up: what the trickle test wants
+        conn.settimeout(10)
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)  # closes the plain one when closed
+            conn.recv(65536)
+            for data, pause_s in self.script:
+                if pause_s == 0:
+                    conn.sendall(data)
+                    continue
+                for octet in data:
+                    if self.stop.is_set():
+                        return
+                    conn.sendall(bytes([octet]))
+                    time.sleep(pause_s)
+        except OSError:
+            return  # the client gave up: what the trickle test wants
+        finally:
+            conn.close()
 
 
-@pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
-    """A scripted token endpoint, stopped after the test."""
-    server = Endpoint()
+@pytest.fixture(params=["http", "https"])
+def endpoint(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Endpoint]:
+    """A scripted token endpoint over plain HTTP and over TLS (its CA trusted by way of SSL_CERT_FILE, which
+    urllib's default context reads), stopped after the test."""
+    tls = None
+    if request.param == "https":
+        ca = trustme.CA()
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(tls)
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    server = Endpoint(tls)
     yield server
     server.stop.set()
     server.listener.close()
