@@ -4,8 +4,8 @@
 :data:`MAX_RESPONSE_OCTETS`, and the whole exchange (connecting, sending, status, headers, body) ends within
 :data:`HTTP_TIMEOUT_S`. A socket timeout alone bounds each read, not the exchange: an endpoint sending one
 octet every 29 s would hold the calling thread, and the account's token lock, for days (QA of session 11).
-Not covered: a TLS handshake trickled octet by octet (the socket is watched once ``connect`` returned, after the
-handshake); each of its reads is still bounded by :data:`HTTP_TIMEOUT_S`.
+Not covered: a TLS handshake trickled octet by octet (the socket is watched once ``connect`` returned,
+after the handshake); each of its reads is still bounded by :data:`HTTP_TIMEOUT_S`.
 Blocking: call it from a worker thread or the CLI, never on the event loop.
 """
 

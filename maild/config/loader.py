@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from maild.config.account_table import ACCOUNT_NAME_RE, DEFAULT_PORTS, RETENTION_BY_PROTOCOL, parse_account
 from maild.config.alerts import AlertsConfig, parse_alerts
 from maild.config.auth import OAUTH2_DIR
-from maild.config.passwords import PasswordSource
+from maild.config.passwords import PasswordSource, file_kind
 from maild.config.records import IDLE_RESTART_MAX_S, AccountConfig, Config, DaemonConfig
 from maild.config.values import Table, choice, parse_duration, positive_int
 from maild.errors import ConfigError, ConfigErrors
@@ -165,6 +165,31 @@ def _with_token_dir(account: AccountConfig, daemon: DaemonConfig) -> AccountConf
     return dataclasses.replace(account, sign_in=dataclasses.replace(account.sign_in, oauth2=oauth))
 
 
+def _dropin_files(ddir: Path) -> tuple[list[Path], list[str]]:
+    """The drop-in files in ``ddir`` (``*.toml``, sorted), and one problem per entry that is not one.
+
+    A dangling symbolic link, a loop, a directory, a FIFO or a device named ``*.toml`` is an error, not
+    skipped: skipping it silently dropped the accounts it was meant to hold (a reload then stopped
+    fetching them) while check-config said OK (QA of session 11).
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    for entry in sorted(ddir.glob("*.toml")):
+        try:
+            mode = entry.stat().st_mode  # follows symbolic links
+        except FileNotFoundError:
+            problems.append(f"{entry}: a symbolic link to nothing; remove it or point it at a drop-in file")
+            continue
+        except OSError as exc:
+            problems.append(f"{entry}: cannot be read: {exc.strerror or exc}")
+            continue
+        if stat.S_ISREG(mode):
+            files.append(entry)
+        else:
+            problems.append(f"{entry}: not a regular file ({file_kind(mode)}); a drop-in is a TOML file")
+    return files, problems
+
+
 def dropin_dir(path: Path) -> Path:
     """Return the drop-in directory for the main config file ``path``: ``accounts.d`` beside it."""
     return path.parent / "accounts.d"
@@ -224,7 +249,9 @@ def load_config(path: Path) -> Config:
     files = [path]
     ddir = dropin_dir(path)
     if ddir.is_dir():
-        files += sorted(p for p in ddir.glob("*.toml") if p.is_file())
+        dropins, unusable = _dropin_files(ddir)
+        files += dropins
+        problems += unusable
     accounts: dict[str, AccountConfig] = {}
     for file in files:
         try:

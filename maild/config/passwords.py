@@ -18,7 +18,13 @@ from maild.model import Secret
 
 #: How long ``password_command`` may run, in seconds.
 PASSWORD_COMMAND_TIMEOUT_S = SECRET_COMMAND_TIMEOUT_S
-__all__ = ["MAX_SECRET_OCTETS", "PASSWORD_COMMAND_TIMEOUT_S", "PasswordSource", "read_secret_file"]
+__all__ = [
+    "MAX_SECRET_OCTETS",
+    "PASSWORD_COMMAND_TIMEOUT_S",
+    "PasswordSource",
+    "file_kind",
+    "read_secret_file",
+]
 
 
 def read_secret_file(path: Path, account: str, key: str) -> Secret:
@@ -40,7 +46,7 @@ def read_secret_file(path: Path, account: str, key: str) -> Secret:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
                 raise ConfigError(
-                    f"account {account}: {key} {path} is not a regular file ({_file_kind(mode)})"
+                    f"account {account}: {key} {path} is not a regular file ({file_kind(mode)})"
                 )
             first = fh.readline(MAX_SECRET_OCTETS + 1)
         if len(first) > MAX_SECRET_OCTETS:
@@ -57,7 +63,7 @@ def read_secret_file(path: Path, account: str, key: str) -> Secret:
     return Secret(value)
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     """What a ``st_mode`` that is not a regular file is, in a word for an error message."""
     for test, kind in (
         (stat.S_ISFIFO, "a FIFO"),

@@ -4,6 +4,7 @@ unquoted dot."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,38 @@ def test_an_account_name_with_an_unquoted_dot_says_how_to_quote_it(tmp_path: Pat
         f"{path}: accounts.anna.pop: a table inside account anna; an account name with a dot is written"
         ' quoted: [accounts."anna.pop"]',
     )
+
+
+@pytest.mark.parametrize("kind", ["dangling symbolic link", "symbolic link loop", "directory", "FIFO"])
+def test_a_dropin_that_is_not_a_file_is_an_error_not_skipped(tmp_path: Path, kind: str) -> None:
+    """`accounts.d/x.toml` that is not a regular file (a link to a moved file, a loop, a directory, a FIFO)
+    is one problem naming it: skipped silently, its accounts vanished on the next reload while check-config
+    said OK (QA of session 11). A symbolic link to a drop-in file is read as before."""
+    main = account_file(tmp_path, "")
+    ddir = tmp_path / "accounts.d"
+    ddir.mkdir()
+    entry = ddir / "x.toml"
+    if kind == "dangling symbolic link":
+        entry.symlink_to(tmp_path / "moved-away.toml")
+    elif kind == "symbolic link loop":
+        entry.symlink_to(entry)
+    elif kind == "directory":
+        entry.mkdir()
+    else:
+        os.mkfifo(entry)
+    with pytest.raises(ConfigError) as info:
+        load_config(main)
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(f"{entry}: ")
+
+    if kind == "directory":
+        entry.rmdir()
+    else:
+        entry.unlink()
+    target = tmp_path / "real.toml"
+    target.write_text(
+        '[accounts.other]\norganisation = "O"\nemployee = "E"\nprotocol = "pop3"\nusername = "u"\n'
+        'host = "mail.example.org"\npassword_command = ["true"]\n'
+    )
+    entry.symlink_to(target)
+    assert set(load_config(main).accounts) == {"acct", "other"}
