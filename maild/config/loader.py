@@ -121,10 +121,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
     """The TOML document in ``path``, read up to :data:`MAX_CONFIG_OCTETS`.
 
     Raises:
-        ConfigError: one line naming the file: missing, a directory, unreadable, larger than
-            :data:`MAX_CONFIG_OCTETS`, not UTF-8 or not TOML.
+        ConfigError: one line naming the file: missing, a directory or another file that is not a
+            regular one (a FIFO nobody writes would block every command for ever: QA of session 11),
+            unreadable, larger than :data:`MAX_CONFIG_OCTETS`, not UTF-8 or not TOML.
     """
     try:
+        mode = path.stat().st_mode  # follows a symbolic link; never blocks, unlike opening a FIFO
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise ConfigError(
+                f"{path}: not a regular file ({file_kind(mode)}); a configuration is a TOML file"
+            )
         with path.open("rb") as fh:
             data = fh.read(MAX_CONFIG_OCTETS + 1)
         if len(data) > MAX_CONFIG_OCTETS:

@@ -5,6 +5,7 @@ unquoted dot."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,28 @@ def test_a_dropin_that_is_not_a_file_is_an_error_not_skipped(tmp_path: Path, kin
     )
     entry.symlink_to(target)
     assert set(load_config(main).accounts) == {"acct", "other"}
+
+
+def test_a_main_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """`maild -c FIFO ...` (or MAILD_CONFIG naming one) is one line at once; opening a FIFO nobody writes
+    blocked every command, check-config included, for ever (QA of session 11)."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_config(fifo)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    if thread.is_alive():  # unblock the reader so that the thread ends, then fail
+        with open(fifo, "wb"):
+            pass
+        thread.join(timeout=10)
+        pytest.fail("load_config blocked on the FIFO")
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigError)
+    assert str(outcome[0]) == f"{fifo}: not a regular file (a FIFO); a configuration is a TOML file"
