@@ -8,13 +8,15 @@ sign-in keys are read by :mod:`maild.config.auth`, values by :mod:`maild.config.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from maild.config.auth import parse_auth, secret_source_keys
-from maild.config.passwords import PasswordSource
+from maild.config.passwords import PasswordSource, file_kind
 from maild.config.records import IDLE_RESTART_MAX_S, AccountConfig
 from maild.config.values import (
     Table,
@@ -168,6 +170,9 @@ def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) ->
         import ssl  # here, not at the top: start-up time of every command that reads the config
 
         try:
+            mode = os.stat(ca_file).st_mode  # a FIFO would block OpenSSL's read for ever (QA of session 11)
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"{t.key('ca_file')}: {ca_file} is not a regular file ({file_kind(mode)})")
             ssl.create_default_context(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no PEM certificate in it"

@@ -92,16 +92,13 @@ def test_a_dropin_that_is_not_a_file_is_an_error_not_skipped(tmp_path: Path, kin
     assert set(load_config(main).accounts) == {"acct", "other"}
 
 
-def test_a_main_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
-    """`maild -c FIFO ...` (or MAILD_CONFIG naming one) is one line at once; opening a FIFO nobody writes
-    blocked every command, check-config included, for ever (QA of session 11)."""
-    fifo = tmp_path / "config.toml"
-    os.mkfifo(fifo)
+def _load_beside_a_fifo(main: Path, fifo: Path) -> ConfigError:
+    """load_config(main) in a thread; the ConfigError it raised. Fails the test if it blocked (on ``fifo``)."""
     outcome: list[BaseException] = []
 
     def load() -> None:
         try:
-            load_config(fifo)
+            load_config(main)
         except BaseException as exc:  # handed to the test thread
             outcome.append(exc)
 
@@ -113,5 +110,24 @@ def test_a_main_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) 
             pass
         thread.join(timeout=10)
         pytest.fail("load_config blocked on the FIFO")
-    assert len(outcome) == 1 and isinstance(outcome[0], ConfigError)
-    assert str(outcome[0]) == f"{fifo}: not a regular file (a FIFO); a configuration is a TOML file"
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigError), outcome
+    return outcome[0]
+
+
+def test_a_main_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """`maild -c FIFO ...` (or MAILD_CONFIG naming one) is one line at once; opening a FIFO nobody writes
+    blocked every command, check-config included, for ever (QA of session 11)."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    error = _load_beside_a_fifo(fifo, fifo)
+    assert str(error) == f"{fifo}: not a regular file (a FIFO); a configuration is a TOML file"
+
+
+def test_a_ca_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """`ca_file` naming a FIFO is one problem at once; OpenSSL's read of it blocked check-config, `run` and
+    every fetch for ever (QA of session 11)."""
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+    main = account_file(tmp_path, f'ca_file = "{fifo}"\n')
+    error = _load_beside_a_fifo(main, fifo)
+    assert error.problems == (f"{main}: accounts.acct.ca_file: {fifo} is not a regular file (a FIFO)",)
