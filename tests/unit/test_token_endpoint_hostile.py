@@ -35,6 +35,28 @@ def _answer(body: bytes, *, extra_headers: bytes = b"") -> bytes:
     )
 
 
+def _read_request(conn: socket.socket) -> None:
+    """Read one whole request (head and Content-Length body): closing with part of it unread makes the kernel
+    answer with a reset, which can reach the client before the answer (a flaky RemoteDisconnected)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
 class Endpoint:
     """A loopback server answering one POST with scripted pieces: (octets, pause in seconds after each octet);
     over TLS with ``tls`` (a server context)."""
@@ -62,7 +84,7 @@ class Endpoint:
         try:
             if self.tls is not None:
                 conn = self.tls.wrap_socket(conn, server_side=True)  # closes the plain one when closed
-            conn.recv(65536)
+            _read_request(conn)
             for data, pause_s in self.script:
                 if pause_s == 0:
                     conn.sendall(data)
