@@ -192,7 +192,7 @@ _SAME_CODEC_CHARSETS = frozenset(
 )
 """Charsets whose ``email.charset.Charset`` input and output codec is the charset itself (``us-ascii``:
 none, which means ``us-ascii``), and that encode back whatever they decode: for these the stdlib's
-``make_header`` gives the words' octets decoded, nothing more (tests/unit/test_decode_fast.py)."""
+``make_header`` gives the words' octets decoded, nothing more (tests/unit/test_fast_paths.py)."""
 
 
 def _only_encoded_words(text: str) -> str | None:

@@ -1,5 +1,6 @@
 """The store path's fast paths give exactly what the general code gives: RFC 2047 encoded-words decoded
-without ``email.header``, and MIME delimiters found with a one-octet search first."""
+without ``email.header``, MIME delimiters found with a one-octet search first, UTC text without
+``strftime``."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import binascii
 import email.charset
 import email.errors
 import email.header
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from maild.archive.mime import _boundary_parts, _find_delimiter
+from maild.archive.schema import parse_utc, utc_text
 from maild.message import _SAME_CODEC_CHARSETS, _decode_field, _only_encoded_words
 
 
@@ -61,7 +64,7 @@ def _field(draw: st.DrawFn) -> str:
     return text + draw(st.sampled_from(["", "", " ", "x", " tail"]))
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(_field())
 @example("=?utf-8?B?w4RuZGVydW5n?= =?utf-8?B?IGRlcg==?=")
 @example("=?utf-8?B?w4?= =?utf-8?B?Ru?=")  # one character's octets split across two words
@@ -154,3 +157,20 @@ def test_the_parts_are_the_same_as_before(pieces: list[bytes]) -> None:
     raw = b"".join(pieces)
     assert _boundary_parts(raw, 0, len(raw), b"b") == _old_boundary_parts(raw, 0, len(raw), b"b")
     assert binascii.a2b_base64(b"QUJD") == b"ABC"  # the filler is base64: no hyphen in it
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(-23 * 60, 23 * 60),
+)
+@example(datetime(999, 12, 31, 23, 59, 59), 0)
+@example(datetime(1000, 1, 1, 0, 30), 60)  # a year before 1000 once in UTC
+@example(datetime(2024, 1, 8, 8, 56, 0, 999_999), 120)
+def test_utc_text_is_what_strftime_wrote(moment: datetime, offset_minutes: int) -> None:
+    """Any aware datetime, in any zone, gives the text ``strftime`` gave, which ``parse_utc`` reads back."""
+    aware = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    expected = aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert utc_text(aware) == expected
+    if aware.astimezone(UTC).year >= 1000:
+        assert parse_utc(expected) == aware.astimezone(UTC).replace(microsecond=0)
