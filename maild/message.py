@@ -326,29 +326,28 @@ def summarise(raw: bytes) -> HeaderSummary:
 def summary_of(found: list[tuple[bytes, bytes]]) -> HeaderSummary:
     """The header summary from the fields :func:`scan_header` found (any names; the first of each of
     :data:`SUMMARY_FIELDS` is used, unfolded per RFC 5322 section 2.2.3, then decoded)."""
-    fields: dict[bytes, bytes] = {}
-    for name, body in found:
-        if name not in fields:
-            fields[name] = body
-
-    def text(name: bytes, decode: Callable[[bytes], str] = decode_field) -> str | None:
-        value = fields.get(name)
-        if value is None:
-            return None
-        decoded = decode(value.replace(b"\r\n", b"").replace(b"\n", b"").strip())
-        return decoded or None
-
+    get = dict(reversed(found)).get  # the first of each name: later ones are overwritten by it
     # Message-ID and Date differ from message to message: decoded without the cache, which they
     # would only fill (and empty) for the From and To that repeat; the same text either way.
-    date_text = text(b"date", _decode_field)
+    date_text = _unfolded(get(b"date"), _decode_field)
     return HeaderSummary(
-        message_id=text(b"message-id", _decode_field),
+        message_id=_unfolded(get(b"message-id"), _decode_field),
         date=parse_date(date_text) if date_text else None,
-        from_=text(b"from"),
-        to=text(b"to"),
-        subject=text(b"subject"),
-        cc=text(b"cc"),
+        from_=_unfolded(get(b"from"), decode_field),
+        to=_unfolded(get(b"to"), decode_field),
+        subject=_unfolded(get(b"subject"), decode_field),
+        cc=_unfolded(get(b"cc"), decode_field),
     )
+
+
+def _unfolded(value: bytes | None, decode: Callable[[bytes], str]) -> str | None:
+    """A raw field body unfolded (its line breaks removed, RFC 5322 section 2.2.3), stripped and
+    decoded; None when absent or empty. Most bodies have no line break: they are not copied for it."""
+    if value is None:
+        return None
+    if b"\n" in value:
+        value = value.replace(b"\r\n", b"").replace(b"\n", b"")
+    return decode(value.strip()) or None
 
 
 def sha256_hex(raw: bytes) -> str:

@@ -3,6 +3,7 @@ thread by statement family, and each thread's user and system seconds.
 
     python3 -m tests.bench.prep_cost                       # 2,000 messages, medians of 3 fresh processes
     python3 -m tests.bench.prep_cost --repeat 5 --json     # machine-readable medians
+    python3 -m tests.bench.prep_cost --parts store --sql "PRAGMA cache_size = -8192"
     python3 -m tests.bench.prep_cost --wait                # one run; prints PID, waits for a line on
                                                            # stdin: attach `perf record -g -p PID` first
 
@@ -175,7 +176,7 @@ def _tasks() -> dict[int, tuple[float, float]]:
     return out
 
 
-async def _store(directory: Path, messages: list[bytes], wait: bool) -> dict[str, Any]:
+async def _store(directory: Path, messages: list[bytes], wait: bool, sql: list[str]) -> dict[str, Any]:
     """Part 2: the store through the commit chain, SQL families and threads timed."""
     from maild.archive import batches
     from maild.archive.store import Store
@@ -215,6 +216,8 @@ async def _store(directory: Path, messages: list[bytes], wait: bool) -> dict[str
     store = await Store.open(directory / "archive.sqlite3")
     try:
         await store.ensure_account("bench", "Bench", "Bench", "pop3", NOW)
+        for statement in sql:  # e.g. a PRAGMA, or an FTS5 option such as automerge
+            await store.db._conn.execute(statement)
 
         async def committed(_batch: list[RetrievedMessage], _outcome: object) -> None:
             return None
@@ -279,7 +282,7 @@ async def _store(directory: Path, messages: list[bytes], wait: bool) -> dict[str
     }
 
 
-def _child(directory: Path, count: int, wait: bool, parts: str) -> dict[str, Any]:
+def _child(directory: Path, count: int, wait: bool, parts: str, sql: list[str]) -> dict[str, Any]:
     from maild.service.memory import tune_allocator
 
     tune_allocator()
@@ -289,7 +292,7 @@ def _child(directory: Path, count: int, wait: bool, parts: str) -> dict[str, Any
         out["preparation"] = {k: [round(u, 4), round(s, 4)] for k, (u, s) in _preparation(messages).items()}
     if "store" in parts:
         wall = time.perf_counter()
-        out["store"] = asyncio.run(_store(directory, messages, wait))
+        out["store"] = asyncio.run(_store(directory, messages, wait, sql))
         out["store"]["wall_s"] = round(time.perf_counter() - wall, 3)
     return out
 
@@ -332,6 +335,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--parts", default="prep,store", help="prep, store or both (default)")
+    parser.add_argument("--sql", action="append", default=[], help="a statement run after opening the archive")
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print the medians as JSON")
     parser.add_argument("--wait", action="store_true", help="one run in this process, after a line on stdin")
@@ -340,12 +344,12 @@ def main() -> None:
     directory = args.dir or Path(tempfile.mkdtemp(prefix="maild-prep-"))
     directory.mkdir(parents=True, exist_ok=True)
     if args.child or args.wait:
-        print(json.dumps(_child(directory, args.messages, args.wait, args.parts)), flush=True)
+        print(json.dumps(_child(directory, args.messages, args.wait, args.parts, args.sql)), flush=True)
         return
     runs = []
     for _ in range(args.repeat):
         argv = [sys.executable, "-m", "tests.bench.prep_cost", "--child", "--dir", str(directory)]
-        argv += ["--messages", str(args.messages), "--parts", args.parts]
+        argv += ["--messages", str(args.messages), "--parts", args.parts] + [f"--sql={q}" for q in args.sql]
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
     med = _median(runs)
