@@ -282,10 +282,15 @@ async def _store(directory: Path, messages: list[bytes], wait: bool, sql: list[s
     }
 
 
-def _child(directory: Path, count: int, wait: bool, parts: str, sql: list[str]) -> dict[str, Any]:
+def _child(
+    directory: Path, count: int, wait: bool, parts: str, sql: list[str], body_chars: int | None
+) -> dict[str, Any]:
+    from maild.archive import index_text
     from maild.service.memory import tune_allocator
 
     tune_allocator()
+    if body_chars is not None:  # what the index's body text costs (not what maild stores: a bench knob)
+        index_text.MAX_BODY_CHARS = body_chars
     messages = _corpus(directory / f"corpus-{count}.pickle", count)
     out: dict[str, Any] = {"messages": len(messages), "octets": sum(map(len, messages))}
     if "prep" in parts:
@@ -335,7 +340,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--parts", default="prep,store", help="prep, store or both (default)")
-    parser.add_argument("--sql", action="append", default=[], help="a statement run after opening the archive")
+    parser.add_argument(
+        "--sql", action="append", default=[], help="a statement run after opening the archive"
+    )
+    parser.add_argument("--max-body-chars", type=int, help="index this many body characters (measuring only)")
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print the medians as JSON")
     parser.add_argument("--wait", action="store_true", help="one run in this process, after a line on stdin")
@@ -344,12 +352,19 @@ def main() -> None:
     directory = args.dir or Path(tempfile.mkdtemp(prefix="maild-prep-"))
     directory.mkdir(parents=True, exist_ok=True)
     if args.child or args.wait:
-        print(json.dumps(_child(directory, args.messages, args.wait, args.parts, args.sql)), flush=True)
+        print(
+            json.dumps(
+                _child(directory, args.messages, args.wait, args.parts, args.sql, args.max_body_chars)
+            ),
+            flush=True,
+        )
         return
     runs = []
     for _ in range(args.repeat):
         argv = [sys.executable, "-m", "tests.bench.prep_cost", "--child", "--dir", str(directory)]
         argv += ["--messages", str(args.messages), "--parts", args.parts] + [f"--sql={q}" for q in args.sql]
+        if args.max_body_chars is not None:
+            argv += ["--max-body-chars", str(args.max_body_chars)]
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
     med = _median(runs)
