@@ -250,14 +250,12 @@ async def _store(directory: Path, messages: list[bytes], wait: bool, sql: list[s
         if batch:
             await chain.start(batch)
         await chain.settle()
-        checkpointer = store.db.checkpointer
+        names = {t.native_id: t.name for t in threading.enumerate()}
         after = _tasks()
     finally:
         await store.close()
     end = resource.getrusage(resource.RUSAGE_SELF)
     main_id = threading.main_thread().native_id
-    ckpt_thread = getattr(checkpointer, "_thread", None)
-    ckpt_id = ckpt_thread.native_id if ckpt_thread is not None else None
     threads: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for tid, (u, s) in after.items():
         u0, s0 = before.get(tid, (0.0, 0.0))
@@ -267,7 +265,7 @@ async def _store(directory: Path, messages: list[bytes], wait: bool, sql: list[s
             else "SQLite writer"
             if tid in writer_threads
             else "checkpointer"
-            if tid == ckpt_id
+            if "checkpointer" in names.get(tid, "")
             else "preparation"
             if tid in prepare_threads
             else "other"
