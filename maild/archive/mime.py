@@ -217,9 +217,10 @@ HYPHEN_HOPS = 16
 def _find_delimiter(raw: bytes, delim: bytes, start: int, end: int) -> int:
     """``raw.find(delim, start, end)`` for a ``delim`` that begins with ``-``, found faster.
 
-    ``bytes.find`` of a long needle runs at about 4 GB/s here; of one octet it is ``memchr``, several
-    times faster, and the base64 of an attachment (most of a large message's octets) has no ``-`` at all
-    (RFC 2045 section 6.8). So hyphens are found first: the first one where the delimiter starts is its
+    ``bytes.find`` of a long needle runs at about 6 GB/s here (two-way search); of one octet it is
+    ``memchr``, several times faster, and the base64 of an attachment (most of a large message's octets)
+    has no ``-`` at all (RFC 2045 section 6.8; docs/performance.md, "Session 11: the store path's user
+    time"). So hyphens are found first: the first one where the delimiter starts is its
     first occurrence (every occurrence starts with one). After :data:`HYPHEN_HOPS` hyphens that are not
     one (text, a hostile run of them) the whole delimiter is sought from there, as before; so never
     slower than that search plus a few ``memchr`` calls.
