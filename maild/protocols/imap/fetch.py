@@ -24,6 +24,7 @@ from typing import Literal, TypeAlias, cast
 from maild.protocols.imap.fetch_line import FetchLine, read_fetch_line
 from maild.protocols.imap.lex import (
     FETCH_START,
+    MAX_NUMBER,
     MESSAGE_EVENT,
     SYSTEM_FLAGS,
     LexError,
@@ -47,6 +48,7 @@ __all__ = [
     "FetchResult",
     "FetchedMessage",
     "Outcome",
+    "PlainFields",
     "build_message",
     "parse_fetch",
     "parse_internaldate",
@@ -246,6 +248,12 @@ def build_message(
 #: body the spool could not take is the message with its :class:`SpooledLiteral`'s failed outcome.
 Outcome: TypeAlias = FetchedMessage | str
 
+#: The items of a response in the usual body shape (:meth:`FetchAssembler.feed_plain`).
+_PLAIN_ITEMS = frozenset({"UID", "FLAGS", "INTERNALDATE", "BODY[]"})
+#: The groups of :data:`~maild.protocols.imap.fetch_line.PLAIN_BODY_RESPONSE`: sequence number, UID,
+#: flag text (None for ``()``), INTERNALDATE, literal size, each as the octets received.
+PlainFields: TypeAlias = tuple[bytes, bytes, bytes | None, bytes, bytes]
+
 #: Most octets of text (literals excluded) one FETCH response may carry. RFC 9051 sets no limit;
 #: a response beyond it fails its message, so that a runaway line cannot grow without bound here.
 MAX_TEXT_OCTETS = 2**20
@@ -306,6 +314,8 @@ class FetchAssembler:
         self._required = tuple(dict.fromkeys(("UID", *require)))
         self._expected = tuple(name for name in dict.fromkeys(expect) if name not in self._required)
         self._awaited = self._required + self._expected
+        self._plain = set(self._awaited) <= _PLAIN_ITEMS
+        """Whether a response in the usual body shape settles its message by itself (:meth:`feed_plain`)."""
         self._max_text = max_text_octets
         self._max_literal = max_literal_octets
         self._merged: dict[int, dict[str, Token]] = {}
@@ -350,6 +360,54 @@ class FetchAssembler:
             else:
                 self._merged.setdefault(line.seq, {}).update(line.items)
             self._settle(line.seq, final=False)
+
+    def feed_plain(self, fields: PlainFields, head: bytes, literal: Part) -> None:
+        """Take one whole response in the usual body shape, read already: the same outcome as
+        ``feed([head, literal, b")"])``, without the lexer and the generic merge.
+
+        Args:
+            fields: the groups of :data:`~maild.protocols.imap.fetch_line.PLAIN_BODY_RESPONSE` for its
+                first line (sequence number, UID, flag text or None, date, literal size), as octets.
+            head: that line without ``* `` and CRLF (for the generic path, which takes every response
+                this one does not: a second response for the same message, a ``NIL`` flag, a cap).
+            literal: the ``BODY[]`` literal (aioimaplib's buffer, or a spooled literal).
+
+        Never raises for server data. Standard: RFC 9051 section 7.5.2.
+        """
+        seq_text, uid_text, flag_text, date, size_text = fields
+        seq = int(seq_text)
+        if (
+            not self._plain
+            or seq in self._merged
+            or len(head) + 1 > self._max_text
+            or part_octets(literal) != int(size_text)
+            or int(size_text) > self._max_literal
+            or (flag_text is not None and b"NIL" in flag_text.upper())
+        ):
+            self.feed([head, literal, b")"])
+            return
+        uid = int(uid_text)
+        if (
+            uid == 0
+            or uid > MAX_NUMBER
+            or (self._wanted is not None and uid not in self._wanted)
+            or uid in self._settled
+        ):
+            self.ignored += 1  # as _settle's _forget: not asked for, or settled already
+            return
+        self._settled.add(uid)
+        flags = (
+            frozenset([SYSTEM_FLAGS.get(name.upper(), name) for name in flag_text.decode("ascii").split(" ")])
+            if flag_text is not None
+            else frozenset()
+        )
+        try:
+            internaldate = parse_internaldate(date)
+        except ValueError as exc:
+            self._ready.append((uid, str(exc)))
+            return
+        # the literal is handed on as it is (see build_message): aioimaplib's buffer, or spooled
+        self._ready.append((uid, FetchedMessage(uid, seq, flags, internaldate, None, literal)))  # type: ignore[arg-type]
 
     def finish(self) -> None:
         """The tagged completion arrived: settle every open message (a missing item fails it)."""

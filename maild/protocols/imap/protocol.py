@@ -17,7 +17,7 @@ into lines and literals (``_receive``, ``_handle_responses``).
 streams split at every boundary, and pins the source of every library method relied on here.
 
 May import: asyncio, collections, contextlib, re, ssl, aioimaplib, :mod:`maild.errors`,
-:mod:`maild.protocols.imap.compress`, :mod:`maild.protocols.imap.lex`,
+:mod:`maild.protocols.imap.compress`, :mod:`maild.protocols.imap.fetch_line`, :mod:`maild.protocols.imap.lex`,
 :mod:`maild.protocols.imap.library`, :mod:`maild.protocols.imap.pipeline`,
 :mod:`maild.protocols.imap.reading`.
 """
@@ -38,6 +38,7 @@ import aioimaplib
 from maild.errors import SHOWN_REPLY_OCTETS, ProtocolError
 from maild.model import redact_known
 from maild.protocols.imap.compress import DeflatingTransport, Inflater
+from maild.protocols.imap.fetch_line import PLAIN_BODY_RESPONSE
 from maild.protocols.imap.lex import paren_depth
 from maild.protocols.imap.library import ReadLimits, Reply, _reply, tagged_status
 from maild.protocols.imap.pipeline import _PipelineCommand
@@ -356,6 +357,7 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
         pos = 0
         if size is None:
             size = len(data)
+        fast = self._fast_fetch()
         while True:
             if pos >= size:
                 if self.pending_sync_command is not None:
@@ -369,12 +371,43 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
                 pos = end
                 if current_cmd.wait_literal_data():
                     raise aioimaplib.IncompleteRead(current_cmd)
+            limits = self.limits
+            if (
+                fast is not None
+                and current_cmd is fast
+                and data.startswith(b")\r\n", pos, size)
+                and fast.plain_open
+            ):  # the fast path: the end of a response whose first line it took (below)
+                self._count_untagged()
+                pos += 3
+                fast.plain_tail()
+                fast.held_octets = 1  # as _hold(fast, 1) after the hand-over: the ")" line
+                current_cmd = None
+                continue
             end = data.find(aioimaplib.CRLF, pos, size)
             if end < 0:
                 raise aioimaplib.IncompleteRead(current_cmd, bytes(view[pos:size]))
-            limits = self.limits
             if end - pos > limits.line_octets:
                 self._exceed(f"server sent a line longer than {limits.line_octets} octets")
+            if fast is not None and current_cmd is None:
+                plain = PLAIN_BODY_RESPONSE.match(data, pos, end)
+                if plain is not None:  # the fast path: the usual body response's first line
+                    self._count_untagged()
+                    fields = plain.groups()
+                    head = bytes(view[pos + 2 : end])
+                    self._hold(fast, end - pos)
+                    pos = end + 2
+                    literal_octets = int(fields[4])  # at most 12 digits (the pattern)
+                    if literal_octets > limits.literal_octets:
+                        self._exceed(
+                            f"server announced a literal of {fields[4].decode()} octets"
+                            f" (the limit is {limits.literal_octets})"
+                        )
+                    self._hold(fast, literal_octets)
+                    fast.plain_head(head, fields)
+                    fast.begin_literal_data(literal_octets)
+                    current_cmd = fast
+                    continue
             line = data[pos:end]
             if type(line) is not bytes:  # a reused read buffer: the line is kept, so copied
                 line = bytes(line)
@@ -384,11 +417,7 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
             if tagged_status(line):
                 self._untagged = 0
             elif line:
-                self._untagged += 1
-                if self._untagged > limits.untagged_per_command:
-                    self._exceed(
-                        f"server sent more than {limits.untagged_per_command} untagged lines for one command"
-                    )
+                self._count_untagged()
             if (
                 current_cmd is None
                 and line
@@ -400,6 +429,7 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
                 text = redact_known(bytes(line[:SHOWN_REPLY_OCTETS]).decode("utf-8", "backslashreplace"))[:60]
                 self._exceed(f"server sent a line that is not an IMAP response: {text!r}")
             cmd = line_handler(line, current_cmd)
+            fast = self._fast_fetch()  # a tagged completion may have ended the FETCH
             if self._switch_to_inflate:  # COMPRESS completed: the rest of the chunk is compressed
                 self._switch_to_inflate = False
                 self._inflater = Inflater()
@@ -424,6 +454,31 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
                 current_cmd = cmd
             else:
                 current_cmd = None
+
+    def _count_untagged(self) -> None:
+        """Count one more untagged line of the command in progress (the
+        :attr:`ReadLimits.untagged_per_command` cap)."""
+        self._untagged += 1
+        if self._untagged > self.limits.untagged_per_command:
+            self._exceed(
+                f"server sent more than {self.limits.untagged_per_command} untagged lines for one command"
+            )
+
+    def _fast_fetch(self) -> Any:
+        """The FETCH command whose usual body responses the fast path of :meth:`_handle_responses`
+        frames itself, or None.
+
+        That is a pending streaming FETCH (a command with ``plain_head``, :mod:`.commands`) while no
+        sync command is pending (the library would route untagged lines to that one). The fast path
+        takes a response whose first line is :data:`~.fetch_line.PLAIN_BODY_RESPONSE` when no
+        response is open, and its ``)`` line right after its literal; it keeps every read limit and
+        leaves the command in the state the library's line handling would. Every other line,
+        including a response cut between ``)`` and its CRLF, goes the library's way.
+        """
+        if self.pending_sync_command is not None:
+            return None
+        command = self.pending_async_commands.get("FETCH")
+        return command if hasattr(command, "plain_head") else None
 
     async def fetch(
         self,
