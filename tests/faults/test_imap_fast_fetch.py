@@ -69,7 +69,9 @@ MIXED = b"".join(
         plain(4, 5, TRICKY[4]),
         b"* 5 FETCH (FLAGS (\\Seen) UID 5)\r\n",  # not the body shape: the generic path
         plain(6, 6, TRICKY[5], flags=b"NIL"),  # a NIL atom: the generic path reads it as nil
-        b"* 7 FETCH (UID 7 BODY[] {3}\r\nabc FLAGS () INTERNALDATE " + DATE + b")\r\n",  # items after the body
+        b"* 7 FETCH (UID 7 BODY[] {3}\r\nabc FLAGS () INTERNALDATE "
+        + DATE
+        + b")\r\n",  # items after the body
         plain(8, 8, TRICKY[6], date=b'"* 7-Jul-2026 10:00:00 +0200"'),  # '* ' in the date: the library's way
         plain(9, 8, b"same UID again"),  # settled already: ignored
         plain(10, 999, b"not asked for"),
@@ -171,7 +173,11 @@ def assert_same(fast: Run, generic: Run, where: str) -> None:
     """Octet for octet, response for response, outcome for outcome."""
     assert fast.responses == generic.responses, where
     assert fast.outcomes == generic.outcomes, where
-    assert (fast.ignored, fast.result, fast.last_bye) == (generic.ignored, generic.result, generic.last_bye), where
+    assert (fast.ignored, fast.result, fast.last_bye) == (
+        generic.ignored,
+        generic.result,
+        generic.last_bye,
+    ), where
 
 
 async def test_the_fast_path_takes_the_usual_responses_and_leaves_every_other_line_alone() -> None:
@@ -256,9 +262,13 @@ def test_any_cuts_give_what_the_generic_path_makes(data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize(
-    "limit, stream, reason",
+    ("limit", "stream", "reason"),
     [
-        ("literal_octets", plain(1, 1, b"x" * 50), "server announced a literal of 50 octets (the limit is 49)"),
+        (
+            "literal_octets",
+            plain(1, 1, b"x" * 50),
+            "server announced a literal of 50 octets (the limit is 49)",
+        ),
         ("untagged_per_command", plain(1, 1, b"a") + plain(2, 2, b"b"), "more than 3 untagged lines"),
         ("buffered_octets", plain(1, 1, b"x" * 200), "more than 199 octets for one response"),
     ],
@@ -271,14 +281,12 @@ async def test_the_fast_path_keeps_every_read_limit(limit: str, stream: bytes, r
     for switch in (fast_path_off, _fast_path_on):
         with switch():
             loop = asyncio.get_running_loop()
-            protocol = imap_module._FastProtocol(
-                loop, None, imap_module.ReadLimits(**{limit: limits})
-            )
+            protocol = imap_module._FastProtocol(loop, None, imap_module.ReadLimits(**{limit: limits}))
             protocol.connection_made(_Transport())
             protocol.state = "SELECTED"
             taken: list[Any] = []
             streaming = imap_module.StreamingFetch(
-                protocol, "1:2", ITEMS, taken.append, plain_sink=lambda *args: taken.append(args)
+                protocol, "1:2", ITEMS, taken.append, plain_sink=lambda *args, into=taken: into.append(args)
             )
             task = asyncio.ensure_future(streaming.run())
             for _ in range(3):
@@ -324,8 +332,11 @@ def test_feed_plain_equals_feed_for_every_assembler_state() -> None:
     cases: list[tuple[dict[str, Any], list[list[Any]], tuple[bytes, bytes, bytes, bytes]]] = [
         ({}, [], (b"7", b"\\Seen", DATE, b"body")),
         ({}, [], (b"70", b"\\Seen", DATE, b"body")),
-        ({}, [[b"5 FETCH (UID 7 FLAGS () INTERNALDATE " + DATE + b" BODY[] {1}", bytearray(b"a"), b")"]],
-         (b"7", b"", DATE, b"again")),
+        (
+            {},
+            [[b"5 FETCH (UID 7 FLAGS () INTERNALDATE " + DATE + b" BODY[] {1}", bytearray(b"a"), b")"]],
+            (b"7", b"", DATE, b"again"),
+        ),
         ({}, [[b"5 FETCH (UID 7)"]], (b"7", b"\\Seen", DATE, b"merged")),
         ({}, [], (b"0", b"\\Seen", DATE, b"zero")),
         ({}, [], (b"4294967296", b"\\Seen", DATE, b"big")),

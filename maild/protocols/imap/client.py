@@ -58,8 +58,8 @@ from maild.protocols.imap.library import (
     _run,
     quiet_library_logger,
 )
-from maild.protocols.imap.pipeline import MAX_PIPELINED_COMMANDS, _pipeline
-from maild.protocols.imap.protocol import _FastProtocol, _FollowUp, _LibraryClient
+from maild.protocols.imap.pipeline import MAX_PIPELINED_COMMANDS, _FollowUp, _pipeline
+from maild.protocols.imap.protocol import _FastProtocol, _LibraryClient
 from maild.spool import Spool
 
 __all__ = [

@@ -30,7 +30,6 @@ import contextlib
 import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aioimaplib
@@ -40,8 +39,8 @@ from maild.model import shown
 from maild.protocols.imap.compress import DeflatingTransport, Inflater
 from maild.protocols.imap.fetch_line import PLAIN_BODY_RESPONSE
 from maild.protocols.imap.lex import paren_depth
-from maild.protocols.imap.library import ReadLimits, Reply, _reply, tagged_status
-from maild.protocols.imap.pipeline import _PipelineCommand
+from maild.protocols.imap.library import ReadLimits, tagged_status
+from maild.protocols.imap.pipeline import SignInFollowUps, _PipelineCommand
 from maild.protocols.imap.reading import DirectReads
 
 __all__ = ["MAX_BYE_OCTETS"]
@@ -62,15 +61,6 @@ class _Switched(Exception):
     def __init__(self, rest: bytes) -> None:
         super().__init__("COMPRESS active")
         self.rest = rest
-
-
-@dataclass(slots=True)
-class _FollowUp:
-    """A command to write right behind the sign-in command, and the future of its reply."""
-
-    name: str
-    args: tuple[str, ...]
-    reply: asyncio.Future[Reply | None]
 
 
 class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
@@ -97,7 +87,7 @@ class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
 MAX_BYE_OCTETS = 200
 
 
-class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
+class _FastProtocol(DirectReads, SignInFollowUps, aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
     """aioimaplib 2.0.3's protocol with its hot spots removed, behaviour otherwise identical.
 
     * reading is buffered (:class:`asyncio.BufferedProtocol`): the socket is read into one reused
@@ -155,11 +145,8 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
         self.limits = limits if limits is not None else ReadLimits()
         self._untagged = 0
         self.greeting_capabilities: frozenset[str] | None = None
-        self.queued: collections.deque[Any] = collections.deque()
-        """Sync commands sent behind the pending one (pipelined), in sending order."""
-        self.follow_ups: list[_FollowUp] = []
-        """Commands waiting to be written right behind the sign-in command (see
-        :meth:`~.client.IMAPClient.follow_sign_in`)."""
+        self.queued = collections.deque()  # pipelined sync commands (SignInFollowUps, _pipeline)
+        self.follow_ups = []  # written behind the sign-in command (SignInFollowUps)
         self._inflater: Inflater | None = None
         self._switch_to_inflate = False
         self._direct = None
@@ -212,12 +199,6 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
 
     # ------------------------------------------------------------------ pipelining (RFC 9051 5.5)
 
-    async def execute(self, command: Any, scrub: str | None = None) -> Any:
-        """The library's ``execute``, first waiting for every pipelined command still in flight."""
-        while self.queued:
-            await self.queued[-1]._event.wait()
-        return await super().execute(command, scrub)
-
     def _response_done(self, line: bytes) -> None:
         pending = self.pending_sync_command
         tag, _, rest = line.partition(b" ")
@@ -238,45 +219,6 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
             self._switch_to_inflate = True
         if self.pending_sync_command is None and self.queued:
             self.pending_sync_command = self.queued.popleft()
-
-    def follow_sign_in(self) -> bytes:
-        """Queue the :attr:`follow_ups` behind the sign-in command being sent; return their lines.
-
-        Each becomes a pipelined sync command (its responses routed to it once the commands before
-        it completed); its future resolves with its :class:`Reply`. Called by the sign-in command
-        (LOGIN, or AUTHENTICATE PLAIN with an initial response: neither can be followed by a
-        continuation request that the next line would answer).
-        """
-        follow_ups, self.follow_ups = self.follow_ups, []
-        data = b""
-        for follow_up in follow_ups:
-            command = aioimaplib.Command(follow_up.name, self.new_tag(), *follow_up.args, loop=self.loop)
-            self.queued.append(command)
-            data += str(command).encode("ascii") + aioimaplib.CRLF
-            task = asyncio.ensure_future(self._follow_up_done(command, follow_up.reply))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        return data
-
-    def drop_follow_ups(self) -> None:
-        """Resolve the :attr:`follow_ups` with None: they were not sent (sign-in not pipelinable)."""
-        follow_ups, self.follow_ups = self.follow_ups, []
-        for follow_up in follow_ups:
-            if not follow_up.reply.done():
-                follow_up.reply.set_result(None)
-
-    async def _follow_up_done(self, command: Any, reply: asyncio.Future[Reply | None]) -> None:
-        await command._event.wait()
-        result = _reply(command.response)
-        if result.result == "OK" and command.name == "SELECT":
-            self.state = aioimaplib.SELECTED
-        if not reply.done():
-            reply.set_result(result)
-
-    def signed_in(self) -> None:
-        """Enter the authenticated state after a sign-in's OK (unless a pipelined SELECT did already)."""
-        if self.state == aioimaplib.NONAUTH:
-            self.state = aioimaplib.AUTH
 
     # ------------------------------------------------------------------ receiving
 
