@@ -2,12 +2,14 @@
 
 :class:`_FastProtocol` records when data last arrived (for the inactivity limit), turns a refused
 greeting into a prompt connection loss, takes the greeting's ``[CAPABILITY ...]`` (RFC 9051 section
-7.1), routes the responses of commands pipelined behind the sign-in (RFC 9051 section 5.5), switches
-to COMPRESS=DEFLATE (RFC 4978) and holds every :class:`~.library.ReadLimits` cap; FETCH responses are
-framed with the lexer's rules (:func:`~.lex.paren_depth`, RFC 9051 section 7.5.2) by
-:class:`_FastFetchCommand`; the replies of several tagged commands in flight at once are routed to
-:class:`~.pipeline._PipelineCommand` (RFC 9051 section 5.5). :class:`_LibraryClient` is ``aioimaplib.IMAP4``
-building that protocol.
+7.1), routes the responses of commands pipelined behind the sign-in (RFC 9051 section 5.5; writing
+them is :class:`~.pipeline.SignInFollowUps`, mixed in), switches to COMPRESS=DEFLATE (RFC 4978) and
+holds every :class:`~.library.ReadLimits` cap; FETCH responses are framed with the lexer's rules
+(:func:`~.lex.paren_depth`, RFC 9051 section 7.5.2) by :class:`_FastFetchCommand`, and during a
+streaming FETCH the usual body response (:data:`~.fetch_line.PLAIN_BODY_RESPONSE`) by a fast path
+that takes it whole from the read buffer (``_handle_responses``, :meth:`_fast_fetch`); the replies
+of several tagged commands in flight at once are routed to :class:`~.pipeline._PipelineCommand`
+(RFC 9051 section 5.5). :class:`_LibraryClient` is ``aioimaplib.IMAP4`` building that protocol.
 
 Where each socket read goes (the shared read buffer, or a long literal's own buffer) is
 :class:`~.reading.DirectReads`, mixed in; this module frames what arrives through the shared buffer
@@ -100,7 +102,9 @@ class _FastProtocol(DirectReads, SignInFollowUps, aioimaplib.IMAP4ClientProtocol
     * ``data_received`` no longer formats every received chunk into a debug string;
     * ``_handle_responses`` loops over the lines of a chunk instead of recursing once per line and
       walks it by offset instead of copying the rest after every line;
-    * FETCH uses :class:`_FastFetchCommand`;
+    * FETCH uses :class:`_FastFetchCommand`; during a streaming FETCH a response in the usual body
+      shape is matched in the read buffer by one pattern and handed over whole, read already
+      (:meth:`_fast_fetch`; every other line goes the library's way, every cap holds the same);
     * a partial line is extended in place (each octet is copied once, not once per received chunk)
       and the :class:`ReadLimits` caps hold: a server breaking one loses the connection at once,
       ``exceeded`` saying which cap (see :meth:`_exceed`); so does a line that is no IMAP response
