@@ -79,6 +79,7 @@ MIXED = b"".join(
         b"* 12 FETCH (UID 12)\r\n",  # an earlier response for seq 12: the plain one merges with it
         plain(12, 12, b"merged"),
         plain(13, 13, b"spurious blank line after the literal")[:-3] + b"\r\n)\r\n",
+        plain(15, 15, b"items after the literal")[:-3] + b" UID 15)\r\n",  # a plain first line, then more
         b"* 14 FETCH (UID 14 FLAGS (\\Seen) INTERNALDATE " + DATE + b" BODY[] {4}\r\nlast)\r\n",
         b"* BYE server shutting down\r\n",
     ]
@@ -189,12 +190,14 @@ async def test_the_fast_path_takes_the_usual_responses_and_leaves_every_other_li
     assert_same(fast, generic, "whole")
     # seq 1, 2, 3, 4, 4 (UID 5), 6 (NIL: the assembler reads it the generic way), 9 (UID 8 again),
     # 10 (UID 999), 11, 12 (merged by the assembler), 13 (the blank line is skipped as before), 14;
-    # not 5 (another shape), 7 (items after the literal), 8 ("* " in the date)
+    # not 5 (another shape), 7 (items after the literal), 8 ("* " in the date), 15 (a plain first
+    # line, but items after the literal: its head taken, the rest the generic way)
     assert fast.plain == 12
     outcomes = dict(fast.outcomes)
     assert isinstance(outcomes[11], str)
     assert outcomes[6] == "flag list is not a parenthesised list of atoms"
-    assert set(outcomes) == {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14}
+    assert set(outcomes) == {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15}
+    assert fast.responses[-2][-1] == ("bytes", b" UID 15)")
 
 
 async def test_the_fast_path_equals_the_generic_path_cut_at_every_octet() -> None:
