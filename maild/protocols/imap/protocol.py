@@ -343,7 +343,9 @@ class _FastProtocol(DirectReads, SignInFollowUps, aioimaplib.IMAP4ClientProtocol
                 if plain is not None:  # the fast path: the usual body response's first line
                     self._count_untagged()
                     fields = plain.groups()
-                    head = bytes(view[pos + 2 : end])
+                    # in the generic path's order: the response begins (what the previous one
+                    # held is the sink's now), then its first line and its literal are counted
+                    fast.plain_head(bytes(view[pos + 2 : end]), fields)
                     self._hold(fast, end - pos)
                     pos = end + 2
                     literal_octets = int(fields[4])  # at most 12 digits (the pattern)
@@ -353,7 +355,6 @@ class _FastProtocol(DirectReads, SignInFollowUps, aioimaplib.IMAP4ClientProtocol
                             f" (the limit is {limits.literal_octets})"
                         )
                     self._hold(fast, literal_octets)
-                    fast.plain_head(head, fields)
                     fast.begin_literal_data(literal_octets)
                     current_cmd = fast
                     continue
