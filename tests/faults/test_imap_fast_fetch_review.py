@@ -75,3 +75,83 @@ async def test_the_octets_held_for_one_response_are_counted_from_its_first_line(
         with switch():
             results.append((await _exceeded(stream, buffered_octets=len(body) - 10))[0])
     assert results[0] is not None and results[0] == results[1]
+
+
+_HEAD = b"* 1 FETCH (UID 1 FLAGS () INTERNALDATE " + DATE + b" BODY[] "
+
+#: Hostile streams (RFC 9051 sections 4.3, 7.1, 7.5.2; RFC 7888 literals), each with how many of its
+#: responses the fast path takes: it must read each exactly as the generic path does, cut anywhere.
+HOSTILE: dict[str, tuple[bytes, int]] = {
+    "leading zeros in seq, UID and size": (
+        b"* 01 FETCH (UID 0005 FLAGS () INTERNALDATE " + DATE + b" BODY[] {003}\r\nabc)\r\n",
+        1,
+    ),
+    "a UID of 10 digits above 32 bits": (plain(1, 9_999_999_999, b"x"), 1),
+    "UID 0": (plain(1, 0, b"x"), 1),
+    "a non-synchronising literal (RFC 7888) from the server": (_HEAD + b"{3+}\r\nabc)\r\n", 0),
+    "literal8": (_HEAD[:-1] + b" ~{3}\r\nabc)\r\n", 0),
+    "an origin octet": (_HEAD.replace(b"BODY[] ", b"BODY[]<0> ") + b"{3}\r\nabc)\r\n", 0),
+    "the \\* flag": (plain(1, 1, b"x", flags=b"\\Seen \\*"), 0),
+    "odd keyword atoms": (plain(1, 1, b"x", flags=b"$Label1 a.b c+d -x _y 123 \\seen"), 1),
+    "a lone $ and backslash": (plain(1, 1, b"x", flags=b"$ \\"), 0),
+    "a keyword containing NIL": (plain(1, 1, b"x", flags=b"$nilly"), 1),
+    "a single-digit day": (plain(1, 1, b"x", date=b'" 7-Dec-2026 10:00:00 +0200"'), 1),
+    "a day without its blank": (plain(1, 1, b"x", date=b'"7-Dec-2026 10:00:00 +0200"'), 1),
+    "a tab before the day": (plain(1, 1, b"x", date=b'"\t7-Dec-2026 10:00:00 +0200"'), 0),
+    "parentheses and brackets in the date": (plain(1, 1, b"x", date=b'"([7-Dec-2026 10:00:00 +0200"'), 1),
+    "an empty date": (plain(1, 1, b"x", date=b'""'), 1),
+    "a zone of 24 hours": (plain(1, 1, b"x", date=b'"07-Dec-2026 10:00:00 +2400"'), 1),
+    "lower-case names": (plain(1, 1, b"x").replace(b"FETCH (UID", b"fetch (uid"), 0),
+    "two blanks": (plain(1, 1, b"x").replace(b"UID 1 ", b"UID 1  "), 0),
+    "a UID asked twice": (plain(1, 1, b"a") + plain(2, 1, b"b"), 2),
+    "a sequence number reused": (plain(1, 1, b"a") + plain(1, 2, b"b"), 2),
+    "a flag update between": (
+        plain(1, 1, b"a") + b"* 1 FETCH (FLAGS (\\Deleted))\r\n" + plain(2, 2, b"b"),
+        2,
+    ),
+    "a flag update before": (b"* 1 FETCH (FLAGS (\\Deleted))\r\n" + plain(1, 1, b"a"), 1),
+    "the UID under another sequence number before": (
+        b"* 3 FETCH (UID 1 FLAGS (\\Deleted))\r\n" + plain(1, 1, b"a"),
+        1,
+    ),
+    "EXPUNGE, EXISTS, VANISHED, RECENT between": (
+        plain(1, 1, b"a")
+        + b"* 1 EXPUNGE\r\n* 5 EXISTS\r\n* VANISHED 3\r\n* 4 RECENT\r\n"
+        + plain(1, 2, b"b"),
+        2,
+    ),
+    "BYE between": (plain(1, 1, b"a") + b"* BYE going\r\n" + plain(2, 2, b"b"), 2),
+    "a continuation, a lone star, blank lines between": (
+        plain(1, 1, b"a") + b"+ go on\r\n*\r\n\r\n\r\n" + plain(2, 2, b"b"),
+        2,
+    ),
+    "an announced size too long": (_HEAD + b"{10}\r\nabc)\r\n" + plain(2, 2, b"b") + plain(3, 3, b"c"), 0),
+    "an announced size too short": (_HEAD + b"{1}\r\nabc)\r\n" + plain(2, 2, b"b"), 1),
+    "')' missing, CRLF kept": (plain(1, 1, b"a")[:-3] + b"\r\n" + plain(2, 2, b"b") + plain(3, 3, b"c"), 0),
+    "')' missing": (plain(1, 1, b"a")[:-3] + plain(2, 2, b"b") + plain(3, 3, b"c"), 0),
+    "')' twice": (plain(1, 1, b"a")[:-2] + b")\r\n" + plain(2, 2, b"b"), 1),
+    "') ' then CRLF": (plain(1, 1, b"a")[:-2] + b" \r\n" + plain(2, 2, b"b"), 1),
+    "CR without LF after the size": (_HEAD + b"{3}\rabc)\r\n" + plain(2, 2, b"b"), 1),
+    "LF before CRLF after the size": (_HEAD + b"{3}\n\r\nabc)\r\n" + plain(2, 2, b"b"), 1),
+    "CR without LF after ')'": (plain(1, 1, b"a")[:-2] + b"\r" + plain(2, 2, b"b"), 0),
+    "sequence number 0": (plain(0, 1, b"a"), 1),
+    "responses inside a literal": (
+        plain(1, 1, b"\r\n* 3 FETCH (UID 3 FLAGS () INTERNALDATE " + DATE + b" BODY[] {1}\r\nz)\r\n")
+        + plain(2, 2, b"b"),
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+async def test_hostile_streams_read_as_the_generic_path_reads_them_cut_anywhere(name: str) -> None:
+    """Each hostile stream, whole and cut once at every octet: the fast path hands over the same
+    responses (order, octets) with the same outcomes as the generic path, and took as many as expected
+    (so that the comparison is not between two generic runs)."""
+    stream, taken = HOSTILE[name]
+    generic = await generic_run(stream)
+    whole = await run_stream(stream, [])
+    assert whole.plain == taken
+    assert_same(whole, generic, "whole")
+    for cut in range(1, stream_length(stream)):
+        assert_same(await run_stream(stream, [cut]), generic, f"cut at {cut}")

@@ -22,7 +22,7 @@ from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import archived, crlf, cycle, prepare
 
 _FAKE_RESPONSES = (
-    b"\r\n* 3 FETCH (UID 3 FLAGS () INTERNALDATE \"07-Dec-2026 10:00:00 +0000\" BODY[] {5}\r\nhello)\r\n"
+    b'\r\n* 3 FETCH (UID 3 FLAGS () INTERNALDATE "07-Dec-2026 10:00:00 +0000" BODY[] {5}\r\nhello)\r\n'
     b")\r\nA1 OK done\r\n* BYE\r\n{12}\r\n"
 )
 
