@@ -10,12 +10,16 @@ import asyncio
 import concurrent.futures
 import hashlib
 import imaplib
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from maild.archive.store import Store
 from maild.protocols.imap import fetch as imap_fetch
+from maild.protocols.imap import protocol as imap_protocol
 from maild.protocols.imap import reading as imap_reading
 from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
@@ -25,6 +29,18 @@ _FAKE_RESPONSES = (
     b'\r\n* 3 FETCH (UID 3 FLAGS () INTERNALDATE "07-Dec-2026 10:00:00 +0000" BODY[] {5}\r\nhello)\r\n'
     b")\r\nA1 OK done\r\n* BYE\r\n{12}\r\n"
 )
+
+
+@pytest.fixture(scope="module")
+def compress_dovecot(dovecot: Dovecot) -> Iterator[Dovecot]:
+    """A Dovecot offering COMPRESS=DEFLATE (``imap_zlib``); ``dovecot`` first, for its skip rules."""
+    server = Dovecot(tempfile.mkdtemp(prefix="maild-zlib-", dir="/tmp"), imap_compress=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 def _sized(octets: int, fill: bytes = b"abcdefghij" * 7 + b"\r\n") -> bytes:
@@ -63,9 +79,10 @@ def _add_keywords(dovecot: Dovecot, user: MailUser, uids: str, keywords: str) ->
 
 
 @pytest.mark.dovecot
+@pytest.mark.parametrize("compress", ["never", "always"])
 async def test_every_size_edge_is_archived_as_the_server_serves_it(
-    dovecot: Dovecot,
-    mail_user: MailUser,
+    compress: str,
+    request: pytest.FixtureRequest,
     store: Store,
     executor: concurrent.futures.ThreadPoolExecutor,
     monkeypatch: pytest.MonkeyPatch,
@@ -74,7 +91,10 @@ async def test_every_size_edge_is_archived_as_the_server_serves_it(
     -1/0/+1, bodies of fake responses, of every octet value (NUL included) and 8-bit text; add keyword
     flags to some; run one cycle into the archive; the archive holds exactly the octets another
     client reads from Dovecot for each UID (SHA-256 compared, nothing missing or twice), and the fast
-    path took every body response."""
+    path took every body response. Uncompressed, and with COMPRESS=DEFLATE (RFC 4978: the fast path
+    then frames inflated pieces, never read straight into a literal's buffer)."""
+    dovecot: Dovecot = request.getfixturevalue("compress_dovecot" if compress == "always" else "dovecot")
+    mail_user = dovecot.add_user(f"edges-{compress}")
     direct = imap_reading.DIRECT_LITERAL_OCTETS
     spool = store.spool.threshold_octets
     messages = [_sized(n) for n in (0, 1, 2, direct - 1, direct, direct + 1, spool - 1, spool, spool + 1)]
@@ -101,11 +121,20 @@ async def test_every_size_edge_is_archived_as_the_server_serves_it(
         feed_plain(self, fields, head, literal)
 
     monkeypatch.setattr(imap_fetch.FetchAssembler, "feed_plain", counted)
-    account = dovecot_account(dovecot, mail_user, "imap", "none")
+    inflated: list[int] = []
+    inflate = imap_protocol._FastProtocol._inflate
+
+    def counting(self: Any, data: bytes) -> None:
+        inflated.append(len(data))
+        inflate(self, data)
+
+    monkeypatch.setattr(imap_protocol._FastProtocol, "_inflate", counting)
+    account = dovecot_account(dovecot, mail_user, "imap", "none", compress=compress)
     await prepare(store, account)
     result = await cycle(account, store, executor)
     assert result.failures == []
     assert result.new_messages == len(messages)
     assert len(taken) == len(messages)
+    assert (sum(inflated) > 0) == (compress == "always")
     digests = sorted(hashlib.sha256(raw).hexdigest() for raw in await archived(store))
     assert digests == sorted(hashlib.sha256(octets).hexdigest() for octets in served.values())
