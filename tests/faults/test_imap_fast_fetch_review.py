@@ -16,6 +16,7 @@ from maild.protocols.imap import client as imap_module
 from tests.faults.test_imap_fast_fetch import (
     DATE,
     ITEMS,
+    MIXED,
     _fast_path_on,
     _Transport,
     assert_same,
@@ -155,3 +156,16 @@ async def test_hostile_streams_read_as_the_generic_path_reads_them_cut_anywhere(
     assert_same(whole, generic, "whole")
     for cut in range(1, stream_length(stream)):
         assert_same(await run_stream(stream, [cut]), generic, f"cut at {cut}")
+
+
+async def test_one_octet_per_read_reads_as_the_generic_path() -> None:
+    """A server trickling every response one octet per read (each first line, literal and ``)``
+    assembled from single octets): the generic path's responses and outcomes, the fast path taking
+    the same responses as from one read."""
+    stream = b"".join(stream for stream, _ in HOSTILE.values()) + MIXED
+    generic = await generic_run(stream)
+    whole = await run_stream(stream, [])
+    trickled = await run_stream(stream, list(range(1, stream_length(stream))))
+    assert whole.plain > 20
+    assert trickled.plain == whole.plain
+    assert_same(trickled, generic, "one octet per read")
