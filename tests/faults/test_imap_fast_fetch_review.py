@@ -169,3 +169,36 @@ async def test_one_octet_per_read_reads_as_the_generic_path() -> None:
     assert whole.plain > 20
     assert trickled.plain == whole.plain
     assert_same(trickled, generic, "one octet per read")
+
+
+@pytest.mark.parametrize(
+    ("limits", "stream", "reason"),
+    [
+        ({"line_octets": 60}, plain(1, 1, b"x"), "a line longer than 60 octets"),
+        ({}, _HEAD + b"{9999999999999}\r\nx)\r\n", "a literal of 9999999999999 octets"),
+        ({}, _HEAD + b"{999999999999}\r\nx)\r\n", "a literal of 999999999999 octets"),
+        ({"literal_octets": 4}, plain(1, 1, b"x") + plain(2, 2, b"12345"), "a literal of 5 octets"),
+        ({"untagged_per_command": 4}, plain(1, 1, b"x") + b"* 3 EXISTS\r\n" + plain(2, 2, b"y"), "untagged"),
+    ],
+)
+async def test_every_cap_is_broken_at_the_same_octet_with_the_same_words(
+    limits: dict[str, int], stream: bytes, reason: str
+) -> None:
+    """Item 2 of the review: the line cap before the pattern, a literal size of 12 and 13 digits,
+    the literal cap on a second response, the untagged-line count: the same ``exceeded`` and the same
+    responses handed over before it, fast path on or off."""
+    results = []
+    for switch in (fast_path_off, _fast_path_on):
+        with switch():
+            cap, taken = await _exceeded(stream, **limits)
+            results.append((cap, [_octets(t) for t in taken]))
+    assert results[0][0] is not None and reason in results[0][0]
+    assert results[0] == results[1]
+
+
+def _octets(handed: Any) -> list[bytes]:
+    """What a sink was handed, as the parts' octets (the fast path's tuple as its three parts)."""
+    if isinstance(handed, tuple):
+        _fields, head, literal = handed
+        return [head, bytes(literal), b")"]
+    return [bytes(part) for part in handed]
