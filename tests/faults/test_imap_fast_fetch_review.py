@@ -71,11 +71,11 @@ async def test_the_octets_held_for_one_response_are_counted_from_its_first_line(
     assert len(fast_taken) == len(generic_taken) == 2
     assert isinstance(fast_taken[1], tuple)  # the body response was the fast path's
     # and over the cap, the same words either way
-    results = []
+    caps: list[str | None] = []
     for switch in (fast_path_off, _fast_path_on):
         with switch():
-            results.append((await _exceeded(stream, buffered_octets=len(body) - 10))[0])
-    assert results[0] is not None and results[0] == results[1]
+            caps.append((await _exceeded(stream, buffered_octets=len(body) - 10))[0])
+    assert caps[0] is not None and caps[0] == caps[1]
 
 
 _HEAD = b"* 1 FETCH (UID 1 FLAGS () INTERNALDATE " + DATE + b" BODY[] "
