@@ -202,3 +202,25 @@ def _octets(handed: Any) -> list[bytes]:
         _fields, head, literal = handed
         return [head, bytes(literal), b")"]
     return [bytes(part) for part in handed]
+
+
+async def test_a_non_synchronising_literal_from_the_server_is_read_as_a_literal() -> None:
+    """Finding 2: a server announcing a body as ``{n+}`` (RFC 7888's non-synchronising literal, for
+    clients only; the lexer reads it as a literal) had its body's octets read as response lines by
+    both paths: a body carrying ``)`` and a FETCH response in the body shape made that text UID 7's
+    archived message, and the real UID 7 was ignored as settled already (imaploop 348f5bf). Now the
+    framing reads the literal by count: UID 1 is its body, octet for octet, and UID 7 is UID 7."""
+    body = (
+        b"Subject: x\r\n\r\nhello\r\n)\r\n* 7 FETCH (UID 7 FLAGS () INTERNALDATE "
+        + DATE
+        + b" BODY[] {4}\r\nFAKE"
+    )
+    stream = _HEAD + b"{%d+}\r\n" % len(body) + body + b")\r\n" + plain(7, 7, b"REAL")
+    generic = await generic_run(stream)
+    for cuts in ([], [len(_HEAD) + 3], list(range(1, stream_length(stream)))):
+        run = await run_stream(stream, cuts)
+        assert run.plain == 1  # the real UID 7, by the fast path
+        assert_same(run, generic, f"cuts {cuts[:3]}")
+    bodies = {uid: outcome[4] for uid, outcome in generic.outcomes if isinstance(outcome, tuple)}
+    assert bodies == {1: body, 7: b"REAL"}
+    assert generic.ignored == 0

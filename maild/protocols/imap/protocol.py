@@ -49,6 +49,12 @@ __all__ = ["MAX_BYE_OCTETS"]
 
 _MAX_LITERAL_DIGITS = 12
 
+#: A line ending in a literal's announcement (RFC 9051 section 4.3): aioimaplib's ``literal_data_re``
+#: plus the ``+`` of a non-synchronising literal (RFC 7888), which a server must not send but which
+#: the lexer (:data:`~.lex.LITERAL_AT_END`) reads as a literal; framed otherwise, the literal's octets
+#: would be read as response lines (a message body's text taken for another message's FETCH response).
+_LITERAL_AT_END = re.compile(rb".*\{(?P<size>\d+)\+?\}$")
+
 #: ``[CAPABILITY ...]`` in an OK or PREAUTH greeting (RFC 9051 section 7.1, 7.1.1 and 7.1.4).
 _GREETING_CAPABILITY = re.compile(rb"\* (OK|PREAUTH) \[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 
@@ -113,7 +119,9 @@ class _FastProtocol(DirectReads, SignInFollowUps, aioimaplib.IMAP4ClientProtocol
     * a whitespace-only line while a FETCH response's parenthesised list is still open (an extra
       CRLF after a literal, as some servers send: CPython bpo-44408, IMAPClient #162) is skipped
       instead of ending the response and losing the rest of it (the stock protocol drops the rest
-      as "unknown data"). Literal octets are never affected: they are read by count, not by line.
+      as "unknown data"). Literal octets are never affected: they are read by count, not by line;
+    * a literal announced as ``{n+}`` (RFC 7888, which servers must not send) is read as a literal,
+      as the lexer reads it (the library would read its octets as response lines).
 
     A test compares it with the stock protocol on the same byte streams split at every boundary.
     """
@@ -386,7 +394,7 @@ class _FastProtocol(DirectReads, SignInFollowUps, aioimaplib.IMAP4ClientProtocol
                 raise _Switched(bytes(view[pos:size]))
             if cmd is not None:
                 self._hold(cmd, len(line))
-            begin_literal = aioimaplib.literal_data_re.match(line)
+            begin_literal = _LITERAL_AT_END.match(line)
             if begin_literal:
                 digits = begin_literal.group("size")
                 literal_octets = int(digits) if len(digits) <= _MAX_LITERAL_DIGITS else 2**64
