@@ -59,6 +59,7 @@ WIRE_MODULES = (
     "maild.protocols.imap.lex",
     "maild.protocols.imap.fetch",
     "maild.protocols.imap.fetch_line",
+    "maild.protocols.imap.internaldate",
     "maild.protocols.imap.listing",
     "maild.protocols.imap.utf7",
 )

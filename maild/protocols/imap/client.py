@@ -39,6 +39,7 @@ from maild.protocols.imap.commands import (
     Authentication,
     FetchSink,
     IdleRound,
+    PlainFetchSink,
     StreamingFetch,
     signed_in_reply,
     starttls,
@@ -57,8 +58,8 @@ from maild.protocols.imap.library import (
     _run,
     quiet_library_logger,
 )
-from maild.protocols.imap.pipeline import MAX_PIPELINED_COMMANDS, _pipeline
-from maild.protocols.imap.protocol import _FastProtocol, _FollowUp, _LibraryClient
+from maild.protocols.imap.pipeline import MAX_PIPELINED_COMMANDS, _FollowUp, _pipeline
+from maild.protocols.imap.protocol import _FastProtocol, _LibraryClient
 from maild.spool import Spool
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "IdleRound",
     "LibraryError",
     "LibraryTimeout",
+    "PlainFetchSink",
     "ReadLimits",
     "Reply",
     "StreamingFetch",
@@ -304,11 +306,17 @@ class IMAPClient:
         return await _run(self._protocol.fetch(uid_set, items, by_uid=True, timeout=None))
 
     def streaming_fetch(
-        self, uid_set: str, items: str, sink: FetchSink, spool: Spool | None = None
+        self,
+        uid_set: str,
+        items: str,
+        sink: FetchSink,
+        spool: Spool | None = None,
+        plain_sink: PlainFetchSink | None = None,
     ) -> StreamingFetch:
-        """A ``UID FETCH`` handing each response to ``sink`` (see :class:`StreamingFetch`); large
-        literals to ``spool`` files as they arrive, when given."""
-        return StreamingFetch(self._protocol, uid_set, items, sink, spool=spool)
+        """A ``UID FETCH`` handing each response to ``sink`` (see :class:`StreamingFetch`), or the
+        usual body responses read already to ``plain_sink`` when given; large literals to ``spool``
+        files as they arrive, when given."""
+        return StreamingFetch(self._protocol, uid_set, items, sink, spool=spool, plain_sink=plain_sink)
 
     async def uid_search(self, criterion: str) -> Reply:
         """``UID SEARCH criterion`` without CHARSET."""

@@ -10,7 +10,8 @@
   helpers.
 
 May import: asyncio, ssl, aioimaplib, :mod:`maild.errors`, :mod:`maild.protocols.imap.lex`,
-:mod:`maild.protocols.imap.library`, :mod:`maild.protocols.imap.protocol`.
+:mod:`maild.protocols.imap.library`, :mod:`maild.protocols.imap.protocol`,
+:mod:`maild.protocols.imap.fetch` (its types).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, TypeAlias, cast
 import aioimaplib
 
 from maild.errors import ProtocolError
+from maild.protocols.imap.fetch import PlainFields
 from maild.protocols.imap.lex import Part, paren_depth
 from maild.protocols.imap.library import LibraryError, Reply, _reply, _run
 from maild.protocols.imap.protocol import (
@@ -37,6 +39,7 @@ __all__ = [
     "Authentication",
     "FetchSink",
     "IdleRound",
+    "PlainFetchSink",
     "StreamingFetch",
     "starttls",
 ]
@@ -46,6 +49,13 @@ __all__ = [
 #: (bytearray) in arrival order, the shape :meth:`~.fetch.FetchAssembler.feed` reads.
 #: Called from the transport's ``data_received``: it must return quickly and must not raise.
 FetchSink: TypeAlias = Callable[[list[Part]], None]
+
+
+#: Receives one complete FETCH response in the usual body shape, read by the client's framing
+#: (:data:`~maild.protocols.imap.fetch_line.PLAIN_BODY_RESPONSE`): its fields, its first line without
+#: ``* `` and the literal (:meth:`~.fetch.FetchAssembler.feed_plain`'s arguments). Called from the
+#: transport's read callback like :data:`FetchSink`: it must return quickly and must not raise.
+PlainFetchSink: TypeAlias = Callable[[PlainFields, bytes, Part], None]
 
 
 def _nothing() -> None:
@@ -75,6 +85,10 @@ class _StreamingFetchCommand(_FastFetchCommand):
     ) -> None:
         super().__init__(tag, *args, prefix=prefix, loop=loop, timeout=None)
         self._sink = sink
+        self.plain_sink: PlainFetchSink | None = None
+        """Where a response read by the protocol's fast path goes (:meth:`plain_head`); None: to
+        :attr:`_sink` as parts, like every other response."""
+        self._plain: PlainFields | None = None
         self._parts: list[Part] = []
         self._spool = spool
         self._flow = flow
@@ -94,6 +108,7 @@ class _StreamingFetchCommand(_FastFetchCommand):
             line = line.finish()
         text = isinstance(line, bytes)
         if text:
+            self._plain = None  # a line the fast path did not take: the response goes the generic way
             start = self.FETCH_MESSAGE_DATA_RE.match(line)
             if start:
                 self._hand_over()
@@ -102,8 +117,43 @@ class _StreamingFetchCommand(_FastFetchCommand):
         if text and self._depth <= 0:
             self._hand_over()
 
+    def _reset_timer(self) -> None:
+        """Nothing: this command has no timer of its own (made with ``timeout=None``; the caller
+        bounds the silence, :meth:`~.connection.IMAPConnection.call`), so the library's cancel and
+        re-arm of its placeholder handle after every literal piece is skipped."""
+
+    def plain_head(self, head: bytes, fields: PlainFields) -> None:
+        """The protocol's fast path read the first line of a response in the usual body shape
+        (``head``, without ``* ``; ``fields``, its groups); its literal follows. The same state as
+        :meth:`append_to_resp` leaves for that line (the depth is 1 in that shape), plus ``fields``
+        for :meth:`plain_tail`."""
+        self._hand_over()
+        self._parts.append(head)
+        self._depth = 1
+        self._plain = fields
+
+    @property
+    def plain_open(self) -> bool:
+        """Whether :meth:`plain_tail` may end the response now: a fast-path head and its literal
+        complete, nothing else received since."""
+        return self._plain is not None and len(self._parts) == 2 and not self.wait_literal_data()
+
+    def plain_tail(self) -> None:
+        """The ``)`` line ended a response begun by :meth:`plain_head` (:attr:`plain_open`): hand it
+        over whole, to :attr:`plain_sink` (or as parts to the sink)."""
+        fields, self._plain = self._plain, None
+        head, literal = self._parts
+        self._parts = []
+        self._depth = 0
+        self.held_octets = 0  # what the sink took is no longer the protocol's to count
+        if fields is not None and self.plain_sink is not None:
+            self.plain_sink(fields, head, literal)  # type: ignore[arg-type]  # the first part is text
+        else:
+            self._sink([head, literal, b")"])
+
     def _hand_over(self) -> None:
         self.held_octets = 0  # what the sink took is no longer the protocol's to count
+        self._plain = None
         if self._parts:
             parts, self._parts = self._parts, []
             self._sink(parts)
@@ -123,6 +173,8 @@ class StreamingFetch:
         by_uid: send ``UID FETCH`` (RFC 9051 section 6.4.9).
         spool: write literals of at least its threshold to spool files as they arrive
             (:mod:`.spooling`); None: every literal is held in memory.
+        plain_sink: receives the responses in the usual body shape instead of ``sink``, read
+            already (see :data:`PlainFetchSink`); None: ``sink`` gets every response.
 
     Raises:
         TypeError: ``protocol`` is not the patched protocol.
@@ -137,6 +189,7 @@ class StreamingFetch:
         *,
         by_uid: bool = True,
         spool: Spool | None = None,
+        plain_sink: PlainFetchSink | None = None,
     ) -> None:
         if not isinstance(protocol, _FastProtocol):
             raise TypeError("streaming FETCH needs the patched aioimaplib protocol")
@@ -152,6 +205,7 @@ class StreamingFetch:
             spool=spool,
             flow=(lambda: self.pause_reading("spool"), lambda: self.resume_reading("spool")),
         )
+        self._command.plain_sink = plain_sink
 
     async def run(self) -> Reply:
         """Send the command and wait for its tagged completion.

@@ -1,29 +1,32 @@
-"""Sans-I/O FETCH assembly (RFC 9051 section 7.5.2) and INTERNALDATE parsing.
+"""Sans-I/O FETCH assembly (RFC 9051 section 7.5.2).
 
 :class:`FetchAssembler` is the one set of FETCH rules: the streaming body retrieval feeds it each
 response as it completes, :func:`parse_fetch` feeds it a finished command's lines. One broken or
 incomplete message becomes a per-message failure, so that the rest of a batch still arrives. Input
 parts as described in :mod:`maild.protocols.imap.wire`.
 
-Reading one response line into its items is :mod:`maild.protocols.imap.fetch_line`.
+Reading one response line into its items is :mod:`maild.protocols.imap.fetch_line`; INTERNALDATE is
+read by :mod:`maild.protocols.imap.internaldate` (``parse_internaldate`` is re-exported here).
 
 May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), :mod:`maild.errors`,
-:mod:`maild.protocols.imap.lex`, :mod:`maild.protocols.imap.fetch_line`.
+:mod:`maild.protocols.imap.lex`, :mod:`maild.protocols.imap.fetch_line`,
+:mod:`maild.protocols.imap.internaldate`.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Literal, TypeAlias, cast
 
 from maild.protocols.imap.fetch_line import FetchLine, read_fetch_line
+from maild.protocols.imap.internaldate import parse_internaldate
 from maild.protocols.imap.lex import (
     FETCH_START,
+    MAX_NUMBER,
     MESSAGE_EVENT,
     SYSTEM_FLAGS,
     LexError,
@@ -47,6 +50,7 @@ __all__ = [
     "FetchResult",
     "FetchedMessage",
     "Outcome",
+    "PlainFields",
     "build_message",
     "parse_fetch",
     "parse_internaldate",
@@ -54,77 +58,7 @@ __all__ = [
 ]
 
 _RFC_FETCH = "RFC 9051 section 7.5.2"
-_DATE_TIME = re.compile(
-    r"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\Z",
-)
-#: :data:`_DATE_TIME` over the octets as received, without decoding them first: it accepts a subset
-#: of what that accepts (ASCII digits, the six ASCII blanks before the day), read the same way;
-#: anything else (``\x1c``, which ``\s`` also takes; bytes that are not ASCII) goes the decoding path.
-_DATE_TIME_OCTETS = re.compile(
-    rb"[ \t\n\r\f\v]?([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4}) "
-    rb"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z",
-)
-#: Month names of ``date-month``, fixed English (never the locale's, unlike ``calendar.month_abbr``).
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
-    )
-}
-_MONTHS_OCTETS = {name.encode("ascii"): number for name, number in _MONTHS.items()}
 _OCTETS = (bytes, bytearray)
-
-
-def parse_internaldate(value: str | bytes | bytearray) -> datetime:
-    """Parse an INTERNALDATE such as ``17-Jul-1996 02:44:25 -0700`` into an aware UTC datetime.
-
-    The day may be space-padded (``" 7-Jul-1996"``, ``date-day-fixed``); month names match
-    case-insensitively.
-
-    Standard: RFC 9051 section 9 (``date-time``); RFC 3501 section 9.
-
-    Raises:
-        ValueError: not in that form or not a valid date.
-    """
-    if not isinstance(value, str):  # the usual case: the octets as received, read without decoding
-        found = _DATE_TIME_OCTETS.match(value)
-        if found is not None:
-            day_o, month_o, year_o, hour_o, minute_o, second_o, sign_o, zh_o, zm_o = found.groups()
-            month_number = _MONTHS_OCTETS.get(month_o.upper())
-            if month_number is not None:
-                zone = _zone(sign_o.decode(), zh_o.decode(), zm_o.decode())
-                moment = datetime(
-                    int(year_o),
-                    month_number,
-                    int(day_o),
-                    int(hour_o),
-                    int(minute_o),
-                    int(second_o),
-                    tzinfo=zone,
-                )
-                return moment if zone is UTC else moment.astimezone(UTC)
-    text = value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
-    match = _DATE_TIME.match(text)
-    if match is None:
-        raise ValueError(f"not an IMAP date-time: {text[:40]!r}")
-    day, month, year, hour, minute, second, sign, zh, zm = match.groups()
-    month_number = _MONTHS.get(month.upper())
-    if month_number is None:
-        raise ValueError(f"unknown month in IMAP date-time: {text[:40]!r}")
-    zone = _zone(sign, zh, zm)
-    moment = datetime(int(year), month_number, int(day), int(hour), int(minute), int(second), tzinfo=zone)
-    return moment if zone is UTC else moment.astimezone(UTC)
-
-
-@functools.lru_cache(maxsize=64)
-def _zone(sign: str, hours: str, minutes: str) -> timezone:
-    """The fixed zone of a ``zone`` field (``+0000`` is :data:`datetime.UTC` itself), made once.
-
-    Raises:
-        ValueError: an offset of 24 hours or more.
-    """
-    offset = timedelta(hours=int(hours), minutes=int(minutes)) * (-1 if sign == "-" else 1)
-    return timezone(offset)
 
 
 #: Items a caller may require in :func:`parse_fetch`, by their response name.
@@ -246,6 +180,12 @@ def build_message(
 #: body the spool could not take is the message with its :class:`SpooledLiteral`'s failed outcome.
 Outcome: TypeAlias = FetchedMessage | str
 
+#: The items of a response in the usual body shape (:meth:`FetchAssembler.feed_plain`).
+_PLAIN_ITEMS = frozenset({"UID", "FLAGS", "INTERNALDATE", "BODY[]"})
+#: The groups of :data:`~maild.protocols.imap.fetch_line.PLAIN_BODY_RESPONSE`: sequence number, UID,
+#: flag text (None for ``()``), INTERNALDATE, literal size, each as the octets received.
+PlainFields: TypeAlias = tuple[bytes, bytes, bytes | None, bytes, bytes]
+
 #: Most octets of text (literals excluded) one FETCH response may carry. RFC 9051 sets no limit;
 #: a response beyond it fails its message, so that a runaway line cannot grow without bound here.
 MAX_TEXT_OCTETS = 2**20
@@ -306,6 +246,8 @@ class FetchAssembler:
         self._required = tuple(dict.fromkeys(("UID", *require)))
         self._expected = tuple(name for name in dict.fromkeys(expect) if name not in self._required)
         self._awaited = self._required + self._expected
+        self._plain = set(self._awaited) <= _PLAIN_ITEMS
+        """Whether a response in the usual body shape settles its message by itself (:meth:`feed_plain`)."""
         self._max_text = max_text_octets
         self._max_literal = max_literal_octets
         self._merged: dict[int, dict[str, Token]] = {}
@@ -350,6 +292,54 @@ class FetchAssembler:
             else:
                 self._merged.setdefault(line.seq, {}).update(line.items)
             self._settle(line.seq, final=False)
+
+    def feed_plain(self, fields: PlainFields, head: bytes, literal: Part) -> None:
+        """Take one whole response in the usual body shape, read already: the same outcome as
+        ``feed([head, literal, b")"])``, without the lexer and the generic merge.
+
+        Args:
+            fields: the groups of :data:`~maild.protocols.imap.fetch_line.PLAIN_BODY_RESPONSE` for its
+                first line (sequence number, UID, flag text or None, date, literal size), as octets.
+            head: that line without ``* `` and CRLF (for the generic path, which takes every response
+                this one does not: a second response for the same message, a ``NIL`` flag, a cap).
+            literal: the ``BODY[]`` literal (aioimaplib's buffer, or a spooled literal).
+
+        Never raises for server data. Standard: RFC 9051 section 7.5.2.
+        """
+        seq_text, uid_text, flag_text, date, size_text = fields
+        seq = int(seq_text)
+        if (
+            not self._plain
+            or seq in self._merged
+            or len(head) + 1 > self._max_text
+            or part_octets(literal) != int(size_text)
+            or int(size_text) > self._max_literal
+            or (flag_text is not None and b"NIL" in flag_text.upper())
+        ):
+            self.feed([head, literal, b")"])
+            return
+        uid = int(uid_text)
+        if (
+            uid == 0
+            or uid > MAX_NUMBER
+            or (self._wanted is not None and uid not in self._wanted)
+            or uid in self._settled
+        ):
+            self.ignored += 1  # as _settle's _forget: not asked for, or settled already
+            return
+        self._settled.add(uid)
+        flags = (
+            frozenset([SYSTEM_FLAGS.get(name.upper(), name) for name in flag_text.decode("ascii").split(" ")])
+            if flag_text is not None
+            else frozenset()
+        )
+        try:
+            internaldate = parse_internaldate(date)
+        except ValueError as exc:
+            self._ready.append((uid, str(exc)))
+            return
+        # the literal is handed on as it is (see build_message): aioimaplib's buffer, or spooled
+        self._ready.append((uid, FetchedMessage(uid, seq, flags, internaldate, None, literal)))  # type: ignore[arg-type]
 
     def finish(self) -> None:
         """The tagged completion arrived: settle every open message (a missing item fails it)."""

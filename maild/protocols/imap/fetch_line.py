@@ -27,7 +27,7 @@ from maild.protocols.imap.lex import (
     text_of,
 )
 
-__all__ = ["FetchLine", "read_fetch_line"]
+__all__ = ["PLAIN_BODY_RESPONSE", "FetchLine", "read_fetch_line"]
 
 
 #: RFC822 is the IMAP4rev1 name of the same octets as BODY[] (RFC 3501 section 6.4.5).
@@ -98,10 +98,23 @@ def read_fetch_line(logical: Sequence[Part], head: bytes | None = None) -> Fetch
 #: read by one regular expression instead of the lexer's loop over every octet; any other shape, or
 #: anything this cannot read exactly as the lexer would, goes to the lexer
 #: (a property of ``tests/unit/test_fuzz.py`` compares the two).
+_PLAIN_FLAGS = rb"\(((?:[\\$]?[A-Za-z0-9_.+-]+)(?: [\\$]?[A-Za-z0-9_.+-]+)*)?\)"
 _PLAIN_BODY = re.compile(
-    rb"\(UID ([0-9]{1,10}) FLAGS \(((?:[\\$]?[A-Za-z0-9_.+-]+)(?: [\\$]?[A-Za-z0-9_.+-]+)*)?\) "
+    rb"\(UID ([0-9]{1,10}) FLAGS " + _PLAIN_FLAGS + rb" "
     rb'INTERNALDATE "([ -!#-\[\]-~]*)" BODY\[\] \{([0-9]{1,12})\}\Z'
 )
+
+PLAIN_BODY_RESPONSE = re.compile(
+    rb"\* ([0-9]{1,10}) FETCH \(UID ([0-9]{1,10}) FLAGS " + _PLAIN_FLAGS + rb" "
+    rb'INTERNALDATE "([ -!#-)+-\[\]-~]*)" BODY\[\] \{([0-9]{1,12})\}\Z'
+)
+"""The first line of an untagged FETCH response in :data:`_PLAIN_BODY`'s shape, as received (``* n
+FETCH (UID u FLAGS (...) INTERNALDATE "d" BODY[] {size}``, without its CRLF): groups sequence number,
+UID, flag text (None when empty), date, literal size. A subset of what the generic path reads the
+same way: the date excludes ``*`` as well, since aioimaplib's untagged handling deletes every ``* ``
+of a line (so such a line keeps the library's reading). Matched by the client's FETCH framing
+(:mod:`maild.protocols.imap.protocol`) straight in its read buffer; the response is then taken by
+:meth:`~maild.protocols.imap.fetch.FetchAssembler.feed_plain` without the lexer."""
 
 
 def _plain_body(text: bytes, literal: Part) -> dict[str, Token] | None:

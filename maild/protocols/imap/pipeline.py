@@ -6,17 +6,25 @@ command: every untagged line goes to it, each tagged completion closes the curre
 Used for SELECT with UID SEARCH, STATUS of many mailboxes, LIST-STATUS and NOTIFY
 (:mod:`~maild.protocols.imap.status`, through :meth:`~.client.IMAPClient.pipeline`).
 
-May import: aioimaplib, :mod:`maild.protocols.imap.lex`, :mod:`maild.protocols.imap.library`.
+The commands written right behind the sign-in command (SELECT, ENABLE, ...: one round trip less
+for a fresh session) are :class:`SignInFollowUps`, mixed into the patched protocol.
+
+May import: asyncio, collections, dataclasses, aioimaplib, :mod:`maild.protocols.imap.lex`,
+:mod:`maild.protocols.imap.library`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aioimaplib
 
 from maild.protocols.imap.lex import Part, paren_depth
-from maild.protocols.imap.library import LibraryError, Reply
+from maild.protocols.imap.library import LibraryError, Reply, _reply
 
 __all__ = ["MAX_PIPELINED_COMMANDS"]
 
@@ -106,3 +114,76 @@ async def _pipeline(protocol: Any, commands: list[str]) -> list[Reply]:
         elif text.upper() == "UNSELECT" and reply.result == "OK":
             protocol.state = aioimaplib.AUTH
     return command.replies
+
+
+@dataclass(slots=True)
+class _FollowUp:
+    """A command to write right behind the sign-in command, and the future of its reply."""
+
+    name: str
+    args: tuple[str, ...]
+    reply: asyncio.Future[Reply | None]
+
+
+class SignInFollowUps:
+    """The commands pipelined behind the sign-in command (RFC 9051 section 5.5), mixed into
+    :class:`~.protocol._FastProtocol` ahead of aioimaplib's protocol (whose ``execute`` it extends);
+    the protocol routes their tagged completions (``_response_done``) and provides the attributes
+    below."""
+
+    queued: collections.deque[Any]
+    """Sync commands sent behind the pending one (pipelined), in sending order."""
+    follow_ups: list[_FollowUp]
+    """Commands waiting to be written right behind the sign-in command (see
+    :meth:`~.client.IMAPClient.follow_sign_in`)."""
+    loop: Any
+    tasks: Any
+    state: Any
+    new_tag: Callable[[], str]
+    """The library's next tag (aioimaplib's protocol provides it; an annotation only, so that the
+    library's method is not shadowed)."""
+
+    async def execute(self, command: Any, scrub: str | None = None) -> Any:
+        """The library's ``execute``, first waiting for every pipelined command still in flight."""
+        while self.queued:
+            await self.queued[-1]._event.wait()
+        return await super().execute(command, scrub)  # type: ignore[misc]
+
+    def follow_sign_in(self) -> bytes:
+        """Queue the :attr:`follow_ups` behind the sign-in command being sent; return their lines.
+
+        Each becomes a pipelined sync command (its responses routed to it once the commands before
+        it completed); its future resolves with its :class:`Reply`. Called by the sign-in command
+        (LOGIN, or AUTHENTICATE PLAIN with an initial response: neither can be followed by a
+        continuation request that the next line would answer).
+        """
+        follow_ups, self.follow_ups = self.follow_ups, []
+        data = b""
+        for follow_up in follow_ups:
+            command = aioimaplib.Command(follow_up.name, self.new_tag(), *follow_up.args, loop=self.loop)
+            self.queued.append(command)
+            data += str(command).encode("ascii") + aioimaplib.CRLF
+            task = asyncio.ensure_future(self._follow_up_done(command, follow_up.reply))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return data
+
+    def drop_follow_ups(self) -> None:
+        """Resolve the :attr:`follow_ups` with None: they were not sent (sign-in not pipelinable)."""
+        follow_ups, self.follow_ups = self.follow_ups, []
+        for follow_up in follow_ups:
+            if not follow_up.reply.done():
+                follow_up.reply.set_result(None)
+
+    async def _follow_up_done(self, command: Any, reply: asyncio.Future[Reply | None]) -> None:
+        await command._event.wait()
+        result = _reply(command.response)
+        if result.result == "OK" and command.name == "SELECT":
+            self.state = aioimaplib.SELECTED
+        if not reply.done():
+            reply.set_result(result)
+
+    def signed_in(self) -> None:
+        """Enter the authenticated state after a sign-in's OK (unless a pipelined SELECT did already)."""
+        if self.state == aioimaplib.NONAUTH:
+            self.state = aioimaplib.AUTH

@@ -2,12 +2,14 @@
 
 :class:`_FastProtocol` records when data last arrived (for the inactivity limit), turns a refused
 greeting into a prompt connection loss, takes the greeting's ``[CAPABILITY ...]`` (RFC 9051 section
-7.1), routes the responses of commands pipelined behind the sign-in (RFC 9051 section 5.5), switches
-to COMPRESS=DEFLATE (RFC 4978) and holds every :class:`~.library.ReadLimits` cap; FETCH responses are
-framed with the lexer's rules (:func:`~.lex.paren_depth`, RFC 9051 section 7.5.2) by
-:class:`_FastFetchCommand`; the replies of several tagged commands in flight at once are routed to
-:class:`~.pipeline._PipelineCommand` (RFC 9051 section 5.5). :class:`_LibraryClient` is ``aioimaplib.IMAP4``
-building that protocol.
+7.1), routes the responses of commands pipelined behind the sign-in (RFC 9051 section 5.5; writing
+them is :class:`~.pipeline.SignInFollowUps`, mixed in), switches to COMPRESS=DEFLATE (RFC 4978) and
+holds every :class:`~.library.ReadLimits` cap; FETCH responses are framed with the lexer's rules
+(:func:`~.lex.paren_depth`, RFC 9051 section 7.5.2) by :class:`_FastFetchCommand`, and during a
+streaming FETCH the usual body response (:data:`~.fetch_line.PLAIN_BODY_RESPONSE`) by a fast path
+that takes it whole from the read buffer (``_handle_responses``, :meth:`_fast_fetch`); the replies
+of several tagged commands in flight at once are routed to :class:`~.pipeline._PipelineCommand`
+(RFC 9051 section 5.5). :class:`_LibraryClient` is ``aioimaplib.IMAP4`` building that protocol.
 
 Where each socket read goes (the shared read buffer, or a long literal's own buffer) is
 :class:`~.reading.DirectReads`, mixed in; this module frames what arrives through the shared buffer
@@ -17,7 +19,7 @@ into lines and literals (``_receive``, ``_handle_responses``).
 streams split at every boundary, and pins the source of every library method relied on here.
 
 May import: asyncio, collections, contextlib, re, ssl, aioimaplib, :mod:`maild.errors`,
-:mod:`maild.protocols.imap.compress`, :mod:`maild.protocols.imap.lex`,
+:mod:`maild.protocols.imap.compress`, :mod:`maild.protocols.imap.fetch_line`, :mod:`maild.protocols.imap.lex`,
 :mod:`maild.protocols.imap.library`, :mod:`maild.protocols.imap.pipeline`,
 :mod:`maild.protocols.imap.reading`.
 """
@@ -30,7 +32,6 @@ import contextlib
 import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aioimaplib
@@ -38,14 +39,21 @@ import aioimaplib
 from maild.errors import SHOWN_REPLY_OCTETS, ProtocolError
 from maild.model import shown
 from maild.protocols.imap.compress import DeflatingTransport, Inflater
+from maild.protocols.imap.fetch_line import PLAIN_BODY_RESPONSE
 from maild.protocols.imap.lex import paren_depth
-from maild.protocols.imap.library import ReadLimits, Reply, _reply, tagged_status
-from maild.protocols.imap.pipeline import _PipelineCommand
+from maild.protocols.imap.library import ReadLimits, tagged_status
+from maild.protocols.imap.pipeline import SignInFollowUps, _PipelineCommand
 from maild.protocols.imap.reading import DirectReads
 
 __all__ = ["MAX_BYE_OCTETS"]
 
 _MAX_LITERAL_DIGITS = 12
+
+#: A line ending in a literal's announcement (RFC 9051 section 4.3): aioimaplib's ``literal_data_re``
+#: plus the ``+`` of a non-synchronising literal (RFC 7888), which a server must not send but which
+#: the lexer (:data:`~.lex.LITERAL_AT_END`) reads as a literal; framed otherwise, the literal's octets
+#: would be read as response lines (a message body's text taken for another message's FETCH response).
+_LITERAL_AT_END = re.compile(rb".*\{(?P<size>\d+)\+?\}$")
 
 #: ``[CAPABILITY ...]`` in an OK or PREAUTH greeting (RFC 9051 section 7.1, 7.1.1 and 7.1.4).
 _GREETING_CAPABILITY = re.compile(rb"\* (OK|PREAUTH) \[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
@@ -61,15 +69,6 @@ class _Switched(Exception):
     def __init__(self, rest: bytes) -> None:
         super().__init__("COMPRESS active")
         self.rest = rest
-
-
-@dataclass(slots=True)
-class _FollowUp:
-    """A command to write right behind the sign-in command, and the future of its reply."""
-
-    name: str
-    args: tuple[str, ...]
-    reply: asyncio.Future[Reply | None]
 
 
 class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
@@ -96,7 +95,7 @@ class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
 MAX_BYE_OCTETS = 200
 
 
-class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
+class _FastProtocol(DirectReads, SignInFollowUps, aioimaplib.IMAP4ClientProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
     """aioimaplib 2.0.3's protocol with its hot spots removed, behaviour otherwise identical.
 
     * reading is buffered (:class:`asyncio.BufferedProtocol`): the socket is read into one reused
@@ -109,7 +108,9 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
     * ``data_received`` no longer formats every received chunk into a debug string;
     * ``_handle_responses`` loops over the lines of a chunk instead of recursing once per line and
       walks it by offset instead of copying the rest after every line;
-    * FETCH uses :class:`_FastFetchCommand`;
+    * FETCH uses :class:`_FastFetchCommand`; during a streaming FETCH a response in the usual body
+      shape is matched in the read buffer by one pattern and handed over whole, read already
+      (:meth:`_fast_fetch`; every other line goes the library's way, every cap holds the same);
     * a partial line is extended in place (each octet is copied once, not once per received chunk)
       and the :class:`ReadLimits` caps hold: a server breaking one loses the connection at once,
       ``exceeded`` saying which cap (see :meth:`_exceed`); so does a line that is no IMAP response
@@ -118,7 +119,9 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
     * a whitespace-only line while a FETCH response's parenthesised list is still open (an extra
       CRLF after a literal, as some servers send: CPython bpo-44408, IMAPClient #162) is skipped
       instead of ending the response and losing the rest of it (the stock protocol drops the rest
-      as "unknown data"). Literal octets are never affected: they are read by count, not by line.
+      as "unknown data"). Literal octets are never affected: they are read by count, not by line;
+    * a literal announced as ``{n+}`` (RFC 7888, which servers must not send) is read as a literal,
+      as the lexer reads it (the library would read its octets as response lines).
 
     A test compares it with the stock protocol on the same byte streams split at every boundary.
     """
@@ -154,11 +157,8 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
         self.limits = limits if limits is not None else ReadLimits()
         self._untagged = 0
         self.greeting_capabilities: frozenset[str] | None = None
-        self.queued: collections.deque[Any] = collections.deque()
-        """Sync commands sent behind the pending one (pipelined), in sending order."""
-        self.follow_ups: list[_FollowUp] = []
-        """Commands waiting to be written right behind the sign-in command (see
-        :meth:`~.client.IMAPClient.follow_sign_in`)."""
+        self.queued = collections.deque()  # pipelined sync commands (SignInFollowUps, _pipeline)
+        self.follow_ups = []  # written behind the sign-in command (SignInFollowUps)
         self._inflater: Inflater | None = None
         self._switch_to_inflate = False
         self._direct = None
@@ -211,12 +211,6 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
 
     # ------------------------------------------------------------------ pipelining (RFC 9051 5.5)
 
-    async def execute(self, command: Any, scrub: str | None = None) -> Any:
-        """The library's ``execute``, first waiting for every pipelined command still in flight."""
-        while self.queued:
-            await self.queued[-1]._event.wait()
-        return await super().execute(command, scrub)
-
     def _response_done(self, line: bytes) -> None:
         pending = self.pending_sync_command
         tag, _, rest = line.partition(b" ")
@@ -237,45 +231,6 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
             self._switch_to_inflate = True
         if self.pending_sync_command is None and self.queued:
             self.pending_sync_command = self.queued.popleft()
-
-    def follow_sign_in(self) -> bytes:
-        """Queue the :attr:`follow_ups` behind the sign-in command being sent; return their lines.
-
-        Each becomes a pipelined sync command (its responses routed to it once the commands before
-        it completed); its future resolves with its :class:`Reply`. Called by the sign-in command
-        (LOGIN, or AUTHENTICATE PLAIN with an initial response: neither can be followed by a
-        continuation request that the next line would answer).
-        """
-        follow_ups, self.follow_ups = self.follow_ups, []
-        data = b""
-        for follow_up in follow_ups:
-            command = aioimaplib.Command(follow_up.name, self.new_tag(), *follow_up.args, loop=self.loop)
-            self.queued.append(command)
-            data += str(command).encode("ascii") + aioimaplib.CRLF
-            task = asyncio.ensure_future(self._follow_up_done(command, follow_up.reply))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        return data
-
-    def drop_follow_ups(self) -> None:
-        """Resolve the :attr:`follow_ups` with None: they were not sent (sign-in not pipelinable)."""
-        follow_ups, self.follow_ups = self.follow_ups, []
-        for follow_up in follow_ups:
-            if not follow_up.reply.done():
-                follow_up.reply.set_result(None)
-
-    async def _follow_up_done(self, command: Any, reply: asyncio.Future[Reply | None]) -> None:
-        await command._event.wait()
-        result = _reply(command.response)
-        if result.result == "OK" and command.name == "SELECT":
-            self.state = aioimaplib.SELECTED
-        if not reply.done():
-            reply.set_result(result)
-
-    def signed_in(self) -> None:
-        """Enter the authenticated state after a sign-in's OK (unless a pipelined SELECT did already)."""
-        if self.state == aioimaplib.NONAUTH:
-            self.state = aioimaplib.AUTH
 
     # ------------------------------------------------------------------ receiving
 
@@ -359,6 +314,7 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
         pos = 0
         if size is None:
             size = len(data)
+        fast = self._fast_fetch()
         while True:
             if pos >= size:
                 if self.pending_sync_command is not None:
@@ -372,12 +328,44 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
                 pos = end
                 if current_cmd.wait_literal_data():
                     raise aioimaplib.IncompleteRead(current_cmd)
+            limits = self.limits
+            if (
+                fast is not None
+                and current_cmd is fast
+                and data.startswith(b")\r\n", pos, size)
+                and fast.plain_open
+            ):  # the fast path: the end of a response whose first line it took (below)
+                self._count_untagged()
+                pos += 3
+                fast.plain_tail()
+                fast.held_octets = 1  # as _hold(fast, 1) after the hand-over: the ")" line
+                current_cmd = None
+                continue
             end = data.find(aioimaplib.CRLF, pos, size)
             if end < 0:
                 raise aioimaplib.IncompleteRead(current_cmd, bytes(view[pos:size]))
-            limits = self.limits
             if end - pos > limits.line_octets:
                 self._exceed(f"server sent a line longer than {limits.line_octets} octets")
+            if fast is not None and current_cmd is None:
+                plain = PLAIN_BODY_RESPONSE.match(data, pos, end)
+                if plain is not None:  # the fast path: the usual body response's first line
+                    self._count_untagged()
+                    fields = plain.groups()
+                    # in the generic path's order: the response begins (what the previous one
+                    # held is the sink's now), then its first line and its literal are counted
+                    fast.plain_head(bytes(view[pos + 2 : end]), fields)
+                    self._hold(fast, end - pos)
+                    pos = end + 2
+                    literal_octets = int(fields[4])  # at most 12 digits (the pattern)
+                    if literal_octets > limits.literal_octets:
+                        self._exceed(
+                            f"server announced a literal of {fields[4].decode()} octets"
+                            f" (the limit is {limits.literal_octets})"
+                        )
+                    self._hold(fast, literal_octets)
+                    fast.begin_literal_data(literal_octets)
+                    current_cmd = fast
+                    continue
             line = data[pos:end]
             if type(line) is not bytes:  # a reused read buffer: the line is kept, so copied
                 line = bytes(line)
@@ -387,11 +375,7 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
             if tagged_status(line):
                 self._untagged = 0
             elif line:
-                self._untagged += 1
-                if self._untagged > limits.untagged_per_command:
-                    self._exceed(
-                        f"server sent more than {limits.untagged_per_command} untagged lines for one command"
-                    )
+                self._count_untagged()
             if (
                 current_cmd is None
                 and line
@@ -403,13 +387,14 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
                 text = shown(bytes(line[:SHOWN_REPLY_OCTETS]).decode("utf-8", "backslashreplace"), 60)
                 self._exceed(f"server sent a line that is not an IMAP response: {text!r}")
             cmd = line_handler(line, current_cmd)
+            fast = self._fast_fetch()  # a tagged completion may have ended the FETCH
             if self._switch_to_inflate:  # COMPRESS completed: the rest of the chunk is compressed
                 self._switch_to_inflate = False
                 self._inflater = Inflater()
                 raise _Switched(bytes(view[pos:size]))
             if cmd is not None:
                 self._hold(cmd, len(line))
-            begin_literal = aioimaplib.literal_data_re.match(line)
+            begin_literal = _LITERAL_AT_END.match(line)
             if begin_literal:
                 digits = begin_literal.group("size")
                 literal_octets = int(digits) if len(digits) <= _MAX_LITERAL_DIGITS else 2**64
@@ -427,6 +412,31 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
                 current_cmd = cmd
             else:
                 current_cmd = None
+
+    def _count_untagged(self) -> None:
+        """Count one more untagged line of the command in progress (the
+        :attr:`ReadLimits.untagged_per_command` cap)."""
+        self._untagged += 1
+        if self._untagged > self.limits.untagged_per_command:
+            self._exceed(
+                f"server sent more than {self.limits.untagged_per_command} untagged lines for one command"
+            )
+
+    def _fast_fetch(self) -> Any:
+        """The FETCH command whose usual body responses the fast path of :meth:`_handle_responses`
+        frames itself, or None.
+
+        That is a pending streaming FETCH (a command with ``plain_head``, :mod:`.commands`) while no
+        sync command is pending (the library would route untagged lines to that one). The fast path
+        takes a response whose first line is :data:`~.fetch_line.PLAIN_BODY_RESPONSE` when no
+        response is open, and its ``)`` line right after its literal; it keeps every read limit and
+        leaves the command in the state the library's line handling would. Every other line,
+        including a response cut between ``)`` and its CRLF, goes the library's way.
+        """
+        if self.pending_sync_command is not None:
+            return None
+        command = self.pending_async_commands.get("FETCH")
+        return command if hasattr(command, "plain_head") else None
 
     async def fetch(
         self,

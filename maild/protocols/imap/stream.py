@@ -36,7 +36,7 @@ from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, SpooledBody
 from maild.protocols.imap import wire
 from maild.protocols.imap.client import Reply, StreamingFetch
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, consume_outcome
-from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome
+from maild.protocols.imap.fetch import FetchAssembler, FetchedMessage, FetchItem, Outcome, PlainFields
 from maild.protocols.imap.lex import Part, SpooledLiteral
 from maild.protocols.progress import ProgressFloor
 from maild.spool import SPOOL_HEAD_OCTETS, Spool, local_failure
@@ -132,6 +132,25 @@ class RetrievalStream:
         """
         try:
             self._assembler.feed(parts)
+        except Exception as exc:  # a bug, not server data: report it to the consumer
+            self.error = exc
+        self._settled()
+
+    def feed_plain(self, fields: PlainFields, head: bytes, literal: Part) -> None:
+        """The :data:`~maild.protocols.imap.client.PlainFetchSink`: take one complete response in
+        the usual body shape, read by the client's framing (:meth:`FetchAssembler.feed_plain`).
+
+        Never raises, as :meth:`feed`.
+        """
+        try:
+            self._assembler.feed_plain(fields, head, literal)
+        except Exception as exc:  # a bug, not server data: report it to the consumer
+            self.error = exc
+        self._settled()
+
+    def _settled(self) -> None:
+        """After a response: hold what settled, pause reading past the window, wake the consumer."""
+        try:
             while (settled := self._assembler.next_outcome()) is not None:
                 self._hold(*settled)
             if not self.paused and self.held_octets > self._window() and self.ready():
@@ -356,7 +375,9 @@ async def retrieve_segment(
         settings.min_rate_octets_per_s, settings.progress_window_s, asyncio.get_running_loop().time
     )
     progress.stop()  # only the waits below count
-    fetch = connection.client.streaming_fetch(wire.sequence_set(uids), BODY_ITEMS, stream.feed, spool)
+    fetch = connection.client.streaming_fetch(
+        wire.sequence_set(uids), BODY_ITEMS, stream.feed, spool, stream.feed_plain
+    )
     stream.attach(fetch.pause_reading, fetch.resume_reading)
     connection.lost(what)  # raises ConnectError (and discards) when the connection is gone already
     command: asyncio.Future[Reply] = asyncio.ensure_future(fetch.run())
