@@ -236,10 +236,10 @@ def test_line_dot_search_with_small_dense_windows_agrees_with_find_at_every_edge
     """Where dots are dense the search goes on in windows of the three-octet find and then back to
     the dots: a CRLF "." at every offset across those window edges (and across the fill mark ``end``,
     beyond which nothing counts) is found exactly where ``find`` finds it, never earlier or later."""
-    for offset in range(0, 80):
+    for offset in range(80):
         for tail in (b"\r\n.x", b"\r\n..x", b"\r\n.\r\n"):
             buf = bytearray(b"a." * 8 + b"." * offset + tail + b"b.c." * 12 + b"\r\n.end")
-            for pos in range(0, 24):
+            for pos in range(24):
                 for end in (None, offset + 17, offset + 18, offset + 19, offset + 20, len(buf) - 3):
                     assert pop3_decoder._line_dot(buf, pos, end) == buf.find(b"\r\n.", pos, end), (
                         offset,
