@@ -125,9 +125,9 @@ class ProtocolError(AccountError):
         if line:
             # masked before the cut: a secret the server echoed across the 200th character would
             # otherwise be shown in part, which no later redaction recognises (QA of session 10)
-            from maild.model import redact_known
+            from maild.model import shown
 
-            line = redact_known(line)[:200]
+            line = shown(line, 200)
             detail += f" (reply: {line!r})"
         if standard:
             detail += f" [{standard}]"

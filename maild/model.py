@@ -371,6 +371,22 @@ def redact_known(text: str) -> str:
     return text
 
 
+def shown(text: str, chars: int) -> str:
+    """``text`` as it may be shown: every live secret masked (:func:`redact_known`), then cut to
+    ``chars`` characters.
+
+    The order is the point: a reply cut first could keep part of an echoed secret (its first
+    characters before the cut), which no later redaction recognises. Every place that shows at most
+    N characters of server text (error replies, greetings, BYE texts, SASL error members) uses this.
+
+    Args:
+        text: server text, already decoded; callers bound what they decode (e.g. at most
+            :data:`maild.errors.SHOWN_REPLY_OCTETS` octets of a reply).
+        chars: the most characters kept, >= 0.
+    """
+    return redact_known(text)[:chars]
+
+
 class Secret:
     """A password or token that never shows itself in ``repr()``, ``str()``, logs or tracebacks.
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from maild.errors import ProtocolError
-from maild.model import redact_known
+from maild.model import shown
 
 __all__ = [
     "CANCEL_LINE",
@@ -210,7 +210,7 @@ def parse_error_status(challenge: bytes) -> ErrorStatus | None:
     def member(name: str) -> str:
         value = data.get(name, "")
         # masked before the cut: a secret cut in two is not recognised later (QA of session 10)
-        return redact_known(str(value))[:200] if isinstance(value, str | int) else ""
+        return shown(str(value), 200) if isinstance(value, str | int) else ""
 
     return ErrorStatus(status=member("status"), scope=member("scope"), schemes=member("schemes"))
 

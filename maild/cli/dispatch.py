@@ -8,7 +8,7 @@ answers ``maild --version`` without one (:func:`asks_version`): each subparser c
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Iterator, Sequence
 
 #: The values of ``--log-level``.
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -38,6 +38,30 @@ def _takes_value(arg: str) -> bool:
     )
 
 
+#: Words that end the scan of the top-level options: argparse answers help and version first, and
+#: ``--`` makes every word after it positional.
+_STOP_WORDS = frozenset({"-h", "--help", "--version", "--"})
+
+#: Every option string of the top-level parser (:func:`maild.cli.main._parser`; a test keeps the two
+#: equal), so that what is not one of them can be named before argparse asks for the command.
+TOP_LEVEL_OPTIONS = frozenset({"-h", "--help", "--version", "-c", "--config", "--log-level"})
+
+
+def _top_level_words(argv: Sequence[str]) -> Iterator[str]:
+    """The words of ``argv`` that argparse reads as top-level options, in order, the values of the
+    options that take one (:data:`_OPTIONS_WITH_VALUE`) skipped; the first positional word or stop
+    word (:data:`_STOP_WORDS`) is yielded last."""
+    expect_value = False
+    for arg in argv:
+        if expect_value:
+            expect_value = False
+            continue
+        yield arg
+        if arg in _STOP_WORDS or not arg.startswith("-"):
+            return
+        expect_value = _takes_value(arg)
+
+
 def command_of(argv: Sequence[str]) -> str | None:
     """The subcommand ``argv`` names (one of :data:`BUILT_IN_COMMANDS` or of a command group's), else
     None (build them all).
@@ -45,45 +69,36 @@ def command_of(argv: Sequence[str]) -> str | None:
     None also when ``-h``, ``--help`` or ``--version`` comes before it, or when the first positional
     argument is no subcommand (then argparse reports it against the whole parser, with every choice).
     """
-    expect_value = False
-    for arg in argv:
-        if expect_value:
-            expect_value = False
-        elif arg in ("-h", "--help", "--version", "--"):
+    for arg in _top_level_words(argv):
+        if arg in _STOP_WORDS:
             return None
-        elif _takes_value(arg):
-            expect_value = True
-        elif not arg.startswith("-"):
+        if not arg.startswith("-"):
             known = arg in BUILT_IN_COMMANDS or any(arg in commands for commands in COMMAND_GROUPS.values())
             return arg if known else None
     return None
 
 
-def stray_options(argv: Sequence[str], known: Collection[str]) -> list[str]:
-    """The options of ``argv`` that are not in ``known`` (the top-level parser's option strings, or an
+def stray_options(argv: Sequence[str]) -> list[str]:
+    """The options of ``argv`` that are not top-level options (:data:`TOP_LEVEL_OPTIONS`, or an
     abbreviation of one as argparse allows, or ``--opt=value`` of one), when ``argv`` has no
     subcommand at all; else ``[]``.
 
     argparse checks for the missing subcommand before it reports unknown options, so ``maild --bogus``
     said "the following arguments are required: COMMAND" and nothing of ``--bogus`` (QA of session 10).
     """
-    expect_value = False
     stray: list[str] = []
-    for arg in argv:
-        if expect_value:
-            expect_value = False
-        elif arg in ("-h", "--help", "--version", "--") or not arg.startswith("-"):
+    for arg in _top_level_words(argv):
+        if arg in _STOP_WORDS or not arg.startswith("-"):
             return []  # help or version answer first; a positional word is argparse's to report
-        elif _takes_value(arg):
-            expect_value = True
-        elif not arg.startswith("--") and arg[:2] in known:
+        if _takes_value(arg):
+            continue
+        if not arg.startswith("--") and arg[:2] in TOP_LEVEL_OPTIONS:
             continue  # a short option with its value attached (-cFILE), as argparse reads it
-        else:
-            name = arg.split("=", 1)[0]
-            if name not in known and not (
-                name.startswith("--") and len(name) > 2 and any(o.startswith(name) for o in known)
-            ):
-                stray.append(arg)
+        name = arg.split("=", 1)[0]
+        if name not in TOP_LEVEL_OPTIONS and not (
+            name.startswith("--") and len(name) > 2 and any(o.startswith(name) for o in TOP_LEVEL_OPTIONS)
+        ):
+            stray.append(arg)
     return stray
 
 

@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"maild {__version__}")
         return 0
     parser = _parser(command_of(words))
-    if stray := stray_options(words, parser._option_string_actions):
+    if stray := stray_options(words):
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args = parser.parse_args(words)
     handler: Handler = args.handler

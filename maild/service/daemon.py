@@ -245,6 +245,7 @@ class Daemon:
             fetch_lock.release()
             executor.shutdown(wait=False)
             raise
+        started = False
         try:
             records = [(a.name, a.organisation, a.employee, a.protocol) for a in cfg.accounts.values()]
             await self.store.ensure_accounts(records, utc_now())
@@ -276,6 +277,7 @@ class Daemon:
                 socket=str(cfg.daemon.control_socket),
             )
             notify("READY=1", f"STATUS={len(cfg.accounts)} accounts")
+            started = True
             housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
             from maild.archive import document_index, document_text  # zipfile, expat: only in the daemon
 
@@ -309,4 +311,5 @@ class Daemon:
             executor.shutdown(wait=False, cancel_futures=True)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            log.info("daemon.stopped")
+            if started:  # a start refused (e.g. ProtocolChanged) is reported by the caller, not as a stop
+                log.info("daemon.stopped")

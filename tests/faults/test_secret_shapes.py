@@ -17,8 +17,10 @@ import structlog
 from maild.errors import MaildError, ProtocolError
 from maild.log import redact_secrets
 from maild.model import Secret, ServerSettings, redact_known
+from maild.protocols.imap.mailbox import IMAPMailbox
 from maild.protocols.pop3.maildrop import POP3Maildrop
 from maild.service.account_runtime import describe
+from tests.faults.imap_scripted import ScriptedIMAP, Session
 from tests.support.scripted_pop3 import ScriptedPOP3, sample_message
 
 #: A generated-looking password with a backslash, both quotes, a control character and non-ASCII.
@@ -120,3 +122,28 @@ async def test_a_password_echoed_across_the_200th_character_is_masked_whole(
         assert all("xxxx" in text for text in shown), shown  # the reply is shown, masked
     assert len(direct.line) <= 200
     assert other.reveal() == "password"  # alive to the end
+
+
+@pytest.mark.parametrize("before", [190, 196, 199])
+async def test_a_password_echoed_in_a_bye_across_the_200th_character_is_masked_whole(before: int) -> None:
+    """An IMAP server answering LOGIN with ``* BYE`` whose text echoes the password after ``before``
+    characters, then closing: the error shows 200 characters of the BYE, masked before the cut (QA of
+    session 11's lead review: the BYE line was cut to 200 octets when received, so a password across
+    the cut was shown in part, ``Zq7p``, which no later redaction recognises)."""
+    secret = Secret(CUT_PASSWORD)
+
+    async def bye(session: Session, tag: str, args: str) -> None:
+        text = "BYE " + "x" * (before - len("BYE ")) + CUT_PASSWORD
+        await session.send(f"* {text}\r\n".encode())
+        session.drop()
+
+    async with ScriptedIMAP({"INBOX": []}) as server:
+        server.script["LOGIN"] = bye
+        settings = ServerSettings("anna-imap", server.host, server.port, "none", None, "anna", secret, 5.0)
+        mailbox = IMAPMailbox(settings)
+        with pytest.raises(MaildError) as caught:
+            await mailbox.open()
+        await mailbox.abort()
+    shown = [str(caught.value), describe(caught.value), redact_known(str(caught.value))]
+    assert all("Zq7p" not in text for text in shown), shown
+    assert all("xxxx" in text for text in shown), shown  # the BYE is shown, masked

@@ -115,3 +115,4 @@ async def test_the_daemon_started_with_a_switched_protocol_exits_78_so_systemd_d
         "maild: account anna was created as pop3 and cannot become imap; add the mailbox again as a new"
         " account (see 'Moving a mailbox from POP3 to IMAP' in docs/moving-a-mailbox.md)"
     )
+    assert "daemon.stopped" not in done.stderr  # it never started: no stop is logged before the refusal

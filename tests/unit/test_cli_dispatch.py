@@ -7,12 +7,20 @@ import argparse
 
 import pytest
 
+from maild.cli.dispatch import TOP_LEVEL_OPTIONS
 from maild.cli.main import BUILT_IN_COMMANDS, COMMAND_GROUPS, _parser, command_of
 
 
 def _choices(parser: argparse.ArgumentParser) -> set[str]:
     actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return set(actions[0].choices)
+
+
+def test_the_top_level_options_are_the_parsers() -> None:
+    """TOP_LEVEL_OPTIONS (what `maild --bogus` is checked against before argparse runs) names exactly
+    the top-level parser's option strings, whichever subparsers are built."""
+    for command in (None, "fetch", "messages"):
+        assert set(_parser(command)._option_string_actions) == TOP_LEVEL_OPTIONS
 
 
 def test_the_command_lists_name_every_subcommand_once() -> None:

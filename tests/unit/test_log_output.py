@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from maild.log import configure_logging, stream_is_journal, syslog_priority
+from tests.support.terminal import run_on_terminal
 
 PRIORITY_LINE = re.compile(r"^<(\d)>(.*)$")
 
@@ -102,38 +103,12 @@ def test_cli_logs_go_to_stderr_and_stdout_keeps_only_results(tmp_path: Path) -> 
     assert "fetch.failed" in {e["event"] for e in events}
 
 
-def run_on_terminal(*args: str) -> tuple[int, str]:
+def run_maild_on_terminal(*args: str) -> tuple[int, str]:
     """Run ``python -m maild ARGS`` with stdout and stderr on one pseudo-terminal, as a person at a
     shell sees it; its exit code and everything it wrote there."""
-    import pty
-
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "maild", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=follower,
-            stderr=follower,
-            env=env,
-        )
-        os.close(follower)
-        follower = -1
-        chunks: list[bytes] = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        code = proc.wait(timeout=60)
-    finally:
-        os.close(leader)
-        if follower >= 0:
-            os.close(follower)
-    return code, b"".join(chunks).decode("utf-8", "replace")
+    code, seen = run_on_terminal(*args, stderr_too=True, env=env)
+    return code, seen.decode("utf-8", "replace")
 
 
 def test_a_failed_account_is_said_once_on_a_terminal(tmp_path: Path) -> None:
@@ -142,12 +117,12 @@ def test_a_failed_account_is_said_once_on_a_terminal(tmp_path: Path) -> None:
     info. (With stderr in a file or the journal the warning stays: the tests above.)"""
     cfg = write_config(tmp_path)
 
-    code, seen = run_on_terminal("-c", str(cfg), "fetch")
+    code, seen = run_maild_on_terminal("-c", str(cfg), "fetch")
 
     assert code == 1
     assert seen.count("FAILED") == 1, seen
     assert "fetch.failed" not in seen
-    code, seen = run_on_terminal("-c", str(cfg), "--log-level", "info", "fetch")
+    code, seen = run_maild_on_terminal("-c", str(cfg), "--log-level", "info", "fetch")
     assert code == 1
     assert "fetch.failed" in seen and "info" in seen.split("fetch.failed")[0].splitlines()[-1], seen
     assert "geheim-Passwort-42" not in seen

@@ -12,8 +12,6 @@ import base64
 import json
 import logging
 import os
-import pty
-import select
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +22,11 @@ import structlog
 from maild.cli.terminal import visible
 from maild.log import configure_logging
 from tests.support.archive import build_archive, pop
+from tests.support.terminal import run_on_terminal
 
 SUBJECT = "EVIL\x1b]0;pwned\x07\x1b[31mRED\x1b[0m"
 SENDER = "Bad\x1b[2J Guy <b@example.org>"
 BODY = "body \x1b[5mblink\x9b\r\n".encode()
-
-#: How long the test waits for the subprocess's output on the terminal, in seconds.
-READ_TIMEOUT_S = 60
 
 
 def _encoded(text: str) -> str:
@@ -49,26 +45,9 @@ async def _archive(tmp_path: Path) -> Path:
 
 def _on_a_terminal(*args: str) -> bytes:
     """Run ``python -m maild ARGS`` with stdout on a pseudo-terminal; everything it wrote there."""
-    main, secondary = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    with subprocess.Popen(
-        [sys.executable, "-m", "maild", *args], stdout=secondary, stderr=subprocess.PIPE, env=env
-    ) as proc:
-        os.close(secondary)
-        out = b""
-        while True:
-            ready, _, _ = select.select([main], [], [], READ_TIMEOUT_S)
-            if not ready:
-                break
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            out += chunk
-        proc.wait(timeout=READ_TIMEOUT_S)
-    os.close(main)
+    _code, out = run_on_terminal(
+        *args, stderr_too=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    )
     return out
 
 

@@ -54,7 +54,7 @@ from maild.errors import (
     ThrottledError,
     TransientError,
 )
-from maild.model import ServerSettings, redact_known
+from maild.model import ServerSettings, shown
 from maild.protocols.imap import signin, wire
 from maild.protocols.imap.client import (
     MAX_LITERAL_OCTETS,
@@ -68,6 +68,7 @@ from maild.protocols.imap.client import (
 from maild.protocols.imap.codes import SESSION_CODES, THROTTLE_CODES
 from maild.protocols.imap.kept import KeptSession
 from maild.protocols.imap.lex import Part
+from maild.protocols.imap.protocol import MAX_BYE_OCTETS
 from maild.protocols.imap.selection import MailboxSelection, SelectRefused
 from maild.protocols.imap.signin import MIN_RATE_SAMPLE_OCTETS, link_rate
 from maild.protocols.progress import ProgressFloor
@@ -354,11 +355,11 @@ class IMAPConnection:
         greeting = client.greeting_refused
         if greeting is not None:
             # masked before the cut (a secret cut in two is not recognised later)
-            text = redact_known(bytes(greeting[:SHOWN_REPLY_OCTETS]).decode("utf-8", "replace"))[:200]
+            text = shown(bytes(greeting[:SHOWN_REPLY_OCTETS]).decode("utf-8", "replace"), 200)
             return self.error(ConnectError, f"{what}: server refused the session: {text}")
         bye = client.last_bye
         if bye is not None:
-            text = bye.decode("utf-8", "replace")
+            text = shown(bye.decode("utf-8", "replace"), MAX_BYE_OCTETS)
             return self.error(ConnectError, f"{what}: server closed the connection: {text}")
         return self.error(ConnectError, f"{what}: connection lost")
 

@@ -36,7 +36,7 @@ from typing import Any
 import aioimaplib
 
 from maild.errors import SHOWN_REPLY_OCTETS, ProtocolError
-from maild.model import redact_known
+from maild.model import shown
 from maild.protocols.imap.compress import DeflatingTransport, Inflater
 from maild.protocols.imap.lex import paren_depth
 from maild.protocols.imap.library import ReadLimits, Reply, _reply, tagged_status
@@ -92,7 +92,7 @@ class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
         return self._depth > 0
 
 
-#: Most octets of a BYE line kept for an error message.
+#: Most characters of a BYE line shown in an error message (masked first: :func:`maild.model.shown`).
 MAX_BYE_OCTETS = 200
 
 
@@ -130,12 +130,15 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
     greeting_refused: bytes | None = None
     exceeded: str | None = None
     last_bye: bytes | None = None
-    """The last untagged BYE (RFC 9051 section 7.1.5), at most :data:`MAX_BYE_OCTETS`, so that a lost
-    connection can be reported with the server's words (e.g. an APPEND it refused this way)."""
+    """The last untagged BYE's text (RFC 9051 section 7.1.5), at most
+    :data:`~maild.errors.SHOWN_REPLY_OCTETS` of it, so that a lost connection can be reported with the
+    server's words (e.g. an APPEND it refused this way). Kept longer than what is shown
+    (:data:`MAX_BYE_OCTETS`): it is masked before it is cut, so a password the server echoed across the
+    cut is not shown in part."""
 
     def _untagged_response(self, line: bytes) -> Any:
         if line[:6].upper() == b"* BYE ":
-            self.last_bye = bytes(line[2:MAX_BYE_OCTETS])
+            self.last_bye = bytes(line[2 : 2 + SHOWN_REPLY_OCTETS])
         return super()._untagged_response(line)
 
     def __init__(
@@ -397,7 +400,7 @@ class _FastProtocol(DirectReads, aioimaplib.IMAP4ClientProtocol, asyncio.Buffere
                 and not tagged_status(line)
             ):  # aioimaplib would log and drop it, and the command would wait for its timeout
                 # masked before the cut: a LOGIN echo cut in two is not recognised later
-                text = redact_known(bytes(line[:SHOWN_REPLY_OCTETS]).decode("utf-8", "backslashreplace"))[:60]
+                text = shown(bytes(line[:SHOWN_REPLY_OCTETS]).decode("utf-8", "backslashreplace"), 60)
                 self._exceed(f"server sent a line that is not an IMAP response: {text!r}")
             cmd = line_handler(line, current_cmd)
             if self._switch_to_inflate:  # COMPRESS completed: the rest of the chunk is compressed
