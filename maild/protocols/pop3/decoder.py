@@ -58,11 +58,11 @@ DENSE_DOTS_MISSES = 16
 DENSE_DOTS_WINDOW_OCTETS = 2**10
 """How far (1 KiB) the three-octet ``find`` of :func:`_line_dot` first searches where dots are dense
 before the search goes back to finding dots alone (doubled for each further dense stretch of the
-same search). Dense dots are mostly a header section's (host names,
-addresses, message-ids: one fallback per message of the benchmark's corpus); searching on to the end
-of the buffer, as until session 11, took the slow ``find`` over 40 MB of the 273 MB of a
-2,000-message fetch, windows of 1 KiB over 2 MB (4 KiB: 7 MB) for 2,600 more dots found one by one
-(docs/performance.md, "Session 11: the POP3 fetch's user time")."""
+same search). Dense dots are mostly a header section's (host names, addresses, message-ids: one
+fallback per message of the benchmark's corpus); searching on to the end of the buffer, as until
+session 11, took the slow ``find`` over 40 MB of the 273 MB of a 2,000-message fetch, windows of
+1 KiB over 2 MB (4 KiB: 7 MB) for 2,600 more dots found one by one (docs/performance.md, "Session
+11: the POP3 fetch's user time")."""
 
 
 def _line_dot(buf: bytearray, pos: int, end: int | None = None) -> int:
