@@ -328,8 +328,15 @@ _MIGRATIONS: dict[int, str] = {
 
 
 def utc_text(moment: datetime) -> str:
-    """Format an aware datetime as ISO 8601 in UTC with a ``Z`` suffix, e.g. ``2026-11-30T09:00:00Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Format an aware datetime as ISO 8601 in UTC with a ``Z`` suffix, e.g. ``2026-11-30T09:00:00Z``.
+
+    Made from ``isoformat`` (half the time of ``strftime``; once per message stored and per IMAP
+    location); a year before 1000 as ``strftime`` writes it (without leading zeros), as before.
+    """
+    moment = moment.astimezone(UTC)
+    if moment.year < 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.isoformat(timespec="seconds")[:19] + "Z"
 
 
 def parse_utc(text: str) -> datetime:
