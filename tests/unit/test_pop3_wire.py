@@ -223,6 +223,61 @@ def test_decoder_finds_line_dots_among_dots_anywhere(text: bytes) -> None:
         assert [r.body for r in decode(chunks, [True, True])] == [text, b".tail\r\n"]
 
 
+@pytest.fixture
+def small_dense_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dense-dot fallback of the line-dot search after 2 misses, over windows of 8 octets (then
+    16, 32, ...): every window edge falls inside buffers of a few hundred octets."""
+    monkeypatch.setattr(pop3_decoder, "DENSE_DOTS_MISSES", 2)
+    monkeypatch.setattr(pop3_decoder, "DENSE_DOTS_WINDOW_OCTETS", 8)
+
+
+@pytest.mark.usefixtures("small_dense_windows")
+def test_line_dot_search_with_small_dense_windows_agrees_with_find_at_every_edge() -> None:
+    """Where dots are dense the search goes on in windows of the three-octet find and then back to
+    the dots: a CRLF "." at every offset across those window edges (and across the fill mark ``end``,
+    beyond which nothing counts) is found exactly where ``find`` finds it, never earlier or later."""
+    for offset in range(80):
+        for tail in (b"\r\n.x", b"\r\n..x", b"\r\n.\r\n"):
+            buf = bytearray(b"a." * 8 + b"." * offset + tail + b"b.c." * 12 + b"\r\n.end")
+            for pos in range(24):
+                for end in (None, offset + 17, offset + 18, offset + 19, offset + 20, len(buf) - 3):
+                    assert pop3_decoder._line_dot(buf, pos, end) == buf.find(b"\r\n.", pos, end), (
+                        offset,
+                        tail,
+                        pos,
+                        end,
+                    )
+
+
+@pytest.mark.usefixtures("small_dense_windows")
+def test_line_dot_search_with_small_dense_windows_agrees_with_find_on_random_octets() -> None:
+    """The windowed search equals ``find(CRLF ".")`` on random octets rich in CR, LF and "." (dots dense
+    enough that windows follow one another), from every start and up to random fill marks."""
+    rng = random.Random(1911)
+    for _ in range(300):
+        buf = bytearray(rng.choice(b"\r\n....ab") for _ in range(rng.randrange(0, 500)))
+        for pos in range(0, len(buf) + 1, 5):
+            end = rng.choice([None, rng.randrange(0, len(buf) + 1)])
+            assert pop3_decoder._line_dot(buf, pos, end) == buf.find(b"\r\n.", pos, end)
+
+
+@pytest.mark.usefixtures("small_dense_windows")
+def test_decoder_with_small_dense_windows_unstuffs_every_line_dot_at_every_split() -> None:
+    """Header-like text dense with dots, then stuffed lines and the terminator falling at window edges:
+    at every split the bodies come out octet-exact (each stuffing dot removed once, no line-start
+    dot missed or taken for the terminator) and the next reply follows."""
+    text = (
+        b"Received: from a.b.c.d (e.f.g.h [10.0.0.1]) by i.j.k\r\n"
+        + b".stuffed.after.dots\r\n"
+        + b"x." * 9
+        + b"\r\n..two\r\n.\r\n"
+        + b"tail.\r\n"
+    )
+    stream = b"+OK\r\n" + stuff(text) + b"+OK\r\n" + stuff(b"a.b.c.d.e.f\r\n.last\r\n")
+    for chunks in every_split(stream):
+        assert [r.body for r in decode(chunks, [True, True])] == [text, b"a.b.c.d.e.f\r\n.last\r\n"]
+
+
 def test_line_dot_search_agrees_with_find() -> None:
     """The dot-first search returns what ``find(CRLF ".")`` returns on random octets rich in CR, LF and "."."""
     rng = random.Random(19)

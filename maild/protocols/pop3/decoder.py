@@ -47,11 +47,22 @@ own buffer (a large one); a body with more is un-stuffed by one ``replace``, a s
 DENSE_DOTS_OCTETS = 64
 """The scan for lines starting with "." (:func:`_line_dot`) looks for the dot alone (``memchr``, several
 GB/s) and checks the two octets before it; when more than :data:`DENSE_DOTS_MISSES` dots in a row are
-not at a line start and they come closer than one per this many octets, it finishes the search with
-the slower three-octet ``find`` (about 1.2 GB/s), so text full of dots costs no more than before."""
+not at a line start and they come closer than one per this many octets, it searches the next
+:data:`DENSE_DOTS_WINDOW_OCTETS` with the slower three-octet ``find`` (about 1.2 GB/s) and then goes
+back to the dots; each further such window of the same search is twice as long, so text full of dots
+costs about what that ``find`` alone would."""
 
 DENSE_DOTS_MISSES = 16
 """See :data:`DENSE_DOTS_OCTETS`."""
+
+DENSE_DOTS_WINDOW_OCTETS = 2**10
+"""How far (1 KiB) the three-octet ``find`` of :func:`_line_dot` first searches where dots are dense
+before the search goes back to finding dots alone (doubled for each further dense stretch of the
+same search). Dense dots are mostly a header section's (host names, addresses, message-ids: one
+fallback per message of the benchmark's corpus); searching on to the end of the buffer, as until
+session 11, took the slow ``find`` over 40 MB of the 273 MB of a 2,000-message fetch, windows of
+1 KiB over 2 MB (4 KiB: 7 MB) for 2,600 more dots found one by one (docs/performance.md, "Session
+11: the POP3 fetch's user time")."""
 
 
 def _line_dot(buf: bytearray, pos: int, end: int | None = None) -> int:
@@ -62,10 +73,12 @@ def _line_dot(buf: bytearray, pos: int, end: int | None = None) -> int:
     back two octets is several times faster than the general search for three octets, which is
     used instead where dots are dense (see :data:`DENSE_DOTS_OCTETS`).
     """
+    limit = len(buf) if end is None else end
     start = pos
     misses = 0
+    window = DENSE_DOTS_WINDOW_OCTETS
     while True:
-        dot = buf.find(b".", pos + 2, end)
+        dot = buf.find(b".", pos + 2, limit)
         if dot < 0:
             return -1
         if buf[dot - 1] == 10 and buf[dot - 2] == 13:  # LF and CR before it
@@ -73,7 +86,15 @@ def _line_dot(buf: bytearray, pos: int, end: int | None = None) -> int:
         misses += 1
         pos = dot - 1
         if misses > DENSE_DOTS_MISSES and dot - start < misses * DENSE_DOTS_OCTETS:
-            return buf.find(_UNSTUFFED, pos, end)
+            stop = min(limit, pos + window)
+            hit = buf.find(_UNSTUFFED, pos, stop)
+            if hit >= 0 or stop == limit:
+                return hit
+            # every CRLF "." starting before stop - 2 was searched; one that starts later has its
+            # dot at stop or beyond, where the dot search resumes
+            pos = start = stop - 2
+            misses = 0
+            window *= 2
 
 
 def _kept_spans(start: int, stop: int, dots: list[int]) -> list[tuple[int, int]]:
