@@ -4,17 +4,14 @@ takes, and what it takes is every octet as delivered."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from maild.protocols.imap import fetch as imap_fetch
 from maild.protocols.imap import reading as imap_reading
 from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.support import corpus
 from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.fetching import crlf, retrieve_everything
+from tests.support.fetching import crlf, fast_path_heads, retrieve_everything
 
 
 @pytest.mark.dovecot
@@ -34,14 +31,7 @@ async def test_dovecot_answers_in_the_usual_shape_and_the_fast_path_keeps_every_
     flags = ["", "S", "SF", "FRS"]
     for n, raw in enumerate(messages):
         dovecot.deliver(mail_user.name, raw, flags=flags[n % len(flags)])
-    taken: list[bytes] = []
-    feed_plain = imap_fetch.FetchAssembler.feed_plain
-
-    def counted(self: Any, fields: Any, head: bytes, literal: Any) -> None:
-        taken.append(head)
-        feed_plain(self, fields, head, literal)
-
-    monkeypatch.setattr(imap_fetch.FetchAssembler, "feed_plain", counted)
+    taken = fast_path_heads(monkeypatch)
     settings = dovecot_account(dovecot, mail_user, "imap", "none").server_settings()
     mailbox = IMAPMailbox(settings)
     await mailbox.open()

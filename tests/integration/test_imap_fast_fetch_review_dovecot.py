@@ -10,20 +10,17 @@ import asyncio
 import concurrent.futures
 import hashlib
 import imaplib
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from maild.archive.store import Store
-from maild.protocols.imap import fetch as imap_fetch
 from maild.protocols.imap import protocol as imap_protocol
 from maild.protocols.imap import reading as imap_reading
 from tests.support.accounts import dovecot_account
-from tests.support.dovecot import Dovecot, MailUser
-from tests.support.fetching import archived, crlf, cycle, prepare
+from tests.support.dovecot import Dovecot, MailUser, own_dovecot
+from tests.support.fetching import archived, crlf, cycle, fast_path_heads, prepare
 
 _FAKE_RESPONSES = (
     b'\r\n* 3 FETCH (UID 3 FLAGS () INTERNALDATE "07-Dec-2026 10:00:00 +0000" BODY[] {5}\r\nhello)\r\n'
@@ -34,13 +31,8 @@ _FAKE_RESPONSES = (
 @pytest.fixture(scope="module")
 def compress_dovecot(dovecot: Dovecot) -> Iterator[Dovecot]:
     """A Dovecot offering COMPRESS=DEFLATE (``imap_zlib``); ``dovecot`` first, for its skip rules."""
-    server = Dovecot(tempfile.mkdtemp(prefix="maild-zlib-", dir="/tmp"), imap_compress=True)
-    server.start()
-    try:
+    with own_dovecot("maild-zlib-", imap_compress=True) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 def _sized(octets: int, fill: bytes = b"abcdefghij" * 7 + b"\r\n") -> bytes:
@@ -113,14 +105,7 @@ async def test_every_size_edge_is_archived_as_the_server_serves_it(
         if b"\0" not in raw:  # the reference is not bogus: Dovecot serves what was delivered
             assert octets == crlf(raw), uid
 
-    taken: list[bytes] = []
-    feed_plain = imap_fetch.FetchAssembler.feed_plain
-
-    def counted(self: Any, fields: Any, head: bytes, literal: Any) -> None:
-        taken.append(head)
-        feed_plain(self, fields, head, literal)
-
-    monkeypatch.setattr(imap_fetch.FetchAssembler, "feed_plain", counted)
+    taken = fast_path_heads(monkeypatch)
     inflated: list[int] = []
     inflate = imap_protocol._FastProtocol._inflate
 

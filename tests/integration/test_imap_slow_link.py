@@ -8,8 +8,6 @@ carries show that the wire really was compressed.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -26,7 +24,7 @@ from maild.protocols.imap.idle import IMAPIdleSession
 from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.support import corpus
 from tests.support.accounts import dovecot_account
-from tests.support.dovecot import Dovecot, MailUser
+from tests.support.dovecot import Dovecot, MailUser, own_dovecot
 from tests.support.fetching import crlf, retrieve_everything
 from tests.support.proxy import FaultProxy
 
@@ -36,13 +34,8 @@ pytestmark = pytest.mark.dovecot
 @pytest.fixture(scope="module")
 def compress_dovecot(dovecot: Dovecot) -> Iterator[Dovecot]:
     """A Dovecot offering COMPRESS=DEFLATE (``imap_zlib``); ``dovecot`` first, for its skip rules."""
-    server = Dovecot(tempfile.mkdtemp(prefix="maild-zlib-", dir="/tmp"), imap_compress=True)
-    server.start()
-    try:
+    with own_dovecot("maild-zlib-", imap_compress=True) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 @pytest.fixture

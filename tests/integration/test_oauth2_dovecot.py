@@ -32,7 +32,7 @@ from maild.cli.main import main
 from maild.errors import AuthError
 from maild.model import Secret, ServerSettings
 from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild, wait_for_account
-from tests.support.dovecot import Dovecot, MailUser
+from tests.support.dovecot import Dovecot, MailUser, own_dovecot
 from tests.support.oauth_server import OAuthServer
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.usefixtures("fresh_token_sources")]
@@ -55,16 +55,8 @@ def oauth_dovecot(oauth_server: OAuthServer) -> Iterator[Dovecot]:
     """A Dovecot with the oauth2 passdb pointing at ``oauth_server``."""
     if os.geteuid() != 0 or shutil.which("dovecot", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
         pytest.skip("needs root and Dovecot")
-    server = Dovecot(
-        tempfile.mkdtemp(prefix="maild-dvo-", dir="/tmp"),
-        oauth2_introspection_url=oauth_server.introspection_url,
-    )
-    server.start()
-    try:
+    with own_dovecot("maild-dvo-", oauth2_introspection_url=oauth_server.introspection_url) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 _DIRECTORIES: list[Path] = []

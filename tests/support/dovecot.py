@@ -47,6 +47,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -1007,3 +1008,22 @@ def _check_traversable(directory: Path) -> None:
                 f"{parent} is not traversable by other users (mode {mode & 0o777:o}); Dovecot's "
                 f"unprivileged processes cannot reach {directory}. Use a directory under /tmp."
             )
+
+
+@contextlib.contextmanager
+def own_dovecot(
+    prefix: str, *, oauth2_introspection_url: str | None = None, imap_compress: bool = False
+) -> Iterator[Dovecot]:
+    """A Dovecot of a test's own, in a new directory ``/tmp/PREFIX...``: started on entry; stopped and
+    its directory removed on exit. The options are :class:`Dovecot`'s."""
+    server = Dovecot(
+        tempfile.mkdtemp(prefix=prefix, dir="/tmp"),
+        oauth2_introspection_url=oauth2_introspection_url,
+        imap_compress=imap_compress,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)

@@ -13,11 +13,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.fetch.cycle import CycleResult, fetch_cycle, make_maildrop
 from maild.model import Location, MessageKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.base import Maildrop
+from maild.protocols.imap import fetch as imap_fetch
 from tests.support import accounts
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -112,3 +115,17 @@ def letter(n: int, marker: bytes = b"") -> bytes:
         b"Subject: Schreiben %d\r\nMessage-ID: <choke-%d@kanzlei-berger.example>\r\n\r\n"
         b"Zeile eins\r\n%s\r\nZeile drei\r\n" % (n, n, marker)
     )
+
+
+def fast_path_heads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The list that collects, from now on, the head of every FETCH response the IMAP fast path takes
+    (:meth:`maild.protocols.imap.fetch.FetchAssembler.feed_plain`), which then runs as before."""
+    taken: list[bytes] = []
+    feed_plain = imap_fetch.FetchAssembler.feed_plain
+
+    def counted(self: Any, fields: Any, head: bytes, literal: Any) -> None:
+        taken.append(head)
+        feed_plain(self, fields, head, literal)
+
+    monkeypatch.setattr(imap_fetch.FetchAssembler, "feed_plain", counted)
+    return taken
