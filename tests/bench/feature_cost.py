@@ -17,6 +17,10 @@ GNU time ``%U %S %M`` of the whole process). The variants name what is switched 
   statement that binds the same parameters and writes nothing;
 - ``parse``: the header summary and the MIME walk (``maild.archive.parse.parse`` returns an empty
   summary and no parts; the index then holds no body text either);
+- ``wal``: the write-ahead log: the archive in SQLite's rollback-journal mode (``journal_mode =
+  DELETE``, still ``synchronous = FULL``), so each new page is written once, into the database
+  file, as a Maildir writes each message once (no checkpoint copies the log into the file); the
+  archive's check that its ``-wal`` file is still its own is skipped (there is none);
 - ``none``: maild as it is.
 
 ``--mbsync`` adds a run of mbsync (its Maildir, the benchmark's configuration) to every round, for
@@ -78,6 +82,18 @@ if "fts" in off:
     batches._INSERT_FTS = (
         "UPDATE messages SET size_octets = size_octets WHERE 0 AND ?1 IS ?2 AND ?3 IS ?4 AND ?5 IS ?6"
     )
+if "wal" in off:
+    from maild.archive.store import Store
+    real_open = Store.open.__func__
+    async def open_without_wal(cls, path):
+        store = await real_open(cls, path)
+        await store.db._conn.execute("PRAGMA journal_mode = DELETE")
+        return store
+    Store.open = classmethod(open_without_wal)
+    from maild.archive.connection import ArchiveConnection
+    async def same_archive(self):  # its check of the -wal file's identity: there is none now
+        return None
+    ArchiveConnection.verify_identity = same_archive
 from maild.cli.main import console
 sys.argv = ["maild", *sys.argv[1:]]
 console()
