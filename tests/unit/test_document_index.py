@@ -242,9 +242,12 @@ async def test_a_one_shot_fetch_with_nothing_to_index_starts_no_indexer(
     from maild.service import oneshot
 
     db = tmp_path / "maild.sqlite3"
-    await build_archive(
-        db, [("anna-pop", pop(1), letter(1)), ("anna-pop", pop(2), letter(2)), ("anna-pop", pop(3), invoice(3))]
-    )
+    items = [
+        ("anna-pop", pop(1), letter(1)),
+        ("anna-pop", pop(2), letter(2)),
+        ("anna-pop", pop(3), invoice(3)),
+    ]
+    await build_archive(db, items)
     await index(db)
     assert pending(db) == 0
 
