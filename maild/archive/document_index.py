@@ -97,13 +97,6 @@ class _Result:
 PENDING_SQL = DOCUMENTS_PENDING_SQL
 
 
-async def pending_count(conn: aiosqlite.Connection) -> int:
-    """Messages whose attachment text is not indexed yet (no ``document_text`` row)."""
-    async with conn.execute(f"SELECT count(*) FROM ({PENDING_SQL})", (0,)) as cur:  # noqa: S608
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 def _documents(raw: bytes) -> list[tuple[str, str | None, DocumentKind, bytes | None]]:
     """(part, file name, kind, decoded octets or None when too large) of each PDF or Office part."""
     found: list[tuple[str, str | None, DocumentKind, bytes | None]] = []

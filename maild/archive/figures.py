@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from maild.archive.counters import ArchiveCounters
-from maild.archive.schema import parse_utc
+from maild.archive.schema import DOCUMENTS_PENDING_SQL, parse_utc
 
 if TYPE_CHECKING:
     from maild.archive.connection import ArchiveConnection
@@ -59,6 +59,20 @@ class ArchiveFigures:
         counters.replace(await self.message_counts(), messages, octets)
         self._db.counters = counters
         return counters
+
+    async def documents_pending(self) -> int:
+        """Messages whose PDF/Office attachment text is not indexed yet (``has_documents`` not 0 and no
+        ``document_text`` row, schema 13; :mod:`maild.archive.document_index` indexes them).
+
+        Counted here, not in :mod:`maild.archive.document_index`: a one-shot ``maild fetch`` asks after
+        every fetch that stored mail, and needs the indexer (its module, the worker's) only when there
+        is something to index within its bound (start-up cost, docs/performance.md "Session 12").
+
+        Raises:
+            StoreError: SQLite failed.
+        """
+        rows = await self._db._all(f"SELECT count(*) FROM ({DOCUMENTS_PENDING_SQL})", (0,))  # noqa: S608
+        return int(rows[0][0])
 
     async def integrity_check(self) -> str:
         """Run ``PRAGMA integrity_check`` and return its first line (``"ok"`` when healthy)."""

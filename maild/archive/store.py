@@ -227,6 +227,7 @@ class Store:
     totals = Delegated("figures", ArchiveFigures.totals)
     keep_counters = Delegated("figures", ArchiveFigures.keep_counters)
     integrity_check = Delegated("figures", ArchiveFigures.integrity_check)
+    documents_pending = Delegated("figures", ArchiveFigures.documents_pending)
 
     # -- storing fetched messages ----------------------------------------------------------------
 
@@ -362,12 +363,6 @@ class Store:
         from maild.archive import document_index
 
         return await document_index.index_pending(self._conn, self._atomic, worker, progress, after)
-
-    async def documents_pending(self) -> int:
-        """Messages whose attachments the attachment-text indexer has not looked at yet."""
-        from maild.archive import document_index
-
-        return await document_index.pending_count(self._conn)
 
     async def forget_documents(self) -> int:
         """Remove all attachment text from the index and make every message pending again.

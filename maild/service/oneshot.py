@@ -207,6 +207,8 @@ async def _index_documents(store: Store, bound: int = ONESHOT_DOCUMENT_MESSAGES)
     except StoreError as exc:
         log.warning("documents.store-failed", error=str(exc))
         return
+    if not waiting:  # nothing to index: neither the indexer's module nor its worker's is loaded
+        return
     if waiting > bound:
         log.warning(
             "documents.deferred",

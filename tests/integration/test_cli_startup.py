@@ -39,6 +39,9 @@ HEAVY_MODULES: dict[str, str] = {
     "maild.protocols.pop3.maildrop": "the POP3 adapter: only a POP3 account's cycle",
     "maild.fetch.resync": "an IMAP cycle's UIDVALIDITY resync and UID check (3 dataclasses): only IMAP",
     "maild.fetch.folders": "an IMAP cycle's unselected mailboxes and their records: only IMAP",
+    "maild.archive.document_index": "the attachment-text indexer: the daemon, `maild reindex`, and a one-shot"
+    " fetch only when PDF/Office attachments wait within its bound (not to count them)",
+    "maild.archive.document_worker": "the attachment-text worker's handle: only when a document is indexed",
     "maild.archive.maildir": "the Maildir writer: only an account with deliver_maildir, and export",
     "maild.archive.index_text": "the index text and the MIME walk: storing new mail, search snippets",
     "maild.archive.parse": "a message's one parse (summary, MIME parts): storing new mail, search snippets",

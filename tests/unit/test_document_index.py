@@ -232,6 +232,48 @@ async def test_a_one_shot_fetch_leaves_a_large_backlog_to_the_daemon_and_says_so
     assert subjects(db, "heizkostenabrechnung") == ["Unterlagen Wohnung", "Unterlagen Wohnung"]
 
 
+async def test_a_one_shot_fetch_with_nothing_to_index_starts_no_indexer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps: archive two letters without documents and one invoice, index the invoice; the one-shot's
+    indexing step then finds nothing pending (the count agrees with the reader's) and neither makes a
+    worker nor runs the indexer, nor logs anything (the fetch's start-up: docs/performance.md
+    "Session 12"); with a second invoice archived it indexes that one as before."""
+    from maild.service import oneshot
+
+    db = tmp_path / "maild.sqlite3"
+    items = [
+        ("anna-pop", pop(1), letter(1)),
+        ("anna-pop", pop(2), letter(2)),
+        ("anna-pop", pop(3), invoice(3)),
+    ]
+    await build_archive(db, items)
+    await index(db)
+    assert pending(db) == 0
+
+    def no_worker(*_args: object, **_kwargs: object) -> DocumentWorker:
+        raise AssertionError("a worker made with nothing to index")
+
+    async def no_indexer(*_args: object, **_kwargs: object) -> object:
+        raise AssertionError("the indexer run with nothing to index")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("maild.archive.document_worker.DocumentWorker", no_worker)
+        patched.setattr(Store, "index_documents", no_indexer)
+        async with await Store.open(db) as store:
+            assert await store.documents_pending() == 0
+            with capture_logs() as logs:
+                await oneshot._index_documents(store, bound=5)
+    assert [e for e in logs if str(e["event"]).startswith("documents.")] == []
+
+    await build_archive(db, [("anna-pop", pop(4), invoice(4))])
+    async with await Store.open(db) as store:
+        assert await store.documents_pending() == 1
+        await oneshot._index_documents(store, bound=5)
+    assert pending(db) == 0
+    assert subjects(db, "heizkostenabrechnung") == ["Unterlagen Wohnung", "Unterlagen Wohnung"]
+
+
 async def test_the_indexer_reads_at_most_a_chunk_of_mail_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
