@@ -140,7 +140,9 @@ def _header_like(rng: random.Random, octets: int) -> list[bytes]:
     while total < octets:
         kind = rng.random()
         if kind < 0.6:
-            line = b"Received: from " + b".".join(b"h%d" % rng.randrange(100) for _ in range(rng.randrange(1, 30)))
+            line = b"Received: from " + b".".join(
+                b"h%d" % rng.randrange(100) for _ in range(rng.randrange(1, 30))
+            )
         elif kind < 0.75:
             line = b"." * rng.randrange(1, 6) + b"x.y"
         elif kind < 0.85:
