@@ -313,7 +313,10 @@ class Location:
 
 #: Every :class:`Secret` alive in this process, so that :func:`redact_known` can find their values in
 #: any text (a server echoing a LOGIN line, an error message) before it is shown or logged.
-_LIVE_SECRETS: weakref.WeakSet[Secret] = weakref.WeakSet()
+_LIVE_SECRETS: weakref.WeakValueDictionary[int, Secret] = weakref.WeakValueDictionary()
+"""Keyed by identity, not by value: secrets compare by value, and a set of them kept only the first of
+equal ones, so a second object of the same password (a reloaded configuration, two accounts sharing
+it) was never registered and went unmasked once the first was gone (QA of session 12)."""
 _MASK = "********"
 #: Shortest secret :func:`redact_known` masks everywhere: a one- or two-character value would blank
 #: out unrelated text in every log line (errors that quote server text still mask any length).
@@ -365,7 +368,9 @@ def redact_known(text: str) -> str:
         return text
     # longest first: a shorter secret inside a longer one ("password" in "my-password-9") masked
     # first would leave the rest of the longer one shown (QA of session 10, seen in CI)
-    for secret in sorted(_LIVE_SECRETS, key=lambda s: len(s.reveal()), reverse=True):
+    # valuerefs(): one copy of the references, which other threads may add to meanwhile
+    live = [secret for ref in _LIVE_SECRETS.valuerefs() if (secret := ref()) is not None]
+    for secret in sorted(live, key=lambda s: len(s.reveal()), reverse=True):
         if len(secret.reveal()) >= MIN_GLOBAL_REDACT_CHARS:
             text = secret.redact(text)
     return text
@@ -399,7 +404,7 @@ class Secret:
     def __init__(self, value: str) -> None:
         self._value = value
         self._forms: tuple[str, ...] | None = None  # computed at the first redact()
-        _LIVE_SECRETS.add(self)
+        _LIVE_SECRETS[id(self)] = self
 
     def reveal(self) -> str:
         """Return the secret text (only for sending it to the server)."""
