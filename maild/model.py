@@ -6,7 +6,7 @@ Nothing here does I/O. Datetimes are timezone-aware and in UTC.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
@@ -399,24 +399,38 @@ class Secret:
     known to :func:`redact_known` while it lives.
     """
 
-    __slots__ = ("__weakref__", "_forms", "_value")
+    __slots__ = ("__weakref__", "_extra", "_forms", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
         self._forms: tuple[str, ...] | None = None  # computed at the first redact()
+        self._extra: frozenset[str] = frozenset()  # see add_forms
         _LIVE_SECRETS[id(self)] = self
 
     def reveal(self) -> str:
         """Return the secret text (only for sending it to the server)."""
         return self._value
 
+    def add_forms(self, forms: Iterable[str]) -> None:
+        """Mask ``forms`` too wherever this secret is masked, for as long as it lives: the shapes it
+        takes on the wire inside a longer value that no quoting of the secret alone gives, such as
+        the base64 of a SASL response holding it (RFC 4616, RFC 7628), which a server may echo in a
+        ``BYE`` or a line that is no IMAP response (QA of session 12: shown in full in the error,
+        status and log). A few per secret (each mechanism's, with and without padding); forms shorter
+        than :data:`MIN_GLOBAL_REDACT_CHARS` are ignored."""
+        extra = self._extra | {form for form in forms if len(form) >= MIN_GLOBAL_REDACT_CHARS}
+        if extra != self._extra:
+            self._extra = frozenset(extra)
+            self._forms = None
+
     def redact(self, text: str) -> str:
         """``text`` with this secret replaced by ``********``: raw, as an IMAP quoted string, or as
-        Python's ``repr()`` shows it inside a longer str or bytes (see :func:`_forms`)."""
+        Python's ``repr()`` shows it inside a longer str or bytes (see :func:`_forms`), and in the
+        forms given to :meth:`add_forms`."""
         if not self._value:
             return text
         if self._forms is None:
-            self._forms = _forms(self._value)
+            self._forms = tuple(sorted({*_forms(self._value), *self._extra}, key=len, reverse=True))
         for form in self._forms:
             if form in text:
                 text = text.replace(form, _MASK)
