@@ -814,3 +814,13 @@ def test_a_fifo_as_the_configuration_does_not_block_a_client_command(tmp_path: P
         thread.join()
     assert not blocked, "control_socket_path blocked on the FIFO"
     assert found == [DaemonConfig().control_socket]
+
+
+def test_a_file_where_the_socket_directory_should_be_means_not_running(tmp_path: Path) -> None:
+    """QA of session 12: ``/run/maild`` replaced by a regular file made every client command end in
+    ``maild: [Errno 20] Not a directory`` (exit 1); it is "not running" (status exits 3) naming the path."""
+    (tmp_path / "maild").write_text("")
+    path = tmp_path / "maild" / "control.sock"
+    with pytest.raises(ControlError, match="maild is not running") as caught:
+        request(path, {"command": "status"})
+    assert caught.value.code == "not-running"
