@@ -6,7 +6,7 @@ Nothing here does I/O. Datetimes are timezone-aware and in UTC.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
@@ -313,7 +313,10 @@ class Location:
 
 #: Every :class:`Secret` alive in this process, so that :func:`redact_known` can find their values in
 #: any text (a server echoing a LOGIN line, an error message) before it is shown or logged.
-_LIVE_SECRETS: weakref.WeakSet[Secret] = weakref.WeakSet()
+_LIVE_SECRETS: weakref.WeakValueDictionary[int, Secret] = weakref.WeakValueDictionary()
+"""Keyed by identity, not by value: secrets compare by value, and a set of them kept only the first of
+equal ones, so a second object of the same password (a reloaded configuration, two accounts sharing
+it) was never registered and went unmasked once the first was gone (QA of session 12)."""
 _MASK = "********"
 #: Shortest secret :func:`redact_known` masks everywhere: a one- or two-character value would blank
 #: out unrelated text in every log line (errors that quote server text still mask any length).
@@ -365,7 +368,9 @@ def redact_known(text: str) -> str:
         return text
     # longest first: a shorter secret inside a longer one ("password" in "my-password-9") masked
     # first would leave the rest of the longer one shown (QA of session 10, seen in CI)
-    for secret in sorted(_LIVE_SECRETS, key=lambda s: len(s.reveal()), reverse=True):
+    # valuerefs(): one copy of the references, which other threads may add to meanwhile
+    live = [secret for ref in _LIVE_SECRETS.valuerefs() if (secret := ref()) is not None]
+    for secret in sorted(live, key=lambda s: len(s.reveal()), reverse=True):
         if len(secret.reveal()) >= MIN_GLOBAL_REDACT_CHARS:
             text = secret.redact(text)
     return text
@@ -394,24 +399,38 @@ class Secret:
     known to :func:`redact_known` while it lives.
     """
 
-    __slots__ = ("__weakref__", "_forms", "_value")
+    __slots__ = ("__weakref__", "_extra", "_forms", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
         self._forms: tuple[str, ...] | None = None  # computed at the first redact()
-        _LIVE_SECRETS.add(self)
+        self._extra: frozenset[str] = frozenset()  # see add_forms
+        _LIVE_SECRETS[id(self)] = self
 
     def reveal(self) -> str:
         """Return the secret text (only for sending it to the server)."""
         return self._value
 
+    def add_forms(self, forms: Iterable[str]) -> None:
+        """Mask ``forms`` too wherever this secret is masked, for as long as it lives: the shapes it
+        takes on the wire inside a longer value that no quoting of the secret alone gives, such as
+        the base64 of a SASL response holding it (RFC 4616, RFC 7628), which a server may echo in a
+        ``BYE`` or a line that is no IMAP response (QA of session 12: shown in full in the error,
+        status and log). A few per secret (each mechanism's, with and without padding); forms shorter
+        than :data:`MIN_GLOBAL_REDACT_CHARS` are ignored."""
+        extra = self._extra | {form for form in forms if len(form) >= MIN_GLOBAL_REDACT_CHARS}
+        if extra != self._extra:
+            self._extra = frozenset(extra)
+            self._forms = None
+
     def redact(self, text: str) -> str:
         """``text`` with this secret replaced by ``********``: raw, as an IMAP quoted string, or as
-        Python's ``repr()`` shows it inside a longer str or bytes (see :func:`_forms`)."""
+        Python's ``repr()`` shows it inside a longer str or bytes (see :func:`_forms`), and in the
+        forms given to :meth:`add_forms`."""
         if not self._value:
             return text
         if self._forms is None:
-            self._forms = _forms(self._value)
+            self._forms = tuple(sorted({*_forms(self._value), *self._extra}, key=len, reverse=True))
         for form in self._forms:
             if form in text:
                 text = text.replace(form, _MASK)

@@ -53,6 +53,8 @@ from pathlib import Path
 
 import structlog
 
+from maild.archive.wal_guard import wal_problem
+
 __all__ = [
     "CHECKPOINT_WAL_OCTETS",
     "WAL_HARD_OCTETS",
@@ -333,6 +335,13 @@ class Checkpointer:
         """One ``PASSIVE`` checkpoint (opening the connection first if needed); its failure logged
         once, its recovery logged. Returns the connection to use next time."""
         self.attempts += 1
+        shm = self._shm_fd
+        cut = wal_problem(Path(f"{self.path}-wal"), shm) if shm is not None else None
+        if cut is not None:  # a checkpoint would copy what is no longer there into the archive file
+            if self.failure != cut:
+                log.error("archive.checkpoint.refused", path=str(self.path), problem=cut)
+            self.failure = cut
+            return conn
         try:
             if conn is None:
                 conn = self._connect()

@@ -234,6 +234,26 @@ def _find_delimiter(raw: bytes, delim: bytes, start: int, end: int) -> int:
     return raw.find(delim, pos, end)
 
 
+PADDING_PIECE_OCTETS = 64
+"""Octets :func:`_only_padding` reads at a time after a delimiter (a copy of each piece)."""
+
+
+def _only_padding(raw: bytes, pos: int, end: int) -> bool:
+    """Whether ``raw[pos:end]`` holds only blanks up to its first CR or LF (or to ``end``): the
+    transport padding that may follow a boundary delimiter (RFC 2046 section 5.1.1, ``dash-boundary
+    transport-padding CRLF``, and ``close-delimiter transport-padding``). Read in pieces of
+    :data:`PADDING_PIECE_OCTETS`, so a long line of blanks costs a few copies, never a Python step
+    per octet; works on ``bytes`` and on a spooled view alike (each slice is a copy)."""
+    while True:
+        piece = bytes(raw[pos : min(end, pos + PADDING_PIECE_OCTETS)])
+        rest = piece.lstrip(b" \t")
+        if rest:
+            return rest[0] in (0x0D, 0x0A)
+        if pos + PADDING_PIECE_OCTETS >= end:
+            return True
+        pos += PADDING_PIECE_OCTETS
+
+
 def _boundary_parts(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
     """The (start, end) offsets of each body part between ``--boundary`` lines (RFC 2046 section 5.1.1).
 
@@ -252,8 +272,7 @@ def _boundary_parts(raw: bytes, start: int, end: int, boundary: bytes) -> list[t
         after = i + len(delim)
         at_line_start = i == start or raw[i - 1 : i] == b"\n"
         closing = raw.startswith(b"--", after)
-        follows = raw[after : after + 1]
-        if not at_line_start or not (closing or follows in (b"", b"\r", b"\n", b" ", b"\t")):
+        if not at_line_start or not _only_padding(raw, after + 2 if closing else after, end):
             pos = i + 1
             continue
         if current is not None:

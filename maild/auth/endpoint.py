@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from maild.errors import ProtocolError, TransientError
 
-__all__ = ["HTTP_TIMEOUT_S", "MAX_RESPONSE_OCTETS", "post"]
+__all__ = ["HTTP_TIMEOUT_S", "MAX_RESPONSE_OCTETS", "endpoint_allowed", "post"]
 
 #: Longest token or device-authorization response read, in octets (real ones are 1-5 KB).
 MAX_RESPONSE_OCTETS: Final = 64 * 1024
@@ -75,9 +75,41 @@ class _Deadline:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+def endpoint_allowed(url: str) -> bool:
+    """Whether maild talks to ``url``: ``https://`` to any host, ``http://`` only to a loopback address
+    (tests, local proxies); the rule of :func:`maild.auth.oauth2.check_endpoint` for configured
+    endpoints and of :func:`post` for where an endpoint redirects."""
+    import ipaddress
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return True
+    if parts.scheme != "http":
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _RefusedRedirect(Exception):
+    """An endpoint redirected to a URL :func:`endpoint_allowed` refuses (the URL's scheme and host)."""
+
+
 def _opener(deadline: _Deadline) -> Any:
-    """urllib's default opener (environment proxies, redirects); ``deadline`` watches its connections."""
+    """urllib's default opener (environment proxies, redirects); ``deadline`` watches its connections.
+
+    Redirects are followed only to URLs :func:`endpoint_allowed` accepts: urllib also follows them
+    to ``ftp://``, whose connections the deadline does not watch (an endpoint redirecting there held
+    the thread past :data:`HTTP_TIMEOUT_S`), and from ``https://`` to plain ``http://`` anywhere, which
+    the configuration refuses (QA of session 12).
+    """
     import http.client
+    import urllib.parse
     import urllib.request
 
     class _HTTP(http.client.HTTPConnection):
@@ -98,7 +130,14 @@ def _opener(deadline: _Deadline) -> Any:
         def https_open(self, req: Any) -> Any:
             return self.do_open(_HTTPS, req)
 
-    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+    class _Redirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+            if not endpoint_allowed(urllib.parse.urljoin(req.full_url, newurl)):
+                parts = urllib.parse.urlsplit(newurl)
+                raise _RefusedRedirect(f"{parts.scheme}://{parts.hostname or ''}")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler, _Redirects)
 
 
 def post(
@@ -119,7 +158,8 @@ def post(
     Raises:
         TransientError: the endpoint cannot be reached, does not answer in full within
             :data:`HTTP_TIMEOUT_S`, or answers 5xx.
-        ProtocolError: the body is longer than :data:`MAX_RESPONSE_OCTETS`.
+        ProtocolError: the body is longer than :data:`MAX_RESPONSE_OCTETS`, or the endpoint redirects
+            to a URL :func:`endpoint_allowed` refuses (not followed).
     """
     import http.client
     import urllib.error
@@ -143,6 +183,12 @@ def post(
             with response:
                 status = int(response.status or 0)
                 body = response.read(MAX_RESPONSE_OCTETS + 1)
+        except _RefusedRedirect as exc:
+            raise ProtocolError(
+                f"account {account}: {what} {url} redirected to {exc}, which maild does not follow"
+                " (https://, or http:// to loopback only)",
+                account=account,
+            ) from None
         except http.client.HTTPException as exc:  # a broken status line, header flood, cut chunk
             if not deadline.expired:
                 raise TransientError(

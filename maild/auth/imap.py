@@ -161,6 +161,7 @@ async def authenticate(
                 f"account {settings.account!r}: username or secret contains a line break, NUL or ^A",
                 account=settings.account,
             ) from None
+        secret.add_forms(exchange.secrets())  # a server echoing the base64 line: masked like the secret
         log.debug("imap.auth.started", account=settings.account, mechanism=mech, auth=settings.auth)
         status = await _exchange(transport, exchange, sasl.imap_sasl_ir(caps))
         if status.result == "OK":

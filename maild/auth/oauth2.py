@@ -20,7 +20,6 @@ server's ``error_description`` is shown only after every secret sent is removed 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import time
@@ -29,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from maild.auth.endpoint import HTTP_TIMEOUT_S, MAX_RESPONSE_OCTETS, post
+from maild.auth.endpoint import HTTP_TIMEOUT_S, MAX_RESPONSE_OCTETS, endpoint_allowed, post
 from maild.auth.sasl import redact
 from maild.errors import AuthError, ConfigError, ProtocolError, TransientError
 from maild.model import Secret
@@ -71,24 +70,14 @@ _TRANSIENT_ERRORS: Final = frozenset({"temporarily_unavailable", "server_error"}
 
 
 def check_endpoint(url: str, where: str) -> None:
-    """Accept only ``https://`` endpoints, or ``http://`` to a loopback address (tests, local proxies).
+    """Accept only ``https://`` endpoints, or ``http://`` to a loopback address (tests, local proxies):
+    :func:`maild.auth.endpoint.endpoint_allowed`, which also decides where a redirect may go.
 
     Raises:
         ConfigError: another scheme, or plain http to a host that is not loopback; names ``where``.
     """
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return
-    loopback = host == "localhost"
-    if not loopback:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-    if parts.scheme == "http" and loopback:
-        return
-    raise ConfigError(f"{where}: expected an https:// URL (http:// only to loopback), got {url!r}")
+    if not endpoint_allowed(url):
+        raise ConfigError(f"{where}: expected an https:// URL (http:// only to loopback), got {url!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _log_to_stderr(args: argparse.Namespace, level: str) -> None:
+    """Send the log lines of a command that opens the archive to stderr (``--log-level``, else
+    ``level``): structlog left unconfigured prints them on stdout, among the command's result (QA
+    of session 12: ``maild reindex`` printed its ``documents.failed`` lines there)."""
+    from maild.log import configure_logging
+
+    configure_logging(args.log_level or level)
+
+
 def _backup(args: argparse.Namespace) -> int:
     from maild.archive.backup import backup, prune
 
@@ -106,6 +115,7 @@ def _restore(args: argparse.Namespace) -> int:
     from maild.service.control_client import ControlClient
 
     cfg = load_args_config(args)
+    _log_to_stderr(args, "warning")
     if ControlClient(cfg.daemon.control_socket).daemon_answers():
         raise StoreError(
             f"the daemon is running (it answers on {cfg.daemon.control_socket}); stop it first"
@@ -134,6 +144,7 @@ def _reindex(args: argparse.Namespace) -> int:
     database = load_args_config(args).daemon.database
     if not database.is_file():
         raise StoreError(f"archive {database} does not exist (is daemon.state_dir right?)")
+    _log_to_stderr(args, "info")  # the result names the documents.failed lines: they are shown
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
@@ -183,6 +194,8 @@ def _reindex(args: argparse.Namespace) -> int:
 
 def _compact(args: argparse.Namespace) -> int:
     from maild.service.compact import compact_archive
+
+    _log_to_stderr(args, "warning")
 
     database = Path(args.database) if args.database is not None else load_args_config(args).daemon.database
     tty = sys.stderr.isatty()

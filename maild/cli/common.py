@@ -8,7 +8,9 @@ it imports none of them.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import stat
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -69,11 +71,16 @@ def control_socket_path(args: argparse.Namespace) -> Path:
             warn(problem)
         warn("the configuration has errors; asking the daemon anyway")
     raw: object = None
+    text = b""
     try:
-        with path.open("rb") as fh:
-            text = fh.read(MAX_CONFIG_SCAN_OCTETS)
+        # O_NONBLOCK: a FIFO (the loader refused it above) would otherwise block this open until
+        # a writer came, for ever (QA of session 12: `maild -c FIFO status` hung); read regular files only
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as fh:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                text = fh.read(MAX_CONFIG_SCAN_OCTETS)
     except OSError:
-        text = b""
+        pass
     try:
         raw = tomllib.loads(text.decode("utf-8")).get("daemon", {}).get("control_socket")
     except (ValueError, RecursionError, AttributeError):

@@ -64,7 +64,9 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_T
         sock.settimeout(timeout_s)
         try:
             _connect(sock, path, timeout_s)
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
+            # NotADirectoryError: a file where the socket's directory should be (a /run clean-up
+            # gone wrong); before, "maild: [Errno 20] Not a directory" (QA of session 12)
             raise ControlError("not-running", f"maild is not running (no daemon on {path})") from None
         except TimeoutError:
             raise ControlError(

@@ -26,7 +26,10 @@ def delete_account(dovecot: Dovecot, user: MailUser) -> AccountConfig:
     return pop3_account(dovecot.host, dovecot.ports.pop3, user.name, user.password, retention="delete")
 
 
-@pytest.mark.parametrize("how", ["unlinked", "replaced", "wal-unlinked", "wal-replaced"])
+@pytest.mark.parametrize(
+    "how",
+    ["unlinked", "replaced", "wal-unlinked", "wal-replaced", "wal-cut", "wal-cut-in-part", "wal-zeroed"],
+)
 async def test_archive_deleted_or_replaced_stops_deletion(
     dovecot: Dovecot,
     mail_user: MailUser,
@@ -59,6 +62,13 @@ async def test_archive_deleted_or_replaced_stops_deletion(
             os.replace(backup, path)
         elif how == "wal-unlinked":  # commits would go to a file with no name (QA of session 11)
             os.unlink(wal)
+        elif how == "wal-cut":  # `: > maild.sqlite3-wal`: the same file, its commits gone (QA of session 12)
+            os.truncate(wal, 0)
+        elif how == "wal-cut-in-part":
+            os.truncate(wal, wal.stat().st_size - 1)
+        elif how == "wal-zeroed":  # overwritten in place: its header
+            with open(wal, "r+b") as fh:
+                fh.write(bytes(32))
         else:
             shutil.copyfile(wal, tmp_path / "copy-wal")
             os.replace(tmp_path / "copy-wal", wal)

@@ -787,3 +787,40 @@ def test_an_endless_reply_is_cut_off(sock_dir: Path, monkeypatch: pytest.MonkeyP
     finally:
         listener.close()
         thread.join(timeout=10)
+
+
+def test_a_fifo_as_the_configuration_does_not_block_a_client_command(tmp_path: Path) -> None:
+    """QA of session 12: ``maild -c FIFO status`` warned that the file is not a regular one, then
+    opened it to look for ``control_socket`` anyway and waited for a writer for ever. Now the file is
+    read only when regular: the default socket is asked. Steps: control_socket_path on a FIFO in a
+    thread; it returns (a writer opens the FIFO afterwards only to release a blocked open)."""
+    import argparse
+
+    from maild.cli.common import control_socket_path
+    from maild.config.loader import DaemonConfig
+
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    found: list[Path] = []
+    thread = threading.Thread(
+        target=lambda: found.append(control_socket_path(argparse.Namespace(config=str(fifo))))
+    )
+    thread.start()
+    thread.join(60)
+    blocked = thread.is_alive()
+    if blocked:  # release the open, or the test run would hang on this thread
+        with open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+            pass
+        thread.join()
+    assert not blocked, "control_socket_path blocked on the FIFO"
+    assert found == [DaemonConfig().control_socket]
+
+
+def test_a_file_where_the_socket_directory_should_be_means_not_running(tmp_path: Path) -> None:
+    """QA of session 12: ``/run/maild`` replaced by a regular file made every client command end in
+    ``maild: [Errno 20] Not a directory`` (exit 1); it is "not running" (status exits 3) naming the path."""
+    (tmp_path / "maild").write_text("")
+    path = tmp_path / "maild" / "control.sock"
+    with pytest.raises(ControlError, match="maild is not running") as caught:
+        request(path, {"command": "status"})
+    assert caught.value.code == "not-running"

@@ -306,3 +306,34 @@ async def test_the_indexer_reads_at_most_a_chunk_of_mail_at_a_time(
     assert max(sizes) * 2 <= bound
     assert chunks[-1] == len(large)
     assert pending(db) == 0
+
+
+def test_reindex_logs_unreadable_attachments_on_stderr_and_prints_only_its_result_on_stdout(
+    tmp_path: Path,
+) -> None:
+    """QA of session 12 (the README's quick start): `maild reindex` printed its ``documents.failed``
+    log lines on stdout (structlog unconfigured prints there), mixed into its result, which scripts
+    read. Steps: an archive with a damaged PDF; `maild reindex`: stdout is the two result lines, the
+    log line naming the file is on stderr."""
+    import asyncio
+    import subprocess
+    import sys
+
+    db = tmp_path / "state" / "maild.sqlite3"
+    broken = docs.mail_with(1, [("Kaputt.pdf", docs.PDF, b"%PDF-1.4\n1 0 obj\n<<")], subject="Kaputt")
+    asyncio.run(build_archive(db, [("anna-pop", pop(1), broken)]))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{db.parent}"\ncontrol_socket = "{tmp_path}/c.sock"\n')
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "maild", "-c", str(cfg), "reindex"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout.splitlines() == [
+        "1 messages indexed",
+        "attachment text: 1 messages read, 1 PDF/Office attachments, 1 unreadable (logged as documents.failed)",
+    ]
+    assert "documents.failed" in rebuilt.stderr
+    assert "Kaputt.pdf" in rebuilt.stderr

@@ -219,3 +219,68 @@ def test_an_unreachable_device_endpoint_is_named_as_such() -> None:
         TransientError, match=r"device authorization endpoint http://127\.0\.0\.1:9/device unreachable"
     ):
         oauth2.start_device_authorization("anna", "http://127.0.0.1:9/device", "c", None, ())
+
+
+def _redirect(location: str) -> bytes:
+    return b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location.encode()
+
+
+def test_a_redirect_to_ftp_is_refused_without_connecting(endpoint: Endpoint) -> None:
+    """QA of session 12: urllib follows a redirect to ``ftp://``, whose connection the exchange deadline
+    does not watch (an FTP server trickling its greeting held the thread for ten times the limit).
+    Now such a redirect is a ProtocolError naming it, and the FTP address is never connected to."""
+    ftp = socket.create_server(("127.0.0.1", 0))
+    ftp.settimeout(0.2)
+    try:
+        endpoint.script.append((_redirect(f"ftp://127.0.0.1:{ftp.getsockname()[1]}/token"), 0))
+        endpoint.start()
+        with pytest.raises(
+            ProtocolError, match=r"redirected to ftp://127\.0\.0\.1, which maild does not follow"
+        ):
+            _fetch(endpoint.url)
+        with pytest.raises(TimeoutError):
+            ftp.accept()  # nobody came
+    finally:
+        ftp.close()
+
+
+@pytest.mark.parametrize(
+    ("location", "followed"),
+    [
+        ("http://192.0.2.7/token", False),  # plain http off the machine: what the configuration refuses
+        ("ftp://127.0.0.1/token", False),
+        ("file:///etc/passwd", False),
+        ("https://login.example/token", True),
+        ("http://127.0.0.2:8080/token", True),
+        ("http://localhost/token", True),
+    ],
+)
+def test_redirects_are_followed_only_where_a_configured_endpoint_could_point(
+    location: str, followed: bool
+) -> None:
+    """The redirect handler of the exchange's opener follows what ``check_endpoint`` would accept as a
+    configured endpoint and refuses the rest before any connection (no network: the handler alone)."""
+    import urllib.request
+
+    opener = endpoint_module._opener(endpoint_module._Deadline(60))
+    handler = next(h for h in opener.handlers if isinstance(h, urllib.request.HTTPRedirectHandler))
+    request = urllib.request.Request("http://127.0.0.1:9/token", data=b"a=b", method="POST")
+    if followed:
+        assert handler.redirect_request(request, None, 302, "Found", {}, location) is not None
+    else:
+        with pytest.raises(endpoint_module._RefusedRedirect):
+            handler.redirect_request(request, None, 302, "Found", {}, location)
+
+
+def test_a_redirect_to_another_loopback_endpoint_is_followed(endpoint: Endpoint) -> None:
+    """A redirect to a URL maild accepts is still followed to its answer."""
+    second = Endpoint(endpoint.tls)
+    second.script.append((_answer(_GOOD), 0))
+    second.start()
+    try:
+        endpoint.script.append((_redirect(second.url), 0))
+        endpoint.start()
+        assert _fetch(endpoint.url).access_token == Secret("AT-1")
+    finally:
+        second.stop.set()
+        second.listener.close()

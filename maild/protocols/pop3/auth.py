@@ -189,6 +189,7 @@ def _attempt(
             f"{session.where()}: username or secret contains a line break, NUL or ^A", account=s.account
         )
     session.add_secrets(exchange.secrets())
+    secret.add_forms(exchange.secrets())  # also where only the live secrets are masked (logs, status)
     log.debug("pop3.auth.started", account=s.account, mechanism=mech, auth=s.auth)
     outcome = _exchange(session, pop, exchange)
     if isinstance(outcome, MaildError):

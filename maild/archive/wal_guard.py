@@ -1,0 +1,91 @@
+"""The archive's write-ahead log checked against SQLite's own index of it: cut or overwritten in place.
+
+The archive guard (:meth:`maild.archive.connection.ArchiveConnection.verify_identity`) notices a
+``-wal`` deleted or replaced by its device and inode. A log cut in place (``: > maild.sqlite3-wal``,
+``truncate -s 0``, a clean-up that empties large files) keeps both, and SQLite does not notice either:
+it goes on appending after the frames its index (the ``-shm`` file) still lists, behind a log header
+that is gone. Every commit since the last checkpoint is then lost at the next start, and a checkpoint
+copies zeros into the database file (QA of session 12: the archive became "not a database", with the
+messages already deleted on the server). So the guard also compares the log with the index that this
+process's SQLite connection uses (read through a descriptor opened with the archive, so a ``-shm``
+removed meanwhile does not matter): while the index lists committed frames, the log must be at least
+that long and its header must carry the index's salts (SQLite's file format, "The WAL-Index Format").
+
+May import: the standard library only. No SQL.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["INDEX_READS", "WAL_FRAME_HEADER_OCTETS", "WAL_HEADER_OCTETS", "wal_problem"]
+
+WAL_HEADER_OCTETS = 32
+"""The log's header: magic, format version, page size, checkpoint sequence, two salts, checksum."""
+WAL_FRAME_HEADER_OCTETS = 24
+"""Each frame's header before its page."""
+INDEX_READS = 3
+"""Attempts to read the index unchanged around the log's header (a commit or a restart of the log
+between the two reads makes the pair inconclusive; after this many, the check passes this time)."""
+
+_INDEX_HEADER_OCTETS = 48  # WalIndexHdr, twice at the start of the -shm file
+_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")  # big-endian magic: checksums little- or big-endian
+
+
+def _index_header(shm_fd: int) -> bytes | None:
+    """The index's header (its 48 octets) when both copies agree and it is initialised, else None."""
+    try:
+        data = os.pread(shm_fd, 2 * _INDEX_HEADER_OCTETS, 0)
+    except OSError:
+        return None
+    first, second = data[:_INDEX_HEADER_OCTETS], data[_INDEX_HEADER_OCTETS:]
+    if len(second) < _INDEX_HEADER_OCTETS or first != second or first[12] != 1:  # isInit
+        return None
+    return first
+
+
+def wal_problem(wal: Path, shm_fd: int) -> str | None:
+    """What is wrong with the log ``wal`` against the index read through ``shm_fd``, or None.
+
+    None also when nothing can be told for sure: the index lists no frame (nothing to lose), the
+    index changed while the log was read (a commit, a checkpoint: asked again up to
+    :data:`INDEX_READS` times), or the log cannot be read (its deletion is the identity check's).
+    SQLite writes frames before it lists them, and empties the index before it cuts the log, so a log
+    shorter than the listed frames, or with a header of other salts, was changed by someone else.
+
+    Args:
+        wal: the archive's ``-wal`` path (the file whose identity the guard has just checked).
+        shm_fd: a read-only descriptor of the ``-shm`` file this process's connection opened.
+
+    Returns:
+        A phrase for :class:`~maild.archive.store.ArchiveReplaced` ("had its write-ahead log ..."), or None.
+    """
+    for _ in range(INDEX_READS):
+        before = _index_header(shm_fd)
+        if before is None:
+            return None
+        frames = int.from_bytes(before[16:20], sys.byteorder)
+        if frames == 0:
+            return None
+        try:
+            with open(wal, "rb") as fh:
+                octets = os.fstat(fh.fileno()).st_size
+                head = fh.read(WAL_HEADER_OCTETS)
+        except OSError:
+            return None
+        if _index_header(shm_fd) != before:
+            continue
+        page = int.from_bytes(before[14:16], sys.byteorder)
+        page = 65536 if page == 1 else page
+        listed = WAL_HEADER_OCTETS + frames * (WAL_FRAME_HEADER_OCTETS + page)
+        if octets < listed:
+            return (
+                f"had its write-ahead log {wal.name} cut to {octets} octets under the running daemon"
+                f" ({frames} committed frames, {listed} octets, not yet in the archive file)"
+            )
+        if head[:4] not in _MAGICS or head[16:24] != before[32:40]:  # the salts, as SQLite copies them
+            return f"had its write-ahead log {wal.name} overwritten under the running daemon (its header)"
+        return None
+    return None
