@@ -132,6 +132,8 @@ class ControlServer:
             st = os.lstat(self.path)
         except FileNotFoundError:
             what = "removed"
+        except NotADirectoryError:
+            what = "replaced"  # a file where the socket's directory was: logged once below
         except OSError:
             return  # cannot tell: leave it
         else:

@@ -51,7 +51,8 @@ def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
 
 
 def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """Send one request to the daemon and return its reply object as sent (blocking).
+    """Send one request to the daemon and return its reply object as sent (blocking); ``timeout_s``
+    bounds the whole exchange (connecting, sending and the whole reply), in seconds.
 
     An error reply (``"ok": false``) is returned, not raised; :class:`ControlClient` raises it.
 
@@ -60,6 +61,7 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_T
             (``permission``), it did not answer in time (``timeout``), or sent something that is not a
             JSON object or longer than :data:`MAX_REPLY_OCTETS` (``bad-reply``).
     """
+    deadline = time.monotonic() + timeout_s
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         try:
@@ -80,6 +82,12 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_T
             sock.sendall(encode({"version": PROTOCOL_VERSION, **payload}))
             buf = bytearray()
             while not buf.endswith(b"\n"):
+                # the whole exchange is bounded, not each read: a reply trickled an octet at a time
+                # kept `maild status` (and monitoring's `maild check`) waiting for ever (QA of session 12)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s")
+                sock.settimeout(left)
                 chunk = sock.recv(65536)
                 if not chunk:
                     break

@@ -748,6 +748,31 @@ async def test_a_path_taken_by_another_file_is_left_alone_and_logged_once(sock_p
         await srv.close()
 
 
+async def test_a_file_where_the_sockets_directory_was_is_logged_once(sock_dir: Path) -> None:
+    """QA of session 12: a regular file put where the socket's directory was (``rm -r /run/maild;
+    touch /run/maild``) made ``lstat`` fail with ENOTDIR, which restore() took for "cannot tell" and
+    left unlogged for ever while every client said "not running". Now it is logged once at error and
+    the socket comes back when the file is taken away."""
+    path = sock_dir / "run" / "control.sock"
+    srv = ControlServer(path, Handler())
+    await srv.start()
+    try:
+        shutil.rmtree(path.parent)
+        path.parent.write_text("in the way")
+        with capture_logs() as logs:
+            await srv.restore()
+            await srv.restore()
+        assert [(e["event"], e["log_level"]) for e in logs] == [("control.socket.lost", "error")]
+        assert logs[0]["found"] == "replaced"
+        path.parent.unlink()
+        with capture_logs() as logs:
+            await srv.restore()
+        assert [e["event"] for e in logs] == ["control.socket.restored"]
+        assert (await asyncio.to_thread(request, path, {"command": "status"}))["ok"] is True
+    finally:
+        await srv.close()
+
+
 async def test_a_stop_leaves_a_file_put_at_the_socket_path_alone(sock_path: Path) -> None:
     """close() removes only the socket file this server made, not one put at its path since."""
     srv = ControlServer(sock_path, Handler())
@@ -785,6 +810,41 @@ def test_an_endless_reply_is_cut_off(sock_dir: Path, monkeypatch: pytest.MonkeyP
             request(path, {"command": "status"}, timeout_s=10)
         assert info.value.code == "bad-reply"
     finally:
+        listener.close()
+        thread.join(timeout=10)
+
+
+def test_a_trickled_reply_is_bounded_as_a_whole(sock_dir: Path) -> None:
+    """QA of session 12: the timeout bounded each read, so a listener sending one octet every 0.1 s
+    kept ``maild status`` (and ``maild check``, run by monitoring every minute) waiting for ever. Now
+    ``timeout_s`` bounds the whole reply: with 0.5 s the request ends as a timeout after a few octets
+    (the listener would trickle for 60 s)."""
+    path = sock_dir / "trickle.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    sent: list[int] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            for _ in range(600):
+                if stop.wait(0.1):
+                    return
+                conn.sendall(b" ")
+                sent.append(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ControlError, match=r"did not answer within 0\.5 s") as info:
+            request(path, {"command": "status"}, timeout_s=0.5)
+        assert info.value.code == "timeout"
+        assert len(sent) < 50  # ended by the deadline, not by the listener's end
+    finally:
+        stop.set()
         listener.close()
         thread.join(timeout=10)
 
