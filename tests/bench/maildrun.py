@@ -177,6 +177,7 @@ class Daemon:
             since = len(self._events)
         measure.reset_peak_rss(pid)
         cpu0 = measure.process_cpu_s(pid)
+        user0, sys0 = measure.process_user_sys_s(pid)
         started = time.monotonic()
         reply = request(self.socket, {"command": "reload"}, timeout_s=60)
         if not reply.get("ok"):
@@ -191,9 +192,12 @@ class Daemon:
             done = self._cycles_done(since)
         wall = time.monotonic() - started
         failed = [e for e in done if e.get("event") == "fetch.failed"]
+        user1, sys1 = measure.process_user_sys_s(pid)
         return {
             "wall_s": wall,
             "cpu_s": measure.process_cpu_s(pid) - cpu0,
+            "user_s": user1 - user0,
+            "sys_s": sys1 - sys0,
             "rss_mb": measure.peak_rss_mb(pid),
             "cut": len(done) < count,
             "error": "; ".join(str(e.get("error")) for e in failed[:3]) or None,
@@ -205,17 +209,23 @@ class Daemon:
         pid = self.proc.pid
         walls: list[float] = []
         cpus: list[float] = []
+        users: list[float] = []
+        systems: list[float] = []
         cycle: list[float] = []
         measure.reset_peak_rss(pid)
         error = None
         for _ in range(repeat):
             cpu0 = measure.process_cpu_s(pid)
+            user0, sys0 = measure.process_user_sys_s(pid)
             started = time.monotonic()
             reply = request(
                 self.socket, {"command": "fetch-now", "account": "all", "wait": True}, timeout_s=600
             )
             walls.append(time.monotonic() - started)
             cpus.append(measure.process_cpu_s(pid) - cpu0)
+            user1, sys1 = measure.process_user_sys_s(pid)
+            users.append(user1 - user0)
+            systems.append(sys1 - sys0)
             results = reply.get("results") or {}
             bad = [f"{k}: {v.get('error')}" for k, v in results.items() if not v.get("ok")]
             if not reply.get("ok") or bad:
@@ -225,6 +235,8 @@ class Daemon:
             "wall_s": statistics.median(walls),
             "wall_s_min": min(walls),
             "cpu_s": statistics.median(cpus),
+            "user_s": statistics.median(users),
+            "sys_s": statistics.median(systems),
             "rss_mb": measure.peak_rss_mb(pid),
             "cut": False,
             "error": error,

@@ -30,6 +30,9 @@ class Run:
         returncode: exit status (negative: killed by that signal).
         cut: True when the run was stopped at its time budget.
         output: the last few KB of stdout+stderr, for error reports.
+        user_s: the user part of ``cpu_s`` (GNU time ``%U``), seconds.
+        sys_s: the system part of ``cpu_s`` (GNU time ``%S``): the kernel's CPU on the command's
+            behalf, seconds.
     """
 
     wall_s: float
@@ -38,6 +41,8 @@ class Run:
     returncode: int
     cut: bool
     output: str
+    user_s: float = 0.0
+    sys_s: float = 0.0
 
 
 def run(
@@ -101,15 +106,25 @@ def run(
     text = log.read_bytes()[-4000:].decode("utf-8", "replace")
     try:
         fields = report.read_text().split()
-        _elapsed, user, system, maxrss_kb, status = fields[-5:]
-        cpu = float(user) + float(system)
+        _elapsed, user_text, system_text, maxrss_kb, status = fields[-5:]
+        user, system = float(user_text), float(system_text)
         rss = int(maxrss_kb) / 1024
         returncode = int(status)
     except (OSError, ValueError):
-        cpu, rss, returncode = 0.0, 0.0, proc.returncode if proc.returncode is not None else -9
+        user, system, rss = 0.0, 0.0, 0.0
+        returncode = proc.returncode if proc.returncode is not None else -9
     if cut and returncode == 0:
         returncode = -signal.SIGTERM
-    return Run(wall_s=wall, cpu_s=cpu, rss_mb=rss, returncode=returncode, cut=cut, output=text)
+    return Run(
+        wall_s=wall,
+        cpu_s=user + system,
+        rss_mb=rss,
+        returncode=returncode,
+        cut=cut,
+        output=text,
+        user_s=user,
+        sys_s=system,
+    )
 
 
 def _child_of(pid: int) -> int | None:
@@ -130,6 +145,16 @@ def process_cpu_s(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total / 1e9
+
+
+def process_user_sys_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds used so far by a running process, all its threads
+    (``utime``/``stime`` of ``/proc/PID/stat``, in clock ticks of ``SC_CLK_TCK``: 10 ms here, so
+    coarser than :func:`process_cpu_s`, whose sum they split)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 is fields[0]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def reset_peak_rss(pid: int) -> None:

@@ -298,7 +298,7 @@ class Bench:
         err = f"  ERROR {row.error[:200]}" if row.error else ""
         print(
             f"   {row.scenario:<14} {row.protocol:<4} {row.phase:<7} {row.tool:<22} {row.wall_s:8.2f} s"
-            f" {row.cpu_s:7.2f} cpu {row.rss_mb:6.0f} MB  {row.messages}/{row.expected}{mark}{err}",
+            f" {row.cpu_s:7.2f} cpu ({user_sys(row)}) {row.rss_mb:6.0f} MB  {row.messages}/{row.expected}{mark}{err}",
             flush=True,
         )
 
@@ -476,6 +476,8 @@ class Bench:
                         {
                             "cycle_s_max": statistics.median(r["cycle_s_max"] for r in initial),
                             "runs": len(initial),
+                            "user_s": statistics.median(r["user_s"] for r in initial),
+                            "sys_s": statistics.median(r["sys_s"] for r in initial),
                         },
                     ),
                     before,
@@ -502,6 +504,8 @@ class Bench:
                     result["error"],
                     {
                         "cycle_s_max": result["cycle_s_max"],
+                        "user_s": result["user_s"],
+                        "sys_s": result["sys_s"],
                         "wall_s_min": result["wall_s_min"],
                         "cli_fetch_now_s": cli,
                     },
@@ -560,7 +564,11 @@ class Bench:
             expected,
             "cut" if any(r.cut for r in runs) else "",
             errors[0] if errors else None,
-            {"runs": len(runs)},
+            {
+                "runs": len(runs),
+                "user_s": statistics.median(r.user_s for r in runs),
+                "sys_s": statistics.median(r.sys_s for r in runs),
+            },
         )
 
     def run_peer(
@@ -600,6 +608,8 @@ class Bench:
                 factor = expected / fetched
                 run.wall_s *= factor
                 run.cpu_s *= factor
+                run.user_s *= factor
+                run.sys_s *= factor
                 cut_note = f"cut at {self.sizes.budget_s:.0f} s after {fetched} msgs, extrapolated"
                 with self.no_latency(protocol, rtt):
                     measure.run(peer.argv(), budget_s=1800, env=peer.env(), log=log)
@@ -634,6 +644,8 @@ class Bench:
             if scale != 1:
                 row.wall_s *= scale
                 row.cpu_s *= scale
+                for key in ("user_s", "sys_s"):
+                    row.extra[key] *= scale
                 row.messages = int(row.messages * scale)
                 row.expected = expected_all
             notes = [n for n in (note_scale, cut_note if phase == "initial" else "") if n]
@@ -644,6 +656,15 @@ class Bench:
 
 
 # ---------------------------------------------------------------------------------------------- report
+
+
+def user_sys(row: Row) -> str:
+    """``"U user + S sys"``: the row's CPU split (medians of its runs, seconds), or ``"-"`` where the
+    split was not measured (an estimated row)."""
+    user, system = row.extra.get("user_s"), row.extra.get("sys_s")
+    if user is None or system is None:
+        return "-"
+    return f"{user:.2f} user + {system:.2f} sys"
 
 
 def ratios(rows: list[Row]) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -673,8 +694,9 @@ def table(rows: list[Row], machine: dict[str, Any]) -> str:
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; {machine['python']};"
         f" {machine['dovecot']}; {machine['date']}",
         "",
-        "| scenario | proto | phase | tool | wall s | CPU s | peak RSS MB | msg/s | maild / best peer | note |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| scenario | proto | phase | tool | wall s | CPU s | user + sys s | peak RSS MB | msg/s | maild / best peer"
+        " | note |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         key = (row.scenario, row.protocol, row.phase)
@@ -703,7 +725,7 @@ def table(rows: list[Row], machine: dict[str, Any]) -> str:
                 note += f"; CLI fetch-now {cli:.2f} s"
         lines.append(
             f"| {row.scenario} | {row.protocol.upper()} | {row.phase} | {tool} | {row.wall_s:.3f} | {row.cpu_s:.2f} |"
-            f" {row.rss_mb:.0f} | {row.msgs_per_s:.0f} | {f'{r:.2f}x' if r is not None else ''} | {note} |"
+            f" {user_sys(row).replace(' user + ', ' + ').replace(' sys', '')} | {row.rss_mb:.0f} | {row.msgs_per_s:.0f} | {f'{r:.2f}x' if r is not None else ''} | {note} |"
         )
     return "\n".join(lines)
 
