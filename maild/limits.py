@@ -9,26 +9,21 @@ Imports nothing.
 
 from __future__ import annotations
 
-MAX_TRANSFERS = 3
-"""Cycles of one process that retrieve messages at the same time (3; the cycles of one server host
-hold at most 2 of them, :func:`transfer_share`); more wait, logged in, after their inventory (a cycle
-with nothing to retrieve never waits). Logins, listings and no-op cycles run as concurrently as
-``max_concurrent_fetches`` allows; the transfers, which hold the memory, do not need to: two streams
-of one host already keep two cores busy, on loopback and at 50 ms round-trip time, and every message
-held counts against :data:`MEMORY_BUDGET_OCTETS` split over the cycles transferring, not over every
-cycle logged in. Was 4 (3 per host) until session 12: fifty IMAP accounts of one host, two at a time
-instead of three, took less wall time (daemon 13.2 -> 10.6 s on loopback, 12.2 -> 10.9 s at 50 ms;
-medians of three alternating runs) and no more CPU (user time -0.4 s per 10,000 messages in ten
-alternating pairs, within this machine's noise); with one account fewer streaming, each batch is
-larger (the budget is split over fewer cycles) and the peak 1-3 MB lower (docs/performance.md,
-"Session 12: fifty IMAP accounts"). Counted by :class:`maild.service.budget.Budgets`."""
+MAX_TRANSFERS = 4
+"""Cycles of one process that retrieve messages at the same time; more wait, logged in, after
+their inventory (a cycle with nothing to retrieve never waits). Logins, listings and no-op cycles
+run as concurrently as ``max_concurrent_fetches`` allows; the transfers, which hold the memory, do
+not need to: four streams already keep two cores busy, on loopback and at 50 ms round-trip time
+(README "Performance"), and every message held counts against :data:`MEMORY_BUDGET_OCTETS` split
+over the cycles transferring, not over every cycle logged in. Counted by
+:class:`maild.service.budget.Budgets`."""
 
 
 def transfer_share(max_transfers: int) -> int:
     """The most transfer slots the cycles of one server host may hold at once: all but one (at
     least one), so that a host whose transfers crawl never holds every slot and accounts on other
     hosts still transfer, while an office whose accounts all live at one provider keeps most of its
-    parallelism (2 of the default 3)."""
+    parallelism (3 of the default 4)."""
     return max(1, max_transfers - 1)
 
 

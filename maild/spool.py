@@ -82,7 +82,7 @@ SPOOL_MAX_OCTETS = 2**30
 """Most octets all spool files of one process hold at once (1 GiB). A cycle holds the spooled
 messages of at most two batches (one committing, one filling), each closed at
 ``maild.fetch.batching.SPOOLED_BATCH_OCTETS`` (32 MiB) plus its last message, and at most
-``maild.limits.MAX_TRANSFERS`` (3) cycles transfer at once: about 192 MiB with messages of a few
+``maild.limits.MAX_TRANSFERS`` (4) cycles transfer at once: about 256 MiB with messages of a few
 MB. A message that would pass it fails this cycle (:class:`SpoolFull`) and is tried again at the
 next."""
 SPOOL_RESERVE_OCTETS = 256 * 2**20

@@ -22,6 +22,10 @@ SYSTEM_CHILD = (
     "        zero.readinto(buffer)\n"
 )
 
+LOOP_ROUNDS = 5_000
+"""Most rounds of 100,000 additions (about 1.5 ms each here) the running-process test spends before
+its reading must show 50 ms of user time: several seconds of CPU, far more than it needs."""
+
 needs_time = pytest.mark.skipif(not os.path.exists(measure.TIME), reason="GNU time is not installed")
 
 
@@ -45,7 +49,9 @@ def test_a_running_process_split_follows_its_work() -> None:
     """``process_user_sys_s`` reads utime then stime: the user part grows with a Python loop."""
     user0, sys0 = measure.process_user_sys_s(os.getpid())
     total = 0
-    while measure.process_user_sys_s(os.getpid())[0] - user0 < 0.05:
+    for _ in range(LOOP_ROUNDS):  # bounded: a broken reading must fail, not spin
+        if measure.process_user_sys_s(os.getpid())[0] - user0 >= 0.05:
+            break
         total += sum(range(100_000))
     user1, sys1 = measure.process_user_sys_s(os.getpid())
     assert user1 - user0 >= 0.05

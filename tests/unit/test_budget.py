@@ -98,32 +98,3 @@ async def test_one_host_never_holds_every_transfer_slot() -> None:
     release.set()
     await asyncio.gather(*slow, healthy)
     assert len(entered) == 5 and budgets.transferring == 0
-
-
-async def test_accounts_of_one_host_transfer_two_at_a_time_by_default() -> None:
-    """With maild's default limits, fifty accounts of one server transfer two at a time (the
-    benchmark's scenario c: less CPU and less wall time than three on two cores, docs/performance.md
-    "Session 12: fifty IMAP accounts"); an account of another host still gets the third slot, and a
-    fourth cycle waits."""
-    budgets = Budgets(max_cycles=50, per_host=50)
-    inside: list[str] = []
-    most = 0
-    release = asyncio.Event()
-
-    async def transfer(host: str, name: str) -> None:
-        nonlocal most
-        async with budgets.transfer(host):
-            inside.append(name)
-            most = max(most, budgets.transferring)
-            await release.wait()
-
-    office = [asyncio.create_task(transfer("mail.example", f"m{n:02d}")) for n in range(50)]
-    await asyncio.sleep(0.01)
-    assert sorted(inside) == ["m00", "m01"]
-    other = [asyncio.create_task(transfer("other.example", f"o{n}")) for n in range(2)]
-    await asyncio.sleep(0.01)
-    assert sorted(inside) == ["m00", "m01", "o0"]
-    assert budgets.transferring == 3
-    release.set()
-    await asyncio.gather(*office, *other)
-    assert len(inside) == 52 and most == 3 and budgets.transferring == 0

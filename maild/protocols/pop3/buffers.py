@@ -25,11 +25,10 @@ import threading
 __all__ = ["POOLED_BUFFERS", "POOLED_BUFFER_MAX_OCTETS", "RECEIVE_BUFFERS", "BufferPool"]
 
 POOLED_BUFFERS = 2
-"""Most idle receive buffers kept (2). One account's fetch uses one; fifty accounts of one host
-transfer two at a time (:data:`maild.limits.MAX_TRANSFERS`; four until session 12), whose receives
-rarely overlap (one GIL, two cores): with 2 their fetch took as few page faults as with 4 (204k and
-191k, against 641k with none) and 2 MB less peak RSS (docs/performance.md, "Session 10: the POP3
-fetch's CPU")."""
+"""Most idle receive buffers kept (2). One account's fetch uses one; fifty accounts transfer four
+at a time (:data:`maild.limits.MAX_TRANSFERS`), whose receives rarely overlap (one GIL, two cores):
+with 2 their fetch took as few page faults as with 4 (204k and 191k, against 641k with none) and
+2 MB less peak RSS (docs/performance.md, "Session 10: the POP3 fetch's CPU")."""
 
 POOLED_BUFFER_MAX_OCTETS = 2 * 2**20
 """Largest receive buffer kept for reuse, in octets (2 MiB); a larger one (a session without a
