@@ -17,11 +17,11 @@ from collections.abc import Iterator
 import pytest
 
 from maild.errors import MaildError
-from maild.log import configure_logging
 from maild.model import Secret, ServerSettings, redact_known
 from maild.protocols.imap.mailbox import IMAPMailbox
 from maild.service.account_runtime import describe
 from tests.faults.imap_scripted import ScriptedIMAP, Session
+from tests.support.logcapture import debug_json_log
 
 PASSWORD = "Zq7pW3-long-password-9"
 ENCODED = base64.b64encode(b"\0anna\0" + PASSWORD.encode()).decode()
@@ -30,18 +30,8 @@ ENCODED = base64.b64encode(b"\0anna\0" + PASSWORD.encode()).decode()
 @pytest.fixture
 def debug_log() -> Iterator[io.StringIO]:
     """maild's logging pipeline at debug into a buffer; the root handlers restored after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    configure_logging("debug", fmt="json", stream=buffer)
-    try:
+    with debug_json_log() as buffer:
         yield buffer
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
 
 
 def _leaks(text: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,12 +18,12 @@ import pytest
 
 from maild.archive.store import Store
 from maild.config.auth import AuthConfig
-from maild.log import configure_logging
 from maild.model import Protocol
 from tests.support import corpus
 from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import cycle
+from tests.support.logcapture import debug_json_log
 
 PROTOCOL_LOGGERS = ("maild.protocols", "maild.pop3", "maild.imap", "maild.auth")
 """Logger names (prefixes) of the protocol layers and the sign-in below them."""
@@ -33,18 +32,8 @@ PROTOCOL_LOGGERS = ("maild.protocols", "maild.pop3", "maild.imap", "maild.auth")
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """maild's logging pipeline at debug, JSON lines into a buffer; the root handlers restored after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    configure_logging("debug", fmt="json", stream=buffer)
-    try:
+    with debug_json_log() as buffer:
         yield buffer
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
 
 
 @pytest.mark.parametrize("sasl", [None, "PLAIN"])
@@ -67,7 +56,9 @@ async def test_every_protocol_event_of_a_fetch_names_the_account(
     )
     store = await Store.open(tmp_path / "a.sqlite3")
     try:
-        await store.ensure_account("anna", account.organisation, account.employee, protocol, datetime.now(UTC))
+        await store.ensure_account(
+            "anna", account.organisation, account.employee, protocol, datetime.now(UTC)
+        )
         result = await cycle(account, store, executor)
     finally:
         await store.close()
