@@ -17,6 +17,7 @@ records, with ``getrusage(RUSAGE_THREAD)`` as each thread ends, the user and sys
   writer jobs of IMAP);
 - ``sqlite``: aiosqlite's thread (the transactions); ``checkpoint``: the checkpointer's thread;
 
+each thread's minor page faults (``ru_minflt``: not disturbed by other load; the process's too),
 and counts the event loop's cross-thread wake-ups (``call_soon_threadsafe``), its iterations, executor
 jobs, futures (``loop.create_future`` and ``concurrent.futures.Future``) and commit batches. Per-thread
 rusage is exact where sampling profilers are not (py-spy's ``--gil`` mode attributes time by the GIL's
@@ -53,7 +54,7 @@ import collections, json, os, resource, sys, threading
 import asyncio.base_events as base_events
 import concurrent.futures as cf
 import concurrent.futures.thread as cft
-cpu = collections.defaultdict(lambda: [0.0, 0.0])
+cpu = collections.defaultdict(lambda: [0.0, 0.0, 0])
 counts = collections.Counter()
 def role(thread):
     name = thread.name
@@ -75,6 +76,7 @@ def run(self):
         usage = resource.getrusage(resource.RUSAGE_THREAD)
         cpu[kind][0] += usage.ru_utime
         cpu[kind][1] += usage.ru_stime
+        cpu[kind][2] += usage.ru_minflt
 threading.Thread.run = run
 def counting(cls, name, key):
     real = getattr(cls, name)
@@ -96,10 +98,11 @@ commits.CommitChain.start = start
 from maild.cli.main import main
 code = main(sys.argv[1:])
 usage = resource.getrusage(resource.RUSAGE_THREAD)
-cpu["loop"] = [usage.ru_utime, usage.ru_stime]
+cpu["loop"] = [usage.ru_utime, usage.ru_stime, usage.ru_minflt]
 total = resource.getrusage(resource.RUSAGE_SELF)
 with open(os.environ["THREAD_CPU_OUT"], "w") as out:
     json.dump({"code": code, "cpu": cpu, "counts": counts, "user": total.ru_utime, "sys": total.ru_stime,
+               "minflt": total.ru_minflt,
                "rss_mb": total.ru_maxrss / 1024}, out)
 sys.exit(code)
 """
@@ -137,9 +140,11 @@ def flat(record: dict[str, Any]) -> dict[str, float]:
     """A record as one mapping: ``ROLE user``/``ROLE sys`` seconds, the process's, and the counts."""
     out: dict[str, float] = {}
     for kind in ROLES:
-        user, system = record["cpu"].get(kind, (0.0, 0.0))
+        user, system, *faults = record["cpu"].get(kind, (0.0, 0.0, 0))
         out[f"{kind} user"], out[f"{kind} sys"] = user, system
+        out[f"{kind} faults"] = float(faults[0] if faults else 0)
     out["process user"], out["process sys"] = record["user"], record["sys"]
+    out["process faults"] = float(record.get("minflt", 0))
     out["rss MB"] = record["rss_mb"]
     for key in COUNTS:
         out[key] = float(record["counts"].get(key, 0))
