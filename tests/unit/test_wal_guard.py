@@ -159,6 +159,7 @@ async def test_an_index_removed_or_replaced_under_the_daemon_stops_deletions_and
         await store.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (5,)
 
 
 async def test_other_processes_reading_and_writing_never_look_like_a_removed_index(
