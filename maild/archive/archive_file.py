@@ -38,16 +38,23 @@ def set_archive_mode(path: Path) -> None:
 def _open_guard(path: Path) -> sqlite3.Connection:
     """A read-only connection inside a read transaction: while it reads, no other connection of this
     process can take the exclusive lock that deleting the WAL side files needs (see
-    :meth:`~maild.archive.connection.ArchiveConnection.close`)."""
+    :meth:`~maild.archive.connection.ArchiveConnection.close`).
+
+    Kept also when its read fails: SQLite takes the archive file's shared lock before it reads the log,
+    and in WAL mode keeps it until the connection closes. A read fails when the log was cut or
+    overwritten under the daemon (its pages read as zeros or past its end); without the guard, the
+    writer's close was the last connection's, and SQLite's own checkpoint at close copied those zeros
+    over the archive file's pages ("file is not a database": QA of session 12).
+
+    Raises:
+        sqlite3.Error: the archive cannot be opened at all.
+    """
     guard = sqlite3.connect(
         f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
     )
-    try:
+    with contextlib.suppress(sqlite3.Error):
         guard.execute("BEGIN")
         guard.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-    except sqlite3.Error:
-        guard.close()
-        raise
     return guard
 
 

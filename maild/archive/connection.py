@@ -41,7 +41,7 @@ from maild.archive.archive_file import (
 from maild.archive.checkpointer import Checkpointer, wal_held
 from maild.archive.counters import ArchiveCounters
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
-from maild.archive.wal_guard import wal_problem
+from maild.archive.wal_guard import index_replaced, wal_problem
 from maild.errors import StoreError
 from maild.spool import Spool
 
@@ -259,10 +259,11 @@ class ArchiveConnection:
         Run at the start of every fetch cycle and immediately before every server-side deletion:
         a message committed into a file that was deleted or replaced meanwhile is not durable at
         all. Checked: the device and inode at :attr:`path` equal those of the file opened, its link
-        count is above zero, its write-ahead log (``-wal``) is still the one there at the open (not
-        deleted, not replaced), and ``PRAGMA user_version`` (the schema marker) is
-        :data:`~maild.archive.schema.SCHEMA_VERSION`. A mismatch is sticky: every later call raises
-        at once, for every account, until maild is restarted; it is logged once at error level.
+        count is above zero, its write-ahead log (``-wal``) and the log's index (``-shm``) are still
+        the ones there at the open (not deleted, not replaced), and ``PRAGMA user_version`` (the
+        schema marker) is :data:`~maild.archive.schema.SCHEMA_VERSION`. A mismatch is sticky: every
+        later call raises at once, for every account, until maild is restarted; it is logged once at
+        error level.
 
         Raises:
             ArchiveReplaced: the check failed now or earlier (the text says what was found).
@@ -309,6 +310,10 @@ class ArchiveConnection:
                 return f"lost its write-ahead log {wal.name} under the running daemon (deleted)"
             if now != self._wal_identity:
                 return f"had its write-ahead log {wal.name} replaced under the running daemon"
+            if self._shm_fd is not None:  # the -shm holds every process's locks (QA of session 12)
+                replaced = index_replaced(wal.with_name(self.path.name + "-shm"), self._shm_fd)
+                if replaced is not None:
+                    return replaced
             # cut or overwritten in place: the same file, without the commits SQLite lists in it
             # (QA of session 12); seen twice before it counts, as the stop lasts until a restart
             if self._shm_fd is not None and wal_problem(wal, self._shm_fd) is not None:

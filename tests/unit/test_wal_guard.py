@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -100,3 +102,114 @@ async def test_a_log_cut_or_overwritten_in_place_stops_deletions_and_is_never_co
         await store.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+_OTHER_PROCESS = """
+import asyncio, sqlite3, sys
+from pathlib import Path
+from maild.archive.move_queries import MigrationStore
+
+async def main(path: Path) -> None:
+    reader = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)  # a CRM, `maild messages`
+    print(reader.execute("SELECT count(*) FROM messages").fetchone()[0])
+    reader.close()
+    store = await MigrationStore.open(path)  # `maild accounts list`: a writer, TRUNCATE at its close
+    await store.close()
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def _other_process(db: Path) -> int:
+    """Open and close ``db`` in another process as a CRM and ``maild accounts list`` do: what it read."""
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, str(db)], capture_output=True, text=True, check=True, timeout=120
+    )
+    return int(done.stdout.split()[0])
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_an_index_removed_or_replaced_under_the_daemon_stops_deletions_and_loses_nothing(
+    tmp_path: Path, how: str
+) -> None:
+    """Steps: a batch committed; the ``-shm`` file removed (``rm``) or replaced by a copy; the guard
+    raises ArchiveReplaced naming the index at once, before any other process rebuilds an index of its
+    own. Then another process reads and writes (a CRM, ``maild accounts list``: it checkpoints and cuts
+    the log at its close), the daemon's connection commits on (the guard stays failed), and after the
+    close the archive passes its integrity check. Without the check the guard passed here, and the
+    daemon's commits after the other process's close were lost at the next start (QA of session 12)."""
+    db = tmp_path / "a.sqlite3"
+    shm = Path(f"{db}-shm")
+    store = await opened(db)
+    try:
+        await store.store_batch("anna-pop", batch(), NOW)
+        await store.db.verify_identity()
+        if how == "deleted":
+            os.unlink(shm)
+        else:
+            copy = shm.with_name("copy")
+            copy.write_bytes(shm.read_bytes())
+            os.replace(copy, shm)
+        with pytest.raises(ArchiveReplaced, match=rf"index of its write-ahead log a\.sqlite3-shm .*{how}"):
+            await store.db.verify_identity()
+        assert await asyncio.to_thread(_other_process, db) >= 0
+        with pytest.raises(ArchiveReplaced, match=r"a\.sqlite3-shm"):
+            await store.db.verify_identity()
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (5,)
+
+
+async def test_other_processes_reading_and_writing_never_look_like_a_removed_index(
+    tmp_path: Path, small_bounds: None
+) -> None:
+    """The daemon's connection open; between its batches (checkpoints and restarts of the log among
+    them) another process reads the archive and opens and closes a writer (a CRM, ``maild accounts
+    list``) eight times: the guard passes after each, the other process sees every batch committed
+    before it, and the ``-shm`` file is the one opened with the archive all along."""
+    db = tmp_path / "a.sqlite3"
+    store = await opened(db)
+    shm = Path(f"{db}-shm")
+    try:
+        first = shm.stat().st_ino
+        for n in range(1, 9):
+            await store.store_batch("anna-pop", batch(), NOW)
+            assert await asyncio.to_thread(_other_process, db) == 5 * n
+            await store.db.verify_identity()
+        assert shm.stat().st_ino == first
+        stored = await count(store)
+    finally:
+        await store.close()
+    assert stored == 40
+
+
+async def test_a_log_cut_then_written_again_is_not_copied_by_sqlite_at_the_close(tmp_path: Path) -> None:
+    """Steps: three batches checkpointed into the archive file, two more in the log; the log cut
+    (``: >``) and then as long again (later frames written behind the cut: zeros where the listed
+    frames were); the guard raises; the close. The close's guard connection cannot read (the schema
+    page reads as zeros), but it still holds the archive: SQLite does not checkpoint at the writer's
+    close, the side files stay, and the archive file still holds the three checkpointed batches.
+    Without it, SQLite's checkpoint at the last close copied the zeros in ("file is not a database",
+    QA of session 12: a daemon stopped after ``: > maild.sqlite3-wal`` under load)."""
+    db = tmp_path / "a.sqlite3"
+    wal = Path(f"{db}-wal")
+    store = await opened(db)
+    try:
+        for _ in range(3):
+            await store.store_batch("anna-pop", batch(), NOW)
+        await store._scalar("PRAGMA wal_checkpoint(TRUNCATE)")
+        for _ in range(2):
+            await store.store_batch("anna-pop", batch(), NOW)
+        size = wal.stat().st_size
+        os.truncate(wal, 0)
+        os.truncate(wal, size)
+        with pytest.raises(ArchiveReplaced, match=r"write-ahead log a\.sqlite3-wal overwritten"):
+            await store.db.verify_identity()
+    finally:
+        await store.close()
+    assert wal.exists()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (15,)
