@@ -4,12 +4,14 @@ Usage (as root, from the repository root; not collected by pytest)::
 
     MAILD_KILL_TRIALS=500 python3 -m tests.bench.kill_soak
     MAILD_KILL_TRIALS=200 MAILD_KILL_SEED=7 python3 -m tests.bench.kill_soak --json /tmp/kill.json
+    MAILD_KILL_TRIALS=50 python3 -m tests.bench.kill_soak --protocol imap
 
 Runs :func:`tests.support.kill_trials.run_kill_trials` (the same trials as
 ``tests/crash/test_kill_pop3_delete.py``) with ``MAILD_KILL_TRIALS`` trials (default 200) from
 ``MAILD_KILL_SEED`` (default 1), in batches of ``--batch`` trials (each batch ends with an unkilled run
 that empties the maildrop, so the maildrop stays a few hundred messages), each batch with the next
-seed. Prints where each kill landed and a summary; exits 1 on the first broken invariant (the
+seed. ``--protocol imap``: the same trials on an IMAP account with retention ``delete-after``, every
+archived message made due before each trial (UID STORE/EXPUNGE while new mail is retrieved). Prints where each kill landed and a summary; exits 1 on the first broken invariant (the
 assertion says which). Roughly 1.4 s per trial.
 """
 
@@ -37,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=50, help="trials per maildrop (default 50)")
     parser.add_argument("--json", type=Path, help="also write the counts as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no line per trial")
+    parser.add_argument(
+        "--protocol",
+        choices=("pop3", "imap"),
+        default="pop3",
+        help="pop3: retention delete (default); imap: delete-after, every archived message made due",
+    )
     args = parser.parse_args(argv)
     trials = int(os.environ.get("MAILD_KILL_TRIALS", "200"))
     seed = int(os.environ.get("MAILD_KILL_SEED", "1"))
@@ -49,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             n = min(args.batch, trials - done)
             user = server.add_user(f"soak{seed + done}")
             directory = short_dir("maildsoak-")
-            settings = KillSettings(trials=n, seed=seed + done)
+            settings = KillSettings(trials=n, seed=seed + done, protocol=args.protocol)
             report = run_kill_trials(server, user, directory, settings, None if args.quiet else print)
             shutil.rmtree(directory, ignore_errors=True)
             total.phases.update(report.phases)

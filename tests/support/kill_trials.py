@@ -24,6 +24,7 @@ server is archived; nothing is archived twice; the archive passes ``PRAGMA integ
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -83,6 +84,11 @@ class KillSettings:
         kind_weights: relative weights of the kill kinds in :data:`KINDS` (the first trials use each
             kind once, in a seeded order, so that every kind is tried even in a short run).
         drain_timeout_s: seconds allowed for the final, unkilled run to empty the maildrop.
+        protocol: ``"pop3"`` (retention ``delete``: DELE after each batch's commit) or ``"imap"``
+            (retention ``delete-after`` 1 day, every archived location back-dated before each trial and
+            while draining, so each cycle expunges what earlier cycles archived while it retrieves new
+            mail: UID STORE \\Deleted and UID EXPUNGE where POP3 has DELE; the phase "DELE..QUIT" is
+            then the deletion up to LOGOUT).
     """
 
     trials: int = 20
@@ -93,6 +99,7 @@ class KillSettings:
     latency_s: float = 0.03
     kind_weights: tuple[float, ...] = (0.4, 0.2, 0.3, 0.1)
     drain_timeout_s: float = 60.0
+    protocol: str = "pop3"
 
 
 @dataclass
@@ -276,15 +283,21 @@ def run_kill_trials(
     deliver(settings.initial_messages)
     db_path = directory / "state" / "maild.sqlite3"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with FaultProxy(dovecot.host, dovecot.ports.pop3s) as proxy:
+    imap = settings.protocol == "imap"
+    with FaultProxy(dovecot.host, dovecot.ports.imaps if imap else dovecot.ports.pop3s) as proxy:
         proxy.trickle(settings.rate_octets_per_s)
         proxy.latency(settings.latency_s)
+        retention: dict[str, object] = (
+            {"retention": "delete-after", "retention_days": 1, "idle": False}
+            if imap
+            else {"retention": "delete"}
+        )
         spec = AccountSpec(
-            "kill-pop",
-            "pop3",
+            "kill-imap" if imap else "kill-pop",
+            settings.protocol,
             user.name,
             user.password,
-            extra={"retention": "delete", "poll_interval": "1s", "port": proxy.port, "timeout": "10s"},
+            extra={**retention, "poll_interval": "1s", "port": proxy.port, "timeout": "10s"},
         )
         cfg = write_config(directory, dovecot, [spec])
         cmd = [sys.executable, "-m", "maild", "-c", str(cfg), "--log-level", "debug", "run"]
@@ -293,6 +306,8 @@ def run_kill_trials(
         for trial in range(settings.trials):
             if trial:
                 deliver(rng.randint(*settings.new_per_trial))
+            if imap:
+                backdate(db_path)
             on_server = check_invariants(dovecot, user.name, delivered, db_path)
             archived = {hashlib.sha256(r).hexdigest() for r in archive(db_path)[0]}
             pending = sum(sizes[d] for d in on_server - archived)
@@ -325,7 +340,7 @@ def run_kill_trials(
                 progress(f"trial {trial}: {kind:8} -> {phase}")
             check_invariants(dovecot, user.name, delivered, db_path)
         proxy.reset()
-        _drain(cmd, env, directory, dovecot, user, settings.drain_timeout_s)
+        _drain(cmd, env, directory, dovecot, user, settings.drain_timeout_s, db_path if imap else None)
     assert check_invariants(dovecot, user.name, delivered, db_path) == set()
     raws, _ = archive(db_path)
     assert sorted(raws) == sorted(delivered.values())
@@ -333,12 +348,36 @@ def run_kill_trials(
     return report
 
 
-def _drain(
-    cmd: list[str], env: dict[str, str], directory: Path, dovecot: Dovecot, user: MailUser, timeout_s: float
-) -> None:
-    """Run the daemon until the maildrop is empty and a cycle has succeeded, then stop it with SIGTERM."""
-    with running_maild(cmd, log=directory / "drain.log", env=env) as proc:
-        assert wait_until_drained(directory, dovecot, user.name, timeout_s), (
-            "the daemon did not empty the maildrop in time"
+def backdate(db_path: Path) -> None:
+    """Make every message archived so far look fetched in 2020 (retention ``delete-after``: due now).
+
+    Written from this process beside the running daemon, as a CRM's writer would (WAL mode).
+    """
+    if not db_path.exists():
+        return
+    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as conn, conn:
+        conn.execute(
+            "UPDATE locations SET first_fetched_at = '2020-01-01T00:00:00Z' WHERE deleted_at IS NULL"
         )
+
+
+def _drain(
+    cmd: list[str],
+    env: dict[str, str],
+    directory: Path,
+    dovecot: Dovecot,
+    user: MailUser,
+    timeout_s: float,
+    backdated: Path | None = None,
+) -> None:
+    """Run the daemon until the maildrop is empty and a cycle has succeeded, then stop it with SIGTERM;
+    with ``backdated`` (the archive), what it archives is made due for deletion every second."""
+    with running_maild(cmd, log=directory / "drain.log", env=env) as proc:
+        deadline = time.monotonic() + timeout_s
+        drained = False
+        while not drained and time.monotonic() < deadline:
+            if backdated is not None:
+                backdate(backdated)
+            drained = wait_until_drained(directory, dovecot, user.name, 1.0)
+        assert drained, "the daemon did not empty the maildrop in time"
         assert stop_maild(proc, timeout_s=30) == 0
