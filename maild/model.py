@@ -545,3 +545,17 @@ class AccessTokenSource(_Interface):
     def invalidate(self, token: Secret) -> None:
         """Forget ``token`` (the server refused it): the next :meth:`access_token` gets a new one."""
         ...
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback: ``localhost`` or a literal address in
+    127.0.0.0/8 or ``::1``; a host name is not resolved (False). Where plaintext is allowed without
+    ``allow_plaintext`` (the configuration) and where ``http://`` may be used (OAuth2 endpoints)."""
+    if host == "localhost":
+        return True
+    import ipaddress  # on demand: start-up of the commands that never ask
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

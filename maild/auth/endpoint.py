@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from maild.errors import ProtocolError, TransientError
+from maild.model import is_loopback
 
 __all__ = ["HTTP_TIMEOUT_S", "MAX_RESPONSE_OCTETS", "endpoint_allowed", "post"]
 
@@ -79,21 +80,13 @@ def endpoint_allowed(url: str) -> bool:
     """Whether maild talks to ``url``: ``https://`` to any host, ``http://`` only to a loopback address
     (tests, local proxies); the rule of :func:`maild.auth.oauth2.check_endpoint` for configured
     endpoints and of :func:`post` for where an endpoint redirects."""
-    import ipaddress
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme == "https" and host:
         return True
-    if parts.scheme != "http":
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return parts.scheme == "http" and is_loopback(host)
 
 
 class _RefusedRedirect(Exception):

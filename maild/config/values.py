@@ -6,13 +6,13 @@ expected form; :mod:`maild.config.loader` builds its dataclasses from them.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import string
 from collections.abc import Mapping
 from typing import Any, cast
 
 from maild.errors import ConfigError
+from maild.model import is_loopback as is_loopback  # re-exported for the account tables
 
 _DURATION_RE = re.compile(r"(\d+)\s*([smhd])")
 _DURATION_FULL_RE = re.compile(r"\d+|(?:\d+\s*[smhd]\s*)+")
@@ -108,15 +108,6 @@ def required_text(table: Table, name: str) -> str:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise ConfigError(f"{table.key(name)}: must not contain control characters (CR, LF, TAB, ...)")
     return value
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def choice(table: Table, name: str, choices: tuple[str, ...], default: str | None) -> str:

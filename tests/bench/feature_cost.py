@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from pathlib import Path
 
 from tests.bench.maildrun import Maild
 from tests.bench.peers import Login, Mbsync
+from tests.bench.thread_cpu import _answers
 from tests.support.dovecot import Dovecot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,14 +98,6 @@ from maild.cli.main import console
 sys.argv = ["maild", *sys.argv[1:]]
 console()
 """
-
-
-def _answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        return False
-    return True
 
 
 def _timed(argv: list[str], env: dict[str, str], out: Path) -> tuple[float, float, float]:
