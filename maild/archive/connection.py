@@ -144,6 +144,11 @@ def _wal_path(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
+def _shm_path(path: Path) -> Path:
+    """The write-ahead log's index of the archive at ``path`` (SQLite's name: the path plus ``-shm``)."""
+    return path.with_name(path.name + "-shm")
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     """``(device, inode)`` of ``path``, or None when it does not exist.
 
@@ -224,7 +229,7 @@ class ArchiveConnection:
             store._guard_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             store._wal_identity = _identity(_wal_path(path))
             with contextlib.suppress(OSError):  # none: the log's contents go unchecked
-                store._shm_fd = os.open(path.with_name(path.name + "-shm"), os.O_RDONLY | os.O_CLOEXEC)
+                store._shm_fd = os.open(_shm_path(path), os.O_RDONLY | os.O_CLOEXEC)
             swept = await asyncio.to_thread(store.spool.sweep)  # named files left by a crash
             if swept:
                 _log.info("archive.spool.swept", files=swept)
@@ -311,7 +316,7 @@ class ArchiveConnection:
             if now != self._wal_identity:
                 return f"had its write-ahead log {wal.name} replaced under the running daemon"
             if self._shm_fd is not None:  # the -shm holds every process's locks (QA of session 12)
-                replaced = index_replaced(wal.with_name(self.path.name + "-shm"), self._shm_fd)
+                replaced = index_replaced(_shm_path(self.path), self._shm_fd)
                 if replaced is not None:
                     return replaced
             # cut or overwritten in place: the same file, without the commits SQLite lists in it
