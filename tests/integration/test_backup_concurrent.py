@@ -62,8 +62,12 @@ async def test_a_second_backup_into_the_same_destination_is_refused_and_the_firs
     untouched; released, the first exits 0 and its backup passes the integrity check with the 40
     messages; nothing else is left in the directory."""
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "c.sock"}"\n')
-    await build_archive(tmp_path / "state" / "maild.sqlite3", [("anna-pop", pop(n), letter(n)) for n in range(MESSAGES)])
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "c.sock"}"\n'
+    )
+    await build_archive(
+        tmp_path / "state" / "maild.sqlite3", [("anna-pop", pop(n), letter(n)) for n in range(MESSAGES)]
+    )
     out = tmp_path / "backups"
     out.mkdir()
     if shape == "file":
@@ -111,8 +115,14 @@ def test_a_backup_after_one_that_was_killed_is_not_refused(tmp_path: Path) -> No
     import asyncio
 
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "c.sock"}"\n')
-    asyncio.run(build_archive(tmp_path / "state" / "maild.sqlite3", [("anna-pop", pop(n), letter(n)) for n in range(5)]))
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "c.sock"}"\n'
+    )
+    asyncio.run(
+        build_archive(
+            tmp_path / "state" / "maild.sqlite3", [("anna-pop", pop(n), letter(n)) for n in range(5)]
+        )
+    )
     dest = tmp_path / "b.sqlite3"
     killed = start_backup(cfg, str(dest))
     try:
