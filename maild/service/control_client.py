@@ -43,6 +43,10 @@ ALERT_TEST_TIMEOUT_S = 75.0
 MAX_REPLY_OCTETS = 256 * 2**20
 
 
+#: Octets of the reply buffer to begin with (1 MiB: any ordinary reply); it doubles as a reply fills it.
+REPLY_BUFFER_OCTETS = 2**20
+
+
 def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
     """Connect, retrying while the daemon's listen backlog is full (EAGAIN) for up to ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -105,9 +109,11 @@ def _receive(sock: socket.socket, path: Path, deadline: float, timeout_s: float)
     """Read one reply up to its newline and return it decoded (UTF-8): ``""`` when the daemon
     closed the connection without sending anything.
 
-    The octets go straight from the socket into one buffer reserved for :data:`MAX_REPLY_OCTETS`
-    + 1 octets (an anonymous mapping: only the pages a reply fills are ever resident; nothing is
-    grown, copied or joined), and are decoded once from there, after which the buffer is unmapped:
+    The octets go straight from the socket into one buffer, an anonymous mapping of
+    :data:`REPLY_BUFFER_OCTETS` doubled in place as a reply fills it (``mremap``: the pages move,
+    nothing is copied or joined; at most :data:`MAX_REPLY_OCTETS` + 1 octets, and only what is
+    mapped counts against a strict overcommit limit), and are decoded once from there, after which
+    the buffer is unmapped:
     the caller parses the text alone (before, a growing ``bytearray`` of 64 KiB chunks was parsed by
     ``json.loads``, which decoded a copy of it while the buffer stayed alive: a reply of 256 MiB
     of one string made ``maild status`` peak at 786 MB, now 528 MB; docs/performance.md, "Session 13").
@@ -119,8 +125,8 @@ def _receive(sock: socket.socket, path: Path, deadline: float, timeout_s: float)
     """
     import mmap
 
-    size = MAX_REPLY_OCTETS + 1
-    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    limit = MAX_REPLY_OCTETS + 1
+    buffer = mmap.mmap(-1, min(REPLY_BUFFER_OCTETS, limit), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     view = memoryview(buffer)
     try:
         filled = 0
@@ -130,6 +136,10 @@ def _receive(sock: socket.socket, path: Path, deadline: float, timeout_s: float)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s")
+            if filled == len(buffer):  # full: twice as large (mremap moves the pages, copies nothing)
+                view.release()
+                buffer.resize(min(2 * len(buffer), limit))
+                view = memoryview(buffer)
             sock.settimeout(left)
             got = sock.recv_into(view[filled:])
             if not got:

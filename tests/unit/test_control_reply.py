@@ -72,35 +72,45 @@ def reply_line(octets: int) -> bytes:
         st.text(max_size=8), st.one_of(st.integers(), st.text(), st.booleans()), max_size=12
     ),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+    first=st.integers(min_value=1, max_value=64),
 )
 def test_a_reply_cut_anywhere_reads_as_json_loads_reads_it_whole(
-    tmp_path: Path, value: dict[str, object], cuts: list[int]
+    tmp_path: Path, value: dict[str, object], cuts: list[int], first: int
 ) -> None:
     """Any JSON object, non-ASCII included, sent in pieces cut anywhere (inside a UTF-8 sequence too)
-    comes back equal to ``json.loads`` of the whole line."""
+    into a buffer of 1-64 octets to begin with (so it doubles, at any point of the reply), comes back
+    equal to ``json.loads`` of the whole line."""
     line = (json.dumps(value, ensure_ascii=False) + "\n").encode()
     points = sorted({min(c, len(line)) for c in cuts} | {0, len(line)})
     pieces = [line[a:b] for a, b in itertools.pairwise(points) if b > a]
-    with replying(tmp_path, pieces) as path:
+    with pytest.MonkeyPatch.context() as patch, replying(tmp_path, pieces) as path:
+        patch.setattr(control_client, "REPLY_BUFFER_OCTETS", first)
         assert request(path, {"command": "status"}, timeout_s=10) == json.loads(line)
 
 
+@pytest.mark.parametrize("first", [1, 4096, SMALL_CAP // 2 + 1, 2**20])
 @pytest.mark.parametrize("octets", [SMALL_CAP - 1, SMALL_CAP])
-def test_a_reply_at_the_cap_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, octets: int) -> None:
-    """With the cap at 100,000 octets: a reply of 99,999 or 100,000 octets (newline included) is read."""
+def test_a_reply_at_the_cap_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, octets: int, first: int
+) -> None:
+    """With the cap at 100,000 octets: a reply of 99,999 or 100,000 octets (newline included) is
+    read, whatever the buffer's first size (doubled up to the cap + 1, never past it)."""
     monkeypatch.setattr(control_client, "MAX_REPLY_OCTETS", SMALL_CAP)
+    monkeypatch.setattr(control_client, "REPLY_BUFFER_OCTETS", first)
     line = reply_line(octets)
     assert len(line) == octets
     with replying(tmp_path, [line[:1], line[1 : octets // 2], line[octets // 2 :]]) as path:
         assert request(path, {"command": "status"}, timeout_s=10) == json.loads(line)
 
 
+@pytest.mark.parametrize("first", [1, 4096, 2**20])
 @pytest.mark.parametrize("octets", [SMALL_CAP + 1, SMALL_CAP + 2, 3 * SMALL_CAP])
 def test_a_reply_past_the_cap_is_one_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, octets: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, octets: int, first: int
 ) -> None:
     """One octet more than the cap (or more, in one piece) is ``bad-reply``: "longer than 100000 octets"."""
     monkeypatch.setattr(control_client, "MAX_REPLY_OCTETS", SMALL_CAP)
+    monkeypatch.setattr(control_client, "REPLY_BUFFER_OCTETS", first)
     path = tmp_path / f"reply-1-{os.getpid()}.sock"
     pattern = f"the reply on {path} is longer than 100000 octets$"
     with replying(tmp_path, [reply_line(octets)]), pytest.raises(ControlError, match=pattern) as info:
