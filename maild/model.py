@@ -319,7 +319,10 @@ equal ones, so a second object of the same password (a reloaded configuration, t
 it) was never registered and went unmasked once the first was gone (QA of session 12)."""
 _MASK = "********"
 #: Shortest secret :func:`redact_known` masks everywhere: a one- or two-character value would blank
-#: out unrelated text in every log line (errors that quote server text still mask any length).
+#: out unrelated text in every log line (errors that quote server text still mask any length). The
+#: same bound applies to each form given to :meth:`Secret.add_forms`, on its own length: the wire
+#: forms of a short secret (the base64 of ``\0user\0ab``, ``PASS ab``, ``anna "ab"``) are long and
+#: unique, so they are masked whatever the secret's own length (session 13). Default 4 characters.
 MIN_GLOBAL_REDACT_CHARS = 4
 
 
@@ -373,6 +376,8 @@ def redact_known(text: str) -> str:
     for secret in sorted(live, key=lambda s: len(s.reveal()), reverse=True):
         if len(secret.reveal()) >= MIN_GLOBAL_REDACT_CHARS:
             text = secret.redact(text)
+        else:  # too short to mask alone, but its wire forms are long (QA of session 12, defect 2 of 13)
+            text = secret.redact_added(text)
     return text
 
 
@@ -416,8 +421,11 @@ class Secret:
         takes on the wire inside a longer value that no quoting of the secret alone gives, such as
         the base64 of a SASL response holding it (RFC 4616, RFC 7628), which a server may echo in a
         ``BYE`` or a line that is no IMAP response (QA of session 12: shown in full in the error,
-        status and log). A few per secret (each mechanism's, with and without padding); forms shorter
-        than :data:`MIN_GLOBAL_REDACT_CHARS` are ignored."""
+        status and log), or the arguments of a POP3 ``PASS`` or IMAP ``LOGIN`` line. A few per secret
+        (each mechanism's, with and without padding); forms shorter than
+        :data:`MIN_GLOBAL_REDACT_CHARS` are ignored. A form is masked by :func:`redact_known` whatever
+        the secret's own length (:meth:`redact_added`): a 2-character password is not masked
+        alone, the base64 line holding it is."""
         extra = self._extra | {form for form in forms if len(form) >= MIN_GLOBAL_REDACT_CHARS}
         if extra != self._extra:
             self._extra = frozenset(extra)
@@ -432,6 +440,14 @@ class Secret:
         if self._forms is None:
             self._forms = tuple(sorted({*_forms(self._value), *self._extra}, key=len, reverse=True))
         for form in self._forms:
+            if form in text:
+                text = text.replace(form, _MASK)
+        return text
+
+    def redact_added(self, text: str) -> str:
+        """``text`` with only the forms given to :meth:`add_forms` replaced by ``********``, longest
+        first: what :func:`redact_known` masks of a secret too short to mask on its own."""
+        for form in sorted(self._extra, key=len, reverse=True):
             if form in text:
                 text = text.replace(form, _MASK)
         return text

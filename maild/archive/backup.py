@@ -6,6 +6,13 @@ in WAL mode the writer is not blocked, and a plain file copy of a live database 
 is switched out of WAL mode (one self-contained file), checked with ``PRAGMA integrity_check``,
 optionally gzip-compressed, fsync'ed and renamed into place, so ``DEST`` is either complete or absent.
 
+One backup at a time per destination directory (:func:`destination_lock`: an exclusive ``flock``
+of the directory itself, held through the copy and ``--keep``'s pruning): a second ``maild
+backup`` into the same directory while one runs (the timer's and one by hand) is refused at once with
+one line, :class:`BackupBusy`, and writes nothing. Before session 13 the second one failed on the
+first one's ``.NAME.partial`` and then deleted it (and its rollback journal) while the first was
+still writing it.
+
 A restore (the daemon stopped) checks the backup the same way, keeps the current archive next to it
 as ``maild.sqlite3.before-restore-<time>`` (with its ``-wal``), and renames the restored file into
 place; the caller then opens it with :class:`maild.archive.store.Store`, which migrates an older
@@ -15,10 +22,12 @@ schema forward.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import os
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +45,36 @@ GZIP_LEVEL = 6
 """gzip compression level of ``--compress`` (zlib's default trade-off)."""
 BACKUP_PREFIX = "maild-"
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+class BackupBusy(StoreError):
+    """Another ``maild backup`` is writing into the same destination directory: this one wrote nothing."""
+
+
+@contextlib.contextmanager
+def destination_lock(dest: Path) -> Iterator[None]:
+    """Hold the destination's backup lock while inside: an exclusive, non-blocking ``flock`` on the
+    directory ``dest`` (a directory) or the directory of ``dest`` (a file) itself, so that no lock
+    file is left there; released when the block ends or the process dies (a killed backup leaves
+    no stale lock).
+
+    Raises:
+        BackupBusy: another process holds it (a backup into that directory is running).
+        OSError: the directory is missing or cannot be opened.
+    """
+    directory = dest if dest.is_dir() else dest.parent
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupBusy(
+                f"another maild backup is writing into {directory}; nothing written: run this one"
+                " again when it has finished"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +163,9 @@ def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[
     Returns:
         The file written, and what the check of the uncompressed copy found.
 
+    Call it inside :func:`destination_lock` of ``dest``: the partial files it finds there are then a
+    killed backup's, and removed; a file only this call created is ever removed by it.
+
     Raises:
         StoreError: the archive cannot be read, or the copy fails its integrity check (nothing is left).
         OSError: ``dest`` exists already (a backup is never overwritten), or cannot be written.
@@ -135,8 +177,15 @@ def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[
         raise FileExistsError(f"{dest} exists already; a backup never overwrites one")
     partial = dest.with_name(f".{dest.name}.partial")
     packed = dest.with_name(f".{dest.name}.gz-partial")
+    journal = dest.with_name(f".{dest.name}.partial-journal")
+    for stale in (partial, packed, journal):  # a killed backup's (the lock is held: none runs)
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     try:
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BACKUP_FILE_MODE))
+    except FileExistsError:  # appeared since: another backup without the lock; not ours to remove
+        raise FileExistsError(f"{partial} exists: another backup is writing {dest}") from None
+    try:
         _snapshot(source, partial)
         check = check_copy(partial)
         if compress:
@@ -158,7 +207,6 @@ def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[
     finally:
         # SQLite's rollback journal of the partial copy too: a copy that ran out of room left
         # ``.NAME.partial-journal`` behind (QA of session 11)
-        journal = dest.with_name(f".{dest.name}.partial-journal")
         for leftover in (partial, packed, journal):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()

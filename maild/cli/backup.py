@@ -88,13 +88,16 @@ def _log_to_stderr(args: argparse.Namespace, level: str) -> None:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from maild.archive.backup import backup, prune
+    from maild.archive.backup import backup, destination_lock, prune
 
     database = Path(args.database) if args.database is not None else load_args_config(args).daemon.database
     if args.keep is not None and not args.dest.is_dir():
         raise QueryError(f"--keep needs DEST to be a directory; {args.dest} is not one")
     try:
-        path, check = backup(database, args.dest, compress=args.compress, now=_now())
+        # one backup at a time per directory, the copy and the pruning alike (BackupBusy: one line)
+        with destination_lock(args.dest):
+            path, check = backup(database, args.dest, compress=args.compress, now=_now())
+            pruned = prune(args.dest, args.keep) if args.keep is not None else []
     except FileExistsError:
         raise  # its own words: "DEST exists already; a backup never overwrites one"
     except OSError as exc:  # before: "[Errno 2] No such file or directory: '/x/.b.partial'"
@@ -103,9 +106,8 @@ def _backup(args: argparse.Namespace) -> int:
         f"{path}: {count(check.messages)} messages, schema version {check.schema_version},"
         f" integrity ok, {human_size(path.stat().st_size)}"
     )
-    if args.keep is not None:
-        for old in prune(args.dest, args.keep):
-            print(f"deleted old backup {old}")
+    for old in pruned:
+        print(f"deleted old backup {old}")
     return 0
 
 

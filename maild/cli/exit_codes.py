@@ -198,6 +198,19 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
         ),
     ),
     ExitRow(
+        ("backup",),
+        "`maild backup DEST`",
+        (
+            (0, "the backup was written and passed its integrity check (`--keep`: older ones pruned)"),
+            (
+                1,
+                "failure, nothing written (one line on stderr), also another `maild backup` writing into"
+                " the same directory (refused at once: run it again when that one has finished)",
+            ),
+            (2, USAGE_ERROR),
+        ),
+    ),
+    ExitRow(
         (),
         "other commands",
         (

@@ -62,7 +62,7 @@ from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import ArchiveFull, Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConfigError, ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import failed_headers
+from maild.fetch import failed_headers, no_room
 from maild.fetch.batching import (
     BATCH_MESSAGES,
     BATCH_OCTETS,
@@ -75,10 +75,10 @@ from maild.fetch.commits import CommitChain
 from maild.fetch.progress import CycleProgress
 from maild.fetch.result import CycleResult, end_failed, subjects
 from maild.model import (
-    ARCHIVE_FULL_PREFIX,
     FailureRecord,
     HeaderSummary,
     IMAPKey,
+    InventoryEntry,
     MessageKey,
     RetrievalFailure,
     RetrievedMessage,
@@ -156,39 +156,6 @@ async def _keep_what_arrived(
     return [f.key for f in failed]
 
 
-async def _archive_full(
-    account: str,
-    store: Store,
-    result: CycleResult,
-    error: ArchiveFull,
-    unstored: list[MessageKey],
-    now: datetime,
-) -> CycleResult:
-    """After a batch's commit found the archive's disk full (its transaction rolled back): the
-    messages received and not stored fail on this machine's side (kind ``"local"``, reason
-    :data:`~maild.model.ARCHIVE_FULL_PREFIX` and the error), as a spool that has no room fails a
-    large message, and the cycle ends without deleting anything (the session was aborted: POP3 RSET
-    and QUIT, so no DELE takes effect). The rest of the plan was not asked for: it stays on the
-    server, as do these, and all are retried at every cycle until there is room. They get no failure
-    records (a full disk says nothing about a message, and hundreds of them would bury the status):
-    the cycle's result carries them to the status, the check and the ``local_failure`` alert, which
-    count them and name the directory to free space in; the server's refusals of this cycle, if
-    any, are recorded as after any cycle (if the disk still takes the few rows).
-
-    Returns:
-        ``result`` with the local failures added.
-    """
-    # info: the episode is fetch.local-failure's warning (the scheduler), not one warning per cycle
-    log.info("fetch.archive-full", messages=len(unstored), error=str(error))
-    try:  # the server's refusals of this cycle, as after any cycle
-        await failures_store.record_failures(store, account, result.failures, now)
-    except StoreError as exc:
-        log.info("fetch.failures.not-recorded", error=str(exc))
-    reason = f"{ARCHIVE_FULL_PREFIX}{error}"
-    result.failures.extend(RetrievalFailure(key, reason, kind="local") for key in unstored)
-    return result
-
-
 def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
     """Create the adapter for ``account``'s protocol (not yet connected).
 
@@ -257,8 +224,9 @@ async def fetch_cycle(
             completely before it is committed, the message being received counts one failure
             (see the module docstring), nothing is deleted on the server.
         StoreError: the archive failed; nothing is deleted on the server. (The archive's disk full
-            while a batch commits, ``ArchiveFull``, is not raised: the messages received and not
-            stored become local failures of a cycle that deletes nothing, see :func:`_archive_full`.)
+            at any write of the cycle, ``ArchiveFull``, is not raised: the cycle stops there,
+            deletes nothing, and the messages it could not store become local failures, see
+            :mod:`maild.fetch.no_room`.)
             ``ArchiveReplaced``
             (a StoreError): the archive file was deleted or replaced under the running daemon
             (checked at the start and before deleting; see :meth:`Store.verify_identity`).
@@ -289,6 +257,8 @@ async def fetch_cycle(
     records: dict[MessageKey, FailureRecord] = {}
     on_server: set[MessageKey] = set()
     planned: list[MessageKey] = []  # the keys to retrieve, in order
+    plan_made = False  # planned is the plan (a full disk before it blocks what the archive lacks)
+    taken: list[InventoryEntry] | None = None  # the inventory, once taken
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
@@ -300,7 +270,7 @@ async def fetch_cycle(
             from maild.fetch import folders
 
             await folders.prepare(account, store, maildrop, clock())  # unchanged mailboxes stay unselected
-        inventory = await maildrop.inventory()
+        inventory = taken = await maildrop.inventory()
         result.on_server = len(inventory)
         on_server = {entry.key for entry in inventory}
         result.identity = maildrop.identity
@@ -342,7 +312,7 @@ async def fetch_cycle(
             sized = [size for size in planned_sizes if size is not None]
             progress.planned(len(plan.retrieve), sum(sized) if len(sized) == len(planned_sizes) else None)
 
-        planned = list(plan.retrieve)
+        planned, plan_made = list(plan.retrieve), True
 
         async def committed(batch: list[RetrievedMessage], outcome: StoreOutcome) -> None:
             result.add(outcome)
@@ -418,22 +388,20 @@ async def fetch_cycle(
         await maildrop.abort()
         if commits is not None:
             await commits.finish()
-        unstored = [k for k in planned if k in retrieval.retrieved and k not in stored]
-        if isinstance(exc, ArchiveFull) and unstored:  # no room to commit what arrived: local
+        if isinstance(exc, ArchiveFull):  # no room for a write, any of the cycle's: local, see no_room
             release(retrieval.batch)
-            result = await _archive_full(account.name, store, result, exc, unstored, clock())
-            # neither arrived, nor stored, nor failed already (a refused or unspooled one is counted
-            # among the failures: QA of session 10 counted it twice)
-            gone = {f.key for f in result.failures}
-            not_asked = sum(
-                1 for k in planned if k not in retrieval.retrieved and k not in stored and k not in gone
+            result = await no_room.stopped(
+                account,
+                store,
+                result,
+                exc,
+                planned=planned if plan_made else None,
+                arrived=retrieval.retrieved,
+                stored=stored,
+                inventory=taken,
+                records=records,
+                now=clock(),
             )
-            if not_asked:
-                result.warnings.append(
-                    f"the archive's disk is full: the cycle stopped; {not_asked} more new"
-                    f" message{'s' if not_asked > 1 else ''} on the server not asked for (retried at"
-                    " every cycle)"
-                )
             result.seconds = time.monotonic() - started
             return result
         if isinstance(exc, Exception) and not isinstance(exc, StoreError):
@@ -462,8 +430,15 @@ async def fetch_cycle(
         log.info("fetch.failures.not-recorded", error=str(exc))
     result.subjects = subjects(records, found, [*(f.key for f in result.failures), *result.set_aside])
     if to_delete:
-        await store.mark_deleted(account.name, to_delete, clock())
-        log.debug("fetch.deletions.recorded", messages=len(to_delete))
+        try:
+            await store.mark_deleted(account.name, to_delete, clock())
+            log.debug("fetch.deletions.recorded", messages=len(to_delete))
+        except ArchiveFull as exc:  # done on the server: the next cycle finds them gone (gone_at)
+            log.info("fetch.archive-full", messages=0, error=str(exc))
+            result.warnings.append(
+                f"the archive's disk is full ({exc}): {len(to_delete)} deletions done on the server"
+                " are not recorded; the next cycle records them as gone"
+            )
         result.deleted = len(to_delete)
     result.seconds = time.monotonic() - started
     if delivery is not None:

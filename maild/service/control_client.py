@@ -31,9 +31,20 @@ DEFAULT_TIMEOUT_S = 30.0
 FETCH_TIMEOUT_S = 3600.0
 #: Seconds ``alert-test`` waits: both channels may take the daemon's 30 s limit each.
 ALERT_TEST_TIMEOUT_S = 75.0
-#: Longest reply read, in octets (256 MiB; the status of 10,000 accounts is about 10 MB): whatever
-#: listens on the socket path cannot make the command line grow without end (QA of session 11).
+#: Longest reply read, in octets (256 MiB): whatever listens on the socket path cannot make the
+#: command line grow without end (QA of session 11). Kept at 256 MiB in session 13: the status of
+#: 10,000 accounts is about 10 MB, with failing messages listed some 70 MB, and ``fetch-now all``'s
+#: results name every message not retrieved (50 accounts with a full disk and thousands of new
+#: messages each: 100 MB and more); a smaller cap would turn such replies into errors. What the
+#: client holds is bounded instead: the reply is received into one buffer reserved for the cap
+#: (:func:`_receive`) and decoded once, so a reply near the cap peaks at about twice its size for a
+#: reply of one long string (three times before) plus what its parsed objects weigh (docs/
+#: control-socket.md, "Bounds").
 MAX_REPLY_OCTETS = 256 * 2**20
+
+
+#: Octets of the reply buffer to begin with (1 MiB: any ordinary reply); it doubles as a reply fills it.
+REPLY_BUFFER_OCTETS = 2**20
 
 
 def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
@@ -80,33 +91,71 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_T
             ) from None
         try:
             sock.sendall(encode({"version": PROTOCOL_VERSION, **payload}))
-            buf = bytearray()
-            while not buf.endswith(b"\n"):
-                # the whole exchange is bounded, not each read: a reply trickled an octet at a time
-                # kept `maild status` (and monitoring's `maild check`) waiting for ever (QA of session 12)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s")
-                sock.settimeout(left)
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > MAX_REPLY_OCTETS:
-                    raise ControlError(
-                        "bad-reply", f"the reply on {path} is longer than {MAX_REPLY_OCTETS} octets"
-                    )
+            text = _receive(sock, path, deadline, timeout_s)
         except TimeoutError:
             raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s") from None
-    if not buf:
+    if not text:
         raise ControlError("no-reply", "maild closed the connection without a reply (did it stop or crash?)")
     try:
-        reply = json.loads(buf)
+        reply = json.loads(text)
     except json.JSONDecodeError:
         raise ControlError("bad-reply", "maild sent a reply that is not JSON") from None
     if not isinstance(reply, dict):
         raise ControlError("bad-reply", "maild sent a reply that is not a JSON object")
     return reply
+
+
+def _receive(sock: socket.socket, path: Path, deadline: float, timeout_s: float) -> str:
+    """Read one reply up to its newline and return it decoded (UTF-8): ``""`` when the daemon
+    closed the connection without sending anything.
+
+    The octets go straight from the socket into one buffer, an anonymous mapping of
+    :data:`REPLY_BUFFER_OCTETS` doubled in place as a reply fills it (``mremap``: the pages move,
+    nothing is copied or joined; at most :data:`MAX_REPLY_OCTETS` + 1 octets, and only what is
+    mapped counts against a strict overcommit limit), and are decoded once from there, after which
+    the buffer is unmapped:
+    the caller parses the text alone (before, a growing ``bytearray`` of 64 KiB chunks was parsed by
+    ``json.loads``, which decoded a copy of it while the buffer stayed alive: a reply of 256 MiB
+    of one string made ``maild status`` peak at 786 MB, now 528 MB; docs/performance.md, "Session 13").
+
+    Raises:
+        ControlError: longer than :data:`MAX_REPLY_OCTETS` (``bad-reply``, as soon as one octet more
+            arrived), not UTF-8 (``bad-reply``), or not complete by ``deadline`` (``timeout``).
+        TimeoutError: a read waited past the deadline.
+    """
+    import mmap
+
+    limit = MAX_REPLY_OCTETS + 1
+    buffer = mmap.mmap(-1, min(REPLY_BUFFER_OCTETS, limit), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = memoryview(buffer)
+    try:
+        filled = 0
+        while filled == 0 or view[filled - 1] != 0x0A:
+            # the whole exchange is bounded, not each read: a reply trickled an octet at a time
+            # kept `maild status` (and monitoring's `maild check`) waiting for ever (QA of session 12)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s")
+            if filled == len(buffer):  # full: twice as large (mremap moves the pages, copies nothing)
+                view.release()
+                buffer.resize(min(2 * len(buffer), limit))
+                view = memoryview(buffer)
+            sock.settimeout(left)
+            got = sock.recv_into(view[filled:])
+            if not got:
+                break
+            filled += got
+            if filled > MAX_REPLY_OCTETS:
+                raise ControlError(
+                    "bad-reply", f"the reply on {path} is longer than {MAX_REPLY_OCTETS} octets"
+                )
+        try:
+            return str(view[:filled], "utf-8")
+        except UnicodeDecodeError:
+            raise ControlError("bad-reply", "maild sent a reply that is not JSON") from None
+    finally:
+        view.release()
+        buffer.close()
 
 
 def checked(reply: Mapping[str, Any]) -> Mapping[str, Any]:

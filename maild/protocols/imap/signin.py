@@ -202,9 +202,11 @@ async def _password_login(session: Session, capabilities: frozenset[str]) -> fro
     password = settings.password.reveal()
     try:
         user = wire.quote_astring(settings.username)
-        wire.quote_astring(password)  # only the check: aioimaplib quotes the password itself
+        quoted = wire.quote_astring(password)  # the check, and the form: aioimaplib quotes it alike
     except ValueError:
         raise session.error(AuthError, "user name or password contains CR, LF or NUL") from None
+    # a server echoing the LOGIN line: its arguments masked like the password, whatever its length
+    settings.password.add_forms([f"{user} {quoted}"])
     client = session.client
     _lines, status = session.completion(
         await session.call("LOGIN", lambda: client.login(user, password)), "LOGIN"

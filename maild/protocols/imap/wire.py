@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 from maild.errors import ProtocolError
+from maild.model import shown
 from maild.protocols.imap.lex import (
     EXCERPT_CHARS,
     FETCH_START,
@@ -144,9 +145,12 @@ class StatusResponse:
         return self.condition in ("OK", "PREAUTH")
 
     def describe(self) -> str:
-        """Return a one-line rendering for error messages, e.g. ``"NO [UNAVAILABLE] try later"``."""
+        """Return a one-line rendering for error messages, e.g. ``"NO [UNAVAILABLE] try later"``: at
+        most ``2 * EXCERPT_CHARS`` characters, every live secret and its wire forms masked before the
+        cut (:func:`maild.model.shown`: a server echoing the sign-in line in a later refusal, session
+        13; a secret cut in two would not be recognised later)."""
         code = f" [{self.code}{' ' + self.code_args if self.code_args else ''}]" if self.code else ""
-        return f"{self.condition}{code} {self.text}".strip()[: EXCERPT_CHARS * 2]
+        return shown(f"{self.condition}{code} {self.text}".strip(), EXCERPT_CHARS * 2)
 
 
 def parse_status(line: bytes | bytearray | str) -> StatusResponse:

@@ -163,7 +163,10 @@ class POP3Session:
             if verb == "USER":
                 pop.user(self.settings.username)
             else:
-                pop.pass_(self.settings.password.reveal())
+                secret = self.settings.password
+                # a server echoing the PASS line: masked like the password, whatever its length
+                secret.add_forms([f"PASS {secret.reveal()}"])
+                pop.pass_(secret.reveal())
         except poplib.error_proto as exc:
             status = self.errors.refusal(exc, verb)
         except OSError as exc:
