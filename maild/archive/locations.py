@@ -90,6 +90,21 @@ class LocationRecords:
             ]
         )
 
+    async def archived_sizes(self, account: str, keys: Sequence[MessageKey]) -> dict[MessageKey, int]:
+        """Return the archived message's size in octets for each POP3 key of ``keys`` recorded for
+        ``account`` (IMAP keys are left out: :mod:`maild.fetch.resync` checks their UIDs)."""
+        out: dict[MessageKey, int] = {}
+        pop = [k for k in keys if isinstance(k, POP3Key)]
+        for i in range(0, len(pop), QUERY_CHUNK):
+            marks, params = padded_in([k.uidl for k in pop[i : i + QUERY_CHUNK]])
+            rows = await self._db._all(
+                "SELECT l.uidl, m.size_octets FROM locations l JOIN messages m ON m.id = l.message"  # noqa: S608
+                f" WHERE l.account = ? AND l.uidl IN ({marks})",
+                (account, *params),
+            )
+            out.update((POP3Key(uidl), size) for uidl, size in rows)
+        return out
+
     async def mark_deleted(self, account: str, keys: Sequence[MessageKey], now: datetime) -> None:
         """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT)."""
         stamp = utc_text(now)

@@ -322,7 +322,11 @@ async def fetch_cycle(
         # only where the inventory looked: a mailbox that could not be selected lost nothing
         covered = {key: loc for key, loc in known.items() if maildrop.covers(key)}
         changes = policy.presence_changes(inventory, covered)
-        await store.update_presence(account.name, changes.gone, changes.back, clock())
+        back = changes.back
+        if back and not imap:  # a UIDL back after it left may name another message now
+            other = policy.returned_as_other(back, inventory, await store.archived_sizes(account.name, back))
+            back = [key for key in back if key not in other]
+        await store.update_presence(account.name, changes.gone, back, clock())
         records = await failures_store.failure_records(store, account.name)
         skip = policy.set_aside(records, clock())
         plan = policy.plan_retrieval(inventory, known, account.max_message_size, skip)
@@ -379,7 +383,8 @@ async def fetch_cycle(
             if again:
                 result.warnings.append(
                     f"{len(again)} messages on the server carry an identity maild already deleted "
-                    "there (a server re-using UIDLs?): left on the server, not deleted"
+                    "there, or saw leave the server and now listed with another size (a server "
+                    "re-using UIDLs?): left on the server, neither retrieved nor deleted"
                 )
             candidates = policy.select_deletions(
                 account.retention, account.retention_days, inventory, known, clock()

@@ -108,6 +108,62 @@ async def test_reused_uidl_is_neither_deleted_nor_taken_for_the_archived_message
     assert await archived(store) == [sample_message(1)]
 
 
+async def test_uidl_reused_after_an_unconfirmed_deletion_is_neither_deleted_nor_retrieved(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A UIDL that left without a confirmed deletion and names another message now is never deleted.
+
+    Steps (QA of session 13: before, the new message was deleted on the server unarchived): retention
+    "delete"; cycle 1 archives "uidl-1" and sends DELE; the server deletes it at QUIT but its +OK is
+    lost (recorded as not confirmed); cycle 2 records it gone; the server re-uses "uidl-1" for another
+    message (another size); cycles 3 and 4 neither retrieve nor delete it and warn; the archive holds
+    only the first message and the server still holds the second.
+    """
+    with ScriptedPOP3([sample_message(1)], quit_reply_lost=True) as server:
+        account = await deleting_account(server, store)
+        first = await cycle(account, store, executor)
+        assert server.maildrop == []
+        server.quit_reply_lost = False
+        await cycle(account, store, executor)
+        impostor = server.add(ScriptedMessage(sample_message(2, [b"another body"]), uidl="uidl-1"))
+        third = await cycle(account, store, executor)
+        fourth = await cycle(account, store, executor)
+        assert server.maildrop == [impostor]
+
+    assert first.deleted == 0
+    for result in (third, fourth):
+        assert (result.on_server, result.new_links, result.deleted) == (1, 0, 0)
+        assert any("listed with another size" in w for w in result.warnings)
+    assert await archived(store) == [sample_message(1)]
+    assert (await store.locations(account.name))[POP3Key("uidl-1")].gone_at is not None
+
+
+async def test_a_message_back_with_its_size_after_it_left_is_deleted(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A UIDL that left the server and comes back with the archived size is the same message: deleted.
+
+    Steps: retention "keep"; cycle 1 archives "uidl-1"; the server hides it for one cycle (recorded
+    gone) and lists it again; a "delete" cycle takes it back (gone_at cleared), retrieves nothing and
+    deletes it.
+    """
+    message = ScriptedMessage(sample_message(1))
+    with ScriptedPOP3([message]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        with server._changed:
+            server._maildrop.remove(message)
+        await cycle(keeping, store, executor)
+        assert (await store.locations(keeping.name))[POP3Key("uidl-1")].gone_at is not None
+        server.add(message)
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert server.maildrop == []
+
+    assert (result.on_server, result.new_links, result.deleted, result.warnings) == (1, 0, 1, [])
+    assert (await store.locations(keeping.name))[POP3Key("uidl-1")].deleted_at is not None
+
+
 async def test_odd_uidls_and_shifted_message_numbers_end_to_end(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor
 ) -> None:

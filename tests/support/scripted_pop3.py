@@ -21,7 +21,8 @@ read (asyncio sets TCP_NODELAY), so separate writes usually reach the client as 
 What it can do wrong, per server (keyword arguments, also settable as attributes between sessions):
 ``uidl=False`` (UIDL answers ``-ERR``), ``capa`` (what CAPA lists, or ``False`` for ``-ERR``),
 ``pass_error`` (e.g. ``"-ERR [IN-USE] locked"``, ``[LOGIN-DELAY]``, ``[AUTH]``), ``quit_error`` (QUIT in
-TRANSACTION answers it and deletes nothing), ``stall_on`` (never answer a command, nor anything after
+TRANSACTION answers it and deletes nothing), ``quit_reply_lost`` (QUIT deletes, then the connection
+ends before ``+OK``), ``stall_on`` (never answer a command, nor anything after
 it); and per message (fields of :class:`ScriptedMessage`): ``uidl`` (any string, duplicates allowed),
 ``retr_error``, ``retr_drop_after_octets``, ``retr_write_octets`` and ``retr_tail_octets`` (tiny
 writes). Long lines are simply part of ``raw`` (see :func:`sample_message`).
@@ -157,6 +158,8 @@ class ScriptedPOP3(LoopThread):
         greeting: the greeting line, without CRLF.
         pass_error: reply line (without CRLF) to every PASS, e.g. ``"-ERR [LOGIN-DELAY] wait"``.
         quit_error: reply line to QUIT in TRANSACTION; deletions are then not applied.
+        quit_reply_lost: QUIT in TRANSACTION applies the deletions (UPDATE state), then the connection
+            is closed without the ``+OK`` (a reply lost in the network).
         stall_on: command verbs (``"RETR"``) or exact command lines (``"RETR 2"``), case-insensitive,
             that the server never answers; it then reads and ignores input until the client closes.
         write_pause_s: pause between the tiny writes of ``retr_write_octets``/``retr_tail_octets``.
@@ -175,6 +178,7 @@ class ScriptedPOP3(LoopThread):
         greeting: str = "+OK scripted POP3 server ready",
         pass_error: str | None = None,
         quit_error: str | None = None,
+        quit_reply_lost: bool = False,
         stall_on: Collection[str] = (),
         write_pause_s: float = 0.002,
         host: str = HOST,
@@ -194,6 +198,7 @@ class ScriptedPOP3(LoopThread):
         self.greeting = greeting
         self.pass_error = pass_error
         self.quit_error = quit_error
+        self.quit_reply_lost = quit_reply_lost
         self.stall_on = stall_on
         self.write_pause_s = write_pause_s
         self.host = host
@@ -414,6 +419,8 @@ class ScriptedPOP3(LoopThread):
                 self._maildrop = [m for m in self._maildrop if all(m is not g for g in gone)]
                 self._deleted += gone
                 self._changed.notify_all()
+            if self.quit_reply_lost:
+                raise _EndSession
         await self._send(writer, "+OK bye")
         raise _EndSession
 

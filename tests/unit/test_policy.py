@@ -30,6 +30,7 @@ from maild.policy import (
     presence_changes,
     reappeared,
     reconnect_delay_s,
+    returned_as_other,
     select_deletions,
     set_aside,
 )
@@ -237,6 +238,38 @@ def test_identity_deleted_before_is_not_deleted_again() -> None:
 
     assert select_deletions("delete", None, inv(1, 2), known, NOW) == [k(2)]
     assert select_deletions("delete-after", 1, inv(1, 2), known, NOW + timedelta(days=2)) == [k(2)]
+    assert reappeared(inv(1, 2), known) == [k(1)]
+
+
+@pytest.mark.parametrize(("listed", "taken_back"), [(99, False), (100, True), (101, False), (None, False)])
+def test_identity_back_after_it_left_is_taken_back_only_at_the_archived_size(
+    listed: int | None, taken_back: bool
+) -> None:
+    """A POP3 UIDL back on the server after it left is the archived message only at its size, +-1 not."""
+    inventory = inv(1, size=listed)
+
+    assert returned_as_other([k(1)], inventory, {k(1): 100}) == ([] if taken_back else [k(1)])
+
+
+def test_identity_back_without_an_archived_size_is_not_taken_back() -> None:
+    """A returning POP3 UIDL whose archived size is unknown is not taken for the archived message."""
+    assert returned_as_other([k(1)], inv(1), {}) == [k(1)]
+
+
+def test_content_and_imap_identities_back_are_always_taken_back() -> None:
+    """Full-content identities and IMAP keys are never held back by the size rule (other checks cover them)."""
+    content = POP3Key("sha256:" + "cd" * 32)
+    imap = IMAPKey("INBOX", 7, 3)
+    inventory = [InventoryEntry(content, 5), InventoryEntry(imap, None)]
+
+    assert returned_as_other([content, imap], inventory, {content: 100}) == []
+
+
+def test_identity_still_recorded_gone_but_listed_is_never_deleted() -> None:
+    """A POP3 UIDL listed while its record says gone (not taken back: another size) is neither selected nor known as back."""
+    known = {k(1): loc(gone=NOW - timedelta(days=1)), k(2): loc()}
+
+    assert select_deletions("delete", None, inv(1, 2), known, NOW) == [k(2)]
     assert reappeared(inv(1, 2), known) == [k(1)]
 
 
