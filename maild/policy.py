@@ -329,6 +329,48 @@ def select_deletions(
     return out
 
 
+MAX_POP3_HEADER_CHECKS = 200
+"""Most POP3 deletion candidates whose header section one cycle reads (``TOP n 0``, one round trip
+each) because their LIST size is not the archived one (:func:`pop3_sizes_differ`); the others are
+not deleted in that cycle (checked in a later one, once these have a size recorded or are left)."""
+
+
+def pop3_sizes_differ(
+    candidates: Sequence[MessageKey],
+    inventory: Sequence[InventoryEntry],
+    expected: Mapping[MessageKey, int],
+    retrieved: Collection[MessageKey],
+) -> list[MessageKey]:
+    """POP3 deletion candidates whose server size is not the one the archive expects.
+
+    A UIDL names the archived message only as long as the server does not hand it to another one: a
+    server re-using UIDLs, or an account pointed at another server (a changed ``host`` or
+    ``username``) whose UIDLs collide with the old one's. Before session 13 such a message was taken
+    for the archived one, never retrieved, and with ``retention = "delete"`` deleted unarchived.
+    These keys need their header section compared (``TOP n 0``) before they may be deleted.
+
+    Args:
+        candidates: from :func:`select_deletions`, in server order.
+        inventory: what the server holds now; POP3 sizes in octets from LIST (RFC 1939 section 5).
+        expected: the size in octets the server should list for each key (the archived octets', or
+            the server's own recorded earlier for the same header section).
+        retrieved: keys retrieved in this session (they are the archived message by construction).
+
+    Returns:
+        Those candidates (POP3, not full-content identities, not retrieved in this session) whose
+        listed size differs from ``expected`` or is missing, in server order.
+    """
+    listed = {entry.key: entry.size_octets for entry in inventory}
+    out: list[MessageKey] = []
+    for key in candidates:
+        if not isinstance(key, POP3Key) or key.exact_content or key in retrieved:
+            continue
+        size = listed.get(key)
+        if size is None or size != expected.get(key):
+            out.append(key)
+    return out
+
+
 def confirm_deletions(
     candidates: Sequence[MessageKey],
     archived: Collection[MessageKey],

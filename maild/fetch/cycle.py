@@ -49,7 +49,7 @@ argument, the process's :class:`maild.service.budget.Budgets`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -324,7 +324,8 @@ async def fetch_cycle(
         changes = policy.presence_changes(inventory, covered)
         back = changes.back
         if back and not imap:  # a UIDL back after it left may name another message now
-            other = policy.returned_as_other(back, inventory, await store.archived_sizes(account.name, back))
+            archived_sizes = await store.archived_sizes(account.name, back)
+            other = policy.returned_as_other(back, inventory, {k: v[1] for k, v in archived_sizes.items()})
             back = [key for key in back if key not in other]
         await store.update_presence(account.name, changes.gone, back, clock())
         records = await failures_store.failure_records(store, account.name)
@@ -393,7 +394,16 @@ async def fetch_cycle(
                 archived = await store.archived(
                     account.name, candidates, require_delivery=delivery is not None
                 )
-                to_delete = policy.confirm_deletions(candidates, archived, verified)
+                checked: Collection[MessageKey] | None = verified
+                if not imap:  # a known UIDL may name another message now (another server, re-used)
+                    from maild.fetch import pop3_check
+
+                    checked, other = await pop3_check.verify_candidates(
+                        account.name, store, maildrop, inventory, candidates, retrieval.retrieved
+                    )
+                    if other:
+                        result.warnings.append(pop3_check.warning(len(other)))
+                to_delete = policy.confirm_deletions(candidates, archived, checked)
             if to_delete:
                 await store.verify_identity()  # the commits landed in the file at the archive's path
                 log.debug("fetch.delete.started", messages=len(to_delete))

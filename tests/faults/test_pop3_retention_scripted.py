@@ -164,6 +164,89 @@ async def test_a_message_back_with_its_size_after_it_left_is_deleted(
     assert (await store.locations(keeping.name))[POP3Key("uidl-1")].deleted_at is not None
 
 
+async def test_an_account_pointed_at_another_server_deletes_no_message_under_a_colliding_uidl(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A known UIDL that names another message on a new server (another size and header) is never deleted.
+
+    Steps (QA of session 13: before, the new server's message was deleted unarchived): an account
+    archives "uidl-1" from one server (retention "keep"); its host is changed to another server that
+    lists another message as "uidl-1" and a new one as "uidl-2"; a "delete" cycle archives and
+    deletes "uidl-2", reads the header of "uidl-1" (TOP), leaves it on the server and warns; the
+    archive holds the two messages it retrieved, not the one it never saw.
+    """
+    stranger = sample_message(7, [b"a message of the new provider"])
+    with ScriptedPOP3([sample_message(1)]) as old, ScriptedPOP3([stranger, sample_message(2)]) as new:
+        account = pop3_account(old.host, old.port, "alice", "secret")
+        await prepare(store, account)
+        await cycle(account, store, executor)
+        moved = with_retention(pop3_account(new.host, new.port, "alice", "secret"), "delete")
+        result = await cycle(moved, store, executor)
+        assert [m.raw for m in new.maildrop] == [stranger]
+        assert "TOP 1 0" in new.commands
+
+    assert (result.on_server, result.new_links, result.deleted) == (2, 1, 1)
+    assert any("differ from the archived message in size and header section" in w for w in result.warnings)
+    assert sorted(await archived(store)) == sorted([sample_message(1), sample_message(2)])
+
+
+async def test_a_server_listing_other_sizes_for_the_same_messages_still_deletes_them(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A LIST size off by one from the archived octets, with the same header section, is the same message: deleted.
+
+    Steps: retention "keep" archives two messages from a server whose LIST sizes are len(raw)+1 and
+    len(raw)-1; a "delete" cycle reads both headers (TOP), finds them equal, records the server's
+    sizes and deletes both, without warning.
+    """
+    raws = [sample_message(1), sample_message(2)]
+    messages = [
+        ScriptedMessage(raws[0], list_size=len(raws[0]) + 1),
+        ScriptedMessage(raws[1], list_size=len(raws[1]) - 1),
+    ]
+    with ScriptedPOP3(messages) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        mark = len(server.commands)
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert server.maildrop == []
+        tops = [c for c in server.commands[mark:] if c.startswith("TOP")]
+
+    assert tops == ["TOP 1 0", "TOP 2 0"]
+    assert (result.deleted, result.warnings) == (2, [])
+    assert sorted(await archived(store)) == sorted(raws)
+
+
+async def test_a_size_recorded_from_the_server_spares_the_header_check_next_time(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """Once a differing LIST size is matched by header and recorded, a later cycle compares with it: no TOP.
+
+    Steps: retention "keep" archives a message listed one octet too large; a "delete" cycle whose QUIT
+    is refused reads its header (TOP), records the server's size and applies no deletion; the next
+    "delete" cycle sends no TOP and deletes it.
+    """
+    raw = sample_message(1)
+    with ScriptedPOP3([ScriptedMessage(raw, list_size=len(raw) + 1)]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        deleting = with_retention(keeping, "delete")
+        server.quit_error = "-ERR [SYS/TEMP] update failed"
+        first = await cycle(deleting, store, executor)
+        assert "TOP 1 0" in server.commands
+        server.quit_error = None
+        mark = len(server.commands)
+        second = await cycle(deleting, store, executor)
+        assert server.maildrop == []
+        later = server.commands[mark:]
+
+    assert first.deleted == 0
+    assert not any(c.startswith("TOP") for c in later)
+    assert second.deleted == 1
+
+
 async def test_odd_uidls_and_shifted_message_numbers_end_to_end(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor
 ) -> None:

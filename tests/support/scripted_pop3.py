@@ -115,6 +115,8 @@ class ScriptedMessage:
             ``"serve"`` (the header section even when RETR fails), ``"drop"`` (close the connection),
             ``"endless"`` (an endless header section, 4 KiB per write, until the client hangs up), or
             a reply line to send instead (e.g. ``"-ERR no"``).
+        list_size: the size STAT and LIST report instead of ``len(raw)`` (a server whose sizes are
+            off); RETR's ``+OK`` line still says ``len(raw)``.
     """
 
     raw: bytes
@@ -124,11 +126,12 @@ class ScriptedMessage:
     retr_write_octets: int | None = None
     retr_tail_octets: int = 0
     top: str = "as-retr"
+    list_size: int | None = None
 
     @property
     def size_octets(self) -> int:
-        """Size reported by STAT, LIST and RETR: ``len(raw)``."""
-        return len(self.raw)
+        """Size reported by STAT and LIST: ``list_size``, else ``len(raw)``."""
+        return len(self.raw) if self.list_size is None else self.list_size
 
 
 class _Session:
@@ -451,7 +454,7 @@ class ScriptedPOP3(LoopThread):
             await self._send(writer, "+OK", body)
 
     async def _retr(self, message: ScriptedMessage, writer: asyncio.StreamWriter) -> None:
-        data = b"+OK %d octets\r\n" % message.size_octets + dot_stuff(message.raw) + TERMINATOR
+        data = b"+OK %d octets\r\n" % len(message.raw) + dot_stuff(message.raw) + TERMINATOR
         if message.retr_drop_after_octets is not None:
             writer.write(data[: message.retr_drop_after_octets])
             await writer.drain()

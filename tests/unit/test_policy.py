@@ -27,6 +27,7 @@ from maild.policy import (
     next_cycle_delay_s,
     next_deletion_due,
     plan_retrieval,
+    pop3_sizes_differ,
     presence_changes,
     reappeared,
     reconnect_delay_s,
@@ -271,6 +272,24 @@ def test_identity_still_recorded_gone_but_listed_is_never_deleted() -> None:
 
     assert select_deletions("delete", None, inv(1, 2), known, NOW) == [k(2)]
     assert reappeared(inv(1, 2), known) == [k(1)]
+
+
+@pytest.mark.parametrize(("listed", "differs"), [(99, True), (100, False), (101, True), (None, True)])
+def test_a_pop3_candidate_listed_with_another_size_needs_its_header_checked(
+    listed: int | None, differs: bool
+) -> None:
+    """A POP3 deletion candidate listed at the expected size passes; +-1 octet or no size needs a header check."""
+    assert pop3_sizes_differ([k(1)], inv(1, size=listed), {k(1): 100}, ()) == ([k(1)] if differs else [])
+
+
+def test_the_size_check_spares_retrieved_content_and_imap_keys() -> None:
+    """Keys retrieved in this session, full-content identities and IMAP keys never need the POP3 header check."""
+    content = POP3Key("sha256:" + "cd" * 32)
+    imap = IMAPKey("INBOX", 7, 3)
+    inventory = [*inv(1, 2, size=5), InventoryEntry(content, 5), InventoryEntry(imap, None)]
+    candidates = [k(1), k(2), content, imap]
+
+    assert pop3_sizes_differ(candidates, inventory, {}, {k(1)}) == [k(2)]
 
 
 def test_header_identity_deleted_before_is_not_deleted_again() -> None:
