@@ -25,7 +25,7 @@ import structlog
 from maild import policy
 from maild.archive.store import Store
 from maild.message import MAX_HEADER_OCTETS, header_section
-from maild.model import InventoryEntry, MessageKey
+from maild.model import InventoryEntry, MessageKey, POP3Key
 from maild.protocols.base import Maildrop
 
 log = structlog.get_logger("maild.fetch.pop3_check")
@@ -67,8 +67,13 @@ async def verify_candidates(
         NetworkTimeout, ConnectError, ProtocolError: ``TOP`` broke the session (nothing is deleted:
             no QUIT follows).
     """
-    expected = await store.archived_sizes(account, candidates)
-    odd = policy.pop3_sizes_differ(candidates, inventory, {k: v[1] for k, v in expected.items()}, retrieved)
+    unchecked = [
+        k for k in candidates if isinstance(k, POP3Key) and not k.exact_content and k not in retrieved
+    ]
+    if not unchecked:  # the usual "delete" cycle: everything was retrieved in this session
+        return set(candidates), []
+    expected = await store.archived_sizes(account, unchecked)
+    odd = policy.pop3_sizes_differ(unchecked, inventory, {k: v[1] for k, v in expected.items()}, retrieved)
     if not odd:
         return set(candidates), []
     checked = [key for key in odd if key in expected][: policy.MAX_POP3_HEADER_CHECKS]
