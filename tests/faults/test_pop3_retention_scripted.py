@@ -13,6 +13,7 @@ import pytest
 
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
+from maild.errors import NetworkTimeout
 from maild.model import POP3Key, RetrievalFailure
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
@@ -245,6 +246,28 @@ async def test_a_size_recorded_from_the_server_spares_the_header_check_next_time
     assert first.deleted == 0
     assert not any(c.startswith("TOP") for c in later)
     assert second.deleted == 1
+
+
+async def test_a_one_line_reply_trickled_past_twice_the_timeout_ends_the_cycle_and_deletes_nothing(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A server trickling its +OK to DELE one octet at a time (never silent for timeout_s) is ended.
+
+    Steps (QA of session 13: before, the cycle waited for the whole line, however slow: hours for a
+    server sending an octet every few seconds): timeout_s 1 s; the server writes its 125-octet +OK to
+    DELE one octet per 30 ms (about 3.8 s, over the 2 s limit of LINE_REPLY_TIMEOUTS x timeout_s);
+    the cycle fails with NetworkTimeout naming the one-line reply; no QUIT, so nothing is deleted;
+    the message is archived.
+    """
+    with ScriptedPOP3([sample_message(1)], dele_reply_padding=100, write_pause_s=0.03) as server:
+        account = pop3_account(server.host, server.port, "alice", "secret", retention="delete", timeout_s=1.0)
+        await prepare(store, account)
+        with pytest.raises(NetworkTimeout, match="one-line reply still incomplete"):
+            await cycle(account, store, executor)
+        assert len(server.maildrop) == 1
+        assert "QUIT" not in server.commands
+
+    assert await archived(store) == [sample_message(1)]
 
 
 async def test_odd_uidls_and_shifted_message_numbers_end_to_end(

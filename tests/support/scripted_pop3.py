@@ -163,6 +163,8 @@ class ScriptedPOP3(LoopThread):
         quit_error: reply line to QUIT in TRANSACTION; deletions are then not applied.
         quit_reply_lost: QUIT in TRANSACTION applies the deletions (UPDATE state), then the connection
             is closed without the ``+OK`` (a reply lost in the network).
+        dele_reply_padding: when not 0, the ``+OK`` to DELE carries this many more octets of text and
+            is written one octet per ``write_pause_s`` (a server trickling a one-line reply).
         stall_on: command verbs (``"RETR"``) or exact command lines (``"RETR 2"``), case-insensitive,
             that the server never answers; it then reads and ignores input until the client closes.
         write_pause_s: pause between the tiny writes of ``retr_write_octets``/``retr_tail_octets``.
@@ -182,6 +184,7 @@ class ScriptedPOP3(LoopThread):
         pass_error: str | None = None,
         quit_error: str | None = None,
         quit_reply_lost: bool = False,
+        dele_reply_padding: int = 0,
         stall_on: Collection[str] = (),
         write_pause_s: float = 0.002,
         host: str = HOST,
@@ -202,6 +205,7 @@ class ScriptedPOP3(LoopThread):
         self.pass_error = pass_error
         self.quit_error = quit_error
         self.quit_reply_lost = quit_reply_lost
+        self.dele_reply_padding = dele_reply_padding
         self.stall_on = stall_on
         self.write_pause_s = write_pause_s
         self.host = host
@@ -356,7 +360,14 @@ class ScriptedPOP3(LoopThread):
                 await self._send(writer, "-ERR no such message")
             elif verb == "DELE":
                 s.marked.add(found[0])
-                await self._send(writer, f"+OK message {args[0]} deleted")
+                reply = f"+OK message {args[0]} deleted{self.dele_reply_padding * 'x'}"
+                if self.dele_reply_padding:  # a server trickling the line, one octet per pause
+                    for octet in (reply + "\r\n").encode("ascii"):
+                        await asyncio.sleep(self.write_pause_s)
+                        writer.write(bytes([octet]))
+                        await writer.drain()
+                else:
+                    await self._send(writer, reply)
             elif verb == "TOP" and found[1].top not in ("as-retr", "serve"):
                 await self._odd_top(found[1].top, writer)
             elif found[1].retr_error is not None and not (verb == "TOP" and found[1].top == "serve"):

@@ -28,6 +28,7 @@ import poplib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -61,6 +62,12 @@ FIRST_READ_OCTETS = 16 * 1024
 """Most octets of each read of a :meth:`POP3Session.receive` until a read fills it: replies to
 single-line commands and short listings need no more, and 50 sessions listing at once with new
 buffers (the pool, :mod:`.buffers`, keeps a few) then hold 16 KiB each, not :data:`READ_CHUNK_OCTETS`."""
+
+LINE_REPLY_TIMEOUTS = 2
+"""A single-line reply (``+OK``/``-ERR`` to DELE, STAT, USER, PASS, QUIT, ...) must arrive whole within
+this many times the account's ``timeout_s``: the inactivity limit never fires while octets keep
+coming, so a server sending one octet every few seconds held a cycle (and its connection slot) for
+hours (QA of session 13); multi-line replies have their progress floor instead."""
 
 ABORT_TIMEOUT_S = 5.0
 """Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
@@ -344,7 +351,9 @@ class POP3Session:
             ProtocolError: a reply is malformed or too large, or data follows the last reply owed.
             ConnectError: the server closed the connection. OSError: from the socket.
             NetworkTimeout: multi-line replies arrived slower than ``settings.min_rate_octets_per_s``
-                over a window of ``settings.progress_window_s`` seconds ("server too slow").
+                over a window of ``settings.progress_window_s`` seconds ("server too slow"), or a
+                single-line reply took longer than :data:`LINE_REPLY_TIMEOUTS` times
+                ``settings.timeout_s`` to arrive whole.
         """
         pop = self.pop
         if pop is None:
@@ -359,6 +368,10 @@ class POP3Session:
             ProgressFloor(settings.min_rate_octets_per_s, settings.progress_window_s) if multiline else None
         )
         received = 0
+        # single-line replies: a deadline per reply (the progress floor would fail a short reply
+        # that follows a long silence)
+        line_limit_s = None if multiline else LINE_REPLY_TIMEOUTS * settings.timeout_s
+        reply_started = time.monotonic()
         recv_into = self._recv_into
         decoder = self.decoder
         read_octets = FIRST_READ_OCTETS
@@ -385,12 +398,19 @@ class POP3Session:
                     received += octets
                     if progress is not None and (slow := progress.check(received)) is not None:
                         raise NetworkTimeout(f"{self.where()}: {slow}", account=settings.account)
+                    if line_limit_s is not None and time.monotonic() - reply_started > line_limit_s:
+                        raise NetworkTimeout(
+                            f"{self.where()}: server too slow: a one-line reply still incomplete after"
+                            f" {line_limit_s:g} s ({LINE_REPLY_TIMEOUTS} x timeout)",
+                            account=settings.account,
+                        )
                     if spooler is not None:
                         spooler.after_feed(decoder)
                 if spooler is not None:
                     reply = spooler.finish(reply)
                 self._ahead.popleft()
                 replies.append(reply)
+                reply_started = time.monotonic()
         finally:
             if borrowed:
                 RECEIVE_BUFFERS.give(decoder.lend_buffer())
