@@ -270,6 +270,26 @@ async def test_a_one_line_reply_trickled_past_twice_the_timeout_ends_the_cycle_a
     assert await archived(store) == [sample_message(1)]
 
 
+async def test_a_greeting_trickled_past_twice_the_timeout_ends_the_connection(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A greeting written one octet at a time for longer than 2 x timeout_s ends the cycle before login.
+
+    Steps (QA of session 13: poplib read the greeting however slowly it came): timeout_s 1 s; a
+    125-octet greeting at one octet per 30 ms (about 3.8 s); the cycle fails with NetworkTimeout
+    ("server too slow") and sends no command.
+    """
+    greeting = "+OK " + "x" * 119
+    with ScriptedPOP3(
+        [sample_message(1)], greeting=greeting, trickle_greeting=True, write_pause_s=0.03
+    ) as server:
+        account = pop3_account(server.host, server.port, "alice", "secret", timeout_s=1.0)
+        await prepare(store, account)
+        with pytest.raises(NetworkTimeout, match="server too slow: a one-line reply still incomplete"):
+            await cycle(account, store, executor)
+        assert server.commands == []
+
+
 async def test_odd_uidls_and_shifted_message_numbers_end_to_end(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor
 ) -> None:

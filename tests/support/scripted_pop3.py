@@ -163,6 +163,7 @@ class ScriptedPOP3(LoopThread):
         quit_error: reply line to QUIT in TRANSACTION; deletions are then not applied.
         quit_reply_lost: QUIT in TRANSACTION applies the deletions (UPDATE state), then the connection
             is closed without the ``+OK`` (a reply lost in the network).
+        trickle_greeting: write the greeting one octet per ``write_pause_s``.
         dele_reply_padding: when not 0, the ``+OK`` to DELE carries this many more octets of text and
             is written one octet per ``write_pause_s`` (a server trickling a one-line reply).
         stall_on: command verbs (``"RETR"``) or exact command lines (``"RETR 2"``), case-insensitive,
@@ -185,6 +186,7 @@ class ScriptedPOP3(LoopThread):
         quit_error: str | None = None,
         quit_reply_lost: bool = False,
         dele_reply_padding: int = 0,
+        trickle_greeting: bool = False,
         stall_on: Collection[str] = (),
         write_pause_s: float = 0.002,
         host: str = HOST,
@@ -206,6 +208,7 @@ class ScriptedPOP3(LoopThread):
         self.quit_error = quit_error
         self.quit_reply_lost = quit_reply_lost
         self.dele_reply_padding = dele_reply_padding
+        self.trickle_greeting = trickle_greeting
         self.stall_on = stall_on
         self.write_pause_s = write_pause_s
         self.host = host
@@ -284,7 +287,13 @@ class ScriptedPOP3(LoopThread):
             self._active += 1
             self._changed.notify_all()
         try:
-            await self._send(writer, self.greeting)
+            if self.trickle_greeting:  # one octet per pause: never silent for a whole timeout
+                for octet in (self.greeting + "\r\n").encode("utf-8"):
+                    await asyncio.sleep(self.write_pause_s)
+                    writer.write(bytes([octet]))
+                    await writer.drain()
+            else:
+                await self._send(writer, self.greeting)
             while True:
                 try:
                     line = await reader.readline()

@@ -46,6 +46,7 @@ from maild.protocols.pop3 import listings, wire
 from maild.protocols.pop3.auth import authenticate
 from maild.protocols.pop3.buffers import RECEIVE_BUFFERS
 from maild.protocols.pop3.decoder import ReplyDecoder
+from maild.protocols.pop3.lines import LINE_REPLY_TIMEOUTS, bounded_getline
 from maild.protocols.pop3.session_errors import THROTTLE_CODES, SessionErrors
 from maild.protocols.pop3.spooling import BodySpooler
 from maild.protocols.progress import ProgressFloor
@@ -63,12 +64,6 @@ FIRST_READ_OCTETS = 16 * 1024
 single-line commands and short listings need no more, and 50 sessions listing at once with new
 buffers (the pool, :mod:`.buffers`, keeps a few) then hold 16 KiB each, not :data:`READ_CHUNK_OCTETS`."""
 
-LINE_REPLY_TIMEOUTS = 2
-"""A single-line reply (``+OK``/``-ERR`` to DELE, STAT, USER, PASS, QUIT, ...) must arrive whole within
-this many times the account's ``timeout_s``: the inactivity limit never fires while octets keep
-coming, so a server sending one octet every few seconds held a cycle (and its connection slot) for
-hours (QA of session 13); multi-line replies have their progress floor instead."""
-
 ABORT_TIMEOUT_S = 5.0
 """Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
 timeout), and for waiting on a step still running in its thread."""
@@ -81,7 +76,11 @@ def _close_quietly(pop: poplib.POP3) -> None:
 
 
 class _POP3(poplib.POP3):
-    """poplib.POP3 that closes its socket when the greeting fails (poplib leaks it)."""
+    """poplib.POP3 that closes its socket when the greeting fails (poplib leaks it) and bounds each
+    line it reads (:func:`.lines.bounded_getline`: the greeting, STLS, USER, PASS)."""
+
+    def _getline(self) -> tuple[bytes, int]:
+        return bounded_getline(self)
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         try:
@@ -92,7 +91,11 @@ class _POP3(poplib.POP3):
 
 
 class _POP3SSL(poplib.POP3_SSL):
-    """poplib.POP3_SSL that closes its socket when the greeting fails (poplib leaks it)."""
+    """poplib.POP3_SSL that closes its socket when the greeting fails (poplib leaks it) and bounds
+    each line it reads (:func:`.lines.bounded_getline`)."""
+
+    def _getline(self) -> tuple[bytes, int]:
+        return bounded_getline(self)
 
     def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
         try:
