@@ -25,6 +25,7 @@ from maild.protocols.imap.spooling import (
     SPOOL_QUEUE_PART_OCTETS,
     SPOOL_QUEUE_PARTS,
     SPOOL_RESUME_PARTS,
+    SPOOL_WRITE_PARTS,
     SpoolingLiteral,
 )
 from maild.spool import SPOOL_FAILURE_PREFIX, Spool, SpooledBody, SpoolWriter
@@ -136,14 +137,16 @@ async def writer_idle(literal: SpoolingLiteral) -> None:
     raise AssertionError("the spool writer never drained the literal")
 
 
-async def feed_part_by_part(literal: SpoolingLiteral, data: bytes) -> None:
-    """Hand ``data`` over one part at a time (in uneven views, as reads come), letting the writer
-    finish each part before the next: the writer keeps up, as with fifty connections on one loop."""
+async def feed_run_by_run(literal: SpoolingLiteral, data: bytes) -> None:
+    """Hand ``data`` over in runs of SPOOL_WRITE_PARTS parts (in uneven views, as reads come), letting
+    the writer finish each run before the next: the writer keeps up, as with fifty connections on one
+    loop."""
     rnd = random.Random(len(data))
     view = memoryview(data)
     start = 0
+    run = SPOOL_WRITE_PARTS * SPOOL_QUEUE_PART_OCTETS
     while start < len(data):
-        end = min(start + SPOOL_QUEUE_PART_OCTETS, len(data))
+        end = min(start + run, len(data))
         while start < end:
             step = min(end - start, rnd.randint(1, 100_000))
             literal.extend(view[start : start + step])
@@ -151,68 +154,84 @@ async def feed_part_by_part(literal: SpoolingLiteral, data: bytes) -> None:
         await writer_idle(literal)
 
 
-async def test_a_writer_that_keeps_up_calls_the_loop_once_per_literal_and_the_buffers_serve_the_next(
+def expected_calls(size: int) -> list[str]:
+    """The writer's calls into the loop for a literal of ``size`` octets fed by :func:`feed_run_by_run`:
+    a resume for every hand-over that paused reading (reading pauses at SPOOL_QUEUE_PARTS waiting),
+    then the completion unless nothing was left to write at ``finish``."""
+    runs = size // (SPOOL_WRITE_PARTS * SPOOL_QUEUE_PART_OCTETS)
+    pausing = SPOOL_WRITE_PARTS >= SPOOL_QUEUE_PARTS
+    left = size % (SPOOL_WRITE_PARTS * SPOOL_QUEUE_PART_OCTETS)
+    return ["_resume_reading"] * (runs if pausing else 0) + (["_complete"] if left else [])
+
+
+async def test_a_writer_that_keeps_up_is_handed_runs_of_parts_and_the_buffers_serve_the_next(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    """Parts arriving slower than they are written never pause reading and cost the loop one call
-    back per literal (its completion), no executor job; every octet is written once and in order (a
-    part reordered or dropped changes the file), and the next literal reuses the first one's part
+    """Parts arriving slower than they are written go to the writer thread SPOOL_WRITE_PARTS at a
+    time and cost the loop no executor job and at most one call back per run (a resume, when the
+    run paused reading) plus the completion; every octet is written once and in order (a part
+    reordered or dropped changes the file), and the next literal reuses the first one's part
     buffers without their stale octets leaking in."""
     loop = asyncio.get_running_loop()
     calls = LoopCalls(loop, monkeypatch)
     monkeypatch.setattr(spooling._pools, "parts", [])
     spool = Spool(tmp_path)
-    parts = 5
-    first = os.urandom(parts * SPOOL_QUEUE_PART_OCTETS + 777)
+    first = os.urandom(5 * SPOOL_QUEUE_PART_OCTETS + 777)
     flow = Flow()
     literal = SpoolingLiteral(spool, len(first), loop, flow.pause, flow.resume)
-    await feed_part_by_part(literal, first)
+    await feed_run_by_run(literal, first)
     outcome = await literal.finish().outcome
     assert isinstance(outcome, SpooledBody)
     assert outcome.read_all() == first
     outcome.close()
-    assert flow.events == []
-    assert calls.calls == ["_complete"]
+    assert calls.calls == expected_calls(len(first))
+    assert flow.events.count("pause") == flow.events.count("resume") == calls.calls.count("_resume_reading")
     pooled = list(spooling._pool())
     assert pooled  # kept for the next literal
 
     second = os.urandom(SPOOL_QUEUE_PART_OCTETS + 3)  # shorter than what the buffers held before
     literal = SpoolingLiteral(spool, len(second), loop, flow.pause, flow.resume)
     assert any(literal._pending is buffer for buffer in pooled)
-    await feed_part_by_part(literal, second)
+    before = len(calls.calls)
+    await feed_run_by_run(literal, second)
     outcome = await literal.finish().outcome
     assert isinstance(outcome, SpooledBody)
     assert outcome.read_all() == second
     outcome.close()
-    assert calls.calls == ["_complete", "_complete"]
+    assert calls.calls[before:] == expected_calls(len(second))
     assert len(spooling._pool()) <= spooling.SPOOL_POOL_PARTS
     assert spool.open_files == 0
 
 
-async def test_a_literal_written_at_once_completes_on_the_loop_without_a_call_back(
+async def test_a_literal_written_before_finish_completes_there_without_a_call_back(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    """A literal whose every part is written before ``finish`` (and one shorter than a part, and one
-    of exactly one part) completes inside ``finish``: the writer calls the loop back for nothing."""
+    """A literal whose every part was handed over and written before ``finish`` completes inside
+    ``finish`` (no call back); one with octets left (a part short by one, one part, a run and one
+    octet) is completed by the writer's one call: at each edge +-1 of a part and of a run."""
     loop = asyncio.get_running_loop()
     calls = LoopCalls(loop, monkeypatch)
     spool = Spool(tmp_path)
-    for size in (SPOOL_QUEUE_PART_OCTETS - 1, SPOOL_QUEUE_PART_OCTETS, 2 * SPOOL_QUEUE_PART_OCTETS + 1):
+    run = SPOOL_WRITE_PARTS * SPOOL_QUEUE_PART_OCTETS
+    for size in (
+        SPOOL_QUEUE_PART_OCTETS - 1,
+        SPOOL_QUEUE_PART_OCTETS,
+        SPOOL_QUEUE_PART_OCTETS + 1,
+        run - 1,
+        run,
+        run + 1,
+    ):
         data = os.urandom(size)
         literal = SpoolingLiteral(spool, size, loop, Flow().pause, Flow().resume)
-        literal.extend(data[: (size // SPOOL_QUEUE_PART_OCTETS) * SPOOL_QUEUE_PART_OCTETS])
-        await writer_idle(literal)
-        literal.extend(data[(size // SPOOL_QUEUE_PART_OCTETS) * SPOOL_QUEUE_PART_OCTETS :])
-        await writer_idle(literal)
         before = len(calls.calls)
+        await feed_run_by_run(literal, data)
         stand_in = literal.finish()
-        if size % SPOOL_QUEUE_PART_OCTETS == 0:  # nothing left to write: complete at once
-            assert stand_in.outcome.done()
+        assert stand_in.outcome.done() == (size % run == 0)
         outcome = await stand_in.outcome
         assert isinstance(outcome, SpooledBody)
         assert outcome.read_all() == data
         outcome.close()
-        assert len(calls.calls) - before == (0 if size % SPOOL_QUEUE_PART_OCTETS == 0 else 1)
+        assert calls.calls[before:] == expected_calls(size)
     assert spool.open_files == 0
 
 

@@ -8,8 +8,9 @@ received chunk, ``len`` to see how many are still owed) and hands the collected 
 there instead for a literal of at least the spool's threshold. On the event loop (inside
 ``data_received``) it only gathers the received octets into parts of :data:`SPOOL_QUEUE_PART_OCTETS`;
 each part is written (hashed, its marks kept, ``write(2)``) by the process's spool writer thread
-(:mod:`.spool_writer`), fed by a queue: the literal is queued when its first part waits and stays
-queued until the thread has written every part waiting (those that come meanwhile too, in order), so
+(:mod:`.spool_writer`), fed by a queue: the literal is queued once :data:`SPOOL_WRITE_PARTS` parts
+wait (or it is complete) and stays queued until the thread has written every part waiting (those
+that come meanwhile too, in order), so
 a slow or congested disk never stalls the loop that serves every account's connections, and the
 loop is called back only when it must act (reading may resume, the literal is complete, the spool
 failed), not after every run of parts as the executor jobs of sessions 8-12 were. The part
@@ -60,11 +61,20 @@ loop from the writer thread (a wake-up through the loop's self-pipe), so reading
 :data:`SPOOL_QUEUE_PARTS` and resumes at none waiting: one wake-up per :data:`SPOOL_QUEUE_PARTS`
 parts when the disk is slower than the connection (at one waiting it was one per part;
 docs/performance.md, "Session 13: fifty accounts' hand-offs")."""
+SPOOL_WRITE_PARTS = 2
+"""Parts waiting before the literal is handed to the writer thread (or fewer once the literal is
+complete): the thread then writes them and those that come meanwhile. Handing over at every part
+woke the idle thread once per part (a context switch, and the thread then taking the GIL from the
+loop): with fifty connections on one loop the writer keeps up and went idle after nearly every part
+(docs/performance.md, "Session 13: fifty accounts' hand-offs"). At most :data:`SPOOL_QUEUE_PARTS`:
+reading pauses there, and only the writer resumes it."""
 SPOOL_POOL_PARTS = 4
 """Part buffers (of :data:`SPOOL_QUEUE_PART_OCTETS`, 1 MiB in all) kept per thread once a literal's
 writer is done with them, for the next spooled literals: a new 256 KiB buffer is a fresh mapping
 (``maild.service.memory.MMAP_THRESHOLD_OCTETS``), zero-filled page by page (64 page faults each)
 and unmapped when freed. More are made when more literals spool at once; those are freed."""
+
+assert SPOOL_WRITE_PARTS <= SPOOL_QUEUE_PARTS  # reading pauses at SPOOL_QUEUE_PARTS: the writer must run
 
 _pools = threading.local()
 
@@ -213,8 +223,8 @@ class SpoolingLiteral:
         :data:`SPOOL_QUEUE_PARTS` wait."""
         with self._lock:
             self._queue.append(part)
-            start = not self._scheduled
-            self._scheduled = True
+            start = not self._scheduled and len(self._queue) >= SPOOL_WRITE_PARTS
+            self._scheduled = self._scheduled or start
             pause = len(self._queue) >= SPOOL_QUEUE_PARTS and not self._paused
             if pause:
                 self._paused = True
