@@ -8,7 +8,6 @@ slow disk is needed."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import random
 import threading
@@ -28,8 +27,8 @@ from maild.protocols.imap.spooling import (
     SPOOL_WRITE_PARTS,
     SpoolingLiteral,
 )
-from maild.spool import SPOOL_FAILURE_PREFIX, Spool, SpooledBody, SpoolWriter
-from tests.support.gated_spool import GATE_TIMEOUT_S, GatedSpool
+from maild.spool import SPOOL_FAILURE_PREFIX, Spool, SpooledBody
+from tests.support.gated_spool import GATE_TIMEOUT_S, FailingSpool, GatedSpool
 
 
 class Flow:
@@ -233,30 +232,6 @@ async def test_a_literal_written_before_finish_completes_there_without_a_call_ba
         outcome.close()
         assert calls.calls[before:] == expected_calls(size)
     assert spool.open_files == 0
-
-
-class FailingSpool(Spool):
-    """A spool whose writers raise OSError (a disk error, not the spool's bound) at write ``fail_at``
-    (0-based) of each file."""
-
-    def __init__(self, directory: Path, fail_at: int) -> None:
-        super().__init__(directory)
-        self.fail_at = fail_at
-
-    def writer(self) -> SpoolWriter:
-        """A writer that fails at its ``fail_at``-th write."""
-        writer = super().writer()
-        real = writer.write
-        count = [0]
-
-        def write(data: bytes | bytearray | memoryview) -> None:
-            count[0] += 1
-            if count[0] > self.fail_at:
-                raise OSError(errno.EIO, "Input/output error")
-            real(data)
-
-        writer.write = write  # type: ignore[method-assign]
-        return writer
 
 
 async def test_a_disk_error_fails_that_literal_the_thread_lives_on_and_reading_resumes(

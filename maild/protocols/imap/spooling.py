@@ -21,7 +21,7 @@ written; the streaming retrieval awaits it before it hands the message on
 (:mod:`maild.protocols.imap.stream`).
 
 Bounds: at most :data:`SPOOL_QUEUE_PARTS` parts wait for the writer (plus the part being gathered
-and the one being written: 1 MiB in all, what the first version held in its one pending part);
+and the one being written: 1.25 MiB in all; the first version held a 1 MiB pending part);
 when the queue is that long, reading from the connection pauses
 (``transport.pause_reading``: TCP flow control then holds the server back) until the writer has
 brought it down to :data:`SPOOL_RESUME_PARTS`. The writer thread returns to its queue when a
@@ -47,11 +47,15 @@ from maild.spool import LenientSpoolWriter, Spool, SpooledBody
 SPOOL_QUEUE_PART_OCTETS = 256 * 2**10
 """Octets of one part handed to the writer (256 KiB): small enough that the parts waiting stay within
 what the first version held (a 1 MiB part, gathered on the loop)."""
-SPOOL_QUEUE_PARTS = 2
-"""Parts of :data:`SPOOL_QUEUE_PART_OCTETS` (512 KiB in all) a literal may have waiting for its
+SPOOL_QUEUE_PARTS = 3
+"""Parts of :data:`SPOOL_QUEUE_PART_OCTETS` (768 KiB in all) a literal may have waiting for its
 writer before reading from the connection pauses. One account's peak in the benchmark: 1 MiB parts,
 four waiting, +4-5 MB; 256 KiB parts, four waiting, +2 MB; two waiting, +1 MB (docs/performance.md,
-"Session 8: the spool's CPU")."""
+"Session 8: the spool's CPU"). One more than :data:`SPOOL_WRITE_PARTS`, so that a writer that keeps
+up never pauses reading: at 2 (the hand-over) every run of parts was a pause, a resume and a call
+from the writer thread into the loop; at 3 fifty accounts' c fetch: user 5.41 -> 4.85 s, wake-ups
+0.561 -> 0.496 per message, peak RSS the same (docs/performance.md, "Session 13: fifty accounts'
+hand-offs")."""
 DROP_READ_OCTETS = 64 * 2**10
 """Octets one direct read of a literal the spool failed takes into a scratch buffer, to be dropped."""
 SPOOL_RESUME_PARTS = 0
