@@ -47,7 +47,7 @@ from maild.spool import LenientSpoolWriter, Spool, SpooledBody
 SPOOL_QUEUE_PART_OCTETS = 256 * 2**10
 """Octets of one part handed to the writer (256 KiB): small enough that the parts waiting stay within
 what the first version held (a 1 MiB part, gathered on the loop)."""
-SPOOL_QUEUE_PARTS = 3
+SPOOL_QUEUE_PARTS = 5
 """Parts of :data:`SPOOL_QUEUE_PART_OCTETS` (768 KiB in all) a literal may have waiting for its
 writer before reading from the connection pauses. One account's peak in the benchmark: 1 MiB parts,
 four waiting, +4-5 MB; 256 KiB parts, four waiting, +2 MB; two waiting, +1 MB (docs/performance.md,
@@ -65,7 +65,7 @@ loop from the writer thread (a wake-up through the loop's self-pipe), so reading
 :data:`SPOOL_QUEUE_PARTS` and resumes at none waiting: one wake-up per :data:`SPOOL_QUEUE_PARTS`
 parts when the disk is slower than the connection (at one waiting it was one per part;
 docs/performance.md, "Session 13: fifty accounts' hand-offs")."""
-SPOOL_WRITE_PARTS = 2
+SPOOL_WRITE_PARTS = 4
 """Parts waiting before the literal is handed to the writer thread (or fewer once the literal is
 complete): the thread then writes them and those that come meanwhile. Handing over at every part
 woke the idle thread once per part (a context switch, and the thread then taking the GIL from the
