@@ -48,12 +48,12 @@ def test_sigkill_while_expunging_and_fetching_loses_nothing(dovecot: Dovecot, ma
 
 
 def test_sigkill_while_spooling_large_messages_loses_nothing(dovecot: Dovecot, mail_user: MailUser) -> None:
-    """SIGKILL while large messages are being spooled (the spool writer thread holding parts not yet
-    written, a literal complete and waiting for its batch's commit) and while expunging never loses
-    or duplicates a message, and every large message archived is byte-exact.
+    """SIGKILL while large messages are being spooled (parts gathered and not yet written, a literal
+    complete and waiting for its batch's commit) and while expunging never loses or duplicates a
+    message, and every large message archived is byte-exact.
 
     Steps: as above, with every 15th message delivered a large one (about 1.4 MB: spooled to a file
-    as it arrives, its parts written by the spool writer thread, session 13) and fewer trials
+    as it arrives, its parts written off the loop) and fewer trials
     (``MAILD_KILL_IMAP_TRIALS`` // 2, at least 4); the trickle then spends most of each trial inside
     a large literal.
     """

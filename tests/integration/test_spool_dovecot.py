@@ -160,8 +160,8 @@ async def test_an_imap_spool_write_error_fails_that_message_and_deletes_nothing_
     executor: concurrent.futures.ThreadPoolExecutor,
     store: Store,
 ) -> None:
-    """A disk error (EIO) writing an IMAP spool file, in the spool writer thread after the first
-    part, fails that message this cycle (retention "delete"): the messages around it are stored and
+    """A disk error (EIO) writing an IMAP spool file, off the loop after the first part, fails that
+    message this cycle (retention "delete"): the messages around it are stored and
     deleted, it stays on the server, unrecorded, no spool file is left; with a working disk the next
     cycle stores it byte-exact and deletes it."""
     raws = [

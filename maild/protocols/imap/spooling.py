@@ -7,27 +7,24 @@ received chunk, ``len`` to see how many are still owed) and hands the collected 
 (:class:`~maild.protocols.imap.commands._StreamingFetchCommand`) puts a :class:`SpoolingLiteral`
 there instead for a literal of at least the spool's threshold. On the event loop (inside
 ``data_received``) it only gathers the received octets into parts of :data:`SPOOL_QUEUE_PART_OCTETS`;
-each part is written (hashed, its marks kept, ``write(2)``) by the process's spool writer thread
-(:mod:`.spool_writer`), fed by a queue: the literal is queued once :data:`SPOOL_WRITE_PARTS` parts
-wait (or it is complete) and stays queued until the thread has written every part waiting (those
-that come meanwhile too, in order), so
-a slow or congested disk never stalls the loop that serves every account's connections, and the
-loop is called back only when it must act (reading may resume, the literal is complete, the spool
-failed), not after every run of parts as the executor jobs of sessions 8-12 were. The part
-buffers are kept for the next literals of the loop's thread (at most :data:`SPOOL_POOL_PARTS`), not
-allocated per literal. At the end it becomes a
+each part is written (hashed, its marks kept, ``write(2)``) by a job in the loop's default executor
+(one job at a time, started once :data:`SPOOL_JOB_PARTS` parts wait or the literal is complete,
+writing the parts waiting and those that come while it runs, in order), so a slow or congested disk
+never stalls the loop that serves every account's connections. The part buffers are kept for the
+next literals of the thread (at most :data:`SPOOL_POOL_PARTS`), not allocated per literal. At the
+end it becomes a
 :class:`~maild.protocols.imap.lex.SpooledLiteral` whose ``outcome`` resolves once the last part is
 written; the streaming retrieval awaits it before it hands the message on
 (:mod:`maild.protocols.imap.stream`).
 
 Bounds: at most :data:`SPOOL_QUEUE_PARTS` parts wait for the writer (plus the part being gathered
-and the one being written: 1.25 MiB in all; the first version held a 1 MiB pending part);
+and the one being written: 1 MiB in all, what the first version held in its one pending part);
 when the queue is that long, reading from the connection pauses
 (``transport.pause_reading``: TCP flow control then holds the server back) until the writer has
-brought it down to :data:`SPOOL_RESUME_PARTS`. The writer thread returns to its queue when a
-literal has no part waiting: it never waits for the network, so one literal cannot hold up another.
+brought it down to :data:`SPOOL_RESUME_PARTS`. A job returns when no part is waiting: no thread
+ever waits for the network, so the writers cannot hold up each other or the rest of the executor.
 
-When the spool cannot take the message (:class:`~maild.spool.SpoolFull`, or a write failing) the
+When the spool cannot take the message (:class:`~maild.spool.SpoolFull`, or a job failing) the
 rest of the literal is still read and dropped, and the outcome is the reason (``"local spool:
 ..."``): that message fails this cycle, nothing else (docs/guarantee.md).
 """
@@ -35,50 +32,39 @@ rest of the literal is still read and dropped, and the outcome is the reason (``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
 
-from maild.protocols.imap import spool_writer
 from maild.protocols.imap.lex import SpooledLiteral
 from maild.spool import LenientSpoolWriter, Spool, SpooledBody
 
 SPOOL_QUEUE_PART_OCTETS = 256 * 2**10
 """Octets of one part handed to the writer (256 KiB): small enough that the parts waiting stay within
-what the first version held (a 1 MiB part, gathered on the loop)."""
-SPOOL_QUEUE_PARTS = 5
-"""Parts of :data:`SPOOL_QUEUE_PART_OCTETS` (768 KiB in all) a literal may have waiting for its
+what the first version held (a 1 MiB part, gathered on the loop). A hand-off to the executor costs
+about 0.3 ms of CPU, so a job writes a run of parts, not one (:meth:`SpoolingLiteral._drain`)."""
+SPOOL_QUEUE_PARTS = 2
+"""Parts of :data:`SPOOL_QUEUE_PART_OCTETS` (512 KiB in all) a literal may have waiting for its
 writer before reading from the connection pauses. One account's peak in the benchmark: 1 MiB parts,
 four waiting, +4-5 MB; 256 KiB parts, four waiting, +2 MB; two waiting, +1 MB (docs/performance.md,
-"Session 8: the spool's CPU"). One more than :data:`SPOOL_WRITE_PARTS`, so that a writer that keeps
-up never pauses reading: at 2 (the hand-over) every run of parts was a pause, a resume and a call
-from the writer thread into the loop; at 3 fifty accounts' c fetch: user 5.41 -> 4.85 s, wake-ups
-0.561 -> 0.496 per message, peak RSS the same (docs/performance.md, "Session 13: fifty accounts'
-hand-offs")."""
+"Session 8: the spool's CPU")."""
 DROP_READ_OCTETS = 64 * 2**10
 """Octets one direct read of a literal the spool failed takes into a scratch buffer, to be dropped."""
-SPOOL_RESUME_PARTS = 0
-"""Parts still waiting when reading resumes after a pause: the writer thread resumes reading as it
-takes the last waiting part (it writes that part while data comes). Each resume is a call into the
-loop from the writer thread (a wake-up through the loop's self-pipe), so reading pauses at
-:data:`SPOOL_QUEUE_PARTS` and resumes at none waiting: one wake-up per :data:`SPOOL_QUEUE_PARTS`
-parts when the disk is slower than the connection (at one waiting it was one per part;
-docs/performance.md, "Session 13: fifty accounts' hand-offs")."""
-SPOOL_WRITE_PARTS = 4
-"""Parts waiting before the literal is handed to the writer thread (or fewer once the literal is
-complete): the thread then writes them and those that come meanwhile. Handing over at every part
-woke the idle thread once per part (a context switch, and the thread then taking the GIL from the
-loop): with fifty connections on one loop the writer keeps up and went idle after nearly every part
-(docs/performance.md, "Session 13: fifty accounts' hand-offs"). At most :data:`SPOOL_QUEUE_PARTS`:
-reading pauses there, and only the writer resumes it."""
+SPOOL_RESUME_PARTS = 1
+"""Parts still waiting when reading resumes after a pause (the writer has work while data comes)."""
+SPOOL_JOB_PARTS = 2
+"""Parts waiting before a writer job starts (or fewer once the literal is complete): each job is a
+hand-off to the executor (about 0.1-0.3 ms of CPU), and with fifty connections on one loop the parts
+of a literal come slower than a job writes them, so a job per part was the rule (docs/performance.md,
+"Session 10: the IMAP fetch's CPU"). At most :data:`SPOOL_QUEUE_PARTS`: reading pauses there, and
+only a job resumes it."""
 SPOOL_POOL_PARTS = 4
 """Part buffers (of :data:`SPOOL_QUEUE_PART_OCTETS`, 1 MiB in all) kept per thread once a literal's
 writer is done with them, for the next spooled literals: a new 256 KiB buffer is a fresh mapping
 (``maild.service.memory.MMAP_THRESHOLD_OCTETS``), zero-filled page by page (64 page faults each)
 and unmapped when freed. More are made when more literals spool at once; those are freed."""
 
-assert SPOOL_WRITE_PARTS <= SPOOL_QUEUE_PARTS  # reading pauses at SPOOL_QUEUE_PARTS: the writer must run
+assert SPOOL_JOB_PARTS <= SPOOL_QUEUE_PARTS  # reading pauses at SPOOL_QUEUE_PARTS: a job must run then
 
 _pools = threading.local()
 
@@ -110,7 +96,7 @@ def _give_part(part: bytearray | memoryview) -> None:
 class SpoolingLiteral:
     """Stands in for aioimaplib's literal buffer of one large literal (``extend``, ``len``).
 
-    Runs on the event loop; the file writes run in the spool writer thread (:mod:`.spool_writer`).
+    Runs on the event loop; the file writes run in the loop's default executor.
 
     Args:
         spool: where the octets go.
@@ -137,19 +123,11 @@ class SpoolingLiteral:
         self._pending = _take_part()
         self._filled = 0
         self._scratch = bytearray()  # reads of a failed literal go here to be dropped (made when needed)
-        # shared with the writer thread, under ``_lock``: the parts waiting, whether the literal is
-        # in the writer's queue or being written (``_scheduled``), paused, finished, and which
-        # call into the loop the writer has sent and the loop not yet run
-        self._lock = threading.Lock()
         self._queue: deque[bytearray | memoryview] = deque()
-        self._scheduled = False
-        self._paused = False
+        self._writing = False
+        self._failed = False
         self._finished = False
-        self._resume_sent = False
-        self._failure_sent = False
-        self._returned: deque[bytearray | memoryview] = deque()  # written: back to the loop's pool
-        self._failed = False  # loop only: the spool failed, the rest of the literal is dropped
-        self._completed = False  # loop only
+        self._paused = False
         self._outcome: asyncio.Future[SpooledBody | str] = loop.create_future()
         self.pauses = 0
         """How often this literal paused reading (for tests and diagnostics)."""
@@ -161,8 +139,7 @@ class SpoolingLiteral:
     @property
     def queued_parts(self) -> int:
         """Parts waiting for the writer now (not counting the one being written)."""
-        with self._lock:
-            return len(self._queue)
+        return len(self._queue)
 
     def extend(self, data: bytes | bytearray | memoryview) -> None:
         """Take the next received octets (aioimaplib never passes more than are owed). ``data`` may
@@ -204,123 +181,85 @@ class SpoolingLiteral:
 
     def finish(self) -> SpooledLiteral:
         """The literal's stand-in for the response; its outcome resolves when the writes are done."""
-        last = memoryview(self._pending)[: self._filled] if self._filled and not self._failed else None
-        if last is None and not self._failed:
+        self._finished = True  # from now on a job starts for any part waiting (SPOOL_JOB_PARTS)
+        if self._filled and not self._failed:
+            self._queue.append(memoryview(self._pending)[: self._filled])
+        elif not self._failed:
             _give_part(self._pending)  # nothing of it to write
         self._pending, self._filled = bytearray(), 0
-        with self._lock:
-            self._finished = True  # the writer completes the literal when it has drained it
-            if last is not None:
-                self._queue.append(last)
-            start = bool(self._queue) and not self._scheduled
-            self._scheduled = self._scheduled or start
-            now = not self._scheduled  # nothing waiting, nothing being written: complete here
-        if start:
-            spool_writer.submit(self)
-        elif now:
+        self._next()
+        if not self._writing:
             self._complete()
         return SpooledLiteral(self._size, self._outcome)
 
     def _enqueue(self, part: bytearray | memoryview) -> None:
-        """A part is gathered (on the loop): queue it for the writer thread, which is woken only
-        when it has no part of this literal waiting already; pause reading once
-        :data:`SPOOL_QUEUE_PARTS` wait."""
-        with self._lock:
-            self._queue.append(part)
-            start = not self._scheduled and len(self._queue) >= SPOOL_WRITE_PARTS
-            self._scheduled = self._scheduled or start
-            pause = len(self._queue) >= SPOOL_QUEUE_PARTS and not self._paused
-            if pause:
-                self._paused = True
-        if start:
-            spool_writer.submit(self)
-        self._recycle()
+        self._queue.append(part)
         self._pending = _take_part()
         self._filled = 0
-        if pause:
+        self._next()
+        if len(self._queue) >= SPOOL_QUEUE_PARTS and not self._paused:
+            self._paused = True
             self.pauses += 1
             self._pause()
 
-    def write_waiting(self) -> None:
-        """In the writer thread (:mod:`.spool_writer`): write the waiting parts in order until none
-        is left, parts the loop adds meanwhile too. Calls back into the loop only to resume reading
-        (paused, and at most :data:`SPOOL_RESUME_PARTS` left waiting as it takes a part), to report
-        the spool's failure, and to complete the literal (it is finished and its last part written)."""
+    def _next(self) -> None:
+        """Start a writer job for the waiting parts once :data:`SPOOL_JOB_PARTS` wait or the literal
+        is complete (one job at a time: the parts stay in order)."""
+        if self._writing or not self._queue or (len(self._queue) < SPOOL_JOB_PARTS and not self._finished):
+            return
+        self._writing = True
+        try:
+            job = self._loop.run_in_executor(None, self._drain)
+        except RuntimeError as exc:  # the executor is shut down (the loop is closing)
+            job = self._loop.create_future()
+            job.set_exception(exc)
+        job.add_done_callback(self._written)
+
+    def _drain(self) -> list[bytearray | memoryview]:
+        """In the worker thread: write the waiting parts in order until none is left, parts the loop
+        adds meanwhile too (``deque`` appends and pops are atomic): one hand-off for a run of parts,
+        since each cost about 0.3 ms of CPU (docs/performance.md, "Session 8: the spool's CPU").
+        Returns the parts written, for the loop to fill again."""
+        written: list[bytearray | memoryview] = []
         while True:
-            with self._lock:
-                if not self._queue:
-                    self._scheduled = False  # the next part the loop gathers submits it again
-                    complete = self._finished
-                    break
-                part = self._queue.popleft()
-                # resume as this part's write begins: the next parts arrive while it is written
-                resume = self._paused and not self._resume_sent and len(self._queue) <= SPOOL_RESUME_PARTS
-                self._resume_sent = self._resume_sent or resume
-            if resume:
-                self._call(self._resume_reading)
             try:
-                self._writer.write(part)  # a SpoolFull is kept in the writer's error
-            except Exception as exc:  # the disk refused (OSError), or a bug: that message fails
-                self._writer.fail(f"writing a spool file: {exc}")
-            self._returned.append(part)  # the loop gives it back to its pool (deque: atomic)
-            with self._lock:
-                failed = self._writer.error is not None and not self._failure_sent
-                self._failure_sent = self._failure_sent or failed
-            if failed:
-                self._call(self._spool_failed)
-        if complete:
-            self._call(self._complete)
+                part = self._queue.popleft()
+            except IndexError:
+                return written
+            self._writer.write(part)
+            written.append(part)
 
-    def _call(self, callback: Callable[[], None]) -> None:
-        """From the writer thread: run ``callback`` on the loop (dropped when the loop is closed:
-        nobody waits for this literal any more)."""
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(callback)
-
-    def _recycle(self) -> None:
-        """On the loop: the parts the writer is done with go back to the loop thread's pool."""
-        while self._returned:
-            _give_part(self._returned.popleft())
-
-    def _resume_reading(self) -> None:
-        """On the loop, at the writer's word: the parts waiting are few enough again."""
-        with self._lock:
-            self._resume_sent = False
-            paused, self._paused = self._paused, False
-        if paused:
+    def _written(self, job: asyncio.Future[list[bytearray | memoryview]]) -> None:
+        """A writer job ended (on the loop): write what came meanwhile, resume reading, or complete."""
+        self._writing = False
+        if not job.cancelled() and job.exception() is None:
+            for part in job.result():
+                _give_part(part)  # the writer is done with it: filled again (this or the next literal)
+        error = None if job.cancelled() else job.exception()
+        if job.cancelled() or error is not None:  # the executor refused or the job broke: drop it
+            self._writer.fail(f"writing a spool file: {error or 'cancelled'}")
+        if self._writer.error is not None:
+            self._failed = True
+            while self._queue:  # never written: no job holds them (this one ended)
+                _give_part(self._queue.popleft())
+            if len(self._pending) == SPOOL_QUEUE_PART_OCTETS:
+                _give_part(self._pending)
+            self._pending = bytearray()
+            self._filled = 0
+        if self._paused and len(self._queue) <= SPOOL_RESUME_PARTS:
+            self._paused = False
             self._resume()
-
-    def _spool_failed(self) -> None:
-        """On the loop, at the writer's word: the spool cannot take this message. The parts still
-        waiting are dropped (the writer may be writing one more: the lenient writer ignores it),
-        the rest of the literal is read and dropped, and reading is never left paused."""
-        self._failed = True
-        with self._lock:
-            dropped = list(self._queue)
-            self._queue.clear()
-            paused, self._paused = self._paused, False
-        for part in dropped:
-            _give_part(part)
-        self._recycle()
-        if len(self._pending) == SPOOL_QUEUE_PART_OCTETS:
-            _give_part(self._pending)
-        self._pending = bytearray()
-        self._filled = 0
-        if paused:
-            self._resume()
+        if self._queue:
+            self._next()
+        elif self._finished:
+            self._complete()
 
     def _complete(self) -> None:
-        """On the loop, once: every part is written (or dropped); the outcome is set."""
-        if self._completed:
-            return
-        self._completed = True
-        self._recycle()
         if self._outcome.done():  # cancelled: the retrieval was abandoned
             self._writer.abort()
             return
-        with self._lock:
-            paused, self._paused = self._paused, False
-        if paused:
+        if self._paused:
+            self._paused = False
             self._resume()
         outcome = self._writer.finish()
         self._outcome.set_result(outcome if outcome is not None else "empty spooled literal")
