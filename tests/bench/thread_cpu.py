@@ -84,6 +84,7 @@ def run(self):
 threading.Thread.run = run
 sites = collections.Counter()
 SITES = os.environ.get("THREAD_CPU_SITES") == "1"
+GENERIC = {"_all", "_scalar", "_write", "work", "_atomic", "_transaction"}
 def site():
     frame = sys._getframe(2)
     first = None
@@ -93,6 +94,10 @@ def site():
         here = f"{name.rsplit('/', 1)[-1]}:{frame.f_code.co_name}"
         first = first or here
         if "/maild/" in name:
+            if name.endswith("/archive/connection.py") and frame.f_code.co_name in GENERIC:
+                via += here + " <- "  # the archive's generic helpers: name their caller too
+                frame = frame.f_back
+                continue
             return via + here
         if "/aiosqlite/" in name and not via:
             via = "aiosqlite " + frame.f_code.co_name + " <- "
