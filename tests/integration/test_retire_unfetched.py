@@ -284,3 +284,53 @@ def test_unreachable_server_is_refused_and_accept_unfetched_records_it(
     assert len(rows) == 1
     assert rows[0][0] is None
     assert rows[0][1].startswith("server not checked: ")
+
+
+def test_imap_source_unfetched_message_refused_flags_untouched(
+    dovecot: Dovecot, mail_user_factory: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An IMAP account A (two mailboxes): a message that reached one of them after A's last fetch is
+    found by ``UID SEARCH ALL`` and its header read with ``BODY.PEEK`` (not marked read); retire refuses.
+
+    Steps: old (IMAP, user 1, INBOX and Altpost) archives 2 + 1 and is disabled; migrate uploads them into
+    imap (user 2); a message is appended to user 1's Altpost unseen; retire exits 1 naming 1 never
+    fetched; the message is still unseen; ``maild fetch old``, migrate, retire exits 0.
+    """
+    assert callable(mail_user_factory)
+    a, b = mail_user_factory(), mail_user_factory()
+    client = imaplib.IMAP4_SSL(dovecot.host, dovecot.ports.imaps, ssl_context=dovecot.client_ssl_context())
+    client.login(a.name, a.password)
+    assert client.create("Altpost")[0] == "OK"
+    assert client.append("Altpost", "", None, letter(500))[0] == "OK"
+    dovecot.deliver_many(a.name, [letter(501), letter(502)])
+    directory = short_dir("maildret-")
+    old = AccountSpec("old", "imap", a.name, a.password, extra={"mailboxes": ["INBOX", "Altpost"]})
+    new = AccountSpec("imap", "imap", b.name, b.password, extra={"host": "localhost"})
+    cfg = write_config(directory, dovecot, [old, new])
+    assert main(["-c", str(cfg), "fetch", "old"]) == 0
+    old.extra["enabled"] = False
+    cfg = write_config(directory, dovecot, [old, new])
+    assert main(["-c", str(cfg), "migrate", "old", "--to", "imap"]) == 0
+    assert client.append("Altpost", "", None, letter(503))[0] == "OK"
+    capsys.readouterr()
+
+    assert main(["-c", str(cfg), "retire", "old", "--into", "imap"]) == 1
+    err = capsys.readouterr().err
+    assert "old's server (127.0.0.1) holds 1 messages that old never archived and imap does not hold" in err
+    assert "1 never fetched" in err
+    client.select("Altpost", readonly=True)
+    typ, data = client.search(None, "UNSEEN")
+    assert typ == "OK"
+    assert len(data[0].split()) == 2  # letter(503), and letter(500): the check marked nothing read
+    client.logout()
+
+    assert main(["-c", str(cfg), "fetch", "old"]) == 0
+    assert main(["-c", str(cfg), "migrate", "old", "--to", "imap"]) == 0
+    assert main(["-c", str(cfg), "retire", "old", "--into", "imap"]) == 0
+    assert _retired_as(directory, "old") == "imap"
+
+
+def _retired_as(directory: Path, account: str) -> str | None:
+    with _db(directory) as db:
+        row = db.execute("SELECT retired_into FROM accounts WHERE name = ?", (account,)).fetchone()
+    return row[0]
