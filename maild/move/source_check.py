@@ -26,7 +26,8 @@ Anything else (Message-ID equal but size or Date not, no Message-ID and not in A
 not archived: the way forward (``maild fetch A``) archives it, after which the comparison decides by
 its octets. Erring this way can only refuse a retire, never lose mail.
 
-:func:`not_archived` and :func:`held_by` are pure; :func:`check_source` does the I/O.
+:func:`not_archived`, :func:`reason_for` and :class:`ContentIndex` are pure; :func:`check_source`
+does the I/O.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Literal
 
 from maild.archive.failures import failure_records
 from maild.archive.move_queries import MigrationStore
-from maild.config.loader import Config
+from maild.config.loader import AccountConfig, Config
 from maild.errors import MaildError
 from maild.message import MAX_HEADER_OCTETS, summarise
 from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, RetrievalFailure
@@ -153,14 +154,76 @@ def not_archived(
     return [entry for entry in inventory if entry.key not in archived]
 
 
+_Identity = tuple[str, datetime | None, int]
+"""(Message-ID, Date in UTC or None, size in octets): rule 3's identity."""
+
+
+class ContentIndex:
+    """What A's archive and B's scan hold, indexed once for :meth:`held` and :meth:`body_wanted`
+    (a check of N server messages against M archived ones is then O(N + M), not O(N x M)).
+
+    Args:
+        archive: every distinct archived message of A.
+        server: B's scanned messages.
+    """
+
+    def __init__(self, archive: Iterable[ArchiveEntry], server: Iterable[ServerEntry]) -> None:
+        self.archive_ids: set[_Identity] = set()
+        self.archive_digests: set[str] = set()
+        self.headers_without_mid: set[str] = set()
+        for entry in archive:
+            self.archive_digests |= {entry.sha256, entry.sha256_crlf}
+            if entry.message_id is None:
+                self.headers_without_mid.add(entry.header_sha256)
+            else:
+                for size in (entry.size_octets, entry.size_crlf):
+                    self.archive_ids.add((entry.message_id, entry.date, size))
+        self.target_ids: set[_Identity] = {
+            (item.message_id, item.date, item.size_octets) for item in server if item.message_id is not None
+        }
+
+    def body_wanted(self, header: bytes | None) -> bool:
+        """Whether a message on A's server must be downloaded to tell whether A's archive holds it:
+        it has no Message-ID and its header section (:func:`maild.move.compare.header_digest`) equals
+        that of an archived message without Message-ID (rule 4 of :mod:`maild.move.compare`)."""
+        if header is None or summarise(header).message_id is not None:
+            return False
+        return header_digest(header) in self.headers_without_mid
+
+    def held(
+        self,
+        message_id: str | None,
+        date: datetime | None,
+        size_octets: int | None,
+        body: BodyDigest | None = None,
+    ) -> Literal["archive", "target"] | None:
+        """Whether a message on A's server is held by content: in A's archive, or in B's scan.
+
+        Held when its downloaded octets ``body`` have the SHA-256 (as sent or in CRLF form) of an
+        archived message; or when Message-ID, Date (UTC; both missing is equal) and size in octets
+        all equal those of an archived message (size as archived or in CRLF form) or of one of B's
+        messages (RFC822.SIZE). Otherwise nothing holds it (see the module docstring).
+
+        Returns:
+            ``"archive"``, ``"target"``, or None when neither holds it.
+        """
+        if body is not None and (
+            body.sha256 in self.archive_digests or body.sha256_crlf in self.archive_digests
+        ):
+            return "archive"
+        if message_id is None or size_octets is None:
+            return None
+        identity = (message_id, date, size_octets)
+        if identity in self.archive_ids:
+            return "archive"
+        if identity in self.target_ids:
+            return "target"
+        return None
+
+
 def body_wanted(header: bytes | None, archive: Iterable[ArchiveEntry]) -> bool:
-    """Whether a message on A's server must be downloaded to tell whether A's archive holds it: it has
-    no Message-ID and its header section (:func:`maild.move.compare.header_digest`) equals that of an
-    archived message without Message-ID (rule 4 of :mod:`maild.move.compare`)."""
-    if header is None or summarise(header).message_id is not None:
-        return False
-    digest = header_digest(header)
-    return any(e.message_id is None and e.header_sha256 == digest for e in archive)
+    """:meth:`ContentIndex.body_wanted` against ``archive`` alone (one message; tests)."""
+    return ContentIndex(archive, ()).body_wanted(header)
 
 
 def held_by(
@@ -171,37 +234,8 @@ def held_by(
     server: Iterable[ServerEntry],
     body: BodyDigest | None = None,
 ) -> Literal["archive", "target"] | None:
-    """Whether a message on A's server is held by content: in A's archive, or in B's scan.
-
-    Held when its downloaded octets ``body`` have the SHA-256 (as sent or in CRLF form) of an
-    archived message; or when Message-ID, Date (UTC; both missing is equal) and size in octets all
-    equal those of an archived message (size as archived or in CRLF form) or of one of B's messages
-    (RFC822.SIZE). Otherwise nothing holds it (see the module docstring).
-
-    Returns:
-        ``"archive"``, ``"target"``, or None when neither holds it.
-    """
-    if body is not None:
-        digests = {body.sha256, body.sha256_crlf}
-        if any(e.sha256 in digests or e.sha256_crlf in digests for e in archive):
-            return "archive"
-    if message_id is None or size_octets is None:
-        return None
-    for entry in archive:
-        if (
-            entry.message_id == message_id
-            and entry.date == date
-            and size_octets
-            in (
-                entry.size_octets,
-                entry.size_crlf,
-            )
-        ):
-            return "archive"
-    for item in server:
-        if item.message_id == message_id and item.date == date and item.size_octets == size_octets:
-            return "target"
-    return None
+    """:meth:`ContentIndex.held` for one message (builds the index: use the class for many)."""
+    return ContentIndex(archive, server).held(message_id, date, size_octets, body)
 
 
 async def _headers(
@@ -227,6 +261,29 @@ async def _headers(
             if item.size_octets is not None:
                 sizes[key] = item.size_octets
     return headers, sizes
+
+
+def source_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
+    """A's adapter, built as the fetch builds it (``maild.fetch.cycle.make_maildrop``, which this
+    layer may not import): POP3 in ``executor``, IMAP over its configured mailboxes.
+
+    Raises:
+        ConfigError: the password cannot be obtained.
+    """
+    settings = account.server_settings()
+    if account.protocol == "pop3":
+        from maild.protocols.pop3.maildrop import POP3Maildrop
+
+        return POP3Maildrop(settings, executor, max_message_size=account.max_message_size)
+    from maild.protocols.imap.mailbox import IMAPMailbox
+
+    return IMAPMailbox(
+        settings,
+        account.mailboxes,
+        list_all=account.all_mailboxes,
+        exclude=account.exclude,
+        max_message_size=account.max_message_size,
+    )
 
 
 async def _bodies(maildrop: Maildrop, keys: Sequence[MessageKey]) -> dict[MessageKey, BodyDigest]:
@@ -259,8 +316,7 @@ async def check_source(
         archive: every distinct archived message of A (as :func:`maild.move.compare.compare` got).
         target_entries: B's scanned messages.
         clock: now, aware (UTC): decides which failed messages are set aside.
-        maildrop_factory: ``(account, executor) -> Maildrop``; default the fetch's own
-            (``maild.fetch.cycle.make_maildrop``).
+        maildrop_factory: ``(account, executor) -> Maildrop``; default :func:`source_maildrop`.
 
     Returns:
         The check; its ``error`` says why A's server could not be checked (A not configured, a
@@ -277,9 +333,7 @@ async def check_source(
         )
     check = SourceCheck(source, host=account.host)
     if maildrop_factory is None:
-        from maild.fetch.cycle import make_maildrop
-
-        maildrop_factory = make_maildrop
+        maildrop_factory = source_maildrop
     executor = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="maild-retire-check")
     maildrop: Maildrop | None = None
     try:
@@ -288,7 +342,8 @@ async def check_source(
         inventory = await maildrop.inventory()
         listed = not_archived(inventory, (await store.locations(source)).keys())
         headers, sizes = await _headers(maildrop, listed)
-        bodies = await _bodies(maildrop, [e.key for e in listed if body_wanted(headers.get(e.key), archive)])
+        index = ContentIndex(archive, target_entries)
+        bodies = await _bodies(maildrop, [e.key for e in listed if index.body_wanted(headers.get(e.key))])
         await maildrop.close()
     except MaildError as exc:
         if maildrop is not None:
@@ -310,7 +365,7 @@ async def check_source(
         summary = summarise(header) if header is not None else None
         mid = summary.message_id if summary else None
         date = summary.date if summary else None
-        if held_by(mid, date, size, archive, target_entries, bodies.get(entry.key)) is not None:
+        if index.held(mid, date, size, bodies.get(entry.key)) is not None:
             check.held += 1
             continue
         check.unarchived.append(
