@@ -40,6 +40,7 @@ class MigrationStore(Store):
     upload_sources = Delegated("move_records", MoveRecords.upload_sources)
     append_records = Delegated("move_records", MoveRecords.append_records)
     accept_missing = Delegated("move_records", MoveRecords.accept_missing)
+    accept_unfetched = Delegated("move_records", MoveRecords.accept_unfetched)
     forget_appends = Delegated("move_records", MoveRecords.forget_appends)
     end_move = Delegated("move_records", MoveRecords.end_move)
     start_move = Delegated("move_records", MoveRecords.start_move)

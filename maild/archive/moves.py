@@ -219,6 +219,32 @@ class MoveRecords:
             ]
         )
 
+    async def accept_unfetched(
+        self,
+        account: str,
+        into: str,
+        rows: Sequence[tuple[str | None, int | None, str]],
+        now: datetime,
+    ) -> None:
+        """Record, durably, that what ``account``'s server still holds unarchived may be left behind.
+
+        ``maild retire --accept-unfetched`` (table ``unfetched_accepted``, schema v16): one row per
+        message, ``rows`` being (server identity as :func:`maild.archive.schema.failure_key_text` or
+        None when the server could not be reached, size in octets or None, why it was not archived
+        or the server's error).
+        """
+        stamp = utc_text(now)
+        await self._db._write(
+            [
+                (
+                    "INSERT INTO unfetched_accepted (account, into_account, key, size_octets, reason,"
+                    " accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(account, into, key, size, reason, stamp) for key, size, reason in rows],
+                    True,
+                )
+            ]
+        )
+
     async def forget_appends(self, account: str, uploads: Sequence[tuple[int, str]]) -> None:
         """Forget, durably, the upload records (message, mailbox) into ``account`` (``--undo``)."""
         await self._db._write(

@@ -79,7 +79,7 @@ from datetime import UTC, datetime
 
 from maild.model import IMAPKey, MessageKey, POP3Key
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 PAGE_SIZE = 32768
 """Page size of new archives, in octets; set before the first table, so older archives keep theirs.
 
@@ -324,6 +324,20 @@ _MIGRATIONS: dict[int, str] = {
     # maild.archive.failure_kind.add_failure_kind (ADD COLUMN unless there), which marks the records made
     # before as 'local' when their reason is the spool's (maild.spool.SPOOL_FAILURE_PREFIX).
     15: "",
+    # `maild retire A --into B --accept-unfetched`: the admin's decision that messages still on A's
+    # server which A never archived (or A's whole server, when it could not be reached: key NULL) may
+    # be left behind, one row per message, as appends.accepted_at records `--accept-deleted`'s
+    # (maild.move.source_check). `into` is the account A was retired into.
+    16: """
+    CREATE TABLE IF NOT EXISTS unfetched_accepted (
+        account       TEXT NOT NULL,
+        into_account  TEXT NOT NULL,
+        key           TEXT,
+        size_octets   INTEGER,
+        reason        TEXT NOT NULL,
+        accepted_at   TEXT NOT NULL
+    );
+    """,
 }
 
 

@@ -165,9 +165,11 @@ DESCRIPTIONS: dict[str, str] = {
         " SHA-256, --undo removes the uploads (docs/moving-a-mailbox.md)."
     ),
     "retire": (
-        "Retire account A once nothing of A is missing in B (checked again now): A stops, its archive is"
-        " kept, and the move from A to B is finished; the last step of moving a mailbox from POP3 to"
-        " IMAP (docs/moving-a-mailbox.md)."
+        "Retire account A once nothing of A is missing in B (checked again now) and A's server holds"
+        " nothing A never archived that B lacks (A's server is listed read only: POP3 UIDL/LIST/TOP,"
+        " IMAP UID SEARCH/BODY.PEEK; an unreachable server refuses too, --accept-unfetched accepts and"
+        " records it): A stops, its archive is kept, and the move from A to B is finished; the last step"
+        " of moving a mailbox from POP3 to IMAP (docs/moving-a-mailbox.md)."
     ),
     "unretire": "Undo maild retire: account A is enabled again and the move is unfinished again.",
 }

@@ -191,8 +191,27 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
             (0, "B holds all of A's mail (after the uploads; `migrate --dry-run`: the plan was printed)"),
             (
                 1,
-                "something of A is not in B yet (listed), an upload was refused or stopped, `--verify`"
-                " found an upload that differs, or another failure (one line on stderr)",
+                "something of A is not in B yet (listed; `compare`: also mail on A's server that A never"
+                " archived), an upload was refused or stopped, `--verify` found an upload that differs, or"
+                " another failure (one line on stderr)",
+            ),
+            (2, USAGE_ERROR),
+        ),
+    ),
+    ExitRow(
+        ("retire",),
+        "`maild retire A --into B`",
+        (
+            (
+                0,
+                "A was retired into B (`--accept-deleted`/`--accept-unfetched`: what they accepted was"
+                " listed)",
+            ),
+            (
+                1,
+                "refused, nothing changed (one line on stderr): something of A's archive is not in B, A's"
+                " server holds mail A never archived that B lacks, A's server could not be checked, or"
+                " another failure",
             ),
             (2, USAGE_ERROR),
         ),

@@ -21,7 +21,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from maild.cli.common import reload_daemon, run_async
-from maild.cli.move_lines import line, now, setup
+from maild.cli.move_lines import (
+    line,
+    now,
+    render_source_check,
+    render_unfetched_accepted,
+    setup,
+    source_check_json,
+)
 from maild.cli.move_verify import unretire, verify_or_undo
 from maild.cli.units import count, human_size
 
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
     from maild.move.compare import ArchiveEntry
     from maild.move.migrate import CompareOutcome, MigrationReport, Upload
     from maild.move.report import ReportRow
+    from maild.move.source_check import SourceCheck
 
 #: Seconds between progress lines of ``maild migrate`` when stderr is not a terminal.
 PROGRESS_EVERY_S = 10.0
@@ -87,6 +95,12 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="accept that messages uploaded earlier were deleted in B since (listed; the archive keeps them)",
     )
+    r.add_argument(
+        "--accept-unfetched",
+        action="store_true",
+        help="retire although A's server holds mail A never archived and B lacks, or cannot be reached"
+        " (listed and recorded in the archive)",
+    )
     r.set_defaults(handler=_retire)
 
 
@@ -115,24 +129,35 @@ def _compare(args: argparse.Namespace) -> int:
     target = target_account(config, args.source, args.target)
     mailboxes = (args.mailbox,) if args.mailbox else None
 
-    async def run() -> CompareOutcome:
+    async def run() -> tuple[CompareOutcome, SourceCheck]:
+        from maild.move.source_check import check_source
+
         store = await MigrationStore.open(config.daemon.database)
         try:
-            return await compare_accounts(
+            outcome = await compare_accounts(
                 store, args.source, target, mailboxes, progress=_progress("reading the archive")
             )
+            c = outcome.comparison
+            archive = [m.entry for m in c.both] + c.only_a
+            check = await check_source(
+                config, store, args.source, archive=archive, target_entries=outcome.scan.entries, clock=now
+            )
+            return outcome, check
         finally:
             await store.close()
 
-    outcome = run_async(run())
+    outcome, check = run_async(run())
     warning = deleting_source(config, args.source, target)
     if args.json:
-        print(json.dumps(comparison_json(outcome), indent=2, ensure_ascii=False))
+        print(
+            json.dumps({**comparison_json(outcome), **source_check_json(check)}, indent=2, ensure_ascii=False)
+        )
     else:
         print(render_comparison(outcome, lists=not args.summary))
+        print(render_source_check(check, args.target))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    return 0 if outcome.complete else 1
+    return 0 if outcome.complete and not check.unarchived else 1
 
 
 def _where(entry: ArchiveEntry, source: str) -> str:
@@ -445,7 +470,13 @@ def _retire(args: argparse.Namespace) -> int:
         store = await MigrationStore.open(config.daemon.database)
         try:
             outcome = await retire(
-                config, store, args.source, args.target, accept_deleted=args.accept_deleted, clock=now
+                config,
+                store,
+                args.source,
+                args.target,
+                accept_deleted=args.accept_deleted,
+                accept_unfetched=args.accept_unfetched,
+                clock=now,
             )
             kept = (await store.message_counts()).get(args.source, 0)
             return outcome, kept
@@ -464,6 +495,8 @@ def _retire(args: argparse.Namespace) -> int:
         )
         for entry in outcome.accepted:
             print(line(entry, "accepted as deleted"))
+    if outcome.accepted_unfetched and outcome.source_check is not None:
+        print(render_unfetched_accepted(outcome.source_check))
     both = count(len(c.both))
     print(f"{args.source}: all {both} messages are in {args.target}; retired into {args.target}")
     if outcome.disabled == "drop-in":

@@ -17,6 +17,7 @@ from maild.config.dropin import dropin_path, set_enabled
 from maild.config.loader import Config
 from maild.errors import MaildError, MigrationError
 from maild.move.compare import ArchiveEntry, bodies_needed, compare
+from maild.move.source_check import SourceCheck, check_source
 from maild.move.target import (
     CompareOutcome,
     compare_accounts,
@@ -37,11 +38,46 @@ class RetireOutcome:
         comparison: the comparison that allowed it.
         disabled: how A was stopped: ``"drop-in"`` (``enabled = false`` written to its drop-in),
             ``"already disabled"`` (``enabled = false`` in the main file), ``"not configured"``.
+        accepted: messages uploaded earlier and gone from B, accepted as deleted (``--accept-deleted``).
+        source_check: what A's server still holds that A never archived
+            (:func:`maild.move.source_check.check_source`).
+        accepted_unfetched: True when ``--accept-unfetched`` let A retire although its server held
+            messages not archived (``source_check.unarchived``) or could not be checked
+            (``source_check.error``); the decision is recorded in the archive.
     """
 
     comparison: CompareOutcome
     disabled: str
     accepted: list[ArchiveEntry] = field(default_factory=list)
+    source_check: SourceCheck | None = None
+    accepted_unfetched: bool = False
+
+
+def unfetched_advice(check: SourceCheck, target: str) -> str:
+    """Why A cannot be retired while its server holds mail A never archived (or is unknown), with the
+    ways forward: ``maild fetch A`` then retire again, or ``--accept-unfetched``."""
+    a = check.source
+    accept = f"`maild retire {a} --into {target} --accept-unfetched`"
+    if check.error is not None:
+        return (
+            f"{a}'s server ({check.host or 'not configured'}) could not be checked for mail {a} never"
+            f" archived: {check.error}; run `maild retire {a} --into {target}` again when it can be reached,"
+            f" or {accept} if the old provider is gone for good (recorded in the archive)"
+        )
+    counts = check.counts()
+    steps = [f"run `maild fetch {a}`"]
+    if "set aside" in counts or "failed" in counts:
+        steps[0] = f"run `maild fetch-now --retry-failed {a}` (or `maild fetch {a}`)"
+    if "too large" in counts:
+        steps.append(f"raise max_message_size of {a} for those too large")
+    return (
+        f"{a}'s server ({check.host}) holds {len(check.unarchived)} messages that {a} never archived"
+        f" and {target} does not hold ({check.summary()}): they would stay on the old server once {a}"
+        " is retired; "
+        + ", ".join(steps)
+        + f", then `maild migrate {a} --to {target}` and `maild retire {a} --into {target}` again; or"
+        f" {accept} if {target} holds them or they are not wanted (recorded in the archive)"
+    )
 
 
 def missing_advice(outcome: CompareOutcome) -> str:
@@ -79,6 +115,7 @@ async def retire(
     target_name: str,
     *,
     accept_deleted: bool = False,
+    accept_unfetched: bool = False,
     clock: Callable[[], datetime],
 ) -> RetireOutcome:
     """Retire A into B: only when nothing of A is missing in B (see :func:`move_mailboxes`).
@@ -93,10 +130,17 @@ async def retire(
             do not count as missing: the decision is recorded in the archive (``appends.accepted_at``),
             which keeps the messages; :attr:`RetireOutcome.accepted` lists them. Messages never
             uploaded still count.
+        accept_unfetched: messages on A's server that A never archived and B does not hold, or A's
+            server being unreachable, do not stop the retire: recorded in the archive (table
+            ``unfetched_accepted``) and returned in :attr:`RetireOutcome.source_check`.
+
+    Before retiring, A's server is checked read only (:func:`maild.move.source_check.check_source`):
+    what it lists that A's archive lacks must be held by B (or A's archive) by content.
 
     Raises:
-        MigrationError: messages of A are missing in B (how many, and the command for each kind),
-            or A is enabled in a file maild does not rewrite.
+        MigrationError: messages of A are missing in B (how many, and the command for each kind);
+            A's server holds messages A never archived that B lacks, or could not be checked (the
+            error; see :func:`unfetched_advice`); or A is enabled in a file maild does not rewrite.
         ConfigError, StoreError, and B's server errors.
     """
     target = target_account(config, source, target_name)
@@ -113,6 +157,18 @@ async def retire(
             f" all of {source} is there is unknown; run `maild retire {source} --into {target_name}` again"
             f" later. First: {next(iter(outcome.comparison.unreadable.values()))}"
         )
+    c = outcome.comparison
+    source_check = await check_source(
+        config,
+        store,
+        source,
+        archive=[m.entry for m in c.both] + c.only_a,
+        target_entries=outcome.scan.entries,
+        clock=clock,
+    )
+    unfetched = bool(source_check.unarchived) or not source_check.checked
+    if unfetched and not accept_unfetched:
+        raise MigrationError(unfetched_advice(source_check, target_name))
     if account is not None and account.enabled and account.source == config.path:
         raise MigrationError(
             f"nothing of {source} is missing in {target_name}, but account {source} is defined in the"
@@ -135,8 +191,19 @@ async def retire(
             disabled = "already disabled"
     if accepted:
         await store.accept_missing(target_name, [e.message for e in accepted], clock())
+    if unfetched:
+        await store.accept_unfetched(source, target_name, _unfetched_rows(source_check), clock())
     await store.retire(source, target_name, clock())
-    return RetireOutcome(outcome, disabled, accepted)
+    return RetireOutcome(outcome, disabled, accepted, source_check, accepted_unfetched=unfetched)
+
+
+def _unfetched_rows(check: SourceCheck) -> list[tuple[str | None, int | None, str]]:
+    """The ``unfetched_accepted`` rows of ``check``: one per message, or one for an unknown server."""
+    from maild.archive.schema import failure_key_text
+
+    if check.error is not None:
+        return [(None, None, f"server not checked: {check.error}")]
+    return [(failure_key_text(u.key), u.size_octets, u.reason) for u in check.unarchived]
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from maild.errors import ProtocolError, ThrottledError
 from maild.model import POP3Key, RetrievedMessage, Secret, ServerSettings
 from maild.protocols.imap.mailbox import IMAPMailbox
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMessage, Session, unquote
+from tests.support.dovecot import free_port
 
 APPEND_RE = re.compile(
     r'^(?P<mailbox>"(?:[^"\\]|\\.)*"|\S+)(?: \((?P<flags>[^)]*)\))?(?: "(?P<date>[^"]+)")? \{(?P<size>\d+)\}$'
@@ -235,7 +236,10 @@ async def move_setup(scripted: ScriptedIMAP, tmp_path: Path) -> tuple[Callable[.
     (tmp_path / "accounts.d").mkdir()
     dropin = tmp_path / "accounts.d" / "alt.toml"
     dropin.write_text(
-        tomli_w.dumps({"accounts": {"alt": {"protocol": "pop3", "host": "pop.example.org", **common}}})
+        # alt's old server is gone: nothing listens on its port (retire needs `--accept-unfetched`)
+        tomli_w.dumps(
+            {"accounts": {"alt": {"protocol": "pop3", "host": "127.0.0.1", "port": free_port(), **common}}}
+        )
     )
     store = await MigrationStore.open(tmp_path / "state" / "maild.sqlite3")
     try:
@@ -274,8 +278,14 @@ async def test_migrate_and_retire_a_drop_in_account(
     assert [a["subject"] for a in report["appended"]] == ["Brief 2", "Brief 3"]
     assert report["complete"] is True
     assert log.lines[0] == f'"INBOX" (\\Seen) "02-Mar-2026 09:02:00 +0000" {{{len(letter(2))}}}'
-    assert await asyncio.to_thread(run, "retire", "alt", "--into", "neu") == 0
+    assert await asyncio.to_thread(run, "retire", "alt", "--into", "neu") == 1
+    err = capsys.readouterr().err
+    assert "alt's server (127.0.0.1) could not be checked" in err
+    assert "--accept-unfetched" in err
+    assert "enabled" not in dropin.read_text()
+    assert await asyncio.to_thread(run, "retire", "alt", "--into", "neu", "--accept-unfetched") == 0
     out = capsys.readouterr().out
+    assert "alt: its server (127.0.0.1) was not checked" in out
     assert f"enabled = false written to {dropin}" in out
     assert tomllib.loads(dropin.read_text())["accounts"]["alt"]["enabled"] is False
     assert await asyncio.to_thread(run, "accounts", "list", "--json") == 0

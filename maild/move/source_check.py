@@ -1,0 +1,382 @@
+"""What A's server still holds that A never archived: the check ``maild retire`` makes before retiring A.
+
+``maild compare``/``retire`` compare A's *archive* with B's server. Mail still on A's server that A
+never archived (it arrived after A's last fetch, was set aside after repeated failures, is larger than
+``max_message_size``) is not in A's archive; when A and B are different mailboxes it would stay on the
+old server, never fetched once A is retired. So before retiring, :func:`check_source` logs in to A's
+server through the adapter the fetch uses, read only (POP3 UIDL, LIST and ``TOP n 0``; IMAP SELECT,
+``UID SEARCH ALL`` and ``BODY.PEEK[HEADER]`` of the configured mailboxes: never DELE, STORE or
+EXPUNGE; a POP3 session ends with QUIT and no DELE sent), takes A's inventory and compares it with
+A's locations in the archive.
+
+A listed message whose server identity A's archive does not hold is *not archived* unless its
+content is held elsewhere, by :mod:`maild.move.compare`'s rules:
+
+- with a Message-ID (nearly all mail), from its header section alone: the same Message-ID, Date
+  (UTC) and size in octets as a message of A's archive (as archived or in CRLF form) or of B's scan
+  (RFC822.SIZE); rule 3. This covers the same mailbox reached as POP3 and IMAP (what ``migrate``
+  uploaded shows up on A's server under new UIDLs, and what arrived after A's last fetch is in B)
+  and an IMAP mailbox whose UIDVALIDITY changed;
+- without one, only when its header section equals that of an archived message without Message-ID:
+  then its octets are downloaded (POP3 RETR, which Dovecot lets set ``\\Seen``; IMAP
+  ``BODY.PEEK[]``) and it is held when their SHA-256 (as sent or in CRLF form) is an archived
+  message's; rule 4. Against B it is never held (B's body would have to be downloaded too).
+
+Anything else (Message-ID equal but size or Date not, no Message-ID and not in A's archive) counts as
+not archived: the way forward (``maild fetch A``) archives it, after which the comparison decides by
+its octets. Erring this way can only refuse a retire, never lose mail.
+
+:func:`not_archived`, :func:`reason_for` and :class:`ContentIndex` are pure; :func:`check_source`
+does the I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from maild.archive.failures import failure_records
+from maild.archive.move_queries import MigrationStore
+from maild.config.loader import AccountConfig, Config
+from maild.errors import MaildError
+from maild.message import MAX_HEADER_OCTETS, summarise
+from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, RetrievalFailure
+from maild.move.compare import ArchiveEntry, BodyDigest, ServerEntry, body_digest, header_digest
+from maild.policy import set_aside
+from maild.protocols.base import Maildrop
+
+#: Why a message on A's server is not in A's archive.
+Reason = Literal["never fetched", "set aside", "failed", "too large"]
+
+#: Reasons in the order the refusal names them, with their words.
+REASON_WORDS: tuple[tuple[Reason, str], ...] = (
+    ("never fetched", "never fetched (arrived after its last fetch?)"),
+    ("set aside", "set aside after repeated failures"),
+    ("failed", "failed to arrive at its last fetches"),
+    ("too large", "larger than its max_message_size"),
+)
+
+#: POP3 worker threads of the check's own pool: one session, one thread.
+CHECK_THREADS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Unarchived:
+    """A message on A's server that A's archive does not hold.
+
+    Attributes:
+        key: its server identity (POP3 UIDL, or IMAP mailbox, UIDVALIDITY, UID).
+        size_octets: its size in octets as the server reports it (LIST, RFC822.SIZE), or None.
+        reason: why A did not archive it (see :func:`reason_for`).
+        message_id, date, from_, subject: from its header section (None when not read or absent).
+    """
+
+    key: MessageKey
+    size_octets: int | None
+    reason: Reason
+    message_id: str | None = None
+    date: datetime | None = None
+    from_: str | None = None
+    subject: str | None = None
+
+
+@dataclass(slots=True)
+class SourceCheck:
+    """What :func:`check_source` found on A's server.
+
+    Attributes:
+        source: account A's name.
+        host: A's server host name ("" when A is not configured).
+        listed: messages A's server lists (all its configured mailboxes for IMAP).
+        unarchived: messages not in A's archive and held neither there nor in B by content.
+        held: messages not archived under their identity but held by content: in A's archive or B.
+        error: why A's server could not be checked (None when it was).
+    """
+
+    source: str
+    host: str = ""
+    listed: int = 0
+    unarchived: list[Unarchived] = field(default_factory=list)
+    held: int = 0
+    error: str | None = None
+
+    @property
+    def checked(self) -> bool:
+        """True when A's server was reached and listed."""
+        return self.error is None
+
+    def counts(self) -> dict[Reason, int]:
+        """Not-archived messages by reason (reasons with none left out), in :data:`REASON_WORDS` order."""
+        out: dict[Reason, int] = {}
+        for reason, _words in REASON_WORDS:
+            n = sum(1 for u in self.unarchived if u.reason == reason)
+            if n:
+                out[reason] = n
+        return out
+
+    def summary(self) -> str:
+        """How many were not archived and why: ``"2 never fetched (...), 1 set aside after repeated
+        failures"`` (:data:`REASON_WORDS`); empty when none."""
+        words = dict(REASON_WORDS)
+        return ", ".join(f"{n} {words[reason]}" for reason, n in self.counts().items())
+
+
+def reason_for(
+    key: MessageKey,
+    size_octets: int | None,
+    records: Mapping[MessageKey, FailureRecord],
+    aside: Collection[MessageKey],
+    max_message_size: int | None,
+) -> Reason:
+    """Why A's fetch did not archive the message ``key``, from what the archive and config know.
+
+    ``"too large"`` when its reported size exceeds ``max_message_size`` (octets; the fetch skips it),
+    else ``"set aside"`` when it is in ``aside`` (:func:`maild.policy.set_aside`), else ``"failed"``
+    when it has a failure record, else ``"never fetched"``.
+    """
+    if max_message_size is not None and size_octets is not None and size_octets > max_message_size:
+        return "too large"
+    if key in aside:
+        return "set aside"
+    if key in records:
+        return "failed"
+    return "never fetched"
+
+
+def not_archived(
+    inventory: Iterable[InventoryEntry], archived: Collection[MessageKey]
+) -> list[InventoryEntry]:
+    """The entries of A's ``inventory`` whose server identity is not among A's ``archived`` keys
+    (every location row of A, whether seen gone or deleted since or not), in server order."""
+    return [entry for entry in inventory if entry.key not in archived]
+
+
+_Identity = tuple[str, datetime | None, int]
+"""(Message-ID, Date in UTC or None, size in octets): rule 3's identity."""
+
+
+class ContentIndex:
+    """What A's archive and B's scan hold, indexed once for :meth:`held` and :meth:`body_wanted`
+    (a check of N server messages against M archived ones is then O(N + M), not O(N x M)).
+
+    Args:
+        archive: every distinct archived message of A.
+        server: B's scanned messages.
+    """
+
+    def __init__(self, archive: Iterable[ArchiveEntry], server: Iterable[ServerEntry]) -> None:
+        self.archive_ids: set[_Identity] = set()
+        self.archive_digests: set[str] = set()
+        self.headers_without_mid: set[str] = set()
+        for entry in archive:
+            self.archive_digests |= {entry.sha256, entry.sha256_crlf}
+            if entry.message_id is None:
+                self.headers_without_mid.add(entry.header_sha256)
+            else:
+                for size in (entry.size_octets, entry.size_crlf):
+                    self.archive_ids.add((entry.message_id, entry.date, size))
+        self.target_ids: set[_Identity] = {
+            (item.message_id, item.date, item.size_octets) for item in server if item.message_id is not None
+        }
+
+    def body_wanted(self, header: bytes | None) -> bool:
+        """Whether a message on A's server must be downloaded to tell whether A's archive holds it:
+        it has no Message-ID and its header section (:func:`maild.move.compare.header_digest`) equals
+        that of an archived message without Message-ID (rule 4 of :mod:`maild.move.compare`)."""
+        if header is None or summarise(header).message_id is not None:
+            return False
+        return header_digest(header) in self.headers_without_mid
+
+    def held(
+        self,
+        message_id: str | None,
+        date: datetime | None,
+        size_octets: int | None,
+        body: BodyDigest | None = None,
+    ) -> Literal["archive", "target"] | None:
+        """Whether a message on A's server is held by content: in A's archive, or in B's scan.
+
+        Held when its downloaded octets ``body`` have the SHA-256 (as sent or in CRLF form) of an
+        archived message; or when Message-ID, Date (UTC; both missing is equal) and size in octets
+        all equal those of an archived message (size as archived or in CRLF form) or of one of B's
+        messages (RFC822.SIZE). Otherwise nothing holds it (see the module docstring).
+
+        Returns:
+            ``"archive"``, ``"target"``, or None when neither holds it.
+        """
+        if body is not None and (
+            body.sha256 in self.archive_digests or body.sha256_crlf in self.archive_digests
+        ):
+            return "archive"
+        if message_id is None or size_octets is None:
+            return None
+        identity = (message_id, date, size_octets)
+        if identity in self.archive_ids:
+            return "archive"
+        if identity in self.target_ids:
+            return "target"
+        return None
+
+
+def body_wanted(header: bytes | None, archive: Iterable[ArchiveEntry]) -> bool:
+    """:meth:`ContentIndex.body_wanted` against ``archive`` alone (one message; tests)."""
+    return ContentIndex(archive, ()).body_wanted(header)
+
+
+def held_by(
+    message_id: str | None,
+    date: datetime | None,
+    size_octets: int | None,
+    archive: Iterable[ArchiveEntry],
+    server: Iterable[ServerEntry],
+    body: BodyDigest | None = None,
+) -> Literal["archive", "target"] | None:
+    """:meth:`ContentIndex.held` for one message (builds the index: use the class for many)."""
+    return ContentIndex(archive, server).held(message_id, date, size_octets, body)
+
+
+async def _headers(
+    maildrop: Maildrop, entries: Sequence[InventoryEntry]
+) -> tuple[dict[MessageKey, bytes], dict[MessageKey, int]]:
+    """Header sections (and, for IMAP, sizes) of ``entries``: POP3 ``TOP n 0``, IMAP a header scan
+    (``BODY.PEEK[HEADER]``, flags untouched) of each mailbox holding one of them."""
+    from maild.protocols.imap.mailbox import IMAPMailbox
+
+    keys = [e.key for e in entries]
+    if not keys:
+        return {}, {}
+    if not isinstance(maildrop, IMAPMailbox):
+        return dict(await maildrop.header_fields(keys, max_octets=MAX_HEADER_OCTETS)), {}
+    headers: dict[MessageKey, bytes] = {}
+    sizes: dict[MessageKey, int] = {}
+    for mailbox in dict.fromkeys(k.mailbox for k in keys if isinstance(k, IMAPKey)):
+        scan = await maildrop.headers(mailbox)
+        for uid, item in scan.messages.items():
+            key = IMAPKey(mailbox, scan.uidvalidity, uid)
+            if item.header is not None:
+                headers[key] = item.header
+            if item.size_octets is not None:
+                sizes[key] = item.size_octets
+    return headers, sizes
+
+
+def source_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
+    """A's adapter, built as the fetch builds it (``maild.fetch.cycle.make_maildrop``, which this
+    layer may not import): POP3 in ``executor``, IMAP over its configured mailboxes.
+
+    Raises:
+        ConfigError: the password cannot be obtained.
+    """
+    settings = account.server_settings()
+    if account.protocol == "pop3":
+        from maild.protocols.pop3.maildrop import POP3Maildrop
+
+        return POP3Maildrop(settings, executor, max_message_size=account.max_message_size)
+    from maild.protocols.imap.mailbox import IMAPMailbox
+
+    return IMAPMailbox(
+        settings,
+        account.mailboxes,
+        list_all=account.all_mailboxes,
+        exclude=account.exclude,
+        max_message_size=account.max_message_size,
+    )
+
+
+async def _bodies(maildrop: Maildrop, keys: Sequence[MessageKey]) -> dict[MessageKey, BodyDigest]:
+    """Download ``keys`` (see :func:`body_wanted`) and digest them; a message that fails is left out
+    (and so counts as not archived)."""
+    out: dict[MessageKey, BodyDigest] = {}
+    if keys:
+        async for item in maildrop.retrieve(keys):
+            if not isinstance(item, RetrievalFailure):
+                out[item.key] = body_digest(item.whole())
+    return out
+
+
+async def check_source(
+    config: Config,
+    store: MigrationStore,
+    source: str,
+    *,
+    archive: Sequence[ArchiveEntry],
+    target_entries: Sequence[ServerEntry],
+    clock: Callable[[], datetime],
+    maildrop_factory: Callable[..., Maildrop] | None = None,
+) -> SourceCheck:
+    """Take A's inventory and find what A never archived that neither A's archive nor B holds.
+
+    Args:
+        config: the configuration; A's server settings and ``max_message_size`` come from it.
+        store: the open archive (A's locations and failure records).
+        source: account A.
+        archive: every distinct archived message of A (as :func:`maild.move.compare.compare` got).
+        target_entries: B's scanned messages.
+        clock: now, aware (UTC): decides which failed messages are set aside.
+        maildrop_factory: ``(account, executor) -> Maildrop``; default :func:`source_maildrop`.
+
+    Returns:
+        The check; its ``error`` says why A's server could not be checked (A not configured, a
+        password that cannot be obtained, a connection, TLS or sign-in failure, a timeout, a reply
+        that breaks the protocol). It never raises a server's error.
+
+    Raises:
+        StoreError: the archive failed.
+    """
+    account = config.accounts.get(source)
+    if account is None:
+        return SourceCheck(
+            source, error=f"account {source} is not in the configuration, so its server is unknown"
+        )
+    check = SourceCheck(source, host=account.host)
+    if maildrop_factory is None:
+        maildrop_factory = source_maildrop
+    executor = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="maild-retire-check")
+    maildrop: Maildrop | None = None
+    try:
+        maildrop = maildrop_factory(account, executor)
+        await maildrop.open()
+        inventory = await maildrop.inventory()
+        listed = not_archived(inventory, (await store.locations(source)).keys())
+        headers, sizes = await _headers(maildrop, listed)
+        index = ContentIndex(archive, target_entries)
+        bodies = await _bodies(maildrop, [e.key for e in listed if index.body_wanted(headers.get(e.key))])
+        await maildrop.close()
+    except MaildError as exc:
+        if maildrop is not None:
+            await maildrop.abort()
+        check.error = str(exc) or type(exc).__name__
+        return check
+    except BaseException:
+        if maildrop is not None:
+            await maildrop.abort()
+        raise
+    finally:
+        executor.shutdown(wait=False)
+    check.listed = len(inventory)
+    records = await failure_records(store, source)
+    aside = set_aside(records, clock())
+    for entry in listed:
+        size = entry.size_octets if entry.size_octets is not None else sizes.get(entry.key)
+        header = headers.get(entry.key)
+        summary = summarise(header) if header is not None else None
+        mid = summary.message_id if summary else None
+        date = summary.date if summary else None
+        if index.held(mid, date, size, bodies.get(entry.key)) is not None:
+            check.held += 1
+            continue
+        check.unarchived.append(
+            Unarchived(
+                entry.key,
+                size,
+                reason_for(entry.key, size, records, aside, account.max_message_size),
+                mid,
+                date,
+                summary.from_ if summary else None,
+                summary.subject if summary else None,
+            )
+        )
+    return check
