@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from maild.archive.in_list import padded_in
 from maild.archive.schema import QUERY_CHUNK, parse_utc, utc_text
+from maild.errors import StoreError
 from maild.model import IMAPKey, Location, MessageKey, POP3Key
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ class LocationRecords:
         self._db = db
         self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
         """Per account: ((locations generation, ``PRAGMA data_version``) when read, its locations)."""
+        self._unrecorded: dict[str, dict[MessageKey, datetime]] = {}
+        """Per account: deletions done on the server whose record failed (:meth:`mark_deleted`), with
+        when they were done; written by :meth:`record_unrecorded_deletions` (QA of session 13)."""
 
     async def locations(self, account: str) -> dict[MessageKey, Location]:
         """Return every server identity recorded for ``account``: POP3Key or IMAPKey to its Location.
@@ -91,11 +95,45 @@ class LocationRecords:
         )
 
     async def mark_deleted(self, account: str, keys: Sequence[MessageKey], now: datetime) -> None:
-        """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT)."""
-        stamp = utc_text(now)
-        await self._db._write(
-            _key_update(account, "deleted_at = ?, gone_at = coalesce(gone_at, ?)", (stamp, stamp), keys)
-        )
+        """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT).
+
+        When the write fails (the archive's disk full, :class:`~maild.archive.store.ArchiveFull`, or
+        another :class:`StoreError`, which is raised), the deletions are remembered in this process
+        and :meth:`record_unrecorded_deletions` writes them before the account's next cycle decides
+        anything: a POP3 server re-using a deleted message's UIDL for a new message would otherwise
+        have that message taken for the archived one and deleted unarchived (QA of session 13;
+        ``deleted_at`` is what :func:`maild.policy.reappeared` checks).
+        """
+        try:
+            await self._db._write(_deleted_updates(account, dict.fromkeys(keys, now)))
+        except StoreError:
+            pending = self._unrecorded.setdefault(account, {})
+            for key in keys:
+                pending.setdefault(key, now)
+            raise
+
+    def unrecorded_deletions(self, account: str) -> int:
+        """How many deletions done on the server for ``account`` are not recorded yet (see
+        :meth:`mark_deleted`)."""
+        return len(self._unrecorded.get(account, {}))
+
+    async def record_unrecorded_deletions(self, account: str) -> int:
+        """Write the deletions :meth:`mark_deleted` could not record for ``account`` (each with the
+        time it was done), in one transaction; nothing when there are none.
+
+        Returns:
+            How many were recorded.
+
+        Raises:
+            StoreError: the write failed (``ArchiveFull`` when the disk is still full); they stay
+                remembered, and the caller must decide nothing on the server until they are written.
+        """
+        pending = self._unrecorded.get(account)
+        if not pending:
+            return 0
+        await self._db._write(_deleted_updates(account, pending))
+        del self._unrecorded[account]
+        return len(pending)
 
     async def archived(
         self, account: str, keys: Sequence[MessageKey], *, require_delivery: bool = False
@@ -133,6 +171,19 @@ class LocationRecords:
             if rows:
                 found.add(k)
         return found
+
+
+def _deleted_updates(
+    account: str, deleted: dict[MessageKey, datetime]
+) -> list[tuple[str, list[Sequence[Any]], bool]]:
+    """The statements recording ``deleted`` (key: when maild deleted it on the server) as deleted."""
+    by_stamp: dict[str, list[MessageKey]] = {}
+    for key, when in deleted.items():
+        by_stamp.setdefault(utc_text(when), []).append(key)
+    out: list[tuple[str, list[Sequence[Any]], bool]] = []
+    for stamp, keys in by_stamp.items():
+        out += _key_update(account, "deleted_at = ?, gone_at = coalesce(gone_at, ?)", (stamp, stamp), keys)
+    return out
 
 
 def _key_update(

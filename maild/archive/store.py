@@ -209,6 +209,8 @@ class Store:
     locations = Delegated("location_records", LocationRecords.locations)
     update_presence = Delegated("location_records", LocationRecords.update_presence)
     mark_deleted = Delegated("location_records", LocationRecords.mark_deleted)
+    unrecorded_deletions = Delegated("location_records", LocationRecords.unrecorded_deletions)
+    record_unrecorded_deletions = Delegated("location_records", LocationRecords.record_unrecorded_deletions)
     archived = Delegated("location_records", LocationRecords.archived)
     prepare_batch = Delegated("batch_writer", BatchWriter.prepare_batch)
     insert_batch = Delegated("batch_writer", BatchWriter.insert_batch)

@@ -262,6 +262,9 @@ async def fetch_cycle(
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
+        # deletions done on the server by an earlier cycle whose record found the disk full: written
+        # before anything is decided (a POP3 UIDL re-used for a new message would be deleted unarchived)
+        await store.record_unrecorded_deletions(account.name)
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
         if not opened:
@@ -437,7 +440,7 @@ async def fetch_cycle(
             log.info("fetch.archive-full", messages=0, error=str(exc))
             result.warnings.append(
                 f"the archive's disk is full ({exc}): {len(to_delete)} deletions done on the server"
-                " are not recorded; the next cycle records them as gone"
+                " are not recorded yet; the next cycle records them before deciding anything"
             )
         result.deleted = len(to_delete)
     result.seconds = time.monotonic() - started
