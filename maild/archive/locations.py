@@ -31,7 +31,10 @@ class LocationRecords:
         """Per account: ((locations generation, ``PRAGMA data_version``) when read, its locations)."""
         self._unrecorded: dict[str, dict[MessageKey, datetime]] = {}
         """Per account: deletions done on the server whose record failed (:meth:`mark_deleted`), with
-        when they were done; written by :meth:`record_unrecorded_deletions` (QA of session 13)."""
+        when they were done; written by :meth:`write_pending` (QA of session 13)."""
+        self._unlinks: dict[str, set[IMAPKey]] = {}
+        """Per account: IMAP locations found wrong whose removal failed (:meth:`unlink`); removed by
+        :meth:`write_pending` (QA of session 13)."""
 
     async def locations(self, account: str) -> dict[MessageKey, Location]:
         """Return every server identity recorded for ``account``: POP3Key or IMAPKey to its Location.
@@ -99,10 +102,10 @@ class LocationRecords:
 
         When the write fails (the archive's disk full, :class:`~maild.archive.store.ArchiveFull`, or
         another :class:`StoreError`, which is raised), the deletions are remembered in this process
-        and :meth:`record_unrecorded_deletions` writes them before the account's next cycle decides
-        anything: a POP3 server re-using a deleted message's UIDL for a new message would otherwise
-        have that message taken for the archived one and deleted unarchived (QA of session 13;
-        ``deleted_at`` is what :func:`maild.policy.reappeared` checks).
+        and :meth:`write_pending` writes them before the account's next cycle decides anything: a
+        POP3 server re-using a deleted message's UIDL for a new message would otherwise have that
+        message taken for the archived one and deleted unarchived (QA of session 13; ``deleted_at``
+        is what :func:`maild.policy.reappeared` checks).
         """
         try:
             await self._db._write(_deleted_updates(account, dict.fromkeys(keys, now)))
@@ -112,28 +115,50 @@ class LocationRecords:
                 pending.setdefault(key, now)
             raise
 
+    async def unlink(self, account: str, keys: Sequence[IMAPKey]) -> None:
+        """Remove the location rows of ``keys`` (the messages stay archived), in one transaction: a
+        UID map found wrong (:func:`maild.fetch.resync.verify_uid_map`).
+
+        When the write fails, the keys are remembered in this process and :meth:`write_pending`
+        removes them before the account's next cycle decides anything: the check that found the map
+        wrong may be a random header sample, which the next cycle could miss, and would then delete
+        by a UID naming a message never archived (QA of session 13).
+
+        Raises:
+            StoreError: SQLite failed (``ArchiveFull``: the disk is full); nothing was removed.
+        """
+        try:
+            await self._db._write(_unlink_statements(account, keys))
+        except StoreError:
+            self._unlinks.setdefault(account, set()).update(keys)
+            raise
+
     def unrecorded_deletions(self, account: str) -> int:
         """How many deletions done on the server for ``account`` are not recorded yet (see
         :meth:`mark_deleted`)."""
         return len(self._unrecorded.get(account, {}))
 
-    async def record_unrecorded_deletions(self, account: str) -> int:
-        """Write the deletions :meth:`mark_deleted` could not record for ``account`` (each with the
-        time it was done), in one transaction; nothing when there are none.
+    async def write_pending(self, account: str) -> int:
+        """Write what earlier cycles of ``account`` found and could not write, in one transaction:
+        the deletions :meth:`mark_deleted` could not record (each with the time it was done), the
+        locations :meth:`unlink` could not remove; nothing when there are none.
 
         Returns:
-            How many were recorded.
+            How many keys were written.
 
         Raises:
             StoreError: the write failed (``ArchiveFull`` when the disk is still full); they stay
                 remembered, and the caller must decide nothing on the server until they are written.
         """
-        pending = self._unrecorded.get(account)
-        if not pending:
+        deleted, unlinks = self._unrecorded.get(account), self._unlinks.get(account)
+        if not deleted and not unlinks:
             return 0
-        await self._db._write(_deleted_updates(account, pending))
-        del self._unrecorded[account]
-        return len(pending)
+        await self._db._write(
+            [*_unlink_statements(account, unlinks or ()), *_deleted_updates(account, deleted or {})]
+        )
+        self._unrecorded.pop(account, None)
+        self._unlinks.pop(account, None)
+        return len(deleted or ()) + len(unlinks or ())
 
     async def archived(
         self, account: str, keys: Sequence[MessageKey], *, require_delivery: bool = False
@@ -171,6 +196,20 @@ class LocationRecords:
             if rows:
                 found.add(k)
         return found
+
+
+def _unlink_statements(account: str, keys: Iterable[IMAPKey]) -> list[tuple[str, list[Sequence[Any]], bool]]:
+    """The statement removing the location rows of ``keys``."""
+    rows: list[Sequence[Any]] = [(account, k.mailbox, k.uidvalidity, k.uid) for k in keys]
+    if not rows:
+        return []
+    return [
+        (
+            "DELETE FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ? AND uid = ?",
+            rows,
+            True,
+        )
+    ]
 
 
 def _deleted_updates(

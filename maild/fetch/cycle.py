@@ -262,9 +262,10 @@ async def fetch_cycle(
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
-        # deletions done on the server by an earlier cycle whose record found the disk full: written
-        # before anything is decided (a POP3 UIDL re-used for a new message would be deleted unarchived)
-        await store.record_unrecorded_deletions(account.name)
+        # what an earlier cycle found and could not write (the disk full): deletions done on the server,
+        # a UID map found wrong; written before anything is decided, else a message never archived could
+        # be deleted (a POP3 UIDL re-used for it; a reassigned UID the next header sample misses)
+        await store.write_pending(account.name)
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
         if not opened:
