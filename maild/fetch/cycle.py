@@ -441,7 +441,8 @@ async def fetch_cycle(
             log.info("fetch.archive-full", messages=0, error=str(exc))
             result.warnings.append(
                 f"the archive's disk is full ({exc}): {len(to_delete)} deletions done on the server"
-                " are not recorded yet; the next cycle records them before deciding anything"
+                " are not recorded yet; the daemon records them before its next cycle of the account"
+                " decides anything (a one-shot `maild fetch` cannot: free space before the next run)"
             )
         result.deleted = len(to_delete)
     result.seconds = time.monotonic() - started
