@@ -192,6 +192,13 @@ disk full when a batch is committed, reason starting :data:`ARCHIVE_FULL_PREFIX`
 the message, which is retried at every cycle and never set aside; ``maild check`` warns and the
 ``local_failure`` alert is sent (``maild.service.alerts``)."""
 
+ARCHIVE_FULL_WARNING = "the archive's disk is full"
+"""How a cycle's warning begins when the archive's disk was full at one of its writes and no message
+was blocked by it (nothing new, every batch committed, or the deletions' record; see
+:mod:`maild.fetch.no_room`): the account then needs attention as for local failures (``maild status``
+exits 1, ``maild check`` warns and names the directory to free space in; QA of session 13: before,
+such a cycle, which deletes nothing until there is room, left the status at 0 and the check OK)."""
+
 ARCHIVE_FULL_PREFIX = "local archive: "
 """How the reason of a ``"local"`` failure begins when the message arrived but the archive could not
 store it: its file system full (SQLite's ``SQLITE_FULL``, ``ENOSPC``/``EDQUOT``;

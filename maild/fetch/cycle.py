@@ -75,6 +75,7 @@ from maild.fetch.commits import CommitChain
 from maild.fetch.progress import CycleProgress
 from maild.fetch.result import CycleResult, end_failed, subjects
 from maild.model import (
+    ARCHIVE_FULL_WARNING,
     FailureRecord,
     HeaderSummary,
     IMAPKey,
@@ -440,7 +441,7 @@ async def fetch_cycle(
         except ArchiveFull as exc:  # done on the server: the next cycle finds them gone (gone_at)
             log.info("fetch.archive-full", messages=0, error=str(exc))
             result.warnings.append(
-                f"the archive's disk is full ({exc}): {len(to_delete)} deletions done on the server"
+                f"{ARCHIVE_FULL_WARNING} ({exc}): {len(to_delete)} deletions done on the server"
                 " are not recorded yet; the daemon records them before its next cycle of the account"
                 " decides anything (a one-shot `maild fetch` cannot: free space before the next run)"
             )
