@@ -329,6 +329,48 @@ def select_deletions(
     return out
 
 
+MAX_POP3_HEADER_CHECKS = 200
+"""Most POP3 deletion candidates whose header section one cycle reads (``TOP n 0``, one round trip
+each) because their LIST size is not the archived one (:func:`pop3_sizes_differ`); the others are
+not deleted in that cycle (checked in a later one, once these have a size recorded or are left)."""
+
+
+def pop3_sizes_differ(
+    candidates: Sequence[MessageKey],
+    inventory: Sequence[InventoryEntry],
+    expected: Mapping[MessageKey, int],
+    retrieved: Collection[MessageKey],
+) -> list[MessageKey]:
+    """POP3 deletion candidates whose server size is not the one the archive expects.
+
+    A UIDL names the archived message only as long as the server does not hand it to another one: a
+    server re-using UIDLs, or an account pointed at another server (a changed ``host`` or
+    ``username``) whose UIDLs collide with the old one's. Before session 13 such a message was taken
+    for the archived one, never retrieved, and with ``retention = "delete"`` deleted unarchived.
+    These keys need their header section compared (``TOP n 0``) before they may be deleted.
+
+    Args:
+        candidates: from :func:`select_deletions`, in server order.
+        inventory: what the server holds now; POP3 sizes in octets from LIST (RFC 1939 section 5).
+        expected: the size in octets the server should list for each key (the archived octets', or
+            the server's own recorded earlier for the same header section).
+        retrieved: keys retrieved in this session (they are the archived message by construction).
+
+    Returns:
+        Those candidates (POP3, not full-content identities, not retrieved in this session) whose
+        listed size differs from ``expected`` or is missing, in server order.
+    """
+    listed = {entry.key: entry.size_octets for entry in inventory}
+    out: list[MessageKey] = []
+    for key in candidates:
+        if not isinstance(key, POP3Key) or key.exact_content or key in retrieved:
+            continue
+        size = listed.get(key)
+        if size is None or size != expected.get(key):
+            out.append(key)
+    return out
+
+
 def confirm_deletions(
     candidates: Sequence[MessageKey],
     archived: Collection[MessageKey],
@@ -372,7 +414,8 @@ def next_deletion_due(
 
 
 def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, Location]) -> list[MessageKey]:
-    """POP3 messages on the server under an identity that maild already deleted there.
+    """POP3 messages on the server under an identity that maild already deleted there, or that left
+    the server and came back with another size (:func:`returned_as_other`: still recorded as gone).
 
     After ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so the same
     identity showing up again means it now names another message: a server re-using UIDLs, or a
@@ -397,7 +440,48 @@ def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, L
 
 
 def _reappeared(key: MessageKey, loc: Location) -> bool:
-    return isinstance(key, POP3Key) and loc.deleted_at is not None and not key.exact_content
+    # Called for keys in the inventory, with the records after update_presence: a gone_at still set
+    # there is an identity that came back but was not accepted as the same message (returned_as_other).
+    return (
+        isinstance(key, POP3Key)
+        and not key.exact_content
+        and (loc.deleted_at is not None or loc.gone_at is not None)
+    )
+
+
+def returned_as_other(
+    back: Sequence[MessageKey],
+    inventory: Sequence[InventoryEntry],
+    archived_sizes: Mapping[MessageKey, int],
+) -> list[MessageKey]:
+    """POP3 identities back on the server whose LIST size is not the archived message's size.
+
+    A UIDL that left the server without maild seeing it deleted (deleted by another client, or QUIT's
+    ``+OK`` lost after the server entered UPDATE, RFC 1939 section 6) and that shows up again names,
+    on a server re-using UIDLs, another message: taking it for the archived one would leave it
+    unretrieved and, with ``retention = "delete"``, delete it unarchived (QA of session 13). Such an
+    identity is accepted back only when the server's size equals the archived octets'; otherwise it
+    stays recorded as gone, and :func:`reappeared` keeps it from being deleted (and retrieved).
+    Exempt: IMAP keys (re-verified by :mod:`maild.fetch.resync`) and full-content identities.
+
+    Args:
+        back: keys marked gone that are in the inventory again (:func:`presence_changes`).
+        inventory: what the server holds now; POP3 sizes in octets from LIST (RFC 1939 section 5).
+        archived_sizes: the archived message's size in octets for POP3 keys of ``back``; a key
+            missing here is not accepted.
+
+    Returns:
+        The keys of ``back`` not to be taken for the archived message, in ``back``'s order.
+    """
+    listed = {entry.key: entry.size_octets for entry in inventory}
+    out: list[MessageKey] = []
+    for key in back:
+        if not isinstance(key, POP3Key) or key.exact_content:
+            continue
+        size, archived = listed.get(key), archived_sizes.get(key)
+        if size is None or archived is None or size != archived:
+            out.append(key)
+    return out
 
 
 # -- waiting: poll interval, backoff, IDLE reconnection ------------------------------------------------

@@ -8,7 +8,7 @@ immediately before any server-side deletion.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +96,37 @@ class LocationRecords:
                 *(_key_update(account, "gone_at = NULL", (), back)),
             ]
         )
+
+    async def archived_sizes(
+        self, account: str, keys: Sequence[MessageKey]
+    ) -> dict[MessageKey, tuple[int, int]]:
+        """Return, for each POP3 key of ``keys`` recorded for ``account``, the archived message's row
+        id and the size in octets its server should list: the size recorded from the server when it
+        differed (``locations.server_size``), else the archived octets'. IMAP keys are left out
+        (:mod:`maild.fetch.resync` checks their UIDs)."""
+        out: dict[MessageKey, tuple[int, int]] = {}
+        pop = [k for k in keys if isinstance(k, POP3Key)]
+        for i in range(0, len(pop), QUERY_CHUNK):
+            marks, params = padded_in([k.uidl for k in pop[i : i + QUERY_CHUNK]])
+            rows = await self._db._all(
+                "SELECT l.uidl, l.message, coalesce(l.server_size, m.size_octets) FROM locations l"  # noqa: S608
+                f" JOIN messages m ON m.id = l.message WHERE l.account = ? AND l.uidl IN ({marks})",
+                (account, *params),
+            )
+            out.update((POP3Key(uidl), (int(message), int(size))) for uidl, message, size in rows)
+        return out
+
+    async def record_pop3_server_sizes(self, account: str, sizes: Mapping[MessageKey, int]) -> None:
+        """Record the LIST size (octets) of POP3 keys whose header section matched the archived
+        message's while their size did not (a server whose sizes are off), so that later cycles
+        compare with it."""
+        rows: list[Sequence[Any]] = [
+            (size, account, k.uidl) for k, size in sizes.items() if isinstance(k, POP3Key)
+        ]
+        if rows:
+            await self._db._write(
+                [("UPDATE locations SET server_size = ? WHERE account = ? AND uidl = ?", rows, True)]
+            )
 
     async def mark_deleted(self, account: str, keys: Sequence[MessageKey], now: datetime) -> None:
         """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT).

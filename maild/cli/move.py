@@ -341,7 +341,13 @@ def _migrate(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    report = run_async(run())
+    if args.dry_run:  # changes nothing: no lock
+        report = run_async(run())
+    else:
+        from maild.move.lock import move_lock
+
+        with move_lock(config.daemon.database, f"maild migrate {args.source} --to {args.target}"):
+            report = run_async(run())
     if args.json:
         print(json.dumps(migration_json(report, dry_run=args.dry_run), indent=2, ensure_ascii=False))
     else:
@@ -446,7 +452,10 @@ def _retire(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    outcome, kept = run_async(run())
+    from maild.move.lock import move_lock
+
+    with move_lock(config.daemon.database, f"maild retire {args.source} --into {args.target}"):
+        outcome, kept = run_async(run())
     c = outcome.comparison.comparison
     if outcome.accepted:
         print(

@@ -35,7 +35,13 @@ def verify_or_undo(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    report = run_async(run())
+    if args.undo:
+        from maild.move.lock import move_lock
+
+        with move_lock(config.daemon.database, f"maild migrate {args.source} --to {args.target} --undo"):
+            report = run_async(run())
+    else:  # --verify changes nothing: no lock
+        report = run_async(run())
     rows = [
         ReportRow(
             c.entry.message,
@@ -112,7 +118,10 @@ def unretire(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    into = run_async(run())
+    from maild.move.lock import move_lock
+
+    with move_lock(config.daemon.database, f"maild unretire {args.source}"):
+        into = run_async(run())
     account = config.accounts.get(args.source)
     how = "enabled again" if account is not None else "not configured (add it to fetch again)"
     print(f"{args.source}: no longer retired into {into}; {how}; the move into {into} is unfinished again")

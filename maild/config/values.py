@@ -77,6 +77,10 @@ class Table:
                 "a value of another type (not shown: it is a secret)" if name in SECRET_KEYS else repr(value)
             )
             raise ConfigError(f"{self.key(name)}: expected {expected}, got {shown}")
+        if _holds_nul(value):  # no path, name, command or password may: os and sockets refuse it
+            raise ConfigError(
+                f"{self.key(name)}: contains a NUL character (\\u0000), which no value may contain"
+            )
         return value
 
     def require(self, name: str, kinds: type | tuple[type, ...], *, form: str = "") -> Any:
@@ -91,6 +95,18 @@ class Table:
                 f"{self.key(unknown[0])}: unknown key"
                 + (f" (also: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
             )
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a string, or a string inside a list or table, contains U+0000 (before session 13 a NUL
+    in a path reached ``os.open`` as a traceback, and ``maild run`` exited 1 instead of 78)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return False
 
 
 def positive_int(table: Table, name: str, default: int | None) -> int | None:

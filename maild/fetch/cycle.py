@@ -49,7 +49,7 @@ argument, the process's :class:`maild.service.budget.Budgets`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -297,7 +297,12 @@ async def fetch_cycle(
         # only where the inventory looked: a mailbox that could not be selected lost nothing
         covered = {key: loc for key, loc in known.items() if maildrop.covers(key)}
         changes = policy.presence_changes(inventory, covered)
-        await store.update_presence(account.name, changes.gone, changes.back, clock())
+        back = changes.back
+        if back and not imap:  # a UIDL back after it left may name another message now
+            archived_sizes = await store.archived_sizes(account.name, back)
+            other = policy.returned_as_other(back, inventory, {k: v[1] for k, v in archived_sizes.items()})
+            back = [key for key in back if key not in other]
+        await store.update_presence(account.name, changes.gone, back, clock())
         records = await failures_store.failure_records(store, account.name)
         skip = policy.set_aside(records, clock())
         plan = policy.plan_retrieval(inventory, known, account.max_message_size, skip)
@@ -354,7 +359,8 @@ async def fetch_cycle(
             if again:
                 result.warnings.append(
                     f"{len(again)} messages on the server carry an identity maild already deleted "
-                    "there (a server re-using UIDLs?): left on the server, not deleted"
+                    "there, or saw leave the server and now listed with another size (a server "
+                    "re-using UIDLs?): left on the server, neither retrieved nor deleted"
                 )
             candidates = policy.select_deletions(
                 account.retention, account.retention_days, inventory, known, clock()
@@ -363,7 +369,16 @@ async def fetch_cycle(
                 archived = await store.archived(
                     account.name, candidates, require_delivery=delivery is not None
                 )
-                to_delete = policy.confirm_deletions(candidates, archived, verified)
+                checked: Collection[MessageKey] | None = verified
+                if not imap:  # a known UIDL may name another message now (another server, re-used)
+                    from maild.fetch import pop3_check
+
+                    checked, other = await pop3_check.verify_candidates(
+                        account.name, store, maildrop, inventory, candidates, retrieval.retrieved
+                    )
+                    if other:
+                        result.warnings.append(pop3_check.warning(len(other)))
+                to_delete = policy.confirm_deletions(candidates, archived, checked)
             if to_delete:
                 await store.verify_identity()  # the commits landed in the file at the archive's path
                 log.debug("fetch.delete.started", messages=len(to_delete))

@@ -13,8 +13,10 @@ records, with ``getrusage(RUSAGE_THREAD)`` as each thread ends, the user and sys
 
 - ``pop3``: the POP3 worker threads (receive, decoder, spooling); ``imap`` work runs on the loop;
 - ``loop``: the main thread: start-up, the event loop (cycle, adapters' hand-offs, IMAP protocol);
-- ``prepare``: the event loop's default executor (batch preparation: hash, parse, index text; spool
-  writer jobs of IMAP);
+- ``prepare``: the event loop's default executor (batch preparation: hash, parse, index text; the
+  spool writer jobs of IMAP before session 13);
+- ``spool``: the IMAP spool writer thread (session 13; still running at the end, so read from
+  ``/proc/self/task/TID/stat`` in clock ticks, 10 ms, as every thread still alive then);
 - ``sqlite``: aiosqlite's thread (the transactions); ``checkpoint``: the checkpointer's thread;
 
 each thread's minor page faults (``ru_minflt``: not disturbed by other load; the process's too),
@@ -45,7 +47,7 @@ from tests.bench.peers import Login
 from tests.support.dovecot import Dovecot
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ("pop3", "loop", "prepare", "sqlite", "checkpoint", "other")
+ROLES = ("pop3", "loop", "prepare", "spool", "sqlite", "checkpoint", "other")
 COUNTS = ("wakeups", "iterations", "jobs", "futures", "batches")
 MANY_SETTINGS = {"max_concurrent_fetches": 50, "max_connections_per_host": 50, "pop3_threads": 50}
 
@@ -64,6 +66,8 @@ def role(thread):
         return "prepare"
     if name.startswith("maild-checkpointer"):
         return "checkpoint"
+    if name.startswith("maild-spool-writer"):
+        return "spool"
     if "connection_worker" in getattr(getattr(thread, "_target", None), "__name__", ""):
         return "sqlite"
     return "other"
@@ -78,10 +82,33 @@ def run(self):
         cpu[kind][1] += usage.ru_stime
         cpu[kind][2] += usage.ru_minflt
 threading.Thread.run = run
+sites = collections.Counter()
+SITES = os.environ.get("THREAD_CPU_SITES") == "1"
+GENERIC = {"_all", "_scalar", "_write", "work", "_atomic", "_transaction"}
+def site():
+    frame = sys._getframe(2)
+    first = None
+    via = ""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        here = f"{name.rsplit('/', 1)[-1]}:{frame.f_code.co_name}"
+        first = first or here
+        if "/maild/" in name:
+            if name.endswith("/archive/connection.py") and frame.f_code.co_name in GENERIC:
+                via += here + " <- "  # the archive's generic helpers: name their caller too
+                frame = frame.f_back
+                continue
+            return via + here
+        if "/aiosqlite/" in name and not via:
+            via = "aiosqlite " + frame.f_code.co_name + " <- "
+        frame = frame.f_back
+    return via or first or "?"
 def counting(cls, name, key):
     real = getattr(cls, name)
     def wrapper(*args, **kwargs):
         counts[key] += 1
+        if SITES:
+            sites[f"{key} {site()}"] += 1
         return real(*args, **kwargs)
     setattr(cls, name, wrapper)
 counting(base_events.BaseEventLoop, "call_soon_threadsafe", "wakeups")
@@ -99,9 +126,22 @@ from maild.cli.main import main
 code = main(sys.argv[1:])
 usage = resource.getrusage(resource.RUSAGE_THREAD)
 cpu["loop"] = [usage.ru_utime, usage.ru_stime, usage.ru_minflt]
+tick = os.sysconf("SC_CLK_TCK")
+for thread in threading.enumerate():
+    if thread is threading.main_thread() or not thread.is_alive() or thread.native_id is None:
+        continue
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    kind = role(thread)
+    cpu[kind][0] += int(fields[11]) / tick
+    cpu[kind][1] += int(fields[12]) / tick
+    cpu[kind][2] += int(fields[7])
 total = resource.getrusage(resource.RUSAGE_SELF)
 with open(os.environ["THREAD_CPU_OUT"], "w") as out:
-    json.dump({"code": code, "cpu": cpu, "counts": counts, "user": total.ru_utime, "sys": total.ru_stime,
+    json.dump({"code": code, "cpu": cpu, "counts": counts, "sites": sites, "user": total.ru_utime, "sys": total.ru_stime,
                "minflt": total.ru_minflt,
                "rss_mb": total.ru_maxrss / 1024}, out)
 sys.exit(code)
@@ -117,10 +157,13 @@ def _answers(port: int) -> bool:
     return True
 
 
-def run_once(tree: Path, maild: Maild, out: Path) -> dict[str, Any]:
-    """One one-shot fetch of ``tree`` into a fresh archive; the wrapper's record."""
+def run_once(tree: Path, maild: Maild, out: Path, *, sites: bool = False) -> dict[str, Any]:
+    """One one-shot fetch of ``tree`` into a fresh archive; the wrapper's record (with ``sites``,
+    also each count by the call site it came from: the first maild frame of the caller's stack)."""
     maild.reset()
     env = {**maild.env(), "PYTHONPATH": str(tree), "THREAD_CPU_OUT": str(out)}
+    if sites:
+        env["THREAD_CPU_SITES"] = "1"
     proc = subprocess.run(
         [sys.executable, "-c", WRAPPER, "fetch", "-c", str(maild.config)],
         env=env,
@@ -160,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=("pop3", "imap"), default="pop3")
     parser.add_argument("--scenario", choices=("a", "c"), default="a")
     parser.add_argument("--repeat", type=int, default=3, help="runs per tree")
+    parser.add_argument(
+        "--sites",
+        action="store_true",
+        help="count hand-offs and futures by call site (slower: not for timing)",
+    )
     args = parser.parse_args(argv)
     trees = [Path(t).resolve() for t in (args.tree or [str(REPO)])]
     for tree in trees:
@@ -175,16 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     port = dovecot.ports.pop3 if args.protocol == "pop3" else dovecot.ports.imap
     settings = {} if args.scenario == "a" else MANY_SETTINGS
     runs: dict[Path, list[dict[str, float]]] = defaultdict(list)
+    by_site: dict[Path, dict[str, int]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             maild = Maild(Path(tmp) / "work", args.protocol, port, logins, daemon_settings=settings)
             for i in range(args.repeat):
                 for tree in trees if i % 2 == 0 else trees[::-1]:
-                    row = flat(run_once(tree, maild, Path(tmp) / "run.json"))
+                    record = run_once(tree, maild, Path(tmp) / "run.json", sites=args.sites)
+                    by_site[tree] = record.get("sites", {})
+                    row = flat(record)
                     runs[tree].append(row)
                     print(
                         f"{tree}: process {row['process user']:.2f} user + {row['process sys']:.2f} sys; "
-                        + ", ".join(f"{k} {row[f'{k} user']:.2f}/{row[f'{k} sys']:.2f}" for k in ROLES[:5])
+                        + ", ".join(f"{k} {row[f'{k} user']:.2f}/{row[f'{k} sys']:.2f}" for k in ROLES[:6])
                         + f"; {int(row['messages'])} messages",
                         flush=True,
                     )
@@ -205,7 +256,21 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
         print(f"{key:>14}: " + "  ".join(f"{v:8.3f}" for v in values) + per_message)
+    if args.sites:
+        _print_sites(trees, by_site, runs)
     return 0
+
+
+def _print_sites(
+    trees: list[Path], by_site: dict[Path, dict[str, int]], runs: dict[Path, list[dict[str, float]]]
+) -> None:
+    """The counts of each tree's last run by call site, per message (those of at least 0.001)."""
+    print("\nper message by call site (last run)" + "".join(f" | {tree}" for tree in trees))
+    keys = sorted({k for counts in by_site.values() for k in counts})
+    for key in keys:
+        values = [by_site[t].get(key, 0) / max(1.0, runs[t][-1]["messages"]) for t in trees]
+        if max(values) >= 0.001:
+            print(f"{key:>72}: " + "  ".join(f"{v:7.3f}" for v in values))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
+from maild.errors import NetworkTimeout
 from maild.model import POP3Key, RetrievalFailure
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
@@ -106,6 +107,187 @@ async def test_reused_uidl_is_neither_deleted_nor_taken_for_the_archived_message
     assert (second.on_server, second.new_links, second.deleted) == (1, 0, 0)
     assert any("identity maild already deleted" in w for w in second.warnings)
     assert await archived(store) == [sample_message(1)]
+
+
+async def test_uidl_reused_after_an_unconfirmed_deletion_is_neither_deleted_nor_retrieved(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A UIDL that left without a confirmed deletion and names another message now is never deleted.
+
+    Steps (QA of session 13: before, the new message was deleted on the server unarchived): retention
+    "delete"; cycle 1 archives "uidl-1" and sends DELE; the server deletes it at QUIT but its +OK is
+    lost (recorded as not confirmed); cycle 2 records it gone; the server re-uses "uidl-1" for another
+    message (another size); cycles 3 and 4 neither retrieve nor delete it and warn; the archive holds
+    only the first message and the server still holds the second.
+    """
+    with ScriptedPOP3([sample_message(1)], quit_reply_lost=True) as server:
+        account = await deleting_account(server, store)
+        first = await cycle(account, store, executor)
+        assert server.maildrop == []
+        server.quit_reply_lost = False
+        await cycle(account, store, executor)
+        impostor = server.add(ScriptedMessage(sample_message(2, [b"another body"]), uidl="uidl-1"))
+        third = await cycle(account, store, executor)
+        fourth = await cycle(account, store, executor)
+        assert server.maildrop == [impostor]
+
+    assert first.deleted == 0
+    for result in (third, fourth):
+        assert (result.on_server, result.new_links, result.deleted) == (1, 0, 0)
+        assert any("listed with another size" in w for w in result.warnings)
+    assert await archived(store) == [sample_message(1)]
+    assert (await store.locations(account.name))[POP3Key("uidl-1")].gone_at is not None
+
+
+async def test_a_message_back_with_its_size_after_it_left_is_deleted(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A UIDL that left the server and comes back with the archived size is the same message: deleted.
+
+    Steps: retention "keep"; cycle 1 archives "uidl-1"; the server hides it for one cycle (recorded
+    gone) and lists it again; a "delete" cycle takes it back (gone_at cleared), retrieves nothing and
+    deletes it.
+    """
+    message = ScriptedMessage(sample_message(1))
+    with ScriptedPOP3([message]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        with server._changed:
+            server._maildrop.remove(message)
+        await cycle(keeping, store, executor)
+        assert (await store.locations(keeping.name))[POP3Key("uidl-1")].gone_at is not None
+        server.add(message)
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert server.maildrop == []
+
+    assert (result.on_server, result.new_links, result.deleted, result.warnings) == (1, 0, 1, [])
+    assert (await store.locations(keeping.name))[POP3Key("uidl-1")].deleted_at is not None
+
+
+async def test_an_account_pointed_at_another_server_deletes_no_message_under_a_colliding_uidl(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A known UIDL that names another message on a new server (another size and header) is never deleted.
+
+    Steps (QA of session 13: before, the new server's message was deleted unarchived): an account
+    archives "uidl-1" from one server (retention "keep"); its host is changed to another server that
+    lists another message as "uidl-1" and a new one as "uidl-2"; a "delete" cycle archives and
+    deletes "uidl-2", reads the header of "uidl-1" (TOP), leaves it on the server and warns; the
+    archive holds the two messages it retrieved, not the one it never saw.
+    """
+    stranger = sample_message(7, [b"a message of the new provider"])
+    with ScriptedPOP3([sample_message(1)]) as old, ScriptedPOP3([stranger, sample_message(2)]) as new:
+        account = pop3_account(old.host, old.port, "alice", "secret")
+        await prepare(store, account)
+        await cycle(account, store, executor)
+        moved = with_retention(pop3_account(new.host, new.port, "alice", "secret"), "delete")
+        result = await cycle(moved, store, executor)
+        assert [m.raw for m in new.maildrop] == [stranger]
+        assert "TOP 1 0" in new.commands
+
+    assert (result.on_server, result.new_links, result.deleted) == (2, 1, 1)
+    assert any("differ from the archived message in size and header section" in w for w in result.warnings)
+    assert sorted(await archived(store)) == sorted([sample_message(1), sample_message(2)])
+
+
+async def test_a_server_listing_other_sizes_for_the_same_messages_still_deletes_them(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A LIST size off by one from the archived octets, with the same header section, is the same message: deleted.
+
+    Steps: retention "keep" archives two messages from a server whose LIST sizes are len(raw)+1 and
+    len(raw)-1; a "delete" cycle reads both headers (TOP), finds them equal, records the server's
+    sizes and deletes both, without warning.
+    """
+    raws = [sample_message(1), sample_message(2)]
+    messages = [
+        ScriptedMessage(raws[0], list_size=len(raws[0]) + 1),
+        ScriptedMessage(raws[1], list_size=len(raws[1]) - 1),
+    ]
+    with ScriptedPOP3(messages) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        mark = len(server.commands)
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert server.maildrop == []
+        tops = [c for c in server.commands[mark:] if c.startswith("TOP")]
+
+    assert tops == ["TOP 1 0", "TOP 2 0"]
+    assert (result.deleted, result.warnings) == (2, [])
+    assert sorted(await archived(store)) == sorted(raws)
+
+
+async def test_a_size_recorded_from_the_server_spares_the_header_check_next_time(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """Once a differing LIST size is matched by header and recorded, a later cycle compares with it: no TOP.
+
+    Steps: retention "keep" archives a message listed one octet too large; a "delete" cycle whose QUIT
+    is refused reads its header (TOP), records the server's size and applies no deletion; the next
+    "delete" cycle sends no TOP and deletes it.
+    """
+    raw = sample_message(1)
+    with ScriptedPOP3([ScriptedMessage(raw, list_size=len(raw) + 1)]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        deleting = with_retention(keeping, "delete")
+        server.quit_error = "-ERR [SYS/TEMP] update failed"
+        first = await cycle(deleting, store, executor)
+        assert "TOP 1 0" in server.commands
+        server.quit_error = None
+        mark = len(server.commands)
+        second = await cycle(deleting, store, executor)
+        assert server.maildrop == []
+        later = server.commands[mark:]
+
+    assert first.deleted == 0
+    assert not any(c.startswith("TOP") for c in later)
+    assert second.deleted == 1
+
+
+async def test_a_one_line_reply_trickled_past_twice_the_timeout_ends_the_cycle_and_deletes_nothing(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A server trickling its +OK to DELE one octet at a time (never silent for timeout_s) is ended.
+
+    Steps (QA of session 13: before, the cycle waited for the whole line, however slow: hours for a
+    server sending an octet every few seconds): timeout_s 1 s; the server writes its 125-octet +OK to
+    DELE one octet per 30 ms (about 3.8 s, over the 2 s limit of LINE_REPLY_TIMEOUTS x timeout_s);
+    the cycle fails with NetworkTimeout naming the one-line reply; no QUIT, so nothing is deleted;
+    the message is archived.
+    """
+    with ScriptedPOP3([sample_message(1)], dele_reply_padding=100, write_pause_s=0.03) as server:
+        account = pop3_account(server.host, server.port, "alice", "secret", retention="delete", timeout_s=1.0)
+        await prepare(store, account)
+        with pytest.raises(NetworkTimeout, match="one-line reply still incomplete"):
+            await cycle(account, store, executor)
+        assert len(server.maildrop) == 1
+        assert "QUIT" not in server.commands
+
+    assert await archived(store) == [sample_message(1)]
+
+
+async def test_a_greeting_trickled_past_twice_the_timeout_ends_the_connection(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A greeting written one octet at a time for longer than 2 x timeout_s ends the cycle before login.
+
+    Steps (QA of session 13: poplib read the greeting however slowly it came): timeout_s 1 s; a
+    125-octet greeting at one octet per 30 ms (about 3.8 s); the cycle fails with NetworkTimeout
+    ("server too slow") and sends no command.
+    """
+    greeting = "+OK " + "x" * 119
+    with ScriptedPOP3(
+        [sample_message(1)], greeting=greeting, trickle_greeting=True, write_pause_s=0.03
+    ) as server:
+        account = pop3_account(server.host, server.port, "alice", "secret", timeout_s=1.0)
+        await prepare(store, account)
+        with pytest.raises(NetworkTimeout, match="server too slow: a one-line reply still incomplete"):
+            await cycle(account, store, executor)
+        assert server.commands == []
 
 
 async def test_odd_uidls_and_shifted_message_numbers_end_to_end(

@@ -24,7 +24,7 @@ from tests.support import corpus
 from tests.support.accounts import dovecot_account
 from tests.support.dovecot import Dovecot, MailUser
 from tests.support.fetching import archived, crlf, cycle, prepare, retrieve_everything, with_retention
-from tests.support.gated_spool import GATE_TIMEOUT_S, GatedSpool
+from tests.support.gated_spool import GATE_TIMEOUT_S, FailingSpool, GatedSpool
 
 pytestmark = pytest.mark.dovecot
 
@@ -152,6 +152,39 @@ async def test_full_spool_fails_that_message_only(
     assert second.failures == []
     assert sorted(await archived(store)) == sorted(raws)
     assert dovecot.maildir_messages(mail_user.name) == []
+
+
+async def test_an_imap_spool_write_error_fails_that_message_and_deletes_nothing_of_it(
+    dovecot: Dovecot,
+    mail_user: MailUser,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    store: Store,
+) -> None:
+    """A disk error (EIO) writing an IMAP spool file, off the loop after the first part, fails that
+    message this cycle (retention "delete"): the messages around it are stored and
+    deleted, it stays on the server, unrecorded, no spool file is left; with a working disk the next
+    cycle stores it byte-exact and deletes it."""
+    raws = [
+        crlf(corpus.make_message(subject="davor")),
+        corpus.large_message(3_000_000, seed=6),
+        crlf(corpus.make_message(subject="danach")),
+    ]
+    dovecot.deliver_many(mail_user.name, raws)
+    account = with_retention(dovecot_account(dovecot, mail_user, "imap"), "delete")
+    await prepare(store, account)
+    store.spool = FailingSpool(store.path.parent, fail_at=1)
+    first = await cycle(account, store, executor)
+    assert len(first.failures) == 1
+    assert first.failures[0].reason.startswith(SPOOL_FAILURE_PREFIX + "writing a spool file: ")
+    assert sorted(await archived(store)) == sorted([raws[0], raws[2]])
+    assert [crlf(m) for m in dovecot.maildir_messages(mail_user.name)] == [raws[1]]
+    assert store.spool.open_files == 0
+    store.spool = Spool(store.path.parent)
+    second = await cycle(account, store, executor)
+    assert second.failures == []
+    assert sorted(await archived(store)) == sorted(raws)
+    assert dovecot.maildir_messages(mail_user.name) == []
+    assert store.spool.open_files == 0
 
 
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])

@@ -1,8 +1,9 @@
 """A spool whose file writes wait for a gate: the test double for a slow or congested disk (the
-write only; everything else is the real spool)."""
+write only; everything else is the real spool); and one whose writes fail as a broken disk's do."""
 
 from __future__ import annotations
 
+import errno
 import threading
 from pathlib import Path
 
@@ -40,3 +41,27 @@ class GatedSpool(Spool):
     def writer(self) -> SpoolWriter:
         """A gated writer on a new spool file."""
         return GatedWriter(self, self._create())
+
+
+class FailingSpool(Spool):
+    """A spool whose writers raise ``OSError(EIO)`` (a disk error, not the spool's own bound) from
+    write ``fail_at`` (0-based) of each file on; everything else is the real spool."""
+
+    def __init__(self, directory: Path, fail_at: int, **limits: int) -> None:
+        super().__init__(directory, **limits)
+        self.fail_at = fail_at
+
+    def writer(self) -> SpoolWriter:
+        """A writer on a new spool file that fails from its ``fail_at``-th write on."""
+        writer = super().writer()
+        real = writer.write
+        written = [0]
+
+        def write(data: bytes | bytearray | memoryview) -> None:
+            written[0] += 1
+            if written[0] > self.fail_at:
+                raise OSError(errno.EIO, "Input/output error")
+            real(data)
+
+        writer.write = write  # type: ignore[method-assign]
+        return writer

@@ -84,6 +84,8 @@ class KillSettings:
         kind_weights: relative weights of the kill kinds in :data:`KINDS` (the first trials use each
             kind once, in a seeded order, so that every kind is tried even in a short run).
         drain_timeout_s: seconds allowed for the final, unkilled run to empty the maildrop.
+        large_every: every this many'th message delivered is a large one (:func:`large_message`,
+            spooled to a file as it arrives: :mod:`maild.spool`); 0: none.
         protocol: ``"pop3"`` (retention ``delete``: DELE after each batch's commit) or ``"imap"``
             (retention ``delete-after`` 1 day, every archived location back-dated before each trial and
             while draining, so each cycle expunges what earlier cycles archived while it retrieves new
@@ -100,6 +102,7 @@ class KillSettings:
     kind_weights: tuple[float, ...] = (0.4, 0.2, 0.3, 0.1)
     drain_timeout_s: float = 60.0
     protocol: str = "pop3"
+    large_every: int = 0
 
 
 @dataclass
@@ -142,6 +145,22 @@ def message(i: int) -> bytes:
         b"From: sender%d@example.org\r\nTo: anna@example.com\r\nSubject: Nachricht %d\r\n"
         b"Message-ID: <kill-%d@example.org>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n" % (i, i, i)
     ) + lines
+
+
+LARGE_MESSAGE_OCTETS = 1_400_000
+"""About the size of :func:`large_message`: above the spool's threshold (1 MiB), so spooled."""
+
+
+def large_message(i: int) -> bytes:
+    """A distinct message of about :data:`LARGE_MESSAGE_OCTETS` octets (CRLF, unique Message-ID)."""
+    rng = random.Random(i)
+    line = b"".join(b"%02x" % rng.randrange(256) for _ in range(38)) + b"\r\n"
+    body = b"".join(b"%06d " % n + line for n in range(LARGE_MESSAGE_OCTETS // (len(line) + 7)))
+    return (
+        b"From: sender%d@example.org\r\nTo: anna@example.com\r\nSubject: Grosse Nachricht %d\r\n"
+        b"Message-ID: <kill-large-%d@example.org>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n"
+        % (i, i, i)
+    ) + body
 
 
 def archive(db_path: Path) -> tuple[list[bytes], str]:
@@ -272,7 +291,12 @@ def run_kill_trials(
 
     def deliver(n: int) -> None:
         nonlocal counter
-        batch = [message(settings.seed * 1_000_000 + counter + k) for k in range(n)]
+        batch = [
+            large_message(settings.seed * 1_000_000 + counter + k)
+            if settings.large_every and (counter + k) % settings.large_every == settings.large_every - 1
+            else message(settings.seed * 1_000_000 + counter + k)
+            for k in range(n)
+        ]
         counter += n
         for raw in batch:
             digest = hashlib.sha256(raw).hexdigest()

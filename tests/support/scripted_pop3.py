@@ -21,7 +21,8 @@ read (asyncio sets TCP_NODELAY), so separate writes usually reach the client as 
 What it can do wrong, per server (keyword arguments, also settable as attributes between sessions):
 ``uidl=False`` (UIDL answers ``-ERR``), ``capa`` (what CAPA lists, or ``False`` for ``-ERR``),
 ``pass_error`` (e.g. ``"-ERR [IN-USE] locked"``, ``[LOGIN-DELAY]``, ``[AUTH]``), ``quit_error`` (QUIT in
-TRANSACTION answers it and deletes nothing), ``stall_on`` (never answer a command, nor anything after
+TRANSACTION answers it and deletes nothing), ``quit_reply_lost`` (QUIT deletes, then the connection
+ends before ``+OK``), ``stall_on`` (never answer a command, nor anything after
 it); and per message (fields of :class:`ScriptedMessage`): ``uidl`` (any string, duplicates allowed),
 ``retr_error``, ``retr_drop_after_octets``, ``retr_write_octets`` and ``retr_tail_octets`` (tiny
 writes). Long lines are simply part of ``raw`` (see :func:`sample_message`).
@@ -114,6 +115,8 @@ class ScriptedMessage:
             ``"serve"`` (the header section even when RETR fails), ``"drop"`` (close the connection),
             ``"endless"`` (an endless header section, 4 KiB per write, until the client hangs up), or
             a reply line to send instead (e.g. ``"-ERR no"``).
+        list_size: the size STAT and LIST report instead of ``len(raw)`` (a server whose sizes are
+            off); RETR's ``+OK`` line still says ``len(raw)``.
     """
 
     raw: bytes
@@ -123,11 +126,12 @@ class ScriptedMessage:
     retr_write_octets: int | None = None
     retr_tail_octets: int = 0
     top: str = "as-retr"
+    list_size: int | None = None
 
     @property
     def size_octets(self) -> int:
-        """Size reported by STAT, LIST and RETR: ``len(raw)``."""
-        return len(self.raw)
+        """Size reported by STAT and LIST: ``list_size``, else ``len(raw)``."""
+        return len(self.raw) if self.list_size is None else self.list_size
 
 
 class _Session:
@@ -157,6 +161,11 @@ class ScriptedPOP3(LoopThread):
         greeting: the greeting line, without CRLF.
         pass_error: reply line (without CRLF) to every PASS, e.g. ``"-ERR [LOGIN-DELAY] wait"``.
         quit_error: reply line to QUIT in TRANSACTION; deletions are then not applied.
+        quit_reply_lost: QUIT in TRANSACTION applies the deletions (UPDATE state), then the connection
+            is closed without the ``+OK`` (a reply lost in the network).
+        trickle_greeting: write the greeting one octet per ``write_pause_s``.
+        dele_reply_padding: when not 0, the ``+OK`` to DELE carries this many more octets of text and
+            is written one octet per ``write_pause_s`` (a server trickling a one-line reply).
         stall_on: command verbs (``"RETR"``) or exact command lines (``"RETR 2"``), case-insensitive,
             that the server never answers; it then reads and ignores input until the client closes.
         write_pause_s: pause between the tiny writes of ``retr_write_octets``/``retr_tail_octets``.
@@ -175,6 +184,9 @@ class ScriptedPOP3(LoopThread):
         greeting: str = "+OK scripted POP3 server ready",
         pass_error: str | None = None,
         quit_error: str | None = None,
+        quit_reply_lost: bool = False,
+        dele_reply_padding: int = 0,
+        trickle_greeting: bool = False,
         stall_on: Collection[str] = (),
         write_pause_s: float = 0.002,
         host: str = HOST,
@@ -194,6 +206,9 @@ class ScriptedPOP3(LoopThread):
         self.greeting = greeting
         self.pass_error = pass_error
         self.quit_error = quit_error
+        self.quit_reply_lost = quit_reply_lost
+        self.dele_reply_padding = dele_reply_padding
+        self.trickle_greeting = trickle_greeting
         self.stall_on = stall_on
         self.write_pause_s = write_pause_s
         self.host = host
@@ -272,7 +287,13 @@ class ScriptedPOP3(LoopThread):
             self._active += 1
             self._changed.notify_all()
         try:
-            await self._send(writer, self.greeting)
+            if self.trickle_greeting:  # one octet per pause: never silent for a whole timeout
+                for octet in (self.greeting + "\r\n").encode("utf-8"):
+                    await asyncio.sleep(self.write_pause_s)
+                    writer.write(bytes([octet]))
+                    await writer.drain()
+            else:
+                await self._send(writer, self.greeting)
             while True:
                 try:
                     line = await reader.readline()
@@ -348,7 +369,14 @@ class ScriptedPOP3(LoopThread):
                 await self._send(writer, "-ERR no such message")
             elif verb == "DELE":
                 s.marked.add(found[0])
-                await self._send(writer, f"+OK message {args[0]} deleted")
+                reply = f"+OK message {args[0]} deleted{self.dele_reply_padding * 'x'}"
+                if self.dele_reply_padding:  # a server trickling the line, one octet per pause
+                    for octet in (reply + "\r\n").encode("ascii"):
+                        await asyncio.sleep(self.write_pause_s)
+                        writer.write(bytes([octet]))
+                        await writer.drain()
+                else:
+                    await self._send(writer, reply)
             elif verb == "TOP" and found[1].top not in ("as-retr", "serve"):
                 await self._odd_top(found[1].top, writer)
             elif found[1].retr_error is not None and not (verb == "TOP" and found[1].top == "serve"):
@@ -414,6 +442,8 @@ class ScriptedPOP3(LoopThread):
                 self._maildrop = [m for m in self._maildrop if all(m is not g for g in gone)]
                 self._deleted += gone
                 self._changed.notify_all()
+            if self.quit_reply_lost:
+                raise _EndSession
         await self._send(writer, "+OK bye")
         raise _EndSession
 
@@ -444,7 +474,7 @@ class ScriptedPOP3(LoopThread):
             await self._send(writer, "+OK", body)
 
     async def _retr(self, message: ScriptedMessage, writer: asyncio.StreamWriter) -> None:
-        data = b"+OK %d octets\r\n" % message.size_octets + dot_stuff(message.raw) + TERMINATOR
+        data = b"+OK %d octets\r\n" % len(message.raw) + dot_stuff(message.raw) + TERMINATOR
         if message.retr_drop_after_octets is not None:
             writer.write(data[: message.retr_drop_after_octets])
             await writer.drain()

@@ -27,9 +27,11 @@ from maild.policy import (
     next_cycle_delay_s,
     next_deletion_due,
     plan_retrieval,
+    pop3_sizes_differ,
     presence_changes,
     reappeared,
     reconnect_delay_s,
+    returned_as_other,
     select_deletions,
     set_aside,
 )
@@ -238,6 +240,56 @@ def test_identity_deleted_before_is_not_deleted_again() -> None:
     assert select_deletions("delete", None, inv(1, 2), known, NOW) == [k(2)]
     assert select_deletions("delete-after", 1, inv(1, 2), known, NOW + timedelta(days=2)) == [k(2)]
     assert reappeared(inv(1, 2), known) == [k(1)]
+
+
+@pytest.mark.parametrize(("listed", "taken_back"), [(99, False), (100, True), (101, False), (None, False)])
+def test_identity_back_after_it_left_is_taken_back_only_at_the_archived_size(
+    listed: int | None, taken_back: bool
+) -> None:
+    """A POP3 UIDL back on the server after it left is the archived message only at its size, +-1 not."""
+    inventory = inv(1, size=listed)
+
+    assert returned_as_other([k(1)], inventory, {k(1): 100}) == ([] if taken_back else [k(1)])
+
+
+def test_identity_back_without_an_archived_size_is_not_taken_back() -> None:
+    """A returning POP3 UIDL whose archived size is unknown is not taken for the archived message."""
+    assert returned_as_other([k(1)], inv(1), {}) == [k(1)]
+
+
+def test_content_and_imap_identities_back_are_always_taken_back() -> None:
+    """Full-content identities and IMAP keys are never held back by the size rule (other checks cover them)."""
+    content = POP3Key("sha256:" + "cd" * 32)
+    imap = IMAPKey("INBOX", 7, 3)
+    inventory = [InventoryEntry(content, 5), InventoryEntry(imap, None)]
+
+    assert returned_as_other([content, imap], inventory, {content: 100}) == []
+
+
+def test_identity_still_recorded_gone_but_listed_is_never_deleted() -> None:
+    """A POP3 UIDL listed while its record says gone (not taken back: another size) is neither selected nor known as back."""
+    known = {k(1): loc(gone=NOW - timedelta(days=1)), k(2): loc()}
+
+    assert select_deletions("delete", None, inv(1, 2), known, NOW) == [k(2)]
+    assert reappeared(inv(1, 2), known) == [k(1)]
+
+
+@pytest.mark.parametrize(("listed", "differs"), [(99, True), (100, False), (101, True), (None, True)])
+def test_a_pop3_candidate_listed_with_another_size_needs_its_header_checked(
+    listed: int | None, differs: bool
+) -> None:
+    """A POP3 deletion candidate listed at the expected size passes; +-1 octet or no size needs a header check."""
+    assert pop3_sizes_differ([k(1)], inv(1, size=listed), {k(1): 100}, ()) == ([k(1)] if differs else [])
+
+
+def test_the_size_check_spares_retrieved_content_and_imap_keys() -> None:
+    """Keys retrieved in this session, full-content identities and IMAP keys never need the POP3 header check."""
+    content = POP3Key("sha256:" + "cd" * 32)
+    imap = IMAPKey("INBOX", 7, 3)
+    inventory = [*inv(1, 2, size=5), InventoryEntry(content, 5), InventoryEntry(imap, None)]
+    candidates = [k(1), k(2), content, imap]
+
+    assert pop3_sizes_differ(candidates, inventory, {}, {k(1)}) == [k(2)]
 
 
 def test_header_identity_deleted_before_is_not_deleted_again() -> None:

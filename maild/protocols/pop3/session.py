@@ -28,6 +28,7 @@ import poplib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -45,6 +46,7 @@ from maild.protocols.pop3 import listings, wire
 from maild.protocols.pop3.auth import authenticate
 from maild.protocols.pop3.buffers import RECEIVE_BUFFERS
 from maild.protocols.pop3.decoder import ReplyDecoder
+from maild.protocols.pop3.lines import LINE_REPLY_TIMEOUTS, bounded_getline
 from maild.protocols.pop3.session_errors import THROTTLE_CODES, SessionErrors
 from maild.protocols.pop3.spooling import BodySpooler
 from maild.protocols.progress import ProgressFloor
@@ -74,7 +76,11 @@ def _close_quietly(pop: poplib.POP3) -> None:
 
 
 class _POP3(poplib.POP3):
-    """poplib.POP3 that closes its socket when the greeting fails (poplib leaks it)."""
+    """poplib.POP3 that closes its socket when the greeting fails (poplib leaks it) and bounds each
+    line it reads (:func:`.lines.bounded_getline`: the greeting, STLS, USER, PASS)."""
+
+    def _getline(self) -> tuple[bytes, int]:
+        return bounded_getline(self)
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         try:
@@ -85,7 +91,11 @@ class _POP3(poplib.POP3):
 
 
 class _POP3SSL(poplib.POP3_SSL):
-    """poplib.POP3_SSL that closes its socket when the greeting fails (poplib leaks it)."""
+    """poplib.POP3_SSL that closes its socket when the greeting fails (poplib leaks it) and bounds
+    each line it reads (:func:`.lines.bounded_getline`)."""
+
+    def _getline(self) -> tuple[bytes, int]:
+        return bounded_getline(self)
 
     def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
         try:
@@ -347,7 +357,9 @@ class POP3Session:
             ProtocolError: a reply is malformed or too large, or data follows the last reply owed.
             ConnectError: the server closed the connection. OSError: from the socket.
             NetworkTimeout: multi-line replies arrived slower than ``settings.min_rate_octets_per_s``
-                over a window of ``settings.progress_window_s`` seconds ("server too slow").
+                over a window of ``settings.progress_window_s`` seconds ("server too slow"), or a
+                single-line reply took longer than :data:`LINE_REPLY_TIMEOUTS` times
+                ``settings.timeout_s`` to arrive whole.
         """
         pop = self.pop
         if pop is None:
@@ -362,6 +374,10 @@ class POP3Session:
             ProgressFloor(settings.min_rate_octets_per_s, settings.progress_window_s) if multiline else None
         )
         received = 0
+        # single-line replies: a deadline per reply (the progress floor would fail a short reply
+        # that follows a long silence)
+        line_limit_s = None if multiline else LINE_REPLY_TIMEOUTS * settings.timeout_s
+        reply_started = time.monotonic()
         recv_into = self._recv_into
         decoder = self.decoder
         read_octets = FIRST_READ_OCTETS
@@ -388,12 +404,19 @@ class POP3Session:
                     received += octets
                     if progress is not None and (slow := progress.check(received)) is not None:
                         raise NetworkTimeout(f"{self.where()}: {slow}", account=settings.account)
+                    if line_limit_s is not None and time.monotonic() - reply_started > line_limit_s:
+                        raise NetworkTimeout(
+                            f"{self.where()}: server too slow: a one-line reply still incomplete after"
+                            f" {line_limit_s:g} s ({LINE_REPLY_TIMEOUTS} x timeout)",
+                            account=settings.account,
+                        )
                     if spooler is not None:
                         spooler.after_feed(decoder)
                 if spooler is not None:
                     reply = spooler.finish(reply)
                 self._ahead.popleft()
                 replies.append(reply)
+                reply_started = time.monotonic()
         finally:
             if borrowed:
                 RECEIVE_BUFFERS.give(decoder.lend_buffer())

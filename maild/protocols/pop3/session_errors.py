@@ -28,6 +28,7 @@ from maild.errors import (
 )
 from maild.model import ServerSettings
 from maild.protocols.pop3 import wire
+from maild.protocols.pop3.lines import LineTooSlow
 
 __all__ = ["THROTTLE_CODES", "SessionErrors"]
 
@@ -91,6 +92,8 @@ class SessionErrors:
             named = ProtocolError(f"{self.where()}: {self.redact(exc.args[0])}", account=acct)
             named.line, named.standard = self.redact(exc.line), exc.standard
             return named
+        if isinstance(exc, LineTooSlow):
+            return NetworkTimeout(f"{self.where()}: server too slow: {exc} while {doing}", account=acct)
         if isinstance(exc, TimeoutError):
             return NetworkTimeout(
                 f"{self.where()}: no progress for {self.settings.timeout_s} s while {doing}", account=acct

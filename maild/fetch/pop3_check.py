@@ -1,0 +1,93 @@
+"""Before a POP3 cycle deletes: does each known UIDL still name the archived message?
+
+The archive links a POP3 UIDL (RFC 1939 section 7) to the message first retrieved under it. A server
+that re-uses UIDLs, or an account pointed at another server (``host`` or ``username`` changed) whose
+UIDLs collide with the old one's, lists another message under a known UIDL; it was taken for the
+archived one, never retrieved, and with ``retention = "delete"``/``"delete-after"`` deleted
+unarchived (QA of session 13). Now each deletion candidate not retrieved in this session must be
+listed with the size the archive expects (:func:`maild.policy.pop3_sizes_differ`); one that is not
+has its header section read (``TOP n 0``, at most :data:`maild.policy.MAX_POP3_HEADER_CHECKS` per
+cycle) and compared with the archived message's: equal, the server's size is recorded
+(``locations.server_size``) and it may be deleted; different (or unreadable), it stays on the server,
+not retrieved (its UIDL is known), with a warning. The IMAP counterpart is
+:func:`maild.fetch.resync.verify_uid_map`.
+
+May import: :mod:`maild.policy`, :mod:`maild.message`, :mod:`maild.model`, the archive and the
+protocols' base interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import structlog
+
+from maild import policy
+from maild.archive.store import Store
+from maild.message import MAX_HEADER_OCTETS, header_section
+from maild.model import InventoryEntry, MessageKey, POP3Key
+from maild.protocols.base import Maildrop
+
+log = structlog.get_logger("maild.fetch.pop3_check")
+
+
+def warning(count: int) -> str:
+    """The cycle's warning for ``count`` candidates left on the server by the check."""
+    return (
+        f"{count} messages on the server are listed under a UIDL maild knows but differ from the archived"
+        " message in size and header section (a server re-using UIDLs, or the account now pointed at"
+        " another server?): left on the server, neither retrieved nor deleted"
+    )
+
+
+async def verify_candidates(
+    account: str,
+    store: Store,
+    maildrop: Maildrop,
+    inventory: Sequence[InventoryEntry],
+    candidates: Sequence[MessageKey],
+    retrieved: Collection[MessageKey],
+) -> tuple[set[MessageKey], list[MessageKey]]:
+    """Check the POP3 deletion candidates against the archive (see the module).
+
+    Args:
+        account: the account's name.
+        store: the open archive.
+        maildrop: the cycle's open POP3 session (``TOP`` goes out in it, before any ``DELE``).
+        inventory: this session's inventory (sizes from LIST, in octets).
+        candidates: from :func:`maild.policy.select_deletions`.
+        retrieved: keys retrieved in this session.
+
+    Returns:
+        (the candidates that may be deleted, the candidates left on the server because they name
+        another message or could not be checked in this cycle).
+
+    Raises:
+        StoreError: the archive failed (nothing is deleted).
+        NetworkTimeout, ConnectError, ProtocolError: ``TOP`` broke the session (nothing is deleted:
+            no QUIT follows).
+    """
+    unchecked = [
+        k for k in candidates if isinstance(k, POP3Key) and not k.exact_content and k not in retrieved
+    ]
+    if not unchecked:  # the usual "delete" cycle: everything was retrieved in this session
+        return set(candidates), []
+    expected = await store.archived_sizes(account, unchecked)
+    odd = policy.pop3_sizes_differ(unchecked, inventory, {k: v[1] for k, v in expected.items()}, retrieved)
+    if not odd:
+        return set(candidates), []
+    checked = [key for key in odd if key in expected][: policy.MAX_POP3_HEADER_CHECKS]
+    headers = await maildrop.header_fields(checked, max_octets=MAX_HEADER_OCTETS) if checked else {}
+    raws = await store.raw_messages([expected[key][0] for key in checked if key in headers])
+    listed = {entry.key: entry.size_octets for entry in inventory}
+    matching = {
+        key
+        for key in checked
+        if key in headers and header_section(raws.get(expected[key][0], b"")) == header_section(headers[key])
+    }
+    sizes = {key: size for key in matching if (size := listed.get(key)) is not None}
+    await store.record_pop3_server_sizes(account, sizes)
+    other = [key for key in odd if key not in matching]
+    if other:
+        log.warning("fetch.pop3.uidl-names-another-message", messages=len(other), checked=len(checked))
+    return set(candidates) - set(other), other
