@@ -5,6 +5,7 @@ Nothing here does I/O. Datetimes are timezone-aware and in UTC.
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -190,6 +191,13 @@ state directory not writable; :func:`maild.spool.local_failure` builds these; or
 disk full when a batch is committed, reason starting :data:`ARCHIVE_FULL_PREFIX`): says nothing about
 the message, which is retried at every cycle and never set aside; ``maild check`` warns and the
 ``local_failure`` alert is sent (``maild.service.alerts``)."""
+
+ARCHIVE_FULL_WARNING = "the archive's disk is full"
+"""How a cycle's warning begins when the archive's disk was full at one of its writes and no message
+was blocked by it (nothing new, every batch committed, or the deletions' record; see
+:mod:`maild.fetch.no_room`): the account then needs attention as for local failures (``maild status``
+exits 1, ``maild check`` warns and names the directory to free space in; QA of session 13: before,
+such a cycle, which deletes nothing until there is room, left the status at 0 and the check OK)."""
 
 ARCHIVE_FULL_PREFIX = "local archive: "
 """How the reason of a ``"local"`` failure begins when the message arrived but the archive could not
@@ -381,6 +389,29 @@ def redact_known(text: str) -> str:
     return text
 
 
+def mask_form(text: str, form: str, *, whole: bool) -> str:
+    """``text`` with ``form`` (a secret, or one of its wire forms) replaced by ``********``.
+
+    Args:
+        text: what may be shown.
+        form: the text to mask (non-empty).
+        whole: mask it only where it is not part of a longer word (no word character, ``\\w``,
+            right before or after it): for a secret shorter than :data:`MIN_GLOBAL_REDACT_CHARS`,
+            whose every letter would otherwise be masked inside unrelated words (a password ``a``
+            made ``Authentication`` into ``Authentic********tion``, QA of session 13), and for its
+            wire forms (``PASS c`` is not the start of ``PASS command``). An echo stands apart:
+            ``PASS a``, ``"a"``, ``b'PASS a\\r\\n'``.
+
+    Returns:
+        ``text`` masked (the same object when ``form`` does not occur).
+    """
+    if form not in text:
+        return text
+    if not whole:
+        return text.replace(form, _MASK)
+    return re.sub(rf"(?<!\w){re.escape(form)}(?!\w)", _MASK, text)
+
+
 def shown(text: str, chars: int) -> str:
     """``text`` as it may be shown: every live secret masked (:func:`redact_known`), then cut to
     ``chars`` characters.
@@ -434,22 +465,22 @@ class Secret:
     def redact(self, text: str) -> str:
         """``text`` with this secret replaced by ``********``: raw, as an IMAP quoted string, or as
         Python's ``repr()`` shows it inside a longer str or bytes (see :func:`_forms`), and in the
-        forms given to :meth:`add_forms`."""
+        forms given to :meth:`add_forms`; a secret shorter than :data:`MIN_GLOBAL_REDACT_CHARS`
+        only where it is no part of a longer word (:func:`mask_form`)."""
         if not self._value:
             return text
         if self._forms is None:
             self._forms = tuple(sorted({*_forms(self._value), *self._extra}, key=len, reverse=True))
+        short = len(self._value) < MIN_GLOBAL_REDACT_CHARS  # only where it stands alone: mask_form
         for form in self._forms:
-            if form in text:
-                text = text.replace(form, _MASK)
+            text = mask_form(text, form, whole=short)
         return text
 
     def redact_added(self, text: str) -> str:
         """``text`` with only the forms given to :meth:`add_forms` replaced by ``********``, longest
         first: what :func:`redact_known` masks of a secret too short to mask on its own."""
         for form in sorted(self._extra, key=len, reverse=True):
-            if form in text:
-                text = text.replace(form, _MASK)
+            text = mask_form(text, form, whole=True)  # not inside a longer word: see mask_form
         return text
 
     def __repr__(self) -> str:

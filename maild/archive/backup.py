@@ -171,6 +171,7 @@ def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[
         OSError: ``dest`` exists already (a backup is never overwritten), or cannot be written.
     """
     if dest.is_dir():
+        _remove_killed_partials(dest)  # named by another time: never this run's own names below
         dest = dest / backup_name(now, compress)
     compress = compress or dest.name.endswith(".gz")
     if dest.exists():
@@ -211,6 +212,26 @@ def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     return dest, check
+
+
+_PARTIAL_SUFFIXES = (".partial", ".gz-partial", ".partial-journal")
+"""What :func:`backup` appends to ``.NAME`` for its copy in the making, the gzip of it, and SQLite's
+rollback journal of the copy."""
+
+
+def _remove_killed_partials(directory: Path) -> None:
+    """Remove the partial files a killed backup into ``directory`` left (``.maild-TIME.sqlite3.partial``
+    and the like; called under :func:`destination_lock`, so no backup is writing them).
+
+    Into a directory each backup names its file by the time, so the same-name clean-up of
+    :func:`backup` never meets a killed one's: before (QA of session 13) its partial copy, as large
+    as the archive, stayed for good, unseen by ``--keep``.
+    """
+    for path in directory.iterdir():
+        name = path.name
+        if name.startswith("." + BACKUP_PREFIX) and name.endswith(_PARTIAL_SUFFIXES) and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def prune(directory: Path, keep: int) -> list[Path]:

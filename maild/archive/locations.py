@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from maild.archive.in_list import padded_in
 from maild.archive.schema import QUERY_CHUNK, parse_utc, utc_text
+from maild.errors import StoreError
 from maild.model import IMAPKey, Location, MessageKey, POP3Key
 
 if TYPE_CHECKING:
@@ -28,6 +29,12 @@ class LocationRecords:
         self._db = db
         self._locations_cache: dict[str, tuple[tuple[int, int], dict[MessageKey, Location]]] = {}
         """Per account: ((locations generation, ``PRAGMA data_version``) when read, its locations)."""
+        self._unrecorded: dict[str, dict[MessageKey, datetime]] = {}
+        """Per account: deletions done on the server whose record failed (:meth:`mark_deleted`), with
+        when they were done; written by :meth:`write_pending` (QA of session 13)."""
+        self._unlinks: dict[str, set[IMAPKey]] = {}
+        """Per account: IMAP locations found wrong whose removal failed (:meth:`unlink`); removed by
+        :meth:`write_pending` (QA of session 13)."""
 
     async def locations(self, account: str) -> dict[MessageKey, Location]:
         """Return every server identity recorded for ``account``: POP3Key or IMAPKey to its Location.
@@ -122,11 +129,67 @@ class LocationRecords:
             )
 
     async def mark_deleted(self, account: str, keys: Sequence[MessageKey], now: datetime) -> None:
-        """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT)."""
-        stamp = utc_text(now)
+        """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT).
+
+        When the write fails (the archive's disk full, :class:`~maild.archive.store.ArchiveFull`, or
+        another :class:`StoreError`, which is raised), the deletions are remembered in this process
+        and :meth:`write_pending` writes them before the account's next cycle decides anything: a
+        POP3 server re-using a deleted message's UIDL for a new message would otherwise have that
+        message taken for the archived one and deleted unarchived (QA of session 13; ``deleted_at``
+        is what :func:`maild.policy.reappeared` checks).
+        """
+        try:
+            await self._db._write(_deleted_updates(account, dict.fromkeys(keys, now)))
+        except StoreError:
+            pending = self._unrecorded.setdefault(account, {})
+            for key in keys:
+                pending.setdefault(key, now)
+            raise
+
+    async def unlink(self, account: str, keys: Sequence[IMAPKey]) -> None:
+        """Remove the location rows of ``keys`` (the messages stay archived), in one transaction: a
+        UID map found wrong (:func:`maild.fetch.resync.verify_uid_map`).
+
+        When the write fails, the keys are remembered in this process and :meth:`write_pending`
+        removes them before the account's next cycle decides anything: the check that found the map
+        wrong may be a random header sample, which the next cycle could miss, and would then delete
+        by a UID naming a message never archived (QA of session 13).
+
+        Raises:
+            StoreError: SQLite failed (``ArchiveFull``: the disk is full); nothing was removed.
+        """
+        try:
+            await self._db._write(_unlink_statements(account, keys))
+        except StoreError:
+            self._unlinks.setdefault(account, set()).update(keys)
+            raise
+
+    def unrecorded_deletions(self, account: str) -> int:
+        """How many deletions done on the server for ``account`` are not recorded yet (see
+        :meth:`mark_deleted`)."""
+        return len(self._unrecorded.get(account, {}))
+
+    async def write_pending(self, account: str) -> int:
+        """Write what earlier cycles of ``account`` found and could not write, in one transaction:
+        the deletions :meth:`mark_deleted` could not record (each with the time it was done), the
+        locations :meth:`unlink` could not remove; nothing when there are none.
+
+        Returns:
+            How many keys were written.
+
+        Raises:
+            StoreError: the write failed (``ArchiveFull`` when the disk is still full); they stay
+                remembered, and the caller must decide nothing on the server until they are written.
+        """
+        deleted, unlinks = self._unrecorded.get(account), self._unlinks.get(account)
+        if not deleted and not unlinks:
+            return 0
         await self._db._write(
-            _key_update(account, "deleted_at = ?, gone_at = coalesce(gone_at, ?)", (stamp, stamp), keys)
+            [*_unlink_statements(account, unlinks or ()), *_deleted_updates(account, deleted or {})]
         )
+        self._unrecorded.pop(account, None)
+        self._unlinks.pop(account, None)
+        return len(deleted or ()) + len(unlinks or ())
 
     async def archived(
         self, account: str, keys: Sequence[MessageKey], *, require_delivery: bool = False
@@ -164,6 +227,33 @@ class LocationRecords:
             if rows:
                 found.add(k)
         return found
+
+
+def _unlink_statements(account: str, keys: Iterable[IMAPKey]) -> list[tuple[str, list[Sequence[Any]], bool]]:
+    """The statement removing the location rows of ``keys``."""
+    rows: list[Sequence[Any]] = [(account, k.mailbox, k.uidvalidity, k.uid) for k in keys]
+    if not rows:
+        return []
+    return [
+        (
+            "DELETE FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ? AND uid = ?",
+            rows,
+            True,
+        )
+    ]
+
+
+def _deleted_updates(
+    account: str, deleted: dict[MessageKey, datetime]
+) -> list[tuple[str, list[Sequence[Any]], bool]]:
+    """The statements recording ``deleted`` (key: when maild deleted it on the server) as deleted."""
+    by_stamp: dict[str, list[MessageKey]] = {}
+    for key, when in deleted.items():
+        by_stamp.setdefault(utc_text(when), []).append(key)
+    out: list[tuple[str, list[Sequence[Any]], bool]] = []
+    for stamp, keys in by_stamp.items():
+        out += _key_update(account, "deleted_at = ?, gone_at = coalesce(gone_at, ?)", (stamp, stamp), keys)
+    return out
 
 
 def _key_update(

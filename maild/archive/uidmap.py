@@ -69,14 +69,5 @@ async def unlink(store: Store, account: str, keys: Sequence[IMAPKey]) -> int:
     """
     if not keys:
         return 0
-    rows = [(account, k.mailbox, k.uidvalidity, k.uid) for k in keys]
-    await store._write(
-        [
-            (
-                "DELETE FROM locations WHERE account = ? AND mailbox = ? AND uidvalidity = ? AND uid = ?",
-                rows,
-                True,
-            )
-        ]
-    )
-    return len(rows)
+    await store.unlink(account, keys)  # remembered when it fails, see LocationRecords.unlink
+    return len(keys)

@@ -100,6 +100,13 @@ def archive_full(a: AccountStatus) -> bool:
     return full(a)
 
 
+def archive_full_stop(a: AccountStatus) -> bool:
+    """:func:`maild.service.status.archive_full_stop`, imported on first use (as :func:`attention`)."""
+    from maild.service.status import archive_full_stop as stopped
+
+    return stopped(a)
+
+
 def zone_name(now: datetime, tz: tzinfo | None) -> str:
     """The abbreviation of ``tz`` at ``now`` (``CET``, ``UTC``), or its offset when it has none."""
     here = now.astimezone(tz)
@@ -193,6 +200,11 @@ def _details(
             lines.append(
                 f"    {local_advice(directory)}: large messages are spooled there before they are"
                 " archived; they stay on the server and are retried at every cycle"
+            )
+        elif archive_full_stop(a):
+            lines.append(
+                f"    {local_advice(directory)}: the archive is there, and its disk is full: nothing is"
+                " deleted on the server until there is room (see the warning below)"
             )
     elif a.last_error:
         lines.append(f"  {a.name}:")
@@ -347,7 +359,7 @@ def check_line(reply: StatusReply, now: datetime) -> tuple[int, str]:
         text = ", ".join(f"{a.name} {attention(a)}" for a in (critical or problems))
         more = len(problems) - len(critical or problems)
         text += f" (and {more} more)" if more > 0 else ""
-        if any(local_failures(a) for a in problems):
+        if any(local_failures(a) or archive_full_stop(a) for a in problems):
             text += f"; {local_advice(reply.archive.directory)}"
     else:
         text = "" if held else f"{len(reply.accounts)} accounts ok"

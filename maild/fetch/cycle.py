@@ -75,6 +75,7 @@ from maild.fetch.commits import CommitChain
 from maild.fetch.progress import CycleProgress
 from maild.fetch.result import CycleResult, end_failed, subjects
 from maild.model import (
+    ARCHIVE_FULL_WARNING,
     FailureRecord,
     HeaderSummary,
     IMAPKey,
@@ -262,6 +263,10 @@ async def fetch_cycle(
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
+        # what an earlier cycle found and could not write (the disk full): deletions done on the server,
+        # a UID map found wrong; written before anything is decided, else a message never archived could
+        # be deleted (a POP3 UIDL re-used for it; a reassigned UID the next header sample misses)
+        await store.write_pending(account.name)
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
         if not opened:
@@ -451,8 +456,9 @@ async def fetch_cycle(
         except ArchiveFull as exc:  # done on the server: the next cycle finds them gone (gone_at)
             log.info("fetch.archive-full", messages=0, error=str(exc))
             result.warnings.append(
-                f"the archive's disk is full ({exc}): {len(to_delete)} deletions done on the server"
-                " are not recorded; the next cycle records them as gone"
+                f"{ARCHIVE_FULL_WARNING} ({exc}): {len(to_delete)} deletions done on the server"
+                " are not recorded yet; the daemon records them before its next cycle of the account"
+                " decides anything (a one-shot `maild fetch` cannot: free space before the next run)"
             )
         result.deleted = len(to_delete)
     result.seconds = time.monotonic() - started

@@ -40,7 +40,14 @@ from maild.archive.store import ArchiveFull, Store
 from maild.config.loader import AccountConfig
 from maild.errors import StoreError
 from maild.fetch.result import CycleResult
-from maild.model import ARCHIVE_FULL_PREFIX, FailureRecord, InventoryEntry, MessageKey, RetrievalFailure
+from maild.model import (
+    ARCHIVE_FULL_PREFIX,
+    ARCHIVE_FULL_WARNING,
+    FailureRecord,
+    InventoryEntry,
+    MessageKey,
+    RetrievalFailure,
+)
 
 log = structlog.get_logger("maild.fetch.cycle")
 
@@ -123,7 +130,7 @@ async def stopped(
         not_asked = sum(1 for k in planned or () if k not in arrived and k not in stored and k not in failed)
         if not_asked:
             result.warnings.append(
-                f"the archive's disk is full: the cycle stopped; {not_asked} more new"
+                f"{ARCHIVE_FULL_WARNING}: the cycle stopped; {not_asked} more new"
                 f" message{'s' if not_asked > 1 else ''} on the server not asked for (retried at"
                 " every cycle)"
             )
@@ -136,7 +143,7 @@ async def stopped(
         blocked = []
     if not blocked:
         result.warnings.append(
-            f"the archive's disk is full ({error}): the cycle stopped before deleting anything;"
+            f"{ARCHIVE_FULL_WARNING} ({error}): the cycle stopped before deleting anything;"
             " nothing was lost, the step is repeated at every cycle until there is room"
         )
     return await archive_full(account.name, store, result, error, blocked, now)

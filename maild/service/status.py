@@ -353,6 +353,16 @@ def local_failures(account: AccountStatus) -> int:
     return sum(1 for f in cycle.failures if f.kind == "local") if cycle is not None else 0
 
 
+def archive_full_stop(account: AccountStatus) -> bool:
+    """Whether ``account``'s last cycle ran into the archive's full disk without a message blocked by
+    it (a warning beginning :data:`maild.model.ARCHIVE_FULL_WARNING`: nothing deleted on the server
+    from that write on, or deletions done and not recorded yet); it needs attention until a cycle
+    finds room."""
+    from maild.model import ARCHIVE_FULL_WARNING
+
+    return any(w.startswith(ARCHIVE_FULL_WARNING) for w in account.warnings)
+
+
 def archive_full(account: AccountStatus) -> bool:
     """Whether ``account``'s last cycle had messages arrive that the archive could not store, its
     disk full (local failures whose reason begins :data:`maild.model.ARCHIVE_FULL_PREFIX`), rather
@@ -372,8 +382,9 @@ def attention(account: AccountStatus) -> str | None:
     a problem, not a holiday), its last cycle could not retrieve messages on this machine's side
     (``"local"``, :func:`local_failures`: the spool's disk short of room, its directory not
     writable, the archive's disk full; they stay on the server and are retried at every cycle, but
-    mail is blocked until the admin frees space), or its last cycle set
-    messages aside (too large to fetch, left on the server, or failed to arrive too often in a
+    mail is blocked until the admin frees space), or ran into the archive's full disk with no message
+    blocked (:func:`archive_full_stop`: nothing deleted on the server until there is room), or its
+    last cycle set messages aside (too large to fetch, left on the server, or failed to arrive too often in a
     row). ``maild status`` exits 1 and ``maild check`` warns for such an account.
     """
     if account.state in FAILING_STATES:
@@ -383,6 +394,8 @@ def attention(account: AccountStatus) -> str | None:
     local = local_failures(account)
     if local:
         return f"{local} message{'s' if local > 1 else ''} not retrieved: no room on this machine"
+    if archive_full_stop(account):
+        return "no room on this machine: the archive's disk is full, the last cycle stopped short"
     set_aside = sum(1 for f in account.failing_messages if f.set_aside)
     if set_aside:
         return f"{set_aside} message{'s' if set_aside > 1 else ''} set aside after repeated failures"

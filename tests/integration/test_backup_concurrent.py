@@ -137,3 +137,44 @@ def test_a_backup_after_one_that_was_killed_is_not_refused(tmp_path: Path) -> No
     assert again.returncode == 0, (stdout, stderr)
     assert check_copy(dest).messages == 5
     assert not (tmp_path / ".b.sqlite3.partial").exists()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_backup_into_a_directory_after_one_that_was_killed_removes_its_partial(
+    tmp_path: Path, compress: bool
+) -> None:
+    """QA of session 13: into a directory each run names its file by the time, so the killed run's
+    ``.maild-TIME.sqlite3.partial`` (a whole archive's size) was never the next one's and stayed
+    forever, unseen by ``--keep``. Steps: a backup into a directory killed at its barrier, its partial
+    left; the next one (a later second) into the same directory, holding the lock, removes it: only
+    its own backup is left."""
+    import asyncio
+    import time
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "c.sock"}"\n'
+    )
+    asyncio.run(
+        build_archive(
+            tmp_path / "state" / "maild.sqlite3", [("anna-pop", pop(n), letter(n)) for n in range(5)]
+        )
+    )
+    out = tmp_path / "backups"
+    out.mkdir()
+    args = [str(out), *(["--compress"] if compress else [])]
+    killed = start_backup(cfg, *args)
+    try:
+        assert killed.stdout is not None and killed.stdout.readline() == "ready\n"
+        killed.kill()
+        killed.communicate()
+    finally:
+        end_process(killed)
+    (left,) = out.iterdir()
+    assert left.name.startswith(".maild-") and left.name.endswith(".partial")
+    time.sleep(1.1)  # the next run's file name is of a later second (names have seconds)
+    again = start_backup(cfg, *args)
+    stdout, stderr = again.communicate("go\n", timeout=120)
+    assert again.returncode == 0, (stdout, stderr)
+    (made,) = out.iterdir()  # before the fix: the killed one's partial too
+    assert made.name.startswith("maild-") and not made.name.startswith(".")

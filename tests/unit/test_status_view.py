@@ -255,3 +255,38 @@ def test_messages_failing_on_this_machine_make_check_warn_and_name_the_directory
     assert "not retrieved 2x in a row on this machine (retried every cycle, never set aside): UIDL big" in text
     assert (attention(server), attention(gone)) == (None, None)
     assert check_line(StatusReply("1", NOW, (server, gone), archive), NOW)[0] == CHECK_OK
+
+
+def test_a_cycle_stopped_by_the_archive_full_disk_with_nothing_blocked_makes_check_warn() -> None:
+    """QA of session 13: a cycle that ran into the archive's full disk with no message blocked (nothing
+    new, every batch committed, or the deletions' record) ends with a warning only, and deletes nothing
+    on the server from then on until there is room; before, status exited 0 and check said OK.
+    Now it needs attention: check WARNING naming the directory, status the advice; a later cycle
+    without the warning clears it."""
+    from maild.model import ARCHIVE_FULL_WARNING
+
+    warning = (
+        f"{ARCHIVE_FULL_WARNING} (archive /srv/maild/maild.sqlite3: writing: database or disk is full):"
+        " the cycle stopped before deleting anything; nothing was lost"
+    )
+    stopped = replace(HEALTHY, warnings=(warning,))
+    other = replace(HEALTHY, warnings=("a server re-using UIDLs?",))
+    archive = ArchiveTotals(1, 2, directory="/srv/maild")
+
+    code, line = check_line(StatusReply("1", NOW, (stopped,), archive), NOW)
+    text = render_status(StatusReply("1", NOW, (stopped,), archive), now=NOW, tz=UTC)
+
+    assert (
+        attention(stopped)
+        == "no room on this machine: the archive's disk is full, the last cycle stopped short"
+    )
+    assert (code, line.split(" | ")[0]) == (
+        CHECK_WARNING,
+        "MAILD WARNING - anna-pop no room on this machine: the archive's disk is full, the last cycle"
+        " stopped short; free space in /srv/maild",
+    )
+    assert (
+        "    free space in /srv/maild: the archive is there, and its disk is full: nothing is deleted" in text
+    )
+    assert attention(other) is None
+    assert check_line(StatusReply("1", NOW, (other,), archive), NOW)[0] == CHECK_OK
