@@ -40,6 +40,26 @@ def warning(count: int) -> str:
     )
 
 
+def same_header_section(archived: bytes, top: bytes) -> bool:
+    """Whether the archived message ``archived`` and the body of a ``TOP n 0`` reply ``top`` (un-stuffed)
+    have the same header section (RFC 5322 section 2.1), compared octet for octet.
+
+    The line end before the empty line belongs to neither side: :func:`maild.message.header_section`
+    keeps the last CRLF of a message that is all header (no empty line, no body) but not the one
+    before an empty line, and a server may answer TOP with that empty line added (RFC 1939 section 7
+    words TOP as "the headers ..., the blank line separating the headers from the body"; Dovecot's
+    ``oe-ns-eoh``). Before session 13's review such a message never matched and was never deleted.
+    """
+    return _without_line_end(header_section(archived)) == _without_line_end(header_section(top))
+
+
+def _without_line_end(section: bytes) -> bytes:
+    """``section`` without one final CRLF or LF."""
+    if section.endswith(b"\r\n"):
+        return section[:-2]
+    return section[:-1] if section.endswith(b"\n") else section
+
+
 async def verify_candidates(
     account: str,
     store: Store,
@@ -83,7 +103,7 @@ async def verify_candidates(
     matching = {
         key
         for key in checked
-        if key in headers and header_section(raws.get(expected[key][0], b"")) == header_section(headers[key])
+        if key in headers and same_header_section(raws.get(expected[key][0], b""), headers[key])
     }
     sizes = {key: size for key in matching if (size := listed.get(key)) is not None}
     await store.record_pop3_server_sizes(account, sizes)

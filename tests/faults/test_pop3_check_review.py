@@ -1,0 +1,62 @@
+"""Session 13's review of the POP3 deletion check (maild/fetch/pop3_check.py) against a scripted server.
+
+Each test names the defect it caught; each failed before its fix.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from maild.archive.store import Store
+from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
+from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3
+
+HEADER_ONLY = (
+    b"From: Sender <sender@example.org>\r\n"
+    b"To: Office <office@example.com>\r\n"
+    b"Subject: no body at all\r\n"
+    b"Message-ID: <header-only@example.org>\r\n"
+)
+"""A message that is all header section: no empty line, no body (RFC 5322 section 3.5 allows it)."""
+
+
+async def test_a_header_only_message_whose_top_adds_the_empty_line_is_still_deleted(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """TOP n 0 of a message without an empty line may end with one; the header section is the same: deleted.
+
+    RFC 1939 section 7 words TOP as "the headers of the message, the blank line separating the
+    headers from the body", and Dovecot's ``oe-ns-eoh`` workaround adds that line when the message
+    lacks it. Before the fix the archived header section kept its last CRLF ("...>\\r\\n") while the
+    TOP reply's lost it at the empty line ("...>"): never equal, so on a server whose LIST size is off
+    such a message stayed on the server for ever with a warning (retention silently off for it).
+    """
+    messages = [ScriptedMessage(HEADER_ONLY, list_size=len(HEADER_ONLY) + 1, top="eoh")]
+    with ScriptedPOP3(messages) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert "TOP 1 0" in server.commands
+        assert server.maildrop == []
+
+    assert (result.deleted, result.warnings) == (1, [])
+    assert await archived(store) == [HEADER_ONLY]
+
+
+async def test_a_header_only_message_is_not_taken_for_one_with_another_header(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """The relaxed comparison still tells header sections apart: another Subject under the UIDL is kept."""
+    other = HEADER_ONLY.replace(b"no body at all", b"no body either")
+    with ScriptedPOP3([ScriptedMessage(HEADER_ONLY)]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        message = server.maildrop[0]  # the server re-uses uidl-1 for another message
+        message.raw, message.list_size, message.top = other, len(other) + 1, "eoh"
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert [m.raw for m in server.maildrop] == [other]
+
+    assert result.deleted == 0
+    assert any("differ from the archived message" in w for w in result.warnings)

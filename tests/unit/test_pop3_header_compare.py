@@ -1,0 +1,37 @@
+"""maild.fetch.pop3_check.same_header_section: the archived message against a TOP n 0 reply."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from maild.fetch.pop3_check import same_header_section
+
+_FIELD = st.from_regex(rb"\A[A-Za-z][A-Za-z0-9-]{0,10}: [ -~]{0,30}\Z", fullmatch=True)
+_HEADERS = st.lists(_FIELD, min_size=1, max_size=6).map(lambda fields: b"".join(f + b"\r\n" for f in fields))
+_BODY = st.binary(max_size=40).map(lambda body: body.replace(b"\n", b"\r\n").replace(b"\r\r", b"\r"))
+
+
+@given(_HEADERS, _BODY)
+def test_top_with_the_empty_line_matches_the_message_it_came_from(headers: bytes, body: bytes) -> None:
+    assert same_header_section(headers + b"\r\n" + body, headers + b"\r\n")
+
+
+@given(_HEADERS)
+def test_a_message_without_an_empty_line_matches_top_with_or_without_one(headers: bytes) -> None:
+    assert same_header_section(headers, headers)
+    assert same_header_section(headers, headers + b"\r\n")
+
+
+@given(_HEADERS, _HEADERS, _BODY)
+def test_other_header_sections_never_match(first: bytes, second: bytes, body: bytes) -> None:
+    assert same_header_section(first + b"\r\n" + body, second + b"\r\n") == (first == second)
+    assert same_header_section(first, second + b"\r\n") == (first == second)
+
+
+def test_one_changed_octet_or_a_missing_field_does_not_match() -> None:
+    archived = b"From: a\r\nSubject: b\r\n\r\nbody\r\n"
+    assert not same_header_section(archived, b"From: a\r\nSubject: c\r\n\r\n")
+    assert not same_header_section(archived, b"From: a\r\n\r\n")
+    assert not same_header_section(archived, b"From: a\r\nSubject: b \r\n\r\n")
+    assert not same_header_section(archived, b"")
