@@ -40,6 +40,15 @@ def warning(count: int) -> str:
     )
 
 
+def waiting_warning(count: int) -> str:
+    """The cycle's warning for ``count`` candidates not checked in this cycle because the check's
+    limit (:data:`maild.policy.MAX_POP3_HEADER_CHECKS`) was reached: not deleted yet, not suspect."""
+    return (
+        f"{count} messages to delete are listed at another size than the archived one and wait for their"
+        f" header check in a later cycle (at most {policy.MAX_POP3_HEADER_CHECKS} per cycle): not deleted yet"
+    )
+
+
 def same_header_section(archived: bytes, top: bytes) -> bool:
     """Whether the archived message ``archived`` and the body of a ``TOP n 0`` reply ``top`` (un-stuffed)
     have the same header section (RFC 5322 section 2.1), compared octet for octet.
@@ -67,7 +76,7 @@ async def verify_candidates(
     inventory: Sequence[InventoryEntry],
     candidates: Sequence[MessageKey],
     retrieved: Collection[MessageKey],
-) -> tuple[set[MessageKey], list[MessageKey]]:
+) -> tuple[set[MessageKey], list[MessageKey], list[MessageKey]]:
     """Check the POP3 deletion candidates against the archive (see the module).
 
     Args:
@@ -80,7 +89,8 @@ async def verify_candidates(
 
     Returns:
         (the candidates that may be deleted, the candidates left on the server because they name
-        another message or could not be checked in this cycle).
+        another message or their header section could not be read, the candidates left unchecked in
+        this cycle past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`: checked in a later one).
 
     Raises:
         StoreError: the archive failed (nothing is deleted).
@@ -91,12 +101,13 @@ async def verify_candidates(
         k for k in candidates if isinstance(k, POP3Key) and not k.exact_content and k not in retrieved
     ]
     if not unchecked:  # the usual "delete" cycle: everything was retrieved in this session
-        return set(candidates), []
+        return set(candidates), [], []
     expected = await store.archived_sizes(account, unchecked)
     odd = policy.pop3_sizes_differ(unchecked, inventory, {k: v[1] for k, v in expected.items()}, retrieved)
     if not odd:
-        return set(candidates), []
-    checked = [key for key in odd if key in expected][: policy.MAX_POP3_HEADER_CHECKS]
+        return set(candidates), [], []
+    known = [key for key in odd if key in expected]
+    checked, waiting = known[: policy.MAX_POP3_HEADER_CHECKS], known[policy.MAX_POP3_HEADER_CHECKS :]
     headers = await maildrop.header_fields(checked, max_octets=MAX_HEADER_OCTETS) if checked else {}
     raws = await store.raw_messages([expected[key][0] for key in checked if key in headers])
     listed = {entry.key: entry.size_octets for entry in inventory}
@@ -107,7 +118,8 @@ async def verify_candidates(
     }
     sizes = {key: size for key in matching if (size := listed.get(key)) is not None}
     await store.record_pop3_server_sizes(account, sizes)
-    other = [key for key in odd if key not in matching]
+    later = set(waiting)
+    other = [key for key in odd if key not in matching and key not in later]
     if other:
         log.warning("fetch.pop3.uidl-names-another-message", messages=len(other), checked=len(checked))
-    return set(candidates) - set(other), other
+    return set(candidates) - set(other) - later, other, waiting

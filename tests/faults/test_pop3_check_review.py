@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import concurrent.futures
 
+import pytest
+
+from maild import policy
 from maild.archive.store import Store
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
-from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3
+from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
 
 HEADER_ONLY = (
     b"From: Sender <sender@example.org>\r\n"
@@ -60,3 +63,31 @@ async def test_a_header_only_message_is_not_taken_for_one_with_another_header(
 
     assert result.deleted == 0
     assert any("differ from the archived message" in w for w in result.warnings)
+
+
+async def test_candidates_past_the_header_check_limit_are_deleted_next_cycle_not_reported_as_other(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_POP3_HEADER_CHECKS, candidates wait for a later cycle; they are not said to differ.
+
+    Steps: a server whose LIST sizes are all off by one (an LF-stored maildrop counts one octet less
+    per line) holds three archived messages; with the limit at two, a "delete" cycle checks and
+    deletes two and says the third waits; the next cycle checks and deletes it. Before the fix the
+    third was counted in the warning that messages "differ from the archived message in size and
+    header section" (a server re-using UIDLs?), which was false.
+    """
+    monkeypatch.setattr(policy, "MAX_POP3_HEADER_CHECKS", 2)
+    raws = [sample_message(n) for n in (1, 2, 3)]
+    with ScriptedPOP3([ScriptedMessage(raw, list_size=len(raw) - 1) for raw in raws]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        first = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert [m.raw for m in server.maildrop] == raws[2:]
+        second = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert server.maildrop == []
+
+    assert first.deleted == 2
+    assert not any("differ from the archived message" in w for w in first.warnings)
+    assert any("1 messages" in w and "later cycle" in w for w in first.warnings)
+    assert (second.deleted, second.warnings) == (1, [])
