@@ -24,11 +24,19 @@ import structlog
 
 from maild import policy
 from maild.archive.store import Store
-from maild.message import MAX_HEADER_OCTETS, header_section
+from maild.message import blank_line
 from maild.model import InventoryEntry, MessageKey, POP3Key
 from maild.protocols.base import Maildrop
 
 log = structlog.get_logger("maild.fetch.pop3_check")
+
+TOP_REPLY_OCTETS = 100 * 2**20
+"""Cap in octets on one ``TOP n 0`` reply of the check (further capped by the session's own reply cap,
+100 MiB by default: the largest message it retrieves). Not the 256 KiB header cap of
+:mod:`maild.message`: a reply past the cap breaks the session before any ``DELE``, and a header
+section that long (spam with thousands of Received lines, or a server answering ``TOP n 0`` with the
+whole message) then failed every cycle of the account, which deleted nothing for ever (session 13's
+review)."""
 
 
 def warning(count: int) -> str:
@@ -50,20 +58,26 @@ def waiting_warning(count: int) -> str:
 
 
 def same_header_section(archived: bytes, top: bytes) -> bool:
-    """Whether the archived message ``archived`` and the body of a ``TOP n 0`` reply ``top`` (un-stuffed)
-    have the same header section (RFC 5322 section 2.1), compared octet for octet.
+    """Whether the archived message ``archived`` and the body of a ``TOP n 0`` reply ``top``
+    (un-stuffed) have the same header section (RFC 5322 section 2.1), compared octet for octet.
 
-    The line end before the empty line belongs to neither side: :func:`maild.message.header_section`
-    keeps the last CRLF of a message that is all header (no empty line, no body) but not the one
-    before an empty line, and a server may answer TOP with that empty line added (RFC 1939 section 7
-    words TOP as "the headers ..., the blank line separating the headers from the body"; Dovecot's
-    ``oe-ns-eoh``). Before session 13's review such a message never matched and was never deleted.
+    The whole sections are compared, however long. The line end before the empty line belongs to
+    neither side: :func:`maild.message.header_section` keeps the last CRLF of a message that is all
+    header (no empty line, no body) but not the one before an empty line, and a server may answer
+    TOP with that empty line added (RFC 1939 section 7 words TOP as "the headers ..., the blank line
+    separating the headers from the body"; Dovecot's ``oe-ns-eoh``). Before session 13's review
+    such a message never matched and was never deleted.
     """
-    return _without_line_end(header_section(archived)) == _without_line_end(header_section(top))
+    return _whole_header_section(archived) == _whole_header_section(top)
 
 
-def _without_line_end(section: bytes) -> bytes:
-    """``section`` without one final CRLF or LF."""
+def _whole_header_section(raw: bytes) -> bytes:
+    """The header section of ``raw``, however long (not cut at :data:`maild.message.MAX_HEADER_OCTETS`:
+    two messages alike in their first 256 KiB are not the same), without its final CRLF or LF."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
+    blank = blank_line(raw, 0, len(raw))
+    section = raw[: blank[0]] if blank else raw
     if section.endswith(b"\r\n"):
         return section[:-2]
     return section[:-1] if section.endswith(b"\n") else section
@@ -108,7 +122,7 @@ async def verify_candidates(
         return set(candidates), [], []
     known = [key for key in odd if key in expected]
     checked, waiting = known[: policy.MAX_POP3_HEADER_CHECKS], known[policy.MAX_POP3_HEADER_CHECKS :]
-    headers = await maildrop.header_fields(checked, max_octets=MAX_HEADER_OCTETS) if checked else {}
+    headers = await maildrop.header_fields(checked, max_octets=TOP_REPLY_OCTETS) if checked else {}
     raws = await store.raw_messages([expected[key][0] for key in checked if key in headers])
     listed = {entry.key: entry.size_octets for entry in inventory}
     matching = {

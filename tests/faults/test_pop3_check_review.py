@@ -91,3 +91,33 @@ async def test_candidates_past_the_header_check_limit_are_deleted_next_cycle_not
     assert not any("differ from the archived message" in w for w in first.warnings)
     assert any("1 messages" in w and "later cycle" in w for w in first.warnings)
     assert (second.deleted, second.warnings) == (1, [])
+
+
+def big_header_message(n: int, header_octets: int) -> bytes:
+    """A message whose header section is about ``header_octets`` long (many 998-octet lines)."""
+    filler = b"X-Filler: " + b"f" * 986 + b"\r\n"
+    lines = b"".join(filler for _ in range(header_octets // len(filler) + 1))
+    return lines + sample_message(n)
+
+
+async def test_a_header_section_past_the_check_cap_does_not_stop_every_other_deletion(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A TOP reply larger than MAX_HEADER_OCTETS leaves that message only; the cycle deletes the others.
+
+    Steps: a server whose LIST sizes are off holds an archived message whose header section is
+    300 KiB (spam with many Received lines, or a server answering TOP n 0 with the whole message)
+    and an ordinary one; a "delete" cycle checks both. Before the fix the large TOP reply broke the
+    session (ProtocolError past the 256 KiB cap) before any DELE, in every cycle: the account failed
+    each cycle and deleted nothing at all, for ever. Now the header check reads TOP replies up to
+    the session's message cap, so both are compared and deleted.
+    """
+    raws = [big_header_message(1, 300 * 1024), sample_message(2)]
+    with ScriptedPOP3([ScriptedMessage(raw, list_size=len(raw) - 1) for raw in raws]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert server.maildrop == []
+
+    assert (result.deleted, result.warnings) == (2, [])

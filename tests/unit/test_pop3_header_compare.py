@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.fetch.pop3_check import same_header_section
+from maild.message import MAX_HEADER_OCTETS
 
 _FIELD = st.from_regex(rb"\A[A-Za-z][A-Za-z0-9-]{0,10}: [ -~]{0,30}\Z", fullmatch=True)
 _HEADERS = st.lists(_FIELD, min_size=1, max_size=6).map(lambda fields: b"".join(f + b"\r\n" for f in fields))
@@ -35,3 +37,18 @@ def test_one_changed_octet_or_a_missing_field_does_not_match() -> None:
     assert not same_header_section(archived, b"From: a\r\n\r\n")
     assert not same_header_section(archived, b"From: a\r\nSubject: b \r\n\r\n")
     assert not same_header_section(archived, b"")
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_header_sections_alike_in_their_first_256_kib_but_not_after_do_not_match(extra: int) -> None:
+    """The comparison is not cut at MAX_HEADER_OCTETS (the TOP replies it reads may be longer)."""
+    filler = b"X-Filler: " + b"f" * 86 + b"\r\n"
+    common = (
+        filler * (MAX_HEADER_OCTETS // len(filler))
+        + b"X-Pad: "
+        + b"p" * (MAX_HEADER_OCTETS % len(filler))
+        + b"\r\n"
+    )
+    common = common[: MAX_HEADER_OCTETS + extra]
+    assert not same_header_section(common + b"Subject: one\r\n\r\nbody\r\n", common + b"Subject: two\r\n\r\n")
+    assert same_header_section(common + b"Subject: one\r\n\r\nbody\r\n", common + b"Subject: one\r\n\r\n")
