@@ -19,6 +19,7 @@ protocols' base interface.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -37,6 +38,39 @@ TOP_REPLY_OCTETS = 100 * 2**20
 section that long (spam with thousands of Received lines, or a server answering ``TOP n 0`` with the
 whole message) then failed every cycle of the account, which deleted nothing for ever (session 13's
 review)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What :func:`verify_candidates` found.
+
+    Attributes:
+        deletable: the candidates that may be deleted.
+        other: left on the server: their header section was read and is not the archived one's (or
+            the archive has no record of them).
+        unread: left on the server: their header section could not be read (``TOP`` answered
+            ``-ERR``, or not offered in CAPA); checked again in later cycles.
+        waiting: not checked in this cycle, past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`;
+            checked in a later one.
+    """
+
+    deletable: set[MessageKey]
+    other: list[MessageKey] = field(default_factory=list)
+    unread: list[MessageKey] = field(default_factory=list)
+    waiting: list[MessageKey] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        """The cycle's warnings for the candidates left on the server, in words."""
+        out = [warning(len(self.other))] if self.other else []
+        if self.unread:
+            out.append(
+                f"{len(self.unread)} messages to delete are listed at another size than the archived one"
+                " and their header section could not be read (the server refused TOP or does not offer"
+                " it): left on the server, not deleted"
+            )
+        if self.waiting:
+            out.append(waiting_warning(len(self.waiting)))
+        return out
 
 
 def warning(count: int) -> str:
@@ -90,7 +124,7 @@ async def verify_candidates(
     inventory: Sequence[InventoryEntry],
     candidates: Sequence[MessageKey],
     retrieved: Collection[MessageKey],
-) -> tuple[set[MessageKey], list[MessageKey], list[MessageKey]]:
+) -> Verdict:
     """Check the POP3 deletion candidates against the archive (see the module).
 
     Args:
@@ -102,9 +136,7 @@ async def verify_candidates(
         retrieved: keys retrieved in this session.
 
     Returns:
-        (the candidates that may be deleted, the candidates left on the server because they name
-        another message or their header section could not be read, the candidates left unchecked in
-        this cycle past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`: checked in a later one).
+        The candidates that may be deleted and those left on the server, by why (:class:`Verdict`).
 
     Raises:
         StoreError: the archive failed (nothing is deleted).
@@ -115,11 +147,11 @@ async def verify_candidates(
         k for k in candidates if isinstance(k, POP3Key) and not k.exact_content and k not in retrieved
     ]
     if not unchecked:  # the usual "delete" cycle: everything was retrieved in this session
-        return set(candidates), [], []
+        return Verdict(set(candidates))
     expected = await store.archived_sizes(account, unchecked)
     odd = policy.pop3_sizes_differ(unchecked, inventory, {k: v[1] for k, v in expected.items()}, retrieved)
     if not odd:
-        return set(candidates), [], []
+        return Verdict(set(candidates))
     known = [key for key in odd if key in expected]
     checked, waiting = known[: policy.MAX_POP3_HEADER_CHECKS], known[policy.MAX_POP3_HEADER_CHECKS :]
     headers = await maildrop.header_fields(checked, max_octets=TOP_REPLY_OCTETS) if checked else {}
@@ -133,7 +165,14 @@ async def verify_candidates(
     sizes = {key: size for key in matching if (size := listed.get(key)) is not None}
     await store.record_pop3_server_sizes(account, sizes)
     later = set(waiting)
-    other = [key for key in odd if key not in matching and key not in later]
-    if other:
-        log.warning("fetch.pop3.uidl-names-another-message", messages=len(other), checked=len(checked))
-    return set(candidates) - set(other) - later, other, waiting
+    unread = [key for key in checked if key not in headers]
+    other = [key for key in odd if key not in matching and key not in later and key in headers]
+    other += [key for key in odd if key not in expected]
+    if other or unread:
+        log.warning(
+            "fetch.pop3.uidl-names-another-message",
+            messages=len(other),
+            unread=len(unread),
+            checked=len(checked),
+        )
+    return Verdict(set(candidates) - set(other) - set(unread) - later, other, unread, waiting)

@@ -121,3 +121,48 @@ async def test_a_header_section_past_the_check_cap_does_not_stop_every_other_del
         assert server.maildrop == []
 
     assert (result.deleted, result.warnings) == (2, [])
+
+
+async def test_a_header_line_starting_with_a_dot_is_unstuffed_before_the_comparison(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """TOP's dot-stuffed lines (RFC 1939 section 3) compare with the archived octets un-stuffed: deleted.
+
+    Held on main (recorded here as a guard): a header section with lines starting with "." and
+    ".." (sent "..", "...") on a server whose sizes are off matches the archived copy.
+    """
+    raw = b".Odd: leading dot\r\n..Odder: two dots\r\n" + sample_message(1)
+    with ScriptedPOP3([ScriptedMessage(raw, list_size=len(raw) + 2)]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert "TOP 1 0" in server.commands
+        assert server.maildrop == []
+
+    assert (result.deleted, result.warnings) == (1, [])
+    assert await archived(store) == [raw]
+
+
+@pytest.mark.parametrize("offers_top", [True, False], ids=["top-refused", "capa-without-top"])
+async def test_a_server_refusing_top_is_reported_as_unchecked_not_as_another_message(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor, offers_top: bool
+) -> None:
+    """TOP answered -ERR, or not in CAPA: nothing deleted, and the warning says the check could not be made.
+
+    Before the fix the message was counted among those that "differ from the archived message in
+    size and header section" although no header section was read.
+    """
+    raw = sample_message(1)
+    message = ScriptedMessage(raw, list_size=len(raw) + 1, top="-ERR TOP not supported")
+    with ScriptedPOP3([message], capa=None if offers_top else ("UIDL", "USER")) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert [m.raw for m in server.maildrop] == [raw]
+        assert ("TOP 1 0" in server.commands) == offers_top
+
+    assert result.deleted == 0
+    assert not any("differ from the archived message" in w for w in result.warnings)
+    assert any("1 messages" in w and "TOP" in w for w in result.warnings)
