@@ -166,3 +166,29 @@ async def test_a_server_refusing_top_is_reported_as_unchecked_not_as_another_mes
     assert result.deleted == 0
     assert not any("differ from the archived message" in w for w in result.warnings)
     assert any("1 messages" in w and "TOP" in w for w in result.warnings)
+
+
+async def test_a_greeting_in_pieces_within_twice_the_timeout_and_a_slow_steady_retr_are_read(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """The one-line deadline cuts neither a greeting in pieces that ends in time nor a long multi-line reply.
+
+    Held on main (a guard): timeout_s 1 s; a 30-octet greeting one octet per 30 ms (0.9 s, under
+    the 2 s deadline) logs in; a 12,000-octet RETR in 100-octet pieces every 30 ms (3.6 s in all,
+    past 2 x timeout_s, at about 3,300 octets/s, above the 1,024 octets/s floor) is archived:
+    multi-line replies have the progress floor only.
+    """
+    raw = sample_message(1, [b"y" * 70 for _ in range(170)])
+    assert len(raw) > 12_000
+    with ScriptedPOP3(
+        [ScriptedMessage(raw, retr_write_octets=100)],
+        greeting="+OK " + "g" * 26,
+        trickle_greeting=True,
+        write_pause_s=0.03,
+    ) as server:
+        account = pop3_account(server.host, server.port, "alice", "secret", timeout_s=1.0)
+        await prepare(store, account)
+        result = await cycle(account, store, executor)
+
+    assert (result.new_messages, result.failures) == (1, [])
+    assert await archived(store) == [raw]
