@@ -100,9 +100,12 @@ def same_header_section(archived: bytes, top: bytes) -> bool:
     header (no empty line, no body) but not the one before an empty line, and a server may answer
     TOP with that empty line added (RFC 1939 section 7 words TOP as "the headers ..., the blank line
     separating the headers from the body"; Dovecot's ``oe-ns-eoh``). Before session 13's review
-    such a message never matched and was never deleted.
+    such a message never matched and was never deleted. An empty header section (0 octets, or a
+    message that starts with the empty line) proves nothing and never matches: another header-less
+    message under the UIDL was deleted unarchived.
     """
-    return _whole_header_section(archived) == _whole_header_section(top)
+    section = _whole_header_section(archived)
+    return bool(section) and section == _whole_header_section(top)
 
 
 def _whole_header_section(raw: bytes) -> bytes:

@@ -192,3 +192,27 @@ async def test_a_greeting_in_pieces_within_twice_the_timeout_and_a_slow_steady_r
 
     assert (result.new_messages, result.failures) == (1, [])
     assert await archived(store) == [raw]
+
+
+async def test_a_header_less_message_under_a_known_uidl_is_not_taken_for_a_header_less_archived_one(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """An empty header section proves nothing: another header-less message under the UIDL is kept.
+
+    Steps: a message that starts with the empty line (no header section) is archived under uidl-1;
+    the server then lists another header-less message, of another size, under uidl-1; a "delete"
+    cycle reads its TOP (an empty header section, like the archived one's). Before the fix the two
+    empty sections were equal and the unarchived message was deleted.
+    """
+    first, second = b"\r\nthe first body\r\n", b"\r\nanother body, not archived\r\n"
+    with ScriptedPOP3([ScriptedMessage(first)]) as server:
+        keeping = pop3_account(server.host, server.port, "alice", "secret")
+        await prepare(store, keeping)
+        await cycle(keeping, store, executor)
+        server.maildrop[0].raw = second  # the server re-uses uidl-1
+        result = await cycle(with_retention(keeping, "delete"), store, executor)
+        assert "TOP 1 0" in server.commands
+        assert [m.raw for m in server.maildrop] == [second]
+
+    assert result.deleted == 0
+    assert await archived(store) == [first]

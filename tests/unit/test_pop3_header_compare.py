@@ -52,3 +52,10 @@ def test_header_sections_alike_in_their_first_256_kib_but_not_after_do_not_match
     common = common[: MAX_HEADER_OCTETS + extra]
     assert not same_header_section(common + b"Subject: one\r\n\r\nbody\r\n", common + b"Subject: two\r\n\r\n")
     assert same_header_section(common + b"Subject: one\r\n\r\nbody\r\n", common + b"Subject: one\r\n\r\n")
+
+
+@pytest.mark.parametrize("archived", [b"", b"\r\n", b"\r\nbody\r\n", b"\n\nbody\n"])
+@pytest.mark.parametrize("top", [b"", b"\r\n", b"\r\nother\r\n"])
+def test_an_empty_header_section_never_matches(archived: bytes, top: bytes) -> None:
+    """A message without a header section (0 octets, or starting with the empty line) proves nothing."""
+    assert not same_header_section(archived, top)
