@@ -373,11 +373,11 @@ async def fetch_cycle(
                 if not imap:  # a known UIDL may name another message now (another server, re-used)
                     from maild.fetch import pop3_check
 
-                    checked, other = await pop3_check.verify_candidates(
+                    verdict = await pop3_check.verify_candidates(
                         account.name, store, maildrop, inventory, candidates, retrieval.retrieved
                     )
-                    if other:
-                        result.warnings.append(pop3_check.warning(len(other)))
+                    checked = verdict.deletable
+                    result.warnings.extend(verdict.warnings())
                 to_delete = policy.confirm_deletions(candidates, archived, checked)
             if to_delete:
                 await store.verify_identity()  # the commits landed in the file at the archive's path

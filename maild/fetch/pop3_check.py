@@ -19,16 +19,58 @@ protocols' base interface.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
 from maild import policy
 from maild.archive.store import Store
-from maild.message import MAX_HEADER_OCTETS, header_section
+from maild.message import blank_line
 from maild.model import InventoryEntry, MessageKey, POP3Key
 from maild.protocols.base import Maildrop
 
 log = structlog.get_logger("maild.fetch.pop3_check")
+
+TOP_REPLY_OCTETS = 100 * 2**20
+"""Cap in octets on one ``TOP n 0`` reply of the check (further capped by the session's own reply cap,
+100 MiB by default: the largest message it retrieves). Not the 256 KiB header cap of
+:mod:`maild.message`: a reply past the cap breaks the session before any ``DELE``, and a header
+section that long (spam with thousands of Received lines, or a server answering ``TOP n 0`` with the
+whole message) then failed every cycle of the account, which deleted nothing for ever (session 13's
+review)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What :func:`verify_candidates` found.
+
+    Attributes:
+        deletable: the candidates that may be deleted.
+        other: left on the server: their header section was read and is not the archived one's (or
+            the archive has no record of them).
+        unread: left on the server: their header section could not be read (``TOP`` answered
+            ``-ERR``, or not offered in CAPA); checked again in later cycles.
+        waiting: not checked in this cycle, past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`;
+            checked in a later one.
+    """
+
+    deletable: set[MessageKey]
+    other: list[MessageKey] = field(default_factory=list)
+    unread: list[MessageKey] = field(default_factory=list)
+    waiting: list[MessageKey] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        """The cycle's warnings for the candidates left on the server, in words."""
+        out = [warning(len(self.other))] if self.other else []
+        if self.unread:
+            out.append(
+                f"{len(self.unread)} messages to delete are listed at another size than the archived one"
+                " and their header section could not be read (the server refused TOP or does not offer"
+                " it): left on the server, not deleted"
+            )
+        if self.waiting:
+            out.append(waiting_warning(len(self.waiting)))
+        return out
 
 
 def warning(count: int) -> str:
@@ -40,6 +82,44 @@ def warning(count: int) -> str:
     )
 
 
+def waiting_warning(count: int) -> str:
+    """The cycle's warning for ``count`` candidates not checked in this cycle because the check's
+    limit (:data:`maild.policy.MAX_POP3_HEADER_CHECKS`) was reached: not deleted yet, not suspect."""
+    return (
+        f"{count} messages to delete are listed at another size than the archived one and wait for their"
+        f" header check in a later cycle (at most {policy.MAX_POP3_HEADER_CHECKS} per cycle): not deleted yet"
+    )
+
+
+def same_header_section(archived: bytes, top: bytes) -> bool:
+    """Whether the archived message ``archived`` and the body of a ``TOP n 0`` reply ``top``
+    (un-stuffed) have the same header section (RFC 5322 section 2.1), compared octet for octet.
+
+    The whole sections are compared, however long. The line end before the empty line belongs to
+    neither side: :func:`maild.message.header_section` keeps the last CRLF of a message that is all
+    header (no empty line, no body) but not the one before an empty line, and a server may answer
+    TOP with that empty line added (RFC 1939 section 7 words TOP as "the headers ..., the blank line
+    separating the headers from the body"; Dovecot's ``oe-ns-eoh``). Before session 13's review
+    such a message never matched and was never deleted. An empty header section (0 octets, or a
+    message that starts with the empty line) proves nothing and never matches: another header-less
+    message under the UIDL was deleted unarchived.
+    """
+    section = _whole_header_section(archived)
+    return bool(section) and section == _whole_header_section(top)
+
+
+def _whole_header_section(raw: bytes) -> bytes:
+    """The header section of ``raw``, however long (not cut at :data:`maild.message.MAX_HEADER_OCTETS`:
+    two messages alike in their first 256 KiB are not the same), without its final CRLF or LF."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
+    blank = blank_line(raw, 0, len(raw))
+    section = raw[: blank[0]] if blank else raw
+    if section.endswith(b"\r\n"):
+        return section[:-2]
+    return section[:-1] if section.endswith(b"\n") else section
+
+
 async def verify_candidates(
     account: str,
     store: Store,
@@ -47,7 +127,7 @@ async def verify_candidates(
     inventory: Sequence[InventoryEntry],
     candidates: Sequence[MessageKey],
     retrieved: Collection[MessageKey],
-) -> tuple[set[MessageKey], list[MessageKey]]:
+) -> Verdict:
     """Check the POP3 deletion candidates against the archive (see the module).
 
     Args:
@@ -59,8 +139,7 @@ async def verify_candidates(
         retrieved: keys retrieved in this session.
 
     Returns:
-        (the candidates that may be deleted, the candidates left on the server because they name
-        another message or could not be checked in this cycle).
+        The candidates that may be deleted and those left on the server, by why (:class:`Verdict`).
 
     Raises:
         StoreError: the archive failed (nothing is deleted).
@@ -71,23 +150,32 @@ async def verify_candidates(
         k for k in candidates if isinstance(k, POP3Key) and not k.exact_content and k not in retrieved
     ]
     if not unchecked:  # the usual "delete" cycle: everything was retrieved in this session
-        return set(candidates), []
+        return Verdict(set(candidates))
     expected = await store.archived_sizes(account, unchecked)
     odd = policy.pop3_sizes_differ(unchecked, inventory, {k: v[1] for k, v in expected.items()}, retrieved)
     if not odd:
-        return set(candidates), []
-    checked = [key for key in odd if key in expected][: policy.MAX_POP3_HEADER_CHECKS]
-    headers = await maildrop.header_fields(checked, max_octets=MAX_HEADER_OCTETS) if checked else {}
+        return Verdict(set(candidates))
+    known = [key for key in odd if key in expected]
+    checked, waiting = known[: policy.MAX_POP3_HEADER_CHECKS], known[policy.MAX_POP3_HEADER_CHECKS :]
+    headers = await maildrop.header_fields(checked, max_octets=TOP_REPLY_OCTETS) if checked else {}
     raws = await store.raw_messages([expected[key][0] for key in checked if key in headers])
     listed = {entry.key: entry.size_octets for entry in inventory}
     matching = {
         key
         for key in checked
-        if key in headers and header_section(raws.get(expected[key][0], b"")) == header_section(headers[key])
+        if key in headers and same_header_section(raws.get(expected[key][0], b""), headers[key])
     }
     sizes = {key: size for key in matching if (size := listed.get(key)) is not None}
     await store.record_pop3_server_sizes(account, sizes)
-    other = [key for key in odd if key not in matching]
-    if other:
-        log.warning("fetch.pop3.uidl-names-another-message", messages=len(other), checked=len(checked))
-    return set(candidates) - set(other), other
+    later = set(waiting)
+    unread = [key for key in checked if key not in headers]
+    other = [key for key in odd if key not in matching and key not in later and key in headers]
+    other += [key for key in odd if key not in expected]
+    if other or unread:
+        log.warning(
+            "fetch.pop3.uidl-names-another-message",
+            messages=len(other),
+            unread=len(unread),
+            checked=len(checked),
+        )
+    return Verdict(set(candidates) - set(other) - set(unread) - later, other, unread, waiting)

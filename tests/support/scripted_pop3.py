@@ -113,7 +113,9 @@ class ScriptedMessage:
             one octet at a time, with ``write_pause_s`` before each.
         top: how TOP is answered: ``"as-retr"`` (default: ``retr_error`` applies to it too),
             ``"serve"`` (the header section even when RETR fails), ``"drop"`` (close the connection),
-            ``"endless"`` (an endless header section, 4 KiB per write, until the client hangs up), or
+            ``"endless"`` (an endless header section, 4 KiB per write, until the client hangs up),
+            ``"eoh"`` (as ``"as-retr"``, but a message without an empty line gets one after its header
+            section, as RFC 1939 section 7 words TOP and Dovecot's ``oe-ns-eoh`` workaround does), or
             a reply line to send instead (e.g. ``"-ERR no"``).
         list_size: the size STAT and LIST report instead of ``len(raw)`` (a server whose sizes are
             off); RETR's ``+OK`` line still says ``len(raw)``.
@@ -377,7 +379,7 @@ class ScriptedPOP3(LoopThread):
                         await writer.drain()
                 else:
                     await self._send(writer, reply)
-            elif verb == "TOP" and found[1].top not in ("as-retr", "serve"):
+            elif verb == "TOP" and found[1].top not in ("as-retr", "serve", "eoh"):
                 await self._odd_top(found[1].top, writer)
             elif found[1].retr_error is not None and not (verb == "TOP" and found[1].top == "serve"):
                 await self._send(writer, found[1].retr_error)
@@ -385,7 +387,7 @@ class ScriptedPOP3(LoopThread):
                 if not args[1].isdigit():
                     await self._send(writer, "-ERR invalid line count")
                 else:
-                    await self._send(writer, "+OK", _top(found[1].raw, int(args[1])))
+                    await self._send(writer, "+OK", _top(found[1].raw, int(args[1]), eoh=found[1].top == "eoh"))
             else:
                 await self._retr(found[1], writer)
         else:
@@ -492,11 +494,14 @@ class ScriptedPOP3(LoopThread):
             await writer.drain()
 
 
-def _top(raw: bytes, body_lines: int) -> bytes:
-    """Header section, the empty line, then the first ``body_lines`` lines of the body (RFC 1939 section 7)."""
+def _top(raw: bytes, body_lines: int, *, eoh: bool = False) -> bytes:
+    """Header section, the empty line, then the first ``body_lines`` lines of the body (RFC 1939 section 7).
+
+    A message without an empty line is sent as it is, or with ``eoh`` followed by one (its end of
+    header)."""
     header, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
-        return raw
+        return raw + CRLF if eoh and raw.endswith(CRLF) else raw
     lines = body.split(CRLF)
     if lines and lines[-1] == b"":
         lines.pop()
