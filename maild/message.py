@@ -134,6 +134,38 @@ def header_section(raw: bytes) -> bytes:
     return raw[: blank[0] if blank else MAX_HEADER_OCTETS]
 
 
+def same_header_section(archived: bytes, served: bytes) -> bool:
+    """Whether the archived message ``archived`` and the header section a server sends for it now
+    (``served``: the body of a POP3 ``TOP n 0`` reply, un-stuffed, RFC 1939 section 7; or an IMAP
+    ``BODY.PEEK[HEADER]``, RFC 9051 section 6.4.5) have the same header section (RFC 5322 section
+    2.1), compared octet for octet.
+
+    The whole sections are compared, however long (not cut at :data:`MAX_HEADER_OCTETS`: two
+    messages alike in their first 256 KiB are not the same). The line end before the empty line
+    belongs to neither side: :func:`header_section` keeps the last CRLF of a message that is all
+    header (no empty line, no body) but not the one before an empty line, and servers send that
+    empty line (RFC 1939 words TOP as "the headers ..., the blank line separating the headers from
+    the body"; IMAP's ``HEADER`` includes it). An empty header section (0 octets, or a message that
+    starts with the empty line) proves nothing and never matches: another header-less message under
+    the same UIDL or UID would be taken for the archived one (session 13's reviews).
+
+    Used by :mod:`maild.fetch.pop3_check` and :mod:`maild.fetch.resync` before anything is deleted.
+    """
+    section = _whole_header_section(archived)
+    return bool(section) and section == _whole_header_section(served)
+
+
+def _whole_header_section(raw: bytes) -> bytes:
+    """The header section of ``raw``, however long, without its final CRLF or LF."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
+    blank = blank_line(raw, 0, len(raw))
+    section = raw[: blank[0]] if blank else raw
+    if section.endswith(b"\r\n"):
+        return section[:-2]
+    return section[:-1] if section.endswith(b"\n") else section
+
+
 def decode_field(value: bytes) -> str:
     """Decode a field body: RFC 2047 encoded-words, then raw UTF-8 (RFC 6532), else Latin-1.
 

@@ -25,7 +25,7 @@ import structlog
 
 from maild import policy
 from maild.archive.store import Store
-from maild.message import blank_line
+from maild.message import same_header_section
 from maild.model import InventoryEntry, MessageKey, POP3Key
 from maild.protocols.base import Maildrop
 
@@ -89,35 +89,6 @@ def waiting_warning(count: int) -> str:
         f"{count} messages to delete are listed at another size than the archived one and wait for their"
         f" header check in a later cycle (at most {policy.MAX_POP3_HEADER_CHECKS} per cycle): not deleted yet"
     )
-
-
-def same_header_section(archived: bytes, top: bytes) -> bool:
-    """Whether the archived message ``archived`` and the body of a ``TOP n 0`` reply ``top``
-    (un-stuffed) have the same header section (RFC 5322 section 2.1), compared octet for octet.
-
-    The whole sections are compared, however long. The line end before the empty line belongs to
-    neither side: :func:`maild.message.header_section` keeps the last CRLF of a message that is all
-    header (no empty line, no body) but not the one before an empty line, and a server may answer
-    TOP with that empty line added (RFC 1939 section 7 words TOP as "the headers ..., the blank line
-    separating the headers from the body"; Dovecot's ``oe-ns-eoh``). Before session 13's review
-    such a message never matched and was never deleted. An empty header section (0 octets, or a
-    message that starts with the empty line) proves nothing and never matches: another header-less
-    message under the UIDL was deleted unarchived.
-    """
-    section = _whole_header_section(archived)
-    return bool(section) and section == _whole_header_section(top)
-
-
-def _whole_header_section(raw: bytes) -> bytes:
-    """The header section of ``raw``, however long (not cut at :data:`maild.message.MAX_HEADER_OCTETS`:
-    two messages alike in their first 256 KiB are not the same), without its final CRLF or LF."""
-    if raw.startswith((b"\r\n", b"\n")):
-        return b""
-    blank = blank_line(raw, 0, len(raw))
-    section = raw[: blank[0]] if blank else raw
-    if section.endswith(b"\r\n"):
-        return section[:-2]
-    return section[:-1] if section.endswith(b"\n") else section
 
 
 async def verify_candidates(

@@ -50,7 +50,7 @@ import structlog
 from maild.archive import uidmap
 from maild.archive.store import MailboxState, Store
 from maild.config.loader import AccountConfig
-from maild.message import header_section, summarise
+from maild.message import same_header_section, summarise
 from maild.model import IMAPKey, InventoryEntry, Location, MessageKey
 from maild.protocols.base import Maildrop
 
@@ -321,7 +321,7 @@ async def verify_uid_map(
                 uid
                 for uid in compare
                 if uid in headers
-                and header_section(raws.get(archive[uid][0], b"")) == header_section(headers[uid])
+                and same_header_section(raws.get(archive[uid][0], b""), headers[uid])
             }
             differing = [uid for uid in odd if uid not in matching]
             differing += [uid for uid in sample if uid in headers and uid not in matching]

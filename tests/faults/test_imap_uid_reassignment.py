@@ -149,3 +149,45 @@ async def test_a_renumbering_that_keeps_sizes_is_caught_by_the_header_sample(
     assert result.new_messages == 0
     assert result.imap is not None
     assert [e.reassigned for e in result.imap.uid_map_distrusted] == [2]
+
+
+async def test_a_header_less_message_at_a_known_uid_is_not_taken_for_the_archived_one(
+    inbox: ScriptedIMAP, store: Store
+) -> None:
+    """A header-less message (it starts with the empty line) archived at UID 1, then another
+    header-less message of another size at UID 1 under the same UIDVALIDITY: two empty header
+    sections prove nothing (session 13), so the map is distrusted and the new message is fetched
+    before "delete" removes it; before, the empty sections compared equal, UID 1 was verified by
+    its header and the new message was deleted on the server, never archived."""
+    first = b"\r\nno header at all, first\r\n"
+    other = b"\r\nno header at all, and another message altogether\r\n"
+    renumber(inbox, [first])
+    await run(await account_on(inbox, store, "keep"), store)
+    renumber(inbox, [other])
+
+    result = await run(await account_on(inbox, store, "delete"), store)
+
+    assert sorted(await archived(store)) == sorted([first, other])
+    assert result.new_messages == 1
+    assert inbox.mailboxes["INBOX"].messages == []
+
+
+async def test_an_all_header_message_matches_the_header_section_the_server_sends(
+    inbox: ScriptedIMAP, store: Store
+) -> None:
+    """A message that is all header (no empty line, no body) whose server size is off: IMAP's
+    BODY[HEADER] adds the empty line, which is no difference (the map is trusted, nothing fetched
+    again, no warning, the UID deletable)."""
+    only_header = b"Subject: only a header\r\nMessage-ID: <only@test>\r\n"
+    renumber(inbox, [only_header])
+    await run(await account_on(inbox, store, "keep"), store)
+
+    def writer(seq: int, msg: ScriptedMessage, items: str) -> bytes:
+        out = default_fetch_writer(seq, msg, items)
+        return out.replace(b"RFC822.SIZE %d" % len(only_header), b"RFC822.SIZE %d" % (len(only_header) + 3))
+
+    inbox.fetch_writer = writer
+    result = await run(await account_on(inbox, store, "delete"), store)
+
+    assert (result.warnings, result.new_links, result.new_messages) == ([], 0, 0)
+    assert result.deleted == 1

@@ -1,4 +1,4 @@
-"""maild.fetch.pop3_check.same_header_section: the archived message against a TOP n 0 reply."""
+"""maild.message.same_header_section: the archived message against a TOP n 0 reply or an IMAP BODY[HEADER]."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.fetch.pop3_check import same_header_section
-from maild.message import MAX_HEADER_OCTETS
+from maild.message import MAX_HEADER_OCTETS, same_header_section
 
 _FIELD = st.from_regex(rb"\A[A-Za-z][A-Za-z0-9-]{0,10}: [ -~]{0,30}\Z", fullmatch=True)
 _HEADERS = st.lists(_FIELD, min_size=1, max_size=6).map(lambda fields: b"".join(f + b"\r\n" for f in fields))
