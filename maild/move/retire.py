@@ -26,6 +26,7 @@ from maild.move.target import (
     open_session,
     scan_server,
     target_account,
+    target_digests,
 )
 from maild.protocols.imap.mailbox import IMAPMailbox
 
@@ -165,6 +166,7 @@ async def retire(
         archive=[m.entry for m in c.both] + c.only_a,
         target_entries=outcome.scan.entries,
         clock=clock,
+        target_bodies=lambda keys: target_digests(target, keys),
     )
     unfetched = bool(source_check.unarchived) or not source_check.checked
     if unfetched and not accept_unfetched:
