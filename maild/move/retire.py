@@ -71,6 +71,8 @@ def unfetched_advice(check: SourceCheck, target: str) -> str:
         steps[0] = f"run `maild fetch-now --retry-failed {a}` (or `maild fetch {a}`)"
     if "too large" in counts:
         steps.append(f"raise max_message_size of {a} for those too large")
+    if "duplicate UIDL" in counts:
+        steps.append(f"remove or move the messages sharing a UIDL on {a}'s server (see its log)")
     return (
         f"{a}'s server ({check.host}) holds {len(check.unarchived)} messages that {a} never archived"
         f" and {target} does not hold ({check.summary()}): they would stay on the old server once {a}"

@@ -44,13 +44,13 @@ from maild.archive.move_queries import MigrationStore
 from maild.config.loader import AccountConfig, Config
 from maild.errors import MaildError
 from maild.message import MAX_HEADER_OCTETS, summarise
-from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, RetrievalFailure
+from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3Key, RetrievalFailure
 from maild.move.compare import ArchiveEntry, BodyDigest, ServerEntry, body_digest, header_digest
 from maild.policy import set_aside
 from maild.protocols.base import Maildrop
 
 #: Why a message on A's server is not in A's archive.
-Reason = Literal["never fetched", "set aside", "failed", "too large", "not verified"]
+Reason = Literal["never fetched", "set aside", "failed", "too large", "not verified", "duplicate UIDL"]
 
 #: Reasons in the order the refusal names them, with their words.
 REASON_WORDS: tuple[tuple[Reason, str], ...] = (
@@ -63,6 +63,7 @@ REASON_WORDS: tuple[tuple[Reason, str], ...] = (
         "matched only by Message-ID, Date and size: too many or too large to download and compare"
         " their octets",
     ),
+    ("duplicate UIDL", "sharing their UIDL with another message (the fetch leaves them out)"),
 )
 
 #: At most this many messages of A's server (default 5,000) are downloaded to compare their octets
@@ -459,6 +460,8 @@ async def check_source(
         maildrop = maildrop_factory(account, executor)
         await maildrop.open()
         inventory = await maildrop.inventory()
+        # POP3: messages sharing a UIDL are left out of the inventory and the fetch never takes them
+        duplicates: frozenset[str] = getattr(maildrop, "duplicate_uidls", frozenset())
         listed = not_archived(inventory, (await store.locations(source)).keys())
         headers, sizes = await _headers(maildrop, listed)
         index = ContentIndex(archive, target_entries)
@@ -476,7 +479,8 @@ async def check_source(
         raise
     finally:
         executor.shutdown(wait=False)
-    check.listed = len(inventory)
+    check.listed = len(inventory) + len(duplicates)
+    check.unarchived.extend(Unarchived(POP3Key(u), None, "duplicate UIDL") for u in sorted(duplicates))
     b_keys = _target_wanted(listed, headers, sizes, index, bodies) if wanted is not None else []
     b_digests: Mapping[IMAPKey, BodyDigest] = {}
     if b_keys and target_bodies is not None:

@@ -372,6 +372,24 @@ async def test_beyond_the_octet_bound_a_match_is_not_verified(
     assert check.counts() == ({"not verified": 2} if extra else {})
 
 
+class DuplicatesMaildrop(FakeMaildrop):
+    """A POP3 maildrop whose listing had UIDL ``dup`` twice: left out of the inventory."""
+
+    @property
+    def duplicate_uidls(self) -> frozenset[str]:
+        return frozenset({"dup"})
+
+
+async def test_messages_sharing_a_uidl_are_not_archived(tmp_path: Path) -> None:
+    """The POP3 adapter leaves messages sharing a UIDL out of its inventory (and the fetch never
+    takes them): the check counts them, else retire would leave them on A's server."""
+    fake = DuplicatesMaildrop({"u1": _letter(1)})
+    check = await _check(tmp_path, fake, {"u1": _letter(1)})
+    assert [(u.key, u.reason) for u in check.unarchived] == [(POP3Key("dup"), "duplicate UIDL")]
+    assert check.listed == 2
+    assert "sharing their UIDL" in check.summary()
+
+
 async def test_nothing_unarchived_reads_no_header(tmp_path: Path) -> None:
     """When every listed message is archived the check ends after the listing."""
     fake = FakeMaildrop({"u1": _letter(1)})
