@@ -407,6 +407,21 @@ def _target_wanted(
     return list(out)
 
 
+def _require_every_mailbox(refused: Mapping[str, str]) -> None:
+    """Raise when A's IMAP server refused to SELECT a configured mailbox (``refused``: mailbox to
+    reason; the inventory leaves such a mailbox out, so what it holds is unknown).
+
+    Raises:
+        MaildError: ``refused`` is not empty.
+    """
+    if refused:
+        mailbox, why = next(iter(refused.items()))
+        raise MaildError(
+            f"{len(refused)} of its mailboxes could not be selected, so what they hold is unknown"
+            f" (first: {mailbox!r}: {why})"
+        )
+
+
 async def check_source(
     config: Config,
     store: MigrationStore,
@@ -462,6 +477,8 @@ async def check_source(
         inventory = await maildrop.inventory()
         # POP3: messages sharing a UIDL are left out of the inventory and the fetch never takes them
         duplicates: frozenset[str] = getattr(maildrop, "duplicate_uidls", frozenset())
+        # IMAP: a configured mailbox the server refused to SELECT is left out: its mail is unknown
+        _require_every_mailbox(getattr(maildrop, "mailbox_failures", {}))
         listed = not_archived(inventory, (await store.locations(source)).keys())
         headers, sizes = await _headers(maildrop, listed)
         index = ContentIndex(archive, target_entries)

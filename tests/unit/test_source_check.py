@@ -390,6 +390,22 @@ async def test_messages_sharing_a_uidl_are_not_archived(tmp_path: Path) -> None:
     assert "sharing their UIDL" in check.summary()
 
 
+class RefusedMailboxMaildrop(FakeMaildrop):
+    """An IMAP-like maildrop whose server refused to SELECT one configured mailbox (left out)."""
+
+    mailbox_failures = {"Altpost": "NO [NOPERM] no access"}  # noqa: RUF012 -- read only
+
+
+async def test_a_mailbox_refused_by_select_makes_the_server_unknown(tmp_path: Path) -> None:
+    """IMAP's inventory skips a mailbox the server refuses to select (its mail unseen): the check
+    is then an unknown (retire refuses; --accept-unfetched decides), the session aborted."""
+    fake = RefusedMailboxMaildrop({"u1": _letter(1)})
+    check = await _check(tmp_path, fake, {"u1": _letter(1)})
+    assert not check.checked
+    assert check.error is not None and "'Altpost': NO [NOPERM] no access" in check.error
+    assert fake.calls == ["open", "inventory", "abort"]
+
+
 async def test_nothing_unarchived_reads_no_header(tmp_path: Path) -> None:
     """When every listed message is archived the check ends after the listing."""
     fake = FakeMaildrop({"u1": _letter(1)})
