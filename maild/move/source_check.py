@@ -50,7 +50,9 @@ from maild.policy import set_aside
 from maild.protocols.base import Maildrop
 
 #: Why a message on A's server is not in A's archive.
-Reason = Literal["never fetched", "set aside", "failed", "too large", "not verified", "duplicate UIDL"]
+Reason = Literal[
+    "never fetched", "set aside", "failed", "too large", "not verified", "duplicate UIDL", "came back"
+]
 
 #: Reasons in the order the refusal names them, with their words.
 REASON_WORDS: tuple[tuple[Reason, str], ...] = (
@@ -64,6 +66,11 @@ REASON_WORDS: tuple[tuple[Reason, str], ...] = (
         " their octets",
     ),
     ("duplicate UIDL", "sharing their UIDL with another message (the fetch leaves them out)"),
+    (
+        "came back",
+        "listed again under the identity of an archived message that had left the server (a re-used"
+        " UIDL?) and not equal to it",
+    ),
 )
 
 #: At most this many messages of A's server (default 5,000) are downloaded to compare their octets
@@ -479,7 +486,13 @@ async def check_source(
         duplicates: frozenset[str] = getattr(maildrop, "duplicate_uidls", frozenset())
         # IMAP: a configured mailbox the server refused to SELECT is left out: its mail is unknown
         _require_every_mailbox(getattr(maildrop, "mailbox_failures", {}))
-        listed = not_archived(inventory, (await store.locations(source)).keys())
+        locations = await store.locations(source)
+        # an identity recorded as gone or deleted that the server lists again may be another message
+        # (a POP3 server re-using UIDLs; the fetch then leaves it there): decided by content
+        returned = {
+            k for k, loc in locations.items() if loc.gone_at is not None or loc.deleted_at is not None
+        }
+        listed = not_archived(inventory, locations.keys() - returned)
         headers, sizes = await _headers(maildrop, listed)
         index = ContentIndex(archive, target_entries)
         wanted = _wanted(listed, headers, sizes, index, with_target=target_bodies is not None)
@@ -520,6 +533,8 @@ async def check_source(
         reason = reason_for(entry.key, size, records, aside, account.max_message_size)
         if wanted is None and reason == "never fetched" and index.candidate(mid, date, size):
             reason = "not verified"
+        elif reason == "never fetched" and entry.key in returned:
+            reason = "came back"
         check.unarchived.append(
             Unarchived(
                 entry.key,

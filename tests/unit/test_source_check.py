@@ -250,6 +250,7 @@ async def _check(
     archived: dict[str, bytes],
     *,
     target: dict[IMAPKey, bytes] | None = None,
+    deleted: Sequence[str] = (),
     **pop: object,
 ) -> SourceCheck:
     config = _config(tmp_path, **pop)
@@ -259,6 +260,8 @@ async def _check(
         if archived:
             batch = [RetrievedMessage(POP3Key(u), raw) for u, raw in archived.items()]
             await store.store_batch("pop", batch, NOW)
+        if deleted:
+            await store.mark_deleted("pop", [POP3Key(u) for u in deleted], NOW)
         archive = await store.archive_entries("pop")
         return await check_source(
             config,
@@ -404,6 +407,24 @@ async def test_a_mailbox_refused_by_select_makes_the_server_unknown(tmp_path: Pa
     assert not check.checked
     assert check.error is not None and "'Altpost': NO [NOPERM] no access" in check.error
     assert fake.calls == ["open", "inventory", "abort"]
+
+
+async def test_a_deleted_uidl_listed_again_is_decided_by_its_octets(tmp_path: Path) -> None:
+    """maild deleted UIDL "u1" from A's server; the server lists "u1" again: a server re-using
+    UIDLs may hold another message there (the fetch leaves it unarchived when its size differs).
+    It is held only when its octets are the archived message's (equal Message-ID, Date and size
+    but other octets included); else not archived, "came back"."""
+    old, impostor = _same_identity_other_body(9)
+    fake = FakeMaildrop({"u1": impostor, "u2": _letter(10, body=b"longer body\r\n")})
+    check = await _check(tmp_path, fake, {"u1": old, "u2": _letter(10)}, deleted=["u1", "u2"])
+    assert [(u.key, u.reason) for u in check.unarchived] == [
+        (POP3Key("u1"), "came back"),
+        (POP3Key("u2"), "came back"),
+    ]
+    (tmp_path / "again").mkdir()
+    fake = FakeMaildrop({"u1": old})
+    check = await _check(tmp_path / "again", fake, {"u1": old}, deleted=["u1"])
+    assert (check.held, check.unarchived) == (1, [])
 
 
 async def test_nothing_unarchived_reads_no_header(tmp_path: Path) -> None:
