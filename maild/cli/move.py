@@ -131,6 +131,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     async def run() -> tuple[CompareOutcome, SourceCheck]:
         from maild.move.source_check import check_source
+        from maild.move.target import target_digests
 
         store = await MigrationStore.open(config.daemon.database)
         try:
@@ -140,7 +141,13 @@ def _compare(args: argparse.Namespace) -> int:
             c = outcome.comparison
             archive = [m.entry for m in c.both] + c.only_a
             check = await check_source(
-                config, store, args.source, archive=archive, target_entries=outcome.scan.entries, clock=now
+                config,
+                store,
+                args.source,
+                archive=archive,
+                target_entries=outcome.scan.entries,
+                clock=now,
+                target_bodies=lambda keys: target_digests(target, keys),
             )
             return outcome, check
         finally:

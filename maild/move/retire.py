@@ -26,6 +26,7 @@ from maild.move.target import (
     open_session,
     scan_server,
     target_account,
+    target_digests,
 )
 from maild.protocols.imap.mailbox import IMAPMailbox
 
@@ -70,6 +71,8 @@ def unfetched_advice(check: SourceCheck, target: str) -> str:
         steps[0] = f"run `maild fetch-now --retry-failed {a}` (or `maild fetch {a}`)"
     if "too large" in counts:
         steps.append(f"raise max_message_size of {a} for those too large")
+    if "duplicate UIDL" in counts:
+        steps.append(f"remove or move the messages sharing a UIDL on {a}'s server (see its log)")
     return (
         f"{a}'s server ({check.host}) holds {len(check.unarchived)} messages that {a} never archived"
         f" and {target} does not hold ({check.summary()}): they would stay on the old server once {a}"
@@ -165,6 +168,7 @@ async def retire(
         archive=[m.entry for m in c.both] + c.only_a,
         target_entries=outcome.scan.entries,
         clock=clock,
+        target_bodies=lambda keys: target_digests(target, keys),
     )
     unfetched = bool(source_check.unarchived) or not source_check.checked
     if unfetched and not accept_unfetched:

@@ -12,19 +12,20 @@ A's locations in the archive.
 A listed message whose server identity A's archive does not hold is *not archived* unless its
 content is held elsewhere, by :mod:`maild.move.compare`'s rules:
 
-- with a Message-ID (nearly all mail), from its header section alone: the same Message-ID, Date
-  (UTC) and size in octets as a message of A's archive (as archived or in CRLF form) or of B's scan
-  (RFC822.SIZE); rule 3. This covers the same mailbox reached as POP3 and IMAP (what ``migrate``
-  uploaded shows up on A's server under new UIDLs, and what arrived after A's last fetch is in B)
-  and an IMAP mailbox whose UIDVALIDITY changed;
-- without one, only when its header section equals that of an archived message without Message-ID:
-  then its octets are downloaded (POP3 RETR, which Dovecot lets set ``\\Seen``; IMAP
-  ``BODY.PEEK[]``) and it is held when their SHA-256 (as sent or in CRLF form) is an archived
-  message's; rule 4. Against B it is never held (B's body would have to be downloaded too).
+- by the SHA-256 of its octets (as sent or in CRLF form) only: they are downloaded (POP3 RETR, which
+  Dovecot lets set ``\\Seen``; IMAP ``BODY.PEEK[]``) when its Message-ID, Date (UTC) and size
+  (rule 3 of :mod:`maild.move.compare`) equal those of a message of A's archive or of B's scan (then
+  B's messages of that identity are downloaded too), or when it has no Message-ID and its header
+  section equals an archived one's (rule 4). Rule 3 alone is not trusted here: two different
+  messages can share Message-ID, Date and size (a resent or crafted one), and a wrong match would
+  leave a message on A's server that is never fetched once A is retired. This covers the same
+  mailbox reached as POP3 and IMAP (what ``migrate`` uploaded shows up on A's server under new
+  UIDLs, and what arrived after A's last fetch is in B) and an IMAP mailbox whose UIDVALIDITY
+  changed. At most :data:`CONTENT_CHECK_MESSAGES` messages and :data:`CONTENT_CHECK_OCTETS` octets
+  are downloaded; beyond, the matches count as "not verified" and the refusal says so.
 
-Anything else (Message-ID equal but size or Date not, no Message-ID and not in A's archive) counts as
-not archived: the way forward (``maild fetch A``) archives it, after which the comparison decides by
-its octets. Erring this way can only refuse a retire, never lose mail.
+Anything else counts as not archived: the way forward (``maild fetch A``) archives it, after which
+the comparison decides by its octets. Erring this way can only refuse a retire, never lose mail.
 
 :func:`not_archived`, :func:`reason_for` and :class:`ContentIndex` are pure; :func:`check_source`
 does the I/O.
@@ -32,7 +33,7 @@ does the I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,13 +44,15 @@ from maild.archive.move_queries import MigrationStore
 from maild.config.loader import AccountConfig, Config
 from maild.errors import MaildError
 from maild.message import MAX_HEADER_OCTETS, summarise
-from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, RetrievalFailure
+from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3Key, RetrievalFailure
 from maild.move.compare import ArchiveEntry, BodyDigest, ServerEntry, body_digest, header_digest
 from maild.policy import set_aside
 from maild.protocols.base import Maildrop
 
 #: Why a message on A's server is not in A's archive.
-Reason = Literal["never fetched", "set aside", "failed", "too large"]
+Reason = Literal[
+    "never fetched", "set aside", "failed", "too large", "not verified", "duplicate UIDL", "came back"
+]
 
 #: Reasons in the order the refusal names them, with their words.
 REASON_WORDS: tuple[tuple[Reason, str], ...] = (
@@ -57,7 +60,30 @@ REASON_WORDS: tuple[tuple[Reason, str], ...] = (
     ("set aside", "set aside after repeated failures"),
     ("failed", "failed to arrive at its last fetches"),
     ("too large", "larger than its max_message_size"),
+    (
+        "not verified",
+        "matched only by Message-ID, Date and size: too many or too large to download and compare"
+        " their octets",
+    ),
+    ("duplicate UIDL", "sharing their UIDL with another message (the fetch leaves them out)"),
+    (
+        "came back",
+        "listed again under the identity of an archived message that had left the server (a re-used"
+        " UIDL?) and not equal to it",
+    ),
 )
+
+#: At most this many messages of A's server (default 5,000) are downloaded to compare their octets
+#: (SHA-256) with A's archive and B; beyond it, or beyond :data:`CONTENT_CHECK_OCTETS`, a match by
+#: Message-ID, Date and size alone is not trusted and the message counts as "not verified".
+CONTENT_CHECK_MESSAGES = 5_000
+
+#: At most this many octets (default 512 MiB), summed over A's server and B, are downloaded for the
+#: comparison of octets (see :data:`CONTENT_CHECK_MESSAGES`).
+CONTENT_CHECK_OCTETS = 512 * 1024 * 1024
+
+TargetBodies = Callable[[Sequence[IMAPKey]], Awaitable[Mapping[IMAPKey, BodyDigest]]]
+"""Download B's messages ``keys`` and digest them (a message that fails is left out)."""
 
 #: POP3 worker threads of the check's own pool: one session, one thread.
 CHECK_THREADS = 1
@@ -178,9 +204,37 @@ class ContentIndex:
             else:
                 for size in (entry.size_octets, entry.size_crlf):
                     self.archive_ids.add((entry.message_id, entry.date, size))
-        self.target_ids: set[_Identity] = {
-            (item.message_id, item.date, item.size_octets) for item in server if item.message_id is not None
-        }
+        self.target_keys: dict[_Identity, list[IMAPKey]] = {}
+        self.target_sizes: dict[IMAPKey, int] = {}
+        for item in server:
+            if item.message_id is not None:
+                identity = (item.message_id, item.date, item.size_octets)
+                self.target_keys.setdefault(identity, []).append(item.key)
+                self.target_sizes[item.key] = item.size_octets
+        self.target_ids: set[_Identity] = set(self.target_keys)
+
+    def candidate(self, message_id: str | None, date: datetime | None, size_octets: int | None) -> bool:
+        """Whether rule 3's identity (Message-ID, Date, size) matches A's archive or B: the message
+        is then held only if its octets' SHA-256 is found too (see :meth:`held_by_octets`)."""
+        if message_id is None or size_octets is None:
+            return False
+        identity = (message_id, date, size_octets)
+        return identity in self.archive_ids or identity in self.target_ids
+
+    def held_by_octets(
+        self, body: BodyDigest | None, target_digests: Iterable[BodyDigest] = ()
+    ) -> Literal["archive", "target"] | None:
+        """Whether a message of A's server whose octets were downloaded (``body``) is held: its
+        SHA-256 (as sent or in CRLF form) is an archived message's, or one of ``target_digests``
+        (B's messages downloaded for it). None when ``body`` is None or nothing holds it."""
+        if body is None:
+            return None
+        mine = {body.sha256, body.sha256_crlf}
+        if mine & self.archive_digests:
+            return "archive"
+        if any(mine & {d.sha256, d.sha256_crlf} for d in target_digests):
+            return "target"
+        return None
 
     def body_wanted(self, header: bytes | None) -> bool:
         """Whether a message on A's server must be downloaded to tell whether A's archive holds it:
@@ -297,6 +351,84 @@ async def _bodies(maildrop: Maildrop, keys: Sequence[MessageKey]) -> dict[Messag
     return out
 
 
+def _identity(
+    entry: InventoryEntry, headers: Mapping[MessageKey, bytes], sizes: Mapping[MessageKey, int]
+) -> tuple[str | None, datetime | None, int | None]:
+    """(Message-ID, Date, size) of a listed message from its header section and reported size."""
+    size = entry.size_octets if entry.size_octets is not None else sizes.get(entry.key)
+    header = headers.get(entry.key)
+    summary = summarise(header) if header is not None else None
+    return (summary.message_id if summary else None, summary.date if summary else None, size)
+
+
+def _wanted(
+    listed: Sequence[InventoryEntry],
+    headers: Mapping[MessageKey, bytes],
+    sizes: Mapping[MessageKey, int],
+    index: ContentIndex,
+    *,
+    with_target: bool,
+) -> list[MessageKey] | None:
+    """The messages of A's server to download: those whose identity matches A's archive or B
+    (``with_target``), and those without Message-ID whose header is archived; None when they (with
+    B's copies) exceed :data:`CONTENT_CHECK_MESSAGES` or :data:`CONTENT_CHECK_OCTETS`."""
+    keys: list[MessageKey] = []
+    octets = 0
+    for entry in listed:
+        mid, date, size = _identity(entry, headers, sizes)
+        if index.body_wanted(headers.get(entry.key)):
+            keys.append(entry.key)
+            octets += size or 0
+            continue
+        if mid is None or size is None:
+            continue
+        identity = (mid, date, size)
+        b_keys = index.target_keys.get(identity, []) if with_target else []
+        if identity in index.archive_ids or b_keys:
+            keys.append(entry.key)
+            octets += size + sum(index.target_sizes[k] for k in b_keys)
+            if len(keys) + len(b_keys) > CONTENT_CHECK_MESSAGES or octets > CONTENT_CHECK_OCTETS:
+                return None
+    if len(keys) > CONTENT_CHECK_MESSAGES or octets > CONTENT_CHECK_OCTETS:
+        return None
+    return keys
+
+
+def _target_wanted(
+    listed: Sequence[InventoryEntry],
+    headers: Mapping[MessageKey, bytes],
+    sizes: Mapping[MessageKey, int],
+    index: ContentIndex,
+    bodies: Mapping[MessageKey, BodyDigest],
+) -> list[IMAPKey]:
+    """B's messages to download: those sharing the identity of a downloaded message of A's server
+    that A's archive does not hold by octets, each once."""
+    out: dict[IMAPKey, None] = {}
+    for entry in listed:
+        body = bodies.get(entry.key)
+        if body is None or index.held_by_octets(body) is not None:
+            continue
+        mid, date, size = _identity(entry, headers, sizes)
+        if mid is not None and size is not None:
+            out.update(dict.fromkeys(index.target_keys.get((mid, date, size), ())))
+    return list(out)
+
+
+def _require_every_mailbox(refused: Mapping[str, str]) -> None:
+    """Raise when A's IMAP server refused to SELECT a configured mailbox (``refused``: mailbox to
+    reason; the inventory leaves such a mailbox out, so what it holds is unknown).
+
+    Raises:
+        MaildError: ``refused`` is not empty.
+    """
+    if refused:
+        mailbox, why = next(iter(refused.items()))
+        raise MaildError(
+            f"{len(refused)} of its mailboxes could not be selected, so what they hold is unknown"
+            f" (first: {mailbox!r}: {why})"
+        )
+
+
 async def check_source(
     config: Config,
     store: MigrationStore,
@@ -306,6 +438,7 @@ async def check_source(
     target_entries: Sequence[ServerEntry],
     clock: Callable[[], datetime],
     maildrop_factory: Callable[..., Maildrop] | None = None,
+    target_bodies: TargetBodies | None = None,
 ) -> SourceCheck:
     """Take A's inventory and find what A never archived that neither A's archive nor B holds.
 
@@ -317,6 +450,15 @@ async def check_source(
         target_entries: B's scanned messages.
         clock: now, aware (UTC): decides which failed messages are set aside.
         maildrop_factory: ``(account, executor) -> Maildrop``; default :func:`source_maildrop`.
+        target_bodies: downloads and digests B's messages (called after A's session is closed);
+            None: nothing is held by B (only by A's archive).
+
+    A message matching by Message-ID, Date and size is held only when its octets' SHA-256 is found
+    in A's archive or in B's message of that identity (two different messages can share all three:
+    a resent or crafted one; a wrong match would leave a message on A's retired server, never
+    fetched). Up to :data:`CONTENT_CHECK_MESSAGES` / :data:`CONTENT_CHECK_OCTETS` are downloaded
+    (A's server: POP3 RETR, which Dovecot lets set ``\\Seen``; IMAP ``BODY.PEEK[]``); beyond, such
+    messages count as "not verified".
 
     Returns:
         The check; its ``error`` says why A's server could not be checked (A not configured, a
@@ -340,10 +482,21 @@ async def check_source(
         maildrop = maildrop_factory(account, executor)
         await maildrop.open()
         inventory = await maildrop.inventory()
-        listed = not_archived(inventory, (await store.locations(source)).keys())
+        # POP3: messages sharing a UIDL are left out of the inventory and the fetch never takes them
+        duplicates: frozenset[str] = getattr(maildrop, "duplicate_uidls", frozenset())
+        # IMAP: a configured mailbox the server refused to SELECT is left out: its mail is unknown
+        _require_every_mailbox(getattr(maildrop, "mailbox_failures", {}))
+        locations = await store.locations(source)
+        # an identity recorded as gone or deleted that the server lists again may be another message
+        # (a POP3 server re-using UIDLs; the fetch then leaves it there): decided by content
+        returned = {
+            k for k, loc in locations.items() if loc.gone_at is not None or loc.deleted_at is not None
+        }
+        listed = not_archived(inventory, locations.keys() - returned)
         headers, sizes = await _headers(maildrop, listed)
         index = ContentIndex(archive, target_entries)
-        bodies = await _bodies(maildrop, [e.key for e in listed if index.body_wanted(headers.get(e.key))])
+        wanted = _wanted(listed, headers, sizes, index, with_target=target_bodies is not None)
+        bodies = await _bodies(maildrop, wanted) if wanted is not None else {}
         await maildrop.close()
     except MaildError as exc:
         if maildrop is not None:
@@ -356,7 +509,12 @@ async def check_source(
         raise
     finally:
         executor.shutdown(wait=False)
-    check.listed = len(inventory)
+    check.listed = len(inventory) + len(duplicates)
+    check.unarchived.extend(Unarchived(POP3Key(u), None, "duplicate UIDL") for u in sorted(duplicates))
+    b_keys = _target_wanted(listed, headers, sizes, index, bodies) if wanted is not None else []
+    b_digests: Mapping[IMAPKey, BodyDigest] = {}
+    if b_keys and target_bodies is not None:
+        b_digests = await target_bodies(b_keys)
     records = await failure_records(store, source)
     aside = set_aside(records, clock())
     for entry in listed:
@@ -365,14 +523,23 @@ async def check_source(
         summary = summarise(header) if header is not None else None
         mid = summary.message_id if summary else None
         date = summary.date if summary else None
-        if index.held(mid, date, size, bodies.get(entry.key)) is not None:
+        body = bodies.get(entry.key)
+        b_same: list[BodyDigest] = []
+        if mid is not None and size is not None:
+            b_same = [b_digests[k] for k in index.target_keys.get((mid, date, size), ()) if k in b_digests]
+        if index.held_by_octets(body, b_same) is not None:
             check.held += 1
             continue
+        reason = reason_for(entry.key, size, records, aside, account.max_message_size)
+        if wanted is None and reason == "never fetched" and index.candidate(mid, date, size):
+            reason = "not verified"
+        elif reason == "never fetched" and entry.key in returned:
+            reason = "came back"
         check.unarchived.append(
             Unarchived(
                 entry.key,
                 size,
-                reason_for(entry.key, size, records, aside, account.max_message_size),
+                reason,
                 mid,
                 date,
                 summary.from_ if summary else None,

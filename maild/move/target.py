@@ -153,6 +153,24 @@ async def digest_bodies(
     return digests, failures
 
 
+async def target_digests(target: AccountConfig, keys: Sequence[IMAPKey]) -> dict[IMAPKey, BodyDigest]:
+    """Download B's messages ``keys`` over a session of its own and digest them (for the check of
+    A's server: a match by Message-ID, Date and size must also match by octets); failures left out.
+
+    Raises:
+        ConfigError, and B's server errors.
+    """
+    session = open_session(target)
+    try:
+        await session.open()
+        digests, _failures = await digest_bodies(session, keys)
+        await session.close()
+    except BaseException:
+        await session.abort()
+        raise
+    return digests
+
+
 def open_session(target: AccountConfig) -> IMAPMailbox:
     """Create (not yet open) an IMAP session with B's server.
 

@@ -334,3 +334,29 @@ def _retired_as(directory: Path, account: str) -> str | None:
     with _db(directory) as db:
         row = db.execute("SELECT retired_into FROM accounts WHERE name = ?", (account,)).fetchone()
     return row[0]
+
+
+def test_imap_source_mailbox_refused_by_select_is_an_unknown(
+    dovecot: Dovecot, mail_user_factory: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An IMAP account A configured with a mailbox the server refuses to SELECT: the inventory
+    skips it, so what it holds is unknown; retire refuses naming it (it retired before the fix)."""
+    assert callable(mail_user_factory)
+    a, b = mail_user_factory(), mail_user_factory()
+    dovecot.deliver_many(a.name, [letter(601)])
+    directory = short_dir("maildret-")
+    old = AccountSpec("old", "imap", a.name, a.password, extra={"mailboxes": ["INBOX", "Altpost"]})
+    new = AccountSpec("imap", "imap", b.name, b.password, extra={"host": "localhost"})
+    cfg = write_config(directory, dovecot, [old, new])
+    assert main(["-c", str(cfg), "fetch", "old"]) == 0
+    old.extra["enabled"] = False
+    cfg = write_config(directory, dovecot, [old, new])
+    assert main(["-c", str(cfg), "migrate", "old", "--to", "imap"]) == 0
+    capsys.readouterr()
+
+    assert main(["-c", str(cfg), "retire", "old", "--into", "imap"]) == 1
+    err = capsys.readouterr().err
+    assert "could not be checked for mail old never archived" in err
+    assert "1 of its mailboxes could not be selected" in err
+    assert "'Altpost'" in err
+    assert _retired_as(directory, "old") is None

@@ -25,7 +25,7 @@ from maild.model import (
     RetrievalFailure,
     RetrievedMessage,
 )
-from maild.move.compare import ArchiveEntry, archive_entry, server_entry, to_crlf
+from maild.move.compare import ArchiveEntry, BodyDigest, archive_entry, body_digest, server_entry, to_crlf
 from maild.move.source_check import (
     SourceCheck,
     Unarchived,
@@ -245,7 +245,13 @@ def _config(tmp_path: Path, **pop: object) -> Config:
 
 
 async def _check(
-    tmp_path: Path, fake: FakeMaildrop, archived: dict[str, bytes], **pop: object
+    tmp_path: Path,
+    fake: FakeMaildrop,
+    archived: dict[str, bytes],
+    *,
+    target: dict[IMAPKey, bytes] | None = None,
+    deleted: Sequence[str] = (),
+    **pop: object,
 ) -> SourceCheck:
     config = _config(tmp_path, **pop)
     store = await MigrationStore.open(tmp_path / "state" / "maild.sqlite3")
@@ -254,15 +260,18 @@ async def _check(
         if archived:
             batch = [RetrievedMessage(POP3Key(u), raw) for u, raw in archived.items()]
             await store.store_batch("pop", batch, NOW)
+        if deleted:
+            await store.mark_deleted("pop", [POP3Key(u) for u in deleted], NOW)
         archive = await store.archive_entries("pop")
         return await check_source(
             config,
             store,
             "pop",
             archive=archive,
-            target_entries=[],
+            target_entries=[server_entry(k, len(raw), raw) for k, raw in (target or {}).items()],
             clock=lambda: NOW,
             maildrop_factory=lambda _account, _executor: fake,
+            target_bodies=(lambda keys: _b_digests(target or {}, keys)),
         )
     finally:
         await store.close()
@@ -294,6 +303,128 @@ async def test_check_reads_only_and_counts_what_is_not_held(tmp_path: Path) -> N
         (POP3Key("new"), "never fetched"),
     ]
     assert check.unarchived[1].subject == "Brief 3"
+
+
+async def _b_digests(target: dict[IMAPKey, bytes], keys: Sequence[IMAPKey]) -> dict[IMAPKey, BodyDigest]:
+    return {k: body_digest(target[k]) for k in keys}
+
+
+def _same_identity_other_body(n: int) -> tuple[bytes, bytes]:
+    """Two different messages with equal Message-ID, Date and size (a crafted or resent one)."""
+    return _letter(n, body=b"Pay to DE01\r\n"), _letter(n, body=b"Pay to DE99\r\n")
+
+
+async def test_same_identity_other_octets_in_archive_is_not_held(tmp_path: Path) -> None:
+    """A's archive holds a message with the same Message-ID, Date and size as a new one on A's
+    server but other octets: the new one is not archived (fails when rule 3 alone decides)."""
+    archived, new = _same_identity_other_body(5)
+    assert len(archived) == len(new) and archived != new
+    fake = FakeMaildrop({"u1": archived, "resent": new, "copy": archived})
+    check = await _check(tmp_path, fake, {"u1": archived})
+    assert [(u.key, u.reason) for u in check.unarchived] == [(POP3Key("resent"), "never fetched")]
+    assert check.held == 1  # the true copy is held by its octets
+    assert "delete" not in fake.calls
+
+
+async def test_same_identity_other_octets_in_b_is_not_held(tmp_path: Path) -> None:
+    """B holds a message with the same Message-ID, Date and size as one A never archived but other
+    octets: not held; B's true copy (or one of two B messages of that identity) holds it."""
+    in_b, new = _same_identity_other_body(6)
+    fake = FakeMaildrop({"new": new})
+    check = await _check(tmp_path, fake, {}, target={IMAPKey("INBOX", 1, 1): in_b})
+    assert [u.key for u in check.unarchived] == [POP3Key("new")]
+    fake = FakeMaildrop({"new": new})
+    check = await _check(
+        tmp_path, fake, {}, target={IMAPKey("INBOX", 1, 1): in_b, IMAPKey("INBOX", 1, 2): new}
+    )
+    assert (check.held, check.unarchived) == (1, [])
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+async def test_beyond_the_content_bound_a_match_is_not_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: int
+) -> None:
+    """At CONTENT_CHECK_MESSAGES copies the octets are compared (held); one more and none is
+    downloaded: each counts as "not verified" and the refusal says why."""
+    from maild.move import source_check
+
+    monkeypatch.setattr(source_check, "CONTENT_CHECK_MESSAGES", 3)
+    old = _letter(7)
+    messages = {"u1": old} | {f"c{i}": old for i in range(3 + extra)}
+    fake = FakeMaildrop(messages)
+    check = await _check(tmp_path, fake, {"u1": old})
+    if extra:
+        assert "retrieve" not in fake.calls
+        assert check.counts() == {"not verified": 4}
+        assert "too many or too large to download" in check.summary()
+    else:
+        assert (check.held, check.unarchived) == (3, [])
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+async def test_beyond_the_octet_bound_a_match_is_not_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: int
+) -> None:
+    """CONTENT_CHECK_OCTETS is inclusive: exactly that many octets are downloaded, one more is not."""
+    from maild.move import source_check
+
+    old = _letter(8)
+    monkeypatch.setattr(source_check, "CONTENT_CHECK_OCTETS", 2 * len(old) - extra)
+    fake = FakeMaildrop({"u1": old, "c1": old, "c2": old})
+    check = await _check(tmp_path, fake, {"u1": old})
+    assert check.counts() == ({"not verified": 2} if extra else {})
+
+
+class DuplicatesMaildrop(FakeMaildrop):
+    """A POP3 maildrop whose listing had UIDL ``dup`` twice: left out of the inventory."""
+
+    @property
+    def duplicate_uidls(self) -> frozenset[str]:
+        return frozenset({"dup"})
+
+
+async def test_messages_sharing_a_uidl_are_not_archived(tmp_path: Path) -> None:
+    """The POP3 adapter leaves messages sharing a UIDL out of its inventory (and the fetch never
+    takes them): the check counts them, else retire would leave them on A's server."""
+    fake = DuplicatesMaildrop({"u1": _letter(1)})
+    check = await _check(tmp_path, fake, {"u1": _letter(1)})
+    assert [(u.key, u.reason) for u in check.unarchived] == [(POP3Key("dup"), "duplicate UIDL")]
+    assert check.listed == 2
+    assert "sharing their UIDL" in check.summary()
+
+
+class RefusedMailboxMaildrop(FakeMaildrop):
+    """An IMAP-like maildrop whose server refused to SELECT one configured mailbox (left out)."""
+
+    mailbox_failures = {"Altpost": "NO [NOPERM] no access"}  # noqa: RUF012 -- read only
+
+
+async def test_a_mailbox_refused_by_select_makes_the_server_unknown(tmp_path: Path) -> None:
+    """IMAP's inventory skips a mailbox the server refuses to select (its mail unseen): the check
+    is then an unknown (retire refuses; --accept-unfetched decides), the session aborted."""
+    fake = RefusedMailboxMaildrop({"u1": _letter(1)})
+    check = await _check(tmp_path, fake, {"u1": _letter(1)})
+    assert not check.checked
+    assert check.error is not None and "'Altpost': NO [NOPERM] no access" in check.error
+    assert fake.calls == ["open", "inventory", "abort"]
+
+
+async def test_a_deleted_uidl_listed_again_is_decided_by_its_octets(tmp_path: Path) -> None:
+    """maild deleted UIDL "u1" from A's server; the server lists "u1" again: a server re-using
+    UIDLs may hold another message there (the fetch leaves it unarchived when its size differs).
+    It is held only when its octets are the archived message's (equal Message-ID, Date and size
+    but other octets included); else not archived, "came back"."""
+    old, impostor = _same_identity_other_body(9)
+    fake = FakeMaildrop({"u1": impostor, "u2": _letter(10, body=b"longer body\r\n")})
+    check = await _check(tmp_path, fake, {"u1": old, "u2": _letter(10)}, deleted=["u1", "u2"])
+    assert [(u.key, u.reason) for u in check.unarchived] == [
+        (POP3Key("u1"), "came back"),
+        (POP3Key("u2"), "came back"),
+    ]
+    (tmp_path / "again").mkdir()
+    fake = FakeMaildrop({"u1": old})
+    check = await _check(tmp_path / "again", fake, {"u1": old}, deleted=["u1"])
+    assert (check.held, check.unarchived) == (1, [])
 
 
 async def test_nothing_unarchived_reads_no_header(tmp_path: Path) -> None:
