@@ -61,6 +61,7 @@ from maild.archive import failures as failures_store
 from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import ArchiveFull, Store
 from maild.config.loader import AccountConfig
+from maild.config.maildrop import make_maildrop
 from maild.errors import ConfigError, ConnectError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch import failed_headers, no_room
 from maild.fetch.batching import (
@@ -155,28 +156,6 @@ async def _keep_what_arrived(
     finally:
         release(batch)
     return [f.key for f in failed]
-
-
-def make_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
-    """Create the adapter for ``account``'s protocol (not yet connected).
-
-    Raises:
-        ConfigError: the password cannot be obtained.
-    """
-    settings = account.server_settings()
-    if account.protocol == "pop3":
-        from maild.protocols.pop3.maildrop import POP3Maildrop
-
-        return POP3Maildrop(settings, executor, max_message_size=account.max_message_size)
-    from maild.protocols.imap.mailbox import IMAPMailbox
-
-    return IMAPMailbox(
-        settings,
-        account.mailboxes,
-        list_all=account.all_mailboxes,
-        exclude=account.exclude,
-        max_message_size=account.max_message_size,
-    )
 
 
 async def fetch_cycle(

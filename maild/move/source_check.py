@@ -41,7 +41,8 @@ from typing import Literal
 
 from maild.archive.failures import failure_records
 from maild.archive.move_queries import MigrationStore
-from maild.config.loader import AccountConfig, Config
+from maild.config.loader import Config
+from maild.config.maildrop import make_maildrop
 from maild.errors import MaildError
 from maild.message import MAX_HEADER_OCTETS, summarise
 from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3Key, RetrievalFailure
@@ -317,29 +318,6 @@ async def _headers(
     return headers, sizes
 
 
-def source_maildrop(account: AccountConfig, executor: ThreadPoolExecutor) -> Maildrop:
-    """A's adapter, built as the fetch builds it (``maild.fetch.cycle.make_maildrop``, which this
-    layer may not import): POP3 in ``executor``, IMAP over its configured mailboxes.
-
-    Raises:
-        ConfigError: the password cannot be obtained.
-    """
-    settings = account.server_settings()
-    if account.protocol == "pop3":
-        from maild.protocols.pop3.maildrop import POP3Maildrop
-
-        return POP3Maildrop(settings, executor, max_message_size=account.max_message_size)
-    from maild.protocols.imap.mailbox import IMAPMailbox
-
-    return IMAPMailbox(
-        settings,
-        account.mailboxes,
-        list_all=account.all_mailboxes,
-        exclude=account.exclude,
-        max_message_size=account.max_message_size,
-    )
-
-
 async def _bodies(maildrop: Maildrop, keys: Sequence[MessageKey]) -> dict[MessageKey, BodyDigest]:
     """Download ``keys`` (see :func:`body_wanted`) and digest them; a message that fails is left out
     (and so counts as not archived)."""
@@ -449,7 +427,8 @@ async def check_source(
         archive: every distinct archived message of A (as :func:`maild.move.compare.compare` got).
         target_entries: B's scanned messages.
         clock: now, aware (UTC): decides which failed messages are set aside.
-        maildrop_factory: ``(account, executor) -> Maildrop``; default :func:`source_maildrop`.
+        maildrop_factory: ``(account, executor) -> Maildrop``; default
+            :func:`maild.config.maildrop.make_maildrop` (the fetch's own).
         target_bodies: downloads and digests B's messages (called after A's session is closed);
             None: nothing is held by B (only by A's archive).
 
@@ -475,7 +454,7 @@ async def check_source(
         )
     check = SourceCheck(source, host=account.host)
     if maildrop_factory is None:
-        maildrop_factory = source_maildrop
+        maildrop_factory = make_maildrop
     executor = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="maild-retire-check")
     maildrop: Maildrop | None = None
     try:

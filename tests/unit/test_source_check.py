@@ -3,7 +3,6 @@ every bound, and its I/O through a recording fake Maildrop (read only, errors be
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +36,6 @@ from maild.move.source_check import (
 )
 from maild.policy import SET_ASIDE_AFTER_FAILURES
 from maild.protocols.base import Maildrop
-from maild.protocols.imap.mailbox import IMAPMailbox
 
 NOW = datetime(2026, 12, 7, 16, 0, tzinfo=UTC)
 
@@ -457,27 +455,15 @@ async def test_an_account_not_configured_is_an_unknown(tmp_path: Path) -> None:
     assert "not in the configuration" in check.error
 
 
-@pytest.mark.parametrize("protocol", ["pop3", "imap"])
-def test_source_maildrop_is_built_as_the_fetch_builds_it(tmp_path: Path, protocol: str) -> None:
-    """The check's adapter (maild.move may not import maild.fetch) is the fetch's: same class, same
-    server settings, same max_message_size."""
-    from concurrent.futures import ThreadPoolExecutor
+def test_the_check_builds_a_s_adapter_as_the_fetch_does() -> None:
+    """The check's default adapter builder is the fetch's own (maild.config.maildrop.make_maildrop,
+    which maild.fetch.cycle uses too), so what retire lists is what the fetch sees."""
+    import inspect
 
-    from maild.fetch.cycle import make_maildrop
-    from maild.move.source_check import source_maildrop
+    from maild.config.maildrop import make_maildrop
+    from maild.fetch import cycle
+    from maild.move import source_check
 
-    config = _config(tmp_path, protocol=protocol, max_message_size=12345)
-    account = config.accounts["pop"]
-    with ThreadPoolExecutor(1) as executor:
-        ours, fetch = source_maildrop(account, executor), make_maildrop(account, executor)
-        other = make_maildrop(dataclasses.replace(account, max_message_size=None), executor)
-    assert type(ours) is type(fetch)
-
-    def shape(maildrop: Maildrop) -> tuple[object, ...]:
-        if isinstance(maildrop, IMAPMailbox):
-            c = maildrop.connection
-            return (c.settings, c.limits, maildrop._mailboxes, maildrop._list_all, maildrop._exclude)
-        return (maildrop._settings, maildrop._max_message_size)  # type: ignore[attr-defined]
-
-    assert shape(ours) == shape(fetch)
-    assert shape(ours) != shape(other)  # the shape does see max_message_size
+    assert cycle.make_maildrop is make_maildrop
+    assert source_check.make_maildrop is make_maildrop
+    assert "maildrop_factory = make_maildrop" in inspect.getsource(source_check)
