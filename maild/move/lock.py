@@ -11,7 +11,7 @@ them again: B would hold each twice (QA of session 13). ``migrate --undo``, ``re
 in any way, SIGKILL included, so a crash never leaves a stale lock. The file holds the holder's PID
 for the error message. No RFC applies here.
 
-May import: :mod:`maild.errors`.
+May import: :mod:`maild.errors`, :mod:`maild.fsutil`.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from maild.errors import MigrationError
+from maild.fsutil import read_holder, write_holder
 
 MOVE_LOCK_SUFFIX = ".move.lock"
 """The lock file is the archive's path with this suffix (``maild.sqlite3.move.lock``)."""
 MOVE_LOCK_FILE_MODE = 0o600
 """Mode of a new lock file: only the archive's owner opens it."""
-HOLDER_READ_OCTETS = 32
-"""At most this much of the lock file is read for the holder's PID (a decimal number and a newline)."""
 
 
 def move_lock_path(database: Path) -> Path:
@@ -66,23 +65,13 @@ def move_lock(database: Path, command: str) -> Iterator[None]:
         except BlockingIOError:
             raise MigrationError(
                 f"{command}: another move command (`maild migrate`, `migrate --undo`, `retire` or"
-                f" `unretire`) is running on {database}: {path} is locked{_holder(fd)}; wait until it"
+                f" `unretire`) is running on {database}: {path} is locked{read_holder(fd)[0]}; wait until it"
                 " has finished, then run this again"
             ) from None
         except OSError as exc:
             raise MigrationError(f"{command}: cannot lock {path}: {exc.strerror or exc}") from None
-        with contextlib.suppress(OSError):  # the PID is for the message only
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        write_holder(fd)
         yield
     finally:
         os.close(fd)  # releases the flock
 
-
-def _holder(fd: int) -> str:
-    """`` (held by PID n)`` from the lock file's content, or empty when it says nothing readable."""
-    with contextlib.suppress(OSError, ValueError):
-        pid = os.pread(fd, HOLDER_READ_OCTETS, 0).decode("ascii").strip()
-        if pid.isdigit():
-            return f" (held by PID {int(pid)})"
-    return ""

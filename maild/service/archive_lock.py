@@ -23,6 +23,7 @@ import structlog
 
 from maild.archive.archive_file import ARCHIVE_DIR_MODE
 from maild.errors import StoreError
+from maild.fsutil import read_holder, write_holder
 
 log = structlog.get_logger("maild.service.archive_lock")
 
@@ -30,8 +31,6 @@ LOCK_SUFFIX = ".lock"
 """The lock file is the archive's path with this suffix (``maild.sqlite3.lock``)."""
 LOCK_FILE_MODE = 0o600
 """Mode of a new lock file: only the daemon's user opens it."""
-HOLDER_READ_OCTETS = 32
-"""At most this much of the lock file is read for the holder's PID (a decimal number and a newline)."""
 
 
 class ArchiveLock:
@@ -57,16 +56,6 @@ class ArchiveLock:
 def lock_path(database: Path) -> Path:
     """The lock file of the archive ``database``."""
     return database.with_name(database.name + LOCK_SUFFIX)
-
-
-def _holder(fd: int) -> tuple[str, str]:
-    """`` (held by PID n)`` from the lock file's content (empty when it says nothing readable), and
-    the holder's role (``compact``, or empty for a fetcher)."""
-    with contextlib.suppress(OSError, ValueError):
-        pid, _, role = os.pread(fd, HOLDER_READ_OCTETS, 0).decode("ascii").strip().partition(" ")
-        if pid.isdigit():
-            return f" (held by PID {int(pid)})", role
-    return "", ""
 
 
 COMPACT_ROLE = "compact"
@@ -108,7 +97,7 @@ def acquire_archive_lock(database: Path, advice: str = FETCH_ADVICE, role: str =
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder, holder_role = _holder(fd)
+        holder, holder_role = read_holder(fd)
         os.close(fd)
         if holder_role == COMPACT_ROLE:
             raise StoreError(
@@ -122,9 +111,7 @@ def acquire_archive_lock(database: Path, advice: str = FETCH_ADVICE, role: str =
     except OSError as exc:
         os.close(fd)
         raise StoreError(f"cannot lock {path}: {exc.strerror or exc}") from None
-    with contextlib.suppress(OSError):  # the PID is for the message only; a read-only file keeps none
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}{' ' + role if role else ''}\n".encode("ascii"), 0)
+    write_holder(fd, role)
     return ArchiveLock(path, fd)
 
 
