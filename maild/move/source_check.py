@@ -252,12 +252,15 @@ class ContentIndex:
         size_octets: int | None,
         body: BodyDigest | None = None,
     ) -> Literal["archive", "target"] | None:
-        """Whether a message on A's server is held by content: in A's archive, or in B's scan.
+        """Which side rule 3 of :mod:`maild.move.compare` matches a message of A's server to: A's
+        archive, or B's scan. NOT the check's decision: :func:`check_source` takes an identity
+        match only as a reason to download (:meth:`candidate`) and holds a message by its octets
+        alone (:meth:`held_by_octets`; QA of session 13). Kept so that the tests can hold the
+        identity rule equal to :func:`maild.move.compare.compare`'s.
 
-        Held when its downloaded octets ``body`` have the SHA-256 (as sent or in CRLF form) of an
-        archived message; or when Message-ID, Date (UTC; both missing is equal) and size in octets
-        all equal those of an archived message (size as archived or in CRLF form) or of one of B's
-        messages (RFC822.SIZE). Otherwise nothing holds it (see the module docstring).
+        ``body``'s SHA-256 (as sent or in CRLF form) equal to an archived message's matches the
+        archive; else Message-ID, Date (UTC; both missing is equal) and size in octets equal to an
+        archived message's (size as archived or in CRLF form) or to one of B's (RFC822.SIZE).
 
         Returns:
             ``"archive"``, ``"target"``, or None when neither holds it.
@@ -289,7 +292,7 @@ def held_by(
     server: Iterable[ServerEntry],
     body: BodyDigest | None = None,
 ) -> Literal["archive", "target"] | None:
-    """:meth:`ContentIndex.held` for one message (builds the index: use the class for many)."""
+    """:meth:`ContentIndex.held` for one message (builds the index; tests: the identity rule)."""
     return ContentIndex(archive, server).held(message_id, date, size_octets, body)
 
 
