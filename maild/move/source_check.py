@@ -27,8 +27,9 @@ content is held elsewhere, by :mod:`maild.move.compare`'s rules:
 Anything else counts as not archived: the way forward (``maild fetch A``) archives it, after which
 the comparison decides by its octets. Erring this way can only refuse a retire, never lose mail.
 
-:func:`not_archived`, :func:`reason_for` and :class:`ContentIndex` are pure; :func:`check_source`
-does the I/O.
+:func:`not_archived`, :func:`reason_for` and :class:`~maild.move.source_index.ContentIndex` (what
+A's archive and B hold) are pure; :mod:`maild.move.source_server` reads A's server;
+:func:`check_source` decides.
 """
 
 from __future__ import annotations
@@ -44,11 +45,28 @@ from maild.archive.move_queries import MigrationStore
 from maild.config.loader import Config
 from maild.config.maildrop import make_maildrop
 from maild.errors import MaildError
-from maild.message import MAX_HEADER_OCTETS, summarise
-from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3Key, RetrievalFailure
-from maild.move.compare import ArchiveEntry, BodyDigest, ServerEntry, body_digest, header_digest
+from maild.message import summarise
+from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3Key
+from maild.move.compare import ArchiveEntry, BodyDigest, ServerEntry
+from maild.move.source_index import ContentIndex, body_wanted, held_by
+from maild.move.source_server import read_bodies, read_headers, require_every_mailbox
 from maild.policy import set_aside
 from maild.protocols.base import Maildrop
+
+__all__ = [
+    "CONTENT_CHECK_MESSAGES",
+    "CONTENT_CHECK_OCTETS",
+    "REASON_WORDS",
+    "ContentIndex",
+    "Reason",
+    "SourceCheck",
+    "Unarchived",
+    "body_wanted",
+    "check_source",
+    "held_by",
+    "not_archived",
+    "reason_for",
+]
 
 #: Why a message on A's server is not in A's archive.
 Reason = Literal[
@@ -181,157 +199,6 @@ def not_archived(
     return [entry for entry in inventory if entry.key not in archived]
 
 
-_Identity = tuple[str, datetime | None, int]
-"""(Message-ID, Date in UTC or None, size in octets): rule 3's identity."""
-
-
-class ContentIndex:
-    """What A's archive and B's scan hold, indexed once for :meth:`held` and :meth:`body_wanted`
-    (a check of N server messages against M archived ones is then O(N + M), not O(N x M)).
-
-    Args:
-        archive: every distinct archived message of A.
-        server: B's scanned messages.
-    """
-
-    def __init__(self, archive: Iterable[ArchiveEntry], server: Iterable[ServerEntry]) -> None:
-        self.archive_ids: set[_Identity] = set()
-        self.archive_digests: set[str] = set()
-        self.headers_without_mid: set[str] = set()
-        for entry in archive:
-            self.archive_digests |= {entry.sha256, entry.sha256_crlf}
-            if entry.message_id is None:
-                self.headers_without_mid.add(entry.header_sha256)
-            else:
-                for size in (entry.size_octets, entry.size_crlf):
-                    self.archive_ids.add((entry.message_id, entry.date, size))
-        self.target_keys: dict[_Identity, list[IMAPKey]] = {}
-        self.target_sizes: dict[IMAPKey, int] = {}
-        for item in server:
-            if item.message_id is not None:
-                identity = (item.message_id, item.date, item.size_octets)
-                self.target_keys.setdefault(identity, []).append(item.key)
-                self.target_sizes[item.key] = item.size_octets
-        self.target_ids: set[_Identity] = set(self.target_keys)
-
-    def candidate(self, message_id: str | None, date: datetime | None, size_octets: int | None) -> bool:
-        """Whether rule 3's identity (Message-ID, Date, size) matches A's archive or B: the message
-        is then held only if its octets' SHA-256 is found too (see :meth:`held_by_octets`)."""
-        if message_id is None or size_octets is None:
-            return False
-        identity = (message_id, date, size_octets)
-        return identity in self.archive_ids or identity in self.target_ids
-
-    def held_by_octets(
-        self, body: BodyDigest | None, target_digests: Iterable[BodyDigest] = ()
-    ) -> Literal["archive", "target"] | None:
-        """Whether a message of A's server whose octets were downloaded (``body``) is held: its
-        SHA-256 (as sent or in CRLF form) is an archived message's, or one of ``target_digests``
-        (B's messages downloaded for it). None when ``body`` is None or nothing holds it."""
-        if body is None:
-            return None
-        mine = {body.sha256, body.sha256_crlf}
-        if mine & self.archive_digests:
-            return "archive"
-        if any(mine & {d.sha256, d.sha256_crlf} for d in target_digests):
-            return "target"
-        return None
-
-    def body_wanted(self, header: bytes | None) -> bool:
-        """Whether a message on A's server must be downloaded to tell whether A's archive holds it:
-        it has no Message-ID and its header section (:func:`maild.move.compare.header_digest`) equals
-        that of an archived message without Message-ID (rule 4 of :mod:`maild.move.compare`)."""
-        if header is None or summarise(header).message_id is not None:
-            return False
-        return header_digest(header) in self.headers_without_mid
-
-    def held(
-        self,
-        message_id: str | None,
-        date: datetime | None,
-        size_octets: int | None,
-        body: BodyDigest | None = None,
-    ) -> Literal["archive", "target"] | None:
-        """Which side rule 3 of :mod:`maild.move.compare` matches a message of A's server to: A's
-        archive, or B's scan. NOT the check's decision: :func:`check_source` takes an identity
-        match only as a reason to download (:meth:`candidate`) and holds a message by its octets
-        alone (:meth:`held_by_octets`; QA of session 13). Kept so that the tests can hold the
-        identity rule equal to :func:`maild.move.compare.compare`'s.
-
-        ``body``'s SHA-256 (as sent or in CRLF form) equal to an archived message's matches the
-        archive; else Message-ID, Date (UTC; both missing is equal) and size in octets equal to an
-        archived message's (size as archived or in CRLF form) or to one of B's (RFC822.SIZE).
-
-        Returns:
-            ``"archive"``, ``"target"``, or None when neither holds it.
-        """
-        if body is not None and (
-            body.sha256 in self.archive_digests or body.sha256_crlf in self.archive_digests
-        ):
-            return "archive"
-        if message_id is None or size_octets is None:
-            return None
-        identity = (message_id, date, size_octets)
-        if identity in self.archive_ids:
-            return "archive"
-        if identity in self.target_ids:
-            return "target"
-        return None
-
-
-def body_wanted(header: bytes | None, archive: Iterable[ArchiveEntry]) -> bool:
-    """:meth:`ContentIndex.body_wanted` against ``archive`` alone (one message; tests)."""
-    return ContentIndex(archive, ()).body_wanted(header)
-
-
-def held_by(
-    message_id: str | None,
-    date: datetime | None,
-    size_octets: int | None,
-    archive: Iterable[ArchiveEntry],
-    server: Iterable[ServerEntry],
-    body: BodyDigest | None = None,
-) -> Literal["archive", "target"] | None:
-    """:meth:`ContentIndex.held` for one message (builds the index; tests: the identity rule)."""
-    return ContentIndex(archive, server).held(message_id, date, size_octets, body)
-
-
-async def _headers(
-    maildrop: Maildrop, entries: Sequence[InventoryEntry]
-) -> tuple[dict[MessageKey, bytes], dict[MessageKey, int]]:
-    """Header sections (and, for IMAP, sizes) of ``entries``: POP3 ``TOP n 0``, IMAP a header scan
-    (``BODY.PEEK[HEADER]``, flags untouched) of each mailbox holding one of them."""
-    from maild.protocols.imap.mailbox import IMAPMailbox
-
-    keys = [e.key for e in entries]
-    if not keys:
-        return {}, {}
-    if not isinstance(maildrop, IMAPMailbox):
-        return dict(await maildrop.header_fields(keys, max_octets=MAX_HEADER_OCTETS)), {}
-    headers: dict[MessageKey, bytes] = {}
-    sizes: dict[MessageKey, int] = {}
-    for mailbox in dict.fromkeys(k.mailbox for k in keys if isinstance(k, IMAPKey)):
-        scan = await maildrop.headers(mailbox)
-        for uid, item in scan.messages.items():
-            key = IMAPKey(mailbox, scan.uidvalidity, uid)
-            if item.header is not None:
-                headers[key] = item.header
-            if item.size_octets is not None:
-                sizes[key] = item.size_octets
-    return headers, sizes
-
-
-async def _bodies(maildrop: Maildrop, keys: Sequence[MessageKey]) -> dict[MessageKey, BodyDigest]:
-    """Download ``keys`` (see :func:`body_wanted`) and digest them; a message that fails is left out
-    (and so counts as not archived)."""
-    out: dict[MessageKey, BodyDigest] = {}
-    if keys:
-        async for item in maildrop.retrieve(keys):
-            if not isinstance(item, RetrievalFailure):
-                out[item.key] = body_digest(item.whole())
-    return out
-
-
 def _identity(
     entry: InventoryEntry, headers: Mapping[MessageKey, bytes], sizes: Mapping[MessageKey, int]
 ) -> tuple[str | None, datetime | None, int | None]:
@@ -395,21 +262,6 @@ def _target_wanted(
     return list(out)
 
 
-def _require_every_mailbox(refused: Mapping[str, str]) -> None:
-    """Raise when A's IMAP server refused to SELECT a configured mailbox (``refused``: mailbox to
-    reason; the inventory leaves such a mailbox out, so what it holds is unknown).
-
-    Raises:
-        MaildError: ``refused`` is not empty.
-    """
-    if refused:
-        mailbox, why = next(iter(refused.items()))
-        raise MaildError(
-            f"{len(refused)} of its mailboxes could not be selected, so what they hold is unknown"
-            f" (first: {mailbox!r}: {why})"
-        )
-
-
 async def check_source(
     config: Config,
     store: MigrationStore,
@@ -467,7 +319,7 @@ async def check_source(
         # POP3: messages sharing a UIDL are left out of the inventory and the fetch never takes them
         duplicates: frozenset[str] = getattr(maildrop, "duplicate_uidls", frozenset())
         # IMAP: a configured mailbox the server refused to SELECT is left out: its mail is unknown
-        _require_every_mailbox(getattr(maildrop, "mailbox_failures", {}))
+        require_every_mailbox(getattr(maildrop, "mailbox_failures", {}))
         locations = await store.locations(source)
         # an identity recorded as gone or deleted that the server lists again may be another message
         # (a POP3 server re-using UIDLs; the fetch then leaves it there): decided by content
@@ -475,10 +327,10 @@ async def check_source(
             k for k, loc in locations.items() if loc.gone_at is not None or loc.deleted_at is not None
         }
         listed = not_archived(inventory, locations.keys() - returned)
-        headers, sizes = await _headers(maildrop, listed)
+        headers, sizes = await read_headers(maildrop, listed)
         index = ContentIndex(archive, target_entries)
         wanted = _wanted(listed, headers, sizes, index, with_target=target_bodies is not None)
-        bodies = await _bodies(maildrop, wanted) if wanted is not None else {}
+        bodies = await read_bodies(maildrop, wanted) if wanted is not None else {}
         await maildrop.close()
     except MaildError as exc:
         if maildrop is not None:
