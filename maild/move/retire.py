@@ -193,11 +193,15 @@ async def retire(
             disabled = "drop-in"
         else:
             disabled = "already disabled"
-    if accepted:
-        await store.accept_missing(target_name, [e.message for e in accepted], clock())
-    if unfetched:
-        await store.accept_unfetched(source, target_name, _unfetched_rows(source_check), clock())
-    await store.retire(source, target_name, clock())
+    # one transaction: the decisions are recorded with the retirement or not at all (a kill between
+    # them left an acceptance of a retirement that did not happen)
+    await store.retire(
+        source,
+        target_name,
+        clock(),
+        accepted_missing=[e.message for e in accepted],
+        unfetched=_unfetched_rows(source_check) if unfetched else (),
+    )
     return RetireOutcome(outcome, disabled, accepted, source_check, accepted_unfetched=unfetched)
 
 
