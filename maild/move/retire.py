@@ -18,6 +18,7 @@ from maild.config.loader import Config
 from maild.errors import MaildError, MigrationError
 from maild.move.compare import ArchiveEntry, bodies_needed, compare
 from maild.move.source_check import SourceCheck, check_source
+from maild.move.source_recheck import arrived_since, list_server
 from maild.move.target import (
     CompareOutcome,
     compare_accounts,
@@ -173,6 +174,8 @@ async def retire(
     unfetched = bool(source_check.unarchived) or not source_check.checked
     if unfetched and not accept_unfetched:
         raise MigrationError(unfetched_advice(source_check, target_name))
+    if source_check.checked:  # mail that reached A's server during the check was not seen by it
+        await _require_nothing_new(config, source_check, target_name)
     if account is not None and account.enabled and account.source == config.path:
         raise MigrationError(
             f"nothing of {source} is missing in {target_name}, but account {source} is defined in the"
@@ -203,6 +206,33 @@ async def retire(
         unfetched=_unfetched_rows(source_check) if unfetched else (),
     )
     return RetireOutcome(outcome, disabled, accepted, source_check, accepted_unfetched=unfetched)
+
+
+async def _require_nothing_new(config: Config, check: SourceCheck, target: str) -> None:
+    """List A's server again (under the move lock, just before anything is changed) and refuse when
+    it lists a message the check did not (:mod:`maild.move.source_recheck`).
+
+    Raises:
+        MigrationError: something arrived (one line: how many, and to run the command again), or
+            the listing failed (the error: what is on A's server is unknown again).
+    """
+    a = check.source
+    again = f"run `maild retire {a} --into {target}` again"
+    try:
+        now = await list_server(config, a)
+    except MaildError as exc:
+        raise MigrationError(
+            f"{a}'s server ({check.host}) could not be listed again before recording the retirement,"
+            f" so what arrived there during the check is unknown: {exc}; {again}"
+        ) from None
+    from maild.archive.schema import failure_key_text
+
+    new = arrived_since(check.keys, now)
+    if new:
+        raise MigrationError(
+            f"{len(new)} messages reached {a}'s server ({check.host}) while it was being checked"
+            f" (first: {failure_key_text(new[0])}); nothing was changed: {again} to check them too"
+        )
 
 
 def _unfetched_rows(check: SourceCheck) -> list[tuple[str | None, int | None, str]]:

@@ -139,6 +139,8 @@ class SourceCheck:
         unarchived: messages not in A's archive and held neither there nor in B by content.
         held: messages not archived under their identity but held by content: in A's archive or B.
         error: why A's server could not be checked (None when it was).
+        keys: the server identities A's server listed (duplicated UIDLs included): the set checked,
+            which :mod:`maild.move.source_recheck` lists again just before the retirement is recorded.
     """
 
     source: str
@@ -147,6 +149,7 @@ class SourceCheck:
     unarchived: list[Unarchived] = field(default_factory=list)
     held: int = 0
     error: str | None = None
+    keys: frozenset[MessageKey] = frozenset()
 
     @property
     def checked(self) -> bool:
@@ -344,6 +347,7 @@ async def check_source(
     finally:
         executor.shutdown(wait=False)
     check.listed = len(inventory) + len(duplicates)
+    check.keys = frozenset(e.key for e in inventory) | {POP3Key(u) for u in duplicates}
     check.unarchived.extend(Unarchived(POP3Key(u), None, "duplicate UIDL") for u in sorted(duplicates))
     b_keys = _target_wanted(listed, headers, sizes, index, bodies) if wanted is not None else []
     b_digests: Mapping[IMAPKey, BodyDigest] = {}

@@ -360,3 +360,47 @@ def test_imap_source_mailbox_refused_by_select_is_an_unknown(
     assert "1 of its mailboxes could not be selected" in err
     assert "'Altpost'" in err
     assert _retired_as(directory, "old") is None
+
+
+def test_mail_arriving_during_the_check_is_refused_before_anything_changes(
+    dovecot: Dovecot,
+    mail_user_factory: object,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message that reaches A's server after the check listed it and before the retirement is
+    recorded is seen by the second listing: retire refuses in one line, changing nothing.
+
+    Steps: pop (user 1) archives 3 and is moved into imap (user 2); retire runs with the check
+    wrapped so that a 4th message is delivered to user 1 right after the check returns (nothing
+    unarchived in it); retire exits 1 with one line naming 1 message and to run it again; pop is not
+    retired and no acceptance is recorded; ``--accept-unfetched`` does not skip the second listing;
+    run again (plain), the check itself now names it: 1 never fetched.
+    """
+    import maild.move.retire as retire_module
+
+    assert callable(mail_user_factory)
+    old, new = mail_user_factory(), mail_user_factory()
+    directory, cfg = _moved(dovecot, old, new, capsys, 3)
+    real = retire_module.check_source
+    arrived: list[int] = []
+
+    async def check_then_deliver(*args: object, **kwargs: object) -> object:
+        check = await real(*args, **kwargs)  # type: ignore[arg-type]
+        arrived.append(len(arrived))
+        dovecot.deliver_many(old.name, [letter(70 + len(arrived))])
+        return check
+
+    monkeypatch.setattr(retire_module, "check_source", check_then_deliver)
+    for extra in ([], ["--accept-unfetched"]):
+        assert main(["-c", str(cfg), "retire", "pop", "--into", "imap", *extra]) == 1
+        err = capsys.readouterr().err
+        assert "1 messages reached pop's server (127.0.0.1) while it was being checked" in err
+        assert "nothing was changed: run `maild retire pop --into imap` again" in err
+        assert len(err.strip().splitlines()) == 1
+        assert _retired(directory) == (None, None)
+        with _db(directory) as db:
+            assert db.execute("SELECT count(*) FROM unfetched_accepted").fetchone() == (0,)
+    monkeypatch.setattr(retire_module, "check_source", real)
+    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 1
+    assert "holds 2 messages that pop never archived" in capsys.readouterr().err
