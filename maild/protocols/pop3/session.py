@@ -447,6 +447,16 @@ class POP3Session:
         finally:
             self.decoder.max_reply_octets = saved
 
+    def exchange_one(self, command: str) -> wire.Reply:
+        """Send one command with a multi-line ``+OK`` reply (``TOP n lines``) and read its reply.
+
+        Raises:
+            ProtocolError: the reply is malformed or too large. NetworkTimeout, ConnectError: as for
+                :meth:`run`.
+        """
+        with self.mapped("reading a message"):
+            return self.exchange([command], multiline=True, pipelined=False)[0]
+
     def listing(self) -> Listing:
         """UIDL and LIST (RFC 1939 sections 7 and 5), pipelined when allowed, parsed."""
         with self.mapped("listing the maildrop"):
