@@ -67,9 +67,10 @@ def unfetched_advice(check: SourceCheck, target: str) -> str:
             f" or {accept} if the old provider is gone for good (recorded in the archive)"
         )
     counts = check.counts()
-    steps = [f"run `maild fetch {a}`"]
+    stored = sum(1 for u in check.unarchived if u.stored)
+    steps = [f"run `maild fetch {a}`"] if stored < len(check.unarchived) else []
     if "set aside" in counts or "failed" in counts:
-        steps[0] = f"run `maild fetch-now --retry-failed {a}` (or `maild fetch {a}`)"
+        steps[:1] = [f"run `maild fetch-now --retry-failed {a}` (or `maild fetch {a}`)"]
     if "too large" in counts:
         steps.append(f"raise max_message_size of {a} for those too large")
     if "duplicate UIDL" in counts:
@@ -78,8 +79,10 @@ def unfetched_advice(check: SourceCheck, target: str) -> str:
         f"{a}'s server ({check.host}) holds {len(check.unarchived)} messages that {a} never archived"
         f" and {target} does not hold ({check.summary()}): they would stay on the old server once {a}"
         " is retired; "
-        + ", ".join(steps)
-        + f", then `maild migrate {a} --to {target}` and `maild retire {a} --into {target}` again; or"
+        + (f"{stored} of them are in {a}'s archive now (the check stored what it read); " if stored else "")
+        + "".join(f"{step}, " for step in steps)
+        + ("then " if steps else "run ")
+        + f"`maild migrate {a} --to {target}` and `maild retire {a} --into {target}` again; or"
         f" {accept} if {target} holds them or they are not wanted (recorded in the archive)"
     )
 

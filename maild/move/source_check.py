@@ -4,16 +4,19 @@
 never archived (it arrived after A's last fetch, was set aside after repeated failures, is larger than
 ``max_message_size``) is not in A's archive; when A and B are different mailboxes it would stay on the
 old server, never fetched once A is retired. So before retiring, :func:`check_source` logs in to A's
-server through the adapter the fetch uses, read only (POP3 UIDL, LIST and ``TOP n 0``; IMAP SELECT,
-``UID SEARCH ALL`` and ``BODY.PEEK[HEADER]`` of the configured mailboxes: never DELE, STORE or
-EXPUNGE; a POP3 session ends with QUIT and no DELE sent), takes A's inventory and compares it with
-A's locations in the archive.
+server through the adapter the fetch uses, read only (POP3 UIDL, LIST and ``TOP n <lines>``; IMAP
+SELECT, ``UID SEARCH ALL`` and ``BODY.PEEK[HEADER]`` of the configured mailboxes: never DELE, STORE
+or EXPUNGE; a POP3 session ends with QUIT and no DELE sent), takes A's inventory and compares it
+with A's locations in the archive.
 
 A listed message whose server identity A's archive does not hold is *not archived* unless its
 content is held elsewhere, by :mod:`maild.move.compare`'s rules:
 
-- by the SHA-256 of its octets (as sent or in CRLF form) only: they are downloaded (POP3 RETR, which
-  Dovecot lets set ``\\Seen``; IMAP ``BODY.PEEK[]``) when its Message-ID, Date (UTC) and size
+- by the SHA-256 of its octets (as sent or in CRLF form) only. A POP3 A: every such message the
+  fetch would take is read whole with ``TOP n <lines>`` (RETR only as a logged fallback) and, when
+  A's archive lacks its octets, stored there before QUIT (:mod:`maild.move.source_pop3`: a server
+  may delete what is downloaded). An IMAP A: its octets are downloaded (``BODY.PEEK[]``) when its
+  Message-ID, Date (UTC) and size
   (rule 3 of :mod:`maild.move.compare`) equal those of a message of A's archive or of B's scan (then
   B's messages of that identity are downloaded too), or when it has no Message-ID and its header
   section equals an archived one's (rule 4). Rule 3 alone is not trusted here: two different
@@ -46,10 +49,11 @@ from maild.config.loader import Config
 from maild.config.maildrop import make_maildrop
 from maild.errors import MaildError
 from maild.message import summarise
-from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3Key
+from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3Key, RetrievedMessage
 from maild.move.compare import ArchiveEntry, BodyDigest, ServerEntry
 from maild.move.source_index import ContentIndex, body_wanted, held_by
-from maild.move.source_server import read_bodies, read_headers, require_every_mailbox
+from maild.move.source_pop3 import POP3Read, read_and_keep, to_read
+from maild.move.source_server import is_imap, read_bodies, read_headers, require_every_mailbox
 from maild.policy import set_aside
 from maild.protocols.base import Maildrop
 
@@ -81,8 +85,8 @@ REASON_WORDS: tuple[tuple[Reason, str], ...] = (
     ("too large", "larger than its max_message_size"),
     (
         "not verified",
-        "matched only by Message-ID, Date and size: too many or too large to download and compare"
-        " their octets",
+        "matched only by Message-ID, Date and size, or not read: too many or too large to download"
+        " and compare their octets",
     ),
     ("duplicate UIDL", "sharing their UIDL with another message (the fetch leaves them out)"),
     (
@@ -117,6 +121,8 @@ class Unarchived:
         size_octets: its size in octets as the server reports it (LIST, RFC822.SIZE), or None.
         reason: why A did not archive it (see :func:`reason_for`).
         message_id, date, from_, subject: from its header section (None when not read or absent).
+        stored: the check read it (POP3) and stored it into A's archive (see
+            :mod:`maild.move.source_pop3`): A's archive holds it now, B does not.
     """
 
     key: MessageKey
@@ -126,6 +132,7 @@ class Unarchived:
     date: datetime | None = None
     from_: str | None = None
     subject: str | None = None
+    stored: bool = False
 
 
 @dataclass(slots=True)
@@ -141,6 +148,10 @@ class SourceCheck:
         error: why A's server could not be checked (None when it was).
         keys: the server identities A's server listed (duplicated UIDLs included): the set checked,
             which :mod:`maild.move.source_recheck` lists again just before the retirement is recorded.
+        stored: messages of a POP3 A the check read and stored into A's archive (its archive lacked
+            their octets; :mod:`maild.move.source_pop3`), held by B or not.
+        retr_fallbacks: messages of a POP3 A read with RETR, not TOP (not offered, refused or short):
+            the server may have marked them read, or deleted them (they were stored first).
     """
 
     source: str
@@ -150,6 +161,8 @@ class SourceCheck:
     held: int = 0
     error: str | None = None
     keys: frozenset[MessageKey] = frozenset()
+    stored: int = 0
+    retr_fallbacks: int = 0
 
     @property
     def checked(self) -> bool:
@@ -280,7 +293,8 @@ async def check_source(
 
     Args:
         config: the configuration; A's server settings and ``max_message_size`` come from it.
-        store: the open archive (A's locations and failure records).
+        store: the open archive (A's locations and failure records; what a POP3 A's check reads
+            and the archive lacks is stored into it).
         source: account A.
         archive: every distinct archived message of A (as :func:`maild.move.compare.compare` got).
         target_entries: B's scanned messages.
@@ -294,8 +308,10 @@ async def check_source(
     in A's archive or in B's message of that identity (two different messages can share all three:
     a resent or crafted one; a wrong match would leave a message on A's retired server, never
     fetched). Up to :data:`CONTENT_CHECK_MESSAGES` / :data:`CONTENT_CHECK_OCTETS` are downloaded
-    (A's server: POP3 RETR, which Dovecot lets set ``\\Seen``; IMAP ``BODY.PEEK[]``); beyond, such
-    messages count as "not verified".
+    (A's server: POP3 ``TOP n <lines>``, RETR only as a logged fallback, every message the fetch
+    would take; IMAP ``BODY.PEEK[]`` of the candidates); beyond, such messages count as "not
+    verified". What is read of a POP3 A and A's archive lacks is stored into A's archive (``store``,
+    the fetch's store path) before A's session ends (:mod:`maild.move.source_pop3`).
 
     Returns:
         The check; its ``error`` says why A's server could not be checked (A not configured, a
@@ -313,6 +329,10 @@ async def check_source(
     check = SourceCheck(source, host=account.host)
     if maildrop_factory is None:
         maildrop_factory = make_maildrop
+    records = await failure_records(store, source)
+    aside = set_aside(records, clock())
+    index = ContentIndex(archive, target_entries)
+    pop3: POP3Read | None = None
     executor = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="maild-retire-check")
     maildrop: Maildrop | None = None
     try:
@@ -330,10 +350,30 @@ async def check_source(
             k for k, loc in locations.items() if loc.gone_at is not None or loc.deleted_at is not None
         }
         listed = not_archived(inventory, locations.keys() - returned)
-        headers, sizes = await read_headers(maildrop, listed)
-        index = ContentIndex(archive, target_entries)
-        wanted = _wanted(listed, headers, sizes, index, with_target=target_bodies is not None)
-        bodies = await read_bodies(maildrop, wanted) if wanted is not None else {}
+        if is_imap(maildrop):
+            headers, sizes = await read_headers(maildrop, listed)
+            wanted = _wanted(listed, headers, sizes, index, with_target=target_bodies is not None)
+            bodies = await read_bodies(maildrop, wanted) if wanted is not None else {}
+        else:  # POP3: read whole without RETR where possible, and keep before QUIT (source_pop3)
+            reasons = {
+                e.key: reason_for(e.key, e.size_octets, records, aside, account.max_message_size)
+                for e in listed
+            }
+            wanted = to_read(
+                listed, reasons, max_messages=CONTENT_CHECK_MESSAGES, max_octets=CONTENT_CHECK_OCTETS
+            )
+
+            async def keep(batch: list[RetrievedMessage]) -> None:
+                await store.store_batch(source, batch, clock())
+
+            pop3 = await read_and_keep(
+                maildrop,
+                wanted or [],
+                archived=lambda d: bool({d.sha256, d.sha256_crlf} & index.archive_digests),
+                not_storable=returned,
+                keep=keep,
+            )
+            headers, sizes, bodies = pop3.raws, {}, pop3.bodies
         await maildrop.close()
     except MaildError as exc:
         if maildrop is not None:
@@ -349,12 +389,14 @@ async def check_source(
     check.listed = len(inventory) + len(duplicates)
     check.keys = frozenset(e.key for e in inventory) | {POP3Key(u) for u in duplicates}
     check.unarchived.extend(Unarchived(POP3Key(u), None, "duplicate UIDL") for u in sorted(duplicates))
+    stored = pop3.stored if pop3 is not None else set()
+    if pop3 is not None:
+        check.stored, check.retr_fallbacks = len(stored), len(pop3.retr_fallbacks)
     b_keys = _target_wanted(listed, headers, sizes, index, bodies) if wanted is not None else []
+    b_over = pop3 is not None and _over_bounds(listed, bodies, b_keys, index)
     b_digests: Mapping[IMAPKey, BodyDigest] = {}
-    if b_keys and target_bodies is not None:
+    if b_keys and target_bodies is not None and not b_over:
         b_digests = await target_bodies(b_keys)
-    records = await failure_records(store, source)
-    aside = set_aside(records, clock())
     for entry in listed:
         size = entry.size_octets if entry.size_octets is not None else sizes.get(entry.key)
         header = headers.get(entry.key)
@@ -369,19 +411,37 @@ async def check_source(
             check.held += 1
             continue
         reason = reason_for(entry.key, size, records, aside, account.max_message_size)
-        if wanted is None and reason == "never fetched" and index.candidate(mid, date, size):
+        if reason == "never fetched" and (
+            (wanted is None and (pop3 is not None or index.candidate(mid, date, size)))
+            or (b_over and index.candidate(mid, date, size))
+        ):
             reason = "not verified"
         elif reason == "never fetched" and entry.key in returned:
             reason = "came back"
+        record = records.get(entry.key)  # a message not read: what the fetch's header read found
         check.unarchived.append(
             Unarchived(
                 entry.key,
                 size,
                 reason,
                 mid,
-                date,
-                summary.from_ if summary else None,
-                summary.subject if summary else None,
+                date if summary else (record.date if record else None),
+                summary.from_ if summary else (record.from_ if record else None),
+                summary.subject if summary else (record.subject if record else None),
+                stored=entry.key in stored,
             )
         )
     return check
+
+
+def _over_bounds(
+    listed: Sequence[InventoryEntry],
+    bodies: Mapping[MessageKey, BodyDigest],
+    b_keys: Sequence[IMAPKey],
+    index: ContentIndex,
+) -> bool:
+    """Whether B's copies to download (``b_keys``), with what was read of A's POP3 server, exceed
+    :data:`CONTENT_CHECK_MESSAGES` or :data:`CONTENT_CHECK_OCTETS` (then B's are not downloaded)."""
+    octets = sum(e.size_octets or 0 for e in listed if e.key in bodies)
+    octets += sum(index.target_sizes[k] for k in b_keys)
+    return len(bodies) + len(b_keys) > CONTENT_CHECK_MESSAGES or octets > CONTENT_CHECK_OCTETS

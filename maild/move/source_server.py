@@ -1,8 +1,8 @@
 """Reading A's server for retire's check (:mod:`maild.move.source_check`): header sections and
 octets of listed messages, through the fetch's own adapter, read only.
 
-POP3 ``TOP n 0`` and RETR; IMAP ``BODY.PEEK[HEADER]`` scans and ``BODY.PEEK[]`` (flags untouched).
-Never DELE, STORE or EXPUNGE.
+IMAP ``BODY.PEEK[HEADER]`` scans and ``BODY.PEEK[]`` (flags untouched); a POP3 A is read by
+:mod:`maild.move.source_pop3`. Never DELE, STORE or EXPUNGE.
 """
 
 from __future__ import annotations
@@ -10,24 +10,29 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from maild.errors import MaildError
-from maild.message import MAX_HEADER_OCTETS
 from maild.model import IMAPKey, InventoryEntry, MessageKey, RetrievalFailure
 from maild.move.compare import BodyDigest, body_digest
 from maild.protocols.base import Maildrop
 
 
+def is_imap(maildrop: Maildrop) -> bool:
+    """Whether ``maildrop`` is an IMAP session (else POP3: see :mod:`maild.move.source_pop3`)."""
+    from maild.protocols.imap.mailbox import IMAPMailbox
+
+    return isinstance(maildrop, IMAPMailbox)
+
+
 async def read_headers(
     maildrop: Maildrop, entries: Sequence[InventoryEntry]
 ) -> tuple[dict[MessageKey, bytes], dict[MessageKey, int]]:
-    """Header sections (and, for IMAP, sizes) of ``entries``: POP3 ``TOP n 0``, IMAP a header scan
-    (``BODY.PEEK[HEADER]``, flags untouched) of each mailbox holding one of them."""
+    """Header sections and sizes of ``entries`` of an IMAP A: a header scan (``BODY.PEEK[HEADER]``,
+    flags untouched) of each mailbox holding one of them. A POP3 A's are read whole instead, never
+    by ``TOP n 0`` (:mod:`maild.move.source_pop3`): ``{}`` for one."""
     from maild.protocols.imap.mailbox import IMAPMailbox
 
     keys = [e.key for e in entries]
-    if not keys:
+    if not keys or not isinstance(maildrop, IMAPMailbox):
         return {}, {}
-    if not isinstance(maildrop, IMAPMailbox):
-        return dict(await maildrop.header_fields(keys, max_octets=MAX_HEADER_OCTETS)), {}
     headers: dict[MessageKey, bytes] = {}
     sizes: dict[MessageKey, int] = {}
     for mailbox in dict.fromkeys(k.mailbox for k in keys if isinstance(k, IMAPKey)):
