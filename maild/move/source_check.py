@@ -373,7 +373,7 @@ async def check_source(
                 not_storable=returned,
                 keep=keep,
             )
-            headers, sizes, bodies = pop3.raws, {}, pop3.bodies
+            headers, sizes, bodies = pop3.headers, {}, pop3.bodies
         await maildrop.close()
     except MaildError as exc:
         if maildrop is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from maild.message import header_section
 from maild.model import InventoryEntry, MessageKey, RetrievalFailure, RetrievedMessage
 from maild.move.compare import BodyDigest, body_digest
 from maild.protocols.base import Maildrop
@@ -50,13 +51,14 @@ class POP3Read:
     """What :func:`read_and_keep` read of A's POP3 server.
 
     Attributes:
-        raws: key to the message's octets as sent (its header section for the check's summary).
+        headers: key to the message's header section (:func:`maild.message.header_section`: the
+            check's summary of it; the octets themselves are stored or dropped as they arrive).
         bodies: key to the digests of those octets.
         stored: keys stored into A's archive by this check.
         retr_fallbacks: keys read with RETR (TOP not offered, refused or short), with why.
     """
 
-    raws: dict[MessageKey, bytes] = field(default_factory=dict)
+    headers: dict[MessageKey, bytes] = field(default_factory=dict)
     bodies: dict[MessageKey, BodyDigest] = field(default_factory=dict)
     stored: set[MessageKey] = field(default_factory=set)
     retr_fallbacks: list[tuple[MessageKey, str]] = field(default_factory=list)
@@ -119,7 +121,7 @@ async def read_and_keep(
                 continue
             raw = item.whole()
             digest = body_digest(raw)
-            read.raws[item.key], read.bodies[item.key] = raw, digest
+            read.headers[item.key], read.bodies[item.key] = header_section(raw), digest
             if archived(digest) or item.key in not_storable:
                 continue
             batch.append(RetrievedMessage(item.key, raw))
