@@ -79,11 +79,15 @@ def _maildrop() -> tuple[bytes, list[ScriptedMessage]]:
     ]
 
 
-async def test_the_check_reads_with_top_for_the_whole_message_never_retr(tmp_path: Path) -> None:
-    """Each message A never archived is read once with ``TOP n <its LIST size>``; no RETR, no
-    ``TOP n 0``, no DELE: the copy is held by its octets, the new one is not (and now archived)."""
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_the_check_reads_with_top_for_the_whole_message_never_retr(
+    tmp_path: Path, pipelining: bool
+) -> None:
+    """Each message A never archived is read once with ``TOP n <its LIST size>`` (one window, sent at
+    once with PIPELINING); no RETR, no ``TOP n 0``, no DELE: the copy is held by its octets, the new
+    one is not (and now archived)."""
     old, messages = _maildrop()
-    with ScriptedPOP3(messages) as server:
+    with ScriptedPOP3(messages, pipelining=pipelining) as server:
         check = await _check(tmp_path, server, {"u1": old})
         commands = server.commands
     assert not [c for c in commands if c.startswith(("RETR", "DELE"))]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.protocols.pop3.peek import MIN_TOP_LINES, is_whole, top_lines
+from maild.protocols.pop3.peek import MIN_TOP_LINES, is_whole, top_lines, top_windows
 from tests.support.scripted_pop3 import _top
 
 _line = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
@@ -53,3 +53,33 @@ def test_top_lines_is_the_size_and_at_least_one(size: int, lines: int) -> None:
     """The line count asked is the size in octets (a bound on the lines), never 0 (``TOP n 0`` is
     the header only)."""
     assert top_lines(size) == lines
+
+
+@given(
+    sizes=st.lists(st.integers(0, 100), max_size=40),
+    max_commands=st.integers(1, 6),
+    max_octets=st.integers(1, 200),
+)
+def test_top_windows_cut_in_order_within_both_bounds_and_greedily(
+    sizes: list[int], max_commands: int, max_octets: int
+) -> None:
+    """Windows keep every key once, in order; each holds at most max_commands keys and, past its
+    first key, at most max_octets octets; a window ends only when the next key would break a bound."""
+    sized = list(enumerate(sizes))
+    windows = top_windows(sized, max_commands, max_octets)
+    assert [item for window in windows for item in window] == sized
+    for i, window in enumerate(windows):
+        assert 1 <= len(window) <= max_commands
+        octets = sum(size for _key, size in window)
+        assert len(window) == 1 or octets <= max_octets
+        if i + 1 < len(windows):
+            nxt = windows[i + 1][0][1]
+            assert len(window) == max_commands or octets + nxt > max_octets
+
+
+@pytest.mark.parametrize(("sizes", "expected"), [([5, 5], [[5, 5]]), ([5, 6], [[5], [6]]), ([11], [[11]])])
+def test_top_windows_at_the_octet_bound_plus_minus_one(sizes: list[int], expected: list[list[int]]) -> None:
+    """At exactly max_octets (10) two keys share a window; one octet more splits them; a key larger
+    than the bound still gets a window of its own."""
+    windows = top_windows([(i, s) for i, s in enumerate(sizes)], 10, 10)
+    assert [[s for _i, s in w] for w in windows] == expected

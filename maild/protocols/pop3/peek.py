@@ -12,6 +12,10 @@ sends the commands).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
+_K = TypeVar("_K")
 _CRLF = b"\r\n"
 
 #: Least line count asked of TOP (an empty message still gets ``TOP n 1``, not ``TOP n 0``).
@@ -40,3 +44,23 @@ def is_whole(body: bytes, size_octets: int) -> bool:
     if len(body) == size_octets:
         return True
     return len(body) - body.count(_CRLF) == size_octets
+
+
+def top_windows(
+    sized: Sequence[tuple[_K, int]], max_commands: int, max_octets: int
+) -> list[list[tuple[_K, int]]]:
+    """``sized`` (key, LIST size in octets) cut into windows, in order: each window at most
+    ``max_commands`` keys and, beyond its first key, at most ``max_octets`` octets by size (a
+    window always takes one key, however large)."""
+    windows: list[list[tuple[_K, int]]] = []
+    current: list[tuple[_K, int]] = []
+    octets = 0
+    for item in sized:
+        if current and (len(current) >= max_commands or octets + item[1] > max_octets):
+            windows.append(current)
+            current, octets = [], 0
+        current.append(item)
+        octets += item[1]
+    if current:
+        windows.append(current)
+    return windows

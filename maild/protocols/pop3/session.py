@@ -447,15 +447,16 @@ class POP3Session:
         finally:
             self.decoder.max_reply_octets = saved
 
-    def exchange_one(self, command: str) -> wire.Reply:
-        """Send one command with a multi-line ``+OK`` reply (``TOP n lines``) and read its reply.
+    def exchange_many(self, commands: Sequence[str], *, pipelined: bool) -> list[wire.Reply]:
+        """Send ``commands`` with multi-line ``+OK`` replies (``TOP n lines``), at once when
+        ``pipelined`` (RFC 2449 section 6.6), and read their replies, in one executor job.
 
         Raises:
-            ProtocolError: the reply is malformed or too large. NetworkTimeout, ConnectError: as for
+            ProtocolError: a reply is malformed or too large. NetworkTimeout, ConnectError: as for
                 :meth:`run`.
         """
-        with self.mapped("reading a message"):
-            return self.exchange([command], multiline=True, pipelined=False)[0]
+        with self.mapped("reading messages"):
+            return self.exchange(commands, multiline=True, pipelined=pipelined)
 
     def listing(self) -> Listing:
         """UIDL and LIST (RFC 1939 sections 7 and 5), pipelined when allowed, parsed."""
