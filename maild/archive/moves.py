@@ -233,17 +233,7 @@ class MoveRecords:
         None when the server could not be reached, size in octets or None, why it was not archived
         or the server's error).
         """
-        stamp = utc_text(now)
-        await self._db._write(
-            [
-                (
-                    "INSERT INTO unfetched_accepted (account, into_account, key, size_octets, reason,"
-                    " accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(account, into, key, size, reason, stamp) for key, size, reason in rows],
-                    True,
-                )
-            ]
-        )
+        await self._db._write([_unfetched_insert(account, into, rows, utc_text(now))])
 
     async def forget_appends(self, account: str, uploads: Sequence[tuple[int, str]]) -> None:
         """Forget, durably, the upload records (message, mailbox) into ``account`` (``--undo``)."""
@@ -325,26 +315,51 @@ class MoveRecords:
             for r in rows
         }
 
-    async def retire(self, account: str, into: str, now: datetime) -> None:
+    async def retire(
+        self,
+        account: str,
+        into: str,
+        now: datetime,
+        *,
+        accepted_missing: Sequence[int] = (),
+        unfetched: Sequence[tuple[str | None, int | None, str]] = (),
+    ) -> None:
         """Record, durably, that ``account`` was migrated into ``into`` and retired at ``now``.
 
-        In the same transaction the move of ``account`` into ``into`` is finished (``moves``).
+        In the same transaction the move of ``account`` into ``into`` is finished (``moves``), and
+        the decisions ``maild retire`` was told to take are recorded: ``accepted_missing`` (uploads
+        into ``into`` gone for good, as :meth:`accept_missing`) and ``unfetched`` (what ``account``'s
+        server still holds unarchived, rows as :meth:`accept_unfetched`). One transaction, so a kill
+        at any moment leaves either all of it or none of it: never an acceptance recorded for a
+        retirement that did not happen (before session 14 a kill between the two left an
+        ``unfetched_accepted`` row, and the next ``retire --accept-unfetched`` added a second).
         """
-        await self._db._write(
-            [
+        stamp = utc_text(now)
+        statements: list[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]] = []
+        if accepted_missing:
+            statements.append(
                 (
-                    "UPDATE accounts SET retired_at = ?, retired_into = ? WHERE name = ?",
-                    (utc_text(now), into, account),
-                    False,
-                ),
-                (
-                    "INSERT INTO moves (source, target, started_at, finished_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (source, target) DO UPDATE SET finished_at = excluded.finished_at",
-                    (account, into, utc_text(now), utc_text(now)),
-                    False,
-                ),
-            ]
-        )
+                    "UPDATE appends SET accepted_at = ? WHERE account = ? AND message = ?",
+                    [(stamp, into, message) for message in accepted_missing],
+                    True,
+                )
+            )
+        if unfetched:
+            statements.append(_unfetched_insert(account, into, unfetched, stamp))
+        statements += [
+            (
+                "UPDATE accounts SET retired_at = ?, retired_into = ? WHERE name = ?",
+                (stamp, into, account),
+                False,
+            ),
+            (
+                "INSERT INTO moves (source, target, started_at, finished_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (source, target) DO UPDATE SET finished_at = excluded.finished_at",
+                (account, into, stamp, stamp),
+                False,
+            ),
+        ]
+        await self._db._write(statements)
 
     async def unretire(self, account: str) -> str | None:
         """Record, durably, that ``account`` is no longer retired; return what it was retired into.
@@ -439,3 +454,16 @@ def as_keys(records: Sequence[AppendRecord]) -> dict[int, set[IMAPKey]]:
         if record.uidvalidity is not None and record.uid is not None:
             out.setdefault(record.message, set()).add(IMAPKey(record.mailbox, record.uidvalidity, record.uid))
     return out
+
+
+def _unfetched_insert(
+    account: str, into: str, rows: Sequence[tuple[str | None, int | None, str]], stamp: str
+) -> tuple[str, list[Sequence[Any]], bool]:
+    """The statement recording ``rows`` in ``unfetched_accepted`` (as
+    :meth:`MoveRecords.accept_unfetched` describes them)."""
+    return (
+        "INSERT INTO unfetched_accepted (account, into_account, key, size_octets, reason, accepted_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(account, into, key, size, reason, stamp) for key, size, reason in rows],
+        True,
+    )

@@ -17,10 +17,10 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from maild.cli.common import reload_daemon, run_async
+from maild.cli.move_compare import archive_json, comparison_json, render_comparison, where
 from maild.cli.move_lines import (
     line,
     now,
@@ -167,117 +167,6 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if outcome.complete and not check.unarchived else 1
 
 
-def _where(entry: ArchiveEntry, source: str) -> str:
-    return f"still on {source}'s server" if entry.on_server else "archive only"
-
-
-def render_comparison(outcome: CompareOutcome, *, lists: bool = True) -> str:
-    """Render a comparison: counts, then the messages only in A, only in B and in both."""
-    c = outcome.comparison
-    a, b = outcome.source, outcome.target.name
-    archive_only = sum(1 for e in c.only_a if not e.on_server)
-    lines = [
-        f"{a} (archive) compared with {b} ({outcome.target.host}, {', '.join(outcome.mailboxes)}):",
-        f"  only in {a}: {len(c.only_a)} ({archive_only} archive only,"
-        f" {len(c.only_a) - archive_only} still on {a}'s server)",
-        f"  only in {b}: {len(c.only_b)}",
-        f"  in both: {len(c.both)}",
-    ]
-    if outcome.bodies_downloaded:
-        lines.append(f"  bodies downloaded to decide: {outcome.bodies_downloaded}")
-    if c.unreadable:
-        lines.append(f"  unreadable in {b}: {len(c.unreadable)} (presence unknown)")
-    accepted = outcome.accepted
-    if accepted:
-        lines.append(
-            f"  accepted as deleted in {b} (`retire --accept-deleted`; kept in the archive): {len(accepted)}"
-        )
-    if outcome.missing:
-        from maild.move.retire import missing_advice
-
-        lines.append(missing_advice(outcome))
-    elif c.unreadable:
-        unreadable = count(len(c.unreadable))
-        lines.append(f"whether all of {a} is in {b} is unknown: {unreadable} messages unreadable")
-    else:
-        lines.append(f"nothing of {a} is missing in {b}")
-    if not lists:
-        return "\n".join(lines)
-    if c.only_a:
-        lines += ["", f"Only in {a} (missing in {b}):"]
-        lines += [line(e, _where(e, a)) for e in c.only_a]
-    if c.only_b:
-        lines += ["", f"Only in {b}:"]
-        lines += [line(s, f"{s.key.mailbox} UID {s.key.uid}") for s in c.only_b]
-    if c.both:
-        lines += ["", "In both:"]
-        lines += [line(m.entry, f"{m.key.mailbox} UID {m.key.uid} ({m.rule})") for m in c.both]
-    if c.unreadable:
-        lines += ["", f"Unreadable in {b}:"]
-        lines += [f"  {k.mailbox} UID {k.uid}: {reason}" for k, reason in c.unreadable.items()]
-    return "\n".join(lines)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
-
-
-def _archive_json(entry: ArchiveEntry, source: str) -> dict[str, Any]:
-    return {
-        "sha256": entry.sha256,
-        "message_id": entry.message_id,
-        "date": _iso(entry.date),
-        "from": entry.from_,
-        "subject": entry.subject,
-        "size_octets": entry.size_octets,
-        "where": _where(entry, source),
-    }
-
-
-def comparison_json(outcome: CompareOutcome) -> dict[str, Any]:
-    """The comparison as a JSON-ready mapping (see docs/moving-a-mailbox.md)."""
-    c = outcome.comparison
-    a = outcome.source
-    return {
-        "source": a,
-        "target": outcome.target.name,
-        "mailboxes": list(outcome.mailboxes),
-        "complete": outcome.complete,
-        "counts": {
-            "missing": len(outcome.missing),
-            "uploaded_earlier_missing": len(outcome.uploaded_earlier),
-            "accepted_deleted": len(outcome.accepted),
-            "only_in_source": len(c.only_a),
-            "archive_only": sum(1 for e in c.only_a if not e.on_server),
-            "only_in_target": len(c.only_b),
-            "in_both": len(c.both),
-            "unreadable": len(c.unreadable),
-            "bodies_downloaded": outcome.bodies_downloaded,
-        },
-        "only_in_source": [_archive_json(e, a) for e in c.only_a],
-        "only_in_target": [
-            {
-                "mailbox": s.key.mailbox,
-                "uidvalidity": s.key.uidvalidity,
-                "uid": s.key.uid,
-                "message_id": s.message_id,
-                "date": _iso(s.date),
-                "from": s.from_,
-                "subject": s.subject,
-                "size_octets": s.size_octets,
-            }
-            for s in c.only_b
-        ],
-        "in_both": [
-            {**_archive_json(m.entry, a), "mailbox": m.key.mailbox, "uid": m.key.uid, "rule": m.rule}
-            for m in c.both
-        ],
-        "unreadable": [
-            {"mailbox": k.mailbox, "uid": k.uid, "reason": reason} for k, reason in c.unreadable.items()
-        ],
-    }
-
-
 # -- migrate ------------------------------------------------------------------------------------------
 
 
@@ -422,7 +311,7 @@ def render_migration(report: MigrationReport, *, dry_run: bool) -> str:
         lines += [line(e, "uploaded earlier") for e in report.recorded_missing]
     if dry_run:
         lines += ["", "Would upload:"] if report.planned else []
-        lines += [line(e, _where(e, a)) for e in report.planned]
+        lines += [line(e, where(e, a)) for e in report.planned]
         return "\n".join(lines)
     lines.append(f"uploaded {len(report.appended)}, refused {len(report.refused)}")
     lines += [_refusal(u) for u in report.refused]
@@ -441,16 +330,16 @@ def migration_json(report: MigrationReport, *, dry_run: bool) -> dict[str, Any]:
     a = report.before.source
 
     def upload(u: Upload) -> dict[str, Any]:
-        return {**_archive_json(u.entry, a), "reply": u.result.status, "uid": u.result.uid}
+        return {**archive_json(u.entry, a), "reply": u.result.status, "uid": u.result.uid}
 
     return {
         "source": a,
         "target": report.before.target.name,
         "mailbox": report.target_mailbox,
         "dry_run": dry_run,
-        "planned": [_archive_json(e, a) for e in report.planned],
-        "copies": [_archive_json(e, a) for e in report.copies],
-        "uploaded_earlier_missing": [_archive_json(e, a) for e in report.recorded_missing],
+        "planned": [archive_json(e, a) for e in report.planned],
+        "copies": [archive_json(e, a) for e in report.copies],
+        "uploaded_earlier_missing": [archive_json(e, a) for e in report.recorded_missing],
         "appended": [upload(u) for u in report.appended],
         "refused": [upload(u) for u in report.refused],
         "stopped": report.stopped,

@@ -85,12 +85,23 @@ def render_source_check(check: SourceCheck, target: str) -> str:
     if check.error is not None:
         return f"  {a}'s server not checked: {check.error} (`maild retire` refuses until it can be)"
     held = f", {check.held} more held by content" if check.held else ""
+    stored = f", {check.stored} stored into {a}'s archive by this check" if check.stored else ""
+    retr = ""
+    if check.retr_fallbacks:
+        retr = (
+            f"\n  note: {check.retr_fallbacks} read with RETR, not TOP (not offered, refused or short):"
+            f" {a}'s server may have marked them read (or deleted them: they were stored first)"
+        )
     if not check.unarchived:
-        return f"  on {a}'s server, never archived and not in {target}: 0 ({check.listed} listed{held})"
+        return (
+            f"  on {a}'s server, never archived and not in {target}: 0 ({check.listed} listed{held}{stored})"
+            + retr
+        )
+    fetch = "" if all(u.stored for u in check.unarchived) else f"run `maild fetch {a}`, then "
     return (
         f"  on {a}'s server, never archived and not in {target}: {len(check.unarchived)}"
-        f" ({check.summary()}; {check.listed} listed{held}): run `maild fetch {a}`, then"
-        f" `maild migrate {a} --to {target}`"
+        f" ({check.summary()}; {check.listed} listed{held}{stored}): {fetch}"
+        f"`maild migrate {a} --to {target}`" + retr
     )
 
 
@@ -107,6 +118,8 @@ def source_check_json(check: SourceCheck) -> dict[str, Any]:
             "held_by_content": check.held,
             "not_archived": len(check.unarchived),
             "by_reason": dict(check.counts()),
+            "stored": check.stored,
+            "retr_fallbacks": check.retr_fallbacks,
         },
         "not_archived": [
             {
@@ -117,6 +130,7 @@ def source_check_json(check: SourceCheck) -> dict[str, Any]:
                 "date": u.date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if u.date else None,
                 "from": u.from_,
                 "subject": u.subject,
+                "stored": u.stored,
             }
             for u in check.unarchived
         ],

@@ -18,6 +18,7 @@ from maild.config.loader import Config
 from maild.errors import MaildError, MigrationError
 from maild.move.compare import ArchiveEntry, bodies_needed, compare
 from maild.move.source_check import SourceCheck, check_source
+from maild.move.source_recheck import arrived_since, list_server
 from maild.move.target import (
     CompareOutcome,
     compare_accounts,
@@ -66,9 +67,10 @@ def unfetched_advice(check: SourceCheck, target: str) -> str:
             f" or {accept} if the old provider is gone for good (recorded in the archive)"
         )
     counts = check.counts()
-    steps = [f"run `maild fetch {a}`"]
+    stored = sum(1 for u in check.unarchived if u.stored)
+    steps = [f"run `maild fetch {a}`"] if stored < len(check.unarchived) else []
     if "set aside" in counts or "failed" in counts:
-        steps[0] = f"run `maild fetch-now --retry-failed {a}` (or `maild fetch {a}`)"
+        steps[:1] = [f"run `maild fetch-now --retry-failed {a}` (or `maild fetch {a}`)"]
     if "too large" in counts:
         steps.append(f"raise max_message_size of {a} for those too large")
     if "duplicate UIDL" in counts:
@@ -77,8 +79,10 @@ def unfetched_advice(check: SourceCheck, target: str) -> str:
         f"{a}'s server ({check.host}) holds {len(check.unarchived)} messages that {a} never archived"
         f" and {target} does not hold ({check.summary()}): they would stay on the old server once {a}"
         " is retired; "
-        + ", ".join(steps)
-        + f", then `maild migrate {a} --to {target}` and `maild retire {a} --into {target}` again; or"
+        + (f"{stored} of them are in {a}'s archive now (the check stored what it read); " if stored else "")
+        + "".join(f"{step}, " for step in steps)
+        + ("then " if steps else "run ")
+        + f"`maild migrate {a} --to {target}` and `maild retire {a} --into {target}` again; or"
         f" {accept} if {target} holds them or they are not wanted (recorded in the archive)"
     )
 
@@ -173,6 +177,8 @@ async def retire(
     unfetched = bool(source_check.unarchived) or not source_check.checked
     if unfetched and not accept_unfetched:
         raise MigrationError(unfetched_advice(source_check, target_name))
+    if source_check.checked:  # mail that reached A's server during the check was not seen by it
+        await _require_nothing_new(config, source_check, target_name)
     if account is not None and account.enabled and account.source == config.path:
         raise MigrationError(
             f"nothing of {source} is missing in {target_name}, but account {source} is defined in the"
@@ -193,12 +199,43 @@ async def retire(
             disabled = "drop-in"
         else:
             disabled = "already disabled"
-    if accepted:
-        await store.accept_missing(target_name, [e.message for e in accepted], clock())
-    if unfetched:
-        await store.accept_unfetched(source, target_name, _unfetched_rows(source_check), clock())
-    await store.retire(source, target_name, clock())
+    # one transaction: the decisions are recorded with the retirement or not at all (a kill between
+    # them left an acceptance of a retirement that did not happen)
+    await store.retire(
+        source,
+        target_name,
+        clock(),
+        accepted_missing=[e.message for e in accepted],
+        unfetched=_unfetched_rows(source_check) if unfetched else (),
+    )
     return RetireOutcome(outcome, disabled, accepted, source_check, accepted_unfetched=unfetched)
+
+
+async def _require_nothing_new(config: Config, check: SourceCheck, target: str) -> None:
+    """List A's server again (under the move lock, just before anything is changed) and refuse when
+    it lists a message the check did not (:mod:`maild.move.source_recheck`).
+
+    Raises:
+        MigrationError: something arrived (one line: how many, and to run the command again), or
+            the listing failed (the error: what is on A's server is unknown again).
+    """
+    a = check.source
+    again = f"run `maild retire {a} --into {target}` again"
+    try:
+        now = await list_server(config, a)
+    except MaildError as exc:
+        raise MigrationError(
+            f"{a}'s server ({check.host}) could not be listed again before recording the retirement,"
+            f" so what arrived there during the check is unknown: {exc}; {again}"
+        ) from None
+    from maild.archive.schema import failure_key_text
+
+    new = arrived_since(check.keys, now)
+    if new:
+        raise MigrationError(
+            f"{len(new)} messages reached {a}'s server ({check.host}) while it was being checked"
+            f" (first: {failure_key_text(new[0])}); nothing was changed: {again} to check them too"
+        )
 
 
 def _unfetched_rows(check: SourceCheck) -> list[tuple[str | None, int | None, str]]:

@@ -4,16 +4,19 @@
 never archived (it arrived after A's last fetch, was set aside after repeated failures, is larger than
 ``max_message_size``) is not in A's archive; when A and B are different mailboxes it would stay on the
 old server, never fetched once A is retired. So before retiring, :func:`check_source` logs in to A's
-server through the adapter the fetch uses, read only (POP3 UIDL, LIST and ``TOP n 0``; IMAP SELECT,
-``UID SEARCH ALL`` and ``BODY.PEEK[HEADER]`` of the configured mailboxes: never DELE, STORE or
-EXPUNGE; a POP3 session ends with QUIT and no DELE sent), takes A's inventory and compares it with
-A's locations in the archive.
+server through the adapter the fetch uses, read only (POP3 UIDL, LIST and ``TOP n <lines>``; IMAP
+SELECT, ``UID SEARCH ALL`` and ``BODY.PEEK[HEADER]`` of the configured mailboxes: never DELE, STORE
+or EXPUNGE; a POP3 session ends with QUIT and no DELE sent), takes A's inventory and compares it
+with A's locations in the archive.
 
 A listed message whose server identity A's archive does not hold is *not archived* unless its
 content is held elsewhere, by :mod:`maild.move.compare`'s rules:
 
-- by the SHA-256 of its octets (as sent or in CRLF form) only: they are downloaded (POP3 RETR, which
-  Dovecot lets set ``\\Seen``; IMAP ``BODY.PEEK[]``) when its Message-ID, Date (UTC) and size
+- by the SHA-256 of its octets (as sent or in CRLF form) only. A POP3 A: every such message the
+  fetch would take is read whole with ``TOP n <lines>`` (RETR only as a logged fallback) and, when
+  A's archive lacks its octets, stored there before QUIT (:mod:`maild.move.source_pop3`: a server
+  may delete what is downloaded). An IMAP A: its octets are downloaded (``BODY.PEEK[]``) when its
+  Message-ID, Date (UTC) and size
   (rule 3 of :mod:`maild.move.compare`) equal those of a message of A's archive or of B's scan (then
   B's messages of that identity are downloaded too), or when it has no Message-ID and its header
   section equals an archived one's (rule 4). Rule 3 alone is not trusted here: two different
@@ -27,8 +30,9 @@ content is held elsewhere, by :mod:`maild.move.compare`'s rules:
 Anything else counts as not archived: the way forward (``maild fetch A``) archives it, after which
 the comparison decides by its octets. Erring this way can only refuse a retire, never lose mail.
 
-:func:`not_archived`, :func:`reason_for` and :class:`ContentIndex` are pure; :func:`check_source`
-does the I/O.
+:func:`not_archived`, :func:`reason_for` and :class:`~maild.move.source_index.ContentIndex` (what
+A's archive and B hold) are pure; :mod:`maild.move.source_server` reads A's server;
+:func:`check_source` decides.
 """
 
 from __future__ import annotations
@@ -44,11 +48,29 @@ from maild.archive.move_queries import MigrationStore
 from maild.config.loader import Config
 from maild.config.maildrop import make_maildrop
 from maild.errors import MaildError
-from maild.message import MAX_HEADER_OCTETS, summarise
-from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3Key, RetrievalFailure
-from maild.move.compare import ArchiveEntry, BodyDigest, ServerEntry, body_digest, header_digest
+from maild.message import summarise
+from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3Key, RetrievedMessage
+from maild.move.compare import ArchiveEntry, BodyDigest, ServerEntry
+from maild.move.source_index import ContentIndex, body_wanted, held_by
+from maild.move.source_pop3 import POP3Read, read_and_keep, to_read
+from maild.move.source_server import is_imap, read_bodies, read_headers, require_every_mailbox
 from maild.policy import set_aside
 from maild.protocols.base import Maildrop
+
+__all__ = [
+    "CONTENT_CHECK_MESSAGES",
+    "CONTENT_CHECK_OCTETS",
+    "REASON_WORDS",
+    "ContentIndex",
+    "Reason",
+    "SourceCheck",
+    "Unarchived",
+    "body_wanted",
+    "check_source",
+    "held_by",
+    "not_archived",
+    "reason_for",
+]
 
 #: Why a message on A's server is not in A's archive.
 Reason = Literal[
@@ -63,8 +85,8 @@ REASON_WORDS: tuple[tuple[Reason, str], ...] = (
     ("too large", "larger than its max_message_size"),
     (
         "not verified",
-        "matched only by Message-ID, Date and size: too many or too large to download and compare"
-        " their octets",
+        "matched only by Message-ID, Date and size, or not read: too many or too large to download"
+        " and compare their octets",
     ),
     ("duplicate UIDL", "sharing their UIDL with another message (the fetch leaves them out)"),
     (
@@ -99,6 +121,8 @@ class Unarchived:
         size_octets: its size in octets as the server reports it (LIST, RFC822.SIZE), or None.
         reason: why A did not archive it (see :func:`reason_for`).
         message_id, date, from_, subject: from its header section (None when not read or absent).
+        stored: the check read it (POP3) and stored it into A's archive (see
+            :mod:`maild.move.source_pop3`): A's archive holds it now, B does not.
     """
 
     key: MessageKey
@@ -108,6 +132,7 @@ class Unarchived:
     date: datetime | None = None
     from_: str | None = None
     subject: str | None = None
+    stored: bool = False
 
 
 @dataclass(slots=True)
@@ -121,6 +146,12 @@ class SourceCheck:
         unarchived: messages not in A's archive and held neither there nor in B by content.
         held: messages not archived under their identity but held by content: in A's archive or B.
         error: why A's server could not be checked (None when it was).
+        keys: the server identities A's server listed (duplicated UIDLs included): the set checked,
+            which :mod:`maild.move.source_recheck` lists again just before the retirement is recorded.
+        stored: messages of a POP3 A the check read and stored into A's archive (its archive lacked
+            their octets; :mod:`maild.move.source_pop3`), held by B or not.
+        retr_fallbacks: messages of a POP3 A read with RETR, not TOP (not offered, refused or short):
+            the server may have marked them read, or deleted them (they were stored first).
     """
 
     source: str
@@ -129,6 +160,9 @@ class SourceCheck:
     unarchived: list[Unarchived] = field(default_factory=list)
     held: int = 0
     error: str | None = None
+    keys: frozenset[MessageKey] = frozenset()
+    stored: int = 0
+    retr_fallbacks: int = 0
 
     @property
     def checked(self) -> bool:
@@ -179,157 +213,6 @@ def not_archived(
     """The entries of A's ``inventory`` whose server identity is not among A's ``archived`` keys
     (every location row of A, whether seen gone or deleted since or not), in server order."""
     return [entry for entry in inventory if entry.key not in archived]
-
-
-_Identity = tuple[str, datetime | None, int]
-"""(Message-ID, Date in UTC or None, size in octets): rule 3's identity."""
-
-
-class ContentIndex:
-    """What A's archive and B's scan hold, indexed once for :meth:`held` and :meth:`body_wanted`
-    (a check of N server messages against M archived ones is then O(N + M), not O(N x M)).
-
-    Args:
-        archive: every distinct archived message of A.
-        server: B's scanned messages.
-    """
-
-    def __init__(self, archive: Iterable[ArchiveEntry], server: Iterable[ServerEntry]) -> None:
-        self.archive_ids: set[_Identity] = set()
-        self.archive_digests: set[str] = set()
-        self.headers_without_mid: set[str] = set()
-        for entry in archive:
-            self.archive_digests |= {entry.sha256, entry.sha256_crlf}
-            if entry.message_id is None:
-                self.headers_without_mid.add(entry.header_sha256)
-            else:
-                for size in (entry.size_octets, entry.size_crlf):
-                    self.archive_ids.add((entry.message_id, entry.date, size))
-        self.target_keys: dict[_Identity, list[IMAPKey]] = {}
-        self.target_sizes: dict[IMAPKey, int] = {}
-        for item in server:
-            if item.message_id is not None:
-                identity = (item.message_id, item.date, item.size_octets)
-                self.target_keys.setdefault(identity, []).append(item.key)
-                self.target_sizes[item.key] = item.size_octets
-        self.target_ids: set[_Identity] = set(self.target_keys)
-
-    def candidate(self, message_id: str | None, date: datetime | None, size_octets: int | None) -> bool:
-        """Whether rule 3's identity (Message-ID, Date, size) matches A's archive or B: the message
-        is then held only if its octets' SHA-256 is found too (see :meth:`held_by_octets`)."""
-        if message_id is None or size_octets is None:
-            return False
-        identity = (message_id, date, size_octets)
-        return identity in self.archive_ids or identity in self.target_ids
-
-    def held_by_octets(
-        self, body: BodyDigest | None, target_digests: Iterable[BodyDigest] = ()
-    ) -> Literal["archive", "target"] | None:
-        """Whether a message of A's server whose octets were downloaded (``body``) is held: its
-        SHA-256 (as sent or in CRLF form) is an archived message's, or one of ``target_digests``
-        (B's messages downloaded for it). None when ``body`` is None or nothing holds it."""
-        if body is None:
-            return None
-        mine = {body.sha256, body.sha256_crlf}
-        if mine & self.archive_digests:
-            return "archive"
-        if any(mine & {d.sha256, d.sha256_crlf} for d in target_digests):
-            return "target"
-        return None
-
-    def body_wanted(self, header: bytes | None) -> bool:
-        """Whether a message on A's server must be downloaded to tell whether A's archive holds it:
-        it has no Message-ID and its header section (:func:`maild.move.compare.header_digest`) equals
-        that of an archived message without Message-ID (rule 4 of :mod:`maild.move.compare`)."""
-        if header is None or summarise(header).message_id is not None:
-            return False
-        return header_digest(header) in self.headers_without_mid
-
-    def held(
-        self,
-        message_id: str | None,
-        date: datetime | None,
-        size_octets: int | None,
-        body: BodyDigest | None = None,
-    ) -> Literal["archive", "target"] | None:
-        """Which side rule 3 of :mod:`maild.move.compare` matches a message of A's server to: A's
-        archive, or B's scan. NOT the check's decision: :func:`check_source` takes an identity
-        match only as a reason to download (:meth:`candidate`) and holds a message by its octets
-        alone (:meth:`held_by_octets`; QA of session 13). Kept so that the tests can hold the
-        identity rule equal to :func:`maild.move.compare.compare`'s.
-
-        ``body``'s SHA-256 (as sent or in CRLF form) equal to an archived message's matches the
-        archive; else Message-ID, Date (UTC; both missing is equal) and size in octets equal to an
-        archived message's (size as archived or in CRLF form) or to one of B's (RFC822.SIZE).
-
-        Returns:
-            ``"archive"``, ``"target"``, or None when neither holds it.
-        """
-        if body is not None and (
-            body.sha256 in self.archive_digests or body.sha256_crlf in self.archive_digests
-        ):
-            return "archive"
-        if message_id is None or size_octets is None:
-            return None
-        identity = (message_id, date, size_octets)
-        if identity in self.archive_ids:
-            return "archive"
-        if identity in self.target_ids:
-            return "target"
-        return None
-
-
-def body_wanted(header: bytes | None, archive: Iterable[ArchiveEntry]) -> bool:
-    """:meth:`ContentIndex.body_wanted` against ``archive`` alone (one message; tests)."""
-    return ContentIndex(archive, ()).body_wanted(header)
-
-
-def held_by(
-    message_id: str | None,
-    date: datetime | None,
-    size_octets: int | None,
-    archive: Iterable[ArchiveEntry],
-    server: Iterable[ServerEntry],
-    body: BodyDigest | None = None,
-) -> Literal["archive", "target"] | None:
-    """:meth:`ContentIndex.held` for one message (builds the index; tests: the identity rule)."""
-    return ContentIndex(archive, server).held(message_id, date, size_octets, body)
-
-
-async def _headers(
-    maildrop: Maildrop, entries: Sequence[InventoryEntry]
-) -> tuple[dict[MessageKey, bytes], dict[MessageKey, int]]:
-    """Header sections (and, for IMAP, sizes) of ``entries``: POP3 ``TOP n 0``, IMAP a header scan
-    (``BODY.PEEK[HEADER]``, flags untouched) of each mailbox holding one of them."""
-    from maild.protocols.imap.mailbox import IMAPMailbox
-
-    keys = [e.key for e in entries]
-    if not keys:
-        return {}, {}
-    if not isinstance(maildrop, IMAPMailbox):
-        return dict(await maildrop.header_fields(keys, max_octets=MAX_HEADER_OCTETS)), {}
-    headers: dict[MessageKey, bytes] = {}
-    sizes: dict[MessageKey, int] = {}
-    for mailbox in dict.fromkeys(k.mailbox for k in keys if isinstance(k, IMAPKey)):
-        scan = await maildrop.headers(mailbox)
-        for uid, item in scan.messages.items():
-            key = IMAPKey(mailbox, scan.uidvalidity, uid)
-            if item.header is not None:
-                headers[key] = item.header
-            if item.size_octets is not None:
-                sizes[key] = item.size_octets
-    return headers, sizes
-
-
-async def _bodies(maildrop: Maildrop, keys: Sequence[MessageKey]) -> dict[MessageKey, BodyDigest]:
-    """Download ``keys`` (see :func:`body_wanted`) and digest them; a message that fails is left out
-    (and so counts as not archived)."""
-    out: dict[MessageKey, BodyDigest] = {}
-    if keys:
-        async for item in maildrop.retrieve(keys):
-            if not isinstance(item, RetrievalFailure):
-                out[item.key] = body_digest(item.whole())
-    return out
 
 
 def _identity(
@@ -395,21 +278,6 @@ def _target_wanted(
     return list(out)
 
 
-def _require_every_mailbox(refused: Mapping[str, str]) -> None:
-    """Raise when A's IMAP server refused to SELECT a configured mailbox (``refused``: mailbox to
-    reason; the inventory leaves such a mailbox out, so what it holds is unknown).
-
-    Raises:
-        MaildError: ``refused`` is not empty.
-    """
-    if refused:
-        mailbox, why = next(iter(refused.items()))
-        raise MaildError(
-            f"{len(refused)} of its mailboxes could not be selected, so what they hold is unknown"
-            f" (first: {mailbox!r}: {why})"
-        )
-
-
 async def check_source(
     config: Config,
     store: MigrationStore,
@@ -425,7 +293,8 @@ async def check_source(
 
     Args:
         config: the configuration; A's server settings and ``max_message_size`` come from it.
-        store: the open archive (A's locations and failure records).
+        store: the open archive (A's locations and failure records; what a POP3 A's check reads
+            and the archive lacks is stored into it).
         source: account A.
         archive: every distinct archived message of A (as :func:`maild.move.compare.compare` got).
         target_entries: B's scanned messages.
@@ -439,8 +308,10 @@ async def check_source(
     in A's archive or in B's message of that identity (two different messages can share all three:
     a resent or crafted one; a wrong match would leave a message on A's retired server, never
     fetched). Up to :data:`CONTENT_CHECK_MESSAGES` / :data:`CONTENT_CHECK_OCTETS` are downloaded
-    (A's server: POP3 RETR, which Dovecot lets set ``\\Seen``; IMAP ``BODY.PEEK[]``); beyond, such
-    messages count as "not verified".
+    (A's server: POP3 ``TOP n <lines>``, RETR only as a logged fallback, every message the fetch
+    would take; IMAP ``BODY.PEEK[]`` of the candidates); beyond, such messages count as "not
+    verified". What is read of a POP3 A and A's archive lacks is stored into A's archive (``store``,
+    the fetch's store path) before A's session ends (:mod:`maild.move.source_pop3`).
 
     Returns:
         The check; its ``error`` says why A's server could not be checked (A not configured, a
@@ -458,6 +329,10 @@ async def check_source(
     check = SourceCheck(source, host=account.host)
     if maildrop_factory is None:
         maildrop_factory = make_maildrop
+    records = await failure_records(store, source)
+    aside = set_aside(records, clock())
+    index = ContentIndex(archive, target_entries)
+    pop3: POP3Read | None = None
     executor = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="maild-retire-check")
     maildrop: Maildrop | None = None
     try:
@@ -467,7 +342,7 @@ async def check_source(
         # POP3: messages sharing a UIDL are left out of the inventory and the fetch never takes them
         duplicates: frozenset[str] = getattr(maildrop, "duplicate_uidls", frozenset())
         # IMAP: a configured mailbox the server refused to SELECT is left out: its mail is unknown
-        _require_every_mailbox(getattr(maildrop, "mailbox_failures", {}))
+        require_every_mailbox(getattr(maildrop, "mailbox_failures", {}))
         locations = await store.locations(source)
         # an identity recorded as gone or deleted that the server lists again may be another message
         # (a POP3 server re-using UIDLs; the fetch then leaves it there): decided by content
@@ -475,10 +350,30 @@ async def check_source(
             k for k, loc in locations.items() if loc.gone_at is not None or loc.deleted_at is not None
         }
         listed = not_archived(inventory, locations.keys() - returned)
-        headers, sizes = await _headers(maildrop, listed)
-        index = ContentIndex(archive, target_entries)
-        wanted = _wanted(listed, headers, sizes, index, with_target=target_bodies is not None)
-        bodies = await _bodies(maildrop, wanted) if wanted is not None else {}
+        if is_imap(maildrop):
+            headers, sizes = await read_headers(maildrop, listed)
+            wanted = _wanted(listed, headers, sizes, index, with_target=target_bodies is not None)
+            bodies = await read_bodies(maildrop, wanted) if wanted is not None else {}
+        else:  # POP3: read whole without RETR where possible, and keep before QUIT (source_pop3)
+            reasons = {
+                e.key: reason_for(e.key, e.size_octets, records, aside, account.max_message_size)
+                for e in listed
+            }
+            wanted = to_read(
+                listed, reasons, max_messages=CONTENT_CHECK_MESSAGES, max_octets=CONTENT_CHECK_OCTETS
+            )
+
+            async def keep(batch: list[RetrievedMessage]) -> None:
+                await store.store_batch(source, batch, clock())
+
+            pop3 = await read_and_keep(
+                maildrop,
+                wanted or [],
+                archived=lambda d: bool({d.sha256, d.sha256_crlf} & index.archive_digests),
+                not_storable=returned,
+                keep=keep,
+            )
+            headers, sizes, bodies = pop3.headers, {}, pop3.bodies
         await maildrop.close()
     except MaildError as exc:
         if maildrop is not None:
@@ -492,13 +387,16 @@ async def check_source(
     finally:
         executor.shutdown(wait=False)
     check.listed = len(inventory) + len(duplicates)
+    check.keys = frozenset(e.key for e in inventory) | {POP3Key(u) for u in duplicates}
     check.unarchived.extend(Unarchived(POP3Key(u), None, "duplicate UIDL") for u in sorted(duplicates))
+    stored = pop3.stored if pop3 is not None else set()
+    if pop3 is not None:
+        check.stored, check.retr_fallbacks = len(stored), len(pop3.retr_fallbacks)
     b_keys = _target_wanted(listed, headers, sizes, index, bodies) if wanted is not None else []
+    b_over = pop3 is not None and _over_bounds(listed, bodies, b_keys, index)
     b_digests: Mapping[IMAPKey, BodyDigest] = {}
-    if b_keys and target_bodies is not None:
+    if b_keys and target_bodies is not None and not b_over:
         b_digests = await target_bodies(b_keys)
-    records = await failure_records(store, source)
-    aside = set_aside(records, clock())
     for entry in listed:
         size = entry.size_octets if entry.size_octets is not None else sizes.get(entry.key)
         header = headers.get(entry.key)
@@ -513,19 +411,37 @@ async def check_source(
             check.held += 1
             continue
         reason = reason_for(entry.key, size, records, aside, account.max_message_size)
-        if wanted is None and reason == "never fetched" and index.candidate(mid, date, size):
+        if reason == "never fetched" and (
+            (wanted is None and (pop3 is not None or index.candidate(mid, date, size)))
+            or (b_over and index.candidate(mid, date, size))
+        ):
             reason = "not verified"
         elif reason == "never fetched" and entry.key in returned:
             reason = "came back"
+        record = records.get(entry.key)  # a message not read: what the fetch's header read found
         check.unarchived.append(
             Unarchived(
                 entry.key,
                 size,
                 reason,
                 mid,
-                date,
-                summary.from_ if summary else None,
-                summary.subject if summary else None,
+                date if summary else (record.date if record else None),
+                summary.from_ if summary else (record.from_ if record else None),
+                summary.subject if summary else (record.subject if record else None),
+                stored=entry.key in stored,
             )
         )
     return check
+
+
+def _over_bounds(
+    listed: Sequence[InventoryEntry],
+    bodies: Mapping[MessageKey, BodyDigest],
+    b_keys: Sequence[IMAPKey],
+    index: ContentIndex,
+) -> bool:
+    """Whether B's copies to download (``b_keys``), with what was read of A's POP3 server, exceed
+    :data:`CONTENT_CHECK_MESSAGES` or :data:`CONTENT_CHECK_OCTETS` (then B's are not downloaded)."""
+    octets = sum(e.size_octets or 0 for e in listed if e.key in bodies)
+    octets += sum(index.target_sizes[k] for k in b_keys)
+    return len(bodies) + len(b_keys) > CONTENT_CHECK_MESSAGES or octets > CONTENT_CHECK_OCTETS

@@ -72,6 +72,18 @@ class Maildrop(abc.ABC):
             NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
         """
 
+    async def peek(self, keys: Sequence[MessageKey]) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
+        """Download ``keys`` whole for a look, changing as little on the server as the protocol
+        allows (``maild retire``'s check of A's server): POP3 ``TOP n <lines>`` (RETR only as a
+        logged fallback, see :meth:`maild.protocols.pop3.maildrop.POP3Maildrop.peek`); default
+        :meth:`retrieve` (IMAP's ``BODY.PEEK[]`` leaves the flags alone).
+
+        Raises:
+            The errors of :meth:`retrieve`.
+        """
+        async for item in self.retrieve(keys):
+            yield item
+
     async def sizes(self, keys: Sequence[MessageKey]) -> Mapping[MessageKey, int]:
         """Sizes in octets of ``keys`` that the inventory did not report, asked in as few round trips
         as the protocol allows, so that commit batches can be sized by octets before retrieval.

@@ -223,15 +223,17 @@ def test_pop3_to_imap_compare_migrate_kill_rerun_retire(
     assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 0
     out = capsys.readouterr().out
     assert "retired into imap" in out
-    assert "its archive keeps 200 messages" in out
+    # the 50 that reached the mailbox after pop's last fetch were read by retire's check (TOP) and,
+    # their octets not in pop's archive, kept there before QUIT (a server may delete what is read)
+    assert "its archive keeps 250 messages" in out
 
     assert main(["-c", str(cfg), "fetch"]) == 0
-    assert "imap: 50 new messages, 200 already archived" in capsys.readouterr().out
+    assert "imap: 0 new messages, 250 already archived" in capsys.readouterr().out  # see above
     assert archive_counts(directory / "state")[0] == 250
     assert main(["-c", str(cfg), "accounts", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["accounts"]}
     assert rows["pop"]["retired_into"] == "imap"
-    assert rows["pop"]["messages"] == 200
+    assert rows["pop"]["messages"] == 250  # with the 50 retire's check kept (see above)
     assert rows["pop"]["state"] == "not running"
     assert rows["imap"]["messages"] == 250
     assert main(["-c", str(cfg), "accounts", "list"]) == 0

@@ -92,7 +92,10 @@ def test_same_mailbox_new_message_in_b_does_not_stop_retire(
 
     assert main(["-c", str(cfg), "compare", "pop", "imap", "--summary"]) == 0
     out = capsys.readouterr().out
-    assert "on pop's server, never archived and not in imap: 0 (5 listed, 1 more held by content)" in out
+    assert (
+        "on pop's server, never archived and not in imap: 0 (5 listed, 1 more held by content,"
+        " 1 stored into pop's archive by this check)" in out
+    )  # read whole (TOP) and kept in pop's archive before QUIT: a server may delete what is read
 
     assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 0
     assert "retired into imap" in capsys.readouterr().out
@@ -138,11 +141,13 @@ def test_same_mailbox_new_message_outside_b_is_refused_until_fetched_and_moved(
     err = capsys.readouterr().err
     assert "pop's server (127.0.0.1) holds 1 messages that pop never archived and imap does not hold" in err
     assert "1 never fetched" in err
-    assert "`maild fetch pop`" in err
+    assert "1 of them are in pop's archive now (the check stored what it read)" in err
+    assert "run `maild migrate pop --to imap`" in err
     assert "--accept-unfetched" in err
     assert _retired(directory) == (None, None)
 
     assert main(["-c", str(cfg), "fetch", "pop"]) == 0
+    assert "0 new messages" in capsys.readouterr().out  # the check archived it already
     assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 1
     assert "1 messages of pop are missing in imap" in capsys.readouterr().err
     assert main(["-c", str(cfg), "migrate", "pop", "--to", "imap", "--mailbox", "Altpost"]) == 0
@@ -173,9 +178,10 @@ def test_different_mailboxes_unfetched_message_refused_then_fetch_migrate_retire
     assert report["source_server"]["by_reason"] == {"never fetched": 1}
     assert [m["subject"] for m in report["not_archived"]] == ["Abrechnung für Wohnung 300"]
 
+    assert report["source_server"]["stored"] == 1  # compare's check kept it in pop's archive
     assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 1
     err = capsys.readouterr().err
-    assert "holds 1 messages that pop never archived and imap does not hold (1 never fetched" in err
+    assert "1 messages of pop are missing in imap" in err  # archived by compare's check, not in B
     assert _retired(directory) == (None, None)
     assert _uidls(dovecot, old) == before  # read only: nothing deleted
 
@@ -227,7 +233,7 @@ def test_set_aside_and_too_large_are_named_and_accept_unfetched_records_them(
     assert main(["-c", str(cfg), "retire", "pop", "--into", "imap", "--accept-unfetched"]) == 0
     out = capsys.readouterr().out
     assert "pop: 2 messages on its server (127.0.0.1) were never archived" in out
-    assert "Abrechnung für Wohnung 400" in out
+    assert "Abrechnung für Wohnung 400" not in out  # too large: not read at all (not even TOP n 0)
     assert "set aside (pop3 " + aside + ")" in out
     assert "retired into imap" in out
     assert _retired(directory)[1] == "imap"
@@ -360,3 +366,86 @@ def test_imap_source_mailbox_refused_by_select_is_an_unknown(
     assert "1 of its mailboxes could not be selected" in err
     assert "'Altpost'" in err
     assert _retired_as(directory, "old") is None
+
+
+def test_mail_arriving_during_the_check_is_refused_before_anything_changes(
+    dovecot: Dovecot,
+    mail_user_factory: object,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message that reaches A's server after the check listed it and before the retirement is
+    recorded is seen by the second listing: retire refuses in one line, changing nothing.
+
+    Steps: pop (user 1) archives 3 and is moved into imap (user 2); retire runs with the check
+    wrapped so that a 4th message is delivered to user 1 right after the check returns (nothing
+    unarchived in it); retire exits 1 with one line naming 1 message and to run it again; pop is not
+    retired and no acceptance is recorded; ``--accept-unfetched`` does not skip the second listing;
+    run again (plain), the check itself now names it: 1 never fetched.
+    """
+    import maild.move.retire as retire_module
+
+    assert callable(mail_user_factory)
+    old, new = mail_user_factory(), mail_user_factory()
+    directory, cfg = _moved(dovecot, old, new, capsys, 3)
+    real = retire_module.check_source
+    arrived: list[int] = []
+
+    async def check_then_deliver(*args: object, **kwargs: object) -> object:
+        check = await real(*args, **kwargs)  # type: ignore[arg-type]
+        arrived.append(len(arrived))
+        dovecot.deliver_many(old.name, [letter(70 + len(arrived))])
+        return check
+
+    monkeypatch.setattr(retire_module, "check_source", check_then_deliver)
+    for extra in ([], ["--accept-unfetched"]):
+        assert main(["-c", str(cfg), "retire", "pop", "--into", "imap", *extra]) == 1
+        err = capsys.readouterr().err
+        assert "1 messages reached pop's server (127.0.0.1) while it was being checked" in err
+        assert "nothing was changed: run `maild retire pop --into imap` again" in err
+        assert len(err.strip().splitlines()) == 1
+        assert _retired(directory) == (None, None)
+        with _db(directory) as db:
+            assert db.execute("SELECT count(*) FROM unfetched_accepted").fetchone() == (0,)
+    monkeypatch.setattr(retire_module, "check_source", real)
+    # the second run's check read (and stored) the first arrival: pop's archive has it, imap not
+    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 1
+    assert "1 messages of pop are missing in imap" in capsys.readouterr().err
+
+
+def test_the_check_reads_a_pop3_a_with_top_and_leaves_seen_alone(
+    dovecot: Dovecot, mail_user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dovecot's TOP does not set ``\\Seen`` (its RETR does): the check reads what pop never
+    archived with ``TOP n <lines>``, so an IMAP view of the same mailbox sees it unread afterwards.
+
+    Steps: one Dovecot mailbox as POP3 and IMAP; pop fetches 2 (RETR: an IMAP view shows them
+    ``\\Seen``, which proves RETR marks); a 3rd arrives (unread); compare and retire run the check,
+    which reads the 3rd whole (held by B, the same mailbox) and keeps it in pop's archive; the IMAP
+    view still shows the 3rd without ``\\Seen``, and retire succeeds.
+    """
+    from tests.integration.test_migration import ServerView
+
+    def seen() -> dict[bytes, bool]:
+        """Message-ID to whether the IMAP view shows it ``\\Seen`` (``\\Recent`` varies by session)."""
+        view = ServerView(dovecot, mail_user)
+        try:
+            return {
+                raw.split(b"Message-ID: ")[1].split(b"\r\n")[0]: b"\\Seen" in f for raw, _when, f in view.messages()
+            }
+        finally:
+            view.close()
+
+    directory, cfg = _moved(dovecot, mail_user, mail_user, capsys, 2)
+    assert all(seen().values())  # the fetch's RETR marked them
+    dovecot.deliver_many(mail_user.name, [letter(500)])
+    before = seen()
+    assert before[b"<migrate-500@example.org>"] is False
+
+    assert main(["-c", str(cfg), "compare", "pop", "imap", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["source_server"]["held_by_content"], report["source_server"]["retr_fallbacks"]) == (1, 0)
+    assert seen() == before
+    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 0
+    assert seen() == before
+    assert _retired(directory)[1] == "imap"

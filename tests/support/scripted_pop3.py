@@ -115,7 +115,8 @@ class ScriptedMessage:
             ``"serve"`` (the header section even when RETR fails), ``"drop"`` (close the connection),
             ``"endless"`` (an endless header section, 4 KiB per write, until the client hangs up),
             ``"eoh"`` (as ``"as-retr"``, but a message without an empty line gets one after its header
-            section, as RFC 1939 section 7 words TOP and Dovecot's ``oe-ns-eoh`` workaround does), or
+            section, as RFC 1939 section 7 words TOP and Dovecot's ``oe-ns-eoh`` workaround does),
+            ``"short"`` (the header section and all body lines but the last: a server capping TOP), or
             a reply line to send instead (e.g. ``"-ERR no"``).
         list_size: the size STAT and LIST report instead of ``len(raw)`` (a server whose sizes are
             off); RETR's ``+OK`` line still says ``len(raw)``.
@@ -165,6 +166,9 @@ class ScriptedPOP3(LoopThread):
         quit_error: reply line to QUIT in TRANSACTION; deletions are then not applied.
         quit_reply_lost: QUIT in TRANSACTION applies the deletions (UPDATE state), then the connection
             is closed without the ``+OK`` (a reply lost in the network).
+        delete_on_download: a message served by RETR or TOP (any line count) is removed from the
+            maildrop at once, QUIT or not (a provider's "delete after POP download" setting, at its
+            harshest): later sessions no longer list it; it is in :attr:`deleted`.
         trickle_greeting: write the greeting one octet per ``write_pause_s``.
         dele_reply_padding: when not 0, the ``+OK`` to DELE carries this many more octets of text and
             is written one octet per ``write_pause_s`` (a server trickling a one-line reply).
@@ -187,6 +191,7 @@ class ScriptedPOP3(LoopThread):
         pass_error: str | None = None,
         quit_error: str | None = None,
         quit_reply_lost: bool = False,
+        delete_on_download: bool = False,
         dele_reply_padding: int = 0,
         trickle_greeting: bool = False,
         stall_on: Collection[str] = (),
@@ -209,6 +214,7 @@ class ScriptedPOP3(LoopThread):
         self.pass_error = pass_error
         self.quit_error = quit_error
         self.quit_reply_lost = quit_reply_lost
+        self.delete_on_download = delete_on_download
         self.dele_reply_padding = dele_reply_padding
         self.trickle_greeting = trickle_greeting
         self.stall_on = stall_on
@@ -379,7 +385,7 @@ class ScriptedPOP3(LoopThread):
                         await writer.drain()
                 else:
                     await self._send(writer, reply)
-            elif verb == "TOP" and found[1].top not in ("as-retr", "serve", "eoh"):
+            elif verb == "TOP" and found[1].top not in ("as-retr", "serve", "eoh", "short"):
                 await self._odd_top(found[1].top, writer)
             elif found[1].retr_error is not None and not (verb == "TOP" and found[1].top == "serve"):
                 await self._send(writer, found[1].retr_error)
@@ -387,9 +393,14 @@ class ScriptedPOP3(LoopThread):
                 if not args[1].isdigit():
                     await self._send(writer, "-ERR invalid line count")
                 else:
-                    await self._send(writer, "+OK", _top(found[1].raw, int(args[1]), eoh=found[1].top == "eoh"))
+                    asked = int(args[1])
+                    if found[1].top == "short":  # a server capping TOP: the last body line is missing
+                        asked = min(asked, found[1].raw.partition(CRLF + CRLF)[2].count(CRLF) - 1)
+                    await self._send(writer, "+OK", _top(found[1].raw, asked, eoh=found[1].top == "eoh"))
+                    self._downloaded(found[1])
             else:
                 await self._retr(found[1], writer)
+                self._downloaded(found[1])
         else:
             await self._send(writer, "-ERR unknown command or bad arguments")
 
@@ -448,6 +459,16 @@ class ScriptedPOP3(LoopThread):
                 raise _EndSession
         await self._send(writer, "+OK bye")
         raise _EndSession
+
+    def _downloaded(self, message: ScriptedMessage) -> None:
+        """With ``delete_on_download``: remove ``message`` from the maildrop now."""
+        if not self.delete_on_download:
+            return
+        with self._changed:
+            if any(m is message for m in self._maildrop):
+                self._maildrop = [m for m in self._maildrop if m is not message]
+                self._deleted.append(message)
+            self._changed.notify_all()
 
     def _live(self, s: _Session) -> list[tuple[int, ScriptedMessage]]:
         """``(msgnum, message)`` of messages not marked deleted."""

@@ -292,15 +292,17 @@ async def test_check_reads_only_and_counts_what_is_not_held(tmp_path: Path) -> N
         }
     )
     check = await _check(tmp_path, fake, {"u1": old, "u2": no_mid})
-    assert fake.calls == ["open", "inventory", "header_fields", "retrieve", "close"]
+    # POP3: each unarchived message read whole once (peek), no header-only read; then QUIT
+    assert fake.calls == ["open", "inventory", "retrieve", "close"]
     assert check.error is None
     assert check.listed == 6
     assert check.held == 2
-    assert [(u.key, u.reason) for u in check.unarchived] == [
-        (POP3Key("twin"), "never fetched"),
-        (POP3Key("new"), "never fetched"),
+    assert [(u.key, u.reason, u.stored) for u in check.unarchived] == [
+        (POP3Key("twin"), "never fetched", True),
+        (POP3Key("new"), "never fetched", True),
     ]
     assert check.unarchived[1].subject == "Brief 3"
+    assert check.stored == 2  # what was read and A's archive lacked is in A's archive now
 
 
 async def _b_digests(target: dict[IMAPKey, bytes], keys: Sequence[IMAPKey]) -> dict[IMAPKey, BodyDigest]:
@@ -332,8 +334,9 @@ async def test_same_identity_other_octets_in_b_is_not_held(tmp_path: Path) -> No
     check = await _check(tmp_path, fake, {}, target={IMAPKey("INBOX", 1, 1): in_b})
     assert [u.key for u in check.unarchived] == [POP3Key("new")]
     fake = FakeMaildrop({"new": new})
+    (tmp_path / "again").mkdir()  # the first check stored "new" into A's archive in tmp_path
     check = await _check(
-        tmp_path, fake, {}, target={IMAPKey("INBOX", 1, 1): in_b, IMAPKey("INBOX", 1, 2): new}
+        tmp_path / "again", fake, {}, target={IMAPKey("INBOX", 1, 1): in_b, IMAPKey("INBOX", 1, 2): new}
     )
     assert (check.held, check.unarchived) == (1, [])
 

@@ -111,6 +111,8 @@ class POP3Maildrop(Maildrop):
         self._duplicates: frozenset[str] = frozenset()
         self._identity: Literal["uidl", "content-digest"] = "uidl"
         self._warnings: tuple[str, ...] = ()
+        #: Messages :meth:`peek` read with RETR (TOP not offered, refused or short), with why.
+        self.retr_fallbacks: list[tuple[MessageKey, str]] = []
 
     @property
     def capabilities(self) -> Mapping[str, tuple[str, ...]]:
@@ -343,6 +345,56 @@ class POP3Maildrop(Maildrop):
         replies = await self._run(functools.partial(self._session.header_sections, msgnums, max_octets))
         pairs = zip(targets, replies, strict=True)
         return {key: reply.body for (key, _), reply in pairs if reply.body is not None}
+
+    async def peek(
+        self, keys: Sequence[MessageKey]
+    ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
+        """Each of ``keys`` whole, read with ``TOP n <lines>`` where the server offers TOP, in
+        windows of up to ``window`` commands and about ``window_octets`` octets by LIST size (sent
+        at once with PIPELINING, one executor job per window), yielded in the order of ``keys``
+        (see :mod:`maild.protocols.pop3.peek`).
+
+        Where CAPA lists capabilities without TOP, TOP is refused, or its reply is not the whole
+        message by LIST's size (:func:`~maild.protocols.pop3.peek.is_whole`), the message is
+        read with RETR instead, which servers may take as a download (Dovecot sets ``\\Seen``;
+        some delete): each such fallback is logged (``pop3.peek.retr_fallback``) and listed in
+        :attr:`retr_fallbacks`. A key not in this session's inventory yields RetrievalFailure.
+
+        Cancelled: the socket is shut down and the session broken (call :meth:`abort`).
+
+        Standard: RFC 1939 section 7 (TOP, RETR), RFC 2449 sections 6.1 (CAPA TOP) and 6.6.
+
+        Raises:
+            NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
+        """
+        from maild.protocols.pop3.peek import is_whole, top_lines, top_windows
+
+        self._require_open()
+        offered = not self._session.caps or "TOP" in self._session.caps
+        known = [(k, self._size_by_uidl[cast(POP3Key, k).uidl]) for k in keys if self._msgnum(k) is not None]
+        for key in keys:
+            if self._msgnum(key) is None:
+                yield RetrievalFailure(key, "not in this session's inventory (or its UIDL is shared)")
+        for window in top_windows(known, self._window, self._window_octets):
+            commands = [f"TOP {self._msgnum(k)} {top_lines(size)}" for k, size in window]
+            replies = [None] * len(window) if not offered else await self._run(
+                functools.partial(self._session.exchange_many, commands, pipelined=self._session.pipelining)
+            )
+            for (key, size), reply in zip(window, replies, strict=True):
+                if reply is not None and reply.body is not None and is_whole(reply.body, size):
+                    yield RetrievedMessage(key, bytes(reply.body))
+                    continue
+                why = "the server does not offer TOP"
+                if reply is not None:
+                    why = (
+                        f"TOP refused: {self._session.redact(reply.status.render())}"
+                        if reply.body is None
+                        else f"TOP sent {len(reply.body)} octets, LIST says {size}"
+                    )
+                _log.warning("pop3.peek.retr_fallback", account=self._settings.account, key=key, reason=why)
+                self.retr_fallbacks.append((key, why))
+                async for item in self.retrieve([key]):
+                    yield item
 
     async def delete(self, keys: Sequence[MessageKey]) -> None:
         """DELE each message, pipelined in windows of up to ``window`` commands when allowed.

@@ -447,6 +447,17 @@ class POP3Session:
         finally:
             self.decoder.max_reply_octets = saved
 
+    def exchange_many(self, commands: Sequence[str], *, pipelined: bool) -> list[wire.Reply]:
+        """Send ``commands`` with multi-line ``+OK`` replies (``TOP n lines``), at once when
+        ``pipelined`` (RFC 2449 section 6.6), and read their replies, in one executor job.
+
+        Raises:
+            ProtocolError: a reply is malformed or too large. NetworkTimeout, ConnectError: as for
+                :meth:`run`.
+        """
+        with self.mapped("reading messages"):
+            return self.exchange(commands, multiline=True, pipelined=pipelined)
+
     def listing(self) -> Listing:
         """UIDL and LIST (RFC 1939 sections 7 and 5), pipelined when allowed, parsed."""
         with self.mapped("listing the maildrop"):

@@ -1,0 +1,66 @@
+"""Reading a POP3 message whole without RETR: ``TOP n <lines>`` and the check that it is whole.
+
+RFC 1939 section 7: ``TOP msg n`` sends the header section, the empty line and the first ``n`` lines
+of the body. With ``n`` at least the number of the body's lines the reply is the whole message, and
+servers that mark or delete what RETR downloads may leave it alone: Dovecot's TOP does not set
+``\\Seen`` (its RETR does, unless ``pop3_no_flag_updates``). A message of ``size`` octets has at
+most ``size`` lines, so :func:`top_lines` asks for that many. What came back is taken as the whole
+message only when its length is LIST's size (:func:`is_whole`); otherwise the caller falls back to
+RETR, saying so. Pure: no I/O (the adapter, :meth:`maild.protocols.pop3.maildrop.POP3Maildrop.peek`,
+sends the commands).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+_K = TypeVar("_K")
+_CRLF = b"\r\n"
+
+#: Least line count asked of TOP (an empty message still gets ``TOP n 1``, not ``TOP n 0``).
+MIN_TOP_LINES = 1
+
+
+def top_lines(size_octets: int) -> int:
+    """The line count to ask ``TOP`` for so that a message of ``size_octets`` (LIST) comes whole.
+
+    Every line of a message, CRLF or bare LF, takes at least one octet, so a message has at most
+    ``size_octets`` lines; at least :data:`MIN_TOP_LINES`.
+    """
+    return max(size_octets, MIN_TOP_LINES)
+
+
+def is_whole(body: bytes, size_octets: int) -> bool:
+    """Whether a TOP reply ``body`` (un-stuffed, as sent) is the whole message LIST sized ``size_octets``.
+
+    Equal lengths, or LIST counting each line end as one octet (a server storing bare LFs that
+    sends CRLF, RFC 1939 section 11 lets it report such a size) while ``body`` has CRLF line ends:
+    then ``size_octets`` is ``len(body)`` minus one octet per CRLF. Anything else (shorter: TOP
+    stopped early; longer: another message) is not whole.
+
+    Standard: RFC 1939 section 5 (LIST's size) and section 11 (sizes may be approximate).
+    """
+    if len(body) == size_octets:
+        return True
+    return len(body) - body.count(_CRLF) == size_octets
+
+
+def top_windows(
+    sized: Sequence[tuple[_K, int]], max_commands: int, max_octets: int
+) -> list[list[tuple[_K, int]]]:
+    """``sized`` (key, LIST size in octets) cut into windows, in order: each window at most
+    ``max_commands`` keys and, beyond its first key, at most ``max_octets`` octets by size (a
+    window always takes one key, however large)."""
+    windows: list[list[tuple[_K, int]]] = []
+    current: list[tuple[_K, int]] = []
+    octets = 0
+    for item in sized:
+        if current and (len(current) >= max_commands or octets + item[1] > max_octets):
+            windows.append(current)
+            current, octets = [], 0
+        current.append(item)
+        octets += item[1]
+    if current:
+        windows.append(current)
+    return windows
