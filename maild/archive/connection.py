@@ -7,7 +7,9 @@ by :mod:`maild.archive.checkpointer`'s thread, not after each commit; the writer
 :data:`~maild.archive.checkpointer.WAL_HARD_OCTETS`) and runs the migrations of
 :mod:`maild.archive.schema` up to ``SCHEMA_VERSION`` (``PRAGMA user_version``), each in one
 transaction. Every write goes through
-:meth:`ArchiveConnection._atomic`: one ``BEGIN IMMEDIATE`` ... ``COMMIT``, shielded from
+:meth:`ArchiveConnection._atomic_call` (the whole transaction one call of aiosqlite's thread:
+``BEGIN IMMEDIATE``, the statements, ``COMMIT``) or :meth:`ArchiveConnection._atomic` (a transaction
+whose steps await between statements): one ``BEGIN IMMEDIATE`` ... ``COMMIT``, shielded from
 cancellation. :meth:`ArchiveConnection.verify_identity` is the archive guard checked before every
 deletion on a server. The record classes composed into :class:`maild.archive.store.Store` build on
 this class. No RFC applies here.
