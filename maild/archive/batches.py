@@ -228,18 +228,13 @@ class BatchWriter:
         if not prepared.items:
             return StoreOutcome()
         _refuse_ambiguous_keys(prepared.items)
-        conn = self._db._conn
-
-        async def work() -> StoreOutcome:
-            # the whole batch in one call in SQLite's thread (aiosqlite 0.22's queue, pinned;
-            # tests/unit/test_store.py checks it), its messages in multi-row statements: the GIL is taken
-            # back a few times per batch, not several times per message (maild.archive.multirow)
-            outcome: StoreOutcome = await conn._execute(  # type: ignore[no-untyped-call]
-                _insert_batch, conn._conn, account, prepared.items, prepared.stamp
-            )
-            return outcome
-
-        outcome = await self._db._atomic(work, f"storing for account {account}")
+        # the whole transaction (BEGIN, the batch, COMMIT) in one call in SQLite's thread (aiosqlite
+        # 0.22's queue, pinned; tests/unit/test_store.py checks it; one round trip, not three: session
+        # 14), its messages in multi-row statements: the GIL is taken back a few times per batch, not
+        # several times per message (maild.archive.multirow)
+        outcome = await self._db._atomic_call(
+            _insert_batch, account, prepared.items, prepared.stamp, what=f"storing for account {account}"
+        )
         if self._db.counters is not None:
             self._db.counters.add(account, outcome)
         return outcome

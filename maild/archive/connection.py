@@ -7,7 +7,9 @@ by :mod:`maild.archive.checkpointer`'s thread, not after each commit; the writer
 :data:`~maild.archive.checkpointer.WAL_HARD_OCTETS`) and runs the migrations of
 :mod:`maild.archive.schema` up to ``SCHEMA_VERSION`` (``PRAGMA user_version``), each in one
 transaction. Every write goes through
-:meth:`ArchiveConnection._atomic`: one ``BEGIN IMMEDIATE`` ... ``COMMIT``, shielded from
+:meth:`ArchiveConnection._atomic_call` (the whole transaction one call of aiosqlite's thread:
+``BEGIN IMMEDIATE``, the statements, ``COMMIT``) or :meth:`ArchiveConnection._atomic` (a transaction
+whose steps await between statements): one ``BEGIN IMMEDIATE`` ... ``COMMIT``, shielded from
 cancellation. :meth:`ArchiveConnection.verify_identity` is the archive guard checked before every
 deletion on a server. The record classes composed into :class:`maild.archive.store.Store` build on
 this class. No RFC applies here.
@@ -160,6 +162,60 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _with_connection(conn: aiosqlite.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """In aiosqlite's thread: ``fn`` called with the ``sqlite3`` connection and ``args``."""
+    return fn(conn._conn, *args)
+
+
+def _scalar_of(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    """In aiosqlite's thread: the first column of the first row of ``sql``, or None."""
+    cur = db.execute(sql, params)
+    try:
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    return row[0] if row else None
+
+
+def _rows_of(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """In aiosqlite's thread: every row of ``sql``."""
+    cur = db.execute(sql, params)
+    try:
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+def _run_statements(
+    db: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any] | list[Sequence[Any]], bool]]
+) -> None:
+    """In aiosqlite's thread, inside the caller's transaction: each statement, ``many`` selecting
+    ``executemany``."""
+    for sql, params, many in statements:
+        if many:
+            db.executemany(sql, params)
+        else:
+            db.execute(sql, params)
+
+
+def _in_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """In aiosqlite's thread: ``BEGIN IMMEDIATE``, ``fn(db, *args)``, ``COMMIT`` (fsync'ed,
+    ``synchronous=FULL``), the whole transaction in one call; on any error ``ROLLBACK`` and the error
+    raised (a failed ``ROLLBACK`` is logged: the first error is the one to report)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db, *args)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                _log_archive("warning", "archive.rollback.failed", error=str(exc))
+        raise
+    return result
 
 
 class ArchiveConnection:
@@ -417,15 +473,31 @@ class ArchiveConnection:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(db, *args)`` in aiosqlite's thread, ``db`` being the ``sqlite3`` connection:
+        one hand-off to that thread and one back, whatever ``fn`` does there (aiosqlite 0.22's
+        queue, pinned: tests/unit/test_store.py). ``fn`` must not keep a cursor open past its return.
+
+        Raises:
+            whatever ``fn`` raises (``sqlite3.Error`` unmapped); ValueError: the connection is closed.
+        """
+        conn = self._conn
+        result: T = await conn._execute(_with_connection, conn, fn, args)  # type: ignore[no-untyped-call]
+        return result
+
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._conn.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
+        """The first column of the first row of one query, or None: one call of aiosqlite's thread
+        (before session 14: three, the cursor's execute, fetch and close)."""
+        return await self._call(_scalar_of, sql, params)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
+        """Every row of one query: one call of aiosqlite's thread (before session 14: three).
+
+        Raises:
+            StoreError: SQLite failed.
+        """
         try:
-            async with self._conn.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return await self._call(_rows_of, sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
 
@@ -438,15 +510,33 @@ class ArchiveConnection:
         """Run statements in one IMMEDIATE transaction; ``many`` selects executemany.
         ``keeps_locations``: the statements change no ``locations`` row (the locations cache stays)."""
         todo = list(statements)
+        await self._atomic_call(_run_statements, todo, what="writing", keeps_locations=keeps_locations)
 
-        async def work() -> None:
-            for sql, params, many in todo:
-                if many:
-                    await self._conn.executemany(sql, params)
-                else:
-                    await self._conn.execute(sql, params)
+    async def _atomic_call(
+        self, fn: Callable[..., T], *args: Any, what: str, keeps_locations: bool = False
+    ) -> T:
+        """Run ``fn(db, *args)`` inside one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, the whole
+        transaction one call of aiosqlite's thread (:func:`_in_transaction`: no round trip for
+        ``BEGIN`` and ``COMMIT`` of their own; session 14). Otherwise as :meth:`_atomic`: shielded
+        from cancellation, the same lock, WAL bound, counters and errors; when this returns, the
+        transaction is committed and fsync'ed (``synchronous=FULL``), exactly as after ``COMMIT``.
 
-        await self._atomic(work, "writing", keeps_locations=keeps_locations)
+        Raises:
+            StoreError: SQLite failed (``ArchiveFull``: the disk is full); the transaction was rolled
+                back, nothing of it is stored.
+        """
+
+        async def run() -> T:
+            return await self._call(_in_transaction, fn, args)
+
+        task = asyncio.ensure_future(self._transaction(run, what, keeps_locations, whole=True))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it; the cancellation wins
+            raise
 
     async def _atomic(
         self, work: Callable[[], Awaitable[T]], what: str, *, keeps_locations: bool = False
@@ -469,12 +559,20 @@ class ArchiveConnection:
                 task.exception()  # retrieved, so asyncio does not log it; the cancellation wins
             raise
 
-    async def _transaction(self, work: Callable[[], Awaitable[T]], what: str, keeps_locations: bool) -> T:
+    async def _transaction(
+        self, work: Callable[[], Awaitable[T]], what: str, keeps_locations: bool, *, whole: bool = False
+    ) -> T:
+        """``work`` in a transaction under the write lock; ``whole``: ``work`` runs the transaction
+        itself, ``BEGIN`` to ``COMMIT`` (:meth:`_atomic_call`), else it is wrapped in one here."""
         async with self._write_lock:
             self._generation += 1
             self._locations_generation += not keeps_locations
             try:
                 await self._bound_wal()
+                if whole:
+                    result = await work()
+                    self.checkpointer.committed()
+                    return result
                 await self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = await work()

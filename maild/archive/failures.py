@@ -20,9 +20,9 @@ Keys are stored as one text (:func:`maild.archive.schema.failure_key_text`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from maild.archive.schema import failure_key_text, parse_failure_key, parse_utc, utc_text
 from maild.model import FailureRecord, HeaderSummary, MessageKey, RetrievalFailure
@@ -42,12 +42,19 @@ async def failure_records(store: Store, account: str) -> dict[MessageKey, Failur
     Raises:
         StoreError: SQLite failed.
     """
-    rows = await store._all(
-        "SELECT key, failures, reason, first_failed_at, last_failed_at, retry_requested,"
-        " subject, from_field, date_field, header_attempts, kind"
-        " FROM retrieval_failures WHERE account = ?",
-        (account,),
-    )
+    return failures_from_rows(await store._all(RECORDS_SQL, (account,)))
+
+
+RECORDS_SQL = (
+    "SELECT key, failures, reason, first_failed_at, last_failed_at, retry_requested,"
+    " subject, from_field, date_field, header_attempts, kind"
+    " FROM retrieval_failures WHERE account = ?"
+)
+"""Every failure record of one account (the parameter); :func:`failures_from_rows` reads them."""
+
+
+def failures_from_rows(rows: Iterable[Sequence[Any]]) -> dict[MessageKey, FailureRecord]:
+    """Rows of :data:`RECORDS_SQL` as server identity to its :class:`FailureRecord` (times UTC)."""
     out: dict[MessageKey, FailureRecord] = {}
     for key, failures, reason, first, last, retry, subject, from_, date, attempts, kind in rows:
         parsed = parse_failure_key(key)

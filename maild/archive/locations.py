@@ -58,30 +58,19 @@ class LocationRecords:
         return out
 
     async def _read_locations(self, account: str) -> dict[MessageKey, Location]:
-        rows = await self._db._all(
-            "SELECT uidl, mailbox, uidvalidity, uid, message, first_fetched_at, gone_at, deleted_at"
-            " FROM locations WHERE account = ?",
-            (account,),
-        )
-        out: dict[MessageKey, Location] = {}
-        # A batch's rows share one timestamp: parse each distinct text once (a no-op cycle reads every row).
-        moments: dict[str, datetime] = {}
+        return locations_from_rows(await self._db._all(LOCATIONS_SQL, (account,)))
 
-        def moment(text: str) -> datetime:
-            parsed = moments.get(text)
-            if parsed is None:
-                parsed = moments[text] = parse_utc(text)
-            return parsed
-
-        for uidl, mailbox, uidvalidity, uid, message, first, gone, deleted in rows:
-            key: MessageKey = POP3Key(uidl) if uidl is not None else IMAPKey(mailbox, uidvalidity, uid)
-            out[key] = Location(
-                message=message,
-                first_fetched_at=moment(first),
-                gone_at=moment(gone) if gone else None,
-                deleted_at=moment(deleted) if deleted else None,
-            )
-        return out
+    def remember(
+        self, account: str, generation: int, data_version: int, known: dict[MessageKey, Location]
+    ) -> None:
+        """Keep ``known``, read in one read transaction (:mod:`maild.archive.cycle_reads`) when
+        ``PRAGMA data_version`` was ``data_version`` and the connection's locations generation
+        ``generation`` (taken before the read), as the cache :meth:`locations` answers from; not
+        kept when a transaction that may change locations began or ended since."""
+        if self._db.locations_generation == generation:
+            self._locations_cache[account] = ((generation, data_version), known)
+        else:
+            self._locations_cache.pop(account, None)
 
     async def update_presence(
         self, account: str, gone: Sequence[MessageKey], back: Sequence[MessageKey], now: datetime
@@ -227,6 +216,36 @@ class LocationRecords:
             if rows:
                 found.add(k)
         return found
+
+
+LOCATIONS_SQL = (
+    "SELECT uidl, mailbox, uidvalidity, uid, message, first_fetched_at, gone_at, deleted_at"
+    " FROM locations WHERE account = ?"
+)
+"""Every location row of one account (the parameter); :func:`locations_from_rows` reads its rows."""
+
+
+def locations_from_rows(rows: Iterable[Sequence[Any]]) -> dict[MessageKey, Location]:
+    """Rows of :data:`LOCATIONS_SQL` as POP3Key or IMAPKey to its :class:`Location` (times UTC)."""
+    out: dict[MessageKey, Location] = {}
+    # A batch's rows share one timestamp: parse each distinct text once (a no-op cycle reads every row).
+    moments: dict[str, datetime] = {}
+
+    def moment(text: str) -> datetime:
+        parsed = moments.get(text)
+        if parsed is None:
+            parsed = moments[text] = parse_utc(text)
+        return parsed
+
+    for uidl, mailbox, uidvalidity, uid, message, first, gone, deleted in rows:
+        key: MessageKey = POP3Key(uidl) if uidl is not None else IMAPKey(mailbox, uidvalidity, uid)
+        out[key] = Location(
+            message=message,
+            first_fetched_at=moment(first),
+            gone_at=moment(gone) if gone else None,
+            deleted_at=moment(deleted) if deleted else None,
+        )
+    return out
 
 
 def _unlink_statements(account: str, keys: Iterable[IMAPKey]) -> list[tuple[str, list[Sequence[Any]], bool]]:

@@ -7,16 +7,25 @@ RFC 9051 section 2.3.1.1: a UID names a message only together with the mailbox's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from maild.archive.schema import parse_utc, utc_text
 from maild.model import IMAPKey
 
 if TYPE_CHECKING:
     from maild.archive.connection import ArchiveConnection
+
+
+STATES_SQL = "SELECT mailbox, uidvalidity, uidnext, changed_at FROM mailboxes WHERE account = ?"
+"""Every ``mailboxes`` row of one IMAP account (the parameter); :func:`states_from_rows` reads them."""
+
+
+def states_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, MailboxState]:
+    """Rows of :data:`STATES_SQL` as readable mailbox name to its :class:`MailboxState`."""
+    return {r[0]: MailboxState(int(r[1]), r[2], parse_utc(r[3])) for r in rows}
 
 
 class MailboxRecords:
@@ -28,10 +37,7 @@ class MailboxRecords:
 
     async def mailbox_states(self, account: str) -> dict[str, MailboxState]:
         """Return readable mailbox name to its recorded UIDVALIDITY state, for IMAP ``account``."""
-        rows = await self._db._all(
-            "SELECT mailbox, uidvalidity, uidnext, changed_at FROM mailboxes WHERE account = ?", (account,)
-        )
-        return {r[0]: MailboxState(int(r[1]), r[2], parse_utc(r[3])) for r in rows}
+        return states_from_rows(await self._db._all(STATES_SQL, (account,)))
 
     async def record_mailbox_states(
         self, account: str, states: Sequence[tuple[str, int, int | None]], now: datetime

@@ -9,10 +9,10 @@ the mailbox could not be brought fully into the archive, disappeared, or was not
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from maild.archive.schema import parse_utc, utc_text
 
@@ -43,11 +43,18 @@ async def load(store: Store, account: str) -> dict[str, SyncRecord]:
     Raises:
         StoreError: SQLite failed.
     """
-    rows = await store._all(
-        "SELECT mailbox, uidvalidity, uidnext, messages, highestmodseq, synced_at FROM mailbox_sync"
-        " WHERE account = ?",
-        (account,),
-    )
+    return records_from_rows(await store._all(LOAD_SQL, (account,)))
+
+
+LOAD_SQL = (
+    "SELECT mailbox, uidvalidity, uidnext, messages, highestmodseq, synced_at FROM mailbox_sync"
+    " WHERE account = ?"
+)
+"""Every ``mailbox_sync`` row of one account (the parameter); :func:`records_from_rows` reads them."""
+
+
+def records_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, SyncRecord]:
+    """Rows of :data:`LOAD_SQL` as readable mailbox name to its :class:`SyncRecord`."""
     return {
         str(mailbox): SyncRecord(
             int(validity), int(uidnext), int(messages), None if modseq is None else int(modseq), parse_utc(at)

@@ -58,6 +58,7 @@ import structlog
 
 from maild import policy
 from maild.archive import failures as failures_store
+from maild.archive.cycle_reads import read_account
 from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import ArchiveFull, Store
 from maild.config.loader import AccountConfig
@@ -248,12 +249,17 @@ async def fetch_cycle(
         await store.write_pending(account.name)
         if delivery is not None:  # catch up after a crash between a commit and its delivery
             await delivery.catch_up()
+        # the account's locations, failure records and (IMAP) mailbox records in one snapshot, one
+        # call of SQLite's thread (maild.archive.cycle_reads); nothing below writes them before
+        # their use, except the IMAP checks' relinks and unlinks (then the locations are read again)
+        reads = await read_account(store, account.name, imap=imap)
         if not opened:
             await maildrop.open()
         if imap:
             from maild.fetch import folders
 
-            await folders.prepare(account, store, maildrop, clock())  # unchanged mailboxes stay unselected
+            # unchanged mailboxes stay unselected
+            await folders.prepare(account, store, maildrop, clock(), reads=reads)
         inventory = taken = await maildrop.inventory()
         result.on_server = len(inventory)
         on_server = {entry.key for entry in inventory}
@@ -266,13 +272,18 @@ async def fetch_cycle(
         if imap:
             from maild.fetch import resync as imap_resync
 
-            result.imap = await imap_resync.reconcile(account, store, maildrop, inventory, clock())
+            result.imap = await imap_resync.reconcile(
+                account, store, maildrop, inventory, clock(), reads=reads
+            )
             verified = await imap_resync.verify_uid_map(
                 account, store, maildrop, inventory, result.imap, clock()
             )
         if result.imap is not None:
             result.warnings += [event.warning() for event in result.imap.uid_map_distrusted]
-        known = await store.locations(account.name)
+        relocated = result.imap is not None and bool(
+            result.imap.uidvalidity_changes or result.imap.uid_map_distrusted
+        )  # relinked or unlinked locations of this account since the snapshot
+        known = await store.locations(account.name) if relocated else reads.locations
         # only where the inventory looked: a mailbox that could not be selected lost nothing
         covered = {key: loc for key, loc in known.items() if maildrop.covers(key)}
         changes = policy.presence_changes(inventory, covered)
@@ -282,7 +293,7 @@ async def fetch_cycle(
             other = policy.returned_as_other(back, inventory, {k: v[1] for k, v in archived_sizes.items()})
             back = [key for key in back if key not in other]
         await store.update_presence(account.name, changes.gone, back, clock())
-        records = await failures_store.failure_records(store, account.name)
+        records = reads.failures  # written by this cycle only at its end
         skip = policy.set_aside(records, clock())
         plan = policy.plan_retrieval(inventory, known, account.max_message_size, skip)
         sizes = {e.key: e.size_octets for e in inventory if e.size_octets is not None}
@@ -320,7 +331,7 @@ async def fetch_cycle(
         if imap:
             from maild.fetch import folders
 
-            await folders.record(account, store, maildrop, inventory, clock())
+            await folders.record(account, store, maildrop, inventory, clock(), reads=reads)
         if verified is not None:  # fetched by UID in this session: verified
             verified |= {key for key in retrieval.retrieved if isinstance(key, IMAPKey)}
         # Any protocol: an IMAP account on delete-after reaching the target's mailbox under another

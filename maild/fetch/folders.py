@@ -46,6 +46,7 @@ from maild.model import IMAPKey, InventoryEntry
 from maild.protocols.base import Maildrop
 
 if TYPE_CHECKING:
+    from maild.archive.cycle_reads import AccountReads
     from maild.protocols.imap.mailbox import IMAPMailbox
 
 log = structlog.get_logger("maild.imap")
@@ -63,12 +64,23 @@ def _imap(account: AccountConfig, maildrop: Maildrop) -> IMAPMailbox | None:
     return maildrop if isinstance(maildrop, IMAPMailbox) else None
 
 
-async def prepare(account: AccountConfig, store: Store, maildrop: Maildrop, now: datetime) -> None:
+async def prepare(
+    account: AccountConfig,
+    store: Store,
+    maildrop: Maildrop,
+    now: datetime,
+    *,
+    reads: AccountReads | None = None,
+) -> None:
     """Give an IMAP ``maildrop`` its sync hints before its inventory (nothing for POP3).
 
     A mailbox gets a hint when it has a ``mailbox_sync`` record younger than
     :data:`FULL_LISTING_INTERVAL`, the archive holds exactly as many present locations under its
     UIDVALIDITY as the record's MESSAGES, and retention selects none of them for deletion now.
+
+    Args:
+        reads: the cycle's snapshot of the account (:mod:`maild.archive.cycle_reads`), read since
+            the account's last write; None: its sync records and locations are read here.
 
     Raises:
         StoreError: the archive failed.
@@ -79,11 +91,11 @@ async def prepare(account: AccountConfig, store: Store, maildrop: Maildrop, now:
     from maild.protocols.imap.listing import MailboxStatus
     from maild.protocols.imap.mailbox import SyncHint
 
-    records = await sync_state.load(store, account.name)
+    records = reads.sync_records if reads is not None else await sync_state.load(store, account.name)
     if not records:
         imap.sync_hints = {}
         return
-    known = await store.locations(account.name)
+    known = reads.locations if reads is not None else await store.locations(account.name)
     present: dict[tuple[str, int], set[int]] = {}
     for key, location in known.items():
         if isinstance(key, IMAPKey) and location.gone_at is None and location.deleted_at is None:
@@ -112,11 +124,15 @@ async def record(
     maildrop: Maildrop,
     inventory: Sequence[InventoryEntry],
     now: datetime,
+    *,
+    reads: AccountReads | None = None,
 ) -> None:
     """Record which mailboxes are fully archived, after every commit of the cycle has returned.
 
     Call before any deletion (a deletion changes the mailbox's status, so the next poll lists it
     anyway). Unchanged mailboxes keep their record; see the module docstring for the rest.
+    ``reads``: the cycle's snapshot (its sync records are the ones before this call: only this
+    function writes them, once per cycle); None: read here.
 
     Raises:
         StoreError: the archive failed; the records stay as they were (a later cycle lists more).
@@ -144,7 +160,7 @@ async def record(
             records[mailbox] = sync_state.SyncRecord(
                 status.uidvalidity, status.uidnext, status.messages, status.highest_modseq, now
             )
-    before = await sync_state.load(store, account.name)
+    before = reads.sync_records if reads is not None else await sync_state.load(store, account.name)
     forget = [m for m in before if m not in records and m not in imap.unchanged]
     await sync_state.save(store, account.name, records, forget)  # each listed in full: synced now
     log.debug(

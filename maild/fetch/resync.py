@@ -55,6 +55,7 @@ from maild.model import IMAPKey, InventoryEntry, Location, MessageKey
 from maild.protocols.base import Maildrop
 
 if TYPE_CHECKING:
+    from maild.archive.cycle_reads import AccountReads
     from maild.protocols.imap.mailbox import IMAPMailbox
 
 log = structlog.get_logger("maild.imap")
@@ -152,6 +153,8 @@ async def reconcile(
     maildrop: Maildrop,
     inventory: Sequence[InventoryEntry],
     now: datetime,
+    *,
+    reads: AccountReads | None = None,
 ) -> IMAPCycleInfo | None:
     """Check each selected mailbox's UIDVALIDITY, recover changed ones, and record the new state.
 
@@ -164,6 +167,8 @@ async def reconcile(
         maildrop: the cycle's session; anything but an IMAP session returns None at once.
         inventory: what :meth:`inventory` returned.
         now: the current time (aware, UTC).
+        reads: the cycle's snapshot of the account (:mod:`maild.archive.cycle_reads`), taken
+            since its last write: its mailbox states and locations are used; None: read here.
 
     Returns:
         What was learned, or None for POP3.
@@ -183,8 +188,11 @@ async def reconcile(
     if not isinstance(maildrop, IMAPMailbox):
         return None
     info = IMAPCycleInfo(list(maildrop.mailbox_states), dict(maildrop.mailbox_failures))
-    recorded = await store.mailbox_states(account.name)
-    known = await store.locations(account.name)
+    if reads is not None:
+        recorded, known = reads.mailbox_states, reads.locations
+    else:
+        recorded = await store.mailbox_states(account.name)
+        known = await store.locations(account.name)
     updates: list[tuple[str, int, int | None]] = []
     for mailbox, state in maildrop.mailbox_states.items():
         before = recorded.get(mailbox)

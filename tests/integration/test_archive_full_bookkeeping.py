@@ -58,29 +58,40 @@ def full_error(kind: str) -> Exception:
 def disk_full_at(store: Store, statement: str, kind: str = "sqlite") -> Iterator[list[str]]:
     """The archive's disk is full for every write statement containing ``statement`` while inside.
 
+    The ``sqlite3`` connection beneath aiosqlite is replaced by a stand-in refusing those statements, so
+    that a statement run in aiosqlite's thread by a function of the archive (a whole transaction in
+    one call, session 14) is refused as one sent through aiosqlite's ``execute`` is.
+
     Yields the statements refused (so a test can tell that its write was reached)."""
     conn: Any = store.db._conn
     refused: list[str] = []
-    execute, executemany = conn.execute, conn.executemany
+    raw = conn._connection
 
-    def check(sql: str) -> None:
-        if statement in sql:
-            refused.append(sql)
-            raise full_error(kind)
+    class FullDisk:
+        """The real connection, refusing the chosen statements as a full disk would."""
 
-    def full_execute(sql: str, *args: Any) -> Any:
-        check(sql)
-        return execute(sql, *args)
+        def __getattr__(self, name: str) -> Any:
+            return getattr(raw, name)
 
-    def full_executemany(sql: str, *args: Any) -> Any:
-        check(sql)
-        return executemany(sql, *args)
+        @staticmethod
+        def check(sql: str) -> None:
+            if statement in sql:
+                refused.append(sql)
+                raise full_error(kind)
 
-    conn.execute, conn.executemany = full_execute, full_executemany
+        def execute(self, sql: str, *args: Any) -> Any:
+            self.check(sql)
+            return raw.execute(sql, *args)
+
+        def executemany(self, sql: str, *args: Any) -> Any:
+            self.check(sql)
+            return raw.executemany(sql, *args)
+
+    conn._connection = FullDisk()
     try:
         yield refused
     finally:
-        del conn.execute, conn.executemany
+        conn._connection = raw
 
 
 def assert_no_room(result: CycleResult, words: str) -> None:
