@@ -44,6 +44,7 @@ __all__ = [
     "DEVICE_CODE_GRANT",
     "HTTP_TIMEOUT_S",
     "MAX_ACCESS_TOKEN_LIFETIME_S",
+    "MAX_ERROR_CODE_CHARS",
     "MAX_RESPONSE_OCTETS",
     "DeviceAuthorization",
     "TokenResponse",
@@ -63,6 +64,9 @@ DEFAULT_POLL_INTERVAL_S: Final = 5.0
 #: RFC 8628 section 3.5: how much ``slow_down`` adds to the polling interval, in seconds.
 SLOW_DOWN_STEP_S: Final = 5.0
 DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
+#: Longest ``error`` member of a token endpoint's error response shown, in characters (real codes,
+#: RFC 6749 section 5.2, are under 30); longer ones are cut after masking the secrets in them.
+MAX_ERROR_CODE_CHARS: Final = 100
 
 #: Token endpoint errors that may pass: retried with backoff (RFC 6749 section 5.2 has no such
 #: code; ``temporarily_unavailable`` and ``server_error`` come from section 4.1.2.1).
@@ -122,7 +126,14 @@ class DeviceAuthorization:
 
 
 def _describe(exc: OAuth2Error, secrets: Iterable[str]) -> str:
-    text = exc.error or "error"
+    """``error: description`` of an error response, every secret sent masked in both members before they
+    are cut; the ``error`` member is a code by RFC 6749 section 5.2 (NQSCHAR), but an endpoint may echo
+    the refresh token or the client secret in it (QA of session 14: shown whole in the error, the log
+    and status), or send 60 KB: it is masked, its other characters than printable ASCII replaced by
+    ``?``, and cut to :data:`MAX_ERROR_CODE_CHARS`."""
+    secrets = tuple(secrets)
+    code = redact(str(exc.error or "error"), secrets)
+    text = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in code)[:MAX_ERROR_CODE_CHARS]
     if exc.description:
         text += f": {redact(str(exc.description), secrets)[:300]}"  # masked before the cut
     return text
