@@ -46,6 +46,9 @@ __all__ = [
     "MAX_ACCESS_TOKEN_LIFETIME_S",
     "MAX_ERROR_CODE_CHARS",
     "MAX_RESPONSE_OCTETS",
+    "MAX_SHOWN_URI_CHARS",
+    "MAX_USER_CODE_CHARS",
+    "MIN_POLL_INTERVAL_S",
     "DeviceAuthorization",
     "TokenResponse",
     "check_endpoint",
@@ -61,6 +64,14 @@ __all__ = [
 MAX_ACCESS_TOKEN_LIFETIME_S: Final = 86400.0
 #: RFC 8628 section 3.2: the polling interval when the server names none, in seconds.
 DEFAULT_POLL_INTERVAL_S: Final = 5.0
+#: Longest ``user_code`` shown, in characters (RFC 8628 section 6.1 suggests 8 or 9).
+MAX_USER_CODE_CHARS: Final = 64
+#: Longest verification URI shown, in characters.
+MAX_SHOWN_URI_CHARS: Final = 2048
+#: Shortest polling interval taken from a device authorization response, in seconds: RFC 8628 section 3.2
+#: lets the server name any; an ``interval`` of 0 had ``maild accounts authorize`` poll the token endpoint
+#: without a pause until the code expired (thousands of requests; QA of session 14).
+MIN_POLL_INTERVAL_S: Final = 1.0
 #: RFC 8628 section 3.5: how much ``slow_down`` adds to the polling interval, in seconds.
 SLOW_DOWN_STEP_S: Final = 5.0
 DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
@@ -292,9 +303,13 @@ def start_device_authorization(
 
     Standard: RFC 8628 sections 3.1 and 3.2.
 
+    The ``interval`` is taken as at least :data:`MIN_POLL_INTERVAL_S`.
+
     Raises:
         AuthError: the endpoint refused (``invalid_client``, ``invalid_scope``, ...).
-        TransientError, ProtocolError: as :func:`client_credentials`.
+        ProtocolError: a malformed answer, also a ``user_code`` or ``verification_uri`` that is not
+            printable or too long, or a ``verification_uri`` that is not ``https://``.
+        TransientError: as :func:`client_credentials`.
     """
     fields = [("client_id", client_id)]
     if client_secret is not None:
@@ -337,18 +352,36 @@ def start_device_authorization(
             account=account,
             standard="RFC 8628 section 3.2",
         )
-    interval = data.get("interval", DEFAULT_POLL_INTERVAL_S)
     complete = data.get("verification_uri_complete", "")
+    complete = complete if isinstance(complete, str) and _shown_uri(complete) else ""
+    # what the person is shown on the terminal: printable, and a URI maild itself would ask (QA of
+    # session 14: escape sequences in user_code or verification_uri reached the terminal as they came)
+    if not (
+        _is_vschar(user_code.replace(" ", "!")) and len(user_code) <= MAX_USER_CODE_CHARS and _shown_uri(uri)
+    ):
+        raise ProtocolError(
+            f"account {account}: device authorization response with a user_code or verification_uri"
+            " that is not printable, too long, or not an https:// URL",
+            account=account,
+            standard="RFC 8628 section 3.2",
+        )
+    interval = data.get("interval", DEFAULT_POLL_INTERVAL_S)
+    if not (isinstance(interval, int | float) and not isinstance(interval, bool) and math.isfinite(interval)):
+        interval = DEFAULT_POLL_INTERVAL_S
     return DeviceAuthorization(
         device_code=Secret(device_code),
         user_code=user_code,
         verification_uri=uri,
-        verification_uri_complete=complete if isinstance(complete, str) else "",
+        verification_uri_complete=complete,
         expires_in_s=float(expires),
-        interval_s=float(interval)
-        if isinstance(interval, int | float) and math.isfinite(interval) and interval >= 0
-        else DEFAULT_POLL_INTERVAL_S,
+        interval_s=max(float(interval), MIN_POLL_INTERVAL_S),
     )
+
+
+def _shown_uri(uri: str) -> bool:
+    """Whether ``uri`` may be shown for a person to open: printable ASCII, at most
+    :data:`MAX_SHOWN_URI_CHARS`, ``https://`` (``http://`` to loopback only, as for endpoints)."""
+    return _is_vschar(uri) and len(uri) <= MAX_SHOWN_URI_CHARS and endpoint_allowed(uri)
 
 
 def poll_device_token(
