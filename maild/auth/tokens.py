@@ -472,14 +472,35 @@ def authorize(
 
 
 def grant_fingerprint(settings: OAuth2Settings) -> str | None:
-    """A digest of what the account signs in with now (the stored refresh token, for delegated
-    access), to notice a new authorization; None when there is nothing to compare."""
-    if settings.grant != "refresh_token" or settings.token_dir is None:
+    """A digest (SHA-256, hex) of what the account signs in with now, to notice a change that ends a
+    lockout: the client secret (client credentials, and delegated access with a confidential client)
+    and, for delegated access, the stored refresh token (a new ``maild accounts authorize``); None when
+    there is nothing to compare (``token_command``, a file or secret that cannot be read).
+
+    The client secret is part of it since session 14: an account locked out by ``invalid_client`` (a
+    client secret expired at the provider, as Microsoft's do after at most two years) stayed locked out
+    after the admin wrote the new secret to ``client_secret_file``, until ``maild resume``.
+
+    Blocking: reads the secret (a file, a credential or a command) and the refresh-token file.
+    """
+    if settings.grant == "token_command":
         return None
+    digest = hashlib.sha256()
     try:
-        stored = RefreshTokenStore(settings.token_dir, settings.account).load(
-            settings.client_id, settings.token_url
-        )
-    except StoreError:
+        secret = settings.secret()
+    except ConfigError:
         return None
-    return hashlib.sha256(stored[0].reveal().encode()).hexdigest() if stored is not None else "none"
+    if secret is None and settings.grant == "client_credentials":
+        return None
+    digest.update(b"secret\0" + (secret.reveal().encode() if secret is not None else b"") + b"\0")
+    if settings.grant == "refresh_token":
+        if settings.token_dir is None:
+            return None
+        try:
+            stored = RefreshTokenStore(settings.token_dir, settings.account).load(
+                settings.client_id, settings.token_url
+            )
+        except StoreError:
+            return None
+        digest.update(b"refresh\0" + (stored[0].reveal().encode() if stored is not None else b"none"))
+    return digest.hexdigest()
