@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from maild.auth.endpoint import HTTP_TIMEOUT_S, MAX_RESPONSE_OCTETS, endpoint_allowed, post
 from maild.auth.sasl import redact
-from maild.errors import AuthError, ConfigError, ProtocolError, TransientError
+from maild.errors import AuthError, ConfigError, ProtocolError, ThrottledError, TransientError
 from maild.model import Secret
 
 if TYPE_CHECKING:
@@ -143,11 +143,17 @@ def _describe(exc: OAuth2Error, secrets: Iterable[str]) -> str:
     and status), or send 60 KB: it is masked, its other characters than printable ASCII replaced by
     ``?``, and cut to :data:`MAX_ERROR_CODE_CHARS`."""
     secrets = tuple(secrets)
-    code = redact(str(exc.error or "error"), secrets)
-    text = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in code)[:MAX_ERROR_CODE_CHARS]
+    text = _printable_code(str(exc.error or "error"), secrets)
     if exc.description:
         text += f": {redact(str(exc.description), secrets)[:300]}"  # masked before the cut
     return text
+
+
+def _printable_code(code: str, secrets: Iterable[str]) -> str:
+    """An endpoint's ``error`` code as shown: secrets masked, other characters than printable ASCII
+    replaced by ``?``, cut to :data:`MAX_ERROR_CODE_CHARS`."""
+    masked = redact(code, tuple(secrets))
+    return "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in masked)[:MAX_ERROR_CODE_CHARS]
 
 
 def _token_error(account: str, exc: OAuth2Error, secrets: Iterable[str], *, grant: str) -> Exception:
@@ -171,19 +177,37 @@ def _is_vschar(text: str) -> bool:
 
 
 def _parse_token(
-    account: str, client: Any, body: bytes, secrets: Iterable[str], *, grant: str
+    account: str, client: Any, body: bytes, secrets: Iterable[str], *, grant: str, status: int = 200
 ) -> TokenResponse:
-    """Parse a token endpoint answer with oauthlib; a maild error for error responses.
+    """Parse a token endpoint answer (HTTP ``status``, ``body``) with oauthlib; a maild error for error
+    responses.
 
     Raises:
-        AuthError, TransientError: an error response (RFC 6749 section 5.2), as :func:`_token_error`.
-        ProtocolError: anything but a JSON object, members of the wrong type, an ``access_token``
-            that is not printable ASCII (RFC 6749 appendix A.12).
+        ThrottledError: HTTP 429 (RFC 6585 section 4), whatever the body says: the provider asks
+            for fewer requests; backed off like a server's throttling, never counted as a refusal.
+        TransientError: HTTP 408; an error response of :data:`_TRANSIENT_ERRORS`.
+        AuthError: another error response (RFC 6749 section 5.2), as :func:`_token_error`.
+        ProtocolError: anything but a JSON object (naming the HTTP status when it was not 200),
+            members of the wrong type, an ``access_token`` that is not printable ASCII (RFC 6749
+            appendix A.12).
     """
     from oauthlib.oauth2 import OAuth2Error
 
+    if status in (408, 429):
+        # QA of session 14: a 429 with an error object was an AuthError, and three in a row locked the
+        # account out (auth_failed) until `maild resume`; without one it was a "permanent" error
+        kind = ThrottledError if status == 429 else TransientError
+        code = _device_error_code(body)
+        raise kind(
+            f"account {account}: token endpoint answered HTTP {status}"
+            f" ({'too many requests' if status == 429 else 'request timeout'})"
+            + (f": {_printable_code(code, secrets)}" if code else ""),
+            account=account,
+        )
+    answered = f"HTTP {status} and " if status != 200 else ""
     malformed = ProtocolError(
-        f"account {account}: token endpoint answered something other than a JSON object with an access_token",
+        f"account {account}: token endpoint answered {answered}something other than a JSON object"
+        " with an access_token",
         account=account,
         standard="RFC 6749 section 5.1",
     )
@@ -261,8 +285,10 @@ def client_credentials(
     body = client.prepare_request_body(
         include_client_id=True, client_secret=client_secret.reveal(), scope=list(scope) or None
     )
-    status_body = post(account, token_url, _form(body))[1]
-    return _parse_token(account, client, status_body, (client_secret.reveal(),), grant="client_credentials")
+    status, answer = post(account, token_url, _form(body))
+    return _parse_token(
+        account, client, answer, (client_secret.reveal(),), grant="client_credentials", status=status
+    )
 
 
 def refresh(
@@ -292,8 +318,8 @@ def refresh(
         refresh_token=refresh_token.reveal(), scope=list(scope) or None, **extra
     )
     secrets = (refresh_token.reveal(), *([client_secret.reveal()] if client_secret else []))
-    answer = post(account, token_url, _form(body))[1]
-    return _parse_token(account, client, answer, secrets, grant="refresh_token")
+    status, answer = post(account, token_url, _form(body))
+    return _parse_token(account, client, answer, secrets, grant="refresh_token", status=status)
 
 
 def start_device_authorization(
@@ -421,9 +447,12 @@ def poll_device_token(
         sleep(interval)
         extra = {"client_secret": client_secret.reveal()} if client_secret is not None else {}
         body = client.prepare_request_body(grant.device_code.reveal(), include_client_id=True, **extra)
-        answer = post(account, token_url, _form(body))[1]
+        status, answer = post(account, token_url, _form(body))
         try:
-            return _parse_token(account, client, answer, secrets, grant="device_code")
+            return _parse_token(account, client, answer, secrets, grant="device_code", status=status)
+        except ThrottledError:  # HTTP 429 while polling: as slow_down (RFC 8628 section 3.5)
+            interval += SLOW_DOWN_STEP_S
+            continue
         except AuthError as exc:
             code = _device_error_code(answer)
             if code == "authorization_pending":

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-import urllib.parse
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -23,51 +19,18 @@ from structlog.testing import capture_logs
 from maild.auth import oauth2, tokens
 from maild.errors import AuthError
 from maild.model import Secret
+from tests.support.token_endpoint import Answer, EchoEndpoint, echo_endpoint
 
 REFRESH = "SENTINEL-refresh-4b1e"
 CLIENT_SECRET = "SENTINEL-client-9c2d"
 DEVICE_CODE = "SENTINEL-device-77aa"
 
-Answer = Callable[[dict[str, str]], dict[str, Any]]
-
-
-class EchoEndpoint:
-    """A loopback token endpoint answering HTTP 400 with whatever ``answer(form)`` makes of the request."""
-
-    def __init__(self) -> None:
-        self.answer: Answer = lambda form: {"error": "invalid_grant"}
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
-                body = json.dumps(owner.answer(form)).encode()
-                self.send_response(400)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture
 def echo() -> Iterator[EchoEndpoint]:
     """The echoing endpoint, stopped after the test."""
-    server = EchoEndpoint()
-    yield server
-    server.close()
+    with echo_endpoint() as server:
+        yield server
 
 
 def _every_sent_secret(form: dict[str, str]) -> str:
