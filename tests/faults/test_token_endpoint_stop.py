@@ -14,7 +14,9 @@ stop guard, which is a fraction of HTTP_TIMEOUT_S.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
 import shutil
 import signal
 import socket
@@ -27,9 +29,10 @@ import pytest
 import tomli_w
 
 from maild.auth import endpoint
-from maild.auth.tokens import RefreshTokenStore
+from maild.auth import imap as imap_auth
+from maild.auth.tokens import OAuth2Settings, OAuth2Tokens, RefreshTokenStore
 from maild.errors import MaildError, TransientError
-from maild.model import Secret
+from maild.model import Secret, ServerSettings
 from tests.support.daemonproc import maild_command, running_maild
 from tests.support.maildconf import short_dir
 
@@ -201,4 +204,37 @@ def test_sigterm_ends_the_daemon_while_a_token_endpoint_never_answers(
         assert "daemon.stopped" in log.read_text()
     finally:
         server.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_hanging_token_requests_leave_the_default_executor_free(silent: SilentEndpoint) -> None:
+    """More IMAP sign-ins waiting for a silent token endpoint than the default executor has threads: work sent
+    to that executor (the archive's CPU work of every other account) still runs at once."""
+    default_threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default size
+    sign_ins = min(default_threads + 1, imap_auth.TOKEN_THREADS)
+    assert sign_ins > default_threads
+    url = silent.url("http")
+    directory = short_dir("maild-tpool-")
+    waiting = []
+    try:
+        for n in range(sign_ins):
+            name = f"acct{n}"
+            RefreshTokenStore(directory, name).save(Secret("rt"), "cid", url, now=dt.datetime.now(dt.UTC))
+            source = OAuth2Tokens(
+                OAuth2Settings(
+                    account=name, token_url=url, device_url=url, client_id="cid", token_dir=directory
+                )
+            )
+            settings = ServerSettings(
+                name, "127.0.0.1", 143, "none", None, name, Secret(""), 5.0, auth="oauth2", tokens=source
+            )
+            waiting.append(asyncio.ensure_future(imap_auth._secret(settings)))
+        while len(silent.accepted) < default_threads:
+            await asyncio.sleep(0.01)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), STOP_GUARD_S) == "ran"
+    finally:
+        endpoint.abort_exchanges()
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
         shutil.rmtree(directory, ignore_errors=True)
