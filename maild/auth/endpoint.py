@@ -4,8 +4,14 @@
 :data:`MAX_RESPONSE_OCTETS`, and the whole exchange (connecting, sending, status, headers, body) ends within
 :data:`HTTP_TIMEOUT_S`. A socket timeout alone bounds each read, not the exchange: an endpoint sending one
 octet every 29 s would hold the calling thread, and the account's token lock, for days (QA of session 11).
-Not covered: a TLS handshake trickled octet by octet (the socket is watched once ``connect`` returned,
-after the handshake); each of its reads is still bounded by :data:`HTTP_TIMEOUT_S`.
+The socket is watched from the end of the TCP connect, so a TLS handshake that never ends is cut off too
+(since session 14; before, only from the end of the handshake). Not covered: the TCP connect itself (to a
+host dropping the SYN), bounded by :data:`HTTP_TIMEOUT_S` as the socket's own timeout.
+
+:func:`abort_exchanges` ends every exchange running now: a stopping daemon calls it once its cycles are
+done, so a hanging endpoint does not hold the process's exit for the rest of :data:`HTTP_TIMEOUT_S` (the
+worker thread it blocks is joined at exit; QA of session 14: 29 s after SIGTERM with ``shutdown_timeout``
+10 s, against systemd's ``TimeoutStopSec=30s``).
 Blocking: call it from a worker thread or the CLI, never on the event loop.
 """
 
@@ -15,12 +21,15 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from maild.errors import ProtocolError, TransientError
 from maild.model import is_loopback
 
-__all__ = ["HTTP_TIMEOUT_S", "MAX_RESPONSE_OCTETS", "endpoint_allowed", "post"]
+if TYPE_CHECKING:
+    import ssl  # the annotation only: ssl is imported by urllib when an endpoint is asked
+
+__all__ = ["HTTP_TIMEOUT_S", "MAX_RESPONSE_OCTETS", "abort_exchanges", "endpoint_allowed", "post"]
 
 #: Longest token or device-authorization response read, in octets (real ones are 1-5 KB).
 MAX_RESPONSE_OCTETS: Final = 64 * 1024
@@ -39,17 +48,27 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.expired = False
+        self.aborted = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
     def __enter__(self) -> _Deadline:
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         self._timer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+
+    def abort(self) -> None:
+        """End the exchange now (see :func:`abort_exchanges`)."""
+        self.aborted = True
+        self._expire()
 
     def watch(self, sock: socket.socket | None) -> None:
         """Shut ``sock`` at the deadline (at once if it has passed)."""
@@ -74,6 +93,26 @@ class _Deadline:
             # the plain socket's shutdown, also under TLS: ssl.SSLSocket.shutdown would drop its TLS
             # object while the reading thread is still inside it
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_LIVE: set[_Deadline] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def abort_exchanges() -> int:
+    """End every exchange with an endpoint running now, in any thread; returns how many.
+
+    Their sockets are shut, so each :func:`post` raises :class:`~maild.errors.TransientError` ("stopped")
+    within moments instead of waiting up to :data:`HTTP_TIMEOUT_S` for an endpoint that does not answer.
+    A stopping daemon calls it once its cycles have ended or were cancelled: nothing waits for these
+    answers any more, but the threads they block are joined at the interpreter's exit. An exchange still
+    in its TCP connect ends at that connect's own timeout. Exchanges begun later are not affected.
+    """
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for deadline in live:
+        deadline.abort()
+    return len(live)
 
 
 def endpoint_allowed(url: str) -> bool:
@@ -112,8 +151,14 @@ def _opener(deadline: _Deadline) -> Any:
 
     class _HTTPS(http.client.HTTPSConnection):
         def connect(self) -> None:
-            super().connect()
+            # HTTPSConnection.connect (3.11) with the TLS socket watched before its handshake, so that
+            # a handshake that never ends is cut off at the deadline too
+            http.client.HTTPConnection.connect(self)
+            host = getattr(self, "_tunnel_host", None) or self.host
+            context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+            self.sock = context.wrap_socket(self.sock, server_hostname=host, do_handshake_on_connect=False)
             deadline.watch(self.sock)
+            self.sock.do_handshake()
 
     class _HTTPHandler(urllib.request.HTTPHandler):
         def http_open(self, req: Any) -> Any:
@@ -133,6 +178,12 @@ def _opener(deadline: _Deadline) -> Any:
     return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler, _Redirects)
 
 
+def _stopped(account: str, what: str, url: str) -> TransientError:
+    return TransientError(
+        f"account {account}: {what} {url}: exchange stopped (maild is stopping)", account=account
+    )
+
+
 def post(
     account: str, url: str, fields: Iterable[tuple[str, str]], *, what: str = "token endpoint"
 ) -> tuple[int, bytes]:
@@ -150,7 +201,7 @@ def post(
 
     Raises:
         TransientError: the endpoint cannot be reached, does not answer in full within
-            :data:`HTTP_TIMEOUT_S`, or answers 5xx.
+            :data:`HTTP_TIMEOUT_S`, or answers 5xx; or :func:`abort_exchanges` ended the exchange.
         ProtocolError: the body is longer than :data:`MAX_RESPONSE_OCTETS`, or the endpoint redirects
             to a URL :func:`endpoint_allowed` refuses (not followed).
     """
@@ -183,6 +234,8 @@ def post(
                 account=account,
             ) from None
         except http.client.HTTPException as exc:  # a broken status line, header flood, cut chunk
+            if deadline.aborted:
+                raise _stopped(account, what, url) from None
             if not deadline.expired:
                 raise TransientError(
                     f"account {account}: {what} {url} answered with broken HTTP ({type(exc).__name__})",
@@ -193,6 +246,8 @@ def post(
                 account=account,
             ) from None
         except (OSError, ValueError) as exc:  # URLError, timeouts, connection resets
+            if deadline.aborted:
+                raise _stopped(account, what, url) from None
             if deadline.expired:
                 raise TransientError(
                     f"account {account}: {what} {url} did not answer within {HTTP_TIMEOUT_S:g} s",
@@ -202,6 +257,8 @@ def post(
             raise TransientError(
                 f"account {account}: {what} {url} unreachable: {reason}", account=account
             ) from None
+    if deadline.aborted:
+        raise _stopped(account, what, url)
     if deadline.expired:  # cut off: what was read is a part at best
         raise TransientError(
             f"account {account}: {what} {url} did not answer within {HTTP_TIMEOUT_S:g} s",

@@ -9,8 +9,13 @@ provides it over its aioimaplib client and calls this before falling back to ``L
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol, TypeVar
 
 import structlog
 
@@ -26,6 +31,28 @@ log = structlog.get_logger("maild.imap")
 _MAX_EXCHANGE_STEPS = 4
 #: Response codes after which signing in is deferred, not refused (RFC 5530 section 3).
 _THROTTLE_CODES = frozenset({"UNAVAILABLE", "LIMIT", "INUSE"})
+#: Most threads getting OAuth2 tokens for IMAP sign-ins at once: 16. A token request may wait up to
+#: :data:`maild.auth.endpoint.HTTP_TIMEOUT_S` (30 s) for an endpoint, so these threads are their own
+#: pool: in the event loop's default executor (6 threads on a 2-core server) a hanging endpoint of six
+#: accounts held every thread, and the archive's CPU work for every other account queued behind them
+#: (QA of session 14).
+TOKEN_THREADS: Final = 16
+
+_T = TypeVar("_T")
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+async def _in_token_thread(function: Callable[..., _T], *args: object) -> _T:
+    """Run ``function(*args)`` in the token threads (:data:`TOKEN_THREADS`), with this task's context
+    (the account bound for logging), as :func:`asyncio.to_thread` does in the default executor."""
+    global _pool  # one pool per process, made at the first OAuth2 sign-in
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=TOKEN_THREADS, thread_name_prefix="maild-oauth2")
+        pool = _pool
+    call = functools.partial(contextvars.copy_context().run, function, *args)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +103,7 @@ async def _secret(settings: ServerSettings) -> Secret:
         return settings.password
     if settings.tokens is None:
         raise AuthError(f"account {settings.account}: no token source configured", account=settings.account)
-    return await asyncio.to_thread(settings.tokens.access_token)  # may call a token endpoint: off the loop
+    return await _in_token_thread(settings.tokens.access_token)  # may call a token endpoint: off the loop
 
 
 async def _exchange(
@@ -171,8 +198,8 @@ async def authenticate(
             retry = False
             log.info("imap.auth.token_refused", account=settings.account, mechanism=mech, status=error.status)
             tokens = settings.tokens
-            await asyncio.to_thread(tokens.invalidate, secret)
-            if await asyncio.to_thread(tokens.access_token) != secret:
+            await _in_token_thread(tokens.invalidate, secret)
+            if await _in_token_thread(tokens.access_token) != secret:
                 continue
         refusal = _refusal(settings, mech, status, exchange.secrets())
         if error is not None:

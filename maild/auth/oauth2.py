@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from maild.auth.endpoint import HTTP_TIMEOUT_S, MAX_RESPONSE_OCTETS, endpoint_allowed, post
 from maild.auth.sasl import redact
-from maild.errors import AuthError, ConfigError, ProtocolError, TransientError
+from maild.errors import AuthError, ConfigError, ProtocolError, ThrottledError, TransientError
 from maild.model import Secret
 
 if TYPE_CHECKING:
@@ -44,7 +44,11 @@ __all__ = [
     "DEVICE_CODE_GRANT",
     "HTTP_TIMEOUT_S",
     "MAX_ACCESS_TOKEN_LIFETIME_S",
+    "MAX_ERROR_CODE_CHARS",
     "MAX_RESPONSE_OCTETS",
+    "MAX_SHOWN_URI_CHARS",
+    "MAX_USER_CODE_CHARS",
+    "MIN_POLL_INTERVAL_S",
     "DeviceAuthorization",
     "TokenResponse",
     "check_endpoint",
@@ -60,9 +64,20 @@ __all__ = [
 MAX_ACCESS_TOKEN_LIFETIME_S: Final = 86400.0
 #: RFC 8628 section 3.2: the polling interval when the server names none, in seconds.
 DEFAULT_POLL_INTERVAL_S: Final = 5.0
+#: Longest ``user_code`` shown, in characters (RFC 8628 section 6.1 suggests 8 or 9).
+MAX_USER_CODE_CHARS: Final = 64
+#: Longest verification URI shown, in characters.
+MAX_SHOWN_URI_CHARS: Final = 2048
+#: Shortest polling interval taken from a device authorization response, in seconds: RFC 8628 section 3.2
+#: lets the server name any; an ``interval`` of 0 had ``maild accounts authorize`` poll the token endpoint
+#: without a pause until the code expired (thousands of requests; QA of session 14).
+MIN_POLL_INTERVAL_S: Final = 1.0
 #: RFC 8628 section 3.5: how much ``slow_down`` adds to the polling interval, in seconds.
 SLOW_DOWN_STEP_S: Final = 5.0
 DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
+#: Longest ``error`` member of a token endpoint's error response shown, in characters (real codes,
+#: RFC 6749 section 5.2, are under 30); longer ones are cut after masking the secrets in them.
+MAX_ERROR_CODE_CHARS: Final = 100
 
 #: Token endpoint errors that may pass: retried with backoff (RFC 6749 section 5.2 has no such
 #: code; ``temporarily_unavailable`` and ``server_error`` come from section 4.1.2.1).
@@ -122,10 +137,23 @@ class DeviceAuthorization:
 
 
 def _describe(exc: OAuth2Error, secrets: Iterable[str]) -> str:
-    text = exc.error or "error"
+    """``error: description`` of an error response, every secret sent masked in both members before they
+    are cut; the ``error`` member is a code by RFC 6749 section 5.2 (NQSCHAR), but an endpoint may echo
+    the refresh token or the client secret in it (QA of session 14: shown whole in the error, the log
+    and status), or send 60 KB: it is masked, its other characters than printable ASCII replaced by
+    ``?``, and cut to :data:`MAX_ERROR_CODE_CHARS`."""
+    secrets = tuple(secrets)
+    text = _printable_code(str(exc.error or "error"), secrets)
     if exc.description:
         text += f": {redact(str(exc.description), secrets)[:300]}"  # masked before the cut
     return text
+
+
+def _printable_code(code: str, secrets: Iterable[str]) -> str:
+    """An endpoint's ``error`` code as shown: secrets masked, other characters than printable ASCII
+    replaced by ``?``, cut to :data:`MAX_ERROR_CODE_CHARS`."""
+    masked = redact(code, tuple(secrets))
+    return "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in masked)[:MAX_ERROR_CODE_CHARS]
 
 
 def _token_error(account: str, exc: OAuth2Error, secrets: Iterable[str], *, grant: str) -> Exception:
@@ -149,19 +177,37 @@ def _is_vschar(text: str) -> bool:
 
 
 def _parse_token(
-    account: str, client: Any, body: bytes, secrets: Iterable[str], *, grant: str
+    account: str, client: Any, body: bytes, secrets: Iterable[str], *, grant: str, status: int = 200
 ) -> TokenResponse:
-    """Parse a token endpoint answer with oauthlib; a maild error for error responses.
+    """Parse a token endpoint answer (HTTP ``status``, ``body``) with oauthlib; a maild error for error
+    responses.
 
     Raises:
-        AuthError, TransientError: an error response (RFC 6749 section 5.2), as :func:`_token_error`.
-        ProtocolError: anything but a JSON object, members of the wrong type, an ``access_token``
-            that is not printable ASCII (RFC 6749 appendix A.12).
+        ThrottledError: HTTP 429 (RFC 6585 section 4), whatever the body says: the provider asks
+            for fewer requests; backed off like a server's throttling, never counted as a refusal.
+        TransientError: HTTP 408; an error response of :data:`_TRANSIENT_ERRORS`.
+        AuthError: another error response (RFC 6749 section 5.2), as :func:`_token_error`.
+        ProtocolError: anything but a JSON object (naming the HTTP status when it was not 200),
+            members of the wrong type, an ``access_token`` that is not printable ASCII (RFC 6749
+            appendix A.12).
     """
     from oauthlib.oauth2 import OAuth2Error
 
+    if status in (408, 429):
+        # QA of session 14: a 429 with an error object was an AuthError, and three in a row locked the
+        # account out (auth_failed) until `maild resume`; without one it was a "permanent" error
+        kind = ThrottledError if status == 429 else TransientError
+        code = _device_error_code(body)
+        raise kind(
+            f"account {account}: token endpoint answered HTTP {status}"
+            f" ({'too many requests' if status == 429 else 'request timeout'})"
+            + (f": {_printable_code(code, secrets)}" if code else ""),
+            account=account,
+        )
+    answered = f"HTTP {status} and " if status != 200 else ""
     malformed = ProtocolError(
-        f"account {account}: token endpoint answered something other than a JSON object with an access_token",
+        f"account {account}: token endpoint answered {answered}something other than a JSON object"
+        " with an access_token",
         account=account,
         standard="RFC 6749 section 5.1",
     )
@@ -239,8 +285,10 @@ def client_credentials(
     body = client.prepare_request_body(
         include_client_id=True, client_secret=client_secret.reveal(), scope=list(scope) or None
     )
-    status_body = post(account, token_url, _form(body))[1]
-    return _parse_token(account, client, status_body, (client_secret.reveal(),), grant="client_credentials")
+    status, answer = post(account, token_url, _form(body))
+    return _parse_token(
+        account, client, answer, (client_secret.reveal(),), grant="client_credentials", status=status
+    )
 
 
 def refresh(
@@ -270,8 +318,8 @@ def refresh(
         refresh_token=refresh_token.reveal(), scope=list(scope) or None, **extra
     )
     secrets = (refresh_token.reveal(), *([client_secret.reveal()] if client_secret else []))
-    answer = post(account, token_url, _form(body))[1]
-    return _parse_token(account, client, answer, secrets, grant="refresh_token")
+    status, answer = post(account, token_url, _form(body))
+    return _parse_token(account, client, answer, secrets, grant="refresh_token", status=status)
 
 
 def start_device_authorization(
@@ -281,9 +329,13 @@ def start_device_authorization(
 
     Standard: RFC 8628 sections 3.1 and 3.2.
 
+    The ``interval`` is taken as at least :data:`MIN_POLL_INTERVAL_S`.
+
     Raises:
         AuthError: the endpoint refused (``invalid_client``, ``invalid_scope``, ...).
-        TransientError, ProtocolError: as :func:`client_credentials`.
+        ProtocolError: a malformed answer, also a ``user_code`` or ``verification_uri`` that is not
+            printable or too long, or a ``verification_uri`` that is not ``https://``.
+        TransientError: as :func:`client_credentials`.
     """
     fields = [("client_id", client_id)]
     if client_secret is not None:
@@ -326,18 +378,36 @@ def start_device_authorization(
             account=account,
             standard="RFC 8628 section 3.2",
         )
-    interval = data.get("interval", DEFAULT_POLL_INTERVAL_S)
     complete = data.get("verification_uri_complete", "")
+    complete = complete if isinstance(complete, str) and _shown_uri(complete) else ""
+    # what the person is shown on the terminal: printable, and a URI maild itself would ask (QA of
+    # session 14: escape sequences in user_code or verification_uri reached the terminal as they came)
+    if not (
+        _is_vschar(user_code.replace(" ", "!")) and len(user_code) <= MAX_USER_CODE_CHARS and _shown_uri(uri)
+    ):
+        raise ProtocolError(
+            f"account {account}: device authorization response with a user_code or verification_uri"
+            " that is not printable, too long, or not an https:// URL",
+            account=account,
+            standard="RFC 8628 section 3.2",
+        )
+    interval = data.get("interval", DEFAULT_POLL_INTERVAL_S)
+    if not (isinstance(interval, int | float) and not isinstance(interval, bool) and math.isfinite(interval)):
+        interval = DEFAULT_POLL_INTERVAL_S
     return DeviceAuthorization(
         device_code=Secret(device_code),
         user_code=user_code,
         verification_uri=uri,
-        verification_uri_complete=complete if isinstance(complete, str) else "",
+        verification_uri_complete=complete,
         expires_in_s=float(expires),
-        interval_s=float(interval)
-        if isinstance(interval, int | float) and math.isfinite(interval) and interval >= 0
-        else DEFAULT_POLL_INTERVAL_S,
+        interval_s=max(float(interval), MIN_POLL_INTERVAL_S),
     )
+
+
+def _shown_uri(uri: str) -> bool:
+    """Whether ``uri`` may be shown for a person to open: printable ASCII, at most
+    :data:`MAX_SHOWN_URI_CHARS`, ``https://`` (``http://`` to loopback only, as for endpoints)."""
+    return _is_vschar(uri) and len(uri) <= MAX_SHOWN_URI_CHARS and endpoint_allowed(uri)
 
 
 def poll_device_token(
@@ -377,9 +447,12 @@ def poll_device_token(
         sleep(interval)
         extra = {"client_secret": client_secret.reveal()} if client_secret is not None else {}
         body = client.prepare_request_body(grant.device_code.reveal(), include_client_id=True, **extra)
-        answer = post(account, token_url, _form(body))[1]
+        status, answer = post(account, token_url, _form(body))
         try:
-            return _parse_token(account, client, answer, secrets, grant="device_code")
+            return _parse_token(account, client, answer, secrets, grant="device_code", status=status)
+        except ThrottledError:  # HTTP 429 while polling: as slow_down (RFC 8628 section 3.5)
+            interval += SLOW_DOWN_STEP_S
+            continue
         except AuthError as exc:
             code = _device_error_code(answer)
             if code == "authorization_pending":

@@ -16,6 +16,7 @@ atomically), never in configuration files, so they survive restarts and reloads.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import json
@@ -218,7 +219,8 @@ class OAuth2Tokens:
     """The access-token source of one account (satisfies :class:`maild.model.AccessTokenSource`).
 
     Thread-safe: one lock serialises getting a token, so concurrent sessions of an account share
-    one refresh. Blocking: call from a worker thread.
+    one refresh, and its failure: a session that waited while another's attempt failed gets that
+    error without asking the endpoint again. Blocking: call from a worker thread.
 
     Args:
         settings: the account's OAuth2 settings.
@@ -235,6 +237,11 @@ class OAuth2Tokens:
         self._warned_at = 0.0
         self._failing_since: dt.datetime | None = None
         self._failure: str | None = None
+        # Attempts to get a token that have ended, and the error of the last one if it failed: a
+        # session that waited for the lock while an attempt failed raises its error instead of
+        # repeating it (see access_token).
+        self._attempts = 0
+        self._last_error: MaildError | None = None
         # A rotated refresh token the file could not take (disk full, read-only state directory), with
         # the token the file held then: used instead of the file until it is stored or the file changes.
         self._unsaved: tuple[Secret, Secret] | None = None
@@ -257,9 +264,16 @@ class OAuth2Tokens:
                 nonsense. ConfigError: the client secret or token command failed. StoreError: the
                 refresh-token file cannot be read or written.
         """
+        seen = self._attempts  # before waiting for the lock: an attempt ending meanwhile is shared
         with self._lock:
             if self._token is not None and self._clock() < self._expires_at - REFRESH_MARGIN_S:
                 return self._token
+            if self._attempts != seen and self._last_error is not None:
+                # Another session's attempt failed while this one waited: repeating it at once would
+                # ask a hanging endpoint again (each session of the account one HTTP_TIMEOUT_S after
+                # the other, 30 s each, past a stop's bound) and a refusing one once per session
+                # (QA of session 14). The account's backoff decides when to ask again.
+                raise copy.copy(self._last_error)
             self._token = None
             try:
                 token, lifetime_s = self._obtain()
@@ -267,8 +281,11 @@ class OAuth2Tokens:
                 if self._failing_since is None:
                     self._failing_since = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
                 self._failure = str(exc)
+                self._last_error = copy.copy(exc)  # no traceback: its frames hold the secrets sent
                 raise
-            self._failing_since = self._failure = None
+            finally:
+                self._attempts += 1
+            self._failing_since = self._failure = self._last_error = None
             self._token, self._expires_at = token, self._clock() + lifetime_s
             log.info(
                 "oauth2.token.obtained",
@@ -455,14 +472,35 @@ def authorize(
 
 
 def grant_fingerprint(settings: OAuth2Settings) -> str | None:
-    """A digest of what the account signs in with now (the stored refresh token, for delegated
-    access), to notice a new authorization; None when there is nothing to compare."""
-    if settings.grant != "refresh_token" or settings.token_dir is None:
+    """A digest (SHA-256, hex) of what the account signs in with now, to notice a change that ends a
+    lockout: the client secret (client credentials, and delegated access with a confidential client)
+    and, for delegated access, the stored refresh token (a new ``maild accounts authorize``); None when
+    there is nothing to compare (``token_command``, a file or secret that cannot be read).
+
+    The client secret is part of it since session 14: an account locked out by ``invalid_client`` (a
+    client secret expired at the provider, as Microsoft's do after at most two years) stayed locked out
+    after the admin wrote the new secret to ``client_secret_file``, until ``maild resume``.
+
+    Blocking: reads the secret (a file, a credential or a command) and the refresh-token file.
+    """
+    if settings.grant == "token_command":
         return None
+    digest = hashlib.sha256()
     try:
-        stored = RefreshTokenStore(settings.token_dir, settings.account).load(
-            settings.client_id, settings.token_url
-        )
-    except StoreError:
+        secret = settings.secret()
+    except ConfigError:
         return None
-    return hashlib.sha256(stored[0].reveal().encode()).hexdigest() if stored is not None else "none"
+    if secret is None and settings.grant == "client_credentials":
+        return None
+    digest.update(b"secret\0" + (secret.reveal().encode() if secret is not None else b"") + b"\0")
+    if settings.grant == "refresh_token":
+        if settings.token_dir is None:
+            return None
+        try:
+            stored = RefreshTokenStore(settings.token_dir, settings.account).load(
+                settings.client_id, settings.token_url
+            )
+        except StoreError:
+            return None
+        digest.update(b"refresh\0" + (stored[0].reveal().encode() if stored is not None else b"none"))
+    return digest.hexdigest()

@@ -6,7 +6,8 @@ sessions, the IDLE watchers and every fetch cycle. A failing account is retried 
 exponential backoff (decided in :func:`maild.policy.next_cycle_delay_s`) and never delays the
 others. :meth:`Scheduler.run` returns after a stop
 request once running cycles have finished, or after ``shutdown_timeout_s`` by cancelling them
-(which aborts their sessions: nothing committed is lost, nothing uncommitted is deleted).
+(which aborts their sessions: nothing committed is lost, nothing uncommitted is deleted) and ending
+every request to a token endpoint still running (:func:`~maild.auth.endpoint.abort_exchanges`).
 Each account's live state, and how a cycle's end changes it, is :mod:`maild.service.account_runtime`.
 """
 
@@ -24,6 +25,7 @@ import structlog
 
 from maild import policy
 from maild.archive.store import Store
+from maild.auth.endpoint import abort_exchanges
 from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, StoreError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
@@ -133,7 +135,11 @@ class Scheduler:
         for task in pending:
             task.cancel()
         if pending:
-            log.warning("shutdown.cancelled", cycles=len(pending))
+            # A cycle cancelled while its worker thread waits for a token endpoint waits for that
+            # thread (POP3), and the process's exit joins it (IMAP): a hanging endpoint held the stop
+            # up to HTTP_TIMEOUT_S past shutdown_timeout (QA of session 14). End those requests now.
+            stopped = abort_exchanges()
+            log.warning("shutdown.cancelled", cycles=len(pending), token_requests_stopped=stopped)
             await asyncio.wait(pending)
         await self.sessions.drop_all()
         await self.flush_history()  # the quiet cycles' rows: a stopped daemon has no housekeeping

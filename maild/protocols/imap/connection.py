@@ -10,9 +10,11 @@ on top of :class:`~maild.protocols.imap.client.IMAPClient`:
 * user names and mailbox names are quoted here, mailbox names encoded as modified UTF-7
   (aioimaplib sends arguments raw; it quotes only the password);
 * STARTTLS; SELECT, never EXAMINE (broken in the library);
-* every call is raced against an inactivity timeout of ``settings.timeout_s`` and against the
-  connection-lost callback (:meth:`IMAPConnection.call`), because aioimaplib leaves a command pending
-  forever when the connection drops. After a timeout, a lost connection or a cancellation the
+* every call is raced against an inactivity timeout of ``settings.timeout_s``, a progress floor
+  (:data:`COMMAND_MIN_RATE_OCTETS_PER_S` after :data:`COMMAND_WINDOW_TIMEOUTS` x ``timeout_s``; the
+  account's transfer floor for message transfers) and the connection-lost callback
+  (:meth:`IMAPConnection.call`), because aioimaplib leaves a command pending forever when the
+  connection drops. After a timeout, a lost connection or a cancellation the
   connection is discarded and every later call raises :class:`~maild.errors.TransientError`;
 * the error mapping: ``OSError``, ``ssl.SSLError``, ``TimeoutError`` and the client's
   :class:`~maild.protocols.imap.client.LibraryError` become :mod:`maild.errors` classes here and
@@ -75,6 +77,8 @@ from maild.protocols.progress import ProgressFloor
 from maild.protocols.tls import client_context
 
 __all__ = [
+    "COMMAND_MIN_RATE_OCTETS_PER_S",
+    "COMMAND_WINDOW_TIMEOUTS",
     "MIN_UPLOAD_OCTETS_PER_S",
     "SESSION_CODES",
     "THROTTLE_CODES",
@@ -87,6 +91,15 @@ __all__ = [
 #: Slowest upload rate assumed for APPEND, in octets per second: while a message is being sent
 #: nothing arrives, so the inactivity limit is extended by its size divided by this rate.
 MIN_UPLOAD_OCTETS_PER_S = 32 * 1024
+#: Floor on the receive rate of a command's response other than a message transfer (which has the
+#: account's ``min_transfer_rate``), in octets per second: 64. Far below any real server (a listing
+#: of sizes arrives at kilobytes per second even at 50 ms round trips), far above one octet a second.
+COMMAND_MIN_RATE_OCTETS_PER_S = 64
+#: The window of that floor, in multiples of the account's ``timeout_s``: 2 (two minutes at the default
+#: 60 s). A response that is complete within it is never measured; a longer one must bring at least
+#: COMMAND_MIN_RATE_OCTETS_PER_S x window octets per window. Bounds a trickled response like POP3's
+#: one-line replies (``LINE_REPLY_TIMEOUTS``, session 13).
+COMMAND_WINDOW_TIMEOUTS = 2
 
 #: One logger name for the whole IMAP adapter, as before it was split into modules.
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
@@ -270,14 +283,16 @@ class IMAPConnection:
                 ``send_octets / MIN_UPLOAD_OCTETS_PER_S`` seconds, since nothing arrives meanwhile.
             timeout_s: the inactivity limit in seconds; default the account's ``timeout_s``.
             progress: the progress floor of a message transfer this wait belongs to (the time
-                spent here counts towards its windows), or None.
+                spent here counts towards its windows), or None: then a floor of
+                :data:`COMMAND_MIN_RATE_OCTETS_PER_S` in windows of :data:`COMMAND_WINDOW_TIMEOUTS` x
+                ``timeout_s`` (plus the upload's allowance) applies.
 
         Cancelled: the connection is discarded and the cancellation propagates.
 
         Raises:
             TransientError: the connection was discarded earlier.
-            NetworkTimeout: nothing arrived for ``timeout_s`` seconds, or with ``progress``, data
-                arrived slower than its floor over one of its windows ("server too slow").
+            NetworkTimeout: nothing arrived for ``timeout_s`` seconds, or data arrived slower than
+                the floor over one of its windows ("server too slow").
             ConnectError: the connection was lost or could not be made, or TLS failed.
             ProtocolError: aioimaplib rejected the state of the session or a response, or the
                 server broke a :class:`~.client.ReadLimits` cap (the text names which; the
@@ -296,8 +311,19 @@ class IMAPConnection:
         task.add_done_callback(consume_outcome)
         began = loop.time() + send_octets / MIN_UPLOAD_OCTETS_PER_S
         limit_s = self.settings.timeout_s if timeout_s is None else timeout_s
-        if progress is not None:
-            progress.go(client.received_octets)
+        transfer = progress is not None
+        if progress is None:
+            # Any other command's response (the greeting, CAPABILITY, LOGIN, SELECT, listings, ...):
+            # the inactivity limit never fires while octets trickle in, so a server sending one octet
+            # a second held the session, its cycle slot and its host connection for days (QA of
+            # session 14). A floor far below any real response, measured only after a first window of
+            # COMMAND_WINDOW_TIMEOUTS x timeout_s (plus the upload's own allowance).
+            progress = ProgressFloor(
+                COMMAND_MIN_RATE_OCTETS_PER_S,
+                COMMAND_WINDOW_TIMEOUTS * limit_s + send_octets / MIN_UPLOAD_OCTETS_PER_S,
+                loop.time,
+            )
+        progress.go(client.received_octets)
         wire_before, wait_began = client.wire_octets, loop.time()
         try:
             while not task.done():
@@ -305,12 +331,11 @@ class IMAPConnection:
                 if remaining <= 0:
                     self.discard(f"{what} timed out")
                     raise self.error(NetworkTimeout, f"{what}: no data from server for {limit_s:g} s")
-                if progress is not None:
-                    slow = progress.check(client.received_octets)
-                    if slow is not None:
-                        self.discard(f"{what}: server too slow")
-                        raise self.error(NetworkTimeout, f"{what}: {slow}")
-                    remaining = min(remaining, max(progress.remaining_s(), 0.01))
+                slow = progress.check(client.received_octets)
+                if slow is not None:
+                    self.discard(f"{what}: server too slow")
+                    raise self.error(NetworkTimeout, f"{what}: {slow}")
+                remaining = min(remaining, max(progress.remaining_s(), 0.01))
                 await asyncio.wait((task, lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if not task.done() and lost.done():
                     self.discard(f"connection lost during {what}")
@@ -341,8 +366,8 @@ class IMAPConnection:
             detail = str(exc) if isinstance(exc, LibraryError) else f"{type(exc).__name__}: {exc}"
             raise self.error(ProtocolError, f"{what}: aioimaplib failed: {detail}") from None
         finally:
-            if progress is not None:
-                progress.stop()
+            progress.stop()
+            if transfer:  # the link's rate is measured on message transfers only
                 self._waited_octets += client.wire_octets - wire_before
                 self._waited_s += loop.time() - wait_began
             if not task.done():
