@@ -357,7 +357,7 @@ class ArchiveReader:
                 f"SELECT id, substr(raw, 1, ?) FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
                 [SNIPPET_SOURCE_OCTETS, *chunk],
             ):
-                found[int(message)] = bytes(head)
+                found[int(message)] = bytes(head or b"")  # substr() of a 0-octet blob is NULL
         return found
 
     def _with_locations(self, rows: list[tuple[Any, ...]]) -> list[ArchivedMessage]:
