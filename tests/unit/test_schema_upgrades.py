@@ -11,10 +11,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
+from maild.archive import connection
 from maild.archive.schema import SCHEMA_VERSION
-from maild.archive.store import Store
+from maild.archive.store import ArchiveFull, Store
 from tests.support.old_archives import MESSAGES, build_at_version, logical_rows
 
 OLD_VERSIONS = range(1, SCHEMA_VERSION)
@@ -73,3 +75,47 @@ async def test_a_zero_octet_message_does_not_stop_the_cc_fill(tmp_path: Path, ve
         empty = conn.execute("SELECT size_octets, cc_header, length(raw) FROM messages WHERE size_octets = 0")
         assert empty.fetchall() == [(0, None, 0)]
     conn.close()
+
+
+@pytest.mark.parametrize("version", [8, 11])
+async def test_a_full_disk_during_the_upgrade_is_one_clear_error_and_the_next_open_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    """The archive's disk fills during a version's step (here SQLite's own limit, ``max_page_count``:
+    the same ``SQLITE_FULL``): SQLite rolls the transaction back itself, and the ROLLBACK that followed
+    failed ("cannot rollback - no transaction is active"), which was all the admin saw. Now
+    ArchiveFull names the full disk and the version the archive stays at; nothing of the failed
+    version is stored, and the next open, with room, finishes the upgrade with every row kept."""
+    path = tmp_path / "maild.sqlite3"
+    await build_at_version(path, version)
+    before = logical_rows(path, version)
+    failing = version + 1
+    real_step = connection._MIGRATION_STEPS.get(failing)
+
+    async def filling_the_disk(conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA page_count") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        await conn.execute(f"PRAGMA max_page_count = {row[0]}")
+        await conn.execute("INSERT INTO messages_fts (rowid, body) VALUES (?, ?)", (10**6, "x " * 400_000))
+        if real_step is not None:
+            await real_step(conn)
+
+    monkeypatch.setitem(connection._MIGRATION_STEPS, failing, filling_the_disk)
+    with pytest.raises(ArchiveFull) as raised:
+        await Store.open(path)
+    text = str(raised.value)
+    assert "database or disk is full" in text
+    assert f"failed at version {failing}" in text
+    assert f"the archive is at version {version}" in text
+    assert "\n" not in text
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (version,)
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.close()
+    assert logical_rows(path, version) == before
+
+    monkeypatch.undo()
+    async with await Store.open(path):
+        pass
+    assert logical_rows(path, version) == before
