@@ -219,12 +219,12 @@ class ArchiveConnection:
         try:
             _create_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=CACHED_STATEMENTS)
-            set_archive_mode(path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open archive {path}: {exc}") from None
         store = cls(conn, path)
         try:
             await store._setup()
+            set_archive_mode(path)  # after the version check: a newer maild's archive is left as it is
             store.checkpointer.committed()  # what the migrations left in the WAL, if that much
             store._guard_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             store._wal_identity = _identity(_wal_path(path))
@@ -336,6 +336,11 @@ class ArchiveConnection:
     async def _setup(self) -> None:
         try:
             version = await self._scalar("PRAGMA user_version")
+            if version > SCHEMA_VERSION:  # before any PRAGMA that writes (journal_mode): left untouched
+                raise StoreError(
+                    f"archive {self.path} has schema version {version}, newer than this maild "
+                    f"({SCHEMA_VERSION}); upgrade maild"
+                )
             if version == 0:
                 await self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             mode = await self._scalar("PRAGMA journal_mode = WAL")
@@ -347,11 +352,6 @@ class ArchiveConnection:
             # a -wal file a reader let grow past the bound shrinks back to it at the first commit
             # after the log starts again (https://www.sqlite.org/pragma.html#pragma_journal_size_limit)
             await self._conn.execute(f"PRAGMA journal_size_limit = {_checkpointer.WAL_HARD_OCTETS}")
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"archive {self.path} has schema version {version}, newer than this maild "
-                    f"({SCHEMA_VERSION}); upgrade maild"
-                )
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 await self._migrate_to(target, version)
             # checkpoints from now on in maild.archive.checkpointer's thread, not after each COMMIT

@@ -17,6 +17,7 @@ import pytest
 from maild.archive import connection
 from maild.archive.schema import SCHEMA_VERSION
 from maild.archive.store import ArchiveFull, Store
+from maild.errors import StoreError
 from tests.support.old_archives import MESSAGES, build_at_version, logical_rows
 
 OLD_VERSIONS = range(1, SCHEMA_VERSION)
@@ -119,3 +120,27 @@ async def test_a_full_disk_during_the_upgrade_is_one_clear_error_and_the_next_op
     async with await Store.open(path):
         pass
     assert logical_rows(path, version) == before
+
+
+async def test_an_archive_of_a_newer_version_is_refused_and_left_byte_for_byte(tmp_path: Path) -> None:
+    """An archive a newer maild wrote (here in SQLite's rollback-journal mode, mode 0644) is refused
+    with one line naming both versions, and not changed at all: before, ``PRAGMA journal_mode = WAL``
+    ran ahead of the version check and rewrote the file's header, and the file was chmodded."""
+    path = tmp_path / "maild.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE from_the_future (x)")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    path.chmod(0o644)
+    octets = path.read_bytes()
+
+    with pytest.raises(StoreError) as raised:
+        await Store.open(path)
+
+    assert str(raised.value) == (
+        f"archive {path} has schema version {SCHEMA_VERSION + 1}, newer than this maild ({SCHEMA_VERSION});"
+        " upgrade maild"
+    )
+    assert path.read_bytes() == octets
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maild.sqlite3"]
