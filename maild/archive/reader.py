@@ -95,6 +95,13 @@ _SINCE = "(m.date >= ? OR (m.date IS NULL AND m.stored_at >= ?))"
 _EXPORT_CHUNK_OCTETS = 32 * 2**20
 
 
+_DOCUMENTS_PENDING_BEFORE_13_SQL = (
+    "SELECT id FROM messages WHERE id > ? AND id NOT IN (SELECT message FROM document_text)"
+)
+""":data:`~maild.archive.schema.DOCUMENTS_PENDING_SQL` for schema versions 11 and 12, which have
+``document_text`` but not ``messages.has_documents`` (a search of such an archive stopped at "no such
+column: has_documents": QA of session 14)."""
+
 _FTS5_QUERY_ERRORS = ("fts5: syntax error", "no such column", "unterminated string", "unknown special query")
 RANK_WINDOW = 2000
 """Matches ranked per search, at most: when a query matches more messages (after the filters), only the
@@ -268,10 +275,13 @@ class ArchiveReader:
 
     def documents_pending(self) -> int:
         """Messages whose PDF/Office attachment text is not in the index yet (schema version 11;
-        :mod:`maild.archive.document_index`): 0 for older archives."""
+        :mod:`maild.archive.document_index`): 0 for older archives. Before version 13 (no
+        ``messages.has_documents``: an upgrade pending, or a backup read as it is) every message not
+        looked at counts, as the upgrade leaves them unknown (NULL) and the indexer looks at them."""
         if self._version < 11:
             return 0
-        return int(self._rows(f"SELECT count(*) FROM ({DOCUMENTS_PENDING_SQL})", (0,))[0][0])  # noqa: S608
+        pending = DOCUMENTS_PENDING_SQL if self._version >= 13 else _DOCUMENTS_PENDING_BEFORE_13_SQL
+        return int(self._rows(f"SELECT count(*) FROM ({pending})", (0,))[0][0])  # noqa: S608
 
     def search(self, query: str, flt: MessageFilter) -> list[SearchHit]:
         """Return the messages matching the FTS5 ``query`` that ``flt`` selects, best match first.
