@@ -6,6 +6,7 @@ A synchronous ``sqlite3`` connection opened with ``mode=ro``, separate from the 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -154,6 +155,37 @@ def _summary(message: ArchivedMessage) -> HeaderSummary:
     return HeaderSummary(None, None, m.from_header, m.to_header, m.subject, m.cc_header)
 
 
+_SQLITE_HEADER_OCTETS = 20
+"""Octets of the SQLite file header read by :func:`_open_problem`: bytes 18 and 19 are the file format's
+write and read versions, 2 in WAL mode (https://www.sqlite.org/fileformat2.html#database_header)."""
+
+
+def _open_problem(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's words for a failed first read of the archive at ``path``, named plainly when the cause is
+    the missing side files: the archive is in WAL mode, its ``-shm`` is missing, and a read-only reader
+    may not create it (a directory it may not write: "attempt to write a readonly database"; a
+    read-only file system: "unable to open database file"). An older maild's clean stop, a copy of
+    the main file alone or a restore by hand leaves the archive so (docs/archive.md, "Reading while
+    the daemon is stopped")."""
+    shm = path.with_name(path.name + "-shm")
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(_SQLITE_HEADER_OCTETS)
+        missing = not shm.exists()
+        read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return str(exc)
+    if not missing or header[18:20] != b"\x02\x02":
+        return str(exc)
+    where = f"the read-only file system holding {path.parent}" if read_only else str(path.parent)
+    return (
+        f"cannot be read without its side files {shm.name} and {path.name}-wal, which are missing and"
+        f" which this reader may not create in {where} ({exc}); start the daemon once or run"
+        ' `maild reindex` as its user, which leave them for readers (docs/archive.md, "Reading while'
+        ' the daemon is stopped")'
+    )
+
+
 def _contains(haystack: str | None, needle: str) -> bool:
     return haystack is not None and needle.casefold() in haystack.casefold()
 
@@ -183,7 +215,7 @@ class ArchiveReader:
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.Error as exc:
             self._db.close()
-            raise StoreError(f"archive {path}: {exc}") from None
+            raise StoreError(f"archive {path}: {_open_problem(exc, path)}") from None
         if not 2 <= version <= SCHEMA_VERSION:
             self._db.close()
             raise StoreError(
