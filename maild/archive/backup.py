@@ -35,6 +35,7 @@ from pathlib import Path
 
 from maild.archive.schema import SCHEMA_VERSION
 from maild.archive.store import ARCHIVE_FILE_MODE, SIDE_FILE_SUFFIXES
+from maild.archive.wal_guard import unrecovered_log_refusal
 from maild.errors import StoreError
 from maild.fsutil import fsync_dir
 
@@ -158,6 +159,9 @@ def check_copy(path: Path) -> ArchiveCheck:
 
 def _snapshot(source: Path, target: Path) -> None:
     """Copy ``source`` into the new empty file ``target`` as one consistent snapshot, then leave WAL mode."""
+    lost = unrecovered_log_refusal(source)  # the copy would lack those commits, "integrity ok"
+    if lost is not None:
+        raise StoreError(lost)
     try:
         src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:

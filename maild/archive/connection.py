@@ -41,7 +41,7 @@ from maild.archive.archive_file import (
 from maild.archive.checkpointer import Checkpointer, wal_held
 from maild.archive.counters import ArchiveCounters
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
-from maild.archive.wal_guard import index_replaced, wal_problem
+from maild.archive.wal_guard import index_replaced, unrecovered_log_refusal, wal_problem
 from maild.errors import StoreError
 from maild.spool import Spool
 
@@ -214,8 +214,12 @@ class ArchiveConnection:
         """Open (creating if needed) the archive at ``path`` and migrate it to :data:`SCHEMA_VERSION`.
 
         Raises:
-            StoreError: the file cannot be opened, is not a maild archive, or is newer than this maild.
+            StoreError: the file cannot be opened, is not a maild archive, is newer than this maild, or
+                its write-ahead log lost commits (:func:`~maild.archive.wal_guard.unrecovered_log`).
         """
+        lost = unrecovered_log_refusal(path)  # before SQLite rebuilds the index from what is left
+        if lost is not None:
+            raise StoreError(lost)
         try:
             _create_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=CACHED_STATEMENTS)

@@ -16,6 +16,7 @@ from typing import Any
 
 from maild.archive.schema import DOCUMENTS_PENDING_SQL, QUERY_CHUNK, SCHEMA_VERSION, utc_text
 from maild.archive.snippet import SNIPPET_SOURCE_OCTETS, make_snippet
+from maild.archive.wal_guard import unrecovered_log_refusal
 from maild.errors import StoreError
 from maild.model import HeaderSummary
 
@@ -205,6 +206,9 @@ class ArchiveReader:
         self.path = path
         if not path.is_file():
             raise StoreError(f"archive {path} does not exist (is daemon.state_dir right?)")
+        lost = unrecovered_log_refusal(path)  # it would read a state without those commits
+        if lost is not None:
+            raise StoreError(lost)
         try:
             self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         except sqlite3.Error as exc:
