@@ -272,3 +272,26 @@ async def test_an_intact_archive_and_a_zero_octet_message_count_as_undamaged(tmp
     check = check_copy(db)
 
     assert (check.messages, check.damaged, check.damaged_count) == (2, (), 0)
+
+
+def test_restore_of_a_backup_with_a_damaged_message_warns_in_one_line_and_restores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The backup holds a message whose octets no longer match its SHA-256: restore goes on (the
+    archive it replaces is kept) and says so in one line naming the message."""
+    cfg, db = _config(tmp_path)
+    asyncio.run(build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(1, 4)]))
+    with sqlite3.connect(db) as conn:
+        digest, raw = conn.execute("SELECT sha256, raw FROM messages WHERE id = 1").fetchone()
+        conn.execute("UPDATE messages SET raw = ? WHERE id = 1", (bytes([raw[0] ^ 1]) + raw[1:],))
+    conn.close()
+    assert main(["-c", str(cfg), "backup", str(tmp_path / "b.sqlite3")]) == 1
+    capsys.readouterr()
+
+    assert main(["-c", str(cfg), "restore", str(tmp_path / "b.sqlite3")]) == 0
+
+    out, err = capsys.readouterr()
+    assert "restored" in out
+    (line,) = [x for x in err.splitlines() if x.startswith("maild: warning:")]
+    assert "1 archived message no longer matches its SHA-256" in line and digest[:12] in line
+    assert _count(db) == 3
