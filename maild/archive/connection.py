@@ -162,6 +162,29 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _newer_schema(path: Path) -> str | None:
+    """The refusal of an archive whose schema is newer than this maild's, read through a read-only
+    connection (which never checkpoints the log into the file nor deletes the side files when it
+    closes, as the writer's last connection does: QA of session 14); None when it is not newer, or
+    when it cannot be read so (then the writer's open says why)."""
+    if not path.is_file():
+        return None
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            version = int(probe.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            probe.close()
+    except sqlite3.Error:
+        return None
+    if version <= SCHEMA_VERSION:
+        return None
+    return (
+        f"archive {path} has schema version {version}, newer than this maild ({SCHEMA_VERSION});"
+        " upgrade maild"
+    )
+
+
 class ArchiveConnection:
     """The archive's connection and its transactions; :class:`maild.archive.store.Store` holds it
     (``store.db``) and hands it to each of its collaborators.
@@ -220,6 +243,9 @@ class ArchiveConnection:
         lost = unrecovered_log_refusal(path)  # before SQLite rebuilds the index from what is left
         if lost is not None:
             raise StoreError(lost)
+        newer = _newer_schema(path)
+        if newer is not None:
+            raise StoreError(newer)
         try:
             _create_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=CACHED_STATEMENTS)

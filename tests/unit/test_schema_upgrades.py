@@ -9,6 +9,8 @@ checks are clean.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import aiosqlite
@@ -144,3 +146,34 @@ async def test_an_archive_of_a_newer_version_is_refused_and_left_byte_for_byte(t
     assert path.read_bytes() == octets
     assert path.stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maild.sqlite3"]
+
+
+async def test_a_newer_archive_with_commits_in_its_log_keeps_its_log_and_index(tmp_path: Path) -> None:
+    """A newer maild killed with commits in its write-ahead log: the refusal leaves the file and the log
+    as they were, and the log's index in place. Before, the refusing connection was the last to close, so SQLite copied
+    the log into the file and deleted both side files (which readers that may not write the
+    directory need)."""
+    path = tmp_path / "maild.sqlite3"
+    subprocess.run(
+        [sys.executable, "-c", KILLED_NEWER_WRITER, str(path), str(SCHEMA_VERSION + 1)], check=True
+    )
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "maild.sqlite3-shm"}
+    assert sorted(before) == ["maild.sqlite3", "maild.sqlite3-wal"]
+
+    with pytest.raises(StoreError, match="newer than this maild"):
+        await Store.open(path)
+
+    # the index is shared memory that every reader marks: it stays, its content is SQLite's
+    assert (tmp_path / "maild.sqlite3-shm").exists()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "maild.sqlite3-shm"} == before
+
+
+KILLED_NEWER_WRITER = """
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA journal_mode = WAL")
+conn.execute("PRAGMA wal_autocheckpoint = 0")
+conn.execute("CREATE TABLE from_the_future (x)")
+conn.execute(f"PRAGMA user_version = {int(sys.argv[2])}")
+os._exit(0)  # as SIGKILL: the commits stay in the log
+"""
