@@ -44,7 +44,8 @@ async def fill_cc_headers(conn: aiosqlite.Connection) -> None:
             "SELECT id, substr(raw, 1, ?) FROM messages WHERE id > ? ORDER BY id LIMIT ?",
             (MAX_HEADER_OCTETS, after, CC_FILL_CHUNK),
         ) as cur:
-            rows = [(int(r[0]), bytes(r[1])) for r in await cur.fetchall()]
+            # SQLite's substr() of a 0-octet blob is NULL, not b'': an empty message has no Cc
+            rows = [(int(r[0]), bytes(r[1] or b"")) for r in await cur.fetchall()]
         if not rows:
             return
         after = rows[-1][0]

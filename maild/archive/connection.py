@@ -43,7 +43,7 @@ from maild.archive.archive_file import (
 from maild.archive.checkpointer import Checkpointer, wal_held
 from maild.archive.counters import ArchiveCounters
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
-from maild.archive.wal_guard import index_replaced, wal_problem
+from maild.archive.wal_guard import index_replaced, unrecovered_log_refusal, wal_problem
 from maild.errors import StoreError
 from maild.spool import Spool
 
@@ -218,6 +218,29 @@ def _in_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[An
     return result
 
 
+def _newer_schema(path: Path) -> str | None:
+    """The refusal of an archive whose schema is newer than this maild's, read through a read-only
+    connection (which never checkpoints the log into the file nor deletes the side files when it
+    closes, as the writer's last connection does: QA of session 14); None when it is not newer, or
+    when it cannot be read so (then the writer's open says why)."""
+    if not path.is_file():
+        return None
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            version = int(probe.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            probe.close()
+    except sqlite3.Error:
+        return None
+    if version <= SCHEMA_VERSION:
+        return None
+    return (
+        f"archive {path} has schema version {version}, newer than this maild ({SCHEMA_VERSION});"
+        " upgrade maild"
+    )
+
+
 class ArchiveConnection:
     """The archive's connection and its transactions; :class:`maild.archive.store.Store` holds it
     (``store.db``) and hands it to each of its collaborators.
@@ -270,17 +293,24 @@ class ArchiveConnection:
         """Open (creating if needed) the archive at ``path`` and migrate it to :data:`SCHEMA_VERSION`.
 
         Raises:
-            StoreError: the file cannot be opened, is not a maild archive, or is newer than this maild.
+            StoreError: the file cannot be opened, is not a maild archive, is newer than this maild, or
+                its write-ahead log lost commits (:func:`~maild.archive.wal_guard.unrecovered_log`).
         """
+        lost = unrecovered_log_refusal(path)  # before SQLite rebuilds the index from what is left
+        if lost is not None:
+            raise StoreError(lost)
+        newer = _newer_schema(path)
+        if newer is not None:
+            raise StoreError(newer)
         try:
             _create_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=CACHED_STATEMENTS)
-            set_archive_mode(path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open archive {path}: {exc}") from None
         store = cls(conn, path)
         try:
             await store._setup()
+            set_archive_mode(path)  # after the version check: a newer maild's archive is left as it is
             store.checkpointer.committed()  # what the migrations left in the WAL, if that much
             store._guard_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             store._wal_identity = _identity(_wal_path(path))
@@ -392,6 +422,11 @@ class ArchiveConnection:
     async def _setup(self) -> None:
         try:
             version = await self._scalar("PRAGMA user_version")
+            if version > SCHEMA_VERSION:  # before any PRAGMA that writes (journal_mode): left untouched
+                raise StoreError(
+                    f"archive {self.path} has schema version {version}, newer than this maild "
+                    f"({SCHEMA_VERSION}); upgrade maild"
+                )
             if version == 0:
                 await self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             mode = await self._scalar("PRAGMA journal_mode = WAL")
@@ -403,34 +438,53 @@ class ArchiveConnection:
             # a -wal file a reader let grow past the bound shrinks back to it at the first commit
             # after the log starts again (https://www.sqlite.org/pragma.html#pragma_journal_size_limit)
             await self._conn.execute(f"PRAGMA journal_size_limit = {_checkpointer.WAL_HARD_OCTETS}")
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"archive {self.path} has schema version {version}, newer than this maild "
-                    f"({SCHEMA_VERSION}); upgrade maild"
-                )
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                keys_off = target in _FOREIGN_KEYS_OFF
-                if keys_off:  # a no-op inside a transaction: set before BEGIN
-                    await self._conn.execute("PRAGMA foreign_keys = OFF")
-                await self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _split_sql(_MIGRATIONS[target]):
-                        await self._conn.execute(statement)
-                    if target in _MIGRATION_STEPS:
-                        await _MIGRATION_STEPS[target](self._conn)
-                        self._index_rebuilt |= _MIGRATION_STEPS[target] is fts.migrate_to_contentless
-                    await self._conn.execute(f"PRAGMA user_version = {target}")
-                    await self._conn.execute("COMMIT")
-                except BaseException:
-                    await self._conn.execute("ROLLBACK")
-                    raise
-                finally:
-                    if keys_off:
-                        await self._conn.execute("PRAGMA foreign_keys = ON")
+                await self._migrate_to(target, version)
             # checkpoints from now on in maild.archive.checkpointer's thread, not after each COMMIT
             await self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as exc:
             raise StoreError(f"archive {self.path}: {_sqlite_problem(exc, self.path)}") from None
+
+    async def _migrate_to(self, target: int, found: int) -> None:
+        """Apply schema version ``target`` (its SQL, then its Python step) in one transaction.
+
+        Raises:
+            ArchiveFull: the file system is full (``SQLITE_FULL``): nothing of ``target`` is stored,
+                the archive stays at ``target - 1``, which the next open upgrades again.
+            StoreError: SQLite failed otherwise (rolled back alike).
+        """
+        keys_off = target in _FOREIGN_KEYS_OFF
+        if keys_off:  # a no-op inside a transaction: set before BEGIN
+            await self._conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(_MIGRATIONS[target]):
+                    await self._conn.execute(statement)
+                if target in _MIGRATION_STEPS:
+                    await _MIGRATION_STEPS[target](self._conn)
+                    self._index_rebuilt |= _MIGRATION_STEPS[target] is fts.migrate_to_contentless
+                await self._conn.execute(f"PRAGMA user_version = {target}")
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                # SQLite rolls back by itself on SQLITE_FULL: a ROLLBACK then fails ("no transaction
+                # is active") and hid the full disk behind its own words (QA of session 14)
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._conn.execute("ROLLBACK")
+                raise
+            finally:
+                if keys_off:
+                    await self._conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            problem = _sqlite_problem(exc, self.path)
+            if disk_full(exc):
+                problem += f"; free space on the file system holding {self.path.parent}"
+            raise (ArchiveFull if disk_full(exc) else StoreError)(
+                f"archive {self.path}: upgrading schema version {found} to {SCHEMA_VERSION} failed at"
+                f" version {target}, which was rolled back (the archive is at version {target - 1},"
+                f" the next start goes on from there): {problem}"
+            ) from None
 
     async def close(self) -> None:
         """Checkpoint the WAL, then close the connection, keeping the ``-wal`` and ``-shm`` files. Idempotent.

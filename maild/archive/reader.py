@@ -6,6 +6,7 @@ A synchronous ``sqlite3`` connection opened with ``mode=ro``, separate from the 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from typing import Any
 
 from maild.archive.schema import DOCUMENTS_PENDING_SQL, QUERY_CHUNK, SCHEMA_VERSION, utc_text
 from maild.archive.snippet import SNIPPET_SOURCE_OCTETS, make_snippet
+from maild.archive.wal_guard import unrecovered_log_refusal
 from maild.errors import StoreError
 from maild.model import HeaderSummary
 
@@ -95,6 +97,13 @@ _SINCE = "(m.date >= ? OR (m.date IS NULL AND m.stored_at >= ?))"
 _EXPORT_CHUNK_OCTETS = 32 * 2**20
 
 
+_DOCUMENTS_PENDING_BEFORE_13_SQL = (
+    "SELECT id FROM messages WHERE id > ? AND id NOT IN (SELECT message FROM document_text)"
+)
+""":data:`~maild.archive.schema.DOCUMENTS_PENDING_SQL` for schema versions 11 and 12, which have
+``document_text`` but not ``messages.has_documents`` (a search of such an archive stopped at "no such
+column: has_documents": QA of session 14)."""
+
 _FTS5_QUERY_ERRORS = ("fts5: syntax error", "no such column", "unterminated string", "unknown special query")
 RANK_WINDOW = 2000
 """Matches ranked per search, at most: when a query matches more messages (after the filters), only the
@@ -147,6 +156,37 @@ def _summary(message: ArchivedMessage) -> HeaderSummary:
     return HeaderSummary(None, None, m.from_header, m.to_header, m.subject, m.cc_header)
 
 
+_SQLITE_HEADER_OCTETS = 20
+"""Octets of the SQLite file header read by :func:`_open_problem`: bytes 18 and 19 are the file format's
+write and read versions, 2 in WAL mode (https://www.sqlite.org/fileformat2.html#database_header)."""
+
+
+def _open_problem(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's words for a failed first read of the archive at ``path``, named plainly when the cause is
+    the missing side files: the archive is in WAL mode, its ``-shm`` is missing, and a read-only reader
+    may not create it (a directory it may not write: "attempt to write a readonly database"; a
+    read-only file system: "unable to open database file"). An older maild's clean stop, a copy of
+    the main file alone or a restore by hand leaves the archive so (docs/archive.md, "Reading while
+    the daemon is stopped")."""
+    shm = path.with_name(path.name + "-shm")
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(_SQLITE_HEADER_OCTETS)
+        missing = not shm.exists()
+        read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return str(exc)
+    if not missing or header[18:20] != b"\x02\x02":
+        return str(exc)
+    where = f"the read-only file system holding {path.parent}" if read_only else str(path.parent)
+    return (
+        f"cannot be read without its side files {shm.name} and {path.name}-wal, which are missing and"
+        f" which this reader may not create in {where} ({exc}); start the daemon once or run"
+        ' `maild reindex` as its user, which leave them for readers (docs/archive.md, "Reading while'
+        ' the daemon is stopped")'
+    )
+
+
 def _contains(haystack: str | None, needle: str) -> bool:
     return haystack is not None and needle.casefold() in haystack.casefold()
 
@@ -166,6 +206,9 @@ class ArchiveReader:
         self.path = path
         if not path.is_file():
             raise StoreError(f"archive {path} does not exist (is daemon.state_dir right?)")
+        lost = unrecovered_log_refusal(path)  # it would read a state without those commits
+        if lost is not None:
+            raise StoreError(lost)
         try:
             self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         except sqlite3.Error as exc:
@@ -176,7 +219,7 @@ class ArchiveReader:
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.Error as exc:
             self._db.close()
-            raise StoreError(f"archive {path}: {exc}") from None
+            raise StoreError(f"archive {path}: {_open_problem(exc, path)}") from None
         if not 2 <= version <= SCHEMA_VERSION:
             self._db.close()
             raise StoreError(
@@ -268,10 +311,13 @@ class ArchiveReader:
 
     def documents_pending(self) -> int:
         """Messages whose PDF/Office attachment text is not in the index yet (schema version 11;
-        :mod:`maild.archive.document_index`): 0 for older archives."""
+        :mod:`maild.archive.document_index`): 0 for older archives. Before version 13 (no
+        ``messages.has_documents``: an upgrade pending, or a backup read as it is) every message not
+        looked at counts, as the upgrade leaves them unknown (NULL) and the indexer looks at them."""
         if self._version < 11:
             return 0
-        return int(self._rows(f"SELECT count(*) FROM ({DOCUMENTS_PENDING_SQL})", (0,))[0][0])  # noqa: S608
+        pending = DOCUMENTS_PENDING_SQL if self._version >= 13 else _DOCUMENTS_PENDING_BEFORE_13_SQL
+        return int(self._rows(f"SELECT count(*) FROM ({pending})", (0,))[0][0])  # noqa: S608
 
     def search(self, query: str, flt: MessageFilter) -> list[SearchHit]:
         """Return the messages matching the FTS5 ``query`` that ``flt`` selects, best match first.
@@ -357,7 +403,7 @@ class ArchiveReader:
                 f"SELECT id, substr(raw, 1, ?) FROM messages WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
                 [SNIPPET_SOURCE_OCTETS, *chunk],
             ):
-                found[int(message)] = bytes(head)
+                found[int(message)] = bytes(head or b"")  # substr() of a 0-octet blob is NULL
         return found
 
     def _with_locations(self, rows: list[tuple[Any, ...]]) -> list[ArchivedMessage]:

@@ -97,18 +97,39 @@ def _backup(args: argparse.Namespace) -> int:
         # one backup at a time per directory, the copy and the pruning alike (BackupBusy: one line)
         with destination_lock(args.dest):
             path, check = backup(database, args.dest, compress=args.compress, now=_now())
-            pruned = prune(args.dest, args.keep) if args.keep is not None else []
+            # a damaged message: the older backups may hold it as it arrived, so none is pruned
+            prune_now = args.keep is not None and not check.damaged_count
+            pruned = prune(args.dest, args.keep) if prune_now else []
     except FileExistsError:
         raise  # its own words: "DEST exists already; a backup never overwrites one"
     except OSError as exc:  # before: "[Errno 2] No such file or directory: '/x/.b.partial'"
         raise QueryError(f"cannot write a backup to {args.dest}: {exc.strerror or exc}") from None
     print(
         f"{path}: {count(check.messages)} messages, schema version {check.schema_version},"
-        f" integrity ok, {human_size(path.stat().st_size)}"
+        f" integrity ok{', octets DAMAGED' if check.damaged_count else ''}, {human_size(path.stat().st_size)}"
     )
     for old in pruned:
         print(f"deleted old backup {old}")
+    if check.damaged_count:
+        print(f"maild: {_damaged_line(check.damaged, check.damaged_count)}", file=sys.stderr)
+        return BACKUP_DAMAGED
     return 0
+
+
+BACKUP_DAMAGED = 1
+"""``maild backup``'s exit code when messages of the archive no longer match their SHA-256 (the backup
+is written, nothing pruned); :mod:`maild.cli.exit_codes` documents it."""
+
+
+def _damaged_line(damaged: tuple[str, ...], total: int) -> str:
+    """One line naming the messages whose octets no longer match their SHA-256, and what to do."""
+    shown = ", ".join(d[:12] for d in damaged[:3]) + (f" and {total - 3} more" if total > 3 else "")
+    return (
+        f"{count(total)} archived message{'s' if total != 1 else ''} no longer match"
+        f"{'es' if total == 1 else ''} {'its' if total == 1 else 'their'} SHA-256 (damaged on disk: {shown});"
+        " the backup holds the damaged octets as they are now and no older backup was deleted:"
+        " `maild messages raw --database OLDER_BACKUP ID` prints the octets as they arrived (docs/backup.md)"
+    )
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -137,6 +158,8 @@ def _restore(args: argparse.Namespace) -> int:
     )
     if kept is not None:
         print(f"the previous archive is kept as {kept}")
+    if check.damaged_count:
+        print(f"maild: warning: {_damaged_line(check.damaged, check.damaged_count)}", file=sys.stderr)
     return 0
 
 

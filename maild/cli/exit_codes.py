@@ -224,7 +224,9 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
             (
                 1,
                 "failure, nothing written (one line on stderr), also another `maild backup` writing into"
-                " the same directory (refused at once: run it again when that one has finished)",
+                " the same directory (refused at once: run it again when that one has finished); or"
+                " archived messages whose octets no longer match their SHA-256 (one line naming them:"
+                " the backup is written, `--keep` deletes nothing)",
             ),
             (2, USAGE_ERROR),
         ),

@@ -25,7 +25,9 @@ from tests.support.archive import T0, build_archive, letter, pop
 def _config(tmp_path: Path) -> tuple[Path, Path]:
     """A configuration without accounts: (config file, its archive path)."""
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "control.sock"}"\n')
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{tmp_path / "control.sock"}"\n'
+    )
     return cfg, tmp_path / "state" / "maild.sqlite3"
 
 
@@ -76,7 +78,9 @@ def test_backups_of_an_archive_being_written_are_consistent_snapshots(tmp_path: 
         assert stat.S_IMODE(copy.stat().st_mode) == 0o600
 
 
-async def test_compressed_backup_into_a_directory_with_keep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_compressed_backup_into_a_directory_with_keep(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`maild backup DIR --compress --keep 1` writes maild-TIME.sqlite3.gz, reports it checked, prunes older ones."""
     cfg, db = _config(tmp_path)
     await build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(1, 4)])
@@ -103,7 +107,12 @@ async def test_backup_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         backup(db, dest, compress=False, now=T0)
     assert dest.read_bytes() == b"precious"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.sqlite3", "maild.sqlite3", "maild.sqlite3-shm", "maild.sqlite3-wal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "b.sqlite3",
+        "maild.sqlite3",
+        "maild.sqlite3-shm",
+        "maild.sqlite3-wal",
+    ]
 
 
 def test_restore_puts_a_backup_back_and_keeps_the_previous_archive(
@@ -119,7 +128,11 @@ def test_restore_puts_a_backup_back_and_keeps_the_previous_archive(
     assert main(["-c", str(cfg), "restore", str(tmp_path / "b.sqlite3.gz")]) == 0
 
     assert _count(db) == 3
-    kept = [p for p in db.parent.iterdir() if ".before-restore-" in p.name and not p.name.endswith(("-wal", "-shm"))]
+    kept = [
+        p
+        for p in db.parent.iterdir()
+        if ".before-restore-" in p.name and not p.name.endswith(("-wal", "-shm"))
+    ]
     assert len(kept) == 1 and _count(kept[0]) == 8
     for suffix in ("", "-wal", "-shm"):
         assert stat.S_IMODE(os.stat(f"{db}{suffix}").st_mode) == 0o640
@@ -149,7 +162,9 @@ async def test_restore_refuses_a_damaged_backup_and_changes_nothing(tmp_path: Pa
     assert not [p for p in db.parent.iterdir() if "restore" in p.name]
 
 
-async def test_restore_refuses_while_the_daemon_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_restore_refuses_while_the_daemon_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """With something listening on the control socket, restore refuses and says to stop the daemon."""
     cfg, db = _config(tmp_path)
     await build_archive(db, [("anna-pop", pop(1), letter(1))])
@@ -175,7 +190,6 @@ async def test_backup_into_a_missing_directory_is_one_line_naming_dest(
     err = capsys.readouterr().err
     assert err == f"maild: cannot write a backup to {dest}: No such file or directory\n"
     assert not (tmp_path / "missing").exists()
-
 
 
 FULL_BACKUP = """
@@ -215,3 +229,69 @@ async def test_a_backup_that_runs_out_of_room_leaves_no_file_behind(tmp_path: Pa
         assert result["left"] == []
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_a_message_whose_octets_changed_on_disk_fails_the_backup_and_prunes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One bit of a message's octets flipped in the archive (its recorded SHA-256 unchanged): SQLite's
+    integrity check passes, and before (QA of session 14) so did the backup, whose ``--keep 1`` then
+    deleted the older backup that still held the message as it arrived. Now the backup is written,
+    nothing is pruned, and it exits 1 with one line naming the message."""
+    cfg, db = _config(tmp_path)
+    await build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(1, 4)])
+    with sqlite3.connect(db) as conn:
+        digest, raw = conn.execute("SELECT sha256, raw FROM messages WHERE id = 2").fetchone()
+        flipped = bytes([raw[0] ^ 1]) + raw[1:]
+        conn.execute("UPDATE messages SET raw = ? WHERE id = 2", (flipped,))
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    out = tmp_path / "backups"
+    out.mkdir()
+    older = out / "maild-20000101T000000Z.sqlite3"
+    older.write_bytes(b"older")
+
+    assert main(["-c", str(cfg), "backup", str(out), "--keep", "1"]) == 1
+
+    printed, err = capsys.readouterr()
+    assert older.exists()
+    assert "deleted old backup" not in printed
+    (line,) = err.strip().splitlines()
+    assert line.startswith("maild: 1 archived message no longer matches its SHA-256")
+    assert digest[:12] in line
+    (made,) = [p for p in out.iterdir() if p != older]
+    assert check_copy(made).damaged == (digest,)
+
+
+async def test_an_intact_archive_and_a_zero_octet_message_count_as_undamaged(tmp_path: Path) -> None:
+    """The content check hashes every message as stored: none differs in a sound archive, the 0-octet
+    message included (SQLite hands back its empty blob as b'')."""
+    db = tmp_path / "maild.sqlite3"
+    await build_archive(db, [("anna-pop", pop(1), letter(1)), ("anna-pop", pop(2), b"")])
+
+    check = check_copy(db)
+
+    assert (check.messages, check.damaged, check.damaged_count) == (2, (), 0)
+
+
+def test_restore_of_a_backup_with_a_damaged_message_warns_in_one_line_and_restores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The backup holds a message whose octets no longer match its SHA-256: restore goes on (the
+    archive it replaces is kept) and says so in one line naming the message."""
+    cfg, db = _config(tmp_path)
+    asyncio.run(build_archive(db, [("anna-pop", pop(n), letter(n)) for n in range(1, 4)]))
+    with sqlite3.connect(db) as conn:
+        digest, raw = conn.execute("SELECT sha256, raw FROM messages WHERE id = 1").fetchone()
+        conn.execute("UPDATE messages SET raw = ? WHERE id = 1", (bytes([raw[0] ^ 1]) + raw[1:],))
+    conn.close()
+    assert main(["-c", str(cfg), "backup", str(tmp_path / "b.sqlite3")]) == 1
+    capsys.readouterr()
+
+    assert main(["-c", str(cfg), "restore", str(tmp_path / "b.sqlite3")]) == 0
+
+    out, err = capsys.readouterr()
+    assert "restored" in out
+    (line,) = [x for x in err.splitlines() if x.startswith("maild: warning:")]
+    assert "1 archived message no longer matches its SHA-256" in line and digest[:12] in line
+    assert _count(db) == 3
