@@ -415,7 +415,8 @@ def next_deletion_due(
 
 def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, Location]) -> list[MessageKey]:
     """POP3 messages on the server under an identity that maild already deleted there, or that left
-    the server and came back with another size (:func:`returned_as_other`: still recorded as gone).
+    the server and came back and could not be shown to be the archived message (:func:`listed_at_other_size`,
+    :mod:`maild.fetch.pop3_listed`: still recorded as gone).
 
     After ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so the same
     identity showing up again means it now names another message: a server re-using UIDLs, or a
@@ -441,7 +442,7 @@ def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, L
 
 def _reappeared(key: MessageKey, loc: Location) -> bool:
     # Called for keys in the inventory, with the records after update_presence: a gone_at still set
-    # there is an identity that came back but was not accepted as the same message (returned_as_other).
+    # there is an identity that came back but was not accepted as the same message (pop3_listed).
     return (
         isinstance(key, POP3Key)
         and not key.exact_content
@@ -449,37 +450,44 @@ def _reappeared(key: MessageKey, loc: Location) -> bool:
     )
 
 
-def returned_as_other(
-    back: Sequence[MessageKey],
+def listed_at_other_size(
     inventory: Sequence[InventoryEntry],
-    archived_sizes: Mapping[MessageKey, int],
+    known: Mapping[MessageKey, Location],
+    back: Collection[MessageKey],
 ) -> list[MessageKey]:
-    """POP3 identities back on the server whose LIST size is not the archived message's size.
+    """POP3 identities linked to an archived message whose LIST size is not the size the archive
+    expects (:attr:`Location.listed_size <maild.model.Location.listed_size>`): each may name another
+    message now, and needs its header section or content compared before it is taken for the
+    archived one (:mod:`maild.fetch.pop3_listed`).
 
-    A UIDL that left the server without maild seeing it deleted (deleted by another client, or QUIT's
-    ``+OK`` lost after the server entered UPDATE, RFC 1939 section 6) and that shows up again names,
-    on a server re-using UIDLs, another message: taking it for the archived one would leave it
-    unretrieved and, with ``retention = "delete"``, delete it unarchived (QA of session 13). Such an
-    identity is accepted back only when the server's size equals the archived octets'; otherwise it
-    stays recorded as gone, and :func:`reappeared` keeps it from being deleted (and retrieved).
-    Exempt: IMAP keys (re-verified by :mod:`maild.fetch.resync`) and full-content identities.
+    A UIDL names the archived message only as long as the server does not give it to another one
+    (RFC 1939 section 7 lets a server re-use the UIDL of a deleted message): another client deleted
+    the message and the server re-used its UIDL between two polls (never seen gone; session 14: with
+    ``retention = "keep"`` the new message was never archived), the UIDL left and came back (QA of
+    session 13), or the account now points at another server whose UIDLs collide with the old one's.
+    A re-use at the very same size is not caught here (it would need every message's header section
+    read in every cycle). Checked: keys recorded present, and keys of ``back`` (recorded gone, listed
+    again); not: identities maild deleted itself (:func:`reappeared`), full-content identities
+    (``"sha256:"``, the octets themselves) and IMAP keys (:mod:`maild.fetch.resync`).
 
     Args:
-        back: keys marked gone that are in the inventory again (:func:`presence_changes`).
         inventory: what the server holds now; POP3 sizes in octets from LIST (RFC 1939 section 5).
-        archived_sizes: the archived message's size in octets for POP3 keys of ``back``; a key
-            missing here is not accepted.
+        known: the account's recorded server identities (:meth:`Store.locations`, with their
+            ``listed_size``).
+        back: keys recorded gone that are listed again (:func:`presence_changes`).
 
     Returns:
-        The keys of ``back`` not to be taken for the archived message, in ``back``'s order.
+        Their keys, in server order. A key whose listed or expected size is unknown is among them.
     """
-    listed = {entry.key: entry.size_octets for entry in inventory}
     out: list[MessageKey] = []
-    for key in back:
+    for entry in inventory:
+        key = entry.key
         if not isinstance(key, POP3Key) or key.exact_content:
             continue
-        size, archived = listed.get(key), archived_sizes.get(key)
-        if size is None or archived is None or size != archived:
+        loc = known.get(key)
+        if loc is None or loc.deleted_at is not None or (loc.gone_at is not None and key not in back):
+            continue
+        if entry.size_octets is None or entry.size_octets != loc.listed_size:
             out.append(key)
     return out
 

@@ -210,6 +210,7 @@ class Store:
     update_presence = Delegated("location_records", LocationRecords.update_presence)
     archived_sizes = Delegated("location_records", LocationRecords.archived_sizes)
     record_pop3_server_sizes = Delegated("location_records", LocationRecords.record_pop3_server_sizes)
+    release_pop3_keys = Delegated("location_records", LocationRecords.release_pop3_keys)
     mark_deleted = Delegated("location_records", LocationRecords.mark_deleted)
     unrecorded_deletions = Delegated("location_records", LocationRecords.unrecorded_deletions)
     unlink = Delegated("location_records", LocationRecords.unlink)

@@ -63,7 +63,7 @@ from maild.archive.store import ArchiveFull, Store
 from maild.config.loader import AccountConfig
 from maild.config.maildrop import make_maildrop
 from maild.errors import ConfigError, ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import failed_headers, no_room
+from maild.fetch import failed_headers, no_room, pop3_listed
 from maild.fetch.batching import (
     BATCH_MESSAGES,
     BATCH_OCTETS,
@@ -240,6 +240,7 @@ async def fetch_cycle(
     plan_made = False  # planned is the plan (a full disk before it blocks what the archive lacks)
     taken: list[InventoryEntry] | None = None  # the inventory, once taken
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
+    listed: pop3_listed.ListedCheck | None = None  # POP3: known UIDLs listed at another size
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
         # what an earlier cycle found and could not write (the disk full): deletions done on the server,
@@ -277,10 +278,14 @@ async def fetch_cycle(
         covered = {key: loc for key, loc in known.items() if maildrop.covers(key)}
         changes = policy.presence_changes(inventory, covered)
         back = changes.back
-        if back and not imap:  # a UIDL back after it left may name another message now
-            archived_sizes = await store.archived_sizes(account.name, back)
-            other = policy.returned_as_other(back, inventory, {k: v[1] for k, v in archived_sizes.items()})
-            back = [key for key in back if key not in other]
+        if not imap:  # a known UIDL listed at another size (back, or never seen gone) may name another one
+            suspects = policy.listed_at_other_size(inventory, known, back)
+            listed = await pop3_listed.check_headers(
+                account.name, store, maildrop, inventory, suspects, known, clock()
+            )
+            back = [key for key in back if key not in listed.unresolved and key not in listed.other]
+            if listed.other:  # their UIDLs were freed: retrieved below as new messages
+                known = await store.locations(account.name)
         await store.update_presence(account.name, changes.gone, back, clock())
         records = await failures_store.failure_records(store, account.name)
         skip = policy.set_aside(records, clock())
@@ -317,6 +322,8 @@ async def fetch_cycle(
             maildrop.spool = store.spool  # large messages go to files beside the archive
             await retrieval.run(maildrop, plan.retrieve, commits, account.host)
         await commits.settle()  # every commit has returned before anything below may delete
+        if listed is not None:
+            result.warnings.extend(listed.warnings())
         if imap:
             from maild.fetch import folders
 
@@ -352,8 +359,14 @@ async def fetch_cycle(
                 if not imap:  # a known UIDL may name another message now (another server, re-used)
                     from maild.fetch import pop3_check
 
+                    unresolved = listed.unresolved if listed is not None else frozenset()
                     verdict = await pop3_check.verify_candidates(
-                        account.name, store, maildrop, inventory, candidates, retrieval.retrieved
+                        account.name,
+                        store,
+                        maildrop,
+                        inventory,
+                        [key for key in candidates if key not in unresolved],
+                        retrieval.retrieved,
                     )
                     checked = verdict.deletable
                     result.warnings.extend(verdict.warnings())

@@ -1,0 +1,157 @@
+"""Every POP3 cycle: does each known UIDL listed at another size still name the archived message?
+
+RFC 1939 section 7 lets a server give the UIDL of a deleted message to a new one. When another client
+deletes a message and the server re-uses its UIDL before maild's next poll, maild never sees the UIDL
+gone and took the new message for the archived one: with ``retention = "keep"`` it was never archived
+(session 14; with ``"delete"``/``"delete-after"`` session 13's :mod:`maild.fetch.pop3_check` only kept
+it from being deleted). The same holds for a UIDL that left and came back, and for an account pointed
+at another server whose UIDLs collide with the old one's.
+
+So every POP3 cycle compares the LIST size of each known identity (LIST is sent every cycle anyway:
+no round trip is added) with the size the archive expects for it
+(:func:`maild.policy.listed_at_other_size`). Only a difference costs round trips:
+:func:`check_headers`, before the retrieval, reads ``TOP n 0`` of at most
+:data:`maild.policy.MAX_POP3_HEADER_CHECKS` of them and compares it with the archived message's
+header section (:func:`maild.message.same_header_section`). Equal: the server lists this message at
+another size (an LF-stored maildrop counts one octet less per line than RETR sends); that size is
+recorded (``locations.server_size``) and later cycles compare with it. Different: another message;
+the UIDL is freed (:meth:`Store.release_pop3_keys`: the archived message and the account's link to it
+stay, recorded gone under a name no server lists) and the cycle's retrieval archives the new one.
+
+A key the check could not decide (past the bound, ``TOP`` not offered or refused) is *unresolved*:
+not deleted, not taken back when it had left, and checked again in the next cycle. A re-use at the
+very same size is not caught (that would need every header section read in every cycle); the
+deletion path's own checks then apply as before.
+
+May import: :mod:`maild.policy`, :mod:`maild.message`, :mod:`maild.model`, the archive and the
+protocols' base interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from maild import policy
+from maild.archive.store import Store
+from maild.fetch.pop3_check import TOP_REPLY_OCTETS
+from maild.message import same_header_section
+from maild.model import InventoryEntry, Location, MessageKey, StoreOutcome
+from maild.protocols.base import Maildrop
+
+log = structlog.get_logger("maild.fetch.pop3_listed")
+
+
+@dataclass(frozen=True, slots=True)
+class ListedCheck:
+    """What the checks found for the keys listed at another size than the archive expects.
+
+    Attributes:
+        same: the archived message, listed at another size (the size is recorded now).
+        other: another message under the UIDL: freed, and retrieved by the cycle as a new one.
+        untopped: their header section could not be read (``TOP`` not offered or refused).
+        unread: could not be compared in this cycle by other means.
+        waiting: past this cycle's bound; checked in a later one.
+        stored: what archiving other messages in the check itself did, or None.
+    """
+
+    same: list[MessageKey] = field(default_factory=list)
+    other: list[MessageKey] = field(default_factory=list)
+    untopped: list[MessageKey] = field(default_factory=list)
+    unread: list[MessageKey] = field(default_factory=list)
+    waiting: list[MessageKey] = field(default_factory=list)
+    stored: StoreOutcome | None = None
+
+    @property
+    def unresolved(self) -> frozenset[MessageKey]:
+        """Keys not shown to be the archived message nor another one: never deleted in this cycle,
+        and, when they had left the server, still recorded gone."""
+        return frozenset([*self.untopped, *self.unread, *self.waiting])
+
+    def warnings(self) -> list[str]:
+        """The cycle's warnings for the unresolved keys, in words (none for resolved ones)."""
+        out: list[str] = []
+        if self.untopped:
+            out.append(
+                f"{len(self.untopped)} messages are listed under a UIDL maild knows at another size than the"
+                " archived message and their header section could not be read (the server refused TOP or"
+                " does not offer it): not deleted, not taken for the archived message"
+            )
+        if self.unread:
+            out.append(
+                f"{len(self.unread)} messages are listed under a UIDL maild knows at another size than the"
+                " archived message, and neither TOP nor RETR could compare them (refused, or set aside after"
+                " breaking the session): not deleted, not taken for the archived message; tried again"
+                " next cycle"
+            )
+        if self.waiting:
+            out.append(
+                f"{len(self.waiting)} messages are listed under a UIDL maild knows at another size than the"
+                f" archived message and wait for their check in a later cycle (at most"
+                f" {policy.MAX_POP3_HEADER_CHECKS} TOP per cycle): not deleted yet"
+            )
+        return out
+
+
+async def check_headers(
+    account: str,
+    store: Store,
+    maildrop: Maildrop,
+    inventory: Sequence[InventoryEntry],
+    suspects: Sequence[MessageKey],
+    known: Mapping[MessageKey, Location],
+    now: datetime,
+) -> ListedCheck:
+    """Step 1 of the module: ``TOP n 0`` of the ``suspects``, before the cycle plans its retrieval.
+
+    Args:
+        account: the account's name.
+        store: the open archive.
+        maildrop: the cycle's open POP3 session.
+        inventory: this session's inventory (sizes from LIST, in octets).
+        suspects: from :func:`maild.policy.listed_at_other_size`, in server order.
+        known: the account's recorded identities (each suspect is among them).
+        now: the current time, aware, UTC (when freed UIDLs are recorded gone).
+
+    Returns:
+        ``same``, ``other`` (freed: re-read the locations before planning), ``untopped`` and
+        ``waiting`` (past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`).
+
+    Raises:
+        StoreError: the archive failed (``ArchiveFull``: the disk is full); nothing was freed.
+        NetworkTimeout, ConnectError, ProtocolError: ``TOP`` broke the session (nothing is deleted).
+
+    Cancelled: sizes recorded and UIDLs freed before the await stay so; each is right on its own.
+    """
+    if not suspects:
+        return ListedCheck()
+    checked = list(suspects[: policy.MAX_POP3_HEADER_CHECKS])
+    waiting = list(suspects[policy.MAX_POP3_HEADER_CHECKS :])
+    headers = await maildrop.header_fields(checked, max_octets=TOP_REPLY_OCTETS)
+    read = [key for key in checked if key in headers]
+    raws = await store.raw_messages(sorted({known[key].message for key in read}))
+    same = [key for key in read if same_header_section(raws.get(known[key].message, b""), headers[key])]
+    other = [key for key in read if key not in set(same)]
+    await _record(account, store, inventory, same, other, now)
+    return ListedCheck(same, other, [key for key in checked if key not in headers], [], waiting)
+
+
+async def _record(
+    account: str,
+    store: Store,
+    inventory: Sequence[InventoryEntry],
+    same: Sequence[MessageKey],
+    other: Sequence[MessageKey],
+    now: datetime,
+) -> None:
+    """Record the LIST sizes of ``same`` and free the UIDLs of ``other`` (one transaction each)."""
+    listed = {entry.key: entry.size_octets for entry in inventory}
+    await store.record_pop3_server_sizes(
+        account, {key: size for key in same if (size := listed.get(key)) is not None}
+    )
+    if other:
+        log.warning("fetch.pop3.uidl-names-another-message", account=account, messages=len(other))
+        await store.release_pop3_keys(account, other, now)
