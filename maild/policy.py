@@ -333,6 +333,14 @@ MAX_POP3_HEADER_CHECKS = 200
 """Most POP3 deletion candidates whose header section one cycle reads (``TOP n 0``, one round trip
 each) because their LIST size is not the archived one (:func:`pop3_sizes_differ`); the others are
 not deleted in that cycle (checked in a later one, once these have a size recorded or are left)."""
+MAX_POP3_RETR_CHECKS = 20
+"""Most messages listed at another size than the archived one (:func:`listed_at_other_size`) that
+one POP3 cycle downloads (``RETR``) to compare by SHA-256 because their header section could not be
+read (``TOP`` not offered or refused); the others wait for later cycles. Each is downloaded once: a
+match records the server's size, so that later cycles compare by LIST alone (session 14)."""
+MAX_POP3_RETR_CHECK_OCTETS = 64 * 2**20
+"""Most octets (by LIST size) those downloads may add up to in one cycle, 64 MiB; the first one is
+always made, whatever its size, so that a large message does not wait for ever."""
 
 
 def pop3_sizes_differ(

@@ -220,6 +220,7 @@ class Store:
     insert_batch = Delegated("batch_writer", BatchWriter.insert_batch)
     undelivered = Delegated("delivery_records", DeliveryRecords.undelivered)
     raw_messages = Delegated("delivery_records", DeliveryRecords.raw_messages)
+    message_column = Delegated("delivery_records", DeliveryRecords.message_column)
     record_deliveries = Delegated("delivery_records", DeliveryRecords.record_deliveries)
     mailbox_states = Delegated("mailbox_records", MailboxRecords.mailbox_states)
     record_mailbox_states = Delegated("mailbox_records", MailboxRecords.record_mailbox_states)

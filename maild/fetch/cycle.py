@@ -308,9 +308,20 @@ async def fetch_cycle(
 
         planned, plan_made = list(plan.retrieve), True
 
+        # POP3 messages retrieved now whose LIST size is not their octets' (an LF-stored maildrop counts
+        # one octet less per line): their server size, recorded after the commits so that later cycles
+        # compare LIST with it and need neither TOP nor RETR for them (maild.fetch.pop3_listed)
+        off_sizes: dict[MessageKey, int] = {}
+
         async def committed(batch: list[RetrievedMessage], outcome: StoreOutcome) -> None:
             result.add(outcome)
             stored.update(m.key for m in batch)
+            if not imap:
+                off_sizes.update(
+                    (m.key, size)
+                    for m in batch
+                    if (size := sizes.get(m.key)) is not None and size != m.size_octets
+                )
             if progress is not None:
                 progress.committed(len(batch), sum(m.size_octets for m in batch), outcome)
             if delivery is not None:
@@ -322,6 +333,17 @@ async def fetch_cycle(
             maildrop.spool = store.spool  # large messages go to files beside the archive
             await retrieval.run(maildrop, plan.retrieve, commits, account.host)
         await commits.settle()  # every commit has returned before anything below may delete
+        await store.record_pop3_server_sizes(account.name, off_sizes)
+        if listed is not None and listed.untopped:  # compared by RETR once, after the new mail is in
+            listed = await pop3_listed.check_contents(
+                account.name, store, maildrop, inventory, listed, known, skip, clock()
+            )
+            if listed.stored is not None:
+                result.add(listed.stored)
+            if returned := [key for key in listed.same if key in changes.back]:
+                await store.update_presence(account.name, [], returned, clock())
+            if delivery is not None:
+                await delivery.catch_up()
         if listed is not None:
             result.warnings.extend(listed.warnings())
         if imap:

@@ -10,18 +10,26 @@ at another server whose UIDLs collide with the old one's.
 So every POP3 cycle compares the LIST size of each known identity (LIST is sent every cycle anyway:
 no round trip is added) with the size the archive expects for it
 (:func:`maild.policy.listed_at_other_size`). Only a difference costs round trips:
-:func:`check_headers`, before the retrieval, reads ``TOP n 0`` of at most
-:data:`maild.policy.MAX_POP3_HEADER_CHECKS` of them and compares it with the archived message's
-header section (:func:`maild.message.same_header_section`). Equal: the server lists this message at
-another size (an LF-stored maildrop counts one octet less per line than RETR sends); that size is
-recorded (``locations.server_size``) and later cycles compare with it. Different: another message;
-the UIDL is freed (:meth:`Store.release_pop3_keys`: the archived message and the account's link to it
-stay, recorded gone under a name no server lists) and the cycle's retrieval archives the new one.
 
-A key the check could not decide (past the bound, ``TOP`` not offered or refused) is *unresolved*:
-not deleted, not taken back when it had left, and checked again in the next cycle. A re-use at the
-very same size is not caught (that would need every header section read in every cycle); the
-deletion path's own checks then apply as before.
+1. :func:`check_headers`, before the retrieval: ``TOP n 0`` of at most
+   :data:`maild.policy.MAX_POP3_HEADER_CHECKS` of them, compared with the archived message's header
+   section (:func:`maild.message.same_header_section`). Equal: the server lists this message at
+   another size (an LF-stored maildrop counts one octet less per line than RETR sends); that size is
+   recorded (``locations.server_size``) and later cycles compare with it. Different: another message;
+   the UIDL is freed (:meth:`Store.release_pop3_keys`: the archived message and the account's link to
+   it stay, recorded gone under a name no server lists) and the cycle's retrieval archives the new one.
+2. :func:`check_contents`, after every commit of the retrieval returned and before any deletion, for
+   those whose header section could not be read (``TOP`` not offered or refused): ``RETR`` of at most
+   :data:`maild.policy.MAX_POP3_RETR_CHECKS` messages and
+   :data:`maild.policy.MAX_POP3_RETR_CHECK_OCTETS`, compared by SHA-256 with the archived message.
+   Equal: its size is recorded, so it is downloaded once. Different: the UIDL is freed and the
+   downloaded message archived under it.
+
+A key neither step could decide (past the bounds, ``RETR`` refused, set aside after breaking the
+session :data:`maild.policy.SET_ASIDE_AFTER_FAILURES` times) is *unresolved*: not deleted, not taken
+back when it had left, and checked again in the next cycle. A re-use at the very same size is not
+caught (that would need every header section read in every cycle); the deletion path's own checks
+then apply as before.
 
 May import: :mod:`maild.policy`, :mod:`maild.message`, :mod:`maild.model`, the archive and the
 protocols' base interface.
@@ -29,17 +37,27 @@ protocols' base interface.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
 from maild import policy
+from maild.archive import failures as failures_store
 from maild.archive.store import Store
+from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
 from maild.fetch.pop3_check import TOP_REPLY_OCTETS
-from maild.message import same_header_section
-from maild.model import InventoryEntry, Location, MessageKey, StoreOutcome
+from maild.message import same_header_section, sha256_hex
+from maild.model import (
+    InventoryEntry,
+    Location,
+    MessageKey,
+    RetrievalFailure,
+    RetrievedMessage,
+    StoreOutcome,
+)
 from maild.protocols.base import Maildrop
 
 log = structlog.get_logger("maild.fetch.pop3_listed")
@@ -51,11 +69,13 @@ class ListedCheck:
 
     Attributes:
         same: the archived message, listed at another size (the size is recorded now).
-        other: another message under the UIDL: freed, and retrieved by the cycle as a new one.
-        untopped: their header section could not be read (``TOP`` not offered or refused).
-        unread: could not be compared in this cycle by other means.
-        waiting: past this cycle's bound; checked in a later one.
-        stored: what archiving other messages in the check itself did, or None.
+        other: another message under the UIDL: freed; :func:`check_headers`' are retrieved by the
+            cycle, :func:`check_contents`' were archived by it.
+        untopped: :func:`check_headers` could not read their header section (``TOP`` not offered or
+            refused): for :func:`check_contents`.
+        unread: could not be compared in this cycle (``RETR`` refused, or set aside).
+        waiting: past this cycle's bounds; checked in a later one.
+        stored: what archiving :func:`check_contents`' other messages did, or None.
     """
 
     same: list[MessageKey] = field(default_factory=list)
@@ -74,12 +94,6 @@ class ListedCheck:
     def warnings(self) -> list[str]:
         """The cycle's warnings for the unresolved keys, in words (none for resolved ones)."""
         out: list[str] = []
-        if self.untopped:
-            out.append(
-                f"{len(self.untopped)} messages are listed under a UIDL maild knows at another size than the"
-                " archived message and their header section could not be read (the server refused TOP or"
-                " does not offer it): not deleted, not taken for the archived message"
-            )
         if self.unread:
             out.append(
                 f"{len(self.unread)} messages are listed under a UIDL maild knows at another size than the"
@@ -91,7 +105,8 @@ class ListedCheck:
             out.append(
                 f"{len(self.waiting)} messages are listed under a UIDL maild knows at another size than the"
                 f" archived message and wait for their check in a later cycle (at most"
-                f" {policy.MAX_POP3_HEADER_CHECKS} TOP per cycle): not deleted yet"
+                f" {policy.MAX_POP3_HEADER_CHECKS} TOP and {policy.MAX_POP3_RETR_CHECKS} RETR per cycle):"
+                " not deleted yet"
             )
         return out
 
@@ -117,8 +132,8 @@ async def check_headers(
         now: the current time, aware, UTC (when freed UIDLs are recorded gone).
 
     Returns:
-        ``same``, ``other`` (freed: re-read the locations before planning), ``untopped`` and
-        ``waiting`` (past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`).
+        ``same``, ``other`` (freed: re-read the locations before planning), ``untopped`` (for
+        :func:`check_contents`) and ``waiting`` (past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`).
 
     Raises:
         StoreError: the archive failed (``ArchiveFull``: the disk is full); nothing was freed.
@@ -137,6 +152,91 @@ async def check_headers(
     other = [key for key in read if key not in set(same)]
     await _record(account, store, inventory, same, other, now)
     return ListedCheck(same, other, [key for key in checked if key not in headers], [], waiting)
+
+
+async def check_contents(
+    account: str,
+    store: Store,
+    maildrop: Maildrop,
+    inventory: Sequence[InventoryEntry],
+    early: ListedCheck,
+    known: Mapping[MessageKey, Location],
+    skip: Collection[MessageKey],
+    now: datetime,
+) -> ListedCheck:
+    """Step 2 of the module: ``RETR`` of ``early.untopped``, after every commit of the cycle returned.
+
+    Each message is compared by the SHA-256 of its octets with the archived message's. A message the
+    server refuses (``-ERR``) or one in ``skip`` stays unresolved; one that breaks the session counts
+    one failure in a row (:mod:`maild.archive.failures`), so that after
+    :data:`maild.policy.SET_ASIDE_AFTER_FAILURES` it is set aside like any message and no longer
+    stops the account's deletions each cycle.
+
+    Args:
+        account, store, maildrop, inventory, known, now: as for :func:`check_headers`.
+        early: :func:`check_headers`' answer.
+        skip: keys set aside (:func:`maild.policy.set_aside`).
+
+    Returns:
+        ``early`` with its ``untopped`` decided: ``same`` (size recorded), ``other`` (freed and the
+        downloaded message archived under the UIDL), ``unread``, ``waiting``.
+
+    Raises:
+        StoreError: the archive failed (``ArchiveFull``: the disk is full).
+        NetworkTimeout, ConnectError, ProtocolError: ``RETR`` broke the session (nothing is deleted).
+    """
+    if not early.untopped:
+        return early
+    listed = {entry.key: entry.size_octets or 0 for entry in inventory}
+    todo: list[MessageKey] = []
+    waiting, unread, total = list(early.waiting), list[MessageKey](), 0
+    for key in early.untopped:
+        if key in skip:
+            unread.append(key)
+        elif len(todo) < policy.MAX_POP3_RETR_CHECKS and (
+            not todo or total + listed.get(key, 0) <= policy.MAX_POP3_RETR_CHECK_OCTETS
+        ):
+            todo.append(key)
+            total += listed.get(key, 0)
+        else:
+            waiting.append(key)
+    digests = await store.message_column("sha256", sorted({known[key].message for key in todo}))
+    same: list[MessageKey] = []
+    others: list[RetrievedMessage] = []
+    arrived: set[MessageKey] = set()
+    maildrop.spool = store.spool  # a large message goes to a file beside the archive, not to memory
+    try:
+        async for item in maildrop.retrieve(todo):
+            arrived.add(item.key)
+            if isinstance(item, RetrievalFailure):
+                unread.append(item.key)
+                continue
+            spooled = item.spooled
+            digest = spooled.sha256 if spooled is not None else sha256_hex(item.whole())
+            if digest == digests.get(known[item.key].message):
+                same.append(item.key)
+                item.release()
+            else:
+                others.append(item)
+    except (ConnectError, NetworkTimeout, ProtocolError) as exc:
+        for message in others:
+            message.release()
+        broken = policy.in_flight(todo, arrived)
+        if broken is not None:
+            with contextlib.suppress(StoreError):  # the session's error is what matters
+                reason = f"session failed while it was being compared with the archive: {exc}"
+                await failures_store.record_failures(store, account, [RetrievalFailure(broken, reason)], now)
+        raise
+    stored: StoreOutcome | None = None
+    try:
+        await _record(account, store, inventory, same, [m.key for m in others], now)
+        if others:
+            stored = await store.store_batch(account, others, now)
+    finally:
+        for message in others:
+            message.release()
+    other = [*early.other, *(m.key for m in others)]
+    return ListedCheck([*early.same, *same], other, [], unread, waiting, stored)
 
 
 async def _record(

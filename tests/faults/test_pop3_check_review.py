@@ -154,27 +154,41 @@ async def test_a_header_line_starting_with_a_dot_is_unstuffed_before_the_compari
 
 
 @pytest.mark.parametrize("offers_top", [True, False], ids=["top-refused", "capa-without-top"])
-async def test_a_server_refusing_top_is_reported_as_unchecked_not_as_another_message(
+async def test_a_server_refusing_top_compares_by_retr_once_and_deletes_the_same_message(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor, offers_top: bool
 ) -> None:
-    """TOP answered -ERR, or not in CAPA: nothing deleted, and the warning says the check could not be made.
+    """TOP answered -ERR, or not in CAPA: the message is compared by RETR (SHA-256) once, then deleted.
 
-    Before the fix the message was counted among those that "differ from the archived message in
-    size and header section" although no header section was read.
+    Session 13's review made this an "unchecked" warning: such a message was never deleted, warned
+    every cycle (retention silently off on a TOP-less server whose sizes are off). Now one RETR
+    shows it is the archived message; its server size is recorded, so a later cycle (its QUIT refused
+    here, so the deletion was not applied) needs neither TOP nor RETR and deletes it.
     """
     raw = sample_message(1)
-    message = ScriptedMessage(raw, list_size=len(raw) + 1, top="-ERR TOP not supported")
+    message = ScriptedMessage(raw, top="-ERR TOP not supported")
     with ScriptedPOP3([message], capa=None if offers_top else ("UIDL", "USER")) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")
         await prepare(store, keeping)
         await cycle(keeping, store, executor)
-        result = await cycle(with_retention(keeping, "delete"), store, executor)
-        assert [m.raw for m in server.maildrop] == [raw]
-        assert ("TOP 1 0" in server.commands) == offers_top
+        message.list_size = len(raw) + 1  # listed off after it was archived
+        server.quit_error = "-ERR [SYS/TEMP] update failed"
+        mark = len(server.commands)
+        first = await cycle(with_retention(keeping, "delete"), store, executor)
+        checked = server.commands[mark:]
+        server.quit_error = None
+        mark = len(server.commands)
+        second = await cycle(with_retention(keeping, "delete"), store, executor)
+        later = server.commands[mark:]
+        assert server.maildrop == []
 
-    assert result.deleted == 0
-    assert not any("differ from the archived message" in w for w in result.warnings)
-    assert any("1 messages" in w and "TOP" in w for w in result.warnings)
+    assert ("TOP 1 0" in checked) == offers_top
+    assert "RETR 1" in checked
+    assert "DELE 1" in checked  # not applied: QUIT refused
+    assert first.new_links == 0
+    assert not any("TOP" in w or "RETR" in w for w in first.warnings)
+    assert not any(c.startswith(("TOP", "RETR")) for c in later)
+    assert (second.deleted, second.warnings) == (1, [])
+    assert await archived(store) == [raw]
 
 
 async def test_a_greeting_in_pieces_within_twice_the_timeout_and_a_slow_steady_retr_are_read(

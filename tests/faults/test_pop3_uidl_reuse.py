@@ -11,8 +11,11 @@ import concurrent.futures
 
 import pytest
 
+from maild import policy
+from maild.archive import failures as failures_store
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
+from maild.errors import ConnectError, NetworkTimeout, ProtocolError
 from maild.model import POP3Key
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
@@ -37,7 +40,7 @@ def since(server: ScriptedPOP3, mark: int, verb: str) -> list[str]:
     return [c for c in server.commands[mark:] if c.startswith(verb)]
 
 
-@pytest.mark.parametrize("capa", [None], ids=["top"])
+@pytest.mark.parametrize("capa", [None, WITHOUT_TOP], ids=["top", "without-top"])
 async def test_keep_a_uidl_reused_between_two_polls_archives_the_new_message(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor, capa: tuple[str, ...] | None
 ) -> None:
@@ -45,7 +48,8 @@ async def test_keep_a_uidl_reused_between_two_polls_archives_the_new_message(
 
     Steps (main: the new message was taken for the archived one and never archived): cycle 1
     archives "uidl-1"; another client deletes it and the server gives "uidl-1" to a new message of
-    another size before the next poll; cycle 2 compares (TOP), archives the new message under "uidl-1" and keeps
+    another size before the next poll; cycle 2 compares (TOP, or without TOP one RETR whose octets
+    are archived at once, not downloaded twice), archives the new message under "uidl-1" and keeps
     the first archived, its old location recorded gone; cycle 3 sends neither TOP nor RETR.
     """
     first, second = sample_message(1), sample_message(2, [b"a longer body than the first one had"])
@@ -60,7 +64,7 @@ async def test_keep_a_uidl_reused_between_two_polls_archives_the_new_message(
         third = await cycle(account, store, executor)
         assert since(server, mark, "TOP") == since(server, mark, "RETR") == []
 
-    assert retrs == ["RETR 1"]  # the new message, retrieved once
+    assert retrs == ["RETR 1"]
     assert (result.new_links, result.new_messages, result.warnings) == (1, 1, [])
     assert (third.new_links, third.warnings) == (0, [])
     assert await archived(store) == [first, second]
@@ -93,7 +97,30 @@ async def test_keep_a_uidl_reused_at_the_same_size_is_not_caught(
     assert await archived(store) == [first]
 
 
-@pytest.mark.parametrize("capa", [None], ids=["top"])
+async def test_an_lf_stored_maildrop_records_sizes_at_retrieval_and_deletes_without_top(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """LIST sizes one octet less per line (LF-stored) are recorded when the message is retrieved.
+
+    Steps (main: on a server without TOP such messages, once archived by a "keep" cycle, were never
+    deleted, warned every cycle): a TOP-less server lists LF sizes; a "keep" cycle archives two
+    messages; a "delete" cycle deletes both, sending neither TOP nor RETR.
+    """
+    raws = [sample_message(1), sample_message(2, [b"two", b"lines"])]
+    messages = [ScriptedMessage(raw, list_size=lf_size(raw)) for raw in raws]
+    with ScriptedPOP3(messages, capa=WITHOUT_TOP) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        mark = len(server.commands)
+        result = await cycle(with_retention(account, "delete"), store, executor)
+        assert since(server, mark, "RETR") == since(server, mark, "TOP") == []
+        assert server.maildrop == []
+
+    assert (result.deleted, result.warnings) == (2, [])
+    assert await archived(store) == raws
+
+
+@pytest.mark.parametrize("capa", [None, WITHOUT_TOP], ids=["top", "without-top"])
 async def test_an_lf_stored_uidl_back_before_its_size_was_recorded_is_taken_back_and_deleted(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor, capa: tuple[str, ...] | None
 ) -> None:
@@ -102,7 +129,7 @@ async def test_an_lf_stored_uidl_back_before_its_size_was_recorded_is_taken_back
     Steps (main: it stayed recorded gone, never deleted, warned every cycle; docs/guarantee.md of
     session 13): a "keep" cycle archives "uidl-1" (listed at its octets' size, so no server size is
     recorded); it leaves the listing for one cycle (recorded gone); it comes back listed one octet
-    less per line; a "delete" cycle compares it (TOP), takes it back and deletes
+    less per line; a "delete" cycle compares it (TOP, or RETR without TOP), takes it back and deletes
     it; nothing new is archived.
     """
     raw = sample_message(1)
@@ -121,3 +148,112 @@ async def test_an_lf_stored_uidl_back_before_its_size_was_recorded_is_taken_back
     assert (result.new_links, result.deleted, result.warnings) == (0, 1, [])
     assert await archived(store) == [raw]
     assert (await store.locations(account.name))[POP3Key("uidl-1")].deleted_at is not None
+
+
+@pytest.mark.parametrize("limit", [2, 3, 4])
+async def test_retr_checks_stop_at_their_limit_and_the_rest_wait_for_the_next_cycle(
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+    limit: int,
+) -> None:
+    """At most MAX_POP3_RETR_CHECKS downloads per cycle (3 suspects, the limit at 3 - 1, 3, 3 + 1).
+
+    Steps: a TOP-less server holds three archived messages, then lists them one octet off; a "delete"
+    cycle downloads ``min(limit, 3)`` of them, deletes those and says the rest wait; the next cycle
+    checks and deletes the rest.
+    """
+    monkeypatch.setattr(policy, "MAX_POP3_RETR_CHECKS", limit)
+    raws = [sample_message(n) for n in (1, 2, 3)]
+    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws], capa=WITHOUT_TOP) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        for message in server.maildrop:
+            message.list_size = len(message.raw) + 1
+        mark = len(server.commands)
+        first = await cycle(with_retention(account, "delete"), store, executor)
+        retrs = since(server, mark, "RETR")
+        second = await cycle(with_retention(account, "delete"), store, executor)
+        assert server.maildrop == []
+
+    done = min(limit, 3)
+    assert (len(retrs), first.deleted, second.deleted) == (done, done, 3 - done)
+    assert any("1 messages" in w and "later cycle" in w for w in first.warnings) == (done == 2)
+    assert second.warnings == []
+    assert await archived(store) == raws
+
+
+@pytest.mark.parametrize(("octets", "downloads"), [(None, 1), (-1, 1), (0, 2), (1, 2)])
+async def test_retr_checks_stop_at_their_octet_bound_but_always_make_one(
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+    octets: int | None,
+    downloads: int,
+) -> None:
+    """MAX_POP3_RETR_CHECK_OCTETS bounds a cycle's downloads by LIST size (at two sizes -1, +0, +1).
+
+    With the bound at 0 (None here) the first download is still made, so a message larger than the
+    bound is not left waiting for ever.
+    """
+    raws = [sample_message(1), sample_message(2), sample_message(3)]
+    listed = [len(raw) + 1 for raw in raws]
+    bound = 0 if octets is None else listed[0] + listed[1] + octets
+    monkeypatch.setattr(policy, "MAX_POP3_RETR_CHECK_OCTETS", bound)
+    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws], capa=WITHOUT_TOP) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        for message, size in zip(server.maildrop, listed, strict=True):
+            message.list_size = size
+        mark = len(server.commands)
+        result = await cycle(with_retention(account, "delete"), store, executor)
+        assert len(since(server, mark, "RETR")) == downloads
+
+    assert result.deleted == downloads
+
+
+async def test_a_retr_refused_for_the_check_leaves_the_message_with_a_warning(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """RETR -ERR to the content check: not deleted, not taken for another message, a warning saying so."""
+    raw = sample_message(1)
+    message = ScriptedMessage(raw)
+    with ScriptedPOP3([message], capa=WITHOUT_TOP) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        message.list_size, message.retr_error = len(raw) + 1, "-ERR [SYS/TEMP] later"
+        result = await cycle(with_retention(account, "delete"), store, executor)
+        assert [m.raw for m in server.maildrop] == [raw]
+
+    assert (result.new_links, result.deleted) == (0, 0)
+    assert any("neither TOP nor RETR could compare" in w for w in result.warnings)
+
+
+async def test_a_retr_check_breaking_the_session_is_set_aside_after_three_and_new_mail_still_arrives(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A message whose check download breaks the session every time stops the account's deletions only 3 times.
+
+    Steps: a TOP-less server holds an archived message, then lists it one octet off and drops the
+    connection in its RETR; a new message arrives; each of three "delete" cycles archives what is new
+    first, then fails in the check (nothing deleted) and counts one failure for the message; the
+    fourth skips it (set aside), deletes what it may and warns; the message stays on the server.
+    """
+    raw, new = sample_message(1), sample_message(2)
+    message = ScriptedMessage(raw)
+    with ScriptedPOP3([message], capa=WITHOUT_TOP) as server:
+        account = with_retention(await keeping(server, store), "delete")
+        await cycle(with_retention(account, "keep"), store, executor)
+        message.list_size, message.retr_drop_after_octets = len(raw) + 1, 40
+        server.add(new)
+        for _ in range(policy.SET_ASIDE_AFTER_FAILURES):
+            with pytest.raises((ConnectError, NetworkTimeout, ProtocolError)):
+                await cycle(account, store, executor)
+        assert await archived(store) == [raw, new]
+        records = await failures_store.failure_records(store, account.name)
+        assert records[POP3Key("uidl-1")].failures == policy.SET_ASIDE_AFTER_FAILURES
+        fourth = await cycle(account, store, executor)
+        assert [m.raw for m in server.maildrop] == [raw]
+
+    assert fourth.deleted == 1
+    assert any("neither TOP nor RETR could compare" in w for w in fourth.warnings)
