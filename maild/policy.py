@@ -448,6 +448,39 @@ def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, L
     return out
 
 
+def relisted_after_deletion(
+    inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, Location]
+) -> list[MessageKey]:
+    """POP3 identities maild deleted on the server that the server lists again: other messages.
+
+    After ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so the UIDL listed
+    again names another message (RFC 1939 section 7 lets a server re-use it). Until session 14 such a
+    message was left on the server, never archived (:func:`reappeared`); now its UIDL is freed and the
+    cycle archives it as a new message (:mod:`maild.fetch.pop3_listed`). Were the server not to have
+    deleted it after all, the archive already holds its octets and links the UIDL to them again.
+    Exempt: full-content identities (``"sha256:"``: the octets themselves, deleted again as before)
+    and IMAP keys.
+
+    Args:
+        inventory: what the server holds now.
+        known: the account's recorded server identities.
+
+    Returns:
+        Their keys, in server order.
+    """
+    out: list[MessageKey] = []
+    for entry in inventory:
+        key, loc = entry.key, known.get(entry.key)
+        if (
+            isinstance(key, POP3Key)
+            and not key.exact_content
+            and loc is not None
+            and loc.deleted_at is not None
+        ):
+            out.append(key)
+    return out
+
+
 def _reappeared(key: MessageKey, loc: Location) -> bool:
     # Called for keys in the inventory, with the records after update_presence: a gone_at still set
     # there is an identity that came back but was not accepted as the same message (pop3_listed).

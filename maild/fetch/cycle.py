@@ -280,8 +280,9 @@ async def fetch_cycle(
         back = changes.back
         if not imap:  # a known UIDL listed at another size (back, or never seen gone) may name another one
             suspects = policy.listed_at_other_size(inventory, known, back)
+            relisted = policy.relisted_after_deletion(inventory, known)
             listed = await pop3_listed.check_headers(
-                account.name, store, maildrop, inventory, suspects, known, clock()
+                account.name, store, maildrop, inventory, suspects, known, clock(), relisted
             )
             back = [key for key in back if key not in listed.unresolved and key not in listed.other]
             if listed.other:  # their UIDLs were freed: retrieved below as new messages

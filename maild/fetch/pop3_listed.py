@@ -5,7 +5,9 @@ deletes a message and the server re-uses its UIDL before maild's next poll, mail
 gone and took the new message for the archived one: with ``retention = "keep"`` it was never archived
 (session 14; with ``"delete"``/``"delete-after"`` session 13's :mod:`maild.fetch.pop3_check` only kept
 it from being deleted). The same holds for a UIDL that left and came back, and for an account pointed
-at another server whose UIDLs collide with the old one's.
+at another server whose UIDLs collide with the old one's. And a UIDL maild deleted itself (after
+``+OK`` to QUIT) that the server lists again names another message without a doubt: it was left on
+the server, never archived; now it is freed at once (:func:`maild.policy.relisted_after_deletion`).
 
 So every POP3 cycle compares the LIST size of each known identity (LIST is sent every cycle anyway:
 no round trip is added) with the size the archive expects for it
@@ -119,8 +121,12 @@ async def check_headers(
     suspects: Sequence[MessageKey],
     known: Mapping[MessageKey, Location],
     now: datetime,
+    relisted: Sequence[MessageKey] = (),
 ) -> ListedCheck:
     """Step 1 of the module: ``TOP n 0`` of the ``suspects``, before the cycle plans its retrieval.
+
+    Identities maild deleted itself and the server lists again (``relisted``) name other messages
+    without a doubt (RFC 1939 section 6): freed with the others, without ``TOP``.
 
     Args:
         account: the account's name.
@@ -130,6 +136,7 @@ async def check_headers(
         suspects: from :func:`maild.policy.listed_at_other_size`, in server order.
         known: the account's recorded identities (each suspect is among them).
         now: the current time, aware, UTC (when freed UIDLs are recorded gone).
+        relisted: from :func:`maild.policy.relisted_after_deletion`.
 
     Returns:
         ``same``, ``other`` (freed: re-read the locations before planning), ``untopped`` (for
@@ -141,7 +148,7 @@ async def check_headers(
 
     Cancelled: sizes recorded and UIDLs freed before the await stay so; each is right on its own.
     """
-    if not suspects:
+    if not suspects and not relisted:
         return ListedCheck()
     checked = list(suspects[: policy.MAX_POP3_HEADER_CHECKS])
     waiting = list(suspects[policy.MAX_POP3_HEADER_CHECKS :])
@@ -149,7 +156,7 @@ async def check_headers(
     read = [key for key in checked if key in headers]
     raws = await store.raw_messages(sorted({known[key].message for key in read}))
     same = [key for key in read if same_header_section(raws.get(known[key].message, b""), headers[key])]
-    other = [key for key in read if key not in set(same)]
+    other = [*relisted, *(key for key in read if key not in set(same))]
     await _record(account, store, inventory, same, other, now)
     return ListedCheck(same, other, [key for key in checked if key not in headers], [], waiting)
 

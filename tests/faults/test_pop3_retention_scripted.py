@@ -88,25 +88,27 @@ async def test_awkward_octets_reach_the_archive_byte_exact(
     assert await archived(store) == raws
 
 
-async def test_reused_uidl_is_neither_deleted_nor_taken_for_the_archived_message(
+async def test_a_uidl_reused_after_maild_deleted_it_is_archived_then_deleted(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor
 ) -> None:
-    """A new message under a UIDL maild already deleted stays on the server, and the status warns.
+    """A new message under a UIDL maild already deleted is another message: archived as one, then deleted.
 
-    Steps: retention "delete"; cycle 1 archives and deletes "uidl-1"; the server then re-uses "uidl-1"
-    for another message; cycle 2 neither retrieves nor deletes it (its identity says nothing reliable)
-    and warns; the archive still holds only the first message.
+    Steps (session 13: it stayed on the server, never archived, warned every cycle): retention
+    "delete"; cycle 1 archives and deletes "uidl-1"; the server then re-uses "uidl-1" for another
+    message of the same size; cycle 2 frees the UIDL without a TOP (after +OK to QUIT the old message
+    is gone, RFC 1939 section 6), archives the new message and deletes it.
     """
     with ScriptedPOP3([sample_message(1)]) as server:
         account = await deleting_account(server, store)
         await cycle(account, store, executor)
-        impostor = server.add(ScriptedMessage(sample_message(2), uidl="uidl-1"))
+        server.add(ScriptedMessage(sample_message(2), uidl="uidl-1"))
+        mark = len(server.commands)
         second = await cycle(account, store, executor)
-        assert server.maildrop == [impostor]
+        assert not any(c.startswith("TOP") for c in server.commands[mark:])
+        assert server.maildrop == []
 
-    assert (second.on_server, second.new_links, second.deleted) == (1, 0, 0)
-    assert any("identity maild already deleted" in w for w in second.warnings)
-    assert await archived(store) == [sample_message(1)]
+    assert (second.on_server, second.new_links, second.deleted, second.warnings) == (1, 1, 1, [])
+    assert await archived(store) == [sample_message(1), sample_message(2)]
 
 
 async def test_uidl_reused_after_an_unconfirmed_deletion_is_archived_before_it_is_deleted(

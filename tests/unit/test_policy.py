@@ -32,6 +32,7 @@ from maild.policy import (
     presence_changes,
     reappeared,
     reconnect_delay_s,
+    relisted_after_deletion,
     select_deletions,
     set_aside,
 )
@@ -287,6 +288,27 @@ def test_the_listed_size_check_spares_deleted_gone_unknown_content_and_imap_keys
 
     assert listed_at_other_size(inventory, known, []) == [k(4)]
     assert listed_at_other_size(inventory, known, [k(2)]) == [k(2), k(4)]
+
+
+def test_identities_maild_deleted_and_listed_again_are_other_messages_to_archive() -> None:
+    """A POP3 UIDL or header identity maild deleted and the server lists again is to be archived anew;
+    full-content identities, IMAP keys, gone-but-not-deleted and unlisted ones are not (session 14)."""
+    header = POP3Key("hdr:" + "ab" * 32)
+    content = POP3Key("sha256:" + "cd" * 32)
+    imap = IMAPKey("INBOX", 7, 3)
+    known: dict[MessageKey, Location] = {
+        key: loc(deleted=NOW, gone=NOW) for key in (k(1), header, content, imap, k(4))
+    }
+    known[k(2)] = loc(gone=NOW)
+    known[k(3)] = loc()
+    inventory = [
+        *inv(1, 2, 3),
+        InventoryEntry(header, 9),
+        InventoryEntry(content, 5),
+        InventoryEntry(imap, None),
+    ]
+
+    assert relisted_after_deletion(inventory, known) == [k(1), header]
 
 
 def test_identity_still_recorded_gone_but_listed_is_never_deleted() -> None:
