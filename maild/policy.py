@@ -522,13 +522,14 @@ def listed_at_other_size(
     """
     out: list[MessageKey] = []
     for entry in inventory:
+        loc = known.get(entry.key)
+        size = entry.size_octets
+        if loc is None or (size == loc.listed_size and size is not None):
+            continue  # the usual case first: every poll runs this for every message on the server
         key = entry.key
-        if not isinstance(key, POP3Key) or key.exact_content:
+        if not isinstance(key, POP3Key) or key.exact_content or loc.deleted_at is not None:
             continue
-        loc = known.get(key)
-        if loc is None or loc.deleted_at is not None or (loc.gone_at is not None and key not in back):
-            continue
-        if entry.size_octets is None or entry.size_octets != loc.listed_size:
+        if loc.gone_at is None or key in back:
             out.append(key)
     return out
 
