@@ -470,13 +470,11 @@ def relisted_after_deletion(
     """
     out: list[MessageKey] = []
     for entry in inventory:
-        key, loc = entry.key, known.get(entry.key)
-        if (
-            isinstance(key, POP3Key)
-            and not key.exact_content
-            and loc is not None
-            and loc.deleted_at is not None
-        ):
+        loc = known.get(entry.key)
+        if loc is None or loc.deleted_at is None:
+            continue  # the usual case first: every poll runs this for every message on the server
+        key = entry.key
+        if isinstance(key, POP3Key) and not key.exact_content:
             out.append(key)
     return out
 
