@@ -334,7 +334,7 @@ MAX_POP3_HEADER_CHECKS = 200
 each) because their LIST size is not the archived one (:func:`pop3_sizes_differ`); the others are
 not deleted in that cycle (checked in a later one, once these have a size recorded or are left)."""
 MAX_POP3_RETR_CHECKS = 20
-"""Most messages listed at another size than the archived one (:func:`listed_at_other_size`) that
+"""Most messages listed at another size than the archived one (:func:`listed_known`) that
 one POP3 cycle downloads (``RETR``) to compare by SHA-256 because their header section could not be
 read (``TOP`` not offered or refused); the others wait for later cycles. Each is downloaded once: a
 match records the server's size, so that later cycles compare by LIST alone (session 14)."""
@@ -423,7 +423,7 @@ def next_deletion_due(
 
 def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, Location]) -> list[MessageKey]:
     """POP3 messages on the server under an identity that maild already deleted there, or that left
-    the server and came back and could not be shown to be the archived message (:func:`listed_at_other_size`,
+    the server and came back and could not be shown to be the archived message (:func:`listed_known`,
     :mod:`maild.fetch.pop3_listed`: still recorded as gone).
 
     After ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so the same
@@ -448,37 +448,6 @@ def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, L
     return out
 
 
-def relisted_after_deletion(
-    inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, Location]
-) -> list[MessageKey]:
-    """POP3 identities maild deleted on the server that the server lists again: other messages.
-
-    After ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so the UIDL listed
-    again names another message (RFC 1939 section 7 lets a server re-use it). Until session 14 such a
-    message was left on the server, never archived (:func:`reappeared`); now its UIDL is freed and the
-    cycle archives it as a new message (:mod:`maild.fetch.pop3_listed`). Were the server not to have
-    deleted it after all, the archive already holds its octets and links the UIDL to them again.
-    Exempt: full-content identities (``"sha256:"``: the octets themselves, deleted again as before)
-    and IMAP keys.
-
-    Args:
-        inventory: what the server holds now.
-        known: the account's recorded server identities.
-
-    Returns:
-        Their keys, in server order.
-    """
-    out: list[MessageKey] = []
-    for entry in inventory:
-        loc = known.get(entry.key)
-        if loc is None or loc.deleted_at is None:
-            continue  # the usual case first: every poll runs this for every message on the server
-        key = entry.key
-        if isinstance(key, POP3Key) and not key.exact_content:
-            out.append(key)
-    return out
-
-
 def _reappeared(key: MessageKey, loc: Location) -> bool:
     # Called for keys in the inventory, with the records after update_presence: a gone_at still set
     # there is an identity that came back but was not accepted as the same message (pop3_listed).
@@ -489,25 +458,50 @@ def _reappeared(key: MessageKey, loc: Location) -> bool:
     )
 
 
-def listed_at_other_size(
+@dataclass(frozen=True, slots=True)
+class ListedKnown:
+    """Known POP3 identities whose listing asks for more than taking them for the archived message.
+
+    Attributes:
+        other_size: linked to an archived message and listed at another size than the archive
+            expects (:attr:`Location.listed_size <maild.model.Location.listed_size>`): each may name
+            another message now, and needs its header section or content compared before it is taken
+            for the archived one (:mod:`maild.fetch.pop3_listed`).
+        relisted: maild deleted them on the server and the server lists them again: other messages,
+            to archive as new ones.
+    """
+
+    other_size: list[MessageKey]
+    relisted: list[MessageKey]
+
+
+def listed_known(
     inventory: Sequence[InventoryEntry],
     known: Mapping[MessageKey, Location],
     back: Collection[MessageKey],
-) -> list[MessageKey]:
-    """POP3 identities linked to an archived message whose LIST size is not the size the archive
-    expects (:attr:`Location.listed_size <maild.model.Location.listed_size>`): each may name another
-    message now, and needs its header section or content compared before it is taken for the
-    archived one (:mod:`maild.fetch.pop3_listed`).
+) -> ListedKnown:
+    """Which known POP3 identities of the listing may name another message than the archived one.
 
     A UIDL names the archived message only as long as the server does not give it to another one
     (RFC 1939 section 7 lets a server re-use the UIDL of a deleted message): another client deleted
     the message and the server re-used its UIDL between two polls (never seen gone; session 14: with
     ``retention = "keep"`` the new message was never archived), the UIDL left and came back (QA of
     session 13), or the account now points at another server whose UIDLs collide with the old one's.
-    A re-use at the very same size is not caught here (it would need every message's header section
-    read in every cycle). Checked: keys recorded present, and keys of ``back`` (recorded gone, listed
-    again); not: identities maild deleted itself (:func:`reappeared`), full-content identities
-    (``"sha256:"``, the octets themselves) and IMAP keys (:mod:`maild.fetch.resync`).
+
+    ``other_size``: keys recorded present, and keys of ``back`` (recorded gone, listed again), whose
+    LIST size is not the expected one. A re-use at the very same size is not caught here (it would
+    need every header section read in every cycle).
+
+    ``relisted``: after ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so
+    a UIDL maild deleted and the server lists again names another message. Until session 14 it was
+    left on the server, never archived (:func:`reappeared`); now its UIDL is freed and the cycle
+    archives it as a new message. Were the server not to have deleted it after all, the archive
+    already holds its octets and links the UIDL to them again.
+
+    Exempt from both: full-content identities (``"sha256:"``, the octets themselves) and IMAP keys
+    (:mod:`maild.fetch.resync`). One pass over the listing, the usual case first (a known message
+    listed at its expected size costs one look-up and two comparisons): every POP3 poll runs it
+    for every message on the server.
 
     Args:
         inventory: what the server holds now; POP3 sizes in octets from LIST (RFC 1939 section 5).
@@ -516,20 +510,27 @@ def listed_at_other_size(
         back: keys recorded gone that are listed again (:func:`presence_changes`).
 
     Returns:
-        Their keys, in server order. A key whose listed or expected size is unknown is among them.
+        Both lists, in server order. A key whose listed or expected size is unknown is in
+        ``other_size``.
     """
-    out: list[MessageKey] = []
+    other_size: list[MessageKey] = []
+    relisted: list[MessageKey] = []
     for entry in inventory:
         loc = known.get(entry.key)
-        size = entry.size_octets
-        if loc is None or (size == loc.listed_size and size is not None):
-            continue  # the usual case first: every poll runs this for every message on the server
-        key = entry.key
-        if not isinstance(key, POP3Key) or key.exact_content or loc.deleted_at is not None:
+        if loc is None:
             continue
-        if loc.gone_at is None or key in back:
-            out.append(key)
-    return out
+        size = entry.size_octets
+        deleted = loc.deleted_at is not None
+        if size == loc.listed_size and size is not None and not deleted:
+            continue  # the usual case
+        key = entry.key
+        if not isinstance(key, POP3Key) or key.exact_content:
+            continue
+        if deleted:
+            relisted.append(key)
+        elif loc.gone_at is None or key in back:
+            other_size.append(key)
+    return ListedKnown(other_size, relisted)
 
 
 # -- waiting: poll interval, backoff, IDLE reconnection ------------------------------------------------

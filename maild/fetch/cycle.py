@@ -279,10 +279,9 @@ async def fetch_cycle(
         changes = policy.presence_changes(inventory, covered)
         back = changes.back
         if not imap:  # a known UIDL listed at another size (back, or never seen gone) may name another one
-            suspects = policy.listed_at_other_size(inventory, known, back)
-            relisted = policy.relisted_after_deletion(inventory, known)
+            odd = policy.listed_known(inventory, known, back)
             listed = await pop3_listed.check_headers(
-                account.name, store, maildrop, inventory, suspects, known, clock(), relisted
+                account.name, store, maildrop, inventory, odd.other_size, known, clock(), odd.relisted
             )
             back = [key for key in back if key not in listed.unresolved and key not in listed.other]
             if listed.other:  # their UIDLs were freed: retrieved below as new messages

@@ -7,11 +7,11 @@ gone and took the new message for the archived one: with ``retention = "keep"`` 
 it from being deleted). The same holds for a UIDL that left and came back, and for an account pointed
 at another server whose UIDLs collide with the old one's. And a UIDL maild deleted itself (after
 ``+OK`` to QUIT) that the server lists again names another message without a doubt: it was left on
-the server, never archived; now it is freed at once (:func:`maild.policy.relisted_after_deletion`).
+the server, never archived; now it is freed at once (:func:`maild.policy.listed_known`).
 
 So every POP3 cycle compares the LIST size of each known identity (LIST is sent every cycle anyway:
 no round trip is added) with the size the archive expects for it
-(:func:`maild.policy.listed_at_other_size`). Only a difference costs round trips:
+(:func:`maild.policy.listed_known`). Only a difference costs round trips:
 
 1. :func:`check_headers`, before the retrieval: ``TOP n 0`` of at most
    :data:`maild.policy.MAX_POP3_HEADER_CHECKS` of them, compared with the archived message's header
@@ -133,10 +133,10 @@ async def check_headers(
         store: the open archive.
         maildrop: the cycle's open POP3 session.
         inventory: this session's inventory (sizes from LIST, in octets).
-        suspects: from :func:`maild.policy.listed_at_other_size`, in server order.
+        suspects: ``other_size`` of :func:`maild.policy.listed_known`, in server order.
         known: the account's recorded identities (each suspect is among them).
         now: the current time, aware, UTC (when freed UIDLs are recorded gone).
-        relisted: from :func:`maild.policy.relisted_after_deletion`.
+        relisted: ``relisted`` of :func:`maild.policy.listed_known`.
 
     Returns:
         ``same``, ``other`` (freed: re-read the locations before planning), ``untopped`` (for

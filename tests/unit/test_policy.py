@@ -24,7 +24,7 @@ from maild.policy import (
     confirm_deletions,
     deletion_refusal,
     in_flight,
-    listed_at_other_size,
+    listed_known,
     next_cycle_delay_s,
     next_deletion_due,
     plan_retrieval,
@@ -32,7 +32,6 @@ from maild.policy import (
     presence_changes,
     reappeared,
     reconnect_delay_s,
-    relisted_after_deletion,
     select_deletions,
     set_aside,
 )
@@ -257,7 +256,7 @@ def test_identity_back_after_it_left_is_taken_back_only_at_the_expected_size(
     """A POP3 UIDL back on the server after it left is the archived message only at its size, +-1 needs a check."""
     known = {k(1): loc(gone=NOW)}
 
-    assert listed_at_other_size(inv(1, size=listed), known, [k(1)]) == ([] if taken_back else [k(1)])
+    assert listed_known(inv(1, size=listed), known, [k(1)]).other_size == ([] if taken_back else [k(1)])
 
 
 @pytest.mark.parametrize(("listed", "suspect"), [(99, True), (100, False), (101, True), (None, True)])
@@ -265,12 +264,12 @@ def test_a_known_uidl_never_seen_gone_is_checked_when_listed_at_another_size(
     listed: int | None, suspect: bool
 ) -> None:
     """A UIDL recorded present and listed +-1 octet off (or without a size) is checked, whatever the retention (session 14)."""
-    assert listed_at_other_size(inv(1, size=listed), {k(1): loc()}, []) == ([k(1)] if suspect else [])
+    assert listed_known(inv(1, size=listed), {k(1): loc()}, []).other_size == ([k(1)] if suspect else [])
 
 
 def test_identity_without_an_expected_size_is_checked() -> None:
     """A known POP3 UIDL whose expected size is unknown is not taken for the archived message unchecked."""
-    assert listed_at_other_size(inv(1), {k(1): loc(listed=None)}, []) == [k(1)]
+    assert listed_known(inv(1), {k(1): loc(listed=None)}, []).other_size == [k(1)]
 
 
 def test_the_listed_size_check_spares_deleted_gone_unknown_content_and_imap_keys() -> None:
@@ -286,8 +285,8 @@ def test_the_listed_size_check_spares_deleted_gone_unknown_content_and_imap_keys
     }
     inventory = [*inv(1, 2, 3, 4, size=5), InventoryEntry(content, 5), InventoryEntry(imap, None)]
 
-    assert listed_at_other_size(inventory, known, []) == [k(4)]
-    assert listed_at_other_size(inventory, known, [k(2)]) == [k(2), k(4)]
+    assert listed_known(inventory, known, []).other_size == [k(4)]
+    assert listed_known(inventory, known, [k(2)]).other_size == [k(2), k(4)]
 
 
 def test_identities_maild_deleted_and_listed_again_are_other_messages_to_archive() -> None:
@@ -308,7 +307,7 @@ def test_identities_maild_deleted_and_listed_again_are_other_messages_to_archive
         InventoryEntry(imap, None),
     ]
 
-    assert relisted_after_deletion(inventory, known) == [k(1), header]
+    assert listed_known(inventory, known, []).relisted == [k(1), header]
 
 
 def test_identity_still_recorded_gone_but_listed_is_never_deleted() -> None:
