@@ -237,6 +237,7 @@ async def check_contents(
     stored: StoreOutcome | None = None
     try:
         await _record(account, store, inventory, same, [m.key for m in others], now)
+        await failures_store.clear_failures(store, account, same)  # one that broke a session before
         if others:
             stored = await store.store_batch(account, others, now)
     finally:

@@ -237,7 +237,9 @@ async def test_a_retr_check_breaking_the_session_is_set_aside_after_three_and_ne
     Steps: a TOP-less server holds an archived message, then lists it one octet off and drops the
     connection in its RETR; a new message arrives; each of three "delete" cycles archives what is new
     first, then fails in the check (nothing deleted) and counts one failure for the message; the
-    fourth skips it (set aside), deletes what it may and warns; the message stays on the server.
+    fourth skips it (set aside), deletes what it may and warns; the message stays on the server. Then
+    the server serves it whole and a retry is asked for (`maild fetch-now --retry-failed`): the fifth
+    cycle compares it, finds the archived message, deletes it and clears its failure record.
     """
     raw, new = sample_message(1), sample_message(2)
     message = ScriptedMessage(raw)
@@ -254,6 +256,12 @@ async def test_a_retr_check_breaking_the_session_is_set_aside_after_three_and_ne
         assert records[POP3Key("uidl-1")].failures == policy.SET_ASIDE_AFTER_FAILURES
         fourth = await cycle(account, store, executor)
         assert [m.raw for m in server.maildrop] == [raw]
+        message.retr_drop_after_octets = None
+        await failures_store.request_retry(store, account.name)
+        fifth = await cycle(account, store, executor)
+        assert server.maildrop == []
 
     assert fourth.deleted == 1
     assert any("neither TOP nor RETR could compare" in w for w in fourth.warnings)
+    assert (fifth.deleted, fifth.new_links, fifth.warnings) == (1, 0, [])
+    assert await failures_store.failure_records(store, account.name) == {}
