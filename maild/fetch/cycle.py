@@ -240,7 +240,7 @@ async def fetch_cycle(
     plan_made = False  # planned is the plan (a full disk before it blocks what the archive lacks)
     taken: list[InventoryEntry] | None = None  # the inventory, once taken
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
-    listed: pop3_listed.ListedCheck | None = None  # POP3: known UIDLs listed at another size
+    odd: policy.ListedKnown | None = None  # POP3: known UIDLs that may name another message now
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
         # what an earlier cycle found and could not write (the disk full): deletions done on the server,
@@ -280,12 +280,8 @@ async def fetch_cycle(
         back = changes.back
         if not imap:  # a known UIDL listed at another size (back, or never seen gone) may name another one
             odd = policy.listed_known(inventory, known, back)
-            listed = await pop3_listed.check_headers(
-                account.name, store, maildrop, inventory, odd.other_size, known, clock(), odd.relisted
-            )
-            back = [key for key in back if key not in listed.unresolved and key not in listed.other]
-            if listed.other:  # their UIDLs were freed: retrieved below as new messages
-                known = await store.locations(account.name)
+            if odd.other_size:  # checked after the retrieval; taken back only if shown to be the same
+                back = [key for key in back if key not in set(odd.other_size)]
         await store.update_presence(account.name, changes.gone, back, clock())
         records = await failures_store.failure_records(store, account.name)
         skip = policy.set_aside(records, clock())
@@ -334,17 +330,33 @@ async def fetch_cycle(
             await retrieval.run(maildrop, plan.retrieve, commits, account.host)
         await commits.settle()  # every commit has returned before anything below may delete
         await store.record_pop3_server_sizes(account.name, off_sizes)
-        if listed is not None and listed.untopped:  # compared by RETR once, after the new mail is in
+        off_sizes.clear()
+        listed: pop3_listed.ListedCheck | None = None
+        if odd is not None and (odd.other_size or odd.relisted):  # after the new mail is in
+            listed = await pop3_listed.check_headers(
+                account.name, store, maildrop, inventory, odd.other_size, known, clock(), odd.relisted
+            )
             listed = await pop3_listed.check_contents(
                 account.name, store, maildrop, inventory, listed, known, skip, clock()
             )
             if listed.stored is not None:
                 result.add(listed.stored)
+            freed = set(listed.to_retrieve)  # UIDLs freed for the other messages listed under them
+            renewed = policy.plan_retrieval(
+                [e for e in inventory if e.key in freed], {}, account.max_message_size, skip
+            )
+            result.too_large += renewed.too_large
+            result.set_aside += renewed.set_aside
+            if renewed.retrieve:
+                planned += renewed.retrieve
+                maildrop.spool = store.spool
+                await retrieval.run(maildrop, renewed.retrieve, commits, account.host)
+                await commits.settle()
+                await store.record_pop3_server_sizes(account.name, off_sizes)
             if returned := [key for key in listed.same if key in changes.back]:
                 await store.update_presence(account.name, [], returned, clock())
-            if delivery is not None:
+            if delivery is not None and listed.archived:
                 await delivery.catch_up()
-        if listed is not None:
             result.warnings.extend(listed.warnings())
         if imap:
             from maild.fetch import folders

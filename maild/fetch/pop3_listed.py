@@ -11,16 +11,19 @@ the server, never archived; now it is freed at once (:func:`maild.policy.listed_
 
 So every POP3 cycle compares the LIST size of each known identity (LIST is sent every cycle anyway:
 no round trip is added) with the size the archive expects for it
-(:func:`maild.policy.listed_known`). Only a difference costs round trips:
+(:func:`maild.policy.listed_known`). Only a difference costs round trips, and only after the cycle's
+retrieval committed (a check that breaks the session then costs that cycle's deletions, never its
+new mail):
 
-1. :func:`check_headers`, before the retrieval: ``TOP n 0`` of at most
+1. :func:`check_headers`: ``TOP n 0`` of at most
    :data:`maild.policy.MAX_POP3_HEADER_CHECKS` of them, compared with the archived message's header
    section (:func:`maild.message.same_header_section`). Equal: the server lists this message at
    another size (an LF-stored maildrop counts one octet less per line than RETR sends); that size is
    recorded (``locations.server_size``) and later cycles compare with it. Different: another message;
    the UIDL is freed (:meth:`Store.release_pop3_keys`: the archived message and the account's link to
-   it stay, recorded gone under a name no server lists) and the cycle's retrieval archives the new one.
-2. :func:`check_contents`, after every commit of the retrieval returned and before any deletion, for
+   it stay, recorded gone under a name no server lists) and the cycle retrieves the new message
+   (:attr:`ListedCheck.to_retrieve`) and archives it before any deletion.
+2. :func:`check_contents`, before any deletion, for
    those whose header section could not be read (``TOP`` not offered or refused): ``RETR`` of at most
    :data:`maild.policy.MAX_POP3_RETR_CHECKS` messages and
    :data:`maild.policy.MAX_POP3_RETR_CHECK_OCTETS`, compared by SHA-256 with the archived message.
@@ -78,6 +81,7 @@ class ListedCheck:
         unread: could not be compared in this cycle (``RETR`` refused, or set aside).
         waiting: past this cycle's bounds; checked in a later one.
         stored: what archiving :func:`check_contents`' other messages did, or None.
+        archived: the keys of ``other`` whose new message :func:`check_contents` archived itself.
     """
 
     same: list[MessageKey] = field(default_factory=list)
@@ -86,6 +90,13 @@ class ListedCheck:
     unread: list[MessageKey] = field(default_factory=list)
     waiting: list[MessageKey] = field(default_factory=list)
     stored: StoreOutcome | None = None
+    archived: list[MessageKey] = field(default_factory=list)
+
+    @property
+    def to_retrieve(self) -> list[MessageKey]:
+        """The keys of ``other`` whose new message the cycle still has to retrieve and archive."""
+        done = set(self.archived)
+        return [key for key in self.other if key not in done]
 
     @property
     def unresolved(self) -> frozenset[MessageKey]:
@@ -123,7 +134,7 @@ async def check_headers(
     now: datetime,
     relisted: Sequence[MessageKey] = (),
 ) -> ListedCheck:
-    """Step 1 of the module: ``TOP n 0`` of the ``suspects``, before the cycle plans its retrieval.
+    """Step 1 of the module: ``TOP n 0`` of the ``suspects``, after the cycle's retrieval committed.
 
     Identities maild deleted itself and the server lists again (``relisted``) name other messages
     without a doubt (RFC 1939 section 6): freed with the others, without ``TOP``.
@@ -139,8 +150,8 @@ async def check_headers(
         relisted: ``relisted`` of :func:`maild.policy.listed_known`.
 
     Returns:
-        ``same``, ``other`` (freed: re-read the locations before planning), ``untopped`` (for
-        :func:`check_contents`) and ``waiting`` (past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`).
+        ``same``, ``other`` (freed: to retrieve), ``untopped`` (for :func:`check_contents`) and
+        ``waiting`` (past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`).
 
     Raises:
         StoreError: the archive failed (``ArchiveFull``: the disk is full); nothing was freed.
@@ -243,8 +254,16 @@ async def check_contents(
     finally:
         for message in others:
             message.release()
-    other = [*early.other, *(m.key for m in others)]
-    return ListedCheck([*early.same, *same], other, [], unread, waiting, stored)
+    archived = [m.key for m in others]
+    return ListedCheck(
+        [*early.same, *same],
+        [*early.other, *archived],
+        [],
+        unread,
+        waiting,
+        stored,
+        [*early.archived, *archived],
+    )
 
 
 async def _record(

@@ -265,3 +265,28 @@ async def test_a_retr_check_breaking_the_session_is_set_aside_after_three_and_ne
     assert any("neither TOP nor RETR could compare" in w for w in fourth.warnings)
     assert (fifth.deleted, fifth.new_links, fifth.warnings) == (1, 0, [])
     assert await failures_store.failure_records(store, account.name) == {}
+
+
+async def test_a_top_breaking_the_session_costs_the_cycle_its_deletions_not_its_new_mail(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """The check runs after the cycle's retrieval committed: a server dropping the connection on TOP
+    of a message listed at another size fails the cycle (nothing deleted) but the new mail is archived.
+
+    Steps: retention "delete"; a "keep" cycle archives "uidl-1"; the server then lists it one octet
+    off and drops the connection on its TOP, and a new message arrives; the "delete" cycle fails, the
+    new message is archived (not deleted: no QUIT), "uidl-1" stays on the server. Before (the check
+    ran before the retrieval) every such cycle failed without archiving anything new.
+    """
+    raw, new = sample_message(1), sample_message(2)
+    message = ScriptedMessage(raw)
+    with ScriptedPOP3([message]) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        message.list_size, message.top = len(raw) + 1, "drop"
+        server.add(new)
+        with pytest.raises((ConnectError, NetworkTimeout, ProtocolError)):
+            await cycle(with_retention(account, "delete"), store, executor)
+        assert [m.raw for m in server.maildrop] == [raw, new]
+
+    assert await archived(store) == [raw, new]
