@@ -236,21 +236,24 @@ async def check_contents(
                 item.release()
             else:
                 others.append(item)
-    except (ConnectError, NetworkTimeout, ProtocolError) as exc:
-        for message in others:
+    except BaseException as exc:
+        for message in others:  # spool files closed at once, also when cancelled
             message.release()
         broken = policy.in_flight(todo, arrived)
-        if broken is not None:
+        if broken is not None and isinstance(exc, ConnectError | NetworkTimeout | ProtocolError):
             with contextlib.suppress(StoreError):  # the session's error is what matters
                 reason = f"session failed while it was being compared with the archive: {exc}"
                 await failures_store.record_failures(store, account, [RetrievalFailure(broken, reason)], now)
         raise
     stored: StoreOutcome | None = None
+    # the other messages' LIST sizes that differ from their octets, recorded as for any retrieval
+    off = {m.key: size for m in others if (size := listed.get(m.key)) and size != m.size_octets}
     try:
         await _record(account, store, inventory, same, [m.key for m in others], now)
         await failures_store.clear_failures(store, account, same)  # one that broke a session before
         if others:
             stored = await store.store_batch(account, others, now)
+            await store.record_pop3_server_sizes(account, off)
     finally:
         for message in others:
             message.release()

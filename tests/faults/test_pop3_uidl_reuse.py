@@ -290,3 +290,30 @@ async def test_a_top_breaking_the_session_costs_the_cycle_its_deletions_not_its_
         assert [m.raw for m in server.maildrop] == [raw, new]
 
     assert await archived(store) == [raw, new]
+
+
+async def test_a_message_archived_by_the_retr_check_on_an_lf_maildrop_is_not_downloaded_again(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """The RETR check's other message gets its LF LIST size recorded with it: the next poll sends no RETR.
+
+    Steps: a TOP-less server listing LF sizes; a "keep" cycle archives "uidl-1"; the server gives
+    "uidl-1" to a new message; cycle 2 downloads it once (RETR check), finds another message and
+    archives it; cycle 3 sends neither TOP nor RETR. Without the recorded size it downloaded the new
+    message again to compare it.
+    """
+    first, second = sample_message(1), sample_message(2, [b"a longer body than the first one had"])
+    message = ScriptedMessage(first, list_size=lf_size(first))
+    with ScriptedPOP3([message], capa=WITHOUT_TOP) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        message.raw, message.list_size = second, lf_size(second)
+        mark = len(server.commands)
+        result = await cycle(account, store, executor)
+        assert since(server, mark, "RETR") == ["RETR 1"]
+        mark = len(server.commands)
+        third = await cycle(account, store, executor)
+        assert since(server, mark, "RETR") == since(server, mark, "TOP") == []
+
+    assert (result.new_links, third.new_links, third.warnings) == (1, 0, [])
+    assert await archived(store) == [first, second]
