@@ -311,12 +311,17 @@ class Location:
         first_fetched_at: when maild first stored it for this account (UTC).
         gone_at: when maild first noticed it missing on the server (UTC), or None.
         deleted_at: when maild deleted it on the server (UTC), or None.
+        listed_size: POP3: the size in octets its server should list for it (LIST, RFC 1939 section
+            5): the size recorded from the server when it differed from the archived octets'
+            (``locations.server_size``), else the archived octets'; None for IMAP, or when not read.
+            Not part of equality (a record read back equals one built from its four times).
     """
 
     message: int
     first_fetched_at: datetime
     gone_at: datetime | None
     deleted_at: datetime | None
+    listed_size: int | None = field(default=None, compare=False)
 
 
 #: Every :class:`Secret` alive in this process, so that :func:`redact_known` can find their values in

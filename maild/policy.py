@@ -333,6 +333,14 @@ MAX_POP3_HEADER_CHECKS = 200
 """Most POP3 deletion candidates whose header section one cycle reads (``TOP n 0``, one round trip
 each) because their LIST size is not the archived one (:func:`pop3_sizes_differ`); the others are
 not deleted in that cycle (checked in a later one, once these have a size recorded or are left)."""
+MAX_POP3_RETR_CHECKS = 20
+"""Most messages listed at another size than the archived one (:func:`listed_known`) that
+one POP3 cycle downloads (``RETR``) to compare by SHA-256 because their header section could not be
+read (``TOP`` not offered or refused); the others wait for later cycles. Each is downloaded once: a
+match records the server's size, so that later cycles compare by LIST alone (session 14)."""
+MAX_POP3_RETR_CHECK_OCTETS = 64 * 2**20
+"""Most octets (by LIST size) those downloads may add up to in one cycle, 64 MiB; the first one is
+always made, whatever its size, so that a large message does not wait for ever."""
 
 
 def pop3_sizes_differ(
@@ -415,7 +423,8 @@ def next_deletion_due(
 
 def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, Location]) -> list[MessageKey]:
     """POP3 messages on the server under an identity that maild already deleted there, or that left
-    the server and came back with another size (:func:`returned_as_other`: still recorded as gone).
+    the server and came back and could not be shown to be the archived message (:func:`listed_known`,
+    :mod:`maild.fetch.pop3_listed`: still recorded as gone).
 
     After ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so the same
     identity showing up again means it now names another message: a server re-using UIDLs, or a
@@ -441,7 +450,7 @@ def reappeared(inventory: Sequence[InventoryEntry], known: Mapping[MessageKey, L
 
 def _reappeared(key: MessageKey, loc: Location) -> bool:
     # Called for keys in the inventory, with the records after update_presence: a gone_at still set
-    # there is an identity that came back but was not accepted as the same message (returned_as_other).
+    # there is an identity that came back but was not accepted as the same message (pop3_listed).
     return (
         isinstance(key, POP3Key)
         and not key.exact_content
@@ -449,39 +458,79 @@ def _reappeared(key: MessageKey, loc: Location) -> bool:
     )
 
 
-def returned_as_other(
-    back: Sequence[MessageKey],
-    inventory: Sequence[InventoryEntry],
-    archived_sizes: Mapping[MessageKey, int],
-) -> list[MessageKey]:
-    """POP3 identities back on the server whose LIST size is not the archived message's size.
+@dataclass(frozen=True, slots=True)
+class ListedKnown:
+    """Known POP3 identities whose listing asks for more than taking them for the archived message.
 
-    A UIDL that left the server without maild seeing it deleted (deleted by another client, or QUIT's
-    ``+OK`` lost after the server entered UPDATE, RFC 1939 section 6) and that shows up again names,
-    on a server re-using UIDLs, another message: taking it for the archived one would leave it
-    unretrieved and, with ``retention = "delete"``, delete it unarchived (QA of session 13). Such an
-    identity is accepted back only when the server's size equals the archived octets'; otherwise it
-    stays recorded as gone, and :func:`reappeared` keeps it from being deleted (and retrieved).
-    Exempt: IMAP keys (re-verified by :mod:`maild.fetch.resync`) and full-content identities.
+    Attributes:
+        other_size: linked to an archived message and listed at another size than the archive
+            expects (:attr:`Location.listed_size <maild.model.Location.listed_size>`): each may name
+            another message now, and needs its header section or content compared before it is taken
+            for the archived one (:mod:`maild.fetch.pop3_listed`).
+        relisted: maild deleted them on the server and the server lists them again: other messages,
+            to archive as new ones.
+    """
+
+    other_size: list[MessageKey]
+    relisted: list[MessageKey]
+
+
+def listed_known(
+    inventory: Sequence[InventoryEntry],
+    known: Mapping[MessageKey, Location],
+    back: Collection[MessageKey],
+) -> ListedKnown:
+    """Which known POP3 identities of the listing may name another message than the archived one.
+
+    A UIDL names the archived message only as long as the server does not give it to another one
+    (RFC 1939 section 7 lets a server re-use the UIDL of a deleted message): another client deleted
+    the message and the server re-used its UIDL between two polls (never seen gone; session 14: with
+    ``retention = "keep"`` the new message was never archived), the UIDL left and came back (QA of
+    session 13), or the account now points at another server whose UIDLs collide with the old one's.
+
+    ``other_size``: keys recorded present, and keys of ``back`` (recorded gone, listed again), whose
+    LIST size is not the expected one. A re-use at the very same size is not caught here (it would
+    need every header section read in every cycle).
+
+    ``relisted``: after ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so
+    a UIDL maild deleted and the server lists again names another message. Until session 14 it was
+    left on the server, never archived (:func:`reappeared`); now its UIDL is freed and the cycle
+    archives it as a new message. Were the server not to have deleted it after all, the archive
+    already holds its octets and links the UIDL to them again.
+
+    Exempt from both: full-content identities (``"sha256:"``, the octets themselves) and IMAP keys
+    (:mod:`maild.fetch.resync`). One pass over the listing, the usual case first (a known message
+    listed at its expected size costs one look-up and two comparisons): every POP3 poll runs it
+    for every message on the server.
 
     Args:
-        back: keys marked gone that are in the inventory again (:func:`presence_changes`).
         inventory: what the server holds now; POP3 sizes in octets from LIST (RFC 1939 section 5).
-        archived_sizes: the archived message's size in octets for POP3 keys of ``back``; a key
-            missing here is not accepted.
+        known: the account's recorded server identities (:meth:`Store.locations`, with their
+            ``listed_size``).
+        back: keys recorded gone that are listed again (:func:`presence_changes`).
 
     Returns:
-        The keys of ``back`` not to be taken for the archived message, in ``back``'s order.
+        Both lists, in server order. A key whose listed or expected size is unknown is in
+        ``other_size``.
     """
-    listed = {entry.key: entry.size_octets for entry in inventory}
-    out: list[MessageKey] = []
-    for key in back:
+    other_size: list[MessageKey] = []
+    relisted: list[MessageKey] = []
+    for entry in inventory:
+        loc = known.get(entry.key)
+        if loc is None:
+            continue
+        size = entry.size_octets
+        deleted = loc.deleted_at is not None
+        if size == loc.listed_size and size is not None and not deleted:
+            continue  # the usual case
+        key = entry.key
         if not isinstance(key, POP3Key) or key.exact_content:
             continue
-        size, archived = listed.get(key), archived_sizes.get(key)
-        if size is None or archived is None or size != archived:
-            out.append(key)
-    return out
+        if deleted:
+            relisted.append(key)
+        elif loc.gone_at is None or key in back:
+            other_size.append(key)
+    return ListedKnown(other_size, relisted)
 
 
 # -- waiting: poll interval, backoff, IDLE reconnection ------------------------------------------------

@@ -46,7 +46,7 @@ class DeliveryRecords:
         return {message: bytes(raw) for message, raw in (await self.message_column("raw", ids)).items()}
 
     async def message_column(
-        self, column: Literal["raw", "size_octets"], ids: Sequence[int]
+        self, column: Literal["raw", "size_octets", "sha256"], ids: Sequence[int]
     ) -> dict[int, Any]:
         """Return message row id -> ``column`` of ``messages`` for each of ``ids``, in chunked queries."""
         out: dict[int, Any] = {}

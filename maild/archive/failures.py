@@ -109,6 +109,30 @@ async def record_failures(
     )
 
 
+async def clear_failures(store: Store, account: str, keys: Sequence[MessageKey]) -> None:
+    """Remove the failure records of ``keys`` (each message arrived, or was shown by other means to
+    be the archived one: :func:`maild.fetch.pop3_listed.check_contents`); no write when none has one.
+
+    Raises:
+        StoreError: SQLite failed; nothing was removed.
+    """
+    texts = [failure_key_text(key) for key in keys]
+    if not texts or not await store._scalar(
+        "SELECT 1 FROM retrieval_failures WHERE account = ? LIMIT 1", (account,)
+    ):
+        return
+    await store._write(
+        [
+            (
+                "DELETE FROM retrieval_failures WHERE account = ? AND key = ?",
+                [(account, t) for t in texts],
+                True,
+            )
+        ],
+        keeps_locations=True,
+    )
+
+
 async def request_retry(store: Store, account: str) -> int:
     """Mark every failure record of ``account`` for one more attempt in the next cycle.
 

@@ -117,6 +117,30 @@ class LocationRecords:
                 [("UPDATE locations SET server_size = ? WHERE account = ? AND uidl = ?", rows, True)]
             )
 
+    async def release_pop3_keys(self, account: str, keys: Sequence[MessageKey], now: datetime) -> None:
+        """Free the UIDLs of ``keys`` for the other messages their server now lists under them, in one
+        transaction (:mod:`maild.fetch.pop3_listed`): each location row keeps its message, its times
+        and the account's link to it, is recorded gone (``gone_at`` = ``now`` unless already set) and
+        takes the identity ``"<uidl> re-used <row id>"``, which no server lists (a UIDL has no space,
+        RFC 1939 section 7) and no other row holds. The UIDL is then unknown to the account, so the
+        cycle retrieves and archives the message listed under it as a new one.
+
+        Raises:
+            StoreError: SQLite failed (``ArchiveFull``: the disk is full); nothing was changed.
+        """
+        rows: list[Sequence[Any]] = [(utc_text(now), account, k.uidl) for k in keys if isinstance(k, POP3Key)]
+        if rows:
+            await self._db._write(
+                [
+                    (
+                        "UPDATE locations SET uidl = uidl || ' re-used ' || id,"
+                        " gone_at = coalesce(gone_at, ?) WHERE account = ? AND uidl = ?",
+                        rows,
+                        True,
+                    )
+                ]
+            )
+
     async def mark_deleted(self, account: str, keys: Sequence[MessageKey], now: datetime) -> None:
         """Record that maild deleted ``keys`` on the server (POP3: after ``+OK`` to QUIT).
 
@@ -219,7 +243,11 @@ class LocationRecords:
 
 
 LOCATIONS_SQL = (
-    "SELECT uidl, mailbox, uidvalidity, uid, message, first_fetched_at, gone_at, deleted_at"
+    "SELECT uidl, mailbox, uidvalidity, uid, message, first_fetched_at, gone_at, deleted_at,"
+    # POP3 rows carry the size their server should list (Location.listed_size), compared with LIST
+    # in every cycle (maild.fetch.pop3_listed); IMAP rows skip the lookup (CASE is lazy)
+    " CASE WHEN uidl IS NOT NULL THEN coalesce(server_size,"
+    " (SELECT m.size_octets FROM messages m WHERE m.id = message)) END"
     " FROM locations WHERE account = ?"
 )
 """Every location row of one account (the parameter); :func:`locations_from_rows` reads its rows."""
@@ -237,13 +265,14 @@ def locations_from_rows(rows: Iterable[Sequence[Any]]) -> dict[MessageKey, Locat
             parsed = moments[text] = parse_utc(text)
         return parsed
 
-    for uidl, mailbox, uidvalidity, uid, message, first, gone, deleted in rows:
+    for uidl, mailbox, uidvalidity, uid, message, first, gone, deleted, listed in rows:
         key: MessageKey = POP3Key(uidl) if uidl is not None else IMAPKey(mailbox, uidvalidity, uid)
         out[key] = Location(
             message=message,
             first_fetched_at=moment(first),
             gone_at=moment(gone) if gone else None,
             deleted_at=moment(deleted) if deleted else None,
+            listed_size=listed,
         )
     return out
 

@@ -124,6 +124,12 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 " maild fetches into the same archive (one fetcher per archive)",
             ),
             (2, "usage error, also an ACCOUNT not in the configuration"),
+            (
+                3,
+                "deletions done on a server could not be recorded, also when tried again at the end of"
+                " the run: the archive's disk is full (the account's line says `NOT RECORDED: N deletions"
+                " done on the server could not be recorded: …`; free space and run `maild fetch` again)",
+            ),
         ),
     ),
     ExitRow(

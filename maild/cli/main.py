@@ -354,8 +354,8 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
         StoreError: the archive cannot be opened.
     """
     # Imported here, not at the top: the daemon's parts cost start-up time every other command saves.
+    from maild.service.oneshot import EXIT_DELETIONS_NOT_RECORDED, total_line
     from maild.service.oneshot import fetch_once as fetch_accounts_once
-    from maild.service.oneshot import total_line
 
     collect_from_here()  # the cycle's modules are imported (an account's adapter comes with its cycle)
 
@@ -369,6 +369,8 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
         print(res.line(human_size))
     if (total := total_line(results, human_size, time.monotonic() - started)) is not None:
         print(total)
+    if any(res.unrecorded for res in results):  # the one case a next run cannot repair by itself
+        return EXIT_DELETIONS_NOT_RECORDED
     return 1 if any(res.failed or res.short_of_room for res in results) else 0
 
 

@@ -64,7 +64,7 @@ from maild.archive.store import ArchiveFull, Store
 from maild.config.loader import AccountConfig
 from maild.config.maildrop import make_maildrop
 from maild.errors import ConfigError, ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import failed_headers, no_room
+from maild.fetch import failed_headers, no_room, pop3_listed
 from maild.fetch.batching import (
     BATCH_MESSAGES,
     BATCH_OCTETS,
@@ -241,6 +241,7 @@ async def fetch_cycle(
     plan_made = False  # planned is the plan (a full disk before it blocks what the archive lacks)
     taken: list[InventoryEntry] | None = None  # the inventory, once taken
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
+    odd: policy.ListedKnown | None = None  # POP3: known UIDLs that may name another message now
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
         # what an earlier cycle found and could not write (the disk full): deletions done on the server,
@@ -288,10 +289,10 @@ async def fetch_cycle(
         covered = {key: loc for key, loc in known.items() if maildrop.covers(key)}
         changes = policy.presence_changes(inventory, covered)
         back = changes.back
-        if back and not imap:  # a UIDL back after it left may name another message now
-            archived_sizes = await store.archived_sizes(account.name, back)
-            other = policy.returned_as_other(back, inventory, {k: v[1] for k, v in archived_sizes.items()})
-            back = [key for key in back if key not in other]
+        if not imap:  # a known UIDL listed at another size (back, or never seen gone) may name another one
+            odd = policy.listed_known(inventory, known, back)
+            if odd.other_size:  # checked after the retrieval; taken back only if shown to be the same
+                back = [key for key in back if key not in set(odd.other_size)]
         await store.update_presence(account.name, changes.gone, back, clock())
         records = reads.failures  # written by this cycle only at its end
         skip = policy.set_aside(records, clock())
@@ -314,9 +315,20 @@ async def fetch_cycle(
 
         planned, plan_made = list(plan.retrieve), True
 
+        # POP3 messages retrieved now whose LIST size is not their octets' (an LF-stored maildrop counts
+        # one octet less per line): their server size, recorded after the commits so that later cycles
+        # compare LIST with it and need neither TOP nor RETR for them (maild.fetch.pop3_listed)
+        off_sizes: dict[MessageKey, int] = {}
+
         async def committed(batch: list[RetrievedMessage], outcome: StoreOutcome) -> None:
             result.add(outcome)
             stored.update(m.key for m in batch)
+            if not imap:
+                off_sizes.update(
+                    (m.key, size)
+                    for m in batch
+                    if (size := sizes.get(m.key)) is not None and size != m.size_octets
+                )
             if progress is not None:
                 progress.committed(len(batch), sum(m.size_octets for m in batch), outcome)
             if delivery is not None:
@@ -328,6 +340,35 @@ async def fetch_cycle(
             maildrop.spool = store.spool  # large messages go to files beside the archive
             await retrieval.run(maildrop, plan.retrieve, commits, account.host)
         await commits.settle()  # every commit has returned before anything below may delete
+        await store.record_pop3_server_sizes(account.name, off_sizes)
+        off_sizes.clear()
+        listed: pop3_listed.ListedCheck | None = None
+        if odd is not None and (odd.other_size or odd.relisted):  # after the new mail is in
+            listed = await pop3_listed.check_headers(
+                account.name, store, maildrop, inventory, odd.other_size, known, clock(), odd.relisted
+            )
+            listed = await pop3_listed.check_contents(
+                account.name, store, maildrop, inventory, listed, known, skip, clock()
+            )
+            if listed.stored is not None:
+                result.add(listed.stored)
+            freed = set(listed.to_retrieve)  # UIDLs freed for the other messages listed under them
+            renewed = policy.plan_retrieval(
+                [e for e in inventory if e.key in freed], {}, account.max_message_size, skip
+            )
+            result.too_large += renewed.too_large
+            result.set_aside += renewed.set_aside
+            if renewed.retrieve:
+                planned += renewed.retrieve
+                maildrop.spool = store.spool
+                await retrieval.run(maildrop, renewed.retrieve, commits, account.host)
+                await commits.settle()
+                await store.record_pop3_server_sizes(account.name, off_sizes)
+            if returned := [key for key in listed.same if key in changes.back]:
+                await store.update_presence(account.name, [], returned, clock())
+            if delivery is not None and listed.archived:
+                await delivery.catch_up()
+            result.warnings.extend(listed.warnings())
         if imap:
             from maild.fetch import folders
 
@@ -363,8 +404,14 @@ async def fetch_cycle(
                 if not imap:  # a known UIDL may name another message now (another server, re-used)
                     from maild.fetch import pop3_check
 
+                    unresolved = listed.unresolved if listed is not None else frozenset()
                     verdict = await pop3_check.verify_candidates(
-                        account.name, store, maildrop, inventory, candidates, retrieval.retrieved
+                        account.name,
+                        store,
+                        maildrop,
+                        inventory,
+                        [key for key in candidates if key not in unresolved],
+                        retrieval.retrieved,
                     )
                     checked = verdict.deletable
                     result.warnings.extend(verdict.warnings())

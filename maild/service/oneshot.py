@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -42,7 +42,22 @@ from maild.service.runner import CycleRunner
 
 log = structlog.get_logger("maild.service.oneshot")
 
-__all__ = ["OneShotResult", "fetch_once", "total_line"]
+__all__ = ["EXIT_DELETIONS_NOT_RECORDED", "OneShotResult", "fetch_once", "total_line"]
+
+
+EXIT_DELETIONS_NOT_RECORDED = 3
+"""``maild fetch``'s exit code when deletions done on a server could not be recorded in the archive
+(its disk full) even when tried again at the end of the run (:data:`UNRECORDED_TEXT`)."""
+
+UNRECORDED_TEXT = (
+    "{count} deletions done on the server could not be recorded: the archive's disk is full. Free space"
+    " and run `maild fetch` again before the server may give those UIDLs to new messages: until they are"
+    " recorded, a new message listed under one of them at the size of the deleted one is taken for it"
+    " (not archived; deleted unarchived with retention = delete)"
+)
+"""The line (after ``NOT RECORDED: ``) for deletions a one-shot could not record (session 14): the
+daemon keeps them in memory and writes them before the account's next cycle; a one-shot cannot, so it
+tries once more before it exits, and then says so and exits :data:`EXIT_DELETIONS_NOT_RECORDED`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +71,16 @@ class OneShotResult:
         failing: the archive's failure records of messages that failed in this cycle (with the
             Subject where the header fetch of :mod:`maild.fetch.failed_headers` read it); a failed
             cycle's line names them.
+        unrecorded: deletions done on the server whose record found the archive's disk full, and
+            again when tried once more before the one-shot ended (:func:`fetch_once`); ``maild
+            fetch`` exits :data:`EXIT_DELETIONS_NOT_RECORDED` for them.
     """
 
     account: str
     result: CycleResult | None
     error: str | None = None
     failing: tuple[FailureRecord, ...] = ()
+    unrecorded: int = 0
 
     @property
     def failed(self) -> bool:
@@ -97,6 +116,8 @@ class OneShotResult:
         lines = [f"{self.account}: {counts} ({transfer_text(size, res.seconds)}){extra}"]
         lines += failure_lines(res)
         lines += [f"  warning: {w}" for w in res.warnings]
+        if self.unrecorded:
+            lines.append(f"  NOT RECORDED: {UNRECORDED_TEXT.format(count=self.unrecorded)}")
         return "\n".join(lines)
 
 
@@ -230,6 +251,22 @@ async def _index_documents(store: Store, bound: int = ONESHOT_DOCUMENT_MESSAGES)
     log.info("documents.indexed", messages=run.messages, documents=run.documents, failures=run.failures)
 
 
+async def _record_deletions(store: Store, res: OneShotResult) -> OneShotResult:
+    """Write the deletions of ``res``'s account that its cycle could not record (the archive's disk
+    full after ``+OK`` to QUIT, :meth:`Store.mark_deleted`) once more, before the one-shot ends and
+    forgets them; ``res`` with :attr:`OneShotResult.unrecorded` set when that fails too."""
+    count = store.unrecorded_deletions(res.account)
+    if not count:
+        return res
+    try:
+        await store.write_pending(res.account)
+    except StoreError as exc:
+        log.warning("fetch.deletions-not-recorded", account=res.account, deletions=count, error=str(exc))
+        return replace(res, unrecorded=count)
+    log.info("fetch.deletions-recorded-late", account=res.account, deletions=count)
+    return res
+
+
 async def fetch_once(
     config: Config,
     names: Sequence[str],
@@ -299,6 +336,7 @@ async def fetch_once(
                 results = list(await asyncio.gather(*(one(a) for a in accounts)))
             finally:
                 await sessions.drop_all()
+            results = [await _record_deletions(store, res) for res in results]
             if any(r.result is not None and r.result.new_messages for r in results):
                 await _index_documents(store)
             return results

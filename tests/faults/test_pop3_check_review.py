@@ -34,11 +34,12 @@ async def test_a_header_only_message_whose_top_adds_the_empty_line_is_still_dele
     TOP reply's lost it at the empty line ("...>"): never equal, so on a server whose LIST size is off
     such a message stayed on the server for ever with a warning (retention silently off for it).
     """
-    messages = [ScriptedMessage(HEADER_ONLY, list_size=len(HEADER_ONLY) + 1, top="eoh")]
+    messages = [ScriptedMessage(HEADER_ONLY, top="eoh")]
     with ScriptedPOP3(messages) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")
         await prepare(store, keeping)
         await cycle(keeping, store, executor)
+        messages[0].list_size = len(HEADER_ONLY) + 1  # listed off after it was archived
         result = await cycle(with_retention(keeping, "delete"), store, executor)
         assert "TOP 1 0" in server.commands
         assert server.maildrop == []
@@ -50,7 +51,10 @@ async def test_a_header_only_message_whose_top_adds_the_empty_line_is_still_dele
 async def test_a_header_only_message_is_not_taken_for_one_with_another_header(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor
 ) -> None:
-    """The relaxed comparison still tells header sections apart: another Subject under the UIDL is kept."""
+    """The relaxed comparison still tells header sections apart: another Subject under the UIDL is another message.
+
+    Until session 14 it was left on the server with a warning; now it is archived, then deleted.
+    """
     other = HEADER_ONLY.replace(b"no body at all", b"no body either")
     with ScriptedPOP3([ScriptedMessage(HEADER_ONLY)]) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")
@@ -59,10 +63,10 @@ async def test_a_header_only_message_is_not_taken_for_one_with_another_header(
         message = server.maildrop[0]  # the server re-uses uidl-1 for another message
         message.raw, message.list_size, message.top = other, len(other) + 1, "eoh"
         result = await cycle(with_retention(keeping, "delete"), store, executor)
-        assert [m.raw for m in server.maildrop] == [other]
+        assert server.maildrop == []
 
-    assert result.deleted == 0
-    assert any("differ from the archived message" in w for w in result.warnings)
+    assert (result.new_links, result.deleted, result.warnings) == (1, 1, [])
+    assert await archived(store) == [HEADER_ONLY, other]
 
 
 async def test_candidates_past_the_header_check_limit_are_deleted_next_cycle_not_reported_as_other(
@@ -78,10 +82,12 @@ async def test_candidates_past_the_header_check_limit_are_deleted_next_cycle_not
     """
     monkeypatch.setattr(policy, "MAX_POP3_HEADER_CHECKS", 2)
     raws = [sample_message(n) for n in (1, 2, 3)]
-    with ScriptedPOP3([ScriptedMessage(raw, list_size=len(raw) - 1) for raw in raws]) as server:
+    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws]) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")
         await prepare(store, keeping)
         await cycle(keeping, store, executor)
+        for message in server.maildrop:  # listed off after they were archived
+            message.list_size = len(message.raw) - 1
         first = await cycle(with_retention(keeping, "delete"), store, executor)
         assert [m.raw for m in server.maildrop] == raws[2:]
         second = await cycle(with_retention(keeping, "delete"), store, executor)
@@ -113,10 +119,12 @@ async def test_a_header_section_past_the_check_cap_does_not_stop_every_other_del
     the session's message cap, so both are compared and deleted.
     """
     raws = [big_header_message(1, 300 * 1024), sample_message(2)]
-    with ScriptedPOP3([ScriptedMessage(raw, list_size=len(raw) - 1) for raw in raws]) as server:
+    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws]) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")
         await prepare(store, keeping)
         await cycle(keeping, store, executor)
+        for message in server.maildrop:  # listed off after they were archived
+            message.list_size = len(message.raw) - 1
         result = await cycle(with_retention(keeping, "delete"), store, executor)
         assert server.maildrop == []
 
@@ -132,10 +140,11 @@ async def test_a_header_line_starting_with_a_dot_is_unstuffed_before_the_compari
     ".." (sent "..", "...") on a server whose sizes are off matches the archived copy.
     """
     raw = b".Odd: leading dot\r\n..Odder: two dots\r\n" + sample_message(1)
-    with ScriptedPOP3([ScriptedMessage(raw, list_size=len(raw) + 2)]) as server:
+    with ScriptedPOP3([ScriptedMessage(raw)]) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")
         await prepare(store, keeping)
         await cycle(keeping, store, executor)
+        server.maildrop[0].list_size = len(raw) + 2  # listed off after it was archived
         result = await cycle(with_retention(keeping, "delete"), store, executor)
         assert "TOP 1 0" in server.commands
         assert server.maildrop == []
@@ -145,27 +154,41 @@ async def test_a_header_line_starting_with_a_dot_is_unstuffed_before_the_compari
 
 
 @pytest.mark.parametrize("offers_top", [True, False], ids=["top-refused", "capa-without-top"])
-async def test_a_server_refusing_top_is_reported_as_unchecked_not_as_another_message(
+async def test_a_server_refusing_top_compares_by_retr_once_and_deletes_the_same_message(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor, offers_top: bool
 ) -> None:
-    """TOP answered -ERR, or not in CAPA: nothing deleted, and the warning says the check could not be made.
+    """TOP answered -ERR, or not in CAPA: the message is compared by RETR (SHA-256) once, then deleted.
 
-    Before the fix the message was counted among those that "differ from the archived message in
-    size and header section" although no header section was read.
+    Session 13's review made this an "unchecked" warning: such a message was never deleted, warned
+    every cycle (retention silently off on a TOP-less server whose sizes are off). Now one RETR
+    shows it is the archived message; its server size is recorded, so a later cycle (its QUIT refused
+    here, so the deletion was not applied) needs neither TOP nor RETR and deletes it.
     """
     raw = sample_message(1)
-    message = ScriptedMessage(raw, list_size=len(raw) + 1, top="-ERR TOP not supported")
+    message = ScriptedMessage(raw, top="-ERR TOP not supported")
     with ScriptedPOP3([message], capa=None if offers_top else ("UIDL", "USER")) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")
         await prepare(store, keeping)
         await cycle(keeping, store, executor)
-        result = await cycle(with_retention(keeping, "delete"), store, executor)
-        assert [m.raw for m in server.maildrop] == [raw]
-        assert ("TOP 1 0" in server.commands) == offers_top
+        message.list_size = len(raw) + 1  # listed off after it was archived
+        server.quit_error = "-ERR [SYS/TEMP] update failed"
+        mark = len(server.commands)
+        first = await cycle(with_retention(keeping, "delete"), store, executor)
+        checked = server.commands[mark:]
+        server.quit_error = None
+        mark = len(server.commands)
+        second = await cycle(with_retention(keeping, "delete"), store, executor)
+        later = server.commands[mark:]
+        assert server.maildrop == []
 
-    assert result.deleted == 0
-    assert not any("differ from the archived message" in w for w in result.warnings)
-    assert any("1 messages" in w and "TOP" in w for w in result.warnings)
+    assert ("TOP 1 0" in checked) == offers_top
+    assert "RETR 1" in checked
+    assert "DELE 1" in checked  # not applied: QUIT refused
+    assert first.new_links == 0
+    assert not any("TOP" in w or "RETR" in w for w in first.warnings)
+    assert not any(c.startswith(("TOP", "RETR")) for c in later)
+    assert (second.deleted, second.warnings) == (1, [])
+    assert await archived(store) == [raw]
 
 
 async def test_a_greeting_in_pieces_within_twice_the_timeout_and_a_slow_steady_retr_are_read(
@@ -197,12 +220,13 @@ async def test_a_greeting_in_pieces_within_twice_the_timeout_and_a_slow_steady_r
 async def test_a_header_less_message_under_a_known_uidl_is_not_taken_for_a_header_less_archived_one(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor
 ) -> None:
-    """An empty header section proves nothing: another header-less message under the UIDL is kept.
+    """An empty header section proves nothing: another header-less message under the UIDL is archived, then deleted.
 
     Steps: a message that starts with the empty line (no header section) is archived under uidl-1;
     the server then lists another header-less message, of another size, under uidl-1; a "delete"
     cycle reads its TOP (an empty header section, like the archived one's). Before the fix the two
-    empty sections were equal and the unarchived message was deleted.
+    empty sections were equal and the unarchived message was deleted; until session 14 it was left
+    on the server, never archived.
     """
     first, second = b"\r\nthe first body\r\n", b"\r\nanother body, not archived\r\n"
     with ScriptedPOP3([ScriptedMessage(first)]) as server:
@@ -212,7 +236,7 @@ async def test_a_header_less_message_under_a_known_uidl_is_not_taken_for_a_heade
         server.maildrop[0].raw = second  # the server re-uses uidl-1
         result = await cycle(with_retention(keeping, "delete"), store, executor)
         assert "TOP 1 0" in server.commands
-        assert [m.raw for m in server.maildrop] == [second]
+        assert server.maildrop == []
 
-    assert result.deleted == 0
-    assert await archived(store) == [first]
+    assert (result.new_links, result.deleted) == (1, 1)
+    assert await archived(store) == [first, second]

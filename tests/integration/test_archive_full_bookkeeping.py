@@ -87,11 +87,13 @@ def disk_full_at(store: Store, statement: str, kind: str = "sqlite") -> Iterator
             self.check(sql)
             return raw.executemany(sql, *args)
 
-    conn._connection = FullDisk()
+    stand_in = FullDisk()
+    conn._connection = stand_in
     try:
         yield refused
     finally:
-        conn._connection = raw
+        if conn._connection is stand_in:  # not when the archive was closed meanwhile (aiosqlite's None)
+            conn._connection = raw
 
 
 def assert_no_room(result: CycleResult, words: str) -> None:

@@ -24,6 +24,7 @@ from maild.policy import (
     confirm_deletions,
     deletion_refusal,
     in_flight,
+    listed_known,
     next_cycle_delay_s,
     next_deletion_due,
     plan_retrieval,
@@ -31,7 +32,6 @@ from maild.policy import (
     presence_changes,
     reappeared,
     reconnect_delay_s,
-    returned_as_other,
     select_deletions,
     set_aside,
 )
@@ -48,9 +48,16 @@ def inv(*numbers: int, size: int | None = 100) -> list[InventoryEntry]:
 
 
 def loc(
-    first: datetime = NOW, *, gone: datetime | None = None, deleted: datetime | None = None, message: int = 1
+    first: datetime = NOW,
+    *,
+    gone: datetime | None = None,
+    deleted: datetime | None = None,
+    message: int = 1,
+    listed: int | None = 100,
 ) -> Location:
-    return Location(message=message, first_fetched_at=first, gone_at=gone, deleted_at=deleted)
+    return Location(
+        message=message, first_fetched_at=first, gone_at=gone, deleted_at=deleted, listed_size=listed
+    )
 
 
 # -- plan_retrieval ---------------------------------------------------------------------------------
@@ -243,27 +250,64 @@ def test_identity_deleted_before_is_not_deleted_again() -> None:
 
 
 @pytest.mark.parametrize(("listed", "taken_back"), [(99, False), (100, True), (101, False), (None, False)])
-def test_identity_back_after_it_left_is_taken_back_only_at_the_archived_size(
+def test_identity_back_after_it_left_is_taken_back_only_at_the_expected_size(
     listed: int | None, taken_back: bool
 ) -> None:
-    """A POP3 UIDL back on the server after it left is the archived message only at its size, +-1 not."""
-    inventory = inv(1, size=listed)
+    """A POP3 UIDL back on the server after it left is the archived message only at its size, +-1 needs a check."""
+    known = {k(1): loc(gone=NOW)}
 
-    assert returned_as_other([k(1)], inventory, {k(1): 100}) == ([] if taken_back else [k(1)])
-
-
-def test_identity_back_without_an_archived_size_is_not_taken_back() -> None:
-    """A returning POP3 UIDL whose archived size is unknown is not taken for the archived message."""
-    assert returned_as_other([k(1)], inv(1), {}) == [k(1)]
+    assert listed_known(inv(1, size=listed), known, [k(1)]).other_size == ([] if taken_back else [k(1)])
 
 
-def test_content_and_imap_identities_back_are_always_taken_back() -> None:
-    """Full-content identities and IMAP keys are never held back by the size rule (other checks cover them)."""
+@pytest.mark.parametrize(("listed", "suspect"), [(99, True), (100, False), (101, True), (None, True)])
+def test_a_known_uidl_never_seen_gone_is_checked_when_listed_at_another_size(
+    listed: int | None, suspect: bool
+) -> None:
+    """A UIDL recorded present and listed +-1 octet off (or without a size) is checked, whatever the retention (session 14)."""
+    assert listed_known(inv(1, size=listed), {k(1): loc()}, []).other_size == ([k(1)] if suspect else [])
+
+
+def test_identity_without_an_expected_size_is_checked() -> None:
+    """A known POP3 UIDL whose expected size is unknown is not taken for the archived message unchecked."""
+    assert listed_known(inv(1), {k(1): loc(listed=None)}, []).other_size == [k(1)]
+
+
+def test_the_listed_size_check_spares_deleted_gone_unknown_content_and_imap_keys() -> None:
+    """Identities maild deleted, gone ones not back, unknown ones, full-content identities and IMAP keys are never suspects."""
     content = POP3Key("sha256:" + "cd" * 32)
     imap = IMAPKey("INBOX", 7, 3)
-    inventory = [InventoryEntry(content, 5), InventoryEntry(imap, None)]
+    known = {
+        k(1): loc(deleted=NOW, gone=NOW),
+        k(2): loc(gone=NOW),
+        content: loc(),
+        imap: loc(listed=None),
+        k(4): loc(),
+    }
+    inventory = [*inv(1, 2, 3, 4, size=5), InventoryEntry(content, 5), InventoryEntry(imap, None)]
 
-    assert returned_as_other([content, imap], inventory, {content: 100}) == []
+    assert listed_known(inventory, known, []).other_size == [k(4)]
+    assert listed_known(inventory, known, [k(2)]).other_size == [k(2), k(4)]
+
+
+def test_identities_maild_deleted_and_listed_again_are_other_messages_to_archive() -> None:
+    """A POP3 UIDL or header identity maild deleted and the server lists again is to be archived anew;
+    full-content identities, IMAP keys, gone-but-not-deleted and unlisted ones are not (session 14)."""
+    header = POP3Key("hdr:" + "ab" * 32)
+    content = POP3Key("sha256:" + "cd" * 32)
+    imap = IMAPKey("INBOX", 7, 3)
+    known: dict[MessageKey, Location] = {
+        key: loc(deleted=NOW, gone=NOW) for key in (k(1), header, content, imap, k(4))
+    }
+    known[k(2)] = loc(gone=NOW)
+    known[k(3)] = loc()
+    inventory = [
+        *inv(1, 2, 3),
+        InventoryEntry(header, 9),
+        InventoryEntry(content, 5),
+        InventoryEntry(imap, None),
+    ]
+
+    assert listed_known(inventory, known, []).relisted == [k(1), header]
 
 
 def test_identity_still_recorded_gone_but_listed_is_never_deleted() -> None:
