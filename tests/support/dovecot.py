@@ -403,7 +403,9 @@ service anvil {{
         ``force_introspection = yes`` asks about every token (no local JWT validation);
         ``username_attribute`` must name the login user and ``active_attribute``/``active_value``
         check RFC 7662's ``active``. A refused XOAUTH2/OAUTHBEARER token gets a base64 JSON challenge
-        ``{"status":"invalid_token",...}`` before ``-ERR``/``NO``.
+        ``{"status":"invalid_token",...}`` before ``-ERR``/``NO``. ``timeout_msecs`` is 30 s (5 s
+        before session 14): on a loaded machine the introspection request once took longer and Dovecot
+        answered ``NO [UNAVAILABLE] Temporary authentication failure`` where a test expected a refusal.
         """
         if not self.oauth2_introspection_url:
             return ""
@@ -415,7 +417,7 @@ force_introspection = yes
 username_attribute = username
 active_attribute = active
 active_value = true
-timeout_msecs = 5000
+timeout_msecs = 30000
 """,
             encoding="utf-8",
         )
