@@ -152,3 +152,34 @@ async def test_a_server_deleting_what_is_downloaded_loses_nothing(tmp_path: Path
     held = await _archived_digests(tmp_path)
     assert {body_digest(m.raw).sha256 for m in deleted} <= held
     assert [(u.key, u.stored) for u in check.unarchived] == [(POP3Key("new"), True)]
+
+
+async def test_a_message_that_came_back_under_a_deleted_uidl_is_kept_on_a_deleting_server(tmp_path: Path) -> None:
+    """A UIDL maild deleted earlier, listed again for another message ("came back": the archive links
+    the UIDL to the old message), on a server that deletes what TOP serves: the check reads it to
+    compare, so the server drops it; A's archive must hold its octets when the check returns (under
+    its content identity, ``sha256:<hex>``, not the UIDL the old message keeps), or it is lost.
+
+    Session 14's check compared it and kept nothing (guarantee.md's "Left"): fails there.
+    """
+    old = sample_message(1, [b"alt"])
+    back = sample_message(2, [b"nicht dieselbe Nachricht", b"", b"Gruss"])
+    store = await MigrationStore.open(tmp_path / "state" / "maild.sqlite3")
+    try:
+        await store.ensure_account("pop", "O", "E", "pop3", NOW)
+        await store.store_batch("pop", [RetrievedMessage(POP3Key("u1"), old)], NOW)
+        await store.mark_deleted("pop", [POP3Key("u1")], NOW)
+    finally:
+        await store.close()
+    with ScriptedPOP3([ScriptedMessage(back, uidl="u1")], delete_on_download=True) as server:
+        check = await _check(tmp_path, server, {})
+        deleted = server.deleted
+    assert [m.uidl for m in deleted] == ["u1"]
+    assert [(u.key, u.reason, u.stored) for u in check.unarchived] == [(POP3Key("u1"), "came back", True)]
+    assert body_digest(back).sha256 in await _archived_digests(tmp_path)
+    store = await MigrationStore.open(tmp_path / "state" / "maild.sqlite3")
+    try:  # the UIDL still names the old message: the fetch's view of u1 is unchanged
+        sizes = await store.archived_sizes("pop", [POP3Key("u1")])
+    finally:
+        await store.close()
+    assert sizes[POP3Key("u1")][1] == len(old)
