@@ -183,3 +183,34 @@ async def test_a_message_that_came_back_under_a_deleted_uidl_is_kept_on_a_deleti
     finally:
         await store.close()
     assert sizes[POP3Key("u1")][1] == len(old)
+
+
+def _cut_to_the_lf_size(n: int) -> bytes:
+    """A message whose last body line, CRLF included, is as long as the message has CRLFs: cut off
+    by a capping TOP, the rest is exactly its size counted with one octet per line end."""
+    crlfs = sample_message(n, [b"eins", b"zwei", b"x"]).count(b"\r\n")
+    raw = sample_message(n, [b"eins", b"zwei", b"x" * (crlfs - 2)])
+    assert len(raw) - len(raw.rpartition(b"zwei\r\n")[2]) == len(raw) - raw.count(b"\r\n")
+    return raw
+
+
+async def test_a_capped_top_as_long_as_a_size_counting_line_ends_as_one_is_not_taken(tmp_path: Path) -> None:
+    """A server that LISTs sizes with one octet per line end (its first message's TOP is whole only
+    that way) and caps TOP: a reply cut short by exactly as many octets as the message has line ends
+    is as long as LIST's size. It must not be taken (and stored) as the message: RETR reads it
+    whole, said. Session 14's check stored the cut message in A's archive (LIST's size equal to the
+    archived one's, a later ``maild fetch`` with ``retention = "delete"`` would take the whole
+    message on the server for it, with no header check, and delete it)."""
+    first = sample_message(1, [b"ganz"])
+    cut = _cut_to_the_lf_size(2)
+    messages = [
+        ScriptedMessage(first, uidl="a", list_size=len(first) - first.count(b"\r\n")),
+        ScriptedMessage(cut, uidl="b", list_size=len(cut) - cut.count(b"\r\n"), top="short"),
+    ]
+    with ScriptedPOP3(messages) as server:
+        check = await _check(tmp_path, server, {})
+        commands = server.commands
+    assert [c for c in commands if c.startswith("RETR")] == ["RETR 2"]
+    assert check.retr_fallbacks == 1
+    held = await _archived_digests(tmp_path)
+    assert {body_digest(first).sha256, body_digest(cut).sha256} <= held
