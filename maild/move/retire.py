@@ -18,7 +18,7 @@ from maild.config.loader import Config
 from maild.errors import MaildError, MigrationError
 from maild.move.compare import ArchiveEntry, bodies_needed, compare
 from maild.move.source_check import SourceCheck, check_source
-from maild.move.source_recheck import arrived_since, list_server
+from maild.move.source_recheck import arrived_since, list_sizes, resized_since
 from maild.move.target import (
     CompareOutcome,
     compare_accounts,
@@ -247,16 +247,18 @@ async def retire(
 
 async def _require_nothing_new(config: Config, check: SourceCheck, target: str) -> None:
     """List A's server again (under the move lock, just before anything is changed) and refuse when
-    it lists a message the check did not (:mod:`maild.move.source_recheck`).
+    it lists a message the check did not, or one the check listed at another size
+    (:mod:`maild.move.source_recheck`).
 
     Raises:
-        MigrationError: something arrived (one line: how many, and to run the command again), or
-            the listing failed (the error: what is on A's server is unknown again).
+        MigrationError: something arrived or changed size (one line: how many, and to run the
+            command again), or the listing failed (the error: what is on A's server is unknown
+            again).
     """
     a = check.source
     again = f"run `maild retire {a} --into {target}` again"
     try:
-        now = await list_server(config, a)
+        now = await list_sizes(config, a)
     except MaildError as exc:
         raise MigrationError(
             f"{a}'s server ({check.host}) could not be listed again before recording the retirement,"
@@ -269,6 +271,13 @@ async def _require_nothing_new(config: Config, check: SourceCheck, target: str) 
         raise MigrationError(
             f"{len(new)} messages reached {a}'s server ({check.host}) while it was being checked"
             f" (first: {failure_key_text(new[0])}); nothing was changed: {again} to check them too"
+        )
+    changed = resized_since(check.sizes, now)
+    if changed:
+        raise MigrationError(
+            f"{len(changed)} messages on {a}'s server ({check.host}) are listed at another size than the"
+            f" check saw under the same identity (first: {failure_key_text(changed[0])}; a server re-using"
+            f" UIDLs?); nothing was changed: {again} to check them too"
         )
 
 

@@ -148,6 +148,9 @@ class SourceCheck:
         error: why A's server could not be checked (None when it was).
         keys: the server identities A's server listed (duplicated UIDLs included): the set checked,
             which :mod:`maild.move.source_recheck` lists again just before the retirement is recorded.
+        sizes: identity to the size in octets A's server listed it with (POP3 LIST, IMAP
+            RFC822.SIZE when the inventory had it): the second listing refuses an identity listed
+            at another size (a UIDL re-used for another message during the check).
         stored: messages of a POP3 A the check read and stored into A's archive (its archive lacked
             their octets; :mod:`maild.move.source_pop3`), held by B or not.
         retr_fallbacks: messages of a POP3 A read with RETR, not TOP (not offered, refused or short):
@@ -161,6 +164,7 @@ class SourceCheck:
     held: int = 0
     error: str | None = None
     keys: frozenset[MessageKey] = frozenset()
+    sizes: dict[MessageKey, int] = field(default_factory=dict)
     stored: int = 0
     retr_fallbacks: int = 0
 
@@ -388,6 +392,7 @@ async def check_source(
         executor.shutdown(wait=False)
     check.listed = len(inventory) + len(duplicates)
     check.keys = frozenset(e.key for e in inventory) | {POP3Key(u) for u in duplicates}
+    check.sizes = {e.key: e.size_octets for e in inventory if e.size_octets is not None}
     check.unarchived.extend(Unarchived(POP3Key(u), None, "duplicate UIDL") for u in sorted(duplicates))
     stored = pop3.stored if pop3 is not None else set()
     if pop3 is not None:
