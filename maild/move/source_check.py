@@ -378,15 +378,18 @@ async def check_source(
                 keep=keep,
             )
             headers, sizes, bodies = pop3.headers, {}, pop3.bodies
-        await maildrop.close()
+        if pop3 is not None and pop3.unkept:  # served in part, not kept: no UPDATE state
+            await maildrop.hang_up()
+        else:
+            await maildrop.close()
     except MaildError as exc:
         if maildrop is not None:
-            await maildrop.abort()
+            await _end_failed(maildrop)
         check.error = str(exc) or type(exc).__name__
         return check
     except BaseException:
         if maildrop is not None:
-            await maildrop.abort()
+            await _end_failed(maildrop)
         raise
     finally:
         executor.shutdown(wait=False)
@@ -437,6 +440,17 @@ async def check_source(
             )
         )
     return check
+
+
+async def _end_failed(maildrop: Maildrop) -> None:
+    """End A's session after a failure: a POP3 check may have read messages it did not store (the
+    store failed, or the session broke mid-window), so no QUIT (:meth:`Maildrop.hang_up`: a server
+    deleting downloaded mail at UPDATE would remove them, RSET or not); IMAP: :meth:`Maildrop.abort`
+    (read only, nothing is removed)."""
+    if is_imap(maildrop):
+        await maildrop.abort()
+    else:
+        await maildrop.hang_up()
 
 
 def _over_bounds(

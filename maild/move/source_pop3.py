@@ -66,12 +66,16 @@ class POP3Read:
         bodies: key to the digests of those octets.
         stored: keys stored into A's archive by this check.
         retr_fallbacks: keys read with RETR (TOP not offered, refused or short), with why.
+        unkept: keys asked for that did not come whole (the server refused RETR after a short or
+            refused TOP, or the key was not in the session): the server may have served part of
+            them, so the session ends without QUIT (:meth:`~maild.protocols.base.Maildrop.hang_up`).
     """
 
     headers: dict[MessageKey, bytes] = field(default_factory=dict)
     bodies: dict[MessageKey, BodyDigest] = field(default_factory=dict)
     stored: set[MessageKey] = field(default_factory=set)
     retr_fallbacks: list[tuple[MessageKey, str]] = field(default_factory=list)
+    unkept: set[MessageKey] = field(default_factory=set)
 
 
 def content_identity(digest: BodyDigest) -> POP3Key:
@@ -120,7 +124,8 @@ async def read_and_keep(
             under :func:`content_identity`, never under the key.
         keep: stores a batch durably.
 
-    A message the server refuses (RetrievalFailure) is left out: it counts as not archived.
+    A message the server refuses (RetrievalFailure) is left out: it counts as not archived, and is
+    in :attr:`POP3Read.unkept` (the caller then ends the session without QUIT).
 
     Cancelled, or the session failing: what was stored stays stored (each batch is one durable
     transaction); the rest of the batch being gathered is not stored, and was not deleted by QUIT.
@@ -137,6 +142,7 @@ async def read_and_keep(
     try:
         async for item in maildrop.peek(keys):
             if isinstance(item, RetrievalFailure):
+                read.unkept.add(item.key)
                 continue
             raw = item.whole()
             digest = body_digest(raw)

@@ -214,3 +214,48 @@ async def test_a_capped_top_as_long_as_a_size_counting_line_ends_as_one_is_not_t
     assert check.retr_fallbacks == 1
     held = await _archived_digests(tmp_path)
     assert {body_digest(first).sha256, body_digest(cut).sha256} <= held
+
+
+async def test_a_message_served_short_and_not_kept_is_not_removed_at_quit(tmp_path: Path) -> None:
+    """A server that removes what RETR or TOP served when QUIT starts UPDATE (RSET or not), caps TOP,
+    and refuses the RETR fallback: the check got the message in part and kept nothing of it, so it
+    must end the session without QUIT: the server still lists it afterwards (the copy, served whole
+    and held by A's archive, too), and the check names it (not archived). Session 14's check sent
+    QUIT: the server removed it, kept nowhere.
+    """
+    old, messages = _maildrop()
+    messages[2].top, messages[2].retr_error = "short", "-ERR [SYS/TEMP] try later"
+    with ScriptedPOP3(messages, delete_on_download="at-quit") as server:
+        check = await _check(tmp_path, server, {"u1": old})
+        left = [m.uidl for m in server.maildrop]
+        commands = server.commands
+    assert "QUIT" not in commands and "RSET" not in commands
+    assert left == ["u1", "copy", "new"]
+    assert check.checked
+    assert [(u.key, u.stored) for u in check.unarchived] == [(POP3Key("new"), False)]
+
+
+async def test_a_store_failing_during_the_check_does_not_quit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive failing to store what the check read (disk full): the session ends without QUIT,
+    so a server removing what was downloaded at UPDATE keeps it. Session 14 aborted with RSET and
+    QUIT: the server removed the message the check had read and not stored."""
+    from maild.errors import StoreError
+
+    real = MigrationStore.store_batch
+
+    async def failing(self: MigrationStore, account: str, batch: list[RetrievedMessage], now: object) -> object:
+        if batch and batch[0].key == POP3Key("new"):
+            raise StoreError("disk full")
+        return await real(self, account, batch, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MigrationStore, "store_batch", failing)
+    old, messages = _maildrop()
+    with ScriptedPOP3(messages, delete_on_download="at-quit") as server:
+        check = await _check(tmp_path, server, {"u1": old})
+        left = [m.uidl for m in server.maildrop]
+        commands = server.commands
+    assert check.error is not None and "disk full" in check.error  # A's server counts as not checked
+    assert "QUIT" not in commands
+    assert left == ["u1", "copy", "new"]

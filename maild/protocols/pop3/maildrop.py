@@ -491,13 +491,31 @@ class POP3Maildrop(Maildrop):
 
         Standard: RFC 1939 section 5 (RSET) and section 6 (no UPDATE without QUIT).
         """
+        await self._end(polite=True)
+
+    async def hang_up(self) -> None:
+        """End the session without another command (no RSET, no QUIT: the server never enters UPDATE
+        and must remove nothing, RFC 1939 section 6) and close; never raises. A step still running
+        is shut down as in :meth:`abort`.
+
+        For retire's check (:mod:`maild.move.source_pop3`): a message the server served (TOP or
+        RETR) that the check could not keep must not be removed by a server deleting downloaded
+        mail at QUIT, and ``RSET`` is no promise that it does not.
+
+        Standard: RFC 1939 section 6.
+        """
+        await self._end(polite=False)
+
+    async def _end(self, *, polite: bool) -> None:
+        """:meth:`abort` (``polite``: RSET then QUIT when in step) or :meth:`hang_up`."""
         state, self._state = self._state, "closed"
         if state in ("new", "closed"):
             return
         try:
             if state == "open" and (self._job is None or self._job.done()):
-                async with asyncio.timeout(2 * ABORT_TIMEOUT_S):
-                    await self._run(self._session.reset_and_quit)
+                if polite:
+                    async with asyncio.timeout(2 * ABORT_TIMEOUT_S):
+                        await self._run(self._session.reset_and_quit)
             elif self._job is not None and not self._job.done():
                 self._session.shutdown()
                 waiter = asyncio.wrap_future(self._job)
