@@ -259,3 +259,24 @@ async def test_a_store_failing_during_the_check_does_not_quit(
     assert check.error is not None and "disk full" in check.error  # A's server counts as not checked
     assert "QUIT" not in commands
     assert left == ["u1", "copy", "new"]
+
+
+async def test_a_uidl_re_used_after_the_check_stored_its_message_is_decided_by_content(tmp_path: Path) -> None:
+    """The check stores ``u1``'s message and the server's LIST size for it; the server then lists
+    ``u1`` for another message of another size (a re-used UIDL, as retire's second listing refuses:
+    ``resized_since``). The re-run check must not take ``u1`` for the archived message by its key:
+    it reads it, and as nothing holds it, stores it (under its content identity) and names it.
+    Session 14's re-run passed it as archived, and the retirement left it on the old server: fails
+    there (nothing unarchived)."""
+    first = sample_message(1, [b"erste"])
+    other = sample_message(2, [b"eine ganz andere Nachricht", b"", b"Gruss"])
+    with ScriptedPOP3([ScriptedMessage(first, uidl="u1")]) as server:
+        check = await _check(tmp_path, server, {})
+    assert [(u.key, u.stored) for u in check.unarchived] == [(POP3Key("u1"), True)]
+    with ScriptedPOP3([ScriptedMessage(other, uidl="u1")]) as server:
+        again = await _check(tmp_path, server, {})
+    assert [(u.key, u.reason, u.stored) for u in again.unarchived] == [(POP3Key("u1"), "came back", True)]
+    assert body_digest(other).sha256 in await _archived_digests(tmp_path)
+    with ScriptedPOP3([ScriptedMessage(first, uidl="u1")]) as server:  # the same message: by its key
+        same = await _check(tmp_path, server, {})
+    assert (same.unarchived, same.held) == ([], 0)
