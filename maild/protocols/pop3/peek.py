@@ -47,10 +47,9 @@ def is_whole(body: bytes, size_octets: int, *, line_ends_as_one: bool = False) -
 
     Standard: RFC 1939 section 5 (LIST's size) and section 11 (sizes may be approximate).
     """
-    crlfs = body.count(_CRLF)
-    if len(body) == size_octets:
-        return not line_ends_as_one or crlfs == 0
-    return len(body) - crlfs == size_octets
+    if len(body) == size_octets:  # the usual case: no pass over the octets unless the server counts
+        return not line_ends_as_one or _CRLF not in body
+    return len(body) - body.count(_CRLF) == size_octets
 
 
 def counts_line_ends_as_one(body: bytes, size_octets: int) -> bool:
