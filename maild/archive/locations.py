@@ -105,6 +105,18 @@ class LocationRecords:
             out.update((POP3Key(uidl), (int(message), int(size))) for uidl, message, size in rows)
         return out
 
+    async def pop3_server_sizes(self, account: str) -> dict[MessageKey, int]:
+        """Return the LIST size in octets recorded for ``account``'s POP3 keys that have one
+        (``locations.server_size``: set by :meth:`record_pop3_server_sizes`, after a header check
+        of the fetch or when retire's check stored the message): the server's own figure for the
+        archived message, so another LIST size means another message under the UIDL."""
+        rows = await self._db._all(
+            "SELECT uidl, server_size FROM locations"
+            " WHERE account = ? AND uidl IS NOT NULL AND server_size IS NOT NULL",
+            (account,),
+        )
+        return {POP3Key(str(uidl)): int(size) for uidl, size in rows}
+
     async def record_pop3_server_sizes(self, account: str, sizes: Mapping[MessageKey, int]) -> None:
         """Record the LIST size (octets) of POP3 keys whose header section matched the archived
         message's while their size did not (a server whose sizes are off), so that later cycles

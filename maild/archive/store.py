@@ -209,6 +209,7 @@ class Store:
     locations = Delegated("location_records", LocationRecords.locations)
     update_presence = Delegated("location_records", LocationRecords.update_presence)
     archived_sizes = Delegated("location_records", LocationRecords.archived_sizes)
+    pop3_server_sizes = Delegated("location_records", LocationRecords.pop3_server_sizes)
     record_pop3_server_sizes = Delegated("location_records", LocationRecords.record_pop3_server_sizes)
     release_pop3_keys = Delegated("location_records", LocationRecords.release_pop3_keys)
     mark_deleted = Delegated("location_records", LocationRecords.mark_deleted)

@@ -18,7 +18,7 @@ from maild.config.loader import Config
 from maild.errors import MaildError, MigrationError
 from maild.move.compare import ArchiveEntry, bodies_needed, compare
 from maild.move.source_check import SourceCheck, check_source
-from maild.move.source_recheck import arrived_since, list_server
+from maild.move.source_recheck import arrived_since, list_sizes, resized_since
 from maild.move.target import (
     CompareOutcome,
     compare_accounts,
@@ -82,8 +82,40 @@ def unfetched_advice(check: SourceCheck, target: str) -> str:
         + (f"{stored} of them are in {a}'s archive now (the check stored what it read); " if stored else "")
         + "".join(f"{step}, " for step in steps)
         + ("then " if steps else "run ")
-        + f"`maild migrate {a} --to {target}` and `maild retire {a} --into {target}` again; or"
-        f" {accept} if {target} holds them or they are not wanted (recorded in the archive)"
+        + f"`maild migrate {a} --to {target}` and `maild retire {a} --into {target}` again"
+        + _accept_clause(accept, target, stored, len(check.unarchived) - stored)
+    )
+
+
+def _accept_clause(accept: str, target: str, stored: int, rest: int) -> str:
+    """The ``--accept-unfetched`` way of :func:`unfetched_advice`: none when the check stored every
+    message named (they are in A's archive, missing in B: :func:`stored_advice`), else for those
+    not stored, once ``maild migrate`` has run when some were."""
+    if not rest:
+        return ""
+    if stored:
+        return (
+            f"; or, once `maild migrate` has run, {accept} for the {rest} not stored if {target} holds"
+            " them or they are not wanted (recorded in the archive)"
+        )
+    return f"; or {accept} if {target} holds them or they are not wanted (recorded in the archive)"
+
+
+def stored_advice(check: SourceCheck, target: str) -> str:
+    """Why ``--accept-unfetched`` does not retire A when the check stored messages B lacks.
+
+    The comparison of A's archive with B ran before the check; what the check stored (read from A's
+    server, A's archive lacking it, :mod:`maild.move.source_pop3`) is a message of A's archive now,
+    missing in B: ``maild migrate`` uploads it. ``--accept-unfetched`` accepts mail kept nowhere (left
+    on A's server); recording such a message as "never fetched", left behind, was wrong (session 14's
+    review: retire went ahead with A's archive holding mail B lacked)."""
+    a = check.source
+    stored = sum(1 for u in check.unarchived if u.stored)
+    return (
+        f"{stored} messages on {a}'s server that {a} never archived are in {a}'s archive now (retire's"
+        f" check stored what it read) and {target} does not hold them, so they are not left behind and"
+        f" `--accept-unfetched` does not cover them: run `maild migrate {a} --to {target}`, then"
+        f" `maild retire {a} --into {target}` again"
     )
 
 
@@ -179,6 +211,8 @@ async def retire(
         raise MigrationError(unfetched_advice(source_check, target_name))
     if source_check.checked:  # mail that reached A's server during the check was not seen by it
         await _require_nothing_new(config, source_check, target_name)
+    if any(u.stored for u in source_check.unarchived):  # in A's archive now: missing in B, not unfetched
+        raise MigrationError(stored_advice(source_check, target_name))
     if account is not None and account.enabled and account.source == config.path:
         raise MigrationError(
             f"nothing of {source} is missing in {target_name}, but account {source} is defined in the"
@@ -213,16 +247,18 @@ async def retire(
 
 async def _require_nothing_new(config: Config, check: SourceCheck, target: str) -> None:
     """List A's server again (under the move lock, just before anything is changed) and refuse when
-    it lists a message the check did not (:mod:`maild.move.source_recheck`).
+    it lists a message the check did not, or one the check listed at another size
+    (:mod:`maild.move.source_recheck`).
 
     Raises:
-        MigrationError: something arrived (one line: how many, and to run the command again), or
-            the listing failed (the error: what is on A's server is unknown again).
+        MigrationError: something arrived or changed size (one line: how many, and to run the
+            command again), or the listing failed (the error: what is on A's server is unknown
+            again).
     """
     a = check.source
     again = f"run `maild retire {a} --into {target}` again"
     try:
-        now = await list_server(config, a)
+        now = await list_sizes(config, a)
     except MaildError as exc:
         raise MigrationError(
             f"{a}'s server ({check.host}) could not be listed again before recording the retirement,"
@@ -235,6 +271,13 @@ async def _require_nothing_new(config: Config, check: SourceCheck, target: str) 
         raise MigrationError(
             f"{len(new)} messages reached {a}'s server ({check.host}) while it was being checked"
             f" (first: {failure_key_text(new[0])}); nothing was changed: {again} to check them too"
+        )
+    changed = resized_since(check.sizes, now)
+    if changed:
+        raise MigrationError(
+            f"{len(changed)} messages on {a}'s server ({check.host}) are listed at another size than the"
+            f" check saw under the same identity (first: {failure_key_text(changed[0])}; a server re-using"
+            f" UIDLs?); nothing was changed: {again} to check them too"
         )
 
 

@@ -91,8 +91,8 @@ REASON_WORDS: tuple[tuple[Reason, str], ...] = (
     ("duplicate UIDL", "sharing their UIDL with another message (the fetch leaves them out)"),
     (
         "came back",
-        "listed again under the identity of an archived message that had left the server (a re-used"
-        " UIDL?) and not equal to it",
+        "listed again under the identity of an archived message that had left the server, or listed"
+        " there at another size than recorded (a re-used UIDL?), and not equal to it",
     ),
 )
 
@@ -148,6 +148,9 @@ class SourceCheck:
         error: why A's server could not be checked (None when it was).
         keys: the server identities A's server listed (duplicated UIDLs included): the set checked,
             which :mod:`maild.move.source_recheck` lists again just before the retirement is recorded.
+        sizes: identity to the size in octets A's server listed it with (POP3 LIST, IMAP
+            RFC822.SIZE when the inventory had it): the second listing refuses an identity listed
+            at another size (a UIDL re-used for another message during the check).
         stored: messages of a POP3 A the check read and stored into A's archive (its archive lacked
             their octets; :mod:`maild.move.source_pop3`), held by B or not.
         retr_fallbacks: messages of a POP3 A read with RETR, not TOP (not offered, refused or short):
@@ -161,6 +164,7 @@ class SourceCheck:
     held: int = 0
     error: str | None = None
     keys: frozenset[MessageKey] = frozenset()
+    sizes: dict[MessageKey, int] = field(default_factory=dict)
     stored: int = 0
     retr_fallbacks: int = 0
 
@@ -349,6 +353,8 @@ async def check_source(
         returned = {
             k for k, loc in locations.items() if loc.gone_at is not None or loc.deleted_at is not None
         }
+        # a UIDL listed at another size than the server's own recorded for it names another message
+        returned |= resized_identities(inventory, await store.pop3_server_sizes(source))
         listed = not_archived(inventory, locations.keys() - returned)
         if is_imap(maildrop):
             headers, sizes = await read_headers(maildrop, listed)
@@ -363,8 +369,14 @@ async def check_source(
                 listed, reasons, max_messages=CONTENT_CHECK_MESSAGES, max_octets=CONTENT_CHECK_OCTETS
             )
 
+            listed_sizes = {e.key: e.size_octets for e in listed if e.size_octets is not None}
+
             async def keep(batch: list[RetrievedMessage]) -> None:
                 await store.store_batch(source, batch, clock())
+                # the server's size of each (resized_identities compares the next check's LIST with it)
+                await store.record_pop3_server_sizes(
+                    source, {m.key: listed_sizes[m.key] for m in batch if m.key in listed_sizes}
+                )
 
             pop3 = await read_and_keep(
                 maildrop,
@@ -374,20 +386,24 @@ async def check_source(
                 keep=keep,
             )
             headers, sizes, bodies = pop3.headers, {}, pop3.bodies
-        await maildrop.close()
+        if pop3 is not None and pop3.unkept:  # served in part, not kept: no UPDATE state
+            await maildrop.hang_up()
+        else:
+            await maildrop.close()
     except MaildError as exc:
         if maildrop is not None:
-            await maildrop.abort()
+            await _end_failed(maildrop)
         check.error = str(exc) or type(exc).__name__
         return check
     except BaseException:
         if maildrop is not None:
-            await maildrop.abort()
+            await _end_failed(maildrop)
         raise
     finally:
         executor.shutdown(wait=False)
     check.listed = len(inventory) + len(duplicates)
     check.keys = frozenset(e.key for e in inventory) | {POP3Key(u) for u in duplicates}
+    check.sizes = {e.key: e.size_octets for e in inventory if e.size_octets is not None}
     check.unarchived.extend(Unarchived(POP3Key(u), None, "duplicate UIDL") for u in sorted(duplicates))
     stored = pop3.stored if pop3 is not None else set()
     if pop3 is not None:
@@ -432,6 +448,32 @@ async def check_source(
             )
         )
     return check
+
+
+def resized_identities(
+    inventory: Sequence[InventoryEntry], recorded: Mapping[MessageKey, int]
+) -> set[MessageKey]:
+    """POP3 keys listed at another size in octets than the server size recorded for the archived
+    message (``locations.server_size``, :meth:`~maild.archive.store.Store.pop3_server_sizes`):
+    another message under that UIDL (re-used), decided by content like one that came back. Keys
+    without a recorded size are not compared (the archived octets' length may differ from LIST's on
+    a server counting line ends as one octet: session 13's open item, still open for them)."""
+    return {
+        e.key
+        for e in inventory
+        if e.size_octets is not None and e.key in recorded and recorded[e.key] != e.size_octets
+    }
+
+
+async def _end_failed(maildrop: Maildrop) -> None:
+    """End A's session after a failure: a POP3 check may have read messages it did not store (the
+    store failed, or the session broke mid-window), so no QUIT (:meth:`Maildrop.hang_up`: a server
+    deleting downloaded mail at UPDATE would remove them, RSET or not); IMAP: :meth:`Maildrop.abort`
+    (read only, nothing is removed)."""
+    if is_imap(maildrop):
+        await maildrop.abort()
+    else:
+        await maildrop.hang_up()
 
 
 def _over_bounds(

@@ -16,8 +16,11 @@ check decided was held by nothing, gone from A's server and kept nowhere. Now:
   form) is stored into A's archive through the fetch's store path
   (:meth:`maild.archive.store.Store.store_batch`, durable on return), in batches, *before* QUIT, so
   whatever the server does with a downloaded message, the archive holds it before the session ends.
-  A message under an identity A's archive recorded earlier for another message ("came back") is not
-  stored (the archive links one message per identity); it is only compared.
+  A message under an identity A's archive recorded earlier for another message ("came back": a UIDL
+  maild deleted or saw leave, re-used) is stored under its content identity (``sha256:<hex>``,
+  :func:`content_identity`), not that UIDL, which keeps naming the old message: the fetch's view of
+  the UIDL is unchanged (it still leaves such a message on the server) and a server deleting what
+  was read loses nothing (session 14's review; before, it was compared only, and lost there).
 
 Storing into A's archive is what ``maild fetch A`` would do with the same message; the comparison of
 A's archive with B then counts it like any other message of A (``maild migrate`` uploads it).
@@ -29,7 +32,14 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from maild.message import header_section
-from maild.model import InventoryEntry, MessageKey, RetrievalFailure, RetrievedMessage
+from maild.model import (
+    CONTENT_KEY_PREFIX,
+    InventoryEntry,
+    MessageKey,
+    POP3Key,
+    RetrievalFailure,
+    RetrievedMessage,
+)
 from maild.move.compare import BodyDigest, body_digest
 from maild.protocols.base import Maildrop
 
@@ -56,12 +66,24 @@ class POP3Read:
         bodies: key to the digests of those octets.
         stored: keys stored into A's archive by this check.
         retr_fallbacks: keys read with RETR (TOP not offered, refused or short), with why.
+        unkept: keys asked for that did not come whole (the server refused RETR after a short or
+            refused TOP, or the key was not in the session): the server may have served part of
+            them, so the session ends without QUIT (:meth:`~maild.protocols.base.Maildrop.hang_up`).
     """
 
     headers: dict[MessageKey, bytes] = field(default_factory=dict)
     bodies: dict[MessageKey, BodyDigest] = field(default_factory=dict)
     stored: set[MessageKey] = field(default_factory=set)
     retr_fallbacks: list[tuple[MessageKey, str]] = field(default_factory=list)
+    unkept: set[MessageKey] = field(default_factory=set)
+
+
+def content_identity(digest: BodyDigest) -> POP3Key:
+    """The identity a "came back" message is stored under in A's archive: ``"sha256:" + hex`` of its
+    octets as sent (:attr:`POP3Key.exact_content`; the identity a POP3 server without UIDL gives
+    it, :mod:`maild.protocols.pop3.identity`). A UIDL-listing server never lists it, so the fetch
+    neither takes it for a listed message nor deletes by it."""
+    return POP3Key(CONTENT_KEY_PREFIX + digest.sha256)
 
 
 def to_read(
@@ -98,11 +120,12 @@ async def read_and_keep(
         maildrop: A's open session, inventory taken.
         keys: from :func:`to_read`.
         archived: whether A's archive holds octets of these digests.
-        not_storable: keys A's archive links to another message already ("came back"): compared,
-            never stored.
+        not_storable: keys A's archive links to another message already ("came back"): stored
+            under :func:`content_identity`, never under the key.
         keep: stores a batch durably.
 
-    A message the server refuses (RetrievalFailure) is left out: it counts as not archived.
+    A message the server refuses (RetrievalFailure) is left out: it counts as not archived, and is
+    in :attr:`POP3Read.unkept` (the caller then ends the session without QUIT).
 
     Cancelled, or the session failing: what was stored stays stored (each batch is one durable
     transaction); the rest of the batch being gathered is not stored, and was not deleted by QUIT.
@@ -114,25 +137,29 @@ async def read_and_keep(
     if not keys:
         return read
     batch: list[RetrievedMessage] = []
+    read_as: list[MessageKey] = []  # the server's key of each message in ``batch``
     octets = 0
     try:
         async for item in maildrop.peek(keys):
             if isinstance(item, RetrievalFailure):
+                read.unkept.add(item.key)
                 continue
             raw = item.whole()
             digest = body_digest(raw)
             read.headers[item.key], read.bodies[item.key] = header_section(raw), digest
-            if archived(digest) or item.key in not_storable:
+            if archived(digest):
                 continue
-            batch.append(RetrievedMessage(item.key, raw))
+            key = content_identity(digest) if item.key in not_storable else item.key
+            batch.append(RetrievedMessage(key, raw))
+            read_as.append(item.key)
             octets += len(raw)
             if len(batch) >= KEEP_BATCH_MESSAGES or octets >= KEEP_BATCH_OCTETS:
                 await keep(batch)
-                read.stored.update(m.key for m in batch)
-                batch, octets = [], 0
+                read.stored.update(read_as)
+                batch, read_as, octets = [], [], 0
     finally:
         if batch:  # what arrived whole is kept even when the session broke afterwards
             await keep(batch)
-            read.stored.update(m.key for m in batch)
+            read.stored.update(read_as)
         read.retr_fallbacks = list(getattr(maildrop, "retr_fallbacks", ()))
     return read

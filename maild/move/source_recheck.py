@@ -8,13 +8,16 @@ A's server once more (POP3 UIDL and LIST; IMAP the inventory of its configured m
 only, nothing downloaded, read only) right before it changes anything, and refuses when an identity
 appears that the check did not list (:func:`arrived_since`). What left the server meanwhile (a
 message fetched by hand, or deleted by a server that deletes what is downloaded) is no concern: the
-check decided about it already. The window left is the time of that listing plus the retirement's
-one transaction, not the command's run time.
+check decided about it already. An identity the check listed and that is listed now at another size
+(POP3 LIST, IMAP RFC822.SIZE) names another message: a POP3 server re-using a UIDL, during the check,
+for mail that arrived (:func:`resized_since`; session 14's review: identities alone took it for the
+message checked). The window left is the time of that listing plus the retirement's one transaction,
+not the command's run time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from maild.config.loader import Config
@@ -31,8 +34,16 @@ RECHECK_THREADS = 1
 async def list_server(
     config: Config, source: str, *, maildrop_factory: Callable[..., Maildrop] | None = None
 ) -> frozenset[MessageKey]:
+    """The server identities A's server lists now: the keys of :func:`list_sizes`."""
+    return frozenset(await list_sizes(config, source, maildrop_factory=maildrop_factory))
+
+
+async def list_sizes(
+    config: Config, source: str, *, maildrop_factory: Callable[..., Maildrop] | None = None
+) -> dict[MessageKey, int | None]:
     """The server identities A's server lists now, as :func:`~maild.move.source_check.check_source`
-    counts them (messages sharing a UIDL included, by their UIDL).
+    counts them (messages sharing a UIDL included, by their UIDL), each with the size in octets it
+    is listed with (None: not listed with one, a shared UIDL or an IMAP inventory without sizes).
 
     Args:
         config: the configuration; A's server settings come from it.
@@ -41,7 +52,8 @@ async def list_server(
             :func:`maild.config.maildrop.make_maildrop` (the fetch's own).
 
     Returns:
-        POP3 keys (UIDL) or IMAP keys (mailbox, UIDVALIDITY, UID) of every listed message.
+        POP3 keys (UIDL) or IMAP keys (mailbox, UIDVALIDITY, UID) of every listed message, to its
+        size.
 
     Raises:
         MaildError: A is not configured, or its server could not be reached, signed in to or listed
@@ -68,7 +80,9 @@ async def list_server(
         raise
     finally:
         executor.shutdown(wait=False)
-    return frozenset(e.key for e in inventory) | {POP3Key(u) for u in duplicates}
+    sizes: dict[MessageKey, int | None] = {POP3Key(u): None for u in duplicates}
+    sizes.update((e.key, e.size_octets) for e in inventory)
+    return sizes
 
 
 def arrived_since(checked: Collection[MessageKey], now: Collection[MessageKey]) -> list[MessageKey]:
@@ -78,3 +92,17 @@ def arrived_since(checked: Collection[MessageKey], now: Collection[MessageKey]) 
     identity); the check itself decides such a message by content when it runs again.
     """
     return sorted((k for k in now if k not in checked), key=repr)
+
+
+def resized_since(
+    checked: Mapping[MessageKey, int], now: Mapping[MessageKey, int | None]
+) -> list[MessageKey]:
+    """The identities listed by the check and ``now`` at two different sizes in octets (both known),
+    sorted by their text: another message under the identity the check decided about.
+
+    A re-used identity at the same size is not seen here (nor by the fetch's own size check,
+    :func:`maild.policy.pop3_sizes_differ`).
+    """
+    return sorted(
+        (k for k, size in now.items() if size is not None and k in checked and checked[k] != size), key=repr
+    )

@@ -202,3 +202,12 @@ class Maildrop(abc.ABC):
 
         Never raises; safe to call at any time, also after :meth:`close` or a failed :meth:`open`.
         """
+
+    async def hang_up(self) -> None:
+        """End the session sending nothing more (no POP3 ``QUIT``, so no UPDATE state: RFC 1939
+        section 6 forbids removing any message then), and close: for a session that read messages
+        it could not keep, on a server that may delete what was downloaded when the session ends
+        with QUIT (``RSET`` is no promise there). Default :meth:`abort` (IMAP: nothing is removed
+        without EXPUNGE). Never raises; safe to call at any time.
+        """
+        await self.abort()

@@ -56,8 +56,9 @@ def test_kill_after_the_acceptance_is_recorded_leaves_all_or_nothing(
     """A kill once the acceptance of unfetched mail is committed leaves it only with the retirement;
     a re-run (when needed) ends with one acceptance row for the one message, not two.
 
-    Steps: pop (user 1) archives 3 and is disabled; migrate uploads them into imap (user 2); a 4th
-    message arrives at user 1; ``retire --accept-unfetched`` runs in a wrapper that SIGKILLs it right
+    Steps: pop (user 1) archives 3 and is disabled (max_message_size 20 kB); migrate uploads them into
+    imap (user 2); a 4th message of 60 kB arrives at user 1 (too large: not read, kept nowhere; a
+    message the check can read it stores, and ``--accept-unfetched`` does not retire past that); ``retire --accept-unfetched`` runs in a wrapper that SIGKILLs it right
     after the commit recording the acceptance; then either pop is retired with 1 row, or it is not
     retired and there is no row; a re-run of the same command (if not retired) exits 0; at the end pop
     is retired into imap with exactly 1 row.
@@ -69,11 +70,11 @@ def test_kill_after_the_acceptance_is_recorded_leaves_all_or_nothing(
     imap = AccountSpec("imap", "imap", new.name, new.password, extra={"host": "localhost"})
     cfg = write_config(directory, dovecot, [pop, imap])
     assert maild_cli(cfg, "fetch", "pop").returncode == 0
-    pop.extra = {"retention": "keep", "enabled": False}
+    pop.extra = {"retention": "keep", "enabled": False, "max_message_size": 20_000}
     cfg = write_config(directory, dovecot, [pop, imap])
     done = maild_cli(cfg, "migrate", "pop", "--to", "imap", timeout_s=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    dovecot.deliver_many(old.name, [letter(50)])
+    dovecot.deliver_many(old.name, [letter(50, octets=60_000)])
 
     command = ["-c", str(cfg), "retire", "pop", "--into", "imap", "--accept-unfetched"]
     killed = subprocess.run(

@@ -116,7 +116,8 @@ class ScriptedMessage:
             ``"endless"`` (an endless header section, 4 KiB per write, until the client hangs up),
             ``"eoh"`` (as ``"as-retr"``, but a message without an empty line gets one after its header
             section, as RFC 1939 section 7 words TOP and Dovecot's ``oe-ns-eoh`` workaround does),
-            ``"short"`` (the header section and all body lines but the last: a server capping TOP), or
+            ``"short"`` (the header section and all body lines but the last: a server capping TOP;
+            served even when RETR fails), or
             a reply line to send instead (e.g. ``"-ERR no"``).
         list_size: the size STAT and LIST report instead of ``len(raw)`` (a server whose sizes are
             off); RETR's ``+OK`` line still says ``len(raw)``.
@@ -145,6 +146,8 @@ class _Session:
         self.user: str | None = None
         self.messages: list[ScriptedMessage] = []
         self.marked: set[int] = set()
+        #: Messages served by RETR or TOP (``delete_on_download="at-quit"`` removes them at UPDATE).
+        self.downloaded: list[ScriptedMessage] = []
 
 
 class _EndSession(Exception):
@@ -168,7 +171,9 @@ class ScriptedPOP3(LoopThread):
             is closed without the ``+OK`` (a reply lost in the network).
         delete_on_download: a message served by RETR or TOP (any line count) is removed from the
             maildrop at once, QUIT or not (a provider's "delete after POP download" setting, at its
-            harshest): later sessions no longer list it; it is in :attr:`deleted`.
+            harshest): later sessions no longer list it; it is in :attr:`deleted`. ``"at-quit"``:
+            removed in the UPDATE state that QUIT starts (RSET before it does not undo that), not
+            when the connection ends without QUIT (RFC 1939 section 6).
         trickle_greeting: write the greeting one octet per ``write_pause_s``.
         dele_reply_padding: when not 0, the ``+OK`` to DELE carries this many more octets of text and
             is written one octet per ``write_pause_s`` (a server trickling a one-line reply).
@@ -191,7 +196,7 @@ class ScriptedPOP3(LoopThread):
         pass_error: str | None = None,
         quit_error: str | None = None,
         quit_reply_lost: bool = False,
-        delete_on_download: bool = False,
+        delete_on_download: bool | Literal["at-quit"] = False,
         dele_reply_padding: int = 0,
         trickle_greeting: bool = False,
         stall_on: Collection[str] = (),
@@ -387,7 +392,7 @@ class ScriptedPOP3(LoopThread):
                     await self._send(writer, reply)
             elif verb == "TOP" and found[1].top not in ("as-retr", "serve", "eoh", "short"):
                 await self._odd_top(found[1].top, writer)
-            elif found[1].retr_error is not None and not (verb == "TOP" and found[1].top == "serve"):
+            elif found[1].retr_error is not None and not (verb == "TOP" and found[1].top in ("serve", "short")):
                 await self._send(writer, found[1].retr_error)
             elif verb == "TOP":
                 if not args[1].isdigit():
@@ -397,10 +402,10 @@ class ScriptedPOP3(LoopThread):
                     if found[1].top == "short":  # a server capping TOP: the last body line is missing
                         asked = min(asked, found[1].raw.partition(CRLF + CRLF)[2].count(CRLF) - 1)
                     await self._send(writer, "+OK", _top(found[1].raw, asked, eoh=found[1].top == "eoh"))
-                    self._downloaded(found[1])
+                    self._downloaded(s, found[1])
             else:
                 await self._retr(found[1], writer)
-                self._downloaded(found[1])
+                self._downloaded(s, found[1])
         else:
             await self._send(writer, "-ERR unknown command or bad arguments")
 
@@ -452,6 +457,7 @@ class ScriptedPOP3(LoopThread):
                 raise _EndSession
             with self._changed:  # UPDATE state: deletions happen here and only here
                 gone = [s.messages[i] for i in sorted(s.marked)]
+                gone += [m for m in s.downloaded if all(m is not g for g in gone)]
                 self._maildrop = [m for m in self._maildrop if all(m is not g for g in gone)]
                 self._deleted += gone
                 self._changed.notify_all()
@@ -460,9 +466,13 @@ class ScriptedPOP3(LoopThread):
         await self._send(writer, "+OK bye")
         raise _EndSession
 
-    def _downloaded(self, message: ScriptedMessage) -> None:
-        """With ``delete_on_download``: remove ``message`` from the maildrop now."""
+    def _downloaded(self, s: _Session, message: ScriptedMessage) -> None:
+        """With ``delete_on_download``: remove ``message`` from the maildrop now (or, ``"at-quit"``,
+        note it for the UPDATE state of session ``s``)."""
         if not self.delete_on_download:
+            return
+        if self.delete_on_download == "at-quit":
+            s.downloaded.append(message)
             return
         with self._changed:
             if any(m is message for m in self._maildrop):

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maild.protocols.pop3.peek import MIN_TOP_LINES, is_whole, top_lines, top_windows
+from maild.protocols.pop3.peek import (
+    MIN_TOP_LINES,
+    counts_line_ends_as_one,
+    is_whole,
+    top_lines,
+    top_windows,
+)
 from tests.support.scripted_pop3 import _top
 
 _line = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
@@ -36,6 +42,33 @@ def test_a_size_counting_line_ends_as_one_octet_is_whole(raw: bytes) -> None:
     """A server storing bare LFs may LIST the size with one octet per line end (RFC 1939 section
     11) while it sends CRLF: that size is accepted too."""
     assert is_whole(raw, len(raw) - raw.count(b"\r\n"))
+
+
+@given(_messages, st.data())
+def test_a_capped_top_is_never_whole_on_a_server_counting_line_ends_as_one(raw: bytes, data: st.DataObject) -> None:
+    """Once the session knows the server counts line ends as one octet, no reply cut at a body line
+    (a capped TOP, any cap) passes for whole at that size, even one exactly as long as it; the
+    whole reply still does, and is the evidence itself."""
+    lf_size = len(raw) - raw.count(b"\r\n")
+    assert is_whole(raw, lf_size, line_ends_as_one=True)
+    assert counts_line_ends_as_one(raw, lf_size)
+    body_lines = raw.partition(b"\r\n\r\n")[2].count(b"\r\n")
+    if body_lines:
+        short = _top(raw, data.draw(st.integers(0, body_lines - 1)))
+        assert not is_whole(short, lf_size, line_ends_as_one=True)
+
+
+def test_a_cut_reply_as_long_as_the_lf_counted_size() -> None:
+    """The case the flag is for: a reply cut by exactly the message's line ends (4 CRLF, a last
+    line of 4 octets with its CRLF) passes the length rule alone; with the evidence it does not;
+    a reply without CRLF at its exact size still does; a reply at the exact size is no evidence."""
+    raw = b"S: x\r\n\r\nabcd\r\ncc\r\n"  # 4 CRLF; the last line "cc\r\n" is 4 octets
+    cut, lf_size = raw[:-4], len(raw) - 4
+    assert len(cut) == lf_size and is_whole(cut, lf_size)
+    assert not is_whole(cut, lf_size, line_ends_as_one=True)
+    assert is_whole(b"abc", 3, line_ends_as_one=True)
+    assert not counts_line_ends_as_one(cut, lf_size)
+    assert not counts_line_ends_as_one(raw, lf_size + 1) and not counts_line_ends_as_one(raw, lf_size - 1)
 
 
 @pytest.mark.parametrize("delta", [-1, 1, 2])

@@ -470,3 +470,13 @@ def test_the_check_builds_a_s_adapter_as_the_fetch_does() -> None:
     assert cycle.make_maildrop is make_maildrop
     assert source_check.make_maildrop is make_maildrop
     assert "maildrop_factory = make_maildrop" in inspect.getsource(source_check)
+
+
+@pytest.mark.parametrize(("listed", "resized"), [(99, True), (100, False), (101, True), (None, False)])
+def test_resized_identities_at_the_recorded_size_plus_minus_one(listed: int | None, resized: bool) -> None:
+    """A UIDL listed one octet off the server size recorded for it is another message; at that size,
+    without a LIST size, or without a recorded size, it is not."""
+    from maild.move.source_check import resized_identities
+
+    inventory = [InventoryEntry(POP3Key("u1"), listed), InventoryEntry(POP3Key("u2"), 5)]
+    assert resized_identities(inventory, {POP3Key("u1"): 100}) == ({POP3Key("u1")} if resized else set())

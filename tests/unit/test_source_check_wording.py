@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from maild.cli.move_lines import render_source_check, source_check_json
 from maild.model import POP3Key
-from maild.move.retire import unfetched_advice
+from maild.move.retire import stored_advice, unfetched_advice
 from maild.move.source_check import SourceCheck, Unarchived
 
 
@@ -23,6 +23,7 @@ def test_all_stored_names_migrate_not_fetch() -> None:
     assert "2 of them are in pop's archive now (the check stored what it read)" in advice
     assert "maild fetch" not in advice
     assert "run `maild migrate pop --to imap` and `maild retire pop --into imap` again" in advice
+    assert "--accept-unfetched" not in advice  # it does not retire past a stored message (stored_advice)
     line = render_source_check(check, "imap")
     assert "2 stored into pop's archive by this check" in line
     assert "maild fetch" not in line
@@ -33,7 +34,19 @@ def test_some_not_stored_still_name_fetch() -> None:
     advice = unfetched_advice(_check(stored=(True, False)), "imap")
     assert "1 of them are in pop's archive now" in advice
     assert "run `maild fetch pop`, then `maild migrate pop --to imap`" in advice
+    assert "once `maild migrate` has run, `maild retire pop --into imap --accept-unfetched` for the 1 not" in advice
     assert "of them are in" not in unfetched_advice(_check(stored=(False,)), "imap")
+    assert "; or `maild retire pop --into imap --accept-unfetched` if imap holds them" in unfetched_advice(
+        _check(stored=(False,)), "imap"
+    )
+
+
+def test_stored_advice_names_migrate_and_why_accept_unfetched_does_not_cover_them() -> None:
+    """With ``--accept-unfetched``, messages the check stored refuse in one line naming migrate."""
+    advice = stored_advice(_check(stored=(True, False, True)), "imap")
+    assert advice.startswith("2 messages on pop's server that pop never archived are in pop's archive now")
+    assert "`--accept-unfetched` does not cover them: run `maild migrate pop --to imap`, then" in advice
+    assert "\n" not in advice
 
 
 def test_a_retr_fallback_is_never_silent() -> None:

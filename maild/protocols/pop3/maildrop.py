@@ -113,6 +113,8 @@ class POP3Maildrop(Maildrop):
         self._warnings: tuple[str, ...] = ()
         #: Messages :meth:`peek` read with RETR (TOP not offered, refused or short), with why.
         self.retr_fallbacks: list[tuple[MessageKey, str]] = []
+        #: A TOP reply of this session was whole only with LIST counting line ends as one octet.
+        self._line_ends_as_one = False
 
     @property
     def capabilities(self) -> Mapping[str, tuple[str, ...]]:
@@ -355,7 +357,9 @@ class POP3Maildrop(Maildrop):
         (see :mod:`maild.protocols.pop3.peek`).
 
         Where CAPA lists capabilities without TOP, TOP is refused, or its reply is not the whole
-        message by LIST's size (:func:`~maild.protocols.pop3.peek.is_whole`), the message is
+        message by LIST's size (:func:`~maild.protocols.pop3.peek.is_whole`; once a reply of the
+        session, its window included, was whole only with LIST counting line ends as one octet, a
+        reply with CRLFs at exactly LIST's size is taken as cut, not whole), the message is
         read with RETR instead, which servers may take as a download (Dovecot sets ``\\Seen``;
         some delete): each such fallback is logged (``pop3.peek.retr_fallback``) and listed in
         :attr:`retr_fallbacks`. A key not in this session's inventory yields RetrievalFailure.
@@ -367,7 +371,7 @@ class POP3Maildrop(Maildrop):
         Raises:
             NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
         """
-        from maild.protocols.pop3.peek import is_whole, top_lines, top_windows
+        from maild.protocols.pop3.peek import counts_line_ends_as_one, is_whole, top_lines, top_windows
 
         self._require_open()
         offered = not self._session.caps or "TOP" in self._session.caps
@@ -380,8 +384,17 @@ class POP3Maildrop(Maildrop):
             replies = [None] * len(window) if not offered else await self._run(
                 functools.partial(self._session.exchange_many, commands, pipelined=self._session.pipelining)
             )
+            # how the server sizes messages, from the whole window before any is taken (is_whole)
+            self._line_ends_as_one = self._line_ends_as_one or any(
+                r is not None and r.body is not None and counts_line_ends_as_one(r.body, size)
+                for (_k, size), r in zip(window, replies, strict=True)
+            )
             for (key, size), reply in zip(window, replies, strict=True):
-                if reply is not None and reply.body is not None and is_whole(reply.body, size):
+                if (
+                    reply is not None
+                    and reply.body is not None
+                    and is_whole(reply.body, size, line_ends_as_one=self._line_ends_as_one)
+                ):
                     yield RetrievedMessage(key, bytes(reply.body))
                     continue
                 why = "the server does not offer TOP"
@@ -478,13 +491,31 @@ class POP3Maildrop(Maildrop):
 
         Standard: RFC 1939 section 5 (RSET) and section 6 (no UPDATE without QUIT).
         """
+        await self._end(polite=True)
+
+    async def hang_up(self) -> None:
+        """End the session without another command (no RSET, no QUIT: the server never enters UPDATE
+        and must remove nothing, RFC 1939 section 6) and close; never raises. A step still running
+        is shut down as in :meth:`abort`.
+
+        For retire's check (:mod:`maild.move.source_pop3`): a message the server served (TOP or
+        RETR) that the check could not keep must not be removed by a server deleting downloaded
+        mail at QUIT, and ``RSET`` is no promise that it does not.
+
+        Standard: RFC 1939 section 6.
+        """
+        await self._end(polite=False)
+
+    async def _end(self, *, polite: bool) -> None:
+        """:meth:`abort` (``polite``: RSET then QUIT when in step) or :meth:`hang_up`."""
         state, self._state = self._state, "closed"
         if state in ("new", "closed"):
             return
         try:
             if state == "open" and (self._job is None or self._job.done()):
-                async with asyncio.timeout(2 * ABORT_TIMEOUT_S):
-                    await self._run(self._session.reset_and_quit)
+                if polite:
+                    async with asyncio.timeout(2 * ABORT_TIMEOUT_S):
+                        await self._run(self._session.reset_and_quit)
             elif self._job is not None and not self._job.done():
                 self._session.shutdown()
                 waiter = asyncio.wrap_future(self._job)

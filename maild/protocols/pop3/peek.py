@@ -31,7 +31,7 @@ def top_lines(size_octets: int) -> int:
     return max(size_octets, MIN_TOP_LINES)
 
 
-def is_whole(body: bytes, size_octets: int) -> bool:
+def is_whole(body: bytes, size_octets: int, *, line_ends_as_one: bool = False) -> bool:
     """Whether a TOP reply ``body`` (un-stuffed, as sent) is the whole message LIST sized ``size_octets``.
 
     Equal lengths, or LIST counting each line end as one octet (a server storing bare LFs that
@@ -39,11 +39,24 @@ def is_whole(body: bytes, size_octets: int) -> bool:
     then ``size_octets`` is ``len(body)`` minus one octet per CRLF. Anything else (shorter: TOP
     stopped early; longer: another message) is not whole.
 
+    ``line_ends_as_one``: the server is known to count line ends as one octet (a reply of this
+    session was whole only that way, :func:`counts_line_ends_as_one`). Then a reply with CRLFs
+    whose length equals LIST's size is *short* (the whole message would be one octet longer per
+    line end), not whole: a server capping TOP cut exactly as many octets as the message has line
+    ends (session 14's review: such a cut message was stored as the message).
+
     Standard: RFC 1939 section 5 (LIST's size) and section 11 (sizes may be approximate).
     """
-    if len(body) == size_octets:
-        return True
+    if len(body) == size_octets:  # the usual case: no pass over the octets unless the server counts
+        return not line_ends_as_one or _CRLF not in body
     return len(body) - body.count(_CRLF) == size_octets
+
+
+def counts_line_ends_as_one(body: bytes, size_octets: int) -> bool:
+    """Whether the TOP reply ``body`` is whole only by LIST counting each line end as one octet
+    (longer than ``size_octets`` by exactly its CRLFs): evidence of how this server sizes its
+    messages, for :func:`is_whole`'s ``line_ends_as_one``."""
+    return len(body) != size_octets and len(body) - body.count(_CRLF) == size_octets
 
 
 def top_windows(
