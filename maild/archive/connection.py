@@ -200,10 +200,21 @@ def _run_statements(
             db.execute(sql, params)
 
 
+def _still_open(db: sqlite3.Connection) -> bool:
+    """In aiosqlite's thread: whether the connection is inside a transaction."""
+    return db.in_transaction
+
+
+class TransactionLeftOpen(sqlite3.OperationalError):
+    """A read transaction begun in aiosqlite's thread could not be ended: its ``ROLLBACK`` failed
+    (:func:`maild.archive.cycle_reads.read_account` then calls :meth:`ArchiveConnection._left_open`)."""
+
+
 def _in_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     """In aiosqlite's thread: ``BEGIN IMMEDIATE``, ``fn(db, *args)``, ``COMMIT`` (fsync'ed,
     ``synchronous=FULL``), the whole transaction in one call; on any error ``ROLLBACK`` and the error
-    raised (a failed ``ROLLBACK`` is logged: the first error is the one to report)."""
+    raised (a failed ``ROLLBACK`` is logged: the first error is the one to report; the caller finds
+    the transaction still open and stops trusting the connection: :meth:`ArchiveConnection._left_open`)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         result = fn(db, *args)
@@ -640,16 +651,48 @@ class ArchiveConnection:
                             _log.warning("archive.rollback.failed", error=str(exc))
                     raise
             except sqlite3.Error as exc:
+                await self._check_ended(what)
                 problem = f"archive {self.path}: {what}: {_sqlite_problem(exc, self.path)}"
                 raise (ArchiveFull if disk_full(exc) else StoreError)(problem) from None
             except OSError as exc:
+                await self._check_ended(what)
                 if not disk_full(exc):
                     raise
                 raise ArchiveFull(f"archive {self.path}: {what}: {exc.strerror}") from None
+            except BaseException:
+                await self._check_ended(what)
+                raise
             finally:
                 self._generation += 1
                 self._locations_generation += not keeps_locations
         return result
+
+    async def _check_ended(self, what: str) -> None:
+        """After a write transaction failed, under the write lock: if it is still open (its
+        ``ROLLBACK`` failed too), mark the connection untrustworthy (:meth:`_left_open`). Asked in
+        aiosqlite's thread, in turn with the other calls (a read of another task may be inside a read
+        transaction of its own at this moment, and one call later has ended it)."""
+        try:
+            still_open = await self._call(_still_open)
+        except ValueError:  # the connection is closed: nothing stays open
+            return
+        if still_open:
+            self._left_open(what)
+
+    def _left_open(self, what: str) -> None:
+        """A transaction of this connection could not be ended: its statements stay applied but not
+        committed, visible to every later read of this connection (a batch's rows would look archived,
+        and a cycle would delete those messages on the server) and lost at the restart. So the archive
+        guard fails from now on, as for a replaced archive (:attr:`replaced`, sticky, logged once at
+        error level): no cycle decides and nothing is deleted on any server until maild is restarted
+        (QA of session 14). Every later write fails too (SQLite refuses a transaction within one)."""
+        if self.replaced is not None:
+            return
+        self.replaced = (
+            f"archive {self.path}: {what}: a transaction could not be rolled back and stays open;"
+            " deletions on every server stopped until maild is restarted"
+        )
+        _log.error("archive.transaction.left-open", path=str(self.path), what=what)
 
     async def _bound_wal(self) -> None:
         """Before a write transaction: if the WAL holds :data:`~maild.archive.checkpointer.WAL_HARD_OCTETS`

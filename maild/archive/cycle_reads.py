@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from maild.archive.archive_file import _sqlite_problem
+from maild.archive.connection import TransactionLeftOpen
 from maild.archive.failures import RECORDS_SQL, failures_from_rows
 from maild.archive.locations import LOCATIONS_SQL, locations_from_rows
 from maild.archive.mailboxes import STATES_SQL, MailboxState, states_from_rows
@@ -91,7 +92,10 @@ def _read(db: sqlite3.Connection, account: str, imap: bool) -> tuple[int, Accoun
         )
     finally:
         if begun and db.in_transaction:
-            db.execute("ROLLBACK")  # ends the read transaction (nothing was written)
+            try:
+                db.execute("ROLLBACK")  # ends the read transaction (nothing was written)
+            except sqlite3.Error as exc:  # a snapshot kept for good, every later write refused
+                raise TransactionLeftOpen(str(exc)) from exc
     return version, reads
 
 
@@ -105,12 +109,17 @@ async def read_account(store: Store, account: str, *, imap: bool) -> AccountRead
         imap: read the IMAP mailboxes' sync records and states too.
 
     Raises:
-        StoreError: SQLite failed; nothing was changed.
+        StoreError: SQLite failed; nothing was changed. When the read transaction could not be ended
+            (its ``ROLLBACK`` failed), the archive guard fails from now on until restart
+            (:meth:`~maild.archive.connection.ArchiveConnection._left_open`; QA of session 14).
     """
     db = store.db
     generation = db.locations_generation
     try:
         version, reads = await db._call(_read, account, imap)
+    except TransactionLeftOpen as exc:
+        db._left_open(f"reading account {account}")
+        raise StoreError(f"archive {db.path}: {_sqlite_problem(exc, db.path)}") from None
     except sqlite3.Error as exc:
         raise StoreError(f"archive {db.path}: {_sqlite_problem(exc, db.path)}") from None
     store.location_records.remember(account, generation, version, reads.locations)
