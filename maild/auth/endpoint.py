@@ -29,7 +29,14 @@ from maild.model import is_loopback
 if TYPE_CHECKING:
     import ssl  # the annotation only: ssl is imported by urllib when an endpoint is asked
 
-__all__ = ["HTTP_TIMEOUT_S", "MAX_RESPONSE_OCTETS", "abort_exchanges", "endpoint_allowed", "post"]
+__all__ = [
+    "HTTP_TIMEOUT_S",
+    "MAX_RESPONSE_OCTETS",
+    "abort_count",
+    "abort_exchanges",
+    "endpoint_allowed",
+    "post",
+]
 
 #: Longest token or device-authorization response read, in octets (real ones are 1-5 KB).
 MAX_RESPONSE_OCTETS: Final = 64 * 1024
@@ -97,6 +104,14 @@ class _Deadline:
 
 _LIVE: set[_Deadline] = set()
 _LIVE_LOCK = threading.Lock()
+_ABORTS = [0]  # calls of abort_exchanges so far (a list: changed in place, under _LIVE_LOCK)
+
+
+def abort_count() -> int:
+    """How many times :func:`abort_exchanges` was called in this process: a wait that must end with the
+    exchanges (the refresh-token file's lock, :mod:`maild.auth.token_store`) gives up when it changes."""
+    with _LIVE_LOCK:
+        return _ABORTS[0]
 
 
 def abort_exchanges() -> int:
@@ -110,6 +125,7 @@ def abort_exchanges() -> int:
     """
     with _LIVE_LOCK:
         live = list(_LIVE)
+        _ABORTS[0] += 1
     for deadline in live:
         deadline.abort()
     return len(live)

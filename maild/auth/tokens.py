@@ -11,7 +11,10 @@ it (:meth:`OAuth2Tokens.invalidate`). Three sources, chosen by the account's ``[
 - otherwise: the client credentials grant (RFC 6749 section 4.4) with the client secret.
 
 Refresh tokens are stored in ``STATE_DIR/oauth2/NAME.json`` (directory 0700, file 0600, replaced
-atomically), never in configuration files, so they survive restarts and reloads.
+atomically), never in configuration files, so they survive restarts and reloads. Every process holds
+the account's file lock (:meth:`RefreshTokenStore.locked`) from reading the file through the refresh to
+saving its answer, and reuses the access token another process stored there while it is valid: one
+refresh, one rotation, whatever number of processes sign in to the account.
 """
 
 from __future__ import annotations
@@ -19,20 +22,20 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Final
 
 import structlog
 
-from maild.auth import oauth2
+from maild.auth import endpoint, oauth2
 from maild.auth.command import first_line_of
+from maild.auth.device import authorize
+from maild.auth.settings import OAuth2Settings
+from maild.auth.token_store import RefreshTokenStore, StoredGrant
 from maild.errors import AuthError, ConfigError, MaildError, StoreError
-from maild.fsutil import write_atomic
 from maild.model import Secret
 
 log = structlog.get_logger("maild.auth")
@@ -66,109 +69,6 @@ COMMAND_TOKEN_TTL_S: Final = 300.0
 TOKEN_COMMAND_TIMEOUT_S: Final = 30.0
 #: Longest access token taken from ``token_command``, in octets (Microsoft's are about 2,500).
 MAX_TOKEN_OCTETS: Final = 16 * 1024
-#: Longest refresh-token file read, in octets.
-MAX_STORE_OCTETS: Final = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class OAuth2Settings:
-    """An account's ``[accounts.NAME.oauth2]`` table, validated (see :mod:`maild.config.auth`).
-
-    Attributes:
-        account: the account name.
-        token_url: the token endpoint (``{tenant}`` already filled in), or ``""`` with only
-            ``token_command``.
-        device_url: the device authorization endpoint; set for delegated access.
-        client_id: the OAuth2 client (application) ID.
-        client_secret: reads the client secret (file, command or systemd credential), or None for
-            a public client. Called for each token request, so a rotated secret takes effect.
-        scope: the scopes to ask for.
-        token_command: argv of a command printing an access token, or None.
-        token_dir: directory of the refresh-token files (``STATE_DIR/oauth2``).
-        refresh_token_lifetime_s: how long a refresh token lives after it was obtained (or last
-            rotated), when the provider documents it (Microsoft: 90 days of inactivity; Google
-            clients in "Testing" status: 7 days), else None.
-    """
-
-    account: str
-    token_url: str = ""
-    device_url: str = ""
-    client_id: str = ""
-    client_secret: Callable[[], Secret] | None = field(default=None, compare=False, repr=False)
-    scope: tuple[str, ...] = ()
-    token_command: tuple[str, ...] | None = None
-    token_dir: Path | None = None
-    refresh_token_lifetime_s: float | None = None
-
-    @property
-    def grant(self) -> str:
-        """``"refresh_token"`` (device-authorized), ``"token_command"`` or ``"client_credentials"``."""
-        if self.device_url:
-            return "refresh_token"
-        if self.token_command is not None:
-            return "token_command"
-        return "client_credentials"
-
-    def secret(self) -> Secret | None:
-        """The client secret now, or None for a public client.
-
-        Raises:
-            ConfigError: it cannot be read (see :class:`maild.config.passwords.PasswordSource`).
-        """
-        return self.client_secret() if self.client_secret is not None else None
-
-
-class RefreshTokenStore:
-    """The refresh token of one account in ``token_dir/NAME.json``.
-
-    The file holds ``{"refresh_token": ..., "obtained_at": ISO 8601 UTC, "client_id": ...,
-    "token_url": ...}``; a token stored for another client or endpoint is not used.
-    """
-
-    def __init__(self, directory: Path, account: str) -> None:
-        self.path = directory / f"{account}.json"
-        self.account = account
-
-    def load(self, client_id: str, token_url: str) -> tuple[Secret, dt.datetime] | None:
-        """The stored refresh token and when it was obtained (aware, UTC), or None if there is none.
-
-        Raises:
-            StoreError: the file exists but cannot be read or parsed.
-        """
-        try:
-            with self.path.open("rb") as fh:
-                raw = fh.read(MAX_STORE_OCTETS + 1)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(f"account {self.account}: cannot read {self.path}: {exc.strerror}") from None
-        try:
-            data = json.loads(raw[:MAX_STORE_OCTETS].decode("utf-8"))
-            token = data["refresh_token"]
-            obtained = dt.datetime.fromisoformat(data["obtained_at"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise StoreError(f"account {self.account}: {self.path} is damaged; authorize again") from None
-        if data.get("client_id") != client_id or data.get("token_url") != token_url:
-            return None
-        return Secret(str(token)), obtained
-
-    def save(self, token: Secret, client_id: str, token_url: str, *, now: dt.datetime) -> None:
-        """Store ``token`` (mode 0600, atomically, durably; the directory is made 0700).
-
-        Raises:
-            StoreError: the directory or file cannot be written; the old file is unchanged.
-        """
-        data = {
-            "refresh_token": token.reveal(),
-            "obtained_at": now.astimezone(dt.UTC).isoformat(),
-            "client_id": client_id,
-            "token_url": token_url,
-        }
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_atomic(self.path, json.dumps(data).encode("utf-8"), mode=0o600)
-        except OSError as exc:
-            raise StoreError(f"account {self.account}: cannot write {self.path}: {exc.strerror}") from None
 
 
 def _run_token_command(account: str, argv: tuple[str, ...]) -> Secret:
@@ -245,6 +145,8 @@ class OAuth2Tokens:
         # A rotated refresh token the file could not take (disk full, read-only state directory), with
         # the token the file held then: used instead of the file until it is stored or the file changes.
         self._unsaved: tuple[Secret, Secret] | None = None
+        # The last token a server refused: never reused from the token file, where it may still look valid.
+        self._refused: Secret | None = None
 
     def __repr__(self) -> str:
         return f"OAuth2Tokens({self.settings.account!r}, {self.settings.grant})"
@@ -339,6 +241,7 @@ class OAuth2Tokens:
     def invalidate(self, token: Secret) -> None:
         """Forget ``token`` if it is the one in memory (a server refused it)."""
         with self._lock:
+            self._refused = token  # not taken again from the token file either
             if self._token == token:
                 self._token = None
                 log.info("oauth2.token.invalidated", account=self.settings.account, grant=self.settings.grant)
@@ -355,40 +258,94 @@ class OAuth2Tokens:
             answer = oauth2.client_credentials(s.account, s.token_url, s.client_id, secret, s.scope)
             return answer.access_token, answer.expires_in_s or COMMAND_TOKEN_TTL_S
         store = self._store()
-        stored = store.load(s.client_id, s.token_url)
-        if stored is None:
-            raise AuthError(
-                f"account {s.account}: not authorized yet; run `maild accounts authorize {s.account}`",
-                account=s.account,
-                reauthorize=True,
-            )
-        current = stored[0]
+        start = endpoint.abort_count()
+        with store.locked(abandoned=lambda: endpoint.abort_count() != start):
+            # Another process may have rotated the token while this one waited: read the file under the lock.
+            stored = store.load_grant(s.client_id, s.token_url)
+            if stored is None:
+                raise AuthError(
+                    f"account {s.account}: not authorized yet; run `maild accounts authorize {s.account}`",
+                    account=s.account,
+                    reauthorize=True,
+                )
+            shared = self._shared_token(stored)
+            if shared is not None:
+                return shared
+            return self._refresh(store, stored)
+
+    def _shared_token(self, stored: StoredGrant) -> tuple[Secret, float] | None:
+        """The access token stored with the refresh token, with its seconds left, when it is valid for more
+        than :data:`REFRESH_MARGIN_S` seconds and no server refused it; else None."""
+        if self._unsaved is not None and self._unsaved[1] == stored.refresh_token:
+            return None  # the file's grant was rotated away by this process: its access token is older
+        if (
+            stored.access_token is None
+            or stored.access_expires_at is None
+            or stored.access_token == self._refused
+        ):
+            return None
+        left_s = stored.access_expires_at - self._clock()
+        if left_s <= REFRESH_MARGIN_S:
+            return None
+        self._unsaved = None
+        self._refresh_obtained_at = stored.obtained_at
+        log.info("oauth2.token.shared", account=self.settings.account, expires_in_s=round(left_s))
+        return stored.access_token, left_s
+
+    def _refresh(self, store: RefreshTokenStore, stored: StoredGrant) -> tuple[Secret, float]:
+        """Refresh with the file's token (or the one kept in memory) and store the answer; the caller
+        holds the token lock.
+
+        Never replaces a file that changed since ``stored`` was read (a process not taking the lock, an
+        older maild): its token is newer than the one this refresh used.
+        """
+        s = self.settings
+        current = stored.refresh_token
         if self._unsaved is not None:
-            if self._unsaved[1] == stored[0]:
+            if self._unsaved[1] == stored.refresh_token:
                 current = self._unsaved[0]  # the file still holds the token rotated away: not usable
             else:
                 self._unsaved = None  # the file changed (`maild accounts authorize`): it wins
-        if current is stored[0]:
-            self._refresh_obtained_at = stored[1]
+        if current is stored.refresh_token:
+            self._refresh_obtained_at = stored.obtained_at
         answer = oauth2.refresh(s.account, s.token_url, s.client_id, s.secret(), current, s.scope)
+        lifetime_s = answer.expires_in_s or COMMAND_TOKEN_TTL_S
+        expires_at = self._clock() + lifetime_s
         rotated = answer.refresh_token is not None and answer.refresh_token != current
-        to_store = answer.refresh_token if rotated else (current if current is not stored[0] else None)
-        if to_store is not None:
-            now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
-            try:
-                store.save(to_store, s.client_id, s.token_url, now=now)
-            except StoreError as exc:
-                # The provider may have retired the old token already: keep the new one in memory so
-                # that freeing the disk, not a person re-authorizing, is all it takes (lost only if the
-                # process ends before a save succeeds). The account fails until then: it is visible.
-                self._unsaved = (to_store, stored[0])
-                raise StoreError(
-                    f"{exc}; the new refresh token is kept in memory and stored at the next try"
-                ) from None
+        to_store = answer.refresh_token if rotated else current
+        assert to_store is not None
+        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        on_disk = store.load_grant(s.client_id, s.token_url)
+        if on_disk is None or on_disk.refresh_token != stored.refresh_token:
             self._unsaved = None
+            log.warning("oauth2.refresh_token.superseded", account=s.account, path=str(store.path))
+            return answer.access_token, lifetime_s
+        kept = rotated or current is not stored.refresh_token
+        try:
+            store.save(
+                to_store,
+                s.client_id,
+                s.token_url,
+                now=now if kept else stored.obtained_at,
+                access_token=answer.access_token,
+                access_expires_at=expires_at,
+            )
+        except StoreError as exc:
+            if not kept:  # only the access token was to be shared: the file's refresh token is still good
+                log.warning("oauth2.access_token.not_shared", account=s.account, error=str(exc))
+                return answer.access_token, lifetime_s
+            # The provider may have retired the old token already: keep the new one in memory so
+            # that freeing the disk, not a person re-authorizing, is all it takes (lost only if the
+            # process ends before a save succeeds). The account fails until then: it is visible.
+            self._unsaved = (to_store, stored.refresh_token)
+            raise StoreError(
+                f"{exc}; the new refresh token is kept in memory and stored at the next try"
+            ) from None
+        self._unsaved = None
+        if kept:
             self._refresh_obtained_at = now
             log.info("oauth2.refresh_token.rotated", account=s.account, path=str(store.path))
-        return answer.access_token, answer.expires_in_s or COMMAND_TOKEN_TTL_S
+        return answer.access_token, lifetime_s
 
     def _store(self) -> RefreshTokenStore:
         s = self.settings
@@ -418,57 +375,6 @@ def peek_source(settings: OAuth2Settings) -> OAuth2Tokens | None:
     """The token source :func:`source_for` made for ``settings``, or None (none made yet)."""
     with _SOURCES_LOCK:
         return _SOURCES.get(settings)
-
-
-def authorize(
-    settings: OAuth2Settings,
-    show: Callable[[str], None],
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> dt.datetime:
-    """Run the device authorization grant for one account and store its refresh token.
-
-    Shows the verification URL and the user code through ``show``, waits for the person to approve
-    (polling as RFC 8628 section 3.5 says), then stores the refresh token. A running daemon reads
-    the new file at its next refresh: no restart is needed.
-
-    Returns:
-        When the refresh token was stored (aware, UTC).
-
-    Raises:
-        ConfigError: the account has no ``device_url`` (not delegated) or no state directory.
-        AuthError: denied, expired, no refresh token in the answer (ask for ``offline_access``), or
-            refused. TransientError, ProtocolError: from the endpoints. StoreError: cannot store.
-    """
-    s = settings
-    if s.grant != "refresh_token":
-        raise ConfigError(
-            f"account {s.account}: oauth2.device_url is not set;"
-            " only delegated (device flow) accounts are authorized"
-        )
-    store = RefreshTokenStore(s.token_dir, s.account) if s.token_dir is not None else None
-    if store is None:
-        raise ConfigError(f"account {s.account}: no state directory for the refresh token")
-    secret = s.secret()
-    grant = oauth2.start_device_authorization(s.account, s.device_url, s.client_id, secret, s.scope)
-    where = grant.verification_uri_complete or grant.verification_uri
-    show(
-        f"To let maild read {s.account}, open {where} in any browser and enter the code {grant.user_code}"
-        f" (valid for {int(grant.expires_in_s // 60)} minutes). Waiting..."
-    )
-    answer = oauth2.poll_device_token(
-        s.account, s.token_url, s.client_id, secret, grant, sleep=sleep, clock=clock
-    )
-    if answer.refresh_token is None:
-        raise AuthError(
-            f"account {s.account}: the provider issued no refresh token; add the offline_access scope"
-            " (Microsoft) or check the client type, then authorize again",
-            account=s.account,
-        )
-    now = dt.datetime.now(dt.UTC)
-    store.save(answer.refresh_token, s.client_id, s.token_url, now=now)
-    return now
 
 
 def grant_fingerprint(settings: OAuth2Settings) -> str | None:

@@ -316,8 +316,9 @@ def test_refresh_token_rotation_survives_a_restart(
 ) -> None:
     """Each process start refreshes with the token the last one stored; the server's rotation never breaks it.
 
-    Steps: seed a refresh token; fetch (rotates to R2, stored); forget everything in memory (a
-    restart); deliver one more; fetch again (uses R2, rotates to R3); only R3 is live at the server.
+    Steps: seed a refresh token; fetch (rotates to R2, stored with its access token); forget everything in
+    memory (a restart); the server ends the access token; deliver one more; fetch again (the stored access
+    token is refused, so it refreshes with R2, rotates to R3); only R3 is live at the server.
     """
     directory, cfg = oauth_config("refresh_token", oauth_server, oauth_dovecot, user)
     store = tokens.RefreshTokenStore(directory / "state" / "oauth2", "anna")
@@ -325,6 +326,7 @@ def test_refresh_token_rotation_survives_a_restart(
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
     second = store.load(f"app-{user.name}", oauth_server.token_url)
     tokens._SOURCES.clear()  # a new process
+    oauth_server.expire_access_tokens()  # else the new process signs in with the access token stored with R2
     oauth_dovecot.deliver(user.name, b"Subject: later\r\n\r\nlater\r\n")
     assert main(["-c", str(cfg), "--log-level", "debug", "fetch"]) == 0
     third = store.load(f"app-{user.name}", oauth_server.token_url)

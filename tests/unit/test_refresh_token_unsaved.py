@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from maild.auth import tokens
+from maild.auth import token_store, tokens
 from maild.errors import StoreError
 from maild.model import Secret
 from tests.support.oauth_server import OAuthServer
@@ -42,13 +42,13 @@ def _source(server: OAuthServer, token_dir: Path) -> tokens.OAuth2Tokens:
 
 
 def _disk_full_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = tokens.write_atomic
+    real = token_store.write_atomic
 
     def full(path: Path, data: bytes, **kwargs: object) -> None:
-        monkeypatch.setattr(tokens, "write_atomic", real)  # the disk has room again afterwards
+        monkeypatch.setattr(token_store, "write_atomic", real)  # the disk has room again afterwards
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tokens, "write_atomic", full)
+    monkeypatch.setattr(token_store, "write_atomic", full)
 
 
 def _stored(token_dir: Path, server: OAuthServer) -> Secret:

@@ -17,7 +17,8 @@ on top of :class:`~maild.protocols.imap.client.IMAPClient`:
   connection drops. After a timeout, a lost connection or a cancellation the
   connection is discarded and every later call raises :class:`~maild.errors.TransientError`;
 * the error mapping: ``OSError``, ``ssl.SSLError``, ``TimeoutError`` and the client's
-  :class:`~maild.protocols.imap.client.LibraryError` become :mod:`maild.errors` classes here and
+  :class:`~maild.protocols.imap.client.LibraryError` become :mod:`maild.errors` classes in the
+  guarded call (:mod:`maild.protocols.imap.guard`, which :meth:`IMAPConnection.call` runs) and
   nowhere else.
 
 Signing in (AUTHENTICATE when a SASL mechanism fits, else LOGIN), the capabilities and COMPRESS are
@@ -32,7 +33,8 @@ the sign-in's completion, the first SELECT pipelined behind the sign-in), and CO
 
 May import: asyncio, ssl, structlog, :mod:`maild.errors`, :mod:`maild.model`, :mod:`maild.protocols.tls`,
 :mod:`maild.protocols.imap.client`, :mod:`maild.protocols.imap.signin`, :mod:`maild.protocols.imap.codes`,
-:mod:`maild.protocols.imap.selection`, :mod:`maild.protocols.imap.kept` and the sans-I/O IMAP modules.
+:mod:`maild.protocols.imap.selection`, :mod:`maild.protocols.imap.kept`, :mod:`maild.protocols.imap.guard`
+and the sans-I/O IMAP modules.
 """
 
 from __future__ import annotations
@@ -42,35 +44,37 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 
 from maild.errors import (
-    SHOWN_REPLY_OCTETS,
     AccountError,
     ConnectError,
-    MaildError,
-    NetworkTimeout,
     ProtocolError,
     ThrottledError,
     TransientError,
 )
-from maild.model import ServerSettings, shown
+from maild.model import ServerSettings
 from maild.protocols.imap import signin, wire
 from maild.protocols.imap.client import (
     MAX_LITERAL_OCTETS,
     IMAPClient,
-    LibraryError,
-    LibraryTimeout,
     ReadLimits,
     Reply,
     quiet_library_logger,
 )
 from maild.protocols.imap.codes import SESSION_CODES, THROTTLE_CODES
+from maild.protocols.imap.guard import (
+    COMMAND_MIN_RATE_OCTETS_PER_S,
+    COMMAND_WINDOW_TIMEOUTS,
+    MIN_UPLOAD_OCTETS_PER_S,
+    consume_outcome,
+    guarded_call,
+    lost_error,
+)
 from maild.protocols.imap.kept import KeptSession
 from maild.protocols.imap.lex import Part
-from maild.protocols.imap.protocol import MAX_BYE_OCTETS
 from maild.protocols.imap.selection import MailboxSelection, SelectRefused
 from maild.protocols.imap.signin import MIN_RATE_SAMPLE_OCTETS, link_rate
 from maild.protocols.progress import ProgressFloor
@@ -88,29 +92,10 @@ __all__ = [
     "link_rate",
 ]
 
-#: Slowest upload rate assumed for APPEND, in octets per second: while a message is being sent
-#: nothing arrives, so the inactivity limit is extended by its size divided by this rate.
-MIN_UPLOAD_OCTETS_PER_S = 32 * 1024
-#: Floor on the receive rate of a command's response other than a message transfer (which has the
-#: account's ``min_transfer_rate``), in octets per second: 64. Far below any real server (a listing
-#: of sizes arrives at kilobytes per second even at 50 ms round trips), far above one octet a second.
-COMMAND_MIN_RATE_OCTETS_PER_S = 64
-#: The window of that floor, in multiples of the account's ``timeout_s``: 2 (two minutes at the default
-#: 60 s). A response that is complete within it is never measured; a longer one must bring at least
-#: COMMAND_MIN_RATE_OCTETS_PER_S x window octets per window. Bounds a trickled response like POP3's
-#: one-line replies (``LINE_REPLY_TIMEOUTS``, session 13).
-COMMAND_WINDOW_TIMEOUTS = 2
-
 #: One logger name for the whole IMAP adapter, as before it was split into modules.
 _log = structlog.get_logger("maild.protocols.imap.mailbox")
 
 T = TypeVar("T")
-
-
-def consume_outcome(task: asyncio.Future[Any]) -> None:
-    """Mark a task's exception as retrieved (it may finish after we stopped waiting)."""
-    if not task.cancelled():
-        task.exception()
 
 
 class IMAPConnection:
@@ -287,6 +272,9 @@ class IMAPConnection:
                 :data:`COMMAND_MIN_RATE_OCTETS_PER_S` in windows of :data:`COMMAND_WINDOW_TIMEOUTS` x
                 ``timeout_s`` (plus the upload's allowance) applies.
 
+        The race itself and the mapping of foreign exceptions are
+        :func:`maild.protocols.imap.guard.guarded_call`.
+
         Cancelled: the connection is discarded and the cancellation propagates.
 
         Raises:
@@ -305,88 +293,23 @@ class IMAPConnection:
             raise self.error(TransientError, f"{what}: session not open")
         if lost.done():  # e.g. a pipelined command's answer broke a cap before anyone waited for it
             self.discard("connection lost")
-            raise self._lost_error(what, client)
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(start())
-        task.add_done_callback(consume_outcome)
-        began = loop.time() + send_octets / MIN_UPLOAD_OCTETS_PER_S
-        limit_s = self.settings.timeout_s if timeout_s is None else timeout_s
-        transfer = progress is not None
-        if progress is None:
-            # Any other command's response (the greeting, CAPABILITY, LOGIN, SELECT, listings, ...):
-            # the inactivity limit never fires while octets trickle in, so a server sending one octet
-            # a second held the session, its cycle slot and its host connection for days (QA of
-            # session 14). A floor far below any real response, measured only after a first window of
-            # COMMAND_WINDOW_TIMEOUTS x timeout_s (plus the upload's own allowance).
-            progress = ProgressFloor(
-                COMMAND_MIN_RATE_OCTETS_PER_S,
-                COMMAND_WINDOW_TIMEOUTS * limit_s + send_octets / MIN_UPLOAD_OCTETS_PER_S,
-                loop.time,
-            )
-        progress.go(client.received_octets)
-        wire_before, wait_began = client.wire_octets, loop.time()
-        try:
-            while not task.done():
-                remaining = max(began, client.last_received) + limit_s - loop.time()
-                if remaining <= 0:
-                    self.discard(f"{what} timed out")
-                    raise self.error(NetworkTimeout, f"{what}: no data from server for {limit_s:g} s")
-                slow = progress.check(client.received_octets)
-                if slow is not None:
-                    self.discard(f"{what}: server too slow")
-                    raise self.error(NetworkTimeout, f"{what}: {slow}")
-                remaining = min(remaining, max(progress.remaining_s(), 0.01))
-                await asyncio.wait((task, lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-                if not task.done() and lost.done():
-                    self.discard(f"connection lost during {what}")
-                    raise self._lost_error(what, client)
-            return task.result()
-        except asyncio.CancelledError:
-            self.discard(f"{what} cancelled")
-            current = asyncio.current_task()
-            if task.cancelled() and current is not None and not current.cancelling():
-                raise self.error(ProtocolError, f"{what}: cancelled inside aioimaplib") from None
-            raise
-        except MaildError:
-            self.discard(f"{what} failed")
-            raise
-        except (TimeoutError, LibraryTimeout):
-            self.discard(f"{what} timed out")
-            raise self.error(NetworkTimeout, f"{what}: timed out after {limit_s:g} s") from None
-        except ssl.SSLCertVerificationError as exc:
-            self.discard("TLS certificate rejected")
-            raise self.error(
-                ConnectError, f"{what}: TLS certificate rejected: {exc.verify_message}"
-            ) from None
-        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
-            self.discard(f"{what} failed: {type(exc).__name__}")
-            raise self.error(ConnectError, f"{what}: {type(exc).__name__}: {exc}") from None
-        except (LibraryError, RecursionError, ValueError) as exc:
-            self.discard(f"{what} failed in aioimaplib")
-            detail = str(exc) if isinstance(exc, LibraryError) else f"{type(exc).__name__}: {exc}"
-            raise self.error(ProtocolError, f"{what}: aioimaplib failed: {detail}") from None
-        finally:
-            progress.stop()
-            if transfer:  # the link's rate is measured on message transfers only
-                self._waited_octets += client.wire_octets - wire_before
-                self._waited_s += loop.time() - wait_began
-            if not task.done():
-                task.cancel()
+            raise lost_error(self, what, client)
+        return await guarded_call(
+            self,
+            client,
+            lost,
+            what,
+            start,
+            send_octets=send_octets,
+            timeout_s=timeout_s,
+            progress=progress,
+            on_transfer=self._count_transfer,
+        )
 
-    def _lost_error(self, what: str, client: IMAPClient) -> AccountError:
-        """The error for a lost connection, with the cap broken or the server's last words if known."""
-        if client.exceeded is not None:
-            return self.error(ProtocolError, f"{what}: {client.exceeded}; connection dropped")
-        greeting = client.greeting_refused
-        if greeting is not None:
-            # masked before the cut (a secret cut in two is not recognised later)
-            text = shown(bytes(greeting[:SHOWN_REPLY_OCTETS]).decode("utf-8", "replace"), 200)
-            return self.error(ConnectError, f"{what}: server refused the session: {text}")
-        bye = client.last_bye
-        if bye is not None:
-            text = shown(bye.decode("utf-8", "replace"), MAX_BYE_OCTETS)
-            return self.error(ConnectError, f"{what}: server closed the connection: {text}")
-        return self.error(ConnectError, f"{what}: connection lost")
+    def _count_transfer(self, octets: int, seconds: float) -> None:
+        """Add one message transfer's wait to the link's rate sample (see :meth:`remember_rate`)."""
+        self._waited_octets += octets
+        self._waited_s += seconds
 
     def completion(self, reply: Reply, what: str) -> tuple[list[Part], wire.StatusResponse]:
         """Split a reply into its untagged parts and the parsed tagged status; log an ``[ALERT]``.
