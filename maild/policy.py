@@ -329,6 +329,60 @@ def select_deletions(
     return out
 
 
+def deletion_suspects(
+    retention: Retention,
+    retention_days: int | None,
+    inventory: Sequence[InventoryEntry],
+    known: Mapping[MessageKey, Location],
+    back: Collection[MessageKey],
+    now: datetime,
+) -> list[MessageKey]:
+    """POP3 identities that may become deletion candidates in this cycle: each needs its header
+    section compared (``TOP n 0``; without TOP the content, by ``RETR``) in this session before
+    ``DELE``, whatever its LIST size (review of session 14).
+
+    A UIDL re-used for a new message at the very size of the archived one is not caught by the LIST
+    sizes (:func:`listed_known`); with ``"delete"``/``"delete-after"`` the new message was deleted
+    unarchived once the archived one became due. Messages retrieved in this session are the
+    archived ones by construction, but a known identity is never retrieved: every one listed here is
+    checked (:mod:`maild.fetch.pop3_listed`) or not deleted in this cycle.
+
+    Args:
+        retention, retention_days: as for :func:`select_deletions` (``"keep"``: none).
+        inventory: what the server holds now.
+        known: the account's recorded identities, as read before :func:`presence_changes` was
+            applied.
+        back: keys recorded gone that are listed again (:func:`presence_changes`): they become
+            candidates once taken back.
+        now: the current time (aware, UTC).
+
+    Returns:
+        POP3 keys (not full-content identities, not deleted by maild, present or in ``back``) that
+        :func:`select_deletions` would select once present, in server order.
+
+    Raises:
+        ValueError: ``"delete-after"`` without days (as :func:`select_deletions`).
+    """
+    if retention == "keep":
+        return []
+    cutoff: datetime | None = None
+    if retention == "delete-after":
+        if retention_days is None:
+            raise ValueError("delete-after needs retention_days")
+        cutoff = now - timedelta(days=retention_days)
+    out: list[MessageKey] = []
+    for entry in inventory:
+        key = entry.key
+        loc = known.get(key)
+        if loc is None or not isinstance(key, POP3Key) or key.exact_content or loc.deleted_at is not None:
+            continue
+        if loc.gone_at is not None and key not in back:
+            continue
+        if cutoff is None or loc.first_fetched_at <= cutoff:
+            out.append(key)
+    return out
+
+
 MAX_POP3_HEADER_CHECKS = 200
 """Most POP3 deletion candidates whose header section one cycle reads (``TOP n 0``, one round trip
 each) because their LIST size is not the archived one (:func:`pop3_sizes_differ`); the others are

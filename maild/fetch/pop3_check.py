@@ -86,9 +86,26 @@ def waiting_warning(count: int) -> str:
     """The cycle's warning for ``count`` candidates not checked in this cycle because the check's
     limit (:data:`maild.policy.MAX_POP3_HEADER_CHECKS`) was reached: not deleted yet, not suspect."""
     return (
-        f"{count} messages to delete are listed at another size than the archived one and wait for their"
-        f" header check in a later cycle (at most {policy.MAX_POP3_HEADER_CHECKS} per cycle): not deleted yet"
+        f"{count} messages to delete wait for their header check in a later cycle (at most"
+        f" {policy.MAX_POP3_HEADER_CHECKS} per cycle): not deleted yet"
     )
+
+
+def unchecked(candidates: Sequence[MessageKey], shown: Collection[MessageKey]) -> list[MessageKey]:
+    """The POP3 deletion candidates this session did not show to be the archived message: not
+    deleted in this cycle, whatever their LIST size (review of session 14: a UIDL re-used at the very
+    size of the archived message was deleted unarchived).
+
+    Args:
+        candidates: from :func:`maild.policy.select_deletions`, in server order.
+        shown: :func:`maild.fetch.pop3_listed.shown_in_session`.
+
+    Returns:
+        Candidates (POP3 UIDLs, not full-content identities) not in ``shown``, in server order: past
+        the check's bounds (:data:`maild.policy.MAX_POP3_HEADER_CHECKS`,
+        :data:`maild.policy.MAX_POP3_RETR_CHECKS`), unread, or due since the cycle began.
+    """
+    return [k for k in candidates if isinstance(k, POP3Key) and not k.exact_content and k not in shown]
 
 
 async def verify_candidates(

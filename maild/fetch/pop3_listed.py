@@ -109,19 +109,33 @@ class ListedCheck:
         out: list[str] = []
         if self.unread:
             out.append(
-                f"{len(self.unread)} messages are listed under a UIDL maild knows at another size than the"
-                " archived message, and neither TOP nor RETR could compare them (refused, or set aside after"
-                " breaking the session): not deleted, not taken for the archived message; tried again"
-                " next cycle"
+                f"{len(self.unread)} messages are listed under a UIDL maild knows (at another size than the"
+                " archived message, or due for deletion), and neither TOP nor RETR could compare them"
+                " (refused, or set aside after breaking the session): not deleted, not taken for the"
+                " archived message; tried again next cycle"
             )
         if self.waiting:
             out.append(
-                f"{len(self.waiting)} messages are listed under a UIDL maild knows at another size than the"
-                f" archived message and wait for their check in a later cycle (at most"
+                f"{len(self.waiting)} messages are listed under a UIDL maild knows (at another size than the"
+                f" archived message, or due for deletion) and wait for their check in a later cycle (at most"
                 f" {policy.MAX_POP3_HEADER_CHECKS} TOP and {policy.MAX_POP3_RETR_CHECKS} RETR per cycle):"
                 " not deleted yet"
             )
         return out
+
+
+def shown_in_session(listed: ListedCheck | None, retrieved: Collection[MessageKey]) -> frozenset[MessageKey]:
+    """The keys this session showed to name the message the archive links them to: retrieved in it,
+    compared by :func:`check_headers` or :func:`check_contents` and found to be the archived message,
+    or freed and their new message archived by :func:`check_contents`.
+
+    Args:
+        listed: the cycle's checks, or None when it made none.
+        retrieved: keys retrieved (and committed) in this session.
+    """
+    if listed is None:
+        return frozenset(retrieved)
+    return frozenset([*retrieved, *listed.same, *listed.archived])
 
 
 async def check_headers(

@@ -104,19 +104,23 @@ async def test_an_lf_stored_maildrop_records_sizes_at_retrieval_and_deletes_with
 
     Steps (main: on a server without TOP such messages, once archived by a "keep" cycle, were never
     deleted, warned every cycle): a TOP-less server lists LF sizes; a "keep" cycle archives two
-    messages; a "delete" cycle deletes both, sending neither TOP nor RETR.
+    messages; a "delete" cycle finds the sizes it expects (nothing freed, no warning), compares each
+    by one RETR as every deletion candidate not retrieved in the session (review of session 14) and
+    deletes both.
     """
     raws = [sample_message(1), sample_message(2, [b"two", b"lines"])]
     messages = [ScriptedMessage(raw, list_size=lf_size(raw)) for raw in raws]
     with ScriptedPOP3(messages, capa=WITHOUT_TOP) as server:
         account = await keeping(server, store)
         await cycle(account, store, executor)
+        known = await store.locations(account.name)
+        assert sorted(loc.listed_size or 0 for loc in known.values()) == sorted(map(lf_size, raws))
         mark = len(server.commands)
         result = await cycle(with_retention(account, "delete"), store, executor)
-        assert since(server, mark, "RETR") == since(server, mark, "TOP") == []
+        assert (since(server, mark, "RETR"), since(server, mark, "TOP")) == (["RETR 1", "RETR 2"], [])
         assert server.maildrop == []
 
-    assert (result.deleted, result.warnings) == (2, [])
+    assert (result.deleted, result.new_links, result.warnings) == (2, 0, [])
     assert await archived(store) == raws
 
 
