@@ -163,3 +163,58 @@ async def test_a_candidate_whose_top_is_refused_is_compared_by_retr(
 
     assert (result.new_messages, result.deleted, result.warnings) == (0, 1, [])
     assert await archived(store) == [raw]
+
+
+async def test_the_same_uidl_re_used_twice_is_freed_twice_and_every_message_archived(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """Review of session 14: two renames of the same UIDL ("uidl-1 re-used <row id>", the row id
+    unique) break no unique constraint; the three messages are archived, two rows recorded gone."""
+    raws = [sample_message(1), sample_message(2), sample_message(3)]
+    with ScriptedPOP3([raws[0]]) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        for raw in raws[1:]:
+            server.maildrop[0].raw = raw
+            result = await cycle(with_retention(account, "delete"), store, executor)
+            assert (result.new_messages, result.warnings) == (1, [])
+            server.add(ScriptedMessage(raws[0], uidl="uidl-1"))  # the UIDL listed again, another time
+            server.maildrop[:] = server.maildrop[-1:]
+        assert await archived(store) == raws
+
+    known = await store.locations(account.name)
+    renamed = sorted(key.uidl for key in known if isinstance(key, POP3Key) and " re-used " in key.uidl)
+    assert len(renamed) == 2 and len(set(renamed)) == 2
+    assert all(known[POP3Key(u)].gone_at is not None for u in renamed)
+
+
+async def test_a_cycle_broken_after_the_uidl_was_freed_archives_the_new_message_next_time(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of session 14: the session breaks between freeing the UIDL and retrieving the new message
+    (as a SIGKILL there would leave it): nothing is deleted; the next "delete" cycle finds the UIDL
+    unknown, retrieves and archives the new message, and only then deletes it."""
+    from maild.errors import ConnectError
+    from maild.fetch import batching
+
+    first, second = sample_message(1), sample_message(2)
+    with ScriptedPOP3([first]) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        server.maildrop[0].raw = second
+        real = batching.BatchRetrieval.run
+
+        async def broken(self: batching.BatchRetrieval, *args: object, **kwargs: object) -> None:
+            raise ConnectError("connection reset (test)")
+
+        monkeypatch.setattr(batching.BatchRetrieval, "run", broken)
+        with pytest.raises(ConnectError):
+            await cycle(with_retention(account, "delete"), store, executor)
+        assert [m.raw for m in server.maildrop] == [second]
+        assert POP3Key("uidl-1") not in await store.locations(account.name)  # freed, committed
+        monkeypatch.setattr(batching.BatchRetrieval, "run", real)
+        result = await cycle(with_retention(account, "delete"), store, executor)
+        assert server.maildrop == []
+
+    assert (result.new_messages, result.deleted) == (1, 1)
+    assert await archived(store) == [first, second]
