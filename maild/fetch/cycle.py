@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from maild import policy
+from maild import policy, pop3_uidls
 from maild.archive import failures as failures_store
 from maild.archive.cycle_reads import read_account
 from maild.archive.move_guard import overlapping_moves
@@ -241,7 +241,7 @@ async def fetch_cycle(
     plan_made = False  # planned is the plan (a full disk before it blocks what the archive lacks)
     taken: list[InventoryEntry] | None = None  # the inventory, once taken
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
-    odd: policy.ListedKnown | None = None  # POP3: known UIDLs that may name another message now
+    odd: pop3_uidls.ListedKnown | None = None  # POP3: known UIDLs that may name another message now
     suspects: list[MessageKey] = []  # POP3: known UIDLs whose header section this session compares
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
@@ -291,13 +291,13 @@ async def fetch_cycle(
         changes = policy.presence_changes(inventory, covered)
         back = changes.back
         if not imap:  # a known UIDL listed at another size (back, or never seen gone) may name another one
-            odd = policy.listed_known(inventory, known, back)
+            odd = pop3_uidls.listed_known(inventory, known, back)
             suspects = list(odd.other_size)
             if account.retention != "keep" and refusal is None:
                 # every possible deletion candidate too, whatever its size: a UIDL re-used at the
                 # very size of the archived message is caught only by its header section
                 listed_odd = {*odd.other_size, *odd.relisted}
-                due = policy.deletion_suspects(
+                due = pop3_uidls.deletion_suspects(
                     account.retention, account.retention_days, inventory, known, set(back), clock()
                 )
                 suspects += [key for key in due if key not in listed_odd]

@@ -9,7 +9,7 @@ import concurrent.futures
 
 import pytest
 
-from maild import policy
+from maild import pop3_uidls
 from maild.archive.store import Store
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
@@ -80,7 +80,7 @@ async def test_candidates_past_the_header_check_limit_are_deleted_next_cycle_not
     third was counted in the warning that messages "differ from the archived message in size and
     header section" (a server re-using UIDLs?), which was false.
     """
-    monkeypatch.setattr(policy, "MAX_POP3_HEADER_CHECKS", 2)
+    monkeypatch.setattr(pop3_uidls, "MAX_POP3_HEADER_CHECKS", 2)
     raws = [sample_message(n) for n in (1, 2, 3)]
     with ScriptedPOP3([ScriptedMessage(raw) for raw in raws]) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")

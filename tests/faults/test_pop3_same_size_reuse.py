@@ -14,7 +14,7 @@ import concurrent.futures
 
 import pytest
 
-from maild import policy
+from maild import pop3_uidls
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.model import POP3Key
@@ -127,7 +127,7 @@ async def test_header_checks_of_candidates_stop_at_their_limit_and_the_rest_are_
 ) -> None:
     """At most MAX_POP3_HEADER_CHECKS TOP per cycle (2 candidates, the limit at 2 - 1, 2, 2 + 1): the
     others are not deleted unchecked; the next cycle checks and deletes them."""
-    monkeypatch.setattr(policy, "MAX_POP3_HEADER_CHECKS", limit)
+    monkeypatch.setattr(pop3_uidls, "MAX_POP3_HEADER_CHECKS", limit)
     raws = [sample_message(1), sample_message(2)]
     with ScriptedPOP3([ScriptedMessage(raw) for raw in raws]) as server:
         account = await keeping(server, store)

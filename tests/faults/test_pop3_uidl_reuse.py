@@ -11,7 +11,7 @@ import concurrent.futures
 
 import pytest
 
-from maild import policy
+from maild import policy, pop3_uidls
 from maild.archive import failures as failures_store
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
@@ -167,7 +167,7 @@ async def test_retr_checks_stop_at_their_limit_and_the_rest_wait_for_the_next_cy
     cycle downloads ``min(limit, 3)`` of them, deletes those and says the rest wait; the next cycle
     checks and deletes the rest.
     """
-    monkeypatch.setattr(policy, "MAX_POP3_RETR_CHECKS", limit)
+    monkeypatch.setattr(pop3_uidls, "MAX_POP3_RETR_CHECKS", limit)
     raws = [sample_message(n) for n in (1, 2, 3)]
     with ScriptedPOP3([ScriptedMessage(raw) for raw in raws], capa=WITHOUT_TOP) as server:
         account = await keeping(server, store)
@@ -203,7 +203,7 @@ async def test_retr_checks_stop_at_their_octet_bound_but_always_make_one(
     raws = [sample_message(1), sample_message(2), sample_message(3)]
     listed = [len(raw) + 1 for raw in raws]
     bound = 0 if octets is None else listed[0] + listed[1] + octets
-    monkeypatch.setattr(policy, "MAX_POP3_RETR_CHECK_OCTETS", bound)
+    monkeypatch.setattr(pop3_uidls, "MAX_POP3_RETR_CHECK_OCTETS", bound)
     with ScriptedPOP3([ScriptedMessage(raw) for raw in raws], capa=WITHOUT_TOP) as server:
         account = await keeping(server, store)
         await cycle(account, store, executor)

@@ -1,4 +1,4 @@
-"""``maild.policy.deletion_suspects`` and ``maild.fetch.pop3_check.unchecked`` (review of session 14).
+"""``maild.pop3_uidls.deletion_suspects`` and ``maild.fetch.pop3_check.unchecked`` (review of session 14).
 
 Every POP3 deletion candidate not retrieved in the session must have been compared in it before
 ``DELE`` (a UIDL re-used at the very size of the archived message was deleted unarchived). The
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from maild.fetch.pop3_check import unchecked
 from maild.model import IMAPKey, InventoryEntry, Location, MessageKey, POP3Key, Retention
-from maild.policy import deletion_suspects, select_deletions
+from maild.policy import select_deletions
+from maild.pop3_uidls import deletion_suspects
 
 NOW = datetime(2026, 12, 7, 18, 0, tzinfo=UTC)
 DAYS = 3
