@@ -1,8 +1,10 @@
 """Pure decisions of maild: what to retrieve, what left the server, what may be deleted now, when it
-is due, how long to wait before the next cycle or the next IDLE connection, and whether to compress.
-How the shared limits of the process are split is :mod:`maild.limits`.
+is due, and whether to compress. How the shared limits of the process are split is
+:mod:`maild.limits`; how long to wait before the next cycle or IDLE connection, :mod:`maild.waiting`;
+which known POP3 UIDLs need comparing before they are taken for the archived message or deleted,
+:mod:`maild.pop3_uidls` (both split from here in the review of session 14).
 
-Nothing here does I/O; the clock (and the randomness of jitter) is a parameter. :mod:`maild.fetch.cycle`
+Nothing here does I/O; the clock is a parameter. :mod:`maild.fetch.cycle`
 shows the order in which the fetch decisions are applied, and does the I/O they call for.
 
 **Where a message may be deleted on a server: here.** A fetch cycle deletes a message only when all of
@@ -32,20 +34,16 @@ it was being received, :func:`in_flight`) is skipped by later cycles (:func:`set
 attempt a day (:data:`SET_ASIDE_RETRY_S`) and one on ``maild fetch-now --retry-failed``. It stays on
 the server: it is not archived, so rule 2 above never selects it for deletion.
 
-**Where backoff is decided: here.** :func:`next_cycle_delay_s` (poll interval with jitter, or capped
-exponential backoff after failures, see :func:`backoff_delay_s`) and :func:`reconnect_delay_s`
-(IDLE connections).
+**Where backoff is decided:** :mod:`maild.waiting`.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import assert_never
 
-from maild.errors import ThrottledError
 from maild.model import (
     CompressMode,
     FailureRecord,
@@ -329,56 +327,6 @@ def select_deletions(
     return out
 
 
-MAX_POP3_HEADER_CHECKS = 200
-"""Most POP3 deletion candidates whose header section one cycle reads (``TOP n 0``, one round trip
-each) because their LIST size is not the archived one (:func:`pop3_sizes_differ`); the others are
-not deleted in that cycle (checked in a later one, once these have a size recorded or are left)."""
-MAX_POP3_RETR_CHECKS = 20
-"""Most messages listed at another size than the archived one (:func:`listed_known`) that
-one POP3 cycle downloads (``RETR``) to compare by SHA-256 because their header section could not be
-read (``TOP`` not offered or refused); the others wait for later cycles. Each is downloaded once: a
-match records the server's size, so that later cycles compare by LIST alone (session 14)."""
-MAX_POP3_RETR_CHECK_OCTETS = 64 * 2**20
-"""Most octets (by LIST size) those downloads may add up to in one cycle, 64 MiB; the first one is
-always made, whatever its size, so that a large message does not wait for ever."""
-
-
-def pop3_sizes_differ(
-    candidates: Sequence[MessageKey],
-    inventory: Sequence[InventoryEntry],
-    expected: Mapping[MessageKey, int],
-    retrieved: Collection[MessageKey],
-) -> list[MessageKey]:
-    """POP3 deletion candidates whose server size is not the one the archive expects.
-
-    A UIDL names the archived message only as long as the server does not hand it to another one: a
-    server re-using UIDLs, or an account pointed at another server (a changed ``host`` or
-    ``username``) whose UIDLs collide with the old one's. Before session 13 such a message was taken
-    for the archived one, never retrieved, and with ``retention = "delete"`` deleted unarchived.
-    These keys need their header section compared (``TOP n 0``) before they may be deleted.
-
-    Args:
-        candidates: from :func:`select_deletions`, in server order.
-        inventory: what the server holds now; POP3 sizes in octets from LIST (RFC 1939 section 5).
-        expected: the size in octets the server should list for each key (the archived octets', or
-            the server's own recorded earlier for the same header section).
-        retrieved: keys retrieved in this session (they are the archived message by construction).
-
-    Returns:
-        Those candidates (POP3, not full-content identities, not retrieved in this session) whose
-        listed size differs from ``expected`` or is missing, in server order.
-    """
-    listed = {entry.key: entry.size_octets for entry in inventory}
-    out: list[MessageKey] = []
-    for key in candidates:
-        if not isinstance(key, POP3Key) or key.exact_content or key in retrieved:
-            continue
-        size = listed.get(key)
-        if size is None or size != expected.get(key):
-            out.append(key)
-    return out
-
-
 def confirm_deletions(
     candidates: Sequence[MessageKey],
     archived: Collection[MessageKey],
@@ -456,141 +404,6 @@ def _reappeared(key: MessageKey, loc: Location) -> bool:
         and not key.exact_content
         and (loc.deleted_at is not None or loc.gone_at is not None)
     )
-
-
-@dataclass(frozen=True, slots=True)
-class ListedKnown:
-    """Known POP3 identities whose listing asks for more than taking them for the archived message.
-
-    Attributes:
-        other_size: linked to an archived message and listed at another size than the archive
-            expects (:attr:`Location.listed_size <maild.model.Location.listed_size>`): each may name
-            another message now, and needs its header section or content compared before it is taken
-            for the archived one (:mod:`maild.fetch.pop3_listed`).
-        relisted: maild deleted them on the server and the server lists them again: other messages,
-            to archive as new ones.
-    """
-
-    other_size: list[MessageKey]
-    relisted: list[MessageKey]
-
-
-def listed_known(
-    inventory: Sequence[InventoryEntry],
-    known: Mapping[MessageKey, Location],
-    back: Collection[MessageKey],
-) -> ListedKnown:
-    """Which known POP3 identities of the listing may name another message than the archived one.
-
-    A UIDL names the archived message only as long as the server does not give it to another one
-    (RFC 1939 section 7 lets a server re-use the UIDL of a deleted message): another client deleted
-    the message and the server re-used its UIDL between two polls (never seen gone; session 14: with
-    ``retention = "keep"`` the new message was never archived), the UIDL left and came back (QA of
-    session 13), or the account now points at another server whose UIDLs collide with the old one's.
-
-    ``other_size``: keys recorded present, and keys of ``back`` (recorded gone, listed again), whose
-    LIST size is not the expected one. A re-use at the very same size is not caught here (it would
-    need every header section read in every cycle).
-
-    ``relisted``: after ``+OK`` to QUIT the server has removed the message (RFC 1939 section 6), so
-    a UIDL maild deleted and the server lists again names another message. Until session 14 it was
-    left on the server, never archived (:func:`reappeared`); now its UIDL is freed and the cycle
-    archives it as a new message. Were the server not to have deleted it after all, the archive
-    already holds its octets and links the UIDL to them again.
-
-    Exempt from both: full-content identities (``"sha256:"``, the octets themselves) and IMAP keys
-    (:mod:`maild.fetch.resync`). One pass over the listing, the usual case first (a known message
-    listed at its expected size costs one look-up and two comparisons): every POP3 poll runs it
-    for every message on the server.
-
-    Args:
-        inventory: what the server holds now; POP3 sizes in octets from LIST (RFC 1939 section 5).
-        known: the account's recorded server identities (:meth:`Store.locations`, with their
-            ``listed_size``).
-        back: keys recorded gone that are listed again (:func:`presence_changes`).
-
-    Returns:
-        Both lists, in server order. A key whose listed or expected size is unknown is in
-        ``other_size``.
-    """
-    other_size: list[MessageKey] = []
-    relisted: list[MessageKey] = []
-    for entry in inventory:
-        loc = known.get(entry.key)
-        if loc is None:
-            continue
-        size = entry.size_octets
-        deleted = loc.deleted_at is not None
-        if size == loc.listed_size and size is not None and not deleted:
-            continue  # the usual case
-        key = entry.key
-        if not isinstance(key, POP3Key) or key.exact_content:
-            continue
-        if deleted:
-            relisted.append(key)
-        elif loc.gone_at is None or key in back:
-            other_size.append(key)
-    return ListedKnown(other_size, relisted)
-
-
-# -- waiting: poll interval, backoff, IDLE reconnection ------------------------------------------------
-
-BACKOFF_BASE_S = 30.0
-"""Delay after the first failed cycle, in seconds; doubles with each further failure."""
-BACKOFF_CAP_S = 1800.0
-"""Longest delay between failed cycles, in seconds."""
-THROTTLE_MIN_S = 300.0
-"""Shortest delay after a provider throttled the account (``[SYS/TEMP]``, ``[IN-USE]``,
-``[LOGIN-DELAY]``, RFC 2449 section 8 and RFC 3206), in seconds."""
-JITTER_FRACTION = 0.1
-"""Up to this fraction of a delay is added at random, so accounts do not run in step."""
-JITTER_CAP_S = 30.0
-"""The most jitter added to a poll interval, in seconds."""
-RECONNECT_BASE_S = 1.0
-"""First delay before an IDLE connection is made again after a loss, in seconds; doubles per failed
-attempt."""
-RECONNECT_CAP_S = 300.0
-"""Longest delay between attempts to make an IDLE connection again, in seconds."""
-
-
-def backoff_delay_s(failures: int, error: BaseException, rng: random.Random) -> float:
-    """Seconds to wait after ``failures`` consecutive failed cycles (>= 1).
-
-    Doubles from :data:`BACKOFF_BASE_S` up to :data:`BACKOFF_CAP_S`; provider throttling
-    (:class:`~maild.errors.ThrottledError`) waits at least :data:`THROTTLE_MIN_S`. Up to
-    :data:`JITTER_FRACTION` of the delay is added at random (``rng.uniform``).
-    """
-    delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_CAP_S)
-    if isinstance(error, ThrottledError):
-        delay = max(delay, THROTTLE_MIN_S)
-    return float(delay + rng.uniform(0, delay * JITTER_FRACTION))
-
-
-def next_cycle_delay_s(
-    poll_interval_s: float, failures: int, error: BaseException | None, rng: random.Random
-) -> float:
-    """Seconds from the end of a cycle to the next one of the same account.
-
-    Args:
-        poll_interval_s: the account's ``poll_interval``, in seconds.
-        failures: consecutive failed cycles (>= 1 with an error).
-        error: the last cycle's error, or None after a success.
-        rng: the jitter source.
-
-    Returns:
-        After a success: the poll interval plus up to :data:`JITTER_FRACTION` of it (at most
-        :data:`JITTER_CAP_S`). After a failure: :func:`backoff_delay_s`.
-    """
-    if error is None:
-        return poll_interval_s + rng.uniform(0, min(poll_interval_s * JITTER_FRACTION, JITTER_CAP_S))
-    return backoff_delay_s(failures, error, rng)
-
-
-def reconnect_delay_s(
-    failures: int, base_s: float = RECONNECT_BASE_S, cap_s: float = RECONNECT_CAP_S
-) -> float:
-    """Seconds to wait before IDLE reconnection attempt number ``failures`` (>= 1): doubling, capped."""
-    return float(min(base_s * 2 ** (failures - 1), cap_s))
 
 
 # -- compression -----------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from maild import policy
+from maild import policy, pop3_uidls
 from maild.archive import failures as failures_store
 from maild.archive.cycle_reads import read_account
 from maild.archive.move_guard import overlapping_moves
@@ -241,7 +241,8 @@ async def fetch_cycle(
     plan_made = False  # planned is the plan (a full disk before it blocks what the archive lacks)
     taken: list[InventoryEntry] | None = None  # the inventory, once taken
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
-    odd: policy.ListedKnown | None = None  # POP3: known UIDLs that may name another message now
+    odd: pop3_uidls.ListedKnown | None = None  # POP3: known UIDLs that may name another message now
+    suspects: list[MessageKey] = []  # POP3: known UIDLs whose header section this session compares
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
         # what an earlier cycle found and could not write (the disk full): deletions done on the server,
@@ -290,9 +291,19 @@ async def fetch_cycle(
         changes = policy.presence_changes(inventory, covered)
         back = changes.back
         if not imap:  # a known UIDL listed at another size (back, or never seen gone) may name another one
-            odd = policy.listed_known(inventory, known, back)
-            if odd.other_size:  # checked after the retrieval; taken back only if shown to be the same
-                back = [key for key in back if key not in set(odd.other_size)]
+            odd = pop3_uidls.listed_known(inventory, known, back)
+            suspects = list(odd.other_size)
+            if account.retention != "keep" and refusal is None:
+                # every possible deletion candidate too, whatever its size: a UIDL re-used at the
+                # very size of the archived message is caught only by its header section
+                listed_odd = {*odd.other_size, *odd.relisted}
+                due = pop3_uidls.deletion_suspects(
+                    account.retention, account.retention_days, inventory, known, set(back), clock()
+                )
+                suspects += [key for key in due if key not in listed_odd]
+            if suspects:  # checked after the retrieval; taken back only if shown to be the same
+                held = set(suspects)
+                back = [key for key in back if key not in held]
         await store.update_presence(account.name, changes.gone, back, clock())
         records = reads.failures  # written by this cycle only at its end
         skip = policy.set_aside(records, clock())
@@ -343,9 +354,9 @@ async def fetch_cycle(
         await store.record_pop3_server_sizes(account.name, off_sizes)
         off_sizes.clear()
         listed: pop3_listed.ListedCheck | None = None
-        if odd is not None and (odd.other_size or odd.relisted):  # after the new mail is in
+        if odd is not None and (suspects or odd.relisted):  # after the new mail is in
             listed = await pop3_listed.check_headers(
-                account.name, store, maildrop, inventory, odd.other_size, known, clock(), odd.relisted
+                account.name, store, maildrop, inventory, suspects, known, clock(), odd.relisted
             )
             listed = await pop3_listed.check_contents(
                 account.name, store, maildrop, inventory, listed, known, skip, clock()
@@ -404,17 +415,22 @@ async def fetch_cycle(
                 if not imap:  # a known UIDL may name another message now (another server, re-used)
                     from maild.fetch import pop3_check
 
-                    unresolved = listed.unresolved if listed is not None else frozenset()
+                    shown = pop3_listed.shown_in_session(listed, retrieval.retrieved)
+                    unchecked = pop3_check.unchecked(candidates, shown)
                     verdict = await pop3_check.verify_candidates(
                         account.name,
                         store,
                         maildrop,
                         inventory,
-                        [key for key in candidates if key not in unresolved],
+                        [key for key in candidates if key not in set(unchecked)],
                         retrieval.retrieved,
                     )
                     checked = verdict.deletable
                     result.warnings.extend(verdict.warnings())
+                    # past this cycle's bounds, or due since its start: a later cycle checks them
+                    unresolved = listed.unresolved if listed is not None else frozenset()
+                    if untold := [key for key in unchecked if key not in unresolved]:
+                        result.warnings.append(pop3_check.waiting_warning(len(untold)))
                 to_delete = policy.confirm_deletions(candidates, archived, checked)
             if to_delete:
                 await store.verify_identity()  # the commits landed in the file at the archive's path

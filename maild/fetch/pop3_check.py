@@ -5,8 +5,8 @@ that re-uses UIDLs, or an account pointed at another server (``host`` or ``usern
 UIDLs collide with the old one's, lists another message under a known UIDL; it was taken for the
 archived one, never retrieved, and with ``retention = "delete"``/``"delete-after"`` deleted
 unarchived (QA of session 13). Now each deletion candidate not retrieved in this session must be
-listed with the size the archive expects (:func:`maild.policy.pop3_sizes_differ`); one that is not
-has its header section read (``TOP n 0``, at most :data:`maild.policy.MAX_POP3_HEADER_CHECKS` per
+listed with the size the archive expects (:func:`maild.pop3_uidls.pop3_sizes_differ`); one that is not
+has its header section read (``TOP n 0``, at most :data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS` per
 cycle) and compared with the archived message's: equal, the server's size is recorded
 (``locations.server_size``) and it may be deleted; different (or unreadable), it stays on the server,
 not retrieved (its UIDL is known), with a warning. The IMAP counterpart is
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from maild import policy
+from maild import pop3_uidls
 from maild.archive.store import Store
 from maild.message import same_header_section
 from maild.model import InventoryEntry, MessageKey, POP3Key
@@ -50,7 +50,7 @@ class Verdict:
             the archive has no record of them).
         unread: left on the server: their header section could not be read (``TOP`` answered
             ``-ERR``, or not offered in CAPA); checked again in later cycles.
-        waiting: not checked in this cycle, past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`;
+        waiting: not checked in this cycle, past :data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS`;
             checked in a later one.
     """
 
@@ -84,11 +84,28 @@ def warning(count: int) -> str:
 
 def waiting_warning(count: int) -> str:
     """The cycle's warning for ``count`` candidates not checked in this cycle because the check's
-    limit (:data:`maild.policy.MAX_POP3_HEADER_CHECKS`) was reached: not deleted yet, not suspect."""
+    limit (:data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS`) was reached: not deleted yet, not suspect."""
     return (
-        f"{count} messages to delete are listed at another size than the archived one and wait for their"
-        f" header check in a later cycle (at most {policy.MAX_POP3_HEADER_CHECKS} per cycle): not deleted yet"
+        f"{count} messages to delete wait for their header check in a later cycle (at most"
+        f" {pop3_uidls.MAX_POP3_HEADER_CHECKS} per cycle): not deleted yet"
     )
+
+
+def unchecked(candidates: Sequence[MessageKey], shown: Collection[MessageKey]) -> list[MessageKey]:
+    """The POP3 deletion candidates this session did not show to be the archived message: not
+    deleted in this cycle, whatever their LIST size (review of session 14: a UIDL re-used at the very
+    size of the archived message was deleted unarchived).
+
+    Args:
+        candidates: from :func:`maild.policy.select_deletions`, in server order.
+        shown: :func:`maild.fetch.pop3_listed.shown_in_session`.
+
+    Returns:
+        Candidates (POP3 UIDLs, not full-content identities) not in ``shown``, in server order: past
+        the check's bounds (:data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS`,
+        :data:`maild.pop3_uidls.MAX_POP3_RETR_CHECKS`), unread, or due since the cycle began.
+    """
+    return [k for k in candidates if isinstance(k, POP3Key) and not k.exact_content and k not in shown]
 
 
 async def verify_candidates(
@@ -123,11 +140,12 @@ async def verify_candidates(
     if not unchecked:  # the usual "delete" cycle: everything was retrieved in this session
         return Verdict(set(candidates))
     expected = await store.archived_sizes(account, unchecked)
-    odd = policy.pop3_sizes_differ(unchecked, inventory, {k: v[1] for k, v in expected.items()}, retrieved)
+    expected_sizes = {k: v[1] for k, v in expected.items()}
+    odd = pop3_uidls.pop3_sizes_differ(unchecked, inventory, expected_sizes, retrieved)
     if not odd:
         return Verdict(set(candidates))
     known = [key for key in odd if key in expected]
-    checked, waiting = known[: policy.MAX_POP3_HEADER_CHECKS], known[policy.MAX_POP3_HEADER_CHECKS :]
+    checked, waiting = known[: pop3_uidls.MAX_POP3_HEADER_CHECKS], known[pop3_uidls.MAX_POP3_HEADER_CHECKS :]
     headers = await maildrop.header_fields(checked, max_octets=TOP_REPLY_OCTETS) if checked else {}
     raws = await store.raw_messages([expected[key][0] for key in checked if key in headers])
     listed = {entry.key: entry.size_octets for entry in inventory}

@@ -7,16 +7,16 @@ gone and took the new message for the archived one: with ``retention = "keep"`` 
 it from being deleted). The same holds for a UIDL that left and came back, and for an account pointed
 at another server whose UIDLs collide with the old one's. And a UIDL maild deleted itself (after
 ``+OK`` to QUIT) that the server lists again names another message without a doubt: it was left on
-the server, never archived; now it is freed at once (:func:`maild.policy.listed_known`).
+the server, never archived; now it is freed at once (:func:`maild.pop3_uidls.listed_known`).
 
 So every POP3 cycle compares the LIST size of each known identity (LIST is sent every cycle anyway:
 no round trip is added) with the size the archive expects for it
-(:func:`maild.policy.listed_known`). Only a difference costs round trips, and only after the cycle's
+(:func:`maild.pop3_uidls.listed_known`). Only a difference costs round trips, and only after the cycle's
 retrieval committed (a check that breaks the session then costs that cycle's deletions, never its
 new mail):
 
 1. :func:`check_headers`: ``TOP n 0`` of at most
-   :data:`maild.policy.MAX_POP3_HEADER_CHECKS` of them, compared with the archived message's header
+   :data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS` of them, compared with the archived message's header
    section (:func:`maild.message.same_header_section`). Equal: the server lists this message at
    another size (an LF-stored maildrop counts one octet less per line than RETR sends); that size is
    recorded (``locations.server_size``) and later cycles compare with it. Different: another message;
@@ -25,8 +25,8 @@ new mail):
    (:attr:`ListedCheck.to_retrieve`) and archives it before any deletion.
 2. :func:`check_contents`, before any deletion, for
    those whose header section could not be read (``TOP`` not offered or refused): ``RETR`` of at most
-   :data:`maild.policy.MAX_POP3_RETR_CHECKS` messages and
-   :data:`maild.policy.MAX_POP3_RETR_CHECK_OCTETS`, compared by SHA-256 with the archived message.
+   :data:`maild.pop3_uidls.MAX_POP3_RETR_CHECKS` messages and
+   :data:`maild.pop3_uidls.MAX_POP3_RETR_CHECK_OCTETS`, compared by SHA-256 with the archived message.
    Equal: its size is recorded, so it is downloaded once. Different: the UIDL is freed and the
    downloaded message archived under it.
 
@@ -49,7 +49,7 @@ from datetime import datetime
 
 import structlog
 
-from maild import policy
+from maild import policy, pop3_uidls
 from maild.archive import failures as failures_store
 from maild.archive.store import Store
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
@@ -109,19 +109,33 @@ class ListedCheck:
         out: list[str] = []
         if self.unread:
             out.append(
-                f"{len(self.unread)} messages are listed under a UIDL maild knows at another size than the"
-                " archived message, and neither TOP nor RETR could compare them (refused, or set aside after"
-                " breaking the session): not deleted, not taken for the archived message; tried again"
-                " next cycle"
+                f"{len(self.unread)} messages are listed under a UIDL maild knows (at another size than the"
+                " archived message, or due for deletion), and neither TOP nor RETR could compare them"
+                " (refused, or set aside after breaking the session): not deleted, not taken for the"
+                " archived message; tried again next cycle"
             )
         if self.waiting:
             out.append(
-                f"{len(self.waiting)} messages are listed under a UIDL maild knows at another size than the"
-                f" archived message and wait for their check in a later cycle (at most"
-                f" {policy.MAX_POP3_HEADER_CHECKS} TOP and {policy.MAX_POP3_RETR_CHECKS} RETR per cycle):"
-                " not deleted yet"
+                f"{len(self.waiting)} messages are listed under a UIDL maild knows (at another size than the"
+                f" archived message, or due for deletion) and wait for their check in a later cycle (at"
+                f" most {pop3_uidls.MAX_POP3_HEADER_CHECKS} TOP and {pop3_uidls.MAX_POP3_RETR_CHECKS} RETR"
+                " per cycle): not deleted yet"
             )
         return out
+
+
+def shown_in_session(listed: ListedCheck | None, retrieved: Collection[MessageKey]) -> frozenset[MessageKey]:
+    """The keys this session showed to name the message the archive links them to: retrieved in it,
+    compared by :func:`check_headers` or :func:`check_contents` and found to be the archived message,
+    or freed and their new message archived by :func:`check_contents`.
+
+    Args:
+        listed: the cycle's checks, or None when it made none.
+        retrieved: keys retrieved (and committed) in this session.
+    """
+    if listed is None:
+        return frozenset(retrieved)
+    return frozenset([*retrieved, *listed.same, *listed.archived])
 
 
 async def check_headers(
@@ -144,14 +158,14 @@ async def check_headers(
         store: the open archive.
         maildrop: the cycle's open POP3 session.
         inventory: this session's inventory (sizes from LIST, in octets).
-        suspects: ``other_size`` of :func:`maild.policy.listed_known`, in server order.
+        suspects: ``other_size`` of :func:`maild.pop3_uidls.listed_known`, in server order.
         known: the account's recorded identities (each suspect is among them).
         now: the current time, aware, UTC (when freed UIDLs are recorded gone).
-        relisted: ``relisted`` of :func:`maild.policy.listed_known`.
+        relisted: ``relisted`` of :func:`maild.pop3_uidls.listed_known`.
 
     Returns:
         ``same``, ``other`` (freed: to retrieve), ``untopped`` (for :func:`check_contents`) and
-        ``waiting`` (past :data:`maild.policy.MAX_POP3_HEADER_CHECKS`).
+        ``waiting`` (past :data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS`).
 
     Raises:
         StoreError: the archive failed (``ArchiveFull``: the disk is full); nothing was freed.
@@ -161,8 +175,8 @@ async def check_headers(
     """
     if not suspects and not relisted:
         return ListedCheck()
-    checked = list(suspects[: policy.MAX_POP3_HEADER_CHECKS])
-    waiting = list(suspects[policy.MAX_POP3_HEADER_CHECKS :])
+    checked = list(suspects[: pop3_uidls.MAX_POP3_HEADER_CHECKS])
+    waiting = list(suspects[pop3_uidls.MAX_POP3_HEADER_CHECKS :])
     headers = await maildrop.header_fields(checked, max_octets=TOP_REPLY_OCTETS)
     read = [key for key in checked if key in headers]
     raws = await store.raw_messages(sorted({known[key].message for key in read}))
@@ -211,8 +225,8 @@ async def check_contents(
     for key in early.untopped:
         if key in skip:
             unread.append(key)
-        elif len(todo) < policy.MAX_POP3_RETR_CHECKS and (
-            not todo or total + listed.get(key, 0) <= policy.MAX_POP3_RETR_CHECK_OCTETS
+        elif len(todo) < pop3_uidls.MAX_POP3_RETR_CHECKS and (
+            not todo or total + listed.get(key, 0) <= pop3_uidls.MAX_POP3_RETR_CHECK_OCTETS
         ):
             todo.append(key)
             total += listed.get(key, 0)

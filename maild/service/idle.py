@@ -20,8 +20,8 @@ Supervision, because aioimaplib's IDLE calls can hang forever when the server go
   :data:`KEEPALIVE_IDLE_S` seconds of silence) turns a vanished peer into a reset within about
   two minutes, and the DONE/NOOP deadline of the next restart catches a stalled server;
 * after a loss the watcher reconnects with capped exponential backoff
-  (:func:`maild.policy.reconnect_delay_s`: :data:`~maild.policy.RECONNECT_BASE_S` doubling up to
-  :data:`~maild.policy.RECONNECT_CAP_S`); meanwhile the account polls on its interval;
+  (:func:`maild.waiting.reconnect_delay_s`: :data:`~maild.waiting.RECONNECT_BASE_S` doubling up to
+  :data:`~maild.waiting.RECONNECT_CAP_S`); meanwhile the account polls on its interval;
 * once IDLE runs again, a fetch cycle is triggered if the mailbox changed while nobody watched
   (its UIDVALIDITY or UIDNEXT differs from what the last cycle recorded).
 
@@ -46,7 +46,7 @@ from typing import Literal, NoReturn, Protocol
 
 import structlog
 
-from maild import policy
+from maild import waiting
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, ProtocolError
@@ -143,8 +143,8 @@ class IdleWatcher:
         store: Store | None = None,
         session_factory: Callable[[AccountConfig], IdleSession] = imap_idle_session,
         clock: Callable[[], datetime] | None = None,
-        reconnect_base_s: float = policy.RECONNECT_BASE_S,
-        reconnect_cap_s: float = policy.RECONNECT_CAP_S,
+        reconnect_base_s: float = waiting.RECONNECT_BASE_S,
+        reconnect_cap_s: float = waiting.RECONNECT_CAP_S,
     ) -> None:
         self.account = account
         self._budgets = budgets
@@ -335,7 +335,7 @@ class IdleWatcher:
         if idle_since is not None and asyncio.get_running_loop().time() - idle_since >= IDLE_STABLE_S:
             self._failures = 0  # a loss after a good while: start the backoff afresh
         self._failures += 1
-        delay = policy.reconnect_delay_s(self._failures, self._base_s, self._cap_s)
+        delay = waiting.reconnect_delay_s(self._failures, self._base_s, self._cap_s)
         if was_idle:
             self._lost_pending = True
             self._changed.set()

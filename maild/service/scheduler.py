@@ -3,7 +3,7 @@
 At most ``max_concurrent_fetches`` cycles run at once, and every other limit holds too: the scheduler
 is handed the process's :class:`~maild.service.budget.Budgets` and passes it on to the kept
 sessions, the IDLE watchers and every fetch cycle. A failing account is retried with capped
-exponential backoff (decided in :func:`maild.policy.next_cycle_delay_s`) and never delays the
+exponential backoff (decided in :func:`maild.waiting.next_cycle_delay_s`) and never delays the
 others. :meth:`Scheduler.run` returns after a stop
 request once running cycles have finished, or after ``shutdown_timeout_s`` by cancelling them
 (which aborts their sessions: nothing committed is lost, nothing uncommitted is deleted) and ending
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from maild import policy
+from maild import waiting
 from maild.archive.store import Store
 from maild.auth.endpoint import abort_exchanges
 from maild.config.loader import AccountConfig
@@ -360,7 +360,7 @@ class Scheduler:
             if self._blocked(rt) is not None:
                 continue
             failure = None if outcome is not None else rt.last_exception or RuntimeError()
-            delay = policy.next_cycle_delay_s(
+            delay = waiting.next_cycle_delay_s(
                 account.poll_interval_s, rt.consecutive_failures, failure, self.rng
             )
             rt.next_run = self.clock() + timedelta(seconds=delay)

@@ -11,7 +11,7 @@ import concurrent.futures
 
 import pytest
 
-from maild import policy
+from maild import policy, pop3_uidls
 from maild.archive import failures as failures_store
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
@@ -104,19 +104,23 @@ async def test_an_lf_stored_maildrop_records_sizes_at_retrieval_and_deletes_with
 
     Steps (main: on a server without TOP such messages, once archived by a "keep" cycle, were never
     deleted, warned every cycle): a TOP-less server lists LF sizes; a "keep" cycle archives two
-    messages; a "delete" cycle deletes both, sending neither TOP nor RETR.
+    messages; a "delete" cycle finds the sizes it expects (nothing freed, no warning), compares each
+    by one RETR as every deletion candidate not retrieved in the session (review of session 14) and
+    deletes both.
     """
     raws = [sample_message(1), sample_message(2, [b"two", b"lines"])]
     messages = [ScriptedMessage(raw, list_size=lf_size(raw)) for raw in raws]
     with ScriptedPOP3(messages, capa=WITHOUT_TOP) as server:
         account = await keeping(server, store)
         await cycle(account, store, executor)
+        known = await store.locations(account.name)
+        assert sorted(loc.listed_size or 0 for loc in known.values()) == sorted(map(lf_size, raws))
         mark = len(server.commands)
         result = await cycle(with_retention(account, "delete"), store, executor)
-        assert since(server, mark, "RETR") == since(server, mark, "TOP") == []
+        assert (since(server, mark, "RETR"), since(server, mark, "TOP")) == (["RETR 1", "RETR 2"], [])
         assert server.maildrop == []
 
-    assert (result.deleted, result.warnings) == (2, [])
+    assert (result.deleted, result.new_links, result.warnings) == (2, 0, [])
     assert await archived(store) == raws
 
 
@@ -163,7 +167,7 @@ async def test_retr_checks_stop_at_their_limit_and_the_rest_wait_for_the_next_cy
     cycle downloads ``min(limit, 3)`` of them, deletes those and says the rest wait; the next cycle
     checks and deletes the rest.
     """
-    monkeypatch.setattr(policy, "MAX_POP3_RETR_CHECKS", limit)
+    monkeypatch.setattr(pop3_uidls, "MAX_POP3_RETR_CHECKS", limit)
     raws = [sample_message(n) for n in (1, 2, 3)]
     with ScriptedPOP3([ScriptedMessage(raw) for raw in raws], capa=WITHOUT_TOP) as server:
         account = await keeping(server, store)
@@ -199,7 +203,7 @@ async def test_retr_checks_stop_at_their_octet_bound_but_always_make_one(
     raws = [sample_message(1), sample_message(2), sample_message(3)]
     listed = [len(raw) + 1 for raw in raws]
     bound = 0 if octets is None else listed[0] + listed[1] + octets
-    monkeypatch.setattr(policy, "MAX_POP3_RETR_CHECK_OCTETS", bound)
+    monkeypatch.setattr(pop3_uidls, "MAX_POP3_RETR_CHECK_OCTETS", bound)
     with ScriptedPOP3([ScriptedMessage(raw) for raw in raws], capa=WITHOUT_TOP) as server:
         account = await keeping(server, store)
         await cycle(account, store, executor)

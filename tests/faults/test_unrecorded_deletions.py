@@ -2,7 +2,7 @@
 path of ``mark_deleted``), against the scripted POP3 server, which re-uses a UIDL on request.
 
 The record that maild deleted a POP3 message (``deleted_at``) is what makes a later message under
-the same UIDL another message (:func:`maild.policy.listed_known`; until session 14
+the same UIDL another message (:func:`maild.pop3_uidls.listed_known`; until session 14
 neither retrieved nor deleted, since then archived as a new message before it is deleted). When the
 disk is full right after ``+OK`` to QUIT, that record is missing.
 """

@@ -106,6 +106,8 @@ BASE = frozenset(
         "maild.model",
         "maild.message",
         "maild.policy",
+        "maild.pop3_uidls",
+        "maild.waiting",
         "maild.limits",
         "maild.log",
         "maild.fsutil",

@@ -1,4 +1,4 @@
-"""``maild.policy.listed_known`` (session 14) against a plain reading of its rules, with Hypothesis.
+"""``maild.pop3_uidls.listed_known`` (session 14) against a plain reading of its rules, with Hypothesis.
 
 The function takes the usual case (a known message listed at its expected size) first, for the cost
 of every POP3 poll; this checks that the short cut decides every listing as the rules written out
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.model import IMAPKey, InventoryEntry, Location, MessageKey, POP3Key
-from maild.policy import listed_known
+from maild.pop3_uidls import listed_known
 
 NOW = datetime(2026, 12, 7, 18, 0, tzinfo=UTC)
 

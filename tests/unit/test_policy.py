@@ -11,29 +11,33 @@ import pytest
 from maild.errors import ConnectError, ThrottledError
 from maild.model import FailureRecord, IMAPKey, InventoryEntry, Location, MessageKey, POP3Key
 from maild.policy import (
+    SET_ASIDE_AFTER_FAILURES,
+    SET_ASIDE_RETRY_S,
+    confirm_deletions,
+    deletion_refusal,
+    in_flight,
+    next_deletion_due,
+    plan_retrieval,
+    presence_changes,
+    reappeared,
+    select_deletions,
+    set_aside,
+)
+from maild.pop3_uidls import (
+    listed_known,
+    pop3_sizes_differ,
+)
+from maild.waiting import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
     JITTER_CAP_S,
     JITTER_FRACTION,
     RECONNECT_BASE_S,
     RECONNECT_CAP_S,
-    SET_ASIDE_AFTER_FAILURES,
-    SET_ASIDE_RETRY_S,
     THROTTLE_MIN_S,
     backoff_delay_s,
-    confirm_deletions,
-    deletion_refusal,
-    in_flight,
-    listed_known,
     next_cycle_delay_s,
-    next_deletion_due,
-    plan_retrieval,
-    pop3_sizes_differ,
-    presence_changes,
-    reappeared,
     reconnect_delay_s,
-    select_deletions,
-    set_aside,
 )
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -21,10 +21,10 @@ from maild.config.loader import AccountConfig
 from maild.errors import AuthError, ConnectError, ThrottledError
 from maild.fetch.cycle import CycleResult
 from maild.model import POP3Key
-from maild.policy import BACKOFF_BASE_S, THROTTLE_MIN_S
 from maild.service import scheduler as scheduler_module
 from maild.service.account_runtime import AccountRuntime
 from maild.service.scheduler import Scheduler
+from maild.waiting import BACKOFF_BASE_S, THROTTLE_MIN_S
 from tests.support.accounts import pop3_account
 from tests.support.waiting import eventually
 from tests.unit.fakes import Concurrency, FakeServer, maildrops_of, make_message

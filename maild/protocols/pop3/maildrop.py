@@ -317,8 +317,10 @@ class POP3Maildrop(Maildrop):
     async def header_fields(
         self, keys: Sequence[MessageKey], *, max_octets: int
     ) -> dict[MessageKey, bytes]:
-        """The header sections of ``keys`` by ``TOP n 0``, one round trip each, for showing a message
-        that failed to arrive (:mod:`maild.fetch.failed_headers`).
+        """The header sections of ``keys`` by ``TOP n 0``, for showing a message that failed to arrive
+        (:mod:`maild.fetch.failed_headers`) and for comparing a known UIDL with the archived message
+        (:mod:`maild.fetch.pop3_listed`): pipelined in windows of up to ``window`` commands when the
+        server announces PIPELINING (one round trip per window), one round trip each otherwise.
 
         Keys not in this session's inventory, or whose TOP was answered ``-ERR``, are left out; so is
         everything when CAPA lists capabilities without TOP (TOP is optional, RFC 1939 section 7).
@@ -332,7 +334,7 @@ class POP3Maildrop(Maildrop):
 
         Cancelled: the socket is shut down and the session broken (call :meth:`abort`).
 
-        Standard: RFC 1939 section 7 (TOP), RFC 2449 section 6.1.
+        Standard: RFC 1939 section 7 (TOP), RFC 2449 sections 6.1 (CAPA TOP) and 6.6 (PIPELINING).
 
         Raises:
             NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
@@ -344,7 +346,9 @@ class POP3Maildrop(Maildrop):
         if not targets:
             return {}
         msgnums = [n for _, n in targets]
-        replies = await self._run(functools.partial(self._session.header_sections, msgnums, max_octets))
+        window = self._window if self._session.pipelining else 1
+        read = functools.partial(self._session.header_sections, msgnums, max_octets, window)
+        replies = await self._run(read)
         pairs = zip(targets, replies, strict=True)
         return {key: reply.body for (key, _), reply in pairs if reply.body is not None}
 

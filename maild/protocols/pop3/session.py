@@ -429,11 +429,14 @@ class POP3Session:
         with self.mapped(doing):
             return self.exchange(commands, multiline=multiline, pipelined=self.pipelining)
 
-    def header_sections(self, msgnums: Sequence[int], max_reply_octets: int) -> list[wire.Reply]:
-        """``TOP n 0`` for each of ``msgnums``, one round trip each, every reply capped at
+    def header_sections(
+        self, msgnums: Sequence[int], max_reply_octets: int, window: int = 1
+    ) -> list[wire.Reply]:
+        """``TOP n 0`` for each of ``msgnums``, sent ``window`` commands at a time (one round trip per
+        window; more than 1 only when the server announced PIPELINING), every reply capped at
         ``max_reply_octets`` (a header section, not a message; the session's cap is restored after).
 
-        Standard: RFC 1939 section 7 (TOP), RFC 2449 section 6.1 (CAPA TOP).
+        Standard: RFC 1939 section 7 (TOP), RFC 2449 sections 6.1 (CAPA TOP) and 6.6 (PIPELINING).
 
         Raises:
             ProtocolError: a reply is malformed or larger than ``max_reply_octets`` (the session is
@@ -443,7 +446,11 @@ class POP3Session:
         self.decoder.max_reply_octets = min(saved, max_reply_octets)
         try:
             with self.mapped("reading header sections"):
-                return self.exchange([f"TOP {n} 0" for n in msgnums], multiline=True, pipelined=False)
+                replies: list[wire.Reply] = []
+                for start in range(0, len(msgnums), max(window, 1)):
+                    commands = [f"TOP {n} 0" for n in msgnums[start : start + max(window, 1)]]
+                    replies += self.exchange(commands, multiline=True, pipelined=len(commands) > 1)
+                return replies
         finally:
             self.decoder.max_reply_octets = saved
 
