@@ -128,7 +128,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 3,
                 "deletions done on a server could not be recorded, also when tried again at the end of"
                 " the run: the archive's disk is full (the account's line says `NOT RECORDED: N deletions"
-                " done on the server could not be recorded: …`; free space and run `maild fetch` again)",
+                " done on the server could not be recorded: …`; free space and run `maild fetch` again); 3"
+                " wins over 1 when both apply",
             ),
         ),
     ),
