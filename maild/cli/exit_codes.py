@@ -51,7 +51,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 " failure, its last cycle could not retrieve messages for lack of room on this machine"
                 ' ("no room on this machine", with the directory to free space in: the spool\'s or the'
                 " archive's disk), or its last cycle set messages aside; or the archive was replaced under"
-                " the daemon (deletions stopped); or a reader holds the archive's write-ahead log"
+                " the daemon, or a transaction on it could not be rolled back (deletions stopped until a"
+                " restart: `ARCHIVE PROBLEM: …`); or a reader holds the archive's write-ahead log"
                 " (`! archive: write-ahead log held by a reader since 10:42, 173.0 MB; storing goes on`)",
             ),
             (2, "usage error, also an ACCOUNT the daemon does not know"),
@@ -76,7 +77,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
             ),
             (
                 2,
-                "CRITICAL: the archive replaced under the daemon, a lockout, a permanent error, 3 failed"
+                "CRITICAL: the archive replaced under the daemon (or a transaction on it left open), a"
+                " lockout, a permanent error, 3 failed"
                 " cycles in a row, or the daemon is not running (a wrong command line exits 2 too:"
                 " argparse's usage error)",
             ),
