@@ -51,6 +51,11 @@ T = TypeVar("T")
 _log = structlog.get_logger("maild.archive")
 
 
+TRANSACTION_LEFT_OPEN = "a transaction could not be rolled back and stays open"
+"""The words of :attr:`ArchiveConnection.replaced` when the guard failed because a transaction was left
+open (:meth:`ArchiveConnection._left_open`), not because the file was replaced: the ``archive_replaced``
+alert then advises a restart only (the file on disk is sound), never putting another file back."""
+
 BUSY_TIMEOUT_MS = 10_000
 """How long the writer's connection waits for a lock another connection holds (a reader's, a
 checkpoint's), milliseconds; then the statement fails with "database is locked"."""
@@ -689,7 +694,7 @@ class ArchiveConnection:
         if self.replaced is not None:
             return
         self.replaced = (
-            f"archive {self.path}: {what}: a transaction could not be rolled back and stays open;"
+            f"archive {self.path}: {what}: {TRANSACTION_LEFT_OPEN};"
             " deletions on every server stopped until maild is restarted"
         )
         _log.error("archive.transaction.left-open", path=str(self.path), what=what)

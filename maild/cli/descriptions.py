@@ -117,11 +117,15 @@ DESCRIPTIONS: dict[str, str] = {
         "Write a consistent, checked copy of the live archive to DEST (a file name, or a directory for a"
         " dated file), while the daemon runs: SQLite's online backup, an integrity check of the copy,"
         " then a rename into place (never half-written, never over an existing file); --compress writes"
-        " gzip, --keep N deletes all but the N newest backups in the directory."
+        " gzip, --keep N deletes all but the N newest backups in the directory. Every archived message's"
+        " octets are checked against their SHA-256: a damaged one is named, the backup is written, nothing"
+        " is pruned, and the exit code is 1. An archive that lost its write-ahead log, or of a newer"
+        " schema than this maild, is refused untouched."
     ),
     "restore": (
-        "Replace the archive with a backup written by maild backup (gzip or not), after checking it; the"
-        " daemon must be stopped. The archive it replaces is renamed to maild.sqlite3.before-restore-TIME"
+        "Replace the archive with a backup written by maild backup (gzip or not), after checking it (a"
+        " message whose octets no longer match their SHA-256 is named in a warning); the daemon must be"
+        " stopped. The archive it replaces is renamed to maild.sqlite3.before-restore-TIME"
         " beside it (docs/backup.md)."
     ),
     "reindex": (
@@ -157,7 +161,9 @@ DESCRIPTIONS: dict[str, str] = {
     ),
     "compare": (
         "Compare account A's archive (e.g. the POP3 account of a mailbox being moved) with account B's"
-        " IMAP server, by content: what is in both, what only A has, what only B has."
+        " IMAP server, by content: what is in both, what only A has, what only B has; then A's server, for"
+        " mail A never archived (a POP3 A is read with TOP, and what A's archive lacks is stored into it"
+        " before QUIT, as a server may delete what POP3 downloads)."
     ),
     "migrate": (
         "Upload every message of A's archive that B's IMAP server lacks (IMAP APPEND), then compare"
@@ -166,9 +172,12 @@ DESCRIPTIONS: dict[str, str] = {
     ),
     "retire": (
         "Retire account A once nothing of A is missing in B (checked again now) and A's server holds"
-        " nothing A never archived that B lacks (A's server is listed read only: POP3 UIDL/LIST/TOP,"
-        " IMAP UID SEARCH/BODY.PEEK; an unreachable server refuses too, --accept-unfetched accepts and"
-        " records it): A stops, its archive is kept, and the move from A to B is finished; the last step"
+        " nothing A never archived that B lacks (A's server is read, nothing deleted there: POP3"
+        " UIDL/LIST/TOP (RETR where TOP fails), IMAP UID SEARCH/BODY.PEEK; what a POP3 A's check reads"
+        " and A's archive lacks is stored into A's archive; an unreachable server refuses too,"
+        " --accept-unfetched accepts and records it, but not past a message the check stored that B"
+        " lacks: run maild migrate; mail that reaches A's server during the check refuses, nothing"
+        " changed): A stops, its archive is kept, and the move from A to B is finished; the last step"
         " of moving a mailbox from POP3 to IMAP (docs/moving-a-mailbox.md)."
     ),
     "unretire": "Undo maild retire: account A is enabled again and the move is unfinished again.",

@@ -51,7 +51,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 " failure, its last cycle could not retrieve messages for lack of room on this machine"
                 ' ("no room on this machine", with the directory to free space in: the spool\'s or the'
                 " archive's disk), or its last cycle set messages aside; or the archive was replaced under"
-                " the daemon (deletions stopped); or a reader holds the archive's write-ahead log"
+                " the daemon, or a transaction on it could not be rolled back (deletions stopped until a"
+                " restart: `ARCHIVE PROBLEM: …`); or a reader holds the archive's write-ahead log"
                 " (`! archive: write-ahead log held by a reader since 10:42, 173.0 MB; storing goes on`)",
             ),
             (2, "usage error, also an ACCOUNT the daemon does not know"),
@@ -76,7 +77,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
             ),
             (
                 2,
-                "CRITICAL: the archive replaced under the daemon, a lockout, a permanent error, 3 failed"
+                "CRITICAL: the archive replaced under the daemon (or a transaction on it left open), a"
+                " lockout, a permanent error, 3 failed"
                 " cycles in a row, or the daemon is not running (a wrong command line exits 2 too:"
                 " argparse's usage error)",
             ),
@@ -128,7 +130,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 3,
                 "deletions done on a server could not be recorded, also when tried again at the end of"
                 " the run: the archive's disk is full (the account's line says `NOT RECORDED: N deletions"
-                " done on the server could not be recorded: …`; free space and run `maild fetch` again)",
+                " done on the server could not be recorded: …`; free space and run `maild fetch` again); 3"
+                " wins over 1 when both apply",
             ),
         ),
     ),

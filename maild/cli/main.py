@@ -80,7 +80,8 @@ FETCH_HELP = (
     "fetch once without a daemon; exit 1 if any account failed, 0 if every account was fetched (also"
     " when some messages could not be retrieved this time: they are counted as not retrieved in the"
     " account's line, named below it and warned about on stderr, and retried at the next fetch;"
-    " 1 when that was for lack of room on this machine)"
+    " 1 when that was for lack of room on this machine); exit 3 if deletions done on a server could"
+    " not be recorded (the archive's disk full: NOT RECORDED)"
 )
 """``maild fetch``'s line in ``maild --help``: the exit codes of :mod:`maild.cli.exit_codes` (a fetched
 account with messages that failed to arrive is not a failed one). "Not retrieved", not "left on the

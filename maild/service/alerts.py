@@ -342,11 +342,20 @@ class AlertMonitor:
                 "`systemctl restart maild`, and keep `journalctl -u maild -p err` for a bug report",
             )
         if archive_replaced is not None:
+            # imported here: the archive's connection module is needed only once the guard failed
+            from maild.archive.connection import TRANSACTION_LEFT_OPEN
+
             found[(None, "archive_replaced")] = Condition(
                 None,
                 self._since((None, "archive_replaced"), now),
                 archive_replaced,
-                "nothing is deleted on any server now; put the right archive file back at its path"
+                # A transaction left open: the file is sound, a restart drops the uncommitted rows.
+                # Putting "the right file" back (an older backup) would lose what was archived since.
+                "nothing is deleted on any server now; the archive file itself is sound: `systemctl"
+                " restart maild` (what was not committed is dropped and fetched again), and keep"
+                " `journalctl -u maild -p err` for a bug report"
+                if TRANSACTION_LEFT_OPEN in archive_replaced
+                else "nothing is deleted on any server now; put the right archive file back at its path"
                 " (see docs/backup.md for a restore), then `systemctl restart maild`",
             )
         held = wal_condition(wal, directory)

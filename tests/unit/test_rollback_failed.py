@@ -172,3 +172,34 @@ async def test_a_failed_write_whose_rollback_works_keeps_the_guard(tmp_path: Pat
         assert (await store.store_batch("anna-pop", batch(0, 2), NOW)).new_messages == 2
     finally:
         await store.close()
+
+
+async def test_the_alert_for_a_transaction_left_open_advises_a_restart_not_another_file(tmp_path: Path) -> None:
+    """The guard's text after a failed ROLLBACK reaches the ``archive_replaced`` alert; its next step is
+    a restart only: the file on disk is sound, and putting "the right archive file back" (a restore of
+    an older backup, as for a replaced file) would lose what was archived since. A replaced file keeps
+    that advice (docs/operations.md, alerts)."""
+    from maild.config.alerts import AlertsConfig
+    from maild.service.alerts import AlertMonitor
+
+    store = await Store.open(tmp_path / "a.sqlite3")
+    try:
+        await store.ensure_account("anna-pop", "Kanzlei Berger", "Anna Berger", "pop3", NOW)
+        with commit_and_rollback_fail(store), pytest.raises(StoreError):
+            await store.store_batch("anna-pop", batch(0, 2), NOW)
+        reason = store.replaced
+    finally:
+        await store.close()
+    assert reason is not None
+    monitor = AlertMonitor(AlertsConfig(command=("true",), disk_free_percent=0))
+    (fired,) = monitor.evaluate([], NOW, archive_replaced=reason)
+    assert fired.message == reason
+    assert "systemctl restart maild" in fired.next_step
+    assert "put the right archive file back" not in fired.next_step
+    assert "restore" not in fired.next_step
+
+    replaced = "archive /x was deleted under the running daemon; deletions on every server stopped"
+    (other,) = AlertMonitor(AlertsConfig(command=("true",), disk_free_percent=0)).evaluate(
+        [], NOW, archive_replaced=replaced
+    )
+    assert "put the right archive file back" in other.next_step
