@@ -47,6 +47,14 @@ class StoreError(MaildError):
     """The archive database cannot be opened, migrated or written."""
 
 
+class ArchiveNeedsAdmin(StoreError):
+    """The archive is refused as it is, and only the admin can change that: its schema is newer than
+    this maild (upgrade maild), or its write-ahead log lost commits (put the log back, or accept the
+    loss: docs/archive.md "A lost write-ahead log"). Nothing was changed. ``maild run`` exits 65
+    (``EX_DATAERR``), which the unit's ``RestartPreventExitStatus=`` names, so systemd does not start
+    it again every ``RestartSec`` to the same refusal (docs review of session 14)."""
+
+
 class ProtocolChanged(StoreError):
     """The configuration names an account with another protocol than the archive recorded for it
     (the protocol is fixed for an account's life: the mailbox is added again under a new name, see

@@ -44,7 +44,7 @@ from maild.archive.checkpointer import Checkpointer, wal_held
 from maild.archive.counters import ArchiveCounters
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION, _split_sql
 from maild.archive.wal_guard import index_replaced, unrecovered_log_refusal, wal_problem
-from maild.errors import StoreError
+from maild.errors import ArchiveNeedsAdmin, StoreError
 from maild.spool import Spool
 
 T = TypeVar("T")
@@ -309,15 +309,16 @@ class ArchiveConnection:
         """Open (creating if needed) the archive at ``path`` and migrate it to :data:`SCHEMA_VERSION`.
 
         Raises:
-            StoreError: the file cannot be opened, is not a maild archive, is newer than this maild, or
-                its write-ahead log lost commits (:func:`~maild.archive.wal_guard.unrecovered_log`).
+            StoreError: the file cannot be opened or is not a maild archive; ArchiveNeedsAdmin (a
+                StoreError): it is newer than this maild, or its write-ahead log lost commits
+                (:func:`~maild.archive.wal_guard.unrecovered_log`).
         """
         lost = unrecovered_log_refusal(path)  # before SQLite rebuilds the index from what is left
         if lost is not None:
-            raise StoreError(lost)
+            raise ArchiveNeedsAdmin(lost)
         newer = _newer_schema(path)
         if newer is not None:
-            raise StoreError(newer)
+            raise ArchiveNeedsAdmin(newer)
         try:
             _create_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=CACHED_STATEMENTS)
@@ -439,7 +440,7 @@ class ArchiveConnection:
         try:
             version = await self._scalar("PRAGMA user_version")
             if version > SCHEMA_VERSION:  # before any PRAGMA that writes (journal_mode): left untouched
-                raise StoreError(
+                raise ArchiveNeedsAdmin(
                     f"archive {self.path} has schema version {version}, newer than this maild "
                     f"({SCHEMA_VERSION}); upgrade maild"
                 )

@@ -15,7 +15,8 @@ DESCRIPTIONS: dict[str, str] = {
         " on its poll_interval (or woken by IDLE), all at once within the configured limits; the"
         " control socket answers status, fetch-now, pause, resume, reload and metrics. SIGTERM stops it"
         " within shutdown_timeout; SIGHUP (systemctl reload) re-reads the configuration. An invalid"
-        " configuration exits 78, which the unit's RestartPreventExitStatus= names."
+        " configuration exits 78, an archive it must leave to the admin (newer schema, lost write-ahead"
+        " log) 65; the unit's RestartPreventExitStatus= names both."
     ),
     "fetch": (
         "Fetch once without a daemon (for cron, or a first import): one cycle of each ACCOUNT (default:"

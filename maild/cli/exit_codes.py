@@ -156,6 +156,12 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
             ),
             (2, USAGE_ERROR),
             (
+                65,
+                "the archive is refused as it is and left untouched: its schema is newer than this maild,"
+                " or its write-ahead log lost commits (`EX_DATAERR`; `RestartPreventExitStatus=` names it"
+                " too: restarting cannot help)",
+            ),
+            (
                 78,
                 "the configuration is invalid, also an account whose protocol was changed in place"
                 " (`EX_CONFIG`; `RestartPreventExitStatus=78` in the unit stops systemd from retrying)",

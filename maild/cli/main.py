@@ -31,7 +31,7 @@ from maild.cli.dispatch import (
 )
 from maild.cli.helptext import CONFIG_HELP, LOG_LEVEL_HELP, HelpFormatter, finish_subcommands
 from maild.cli.units import human_size
-from maild.errors import ConfigError, ControlError, MaildError, ProtocolChanged
+from maild.errors import ArchiveNeedsAdmin, ConfigError, ControlError, MaildError, ProtocolChanged
 
 if TYPE_CHECKING:
     from maild.config.loader import Config
@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 #: Exit code of ``maild run`` with an invalid configuration: ``EX_CONFIG`` of sysexits.h. The unit
 #: file's ``RestartPreventExitStatus=`` names it.
 EXIT_CONFIG = 78
+
+#: Exit code of ``maild run`` refused by an archive only the admin can mend (newer schema, lost
+#: write-ahead log: :class:`~maild.errors.ArchiveNeedsAdmin`): ``EX_DATAERR`` of sysexits.h. The unit
+#: file's ``RestartPreventExitStatus=`` names it too: a restart every ``RestartSec`` cannot help.
+EXIT_ARCHIVE_NEEDS_ADMIN = 65
 
 #: Exit code of a usage error: argparse's own, and an account name that is not configured.
 EXIT_USAGE = 2
@@ -324,6 +329,9 @@ def _run(args: argparse.Namespace) -> int:
     except ProtocolChanged as exc:  # the configuration's fault: no restart loop under systemd
         print(f"maild: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except ArchiveNeedsAdmin as exc:  # the archive is left as it is for the admin: no restart loop either
+        print(f"maild: {exc}", file=sys.stderr)
+        return EXIT_ARCHIVE_NEEDS_ADMIN
     return 0
 
 

@@ -116,3 +116,39 @@ async def test_the_daemon_started_with_a_switched_protocol_exits_78_so_systemd_d
         " account (see 'Moving a mailbox from POP3 to IMAP' in docs/moving-a-mailbox.md)"
     )
     assert "daemon.stopped" not in done.stderr  # it never started: no stop is logged before the refusal
+
+
+def test_the_daemon_on_a_newer_archive_exits_65_so_systemd_does_not_loop(tmp_path: Path) -> None:
+    """`maild run` on an archive a newer maild wrote: one line naming both versions and exit 65
+    (EX_DATAERR, which the unit's RestartPreventExitStatus= names since session 14: before, exit 1 and
+    systemd started it again every RestartSec for ever, to the same refusal); the file is untouched."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from maild.archive.schema import SCHEMA_VERSION
+    from maild.cli.main import EXIT_ARCHIVE_NEEDS_ADMIN
+
+    config = _config(tmp_path, {"anna": "pop3"})
+    archive = tmp_path / "state" / "maild.sqlite3"
+    archive.parent.mkdir()
+    with sqlite3.connect(archive) as conn:
+        conn.execute("CREATE TABLE from_the_future (x)")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    octets = archive.read_bytes()
+
+    done = subprocess.run(
+        [sys.executable, "-m", "maild", "-c", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert (done.returncode, EXIT_ARCHIVE_NEEDS_ADMIN) == (65, 65), done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"maild: archive {archive} has schema version {SCHEMA_VERSION + 1}, newer than this maild"
+        f" ({SCHEMA_VERSION}); upgrade maild"
+    )
+    assert archive.read_bytes() == octets

@@ -188,7 +188,9 @@ def test_stream_is_journal_compares_device_and_inode(tmp_path: Path) -> None:
     ],
     ids=["one-error", "two-errors"],
 )
-def test_run_with_an_invalid_config_exits_78_one_line_per_error(tmp_path: Path, text: str, keys: list[str]) -> None:
+def test_run_with_an_invalid_config_exits_78_one_line_per_error(
+    tmp_path: Path, text: str, keys: list[str]
+) -> None:
     """``maild run`` with an invalid config exits 78 (EX_CONFIG, named by RestartPreventExitStatus=)
     and names each wrong key on its own line."""
     cfg = tmp_path / "c.toml"
@@ -208,11 +210,17 @@ def test_run_with_an_invalid_config_exits_78_one_line_per_error(tmp_path: Path, 
     assert (checked.returncode, (tmp_path / "check").read_text().splitlines()) == (1, lines)
 
 
-def test_the_unit_file_stops_restarting_on_exit_78() -> None:
-    """systemd/maild.service names the config-error exit code in RestartPreventExitStatus=."""
+def test_the_unit_file_stops_restarting_on_exit_78_and_65() -> None:
+    """systemd/maild.service names the config-error exit code and the archive-needs-the-admin one
+    (session 14: a newer or log-less archive restarted every RestartSec for ever) in
+    RestartPreventExitStatus=, and they are the codes ``maild run`` returns."""
+    from maild.cli.main import EXIT_ARCHIVE_NEEDS_ADMIN, EXIT_CONFIG
+
     unit = (Path(__file__).parents[2] / "systemd" / "maild.service").read_text()
 
-    assert re.search(r"^RestartPreventExitStatus=78$", unit, re.MULTILINE)
+    assert re.search(
+        rf"^RestartPreventExitStatus={EXIT_CONFIG} {EXIT_ARCHIVE_NEEDS_ADMIN}$", unit, re.MULTILINE
+    )
 
 
 def test_events_below_the_level_are_dropped_before_the_processors(
