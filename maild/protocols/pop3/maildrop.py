@@ -20,7 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Literal, TypeVar, cast
 
 import structlog
@@ -115,6 +115,11 @@ class POP3Maildrop(Maildrop):
         self.retr_fallbacks: list[tuple[MessageKey, str]] = []
         #: A TOP reply of this session was whole only with LIST counting line ends as one octet.
         self._line_ends_as_one = False
+        #: Keys this session asked the server for by RETR or TOP (a server deleting downloaded mail
+        #: may remove them at QUIT); see :meth:`abandon`.
+        self._served: set[MessageKey] = set()
+        #: The digest inventory read messages (TOP, RETR) before they had keys.
+        self._served_unnamed = False
 
     @property
     def capabilities(self) -> Mapping[str, tuple[str, ...]]:
@@ -240,6 +245,8 @@ class POP3Maildrop(Maildrop):
         # imported here: only a server without UIDL (RFC 1939 section 7) needs it
         from maild.protocols.pop3 import digest_inventory
 
+        self._served_unnamed = True  # it reads the messages (TOP n 0, RETR) to name them
+
         found = await digest_inventory.inventory_without_uidl(
             self._session,
             listing,
@@ -294,6 +301,7 @@ class POP3Maildrop(Maildrop):
         self._require_open()
         for key in keys:  # checks every key before the first RETR
             self._msgnum(key)
+        self._served.update(keys)  # before any is sent: a RETR cut short may count as a download
 
         windows = RETRWindows(
             self._session,
@@ -309,10 +317,19 @@ class POP3Maildrop(Maildrop):
         budget = window_budget(window_octets, self._window_octets, self._min_window_octets)
         async with contextlib.aclosing(windows.results(keys, budget)) as results:
             while True:
-                try:
-                    yield await anext(results)  # no local reference while the consumer runs
+                try:  # no local reference while the consumer runs
+                    yield self._noted(await anext(results), windows.refused)
                 except StopAsyncIteration:
                     return
+
+    def _noted(
+        self, item: RetrievedMessage | RetrievalFailure, refused: Collection[MessageKey]
+    ) -> RetrievedMessage | RetrievalFailure:
+        """``item``, after taking a message whose RETR was answered ``-ERR`` out of the served ones
+        (nothing was downloaded; see :meth:`served_unkept`)."""
+        if isinstance(item, RetrievalFailure) and item.key in refused:
+            self._served.discard(item.key)
+        return item
 
     async def header_fields(
         self, keys: Sequence[MessageKey], *, max_octets: int
@@ -344,6 +361,7 @@ class POP3Maildrop(Maildrop):
         if not targets:
             return {}
         msgnums = [n for _, n in targets]
+        self._served.update(key for key, _ in targets)
         replies = await self._run(functools.partial(self._session.header_sections, msgnums, max_octets))
         pairs = zip(targets, replies, strict=True)
         return {key: reply.body for (key, _), reply in pairs if reply.body is not None}
@@ -379,6 +397,7 @@ class POP3Maildrop(Maildrop):
         for key in keys:
             if self._msgnum(key) is None:
                 yield RetrievalFailure(key, "not in this session's inventory (or its UIDL is shared)")
+        self._served.update(k for k, _ in known)
         for window in top_windows(known, self._window, self._window_octets):
             commands = [f"TOP {self._msgnum(k)} {top_lines(size)}" for k, size in window]
             replies = [None] * len(window) if not offered else await self._run(
@@ -498,13 +517,26 @@ class POP3Maildrop(Maildrop):
         and must remove nothing, RFC 1939 section 6) and close; never raises. A step still running
         is shut down as in :meth:`abort`.
 
-        For retire's check (:mod:`maild.move.source_pop3`): a message the server served (TOP or
-        RETR) that the check could not keep must not be removed by a server deleting downloaded
-        mail at QUIT, and ``RSET`` is no promise that it does not.
+        For retire's check (:mod:`maild.move.source_pop3`) and a failed fetch cycle
+        (:meth:`abandon`): a message the server served (TOP or RETR) that was not kept must not
+        be removed by a server deleting downloaded mail at QUIT, and ``RSET`` is no promise that
+        it does not.
 
         Standard: RFC 1939 section 6.
         """
         await self._end(polite=False)
+
+    def served_unkept(self, *kept: Collection[MessageKey]) -> bool:
+        """Whether a message this session asked for by RETR or TOP (also one cut short, or one the
+        digest inventory of a server without UIDL read) is in none of ``kept``; see
+        :meth:`Maildrop.served_unkept <maild.protocols.base.Maildrop.served_unkept>` and
+        :meth:`abandon` (then :meth:`hang_up`, not RSET and QUIT).
+
+        Standard: RFC 1939 section 6 (a session ended without QUIT never enters UPDATE).
+        """
+        if self._served_unnamed:
+            return True
+        return any(all(key not in keys for keys in kept) for key in self._served)
 
     async def _end(self, *, polite: bool) -> None:
         """:meth:`abort` (``polite``: RSET then QUIT when in step) or :meth:`hang_up`."""
