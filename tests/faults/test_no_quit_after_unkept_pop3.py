@@ -290,3 +290,31 @@ async def test_a_message_whose_retr_was_refused_is_not_served(
         await maildrop.abandon(())
         commands = server.commands
     assert commands[-2:] == ["RSET", "QUIT"]
+
+
+@pytest.mark.parametrize("same_header", [True, False])
+async def test_the_digest_inventory_counts_what_it_read_by_retr(
+    executor: concurrent.futures.ThreadPoolExecutor, same_header: bool
+) -> None:
+    """A server without UIDL: the inventory names messages whose header sections are alike by their
+    whole content (RETR): served, so abandoning the session before they are stored sends nothing
+    more; messages named by their header section alone (``TOP n 0``) are not counted (RSET, QUIT)."""
+    head = b"From: a@example.com\r\nSubject: same\r\n\r\n"
+    distinct = [  # a Message-ID and a Received field: named by the header section
+        b"Received: from mx by pop; Mon, 01 Jan 2024 12:00:0%d +0000\r\nMessage-ID: <m%d@x>\r\n\r\nb\r\n"
+        % (n, n)
+        for n in (1, 2)
+    ]
+    sent = [head + b"one\r\n", head + b"two\r\n"] if same_header else distinct
+    with ScriptedPOP3(sent, uidl=False, delete_on_download="at-quit") as server:
+        account = pop3_account(server.host, server.port, "alice", "secret")
+        maildrop = make_maildrop(account, executor)
+        await maildrop.open()
+        entries = await maildrop.inventory()
+        assert len(entries) == 2 and maildrop.identity == "content-digest"
+        assert any(c.startswith("RETR") for c in server.commands) is same_header
+        await maildrop.abandon(())
+        commands = server.commands
+        left = on_server(server)
+    assert left == (sent if same_header else [])  # TOP n 0 counts as a download on this server
+    assert (commands[-1] == "QUIT") is not same_header

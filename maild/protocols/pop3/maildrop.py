@@ -34,6 +34,7 @@ from maild.model import (
     ServerSettings,
 )
 from maild.protocols.base import Maildrop
+from maild.protocols.pop3.identity import is_content_key
 from maild.protocols.pop3.retrieval import RETRWindows, window_budget
 from maild.protocols.pop3.session import (
     ABORT_TIMEOUT_S,
@@ -116,10 +117,8 @@ class POP3Maildrop(Maildrop):
         #: A TOP reply of this session was whole only with LIST counting line ends as one octet.
         self._line_ends_as_one = False
         #: Keys this session asked the server for by RETR or TOP (a server deleting downloaded mail
-        #: may remove them at QUIT); see :meth:`abandon`.
+        #: may remove them at QUIT); see :meth:`served_unkept`.
         self._served: set[MessageKey] = set()
-        #: The digest inventory read messages (TOP, RETR) before they had keys.
-        self._served_unnamed = False
 
     @property
     def capabilities(self) -> Mapping[str, tuple[str, ...]]:
@@ -245,8 +244,6 @@ class POP3Maildrop(Maildrop):
         # imported here: only a server without UIDL (RFC 1939 section 7) needs it
         from maild.protocols.pop3 import digest_inventory
 
-        self._served_unnamed = True  # it reads the messages (TOP n 0, RETR) to name them
-
         found = await digest_inventory.inventory_without_uidl(
             self._session,
             listing,
@@ -256,6 +253,9 @@ class POP3Maildrop(Maildrop):
             max_message_size=self._max_message_size,
         )
         self._msgnum_by_uidl, self._size_by_uidl = found.msgnum_by_key, found.size_by_key
+        # the messages it downloaded whole (RETR) to name them; its header reads (TOP n 0) are not
+        # counted, else a too-large or set-aside message would withhold every QUIT (see served_unkept)
+        self._served.update(e.key for e in found.entries if is_content_key(cast(POP3Key, e.key).uidl))
         self._duplicates = frozenset()
         self._identity = "content-digest"
         self._warnings = found.warnings
@@ -299,9 +299,9 @@ class POP3Maildrop(Maildrop):
             TypeError: a key is not a POP3Key. RuntimeError: :meth:`inventory` has not run.
         """
         self._require_open()
-        for key in keys:  # checks every key before the first RETR
-            self._msgnum(key)
-        self._served.update(keys)  # before any is sent: a RETR cut short may count as a download
+        # checks every key before the first RETR; each is served before it is sent (one cut short
+        # may count as a download)
+        self._served.update([key for key in keys if self._msgnum(key) is not None])
 
         windows = RETRWindows(
             self._session,
@@ -527,15 +527,15 @@ class POP3Maildrop(Maildrop):
         await self._end(polite=False)
 
     def served_unkept(self, *kept: Collection[MessageKey]) -> bool:
-        """Whether a message this session asked for by RETR or TOP (also one cut short, or one the
-        digest inventory of a server without UIDL read) is in none of ``kept``; see
+        """Whether a message this session asked for by RETR (also one cut short, not one answered
+        ``-ERR``) or TOP (whole, :meth:`peek`; ``TOP n 0``, :meth:`header_fields`) is in none of
+        ``kept``. The digest inventory of a server without UIDL counts with the messages it read by
+        RETR, not its ``TOP n 0`` header reads. See
         :meth:`Maildrop.served_unkept <maild.protocols.base.Maildrop.served_unkept>` and
         :meth:`abandon` (then :meth:`hang_up`, not RSET and QUIT).
 
         Standard: RFC 1939 section 6 (a session ended without QUIT never enters UPDATE).
         """
-        if self._served_unnamed:
-            return True
         # sets first, by set difference (their stored hashes: ~10 us for 2,000 keys, where a
         # membership test per key costs ~1 ms, the dataclass keys hashing in Python)
         sets = [keys for keys in kept if isinstance(keys, set | frozenset)]
