@@ -110,6 +110,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("maild.fetch.cycle")
 
+UNKEPT_WARNING = (
+    "{count} deletions not applied: a message read from the server in this session could not be"
+    " stored, so the session ended without QUIT (a server deleting downloaded mail would remove"
+    " it at QUIT); they are made by a later cycle"
+)
+"""The cycle's warning when a POP3 session ended without QUIT for a message read and not stored
+(the spool had no room) and its deletions were therefore not applied (RFC 1939 section 6)."""
+
 MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
 """Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
 a stand-in in tests."""
@@ -216,8 +224,10 @@ async def fetch_cycle(
         ConfigError: ``retention = "delete-after"`` with a POP3 server without UIDL (identities are
             content digests); raised at the end of an otherwise complete cycle that deleted nothing.
 
-    Cancellation: at any await, committed batches stay committed; the session is aborted (POP3
-    RSET, QUIT), so no DELE takes effect.
+    Cancellation (and any failure): at any await, committed batches stay committed; the session
+    ends without UPDATE (:meth:`~maild.protocols.base.Maildrop.abandon`: POP3 hangs up without QUIT
+    when it served a message not stored, else RSET, QUIT), so no DELE takes effect and a server
+    deleting downloaded mail at QUIT removes nothing maild does not hold (session 14).
     """
     shared: TransferBudget = budgets if budgets is not None else AloneBudget()
     started = time.monotonic()
@@ -447,6 +457,14 @@ async def fetch_cycle(
         log.debug("fetch.close.started")
         if not usable:
             await maildrop.abort()  # the header fetch broke the session: not kept, nothing else changes
+        elif not imap and maildrop.served_unkept(stored, known):
+            # a message read and not stored (the spool had no room: a local failure): QUIT would let a
+            # server deleting downloaded mail remove it; no QUIT, so no DELE of this session applies
+            await maildrop.hang_up()
+            if to_delete:
+                log.warning("fetch.delete.withheld", messages=len(to_delete))
+                result.warnings.append(UNKEPT_WARNING.format(count=len(to_delete)))
+                to_delete = []
         elif keep_open:
             await maildrop.park()
         else:
@@ -458,7 +476,9 @@ async def fetch_cycle(
                 to_delete = end_failed(account.protocol, to_delete, exc, result)
         log.debug("fetch.close.complete", kept=maildrop.parked)
     except BaseException as exc:
-        await maildrop.abort()
+        # a message served and not stored (a failed commit, the disk full, SIGTERM mid-batch) must not
+        # reach a QUIT: a server deleting downloaded mail removes it there; no QUIT, no UPDATE
+        await maildrop.abandon(stored)
         if commits is not None:
             await commits.finish()
         if isinstance(exc, ArchiveFull):  # no room for a write, any of the cycle's: local, see no_room

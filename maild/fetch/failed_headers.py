@@ -7,7 +7,8 @@ Subject. The header fields are read separately from the body:
 
 - POP3: ``TOP n 0`` (RFC 1939 section 7), always in a fresh session after the cycle's own session has
   ended, so that a header fetch that fails cannot cost the cycle its deletions (they take effect only
-  at ``+OK`` to QUIT, RFC 1939 section 6);
+  at ``+OK`` to QUIT, RFC 1939 section 6); that session ends without QUIT (it applies nothing, and a
+  server deleting what it served would remove the messages that failed: session 14);
 - IMAP: ``UID FETCH uid (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM DATE)])`` (RFC 9051 section 6.4.5;
   ``BODY.PEEK`` leaves ``\\Seen`` alone), in the cycle's session after its deletions (they happened at
   EXPUNGE) when the cycle went well; a failure then ends that session with
@@ -127,7 +128,11 @@ async def read_in_new_session(
                 if maildrop.identity != "uidl":
                     return {}
             found, usable = await read_in_session(maildrop, keys, timeout_s=timeout_s)
-            if usable:
+            if usable and protocol == "pop3":
+                # nothing to apply, and the messages were served (TOP) and are not stored: a server
+                # deleting downloaded mail would remove them at QUIT (RFC 1939 section 6)
+                await maildrop.hang_up()
+            elif usable:
                 await maildrop.close()
             return found
     except (MaildError, TimeoutError) as exc:

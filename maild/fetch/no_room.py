@@ -15,7 +15,9 @@ Now a full disk at any of these writes:
 - stops the cycle where it is, so nothing is deleted on the server (the deletions come after every
   one of these writes, and a write whose loss could make a later cycle delete or re-fetch wrongly,
   a UIDVALIDITY record, a relink, a distrusted UID map, is never skipped: the cycle ends at it); the
-  session is aborted (POP3 ``RSET``, ``QUIT``: no ``DELE`` takes effect);
+  session ends without applying anything (POP3: hung up without ``QUIT`` when a message it served
+  is not stored, else ``RSET``, ``QUIT``; either way no ``DELE`` takes effect, and a server deleting
+  downloaded mail at ``QUIT`` removes nothing: :meth:`~maild.protocols.base.Maildrop.abandon`);
 - ends the cycle without an error: the messages it could not store are ``local`` failures with the
   reason :data:`~maild.model.ARCHIVE_FULL_PREFIX` (:func:`stopped` says which), so the account's
   status, ``maild check``, the ``local_failure`` alert, the one-shot's exit code 1 and the log event
@@ -61,14 +63,14 @@ async def archive_full(
     now: datetime,
 ) -> CycleResult:
     """The messages ``unstored`` fail on this machine's side (kind ``"local"``, reason
-    :data:`~maild.model.ARCHIVE_FULL_PREFIX` and the error), as a spool that has no room fails a
-    large message, and the cycle ends without deleting anything (the session was aborted: POP3 RSET
-    and QUIT, so no DELE takes effect). They stay on the server and are retried at every cycle
-    until there is room. They get no failure records (a full disk says nothing about a message,
-    and hundreds of them would bury the status): the cycle's result carries them to the status, the
-    check and the ``local_failure`` alert, which count them and name the directory to free space
-    in; the server's refusals of this cycle, if any, are recorded as after any cycle (if the disk
-    still takes the few rows).
+    :data:`~maild.model.ARCHIVE_FULL_PREFIX` and the error), as a spool that has no room fails a large
+    message, and the cycle ends without deleting anything (the session was abandoned: POP3 hung up
+    without QUIT, as a message was served and not stored, so no DELE takes effect). They stay on the
+    server and are retried at every cycle until there is room. They get no failure records (a full disk
+    says nothing about a message, and hundreds of them would bury the status): the cycle's result
+    carries them to the status, the check and the ``local_failure`` alert, which count them and name the
+    directory to free space in; the server's refusals of this cycle, if any, are recorded as after any
+    cycle (if the disk still takes the few rows).
 
     Returns:
         ``result`` with the local failures added.

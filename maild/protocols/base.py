@@ -8,7 +8,7 @@ adapter and come out as :mod:`maild.errors` classes.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 
 from maild.model import InventoryEntry, MessageKey, RetrievalFailure, RetrievedMessage
 from maild.spool import Spool
@@ -211,3 +211,23 @@ class Maildrop(abc.ABC):
         without EXPUNGE). Never raises; safe to call at any time.
         """
         await self.abort()
+
+    def served_unkept(self, *kept: Collection[MessageKey]) -> bool:
+        """Whether this session asked the server for a message (POP3 ``RETR`` or ``TOP``) whose key
+        is in none of ``kept`` (collections of keys durably stored: their commit returned, or the
+        archive holds them). Such a session must not end with POP3 ``QUIT``: a server deleting what
+        was downloaded removes it in the UPDATE state (RSET does not undo that on such servers).
+        Default False (IMAP: nothing is removed without EXPUNGE). O(messages served).
+        """
+        return False
+
+    async def abandon(self, *kept: Collection[MessageKey]) -> None:
+        """End a session that failed (an error, a full disk, a cancellation): :meth:`hang_up` when
+        it served a message in none of ``kept`` (:meth:`served_unkept`), so that nothing maild does
+        not hold is removed (RFC 1939 section 6: no UPDATE without QUIT); :meth:`abort` (RSET,
+        QUIT) otherwise. Never raises; safe at any time.
+        """
+        if self.served_unkept(*kept):
+            await self.hang_up()
+        else:
+            await self.abort()

@@ -130,7 +130,9 @@ async def test_pop3_connection_broken_inside_the_message_still_gets_its_subject(
         account = await deleting(server, store)
         with pytest.raises(ConnectError):
             await cycle(account, store, executor)
-        assert server.commands[-2:] == ["TOP 2 0", "QUIT"]
+        # the header session ends without QUIT since session 14 (it applies nothing; a server
+        # deleting what it served would remove the message that failed): before, [..., "QUIT"]
+        assert server.commands[-1] == "TOP 2 0"
 
     assert await archived(store) == [sample_message(1)]
     record = await only_record(store, account.name)

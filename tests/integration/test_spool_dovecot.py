@@ -15,7 +15,7 @@ import pytest
 
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
-from maild.fetch.cycle import make_maildrop
+from maild.fetch.cycle import UNKEPT_WARNING, make_maildrop
 from maild.model import Protocol, RetrievalFailure, RetrievedMessage
 from maild.policy import SET_ASIDE_AFTER_FAILURES
 from maild.spool import SPOOL_FAILURE_PREFIX, SPOOL_HEAD_OCTETS, Spool, SpooledBody
@@ -136,7 +136,12 @@ async def test_full_spool_fails_that_message_only(
     store: Store,
 ) -> None:
     """A spool that cannot take a large message (its bound reached) fails that message this cycle:
-    the others are stored and deleted, it stays on the server, unrecorded; with room it arrives."""
+    the others are stored, it stays on the server, unrecorded; with room it arrives.
+
+    Since session 14 the first cycle deletes nothing: it read the large message by RETR and could
+    not store it, so its session ends without QUIT (a server deleting downloaded mail would remove
+    it at QUIT), and the DELE of the stored one is withheld with a warning; the next cycle deletes
+    both. (Before: the stored one was deleted in the first cycle.)"""
     raws = [crlf(corpus.make_message(subject="klein")), corpus.large_message(3_000_000, seed=5)]
     dovecot.deliver_many(mail_user.name, raws)
     account = with_retention(dovecot_account(dovecot, mail_user, "pop3"), "delete")
@@ -146,10 +151,11 @@ async def test_full_spool_fails_that_message_only(
     assert len(first.failures) == 1
     assert first.failures[0].reason.startswith("local spool: the spool holds")
     assert await archived(store) == [raws[0]]
-    assert [crlf(m) for m in dovecot.maildir_messages(mail_user.name)] == [raws[1]]
+    assert first.deleted == 0 and UNKEPT_WARNING.format(count=1) in first.warnings
+    assert sorted(crlf(m) for m in dovecot.maildir_messages(mail_user.name)) == sorted(raws)
     store.spool = Spool(store.path.parent)
     second = await cycle(account, store, executor)
-    assert second.failures == []
+    assert (second.failures, second.deleted) == ([], 2)
     assert sorted(await archived(store)) == sorted(raws)
     assert dovecot.maildir_messages(mail_user.name) == []
 

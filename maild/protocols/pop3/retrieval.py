@@ -86,6 +86,8 @@ class RETRWindows:
         self._duplicates = duplicates
         self._digests = digests
         self._spool = spool
+        #: Keys whose RETR the server answered ``-ERR``: not served (nothing downloaded).
+        self.refused: set[MessageKey] = set()
 
     async def results(
         self, keys: Sequence[MessageKey], budget: Callable[[], int]
@@ -189,6 +191,7 @@ class RETRWindows:
             if reply.spool_error is not None:  # read and dropped: not retrieved this cycle
                 results.append(local_failure(key, reply.spool_error))
             elif body is None:
+                self.refused.add(key)
                 results.append(RetrievalFailure(key, self._session.redact(reply.status.render())))
             elif msgnum in mismatched:
                 uidl = cast(POP3Key, key).uidl
