@@ -23,7 +23,7 @@ import contextvars
 import errno
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -255,6 +255,20 @@ def _newer_schema(path: Path) -> str | None:
         f"archive {path} has schema version {version}, newer than this maild ({SCHEMA_VERSION});"
         " upgrade maild"
     )
+
+
+async def _shielded(transaction: Coroutine[Any, Any, T]) -> T:
+    """Run ``transaction`` in a task of its own, shielded from the caller's cancellation: a cancelled
+    caller waits until the transaction has ended (committed, or rolled back on error), then the
+    cancellation propagates, so the connection never stays inside a half-done transaction."""
+    task = asyncio.ensure_future(transaction)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it; the cancellation wins
+        raise
 
 
 class ArchiveConnection:
@@ -600,14 +614,7 @@ class ArchiveConnection:
         async def run() -> T:
             return await self._call(_in_transaction, fn, args)
 
-        task = asyncio.ensure_future(self._transaction(run, what, keeps_locations, whole=True))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not log it; the cancellation wins
-            raise
+        return await _shielded(self._transaction(run, what, keeps_locations, whole=True))
 
     async def _atomic(
         self, work: Callable[[], Awaitable[T]], what: str, *, keeps_locations: bool = False
@@ -621,14 +628,7 @@ class ArchiveConnection:
         Raises:
             StoreError: SQLite failed; the transaction was rolled back.
         """
-        task = asyncio.ensure_future(self._transaction(work, what, keeps_locations))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not log it; the cancellation wins
-            raise
+        return await _shielded(self._transaction(work, what, keeps_locations))
 
     async def _transaction(
         self, work: Callable[[], Awaitable[T]], what: str, keeps_locations: bool, *, whole: bool = False
