@@ -202,7 +202,7 @@ such a cycle, which deletes nothing until there is room, left the status at 0 an
 ARCHIVE_FULL_PREFIX = "local archive: "
 """How the reason of a ``"local"`` failure begins when the message arrived but the archive could not
 store it: its file system full (SQLite's ``SQLITE_FULL``, ``ENOSPC``/``EDQUOT``;
-:class:`maild.archive.connection.ArchiveFull`). A spool failure begins ``local spool: ``
+:class:`maild.archive.archive_errors.ArchiveFull`). A spool failure begins ``local spool: ``
 (``maild.spool.SPOOL_FAILURE_PREFIX``)."""
 
 
