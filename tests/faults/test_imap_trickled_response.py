@@ -19,9 +19,10 @@ import contextlib
 import pytest
 
 from maild.errors import NetworkTimeout
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
 from maild.protocols.imap.connection import COMMAND_MIN_RATE_OCTETS_PER_S, COMMAND_WINDOW_TIMEOUTS
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 
 #: The account's inactivity limit in these tests, in seconds.

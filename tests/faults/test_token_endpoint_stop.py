@@ -32,7 +32,8 @@ from maild.auth import endpoint
 from maild.auth import imap as imap_auth
 from maild.auth.tokens import OAuth2Settings, OAuth2Tokens, RefreshTokenStore
 from maild.errors import MaildError, TransientError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
+from maild.secret import Secret
 from tests.support.daemonproc import maild_command, running_maild
 from tests.support.maildconf import short_dir
 

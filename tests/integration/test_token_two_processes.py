@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from maild.auth import tokens
-from maild.model import Secret
+from maild.secret import Secret
 from tests.support.token_endpoint import RotatingEndpoint, rotating_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,6 +20,11 @@ MAX_MODULE_LINES = 500
 #: The bound of the modules split by job in session 15, in lines: each was cut well below the guide.
 SPLIT_BY_JOB_LINES = 400
 
+#: ``maild/model.py`` after its secrets went to ``maild/secret.py``, in lines: what is left are value
+#: types that maild/fetch/cycle.py and maild/protocols/pop3/maildrop.py import from it (changed by other
+#: work in session 15, so not moved then).
+MODEL_LINES = 450
+
 SPLIT_MODULES: dict[str, int] = {
     "maild/archive/connection.py": SPLIT_BY_JOB_LINES,
     "maild/archive/opening.py": SPLIT_BY_JOB_LINES,
@@ -27,6 +32,8 @@ SPLIT_MODULES: dict[str, int] = {
     "maild/archive/wal_bound.py": SPLIT_BY_JOB_LINES,
     "maild/archive/file_guard.py": SPLIT_BY_JOB_LINES,
     "maild/archive/archive_errors.py": SPLIT_BY_JOB_LINES,
+    "maild/model.py": MODEL_LINES,
+    "maild/secret.py": SPLIT_BY_JOB_LINES,
     "maild/protocols/imap/connection.py": MAX_MODULE_LINES,
     "maild/protocols/imap/guard.py": MAX_MODULE_LINES,
     "maild/auth/tokens.py": MAX_MODULE_LINES,
