@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,16 @@ from tests.support.maildconf import short_dir
 STOP_GUARD_S = 12.0
 
 
+def accept_each(listener: socket.socket, take: Callable[[socket.socket], None]) -> None:
+    """Hand every connection ``listener`` accepts to ``take``, until the listener is closed."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        take(conn)
+
+
 class SilentEndpoint:
     """A loopback listener that accepts connections and never sends an octet (nor completes a TLS handshake)."""
 
@@ -49,20 +59,15 @@ class SilentEndpoint:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.accepted: list[socket.socket] = []
         self.connected = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread = threading.Thread(target=accept_each, args=(self.listener, self._take), daemon=True)
         self.thread.start()
 
     def url(self, scheme: str) -> str:
         return f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}/token"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-            self.connected.set()
+    def _take(self, conn: socket.socket) -> None:
+        self.accepted.append(conn)
+        self.connected.set()
 
     def close(self) -> None:
         self.listener.close()
@@ -116,15 +121,10 @@ class MailServer:
         self.protocol = protocol
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=accept_each, args=(self.listener, self._take), daemon=True).start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _take(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as lines:
