@@ -133,7 +133,7 @@ class ProtocolError(AccountError):
         if line:
             # masked before the cut: a secret the server echoed across the 200th character would
             # otherwise be shown in part, which no later redaction recognises (QA of session 10)
-            from maild.model import shown
+            from maild.secret import shown
 
             line = shown(line, 200)
             detail += f" (reply: {line!r})"

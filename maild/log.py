@@ -31,7 +31,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from maild.model import redact_known
+from maild.secret import redact_known
 
 _SECRET_KEYS = frozenset({"password", "passwd", "secret", "token", "authorization"})
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -56,7 +56,7 @@ _LOGFMT_FIRST = ["level", "event", "account", "logger"]
 
 def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: replace values of secret-looking keys with ``"********"``, and the value
-    of every live :class:`~maild.model.Secret` inside any string value (a server echoing a password
+    of every live :class:`~maild.secret.Secret` inside any string value (a server echoing a password
     in its reply, say) with the same mask."""
     for key in list(event):
         if key.lower() in _SECRET_KEYS:

@@ -1,6 +1,6 @@
 """Schema version 12's Python step: ``messages.cc_header`` added and filled for the messages archived before.
 
-Run by :class:`maild.archive.connection.ArchiveConnection` after the version's (empty) SQL, in its
+Run by :func:`maild.archive.opening.set_up` after the version's (empty) SQL, in its
 transaction. Kept apart from :mod:`maild.archive.parse`, which the read-only query commands load
 without asyncio and aiosqlite.
 """

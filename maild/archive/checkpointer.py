@@ -13,7 +13,7 @@ whether the checkpoint has run or not.
 Why it is here: SQLite's automatic checkpoint (``wal_autocheckpoint``) runs in the committing
 connection, right after its ``COMMIT``, so every thousandth page of a batch made that batch's commit
 wait for the copy of the whole WAL, and the next batch's transaction waited behind it. The writer
-(:mod:`maild.archive.connection`) now runs with ``wal_autocheckpoint=0`` and tells
+(:mod:`maild.archive.opening`) now runs with ``wal_autocheckpoint=0`` and tells
 :meth:`Checkpointer.committed` after each commit; when the WAL holds :data:`CHECKPOINT_WAL_OCTETS`
 not yet copied, the checkpointer's thread runs a ``PASSIVE`` checkpoint on its own connection
 (https://www.sqlite.org/c3ref/wal_checkpoint_v2.html), on the second core, while the writer goes on.

@@ -2,7 +2,7 @@
 
 ``ALTER TABLE ... ADD COLUMN`` has no ``IF NOT EXISTS``, and a schema step can meet its column
 already there (an archive whose ``user_version`` was set back, a step that was renumbered at a merge),
-so the Python steps of :data:`maild.archive.connection` look first. No RFC applies here.
+so the Python steps of :mod:`maild.archive.opening` look first. No RFC applies here.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from maild.archive.archive_errors import TransactionLeftOpen
 from maild.archive.archive_file import _sqlite_problem
-from maild.archive.connection import TransactionLeftOpen
 from maild.archive.failures import RECORDS_SQL, failures_from_rows
 from maild.archive.locations import LOCATIONS_SQL, locations_from_rows
 from maild.archive.mailboxes import STATES_SQL, MailboxState, states_from_rows

@@ -1,6 +1,6 @@
 """Schema version 13's Python step: ``messages.has_documents`` added (NULL for the messages archived before).
 
-Run by :class:`maild.archive.connection.ArchiveConnection` after the version's (empty) SQL, in its
+Run by :func:`maild.archive.opening.set_up` after the version's (empty) SQL, in its
 transaction. A Python step because ``ALTER TABLE ... ADD COLUMN`` has no ``IF NOT EXISTS``. The old
 messages are not read here (that would read the whole archive during the upgrade): NULL means
 unknown, and the attachment-text indexer (:mod:`maild.archive.document_index`) looks at each such

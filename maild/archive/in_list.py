@@ -1,7 +1,7 @@
 """``IN (?,?,...)`` lists padded to a few fixed lengths, so that look-ups share prepared statements.
 
 A look-up of N keys is one SQL text per N: the writer's statement cache
-(:data:`~maild.archive.connection.CACHED_STATEMENTS`, 32 statements) filled with look-ups of every
+(:data:`~maild.archive.opening.CACHED_STATEMENTS`, 32 statements) filled with look-ups of every
 length a batch happened to have, each 10-35 KB prepared (docs/performance.md, "Session 9: memory
 of one account"), and pushed out the statements that do run again. Padded to the next power of two
 (at most :data:`~maild.archive.schema.QUERY_CHUNK`), a look-up of any length from 1 to 500 is one of

@@ -181,7 +181,7 @@ def free_octets(path: str) -> int:
 async def upgrade_layout(conn: aiosqlite.Connection) -> None:
     """Schema 14's step: rebuild ``messages`` with ``raw`` last, or keep the old order (see the module).
 
-    Runs inside the migration's transaction, which :class:`maild.archive.connection.ArchiveConnection`
+    Runs inside the migration's transaction, which :func:`maild.archive.opening.set_up`
     began with foreign keys off for this version. An empty ``messages`` (a new archive) is rebuilt
     always. When kept, one warning ``archive.layout_kept`` names the reason and ``maild compact``
     (at debug inside :func:`compact_follows`: ``maild compact`` itself).

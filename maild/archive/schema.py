@@ -275,7 +275,7 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE account_history ADD COLUMN auth_failures INTEGER NOT NULL DEFAULT 0;
     """,
     # The index becomes contentless; maild.archive.fts.migrate_to_contentless then fills it in the
-    # same transaction (Store._setup runs the Python step of a version after its SQL).
+    # same transaction (maild.archive.opening.set_up runs the Python step of a version after its SQL).
     9: f"""
     DROP TABLE messages_fts;
     {fts_create_sql()};

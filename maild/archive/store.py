@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, Ty
 import aiosqlite
 
 from maild.archive import fts
+from maild.archive.archive_errors import ArchiveFull, ArchiveReplaced
 from maild.archive.archive_file import (
     ARCHIVE_DIR_MODE,
     ARCHIVE_FILE_MODE,
@@ -42,7 +43,7 @@ from maild.archive.archive_file import (
 )
 from maild.archive.batches import LARGE_BLOB_OCTETS, BatchWriter
 from maild.archive.checkpointer import WalSnapshot
-from maild.archive.connection import ArchiveConnection, ArchiveFull, ArchiveReplaced
+from maild.archive.connection import ArchiveConnection
 from maild.archive.counters import ArchiveCounters
 from maild.archive.deliveries import DeliveryRecords, PendingDelivery
 from maild.archive.figures import ArchiveFigures

@@ -21,7 +21,8 @@ import structlog
 
 from maild.auth import sasl
 from maild.errors import AuthError, MaildError, ProtocolError, ThrottledError, TransientError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
+from maild.secret import Secret
 
 __all__ = ["AuthenticateTransport", "Continuation", "TaggedStatus", "authenticate"]
 

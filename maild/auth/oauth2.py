@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from maild.auth.endpoint import HTTP_TIMEOUT_S, MAX_RESPONSE_OCTETS, endpoint_allowed, post
 from maild.auth.sasl import redact
 from maild.errors import AuthError, ConfigError, ProtocolError, ThrottledError, TransientError
-from maild.model import Secret
+from maild.secret import Secret
 
 if TYPE_CHECKING:
     from oauthlib.oauth2 import OAuth2Error

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from maild.errors import ProtocolError
-from maild.model import MIN_GLOBAL_REDACT_CHARS, mask_form, shown
+from maild.secret import MIN_GLOBAL_REDACT_CHARS, mask_form, shown
 
 __all__ = [
     "CANCEL_LINE",
@@ -284,8 +284,8 @@ class ClientExchange:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Return ``text`` with every one of ``secrets`` replaced by ``********``; one shorter than
-    :data:`~maild.model.MIN_GLOBAL_REDACT_CHARS` only where it is no part of a longer word
-    (:func:`~maild.model.mask_form`: a password ``a`` garbled every word of a refusal)."""
+    :data:`~maild.secret.MIN_GLOBAL_REDACT_CHARS` only where it is no part of a longer word
+    (:func:`~maild.secret.mask_form`: a password ``a`` garbled every word of a refusal)."""
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = mask_form(text, secret, whole=len(secret) < MIN_GLOBAL_REDACT_CHARS)
     return text

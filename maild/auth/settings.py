@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maild.model import Secret
+from maild.secret import Secret
 
 __all__ = ["OAuth2Settings"]
 

@@ -31,7 +31,7 @@ from typing import Final
 from maild.auth.endpoint import HTTP_TIMEOUT_S
 from maild.errors import StoreError, TransientError
 from maild.fsutil import write_atomic
-from maild.model import Secret
+from maild.secret import Secret
 
 __all__ = ["MAX_STORE_OCTETS", "TOKEN_LOCK_POLL_S", "TOKEN_LOCK_WAIT_S", "RefreshTokenStore", "StoredGrant"]
 

@@ -36,7 +36,7 @@ from maild.auth.device import authorize
 from maild.auth.settings import OAuth2Settings
 from maild.auth.token_store import RefreshTokenStore, StoredGrant
 from maild.errors import AuthError, ConfigError, MaildError, StoreError
-from maild.model import Secret
+from maild.secret import Secret
 
 log = structlog.get_logger("maild.auth")
 

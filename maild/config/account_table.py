@@ -28,8 +28,9 @@ from maild.config.values import (
     required_text,
 )
 from maild.errors import ConfigError
-from maild.model import CompressMode, Protocol, Retention, Secret, TLSMode
+from maild.model import CompressMode, Protocol, Retention, TLSMode
 from maild.protocols.progress import MIN_RATE_OCTETS_PER_S
+from maild.secret import Secret
 
 ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 DEFAULT_PORTS: dict[tuple[str, str], int] = {

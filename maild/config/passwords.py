@@ -14,7 +14,7 @@ from pathlib import Path
 from maild.auth.command import first_line_of
 from maild.config.secret_command import MAX_SECRET_OCTETS, SECRET_COMMAND_TIMEOUT_S, run_secret_command
 from maild.errors import ConfigError
-from maild.model import Secret
+from maild.secret import Secret
 
 #: How long ``password_command`` may run, in seconds.
 PASSWORD_COMMAND_TIMEOUT_S = SECRET_COMMAND_TIMEOUT_S

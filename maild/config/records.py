@@ -15,8 +15,9 @@ from typing import Literal
 from maild.config.alerts import AlertsConfig
 from maild.config.auth import AuthConfig
 from maild.config.passwords import PasswordSource
-from maild.model import AccessTokenSource, CompressMode, Protocol, Retention, Secret, ServerSettings, TLSMode
+from maild.model import AccessTokenSource, CompressMode, Protocol, Retention, ServerSettings, TLSMode
 from maild.protocols.progress import MIN_RATE_OCTETS_PER_S
+from maild.secret import Secret
 
 #: Longest time between IDLE commands: RFC 2177 section 3 lets a server log out a client idle
 #: for 30 minutes, so the client re-issues IDLE at least every 29.

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Sequence
 
 from maild.errors import ConfigError
-from maild.model import Secret
+from maild.secret import Secret
 
 #: How long a secret command may run, in seconds, before it is killed and the cycle fails.
 SECRET_COMMAND_TIMEOUT_S = 30.0

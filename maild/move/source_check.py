@@ -53,7 +53,7 @@ from maild.model import FailureRecord, IMAPKey, InventoryEntry, MessageKey, POP3
 from maild.move.compare import ArchiveEntry, BodyDigest, ServerEntry
 from maild.move.source_index import ContentIndex, body_wanted, held_by
 from maild.move.source_pop3 import POP3Read, read_and_keep, to_read
-from maild.move.source_server import is_imap, read_bodies, read_headers, require_every_mailbox
+from maild.move.source_server import is_imap, list_source, read_bodies, read_headers
 from maild.policy import set_aside
 from maild.protocols.base import Maildrop
 
@@ -341,12 +341,10 @@ async def check_source(
     maildrop: Maildrop | None = None
     try:
         maildrop = maildrop_factory(account, executor)
-        await maildrop.open()
-        inventory = await maildrop.inventory()
-        # POP3: messages sharing a UIDL are left out of the inventory and the fetch never takes them
-        duplicates: frozenset[str] = getattr(maildrop, "duplicate_uidls", frozenset())
+        # POP3: messages sharing a UIDL are left out of the inventory and the fetch never takes them;
         # IMAP: a configured mailbox the server refused to SELECT is left out: its mail is unknown
-        require_every_mailbox(getattr(maildrop, "mailbox_failures", {}))
+        listing = await list_source(maildrop)
+        inventory, duplicates = listing.inventory, listing.duplicate_uidls
         locations = await store.locations(source)
         # an identity recorded as gone or deleted that the server lists again may be another message
         # (a POP3 server re-using UIDLs; the fetch then leaves it there): decided by content

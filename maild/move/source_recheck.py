@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from maild.config.loader import Config
 from maild.config.maildrop import make_maildrop
 from maild.errors import MaildError
-from maild.model import MessageKey, POP3Key
-from maild.move.source_server import require_every_mailbox
+from maild.model import MessageKey
+from maild.move.source_server import list_source
 from maild.protocols.base import Maildrop
 
 #: POP3 worker threads of the listing's own pool: one session, one thread.
@@ -69,10 +69,7 @@ async def list_sizes(
     maildrop: Maildrop | None = None
     try:
         maildrop = factory(account, executor)
-        await maildrop.open()
-        inventory = await maildrop.inventory()
-        duplicates: frozenset[str] = getattr(maildrop, "duplicate_uidls", frozenset())
-        require_every_mailbox(getattr(maildrop, "mailbox_failures", {}))
+        listing = await list_source(maildrop)
         await maildrop.close()
     except BaseException:
         if maildrop is not None:
@@ -80,9 +77,7 @@ async def list_sizes(
         raise
     finally:
         executor.shutdown(wait=False)
-    sizes: dict[MessageKey, int | None] = {POP3Key(u): None for u in duplicates}
-    sizes.update((e.key, e.size_octets) for e in inventory)
-    return sizes
+    return listing.sizes()
 
 
 def arrived_since(checked: Collection[MessageKey], now: Collection[MessageKey]) -> list[MessageKey]:

@@ -1,4 +1,5 @@
-"""Reading A's server for retire's check (:mod:`maild.move.source_check`): header sections and
+"""Reading A's server for retire's check (:mod:`maild.move.source_check`) and its second listing
+(:mod:`maild.move.source_recheck`): the listing both take (:func:`list_source`), header sections and
 octets of listed messages, through the fetch's own adapter, read only.
 
 IMAP ``BODY.PEEK[HEADER]`` scans and ``BODY.PEEK[]`` (flags untouched); a POP3 A is read by
@@ -8,9 +9,10 @@ IMAP ``BODY.PEEK[HEADER]`` scans and ``BODY.PEEK[]`` (flags untouched); a POP3 A
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from maild.errors import MaildError
-from maild.model import IMAPKey, InventoryEntry, MessageKey, RetrievalFailure
+from maild.model import IMAPKey, InventoryEntry, MessageKey, POP3Key, RetrievalFailure
 from maild.move.compare import BodyDigest, body_digest
 from maild.protocols.base import Maildrop
 
@@ -70,3 +72,46 @@ def require_every_mailbox(refused: Mapping[str, str]) -> None:
             f"{len(refused)} of its mailboxes could not be selected, so what they hold is unknown"
             f" (first: {mailbox!r}: {why})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SourceListing:
+    """What A's server lists, as the retire check and its second listing count it.
+
+    Attributes:
+        inventory: the adapter's inventory (POP3: messages with a UIDL of their own; IMAP: the
+            messages of every configured mailbox).
+        duplicate_uidls: POP3 UIDLs shared by several messages, left out of ``inventory`` and never
+            taken by the fetch (:attr:`Maildrop.duplicate_uidls`); empty for IMAP.
+    """
+
+    inventory: list[InventoryEntry]
+    duplicate_uidls: frozenset[str]
+
+    def sizes(self) -> dict[MessageKey, int | None]:
+        """Every listed identity (a shared UIDL as its ``POP3Key``) to the size in octets it is listed
+        with; None for a shared UIDL and an entry listed without a size."""
+        sizes: dict[MessageKey, int | None] = {POP3Key(u): None for u in self.duplicate_uidls}
+        sizes.update((e.key, e.size_octets) for e in self.inventory)
+        return sizes
+
+
+async def list_source(maildrop: Maildrop) -> SourceListing:
+    """Open A's session and list A's server, read only: the inventory, the UIDLs it shares, and
+    every configured IMAP mailbox selected.
+
+    The session stays open for the caller, who ends it (also when this raises: it may have opened).
+
+    Raises:
+        MaildError: the server could not be reached, signed in to or listed (the errors of
+            :meth:`Maildrop.open` and :meth:`Maildrop.inventory`), or an IMAP server refused to
+            select a configured mailbox (:func:`require_every_mailbox`).
+
+    Standard: RFC 1939 sections 5 and 7 (LIST, UIDL); RFC 9051 sections 6.3.2 and 6.4.4 (SELECT,
+    UID SEARCH).
+    """
+    await maildrop.open()
+    inventory = await maildrop.inventory()
+    listing = SourceListing(inventory, maildrop.duplicate_uidls)
+    require_every_mailbox(maildrop.mailbox_failures)
+    return listing

@@ -135,6 +135,21 @@ class Maildrop(abc.ABC):
         content digests; empty when all is as usual."""
         return ()
 
+    @property
+    def duplicate_uidls(self) -> frozenset[str]:
+        """POP3: the UIDLs the last :meth:`inventory` found on more than one message; those messages
+        are left out of it (a UIDL must name one message, RFC 1939 section 7) and the fetch never
+        takes them. Empty for IMAP (a UID names one message of its mailbox) and before an inventory.
+        """
+        return frozenset()
+
+    @property
+    def mailbox_failures(self) -> Mapping[str, str]:
+        """IMAP: each configured mailbox the last :meth:`inventory` could not select (its readable
+        name) to why; the inventory left it out, so what it holds is unknown. Empty for POP3 (one
+        maildrop, nothing to select) and before an inventory."""
+        return {}
+
     def covers(self, key: MessageKey) -> bool:
         """Whether the last :meth:`inventory` looked where ``key`` lives, so that its absence there
         means the message left the server.

@@ -20,7 +20,8 @@ from maild.errors import AuthError, MaildError, TransientError
 from maild.fetch.cycle import CycleResult
 from maild.fetch.progress import CycleProgress
 from maild.fetch.resync import UIDValidityChange
-from maild.model import AccountHistory, redact_known
+from maild.model import AccountHistory
+from maild.secret import redact_known
 from maild.service.idle import IdleWatcher, Mode
 from maild.service.labels import outcome_label
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from maild.auth.tokens import TokenHealth, peek_source
-from maild.model import redact_known
+from maild.secret import redact_known
 from maild.service.account_runtime import AccountRuntime
 
 if TYPE_CHECKING:

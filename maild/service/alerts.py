@@ -343,7 +343,7 @@ class AlertMonitor:
             )
         if archive_replaced is not None:
             # imported here: the archive's connection module is needed only once the guard failed
-            from maild.archive.connection import TRANSACTION_LEFT_OPEN
+            from maild.archive.archive_errors import TRANSACTION_LEFT_OPEN
 
             found[(None, "archive_replaced")] = Condition(
                 None,

@@ -51,8 +51,9 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, ProtocolError
 from maild.fetch.cycle import utc_now
-from maild.model import ServerSettings, redact_known
+from maild.model import ServerSettings
 from maild.protocols.imap.wire import MailboxEvents, SelectInfo
+from maild.secret import redact_known
 from maild.service.budget import Budgets
 
 log = structlog.get_logger("maild.service.idle")

@@ -24,7 +24,8 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig, Config
 from maild.errors import ConfigError, MaildError, StoreError
 from maild.fetch.cycle import CycleResult, MaildropFactory, make_maildrop, utc_now
-from maild.model import ARCHIVE_FULL_PREFIX, FailureRecord, redact_known
+from maild.model import ARCHIVE_FULL_PREFIX, FailureRecord
+from maild.secret import redact_known
 from maild.service.archive_lock import acquire_archive_lock
 from maild.service.budget import Budgets
 from maild.service.kept_sessions import KeptSessions

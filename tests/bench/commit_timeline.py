@@ -66,15 +66,21 @@ def wrap_async(cls, name, kind):
 wrap_async(batches.BatchWriter, "prepare_batch", "prepare")
 wrap_async(batches.BatchWriter, "insert_batch", "insert")
 wrap_async(commits.CommitChain, "settle", "chain")  # start() waits through settle(keep=1)
-if hasattr(connection.ArchiveConnection, "_bound_wal"):
-    real_bound = connection.ArchiveConnection._bound_wal
+try:  # the WAL bound: a method of the connection before session 15, its own class since
+    from maild.archive.wal_bound import WALBound as _BoundOwner
+    _BOUND = "before_write"
+except ImportError:
+    _BoundOwner, _BOUND = connection.ArchiveConnection, "_bound_wal"
+if hasattr(_BoundOwner, _BOUND):
+    real_bound = getattr(_BoundOwner, _BOUND)
     async def bound(self):
-        state = self.checkpointer.wal_state()
+        checkpointer = getattr(self, "checkpointer", None) or self._checkpointer
+        state = checkpointer.wal_state()
         start = now()
         await real_bound(self)
         if state is not None and now() - start > 0.0005:
             span("restart", start, frames=state.frames)
-    connection.ArchiveConnection._bound_wal = bound
+    setattr(_BoundOwner, _BOUND, bound)
 try:
     from maild.archive import checkpointer
 except ImportError:

@@ -32,9 +32,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
 from maild.protocols.imap import commands, protocol
 from maild.protocols.imap.mailbox import IMAPMailbox
+
+try:
+    from maild.secret import Secret
+except ImportError:  # a tree before session 15 (PYTHONPATH at an older tree): Secret in maild.model
+    from maild.model import Secret  # type: ignore[attr-defined,no-redef]
 from maild.spool import Spool
 from tests.support.dovecot import Dovecot
 

@@ -19,8 +19,13 @@ import statistics
 import time
 from pathlib import Path
 
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
 from maild.protocols.imap.mailbox import IMAPMailbox
+
+try:
+    from maild.secret import Secret
+except ImportError:  # a tree before session 15 (PYTHONPATH at an older tree): Secret in maild.model
+    from maild.model import Secret  # type: ignore[attr-defined,no-redef]
 from tests.support.dovecot import Dovecot
 
 

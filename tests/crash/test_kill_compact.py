@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from maild.archive import connection, layout
+from maild.archive import layout, opening
 from maild.archive.reader import ArchiveReader, MessageFilter
 from maild.archive.store import Store
 from tests.support.archive import build_archive, imap, pop
@@ -64,7 +64,7 @@ async def old_layout_archive(db: Path, count: int, octets: int) -> None:
         for n in range(count)
     ]
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(connection, "SCHEMA_VERSION", 13)
+        m.setattr(opening, "SCHEMA_VERSION", 13)
         await build_archive(db, items)  # type: ignore[arg-type]
     with pytest.MonkeyPatch.context() as m:
         m.setattr(layout, "LAYOUT_REBUILD_AT_OPEN_MAX_OCTETS", 0)

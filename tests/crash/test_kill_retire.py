@@ -8,11 +8,7 @@ messages a second time. Now they are one transaction: after a kill there is all 
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +17,7 @@ import pytest
 from tests.integration.test_migration import letter
 from tests.support.daemonproc import maild_cli
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.maildconf import AccountSpec, short_dir, write_config
+from tests.support.move_setup import pop_moved_into_imap, run_killed
 
 pytestmark = pytest.mark.dovecot
 
@@ -64,28 +60,14 @@ def test_kill_after_the_acceptance_is_recorded_leaves_all_or_nothing(
     is retired into imap with exactly 1 row.
     """
     old, new = mail_user_factory(), mail_user_factory()
-    dovecot.deliver_many(old.name, [letter(i) for i in range(3)])
-    directory = short_dir("maildkillret-")
-    pop = AccountSpec("pop", "pop3", old.name, old.password, extra={"retention": "keep"})
-    imap = AccountSpec("imap", "imap", new.name, new.password, extra={"host": "localhost"})
-    cfg = write_config(directory, dovecot, [pop, imap])
-    assert maild_cli(cfg, "fetch", "pop").returncode == 0
-    pop.extra = {"retention": "keep", "enabled": False, "max_message_size": 20_000}
-    cfg = write_config(directory, dovecot, [pop, imap])
-    done = maild_cli(cfg, "migrate", "pop", "--to", "imap", timeout_s=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    messages = [letter(i) for i in range(3)]
+    directory, cfg = pop_moved_into_imap(
+        dovecot, old, new, messages, prefix="maildkillret-", max_message_size=20_000
+    )
     dovecot.deliver_many(old.name, [letter(50, octets=60_000)])
 
     command = ["-c", str(cfg), "retire", "pop", "--into", "imap", "--accept-unfetched"]
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLING_MAILD, *command],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    run_killed(KILLING_MAILD, *command)
     into, rows = _state(directory)
     assert (into, rows) in {("imap", 1), (None, 0)}, "an acceptance without its retirement"
     if into is None:

@@ -11,12 +11,8 @@ is a test of what held in session 14's review (it passes on ``main`` as well).
 from __future__ import annotations
 
 import hashlib
-import os
 import poplib
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +21,7 @@ import pytest
 from tests.integration.test_migration import letter
 from tests.support.daemonproc import maild_cli
 from tests.support.dovecot import Dovecot, MailUser
-from tests.support.maildconf import AccountSpec, short_dir, write_config
+from tests.support.move_setup import pop_moved_into_imap, run_killed
 
 pytestmark = pytest.mark.dovecot
 
@@ -88,29 +84,13 @@ def test_kill_at_the_checks_store_loses_and_duplicates_nothing(
     messages of A's server, each once, each under its own UIDL.
     """
     old, new = mail_user_factory(), mail_user_factory()
-    dovecot.deliver_many(old.name, [letter(i) for i in range(3)])
-    directory = short_dir("maildkillchk-")
-    pop = AccountSpec("pop", "pop3", old.name, old.password, extra={"retention": "keep"})
-    imap = AccountSpec("imap", "imap", new.name, new.password, extra={"host": "localhost"})
-    cfg = write_config(directory, dovecot, [pop, imap])
-    assert maild_cli(cfg, "fetch", "pop").returncode == 0
-    pop.extra = {"retention": "keep", "enabled": False}
-    cfg = write_config(directory, dovecot, [pop, imap])
-    done = maild_cli(cfg, "migrate", "pop", "--to", "imap", timeout_s=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    messages = [letter(i) for i in range(3)]
+    directory, cfg = pop_moved_into_imap(dovecot, old, new, messages, prefix="maildkillchk-")
     dovecot.deliver_many(old.name, [letter(60), letter(61)])
     server = _server(dovecot, old)
     assert len(server) == 5
 
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLING_MAILD, when, "-c", str(cfg), "retire", "pop", "--into", "imap"],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    run_killed(KILLING_MAILD, when, "-c", str(cfg), "retire", "pop", "--into", "imap")
     assert _server(dovecot, old) == server  # nothing deleted, nothing changed
     after = _archive(directory)
     assert len(after) == {"before": 3, "after": 4}[when]

@@ -20,9 +20,10 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError
 from maild.fetch.cycle import fetch_cycle
-from maild.model import IMAPKey, Secret, ServerSettings
+from maild.model import IMAPKey, ServerSettings
 from maild.protocols.imap.idle import IMAPIdleSession
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret
 from maild.service.idle import IdleWatcher
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMailbox, ScriptedMessage, Session
 from tests.support.accounts import imap_account

@@ -21,8 +21,9 @@ import tomli_w
 from maild.archive.move_queries import MigrationStore
 from maild.cli.main import main
 from maild.errors import ProtocolError, ThrottledError
-from maild.model import POP3Key, RetrievedMessage, Secret, ServerSettings
+from maild.model import POP3Key, RetrievedMessage, ServerSettings
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMessage, Session, unquote
 from tests.support.dovecot import free_port
 

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from maild import errors
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
 from maild.protocols.imap.client import MAX_PENDING_CONTINUATIONS
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret
 from tests.faults.imap_scripted import DEFAULT_CAPABILITIES, ScriptedIMAP, Session
 
 PASSWORD = "SENTINEL-imap-password"

@@ -12,10 +12,11 @@ import zlib
 import pytest
 
 from maild.errors import ProtocolError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
 from maild.protocols.imap.client import MAX_LINE_OCTETS
 from maild.protocols.imap.compress import INFLATE_PIECE_OCTETS
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 from tests.support.fetching import crlf, retrieve_everything
 

@@ -29,9 +29,10 @@ from maild.errors import (
     ThrottledError,
     TransientError,
 )
-from maild.model import IMAPKey, POP3Key, RetrievalFailure, RetrievedMessage, Secret, ServerSettings, TLSMode
+from maild.model import IMAPKey, POP3Key, RetrievalFailure, RetrievedMessage, ServerSettings, TLSMode
 from maild.protocols.imap.mailbox import IMAPMailbox
 from maild.protocols.imap.scan import MAX_UIDS_PER_COMMAND
+from maild.secret import Secret
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMessage, Session, default_fetch_writer
 
 PASSWORD = 'p w"\\x'

@@ -20,9 +20,10 @@ import pytest
 from maild.archive.store import Store
 from maild.errors import ProtocolError
 from maild.fetch.cycle import fetch_cycle, make_maildrop
-from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, Secret, ServerSettings
+from maild.model import IMAPKey, RetrievalFailure, RetrievedMessage, ServerSettings
 from maild.protocols.imap.client import MAX_LINE_OCTETS, MAX_LITERAL_OCTETS
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 from tests.support.accounts import imap_account
 from tests.support.fetching import T0, prepare

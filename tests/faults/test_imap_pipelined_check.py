@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from maild.errors import ProtocolError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
 from maild.protocols.imap import scan
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret
 from tests.faults.imap_scripted import ScriptedIMAP, ScriptedMessage, Session, default_fetch_writer
 from tests.support.proxy import FaultProxy
 

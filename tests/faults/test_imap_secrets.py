@@ -8,8 +8,9 @@ from structlog.testing import capture_logs
 
 from maild.errors import AuthError
 from maild.log import redact_secrets
-from maild.model import Secret, ServerSettings, redact_known
+from maild.model import ServerSettings
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret, redact_known
 from maild.service.account_runtime import describe
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from maild.errors import AuthError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 from tests.support.proxy import FaultProxy
 

@@ -19,9 +19,10 @@ import contextlib
 import pytest
 
 from maild.errors import NetworkTimeout
-from maild.model import Secret, ServerSettings
+from maild.model import InventoryEntry, ServerSettings
 from maild.protocols.imap.connection import COMMAND_MIN_RATE_OCTETS_PER_S, COMMAND_WINDOW_TIMEOUTS
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 
 #: The account's inactivity limit in these tests, in seconds.
@@ -47,6 +48,23 @@ async def trickle_forever(session: Session, tag: str, args: str) -> None:
                 await asyncio.sleep(TRICKLE_PAUSE_S)
 
 
+def mailbox_at(server: ScriptedIMAP) -> IMAPMailbox:
+    """The mailbox adapter of account ``acct`` at the scripted ``server``, with TIMEOUT_S."""
+    return IMAPMailbox(
+        ServerSettings("acct", server.host, server.port, "none", None, "anna", Secret("pw"), TIMEOUT_S)
+    )
+
+
+async def listed(server: ScriptedIMAP) -> list[InventoryEntry]:
+    """Open a mailbox at ``server``, take its inventory within GUARD_S, abort it; the inventory."""
+    mailbox = mailbox_at(server)
+    try:
+        await mailbox.open()
+        return await asyncio.wait_for(mailbox.inventory(), GUARD_S)
+    finally:
+        await mailbox.abort()
+
+
 async def use(mailbox: IMAPMailbox) -> None:
     """Open, list and read every message."""
     await mailbox.open()
@@ -60,9 +78,7 @@ async def test_a_trickled_response_is_ended_as_too_slow(command: str) -> None:
     """A response trickled at about 5 octets a second is ended with "server too slow", naming the command."""
     async with ScriptedIMAP({"INBOX": [message(1)]}) as server:
         server.script[command] = trickle_forever
-        mailbox = IMAPMailbox(
-            ServerSettings("acct", server.host, server.port, "none", None, "anna", Secret("pw"), TIMEOUT_S)
-        )
+        mailbox = mailbox_at(server)
         try:
             with pytest.raises(NetworkTimeout) as caught:
                 await asyncio.wait_for(use(mailbox), GUARD_S)
@@ -86,14 +102,7 @@ async def test_a_slow_response_that_keeps_flowing_is_read() -> None:
 
     async with ScriptedIMAP({"INBOX": [message(1), message(2)]}) as server:
         server.script["SELECT"] = flowing
-        mailbox = IMAPMailbox(
-            ServerSettings("acct", server.host, server.port, "none", None, "anna", Secret("pw"), TIMEOUT_S)
-        )
-        try:
-            await mailbox.open()
-            entries = await asyncio.wait_for(mailbox.inventory(), GUARD_S)
-        finally:
-            await mailbox.abort()
+        entries = await listed(server)
     assert len(entries) == 2
 
 
@@ -106,12 +115,5 @@ async def test_a_response_after_a_silence_within_the_limit_is_read() -> None:
 
     async with ScriptedIMAP({"INBOX": [message(1)]}) as server:
         server.script["SELECT"] = thinking
-        mailbox = IMAPMailbox(
-            ServerSettings("acct", server.host, server.port, "none", None, "anna", Secret("pw"), TIMEOUT_S)
-        )
-        try:
-            await mailbox.open()
-            entries = await asyncio.wait_for(mailbox.inventory(), GUARD_S)
-        finally:
-            await mailbox.abort()
+        entries = await listed(server)
     assert len(entries) == 1

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from maild.errors import AuthError, ProtocolError, ThrottledError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
 from maild.protocols.pop3.session import POP3Session
+from maild.secret import Secret
 
 TOKEN = "SENTINEL-token-" + "x" * 40
 CAPA = b"+OK\r\nUSER\r\nSASL PLAIN XOAUTH2 OAUTHBEARER\r\n.\r\n"

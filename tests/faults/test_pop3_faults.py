@@ -31,20 +31,13 @@ from maild.errors import (
     ThrottledError,
     TransientError,
 )
-from maild.model import (
-    IMAPKey,
-    MessageKey,
-    POP3Key,
-    RetrievalFailure,
-    RetrievedMessage,
-    Secret,
-    ServerSettings,
-)
+from maild.model import IMAPKey, MessageKey, POP3Key, RetrievalFailure, RetrievedMessage, ServerSettings
 from maild.protocols.pop3 import buffers as pop3_buffers
 from maild.protocols.pop3 import retrieval as pop3_retrieval
 from maild.protocols.pop3 import session as pop3_session
 from maild.protocols.pop3.maildrop import POP3Maildrop
 from maild.protocols.pop3.session import POP3Session
+from maild.secret import Secret
 
 PASSWORD = "s3cret-Pw!"
 ACCOUNT = "anna-pop"

@@ -16,24 +16,18 @@ import pytest
 
 from maild import pop3_uidls
 from maild.archive.store import Store
-from maild.config.loader import AccountConfig
 from maild.model import POP3Key
-from tests.support.fetching import T0, Clock, archived, cycle, pop3_account, prepare, with_retention
+from tests.support.fetching import (
+    T0,
+    WITHOUT_TOP,
+    Clock,
+    archived,
+    cycle,
+    keeping,
+    since,
+    with_retention,
+)
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
-
-WITHOUT_TOP = ("UIDL", "USER")
-"""CAPA of a server that does not offer TOP (RFC 1939 section 7: TOP is optional)."""
-
-
-async def keeping(server: ScriptedPOP3, store: Store) -> AccountConfig:
-    account = pop3_account(server.host, server.port, "alice", "secret")
-    await prepare(store, account)
-    return account
-
-
-def since(server: ScriptedPOP3, mark: int, verb: str) -> list[str]:
-    """The commands starting with ``verb`` sent after the first ``mark`` ones."""
-    return [c for c in server.commands[mark:] if c.startswith(verb)]
 
 
 @pytest.mark.parametrize("capa", [None, WITHOUT_TOP], ids=["top", "without-top"])

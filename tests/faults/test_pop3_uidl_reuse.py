@@ -14,30 +14,22 @@ import pytest
 from maild import policy, pop3_uidls
 from maild.archive import failures as failures_store
 from maild.archive.store import Store
-from maild.config.loader import AccountConfig
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError
 from maild.model import POP3Key
-from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
+from tests.support.fetching import (
+    WITHOUT_TOP,
+    archived,
+    cycle,
+    keeping,
+    since,
+    with_retention,
+)
 from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
-
-WITHOUT_TOP = ("UIDL", "USER")
-"""CAPA of a server that does not offer TOP (RFC 1939 section 7: TOP is optional)."""
 
 
 def lf_size(raw: bytes) -> int:
     """What an LF-stored maildrop lists for ``raw``: one octet less per CRLF line."""
     return len(raw) - raw.count(b"\r\n")
-
-
-async def keeping(server: ScriptedPOP3, store: Store) -> AccountConfig:
-    account = pop3_account(server.host, server.port, "alice", "secret")
-    await prepare(store, account)
-    return account
-
-
-def since(server: ScriptedPOP3, mark: int, verb: str) -> list[str]:
-    """The commands starting with ``verb`` sent after the first ``mark`` ones."""
-    return [c for c in server.commands[mark:] if c.startswith(verb)]
 
 
 @pytest.mark.parametrize("capa", [None, WITHOUT_TOP], ids=["top", "without-top"])

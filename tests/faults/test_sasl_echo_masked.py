@@ -2,9 +2,9 @@
 
 QA of session 12: ``AUTHENTICATE PLAIN <base64 of NUL user NUL password>`` echoed by an IMAP server in
 a ``* BYE`` or in a line that is no IMAP response was shown in full in the error (so in ``maild fetch``'s
-output, the status and the log): :func:`maild.model.redact_known` knew the password's own shapes, not the
+output, the status and the log): :func:`maild.secret.redact_known` knew the password's own shapes, not the
 SASL line holding it; only the tagged refusal was masked, with the exchange's own list. Now the secret
-carries its wire forms (:meth:`maild.model.Secret.add_forms`) for as long as it lives.
+carries its wire forms (:meth:`maild.secret.Secret.add_forms`) for as long as it lives.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from collections.abc import Iterator
 import pytest
 
 from maild.errors import MaildError
-from maild.model import Secret, ServerSettings, redact_known
+from maild.model import ServerSettings
 from maild.protocols.imap.mailbox import IMAPMailbox
+from maild.secret import Secret, redact_known
 from maild.service.account_runtime import describe
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 from tests.support.logcapture import debug_json_log

@@ -2,7 +2,7 @@
 
 Errors quote a server's reply with ``!r`` (``ProtocolError``: ``(reply: '...')``), which doubles every
 backslash and escapes control characters: a password holding ``\\`` then no longer appears "as sent"
-and the last line of defence (:func:`maild.model.redact_known`) used to miss it (QA of session 10:
+and the last line of defence (:func:`maild.secret.redact_known`) used to miss it (QA of session 10:
 the whole password reached ``maild fetch``'s output, the log, status and the archive's history).
 """
 
@@ -16,9 +16,10 @@ import structlog
 
 from maild.errors import MaildError, ProtocolError
 from maild.log import redact_secrets
-from maild.model import Secret, ServerSettings, redact_known
+from maild.model import ServerSettings
 from maild.protocols.imap.mailbox import IMAPMailbox
 from maild.protocols.pop3.maildrop import POP3Maildrop
+from maild.secret import Secret, redact_known
 from maild.service.account_runtime import describe
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 from tests.support.scripted_pop3 import ScriptedPOP3, sample_message

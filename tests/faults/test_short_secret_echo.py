@@ -1,8 +1,8 @@
 """A server echoing the sign-in line of a 1-3 character password: the line is masked everywhere
 (session 13, defect 2).
 
-Secrets shorter than :data:`maild.model.MIN_GLOBAL_REDACT_CHARS` are not masked on their own (masking
-"ab" everywhere would garble the logs), and before session 13 :func:`maild.model.redact_known` then
+Secrets shorter than :data:`maild.secret.MIN_GLOBAL_REDACT_CHARS` are not masked on their own (masking
+"ab" everywhere would garble the logs), and before session 13 :func:`maild.secret.redact_known` then
 skipped the secret's wire forms too: the base64 of ``AUTHENTICATE PLAIN`` (``\\0anna\\0ab``, long and
 unique), which decodes to the password, was shown in full in the error, the status and the log when
 a server echoed it in a ``BYE``, a line that is no response, or a refusal. Now every form is masked on
@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from maild.errors import MaildError
-from maild.model import Secret, ServerSettings, redact_known
+from maild.model import ServerSettings
 from maild.protocols.imap.mailbox import IMAPMailbox
 from maild.protocols.pop3.session import POP3Session
+from maild.secret import Secret, redact_known
 from maild.service.account_runtime import describe
 from tests.faults.imap_scripted import ScriptedIMAP, Session
 from tests.support.logcapture import debug_json_log

@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,13 +32,24 @@ from maild.auth import endpoint
 from maild.auth import imap as imap_auth
 from maild.auth.tokens import OAuth2Settings, OAuth2Tokens, RefreshTokenStore
 from maild.errors import MaildError, TransientError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
+from maild.secret import Secret
 from tests.support.daemonproc import maild_command, running_maild
 from tests.support.maildconf import short_dir
 
 #: How long the tests wait for a stopped exchange or daemon to end, in seconds: a hang guard, well under the
 #: HTTP_TIMEOUT_S (30 s) the exchange ran on for before.
 STOP_GUARD_S = 12.0
+
+
+def accept_each(listener: socket.socket, take: Callable[[socket.socket], None]) -> None:
+    """Hand every connection ``listener`` accepts to ``take``, until the listener is closed."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        take(conn)
 
 
 class SilentEndpoint:
@@ -48,20 +59,15 @@ class SilentEndpoint:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.accepted: list[socket.socket] = []
         self.connected = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread = threading.Thread(target=accept_each, args=(self.listener, self._take), daemon=True)
         self.thread.start()
 
     def url(self, scheme: str) -> str:
         return f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}/token"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-            self.connected.set()
+    def _take(self, conn: socket.socket) -> None:
+        self.accepted.append(conn)
+        self.connected.set()
 
     def close(self) -> None:
         self.listener.close()
@@ -115,15 +121,10 @@ class MailServer:
         self.protocol = protocol
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=accept_each, args=(self.listener, self._take), daemon=True).start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _take(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as lines:

@@ -16,7 +16,7 @@ from maild.auth import tokens
 from maild.config.alerts import AlertsConfig
 from maild.config.loader import AccountConfig
 from maild.errors import TransientError
-from maild.model import Secret
+from maild.secret import Secret
 from maild.service.account_runtime import AccountRuntime
 from maild.service.alert_delivery import deliver
 from maild.service.alerts import AlertMonitor

@@ -30,7 +30,8 @@ from maild.auth import tokens
 from maild.auth.oauth2 import client_credentials, poll_device_token, start_device_authorization
 from maild.cli.main import main
 from maild.errors import AuthError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
+from maild.secret import Secret
 from tests.support.daemonproc import maild_cli, maild_command, running_maild, stop_maild, wait_for_account
 from tests.support.dovecot import Dovecot, MailUser, own_dovecot
 from tests.support.oauth_server import OAuthServer

@@ -78,6 +78,37 @@ def _moved(
     return directory, cfg
 
 
+def _moved_apart(
+    dovecot: Dovecot, mail_user_factory: object, capsys: pytest.CaptureFixture[str], count: int
+) -> tuple[MailUser, MailUser, Path, Path]:
+    """A move between two mailboxes: ``pop`` (a new user) archives ``count`` messages and is moved into
+    ``imap`` (another new user) as :func:`_moved` does; returns (old user, new user, directory, config)."""
+    assert callable(mail_user_factory)
+    old, new = mail_user_factory(), mail_user_factory()
+    directory, cfg = _moved(dovecot, old, new, capsys, count)
+    return old, new, directory, cfg
+
+
+def _imap_moved(dovecot: Dovecot, a: MailUser, b: MailUser) -> tuple[Path, Path]:
+    """``old`` (IMAP as ``a``, INBOX and Altpost) fetches, is disabled, and migrate uploads what it
+    archived into ``imap`` (IMAP at localhost as ``b``); returns (directory, config)."""
+    directory = short_dir("maildret-")
+    old = AccountSpec("old", "imap", a.name, a.password, extra={"mailboxes": ["INBOX", "Altpost"]})
+    new = AccountSpec("imap", "imap", b.name, b.password, extra={"host": "localhost"})
+    cfg = write_config(directory, dovecot, [old, new])
+    assert main(["-c", str(cfg), "fetch", "old"]) == 0
+    old.extra["enabled"] = False
+    cfg = write_config(directory, dovecot, [old, new])
+    assert main(["-c", str(cfg), "migrate", "old", "--to", "imap"]) == 0
+    return directory, cfg
+
+
+def _refused(cfg: Path, capsys: pytest.CaptureFixture[str], account: str = "pop", *extra: str) -> str:
+    """Run ``maild retire ACCOUNT --into imap`` (with ``extra``), assert it exits 1, return its stderr."""
+    assert main(["-c", str(cfg), "retire", account, "--into", "imap", *extra]) == 1
+    return capsys.readouterr().err
+
+
 def test_same_mailbox_new_message_in_b_does_not_stop_retire(
     dovecot: Dovecot, mail_user: MailUser, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -137,8 +168,7 @@ def test_same_mailbox_new_message_outside_b_is_refused_until_fetched_and_moved(
     dovecot.deliver_many(mail_user.name, [letter(200)])
     capsys.readouterr()
 
-    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 1
-    err = capsys.readouterr().err
+    err = _refused(cfg, capsys)
     assert "pop's server (127.0.0.1) holds 1 messages that pop never archived and imap does not hold" in err
     assert "1 never fetched" in err
     assert "1 of them are in pop's archive now (the check stored what it read)" in err
@@ -165,9 +195,7 @@ def test_different_mailboxes_unfetched_message_refused_then_fetch_migrate_retire
     at user 1; compare exits 1 and counts it; retire exits 1 naming 1 never fetched; ``maild fetch
     pop``; migrate uploads 1; retire exits 0; user 1's maildrop was never changed by the check.
     """
-    assert callable(mail_user_factory)
-    old, new = mail_user_factory(), mail_user_factory()
-    directory, cfg = _moved(dovecot, old, new, capsys, 5)
+    old, _new, directory, cfg = _moved_apart(dovecot, mail_user_factory, capsys, 5)
     dovecot.deliver_many(old.name, [letter(300)])
     before = _uidls(dovecot, old)
 
@@ -179,8 +207,7 @@ def test_different_mailboxes_unfetched_message_refused_then_fetch_migrate_retire
     assert [m["subject"] for m in report["not_archived"]] == ["Abrechnung für Wohnung 300"]
 
     assert report["source_server"]["stored"] == 1  # compare's check kept it in pop's archive
-    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 1
-    err = capsys.readouterr().err
+    err = _refused(cfg, capsys)
     assert "1 messages of pop are missing in imap" in err  # archived by compare's check, not in B
     assert _retired(directory) == (None, None)
     assert _uidls(dovecot, old) == before  # read only: nothing deleted
@@ -208,13 +235,10 @@ def test_accept_unfetched_does_not_retire_past_what_the_check_stored_and_b_lacks
     retire --accept-unfetched exits 1 in one line naming 1 stored and migrate; not retired, no row;
     migrate; retire exits 0.
     """
-    assert callable(mail_user_factory)
-    old, new = mail_user_factory(), mail_user_factory()
-    directory, cfg = _moved(dovecot, old, new, capsys, 3)
+    old, _new, directory, cfg = _moved_apart(dovecot, mail_user_factory, capsys, 3)
     dovecot.deliver_many(old.name, [letter(500)])
 
-    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap", "--accept-unfetched"]) == 1
-    err = capsys.readouterr().err
+    err = _refused(cfg, capsys, "pop", "--accept-unfetched")
     assert "1 messages on pop's server that pop never archived are in pop's archive now" in err
     assert "run `maild migrate pop --to imap`, then `maild retire pop --into imap` again" in err
     assert len(err.strip().splitlines()) == 1
@@ -238,9 +262,7 @@ def test_set_aside_and_too_large_are_named_and_accept_unfetched_records_them(
     3 failure records (as 3 failed cycles leave it); retire exits 1 naming 1 set aside and 1 too large;
     retire --accept-unfetched exits 0, prints both, and ``unfetched_accepted`` holds their reasons.
     """
-    assert callable(mail_user_factory)
-    old, new = mail_user_factory(), mail_user_factory()
-    directory, _cfg = _moved(dovecot, old, new, capsys, 3)
+    old, new, directory, _cfg = _moved_apart(dovecot, mail_user_factory, capsys, 3)
     pop = {"retention": "keep", "enabled": False, "max_message_size": 20_000}
     cfg = write_config(directory, dovecot, _specs(old, new, pop=pop))
     dovecot.deliver_many(old.name, [letter(400, octets=60_000)])
@@ -256,8 +278,7 @@ def test_set_aside_and_too_large_are_named_and_accept_unfetched_records_them(
         )
     capsys.readouterr()
 
-    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 1
-    err = capsys.readouterr().err
+    err = _refused(cfg, capsys)
     assert "holds 2 messages that pop never archived" in err
     assert "1 set aside after repeated failures" in err
     assert "1 larger than its max_message_size" in err
@@ -294,9 +315,7 @@ def test_unreachable_server_is_refused_and_accept_unfetched_records_it(
     wrong; retire exits 1 with the error; ``--accept-unfetched`` exits 0 printing that the server was
     not checked; ``unfetched_accepted`` has one row without key.
     """
-    assert callable(mail_user_factory)
-    old, new = mail_user_factory(), mail_user_factory()
-    directory, _cfg = _moved(dovecot, old, new, capsys, 2)
+    old, new, directory, _cfg = _moved_apart(dovecot, mail_user_factory, capsys, 2)
     pop: dict[str, object] = {"retention": "keep", "enabled": False}
     if failure == "down":
         pop["port"] = free_port()
@@ -308,8 +327,7 @@ def test_unreachable_server_is_refused_and_accept_unfetched_records_it(
         specs[0] = AccountSpec("pop", "pop3", old.name, "wrong password", extra=pop)
     cfg = write_config(directory, dovecot, specs)
 
-    assert main(["-c", str(cfg), "retire", "pop", "--into", "imap"]) == 1
-    err = capsys.readouterr().err
+    err = _refused(cfg, capsys)
     assert "pop's server (127.0.0.1) could not be checked for mail pop never archived" in err
     assert words in err.lower()
     assert "--accept-unfetched` if the old provider is gone for good" in err
@@ -344,19 +362,11 @@ def test_imap_source_unfetched_message_refused_flags_untouched(
     assert client.create("Altpost")[0] == "OK"
     assert client.append("Altpost", "", None, letter(500))[0] == "OK"
     dovecot.deliver_many(a.name, [letter(501), letter(502)])
-    directory = short_dir("maildret-")
-    old = AccountSpec("old", "imap", a.name, a.password, extra={"mailboxes": ["INBOX", "Altpost"]})
-    new = AccountSpec("imap", "imap", b.name, b.password, extra={"host": "localhost"})
-    cfg = write_config(directory, dovecot, [old, new])
-    assert main(["-c", str(cfg), "fetch", "old"]) == 0
-    old.extra["enabled"] = False
-    cfg = write_config(directory, dovecot, [old, new])
-    assert main(["-c", str(cfg), "migrate", "old", "--to", "imap"]) == 0
+    directory, cfg = _imap_moved(dovecot, a, b)
     assert client.append("Altpost", "", None, letter(503))[0] == "OK"
     capsys.readouterr()
 
-    assert main(["-c", str(cfg), "retire", "old", "--into", "imap"]) == 1
-    err = capsys.readouterr().err
+    err = _refused(cfg, capsys, "old")
     assert "old's server (127.0.0.1) holds 1 messages that old never archived and imap does not hold" in err
     assert "1 never fetched" in err
     client.select("Altpost", readonly=True)
@@ -385,18 +395,10 @@ def test_imap_source_mailbox_refused_by_select_is_an_unknown(
     assert callable(mail_user_factory)
     a, b = mail_user_factory(), mail_user_factory()
     dovecot.deliver_many(a.name, [letter(601)])
-    directory = short_dir("maildret-")
-    old = AccountSpec("old", "imap", a.name, a.password, extra={"mailboxes": ["INBOX", "Altpost"]})
-    new = AccountSpec("imap", "imap", b.name, b.password, extra={"host": "localhost"})
-    cfg = write_config(directory, dovecot, [old, new])
-    assert main(["-c", str(cfg), "fetch", "old"]) == 0
-    old.extra["enabled"] = False
-    cfg = write_config(directory, dovecot, [old, new])
-    assert main(["-c", str(cfg), "migrate", "old", "--to", "imap"]) == 0
+    directory, cfg = _imap_moved(dovecot, a, b)
     capsys.readouterr()
 
-    assert main(["-c", str(cfg), "retire", "old", "--into", "imap"]) == 1
-    err = capsys.readouterr().err
+    err = _refused(cfg, capsys, "old")
     assert "could not be checked for mail old never archived" in err
     assert "1 of its mailboxes could not be selected" in err
     assert "'Altpost'" in err
@@ -420,9 +422,7 @@ def test_mail_arriving_during_the_check_is_refused_before_anything_changes(
     """
     import maild.move.retire as retire_module
 
-    assert callable(mail_user_factory)
-    old, new = mail_user_factory(), mail_user_factory()
-    directory, cfg = _moved(dovecot, old, new, capsys, 3)
+    old, _new, directory, cfg = _moved_apart(dovecot, mail_user_factory, capsys, 3)
     real = retire_module.check_source
     arrived: list[int] = []
 

@@ -17,7 +17,7 @@ import structlog
 from maild.auth import tokens
 from maild.cli.status_view import render_status
 from maild.config.loader import AccountConfig
-from maild.model import Secret
+from maild.secret import Secret
 from maild.service.account_runtime import AccountRuntime
 from maild.service.snapshot import account_status
 from maild.service.status import ArchiveTotals, StatusReply

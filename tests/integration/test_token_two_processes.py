@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from maild.auth import tokens
-from maild.model import Secret
+from maild.secret import Secret
 from tests.support.token_endpoint import RotatingEndpoint, rotating_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +104,18 @@ def _run_child(mode: str, endpoint: RotatingEndpoint, token_dir: Path) -> list[s
     return lines
 
 
+def _held_refresh(endpoint: RotatingEndpoint, token_dir: Path) -> _Refresh:
+    """A new grant's refresh token stored for ``anna`` in ``token_dir``, and this process refreshing it in a
+    thread, its answer held by ``endpoint`` (``hold_first``) when this returns."""
+    tokens.RefreshTokenStore(token_dir, "anna").save(
+        Secret(endpoint.new_grant()), "c", endpoint.url, now=dt.datetime.now(dt.UTC)
+    )
+    here = _Refresh(_settings(endpoint, token_dir))
+    here.start()
+    assert endpoint.holding.wait(30)
+    return here
+
+
 def _stored(endpoint: RotatingEndpoint, token_dir: Path) -> str:
     loaded = tokens.RefreshTokenStore(token_dir, "anna").load("c", endpoint.url)
     assert loaded is not None
@@ -115,13 +127,7 @@ def test_two_processes_refreshing_at_once_make_one_refresh_and_keep_the_grant(tm
     process asks for a token meanwhile; the answer is released. Both get the same access token, the endpoint
     rotated once and revoked nothing, and the file holds the grant's live refresh token."""
     with rotating_endpoint(hold_first=True) as endpoint:
-        first = endpoint.new_grant()
-        tokens.RefreshTokenStore(tmp_path, "anna").save(
-            Secret(first), "c", endpoint.url, now=dt.datetime.now(dt.UTC)
-        )
-        here = _Refresh(_settings(endpoint, tmp_path))
-        here.start()
-        assert endpoint.holding.wait(30)
+        here = _held_refresh(endpoint, tmp_path)
         lines = _run_child("refresh", endpoint, tmp_path)
         here.join(60)
 
@@ -138,13 +144,7 @@ def test_authorize_while_another_process_refreshes_keeps_the_new_authorization(t
     authorize` runs in a second process and gets a new grant; the answer is released. The file ends with the
     new authorization's refresh token, not the old grant's rotation, and a later refresh uses it."""
     with rotating_endpoint(hold_first=True) as endpoint:
-        first = endpoint.new_grant()
-        tokens.RefreshTokenStore(tmp_path, "anna").save(
-            Secret(first), "c", endpoint.url, now=dt.datetime.now(dt.UTC)
-        )
-        here = _Refresh(_settings(endpoint, tmp_path))
-        here.start()
-        assert endpoint.holding.wait(30)
+        here = _held_refresh(endpoint, tmp_path)
         lines = _run_child("authorize", endpoint, tmp_path)
         here.join(60)
 
@@ -160,11 +160,8 @@ def test_a_file_changed_during_the_refresh_is_never_replaced(tmp_path: Path) -> 
     takes no lock (an older maild) stores another grant's token; the answer is released. The file keeps the
     other token: the refresh's rotation of the older token is not written over it."""
     with rotating_endpoint(hold_first=True) as endpoint:
+        here = _held_refresh(endpoint, tmp_path)
         store = tokens.RefreshTokenStore(tmp_path, "anna")
-        store.save(Secret(endpoint.new_grant()), "c", endpoint.url, now=dt.datetime.now(dt.UTC))
-        here = _Refresh(_settings(endpoint, tmp_path))
-        here.start()
-        assert endpoint.holding.wait(30)
         newer = endpoint.new_grant()
         store.save(Secret(newer), "c", endpoint.url, now=dt.datetime.now(dt.UTC))
         endpoint.release()

@@ -23,10 +23,10 @@ from tests.support.maildconf import AccountSpec, short_dir, write_config
 
 LOWERED = """
 import sys
-from maild.archive import checkpointer, connection
+from maild.archive import checkpointer, opening
 checkpointer.CHECKPOINT_WAL_OCTETS = 2**20
 checkpointer.WAL_HARD_OCTETS = 4 * 2**20
-connection.BUSY_TIMEOUT_MS = 200
+opening.BUSY_TIMEOUT_MS = 200
 from maild.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from maild.config.loader import AccountConfig, PasswordSource
-from maild.model import Protocol, Secret, TLSMode
+from maild.model import Protocol, TLSMode
+from maild.secret import Secret
 from tests.support.dovecot import Dovecot, MailUser
 
 ORGANISATION = "Kanzlei Berger"

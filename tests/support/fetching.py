@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,6 +22,9 @@ from maild.model import Location, MessageKey, RetrievalFailure, RetrievedMessage
 from maild.protocols.base import Maildrop
 from maild.protocols.imap import fetch as imap_fetch
 from tests.support import accounts
+
+if TYPE_CHECKING:
+    from tests.support.scripted_pop3 import ScriptedPOP3
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -129,3 +132,19 @@ def fast_path_heads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
     monkeypatch.setattr(imap_fetch.FetchAssembler, "feed_plain", counted)
     return taken
+
+
+WITHOUT_TOP = ("UIDL", "USER")
+"""CAPA of a scripted POP3 server that does not offer TOP (RFC 1939 section 7: TOP is optional)."""
+
+
+async def keeping(server: ScriptedPOP3, store: Store) -> AccountConfig:
+    """The POP3 account ``alice`` at the scripted ``server`` (retention "keep"), recorded in ``store``."""
+    account = pop3_account(server.host, server.port, "alice", "secret")
+    await prepare(store, account)
+    return account
+
+
+def since(server: ScriptedPOP3, mark: int, verb: str) -> list[str]:
+    """The commands to the scripted ``server`` starting with ``verb`` sent after the first ``mark`` ones."""
+    return [c for c in server.commands[mark:] if c.startswith(verb)]

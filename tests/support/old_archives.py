@@ -1,7 +1,7 @@
 """Archives at every older schema version, with rows in every table that version has.
 
 An archive at version ``V`` is made as maild made it: version 1's tables, then each later version's
-SQL and Python step (:data:`maild.archive.schema._MIGRATIONS`, the connection's ``_MIGRATION_STEPS``)
+SQL and Python step (:data:`maild.archive.schema._MIGRATIONS`, ``_MIGRATION_STEPS`` of :mod:`maild.archive.opening`)
 up to ``V``, each in its own transaction, the rows of a table written as soon as its version exists:
 accounts (one retired into another), messages (a 0-octet one, one without a header section, binary
 octets, Cc fields), POP3 and IMAP locations (on the server, gone, deleted), mailboxes, deliveries,
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from maild.archive import connection
+from maild.archive import opening
 from maild.archive.schema import _MIGRATIONS, PAGE_SIZE, _split_sql
 
 T0 = "2026-01-01T00:00:00Z"
@@ -62,16 +62,16 @@ LOGICAL_QUERIES: dict[str, tuple[int, str]] = {
 
 
 async def _migrate(conn: aiosqlite.Connection, start: int, end: int) -> None:
-    """Apply versions ``start + 1`` to ``end`` as :class:`~maild.archive.connection.ArchiveConnection` does."""
+    """Apply versions ``start + 1`` to ``end`` as :func:`maild.archive.opening.set_up` does."""
     for target in range(start + 1, end + 1):
-        keys_off = target in connection._FOREIGN_KEYS_OFF
+        keys_off = target in opening._FOREIGN_KEYS_OFF
         if keys_off:
             await conn.execute("PRAGMA foreign_keys = OFF")
         await conn.execute("BEGIN IMMEDIATE")
         for statement in _split_sql(_MIGRATIONS[target]):
             await conn.execute(statement)
-        if target in connection._MIGRATION_STEPS:
-            await connection._MIGRATION_STEPS[target](conn)
+        if target in opening._MIGRATION_STEPS:
+            await opening._MIGRATION_STEPS[target](conn)
         await conn.execute(f"PRAGMA user_version = {target}")
         await conn.execute("COMMIT")
         if keys_off:

@@ -17,6 +17,33 @@ __all__ = ["Answer", "EchoEndpoint", "RotatingEndpoint", "echo_endpoint", "rotat
 
 Answer = Callable[[dict[str, str]], dict[str, Any]]
 
+Respond = Callable[[str, dict[str, str]], tuple[int, bytes]]
+"""``(path, form) -> (HTTP status, JSON body)``: what a loopback endpoint answers to one POST."""
+
+
+def serve_posts(respond: Respond) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A loopback HTTP server on a free port, serving in a daemon thread, answering each POST of a form
+    (``application/x-www-form-urlencoded``) with ``respond(path, form)`` as ``application/json``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            status, body = respond(self.path, form)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return httpd, thread
+
 
 class EchoEndpoint:
     """A loopback token endpoint answering HTTP ``status`` (400) with whatever ``answer(form)`` makes of the
@@ -28,27 +55,12 @@ class EchoEndpoint:
         self.raw: bytes | None = None
         """Sent instead of the JSON of ``answer`` when set."""
         self.requests = 0
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
-                owner.requests += 1
-                body = owner.raw if owner.raw is not None else json.dumps(owner.answer(form)).encode()
-                self.send_response(owner.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd, self.thread = serve_posts(self._respond)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+
+    def _respond(self, _path: str, form: dict[str, str]) -> tuple[int, bytes]:
+        self.requests += 1
+        return self.status, self.raw if self.raw is not None else json.dumps(self.answer(form)).encode()
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -98,29 +110,14 @@ class RotatingEndpoint:
         self._hold = hold_first
         self.holding = threading.Event()
         self._released = threading.Event()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
-                status, answer = owner.handle(self.path, form)
-                body = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd, self.thread = serve_posts(self._respond)
         base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.url = f"{base}/token"
         self.device_url = f"{base}/device"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+
+    def _respond(self, path: str, form: dict[str, str]) -> tuple[int, bytes]:
+        status, answer = self.handle(path, form)
+        return status, json.dumps(answer).encode()
 
     def new_grant(self) -> str:
         """Start a grant (an authorization) and return its refresh token."""

@@ -13,7 +13,8 @@ from maild.config.alerts import AlertsConfig
 from maild.config.passwords import PasswordSource
 from maild.errors import AuthError, ConnectError
 from maild.fetch.cycle import CycleResult
-from maild.model import POP3Key, Secret
+from maild.model import POP3Key
+from maild.secret import Secret
 from maild.service.account_runtime import AccountRuntime
 from maild.service.alert_delivery import deliver, mail_message
 from maild.service.alerts import AlertEvent, AlertMonitor, DiskSpace, alert_test_event

@@ -104,6 +104,7 @@ BASE = frozenset(
         "maild",
         "maild.errors",
         "maild.model",
+        "maild.secret",
         "maild.message",
         "maild.policy",
         "maild.pop3_uidls",

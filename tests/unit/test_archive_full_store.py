@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from maild.archive.connection import disk_full
+from maild.archive.archive_errors import disk_full
 from maild.archive.failures import failure_records
 from maild.archive.store import ArchiveFull, Store
 from maild.fetch.cycle import fetch_cycle

@@ -10,7 +10,7 @@ import pytest
 
 from maild.auth import oauth2, tokens
 from maild.errors import AuthError, ConfigError, StoreError
-from maild.model import Secret
+from maild.secret import Secret
 
 
 class Clock:

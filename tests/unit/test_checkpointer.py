@@ -19,7 +19,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from maild.archive import checkpointer, connection
+from maild.archive import checkpointer, opening
 from maild.archive.store import Store
 from maild.model import POP3Key, RetrievedMessage
 from tests.support.daemonproc import end_process
@@ -56,7 +56,7 @@ def small_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer waits 0.2 s for a lock (not 10 s)."""
-    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(opening, "BUSY_TIMEOUT_MS", 200)
 
 
 async def opened(path: Path) -> Store:

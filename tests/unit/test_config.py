@@ -23,7 +23,7 @@ from maild.config.loader import (
 )
 from maild.config.values import parse_duration
 from maild.errors import ConfigError
-from maild.model import Secret
+from maild.secret import Secret
 
 SECRET = "s3cret-Pa55"
 

@@ -15,7 +15,7 @@ import pytest
 
 from maild.auth import tokens
 from maild.errors import ConfigError
-from maild.model import Secret
+from maild.secret import Secret
 
 URL = "https://login.example.com/token"
 

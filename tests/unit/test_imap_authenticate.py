@@ -8,7 +8,8 @@ import pytest
 
 from maild.auth.imap import Continuation, TaggedStatus, authenticate
 from maild.errors import AuthError, ProtocolError, ThrottledError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
+from maild.secret import Secret
 
 CAPS = frozenset({"IMAP4rev1", "AUTH=PLAIN", "AUTH=XOAUTH2"})
 

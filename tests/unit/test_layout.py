@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from maild.archive import connection, layout
+from maild.archive import layout, opening
 from maild.archive.document_worker import DocumentWorker
 from maild.archive.reader import ArchiveReader, MessageFilter
 from maild.archive.schema import MESSAGES_COLUMNS, SCHEMA_VERSION
@@ -57,7 +57,7 @@ async def _build_v13(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An archive made by the schema-13 code path: migrations 1-13 (``cc_header`` and ``has_documents``
     added after ``raw``), messages stored and their attachment text indexed by the real store."""
     with monkeypatch.context() as m:
-        m.setattr(connection, "SCHEMA_VERSION", 13)
+        m.setattr(opening, "SCHEMA_VERSION", 13)
         await build_archive(db, _items())  # type: ignore[arg-type]
         worker = DocumentWorker()
         try:
@@ -244,7 +244,7 @@ async def test_compact_refuses_while_a_fetcher_holds_the_archive_lock(
     lock's holder and asking to stop the daemon; the archive is not opened, nothing changes."""
     db = tmp_path / "maild.sqlite3"
     with monkeypatch.context() as m:
-        m.setattr(connection, "SCHEMA_VERSION", 13)
+        m.setattr(opening, "SCHEMA_VERSION", 13)
         await build_archive(db, [("anna-pop", pop(1), CC_LETTER)])
     lock = acquire_archive_lock(db)
     try:
@@ -272,7 +272,7 @@ async def test_a_column_this_maild_does_not_know_stops_the_rebuild(
     be lost by the copy: the upgrade fails with a line naming it and the archive stays at schema 13."""
     db = tmp_path / "maild.sqlite3"
     with monkeypatch.context() as m:
-        m.setattr(connection, "SCHEMA_VERSION", 13)
+        m.setattr(opening, "SCHEMA_VERSION", 13)
         await build_archive(db, [("anna-pop", pop(1), CC_LETTER)])
     with sqlite3.connect(db) as conn:
         conn.execute("ALTER TABLE messages ADD COLUMN spam_score REAL")

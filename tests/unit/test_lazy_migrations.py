@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-#: The modules of the Python migration steps (``_MIGRATION_STEPS`` of maild/archive/connection.py)
+#: The modules of the Python migration steps (``_MIGRATION_STEPS`` of maild/archive/opening.py)
 #: that nothing else of an archive open needs.
 MIGRATION_MODULES = frozenset(
     {

@@ -1,4 +1,4 @@
-"""Every live :class:`maild.model.Secret` is masked by :func:`maild.model.redact_known`, also when
+"""Every live :class:`maild.secret.Secret` is masked by :func:`maild.secret.redact_known`, also when
 another object holds the same value (QA of session 12: secrets compare by value, and the registry was
 a set, so a second object of one password was never registered: once the first was gone, a reloaded
 configuration's password, or one that two accounts share, was shown unmasked in logs and errors)."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from maild.model import Secret, redact_known
+from maild.secret import Secret, redact_known
 
 
 def test_a_second_secret_of_the_same_value_is_masked_after_the_first_is_gone() -> None:

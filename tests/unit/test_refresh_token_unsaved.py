@@ -17,7 +17,7 @@ import pytest
 
 from maild.auth import token_store, tokens
 from maild.errors import StoreError
-from maild.model import Secret
+from maild.secret import Secret
 from tests.support.oauth_server import OAuthServer
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from maild.archive.connection import ArchiveReplaced
+from maild.archive.archive_errors import ArchiveReplaced
 from maild.archive.cycle_reads import read_account
 from maild.archive.store import Store
 from maild.errors import StoreError

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from maild.archive import connection
+from maild.archive import opening
 from maild.archive.schema import SCHEMA_VERSION
 from maild.archive.store import ArchiveFull, Store
 from maild.errors import StoreError
@@ -93,7 +93,7 @@ async def test_a_full_disk_during_the_upgrade_is_one_clear_error_and_the_next_op
     await build_at_version(path, version)
     before = logical_rows(path, version)
     failing = version + 1
-    real_step = connection._MIGRATION_STEPS.get(failing)
+    real_step = opening._MIGRATION_STEPS.get(failing)
 
     async def filling_the_disk(conn: aiosqlite.Connection) -> None:
         async with conn.execute("PRAGMA page_count") as cur:
@@ -104,7 +104,7 @@ async def test_a_full_disk_during_the_upgrade_is_one_clear_error_and_the_next_op
         if real_step is not None:
             await real_step(conn)
 
-    monkeypatch.setitem(connection._MIGRATION_STEPS, failing, filling_the_disk)
+    monkeypatch.setitem(opening._MIGRATION_STEPS, failing, filling_the_disk)
     with pytest.raises(ArchiveFull) as raised:
         await Store.open(path)
     text = str(raised.value)

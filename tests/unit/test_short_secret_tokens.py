@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from maild.auth import sasl
-from maild.model import MIN_GLOBAL_REDACT_CHARS, Secret, redact_known
+from maild.secret import MIN_GLOBAL_REDACT_CHARS, Secret, redact_known
 
 MASK = "********"
 

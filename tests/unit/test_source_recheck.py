@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from maild.errors import ConnectError, MaildError
 from maild.model import IMAPKey, MessageKey, POP3Key
 from maild.move.source_recheck import arrived_since, list_server, resized_since
-from tests.unit.test_source_check import FakeMaildrop, _config
+from tests.unit.test_source_check import DuplicatesMaildrop, FakeMaildrop, _config
 
 _keys = st.frozensets(st.builds(POP3Key, st.text("abc", min_size=1, max_size=3)), max_size=8)
 
@@ -34,8 +34,7 @@ def test_a_new_uidvalidity_is_a_new_identity() -> None:
 
 async def test_list_server_lists_read_only_and_counts_duplicates(tmp_path: Path) -> None:
     """The listing opens, lists and closes: no download, no deletion; shared UIDLs are listed too."""
-    fake = FakeMaildrop({"a": b"x\r\n\r\n", "b": b"y\r\n\r\n"})
-    fake.duplicate_uidls = frozenset({"dup"})  # type: ignore[attr-defined]
+    fake = DuplicatesMaildrop({"a": b"x\r\n\r\n", "b": b"y\r\n\r\n"})
     keys = await list_server(_config(tmp_path), "pop", maildrop_factory=lambda _account, _executor: fake)
     assert keys == {POP3Key("a"), POP3Key("b"), POP3Key("dup")}
     assert fake.calls == ["open", "inventory", "close"]

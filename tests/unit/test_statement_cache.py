@@ -1,4 +1,4 @@
-"""The writer's prepared-statement cache is bounded (maild.archive.connection.CACHED_STATEMENTS): a
+"""The writer's prepared-statement cache is bounded (maild.archive.opening.CACHED_STATEMENTS): a
 statement run again soon is not prepared again, one pushed out by that many others is. Observed
 through SQLite's authorizer, which is called when a statement is prepared, never when it is reused."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from maild.archive import connection
+from maild.archive import opening
 from maild.archive.store import Store
 
 SQLITE_FUNCTION = 31
@@ -32,11 +32,11 @@ async def test_the_writer_reuses_recent_statements_and_keeps_only_a_bounded_numb
         for _ in range(3):
             await store.db._scalar("SELECT abs(1)")
         assert len(prepared) == 1
-        for n in range(connection.CACHED_STATEMENTS - 2):  # with abs(1), fewer than the cache holds
+        for n in range(opening.CACHED_STATEMENTS - 2):  # with abs(1), fewer than the cache holds
             await store.db._scalar(f"SELECT {n}")
         await store.db._scalar("SELECT abs(1)")
         assert len(prepared) == 1
-        for n in range(connection.CACHED_STATEMENTS):
+        for n in range(opening.CACHED_STATEMENTS):
             await store.db._scalar(f"SELECT 'filler {n}'")
         await store.db._scalar("SELECT abs(1)")
         assert len(prepared) == 2

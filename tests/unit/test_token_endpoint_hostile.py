@@ -21,7 +21,7 @@ from oauthlib.oauth2 import BackendApplicationClient, WebApplicationClient
 from maild.auth import endpoint as endpoint_module
 from maild.auth import oauth2, tokens
 from maild.errors import MaildError, ProtocolError, TransientError
-from maild.model import Secret
+from maild.secret import Secret
 
 _GOOD = b'{"access_token": "AT-1", "token_type": "Bearer", "expires_in": 3600}'
 

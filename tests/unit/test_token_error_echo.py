@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from maild.auth import oauth2, tokens
 from maild.errors import AuthError
-from maild.model import Secret
+from maild.secret import Secret
 from tests.support.token_endpoint import Answer, EchoEndpoint, echo_endpoint
 
 REFRESH = "SENTINEL-refresh-4b1e"

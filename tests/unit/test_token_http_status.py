@@ -16,7 +16,7 @@ import pytest
 
 from maild.auth import oauth2, tokens
 from maild.errors import AuthError, ProtocolError, ThrottledError, TransientError
-from maild.model import Secret
+from maild.secret import Secret
 from maild.service.account_runtime import AccountRuntime
 from tests.support.accounts import pop3_account
 from tests.support.token_endpoint import EchoEndpoint, echo_endpoint

@@ -18,7 +18,7 @@ import pytest
 from maild.auth import endpoint, token_store, tokens
 from maild.auth.token_store import TOKEN_LOCK_WAIT_S, RefreshTokenStore
 from maild.errors import StoreError, TransientError
-from maild.model import Secret
+from maild.secret import Secret
 from tests.support.token_endpoint import RotatingEndpoint, rotating_endpoint
 
 NOW = 1_800_000_000.0

@@ -17,7 +17,7 @@ import pytest
 
 from maild.auth import oauth2, tokens
 from maild.errors import AuthError, MaildError, TransientError
-from maild.model import Secret
+from maild.secret import Secret
 
 URL = "https://login.example.com/token"
 

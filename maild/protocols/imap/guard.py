@@ -26,10 +26,11 @@ from maild.errors import (
     NetworkTimeout,
     ProtocolError,
 )
-from maild.model import ServerSettings, shown
+from maild.model import ServerSettings
 from maild.protocols.imap.client import IMAPClient, LibraryError, LibraryTimeout
 from maild.protocols.imap.protocol import MAX_BYE_OCTETS
 from maild.protocols.progress import ProgressFloor
+from maild.secret import shown
 
 __all__ = [
     "COMMAND_MIN_RATE_OCTETS_PER_S",

@@ -110,7 +110,7 @@ class IMAPMailbox(Maildrop):
         self._verified_keys: set[IMAPKey] = set()
         """Readable mailbox name to what SELECT reported, for each mailbox the last :meth:`inventory`
         covered, in inventory order."""
-        self.mailbox_failures: dict[str, str] = {}
+        self._mailbox_failures: dict[str, str] = {}
         """Readable mailbox name to why the last :meth:`inventory` could not select it."""
         self.sync_hints: dict[str, SyncHint] = {}
         """Set by the caller before :meth:`inventory`: readable mailbox name to what the archive knows
@@ -181,6 +181,11 @@ class IMAPMailbox(Maildrop):
 
     # ------------------------------------------------------------------ Maildrop
 
+    @property
+    def mailbox_failures(self) -> dict[str, str]:
+        """See :attr:`Maildrop.mailbox_failures`: not there, or refused (``NO`` to SELECT)."""
+        return self._mailbox_failures
+
     def covers(self, key: MessageKey) -> bool:
         """Whether the last :meth:`inventory` looked where ``key`` lives (see :class:`Maildrop`).
 
@@ -227,7 +232,7 @@ class IMAPMailbox(Maildrop):
         entries: list[InventoryEntry] = []
         self.connection.client  # noqa: B018 -- raises TransientError before any state below is reset
         mailboxes: Sequence[str] = self._mailboxes
-        self.mailbox_states, self.mailbox_failures, self._listed = {}, {}, None
+        self.mailbox_states, self._mailbox_failures, self._listed = {}, {}, None
         self.statuses, self.unchanged = {}, frozenset()
         hints = self.sync_hints
         found: dict[str, imap_list.MailboxStatus] = {}
@@ -267,7 +272,7 @@ class IMAPMailbox(Maildrop):
                 info, uids = await self._list_mailbox(mailbox, hint, now)
             except SelectRefused as exc:
                 refused = refused or exc
-                self.mailbox_failures[mailbox] = str(exc)
+                self._mailbox_failures[mailbox] = str(exc)
                 _log.warning(
                     "imap.select-failed", account=self.connection.account, mailbox=mailbox, error=str(exc)
                 )

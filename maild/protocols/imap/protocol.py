@@ -37,13 +37,13 @@ from typing import Any
 import aioimaplib
 
 from maild.errors import SHOWN_REPLY_OCTETS, ProtocolError
-from maild.model import shown
 from maild.protocols.imap.compress import DeflatingTransport, Inflater
 from maild.protocols.imap.fetch_line import PLAIN_BODY_RESPONSE
 from maild.protocols.imap.lex import paren_depth
 from maild.protocols.imap.library import ReadLimits, tagged_status
 from maild.protocols.imap.pipeline import SignInFollowUps, _PipelineCommand
 from maild.protocols.imap.reading import DirectReads
+from maild.secret import shown
 
 __all__ = ["MAX_BYE_OCTETS"]
 
@@ -91,7 +91,7 @@ class _FastFetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
         return self._depth > 0
 
 
-#: Most characters of a BYE line shown in an error message (masked first: :func:`maild.model.shown`).
+#: Most characters of a BYE line shown in an error message (masked first: :func:`maild.secret.shown`).
 MAX_BYE_OCTETS = 200
 
 

@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 from maild.errors import ProtocolError
-from maild.model import shown
 from maild.protocols.imap.lex import (
     EXCERPT_CHARS,
     FETCH_START,
@@ -48,6 +47,7 @@ from maild.protocols.imap.lex import (
     strip_untagged,
 )
 from maild.protocols.imap.utf7 import encode_mailbox_name
+from maild.secret import shown
 
 _RFC_SEQSET = "RFC 9051 section 9 (sequence-set)"
 _STATUS = re.compile(rb"(OK|NO|BAD|BYE|PREAUTH)(?: |\Z)", re.IGNORECASE)
@@ -147,7 +147,7 @@ class StatusResponse:
     def describe(self) -> str:
         """Return a one-line rendering for error messages, e.g. ``"NO [UNAVAILABLE] try later"``: at
         most ``2 * EXCERPT_CHARS`` characters, every live secret and its wire forms masked before the
-        cut (:func:`maild.model.shown`: a server echoing the sign-in line in a later refusal, session
+        cut (:func:`maild.secret.shown`: a server echoing the sign-in line in a later refusal, session
         13; a secret cut in two would not be recognised later)."""
         code = f" [{self.code}{' ' + self.code_args if self.code_args else ''}]" if self.code else ""
         return shown(f"{self.condition}{code} {self.text}".strip(), EXCERPT_CHARS * 2)

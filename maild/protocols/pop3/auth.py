@@ -20,9 +20,10 @@ import structlog
 
 from maild.auth import sasl
 from maild.errors import AuthError, ConnectError, MaildError, ProtocolError
-from maild.model import Secret, ServerSettings
+from maild.model import ServerSettings
 from maild.protocols.pop3 import wire
 from maild.protocols.pop3.session_errors import SessionErrors
+from maild.secret import Secret
 
 __all__ = ["MAX_AUTH_COMMAND_OCTETS", "authenticate"]
 
