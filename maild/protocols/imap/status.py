@@ -238,12 +238,11 @@ async def select_changes(
         return info, None
     try:
         lines = select_reply.lines[:-1]
-        ranges = imap_list.parse_vanished(lines)
+        vanished = imap_list.vanished_among(lines, known)
         found = wire.parse_search(search_lines)
     except ProtocolError as exc:
         raise connection.error(ProtocolError, str(exc), standard=exc.standard) from None
     assert before.uidnext is not None
-    vanished = {uid for uid in known if any(low <= uid <= high for low, high in ranges)}
     uids = sorted((known - vanished) | {uid for uid in found if uid >= before.uidnext})
     return info, (uids if len(uids) == info.exists else None)
 
