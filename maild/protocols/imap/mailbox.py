@@ -297,7 +297,10 @@ class IMAPMailbox(Maildrop):
         """SELECT ``mailbox`` and learn its UIDs in one round trip: with QRESYNC enabled and a hint
         under the same UIDVALIDITY, only the changes since the hint (:func:`.status.select_changes`;
         one more round trip, ``UID SEARCH ALL``, when its answer does not add up); else every UID
-        (:func:`.status.select_and_search`)."""
+        (:func:`.status.select_and_search`). A hint whose HIGHESTMODSEQ is 0 (what STATUS says of
+        a mailbox that keeps no mod-sequences, RFC 7162 section 3.1.6) takes the plain way: the
+        QRESYNC parameter needs a mod-sequence of 1 or more (section 3.2.5), a strict server
+        answers BAD to 0."""
         connection = self.connection
         if connection.selection.preselected == mailbox:  # SELECT and UID SEARCH went out with the sign-in
             info = await connection.selection.select(mailbox)
@@ -306,7 +309,7 @@ class IMAPMailbox(Maildrop):
         if (
             hint is not None
             and "QRESYNC" in connection.enabled
-            and hint.status.highest_modseq is not None
+            and hint.status.highest_modseq  # 0: a mailbox without mod-sequences (RFC 7162 s. 3.1.6)
             and (now is None or now.uidvalidity == hint.status.uidvalidity)
         ):
             info, uids = await status.select_changes(connection, mailbox, hint.status, hint.uids)
