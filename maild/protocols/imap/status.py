@@ -30,6 +30,13 @@ from maild.protocols.imap.client import MAX_PIPELINED_COMMANDS, Reply
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, SelectRefused
 from maild.protocols.imap.lex import Part
 
+
+class NotifyRefused(ProtocolError):
+    """NOTIFY SET was answered NO or BAD without a throttling or server-bug code (RFC 5465 section 3:
+    e.g. ``[NOTIFICATIONOVERFLOW]``, a filter the server does not support). The session is intact;
+    it watches its selected mailbox only, as on a server without NOTIFY."""
+
+
 #: STATUS items asked for every mailbox; HIGHESTMODSEQ is added with CONDSTORE.
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY")
 
@@ -272,9 +279,10 @@ async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None
     Standard: RFC 5465 section 3 (NOTIFY SET), 5.2 (MessageNew and MessageExpunge go together), 6.
 
     Raises:
-        ProtocolError: NOTIFY refused (e.g. ``[NOTIFICATIONOVERFLOW]``, BAD), broken response.
+        NotifyRefused: NOTIFY answered NO or BAD (e.g. ``[NOTIFICATIONOVERFLOW]``); nothing changed.
+        ProtocolError: a broken response.
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for
-            :meth:`IMAPConnection.command`.
+            :meth:`IMAPConnection.command` (a NO with a throttling or server-bug code among them).
     """
     events = "(MessageNew MessageExpunge)"
     if mailboxes is None:
@@ -284,7 +292,10 @@ async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None
     reply = (await _pipeline(connection, "NOTIFY", [f"NOTIFY SET (selected {events}) ({other})"]))[0]
     _lines, status = connection.completion(reply, "NOTIFY")
     if not status.ok:
-        raise connection.refused(status, "NOTIFY")
+        error = connection.refused(status, "NOTIFY")
+        if type(error) is ProtocolError:  # neither throttled nor a server bug: the filter refused
+            raise NotifyRefused(str(error), account=connection.account) from None
+        raise error
 
 
 async def _pipeline(connection: IMAPConnection, what: str, commands: list[str]) -> list[Reply]:
