@@ -103,3 +103,46 @@ async def test_mailbox_without_modseq_is_never_selected_with_qresync_modseq_zero
     assert not [c for c in server.commands_named("SELECT") if "QRESYNC" in c.upper()]
     stored = await store._all("SELECT COUNT(*) FROM messages")
     assert [tuple(r) for r in stored] == [(3,)]
+
+
+async def test_status_taken_after_the_preselected_listing_is_not_recorded(store: Store) -> None:
+    """In a fresh session the first mailbox is selected and listed with the sign-in, *before* the
+    status look: a message expunged and another delivered in between leave MESSAGES equal, and the
+    later status (new UIDNEXT) recorded with the earlier listing made the next poll call the
+    mailbox unchanged, so the new message was not fetched until the daily full listing. Now the
+    listing's own SELECT answer is what is recorded unless the status look agrees with it.
+
+    Steps: cycle 1 archives 1 and 2; in cycle 2 the server expunges 1 and receives 3 right before
+    answering STATUS (after the pipelined SELECT and UID SEARCH); cycle 3 must archive 3.
+    """
+    await store.ensure_account("acct", "Kanzlei Berger", "Anna Berger", "imap", NOW)
+    async with ScriptedIMAP({"INBOX": [message(1), message(2)]}) as server:
+        inbox = server.mailboxes["INBOX"]
+        race = {"armed": False}
+
+        async def status(session: Session, tag: str, args: str) -> None:
+            if race["armed"]:
+                race["armed"] = False
+                del inbox.messages[0]
+                inbox.messages.append(ScriptedMessage(message(3), 3))
+            uidnext = inbox.messages[-1].uid + 1
+            await session.send(
+                f'* STATUS "INBOX" (MESSAGES {len(inbox.messages)} UIDNEXT {uidnext} '
+                f"UIDVALIDITY {inbox.uidvalidity})\r\n{tag} OK Status completed\r\n".encode()
+            )
+
+        server.script["STATUS"] = status
+        account = scripted_account(server)
+
+        async def cycle() -> int:
+            result = await fetch_cycle(account, store, IMAPMailbox(server_settings(server)), clock=lambda: NOW)
+            return result.new_messages
+
+        assert await cycle() == 2
+        race["armed"] = True
+        assert await cycle() == 0  # 3 arrived after the listing: the next cycle's
+        assert not race["armed"]
+        assert await cycle() == 1
+
+    stored = await store._all("SELECT COUNT(*) FROM messages")
+    assert [tuple(r) for r in stored] == [(3,)]

@@ -209,7 +209,10 @@ class IMAPMailbox(Maildrop):
         ``(QRESYNC (...))``: the server names the UIDs expunged since (``VANISHED``) instead of maild
         listing them all.
         What SELECT reported (or, for an unchanged mailbox, its status) is kept in
-        :attr:`mailbox_states`, each status in :attr:`statuses`.
+        :attr:`mailbox_states`, each status in :attr:`statuses`: the status look's answer when it
+        was taken before the listing, else (the mailbox selected with the sign-in, so listed first)
+        only when it shows the same UIDNEXT and message count as the SELECT, otherwise the SELECT's
+        (an expunge and a delivery in between keep MESSAGES but not the listing).
 
         A mailbox the server refuses to select (NO, e.g. ``[NONEXISTENT]`` or no permission) is
         skipped and recorded in :attr:`mailbox_failures`, so that one missing mailbox does not stop
@@ -263,6 +266,9 @@ class IMAPMailbox(Maildrop):
                     InventoryEntry(IMAPKey(mailbox, now.uidvalidity, uid)) for uid in sorted(hint.uids)
                 )
                 continue
+            # sent with the sign-in, so listed *before* the status look (a later status must not be
+            # recorded with this listing: fetch.folders.record)
+            listed_first = self.connection.selection.preselected == mailbox
             try:
                 info, uids = await self._list_mailbox(mailbox, hint, now)
             except SelectRefused as exc:
@@ -273,7 +279,11 @@ class IMAPMailbox(Maildrop):
                 )
                 continue
             self.mailbox_states[mailbox] = info
-            if now is None or now.uidvalidity != info.uidvalidity:
+            if (
+                now is None
+                or now.uidvalidity != info.uidvalidity
+                or (listed_first and (now.uidnext, now.messages) != (info.uidnext, info.exists))
+            ):  # no status from before the listing that matches it: what its SELECT said
                 now = imap_list.MailboxStatus(
                     mailbox, info.exists, info.uidnext, info.uidvalidity, info.highest_modseq
                 )
