@@ -120,16 +120,16 @@ def choose_mailboxes(listed: Sequence[ListedMailbox], exclude: Iterable[str] = (
                 return True
         return False
 
-    chosen: list[str] = []
+    chosen: dict[str, None] = {}  # in server order, each once; a set's lookups (a list's cost
+    # 50 million comparisons at 10,000 mailboxes: 0.6 s of the event loop every poll)
     for mailbox in listed:
         if not mailbox.selectable or mailbox.attributes & SKIPPED_SPECIAL_USE or is_excluded(mailbox):
             continue
-        if mailbox.name not in chosen:
-            chosen.append(mailbox.name)
+        chosen.setdefault(mailbox.name)
     if "INBOX" in chosen:
-        chosen.remove("INBOX")
-        chosen.insert(0, "INBOX")
-    return chosen
+        del chosen["INBOX"]
+        return ["INBOX", *chosen]
+    return list(chosen)
 
 
 # --------------------------------------------------------------------------------------------------
