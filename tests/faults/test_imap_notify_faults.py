@@ -49,3 +49,30 @@ async def test_refused_notify_leaves_idle_on_the_selected_mailbox(
     refused = [e for e in logs if e["event"] == "imap.notify-refused"]
     assert len(refused) == 1
     assert refusal.split(" ")[0] in refused[0]["error"]
+
+
+async def test_notify_of_many_configured_mailboxes_watches_personal() -> None:
+    """400 configured mailboxes (about 11 KB of names) are not sent as a NOTIFY ``mailboxes`` filter
+    but as ``personal``, within a server's cap on command lines (RFC 7162 section 4's 8,192 octets
+    here): NOTIFY is in effect. Before, the long line was refused (BAD): no NOTIFY, the other
+    mailboxes polled only."""
+    from maild.protocols.imap.idle import IMAPIdleSession
+    from tests.faults.test_idle_faults import server_settings
+
+    names = [f"Kunden/Kunde {n:05d} GmbH und Co. KG" for n in range(400)]
+    async with ScriptedIMAP({"INBOX": [message(1)]}) as server:
+        server.post_login_capabilities = POST_LOGIN_CAPABILITIES + " NOTIFY"
+
+        async def notify(session: Session, tag: str, args: str) -> None:
+            too_long = len(f"{tag} NOTIFY {args}") > 8192
+            await session.send(f"{tag} {'BAD command line too large' if too_long else 'OK NOTIFY completed'}\r\n".encode())
+
+        server.script["NOTIFY"] = notify
+        session = IMAPIdleSession(server_settings(server), "INBOX", names)
+        await session.open()
+        await session.select_mailbox()
+        assert await session.notify()
+        await session.abort()
+
+    [command] = server.commands_named("NOTIFY SET")
+    assert "(personal (MessageNew MessageExpunge))" in command

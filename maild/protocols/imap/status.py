@@ -37,6 +37,13 @@ class NotifyRefused(ProtocolError):
     it watches its selected mailbox only, as on a server without NOTIFY."""
 
 
+#: Longest list of mailbox names maild sends in one LIST-STATUS or NOTIFY command, in octets (default
+#: 8,000): beyond it LIST-STATUS lists every mailbox (``"*"``, the caller picks its own) and NOTIFY
+#: watches ``personal``. RFC 7162 section 4 asks clients to keep command lines within 8,192 octets;
+#: Dovecot 2.3 refuses lines over 64 KiB (``BAD ... command line too large``, about 3,000 names), and
+#: that BAD failed every cycle of an account configured with that many mailboxes.
+MAX_LIST_PATTERNS_OCTETS = 8000
+
 #: STATUS items asked for every mailbox; HIGHESTMODSEQ is added with CONDSTORE.
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY")
 
@@ -48,6 +55,15 @@ def status_items(capabilities: frozenset[str]) -> str:
     if "CONDSTORE" in capabilities:
         items.append("HIGHESTMODSEQ")
     return "(" + " ".join(items) + ")"
+
+
+def _name_list(mailboxes: Sequence[str] | None) -> str | None:
+    """The names as a parenthesised list of mailbox arguments, or None for None or a list longer
+    than :data:`MAX_LIST_PATTERNS_OCTETS`."""
+    if mailboxes is None:
+        return None
+    names = "(" + " ".join(wire.mailbox_argument(name) for name in mailboxes) + ")"
+    return names if len(names.encode()) <= MAX_LIST_PATTERNS_OCTETS else None
 
 
 def _parsed(
@@ -96,7 +112,8 @@ async def list_with_status(
     Args:
         connection: an open connection.
         mailboxes: readable names to look at (sent as patterns; ``*`` and ``%`` in a name may match
-            others, which the caller ignores), or None for every mailbox (``"*"``).
+            others, which the caller ignores), or None for every mailbox (``"*"``). Names longer in
+            all than :data:`MAX_LIST_PATTERNS_OCTETS` are not sent: every mailbox is listed.
 
     Returns:
         The LIST entries (special-use attributes included when the server has SPECIAL-USE) and
@@ -111,10 +128,7 @@ async def list_with_status(
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for
             :meth:`IMAPConnection.command`.
     """
-    if mailboxes is None:
-        patterns = '"*"'
-    else:
-        patterns = "(" + " ".join(wire.mailbox_argument(name) for name in mailboxes) + ")"
+    patterns = _name_list(mailboxes) or '"*"'
     returns = f"STATUS {status_items(connection.capabilities)}"
     if "SPECIAL-USE" in connection.capabilities:
         returns = f"SPECIAL-USE {returns}"
@@ -272,9 +286,10 @@ async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None
     """Ask for news of new and expunged messages in every watched mailbox on this connection.
 
     Sends ``NOTIFY SET (selected (MessageNew MessageExpunge)) (<filter> (MessageNew
-    MessageExpunge))`` where the filter is ``personal`` (every mailbox of the user) for None, else
-    ``mailboxes (name ...)``. The server then reports a change in a mailbox that is not selected with
-    an untagged ``STATUS`` (MESSAGES, UIDNEXT, UIDVALIDITY), also during IDLE (RFC 5465 section 5.2).
+    MessageExpunge))`` where the filter is ``personal`` (every mailbox of the user) for None or
+    names longer in all than :data:`MAX_LIST_PATTERNS_OCTETS`, else ``mailboxes (name ...)``. The
+    server then reports a change in a mailbox that is not selected with an untagged ``STATUS``
+    (MESSAGES, UIDNEXT, UIDVALIDITY), also during IDLE (RFC 5465 section 5.2).
 
     Standard: RFC 5465 section 3 (NOTIFY SET), 5.2 (MessageNew and MessageExpunge go together), 6.
 
@@ -285,10 +300,8 @@ async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None
             :meth:`IMAPConnection.command` (a NO with a throttling or server-bug code among them).
     """
     events = "(MessageNew MessageExpunge)"
-    if mailboxes is None:
-        other = f"personal {events}"
-    else:
-        other = "mailboxes (" + " ".join(wire.mailbox_argument(name) for name in mailboxes) + f") {events}"
+    names = _name_list(mailboxes)
+    other = f"personal {events}" if names is None else f"mailboxes {names} {events}"
     reply = (await _pipeline(connection, "NOTIFY", [f"NOTIFY SET (selected {events}) ({other})"]))[0]
     _lines, status = connection.completion(reply, "NOTIFY")
     if not status.ok:
