@@ -78,6 +78,9 @@ KEEPALIVE_COUNT = 4
 class IdleSession(Protocol):
     """What the watcher needs of a session; :class:`maild.protocols.imap.idle.IMAPIdleSession` has it."""
 
+    notify_refused: str | None
+    """Why the server refused NOTIFY in :meth:`notify` (then only the selected mailbox is watched)."""
+
     @property
     def supports_idle(self) -> bool: ...
 
@@ -299,6 +302,12 @@ class IdleWatcher:
                 await self._give_up(session, exc, "imap.idle-select-failed")
                 return True
             self.notifying = await session.notify()
+            if session.notify_refused is not None:  # IDLE on the mailbox alone; the others are polled
+                log.warning(
+                    "imap.notify-refused",
+                    mailbox=self.account.idle_mailbox,
+                    error=redact_known(session.notify_refused),
+                )
             session.keepalive(KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
             # with NOTIFY a change elsewhere while nobody watched is possible too: catch up always
             catch_up = self.notifying or await self._changed_meanwhile(info)

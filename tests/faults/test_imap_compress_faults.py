@@ -137,3 +137,32 @@ async def test_compressed_response_in_the_completions_packet_is_inflated() -> No
         finally:
             await mailbox.abort()
     assert wire - plain == len(early) - len(line)
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        b"* 1 EXISTS\r\n* OK [UIDVALIDITY 1234] UIDs valid\r\n* OK [UIDNEXT 2] Predicted next UID\r\n",
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n" * 20,
+        b"* OK still here\r\n",
+    ],
+)
+async def test_plain_text_after_compress_ok_is_one_protocol_error(plain: bytes) -> None:
+    """A server that accepts COMPRESS and then answers in plain text (the next SELECT's responses):
+    one ProtocolError naming RFC 4978 at the first read, the session dropped, no message taken
+    (QA of session 15: the plain octets are not a DEFLATE stream zlib accepts)."""
+
+    async def compress(session: Session, tag: str, args: str) -> None:
+        await session.send(f"{tag} OK Begin compression\r\n".encode())
+        await session.reader.read(1)  # the next (compressed) command
+        await session.send(plain)
+        await session.hang()
+
+    async with ScriptedIMAP({"INBOX": [crlf(b"Subject: a\n\nbody\n")], "Other": []}) as server:
+        compressing(server)
+        server.script["COMPRESS"] = compress
+        mailbox = IMAPMailbox(settings(server), ["INBOX", "Other"])
+        await mailbox.open()  # INBOX is selected with the sign-in; "Other" is read compressed
+        with pytest.raises(ProtocolError, match=r"broken DEFLATE stream.*RFC 4978"):
+            await retrieve_everything(mailbox)
+        await mailbox.abort()

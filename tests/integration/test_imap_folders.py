@@ -291,3 +291,39 @@ async def test_notify_is_asked_for_only_where_the_server_offers_it(
         assert not await only_inbox.notify()
     finally:
         await only_inbox.abort()
+
+
+async def test_mailbox_deleted_and_created_again_or_renamed_loses_nothing(
+    server: Dovecot, user: MailUser, account_for: Callable[..., Awaitable[Account]]
+) -> None:
+    """A mailbox deleted and created again under its name with as many (other) messages, and one
+    renamed with a new one created under its old name, are listed again: every message is archived
+    once, nothing of the old ones is lost (QA of session 15).
+
+    Steps: two cycles (all unchanged in the second); delete "Projekte" and create it again holding
+    two new messages (same MESSAGES and UIDNEXT as recorded); rename "Kunden/Schulz" to "Alt/Schulz"
+    and create "Kunden/Schulz" with two new messages; cycle: both listed, 4 new messages, the
+    renamed mailbox's 2 not archived twice (same octets); a further cycle: all unchanged.
+    """
+    account = await account_for(server, user)
+    await account.cycle()
+    await account.cycle()
+    assert account.unchanged == set(FOLDERS)
+    server.doveadm("mailbox", "delete", "-u", user.name, "Projekte")
+    server.create_mailbox(user.name, "Projekte")
+    server.doveadm("mailbox", "rename", "-u", user.name, "Kunden/Schulz", "Alt/Schulz")
+    server.create_mailbox(user.name, "Kunden/Schulz")
+    for folder in ("Projekte", "Kunden/Schulz"):
+        for n in range(2):
+            server.deliver(user.name, corpus.make_message(subject=f"wieder {folder} {n}"), mailbox=folder)
+
+    result = await account.cycle()
+    assert result.new_messages == 4
+    assert account.unchanged == set(FOLDERS) - {"Projekte", "Kunden/Schulz"}
+    assert account.rows("SELECT count(*) FROM messages") == [(14,)]
+    present = account.rows(
+        "SELECT mailbox, count(*) FROM locations WHERE gone_at IS NULL GROUP BY mailbox ORDER BY mailbox"
+    )
+    assert ("Alt/Schulz", 2) in present and ("Projekte", 2) in present and ("Kunden/Schulz", 2) in present
+    await account.cycle()
+    assert account.unchanged == {*FOLDERS, "Alt/Schulz"}

@@ -148,16 +148,23 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = 60.0,
 
 
 def wait_until_drained(
-    directory: Path, dovecot: Dovecot, user: str, timeout_s: float, poll_s: float = 0.1
+    directory: Path,
+    dovecot: Dovecot,
+    user: str,
+    timeout_s: float,
+    poll_s: float = 0.1,
+    *,
+    mailboxes: tuple[str, ...] = ("INBOX",),
 ) -> bool:
-    """Wait until the first account has had a successful cycle and ``user``'s INBOX is empty.
+    """Wait until the first account has had a successful cycle and ``user``'s ``mailboxes`` are empty.
 
     ``directory`` holds the daemon's ``control.sock``. Returns False if that did not happen in ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         accounts = status(directory / "control.sock").get("accounts")
-        if accounts and accounts[0]["last_success"] is not None and not dovecot.maildir_files(user):
+        empty = not any(dovecot.maildir_files(user, mailbox) for mailbox in mailboxes)
+        if accounts and accounts[0]["last_success"] is not None and empty:
             return True
         time.sleep(poll_s)
     return False

@@ -91,6 +91,9 @@ class KillSettings:
             while draining, so each cycle expunges what earlier cycles archived while it retrieves new
             mail: UID STORE \\Deleted and UID EXPUNGE where POP3 has DELE; the phase "DELE..QUIT" is
             then the deletion up to LOGOUT).
+        mailboxes: the IMAP mailboxes mail is delivered to, in turn (created first; more than one
+            makes the account ``mailboxes = "all"``: the daemon's kept session then polls them by
+            status, :mod:`maild.fetch.folders`, and expunges in several per cycle).
     """
 
     trials: int = 20
@@ -103,6 +106,7 @@ class KillSettings:
     drain_timeout_s: float = 60.0
     protocol: str = "pop3"
     large_every: int = 0
+    mailboxes: tuple[str, ...] = ("INBOX",)
 
 
 @dataclass
@@ -182,13 +186,20 @@ def archive(db_path: Path) -> tuple[list[bytes], str]:
     return raws, check
 
 
-def check_invariants(dovecot: Dovecot, user: str, delivered: dict[str, bytes], db_path: Path) -> set[str]:
-    """Assert: every message that left the server is archived exactly once; nothing is duplicated.
+def check_invariants(
+    dovecot: Dovecot,
+    user: str,
+    delivered: dict[str, bytes],
+    db_path: Path,
+    mailboxes: tuple[str, ...] = ("INBOX",),
+) -> set[str]:
+    """Assert: every message that left the server (all of ``mailboxes``) is archived exactly once;
+    nothing is duplicated.
 
     Returns:
         SHA-256 digests of the messages still on the server.
     """
-    on_server = server_digests(dovecot, user)
+    on_server = set().union(*(server_digests(dovecot, user, mailbox) for mailbox in mailboxes))
     raws, check = archive(db_path)
     assert check == "ok"
     digests = [hashlib.sha256(r).hexdigest() for r in raws]
@@ -202,19 +213,19 @@ def check_invariants(dovecot: Dovecot, user: str, delivered: dict[str, bytes], d
     return on_server
 
 
-def server_digests(dovecot: Dovecot, user: str) -> set[str]:
-    """SHA-256 of every message in ``user``'s INBOX, read consistently while Dovecot may be changing it.
+def server_digests(dovecot: Dovecot, user: str, mailbox: str = "INBOX") -> set[str]:
+    """SHA-256 of every message in ``user``'s ``mailbox``, read consistently while Dovecot may be changing it.
 
     A killed session's Dovecot process can still be moving files from ``new/`` to ``cur/`` or
     expunging them; the listing is read until two listings around reading the files agree.
     """
     for _ in range(200):
         try:
-            files = {f.name.split(":")[0]: f for f in dovecot.maildir_files(user)}
+            files = {f.name.split(":")[0]: f for f in dovecot.maildir_files(user, mailbox)}
             contents = [f.read_bytes() for f in files.values()]
         except FileNotFoundError:
             continue
-        if {f.name.split(":")[0] for f in dovecot.maildir_files(user)} == set(files):
+        if {f.name.split(":")[0] for f in dovecot.maildir_files(user, mailbox)} == set(files):
             return {hashlib.sha256(raw).hexdigest() for raw in contents}
     raise AssertionError(f"the maildrop of {user} kept changing")
 
@@ -301,9 +312,16 @@ def run_kill_trials(
         for raw in batch:
             digest = hashlib.sha256(raw).hexdigest()
             delivered[digest], sizes[digest] = raw, len(raw)
-        dovecot.deliver_many(user.name, batch)
+        boxes = settings.mailboxes
+        for i, mailbox in enumerate(boxes):
+            if batch[i :: len(boxes)]:
+                dovecot.deliver_many(user.name, batch[i :: len(boxes)], mailbox)
         report.delivered += n
 
+    mailboxes = settings.mailboxes
+    for mailbox in mailboxes:
+        if mailbox != "INBOX":
+            dovecot.create_mailbox(user.name, mailbox)
     deliver(settings.initial_messages)
     db_path = directory / "state" / "maild.sqlite3"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -321,7 +339,13 @@ def run_kill_trials(
             settings.protocol,
             user.name,
             user.password,
-            extra={**retention, "poll_interval": "1s", "port": proxy.port, "timeout": "10s"},
+            extra={
+                **retention,
+                "poll_interval": "1s",
+                "port": proxy.port,
+                "timeout": "10s",
+                **({"mailboxes": "all"} if mailboxes != ("INBOX",) else {}),
+            },
         )
         cfg = write_config(directory, dovecot, [spec])
         cmd = [sys.executable, "-m", "maild", "-c", str(cfg), "--log-level", "debug", "run"]
@@ -332,7 +356,7 @@ def run_kill_trials(
                 deliver(rng.randint(*settings.new_per_trial))
             if imap:
                 backdate(db_path)
-            on_server = check_invariants(dovecot, user.name, delivered, db_path)
+            on_server = check_invariants(dovecot, user.name, delivered, db_path, mailboxes)
             archived = {hashlib.sha256(r).hexdigest() for r in archive(db_path)[0]}
             pending = sum(sizes[d] for d in on_server - archived)
             # TLS, greeting, USER, PASS, CAPA, UIDL+LIST, DELE, QUIT: about 8 round trips, plus the transfer
@@ -362,10 +386,12 @@ def run_kill_trials(
             report.kinds[kind] += 1
             if progress is not None:
                 progress(f"trial {trial}: {kind:8} -> {phase}")
-            check_invariants(dovecot, user.name, delivered, db_path)
+            check_invariants(dovecot, user.name, delivered, db_path, mailboxes)
         proxy.reset()
-        _drain(cmd, env, directory, dovecot, user, settings.drain_timeout_s, db_path if imap else None)
-    assert check_invariants(dovecot, user.name, delivered, db_path) == set()
+        _drain(
+            cmd, env, directory, dovecot, user, settings.drain_timeout_s, db_path if imap else None, mailboxes
+        )
+    assert check_invariants(dovecot, user.name, delivered, db_path, mailboxes) == set()
     raws, _ = archive(db_path)
     assert sorted(raws) == sorted(delivered.values())
     report.seconds = time.monotonic() - started
@@ -393,6 +419,7 @@ def _drain(
     user: MailUser,
     timeout_s: float,
     backdated: Path | None = None,
+    mailboxes: tuple[str, ...] = ("INBOX",),
 ) -> None:
     """Run the daemon until the maildrop is empty and a cycle has succeeded, then stop it with SIGTERM;
     with ``backdated`` (the archive), what it archives is made due for deletion every second."""
@@ -402,6 +429,6 @@ def _drain(
         while not drained and time.monotonic() < deadline:
             if backdated is not None:
                 backdate(backdated)
-            drained = wait_until_drained(directory, dovecot, user.name, 1.0)
+            drained = wait_until_drained(directory, dovecot, user.name, 1.0, mailboxes=mailboxes)
         assert drained, "the daemon did not empty the maildrop in time"
         assert stop_maild(proc, timeout_s=30) == 0

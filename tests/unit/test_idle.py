@@ -42,6 +42,7 @@ class FakeSession:
         self.events: asyncio.Queue[MailboxEvents | BaseException] = asyncio.Queue()
         self.steps: list[str] = []
         self.aborted = False
+        self.notify_refused: str | None = None
 
     @property
     def supports_idle(self) -> bool:

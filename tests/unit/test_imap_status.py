@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from maild.errors import ProtocolError
 from maild.protocols.imap.listing import MailboxStatus, parse_list, parse_status, unchanged
@@ -105,3 +107,61 @@ def test_vanished_earlier_gives_ranges_unexpanded() -> None:
     assert parse_vanished(lines) == [(3, 3), (5, 7), (8, 9), (1, 4294967295)]
     with pytest.raises(ProtocolError, match="VANISHED"):
         parse_vanished([b"VANISHED (EARLIER) 3,,5"])
+
+
+uid_ranges = st.lists(
+    st.tuples(st.integers(1, 60), st.one_of(st.none(), st.integers(1, 60))), min_size=1, max_size=12
+)
+
+
+@given(st.frozensets(st.integers(1, 60), max_size=40), st.lists(uid_ranges, max_size=3))
+def test_vanished_among_equals_testing_each_uid_against_each_range(
+    known: frozenset[int], lines: list[list[tuple[int, int | None]]]
+) -> None:
+    """vanished_among() names exactly the known UIDs inside some range of some VANISHED (EARLIER)
+    line (reversed ranges such as ``9:8`` included), as the plain double loop does."""
+    from maild.protocols.imap.listing import vanished_among
+
+    parts: list[bytes] = [b"OK [UIDVALIDITY 7] UIDs valid"]
+    pairs: list[tuple[int, int]] = []
+    for items in lines:
+        texts = []
+        for low, high in items:
+            texts.append(str(low) if high is None else f"{low}:{high}")
+            pairs.append((low, low) if high is None else (min(low, high), max(low, high)))
+        parts.append(b"VANISHED (EARLIER) " + ",".join(texts).encode())
+    expected = {uid for uid in known if any(low <= uid <= high for low, high in pairs)}
+    assert vanished_among(parts, known) == expected
+
+
+@pytest.mark.parametrize("uid_set", [b"3,,5", b"3,", b",3", b"3:", b":3", b"12345678901", b"1:2:3"])
+def test_vanished_among_refuses_a_broken_uid_set(uid_set: bytes) -> None:
+    """A broken UID set is a ProtocolError, never a partial answer (RFC 7162 section 3.2.10)."""
+    from maild.protocols.imap.listing import parse_vanished, vanished_among
+
+    with pytest.raises(ProtocolError, match="VANISHED"):
+        vanished_among([b"VANISHED (EARLIER) " + uid_set], {3, 5})
+    with pytest.raises(ProtocolError, match="VANISHED"):
+        parse_vanished([b"VANISHED (EARLIER) " + uid_set])
+
+
+def test_vanished_among_holds_no_list_of_the_ranges() -> None:
+    """A VANISHED (EARLIER) line of 2 MiB (about 300,000 ranges, a hostile or a long-fragmented
+    mailbox) is read with a few hundred KiB besides the line and the known UIDs: the ranges are
+    never held as a list (as one, they took about 40 MB here and were each tested against every
+    known UID, 300,000 x 2,000 steps)."""
+    import tracemalloc
+
+    from maild.protocols.imap.listing import vanished_among
+
+    line = b"VANISHED (EARLIER) " + b",".join(b"%d" % uid for uid in range(1, 620_000, 2))
+    assert len(line) > 2 * 2**20
+    known = frozenset(range(1, 4_001))
+    tracemalloc.start()
+    try:
+        gone = vanished_among([line], known)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert gone == set(range(1, 4_001, 2))
+    assert peak < 1 * 2**20, peak

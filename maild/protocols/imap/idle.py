@@ -66,6 +66,8 @@ class IMAPIdleSession:
         self.mailbox = mailbox
         self.notify_mailboxes = None if notify_mailboxes is None else tuple(notify_mailboxes)
         self.notifying = False
+        self.notify_refused: str | None = None
+        """Why the server refused NOTIFY on this session (:meth:`notify`), or None."""
         self._idle: IdleRound | None = None
 
     @property
@@ -107,19 +109,25 @@ class IMAPIdleSession:
         """Ask for news of every watched mailbox with NOTIFY, where the server offers it.
 
         Call after :meth:`select_mailbox`, before IDLE. Returns True when NOTIFY is in effect (then
-        ``* STATUS`` pushes count as changes); False when the server lacks NOTIFY or nothing but the
-        selected mailbox is to be watched (then only the selected mailbox is watched, as before).
+        ``* STATUS`` pushes count as changes); False when the server lacks NOTIFY, refused it (NO or
+        BAD: the reason is kept in :attr:`notify_refused`) or nothing but the selected mailbox is to
+        be watched (then only the selected mailbox is watched, as before; the other mailboxes wait
+        for the poll).
 
         Standard: RFC 5465 section 3 and 5.2.
 
         Raises:
-            ProtocolError: NOTIFY refused or a broken response.
+            ProtocolError: a broken response.
             ThrottledError, NetworkTimeout, ConnectError, TransientError: as for :meth:`open`.
         """
         names = self.notify_mailboxes
         if "NOTIFY" not in self.capabilities or names == ():
             return False
-        await status.notify_set(self.connection, names)
+        try:
+            await status.notify_set(self.connection, names)
+        except status.NotifyRefused as exc:
+            self.notify_refused = str(exc)
+            return False
         self.notifying = True
         return True
 

@@ -9,8 +9,9 @@ May import: the standard library (no I/O: no asyncio, socket, ssl, aioimaplib), 
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from maild.errors import ProtocolError
@@ -119,16 +120,16 @@ def choose_mailboxes(listed: Sequence[ListedMailbox], exclude: Iterable[str] = (
                 return True
         return False
 
-    chosen: list[str] = []
+    chosen: dict[str, None] = {}  # in server order, each once; a set's lookups (a list's cost
+    # 50 million comparisons at 10,000 mailboxes: 0.6 s of the event loop every poll)
     for mailbox in listed:
         if not mailbox.selectable or mailbox.attributes & SKIPPED_SPECIAL_USE or is_excluded(mailbox):
             continue
-        if mailbox.name not in chosen:
-            chosen.append(mailbox.name)
+        chosen.setdefault(mailbox.name)
     if "INBOX" in chosen:
-        chosen.remove("INBOX")
-        chosen.insert(0, "INBOX")
-    return chosen
+        del chosen["INBOX"]
+        return ["INBOX", *chosen]
+    return list(chosen)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,29 +243,30 @@ def unchanged(before: MailboxStatus, now: MailboxStatus) -> bool:
 
 #: ``VANISHED (EARLIER) uid-set`` (RFC 7162 section 3.2.10), after aioimaplib stripped ``* ``.
 _VANISHED = re.compile(rb"(?:\* )?VANISHED \(EARLIER\) ([0-9:,]+)\s*\Z", re.IGNORECASE)
-_UID_RANGE = re.compile(rb"([0-9]{1,10})(?::([0-9]{1,10}))?\Z")
+#: One ``uid`` or ``uid:uid`` of a UID set, with the comma that ends it (none after the last).
+_UID_RANGE = re.compile(rb"([0-9]{1,10})(?::([0-9]{1,10}))?(,|\Z)")
 
 
-def parse_vanished(lines: Sequence[imap_lex.Part]) -> list[tuple[int, int]]:
-    """The UID ranges of the ``VANISHED (EARLIER)`` lines among ``lines`` (a QRESYNC SELECT reply).
+def _vanished_ranges(lines: Sequence[imap_lex.Part]) -> Iterator[tuple[int, int]]:
+    """The (low, high) UID ranges of the ``VANISHED (EARLIER)`` lines among ``lines``, one at a time.
 
-    Ranges are returned, never expanded (``1:4294967295`` is one pair), each as (low, high).
-
-    Standard: RFC 7162 section 3.2.10 (VANISHED response), 3.2.5.2 (SELECT with QRESYNC).
+    Nothing but the current range is held: a line of 16 MiB (:data:`~.library.MAX_LINE_OCTETS`)
+    names about two million ranges, which as a list took about 270 MB.
 
     Raises:
-        ProtocolError: a VANISHED line with a broken UID set.
+        ProtocolError: a VANISHED line with a broken UID set (RFC 7162 section 3.2.10).
     """
-    ranges: list[tuple[int, int]] = []
     for part in lines:
         if isinstance(part, bytearray | imap_lex.SpooledLiteral):
             continue
         found = _VANISHED.match(bytes(part))
         if found is None:
             continue
-        for item in found.group(1).split(b","):
-            pair = _UID_RANGE.match(item)
-            if pair is None:
+        pos, end = found.span(1)
+        text = found.string
+        while pos < end:
+            pair = _UID_RANGE.match(text, pos, end)
+            if pair is None or (pair.group(3) and pair.end() == end):  # a broken item, or a trailing comma
                 raise ProtocolError(
                     "VANISHED with a broken UID set",
                     line=imap_lex.excerpt(part),
@@ -272,8 +274,49 @@ def parse_vanished(lines: Sequence[imap_lex.Part]) -> list[tuple[int, int]]:
                 )
             low = int(pair.group(1))
             high = int(pair.group(2)) if pair.group(2) else low
-            ranges.append((min(low, high), max(low, high)))
-    return ranges
+            yield (low, high) if low <= high else (high, low)
+            pos = pair.end()
+
+
+def parse_vanished(lines: Sequence[imap_lex.Part]) -> list[tuple[int, int]]:
+    """The UID ranges of the ``VANISHED (EARLIER)`` lines among ``lines`` (a QRESYNC SELECT reply).
+
+    Ranges are returned, never expanded (``1:4294967295`` is one pair), each as (low, high). For the
+    UIDs of a known set that vanished use :func:`vanished_among` (it holds no list of ranges).
+
+    Standard: RFC 7162 section 3.2.10 (VANISHED response), 3.2.5.2 (SELECT with QRESYNC).
+
+    Raises:
+        ProtocolError: a VANISHED line with a broken UID set.
+    """
+    return list(_vanished_ranges(lines))
+
+
+def vanished_among(lines: Sequence[imap_lex.Part], known: Iterable[int]) -> set[int]:
+    """The UIDs of ``known`` that the ``VANISHED (EARLIER)`` lines among ``lines`` name.
+
+    Time: O(K log K + R log K) for K known UIDs and R ranges; memory: the sorted known UIDs and the
+    result, never the ranges. (Testing each known UID against every range took K x R steps: 7.5 s
+    of CPU for a mailbox of 20,000 messages half of which were expunged, hours for a hostile line of
+    two million ranges.)
+
+    Args:
+        lines: a QRESYNC SELECT reply's untagged parts (other lines are ignored).
+        known: the UIDs the mailbox held at the last listing.
+
+    Standard: RFC 7162 section 3.2.10 (VANISHED response), 3.2.5.2 (SELECT with QRESYNC).
+
+    Raises:
+        ProtocolError: a VANISHED line with a broken UID set.
+    """
+    ordered = sorted(known)
+    gone: set[int] = set()
+    for low, high in _vanished_ranges(lines):
+        first = bisect.bisect_left(ordered, low)
+        last = bisect.bisect_right(ordered, high, first)
+        if first < last:
+            gone.update(ordered[first:last])
+    return gone
 
 
 def _mailbox_name(wire_name: bytes, utf8: bool, standard: str) -> str:

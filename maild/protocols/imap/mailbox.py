@@ -214,7 +214,10 @@ class IMAPMailbox(Maildrop):
         ``(QRESYNC (...))``: the server names the UIDs expunged since (``VANISHED``) instead of maild
         listing them all.
         What SELECT reported (or, for an unchanged mailbox, its status) is kept in
-        :attr:`mailbox_states`, each status in :attr:`statuses`.
+        :attr:`mailbox_states`, each status in :attr:`statuses`: the status look's answer when it
+        was taken before the listing, else (the mailbox selected with the sign-in, so listed first)
+        only when it shows the same UIDNEXT and message count as the SELECT, otherwise the SELECT's
+        (an expunge and a delivery in between keep MESSAGES but not the listing).
 
         A mailbox the server refuses to select (NO, e.g. ``[NONEXISTENT]`` or no permission) is
         skipped and recorded in :attr:`mailbox_failures`, so that one missing mailbox does not stop
@@ -268,6 +271,9 @@ class IMAPMailbox(Maildrop):
                     InventoryEntry(IMAPKey(mailbox, now.uidvalidity, uid)) for uid in sorted(hint.uids)
                 )
                 continue
+            # sent with the sign-in, so listed *before* the status look (a later status must not be
+            # recorded with this listing: fetch.folders.record)
+            listed_first = self.connection.selection.preselected == mailbox
             try:
                 info, uids = await self._list_mailbox(mailbox, hint, now)
             except SelectRefused as exc:
@@ -278,7 +284,11 @@ class IMAPMailbox(Maildrop):
                 )
                 continue
             self.mailbox_states[mailbox] = info
-            if now is None or now.uidvalidity != info.uidvalidity:
+            if (
+                now is None
+                or now.uidvalidity != info.uidvalidity
+                or (listed_first and (now.uidnext, now.messages) != (info.uidnext, info.exists))
+            ):  # no status from before the listing that matches it: what its SELECT said
                 now = imap_list.MailboxStatus(
                     mailbox, info.exists, info.uidnext, info.uidvalidity, info.highest_modseq
                 )
@@ -302,7 +312,10 @@ class IMAPMailbox(Maildrop):
         """SELECT ``mailbox`` and learn its UIDs in one round trip: with QRESYNC enabled and a hint
         under the same UIDVALIDITY, only the changes since the hint (:func:`.status.select_changes`;
         one more round trip, ``UID SEARCH ALL``, when its answer does not add up); else every UID
-        (:func:`.status.select_and_search`)."""
+        (:func:`.status.select_and_search`). A hint whose HIGHESTMODSEQ is 0 (what STATUS says of
+        a mailbox that keeps no mod-sequences, RFC 7162 section 3.1.6) takes the plain way: the
+        QRESYNC parameter needs a mod-sequence of 1 or more (section 3.2.5), a strict server
+        answers BAD to 0."""
         connection = self.connection
         if connection.selection.preselected == mailbox:  # SELECT and UID SEARCH went out with the sign-in
             info = await connection.selection.select(mailbox)
@@ -311,7 +324,7 @@ class IMAPMailbox(Maildrop):
         if (
             hint is not None
             and "QRESYNC" in connection.enabled
-            and hint.status.highest_modseq is not None
+            and hint.status.highest_modseq  # 0: a mailbox without mod-sequences (RFC 7162 s. 3.1.6)
             and (now is None or now.uidvalidity == hint.status.uidvalidity)
         ):
             info, uids = await status.select_changes(connection, mailbox, hint.status, hint.uids)

@@ -30,6 +30,20 @@ from maild.protocols.imap.client import MAX_PIPELINED_COMMANDS, Reply
 from maild.protocols.imap.connection import SESSION_CODES, IMAPConnection, SelectRefused
 from maild.protocols.imap.lex import Part
 
+
+class NotifyRefused(ProtocolError):
+    """NOTIFY SET was answered NO or BAD without a throttling or server-bug code (RFC 5465 section 3:
+    e.g. ``[NOTIFICATIONOVERFLOW]``, a filter the server does not support). The session is intact;
+    it watches its selected mailbox only, as on a server without NOTIFY."""
+
+
+#: Longest list of mailbox names maild sends in one LIST-STATUS or NOTIFY command, in octets (default
+#: 8,000): beyond it LIST-STATUS lists every mailbox (``"*"``, the caller picks its own) and NOTIFY
+#: watches ``personal``. RFC 7162 section 4 asks clients to keep command lines within 8,192 octets;
+#: Dovecot 2.3 refuses lines over 64 KiB (``BAD ... command line too large``, about 3,000 names), and
+#: that BAD failed every cycle of an account configured with that many mailboxes.
+MAX_LIST_PATTERNS_OCTETS = 8000
+
 #: STATUS items asked for every mailbox; HIGHESTMODSEQ is added with CONDSTORE.
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY")
 
@@ -41,6 +55,15 @@ def status_items(capabilities: frozenset[str]) -> str:
     if "CONDSTORE" in capabilities:
         items.append("HIGHESTMODSEQ")
     return "(" + " ".join(items) + ")"
+
+
+def _name_list(mailboxes: Sequence[str] | None) -> str | None:
+    """The names as a parenthesised list of mailbox arguments, or None for None or a list longer
+    than :data:`MAX_LIST_PATTERNS_OCTETS`."""
+    if mailboxes is None:
+        return None
+    names = "(" + " ".join(wire.mailbox_argument(name) for name in mailboxes) + ")"
+    return names if len(names.encode()) <= MAX_LIST_PATTERNS_OCTETS else None
 
 
 def _parsed(
@@ -89,7 +112,8 @@ async def list_with_status(
     Args:
         connection: an open connection.
         mailboxes: readable names to look at (sent as patterns; ``*`` and ``%`` in a name may match
-            others, which the caller ignores), or None for every mailbox (``"*"``).
+            others, which the caller ignores), or None for every mailbox (``"*"``). Names longer in
+            all than :data:`MAX_LIST_PATTERNS_OCTETS` are not sent: every mailbox is listed.
 
     Returns:
         The LIST entries (special-use attributes included when the server has SPECIAL-USE) and
@@ -104,10 +128,7 @@ async def list_with_status(
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for
             :meth:`IMAPConnection.command`.
     """
-    if mailboxes is None:
-        patterns = '"*"'
-    else:
-        patterns = "(" + " ".join(wire.mailbox_argument(name) for name in mailboxes) + ")"
+    patterns = _name_list(mailboxes) or '"*"'
     returns = f"STATUS {status_items(connection.capabilities)}"
     if "SPECIAL-USE" in connection.capabilities:
         returns = f"SPECIAL-USE {returns}"
@@ -238,12 +259,11 @@ async def select_changes(
         return info, None
     try:
         lines = select_reply.lines[:-1]
-        ranges = imap_list.parse_vanished(lines)
+        vanished = imap_list.vanished_among(lines, known)
         found = wire.parse_search(search_lines)
     except ProtocolError as exc:
         raise connection.error(ProtocolError, str(exc), standard=exc.standard) from None
     assert before.uidnext is not None
-    vanished = {uid for uid in known if any(low <= uid <= high for low, high in ranges)}
     uids = sorted((known - vanished) | {uid for uid in found if uid >= before.uidnext})
     return info, (uids if len(uids) == info.exists else None)
 
@@ -266,26 +286,29 @@ async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None
     """Ask for news of new and expunged messages in every watched mailbox on this connection.
 
     Sends ``NOTIFY SET (selected (MessageNew MessageExpunge)) (<filter> (MessageNew
-    MessageExpunge))`` where the filter is ``personal`` (every mailbox of the user) for None, else
-    ``mailboxes (name ...)``. The server then reports a change in a mailbox that is not selected with
-    an untagged ``STATUS`` (MESSAGES, UIDNEXT, UIDVALIDITY), also during IDLE (RFC 5465 section 5.2).
+    MessageExpunge))`` where the filter is ``personal`` (every mailbox of the user) for None or
+    names longer in all than :data:`MAX_LIST_PATTERNS_OCTETS`, else ``mailboxes (name ...)``. The
+    server then reports a change in a mailbox that is not selected with an untagged ``STATUS``
+    (MESSAGES, UIDNEXT, UIDVALIDITY), also during IDLE (RFC 5465 section 5.2).
 
     Standard: RFC 5465 section 3 (NOTIFY SET), 5.2 (MessageNew and MessageExpunge go together), 6.
 
     Raises:
-        ProtocolError: NOTIFY refused (e.g. ``[NOTIFICATIONOVERFLOW]``, BAD), broken response.
+        NotifyRefused: NOTIFY answered NO or BAD (e.g. ``[NOTIFICATIONOVERFLOW]``); nothing changed.
+        ProtocolError: a broken response.
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for
-            :meth:`IMAPConnection.command`.
+            :meth:`IMAPConnection.command` (a NO with a throttling or server-bug code among them).
     """
     events = "(MessageNew MessageExpunge)"
-    if mailboxes is None:
-        other = f"personal {events}"
-    else:
-        other = "mailboxes (" + " ".join(wire.mailbox_argument(name) for name in mailboxes) + f") {events}"
+    names = _name_list(mailboxes)
+    other = f"personal {events}" if names is None else f"mailboxes {names} {events}"
     reply = (await _pipeline(connection, "NOTIFY", [f"NOTIFY SET (selected {events}) ({other})"]))[0]
     _lines, status = connection.completion(reply, "NOTIFY")
     if not status.ok:
-        raise connection.refused(status, "NOTIFY")
+        error = connection.refused(status, "NOTIFY")
+        if type(error) is ProtocolError:  # neither throttled nor a server bug: the filter refused
+            raise NotifyRefused(str(error), account=connection.account) from None
+        raise error
 
 
 async def _pipeline(connection: IMAPConnection, what: str, commands: list[str]) -> list[Reply]:
