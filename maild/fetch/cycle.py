@@ -253,6 +253,7 @@ async def fetch_cycle(
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
     odd: pop3_uidls.ListedKnown | None = None  # POP3: known UIDLs that may name another message now
     suspects: list[MessageKey] = []  # POP3: known UIDLs whose header section this session compares
+    listed: pop3_listed.ListedCheck | None = None  # POP3: what those comparisons found
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
         # what an earlier cycle found and could not write (the disk full): deletions done on the server,
@@ -363,7 +364,6 @@ async def fetch_cycle(
         await commits.settle()  # every commit has returned before anything below may delete
         await store.record_pop3_server_sizes(account.name, off_sizes)
         off_sizes.clear()
-        listed: pop3_listed.ListedCheck | None = None
         if odd is not None and (suspects or odd.relisted):  # after the new mail is in
             listed = await pop3_listed.check_headers(
                 account.name, store, maildrop, inventory, suspects, known, clock(), odd.relisted
@@ -457,9 +457,11 @@ async def fetch_cycle(
         log.debug("fetch.close.started")
         if not usable:
             await maildrop.abort()  # the header fetch broke the session: not kept, nothing else changes
-        elif not imap and maildrop.served_unkept(stored, known):
-            # a message read and not stored (the spool had no room: a local failure): QUIT would let a
-            # server deleting downloaded mail remove it; no QUIT, so no DELE of this session applies
+        elif not imap and (maildrop.served_unkept(stored, known) or pop3_listed.read_unkept(listed, stored)):
+            # a message read and not stored (the spool had no room: a local failure; another message
+            # under a known UIDL that the listed-size check read and did not archive: its archived
+            # location names another message): QUIT would let a server deleting downloaded mail
+            # remove it; no QUIT, so no DELE of this session applies
             await maildrop.hang_up()
             if to_delete:
                 log.warning("fetch.delete.withheld", messages=len(to_delete))

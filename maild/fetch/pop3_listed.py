@@ -82,6 +82,9 @@ class ListedCheck:
         waiting: past this cycle's bounds; checked in a later one.
         stored: what archiving :func:`check_contents`' other messages did, or None.
         archived: the keys of ``other`` whose new message :func:`check_contents` archived itself.
+        read: the keys whose message the checks read from the server (``TOP n 0`` answered, or
+            ``RETR`` served): a server deleting downloaded mail removes them at ``QUIT`` unless
+            they are kept (:func:`read_unkept`).
     """
 
     same: list[MessageKey] = field(default_factory=list)
@@ -91,6 +94,7 @@ class ListedCheck:
     waiting: list[MessageKey] = field(default_factory=list)
     stored: StoreOutcome | None = None
     archived: list[MessageKey] = field(default_factory=list)
+    read: list[MessageKey] = field(default_factory=list)
 
     @property
     def to_retrieve(self) -> list[MessageKey]:
@@ -122,6 +126,26 @@ class ListedCheck:
                 " per cycle): not deleted yet"
             )
         return out
+
+
+def read_unkept(listed: ListedCheck | None, stored: Collection[MessageKey]) -> frozenset[MessageKey]:
+    """The keys whose message the checks read (:attr:`ListedCheck.read`) and this session neither
+    showed to be the archived message nor stored: another message under a known UIDL, read by
+    ``TOP n 0`` or ``RETR`` and then not archived (too large, set aside, unresolved, a spool with no
+    room). The archived location of such a UIDL names the message maild holds, not this one, so it
+    must not count as kept: the session then ends without ``QUIT`` (RFC 1939 section 6), else a
+    server deleting downloaded mail would remove it there.
+
+    Args:
+        listed: the cycle's checks, or None when it made none.
+        stored: the keys whose commit returned in this cycle.
+
+    Returns:
+        Those keys; empty when every message the checks read is kept.
+    """
+    if listed is None or not listed.read:
+        return frozenset()
+    return frozenset(listed.read).difference(listed.same, listed.archived, stored)
 
 
 def shown_in_session(listed: ListedCheck | None, retrieved: Collection[MessageKey]) -> frozenset[MessageKey]:
@@ -183,7 +207,8 @@ async def check_headers(
     same = [key for key in read if same_header_section(raws.get(known[key].message, b""), headers[key])]
     other = [*relisted, *(key for key in read if key not in set(same))]
     await _record(account, store, inventory, same, other, now)
-    return ListedCheck(same, other, [key for key in checked if key not in headers], [], waiting)
+    untopped = [key for key in checked if key not in headers]
+    return ListedCheck(same, other, untopped, [], waiting, read=read)
 
 
 async def check_contents(
@@ -236,6 +261,7 @@ async def check_contents(
     same: list[MessageKey] = []
     others: list[RetrievedMessage] = []
     arrived: set[MessageKey] = set()
+    served: list[MessageKey] = []  # read whole by RETR (a refused one was not)
     maildrop.spool = store.spool  # a large message goes to a file beside the archive, not to memory
     try:
         async for item in maildrop.retrieve(todo):
@@ -243,6 +269,7 @@ async def check_contents(
             if isinstance(item, RetrievalFailure):
                 unread.append(item.key)
                 continue
+            served.append(item.key)
             spooled = item.spooled
             digest = spooled.sha256 if spooled is not None else sha256_hex(item.whole())
             if digest == digests.get(known[item.key].message):
@@ -280,6 +307,7 @@ async def check_contents(
         waiting,
         stored,
         [*early.archived, *archived],
+        [*early.read, *served],
     )
 
 
