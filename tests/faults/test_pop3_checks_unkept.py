@@ -27,7 +27,7 @@ from maild.fetch.cycle import UNKEPT_WARNING
 from maild.model import POP3Key
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.rawsocket import leaked_threads
-from tests.support.scripted_pop3 import ScriptedPOP3, sample_message
+from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
 
 BIG_BODY = [b"a body line that makes this message larger than max_message_size"] * 20
 """Body lines of a message well above :data:`MAX_SIZE`."""
@@ -103,3 +103,62 @@ async def test_a_uidl_freed_for_a_too_large_message_withholds_the_deletions(
     assert (result.new_messages, result.deleted) == (1, 0)
     assert UNKEPT_WARNING.format(count=1) in result.warnings
     assert await archived(store) == [first, third]
+
+
+def distinct(n: int, body: list[bytes]) -> bytes:
+    """A message a server without UIDL names by its header section (Received and Message-ID)."""
+    head = b"Received: from mx by pop; Mon, 01 Jan 2024 12:00:0%d +0000\r\nMessage-ID: <m%d@x>\r\n" % (n, n)
+    return head + b"Subject: %d\r\n\r\n" % n + b"".join(line + b"\r\n" for line in body)
+
+
+@pytest.mark.parametrize("retention", ["keep", "delete"])
+async def test_without_uidl_a_message_read_by_top_and_not_stored_ends_without_quit(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor, retention: str
+) -> None:
+    """A server without UIDL that deletes what TOP served at QUIT: the digest inventory names both
+    messages by their header sections (TOP n 0); the second one's RETR is refused, so it is not
+    stored. The session ends without QUIT (with "delete": the first one's deletion withheld), so the
+    server keeps it (before: the header read was not counted, QUIT, removed unarchived). Once its
+    RETR works, the next cycle archives it and ends with QUIT (everything served kept)."""
+    first, second = distinct(1, [b"short"]), distinct(2, [b"refused"])
+    refused = ScriptedMessage(second, retr_error="-ERR [SYS/TEMP] try later", top="serve")
+    with ScriptedPOP3([first], uidl=False, delete_on_download="at-quit") as server:
+        server.add(refused)
+        account = await prepare(
+            store, pop3_account(server.host, server.port, "alice", "secret", retention=retention)
+        )
+        result = await cycle(account, store, executor)
+        assert result.identity == "content-digest" and len(result.failures) == 1
+        assert on_server(server) == [first, second]  # before: [first] (second removed at QUIT)
+        assert server.commands[-1] != "QUIT" and result.deleted == 0
+        if retention == "delete":
+            assert UNKEPT_WARNING.format(count=1) in result.warnings
+        refused.retr_error = None
+        again = await cycle(account, store, executor)
+        assert again.new_messages == 1
+        assert on_server(server) == []  # QUIT: everything served is archived now
+        assert server.commands[-1] == "QUIT"
+    assert sorted(await archived(store)) == sorted([first, second])
+
+
+async def test_without_uidl_a_too_large_message_is_not_read(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A server without UIDL: a message above max_message_size is read neither by RETR nor by
+    TOP n 0 (a server deleting what TOP served would remove it at QUIT, and counted as served it
+    would withhold every QUIT); the small one is archived and deleted, the large one stays (before:
+    TOP 2 0 was sent and this server removed it at QUIT)."""
+    small, large = distinct(1, [b"short"]), distinct(2, BIG_BODY)
+    with ScriptedPOP3([small, large], uidl=False, delete_on_download="at-quit") as server:
+        account = await prepare(
+            store,
+            pop3_account(
+                server.host, server.port, "alice", "secret", retention="delete", max_message_size=MAX_SIZE
+            ),
+        )
+        result = await cycle(account, store, executor)
+        assert on_server(server) == [large]  # before: [] (TOP-served, removed at QUIT)
+        assert "TOP 2 0" not in server.commands and "RETR 2" not in server.commands
+    assert [k.uidl for k in result.too_large if isinstance(k, POP3Key)] == [f"unidentified:{len(large)}:2"]
+    assert (result.new_messages, result.deleted) == (1, 1)
+    assert await archived(store) == [small]

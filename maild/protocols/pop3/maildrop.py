@@ -34,7 +34,6 @@ from maild.model import (
     ServerSettings,
 )
 from maild.protocols.base import Maildrop
-from maild.protocols.pop3.identity import is_content_key
 from maild.protocols.pop3.retrieval import RETRWindows, window_budget
 from maild.protocols.pop3.session import (
     ABORT_TIMEOUT_S,
@@ -78,9 +77,10 @@ class POP3Maildrop(Maildrop):
         max_reply_octets: cap on one reply in octets; a larger message fails the session with
             ProtocolError.
         max_message_size: the account's ``max_message_size`` in octets, or None. Without UIDL, a
-            message larger than this (by LIST) is never downloaded just to identify it: the fetch cycle
-            skips it anyway. If its header section does not identify it, it gets the placeholder
-            identity ``"unidentified:<octets>:<msgnum>"``, which names nothing in the archive.
+            message larger than this (by LIST) is never read to identify it (neither RETR nor
+            ``TOP n 0``: a server may delete what it served at QUIT): the fetch cycle skips it
+            anyway. It gets the placeholder identity ``"unidentified:<octets>:<msgnum>"``, which
+            names nothing in the archive.
         min_window_octets: floor of a RETR window in octets whatever :meth:`retrieve`'s
             ``window_octets()`` asks (see :data:`MIN_WINDOW_OCTETS`); 0 for none.
     """
@@ -119,6 +119,11 @@ class POP3Maildrop(Maildrop):
         #: Keys this session asked the server for by RETR or TOP (a server deleting downloaded mail
         #: may remove them at QUIT); see :meth:`served_unkept`.
         self._served: set[MessageKey] = set()
+        #: Messages the digest inventory read (TOP n 0 or RETR); apart from _served, whose refused
+        #: RETRs are taken out again: a refused RETR does not undo the header read.
+        self._inventory_served: set[MessageKey] = set()
+        #: Messages served to the digest inventory that got no identity (never kept by key).
+        self._served_unnamed = 0
 
     @property
     def capabilities(self) -> Mapping[str, tuple[str, ...]]:
@@ -253,9 +258,11 @@ class POP3Maildrop(Maildrop):
             max_message_size=self._max_message_size,
         )
         self._msgnum_by_uidl, self._size_by_uidl = found.msgnum_by_key, found.size_by_key
-        # the messages it downloaded whole (RETR) to name them; its header reads (TOP n 0) are not
-        # counted, else a too-large or set-aside message would withhold every QUIT (see served_unkept)
-        self._served.update(e.key for e in found.entries if is_content_key(cast(POP3Key, e.key).uidl))
+        # every message it read to name it (TOP n 0 or RETR): a server deleting what TOP served
+        # removes it at QUIT unless it is kept (see served_unkept); so a too-large or set-aside
+        # message there withholds the cycle's QUIT, hence its deletions, while it stays
+        self._inventory_served.update(POP3Key(key) for key in found.served)
+        self._served_unnamed += found.served_unnamed
         self._duplicates = frozenset()
         self._identity = "content-digest"
         self._warnings = found.warnings
@@ -533,8 +540,8 @@ class POP3Maildrop(Maildrop):
     def served_unkept(self, *kept: Collection[MessageKey]) -> bool:
         """Whether a message this session asked for by RETR (also one cut short, not one answered
         ``-ERR``) or TOP (whole, :meth:`peek`; ``TOP n 0``, :meth:`header_fields`) is in none of
-        ``kept``. The digest inventory of a server without UIDL counts with the messages it read by
-        RETR, not its ``TOP n 0`` header reads. See
+        ``kept``. The digest inventory of a server without UIDL counts with every message it read,
+        by RETR or ``TOP n 0`` (one read and left without an identity is never kept). See
         :meth:`Maildrop.served_unkept <maild.protocols.base.Maildrop.served_unkept>` and
         :meth:`abandon` (then :meth:`hang_up`, not RSET and QUIT).
 
@@ -542,9 +549,13 @@ class POP3Maildrop(Maildrop):
         """
         # sets first, by set difference (their stored hashes: ~10 us for 2,000 keys, where a
         # membership test per key costs ~1 ms, the dataclass keys hashing in Python)
+        if self._served_unnamed:  # read by TOP n 0, no identity: nothing can show it kept
+            return True
         sets = [keys for keys in kept if isinstance(keys, set | frozenset)]
         others = [keys for keys in kept if not isinstance(keys, set | frozenset)]
         rest = self._served.difference(*sets)
+        if self._inventory_served:
+            rest |= self._inventory_served.difference(*sets)
         return any(all(key not in keys for keys in others) for key in rest)
 
     async def _end(self, *, polite: bool) -> None:
