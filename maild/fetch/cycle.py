@@ -128,6 +128,24 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _move_suspension(store: Store, account: str) -> str | None:
+    """Why an unfinished move suspends ``account``'s deletions now (:func:`maild.policy.move_suspension`
+    over :func:`maild.archive.move_guard.overlapping_moves`), or None.
+
+    Raises:
+        StoreError: SQLite failed.
+    """
+    moves = await overlapping_moves(store, account)
+    return policy.move_suspension(account, [(m.source, m.target, m.shared) for m in moves])
+
+
+def _suspend(result: CycleResult, reason: str) -> None:
+    """Record in ``result`` that the cycle deletes nothing for ``reason`` (an unfinished move)."""
+    result.deletion_suspended = reason
+    result.warnings.append(reason)
+    log.warning("fetch.delete.suspended", reason=reason)
+
+
 async def _keep_what_arrived(
     account: str,
     store: Store,
@@ -311,7 +329,13 @@ async def fetch_cycle(
                 due = pop3_uidls.deletion_suspects(
                     account.retention, account.retention_days, inventory, known, set(back), clock()
                 )
-                suspects += [key for key in due if key not in listed_odd]
+                due = [key for key in due if key not in listed_odd]
+                # deletions an unfinished move suspends need no check (asked again before deleting:
+                # a move may start meanwhile; one that ends meanwhile waits for the next cycle)
+                if due and (suspended := await _move_suspension(store, account.name)) is not None:
+                    _suspend(result, suspended)
+                else:
+                    suspects += due
             if suspects:  # checked after the retrieval; taken back only if shown to be the same
                 held = set(suspects)
                 back = [key for key in back if key not in held]
@@ -398,13 +422,14 @@ async def fetch_cycle(
             verified |= {key for key in retrieval.retrieved if isinstance(key, IMAPKey)}
         # Any protocol: an IMAP account on delete-after reaching the target's mailbox under another
         # host name would delete the uploads too (QA of session 10: before, POP3 accounts only).
-        if account.retention != "keep" and refusal is None:
-            moves = await overlapping_moves(store, account.name)
-            suspended = policy.move_suspension(account.name, [(m.source, m.target, m.shared) for m in moves])
-            if suspended is not None:
-                result.deletion_suspended = suspended
-                result.warnings.append(suspended)
-                log.warning("fetch.delete.suspended", reason=suspended)
+        # asked now that every commit returned, whatever an earlier answer of the cycle said
+        if (
+            account.retention != "keep"
+            and refusal is None
+            and result.deletion_suspended is None
+            and (suspended := await _move_suspension(store, account.name)) is not None
+        ):
+            _suspend(result, suspended)
         if account.retention != "keep" and refusal is None and result.deletion_suspended is None:
             known = await store.locations(account.name)
             again = policy.reappeared(inventory, known)
