@@ -452,12 +452,13 @@ async def fetch_cycle(
 
                     shown = pop3_listed.shown_in_session(listed, retrieval.retrieved)
                     unchecked = pop3_check.unchecked(candidates, shown)
+                    waits = set(unchecked)  # once: set(unchecked) per candidate was quadratic
                     verdict = await pop3_check.verify_candidates(
                         account.name,
                         store,
                         maildrop,
                         inventory,
-                        [key for key in candidates if key not in set(unchecked)],
+                        [key for key in candidates if key not in waits],
                         retrieval.retrieved,
                     )
                     checked = verdict.deletable
