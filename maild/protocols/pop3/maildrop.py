@@ -132,6 +132,12 @@ class POP3Maildrop(Maildrop):
         return dict(self._session.caps)
 
     @property
+    def pipelining(self) -> bool:
+        """Whether commands go out in windows (PIPELINING announced, RFC 2449 section 6.6, and a
+        window above 1); known after :meth:`open`."""
+        return self._window > 1 and self._session.pipelining
+
+    @property
     def duplicate_uidls(self) -> frozenset[str]:
         """UIDLs that the last :meth:`inventory` found on more than one message, left out of it."""
         return self._duplicates
