@@ -29,7 +29,7 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.config.maildrop import make_maildrop
 from maild.errors import StoreError
-from maild.fetch.cycle import UNKEPT_WARNING
+from maild.fetch.cycle_end import UNKEPT_WARNING
 from maild.model import POP3Key
 from maild.spool import Spool
 from tests.faults.test_failed_headers import REFUSED, invoice

@@ -23,7 +23,7 @@ from dataclasses import replace
 import pytest
 
 from maild.archive.store import Store
-from maild.fetch.cycle import UNKEPT_WARNING
+from maild.fetch.cycle_end import UNKEPT_WARNING
 from maild.model import POP3Key
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.rawsocket import leaked_threads
