@@ -153,8 +153,10 @@ async def delete_now(
     # Any protocol: an IMAP account on delete-after reaching the target's mailbox under another
     # host name would delete the uploads too (QA of session 10: before, POP3 accounts only).
     # Asked now that every commit returned, whatever an earlier answer of the cycle said.
-    if result.deletion_suspended is None and (suspended := await move_suspension(store, account.name)):
-        suspend(result, suspended)
+    if result.deletion_suspended is None:
+        suspended = await move_suspension(store, account.name)
+        if suspended is not None:
+            suspend(result, suspended)
     if result.deletion_suspended is not None:
         return []
     known = await store.locations(account.name)
