@@ -14,11 +14,12 @@ The order is the product's guarantee:
    only for messages whose commit has returned, and which the archive still holds at that moment
    (with ``deliver_maildir``: and whose delivery is recorded), mark them deleted (POP3 DELE; IMAP
    ``\\Deleted`` and expunge, see ``IMAPMailbox.delete``). Which messages those are is decided in
-   :mod:`maild.policy` (the module docstring lists the whole rule); this module asks it, queries the
-   archive for the re-check and passes the answer back in, and then does the I/O;
+   :mod:`maild.policy` (the module docstring lists the whole rule); :mod:`maild.fetch.deleting`
+   asks it, queries the archive for the re-check, and does the I/O;
 5. QUIT; only ``+OK`` to QUIT (RFC 1939 section 6, UPDATE state) records the deletions as done
    (IMAP: LOGOUT; the deletions happened at EXPUNGE). A QUIT (or LOGOUT) that fails after everything
-   was stored does not fail the cycle: it ends with a warning, and POP3 deletions are not recorded.
+   was stored does not fail the cycle: it ends with a warning, and POP3 deletions are not recorded
+   (:mod:`maild.fetch.cycle_end`: the session's end, the failure path, the bookkeeping).
 
 A crash or cancellation anywhere leaves the archive consistent: uncommitted batches are simply
 retrieved again next cycle (deduplicated by identity and by SHA-256), and a session that ends
@@ -49,7 +50,7 @@ argument, the process's :class:`maild.service.budget.Budgets`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -57,33 +58,28 @@ from typing import TYPE_CHECKING
 import structlog
 
 from maild import policy, pop3_uidls
-from maild.archive import failures as failures_store
 from maild.archive.cycle_reads import read_account
-from maild.archive.move_guard import overlapping_moves
-from maild.archive.store import ArchiveFull, Store
+from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.config.maildrop import make_maildrop
-from maild.errors import ConfigError, ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import failed_headers, no_room, pop3_listed
+from maild.errors import ConfigError
+from maild.fetch import cycle_end, deleting, failed_headers, pop3_listed
 from maild.fetch.batching import (
     BATCH_MESSAGES,
     BATCH_OCTETS,
     AloneBudget,
     BatchRetrieval,
     TransferBudget,
-    release,
 )
 from maild.fetch.commits import CommitChain
 from maild.fetch.progress import CycleProgress
-from maild.fetch.result import CycleResult, end_failed, subjects
+from maild.fetch.result import CycleResult
 from maild.model import (
-    ARCHIVE_FULL_WARNING,
     FailureRecord,
     HeaderSummary,
     IMAPKey,
     InventoryEntry,
     MessageKey,
-    RetrievalFailure,
     RetrievedMessage,
     StoreOutcome,
 )
@@ -110,14 +106,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("maild.fetch.cycle")
 
-UNKEPT_WARNING = (
-    "{count} deletions not applied: a message read from the server in this session could not be"
-    " stored, so the session ended without QUIT (a server deleting downloaded mail would remove"
-    " it at QUIT); they are made by a later cycle"
-)
-"""The cycle's warning when a POP3 session ended without QUIT for a message read and not stored
-(the spool had no room) and its deletions were therefore not applied (RFC 1939 section 6)."""
-
 MaildropFactory = Callable[[AccountConfig, ThreadPoolExecutor], Maildrop]
 """Makes the (unopened) adapter of an account, given the POP3 thread pool: :func:`make_maildrop`, or
 a stand-in in tests."""
@@ -126,45 +114,6 @@ a stand-in in tests."""
 def utc_now() -> datetime:
     """The default clock: the current time, aware, in UTC."""
     return datetime.now(UTC)
-
-
-async def _keep_what_arrived(
-    account: str,
-    store: Store,
-    retrieval: BatchRetrieval,
-    result: CycleResult,
-    error: Exception,
-    now: datetime,
-) -> list[MessageKey]:
-    """After a failed session: commit the messages received completely, count the failures.
-
-    ``retrieval.batch`` holds the messages received and not yet handed to a commit;
-    ``retrieval.order`` is non-empty while a retrieval was running, and then the first key of it that
-    did not arrive is the one the failure broke off (:func:`maild.policy.in_flight`). The session's
-    error is what the caller raises; an error here is logged.
-
-    Returns:
-        The keys counted as failed.
-    """
-    failed = list(result.failures)
-    # only a broken session is laid at the message in flight, not the server's refusal of the session
-    # (ThrottledError: LOGIN-DELAY, UNAVAILABLE ...) or a failure of maild's own
-    lost = isinstance(error, ConnectError | NetworkTimeout | ProtocolError)
-    order, batch = retrieval.order, retrieval.batch
-    broken = policy.in_flight(order, retrieval.arrived) if order and lost else None
-    if broken is not None:
-        failed.append(RetrievalFailure(broken, f"session failed while it was being received: {error}"))
-    try:
-        if batch:
-            log.info("fetch.commit.after_failure", messages=len(batch))
-            result.add(await store.store_batch(account, batch, now))
-        await failures_store.record_failures(store, account, failed, now)
-    except StoreError as exc:
-        log.warning("fetch.commit.failed", error=str(exc))
-        return []
-    finally:
-        release(batch)
-    return [f.key for f in failed]
 
 
 async def fetch_cycle(
@@ -253,6 +202,7 @@ async def fetch_cycle(
     stored: set[MessageKey] = set()  # of those, the ones whose batch's commit has returned
     odd: pop3_uidls.ListedKnown | None = None  # POP3: known UIDLs that may name another message now
     suspects: list[MessageKey] = []  # POP3: known UIDLs whose header section this session compares
+    listed: pop3_listed.ListedCheck | None = None  # POP3: what those comparisons found
     try:
         await store.verify_identity()  # a replaced or deleted archive stops every cycle
         # what an earlier cycle found and could not write (the disk full): deletions done on the server,
@@ -301,16 +251,10 @@ async def fetch_cycle(
         changes = policy.presence_changes(inventory, covered)
         back = changes.back
         if not imap:  # a known UIDL listed at another size (back, or never seen gone) may name another one
-            odd = pop3_uidls.listed_known(inventory, known, back)
-            suspects = list(odd.other_size)
-            if account.retention != "keep" and refusal is None:
-                # every possible deletion candidate too, whatever its size: a UIDL re-used at the
-                # very size of the archived message is caught only by its header section
-                listed_odd = {*odd.other_size, *odd.relisted}
-                due = pop3_uidls.deletion_suspects(
-                    account.retention, account.retention_days, inventory, known, set(back), clock()
-                )
-                suspects += [key for key in due if key not in listed_odd]
+            deletes = account.retention != "keep" and refusal is None
+            odd, suspects = await deleting.pop3_suspects(
+                account, store, inventory, known, back, result, clock(), deletes=deletes
+            )
             if suspects:  # checked after the retrieval; taken back only if shown to be the same
                 held = set(suspects)
                 back = [key for key in back if key not in held]
@@ -363,7 +307,6 @@ async def fetch_cycle(
         await commits.settle()  # every commit has returned before anything below may delete
         await store.record_pop3_server_sizes(account.name, off_sizes)
         off_sizes.clear()
-        listed: pop3_listed.ListedCheck | None = None
         if odd is not None and (suspects or odd.relisted):  # after the new mail is in
             listed = await pop3_listed.check_headers(
                 account.name, store, maildrop, inventory, suspects, known, clock(), odd.relisted
@@ -396,144 +339,64 @@ async def fetch_cycle(
             await folders.record(account, store, maildrop, inventory, clock(), reads=reads)
         if verified is not None:  # fetched by UID in this session: verified
             verified |= {key for key in retrieval.retrieved if isinstance(key, IMAPKey)}
-        # Any protocol: an IMAP account on delete-after reaching the target's mailbox under another
-        # host name would delete the uploads too (QA of session 10: before, POP3 accounts only).
         if account.retention != "keep" and refusal is None:
-            moves = await overlapping_moves(store, account.name)
-            suspended = policy.move_suspension(account.name, [(m.source, m.target, m.shared) for m in moves])
-            if suspended is not None:
-                result.deletion_suspended = suspended
-                result.warnings.append(suspended)
-                log.warning("fetch.delete.suspended", reason=suspended)
-        if account.retention != "keep" and refusal is None and result.deletion_suspended is None:
-            known = await store.locations(account.name)
-            again = policy.reappeared(inventory, known)
-            if again:
-                result.warnings.append(
-                    f"{len(again)} messages on the server carry an identity maild already deleted "
-                    "there, or saw leave the server and now listed with another size (a server "
-                    "re-using UIDLs?): left on the server, neither retrieved nor deleted"
-                )
-            candidates = policy.select_deletions(
-                account.retention, account.retention_days, inventory, known, clock()
+            to_delete = await deleting.delete_now(
+                account,
+                store,
+                maildrop,
+                inventory,
+                result,
+                clock=clock,
+                require_delivery=delivery is not None,
+                verified=verified,
+                listed=listed,
+                retrieved=retrieval.retrieved,
             )
-            if candidates:  # the durable re-check, made now that every commit has returned
-                archived = await store.archived(
-                    account.name, candidates, require_delivery=delivery is not None
-                )
-                checked: Collection[MessageKey] | None = verified
-                if not imap:  # a known UIDL may name another message now (another server, re-used)
-                    from maild.fetch import pop3_check
-
-                    shown = pop3_listed.shown_in_session(listed, retrieval.retrieved)
-                    unchecked = pop3_check.unchecked(candidates, shown)
-                    verdict = await pop3_check.verify_candidates(
-                        account.name,
-                        store,
-                        maildrop,
-                        inventory,
-                        [key for key in candidates if key not in set(unchecked)],
-                        retrieval.retrieved,
-                    )
-                    checked = verdict.deletable
-                    result.warnings.extend(verdict.warnings())
-                    # past this cycle's bounds, or due since its start: a later cycle checks them
-                    unresolved = listed.unresolved if listed is not None else frozenset()
-                    if untold := [key for key in unchecked if key not in unresolved]:
-                        result.warnings.append(pop3_check.waiting_warning(len(untold)))
-                to_delete = policy.confirm_deletions(candidates, archived, checked)
-            if to_delete:
-                await store.verify_identity()  # the commits landed in the file at the archive's path
-                log.debug("fetch.delete.started", messages=len(to_delete))
-                sent = await maildrop.delete(to_delete)
-                if sent is not None:  # IMAP may skip a mailbox (see IMAPMailbox.delete)
-                    to_delete = list(sent)
-                log.debug("fetch.delete.complete", messages=len(to_delete))
         probe = failed_headers.keys_to_fetch(records, [f.key for f in result.failures], on_server)
         found: dict[MessageKey, HeaderSummary] = {}
         usable = True
         if probe and account.protocol == "imap":  # deletions happened at EXPUNGE: nothing to lose
             found, usable = await failed_headers.read_in_session(maildrop, probe)
-        log.debug("fetch.close.started")
-        if not usable:
-            await maildrop.abort()  # the header fetch broke the session: not kept, nothing else changes
-        elif not imap and maildrop.served_unkept(stored, known):
-            # a message read and not stored (the spool had no room: a local failure): QUIT would let a
-            # server deleting downloaded mail remove it; no QUIT, so no DELE of this session applies
-            await maildrop.hang_up()
-            if to_delete:
-                log.warning("fetch.delete.withheld", messages=len(to_delete))
-                result.warnings.append(UNKEPT_WARNING.format(count=len(to_delete)))
-                to_delete = []
-        elif keep_open:
-            await maildrop.park()
-        else:
-            try:
-                await maildrop.close()
-            except (ConnectError, NetworkTimeout, ProtocolError) as exc:
-                # everything is stored: the poll did its job; only the deletions are in doubt
-                await maildrop.abort()
-                to_delete = end_failed(account.protocol, to_delete, exc, result)
-        log.debug("fetch.close.complete", kept=maildrop.parked)
+        # POP3: a message read and not stored (the spool had no room; another message the checks
+        # read under a known UIDL and did not archive): no QUIT (cycle_end.end_session)
+        unkept = not imap and (
+            maildrop.served_unkept(stored, known) or bool(pop3_listed.read_unkept(listed, stored))
+        )
+        to_delete = await cycle_end.end_session(
+            account, maildrop, result, to_delete, usable=usable, unkept=unkept, keep_open=keep_open
+        )
     except BaseException as exc:
-        # a message served and not stored (a failed commit, the disk full, SIGTERM mid-batch) must not
-        # reach a QUIT: a server deleting downloaded mail removes it there; no QUIT, no UPDATE
-        await maildrop.abandon(stored)
-        if commits is not None:
-            await commits.finish()
-        if isinstance(exc, ArchiveFull):  # no room for a write, any of the cycle's: local, see no_room
-            release(retrieval.batch)
-            result = await no_room.stopped(
-                account,
-                store,
-                result,
-                exc,
-                planned=planned if plan_made else None,
-                arrived=retrieval.retrieved,
-                stored=stored,
-                inventory=taken,
-                records=records,
-                now=clock(),
-            )
-            result.seconds = time.monotonic() - started
-            return result
-        if isinstance(exc, Exception) and not isinstance(exc, StoreError):
-            failed = await _keep_what_arrived(account.name, store, retrieval, result, exc, clock())
-            probe = failed_headers.keys_to_fetch(records, failed, on_server)
-            # a new session only after a broken one: never against a refusal to serve (LOGIN-DELAY ...)
-            broken = isinstance(exc, ConnectError | NetworkTimeout | ProtocolError)
-            if probe and reconnect is not None and broken:
-                found = await failed_headers.read_in_new_session(reconnect, account.protocol, probe)
-                await failed_headers.record(store, account.name, probe, found)
-        release(retrieval.batch)  # cancelled: not committed, tried again next cycle
-        raise
-    try:  # bookkeeping: a disk full now (a spool failure is often why) must not fail the cycle
-        await failures_store.record_failures(store, account.name, result.failures, clock())
-    except ArchiveFull as exc:
-        log.info("fetch.failures.not-recorded", error=str(exc))
-        probe = []  # their Subjects would not fit either
-    if probe and account.protocol == "pop3":  # in a session of its own: QUIT has applied the deletions
-        if reconnect is not None:
-            found = await failed_headers.read_in_new_session(reconnect, account.protocol, probe)
-        else:
-            probe = []
-    try:
-        await failed_headers.record(store, account.name, probe, found)
-    except ArchiveFull as exc:
-        log.info("fetch.failures.not-recorded", error=str(exc))
-    result.subjects = subjects(records, found, [*(f.key for f in result.failures), *result.set_aside])
-    if to_delete:
-        try:
-            await store.mark_deleted(account.name, to_delete, clock())
-            log.debug("fetch.deletions.recorded", messages=len(to_delete))
-        except ArchiveFull as exc:  # done on the server: the next cycle finds them gone (gone_at)
-            log.info("fetch.archive-full", messages=0, error=str(exc))
-            result.warnings.append(
-                f"{ARCHIVE_FULL_WARNING} ({exc}): {len(to_delete)} deletions done on the server"
-                " are not recorded yet; the daemon records them before its next cycle of the account"
-                " decides anything (a one-shot `maild fetch` cannot: free space before the next run)"
-            )
-        result.deleted = len(to_delete)
+        stopped = await cycle_end.after_failure(
+            exc,
+            account,
+            store,
+            maildrop,
+            result,
+            commits=commits,
+            retrieval=retrieval,
+            stored=stored,
+            planned=planned if plan_made else None,
+            inventory=taken,
+            records=records,
+            on_server=on_server,
+            reconnect=reconnect,
+            clock=clock,
+        )
+        if stopped is None:
+            raise
+        stopped.seconds = time.monotonic() - started
+        return stopped
+    await cycle_end.record_outcome(
+        account,
+        store,
+        result,
+        records=records,
+        probe=probe,
+        found=found,
+        deleted=to_delete,
+        reconnect=reconnect,
+        clock=clock,
+    )
     result.seconds = time.monotonic() - started
     if delivery is not None:
         result.delivered = delivery.delivered

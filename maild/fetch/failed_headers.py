@@ -140,7 +140,9 @@ async def read_in_new_session(
         return {}
     finally:
         if maildrop is not None:
-            await maildrop.abort()  # a no-op after close()
+            # a no-op after close(); no QUIT when it served anything (a server without UIDL: the
+            # digest inventory read every header section, TOP n 0, and nothing here stores them)
+            await maildrop.abandon()
 
 
 async def record(

@@ -84,10 +84,11 @@ def warning(count: int) -> str:
 
 def waiting_warning(count: int) -> str:
     """The cycle's warning for ``count`` candidates not checked in this cycle because the check's
-    limit (:data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS`) was reached: not deleted yet, not suspect."""
+    limit (:func:`maild.pop3_uidls.header_check_bound`) was reached: not deleted yet, not suspect."""
     return (
         f"{count} messages to delete wait for their header check in a later cycle (at most"
-        f" {pop3_uidls.MAX_POP3_HEADER_CHECKS} per cycle): not deleted yet"
+        f" {pop3_uidls.MAX_POP3_HEADER_CHECKS} per cycle, {pop3_uidls.DELETION_CHECKS_PER_CYCLE} with"
+        " PIPELINING): not deleted yet"
     )
 
 

@@ -16,7 +16,9 @@ retrieval committed (a check that breaks the session then costs that cycle's del
 new mail):
 
 1. :func:`check_headers`: ``TOP n 0`` of at most
-   :data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS` of them, compared with the archived message's header
+   :data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS` of them (with PIPELINING
+   :data:`maild.pop3_uidls.DELETION_CHECKS_PER_CYCLE` in windows of 200, and
+   :data:`maild.pop3_uidls.DELETION_CHECK_OCTETS` of replies), compared with the archived message's header
    section (:func:`maild.message.same_header_section`). Equal: the server lists this message at
    another size (an LF-stored maildrop counts one octet less per line than RETR sends); that size is
    recorded (``locations.server_size``) and later cycles compare with it. Different: another message;
@@ -82,6 +84,9 @@ class ListedCheck:
         waiting: past this cycle's bounds; checked in a later one.
         stored: what archiving :func:`check_contents`' other messages did, or None.
         archived: the keys of ``other`` whose new message :func:`check_contents` archived itself.
+        read: the keys whose message the checks read from the server (``TOP n 0`` answered, or
+            ``RETR`` served): a server deleting downloaded mail removes them at ``QUIT`` unless
+            they are kept (:func:`read_unkept`).
     """
 
     same: list[MessageKey] = field(default_factory=list)
@@ -91,6 +96,7 @@ class ListedCheck:
     waiting: list[MessageKey] = field(default_factory=list)
     stored: StoreOutcome | None = None
     archived: list[MessageKey] = field(default_factory=list)
+    read: list[MessageKey] = field(default_factory=list)
 
     @property
     def to_retrieve(self) -> list[MessageKey]:
@@ -118,10 +124,30 @@ class ListedCheck:
             out.append(
                 f"{len(self.waiting)} messages are listed under a UIDL maild knows (at another size than the"
                 f" archived message, or due for deletion) and wait for their check in a later cycle (at"
-                f" most {pop3_uidls.MAX_POP3_HEADER_CHECKS} TOP and {pop3_uidls.MAX_POP3_RETR_CHECKS} RETR"
-                " per cycle): not deleted yet"
+                f" most {pop3_uidls.MAX_POP3_HEADER_CHECKS} TOP, {pop3_uidls.DELETION_CHECKS_PER_CYCLE} with"
+                f" PIPELINING, and {pop3_uidls.MAX_POP3_RETR_CHECKS} RETR per cycle): not deleted yet"
             )
         return out
+
+
+def read_unkept(listed: ListedCheck | None, stored: Collection[MessageKey]) -> frozenset[MessageKey]:
+    """The keys whose message the checks read (:attr:`ListedCheck.read`) and this session neither
+    showed to be the archived message nor stored: another message under a known UIDL, read by
+    ``TOP n 0`` or ``RETR`` and then not archived (too large, set aside, unresolved, a spool with no
+    room). The archived location of such a UIDL names the message maild holds, not this one, so it
+    must not count as kept: the session then ends without ``QUIT`` (RFC 1939 section 6), else a
+    server deleting downloaded mail would remove it there.
+
+    Args:
+        listed: the cycle's checks, or None when it made none.
+        stored: the keys whose commit returned in this cycle.
+
+    Returns:
+        Those keys; empty when every message the checks read is kept.
+    """
+    if listed is None or not listed.read:
+        return frozenset()
+    return frozenset(listed.read).difference(listed.same, listed.archived, stored)
 
 
 def shown_in_session(listed: ListedCheck | None, retrieved: Collection[MessageKey]) -> frozenset[MessageKey]:
@@ -165,7 +191,9 @@ async def check_headers(
 
     Returns:
         ``same``, ``other`` (freed: to retrieve), ``untopped`` (for :func:`check_contents`) and
-        ``waiting`` (past :data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS`).
+        ``waiting`` (past :func:`maild.pop3_uidls.header_check_bound`: 2,000 in windows of 200
+        with PIPELINING, 200 without, or past :data:`maild.pop3_uidls.DELETION_CHECK_OCTETS` of
+        replies).
 
     Raises:
         StoreError: the archive failed (``ArchiveFull``: the disk is full); nothing was freed.
@@ -175,15 +203,30 @@ async def check_headers(
     """
     if not suspects and not relisted:
         return ListedCheck()
-    checked = list(suspects[: pop3_uidls.MAX_POP3_HEADER_CHECKS])
-    waiting = list(suspects[pop3_uidls.MAX_POP3_HEADER_CHECKS :])
-    headers = await maildrop.header_fields(checked, max_octets=TOP_REPLY_OCTETS)
-    read = [key for key in checked if key in headers]
-    raws = await store.raw_messages(sorted({known[key].message for key in read}))
-    same = [key for key in read if same_header_section(raws.get(known[key].message, b""), headers[key])]
-    other = [*relisted, *(key for key in read if key not in set(same))]
+    bound = pop3_uidls.header_check_bound(maildrop.pipelining)
+    window = pop3_uidls.MAX_POP3_HEADER_CHECKS  # one pipelined round trip (the maildrop's window)
+    same: list[MessageKey] = []
+    read: list[MessageKey] = []
+    untopped: list[MessageKey] = []
+    octets, checked = 0, 0
+    # window by window, each compared before the next is read: one window's header sections and
+    # archived messages in memory at a time
+    while checked < min(bound, len(suspects)) and (checked == 0 or octets < pop3_uidls.DELETION_CHECK_OCTETS):
+        chunk = list(suspects[checked : min(checked + window, bound)])
+        checked += len(chunk)
+        headers = await maildrop.header_fields(chunk, max_octets=TOP_REPLY_OCTETS)
+        octets += sum(len(h) for h in headers.values())
+        got = [key for key in chunk if key in headers]
+        raws = await store.raw_messages(sorted({known[key].message for key in got}))
+        same += [key for key in got if same_header_section(raws.get(known[key].message, b""), headers[key])]
+        read += got
+        untopped += [key for key in chunk if key not in headers]
+        del headers, raws
+    waiting = list(suspects[checked:])
+    matched = set(same)
+    other = [*relisted, *(key for key in read if key not in matched)]
     await _record(account, store, inventory, same, other, now)
-    return ListedCheck(same, other, [key for key in checked if key not in headers], [], waiting)
+    return ListedCheck(same, other, untopped, [], waiting, read=read)
 
 
 async def check_contents(
@@ -236,6 +279,7 @@ async def check_contents(
     same: list[MessageKey] = []
     others: list[RetrievedMessage] = []
     arrived: set[MessageKey] = set()
+    served: list[MessageKey] = []  # read whole by RETR (a refused one was not)
     maildrop.spool = store.spool  # a large message goes to a file beside the archive, not to memory
     try:
         async for item in maildrop.retrieve(todo):
@@ -243,6 +287,7 @@ async def check_contents(
             if isinstance(item, RetrievalFailure):
                 unread.append(item.key)
                 continue
+            served.append(item.key)
             spooled = item.spooled
             digest = spooled.sha256 if spooled is not None else sha256_hex(item.whole())
             if digest == digests.get(known[item.key].message):
@@ -280,6 +325,7 @@ async def check_contents(
         waiting,
         stored,
         [*early.archived, *archived],
+        [*early.read, *served],
     )
 
 

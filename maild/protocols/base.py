@@ -150,6 +150,13 @@ class Maildrop(abc.ABC):
         maildrop, nothing to select) and before an inventory."""
         return {}
 
+    @property
+    def pipelining(self) -> bool:
+        """Whether this session sends commands ahead in windows, one round trip per window (POP3:
+        the server announced PIPELINING, RFC 2449 section 6.6, and the window exceeds 1); default
+        False. Bounds that count round trips (the POP3 deletion checks) read it."""
+        return False
+
     def covers(self, key: MessageKey) -> bool:
         """Whether the last :meth:`inventory` looked where ``key`` lives, so that its absence there
         means the message left the server.

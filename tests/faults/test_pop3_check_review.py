@@ -72,7 +72,8 @@ async def test_a_header_only_message_is_not_taken_for_one_with_another_header(
 async def test_candidates_past_the_header_check_limit_are_deleted_next_cycle_not_reported_as_other(
     store: Store, executor: concurrent.futures.ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past MAX_POP3_HEADER_CHECKS, candidates wait for a later cycle; they are not said to differ.
+    """Past MAX_POP3_HEADER_CHECKS (a server without PIPELINING), candidates wait for a later cycle;
+    they are not said to differ.
 
     Steps: a server whose LIST sizes are all off by one (an LF-stored maildrop counts one octet less
     per line) holds three archived messages; with the limit at two, a "delete" cycle checks and
@@ -82,7 +83,7 @@ async def test_candidates_past_the_header_check_limit_are_deleted_next_cycle_not
     """
     monkeypatch.setattr(pop3_uidls, "MAX_POP3_HEADER_CHECKS", 2)
     raws = [sample_message(n) for n in (1, 2, 3)]
-    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws]) as server:
+    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws], pipelining=False) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")
         await prepare(store, keeping)
         await cycle(keeping, store, executor)
@@ -119,7 +120,7 @@ async def test_a_header_section_past_the_check_cap_does_not_stop_every_other_del
     the session's message cap, so both are compared and deleted.
     """
     raws = [big_header_message(1, 300 * 1024), sample_message(2)]
-    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws]) as server:
+    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws], pipelining=False) as server:
         keeping = pop3_account(server.host, server.port, "alice", "secret")
         await prepare(store, keeping)
         await cycle(keeping, store, executor)

@@ -119,11 +119,11 @@ async def test_header_checks_of_candidates_stop_at_their_limit_and_the_rest_are_
     monkeypatch: pytest.MonkeyPatch,
     limit: int,
 ) -> None:
-    """At most MAX_POP3_HEADER_CHECKS TOP per cycle (2 candidates, the limit at 2 - 1, 2, 2 + 1): the
-    others are not deleted unchecked; the next cycle checks and deletes them."""
+    """At most MAX_POP3_HEADER_CHECKS TOP per cycle without PIPELINING (2 candidates, the limit at
+    2 - 1, 2, 2 + 1): the others are not deleted unchecked; the next cycle checks and deletes them."""
     monkeypatch.setattr(pop3_uidls, "MAX_POP3_HEADER_CHECKS", limit)
     raws = [sample_message(1), sample_message(2)]
-    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws]) as server:
+    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws], pipelining=False) as server:
         account = await keeping(server, store)
         await cycle(account, store, executor)
         mark = len(server.commands)
@@ -212,3 +212,61 @@ async def test_a_cycle_broken_after_the_uidl_was_freed_archives_the_new_message_
 
     assert (result.new_messages, result.deleted) == (1, 1)
     assert await archived(store) == [first, second]
+
+
+@pytest.mark.parametrize("limit", [3, 4, 5])
+async def test_with_pipelining_a_cycle_checks_past_the_window_up_to_its_bound(
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+    limit: int,
+) -> None:
+    """With PIPELINING one cycle checks up to DELETION_CHECKS_PER_CYCLE candidates in windows of
+    MAX_POP3_HEADER_CHECKS (here windows of 2; 4 candidates, the bound at 4 - 1, 4, 4 + 1): more than
+    one window per cycle (before session 15: one window, 2), never more than the bound, the rest
+    deleted by the next cycle after their own check."""
+    monkeypatch.setattr(pop3_uidls, "MAX_POP3_HEADER_CHECKS", 2)
+    monkeypatch.setattr(pop3_uidls, "DELETION_CHECKS_PER_CYCLE", limit)
+    raws = [sample_message(n) for n in range(1, 5)]
+    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws]) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        mark = len(server.commands)
+        first = await cycle(with_retention(account, "delete"), store, executor)
+        tops = since(server, mark, "TOP")
+        mark = len(server.commands)
+        second = await cycle(with_retention(account, "delete"), store, executor)
+        assert since(server, mark, "TOP") == [f"TOP {n} 0" for n in range(1, 4 - min(limit, 4) + 1)]
+        assert server.maildrop == []
+
+    done = min(limit, 4)
+    assert tops == [f"TOP {n} 0" for n in range(1, done + 1)]
+    assert (first.deleted, second.deleted) == (done, 4 - done)
+    assert any("later cycle" in w for w in first.warnings) == (done < 4)
+    assert await archived(store) == raws
+
+
+@pytest.mark.parametrize("window_octets", ["under", "at", "over"])
+async def test_with_pipelining_the_checks_stop_after_the_window_that_reaches_the_octet_bound(
+    store: Store,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+    window_octets: str,
+) -> None:
+    """DELETION_CHECK_OCTETS bounds what one cycle's TOP replies add up to, checked after each window
+    (windows of 2, 4 candidates): the bound one octet above the first window's replies lets the second
+    window go; at or below them the cycle stops after the first window (the first is always read)."""
+    monkeypatch.setattr(pop3_uidls, "MAX_POP3_HEADER_CHECKS", 2)
+    raws = [sample_message(n) for n in range(1, 5)]
+    first_window = sum(len(raw.split(b"\r\n\r\n", 1)[0]) + 4 for raw in raws[:2])
+    bound = {"under": first_window + 1, "at": first_window, "over": first_window - 1}[window_octets]
+    monkeypatch.setattr(pop3_uidls, "DELETION_CHECK_OCTETS", bound)
+    with ScriptedPOP3([ScriptedMessage(raw) for raw in raws]) as server:
+        account = await keeping(server, store)
+        await cycle(account, store, executor)
+        mark = len(server.commands)
+        first = await cycle(with_retention(account, "delete"), store, executor)
+        tops = since(server, mark, "TOP")
+    done = 4 if window_octets == "under" else 2
+    assert tops == [f"TOP {n} 0" for n in range(1, done + 1)]
+    assert first.deleted == done

@@ -15,7 +15,8 @@ import pytest
 
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
-from maild.fetch.cycle import UNKEPT_WARNING, make_maildrop
+from maild.fetch.cycle import make_maildrop
+from maild.fetch.cycle_end import UNKEPT_WARNING
 from maild.model import Protocol, RetrievalFailure, RetrievedMessage
 from maild.policy import SET_ASIDE_AFTER_FAILURES
 from maild.spool import SPOOL_FAILURE_PREFIX, SPOOL_HEAD_OCTETS, Spool, SpooledBody

@@ -41,6 +41,15 @@ SPLIT_MODULES: dict[str, int] = {
     "maild/protocols/imap/guard.py": MAX_MODULE_LINES,
     "maild/auth/tokens.py": MAX_MODULE_LINES,
     "maild/auth/token_store.py": MAX_MODULE_LINES,
+    "maild/fetch/cycle.py": 420,
+    "maild/fetch/deleting.py": SPLIT_BY_JOB_LINES,
+    "maild/fetch/cycle_end.py": SPLIT_BY_JOB_LINES,
+    "maild/protocols/pop3/maildrop.py": 440,
+    "maild/protocols/pop3/steps.py": SPLIT_BY_JOB_LINES,
+    "maild/protocols/pop3/top_reads.py": SPLIT_BY_JOB_LINES,
+    "maild/protocols/pop3/inventories.py": SPLIT_BY_JOB_LINES,
+    "maild/protocols/pop3/marking.py": SPLIT_BY_JOB_LINES,
+    "maild/protocols/pop3/served.py": SPLIT_BY_JOB_LINES,
 }
 """Each module split by job, to the most lines it may have."""
 

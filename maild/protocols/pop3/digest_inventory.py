@@ -44,12 +44,20 @@ class DigestInventory:
             this session.
         size_by_key: the identity to its size in octets from LIST.
         warnings: what could not be done as usual, in words for the status.
+        served: the identities of the messages the server served to name them: ``TOP n 0``
+            answered (header identities, and the placeholders of too-large ones whose header section
+            was read) or RETR (full-content identities). A server deleting what it served at QUIT
+            removes them then, unless kept.
+        served_unnamed: messages served (``TOP n 0`` answered) that got no identity (their RETR
+            refused here): nothing could show them kept, so the session must not QUIT.
     """
 
     entries: list[InventoryEntry]
     msgnum_by_key: dict[str, int]
     size_by_key: dict[str, int]
     warnings: tuple[str, ...]
+    served: frozenset[str] = frozenset()
+    served_unnamed: int = 0
 
 
 def msgnum_windows(
@@ -89,12 +97,15 @@ async def inventory_without_uidl(
 ) -> DigestInventory:
     """Identities for a server without UIDL: digests of the messages' content.
 
-    Steps: ``TOP n 0`` for every message (pipelined in windows of ``window`` when allowed; not sent
-    when CAPA lists capabilities without TOP); a header identity (``"hdr:…"``) for each message whose
-    header section is distinctive and unique in the listing; RETR of every other message, in windows by
-    LIST size (``window_octets``), keeping only its SHA-256 (``"sha256:…"``, computed in the worker
-    thread, the octets dropped at once). A message larger than ``max_message_size`` octets (by LIST)
-    that needs its content is not downloaded: it gets ``"unidentified:<octets>:<msgnum>"``. A message
+    Steps: ``TOP n 0`` for every message up to ``max_message_size`` octets by LIST (pipelined in
+    windows of ``window`` when allowed; not sent when CAPA lists capabilities without TOP); a header
+    identity (``"hdr:…"``) for each message whose header section is distinctive and unique in the
+    listing; RETR of every other message, in windows by LIST size (``window_octets``), keeping only its
+    SHA-256 (``"sha256:…"``, computed in the worker thread, the octets dropped at once). A message
+    larger than ``max_message_size`` octets (by LIST) is read neither way (maild will not store it, and
+    a server may delete what TOP served at QUIT; since session 15): it gets
+    ``"unidentified:<octets>:<msgnum>"``, which names nothing in the archive. Every message read
+    (TOP answered, or RETR) is in :attr:`DigestInventory.served`. A message
     whose RETR is refused here has no identity this cycle: it is left out (neither retrieved nor
     deleted) and named in the warnings.
 
@@ -122,15 +133,19 @@ async def inventory_without_uidl(
     msgnums = sorted(sizes)
     limit = window if session.pipelining else 1
     tops: dict[int, bytes | None] = {}
-    if msgnums and (not session.caps or "TOP" in session.caps):
-        for start in range(0, len(msgnums), limit):
-            chunk = msgnums[start : start + limit]
+    cap = max_message_size
+    # a message maild will not download is not read either: a server deleting what TOP served
+    # would remove it at QUIT, or, counted as served, it would withhold every QUIT (session 15)
+    headed = [n for n in msgnums if not (cap and sizes[n] > cap)]
+    if headed and (not session.caps or "TOP" in session.caps):
+        for start in range(0, len(headed), limit):
+            chunk = headed[start : start + limit]
             commands = [f"TOP {n} 0" for n in chunk]
             replies = await run(functools.partial(session.run, "reading headers", commands, multiline=True))
             tops.update((n, r.body) for n, r in zip(chunk, replies, strict=True))
     plan = identity.plan_identities(sizes, tops)
+    headers_read = {n for n, body in tops.items() if body is not None}  # served: TOP answered +OK
     del tops
-    cap = max_message_size
     skipped = {n: f"unidentified:{sizes[n]}:{n}" for n in plan.need_content if cap and sizes[n] > cap}
     digests: dict[int, str] = {}
     refused: list[str] = []
@@ -146,12 +161,19 @@ async def inventory_without_uidl(
     entries: list[InventoryEntry] = []
     msgnum_by_key: dict[str, int] = {}
     size_by_key: dict[str, int] = {}
+    served: set[str] = set()
+    served_unnamed = 0
     for msgnum in msgnums:
         key = keys.get(msgnum)
+        read = msgnum in headers_read or msgnum in digests
         if key is not None:
             msgnum_by_key[key] = msgnum
             size_by_key[key] = sizes[msgnum]
             entries.append(InventoryEntry(POP3Key(key), sizes[msgnum]))
+            if read:
+                served.add(key)
+        elif read:
+            served_unnamed += 1
     what = "does not offer UIDL" if "UIDL" not in session.caps else "refused UIDL"
     warnings = [
         f"the server {what} (RFC 1939 section 7): messages are identified by digests of their "
@@ -181,4 +203,6 @@ async def inventory_without_uidl(
         header_collisions=len(plan.collisions),
         unidentified=len(refused),
     )
-    return DigestInventory(entries, msgnum_by_key, size_by_key, tuple(warnings))
+    return DigestInventory(
+        entries, msgnum_by_key, size_by_key, tuple(warnings), frozenset(served), served_unnamed
+    )

@@ -1,8 +1,11 @@
 """POP3 adapter: the async :class:`POP3Maildrop` over a blocking POP3 session in a worker thread.
 
 Blocking work runs in maild's thread pool, one executor job per step (login, inventory, one window of
-RETRs or DELEs, QUIT); the session itself (poplib, TLS, maild's own reply reader) lives in
-:mod:`maild.protocols.pop3.session`.
+RETRs or DELEs, QUIT: :mod:`~maild.protocols.pop3.steps`); the session itself (poplib, TLS, maild's
+own reply reader) lives in :mod:`maild.protocols.pop3.session`. The steps' jobs are in their own
+modules (session 15's split): the inventory (:mod:`~maild.protocols.pop3.inventories`), RETR windows
+(:mod:`~maild.protocols.pop3.retrieval`), TOP reads (:mod:`~maild.protocols.pop3.top_reads`), DELE
+(:mod:`~maild.protocols.pop3.marking`), what was served (:mod:`~maild.protocols.pop3.served`).
 
 Cancellation: cancelling asyncio does not stop a thread, so a cancelled step shuts the socket down, which
 makes the blocked thread return at once. The session is then broken: :meth:`POP3Maildrop.abort` only
@@ -16,12 +19,10 @@ naming the account, never the password.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from typing import Literal, TypeVar, cast
+from typing import cast
 
 import structlog
 
@@ -34,28 +35,19 @@ from maild.model import (
     ServerSettings,
 )
 from maild.protocols.base import Maildrop
-from maild.protocols.pop3.identity import is_content_key
-from maild.protocols.pop3.retrieval import RETRWindows, window_budget
+from maild.protocols.pop3 import inventories, marking, top_reads
+from maild.protocols.pop3.retrieval import MIN_WINDOW_OCTETS, RETRWindows, window_budget
+from maild.protocols.pop3.served import ServedLedger
 from maild.protocols.pop3.session import (
     ABORT_TIMEOUT_S,
     READ_CHUNK_OCTETS,
-    Listing,
     POP3Session,
 )
+from maild.protocols.pop3.steps import SessionSteps
 
 __all__ = ["ABORT_TIMEOUT_S", "READ_CHUNK_OCTETS", "POP3Maildrop"]
 
-_T = TypeVar("_T")
-_State = Literal["new", "opening", "open", "broken", "closed"]
 _log = structlog.stdlib.get_logger(__name__)
-
-MIN_WINDOW_OCTETS = 8 * 2**20
-"""Default floor of a RETR window in octets (LIST sizes), whatever the consumer's ``window_octets()``
-asks. The consumer sizes windows by its memory share (:data:`maild.limits.MEMORY_BUDGET_OCTETS`),
-but a POP3 window is not held here (it is read in parts of
-:data:`~maild.protocols.pop3.retrieval.HAND_OFF_OCTETS`; the rest waits
-on the connection), so shrinking it saves no memory and only costs round trips: at 50 ms, 8 MiB per
-window (two in flight) carries about 300 MB/s, more than one stream of the benchmark needs."""
 
 
 class POP3Maildrop(Maildrop):
@@ -78,9 +70,10 @@ class POP3Maildrop(Maildrop):
         max_reply_octets: cap on one reply in octets; a larger message fails the session with
             ProtocolError.
         max_message_size: the account's ``max_message_size`` in octets, or None. Without UIDL, a
-            message larger than this (by LIST) is never downloaded just to identify it: the fetch cycle
-            skips it anyway. If its header section does not identify it, it gets the placeholder
-            identity ``"unidentified:<octets>:<msgnum>"``, which names nothing in the archive.
+            message larger than this (by LIST) is never read to identify it (neither RETR nor
+            ``TOP n 0``: a server may delete what it served at QUIT): the fetch cycle skips it
+            anyway. It gets the placeholder identity ``"unidentified:<octets>:<msgnum>"``, which
+            names nothing in the archive.
         min_window_octets: floor of a RETR window in octets whatever :meth:`retrieve`'s
             ``window_octets()`` asks (see :data:`MIN_WINDOW_OCTETS`); 0 for none.
     """
@@ -99,26 +92,25 @@ class POP3Maildrop(Maildrop):
         if window < 1 or window_octets < 1 or max_reply_octets < 1:
             raise ValueError("window, window_octets and max_reply_octets must be positive")
         self._settings = settings
-        self._executor = executor
         self._window = window
         self._window_octets = window_octets
         self._min_window_octets = min_window_octets
         self._max_message_size = max_message_size
         self._session = POP3Session(settings, max_reply_octets)
-        self._state: _State = "new"
-        self._job: concurrent.futures.Future[object] | None = None
-        self._msgnum_by_uidl: dict[str, int] | None = None
-        self._size_by_uidl: dict[str, int] = {}
-        self._duplicates: frozenset[str] = frozenset()
-        self._identity: Literal["uidl", "content-digest"] = "uidl"
-        self._warnings: tuple[str, ...] = ()
-        #: Messages :meth:`peek` read with RETR (TOP not offered, refused or short), with why.
-        self.retr_fallbacks: list[tuple[MessageKey, str]] = []
-        #: A TOP reply of this session was whole only with LIST counting line ends as one octet.
-        self._line_ends_as_one = False
-        #: Keys this session asked the server for by RETR or TOP (a server deleting downloaded mail
-        #: may remove them at QUIT); see :meth:`served_unkept`.
-        self._served: set[MessageKey] = set()
+        self._steps = SessionSteps(self._session, executor, settings.account)
+        self._run = self._steps.run
+        #: The last :meth:`inventory` (message-numbers and sizes of this session), None before it.
+        self._found: inventories.Inventory | None = None
+        #: What :meth:`peek` learnt: how the server sizes messages, the reads that fell back to RETR.
+        self._peeked = top_reads.PeekMemory()
+        #: What this session served (RETR, TOP; a server deleting downloaded mail may remove it at
+        #: QUIT); see :meth:`served_unkept`.
+        self._served = ServedLedger()
+
+    @property
+    def retr_fallbacks(self) -> list[tuple[MessageKey, str]]:
+        """Messages :meth:`peek` read with RETR (TOP not offered, refused or short), with why."""
+        return self._peeked.fallbacks
 
     @property
     def capabilities(self) -> Mapping[str, tuple[str, ...]]:
@@ -127,41 +119,30 @@ class POP3Maildrop(Maildrop):
         return dict(self._session.caps)
 
     @property
+    def pipelining(self) -> bool:
+        """Whether commands go out in windows (PIPELINING announced, RFC 2449 section 6.6, and a
+        window above 1); known after :meth:`open`."""
+        return self._window > 1 and self._session.pipelining
+
+    @property
     def duplicate_uidls(self) -> frozenset[str]:
         """UIDLs that the last :meth:`inventory` found on more than one message, left out of it."""
-        return self._duplicates
+        return self._found.duplicates if self._found is not None else frozenset()
 
     @property
     def identity(self) -> str:
         """``"uidl"``, or ``"content-digest"`` when the last :meth:`inventory` found no UIDL and
         identified the messages by digests of their content (see :mod:`~maild.protocols.pop3.identity`)."""
-        return self._identity
+        return self._found.identity if self._found is not None else "uidl"
 
     @property
     def identity_warnings(self) -> Sequence[str]:
         """What the last :meth:`inventory` could not do as usual, in words for the status: digest
         identities and their cost, messages left out of the inventory."""
-        return self._warnings
-
-    async def _run(self, fn: Callable[[], _T]) -> _T:
-        """Run one blocking step in the executor.
-
-        Cancelled: the socket is shut down so the thread returns promptly, and the session is broken.
-        Any exception from the step also breaks the session (the stream may be out of step).
-        """
-        job = self._executor.submit(fn)
-        self._job = cast("concurrent.futures.Future[object]", job)
-        try:
-            return await asyncio.wrap_future(job)
-        except BaseException:
-            self._state = "broken"
-            if not job.done():
-                self._session.shutdown()
-            raise
+        return self._found.warnings if self._found is not None else ()
 
     def _require_open(self) -> None:
-        if self._state != "open":
-            raise RuntimeError(f"POP3 session for {self._settings.account!r} is {self._state}, not open")
+        self._steps.require_open()
 
     async def open(self) -> None:
         """Connect, negotiate TLS, log in with USER/PASS, read CAPA.
@@ -182,18 +163,14 @@ class POP3Maildrop(Maildrop):
             NetworkTimeout: an operation exceeded ``timeout_s``.
             ProtocolError: ``[SYS/PERM]`` at login, STLS refused or not offered, or a malformed reply.
         """
-        if self._state != "new":
-            raise RuntimeError("open() may be called only once")
-        self._state = "opening"
-        await self._run(self._session.connect)
-        self._state = "open"
+        await self._steps.open()
 
     async def inventory(self) -> list[InventoryEntry]:
         """UIDL and LIST: one entry per message, in message-number order, sizes in octets from LIST.
 
         Messages sharing a UIDL are left out (see :attr:`duplicate_uidls`), with a warning. When the
         server does not offer UIDL or refuses it permanently, identities are digests of the messages'
-        content instead (``TOP n 0`` and, where needed, RETR; see :meth:`_inventory_without_uidl`).
+        content instead (``TOP n 0`` and, where needed, RETR; see :mod:`~maild.protocols.pop3.inventories`).
 
         Cancelled: nothing changes on the server; the session is broken (call :meth:`abort`).
 
@@ -207,66 +184,29 @@ class POP3Maildrop(Maildrop):
             NetworkTimeout, ConnectError: the session is broken.
         """
         self._require_open()
-        self._identity, self._warnings = "uidl", ()
-        listing = await self._run(self._session.listing)
-        if listing.uidl is None:
-            return await self._inventory_without_uidl(listing)
-        uidls = listing.uidl.uidl_by_msgnum
-        if set(uidls) != set(listing.sizes):
-            raise self._session.protocol_error(
-                "UIDL and LIST name different message-numbers", standard="RFC 1939 section 7"
-            )
-        dups = listing.uidl.duplicates
-        for uidl, msgnums in dups.items():
-            _log.warning(
-                "pop3.uidl.duplicate", account=self._settings.account, uidl=uidl, message_count=len(msgnums)
-            )
-        entries: list[InventoryEntry] = []
-        self._msgnum_by_uidl, self._size_by_uidl = {}, {}
-        for msgnum in sorted(uidls):
-            uidl = uidls[msgnum]
-            if uidl not in dups:
-                self._msgnum_by_uidl[uidl] = msgnum
-                self._size_by_uidl[uidl] = listing.sizes[msgnum]
-                entries.append(InventoryEntry(POP3Key(uidl), listing.sizes[msgnum]))
-        self._duplicates = frozenset(dups)
-        return entries
-
-    async def _inventory_without_uidl(self, listing: Listing) -> list[InventoryEntry]:
-        """Identities for a server without UIDL (see
-        :func:`~maild.protocols.pop3.digest_inventory.inventory_without_uidl`); remembers them for
-        this session.
-
-        Raises:
-            ThrottledError: UIDL was refused with a code saying the condition will pass.
-            NetworkTimeout, ConnectError, ProtocolError: as for :meth:`inventory`.
-        """
-        # imported here: only a server without UIDL (RFC 1939 section 7) needs it
-        from maild.protocols.pop3 import digest_inventory
-
-        found = await digest_inventory.inventory_without_uidl(
+        self._found = None
+        found = await inventories.take_inventory(
             self._session,
-            listing,
             self._run,
             window=self._window,
             window_octets=self._window_octets,
             max_message_size=self._max_message_size,
         )
-        self._msgnum_by_uidl, self._size_by_uidl = found.msgnum_by_key, found.size_by_key
-        # the messages it downloaded whole (RETR) to name them; its header reads (TOP n 0) are not
-        # counted, else a too-large or set-aside message would withhold every QUIT (see served_unkept)
-        self._served.update(e.key for e in found.entries if is_content_key(cast(POP3Key, e.key).uidl))
-        self._duplicates = frozenset()
-        self._identity = "content-digest"
-        self._warnings = found.warnings
+        self._found = found
+        # every message the digest inventory read to name it (TOP n 0 or RETR): a server deleting
+        # what TOP served removes it at QUIT unless it is kept (see served_unkept)
+        self._served.named((POP3Key(key) for key in found.served), found.served_unnamed)
         return found.entries
 
     def _msgnum(self, key: MessageKey) -> int | None:
         if not isinstance(key, POP3Key):
             raise TypeError(f"POP3 key expected, got {type(key).__name__}")
-        if self._msgnum_by_uidl is None:
+        if self._found is None:
             raise RuntimeError("inventory() must run before retrieve() or delete()")
-        return self._msgnum_by_uidl.get(key.uidl)
+        return self._found.msgnum_by_uidl.get(key.uidl)
+
+    def _sizes(self) -> dict[str, int]:
+        return self._found.size_by_uidl if self._found is not None else {}
 
     async def retrieve(
         self, keys: Sequence[MessageKey], *, window_octets: Callable[[], int] | None = None
@@ -301,7 +241,7 @@ class POP3Maildrop(Maildrop):
         self._require_open()
         # checks every key before the first RETR; each is served before it is sent (one cut short
         # may count as a download)
-        self._served.update([key for key in keys if self._msgnum(key) is not None])
+        self._served.asked([key for key in keys if self._msgnum(key) is not None])
 
         windows = RETRWindows(
             self._session,
@@ -309,9 +249,9 @@ class POP3Maildrop(Maildrop):
             account=self._settings.account,
             window=self._window,
             msgnum=self._msgnum,
-            size_by_uidl=self._size_by_uidl,
-            duplicates=self._duplicates,
-            digests=self._identity == "content-digest",
+            size_by_uidl=self._sizes(),
+            duplicates=self.duplicate_uidls,
+            digests=self.identity == "content-digest",
             spool=self.spool,
         )
         budget = window_budget(window_octets, self._window_octets, self._min_window_octets)
@@ -328,33 +268,26 @@ class POP3Maildrop(Maildrop):
         """``item``, after taking a message whose RETR was answered ``-ERR`` out of the served ones
         (nothing was downloaded; see :meth:`served_unkept`)."""
         if isinstance(item, RetrievalFailure) and item.key in refused:
-            self._served.discard(item.key)
+            self._served.refused(item.key)
         return item
 
     async def header_fields(
         self, keys: Sequence[MessageKey], *, max_octets: int
     ) -> dict[MessageKey, bytes]:
-        """The header sections of ``keys`` by ``TOP n 0``, for showing a message that failed to arrive
-        (:mod:`maild.fetch.failed_headers`) and for comparing a known UIDL with the archived message
-        (:mod:`maild.fetch.pop3_listed`): pipelined in windows of up to ``window`` commands when the
-        server announces PIPELINING (one round trip per window), one round trip each otherwise.
-
-        Keys not in this session's inventory, or whose TOP was answered ``-ERR``, are left out; so is
-        everything when CAPA lists capabilities without TOP (TOP is optional, RFC 1939 section 7).
-
-        Args:
-            keys: keys from this session's :meth:`inventory`.
-            max_octets: cap on each reply in octets; a larger one breaks the session (ProtocolError).
+        """The header sections of ``keys`` (from this session's :meth:`inventory`) by ``TOP n 0``,
+        ``window`` commands per round trip with PIPELINING, one otherwise
+        (:func:`~maild.protocols.pop3.top_reads.header_sections`), each reply capped at ``max_octets``.
+        Keys not in the inventory, or whose TOP was answered ``-ERR``, are left out; everything is
+        when CAPA lists capabilities without TOP (TOP is optional, RFC 1939 section 7).
 
         Returns:
             Key to the header section as sent, un-stuffed, with the empty line that ends it.
 
         Cancelled: the socket is shut down and the session broken (call :meth:`abort`).
 
-        Standard: RFC 1939 section 7 (TOP), RFC 2449 sections 6.1 (CAPA TOP) and 6.6 (PIPELINING).
-
         Raises:
-            NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
+            NetworkTimeout, ConnectError, ProtocolError: the session is broken (a reply over
+                ``max_octets`` included); call :meth:`abort`.
         """
         self._require_open()
         if self._session.caps and "TOP" not in self._session.caps:
@@ -362,29 +295,20 @@ class POP3Maildrop(Maildrop):
         targets = [(key, n) for key in keys if (n := self._msgnum(key)) is not None]
         if not targets:
             return {}
-        msgnums = [n for _, n in targets]
         window = self._window if self._session.pipelining else 1
-        self._served.update(key for key, _ in targets)
-        read = functools.partial(self._session.header_sections, msgnums, max_octets, window)
-        replies = await self._run(read)
-        pairs = zip(targets, replies, strict=True)
-        return {key: reply.body for (key, _), reply in pairs if reply.body is not None}
+        return await top_reads.header_sections(
+            self._session, self._run, targets, max_octets=max_octets, window=window, served=self._served
+        )
 
     async def peek(
         self, keys: Sequence[MessageKey]
     ) -> AsyncIterator[RetrievedMessage | RetrievalFailure]:
-        """Each of ``keys`` whole, read with ``TOP n <lines>`` where the server offers TOP, in
-        windows of up to ``window`` commands and about ``window_octets`` octets by LIST size (sent
-        at once with PIPELINING, one executor job per window), yielded in the order of ``keys``
-        (see :mod:`maild.protocols.pop3.peek`).
-
-        Where CAPA lists capabilities without TOP, TOP is refused, or its reply is not the whole
-        message by LIST's size (:func:`~maild.protocols.pop3.peek.is_whole`; once a reply of the
-        session, its window included, was whole only with LIST counting line ends as one octet, a
-        reply with CRLFs at exactly LIST's size is taken as cut, not whole), the message is
-        read with RETR instead, which servers may take as a download (Dovecot sets ``\\Seen``;
-        some delete): each such fallback is logged (``pop3.peek.retr_fallback``) and listed in
-        :attr:`retr_fallbacks`. A key not in this session's inventory yields RetrievalFailure.
+        """Each of ``keys`` whole, read with ``TOP n <lines>`` in windows of up to ``window``
+        commands and about ``window_octets`` octets by LIST size, yielded in the order of ``keys``;
+        where TOP is not offered, refused or not the whole message, with RETR instead, which servers
+        may take as a download (Dovecot sets ``\\Seen``; some delete), listed in
+        :attr:`retr_fallbacks` (:func:`~maild.protocols.pop3.top_reads.whole_messages`). A key not
+        in this session's inventory yields RetrievalFailure.
 
         Cancelled: the socket is shut down and the session broken (call :meth:`abort`).
 
@@ -393,44 +317,27 @@ class POP3Maildrop(Maildrop):
         Raises:
             NetworkTimeout, ConnectError, ProtocolError: the session is broken; call :meth:`abort`.
         """
-        from maild.protocols.pop3.peek import counts_line_ends_as_one, is_whole, top_lines, top_windows
-
         self._require_open()
-        offered = not self._session.caps or "TOP" in self._session.caps
-        known = [(k, self._size_by_uidl[cast(POP3Key, k).uidl]) for k in keys if self._msgnum(k) is not None]
+        known: list[tuple[MessageKey, int, int]] = []
         for key in keys:
-            if self._msgnum(key) is None:
+            if (msgnum := self._msgnum(key)) is None:
                 yield RetrievalFailure(key, "not in this session's inventory (or its UIDL is shared)")
-        self._served.update(k for k, _ in known)
-        for window in top_windows(known, self._window, self._window_octets):
-            commands = [f"TOP {self._msgnum(k)} {top_lines(size)}" for k, size in window]
-            replies = [None] * len(window) if not offered else await self._run(
-                functools.partial(self._session.exchange_many, commands, pipelined=self._session.pipelining)
-            )
-            # how the server sizes messages, from the whole window before any is taken (is_whole)
-            self._line_ends_as_one = self._line_ends_as_one or any(
-                r is not None and r.body is not None and counts_line_ends_as_one(r.body, size)
-                for (_k, size), r in zip(window, replies, strict=True)
-            )
-            for (key, size), reply in zip(window, replies, strict=True):
-                if (
-                    reply is not None
-                    and reply.body is not None
-                    and is_whole(reply.body, size, line_ends_as_one=self._line_ends_as_one)
-                ):
-                    yield RetrievedMessage(key, bytes(reply.body))
-                    continue
-                why = "the server does not offer TOP"
-                if reply is not None:
-                    why = (
-                        f"TOP refused: {self._session.redact(reply.status.render())}"
-                        if reply.body is None
-                        else f"TOP sent {len(reply.body)} octets, LIST says {size}"
-                    )
-                _log.warning("pop3.peek.retr_fallback", account=self._settings.account, key=key, reason=why)
-                self.retr_fallbacks.append((key, why))
-                async for item in self.retrieve([key]):
-                    yield item
+            else:
+                known.append((key, msgnum, self._sizes()[cast(POP3Key, key).uidl]))
+        reads = top_reads.whole_messages(
+            self._session,
+            self._run,
+            known,
+            account=self._settings.account,
+            window=self._window,
+            window_octets=self._window_octets,
+            served=self._served,
+            memory=self._peeked,
+            retrieve=self.retrieve,
+        )
+        async with contextlib.aclosing(reads) as items:
+            async for item in items:
+                yield item
 
     async def delete(self, keys: Sequence[MessageKey]) -> None:
         """DELE each message, pipelined in windows of up to ``window`` commands when allowed.
@@ -463,23 +370,7 @@ class POP3Maildrop(Maildrop):
                 seen.add(msgnum)
                 targets.append((cast(POP3Key, key), msgnum))
         limit = self._window if self._session.pipelining else 1
-        for start in range(0, len(targets), limit):
-            window = targets[start : start + limit]
-            commands = [f"DELE {n}" for _, n in window]
-            replies = await self._run(
-                functools.partial(self._session.run, "deleting", commands, multiline=False)
-            )
-            refused = [
-                (key, r.status) for (key, _), r in zip(window, replies, strict=True) if not r.status.ok
-            ]
-            if refused:
-                key, status = refused[0]
-                line = self._session.redact(status.render())
-                raise self._session.protocol_error(
-                    f"DELE refused for {len(refused)} message(s), first UIDL {key.uidl!r}",
-                    line=line,
-                    standard="RFC 1939 section 5",
-                )
+        await marking.mark_deleted(self._session, self._run, targets, limit)
 
     async def close(self) -> None:
         """QUIT: the server enters UPDATE and removes the messages marked with DELE; then close.
@@ -493,14 +384,7 @@ class POP3Maildrop(Maildrop):
             ProtocolError: QUIT was answered ``-ERR``; deletions may not have happened.
             NetworkTimeout, ConnectError: no reply to QUIT; treat deletions as not done.
         """
-        self._require_open()
-        status = await self._run(self._session.quit)
-        self._state = "closed"
-        if not status.ok:
-            line = self._session.redact(status.render())
-            raise self._session.protocol_error(
-                "QUIT refused; deletions may not have been applied", line=line, standard="RFC 1939 section 6"
-            )
+        await self._steps.quit()
 
     async def abort(self) -> None:
         """End the session without applying deletions; never raises (cancellation still propagates).
@@ -514,7 +398,7 @@ class POP3Maildrop(Maildrop):
 
         Standard: RFC 1939 section 5 (RSET) and section 6 (no UPDATE without QUIT).
         """
-        await self._end(polite=True)
+        await self._steps.end(polite=True)
 
     async def hang_up(self) -> None:
         """End the session without another command (no RSET, no QUIT: the server never enters UPDATE
@@ -528,45 +412,16 @@ class POP3Maildrop(Maildrop):
 
         Standard: RFC 1939 section 6.
         """
-        await self._end(polite=False)
+        await self._steps.end(polite=False)
 
     def served_unkept(self, *kept: Collection[MessageKey]) -> bool:
         """Whether a message this session asked for by RETR (also one cut short, not one answered
         ``-ERR``) or TOP (whole, :meth:`peek`; ``TOP n 0``, :meth:`header_fields`) is in none of
-        ``kept``. The digest inventory of a server without UIDL counts with the messages it read by
-        RETR, not its ``TOP n 0`` header reads. See
+        ``kept``. The digest inventory of a server without UIDL counts with every message it read,
+        by RETR or ``TOP n 0`` (one read and left without an identity is never kept). See
         :meth:`Maildrop.served_unkept <maild.protocols.base.Maildrop.served_unkept>` and
         :meth:`abandon` (then :meth:`hang_up`, not RSET and QUIT).
 
         Standard: RFC 1939 section 6 (a session ended without QUIT never enters UPDATE).
         """
-        # sets first, by set difference (their stored hashes: ~10 us for 2,000 keys, where a
-        # membership test per key costs ~1 ms, the dataclass keys hashing in Python)
-        sets = [keys for keys in kept if isinstance(keys, set | frozenset)]
-        others = [keys for keys in kept if not isinstance(keys, set | frozenset)]
-        rest = self._served.difference(*sets)
-        return any(all(key not in keys for keys in others) for key in rest)
-
-    async def _end(self, *, polite: bool) -> None:
-        """:meth:`abort` (``polite``: RSET then QUIT when in step) or :meth:`hang_up`."""
-        state, self._state = self._state, "closed"
-        if state in ("new", "closed"):
-            return
-        try:
-            if state == "open" and (self._job is None or self._job.done()):
-                if polite:
-                    async with asyncio.timeout(2 * ABORT_TIMEOUT_S):
-                        await self._run(self._session.reset_and_quit)
-            elif self._job is not None and not self._job.done():
-                self._session.shutdown()
-                waiter = asyncio.wrap_future(self._job)
-                await asyncio.wait([waiter], timeout=ABORT_TIMEOUT_S)
-                if waiter.done() and not waiter.cancelled():
-                    waiter.exception()  # retrieved: the step failed because we shut it down
-                waiter.cancel()
-        except Exception as exc:  # best effort by contract
-            _log.debug("pop3.abort.failed", account=self._settings.account, error=type(exc).__name__)
-        finally:
-            self._state = "closed"
-            self._session.shutdown()
-            self._session.close()
+        return self._served.unkept(*kept)

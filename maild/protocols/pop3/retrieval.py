@@ -35,6 +35,13 @@ HAND_OFF_OCTETS = 2**20
 (:meth:`RETRWindows.results`) reads before handing them to the event loop (at least one message).
 Bounds what the adapter holds beyond the consumer's batches: a whole RETR window (up to
 ``window_octets``) stays in flight on the connection, not in this process."""
+MIN_WINDOW_OCTETS = 8 * 2**20
+"""Default floor of a RETR window in octets (LIST sizes), whatever the consumer's ``window_octets()``
+asks. The consumer sizes windows by its memory share (:data:`maild.limits.MEMORY_BUDGET_OCTETS`),
+but a POP3 window is not held here (it is read in parts of :data:`HAND_OFF_OCTETS`; the rest
+waits on the connection), so shrinking it saves no memory and only costs round trips: at 50 ms,
+8 MiB per window (two in flight) carries about 300 MB/s, more than one stream of the benchmark
+needs. (In ``maildrop.py`` until session 15.)"""
 
 
 def window_budget(
