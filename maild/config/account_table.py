@@ -26,6 +26,8 @@ from maild.config.values import (
     parse_duration,
     positive_int,
     required_text,
+    toml_key,
+    toml_string,
 )
 from maild.errors import ConfigError
 from maild.model import CompressMode, Protocol, Retention, Secret, TLSMode
@@ -142,8 +144,8 @@ def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) ->
     for key, value in data.items():
         if isinstance(value, Mapping) and key not in _SUBTABLES:  # [accounts.anna.pop]: "anna" + table "pop"
             raise ConfigError(
-                f"{where}.{key}: a table inside account {name}; an account name with a dot is written"
-                f' quoted: [accounts."{name}.{key}"]'
+                f"{where}.{toml_key(key)}: a table inside account {name}; an account name with a dot is"
+                f" written quoted: [accounts.{toml_string(f'{name}.{key}')}]"
             )
     if "provider" in data:  # issue 13: provider presets fill missing keys
         from maild.config.providers import apply_provider  # the presets' table: only when one is named

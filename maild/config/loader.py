@@ -26,7 +26,7 @@ from maild.config.alerts import AlertsConfig, parse_alerts
 from maild.config.auth import OAUTH2_DIR
 from maild.config.passwords import PasswordSource, file_kind
 from maild.config.records import IDLE_RESTART_MAX_S, AccountConfig, Config, DaemonConfig
-from maild.config.values import Table, choice, parse_duration, positive_int
+from maild.config.values import Table, choice, parse_duration, positive_int, toml_key
 from maild.errors import ConfigError, ConfigErrors
 from maild.model import Retention
 
@@ -219,7 +219,7 @@ def _main_table(
 
 def _refuse_unknown_top_level(doc: Mapping[str, Any], file: Path, allowed: set[str], hint: str) -> list[str]:
     """One problem per top-level key of ``file`` not in ``allowed`` (sorted), each with ``hint``."""
-    return [f"{file}: {key}: unknown top-level key ({hint})" for key in sorted(set(doc) - allowed)]
+    return [f"{file}: {toml_key(key)}: unknown top-level key ({hint})" for key in sorted(set(doc) - allowed)]
 
 
 def load_config(path: Path) -> Config:
@@ -277,7 +277,7 @@ def load_config(path: Path) -> Config:
                 problems.append(f"{file}: accounts.{name}: defined twice (also in {accounts[name].source})")
                 continue
             try:
-                account = parse_account(name, table, f"accounts.{name}", file)
+                account = parse_account(name, table, f"accounts.{toml_key(name)}", file)
             except ConfigError as exc:
                 problems.append(f"{file}: {exc}")
                 continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -21,6 +22,39 @@ _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION_S = 365 * 86400.0
 #: Keys whose values are never repeated in error messages.
 SECRET_KEYS = frozenset({"password", "password_command", "token", "token_command"})
+#: Key names shown as they are: TOML's bare keys, and the dot of an account name (``anna.pop``) kept
+#: as the loader's dotted paths always showed it.
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]+")
+#: Unicode categories :func:`toml_key` writes as escapes: controls (CR, LF, ESC, DEL, C1), format
+#: characters (bidirectional overrides, zero-width ones), line and paragraph separators, surrogates.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def toml_key(name: str) -> str:
+    """``name`` as a TOML key, for an error message: bare when TOML allows it (``anna-pop``, also
+    ``anna.pop``, see :data:`_BARE_KEY_RE`), else a
+    quoted key with every control, format and separator character escaped (``"a\\nb"``, ``"../x"``).
+
+    Key names come from the admin's file as written: echoed raw, a key holding a line feed split an
+    error into two lines and an ESC reached the terminal (QA of session 15). The quoted form is
+    how the key is written in TOML (TOML 1.0, "Keys" and "String"), so the admin can search for it.
+    """
+    return name if _BARE_KEY_RE.fullmatch(name) else toml_string(name)
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (TOML 1.0, "String"): in double quotes, with ``"`` and ``\\``
+    escaped and every control, format and separator character written as ``\\uXXXX``."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif unicodedata.category(char) in _ESCAPED_CATEGORIES:
+            code = ord(char)
+            out.append(f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def parse_duration(value: object, where: str) -> float:
@@ -61,7 +95,8 @@ class Table:
         self.used: set[str] = set()
 
     def key(self, name: str) -> str:
-        return f"{self.where}.{name}"
+        """The dotted path of ``name`` in this table, ``name`` written as :func:`toml_key` does."""
+        return f"{self.where}.{toml_key(name)}"
 
     def get(self, name: str, kinds: type | tuple[type, ...], default: Any = None, *, form: str = "") -> Any:
         self.used.add(name)
@@ -93,7 +128,7 @@ class Table:
         if unknown:
             raise ConfigError(
                 f"{self.key(unknown[0])}: unknown key"
-                + (f" (also: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
+                + (f" (also: {', '.join(map(toml_key, unknown[1:]))})" if len(unknown) > 1 else "")
             )
 
 
