@@ -20,8 +20,9 @@ _DURATION_FULL_RE = re.compile(r"\d+|(?:\d+\s*[smhd]\s*)+")
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 #: Upper bound of any duration in the configuration: one year, in seconds.
 MAX_DURATION_S = 365 * 86400.0
-#: Keys whose values are never repeated in error messages.
-SECRET_KEYS = frozenset({"password", "password_command", "token", "token_command"})
+#: Keys whose values are never repeated in error messages: a command is where an admin may have put
+#: the secret itself (``client_secret_command = "abc123"`` was echoed until session 15's QA).
+SECRET_KEYS = frozenset({"password", "password_command", "client_secret_command", "token", "token_command"})
 #: Key names shown as they are: TOML's bare keys, and the dot of an account name (``anna.pop``) kept
 #: as the loader's dotted paths always showed it.
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]+")

@@ -203,3 +203,46 @@ def test_a_value_of_another_type_is_one_line_naming_its_key(
     problems = problems_of(doc)
     assert_one_clean_line_each(problems)
     assert any(f"{level}.{key}" in line for line in problems), problems
+
+
+#: Keys whose values are secrets, with a wrongly typed value of each kind that holds the secret.
+SECRET_VALUES = (
+    ("accounts.anna-pop", "password", [SECRET]),
+    ("accounts.anna-pop", "password_command", SECRET),
+    ("accounts.anna-pop", "password_command", {"x": SECRET}),
+    ("accounts.eva-oauth.oauth2", "client_secret_command", SECRET),
+    ("accounts.eva-oauth.oauth2", "client_secret_command", [SECRET, 5]),
+    ("accounts.eva-oauth.oauth2", "token_command", SECRET),
+)
+
+
+@pytest.mark.parametrize(("level", "key", "value"), SECRET_VALUES)
+def test_a_secret_given_wrongly_is_never_repeated(level: str, key: str, value: object) -> None:
+    """A secret-holding key with a value of the wrong form is refused without repeating the value."""
+    doc = base()
+    table_at(doc, level)[key] = value
+    if key == "password":
+        del doc["accounts"]["anna-pop"]["password_file"]
+    problems = problems_of(doc)
+    assert problems
+    assert not any(SECRET in line for line in problems), problems
+
+
+@given(
+    st.sets(
+        st.sampled_from(["password", "password_file", "password_command", "password_credential"]), min_size=2
+    )
+)
+def test_secrets_given_in_several_ways_at_once_are_one_line_without_the_secret(keys: set[str]) -> None:
+    """Two or more of the password keys at once are refused in one line naming them, never the secret."""
+    doc = base()
+    table = doc["accounts"]["anna-pop"]
+    del table["password_file"]
+    values = {"password": SECRET, "password_file": "SECRET_FILE", "password_command": ["echo", SECRET],
+              "password_credential": "anna"}  # fmt: skip
+    for key in keys:
+        table[key] = values[key]
+    problems = problems_of(doc)
+    assert_one_clean_line_each(problems)
+    assert not any(SECRET in line for line in problems)
+    assert any(all(k in line for k in keys) for line in problems)
