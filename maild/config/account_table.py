@@ -198,6 +198,10 @@ def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) ->
             + (f" (found {', '.join(sources)})" if sources else " (none found)")
         )
     inline = t.get("password", str, None, form="a string")
+    if inline is not None and (not inline or any(c in inline for c in "\r\n")):
+        # as an empty or multi-line password_file is: every sign-in would fail, or carry a second
+        # command line (USER/PASS, RFC 1939 section 7); said at load time, not at each cycle
+        raise ConfigError(f"{t.key('password')}: must be one non-empty line (not shown: it is a secret)")
     pw_file, pw_cmd, pw_cred = secret_source_keys(t, name, base, "password", "anna")
     password = PasswordSource(
         inline=Secret(inline) if inline is not None else None,

@@ -246,3 +246,17 @@ def test_secrets_given_in_several_ways_at_once_are_one_line_without_the_secret(k
     assert_one_clean_line_each(problems)
     assert not any(SECRET in line for line in problems)
     assert any(all(k in line for k in keys) for line in problems)
+
+
+@pytest.mark.parametrize("password", ["", "s3cret\r\nDELE 1", "s3cret\n", "\r"])
+def test_an_inline_password_that_cannot_be_sent_is_refused_without_showing_it(password: str) -> None:
+    """An empty inline password, or one holding CR or LF, is refused at load time (as an empty or
+    multi-line ``password_file`` is), in one line that does not show it."""
+    doc = base()
+    table = doc["accounts"]["anna-pop"]
+    del table["password_file"]
+    table["password"] = password
+    problems = problems_of(doc)
+    assert_one_clean_line_each(problems)
+    assert any("accounts.anna-pop.password" in line for line in problems)
+    assert not any("DELE" in line for line in problems)
