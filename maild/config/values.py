@@ -113,9 +113,9 @@ class Table:
                 "a value of another type (not shown: it is a secret)" if name in SECRET_KEYS else repr(value)
             )
             raise ConfigError(f"{self.key(name)}: expected {expected}, got {shown}")
-        if _holds_nul(value):  # no path, name, command or password may: os and sockets refuse it
+        if (inner := _nul_at(value)) is not None:  # no path, name, command or password may: os refuses it
             raise ConfigError(
-                f"{self.key(name)}: contains a NUL character (\\u0000), which no value may contain"
+                f"{self.key(name)}{inner}: contains a NUL character (\\u0000), which no value may contain"
             )
         return value
 
@@ -133,16 +133,22 @@ class Table:
             )
 
 
-def _holds_nul(value: object) -> bool:
-    """Whether a string, or a string inside a list or table, contains U+0000 (before session 13 a NUL
-    in a path reached ``os.open`` as a traceback, and ``maild run`` exited 1 instead of 78)."""
+def _nul_at(value: object) -> str | None:
+    """Where a string, or a string inside a list or table, contains U+0000: ``""`` for the value itself,
+    ``.KEY`` (dotted, as :func:`toml_key` writes it) for a key or value inside a table; None when
+    nowhere. Before session 13 a NUL in a path reached ``os.open`` as a traceback, and ``maild run``
+    exited 1 instead of 78; until session 15 a NUL in a key of a sub-table (``oauth2``) was reported
+    as the sub-table's, without naming the key."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "" if "\x00" in value else None
     if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
+        return next((p for item in value if (p := _nul_at(item)) is not None), None)
     if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    return False
+        for key, item in value.items():
+            inner = "" if "\x00" in key else _nul_at(item)
+            if inner is not None:
+                return f".{toml_key(key)}{inner}"
+    return None
 
 
 def positive_int(table: Table, name: str, default: int | None) -> int | None:

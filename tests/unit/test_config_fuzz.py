@@ -126,6 +126,7 @@ def test_the_example_with_its_additions_loads() -> None:
 @example("daemon", "\x1b[2J")
 @example("", "\u202eb")
 @example("accounts.eva-oauth.oauth2", "\ry")
+@example("accounts.eva-oauth.oauth2", "\x00")  # a NUL in a sub-table's key: named, not the table
 def test_an_unknown_key_at_any_level_is_one_line_naming_it(level: str, text: str) -> None:
     """An unknown key, whatever its characters, is refused in one clean line that names it as TOML writes it."""
     doc = base()
