@@ -81,3 +81,51 @@ async def test_closing_the_server_with_clients_connected_logs_nothing_at_error_l
         await c.close()
     await settle()
     assert loop_errors == []
+
+
+async def test_clients_idle_after_a_reply_never_lock_out_a_new_one(served: ControlServer) -> None:
+    """Every slot held by a client that got its reply and stays connected (or trickles its next request
+    one octet at a time): a new client is still served, and the one idle longest is dropped. Before,
+    such clients held their slots for IDLE_TIMEOUT_S each and a new client got "busy"."""
+    idle = [await Client.connect(served.path) for _ in range(control.MAX_CLIENTS)]
+    try:
+        for c in idle:
+            assert (await c.ask(b'{"command": "status"}\n'))["ok"] is True
+        await idle[-1].send(b'{"comm')  # the next request, trickled
+        reply = await status_from_new_client(served)
+        assert reply["ok"] is True, reply
+        assert await idle[0].read_until_closed() == b""
+    finally:
+        for c in idle:
+            await c.close()
+
+
+async def test_a_client_whose_request_is_being_handled_keeps_its_slot(sock_dir: Path) -> None:
+    """A client waiting for its reply (a long ``fetch-now``) is never the one dropped: with every slot
+    busy that way, a new client gets ``busy``."""
+    release = asyncio.Event()
+
+    async def slow(req: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return {}
+
+    srv = ControlServer(sock_dir / "control.sock", slow)
+    await srv.start()
+    waiting = [await Client.connect(srv.path) for _ in range(control.MAX_CLIENTS)]
+    try:
+        for c in waiting:
+            await c.send(b'{"command": "fetch-now"}\n')
+        await settle()
+        fresh = await Client.connect(srv.path)
+        busy = await fresh.read_until_closed()
+        await fresh.close()
+        assert b'"busy"' in busy
+        release.set()
+        for c in waiting:
+            async with asyncio.timeout(5):
+                assert (await c.reader.readline()).startswith(b'{"ok":true')
+    finally:
+        release.set()
+        for c in waiting:
+            await c.close()
+        await srv.close()
