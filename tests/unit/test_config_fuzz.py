@@ -261,3 +261,23 @@ def test_an_inline_password_that_cannot_be_sent_is_refused_without_showing_it(pa
     assert_one_clean_line_each(problems)
     assert any("accounts.anna-pop.password" in line for line in problems)
     assert not any("DELE" in line for line in problems)
+
+
+@pytest.mark.parametrize("group", ["no-such-group-qa15", -1, "-1", 2**40, ""])
+def test_a_control_socket_group_that_cannot_be_given_is_a_config_error(group: object) -> None:
+    """``control_socket_group`` naming no group of this system, or no valid id, is refused at load
+    time naming the key: before, check-config said OK, ``maild run`` exited 1 ("cannot give ... to
+    group"), which systemd restarts for ever, and -1 was silently "leave the group as it is"."""
+    doc = base()
+    doc["daemon"]["control_socket_group"] = group
+    problems = problems_of(doc)
+    assert_one_clean_line_each(problems)
+    assert any("daemon.control_socket_group" in line for line in problems), problems
+
+
+@pytest.mark.parametrize("group", ["root", 0, "0", "daemon"])
+def test_a_control_socket_group_of_this_system_is_accepted(group: object) -> None:
+    """A group name or id that exists here (``root``/0, ``daemon``) is accepted."""
+    doc = base()
+    doc["daemon"]["control_socket_group"] = group
+    assert problems_of(doc) == ()
