@@ -1,7 +1,7 @@
 """The long run of the property tests: ``python3 -m tests.bench.fuzz [pytest args]``.
 
-Runs ``tests/unit/test_fuzz.py`` (parsers) and ``tests/unit/test_config_fuzz.py`` (config.example.toml
-mutated, session 15) under the Hypothesis profile ``maild-long``
+Runs ``tests/unit/test_fuzz.py`` (parsers), ``tests/unit/test_config_fuzz.py`` (config.example.toml
+mutated) and ``tests/unit/test_control_fuzz.py`` (control requests; both session 15) under the Hypothesis profile ``maild-long``
 (:data:`tests.support.fuzzing.LONG_EXAMPLES` examples per property instead of the suite's
 :data:`~tests.support.fuzzing.SUITE_EXAMPLES`) and prints Hypothesis' statistics, so that the count tried
 and anything found can be written down. Not collected by pytest.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The property-test modules the long run covers.
-FUZZ_MODULES = ("tests/unit/test_fuzz.py", "tests/unit/test_config_fuzz.py")
+FUZZ_MODULES = ("tests/unit/test_fuzz.py", "tests/unit/test_config_fuzz.py", "tests/unit/test_control_fuzz.py")
 
 
 def main(argv: list[str]) -> int:
