@@ -222,9 +222,16 @@ class ArchiveReader:
             raise StoreError(f"archive {path}: {_open_problem(exc, path)}") from None
         if not 2 <= version <= SCHEMA_VERSION:
             self._db.close()
+            # Say what to do (QA of session 15): an old archive is upgraded by the writers at their
+            # start, a newer one needs a newer maild (docs/backup.md, "Upgrading").
+            remedy = (
+                "`maild run` (or `maild fetch`) upgrades it at its start; back it up first (maild backup)"
+                if version < 2
+                else "it is newer than this maild: upgrade maild"
+            )
             raise StoreError(
-                f"archive {path} has schema version {version};"
-                f" this maild reads versions 2 to {SCHEMA_VERSION}"
+                f"archive {path} has schema version {version}; this maild reads versions 2 to"
+                f" {SCHEMA_VERSION}: {remedy}"
             )
         self._version = version
         self._columns = _SUMMARY_COLUMNS if version >= 12 else _SUMMARY_COLUMNS.replace("m.cc_header", "NULL")

@@ -52,12 +52,14 @@ def load_args_config(args: argparse.Namespace) -> Config:
     return load_config(config_path(args.config))
 
 
-def control_socket_path(args: argparse.Namespace) -> Path:
+def control_socket_path(args: argparse.Namespace, *, warn_problems: bool = True) -> Path:
     """The daemon's control socket, even when the config file on disk has errors.
 
     Client commands (status, fetch-now, pause, resume, reload, metrics) only need the socket path;
     a config edited into an invalid state must not leave the admin blind while the daemon still
-    runs with its last good configuration. The error is printed as a warning.
+    runs with its last good configuration. The errors are printed as warnings unless
+    ``warn_problems`` is false (``reload``: the daemon's refusal names them, and each was printed
+    twice: QA of session 15).
     """
     import tomllib
 
@@ -67,9 +69,10 @@ def control_socket_path(args: argparse.Namespace) -> Path:
     try:
         return load_config(path).daemon.control_socket
     except ConfigError as exc:
-        for problem in exc.problems:
-            warn(problem)
-        warn("the configuration has errors; asking the daemon anyway")
+        if warn_problems:
+            for problem in exc.problems:
+                warn(problem)
+            warn("the configuration has errors; asking the daemon anyway")
     raw: object = None
     text = b""
     try:
@@ -117,11 +120,12 @@ def scan_control_socket(text: bytes) -> str | None:
     return None
 
 
-def daemon_client(args: argparse.Namespace) -> ControlClient:
-    """A control client for the daemon of the configuration named on the command line."""
+def daemon_client(args: argparse.Namespace, *, warn_problems: bool = True) -> ControlClient:
+    """A control client for the daemon of the configuration named on the command line
+    (``warn_problems``: see :func:`control_socket_path`)."""
     from maild.service.control_client import ControlClient
 
-    return ControlClient(control_socket_path(args))
+    return ControlClient(control_socket_path(args, warn_problems=warn_problems))
 
 
 def reload_daemon(config: Config) -> str:

@@ -53,7 +53,9 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 " archive's disk), or its last cycle set messages aside; or the archive was replaced under"
                 " the daemon, or a transaction on it could not be rolled back (deletions stopped until a"
                 " restart: `ARCHIVE PROBLEM: …`); or a reader holds the archive's write-ahead log"
-                " (`! archive: write-ahead log held by a reader since 10:42, 173.0 MB; storing goes on`)",
+                " (`! archive: write-ahead log held by a reader since 10:42, 173.0 MB; storing goes on`);"
+                " also when the daemon could not be asked (no permission to use its socket, no answer: one"
+                " line on stderr, as `maild check`'s UNKNOWN)",
             ),
             (2, "usage error, also an ACCOUNT the daemon does not know"),
             (3, "the daemon is not running (systemctl's convention)"),

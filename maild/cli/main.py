@@ -206,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(devnull)
         return EXIT_BROKEN_PIPE
     except ControlError as exc:
-        print(f"maild: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a rejected reload: one line per problem
+            print(f"maild: {line}", file=sys.stderr)
         # A name the daemon does not know is the caller's mistake, like a wrong option: usage error.
         return EXIT_USAGE if exc.code == "unknown-account" else 1
     except ConfigError as exc:
@@ -475,7 +476,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    changes = daemon_client(args).reload().changes()
+    changes = daemon_client(args, warn_problems=False).reload().changes()
     print("reloaded" + (f" ({changes})" if changes else ", no account changed"))
     return 0
 

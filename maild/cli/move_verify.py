@@ -102,6 +102,10 @@ def unretire(args: argparse.Namespace) -> int:
         store = await MigrationStore.open(config.daemon.database)
         try:
             record = (await store.account_records()).get(args.source)
+            if record is None and args.source not in config.accounts:
+                raise MigrationError(
+                    f"no account named {args.source!r} (neither configured nor in the archive)"
+                )
             if record is None or record.retired_at is None:
                 raise MigrationError(f"account {args.source} is not retired")
             account = config.accounts.get(args.source)

@@ -26,6 +26,8 @@ from maild.config.values import (
     parse_duration,
     positive_int,
     required_text,
+    toml_key,
+    toml_string,
 )
 from maild.errors import ConfigError
 from maild.model import CompressMode, Protocol, Retention, TLSMode
@@ -143,8 +145,8 @@ def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) ->
     for key, value in data.items():
         if isinstance(value, Mapping) and key not in _SUBTABLES:  # [accounts.anna.pop]: "anna" + table "pop"
             raise ConfigError(
-                f"{where}.{key}: a table inside account {name}; an account name with a dot is written"
-                f' quoted: [accounts."{name}.{key}"]'
+                f"{where}.{toml_key(key)}: a table inside account {name}; an account name with a dot is"
+                f" written quoted: [accounts.{toml_string(f'{name}.{key}')}]"
             )
     if "provider" in data:  # issue 13: provider presets fill missing keys
         from maild.config.providers import apply_provider  # the presets' table: only when one is named
@@ -197,6 +199,10 @@ def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) ->
             + (f" (found {', '.join(sources)})" if sources else " (none found)")
         )
     inline = t.get("password", str, None, form="a string")
+    if inline is not None and (not inline or any(c in inline for c in "\r\n")):
+        # as an empty or multi-line password_file is: every sign-in would fail, or carry a second
+        # command line (USER/PASS, RFC 1939 section 7); said at load time, not at each cycle
+        raise ConfigError(f"{t.key('password')}: must be one non-empty line (not shown: it is a secret)")
     pw_file, pw_cmd, pw_cred = secret_source_keys(t, name, base, "password", "anna")
     password = PasswordSource(
         inline=Secret(inline) if inline is not None else None,

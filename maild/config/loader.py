@@ -26,7 +26,7 @@ from maild.config.alerts import AlertsConfig, parse_alerts
 from maild.config.auth import OAUTH2_DIR
 from maild.config.passwords import PasswordSource, file_kind
 from maild.config.records import IDLE_RESTART_MAX_S, AccountConfig, Config, DaemonConfig
-from maild.config.values import Table, choice, parse_duration, positive_int
+from maild.config.values import Table, choice, parse_duration, positive_int, toml_key
 from maild.errors import ConfigError, ConfigErrors
 from maild.model import Retention
 
@@ -96,10 +96,42 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
         log_format=log_format,
         shutdown_timeout_s=shutdown,
         max_connections_per_host=per_host,
-        control_socket_group=str(group) if group is not None else None,
+        control_socket_group=None if group is None else socket_group(group, t.key("control_socket_group")),
         metrics_textfile=(base / textfile) if textfile is not None else None,
         metrics_listen=listen_address(listen, t.key("metrics_listen")) if listen is not None else None,
     )
+
+
+#: Largest group id: 2**32 - 2 (Linux; 2**32 - 1 is chown's "leave unchanged", as is -1).
+MAX_GID = 2**32 - 2
+
+
+def socket_group(group: str | int, key: str) -> str:
+    """``control_socket_group`` as the control socket's group: a group name of this system, or a
+    decimal id 0 to :data:`MAX_GID`.
+
+    Returns:
+        The name or the id as text (what :class:`DaemonConfig` holds).
+
+    Raises:
+        ConfigError: an id out of range (-1 meant "leave the group as it is" to chown), or a name no
+            group of this system has (``maild run`` then failed to start with exit 1, which systemd
+            restarts for ever, while check-config said OK: QA of session 15).
+    """
+    import grp  # only when the key is set
+
+    text = str(group).strip()
+    if text.isdigit() or (isinstance(group, int) and not isinstance(group, bool)):
+        if not text.isdigit() or int(text) > MAX_GID:
+            raise ConfigError(f"{key}: expected a group name or an id 0-{MAX_GID}, got {group!r}")
+        return text
+    if not text:
+        raise ConfigError(f"{key}: expected a group name or an id 0-{MAX_GID}, got {group!r}")
+    try:
+        grp.getgrnam(text)
+    except KeyError:
+        raise ConfigError(f"{key}: no group named {text!r} on this system (see `getent group`)") from None
+    return text
 
 
 def listen_address(text: str, key: str) -> tuple[str, int]:
@@ -219,7 +251,7 @@ def _main_table(
 
 def _refuse_unknown_top_level(doc: Mapping[str, Any], file: Path, allowed: set[str], hint: str) -> list[str]:
     """One problem per top-level key of ``file`` not in ``allowed`` (sorted), each with ``hint``."""
-    return [f"{file}: {key}: unknown top-level key ({hint})" for key in sorted(set(doc) - allowed)]
+    return [f"{file}: {toml_key(key)}: unknown top-level key ({hint})" for key in sorted(set(doc) - allowed)]
 
 
 def load_config(path: Path) -> Config:
@@ -277,7 +309,7 @@ def load_config(path: Path) -> Config:
                 problems.append(f"{file}: accounts.{name}: defined twice (also in {accounts[name].source})")
                 continue
             try:
-                account = parse_account(name, table, f"accounts.{name}", file)
+                account = parse_account(name, table, f"accounts.{toml_key(name)}", file)
             except ConfigError as exc:
                 problems.append(f"{file}: {exc}")
                 continue

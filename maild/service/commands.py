@@ -66,13 +66,19 @@ CommandHandler = Callable[[CommandContext, Request], Awaitable[Reply]]
 
 #: Command name -> handler, in the order the unknown-command error lists them.
 COMMANDS: dict[str, CommandHandler] = {}
+#: Command name -> the request fields it takes besides ``command`` and ``version``.
+FIELDS: dict[str, tuple[str, ...]] = {}
+#: Fields every request may have.
+COMMON_FIELDS = ("command", "version")
 
 
-def command(name: str) -> Callable[[CommandHandler], CommandHandler]:
-    """Register the decorated coroutine as the handler of ``name`` in :data:`COMMANDS`."""
+def command(name: str, *fields: str) -> Callable[[CommandHandler], CommandHandler]:
+    """Register the decorated coroutine as the handler of ``name`` in :data:`COMMANDS`, taking the
+    request ``fields`` (any other is refused: :func:`dispatch`)."""
 
     def register(handler: CommandHandler) -> CommandHandler:
         COMMANDS[name] = handler
+        FIELDS[name] = fields
         return handler
 
     return register
@@ -88,7 +94,7 @@ def _known_account(ctx: CommandContext, name: object) -> str:
     return name
 
 
-@command("status")
+@command("status", "account")
 async def _status(ctx: CommandContext, req: Request) -> Reply:
     only = req.get("account") or None
     reply = await status_reply(ctx.scheduler.accounts, ctx.store, ctx.started_at, only)
@@ -102,7 +108,7 @@ async def _version(ctx: CommandContext, req: Request) -> Reply:
     return replies.VersionReply(__version__)
 
 
-@command("fetch-now")
+@command("fetch-now", "account", "wait", "retry_failed")
 async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
     target = req.get("account", "all")
     names = list(ctx.scheduler.accounts) if target == "all" else [target]
@@ -137,14 +143,14 @@ async def _fetch_now(ctx: CommandContext, req: Request) -> Reply:
     )
 
 
-@command("pause")
+@command("pause", "account")
 async def _pause(ctx: CommandContext, req: Request) -> Reply:
     name = _known_account(ctx, req.get("account"))
     ctx.scheduler.pause(name)
     return replies.AccountStateReply(name, reported_state(ctx.scheduler.accounts[name]))
 
 
-@command("resume")
+@command("resume", "account")
 async def _resume(ctx: CommandContext, req: Request) -> Reply:
     name = _known_account(ctx, req.get("account"))
     ctx.scheduler.resume(name)
@@ -186,8 +192,8 @@ async def dispatch(ctx: CommandContext | None, req: Request) -> dict[str, Any]:
 
     Raises:
         ControlError: ``starting`` before the archive and scheduler are up; ``bad-request`` when
-            ``account`` is not a string; ``unknown-command``; ``unknown-account``; ``config-invalid``
-            (``reload``).
+            ``account`` is not a string or a field is not one the command takes; ``unknown-command``;
+            ``unknown-account``; ``config-invalid`` (``reload``).
     """
     if ctx is None:
         raise ControlError("starting", "maild is starting; try again in a moment")
@@ -197,5 +203,12 @@ async def dispatch(ctx: CommandContext | None, req: Request) -> dict[str, Any]:
     handler = COMMANDS.get(name)
     if handler is None:
         raise ControlError("unknown-command", f"unknown command {name!r} ({', '.join(COMMANDS)})")
+    unknown = [f for f in req if f not in COMMON_FIELDS and f not in FIELDS[name]]
+    if unknown:
+        # QA of session 15: fields were ignored, so a misspelt "accounts" made fetch-now fetch every account
+        takes = ", ".join(FIELDS[name]) or "no fields"
+        raise ControlError(
+            "bad-request", f"unknown field {json.dumps(unknown[0])[:80]} for {name} (it takes {takes})"
+        )
     reply = await handler(ctx, req)
     return reply.to_json()

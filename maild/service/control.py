@@ -33,9 +33,9 @@ MAX_REQUEST_OCTETS = 64 * 1024
 IDLE_TIMEOUT_S = 10.0
 #: Seconds a new client may take to send its first request before it is dropped.
 FIRST_REQUEST_TIMEOUT_S = 3.0
-#: Clients served at once. When all slots are taken, the client that has been silent longest since
-#: connecting (sent no request yet) is dropped to make room, so silent connections never lock the
-#: CLI out; only when every client is busy does a new one get ``busy``.
+#: Clients served at once. When all slots are taken, the client silent longest (since it connected,
+#: or since its last reply) is dropped to make room, so silent or idle connections never lock the
+#: CLI out; only when every client's request is being handled does a new one get ``busy``.
 MAX_CLIENTS = 64
 LISTEN_BACKLOG = 512
 SOCKET_MODE = 0o660
@@ -65,7 +65,7 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self._silent: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        """Clients that have not sent a request yet, oldest first."""
+        """Clients without a request in hand (none sent yet, or the last answered), longest silent first."""
         self._identity: tuple[int, int] | None = None
         """Device and inode of the socket file this server made, to notice it removed or replaced."""
         self._lost: str | None = None
@@ -211,7 +211,18 @@ class ControlServer:
                 writer.write(encode(reply))
                 async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads is dropped
                     await writer.drain()
+                # Answered: droppable again, as the most recently active (QA of session 15: clients
+                # idle after one reply, or trickling their next request, held every slot for
+                # IDLE_TIMEOUT_S each and a new `maild status` got "busy").
+                self._silent[task] = writer
         except (ConnectionError, OSError, TimeoutError):
+            return
+        except asyncio.CancelledError:
+            # Dropped to make room, or the server closing. Nothing awaits this task: asyncio's
+            # start_unix_server callback in Python 3.11 calls task.exception() on it, which raises
+            # for a cancelled task, and the loop then logged an error-level traceback per dropped
+            # client (QA of session 15; Python 3.12 checks task.cancelled() first). Ending here
+            # leaves the task finished normally; the finally clause below still runs.
             return
         finally:
             self._clients.discard(task)

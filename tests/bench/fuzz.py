@@ -1,6 +1,7 @@
 """The long run of the property tests: ``python3 -m tests.bench.fuzz [pytest args]``.
 
-Runs ``tests/unit/test_fuzz.py`` under the Hypothesis profile ``maild-long``
+Runs ``tests/unit/test_fuzz.py`` (parsers), ``tests/unit/test_config_fuzz.py`` (config.example.toml
+mutated) and ``tests/unit/test_control_fuzz.py`` (control requests; both session 15) under the Hypothesis profile ``maild-long``
 (:data:`tests.support.fuzzing.LONG_EXAMPLES` examples per property instead of the suite's
 :data:`~tests.support.fuzzing.SUITE_EXAMPLES`) and prints Hypothesis' statistics, so that the count tried
 and anything found can be written down. Not collected by pytest.
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The property-test modules the long run covers.
+FUZZ_MODULES = ("tests/unit/test_fuzz.py", "tests/unit/test_config_fuzz.py", "tests/unit/test_control_fuzz.py")
 
 
 def main(argv: list[str]) -> int:
@@ -21,7 +24,7 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "MAILD_HYPOTHESIS_PROFILE": "maild-long", "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-        "--hypothesis-show-statistics", "--timeout=3600", "tests/unit/test_fuzz.py", *argv,
+        "--hypothesis-show-statistics", "--timeout=3600", *FUZZ_MODULES, *argv,
     ]  # fmt: skip
     return subprocess.call(command, cwd=ROOT, env=env)
 

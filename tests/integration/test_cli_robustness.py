@@ -78,6 +78,26 @@ def test_client_commands_work_while_the_config_on_disk_is_broken(
     assert "bogus" in rejected.stderr
 
 
+def test_reload_of_a_broken_config_names_each_problem_once_on_its_own_line(
+    daemon: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    """`maild reload` with two problems in the file: exit 1, each problem once, every stderr line a
+    `maild: ` line, and the daemon runs on (QA of session 15: each problem was printed twice, first
+    as a warning of the client, then in the daemon's reply, whose second problem had no `maild:`)."""
+    cfg, proc = daemon
+    cfg.write_text(cfg.read_text() + "bogus_one = 1\n[alerts]\nbogus_two = 2\n")  # two problems
+    rejected = maild(cfg, "reload")
+    assert rejected.returncode == 1
+    lines = rejected.stderr.splitlines()
+    assert all(line.startswith("maild: ") for line in lines), lines
+    assert sum("bogus_one" in line for line in lines) == 1, lines
+    assert sum("bogus_two" in line for line in lines) == 1, lines
+    assert "nothing changed" in rejected.stderr
+    proc.send_signal(signal.SIGHUP)  # systemctl reload: the same refusal, and the daemon stays up
+    assert maild(cfg, "status", "--json").returncode == 0
+    assert proc.poll() is None
+
+
 def test_client_commands_find_the_daemon_when_the_config_is_not_even_toml(
     daemon: tuple[Path, subprocess.Popen[bytes]],
 ) -> None:

@@ -181,6 +181,7 @@ def test_status_without_a_daemon_reads_the_config_and_nothing_heavy(tmp_path: Pa
     assert heavy(modules, frozenset({"maild.cli.status_view"})) == set()
     assert not modules & GROUP_MODULES
     assert "maild.service.replies" not in modules  # the status records only
+    assert "unicodedata" not in modules  # the config's odd-key quoting (session 15) loads it on errors only
 
 
 @pytest.mark.dovecot

@@ -325,3 +325,37 @@ async def test_wait_must_be_a_boolean(daemon: Daemon, wait: object) -> None:
     with pytest.raises(ControlError, match='"wait" must be true or false') as info:
         await ask(daemon, command="fetch-now", account="all", wait=wait)
     assert info.value.code == "bad-request"
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"command": "fetch-now", "accounts": "anna-pop"}, "accounts"),
+        ({"command": "fetch-now", "account": "anna-pop", "retry-failed": True}, "retry-failed"),
+        ({"command": "pause", "account": "anna-pop", "for": "1h"}, "for"),
+        ({"command": "status", "failed": True}, "failed"),
+        ({"command": "stop", "force": True}, "force"),
+        ({"command": "reload", "path": "/etc/other.toml"}, "path"),
+    ],
+)
+async def test_a_field_the_command_does_not_take_is_a_bad_request(
+    daemon: Daemon, request_fields: dict[str, Any], field: str
+) -> None:
+    """A field the command does not take is refused, naming it, and nothing is done: before, a
+    misspelt ``accounts`` made fetch-now fetch every account (QA of session 15)."""
+    with pytest.raises(ControlError) as info:
+        await dispatch(daemon.context(), request_fields)
+
+    assert info.value.code == "bad-request"
+    assert f'"{field}"' in str(info.value)
+    assert daemon.scheduler.requested == [] and not daemon.stopped
+
+
+async def test_the_fields_each_command_takes_are_accepted(daemon: Daemon) -> None:
+    """Every field the command-line client sends (and docs/control-socket.md lists) is accepted."""
+    await ask(daemon, command="status", account="anna-pop", version=1)
+    await ask(daemon, command="fetch-now", account="all", wait=False, retry_failed=False, version=1)
+    await ask(daemon, command="pause", account="anna-pop")
+    await ask(daemon, command="resume", account="anna-pop")
+    for name in ("version", "reload", "metrics", "alert-test", "stop"):
+        await ask(daemon, command=name, version=1)

@@ -155,7 +155,7 @@ def test_daemon_service_keys(tmp_path: Path) -> None:
     """max_connections_per_host, control_socket_group (name or id) and metrics_textfile are read."""
     path = main_file(
         tmp_path,
-        '[daemon]\nmax_connections_per_host = 2\ncontrol_socket_group = "maild"\n'
+        '[daemon]\nmax_connections_per_host = 2\ncontrol_socket_group = "daemon"\n'  # a group of every Debian
         'metrics_textfile = "metrics/maild.prom"\n',
     )
     numeric = write(tmp_path / "num" / "config.toml", "[daemon]\ncontrol_socket_group = 998\n")
@@ -163,7 +163,7 @@ def test_daemon_service_keys(tmp_path: Path) -> None:
     daemon = load_config(path).daemon
 
     assert daemon.max_connections_per_host == 2
-    assert daemon.control_socket_group == "maild"
+    assert daemon.control_socket_group == "daemon"
     assert daemon.metrics_textfile == tmp_path / "metrics" / "maild.prom"
     assert load_config(numeric).daemon.control_socket_group is not None
 

@@ -14,6 +14,7 @@ import pytest
 from maild.archive.reader import ArchiveReader, MessageFilter
 from maild.archive.schema import SCHEMA_VERSION
 from maild.cli.main import main
+from maild.errors import StoreError
 from tests.support.old_archives import MESSAGES, build_at_version
 
 READ_VERSIONS = range(2, SCHEMA_VERSION + 1)
@@ -65,3 +66,19 @@ def test_search_on_a_schema_11_or_12_archive_exits_as_grep(
     assert "has_documents" not in err
     assert code == 0, err
     assert "Hallo Welt 1" in out
+
+
+async def test_a_version_1_archive_is_refused_with_what_upgrades_it(tmp_path: Path) -> None:
+    """A schema 1 archive (which ``maild run`` upgrades at its start) is refused by the reader in words
+    that say so: before, "this maild reads versions 2 to 16" left the admin thinking the archive was
+    unusable; ``maild check-config`` printed it as a warning (QA of session 15)."""
+    path = tmp_path / "maild.sqlite3"
+    await build_at_version(path, 1)
+
+    with pytest.raises(StoreError) as info:
+        ArchiveReader(path)
+
+    message = str(info.value)
+    assert "schema version 1" in message
+    assert "maild run" in message and "upgrade" in message
+    assert "\n" not in message
