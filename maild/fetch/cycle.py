@@ -64,7 +64,7 @@ from maild.archive.store import ArchiveFull, Store
 from maild.config.loader import AccountConfig
 from maild.config.maildrop import make_maildrop
 from maild.errors import ConfigError, ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch import failed_headers, no_room, pop3_listed
+from maild.fetch import failed_headers, no_room
 from maild.fetch.batching import (
     BATCH_MESSAGES,
     BATCH_OCTETS,
@@ -102,11 +102,13 @@ __all__ = [
 
 if TYPE_CHECKING:
     from maild.archive.maildir import CycleDelivery
+    from maild.fetch import pop3_listed
 
 # Start-up time (docs/performance.md, "Session 8: start-up"): the IMAP steps of a cycle (UIDVALIDITY
 # resync and the UID check in maild.fetch.resync, unselected mailboxes in maild.fetch.folders) and
 # the Maildir writer are imported by the cycles that run them, so a one-shot `maild fetch` of POP3
-# accounts without `deliver_maildir` loads none of them (tests/integration/test_cli_startup.py).
+# accounts without `deliver_maildir` loads none of them (tests/integration/test_cli_startup.py);
+# likewise the POP3 checks (maild.fetch.pop3_listed, pop3_check) for IMAP (session 15).
 
 log = structlog.get_logger("maild.fetch.cycle")
 
@@ -365,6 +367,8 @@ async def fetch_cycle(
         off_sizes.clear()
         listed: pop3_listed.ListedCheck | None = None
         if odd is not None and (suspects or odd.relisted):  # after the new mail is in
+            from maild.fetch import pop3_listed  # POP3 only: an IMAP cycle loads neither of them
+
             listed = await pop3_listed.check_headers(
                 account.name, store, maildrop, inventory, suspects, known, clock(), odd.relisted
             )
@@ -423,7 +427,7 @@ async def fetch_cycle(
                 )
                 checked: Collection[MessageKey] | None = verified
                 if not imap:  # a known UIDL may name another message now (another server, re-used)
-                    from maild.fetch import pop3_check
+                    from maild.fetch import pop3_check, pop3_listed
 
                     shown = pop3_listed.shown_in_session(listed, retrieval.retrieved)
                     unchecked = pop3_check.unchecked(candidates, shown)
