@@ -299,7 +299,10 @@ def _daemon_modules(directory: Path, config: Path) -> tuple[set[str], str]:
     env = {**os.environ, "MAILD_TEST_MODULES": str(out), "PYTHONPATH": repo}
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-c", RUNNER, "-c", str(config), "run"], stdout=sink, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-c", RUNNER, "-c", str(config), "run"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
         deadline = time.monotonic() + 60
