@@ -63,7 +63,7 @@ from maild.archive.store import Store
 from maild.config.loader import AccountConfig
 from maild.config.maildrop import make_maildrop
 from maild.errors import ConfigError
-from maild.fetch import cycle_end, deleting, failed_headers, pop3_listed
+from maild.fetch import cycle_end, deleting, failed_headers
 from maild.fetch.batching import (
     BATCH_MESSAGES,
     BATCH_OCTETS,
@@ -98,11 +98,13 @@ __all__ = [
 
 if TYPE_CHECKING:
     from maild.archive.maildir import CycleDelivery
+    from maild.fetch import pop3_listed
 
 # Start-up time (docs/performance.md, "Session 8: start-up"): the IMAP steps of a cycle (UIDVALIDITY
 # resync and the UID check in maild.fetch.resync, unselected mailboxes in maild.fetch.folders) and
 # the Maildir writer are imported by the cycles that run them, so a one-shot `maild fetch` of POP3
-# accounts without `deliver_maildir` loads none of them (tests/integration/test_cli_startup.py).
+# accounts without `deliver_maildir` loads none of them (tests/integration/test_cli_startup.py);
+# likewise the POP3 checks (maild.fetch.pop3_listed, pop3_check) for IMAP (session 15).
 
 log = structlog.get_logger("maild.fetch.cycle")
 
@@ -308,6 +310,8 @@ async def fetch_cycle(
         await store.record_pop3_server_sizes(account.name, off_sizes)
         off_sizes.clear()
         if odd is not None and (suspects or odd.relisted):  # after the new mail is in
+            from maild.fetch import pop3_listed  # POP3 only: an IMAP cycle loads neither of them
+
             listed = await pop3_listed.check_headers(
                 account.name, store, maildrop, inventory, suspects, known, clock(), odd.relisted
             )
@@ -359,9 +363,11 @@ async def fetch_cycle(
             found, usable = await failed_headers.read_in_session(maildrop, probe)
         # POP3: a message read and not stored (the spool had no room; another message the checks
         # read under a known UIDL and did not archive): no QUIT (cycle_end.end_session)
-        unkept = not imap and (
-            maildrop.served_unkept(stored, known) or bool(pop3_listed.read_unkept(listed, stored))
-        )
+        unkept = False
+        if not imap:
+            from maild.fetch import pop3_listed  # POP3 only: an IMAP cycle loads none of its checks
+
+            unkept = maildrop.served_unkept(stored, known) or bool(pop3_listed.read_unkept(listed, stored))
         to_delete = await cycle_end.end_session(
             account, maildrop, result, to_delete, usable=usable, unkept=unkept, keep_open=keep_open
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -25,10 +26,12 @@ from maild import policy, pop3_uidls
 from maild.archive.move_guard import overlapping_moves
 from maild.archive.store import Store
 from maild.config.loader import AccountConfig
-from maild.fetch import pop3_listed
 from maild.fetch.result import CycleResult
 from maild.model import IMAPKey, InventoryEntry, Location, MessageKey
 from maild.protocols.base import Maildrop
+
+if TYPE_CHECKING:
+    from maild.fetch import pop3_listed
 
 log = structlog.get_logger("maild.fetch.cycle")  # the cycle's events, under the cycle's logger
 
@@ -169,7 +172,7 @@ async def delete_now(
     archived = await store.archived(account.name, candidates, require_delivery=require_delivery)
     checked: Collection[MessageKey] | None = verified
     if account.protocol != "imap":  # a known UIDL may name another message now (another server, re-used)
-        from maild.fetch import pop3_check
+        from maild.fetch import pop3_check, pop3_listed  # POP3 only: an IMAP cycle loads neither
 
         shown = pop3_listed.shown_in_session(listed, retrieved)
         unchecked = pop3_check.unchecked(candidates, shown)

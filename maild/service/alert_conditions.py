@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from maild.auth.tokens import TokenHealth, peek_source
 from maild.secret import redact_known
 from maild.service.account_runtime import AccountRuntime
 
 if TYPE_CHECKING:
     from maild.archive.checkpointer import WalSnapshot
+    from maild.auth.tokens import TokenHealth
 
 __all__ = ["Condition", "token_condition", "token_health", "wal_condition"]
 
@@ -33,7 +33,11 @@ class Condition:
 def token_health(rt: AccountRuntime) -> TokenHealth | None:
     """The OAuth2 token health of ``rt`` from memory, or None (not OAuth2, or no token asked for yet)."""
     oauth = rt.config.sign_in.oauth2
-    source = peek_source(oauth) if oauth is not None else None
+    if oauth is None:
+        return None
+    from maild.auth.tokens import peek_source  # OAuth2 accounts only: the daemon of passwords loads none
+
+    source = peek_source(oauth)
     return source.health() if source is not None else None
 
 

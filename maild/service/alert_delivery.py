@@ -19,8 +19,6 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 import structlog
@@ -101,7 +99,15 @@ async def _run(argv: list[str], stdin: bytes) -> tuple[bool, str]:
 
 
 def mail_message(config: AlertsConfig, event: AlertEvent, hostname: str | None = None) -> bytes:
-    """The alert as an RFC 5322 message: subject, a readable body and the JSON event at the end."""
+    """The alert as an RFC 5322 message: subject, a readable body and the JSON event at the end.
+
+    The stdlib's message classes (``email.message`` with ``email.utils``, ``email.header``,
+    ``email.charset``, ``calendar``: 19 modules, about 9 ms of CPU and 0.8 MB resident) are imported
+    here, when an alert is mailed, not with the daemon (docs/performance.md, "Session 15").
+    """
+    from email.message import EmailMessage
+    from email.utils import format_datetime, make_msgid
+
     host = hostname or socket.getfqdn()
     msg = EmailMessage()
     msg["To"] = ", ".join(config.mail_to)

@@ -21,7 +21,6 @@ from typing import Any
 import structlog
 
 from maild import __version__
-from maild.archive.maildir import clean_stale_tmp
 from maild.archive.store import ArchiveReplaced, Store
 from maild.config.loader import Config, load_config
 from maild.errors import ControlError, MaildError
@@ -258,6 +257,8 @@ class Daemon:
             await self.store.ensure_accounts(records, utc_now())
             for acc in cfg.accounts.values():
                 if acc.deliver_maildir is not None:  # leftovers of writes killed mid-way
+                    from maild.archive.maildir import clean_stale_tmp  # only with deliver_maildir
+
                     await asyncio.to_thread(clean_stale_tmp, acc.deliver_maildir)
             await self.store.keep_counters()  # status answers from these (issue 15, item 7)
             await self.alerter.attach(self.store)

@@ -18,7 +18,6 @@ import structlog
 from maild import __version__
 from maild.archive.failures import failure_records
 from maild.archive.store import Store
-from maild.auth.tokens import peek_source
 from maild.errors import AuthError
 from maild.fetch.cycle import CycleResult
 from maild.model import FailureRecord, MessageKey
@@ -122,6 +121,8 @@ def sign_in_status(rt: AccountRuntime) -> SignInStatus:
     oauth = rt.config.sign_in.oauth2
     if oauth is None:
         return SignInStatus(auth=rt.config.sign_in.auth)
+    from maild.auth.tokens import peek_source  # OAuth2 accounts only: the daemon of passwords loads none
+
     source = peek_source(oauth)
     if source is None:  # no token asked for yet
         return SignInStatus(auth="oauth2", grant=oauth.grant)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +61,36 @@ HEAVY_MODULES: dict[str, str] = {
     "maild.service.scheduler": "the daemon's scheduler: only `maild run`",
     "maild.service.snapshot": "the daemon's status snapshot: only `maild run`",
     "maild.move.migrate": "the move commands",
+    "maild.fetch.pop3_listed": "the POP3 listed-size checks: only a POP3 cycle that has something to check",
+    "maild.fetch.pop3_check": "the POP3 deletion check: only a POP3 cycle with deletion candidates",
+    "email.message": "the stdlib's message classes (email.utils, calendar): a mailed alert, the query commands",
 }
+
+#: What the daemon of password accounts may load of :data:`HEAVY_MODULES` (the rest it must not: the
+#: OAuth2 token store, the Maildir writer, a mailed alert's message classes, the POP3 checks of a
+#: cycle that has nothing to check; docs/performance.md, "Session 15").
+DAEMON_MODULES = frozenset(
+    {
+        "asyncio",
+        "structlog",
+        "ssl",
+        "aiosqlite",
+        "aioimaplib",
+        "maild.archive.store",
+        "maild.archive.document_index",
+        "maild.archive.document_worker",
+        "maild.archive.index_text",
+        "maild.archive.parse",
+        "email.header",
+        "maild.protocols.imap.mailbox",
+        "maild.protocols.pop3.maildrop",
+        "maild.fetch.resync",
+        "maild.fetch.folders",
+        "maild.service.daemon",
+        "maild.service.scheduler",
+        "maild.service.snapshot",
+    }
+)
 
 #: The CLI's command-group modules: the dispatch imports one only when its subcommand runs.
 GROUP_MODULES = frozenset({"maild.cli.archive", "maild.cli.backup", "maild.cli.accounts", "maild.cli.move"})
@@ -206,7 +237,7 @@ def _run_one_shot_commands(directory: Path, dovecot: Dovecot, mail_user: MailUse
     fetched_pop3 = frozenset({"asyncio", "structlog", "ssl", "aiosqlite", "maild.archive.store"})
     parsers = frozenset({"maild.archive.index_text", "maild.archive.parse", "email.header"})
     stored = fetched_pop3 | parsers  # new mail was parsed
-    reading = parsers | {"email.utils"}  # maild.archive.query's email.parser loads it
+    reading = parsers | {"email.utils", "email.message"}  # maild.archive.query's email.parser loads them
     imap_steps = ("maild.fetch.resync", "maild.fetch.folders")
 
     for argv, allowed, group in (
@@ -232,3 +263,58 @@ def _letter(n: int) -> bytes:
         f"Message-ID: <startup-{n}@example.org>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n"
         f"Letter {n}.\r\n"
     ).encode()
+
+
+@pytest.mark.dovecot
+def test_the_daemon_of_password_accounts_loads_no_token_store_maildir_or_mail_classes(
+    dovecot: Dovecot, mail_user: MailUser
+) -> None:
+    """`maild run` with a POP3 and an IMAP account (passwords, no `deliver_maildir`, no alert mail)
+    runs a cycle of each that stores new mail, and loads neither the OAuth2 token store
+    (``maild.auth.tokens``, ``maild.auth.oauth2``), the Maildir writer, ``email.message`` nor the POP3
+    checks (nothing to delete): each is imported where it is used (session 15: 25 modules, about
+    1 MB of the daemon's resident memory).
+
+    Steps: deliver two messages; start the daemon; wait for both accounts' `fetch.complete`; SIGTERM;
+    read the daemon's ``sys.modules``.
+    """
+    dovecot.deliver_many(mail_user.name, [_letter(1), _letter(2)])
+    directory = short_dir("maildrun-")
+    try:
+        config = write_config(directory, dovecot, {"pop3": mail_user, "imap": mail_user})
+        modules, log = _daemon_modules(directory, config)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    assert log.count('"fetch.complete"') >= 2, log[-3000:]
+    assert heavy(modules, DAEMON_MODULES) == set(), log[-3000:]
+    assert {"maild.service.daemon", "maild.archive.parse", "maild.protocols.imap.mailbox"} <= modules
+
+
+def _daemon_modules(directory: Path, config: Path) -> tuple[set[str], str]:
+    """Run `maild run` with ``config`` until both accounts completed a cycle (at most 60 s), stop it
+    with SIGTERM; the modules it had loaded and its log."""
+    out = directory / "modules.json"
+    log = directory / "daemon.log"
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "MAILD_TEST_MODULES": str(out), "PYTHONPATH": repo}
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", RUNNER, "-c", str(config), "run"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text().count('"fetch.complete"') < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    return (set(json.loads(out.read_text())) if out.exists() else set()), text
