@@ -363,11 +363,11 @@ async def fetch_cycle(
             found, usable = await failed_headers.read_in_session(maildrop, probe)
         # POP3: a message read and not stored (the spool had no room; another message the checks
         # read under a known UIDL and did not archive): no QUIT (cycle_end.end_session)
-        unkept = False
-        if not imap:
-            from maild.fetch import pop3_listed  # POP3 only: an IMAP cycle loads none of its checks
+        unkept = not imap and maildrop.served_unkept(stored, known)
+        if not imap and not unkept and listed is not None:  # the checks ran: their module is loaded
+            from maild.fetch import pop3_listed
 
-            unkept = maildrop.served_unkept(stored, known) or bool(pop3_listed.read_unkept(listed, stored))
+            unkept = bool(pop3_listed.read_unkept(listed, stored))
         to_delete = await cycle_end.end_session(
             account, maildrop, result, to_delete, usable=usable, unkept=unkept, keep_open=keep_open
         )
