@@ -162,6 +162,18 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 " too: restarting cannot help)",
             ),
             (
+                74,
+                "a transaction on the archive could not be rolled back again within an hour of the last"
+                " restart for it (`EX_IOERR`; `RestartPreventExitStatus=` names it: the archive's disk"
+                " keeps failing, check it)",
+            ),
+            (
+                75,
+                "stopped because a transaction on the archive could not be rolled back (its `COMMIT` and"
+                " `ROLLBACK` failed): nothing deleted after it, the alert sent; `EX_TEMPFAIL`, which"
+                " `Restart=on-failure` restarts on a fresh connection",
+            ),
+            (
                 78,
                 "the configuration is invalid, also an account whose protocol was changed in place"
                 " (`EX_CONFIG`; `RestartPreventExitStatus=78` in the unit stops systemd from retrying)",
