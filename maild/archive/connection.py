@@ -234,7 +234,7 @@ def _in_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[An
     return result
 
 
-def _newer_schema(path: Path) -> str | None:
+def newer_schema_refusal(path: Path) -> str | None:
     """The refusal of an archive whose schema is newer than this maild's, read through a read-only
     connection (which never checkpoints the log into the file nor deletes the side files when it
     closes, as the writer's last connection does: QA of session 14); None when it is not newer, or
@@ -337,7 +337,7 @@ class ArchiveConnection:
         lost = unrecovered_log_refusal(path)  # before SQLite rebuilds the index from what is left
         if lost is not None:
             raise ArchiveNeedsAdmin(lost)
-        newer = _newer_schema(path)
+        newer = newer_schema_refusal(path)
         if newer is not None:
             raise ArchiveNeedsAdmin(newer)
         try:

@@ -232,13 +232,14 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
             (
                 0,
                 "A was retired into B (`--accept-deleted`/`--accept-unfetched`: what they accepted was"
-                " listed)",
+                " listed); also when A was already retired into B (`A was already retired into B at"
+                " 2026-12-07 21:40 UTC; nothing changed`: no server is read, nothing is written)",
             ),
             (
                 1,
                 "refused, nothing changed (one line on stderr): something of A's archive is not in B, A's"
-                " server holds mail A never archived that B lacks, A's server could not be checked, or"
-                " another failure",
+                " server holds mail A never archived that B lacks, A's server could not be checked, A was"
+                " already retired into another account, or another failure",
             ),
             (2, USAGE_ERROR),
         ),
