@@ -59,9 +59,14 @@ class DroppingListener:
             with contextlib.suppress(BlockingIOError):
                 filler.connect(("127.0.0.1", self.port))
             self.fillers.append(filler)
+        self.fillers_connecting = _syn_sent(self.port)  # the fillers beyond the queue wait too
 
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
+
+    def connecting(self) -> bool:
+        """Whether a connect to it besides the fillers' is under way."""
+        return _syn_sent(self.port) > self.fillers_connecting
 
     def drops_syn(self) -> bool:
         """Whether a connect to it now times out (checked with a short timeout)."""
@@ -106,7 +111,7 @@ def test_abort_exchanges_ends_an_exchange_in_its_tcp_connect(dropping: DroppingL
 
     thread = threading.Thread(target=ask, daemon=True)
     thread.start()
-    wait_until(lambda: _connecting(dropping.port), "the exchange's connect", STOP_GUARD_S)
+    wait_until(dropping.connecting, "the exchange's connect", STOP_GUARD_S)
     assert endpoint.abort_exchanges() == 1
     thread.join(STOP_GUARD_S)
     assert not thread.is_alive(), "the connect was not ended by abort_exchanges"
@@ -232,7 +237,7 @@ def test_sigterm_ends_the_daemon_while_a_token_request_is_connecting(dropping: D
         # the refresh is under way once the daemon has started and its account's cycle began
         _sigterm_and_wait(
             path,
-            lambda: "daemon.started" in (directory / "maild.log").read_text() and _connecting(dropping.port),
+            lambda: "daemon.started" in (directory / "maild.log").read_text() and dropping.connecting(),
             "the token request's connect",
         )
     finally:
@@ -240,14 +245,11 @@ def test_sigterm_ends_the_daemon_while_a_token_request_is_connecting(dropping: D
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _connecting(port: int) -> bool:
-    """Whether a socket of this machine is in SYN-SENT towards ``port`` (from /proc/net/tcp)."""
+def _syn_sent(port: int) -> int:
+    """How many sockets of this machine are in SYN-SENT towards ``port`` (from /proc/net/tcp)."""
     target = f":{port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[2].endswith(target) and fields[3] == "02":  # 02: SYN_SENT
-            return True
-    return False
+    rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+    return sum(1 for fields in rows if fields[2].endswith(target) and fields[3] == "02")  # 02: SYN_SENT
 
 
 @pytest.mark.parametrize("key", ["token_command", "client_secret_command", "password_command"])
