@@ -221,8 +221,11 @@ def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[
     # before any file is made: the refusal names the archive and the reason only, never a partial
     # file's name, and leaves none (session 15; a newer schema was refused by the copy's check,
     # "/backups/.maild-TIME.sqlite3.partial: schema version 16; ...")
-    refusal = newer_schema_refusal(source) or unrecovered_log_refusal(source)  # a lost log: the copy
-    if refusal is not None:  # would lack those commits and still pass "integrity ok"
+    # the lost log first: a read of the version (a connection) can rebuild the log's index and so
+    # forget the commits the check looks for; a lost log: the copy would lack those commits and
+    # still pass "integrity ok"
+    refusal = unrecovered_log_refusal(source) or newer_schema_refusal(source)
+    if refusal is not None:
         raise StoreError(refusal)
     try:
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BACKUP_FILE_MODE))

@@ -20,6 +20,7 @@ Blocking: call it from a worker thread or the CLI, never on the event loop.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Iterable
@@ -147,27 +148,35 @@ def endpoint_allowed(url: str) -> bool:
     return parts.scheme == "http" and is_loopback(host)
 
 
+CONNECT_POLL_S: Final = 0.1
+"""How often a TCP connect in progress looks whether its exchange was ended, in seconds: the connect is
+non-blocking and waited for in slices of this length, so an abort that comes before the connect has
+begun (when shutting the socket does nothing yet) still ends it within this time."""
+
+
 def _connect_watched(
     deadline: _Deadline, address: tuple[str, int], timeout: object = None, source_address: object = None
 ) -> socket.socket:
     """:func:`socket.create_connection` with each socket watched by ``deadline`` before its connect, so
-    that the deadline and :func:`abort_exchanges` end a connect to a host that drops the SYN (a shut
-    socket's blocking ``connect`` returns at once with an error). The first address that connects wins.
+    that the deadline and :func:`abort_exchanges` end a connect to a host that drops the SYN: the
+    connect is non-blocking, waited for in :data:`CONNECT_POLL_S` slices, and ended as soon as the
+    deadline has passed or the exchange was aborted (the socket is also shut then, which wakes the
+    wait at once). The first address that connects wins; ``timeout`` (seconds) bounds each connect.
 
     Raises:
-        OSError: no address could be connected (the last error), or ``deadline`` ended the connect.
+        OSError: no address could be connected (the last error: refused, timed out), or ``deadline``
+            ended the connect.
     """
     host, port = address
+    limit_s = float(timeout) if isinstance(timeout, int | float) else HTTP_TIMEOUT_S
     last: OSError | None = None
     for family, kind, proto, _name, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
         sock = socket.socket(family, kind, proto)
         try:
-            deadline.watch(sock)  # shut at once if the deadline has passed or the exchange was aborted
-            if isinstance(timeout, int | float):
-                sock.settimeout(timeout)
+            deadline.watch(sock)
             if isinstance(source_address, tuple):
                 sock.bind(source_address)
-            sock.connect(sockaddr)
+            _connect_polled(sock, sockaddr, limit_s, deadline)
         except OSError as exc:
             sock.close()
             last = exc
@@ -176,6 +185,36 @@ def _connect_watched(
             continue
         return sock
     raise last if last is not None else OSError(f"getaddrinfo returned no address for {host}")
+
+
+def _connect_polled(sock: socket.socket, sockaddr: Any, limit_s: float, deadline: _Deadline) -> None:
+    """Connect ``sock`` to ``sockaddr`` non-blocking, looking at ``deadline`` every
+    :data:`CONNECT_POLL_S`; then give it ``limit_s`` as its timeout for what follows.
+
+    Raises:
+        OSError: refused or failed (its errno); TimeoutError after ``limit_s`` seconds; ECONNABORTED
+            when ``deadline`` has passed or the exchange was aborted.
+    """
+    import errno
+    import select
+    import time
+
+    sock.setblocking(False)
+    code = sock.connect_ex(sockaddr)
+    ends = time.monotonic() + limit_s
+    waiting = select.poll()  # not select.select: a descriptor above 1023 is refused there
+    waiting.register(sock, select.POLLOUT)
+    while code in (errno.EINPROGRESS, errno.EAGAIN):
+        if deadline.expired:
+            raise OSError(errno.ECONNABORTED, "connect ended (deadline or stop)")
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        if waiting.poll(min(CONNECT_POLL_S, left) * 1000):  # writable, or an error or hang-up
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code != 0:
+        raise OSError(code, os.strerror(code))
+    sock.settimeout(limit_s)
 
 
 class _RefusedRedirect(Exception):

@@ -285,3 +285,52 @@ def test_sigterm_ends_the_daemon_while_a_secret_command_runs(key: str) -> None:
     finally:
         server.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _connect_in_thread(deadline: Any, port: int, timeout_s: float) -> list[BaseException | socket.socket]:
+    """Run the watched connect to ``port`` in a thread; its outcome once it has ended (a hang guard)."""
+    outcome: list[BaseException | socket.socket] = []
+
+    def connect() -> None:
+        try:
+            outcome.append(endpoint._connect_watched(deadline, ("127.0.0.1", port), timeout_s))
+        except OSError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(STOP_GUARD_S)
+    assert not thread.is_alive(), "the connect was not ended"
+    return outcome
+
+
+def test_an_exchange_aborted_before_its_connect_began_does_not_connect(dropping: DroppingListener) -> None:
+    """An abort that lands before the connect has begun (shutting an unconnected socket does nothing)
+    still ends the connect: ECONNABORTED, not the 30 s of the socket's timeout (the race the full
+    suite found once)."""
+    with endpoint._Deadline(endpoint.HTTP_TIMEOUT_S) as deadline:
+        deadline.abort()
+        (outcome,) = _connect_in_thread(deadline, dropping.port, endpoint.HTTP_TIMEOUT_S)
+    assert isinstance(outcome, ConnectionAbortedError)
+
+
+def test_a_connect_to_a_dropping_host_times_out_at_its_timeout(dropping: DroppingListener) -> None:
+    """Without an abort the watched connect ends at its own timeout with TimeoutError, as the blocking
+    connect did."""
+    with endpoint._Deadline(endpoint.HTTP_TIMEOUT_S) as deadline:
+        (outcome,) = _connect_in_thread(deadline, dropping.port, 0.3)
+    assert isinstance(outcome, TimeoutError)
+    assert not deadline.expired
+
+
+def test_a_connect_that_succeeds_returns_a_blocking_socket_with_the_timeout() -> None:
+    """A listening port: the socket is connected, back in blocking mode with the exchange's timeout."""
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        endpoint._Deadline(endpoint.HTTP_TIMEOUT_S) as deadline,
+    ):
+        (outcome,) = _connect_in_thread(deadline, server.getsockname()[1], 7.0)
+        assert isinstance(outcome, socket.socket)
+        with outcome:
+            assert outcome.gettimeout() == 7.0
+            assert outcome.getpeername() == server.getsockname()
