@@ -55,6 +55,21 @@ class ArchiveNeedsAdmin(StoreError):
     it again every ``RestartSec`` to the same refusal (docs review of session 14)."""
 
 
+class ArchiveNeedsRestart(StoreError):
+    """A transaction on the archive's one connection could not be rolled back (its ``COMMIT`` and then
+    its ``ROLLBACK`` failed: an I/O error), so the connection cannot be trusted and only a new one ends
+    the transaction (SQLite rolls it back when the connection closes). The daemon has stopped: no new
+    cycle, running ones cancelled, nothing deleted after the failure. ``maild run`` exits 75
+    (``EX_TEMPFAIL``), which the unit's ``Restart=on-failure`` restarts; or 74 (``EX_IOERR``, named by
+    ``RestartPreventExitStatus=``) when it happened again within
+    :data:`maild.service.restart_record.REPEAT_WINDOW_S` of the last such restart (:attr:`repeated`):
+    the disk keeps failing and restarting cannot help (session 15)."""
+
+    def __init__(self, reason: str, *, repeated: bool) -> None:
+        super().__init__(reason)
+        self.repeated = repeated
+
+
 class ProtocolChanged(StoreError):
     """The configuration names an account with another protocol than the archive recorded for it
     (the protocol is fixed for an account's life: the mailbox is added again under a new name, see

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from maild.archive.opening import newer_schema
 from maild.archive.schema import SCHEMA_VERSION
 from maild.archive.store import ARCHIVE_FILE_MODE, SIDE_FILE_SUFFIXES
 from maild.archive.wal_guard import unrecovered_log_refusal
@@ -159,9 +160,6 @@ def check_copy(path: Path) -> ArchiveCheck:
 
 def _snapshot(source: Path, target: Path) -> None:
     """Copy ``source`` into the new empty file ``target`` as one consistent snapshot, then leave WAL mode."""
-    lost = unrecovered_log_refusal(source)  # the copy would lack those commits, "integrity ok"
-    if lost is not None:
-        raise StoreError(lost)
     try:
         src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
@@ -203,7 +201,9 @@ def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[
     killed backup's, and removed; a file only this call created is ever removed by it.
 
     Raises:
-        StoreError: the archive cannot be read, or the copy fails its integrity check (nothing is left).
+        StoreError: the archive cannot be read, its schema is newer than this maild or its write-ahead
+            log lost commits (refused before any file is made; the line names the archive), or the
+            copy fails its integrity check (nothing is left).
         OSError: ``dest`` exists already (a backup is never overwritten), or cannot be written.
     """
     if dest.is_dir():
@@ -218,6 +218,15 @@ def backup(source: Path, dest: Path, *, compress: bool, now: datetime) -> tuple[
     for stale in (partial, packed, journal):  # a killed backup's (the lock is held: none runs)
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+    # before any file is made: the refusal names the archive and the reason only, never a partial
+    # file's name, and leaves none (session 15; a newer schema was refused by the copy's check,
+    # "/backups/.maild-TIME.sqlite3.partial: schema version 16; ...")
+    # the lost log first: a read of the version (a connection) can rebuild the log's index and so
+    # forget the commits the check looks for; a lost log: the copy would lack those commits and
+    # still pass "integrity ok"
+    refusal = unrecovered_log_refusal(source) or newer_schema(source)
+    if refusal is not None:
+        raise StoreError(refusal)
     try:
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BACKUP_FILE_MODE))
     except FileExistsError:  # appeared since: another backup without the lock; not ours to remove

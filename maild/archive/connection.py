@@ -78,6 +78,13 @@ class ArchiveConnection:
         connection: SQLite deletes it only when the last connection closes), or None (not checked)."""
         self.replaced: str | None = None
         """Why the archive guard failed (sticky until restart), or None; see :meth:`verify_identity`."""
+        self.left_open: str | None = None
+        """Why a transaction of this connection stays open (its ``ROLLBACK`` failed: :meth:`_left_open`),
+        or None; only a new connection (a restart of maild) ends it."""
+        self.on_left_open: Callable[[str], None] | None = None
+        """Called once, with :attr:`left_open`'s text, when a transaction is found left open: the daemon
+        stops and exits for systemd to restart it (:mod:`maild.service.daemon`); None: nothing more
+        than the sticky guard."""
         self._write_lock = asyncio.Lock()
         self._closed = False
         self._generation = 0
@@ -369,11 +376,14 @@ class ArchiveConnection:
         and a cycle would delete those messages on the server) and lost at the restart. So the archive
         guard fails from now on, as for a replaced archive (:attr:`replaced`, sticky, logged once at
         error level): no cycle decides and nothing is deleted on any server until maild is restarted
-        (QA of session 14). Every later write fails too (SQLite refuses a transaction within one)."""
-        if self.replaced is not None:
+        (QA of session 14). Every later write fails too (SQLite refuses a transaction within one).
+        :attr:`on_left_open` is then told once: the daemon stops and exits 75 for systemd to restart
+        it, and the new connection starts without the transaction (session 15)."""
+        if self.left_open is not None:
             return
-        self.replaced = (
-            f"archive {self.path}: {what}: {TRANSACTION_LEFT_OPEN};"
-            " deletions on every server stopped until maild is restarted"
-        )
+        self.left_open = f"archive {self.path}: {what}: {TRANSACTION_LEFT_OPEN}"
+        if self.replaced is None:
+            self.replaced = f"{self.left_open}; deletions on every server stopped until maild is restarted"
         _log.error("archive.transaction.left-open", path=str(self.path), what=what)
+        if self.on_left_open is not None:
+            self.on_left_open(self.left_open)

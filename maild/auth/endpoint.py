@@ -4,9 +4,11 @@
 :data:`MAX_RESPONSE_OCTETS`, and the whole exchange (connecting, sending, status, headers, body) ends within
 :data:`HTTP_TIMEOUT_S`. A socket timeout alone bounds each read, not the exchange: an endpoint sending one
 octet every 29 s would hold the calling thread, and the account's token lock, for days (QA of session 11).
-The socket is watched from the end of the TCP connect, so a TLS handshake that never ends is cut off too
-(since session 14; before, only from the end of the handshake). Not covered: the TCP connect itself (to a
-host dropping the SYN), bounded by :data:`HTTP_TIMEOUT_S` as the socket's own timeout.
+The socket is watched from before its TCP connect (:func:`_connect_watched`), so a connect to a host
+dropping the SYN and a TLS handshake that never ends are cut off too, at the deadline and by
+:func:`abort_exchanges` (the handshake since session 14; the connect since session 15: before, it ran to
+the socket's own 30 s timeout, which no abort reached). Not covered: the host name's resolution
+(``getaddrinfo``), which the system's resolver bounds.
 
 :func:`abort_exchanges` ends every exchange running now: a stopping daemon calls it once its cycles are
 done, so a hanging endpoint does not hold the process's exit for the rest of :data:`HTTP_TIMEOUT_S` (the
@@ -18,6 +20,7 @@ Blocking: call it from a worker thread or the CLI, never on the event loop.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Iterable
@@ -121,7 +124,8 @@ def abort_exchanges() -> int:
     within moments instead of waiting up to :data:`HTTP_TIMEOUT_S` for an endpoint that does not answer.
     A stopping daemon calls it once its cycles have ended or were cancelled: nothing waits for these
     answers any more, but the threads they block are joined at the interpreter's exit. An exchange still
-    in its TCP connect ends at that connect's own timeout. Exchanges begun later are not affected.
+    in its TCP connect ends too (its socket is shut: since session 15). Exchanges begun later are not
+    affected.
     """
     with _LIVE_LOCK:
         live = list(_LIVE)
@@ -144,6 +148,75 @@ def endpoint_allowed(url: str) -> bool:
     return parts.scheme == "http" and is_loopback(host)
 
 
+CONNECT_POLL_S: Final = 0.1
+"""How often a TCP connect in progress looks whether its exchange was ended, in seconds: the connect is
+non-blocking and waited for in slices of this length, so an abort that comes before the connect has
+begun (when shutting the socket does nothing yet) still ends it within this time."""
+
+
+def _connect_watched(
+    deadline: _Deadline, address: tuple[str, int], timeout: object = None, source_address: object = None
+) -> socket.socket:
+    """:func:`socket.create_connection` with each socket watched by ``deadline`` before its connect, so
+    that the deadline and :func:`abort_exchanges` end a connect to a host that drops the SYN: the
+    connect is non-blocking, waited for in :data:`CONNECT_POLL_S` slices, and ended as soon as the
+    deadline has passed or the exchange was aborted (the socket is also shut then, which wakes the
+    wait at once). The first address that connects wins; ``timeout`` (seconds) bounds each connect.
+
+    Raises:
+        OSError: no address could be connected (the last error: refused, timed out), or ``deadline``
+            ended the connect.
+    """
+    host, port = address
+    limit_s = float(timeout) if isinstance(timeout, int | float) else HTTP_TIMEOUT_S
+    last: OSError | None = None
+    for family, kind, proto, _name, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            deadline.watch(sock)
+            if isinstance(source_address, tuple):
+                sock.bind(source_address)
+            _connect_polled(sock, sockaddr, limit_s, deadline)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if deadline.expired:
+                break
+            continue
+        return sock
+    raise last if last is not None else OSError(f"getaddrinfo returned no address for {host}")
+
+
+def _connect_polled(sock: socket.socket, sockaddr: Any, limit_s: float, deadline: _Deadline) -> None:
+    """Connect ``sock`` to ``sockaddr`` non-blocking, looking at ``deadline`` every
+    :data:`CONNECT_POLL_S`; then give it ``limit_s`` as its timeout for what follows.
+
+    Raises:
+        OSError: refused or failed (its errno); TimeoutError after ``limit_s`` seconds; ECONNABORTED
+            when ``deadline`` has passed or the exchange was aborted.
+    """
+    import errno
+    import select
+    import time
+
+    sock.setblocking(False)
+    code = sock.connect_ex(sockaddr)
+    ends = time.monotonic() + limit_s
+    waiting = select.poll()  # not select.select: a descriptor above 1023 is refused there
+    waiting.register(sock, select.POLLOUT)
+    while code in (errno.EINPROGRESS, errno.EAGAIN):
+        if deadline.expired:
+            raise OSError(errno.ECONNABORTED, "connect ended (deadline or stop)")
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        if waiting.poll(min(CONNECT_POLL_S, left) * 1000):  # writable, or an error or hang-up
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code != 0:
+        raise OSError(code, os.strerror(code))
+    sock.settimeout(limit_s)
+
+
 class _RefusedRedirect(Exception):
     """An endpoint redirected to a URL :func:`endpoint_allowed` refuses (the URL's scheme and host)."""
 
@@ -160,15 +233,21 @@ def _opener(deadline: _Deadline) -> Any:
     import urllib.parse
     import urllib.request
 
+    def connect_watched(
+        address: tuple[str, int], timeout: object = None, source_address: object = None
+    ) -> Any:
+        return _connect_watched(deadline, address, timeout, source_address)
+
     class _HTTP(http.client.HTTPConnection):
         def connect(self) -> None:
+            self._create_connection = connect_watched
             super().connect()
-            deadline.watch(self.sock)
 
     class _HTTPS(http.client.HTTPSConnection):
         def connect(self) -> None:
             # HTTPSConnection.connect (3.11) with the TLS socket watched before its handshake, so that
-            # a handshake that never ends is cut off at the deadline too
+            # a handshake that never ends is cut off at the deadline too; the TCP connect watched too
+            self._create_connection = connect_watched
             http.client.HTTPConnection.connect(self)
             host = getattr(self, "_tunnel_host", None) or self.host
             context: ssl.SSLContext = self._context  # type: ignore[attr-defined]

@@ -16,7 +16,9 @@ DESCRIPTIONS: dict[str, str] = {
         " control socket answers status, fetch-now, pause, resume, reload and metrics. SIGTERM stops it"
         " within shutdown_timeout; SIGHUP (systemctl reload) re-reads the configuration. An invalid"
         " configuration exits 78, an archive it must leave to the admin (newer schema, lost write-ahead"
-        " log) 65; the unit's RestartPreventExitStatus= names both."
+        " log) 65; the unit's RestartPreventExitStatus= names both. A transaction on the archive that"
+        " could not be rolled back stops it with exit 75, which systemd restarts (74, not restarted,"
+        " when that repeats within an hour)."
     ),
     "fetch": (
         "Fetch once without a daemon (for cron, or a first import): one cycle of each ACCOUNT (default:"

@@ -164,6 +164,18 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
                 " too: restarting cannot help)",
             ),
             (
+                74,
+                "a transaction on the archive could not be rolled back again within an hour of the last"
+                " restart for it (`EX_IOERR`; `RestartPreventExitStatus=` names it: the archive's disk"
+                " keeps failing, check it)",
+            ),
+            (
+                75,
+                "stopped because a transaction on the archive could not be rolled back (its `COMMIT` and"
+                " `ROLLBACK` failed): nothing deleted after it, the alert sent; `EX_TEMPFAIL`, which"
+                " `Restart=on-failure` restarts on a fresh connection",
+            ),
+            (
                 78,
                 "the configuration is invalid, also an account whose protocol was changed in place"
                 " (`EX_CONFIG`; `RestartPreventExitStatus=78` in the unit stops systemd from retrying)",
@@ -222,13 +234,14 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
             (
                 0,
                 "A was retired into B (`--accept-deleted`/`--accept-unfetched`: what they accepted was"
-                " listed)",
+                " listed); also when A was already retired into B (`A was already retired into B at"
+                " 2026-12-07 21:40 UTC; nothing changed`: no server is read, nothing is written)",
             ),
             (
                 1,
                 "refused, nothing changed (one line on stderr): something of A's archive is not in B, A's"
-                " server holds mail A never archived that B lacks, A's server could not be checked, or"
-                " another failure",
+                " server holds mail A never archived that B lacks, A's server could not be checked, A was"
+                " already retired into another account, or another failure",
             ),
             (2, USAGE_ERROR),
         ),

@@ -31,7 +31,14 @@ from maild.cli.dispatch import (
 )
 from maild.cli.helptext import CONFIG_HELP, LOG_LEVEL_HELP, HelpFormatter, finish_subcommands
 from maild.cli.units import human_size
-from maild.errors import ArchiveNeedsAdmin, ConfigError, ControlError, MaildError, ProtocolChanged
+from maild.errors import (
+    ArchiveNeedsAdmin,
+    ArchiveNeedsRestart,
+    ConfigError,
+    ControlError,
+    MaildError,
+    ProtocolChanged,
+)
 
 if TYPE_CHECKING:
     from maild.config.loader import Config
@@ -51,6 +58,16 @@ EXIT_CONFIG = 78
 #: write-ahead log: :class:`~maild.errors.ArchiveNeedsAdmin`): ``EX_DATAERR`` of sysexits.h. The unit
 #: file's ``RestartPreventExitStatus=`` names it too: a restart every ``RestartSec`` cannot help.
 EXIT_ARCHIVE_NEEDS_ADMIN = 65
+
+#: Exit code of ``maild run`` stopped because a transaction on the archive could not be rolled back
+#: (:class:`~maild.errors.ArchiveNeedsRestart`): ``EX_TEMPFAIL`` of sysexits.h. The unit's
+#: ``Restart=on-failure`` starts it again on a fresh connection (session 15).
+EXIT_ARCHIVE_RESTART = 75
+
+#: Exit code of the same stop repeated within an hour of the last one
+#: (:data:`maild.service.restart_record.REPEAT_WINDOW_S`): ``EX_IOERR`` of sysexits.h, named by the
+#: unit's ``RestartPreventExitStatus=`` (a failing disk: restarting cannot help).
+EXIT_ARCHIVE_FAILING = 74
 
 #: Exit code of a usage error: argparse's own, and an account name that is not configured.
 EXIT_USAGE = 2
@@ -333,6 +350,16 @@ def _run(args: argparse.Namespace) -> int:
     except ArchiveNeedsAdmin as exc:  # the archive is left as it is for the admin: no restart loop either
         print(f"maild: {exc}", file=sys.stderr)
         return EXIT_ARCHIVE_NEEDS_ADMIN
+    except ArchiveNeedsRestart as exc:  # a fresh connection ends the open transaction: systemd restarts
+        if exc.repeated:
+            print(
+                f"maild: {exc}; again within an hour of the last restart for it: not restarted, check the"
+                " archive's disk (docs/service.md)",
+                file=sys.stderr,
+            )
+            return EXIT_ARCHIVE_FAILING
+        print(f"maild: {exc}; stopped for a restart (exit {EXIT_ARCHIVE_RESTART})", file=sys.stderr)
+        return EXIT_ARCHIVE_RESTART
     return 0
 
 

@@ -358,7 +358,7 @@ def _unretire(args: argparse.Namespace) -> int:
 
 def _retire(args: argparse.Namespace) -> int:
     from maild.archive.move_queries import MigrationStore
-    from maild.move.retire import RetireOutcome, retire
+    from maild.move.retire import AlreadyRetired, RetireOutcome, retire
 
     config = setup(args)
 
@@ -381,8 +381,19 @@ def _retire(args: argparse.Namespace) -> int:
 
     from maild.move.lock import move_lock
 
-    with move_lock(config.daemon.database, f"maild retire {args.source} --into {args.target}"):
-        outcome, kept = run_async(run())
+    try:
+        with move_lock(config.daemon.database, f"maild retire {args.source} --into {args.target}"):
+            outcome, kept = run_async(run())
+    except AlreadyRetired as done:
+        if done.retired_into != args.target:  # not what was asked: say how to get there
+            print(
+                f"maild: {done}, not into {args.target}; nothing changed (`maild unretire {args.source}`"
+                f" first to retire it into {args.target})",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{done}; nothing changed (`maild unretire {args.source}` undoes it)")
+        return 0
     c = outcome.comparison.comparison
     if outcome.accepted:
         print(

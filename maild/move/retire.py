@@ -32,6 +32,26 @@ from maild.move.target import (
 from maild.protocols.imap.mailbox import IMAPMailbox
 
 
+class AlreadyRetired(MaildError):
+    """``maild retire A --into B`` of an account the archive records as retired already: nothing is
+    checked or changed (session 15; before, the whole check ran again and "retired" was printed as if
+    it were new, with a second retirement time recorded).
+
+    Attributes:
+        account: A.
+        retired_at: when it was retired (aware, UTC).
+        retired_into: the account it was retired into (B, or another one).
+    """
+
+    def __init__(self, account: str, retired_at: datetime, retired_into: str) -> None:
+        super().__init__(
+            f"{account} was already retired into {retired_into} at {retired_at:%Y-%m-%d %H:%M} UTC"
+        )
+        self.account = account
+        self.retired_at = retired_at
+        self.retired_into = retired_into
+
+
 @dataclass(slots=True)
 class RetireOutcome:
     """What :func:`retire` did.
@@ -177,11 +197,16 @@ async def retire(
     what it lists that A's archive lacks must be held by B (or A's archive) by content.
 
     Raises:
+        AlreadyRetired: the archive records A as retired (into B or another account): nothing was
+            read from any server and nothing changed.
         MigrationError: messages of A are missing in B (how many, and the command for each kind);
             A's server holds messages A never archived that B lacks, or could not be checked (the
             error; see :func:`unfetched_advice`); or A is enabled in a file maild does not rewrite.
         ConfigError, StoreError, and B's server errors.
     """
+    record = (await store.account_records()).get(source)
+    if record is not None and record.retired_at is not None:
+        raise AlreadyRetired(source, record.retired_at, record.retired_into or "?")
     target = target_account(config, source, target_name)
     account = config.accounts.get(source)
     outcome = await compare_accounts(store, source, target)

@@ -4,6 +4,11 @@ SIGHUP (``systemctl reload``) re-reads the configuration (see :meth:`Daemon.relo
 SIGTERM and SIGINT stop the daemon: running cycles get ``shutdown_timeout`` seconds, then are
 cancelled (their sessions aborted, so nothing uncommitted is deleted on a server). A second signal
 stops at once.
+
+A transaction on the archive left open (its ``COMMIT`` and ``ROLLBACK`` failed) stops the daemon the
+same way, with the ``archive_replaced`` alert sent and an error line saying why, and ``run`` raises
+:class:`~maild.errors.ArchiveNeedsRestart`: ``maild run`` exits 75 and systemd starts it again on a
+new connection (74, not restarted, when it repeats within an hour: :mod:`maild.service.restart_record`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import structlog
 from maild import __version__
 from maild.archive.store import ArchiveReplaced, Store
 from maild.config.loader import Config, load_config
-from maild.errors import ControlError, MaildError
+from maild.errors import ArchiveNeedsRestart, ControlError, MaildError
 from maild.fetch.cycle import utc_now
 from maild.log import LEVELS
 from maild.service import metrics
@@ -36,6 +41,7 @@ from maild.service.health import LoopLagProbe, daemon_problems
 from maild.service.memory import tune_allocator
 from maild.service.metrics_http import MetricsServer
 from maild.service.replies import AlertChannelResult, AlertTestReply, ReloadReport
+from maild.service.restart_record import stop_for_restart
 from maild.service.scheduler import Scheduler
 from maild.service.sdnotify import notify
 
@@ -63,6 +69,26 @@ class Daemon:
         self._control: ControlServer | None = None
         self.alerter = Alerter(config.alerts)
         self.lag_probe = LoopLagProbe(config.alerts.loop_lag_s)
+        self.left_open: str | None = None
+        """Why the daemon stops for a restart (a transaction on the archive left open), or None."""
+
+    def _archive_left_open(self, reason: str) -> None:
+        """The archive's connection holds a transaction it cannot end: stop (no new cycle; running
+        ones get ``shutdown_timeout`` and are cancelled; the guard already refuses every deletion) and
+        let :meth:`run` raise :class:`~maild.errors.ArchiveNeedsRestart` once everything is closed."""
+        if self.left_open is not None:
+            return
+        self.left_open = reason
+        log.error(
+            "daemon.stopping-for-restart",
+            reason=reason,
+            detail="a restart opens the archive afresh; SQLite rolls the open transaction back",
+        )
+        notify(
+            "STOPPING=1",
+            "STATUS=stopping for a restart: a transaction on the archive could not be rolled back",
+        )
+        self.stop_event.set()
 
     async def _reload_quietly(self) -> None:
         with contextlib.suppress(ControlError):  # already logged as reload.rejected
@@ -194,6 +220,8 @@ class Daemon:
         """Run until SIGTERM/SIGINT or a ``stop`` request.
 
         Raises:
+            ArchiveNeedsRestart: stopped because a transaction on the archive was left open (after
+                closing everything it could).
             StoreError: the archive cannot be opened.
             ControlError: the control socket cannot be created.
         """
@@ -251,6 +279,7 @@ class Daemon:
             fetch_lock.release()
             executor.shutdown(wait=False)
             raise
+        self.store.db.on_left_open = self._archive_left_open
         started = False
         try:
             records = [(a.name, a.organisation, a.employee, a.protocol) for a in cfg.accounts.values()]
@@ -306,6 +335,8 @@ class Daemon:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await indexer
                 await self.lag_probe.stop()
+                if self.left_open is not None:  # the alert before the exit: the next start is another process
+                    await self._check_alerts()
                 await self.alerter.close()
                 for task in [housekeeping, *self._background]:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -321,3 +352,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             if started:  # a start refused (e.g. ProtocolChanged) is reported by the caller, not as a stop
                 log.info("daemon.stopped")
+        if self.left_open is not None:
+            repeated = await asyncio.to_thread(
+                stop_for_restart, cfg.daemon.state_dir, self.left_open, utc_now()
+            )
+            raise ArchiveNeedsRestart(self.left_open, repeated=repeated)

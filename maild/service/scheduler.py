@@ -7,7 +7,9 @@ exponential backoff (decided in :func:`maild.waiting.next_cycle_delay_s`) and ne
 others. :meth:`Scheduler.run` returns after a stop
 request once running cycles have finished, or after ``shutdown_timeout_s`` by cancelling them
 (which aborts their sessions: nothing committed is lost, nothing uncommitted is deleted) and ending
-every request to a token endpoint still running (:func:`~maild.auth.endpoint.abort_exchanges`).
+every request to a token endpoint still running (:func:`~maild.auth.endpoint.abort_exchanges`, also
+one in its TCP connect) and every secret command still running in a thread
+(:func:`~maild.auth.command.stop_commands`).
 Each account's live state, and how a cycle's end changes it, is :mod:`maild.service.account_runtime`.
 """
 
@@ -25,6 +27,7 @@ import structlog
 
 from maild import waiting
 from maild.archive.store import Store
+from maild.auth.command import stop_commands
 from maild.auth.endpoint import abort_exchanges
 from maild.config.loader import AccountConfig
 from maild.errors import AuthError, MaildError, StoreError
@@ -137,9 +140,18 @@ class Scheduler:
         if pending:
             # A cycle cancelled while its worker thread waits for a token endpoint waits for that
             # thread (POP3), and the process's exit joins it (IMAP): a hanging endpoint held the stop
-            # up to HTTP_TIMEOUT_S past shutdown_timeout (QA of session 14). End those requests now.
+            # up to HTTP_TIMEOUT_S past shutdown_timeout (QA of session 14). End those requests now,
+            # also one still in its TCP connect, and kill the token_command / client_secret_command /
+            # password_command (in a thread) still running, each with its process group: it was
+            # waited for up to its 30 s timeout (session 15).
             stopped = abort_exchanges()
-            log.warning("shutdown.cancelled", cycles=len(pending), token_requests_stopped=stopped)
+            killed = stop_commands()
+            log.warning(
+                "shutdown.cancelled",
+                cycles=len(pending),
+                token_requests_stopped=stopped,
+                secret_commands_killed=killed,
+            )
             await asyncio.wait(pending)
         await self.sessions.drop_all()
         await self.flush_history()  # the quiet cycles' rows: a stopped daemon has no housekeeping

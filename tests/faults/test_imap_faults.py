@@ -608,8 +608,10 @@ async def hang(session: Session, tag: str, args: str) -> None:
 
 
 async def test_silent_server_times_out_and_session_is_discarded(inbox: ScriptedIMAP) -> None:
-    """No answer for timeout_s: NetworkTimeout; afterwards every call raises TransientError."""
-    inbox.script["UID SEARCH"] = hang
+    """No answer for timeout_s: NetworkTimeout; afterwards every call raises TransientError. (The
+    SELECT: since session 15 UID SEARCH has the longer SLOW_COMMAND_TIMEOUTS deadline,
+    tests/faults/test_imap_slow_commands.py.)"""
+    inbox.script["SELECT"] = hang
     mailbox = await opened(inbox, timeout_s=0.5)
     started = time.monotonic()
     with pytest.raises(NetworkTimeout):
@@ -674,7 +676,7 @@ async def test_connection_dropped_mid_command_fails_promptly(inbox: ScriptedIMAP
 
 async def test_cancelled_retrieve_discards_the_session(inbox: ScriptedIMAP) -> None:
     """Cancelling mid-FETCH propagates CancelledError; the session is unusable afterwards."""
-    inbox.script["UID FETCH"] = hang
+    inbox.script["SELECT"] = hang
     mailbox = await opened(inbox, timeout_s=30)
     task = asyncio.ensure_future(collect(mailbox, keys([1])))
     await asyncio.sleep(0.2)

@@ -295,3 +295,41 @@ def test_restore_of_a_backup_with_a_damaged_message_warns_in_one_line_and_restor
     (line,) = [x for x in err.splitlines() if x.startswith("maild: warning:")]
     assert "1 archived message no longer matches its SHA-256" in line and digest[:12] in line
     assert _count(db) == 3
+
+
+@pytest.mark.parametrize("compress", [[], ["--compress"]])
+def test_backup_of_a_newer_archive_names_the_archive_and_leaves_nothing(
+    tmp_path: Path, compress: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An archive of a newer schema (a newer maild wrote it): exit 1, one line naming the archive and
+    the reason (both versions), never a ``.partial`` file's name; no file made in DEST, the archive
+    byte for byte as it was (session 15: the line named the partial copy)."""
+    from maild.archive.schema import SCHEMA_VERSION
+
+    cfg, db = _config(tmp_path)
+    asyncio.run(build_archive(db, [("anna-pop", pop(1), letter(1))]))
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    octets = db.read_bytes()
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    made: list[str] = []
+    real_open = os.open
+
+    def watching_open(path: object, *args: object, **kwargs: object) -> int:
+        made.append(str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "open", watching_open)
+        assert main(["-c", str(cfg), "backup", str(dest), *compress]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"maild: archive {db} has schema version {SCHEMA_VERSION + 1}, newer than this maild"
+        f" ({SCHEMA_VERSION}); upgrade maild\n"
+    )
+    assert not [name for name in made if "partial" in name]
+    assert list(dest.iterdir()) == []
+    assert db.read_bytes() == octets

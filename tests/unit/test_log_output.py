@@ -210,17 +210,29 @@ def test_run_with_an_invalid_config_exits_78_one_line_per_error(
     assert (checked.returncode, (tmp_path / "check").read_text().splitlines()) == (1, lines)
 
 
-def test_the_unit_file_stops_restarting_on_exit_78_and_65() -> None:
-    """systemd/maild.service names the config-error exit code and the archive-needs-the-admin one
-    (session 14: a newer or log-less archive restarted every RestartSec for ever) in
-    RestartPreventExitStatus=, and they are the codes ``maild run`` returns."""
-    from maild.cli.main import EXIT_ARCHIVE_NEEDS_ADMIN, EXIT_CONFIG
+def test_the_unit_file_stops_restarting_on_exit_78_65_74_and_restarts_on_75() -> None:
+    """systemd/maild.service names the config-error exit code, the archive-needs-the-admin one
+    (session 14: a newer or log-less archive restarted every RestartSec for ever) and the repeated
+    failed rollback (session 15) in RestartPreventExitStatus=, and they are the codes ``maild run``
+    returns; the first failed rollback's 75 is restarted (Restart=on-failure, not prevented)."""
+    from maild.cli.main import (
+        EXIT_ARCHIVE_FAILING,
+        EXIT_ARCHIVE_NEEDS_ADMIN,
+        EXIT_ARCHIVE_RESTART,
+        EXIT_CONFIG,
+    )
 
     unit = (Path(__file__).parents[2] / "systemd" / "maild.service").read_text()
 
-    assert re.search(
-        rf"^RestartPreventExitStatus={EXIT_CONFIG} {EXIT_ARCHIVE_NEEDS_ADMIN}$", unit, re.MULTILINE
-    )
+    prevented = re.search(r"^RestartPreventExitStatus=(.*)$", unit, re.MULTILINE)
+    assert prevented is not None
+    assert prevented.group(1).split() == [
+        str(EXIT_CONFIG),
+        str(EXIT_ARCHIVE_NEEDS_ADMIN),
+        str(EXIT_ARCHIVE_FAILING),
+    ]
+    assert str(EXIT_ARCHIVE_RESTART) not in prevented.group(1).split()
+    assert re.search(r"^Restart=on-failure$", unit, re.MULTILINE)
 
 
 def test_events_below_the_level_are_dropped_before_the_processors(

@@ -69,6 +69,7 @@ from maild.protocols.imap.guard import (
     COMMAND_MIN_RATE_OCTETS_PER_S,
     COMMAND_WINDOW_TIMEOUTS,
     MIN_UPLOAD_OCTETS_PER_S,
+    SLOW_COMMAND_TIMEOUTS,
     consume_outcome,
     guarded_call,
     lost_error,
@@ -85,6 +86,7 @@ __all__ = [
     "COMMAND_WINDOW_TIMEOUTS",
     "MIN_UPLOAD_OCTETS_PER_S",
     "SESSION_CODES",
+    "SLOW_COMMAND_TIMEOUTS",
     "THROTTLE_CODES",
     "IMAPConnection",
     "SelectRefused",
@@ -258,6 +260,7 @@ class IMAPConnection:
         send_octets: int = 0,
         timeout_s: float | None = None,
         progress: ProgressFloor | None = None,
+        slow: bool = False,
     ) -> T:
         """Run one client call, raced against inactivity and the loss of the connection.
 
@@ -271,6 +274,8 @@ class IMAPConnection:
                 spent here counts towards its windows), or None: then a floor of
                 :data:`COMMAND_MIN_RATE_OCTETS_PER_S` in windows of :data:`COMMAND_WINDOW_TIMEOUTS` x
                 ``timeout_s`` (plus the upload's allowance) applies.
+            slow: a command the server may work on silently for long (``EXPUNGE``, ``UID SEARCH``):
+                its limit and window are :data:`SLOW_COMMAND_TIMEOUTS` x ``timeout_s``.
 
         The race itself and the mapping of foreign exceptions are
         :func:`maild.protocols.imap.guard.guarded_call`.
@@ -304,6 +309,7 @@ class IMAPConnection:
             timeout_s=timeout_s,
             progress=progress,
             on_transfer=self._count_transfer,
+            slow=slow,
         )
 
     def _count_transfer(self, octets: int, seconds: float) -> None:
@@ -340,19 +346,22 @@ class IMAPConnection:
             return self.error(TransientError, detail)
         return self.error(ProtocolError, detail, line=status.describe(), standard="RFC 9051 section 7.1")
 
-    async def command(self, what: str, start: Callable[[IMAPClient], Awaitable[Reply]]) -> list[Part]:
+    async def command(
+        self, what: str, start: Callable[[IMAPClient], Awaitable[Reply]], *, slow: bool = False
+    ) -> list[Part]:
         """Run a command that must end OK; return its untagged parts.
 
         Args:
             what: the command, for error messages.
             start: called with the client, makes the command's awaitable.
+            slow: give it :data:`SLOW_COMMAND_TIMEOUTS` x ``timeout_s`` (see :meth:`call`).
 
         Raises:
             ThrottledError, TransientError, ProtocolError: NO or BAD (see :meth:`refused`).
             NetworkTimeout, ConnectError: as for :meth:`call`.
         """
         client = self.client
-        lines, status = self.completion(await self.call(what, lambda: start(client)), what)
+        lines, status = self.completion(await self.call(what, lambda: start(client), slow=slow), what)
         if not status.ok:
             raise self.refused(status, what)
         return lines

@@ -78,6 +78,7 @@ async def delete_messages(connection: IMAPConnection, keys: Sequence[MessageKey]
                 await connection.command(
                     f"UID EXPUNGE in {mailbox!r}",
                     functools.partial(IMAPClient.uid_expunge, uid_set=uid_set),
+                    slow=True,  # a large mailbox: the server may be silent for minutes
                 )
         elif not await _expunge_without_uidplus(connection, mailbox, uids):
             continue
@@ -139,5 +140,5 @@ async def _expunge_without_uidplus(connection: IMAPConnection, mailbox: str, uid
             len(foreign),
         )
         return False
-    await connection.command(f"EXPUNGE in {mailbox!r}", IMAPClient.expunge)
+    await connection.command(f"EXPUNGE in {mailbox!r}", IMAPClient.expunge, slow=True)
     return True

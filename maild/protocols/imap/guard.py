@@ -36,6 +36,7 @@ __all__ = [
     "COMMAND_MIN_RATE_OCTETS_PER_S",
     "COMMAND_WINDOW_TIMEOUTS",
     "MIN_UPLOAD_OCTETS_PER_S",
+    "SLOW_COMMAND_TIMEOUTS",
     "Guarded",
     "consume_outcome",
     "guarded_call",
@@ -54,6 +55,15 @@ COMMAND_MIN_RATE_OCTETS_PER_S = 64
 #: COMMAND_MIN_RATE_OCTETS_PER_S x window octets per window. Bounds a trickled response like POP3's
 #: one-line replies (``LINE_REPLY_TIMEOUTS``, session 13).
 COMMAND_WINDOW_TIMEOUTS = 2
+#: The deadline of a command a server may rightly work on for long without a word, in multiples of the
+#: account's ``timeout_s``: 10 (ten minutes at the default 60 s). ``EXPUNGE``/``UID EXPUNGE`` of a large
+#: mailbox and ``UID SEARCH`` of a big one (RFC 9051 sections 6.4.3, 6.4.9, 6.4.4) are answered only
+#: once the server has done the work; with the account's ``timeout_s`` (silence) and the floor above
+#: (after 2 x ``timeout_s``) they were cut and retried, for ever (session 15). Such a command
+#: (``slow=True``) may be silent that long, and its response is measured against the same
+#: COMMAND_MIN_RATE_OCTETS_PER_S floor in windows of that length: a server trickling it is still cut,
+#: after ten ``timeout_s`` instead of two.
+SLOW_COMMAND_TIMEOUTS = 10
 
 T = TypeVar("T")
 
@@ -89,6 +99,7 @@ async def guarded_call(
     timeout_s: float | None = None,
     progress: ProgressFloor | None = None,
     on_transfer: Callable[[int, float], None] = lambda octets, seconds: None,
+    slow: bool = False,
 ) -> T:
     """Run one client call of an open connection, raced against inactivity and the loss of the connection.
 
@@ -106,6 +117,9 @@ async def guarded_call(
             applies.
         on_transfer: called with the wire octets received and the seconds waited, after a wait with
             ``progress`` (a message transfer; the link's rate is measured on those only).
+        slow: a command the server may work on silently for long (``EXPUNGE``, ``UID SEARCH``): without
+            ``timeout_s``, the inactivity limit and the floor's window are both
+            :data:`SLOW_COMMAND_TIMEOUTS` x the account's ``timeout_s``.
 
     Cancelled: the connection is discarded and the cancellation propagates.
 
@@ -122,16 +136,20 @@ async def guarded_call(
     task.add_done_callback(consume_outcome)
     began = loop.time() + send_octets / MIN_UPLOAD_OCTETS_PER_S
     limit_s = connection.settings.timeout_s if timeout_s is None else timeout_s
+    window_s = COMMAND_WINDOW_TIMEOUTS * limit_s
+    if slow and timeout_s is None:
+        limit_s = window_s = SLOW_COMMAND_TIMEOUTS * connection.settings.timeout_s
     transfer = progress is not None
     if progress is None:
         # Any other command's response (the greeting, CAPABILITY, LOGIN, SELECT, listings, ...):
         # the inactivity limit never fires while octets trickle in, so a server sending one octet
         # a second held the session, its cycle slot and its host connection for days (QA of
         # session 14). A floor far below any real response, measured only after a first window of
-        # COMMAND_WINDOW_TIMEOUTS x timeout_s (plus the upload's own allowance).
+        # COMMAND_WINDOW_TIMEOUTS x timeout_s (SLOW_COMMAND_TIMEOUTS x for a slow command) plus the
+        # upload's own allowance.
         progress = ProgressFloor(
             COMMAND_MIN_RATE_OCTETS_PER_S,
-            COMMAND_WINDOW_TIMEOUTS * limit_s + send_octets / MIN_UPLOAD_OCTETS_PER_S,
+            window_s + send_octets / MIN_UPLOAD_OCTETS_PER_S,
             loop.time,
         )
     progress.go(client.received_octets)
@@ -142,10 +160,10 @@ async def guarded_call(
             if remaining <= 0:
                 connection.discard(f"{what} timed out")
                 raise connection.error(NetworkTimeout, f"{what}: no data from server for {limit_s:g} s")
-            slow = progress.check(client.received_octets)
-            if slow is not None:
+            too_slow = progress.check(client.received_octets)
+            if too_slow is not None:
                 connection.discard(f"{what}: server too slow")
-                raise connection.error(NetworkTimeout, f"{what}: {slow}")
+                raise connection.error(NetworkTimeout, f"{what}: {too_slow}")
             remaining = min(remaining, max(progress.remaining_s(), 0.01))
             await asyncio.wait((task, lost), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             if not task.done() and lost.done():

@@ -36,7 +36,12 @@ class _Connection(signin.Session, Protocol):
     def capabilities(self) -> frozenset[str]: ...
     def remember_rate(self) -> None: ...
     async def call(
-        self, what: str, start: Callable[[], Awaitable[T]], *, timeout_s: float | None = None
+        self,
+        what: str,
+        start: Callable[[], Awaitable[T]],
+        *,
+        timeout_s: float | None = None,
+        slow: bool = False,
     ) -> T: ...
 
 

@@ -105,7 +105,7 @@ async def uid_search(connection: IMAPConnection, mailbox: str, criterion: str) -
             :meth:`IMAPConnection.command`.
     """
     lines = await connection.command(
-        f"UID SEARCH {criterion} in {mailbox!r}", lambda client: client.uid_search(criterion)
+        f"UID SEARCH {criterion} in {mailbox!r}", lambda client: client.uid_search(criterion), slow=True
     )
     try:
         return wire.parse_search(lines)

@@ -139,7 +139,7 @@ class MailboxSelection:
         connection = self._connection
         pending = presearch[1]
         what = f"UID SEARCH ALL in {mailbox!r}"
-        reply = await connection.call(what, lambda: asyncio.shield(pending))
+        reply = await connection.call(what, lambda: asyncio.shield(pending), slow=True)
         if reply is None:
             return None
         lines, status = connection.completion(reply, what)
