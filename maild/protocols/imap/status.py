@@ -32,9 +32,10 @@ from maild.protocols.imap.lex import Part
 
 
 class NotifyRefused(ProtocolError):
-    """NOTIFY SET was answered NO or BAD without a throttling or server-bug code (RFC 5465 section 3:
-    e.g. ``[NOTIFICATIONOVERFLOW]``, a filter the server does not support). The session is intact;
-    it watches its selected mailbox only, as on a server without NOTIFY."""
+    """NOTIFY SET was answered NO or BAD without a throttling or server-bug code, or with ``[LIMIT]``
+    (RFC 5465 section 3: e.g. ``[NOTIFICATIONOVERFLOW]``, a filter the server does not support;
+    :data:`NOTIFY_LIMIT_CODES`). The session is intact; it watches its selected mailbox only, as on a
+    server without NOTIFY."""
 
 
 #: Longest list of mailbox names maild sends in one LIST-STATUS or NOTIFY command, in octets (default
@@ -43,6 +44,13 @@ class NotifyRefused(ProtocolError):
 #: Dovecot 2.3 refuses lines over 64 KiB (``BAD ... command line too large``, about 3,000 names), and
 #: that BAD failed every cycle of an account configured with that many mailboxes.
 MAX_LIST_PATTERNS_OCTETS = 8000
+
+#: Response codes of a NOTIFY refusal that are NotifyRefused although :meth:`IMAPConnection.refused`
+#: counts them as throttling (default: ``LIMIT``). RFC 5530 section 3: LIMIT is "an implementation
+#: limit of some kind" (here: too many mailboxes to watch); the same NOTIFY fails again in every new
+#: session, so dropping the session for it signed in again and again (backoff up to reconnect_cap_s)
+#: and never entered IDLE (review of session 15). UNAVAILABLE and INUSE pass; they still drop it.
+NOTIFY_LIMIT_CODES = frozenset({"LIMIT"})
 
 #: STATUS items asked for every mailbox; HIGHESTMODSEQ is added with CONDSTORE.
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY")
@@ -294,10 +302,12 @@ async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None
     Standard: RFC 5465 section 3 (NOTIFY SET), 5.2 (MessageNew and MessageExpunge go together), 6.
 
     Raises:
-        NotifyRefused: NOTIFY answered NO or BAD (e.g. ``[NOTIFICATIONOVERFLOW]``); nothing changed.
+        NotifyRefused: NOTIFY answered NO or BAD (e.g. ``[NOTIFICATIONOVERFLOW]``, ``[LIMIT]``:
+            :data:`NOTIFY_LIMIT_CODES`); nothing changed.
         ProtocolError: a broken response.
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for
-            :meth:`IMAPConnection.command` (a NO with a throttling or server-bug code among them).
+            :meth:`IMAPConnection.command` (a NO with ``[UNAVAILABLE]``, ``[INUSE]`` or
+            ``[SERVERBUG]`` among them).
     """
     events = "(MessageNew MessageExpunge)"
     names = _name_list(mailboxes)
@@ -306,7 +316,8 @@ async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None
     _lines, status = connection.completion(reply, "NOTIFY")
     if not status.ok:
         error = connection.refused(status, "NOTIFY")
-        if type(error) is ProtocolError:  # neither throttled nor a server bug: the filter refused
+        if type(error) is ProtocolError or status.code in NOTIFY_LIMIT_CODES:
+            # the filter refused, or too much to watch: neither passes with a new session
             raise NotifyRefused(str(error), account=connection.account) from None
         raise error
 
