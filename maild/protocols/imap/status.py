@@ -75,10 +75,10 @@ def _name_list(mailboxes: Sequence[str] | None) -> str | None:
 
 
 def _parsed(
-    connection: IMAPConnection, what: str, lines: Sequence[Part]
+    connection: IMAPConnection, what: str, lines: Sequence[Part], *, skip_broken_names: bool = False
 ) -> dict[str, imap_list.MailboxStatus]:
     try:
-        return imap_list.parse_status(lines)
+        return imap_list.parse_status(lines, skip_broken_names=skip_broken_names)
     except ProtocolError as exc:
         raise connection.error(ProtocolError, f"{what}: {exc}", standard=exc.standard) from None
 
@@ -121,7 +121,8 @@ async def list_with_status(
         connection: an open connection.
         mailboxes: readable names to look at (sent as patterns; ``*`` and ``%`` in a name may match
             others, which the caller ignores), or None for every mailbox (``"*"``). Names longer in
-            all than :data:`MAX_LIST_PATTERNS_OCTETS` are not sent: every mailbox is listed.
+            all than :data:`MAX_LIST_PATTERNS_OCTETS` are not sent: every mailbox is listed, and
+            one whose name is not valid modified UTF-7 is left out (none of the names given).
 
     Returns:
         The LIST entries (special-use attributes included when the server has SPECIAL-USE) and
@@ -136,7 +137,11 @@ async def list_with_status(
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for
             :meth:`IMAPConnection.command`.
     """
-    patterns = _name_list(mailboxes) or '"*"'
+    names = _name_list(mailboxes)
+    # "*" instead of the configured names: what else it lists is none of the account's, and one
+    # name there that is not valid modified UTF-7 must not fail the account's every status look
+    everything_for_some = mailboxes is not None and names is None
+    patterns = names or '"*"'
     returns = f"STATUS {status_items(connection.capabilities)}"
     if "SPECIAL-USE" in connection.capabilities:
         returns = f"SPECIAL-USE {returns}"
@@ -149,10 +154,10 @@ async def list_with_status(
     if not status.ok:
         raise connection.refused(status, "LIST-STATUS")
     try:
-        listed = imap_list.parse_list(lines)
+        listed = imap_list.parse_list(lines, skip_broken_names=everything_for_some)
     except ProtocolError as exc:
         raise connection.error(ProtocolError, f"LIST-STATUS: {exc}", standard=exc.standard) from None
-    return listed, _parsed(connection, "LIST-STATUS", lines)
+    return listed, _parsed(connection, "LIST-STATUS", lines, skip_broken_names=everything_for_some)
 
 
 async def status_many(
