@@ -76,3 +76,32 @@ async def test_many_configured_mailboxes_are_looked_at_within_the_line_cap(confi
         assert sum(len(name) + 3 for name in names) > MAX_LIST_PATTERNS_OCTETS
     else:
         assert '"*"' not in command and '"Projekte"' in command
+
+
+async def test_a_broken_name_not_configured_does_not_fail_the_status_look_of_many() -> None:
+    """400 configured mailboxes are looked at with ``LIST "*"``, which also lists what is not
+    configured: a mailbox there whose name is not valid modified UTF-7 (``Alt&Post``, an
+    unterminated ``&`` run, as a broken client may create it; RFC 9051 section 5.1.3) is none of
+    the account's and must not fail its inventory. Before (session 15's ``"*"``), the ProtocolError
+    of that one name failed every cycle that had a record to compare; with the names sent as
+    patterns it was never listed. A broken name among the configured ones' answers cannot occur:
+    maild sends their names encoded itself."""
+    names = ["INBOX", "Projekte"] + [f"Kunden/Kunde {n:05d} GmbH und Co. KG" for n in range(398)]
+    async with ScriptedIMAP(
+        {"INBOX": [message(1), message(2)], "Projekte": [message(3)], "Alt&Post": [message(4)]}
+    ) as server:
+        list_status_server(server)
+        mailbox = IMAPMailbox(server_settings(server), names)
+        inbox = server.mailboxes["INBOX"]
+        mailbox.sync_hints = {
+            "Projekte": SyncHint(MailboxStatus("Projekte", 1, 2, inbox.uidvalidity), frozenset({1})),
+        }
+        await mailbox.open()
+        entries = await mailbox.inventory()
+        await mailbox.abort()
+
+    [command] = server.commands_named("LIST")
+    assert '"*"' in command
+    assert mailbox.unchanged == {"Projekte"}
+    assert len(entries) == 3  # INBOX's two and Projekte's one: nothing of Alt&Post
+    assert set(mailbox.statuses) == {"INBOX", "Projekte"}

@@ -18,7 +18,13 @@ from tests.support.waiting import eventually
 
 @pytest.mark.parametrize(
     "refusal",
-    ["NO [NOTIFICATIONOVERFLOW] Too many mailboxes", "BAD Unsupported filter", "NO Not now"],
+    [
+        "NO [NOTIFICATIONOVERFLOW] Too many mailboxes",
+        "BAD Unsupported filter",
+        "NO Not now",
+        # RFC 5530 LIMIT: an implementation limit, the same NOTIFY fails again after a reconnection
+        "NO [LIMIT] Too many mailboxes to watch",
+    ],
 )
 async def test_refused_notify_leaves_idle_on_the_selected_mailbox(
     refusal: str, watchers: list[IdleWatcher]

@@ -165,3 +165,38 @@ def test_vanished_among_holds_no_list_of_the_ranges() -> None:
         tracemalloc.stop()
     assert gone == set(range(1, 4_001, 2))
     assert peak < 1 * 2**20, peak
+
+
+def test_skip_broken_names_leaves_out_only_names_that_are_not_modified_utf7() -> None:
+    """With ``skip_broken_names`` (a ``"*"`` listing of which only maild's own names are wanted) an
+    entry whose name is not modified UTF-7 is left out and the rest kept; a line that breaks the
+    grammar still raises; without it the broken name raises as before (RFC 9051 section 5.1.3)."""
+    lines = [
+        b'* LIST (\\HasNoChildren) "/" "Alt&Post"',
+        b'* STATUS "Alt&Post" (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 7)',
+        b'* LIST (\\HasNoChildren) "/" "Entw&APw-rfe"',
+        b'* STATUS "Entw&APw-rfe" (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 7)',
+    ]
+    assert [m.name for m in parse_list(lines, skip_broken_names=True)] == ["Entwürfe"]
+    assert parse_status(lines, skip_broken_names=True) == {"Entwürfe": MailboxStatus("Entwürfe", 3, 4, 7)}
+    with pytest.raises(ProtocolError):
+        parse_list(lines)
+    with pytest.raises(ProtocolError):
+        parse_status(lines)
+    with pytest.raises(ProtocolError):
+        parse_status([b'* STATUS "Entw&APw-rfe" (MESSAGES)'], skip_broken_names=True)
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_name_list_is_sent_up_to_max_list_patterns_octets(extra: int) -> None:
+    """The configured names go out as patterns up to MAX_LIST_PATTERNS_OCTETS octets of list, one
+    octet more lists "*" (None here)."""
+    from maild.protocols.imap.status import MAX_LIST_PATTERNS_OCTETS, _name_list
+
+    # "(" + '"name"' + ")": 4 octets around one name
+    name = "x" * (MAX_LIST_PATTERNS_OCTETS - 4 + extra)
+    listed = _name_list([name])
+    if extra <= 0:
+        assert listed is not None and len(listed.encode()) == MAX_LIST_PATTERNS_OCTETS + extra
+    else:
+        assert listed is None

@@ -57,7 +57,9 @@ def _list_fields(tokens: list[imap_lex.Token]) -> tuple[frozenset[str], str | No
     raise imap_lex.LexError("mailbox name is neither atom nor string")
 
 
-def parse_list(lines: Sequence[imap_lex.Part], *, utf8: bool = False) -> list[ListedMailbox]:
+def parse_list(
+    lines: Sequence[imap_lex.Part], *, utf8: bool = False, skip_broken_names: bool = False
+) -> list[ListedMailbox]:
     """Parse the untagged lines of a LIST (or LSUB) response, in server order.
 
     Names may be atoms, quoted strings (with ``\\"`` and ``\\\\`` escapes) or literals; extended data
@@ -67,6 +69,9 @@ def parse_list(lines: Sequence[imap_lex.Part], *, utf8: bool = False) -> list[Li
         lines: aioimaplib's parts (``LIST`` keyword present or stripped, ``* `` optional).
         utf8: names are UTF-8 (after ``ENABLE UTF8=ACCEPT``, RFC 9051 section 6.3.1) rather than
             modified UTF-7.
+        skip_broken_names: leave out an entry whose name is not valid modified UTF-7 (or UTF-8)
+            instead of raising: for a listing of ``"*"`` of which only names maild sent itself
+            are wanted (such a name is none of them).
 
     Standard: RFC 9051 section 7.3.1 (``mailbox-list``); RFC 3501 section 7.2.2; RFC 6154 section 2.
 
@@ -89,8 +94,9 @@ def parse_list(lines: Sequence[imap_lex.Part], *, utf8: bool = False) -> list[Li
             attributes, delimiter, wire_name = _list_fields(imap_lex.lex([head, *logical[1:]]))
         except imap_lex.LexError as exc:
             raise ProtocolError(str(exc), line=imap_lex.excerpt(head), standard=standard) from None
-        name = _mailbox_name(wire_name, utf8, standard)
-        found.append(ListedMailbox(name, delimiter, attributes))
+        name = _readable_or_none(wire_name, utf8, standard, skip_broken_names)
+        if name is not None:
+            found.append(ListedMailbox(name, delimiter, attributes))
     return found
 
 
@@ -183,13 +189,16 @@ def _status_fields(tokens: list[imap_lex.Token]) -> tuple[bytes, dict[str, int]]
     return wire_name, values
 
 
-def parse_status(lines: Sequence[imap_lex.Part], *, utf8: bool = False) -> dict[str, MailboxStatus]:
+def parse_status(
+    lines: Sequence[imap_lex.Part], *, utf8: bool = False, skip_broken_names: bool = False
+) -> dict[str, MailboxStatus]:
     """Parse the ``STATUS`` lines among untagged lines; other lines are ignored.
 
     Args:
         lines: aioimaplib's parts (``STATUS`` keyword present, ``* `` optional), e.g. the untagged
             lines of ``LIST ... RETURN (STATUS (...))`` or of pipelined STATUS commands.
         utf8: names are UTF-8 rather than modified UTF-7 (see :func:`parse_list`).
+        skip_broken_names: leave out a status whose name is not valid (see :func:`parse_list`).
 
     Returns:
         Readable mailbox name to its status; a mailbox reported twice keeps the last report.
@@ -211,7 +220,9 @@ def parse_status(lines: Sequence[imap_lex.Part], *, utf8: bool = False) -> dict[
             wire_name, values = _status_fields(imap_lex.lex([head[7:], *logical[1:]]))
         except imap_lex.LexError as exc:
             raise ProtocolError(str(exc), line=imap_lex.excerpt(head), standard=standard) from None
-        name = _mailbox_name(wire_name, utf8, standard)
+        name = _readable_or_none(wire_name, utf8, standard, skip_broken_names)
+        if name is None:
+            continue
         found[name] = MailboxStatus(
             name,
             values.get("MESSAGES"),
@@ -317,6 +328,20 @@ def vanished_among(lines: Sequence[imap_lex.Part], known: Iterable[int]) -> set[
         if first < last:
             gone.update(ordered[first:last])
     return gone
+
+
+def _readable_or_none(wire_name: bytes, utf8: bool, standard: str, skip_broken: bool) -> str | None:
+    """:func:`_mailbox_name`, or None for a name that is not valid when ``skip_broken``.
+
+    Raises:
+        ProtocolError: the name is not valid and ``skip_broken`` is False.
+    """
+    try:
+        return _mailbox_name(wire_name, utf8, standard)
+    except ProtocolError:
+        if skip_broken:
+            return None
+        raise
 
 
 def _mailbox_name(wire_name: bytes, utf8: bool, standard: str) -> str:

@@ -32,9 +32,10 @@ from maild.protocols.imap.lex import Part
 
 
 class NotifyRefused(ProtocolError):
-    """NOTIFY SET was answered NO or BAD without a throttling or server-bug code (RFC 5465 section 3:
-    e.g. ``[NOTIFICATIONOVERFLOW]``, a filter the server does not support). The session is intact;
-    it watches its selected mailbox only, as on a server without NOTIFY."""
+    """NOTIFY SET was answered NO or BAD without a throttling or server-bug code, or with ``[LIMIT]``
+    (RFC 5465 section 3: e.g. ``[NOTIFICATIONOVERFLOW]``, a filter the server does not support;
+    :data:`NOTIFY_LIMIT_CODES`). The session is intact; it watches its selected mailbox only, as on a
+    server without NOTIFY."""
 
 
 #: Longest list of mailbox names maild sends in one LIST-STATUS or NOTIFY command, in octets (default
@@ -43,6 +44,13 @@ class NotifyRefused(ProtocolError):
 #: Dovecot 2.3 refuses lines over 64 KiB (``BAD ... command line too large``, about 3,000 names), and
 #: that BAD failed every cycle of an account configured with that many mailboxes.
 MAX_LIST_PATTERNS_OCTETS = 8000
+
+#: Response codes of a NOTIFY refusal that are NotifyRefused although :meth:`IMAPConnection.refused`
+#: counts them as throttling (default: ``LIMIT``). RFC 5530 section 3: LIMIT is "an implementation
+#: limit of some kind" (here: too many mailboxes to watch); the same NOTIFY fails again in every new
+#: session, so dropping the session for it signed in again and again (backoff up to reconnect_cap_s)
+#: and never entered IDLE (review of session 15). UNAVAILABLE and INUSE pass; they still drop it.
+NOTIFY_LIMIT_CODES = frozenset({"LIMIT"})
 
 #: STATUS items asked for every mailbox; HIGHESTMODSEQ is added with CONDSTORE.
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY")
@@ -67,10 +75,10 @@ def _name_list(mailboxes: Sequence[str] | None) -> str | None:
 
 
 def _parsed(
-    connection: IMAPConnection, what: str, lines: Sequence[Part]
+    connection: IMAPConnection, what: str, lines: Sequence[Part], *, skip_broken_names: bool = False
 ) -> dict[str, imap_list.MailboxStatus]:
     try:
-        return imap_list.parse_status(lines)
+        return imap_list.parse_status(lines, skip_broken_names=skip_broken_names)
     except ProtocolError as exc:
         raise connection.error(ProtocolError, f"{what}: {exc}", standard=exc.standard) from None
 
@@ -113,7 +121,8 @@ async def list_with_status(
         connection: an open connection.
         mailboxes: readable names to look at (sent as patterns; ``*`` and ``%`` in a name may match
             others, which the caller ignores), or None for every mailbox (``"*"``). Names longer in
-            all than :data:`MAX_LIST_PATTERNS_OCTETS` are not sent: every mailbox is listed.
+            all than :data:`MAX_LIST_PATTERNS_OCTETS` are not sent: every mailbox is listed, and
+            one whose name is not valid modified UTF-7 is left out (none of the names given).
 
     Returns:
         The LIST entries (special-use attributes included when the server has SPECIAL-USE) and
@@ -128,7 +137,11 @@ async def list_with_status(
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for
             :meth:`IMAPConnection.command`.
     """
-    patterns = _name_list(mailboxes) or '"*"'
+    names = _name_list(mailboxes)
+    # "*" instead of the configured names: what else it lists is none of the account's, and one
+    # name there that is not valid modified UTF-7 must not fail the account's every status look
+    everything_for_some = mailboxes is not None and names is None
+    patterns = names or '"*"'
     returns = f"STATUS {status_items(connection.capabilities)}"
     if "SPECIAL-USE" in connection.capabilities:
         returns = f"SPECIAL-USE {returns}"
@@ -141,10 +154,10 @@ async def list_with_status(
     if not status.ok:
         raise connection.refused(status, "LIST-STATUS")
     try:
-        listed = imap_list.parse_list(lines)
+        listed = imap_list.parse_list(lines, skip_broken_names=everything_for_some)
     except ProtocolError as exc:
         raise connection.error(ProtocolError, f"LIST-STATUS: {exc}", standard=exc.standard) from None
-    return listed, _parsed(connection, "LIST-STATUS", lines)
+    return listed, _parsed(connection, "LIST-STATUS", lines, skip_broken_names=everything_for_some)
 
 
 async def status_many(
@@ -294,10 +307,12 @@ async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None
     Standard: RFC 5465 section 3 (NOTIFY SET), 5.2 (MessageNew and MessageExpunge go together), 6.
 
     Raises:
-        NotifyRefused: NOTIFY answered NO or BAD (e.g. ``[NOTIFICATIONOVERFLOW]``); nothing changed.
+        NotifyRefused: NOTIFY answered NO or BAD (e.g. ``[NOTIFICATIONOVERFLOW]``, ``[LIMIT]``:
+            :data:`NOTIFY_LIMIT_CODES`); nothing changed.
         ProtocolError: a broken response.
         ThrottledError, NetworkTimeout, ConnectError, TransientError: as for
-            :meth:`IMAPConnection.command` (a NO with a throttling or server-bug code among them).
+            :meth:`IMAPConnection.command` (a NO with ``[UNAVAILABLE]``, ``[INUSE]`` or
+            ``[SERVERBUG]`` among them).
     """
     events = "(MessageNew MessageExpunge)"
     names = _name_list(mailboxes)
@@ -306,7 +321,8 @@ async def notify_set(connection: IMAPConnection, mailboxes: Sequence[str] | None
     _lines, status = connection.completion(reply, "NOTIFY")
     if not status.ok:
         error = connection.refused(status, "NOTIFY")
-        if type(error) is ProtocolError:  # neither throttled nor a server bug: the filter refused
+        if type(error) is ProtocolError or status.code in NOTIFY_LIMIT_CODES:
+            # the filter refused, or too much to watch: neither passes with a new session
             raise NotifyRefused(str(error), account=connection.account) from None
         raise error
 
