@@ -85,8 +85,8 @@ class ListedCheck:
         stored: what archiving :func:`check_contents`' other messages did, or None.
         archived: the keys of ``other`` whose new message :func:`check_contents` archived itself.
         read: the keys whose message the checks read from the server (``TOP n 0`` answered, or
-            ``RETR`` served): a server deleting downloaded mail removes them at ``QUIT`` unless
-            they are kept (:func:`read_unkept`).
+            ``RETR`` served, also one the spool then could not take): a server deleting
+            downloaded mail removes them at ``QUIT`` unless they are kept (:func:`read_unkept`).
     """
 
     same: list[MessageKey] = field(default_factory=list)
@@ -279,13 +279,17 @@ async def check_contents(
     same: list[MessageKey] = []
     others: list[RetrievedMessage] = []
     arrived: set[MessageKey] = set()
-    served: list[MessageKey] = []  # read whole by RETR (a refused one was not)
+    # read whole by RETR: a refused one was not, one the spool could not take was (a ``local``
+    # failure: served, then dropped; review of session 15)
+    served: list[MessageKey] = []
     maildrop.spool = store.spool  # a large message goes to a file beside the archive, not to memory
     try:
         async for item in maildrop.retrieve(todo):
             arrived.add(item.key)
             if isinstance(item, RetrievalFailure):
                 unread.append(item.key)
+                if item.kind == "local":
+                    served.append(item.key)
                 continue
             served.append(item.key)
             spooled = item.spooled
