@@ -150,6 +150,28 @@ def read_unkept(listed: ListedCheck | None, stored: Collection[MessageKey]) -> f
     return frozenset(listed.read).difference(listed.same, listed.archived, stored)
 
 
+def still_known(
+    listed: ListedCheck | None, known: Mapping[MessageKey, Location]
+) -> Collection[MessageKey]:
+    """The cycle's known identities (its snapshot, taken before the checks) whose archived location
+    still names the message the server lists: ``known`` without the UIDLs the checks freed
+    (:attr:`ListedCheck.other`, relisted ones included). A freed UIDL names another message, so
+    one the session served under it (the cycle's own ``RETR`` of it, then not stored: the spool had
+    no room) is not kept by the old location (review of session 15: it counted kept, ``QUIT``, and
+    a server deleting downloaded mail removed it unarchived).
+
+    Args:
+        listed: the cycle's checks, or None when it made none.
+        known: the account's recorded identities as the cycle read them.
+
+    Returns:
+        ``known`` itself when nothing was freed, else a set of its keys without the freed ones.
+    """
+    if listed is None or not listed.other:
+        return known
+    return known.keys() - set(listed.other)
+
+
 def shown_in_session(listed: ListedCheck | None, retrieved: Collection[MessageKey]) -> frozenset[MessageKey]:
     """The keys this session showed to name the message the archive links them to: retrieved in it,
     compared by :func:`check_headers` or :func:`check_contents` and found to be the archived message,

@@ -23,7 +23,7 @@ from maild.model import POP3Key
 from maild.spool import Spool
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.rawsocket import leaked_threads
-from tests.support.scripted_pop3 import ScriptedPOP3, sample_message
+from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
 
 LARGE_BODY = [b"x" * 200] * 40
 """Body lines of a message the tests' small spool cannot take (about 8 kB)."""
@@ -76,3 +76,37 @@ async def test_a_check_retr_the_spool_could_not_take_ends_without_quit(
         assert again.new_messages == 1 and again.failures == []
     assert sorted(await archived(store)) == sorted([first, third, large])
     assert POP3Key("uidl-1") not in result.too_large
+
+
+async def test_a_relisted_uidl_the_spool_could_not_take_ends_without_quit(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor, tmp_path: Path
+) -> None:
+    """retention "delete": maild deleted "uidl-1" (+OK to QUIT) and the server lists it again for a
+    large new message. Its UIDL is freed without TOP (relisted) and the cycle retrieves it; the
+    spool has no room (read whole by RETR, dropped: a ``local`` failure). It was served and not
+    kept, so the session ends without QUIT; before, its key was still in the cycle's snapshot of
+    known identities (a deleted location), counted kept, QUIT, and the server removed it
+    unarchived. With room again the next cycle archives and deletes it."""
+    first, large = sample_message(1), sample_message(2, LARGE_BODY)
+    real = store.spool
+    with ScriptedPOP3([first]) as server:
+        account = await prepare(
+            store, pop3_account(server.host, server.port, "alice", "secret", retention="delete")
+        )
+        done = await cycle(account, store, executor)  # archives "uidl-1" and deletes it
+        assert done.deleted == 1 and on_server(server) == []
+        server.add(ScriptedMessage(large, uidl="uidl-1"))  # the server re-uses the UIDL
+        server.delete_on_download = "at-quit"
+        store.spool = Spool(tmp_path, threshold_octets=len(large) // 2, max_octets=len(large) // 2)
+        try:
+            result = await cycle(account, store, executor)
+        finally:
+            store.spool = real
+        later = server.commands[server.commands.index("QUIT") + 1 :]  # the first cycle's QUIT
+        assert "RETR 1" in later and "QUIT" not in later  # (then the failed message's TOP 1 0)
+        assert [(f.key, f.kind) for f in result.failures] == [(POP3Key("uidl-1"), "local")]
+        assert on_server(server) == [large]  # before: [] (removed at QUIT, never archived)
+        again = await cycle(account, store, executor)
+        assert (again.new_messages, again.deleted) == (1, 1)
+        assert on_server(server) == []
+    assert sorted(await archived(store)) == sorted([first, large])
