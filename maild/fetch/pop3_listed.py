@@ -154,11 +154,12 @@ def still_known(
     listed: ListedCheck | None, known: Mapping[MessageKey, Location]
 ) -> Collection[MessageKey]:
     """The cycle's known identities (its snapshot, taken before the checks) whose archived location
-    still names the message the server lists: ``known`` without the UIDLs the checks freed
-    (:attr:`ListedCheck.other`, relisted ones included). A freed UIDL names another message, so
-    one the session served under it (the cycle's own ``RETR`` of it, then not stored: the spool had
-    no room) is not kept by the old location (review of session 15: it counted kept, ``QUIT``, and
-    a server deleting downloaded mail removed it unarchived).
+    names the message the server lists: ``known`` without the UIDLs the checks freed for the cycle
+    to retrieve (:attr:`ListedCheck.to_retrieve`, relisted ones included; those
+    :func:`check_contents` archived itself are kept by that). A freed UIDL names another message,
+    so one the session served under it (the cycle's own ``RETR`` of it, then not stored: the spool
+    had no room) is not kept by the old location (review of session 15: it counted kept, ``QUIT``,
+    and a server deleting downloaded mail removed it unarchived).
 
     Args:
         listed: the cycle's checks, or None when it made none.
@@ -167,9 +168,10 @@ def still_known(
     Returns:
         ``known`` itself when nothing was freed, else a set of its keys without the freed ones.
     """
-    if listed is None or not listed.other:
+    freed = listed.to_retrieve if listed is not None else []
+    if not freed:
         return known
-    return known.keys() - set(listed.other)
+    return known.keys() - set(freed)
 
 
 def shown_in_session(listed: ListedCheck | None, retrieved: Collection[MessageKey]) -> frozenset[MessageKey]:
