@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from maild.archive.store import Store
+from maild.errors import ProtocolError
 from maild.fetch.cycle_end import UNKEPT_WARNING
 from maild.model import POP3Key
 from maild.spool import Spool
@@ -39,6 +40,12 @@ def _no_leaked_threads() -> Iterator[None]:
 def on_server(server: ScriptedPOP3) -> list[bytes]:
     """The octets of the messages the server still holds."""
     return [m.raw for m in server.maildrop]
+
+
+def sessions(commands: list[str]) -> list[list[str]]:
+    """The commands of each session, in order (each begins with CAPA, then USER)."""
+    starts = [i - 1 for i, command in enumerate(commands) if command.startswith("USER ")]
+    return [commands[a:b] for a, b in zip(starts, [*starts[1:], len(commands)], strict=True)]
 
 
 @pytest.mark.parametrize("retention", ["keep", "delete"])
@@ -110,3 +117,31 @@ async def test_a_relisted_uidl_the_spool_could_not_take_ends_without_quit(
         assert (again.new_messages, again.deleted) == (1, 1)
         assert on_server(server) == []
     assert sorted(await archived(store)) == sorted([first, large])
+
+
+async def test_a_failed_cycle_after_a_refused_retr_of_a_topped_message_ends_without_quit(
+    store: Store, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """A server deleting what TOP served at QUIT: a known UIDL re-used at another size; the check
+    reads its header section (TOP n 0: another message), frees the UIDL, and its RETR is refused.
+    The cycle then fails at a DELE the server refuses (the session still in step). The failure path
+    must hang up: before, the refused RETR took the key out of the served ledger although its TOP
+    had served it, so abandon() sent RSET, QUIT and the server removed it, never archived."""
+    first, other, third = sample_message(1), sample_message(2, [b"another body"] * 3), sample_message(3)
+    with ScriptedPOP3([first]) as server:
+        account = await prepare(store, pop3_account(server.host, server.port, "alice", "secret"))
+        await cycle(account, store, executor)  # archives "uidl-1", keeps it on the server
+        reused = server.maildrop[0]
+        reused.raw, reused.top, reused.retr_error = other, "serve", "-ERR [SYS/TEMP] try later"
+        server.add(ScriptedMessage(third, dele_error="-ERR cannot delete now"))
+        server.delete_on_download = "at-quit"
+        with pytest.raises(ProtocolError):
+            await cycle(with_retention(account, "delete"), store, executor)
+        session = sessions(server.commands)[1]  # the failed cycle's
+        assert session[-3:] == ["TOP 1 0", "RETR 1", "DELE 2"]  # before: then RSET, QUIT
+        assert on_server(server) == [other, third]  # before: [] (other removed at QUIT, never archived)
+        reused.retr_error = None
+        server.maildrop[1].dele_error = None
+        again = await cycle(with_retention(account, "delete"), store, executor)
+        assert again.new_messages == 1
+    assert sorted(await archived(store)) == sorted([first, other, third])
