@@ -362,12 +362,18 @@ async def fetch_cycle(
         if probe and account.protocol == "imap":  # deletions happened at EXPUNGE: nothing to lose
             found, usable = await failed_headers.read_in_session(maildrop, probe)
         # POP3: a message read and not stored (the spool had no room; another message the checks
-        # read under a known UIDL and did not archive): no QUIT (cycle_end.end_session)
-        unkept = not imap and maildrop.served_unkept(stored, known)
-        if not imap and not unkept and listed is not None:  # the checks ran: their module is loaded
+        # read under a known UIDL, or retrieved under a UIDL they freed, and did not archive): no
+        # QUIT (cycle_end.end_session). The checks' module is loaded only when they ran (listed).
+        if imap:
+            unkept = False
+        elif listed is None:
+            unkept = maildrop.served_unkept(stored, known)
+        else:
             from maild.fetch import pop3_listed
 
-            unkept = bool(pop3_listed.read_unkept(listed, stored))
+            unkept = maildrop.served_unkept(stored, pop3_listed.still_known(listed, known)) or bool(
+                pop3_listed.read_unkept(listed, stored)
+            )
         to_delete = await cycle_end.end_session(
             account, maildrop, result, to_delete, usable=usable, unkept=unkept, keep_open=keep_open
         )

@@ -85,8 +85,8 @@ class ListedCheck:
         stored: what archiving :func:`check_contents`' other messages did, or None.
         archived: the keys of ``other`` whose new message :func:`check_contents` archived itself.
         read: the keys whose message the checks read from the server (``TOP n 0`` answered, or
-            ``RETR`` served): a server deleting downloaded mail removes them at ``QUIT`` unless
-            they are kept (:func:`read_unkept`).
+            ``RETR`` served, also one the spool then could not take): a server deleting
+            downloaded mail removes them at ``QUIT`` unless they are kept (:func:`read_unkept`).
     """
 
     same: list[MessageKey] = field(default_factory=list)
@@ -148,6 +148,30 @@ def read_unkept(listed: ListedCheck | None, stored: Collection[MessageKey]) -> f
     if listed is None or not listed.read:
         return frozenset()
     return frozenset(listed.read).difference(listed.same, listed.archived, stored)
+
+
+def still_known(
+    listed: ListedCheck | None, known: Mapping[MessageKey, Location]
+) -> Collection[MessageKey]:
+    """The cycle's known identities (its snapshot, taken before the checks) whose archived location
+    names the message the server lists: ``known`` without the UIDLs the checks freed for the cycle
+    to retrieve (:attr:`ListedCheck.to_retrieve`, relisted ones included; those
+    :func:`check_contents` archived itself are kept by that). A freed UIDL names another message,
+    so one the session served under it (the cycle's own ``RETR`` of it, then not stored: the spool
+    had no room) is not kept by the old location (review of session 15: it counted kept, ``QUIT``,
+    and a server deleting downloaded mail removed it unarchived).
+
+    Args:
+        listed: the cycle's checks, or None when it made none.
+        known: the account's recorded identities as the cycle read them.
+
+    Returns:
+        ``known`` itself when nothing was freed, else a set of its keys without the freed ones.
+    """
+    freed = listed.to_retrieve if listed is not None else []
+    if not freed:
+        return known
+    return known.keys() - set(freed)
 
 
 def shown_in_session(listed: ListedCheck | None, retrieved: Collection[MessageKey]) -> frozenset[MessageKey]:
@@ -279,13 +303,17 @@ async def check_contents(
     same: list[MessageKey] = []
     others: list[RetrievedMessage] = []
     arrived: set[MessageKey] = set()
-    served: list[MessageKey] = []  # read whole by RETR (a refused one was not)
+    # read whole by RETR: a refused one was not, one the spool could not take was (a ``local``
+    # failure: served, then dropped; review of session 15)
+    served: list[MessageKey] = []
     maildrop.spool = store.spool  # a large message goes to a file beside the archive, not to memory
     try:
         async for item in maildrop.retrieve(todo):
             arrived.add(item.key)
             if isinstance(item, RetrievalFailure):
                 unread.append(item.key)
+                if item.kind == "local":
+                    served.append(item.key)
                 continue
             served.append(item.key)
             spooled = item.spooled

@@ -121,6 +121,8 @@ class ScriptedMessage:
             a reply line to send instead (e.g. ``"-ERR no"``).
         list_size: the size STAT and LIST report instead of ``len(raw)`` (a server whose sizes are
             off); RETR's ``+OK`` line still says ``len(raw)``.
+        dele_error: full reply line to send instead of ``+OK`` to DELE (the message stays unmarked),
+            e.g. ``"-ERR cannot delete"``.
     """
 
     raw: bytes
@@ -131,6 +133,7 @@ class ScriptedMessage:
     retr_tail_octets: int = 0
     top: str = "as-retr"
     list_size: int | None = None
+    dele_error: str | None = None
 
     @property
     def size_octets(self) -> int:
@@ -380,6 +383,8 @@ class ScriptedPOP3(LoopThread):
             found = self._message(s, args[0])
             if found is None:
                 await self._send(writer, "-ERR no such message")
+            elif verb == "DELE" and found[1].dele_error is not None:
+                await self._send(writer, found[1].dele_error)
             elif verb == "DELE":
                 s.marked.add(found[0])
                 reply = f"+OK message {args[0]} deleted{self.dele_reply_padding * 'x'}"

@@ -26,21 +26,29 @@ class ServedLedger:
     an identity (never kept: no key names them).
     """
 
-    __slots__ = ("_inventory", "_requested", "_unnamed")
+    __slots__ = ("_inventory", "_requested", "_topped", "_unnamed")
 
     def __init__(self) -> None:
         self._requested: set[MessageKey] = set()
+        self._topped: set[MessageKey] = set()
         self._inventory: set[MessageKey] = set()
         self._unnamed = 0
 
-    def asked(self, keys: Iterable[MessageKey]) -> None:
-        """Record ``keys`` as served (asked for by RETR or TOP; recorded before the command goes
-        out, since a reply cut short may count as a download)."""
+    def asked(self, keys: Iterable[MessageKey], *, top: bool = False) -> None:
+        """Record ``keys`` as served (asked for by RETR, or by TOP when ``top``; recorded before the
+        command goes out, since a reply cut short may count as a download)."""
+        if top:
+            keys = list(keys)
+            self._topped.update(keys)
         self._requested.update(keys)
 
     def refused(self, key: MessageKey) -> None:
-        """Take ``key`` out of the requested ones: its RETR was answered ``-ERR`` (nothing served)."""
-        self._requested.discard(key)
+        """Take ``key`` out of the requested ones: its RETR was answered ``-ERR`` (nothing served by
+        it). A key this session asked for by TOP stays served: the TOP reply was a read, a later
+        refused RETR does not undo it (review of session 15: the listed-size check's ``TOP n 0``
+        of another message, then its RETR refused, and a failure after it sent RSET, QUIT)."""
+        if key not in self._topped:
+            self._requested.discard(key)
 
     def named(self, keys: Iterable[MessageKey], unnamed: int) -> None:
         """Record what the digest inventory read: ``keys`` it named, ``unnamed`` it read and could

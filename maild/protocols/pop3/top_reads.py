@@ -67,7 +67,7 @@ async def header_sections(
         NetworkTimeout, ConnectError, ProtocolError: the session is broken (a reply over
             ``max_octets`` octets included).
     """
-    served.asked(key for key, _ in targets)
+    served.asked((key for key, _ in targets), top=True)
     read = functools.partial(session.header_sections, [n for _, n in targets], max_octets, window)
     replies = await run(read)
     pairs = zip(targets, replies, strict=True)
@@ -102,7 +102,7 @@ async def whole_messages(
         NetworkTimeout, ConnectError, ProtocolError: the session is broken.
     """
     offered = not session.caps or "TOP" in session.caps
-    served.asked(key for key, _, _ in known)
+    served.asked((key for key, _, _ in known), top=offered)
     msgnums = {key: n for key, n, _ in known}
     for chunk in top_windows([(key, size) for key, _, size in known], window, window_octets):
         commands = [f"TOP {msgnums[key]} {top_lines(size)}" for key, size in chunk]
