@@ -99,3 +99,29 @@ def test_a_second_failed_rollback_within_the_hour_exits_74(dovecot: Dovecot, mai
     assert codes == [EXIT_ARCHIVE_RESTART, EXIT_ARCHIVE_FAILING], (directory / "two.log").read_text()[-3000:]
     assert "not restarted, check the archive's disk" in (directory / "two.log").read_text()
     assert len(dovecot.maildir_files(mail_user.name)) == 2
+
+
+@pytest.mark.dovecot
+def test_a_failed_rollback_in_a_one_shot_fetch_deletes_nothing_and_says_so(
+    dovecot: Dovecot, mail_user: MailUser
+) -> None:
+    """``maild fetch`` with the same failure (no daemon, no restart): exits non-zero, deletes nothing,
+    archives nothing, and a line on stderr names the open transaction and what it means (session 15's
+    review: before, only the cycle's "disk I/O error" and a JSON log line said anything)."""
+    import subprocess
+
+    directory = short_dir()
+    cfg = write_config(
+        directory,
+        dovecot,
+        [AccountSpec("anna", "pop3", mail_user.name, mail_user.password, extra={"retention": "delete"})],
+    )
+    deliver(dovecot, mail_user.name, 3, "oneshot")
+    argv = [*failing_rollback_command(cfg)[:-1], "fetch"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=EXIT_WAIT_S, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said[-3000:]
+    assert "could not be rolled back" in said, said[-3000:]
+    assert "nothing was deleted on any server after it" in done.stderr, said[-3000:]
+    assert len(dovecot.maildir_files(mail_user.name)) == 3
+    assert archived_messages(directory / "state" / "maild.sqlite3") == 0
