@@ -18,11 +18,17 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 
 from maild.errors import ConfigError, TransientError
 
 __all__ = ["first_line_of", "stop_commands"]
+
+COMMAND_POLL_S = 0.1
+"""How often (seconds) a command's reader looks whether :func:`stop_commands` stopped it or its
+timeout passed while its stdout stays open: 0.1 s, the stop's delay at most (as the token endpoint's
+``CONNECT_POLL_S``)."""
 
 _RUNNING: set[subprocess.Popen[bytes]] = set()
 _STOPPED: set[int] = set()  # PIDs of commands stop_commands killed (their callers raise "stopped")
@@ -55,12 +61,7 @@ def first_line_of(argv: Sequence[str], *, account: str, key: str, noun: str, tim
     with _RUNNING_LOCK:
         _RUNNING.add(proc)
     try:
-        try:
-            out, _ = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
-            raise ConfigError(f"{where} failed: TimeoutExpired") from None
+        out = _read_until_end(proc, time.monotonic() + timeout_s)
     finally:
         with _RUNNING_LOCK:
             _RUNNING.discard(proc)
@@ -71,10 +72,38 @@ def first_line_of(argv: Sequence[str], *, account: str, key: str, noun: str, tim
             proc.wait()
     if stopped:
         raise TransientError(f"{where} stopped (maild is stopping)", account=account)
+    if out is None:
+        raise ConfigError(f"{where} failed: TimeoutExpired")
     value = out.decode("utf-8", "replace").splitlines()[0] if out else ""
     if proc.returncode != 0 or not value:
         raise ConfigError(f"{where} exited {proc.returncode} without printing {noun}")
     return value
+
+
+def _read_until_end(proc: subprocess.Popen[bytes], deadline: float) -> bytes | None:
+    """``proc``'s whole stdout, read until its end (and ``proc`` reaped), or None: ``deadline``
+    (:func:`time.monotonic`) passed or :func:`stop_commands` stopped it first; then its group is
+    killed, ``proc`` reaped and its stdout closed without waiting for the pipe's end.
+
+    Read in slices of :data:`COMMAND_POLL_S`, so that a stop is seen at once even when the pipe
+    stays open: a child that left the group (``setsid``, a daemonising helper) keeps it open out of
+    reach of the group's SIGKILL, and waiting for its end held the call, and a stop, without bound
+    (review of session 15)."""
+    while True:
+        try:
+            out, _ = proc.communicate(timeout=max(0.0, min(COMMAND_POLL_S, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            with _RUNNING_LOCK:
+                stopped = proc.pid in _STOPPED
+            if not stopped and time.monotonic() < deadline:
+                continue  # communicate() again: output read so far is kept (subprocess docs)
+        else:
+            return out
+        _kill_group(proc)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        return None
 
 
 def stop_commands() -> int:

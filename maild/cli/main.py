@@ -401,14 +401,23 @@ async def fetch_once(cfg: Config, names: Sequence[str]) -> int:
     # and the journal keep the warning (syslog priority 4), which monitoring greps for.
     on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
     started = time.monotonic()
-    results = await fetch_accounts_once(cfg, names, failure_level="info" if on_terminal else "warning")
+    left_open: list[str] = []
+    results = await fetch_accounts_once(
+        cfg, names, failure_level="info" if on_terminal else "warning", on_left_open=left_open.append
+    )
     for res in results:
         print(res.line(human_size))
     if (total := total_line(results, human_size, time.monotonic() - started)) is not None:
         print(total)
+    if left_open:  # its cycle's line says only the I/O error (review of session 15): say what it means
+        print(
+            f"maild: {left_open[0]}: nothing was deleted on any server after it; the next run opens the"
+            " archive afresh (SQLite rolls the transaction back), check the archive's disk",
+            file=sys.stderr,
+        )
     if any(res.unrecorded for res in results):  # the one case a next run cannot repair by itself
         return EXIT_DELETIONS_NOT_RECORDED
-    return 1 if any(res.failed or res.short_of_room for res in results) else 0
+    return 1 if left_open or any(res.failed or res.short_of_room for res in results) else 0
 
 
 # -- asking the daemon ----------------------------------------------------------------------------------

@@ -274,6 +274,7 @@ async def fetch_once(
     *,
     maildrop_factory: MaildropFactory = make_maildrop,
     failure_level: Literal["warning", "info"] = "warning",
+    on_left_open: Callable[[str], None] | None = None,
 ) -> list[OneShotResult]:
     """Run one fetch cycle of each chosen account, all at once within the configured limits.
 
@@ -286,6 +287,10 @@ async def fetch_once(
             server: ``"info"`` when the caller shows each result where the same person reads the log
             (``maild fetch`` on a terminal), so that a failure is said once; ``"warning"`` for cron
             mail, files and the journal (priority 4).
+        on_left_open: told once, with the reason, when a transaction on the archive is left open
+            (its ``COMMIT`` and ``ROLLBACK`` failed: :attr:`ArchiveConnection.on_left_open
+            <maild.archive.connection.ArchiveConnection.on_left_open>`); the archive guard stops every
+            deletion after it, and the next run opens the archive afresh.
 
     Returns:
         One result per account, in the order of :func:`chosen_accounts`.
@@ -309,6 +314,7 @@ async def fetch_once(
     executor = ThreadPoolExecutor(max_workers=config.daemon.pop3_threads, thread_name_prefix="maild-pop3")
     try:
         store = await Store.open(config.daemon.database)
+        store.db.on_left_open = on_left_open
         try:
             records = [(a.name, a.organisation, a.employee, a.protocol) for a in config.accounts.values()]
             await store.ensure_accounts(records, utc_now())  # one look-up for all, not one each

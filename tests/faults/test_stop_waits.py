@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import shutil
 import signal
 import socket
@@ -334,3 +335,73 @@ def test_a_connect_that_succeeds_returns_a_blocking_socket_with_the_timeout() ->
         with outcome:
             assert outcome.gettimeout() == 7.0
             assert outcome.getpeername() == server.getsockname()
+
+
+def _setsid_grandchild(pidfile: Path, parent: str) -> list[str]:
+    """argv of a command whose child leaves its process group (``setsid``, as a daemonising helper
+    does) and holds the command's stdout open for 60 s; the child's PID is written to ``pidfile``;
+    ``parent`` is what the command itself does then (Python statements)."""
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        f"    open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        f"{parent}\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def _end_grandchild(pidfile: Path) -> None:
+    """SIGKILL the grandchild _setsid_grandchild started (this test started it), if it runs."""
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def _run_in_thread(argv: list[str], timeout_s: float) -> tuple[threading.Thread, list[BaseException | str]]:
+    """first_line_of(argv) in a daemon thread; its outcome is appended to the returned list."""
+    outcome: list[BaseException | str] = []
+
+    def run() -> None:
+        try:
+            outcome.append(
+                first_line_of(argv, account="anna", key="token_command", noun="a token", timeout_s=timeout_s)
+            )
+        except MaildError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_timeout_is_not_held_by_a_grandchild_that_left_the_group(tmp_path: Path) -> None:
+    """A command whose daemonised child (setsid: out of reach of the group's SIGKILL) keeps stdout
+    open: the timeout still ends the call (before session 15's review it then waited for the pipe's
+    end, i.e. for the grandchild, without bound: here 60 s against a guard of STOP_GUARD_S)."""
+    pidfile = tmp_path / "grandchild.pid"
+    try:
+        thread, outcome = _run_in_thread(_setsid_grandchild(pidfile, "time.sleep(60)"), 0.5)
+        thread.join(STOP_GUARD_S)
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], ConfigError)
+        assert "failed: TimeoutExpired" in str(outcome[0])
+    finally:
+        _end_grandchild(pidfile)
+
+
+def test_stop_commands_is_not_held_by_a_grandchild_that_left_the_group(tmp_path: Path) -> None:
+    """stop_commands ends a call whose command's setsid child holds stdout open, at once ("stopped"),
+    not at the command's timeout (60 s here) nor at the grandchild's end."""
+    pidfile = tmp_path / "grandchild.pid"
+    try:
+        thread, outcome = _run_in_thread(_setsid_grandchild(pidfile, "time.sleep(60)"), 60)
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "the grandchild", STOP_GUARD_S)
+        wait_until(lambda: stop_commands() == 1, "the command to be stopped", STOP_GUARD_S)
+        thread.join(STOP_GUARD_S)
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], TransientError)
+        assert "stopped (maild is stopping)" in str(outcome[0])
+    finally:
+        _end_grandchild(pidfile)

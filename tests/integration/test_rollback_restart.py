@@ -99,3 +99,77 @@ def test_a_second_failed_rollback_within_the_hour_exits_74(dovecot: Dovecot, mai
     assert codes == [EXIT_ARCHIVE_RESTART, EXIT_ARCHIVE_FAILING], (directory / "two.log").read_text()[-3000:]
     assert "not restarted, check the archive's disk" in (directory / "two.log").read_text()
     assert len(dovecot.maildir_files(mail_user.name)) == 2
+
+
+@pytest.mark.dovecot
+def test_a_failed_rollback_in_a_one_shot_fetch_deletes_nothing_and_says_so(
+    dovecot: Dovecot, mail_user: MailUser
+) -> None:
+    """``maild fetch`` with the same failure (no daemon, no restart): exits non-zero, deletes nothing,
+    archives nothing, and a line on stderr names the open transaction and what it means (session 15's
+    review: before, only the cycle's "disk I/O error" and a JSON log line said anything)."""
+    import subprocess
+
+    directory = short_dir()
+    cfg = write_config(
+        directory,
+        dovecot,
+        [AccountSpec("anna", "pop3", mail_user.name, mail_user.password, extra={"retention": "delete"})],
+    )
+    deliver(dovecot, mail_user.name, 3, "oneshot")
+    argv = [*failing_rollback_command(cfg)[:-1], "fetch"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=EXIT_WAIT_S, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said[-3000:]
+    assert "could not be rolled back" in said, said[-3000:]
+    assert "nothing was deleted on any server after it" in done.stderr, said[-3000:]
+    assert len(dovecot.maildir_files(mail_user.name)) == 3
+    assert archived_messages(directory / "state" / "maild.sqlite3") == 0
+
+
+FAIL_FROM_THE_START = (
+    "import sys\n"
+    "from tests.support import failing_rollback as f\n"
+    "start = f.FailingEnd.__init__\n"
+    "def at_once(self, raw):\n"
+    "    start(self, raw)\n"
+    "    self._batch = True\n"
+    "f.FailingEnd.__init__ = at_once\n"
+    "f.install()\n"
+    "sys.exit(f.main(sys.argv[1:]))\n"
+)
+"""``python -c`` code: :mod:`tests.support.failing_rollback` with its first ``COMMIT`` of any kind failing
+(the daemon's start-up writes, before any cycle)."""
+
+
+@pytest.mark.dovecot
+def test_a_failed_rollback_at_start_up_exits_75_and_is_recorded(
+    dovecot: Dovecot, mail_user: MailUser
+) -> None:
+    """The start-up's account records cannot commit or roll back (the archive exists already): exit 75
+    and the restart record written, so a repeat within the hour is 74 (session 15's review: before, the
+    StoreError escaped run() past the left-open check: exit 1, restarted every RestartSec, the record
+    never written, so never 74)."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from maild.archive.store import Store
+
+    directory = short_dir()
+    cfg = write_config(
+        directory,
+        dovecot,
+        [AccountSpec("anna", "pop3", mail_user.name, mail_user.password, extra={"retention": "delete"})],
+    )
+
+    async def create() -> None:  # the archive and its schema, committed normally; no account yet
+        store = await Store.open(directory / "state" / "maild.sqlite3")
+        await store.close()
+
+    (directory / "state").mkdir(exist_ok=True)
+    asyncio.run(create())
+    argv = [sys.executable, "-c", FAIL_FROM_THE_START, "-c", str(cfg), "run"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=EXIT_WAIT_S, check=False)
+    assert done.returncode == EXIT_ARCHIVE_RESTART, (done.stdout + done.stderr)[-3000:]
+    assert (directory / "state" / RECORD_NAME).exists()

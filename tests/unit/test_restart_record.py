@@ -79,3 +79,34 @@ def test_an_unwritable_state_dir_still_restarts(tmp_path: Path) -> None:
     one."""
     assert stop_for_restart(tmp_path / "gone", "x", NOW) is False
     assert not (tmp_path / "gone").exists()
+
+
+def test_a_deeply_nested_record_counts_as_none_and_is_rewritten(tmp_path: Path) -> None:
+    """A record of nested brackets within the read bound (json's decoder raises RecursionError, not a
+    ValueError) counts as none: a restart, and the record is rewritten so the next stop within the
+    window is a repeat (before the review of session 15 the error escaped: ``maild run`` ended with a
+    traceback, exit 1, restarted every RestartSec with the record never rewritten, so never 74)."""
+    (tmp_path / RECORD_NAME).write_bytes(b"[" * (RECORD_MAX_OCTETS - 1))
+    assert last_stop(tmp_path) is None
+    assert stop_for_restart(tmp_path, "x", NOW) is False
+    assert last_stop(tmp_path) == NOW
+    assert stop_for_restart(tmp_path, "y", NOW + timedelta(seconds=10)) is True
+
+
+def test_a_fifo_in_the_records_place_counts_as_none_without_blocking(tmp_path: Path) -> None:
+    """A named pipe at the record's path (nothing writes it): read as no record, at once, and replaced
+    by the record (before the review of session 15 its open blocked the daemon's stop for ever)."""
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / RECORD_NAME)
+    seen: list[bool] = []
+    thread = threading.Thread(target=lambda: seen.append(stop_for_restart(tmp_path, "x", NOW)), daemon=True)
+    thread.start()
+    thread.join(10.0)
+    if thread.is_alive():  # unblock the open (a writer end), so the thread ends with the test
+        os.close(os.open(tmp_path / RECORD_NAME, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10.0)
+        pytest.fail("reading a FIFO at the record's path blocked")
+    assert seen == [False]
+    assert last_stop(tmp_path) == NOW
