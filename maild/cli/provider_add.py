@@ -37,7 +37,9 @@ def account_name(given: str, chosen: str | None = None) -> tuple[str, str | None
     """
     if "@" not in given:
         if chosen is not None:
-            raise ConfigError(f"--name is for an e-mail address; {shown_path(given)} is an account name already")
+            raise ConfigError(
+                f"--name is for an e-mail address; {shown_path(given)} is an account name already"
+            )
         return given, None
     if chosen is not None:
         return chosen, given

@@ -153,7 +153,7 @@ def test_a_name_with_a_neighbouring_character_is_accepted(tmp_path: Path, char: 
 def test_unsafe_char_is_the_first_c0_c1_del_or_bidi_character(text: str) -> None:
     """unsafe_char agrees with a plain reading of the ranges."""
     expected = next(
-        (c for c in text if c.isascii() and not c.isprintable() or 0x7F <= ord(c) <= 0x9F or c in UNSAFE),
+        (c for c in text if (c.isascii() and not c.isprintable()) or 0x7F <= ord(c) <= 0x9F or c in UNSAFE),
         None,
     )
 
