@@ -38,6 +38,14 @@ FIRST_REQUEST_TIMEOUT_S = 3.0
 #: or since its last reply) is dropped to make room, so silent or idle connections never lock the
 #: CLI out; only when every client's request is being handled does a new one get ``busy``.
 MAX_CLIENTS = 64
+#: Slots of :data:`MAX_CLIENTS` kept for the quick read-only commands (:data:`QUICK_COMMANDS`): a
+#: request of any other command is answered ``busy`` while ``MAX_CLIENTS - QUICK_SLOTS`` (60) such
+#: requests are being handled, so their clients cannot hold every slot and an admin's ``maild
+#: status`` or ``maild check`` always finds one (QA of session 15: 64 ``fetch-now`` waits of a slow
+#: server made every new client ``busy``).
+QUICK_SLOTS = 4
+#: Commands answered from memory at once, never waiting on a server: they may use the reserved slots.
+QUICK_COMMANDS = frozenset({"status", "version", "metrics"})
 LISTEN_BACKLOG = 512
 SOCKET_MODE = 0o660
 
@@ -71,6 +79,8 @@ class ControlServer:
         """Device and inode of the socket file this server made, to notice it removed or replaced."""
         self._lost: str | None = None
         """Why the last :meth:`restore` could not listen again (logged once per reason), or None."""
+        self._long_requests = 0
+        """Requests of commands not in :data:`QUICK_COMMANDS` being handled now."""
         self._daemon_uid = os.geteuid()
         self._socket_gid = os.getegid()
         """The socket file's group: ``group``'s gid once :meth:`start` gave the socket to it, else
@@ -281,6 +291,14 @@ class ControlServer:
         version = request.get("version", PROTOCOL_VERSION)
         if isinstance(version, bool) or version != PROTOCOL_VERSION:  # JSON true == 1 in Python
             return error_reply("bad-version", f"protocol version {version!r} is not supported (use 1)")
+        quick = request["command"] in QUICK_COMMANDS
+        if not quick and self._long_requests >= MAX_CLIENTS - QUICK_SLOTS:
+            return error_reply(
+                "busy",
+                f"{self._long_requests} requests (fetch-now waits, reloads, ...) are being handled;"
+                " try again (status still answers)",
+            )
+        self._long_requests += 0 if quick else 1
         try:
             reply = await self.handler(request)
         except ControlError as exc:
@@ -291,6 +309,8 @@ class ControlServer:
         except Exception as exc:
             log.exception("control.failed", command=request.get("command"))
             return error_reply("internal", f"internal error: {type(exc).__name__}")
+        finally:
+            self._long_requests -= 0 if quick else 1
         return {"ok": True, **reply}
 
 
