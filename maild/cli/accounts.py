@@ -45,6 +45,13 @@ def add_parsers(sub: Any) -> None:
         "name", help="account name: [a-z0-9][a-z0-9._-]*, or an e-mail address (then also the user name)"
     )
     ad.add_argument(
+        "--name",
+        dest="account_name",
+        metavar="NAME",
+        help="the account name when the first argument is an e-mail address (default: made from it;"
+        " required when it holds non-ASCII letters)",
+    )
+    ad.add_argument(
         "--provider",
         choices=tuple(PROVIDERS),
         help="fill server, TLS and sign-in from a preset (see docs/providers.md); asks only for the rest",
@@ -196,7 +203,7 @@ async def _recorded_protocol(config: Config, name: str) -> str | None:
 
 def _complete(args: argparse.Namespace) -> None:
     """Fill what a preset gives and ask for what is still missing (issue 13: ``--provider``)."""
-    args.name, address = account_name(args.name)
+    args.name, address = account_name(args.name, args.account_name)
     if address is not None and args.username is None:
         args.username = address
     if args.provider is None:

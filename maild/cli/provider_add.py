@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from maild.config.providers import Preset
+from maild.config.values import shown_path
 from maild.errors import ConfigError
 
 __all__ = ["account_name", "ask", "oauth2_table", "provider_steps"]
@@ -22,14 +23,31 @@ __all__ = ["account_name", "ask", "oauth2_table", "provider_steps"]
 MAX_ANSWER_CHARS = 200
 
 
-def account_name(given: str) -> tuple[str, str | None]:
+def account_name(given: str, chosen: str | None = None) -> tuple[str, str | None]:
     """The account name and, for an e-mail address, the address as user name.
 
-    ``anna@gmx.de`` becomes ``anna-gmx.de`` (lower case; characters other than ``a-z0-9._-`` become
-    ``-``); a plain name is returned as it is, with None.
+    ``anna@gmx.de`` becomes ``anna-gmx.de`` (lower case; ASCII characters other than ``a-z0-9._-``
+    become ``-``), or ``chosen`` (``--name``) when given; a plain name is returned as it is, with None.
+
+    Raises:
+        ConfigError: the address holds a non-ASCII character and no ``chosen`` name was given (account
+            names are ASCII: they name files, the archive's rows and the journal's ``account=``; the
+            letters were dropped silently until session 15's QA: ``ännä@x.de`` gave ``nn--x.de``), or
+            ``chosen`` was given for a plain name (two names for one account).
     """
     if "@" not in given:
+        if chosen is not None:
+            raise ConfigError(
+                f"--name is for an e-mail address; {shown_path(given)} is an account name already"
+            )
         return given, None
+    if chosen is not None:
+        return chosen, given
+    if not given.isascii():
+        raise ConfigError(
+            f"{shown_path(given)}: an account name may hold only a-z 0-9 . _ - and this address has other"
+            " letters; choose one with --name NAME (the address stays the user name)"
+        )
     name = re.sub(r"[^a-z0-9._-]", "-", given.lower().replace("@", "-")).strip("-._")[:64]
     return name, given
 

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from maild.config.auth import parse_auth, secret_source_keys
 from maild.config.passwords import PasswordSource, file_kind
-from maild.config.records import IDLE_RESTART_MAX_S, AccountConfig
+from maild.config.records import IDLE_RESTART_MAX_S, MAX_MESSAGE_SIZE_OCTETS, AccountConfig
 from maild.config.values import (
     Table,
     choice,
@@ -34,6 +34,9 @@ from maild.model import CompressMode, Protocol, Retention, TLSMode
 from maild.protocols.progress import MIN_RATE_OCTETS_PER_S
 from maild.secret import Secret
 
+#: Longest organisation or employee name, in characters: 200. Both are shown in ``maild status``'s
+#: rows, ``accounts list`` and the journal; unbounded until session 15's QA.
+MAX_PERSON_NAME_CHARS = 200
 ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 DEFAULT_PORTS: dict[tuple[str, str], int] = {
     ("pop3", "implicit"): 995,
@@ -158,8 +161,8 @@ def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) ->
         Protocol,
         choice(t, "protocol", ("pop3", "imap"), None) if "protocol" in data else t.require("protocol", str),
     )
-    organisation = required_text(t, "organisation")
-    employee = required_text(t, "employee")
+    organisation = required_text(t, "organisation", MAX_PERSON_NAME_CHARS)
+    employee = required_text(t, "employee", MAX_PERSON_NAME_CHARS)
     host = required_text(t, "host")
     if any(c.isspace() for c in host) or "/" in host:
         raise ConfigError(f"{t.key('host')}: expected a host name or IP address, got {host!r}")
@@ -213,7 +216,7 @@ def parse_account(name: str, data: Mapping[str, Any], where: str, path: Path) ->
     poll = parse_duration(t.get("poll_interval", (str, int), "5m"), t.key("poll_interval"))
     timeout = parse_duration(t.get("timeout", (str, int), "60s"), t.key("timeout"))
     enabled = t.get("enabled", bool, True)
-    max_size = positive_int(t, "max_message_size", None)
+    max_size = positive_int(t, "max_message_size", None, MAX_MESSAGE_SIZE_OCTETS)
     min_rate = positive_int(t, "min_transfer_rate", MIN_RATE_OCTETS_PER_S)
     maildir_template = t.get("deliver_maildir", str, None, form="a directory path or template")
     deliver_maildir = (

@@ -25,8 +25,16 @@ from maild.config.account_table import ACCOUNT_NAME_RE, DEFAULT_PORTS, RETENTION
 from maild.config.alerts import AlertsConfig, parse_alerts
 from maild.config.auth import OAUTH2_DIR
 from maild.config.passwords import PasswordSource, file_kind
-from maild.config.records import IDLE_RESTART_MAX_S, AccountConfig, Config, DaemonConfig
-from maild.config.values import Table, choice, parse_duration, positive_int, toml_key
+from maild.config.records import (
+    IDLE_RESTART_MAX_S,
+    MAX_CONCURRENT_FETCHES,
+    MAX_CONNECTIONS_PER_HOST,
+    MAX_POP3_THREADS,
+    AccountConfig,
+    Config,
+    DaemonConfig,
+)
+from maild.config.values import Table, choice, parse_duration, positive_int, shown_path, toml_key
 from maild.errors import ConfigError, ConfigErrors
 from maild.model import Retention
 
@@ -71,15 +79,17 @@ def _parse_daemon(data: Mapping[str, Any], where: str, base: Path) -> DaemonConf
     sock = t.get("control_socket", str, str(defaults.control_socket), form="a path string")
     if len(os.fsencode(str(base / sock))) > MAX_SOCKET_PATH_OCTETS:
         raise ConfigError(
-            f"{t.key('control_socket')}: {base / sock} is longer than the {MAX_SOCKET_PATH_OCTETS} octets"
-            " a Unix socket path may have"
+            f"{t.key('control_socket')}: {shown_path(base / sock)} is longer than the"
+            f" {MAX_SOCKET_PATH_OCTETS} octets a Unix socket path may have"
         )
-    conc = positive_int(t, "max_concurrent_fetches", defaults.max_concurrent_fetches)
-    threads = positive_int(t, "pop3_threads", defaults.pop3_threads)
+    conc = positive_int(t, "max_concurrent_fetches", defaults.max_concurrent_fetches, MAX_CONCURRENT_FETCHES)
+    threads = positive_int(t, "pop3_threads", defaults.pop3_threads, MAX_POP3_THREADS)
     level = choice(t, "log_level", ("debug", "info", "warning", "error"), defaults.log_level)
     log_format = choice(t, "log_format", ("auto", "json", "logfmt", "console"), defaults.log_format)
     shutdown = parse_duration(t.get("shutdown_timeout", (str, int), "10s"), t.key("shutdown_timeout"))
-    per_host = positive_int(t, "max_connections_per_host", defaults.max_connections_per_host)
+    per_host = positive_int(
+        t, "max_connections_per_host", defaults.max_connections_per_host, MAX_CONNECTIONS_PER_HOST
+    )
     group = t.get("control_socket_group", (str, int), None, form="a group name or id")
     textfile = t.get("metrics_textfile", str, None, form="a path string")
     listen = t.get("metrics_listen", str, None, form='"HOST:PORT", e.g. "127.0.0.1:9817"')
@@ -161,29 +171,31 @@ def _read_toml(path: Path) -> dict[str, Any]:
         mode = path.stat().st_mode  # follows a symbolic link; never blocks, unlike opening a FIFO
         if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
             raise ConfigError(
-                f"{path}: not a regular file ({file_kind(mode)}); a configuration is a TOML file"
+                f"{shown_path(path)}: not a regular file ({file_kind(mode)}); a configuration is a TOML file"
             )
         with path.open("rb") as fh:
             data = fh.read(MAX_CONFIG_OCTETS + 1)
         if len(data) > MAX_CONFIG_OCTETS:
             raise ConfigError(
-                f"{path}: larger than {MAX_CONFIG_OCTETS} octets: not a maild configuration file"
+                f"{shown_path(path)}: larger than {MAX_CONFIG_OCTETS} octets: not a maild configuration file"
             )
         return tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise ConfigError(f"{shown_path(path)}: file not found") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
+        raise ConfigError(f"{shown_path(path)}: is a directory, not a config file") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{shown_path(path)}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (octet {exc.start}); TOML files must be UTF-8") from None
+        raise ConfigError(
+            f"{shown_path(path)}: not UTF-8 text (octet {exc.start}); TOML files must be UTF-8"
+        ) from None
     except RecursionError:
-        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+        raise ConfigError(f"{shown_path(path)}: not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{shown_path(path)}: not valid TOML: {exc}") from None
     except ValueError as exc:  # an integer of more than 4300 digits (sys.int_info)
-        raise ConfigError(f"{path}: not valid TOML: {_number_problem(exc)}") from None
+        raise ConfigError(f"{shown_path(path)}: not valid TOML: {_number_problem(exc)}") from None
 
 
 def _number_problem(exc: ValueError) -> str:
@@ -216,15 +228,19 @@ def _dropin_files(ddir: Path) -> tuple[list[Path], list[str]]:
         try:
             mode = entry.stat().st_mode  # follows symbolic links
         except FileNotFoundError:
-            problems.append(f"{entry}: a symbolic link to nothing; remove it or point it at a drop-in file")
+            problems.append(
+                f"{shown_path(entry)}: a symbolic link to nothing; remove it or point it at a drop-in file"
+            )
             continue
         except OSError as exc:
-            problems.append(f"{entry}: cannot be read: {exc.strerror or exc}")
+            problems.append(f"{shown_path(entry)}: cannot be read: {exc.strerror or exc}")
             continue
         if stat.S_ISREG(mode):
             files.append(entry)
         else:
-            problems.append(f"{entry}: not a regular file ({file_kind(mode)}); a drop-in is a TOML file")
+            problems.append(
+                f"{shown_path(entry)}: not a regular file ({file_kind(mode)}); a drop-in is a TOML file"
+            )
     return files, problems
 
 
@@ -242,16 +258,19 @@ def _main_table(
     """``parse`` the main file's table ``key`` (empty when absent); errors start with ``path``."""
     raw = data.get(key, {})
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: {key}: expected a table")
+        raise ConfigError(f"{shown_path(path)}: {key}: expected a table")
     try:
         return parse(raw, key, path.parent)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{shown_path(path)}: {exc}") from None
 
 
 def _refuse_unknown_top_level(doc: Mapping[str, Any], file: Path, allowed: set[str], hint: str) -> list[str]:
     """One problem per top-level key of ``file`` not in ``allowed`` (sorted), each with ``hint``."""
-    return [f"{file}: {toml_key(key)}: unknown top-level key ({hint})" for key in sorted(set(doc) - allowed)]
+    return [
+        f"{shown_path(file)}: {toml_key(key)}: unknown top-level key ({hint})"
+        for key in sorted(set(doc) - allowed)
+    ]
 
 
 def load_config(path: Path) -> Config:
@@ -302,24 +321,27 @@ def load_config(path: Path) -> Config:
             problems += _refuse_unknown_top_level(doc, file, {"accounts"}, hint)
         accounts_raw = doc.get("accounts", {})
         if not isinstance(accounts_raw, dict):
-            problems.append(f"{file}: accounts: expected tables [accounts.NAME]")
+            problems.append(f"{shown_path(file)}: accounts: expected tables [accounts.NAME]")
             continue
         for name, table in accounts_raw.items():
             if name in accounts:
-                problems.append(f"{file}: accounts.{name}: defined twice (also in {accounts[name].source})")
+                problems.append(
+                    f"{shown_path(file)}: accounts.{toml_key(name)}: defined twice"
+                    f" (also in {shown_path(accounts[name].source)})"
+                )
                 continue
             try:
                 account = parse_account(name, table, f"accounts.{toml_key(name)}", file)
             except ConfigError as exc:
-                problems.append(f"{file}: {exc}")
+                problems.append(f"{shown_path(file)}: {exc}")
                 continue
             accounts[name] = _with_token_dir(account, daemon)
             if account.password.inline is not None:
                 mode = file.stat().st_mode
                 if mode & (stat.S_IROTH | stat.S_IRGRP):
                     warnings.append(
-                        f"{file}: accounts.{name}.password is in a file readable by other users; "
-                        "use password_file (mode 0600) or password_command"
+                        f"{shown_path(file)}: accounts.{toml_key(name)}.password is in a file readable by"
+                        " other users; use password_file (mode 0600) or password_command"
                     )
     if problems:
         raise ConfigErrors(tuple(problems))

@@ -22,6 +22,19 @@ from maild.secret import Secret
 #: Longest time between IDLE commands: RFC 2177 section 3 lets a server log out a client idle
 #: for 30 minutes, so the client re-issues IDLE at least every 29.
 IDLE_RESTART_MAX_S = 29 * 60.0
+#: Most fetch cycles ``max_concurrent_fetches`` may allow at once: 256. Each cycle holds a connection
+#: and a few file descriptors; more than systemd's default soft limit of 1,024 descriptors could open
+#: is a typo (10**11 was accepted until session 15's QA: it only sized a semaphore).
+MAX_CONCURRENT_FETCHES = 256
+#: Most threads ``pop3_threads`` may ask for: 256 (the pool grows lazily, one thread per blocked POP3
+#: session; beyond the fetch cycles that may run at once they would never be used).
+MAX_POP3_THREADS = 256
+#: Most sessions ``max_connections_per_host`` may allow to one server host: 256.
+MAX_CONNECTIONS_PER_HOST = 256
+#: Largest ``max_message_size``: 1 GiB, in octets. A larger message could not be stored anyway (the
+#: spool of large messages holds at most 1 GiB, ``SPOOL_MAX_OCTETS`` in :mod:`maild.spool`), and the
+#: IMAP literal cap follows this key (never above ``MAX_LITERAL_CEILING_OCTETS``).
+MAX_MESSAGE_SIZE_OCTETS = 2**30
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,21 +152,64 @@ def _nul_at(value: object) -> str | None:
     return None
 
 
-def positive_int(table: Table, name: str, default: int | None) -> int | None:
-    value = table.get(name, int, default, form="a positive integer")
-    if value is not None and value <= 0:
-        raise ConfigError(f"{table.key(name)}: expected a positive integer, got {value!r}")
+def positive_int(table: Table, name: str, default: int | None, maximum: int | None = None) -> int | None:
+    """A positive integer, at most ``maximum`` when given (a named constant of the caller's).
+
+    Raises:
+        ConfigError: not an integer, not positive, or above ``maximum``: one line naming the key, the
+            value and the range (``expected an integer 1-256, got 100000000000``).
+    """
+    form = "a positive integer" if maximum is None else f"an integer 1-{maximum}"
+    value = table.get(name, int, default, form=form)
+    if value is not None and (value <= 0 or (maximum is not None and value > maximum)):
+        raise ConfigError(f"{table.key(name)}: expected {form}, got {value!r}")
     return cast("int | None", value)
 
 
-def required_text(table: Table, name: str) -> str:
-    """A required, non-empty string without control characters."""
+#: Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): shown on a
+#: terminal or in the journal they reorder the rest of the line (``maild status``'s rows).
+_BIDI_CONTROLS = frozenset(map(chr, (*range(0x202A, 0x202F), *range(0x2066, 0x206A))))
+
+
+def unsafe_char(text: str) -> str | None:
+    """The first character of ``text`` that must not reach a terminal or the journal, else None: a
+    C0 control (CR, LF, TAB, ESC, ...), DEL, a C1 control (U+0080-U+009F) or a bidirectional control
+    (:data:`_BIDI_CONTROLS`)."""
+    for char in text:
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code <= 0x9F or char in _BIDI_CONTROLS:
+            return char
+    return None
+
+
+def required_text(table: Table, name: str, max_chars: int | None = None) -> str:
+    """A required, non-empty string without control characters (:func:`unsafe_char`), of at most
+    ``max_chars`` characters when given.
+
+    Raises:
+        ConfigError: one line naming the key: missing, not a string, empty, too long, or holding a
+            control character (shown as ``\\uXXXX``, never raw).
+    """
     value = cast(str, table.require(name, str))
     if not value.strip():
         raise ConfigError(f"{table.key(name)}: must not be empty")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ConfigError(f"{table.key(name)}: must not contain control characters (CR, LF, TAB, ...)")
+    if (char := unsafe_char(value)) is not None:
+        raise ConfigError(
+            f"{table.key(name)}: must not contain control characters (CR, LF, TAB, C1, bidirectional"
+            f" overrides, ...): found \\u{ord(char):04X}"
+        )
+    if max_chars is not None and len(value) > max_chars:
+        raise ConfigError(f"{table.key(name)}: longer than {max_chars} characters ({len(value)})")
     return value
+
+
+def shown_path(path: object) -> str:
+    """``path`` (a file name) for an error line: as it is when every character is printable, else
+    as :func:`toml_string` quotes a key (``"/etc/maild/accounts.d/a\\u000Ab.toml"``), so a line
+    feed, an ESC or a bidirectional override in a drop-in's name cannot split or rewrite the line
+    (QA of session 15). A name that is not UTF-8 shows its octets' surrogate escapes (``\\uDCFF``)."""
+    text = str(path)
+    return text if text.isprintable() else toml_string(text)
 
 
 def choice(table: Table, name: str, choices: tuple[str, ...], default: str | None) -> str:

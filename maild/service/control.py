@@ -25,6 +25,7 @@ import structlog
 
 from maild.errors import ControlError, MaildError
 from maild.service.control_wire import PROTOCOL_VERSION, daemon_answers, encode
+from maild.service.peer import Peer, peer_allowed, peer_groups, peer_of, system_hidden_uid
 
 log = structlog.get_logger("maild.service.control")
 
@@ -37,6 +38,14 @@ FIRST_REQUEST_TIMEOUT_S = 3.0
 #: or since its last reply) is dropped to make room, so silent or idle connections never lock the
 #: CLI out; only when every client's request is being handled does a new one get ``busy``.
 MAX_CLIENTS = 64
+#: Slots of :data:`MAX_CLIENTS` kept for the quick read-only commands (:data:`QUICK_COMMANDS`): a
+#: request of any other command is answered ``busy`` while ``MAX_CLIENTS - QUICK_SLOTS`` (60) such
+#: requests are being handled, so their clients cannot hold every slot and an admin's ``maild
+#: status`` or ``maild check`` always finds one (QA of session 15: 64 ``fetch-now`` waits of a slow
+#: server made every new client ``busy``).
+QUICK_SLOTS = 4
+#: Commands answered from memory at once, never waiting on a server: they may use the reserved slots.
+QUICK_COMMANDS = frozenset({"status", "version", "metrics"})
 LISTEN_BACKLOG = 512
 SOCKET_MODE = 0o660
 
@@ -70,6 +79,14 @@ class ControlServer:
         """Device and inode of the socket file this server made, to notice it removed or replaced."""
         self._lost: str | None = None
         """Why the last :meth:`restore` could not listen again (logged once per reason), or None."""
+        self._long_requests = 0
+        """Requests of commands not in :data:`QUICK_COMMANDS` being handled now."""
+        self._daemon_uid = os.geteuid()
+        self._socket_gid = os.getegid()
+        """The socket file's group: ``group``'s gid once :meth:`start` gave the socket to it, else
+        the daemon's own (the file's group when it is not given away)."""
+        self._hidden_uid = system_hidden_uid()
+        """The uid unmapped peers appear as in the daemon's user namespace (``PrivateUsers=yes``)."""
 
     async def start(self) -> None:
         """Listen on the socket.
@@ -106,7 +123,8 @@ class ControlServer:
         try:
             os.chmod(self.path, SOCKET_MODE)
             if self.group is not None:
-                os.chown(self.path, -1, _gid(self.group))
+                self._socket_gid = _gid(self.group)
+                os.chown(self.path, -1, self._socket_gid)
             made = os.lstat(self.path)
         except (OSError, KeyError) as exc:
             await self.close()
@@ -173,9 +191,37 @@ class ControlServer:
             if self._identity is None or (st.st_dev, st.st_ino) == self._identity:
                 self.path.unlink()  # only the file this server made: not one put there since
 
+    def _refused(self, peer: Peer | None) -> str | None:
+        """Why ``peer`` may not use the socket (one line for its reply), or None when it may (also
+        when the system cannot tell who it is: the socket file's mode decided already)."""
+        if peer is None or peer.uid in (0, self._daemon_uid):
+            return None
+        groups = peer_groups(peer.uid, peer.gid) if peer.gid != self._socket_gid else ()
+        if peer_allowed(
+            peer.uid,
+            peer.gid,
+            groups,
+            daemon_uid=self._daemon_uid,
+            socket_gid=self._socket_gid,
+            hidden=self._hidden_uid,
+        ):
+            return None
+        users = "root" if self._daemon_uid == 0 else f"root, uid {self._daemon_uid}"
+        group = self.group if self.group is not None else self._socket_gid
+        return f"uid {peer.uid} may not use the control socket (only {users} or members of group {group})"
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        peer = peer_of(writer.get_extra_info("socket"))
+        if (why := self._refused(peer)) is not None:
+            assert peer is not None
+            # Before taking a slot or reading a byte: a refused peer can neither send a request
+            # nor push a silent client out (session 15's QA left the socket's mode the only check).
+            log.warning("control.peer.refused", uid=peer.uid, pid=peer.pid, gid=peer.gid)
+            writer.write(encode(error_reply("forbidden", why)))
+            writer.close()
+            return
         if len(self._clients) >= MAX_CLIENTS and self._silent:
             oldest, oldest_writer = next(iter(self._silent.items()))
             del self._silent[oldest]
@@ -245,6 +291,14 @@ class ControlServer:
         version = request.get("version", PROTOCOL_VERSION)
         if isinstance(version, bool) or version != PROTOCOL_VERSION:  # JSON true == 1 in Python
             return error_reply("bad-version", f"protocol version {version!r} is not supported (use 1)")
+        quick = request["command"] in QUICK_COMMANDS
+        if not quick and self._long_requests >= MAX_CLIENTS - QUICK_SLOTS:
+            return error_reply(
+                "busy",
+                f"{self._long_requests} requests (fetch-now waits, reloads, ...) are being handled;"
+                " try again (status still answers)",
+            )
+        self._long_requests += 0 if quick else 1
         try:
             reply = await self.handler(request)
         except ControlError as exc:
@@ -255,6 +309,8 @@ class ControlServer:
         except Exception as exc:
             log.exception("control.failed", command=request.get("command"))
             return error_reply("internal", f"internal error: {type(exc).__name__}")
+        finally:
+            self._long_requests -= 0 if quick else 1
         return {"ok": True, **reply}
 
 

@@ -9,6 +9,7 @@ transport beneath (one JSON object out, one back), for tests and tools that need
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -90,7 +91,9 @@ def request(path: Path, payload: dict[str, Any], *, timeout_s: float = DEFAULT_T
                 "permission", f"no permission to use {path} (root or the socket's group)"
             ) from None
         try:
-            sock.sendall(encode({"version": PROTOCOL_VERSION, **payload}))
+            # refused unread (a peer the daemon does not serve): the send may fail, its reply is queued
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(encode({"version": PROTOCOL_VERSION, **payload}))
             text = _receive(sock, path, deadline, timeout_s)
         except TimeoutError:
             raise ControlError("timeout", f"maild did not answer within {timeout_s:g} s") from None

@@ -100,12 +100,22 @@ async def test_clients_idle_after_a_reply_never_lock_out_a_new_one(served: Contr
             await c.close()
 
 
-async def test_a_client_whose_request_is_being_handled_keeps_its_slot(sock_dir: Path) -> None:
-    """A client waiting for its reply (a long ``fetch-now``) is never the one dropped: with every slot
-    busy that way, a new client gets ``busy``."""
+async def test_long_requests_leave_the_slots_kept_for_status(sock_dir: Path) -> None:
+    """64 clients each waiting on a long request (``fetch-now`` of a slow server): 60 are handled
+    and never dropped, the 4 beyond get one ``busy`` line each, a new ``status`` is still answered and
+    a new ``fetch-now`` is ``busy``; released, the 60 get their replies. Before session 15's fix
+    every slot was held and a new ``maild status`` got ``busy`` (QA of session 15, left item)."""
     release = asyncio.Event()
+    handling: list[str] = []
+    enough = asyncio.Event()
+    long_slots = control.MAX_CLIENTS - control.QUICK_SLOTS
 
     async def slow(req: dict[str, Any]) -> dict[str, Any]:
+        if req["command"] in control.QUICK_COMMANDS:
+            return {"quick": req["command"]}
+        handling.append(req["command"])
+        if len(handling) >= long_slots:
+            enough.set()
         await release.wait()
         return {}
 
@@ -115,15 +125,30 @@ async def test_a_client_whose_request_is_being_handled_keeps_its_slot(sock_dir: 
     try:
         for c in waiting:
             await c.send(b'{"command": "fetch-now"}\n')
-        await settle()
+        first_lines = {asyncio.ensure_future(c.reader.readline()): c for c in waiting}
+        answered: set[asyncio.Future[bytes]] = set()
+        async with asyncio.timeout(10):
+            await enough.wait()
+            while len(answered) < control.QUICK_SLOTS:
+                done, _ = await asyncio.wait(set(first_lines) - answered, return_when=asyncio.FIRST_COMPLETED)
+                answered |= done
+        assert len(handling) == long_slots
+        for line in answered:
+            assert b'"busy"' in line.result() and b"status still answers" in line.result()
+        for command in control.QUICK_COMMANDS:
+            fresh = await Client.connect(srv.path)
+            reply = await fresh.ask(b'{"command": "%s"}\n' % command.encode())
+            await fresh.close()
+            assert reply == {"ok": True, "quick": command}
         fresh = await Client.connect(srv.path)
-        busy = await fresh.read_until_closed()
+        reply = await fresh.ask(b'{"command": "fetch-now"}\n')
         await fresh.close()
-        assert b'"busy"' in busy
+        assert reply["ok"] is False and reply["error"]["code"] == "busy"
         release.set()
-        for c in waiting:
-            async with asyncio.timeout(5):
-                assert (await c.reader.readline()).startswith(b'{"ok":true')
+        async with asyncio.timeout(5):
+            for line in set(first_lines) - answered:
+                assert (await line).startswith(b'{"ok":true')
+        assert len(handling) == long_slots
     finally:
         release.set()
         for c in waiting:

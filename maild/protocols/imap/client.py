@@ -47,6 +47,7 @@ from maild.protocols.imap.commands import (
 from maild.protocols.imap.library import (
     MAX_BUFFERED_OCTETS,
     MAX_LINE_OCTETS,
+    MAX_LITERAL_CEILING_OCTETS,
     MAX_LITERAL_OCTETS,
     MAX_UNTAGGED_PER_COMMAND,
     PATCHED_AIOIMAPLIB,
@@ -65,6 +66,7 @@ from maild.spool import Spool
 __all__ = [
     "MAX_BUFFERED_OCTETS",
     "MAX_LINE_OCTETS",
+    "MAX_LITERAL_CEILING_OCTETS",
     "MAX_LITERAL_OCTETS",
     "MAX_PENDING_CONTINUATIONS",
     "MAX_PIPELINED_COMMANDS",

@@ -58,6 +58,7 @@ from maild.errors import (
 from maild.model import ServerSettings
 from maild.protocols.imap import signin, wire
 from maild.protocols.imap.client import (
+    MAX_LITERAL_CEILING_OCTETS,
     MAX_LITERAL_OCTETS,
     IMAPClient,
     ReadLimits,
@@ -100,6 +101,16 @@ _log = structlog.get_logger("maild.protocols.imap.mailbox")
 T = TypeVar("T")
 
 
+def literal_cap(max_message_size: int | None) -> int:
+    """The largest literal a connection reads, in octets: :data:`~.client.MAX_LITERAL_OCTETS` without
+    a ``max_message_size``, else ``max_message_size`` (at least 1), never above
+    :data:`~.client.MAX_LITERAL_CEILING_OCTETS` (RFC 9051 section 4.3 allows literals up to
+    2**32 - 1 octets)."""
+    if max_message_size is None:
+        return MAX_LITERAL_OCTETS
+    return min(max(1, max_message_size), MAX_LITERAL_CEILING_OCTETS)
+
+
 class IMAPConnection:
     """An authenticated IMAP connection to one account's server; not safe for concurrent use.
 
@@ -108,15 +119,14 @@ class IMAPConnection:
             tolerated during any one operation (connect, each command; a FETCH may take longer as
             long as data keeps arriving).
         max_message_size: the account's ``max_message_size`` in octets, or None. No literal larger
-            than it (or than :data:`~.client.MAX_LITERAL_OCTETS` without it) is read: the server
+            than :func:`literal_cap` is read: the server
             announcing one loses the connection before any of its octets are read.
     """
 
     def __init__(self, settings: ServerSettings, *, max_message_size: int | None = None) -> None:
         quiet_library_logger()
         self.settings = settings
-        literal_octets = MAX_LITERAL_OCTETS if max_message_size is None else max(1, max_message_size)
-        self.limits = ReadLimits(literal_octets=literal_octets)
+        self.limits = ReadLimits(literal_octets=literal_cap(max_message_size))
         """The caps on what this connection reads (see :class:`~.client.ReadLimits`)."""
         self._client: IMAPClient | None = None
         self._lost: asyncio.Future[None] | None = None

@@ -24,6 +24,7 @@ from maild.protocols.imap.lex import Part
 __all__ = [
     "MAX_BUFFERED_OCTETS",
     "MAX_LINE_OCTETS",
+    "MAX_LITERAL_CEILING_OCTETS",
     "MAX_LITERAL_OCTETS",
     "MAX_UNTAGGED_PER_COMMAND",
     "PATCHED_AIOIMAPLIB",
@@ -67,6 +68,10 @@ MAX_LINE_OCTETS = 16 * 2**20
 #: Largest literal maild reads, in octets, when the account sets no ``max_message_size`` (RFC 9051
 #: section 4.3 allows up to 2**32 - 1). The same as POP3's reply cap.
 MAX_LITERAL_OCTETS = 100 * 2**20
+#: Largest literal maild reads whatever the account's ``max_message_size``: 1 GiB, in octets (the
+#: configuration refuses a larger ``max_message_size``; this holds for any caller that did not load
+#: one, too). Until session 15 a huge ``max_message_size`` raised the cap without limit.
+MAX_LITERAL_CEILING_OCTETS = 2**30
 #: Most octets of response data (lines and literals) held for one command at a time: what a command
 #: keeps until its tagged completion, or what one streaming FETCH response holds until it is complete.
 MAX_BUFFERED_OCTETS = 128 * 2**20
