@@ -92,6 +92,24 @@ DELETION_CHECK_OCTETS = 32 * 2**20
 one window of replies. The rest wait for a later cycle; the first window is always read."""
 
 
+HEADER_WINDOW_OCTETS = 64 * 2**20
+"""Cap in octets on the ``TOP n 0`` replies one window holds at once (default 64 MiB): a window sends
+at most ``HEADER_WINDOW_OCTETS // max_octets`` commands (at least one), each reply capped at
+``max_octets`` while it arrives, so whatever a server sends, one window never holds more (plus the
+decoder's receive buffer: one reply being read and one read of
+:data:`maild.protocols.pop3.session.READ_CHUNK_OCTETS`). With the checks' 1 MiB header sections
+(:data:`maild.fetch.pop3_check.MAX_HEADER_SECTION_OCTETS`) 64 commands a round trip, and the checks
+ask the maildrop for 64 keys at a time (the replies of one call are held together until compared);
+with the 64 KiB of a failed message's headers the maildrop's whole window of 200. Before session 15's bound
+review one window held up to 200 replies of 100 MiB."""
+
+
+def header_window(window: int, max_octets: int) -> int:
+    """Commands of one ``TOP n 0`` window: ``window``, fewer where ``window`` replies of
+    ``max_octets`` octets each could exceed :data:`HEADER_WINDOW_OCTETS`; at least 1."""
+    return max(1, min(window, HEADER_WINDOW_OCTETS // max(max_octets, 1)))
+
+
 def header_check_bound(pipelining: bool) -> int:
     """How many header sections (``TOP n 0``) one cycle's checks read at most.
 

@@ -55,7 +55,7 @@ from maild import policy, pop3_uidls
 from maild.archive import failures as failures_store
 from maild.archive.store import Store
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch.pop3_check import TOP_REPLY_OCTETS
+from maild.fetch.pop3_check import MAX_HEADER_SECTION_OCTETS, check_window
 from maild.message import same_header_section, sha256_hex
 from maild.model import (
     InventoryEntry,
@@ -228,7 +228,7 @@ async def check_headers(
     if not suspects and not relisted:
         return ListedCheck()
     bound = pop3_uidls.header_check_bound(maildrop.pipelining)
-    window = pop3_uidls.MAX_POP3_HEADER_CHECKS  # one pipelined round trip (the maildrop's window)
+    window = check_window()  # one pipelined round trip, at most HEADER_WINDOW_OCTETS of replies held
     same: list[MessageKey] = []
     read: list[MessageKey] = []
     untopped: list[MessageKey] = []
@@ -238,7 +238,7 @@ async def check_headers(
     while checked < min(bound, len(suspects)) and (checked == 0 or octets < pop3_uidls.DELETION_CHECK_OCTETS):
         chunk = list(suspects[checked : min(checked + window, bound)])
         checked += len(chunk)
-        headers = await maildrop.header_fields(chunk, max_octets=TOP_REPLY_OCTETS)
+        headers = await maildrop.header_fields(chunk, max_octets=MAX_HEADER_SECTION_OCTETS)
         octets += sum(len(h) for h in headers.values())
         got = [key for key in chunk if key in headers]
         raws = await store.raw_messages(sorted({known[key].message for key in got}))

@@ -434,23 +434,39 @@ class POP3Session:
     ) -> list[wire.Reply]:
         """``TOP n 0`` for each of ``msgnums``, sent ``window`` commands at a time (one round trip per
         window; more than 1 only when the server announced PIPELINING), every reply capped at
-        ``max_reply_octets`` (a header section, not a message; the session's cap is restored after).
+        ``max_reply_octets`` while it arrives (a header section, not a message; the session's cap is
+        restored after): one window holds at most ``window`` x ``max_reply_octets`` octets of replies.
 
         Standard: RFC 1939 section 7 (TOP), RFC 2449 sections 6.1 (CAPA TOP) and 6.6 (PIPELINING).
 
         Raises:
-            ProtocolError: a reply is malformed or larger than ``max_reply_octets`` (the session is
-                then out of step: abort it). NetworkTimeout, ConnectError: as for :meth:`run`.
+            ProtocolError: a reply is malformed, or larger than ``max_reply_octets`` ("server answered
+                TOP n 0 with more than ... octets": reading stopped there; the session is then out
+                of step: abort it, no QUIT, RFC 1939 section 6). NetworkTimeout, ConnectError: as
+                for :meth:`run`.
         """
         saved = self.decoder.max_reply_octets
-        self.decoder.max_reply_octets = min(saved, max_reply_octets)
+        self.decoder.max_reply_octets = cap = min(saved, max_reply_octets)
+        step = max(window, 1)
+        replies: list[wire.Reply] = []
         try:
             with self.mapped("reading header sections"):
-                replies: list[wire.Reply] = []
-                for start in range(0, len(msgnums), max(window, 1)):
-                    commands = [f"TOP {n} 0" for n in msgnums[start : start + max(window, 1)]]
-                    replies += self.exchange(commands, multiline=True, pipelined=len(commands) > 1)
+                for start in range(0, len(msgnums), step):
+                    commands = [f"TOP {n} 0" for n in msgnums[start : start + step]]
+                    if self._ahead:
+                        self.receive(len(self._ahead), multiline=self._ahead[0])
+                    self.send_ahead(commands, multiline=True)
+                    self.receive(len(commands), multiline=True, into=replies)
                 return replies
+        except ProtocolError as exc:
+            received = self.decoder.over_cap_octets
+            if received is None:
+                raise
+            raise self.protocol_error(
+                f"server answered TOP {msgnums[len(replies)]} 0 with more than {cap} octets (at least"
+                f" {received} read before maild stopped reading): not a header section",
+                standard="RFC 1939 section 7",
+            ) from exc
         finally:
             self.decoder.max_reply_octets = saved
 

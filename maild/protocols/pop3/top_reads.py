@@ -20,11 +20,13 @@ from typing import Protocol, TypeVar
 import structlog
 
 from maild.model import MessageKey, RetrievalFailure, RetrievedMessage
+from maild.pop3_uidls import header_window
 from maild.protocols.pop3.peek import counts_line_ends_as_one, is_whole, top_lines, top_windows
 from maild.protocols.pop3.served import ServedLedger
 from maild.protocols.pop3.session import POP3Session
 
 _T = TypeVar("_T")
+
 _log = structlog.stdlib.get_logger("maild.protocols.pop3.maildrop")  # the adapter's events
 
 
@@ -57,7 +59,10 @@ async def header_sections(
     window: int,
     served: ServedLedger,
 ) -> dict[MessageKey, bytes]:
-    """``TOP n 0`` of each (key, message-number) of ``targets``, ``window`` commands per round trip.
+    """``TOP n 0`` of each (key, message-number) of ``targets``, ``window`` commands per round trip
+    (fewer where their replies could hold more than :data:`~maild.pop3_uidls.HEADER_WINDOW_OCTETS`:
+    :func:`~maild.pop3_uidls.header_window`),
+    each reply capped at ``max_octets`` while it arrives.
 
     Returns:
         Key to the header section as sent, un-stuffed, with the empty line that ends it; keys
@@ -68,7 +73,8 @@ async def header_sections(
             ``max_octets`` octets included).
     """
     served.asked((key for key, _ in targets), top=True)
-    read = functools.partial(session.header_sections, [n for _, n in targets], max_octets, window)
+    step = header_window(window, max_octets)
+    read = functools.partial(session.header_sections, [n for _, n in targets], max_octets, step)
     replies = await run(read)
     pairs = zip(targets, replies, strict=True)
     return {key: reply.body for (key, _), reply in pairs if reply.body is not None}
