@@ -24,8 +24,10 @@ from maild.archive.store import Store
 from maild.errors import ProtocolError
 from maild.fetch.cycle import make_maildrop
 from maild.fetch.pop3_check import MAX_HEADER_SECTION_OCTETS, check_window
+from maild.model import RetrievedMessage
 from maild.pop3_uidls import HEADER_WINDOW_OCTETS, header_window
 from maild.protocols.pop3.maildrop import POP3Maildrop
+from maild.protocols.pop3.peek import whole_reply_cap
 from maild.protocols.pop3.session import READ_CHUNK_OCTETS
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.rawsocket import leaked_threads
@@ -234,3 +236,51 @@ async def test_a_window_of_largest_header_sections_is_held_within_the_window_bou
         assert peak.growth <= HEADER_WINDOW_OCTETS + READ_CHUNK_OCTETS + SLACK_OCTETS  # main: 138 MB
         assert len(tops) == check_window() < count
     assert count <= pop3_uidls.DELETION_CHECKS_PER_CYCLE
+
+
+# -- retire's/compare's whole-message reads (TOP n <lines>) ----------------------------------------------
+
+
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+async def test_a_whole_message_top_reply_is_capped_by_its_list_size(
+    executor: concurrent.futures.ThreadPoolExecutor, delta: int
+) -> None:
+    """``peek`` (TOP n <lines>): a reply of whole_reply_cap(LIST size) -1 or +0 octets is read (not
+    the message: RETR fallback); one octet more cannot be the whole message and breaks the session
+    while it arrives (before: read up to the session's 100 MiB, for each of a window's 200)."""
+    raw = sample_message(1)
+    message = ScriptedMessage(raw, top=f"huge:{whole_reply_cap(len(raw)) + delta}")
+    with ScriptedPOP3([message]) as server:
+        maildrop = await open_maildrop(server, executor)
+        try:
+            entries = await maildrop.inventory()
+            if delta <= 0:
+                got = [item async for item in maildrop.peek([entries[0].key])]
+                assert [g.raw for g in got if isinstance(g, RetrievedMessage)] == [raw]
+                assert "RETR 1" in server.commands
+            else:
+                with pytest.raises(ProtocolError) as raised:
+                    _ = [item async for item in maildrop.peek([entries[0].key])]
+                said = str(raised.value)
+                assert f"server answered TOP 1 {len(raw)} with more than {whole_reply_cap(len(raw))}" in said
+                assert "RETR 1" not in server.commands
+        finally:
+            await maildrop.abort()
+
+
+async def test_a_300_mib_whole_message_top_reply_is_cut_off(
+    executor: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    """A window of ``peek`` whose first TOP the server answers with 300 MiB: maild holds no more than
+    the reply's cap (three times the LIST size and a status line) and one read (main: 100 MiB)."""
+    raws = [sample_message(n) for n in range(1, 4)]
+    messages = [ScriptedMessage(raws[0], top=f"huge:{HOSTILE_OCTETS}"), *map(ScriptedMessage, raws[1:])]
+    with ScriptedPOP3(messages) as server:
+        maildrop = await open_maildrop(server, executor)
+        try:
+            entries = await maildrop.inventory()
+            with PeakMemory() as peak, pytest.raises(ProtocolError):
+                _ = [item async for item in maildrop.peek([e.key for e in entries])]
+            assert peak.growth <= READ_CHUNK_OCTETS + SLACK_OCTETS
+        finally:
+            await maildrop.abort()

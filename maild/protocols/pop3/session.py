@@ -470,16 +470,46 @@ class POP3Session:
         finally:
             self.decoder.max_reply_octets = saved
 
-    def exchange_many(self, commands: Sequence[str], *, pipelined: bool) -> list[wire.Reply]:
+    def exchange_many(
+        self, commands: Sequence[str], *, pipelined: bool, reply_caps: Sequence[int] | None = None
+    ) -> list[wire.Reply]:
         """Send ``commands`` with multi-line ``+OK`` replies (``TOP n lines``), at once when
         ``pipelined`` (RFC 2449 section 6.6), and read their replies, in one executor job.
 
+        ``reply_caps``: a cap in octets for each command's reply (within the session's own), enforced
+        while it arrives, so the replies held together never pass their sum.
+
         Raises:
-            ProtocolError: a reply is malformed or too large. NetworkTimeout, ConnectError: as for
-                :meth:`run`.
+            ProtocolError: a reply is malformed or too large ("server answered TOP n l with more than
+                ... octets" for a reply over its cap: reading stopped there, the session is out of
+                step). NetworkTimeout, ConnectError: as for :meth:`run`.
         """
-        with self.mapped("reading messages"):
-            return self.exchange(commands, multiline=True, pipelined=pipelined)
+        if reply_caps is None:
+            with self.mapped("reading messages"):
+                return self.exchange(commands, multiline=True, pipelined=pipelined)
+        saved = self.decoder.max_reply_octets
+        replies: list[wire.Reply] = []
+        try:
+            with self.mapped("reading messages"):
+                if self._ahead:
+                    self.receive(len(self._ahead), multiline=self._ahead[0])
+                batches = [commands] if pipelined else [[c] for c in commands]
+                for batch in batches:
+                    self.send_ahead(batch, multiline=True)
+                    for _ in batch:
+                        self.decoder.max_reply_octets = min(saved, reply_caps[len(replies)])
+                        self.receive(1, multiline=True, into=replies)
+                return replies
+        except ProtocolError as exc:
+            if self.decoder.over_cap_octets is None:
+                raise
+            raise self.protocol_error(
+                f"server answered {commands[len(replies)]} with more than {self.decoder.max_reply_octets}"
+                f" octets (at least {self.decoder.over_cap_octets} read before maild stopped reading)",
+                standard="RFC 1939 section 7",
+            ) from exc
+        finally:
+            self.decoder.max_reply_octets = saved
 
     def listing(self) -> Listing:
         """UIDL and LIST (RFC 1939 sections 7 and 5), pipelined when allowed, parsed."""
