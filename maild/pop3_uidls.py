@@ -83,9 +83,9 @@ where each ``TOP`` is a round trip; the others are not deleted (nor taken for th
 in that cycle and wait for a later one. With PIPELINING see :data:`DELETION_CHECKS_PER_CYCLE`."""
 DELETION_CHECKS_PER_CYCLE = 2_000
 """Most such header sections one cycle reads when the session pipelines (RFC 2449 section 6.6):
-windows of ``TOP n 0`` of the maildrop's window (200), one round trip each, so 10 round trips; a
-backlog of 10,000 due messages (an account switched from ``"keep"`` to ``"delete"``) drains in 5
-polls, not 50 (session 15)."""
+windows of ``TOP n 0`` of 64 (:data:`HEADER_WINDOW_OCTETS` / 1 MiB; the maildrop's 200 before
+session 15's bound review), one round trip each, so 32 round trips; a backlog of 10,000 due messages
+(an account switched from ``"keep"`` to ``"delete"``) drains in 5 polls, not 50 (session 15)."""
 DELETION_CHECK_OCTETS = 32 * 2**20
 """Most octets the ``TOP n 0`` replies of one cycle's checks may add up to, 32 MiB (headers of about
 3 kB: the 2,000 need 6 MiB); checked after each window, so the last window may pass it by at most

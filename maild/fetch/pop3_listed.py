@@ -17,8 +17,9 @@ new mail):
 
 1. :func:`check_headers`: ``TOP n 0`` of at most
    :data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS` of them (with PIPELINING
-   :data:`maild.pop3_uidls.DELETION_CHECKS_PER_CYCLE` in windows of 200, and
-   :data:`maild.pop3_uidls.DELETION_CHECK_OCTETS` of replies), compared with the archived message's header
+   :data:`maild.pop3_uidls.DELETION_CHECKS_PER_CYCLE` in windows of 64,
+   :func:`~maild.fetch.pop3_check.check_window`, and :data:`maild.pop3_uidls.DELETION_CHECK_OCTETS`
+   of replies), compared with the archived message's header
    section (:func:`maild.message.same_header_section`). Equal: the server lists this message at
    another size (an LF-stored maildrop counts one octet less per line than RETR sends); that size is
    recorded (``locations.server_size``) and later cycles compare with it. Different: another message;
@@ -215,7 +216,7 @@ async def check_headers(
 
     Returns:
         ``same``, ``other`` (freed: to retrieve), ``untopped`` (for :func:`check_contents`) and
-        ``waiting`` (past :func:`maild.pop3_uidls.header_check_bound`: 2,000 in windows of 200
+        ``waiting`` (past :func:`maild.pop3_uidls.header_check_bound`: 2,000 in windows of 64
         with PIPELINING, 200 without, or past :data:`maild.pop3_uidls.DELETION_CHECK_OCTETS` of
         replies).
 
