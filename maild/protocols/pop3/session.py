@@ -344,6 +344,7 @@ class POP3Session:
         multiline: bool,
         into: list[wire.Reply] | None = None,
         spool: Spool | None = None,
+        caps: Sequence[int] | None = None,
     ) -> list[wire.Reply]:
         """Read the replies to the ``count`` oldest commands owed (see :meth:`send_ahead`).
 
@@ -352,6 +353,8 @@ class POP3Session:
         ``spool``: write multi-line bodies of at least its threshold to spool files as they arrive
         (:mod:`.spooling`; the reply's ``spooled`` or ``spool_error``); a file of a reply that did
         not complete is closed when the error is dropped.
+        ``caps``: the decoder's reply cap in octets for each of the ``count`` replies, in order (set
+        before it is read; the caller restores the session's own).
 
         Raises:
             ProtocolError: a reply is malformed or too large, or data follows the last reply owed.
@@ -384,7 +387,9 @@ class POP3Session:
         borrowed = False  # the decoder receives into a buffer of the pool (buffers.py) until the end
         spooler = BodySpooler(spool) if spool is not None and multiline else None
         try:
-            for _ in range(count):
+            for index in range(count):
+                if caps is not None:
+                    decoder.max_reply_octets = caps[index]
                 while (reply := decoder.next_reply(multiline=multiline)) is None:
                     if recv_into is not None:
                         if not borrowed:  # at the first read: a reply may be buffered already
@@ -496,9 +501,8 @@ class POP3Session:
                 batches = [commands] if pipelined else [[c] for c in commands]
                 for batch in batches:
                     self.send_ahead(batch, multiline=True)
-                    for _ in batch:
-                        self.decoder.max_reply_octets = min(saved, reply_caps[len(replies)])
-                        self.receive(1, multiline=True, into=replies)
+                    caps = [min(saved, cap) for cap in reply_caps[len(replies) : len(replies) + len(batch)]]
+                    self.receive(len(batch), multiline=True, into=replies, caps=caps)
                 return replies
         except ProtocolError as exc:
             if self.decoder.over_cap_octets is None:
