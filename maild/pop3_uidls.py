@@ -83,13 +83,31 @@ where each ``TOP`` is a round trip; the others are not deleted (nor taken for th
 in that cycle and wait for a later one. With PIPELINING see :data:`DELETION_CHECKS_PER_CYCLE`."""
 DELETION_CHECKS_PER_CYCLE = 2_000
 """Most such header sections one cycle reads when the session pipelines (RFC 2449 section 6.6):
-windows of ``TOP n 0`` of the maildrop's window (200), one round trip each, so 10 round trips; a
-backlog of 10,000 due messages (an account switched from ``"keep"`` to ``"delete"``) drains in 5
-polls, not 50 (session 15)."""
+windows of ``TOP n 0`` of 64 (:data:`HEADER_WINDOW_OCTETS` / 1 MiB; the maildrop's 200 before
+session 15's bound review), one round trip each, so 32 round trips; a backlog of 10,000 due messages
+(an account switched from ``"keep"`` to ``"delete"``) drains in 5 polls, not 50 (session 15)."""
 DELETION_CHECK_OCTETS = 32 * 2**20
 """Most octets the ``TOP n 0`` replies of one cycle's checks may add up to, 32 MiB (headers of about
 3 kB: the 2,000 need 6 MiB); checked after each window, so the last window may pass it by at most
 one window of replies. The rest wait for a later cycle; the first window is always read."""
+
+
+HEADER_WINDOW_OCTETS = 64 * 2**20
+"""Cap in octets on the ``TOP n 0`` replies one window holds at once (default 64 MiB): a window sends
+at most ``HEADER_WINDOW_OCTETS // max_octets`` commands (at least one), each reply capped at
+``max_octets`` while it arrives, so whatever a server sends, one window never holds more (plus the
+decoder's receive buffer: one reply being read and one read of
+:data:`maild.protocols.pop3.session.READ_CHUNK_OCTETS`). With the checks' 1 MiB header sections
+(:data:`maild.fetch.pop3_check.MAX_HEADER_SECTION_OCTETS`) 64 commands a round trip, and the checks
+ask the maildrop for 64 keys at a time (the replies of one call are held together until compared);
+with the 64 KiB of a failed message's headers the maildrop's whole window of 200. Before session 15's bound
+review one window held up to 200 replies of 100 MiB."""
+
+
+def header_window(window: int, max_octets: int) -> int:
+    """Commands of one ``TOP n 0`` window: ``window``, fewer where ``window`` replies of
+    ``max_octets`` octets each could exceed :data:`HEADER_WINDOW_OCTETS`; at least 1."""
+    return max(1, min(window, HEADER_WINDOW_OCTETS // max(max_octets, 1)))
 
 
 def header_check_bound(pipelining: bool) -> int:

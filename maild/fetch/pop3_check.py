@@ -31,13 +31,27 @@ from maild.protocols.base import Maildrop
 
 log = structlog.get_logger("maild.fetch.pop3_check")
 
-TOP_REPLY_OCTETS = 100 * 2**20
-"""Cap in octets on one ``TOP n 0`` reply of the check (further capped by the session's own reply cap,
-100 MiB by default: the largest message it retrieves). Not the 256 KiB header cap of
-:mod:`maild.message`: a reply past the cap breaks the session before any ``DELE``, and a header
-section that long (spam with thousands of Received lines, or a server answering ``TOP n 0`` with the
-whole message) then failed every cycle of the account, which deleted nothing for ever (session 13's
-review)."""
+MAX_HEADER_SECTION_OCTETS = 2**20
+"""Cap in octets on one ``TOP n 0`` reply of the checks (default 1 MiB; this and
+:mod:`maild.fetch.pop3_listed`), enforced while the reply arrives: a larger reply is not a header
+section, reading stops there and the session is broken (no ``QUIT``, RFC 1939 section 6), nothing is
+deleted, and the cycle fails with one line naming the reply's size ("server answered TOP n 0 with
+more than 1048576 octets"). 1 MiB is Exim's ``header_maxsize`` default, the largest header section
+a common MTA accepts (Postfix keeps 100 KiB, ``header_size_limit``; sendmail 32 KiB,
+``MaxHeadersLength``; RFC 5322 sets no total), four times the 256 KiB the archive's header summary
+reads (:data:`maild.message.MAX_HEADER_OCTETS`), so spam with thousands of ``Received`` lines is
+still compared (session 13's review: a cap below real header sections failed every cycle of the
+account). Until session 15's bound review it was 100 MiB (``TOP_REPLY_OCTETS``), and one pipelined
+window of 200 could hold 200 such replies; one window now holds at most
+:data:`maild.pop3_uidls.HEADER_WINDOW_OCTETS`: the checks ask for :func:`check_window` keys at
+a time."""
+
+def check_window() -> int:
+    """Keys whose header sections one call of the checks reads and holds until compared: the
+    maildrop's window (:data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS`, 200), fewer where their
+    replies of up to :data:`MAX_HEADER_SECTION_OCTETS` could pass
+    :data:`maild.pop3_uidls.HEADER_WINDOW_OCTETS`: 64 by default."""
+    return pop3_uidls.header_window(pop3_uidls.MAX_POP3_HEADER_CHECKS, MAX_HEADER_SECTION_OCTETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,19 +161,26 @@ async def verify_candidates(
         return Verdict(set(candidates))
     known = [key for key in odd if key in expected]
     checked, waiting = known[: pop3_uidls.MAX_POP3_HEADER_CHECKS], known[pop3_uidls.MAX_POP3_HEADER_CHECKS :]
-    headers = await maildrop.header_fields(checked, max_octets=TOP_REPLY_OCTETS) if checked else {}
-    raws = await store.raw_messages([expected[key][0] for key in checked if key in headers])
     listed = {entry.key: entry.size_octets for entry in inventory}
-    matching = {
-        key
-        for key in checked
-        if key in headers and same_header_section(raws.get(expected[key][0], b""), headers[key])
-    }
+    matching: set[MessageKey] = set()
+    topped: set[MessageKey] = set()
+    step = check_window()
+    for start in range(0, len(checked), step):  # one window's replies held at a time
+        chunk = checked[start : start + step]
+        headers = await maildrop.header_fields(chunk, max_octets=MAX_HEADER_SECTION_OCTETS)
+        raws = await store.raw_messages([expected[key][0] for key in chunk if key in headers])
+        topped.update(headers)
+        matching.update(
+            key
+            for key in chunk
+            if key in headers and same_header_section(raws.get(expected[key][0], b""), headers[key])
+        )
+        del headers, raws
     sizes = {key: size for key in matching if (size := listed.get(key)) is not None}
     await store.record_pop3_server_sizes(account, sizes)
     later = set(waiting)
-    unread = [key for key in checked if key not in headers]
-    other = [key for key in odd if key not in matching and key not in later and key in headers]
+    unread = [key for key in checked if key not in topped]
+    other = [key for key in odd if key not in matching and key not in later and key in topped]
     other += [key for key in odd if key not in expected]
     if other or unread:
         log.warning(

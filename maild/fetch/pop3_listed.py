@@ -17,8 +17,9 @@ new mail):
 
 1. :func:`check_headers`: ``TOP n 0`` of at most
    :data:`maild.pop3_uidls.MAX_POP3_HEADER_CHECKS` of them (with PIPELINING
-   :data:`maild.pop3_uidls.DELETION_CHECKS_PER_CYCLE` in windows of 200, and
-   :data:`maild.pop3_uidls.DELETION_CHECK_OCTETS` of replies), compared with the archived message's header
+   :data:`maild.pop3_uidls.DELETION_CHECKS_PER_CYCLE` in windows of 64,
+   :func:`~maild.fetch.pop3_check.check_window`, and :data:`maild.pop3_uidls.DELETION_CHECK_OCTETS`
+   of replies), compared with the archived message's header
    section (:func:`maild.message.same_header_section`). Equal: the server lists this message at
    another size (an LF-stored maildrop counts one octet less per line than RETR sends); that size is
    recorded (``locations.server_size``) and later cycles compare with it. Different: another message;
@@ -55,7 +56,7 @@ from maild import policy, pop3_uidls
 from maild.archive import failures as failures_store
 from maild.archive.store import Store
 from maild.errors import ConnectError, NetworkTimeout, ProtocolError, StoreError
-from maild.fetch.pop3_check import TOP_REPLY_OCTETS
+from maild.fetch.pop3_check import MAX_HEADER_SECTION_OCTETS, check_window
 from maild.message import same_header_section, sha256_hex
 from maild.model import (
     InventoryEntry,
@@ -215,7 +216,7 @@ async def check_headers(
 
     Returns:
         ``same``, ``other`` (freed: to retrieve), ``untopped`` (for :func:`check_contents`) and
-        ``waiting`` (past :func:`maild.pop3_uidls.header_check_bound`: 2,000 in windows of 200
+        ``waiting`` (past :func:`maild.pop3_uidls.header_check_bound`: 2,000 in windows of 64
         with PIPELINING, 200 without, or past :data:`maild.pop3_uidls.DELETION_CHECK_OCTETS` of
         replies).
 
@@ -228,7 +229,7 @@ async def check_headers(
     if not suspects and not relisted:
         return ListedCheck()
     bound = pop3_uidls.header_check_bound(maildrop.pipelining)
-    window = pop3_uidls.MAX_POP3_HEADER_CHECKS  # one pipelined round trip (the maildrop's window)
+    window = check_window()  # one pipelined round trip, at most HEADER_WINDOW_OCTETS of replies held
     same: list[MessageKey] = []
     read: list[MessageKey] = []
     untopped: list[MessageKey] = []
@@ -238,7 +239,7 @@ async def check_headers(
     while checked < min(bound, len(suspects)) and (checked == 0 or octets < pop3_uidls.DELETION_CHECK_OCTETS):
         chunk = list(suspects[checked : min(checked + window, bound)])
         checked += len(chunk)
-        headers = await maildrop.header_fields(chunk, max_octets=TOP_REPLY_OCTETS)
+        headers = await maildrop.header_fields(chunk, max_octets=MAX_HEADER_SECTION_OCTETS)
         octets += sum(len(h) for h in headers.values())
         got = [key for key in chunk if key in headers]
         raws = await store.raw_messages(sorted({known[key].message for key in got}))

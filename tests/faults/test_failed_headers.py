@@ -113,7 +113,7 @@ async def test_pop3_header_fetch_that_fails_changes_nothing_else(
         assert server.maildrop == [refused]
     if top == "endless":
         (failed,) = [e for e in logs if e["event"] == "fetch.failed-headers.failed"]
-        assert f"larger than the cap of {failed_headers.MAX_HEADER_OCTETS} octets" in failed["error"]
+        assert f"TOP 1 0 with more than {failed_headers.MAX_HEADER_OCTETS} octets" in failed["error"]
 
     assert (len(result.failures), result.new_links, result.deleted, result.subjects) == (1, 2, 2, {})
     record = await only_record(store, account.name)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Literal
 
 from tests.support.proxy import CLOSE_TIMEOUT_S, HOST, LoopThread
@@ -117,7 +117,10 @@ class ScriptedMessage:
             ``"eoh"`` (as ``"as-retr"``, but a message without an empty line gets one after its header
             section, as RFC 1939 section 7 words TOP and Dovecot's ``oe-ns-eoh`` workaround does),
             ``"short"`` (the header section and all body lines but the last: a server capping TOP;
-            served even when RETR fails), or
+            served even when RETR fails), ``"huge:N"`` (a generated header section of ``X-Filler``
+            lines making the whole reply, ``+OK`` line and ``.`` terminator included, exactly ``N``
+            octets, streamed 4 KiB lines at a time and never held whole; ``N`` is 10 or at least
+            22; it stops when the client hangs up), or
             a reply line to send instead (e.g. ``"-ERR no"``).
         list_size: the size STAT and LIST report instead of ``len(raw)`` (a server whose sizes are
             off); RETR's ``+OK`` line still says ``len(raw)``.
@@ -424,6 +427,9 @@ class ScriptedPOP3(LoopThread):
                 writer.write(b"X-Filler: " + b"x" * 4080 + b"\r\n")
                 await writer.drain()
             raise _EndSession
+        if top.startswith("huge:"):
+            await _huge_top(int(top.removeprefix("huge:")), writer)
+            return
         await self._send(writer, top)
 
     async def _capa(self, writer: asyncio.StreamWriter) -> None:
@@ -543,3 +549,33 @@ def _top(raw: bytes, body_lines: int, *, eoh: bool = False) -> bytes:
         lines.pop()
     kept = b"".join(line + CRLF for line in lines[:body_lines])
     return header + CRLF + CRLF + kept
+
+
+HUGE_LINE_OCTETS = 4096
+"""Octets of each generated ``X-Filler`` line (CRLF included) of a ``"huge:N"`` TOP reply."""
+
+
+def huge_top_lines(octets: int) -> Iterator[bytes]:
+    """The header lines (CRLF-terminated, ``X-Filler: xxx``) of a ``"huge:N"`` reply totalling
+    ``octets`` octets, each at most :data:`HUGE_LINE_OCTETS` and at least 12 octets."""
+    if 0 < octets < 12:
+        raise ValueError("a filler line takes at least 12 octets")
+    while octets:
+        line = min(octets, HUGE_LINE_OCTETS)
+        if 0 < octets - line < 12:
+            line = octets - 12
+        yield b"X-Filler: " + b"x" * (line - 12) + b"\r\n"
+        octets -= line
+
+
+async def _huge_top(octets: int, writer: asyncio.StreamWriter) -> None:
+    """Write a ``+OK`` TOP reply of exactly ``octets`` octets (see :attr:`ScriptedMessage.top`)."""
+    writer.write(b"+OK\r\n")
+    for line in huge_top_lines(octets - len(b"+OK\r\n\r\n.\r\n")):
+        if writer.is_closing():
+            raise _EndSession
+        writer.write(line)
+        if writer.transport.get_write_buffer_size() > 64 * HUGE_LINE_OCTETS:
+            await writer.drain()
+    writer.write(b"\r\n.\r\n")
+    await writer.drain()

@@ -161,6 +161,8 @@ class ReplyDecoder:
         self._stuffed = False  # a line of the reply at the head is byte-stuffed
         self._dots: list[int] | None = []  # indices of the stuffing dots; None: more than the cap
         self._taken = 0  # octets of the reply at the head handed out by take_body_part
+        #: Octets of the reply at the head received when it broke ``max_reply_octets`` (None before).
+        self.over_cap_octets: int | None = None
 
     @property
     def buffered_octets(self) -> int:
@@ -310,11 +312,11 @@ class ReplyDecoder:
         term = self._find_terminator(buf)
         if term < 0:
             if fill - head + self._taken > self._max_reply:
-                raise self._too_large()
+                raise self._too_large(fill - head + self._taken)
             return None
         end = term + len(TERMINATOR)
         if end - head + self._taken > self._max_reply:
-            raise self._too_large()
+            raise self._too_large(end - head + self._taken)
         body_start = self._status_end
         if term < body_start:
             # The terminator's leading CRLF is the status line's own: an empty body.
@@ -488,7 +490,8 @@ class ReplyDecoder:
         self._dots = []
         self._taken = 0
 
-    def _too_large(self) -> ProtocolError:
+    def _too_large(self, received: int) -> ProtocolError:
+        self.over_cap_octets = received
         return ProtocolError(
             f"POP3 reply larger than the cap of {self._max_reply} octets", standard="RFC 1939 section 3"
         )

@@ -21,6 +21,24 @@ _CRLF = b"\r\n"
 #: Least line count asked of TOP (an empty message still gets ``TOP n 1``, not ``TOP n 0``).
 MIN_TOP_LINES = 1
 
+WHOLE_REPLY_FACTOR = 3
+"""A ``TOP n <lines>`` reply that can still be the whole message of LIST size ``s`` has at most
+``3 * s`` octets of body on the wire: :func:`is_whole` takes at most ``2 * s`` octets un-stuffed
+(LIST counting each CRLF as one octet) and byte-stuffing adds at most one dot per CRLF-ended line
+(RFC 1939 section 3), half as many again. See :func:`whole_reply_cap`."""
+REPLY_FRAME_OCTETS = 8 * 1024 + 7
+"""Octets of a ``TOP`` reply besides its body: a status line of at most 8 KiB
+(:data:`maild.protocols.pop3.wire.MAX_STATUS_LINE_OCTETS`, RFC 2449 section 4) with its CRLF and
+the ``.`` terminator line."""
+
+
+def whole_reply_cap(size_octets: int) -> int:
+    """Cap in octets on the ``TOP n <lines>`` reply to a message of LIST size ``size_octets``:
+    ``WHOLE_REPLY_FACTOR * max(size_octets, 1) + REPLY_FRAME_OCTETS``. A longer reply cannot be the
+    whole message (:func:`is_whole`), so reading stops there (session 15's bound review: before,
+    each of a window's 200 replies could bring the session's 100 MiB, whatever LIST said)."""
+    return WHOLE_REPLY_FACTOR * max(size_octets, 1) + REPLY_FRAME_OCTETS
+
 
 def top_lines(size_octets: int) -> int:
     """The line count to ask ``TOP`` for so that a message of ``size_octets`` (LIST) comes whole.

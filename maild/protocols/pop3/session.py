@@ -344,6 +344,7 @@ class POP3Session:
         multiline: bool,
         into: list[wire.Reply] | None = None,
         spool: Spool | None = None,
+        caps: Sequence[int] | None = None,
     ) -> list[wire.Reply]:
         """Read the replies to the ``count`` oldest commands owed (see :meth:`send_ahead`).
 
@@ -352,6 +353,8 @@ class POP3Session:
         ``spool``: write multi-line bodies of at least its threshold to spool files as they arrive
         (:mod:`.spooling`; the reply's ``spooled`` or ``spool_error``); a file of a reply that did
         not complete is closed when the error is dropped.
+        ``caps``: the decoder's reply cap in octets for each of the ``count`` replies, in order (set
+        before it is read; the caller restores the session's own).
 
         Raises:
             ProtocolError: a reply is malformed or too large, or data follows the last reply owed.
@@ -384,7 +387,9 @@ class POP3Session:
         borrowed = False  # the decoder receives into a buffer of the pool (buffers.py) until the end
         spooler = BodySpooler(spool) if spool is not None and multiline else None
         try:
-            for _ in range(count):
+            for index in range(count):
+                if caps is not None:
+                    decoder.max_reply_octets = caps[index]
                 while (reply := decoder.next_reply(multiline=multiline)) is None:
                     if recv_into is not None:
                         if not borrowed:  # at the first read: a reply may be buffered already
@@ -434,36 +439,81 @@ class POP3Session:
     ) -> list[wire.Reply]:
         """``TOP n 0`` for each of ``msgnums``, sent ``window`` commands at a time (one round trip per
         window; more than 1 only when the server announced PIPELINING), every reply capped at
-        ``max_reply_octets`` (a header section, not a message; the session's cap is restored after).
+        ``max_reply_octets`` while it arrives (a header section, not a message; the session's cap is
+        restored after): one window holds at most ``window`` x ``max_reply_octets`` octets of replies.
 
         Standard: RFC 1939 section 7 (TOP), RFC 2449 sections 6.1 (CAPA TOP) and 6.6 (PIPELINING).
 
         Raises:
-            ProtocolError: a reply is malformed or larger than ``max_reply_octets`` (the session is
-                then out of step: abort it). NetworkTimeout, ConnectError: as for :meth:`run`.
+            ProtocolError: a reply is malformed, or larger than ``max_reply_octets`` ("server answered
+                TOP n 0 with more than ... octets": reading stopped there; the session is then out
+                of step: abort it, no QUIT, RFC 1939 section 6). NetworkTimeout, ConnectError: as
+                for :meth:`run`.
         """
         saved = self.decoder.max_reply_octets
-        self.decoder.max_reply_octets = min(saved, max_reply_octets)
+        self.decoder.max_reply_octets = cap = min(saved, max_reply_octets)
+        step = max(window, 1)
+        replies: list[wire.Reply] = []
         try:
             with self.mapped("reading header sections"):
-                replies: list[wire.Reply] = []
-                for start in range(0, len(msgnums), max(window, 1)):
-                    commands = [f"TOP {n} 0" for n in msgnums[start : start + max(window, 1)]]
-                    replies += self.exchange(commands, multiline=True, pipelined=len(commands) > 1)
+                for start in range(0, len(msgnums), step):
+                    commands = [f"TOP {n} 0" for n in msgnums[start : start + step]]
+                    if self._ahead:
+                        self.receive(len(self._ahead), multiline=self._ahead[0])
+                    self.send_ahead(commands, multiline=True)
+                    self.receive(len(commands), multiline=True, into=replies)
                 return replies
+        except ProtocolError as exc:
+            received = self.decoder.over_cap_octets
+            if received is None:
+                raise
+            raise self.protocol_error(
+                f"server answered TOP {msgnums[len(replies)]} 0 with more than {cap} octets (at least"
+                f" {received} read before maild stopped reading): not a header section",
+                standard="RFC 1939 section 7",
+            ) from exc
         finally:
             self.decoder.max_reply_octets = saved
 
-    def exchange_many(self, commands: Sequence[str], *, pipelined: bool) -> list[wire.Reply]:
+    def exchange_many(
+        self, commands: Sequence[str], *, pipelined: bool, reply_caps: Sequence[int] | None = None
+    ) -> list[wire.Reply]:
         """Send ``commands`` with multi-line ``+OK`` replies (``TOP n lines``), at once when
         ``pipelined`` (RFC 2449 section 6.6), and read their replies, in one executor job.
 
+        ``reply_caps``: a cap in octets for each command's reply (within the session's own), enforced
+        while it arrives, so the replies held together never pass their sum.
+
         Raises:
-            ProtocolError: a reply is malformed or too large. NetworkTimeout, ConnectError: as for
-                :meth:`run`.
+            ProtocolError: a reply is malformed or too large ("server answered TOP n l with more than
+                ... octets" for a reply over its cap: reading stopped there, the session is out of
+                step). NetworkTimeout, ConnectError: as for :meth:`run`.
         """
-        with self.mapped("reading messages"):
-            return self.exchange(commands, multiline=True, pipelined=pipelined)
+        if reply_caps is None:
+            with self.mapped("reading messages"):
+                return self.exchange(commands, multiline=True, pipelined=pipelined)
+        saved = self.decoder.max_reply_octets
+        replies: list[wire.Reply] = []
+        try:
+            with self.mapped("reading messages"):
+                if self._ahead:
+                    self.receive(len(self._ahead), multiline=self._ahead[0])
+                batches = [commands] if pipelined else [[c] for c in commands]
+                for batch in batches:
+                    self.send_ahead(batch, multiline=True)
+                    caps = [min(saved, cap) for cap in reply_caps[len(replies) : len(replies) + len(batch)]]
+                    self.receive(len(batch), multiline=True, into=replies, caps=caps)
+                return replies
+        except ProtocolError as exc:
+            if self.decoder.over_cap_octets is None:
+                raise
+            raise self.protocol_error(
+                f"server answered {commands[len(replies)]} with more than {self.decoder.max_reply_octets}"
+                f" octets (at least {self.decoder.over_cap_octets} read before maild stopped reading)",
+                standard="RFC 1939 section 7",
+            ) from exc
+        finally:
+            self.decoder.max_reply_octets = saved
 
     def listing(self) -> Listing:
         """UIDL and LIST (RFC 1939 sections 7 and 5), pipelined when allowed, parsed."""

@@ -20,11 +20,19 @@ from typing import Protocol, TypeVar
 import structlog
 
 from maild.model import MessageKey, RetrievalFailure, RetrievedMessage
-from maild.protocols.pop3.peek import counts_line_ends_as_one, is_whole, top_lines, top_windows
+from maild.pop3_uidls import header_window
+from maild.protocols.pop3.peek import (
+    counts_line_ends_as_one,
+    is_whole,
+    top_lines,
+    top_windows,
+    whole_reply_cap,
+)
 from maild.protocols.pop3.served import ServedLedger
 from maild.protocols.pop3.session import POP3Session
 
 _T = TypeVar("_T")
+
 _log = structlog.stdlib.get_logger("maild.protocols.pop3.maildrop")  # the adapter's events
 
 
@@ -57,7 +65,10 @@ async def header_sections(
     window: int,
     served: ServedLedger,
 ) -> dict[MessageKey, bytes]:
-    """``TOP n 0`` of each (key, message-number) of ``targets``, ``window`` commands per round trip.
+    """``TOP n 0`` of each (key, message-number) of ``targets``, ``window`` commands per round trip
+    (fewer where their replies could hold more than :data:`~maild.pop3_uidls.HEADER_WINDOW_OCTETS`:
+    :func:`~maild.pop3_uidls.header_window`),
+    each reply capped at ``max_octets`` while it arrives.
 
     Returns:
         Key to the header section as sent, un-stuffed, with the empty line that ends it; keys
@@ -68,7 +79,8 @@ async def header_sections(
             ``max_octets`` octets included).
     """
     served.asked((key for key, _ in targets), top=True)
-    read = functools.partial(session.header_sections, [n for _, n in targets], max_octets, window)
+    step = header_window(window, max_octets)
+    read = functools.partial(session.header_sections, [n for _, n in targets], max_octets, step)
     replies = await run(read)
     pairs = zip(targets, replies, strict=True)
     return {key: reply.body for (key, _), reply in pairs if reply.body is not None}
@@ -96,10 +108,15 @@ async def whole_messages(
     exactly LIST's size is taken as cut, not whole), the message is read by ``retrieve`` (RETR)
     instead: logged ``pop3.peek.retr_fallback`` and listed in ``memory.fallbacks``.
 
+    Each reply is capped while it arrives at :func:`~maild.protocols.pop3.peek.whole_reply_cap` of
+    its LIST size (a longer one cannot be whole), so a window holds at most three times its LIST sizes
+    plus 8 KiB a command, whatever the server sends.
+
     Standard: RFC 1939 section 7 (TOP, RETR), RFC 2449 sections 6.1 (CAPA TOP) and 6.6.
 
     Raises:
-        NetworkTimeout, ConnectError, ProtocolError: the session is broken.
+        NetworkTimeout, ConnectError, ProtocolError: the session is broken (a reply over its cap
+            included).
     """
     offered = not session.caps or "TOP" in session.caps
     served.asked((key for key, _, _ in known), top=offered)
@@ -107,7 +124,12 @@ async def whole_messages(
     for chunk in top_windows([(key, size) for key, _, size in known], window, window_octets):
         commands = [f"TOP {msgnums[key]} {top_lines(size)}" for key, size in chunk]
         replies = [None] * len(chunk) if not offered else await run(
-            functools.partial(session.exchange_many, commands, pipelined=session.pipelining)
+            functools.partial(
+                session.exchange_many,
+                commands,
+                pipelined=session.pipelining,
+                reply_caps=[whole_reply_cap(size) for _, size in chunk],
+            )
         )
         # how the server sizes messages, from the whole window before any is taken (is_whole)
         memory.line_ends_as_one = memory.line_ends_as_one or any(
