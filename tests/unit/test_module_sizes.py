@@ -25,6 +25,10 @@ SPLIT_BY_JOB_LINES = 400
 #: work in session 15, so not moved then).
 MODEL_LINES = 450
 
+#: ``maild/protocols/pop3/session.py`` after its capped multi-reply reads went to ``capped_reads.py`` and
+#: its poplib clients to ``poplib_clients.py``, in lines: the connection, login and the reply reader.
+POP3_SESSION_LINES = 450
+
 SPLIT_MODULES: dict[str, int] = {
     "maild/archive/connection.py": SPLIT_BY_JOB_LINES,
     "maild/archive/opening.py": SPLIT_BY_JOB_LINES,
@@ -50,6 +54,9 @@ SPLIT_MODULES: dict[str, int] = {
     "maild/protocols/pop3/inventories.py": SPLIT_BY_JOB_LINES,
     "maild/protocols/pop3/marking.py": SPLIT_BY_JOB_LINES,
     "maild/protocols/pop3/served.py": SPLIT_BY_JOB_LINES,
+    "maild/protocols/pop3/session.py": POP3_SESSION_LINES,
+    "maild/protocols/pop3/capped_reads.py": SPLIT_BY_JOB_LINES,
+    "maild/protocols/pop3/poplib_clients.py": SPLIT_BY_JOB_LINES,
 }
 """Each module split by job, to the most lines it may have."""
 

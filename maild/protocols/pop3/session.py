@@ -14,7 +14,9 @@ fills it), no ``bytes`` object and no copy per read; the buffer is borrowed from
 and given back when the call returns, so idle sessions and idle threads hold none, and its pages
 stay mapped from one receive to the next.
 
-With :mod:`maild.protocols.pop3.maildrop` the only POP3 code that catches ``poplib.error_proto``,
+The capped multi-reply reads (``TOP`` windows) are in :mod:`.capped_reads`, the mended poplib clients
+in :mod:`.poplib_clients` (its ``close_quietly`` drops ``OSError`` of a close). With
+:mod:`maild.protocols.pop3.maildrop` the only POP3 code that catches ``poplib.error_proto``,
 ``ssl.SSLError`` and ``OSError``; they leave it as :mod:`maild.errors` classes naming the account,
 never the password.
 """
@@ -46,7 +48,8 @@ from maild.protocols.pop3 import listings, wire
 from maild.protocols.pop3.auth import authenticate
 from maild.protocols.pop3.buffers import RECEIVE_BUFFERS
 from maild.protocols.pop3.decoder import ReplyDecoder
-from maild.protocols.pop3.lines import LINE_REPLY_TIMEOUTS, bounded_getline
+from maild.protocols.pop3.lines import LINE_REPLY_TIMEOUTS
+from maild.protocols.pop3.poplib_clients import BoundedPOP3, BoundedPOP3SSL, close_quietly
 from maild.protocols.pop3.session_errors import THROTTLE_CODES, SessionErrors
 from maild.protocols.pop3.spooling import BodySpooler
 from maild.protocols.progress import ProgressFloor
@@ -67,42 +70,6 @@ buffers (the pool, :mod:`.buffers`, keeps a few) then hold 16 KiB each, not :dat
 ABORT_TIMEOUT_S = 5.0
 """Limit in seconds for RSET and for QUIT during :meth:`POP3Maildrop.abort` (capped by the account's
 timeout), and for waiting on a step still running in its thread."""
-
-
-def _close_quietly(pop: poplib.POP3) -> None:
-    """Close a poplib session's file and socket, also a half-constructed one; never raises."""
-    with contextlib.suppress(AttributeError, OSError):
-        pop.close()
-
-
-class _POP3(poplib.POP3):
-    """poplib.POP3 that closes its socket when the greeting fails (poplib leaks it) and bounds each
-    line it reads (:func:`.lines.bounded_getline`: the greeting, STLS, USER, PASS)."""
-
-    def _getline(self) -> tuple[bytes, int]:
-        return bounded_getline(self)
-
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        try:
-            super().__init__(host, port, timeout)
-        except BaseException:
-            _close_quietly(self)
-            raise
-
-
-class _POP3SSL(poplib.POP3_SSL):
-    """poplib.POP3_SSL that closes its socket when the greeting fails (poplib leaks it) and bounds
-    each line it reads (:func:`.lines.bounded_getline`)."""
-
-    def _getline(self) -> tuple[bytes, int]:
-        return bounded_getline(self)
-
-    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
-        try:
-            super().__init__(host, port, timeout=timeout, context=context)
-        except BaseException:
-            _close_quietly(self)
-            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,14 +167,14 @@ class POP3Session:
     def close(self) -> None:
         """Close file and socket; never raises."""
         if self.pop is not None:
-            _close_quietly(self.pop)
+            close_quietly(self.pop)
 
     def _attach(self, pop: poplib.POP3) -> None:
         with self._lock:
             if not self._shut:
                 self.pop = pop
                 return
-        _close_quietly(pop)
+        close_quietly(pop)
         raise ConnectError(f"{self.where()}: connection abandoned (cancelled)", account=self.settings.account)
 
     def connect(self) -> None:
@@ -238,9 +205,9 @@ class POP3Session:
         ctx = client_context(s.ca_file) if s.tls != "none" else None
         try:
             if s.tls == "implicit" and ctx is not None:
-                pop: poplib.POP3 = _POP3SSL(s.host, s.port, s.timeout_s, ctx)
+                pop: poplib.POP3 = BoundedPOP3SSL(s.host, s.port, s.timeout_s, ctx)
             else:
-                pop = _POP3(s.host, s.port, s.timeout_s)
+                pop = BoundedPOP3(s.host, s.port, s.timeout_s)
         except poplib.error_proto as exc:
             raise self.errors.greeting_refused(exc) from exc
         self._attach(pop)
@@ -307,8 +274,7 @@ class POP3Session:
             ProtocolError: a reply is malformed or too large, or data follows the last reply.
             OSError: from the socket (mapped by the caller's :meth:`mapped`).
         """
-        if self._ahead:
-            self.receive(len(self._ahead), multiline=self._ahead[0])
+        self.drain_owed()
         replies: list[wire.Reply] = []
         batches = [commands] if pipelined else [[c] for c in commands]
         for batch in batches:
@@ -320,6 +286,11 @@ class POP3Session:
     def owed(self) -> int:
         """Commands sent whose replies have not been read yet."""
         return len(self._ahead)
+
+    def drain_owed(self) -> None:
+        """Read and drop the replies still owed for commands sent ahead (none owed: nothing)."""
+        if self._ahead:
+            self.receive(len(self._ahead), multiline=self._ahead[0])
 
     def send_ahead(self, commands: Sequence[str], *, multiline: bool) -> None:
         """Send ``commands`` now and read their replies later with :meth:`receive` (RFC 2449 section
@@ -433,87 +404,6 @@ class POP3Session:
         """:meth:`exchange` with errors mapped; pipelined when the server allows it."""
         with self.mapped(doing):
             return self.exchange(commands, multiline=multiline, pipelined=self.pipelining)
-
-    def header_sections(
-        self, msgnums: Sequence[int], max_reply_octets: int, window: int = 1
-    ) -> list[wire.Reply]:
-        """``TOP n 0`` for each of ``msgnums``, sent ``window`` commands at a time (one round trip per
-        window; more than 1 only when the server announced PIPELINING), every reply capped at
-        ``max_reply_octets`` while it arrives (a header section, not a message; the session's cap is
-        restored after): one window holds at most ``window`` x ``max_reply_octets`` octets of replies.
-
-        Standard: RFC 1939 section 7 (TOP), RFC 2449 sections 6.1 (CAPA TOP) and 6.6 (PIPELINING).
-
-        Raises:
-            ProtocolError: a reply is malformed, or larger than ``max_reply_octets`` ("server answered
-                TOP n 0 with more than ... octets": reading stopped there; the session is then out
-                of step: abort it, no QUIT, RFC 1939 section 6). NetworkTimeout, ConnectError: as
-                for :meth:`run`.
-        """
-        saved = self.decoder.max_reply_octets
-        self.decoder.max_reply_octets = cap = min(saved, max_reply_octets)
-        step = max(window, 1)
-        replies: list[wire.Reply] = []
-        try:
-            with self.mapped("reading header sections"):
-                for start in range(0, len(msgnums), step):
-                    commands = [f"TOP {n} 0" for n in msgnums[start : start + step]]
-                    if self._ahead:
-                        self.receive(len(self._ahead), multiline=self._ahead[0])
-                    self.send_ahead(commands, multiline=True)
-                    self.receive(len(commands), multiline=True, into=replies)
-                return replies
-        except ProtocolError as exc:
-            received = self.decoder.over_cap_octets
-            if received is None:
-                raise
-            raise self.protocol_error(
-                f"server answered TOP {msgnums[len(replies)]} 0 with more than {cap} octets (at least"
-                f" {received} read before maild stopped reading): not a header section",
-                standard="RFC 1939 section 7",
-            ) from exc
-        finally:
-            self.decoder.max_reply_octets = saved
-
-    def exchange_many(
-        self, commands: Sequence[str], *, pipelined: bool, reply_caps: Sequence[int] | None = None
-    ) -> list[wire.Reply]:
-        """Send ``commands`` with multi-line ``+OK`` replies (``TOP n lines``), at once when
-        ``pipelined`` (RFC 2449 section 6.6), and read their replies, in one executor job.
-
-        ``reply_caps``: a cap in octets for each command's reply (within the session's own), enforced
-        while it arrives, so the replies held together never pass their sum.
-
-        Raises:
-            ProtocolError: a reply is malformed or too large ("server answered TOP n l with more than
-                ... octets" for a reply over its cap: reading stopped there, the session is out of
-                step). NetworkTimeout, ConnectError: as for :meth:`run`.
-        """
-        if reply_caps is None:
-            with self.mapped("reading messages"):
-                return self.exchange(commands, multiline=True, pipelined=pipelined)
-        saved = self.decoder.max_reply_octets
-        replies: list[wire.Reply] = []
-        try:
-            with self.mapped("reading messages"):
-                if self._ahead:
-                    self.receive(len(self._ahead), multiline=self._ahead[0])
-                batches = [commands] if pipelined else [[c] for c in commands]
-                for batch in batches:
-                    self.send_ahead(batch, multiline=True)
-                    caps = [min(saved, cap) for cap in reply_caps[len(replies) : len(replies) + len(batch)]]
-                    self.receive(len(batch), multiline=True, into=replies, caps=caps)
-                return replies
-        except ProtocolError as exc:
-            if self.decoder.over_cap_octets is None:
-                raise
-            raise self.protocol_error(
-                f"server answered {commands[len(replies)]} with more than {self.decoder.max_reply_octets}"
-                f" octets (at least {self.decoder.over_cap_octets} read before maild stopped reading)",
-                standard="RFC 1939 section 7",
-            ) from exc
-        finally:
-            self.decoder.max_reply_octets = saved
 
     def listing(self) -> Listing:
         """UIDL and LIST (RFC 1939 sections 7 and 5), pipelined when allowed, parsed."""

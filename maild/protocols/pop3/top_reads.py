@@ -21,6 +21,7 @@ import structlog
 
 from maild.model import MessageKey, RetrievalFailure, RetrievedMessage
 from maild.pop3_uidls import header_window
+from maild.protocols.pop3 import capped_reads
 from maild.protocols.pop3.peek import (
     counts_line_ends_as_one,
     is_whole,
@@ -80,7 +81,7 @@ async def header_sections(
     """
     served.asked((key for key, _ in targets), top=True)
     step = header_window(window, max_octets)
-    read = functools.partial(session.header_sections, [n for _, n in targets], max_octets, step)
+    read = functools.partial(capped_reads.header_sections, session, [n for _, n in targets], max_octets, step)
     replies = await run(read)
     pairs = zip(targets, replies, strict=True)
     return {key: reply.body for (key, _), reply in pairs if reply.body is not None}
@@ -125,7 +126,8 @@ async def whole_messages(
         commands = [f"TOP {msgnums[key]} {top_lines(size)}" for key, size in chunk]
         replies = [None] * len(chunk) if not offered else await run(
             functools.partial(
-                session.exchange_many,
+                capped_reads.exchange_many,
+                session,
                 commands,
                 pipelined=session.pipelining,
                 reply_caps=[whole_reply_cap(size) for _, size in chunk],
