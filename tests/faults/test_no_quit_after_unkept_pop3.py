@@ -36,7 +36,7 @@ from tests.faults.test_failed_headers import REFUSED, invoice
 from tests.integration.test_archive_full_bookkeeping import assert_no_room, disk_full_at
 from tests.support.fetching import archived, cycle, pop3_account, prepare
 from tests.support.rawsocket import leaked_threads
-from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
+from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, on_server, sample_message
 
 BATCH_COMMIT = "INSERT OR IGNORE INTO messages"
 """The first write of a batch's commit (``maild.archive.batches``)."""
@@ -59,10 +59,6 @@ async def account_on(server: ScriptedPOP3, store: Store, retention: str = "keep"
     account = pop3_account(server.host, server.port, "alice", "secret", retention=retention)
     return await prepare(store, account)
 
-
-def on_server(server: ScriptedPOP3) -> list[bytes]:
-    """The octets of the messages the server still holds."""
-    return [m.raw for m in server.maildrop]
 
 
 @pytest.mark.parametrize("retention", ["keep", "delete"])

@@ -27,7 +27,7 @@ from maild.fetch.cycle_end import UNKEPT_WARNING
 from maild.model import POP3Key
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.rawsocket import leaked_threads
-from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
+from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, on_server, sample_message
 
 BIG_BODY = [b"a body line that makes this message larger than max_message_size"] * 20
 """Body lines of a message well above :data:`MAX_SIZE`."""
@@ -42,10 +42,6 @@ def _no_leaked_threads() -> Iterator[None]:
     yield
     assert not leaked_threads("ScriptedPOP3")
 
-
-def on_server(server: ScriptedPOP3) -> list[bytes]:
-    """The octets of the messages the server still holds."""
-    return [m.raw for m in server.maildrop]
 
 
 def test_the_sample_sizes_straddle_the_bound() -> None:

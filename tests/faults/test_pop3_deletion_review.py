@@ -24,7 +24,7 @@ from maild.model import POP3Key
 from maild.spool import Spool
 from tests.support.fetching import archived, cycle, pop3_account, prepare, with_retention
 from tests.support.rawsocket import leaked_threads
-from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, sample_message
+from tests.support.scripted_pop3 import ScriptedMessage, ScriptedPOP3, on_server, sample_message
 
 LARGE_BODY = [b"x" * 200] * 40
 """Body lines of a message the tests' small spool cannot take (about 8 kB)."""
@@ -36,10 +36,6 @@ def _no_leaked_threads() -> Iterator[None]:
     yield
     assert not leaked_threads("ScriptedPOP3")
 
-
-def on_server(server: ScriptedPOP3) -> list[bytes]:
-    """The octets of the messages the server still holds."""
-    return [m.raw for m in server.maildrop]
 
 
 def sessions(commands: list[str]) -> list[list[str]]:

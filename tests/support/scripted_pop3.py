@@ -536,6 +536,11 @@ class ScriptedPOP3(LoopThread):
             await writer.drain()
 
 
+def on_server(server: ScriptedPOP3) -> list[bytes]:
+    """The octets of the messages ``server`` still holds, in maildrop order."""
+    return [m.raw for m in server.maildrop]
+
+
 def _top(raw: bytes, body_lines: int, *, eoh: bool = False) -> bytes:
     """Header section, the empty line, then the first ``body_lines`` lines of the body (RFC 1939 section 7).
 
